@@ -1,0 +1,3 @@
+from quiesce.cli import main
+
+main()

@@ -1,0 +1,196 @@
+"""Load and validate a config file, listing every problem at once with its path."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from quiesce.config.models import Config
+
+
+class ConfigError(Exception):
+    """A config that cannot be used; ``problems`` holds one ``path: message`` per problem."""
+
+    status_hint = 422
+
+    def __init__(self, problems: list[str], source: str = "config") -> None:
+        self.problems = problems
+        self.source = source
+        super().__init__(f"{source}: {len(problems)} problem(s)\n" + "\n".join(problems))
+
+
+def format_loc(loc: Iterable[int | str]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out or "(top)"
+
+
+def _clean(msg: str) -> str:
+    for prefix in ("Value error, ", "Assertion failed, "):
+        if msg.startswith(prefix):
+            return msg[len(prefix) :]
+    return msg
+
+
+# Pydantic reports a failing member of a union or a tagged shortcut under an extra loc element
+# naming the type it tried ("str", "FlagCondition", "function-before[...]"). Users never typed
+# those, so they are dropped from paths.
+def _user_loc(loc: tuple[int | str, ...]) -> list[int | str]:
+    out: list[int | str] = []
+    for part in loc:
+        if isinstance(part, str) and (
+            part[:1].isupper()
+            or part in ("str", "int", "bool", "float", "list[str]", "literal['true']")
+            or "[" in part
+            or part.startswith(("function-", "literal["))
+        ):
+            continue
+        out.append(part)
+    return out
+
+
+def validation_problems(exc: ValidationError, prefix: Iterable[int | str] = ()) -> list[str]:
+    seen: set[str] = set()
+    problems = []
+    for err in exc.errors():
+        loc = [*prefix, *_user_loc(tuple(err["loc"]))]
+        if err["type"] == "extra_forbidden":
+            line = f"{format_loc(loc)}: unknown key"
+        else:
+            line = f"{format_loc(loc)}: {_clean(err['msg'])}"
+        if line not in seen:
+            seen.add(line)
+            problems.append(line)
+    return problems
+
+
+def cross_reference_errors(raw: Mapping[str, Any]) -> list[str]:
+    """References between sections, checked on the raw mapping so they are reported even when
+    other parts of the file are invalid."""
+    problems: list[str] = []
+
+    def names(section: str) -> set[str]:
+        value = raw.get(section)
+        return set(value) if isinstance(value, Mapping) else set()
+
+    monitors, pools, pages = names("healthmonitors"), names("pools"), names("pages")
+    raw_pools = raw.get("pools") if isinstance(raw.get("pools"), Mapping) else {}
+    assert isinstance(raw_pools, Mapping)
+    for pname, pool in raw_pools.items():
+        if not isinstance(pool, Mapping):
+            continue
+        for i, m in enumerate(_list(pool.get("healthmonitors"))):
+            if isinstance(m, str) and m not in monitors:
+                problems.append(f"pools.{pname}.healthmonitors[{i}]: no health monitor named {m!r}")
+        seen: set[Any] = set()
+        for si, server in enumerate(_list(pool.get("servers"))):
+            if isinstance(server, Mapping):
+                if server.get("name") in seen:
+                    problems.append(
+                        f"pools.{pname}.servers[{si}].name: duplicate server name "
+                        f"{server.get('name')!r} in pool {pname!r}"
+                    )
+                seen.add(server.get("name"))
+                for i, m in enumerate(_list(server.get("healthmonitors"))):
+                    if isinstance(m, str) and m not in monitors:
+                        problems.append(
+                            f"pools.{pname}.servers[{si}].healthmonitors[{i}]: "
+                            f"no health monitor named {m!r}"
+                        )
+    raw_services = raw.get("services") if isinstance(raw.get("services"), Mapping) else {}
+    assert isinstance(raw_services, Mapping)
+    for sname, svc in raw_services.items():
+        if not isinstance(svc, Mapping):
+            continue
+        base = f"services.{sname}"
+        for key in ("pool", "fallback_pool"):
+            ref = svc.get(key)
+            if isinstance(ref, str) and ref not in pools:
+                problems.append(f"{base}.{key}: no pool named {ref!r}")
+        monitor_uri = svc.get("monitor_uri")
+        if isinstance(monitor_uri, Mapping) and isinstance(monitor_uri.get("fail_if"), Mapping):
+            problems += _pool_counts(
+                monitor_uri["fail_if"].get("usable_servers_below"),
+                pools,
+                f"{base}.monitor_uri.fail_if.usable_servers_below",
+            )
+        for ri, rule in enumerate(_list(svc.get("rules"))):
+            if not isinstance(rule, Mapping):
+                continue
+            rbase = f"{base}.rules[{ri}]"
+            problems += _condition_refs(rule.get("if"), pools, f"{rbase}.if")
+            then = rule.get("then")
+            if isinstance(then, Mapping):
+                ref = then.get("pool")
+                if isinstance(ref, str) and ref not in pools:
+                    problems.append(f"{rbase}.then.pool: no pool named {ref!r}")
+                page = then.get("maintenance_page")
+                if isinstance(page, str) and page not in pages:
+                    problems.append(f"{rbase}.then.maintenance_page: no page named {page!r}")
+    return problems
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def _pool_counts(value: Any, pools: set[str], path: str) -> list[str]:
+    if not isinstance(value, Mapping):
+        return []
+    return [f"{path}.{p}: no pool named {p!r}" for p in value if p not in pools]
+
+
+def _condition_refs(cond: Any, pools: set[str], path: str) -> list[str]:
+    if not isinstance(cond, Mapping):
+        return []
+    problems = _pool_counts(cond.get("usable_servers_below"), pools, f"{path}.usable_servers_below")
+    for key in ("all", "any"):
+        for i, sub in enumerate(_list(cond.get(key))):
+            problems += _condition_refs(sub, pools, f"{path}.{key}[{i}]")
+    problems += _condition_refs(cond.get("not"), pools, f"{path}.not")
+    return problems
+
+
+def parse_config(raw: Any, source: str = "config") -> Config:
+    """Validate an already-parsed mapping. Raises ConfigError listing every problem."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, Mapping):
+        raise ConfigError([f"(top): expected a mapping, got {type(raw).__name__}"], source)
+    problems: list[str] = []
+    config: Config | None = None
+    try:
+        config = Config.model_validate(raw)
+    except ValidationError as exc:
+        problems += validation_problems(exc)
+    problems += cross_reference_errors(raw)
+    if problems or config is None:
+        raise ConfigError(problems, source)
+    return config
+
+
+def load_text(text: str, source: str = "config") -> Config:
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "?"
+        raise ConfigError([f"(yaml) {where}: {getattr(exc, 'problem', exc)}"], source) from None
+    return parse_config(raw, source)
+
+
+def load_config(path: str | Path) -> Config:
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([f"(file): cannot read {p}: {exc.strerror}"], str(p)) from None
+    return load_text(text, str(p))

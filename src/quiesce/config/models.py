@@ -1,0 +1,453 @@
+"""The configuration, as immutable pydantic v2 models.
+
+Monitor fields use Avi's names (DESIGN §4) so Avi users can port their monitors. Every model
+forbids unknown keys. Cross-references (a pool naming a monitor, a service naming a pool) are
+checked by :func:`quiesce.config.loader.cross_reference_errors`, which runs even when the rest
+of the file has errors so that every problem is listed at once.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    model_validator,
+)
+
+from quiesce.config.addresses import split_address
+from quiesce.config.durations import parse_duration
+
+
+def _address(value: str) -> str:
+    split_address(value)
+    return value.strip()
+
+
+def _infinite_or_duration(value: object) -> float:
+    """``-1`` / ``infinite`` mean no timeout (returned as -1.0)."""
+    if value in (-1, "-1", "infinite", "inf", "none"):
+        return -1.0
+    return parse_duration(value)
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+OptionalTimeout = Annotated[float, BeforeValidator(_infinite_or_duration)]
+Address = Annotated[str, AfterValidator(_address)]
+Name = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:\-]+$")]
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --- health monitors -----------------------------------------------------------------------
+
+MonitorType = Literal["icmp", "tcp", "tcp_half_open", "udp", "http", "https"]
+_CODE_CLASS = re.compile(r"^[1-5]xx$")
+
+
+def _response_codes(values: list[str | int]) -> list[str]:
+    out: list[str] = []
+    for v in values:
+        text = str(v).strip().lower()
+        if text == "any" or _CODE_CLASS.match(text) or (text.isdigit() and 100 <= int(text) <= 599):
+            out.append(text)
+        else:
+            raise ValueError(
+                f"{v!r} is not a response code (use 2xx-style classes, any, or 100-599)"
+            )
+    if not out:
+        raise ValueError("http_response_code needs at least one code or class")
+    return out
+
+
+def _maintenance_codes(values: list[int]) -> list[int]:
+    if len(values) > 4:
+        raise ValueError(f"at most 4 maintenance codes are allowed, got {len(values)}")
+    for v in values:
+        if not 101 <= v <= 599:
+            raise ValueError(f"maintenance code {v} is outside 101-599")
+    if len(set(values)) != len(values):
+        raise ValueError("maintenance codes must not repeat")
+    return values
+
+
+def _short_string(value: str | None) -> str | None:
+    if value is not None and len(value.encode()) > 2048:
+        raise ValueError("must fit in the first 2048 bytes of a reply (at most 2048 bytes)")
+    return value
+
+
+MatchString = Annotated[str | None, AfterValidator(_short_string)]
+
+
+class HttpMonitor(Model):
+    http_request: str = "GET / HTTP/1.0"
+    exact_http_request: bool = False
+    http_response_code: Annotated[list[str | int], AfterValidator(_response_codes)] = ["2xx"]
+    http_response: MatchString = None
+    maintenance_code: Annotated[list[int], AfterValidator(_maintenance_codes)] = []
+    maintenance_response: MatchString = None
+
+    @model_validator(mode="after")
+    def _request_line(self) -> HttpMonitor:
+        first = self.http_request.split("\r\n", 1)[0].split("\n", 1)[0]
+        parts = first.split()
+        if len(parts) < 2 or not parts[0].isalpha() or not parts[1].startswith(("/", "*", "http")):
+            raise ValueError(f"http_request {self.http_request!r} is not 'METHOD /path [HTTP/1.x]'")
+        return self
+
+
+class ClientCert(Model):
+    cert: str
+    key: str | None = None
+
+
+class HttpsMonitor(HttpMonitor):
+    sni: str | None = None
+    verify: bool = True
+    ca: str | None = None
+    client_cert: ClientCert | None = None
+
+
+class TcpMonitor(Model):
+    tcp_request: str | None = None
+    tcp_response: MatchString = None
+    maintenance_response: MatchString = None
+
+
+class UdpMonitor(Model):
+    udp_request: str = ""
+    udp_response: MatchString = None
+    maintenance_response: MatchString = None
+
+
+_SUBOBJECT = {
+    "http": "http_monitor",
+    "https": "https_monitor",
+    "tcp": "tcp_monitor",
+    "udp": "udp_monitor",
+    "icmp": None,
+    "tcp_half_open": None,
+}
+
+
+class HealthMonitor(Model):
+    type: MonitorType
+    send_interval: Duration = 10.0
+    receive_timeout: Duration = 4.0
+    successful_checks: Annotated[int, Field(ge=1, le=50)] = 2
+    failed_checks: Annotated[int, Field(ge=1, le=50)] = 2
+    monitor_port: Annotated[int, Field(ge=0, le=65535)] = 0
+    description: str = ""
+    http_monitor: HttpMonitor | None = None
+    https_monitor: HttpsMonitor | None = None
+    tcp_monitor: TcpMonitor | None = None
+    udp_monitor: UdpMonitor | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> HealthMonitor:
+        problems = []
+        if self.send_interval <= 0:
+            problems.append("send_interval must be above 0")
+        if self.receive_timeout <= 0:
+            problems.append("receive_timeout must be above 0")
+        if self.receive_timeout >= self.send_interval:
+            problems.append(
+                f"receive_timeout ({self.receive_timeout:g}s) must be below "
+                f"send_interval ({self.send_interval:g}s)"
+            )
+        wanted = _SUBOBJECT[self.type]
+        for sub in ("http_monitor", "https_monitor", "tcp_monitor", "udp_monitor"):
+            if getattr(self, sub) is not None and sub != wanted:
+                problems.append(f"{sub} does not go with type {self.type}")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    @property
+    def http(self) -> HttpMonitor:
+        """The HTTP(S) settings, defaults filled in."""
+        if self.type == "https":
+            return self.https_monitor or HttpsMonitor()
+        return self.http_monitor or HttpMonitor()
+
+    @property
+    def tcp(self) -> TcpMonitor:
+        return self.tcp_monitor or TcpMonitor()
+
+    @property
+    def udp(self) -> UdpMonitor:
+        return self.udp_monitor or UdpMonitor()
+
+
+# --- pools and servers ---------------------------------------------------------------------
+
+Algorithm = Literal["round_robin", "weighted_round_robin", "least_connections", "source_ip_hash"]
+
+
+class ServerConfig(Model):
+    name: Name
+    address: Address
+    weight: Annotated[int, Field(ge=0, le=256)] = 1
+    backup: bool = False
+    priority: Annotated[int, Field(ge=0, le=1000)] = 0
+    healthmonitors: list[str] = []  # node monitors (e.g. ICMP) of this server only
+
+    @property
+    def host(self) -> str:
+        return split_address(self.address)[0]
+
+    @property
+    def port(self) -> int:
+        return split_address(self.address)[1]
+
+
+class Persistence(Model):
+    type: Literal["cookie", "source_ip"]
+    cookie_name: Name = "QUIESCE_SERVER"
+    timeout: Duration = 3600.0
+
+
+class PoolConfig(Model):
+    algorithm: Algorithm = "round_robin"
+    mode: Literal["balanced", "active_standby"] = "balanced"
+    preempt: bool = False
+    healthmonitors: list[str] = []
+    min_health_monitors_up: Annotated[int, Field(ge=1)] | None = None
+    graceful_disable_timeout: OptionalTimeout = 60.0
+    min_servers_up: Annotated[int, Field(ge=0)] = 0
+    on_server_down: Literal["leave", "close"] = "leave"
+    slow_start: Duration = 0.0
+    persistence: Persistence | None = None
+    connect_timeout: Duration = 5.0
+    response_timeout: Duration = 60.0
+    max_idle_per_server: Annotated[int, Field(ge=0)] = 64
+    servers: list[ServerConfig]
+
+    @model_validator(mode="after")
+    def _monitor_count(self) -> PoolConfig:
+        # Duplicate server names are checked on the raw file (loader.cross_reference_errors)
+        # so they are reported even when another field of the pool is invalid.
+        if self.min_health_monitors_up is not None and self.min_health_monitors_up > len(
+            self.healthmonitors
+        ):
+            raise ValueError(
+                f"min_health_monitors_up ({self.min_health_monitors_up}) is more than the "
+                f"{len(self.healthmonitors)} monitors attached"
+            )
+        return self
+
+
+# --- services, pages, rules ----------------------------------------------------------------
+
+
+class MaintenancePage(Model):
+    status: Annotated[int, Field(ge=200, le=599)] = 503
+    file: str | None = None
+    body: str | None = None
+    content_type: str = "text/html; charset=utf-8"
+    retry_after: Annotated[int, Field(ge=0)] | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> MaintenancePage:
+        if self.file is not None and self.body is not None:
+            raise ValueError("give either file or body, not both")
+        return self
+
+
+def _cidrs(values: list[str]) -> list[str]:
+    for v in values:
+        try:
+            ipaddress.ip_network(v, strict=False)
+        except ValueError:
+            raise ValueError(f"{v!r} is not an address or CIDR network") from None
+    return values
+
+
+def _regex(value: str) -> str:
+    try:
+        re.compile(value)
+    except re.error as exc:
+        raise ValueError(f"bad regular expression {value!r}: {exc}") from None
+    return value
+
+
+class FlagCondition(Model):
+    name: Name
+    equals: str | bool | None = None
+
+
+class HeaderCondition(Model):
+    name: str
+    equals: str | None = None
+    contains: str | None = None
+    regex: Annotated[str, AfterValidator(_regex)] | None = None
+
+
+class CookieCondition(Model):
+    name: str
+    equals: str | None = None
+
+
+class Condition(Model):
+    """One condition; several keys in one mapping must all hold."""
+
+    flag: Name | FlagCondition | None = None
+    path_prefix: str | None = None
+    path_regex: Annotated[str, AfterValidator(_regex)] | None = None
+    host: str | list[str] | None = None
+    header: HeaderCondition | None = None
+    method: str | list[str] | None = None
+    source: Annotated[list[str], AfterValidator(_cidrs)] | None = None
+    cookie: CookieCondition | None = None
+    usable_servers_below: dict[str, int] | None = None
+    all: list[Condition] | None = None
+    any: list[Condition] | None = None
+    not_: Condition | None = Field(default=None, alias="not")
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> Condition:
+        if not self.model_fields_set:
+            raise ValueError("a condition needs at least one test")
+        return self
+
+
+class RespondAction(Model):
+    status: Annotated[int, Field(ge=100, le=599)] = 200
+    body: str = ""
+    headers: dict[str, str] = {}
+
+
+class RedirectAction(Model):
+    location: str
+    status: Literal[301, 302, 303, 307, 308] = 302
+
+
+class Action(Model):
+    pool: Name | None = None
+    maintenance_page: Name | Literal[True] | None = None
+    respond: RespondAction | None = None
+    redirect: RedirectAction | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Action:
+        if len(self.model_fields_set) != 1:
+            raise ValueError(
+                "an action is exactly one of pool, maintenance_page, respond, redirect"
+            )
+        return self
+
+
+def _action(value: Any) -> Any:
+    # `then: maintenance_page` is shorthand for `then: {maintenance_page: true}`.
+    if value == "maintenance_page":
+        return {"maintenance_page": True}
+    return value
+
+
+class Rule(Model):
+    if_: Condition = Field(alias="if")
+    then: Annotated[Action, BeforeValidator(_action)]
+    name: str | None = None
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class MonitorUriFailIf(Model):
+    usable_servers_below: dict[str, int] = {}
+    flag: Name | None = None
+
+
+class MonitorUri(Model):
+    path: Annotated[str, Field(pattern=r"^/")]
+    fail_if: MonitorUriFailIf = MonitorUriFailIf()
+
+
+class OnResponseStatus(Model):
+    codes: Annotated[list[Annotated[int, Field(ge=100, le=599)]], Field(min_length=1)]
+    then: Literal["maintenance_page"] = "maintenance_page"
+    mark_server: Literal["maintenance"] | None = None
+
+
+class ServiceConfig(Model):
+    listen: Address
+    protocol: Literal["http", "tcp"] = "http"
+    pool: Name
+    fallback_pool: Name | None = None
+    maintenance_page: MaintenancePage = MaintenancePage()
+    monitor_uri: MonitorUri | None = None
+    rules: list[Rule] = []
+    on_response_status: OnResponseStatus | None = None
+    max_header_size: Annotated[int, Field(ge=1024)] = 65536
+    max_request_line: Annotated[int, Field(ge=256)] = 8192
+    client_header_timeout: Duration = 10.0
+    client_idle_timeout: Duration = 60.0
+    grace_period: Duration = 10.0
+
+
+# --- admin, state, top level ---------------------------------------------------------------
+
+
+class UserConfig(Model):
+    name: Name
+    password_hash: str
+    role: Literal["admin", "read_only"] = "read_only"
+
+
+class TokenConfig(Model):
+    name: Name
+    token_hash: str
+    role: Literal["admin", "read_only"] = "read_only"
+
+
+class TlsConfig(Model):
+    cert: str
+    key: str
+    client_ca: str | None = None
+
+
+class AdminConfig(Model):
+    listen: Address = "127.0.0.1:9900"
+    users: list[UserConfig] = []
+    tokens: list[TokenConfig] = []
+    runtime_socket: str | None = None
+    runtime_tcp: Address | None = None
+    tls: TlsConfig | None = None
+    allow_non_loopback: bool = False
+    login_failures_per_minute: Annotated[int, Field(ge=1)] = 10
+
+
+class EtcdConfig(Model):
+    endpoints: list[Address]
+    prefix: str = "/quiesce/"
+
+
+class EventRetention(Model):
+    rows: Annotated[int, Field(ge=100)] = 100_000
+    age: Duration = 30 * 86400.0
+
+
+class StateConfig(Model):
+    sqlite: str | None = "./quiesce-state.db"
+    etcd: EtcdConfig | None = None
+    event_retention: EventRetention = EventRetention()
+
+
+class Config(Model):
+    admin: AdminConfig = AdminConfig()
+    state: StateConfig = StateConfig()
+    healthmonitors: dict[Name, HealthMonitor] = {}
+    pools: dict[Name, PoolConfig] = {}
+    services: dict[Name, ServiceConfig] = {}
+    pages: dict[Name, MaintenancePage] = {}
+    flags: dict[Name, bool | str] = {}

@@ -1,0 +1,601 @@
+"""The registry: the runtime state of every pool and server, and the one place that changes it.
+
+Theory of operation
+-------------------
+Data flows into the registry from two sides (DESIGN §3): health check results
+(:meth:`Registry.record_check`) move the operational axis, admin commands
+(:meth:`Registry.admin_command`) move the administrative axis. After every change the registry
+recomputes the pool's candidate set (what the balancer picks from), holds an active-standby
+election where the pool has one, and emits :class:`~quiesce.core.events.Event` objects to its
+subscribers (event log, store, metrics, SSE streams). What must happen to existing connections
+is handed to ``close_handlers`` as a :class:`~quiesce.core.states.CloseMode`; the data plane's
+connection table carries it out.
+
+The registry is sans-IO: it never sleeps or touches a socket; time comes from an injectable
+clock, and :meth:`Registry.tick` fires drain deadlines and expiries when the caller says so.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+
+from quiesce.balancing import Algorithm, make_algorithm
+from quiesce.config.models import Config, HealthMonitor, PoolConfig, ServerConfig
+from quiesce.core import admin as admin_sm
+from quiesce.core.admin import AdminCommand, AdminRecord, Transition
+from quiesce.core.checks import CheckResult
+from quiesce.core.clock import Clock, SystemClock
+from quiesce.core.errors import GuardRefused, NotFound
+from quiesce.core.events import Event, EventKind
+from quiesce.core.oper import MonitorTrack, Thresholds, combine
+from quiesce.core.pool import Member, candidates, elect, guard_violation, slow_start_factor
+from quiesce.core.states import Admin, Cause, CloseMode, Oper
+from quiesce.core.status import in_maintenance, is_eligible, status_text
+
+LAST_CHECKS = 10
+
+EventListener = Callable[[Event], None]
+CloseHandler = Callable[["ServerRuntime", CloseMode], None]
+
+
+@dataclass(eq=False)
+class ServerRuntime:
+    pool: str
+    config: ServerConfig
+    order: int
+    monitors: list[str]
+    tracks: dict[str, MonitorTrack] = field(default_factory=dict)
+    oper: Oper = Oper.UNKNOWN
+    admin: AdminRecord = field(default_factory=AdminRecord)
+    last_checks: dict[str, deque[CheckResult]] = field(default_factory=dict)
+    eligible_since: float | None = None
+    weight: int = 1
+    # Live counters, kept by the data plane's connection table.
+    connections: int = 0
+    requests_in_flight: int = 0
+    requests_total: int = 0
+    responses: dict[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.weight = self.config.weight
+        for m in self.monitors:
+            self.tracks.setdefault(m, MonitorTrack())
+            self.last_checks.setdefault(m, deque(maxlen=LAST_CHECKS))
+        if not self.monitors:
+            self.oper = Oper.UNMONITORED
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    @property
+    def key(self) -> str:
+        return f"{self.pool}/{self.config.name}"
+
+    @property
+    def host(self) -> str:
+        return self.config.host
+
+    @property
+    def port(self) -> int:
+        return self.config.port
+
+    @property
+    def address(self) -> str:
+        return self.config.address
+
+    @property
+    def eligible(self) -> bool:
+        return is_eligible(self.admin.state, self.oper)
+
+    @property
+    def persistable(self) -> bool:
+        """May still receive sessions stuck to it by persistence (drain allows them)."""
+        return self.admin.state is not Admin.MAINTENANCE and self.oper in (
+            Oper.UP,
+            Oper.UNMONITORED,
+        )
+
+    @property
+    def status(self) -> str:
+        return status_text(self.admin.state, self.oper, self.connections)
+
+    # Balancing candidate protocol -------------------------------------------------------
+    effective_weight: float = 1.0
+
+    @property
+    def active(self) -> int:
+        return self.connections
+
+    def member(self) -> Member:
+        return Member(
+            self.name,
+            self.admin.state,
+            self.oper,
+            self.config.backup,
+            self.config.priority,
+            self.order,
+        )
+
+    def checks(self) -> list[CheckResult]:
+        out = [r for q in self.last_checks.values() for r in q]
+        out.sort(key=lambda r: r.at)
+        return out[-LAST_CHECKS:]
+
+
+class PoolRuntime:
+    def __init__(self, name: str, config: PoolConfig, monitors: dict[str, HealthMonitor]) -> None:
+        self.name = name
+        self.config = config
+        self.servers: list[ServerRuntime] = []
+        for i, sc in enumerate(config.servers):
+            names = [*config.healthmonitors, *sc.healthmonitors]
+            self.servers.append(ServerRuntime(name, sc, i, names))
+        self._by_name = {s.name: s for s in self.servers}
+        self.algorithm: Algorithm = make_algorithm(config.algorithm)
+        self.primary: str | None = None
+        self.candidates: list[ServerRuntime] = []
+        self.available = False
+        self.monitor_configs = monitors
+
+    def server(self, name: str) -> ServerRuntime:
+        try:
+            return self._by_name[name]
+        except KeyError:
+            raise NotFound(f"pool {self.name!r} has no server {name!r}") from None
+
+    def members(self) -> list[Member]:
+        return [s.member() for s in self.servers]
+
+    @property
+    def eligible_count(self) -> int:
+        return sum(1 for s in self.servers if s.eligible)
+
+    @property
+    def sessions(self) -> int:
+        return sum(s.connections for s in self.servers)
+
+    def thresholds(self, monitor: str) -> Thresholds:
+        m = self.monitor_configs.get(monitor)
+        if m is None:
+            return Thresholds()
+        return Thresholds(m.successful_checks, m.failed_checks)
+
+    def refresh_weights(self, now: float) -> None:
+        period = self.config.slow_start
+        for s in self.candidates:
+            s.effective_weight = s.weight * slow_start_factor(s.eligible_since, now, period)
+
+    def pick(
+        self,
+        client: str | None,
+        now: float,
+        exclude: Sequence[ServerRuntime] = (),
+        sticky: str | None = None,
+    ) -> ServerRuntime | None:
+        """The server for a new connection or request: a sticky server that may still take
+        persistent sessions, else the algorithm's choice among the candidates."""
+        if sticky is not None:
+            s = self._by_name.get(sticky)
+            if (
+                s is not None
+                and s.persistable
+                and s not in exclude
+                and (self.config.mode != "active_standby" or s.name == self.primary)
+            ):
+                return s
+        pool: Sequence[ServerRuntime] = self.candidates
+        if exclude:
+            pool = [s for s in pool if s not in exclude]
+        if not pool:
+            return None
+        if self.config.slow_start > 0:
+            self.refresh_weights(now)
+        choice = self.algorithm.pick(pool, client)
+        return choice if isinstance(choice, ServerRuntime) else None
+
+    def sticky_token(self, server: ServerRuntime) -> str:
+        """The value of a persistence cookie naming ``server`` (opaque, stable)."""
+        return hashlib.blake2s(server.key.encode(), digest_size=8).hexdigest()
+
+    def from_sticky_token(self, token: str) -> str | None:
+        for s in self.servers:
+            if self.sticky_token(s) == token:
+                return s.name
+        return None
+
+
+class Registry:
+    def __init__(self, config: Config, clock: Clock | None = None) -> None:
+        self.config = config
+        self.clock: Clock = clock or SystemClock()
+        self.pools: dict[str, PoolRuntime] = {
+            name: PoolRuntime(name, pc, dict(config.healthmonitors))
+            for name, pc in config.pools.items()
+        }
+        self.listeners: list[EventListener] = []
+        # Runtime flags (issue 7): read on the request path with one dict lookup.
+        self.flags: dict[str, bool | str] = dict(config.flags)
+        self.close_handlers: list[CloseHandler] = []
+        now = self.clock.time()
+        for pool in self.pools.values():
+            self._recompute(pool, now, emit=False)
+
+    # lookups ----------------------------------------------------------------------------
+
+    def pool(self, name: str) -> PoolRuntime:
+        try:
+            return self.pools[name]
+        except KeyError:
+            raise NotFound(f"no pool named {name!r}") from None
+
+    def servers(self) -> Iterator[ServerRuntime]:
+        for pool in self.pools.values():
+            yield from pool.servers
+
+    def find_server(self, ref: str) -> ServerRuntime:
+        """``pool/server``, or a server name that is unique across pools."""
+        if "/" in ref:
+            pool, _, name = ref.partition("/")
+            return self.pool(pool).server(name)
+        matches = [s for s in self.servers() if s.name == ref]
+        if len(matches) == 1:
+            return matches[0]
+        if not matches:
+            raise NotFound(f"no server named {ref!r}")
+        pools = ", ".join(sorted(s.pool for s in matches))
+        raise NotFound(f"server name {ref!r} is in several pools ({pools}): use POOL/SERVER")
+
+    # events -----------------------------------------------------------------------------
+
+    def emit(self, event: Event) -> None:
+        for listener in list(self.listeners):
+            listener(event)
+
+    def _event(self, kind: EventKind, pool: PoolRuntime | None, **kw: object) -> Event:
+        return Event(
+            time=self.clock.time(),
+            kind=kind,
+            pool=pool.name if pool else None,
+            eligible=pool.eligible_count if pool else None,
+            sessions=pool.sessions if pool else None,
+            **kw,  # type: ignore[arg-type]
+        )
+
+    # the operational axis -----------------------------------------------------------------
+
+    def record_check(self, server: ServerRuntime, result: CheckResult) -> None:
+        """Feed one check result; moves the operational axis by the rules of DESIGN §1."""
+        pool = self.pools[server.pool]
+        if result.monitor not in server.tracks:
+            return  # a result for a monitor detached meanwhile
+        server.last_checks[result.monitor].append(result)
+        track = server.tracks[result.monitor]
+        server.tracks[result.monitor] = track.feed(result.verdict, pool.thresholds(result.monitor))
+        self._set_oper(pool, server, Cause.HEALTH, result)
+
+    def mark_passive_maintenance(self, server: ServerRuntime, detail: dict[str, object]) -> None:
+        """A response seen on the data path says maintenance (issue 7's ``mark_server``).
+        Every monitor track enters maintenance, so the next ordinary pass brings it back."""
+        if not server.tracks or server.oper is Oper.MAINTENANCE:
+            return
+        for m in server.tracks:
+            server.tracks[m] = MonitorTrack(Oper.MAINTENANCE, 0)
+        self._set_oper(self.pools[server.pool], server, Cause.PASSIVE, None, detail)
+
+    def _set_oper(
+        self,
+        pool: PoolRuntime,
+        server: ServerRuntime,
+        cause: Cause,
+        result: CheckResult | None,
+        extra: dict[str, object] | None = None,
+    ) -> None:
+        new = combine(
+            [server.tracks[m].state for m in server.monitors], pool.config.min_health_monitors_up
+        )
+        if new is server.oper:
+            return
+        old = server.oper
+        server.oper = new
+        now = self.clock.time()
+        detail: dict[str, object] = dict(extra or {})
+        if result is not None:
+            detail.update(result.to_dict())
+        pending = self._recompute(pool, now)
+        self.emit(
+            self._event(
+                EventKind.OPER_CHANGE,
+                pool,
+                server=server.name,
+                from_=old.value,
+                to=new.value,
+                cause=cause.value,
+                detail=detail,
+            )
+        )
+        self._emit_all(pending)
+        if new is Oper.DOWN and pool.config.on_server_down == "close":
+            self._close(server, CloseMode.ALL)
+
+    # the administrative axis ----------------------------------------------------------------
+
+    def admin_command(
+        self, server: ServerRuntime, cmd: AdminCommand, *, force_guard: bool = False
+    ) -> Transition:
+        """Apply an operator's command. Raises InvalidCommand or GuardRefused (both emitted as
+        ``admin_refused`` events) and then changes nothing."""
+        pool = self.pools[server.pool]
+        now = self.clock.time()
+        try:
+            transition = admin_sm.apply(server.admin, cmd, now)
+            if not force_guard:
+                why = guard_violation(
+                    pool.members(), server.name, transition.after.state, pool.config.min_servers_up
+                )
+                if why is not None:
+                    raise GuardRefused(
+                        f"pool {pool.name!r}: setting {server.name!r} to "
+                        f"{cmd.target.value} {why}; use force to override"
+                    )
+        except Exception as exc:
+            message = getattr(exc, "message", str(exc))
+            self.emit(
+                self._event(
+                    EventKind.ADMIN_REFUSED,
+                    pool,
+                    server=server.name,
+                    from_=server.admin.state,
+                    to=cmd.target.value,
+                    cause=cmd.cause.value,
+                    actor=cmd.actor,
+                    reason=cmd.reason,
+                    detail={"error": message, "force": cmd.force},
+                )
+            )
+            raise
+        self._apply_transition(
+            pool,
+            server,
+            transition,
+            cmd.cause,
+            cmd.actor,
+            cmd.reason,
+            command=True,
+            force=cmd.force,
+        )
+        return transition
+
+    def restore_admin(self, server: ServerRuntime, record: AdminRecord) -> None:
+        """Put back a persisted admin record at start-up (no guard, no close)."""
+        server.admin = record
+        self._recompute(self.pools[server.pool], self.clock.time(), emit=False)
+
+    def _apply_transition(
+        self,
+        pool: PoolRuntime,
+        server: ServerRuntime,
+        t: Transition,
+        cause: Cause,
+        actor: str,
+        reason: str,
+        *,
+        command: bool,
+        force: bool = False,
+    ) -> None:
+        server.admin = t.after
+        now = self.clock.time()
+        pending = self._recompute(pool, now) if t.changed else []
+        detail: dict[str, object] = {"message": t.message, "close": t.close.value}
+        if force:
+            detail["force"] = True
+        if t.after.deadline is not None:
+            detail["deadline"] = t.after.deadline
+        if t.after.expires is not None:
+            detail["expires"] = t.after.expires
+        kind = EventKind.ADMIN_CHANGE if t.changed else EventKind.ADMIN_COMMAND
+        self.emit(
+            self._event(
+                kind,
+                pool,
+                server=server.name,
+                from_=t.before.state.value,
+                to=t.after.state.value,
+                cause=cause.value,
+                actor=actor,
+                reason=reason,
+                detail=detail,
+            )
+        )
+        self._emit_all(pending)
+        if t.close is not CloseMode.NONE:
+            self._close(server, t.close)
+
+    def tick(self) -> list[Transition]:
+        """Fire every due drain deadline and expiry."""
+        now = self.clock.time()
+        fired = []
+        for pool in self.pools.values():
+            for server in pool.servers:
+                while (t := admin_sm.tick(server.admin, now)) is not None:
+                    fired.append(t)
+                    self._apply_transition(
+                        pool,
+                        server,
+                        t,
+                        t.after.cause,
+                        t.before.actor or "system",
+                        t.after.reason,
+                        command=False,
+                    )
+        return fired
+
+    def next_due(self) -> float | None:
+        times = [t for s in self.servers() if (t := admin_sm.next_due(s.admin)) is not None]
+        return min(times) if times else None
+
+    def set_weight(self, server: ServerRuntime, weight: int) -> None:
+        if not 0 <= weight <= 256:
+            from quiesce.core.errors import InvalidCommand
+
+            raise InvalidCommand(f"weight {weight} is outside 0-256")
+        server.weight = weight
+        pool = self.pools[server.pool]
+        self._emit_all(self._recompute(pool, self.clock.time()))
+
+    # runtime flags ----------------------------------------------------------------------------
+
+    def set_flag(
+        self, name: str, value: bool | str, *, actor: str, cause: Cause, reason: str = ""
+    ) -> None:
+        old = self.flags.get(name)
+        self.flags[name] = value
+        self.emit(
+            self._event(
+                EventKind.FLAG_CHANGE,
+                None,
+                from_=_flag_text(old),
+                to=_flag_text(value),
+                cause=cause.value,
+                actor=actor,
+                reason=reason,
+                detail={"flag": name},
+            )
+        )
+
+    def clear_flag(self, name: str, *, actor: str, cause: Cause, reason: str = "") -> None:
+        if name not in self.flags:
+            raise NotFound(f"no flag named {name!r}")
+        old = self.flags.pop(name)
+        self.emit(
+            self._event(
+                EventKind.FLAG_CHANGE,
+                None,
+                from_=_flag_text(old),
+                to=None,
+                cause=cause.value,
+                actor=actor,
+                reason=reason,
+                detail={"flag": name},
+            )
+        )
+
+    # derived pool state ---------------------------------------------------------------------
+
+    def _close(self, server: ServerRuntime, mode: CloseMode) -> None:
+        for handler in list(self.close_handlers):
+            handler(server, mode)
+
+    def _emit_all(self, events: list[Event]) -> None:
+        for e in events:
+            self.emit(e)
+
+    def _recompute(self, pool: PoolRuntime, now: float, emit: bool = True) -> list[Event]:
+        """Recompute candidates and election; returns the events this caused, for the caller
+        to emit after its own (a cause comes before its consequences in the log)."""
+        out: list[Event] = []
+        for s in pool.servers:
+            if s.eligible and s.eligible_since is None:
+                s.eligible_since = now
+            elif not s.eligible:
+                s.eligible_since = None
+        members = pool.members()
+        if pool.config.mode == "active_standby":
+            new_primary = elect(members, pool.primary, pool.config.preempt)
+            if new_primary != pool.primary:
+                old = pool.primary
+                pool.primary = new_primary
+                if emit:
+                    out.append(
+                        self._event(
+                            EventKind.ELECTION,
+                            pool,
+                            server=new_primary,
+                            from_=old,
+                            to=new_primary,
+                            cause="election",
+                        )
+                    )
+            pool.candidates = [pool.server(pool.primary)] if pool.primary else []
+        else:
+            names = {m.name for m in candidates(members)}
+            pool.candidates = [s for s in pool.servers if s.name in names]
+        for s in pool.candidates:
+            s.effective_weight = s.weight * slow_start_factor(
+                s.eligible_since, now, pool.config.slow_start
+            )
+        available = bool(pool.candidates)
+        if available != pool.available:
+            pool.available = available
+            if emit:
+                kind = EventKind.POOL_UP if available else EventKind.POOL_DOWN
+                reason = None if available else "pool has no server available"
+                out.append(self._event(kind, pool, reason=reason))
+        return out
+
+    # views ------------------------------------------------------------------------------------
+
+    def server_view(self, server: ServerRuntime) -> dict[str, object]:
+        rec = server.admin
+        return {
+            "pool": server.pool,
+            "name": server.name,
+            "address": server.address,
+            "weight": server.weight,
+            "backup": server.config.backup,
+            "priority": server.config.priority,
+            "oper": server.oper.value,
+            "admin": rec.state.value,
+            "status": server.status,
+            "eligible": server.eligible,
+            "in_maintenance": in_maintenance(rec.state, server.oper),
+            "primary": self.pools[server.pool].primary == server.name,
+            "connections": server.connections,
+            "requests_in_flight": server.requests_in_flight,
+            "reason": rec.reason,
+            "actor": rec.actor,
+            "since": rec.since,
+            "cause": rec.cause.value,
+            "expires": rec.expires,
+            "deadline": rec.deadline,
+            "monitors": {m: server.tracks[m].state.value for m in server.monitors},
+            "last_checks": [r.to_dict() for r in server.checks()],
+        }
+
+    def pool_view(self, pool: PoolRuntime) -> dict[str, object]:
+        return {
+            "name": pool.name,
+            "algorithm": pool.config.algorithm,
+            "mode": pool.config.mode,
+            "healthmonitors": list(pool.config.healthmonitors),
+            "min_servers_up": pool.config.min_servers_up,
+            "graceful_disable_timeout": pool.config.graceful_disable_timeout,
+            "eligible": pool.eligible_count,
+            "total": len(pool.servers),
+            "available": pool.available,
+            "primary": pool.primary,
+            "sessions": pool.sessions,
+            "summary": _summary(pool),
+        }
+
+
+def _flag_text(value: bool | str | None) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return value
+
+
+def _summary(pool: PoolRuntime) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for s in pool.servers:
+        key = s.status.split(" (")[0]
+        out[key] = out.get(key, 0) + 1
+    return out
+
+
+__all__ = ["PoolRuntime", "Registry", "ServerRuntime"]

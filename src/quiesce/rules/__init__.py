@@ -1,0 +1,1 @@
+"""Routing rules and their decisions (issue 7). The evaluator is sans-IO."""
