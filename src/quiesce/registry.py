@@ -212,9 +212,11 @@ class Registry:
     def __init__(self, config: Config, clock: Clock | None = None) -> None:
         self.config = config
         self.clock: Clock = clock or SystemClock()
+        # Live monitor definitions: edited at runtime by the control plane; the health
+        # manager and the pools read them from here, so an edit applies at the next check.
+        self.monitors: dict[str, HealthMonitor] = dict(config.healthmonitors)
         self.pools: dict[str, PoolRuntime] = {
-            name: PoolRuntime(name, pc, dict(config.healthmonitors))
-            for name, pc in config.pools.items()
+            name: PoolRuntime(name, pc, self.monitors) for name, pc in config.pools.items()
         }
         self.listeners: list[EventListener] = []
         # Runtime flags (issue 7): read on the request path with one dict lookup.
