@@ -28,7 +28,7 @@ from quiesce.core import admin as admin_sm
 from quiesce.core.admin import AdminCommand, AdminRecord, Transition
 from quiesce.core.checks import CheckResult
 from quiesce.core.clock import Clock, SystemClock
-from quiesce.core.errors import GuardRefused, NotFound
+from quiesce.core.errors import GuardRefused, InvalidCommand, NotFound
 from quiesce.core.events import Event, EventKind
 from quiesce.core.oper import MonitorTrack, Thresholds, combine
 from quiesce.core.pool import Member, candidates, elect, guard_violation, slow_start_factor
@@ -130,6 +130,7 @@ class PoolRuntime:
     def __init__(self, name: str, config: PoolConfig, monitors: dict[str, HealthMonitor]) -> None:
         self.name = name
         self.config = config
+        self.pool_monitors: list[str] = list(config.healthmonitors)
         self.servers: list[ServerRuntime] = []
         for i, sc in enumerate(config.servers):
             names = [*config.healthmonitors, *sc.healthmonitors]
@@ -441,12 +442,87 @@ class Registry:
 
     def set_weight(self, server: ServerRuntime, weight: int) -> None:
         if not 0 <= weight <= 256:
-            from quiesce.core.errors import InvalidCommand
-
             raise InvalidCommand(f"weight {weight} is outside 0-256")
         server.weight = weight
         pool = self.pools[server.pool]
         self._emit_all(self._recompute(pool, self.clock.time()))
+
+    # runtime monitor edits (control plane, dashboard) ------------------------------------------
+
+    def put_monitor(self, name: str, monitor: HealthMonitor, *, actor: str, cause: Cause) -> bool:
+        """Create or replace a monitor definition; returns True when it was created. Servers
+        keep their track state: the new definition applies from the next check."""
+        created = name not in self.monitors
+        self.monitors[name] = monitor
+        self.emit(
+            self._event(
+                EventKind.MONITOR_CHANGE,
+                None,
+                cause=cause.value,
+                actor=actor,
+                to="created" if created else "updated",
+                detail={"monitor": name},
+            )
+        )
+        return created
+
+    def delete_monitor(self, name: str, *, actor: str, cause: Cause) -> None:
+        if name not in self.monitors:
+            raise NotFound(f"no health monitor named {name!r}")
+        users = sorted({s.pool for s in self.servers() if name in s.monitors})
+        if users:
+            raise GuardRefused(
+                f"health monitor {name!r} is attached to pool(s) {', '.join(users)}: "
+                "detach it first"
+            )
+        del self.monitors[name]
+        self.emit(
+            self._event(
+                EventKind.MONITOR_CHANGE,
+                None,
+                cause=cause.value,
+                actor=actor,
+                to="deleted",
+                detail={"monitor": name},
+            )
+        )
+
+    def set_pool_monitors(
+        self, pool_name: str, names: list[str], *, actor: str, cause: Cause
+    ) -> None:
+        """Attach/detach pool monitors. A newly attached monitor starts ``unknown`` for each
+        server; a detached one is forgotten. The health manager's ``sync()`` must follow."""
+        pool = self.pool(pool_name)
+        missing = [n for n in names if n not in self.monitors]
+        if missing:
+            raise NotFound(f"no health monitor named {missing[0]!r}")
+        if len(set(names)) != len(names):
+            raise InvalidCommand("a monitor is listed twice")
+        old = list(pool.pool_monitors)
+        pool.pool_monitors = list(names)
+        for s in pool.servers:
+            wanted = [*names, *(m for m in s.config.healthmonitors if m not in names)]
+            for m in list(s.tracks):
+                if m not in wanted:
+                    del s.tracks[m]
+                    del s.last_checks[m]
+            for m in wanted:
+                if m not in s.tracks:
+                    s.tracks[m] = MonitorTrack()
+                    s.last_checks[m] = deque(maxlen=LAST_CHECKS)
+            s.monitors = wanted
+            self._set_oper(pool, s, cause, None)
+        self.emit(
+            self._event(
+                EventKind.MONITOR_CHANGE,
+                pool,
+                cause=cause.value,
+                actor=actor,
+                from_=",".join(old),
+                to=",".join(names),
+                detail={"attached": list(names)},
+            )
+        )
 
     # runtime flags ----------------------------------------------------------------------------
 
@@ -572,7 +648,7 @@ class Registry:
             "name": pool.name,
             "algorithm": pool.config.algorithm,
             "mode": pool.config.mode,
-            "healthmonitors": list(pool.config.healthmonitors),
+            "healthmonitors": list(pool.pool_monitors),
             "min_servers_up": pool.config.min_servers_up,
             "graceful_disable_timeout": pool.config.graceful_disable_timeout,
             "eligible": pool.eligible_count,
