@@ -1,28 +1,29 @@
-"""Balancing algorithms, a registry of sans-IO classes named as the config names them."""
+"""Balancing algorithms, a registry of sans-IO classes named as the config names them.
+
+=====================  ================================================================
+``round_robin``        each candidate in turn (configured weights ignored; weight 0 and
+                       slow start honoured)
+``weighted_round_robin``  smooth weighted round robin, nginx-style
+``least_connections``  fewest live connections per unit of weight; ties rotate
+``source_ip_hash``     weighted rendezvous hash of the client address: stable, and
+                       removing a server moves only its share
+=====================  ================================================================
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 from quiesce.balancing.base import Algorithm, Candidate
-
-
-class RoundRobin:
-    """Plain round robin over the candidates of the moment."""
-
-    def __init__(self) -> None:
-        self._next = 0
-
-    def pick(self, candidates: Sequence[Candidate], key: str | None) -> Candidate | None:
-        if not candidates:
-            return None
-        choice = candidates[self._next % len(candidates)]
-        self._next += 1
-        return choice
-
+from quiesce.balancing.least_connections import LeastConnections
+from quiesce.balancing.round_robin import RoundRobin, WeightedRoundRobin
+from quiesce.balancing.source_hash import SourceIpHash
 
 ALGORITHMS: dict[str, Callable[[], Algorithm]] = {
     "round_robin": RoundRobin,
+    "weighted_round_robin": WeightedRoundRobin,
+    "least_connections": LeastConnections,
+    "source_ip_hash": SourceIpHash,
 }
 
 
@@ -33,4 +34,13 @@ def make_algorithm(name: str) -> Algorithm:
         raise ValueError(f"unknown balancing algorithm {name!r}") from None
 
 
-__all__ = ["ALGORITHMS", "Algorithm", "Candidate", "make_algorithm"]
+__all__ = [
+    "ALGORITHMS",
+    "Algorithm",
+    "Candidate",
+    "LeastConnections",
+    "RoundRobin",
+    "SourceIpHash",
+    "WeightedRoundRobin",
+    "make_algorithm",
+]
