@@ -12,3 +12,12 @@ def main() -> None:
 
 
 __all__ = ["main"]
+
+
+def _register_commands() -> None:
+    from quiesce.cli import server
+
+    server.register(main)
+
+
+_register_commands()

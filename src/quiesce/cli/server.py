@@ -1,0 +1,110 @@
+"""Server-side verbs: ``quiesce run``, ``quiesce demo``, ``quiesce check``, ``quiesce passwd``."""
+
+from __future__ import annotations
+
+import getpass
+import sys
+from pathlib import Path
+
+import click
+
+from quiesce.config import ConfigError, load_config
+
+
+@click.command("check")
+@click.option(
+    "-c",
+    "--config",
+    "config_path",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="The YAML config file to validate.",
+)
+def check_cmd(config_path: str) -> None:
+    """Validate a config file: exit 0, or 1 with every problem and its path."""
+    try:
+        config = load_config(config_path)
+    except ConfigError as exc:
+        click.echo(f"{config_path}: {len(exc.problems)} problem(s)", err=True)
+        for problem in exc.problems:
+            click.echo(f"  {problem}", err=True)
+        sys.exit(1)
+    servers = sum(len(p.servers) for p in config.pools.values())
+    click.echo(
+        f"{config_path}: ok ({len(config.services)} service(s), {len(config.pools)} pool(s), "
+        f"{servers} server(s), {len(config.healthmonitors)} health monitor(s))"
+    )
+
+
+@click.command("passwd")
+def passwd_cmd() -> None:
+    """Read a password (from stdin when it is not a terminal) and print its hash for the
+    config's ``admin.users[].password_hash``."""
+    from quiesce.security import hash_password
+
+    if sys.stdin.isatty():
+        password = getpass.getpass("Password: ")
+        if getpass.getpass("Again: ") != password:
+            raise click.ClickException("the passwords differ")
+    else:
+        password = sys.stdin.readline().rstrip("\r\n")
+    if not password:
+        raise click.ClickException("the password is empty")
+    click.echo(hash_password(password))
+
+
+@click.command("run")
+@click.option(
+    "-c",
+    "--config",
+    "config_path",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="The YAML config file.",
+)
+@click.option(
+    "--grace",
+    default=10.0,
+    show_default=True,
+    type=float,
+    help="Seconds to let in-flight requests finish on SIGINT/SIGTERM.",
+)
+def run_cmd(config_path: str, grace: float) -> None:
+    """Run the balancer from a config file until SIGINT or SIGTERM."""
+    from quiesce.app import run_forever
+
+    try:
+        config = load_config(config_path)
+    except ConfigError as exc:
+        click.echo(f"{config_path}: {len(exc.problems)} problem(s)", err=True)
+        for problem in exc.problems:
+            click.echo(f"  {problem}", err=True)
+        sys.exit(1)
+    sys.exit(run_forever(config, Path(config_path).resolve().parent, grace=grace))
+
+
+@click.command("demo")
+@click.option(
+    "--port",
+    default=8080,
+    show_default=True,
+    type=int,
+    help="Port of the balanced HTTP service (0 = any free port).",
+)
+@click.option(
+    "--admin-port",
+    default=9900,
+    show_default=True,
+    type=int,
+    help="Port of the admin API and dashboard (0 = any free port).",
+)
+def demo_cmd(port: int, admin_port: int) -> None:
+    """Start a self-contained demo: three back ends, a balanced service, the admin API."""
+    from quiesce.demo import run_demo
+
+    sys.exit(run_demo(port=port, admin_port=admin_port))
+
+
+def register(group: click.Group) -> None:
+    for cmd in (run_cmd, demo_cmd, check_cmd, passwd_cmd):
+        group.add_command(cmd)

@@ -1,0 +1,184 @@
+"""The config: the issue's example loads; every kind of bad config is rejected with its path."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from quiesce.config import ConfigError, load_config, load_text
+from quiesce.config.durations import parse_duration
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = ROOT / "examples" / "quiesce.yaml"
+
+
+def test_example_loads_as_written() -> None:
+    config = load_config(EXAMPLE)
+    monitor = config.healthmonitors["System-HTTP"]
+    assert monitor.send_interval == 1.0 and monitor.receive_timeout == 0.5
+    assert monitor.http.maintenance_code == [503]
+    assert monitor.http.maintenance_response == "under construction"
+    pool = config.pools["web"]
+    assert pool.graceful_disable_timeout == 60.0
+    assert [s.name for s in pool.servers] == ["web1", "web2", "sorry"]
+    assert pool.servers[2].backup and pool.servers[1].weight == 2
+    www = config.services["www"]
+    assert www.maintenance_page.retry_after == 120
+    assert www.rules[0].then.maintenance_page is True
+    with pytest.raises(ValidationError):  # frozen
+        config.pools["web"].min_servers_up = 3  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [("500ms", 0.5), ("1s", 1.0), ("2m", 120.0), ("1h", 3600.0), (3, 3.0), ("1.5", 1.5)],
+)
+def test_durations(text: object, value: float) -> None:
+    assert parse_duration(text) == value
+
+
+@pytest.mark.parametrize("bad", ["1x", "", "-1s", True, None, "ms"])
+def test_bad_durations(bad: object) -> None:
+    with pytest.raises(ValueError):
+        parse_duration(bad)
+
+
+BASE = """
+healthmonitors:
+  hm: {type: http, send_interval: 2s, receive_timeout: 1s}
+pools:
+  web:
+    healthmonitors: [hm]
+    servers:
+      - {name: a, address: 127.0.0.1:8081}
+services:
+  www: {listen: 127.0.0.1:8080, pool: web}
+"""
+
+
+def problems(text: str) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        load_text(text)
+    return info.value.problems
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "expected"),
+    [
+        (
+            "address: 127.0.0.1:8081",
+            "address: 127.0.0.1:70000",
+            "pools.web.servers[0].address: port 70000 is out of range",
+        ),
+        ("pool: web}", "pool: web, colour: red}", "services.www.colour: unknown key"),
+        (
+            "healthmonitors: [hm]",
+            "healthmonitors: [nope]",
+            "pools.web.healthmonitors[0]: no health monitor named 'nope'",
+        ),
+        (
+            "      - {name: a, address: 127.0.0.1:8081}",
+            "      - {name: a, address: 127.0.0.1:8081}\n"
+            "      - {name: a, address: 127.0.0.1:8082}",
+            "pools.web.servers[1].name: duplicate server name 'a' in pool 'web'",
+        ),
+        (
+            "receive_timeout: 1s}",
+            "receive_timeout: 1s, http_monitor: {maintenance_code: [500, 501, 502, 503, 504]}}",
+            "healthmonitors.hm.http_monitor.maintenance_code: at most 4 maintenance codes",
+        ),
+        (
+            "receive_timeout: 1s}",
+            "receive_timeout: 1s, http_monitor: {maintenance_code: [100]}}",
+            "healthmonitors.hm.http_monitor.maintenance_code: maintenance code 100 is outside",
+        ),
+        (
+            "receive_timeout: 1s}",
+            "receive_timeout: 1s, http_monitor: {maintenance_code: [600]}}",
+            "maintenance code 600 is outside 101-599",
+        ),
+        (
+            "receive_timeout: 1s",
+            "receive_timeout: 2s",
+            "healthmonitors.hm: receive_timeout (2s) must be below send_interval (2s)",
+        ),
+        (
+            "listen: 127.0.0.1:8080",
+            "listen: nowhere",
+            "services.www.listen: 'nowhere' is not an address",
+        ),
+        ("pool: web}", "pool: webb}", "services.www.pool: no pool named 'webb'"),
+        ("type: http,", "type: gopher,", "healthmonitors.hm.type: Input should be"),
+        (
+            "receive_timeout: 1s}",
+            "receive_timeout: 1s, tcp_monitor: {}}",
+            "tcp_monitor does not go with type http",
+        ),
+    ],
+)
+def test_bad_config_names_the_path(old: str, new: str, expected: str) -> None:
+    assert old in BASE
+    found = problems(BASE.replace(old, new))
+    assert any(p.startswith(expected) or expected in p for p in found), found
+
+
+def test_every_problem_listed_at_once() -> None:
+    text = (
+        BASE.replace("127.0.0.1:8081", "127.0.0.1:70000")
+        .replace("[hm]", "[nope]")
+        .replace("pool: web}", "pool: webb, colour: red}")
+    )
+    found = problems(text)
+    assert len(found) == 4, found
+
+
+def test_yaml_syntax_error_has_a_line() -> None:
+    found = problems("pools: {web: [}")
+    assert found[0].startswith("(yaml) line 1")
+
+
+def test_quiesce_check_command(tmp_path: Path) -> None:
+    good = subprocess.run(
+        [sys.executable, "-m", "quiesce", "check", "-c", str(EXAMPLE)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert good.returncode == 0, good.stderr
+    bad_file = tmp_path / "bad.yaml"
+    bad_file.write_text(BASE.replace("127.0.0.1:8081", "127.0.0.1:70000"))
+    bad = subprocess.run(
+        [sys.executable, "-m", "quiesce", "check", "-c", str(bad_file)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert bad.returncode == 1
+    assert "pools.web.servers[0].address: port 70000 is out of range" in bad.stderr
+
+
+def test_quiesce_passwd_reads_stdin_and_verifies() -> None:
+    from quiesce.security import verify_password
+
+    out = subprocess.run(
+        [sys.executable, "-m", "quiesce", "passwd"],
+        input="s3cret\n",
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    hashed = out.stdout.strip()
+    assert hashed.startswith("scrypt$")
+    assert verify_password("s3cret", hashed) and not verify_password("other", hashed)
+    empty = subprocess.run(
+        [sys.executable, "-m", "quiesce", "passwd"],
+        input="\n",
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert empty.returncode != 0 and "empty" in empty.stderr

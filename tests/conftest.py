@@ -1,0 +1,1 @@
+"""Suite-wide fixtures. Area fixtures live in each folder's conftest.py."""
