@@ -1,0 +1,87 @@
+"""The state-store interface: what survives a restart of the balancer (DESIGN §1, §2).
+
+A store holds four kinds of runtime state, each keyed so that the config file stays the source
+of pools and servers: admin records (``pool/server``), runtime flags, runtime monitor
+definitions and pool monitor attachments, plus the event log. Writes are synchronous and small;
+an implementation must make each one durable against a crash of the process (``kill -9``)
+before it returns.
+
+Deletions of flags and monitors are remembered as tombstones (``load_cleared_flags``,
+``load_deleted_monitors``) so that a flag or monitor that also exists in the config file stays
+cleared or deleted after a restart, as the operator left it.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from quiesce.core.admin import AdminRecord
+from quiesce.core.events import Event
+
+
+class StoreError(Exception):
+    """The state store cannot be opened or used (bad path, not a quiesce database, ...)."""
+
+
+class StateStore(Protocol):
+    def load_admin(self) -> dict[str, AdminRecord]:
+        """Every persisted admin record, by ``pool/server``."""
+        ...
+
+    def save_admin(self, key: str, record: AdminRecord) -> None: ...
+
+    def delete_admin(self, key: str) -> None: ...
+
+    def load_flags(self) -> dict[str, bool | str]: ...
+
+    def load_cleared_flags(self) -> set[str]:
+        """Flags cleared at runtime (tombstones)."""
+        ...
+
+    def save_flag(self, name: str, value: bool | str) -> None: ...
+
+    def delete_flag(self, name: str) -> None: ...
+
+    def load_monitors(self) -> dict[str, dict[str, Any]]:
+        """Runtime monitor definitions, as ``HealthMonitor.model_dump(mode="json")``."""
+        ...
+
+    def load_deleted_monitors(self) -> set[str]:
+        """Monitors deleted at runtime (tombstones)."""
+        ...
+
+    def save_monitor(self, name: str, data: dict[str, Any]) -> None: ...
+
+    def delete_monitor(self, name: str) -> None: ...
+
+    def load_pool_monitors(self) -> dict[str, list[str]]: ...
+
+    def save_pool_monitors(self, pool: str, names: list[str]) -> None: ...
+
+    def append_event(self, event: Event) -> Event:
+        """Persist one event; returns it with its id (ids increase with every append)."""
+        ...
+
+    def list_events(
+        self,
+        *,
+        pool: str | None = None,
+        server: str | None = None,
+        kind: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        after_id: int | None = None,
+        limit: int = 100,
+    ) -> list[Event]:
+        """Matching events, oldest first. With ``after_id``: the first ``limit`` events after
+        it; without: the newest ``limit``. ``since <= time < until``."""
+        ...
+
+    def prune(self, now: float) -> int:
+        """Apply the retention (rows and age); returns the number of events deleted."""
+        ...
+
+    def close(self) -> None: ...
+
+
+__all__ = ["StateStore", "StoreError"]

@@ -1,0 +1,342 @@
+"""The SQLite state store: the embedded default.
+
+Theory of operation
+-------------------
+One connection, in WAL mode with ``synchronous=NORMAL``: every write is its own transaction,
+committed before the call returns. In WAL mode a committed transaction survives a crash of the
+process (``kill -9``); only a power loss or OS crash can lose the last few, which is the
+trade-off HAProxy's server-state file and most embedded stores make. Writes are tiny (one row),
+so they are done inline on the event loop; a lock makes the store safe to call from a worker
+thread too.
+
+The schema is versioned with ``PRAGMA user_version``; :data:`MIGRATIONS` brings an older file
+up to date and a file written by a newer quiesce is refused rather than misread.
+
+Events are append-only rows, indexed by time, pool, server and kind. The retention
+(``state.event_retention``: rows and age) is applied by :meth:`SqliteStore.prune`, which the
+store also runs by itself every ``prune_every`` appends so the table stays bounded even if
+nobody calls it.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time as _time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from quiesce.core.admin import AdminRecord
+from quiesce.core.events import Event, EventKind
+from quiesce.store.base import StoreError
+
+SCHEMA_VERSION = 1
+
+MIGRATIONS: dict[int, str] = {
+    # version reached → script
+    1: """
+    CREATE TABLE admin (
+        key TEXT PRIMARY KEY,
+        data TEXT NOT NULL,
+        updated REAL NOT NULL
+    );
+    CREATE TABLE flags (
+        name TEXT PRIMARY KEY,
+        value TEXT,            -- JSON; NULL = cleared at runtime (tombstone)
+        updated REAL NOT NULL
+    );
+    CREATE TABLE monitors (
+        name TEXT PRIMARY KEY,
+        data TEXT,             -- JSON; NULL = deleted at runtime (tombstone)
+        updated REAL NOT NULL
+    );
+    CREATE TABLE pool_monitors (
+        pool TEXT PRIMARY KEY,
+        names TEXT NOT NULL,
+        updated REAL NOT NULL
+    );
+    CREATE TABLE events (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        time REAL NOT NULL,
+        kind TEXT NOT NULL,
+        pool TEXT,
+        server TEXT,
+        from_state TEXT,
+        to_state TEXT,
+        cause TEXT,
+        actor TEXT,
+        reason TEXT,
+        detail TEXT NOT NULL,
+        eligible INTEGER,
+        sessions INTEGER
+    );
+    CREATE INDEX events_time ON events (time);
+    CREATE INDEX events_pool ON events (pool, server, time);
+    CREATE INDEX events_server ON events (server, time);
+    CREATE INDEX events_kind ON events (kind, time);
+    """,
+}
+
+_EVENT_COLUMNS = (
+    "id, time, kind, pool, server, from_state, to_state, cause, actor, reason, detail, "
+    "eligible, sessions"
+)
+
+
+class SqliteStore:
+    """:class:`~quiesce.store.base.StateStore` on one SQLite file (or ``":memory:"``)."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        retention_rows: int = 100_000,
+        retention_age: float = 30 * 86400.0,
+        prune_every: int | None = None,
+    ) -> None:
+        self.path = str(path)
+        self.retention_rows = retention_rows
+        self.retention_age = retention_age
+        self.prune_every = prune_every or max(1, min(1000, retention_rows // 10))
+        self._appends = 0
+        self._lock = threading.Lock()
+        try:
+            self._db = sqlite3.connect(
+                self.path, isolation_level=None, check_same_thread=False, timeout=5.0
+            )
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open the state store {self.path}: {exc}") from None
+        try:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._migrate()
+        except sqlite3.DatabaseError as exc:
+            self._db.close()
+            raise StoreError(f"{self.path} is not a usable quiesce state store: {exc}") from None
+
+    # schema ---------------------------------------------------------------------------------
+
+    @property
+    def schema_version(self) -> int:
+        row = self._db.execute("PRAGMA user_version").fetchone()
+        return int(row[0])
+
+    def _migrate(self) -> None:
+        version = self.schema_version
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"{self.path} has schema version {version}, written by a newer quiesce "
+                f"(this one knows up to {SCHEMA_VERSION})"
+            )
+        for target in range(version + 1, SCHEMA_VERSION + 1):
+            try:
+                self._db.executescript(
+                    f"BEGIN IMMEDIATE; {MIGRATIONS[target]}; PRAGMA user_version = {target}; "
+                    "COMMIT;"
+                )
+            except BaseException:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise
+
+    def _write(self, sql: str, params: tuple[Any, ...]) -> sqlite3.Cursor:
+        with self._lock:
+            try:
+                return self._db.execute(sql, params)
+            except sqlite3.Error as exc:
+                raise StoreError(f"state store {self.path}: {exc}") from exc
+
+    def _read(self, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
+        with self._lock:
+            try:
+                return self._db.execute(sql, params).fetchall()
+            except sqlite3.Error as exc:
+                raise StoreError(f"state store {self.path}: {exc}") from exc
+
+    # admin records --------------------------------------------------------------------------
+
+    def load_admin(self) -> dict[str, AdminRecord]:
+        return {
+            key: AdminRecord.from_dict(json.loads(data))
+            for key, data in self._read("SELECT key, data FROM admin ORDER BY key")
+        }
+
+    def save_admin(self, key: str, record: AdminRecord) -> None:
+        self._write(
+            "INSERT INTO admin (key, data, updated) VALUES (?, ?, ?) "
+            "ON CONFLICT(key) DO UPDATE SET data = excluded.data, updated = excluded.updated",
+            (key, json.dumps(record.to_dict()), record.since),
+        )
+
+    def delete_admin(self, key: str) -> None:
+        self._write("DELETE FROM admin WHERE key = ?", (key,))
+
+    # flags ----------------------------------------------------------------------------------
+
+    def load_flags(self) -> dict[str, bool | str]:
+        out: dict[str, bool | str] = {}
+        for name, value in self._read("SELECT name, value FROM flags WHERE value IS NOT NULL"):
+            v = json.loads(value)
+            out[name] = v if isinstance(v, bool) else str(v)
+        return out
+
+    def load_cleared_flags(self) -> set[str]:
+        return {r[0] for r in self._read("SELECT name FROM flags WHERE value IS NULL")}
+
+    def save_flag(self, name: str, value: bool | str) -> None:
+        self._upsert("flags", "name", "value", name, json.dumps(value))
+
+    def delete_flag(self, name: str) -> None:
+        self._upsert("flags", "name", "value", name, None)
+
+    # monitors -------------------------------------------------------------------------------
+
+    def load_monitors(self) -> dict[str, dict[str, Any]]:
+        return {
+            name: json.loads(data)
+            for name, data in self._read(
+                "SELECT name, data FROM monitors WHERE data IS NOT NULL ORDER BY name"
+            )
+        }
+
+    def load_deleted_monitors(self) -> set[str]:
+        return {r[0] for r in self._read("SELECT name FROM monitors WHERE data IS NULL")}
+
+    def save_monitor(self, name: str, data: dict[str, Any]) -> None:
+        self._upsert("monitors", "name", "data", name, json.dumps(data))
+
+    def delete_monitor(self, name: str) -> None:
+        self._upsert("monitors", "name", "data", name, None)
+
+    def load_pool_monitors(self) -> dict[str, list[str]]:
+        return {
+            pool: list(json.loads(names))
+            for pool, names in self._read("SELECT pool, names FROM pool_monitors ORDER BY pool")
+        }
+
+    def save_pool_monitors(self, pool: str, names: list[str]) -> None:
+        self._upsert("pool_monitors", "pool", "names", pool, json.dumps(list(names)))
+
+    def _upsert(self, table: str, key_col: str, val_col: str, key: str, value: str | None) -> None:
+        self._write(
+            f"INSERT INTO {table} ({key_col}, {val_col}, updated) VALUES (?, ?, ?) "
+            f"ON CONFLICT({key_col}) DO UPDATE SET {val_col} = excluded.{val_col}, "
+            "updated = excluded.updated",
+            (key, value, _time.time()),
+        )
+
+    # events ---------------------------------------------------------------------------------
+
+    def append_event(self, event: Event) -> Event:
+        cur = self._write(
+            f"INSERT INTO events ({_EVENT_COLUMNS}) VALUES (NULL{', ?' * 12})",
+            (
+                event.time,
+                event.kind.value,
+                event.pool,
+                event.server,
+                _text(event.from_),
+                _text(event.to),
+                _text(event.cause),
+                event.actor,
+                event.reason,
+                json.dumps(event.detail, default=str, separators=(",", ":")),
+                event.eligible,
+                event.sessions,
+            ),
+        )
+        self._appends += 1
+        if self._appends % self.prune_every == 0:
+            self.prune(event.time)
+        return _with_id(event, int(cur.lastrowid or 0))
+
+    def list_events(
+        self,
+        *,
+        pool: str | None = None,
+        server: str | None = None,
+        kind: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        after_id: int | None = None,
+        limit: int = 100,
+    ) -> list[Event]:
+        where: list[str] = []
+        params: list[Any] = []
+        for column, value in (("pool", pool), ("server", server), ("kind", kind)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                params.append(str(value))
+        if since is not None:
+            where.append("time >= ?")
+            params.append(since)
+        if until is not None:
+            where.append("time < ?")
+            params.append(until)
+        if after_id is not None:
+            where.append("id > ?")
+            params.append(after_id)
+        sql = f"SELECT {_EVENT_COLUMNS} FROM events"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        order = "ASC" if after_id is not None else "DESC"
+        sql += f" ORDER BY id {order} LIMIT ?"
+        params.append(max(0, limit))
+        rows = self._read(sql, tuple(params))
+        if order == "DESC":
+            rows.reverse()
+        return [_row_event(r) for r in rows]
+
+    def prune(self, now: float) -> int:
+        with self._lock:
+            try:
+                deleted = self._db.execute(
+                    "DELETE FROM events WHERE time < ?", (now - self.retention_age,)
+                ).rowcount
+                row = self._db.execute("SELECT MAX(id) FROM events").fetchone()
+                if row[0] is not None:
+                    deleted += self._db.execute(
+                        "DELETE FROM events WHERE id <= ?", (int(row[0]) - self.retention_rows,)
+                    ).rowcount
+            except sqlite3.Error as exc:
+                raise StoreError(f"state store {self.path}: {exc}") from exc
+        return deleted
+
+    def count_events(self) -> int:
+        return int(self._read("SELECT COUNT(*) FROM events")[0][0])
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+
+def _text(value: object) -> str | None:
+    return None if value is None else str(value)
+
+
+def _with_id(event: Event, event_id: int) -> Event:
+    return replace(event, id=event_id)
+
+
+def _row_event(row: tuple[Any, ...]) -> Event:
+    (eid, time, kind, pool, server, frm, to, cause, actor, reason, detail, eligible, sess) = row
+    return Event(
+        id=eid,
+        time=time,
+        kind=EventKind(kind),
+        pool=pool,
+        server=server,
+        from_=frm,
+        to=to,
+        cause=cause,
+        actor=actor,
+        reason=reason,
+        detail=json.loads(detail),
+        eligible=eligible,
+        sessions=sess,
+    )
+
+
+__all__ = ["SCHEMA_VERSION", "SqliteStore"]

@@ -1,0 +1,208 @@
+"""The SQLite state store: round trips, tombstones, the event log's filters, retention, schema."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from quiesce.config.models import EtcdConfig, EventRetention, StateConfig
+from quiesce.core.admin import AdminRecord
+from quiesce.core.events import Event, EventKind
+from quiesce.core.states import Admin, Cause
+from quiesce.store import SCHEMA_VERSION, SqliteStore, StoreError, open_store
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> SqliteStore:
+    s = SqliteStore(tmp_path / "state.db")
+    yield s  # type: ignore[misc]
+    s.close()
+
+
+def ev(
+    t: float,
+    kind: EventKind = EventKind.ADMIN_CHANGE,
+    pool: str | None = "web",
+    server: str | None = "web1",
+    **kw: object,
+) -> Event:
+    return Event(time=t, kind=kind, pool=pool, server=server, **kw)  # type: ignore[arg-type]
+
+
+def test_wal_and_synchronous_normal(store: SqliteStore) -> None:
+    assert store._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert store._db.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
+    assert store.schema_version == SCHEMA_VERSION
+
+
+def test_events_indexed_by_time_pool_server_kind(store: SqliteStore) -> None:
+    indexes = {
+        r[0]: r[1]
+        for r in store._db.execute(
+            "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'events'"
+        )
+    }
+    cols = " ".join(indexes.values())
+    for col in ("time", "pool", "server", "kind"):
+        assert f"({col}" in cols, col
+    plan = store._db.execute(
+        "EXPLAIN QUERY PLAN SELECT * FROM events WHERE kind = ? ORDER BY id DESC", ("x",)
+    ).fetchall()
+    assert "events_kind" in str(plan)
+
+
+def test_admin_round_trip_survives_reopen(tmp_path: Path) -> None:
+    rec = AdminRecord(Admin.DRAIN, "alice", "patching", 100.0, Cause.CLI, 500.0, 200.0)
+    s = SqliteStore(tmp_path / "a.db")
+    s.save_admin("web/web1", rec)
+    s.save_admin("web/web2", AdminRecord(Admin.MAINTENANCE, "bob", "disk", 50.0, Cause.API))
+    s.save_admin("web/web1", rec)  # upsert
+    s.close()
+    s = SqliteStore(tmp_path / "a.db")
+    loaded = s.load_admin()
+    assert loaded["web/web1"] == rec
+    assert loaded["web/web2"].state is Admin.MAINTENANCE
+    s.delete_admin("web/web2")
+    assert list(s.load_admin()) == ["web/web1"]
+    s.close()
+
+
+def test_flags_keep_type_and_tombstones(store: SqliteStore) -> None:
+    store.save_flag("maintenance_mode", True)
+    store.save_flag("banner", "true")  # a string that looks like a bool stays a string
+    store.save_flag("old", False)
+    store.delete_flag("old")
+    assert store.load_flags() == {"maintenance_mode": True, "banner": "true"}
+    assert store.load_cleared_flags() == {"old"}
+    store.save_flag("old", False)
+    assert store.load_flags()["old"] is False
+    assert store.load_cleared_flags() == set()
+
+
+def test_monitors_and_pool_attachments(store: SqliteStore) -> None:
+    store.save_monitor("m1", {"type": "tcp", "send_interval": 2.0})
+    store.save_monitor("m2", {"type": "http"})
+    store.delete_monitor("m2")
+    store.save_pool_monitors("web", ["m1"])
+    store.save_pool_monitors("api", [])
+    assert store.load_monitors() == {"m1": {"type": "tcp", "send_interval": 2.0}}
+    assert store.load_deleted_monitors() == {"m2"}
+    assert store.load_pool_monitors() == {"api": [], "web": ["m1"]}
+
+
+def test_append_gives_increasing_ids_and_round_trips(store: SqliteStore) -> None:
+    a = store.append_event(
+        ev(
+            1.0,
+            detail={"deadline": 5.0, "close": "all"},
+            from_="enabled",
+            to="drain",
+            cause="cli",
+            actor="alice",
+            reason="r",
+            eligible=2,
+            sessions=7,
+        )
+    )
+    b = store.append_event(ev(2.0))
+    assert a.id is not None and b.id is not None and b.id > a.id
+    (got,) = store.list_events(after_id=0, limit=1)
+    assert got == a
+
+
+def test_list_filters(store: SqliteStore) -> None:
+    store.append_event(ev(10.0, pool="web", server="web1", kind=EventKind.ADMIN_CHANGE))
+    store.append_event(ev(20.0, pool="web", server="web2", kind=EventKind.OPER_CHANGE))
+    store.append_event(ev(30.0, pool="api", server="web1", kind=EventKind.ADMIN_CHANGE))
+    store.append_event(ev(40.0, pool=None, server=None, kind=EventKind.FLAG_CHANGE))
+
+    def times(**kw: object) -> list[float]:
+        return [e.time for e in store.list_events(**kw)]  # type: ignore[arg-type]
+
+    assert times() == [10.0, 20.0, 30.0, 40.0]  # oldest first
+    assert times(pool="web") == [10.0, 20.0]
+    assert times(server="web1") == [10.0, 30.0]
+    assert times(pool="web", server="web1") == [10.0]
+    assert times(kind="admin_change") == [10.0, 30.0]
+    assert times(since=20.0) == [20.0, 30.0, 40.0]
+    assert times(until=30.0) == [10.0, 20.0]
+    assert times(since=15.0, until=35.0, kind="admin_change") == [30.0]
+    assert times(limit=2) == [30.0, 40.0]  # the newest two
+    first = store.list_events(limit=1, after_id=0)[0].id
+    assert times(after_id=first, limit=2) == [20.0, 30.0]  # the next two
+    assert times(pool="nope") == []
+
+
+def test_prune_by_age(tmp_path: Path) -> None:
+    s = SqliteStore(tmp_path / "p.db", retention_rows=1000, retention_age=100.0)
+    for t in (0.0, 50.0, 150.0, 200.0):
+        s.append_event(ev(t))
+    assert s.prune(now=200.0) == 2  # older than now - age = 100
+    assert [e.time for e in s.list_events()] == [150.0, 200.0]
+    assert s.prune(now=200.0) == 0
+    s.close()
+
+
+def test_prune_by_rows(tmp_path: Path) -> None:
+    s = SqliteStore(tmp_path / "r.db", retention_rows=100, retention_age=1e9, prune_every=10**9)
+    for i in range(250):
+        s.append_event(ev(float(i)))
+    assert s.prune(now=250.0) == 150
+    kept = s.list_events(limit=1000)
+    assert len(kept) == 100 and kept[0].time == 150.0 and kept[-1].time == 249.0
+    assert s.prune(now=250.0) == 0
+    s.close()
+
+
+def test_prunes_by_itself_while_appending(tmp_path: Path) -> None:
+    s = SqliteStore(tmp_path / "auto.db", retention_rows=100, retention_age=1e9)
+    assert s.prune_every == 10
+    for i in range(1000):
+        s.append_event(ev(float(i)))
+    assert 100 <= s.count_events() < 110
+    s.close()
+
+
+def test_open_store_paths(tmp_path: Path) -> None:
+    cfg = StateConfig(sqlite="sub/state.db", event_retention=EventRetention(rows=500, age="1d"))
+    with pytest.raises(StoreError, match="does not exist"):
+        open_store(cfg, tmp_path)
+    (tmp_path / "sub").mkdir()
+    s = open_store(cfg, tmp_path)
+    assert isinstance(s, SqliteStore)
+    assert Path(s.path) == tmp_path / "sub" / "state.db"
+    assert (s.retention_rows, s.retention_age) == (500, 86400.0)
+    s.close()
+
+
+def test_null_sqlite_is_in_memory(tmp_path: Path) -> None:
+    s = open_store(StateConfig(sqlite=None), tmp_path)
+    assert isinstance(s, SqliteStore) and s.path == ":memory:"
+    s.save_flag("x", True)
+    assert s.load_flags() == {"x": True}
+    s.close()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_etcd_is_a_clear_error(tmp_path: Path) -> None:
+    cfg = StateConfig(etcd=EtcdConfig(endpoints=["127.0.0.1:2379"]))
+    with pytest.raises(StoreError, match="etcd"):
+        open_store(cfg, tmp_path)
+
+
+def test_not_a_database(tmp_path: Path) -> None:
+    p = tmp_path / "junk.db"
+    p.write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(StoreError, match="not a usable quiesce state store"):
+        SqliteStore(p)
+
+
+def test_newer_schema_is_refused(tmp_path: Path) -> None:
+    p = tmp_path / "new.db"
+    db = sqlite3.connect(p)
+    db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    db.close()
+    with pytest.raises(StoreError, match="newer quiesce"):
+        SqliteStore(p)
