@@ -1,0 +1,135 @@
+"""Request bodies of the REST API and the time formats operators type.
+
+Durations are ``500ms``, ``5m``, ``1h`` or seconds (:mod:`quiesce.config.durations`);
+``until`` is ISO 8601 (a time without a zone is UTC) or epoch seconds. Unknown keys are
+refused, as in the config file.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+
+from quiesce.config.durations import parse_duration
+from quiesce.config.models import Name, OptionalTimeout
+
+
+def parse_time(value: object) -> float:
+    """Epoch seconds from epoch seconds or ISO 8601. Raises ValueError."""
+    if isinstance(value, bool):
+        raise ValueError(f"{value!r} is not a time (use ISO 8601 or epoch seconds)")
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            return float(text)
+        except ValueError:
+            pass
+        try:
+            when = dt.datetime.fromisoformat(text)
+        except ValueError:
+            raise ValueError(f"{value!r} is not a time (use ISO 8601 or epoch seconds)") from None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=dt.UTC)
+        return when.timestamp()
+    raise ValueError(f"{value!r} is not a time (use ISO 8601 or epoch seconds)")
+
+
+def parse_since(value: str, now: float) -> float:
+    """An event filter bound: a time, or a duration meaning that long ago (``10m``)."""
+    try:
+        return parse_time(value)
+    except ValueError:
+        pass
+    try:
+        return now - parse_duration(value)
+    except ValueError:
+        raise ValueError(
+            f"{value!r} is not a time or a duration (ISO 8601, epoch seconds, or 10m for "
+            "ten minutes ago)"
+        ) from None
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+Time = Annotated[float, BeforeValidator(parse_time)]
+
+
+class Body(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class _Expiring(Body):
+    reason: str = ""
+    for_: Duration | None = Field(default=None, alias="for")
+    until: Time | None = None
+    force_guard: bool = False
+
+    @model_validator(mode="after")
+    def _one_expiry(self) -> _Expiring:
+        if self.for_ is not None and self.until is not None:
+            raise ValueError("give either for or until, not both")
+        return self
+
+    def expires(self, now: float) -> float | None:
+        if self.for_ is not None:
+            return now + self.for_
+        return self.until
+
+
+class MaintenanceBody(_Expiring):
+    force: bool = False
+
+
+class DrainBody(_Expiring):
+    timeout: Duration | None = None  # none: no deadline
+
+
+class DisableBody(_Expiring):
+    graceful: bool = False
+    timeout: OptionalTimeout | None = None  # none: the pool's; -1: none; 0: immediate
+
+
+class EnableBody(Body):
+    reason: str = ""
+
+
+class ClearBody(Body):
+    state: str
+    reason: str = ""
+
+
+class WeightBody(Body):
+    weight: int
+
+
+class FlagBody(Body):
+    value: bool | str
+    reason: str = ""
+
+
+class PoolMonitorsBody(Body):
+    healthmonitors: list[str]
+
+
+class LoginBody(Body):
+    user: str
+    password: str
+
+
+__all__ = [
+    "ClearBody",
+    "DisableBody",
+    "DrainBody",
+    "EnableBody",
+    "FlagBody",
+    "LoginBody",
+    "MaintenanceBody",
+    "Name",
+    "PoolMonitorsBody",
+    "WeightBody",
+    "parse_since",
+    "parse_time",
+]

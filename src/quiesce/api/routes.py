@@ -1,0 +1,686 @@
+"""The REST API under ``/api/v1`` and the MaxScale aliases under ``/v1`` (docs/api.md).
+
+Every handler is ``async def`` on purpose: FastAPI runs plain ``def`` handlers in a thread
+pool, and the registry belongs to the event loop. Handlers only translate HTTP to
+:class:`quiesce.admin.AdminService` calls and back; core errors carry a ``status_hint`` that
+becomes the status code (404 / 400 / 409), and every error body is ``{"error", "detail"}``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import urllib.parse
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from http import HTTPStatus
+from typing import Annotated, Any, Literal, Protocol
+
+from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from quiesce.api.auth import (
+    CLIENT_HEADER,
+    CSRF_COOKIE,
+    CSRF_HEADER,
+    SESSION_COOKIE,
+    Authenticator,
+    AuthError,
+    Principal,
+    cause_of,
+)
+from quiesce.api.bodies import (
+    ClearBody,
+    DisableBody,
+    DrainBody,
+    EnableBody,
+    FlagBody,
+    LoginBody,
+    MaintenanceBody,
+    PoolMonitorsBody,
+    WeightBody,
+    parse_since,
+)
+from quiesce.config.loader import format_loc, validation_problems
+from quiesce.config.models import Config, HealthMonitor
+from quiesce.core.errors import InvalidCommand, QuiesceError
+from quiesce.core.events import Event, EventKind
+from quiesce.core.states import Cause
+from quiesce.registry import Registry
+
+_NAME = re.compile(r"^[A-Za-z0-9_.:\-]{1,128}$")
+
+
+class AppLike(Protocol):
+    """What the control plane needs of :class:`quiesce.app.App`."""
+
+    config: Config
+    registry: Registry
+    admin: Any  # quiesce.admin.AdminService
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """An authenticated writer: the actor and cause its commands carry."""
+
+    principal: Principal
+    cause: Cause
+
+    @property
+    def actor(self) -> str:
+        return self.principal.user
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, error: str, detail: str, **extra: Any) -> None:
+        super().__init__(detail)
+        self.status, self.error, self.detail, self.extra = status, error, detail, extra
+
+
+def _error(status: int, error: str, detail: str, **extra: Any) -> JSONResponse:
+    return JSONResponse({"error": error, "detail": detail, **extra}, status_code=status)
+
+
+_ERROR_NAMES = {404: "not found", 400: "invalid command", 409: "refused", 422: "invalid"}
+
+
+def _install_error_handlers(api: FastAPI) -> None:
+    async def quiesce_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, QuiesceError)
+        status = exc.status_hint
+        return _error(status, _ERROR_NAMES.get(status, "error"), exc.message)
+
+    async def auth_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, AuthError)
+        resp = _error(exc.status, exc.error, exc.detail)
+        if exc.status == 401 and not _from_browser(request):
+            resp.headers["WWW-Authenticate"] = 'Basic realm="quiesce"'
+        if exc.status == 429:
+            resp.headers["Retry-After"] = "60"
+        return resp
+
+    async def api_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, ApiError)
+        return _error(exc.status, exc.error, exc.detail, **exc.extra)
+
+    async def validation_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, RequestValidationError)
+        errors = list(exc.errors())
+        if any(e.get("type") == "json_invalid" for e in errors):
+            return _error(400, "malformed body", "the request body is not valid JSON")
+        problems = []
+        for e in errors:
+            loc = [p for p in e.get("loc", ()) if p != "body"]
+            msg = str(e.get("msg", "invalid")).removeprefix("Value error, ")
+            if e.get("type") == "extra_forbidden":
+                msg = "unknown key"
+            problems.append(f"{format_loc(loc)}: {msg}")
+        return _error(422, "invalid", "; ".join(problems), problems=problems)
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, StarletteHTTPException)
+        try:
+            phrase = HTTPStatus(exc.status_code).phrase.lower()
+        except ValueError:
+            phrase = "error"
+        detail = exc.detail if isinstance(exc.detail, str) else phrase
+        return _error(exc.status_code, phrase, detail)
+
+    api.add_exception_handler(QuiesceError, quiesce_error)
+    api.add_exception_handler(AuthError, auth_error)
+    api.add_exception_handler(ApiError, api_error)
+    api.add_exception_handler(RequestValidationError, validation_error)
+    api.add_exception_handler(StarletteHTTPException, http_error)
+
+
+def _from_browser(request: Request) -> bool:
+    """No Basic challenge for the dashboard's fetch() calls (the browser would pop a dialog)."""
+    return SESSION_COOKIE in request.cookies or "x-requested-with" in request.headers
+
+
+def _source(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+# --- dependencies ------------------------------------------------------------------------------
+
+
+def _auth(request: Request) -> Authenticator:
+    auth: Authenticator = request.app.state.auth
+    return auth
+
+
+async def reader(request: Request) -> Principal:
+    return await _auth(request).authenticate(
+        authorization=request.headers.get("authorization"),
+        session_cookie=request.cookies.get(SESSION_COOKIE),
+        csrf_header=request.headers.get(CSRF_HEADER),
+        method=request.method,
+        source=_source(request),
+    )
+
+
+async def writer(request: Request, principal: Annotated[Principal, Depends(reader)]) -> Caller:
+    if not principal.is_admin:
+        raise AuthError(403, "forbidden", f"{principal.user!r} is read_only: admin role required")
+    return Caller(principal, cause_of(principal, request.headers.get(CLIENT_HEADER)))
+
+
+Read = Annotated[Principal, Depends(reader)]
+Write = Annotated[Caller, Depends(writer)]
+
+
+async def _json_body(request: Request) -> Any:
+    raw = await request.body()
+    try:
+        return json.loads(raw or b"null")
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise ApiError(400, "malformed body", "the request body is not valid JSON") from None
+
+
+# --- the routes ---------------------------------------------------------------------------------
+
+
+def build_routes(app: AppLike) -> tuple[APIRouter, APIRouter]:
+    """The ``/api/v1`` router and the MaxScale-compatible ``/v1`` router."""
+    v1 = APIRouter(prefix="/api/v1")
+    maxscale = APIRouter(prefix="/v1", tags=["maxscale"])
+    registry = app.registry
+
+    def now() -> float:
+        return registry.clock.time()
+
+    def command_answer(result: Any) -> dict[str, Any]:
+        return {
+            "changed": result.changed,
+            "message": result.message,
+            "closed": result.closed,
+            "server": registry.server_view(result.server),
+        }
+
+    # pools -----------------------------------------------------------------------------------
+
+    @v1.get("/pools", tags=["pools"])
+    async def list_pools(p: Read) -> list[dict[str, object]]:
+        return [registry.pool_view(pool) for pool in registry.pools.values()]
+
+    @v1.get("/pools/{pool}", tags=["pools"])
+    async def show_pool(pool: str, p: Read) -> dict[str, object]:
+        rt = registry.pool(pool)
+        view = registry.pool_view(rt)
+        view["servers"] = [registry.server_view(s) for s in rt.servers]
+        return view
+
+    @v1.put("/pools/{pool}/healthmonitors", tags=["pools"])
+    async def set_pool_monitors(pool: str, body: PoolMonitorsBody, c: Write) -> dict[str, object]:
+        app.admin.set_pool_monitors(pool, body.healthmonitors, actor=c.actor, cause=c.cause)
+        return registry.pool_view(registry.pool(pool))
+
+    # servers ---------------------------------------------------------------------------------
+
+    @v1.get("/servers", tags=["servers"])
+    async def list_servers(p: Read) -> list[dict[str, object]]:
+        return [registry.server_view(s) for s in registry.servers()]
+
+    @v1.get("/servers/{pool}/{server}", tags=["servers"])
+    async def show_server(pool: str, server: str, p: Read) -> dict[str, object]:
+        return registry.server_view(registry.pool(pool).server(server))
+
+    @v1.post("/servers/{pool}/{server}/maintenance", tags=["servers"])
+    async def maintenance(
+        pool: str, server: str, c: Write, body: MaintenanceBody | None = None
+    ) -> dict[str, Any]:
+        b = body or MaintenanceBody()
+        return command_answer(
+            app.admin.maintenance(
+                f"{pool}/{server}",
+                actor=c.actor,
+                cause=c.cause,
+                reason=b.reason,
+                force=b.force,
+                expires=b.expires(now()),
+                force_guard=b.force_guard,
+            )
+        )
+
+    @v1.post("/servers/{pool}/{server}/drain", tags=["servers"])
+    async def drain(
+        pool: str, server: str, c: Write, body: DrainBody | None = None
+    ) -> dict[str, Any]:
+        b = body or DrainBody()
+        return command_answer(
+            app.admin.drain(
+                f"{pool}/{server}",
+                actor=c.actor,
+                cause=c.cause,
+                reason=b.reason,
+                timeout=b.timeout,
+                expires=b.expires(now()),
+                force_guard=b.force_guard,
+            )
+        )
+
+    @v1.post("/servers/{pool}/{server}/disable", tags=["servers"])
+    async def disable(
+        pool: str, server: str, c: Write, body: DisableBody | None = None
+    ) -> dict[str, Any]:
+        b = body or DisableBody()
+        return command_answer(
+            app.admin.disable(
+                f"{pool}/{server}",
+                actor=c.actor,
+                cause=c.cause,
+                reason=b.reason,
+                graceful=b.graceful,
+                timeout=b.timeout,
+                expires=b.expires(now()),
+                force_guard=b.force_guard,
+            )
+        )
+
+    @v1.post("/servers/{pool}/{server}/enable", tags=["servers"])
+    async def enable(
+        pool: str, server: str, c: Write, body: EnableBody | None = None
+    ) -> dict[str, Any]:
+        b = body or EnableBody()
+        return command_answer(
+            app.admin.enable(f"{pool}/{server}", actor=c.actor, cause=c.cause, reason=b.reason)
+        )
+
+    @v1.post("/servers/{pool}/{server}/clear", tags=["servers"])
+    async def clear(pool: str, server: str, body: ClearBody, c: Write) -> dict[str, Any]:
+        state = _clear_state(body.state)
+        return command_answer(
+            app.admin.clear(
+                f"{pool}/{server}", state, actor=c.actor, cause=c.cause, reason=body.reason
+            )
+        )
+
+    @v1.put("/servers/{pool}/{server}/weight", tags=["servers"])
+    async def weight(pool: str, server: str, body: WeightBody, c: Write) -> dict[str, object]:
+        ref = f"{pool}/{server}"
+        app.admin.set_weight(ref, body.weight, actor=c.actor, cause=c.cause)
+        return registry.server_view(registry.find_server(ref))
+
+    # health monitors ---------------------------------------------------------------------------
+
+    def monitor_view(name: str) -> dict[str, Any]:
+        m = registry.monitors.get(name)
+        if m is None:
+            raise ApiError(404, "not found", f"no health monitor named {name!r}")
+        return {"name": name, **m.model_dump(mode="json", exclude_none=True)}
+
+    def validate_monitor(name: str, data: Any) -> HealthMonitor:
+        if not isinstance(data, dict):
+            raise ApiError(422, "invalid", "the body must be a JSON object (a monitor)")
+        data = dict(data)
+        given = data.pop("name", name)
+        if given != name:
+            raise ApiError(400, "invalid command", f"the body names {given!r}, the URL {name!r}")
+        if not _NAME.match(name):
+            raise ApiError(
+                422, "invalid", f"healthmonitors.{name}: not a name (letters, digits, _.:-)"
+            )
+        try:
+            return HealthMonitor.model_validate(data)
+        except ValidationError as exc:
+            problems = validation_problems(exc, ("healthmonitors", name))
+            raise ApiError(422, "invalid", "; ".join(problems), problems=problems) from None
+
+    @v1.get("/healthmonitors", tags=["healthmonitors"])
+    async def list_monitors(p: Read) -> list[dict[str, Any]]:
+        return [monitor_view(n) for n in sorted(registry.monitors)]
+
+    @v1.get("/healthmonitors/{name}", tags=["healthmonitors"])
+    async def show_monitor(name: str, p: Read) -> dict[str, Any]:
+        return monitor_view(name)
+
+    @v1.post("/healthmonitors", tags=["healthmonitors"], status_code=201)
+    async def create_monitor(request: Request, c: Write) -> dict[str, Any]:
+        data = await _json_body(request)
+        name = data.get("name") if isinstance(data, dict) else None
+        if not isinstance(name, str):
+            raise ApiError(422, "invalid", "name: Field required (a string)")
+        monitor = validate_monitor(name, data)
+        if name in registry.monitors:
+            raise ApiError(409, "exists", f"health monitor {name!r} exists: PUT to replace it")
+        app.admin.put_monitor(name, monitor, actor=c.actor, cause=c.cause)
+        return monitor_view(name)
+
+    @v1.put("/healthmonitors/{name}", tags=["healthmonitors"])
+    async def put_monitor(name: str, request: Request, c: Write) -> Response:
+        monitor = validate_monitor(name, await _json_body(request))
+        created = app.admin.put_monitor(name, monitor, actor=c.actor, cause=c.cause)
+        return JSONResponse(monitor_view(name), status_code=201 if created else 200)
+
+    @v1.delete("/healthmonitors/{name}", tags=["healthmonitors"], status_code=204)
+    async def delete_monitor(name: str, c: Write) -> Response:
+        app.admin.delete_monitor(name, actor=c.actor, cause=c.cause)
+        return Response(status_code=204)
+
+    @v1.get("/healthmonitor-types", tags=["healthmonitors"])
+    async def monitor_types(p: Read) -> list[dict[str, object]]:
+        return monitor_type_table()
+
+    # flags -----------------------------------------------------------------------------------
+
+    @v1.get("/flags", tags=["flags"])
+    async def list_flags(p: Read) -> dict[str, bool | str]:
+        return dict(registry.flags)
+
+    @v1.put("/flags/{name}", tags=["flags"])
+    async def set_flag(name: str, body: FlagBody, c: Write) -> dict[str, object]:
+        if not _NAME.match(name):
+            raise ApiError(422, "invalid", f"{name!r} is not a flag name (letters, digits, _.:-)")
+        app.admin.set_flag(name, body.value, actor=c.actor, cause=c.cause, reason=body.reason)
+        return {"name": name, "value": registry.flags.get(name)}
+
+    @v1.delete("/flags/{name}", tags=["flags"], status_code=204)
+    async def clear_flag(name: str, c: Write, reason: str = "") -> Response:
+        app.admin.clear_flag(name, actor=c.actor, cause=c.cause, reason=reason)
+        return Response(status_code=204)
+
+    # events ----------------------------------------------------------------------------------
+
+    def bounds(since: str | None, until: str | None) -> tuple[float | None, float | None]:
+        try:
+            return (
+                parse_since(since, now()) if since else None,
+                parse_since(until, now()) if until else None,
+            )
+        except ValueError as exc:
+            raise ApiError(400, "invalid query", str(exc)) from None
+
+    def check_kind(kind: str | None) -> None:
+        if kind is not None and kind not in {k.value for k in EventKind}:
+            kinds = ", ".join(k.value for k in EventKind)
+            raise ApiError(400, "invalid query", f"unknown event kind {kind!r} (one of {kinds})")
+
+    @v1.get("/events", tags=["events"])
+    async def list_events(
+        p: Read,
+        pool: str | None = None,
+        server: str | None = None,
+        kind: str | None = None,
+        since: str | None = None,
+        until: str | None = None,
+        after_id: int | None = None,
+        limit: Annotated[int, Query(ge=1, le=10000)] = 100,
+    ) -> list[dict[str, Any]]:
+        check_kind(kind)
+        lo, hi = bounds(since, until)
+        events = app.admin.events(
+            pool=pool, server=server, kind=kind, since=lo, until=hi, after_id=after_id, limit=limit
+        )
+        return [e.to_dict() for e in events]
+
+    @v1.get("/events/stream", tags=["events"])
+    async def stream_events(
+        request: Request,
+        p: Read,
+        pool: str | None = None,
+        server: str | None = None,
+        kind: str | None = None,
+        after_id: int | None = None,
+    ) -> StreamingResponse:
+        check_kind(kind)
+        last = request.headers.get("last-event-id")
+        if after_id is None and last and last.isdigit():
+            after_id = int(last)
+        stopping: asyncio.Event = request.app.state.stopping
+
+        def wanted(e: Event) -> bool:
+            return (
+                (pool is None or e.pool == pool)
+                and (server is None or e.server == server)
+                and (kind is None or e.kind.value == kind)
+            )
+
+        async def body() -> AsyncIterator[str]:
+            events = app.admin.subscribe().__aiter__()
+            # History first (Last-Event-ID / after_id), then live; the subscription is open
+            # before the history is read, so nothing falls between the two.
+            yield "retry: 2000\n\n"
+            seen = after_id or 0
+            if after_id is not None:
+                for e in app.admin.events(
+                    pool=pool, server=server, kind=kind, after_id=after_id, limit=10000
+                ):
+                    seen = max(seen, e.id or 0)
+                    yield _sse(e)
+            stop: asyncio.Future[Any] = asyncio.ensure_future(stopping.wait())
+            nxt: asyncio.Future[Event] = asyncio.ensure_future(anext(events))
+            try:
+                while True:
+                    waiting: set[asyncio.Future[Any]] = {nxt, stop}
+                    done, _ = await asyncio.wait(
+                        waiting, timeout=15.0, return_when=asyncio.FIRST_COMPLETED
+                    )
+                    if nxt in done:
+                        try:
+                            e = nxt.result()
+                        except StopAsyncIteration:
+                            return
+                        nxt = asyncio.ensure_future(anext(events))
+                        if wanted(e) and (e.id is None or e.id > seen):
+                            yield _sse(e)
+                    elif stop in done:
+                        return
+                    else:
+                        yield ": keep-alive\n\n"
+            finally:
+                stop.cancel()
+                nxt.cancel()
+                aclose: Callable[[], Awaitable[None]] | None = getattr(events, "aclose", None)
+                if aclose is not None:
+                    try:
+                        await aclose()
+                    except (RuntimeError, asyncio.CancelledError):
+                        pass
+
+        return StreamingResponse(
+            body(),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+        )
+
+    # who, login ------------------------------------------------------------------------------
+
+    @v1.get("/whoami", tags=["auth"])
+    async def whoami(p: Read) -> dict[str, object]:
+        out: dict[str, object] = {"user": p.user, "role": p.role, "via": p.via}
+        if p.csrf:
+            out["csrf"] = p.csrf
+        return out
+
+    @v1.post("/login", tags=["auth"])
+    async def login(request: Request) -> Response:
+        auth = _auth(request)
+        ctype = request.headers.get("content-type", "")
+        raw = await request.body()
+        data: Any
+        if "application/x-www-form-urlencoded" in ctype:
+            form = urllib.parse.parse_qs(raw.decode("utf-8", "replace"))
+            data = {k: v[-1] for k, v in form.items()}
+        else:
+            data = await _json_body(request)
+        try:
+            creds = LoginBody.model_validate(data)
+        except ValidationError as exc:
+            problems = validation_problems(exc)
+            raise ApiError(422, "invalid", "; ".join(problems), problems=problems) from None
+        principal = await auth.check_password(creds.user, creds.password, _source(request))
+        sid, session = auth.open_session(principal)
+        secure = app.config.admin.tls is not None
+        resp = JSONResponse({"user": session.user, "role": session.role, "csrf": session.csrf})
+        resp.set_cookie(
+            SESSION_COOKIE, sid, httponly=True, samesite="strict", secure=secure, path="/"
+        )
+        resp.set_cookie(
+            CSRF_COOKIE, session.csrf, httponly=False, samesite="strict", secure=secure, path="/"
+        )
+        return resp
+
+    @v1.post("/logout", tags=["auth"], status_code=204)
+    async def logout(request: Request) -> Response:
+        _auth(request).close_session(request.cookies.get(SESSION_COOKIE))
+        resp = Response(status_code=204)
+        resp.delete_cookie(SESSION_COOKIE, path="/")
+        resp.delete_cookie(CSRF_COOKIE, path="/")
+        return resp
+
+    @v1.get("/openapi.json", tags=["meta"], include_in_schema=False)
+    async def openapi(request: Request, p: Read) -> dict[str, Any]:
+        schema: dict[str, Any] = request.app.openapi()
+        return schema
+
+    # MaxScale aliases ---------------------------------------------------------------------------
+
+    def maxscale_state(state: str | None) -> Literal["maintenance", "drain"]:
+        if state not in ("maintenance", "drain"):
+            raise ApiError(
+                400, "invalid state", f"state must be maintenance or drain, not {state!r}"
+            )
+        return "maintenance" if state == "maintenance" else "drain"
+
+    @maxscale.put("/servers/{name:path}/set", status_code=204)
+    async def maxscale_set(
+        name: str, c: Write, state: str | None = None, force: str | None = None
+    ) -> Response:
+        target = maxscale_state(state)
+        registry.find_server(name)
+        if target == "maintenance":
+            forced = (force or "").lower() in ("yes", "true", "1")
+            app.admin.maintenance(name, actor=c.actor, cause=c.cause, force=forced)
+        else:
+            if force is not None:
+                raise ApiError(400, "invalid state", "force applies only to maintenance")
+            app.admin.drain(name, actor=c.actor, cause=c.cause)
+        return Response(status_code=204)
+
+    @maxscale.put("/servers/{name:path}/clear", status_code=204)
+    async def maxscale_clear(name: str, c: Write, state: str | None = None) -> Response:
+        target = maxscale_state(state)
+        registry.find_server(name)
+        app.admin.clear(name, target, actor=c.actor, cause=c.cause)
+        return Response(status_code=204)
+
+    return v1, maxscale
+
+
+def _clear_state(state: str) -> Literal["maintenance", "drain"]:
+    if state == "maintenance":
+        return "maintenance"
+    if state == "drain":
+        return "drain"
+    raise InvalidCommand(f"clear takes state maintenance or drain, not {state!r}")
+
+
+def _sse(e: Event) -> str:
+    data = json.dumps(e.to_dict(), separators=(",", ":"))
+    head = f"id: {e.id}\n" if e.id is not None else ""
+    return f"{head}event: {e.kind.value}\ndata: {data}\n\n"
+
+
+_TYPES: dict[str, tuple[bool, bool, str]] = {
+    "icmp": (True, True, "ICMP echo request; healthy when an echo reply comes back"),
+    "tcp": (
+        False,
+        True,
+        "full TCP handshake, optional request and expected response / maintenance string",
+    ),
+    "tcp_half_open": (
+        False,
+        True,
+        "SYN, healthy on SYN-ACK, then RST instead of completing the handshake",
+    ),
+    "udp": (
+        False,
+        True,
+        "UDP datagram; down on ICMP port unreachable, optional response / maintenance string",
+    ),
+    "http": (
+        False,
+        True,
+        "HTTP request; response codes, body string, maintenance codes and string",
+    ),
+    "https": (False, True, "as http, over TLS (sni, verify, ca, client_cert)"),
+}
+
+
+def monitor_type_table() -> list[dict[str, object]]:
+    """Monitor types with node / pool compatibility (MCP 2.0's list): the health engineer's
+    ``quiesce.health.MONITOR_TYPES`` when present, else this module's table."""
+    try:
+        from quiesce import health
+
+        table: Any = getattr(health, "MONITOR_TYPES", None)
+    except ImportError:
+        table = None
+    out: list[dict[str, object]] = []
+    if isinstance(table, dict) and table:
+        for name, info in table.items():
+            row: dict[str, object] = {"type": str(name)}
+            if isinstance(info, dict):
+                row.update(info)
+            else:
+                for attr in ("node_compatible", "pool_compatible", "description"):
+                    if hasattr(info, attr):
+                        row[attr] = getattr(info, attr)
+            default = _TYPES.get(str(name), (False, True, ""))
+            row.setdefault("node_compatible", default[0])
+            row.setdefault("pool_compatible", default[1])
+            row.setdefault("description", default[2])
+            out.append(row)
+        return out
+    if isinstance(table, list | tuple) and table and all(isinstance(r, dict) for r in table):
+        return [dict(r) for r in table]
+    for name, (node, pool, text) in _TYPES.items():
+        out.append(
+            {"type": name, "node_compatible": node, "pool_compatible": pool, "description": text}
+        )
+    return out
+
+
+def create_api(app: AppLike) -> FastAPI:
+    """The admin listener's ASGI application: REST API, MaxScale aliases, /metrics, dashboard."""
+    api = FastAPI(
+        title="quiesce admin API",
+        version="1",
+        openapi_url=None,
+        docs_url=None,
+        redoc_url=None,
+    )
+    api.state.app = app
+    api.state.auth = Authenticator(app.config.admin, app.registry)
+    api.state.stopping = asyncio.Event()
+    _install_error_handlers(api)
+    v1, maxscale = build_routes(app)
+    api.include_router(v1)
+    api.include_router(maxscale)
+
+    from quiesce.metrics import build_collector_registry, render
+
+    metrics_registry = build_collector_registry(app)
+
+    @api.get("/metrics", tags=["meta"])
+    async def metrics(p: Read) -> Response:
+        body, ctype = render(metrics_registry)
+        return Response(body, media_type=ctype)
+
+    try:
+        from quiesce import dashboard
+
+        mount = getattr(dashboard, "mount", None)
+    except ImportError:
+        mount = None
+    if mount is not None:
+        mount(api, app)
+    return api
+
+
+__all__ = ["AppLike", "Caller", "create_api", "monitor_type_table"]

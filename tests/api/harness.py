@@ -1,0 +1,123 @@
+"""A running control plane for tests: Config → Registry → store → AdminService → admin server,
+without the data plane. Shared by tests/api, tests/cli, tests/runtime_socket, tests/metrics."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+from quiesce.config.loader import parse_config
+from quiesce.core.clock import SystemClock
+from quiesce.registry import Registry
+from quiesce.security import hash_password
+
+try:  # the real AdminService when it has landed
+    from quiesce.admin import AdminService as _Admin
+
+    REAL_ADMIN = True
+except ImportError:  # pragma: no cover - until the admin issue lands
+    from tests.api.fake_admin import FakeAdminService as _Admin  # type: ignore[assignment]
+
+    REAL_ADMIN = False
+
+ADMIN = ("admin", "admin-pw")
+VIEWER = ("viewer", "viewer-pw")
+ADMIN_TOKEN = "deploy-token-0123456789"
+VIEWER_TOKEN = "grafana-token-0123456789"
+
+_HASHES = {
+    "admin": hash_password(ADMIN[1]),
+    "viewer": hash_password(VIEWER[1]),
+    "deploy": hash_password(ADMIN_TOKEN),
+    "grafana": hash_password(VIEWER_TOKEN),
+}
+
+BASE: dict[str, Any] = {
+    "admin": {
+        "listen": "127.0.0.1:0",
+        "users": [
+            {"name": "admin", "password_hash": _HASHES["admin"], "role": "admin"},
+            {"name": "viewer", "password_hash": _HASHES["viewer"], "role": "read_only"},
+        ],
+        "tokens": [
+            {"name": "deploy", "token_hash": _HASHES["deploy"], "role": "admin"},
+            {"name": "grafana", "token_hash": _HASHES["grafana"], "role": "read_only"},
+        ],
+        "login_failures_per_minute": 5,
+    },
+    "state": {"sqlite": None},
+    "healthmonitors": {
+        "System-HTTP": {
+            "type": "http",
+            "send_interval": "10s",
+            "receive_timeout": "4s",
+            "http_monitor": {"http_request": "GET /health HTTP/1.0", "maintenance_code": [503]},
+        },
+        "Spare-TCP": {"type": "tcp"},
+    },
+    "pools": {
+        "web": {
+            "healthmonitors": ["System-HTTP"],
+            "servers": [
+                {"name": "web1", "address": "127.0.0.1:18081"},
+                {"name": "web2", "address": "127.0.0.1:18082", "weight": 2},
+            ],
+        },
+        "app": {
+            "min_servers_up": 1,
+            "servers": [
+                {"name": "a1", "address": "127.0.0.1:18091"},
+                {"name": "a2", "address": "127.0.0.1:18092"},
+                {"name": "shared", "address": "127.0.0.1:18093"},
+            ],
+        },
+        "other": {"servers": [{"name": "shared", "address": "127.0.0.1:18094"}]},
+    },
+    "flags": {"maintenance_mode": False},
+}
+
+
+def config_dict(**admin: Any) -> dict[str, Any]:
+    data = copy.deepcopy(BASE)
+    data["admin"].update(admin)
+    return data
+
+
+async def build_app(base_dir: Path, data: dict[str, Any] | None = None) -> SimpleNamespace:
+    from quiesce.store import open_store
+
+    config = parse_config(data or config_dict())
+    clock = SystemClock()
+    registry = Registry(config, clock)
+    store = open_store(config.state, base_dir)
+    admin = _Admin(registry, store, clock)
+    await admin.start()
+    return SimpleNamespace(
+        config=config,
+        base_dir=base_dir,
+        clock=clock,
+        registry=registry,
+        store=store,
+        admin=admin,
+        services={},
+        admin_server=None,
+    )
+
+
+@asynccontextmanager
+async def running(base_dir: Path, data: dict[str, Any] | None = None) -> AsyncIterator[Any]:
+    """The app with its admin server listening; ``app.admin_server.url`` is its base URL."""
+    from quiesce.api import start_admin_server
+
+    app = await build_app(base_dir, data)
+    app.admin_server = await start_admin_server(app)
+    try:
+        yield app
+    finally:
+        await app.admin_server.stop()
+        await app.admin.stop()
+        app.store.close()
