@@ -1,0 +1,9 @@
+"""The admin subsystem: the one internal command API (:class:`AdminService`) every front end
+calls, the deadline/expiry timer, persistence of runtime state and the live event bus."""
+
+from __future__ import annotations
+
+from quiesce.admin.bus import EventBus, Subscription
+from quiesce.admin.service import AdminService, CommandResult
+
+__all__ = ["AdminService", "CommandResult", "EventBus", "Subscription"]

@@ -1,0 +1,663 @@
+"""The one internal command API: every front end (REST API, CLI, runtime socket, dashboard)
+calls :class:`AdminService` and nothing else to change state (docs/architecture.md).
+
+Theory of operation
+-------------------
+A command is resolved (``pool/server`` or a unique server name; an unknown one is a
+:class:`NotFound` and an ``admin_refused`` event), turned into a core
+:class:`~quiesce.core.admin.AdminCommand` and applied by the registry, which checks the
+``min_servers_up`` guard, emits the events and hands close requests to the data plane. The
+service adds what needs I/O:
+
+- **persistence**: it listens to the registry, appends every event to the store (which gives
+  it its id) and, from the same events, saves what changed: the server's admin record, a flag,
+  a monitor definition, a pool's monitor list. Persisting from events rather than from the
+  command methods means a change that reaches the registry any other way is saved too.
+- **the timer**: one asyncio task sleeps until ``registry.next_due()`` (re-armed after every
+  command, and at most :data:`MAX_SLEEP` so a wall-clock step is noticed) and calls
+  ``registry.tick()``, which fires drain deadlines and expiries exactly once each.
+- **the event bus** (:mod:`quiesce.admin.bus`): a bounded fan-out to live subscribers.
+- **restart** (:meth:`AdminService.start`): persisted state is put back before anything is
+  served; expiries and deadlines that passed while the process was down fire at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import threading
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import Literal, NoReturn
+
+from pydantic import ValidationError
+
+from quiesce.admin.bus import EventBus, Subscription
+from quiesce.config.models import HealthMonitor
+from quiesce.core.admin import AdminCommand, AdminRecord, Transition, disable_command
+from quiesce.core.clock import Clock
+from quiesce.core.errors import GuardRefused, InvalidCommand, NotFound, QuiesceError
+from quiesce.core.events import Event, EventKind
+from quiesce.core.states import Admin, Cause, CloseMode
+from quiesce.registry import Registry, ServerRuntime
+from quiesce.store.base import StateStore
+
+log = logging.getLogger("quiesce.admin")
+
+MAX_SLEEP = 1.0
+"""The timer never sleeps longer than this, so a wall-clock step delays a deadline by at most
+this much."""
+PRUNE_INTERVAL = 3600.0
+WAIT_POLL = 0.05
+"""``wait_drained`` polls the server's connection count this often (seconds)."""
+STORE_ACTOR = "state-store"
+
+_NAME = re.compile(r"^[A-Za-z0-9_.:\-]{1,128}$")
+_STATE_WORDS = {
+    Admin.ENABLED: "enabled",
+    Admin.DRAIN: "draining",
+    Admin.MAINTENANCE: "in maintenance",
+}
+
+
+@dataclass
+class CommandResult:
+    server: ServerRuntime
+    changed: bool  # False for idempotent commands ("already in maintenance")
+    message: str
+    closed: int  # connections closed now by this command
+
+
+class AdminService:
+    def __init__(
+        self,
+        registry: Registry,
+        store: StateStore,
+        clock: Clock | None = None,
+        on_monitors_changed: Callable[[], None] | None = None,
+        *,
+        subscriber_queue: int = 1000,
+    ) -> None:
+        self.registry = registry
+        self.store = store
+        self.clock: Clock = clock or registry.clock
+        self.on_monitors_changed = on_monitors_changed
+        self.bus = EventBus(self._history, subscriber_queue)
+        self._timer: asyncio.Task[None] | None = None
+        self._rearm = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: int | None = None
+        self._next_prune = 0.0
+        self._started = False
+
+    # life cycle -----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Restore persisted state, then persist every event, fire what is overdue and arm
+        the timer. Call before any listener accepts: a server left in maintenance must not
+        get a request after a restart."""
+        if self._started:
+            return
+        self._loop = asyncio.get_running_loop()
+        self._thread = threading.get_ident()
+        self.bus.bind(self._loop)
+        summary = self._restore()
+        self.registry.listeners.insert(0, self._on_event)
+        self._started = True
+        self.registry.emit(
+            Event(
+                time=self.clock.time(),
+                kind=EventKind.STARTUP,
+                cause=Cause.STARTUP.value,
+                actor=STORE_ACTOR,
+                reason="persisted state restored",
+                detail=summary,
+            )
+        )
+        self.registry.tick()  # expiries and deadlines that passed while we were down
+        self._prune()
+        self._timer = asyncio.create_task(self._run_timer(), name="quiesce admin timer")
+
+    async def stop(self) -> None:
+        """Stop the timer and end every subscription. The store is closed by its owner."""
+        if not self._started:
+            return
+        self._started = False
+        if self._timer is not None:
+            self._timer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._timer
+            self._timer = None
+        with contextlib.suppress(ValueError):
+            self.registry.listeners.remove(self._on_event)
+        self.bus.close()
+
+    # commands -------------------------------------------------------------------------------
+
+    def maintenance(
+        self,
+        ref: str,
+        *,
+        actor: str,
+        cause: Cause,
+        reason: str = "",
+        force: bool = False,
+        expires: float | None = None,
+        force_guard: bool = False,
+    ) -> CommandResult:
+        cmd = AdminCommand(Admin.MAINTENANCE, actor, reason, cause, force=force, expires=expires)
+        return self._command(ref, cmd, force_guard)
+
+    def drain(
+        self,
+        ref: str,
+        *,
+        actor: str,
+        cause: Cause,
+        reason: str = "",
+        timeout: float | None = None,
+        expires: float | None = None,
+        force_guard: bool = False,
+    ) -> CommandResult:
+        """``timeout`` None (or -1) = no deadline: the server stays draining, shown
+        ``drained`` at 0 connections."""
+        server = self._find(ref, Admin.DRAIN, actor, cause, reason)
+        deadline = None
+        if timeout is not None and timeout != -1:
+            if not timeout > 0:
+                self._refuse_with(
+                    server,
+                    Admin.DRAIN,
+                    actor,
+                    cause,
+                    reason,
+                    InvalidCommand(
+                        f"a drain timeout must be above 0 (got {timeout:g}); "
+                        "for an immediate stop use maintenance with force"
+                    ),
+                )
+            deadline = self.clock.time() + timeout
+        cmd = AdminCommand(Admin.DRAIN, actor, reason, cause, deadline=deadline, expires=expires)
+        return self._apply(server, cmd, force_guard)
+
+    def disable(
+        self,
+        ref: str,
+        *,
+        actor: str,
+        cause: Cause,
+        reason: str = "",
+        graceful: bool = False,
+        timeout: float | None = None,
+        expires: float | None = None,
+        force_guard: bool = False,
+    ) -> CommandResult:
+        """Avi's three modes: immediate (``graceful=False``: maintenance with force);
+        graceful with a timeout (drain with a deadline, then maintenance with force); graceful
+        until all flows drain (``timeout=-1``: drain with no deadline). ``timeout`` None = the
+        pool's ``graceful_disable_timeout``; 0 = immediate."""
+        server = self._find(ref, Admin.MAINTENANCE, actor, cause, reason)
+        problem = None
+        if timeout is not None and not graceful:
+            problem = "a disable timeout needs graceful (an immediate disable has no timeout)"
+        elif timeout is not None and timeout == float("inf"):
+            timeout = -1.0
+        elif timeout is not None and timeout < 0 and timeout != -1:
+            problem = (
+                f"a disable timeout is -1 (no timeout), 0 (immediate) or above; got {timeout:g}"
+            )
+        if problem is not None:
+            target = Admin.DRAIN if graceful else Admin.MAINTENANCE
+            self._refuse_with(server, target, actor, cause, reason, InvalidCommand(problem))
+        cmd = disable_command(
+            actor=actor,
+            reason=reason,
+            cause=cause,
+            now=self.clock.time(),
+            graceful=graceful,
+            timeout=timeout,
+            pool_default=self.registry.pools[server.pool].config.graceful_disable_timeout,
+            expires=expires,
+        )
+        return self._apply(server, cmd, force_guard)
+
+    def enable(self, ref: str, *, actor: str, cause: Cause, reason: str = "") -> CommandResult:
+        return self._command(ref, AdminCommand(Admin.ENABLED, actor, reason, cause), False)
+
+    def clear(
+        self,
+        ref: str,
+        state: Literal["maintenance", "drain"],
+        *,
+        actor: str,
+        cause: Cause,
+        reason: str = "",
+    ) -> CommandResult:
+        """MaxScale's ``clear server X maintenance|drain``: enable if in that state, else
+        nothing changes (and the answer says so)."""
+        server = self._find(ref, Admin.ENABLED, actor, cause, reason)
+        try:
+            wanted = Admin(state)
+            if wanted is Admin.ENABLED:
+                raise ValueError(state)
+        except ValueError:
+            self._refuse_with(
+                server,
+                Admin.ENABLED,
+                actor,
+                cause,
+                reason,
+                InvalidCommand(f"cannot clear {state!r}: use maintenance or drain"),
+            )
+        if server.admin.state is not wanted:
+            now_state = _STATE_WORDS[server.admin.state]
+            message = (
+                f"{server.key} is not {_STATE_WORDS[wanted]} (it is {now_state}): nothing to clear"
+            )
+            self._emit_command(server, actor, cause, reason, message, {"clear": state})
+            return CommandResult(server, False, message, 0)
+        return self._apply(server, AdminCommand(Admin.ENABLED, actor, reason, cause), False)
+
+    def set_weight(self, ref: str, weight: int, *, actor: str, cause: Cause) -> None:
+        server = self._find(ref, Admin.ENABLED, actor, cause, "")
+        old = server.weight
+        try:
+            self.registry.set_weight(server, weight)
+        except QuiesceError as exc:
+            self._refuse_with(server, server.admin.state, actor, cause, "", exc)
+        self._emit_command(
+            server,
+            actor,
+            cause,
+            "",
+            f"{server.key}: weight {old} → {weight}",
+            {"weight": weight, "previous_weight": old},
+        )
+
+    def set_flag(
+        self, name: str, value: bool | str, *, actor: str, cause: Cause, reason: str = ""
+    ) -> None:
+        if not _NAME.match(name):
+            raise InvalidCommand(
+                f"flag name {name!r}: use 1-128 letters, digits, '_', '.', ':' or '-'"
+            )
+        if not isinstance(value, bool | str):
+            raise InvalidCommand("a flag value is true, false or a string")
+        self.registry.set_flag(name, value, actor=actor, cause=cause, reason=reason)
+
+    def clear_flag(self, name: str, *, actor: str, cause: Cause, reason: str = "") -> None:
+        self.registry.clear_flag(name, actor=actor, cause=cause, reason=reason)
+
+    def put_monitor(self, name: str, monitor: HealthMonitor, *, actor: str, cause: Cause) -> bool:
+        if not _NAME.match(name):
+            raise InvalidCommand(
+                f"monitor name {name!r}: use 1-128 letters, digits, '_', '.', ':' or '-'"
+            )
+        created = self.registry.put_monitor(name, monitor, actor=actor, cause=cause)
+        self._monitors_changed()
+        return created
+
+    def delete_monitor(self, name: str, *, actor: str, cause: Cause) -> None:
+        self.registry.delete_monitor(name, actor=actor, cause=cause)
+        self._monitors_changed()
+
+    def set_pool_monitors(self, pool: str, names: list[str], *, actor: str, cause: Cause) -> None:
+        self.registry.set_pool_monitors(pool, list(names), actor=actor, cause=cause)
+        self._monitors_changed()
+
+    # events ---------------------------------------------------------------------------------
+
+    def events(
+        self,
+        *,
+        pool: str | None = None,
+        server: str | None = None,
+        kind: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        after_id: int | None = None,
+        limit: int = 100,
+    ) -> list[Event]:
+        """The event log, oldest first: the newest ``limit`` matching events, or with
+        ``after_id`` the first ``limit`` after it. ``since <= time < until``."""
+        if kind is not None:
+            try:
+                kind = EventKind(kind).value
+            except ValueError:
+                kinds = ", ".join(k.value for k in EventKind)
+                raise InvalidCommand(f"no event kind {kind!r} (kinds: {kinds})") from None
+        if limit < 1:
+            raise InvalidCommand(f"limit must be at least 1, got {limit}")
+        return self.store.list_events(
+            pool=pool,
+            server=server,
+            kind=kind,
+            since=since,
+            until=until,
+            after_id=after_id,
+            limit=limit,
+        )
+
+    def subscribe(self, after_id: int | None = None) -> Subscription:
+        """Live events from now on (or, with ``after_id``, from the store after that id first).
+        Open before reading history: nothing falls between the two. Close with ``aclose()``."""
+        return self.bus.subscribe(after_id)
+
+    async def wait_drained(
+        self, ref: str, timeout: float | None = None, *, interval: float = WAIT_POLL
+    ) -> AsyncIterator[int]:
+        """Yield the server's live connection count now and whenever it changes; end after
+        yielding 0. Raises TimeoutError after ``timeout`` seconds, and InvalidCommand if the
+        server is (or becomes) enabled with connections left: it would never drain.
+
+        The count is polled every ``interval`` (50 ms): the data plane keeps it as a plain
+        counter, and a poll costs nothing next to a progress bar's refresh."""
+        server = self.registry.find_server(ref)
+        loop = asyncio.get_running_loop()
+        end = None if timeout is None else loop.time() + timeout
+        last: int | None = None
+        while True:
+            n = server.connections
+            if n != last:
+                last = n
+                yield n
+            if n == 0:
+                return
+            if server.admin.state is Admin.ENABLED:
+                raise InvalidCommand(
+                    f"{server.key} is enabled with {n} connection(s): it will not drain"
+                )
+            delay = interval
+            if end is not None:
+                left = end - loop.time()
+                if left <= 0:
+                    raise TimeoutError(
+                        f"{server.key} still has {n} connection(s) after {timeout:g}s"
+                    )
+                delay = min(interval, left)
+            await asyncio.sleep(delay)
+
+    # the timer ------------------------------------------------------------------------------
+
+    def tick(self) -> list[Transition]:
+        """Fire whatever is due now (the timer calls this; tests with a FakeClock too)."""
+        fired = self.registry.tick()
+        self._poke()
+        return fired
+
+    async def _run_timer(self) -> None:
+        while True:
+            self._rearm.clear()
+            now = self.clock.time()
+            if now >= self._next_prune:
+                self._prune()
+            due = self.registry.next_due()
+            if due is not None and due <= now:
+                if self.registry.tick():
+                    continue
+                delay = WAIT_POLL  # nothing fired (clock rounding): look again shortly
+            else:
+                delay = MAX_SLEEP if due is None else min(due - now, MAX_SLEEP)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._rearm.wait(), delay)
+
+    def _poke(self) -> None:
+        if self._loop is None or threading.get_ident() == self._thread:
+            self._rearm.set()
+        else:
+            self._loop.call_soon_threadsafe(self._rearm.set)
+
+    def _prune(self) -> None:
+        now = self.clock.time()
+        self._next_prune = now + PRUNE_INTERVAL
+        try:
+            n = self.store.prune(now)
+        except Exception:
+            log.exception("pruning the event log failed")
+            return
+        if n:
+            log.info("event log: pruned %d event(s) past the retention", n)
+
+    # persistence ----------------------------------------------------------------------------
+
+    def _on_event(self, event: Event) -> None:
+        try:
+            event = self.store.append_event(event)
+        except Exception:
+            log.exception("could not persist event %s", event.kind.value)
+        try:
+            self._persist_state(event)
+        except Exception:
+            log.exception("could not persist the state changed by event %s", event.kind.value)
+        self.bus.publish(event)
+
+    def _persist_state(self, event: Event) -> None:
+        kind = event.kind
+        if kind in (EventKind.ADMIN_CHANGE, EventKind.ADMIN_COMMAND):
+            if event.pool in self.registry.pools and event.server is not None:
+                server = self.registry.pools[event.pool].server(event.server)
+                self.store.save_admin(server.key, server.admin)
+        elif kind is EventKind.FLAG_CHANGE:
+            name = str(event.detail.get("flag", ""))
+            if name in self.registry.flags:
+                self.store.save_flag(name, self.registry.flags[name])
+            elif name:
+                self.store.delete_flag(name)
+        elif kind is EventKind.MONITOR_CHANGE:
+            if event.pool is not None and event.pool in self.registry.pools:
+                pool = self.registry.pools[event.pool]
+                self.store.save_pool_monitors(pool.name, list(pool.pool_monitors))
+            elif (name := str(event.detail.get("monitor", ""))) in self.registry.monitors:
+                data = self.registry.monitors[name].model_dump(mode="json")
+                self.store.save_monitor(name, data)
+            elif name:
+                self.store.delete_monitor(name)
+
+    def _history(self, after_id: int, limit: int) -> list[Event]:
+        return self.store.list_events(after_id=after_id, limit=limit)
+
+    def _restore(self) -> dict[str, object]:
+        """Put persisted state back into the registry (before our listener is attached, so
+        restoring is not itself logged as changes; the startup event summarises it)."""
+        reg, store = self.registry, self.store
+        ignored: list[str] = []
+        monitors_changed = False
+
+        def ignore(what: str) -> None:
+            log.warning("state store: %s", what)
+            ignored.append(what)
+
+        restored_monitors = 0
+        for name, data in store.load_monitors().items():
+            try:
+                monitor = HealthMonitor.model_validate(data)
+            except ValidationError as exc:
+                ignore(f"monitor {name!r} no longer validates, config definition kept: {exc}")
+                continue
+            if reg.monitors.get(name) != monitor:
+                reg.put_monitor(name, monitor, actor=STORE_ACTOR, cause=Cause.STARTUP)
+                monitors_changed = True
+            restored_monitors += 1
+        restored_pools = 0
+        for pool_name, names in store.load_pool_monitors().items():
+            if pool_name not in reg.pools:
+                ignore(f"monitors of pool {pool_name!r} ignored: no such pool in the config")
+                continue
+            if reg.pools[pool_name].pool_monitors == names:
+                continue
+            try:
+                reg.set_pool_monitors(pool_name, names, actor=STORE_ACTOR, cause=Cause.STARTUP)
+            except QuiesceError as exc:
+                ignore(f"monitors of pool {pool_name!r} not restored: {exc.message}")
+                continue
+            monitors_changed = True
+            restored_pools += 1
+        for name in store.load_deleted_monitors():
+            if name in reg.monitors:
+                try:
+                    reg.delete_monitor(name, actor=STORE_ACTOR, cause=Cause.STARTUP)
+                    monitors_changed = True
+                except GuardRefused as exc:
+                    ignore(f"deleted monitor {name!r} kept: {exc.message}")
+        for name in store.load_cleared_flags():
+            if name in reg.flags:
+                reg.clear_flag(name, actor=STORE_ACTOR, cause=Cause.STARTUP)
+        flags = store.load_flags()
+        for name, value in flags.items():
+            if reg.flags.get(name) != value or type(reg.flags.get(name)) is not type(value):
+                reg.set_flag(name, value, actor=STORE_ACTOR, cause=Cause.STARTUP)
+        restored_admin: dict[str, str] = {}
+        for key, record in store.load_admin().items():
+            try:
+                server = reg.find_server(key)
+            except NotFound:
+                ignore(f"admin state of {key} ({record.state.value}) forgotten: no such server")
+                store.delete_admin(key)
+                continue
+            reg.restore_admin(server, _sane(record))
+            if record.state is not Admin.ENABLED:
+                restored_admin[key] = record.state.value
+        if monitors_changed:
+            self._monitors_changed()
+        return {
+            "admin": restored_admin,
+            "flags": sorted(flags),
+            "monitors": restored_monitors,
+            "pool_monitors": restored_pools,
+            "ignored": ignored,
+        }
+
+    # helpers --------------------------------------------------------------------------------
+
+    def _monitors_changed(self) -> None:
+        if self.on_monitors_changed is not None:
+            self.on_monitors_changed()
+
+    def _command(self, ref: str, cmd: AdminCommand, force_guard: bool) -> CommandResult:
+        server = self._find(ref, cmd.target, cmd.actor, cmd.cause, cmd.reason)
+        return self._apply(server, cmd, force_guard)
+
+    def _apply(self, server: ServerRuntime, cmd: AdminCommand, force_guard: bool) -> CommandResult:
+        before = server.connections
+        t = self.registry.admin_command(server, cmd, force_guard=force_guard)
+        self._poke()
+        closed = before if t.close is CloseMode.ALL else 0
+        return CommandResult(server, t.changed, self._message(server, t, closed), closed)
+
+    def _message(self, server: ServerRuntime, t: Transition, closed: int) -> str:
+        rec = t.after
+        if t.changed or rec != t.before:
+            text = f"{server.key}: {t.message}"
+        else:
+            text = f"{server.key} is already {_STATE_WORDS[rec.state]}: nothing changed"
+        extra = []
+        if closed:
+            extra.append(f"{closed} connection(s) closed")
+        elif t.close is CloseMode.AT_BOUNDARY and server.connections:
+            extra.append(f"{server.connections} connection(s) close at their next request boundary")
+        if rec.state is Admin.DRAIN and (t.changed or rec != t.before):
+            if rec.deadline is not None:
+                extra.append(f"remaining connections closed at {_iso(rec.deadline)}")
+            else:
+                extra.append("no deadline")
+        if rec.expires is not None and (t.changed or rec != t.before):
+            extra.append(f"back to enabled at {_iso(rec.expires)}")
+        return "; ".join([text, *extra])
+
+    def _find(
+        self, ref: str, target: Admin, actor: str, cause: Cause, reason: str
+    ) -> ServerRuntime:
+        try:
+            return self.registry.find_server(ref)
+        except NotFound as exc:
+            pool, _, name = ref.partition("/") if "/" in ref else (None, "", ref)
+            self.registry.emit(
+                Event(
+                    time=self.clock.time(),
+                    kind=EventKind.ADMIN_REFUSED,
+                    pool=pool if pool in self.registry.pools else None,
+                    server=name,
+                    to=target.value,
+                    cause=cause.value,
+                    actor=actor,
+                    reason=reason,
+                    detail={"error": exc.message, "ref": ref},
+                )
+            )
+            raise
+
+    def _refuse_with(
+        self,
+        server: ServerRuntime,
+        target: Admin,
+        actor: str,
+        cause: Cause,
+        reason: str,
+        exc: QuiesceError,
+    ) -> NoReturn:
+        pool = self.registry.pools[server.pool]
+        self.registry.emit(
+            Event(
+                time=self.clock.time(),
+                kind=EventKind.ADMIN_REFUSED,
+                pool=pool.name,
+                server=server.name,
+                from_=server.admin.state.value,
+                to=target.value,
+                cause=cause.value,
+                actor=actor,
+                reason=reason,
+                detail={"error": exc.message},
+                eligible=pool.eligible_count,
+                sessions=pool.sessions,
+            )
+        )
+        raise exc
+
+    def _emit_command(
+        self,
+        server: ServerRuntime,
+        actor: str,
+        cause: Cause,
+        reason: str,
+        message: str,
+        detail: dict[str, object],
+    ) -> None:
+        pool = self.registry.pools[server.pool]
+        state = server.admin.state.value
+        self.registry.emit(
+            Event(
+                time=self.clock.time(),
+                kind=EventKind.ADMIN_COMMAND,
+                pool=pool.name,
+                server=server.name,
+                from_=state,
+                to=state,
+                cause=cause.value,
+                actor=actor,
+                reason=reason,
+                detail={"message": message, **detail},
+                eligible=pool.eligible_count,
+                sessions=pool.sessions,
+            )
+        )
+
+
+def _sane(record: AdminRecord) -> AdminRecord:
+    """A persisted record as the state machine would have left it (an enabled server has no
+    expiry, only a drain has a deadline), so a hand-edited file cannot wedge the timer."""
+    if record.state is Admin.ENABLED and record.expires is not None:
+        record = replace(record, expires=None)
+    if record.state is not Admin.DRAIN and record.deadline is not None:
+        record = replace(record, deadline=None)
+    return record
+
+
+def _iso(t: float) -> str:
+    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+__all__ = ["AdminService", "CommandResult"]
