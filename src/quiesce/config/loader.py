@@ -9,7 +9,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from quiesce.config.models import Config
+from quiesce.config.models import Config, Model
 
 
 class ConfigError(Exception):
@@ -42,15 +42,26 @@ def _clean(msg: str) -> str:
 
 # Pydantic reports a failing member of a union or a tagged shortcut under an extra loc element
 # naming the type it tried ("str", "FlagCondition", "function-before[...]"). Users never typed
-# those, so they are dropped from paths.
+# those, so they are dropped from paths. Model names are listed rather than guessed from an
+# upper-case first letter, which would also drop a user's key such as a pool named "Web".
+def _model_names() -> frozenset[str]:
+    out: set[str] = set()
+    stack: list[type[Model]] = [Model]
+    while stack:
+        for sub in stack.pop().__subclasses__():
+            out.add(sub.__name__)
+            stack.append(sub)
+    return frozenset(out)
+
+
+_TYPE_TAGS = _model_names() | {"str", "int", "bool", "float", "constrained-str", "constrained-int"}
+
+
 def _user_loc(loc: tuple[int | str, ...]) -> list[int | str]:
     out: list[int | str] = []
     for part in loc:
         if isinstance(part, str) and (
-            part[:1].isupper()
-            or part in ("str", "int", "bool", "float", "list[str]", "literal['true']")
-            or "[" in part
-            or part.startswith(("function-", "literal["))
+            part in _TYPE_TAGS or "[" in part or part.startswith(("function-", "literal["))
         ):
             continue
         out.append(part)

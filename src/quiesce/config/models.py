@@ -280,35 +280,88 @@ def _regex(value: str) -> str:
     return value
 
 
+_TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+_HOST = re.compile(
+    r"^((\*\.)?[A-Za-z0-9_\-]+(\.[A-Za-z0-9_\-]+)*\.?|\[[0-9A-Fa-f:.]+\])(:[0-9]+)?$"
+)
+
+
+def _token(value: str) -> str:
+    if not _TOKEN.match(value):
+        raise ValueError(f"{value!r} is not an HTTP token (a method, header or cookie name)")
+    return value
+
+
+def _host_name(value: str) -> str:
+    if not _HOST.match(value):
+        raise ValueError(f"{value!r} is not a host name (name, *.domain, IP or [IPv6])")
+    return value
+
+
+def _no_ctl(value: str) -> str:
+    if any((ord(c) < 32 and c != "\t") or ord(c) == 127 for c in value):
+        raise ValueError("must not contain control characters (CR, LF, ...)")
+    return value
+
+
+def _one_or_list(value: Any) -> Any:
+    return [value] if isinstance(value, str) else value
+
+
+def _flag_shorthand(value: Any) -> Any:
+    # `flag: NAME` is shorthand for `flag: {name: NAME}`.
+    return {"name": value} if isinstance(value, str) else value
+
+
+def _response_headers(value: dict[str, str]) -> dict[str, str]:
+    for name in value:
+        if name.lower() in ("content-length", "transfer-encoding", "connection"):
+            raise ValueError(f"header {name!r} is set by quiesce itself")
+    return value
+
+
+Token = Annotated[str, AfterValidator(_token)]
+HeaderValue = Annotated[str, AfterValidator(_no_ctl)]
+OneOrMore = Field(min_length=1)
+
+
 class FlagCondition(Model):
     name: Name
     equals: str | bool | None = None
 
 
 class HeaderCondition(Model):
-    name: str
+    name: Token
     equals: str | None = None
     contains: str | None = None
     regex: Annotated[str, AfterValidator(_regex)] | None = None
 
 
 class CookieCondition(Model):
-    name: str
+    name: Token
     equals: str | None = None
 
 
 class Condition(Model):
-    """One condition; several keys in one mapping must all hold."""
+    """One condition; several keys in one mapping must all hold. ``flag: NAME``, ``host: H``
+    and ``method: M`` are shorthands for ``{name: NAME}``, ``[H]`` and ``[M]``."""
 
-    flag: Name | FlagCondition | None = None
+    flag: Annotated[FlagCondition, BeforeValidator(_flag_shorthand)] | None = None
     path_prefix: str | None = None
     path_regex: Annotated[str, AfterValidator(_regex)] | None = None
-    host: str | list[str] | None = None
+    host: (
+        Annotated[
+            list[Annotated[str, AfterValidator(_host_name)]],
+            BeforeValidator(_one_or_list),
+            OneOrMore,
+        ]
+        | None
+    ) = None
     header: HeaderCondition | None = None
-    method: str | list[str] | None = None
-    source: Annotated[list[str], AfterValidator(_cidrs)] | None = None
+    method: Annotated[list[Token], BeforeValidator(_one_or_list), OneOrMore] | None = None
+    source: Annotated[list[str], AfterValidator(_cidrs), OneOrMore] | None = None
     cookie: CookieCondition | None = None
-    usable_servers_below: dict[str, int] | None = None
+    usable_servers_below: dict[str, Annotated[int, Field(ge=1)]] | None = None
     all: list[Condition] | None = None
     any: list[Condition] | None = None
     not_: Condition | None = Field(default=None, alias="not")
@@ -325,11 +378,11 @@ class Condition(Model):
 class RespondAction(Model):
     status: Annotated[int, Field(ge=100, le=599)] = 200
     body: str = ""
-    headers: dict[str, str] = {}
+    headers: Annotated[dict[Token, HeaderValue], AfterValidator(_response_headers)] = {}
 
 
 class RedirectAction(Model):
-    location: str
+    location: Annotated[HeaderValue, Field(min_length=1)]
     status: Literal[301, 302, 303, 307, 308] = 302
 
 
@@ -364,7 +417,7 @@ class Rule(Model):
 
 
 class MonitorUriFailIf(Model):
-    usable_servers_below: dict[str, int] = {}
+    usable_servers_below: dict[str, Annotated[int, Field(ge=1)]] = {}
     flag: Name | None = None
 
 

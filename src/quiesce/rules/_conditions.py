@@ -82,11 +82,8 @@ def parse_source(source: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address |
 # --- one compiler per condition kind ----------------------------------------------------------
 
 
-def _flag(spec: str | FlagCondition, registry: Registry) -> Predicate:
-    if isinstance(spec, str):
-        name, equals = spec, None
-    else:
-        name, equals = spec.name, spec.equals
+def _flag(spec: FlagCondition, registry: Registry) -> Predicate:
+    name, equals = spec.name, spec.equals
     if equals is None:
 
         def flag_set(_: RequestView) -> bool:
@@ -111,8 +108,7 @@ def _path_regex(pattern: str) -> Predicate:
     return lambda r: search(r.path) is not None
 
 
-def _host(spec: str | list[str]) -> Predicate:
-    names = [spec] if isinstance(spec, str) else spec
+def _host(names: list[str]) -> Predicate:
     exact = frozenset(normalize_host(n) for n in names if not n.startswith("*."))
     # "*.example.com" matches any subdomain of example.com (not example.com itself).
     suffixes = tuple(normalize_host(n)[1:] for n in names if n.startswith("*."))
@@ -146,8 +142,8 @@ def _header(spec: HeaderCondition) -> Predicate:
     return header
 
 
-def _method(spec: str | list[str]) -> Predicate:
-    methods = frozenset(m.upper() for m in ([spec] if isinstance(spec, str) else spec))
+def _method(names: list[str]) -> Predicate:
+    methods = frozenset(m.upper() for m in names)
     return lambda r: r.method.upper() in methods
 
 
