@@ -1,0 +1,199 @@
+"""The check-reply classifiers: bytes in, (verdict, reason code, status code) out.
+
+Theory of operation
+-------------------
+Every probe is a thin I/O shell that collects a reply and hands it to a function here; nothing
+in this module touches a socket, a clock or an event loop, so every rule is tested with plain
+bytes (``tests/health/test_classify.py``).
+
+The rules follow Avi's health monitors (DESIGN §1, §4):
+
+* Only the first :data:`WINDOW` (2048) bytes of a reply count, headers included. A string that
+  *starts* beyond byte 2048 is not seen, and neither is one that straddles the boundary.
+* Maintenance wins over everything else: a status in ``maintenance_code`` or
+  ``maintenance_response`` in the window is :attr:`Verdict.MAINTENANCE`, whatever the other
+  settings say. It is checked first, then the ordinary pass conditions.
+* A reply that satisfies the pass conditions is :attr:`Verdict.PASS`; otherwise
+  :attr:`Verdict.FAIL` with the most specific reason (status mismatch before content mismatch).
+
+Probes read until the verdict cannot change any more (:func:`http_reply_complete`,
+:func:`stream_reply_complete`) so a server that keeps the connection open does not cost a
+whole ``receive_timeout`` when the answer is already known.
+"""
+
+from __future__ import annotations
+
+from quiesce.config.models import HttpMonitor, TcpMonitor, UdpMonitor
+from quiesce.core.checks import Reason
+from quiesce.core.states import Verdict
+
+WINDOW = 2048
+"""How many leading bytes of a reply the content rules look at (Avi: "the first 2K bytes")."""
+
+Classified = tuple[Verdict, Reason, int | None]
+
+
+def _needle(text: str | None) -> bytes | None:
+    """A configured match string as bytes; blank means "not set" (Avi's CLI ``no ...``)."""
+    if not text:
+        return None
+    return text.encode()
+
+
+def in_window(reply: bytes, needle: bytes) -> bool:
+    """``needle`` occurs entirely within the first :data:`WINDOW` bytes of ``reply``."""
+    return reply.find(needle, 0, WINDOW) >= 0
+
+
+# --- HTTP ----------------------------------------------------------------------------------
+
+
+def parse_status(reply: bytes) -> int | None:
+    """The status code of an HTTP/1.x status line, or None when the reply has none (yet)."""
+    end = reply.find(b"\n", 0, WINDOW)
+    line = reply[: end if end >= 0 else min(len(reply), WINDOW)]
+    parts = line.split(None, 2)
+    if len(parts) < 2 or not parts[0].startswith(b"HTTP/"):
+        return None
+    code = parts[1]
+    if len(code) != 3 or not code.isdigit():
+        return None
+    value = int(code)
+    return value if 100 <= value <= 599 else None
+
+
+def code_matches(code: int, patterns: list[str | int]) -> bool:
+    """``code`` is one of ``patterns``: exact codes, classes ``1xx``…``5xx``, or ``any``."""
+    for p in patterns:
+        text = str(p).lower()
+        if text == "any":
+            return True
+        if text.endswith("xx"):
+            if text[0].isdigit() and code // 100 == int(text[0]):
+                return True
+        elif text.isdigit() and int(text) == code:
+            return True
+    return False
+
+
+def classify_http(reply: bytes, monitor: HttpMonitor) -> Classified:
+    """Classify one HTTP(S) reply (status line, headers and the start of the body)."""
+    status = parse_status(reply)
+    if status is not None and status in monitor.maintenance_code:
+        return Verdict.MAINTENANCE, Reason.MAINTENANCE_RESPONSE_CODE_MATCH, status
+    maintenance = _needle(monitor.maintenance_response)
+    if maintenance is not None and in_window(reply, maintenance):
+        return Verdict.MAINTENANCE, Reason.MAINTENANCE_PAYLOAD_CONTENT_MATCH, status
+    if status is None:
+        return Verdict.FAIL, Reason.MALFORMED_RESPONSE, None
+    if not code_matches(status, monitor.http_response_code):
+        return Verdict.FAIL, Reason.RESPONSE_CODE_MISMATCH, status
+    expected = _needle(monitor.http_response)
+    if expected is not None and not in_window(reply, expected):
+        return Verdict.FAIL, Reason.PAYLOAD_CONTENT_MISMATCH, status
+    return Verdict.PASS, Reason.OK, status
+
+
+def http_reply_complete(reply: bytes, monitor: HttpMonitor) -> bool:
+    """True when more bytes could not change :func:`classify_http` (the probe may stop)."""
+    if len(reply) >= WINDOW:
+        return True
+    status = parse_status(reply)
+    if status is None:
+        return False
+    if status in monitor.maintenance_code:
+        return True
+    maintenance = _needle(monitor.maintenance_response)
+    if maintenance is not None:
+        return in_window(reply, maintenance)
+    if monitor.http_response:
+        return not code_matches(status, monitor.http_response_code) or in_window(
+            reply, monitor.http_response.encode()
+        )
+    # Only the status line matters; wait for it to be whole.
+    return b"\n" in reply
+
+
+def build_http_request(monitor: HttpMonitor, host_header: str) -> bytes:
+    """The bytes a check sends. ``exact_http_request`` sends ``http_request`` as written
+    (only the final blank line is added when missing); otherwise a ``Host`` header is added
+    when absent, and ``Connection: close`` for HTTP/1.1 so the server ends the reply."""
+    text = monitor.http_request.replace("\\r\\n", "\r\n").replace("\\n", "\n")
+    lines = text.replace("\r\n", "\n").rstrip("\n").split("\n")
+    if not monitor.exact_http_request:
+        names = {line.split(":", 1)[0].strip().lower() for line in lines[1:] if ":" in line}
+        if "host" not in names:
+            lines.insert(1, f"Host: {host_header}")
+        if lines[0].upper().endswith("HTTP/1.1") and "connection" not in names:
+            lines.append("Connection: close")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+# --- TCP and UDP payloads --------------------------------------------------------------------
+
+
+def _classify_payload(
+    reply: bytes, expected: str | None, maintenance: str | None, *, complete: bool
+) -> Classified:
+    want_maint = _needle(maintenance)
+    if want_maint is not None and in_window(reply, want_maint):
+        return Verdict.MAINTENANCE, Reason.MAINTENANCE_PAYLOAD_CONTENT_MATCH, None
+    want = _needle(expected)
+    if want is None or in_window(reply, want):
+        return Verdict.PASS, Reason.OK, None
+    if not reply and not complete:
+        return Verdict.FAIL, Reason.TIMEOUT, None
+    return Verdict.FAIL, Reason.PAYLOAD_CONTENT_MISMATCH, None
+
+
+def classify_tcp(reply: bytes, monitor: TcpMonitor, *, complete: bool = True) -> Classified:
+    """Classify what a TCP server sent after the handshake (and ``tcp_request``, if any).
+
+    ``complete`` is False when the probe stopped on ``receive_timeout`` rather than on
+    end-of-stream: an expected reply that never came is then ``TIMEOUT``. A blank
+    ``tcp_response`` means the handshake alone passes."""
+    return _classify_payload(
+        reply, monitor.tcp_response, monitor.maintenance_response, complete=complete
+    )
+
+
+def classify_udp(reply: bytes, monitor: UdpMonitor, *, complete: bool = True) -> Classified:
+    """Classify one UDP reply datagram (``b""`` with ``complete=False`` when none came)."""
+    return _classify_payload(
+        reply, monitor.udp_response, monitor.maintenance_response, complete=complete
+    )
+
+
+def expects_payload(expected: str | None, maintenance: str | None) -> bool:
+    """Whether a TCP/UDP probe must wait for the server to send something."""
+    return bool(expected) or bool(maintenance)
+
+
+def stream_reply_complete(reply: bytes, expected: str | None, maintenance: str | None) -> bool:
+    """True when more bytes could not change :func:`classify_tcp`: the maintenance string
+    was seen, the window is full, or the expected string was seen and no maintenance string
+    is configured. (With both configured, the probe reads until end-of-stream, a full window
+    or the timeout, then classifies what it has.)"""
+    if len(reply) >= WINDOW:
+        return True
+    want_maint = _needle(maintenance)
+    if want_maint is not None:
+        return in_window(reply, want_maint)
+    want = _needle(expected)
+    return want is None or in_window(reply, want)
+
+
+__all__ = [
+    "WINDOW",
+    "Classified",
+    "build_http_request",
+    "classify_http",
+    "classify_tcp",
+    "classify_udp",
+    "code_matches",
+    "expects_payload",
+    "http_reply_complete",
+    "in_window",
+    "parse_status",
+    "stream_reply_complete",
+]

@@ -1,0 +1,53 @@
+"""When checks run: jittered phases, a prompt first check, no bunching after a stall.
+
+Theory of operation
+-------------------
+Each (server, monitor) pair gets a random *phase* in ``[0, send_interval)`` so that ten
+thousand checks with the same interval are spread evenly over it instead of firing together.
+The first check, though, must not wait up to a whole interval (a server is ``unknown`` and gets
+no traffic until its first verdict), so it runs at the phase scaled into the first
+:data:`FIRST_SPREAD` seconds; from the second check on, checks run at
+``start + phase + k * send_interval``, a fixed rate that does not drift with check latency.
+
+If the loop stalls for more than an interval, the missed slots are skipped rather than run
+back to back (:func:`next_due`), and the caller counts them.
+
+Pure arithmetic on floats: the scheduler feeds it ``clock.monotonic()``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+FIRST_SPREAD = 1.0
+"""Seconds over which first checks are spread at start-up (or after an edit)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Schedule:
+    start: float
+    interval: float
+    phase: float  # in [0, interval)
+
+    @property
+    def first_due(self) -> float:
+        spread = min(self.interval, FIRST_SPREAD)
+        return self.start + self.phase * (spread / self.interval)
+
+    @property
+    def second_due(self) -> float:
+        return self.start + self.phase + self.interval
+
+
+def next_due(due: float, interval: float, now: float) -> tuple[float, int]:
+    """The slot after ``due``, and how many slots were skipped because ``now`` is already
+    past them (a stall longer than an interval)."""
+    nxt = due + interval
+    if nxt >= now:
+        return nxt, 0
+    missed = math.ceil((now - nxt) / interval)
+    return nxt + missed * interval, missed
+
+
+__all__ = ["FIRST_SPREAD", "Schedule", "next_due"]
