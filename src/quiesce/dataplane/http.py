@@ -1,0 +1,1214 @@
+"""The L7 HTTP/1.1 reverse proxy: two asyncio.Protocol classes around httptools parsers.
+
+Theory of operation
+-------------------
+A :class:`ClientConnection` parses requests with ``httptools.HttpRequestParser`` and serves
+them one at a time, in order. A request whose head arrives while another is being served
+(pipelining) is queued and reading from the client pauses, so at most one read's worth of
+pipelined data is ever held. Each request is balanced afresh (``pool.pick``) and written to an
+:class:`Upstream` — an idle keep-alive connection to the chosen server taken from the
+connection table's pool, or a new one.
+
+Bodies are streamed, never collected: a request body chunk goes straight to the upstream
+transport (re-chunked when the client sent it chunked), a response body chunk straight to the
+client. Back-pressure is the transports' own: when the upstream's write buffer fills
+(``pause_writing``) the proxy stops reading the client, and when the client's fills it stops
+reading the upstream. Bytes only wait in the proxy while an upstream connection is being
+opened (and reading pauses past 256 KiB then).
+
+One timer per client connection enforces the client header timeout (408), the keep-alive idle
+timeout and the upstream response timeout (504); it is re-armed lazily — it fires, looks at
+the state, and re-arms itself for the next deadline — so a keep-alive request costs no timer
+operation. The connect timeout is a ``wait_for`` on the (rare) new upstream connection.
+
+Failures map to one answer each and end only the request (or connection) concerned:
+malformed request 400, request line too long 414, header block too large 431, slow header
+408, upstream refused or reset before a byte was sent: retried once on another eligible
+server, else 502; a reused keep-alive upstream closed under us before any response byte: the
+request is resent on a fresh connection when it is idempotent or its body is still held (up
+to 64 KiB); malformed upstream response 502; connect or response timeout 504. Once the
+response head has been sent to the client, an upstream failure can only abort the client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from typing import TYPE_CHECKING
+
+import httptools
+
+from quiesce.dataplane.context import ServiceContext
+from quiesce.dataplane.pages import Page, error_response, simple_response
+from quiesce.rules.decision import Redirect, RequestView, Respond, ServePage, ToPool
+
+if TYPE_CHECKING:
+    from quiesce.dataplane.table import ConnectionTable
+    from quiesce.registry import PoolRuntime, ServerRuntime
+
+# Headers that describe one connection only (RFC 9110 §7.6.1), never forwarded.
+HOP_BY_HOP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+    }
+)
+# Added by the proxy; a client's own values are replaced (X-Forwarded-For is appended to).
+_FORWARDED = frozenset({b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host"})
+IDEMPOTENT = frozenset({b"GET", b"HEAD", b"PUT", b"DELETE", b"OPTIONS", b"TRACE"})
+REPLAY_LIMIT = 64 * 1024
+PENDING_LIMIT = 256 * 1024
+LINGER = 2.0
+
+# reasons to pause reading from the client
+P_PIPELINE = 1
+P_UPSTREAM = 2
+P_PENDING = 4
+P_UPGRADE = 8
+
+_REASONS: dict[int, bytes] = {}
+
+
+def _reason(status: int) -> bytes:
+    r = _REASONS.get(status)
+    if r is None:
+        from quiesce.dataplane.pages import reason_phrase
+
+        r = _REASONS[status] = reason_phrase(status)
+    return r
+
+
+class _ClientError(Exception):
+    def __init__(self, status: int) -> None:
+        self.status = status
+
+
+class Request:
+    __slots__ = (
+        "chunked",
+        "complete",
+        "cookie",
+        "head",
+        "head_only",
+        "headers",
+        "host",
+        "http10",
+        "keep_alive",
+        "method",
+        "path",
+        "pending",
+        "pending_size",
+        "replay",
+        "retried",
+        "upgrade",
+        "url",
+    )
+
+    def __init__(self) -> None:
+        self.complete = False
+        self.pending: list[bytes] = []
+        self.pending_size = 0
+        self.replay: list[bytes] | None = None
+        self.retried = False
+        self.cookie: bytes | None = None
+        self.host: bytes | None = None
+        self.upgrade = False
+        self.chunked = False
+        self.head = b""
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.method = b""
+        self.url = b""
+        self.http10 = False
+        self.keep_alive = True
+        self.head_only = False
+
+    def view(self, source: str) -> RequestView:
+        headers: dict[str, str] = {}
+        for raw_name, raw_value in self.headers:
+            name = raw_name.decode("latin-1").lower()
+            value = raw_value.decode("latin-1")
+            headers[name] = f"{headers[name]}, {value}" if name in headers else value
+        cookies: dict[str, str] = {}
+        cookie_header = headers.get("cookie")
+        if cookie_header:
+            for part in cookie_header.split(";"):
+                k, sep, v = part.strip().partition("=")
+                if sep:
+                    cookies.setdefault(k, v)
+        url = self.url.decode("latin-1")
+        path = url.split("?", 1)[0]
+        if path.startswith(("http://", "https://")):
+            rest = path.split("://", 1)[1]
+            path = "/" + rest.split("/", 1)[1] if "/" in rest else "/"
+        host = headers.get("host")
+        return RequestView(
+            method=self.method.decode("latin-1"),
+            path=path,
+            host=host.split(":", 1)[0].lower() if host else None,
+            headers=headers,
+            cookies=cookies,
+            source=source,
+        )
+
+
+def _cookie_value(header: bytes, name: bytes) -> bytes | None:
+    for part in header.split(b";"):
+        k, sep, v = part.strip().partition(b"=")
+        if sep and k == name:
+            return v.strip()
+    return None
+
+
+class Upstream(asyncio.Protocol):
+    """One connection to a server; carries one request at a time for a ClientConnection."""
+
+    __slots__ = (
+        "chunked",
+        "client",
+        "close_delimited",
+        "closed",
+        "content_length",
+        "discard",
+        "got_byte",
+        "head_only",
+        "headers",
+        "interim",
+        "keep_alive",
+        "parser",
+        "reason",
+        "reused",
+        "server",
+        "switching",
+        "table",
+        "transport",
+        "tunnel",
+    )
+
+    def __init__(self, server: ServerRuntime, table: ConnectionTable) -> None:
+        self.server = server
+        self.table = table
+        self.transport: asyncio.Transport = None  # type: ignore[assignment]
+        self.client: ClientConnection | None = None
+        self.parser = httptools.HttpResponseParser(self)
+        self.closed = False
+        self.reused = False
+        self.tunnel = False
+        self._reset(False)
+
+    def _reset(self, head_only: bool) -> None:
+        self.head_only = head_only
+        self.got_byte = False
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.reason = b""
+        self.interim = False
+        self.switching = False
+        self.keep_alive = False
+        self.discard = False
+        self.close_delimited = False
+        self.chunked = False
+        self.content_length: bytes | None = None
+
+    # asyncio.Protocol ------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        c = self.client
+        if c is None:
+            self.close()  # an idle connection has nothing to say: it is closing
+            return
+        if self.tunnel:
+            c.transport.write(data)
+            return
+        self.got_byte = True
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade as exc:
+            if self.client is c:
+                c.upstream_upgraded(self, data[exc.args[0] :])
+        except httptools.HttpParserError:
+            if self.client is c:
+                c.upstream_failed(self, 502)
+
+    def eof_received(self) -> bool | None:
+        c = self.client
+        if c is not None:
+            if self.tunnel:
+                if c.transport.can_write_eof():
+                    c.transport.write_eof()
+                    c.half_closed |= 2
+                    return c.half_closed != 3
+                return False
+            if self.close_delimited and not self.interim:
+                c.upstream_complete(self)
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        c = self.client
+        if c is not None:
+            self.client = None
+            c.upstream_lost(self)
+        else:
+            self.table.drop_upstream(self.server, self)
+
+    def pause_writing(self) -> None:
+        c = self.client
+        if c is not None:
+            c.pause(P_UPSTREAM)
+
+    def resume_writing(self) -> None:
+        c = self.client
+        if c is not None:
+            c.resume(P_UPSTREAM)
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.transport.close()
+
+    def abort(self) -> None:
+        self.closed = True
+        if self.transport is not None:
+            self.transport.abort()
+
+    # httptools callbacks -----------------------------------------------------------------
+
+    def on_status(self, reason: bytes) -> None:
+        self.reason += reason
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        c = self.client
+        if c is not None:
+            c.response_head(self)
+            if self.head_only and not self.interim and self.client is c:
+                # llhttp cannot be told a HEAD response has no body: finish it here and give
+                # the connection a fresh parser for its next response.
+                self.parser = httptools.HttpResponseParser(self)
+                c.upstream_complete(self)
+
+    def on_body(self, body: bytes) -> None:
+        c = self.client
+        if c is not None and not self.discard:
+            c.response_body(body)
+
+    def on_message_complete(self) -> None:
+        if self.interim:
+            self._reset(self.head_only)
+            return
+        c = self.client
+        if c is not None and not self.switching:
+            c.upstream_complete(self)
+
+
+class ClientConnection(asyncio.Protocol):
+    """One client connection of an L7 service."""
+
+    layer = 7
+
+    def __init__(self, ctx: ServiceContext) -> None:
+        self.ctx = ctx
+        self.loop = ctx.loop
+        self.transport: asyncio.Transport = None  # type: ignore[assignment]
+        self.peer = ""
+        self.parser = httptools.HttpRequestParser(self)
+        self.parsing: Request | None = None
+        self.current: Request | None = None
+        self.queue: deque[Request] = deque()
+        self.server: ServerRuntime | None = None
+        self.pool: PoolRuntime | None = None
+        self.idle_to: ServerRuntime | None = None
+        self.up: Upstream | None = None
+        self.connecting: asyncio.Task[None] | None = None
+        self.paused = 0
+        self.up_paused = False
+        self.closed = False
+        self.lingering = False
+        self.tunnel = False
+        self.upgrade_buf: list[bytes] | None = None
+        self.half_closed = 0  # tunnel: 1 client EOF seen, 2 upstream EOF seen
+        self.boundary_close = False
+        self.deferred_error = 0
+        self.error_status = 0
+        # response state
+        self.resp_started = False
+        self.resp_done = False
+        self.resp_status = 0
+        self.resp_chunked = False
+        self.resp_close = False
+        self.set_cookie: bytes | None = None
+        # parse state
+        self.url = bytearray()
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.header_size = 0
+        # timer state
+        self.timer: asyncio.TimerHandle | None = None
+        self.begin_at = -1.0  # a request head is being received since
+        self.idle_since = 0.0
+        self.sent_at = -1.0  # waiting for a response head since
+        self.got_any = False
+
+    # asyncio.Protocol ------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        peer = transport.get_extra_info("peername")
+        self.peer = peer[0] if peer else ""
+        ctx = self.ctx
+        ctx.conns.add(self)
+        ctx.stats.connections += 1
+        ctx.stats.connections_total += 1
+        now = self.loop.time()
+        self.idle_since = now
+        # A new connection must send its first request head within the header timeout.
+        self.begin_at = now
+        self.timer = self.loop.call_at(now + ctx.header_timeout, self._on_timer)
+        if ctx.closing:
+            transport.close()
+
+    def data_received(self, data: bytes) -> None:
+        if self.tunnel:
+            up = self.up
+            if up is not None:
+                up.transport.write(data)
+            return
+        if self.lingering or self.closed:
+            return
+        if self.upgrade_buf is not None:
+            self.upgrade_buf.append(data)
+            self.pause(P_UPGRADE)
+            return
+        self.got_any = True
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade as exc:
+            if not self.closed:
+                rest = data[exc.args[0] :]
+                self.upgrade_buf = [rest] if rest else []
+                self.pause(P_UPGRADE)
+                if self.tunnel:  # the 101 came back already
+                    self._flush_upgrade_buf()
+        except (httptools.HttpParserError, _ClientError) as exc:
+            if self.closed:
+                return
+            status = self.error_status or 400
+            if isinstance(exc, _ClientError):
+                status = exc.status
+            self._client_error(status)
+
+    def eof_received(self) -> bool | None:
+        if self.tunnel:
+            up = self.up
+            if up is not None and up.transport.can_write_eof():
+                up.transport.write_eof()
+                self.half_closed |= 1
+                return self.half_closed != 3
+            return False
+        if self.current is not None and self.up is not None and not self.lingering:
+            # The client half-closed after its request (``curl -T``, some scripts): answer,
+            # then close.
+            self.boundary_close = True
+            return True
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        ctx = self.ctx
+        ctx.conns.discard(self)
+        ctx.stats.connections -= 1
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        if self.connecting is not None:
+            self.connecting.cancel()
+            self.connecting = None
+        up = self.up
+        if up is not None:
+            self.up = None
+            up.client = None
+            if self.tunnel:
+                up.close()
+            else:
+                up.abort()
+        table = ctx.table
+        server = self.server
+        if server is not None:
+            self.server = None
+            if self.tunnel:
+                table.closed(server, self)
+            else:
+                table.request_finished(server, self, 0, False)
+        if self.idle_to is not None:
+            table.forget_idle(self.idle_to, self)
+            self.idle_to = None
+        if ctx.closing and not ctx.conns and ctx.drained is not None:
+            ctx.drained.set()
+
+    def pause_writing(self) -> None:
+        up = self.up
+        if up is not None and not self.up_paused:
+            self.up_paused = True
+            up.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        up = self.up
+        if up is not None and self.up_paused:
+            self.up_paused = False
+            up.transport.resume_reading()
+
+    # flow control ------------------------------------------------------------------------
+
+    def pause(self, reason: int) -> None:
+        if not self.paused and not self.closed:
+            self.transport.pause_reading()
+        self.paused |= reason
+
+    def resume(self, reason: int) -> None:
+        if self.paused & reason:
+            self.paused &= ~reason
+            if not self.paused and not self.closed:
+                self.transport.resume_reading()
+
+    # closing (the connection table and service shutdown call these) ------------------------
+
+    def cut(self) -> None:
+        """Abort now: the client connection and its upstream connection."""
+        if self.closed:
+            return
+        self.closed = True
+        up = self.up
+        if up is not None:
+            up.abort()
+        self.transport.abort()
+
+    def close_at_boundary(self) -> None:
+        """Close after the in-flight response; an idle connection closes now. A connection
+        in the middle of receiving a new request head is left to finish it (that request is
+        balanced to whichever server is eligible now)."""
+        if self.closed:
+            return
+        if self.current is None and not self.queue and self.begin_at < 0:
+            self._close()
+        else:
+            self.boundary_close = True
+
+    def _close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.transport.close()
+
+    # the timer ------------------------------------------------------------------------------
+
+    def _on_timer(self) -> None:
+        self.timer = None
+        if self.closed:
+            return
+        ctx = self.ctx
+        now = self.loop.time()
+        if self.tunnel:
+            return  # a tunnel has no idle timeout of ours
+        if self.current is not None:
+            if self.sent_at >= 0 and not self.resp_started:
+                deadline = self.sent_at + (self.pool.config.response_timeout if self.pool else 60)
+                if now >= deadline:
+                    up = self.up
+                    if up is not None:
+                        self.upstream_failed(up, 504)
+                    return
+                self.timer = self.loop.call_at(deadline, self._on_timer)
+                return
+            self.timer = self.loop.call_at(now + ctx.header_timeout, self._on_timer)
+            return
+        if self.begin_at >= 0:
+            deadline = self.begin_at + ctx.header_timeout
+            if now >= deadline:
+                if self.got_any:
+                    self._client_error(408)
+                else:
+                    self._close()
+                return
+        else:
+            deadline = self.idle_since + ctx.idle_timeout
+            if now >= deadline:
+                self._close()
+                return
+        self.timer = self.loop.call_at(deadline, self._on_timer)
+
+    def _arm(self, deadline: float) -> None:
+        t = self.timer
+        if t is None or t.when() > deadline:
+            if t is not None:
+                t.cancel()
+            self.timer = self.loop.call_at(deadline, self._on_timer)
+
+    # httptools request callbacks --------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        if self.closed:
+            raise _ClientError(0)
+        self.url = bytearray()
+        self.headers = []
+        self.header_size = 0
+        if self.current is None:
+            now = self.loop.time()
+            self.begin_at = now
+            self._arm(now + self.ctx.header_timeout)
+
+    def on_url(self, url: bytes) -> None:
+        self.url += url
+        if len(self.url) > self.ctx.max_request_line:
+            self.error_status = 414
+            raise _ClientError(414)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.header_size += len(name) + len(value) + 4
+        if self.header_size > self.ctx.max_header_size:
+            self.error_status = 431
+            raise _ClientError(431)
+        self.headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        if self.closed:
+            raise _ClientError(0)
+        self.begin_at = -1.0
+        req = Request()
+        parser = self.parser
+        method = parser.get_method()
+        req.method = method
+        req.url = bytes(self.url)
+        req.http10 = parser.get_http_version() == "1.0"
+        req.keep_alive = parser.should_keep_alive()
+        req.head_only = method == b"HEAD"
+        req.headers = headers = self.headers
+        if method == b"CONNECT":
+            self.error_status = 405
+            raise _ClientError(405)
+        upgrade = parser.should_upgrade()
+        req.upgrade = upgrade
+        out = [method + b" " + req.url + b" HTTP/1.1"]
+        append = out.append
+        xff: bytes | None = None
+        conn_extra: list[bytes] | None = None
+        upgrade_value = b""
+        host: bytes | None = None
+        length: bytes | None = None
+        for name, value in headers:
+            ln = name.lower()
+            if ln in HOP_BY_HOP:
+                if ln == b"transfer-encoding":
+                    req.chunked = b"chunked" in value.lower()
+                elif ln == b"connection":
+                    for tok in value.lower().split(b","):
+                        tok = tok.strip()
+                        if tok not in (b"keep-alive", b"close", b"upgrade", b""):
+                            conn_extra = conn_extra or []
+                            conn_extra.append(tok)
+                elif ln == b"upgrade":
+                    upgrade_value = value
+                continue
+            if ln in _FORWARDED:
+                if ln == b"x-forwarded-for":
+                    xff = value if xff is None else xff + b", " + value
+                continue
+            if ln == b"host":
+                host = value
+            elif ln == b"content-length":
+                length = value
+            elif ln == b"cookie":
+                req.cookie = value if req.cookie is None else req.cookie + b"; " + value
+            append(name + b": " + value)
+        if conn_extra:
+            drop = set(conn_extra)
+            out = [out[0]] + [h for h in out[1:] if h.split(b":", 1)[0].lower() not in drop]
+            append = out.append
+        req.host = host
+        peer = self.peer.encode()
+        append(b"X-Forwarded-For: " + (xff + b", " + peer if xff else peer))
+        append(b"X-Forwarded-Proto: http")
+        if host is not None:
+            append(b"X-Forwarded-Host: " + host)
+        if req.chunked:
+            append(b"Transfer-Encoding: chunked")
+        if upgrade:
+            append(b"Connection: upgrade")
+            append(b"Upgrade: " + upgrade_value)
+        out.append(b"\r\n")
+        req.head = b"\r\n".join(out)
+        if not req.chunked and (length is None or length.strip() == b"0"):
+            req.complete = True  # no body: complete already, for every decision below
+        self.parsing = req
+        if self.current is None:
+            self._start(req)
+        else:
+            self.queue.append(req)
+            self.pause(P_PIPELINE)
+
+    def on_body(self, body: bytes) -> None:
+        req = self.parsing
+        if req is None or not body:
+            return
+        if req is self.current and self.up is not None:
+            self._send_body(req, body)
+        elif req is self.current and (self.resp_done or self.server is None):
+            return  # answered without a server (page, rule, error): the body is discarded
+        else:
+            req.pending.append(body)
+            req.pending_size += len(body)
+            if req.pending_size > PENDING_LIMIT:
+                self.pause(P_PENDING)
+
+    def on_message_complete(self) -> None:
+        req = self.parsing
+        self.parsing = None
+        if req is None or req.complete:
+            return
+        req.complete = True
+        if req is not self.current:
+            return
+        if self.up is not None:
+            if req.chunked:
+                self.up.transport.write(b"0\r\n\r\n")
+            self._request_sent()
+        elif self.resp_done:
+            self._after_response()
+
+    # serving a request -------------------------------------------------------------------------
+
+    def _start(self, req: Request) -> None:
+        ctx = self.ctx
+        self.current = req
+        self.resp_started = False
+        self.resp_done = False
+        self.resp_status = 0
+        self.resp_chunked = False
+        self.resp_close = False
+        self.set_cookie = None
+        self.sent_at = -1.0
+        ctx.stats.requests += 1
+        pool = ctx.pool
+        if ctx.router is not None:
+            decision = ctx.router.route(req.view(self.peer))
+            if isinstance(decision, ToPool):
+                target = ctx.registry.pools.get(decision.pool)
+                if target is None:
+                    self._serve_page(ctx.page)
+                    return
+                pool = target
+            elif isinstance(decision, ServePage):
+                page = ctx.page if decision.page is None else ctx.pages.get(decision.page)
+                self._serve_page(page or ctx.page)
+                return
+            elif isinstance(decision, Respond):
+                self._respond(decision.status, decision.body, decision.headers)
+                return
+            elif isinstance(decision, Redirect):
+                self._respond(decision.status, b"", (("Location", decision.location),))
+                return
+        server = self._pick(pool, req, ())
+        if server is None and ctx.fallback is not None and pool is ctx.pool:
+            pool = ctx.fallback
+            server = self._pick(pool, req, ())
+        if server is None:
+            self._serve_page(ctx.page)
+            return
+        self._bind(pool, server)
+        self._upstream()
+
+    def _pick(
+        self, pool: PoolRuntime, req: Request, exclude: tuple[ServerRuntime, ...]
+    ) -> ServerRuntime | None:
+        persistence = pool.config.persistence
+        if persistence is None:
+            now = self.ctx.registry.clock.time() if pool.config.slow_start > 0 else 0.0
+            return pool.pick(self.peer, now, exclude)
+        now = self.ctx.registry.clock.time()
+        sticky: str | None = None
+        if persistence.type == "cookie":
+            token = None
+            if req.cookie is not None:
+                token = _cookie_value(req.cookie, persistence.cookie_name.encode())
+            if token is not None:
+                sticky = pool.from_sticky_token(token.decode("latin-1"))
+            server = pool.pick(self.peer, now, exclude, sticky)
+            if server is not None and server.name != sticky:
+                self.set_cookie = (
+                    b"Set-Cookie: "
+                    + persistence.cookie_name.encode()
+                    + b"="
+                    + pool.sticky_token(server).encode()
+                    + b"; Path=/; HttpOnly"
+                )
+            return server
+        table = self.ctx.table.sticky_table(pool.name)
+        mono = self.loop.time()
+        sticky = table.get(self.peer, mono)
+        server = pool.pick(self.peer, now, exclude, sticky)
+        if server is not None:
+            table.put(self.peer, server.name, mono, persistence.timeout)
+        return server
+
+    def _bind(self, pool: PoolRuntime, server: ServerRuntime) -> None:
+        self.pool = pool
+        self.server = server
+        self.ctx.table.request_started(server, self, self.idle_to)
+        self.idle_to = None
+
+    def _upstream(self) -> None:
+        server = self.server
+        assert server is not None
+        table = self.ctx.table
+        while True:
+            up = table.take_upstream(server)
+            if up is None:
+                break
+            if not up.closed:
+                self._attach(up, reused=True)
+                return
+        self.connecting = self.loop.create_task(self._open(server))
+
+    async def _open(self, server: ServerRuntime) -> None:
+        pool = self.pool
+        assert pool is not None
+        try:
+            _, up = await asyncio.wait_for(
+                self.loop.create_connection(
+                    lambda: Upstream(server, self.ctx.table), server.host, server.port
+                ),
+                pool.config.connect_timeout,
+            )
+        except TimeoutError:
+            self.connecting = None
+            self._fail(504)
+            return
+        except OSError:
+            self.connecting = None
+            self._connect_refused(server)
+            return
+        self.connecting = None
+        if self.closed or self.server is not server:
+            up.close()
+            return
+        self._attach(up, reused=False)
+
+    def _connect_refused(self, server: ServerRuntime) -> None:
+        """Refused or reset before any byte of the request was sent: once on another
+        eligible server, else 502."""
+        req = self.current
+        pool = self.pool
+        if req is None or pool is None or self.closed:
+            return
+        if not req.retried:
+            req.retried = True
+            other = self._pick(pool, req, (server,))
+            if other is not None:
+                self.ctx.table.request_finished(server, self, 502, False)
+                self.server = None
+                self._bind(pool, other)
+                self._upstream()
+                return
+        self._fail(502)
+
+    def _attach(self, up: Upstream, reused: bool) -> None:
+        req = self.current
+        assert req is not None
+        self.up = up
+        up.client = self
+        up.reused = reused
+        up._reset(req.head_only)
+        if self.paused & P_UPSTREAM:
+            self.resume(P_UPSTREAM)
+        t = up.transport
+        # On a reused connection, hold what we send until the first response byte: the
+        # server may have closed it meanwhile (the keep-alive race), and then we resend.
+        req.replay = list(req.pending) if reused else None
+        t.write(req.head)
+        if req.pending:
+            pending = req.pending
+            req.pending = []
+            req.pending_size = 0
+            if req.chunked:
+                for chunk in pending:
+                    t.writelines((b"%x\r\n" % len(chunk), chunk, b"\r\n"))
+            else:
+                t.writelines(pending)
+            self.resume(P_PENDING)
+        if req.complete:
+            if req.chunked:
+                t.write(b"0\r\n\r\n")
+            self._request_sent()
+        if req.replay is not None and sum(map(len, req.replay)) > REPLAY_LIMIT:
+            req.replay = None
+
+    def _send_body(self, req: Request, body: bytes) -> None:
+        t = self.up.transport  # type: ignore[union-attr]
+        if req.chunked:
+            t.writelines((b"%x\r\n" % len(body), body, b"\r\n"))
+        else:
+            t.write(body)
+        replay = req.replay
+        if replay is not None:
+            replay.append(body)
+            if len(replay) > 64 or sum(map(len, replay)) > REPLAY_LIMIT:
+                req.replay = None
+
+    def _request_sent(self) -> None:
+        now = self.loop.time()
+        self.sent_at = now
+        pool = self.pool
+        if pool is not None:
+            self._arm(now + pool.config.response_timeout)
+
+    # upstream events -----------------------------------------------------------------------
+
+    def response_head(self, up: Upstream) -> None:
+        req = self.current
+        if req is None:
+            return
+        status = up.parser.get_status_code()
+        if 100 <= status < 200 and status != 101:
+            up.interim = True
+            if not req.http10:
+                lines = [b"HTTP/1.1 %d %s" % (status, up.reason or _reason(status))]
+                lines.extend(n + b": " + v for n, v in up.headers if n.lower() not in HOP_BY_HOP)
+                lines.append(b"\r\n")
+                self.transport.write(b"\r\n".join(lines))
+            return
+        ctx = self.ctx
+        self.resp_status = status
+        up.keep_alive = up.parser.should_keep_alive()
+        if status in ctx.status_codes and status != 101:
+            # on_response_status: the answer is replaced by the maintenance page; the
+            # upstream body is read and dropped so the connection stays reusable.
+            up.discard = True
+            server = self.server
+            if ctx.mark_server and server is not None:
+                ctx.registry.mark_passive_maintenance(server, {"status_code": status})
+            page = ctx.page
+            close = self._closing_after(req)
+            self.resp_close = close
+            self.resp_started = True
+            self.resp_status = page.status
+            ctx.stats.maintenance_pages += 1
+            self.transport.write(page.response(req.head_only, close, req.http10))
+            if up.head_only:
+                return
+            self._note_framing(up, status, req)
+            return
+        no_body = req.head_only or status in (204, 304) or status == 101
+        lines = [b"HTTP/1.1 %d %s" % (status, up.reason or _reason(status))]
+        append = lines.append
+        conn_extra: list[bytes] | None = None
+        for name, value in up.headers:
+            ln = name.lower()
+            if ln in HOP_BY_HOP:
+                if ln == b"transfer-encoding":
+                    up.chunked = b"chunked" in value.lower()
+                elif ln == b"connection":
+                    for tok in value.lower().split(b","):
+                        tok = tok.strip()
+                        if tok not in (b"keep-alive", b"close", b"upgrade", b""):
+                            conn_extra = conn_extra or []
+                            conn_extra.append(tok)
+                elif ln == b"upgrade" and status == 101:
+                    append(b"Upgrade: " + value)
+                continue
+            if ln == b"content-length":
+                up.content_length = value
+            append(name + b": " + value)
+        if conn_extra:
+            drop = set(conn_extra)
+            lines = [lines[0]] + [h for h in lines[1:] if h.split(b":", 1)[0].lower() not in drop]
+            append = lines.append
+        if self.set_cookie is not None:
+            append(self.set_cookie)
+        close = self._closing_after(req)
+        if status == 101:
+            append(b"Connection: upgrade")
+            up.switching = True
+        elif not no_body and up.content_length is None:
+            if req.http10:
+                close = True  # an HTTP/1.0 client reads to the end of the connection
+            else:
+                self.resp_chunked = True
+                append(b"Transfer-Encoding: chunked")
+            if not up.chunked:
+                up.close_delimited = True
+        if status != 101:
+            if close:
+                append(b"Connection: close")
+            elif req.http10:
+                append(b"Connection: keep-alive")
+        self.resp_close = close
+        self.resp_started = True
+        append(b"\r\n")
+        self.transport.write(b"\r\n".join(lines))
+
+    def _note_framing(self, up: Upstream, status: int, req: Request) -> None:
+        for name, value in up.headers:
+            ln = name.lower()
+            if ln == b"transfer-encoding":
+                up.chunked = b"chunked" in value.lower()
+            elif ln == b"content-length":
+                up.content_length = value
+        if (
+            up.content_length is None
+            and not up.chunked
+            and status not in (204, 304)
+            and not req.head_only
+        ):
+            up.close_delimited = True
+
+    def _closing_after(self, req: Request) -> bool:
+        return (
+            self.boundary_close
+            or not req.keep_alive
+            or self.ctx.closing
+            or req.upgrade
+            or not req.complete
+        )
+
+    def response_body(self, body: bytes) -> None:
+        if self.resp_chunked:
+            self.transport.writelines((b"%x\r\n" % len(body), body, b"\r\n"))
+        else:
+            self.transport.write(body)
+
+    def upstream_complete(self, up: Upstream) -> None:
+        if up is not self.up or self.resp_done:
+            return
+        req = self.current
+        if req is None:
+            return
+        if self.resp_chunked:
+            self.transport.write(b"0\r\n\r\n")
+        self.up = None
+        up.client = None
+        if self.up_paused:
+            self.up_paused = False
+            up.transport.resume_reading()
+        self.resume(P_UPSTREAM)
+        server = self.server
+        if (
+            up.keep_alive
+            and not up.close_delimited
+            and not up.closed
+            and req.complete
+            and not self.boundary_close
+            and server is not None
+            and server.persistable
+        ):
+            pool = self.pool
+            limit = pool.config.max_idle_per_server if pool is not None else 0
+            if not self.ctx.table.put_upstream(server, up, limit):
+                up.close()
+        else:
+            up.close()
+        self._response_done()
+
+    def upstream_upgraded(self, up: Upstream, rest: bytes) -> None:
+        """The server answered 101: from now on both sides are a byte tunnel."""
+        if up is not self.up:
+            return
+        server = self.server
+        if self.resp_status != 101 or server is None:
+            self.upstream_failed(up, 502)
+            return
+        if rest:
+            self.transport.write(rest)
+        self.tunnel = True
+        up.tunnel = True
+        table = self.ctx.table
+        table.request_finished(server, self, 101, False)
+        table.hold(server, self)
+        self.ctx.stats.count_response(101)
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        if self.upgrade_buf is not None:
+            self._flush_upgrade_buf()
+
+    def _flush_upgrade_buf(self) -> None:
+        buf = self.upgrade_buf or []
+        self.upgrade_buf = None
+        up = self.up
+        if up is not None:
+            for chunk in buf:
+                up.transport.write(chunk)
+        self.resume(P_UPGRADE)
+
+    def upstream_failed(self, up: Upstream, status: int) -> None:
+        """Malformed response (502) or response timeout (504)."""
+        if up is not self.up:
+            return
+        self.up = None
+        up.client = None
+        up.abort()
+        if self.resp_started:
+            self.cut()
+            return
+        self._fail(status)
+
+    def upstream_lost(self, up: Upstream) -> None:
+        if up is not self.up:
+            return
+        self.up = None
+        if self.tunnel:
+            self._close()
+            return
+        req = self.current
+        if req is None or self.resp_done:
+            return
+        if self.resp_started:
+            self.cut()  # the response was cut short: so is the client's
+            return
+        if not up.got_byte and up.reused and req.replay is not None and not self.closed:
+            # The keep-alive race: the server closed this idle connection as we reused it.
+            # Nothing came back, and we still hold the whole request: resend it on a fresh
+            # connection to the same server.
+            req.pending = req.replay + req.pending
+            req.pending_size = sum(map(len, req.pending))
+            req.replay = None
+            self.sent_at = -1.0
+            server = self.server
+            assert server is not None
+            self.connecting = self.loop.create_task(self._open(server))
+            return
+        if not up.got_byte and not up.reused and self.sent_at < 0 and not req.pending:
+            server = self.server
+            if server is not None:
+                self._connect_refused(server)
+                return
+        self._fail(502)
+
+    # answers of our own ----------------------------------------------------------------------
+
+    def _serve_page(self, page: Page) -> None:
+        req = self.current
+        assert req is not None
+        ctx = self.ctx
+        ctx.stats.maintenance_pages += 1
+        close = self._closing_after(req)
+        self.resp_close = close
+        self.resp_started = True
+        self.resp_status = page.status
+        self.transport.write(page.response(req.head_only, close, req.http10))
+        self._response_done()
+
+    def _respond(self, status: int, body: bytes, headers: tuple[tuple[str, str], ...]) -> None:
+        req = self.current
+        assert req is not None
+        close = self._closing_after(req)
+        self.resp_close = close
+        self.resp_started = True
+        self.resp_status = status
+        self.transport.write(
+            simple_response(
+                status, body, headers, head_only=req.head_only, close=close, http10=req.http10
+            )
+        )
+        self._response_done()
+
+    def _fail(self, status: int) -> None:
+        """The proxy's own error answer to the current request (502, 504)."""
+        req = self.current
+        if req is None or self.closed:
+            return
+        up = self.up
+        if up is not None:
+            self.up = None
+            up.client = None
+            up.abort()
+        self.ctx.stats.count_error(status)
+        self.resp_close = True
+        self.resp_started = True
+        self.resp_status = status
+        self.transport.write(error_response(status, close=True, head_only=req.head_only))
+        self._response_done()
+
+    def _client_error(self, status: int) -> None:
+        """A request we cannot read (400, 408, 414, 431, 405): answer and close."""
+        if self.current is not None and not self.resp_done:
+            # An earlier request is still being served: answer it first, then this.
+            self.deferred_error = status
+            self.pause(P_PIPELINE)
+            return
+        self.ctx.stats.count_error(status)
+        self.ctx.stats.count_response(status)
+        self.transport.write(error_response(status))
+        self._linger()
+
+    def _linger(self) -> None:
+        """Close after our answer without resetting it away: stop writing, read and drop
+        what the client still sends for a moment, then close."""
+        if self.closed:
+            return
+        self.lingering = True
+        self.paused = 0
+        try:
+            self.transport.resume_reading()
+        except Exception:
+            pass
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+        if self.timer is not None:
+            self.timer.cancel()
+        self.timer = self.loop.call_later(LINGER, self._close)
+
+    # finishing a request ----------------------------------------------------------------------
+
+    def _response_done(self) -> None:
+        self.resp_done = True
+        req = self.current
+        if req is None:
+            return
+        if req.complete or self.resp_close:
+            self._after_response()
+
+    def _after_response(self) -> None:
+        req = self.current
+        if req is None:
+            return
+        ctx = self.ctx
+        status = self.resp_status
+        ctx.stats.count_response(status)
+        keep = not self.resp_close and req.complete and not self.closed
+        server = self.server
+        self.current = None
+        self.sent_at = -1.0
+        if server is not None:
+            self.server = None
+            ctx.table.request_finished(server, self, status, keep)
+            if keep:
+                self.idle_to = server
+        if not keep:
+            if not req.complete:
+                self._linger()
+            else:
+                self._close()
+            return
+        if self.deferred_error:
+            status = self.deferred_error
+            self.deferred_error = 0
+            self._client_error(status)
+            return
+        now = self.loop.time()
+        self.idle_since = now
+        if self.queue:
+            nxt = self.queue.popleft()
+            if not self.queue:
+                self.resume(P_PIPELINE)
+            self._start(nxt)
+        else:
+            self.resume(P_PIPELINE)
+            self._arm(now + ctx.idle_timeout)

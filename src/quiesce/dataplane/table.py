@@ -1,0 +1,195 @@
+"""The per-server connection table: who is connected to which server, and how to close them.
+
+Theory of operation
+-------------------
+Every client connection that is "to" a server is in exactly one of the table's sets for it:
+
+* **busy** — an L4 relay to the server, or an L7 client connection with a request being
+  served by it (a WebSocket tunnel stays busy until it ends). ``server.connections`` is the
+  size of this set: it is what status shows as ``draining (N)`` and what
+  ``least_connections`` balances on.
+* **idle** — an L7 keep-alive client connection whose last request went to the server and
+  which is waiting for its next request. The next request is balanced afresh, so an idle
+  connection does not hold the server (it is not counted in ``server.connections``), but
+  it is closed with the server on ``AT_BOUNDARY`` and ``ALL``.
+
+The table also keeps each server's idle upstream connections (the keep-alive pool the L7
+proxy reuses), so closing a server drops them too.
+
+``close(server, mode)`` is registered in ``registry.close_handlers``:
+
+* ``ALL`` — every busy connection is cut at once (both sides aborted), idle ones closed, idle
+  upstream connections closed.
+* ``AT_BOUNDARY`` — idle L7 connections and idle upstream connections are closed now; busy L7
+  connections are closed right after their in-flight response (which gets
+  ``Connection: close`` when its head is not yet sent); L4 relays are left alone.
+
+Only connections bound to that server are touched: the sets are per server.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Protocol
+
+from quiesce.core.states import CloseMode
+from quiesce.dataplane.context import StickyTable
+
+if TYPE_CHECKING:
+    from quiesce.dataplane.http import Upstream
+    from quiesce.registry import Registry, ServerRuntime
+
+
+class Closable(Protocol):
+    """What the table needs of a tracked client connection (L7 or L4)."""
+
+    layer: int  # 4 or 7
+
+    def cut(self) -> None:
+        """Abort the connection now (client and upstream side)."""
+
+    def close_at_boundary(self) -> None:
+        """Close after the in-flight response (L7); idle: close now."""
+
+
+class ConnectionTable:
+    """Live client connections and in-flight requests for every server."""
+
+    def __init__(self, registry: Registry) -> None:
+        self.registry = registry
+        self.busy: dict[ServerRuntime, set[Closable]] = {}
+        self.idle: dict[ServerRuntime, set[Closable]] = {}
+        self.upstream_idle: dict[ServerRuntime, list[Upstream]] = {}
+        self.closed_by_mode: dict[str, int] = {"all": 0, "at_boundary": 0}
+        # source_ip persistence, per pool name (shared by every service using the pool).
+        self.sticky: dict[str, StickyTable] = {}
+
+    def sticky_table(self, pool: str) -> StickyTable:
+        t = self.sticky.get(pool)
+        if t is None:
+            t = self.sticky[pool] = StickyTable()
+        return t
+
+    # L7 request lifecycle -------------------------------------------------------------------
+
+    def request_started(self, server: ServerRuntime, conn: Closable, idle: object) -> None:
+        """``conn`` starts a request on ``server``; ``idle`` is the server it was idle-to
+        (or None)."""
+        if idle is not None:
+            s = self.idle.get(idle)  # type: ignore[call-overload]
+            if s is not None:
+                s.discard(conn)
+        busy = self.busy.get(server)
+        if busy is None:
+            busy = self.busy[server] = set()
+        busy.add(conn)
+        server.connections = len(busy)
+        server.requests_in_flight += 1
+        server.requests_total += 1
+
+    def request_finished(
+        self, server: ServerRuntime, conn: Closable, status: int, keep: bool
+    ) -> None:
+        """The response to ``conn``'s request is complete; ``keep``: the client connection
+        stays open and becomes idle-to-``server``."""
+        busy = self.busy.get(server)
+        if busy is not None:
+            busy.discard(conn)
+            server.connections = len(busy)
+        server.requests_in_flight -= 1
+        if status:
+            key = _CLASSES[status // 100] if 1 <= status // 100 <= 5 else "other"
+            responses = server.responses
+            responses[key] = responses.get(key, 0) + 1
+        if keep:
+            idle = self.idle.get(server)
+            if idle is None:
+                idle = self.idle[server] = set()
+            idle.add(conn)
+
+    def forget_idle(self, server: ServerRuntime, conn: Closable) -> None:
+        s = self.idle.get(server)
+        if s is not None:
+            s.discard(conn)
+
+    def hold(self, server: ServerRuntime, conn: Closable) -> None:
+        """An upgraded L7 connection (WebSocket): its request is answered (101) but the
+        tunnel stays busy on ``server`` until it closes (then :meth:`closed`)."""
+        busy = self.busy.get(server)
+        if busy is None:
+            busy = self.busy[server] = set()
+        busy.add(conn)
+        server.connections = len(busy)
+
+    # L4 -------------------------------------------------------------------------------------
+
+    def opened(self, server: ServerRuntime, conn: Closable) -> None:
+        busy = self.busy.get(server)
+        if busy is None:
+            busy = self.busy[server] = set()
+        busy.add(conn)
+        server.connections = len(busy)
+        server.requests_total += 1
+
+    def closed(self, server: ServerRuntime, conn: Closable) -> None:
+        busy = self.busy.get(server)
+        if busy is not None and conn in busy:
+            busy.discard(conn)
+            server.connections = len(busy)
+
+    # idle upstream pool ----------------------------------------------------------------------
+
+    def take_upstream(self, server: ServerRuntime) -> Upstream | None:
+        pool = self.upstream_idle.get(server)
+        if pool:
+            return pool.pop()
+        return None
+
+    def put_upstream(self, server: ServerRuntime, up: Upstream, limit: int) -> bool:
+        pool = self.upstream_idle.get(server)
+        if pool is None:
+            pool = self.upstream_idle[server] = []
+        if len(pool) >= limit:
+            return False
+        pool.append(up)
+        return True
+
+    def drop_upstream(self, server: ServerRuntime, up: Upstream) -> None:
+        pool = self.upstream_idle.get(server)
+        if pool is not None:
+            try:
+                pool.remove(up)
+            except ValueError:
+                pass
+
+    def idle_upstream_count(self, server: ServerRuntime) -> int:
+        return len(self.upstream_idle.get(server, ()))
+
+    def idle_count(self, server: ServerRuntime) -> int:
+        """L7 keep-alive client connections idle-to-``server``."""
+        return len(self.idle.get(server, ()))
+
+    # closing --------------------------------------------------------------------------------
+
+    def close(self, server: ServerRuntime, mode: CloseMode) -> None:
+        """Carry out ``mode`` on ``server``'s connections (a registry close handler)."""
+        if mode is CloseMode.NONE:
+            return
+        for up in self.upstream_idle.pop(server, []):
+            up.close()
+        for conn in list(self.idle.pop(server, ())):
+            conn.close_at_boundary()
+        busy = list(self.busy.get(server, ()))
+        if mode is CloseMode.ALL:
+            for conn in busy:
+                conn.cut()
+            self.closed_by_mode["all"] += len(busy)
+        elif mode is CloseMode.AT_BOUNDARY:
+            n = 0
+            for conn in busy:
+                if conn.layer == 7:
+                    conn.close_at_boundary()
+                    n += 1
+            self.closed_by_mode["at_boundary"] += n
+
+
+_CLASSES = {1: "1xx", 2: "2xx", 3: "3xx", 4: "4xx", 5: "5xx"}

@@ -1,0 +1,203 @@
+"""The L4 TCP relay: bytes both ways, half-close passed through, back-pressure both ways.
+
+A relay picks its server when the client connects (source_ip persistence and the pool's
+algorithm), holds the client's bytes unread until the upstream connection is up, then copies
+in both directions. An EOF from one side becomes a ``write_eof`` on the other (half-close
+passes through); the relay ends when both directions are shut or either side goes away. A full
+write buffer on one side pauses reading on the other. No server available: the connection is
+closed at once (or relayed to ``fallback_pool`` when the service has one).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING
+
+from quiesce.dataplane.context import ServiceContext
+
+if TYPE_CHECKING:
+    from quiesce.registry import PoolRuntime, ServerRuntime
+
+
+class _TcpUpstream(asyncio.Protocol):
+    __slots__ = ("client", "transport")
+
+    def __init__(self, client: TcpClient) -> None:
+        self.client = client
+        self.transport: asyncio.Transport = None  # type: ignore[assignment]
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        self.client.transport.write(data)
+
+    def eof_received(self) -> bool | None:
+        c = self.client
+        if c.closed:
+            return False
+        c.transport.write_eof()
+        c.half |= 2
+        if c.half == 3:
+            c.transport.close()
+            return False
+        return True
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        c = self.client
+        if not c.closed:
+            c.closed = True
+            if exc is None:
+                c.transport.close()
+            else:
+                c.transport.abort()
+
+    def pause_writing(self) -> None:
+        self.client.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if not self.client.closed:
+            self.client.transport.resume_reading()
+
+
+class TcpClient(asyncio.Protocol):
+    """One client connection of an L4 service."""
+
+    layer = 4
+
+    def __init__(self, ctx: ServiceContext) -> None:
+        self.ctx = ctx
+        self.transport: asyncio.Transport = None  # type: ignore[assignment]
+        self.up: _TcpUpstream | None = None
+        self.server: ServerRuntime | None = None
+        self.pool: PoolRuntime | None = None
+        self.peer = ""
+        self.closed = False
+        self.half = 0  # 1: client EOF passed on, 2: server EOF passed on
+        self.pending: list[bytes] = []
+        self.connecting: asyncio.Task[None] | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        ctx = self.ctx
+        ctx.conns.add(self)
+        ctx.stats.connections += 1
+        ctx.stats.connections_total += 1
+        ctx.stats.requests += 1
+        if ctx.closing:
+            self.closed = True
+            transport.close()
+            return
+        peer = transport.get_extra_info("peername")
+        self.peer = peer[0] if peer else ""
+        self.transport.pause_reading()
+        pool = ctx.pool
+        server = self._pick(pool, ())
+        if server is None and ctx.fallback is not None:
+            pool = ctx.fallback
+            server = self._pick(pool, ())
+        if server is None:
+            ctx.stats.maintenance_pages += 1
+            self.closed = True
+            transport.close()
+            return
+        self._bind(pool, server)
+
+    def _pick(self, pool: PoolRuntime, exclude: tuple[ServerRuntime, ...]) -> ServerRuntime | None:
+        now = self.ctx.registry.clock.time()
+        persistence = pool.config.persistence
+        if persistence is None or persistence.type != "source_ip":
+            return pool.pick(self.peer, now, exclude)
+        table = self.ctx.table.sticky_table(pool.name)
+        mono = self.ctx.loop.time()
+        server = pool.pick(self.peer, now, exclude, table.get(self.peer, mono))
+        if server is not None:
+            table.put(self.peer, server.name, mono, persistence.timeout)
+        return server
+
+    def _bind(self, pool: PoolRuntime, server: ServerRuntime) -> None:
+        self.pool = pool
+        self.server = server
+        self.ctx.table.opened(server, self)
+        self.connecting = self.ctx.loop.create_task(self._connect(pool, server))
+
+    async def _connect(self, pool: PoolRuntime, server: ServerRuntime) -> None:
+        loop = self.ctx.loop
+        try:
+            _, up = await asyncio.wait_for(
+                loop.create_connection(lambda: _TcpUpstream(self), server.host, server.port),
+                pool.config.connect_timeout,
+            )
+        except (OSError, TimeoutError) as exc:
+            self.connecting = None
+            if self.closed:
+                return
+            if isinstance(exc, OSError) and not isinstance(exc, TimeoutError):
+                other = self._pick(pool, (server,))
+                if other is not None and not getattr(self, "_retried", False):
+                    self._retried = True
+                    self.ctx.table.closed(server, self)
+                    self._bind(pool, other)
+                    return
+            self.closed = True
+            self.transport.abort()
+            return
+        self.connecting = None
+        if self.closed:
+            up.transport.close()
+            return
+        self.up = up
+        self.transport.resume_reading()
+
+    def data_received(self, data: bytes) -> None:
+        up = self.up
+        if up is not None:
+            up.transport.write(data)
+
+    def eof_received(self) -> bool | None:
+        up = self.up
+        if up is None or self.closed:
+            return False
+        up.transport.write_eof()
+        self.half |= 1
+        return self.half != 3
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        ctx = self.ctx
+        ctx.conns.discard(self)
+        ctx.stats.connections -= 1
+        if self.connecting is not None:
+            self.connecting.cancel()
+        if self.server is not None:
+            ctx.table.closed(self.server, self)
+        up = self.up
+        if up is not None:
+            if exc is None:
+                up.transport.close()
+            else:
+                up.transport.abort()
+        if ctx.closing and not ctx.conns and ctx.drained is not None:
+            ctx.drained.set()
+
+    def pause_writing(self) -> None:
+        up = self.up
+        if up is not None:
+            up.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        up = self.up
+        if up is not None:
+            up.transport.resume_reading()
+
+    def cut(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        up = self.up
+        if up is not None:
+            up.transport.abort()
+        self.transport.abort()
+
+    def close_at_boundary(self) -> None:
+        """L4 has no request boundary: connections are left to end on their own."""

@@ -1,0 +1,146 @@
+"""Fixtures for data-plane tests; importable by other areas.
+
+* :class:`tests.dataplane.backend.Backend` — a scriptable HTTP back end on port 0.
+* :func:`start_proxy` — registry + connection table + one service from a config mapping::
+
+      async with start_proxy(config_dict, service="web") as p:
+          p.url, p.port, p.registry, p.table, p.service
+
+* :func:`curl` — run curl against the proxy in a subprocess (never blocks the loop).
+* :func:`dead_port` — a loopback port with nothing listening.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from quiesce.config.models import Config
+from quiesce.core.clock import Clock
+from quiesce.dataplane import ConnectionTable, Service, start_service
+from quiesce.registry import Registry
+from quiesce.rules.decision import Router
+from tests.dataplane.backend import Backend
+
+
+@dataclass
+class Proxy:
+    registry: Registry
+    table: ConnectionTable
+    service: Service
+
+    @property
+    def port(self) -> int:
+        return self.service.port
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.service.port}"
+
+
+def make_config(
+    servers: Sequence[str | dict[str, Any]],
+    *,
+    protocol: str = "http",
+    pool: dict[str, Any] | None = None,
+    service: dict[str, Any] | None = None,
+    extra_pools: dict[str, Any] | None = None,
+    pages: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    members = []
+    for i, s in enumerate(servers):
+        members.append({"name": f"s{i}", "address": s} if isinstance(s, str) else s)
+    cfg: dict[str, Any] = {
+        "pools": {"web": {"servers": members, **(pool or {})}, **(extra_pools or {})},
+        "services": {
+            "web": {"listen": "127.0.0.1:0", "protocol": protocol, "pool": "web", **(service or {})}
+        },
+    }
+    if pages:
+        cfg["pages"] = pages
+    return cfg
+
+
+@contextlib.asynccontextmanager
+async def start_proxy(
+    raw: dict[str, Any],
+    service: str = "web",
+    *,
+    router: Router | None = None,
+    base_dir: Path = Path("."),
+    clock: Clock | None = None,
+) -> AsyncIterator[Proxy]:
+    config = Config.model_validate(raw)
+    registry = Registry(config, clock=clock)
+    table = ConnectionTable(registry)
+    registry.close_handlers.append(table.close)
+    svc = await start_service(
+        service,
+        config.services[service],
+        registry,
+        table,
+        router=router,
+        base_dir=base_dir,
+    )
+    try:
+        yield Proxy(registry, table, svc)
+    finally:
+        await svc.shutdown(0.5)
+
+
+@dataclass
+class CurlResult:
+    code: int
+    stdout: bytes
+    stderr: bytes
+
+
+async def curl(*args: str, timeout: float = 60.0, stdin: bytes | None = None) -> CurlResult:
+    proc = await asyncio.create_subprocess_exec(
+        "curl",
+        "-sS",
+        *args,
+        stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(stdin), timeout)
+    assert proc.returncode is not None
+    return CurlResult(proc.returncode, out, err)
+
+
+def dead_port() -> int:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port: int = s.getsockname()[1]
+    s.close()
+    return port
+
+
+async def wait_for(predicate: Any, timeout: float = 10.0, interval: float = 0.01) -> None:
+    """Poll ``predicate()`` until true (readiness, never a fixed sleep)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not predicate():
+        if loop.time() > deadline:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(interval)
+
+
+@pytest.fixture
+async def backend() -> AsyncIterator[Backend]:
+    async with Backend("a") as b:
+        yield b
+
+
+@pytest.fixture
+async def backends() -> AsyncIterator[list[Backend]]:
+    async with Backend("a") as a, Backend("b") as b, Backend("c") as c:
+        yield [a, b, c]
