@@ -243,10 +243,7 @@ class Backend:
             return True
         if path == "/hang":
             await asyncio.sleep(3600)
-        if path == "/headers":
-            body = json.dumps(headers).encode()
-        else:
-            body = b"hello from " + name + b"\n"
+        body = json.dumps(headers).encode() if path == "/headers" else b"hello from " + name + b"\n"
         await self._send(
             conn,
             writer,

@@ -95,6 +95,7 @@ class Request:
         "chunked",
         "complete",
         "cookie",
+        "expect",
         "head",
         "head_only",
         "headers",
@@ -120,6 +121,7 @@ class Request:
         self.cookie: bytes | None = None
         self.host: bytes | None = None
         self.upgrade = False
+        self.expect = False
         self.chunked = False
         self.head = b""
         self.headers: list[tuple[bytes, bytes]] = []
@@ -625,6 +627,11 @@ class ClientConnection(asyncio.Protocol):
                 host = value
             elif ln == b"content-length":
                 length = value
+            elif ln == b"expect" and value.lower() == b"100-continue":
+                # Answered by the proxy once a server is connected (not forwarded): back
+                # ends that ignore Expect would otherwise leave the client waiting.
+                req.expect = True
+                continue
             elif ln == b"cookie":
                 req.cookie = value if req.cookie is None else req.cookie + b"; " + value
             append(name + b": " + value)
@@ -832,7 +839,14 @@ class ClientConnection(asyncio.Protocol):
         # On a reused connection, hold what we send until the first response byte: the
         # server may have closed it meanwhile (the keep-alive race), and then we resend.
         req.replay = list(req.pending) if reused else None
-        t.write(req.head)
+        if req.expect and not req.complete and not req.pending and not req.http10:
+            req.expect = False
+            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        if req.host is None:
+            # HTTP/1.0 without Host: HTTP/1.1 upstream requires one; name the server.
+            t.write(req.head[:-2] + b"Host: " + up.server.address.encode() + b"\r\n\r\n")
+        else:
+            t.write(req.head)
         if req.pending:
             pending = req.pending
             req.pending = []
