@@ -116,7 +116,7 @@ class Backend:
 
     async def _next(
         self, conn: h11.Connection, reader: asyncio.StreamReader
-    ) -> h11.Event | h11.PAUSED | None:
+    ) -> object:
         while True:
             event = conn.next_event()
             if event is h11.NEED_DATA:

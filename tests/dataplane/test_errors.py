@@ -133,16 +133,16 @@ async def test_connect_timeout_504(blackhole: str) -> None:
 
 async def test_keep_alive_race_resends_on_a_fresh_connection() -> None:
     async with Backend("racy", drop_reused=True) as b:
-        async with start_proxy(make_config([b.address])) as p:
-            async with httpx.AsyncClient() as c:
-                for i in range(4):
-                    r = await c.get(p.url + f"/?n={i}")
-                    assert r.status_code == 200
-                    r = await c.post(p.url + "/sink", content=b"y" * 1000)
-                    assert r.status_code == 200 and r.json()["length"] == 1000
-            # Every request after the first on a connection was dropped by the server and
-            # resent by the proxy on a new connection.
-            assert b.connections >= 8
+        p_cm = start_proxy(make_config([b.address]))
+        async with p_cm as p, httpx.AsyncClient() as c:
+            for i in range(4):
+                r = await c.get(p.url + f"/?n={i}")
+                assert r.status_code == 200
+                r = await c.post(p.url + "/sink", content=b"y" * 1000)
+                assert r.status_code == 200 and r.json()["length"] == 1000
+        # Every request after the first on a connection was dropped by the server and
+        # resent by the proxy on a new connection.
+        assert b.connections >= 8
 
 
 async def test_upstream_reset_mid_response_cuts_only_that_client(backend: Backend) -> None:
