@@ -54,37 +54,80 @@ class FakeAdminService:
         t = self.registry.admin_command(s, cmd, force_guard=force_guard)
         return CommandResult(s, t.changed, t.message, s.connections if cmd.force else 0)
 
-    def maintenance(self, ref: str, *, actor: str, cause: Cause, reason: str = "",
-                    force: bool = False, expires: float | None = None,
-                    force_guard: bool = False) -> CommandResult:
-        return self._cmd(ref, AdminCommand(Admin.MAINTENANCE, actor, reason, cause, force=force,
-                                           expires=expires), force_guard)
+    def maintenance(
+        self,
+        ref: str,
+        *,
+        actor: str,
+        cause: Cause,
+        reason: str = "",
+        force: bool = False,
+        expires: float | None = None,
+        force_guard: bool = False,
+    ) -> CommandResult:
+        return self._cmd(
+            ref,
+            AdminCommand(Admin.MAINTENANCE, actor, reason, cause, force=force, expires=expires),
+            force_guard,
+        )
 
-    def drain(self, ref: str, *, actor: str, cause: Cause, reason: str = "",
-              timeout: float | None = None, expires: float | None = None,
-              force_guard: bool = False) -> CommandResult:
+    def drain(
+        self,
+        ref: str,
+        *,
+        actor: str,
+        cause: Cause,
+        reason: str = "",
+        timeout: float | None = None,
+        expires: float | None = None,
+        force_guard: bool = False,
+    ) -> CommandResult:
         now = self.registry.clock.time()
         deadline = None if timeout is None or timeout < 0 else now + timeout
-        return self._cmd(ref, AdminCommand(Admin.DRAIN, actor, reason, cause, deadline=deadline,
-                                           expires=expires), force_guard)
+        return self._cmd(
+            ref,
+            AdminCommand(Admin.DRAIN, actor, reason, cause, deadline=deadline, expires=expires),
+            force_guard,
+        )
 
-    def disable(self, ref: str, *, actor: str, cause: Cause, reason: str = "",
-                graceful: bool = False, timeout: float | None = None,
-                expires: float | None = None, force_guard: bool = False) -> CommandResult:
+    def disable(
+        self,
+        ref: str,
+        *,
+        actor: str,
+        cause: Cause,
+        reason: str = "",
+        graceful: bool = False,
+        timeout: float | None = None,
+        expires: float | None = None,
+        force_guard: bool = False,
+    ) -> CommandResult:
         s = self.registry.find_server(ref)
         pool = self.registry.pools[s.pool]
-        cmd = admin_sm.disable_command(actor=actor, reason=reason, cause=cause,
-                                       now=self.registry.clock.time(), graceful=graceful,
-                                       timeout=timeout,
-                                       pool_default=pool.config.graceful_disable_timeout,
-                                       expires=expires)
+        cmd = admin_sm.disable_command(
+            actor=actor,
+            reason=reason,
+            cause=cause,
+            now=self.registry.clock.time(),
+            graceful=graceful,
+            timeout=timeout,
+            pool_default=pool.config.graceful_disable_timeout,
+            expires=expires,
+        )
         return self._cmd(ref, cmd, force_guard)
 
     def enable(self, ref: str, *, actor: str, cause: Cause, reason: str = "") -> CommandResult:
         return self._cmd(ref, AdminCommand(Admin.ENABLED, actor, reason, cause))
 
-    def clear(self, ref: str, state: Literal["maintenance", "drain"], *, actor: str,
-              cause: Cause, reason: str = "") -> CommandResult:
+    def clear(
+        self,
+        ref: str,
+        state: Literal["maintenance", "drain"],
+        *,
+        actor: str,
+        cause: Cause,
+        reason: str = "",
+    ) -> CommandResult:
         s = self.registry.find_server(ref)
         if s.admin.state.value != state:
             return CommandResult(s, False, f"not in {state}", 0)
@@ -93,8 +136,9 @@ class FakeAdminService:
     def set_weight(self, ref: str, weight: int, *, actor: str, cause: Cause) -> None:
         self.registry.set_weight(self.registry.find_server(ref), weight)
 
-    def set_flag(self, name: str, value: bool | str, *, actor: str, cause: Cause,
-                 reason: str = "") -> None:
+    def set_flag(
+        self, name: str, value: bool | str, *, actor: str, cause: Cause, reason: str = ""
+    ) -> None:
         self.registry.set_flag(name, value, actor=actor, cause=cause, reason=reason)
 
     def clear_flag(self, name: str, *, actor: str, cause: Cause, reason: str = "") -> None:
@@ -109,15 +153,26 @@ class FakeAdminService:
     def set_pool_monitors(self, pool: str, names: list[str], *, actor: str, cause: Cause) -> None:
         self.registry.set_pool_monitors(pool, names, actor=actor, cause=cause)
 
-    def events(self, *, pool: str | None = None, server: str | None = None,
-               kind: str | None = None, since: float | None = None,
-               until: float | None = None, after_id: int | None = None,
-               limit: int = 100) -> list[Event]:
+    def events(
+        self,
+        *,
+        pool: str | None = None,
+        server: str | None = None,
+        kind: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        after_id: int | None = None,
+        limit: int = 100,
+    ) -> list[Event]:
         out = [
-            e for e in self.log
-            if (pool is None or e.pool == pool) and (server is None or e.server == server)
-            and (kind is None or e.kind.value == kind) and (since is None or e.time >= since)
-            and (until is None or e.time <= until) and (after_id is None or (e.id or 0) > after_id)
+            e
+            for e in self.log
+            if (pool is None or e.pool == pool)
+            and (server is None or e.server == server)
+            and (kind is None or e.kind.value == kind)
+            and (since is None or e.time >= since)
+            and (until is None or e.time <= until)
+            and (after_id is None or (e.id or 0) > after_id)
         ]
         return out[-limit:]
 

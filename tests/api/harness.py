@@ -3,7 +3,10 @@ without the data plane. Shared by tests/api, tests/cli, tests/runtime_socket, te
 
 from __future__ import annotations
 
+import base64
 import copy
+import hashlib
+import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -13,7 +16,6 @@ from typing import Any
 from quiesce.config.loader import parse_config
 from quiesce.core.clock import SystemClock
 from quiesce.registry import Registry
-from quiesce.security import hash_password
 
 try:  # the real AdminService when it has landed
     from quiesce.admin import AdminService as _Admin
@@ -29,11 +31,21 @@ VIEWER = ("viewer", "viewer-pw")
 ADMIN_TOKEN = "deploy-token-0123456789"
 VIEWER_TOKEN = "grafana-token-0123456789"
 
+
+def cheap_hash(password: str) -> str:
+    """A real scrypt hash in quiesce's format, at a low cost factor so tests stay fast
+    (``verify_password`` reads the cost from the hash)."""
+    salt = secrets.token_bytes(16)
+    digest = hashlib.scrypt(password.encode(), salt=salt, n=2**10, r=8, p=1, dklen=32)
+    b64 = base64.b64encode
+    return f"scrypt$1024$8$1${b64(salt).decode()}${b64(digest).decode()}"
+
+
 _HASHES = {
-    "admin": hash_password(ADMIN[1]),
-    "viewer": hash_password(VIEWER[1]),
-    "deploy": hash_password(ADMIN_TOKEN),
-    "grafana": hash_password(VIEWER_TOKEN),
+    "admin": cheap_hash(ADMIN[1]),
+    "viewer": cheap_hash(VIEWER[1]),
+    "deploy": cheap_hash(ADMIN_TOKEN),
+    "grafana": cheap_hash(VIEWER_TOKEN),
 }
 
 BASE: dict[str, Any] = {

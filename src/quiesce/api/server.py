@@ -101,6 +101,8 @@ class AdminServer:
         self.api.state.stopping.set()
         self._server.should_exit = True
         if self._task is not None:
+            # main_loop() only polls should_exit every 100 ms; nothing in it needs finishing.
+            self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
