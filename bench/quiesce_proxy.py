@@ -1,0 +1,48 @@
+"""Run quiesce's data plane alone (no admin API, no monitors) for the proxy benchmark.
+
+    python bench/quiesce_proxy.py CONFIG.json
+
+Prints one JSON line ``{"ports": {service: port}}`` when every service listens, then serves
+until SIGTERM/SIGINT. One process, one event loop (uvloop).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import sys
+
+from quiesce.config.models import Config
+from quiesce.dataplane import ConnectionTable, start_service
+from quiesce.registry import Registry
+
+
+async def main(path: str) -> None:
+    with open(path) as f:
+        config = Config.model_validate(json.load(f))
+    registry = Registry(config)
+    table = ConnectionTable(registry)
+    registry.close_handlers.append(table.close)
+    services = {
+        name: await start_service(name, svc, registry, table)
+        for name, svc in config.services.items()
+    }
+    print(json.dumps({"ports": {n: s.port for n, s in services.items()}}), flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    for s in services.values():
+        await s.shutdown(1.0)
+
+
+if __name__ == "__main__":
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:  # pragma: no cover
+        pass
+    asyncio.run(main(sys.argv[1]))
