@@ -148,10 +148,11 @@ def run_forever(
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
+        # One machine-readable line per listener (tests and scripts read the bound ports).
         for name, service in app.services.items():
-            log.info("service %s listening on port %s", name, service.port)
+            print(f"quiesce: service {name} listening on port {service.port}", flush=True)
         if app.admin_server is not None:
-            log.info("admin API on port %s", app.admin_server.port)
+            print(f"quiesce: admin listening on port {app.admin_server.port}", flush=True)
         if banner is not None:
             banner(app)
         print("quiesce: ready", flush=True)
