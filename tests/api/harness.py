@@ -13,18 +13,10 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+from quiesce.admin import AdminService
 from quiesce.config.loader import parse_config
 from quiesce.core.clock import SystemClock
 from quiesce.registry import Registry
-
-try:  # the real AdminService when it has landed
-    from quiesce.admin import AdminService as _Admin
-
-    REAL_ADMIN = True
-except ImportError:  # pragma: no cover - until the admin issue lands
-    from tests.api.fake_admin import FakeAdminService as _Admin  # type: ignore[assignment]
-
-    REAL_ADMIN = False
 
 ADMIN = ("admin", "admin-pw")
 VIEWER = ("viewer", "viewer-pw")
@@ -106,7 +98,7 @@ async def build_app(base_dir: Path, data: dict[str, Any] | None = None) -> Simpl
     clock = SystemClock()
     registry = Registry(config, clock)
     store = open_store(config.state, base_dir)
-    admin = _Admin(registry, store, clock)
+    admin = AdminService(registry, store, clock)
     await admin.start()
     return SimpleNamespace(
         config=config,

@@ -23,6 +23,8 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from quiesce.admin import AdminService, CommandResult
+
 from quiesce.api.auth import (
     CLIENT_HEADER,
     CSRF_COOKIE,
@@ -60,7 +62,7 @@ class AppLike(Protocol):
 
     config: Config
     registry: Registry
-    admin: Any  # quiesce.admin.AdminService
+    admin: AdminService
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,7 +196,7 @@ def build_routes(app: AppLike) -> tuple[APIRouter, APIRouter]:
     def now() -> float:
         return registry.clock.time()
 
-    def command_answer(result: Any) -> dict[str, Any]:
+    def command_answer(result: CommandResult) -> dict[str, Any]:
         return {
             "changed": result.changed,
             "message": result.message,
@@ -441,17 +443,10 @@ def build_routes(app: AppLike) -> tuple[APIRouter, APIRouter]:
             )
 
         async def body() -> AsyncIterator[str]:
-            events = app.admin.subscribe().__aiter__()
-            # History first (Last-Event-ID / after_id), then live; the subscription is open
-            # before the history is read, so nothing falls between the two.
+            # The admin service replays the stored events after ``after_id`` (the browser's
+            # Last-Event-ID on a reconnect) before the live ones, with nothing in between.
+            events = app.admin.subscribe(after_id).__aiter__()
             yield "retry: 2000\n\n"
-            seen = after_id or 0
-            if after_id is not None:
-                for e in app.admin.events(
-                    pool=pool, server=server, kind=kind, after_id=after_id, limit=10000
-                ):
-                    seen = max(seen, e.id or 0)
-                    yield _sse(e)
             stop: asyncio.Future[Any] = asyncio.ensure_future(stopping.wait())
             nxt: asyncio.Future[Event] = asyncio.ensure_future(anext(events))
             try:
@@ -466,7 +461,7 @@ def build_routes(app: AppLike) -> tuple[APIRouter, APIRouter]:
                         except StopAsyncIteration:
                             return
                         nxt = asyncio.ensure_future(anext(events))
-                        if wanted(e) and (e.id is None or e.id > seen):
+                        if wanted(e):
                             yield _sse(e)
                     elif stop in done:
                         return
