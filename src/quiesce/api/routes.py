@@ -24,7 +24,6 @@ from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from quiesce.admin import AdminService, CommandResult
-
 from quiesce.api.auth import (
     CLIENT_HEADER,
     CSRF_COOKIE,
