@@ -49,7 +49,9 @@
         if (v === null || v === undefined || v === false) continue;
         if (k === "class") el.className = v;
         else if (k.startsWith("on") && typeof v === "function") el.addEventListener(k.slice(2), v);
-        else if (k === "checked" || k === "value" || k === "selected" || k === "indeterminate") el[k] = v;
+        else if (k === "checked" || k === "selected") { el[k] = v; el.setAttribute(k, ""); }
+        else if (k === "value") { el.value = v; el.setAttribute("value", String(v)); }
+        else if (k === "indeterminate") { el.indeterminate = v; el.setAttribute("data-indeterminate", ""); }
         else if (v === true) el.setAttribute(k, "");
         else el.setAttribute(k, String(v));
       }
@@ -65,6 +67,11 @@
     const empty = flat.length === 0 || (flat.length === 1 && (flat[0] === "—" || flat[0] === ""));
     if (empty) attrs = { ...attrs, class: ((attrs && attrs.class) || "") + " empty" };
     return h("td", attrs, h("div", { class: "cell" }, kids));
+  }
+
+  function setKids(el, ...kids) {
+    el.replaceChildren();
+    add(el, kids);
   }
 
   function add(el, kids) {
@@ -213,6 +220,40 @@
     }
   }
 
+  // Put a freshly built table in place by patching the one already shown: rows are matched
+  // by data-key and a cell is replaced only when its markup changed. A poll that changes
+  // nothing touches nothing, so nothing moves under the pointer or loses focus.
+  function patchTable(container, fresh) {
+    const old = container.querySelector("table");
+    if (!old || old.id !== fresh.id || old.tHead === null || fresh.tHead === null
+        || old.rows.length === 0 || !old.tBodies[0] || !fresh.tBodies[0]) {
+      container.replaceChildren(fresh);
+      return;
+    }
+    if (old.tHead.outerHTML !== fresh.tHead.outerHTML) old.replaceChild(fresh.tHead, old.tHead);
+    const body = old.tBodies[0];
+    const byKey = new Map();
+    for (const tr of [...body.rows]) byKey.set(tr.dataset.key || "", tr);
+    const wanted = [];
+    for (const tr of [...fresh.tBodies[0].rows]) {
+      const key = tr.dataset.key;
+      const prev = key !== undefined ? byKey.get(key) : undefined;
+      if (!prev || prev.cells.length !== tr.cells.length) { wanted.push(tr); continue; }
+      byKey.delete(key);
+      if (prev.className !== tr.className) prev.className = tr.className;
+      const cells = [...tr.cells];
+      cells.forEach((td, i) => {
+        const was = prev.cells[i];
+        if (was.outerHTML !== td.outerHTML) prev.replaceChild(td, was);
+      });
+      wanted.push(prev);
+    }
+    for (const tr of byKey.values()) tr.remove();
+    wanted.forEach((tr, i) => {
+      if (body.rows[i] !== tr) body.insertBefore(tr, body.rows[i] || null);
+    });
+  }
+
   // ---------------------------------------------------------------- status badges
 
   const STATUS_STYLE = {
@@ -310,6 +351,7 @@
   const poolsView = {
     title: "Pools",
     mount(main) {
+      state.openSettings.clear();
       this.msgs = h("div", { class: "messages", "aria-live": "polite" });
       this.body = h("div", { class: "table-wrap" });
       main.append(
@@ -332,7 +374,7 @@
         const fill = h("span");
         fill.style.width = pct + "%";
         bar.append(fill);
-        rows.push(h("tr", { "data-pool": p.name },
+        rows.push(h("tr", { "data-pool": p.name, "data-key": "pool:" + p.name },
           cell({ "data-label": "Pool" },
             h("a", { href: "#/servers?pool=" + enc(p.name), class: "pool-link" }, h("strong", null, p.name))),
           cell({ "data-label": "Eligible", class: "nowrap" },
@@ -352,7 +394,7 @@
               onclick: () => { this.toggle(p.name); } }, open ? "Hide settings" : "Settings"))));
         if (open) rows.push(this.settingsRow(p, pid));
       }
-      this.body.replaceChildren(h("table", { class: "cards", id: "pools-table" },
+      patchTable(this.body, h("table", { class: "cards", id: "pools-table" },
         h("caption", { class: "sr-only" }, "Pools with their eligible and total servers, mode and health"),
         h("thead", null, h("tr", null,
           h("th", { scope: "col" }, "Pool"), h("th", { scope: "col" }, "Eligible / total"),
@@ -389,7 +431,7 @@
               this.setMonitors(p, [...attached, sel.value], msg);
             } }, "Add")));
       }
-      return h("tr", { class: "detail-row", id: "settings-row-" + pid },
+      return h("tr", { class: "detail-row", id: "settings-row-" + pid, "data-key": "settings:" + p.name },
         h("td", { colspan: "7", class: "wide" },
           h("h2", null, "Settings: " + p.name),
           h("dl", { class: "kv" },
@@ -460,7 +502,7 @@
       const names = state.pools.map((p) => p.name);
       const current = [...this.poolSel.options].slice(1).map((o) => o.value);
       if (names.join("\n") !== current.join("\n")) {
-        this.poolSel.replaceChildren(h("option", { value: "" }, "All pools"), names.map((n) => h("option", { value: n }, n)));
+        this.poolSel.replaceChildren(h("option", { value: "" }, "All pools"), ...names.map((n) => h("option", { value: n }, n)));
       }
       this.poolSel.value = names.includes(this.pool) ? this.pool : "";
     },
@@ -495,7 +537,7 @@
         h("caption", { class: "sr-only" }, "Servers with their displayed status, both state axes and connections"),
         h("thead", null, h("tr", null, head)),
         h("tbody", null, body.length ? body : h("tr", null, h("td", { colspan: String(head.length), class: "muted" }, "No servers."))));
-      this.body.replaceChildren(table);
+      patchTable(this.body, table);
       if (admin) {
         const n = [...state.selected].length;
         this.count.textContent = n + " selected";
@@ -531,7 +573,7 @@
           s.requests_in_flight ? h("div", { class: "small muted" }, s.requests_in_flight + " in flight") : null),
         cell({ "data-label": "Last check", class: "check" }, lastChecks(s)),
         cell({ "data-label": "Admin state", class: "adminstate" }, adminState(s)));
-      return h("tr", { "data-server": key, class: sel ? "selected" : "" }, cells);
+      return h("tr", { "data-server": key, "data-key": key, class: sel ? "selected" : "" }, cells);
     },
     selectedServers() {
       return state.servers.filter((s) => state.selected.has(keyOf(s)));
@@ -599,8 +641,9 @@
       for (const s of targets) {
         try {
           const res = await api("POST", serverPath(s) + "/" + verb, body);
-          const text = (res && res.message) || verb + " accepted";
-          results.push({ ok: true, text: keyOf(s) + ": " + text + (res && res.closed ? " (" + plural(res.closed, "connection") + " closed)" : "") });
+          let text = (res && res.message) || verb + " accepted";
+          if (!text.includes(keyOf(s))) text = keyOf(s) + ": " + text;
+          results.push({ ok: true, text: text + (res && res.closed ? " (" + plural(res.closed, "connection") + " closed)" : "") });
         } catch (e) {
           if (e.status === 401) return;
           results.push({ ok: false, text: keyOf(s) + ": " + e.detail });
@@ -669,7 +712,7 @@
         const codes = sub.maintenance_code || [];
         const mstr = sub.maintenance_response;
         const pools = usedBy(m.name);
-        return h("tr", { "data-monitor": m.name },
+        return h("tr", { "data-monitor": m.name, "data-key": m.name },
           cell({ "data-label": "Name" }, h("a", { href: "#/monitors/" + enc(m.name) }, h("strong", null, m.name)),
             m.description ? h("div", { class: "small muted" }, m.description) : null),
           cell({ "data-label": "Type" }, m.type),
@@ -686,7 +729,7 @@
             h("a", { class: "btn btn-small", role: "button", href: "#/monitors/" + enc(m.name), id: "edit-" + idSafe(m.name),
               "aria-label": (isAdmin() ? "Edit " : "View ") + m.name }, isAdmin() ? "Edit" : "View")));
       });
-      this.body.replaceChildren(h("table", { class: "cards", id: "monitors-table" },
+      patchTable(this.body, h("table", { class: "cards", id: "monitors-table" },
         h("caption", { class: "sr-only" }, "Health monitor templates"),
         h("thead", null, h("tr", null, ["Name", "Type", "Send interval", "Receive timeout", "Up / down after",
           "Server maintenance mode", "Pools"].map((t) => h("th", { scope: "col" }, t)),
@@ -706,6 +749,7 @@
     },
     async refresh(reason) {
       if (this.loaded) return; // never overwrite what is being typed; reload on entry only
+      if (!state.pools.length) await loadPools().catch(() => {});
       let m = { type: "http", send_interval: 10, receive_timeout: 4, successful_checks: 2, failed_checks: 2, monitor_port: 0, description: "" };
       if (!this.isNew) {
         try {
@@ -804,7 +848,7 @@
       typeSel.addEventListener("change", showSections);
       form.addEventListener("submit", (ev) => { ev.preventDefault(); if (!ro) this.save(form, typeSel.value); });
       const pools = state.pools.filter((p) => (p.healthmonitors || []).includes(m.name)).map((p) => p.name);
-      this.main.replaceChildren(
+      setKids(this.main,
         h("div", { class: "view-head" },
           h("h1", { tabindex: "-1" }, this.isNew ? "Create health monitor" : (ro ? "Health monitor: " : "Edit health monitor: ") + m.name),
           h("a", { href: "#/monitors" }, "All health monitors")),
@@ -1062,6 +1106,8 @@
     },
   };
 
+  const TIME_KEYS = new Set(["deadline", "expires", "since", "until"]);
+
   function eventDetail(detail) {
     if (!detail || typeof detail !== "object") return "—";
     const parts = [];
@@ -1074,7 +1120,8 @@
     for (const k of keys) {
       const v = detail[k];
       if (v === null || v === undefined || v === "" || skip.has(k)) continue;
-      const text = typeof v === "object" ? JSON.stringify(v) : String(v);
+      let text = typeof v === "object" ? JSON.stringify(v) : String(v);
+      if (TIME_KEYS.has(k) && typeof v === "number") text = fmtTime(v);
       parts.push(h("span", { class: "tag" }, k === "latency_ms" ? text + " ms" : k + ": " + text));
     }
     return parts.length ? parts : "—";
@@ -1154,13 +1201,13 @@
           control = h("span", { class: "filters" }, input,
             h("button", { type: "button", class: "btn btn-small", onclick: () => this.put(n, parseFlagValue(input.value)) }, "Save"));
         }
-        return h("tr", { "data-flag": n },
+        return h("tr", { "data-flag": n, "data-key": n },
           cell({ "data-label": "Flag" }, h("strong", { class: "mono" }, n)),
           cell({ "data-label": "Value" }, control),
           admin ? cell({ "data-label": "Clear" }, h("button", { type: "button", class: "btn btn-small", id: "clear-" + fid,
             "aria-label": "Clear flag " + n, onclick: () => this.clear(n) }, "Clear")) : null);
       });
-      this.body.replaceChildren(h("table", { class: "cards", id: "flags-table" },
+      patchTable(this.body, h("table", { class: "cards", id: "flags-table" },
         h("caption", { class: "sr-only" }, "Runtime flags"),
         h("thead", null, h("tr", null, h("th", { scope: "col" }, "Flag"), h("th", { scope: "col" }, "Value"),
           admin ? h("th", { scope: "col" }, h("span", { class: "sr-only" }, "Clear")) : null)),
