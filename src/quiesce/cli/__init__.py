@@ -2,22 +2,30 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
+
+from quiesce.cli.client import client_options, settings_from
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="quiesce")
-def main() -> None:
+@client_options
+@click.pass_context
+def main(ctx: click.Context, /, **options: Any) -> None:
     """quiesce: a load balancer that takes servers out without losing a request."""
+    ctx.obj = settings_from(options)
 
 
 __all__ = ["main"]
 
 
 def _register_commands() -> None:
-    from quiesce.cli import server
+    from quiesce.cli import client, server
 
     server.register(main)
+    client.register(main)
 
 
 _register_commands()

@@ -1,0 +1,764 @@
+"""The maxctrl-style client: ``quiesce [global options] VERB OBJECT ...`` over the REST API.
+
+Grammar and flags follow MariaDB MaxScale's maxctrl (``list servers``, ``show server S``,
+``set server S maintenance --force``, ``clear server S maintenance``, ``--hosts``, ``--user``,
+``--password``, ``--secure``, ``--tls-*``, ``--timeout``), each global option also read from a
+``QUIESCE_*`` environment variable. Tables for people, ``--json`` for scripts. Exit 0 on
+success; otherwise a one-line reason on stderr and exit 1.
+
+A server is ``POOL/SERVER`` or a server name unique across pools (resolved here, with a clear
+error when it is ambiguous).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import ssl
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
+
+import click
+
+from quiesce.config.durations import parse_duration
+
+if TYPE_CHECKING:
+    import httpx
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+DEFAULT_HOSTS = "127.0.0.1:9900"
+POLL = 0.1  # --wait polls the server this often (seconds)
+
+
+# --- global options (the `quiesce` group) ----------------------------------------------------
+
+
+@dataclass
+class ClientSettings:
+    hosts: str = DEFAULT_HOSTS
+    user: str | None = None
+    password: str | None = None
+    token: str | None = None
+    secure: bool = False
+    tls_key: str | None = None
+    tls_cert: str | None = None
+    tls_ca_cert: str | None = None
+    tls_verify_server_cert: bool = True
+    timeout: float = 10.0
+    json: bool = False
+
+
+def _timeout(value: str | float) -> float:
+    """maxctrl's --timeout: plain milliseconds, or a duration with a unit."""
+    text = str(value).strip()
+    try:
+        return float(text) / 1000.0
+    except ValueError:
+        pass
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def client_options(f: F) -> F:
+    """The global client options, for the ``quiesce`` group (see ``quiesce.cli``)."""
+    opts = [
+        click.option(
+            "--hosts",
+            envvar="QUIESCE_HOSTS",
+            default=DEFAULT_HOSTS,
+            show_default=True,
+            help="Admin API host:port (comma-separated list: the first that answers).",
+        ),
+        click.option("-u", "--user", envvar="QUIESCE_USER", help="User name (HTTP Basic)."),
+        click.option("-p", "--password", envvar="QUIESCE_PASSWORD", help="Password."),
+        click.option("--token", envvar="QUIESCE_TOKEN", help="Bearer token instead of a user."),
+        click.option("-s", "--secure", is_flag=True, envvar="QUIESCE_SECURE", help="Use HTTPS."),
+        click.option("--tls-key", envvar="QUIESCE_TLS_KEY", help="Client private key (PEM)."),
+        click.option("--tls-cert", envvar="QUIESCE_TLS_CERT", help="Client certificate (PEM)."),
+        click.option(
+            "--tls-ca-cert", envvar="QUIESCE_TLS_CA_CERT", help="CA that signed the server cert."
+        ),
+        click.option(
+            "--tls-verify-server-cert/--no-tls-verify-server-cert",
+            envvar="QUIESCE_TLS_VERIFY_SERVER_CERT",
+            default=True,
+            show_default=True,
+            help="Verify the server's certificate.",
+        ),
+        click.option(
+            "-t",
+            "--timeout",
+            envvar="QUIESCE_TIMEOUT",
+            default="10000",
+            show_default=True,
+            help="Request timeout: milliseconds, or a duration (10s).",
+        ),
+        click.option(
+            "--json", "json_output", is_flag=True, envvar="QUIESCE_JSON", help="JSON output."
+        ),
+    ]
+    for opt in reversed(opts):
+        f = opt(f)
+    return f
+
+
+def settings_from(options: dict[str, Any]) -> ClientSettings:
+    timeout = options.pop("timeout", "10000")
+    json_output = options.pop("json_output", False)
+    return ClientSettings(**options, timeout=_timeout(timeout), json=bool(json_output))
+
+
+# --- HTTP ----------------------------------------------------------------------------------------
+
+
+class ClientError(click.ClickException):
+    """One line on stderr, exit 1."""
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"quiesce: {self.format_message()}", err=True)
+
+
+class Api:
+    def __init__(self, settings: ClientSettings) -> None:
+        import httpx
+
+        self.settings = settings
+        scheme = "https" if settings.secure else "http"
+        self.bases = []
+        for host in settings.hosts.split(","):
+            host = host.strip()
+            if host:
+                self.bases.append(host if "://" in host else f"{scheme}://{host}")
+        if not self.bases:
+            raise ClientError("--hosts is empty")
+        verify: ssl.SSLContext | bool = True
+        if any(b.startswith("https://") for b in self.bases):
+            ctx = ssl.create_default_context(cafile=settings.tls_ca_cert)
+            if not settings.tls_verify_server_cert:
+                ctx.check_hostname = False
+                ctx.verify_mode = ssl.CERT_NONE
+            if settings.tls_cert:
+                try:
+                    ctx.load_cert_chain(settings.tls_cert, settings.tls_key)
+                except (OSError, ssl.SSLError) as exc:
+                    raise ClientError(f"cannot load --tls-cert/--tls-key: {exc}") from None
+            verify = ctx
+        auth: Any = None
+        headers = {"X-Quiesce-Client": "cli", "Accept": "application/json"}
+        if settings.token:
+            headers["Authorization"] = f"Bearer {settings.token}"
+        elif settings.user is not None:
+            auth = httpx.BasicAuth(settings.user, settings.password or "")
+        self.client = httpx.Client(
+            auth=auth, headers=headers, verify=verify, timeout=settings.timeout
+        )
+        self.base = self.bases[0]
+
+    def request(self, method: str, path: str, **kw: Any) -> httpx.Response:
+        import httpx
+
+        last: Exception | None = None
+        for base in [self.base, *(b for b in self.bases if b != self.base)]:
+            try:
+                r = self.client.request(method, base + path, **kw)
+            except httpx.TransportError as exc:
+                last = exc
+                continue
+            self.base = base
+            if r.status_code >= 400:
+                raise ClientError(_error_line(r))
+            return r
+        raise ClientError(f"cannot reach {', '.join(self.bases)}: {_reason(last)}")
+
+    def get(self, path: str, **params: Any) -> Any:
+        clean = {k: v for k, v in params.items() if v is not None}
+        return self.request("GET", path, params=clean).json()
+
+    def send(self, method: str, path: str, body: Any = None) -> Any:
+        r = self.request(method, path, json=body)
+        return r.json() if r.content else None
+
+    def stream_lines(self, path: str, params: dict[str, Any]) -> Iterator[str]:
+        import httpx
+
+        timeout = httpx.Timeout(self.settings.timeout, read=None)
+        try:
+            with self.client.stream("GET", self.base + path, params=params, timeout=timeout) as r:
+                if r.status_code >= 400:
+                    r.read()
+                    raise ClientError(_error_line(r))
+                yield from r.iter_lines()
+        except httpx.TransportError as exc:
+            raise ClientError(f"cannot reach {self.base}: {_reason(exc)}") from None
+
+
+def _reason(exc: Exception | None) -> str:
+    text = str(exc) if exc is not None else "no host"
+    return text or type(exc).__name__
+
+
+def _error_line(r: httpx.Response) -> str:
+    try:
+        data = r.json()
+        detail = data.get("detail") or data.get("error")
+    except ValueError:
+        detail = r.text.strip()[:200]
+    return f"{r.status_code}: {detail}" if detail else f"HTTP {r.status_code}"
+
+
+# --- output ----------------------------------------------------------------------------------
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """maxctrl's box-drawing table."""
+    cells = [[_cell(v) for v in row] for row in rows]
+    widths = [len(h) for h in headers]
+    for row in cells:
+        for i, v in enumerate(row):
+            widths[i] = max(widths[i], len(v))
+
+    def line(left: str, mid: str, right: str) -> str:
+        return left + mid.join("─" * (w + 2) for w in widths) + right
+
+    def row_text(values: Sequence[str]) -> str:
+        return "│" + "│".join(f" {v:<{w}} " for v, w in zip(values, widths, strict=True)) + "│"
+
+    out = [line("┌", "┬", "┐"), row_text(list(headers)), line("├", "┼", "┤")]
+    out += [row_text(r) for r in cells]
+    out.append(line("└", "┴", "┘"))
+    return "\n".join(out)
+
+
+def _cell(v: object) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, list | dict):
+        return json.dumps(v) if v else ""
+    return str(v)
+
+
+def when(t: object) -> str:
+    if not isinstance(t, int | float) or not t:
+        return ""
+    return dt.datetime.fromtimestamp(float(t), dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def emit(settings: ClientSettings, data: Any, text: Callable[[], str]) -> None:
+    if settings.json:
+        click.echo(json.dumps(data, indent=2, sort_keys=False))
+    else:
+        click.echo(text())
+
+
+def event_line(e: dict[str, Any]) -> str:
+    where = "/".join(p for p in (e.get("pool"), e.get("server")) if p) or "-"
+    move = ""
+    if e.get("from") is not None or e.get("to") is not None:
+        move = f" {e.get('from') or '-'} → {e.get('to') or '-'}"
+    parts = [when(e.get("time")), e.get("kind", "?"), where + move]
+    for key in ("cause", "actor"):
+        if e.get(key):
+            parts.append(f"{key}={e[key]}")
+    if e.get("reason"):
+        parts.append(f"reason={json.dumps(e['reason'])}")
+    detail = e.get("detail") or {}
+    for key in ("reason", "monitor", "status_code", "flag", "error", "source"):
+        if key in detail and detail[key] not in (None, ""):
+            parts.append(f"{key}={detail[key]}")
+    if e.get("eligible") is not None:
+        parts.append(f"eligible={e['eligible']}")
+    return " ".join(str(p) for p in parts)
+
+
+# --- commands --------------------------------------------------------------------------------
+
+
+def settings(ctx: click.Context) -> ClientSettings:
+    obj = ctx.find_root().obj
+    if isinstance(obj, ClientSettings):
+        return obj
+    return ClientSettings()
+
+
+def api_of(ctx: click.Context) -> Api:
+    return Api(settings(ctx))
+
+
+def resolve(api: Api, ref: str) -> str:
+    """``pool/server`` for ``ref`` (a unique server name is looked up)."""
+    if "/" in ref:
+        return ref
+    matches = [s for s in api.get("/api/v1/servers") if s["name"] == ref]
+    if not matches:
+        raise ClientError(f"no server named {ref!r}")
+    if len(matches) > 1:
+        pools = ", ".join(sorted(s["pool"] for s in matches))
+        raise ClientError(f"server name {ref!r} is in several pools ({pools}): use POOL/SERVER")
+    return f"{matches[0]['pool']}/{ref}"
+
+
+SERVER_COLUMNS = ("Server", "Address", "Status", "Oper", "Admin", "Conns", "Reason", "Actor")
+
+
+def server_row(s: dict[str, Any]) -> list[object]:
+    return [
+        f"{s['pool']}/{s['name']}",
+        s["address"],
+        s["status"],
+        s["oper"],
+        s["admin"],
+        s["connections"],
+        s.get("reason", ""),
+        s.get("actor", ""),
+    ]
+
+
+def show_server_text(s: dict[str, Any]) -> str:
+    rows: list[list[object]] = [
+        ["Server", f"{s['pool']}/{s['name']}"],
+        ["Address", s["address"]],
+        ["Status", s["status"]],
+        ["Operational", s["oper"]],
+        ["Administrative", s["admin"]],
+        ["Eligible", s["eligible"]],
+        ["Weight", s["weight"]],
+        ["Backup", s["backup"]],
+        ["Connections", s["connections"]],
+        ["Requests in flight", s["requests_in_flight"]],
+        ["Reason", s.get("reason", "")],
+        ["Actor", s.get("actor", "")],
+        ["Since", when(s.get("since"))],
+        ["Expires", when(s.get("expires"))],
+        ["Drain deadline", when(s.get("deadline"))],
+        ["Monitors", ", ".join(f"{k}: {v}" for k, v in (s.get("monitors") or {}).items())],
+    ]
+    checks = s.get("last_checks") or []
+    for c in checks[-5:]:
+        code = f" {c['status_code']}" if c.get("status_code") is not None else ""
+        rows.append(
+            [
+                "Check",
+                f"{when(c.get('at'))} {c.get('monitor')} {c.get('verdict')} "
+                f"{c.get('reason')}{code} {c.get('latency_ms')}ms",
+            ]
+        )
+    return table(("Field", "Value"), rows)
+
+
+def _dict_table(data: dict[str, Any]) -> str:
+    rows = []
+    for k, v in data.items():
+        if isinstance(v, dict):
+            for k2, v2 in v.items():
+                rows.append([f"{k}.{k2}", v2])
+        else:
+            rows.append([k, v])
+    return table(("Field", "Value"), rows)
+
+
+@click.group("list")
+def list_group() -> None:
+    """List servers, pools, monitors or flags."""
+
+
+@list_group.command("servers")
+@click.pass_context
+def list_servers(ctx: click.Context) -> None:
+    """List all servers with both axes and the displayed status."""
+    data = api_of(ctx).get("/api/v1/servers")
+    emit(settings(ctx), data, lambda: table(SERVER_COLUMNS, [server_row(s) for s in data]))
+
+
+@list_group.command("pools")
+@click.pass_context
+def list_pools(ctx: click.Context) -> None:
+    """List pools with their eligible server count."""
+    data = api_of(ctx).get("/api/v1/pools")
+    rows = [
+        [
+            p["name"],
+            p["algorithm"],
+            f"{p['eligible']}/{p['total']}",
+            "yes" if p["available"] else "NO SERVER AVAILABLE",
+            p["sessions"],
+            ", ".join(p.get("healthmonitors") or []),
+        ]
+        for p in data
+    ]
+    headers = ("Pool", "Algorithm", "Eligible", "Available", "Sessions", "Health monitors")
+    emit(settings(ctx), data, lambda: table(headers, rows))
+
+
+@list_group.command("monitors")
+@click.pass_context
+def list_monitors(ctx: click.Context) -> None:
+    """List health monitors."""
+    data = api_of(ctx).get("/api/v1/healthmonitors")
+    rows = [
+        [m["name"], m["type"], m["send_interval"], m["receive_timeout"], m.get("description")]
+        for m in data
+    ]
+    headers = ("Monitor", "Type", "Interval", "Timeout", "Description")
+    emit(settings(ctx), data, lambda: table(headers, rows))
+
+
+@list_group.command("flags")
+@click.pass_context
+def list_flags(ctx: click.Context) -> None:
+    """List runtime flags."""
+    data = api_of(ctx).get("/api/v1/flags")
+    rows = [[k, json.dumps(v)] for k, v in data.items()]
+    emit(settings(ctx), data, lambda: table(("Flag", "Value"), rows))
+
+
+@click.group("show")
+def show_group() -> None:
+    """Show one server, pool or monitor."""
+
+
+@show_group.command("server")
+@click.argument("server")
+@click.pass_context
+def show_server(ctx: click.Context, server: str) -> None:
+    """Show a server (POOL/SERVER or a unique name)."""
+    api = api_of(ctx)
+    data = api.get(f"/api/v1/servers/{resolve(api, server)}")
+    emit(settings(ctx), data, lambda: show_server_text(data))
+
+
+@show_group.command("pool")
+@click.argument("pool")
+@click.pass_context
+def show_pool(ctx: click.Context, pool: str) -> None:
+    """Show a pool and its servers."""
+    data = api_of(ctx).get(f"/api/v1/pools/{pool}")
+
+    def text() -> str:
+        head = {k: v for k, v in data.items() if k != "servers"}
+        servers = table(SERVER_COLUMNS, [server_row(s) for s in data["servers"]])
+        return _dict_table(head) + "\n" + servers
+
+    emit(settings(ctx), data, text)
+
+
+@show_group.command("monitor")
+@click.argument("name")
+@click.pass_context
+def show_monitor(ctx: click.Context, name: str) -> None:
+    """Show a health monitor."""
+    data = api_of(ctx).get(f"/api/v1/healthmonitors/{name}")
+    emit(settings(ctx), data, lambda: _dict_table(data))
+
+
+_STATES = click.Choice(["maintenance", "drain"])
+
+
+def _expiry_body(for_: str | None, until: str | None) -> dict[str, Any]:
+    if for_ and until:
+        raise ClientError("give --for or --until, not both")
+    if for_:
+        return {"for": for_}
+    if until:
+        return {"until": until}
+    return {}
+
+
+def _report(ctx: click.Context, data: dict[str, Any]) -> None:
+    s = data["server"]
+    closed = f", {data['closed']} connection(s) closed" if data.get("closed") else ""
+    ref = f"{s['pool']}/{s['name']}"
+    msg = data["message"] if data["message"].startswith(ref) else f"{ref}: {data['message']}"
+    emit(settings(ctx), data, lambda: f"{msg} (status: {s['status']}{closed})")
+
+
+@click.group("set")
+def set_group() -> None:
+    """Set a server's state or a runtime flag."""
+
+
+@set_group.command("server")
+@click.argument("server")
+@click.argument("state", type=_STATES)
+@click.option("--force", is_flag=True, help="maintenance: close every connection now.")
+@click.option("--reason", default="", help="Why (recorded in events).")
+@click.option("--for", "for_", metavar="DURATION", help="Back to enabled after this long.")
+@click.option("--until", metavar="TIME", help="Back to enabled at this time (ISO 8601).")
+@click.option("--timeout", metavar="DURATION", help="drain: close what is left after this.")
+@click.option("--wait", is_flag=True, help="Show remaining connections until there are none.")
+@click.option("--force-guard", is_flag=True, help="Override the pool's min_servers_up guard.")
+@click.pass_context
+def set_server(
+    ctx: click.Context,
+    server: str,
+    state: str,
+    force: bool,
+    reason: str,
+    for_: str | None,
+    until: str | None,
+    timeout: str | None,
+    wait: bool,
+    force_guard: bool,
+) -> None:
+    """Put SERVER in maintenance or drain (MaxScale: set server S maintenance [--force])."""
+    api = api_of(ctx)
+    ref = resolve(api, server)
+    body: dict[str, Any] = {"reason": reason, **_expiry_body(for_, until)}
+    if force_guard:
+        body["force_guard"] = True
+    if state == "maintenance":
+        if timeout:
+            raise ClientError(
+                "--timeout applies to drain (maintenance closes at once or at "
+                "the next request boundary)"
+            )
+        body["force"] = force
+    else:
+        if force:
+            raise ClientError("--force applies to maintenance")
+        if timeout:
+            body["timeout"] = timeout
+    data = api.send("POST", f"/api/v1/servers/{ref}/{state}", body)
+    _report(ctx, data)
+    if wait:
+        wait_drained(api, ref, data["server"])
+
+
+@set_group.command("flag")
+@click.argument("name")
+@click.argument("value")
+@click.option("--reason", default="")
+@click.pass_context
+def set_flag(ctx: click.Context, name: str, value: str, reason: str) -> None:
+    """Set runtime flag NAME to VALUE (true/false, or a string)."""
+    parsed: bool | str = value
+    if value.lower() in ("true", "on", "yes", "1"):
+        parsed = True
+    elif value.lower() in ("false", "off", "no", "0"):
+        parsed = False
+    data = api_of(ctx).send("PUT", f"/api/v1/flags/{name}", {"value": parsed, "reason": reason})
+    emit(settings(ctx), data, lambda: f"flag {name} = {json.dumps(data['value'])}")
+
+
+@click.group("clear")
+def clear_group() -> None:
+    """Clear a server's state or a runtime flag."""
+
+
+@clear_group.command("server")
+@click.argument("server")
+@click.argument("state", type=_STATES)
+@click.option("--reason", default="")
+@click.pass_context
+def clear_server(ctx: click.Context, server: str, state: str, reason: str) -> None:
+    """Take SERVER out of maintenance or drain (no-op if it is not in that state)."""
+    api = api_of(ctx)
+    ref = resolve(api, server)
+    data = api.send("POST", f"/api/v1/servers/{ref}/clear", {"state": state, "reason": reason})
+    _report(ctx, data)
+
+
+@clear_group.command("flag")
+@click.argument("name")
+@click.option("--reason", default="")
+@click.pass_context
+def clear_flag(ctx: click.Context, name: str, reason: str) -> None:
+    """Remove runtime flag NAME."""
+    api_of(ctx).request("DELETE", f"/api/v1/flags/{name}", params={"reason": reason})
+    emit(settings(ctx), {"name": name, "cleared": True}, lambda: f"flag {name} cleared")
+
+
+@click.group("disable")
+def disable_group() -> None:
+    """Disable a server (Avi: immediate, graceful with timeout, graceful until drained)."""
+
+
+@disable_group.command("server")
+@click.argument("server")
+@click.option("--graceful", is_flag=True, help="Let connections finish (drain first).")
+@click.option(
+    "--timeout",
+    metavar="DURATION",
+    help="With --graceful: close what is left after this (infinite: never). "
+    "Default: the pool's graceful_disable_timeout.",
+)
+@click.option("--reason", default="")
+@click.option("--for", "for_", metavar="DURATION")
+@click.option("--until", metavar="TIME")
+@click.option("--wait", is_flag=True, help="Show remaining connections until there are none.")
+@click.option("--force-guard", is_flag=True)
+@click.pass_context
+def disable_server(
+    ctx: click.Context,
+    server: str,
+    graceful: bool,
+    timeout: str | None,
+    reason: str,
+    for_: str | None,
+    until: str | None,
+    wait: bool,
+    force_guard: bool,
+) -> None:
+    """Disable SERVER: at once, or --graceful [--timeout D]."""
+    if timeout and not graceful:
+        raise ClientError("--timeout applies with --graceful")
+    api = api_of(ctx)
+    ref = resolve(api, server)
+    body: dict[str, Any] = {"graceful": graceful, "reason": reason, **_expiry_body(for_, until)}
+    if timeout:
+        body["timeout"] = timeout
+    if force_guard:
+        body["force_guard"] = True
+    data = api.send("POST", f"/api/v1/servers/{ref}/disable", body)
+    _report(ctx, data)
+    if wait:
+        wait_drained(api, ref, data["server"])
+
+
+@click.group("enable")
+def enable_group() -> None:
+    """Enable a server."""
+
+
+@enable_group.command("server")
+@click.argument("server")
+@click.option("--reason", default="")
+@click.pass_context
+def enable_server(ctx: click.Context, server: str, reason: str) -> None:
+    """Put SERVER back in service (admin state enabled)."""
+    api = api_of(ctx)
+    ref = resolve(api, server)
+    _report(ctx, api.send("POST", f"/api/v1/servers/{ref}/enable", {"reason": reason}))
+
+
+@click.command("events")
+@click.option("--follow", "-f", is_flag=True, help="Stream new events until interrupted.")
+@click.option("--json", "json_output", is_flag=True, help="One JSON object per line.")
+@click.option("--pool")
+@click.option("--server", help="Server name (with --pool, or POOL/SERVER).")
+@click.option("--kind", help="Event kind (admin_change, oper_change, ...).")
+@click.option("--since", help="A time (ISO 8601) or how long ago (10m).")
+@click.option("--until")
+@click.option("--limit", type=int, default=50, show_default=True)
+@click.pass_context
+def events_cmd(
+    ctx: click.Context,
+    follow: bool,
+    json_output: bool,
+    pool: str | None,
+    server: str | None,
+    kind: str | None,
+    since: str | None,
+    until: str | None,
+    limit: int,
+) -> None:
+    """Show the event log, optionally following it live."""
+    api = api_of(ctx)
+    as_json = json_output or settings(ctx).json
+    if server and "/" in server:
+        pool, _, server = server.partition("/")
+    params = {"pool": pool, "server": server, "kind": kind, "since": since, "until": until}
+    past = api.get("/api/v1/events", **params, limit=limit)
+    for e in past:
+        click.echo(json.dumps(e) if as_json else event_line(e))
+    if not follow:
+        return
+    after = max((e["id"] for e in past if e.get("id") is not None), default=None)
+    live = {k: v for k, v in params.items() if v is not None and k not in ("since", "until")}
+    if after is not None:
+        live["after_id"] = after
+    try:
+        for line in api.stream_lines("/api/v1/events/stream", live):
+            if line.startswith("data: "):
+                e = json.loads(line[6:])
+                click.echo(json.dumps(e) if as_json else event_line(e))
+    except KeyboardInterrupt:
+        return
+
+
+# --- --wait ----------------------------------------------------------------------------------
+
+
+def _bar(left: int, start: int, width: int = 30) -> str:
+    done = 0 if start <= 0 else round(width * (start - left) / start)
+    return "█" * done + "░" * (width - done)
+
+
+def wait_drained(api: Api, ref: str, view: dict[str, Any], poll: float = POLL) -> None:
+    """Poll the server until it has no connection left; show a progress bar on stderr.
+    At a drain deadline the balancer closes what is left: report that."""
+    start = last = int(view["connections"])
+    tty = sys.stderr.isatty()
+    began = time.monotonic()
+
+    def show(n: int, final: bool = False) -> None:
+        text = f"{ref}: [{_bar(n, start)}] {n}/{start} connection(s) left"
+        if tty:
+            click.echo(f"\r{text}\x1b[K", err=True, nl=final)
+        else:
+            click.echo(text, err=True)
+
+    show(last)
+    while True:
+        s = api.get(f"/api/v1/servers/{ref}")
+        n = int(s["connections"])
+        if n != last:
+            if n > start:
+                start = n
+            show(n)
+        if n == 0:
+            if tty:
+                show(0, final=True)
+            elapsed = time.monotonic() - began
+            if s["admin"] == "maintenance" and s.get("cause") == "deadline" and last > 0:
+                click.echo(
+                    f"{ref}: drain deadline reached: {last} connection(s) closed "
+                    f"(now {s['status']})"
+                )
+            else:
+                click.echo(f"{ref}: no connection left after {elapsed:.1f}s ({s['status']})")
+            return
+        if s["admin"] == "enabled":
+            raise ClientError(f"{ref} was enabled again with {n} connection(s) left")
+        last = n
+        time.sleep(poll)
+
+
+COMMANDS: list[click.Command] = [
+    list_group,
+    show_group,
+    set_group,
+    clear_group,
+    disable_group,
+    enable_group,
+    events_cmd,
+]
+
+
+def register(main: click.Group) -> None:
+    from quiesce.cli.configure import configure_group
+
+    for cmd in [*COMMANDS, configure_group]:
+        main.add_command(cmd)
+
+
+def fail(message: str) -> NoReturn:
+    raise ClientError(message)
+
+
+__all__ = [
+    "Api",
+    "ClientError",
+    "ClientSettings",
+    "client_options",
+    "register",
+    "settings_from",
+    "table",
+]
