@@ -114,7 +114,14 @@ def _config(backends: dict[str, Backend], tmp: Path) -> dict[str, Any]:
                 "servers": [member("g1", "web1"), member("g2", "web2")],
             },
         },
-        "services": {"www": {"listen": "127.0.0.1:0", "pool": "web", "grace_period": "1s"}},
+        "services": {
+            "www": {
+                "listen": "127.0.0.1:0",
+                "pool": "web",
+                "grace_period": "1s",
+                "rules": [{"if": {"flag": "maintenance_mode"}, "then": "maintenance_page"}],
+            }
+        },
         "flags": {"maintenance_mode": False},
     }
 

@@ -15,6 +15,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
 
+import httpx
 import pytest
 
 from tests.dashboard.conftest import ADMIN, VIEWER, Stack
@@ -394,6 +395,43 @@ def test_guard_refusal_shows_409_keyboard_only(stack: Stack, browser: Any) -> No
     page.keyboard.press("Escape")
     expect(page.locator("#dlg-disable")).to_be_hidden()
     assert stack.server("guarded", "g1")["admin"] == "enabled"
+    assert errors == []
+    ctx.close()
+
+
+def test_site_maintenance_switch_and_filtered_live_events(stack: Stack, browser: Any) -> None:
+    ctx, page, errors = new_page(browser)
+    login(page, stack, ADMIN)
+    events = ctx.new_page()
+    events.goto(stack.admin_url + "/#/events")
+    expect(events.locator("#live")).to_contain_text("live")
+    events.get_by_label("Kind").select_option("flag_change")
+    expect(events.locator("#events-body tr:not([data-kind=flag_change])")).to_have_count(0)
+
+    page.goto(stack.admin_url + "/#/flags")
+    switch = page.locator("#site-maintenance")
+    expect(switch).to_have_attribute("aria-checked", "false")
+    assert httpx.get(stack.service_url + "/").status_code == 200
+    switch.click()
+    confirm = page.locator("#dlg-confirm")
+    expect(confirm).to_contain_text("site-wide maintenance")
+    confirm.get_by_role("button", name="Turn on").click()
+    expect(switch).to_have_attribute("aria-checked", "true")
+    expect(page.locator("#site-maint")).to_be_visible()
+    expect(page.locator("#flag-maintenance_mode")).to_have_attribute("aria-checked", "true")
+    assert stack.get("/api/v1/flags")["maintenance_mode"] is True
+    assert httpx.get(stack.service_url + "/").status_code == 503
+
+    # The filtered events tab shows the flag change live, and nothing else.
+    on = events.locator("#events-body tr[data-kind=flag_change]").filter(has_text="true")
+    expect(on.filter(has_text="dashboard")).not_to_have_count(0)
+    expect(events.locator("#events-body tr:not([data-kind=flag_change])")).to_have_count(0)
+
+    # Off again from the flag's own toggle (no confirmation needed to restore service).
+    page.locator("#flag-maintenance_mode").click()
+    expect(switch).to_have_attribute("aria-checked", "false")
+    expect(page.locator("#site-maint")).to_be_hidden()
+    assert httpx.get(stack.service_url + "/").status_code == 200
     assert errors == []
     ctx.close()
 

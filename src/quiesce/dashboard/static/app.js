@@ -679,7 +679,7 @@
 
   function adminState(s) {
     if (s.admin === "enabled" && !s.reason && !s.expires) {
-      return h("span", { class: "muted" }, s.actor ? "enabled by " + s.actor : "—");
+      return s.actor ? h("span", { class: "muted" }, "enabled by " + s.actor) : "—";
     }
     const items = [];
     if (s.reason) items.push(h("dt", null, "Reason"), h("dd", { class: "admin-reason" }, s.reason));
