@@ -49,7 +49,7 @@ CAUSE = Cause.RUNTIME_SOCKET
 IDLE_TIMEOUT = 600.0
 MAX_LINE = 64 * 1024
 
-STAT_FIELDS = (
+_STAT_HEADER = (
     "pxname,svname,qcur,qmax,scur,smax,slim,stot,bin,bout,dreq,dresp,ereq,econ,eresp,wretr,"
     "wredis,status,weight,act,bck,chkfail,chkdown,lastchg,downtime,qlimit,pid,iid,sid,throttle,"
     "lbtot,tracked,type,rate,rate_lim,rate_max,check_status,check_code,check_duration,hrsp_1xx,"
@@ -66,7 +66,8 @@ STAT_FIELDS = (
     "h2_goaway_resp,h2_open_connections,h2_backend_open_streams,h2_total_connections,"
     "h2_backend_total_streams,h1_open_connections,h1_open_streams,h1_total_connections,"
     "h1_total_streams,h1_bytes_in,h1_bytes_out,h1_spliced_bytes_in,h1_spliced_bytes_out"
-).split(",")  # noqa: SIM905 - HAProxy's header, kept readable
+)
+STAT_FIELDS = _STAT_HEADER.split(",")
 """HAProxy 2.6's ``show stat`` columns, in order (the header line ends with a comma)."""
 
 SERVERS_STATE_HEADER = (
