@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import ssl
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from quiesce.config.models import HealthMonitor
 from quiesce.core.checks import CheckResult, Reason
@@ -26,14 +28,77 @@ class Target:
         return host if self.port in (80, 443) else f"{host}:{self.port}"
 
 
+OnDone = Callable[[CheckResult], None]
+
+
+class Running(Protocol):
+    """A check in progress; ``cancel`` stops it and its ``on_done`` is then never called."""
+
+    def cancel(self) -> Any: ...
+
+
 class Prober(Protocol):
-    """One probe type. ``check`` never raises for a network problem: it reports a failed
-    :class:`CheckResult`. It must finish within ``monitor.receive_timeout`` (plus scheduling
-    slack); ``close`` releases shared resources (the raw sockets)."""
+    """One probe type.
+
+    ``check`` never raises for a network problem: it reports a failed :class:`CheckResult`,
+    within ``monitor.receive_timeout`` (plus scheduling slack). ``start`` is the same check
+    in callback style, which the scheduler uses: it must call ``on_done`` exactly once unless
+    cancelled. ``close`` releases shared resources (the raw sockets)."""
 
     async def check(self, target: Target, monitor: HealthMonitor, name: str) -> CheckResult: ...
 
+    def start(
+        self, target: Target, monitor: HealthMonitor, name: str, on_done: OnDone
+    ) -> Running: ...
+
     def close(self) -> None: ...
+
+
+def start_task(
+    coro: Coroutine[Any, Any, CheckResult],
+    on_done: OnDone,
+    fallback: Callable[[BaseException], CheckResult],
+) -> Running:
+    """``start`` for probes written as coroutines: run ``coro`` as a task."""
+    task = asyncio.get_running_loop().create_task(coro)
+
+    def finished(t: asyncio.Task[CheckResult]) -> None:
+        if t.cancelled():
+            return
+        exc = t.exception()
+        on_done(fallback(exc) if exc is not None else t.result())
+
+    task.add_done_callback(finished)
+    return task
+
+
+class TaskStart:
+    """Mixin: ``start`` runs ``check`` as a task (for the probe types that are not hot)."""
+
+    clock: Clock
+
+    async def check(self, target: Target, monitor: HealthMonitor, name: str) -> CheckResult:
+        raise NotImplementedError
+
+    def start(self, target: Target, monitor: HealthMonitor, name: str, on_done: OnDone) -> Running:
+        started = self.clock.monotonic()
+        return start_task(
+            self.check(target, monitor, name),
+            on_done,
+            lambda exc: probe_error(name, self.clock, started, exc),
+        )
+
+
+def probe_error(name: str, clock: Clock, started: float, exc: BaseException) -> CheckResult:
+    """A probe raised (a bug, not a network problem): a failed check that says so."""
+    return CheckResult(
+        monitor=name,
+        verdict=Verdict.FAIL,
+        reason=Reason.CONNECTION_ERROR,
+        at=clock.time(),
+        latency=clock.monotonic() - started,
+        detail=f"probe error: {type(exc).__name__}: {exc}",
+    )
 
 
 def reason_for_error(exc: BaseException) -> tuple[Reason, str]:
@@ -90,4 +155,16 @@ def describe(verdict: Verdict, reason: Reason, status: int | None, reply: bytes)
     return reason.value.lower().replace("_", " ")
 
 
-__all__ = ["Prober", "Target", "describe", "error_result", "failure", "reason_for_error"]
+__all__ = [
+    "OnDone",
+    "Prober",
+    "Running",
+    "Target",
+    "TaskStart",
+    "describe",
+    "error_result",
+    "failure",
+    "probe_error",
+    "reason_for_error",
+    "start_task",
+]

@@ -32,7 +32,7 @@ from quiesce.config.models import HealthMonitor
 from quiesce.core.checks import CheckResult, Reason
 from quiesce.core.clock import Clock
 from quiesce.core.states import Verdict
-from quiesce.health.probes.base import Target, error_result, failure
+from quiesce.health.probes.base import Target, TaskStart, error_result, failure
 
 SYN, RST, ACK = 0x02, 0x04, 0x10
 
@@ -164,7 +164,7 @@ def _source_for(dst: str) -> str:
         return str(s.getsockname()[0])
 
 
-class HalfOpenProber:
+class HalfOpenProber(TaskStart):
     def __init__(self, clock: Clock) -> None:
         self.clock = clock
         self._raw: _RawSocket | None = None
@@ -236,7 +236,7 @@ class HalfOpenProber:
         )
 
 
-class IcmpProber:
+class IcmpProber(TaskStart):
     def __init__(self, clock: Clock) -> None:
         self.clock = clock
         self._raw: _RawSocket | None = None

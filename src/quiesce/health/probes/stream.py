@@ -1,14 +1,27 @@
 """TCP, HTTP and HTTPS probes: connect, send, read until the verdict is known, classify.
 
-The I/O is a bare :class:`asyncio.Protocol` rather than streams: one object per check and no
-extra task, which is what lets one core check ten thousand servers a second (BENCHMARKS.md).
+Two I/O paths share one plan (the request bytes, when to stop reading, how to classify):
+
+* the **fast path** (plain TCP/HTTP to an IP address) is :class:`_FastCheck`: a non-blocking
+  socket driven by event-loop callbacks, no transport, no task. On a fast network the request
+  is written straight after ``connect()`` (loopback completes the handshake inside the call)
+  and the only registration is the reader. This is what lets one core check ten thousand
+  servers a second (BENCHMARKS.md, "Health checks at scale").
+* the **asyncio path** (TLS, host names) uses ``loop.create_connection`` and a small
+  :class:`asyncio.Protocol`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
+import ipaddress
+import os
+import socket
 import ssl
+import struct
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import cast
 
 from quiesce.config.models import HealthMonitor, HttpsMonitor
@@ -16,6 +29,7 @@ from quiesce.core.checks import CheckResult
 from quiesce.core.clock import Clock
 from quiesce.health.classify import (
     WINDOW,
+    Classified,
     build_http_request,
     classify_http,
     classify_tcp,
@@ -23,9 +37,371 @@ from quiesce.health.classify import (
     http_reply_complete,
     stream_reply_complete,
 )
-from quiesce.health.probes.base import Target, describe, error_result
+from quiesce.health.probes.base import (
+    OnDone,
+    Running,
+    Target,
+    describe,
+    error_result,
+    probe_error,
+    start_task,
+)
 
 Done = Callable[[bytes], bool]
+_LINGER_ZERO = struct.pack("ii", 1, 0)
+Classify = Callable[[bytes, bool], Classified]
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """What one check sends and how it reads the reply, derived from a monitor definition."""
+
+    request: bytes
+    done: Done | None  # None: the handshake (and sending the request) suffices
+    classify: Classify
+    tls: ssl.SSLContext | None = None
+    server_hostname: str | None = None
+
+
+def _result(
+    name: str, clock: Clock, started: float, verdict_reason: Classified, reply: bytes
+) -> CheckResult:
+    verdict, reason, status = verdict_reason
+    return CheckResult(
+        monitor=name,
+        verdict=verdict,
+        reason=reason,
+        at=clock.time(),
+        latency=clock.monotonic() - started,
+        status_code=status,
+        detail=describe(verdict, reason, status, reply),
+    )
+
+
+class StreamProber:
+    """Probes ``tcp``, ``http`` and ``https`` monitors."""
+
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
+        self._tls: dict[tuple[object, ...], ssl.SSLContext] = {}
+        # (id(monitor), target) -> (monitor, plan); the monitor is kept so its id stays valid.
+        self._plans: dict[tuple[int, Target], tuple[HealthMonitor, _Plan]] = {}
+        self._literal: dict[str, bool] = {}
+
+    def close(self) -> None:
+        self._tls.clear()
+        self._plans.clear()
+
+    def tls_context(self, https: HttpsMonitor) -> ssl.SSLContext:
+        cert = https.client_cert
+        key = (https.verify, https.ca, cert.cert if cert else None, cert.key if cert else None)
+        ctx = self._tls.get(key)
+        if ctx is None:
+            if https.verify:
+                ctx = ssl.create_default_context(cafile=https.ca)
+            else:
+                ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+                ctx.check_hostname = False
+                ctx.verify_mode = ssl.CERT_NONE
+            if cert is not None:
+                ctx.load_cert_chain(cert.cert, cert.key)
+            self._tls[key] = ctx
+        return ctx
+
+    def plan(self, target: Target, monitor: HealthMonitor) -> _Plan:
+        key = (id(monitor), target)
+        cached = self._plans.get(key)
+        if cached is not None and cached[0] is monitor:
+            return cached[1]
+        plan = self._make_plan(target, monitor)
+        if len(self._plans) > 100_000:
+            self._plans.clear()
+        self._plans[key] = (monitor, plan)
+        return plan
+
+    def _make_plan(self, target: Target, monitor: HealthMonitor) -> _Plan:
+        if monitor.type in ("http", "https"):
+            http = monitor.http
+            tls = None
+            server_hostname = None
+            host_header = target.host_header
+            if isinstance(http, HttpsMonitor):
+                tls = self.tls_context(http)
+                server_hostname = http.sni or target.host
+                host_header = http.sni or host_header
+
+            def done(reply: bytes) -> bool:
+                return http_reply_complete(reply, http)
+
+            def classify(reply: bytes, complete: bool) -> Classified:
+                return classify_http(reply, http)
+
+            return _Plan(
+                build_http_request(http, host_header), done, classify, tls, server_hostname
+            )
+        tcp = monitor.tcp
+        request = tcp.tcp_request.replace("\\r\\n", "\r\n").encode() if tcp.tcp_request else b""
+
+        def classify_stream(reply: bytes, complete: bool) -> Classified:
+            return classify_tcp(reply, tcp, complete=complete)
+
+        if not expects_payload(tcp.tcp_response, tcp.maintenance_response):
+            return _Plan(request, None, classify_stream)
+
+        def stream_done(reply: bytes) -> bool:
+            return stream_reply_complete(reply, tcp.tcp_response, tcp.maintenance_response)
+
+        return _Plan(request, stream_done, classify_stream)
+
+    def _is_literal(self, host: str) -> bool:
+        known = self._literal.get(host)
+        if known is None:
+            try:
+                ipaddress.ip_address(host)
+                known = True
+            except ValueError:
+                known = False
+            self._literal[host] = known
+        return known
+
+    def start(self, target: Target, monitor: HealthMonitor, name: str, on_done: OnDone) -> Running:
+        started = self.clock.monotonic()
+        try:
+            plan = self.plan(target, monitor)
+        except (OSError, ssl.SSLError) as exc:  # a bad ca / client_cert file
+            return _Immediate(error_result(name, self.clock, started, exc), on_done)
+        if plan.tls is None and self._is_literal(target.host):
+            return _FastCheck(self.clock, target, monitor, name, plan, on_done)
+        return start_task(
+            self._check_async(target, monitor, name, plan, started),
+            on_done,
+            lambda exc: probe_error(name, self.clock, started, exc),
+        )
+
+    async def check(self, target: Target, monitor: HealthMonitor, name: str) -> CheckResult:
+        fut: asyncio.Future[CheckResult] = asyncio.get_running_loop().create_future()
+        running = self.start(target, monitor, name, fut.set_result)
+        try:
+            return await fut
+        except asyncio.CancelledError:
+            running.cancel()
+            raise
+
+    async def _check_async(
+        self, target: Target, monitor: HealthMonitor, name: str, plan: _Plan, started: float
+    ) -> CheckResult:
+        clock = self.clock
+        loop = asyncio.get_running_loop()
+        proto = _Collect(plan.request, plan.done)
+        complete = True
+        try:
+            async with asyncio.timeout(monitor.receive_timeout):
+                await loop.create_connection(
+                    lambda: proto,
+                    target.host,
+                    target.port,
+                    ssl=plan.tls,
+                    server_hostname=plan.server_hostname,
+                    ssl_handshake_timeout=monitor.receive_timeout if plan.tls else None,
+                )
+                await proto.finished
+        except TimeoutError as exc:
+            if not proto.reply:
+                proto.abort()
+                return error_result(name, clock, started, exc)
+            complete = False  # classify what arrived before the timeout
+        except (OSError, ssl.SSLError) as exc:
+            proto.abort()
+            return error_result(name, clock, started, exc)
+        except BaseException:  # cancelled: leave no socket open
+            proto.abort()
+            raise
+        if proto.transport is not None:
+            proto.transport.close()  # flushes tcp_request when no reply is awaited
+        reply = bytes(proto.reply[:WINDOW])
+        return _result(name, clock, started, plan.classify(reply, complete), reply)
+
+
+class _Immediate:
+    """A check decided before any I/O (reported on the next loop iteration)."""
+
+    def __init__(self, result: CheckResult, on_done: OnDone) -> None:
+        self.handle = asyncio.get_running_loop().call_soon(on_done, result)
+
+    def cancel(self) -> None:
+        self.handle.cancel()
+
+
+class _FastCheck:
+    """One plain TCP/HTTP check driven by loop callbacks (see the module docstring)."""
+
+    __slots__ = (
+        "clock",
+        "fd",
+        "finished",
+        "loop",
+        "name",
+        "on_done",
+        "pending",
+        "plan",
+        "reading",
+        "reply",
+        "sock",
+        "started",
+        "timer",
+        "writing",
+    )
+
+    def __init__(
+        self,
+        clock: Clock,
+        target: Target,
+        monitor: HealthMonitor,
+        name: str,
+        plan: _Plan,
+        on_done: OnDone,
+    ) -> None:
+        self.clock = clock
+        self.loop = asyncio.get_running_loop()
+        self.name = name
+        self.plan = plan
+        self.on_done = on_done
+        self.started = clock.monotonic()
+        self.reply = b""
+        self.pending = plan.request
+        self.finished = False
+        self.reading = self.writing = False
+        family = socket.AF_INET6 if ":" in target.host else socket.AF_INET
+        self.sock = sock = socket.socket(family, socket.SOCK_STREAM)
+        self.fd = sock.fileno()
+        sock.setblocking(False)
+        self.timer = self.loop.call_later(monitor.receive_timeout, self._timeout)
+        err = sock.connect_ex((target.host, target.port))
+        if err not in (0, errno.EINPROGRESS):
+            self.loop.call_soon(self._fail, OSError(err, os.strerror(err)))
+            return
+        if self.pending:
+            self._send()  # loopback and fast LANs are connected already
+        else:
+            try:
+                sock.getpeername()
+            except OSError:
+                self._want_write()
+            else:
+                self.loop.call_soon(self._sent)
+
+    # callbacks --------------------------------------------------------------------------------
+
+    def _want_write(self) -> None:
+        if not self.writing:
+            self.writing = True
+            self.loop.add_writer(self.fd, self._writable)
+
+    def _send(self) -> None:
+        try:
+            n = self.sock.send(self.pending)
+        except (BlockingIOError, InterruptedError):
+            self._want_write()
+            return
+        except OSError as exc:
+            self.loop.call_soon(self._fail, exc)
+            return
+        self.pending = self.pending[n:]
+        if self.pending:
+            self._want_write()
+        elif self.writing or self.plan.done is not None:
+            self._sent()  # only registers the reader: safe to run now
+        else:
+            self.loop.call_soon(self._sent)  # would report: never from inside start()
+
+    def _writable(self) -> None:
+        if self.finished:
+            return
+        err = self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if err:
+            self._fail(OSError(err, os.strerror(err)))
+            return
+        if self.pending:
+            self._send()
+        else:
+            self._sent()
+
+    def _sent(self) -> None:
+        if self.finished:
+            return
+        if self.writing:
+            self.loop.remove_writer(self.fd)
+            self.writing = False
+        if self.plan.done is None:
+            self._classify(True)
+        else:
+            self.reading = True
+            self.loop.add_reader(self.fd, self._readable)
+
+    def _readable(self) -> None:
+        if self.finished:
+            return
+        try:
+            data = self.sock.recv(65536)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            if self.reply:
+                self._classify(True)
+            else:
+                self._fail(exc)
+            return
+        if not data:
+            self._classify(True)
+            return
+        if len(self.reply) < WINDOW:
+            self.reply += data
+        done = self.plan.done
+        if done is not None and done(self.reply):
+            self._classify(True)
+
+    def _timeout(self) -> None:
+        if self.finished:
+            return
+        if self.reply:
+            self._classify(False)
+        else:
+            self._fail(TimeoutError())
+
+    # endings ----------------------------------------------------------------------------------
+
+    def _classify(self, complete: bool) -> None:
+        reply = self.reply[:WINDOW]
+        result = _result(
+            self.name, self.clock, self.started, self.plan.classify(reply, complete), reply
+        )
+        self._finish(result)
+
+    def _fail(self, exc: BaseException) -> None:
+        if not self.finished:
+            self._finish(error_result(self.name, self.clock, self.started, exc))
+
+    def _finish(self, result: CheckResult) -> None:
+        if self.finished:
+            return
+        self.cancel()
+        self.on_done(result)
+
+    def cancel(self) -> None:
+        if self.finished:
+            return
+        self.finished = True
+        self.timer.cancel()
+        if self.reading:
+            self.loop.remove_reader(self.fd)
+        if self.writing:
+            self.loop.remove_writer(self.fd)
+        if self.reading or not self.plan.request:
+            # Close with a RST, as HAProxy does for checks: the server keeps no TIME_WAIT
+            # and a busy checker does not run into its own old connections. (Not when a
+            # request was just sent and no reply awaited: a RST could discard it unsent.)
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_ZERO)
+        self.sock.close()
 
 
 class _Collect(asyncio.Protocol):
@@ -68,111 +444,9 @@ class _Collect(asyncio.Protocol):
         if not self.finished.done():
             self.finished.set_result(eof)
 
-
-class StreamProber:
-    """Probes ``tcp``, ``http`` and ``https`` monitors."""
-
-    def __init__(self, clock: Clock) -> None:
-        self.clock = clock
-        self._tls: dict[tuple[object, ...], ssl.SSLContext] = {}
-
-    def close(self) -> None:
-        self._tls.clear()
-
-    def tls_context(self, https: HttpsMonitor) -> ssl.SSLContext:
-        cert = https.client_cert
-        key = (https.verify, https.ca, cert.cert if cert else None, cert.key if cert else None)
-        ctx = self._tls.get(key)
-        if ctx is None:
-            if https.verify:
-                ctx = ssl.create_default_context(cafile=https.ca)
-            else:
-                ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-                ctx.check_hostname = False
-                ctx.verify_mode = ssl.CERT_NONE
-            if cert is not None:
-                ctx.load_cert_chain(cert.cert, cert.key)
-            self._tls[key] = ctx
-        return ctx
-
-    async def check(self, target: Target, monitor: HealthMonitor, name: str) -> CheckResult:
-        clock = self.clock
-        started = clock.monotonic()
-        loop = asyncio.get_running_loop()
-        tls: ssl.SSLContext | None = None
-        server_hostname: str | None = None
-        done: Done | None
-        if monitor.type in ("http", "https"):
-            http = monitor.http
-            if isinstance(http, HttpsMonitor):
-                try:
-                    tls = self.tls_context(http)
-                except (OSError, ssl.SSLError) as exc:
-                    return error_result(name, clock, started, exc)
-                server_hostname = http.sni or target.host
-            host_header = (
-                http.sni if isinstance(http, HttpsMonitor) and http.sni else target.host_header
-            )
-            request = build_http_request(http, host_header)
-
-            def done(reply: bytes) -> bool:
-                return http_reply_complete(reply, http)
-
-        else:
-            tcp = monitor.tcp
-            request = tcp.tcp_request.encode() if tcp.tcp_request else b""
-            if expects_payload(tcp.tcp_response, tcp.maintenance_response):
-
-                def done(reply: bytes) -> bool:
-                    return stream_reply_complete(reply, tcp.tcp_response, tcp.maintenance_response)
-
-            else:
-                done = None
-        proto = _Collect(request, done)
-        complete = True
-        try:
-            async with asyncio.timeout(monitor.receive_timeout):
-                await loop.create_connection(
-                    lambda: proto,
-                    target.host,
-                    target.port,
-                    ssl=tls,
-                    server_hostname=server_hostname,
-                    ssl_handshake_timeout=monitor.receive_timeout if tls else None,
-                )
-                await proto.finished
-        except TimeoutError as exc:
-            if not proto.reply:
-                _abort(proto)
-                return error_result(name, clock, started, exc)
-            complete = False  # classify what arrived before the timeout
-        except (OSError, ssl.SSLError) as exc:
-            _abort(proto)
-            return error_result(name, clock, started, exc)
-        except BaseException:  # cancelled (the manager is stopping): leave no socket open
-            _abort(proto)
-            raise
-        if proto.transport is not None:
-            proto.transport.close()  # flushes tcp_request when no reply is awaited
-        reply = bytes(proto.reply[:WINDOW])
-        if monitor.type == "tcp":
-            verdict, reason, status = classify_tcp(reply, monitor.tcp, complete=complete)
-        else:
-            verdict, reason, status = classify_http(reply, monitor.http)
-        return CheckResult(
-            monitor=name,
-            verdict=verdict,
-            reason=reason,
-            at=clock.time(),
-            latency=clock.monotonic() - started,
-            status_code=status,
-            detail=describe(verdict, reason, status, reply),
-        )
-
-
-def _abort(proto: _Collect) -> None:
-    if proto.transport is not None:
-        proto.transport.abort()
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
 
 
 __all__ = ["StreamProber"]

@@ -15,7 +15,7 @@ from quiesce.config.models import HealthMonitor
 from quiesce.core.checks import CheckResult, Reason
 from quiesce.core.clock import Clock
 from quiesce.health.classify import WINDOW, classify_udp
-from quiesce.health.probes.base import Target, describe, error_result, failure
+from quiesce.health.probes.base import Target, TaskStart, describe, error_result, failure
 
 
 class _Datagram(asyncio.DatagramProtocol):
@@ -39,7 +39,7 @@ class _Datagram(asyncio.DatagramProtocol):
             self.reply.set_exception(exc or ConnectionError("socket closed"))
 
 
-class UdpProber:
+class UdpProber(TaskStart):
     def __init__(self, clock: Clock) -> None:
         self.clock = clock
 
