@@ -750,11 +750,10 @@ class RuntimeSocket:
                 line = raw.decode("utf-8", "replace").rstrip("\r\n")
                 was_interactive = session.interactive
                 answer = self.commands.execute(line, session) if line.strip() else ""
-                if session.interactive or was_interactive:
-                    if session.interactive and not session.quit:
-                        answer += "> "
-                    elif not answer:
-                        answer = "\n"
+                if session.interactive and not session.quit:
+                    answer += "> "
+                elif was_interactive and not session.quit and not answer:
+                    answer = "\n"
                 writer.write(answer.encode())
                 await writer.drain()
                 if session.quit or not session.interactive:
