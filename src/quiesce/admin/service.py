@@ -401,8 +401,12 @@ class AdminService:
                 delay = WAIT_POLL  # nothing fired (clock rounding): look again shortly
             else:
                 delay = MAX_SLEEP if due is None else min(due - now, MAX_SLEEP)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._rearm.wait(), delay)
+            # Not asyncio.wait_for: on 3.11 it can swallow a cancel that races the wake-up.
+            wake = asyncio.get_running_loop().call_later(delay, self._rearm.set)
+            try:
+                await self._rearm.wait()
+            finally:
+                wake.cancel()
 
     def _poke(self) -> None:
         if self._loop is None or threading.get_ident() == self._thread:
