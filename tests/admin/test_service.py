@@ -199,7 +199,7 @@ async def test_drain_deadline_fires_into_maintenance_and_closes(h: Harness) -> N
     clock.advance(29.999)
     assert h.service.tick() == [] and w1.admin.state is Admin.DRAIN
     clock.advance(0.001)
-    (t,) = h.service.tick()
+    assert len(h.service.tick()) == 1
     assert w1.admin.state is Admin.MAINTENANCE and w1.admin.cause is Cause.DEADLINE
     assert w1.admin.reason == "swap disk" and w1.admin.deadline is None
     assert h.closes == [("web/w1", CloseMode.ALL)]
