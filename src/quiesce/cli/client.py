@@ -289,7 +289,9 @@ def settings(ctx: click.Context) -> ClientSettings:
 
 
 def api_of(ctx: click.Context) -> Api:
-    return Api(settings(ctx))
+    api = Api(settings(ctx))
+    ctx.call_on_close(api.client.close)
+    return api
 
 
 def resolve(api: Api, ref: str) -> str:

@@ -1,0 +1,239 @@
+"""The maxctrl-style client end to end against a running API (CliRunner in a worker thread,
+so the API keeps serving in the test's event loop)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trustme
+from click.testing import CliRunner, Result
+
+from quiesce.cli import main
+from quiesce.core.states import Cause, CloseMode
+from tests.api.harness import config_dict, running
+
+
+@pytest.fixture
+async def app(tmp_path: Path) -> AsyncIterator[Any]:
+    async with running(tmp_path) as a:
+        yield a
+
+
+def host(app: Any) -> str:
+    return app.admin_server.url.split("://", 1)[1]
+
+
+async def cli(app: Any, *args: str, input: str | None = None, **env: str) -> Result:
+    environ = {"QUIESCE_HOSTS": host(app), "QUIESCE_USER": "admin", "QUIESCE_PASSWORD": "admin-pw"}
+    environ.update(env)
+    runner = CliRunner()
+    return await asyncio.to_thread(runner.invoke, main, list(args), input=input, env=environ)
+
+
+def ok(r: Result) -> str:
+    assert r.exit_code == 0, r.output
+    return r.stdout
+
+
+def failed(r: Result) -> str:
+    assert r.exit_code != 0, r.output
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("quiesce: "), r.stderr
+    return lines[0]
+
+
+async def test_list_and_show(app: Any) -> None:
+    out = ok(await cli(app, "list", "servers"))
+    assert "│ app/a1" in out and "unmonitored" in out and out.startswith("┌")
+    data = json.loads(ok(await cli(app, "--json", "list", "servers")))
+    assert {f"{s['pool']}/{s['name']}" for s in data} >= {"app/a1", "web/web1"}
+    assert "NO SERVER AVAILABLE" in ok(await cli(app, "list", "pools"))
+    assert "System-HTTP" in ok(await cli(app, "list", "monitors"))
+    assert "maintenance_mode" in ok(await cli(app, "list", "flags"))
+    assert "│ Administrative     │ enabled" in ok(await cli(app, "show", "server", "a1"))
+    assert "app/shared" in ok(await cli(app, "show", "pool", "app"))
+    shown = json.loads(ok(await cli(app, "--json", "show", "monitor", "System-HTTP")))
+    assert shown["http_monitor"]["maintenance_code"] == [503]
+
+
+async def test_credentials_and_errors(app: Any) -> None:
+    line = failed(await cli(app, "list", "servers", QUIESCE_PASSWORD="wrong"))
+    assert "401" in line
+    assert "403" in failed(
+        await cli(
+            app, "set", "server", "a1", "drain", QUIESCE_USER="viewer", QUIESCE_PASSWORD="viewer-pw"
+        )
+    )
+    r = await cli(app, "--user", "viewer", "--password", "viewer-pw", "list", "servers")
+    ok(r)
+    r = await cli(app, "--token", "deploy-token-0123456789", "set", "server", "a1", "drain")
+    ok(r)
+    assert app.registry.find_server("app/a1").admin.actor == "deploy"
+    assert "several pools" in failed(await cli(app, "set", "server", "shared", "drain"))
+    assert "no server named" in failed(await cli(app, "show", "server", "zz"))
+    assert "cannot reach" in failed(await cli(app, "--hosts", "127.0.0.1:1", "list", "servers"))
+    assert "404" in failed(await cli(app, "show", "monitor", "Nope"))
+
+
+async def test_other_hosts_are_tried(app: Any) -> None:
+    ok(await cli(app, "--hosts", f"127.0.0.1:1,{host(app)}", "list", "pools"))
+
+
+async def test_set_clear_disable_enable(app: Any) -> None:
+    a1 = app.registry.find_server("app/a1")
+    out = ok(
+        await cli(
+            app, "set", "server", "app/a1", "maintenance", "--reason", "kernel", "--for", "10m"
+        )
+    )
+    assert "disabled" in out
+    assert (a1.admin.state.value, a1.admin.reason, a1.admin.actor) == (
+        "maintenance",
+        "kernel",
+        "admin",
+    )
+    assert a1.admin.expires is not None
+    event = app.admin.events(server="a1", kind="admin_change")[-1]
+    assert (event.cause, event.actor) == ("cli", "admin")
+    ok(await cli(app, "clear", "server", "a1", "maintenance"))
+    assert a1.admin.state.value == "enabled"
+    ok(await cli(app, "set", "server", "a1", "drain", "--timeout", "30s"))
+    assert a1.admin.deadline is not None
+    ok(await cli(app, "clear", "server", "a1", "drain"))
+    ok(await cli(app, "disable", "server", "a1", "--graceful", "--timeout", "1m"))
+    assert a1.admin.state.value == "drain"
+    ok(await cli(app, "enable", "server", "a1"))
+    ok(await cli(app, "disable", "server", "a1"))
+    assert a1.admin.state.value == "maintenance"
+    assert "--force applies to maintenance" in failed(
+        await cli(app, "set", "server", "a2", "drain", "--force")
+    )
+    assert "--for or --until" in failed(
+        await cli(app, "set", "server", "a2", "maintenance", "--for", "1m", "--until", "2999-01-01")
+    )
+    r = await cli(app, "set", "server", "a2", "sleep")
+    assert r.exit_code == 2  # click's usage error
+
+
+async def test_guard_refusal_exits_non_zero(app: Any) -> None:
+    ok(await cli(app, "set", "server", "a1", "maintenance"))
+    ok(await cli(app, "set", "server", "app/shared", "maintenance"))
+    line = failed(await cli(app, "set", "server", "a2", "maintenance"))
+    assert "409" in line and "min_servers_up" in line
+    ok(await cli(app, "set", "server", "a2", "maintenance", "--force-guard"))
+
+
+async def test_flags(app: Any) -> None:
+    ok(await cli(app, "set", "flag", "maintenance_mode", "true"))
+    assert app.registry.flags["maintenance_mode"] is True
+    ok(await cli(app, "set", "flag", "banner", "blue sky"))
+    assert app.registry.flags["banner"] == "blue sky"
+    ok(await cli(app, "clear", "flag", "banner"))
+    assert "banner" not in app.registry.flags
+    assert "404" in failed(await cli(app, "clear", "flag", "banner"))
+
+
+async def test_events(app: Any) -> None:
+    ok(await cli(app, "set", "server", "a1", "drain", "--reason", "deploy 42"))
+    out = ok(await cli(app, "events", "--server", "app/a1"))
+    assert 'admin_change app/a1 enabled → drain cause=cli actor=admin reason="deploy 42"' in out
+    lines = ok(await cli(app, "events", "--json", "--kind", "admin_change")).splitlines()
+    assert json.loads(lines[-1])["to"] == "drain"
+
+
+async def test_events_follow(app: Any) -> None:
+    env = {"QUIESCE_HOSTS": host(app), "QUIESCE_USER": "admin", "QUIESCE_PASSWORD": "admin-pw"}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "quiesce",
+        "events",
+        "--follow",
+        "--json",
+        "--kind",
+        "admin_change",
+        stdout=asyncio.subprocess.PIPE,
+        env={**os.environ, **env},
+    )
+    try:
+        assert proc.stdout is not None
+        # ready when the stream is open: the API has a subscriber
+        async with asyncio.timeout(20):
+            while app.admin.bus.subscribers == 0:
+                await asyncio.sleep(0.02)
+        app.admin.drain("app/a2", actor="someone", cause=Cause.API)
+        line = await asyncio.wait_for(proc.stdout.readline(), 20)
+        event = json.loads(line)
+        assert (event["server"], event["to"], event["actor"]) == ("a2", "drain", "someone")
+    finally:
+        proc.terminate()
+        await proc.wait()
+
+
+async def test_wait_shows_connections_until_zero(app: Any) -> None:
+    a1 = app.registry.find_server("app/a1")
+    a1.connections = 2
+    task = asyncio.ensure_future(cli(app, "set", "server", "a1", "drain", "--wait"))
+    async with asyncio.timeout(20):
+        while a1.admin.state.value != "drain":
+            await asyncio.sleep(0.01)
+    a1.connections = 1
+    await asyncio.sleep(0.3)  # let a poll or two see 1 (the test passes either way)
+    a1.connections = 0
+    r = await asyncio.wait_for(task, 20)
+    assert r.exit_code == 0, r.output
+    assert "app/a1: no connection left" in r.stdout
+    assert "2/2 connection(s) left" in r.stderr and "0/2 connection(s) left" in r.stderr
+
+
+async def test_wait_reports_what_the_deadline_closed(app: Any) -> None:
+    a1 = app.registry.find_server("app/a1")
+    a1.connections = 3
+
+    def close(server: Any, mode: CloseMode) -> None:
+        if mode is CloseMode.ALL:
+            server.connections = 0
+
+    app.registry.close_handlers.append(close)
+    r = await cli(app, "set", "server", "a1", "drain", "--timeout", "300ms", "--wait")
+    assert r.exit_code == 0, r.output
+    assert "drain deadline reached: 3 connection(s) closed" in r.stdout
+    assert a1.admin.state.value == "maintenance"
+
+
+async def test_tls_and_client_certificate(tmp_path: Path) -> None:
+    ca = trustme.CA()
+    ca.issue_cert("127.0.0.1").private_key_and_cert_chain_pem.write_to_path(
+        str(tmp_path / "server.pem")
+    )
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    client = ca.issue_cert("cli@example.com")
+    client.cert_chain_pems[0].write_to_path(str(tmp_path / "client.crt"))
+    client.private_key_pem.write_to_path(str(tmp_path / "client.key"))
+    tls = {"cert": "server.pem", "key": "server.pem", "client_ca": "ca.pem"}
+    async with running(tmp_path, config_dict(tls=tls)) as app:
+        args = ["--secure", "--tls-ca-cert", str(tmp_path / "ca.pem")]
+        full = [
+            *args,
+            "--tls-cert",
+            str(tmp_path / "client.crt"),
+            "--tls-key",
+            str(tmp_path / "client.key"),
+        ]
+        ok(await cli(app, *full, "set", "server", "a1", "drain"))
+        assert app.registry.find_server("app/a1").admin.state.value == "drain"
+        assert "cannot reach" in failed(await cli(app, *args, "list", "servers"))
+        env = {
+            "QUIESCE_SECURE": "1",
+            "QUIESCE_TLS_CA_CERT": str(tmp_path / "ca.pem"),
+            "QUIESCE_TLS_CERT": str(tmp_path / "client.crt"),
+            "QUIESCE_TLS_KEY": str(tmp_path / "client.key"),
+        }
+        ok(await cli(app, "list", "servers", **env))
