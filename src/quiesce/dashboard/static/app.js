@@ -1269,7 +1269,8 @@
     document.title = view.title + " · quiesce";
     refreshView("route").then(() => {
       const heading = main.querySelector("h1");
-      if (heading && document.activeElement === document.body) heading.focus({ preventScroll: true });
+      const typing = document.activeElement && document.activeElement.closest && document.activeElement.closest("main input, main select, main textarea");
+      if (heading && !typing) heading.focus({ preventScroll: true });
     });
   }
 
