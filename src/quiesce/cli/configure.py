@@ -190,7 +190,7 @@ class Shell:
     err: Callable[[str], None]
     interactive: bool
     editor: MonitorEditor | None = None
-    failed: bool = False
+    failed: str = ""
     saves: int = 0
 
     def start(self, name: str) -> None:
@@ -239,10 +239,11 @@ class Shell:
         return True
 
     def _error(self, message: str) -> bool:
-        self.err(f"quiesce: {message}")
+        """Interactive: say it and go on. From stdin: stop; the caller reports it."""
         if not self.interactive:
-            self.failed = True
+            self.failed = message
             return False
+        self.err(f"quiesce: {message}")
         return True
 
 
@@ -304,7 +305,7 @@ def _run(ctx: click.Context, name: str | None) -> None:
         if not shell.line(text):
             break
     if shell.failed:
-        raise ClientError("stopped at the error above" + ("" if shell.saves else ": nothing saved"))
+        raise ClientError(shell.failed + ("" if shell.saves else " (nothing saved)"))
     if shell.editor is not None:
         raise ClientError("end of input before the final save: changes not saved")
     if not shell.saves and not interactive:
