@@ -33,7 +33,6 @@ from quiesce.core.status import displayed_status
 from quiesce.registry import Registry, ServerRuntime
 
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
-_SERVICE_COUNTERS = ("requests", "responses", "maintenance_pages", "connections", "errors")
 
 
 class _Histogram:
@@ -177,7 +176,7 @@ class QuiesceCollector(Collector):
         flags = GaugeMetricFamily(
             "quiesce_flag",
             "Runtime flags: 1/0 for booleans, 1 with the value for strings",
-            labels=["name", "value"],
+            labels=["flag", "value"],
         )
         for name, value in sorted(reg.flags.items()):
             if isinstance(value, bool):
@@ -196,44 +195,50 @@ class QuiesceCollector(Collector):
         services = getattr(self.app, "services", None)
         if not isinstance(services, dict):
             return
-        families: dict[str, CounterMetricFamily] = {}
+        labels = ["service"]
+        requests = CounterMetricFamily(
+            "quiesce_service_requests", "Requests received (L4: connections)", labels=labels
+        )
+        pages = CounterMetricFamily(
+            "quiesce_service_maintenance_pages",
+            "Maintenance-page responses (L4: connections refused, no server available)",
+            labels=labels,
+        )
+        conns = GaugeMetricFamily(
+            "quiesce_service_connections", "Live client connections", labels=labels
+        )
+        accepted = CounterMetricFamily(
+            "quiesce_service_connections_accepted", "Client connections accepted", labels=labels
+        )
+        responses = CounterMetricFamily(
+            "quiesce_service_responses", "Responses to clients by class", labels=[*labels, "code"]
+        )
+        errors = CounterMetricFamily(
+            "quiesce_service_errors",
+            "Error statuses the proxy generated, by status",
+            labels=[*labels, "status"],
+        )
         for name, svc in sorted(services.items()):
-            for key, value in sorted(_service_counters(svc).items()):
-                fam = families.get(key)
-                if fam is None:
-                    fam = CounterMetricFamily(
-                        f"quiesce_service_{key}",
-                        f"Service {key.replace('_', ' ')}",
-                        labels=["service"],
-                    )
-                    families[key] = fam
-                fam.add_metric([str(name)], value)
-        yield from families.values()
+            stats = getattr(svc, "stats", None)
+            if callable(stats):
+                stats = stats()
+            if stats is None:
+                continue
+            lv = [str(name)]
+            requests.add_metric(lv, _num(stats, "requests"))
+            pages.add_metric(lv, _num(stats, "maintenance_pages"))
+            conns.add_metric(lv, _num(stats, "connections"))
+            accepted.add_metric(lv, _num(stats, "connections_total"))
+            for cls, n in sorted((getattr(stats, "responses", None) or {}).items()):
+                responses.add_metric([*lv, str(cls)], float(n))
+            for status, n in sorted((getattr(stats, "errors", None) or {}).items()):
+                errors.add_metric([*lv, str(status)], float(n))
+        yield from (requests, pages, conns, accepted, responses, errors)
 
 
-def _service_counters(svc: Any) -> dict[str, float]:
-    """Counters a data-plane Service exposes: a ``counters()`` / ``stats()`` mapping, a
-    ``counters`` / ``stats`` attribute, or attributes named ``<name>_total``."""
-    out: dict[str, float] = {}
-    for attr in ("counters", "stats"):
-        source = getattr(svc, attr, None)
-        if callable(source):
-            try:
-                source = source()
-            except Exception:
-                source = None
-        if isinstance(source, dict):
-            for k, v in source.items():
-                if isinstance(v, int | float) and not isinstance(v, bool):
-                    out[str(k).removesuffix("_total")] = float(v)
-            return out
-    for base in _SERVICE_COUNTERS:
-        for attr in (f"{base}_total", base):
-            v = getattr(svc, attr, None)
-            if isinstance(v, int | float) and not isinstance(v, bool):
-                out[base] = float(v)
-                break
-    return out
+def _num(obj: Any, attr: str) -> float:
+    value = getattr(obj, attr, 0)
+    return float(value) if isinstance(value, int | float) else 0.0
 
 
 def build_collector_registry(app: Any) -> CollectorRegistry:
