@@ -255,6 +255,29 @@ def test_monitor_editor_maintenance_codes_and_pool_attach(stack: Stack, browser:
     page.get_by_role("button", name="Remove monitor Maint-Check from pool edge").click()
     expect(page.locator('tr[data-pool="edge"]')).not_to_contain_text("Maint-Check")
     assert stack.server("edge", "edge1")["oper"] == "unmonitored"
+
+    # Create a TCP monitor: the codes are HTTP only, the maintenance string is not.
+    page.goto(stack.admin_url + "/#/monitors")
+    page.locator("#create-monitor").click()
+    page.get_by_label("Name", exact=True).fill("Tcp-Maint")
+    page.locator("#hm-type").select_option("tcp")
+    expect(page.locator("#hm-maintenance_code-0")).to_be_hidden()
+    page.locator("#hm-send_interval").fill("2s")
+    page.locator("#hm-receive_timeout").fill("3s")
+    page.locator("#hm-maintenance_response").fill("under construction")
+    page.locator("#hm-save").click()
+    expect(page.locator("#hm-errors")).to_contain_text("must be below send_interval")
+    page.locator("#hm-receive_timeout").fill("1s")
+    page.locator("#hm-save").click()
+    page.wait_for_url(re.compile(r"#/monitors/Tcp-Maint$"))
+    expect(page.locator("#hm-maintenance_response")).to_have_value("under construction")
+    created = stack.get("/api/v1/healthmonitors/Tcp-Maint")
+    assert (created["type"], created["send_interval"], created["receive_timeout"]) == (
+        "tcp",
+        2.0,
+        1.0,
+    )
+    assert created["tcp_monitor"]["maintenance_response"] == "under construction"
     assert errors == []
     ctx.close()
 
@@ -420,6 +443,22 @@ def test_guard_refusal_shows_409_keyboard_only(stack: Stack, browser: Any) -> No
     assert stack.server("guarded", "g1")["admin"] == "enabled"
     refused = stack.get("/api/v1/events?pool=guarded&kind=admin_refused")
     assert refused and refused[-1]["cause"] == "dashboard"
+
+    # With the guard overridden and an expiry, it goes through; the row shows both.
+    page.locator("#act-maintenance").click()
+    dialog.get_by_label("Reason").fill("patching")
+    dialog.get_by_label("For", exact=True).fill("10m")
+    dialog.get_by_label("Override the pool's minimum-servers guard").check()
+    dialog.get_by_role("button", name="Set maintenance").click()
+    confirm.get_by_role("button", name="Set maintenance").click()
+    expect(status_of(page, "guarded/g1")).to_have_attribute("data-status", "disabled")
+    expect(row(page, "guarded/g1").locator(".adminstate")).to_contain_text(
+        re.compile(r"in 9m|in 10m")
+    )
+    g1 = stack.server("guarded", "g1")
+    assert g1["admin"] == "maintenance" and g1["expires"] is not None
+    page.locator("#act-enable").click()
+    expect(status_of(page, "guarded/g1")).to_have_attribute("data-status", "up")
 
     # Escape closes a dialog without doing anything.
     page.locator("#act-disable").focus()
