@@ -580,64 +580,12 @@ def _sse(e: Event) -> str:
     return f"{head}event: {e.kind.value}\ndata: {data}\n\n"
 
 
-_TYPES: dict[str, tuple[bool, bool, str]] = {
-    "icmp": (True, True, "ICMP echo request; healthy when an echo reply comes back"),
-    "tcp": (
-        False,
-        True,
-        "full TCP handshake, optional request and expected response / maintenance string",
-    ),
-    "tcp_half_open": (
-        False,
-        True,
-        "SYN, healthy on SYN-ACK, then RST instead of completing the handshake",
-    ),
-    "udp": (
-        False,
-        True,
-        "UDP datagram; down on ICMP port unreachable, optional response / maintenance string",
-    ),
-    "http": (
-        False,
-        True,
-        "HTTP request; response codes, body string, maintenance codes and string",
-    ),
-    "https": (False, True, "as http, over TLS (sni, verify, ca, client_cert)"),
-}
-
-
 def monitor_type_table() -> list[dict[str, object]]:
-    """Monitor types with node / pool compatibility (MCP 2.0's list): the health engineer's
-    ``quiesce.health.MONITOR_TYPES`` when present, else this module's table."""
-    try:
-        from quiesce import health
+    """Monitor types with node / pool compatibility (MCP 2.0's list), from the health
+    subsystem that implements them."""
+    from quiesce.health import MONITOR_TYPES
 
-        table: Any = getattr(health, "MONITOR_TYPES", None)
-    except ImportError:
-        table = None
-    out: list[dict[str, object]] = []
-    if isinstance(table, dict) and table:
-        for name, info in table.items():
-            row: dict[str, object] = {"type": str(name)}
-            if isinstance(info, dict):
-                row.update(info)
-            else:
-                for attr in ("node_compatible", "pool_compatible", "description"):
-                    if hasattr(info, attr):
-                        row[attr] = getattr(info, attr)
-            default = _TYPES.get(str(name), (False, True, ""))
-            row.setdefault("node_compatible", default[0])
-            row.setdefault("pool_compatible", default[1])
-            row.setdefault("description", default[2])
-            out.append(row)
-        return out
-    if isinstance(table, list | tuple) and table and all(isinstance(r, dict) for r in table):
-        return [dict(r) for r in table]
-    for name, (node, pool, text) in _TYPES.items():
-        out.append(
-            {"type": name, "node_compatible": node, "pool_compatible": pool, "description": text}
-        )
-    return out
+    return [dict(row) for row in MONITOR_TYPES]
 
 
 def create_api(app: AppLike) -> FastAPI:
