@@ -175,3 +175,30 @@ async def test_event_stream_ends_on_server_stop(client: httpx.AsyncClient, app: 
 
 async def _drain(lines: Any) -> list[str]:
     return [line async for line in lines]
+
+
+async def test_event_stream_needs_credentials(client: httpx.AsyncClient) -> None:
+    r = await client.get("/api/v1/events/stream")
+    assert r.status_code == 401
+    r = await client.get("/api/v1/events/stream", auth=("viewer", "wrong"))
+    assert r.status_code == 401
+
+
+async def test_event_stream_replays_after_last_event_id(client: httpx.AsyncClient) -> None:
+    await client.post("/api/v1/servers/app/a1/drain", json={}, auth=ADMIN)
+    last = (await client.get("/api/v1/events?limit=1", auth=ADMIN)).json()[-1]["id"]
+    await client.post("/api/v1/servers/app/a1/enable", json={}, auth=ADMIN)
+    headers = {"Last-Event-ID": str(last)}
+    async with client.stream(
+        "GET", "/api/v1/events/stream?server=a1", auth=VIEWER, headers=headers
+    ) as r:
+        ids = []
+        async with asyncio.timeout(10):
+            async for line in r.aiter_lines():
+                if line.startswith("id: "):
+                    ids.append(int(line[4:]))
+                if line.startswith("data: "):
+                    event = json.loads(line[6:])
+                    assert event["id"] > last and event["to"] == "enabled"
+                    break
+        assert ids and ids[0] > last

@@ -37,7 +37,11 @@ async def test_session_login_csrf_logout(client: httpx.AsyncClient, app: Any) ->
     assert r.status_code == 200
     events = (await client.get("/api/v1/events?kind=admin_change")).json()
     assert (events[-1]["actor"], events[-1]["cause"]) == ("admin", "dashboard")
+    sid = client.cookies["quiesce_session"]
     assert (await client.post("/api/v1/logout")).status_code == 204
+    client.cookies.clear()
+    client.cookies.set("quiesce_session", sid)
+    assert (await client.get("/api/v1/whoami")).status_code == 401  # gone on the server too
     client.cookies.clear()
     client.cookies.set("quiesce_session", "stale")
     r = await client.get("/api/v1/whoami")
