@@ -55,7 +55,11 @@ def free_port() -> int:
 
 
 def ensure_tools() -> None:
-    missing = [p for p, b in (("haproxy", "haproxy"), ("nginx", "nginx"), ("wrk", "wrk")) if not shutil.which(b) and not Path(f"/usr/sbin/{b}").exists()]
+    missing = [
+        p
+        for p, b in (("haproxy", "haproxy"), ("nginx", "nginx"), ("wrk", "wrk"))
+        if not shutil.which(b) and not Path(f"/usr/sbin/{b}").exists()
+    ]
     if missing:
         sudo = [] if os.geteuid() == 0 else ["sudo"]
         subprocess.run([*sudo, "apt-get", "update", "-qq"], check=True)
@@ -343,7 +347,9 @@ SCENARIOS = [
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--duration", type=int, default=8)
     ap.add_argument("--idle", type=int, default=9_500)
     ap.add_argument("--write", type=Path, default=None)
@@ -355,6 +361,7 @@ def main() -> int:
     commands: dict[str, str] = {}
     with tempfile.TemporaryDirectory(prefix="quiesce-bench-") as t:
         tmp = Path(t)
+        tmp.chmod(0o755)  # nginx's workers run as nobody and must read the files
         backend = start_nginx(tmp)
         try:
             for key, title, layer, wargs, path in SCENARIOS:
@@ -403,7 +410,9 @@ def ratio(q: float, h: float) -> str:
     return f"{q / h:.2f}" if h else "n/a"
 
 
-def render(results: dict[str, dict[str, Result]], commands: dict[str, str], args: argparse.Namespace) -> str:
+def render(
+    results: dict[str, dict[str, Result]], commands: dict[str, str], args: argparse.Namespace
+) -> str:
     cpu = ""
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -429,7 +438,9 @@ def render(results: dict[str, dict[str, Result]], commands: dict[str, str], args
         cell = results.get(key, {})
         q = getattr(cell.get("quiesce", Result()), attr)
         h = getattr(cell.get("haproxy", Result()), attr)
-        lines.append(f"| {title} | {metric} | {fmt.format(q)} | {fmt.format(h)} | {ratio(q, h)} | {target} |")
+        lines.append(
+            f"| {title} | {metric} | {fmt.format(q)} | {fmt.format(h)} | {ratio(q, h)} | {target} |"
+        )
 
     for key, title, layer, _, _ in SCENARIOS:
         if key not in results:
@@ -442,9 +453,22 @@ def render(results: dict[str, dict[str, Result]], commands: dict[str, str], args
         row(key, "", "p50 ms", "p50_ms", "{:.2f}", "")
         row(key, "", "p99 ms", "p99_ms", "{:.2f}", "≤ 1.5")
         row(key, "", "CPU s", "cpu_s", "{:.1f}", "")
+        if key != "d":
+            cell = results.get(key, {})
+            qr, hr = cell.get("quiesce", Result()), cell.get("haproxy", Result())
+            qc = qr.cpu_s / (qr.rps * args.duration) * 1e6 if qr.rps else 0.0
+            hc = hr.cpu_s / (hr.rps * args.duration) * 1e6 if hr.rps else 0.0
+            lines.append(f"| | CPU µs per request | {qc:.1f} | {hc:.1f} | {ratio(qc, hc)} | |")
         row(key, "", "peak RSS MiB", "peak_rss_mib", "{:.1f}", "")
     if "e" in results:
-        row("e", f"(e) {args.idle:,} idle client connections", "RSS MiB", "idle_rss_mib", "{:.1f}", "≤ 1.0")
+        row(
+            "e",
+            f"(e) {args.idle:,} idle client connections",
+            "RSS MiB",
+            "idle_rss_mib",
+            "{:.1f}",
+            "≤ 1.0",
+        )
         q = results["e"].get("quiesce", Result()).extra.get("per_conn_kib", 0.0)
         h = results["e"].get("haproxy", Result()).extra.get("per_conn_kib", 0.0)
         lines.append(f"| | per connection KiB | {q:.1f} | {h:.1f} | {ratio(q, h)} | |")
@@ -458,10 +482,14 @@ def render(results: dict[str, dict[str, Result]], commands: dict[str, str], args
     for key, *_ in SCENARIOS:
         if key in commands:
             lines.append(f"- ({key}) `taskset -c {OTHER_CPU} {commands[key]}`")
-    lines.append(f"- (e) {args.idle:,} connections from one asyncio client, each `GET /` then idle; RSS = VmRSS")
+    lines.append(
+        f"- (e) {args.idle:,} connections from one asyncio client, each `GET /` then idle; RSS = VmRSS"
+    )
     for name in ("quiesce", "haproxy"):
         if name in commands:
-            lines.append(f"- {name}: `taskset -c {PROXY_CPU} {commands[name]}` (config generated in a temp dir)")
+            lines.append(
+                f"- {name}: `taskset -c {PROXY_CPU} {commands[name]}` (config generated in a temp dir)"
+            )
     lines.append(END)
     return "\n".join(lines)
 

@@ -114,9 +114,7 @@ class Backend:
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
 
-    async def _next(
-        self, conn: h11.Connection, reader: asyncio.StreamReader
-    ) -> object:
+    async def _next(self, conn: h11.Connection, reader: asyncio.StreamReader) -> object:
         while True:
             event = conn.next_event()
             if event is h11.NEED_DATA:

@@ -16,3 +16,9 @@ async def test_get_through_proxy(backend: Backend) -> None:
         r2 = await curl(p.url + "/headers")
         assert r2.code == 0, r2.stderr
         assert b"x-forwarded-for" in r2.stdout
+
+
+async def test_runs_on_uvloop() -> None:
+    import asyncio
+
+    assert type(asyncio.get_running_loop()).__module__.startswith("uvloop")

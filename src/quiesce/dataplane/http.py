@@ -239,6 +239,8 @@ class Upstream(asyncio.Protocol):
         except httptools.HttpParserError:
             if self.client is c:
                 c.upstream_failed(self, 502)
+        if c.out:
+            c.flush()
 
     def eof_received(self) -> bool | None:
         c = self.client
@@ -251,6 +253,8 @@ class Upstream(asyncio.Protocol):
                 return False
             if self.close_delimited and not self.interim:
                 c.upstream_complete(self)
+            if c.out:
+                c.flush()
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -343,6 +347,8 @@ class ClientConnection(asyncio.Protocol):
         self.boundary_close = False
         self.deferred_error = 0
         self.error_status = 0
+        # response bytes collected while one upstream read is parsed, written at once
+        self.out: list[bytes] = []
         # response state
         self.resp_started = False
         self.resp_done = False
@@ -468,6 +474,12 @@ class ClientConnection(asyncio.Protocol):
         if up is not None and self.up_paused:
             self.up_paused = False
             up.transport.resume_reading()
+
+    def flush(self) -> None:
+        out = self.out
+        self.out = []
+        if not self.closed:
+            self.transport.write(out[0] if len(out) == 1 else b"".join(out))
 
     # flow control ------------------------------------------------------------------------
 
@@ -896,7 +908,7 @@ class ClientConnection(asyncio.Protocol):
                 lines = [b"HTTP/1.1 %d %s" % (status, up.reason or _reason(status))]
                 lines.extend(n + b": " + v for n, v in up.headers if n.lower() not in HOP_BY_HOP)
                 lines.append(b"\r\n")
-                self.transport.write(b"\r\n".join(lines))
+                self.out.append(b"\r\n".join(lines))
             return
         ctx = self.ctx
         self.resp_status = status
@@ -914,7 +926,7 @@ class ClientConnection(asyncio.Protocol):
             self.resp_started = True
             self.resp_status = page.status
             ctx.stats.maintenance_pages += 1
-            self.transport.write(page.response(req.head_only, close, req.http10))
+            self.out.append(page.response(req.head_only, close, req.http10))
             if up.head_only:
                 return
             self._note_framing(up, status, req)
@@ -966,7 +978,7 @@ class ClientConnection(asyncio.Protocol):
         self.resp_close = close
         self.resp_started = True
         append(b"\r\n")
-        self.transport.write(b"\r\n".join(lines))
+        self.out.append(b"\r\n".join(lines))
 
     def _note_framing(self, up: Upstream, status: int, req: Request) -> None:
         for name, value in up.headers:
@@ -994,9 +1006,9 @@ class ClientConnection(asyncio.Protocol):
 
     def response_body(self, body: bytes) -> None:
         if self.resp_chunked:
-            self.transport.writelines((b"%x\r\n" % len(body), body, b"\r\n"))
+            self.out += (b"%x\r\n" % len(body), body, b"\r\n")
         else:
-            self.transport.write(body)
+            self.out.append(body)
 
     def upstream_complete(self, up: Upstream) -> None:
         if up is not self.up or self.resp_done:
@@ -1005,7 +1017,7 @@ class ClientConnection(asyncio.Protocol):
         if req is None:
             return
         if self.resp_chunked:
-            self.transport.write(b"0\r\n\r\n")
+            self.out.append(b"0\r\n\r\n")
         self.up = None
         up.client = None
         if self.up_paused:
@@ -1028,6 +1040,8 @@ class ClientConnection(asyncio.Protocol):
                 up.close()
         else:
             up.close()
+        if self.out:
+            self.flush()
         self._response_done()
 
     def upstream_upgraded(self, up: Upstream, rest: bytes) -> None:
@@ -1039,7 +1053,9 @@ class ClientConnection(asyncio.Protocol):
             self.upstream_failed(up, 502)
             return
         if rest:
-            self.transport.write(rest)
+            self.out.append(rest)
+        if self.out:
+            self.flush()
         self.tunnel = True
         up.tunnel = True
         table = self.ctx.table

@@ -147,19 +147,31 @@ class TcpClient(asyncio.Protocol):
             up.transport.close()
             return
         self.up = up
+        if self.pending:
+            up.transport.writelines(self.pending)
+            self.pending = []
+        if self.half & 1:
+            up.transport.write_eof()
         self.transport.resume_reading()
 
     def data_received(self, data: bytes) -> None:
         up = self.up
         if up is not None:
             up.transport.write(data)
+        else:
+            # uvloop starts reading after connection_made, whatever it asked: hold what
+            # arrives until the upstream connection is up, and stop reading meanwhile.
+            self.pending.append(data)
+            self.transport.pause_reading()
 
     def eof_received(self) -> bool | None:
-        up = self.up
-        if up is None or self.closed:
+        if self.closed:
             return False
-        up.transport.write_eof()
         self.half |= 1
+        up = self.up
+        if up is None:
+            return True  # passed on once the upstream connection is up
+        up.transport.write_eof()
         return self.half != 3
 
     def connection_lost(self, exc: Exception | None) -> None:
