@@ -364,7 +364,7 @@ def main() -> int:
         tmp.chmod(0o755)  # nginx's workers run as nobody and must read the files
         backend = start_nginx(tmp)
         try:
-            for key, title, layer, wargs, path in SCENARIOS:
+            for key, _title, layer, wargs, path in SCENARIOS:
                 if key not in args.only:
                     continue
                 results[key] = {}
@@ -422,12 +422,14 @@ def render(
     hv = subprocess.run(["haproxy", "-v"], capture_output=True, text=True).stdout.splitlines()[0]
     lines = [
         START,
-        f"Run: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} · {os.cpu_count()} CPUs ({cpu}) · "
-        f"Linux {platform.release()} · Python {platform.python_version()} · {hv.split(' - ')[0]} · "
-        f"wrk, nginx (1 worker) as the back end.",
+        f"Run: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} · "
+        f"{os.cpu_count()} CPUs ({cpu}) · Linux {platform.release()} · "
+        f"Python {platform.python_version()} · {hv.split(' - ')[0]} · "
+        "wrk, nginx (1 worker) as the back end.",
         "",
-        f"Both proxies pinned to CPU {PROXY_CPU} (HAProxy `nbthread 1`, quiesce's one process); nginx "
-        f"and wrk pinned to CPU {OTHER_CPU}. Each cell is a fresh proxy process, measured for "
+        f"Both proxies pinned to CPU {PROXY_CPU} (HAProxy `nbthread 1`, quiesce's one "
+        f"process); nginx and wrk pinned to CPU {OTHER_CPU}. Each cell is a fresh proxy "
+        "process, measured for "
         f"{args.duration}s after a 2s warm-up. Ratio = quiesce / HAProxy.",
         "",
         "| scenario | metric | quiesce | HAProxy | ratio | target |",
@@ -483,12 +485,14 @@ def render(
         if key in commands:
             lines.append(f"- ({key}) `taskset -c {OTHER_CPU} {commands[key]}`")
     lines.append(
-        f"- (e) {args.idle:,} connections from one asyncio client, each `GET /` then idle; RSS = VmRSS"
+        f"- (e) {args.idle:,} connections from one asyncio client, each `GET /` then idle; "
+        "RSS = VmRSS"
     )
     for name in ("quiesce", "haproxy"):
         if name in commands:
             lines.append(
-                f"- {name}: `taskset -c {PROXY_CPU} {commands[name]}` (config generated in a temp dir)"
+                f"- {name}: `taskset -c {PROXY_CPU} {commands[name]}` "
+                "(config generated in a temp dir)"
             )
     lines.append(END)
     return "\n".join(lines)
