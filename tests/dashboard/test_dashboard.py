@@ -508,6 +508,14 @@ def test_site_maintenance_switch_and_filtered_live_events(stack: Stack, browser:
     ctx.close()
 
 
+# Visible form controls and buttons that a screen reader could not name.
+UNNAMED_CONTROLS = """() => [...document.querySelectorAll('input, select, textarea, button, a[href]')]
+  .filter((el) => el.offsetParent !== null && el.type !== 'hidden')
+  .filter((el) => !(el.labels && el.labels.length) && !el.getAttribute('aria-label')
+    && !el.getAttribute('aria-labelledby') && !(el.textContent || '').trim())
+  .map((el) => el.outerHTML.slice(0, 80))"""
+
+
 @pytest.mark.parametrize("width", [390, 1280])
 def test_views_fit_the_screen(stack: Stack, browser: Any, screenshots: Any, width: int) -> None:
     ctx, page, errors = new_page(browser, width=width, height=844)
@@ -524,6 +532,8 @@ def test_views_fit_the_screen(stack: Stack, browser: Any, screenshots: Any, widt
         expect(page.locator(ready).first).to_be_visible()
         overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
         assert overflow <= 0, f"{view} scrolls sideways by {overflow}px at {width}px"
+        unnamed = page.evaluate(UNNAMED_CONTROLS)
+        assert unnamed == [], f"{view}: controls without an accessible name: {unnamed}"
         if width == 390 and view == "servers":
             page.screenshot(path=str(screenshots / "servers-390.png"), full_page=True)
     assert errors == []

@@ -32,6 +32,7 @@
     pools: [],
     servers: [],
     monitors: [],
+    types: null,
     flags: {},
     selected: new Set(),
     openSettings: new Set(),
@@ -750,6 +751,7 @@
     async refresh(reason) {
       if (this.loaded) return; // never overwrite what is being typed; reload on entry only
       if (!state.pools.length) await loadPools().catch(() => {});
+      if (!state.types) state.types = await api("GET", "/healthmonitor-types").catch(() => []);
       let m = { type: "http", send_interval: 10, receive_timeout: 4, successful_checks: 2, failed_checks: 2, monitor_port: 0, description: "" };
       if (!this.isNew) {
         try {
@@ -823,7 +825,10 @@
       const form = h("form", { class: "editor panel", id: "monitor-form", novalidate: true },
         h("div", { class: "grid" },
           nameField,
-          h("div", { class: "field" }, h("label", null, "Type", typeSel), this.isNew ? null : h("span", { class: "small muted" }, "The type of a saved monitor does not change; create another one.")),
+          h("div", { class: "field" }, h("label", null, "Type", typeSel)),
+          h("p", { class: "small muted full" },
+            h("span", { id: "hm-type-desc", "aria-live": "polite" }),
+            this.isNew ? null : " The type of a saved monitor does not change; create another one."),
           field("send_interval", "Send interval", m.send_interval, { hint: "(seconds, or 500ms / 10s / 1m)" }),
           field("receive_timeout", "Receive timeout", m.receive_timeout, { hint: "(below the send interval)" }),
           field("successful_checks", "Successful checks", m.successful_checks, { inputmode: "numeric" }),
@@ -839,6 +844,8 @@
         this.msgs);
       const showSections = () => {
         const t = typeSel.value;
+        const info = (state.types || []).find((x) => x.type === t);
+        form.querySelector("#hm-type-desc").textContent = info && info.description ? info.description : "";
         for (const el of form.querySelectorAll("[data-types]")) {
           const on = el.dataset.types.split(" ").includes(t);
           el.hidden = !on;
