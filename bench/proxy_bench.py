@@ -326,7 +326,7 @@ def idle_scenario(proxy: Proxy, n: int) -> Result:
 
     async def go() -> None:
         writers = await _idle_clients(proxy.l7, n)
-        await asyncio.sleep(1.0)  # let the proxy settle; nothing is being waited on
+        await asyncio.sleep(3.0)  # idle means idle: let the proxy settle (no waiting on it)
         r.idle_rss_mib = status_kib(proxy.pid, "VmRSS") / 1024
         r.extra["rss_before_mib"] = base / 1024
         r.extra["per_conn_kib"] = (status_kib(proxy.pid, "VmRSS") - base) / n

@@ -173,3 +173,17 @@ async def test_shutdown_is_staged(backend: Backend) -> None:
         assert refused
         wbusy.close()
         widle.close()
+
+
+async def test_idle_keep_alive_drops_its_parser_then_times_out(backend: Backend) -> None:
+    raw = make_config([backend.address], service={"client_idle_timeout": "2.5s"})
+    async with start_proxy(raw) as p:
+        reader, writer = await open_keepalive(p.port, "/")
+        await read_response(reader)
+        conn = next(iter(p.service._ctx.conns))
+        await wait_for(lambda: conn.parser is None)  # type: ignore[attr-defined]
+        writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert (await read_response(reader)).endswith(b"hello from a\n")
+        # then, left alone past the idle timeout, it is closed
+        assert await closed(reader)
+        writer.close()

@@ -64,7 +64,8 @@ class RoundRobin:
         if n == 0:
             return None
         for c in candidates:
-            if c.effective_weight != configured_weight(c) or c.effective_weight <= 0:
+            ew = c.effective_weight
+            if ew <= 0 or ew != getattr(c, "weight", ew):
                 return self._smooth.pick(candidates, key)
         choice = candidates[self._next % n]
         self._next += 1

@@ -47,6 +47,8 @@ class ServiceConnection(Protocol):
 
     def close_at_boundary(self) -> None: ...
 
+    def check(self, now: float) -> None: ...
+
 
 class StickyTable:
     """source_ip persistence: client address -> (server name, expiry), per pool."""
@@ -101,3 +103,29 @@ class ServiceContext:
     idle_timeout: float = 60.0
     status_codes: frozenset[int] = frozenset()
     mark_server: bool = False
+    sweep_interval: float = 1.0
+    sweeper: asyncio.TimerHandle | None = None
+
+    # One sweep per service enforces every connection's timeouts (header 408, keep-alive
+    # idle, upstream response 504) instead of a timer per connection: an idle connection
+    # costs no timer, a request no timer operation. Deadlines fire up to one interval late;
+    # the interval is a quarter of the shortest timeout (at most 1 s).
+
+    def watch(self) -> None:
+        if self.sweeper is None:
+            self.sweeper = self.loop.call_later(self.sweep_interval, self.sweep)
+
+    def sweep(self) -> None:
+        self.sweeper = None
+        if not self.conns:
+            return
+        now = self.loop.time()
+        for conn in list(self.conns):
+            conn.check(now)
+        if self.conns:
+            self.sweeper = self.loop.call_later(self.sweep_interval, self.sweep)
+
+    def stop_sweep(self) -> None:
+        if self.sweeper is not None:
+            self.sweeper.cancel()
+            self.sweeper = None

@@ -318,20 +318,63 @@ class Upstream(asyncio.Protocol):
             c.upstream_complete(self)
 
 
+_NO_HEADERS: list[tuple[bytes, bytes]] = []  # never appended to: on_message_begin makes a list
+
+
 class ClientConnection(asyncio.Protocol):
     """One client connection of an L7 service."""
 
     layer = 7
+    __slots__ = (
+        "begin_at",
+        "boundary_close",
+        "closed",
+        "connecting",
+        "ctx",
+        "current",
+        "deferred_error",
+        "error_status",
+        "got_any",
+        "half_closed",
+        "header_size",
+        "headers",
+        "idle_since",
+        "idle_to",
+        "lingering",
+        "loop",
+        "out",
+        "parser",
+        "parsing",
+        "paused",
+        "peer",
+        "pool",
+        "queue",
+        "resp_chunked",
+        "resp_close",
+        "resp_done",
+        "resp_started",
+        "resp_status",
+        "sent_at",
+        "server",
+        "set_cookie",
+        "timer",
+        "transport",
+        "tunnel",
+        "up",
+        "up_paused",
+        "upgrade_buf",
+        "url",
+    )
 
     def __init__(self, ctx: ServiceContext) -> None:
         self.ctx = ctx
         self.loop = ctx.loop
         self.transport: asyncio.Transport = None  # type: ignore[assignment]
         self.peer = ""
-        self.parser = httptools.HttpRequestParser(self)
+        self.parser: httptools.HttpRequestParser | None = httptools.HttpRequestParser(self)
         self.parsing: Request | None = None
         self.current: Request | None = None
-        self.queue: deque[Request] = deque()
+        self.queue: deque[Request] | None = None  # pipelined requests, made when needed
         self.server: ServerRuntime | None = None
         self.pool: PoolRuntime | None = None
         self.idle_to: ServerRuntime | None = None
@@ -357,11 +400,11 @@ class ClientConnection(asyncio.Protocol):
         self.resp_close = False
         self.set_cookie: bytes | None = None
         # parse state
-        self.url = bytearray()
-        self.headers: list[tuple[bytes, bytes]] = []
+        self.url = b""
+        self.headers: list[tuple[bytes, bytes]] = _NO_HEADERS
         self.header_size = 0
         # timer state
-        self.timer: asyncio.TimerHandle | None = None
+        self.timer: asyncio.TimerHandle | None = None  # lingering close only
         self.begin_at = -1.0  # a request head is being received since
         self.idle_since = 0.0
         self.sent_at = -1.0  # waiting for a response head since
@@ -381,7 +424,7 @@ class ClientConnection(asyncio.Protocol):
         self.idle_since = now
         # A new connection must send its first request head within the header timeout.
         self.begin_at = now
-        self.timer = self.loop.call_at(now + ctx.header_timeout, self._on_timer)
+        ctx.watch()
         if ctx.closing:
             transport.close()
 
@@ -398,8 +441,11 @@ class ClientConnection(asyncio.Protocol):
             self.pause(P_UPGRADE)
             return
         self.got_any = True
+        parser = self.parser
+        if parser is None:
+            parser = self.parser = httptools.HttpRequestParser(self)
         try:
-            self.parser.feed_data(data)
+            parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
             if not self.closed:
                 rest = data[exc.args[0] :]
@@ -522,62 +568,48 @@ class ClientConnection(asyncio.Protocol):
             self.closed = True
             self.transport.close()
 
-    # the timer ------------------------------------------------------------------------------
+    # timeouts (called by the service's sweep, see ServiceContext.sweep) --------------------
 
-    def _on_timer(self) -> None:
-        self.timer = None
-        if self.closed:
+    def check(self, now: float) -> None:
+        """Enforce the header, idle and response timeouts; drop the parser of a connection
+        idle for a while (it is made again on the next byte: an idle connection is worth
+        less memory without it)."""
+        if self.closed or self.tunnel or self.lingering:
             return
         ctx = self.ctx
-        now = self.loop.time()
-        if self.tunnel:
-            return  # a tunnel has no idle timeout of ours
         if self.current is not None:
-            if self.sent_at >= 0 and not self.resp_started:
-                deadline = self.sent_at + (self.pool.config.response_timeout if self.pool else 60)
-                if now >= deadline:
-                    up = self.up
-                    if up is not None:
-                        self.upstream_failed(up, 504)
-                    return
-                self.timer = self.loop.call_at(deadline, self._on_timer)
-                return
-            self.timer = self.loop.call_at(now + ctx.header_timeout, self._on_timer)
+            pool = self.pool
+            up = self.up
+            if (
+                self.sent_at >= 0
+                and not self.resp_started
+                and pool is not None
+                and up is not None
+                and now - self.sent_at >= pool.config.response_timeout
+            ):
+                self.upstream_failed(up, 504)
             return
         if self.begin_at >= 0:
-            deadline = self.begin_at + ctx.header_timeout
-            if now >= deadline:
+            if now - self.begin_at >= ctx.header_timeout:
                 if self.got_any:
                     self._client_error(408)
                 else:
                     self._close()
-                return
-        else:
-            deadline = self.idle_since + ctx.idle_timeout
-            if now >= deadline:
-                self._close()
-                return
-        self.timer = self.loop.call_at(deadline, self._on_timer)
-
-    def _arm(self, deadline: float) -> None:
-        t = self.timer
-        if t is None or t.when() > deadline:
-            if t is not None:
-                t.cancel()
-            self.timer = self.loop.call_at(deadline, self._on_timer)
+        elif now - self.idle_since >= ctx.idle_timeout:
+            self._close()
+        elif self.parser is not None and not self.queue and now - self.idle_since >= 1.0:
+            self.parser = None
 
     # httptools request callbacks --------------------------------------------------------------
 
     def on_message_begin(self) -> None:
         if self.closed:
             raise _ClientError(0)
-        self.url = bytearray()
+        self.url = b""
         self.headers = []
         self.header_size = 0
         if self.current is None:
-            now = self.loop.time()
-            self.begin_at = now
-            self._arm(now + self.ctx.header_timeout)
+            self.begin_at = self.loop.time()
 
     def on_url(self, url: bytes) -> None:
         self.url += url
@@ -598,13 +630,16 @@ class ClientConnection(asyncio.Protocol):
         self.begin_at = -1.0
         req = Request()
         parser = self.parser
+        assert parser is not None
         method = parser.get_method()
         req.method = method
-        req.url = bytes(self.url)
+        req.url = self.url
         req.http10 = parser.get_http_version() == "1.0"
         req.keep_alive = parser.should_keep_alive()
         req.head_only = method == b"HEAD"
         req.headers = headers = self.headers
+        self.headers = _NO_HEADERS
+        self.url = b""
         if method == b"CONNECT":
             self.error_status = 405
             raise _ClientError(405)
@@ -670,6 +705,8 @@ class ClientConnection(asyncio.Protocol):
         if self.current is None:
             self._start(req)
         else:
+            if self.queue is None:
+                self.queue = deque()
             self.queue.append(req)
             self.pause(P_PIPELINE)
 
@@ -889,11 +926,7 @@ class ClientConnection(asyncio.Protocol):
                 req.replay = None
 
     def _request_sent(self) -> None:
-        now = self.loop.time()
-        self.sent_at = now
-        pool = self.pool
-        if pool is not None:
-            self._arm(now + pool.config.response_timeout)
+        self.sent_at = self.loop.time()
 
     # upstream events -----------------------------------------------------------------------
 
@@ -1232,8 +1265,7 @@ class ClientConnection(asyncio.Protocol):
             self.deferred_error = 0
             self._client_error(status)
             return
-        now = self.loop.time()
-        self.idle_since = now
+        self.idle_since = self.loop.time()
         if self.queue:
             nxt = self.queue.popleft()
             if not self.queue:
@@ -1241,4 +1273,3 @@ class ClientConnection(asyncio.Protocol):
             self._start(nxt)
         else:
             self.resume(P_PIPELINE)
-            self._arm(now + ctx.idle_timeout)

@@ -62,6 +62,7 @@ class Service:
                 await asyncio.wait_for(ctx.drained.wait(), grace)
         for conn in list(ctx.conns):
             conn.cut()
+        ctx.stop_sweep()
         await asyncio.sleep(0)
 
 
@@ -101,6 +102,10 @@ async def start_service(
         status_codes=frozenset(ors.codes) if ors else frozenset(),
         mark_server=bool(ors and ors.mark_server == "maintenance"),
     )
+    timeouts = [config.client_header_timeout, config.client_idle_timeout]
+    for p in registry.pools.values():
+        timeouts.append(p.config.response_timeout)
+    ctx.sweep_interval = min(1.0, max(0.02, min(timeouts) / 4))
     host, port = split_address(config.listen)
     if config.protocol == "http":
         server = await loop.create_server(

@@ -213,3 +213,6 @@ class TcpClient(asyncio.Protocol):
 
     def close_at_boundary(self) -> None:
         """L4 has no request boundary: connections are left to end on their own."""
+
+    def check(self, now: float) -> None:
+        """L4 relays have no idle timeout of their own (the peers' keep-alives rule)."""
