@@ -283,11 +283,20 @@ class Registry:
     def mark_passive_maintenance(self, server: ServerRuntime, detail: dict[str, object]) -> None:
         """A response seen on the data path says maintenance (issue 7's ``mark_server``).
         Every monitor track enters maintenance, so the next ordinary pass brings it back."""
-        if not server.tracks or server.oper is Oper.MAINTENANCE:
+        if server.oper is not Oper.MAINTENANCE:
+            self.force_oper(server, Oper.MAINTENANCE, Cause.PASSIVE, detail)
+
+    def force_oper(
+        self, server: ServerRuntime, oper: Oper, cause: Cause, detail: dict[str, object]
+    ) -> None:
+        """Set every monitor track of ``server`` to ``oper`` (HAProxy's ``set server … health``,
+        passive maintenance); the next check result moves it on from there as usual. A server
+        with no monitor is left unmonitored."""
+        if not server.tracks:
             return
         for m in server.tracks:
-            server.tracks[m] = MonitorTrack(Oper.MAINTENANCE, 0)
-        self._set_oper(self.pools[server.pool], server, Cause.PASSIVE, None, detail)
+            server.tracks[m] = MonitorTrack(oper, 0)
+        self._set_oper(self.pools[server.pool], server, cause, None, detail)
 
     def _set_oper(
         self,

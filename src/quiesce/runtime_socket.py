@@ -40,7 +40,6 @@ from quiesce.config.addresses import split_address
 from quiesce.core.checks import Reason
 from quiesce.core.errors import QuiesceError
 from quiesce.core.events import Event, EventKind
-from quiesce.core.oper import MonitorTrack
 from quiesce.core.states import Admin, Cause, CloseMode, Oper, Verdict
 from quiesce.registry import PoolRuntime, Registry, ServerRuntime
 
@@ -247,15 +246,8 @@ class RuntimeCommands:
     def _health(self, server: ServerRuntime, state: str) -> str:
         """Force the operational state as HAProxy does: every monitor's track is set, and the
         next check result moves it on from there. A server with no monitor is unchanged."""
-        if not server.tracks:
-            return ""
         target = Oper.UP if state == "up" else Oper.DOWN
-        for m in server.tracks:
-            server.tracks[m] = MonitorTrack(target, 0)
-        pool = self.registry.pools[server.pool]
-        # The registry's own path for an operational change (event, candidates, election);
-        # the event names the runtime socket as its cause.
-        self.registry._set_oper(pool, server, CAUSE, None, {"actor": ACTOR, "forced": state})
+        self.registry.force_oper(server, target, CAUSE, {"actor": ACTOR, "forced": state})
         return ""
 
     def shutdown_sessions(self, a: list[str]) -> str:
