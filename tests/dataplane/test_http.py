@@ -248,3 +248,16 @@ async def test_source_ip_hash_is_stable(backends: list[Backend]) -> None:
         async with httpx.AsyncClient() as c:
             names = {(await c.get(p.url + "/")).headers["x-server"] for _ in range(15)}
         assert len(names) == 1
+
+
+async def test_client_half_close_after_requests_still_gets_answers(backend: Backend) -> None:
+    async with start_proxy(make_config([backend.address])) as p:
+        reader, writer = await asyncio.open_connection("127.0.0.1", p.port)
+        writer.write(
+            b"GET /slow/0.1 HTTP/1.1\r\nHost: x\r\n\r\nGET /size/5 HTTP/1.1\r\nHost: x\r\n\r\n"
+        )
+        writer.write_eof()
+        data = await asyncio.wait_for(reader.read(), 10)
+        assert data.count(b"HTTP/1.1 200") == 2
+        assert data.endswith(b"xxxxx")
+        writer.close()

@@ -328,6 +328,8 @@ class ClientConnection(asyncio.Protocol):
     __slots__ = (
         "begin_at",
         "boundary_close",
+        "client_blocked",
+        "client_eof",
         "closed",
         "connecting",
         "ctx",
@@ -382,6 +384,8 @@ class ClientConnection(asyncio.Protocol):
         self.connecting: asyncio.Task[None] | None = None
         self.paused = 0
         self.up_paused = False
+        self.client_blocked = False  # our writes to the client are above its high-water mark
+        self.client_eof = False  # the client shut its side: answer what it sent, then close
         self.closed = False
         self.lingering = False
         self.tunnel = False
@@ -469,10 +473,10 @@ class ClientConnection(asyncio.Protocol):
                 self.half_closed |= 1
                 return self.half_closed != 3
             return False
-        if self.current is not None and self.up is not None and not self.lingering:
-            # The client half-closed after its request (``curl -T``, some scripts): answer,
-            # then close.
-            self.boundary_close = True
+        if self.current is not None and not self.lingering:
+            # The client half-closed after its requests (``curl -T``, some scripts): answer
+            # them, then close.
+            self.client_eof = True
             return True
         return False
 
@@ -510,12 +514,14 @@ class ClientConnection(asyncio.Protocol):
             ctx.drained.set()
 
     def pause_writing(self) -> None:
+        self.client_blocked = True
         up = self.up
         if up is not None and not self.up_paused:
             self.up_paused = True
             up.transport.pause_reading()
 
     def resume_writing(self) -> None:
+        self.client_blocked = False
         up = self.up
         if up is not None and self.up_paused:
             self.up_paused = False
@@ -882,6 +888,10 @@ class ClientConnection(asyncio.Protocol):
         up.client = self
         up.reused = reused
         up._reset(req.head_only)
+        if self.client_blocked:
+            # The client is not reading what we already wrote: nothing more from upstream.
+            self.up_paused = True
+            up.transport.pause_reading()
         if self.paused & P_UPSTREAM:
             self.resume(P_UPSTREAM)
         t = up.transport
@@ -1031,6 +1041,7 @@ class ClientConnection(asyncio.Protocol):
     def _closing_after(self, req: Request) -> bool:
         return (
             self.boundary_close
+            or (self.client_eof and not self.queue)
             or not req.keep_alive
             or self.ctx.closing
             or req.upgrade
@@ -1245,7 +1256,12 @@ class ClientConnection(asyncio.Protocol):
         ctx = self.ctx
         status = self.resp_status
         ctx.stats.count_response(status)
-        keep = not self.resp_close and req.complete and not self.closed
+        keep = (
+            not self.resp_close
+            and req.complete
+            and not self.closed
+            and not (self.client_eof and not self.queue)
+        )
         server = self.server
         self.current = None
         self.sent_at = -1.0
