@@ -6,7 +6,7 @@ import asyncio
 import os
 import socket
 import ssl
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 
 import pytest
 import trustme
@@ -60,3 +60,12 @@ def closed_port() -> int:
 
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root / CAP_NET_RAW")
+
+
+def pytest_asyncio_loop_factories(
+    config: pytest.Config, item: pytest.Item
+) -> dict[str, Callable[[], asyncio.AbstractEventLoop]]:
+    """Every async health test runs on both loops: ``quiesce run`` uses uvloop."""
+    import uvloop
+
+    return {"asyncio": asyncio.new_event_loop, "uvloop": uvloop.new_event_loop}
