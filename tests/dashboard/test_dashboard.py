@@ -509,7 +509,8 @@ def test_site_maintenance_switch_and_filtered_live_events(stack: Stack, browser:
 
 
 # Visible form controls and buttons that a screen reader could not name.
-UNNAMED_CONTROLS = """() => [...document.querySelectorAll('input, select, textarea, button, a[href]')]
+UNNAMED_CONTROLS = """() => [
+  ...document.querySelectorAll('input, select, textarea, button, a[href]')]
   .filter((el) => el.offsetParent !== null && el.type !== 'hidden')
   .filter((el) => !(el.labels && el.labels.length) && !el.getAttribute('aria-label')
     && !el.getAttribute('aria-labelledby') && !(el.textContent || '').trim())

@@ -211,7 +211,7 @@
     draw();
     for (const [id, v] of values) {
       const el = document.getElementById(id);
-      if (!el || !root.contains(el) || el.dataset.fresh === "1") continue;
+      if (!el || !root.contains(el)) continue;
       if ("checked" in v && el.dataset.keep === "1") el.checked = v.checked;
       if ("value" in v && el.dataset.keep === "1") el.value = v.value;
     }
@@ -272,13 +272,6 @@
     const [cls, sym] = STATUS_STYLE[base] || ["st-unknown", "?"];
     return h("span", { class: "badge " + cls, "data-status": base },
       h("span", { class: "sym", "aria-hidden": "true" }, sym), status);
-  }
-
-  function summaryBadges(summary) {
-    const order = ["up", "down", "down for maintenance", "draining", "drained", "disabled", "unknown"];
-    const keys = Object.keys(summary || {}).sort((a, b) => order.indexOf(a) - order.indexOf(b));
-    if (!keys.length) return h("span", { class: "muted" }, "no servers");
-    return h("span", { class: "summary" }, keys.map((k) => badge(summary[k] + " " + k)));
   }
 
   function summaryBadge(status, count) {
@@ -748,7 +741,7 @@
       this.loaded = false;
       main.append(h("p", { class: "muted" }, "Loading…"));
     },
-    async refresh(reason) {
+    async refresh() {
       if (this.loaded) return; // never overwrite what is being typed; reload on entry only
       if (!state.pools.length) await loadPools().catch(() => {});
       if (!state.types) state.types = await api("GET", "/healthmonitor-types").catch(() => []);
@@ -766,7 +759,6 @@
       this.loaded = true;
       this.monitor = m;
       this.draw(m);
-      void reason;
     },
     draw(m) {
       const ro = !isAdmin();
