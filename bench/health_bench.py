@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import itertools
 import json
 import os
@@ -32,7 +33,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-SERVERS_PER_POOL = 100
+SERVERS_PER_POOL = 20  # realistic pool size; the registry recomputes a pool per oper change
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
@@ -75,7 +76,8 @@ def wait_listening(port: int, host: str, timeout: float = 10.0) -> None:
 # --- the responder -------------------------------------------------------------------------
 
 
-def start_nginx(workdir: Path, port: int, cpu: int) -> subprocess.Popen[bytes]:
+def start_nginx(workdir: Path, ports: list[int], cpu: int) -> subprocess.Popen[bytes]:
+    listen = "\n".join(f"        listen 0.0.0.0:{p} backlog=4096 reuseport;" for p in ports)
     conf = workdir / "nginx.conf"
     conf.write_text(
         f"""
@@ -93,7 +95,7 @@ http {{
     client_body_temp_path {workdir}/t1; proxy_temp_path {workdir}/t2;
     fastcgi_temp_path {workdir}/t3; uwsgi_temp_path {workdir}/t4; scgi_temp_path {workdir}/t5;
     server {{
-        listen 0.0.0.0:{port} backlog=4096 reuseport;
+{listen}
         access_log {workdir}/access.log bench buffer=1m flush=1s;
         keepalive_timeout 0;
         location / {{ return 200 "ok\\n"; }}
@@ -105,8 +107,9 @@ http {{
         ["taskset", "-c", str(cpu), "nginx", "-c", str(conf), "-p", str(workdir)],
         stdout=subprocess.DEVNULL,
     )
-    wait_listening(port, "127.0.0.1")
-    wait_listening(port, address(0))
+    for port in ports:
+        wait_listening(port, "127.0.0.1")
+        wait_listening(port, address(0))
     return proc
 
 
@@ -218,6 +221,7 @@ def run_quiesce(args: argparse.Namespace, port: int, responder: int) -> dict[str
     ]
     if args.no_uvloop:
         cmd.append("--no-uvloop")
+    cmd += ["--max-concurrency", str(args.max_concurrency)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
     time.sleep(args.warmup)
     r0 = cpu_seconds(responder)
@@ -262,7 +266,12 @@ async def child(args: argparse.Namespace) -> dict[str, Any]:
         }
     )
     registry = Registry(config)
-    manager = HealthManager(registry)
+    # Long-lived objects (10,000 servers' config and runtime) out of the cyclic GC's reach,
+    # as a long-running server should do after start-up: full collections otherwise rescan
+    # them while checks wait.
+    gc.collect()
+    gc.freeze()
+    manager = HealthManager(registry, max_concurrency=args.max_concurrency)
     manager.start()
     await asyncio.sleep(args.warmup)
     stats = manager.stats
@@ -330,6 +339,7 @@ def main() -> None:
     ap.add_argument("--responder-cpu", type=int, default=1, help="core for nginx")
     ap.add_argument("--json", type=Path)
     ap.add_argument("--no-uvloop", action="store_true")
+    ap.add_argument("--max-concurrency", type=int, default=1000, help="HealthManager's cap")
     ap.add_argument("--only", choices=["quiesce", "haproxy"])
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--port", type=int, help=argparse.SUPPRESS)
@@ -347,14 +357,17 @@ def main() -> None:
         if shutil.which(tool) is None:
             raise SystemExit(f"{tool} is needed on PATH")
     workdir = Path(tempfile.mkdtemp(prefix="quiesce-health-bench-"))
-    port = free_port()
-    nginx = start_nginx(workdir, port, args.responder_cpu)
+    # One port per checker: the kernel picks the same ephemeral ports again for the same
+    # destinations, and a SYN that lands on the other checker's TIME_WAIT costs a 1 s
+    # retransmission; distinct ports keep the two runs' connections apart.
+    haproxy_port, quiesce_port = free_port(), free_port()
+    nginx = start_nginx(workdir, [haproxy_port, quiesce_port], args.responder_cpu)
     results: dict[str, Any] = {"servers": args.servers, "interval": args.interval}
     try:
         if args.only != "quiesce":
-            results["haproxy"] = run_haproxy(args, workdir, port, nginx.pid)
+            results["haproxy"] = run_haproxy(args, workdir, haproxy_port, nginx.pid)
         if args.only != "haproxy":
-            results["quiesce"] = run_quiesce(args, port, nginx.pid)
+            results["quiesce"] = run_quiesce(args, quiesce_port, nginx.pid)
     finally:
         nginx.send_signal(signal.SIGQUIT)  # graceful: flushes the access log
         nginx.wait(10)
