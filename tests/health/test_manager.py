@@ -309,3 +309,22 @@ async def test_stop_is_clean_and_sync_before_start_is_a_no_op(http_backend: Http
     completed = manager.stats.completed
     await asyncio.sleep(INTERVAL * 2)
     assert manager.stats.completed == completed
+
+
+async def test_fake_clock_stamps_results_but_slots_follow_the_loop(
+    http_backend: HttpBackend,
+) -> None:
+    from quiesce.core.clock import FakeClock
+
+    clock = FakeClock(start=5000.0)
+    registry = make_registry([http_backend.port])
+    manager = HealthManager(registry, clock)
+    manager.start()
+    server = registry.pool("p").server("s0")
+    try:
+        async with asyncio.timeout(3.0):
+            while len(server.last_checks["web"]) < 3:
+                await asyncio.sleep(0.02)
+        assert all(r.at == 5000.0 and r.latency == 0.0 for r in server.last_checks["web"])
+    finally:
+        await manager.stop()
