@@ -208,7 +208,11 @@ async def test_rolling_maintenance_under_load_loses_nothing() -> None:
         seen = {r.headers.get("x-req-id") for b in st.backends for r in b.requests}
         assert not seen & set(load.retried), load.retried
         assert len(load.retried) <= idle_closed, (load.retried, idle_closed)
-        print(f"rolling: {load.ok} answers, {len(load.retried)} retried of {idle_closed} idle")
+        resets = sum("ReadError" in why for why in load.retried.values())
+        print(
+            f"rolling: {load.ok} answers, {len(load.retried)} retried ({resets} after a reset)"
+            f" of {idle_closed} idle keep-alive connections closed"
+        )
         assert load.ok > 500 and set(load.by_server) == {"a", "b", "c", "d"}
         kinds = [(e.server, e.to) for e in st.admin.events(kind="admin_change", limit=100)]
         assert kinds == [
