@@ -348,3 +348,44 @@ services:
         assert (back[-1].from_, back[-1].to, back[-1].cause) == ("maintenance", "up", "health")
         answered = {(await client.get("/z")).headers["x-backend"] for _ in range(4)}
         assert answered == {"a", "b"}
+
+
+async def test_named_page_from_a_file(
+    backends: dict[str, Backend], site_factory: Callable[[str], Site], tmp_path: Path
+) -> None:
+    (tmp_path / "upgrade.txt").write_text("Upgrading to 4.2, back at 14:00 UTC\n")
+    site = site_factory(
+        pools(backends)
+        + """
+pages:
+  upgrade:
+    status: 503
+    file: upgrade.txt
+    content_type: text/plain; charset=utf-8
+    retry_after: 900
+services:
+  www:
+    listen: 127.0.0.1:0
+    pool: web
+    rules:
+      - {if: {flag: {name: maintenance_mode, equals: upgrade}}, then: {maintenance_page: upgrade}}
+      - {if: {flag: maintenance_mode}, then: maintenance_page}
+"""
+    )
+    await site.start()
+    site.admin.set_flag("maintenance_mode", "upgrade", actor="ops", cause=Cause.API)
+    status, headers, body = await curl(site.url() + "/")
+    assert (status, headers["content-type"], headers["retry-after"]) == (
+        503,
+        "text/plain; charset=utf-8",
+        "900",
+    )
+    assert body == "Upgrading to 4.2, back at 14:00 UTC\n"
+    site.admin.set_flag("maintenance_mode", True, actor="ops", cause=Cause.API)
+    status, headers, body = await curl(site.url() + "/")
+    assert status == 503 and "retry-after" not in headers  # the service's default page
+    assert headers["content-type"].startswith("text/html") and "under maintenance" in body
+    site.admin.set_flag("maintenance_mode", False, actor="ops", cause=Cause.API)
+    status, headers, _ = await curl(site.url() + "/")
+    assert status == 200 and headers["x-backend"] in ("a", "b")
+    assert backends["a"].paths + backends["b"].paths == ["/"]
