@@ -206,3 +206,32 @@ def test_newer_schema_is_refused(tmp_path: Path) -> None:
     db.close()
     with pytest.raises(StoreError, match="newer quiesce"):
         SqliteStore(p)
+
+
+def test_filtered_listing_needs_no_sort(store: SqliteStore) -> None:
+    sql = "SELECT * FROM events WHERE pool = ? AND server = ? AND kind = ? ORDER BY id DESC LIMIT 5"
+    plan = str(store._db.execute("EXPLAIN QUERY PLAN " + sql, ("a", "b", "c")).fetchall())
+    assert "TEMP B-TREE" not in plan, plan
+
+
+def test_migrates_a_version_1_file(tmp_path: Path) -> None:
+    from quiesce.store.sqlite import MIGRATIONS
+
+    p = tmp_path / "v1.db"
+    db = sqlite3.connect(p)
+    db.executescript(MIGRATIONS[1] + "; PRAGMA user_version = 1;")
+    db.execute(
+        "INSERT INTO events (time, kind, pool, server, detail) VALUES (1.0, 'startup', 'web', "
+        "'w1', '{}')"
+    )
+    db.execute(
+        "INSERT INTO admin (key, data, updated) VALUES ('web/w1', ?, 0)",
+        ('{"state": "maintenance", "actor": "a"}',),
+    )
+    db.commit()
+    db.close()
+    s = SqliteStore(p)
+    assert s.schema_version == SCHEMA_VERSION == 2
+    assert [e.kind for e in s.list_events(pool="web")] == [EventKind.STARTUP]
+    assert s.load_admin()["web/w1"].state is Admin.MAINTENANCE
+    s.close()

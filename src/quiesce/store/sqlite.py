@@ -12,7 +12,8 @@ thread too.
 The schema is versioned with ``PRAGMA user_version``; :data:`MIGRATIONS` brings an older file
 up to date and a file written by a newer quiesce is refused rather than misread.
 
-Events are append-only rows, indexed by time, pool, server and kind. The retention
+Events are append-only rows, indexed by time, pool (+ server), server and kind; each index
+ends with the row id, so a filtered listing of the newest events needs no sort. The retention
 (``state.event_retention``: rows and age) is applied by :meth:`SqliteStore.prune`, which the
 store also runs by itself every ``prune_every`` appends so the table stays bounded even if
 nobody calls it.
@@ -32,7 +33,7 @@ from quiesce.core.admin import AdminRecord
 from quiesce.core.events import Event, EventKind
 from quiesce.store.base import StoreError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 MIGRATIONS: dict[int, str] = {
     # version reached → script
@@ -76,6 +77,16 @@ MIGRATIONS: dict[int, str] = {
     CREATE INDEX events_pool ON events (pool, server, time);
     CREATE INDEX events_server ON events (server, time);
     CREATE INDEX events_kind ON events (kind, time);
+    """,
+    # Listing is newest first by id: indexes whose last column is the rowid serve
+    # "WHERE pool = ? [AND server = ?] ORDER BY id DESC LIMIT n" without a sort.
+    2: """
+    DROP INDEX events_pool;
+    DROP INDEX events_server;
+    DROP INDEX events_kind;
+    CREATE INDEX events_pool ON events (pool, server);
+    CREATE INDEX events_server ON events (server);
+    CREATE INDEX events_kind ON events (kind);
     """,
 }
 
