@@ -11,13 +11,16 @@ import sys
 import time
 from pathlib import Path
 
+from quiesce.admin import AdminService
+from quiesce.config import parse_config
 from quiesce.config.models import HealthMonitor
 from quiesce.core.clock import FakeClock, SystemClock
-from quiesce.core.events import EventKind
+from quiesce.core.events import Event, EventKind
 from quiesce.core.states import Admin, Cause, CloseMode, Oper
+from quiesce.registry import Registry
 from quiesce.store import SqliteStore
 
-from .conftest import make_harness, raw_config, stop_harness
+from .conftest import RAW, make_harness, raw_config, stop_harness
 
 A = {"actor": "alice", "cause": Cause.API}
 HTTP = HealthMonitor.model_validate(
@@ -270,3 +273,23 @@ async def test_kill_9_then_restart(tmp_path: Path) -> None:
         assert h.closes == [("web/w3", CloseMode.ALL)]
     finally:
         await stop_harness(h)
+
+
+async def test_retention_is_applied_at_start(db: Path) -> None:
+    clock = FakeClock()
+    s = SqliteStore(db, retention_rows=100, retention_age=86400.0, prune_every=10**9)
+    for i in range(150):  # 50 of them older than a day, 100 recent
+        age = 2 * 86400.0 if i < 50 else 60.0
+        s.append_event(Event(time=clock.time() - age, kind=EventKind.FLAG_CHANGE, reason=str(i)))
+    s.close()
+    registry = Registry(parse_config(RAW), clock)
+    store = SqliteStore(db, retention_rows=100, retention_age=86400.0)
+    service = AdminService(registry, store, clock)
+    await service.start()
+    try:
+        kept = service.events(limit=1000)
+        assert len(kept) == 100  # the old 50 went by age, then the oldest by rows
+        assert kept[-1].kind is EventKind.STARTUP and kept[0].reason == "51"
+    finally:
+        await service.stop()
+        store.close()
