@@ -1,0 +1,104 @@
+"""`quiesce run` killed with SIGKILL and started again: the admin state, a resumed drain
+deadline and a flag come back through the REST API, and no request reaches a server left in
+maintenance after the restart."""
+
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+
+import httpx
+
+from quiesce.security import hash_password
+from tests.e2e.test_run_and_demo import BackendThread, Proc, until
+
+AUTH = ("admin", "pw")
+
+
+def test_kill_9_and_restart_keeps_admin_state(tmp_path: Path) -> None:
+    with BackendThread(["b1", "b2", "b3"]) as bt:
+        b1, b2, b3 = bt.backends
+        (tmp_path / "quiesce.yaml").write_text(
+            f"""
+admin:
+  listen: 127.0.0.1:0
+  users: [{{name: admin, password_hash: "{hash_password("pw")}", role: admin}}]
+state: {{sqlite: ./state.db}}
+pools:
+  web:
+    servers:
+      - {{name: b1, address: 127.0.0.1:{b1.port}}}
+      - {{name: b2, address: 127.0.0.1:{b2.port}}}
+      - {{name: b3, address: 127.0.0.1:{b3.port}}}
+services:
+  www: {{listen: 127.0.0.1:0, pool: web}}
+"""
+        )
+
+        def start() -> tuple[Proc, str, str]:
+            proc = Proc(["run", "-c", "quiesce.yaml"], tmp_path)
+            port = int(proc.wait_for(r"service www listening on port (\d+)").group(1))
+            admin = int(proc.wait_for(r"admin listening on port (\d+)").group(1))
+            proc.wait_for("quiesce: ready")
+            return proc, f"http://127.0.0.1:{port}/", f"http://127.0.0.1:{admin}/api/v1"
+
+        proc, www, api = start()
+        try:
+            r = httpx.post(
+                f"{api}/servers/web/b1/maintenance",
+                json={"reason": "kernel 6.1", "for": "1h"},
+                auth=AUTH,
+            )
+            assert r.status_code == 200 and r.json()["changed"], r.text
+            r = httpx.post(
+                f"{api}/servers/web/b2/drain", json={"timeout": "8s", "reason": "db"}, auth=AUTH
+            )
+            assert r.status_code == 200, r.text
+            deadline = r.json()["server"]["deadline"]
+            expires = httpx.get(f"{api}/servers/web/b1", auth=AUTH).json()["expires"]
+            r = httpx.put(f"{api}/flags/maintenance_mode", json={"value": True}, auth=AUTH)
+            assert r.status_code < 300, r.text
+        finally:
+            code = proc.stop(signal.SIGKILL)
+        assert code == -signal.SIGKILL
+
+        hits_b1 = b1.hits
+        proc, www, api = start()
+        try:
+            b1v = httpx.get(f"{api}/servers/web/b1", auth=AUTH).json()
+            assert (b1v["admin"], b1v["status"], b1v["reason"], b1v["actor"]) == (
+                "maintenance",
+                "disabled",
+                "kernel 6.1",
+                "admin",
+            )
+            assert b1v["expires"] == expires
+            b2v = httpx.get(f"{api}/servers/web/b2", auth=AUTH).json()
+            assert b2v["admin"] == "drain" and b2v["deadline"] == deadline
+            assert 0 < deadline - time.time() < 8  # resumed with the time it had left
+            assert httpx.get(f"{api}/flags", auth=AUTH).json() == {"maintenance_mode": True}
+            for _ in range(6):  # only b3 is eligible: b1 in maintenance, b2 draining
+                assert httpx.get(www).headers["x-backend"] == "b3"
+            assert b1.hits == hits_b1
+
+            def deadline_fired() -> bool:
+                events = httpx.get(
+                    f"{api}/events", params={"server": "b2", "kind": "admin_change"}, auth=AUTH
+                ).json()
+                return any(e["cause"] == "deadline" for e in events)
+
+            until(deadline_fired, 15)
+            fired = [
+                e
+                for e in httpx.get(f"{api}/events", params={"server": "b2"}, auth=AUTH).json()
+                if e["cause"] == "deadline"
+            ]
+            assert len(fired) == 1 and deadline <= fired[0]["time"] < deadline + 0.5
+            startup = httpx.get(f"{api}/events", params={"kind": "startup"}, auth=AUTH).json()
+            assert any(
+                e["detail"].get("admin") == {"web/b1": "maintenance", "web/b2": "drain"}
+                for e in startup
+            )
+        finally:
+            assert proc.stop(signal.SIGTERM) == 0, proc.output
