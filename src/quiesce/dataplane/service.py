@@ -63,6 +63,11 @@ class Service:
         for conn in list(ctx.conns):
             conn.cut()
         ctx.stop_sweep()
+        if ctx.router is not None:
+            pools = list(ctx.registry.pools.values())
+        else:
+            pools = [p for p in (ctx.pool, ctx.fallback) if p is not None]
+        ctx.table.close_idle_upstreams(s for p in pools for s in p.servers)
         await asyncio.sleep(0)
 
 

@@ -29,6 +29,7 @@ Only connections bound to that server are touched: the sets are per server.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Protocol
 
 from quiesce.core.states import CloseMode
@@ -160,6 +161,19 @@ class ConnectionTable:
                 pool.remove(up)
             except ValueError:
                 pass
+
+    def close_idle_upstreams(self, servers: Iterable[ServerRuntime] | None = None) -> int:
+        """Close idle upstream connections (of ``servers``, an iterable, or all); returns
+        how many. Service shutdown calls it so nothing is left open behind it."""
+        wanted = None if servers is None else set(servers)
+        n = 0
+        for server in list(self.upstream_idle):
+            if wanted is not None and server not in wanted:
+                continue
+            for up in self.upstream_idle.pop(server, []):
+                up.close()
+                n += 1
+        return n
 
     def idle_upstream_count(self, server: ServerRuntime) -> int:
         return len(self.upstream_idle.get(server, ()))
