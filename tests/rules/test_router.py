@@ -404,6 +404,7 @@ def test_operator_bypass() -> None:
     assert router.route(public) == ServePage(None)
     assert router.route(req(source="198.51.100.1", cookies={"qbypass": "guess"})) == ServePage()
     for r in operators:
+        assert router.route(r) == ToPool("web")
         assert router.explain(r) == ("operators-bypass", ToPool("web"))
     registry.clear_flag("maintenance_mode", actor="ops", cause=Cause.CLI)
     assert router.route(public) == ToPool("web")
