@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from tests.dataplane.backend import Backend
-from tests.dataplane.conftest import curl, dead_port, make_config, start_proxy
+from tests.dataplane.conftest import curl, dead_port, make_config, start_proxy, wait_for
 from tests.dataplane.test_http import raw_exchange
 
 
@@ -157,3 +157,56 @@ async def test_upstream_reset_mid_response_cuts_only_that_client(backend: Backen
             await asyncio.wait_for(reader.readexactly(50_000_000), 10)
         writer.close()
         await still_serving(p.url)
+
+
+async def test_garbage_never_wedges_the_proxy(backend: Backend) -> None:
+    import random
+
+    rng = random.Random(7)
+    prefixes = [
+        b"",
+        b"GET / HTTP/1.1\r\n",
+        b"POST /sink HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n",
+        b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n",
+    ]
+    async with start_proxy(make_config([backend.address])) as p:
+
+        async def one(i: int) -> None:
+            data = rng.choice(prefixes) + rng.randbytes(rng.randrange(0, 300))
+            reader, writer = await asyncio.open_connection("127.0.0.1", p.port)
+            writer.write(data)
+            if i % 2:
+                writer.write_eof()
+            try:
+                await asyncio.wait_for(reader.read(65536), 0.5)
+            except (TimeoutError, ConnectionError):
+                pass
+            writer.transport.abort()
+
+        await asyncio.gather(*(one(i) for i in range(150)))
+        await still_serving(p.url)
+        s0 = p.registry.pool("web").servers[0]
+        await wait_for(lambda: s0.requests_in_flight == 0 and s0.connections == 0)
+
+        await wait_for(lambda: p.service.connections == 0)
+
+
+async def test_stalled_request_body_408_and_half_sent_body_abandoned(backend: Backend) -> None:
+    raw_cfg = make_config([backend.address], service={"client_idle_timeout": "0.4s"})
+    async with start_proxy(raw_cfg) as p:
+        s0 = p.registry.pool("web").servers[0]
+        reader, writer = await asyncio.open_connection("127.0.0.1", p.port)
+        writer.write(b"POST /sink HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n0123456789")
+        data = await asyncio.wait_for(reader.read(), 10)
+        assert data.startswith(b"HTTP/1.1 408 ")
+        writer.close()
+        await wait_for(lambda: s0.requests_in_flight == 0 and s0.connections == 0)
+        # A client that half-closes in the middle of a body: the request is abandoned.
+        reader, writer = await asyncio.open_connection("127.0.0.1", p.port)
+        writer.write(b"POST /sink HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n0123")
+        await wait_for(lambda: s0.requests_in_flight == 1)
+        writer.write_eof()
+        assert await asyncio.wait_for(reader.read(), 10) == b""
+        await wait_for(lambda: s0.requests_in_flight == 0 and p.service.connections == 0)
+        writer.close()

@@ -342,6 +342,7 @@ class ClientConnection(asyncio.Protocol):
         "headers",
         "idle_since",
         "idle_to",
+        "last_rx",
         "lingering",
         "loop",
         "out",
@@ -413,6 +414,7 @@ class ClientConnection(asyncio.Protocol):
         self.idle_since = 0.0
         self.sent_at = -1.0  # waiting for a response head since
         self.got_any = False
+        self.last_rx = 0.0
 
     # asyncio.Protocol ------------------------------------------------------------------
 
@@ -445,6 +447,7 @@ class ClientConnection(asyncio.Protocol):
             self.pause(P_UPGRADE)
             return
         self.got_any = True
+        self.last_rx = self.loop.time()
         parser = self.parser
         if parser is None:
             parser = self.parser = httptools.HttpRequestParser(self)
@@ -475,7 +478,15 @@ class ClientConnection(asyncio.Protocol):
             return False
         if self.current is not None and not self.lingering:
             # The client half-closed after its requests (``curl -T``, some scripts): answer
-            # them, then close.
+            # the complete ones, then close. A request cut short can never complete.
+            partial = self.parsing
+            if partial is not None and partial is not self.current:
+                if self.queue and partial in self.queue:
+                    self.queue.remove(partial)
+                self.parsing = None
+            elif partial is not None:
+                self._abandon()
+                return False
             self.client_eof = True
             return True
         return False
@@ -583,7 +594,16 @@ class ClientConnection(asyncio.Protocol):
         if self.closed or self.tunnel or self.lingering:
             return
         ctx = self.ctx
-        if self.current is not None:
+        cur = self.current
+        if cur is not None:
+            if (
+                not cur.complete
+                and not self.paused
+                and self.parsing is cur
+                and now - self.last_rx >= ctx.idle_timeout
+            ):
+                self._client_error(408)  # the client stopped sending its request body
+                return
             pool = self.pool
             up = self.up
             if (
@@ -1212,15 +1232,39 @@ class ClientConnection(asyncio.Protocol):
 
     def _client_error(self, status: int) -> None:
         """A request we cannot read (400, 408, 414, 431, 405): answer and close."""
-        if self.current is not None and not self.resp_done:
-            # An earlier request is still being served: answer it first, then this.
-            self.deferred_error = status
-            self.pause(P_PIPELINE)
-            return
+        cur = self.current
+        if cur is not None and not self.resp_done:
+            if cur.complete:
+                # An earlier request is still being served: answer it first, then this.
+                self.deferred_error = status
+                self.pause(P_PIPELINE)
+                return
+            # The body of the request being served is broken (or stalled): it can never
+            # complete, so neither can its exchange with the server.
+            self._abandon()
+            if self.resp_started:
+                self.cut()
+                return
         self.ctx.stats.count_error(status)
         self.ctx.stats.count_response(status)
         self.transport.write(error_response(status))
         self._linger()
+
+    def _abandon(self) -> None:
+        """Drop the current request: its upstream connection and its place on the server."""
+        up = self.up
+        if up is not None:
+            self.up = None
+            up.client = None
+            up.abort()
+        if self.connecting is not None:
+            self.connecting.cancel()
+            self.connecting = None
+        server = self.server
+        if server is not None:
+            self.server = None
+            self.ctx.table.request_finished(server, self, 0, False)
+        self.current = None
 
     def _linger(self) -> None:
         """Close after our answer without resetting it away: stop writing, read and drop
