@@ -235,3 +235,13 @@ def test_migrates_a_version_1_file(tmp_path: Path) -> None:
     assert [e.kind for e in s.list_events(pool="web")] == [EventKind.STARTUP]
     assert s.load_admin()["web/w1"].state is Admin.MAINTENANCE
     s.close()
+
+
+def test_a_damaged_admin_row_is_skipped(
+    store: SqliteStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    store.save_admin("web/ok", AdminRecord(Admin.DRAIN, "a"))
+    store._db.execute("INSERT INTO admin (key, data, updated) VALUES ('web/bad', '{\"x\": 1}', 0)")
+    store._db.execute("INSERT INTO admin (key, data, updated) VALUES ('web/ugly', 'nope', 0)")
+    assert list(store.load_admin()) == ["web/ok"]
+    assert "web/bad" in caplog.text and "web/ugly" in caplog.text

@@ -22,6 +22,7 @@ nobody calls it.
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 import threading
 import time as _time
@@ -32,6 +33,8 @@ from typing import Any
 from quiesce.core.admin import AdminRecord
 from quiesce.core.events import Event, EventKind
 from quiesce.store.base import StoreError
+
+log = logging.getLogger("quiesce.store")
 
 SCHEMA_VERSION = 2
 
@@ -169,10 +172,15 @@ class SqliteStore:
     # admin records --------------------------------------------------------------------------
 
     def load_admin(self) -> dict[str, AdminRecord]:
-        return {
-            key: AdminRecord.from_dict(json.loads(data))
-            for key, data in self._read("SELECT key, data FROM admin ORDER BY key")
-        }
+        out: dict[str, AdminRecord] = {}
+        for key, data in self._read("SELECT key, data FROM admin ORDER BY key"):
+            try:
+                out[key] = AdminRecord.from_dict(json.loads(data))
+            except (ValueError, KeyError, TypeError) as exc:  # a damaged row: skip, say so
+                log.warning(
+                    "state store %s: admin record of %s unreadable: %s", self.path, key, exc
+                )
+        return out
 
     def save_admin(self, key: str, record: AdminRecord) -> None:
         self._write(
