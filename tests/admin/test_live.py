@@ -171,3 +171,30 @@ async def test_wait_drained_refuses_an_enabled_server(h: Harness) -> None:
             pass
     h.server("web/w2").connections = 0
     assert [n async for n in h.service.wait_drained("web/w2")] == [0]
+
+
+async def test_timer_notices_a_clock_step_within_max_sleep(h: Harness) -> None:
+    from quiesce.admin.service import MAX_SLEEP
+    from quiesce.core.clock import FakeClock
+
+    clock = h.clock
+    assert isinstance(clock, FakeClock)
+    sub = h.service.subscribe()
+    h.service.drain("web/w1", timeout=3600, **A)
+    await asyncio.sleep(0)  # the timer is now asleep for at most MAX_SLEEP
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    clock.advance(3600)  # the wall clock steps; nobody pokes the timer
+    e = await next_matching(sub, EventKind.ADMIN_CHANGE, "deadline", within=MAX_SLEEP + 2)
+    assert e.server == "w1" and loop.time() - t0 <= MAX_SLEEP + 0.5
+
+
+def test_public_surface() -> None:
+    import quiesce.admin
+    import quiesce.store
+
+    for module in (quiesce.admin, quiesce.store):
+        for name in module.__all__:
+            assert getattr(module, name) is not None, name
+    assert {"AdminService", "CommandResult"} <= set(quiesce.admin.__all__)
+    assert {"StateStore", "SqliteStore", "open_store", "StoreError"} <= set(quiesce.store.__all__)
