@@ -197,3 +197,35 @@ def test_raw_socket_problems_without_cap_net_raw() -> None:
     lines = dropped.stdout.strip().splitlines()
     assert len(lines) == 2
     assert all("CAP_NET_RAW" in line for line in lines)
+
+
+@root
+@needs_root
+def test_half_open_socket_filter_drops_other_traffic() -> None:
+    """The BPF filter keeps only segments to the prober's port out of the raw socket."""
+    from quiesce.health.probes.raw import attach_filter, tcp_port_filter
+
+    holder = socket.socket()
+    holder.bind(("0.0.0.0", 0))
+    port = holder.getsockname()[1]
+    raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_TCP)
+    keep = attach_filter(raw, tcp_port_filter(port))
+    raw.settimeout(0.3)
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    try:
+        socket.create_connection(listener.getsockname()).close()  # unrelated traffic
+        with pytest.raises(TimeoutError):
+            raw.recv(100)
+        with pytest.raises(ConnectionRefusedError):  # a SYN to the prober's port
+            socket.create_connection(("127.0.0.1", port), timeout=0.3)
+        packet = raw.recv(100)
+        assert packet[9] == 6  # TCP
+        ihl = (packet[0] & 0x0F) * 4
+        assert int.from_bytes(packet[ihl + 2 : ihl + 4], "big") == port
+    finally:
+        del keep
+        raw.close()
+        holder.close()
+        listener.close()

@@ -22,6 +22,7 @@ On loopback a raw socket also sees our own outgoing packets; the parsers skip th
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import ipaddress
 import os
 import socket
@@ -101,11 +102,42 @@ def parse_icmp_reply(packet: bytes, ident: int) -> tuple[tuple[str, int], int] |
     return None
 
 
+SO_ATTACH_FILTER = 26
+
+
+def tcp_port_filter(port: int) -> bytes:
+    """A classic BPF program for a raw IPv4 TCP socket: keep only segments to ``port``.
+
+    Without it the socket gets a copy of every TCP segment the host receives (the data
+    plane's too), each parsed in Python; with it the kernel drops them."""
+    program = [
+        (0xB1, 0, 0, 0),  # ldxb 4*([0]&0xf)   X = IP header length
+        (0x48, 0, 0, 2),  # ldh  [x+2]         A = TCP destination port
+        (0x15, 0, 1, port),  # jeq  #port, keep, drop
+        (0x06, 0, 0, 0x40000),  # keep: ret #262144
+        (0x06, 0, 0, 0),  # drop: ret #0
+    ]
+    return b"".join(struct.pack("HBBI", *insn) for insn in program)
+
+
+def attach_filter(sock: socket.socket, program: bytes) -> ctypes.Array[ctypes.c_char]:
+    """SO_ATTACH_FILTER; returns the buffer, which must outlive the call."""
+    buffer = ctypes.create_string_buffer(program)
+    fprog = struct.pack("HL", len(program) // 8, ctypes.addressof(buffer))
+    sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, fprog)
+    return buffer
+
+
 class _RawSocket:
     """One raw socket shared by every check of a prober; replies resolve futures by key."""
 
-    def __init__(self, proto: int, parse: Parser) -> None:
+    def __init__(self, proto: int, parse: Parser, bpf: bytes | None = None) -> None:
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, proto)
+        if bpf is not None:
+            try:
+                attach_filter(self.sock, bpf)
+            except OSError:
+                pass  # no filter: correct, only slower (the parser checks the port too)
         self.sock.setblocking(False)
         self.parse = parse
         self.waiters: dict[Hashable, asyncio.Future[object]] = {}
@@ -182,7 +214,7 @@ class HalfOpenProber(TaskStart):
             def parse(packet: bytes) -> tuple[Hashable, object] | None:
                 return parse_tcp_reply(packet, port)
 
-            self._raw = _RawSocket(socket.IPPROTO_TCP, parse)
+            self._raw = _RawSocket(socket.IPPROTO_TCP, parse, tcp_port_filter(port))
         return self._raw
 
     def close(self) -> None:
@@ -308,4 +340,5 @@ __all__ = [
     "parse_icmp_reply",
     "parse_tcp_reply",
     "syn_segment",
+    "tcp_port_filter",
 ]
