@@ -328,3 +328,90 @@ async def test_fake_clock_stamps_results_but_slots_follow_the_loop(
         assert all(r.at == 5000.0 and r.latency == 0.0 for r in server.last_checks["web"])
     finally:
         await manager.stop()
+
+
+async def test_monitor_port_overrides_the_server_port(
+    http_backend: HttpBackend, closed_port: int
+) -> None:
+    registry = make_registry([closed_port], monitor_port=http_backend.port)
+    manager = HealthManager(registry)
+    manager.start()
+    server = registry.pool("p").server("s0")
+    try:
+        async with asyncio.timeout(3.0):
+            while server.oper is not Oper.UP:
+                await asyncio.sleep(0.02)
+        assert http_backend.requests >= 1
+    finally:
+        await manager.stop()
+
+
+async def test_host_name_and_ipv6_servers(http_backend: HttpBackend) -> None:
+    """A host name goes through the asyncio path (resolution), an IPv6 literal through the
+    fast path with an AF_INET6 socket."""
+    import socket
+
+    v6 = None
+    if socket.has_ipv6:
+        try:
+            v6 = await asyncio.start_server(http_backend._handle, "::1", 0)
+        except OSError:
+            v6 = None
+    servers = [{"name": "byname", "address": f"localhost:{http_backend.port}"}]
+    if v6 is not None:
+        servers.append({"name": "v6", "address": f"[::1]:{v6.sockets[0].getsockname()[1]}"})
+    config = Config.model_validate(
+        {
+            "healthmonitors": {"web": http_monitor()},
+            "pools": {"p": {"healthmonitors": ["web"], "servers": servers}},
+        }
+    )
+    registry = Registry(config)
+    manager = HealthManager(registry)
+    manager.start()
+    try:
+        async with asyncio.timeout(3.0):
+            while not all(s.oper is Oper.UP for s in registry.servers()):
+                await asyncio.sleep(0.02)
+    finally:
+        await manager.stop()
+        if v6 is not None:
+            v6.close()
+            await v6.wait_closed()
+
+
+@pytest.mark.root
+@pytest.mark.skipif(__import__("os").geteuid() != 0, reason="needs root / CAP_NET_RAW")
+async def test_node_icmp_monitor_beside_pool_monitor(http_backend: HttpBackend) -> None:
+    config = Config.model_validate(
+        {
+            "healthmonitors": {
+                "web": http_monitor(),
+                "ping": {"type": "icmp", "send_interval": INTERVAL, "receive_timeout": 0.1},
+            },
+            "pools": {
+                "p": {
+                    "healthmonitors": ["web"],
+                    "servers": [
+                        {
+                            "name": "s0",
+                            "address": f"127.0.0.1:{http_backend.port}",
+                            "healthmonitors": ["ping"],
+                        }
+                    ],
+                }
+            },
+        }
+    )
+    registry = Registry(config)
+    manager = HealthManager(registry)
+    manager.start()
+    server = registry.pool("p").server("s0")
+    try:
+        assert sorted(manager.pairs) == [("p/s0", "ping"), ("p/s0", "web")]
+        async with asyncio.timeout(3.0):
+            while server.oper is not Oper.UP:
+                await asyncio.sleep(0.02)
+        assert server.last_checks["ping"][-1].detail == "echo reply"
+    finally:
+        await manager.stop()
