@@ -65,8 +65,7 @@ class App:
         self.admin: AdminService = AdminService(
             self.registry, self.store, self.clock, on_monitors_changed=self.health.sync
         )
-        await self.admin.start()
-        self.registry.emit(Event(self.clock.time(), EventKind.STARTUP, cause="startup"))
+        await self.admin.start()  # restores persisted state and logs the startup event
         try:
             for name, svc in self.config.services.items():
                 router = compile_router(name, svc, self.registry)

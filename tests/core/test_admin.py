@@ -80,6 +80,15 @@ def test_drain_update_keeps_since_and_changes_deadline() -> None:
     assert t.after.since == before.since
 
 
+def test_maintenance_expiry_can_be_extended_without_leaving() -> None:
+    before = rec(Admin.MAINTENANCE, expires=NOW + 60)
+    t = sm.apply(before, AdminCommand(Admin.MAINTENANCE, "b", "longer", expires=NOW + 600), NOW)
+    assert not t.changed and t.close is CloseMode.NONE
+    assert (t.after.expires, t.after.since, t.after.reason) == (NOW + 600, before.since, "longer")
+    same = sm.apply(t.after, AdminCommand(Admin.MAINTENANCE, "c"), NOW)
+    assert same.after == t.after and same.message == "already in maintenance"
+
+
 def test_deadline_fires_maintenance_force_once() -> None:
     r = sm.apply(rec(Admin.ENABLED), AdminCommand(Admin.DRAIN, "a", deadline=NOW + 5), NOW).after
     assert sm.next_due(r) == NOW + 5

@@ -131,7 +131,13 @@ def apply(record: AdminRecord, cmd: AdminCommand, now: float) -> Transition:
                 record, replace(after, since=record.since), CloseMode.NONE, "drain updated"
             )
         close = CloseMode.ALL if cmd.force and to is Admin.MAINTENANCE else CloseMode.NONE
-        return Transition(record, record, close, f"already {_name(to)}")
+        if to is Admin.MAINTENANCE and cmd.expires is not None and cmd.expires != record.expires:
+            # A new --for/--until extends (or shortens) the stay without leaving maintenance.
+            return Transition(
+                record, replace(after, since=record.since), close, "maintenance expiry updated"
+            )
+        where = "in " if to is Admin.MAINTENANCE else ""
+        return Transition(record, record, close, f"already {where}{_name(to)}")
     close = TRANSITIONS[(frm, to)]
     if cmd.force:
         close = CloseMode.ALL
