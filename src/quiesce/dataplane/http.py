@@ -75,6 +75,39 @@ P_UPGRADE = 8
 
 _REASONS: dict[int, bytes] = {}
 
+# Header names the proxy acts on, by lower-case name (one dict lookup per header).
+_H_DROP, _H_HOST, _H_LENGTH, _H_COOKIE, _H_XFF, _H_TE, _H_CONNECTION, _H_UPGRADE, _H_EXPECT = range(
+    9
+)
+_REQUEST_SPECIAL: dict[bytes, int] = {
+    **{name: _H_DROP for name in HOP_BY_HOP | _FORWARDED},
+    b"host": _H_HOST,
+    b"content-length": _H_LENGTH,
+    b"cookie": _H_COOKIE,
+    b"x-forwarded-for": _H_XFF,
+    b"transfer-encoding": _H_TE,
+    b"connection": _H_CONNECTION,
+    b"upgrade": _H_UPGRADE,
+    b"expect": _H_EXPECT,
+}
+_RESPONSE_SPECIAL: dict[bytes, int] = {
+    **{name: _H_DROP for name in HOP_BY_HOP},
+    b"content-length": _H_LENGTH,
+    b"transfer-encoding": _H_TE,
+    b"connection": _H_CONNECTION,
+    b"upgrade": _H_UPGRADE,
+}
+
+
+def _connection_tokens(value: bytes, extra: list[bytes] | None) -> list[bytes] | None:
+    """Header names listed in Connection (beyond keep-alive/close/upgrade): hop-by-hop too."""
+    for tok in value.lower().split(b","):
+        tok = tok.strip()
+        if tok not in (b"keep-alive", b"close", b"upgrade", b""):
+            extra = extra or []
+            extra.append(tok)
+    return extra
+
 
 def _reason(status: int) -> bytes:
     r = _REASONS.get(status)
@@ -678,36 +711,36 @@ class ClientConnection(asyncio.Protocol):
         upgrade_value = b""
         host: bytes | None = None
         length: bytes | None = None
+        special = _REQUEST_SPECIAL
         for name, value in headers:
-            ln = name.lower()
-            if ln in HOP_BY_HOP:
-                if ln == b"transfer-encoding":
-                    req.chunked = b"chunked" in value.lower()
-                elif ln == b"connection":
-                    for tok in value.lower().split(b","):
-                        tok = tok.strip()
-                        if tok not in (b"keep-alive", b"close", b"upgrade", b""):
-                            conn_extra = conn_extra or []
-                            conn_extra.append(tok)
-                elif ln == b"upgrade":
-                    upgrade_value = value
-                continue
-            if ln in _FORWARDED:
-                if ln == b"x-forwarded-for":
-                    xff = value if xff is None else xff + b", " + value
-                continue
-            if ln == b"host":
+            code = special.get(name.lower())
+            if code is None:
+                append(name + b": " + value)
+            elif code == _H_HOST:
                 host = value
-            elif ln == b"content-length":
+                append(name + b": " + value)
+            elif code == _H_LENGTH:
                 length = value
-            elif ln == b"expect" and value.lower() == b"100-continue":
-                # Answered by the proxy once a server is connected (not forwarded): back
-                # ends that ignore Expect would otherwise leave the client waiting.
-                req.expect = True
-                continue
-            elif ln == b"cookie":
+                append(name + b": " + value)
+            elif code == _H_COOKIE:
                 req.cookie = value if req.cookie is None else req.cookie + b"; " + value
-            append(name + b": " + value)
+                append(name + b": " + value)
+            elif code == _H_XFF:
+                xff = value if xff is None else xff + b", " + value
+            elif code == _H_TE:
+                req.chunked = b"chunked" in value.lower()
+            elif code == _H_CONNECTION:
+                conn_extra = _connection_tokens(value, conn_extra)
+            elif code == _H_UPGRADE:
+                upgrade_value = value
+            elif code == _H_EXPECT:
+                if value.lower() == b"100-continue":
+                    # Answered by the proxy once a server is connected (not forwarded):
+                    # back ends that ignore Expect would otherwise leave the client waiting.
+                    req.expect = True
+                else:
+                    append(name + b": " + value)
+            # else: hop-by-hop or set by us (_H_DROP)
         if conn_extra:
             drop = set(conn_extra)
             out = [out[0]] + [h for h in out[1:] if h.split(b":", 1)[0].lower() not in drop]
@@ -998,23 +1031,20 @@ class ClientConnection(asyncio.Protocol):
         lines = [b"HTTP/1.1 %d %s" % (status, up.reason or _reason(status))]
         append = lines.append
         conn_extra: list[bytes] | None = None
+        special = _RESPONSE_SPECIAL
         for name, value in up.headers:
-            ln = name.lower()
-            if ln in HOP_BY_HOP:
-                if ln == b"transfer-encoding":
-                    up.chunked = b"chunked" in value.lower()
-                elif ln == b"connection":
-                    for tok in value.lower().split(b","):
-                        tok = tok.strip()
-                        if tok not in (b"keep-alive", b"close", b"upgrade", b""):
-                            conn_extra = conn_extra or []
-                            conn_extra.append(tok)
-                elif ln == b"upgrade" and status == 101:
-                    append(b"Upgrade: " + value)
-                continue
-            if ln == b"content-length":
+            code = special.get(name.lower())
+            if code is None:
+                append(name + b": " + value)
+            elif code == _H_LENGTH:
                 up.content_length = value
-            append(name + b": " + value)
+                append(name + b": " + value)
+            elif code == _H_TE:
+                up.chunked = b"chunked" in value.lower()
+            elif code == _H_CONNECTION:
+                conn_extra = _connection_tokens(value, conn_extra)
+            elif code == _H_UPGRADE and status == 101:
+                append(b"Upgrade: " + value)
         if conn_extra:
             drop = set(conn_extra)
             lines = [lines[0]] + [h for h in lines[1:] if h.split(b":", 1)[0].lower() not in drop]
