@@ -23,6 +23,8 @@ whole ``receive_timeout`` when the answer is already known.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from quiesce.config.models import HttpMonitor, TcpMonitor, UdpMonitor
 from quiesce.core.checks import Reason
 from quiesce.core.states import Verdict
@@ -76,42 +78,69 @@ def code_matches(code: int, patterns: list[str | int]) -> bool:
     return False
 
 
+@dataclass(frozen=True, slots=True)
+class HttpRules:
+    """An HTTP monitor's rules, compiled once: the accepted status codes as a set, the match
+    strings as bytes. :func:`classify_http` is ``HttpRules.of(monitor).classify``."""
+
+    accept: frozenset[int]
+    maintenance_codes: frozenset[int]
+    maintenance: bytes | None
+    expected: bytes | None
+
+    @classmethod
+    def of(cls, monitor: HttpMonitor) -> HttpRules:
+        patterns = monitor.http_response_code
+        return cls(
+            frozenset(c for c in range(100, 600) if code_matches(c, patterns)),
+            frozenset(monitor.maintenance_code),
+            _needle(monitor.maintenance_response),
+            _needle(monitor.http_response),
+        )
+
+    def classify(self, reply: bytes) -> Classified:
+        status = parse_status(reply)
+        if status is not None and status in self.maintenance_codes:
+            return Verdict.MAINTENANCE, Reason.MAINTENANCE_RESPONSE_CODE_MATCH, status
+        maintenance = self.maintenance
+        if maintenance is not None and reply.find(maintenance, 0, WINDOW) >= 0:
+            return Verdict.MAINTENANCE, Reason.MAINTENANCE_PAYLOAD_CONTENT_MATCH, status
+        if status is None:
+            return Verdict.FAIL, Reason.MALFORMED_RESPONSE, None
+        if status not in self.accept:
+            return Verdict.FAIL, Reason.RESPONSE_CODE_MISMATCH, status
+        expected = self.expected
+        if expected is not None and reply.find(expected, 0, WINDOW) < 0:
+            return Verdict.FAIL, Reason.PAYLOAD_CONTENT_MISMATCH, status
+        return Verdict.PASS, Reason.OK, status
+
+    def complete(self, reply: bytes) -> bool:
+        """True when more bytes could not change :meth:`classify` (the probe may stop)."""
+        if len(reply) >= WINDOW:
+            return True
+        maintenance = self.maintenance
+        if maintenance is None and self.expected is None:
+            # Only the status line matters; wait for it to be whole.
+            return b"\n" in reply and parse_status(reply) is not None
+        status = parse_status(reply)
+        if status is None:
+            return False
+        if status in self.maintenance_codes:
+            return True
+        if maintenance is not None:
+            return reply.find(maintenance, 0, WINDOW) >= 0
+        assert self.expected is not None
+        return status not in self.accept or reply.find(self.expected, 0, WINDOW) >= 0
+
+
 def classify_http(reply: bytes, monitor: HttpMonitor) -> Classified:
     """Classify one HTTP(S) reply (status line, headers and the start of the body)."""
-    status = parse_status(reply)
-    if status is not None and status in monitor.maintenance_code:
-        return Verdict.MAINTENANCE, Reason.MAINTENANCE_RESPONSE_CODE_MATCH, status
-    maintenance = _needle(monitor.maintenance_response)
-    if maintenance is not None and in_window(reply, maintenance):
-        return Verdict.MAINTENANCE, Reason.MAINTENANCE_PAYLOAD_CONTENT_MATCH, status
-    if status is None:
-        return Verdict.FAIL, Reason.MALFORMED_RESPONSE, None
-    if not code_matches(status, monitor.http_response_code):
-        return Verdict.FAIL, Reason.RESPONSE_CODE_MISMATCH, status
-    expected = _needle(monitor.http_response)
-    if expected is not None and not in_window(reply, expected):
-        return Verdict.FAIL, Reason.PAYLOAD_CONTENT_MISMATCH, status
-    return Verdict.PASS, Reason.OK, status
+    return HttpRules.of(monitor).classify(reply)
 
 
 def http_reply_complete(reply: bytes, monitor: HttpMonitor) -> bool:
     """True when more bytes could not change :func:`classify_http` (the probe may stop)."""
-    if len(reply) >= WINDOW:
-        return True
-    status = parse_status(reply)
-    if status is None:
-        return False
-    if status in monitor.maintenance_code:
-        return True
-    maintenance = _needle(monitor.maintenance_response)
-    if maintenance is not None:
-        return in_window(reply, maintenance)
-    if monitor.http_response:
-        return not code_matches(status, monitor.http_response_code) or in_window(
-            reply, monitor.http_response.encode()
-        )
-    # Only the status line matters; wait for it to be whole.
-    return b"\n" in reply
+    return HttpRules.of(monitor).complete(reply)
 
 
 def build_http_request(monitor: HttpMonitor, host_header: str) -> bytes:
@@ -186,6 +215,7 @@ def stream_reply_complete(reply: bytes, expected: str | None, maintenance: str |
 __all__ = [
     "WINDOW",
     "Classified",
+    "HttpRules",
     "build_http_request",
     "classify_http",
     "classify_tcp",

@@ -24,6 +24,7 @@ starts or stops pairs for monitors attached, detached, created or deleted.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import random
 from collections import deque
@@ -33,7 +34,7 @@ from quiesce.config.models import HealthMonitor
 from quiesce.core.checks import CheckResult
 from quiesce.core.clock import Clock, SystemClock
 from quiesce.health.probes import group, make_prober
-from quiesce.health.probes.base import Prober, Running, Target, probe_error
+from quiesce.health.probes.base import OnDone, Prober, Running, Target, probe_error
 from quiesce.health.schedule import Schedule, next_due
 from quiesce.registry import Registry, ServerRuntime
 
@@ -53,12 +54,25 @@ class CheckStats:
     lateness: deque[float] = field(default_factory=lambda: deque(maxlen=200_000))
 
 
+def _no_result(result: CheckResult) -> None:
+    pass
+
+
+class _Starting:
+    def cancel(self) -> None:
+        pass
+
+
+_STARTING = _Starting()
+
+
 class _Job:
     __slots__ = (
         "definition",
         "due",
         "first",
         "monitor",
+        "on_done",
         "running",
         "schedule",
         "server",
@@ -78,6 +92,7 @@ class _Job:
         self.first = True
         self.timer: asyncio.TimerHandle | None = None
         self.running: Running | None = None
+        self.on_done: OnDone = _no_result
 
 
 class HealthManager:
@@ -143,6 +158,7 @@ class HealthManager:
                 interval = definition.send_interval
                 schedule = Schedule(now, interval, self._rng.uniform(0, interval))
                 job = self._jobs[key] = _Job(key[0], key[1], definition, schedule)
+                job.on_done = functools.partial(self._done, job)
                 self._arm(job)
 
     @property
@@ -175,32 +191,28 @@ class HealthManager:
             self._launch(job)
 
     def _launch(self, job: _Job) -> None:
-        clock = self.clock
-        stats = self.stats
-        self._in_flight += 1
-        stats.started += 1
         loop = self._loop
         assert loop is not None
-        started = clock.monotonic()
+        self._in_flight += 1
+        stats = self.stats
+        stats.started += 1
         stats.lateness.append(loop.time() - job.due)
         # Live definition: an edit that sync() has not seen yet still applies now.
         monitor = self.registry.monitors.get(job.monitor, job.definition)
-
-        def on_done(result: CheckResult) -> None:
-            self._done(job, running, result)
-
-        running: Running | None = None
+        # A placeholder until start() returns: probes never report from inside start().
+        job.running = _STARTING
         try:
-            running = self.prober(monitor.type).start(job.target, monitor, job.monitor, on_done)
+            job.running = self.prober(monitor.type).start(
+                job.target, monitor, job.monitor, job.on_done
+            )
         except Exception as exc:  # a probe bug must not stop the checks
             log.exception("starting %s on %s failed", job.monitor, job.server.key)
-            result = probe_error(job.monitor, clock, started, exc)
-            running = loop.call_soon(self._done, job, None, result)
-        job.running = running
+            result = probe_error(job.monitor, self.clock, self.clock.monotonic(), exc)
+            job.running = loop.call_soon(self._done, job, result)
 
-    def _done(self, job: _Job, running: Running | None, result: CheckResult) -> None:
-        if job.running is not running and running is not None:
-            return  # a stale callback (the job was restarted)
+    def _done(self, job: _Job, result: CheckResult) -> None:
+        if job.running is None:
+            return  # cancelled meanwhile (a probe never reports after cancel; belt and braces)
         job.running = None
         self._in_flight -= 1
         self.stats.completed += 1

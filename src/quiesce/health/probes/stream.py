@@ -15,6 +15,7 @@ Two I/O paths share one plan (the request bytes, when to stop reading, how to cl
 
 from __future__ import annotations
 
+import _socket
 import asyncio
 import contextlib
 import errno
@@ -34,11 +35,10 @@ from quiesce.core.clock import Clock
 from quiesce.health.classify import (
     WINDOW,
     Classified,
+    HttpRules,
     build_http_request,
-    classify_http,
     classify_tcp,
     expects_payload,
-    http_reply_complete,
     stream_reply_complete,
 )
 from quiesce.health.probes.base import (
@@ -101,12 +101,10 @@ class StreamProber:
             self._fast = None
 
     def _reactor(self) -> _Reactor:
-        loop = asyncio.get_running_loop()
-        if self._fast is None or self._fast.loop is not loop:
-            if self._fast is not None:
-                self._fast.close()
-            self._fast = _Reactor(loop)
-        return self._fast
+        fast = self._fast
+        if fast is None:  # a prober lives in one loop (the manager makes one per start)
+            fast = self._fast = _Reactor(asyncio.get_running_loop())
+        return fast
 
     def tls_context(self, https: HttpsMonitor) -> ssl.SSLContext:
         cert = https.client_cert
@@ -145,16 +143,13 @@ class StreamProber:
                 tls = self.tls_context(http)
                 server_hostname = http.sni or target.host
                 host_header = http.sni or host_header
-
-            def done(reply: bytes) -> bool:
-                return http_reply_complete(reply, http)
+            rules = HttpRules.of(http)
 
             def classify(reply: bytes, complete: bool) -> Classified:
-                return classify_http(reply, http)
+                return rules.classify(reply)
 
-            return _Plan(
-                build_http_request(http, host_header), done, classify, tls, server_hostname
-            )
+            request = build_http_request(http, host_header)
+            return _Plan(request, rules.complete, classify, tls, server_hostname)
         tcp = monitor.tcp
         request = tcp.tcp_request.replace("\\r\\n", "\r\n").encode() if tcp.tcp_request else b""
 
@@ -187,7 +182,9 @@ class StreamProber:
         except (OSError, ssl.SSLError) as exc:  # a bad ca / client_cert file
             return _Immediate(error_result(name, self.clock, started, exc), on_done)
         if plan.tls is None and self._is_literal(target.host):
-            return _FastCheck(self._reactor(), self.clock, target, monitor, name, plan, on_done)
+            return _FastCheck(
+                self._reactor(), self.clock, started, target, monitor, name, plan, on_done
+            )
         return start_task(
             self._check_async(target, monitor, name, plan, started),
             on_done,
@@ -306,6 +303,7 @@ class _FastCheck:
         self,
         reactor: _Reactor,
         clock: Clock,
+        started: float,
         target: Target,
         monitor: HealthMonitor,
         name: str,
@@ -317,7 +315,7 @@ class _FastCheck:
         self.name = name
         self.plan = plan
         self.on_done = on_done
-        self.started = clock.monotonic()
+        self.started = started
         self.reply = b""
         self.pending = plan.request
         self.finished = False
@@ -325,7 +323,8 @@ class _FastCheck:
         self.registered = False
         loop = reactor.loop
         family = socket.AF_INET6 if ":" in target.host else socket.AF_INET
-        self.sock = sock = socket.socket(family, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
+        # The C socket type: socket.socket's Python wrapper costs microseconds per check.
+        self.sock = sock = _socket.socket(family, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
         self.fd = sock.fileno()
         self.timer = loop.call_later(monitor.receive_timeout, self._timeout)
         err = sock.connect_ex((target.host, target.port))
