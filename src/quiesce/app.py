@@ -53,12 +53,18 @@ class App:
         from quiesce.dataplane import ConnectionTable, start_service
         from quiesce.health import HealthManager, raw_socket_problems
         from quiesce.rules import compile_router
-        from quiesce.store import open_store
+        from quiesce.store import StoreError, open_store
 
         problems = raw_socket_problems(self.config)
         if problems:
             raise StartupError("\n".join(problems))
-        self.store: StateStore = open_store(self.config.state, self.base_dir)
+        try:
+            self.store: StateStore = open_store(self.config.state, self.base_dir)
+            opener = getattr(self.store, "open", None)  # a shared store (etcd) connects here
+            if opener is not None:
+                await opener()
+        except StoreError as exc:
+            raise StartupError(str(exc)) from exc
         self.table: ConnectionTable = ConnectionTable(self.registry)
         self.registry.close_handlers.append(self.table.close)
         self.health: HealthManager = HealthManager(self.registry, self.clock)
@@ -110,7 +116,11 @@ class App:
         if self.admin_server is not None:
             await self.admin_server.stop()
         await self.admin.stop()
-        self.store.close()
+        aclose = getattr(self.store, "aclose", None)  # a shared store writes what is queued
+        if aclose is not None:
+            await aclose()
+        else:
+            self.store.close()
 
 
 def install_event_loop_policy() -> None:

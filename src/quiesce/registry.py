@@ -386,6 +386,32 @@ class Registry:
         server.admin = record
         self._recompute(self.pools[server.pool], self.clock.time(), emit=False)
 
+    def apply_replicated_admin(
+        self, server: ServerRuntime, record: AdminRecord, close: CloseMode, *, node: str
+    ) -> bool:
+        """Take the admin record another node of the cluster wrote (the etcd store): the same
+        eligibility, events and connection closing as the command had there, without the
+        guard (the writing node checked it). False when it changes nothing here."""
+        before = server.admin
+        if record == before and close is CloseMode.NONE:
+            return False
+        if record.state is before.state:
+            message = f"{record.state.value} (from node {node})"
+        else:
+            message = f"{before.state.value} → {record.state.value} (from node {node})"
+        t = Transition(before, record, close, message)
+        self._apply_transition(
+            self.pools[server.pool],
+            server,
+            t,
+            record.cause,
+            record.actor,
+            record.reason,
+            command=True,
+            force=close is CloseMode.ALL,
+        )
+        return True
+
     def _apply_transition(
         self,
         pool: PoolRuntime,

@@ -44,6 +44,7 @@ from quiesce.core.events import Event, EventKind
 from quiesce.core.states import Admin, Cause, CloseMode
 from quiesce.registry import Registry, ServerRuntime
 from quiesce.store.base import StateStore
+from quiesce.store.etcd import RemoteChange
 
 log = logging.getLogger("quiesce.admin")
 
@@ -107,6 +108,9 @@ class AdminService:
         summary = self._restore()
         self.registry.listeners.insert(0, self._on_event)
         self._started = True
+        set_handler = getattr(self.store, "set_remote_handler", None)  # a shared store (etcd)
+        if set_handler is not None:
+            set_handler(self._on_remote_change)
         self.registry.emit(
             Event(
                 time=self.clock.time(),
@@ -126,6 +130,9 @@ class AdminService:
         if not self._started:
             return
         self._started = False
+        set_handler = getattr(self.store, "set_remote_handler", None)
+        if set_handler is not None:
+            set_handler(None)
         if self._timer is not None:
             self._timer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -459,6 +466,45 @@ class AdminService:
                 self.store.save_monitor(name, data)
             elif name:
                 self.store.delete_monitor(name)
+
+    def _on_remote_change(self, change: RemoteChange) -> None:
+        """A change another node wrote to the shared store (etcd), applied here through the
+        registry: eligibility, events and connection closing happen on this node too. The
+        store keeps what this causes from being written back (no write loop); it logs what
+        raises here (an unknown server, a monitor still attached here)."""
+        reg = self.registry
+        actor = change.actor or f"node {change.node}"
+        try:
+            cause = Cause(change.cause or "")
+        except ValueError:
+            cause = Cause.API
+        name, value = change.name, change.value
+        if change.kind == "event":
+            self.bus.publish(value)
+        elif change.kind == "admin":
+            if value is not None:
+                server = reg.find_server(name)
+                if reg.apply_replicated_admin(server, _sane(value), change.close, node=change.node):
+                    self._poke()
+        elif change.kind == "flag":
+            if value is None:
+                if name in reg.flags:
+                    reg.clear_flag(name, actor=actor, cause=cause, reason=change.reason)
+            elif reg.flags.get(name) != value or type(reg.flags.get(name)) is not type(value):
+                reg.set_flag(name, value, actor=actor, cause=cause, reason=change.reason)
+        elif change.kind == "monitor":
+            if value is None:
+                if name in reg.monitors:
+                    reg.delete_monitor(name, actor=actor, cause=cause)
+                    self._monitors_changed()
+            else:
+                monitor = HealthMonitor.model_validate(value)
+                if reg.monitors.get(name) != monitor:
+                    reg.put_monitor(name, monitor, actor=actor, cause=cause)
+                    self._monitors_changed()
+        elif change.kind == "pool_monitors" and reg.pool(name).pool_monitors != value:
+            reg.set_pool_monitors(name, list(value), actor=actor, cause=cause)
+            self._monitors_changed()
 
     def _history(self, after_id: int, limit: int) -> list[Event]:
         return self.store.list_events(after_id=after_id, limit=limit)

@@ -481,8 +481,9 @@ class AdminConfig(Model):
 
 
 class EtcdConfig(Model):
-    endpoints: list[Address]
+    endpoints: Annotated[list[Address], Field(min_length=1)]
     prefix: str = "/quiesce/"
+    node: Name | None = None  # this node's name in shared events; default host:pid
 
 
 class EventRetention(Model):

@@ -6,7 +6,9 @@ pool monitor attachments and the event log.
 - ``state.sqlite: PATH`` (the default, ``./quiesce-state.db``): :class:`SqliteStore` on that
   file, relative to the config file's directory;
 - ``state.sqlite: null``: the same store in memory (nothing survives a restart);
-- ``state.etcd``: not available in this build (a clear :class:`StoreError`).
+- ``state.etcd: {endpoints, prefix, node}``: :class:`EtcdStore`, shared by every node
+  configured with the same etcd and prefix; ``await store.open()`` before the admin service
+  starts, ``await store.aclose()`` at the end (``quiesce.app`` does both).
 """
 
 from __future__ import annotations
@@ -15,17 +17,21 @@ from pathlib import Path
 
 from quiesce.config.models import StateConfig
 from quiesce.store.base import StateStore, StoreError
+from quiesce.store.etcd import EtcdStore
 from quiesce.store.sqlite import SCHEMA_VERSION, SqliteStore
 
 
 def open_store(config: StateConfig, base_dir: Path | str = ".") -> StateStore:
     """The state store the config asks for."""
-    if config.etcd is not None:
-        raise StoreError(
-            "state.etcd: the etcd state store is not available in this build; "
-            "use state.sqlite (a file path, or null for an in-memory store)"
-        )
     retention = config.event_retention
+    if config.etcd is not None:
+        return EtcdStore(
+            config.etcd.endpoints,
+            config.etcd.prefix,
+            node=config.etcd.node,
+            retention_rows=retention.rows,
+            retention_age=retention.age,
+        )
     if config.sqlite is None:
         path = ":memory:"
     else:
@@ -38,4 +44,4 @@ def open_store(config: StateConfig, base_dir: Path | str = ".") -> StateStore:
     return SqliteStore(path, retention_rows=retention.rows, retention_age=retention.age)
 
 
-__all__ = ["SCHEMA_VERSION", "SqliteStore", "StateStore", "StoreError", "open_store"]
+__all__ = ["SCHEMA_VERSION", "EtcdStore", "SqliteStore", "StateStore", "StoreError", "open_store"]
