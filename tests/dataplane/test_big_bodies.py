@@ -81,7 +81,10 @@ async def test_big_download_and_upload_keep_rss_flat(backend: Backend, tmp_path:
         assert chunked[1] - chunked[0] < ALLOWED_GROWTH, chunked
 
 
-async def test_l4_bulk_keeps_rss_flat(backend: Backend) -> None:
+async def test_l4_bulk_keeps_rss_flat(backend: Backend, tmp_path: Path) -> None:
+    blob = tmp_path / "blob"
+    with open(blob, "wb") as f:
+        f.truncate(SIZE)
     async with start_proxy(make_config([backend.address], protocol="tcp")) as p:
         url = f"http://127.0.0.1:{p.port}"
         await run("curl", "-sS", "-o", "/dev/null", url + "/size/1000000")
@@ -91,3 +94,7 @@ async def test_l4_bulk_keeps_rss_flat(backend: Backend) -> None:
             )
         assert int(out) == SIZE
         assert down[1] - down[0] < ALLOWED_GROWTH, down
+        async with rss_peak() as up:
+            out = await run("curl", "-sS", "-X", "POST", "-T", str(blob), url + "/sink")
+        assert json.loads(out)["length"] == SIZE
+        assert up[1] - up[0] < ALLOWED_GROWTH, up
