@@ -61,8 +61,8 @@ class RoundRobin:
 
     def pick(self, candidates: Sequence[Candidate], key: str | None) -> Candidate | None:
         n = len(candidates)
-        if n == 0:
-            return None
+        if n <= 1:
+            return candidates[0] if n else None
         for c in candidates:
             ew = c.effective_weight
             if ew <= 0 or ew != getattr(c, "weight", ew):

@@ -15,6 +15,9 @@ if TYPE_CHECKING:
     from quiesce.rules.decision import Router
 
 
+_CLASS_KEYS = {1: "1xx", 2: "2xx", 3: "3xx", 4: "4xx", 5: "5xx"}
+
+
 @dataclass(slots=True)
 class ServiceStats:
     """Per-service counters (read by the admin API and metrics).
@@ -35,8 +38,9 @@ class ServiceStats:
     errors: dict[int, int] = field(default_factory=dict)
 
     def count_response(self, status: int) -> None:
-        key = f"{status // 100}xx" if 1 <= status // 100 <= 5 else "other"
-        self.responses[key] = self.responses.get(key, 0) + 1
+        key = _CLASS_KEYS.get(status // 100, "other")
+        responses = self.responses
+        responses[key] = responses.get(key, 0) + 1
 
     def count_error(self, status: int) -> None:
         self.errors[status] = self.errors.get(status, 0) + 1

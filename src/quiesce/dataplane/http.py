@@ -99,14 +99,33 @@ _RESPONSE_SPECIAL: dict[bytes, int] = {
 }
 
 
+_PLAIN_CONNECTION = frozenset(
+    {b"keep-alive", b"Keep-Alive", b"close", b"Close", b"upgrade", b"Upgrade"}
+)
+
+
 def _connection_tokens(value: bytes, extra: list[bytes] | None) -> list[bytes] | None:
     """Header names listed in Connection (beyond keep-alive/close/upgrade): hop-by-hop too."""
+    if value in _PLAIN_CONNECTION:
+        return extra
     for tok in value.lower().split(b","):
         tok = tok.strip()
         if tok not in (b"keep-alive", b"close", b"upgrade", b""):
             extra = extra or []
             extra.append(tok)
     return extra
+
+
+_STATUS_LINES: dict[tuple[int, bytes], bytes] = {}
+
+
+def _status_line(status: int, reason: bytes) -> bytes:
+    line = _STATUS_LINES.get((status, reason))
+    if line is None:
+        line = b"HTTP/1.1 %d %s" % (status, reason or _reason(status))
+        if len(_STATUS_LINES) < 512:  # reasons come from servers: keep the cache bounded
+            _STATUS_LINES[(status, reason)] = line
+    return line
 
 
 def _reason(status: int) -> bytes:
@@ -1001,7 +1020,7 @@ class ClientConnection(asyncio.Protocol):
         if 100 <= status < 200 and status != 101:
             up.interim = True
             if not req.http10:
-                lines = [b"HTTP/1.1 %d %s" % (status, up.reason or _reason(status))]
+                lines = [_status_line(status, up.reason)]
                 lines.extend(n + b": " + v for n, v in up.headers if n.lower() not in HOP_BY_HOP)
                 lines.append(b"\r\n")
                 self.out.append(b"\r\n".join(lines))
@@ -1028,7 +1047,7 @@ class ClientConnection(asyncio.Protocol):
             self._note_framing(up, status, req)
             return
         no_body = req.head_only or status in (204, 304) or status == 101
-        lines = [b"HTTP/1.1 %d %s" % (status, up.reason or _reason(status))]
+        lines = [_status_line(status, up.reason)]
         append = lines.append
         conn_extra: list[bytes] | None = None
         special = _RESPONSE_SPECIAL
@@ -1126,7 +1145,6 @@ class ClientConnection(asyncio.Protocol):
             and req.complete
             and not self.boundary_close
             and server is not None
-            and server.persistable
         ):
             pool = self.pool
             limit = pool.config.max_idle_per_server if pool is not None else 0
