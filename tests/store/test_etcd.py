@@ -294,14 +294,14 @@ async def test_etcd_lost_then_back(tmp_path: Path, prefix: str) -> None:
         a = await start_node(server, prefix, "A")
         b = await start_node(server, prefix, "B")
         try:
-            server.stop()
+            await asyncio.to_thread(server.stop)
             a.service.maintenance("web/w1", reason="while etcd was down", **A)
             a.service.set_flag("color", "blue", **A)
             # A serves from its copy meanwhile
             assert a.store.load_admin()["web/w1"].state is Admin.MAINTENANCE
             assert a.service.events(kind="flag_change")[-1].to == "blue"
             assert a.store.pending >= 2
-            server.start()
+            await asyncio.to_thread(server.start)
             await until(lambda: b.server("web/w1").admin.state is Admin.MAINTENANCE, 15)
             await until(lambda: b.registry.flags.get("color") == "blue", 5)
             assert a.store.connected and await a.store.flush(5)

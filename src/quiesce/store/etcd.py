@@ -407,9 +407,8 @@ class EtcdStore:
                 else:
                     resp = await client.put(key.encode(), value)
                     rev = int(resp.header.revision)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
+            except (Exception, asyncio.CancelledError) as exc:
+                _reraise_if_cancelled(exc)
                 self._lost(client, "writing", exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, RETRY_MAX)
@@ -446,9 +445,8 @@ class EtcdStore:
                     value = None if ev.kind == "DELETE" else bytes(kv.value)
                     self._on_kv(kv.key.decode(), value, int(kv.mod_revision))
                 raise ConnectionError("the watch ended")
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
+            except (Exception, asyncio.CancelledError) as exc:
+                _reraise_if_cancelled(exc)
                 resync = True
                 self._lost(client, "watching", exc)
                 await asyncio.sleep(delay)
@@ -644,6 +642,14 @@ def _about(event: Event, kind: Kind, name: str) -> bool:
     if kind == "monitor":
         return event.pool is None and event.detail.get("monitor") == name
     return event.pool == name
+
+
+def _reraise_if_cancelled(exc: BaseException) -> None:
+    """Re-raise a cancellation of this task; a call cancelled because its gRPC channel was
+    closed (the other task dropped the connection) is only a failed call."""
+    task = asyncio.current_task()
+    if isinstance(exc, asyncio.CancelledError) and task is not None and task.cancelling():
+        raise exc
 
 
 def _strip_scheme(endpoint: str) -> str:
