@@ -73,3 +73,18 @@ async def test_refused_server_is_skipped_once(backend: Backend) -> None:
     async with start_proxy(raw) as p:
         for _ in range(3):
             assert (await curl(f"http://127.0.0.1:{p.port}/")).stdout == b"hello from a\n"
+
+
+async def test_l4_fallback_pool(backends: list[Backend]) -> None:
+    a, b = backends[:2]
+    raw = make_config(
+        [a.address],
+        protocol="tcp",
+        service={"fallback_pool": "spare"},
+        extra_pools={"spare": {"servers": [{"name": "x", "address": b.address}]}},
+    )
+    async with start_proxy(raw) as p:
+        s0 = p.registry.pool("web").servers[0]
+        p.registry.admin_command(s0, AdminCommand(Admin.MAINTENANCE, actor="t", cause=Cause.API))
+        assert (await curl(f"http://127.0.0.1:{p.port}/")).stdout == b"hello from b\n"
+        assert p.service.stats.maintenance_pages == 0
