@@ -946,7 +946,7 @@ class ClientConnection(asyncio.Protocol):
             req.retried = True
             other = self._pick(pool, req, (server,))
             if other is not None:
-                self.ctx.table.request_finished(server, self, 502, False)
+                self.ctx.table.request_finished(server, self, 0, False)
                 self.server = None
                 self._bind(pool, other)
                 self._upstream()
@@ -1226,11 +1226,6 @@ class ClientConnection(asyncio.Protocol):
             assert server is not None
             self.connecting = self.loop.create_task(self._open(server))
             return
-        if not up.got_byte and not up.reused and self.sent_at < 0 and not req.pending:
-            server = self.server
-            if server is not None:
-                self._connect_refused(server)
-                return
         self._fail(502)
 
     # answers of our own ----------------------------------------------------------------------
