@@ -33,6 +33,7 @@ response head has been sent to the client, an upstream failure can only abort th
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections import deque
 from typing import TYPE_CHECKING
 
@@ -473,7 +474,7 @@ class ClientConnection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         peer = transport.get_extra_info("peername")
-        self.peer = peer[0] if peer else ""
+        self.peer = sys.intern(peer[0]) if peer else ""  # one string per client address
         ctx = self.ctx
         ctx.conns.add(self)
         ctx.stats.connections += 1

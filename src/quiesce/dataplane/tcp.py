@@ -11,6 +11,7 @@ closed at once (or relayed to ``fallback_pool`` when the service has one).
 from __future__ import annotations
 
 import asyncio
+import sys
 from typing import TYPE_CHECKING
 
 from quiesce.dataplane.context import ServiceContext
@@ -89,7 +90,7 @@ class TcpClient(asyncio.Protocol):
             transport.close()
             return
         peer = transport.get_extra_info("peername")
-        self.peer = peer[0] if peer else ""
+        self.peer = sys.intern(peer[0]) if peer else ""  # one string per client address
         self.transport.pause_reading()
         pool = ctx.pool
         server = self._pick(pool, ())
