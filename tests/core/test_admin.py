@@ -157,3 +157,31 @@ def test_disable_modes(
 def test_record_round_trips() -> None:
     r = AdminRecord(Admin.DRAIN, "a", "why", 5.0, Cause.API, expires=10.0, deadline=7.0)
     assert AdminRecord.from_dict(r.to_dict()) == r
+
+
+def test_times_more_than_ten_years_ahead_are_refused() -> None:
+    far = NOW + 11 * 365 * 86400
+    for cmd in (
+        AdminCommand(Admin.MAINTENANCE, "a", expires=far),
+        AdminCommand(Admin.DRAIN, "a", deadline=far),
+        AdminCommand(Admin.DRAIN, "a", deadline=float("nan")),
+    ):
+        with pytest.raises(InvalidCommand, match="10 years"):
+            sm.apply(rec(Admin.ENABLED), cmd, NOW)
+
+
+def test_repeated_drain_keeps_what_it_does_not_name() -> None:
+    first = sm.apply(
+        rec(Admin.ENABLED), AdminCommand(Admin.DRAIN, "a", deadline=NOW + 10, expires=NOW + 30), NOW
+    ).after
+    again = sm.apply(first, AdminCommand(Admin.DRAIN, "a", deadline=NOW + 20), NOW)
+    assert (again.after.deadline, again.after.expires) == (NOW + 20, NOW + 30)
+    with pytest.raises(InvalidCommand, match="after the drain deadline"):
+        sm.apply(first, AdminCommand(Admin.DRAIN, "a", deadline=NOW + 40), NOW)
+    assert sm.apply(first, AdminCommand(Admin.DRAIN, "a"), NOW).message == "already draining"
+
+
+def test_expiry_reason_without_a_reason() -> None:
+    r = sm.apply(rec(Admin.ENABLED), AdminCommand(Admin.MAINTENANCE, "a", expires=NOW + 1), NOW)
+    t = sm.tick(r.after, NOW + 2)
+    assert t is not None and t.after.reason == "expired"

@@ -8,6 +8,7 @@ refused, as in the config file.
 from __future__ import annotations
 
 import datetime as dt
+import math
 from typing import Annotated
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
@@ -17,17 +18,18 @@ from quiesce.config.models import Name, OptionalTimeout
 
 
 def parse_time(value: object) -> float:
-    """Epoch seconds from epoch seconds or ISO 8601. Raises ValueError."""
+    """Epoch seconds from epoch seconds or ISO 8601, between 1970 and 9999. Raises ValueError."""
     if isinstance(value, bool):
         raise ValueError(f"{value!r} is not a time (use ISO 8601 or epoch seconds)")
     if isinstance(value, int | float):
-        return float(value)
+        return _in_range(float(value), value)
     if isinstance(value, str):
         text = value.strip()
         try:
-            return float(text)
-        except ValueError:
-            pass
+            return _in_range(float(text), value)
+        except ValueError as exc:
+            if "out of range" in str(exc):
+                raise
         try:
             when = dt.datetime.fromisoformat(text)
         except ValueError:
@@ -36,6 +38,15 @@ def parse_time(value: object) -> float:
             when = when.replace(tzinfo=dt.UTC)
         return when.timestamp()
     raise ValueError(f"{value!r} is not a time (use ISO 8601 or epoch seconds)")
+
+
+_MAX_EPOCH = dt.datetime(9999, 12, 31, tzinfo=dt.UTC).timestamp()
+
+
+def _in_range(seconds: float, original: object) -> float:
+    if not math.isfinite(seconds) or not 0 <= seconds <= _MAX_EPOCH:
+        raise ValueError(f"time {original!r} is out of range (1970 to 9999)")
+    return seconds
 
 
 def parse_since(value: str, now: float) -> float:

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import math
 import re
 
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+MAX_DURATION = 10 * 365 * 86400.0
+"""Ten years: anything longer is a typo, and times that far out overflow date formatting."""
+
 _RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 
 
@@ -15,12 +19,18 @@ def parse_duration(value: object) -> float:
     if isinstance(value, int | float):
         if value < 0:
             raise ValueError(f"duration {value} is negative")
-        return float(value)
+        return _bounded(float(value), value)
     if isinstance(value, str):
         m = _RE.match(value)
         if m:
-            return float(m.group(1)) * _UNITS[m.group(2) or "s"]
+            return _bounded(float(m.group(1)) * _UNITS[m.group(2) or "s"], value)
     raise ValueError(f"{value!r} is not a duration (use 500ms, 1s, 2m, 1h or seconds)")
+
+
+def _bounded(seconds: float, original: object) -> float:
+    if not math.isfinite(seconds) or seconds > MAX_DURATION:
+        raise ValueError(f"duration {original!r} is longer than 10 years")
+    return seconds
 
 
 def format_duration(seconds: float) -> str:

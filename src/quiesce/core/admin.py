@@ -21,6 +21,9 @@ from dataclasses import dataclass, replace
 from quiesce.core.errors import InvalidCommand
 from quiesce.core.states import Admin, Cause, CloseMode
 
+MAX_HORIZON = 10 * 365 * 86400.0
+"""How far ahead a deadline or expiry may be: further is a typo."""
+
 TRANSITIONS: dict[tuple[Admin, Admin], CloseMode] = {
     (Admin.ENABLED, Admin.DRAIN): CloseMode.NONE,
     (Admin.ENABLED, Admin.MAINTENANCE): CloseMode.AT_BOUNDARY,
@@ -107,6 +110,9 @@ def apply(record: AdminRecord, cmd: AdminCommand, now: float) -> Transition:
             raise InvalidCommand("a timeout (deadline) applies only to drain")
         if cmd.deadline <= now:
             raise InvalidCommand("the drain deadline must be in the future")
+    for label, when in (("deadline", cmd.deadline), ("expiry", cmd.expires)):
+        if when is not None and not (when - now <= MAX_HORIZON):  # also catches NaN
+            raise InvalidCommand(f"the {label} is more than 10 years ahead")
     if cmd.expires is not None:
         if cmd.target is Admin.ENABLED:
             raise InvalidCommand("enable takes no expiry: it is the state expiry returns to")
@@ -126,10 +132,15 @@ def apply(record: AdminRecord, cmd: AdminCommand, now: float) -> Transition:
         deadline=cmd.deadline,
     )
     if frm is to:
-        if to is Admin.DRAIN and (record.deadline, record.expires) != (cmd.deadline, cmd.expires):
-            return Transition(
-                record, replace(after, since=record.since), CloseMode.NONE, "drain updated"
-            )
+        if to is Admin.DRAIN:
+            # A repeated drain changes what it names (a new --timeout or --for) and keeps the rest.
+            deadline = record.deadline if cmd.deadline is None else cmd.deadline
+            expires = record.expires if cmd.expires is None else cmd.expires
+            if (deadline, expires) != (record.deadline, record.expires):
+                if expires is not None and deadline is not None and expires <= deadline:
+                    raise InvalidCommand("the expiry must come after the drain deadline")
+                updated = replace(after, since=record.since, deadline=deadline, expires=expires)
+                return Transition(record, updated, CloseMode.NONE, "drain updated")
         close = CloseMode.ALL if cmd.force and to is Admin.MAINTENANCE else CloseMode.NONE
         if to is Admin.MAINTENANCE and cmd.expires is not None and cmd.expires != record.expires:
             # A new --for/--until extends (or shortens) the stay without leaving maintenance.
@@ -167,7 +178,7 @@ def tick(record: AdminRecord, now: float) -> Transition | None:
         after = AdminRecord(
             state=Admin.ENABLED,
             actor=record.actor,
-            reason=f"expired: {record.reason}".strip(),
+            reason=f"expired: {record.reason}" if record.reason else "expired",
             since=now,
             cause=Cause.EXPIRY,
         )
