@@ -207,26 +207,29 @@ async def test_last_ten_results_kept(setup: Any) -> None:
 
 
 async def test_concurrency_cap(http_backend: HttpBackend) -> None:
+    """8 servers that never answer, a cap of 3: never more than 3 probes outstanding, and
+    the others still get their turn (every server goes down)."""
     http_backend.mode = "hang"
-    active = 0
-    peak = 0
-    original = http_backend._handle
-
-    async def counting(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        nonlocal active, peak
-        active += 1
-        peak = max(peak, active)
-        try:
-            await original(reader, writer)
-        finally:
-            active -= 1
-
-    http_backend._handle = counting  # type: ignore[method-assign]
-    await http_backend.stop()
-    await http_backend.start()
     registry = make_registry([http_backend.port] * 8, send_interval=0.3, receive_timeout=0.2)
     manager = HealthManager(registry, max_concurrency=3)
     manager.start()
+    prober = manager.prober("http")
+    real_start = prober.start
+    active = peak = 0
+
+    def counting_start(target: Any, monitor: Any, name: str, on_done: Any) -> Any:
+        nonlocal active, peak
+        active += 1
+        peak = max(peak, active)
+
+        def done(result: CheckResult) -> None:
+            nonlocal active
+            active -= 1
+            on_done(result)
+
+        return real_start(target, monitor, name, done)
+
+    prober.start = counting_start  # type: ignore[method-assign]
     try:
         async with asyncio.timeout(5.0):
             while manager.stats.completed < 16:

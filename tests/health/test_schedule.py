@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from quiesce.health import MONITOR_TYPES
-from quiesce.health.schedule import FIRST_SPREAD, Schedule, next_due
+from quiesce.health.schedule import FIRST_SPREAD, TICK, Schedule, next_due, wake_time
 
 
 def test_first_check_within_first_spread_and_phases_kept() -> None:
@@ -28,3 +28,11 @@ def test_monitor_types() -> None:
     assert [t for t, v in by_type.items() if v["node_compatible"]] == ["icmp"]
     assert all(v["pool_compatible"] for v in by_type.values())
     assert all(isinstance(v["description"], str) and v["description"] for v in by_type.values())
+
+
+def test_wake_time_rounds_up_to_the_tick() -> None:
+    assert TICK == 0.005
+    assert wake_time(1.000) == pytest.approx(1.000)
+    assert wake_time(1.0001) == pytest.approx(1.005)
+    assert wake_time(1.0049) == pytest.approx(1.005)
+    assert 0 <= wake_time(123.4567) - 123.4567 < TICK

@@ -4,7 +4,8 @@ registry.
 Theory of operation
 -------------------
 Each (server, monitor) pair is a :class:`_Job` driven by event-loop callbacks, not a task:
-a timer fires at the job's slot (:mod:`quiesce.health.schedule`), the job takes one of
+a timer fires at the job's slot (rounded up to a 5 ms tick so that jobs due together start in
+one loop iteration) (:mod:`quiesce.health.schedule`), the job takes one of
 ``max_concurrency`` slots (or waits in a FIFO for one), its probe is started in callback style
 (:meth:`Prober.start`), and the probe's result goes to :meth:`Registry.record_check`, which
 moves the operational axis and emits the event; then the next slot is armed. A waiting job
@@ -35,7 +36,7 @@ from quiesce.core.checks import CheckResult
 from quiesce.core.clock import Clock, SystemClock
 from quiesce.health.probes import group, make_prober
 from quiesce.health.probes.base import OnDone, Prober, Running, Target, probe_error
-from quiesce.health.schedule import Schedule, next_due
+from quiesce.health.schedule import Schedule, next_due, wake_time
 from quiesce.registry import Registry, ServerRuntime
 
 log = logging.getLogger("quiesce.health")
@@ -181,7 +182,7 @@ class HealthManager:
 
     def _arm(self, job: _Job) -> None:
         assert self._loop is not None
-        job.timer = self._loop.call_at(job.due, self._fire, job)
+        job.timer = self._loop.call_at(wake_time(job.due), self._fire, job)
 
     def _fire(self, job: _Job) -> None:
         job.timer = None

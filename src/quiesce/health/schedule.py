@@ -23,6 +23,16 @@ from dataclasses import dataclass
 FIRST_SPREAD = 1.0
 """Seconds over which first checks are spread at start-up (or after an edit)."""
 
+TICK = 0.005
+"""Wake-ups are rounded up to this grid, so that checks due within the same 5 ms start in
+one event-loop iteration: at thousands of checks a second this cuts the CPU per check by
+about a fifth (BENCHMARKS.md), for at most 5 ms of lateness."""
+
+
+def wake_time(due: float, tick: float = TICK) -> float:
+    """When to wake up for a check due at ``due``: the next tick boundary at or after it."""
+    return math.ceil(due / tick) * tick
+
 
 @dataclass(frozen=True, slots=True)
 class Schedule:
@@ -50,4 +60,4 @@ def next_due(due: float, interval: float, now: float) -> tuple[float, int]:
     return nxt + missed * interval, missed
 
 
-__all__ = ["FIRST_SPREAD", "Schedule", "next_due"]
+__all__ = ["FIRST_SPREAD", "TICK", "Schedule", "next_due", "wake_time"]

@@ -121,11 +121,16 @@ def tcp_port_filter(port: int) -> bytes:
 
 
 def attach_filter(sock: socket.socket, program: bytes) -> ctypes.Array[ctypes.c_char]:
-    """SO_ATTACH_FILTER; returns the buffer, which must outlive the call."""
+    """SO_ATTACH_FILTER, then drop what the socket queued before the filter was on.
+    Returns the program's buffer, which must outlive the call."""
     buffer = ctypes.create_string_buffer(program)
     fprog = struct.pack("HL", len(program) // 8, ctypes.addressof(buffer))
     sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, fprog)
-    return buffer
+    while True:
+        try:
+            sock.recv(65535, socket.MSG_DONTWAIT)
+        except (BlockingIOError, InterruptedError):
+            return buffer
 
 
 class _RawSocket:
