@@ -80,7 +80,7 @@ class App:
                 )
         except OSError as exc:
             await self._close_services()
-            raise StartupError(f"service {name!r}: cannot listen on {svc.listen}: {exc}") from exc
+            raise StartupError(f"service {name!r} ({svc.listen}): {exc}") from exc
         self.health.start()
         from quiesce.api import start_admin_server
 

@@ -351,7 +351,7 @@ class Registry:
                 if why is not None:
                     raise GuardRefused(
                         f"pool {pool.name!r}: setting {server.name!r} to "
-                        f"{cmd.target.value} {why}; use force to override"
+                        f"{cmd.target.value} {why} (override with --force-guard, API force_guard)"
                     )
         except Exception as exc:
             message = getattr(exc, "message", str(exc))

@@ -61,6 +61,10 @@ async def test_list_and_show(app: Any) -> None:
     assert "app/shared" in ok(await cli(app, "show", "pool", "app"))
     shown = json.loads(ok(await cli(app, "--json", "show", "monitor", "System-HTTP")))
     assert shown["http_monitor"]["maintenance_code"] == [503]
+    # --json after the verb means the same as before it (the README shows it there).
+    after = json.loads(ok(await cli(app, "list", "servers", "--json")))
+    assert {f"{s['pool']}/{s['name']}" for s in after} == {f"{s['pool']}/{s['name']}" for s in data}
+    assert json.loads(ok(await cli(app, "show", "server", "a1", "--json")))["name"] == "a1"
 
 
 async def test_credentials_and_errors(app: Any) -> None:
@@ -126,7 +130,9 @@ async def test_guard_refusal_exits_non_zero(app: Any) -> None:
     ok(await cli(app, "set", "server", "a1", "maintenance"))
     ok(await cli(app, "set", "server", "app/shared", "maintenance"))
     line = failed(await cli(app, "set", "server", "a2", "maintenance"))
-    assert "409" in line and "min_servers_up" in line
+    assert "409" in line and "min_servers_up" in line and "--force-guard" in line
+    for bad in ("app/a1/x", "/a1", "app/"):
+        assert "is not POOL/SERVER" in failed(await cli(app, "set", "server", bad, "maintenance"))
     ok(await cli(app, "set", "server", "a2", "maintenance", "--force-guard"))
 
 

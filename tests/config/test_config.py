@@ -182,3 +182,61 @@ def test_quiesce_passwd_reads_stdin_and_verifies() -> None:
         check=False,
     )
     assert empty.returncode != 0 and "empty" in empty.stderr
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "quiesce.yaml"
+    path.write_text(text)
+    return path
+
+
+def file_problems(tmp_path: Path, text: str) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, text))
+    return info.value.problems
+
+
+def test_missing_page_file_is_a_config_error(tmp_path: Path) -> None:
+    text = BASE.replace("pool: web}", "pool: web, maintenance_page: {file: nope.html}}")
+    found = file_problems(tmp_path, text)
+    assert found[0].startswith("services.www.maintenance_page.file: no such file")
+    (tmp_path / "nope.html").write_text("<p>back soon</p>")
+    assert load_config(tmp_path / "quiesce.yaml").services["www"].maintenance_page.file
+
+
+def test_two_listeners_on_one_address(tmp_path: Path) -> None:
+    text = BASE + "admin: {listen: 127.0.0.1:8080}\n"
+    assert file_problems(tmp_path, text) == [
+        "admin.listen: 127.0.0.1:8080 is already the address of services.www.listen"
+    ]
+
+
+def test_min_servers_up_above_pool_size(tmp_path: Path) -> None:
+    text = BASE.replace(
+        "    healthmonitors: [hm]\n", "    healthmonitors: [hm]\n    min_servers_up: 7\n"
+    )
+    assert file_problems(tmp_path, text) == [
+        "pools.web.min_servers_up: 7 is more than the 1 server(s) of the pool"
+    ]
+
+
+def test_duplicate_yaml_key(tmp_path: Path) -> None:
+    text = BASE.replace(
+        "    healthmonitors: [hm]\n", "    healthmonitors: [hm]\n    healthmonitors: []\n"
+    )
+    found = file_problems(tmp_path, text)
+    assert "duplicate key 'healthmonitors'" in found[0] and found[0].startswith("(yaml) line")
+
+
+def test_placeholder_hash_is_a_warning_not_an_error(tmp_path: Path) -> None:
+    text = BASE + "admin: {users: [{name: ops, password_hash: plain, role: admin}]}\n"
+    path = write(tmp_path, text)
+    out = subprocess.run(
+        [sys.executable, "-m", "quiesce", "check", "-c", str(path)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert out.returncode == 0
+    assert "warning: admin.users[0].password_hash: not a hash" in out.stderr
+    assert "'ops' cannot log in" in out.stderr

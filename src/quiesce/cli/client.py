@@ -12,6 +12,7 @@ error when it is ambiguous).
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import ssl
@@ -297,6 +298,9 @@ def api_of(ctx: click.Context) -> Api:
 def resolve(api: Api, ref: str) -> str:
     """``pool/server`` for ``ref`` (a unique server name is looked up)."""
     if "/" in ref:
+        pool, _, name = ref.partition("/")
+        if not pool or not name or "/" in name:
+            raise ClientError(f"{ref!r} is not POOL/SERVER or a server name")
         return ref
     matches = [s for s in api.get("/api/v1/servers") if s["name"] == ref]
     if not matches:
@@ -744,11 +748,36 @@ COMMANDS: list[click.Command] = [
 ]
 
 
+def _json_after_verb(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    """``quiesce list servers --json`` means the same as ``quiesce --json list servers``."""
+    if value:
+        root = ctx.find_root()
+        root.obj = dataclasses.replace(settings(ctx), json=True)
+
+
+def _leaves(cmd: click.Command) -> list[click.Command]:
+    if isinstance(cmd, click.Group):
+        return [leaf for sub in cmd.commands.values() for leaf in _leaves(sub)]
+    return [cmd]
+
+
 def register(main: click.Group) -> None:
     from quiesce.cli.configure import configure_group
 
     for cmd in [*COMMANDS, configure_group]:
         main.add_command(cmd)
+        for leaf in _leaves(cmd):
+            if not any("--json" in p.opts for p in leaf.params if isinstance(p, click.Option)):
+                leaf.params.append(
+                    click.Option(
+                        ["--json"],
+                        is_flag=True,
+                        expose_value=False,
+                        is_eager=True,
+                        callback=_json_after_verb,
+                        help="JSON output (as the global --json).",
+                    )
+                )
 
 
 def fail(message: str) -> NoReturn:

@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from quiesce.config import ConfigError, load_config
+from quiesce.config.loader import config_warnings
 
 
 @click.command("check")
@@ -29,6 +30,8 @@ def check_cmd(config_path: str) -> None:
         for problem in exc.problems:
             click.echo(f"  {problem}", err=True)
         sys.exit(1)
+    for warning in config_warnings(config):
+        click.echo(f"warning: {warning}", err=True)
     servers = sum(len(p.servers) for p in config.pools.values())
     click.echo(
         f"{config_path}: ok ({len(config.services)} service(s), {len(config.pools)} pool(s), "
@@ -80,6 +83,8 @@ def run_cmd(config_path: str, grace: float) -> None:
         for problem in exc.problems:
             click.echo(f"  {problem}", err=True)
         sys.exit(1)
+    for warning in config_warnings(config):
+        click.echo(f"warning: {warning}", err=True)
     sys.exit(run_forever(config, Path(config_path).resolve().parent, grace=grace))
 
 
@@ -102,6 +107,9 @@ def demo_cmd(port: int, admin_port: int) -> None:
     """Start a self-contained demo: three back ends, a balanced service, the admin API."""
     from quiesce.demo import run_demo
 
+    for name, value in (("--port", port), ("--admin-port", admin_port)):
+        if not 0 <= value <= 65535:
+            raise click.BadParameter(f"port {value} is out of range (0-65535)", param_hint=name)
     sys.exit(run_demo(port=port, admin_port=admin_port))
 
 

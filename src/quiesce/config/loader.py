@@ -188,14 +188,103 @@ def parse_config(raw: Any, source: str = "config") -> Config:
     return config
 
 
-def load_text(text: str, source: str = "config") -> Config:
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's SafeLoader, refusing a key given twice in one mapping (the last would win
+    silently)."""
+
+
+def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r}", key_node.start_mark
+            )
+        seen.add(key)
+    return loader.construct_mapping(node)
+
+
+_UniqueKeyLoader.add_constructor(
+    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
+    _construct_mapping,
+)
+
+
+def semantic_problems(config: Config, base_dir: Path | None) -> list[str]:
+    """What a valid-looking config still gets wrong: files that are not there, two listeners
+    on one address, hashes that no password can match, guards no pool can satisfy."""
+    from quiesce.config.addresses import split_address
+
+    problems: list[str] = []
+    if base_dir is not None:
+        pages = [
+            (f"services.{n}.maintenance_page", s.maintenance_page)
+            for n, s in config.services.items()
+        ]
+        pages += [(f"pages.{n}", p) for n, p in config.pages.items()]
+        for path, page in pages:
+            if page.file is not None and not (base_dir / page.file).is_file():
+                problems.append(f"{path}.file: no such file {str(base_dir / page.file)!r}")
+    listeners: dict[tuple[str, int], str] = {}
+    named = [(f"services.{n}.listen", s.listen) for n, s in config.services.items()]
+    named.append(("admin.listen", config.admin.listen))
+    if config.admin.runtime_tcp:
+        named.append(("admin.runtime_tcp", config.admin.runtime_tcp))
+    for path, address in named:
+        host, port = split_address(address)
+        if port == 0:
+            continue
+        key = (host, port)
+        if key in listeners:
+            problems.append(f"{path}: {address} is already the address of {listeners[key]}")
+        else:
+            listeners[key] = path
+    for name, pool in config.pools.items():
+        if pool.min_servers_up > len(pool.servers):
+            problems.append(
+                f"pools.{name}.min_servers_up: {pool.min_servers_up} is more than the "
+                f"{len(pool.servers)} server(s) of the pool"
+            )
+    return problems
+
+
+def config_warnings(config: Config) -> list[str]:
+    """Not wrong enough to refuse the file, but worth saying (``quiesce check`` and
+    ``quiesce run`` print them): a hash no password can match locks that user out."""
+    warnings: list[str] = []
+    for i, user in enumerate(config.admin.users):
+        if not _looks_like_hash(user.password_hash):
+            warnings.append(
+                f"admin.users[{i}].password_hash: not a hash printed by 'quiesce passwd': "
+                f"user {user.name!r} cannot log in"
+            )
+    for i, token in enumerate(config.admin.tokens):
+        if not _looks_like_hash(token.token_hash):
+            warnings.append(
+                f"admin.tokens[{i}].token_hash: not a hash printed by 'quiesce passwd': "
+                f"token {token.name!r} cannot be used"
+            )
+    return warnings
+
+
+def _looks_like_hash(stored: str) -> bool:
+    parts = stored.split("$")
+    return len(parts) == 6 and parts[0] == "scrypt" and all(p.isdigit() for p in parts[1:4])
+
+
+def load_text(text: str, source: str = "config", base_dir: Path | None = None) -> Config:
     try:
-        raw = yaml.safe_load(text)
+        raw = yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader subclass
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "?"
         raise ConfigError([f"(yaml) {where}: {getattr(exc, 'problem', exc)}"], source) from None
-    return parse_config(raw, source)
+    config = parse_config(raw, source)
+    problems = semantic_problems(config, base_dir)
+    if problems:
+        raise ConfigError(problems, source)
+    return config
 
 
 def load_config(path: str | Path) -> Config:
@@ -204,4 +293,4 @@ def load_config(path: str | Path) -> Config:
         text = p.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError([f"(file): cannot read {p}: {exc.strerror}"], str(p)) from None
-    return load_text(text, str(p))
+    return load_text(text, str(p), p.resolve().parent)
