@@ -147,6 +147,12 @@ async def test_https_client_cert(ca: trustme.CA, ca_file: str, tmp_path: Any) ->
         await backend.stop()
 
 
+async def test_https_unreadable_ca_file(tls_backend: HttpBackend, tmp_path: Any) -> None:
+    r = await check("https", tls_backend.port, ca=str(tmp_path / "missing.pem"))
+    assert (r.verdict, r.reason) == (F, Reason.TLS_ERROR)
+    assert "cannot load the TLS settings" in r.detail
+
+
 # --- TCP -----------------------------------------------------------------------------------
 
 

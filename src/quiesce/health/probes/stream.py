@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import cast
 
 from quiesce.config.models import HealthMonitor, HttpsMonitor
-from quiesce.core.checks import CheckResult
+from quiesce.core.checks import CheckResult, Reason
 from quiesce.core.clock import Clock
 from quiesce.health.classify import (
     WINDOW,
@@ -47,6 +47,7 @@ from quiesce.health.probes.base import (
     Target,
     describe,
     error_result,
+    failure,
     probe_error,
     start_task,
 )
@@ -180,7 +181,9 @@ class StreamProber:
         try:
             plan = self.plan(target, monitor)
         except (OSError, ssl.SSLError) as exc:  # a bad ca / client_cert file
-            return _Immediate(error_result(name, self.clock, started, exc), on_done)
+            detail = f"cannot load the TLS settings (ca, client_cert): {exc}"
+            result = failure(name, self.clock, started, Reason.TLS_ERROR, detail)
+            return _Immediate(result, on_done)
         if plan.tls is None and self._is_literal(target.host):
             return _FastCheck(
                 self._reactor(), self.clock, started, target, monitor, name, plan, on_done
