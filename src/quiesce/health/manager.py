@@ -4,8 +4,8 @@ registry.
 Theory of operation
 -------------------
 Each (server, monitor) pair is a :class:`_Job` driven by event-loop callbacks, not a task:
-a timer fires at the job's slot (rounded up to a 5 ms tick so that jobs due together start in
-one loop iteration) (:mod:`quiesce.health.schedule`), the job takes one of
+a timer fires at the job's slot (:mod:`quiesce.health.schedule`; wake-ups are rounded up to
+5 ms ticks so that jobs due together start in one loop iteration), the job takes one of
 ``max_concurrency`` slots (or waits in a FIFO for one), its probe is started in callback style
 (:meth:`Prober.start`), and the probe's result goes to :meth:`Registry.record_check`, which
 moves the operational axis and emits the event; then the next slot is armed. A waiting job
@@ -60,6 +60,8 @@ def _no_result(result: CheckResult) -> None:
 
 
 class _Starting:
+    """``_Job.running`` while ``Prober.start`` runs (probes never report from inside it)."""
+
     def cancel(self) -> None:
         pass
 
@@ -68,6 +70,8 @@ _STARTING = _Starting()
 
 
 class _Job:
+    """One (server, monitor) pair: its schedule, its timer, the check in flight if any."""
+
     __slots__ = (
         "definition",
         "due",
@@ -200,7 +204,6 @@ class HealthManager:
         stats.lateness.append(loop.time() - job.due)
         # Live definition: an edit that sync() has not seen yet still applies now.
         monitor = self.registry.monitors.get(job.monitor, job.definition)
-        # A placeholder until start() returns: probes never report from inside start().
         job.running = _STARTING
         try:
             job.running = self.prober(monitor.type).start(
