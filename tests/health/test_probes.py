@@ -246,3 +246,22 @@ async def test_unresolvable_host(kind: str) -> None:
     r = await check(kind, 80, host="no-such-host.invalid")
     assert r.verdict is F
     assert r.reason in (Reason.CONNECTION_ERROR, Reason.TIMEOUT)
+
+
+async def test_a_bug_while_reading_fails_the_check_and_frees_the_socket(
+    http_backend: HttpBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from quiesce.health.classify import HttpRules
+
+    def broken(self: HttpRules, reply: bytes) -> bool:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(HttpRules, "complete", broken)
+    prober = StreamProber(SystemClock())
+    try:
+        r = await prober.check(Target("127.0.0.1", http_backend.port), monitor("http"), "m")
+        assert (r.verdict, r.reason) == (F, Reason.CONNECTION_ERROR)
+        assert "RuntimeError: boom" in r.detail
+        assert prober._fast is not None and prober._fast.checks == {}
+    finally:
+        prober.close()

@@ -267,8 +267,12 @@ class _Reactor:
         checks = self.checks
         for fd, events in self.epoll.poll(0, 1024):
             check = checks.get(fd)
-            if check is not None:
+            if check is None:
+                continue
+            try:
                 check.ready(events)
+            except Exception as exc:  # a bug must not leave a ready socket behind (busy loop)
+                check.fail(exc)
 
     def close(self) -> None:
         with contextlib.suppress(RuntimeError, ValueError):  # the loop is closed already
@@ -437,6 +441,11 @@ class _FastCheck:
     def _fail(self, exc: BaseException) -> None:
         if not self.finished:
             self._finish(error_result(self.name, self.clock, self.started, exc))
+
+    def fail(self, exc: Exception) -> None:
+        """End the check as failed because handling it raised ``exc`` (a bug)."""
+        if not self.finished:
+            self._finish(probe_error(self.name, self.clock, self.started, exc))
 
     def _finish(self, result: CheckResult) -> None:
         if self.finished:
