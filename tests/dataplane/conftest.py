@@ -27,6 +27,7 @@ from quiesce.config.models import Config
 from quiesce.core.clock import Clock
 from quiesce.dataplane import ConnectionTable, Service, start_service
 from quiesce.registry import Registry
+from quiesce.rules import compile_router
 from quiesce.rules.decision import Router
 from tests.dataplane.backend import Backend
 
@@ -82,6 +83,8 @@ async def start_proxy(
     registry = Registry(config, clock=clock)
     table = ConnectionTable(registry)
     registry.close_handlers.append(table.close)
+    if router is None:  # the service's own rules, compiled as the application does
+        router = compile_router(service, config.services[service], registry)
     svc = await start_service(
         service,
         config.services[service],

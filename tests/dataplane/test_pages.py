@@ -135,7 +135,7 @@ async def test_router_decisions(backends: list[Backend]) -> None:
         view = router.seen[0]
         assert view.method == "GET" and view.path == "/health"
         assert view.cookies == {"a": "1", "b": "2"} and view.source == "127.0.0.1"
-        assert view.host == "127.0.0.1"
+        assert view.host == f"127.0.0.1:{p.port}"  # raw: the router normalises it
         assert router.seen[3].path == "/spare/y"
 
 

@@ -33,7 +33,9 @@ response head has been sent to the client, an upstream failure can only abort th
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import sys
+import termios
 from collections import deque
 from typing import TYPE_CHECKING
 
@@ -206,7 +208,7 @@ class Request:
         return RequestView(
             method=self.method.decode("latin-1"),
             path=path,
-            host=host.split(":", 1)[0].lower() if host else None,
+            host=host,  # raw: the router normalises case, port and IPv6 brackets
             headers=headers,
             cookies=cookies,
             source=source,
@@ -232,8 +234,11 @@ class Upstream(asyncio.Protocol):
         "content_length",
         "discard",
         "got_byte",
+        "head_left",
+        "head_limit",
         "head_only",
         "headers",
+        "heads",
         "interim",
         "keep_alive",
         "parser",
@@ -255,10 +260,13 @@ class Upstream(asyncio.Protocol):
         self.closed = False
         self.reused = False
         self.tunnel = False
+        self.head_limit = 65536  # the service's max_header_size, set by _attach
+        self.heads = 0  # response heads parsed (interim ones included)
         self._reset(False)
 
     def _reset(self, head_only: bool) -> None:
         self.head_only = head_only
+        self.head_left = self.head_limit  # head bytes still allowed; -1: head complete
         self.got_byte = False
         self.headers: list[tuple[bytes, bytes]] = []
         self.reason = b""
@@ -285,15 +293,49 @@ class Upstream(asyncio.Protocol):
             return
         self.got_byte = True
         try:
-            self.parser.feed_data(data)
+            left = self.head_left
+            if left < 0:
+                self.parser.feed_data(data)
+            elif len(data) <= left:
+                self.head_left = left - len(data)
+                self.parser.feed_data(data)
+            else:
+                self._feed_capped(data)
         except httptools.HttpParserUpgrade as exc:
             if self.client is c:
                 c.upstream_upgraded(self, data[exc.args[0] :])
         except httptools.HttpParserError:
             if self.client is c:
                 c.upstream_failed(self, 502)
-        if c.out:
+        if c.out and not c.holding:
             c.flush()
+
+    def _feed_capped(self, data: bytes) -> None:
+        """Feed ``data`` that goes past the head-size limit: the head must end within the
+        limit (httptools buffers an unfinished header line itself, without bound), else the
+        response is refused (502). Rare path: only a read that crosses the limit comes here."""
+        base = 0
+        while True:
+            left = self.head_left
+            rest = len(data) - base
+            if left < 0 or rest <= left:
+                if left >= 0:
+                    self.head_left = left - rest
+                try:
+                    self.parser.feed_data(data[base:] if base else data)
+                except httptools.HttpParserUpgrade as exc:
+                    raise httptools.HttpParserUpgrade(base + exc.args[0]) from None
+                return
+            heads = self.heads
+            try:
+                self.parser.feed_data(data[base : base + left])
+            except httptools.HttpParserUpgrade as exc:
+                raise httptools.HttpParserUpgrade(base + exc.args[0]) from None
+            if self.heads == heads:
+                raise httptools.HttpParserError("response head larger than max_header_size")
+            if self.client is None:
+                return
+            base += left
 
     def eof_received(self) -> bool | None:
         c = self.client
@@ -306,7 +348,7 @@ class Upstream(asyncio.Protocol):
                 return False
             if self.close_delimited and not self.interim:
                 c.upstream_complete(self)
-            if c.out:
+            if c.out and not c.holding:
                 c.flush()
         return False
 
@@ -348,6 +390,8 @@ class Upstream(asyncio.Protocol):
         self.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
+        self.head_left = -1
+        self.heads += 1
         c = self.client
         if c is not None:
             c.response_head(self)
@@ -393,6 +437,7 @@ class ClientConnection(asyncio.Protocol):
         "half_closed",
         "header_size",
         "headers",
+        "holding",
         "idle_since",
         "idle_to",
         "last_rx",
@@ -408,6 +453,7 @@ class ClientConnection(asyncio.Protocol):
         "resp_chunked",
         "resp_close",
         "resp_done",
+        "resp_sent",
         "resp_started",
         "resp_status",
         "sent_at",
@@ -452,6 +498,8 @@ class ClientConnection(asyncio.Protocol):
         self.out: list[bytes] = []
         # response state
         self.resp_started = False
+        self.resp_sent = False  # a byte of the current response was written to the client
+        self.holding = False  # a chunked response head waits for its first body bytes
         self.resp_done = False
         self.resp_status = 0
         self.resp_chunked = False
@@ -595,6 +643,7 @@ class ClientConnection(asyncio.Protocol):
         out = self.out
         self.out = []
         if not self.closed:
+            self.resp_sent = self.resp_started  # interim (1xx) answers do not count
             self.transport.write(out[0] if len(out) == 1 else b"".join(out))
 
     # flow control ------------------------------------------------------------------------
@@ -622,16 +671,31 @@ class ClientConnection(asyncio.Protocol):
             up.abort()
         self.transport.abort()
 
-    def close_at_boundary(self) -> None:
+    def close_at_boundary(self, force: bool = False) -> None:
         """Close after the in-flight response; an idle connection closes now. A connection
         in the middle of receiving a new request head is left to finish it (that request is
-        balanced to whichever server is eligible now)."""
+        balanced to whichever server is eligible now), and so is an idle one whose next
+        request is already in its socket, unread (the keep-alive race: closing would reset
+        a request that reached us): it is served with ``Connection: close``. ``force``
+        (``CloseMode.ALL``): an idle connection closes now, unread bytes or not."""
         if self.closed:
             return
-        if self.current is None and not self.queue and self.begin_at < 0:
+        idle = self.current is None and not self.queue and self.begin_at < 0
+        if idle and (force or not self._unread()):
             self._close()
-        else:
-            self.boundary_close = True
+            return
+        self.boundary_close = True
+
+    def _unread(self) -> bool:
+        """Bytes from the client wait in the socket, not yet read (FIONREAD)."""
+        sock = self.transport.get_extra_info("socket")
+        if sock is None:
+            return False
+        try:
+            n = fcntl.ioctl(sock.fileno(), termios.FIONREAD, b"\0\0\0\0")
+        except (OSError, ValueError):
+            return False
+        return int.from_bytes(n, sys.byteorder) > 0
 
     def _close(self) -> None:
         if not self.closed:
@@ -646,6 +710,11 @@ class ClientConnection(asyncio.Protocol):
         less memory without it)."""
         if self.closed or self.tunnel or self.lingering:
             return
+        if self.holding:
+            # A chunked response head held for its first chunk: not longer than a sweep.
+            self.holding = False
+            if self.out:
+                self.flush()
         ctx = self.ctx
         cur = self.current
         if cur is not None:
@@ -731,15 +800,20 @@ class ClientConnection(asyncio.Protocol):
         upgrade_value = b""
         host: bytes | None = None
         length: bytes | None = None
+        te: bytes | None = None
         special = _REQUEST_SPECIAL
         for name, value in headers:
             code = special.get(name.lower())
             if code is None:
                 append(name + b": " + value)
             elif code == _H_HOST:
+                if host is not None:
+                    raise _ClientError(400)  # two Hosts: which one routes? (RFC 9112 §3.2)
                 host = value
                 append(name + b": " + value)
             elif code == _H_LENGTH:
+                if length is not None and length.strip() != value.strip():
+                    raise _ClientError(400)
                 length = value
                 append(name + b": " + value)
             elif code == _H_COOKIE:
@@ -748,7 +822,7 @@ class ClientConnection(asyncio.Protocol):
             elif code == _H_XFF:
                 xff = value if xff is None else xff + b", " + value
             elif code == _H_TE:
-                req.chunked = b"chunked" in value.lower()
+                te = value if te is None else te + b", " + value
             elif code == _H_CONNECTION:
                 conn_extra = _connection_tokens(value, conn_extra)
             elif code == _H_UPGRADE:
@@ -771,8 +845,19 @@ class ClientConnection(asyncio.Protocol):
         append(b"X-Forwarded-Proto: http")
         if host is not None:
             append(b"X-Forwarded-Host: " + host)
-        if req.chunked:
-            append(b"Transfer-Encoding: chunked")
+        if te is not None:
+            # Ambiguous framing is refused, as HAProxy does (RFC 9112 §6.1, §6.3): the last
+            # coding must be chunked, once, and Content-Length must not come along.
+            if te == b"chunked" or te == b"Chunked":
+                append(b"Transfer-Encoding: chunked")
+            else:
+                codings = [c.strip().lower() for c in te.split(b",")]
+                if codings[-1] != b"chunked" or codings.count(b"chunked") != 1:
+                    raise _ClientError(400)
+                append(b"Transfer-Encoding: " + b", ".join(codings))
+            if length is not None:
+                raise _ClientError(400)
+            req.chunked = True
         if upgrade:
             append(b"Connection: upgrade")
             append(b"Upgrade: " + upgrade_value)
@@ -824,6 +909,8 @@ class ClientConnection(asyncio.Protocol):
         ctx = self.ctx
         self.current = req
         self.resp_started = False
+        self.resp_sent = False
+        self.holding = False
         self.resp_done = False
         self.resp_status = 0
         self.resp_chunked = False
@@ -960,6 +1047,7 @@ class ClientConnection(asyncio.Protocol):
         self.up = up
         up.client = self
         up.reused = reused
+        up.head_limit = self.ctx.max_header_size
         up._reset(req.head_only)
         if self.client_blocked:
             # The client is not reading what we already wrote: nothing more from upstream.
@@ -1083,6 +1171,10 @@ class ClientConnection(asyncio.Protocol):
                 append(b"Transfer-Encoding: chunked")
             if not up.chunked:
                 up.close_delimited = True
+            else:
+                # Hold the head until the first chunk parses: a malformed chunked body can
+                # still be answered 502 (the sweep releases a head held longer than that).
+                self.holding = True
         if status != 101:
             if close:
                 append(b"Connection: close")
@@ -1119,6 +1211,7 @@ class ClientConnection(asyncio.Protocol):
         )
 
     def response_body(self, body: bytes) -> None:
+        self.holding = False
         if self.resp_chunked:
             self.out += (b"%x\r\n" % len(body), body, b"\r\n")
         else:
@@ -1132,6 +1225,7 @@ class ClientConnection(asyncio.Protocol):
             return
         if self.resp_chunked:
             self.out.append(b"0\r\n\r\n")
+        self.holding = False
         self.up = None
         up.client = None
         if self.up_paused:
@@ -1146,6 +1240,7 @@ class ClientConnection(asyncio.Protocol):
             and req.complete
             and not self.boundary_close
             and server is not None
+            and not self.ctx.closing
         ):
             pool = self.pool
             limit = pool.config.max_idle_per_server if pool is not None else 0
@@ -1197,10 +1292,20 @@ class ClientConnection(asyncio.Protocol):
         self.up = None
         up.client = None
         up.abort()
-        if self.resp_started:
+        if self.resp_started and (self.resp_sent or up.discard):
+            # Part of the response is with the client already: it cannot be told otherwise.
+            self.ctx.stats.count_error(status)
             self.cut()
             return
+        self._unsend()
         self._fail(status)
+
+    def _unsend(self) -> None:
+        """Forget a response head that was parsed but never written to the client."""
+        self.out = []
+        self.holding = False
+        self.resp_started = False
+        self.resp_chunked = False
 
     def upstream_lost(self, up: Upstream) -> None:
         if up is not self.up:
@@ -1213,9 +1318,11 @@ class ClientConnection(asyncio.Protocol):
         if req is None or self.resp_done:
             return
         if self.resp_started:
-            self.cut()  # the response was cut short: so is the client's
-            return
-        if not up.got_byte and up.reused and req.replay is not None and not self.closed:
+            if self.resp_sent or up.discard:
+                self.cut()  # the response was cut short: so is the client's
+                return
+            self._unsend()  # nothing of it reached the client: it gets a 502 below
+        elif not up.got_byte and up.reused and req.replay is not None and not self.closed:
             # The keep-alive race: the server closed this idle connection as we reused it.
             # Nothing came back, and we still hold the whole request: resend it on a fresh
             # connection to the same server.

@@ -14,7 +14,7 @@ from quiesce.dataplane.http import ClientConnection
 from quiesce.dataplane.pages import Page
 from quiesce.dataplane.table import ConnectionTable
 from quiesce.dataplane.tcp import TcpClient
-from quiesce.registry import Registry
+from quiesce.registry import Registry, ServerRuntime
 from quiesce.rules.decision import Router
 
 
@@ -57,18 +57,25 @@ class Service:
         ctx.drained = asyncio.Event()
         for conn in list(ctx.conns):
             conn.close_at_boundary()
+        # Idle upstream keep-alive connections serve nobody now (busy ones are not pooled
+        # again while closing): close them at once, not after the grace period.
+        ctx.table.close_idle_upstreams(self._servers())
         if ctx.conns:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(ctx.drained.wait(), grace)
         for conn in list(ctx.conns):
             conn.cut()
         ctx.stop_sweep()
+        ctx.table.close_idle_upstreams(self._servers())
+        await asyncio.sleep(0)
+
+    def _servers(self) -> list[ServerRuntime]:
+        ctx = self._ctx
         if ctx.router is not None:
             pools = list(ctx.registry.pools.values())
         else:
             pools = [p for p in (ctx.pool, ctx.fallback) if p is not None]
-        ctx.table.close_idle_upstreams(s for p in pools for s in p.servers)
-        await asyncio.sleep(0)
+        return [s for p in pools for s in p.servers]
 
 
 async def start_service(

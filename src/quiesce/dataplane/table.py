@@ -48,8 +48,9 @@ class Closable(Protocol):
     def cut(self) -> None:
         """Abort the connection now (client and upstream side)."""
 
-    def close_at_boundary(self) -> None:
-        """Close after the in-flight response (L7); idle: close now."""
+    def close_at_boundary(self, force: bool = False) -> None:
+        """Close after the in-flight response (L7); idle: close now, unless its next
+        request is already waiting unread (then after that one), or ``force``."""
 
 
 class ConnectionTable:
@@ -190,8 +191,9 @@ class ConnectionTable:
             return
         for up in self.upstream_idle.pop(server, []):
             up.close()
+        force = mode is CloseMode.ALL
         for conn in list(self.idle.pop(server, ())):
-            conn.close_at_boundary()
+            conn.close_at_boundary(force)
         busy = list(self.busy.get(server, ()))
         if mode is CloseMode.ALL:
             for conn in busy:

@@ -212,7 +212,7 @@ class TcpClient(asyncio.Protocol):
             up.transport.abort()
         self.transport.abort()
 
-    def close_at_boundary(self) -> None:
+    def close_at_boundary(self, force: bool = False) -> None:
         """L4 has no request boundary: connections are left to end on their own."""
 
     def check(self, now: float) -> None:
