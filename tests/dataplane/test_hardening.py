@@ -113,6 +113,28 @@ async def test_upstream_header_under_the_limit_passes(backend: Backend) -> None:
         assert r.content == b"z" * 100_000
 
 
+async def test_endless_request_header_line_is_431_at_once(backend: Backend) -> None:
+    """The same hole on the client side: httptools buffers an unfinished header line
+    itself; the proxy answers 431 once the head passes max_request_line + max_header_size."""
+    async with start_proxy(make_config([backend.address])) as p:
+        reader, writer = await asyncio.open_connection("127.0.0.1", p.port)
+        writer.write(b"GET / HTTP/1.1\r\nX: ")
+        sent = 0
+        with contextlib.suppress(ConnectionError):
+            while sent < 1 << 30 and not reader.at_eof() and not len(reader._buffer):
+                writer.write(b"a" * 65536)
+                sent += 65536
+                await writer.drain()
+        answer = await asyncio.wait_for(reader.read(100), 10)
+        assert answer.startswith(b"HTTP/1.1 431 "), answer
+        assert sent < 32 << 20, sent
+        writer.close()
+        # a big body right behind a small head is not a big head
+        async with httpx.AsyncClient() as c:
+            r = await c.post(p.url + "/sink", content=b"q" * 3_000_000)
+        assert r.status_code == 200 and r.json()["length"] == 3_000_000
+
+
 # 2. malformed chunked upstream body --------------------------------------------------------
 
 

@@ -145,6 +145,10 @@ class _ClientError(Exception):
         self.status = status
 
 
+class _HeadTooLarge(httptools.HttpParserError):
+    pass
+
+
 class Request:
     __slots__ = (
         "chunked",
@@ -213,6 +217,39 @@ class Request:
             cookies=cookies,
             source=source,
         )
+
+
+def _feed_capped(
+    conn: Upstream | ClientConnection,
+    parser: httptools.HttpResponseParser | httptools.HttpRequestParser,
+    data: bytes,
+) -> None:
+    """Feed ``data`` that goes past the head-size limit (``conn.head_left`` bytes): the head
+    must end within it, else HttpParserError. httptools buffers an unfinished header line
+    itself, without bound (and quadratically): only this limit keeps it small. Rare path:
+    only a read that crosses the limit comes here."""
+    base = 0
+    while True:
+        left = conn.head_left
+        rest = len(data) - base
+        if left < 0 or rest <= left:
+            if left >= 0:
+                conn.head_left = left - rest
+            try:
+                parser.feed_data(data[base:] if base else data)
+            except httptools.HttpParserUpgrade as exc:
+                raise httptools.HttpParserUpgrade(base + exc.args[0]) from None
+            return
+        heads = conn.heads
+        try:
+            parser.feed_data(data[base : base + left])
+        except httptools.HttpParserUpgrade as exc:
+            raise httptools.HttpParserUpgrade(base + exc.args[0]) from None
+        if conn.heads == heads:
+            raise _HeadTooLarge("message head larger than the limit")
+        if conn.closed:
+            return
+        base += left
 
 
 def _cookie_value(header: bytes, name: bytes) -> bytes | None:
@@ -300,7 +337,7 @@ class Upstream(asyncio.Protocol):
                 self.head_left = left - len(data)
                 self.parser.feed_data(data)
             else:
-                self._feed_capped(data)
+                _feed_capped(self, self.parser, data)
         except httptools.HttpParserUpgrade as exc:
             if self.client is c:
                 c.upstream_upgraded(self, data[exc.args[0] :])
@@ -309,33 +346,6 @@ class Upstream(asyncio.Protocol):
                 c.upstream_failed(self, 502)
         if c.out and not c.holding:
             c.flush()
-
-    def _feed_capped(self, data: bytes) -> None:
-        """Feed ``data`` that goes past the head-size limit: the head must end within the
-        limit (httptools buffers an unfinished header line itself, without bound), else the
-        response is refused (502). Rare path: only a read that crosses the limit comes here."""
-        base = 0
-        while True:
-            left = self.head_left
-            rest = len(data) - base
-            if left < 0 or rest <= left:
-                if left >= 0:
-                    self.head_left = left - rest
-                try:
-                    self.parser.feed_data(data[base:] if base else data)
-                except httptools.HttpParserUpgrade as exc:
-                    raise httptools.HttpParserUpgrade(base + exc.args[0]) from None
-                return
-            heads = self.heads
-            try:
-                self.parser.feed_data(data[base : base + left])
-            except httptools.HttpParserUpgrade as exc:
-                raise httptools.HttpParserUpgrade(base + exc.args[0]) from None
-            if self.heads == heads:
-                raise httptools.HttpParserError("response head larger than max_header_size")
-            if self.client is None:
-                return
-            base += left
 
     def eof_received(self) -> bool | None:
         c = self.client
@@ -435,8 +445,11 @@ class ClientConnection(asyncio.Protocol):
         "error_status",
         "got_any",
         "half_closed",
+        "head_left",
+        "head_limit",
         "header_size",
         "headers",
+        "heads",
         "holding",
         "idle_since",
         "idle_to",
@@ -506,6 +519,10 @@ class ClientConnection(asyncio.Protocol):
         self.resp_close = False
         self.set_cookie: bytes | None = None
         # parse state
+        # bytes a request head may still take (request line + header block); -1: in a body
+        self.head_limit = ctx.max_request_line + ctx.max_header_size
+        self.head_left = self.head_limit
+        self.heads = 0
         self.url = b""
         self.headers: list[tuple[bytes, bytes]] = _NO_HEADERS
         self.header_size = 0
@@ -553,7 +570,14 @@ class ClientConnection(asyncio.Protocol):
         if parser is None:
             parser = self.parser = httptools.HttpRequestParser(self)
         try:
-            parser.feed_data(data)
+            left = self.head_left
+            if left < 0:
+                parser.feed_data(data)
+            elif len(data) <= left:
+                self.head_left = left - len(data)
+                parser.feed_data(data)
+            else:
+                _feed_capped(self, parser, data)
         except httptools.HttpParserUpgrade as exc:
             if not self.closed:
                 rest = data[exc.args[0] :]
@@ -564,7 +588,7 @@ class ClientConnection(asyncio.Protocol):
         except (httptools.HttpParserError, _ClientError) as exc:
             if self.closed:
                 return
-            status = self.error_status or 400
+            status = self.error_status or (431 if isinstance(exc, _HeadTooLarge) else 400)
             if isinstance(exc, _ClientError):
                 status = exc.status
             self._client_error(status)
@@ -773,6 +797,8 @@ class ClientConnection(asyncio.Protocol):
         self.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
+        self.head_left = -1
+        self.heads += 1
         if self.closed:
             raise _ClientError(0)
         self.begin_at = -1.0
@@ -889,6 +915,7 @@ class ClientConnection(asyncio.Protocol):
                 self.pause(P_PENDING)
 
     def on_message_complete(self) -> None:
+        self.head_left = self.head_limit  # what follows is the next request's head
         req = self.parsing
         self.parsing = None
         if req is None or req.complete:
