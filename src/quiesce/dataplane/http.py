@@ -27,7 +27,15 @@ malformed request 400, request line too long 414, header block too large 431, sl
 server, else 502; a reused keep-alive upstream closed under us before any response byte: the
 request is resent on a fresh connection when it is idempotent or its body is still held (up
 to 64 KiB); malformed upstream response 502; connect or response timeout 504. Once the
-response head has been sent to the client, an upstream failure can only abort the client.
+response head has been sent to the client, an upstream failure can only abort the client (a
+chunked response's head is held until its first chunk parses, at most one sweep, so a broken
+chunk right behind it is still a 502).
+
+Heads are capped while they arrive, both ways (``_feed_capped``): httptools buffers an
+unfinished header line itself, so a head may take at most ``max_request_line +
+max_header_size`` bytes of a client (else 431) and ``max_header_size`` of a server (else 502).
+Ambiguous request framing (a last coding other than chunked, Transfer-Encoding with
+Content-Length, two Content-Lengths, two Hosts) is refused with 400 before anything is sent.
 """
 
 from __future__ import annotations
