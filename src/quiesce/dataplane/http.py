@@ -469,6 +469,7 @@ class ClientConnection(asyncio.Protocol):
         "parsing",
         "paused",
         "peer",
+        "peer_b",
         "pool",
         "queue",
         "resp_chunked",
@@ -494,6 +495,7 @@ class ClientConnection(asyncio.Protocol):
         self.loop = ctx.loop
         self.transport: asyncio.Transport = None  # type: ignore[assignment]
         self.peer = ""
+        self.peer_b = b""
         self.parser: httptools.HttpRequestParser | None = httptools.HttpRequestParser(self)
         self.parsing: Request | None = None
         self.current: Request | None = None
@@ -548,6 +550,7 @@ class ClientConnection(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
         peer = transport.get_extra_info("peername")
         self.peer = sys.intern(peer[0]) if peer else ""  # one string per client address
+        self.peer_b = self.peer.encode()
         ctx = self.ctx
         ctx.conns.add(self)
         ctx.stats.connections += 1
@@ -874,7 +877,7 @@ class ClientConnection(asyncio.Protocol):
             out = [out[0]] + [h for h in out[1:] if h.split(b":", 1)[0].lower() not in drop]
             append = out.append
         req.host = host
-        peer = self.peer.encode()
+        peer = self.peer_b
         append(b"X-Forwarded-For: " + (xff + b", " + peer if xff else peer))
         append(b"X-Forwarded-Proto: http")
         if host is not None:
@@ -1115,8 +1118,8 @@ class ClientConnection(asyncio.Protocol):
         if req.complete:
             if req.chunked:
                 t.write(b"0\r\n\r\n")
-            self._request_sent()
-        if req.replay is not None and sum(map(len, req.replay)) > REPLAY_LIMIT:
+            self.sent_at = self.loop.time()
+        if req.replay and sum(map(len, req.replay)) > REPLAY_LIMIT:
             req.replay = None
 
     def _send_body(self, req: Request, body: bytes) -> None:
