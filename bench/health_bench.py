@@ -242,7 +242,7 @@ async def child(args: argparse.Namespace) -> dict[str, Any]:
     from quiesce.health import HealthManager
     from quiesce.registry import Registry
 
-    n = args.servers
+    n = args.servers[0] if isinstance(args.servers, list) else args.servers
     pools = {
         f"p{p // SERVERS_PER_POOL}": {
             "healthmonitors": ["hc"],
@@ -328,16 +328,74 @@ def summarize(
     }
 
 
+def report(runs: list[dict[str, Any]], args: argparse.Namespace) -> str:
+    uname = os.uname()
+    haproxy = subprocess.run(["haproxy", "-v"], capture_output=True, text=True).stdout
+    lines = [
+        f"Run: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} · {os.cpu_count()} CPUs · "
+        f"Linux {uname.release} · Python {sys.version.split()[0]} · "
+        f"{haproxy.splitlines()[0] if haproxy else 'HAProxy'}"
+        f" · uvloop{' off' if args.no_uvloop else ''} · HealthManager max_concurrency "
+        f"{args.max_concurrency}.",
+        "",
+        f"send_interval {args.interval:g}s, receive_timeout {args.timeout:g}s; each checker "
+        f"pinned to CPU {args.cpu}, nginx (1 worker) to CPU {args.responder_cpu}; measured for "
+        f"{args.duration:g}s after a {args.warmup:g}s warm-up. *Gap error*: per server, "
+        "|time between two consecutive checks − send_interval|, from nginx's log (the same "
+        "measure for both). *Lateness*: quiesce's own slot → probe start. *Load avg*: "
+        "the machine's 1-minute load at the end of the window (other work shares the 2 CPUs).",
+        "",
+        "| servers | checker | checks/s | CPU (1 core = 100%) | CPU µs per check "
+        "| gap error p50 / p99 / max ms | lateness p50 / p99 / max ms | nginx CPU | load avg |",
+        "|---:|---|---:|---:|---:|---|---|---:|---:|",
+    ]
+    for run in runs:
+        for name in ("haproxy", "quiesce"):
+            r = run.get(name)
+            if r is None:
+                continue
+            g = r["gap_error_ms"]
+            late = r.get("lateness_ms")
+            late_text = (
+                f"{late['p50']:.1f} / {late['p99']:.1f} / {late['max']:.1f}" if late else "—"
+            )
+            per_check = r["cpu"] / r["checks_per_s"] * 1e6 if r["checks_per_s"] else float("nan")
+            lines.append(
+                f"| {run['servers']:,} | {name} | {r['checks_per_s']:,.0f} | {r['cpu'] * 100:.1f}% "
+                f"| {per_check:.0f} | {g['p50']:.0f} / {g['p99']:.0f} / {g['max']:.0f} "
+                f"| {late_text} | {r['responder_cpu'] * 100:.1f}% | {r['loadavg'][0]} |"
+            )
+        if "haproxy" in run and "quiesce" in run:
+            ratio = run["quiesce"]["cpu"] / run["haproxy"]["cpu"]
+            run["cpu_ratio_quiesce_over_haproxy"] = ratio
+            lines.append(
+                f"| {run['servers']:,} | **CPU ratio quiesce / HAProxy** | | "
+                f"**{ratio:.2f}** | | | | | |"
+            )
+    return "\n".join(lines)
+
+
+def write_section(path: Path, text: str) -> None:
+    begin, end = "<!-- health-results:start -->", "<!-- health-results:end -->"
+    doc = path.read_text()
+    if begin not in doc or end not in doc:
+        raise SystemExit(f"{path} has no {begin} ... {end} block")
+    head, _, rest = doc.partition(begin)
+    _, _, tail = rest.partition(end)
+    path.write_text(f"{head}{begin}\n{text}\n{end}{tail}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--servers", type=int, default=10_000)
+    ap.add_argument("--servers", type=int, nargs="+", default=[10_000])
     ap.add_argument("--interval", type=float, default=1.0)
     ap.add_argument("--timeout", type=float, default=0.5)
-    ap.add_argument("--warmup", type=float, default=5.0)
-    ap.add_argument("--duration", type=float, default=20.0)
+    ap.add_argument("--warmup", type=float, default=20.0)
+    ap.add_argument("--duration", type=float, default=15.0)
     ap.add_argument("--cpu", type=int, default=0, help="core for the checker under test")
     ap.add_argument("--responder-cpu", type=int, default=1, help="core for nginx")
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--write", type=Path, help="replace the health-results block of this file")
     ap.add_argument("--no-uvloop", action="store_true")
     ap.add_argument("--max-concurrency", type=int, default=1000, help="HealthManager's cap")
     ap.add_argument("--only", choices=["quiesce", "haproxy"])
@@ -357,55 +415,37 @@ def main() -> None:
         if shutil.which(tool) is None:
             raise SystemExit(f"{tool} is needed on PATH")
     workdir = Path(tempfile.mkdtemp(prefix="quiesce-health-bench-"))
-    # One port per checker: the kernel picks the same ephemeral ports again for the same
-    # destinations, and a SYN that lands on the other checker's TIME_WAIT costs a 1 s
-    # retransmission; distinct ports keep the two runs' connections apart.
-    haproxy_port, quiesce_port = free_port(), free_port()
-    nginx = start_nginx(workdir, [haproxy_port, quiesce_port], args.responder_cpu)
-    results: dict[str, Any] = {"servers": args.servers, "interval": args.interval}
+    # Ports of their own for every checker and size: the kernel picks the same ephemeral
+    # ports again for the same destinations, and a SYN that lands on an earlier run's
+    # TIME_WAIT costs a 1 s retransmission; distinct ports keep the runs' connections apart.
+    ports = [(free_port(), free_port()) for _ in args.servers]
+    nginx = start_nginx(workdir, [p for pair in ports for p in pair], args.responder_cpu)
+    runs: list[dict[str, Any]] = []
     try:
-        if args.only != "quiesce":
-            results["haproxy"] = run_haproxy(args, workdir, haproxy_port, nginx.pid)
-        if args.only != "haproxy":
-            results["quiesce"] = run_quiesce(args, quiesce_port, nginx.pid)
+        for n, (haproxy_port, quiesce_port) in zip(args.servers, ports, strict=True):
+            size = argparse.Namespace(**{**vars(args), "servers": n})
+            run: dict[str, Any] = {"servers": n, "interval": args.interval}
+            if args.only != "quiesce":
+                run["haproxy"] = run_haproxy(size, workdir, haproxy_port, nginx.pid)
+            if args.only != "haproxy":
+                run["quiesce"] = run_quiesce(size, quiesce_port, nginx.pid)
+            runs.append(run)
     finally:
         nginx.send_signal(signal.SIGQUIT)  # graceful: flushes the access log
         nginx.wait(10)
     log = workdir / "access.log"
-    for name in ("haproxy", "quiesce"):
-        if name in results:
-            window = results[name]["window"]
-            results[name].update(summarize(arrivals(log, *window), args.interval, window))
+    for run in runs:
+        for name in ("haproxy", "quiesce"):
+            if name in run:
+                window = run[name]["window"]
+                run[name].update(summarize(arrivals(log, *window), args.interval, window))
     shutil.rmtree(workdir, ignore_errors=True)
-
-    print(
-        f"\n{args.servers} HTTP servers, send_interval {args.interval:g}s, "
-        f"{args.duration:g}s measured after {args.warmup:g}s warm-up, checker on 1 core\n"
-    )
-    print(
-        "| checker | checks/s | checker CPU | nginx CPU | gap error p50 / p99 / max (ms) "
-        "| lateness p50 / p99 / max (ms) | load avg |"
-    )
-    print("|---|---:|---:|---:|---|---|---|")
-    for name in ("haproxy", "quiesce"):
-        if name not in results:
-            continue
-        r = results[name]
-        g = r["gap_error_ms"]
-        late = r.get("lateness_ms")
-        late_text = f"{late['p50']:.1f} / {late['p99']:.1f} / {late['max']:.1f}" if late else "n/a"
-        print(
-            f"| {name} | {r['checks_per_s']:.0f} | {r['cpu'] * 100:.1f}% "
-            f"| {r['responder_cpu'] * 100:.1f}% "
-            f"| {g['p50']:.1f} / {g['p99']:.1f} / {g['max']:.1f} | {late_text} "
-            f"| {' '.join(r['loadavg'])} |"
-        )
-    if "haproxy" in results and "quiesce" in results:
-        ratio = results["quiesce"]["cpu"] / results["haproxy"]["cpu"]
-        results["cpu_ratio_quiesce_over_haproxy"] = ratio
-        print(f"\nCPU ratio quiesce / HAProxy: {ratio:.2f}")
+    text = report(runs, args)
+    print(text)
     if args.json:
-        args.json.write_text(json.dumps(results, indent=2))
+        args.json.write_text(json.dumps(runs, indent=2))
+    if args.write:
+        write_section(args.write, text)
 
 
 if __name__ == "__main__":
