@@ -29,7 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from pathlib import Path
 from typing import Any
 
@@ -272,6 +272,7 @@ async def child(args: argparse.Namespace) -> dict[str, Any]:
     gc.collect()
     gc.freeze()
     manager = HealthManager(registry, max_concurrency=args.max_concurrency)
+    manager.stats.lateness = deque(maxlen=int(n / args.interval * args.duration * 1.2) + 1000)
     manager.start()
     await asyncio.sleep(args.warmup)
     stats = manager.stats

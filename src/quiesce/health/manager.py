@@ -47,12 +47,13 @@ Key = tuple[ServerRuntime, str]
 @dataclass
 class CheckStats:
     """Counters for benchmarks and metrics. ``lateness`` holds the most recent start delays
-    (seconds between a check's slot and the moment its probe started)."""
+    (seconds between a check's slot and the moment its probe started); a benchmark may
+    replace it with a longer deque."""
 
     started: int = 0
     completed: int = 0
     skipped: int = 0
-    lateness: deque[float] = field(default_factory=lambda: deque(maxlen=200_000))
+    lateness: deque[float] = field(default_factory=lambda: deque(maxlen=10_000))
 
 
 def _no_result(result: CheckResult) -> None:
