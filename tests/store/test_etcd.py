@@ -10,6 +10,7 @@ import json
 import shutil
 import socket
 import subprocess
+import threading
 import time
 import urllib.request
 import uuid
@@ -18,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from quiesce.admin import AdminService
@@ -324,3 +326,86 @@ async def test_own_write_is_not_overwritten_by_an_older_remote_one(
     final = await client.get(f"{a.store.prefix}flags/color".encode())
     kept = json.loads(final.value)["value"]
     await until(lambda: a.registry.flags["color"] == kept == b.registry.flags["color"])
+
+
+class HoldingBackend:
+    """A TCP server that says its name to each connection and holds it open."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = int(self.sock.getsockname()[1])
+        self.conns: list[socket.socket] = []
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            conn.sendall(f"{self.name}\n".encode())
+            self.conns.append(conn)
+
+    def close(self) -> None:
+        self.sock.close()
+        for c in self.conns:
+            c.close()
+
+
+def test_two_processes_maintenance_force_on_a_closes_a_connection_through_b(
+    etcd: Etcd, prefix: str, tmp_path: Path
+) -> None:
+    from quiesce.security import hash_password
+    from tests.e2e.test_run_and_demo import Proc
+
+    backends = [HoldingBackend("b1"), HoldingBackend("b2")]
+    procs: list[Proc] = []
+    try:
+        admins, services = [], []
+        for node in ("A", "B"):
+            d = tmp_path / node
+            d.mkdir()
+            (d / "quiesce.yaml").write_text(
+                f"""
+admin:
+  listen: 127.0.0.1:0
+  users: [{{name: admin, password_hash: "{hash_password("pw")}", role: admin}}]
+state: {{etcd: {{endpoints: ["{etcd.endpoint}"], prefix: "{prefix}", node: {node}}}}}
+pools:
+  tcp:
+    servers:
+      - {{name: b1, address: 127.0.0.1:{backends[0].port}}}
+      - {{name: b2, address: 127.0.0.1:{backends[1].port}}}
+services:
+  raw: {{listen: 127.0.0.1:0, protocol: tcp, pool: tcp}}
+"""
+            )
+            proc = Proc(["run", "-c", "quiesce.yaml"], d)
+            procs.append(proc)
+            services.append(int(proc.wait_for(r"service raw listening on port (\d+)").group(1)))
+            admins.append(int(proc.wait_for(r"admin listening on port (\d+)").group(1)))
+            proc.wait_for("quiesce: ready")
+        # a connection held through B
+        client = socket.create_connection(("127.0.0.1", services[1]), timeout=10)
+        held = client.makefile("rb").readline().decode().strip()
+        assert held in ("b1", "b2")
+        r = httpx.post(
+            f"http://127.0.0.1:{admins[0]}/api/v1/servers/tcp/{held}/maintenance",
+            json={"force": True, "reason": "cut"},
+            auth=("admin", "pw"),
+        )
+        assert r.status_code == 200 and r.json()["changed"], r.text
+        client.settimeout(10)
+        assert client.recv(100) == b""  # B closed it: EOF (a timeout here fails the test)
+        client.close()
+        view = httpx.get(
+            f"http://127.0.0.1:{admins[1]}/api/v1/servers/tcp/{held}", auth=("admin", "pw")
+        ).json()
+        assert (view["admin"], view["reason"], view["actor"]) == ("maintenance", "cut", "admin")
+    finally:
+        for proc in procs:
+            assert proc.stop() == 0, proc.output
+        for b in backends:
+            b.close()
