@@ -211,16 +211,24 @@ class EtcdStore:
         """Write what is queued (for at most :data:`FLUSH_AT_CLOSE` seconds), then stop."""
         if self._tasks and self._queue and not await self.flush(FLUSH_AT_CLOSE):
             log.warning("state store: %d write(s) not sent to etcd at close", len(self._queue))
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        self._tasks = []
+        await self._stop_tasks()
         client, self._client = self._client, None
         if client is not None:
             await _quiet_close(client)
         self.mirror.close()
+
+    async def _stop_tasks(self) -> None:
+        # Cancel until done: asyncio.wait_for inside aetcd (3.11) can swallow one cancel that
+        # races the call it guards.
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            while not task.done():
+                await asyncio.wait([task], timeout=0.2)
+                task.cancel()
+            if not task.cancelled() and task.exception() is not None:
+                log.error("state store: %s ended", task.get_name(), exc_info=task.exception())
 
     def close(self) -> None:
         """Stop without waiting (prefer ``await aclose()``, which writes what is queued)."""
@@ -666,7 +674,7 @@ def _why(exc: BaseException) -> str:
 
 async def _quiet_close(client: Any) -> None:
     with contextlib.suppress(Exception):
-        await client.close()
+        await asyncio.wait_for(client.close(), 2.0)
 
 
 __all__ = ["EtcdStore", "RemoteChange", "RemoteHandler"]
