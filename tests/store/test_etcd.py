@@ -6,6 +6,7 @@ Needs the etcd server (Debian's etcd-server, /usr/bin/etcd; scripts/install-test
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
 import shutil
 import socket
@@ -124,9 +125,11 @@ class Node:
         return self.store.list_events(limit=10_000)
 
 
-async def start_node(etcd: Etcd | str, prefix: str, name: str) -> Node:
+async def start_node(
+    etcd: Etcd | str, prefix: str, name: str, raw: dict[str, Any] | None = None
+) -> Node:
     endpoint = etcd if isinstance(etcd, str) else etcd.endpoint
-    registry = Registry(parse_config(RAW), SystemClock())
+    registry = Registry(parse_config(raw or RAW), SystemClock())
     store = EtcdStore([endpoint], prefix, node=name)
     await store.open()
     node = Node(registry, store, AdminService(registry, store))
@@ -253,6 +256,23 @@ async def test_a_node_started_later_restores_at_open(etcd: Etcd, prefix: str) ->
             await stop_node(c)
     finally:
         await stop_node(a)
+
+
+async def test_a_node_without_the_server_does_not_erase_its_record(etcd: Etcd, prefix: str) -> None:
+    a = await start_node(etcd, prefix, "A")
+    a.service.maintenance("web/w3", reason="rma", **A)
+    assert await a.store.flush(5)
+    await stop_node(a)
+    smaller = copy.deepcopy(RAW)
+    smaller["pools"]["web"]["servers"].pop()  # this node's config has no w3 (yet)
+    d = await start_node(etcd, prefix, "D", smaller)
+    assert "web/w3" not in d.store.load_admin()  # forgotten here, with a warning
+    await stop_node(d)
+    c = await start_node(etcd, prefix, "C")
+    try:
+        assert c.server("web/w3").admin.state is Admin.MAINTENANCE
+    finally:
+        await stop_node(c)
 
 
 async def test_one_command_is_one_round_of_writes(pair: tuple[Node, Node], etcd: Etcd) -> None:

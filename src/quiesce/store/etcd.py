@@ -289,9 +289,9 @@ class EtcdStore:
         self._share("admin", key, record.to_dict())
 
     def delete_admin(self, key: str) -> None:
+        """Forget the record here only: a node whose config lacks the server (a rolling config
+        change) must not erase the record the other nodes still use."""
         self.mirror.delete_admin(key)
-        if self._replay_from is None:
-            self._enqueue(self._key("admin", key), None)
 
     def save_flag(self, name: str, value: bool | str) -> None:
         self.mirror.save_flag(name, value)
