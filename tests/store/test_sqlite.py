@@ -186,12 +186,6 @@ def test_null_sqlite_is_in_memory(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
-def test_etcd_is_a_clear_error(tmp_path: Path) -> None:
-    cfg = StateConfig(etcd=EtcdConfig(endpoints=["127.0.0.1:2379"]))
-    with pytest.raises(StoreError, match="etcd"):
-        open_store(cfg, tmp_path)
-
-
 def test_not_a_database(tmp_path: Path) -> None:
     p = tmp_path / "junk.db"
     p.write_bytes(b"this is not sqlite" * 100)
