@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from quiesce.config.models import EtcdConfig, EventRetention, StateConfig
+from quiesce.config.models import EventRetention, StateConfig
 from quiesce.core.admin import AdminRecord
 from quiesce.core.events import Event, EventKind
 from quiesce.core.states import Admin, Cause
