@@ -108,8 +108,9 @@ def render() -> str:
 def _close(mode: CloseMode) -> str:
     return {
         CloseMode.NONE: "left to close on their own",
-        CloseMode.AT_BOUNDARY: "L7: idle keep-alive closed now, busy ones after the in-flight"
-        " response; L4: left to end",
+        CloseMode.AT_BOUNDARY: "L7: idle upstream keep-alive closed now, busy client"
+        " connections after the in-flight response, idle client connections detached;"
+        " L4: left to end",
         CloseMode.ALL: "all closed at once",
     }[mode]
 

@@ -182,7 +182,7 @@ async def test_rolling_maintenance_under_load_loses_nothing() -> None:
                 asyncio.create_task(load.posts(fresh, 9)),
                 *(asyncio.create_task(load.slow(keep)) for _ in range(2)),
             ]
-            idle_closed = 0
+            idle_detached = 0
             try:
                 await wait_for(lambda: len(load.by_server) == 4 and load.ok > 100, 30)
                 for i, backend in enumerate(st.backends):
@@ -191,7 +191,7 @@ async def test_rolling_maintenance_under_load_loses_nothing() -> None:
                     assert r.changed
                     seen = [n async for n in st.admin.wait_drained(ref, timeout=20)]
                     assert seen[-1] == 0
-                    idle_closed += st.table.idle_count(st.registry.find_server(ref))
+                    idle_detached += st.table.idle_count(st.registry.find_server(ref))
                     st.admin.maintenance(ref, reason="rolling upgrade", **A)
                     before, ok = len(backend.requests), load.ok
                     await wait_for(lambda ok=ok: load.ok > ok + 100, 30)  # type: ignore[misc]
@@ -203,16 +203,10 @@ async def test_rolling_maintenance_under_load_loses_nothing() -> None:
                 load.stop.set()
                 await asyncio.gather(*workers)
         assert load.errors == [], load.errors[:10]
-        # Retried only what no back end ever saw, and at most once per idle keep-alive
-        # connection that maintenance closed.
-        seen = {r.headers.get("x-req-id") for b in st.backends for r in b.requests}
-        assert not seen & set(load.retried), load.retried
-        assert len(load.retried) <= idle_closed, (load.retried, idle_closed)
-        resets = sum("ReadError" in why for why in load.retried.values())
-        print(
-            f"rolling: {load.ok} answers, {len(load.retried)} retried ({resets} after a reset)"
-            f" of {idle_closed} idle keep-alive connections closed"
-        )
+        # Non-forced maintenance closes no idle client connection (only the proxy's own
+        # connections to the server), so no client ever had to retry.
+        assert load.retried == {}, load.retried
+        print(f"rolling: {load.ok} answers, none retried ({idle_detached} idle detached)")
         assert load.ok > 500 and set(load.by_server) == {"a", "b", "c", "d"}
         kinds = [(e.server, e.to) for e in st.admin.events(kind="admin_change", limit=100)]
         assert kinds == [
@@ -313,15 +307,22 @@ async def test_maintenance_finishes_in_flight_then_closes_idle_at_once() -> None
         t0 = loop.time()
         r = st.admin.maintenance("web/s0", reason="patch", **A)
         assert r.closed == 0 and "1 connection(s) close at their next request boundary" in r.message
-        assert await closed_at(idle[0]) - t0 < 0.1  # idle keep-alive: closed now
+        # The proxy's idle keep-alive connections to s0 are closed now; the idle client
+        # connection is detached, not closed (its next request goes to s1, no reset race).
+        assert st.table.idle_upstream_count(s0) == 0 and st.table.idle_count(s0) == 0
+        assert loop.time() - t0 < 0.1
         head, body = await read_response(busy[0])  # in-flight: finishes...
         assert head.startswith(b"HTTP/1.1 200") and body == b"hello from a\n"
         assert b"connection: close" in head.lower()
         await closed_at(busy[0], timeout=2)  # ...then its connection closes
-        # The other server's idle keep-alive connection is untouched and still usable.
+        # The other server's idle keep-alive connection is untouched and still usable, and
+        # the detached one now reaches s1.
         other[1].write(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
         head, body = await read_response(other[0])
         assert body == b"hello from b\n"
+        idle[1].write(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+        head, body = await read_response(idle[0])
+        assert head.startswith(b"HTTP/1.1 200") and body == b"hello from b\n"
         close_all(busy[1], idle[1], other[1])
 
 
@@ -345,9 +346,7 @@ async def test_cookie_reaches_draining_server_and_moves_on_maintenance() -> None
         assert first not in fresh
         assert server.status == "drained" and st.table.idle_count(server) == 1
         st.admin.maintenance(st.ref(i), **A)
-        # Its idle keep-alive connection is closed at once; let the client see the FIN
-        # (a request racing that close is the HTTP keep-alive race, not this test's subject).
-        await wait_for(lambda: st.service.connections == 0)
+        # The same keep-alive connection, cookie and all, now reaches another server.
         r = await sticky.get(st.url + "/")
         moved = r.headers["x-server"]
         assert moved != first and "set-cookie" in r.headers

@@ -104,7 +104,12 @@ async def test_maintenance_closes_at_the_request_boundary(backends: list[Backend
         p.registry.admin_command(
             s0, AdminCommand(Admin.MAINTENANCE, actor="t", cause=Cause.API, reason="patch")
         )
-        assert await closed(idle)  # idle keep-alive to a: closed now
+        # The proxy's idle keep-alive connection to a: closed now. The idle client
+        # connection is only detached (closing it could reset a request in flight to us):
+        # its next request goes to b.
+        assert p.table.idle_upstream_count(s0) == 0 and p.table.idle_count(s0) == 0
+        widle.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert (await read_response(idle)).endswith(b"hello from b\n")
         # The in-flight request finishes, with Connection: close, then the connection ends.
         resp = await read_response(busy)
         assert resp.startswith(b"HTTP/1.1 200") and b"Connection: close" in resp

@@ -10,8 +10,8 @@ Every client connection that is "to" a server is in exactly one of the table's s
   ``least_connections`` balances on.
 * **idle** — an L7 keep-alive client connection whose last request went to the server and
   which is waiting for its next request. The next request is balanced afresh, so an idle
-  connection does not hold the server (it is not counted in ``server.connections``), but
-  it is closed with the server on ``AT_BOUNDARY`` and ``ALL``.
+  connection does not hold the server (it is not counted in ``server.connections``). ``ALL``
+  closes it; ``AT_BOUNDARY`` only forgets that it was the server's.
 
 The table also keeps each server's idle upstream connections (the keep-alive pool the L7
 proxy reuses), so closing a server drops them too.
@@ -20,9 +20,14 @@ proxy reuses), so closing a server drops them too.
 
 * ``ALL`` — every busy connection is cut at once (both sides aborted), idle ones closed, idle
   upstream connections closed.
-* ``AT_BOUNDARY`` — idle L7 connections and idle upstream connections are closed now; busy L7
-  connections are closed right after their in-flight response (which gets
-  ``Connection: close`` when its head is not yet sent); L4 relays are left alone.
+* ``AT_BOUNDARY`` — the connections *to the server* end at their request boundary: idle
+  upstream connections are closed now, busy L7 connections right after their in-flight
+  response (which gets ``Connection: close`` when its head is not yet sent); L4 relays are
+  left alone. Idle L7 *client* connections are not closed, only detached from the server:
+  their next request goes to an eligible server anyway, and closing an idle keep-alive
+  connection can never be made safe in HTTP/1.1 — a client may be sending its next request
+  at that moment, and it would see a reset (there is no GOAWAY). So non-forced maintenance
+  loses no request, even from a client that does not retry.
 
 Only connections bound to that server are touched: the sets are per server.
 """
@@ -191,9 +196,10 @@ class ConnectionTable:
             return
         for up in self.upstream_idle.pop(server, []):
             up.close()
-        force = mode is CloseMode.ALL
-        for conn in list(self.idle.pop(server, ())):
-            conn.close_at_boundary(force)
+        idle = self.idle.pop(server, ())
+        if mode is CloseMode.ALL:
+            for conn in list(idle):
+                conn.close_at_boundary(True)
         busy = list(self.busy.get(server, ()))
         if mode is CloseMode.ALL:
             for conn in busy:
