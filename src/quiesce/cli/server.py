@@ -8,8 +8,23 @@ from pathlib import Path
 
 import click
 
-from quiesce.config import ConfigError, load_config
+from quiesce.config import Config, ConfigError, load_config
 from quiesce.config.loader import config_warnings
+
+
+def _load_or_exit(config_path: str) -> Config:
+    """Load the config, or print every problem with its path and exit 1. Warnings are
+    printed and do not stop anything."""
+    try:
+        config = load_config(config_path)
+    except ConfigError as exc:
+        click.echo(f"{config_path}: {len(exc.problems)} problem(s)", err=True)
+        for problem in exc.problems:
+            click.echo(f"  {problem}", err=True)
+        sys.exit(1)
+    for warning in config_warnings(config):
+        click.echo(f"warning: {warning}", err=True)
+    return config
 
 
 @click.command("check")
@@ -23,15 +38,7 @@ from quiesce.config.loader import config_warnings
 )
 def check_cmd(config_path: str) -> None:
     """Validate a config file: exit 0, or 1 with every problem and its path."""
-    try:
-        config = load_config(config_path)
-    except ConfigError as exc:
-        click.echo(f"{config_path}: {len(exc.problems)} problem(s)", err=True)
-        for problem in exc.problems:
-            click.echo(f"  {problem}", err=True)
-        sys.exit(1)
-    for warning in config_warnings(config):
-        click.echo(f"warning: {warning}", err=True)
+    config = _load_or_exit(config_path)
     servers = sum(len(p.servers) for p in config.pools.values())
     click.echo(
         f"{config_path}: ok ({len(config.services)} service(s), {len(config.pools)} pool(s), "
@@ -76,15 +83,7 @@ def run_cmd(config_path: str, grace: float) -> None:
     """Run the balancer from a config file until SIGINT or SIGTERM."""
     from quiesce.app import run_forever
 
-    try:
-        config = load_config(config_path)
-    except ConfigError as exc:
-        click.echo(f"{config_path}: {len(exc.problems)} problem(s)", err=True)
-        for problem in exc.problems:
-            click.echo(f"  {problem}", err=True)
-        sys.exit(1)
-    for warning in config_warnings(config):
-        click.echo(f"warning: {warning}", err=True)
+    config = _load_or_exit(config_path)
     sys.exit(run_forever(config, Path(config_path).resolve().parent, grace=grace))
 
 
