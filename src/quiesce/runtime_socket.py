@@ -276,19 +276,23 @@ class RuntimeCommands:
         server = self._server(a[0] if a else None)
         if len(a) < 2:
             raise CommandError("Require <weight> or <weight%>.")
-        text = a[1]
-        relative = text.endswith("%")
-        digits = text[:-1] if relative else text
-        if not digits.isdigit():
+        # HAProxy parses with strtol: a sign is allowed, then digits, then only "%".
+        m = re.match(r"^([+-]?\d+)(.*)$", a[1])
+        if m is None:
             raise CommandError("Empty weight string empty or preceded by garbage")
-        value = int(digits)
+        value, rest = int(m.group(1)), m.group(2)
+        relative = rest == "%"
+        if rest and not relative:
+            raise CommandError("Trailing garbage in weight string")
         if relative:
+            if value < 0:
+                raise CommandError("Relative weight must be positive.")
             weight = server.config.weight * value // 100
             if weight > 256:
                 raise CommandError("Relative weight is too high.")
         else:
             weight = value
-            if weight > 256:
+            if not 0 <= weight <= 256:
                 raise CommandError("Absolute weight can only be between 0 and 256 inclusive.")
         self.app.admin.set_weight(server.key, weight, actor=ACTOR, cause=CAUSE)
         return ""

@@ -170,6 +170,14 @@ async def test_weights(app: Any) -> None:
         "Absolute weight can only be between 0 and 256 inclusive.\n\n"
     )
     assert await cmd(app, "set weight web/web2") == "Require <weight> or <weight%>.\n\n"
+    # HAProxy 2.6's answers to bad weights, word for word.
+    for bad, answer in (
+        ("-1", "Absolute weight can only be between 0 and 256 inclusive."),
+        ("abc", "Empty weight string empty or preceded by garbage"),
+        ("5x", "Trailing garbage in weight string"),
+        ("-5%", "Relative weight must be positive."),
+    ):
+        assert await cmd(app, f"set weight web/web2 {bad}") == answer + "\n\n", bad
     assert app.registry.find_server("web/web2").weight == 7
     assert app.admin.events(server="web2", kind="admin_command")[-1].actor == "runtime-socket"
 
