@@ -116,14 +116,20 @@ async def test_set_clear_disable_enable(app: Any) -> None:
     ok(await cli(app, "enable", "server", "a1"))
     ok(await cli(app, "disable", "server", "a1"))
     assert a1.admin.state.value == "maintenance"
-    assert "--force applies to maintenance" in failed(
-        await cli(app, "set", "server", "a2", "drain", "--force")
-    )
-    assert "--for or --until" in failed(
-        await cli(app, "set", "server", "a2", "maintenance", "--for", "1m", "--until", "2999-01-01")
-    )
-    r = await cli(app, "set", "server", "a2", "sleep")
-    assert r.exit_code == 2  # click's usage error
+    # Usage errors exit 2 (as cli.md says) and change nothing.
+    for args, message in (
+        (("set", "server", "a2", "drain", "--force"), "--force applies to maintenance"),
+        (("set", "server", "a2", "maintenance", "--timeout", "5s"), "--timeout applies to drain"),
+        (
+            ("set", "server", "a2", "maintenance", "--for", "1m", "--until", "2030-01-01"),
+            "--for or --until",
+        ),
+        (("disable", "server", "a2", "--timeout", "2s"), "--timeout applies with --graceful"),
+        (("set", "server", "a2", "sleep"), "'sleep' is not one of"),
+    ):
+        r = await cli(app, *args)
+        assert r.exit_code == 2 and message in r.stderr, (args, r.stderr)
+    assert app.registry.find_server("app/a2").admin.state.value == "enabled"
 
 
 async def test_guard_refusal_exits_non_zero(app: Any) -> None:

@@ -469,7 +469,7 @@ _STATES = click.Choice(["maintenance", "drain"])
 
 def _expiry_body(for_: str | None, until: str | None) -> dict[str, Any]:
     if for_ and until:
-        raise ClientError("give --for or --until, not both")
+        raise click.UsageError("give --for or --until, not both")
     if for_:
         return {"for": for_}
     if until:
@@ -514,23 +514,24 @@ def set_server(
     force_guard: bool,
 ) -> None:
     """Put SERVER in maintenance or drain (MaxScale: set server S maintenance [--force])."""
-    api = api_of(ctx)
-    ref = resolve(api, server)
+    # Usage errors (exit 2) are found before anything is sent.
     body: dict[str, Any] = {"reason": reason, **_expiry_body(for_, until)}
-    if force_guard:
-        body["force_guard"] = True
     if state == "maintenance":
         if timeout:
-            raise ClientError(
+            raise click.UsageError(
                 "--timeout applies to drain (maintenance closes at once or at "
                 "the next request boundary)"
             )
         body["force"] = force
     else:
         if force:
-            raise ClientError("--force applies to maintenance")
+            raise click.UsageError("--force applies to maintenance")
         if timeout:
             body["timeout"] = timeout
+    if force_guard:
+        body["force_guard"] = True
+    api = api_of(ctx)
+    ref = resolve(api, server)
     data = api.send("POST", f"/api/v1/servers/{ref}/{state}", body)
     _report(ctx, data)
     if wait:
@@ -614,10 +615,10 @@ def disable_server(
 ) -> None:
     """Disable SERVER: at once, or --graceful [--timeout D]."""
     if timeout and not graceful:
-        raise ClientError("--timeout applies with --graceful")
+        raise click.UsageError("--timeout applies with --graceful")
+    body: dict[str, Any] = {"graceful": graceful, "reason": reason, **_expiry_body(for_, until)}
     api = api_of(ctx)
     ref = resolve(api, server)
-    body: dict[str, Any] = {"graceful": graceful, "reason": reason, **_expiry_body(for_, until)}
     if timeout:
         body["timeout"] = timeout
     if force_guard:
