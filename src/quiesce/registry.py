@@ -31,7 +31,7 @@ from quiesce.core.clock import Clock, SystemClock
 from quiesce.core.errors import GuardRefused, InvalidCommand, NotFound
 from quiesce.core.events import Event, EventKind
 from quiesce.core.oper import MonitorTrack, Thresholds, combine
-from quiesce.core.pool import Member, candidates, elect, guard_violation, slow_start_factor
+from quiesce.core.pool import Member, elect, guard_violation, slow_start_factor
 from quiesce.core.states import Admin, Cause, CloseMode, Oper
 from quiesce.core.status import in_maintenance, is_eligible, status_text
 
@@ -610,14 +610,16 @@ class Registry:
         """Recompute candidates and election; returns the events this caused, for the caller
         to emit after its own (a cause comes before its consequences in the log)."""
         out: list[Event] = []
+        eligible: list[ServerRuntime] = []  # eligibility read once per server: this is hot
         for s in pool.servers:
-            if s.eligible and s.eligible_since is None:
-                s.eligible_since = now
-            elif not s.eligible:
+            if s.eligible:
+                eligible.append(s)
+                if s.eligible_since is None:
+                    s.eligible_since = now
+            else:
                 s.eligible_since = None
-        members = pool.members()
         if pool.config.mode == "active_standby":
-            new_primary = elect(members, pool.primary, pool.config.preempt)
+            new_primary = elect(pool.members(), pool.primary, pool.config.preempt)
             if new_primary != pool.primary:
                 old = pool.primary
                 pool.primary = new_primary
@@ -634,8 +636,10 @@ class Registry:
                     )
             pool.candidates = [pool.server(pool.primary)] if pool.primary else []
         else:
-            names = {m.name for m in candidates(members)}
-            pool.candidates = [s for s in pool.servers if s.name in names]
+            # core.pool.candidates' rule (eligible primaries, else eligible backups) read
+            # straight off the servers: this runs on every state change of every server.
+            primaries = [s for s in eligible if not s.config.backup]
+            pool.candidates = primaries or [s for s in eligible if s.config.backup]
         for s in pool.candidates:
             s.effective_weight = s.weight * slow_start_factor(
                 s.eligible_since, now, pool.config.slow_start

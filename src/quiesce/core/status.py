@@ -17,9 +17,13 @@ _OPER_STATUS = {
 }
 
 
+_ENABLED = Admin.ENABLED
+_SERVING = frozenset({Oper.UP, Oper.UNMONITORED})
+
+
 def is_eligible(admin: Admin, oper: Oper) -> bool:
     """Eligible for new connections. Nothing else decides eligibility."""
-    return admin is Admin.ENABLED and oper in (Oper.UP, Oper.UNMONITORED)
+    return admin is _ENABLED and oper in _SERVING
 
 
 def in_maintenance(admin: Admin, oper: Oper) -> bool:
