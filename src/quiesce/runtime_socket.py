@@ -47,6 +47,7 @@ ACTOR = "runtime-socket"
 CAUSE = Cause.RUNTIME_SOCKET
 IDLE_TIMEOUT = 600.0
 MAX_LINE = 64 * 1024
+MAX_COMMANDS = 64  # ';'-separated commands on one line
 
 _STAT_HEADER = (
     "pxname,svname,qcur,qmax,scur,smax,slim,stot,bin,bout,dreq,dresp,ereq,econ,eresp,wretr,"
@@ -133,7 +134,11 @@ class RuntimeCommands:
         empty line."""
         session = session or Session()
         out = []
-        for command in _split_commands(line):
+        commands = _split_commands(line)
+        if len(commands) > MAX_COMMANDS:
+            # One line must not make the shared event loop produce megabytes of answers.
+            return f"Too many commands on one line (at most {MAX_COMMANDS}).\n\n"
+        for command in commands:
             words = command.split()
             if not words:
                 continue
@@ -143,6 +148,8 @@ class RuntimeCommands:
                 text = str(exc)
             except QuiesceError as exc:
                 text = exc.message
+            except (ValueError, OverflowError) as exc:  # e.g. a 5000-digit number
+                text = f"Invalid argument: {str(exc)[:200]}"
             if session.quit:
                 break
             out.append(text + ("\n" if text and not text.endswith("\n") else "") + "\n")
@@ -333,7 +340,7 @@ class RuntimeCommands:
         value = flags[name[5:]]
         if isinstance(value, bool):
             return f"{name}: type=bool value=<{int(value)}>"
-        return f"{name}: type=str value=<{value}>"
+        return f"{name}: type=str value=<{_printable(value)}>"
 
     # show stat -----------------------------------------------------------------------------------
 
@@ -700,6 +707,11 @@ def parse_expression(text: str) -> bool | str:
     return arg
 
 
+def _printable(text: str) -> str:
+    """Control characters escaped: a value must never end an answer (an empty line) early."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def _split_commands(line: str) -> list[str]:
     """``;`` separates commands; ``\\;`` is a literal semicolon (HAProxy's escaping)."""
     out, cur, i = [], "", 0
@@ -739,7 +751,12 @@ class RuntimeSocket:
             while True:
                 try:
                     raw = await asyncio.wait_for(reader.readline(), IDLE_TIMEOUT)
-                except (TimeoutError, ValueError, ConnectionError):
+                except ValueError:  # the line is longer than MAX_LINE
+                    writer.write(f"Line too long (at most {MAX_LINE} bytes).\n\n".encode())
+                    with contextlib.suppress(ConnectionError):
+                        await writer.drain()
+                    break
+                except (TimeoutError, ConnectionError):
                     break
                 if not raw:
                     break

@@ -312,3 +312,24 @@ async def test_same_headers_and_words_as_haproxy(app: Any, haproxy: Path) -> Non
     theirs, ours = await both("frobnicate")
     assert ours.split("\n")[0] == theirs.split("\n")[0]
     assert ours.endswith("\n\n") and theirs.endswith("\n\n")
+
+
+async def test_hostile_input_gets_an_answer_and_changes_nothing(app: Any) -> None:
+    nines = "9" * 5000
+    answer = await cmd(app, f"set weight web/web2 {nines}")
+    assert answer.startswith("Invalid argument:") and answer.endswith("\n\n")
+    assert app.registry.find_server("web/web2").weight == 2
+    # the socket still serves after it
+    assert await cmd(app, "get weight web/web2") == "2 (initial 2)\n\n"
+    many = ";".join(["show stat"] * 65)
+    assert await cmd(app, many) == "Too many commands on one line (at most 64).\n\n"
+    long_line = "x" * (70 * 1024)
+    answer = await cmd(app, long_line)
+    assert answer.startswith("Line too long")
+
+
+async def test_string_variables_cannot_end_an_answer_early(app: Any) -> None:
+    app.registry.set_flag("x", "a\n\nset server web/web2 state maint", actor="t", cause=Cause.API)
+    answer = await cmd(app, "get var proc.x")
+    assert answer == "proc.x: type=str value=<a\\n\\nset server web/web2 state maint>\n\n"
+    assert answer.count("\n\n") == 1
