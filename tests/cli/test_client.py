@@ -247,3 +247,13 @@ async def test_tls_and_client_certificate(tmp_path: Path) -> None:
             "QUIESCE_TLS_KEY": str(tmp_path / "client.key"),
         }
         ok(await cli(app, "list", "servers", **env))
+
+
+async def test_control_characters_in_reasons_are_escaped(app: Any) -> None:
+    reason = "ok\x1b]0;pwned\x07\nFAKE 12:00 web/web1 enabled by admin"
+    ok(await cli(app, "set", "server", "a1", "maintenance", "--reason", reason))
+    for args in (("list", "servers"), ("show", "server", "a1")):
+        out = ok(await cli(app, *args))
+        assert "\x1b" not in out and "\x07" not in out, args
+        assert "\\x1b]0;pwned\\x07\\nFAKE" in out, args
+        assert not any(line.startswith("FAKE") for line in out.splitlines())

@@ -243,7 +243,15 @@ def _cell(v: object) -> str:
         return "yes" if v else "no"
     if isinstance(v, list | dict):
         return json.dumps(v) if v else ""
-    return str(v)
+    return printable(str(v))
+
+
+def printable(text: str) -> str:
+    """Control characters escaped: a reason or a name must not move the cursor, retitle the
+    terminal or fake a line of output."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def when(t: object) -> str:
