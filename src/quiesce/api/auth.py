@@ -82,6 +82,7 @@ class Authenticator:
     sessions: dict[str, Session] = field(default_factory=dict)
     _failures: dict[str, deque[float]] = field(default_factory=dict)
     _verified: dict[bytes, tuple[str, Role]] = field(default_factory=dict)
+    _pending: dict[str, int] = field(default_factory=dict)  # hash checks in flight per source
 
     # rate limit -----------------------------------------------------------------------------
 
@@ -94,8 +95,9 @@ class Authenticator:
     def check_rate(self, source: str) -> None:
         now = time.monotonic()
         q = self._recent_failures(source, now)
-        if len(q) >= self.config.login_failures_per_minute:
-            retry = max(1, int(q[0] + 60.0 - now) + 1)
+        pending = self._pending.get(source, 0)
+        if len(q) + pending >= self.config.login_failures_per_minute:
+            retry = max(1, int(q[0] + 60.0 - now) + 1) if q else 60
             raise AuthError(
                 429,
                 "too many failed logins",
@@ -103,6 +105,20 @@ class Authenticator:
             )
         if not q:
             self._failures.pop(source, None)
+
+    async def _verify(self, source: str, secret: str, hashed: str) -> bool:
+        """``verify_password`` in a worker thread, counted as an attempt in flight from
+        ``source`` while it runs, so parallel attempts cannot all pass :meth:`check_rate`
+        before the first failure is recorded."""
+        self._pending[source] = self._pending.get(source, 0) + 1
+        try:
+            return await asyncio.to_thread(verify_password, secret, hashed)
+        finally:
+            left = self._pending[source] - 1
+            if left:
+                self._pending[source] = left
+            else:
+                del self._pending[source]
 
     def _fail(self, source: str, actor: str, via: str, why: str) -> AuthError:
         self._recent_failures(source, time.monotonic()).append(time.monotonic())
@@ -132,7 +148,7 @@ class Authenticator:
             return Principal(hit[0], hit[1], "basic")
         entry = next((u for u in self.config.users if u.name == user), None)
         if entry is not None:
-            ok = await asyncio.to_thread(verify_password, password, entry.password_hash)
+            ok = await self._verify(source, password, entry.password_hash)
             if ok:
                 self._remember(key, (entry.name, entry.role))
                 return Principal(entry.name, entry.role, "basic")
@@ -145,7 +161,7 @@ class Authenticator:
         if hit is not None:
             return Principal(hit[0], hit[1], "bearer")
         for entry in self.config.tokens:
-            if await asyncio.to_thread(verify_password, token, entry.token_hash):
+            if await self._verify(source, token, entry.token_hash):
                 self._remember(key, (entry.name, entry.role))
                 return Principal(entry.name, entry.role, "bearer")
         raise self._fail(source, "", "bearer", "unknown bearer token")

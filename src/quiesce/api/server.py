@@ -132,6 +132,9 @@ async def start_admin_server(app: AppLike) -> AdminServer:
         http="h11",
         log_config=None,
         access_log=False,
+        # The source of a request (rate limit, login_failed events) is always the real peer:
+        # never X-Forwarded-For, which uvicorn would otherwise trust from 127.0.0.1.
+        proxy_headers=False,
         timeout_graceful_shutdown=2,
         **tls,
     )
