@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 from typing import Any
 
 import httpx
+import pytest
 
 from quiesce.core.events import EventKind
+from tests.api.harness import ADMIN
 
 
 def _failed(app: Any) -> list[Any]:
@@ -46,3 +49,103 @@ async def test_parallel_wrong_logins_cannot_beat_the_rate_limit(
     assert statuses.count(401) <= 5
     assert statuses.count(429) >= 15
     assert len(_failed(app)) <= 5
+
+
+BIG = b"[" + b" " * (2 << 20) + b"]"  # 2 MiB of valid JSON
+
+
+@pytest.mark.parametrize("auth", [None, ADMIN], ids=["anonymous", "admin"])
+@pytest.mark.parametrize(
+    "path", ["/api/v1/login", "/api/v1/healthmonitors", "/api/v1/servers/app/a1/enable"]
+)
+async def test_a_body_over_1_mib_is_refused_413(
+    client: httpx.AsyncClient, path: str, auth: tuple[str, str] | None
+) -> None:
+    r = await client.post(path, content=BIG, auth=auth)
+    assert r.status_code == 413
+    assert r.json()["error"] == "payload too large"
+    # Chunked: the server answers while the client is still sending, so a raw socket.
+    expected = 401 if auth is None and path != "/api/v1/login" else 413
+    assert await _chunked_status(client, path, auth) == expected
+
+
+async def _chunked_status(client: httpx.AsyncClient, path: str, auth: Any) -> int:
+    """Send 1.25 MiB chunked (without the terminating chunk) and return the answer's status;
+    without credentials a route other than login answers 401 before reading the body."""
+    url = client.base_url
+    reader, writer = await asyncio.open_connection(url.host, url.port)
+    head = f"POST {path} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+    if auth:
+        token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
+        head += f"Authorization: Basic {token}\r\n"
+    writer.write((head + "\r\n").encode())
+    try:
+        for _ in range(20):
+            writer.write(b"10000\r\n" + b" " * (64 << 10) + b"\r\n")
+            await writer.drain()
+    except ConnectionError:
+        pass
+    status = await asyncio.wait_for(reader.readline(), 5)
+    writer.close()
+    return int(status.split()[1])
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("POST", "/api/v1/servers/app/a1/maintenance"),
+        ("POST", "/api/v1/servers/app/a1/enable"),
+        ("PUT", "/api/v1/servers/app/a1/weight"),
+        ("PUT", "/api/v1/flags/maintenance_mode"),
+        ("PUT", "/api/v1/pools/web/healthmonitors"),
+        ("POST", "/api/v1/healthmonitors"),
+    ],
+)
+async def test_a_bad_body_without_credentials_is_401_not_400(
+    client: httpx.AsyncClient, method: str, path: str
+) -> None:
+    for body in (b"not json", b'{"weight": "x", "value": [1], "force": "maybe"}'):
+        r = await client.request(
+            method, path, content=body, headers={"content-type": "application/json"}
+        )
+        assert r.status_code == 401, r.text
+        assert r.json()["error"] == "unauthorized"
+
+
+DEEP = b"[" * 100000
+LONG_INT = b"1" * 5000
+
+
+@pytest.mark.parametrize("body", [DEEP, LONG_INT], ids=["deep", "long-int"])
+@pytest.mark.parametrize(
+    ("method", "path", "auth"),
+    [
+        ("POST", "/api/v1/login", None),
+        ("POST", "/api/v1/healthmonitors", ADMIN),
+        ("PUT", "/api/v1/healthmonitors/New-TCP", ADMIN),
+        ("POST", "/api/v1/servers/app/a1/drain", ADMIN),
+    ],
+)
+async def test_hostile_json_is_400_json_not_500(
+    client: httpx.AsyncClient, method: str, path: str, auth: Any, body: bytes
+) -> None:
+    r = await client.request(
+        method, path, content=body, auth=auth, headers={"content-type": "application/json"}
+    )
+    assert r.status_code == 400, r.text
+    assert r.json()["error"] == "bad request"
+    assert r.json()["detail"]
+
+
+async def test_an_unexpected_exception_is_a_json_500(
+    app: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def boom(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(app.registry, "server_view", boom)
+    transport = httpx.AsyncClient(base_url=app.admin_server.url, timeout=10)
+    async with transport as c:
+        r = await c.get("/api/v1/servers", auth=ADMIN)
+    assert r.status_code == 500
+    assert r.json() == {"error": "internal error", "detail": "RuntimeError (see the quiesce log)"}

@@ -15,7 +15,7 @@ import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from http import HTTPStatus
-from typing import Annotated, Any, Literal, Protocol
+from typing import Annotated, Any, Literal, Protocol, TypeVar
 
 from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
@@ -35,6 +35,7 @@ from quiesce.api.auth import (
     cause_of,
 )
 from quiesce.api.bodies import (
+    Body,
     ClearBody,
     DisableBody,
     DrainBody,
@@ -46,6 +47,7 @@ from quiesce.api.bodies import (
     WeightBody,
     parse_since,
 )
+from quiesce.api.limits import BodyLimit
 from quiesce.config.loader import format_loc, validation_problems
 from quiesce.config.models import Config, HealthMonitor
 from quiesce.core.errors import InvalidCommand, QuiesceError
@@ -122,6 +124,11 @@ def _install_error_handlers(api: FastAPI) -> None:
             problems.append(f"{format_loc(loc)}: {msg}")
         return _error(422, "invalid", "; ".join(problems), problems=problems)
 
+    async def internal_error(request: Request, exc: Exception) -> Response:
+        # The last resort (Starlette's ServerErrorMiddleware still logs the traceback): a JSON
+        # error like every other, never a plain-text 500.
+        return _error(500, "internal error", f"{type(exc).__name__} (see the quiesce log)")
+
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
         try:
@@ -136,6 +143,7 @@ def _install_error_handlers(api: FastAPI) -> None:
     api.add_exception_handler(ApiError, api_error)
     api.add_exception_handler(RequestValidationError, validation_error)
     api.add_exception_handler(StarletteHTTPException, http_error)
+    api.add_exception_handler(Exception, internal_error)
 
 
 def _from_browser(request: Request) -> bool:
@@ -176,11 +184,57 @@ Write = Annotated[Caller, Depends(writer)]
 
 
 async def _json_body(request: Request) -> Any:
-    raw = await request.body()
+    return _decode_json(await request.body())
+
+
+def _decode_json(raw: bytes) -> Any:
+    """The JSON of a request body (None when empty), or a 400. Deep nesting (RecursionError)
+    and integers too long to convert (ValueError) are malformed bodies too, not 500s."""
     try:
         return json.loads(raw or b"null")
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise ApiError(400, "malformed body", "the request body is not valid JSON") from None
+    except (ValueError, RecursionError) as exc:
+        detail = "the request body is not valid JSON"
+        if isinstance(exc, RecursionError):
+            detail += " (nested too deeply)"
+        elif not isinstance(exc, json.JSONDecodeError | UnicodeDecodeError):
+            detail += f" ({exc})"
+        raise ApiError(400, "bad request", detail) from None
+
+
+_B = TypeVar("_B", bound=Body)
+
+
+def _body(model: type[_B]) -> Any:
+    """A dependency: the request body as ``model``, parsed only after the caller is known to be
+    an admin (a body parameter would be read and refused 400 before authentication)."""
+
+    async def parse(request: Request, c: Write) -> _B:
+        data = await _json_body(request)
+        if data is None:
+            data = {}
+        try:
+            return model.model_validate(data)
+        except ValidationError as exc:
+            raise RequestValidationError(exc.errors(include_url=False)) from None
+
+    return Depends(parse)
+
+
+def _required_body(model: type[_B]) -> Any:
+    """As :func:`_body`, for a body that must be given."""
+
+    async def parse(request: Request, c: Write) -> _B:
+        data = await _json_body(request)
+        if data is None:
+            raise RequestValidationError(
+                [{"type": "missing", "loc": ("body",), "msg": "Field required", "input": None}]
+            )
+        try:
+            return model.model_validate(data)
+        except ValidationError as exc:
+            raise RequestValidationError(exc.errors(include_url=False)) from None
+
+    return Depends(parse)
 
 
 # --- the routes ---------------------------------------------------------------------------------
@@ -217,7 +271,9 @@ def build_routes(app: AppLike) -> tuple[APIRouter, APIRouter]:
         return view
 
     @v1.put("/pools/{pool}/healthmonitors", tags=["pools"])
-    async def set_pool_monitors(pool: str, body: PoolMonitorsBody, c: Write) -> dict[str, object]:
+    async def set_pool_monitors(
+        pool: str, c: Write, body: PoolMonitorsBody = _required_body(PoolMonitorsBody)
+    ) -> dict[str, object]:
         app.admin.set_pool_monitors(pool, body.healthmonitors, actor=c.actor, cause=c.cause)
         return registry.pool_view(registry.pool(pool))
 
@@ -233,9 +289,9 @@ def build_routes(app: AppLike) -> tuple[APIRouter, APIRouter]:
 
     @v1.post("/servers/{pool}/{server}/maintenance", tags=["servers"])
     async def maintenance(
-        pool: str, server: str, c: Write, body: MaintenanceBody | None = None
+        pool: str, server: str, c: Write, body: MaintenanceBody = _body(MaintenanceBody)
     ) -> dict[str, Any]:
-        b = body or MaintenanceBody()
+        b = body
         return command_answer(
             app.admin.maintenance(
                 f"{pool}/{server}",
@@ -250,9 +306,9 @@ def build_routes(app: AppLike) -> tuple[APIRouter, APIRouter]:
 
     @v1.post("/servers/{pool}/{server}/drain", tags=["servers"])
     async def drain(
-        pool: str, server: str, c: Write, body: DrainBody | None = None
+        pool: str, server: str, c: Write, body: DrainBody = _body(DrainBody)
     ) -> dict[str, Any]:
-        b = body or DrainBody()
+        b = body
         return command_answer(
             app.admin.drain(
                 f"{pool}/{server}",
@@ -267,9 +323,9 @@ def build_routes(app: AppLike) -> tuple[APIRouter, APIRouter]:
 
     @v1.post("/servers/{pool}/{server}/disable", tags=["servers"])
     async def disable(
-        pool: str, server: str, c: Write, body: DisableBody | None = None
+        pool: str, server: str, c: Write, body: DisableBody = _body(DisableBody)
     ) -> dict[str, Any]:
-        b = body or DisableBody()
+        b = body
         return command_answer(
             app.admin.disable(
                 f"{pool}/{server}",
@@ -285,15 +341,17 @@ def build_routes(app: AppLike) -> tuple[APIRouter, APIRouter]:
 
     @v1.post("/servers/{pool}/{server}/enable", tags=["servers"])
     async def enable(
-        pool: str, server: str, c: Write, body: EnableBody | None = None
+        pool: str, server: str, c: Write, body: EnableBody = _body(EnableBody)
     ) -> dict[str, Any]:
-        b = body or EnableBody()
+        b = body
         return command_answer(
             app.admin.enable(f"{pool}/{server}", actor=c.actor, cause=c.cause, reason=b.reason)
         )
 
     @v1.post("/servers/{pool}/{server}/clear", tags=["servers"])
-    async def clear(pool: str, server: str, body: ClearBody, c: Write) -> dict[str, Any]:
+    async def clear(
+        pool: str, server: str, c: Write, body: ClearBody = _required_body(ClearBody)
+    ) -> dict[str, Any]:
         state = _clear_state(body.state)
         return command_answer(
             app.admin.clear(
@@ -302,7 +360,9 @@ def build_routes(app: AppLike) -> tuple[APIRouter, APIRouter]:
         )
 
     @v1.put("/servers/{pool}/{server}/weight", tags=["servers"])
-    async def weight(pool: str, server: str, body: WeightBody, c: Write) -> dict[str, object]:
+    async def weight(
+        pool: str, server: str, c: Write, body: WeightBody = _required_body(WeightBody)
+    ) -> dict[str, object]:
         ref = f"{pool}/{server}"
         app.admin.set_weight(ref, body.weight, actor=c.actor, cause=c.cause)
         return registry.server_view(registry.find_server(ref))
@@ -374,7 +434,9 @@ def build_routes(app: AppLike) -> tuple[APIRouter, APIRouter]:
         return dict(registry.flags)
 
     @v1.put("/flags/{name}", tags=["flags"])
-    async def set_flag(name: str, body: FlagBody, c: Write) -> dict[str, object]:
+    async def set_flag(
+        name: str, c: Write, body: FlagBody = _required_body(FlagBody)
+    ) -> dict[str, object]:
         if not _NAME.match(name):
             raise ApiError(422, "invalid", f"{name!r} is not a flag name (letters, digits, _.:-)")
         app.admin.set_flag(name, body.value, actor=c.actor, cause=c.cause, reason=body.reason)
@@ -622,6 +684,7 @@ def create_api(app: AppLike) -> FastAPI:
         mount = None
     if mount is not None:
         mount(api, app)
+    api.add_middleware(BodyLimit)  # last added: the outermost of the middleware
     return api
 
 
