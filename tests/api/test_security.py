@@ -149,3 +149,58 @@ async def test_an_unexpected_exception_is_a_json_500(
         r = await c.get("/api/v1/servers", auth=ADMIN)
     assert r.status_code == 500
     assert r.json() == {"error": "internal error", "detail": "RuntimeError (see the quiesce log)"}
+
+
+@pytest.mark.parametrize(
+    "after_id",
+    [str(10**30), str(2**63), "1" * 5000, "²", "-1", "1e3"],
+    ids=["10**30", "2**63", "5000-digits", "superscript-2", "negative", "float"],
+)
+async def test_events_after_id_must_be_an_event_id(
+    client: httpx.AsyncClient, after_id: str
+) -> None:
+    r = await client.get("/api/v1/events", params={"after_id": after_id}, auth=ADMIN)
+    assert r.status_code == 400, r.text
+    assert r.json()["error"] == "invalid query"
+    r = await client.get("/api/v1/events", params={"after_id": str(2**63 - 1)}, auth=ADMIN)
+    assert r.status_code == 200 and r.json() == []
+
+
+@pytest.mark.parametrize(
+    "last",
+    [str(10**30), "1" * 5000, "²", "12x"],
+    ids=["10**30", "5000-digits", "superscript-2", "garbage"],
+)
+async def test_event_stream_last_event_id_must_be_an_event_id(
+    client: httpx.AsyncClient, last: str
+) -> None:
+    async with asyncio.timeout(5):
+        r = await client.get(
+            "/api/v1/events/stream", auth=ADMIN, headers={"Last-Event-ID": last.encode("latin-1")}
+        )
+    assert r.status_code == 400, r.text
+    assert r.json()["error"] == "invalid query"
+    async with asyncio.timeout(5):
+        r = await client.get("/api/v1/events/stream", auth=ADMIN, params={"after_id": last})
+    assert r.status_code == 400, r.text
+
+
+async def test_a_logged_out_session_stops_receiving_events(
+    app: Any, client: httpx.AsyncClient
+) -> None:
+    async with httpx.AsyncClient(base_url=app.admin_server.url, timeout=10) as browser:
+        r = await browser.post("/api/v1/login", json={"user": ADMIN[0], "password": ADMIN[1]})
+        assert r.status_code == 200
+        async with browser.stream("GET", "/api/v1/events/stream") as stream:
+            assert stream.status_code == 200
+            lines = stream.aiter_lines()
+            assert await anext(lines) == "retry: 2000"
+            assert (await browser.post("/api/v1/logout")).status_code == 204
+            r = await client.put("/api/v1/flags/maintenance_mode", json={"value": True}, auth=ADMIN)
+            assert r.status_code == 200
+            rest = await asyncio.wait_for(_drain(lines), 5)  # the stream ends
+    assert not [line for line in rest if line.startswith("data:")]
+
+
+async def _drain(lines: Any) -> list[str]:
+    return [line async for line in lines]

@@ -237,6 +237,21 @@ def _required_body(model: type[_B]) -> Any:
     return Depends(parse)
 
 
+_HEARTBEAT = 15.0  # seconds between keep-alives, and between session checks of a quiet stream
+_MAX_EVENT_ID = 2**63 - 1  # SQLite's INTEGER
+
+
+def _event_id(value: str, what: str) -> int:
+    """An event id from a query or header: ASCII digits up to 2**63-1 (str.isdigit also takes
+    "²", and int() of a huge id overflows SQLite), else 400."""
+    if not (value.isascii() and value.isdigit() and len(value) <= 19):
+        raise ApiError(400, "invalid query", f"{what} {value[:40]!r} is not an event id")
+    n = int(value)
+    if n > _MAX_EVENT_ID:
+        raise ApiError(400, "invalid query", f"{what} {value!r} is not an event id (too large)")
+    return n
+
+
 # --- the routes ---------------------------------------------------------------------------------
 
 
@@ -471,13 +486,14 @@ def build_routes(app: AppLike) -> tuple[APIRouter, APIRouter]:
         kind: str | None = None,
         since: str | None = None,
         until: str | None = None,
-        after_id: int | None = None,
+        after_id: str | None = None,
         limit: Annotated[int, Query(ge=1, le=10000)] = 100,
     ) -> list[dict[str, Any]]:
         check_kind(kind)
         lo, hi = bounds(since, until)
+        after = None if after_id is None else _event_id(after_id, "after_id")
         events = app.admin.events(
-            pool=pool, server=server, kind=kind, since=lo, until=hi, after_id=after_id, limit=limit
+            pool=pool, server=server, kind=kind, since=lo, until=hi, after_id=after, limit=limit
         )
         return [e.to_dict() for e in events]
 
@@ -488,13 +504,22 @@ def build_routes(app: AppLike) -> tuple[APIRouter, APIRouter]:
         pool: str | None = None,
         server: str | None = None,
         kind: str | None = None,
-        after_id: int | None = None,
+        after_id: str | None = None,
     ) -> StreamingResponse:
         check_kind(kind)
-        last = request.headers.get("last-event-id")
-        if after_id is None and last and last.isdigit():
-            after_id = int(last)
+        after: int | None = None
+        last = request.headers.get("last-event-id", "").strip()
+        if after_id is not None:
+            after = _event_id(after_id, "after_id")
+        elif last:
+            after = _event_id(last, "Last-Event-ID")
         stopping: asyncio.Event = request.app.state.stopping
+        auth = _auth(request)
+        sid = request.cookies.get(SESSION_COOKIE) if p.via == "session" else None
+
+        def session_gone() -> bool:
+            """A dashboard stream ends with its session (logout or expiry)."""
+            return sid is not None and auth.session(sid) is None
 
         def wanted(e: Event) -> bool:
             return (
@@ -506,7 +531,7 @@ def build_routes(app: AppLike) -> tuple[APIRouter, APIRouter]:
         async def body() -> AsyncIterator[str]:
             # The admin service replays the stored events after ``after_id`` (the browser's
             # Last-Event-ID on a reconnect) before the live ones, with nothing in between.
-            events = app.admin.subscribe(after_id).__aiter__()
+            events = app.admin.subscribe(after).__aiter__()
             yield "retry: 2000\n\n"
             stop: asyncio.Future[Any] = asyncio.ensure_future(stopping.wait())
             nxt: asyncio.Future[Event] = asyncio.ensure_future(anext(events))
@@ -514,8 +539,10 @@ def build_routes(app: AppLike) -> tuple[APIRouter, APIRouter]:
                 while True:
                     waiting: set[asyncio.Future[Any]] = {nxt, stop}
                     done, _ = await asyncio.wait(
-                        waiting, timeout=15.0, return_when=asyncio.FIRST_COMPLETED
+                        waiting, timeout=_HEARTBEAT, return_when=asyncio.FIRST_COMPLETED
                     )
+                    if session_gone():
+                        return
                     if nxt in done:
                         try:
                             e = nxt.result()
