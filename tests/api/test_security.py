@@ -204,3 +204,17 @@ async def test_a_logged_out_session_stops_receiving_events(
 
 async def _drain(lines: Any) -> list[str]:
     return [line async for line in lines]
+
+
+async def test_a_name_cannot_end_in_a_newline(app: Any, client: httpx.AsyncClient) -> None:
+    r = await client.put("/api/v1/flags/evil%0A", json={"value": True}, auth=ADMIN)
+    assert r.status_code == 422, r.text
+    assert not [f for f in app.registry.flags if f.startswith("evil")]
+    r = await client.put("/api/v1/healthmonitors/mon%0A", json={"type": "tcp"}, auth=ADMIN)
+    assert r.status_code == 422, r.text
+    r = await client.post(
+        "/api/v1/healthmonitors", json={"name": "mon\n", "type": "tcp"}, auth=ADMIN
+    )
+    assert r.status_code == 422, r.text
+    assert not [m for m in app.registry.monitors if m.startswith("mon")]
+    assert "mon\n" not in (await client.get("/api/v1/flags", auth=ADMIN)).text

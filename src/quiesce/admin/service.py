@@ -56,7 +56,7 @@ WAIT_POLL = 0.05
 """``wait_drained`` polls the server's connection count this often (seconds)."""
 STORE_ACTOR = "state-store"
 
-_NAME = re.compile(r"^[A-Za-z0-9_.:\-]{1,128}$")
+_NAME = re.compile(r"^[A-Za-z0-9_.:\-]{1,128}\Z")  # \Z: "$" also matches before a final "\n"
 _STATE_WORDS = {
     Admin.ENABLED: "enabled",
     Admin.DRAIN: "draining",

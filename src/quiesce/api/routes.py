@@ -55,7 +55,7 @@ from quiesce.core.events import Event, EventKind
 from quiesce.core.states import Cause
 from quiesce.registry import Registry
 
-_NAME = re.compile(r"^[A-Za-z0-9_.:\-]{1,128}$")
+_NAME = re.compile(r"^[A-Za-z0-9_.:\-]{1,128}\Z")  # \Z: "$" also matches before a final "\n"
 
 
 class AppLike(Protocol):
