@@ -218,3 +218,38 @@ async def test_a_name_cannot_end_in_a_newline(app: Any, client: httpx.AsyncClien
     assert r.status_code == 422, r.text
     assert not [m for m in app.registry.monitors if m.startswith("mon")]
     assert "mon\n" not in (await client.get("/api/v1/flags", auth=ADMIN)).text
+
+
+async def test_an_unknown_user_costs_a_hash_check_like_a_known_one(
+    client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from quiesce.api import auth
+
+    calls: list[str] = []
+    real = auth.verify_password
+
+    def counting(password: str, stored: str) -> bool:
+        calls.append(password)
+        return real(password, stored)
+
+    monkeypatch.setattr(auth, "verify_password", counting)
+    r = await client.post("/api/v1/login", json={"user": "nobody", "password": "admin-pw"})
+    assert r.status_code == 401
+    assert calls == ["admin-pw"]  # checked, and still refused though it is admin's password
+    r = await client.post("/api/v1/login", json={"user": "admin", "password": "wrong"})
+    assert r.status_code == 401
+    assert calls == ["admin-pw", "wrong"]
+    r = await client.get("/api/v1/whoami", auth=("nobody", "x"))
+    assert r.status_code == 401
+    assert len(calls) == 3
+
+
+async def test_a_nan_duration_is_not_a_number(client: httpx.AsyncClient) -> None:
+    r = await client.post(
+        "/api/v1/servers/app/a1/drain",
+        content=b'{"timeout": NaN}',
+        headers={"content-type": "application/json"},
+        auth=ADMIN,
+    )
+    assert r.status_code == 422, r.text
+    assert r.json()["detail"] == "timeout: duration nan is not a number"

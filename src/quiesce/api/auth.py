@@ -152,6 +152,10 @@ class Authenticator:
             if ok:
                 self._remember(key, (entry.name, entry.role))
                 return Principal(entry.name, entry.role, "basic")
+        elif self.config.users:
+            # An unknown user costs one hash check too (against a configured hash, so at the
+            # same cost), or the answer's speed would tell which user names exist.
+            await self._verify(source, password, self.config.users[0].password_hash)
         raise self._fail(source, user, "basic", f"wrong user name or password for {user!r}")
 
     async def check_token(self, token: str, source: str) -> Principal:

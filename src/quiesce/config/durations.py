@@ -17,6 +17,8 @@ def parse_duration(value: object) -> float:
     if isinstance(value, bool):
         raise ValueError(f"{value!r} is not a duration (use 500ms, 1s, 2m, 1h or seconds)")
     if isinstance(value, int | float):
+        if math.isnan(value):
+            raise ValueError(f"duration {value} is not a number")
         if value < 0:
             raise ValueError(f"duration {value} is negative")
         return _bounded(float(value), value)
