@@ -165,5 +165,24 @@ async def test_openapi_lists_the_routes(client: httpx.AsyncClient) -> None:
     assert "/v1/servers/{name}/set" in paths
 
 
+async def test_openapi_describes_the_command_bodies(client: httpx.AsyncClient) -> None:
+    # Bodies are parsed after authentication (not as FastAPI body parameters), and the
+    # document still describes them, fields included.
+    doc = (await client.get("/api/v1/openapi.json", auth=VIEWER)).json()
+    schemas = doc["components"]["schemas"]
+    for path, model, field, required in (
+        ("/api/v1/servers/{pool}/{server}/maintenance", "MaintenanceBody", "force", False),
+        ("/api/v1/servers/{pool}/{server}/drain", "DrainBody", "timeout", False),
+        ("/api/v1/servers/{pool}/{server}/disable", "DisableBody", "graceful", False),
+        ("/api/v1/servers/{pool}/{server}/clear", "ClearBody", "state", True),
+        ("/api/v1/pools/{pool}/healthmonitors", "PoolMonitorsBody", "healthmonitors", True),
+    ):
+        body = doc["paths"][path]["post" if "servers" in path else "put"]["requestBody"]
+        assert body["required"] is required, path
+        ref = body["content"]["application/json"]["schema"]["$ref"]
+        assert ref == f"#/components/schemas/{model}"
+        assert field in schemas[model]["properties"], (model, schemas[model])
+
+
 async def test_unknown_route_is_json_404(client: httpx.AsyncClient) -> None:
     assert_error(await client.get("/api/v1/nothing", auth=ADMIN), 404)

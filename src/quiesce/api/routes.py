@@ -20,7 +20,8 @@ from typing import Annotated, Any, Literal, Protocol, TypeVar
 from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import ValidationError
+from fastapi.routing import APIRoute
+from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from quiesce.admin import AdminService, CommandResult
@@ -217,7 +218,54 @@ def _body(model: type[_B]) -> Any:
         except ValidationError as exc:
             raise RequestValidationError(exc.errors(include_url=False)) from None
 
+    return _described(parse, model, required=False)
+
+
+def _described(parse: Any, model: type[BaseModel], *, required: bool) -> Any:
+    """The dependency, marked with its body model so the OpenAPI document can describe the
+    body (FastAPI only describes body parameters, which would be read before authentication)."""
+    setattr(parse, "body_model", model)  # noqa: B010 - an attribute on a function
+    setattr(parse, "body_required", required)  # noqa: B010
     return Depends(parse)
+
+
+def _describe_bodies(api: FastAPI, routers: list[APIRouter]) -> None:
+    """Add the request bodies of :func:`_described` dependencies of ``routers``' routes to
+    ``api.openapi()`` (the routers themselves: FastAPI keeps included routers nested)."""
+    original = api.openapi
+
+    def openapi() -> dict[str, Any]:
+        if api.openapi_schema:
+            return api.openapi_schema
+        schema = original()
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        for route in (r for router in routers for r in router.routes):
+            if not isinstance(route, APIRoute):
+                continue
+            pending = list(route.dependant.dependencies)
+            while pending:
+                dep = pending.pop()
+                pending.extend(dep.dependencies)
+                model = getattr(dep.call, "body_model", None)
+                if model is None:
+                    continue
+                body_schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+                components.update(body_schema.pop("$defs", {}))
+                components[model.__name__] = body_schema
+                for method in route.methods or ():
+                    operation = schema["paths"][route.path_format][method.lower()]
+                    operation["requestBody"] = {
+                        "required": bool(getattr(dep.call, "body_required", False)),
+                        "content": {
+                            "application/json": {
+                                "schema": {"$ref": f"#/components/schemas/{model.__name__}"}
+                            }
+                        },
+                    }
+        api.openapi_schema = schema
+        return schema
+
+    api.openapi = openapi  # type: ignore[method-assign]
 
 
 def _required_body(model: type[_B]) -> Any:
@@ -234,7 +282,7 @@ def _required_body(model: type[_B]) -> Any:
         except ValidationError as exc:
             raise RequestValidationError(exc.errors(include_url=False)) from None
 
-    return Depends(parse)
+    return _described(parse, model, required=True)
 
 
 _HEARTBEAT = 15.0  # seconds between keep-alives, and between session checks of a quiet stream
@@ -693,6 +741,7 @@ def create_api(app: AppLike) -> FastAPI:
     v1, maxscale = build_routes(app)
     api.include_router(v1)
     api.include_router(maxscale)
+    _describe_bodies(api, [v1, maxscale])
 
     from quiesce.metrics import build_collector_registry, render
 
