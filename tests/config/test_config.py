@@ -240,3 +240,79 @@ def test_placeholder_hash_is_a_warning_not_an_error(tmp_path: Path) -> None:
     assert out.returncode == 0
     assert "warning: admin.users[0].password_hash: not a hash" in out.stderr
     assert "'ops' cannot log in" in out.stderr
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "expected"),
+    [
+        (
+            "healthmonitors: [hm]\n",
+            "healthmonitors: [hm]\n    algorithm: fastest\n",
+            "pools.web.algorithm: Input should be 'round_robin'",
+        ),
+        (
+            "healthmonitors: [hm]\n",
+            "healthmonitors: [hm]\n    mode: hot_standby\n",
+            "pools.web.mode: Input should be 'balanced' or 'active_standby'",
+        ),
+        (
+            "healthmonitors: [hm]\n",
+            "healthmonitors: [hm]\n    on_server_down: kill\n",
+            "pools.web.on_server_down: Input should be 'leave' or 'close'",
+        ),
+        (
+            "healthmonitors: [hm]\n",
+            "healthmonitors: [hm]\n    persistence: {type: ssl_id}\n",
+            "pools.web.persistence.type: Input should be 'cookie' or 'source_ip'",
+        ),
+        (
+            "healthmonitors: [hm]\n",
+            "healthmonitors: [hm]\n    slow_start: soon\n",
+            "pools.web.slow_start: 'soon' is not a duration",
+        ),
+        (
+            "healthmonitors: [hm]\n",
+            "healthmonitors: [hm]\n    graceful_disable_timeout: -5\n",
+            "pools.web.graceful_disable_timeout: duration -5 is negative",
+        ),
+        (
+            "healthmonitors: [hm]\n",
+            "healthmonitors: [hm]\n    min_health_monitors_up: 2\n",
+            "pools.web: min_health_monitors_up (2) is more than the 1 monitors attached",
+        ),
+        (
+            "address: 127.0.0.1:8081}",
+            "address: 127.0.0.1:8081, weight: 300}",
+            "pools.web.servers[0].weight: Input should be less than or equal to 256",
+        ),
+        (
+            "receive_timeout: 1s}",
+            "receive_timeout: 1s, monitor_port: 65536}",
+            "healthmonitors.hm.monitor_port: Input should be less than or equal to 65535",
+        ),
+    ],
+)
+def test_bad_pool_and_monitor_values(old: str, new: str, expected: str) -> None:
+    assert old in BASE
+    found = problems(BASE.replace(old, new, 1))
+    assert any(p.startswith(expected) for p in found), found
+
+
+@pytest.mark.parametrize(
+    ("section", "expected"),
+    [
+        ("state: {etcd: {endpoints: []}}", "state.etcd.endpoints: List should have at least 1"),
+        ("state: {etcd: {endpoints: [nowhere]}}", "state.etcd.endpoints[0]: 'nowhere' is not"),
+        ("state: {event_retention: {rows: 5}}", "state.event_retention.rows: Input should be"),
+        ("state: {event_retention: {age: forever}}", "state.event_retention.age: 'forever'"),
+        (
+            "admin: {users: [{name: a, password_hash: x, role: root}]}",
+            "admin.users[0].role: Input should be 'admin' or 'read_only'",
+        ),
+        ("admin: {runtime_tcp: 'localhost'}", "admin.runtime_tcp: 'localhost' is not an address"),
+        ("admin: {login_failures_per_minute: 0}", "admin.login_failures_per_minute: Input should"),
+    ],
+)
+def test_bad_admin_and_state_values(section: str, expected: str) -> None:
+    found = problems(BASE + section + "\n")
+    assert any(p.startswith(expected) for p in found), found
