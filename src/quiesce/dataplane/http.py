@@ -49,6 +49,7 @@ from typing import TYPE_CHECKING
 
 import httptools
 
+from quiesce import _accel
 from quiesce.dataplane.context import ServiceContext
 from quiesce.dataplane.pages import Page, error_response, simple_response
 from quiesce.rules.decision import Redirect, RequestView, Respond, ServePage, ToPool
@@ -85,6 +86,11 @@ P_PENDING = 4
 P_UPGRADE = 8
 
 _REASONS: dict[int, bytes] = {}
+
+# The C accelerator's common-case head functions (quiesce._httpfast), or None: every message
+# they decline (return None for) takes the httptools path below, byte for byte as before.
+_fast_request = _accel.httpfast.request if _accel.httpfast is not None else None
+_fast_response = _accel.httpfast.response if _accel.httpfast is not None else None
 
 # Header names the proxy acts on, by lower-case name (one dict lookup per header).
 _H_DROP, _H_HOST, _H_LENGTH, _H_COOKIE, _H_XFF, _H_TE, _H_CONNECTION, _H_UPGRADE, _H_EXPECT = range(
@@ -173,6 +179,7 @@ class Request:
         "path",
         "pending",
         "pending_size",
+        "raw",
         "replay",
         "retried",
         "upgrade",
@@ -197,10 +204,12 @@ class Request:
         self.http10 = False
         self.keep_alive = True
         self.head_only = False
+        self.raw: bytes | None = None  # the head as received, when the C fast path read it
 
     def view(self, source: str) -> RequestView:
         headers: dict[str, str] = {}
-        for raw_name, raw_value in self.headers:
+        fields = self.headers if self.raw is None else _raw_headers(self.raw)
+        for raw_name, raw_value in fields:
             name = raw_name.decode("latin-1").lower()
             value = raw_value.decode("latin-1")
             headers[name] = f"{headers[name]}, {value}" if name in headers else value
@@ -225,6 +234,16 @@ class Request:
             cookies=cookies,
             source=source,
         )
+
+
+def _raw_headers(raw: bytes) -> list[tuple[bytes, bytes]]:
+    """The header fields of a head the C fast path accepted (so well-formed: CRLF lines,
+    ``name:`` and a value without trailing whitespace)."""
+    fields = []
+    for line in raw.split(b"\r\n")[1:-2]:
+        name, _, value = line.partition(b":")
+        fields.append((name, value.lstrip(b" \t")))
+    return fields
 
 
 def _feed_capped(
@@ -337,6 +356,28 @@ class Upstream(asyncio.Protocol):
             c.transport.write(data)
             return
         self.got_byte = True
+        fast = _fast_response
+        if fast is not None and self.head_left == self.head_limit and not self.head_only:
+            req = c.current
+            if req is not None and not c.resp_started:
+                close = (
+                    c.boundary_close
+                    or not req.keep_alive
+                    or c.client_eof
+                    or c.ctx.closing
+                    or req.upgrade
+                    or not req.complete
+                ) and c._closing_after(req)
+                extra = b"" if c.set_cookie is None else c.set_cookie + b"\r\n"
+                if close:
+                    extra += b"Connection: close\r\n"
+                elif req.http10:
+                    extra += b"Connection: keep-alive\r\n"
+                r = fast(data, self.head_limit, extra)
+                if r is not None and r[0] not in c.ctx.status_codes:
+                    self.heads += 1
+                    c.fast_response(self, r[0], r[1], close, r[2])
+                    return
         try:
             left = self.head_left
             if left < 0:
@@ -577,6 +618,13 @@ class ClientConnection(asyncio.Protocol):
             return
         self.got_any = True
         self.last_rx = self.loop.time()
+        fast = _fast_request
+        if fast is not None and self.current is None and self.head_left == self.head_limit:
+            ctx = self.ctx
+            r = fast(data, self.peer_b, ctx.max_request_line, ctx.max_header_size)
+            if r is not None:
+                self._fast_start(r, data)
+                return
         parser = self.parser
         if parser is None:
             parser = self.parser = httptools.HttpRequestParser(self)
@@ -911,6 +959,22 @@ class ClientConnection(asyncio.Protocol):
             self.queue.append(req)
             self.pause(P_PIPELINE)
 
+    def _fast_start(
+        self,
+        r: tuple[bytes, bytes, bool, bool, bytes | None, bytes | None, bytes],
+        data: bytes,
+    ) -> None:
+        """A whole bodyless request head read by the C fast path (what on_message_begin,
+        on_url, on_header and on_headers_complete do for it, at once)."""
+        self.heads += 1
+        self.begin_at = -1.0
+        req = Request()
+        req.method, req.url, req.http10, req.keep_alive, req.host, req.cookie, req.head = r
+        req.head_only = req.method == b"HEAD"
+        req.complete = True
+        req.raw = data
+        self._start(req)
+
     def on_body(self, body: bytes) -> None:
         req = self.parsing
         if req is None or not body:
@@ -1091,7 +1155,7 @@ class ClientConnection(asyncio.Protocol):
             # The client is not reading what we already wrote: nothing more from upstream.
             self.up_paused = True
             up.transport.pause_reading()
-        if self.paused & P_UPSTREAM:
+        if self.paused:
             self.resume(P_UPSTREAM)
         t = up.transport
         # On a reused connection, hold what we send until the first response byte: the
@@ -1223,6 +1287,19 @@ class ClientConnection(asyncio.Protocol):
         append(b"\r\n")
         self.out.append(b"\r\n".join(lines))
 
+    def fast_response(
+        self, up: Upstream, status: int, keep_alive: bool, close: bool, out: bytes
+    ) -> None:
+        """A whole Content-Length response read by the C fast path, head and body, already
+        rewritten for the client (what response_head, response_body and upstream_complete
+        do for it, at once)."""
+        self.resp_status = status
+        up.keep_alive = keep_alive
+        self.resp_close = close
+        self.resp_started = True
+        self.out.append(out)
+        self.upstream_complete(up)
+
     def _note_framing(self, up: Upstream, status: int, req: Request) -> None:
         for name, value in up.headers:
             ln = name.lower()
@@ -1269,7 +1346,8 @@ class ClientConnection(asyncio.Protocol):
         if self.up_paused:
             self.up_paused = False
             up.transport.resume_reading()
-        self.resume(P_UPSTREAM)
+        if self.paused:
+            self.resume(P_UPSTREAM)
         server = self.server
         if (
             up.keep_alive
@@ -1520,5 +1598,5 @@ class ClientConnection(asyncio.Protocol):
             if not self.queue:
                 self.resume(P_PIPELINE)
             self._start(nxt)
-        else:
+        elif self.paused:
             self.resume(P_PIPELINE)
