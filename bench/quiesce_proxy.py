@@ -3,12 +3,14 @@
     python bench/quiesce_proxy.py CONFIG.json
 
 Prints one JSON line ``{"ports": {service: port}}`` when every service listens, then serves
-until SIGTERM/SIGINT. One process, one event loop (uvloop).
+until SIGTERM/SIGINT. One process, one event loop (uvloop), the start-up objects frozen
+out of the cyclic GC as ``quiesce run`` does.
 """
 
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import signal
 import sys
@@ -28,6 +30,9 @@ async def main(path: str) -> None:
         name: await start_service(name, svc, registry, table)
         for name, svc in config.services.items()
     }
+    # as `quiesce run` does (App.run_forever): start-up objects leave the GC's generations
+    gc.collect()
+    gc.freeze()
     print(json.dumps({"ports": {n: s.port for n, s in services.items()}}), flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
