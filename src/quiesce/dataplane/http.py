@@ -1046,8 +1046,17 @@ class ClientConnection(asyncio.Protocol):
         if server is None:
             self._serve_page(ctx.page)
             return
-        self._bind(pool, server)
-        self._upstream()
+        # _bind and the first step of _upstream, inline (every request passes here)
+        self.pool = pool
+        self.server = server
+        table = ctx.table
+        table.request_started(server, self, self.idle_to)
+        self.idle_to = None
+        up = table.take_upstream(server)
+        if up is not None and not up.closed:
+            self._attach(up, reused=True)
+        else:
+            self._upstream()
 
     def _pick(
         self, pool: PoolRuntime, req: Request, exclude: tuple[ServerRuntime, ...]
@@ -1297,6 +1306,42 @@ class ClientConnection(asyncio.Protocol):
         up.keep_alive = keep_alive
         self.resp_close = close
         self.resp_started = True
+        server = self.server
+        req = self.current
+        if (
+            keep_alive
+            and not close
+            and server is not None
+            and req is not None
+            and not self.out
+            and not self.paused
+            and not self.up_paused
+            and not self.queue
+            and not self.deferred_error
+            and not self.closed
+            and not up.closed
+        ):
+            # The usual end of a keep-alive exchange, at once: what upstream_complete, flush,
+            # _response_done and _after_response do in this case (``not close`` says the
+            # request is complete, the client stays and nothing is closing).
+            ctx = self.ctx
+            self.up = None
+            up.client = None
+            pool = self.pool
+            limit = pool.config.max_idle_per_server if pool is not None else 0
+            if not ctx.table.put_upstream(server, up, limit):
+                up.close()
+            self.resp_sent = True
+            self.transport.write(out)
+            self.resp_done = True
+            ctx.stats.count_response(status)
+            self.current = None
+            self.sent_at = -1.0
+            self.server = None
+            ctx.table.request_finished(server, self, status, True)
+            self.idle_to = server
+            self.idle_since = self.loop.time()
+            return
         self.out.append(out)
         self.upstream_complete(up)
 

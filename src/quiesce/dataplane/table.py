@@ -104,7 +104,7 @@ class ConnectionTable:
             server.connections = len(busy)
         server.requests_in_flight -= 1
         if status:
-            key = _CLASSES[status // 100] if 1 <= status // 100 <= 5 else "other"
+            key = _CLASS_OF.get(status, "other")
             responses = server.responses
             responses[key] = responses.get(key, 0) + 1
         if keep:
@@ -214,4 +214,5 @@ class ConnectionTable:
             self.closed_by_mode["at_boundary"] += n
 
 
-_CLASSES = {1: "1xx", 2: "2xx", 3: "3xx", 4: "4xx", 5: "5xx"}
+# status -> its class key, in one lookup ("other" for anything else)
+_CLASS_OF = {status: f"{status // 100}xx" for status in range(100, 600)}
