@@ -30,12 +30,20 @@ from quiesce.core.checks import CheckResult
 from quiesce.core.clock import Clock, SystemClock
 from quiesce.core.errors import GuardRefused, InvalidCommand, NotFound
 from quiesce.core.events import Event, EventKind
-from quiesce.core.oper import MonitorTrack, Thresholds, combine
+from quiesce.core.oper import TRANSITIONS, MonitorTrack, Stay, Thresholds, combine
 from quiesce.core.pool import Member, elect, guard_violation, slow_start_factor
-from quiesce.core.states import Admin, Cause, CloseMode, Oper
+from quiesce.core.states import Admin, Cause, CloseMode, Oper, Verdict
 from quiesce.core.status import in_maintenance, is_eligible, status_text
 
 LAST_CHECKS = 10
+
+_STAYS_WITH: dict[Oper, Verdict] = {
+    state: verdict
+    for state, row in TRANSITIONS.items()
+    for verdict, action in row.items()
+    if isinstance(action, Stay)
+}
+"""For each operational state, the verdict that keeps a track as it is (from TRANSITIONS)."""
 
 EventListener = Callable[[Event], None]
 CloseHandler = Callable[["ServerRuntime", CloseMode], None]
@@ -273,11 +281,17 @@ class Registry:
     def record_check(self, server: ServerRuntime, result: CheckResult) -> None:
         """Feed one check result; moves the operational axis by the rules of DESIGN §1."""
         pool = self.pools[server.pool]
-        if result.monitor not in server.tracks:
+        monitor = result.monitor
+        track = server.tracks.get(monitor)
+        if track is None:
             return  # a result for a monitor detached meanwhile
-        server.last_checks[result.monitor].append(result)
-        track = server.tracks[result.monitor]
-        server.tracks[result.monitor] = track.feed(result.verdict, pool.thresholds(result.monitor))
+        server.last_checks[monitor].append(result)
+        if track.streak == 0 and _STAYS_WITH.get(track.state) is result.verdict:
+            # The common case (an up server passes again): feed() would return an equal
+            # track, so nothing else changes either (server.oper is always the combination
+            # of its tracks: every change to a track goes through _set_oper).
+            return
+        server.tracks[monitor] = track.feed(result.verdict, pool.thresholds(monitor))
         self._set_oper(pool, server, Cause.HEALTH, result)
 
     def mark_passive_maintenance(self, server: ServerRuntime, detail: dict[str, object]) -> None:

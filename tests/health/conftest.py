@@ -14,6 +14,21 @@ import trustme
 from tests.health.servers import HttpBackend, UdpEcho
 
 
+@pytest.fixture(params=["c", "python"], autouse=True)
+def engine(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every health test runs twice: plain TCP/HTTP checks on the C engine
+    (``quiesce._checkfast``; skipped when it is not built or ``QUIESCE_PURE=1``), and on the
+    pure-Python path, as when the extension is missing."""
+    from quiesce.health.probes import fast
+
+    if request.param == "c":
+        if fast.checkfast is None:
+            pytest.skip("quiesce._checkfast is not built (or QUIESCE_PURE=1)")
+    else:
+        monkeypatch.setattr(fast, "checkfast", None)
+    return str(request.param)
+
+
 @pytest.fixture
 async def http_backend() -> AsyncIterator[HttpBackend]:
     backend = await HttpBackend().start()

@@ -14,6 +14,7 @@ from quiesce.core.checks import CheckResult, Reason
 from quiesce.core.events import Event, EventKind
 from quiesce.core.states import Cause, Oper, Verdict
 from quiesce.health import HealthManager
+from quiesce.health.probes import StreamProber
 from quiesce.registry import Registry, ServerRuntime
 from tests.health.servers import HttpBackend
 
@@ -229,7 +230,30 @@ async def test_concurrency_cap(http_backend: HttpBackend) -> None:
 
         return real_start(target, monitor, name, done)
 
+    # The C engine path starts a tick's checks in one batch and reports to each job's on_done.
+    assert isinstance(prober, StreamProber)
+    real_batch = prober.start_batch
+    wrapped: set[int] = set()
+
+    def counting_batch(batch: list[Any]) -> None:
+        nonlocal active, peak
+        for job, _ in batch:
+            if id(job) not in wrapped:
+                wrapped.add(id(job))
+                original = job.on_done
+
+                def done(result: CheckResult, original: Any = original) -> None:
+                    nonlocal active
+                    active -= 1
+                    original(result)
+
+                job.on_done = done
+        active += len(batch)
+        peak = max(peak, active)
+        real_batch(batch)
+
     prober.start = counting_start  # type: ignore[method-assign]
+    prober.start_batch = counting_batch  # type: ignore[method-assign]
     try:
         async with asyncio.timeout(5.0):
             while manager.stats.completed < 16:

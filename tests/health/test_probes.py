@@ -248,6 +248,7 @@ async def test_unresolvable_host(kind: str) -> None:
     assert r.reason in (Reason.CONNECTION_ERROR, Reason.TIMEOUT)
 
 
+@pytest.mark.parametrize("engine", ["python"], indirect=True)  # the Python path's guard
 async def test_a_bug_while_reading_fails_the_check_and_frees_the_socket(
     http_backend: HttpBackend, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -3,13 +3,15 @@ registry.
 
 Theory of operation
 -------------------
-Each (server, monitor) pair is a :class:`_Job` driven by event-loop callbacks, not a task:
-a timer fires at the job's slot (:mod:`quiesce.health.schedule`; wake-ups are rounded up to
-5 ms ticks so that jobs due together start in one loop iteration), the job takes one of
-``max_concurrency`` slots (or waits in a FIFO for one), its probe is started in callback style
-(:meth:`Prober.start`), and the probe's result goes to :meth:`Registry.record_check`, which
-moves the operational axis and emits the event; then the next slot is armed. A waiting job
-costs one timer handle; a plain HTTP check is one socket and one object. Ten thousand checks a
+Each (server, monitor) pair is a :class:`_Job` driven by event-loop callbacks, not a task.
+Slots (:mod:`quiesce.health.schedule`) are rounded up to 5 ms ticks, and the jobs due in one
+tick wait in one list under one loop timer (a *bucket*), not a timer each. When the tick
+comes, each job takes one of ``max_concurrency`` slots (or waits in a FIFO for one) and its
+check starts: plain ``http``/``tcp`` checks of the whole tick in **one call** to the C engine
+(:meth:`StreamProber.start_batch`, when ``quiesce._checkfast`` is built), every other check
+through its probe's :meth:`Prober.start`. A result goes to :meth:`Registry.record_check`,
+which moves the operational axis and emits the event; then the job's next slot is armed.
+A waiting job costs one list entry; a check in flight one socket. Ten thousand checks a
 second fit on one core this way (BENCHMARKS.md); a task per pair did not.
 
 Slots are in the event loop's time (``loop.time()``), so a test that injects a fake clock
@@ -27,16 +29,22 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import math
 import random
 from collections import deque
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from quiesce.config.models import HealthMonitor
 from quiesce.core.checks import CheckResult
 from quiesce.core.clock import Clock, SystemClock
-from quiesce.health.probes import group, make_prober
+from quiesce.health.probes import fast, group, make_prober
 from quiesce.health.probes.base import OnDone, Prober, Running, Target, probe_error
-from quiesce.health.schedule import Schedule, next_due, wake_time
+
+if TYPE_CHECKING:
+    from quiesce._checkfast import Spec
+from quiesce.health.probes.stream import StreamProber
+from quiesce.health.schedule import TICK, Schedule, next_due
 from quiesce.registry import Registry, ServerRuntime
 
 log = logging.getLogger("quiesce.health")
@@ -70,20 +78,38 @@ class _Starting:
 _STARTING = _Starting()
 
 
+class _InEngine:
+    """``_Job.running`` while the job's check is in the C engine (made once per job)."""
+
+    __slots__ = ("job", "prober")
+
+    def __init__(self, job: _Job) -> None:
+        self.job = job
+        self.prober: StreamProber | None = None
+
+    def cancel(self) -> None:
+        if self.prober is not None:
+            self.prober.engine().cancel(self.job)
+
+
 class _Job:
-    """One (server, monitor) pair: its schedule, its timer, the check in flight if any."""
+    """One (server, monitor) pair: its schedule, its bucket, the check in flight if any."""
 
     __slots__ = (
+        "bucket",
         "definition",
         "due",
         "first",
+        "in_engine",
+        "live",
         "monitor",
         "on_done",
         "running",
         "schedule",
         "server",
+        "spec",
+        "spec_for",
         "target",
-        "timer",
     )
 
     def __init__(
@@ -96,9 +122,15 @@ class _Job:
         self.schedule = schedule
         self.due = schedule.first_due
         self.first = True
-        self.timer: asyncio.TimerHandle | None = None
+        self.live = True  # False once cancelled: a late result is then dropped
+        self.bucket: list[_Job] | None = None
         self.running: Running | None = None
         self.on_done: OnDone = _no_result
+        self.in_engine = _InEngine(self)
+        # The C engine's form of the check, for the definition ``spec_for`` (None: the
+        # check takes its probe's own path).
+        self.spec: Spec | None = None
+        self.spec_for: HealthMonitor | None = None
 
 
 class HealthManager:
@@ -121,6 +153,7 @@ class HealthManager:
         self._probers: dict[str, Prober] = {}
         self._in_flight = 0
         self._waiting: deque[_Job] = deque()
+        self._buckets: dict[int, list[_Job]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
 
     # lifecycle ----------------------------------------------------------------------------
@@ -136,6 +169,7 @@ class HealthManager:
             self._cancel(job)
         self._jobs.clear()
         self._waiting.clear()
+        self._buckets.clear()
         self._loop = None
         await asyncio.sleep(0)  # let cancelled probe tasks unwind
         for prober in self._probers.values():
@@ -186,17 +220,32 @@ class HealthManager:
         return prober
 
     def _arm(self, job: _Job) -> None:
-        assert self._loop is not None
-        job.timer = self._loop.call_at(wake_time(job.due), self._fire, job)
+        """Put ``job`` in the bucket of the tick at or after its slot (wake_time's grid)."""
+        tick = math.ceil(job.due / TICK)
+        bucket = self._buckets.get(tick)
+        if bucket is None:
+            bucket = self._buckets[tick] = []
+            assert self._loop is not None
+            self._loop.call_at(tick * TICK, self._fire, tick)
+        bucket.append(job)
+        job.bucket = bucket
 
-    def _fire(self, job: _Job) -> None:
-        job.timer = None
-        if self._in_flight >= self.max_concurrency:
-            self._waiting.append(job)
-        else:
-            self._launch(job)
+    def _fire(self, tick: int) -> None:
+        bucket = self._buckets.pop(tick, None)
+        if not bucket:
+            return
+        batch: list[tuple[_Job, Spec]] = []
+        for job in bucket:
+            job.bucket = None
+            if self._in_flight >= self.max_concurrency:
+                self._waiting.append(job)
+            else:
+                self._launch(job, batch)
+        if batch:
+            self._start_batch(batch)
 
-    def _launch(self, job: _Job) -> None:
+    def _launch(self, job: _Job, batch: list[tuple[_Job, Spec]]) -> None:
+        """Start ``job``'s check, or add it to ``batch`` for the C engine."""
         loop = self._loop
         assert loop is not None
         self._in_flight += 1
@@ -207,6 +256,17 @@ class HealthManager:
         monitor = self.registry.monitors.get(job.monitor, job.definition)
         job.running = _STARTING
         try:
+            if monitor is not job.spec_for:
+                job.spec_for = monitor
+                prober = self.prober(monitor.type)
+                job.spec = None
+                if isinstance(prober, StreamProber) and fast.available():
+                    job.spec = prober.fast_spec(job.target, monitor)
+                    job.in_engine.prober = prober
+            if job.spec is not None:
+                job.running = job.in_engine
+                batch.append((job, job.spec))
+                return
             job.running = self.prober(monitor.type).start(
                 job.target, monitor, job.monitor, job.on_done
             )
@@ -215,13 +275,26 @@ class HealthManager:
             result = probe_error(job.monitor, self.clock, self.clock.monotonic(), exc)
             job.running = loop.call_soon(self._done, job, result)
 
+    def _start_batch(self, batch: list[tuple[_Job, Spec]]) -> None:
+        prober = self.prober("http")
+        assert isinstance(prober, StreamProber)
+        try:
+            prober.start_batch(batch)  # type: ignore[arg-type]
+        except Exception as exc:  # a bug must not leave these jobs running forever
+            log.exception("starting a batch of %d checks failed", len(batch))
+            assert self._loop is not None
+            for job, _ in batch:
+                prober.engine().cancel(job)
+                result = probe_error(job.monitor, self.clock, self.clock.monotonic(), exc)
+                job.running = self._loop.call_soon(self._done, job, result)
+
     def _done(self, job: _Job, result: CheckResult) -> None:
         if job.running is None:
             return  # cancelled meanwhile (a probe never reports after cancel; belt and braces)
         job.running = None
         self._in_flight -= 1
         self.stats.completed += 1
-        if self._jobs.get((job.server, job.monitor)) is job:
+        if job.live:
             try:
                 self.registry.record_check(job.server, result)
             except Exception:
@@ -238,13 +311,19 @@ class HealthManager:
                 job.due, missed = next_due(job.due, interval, now)
             self.stats.skipped += missed
             self._arm(job)
-        while self._waiting and self._in_flight < self.max_concurrency:
-            self._launch(self._waiting.popleft())
+        waiting = self._waiting
+        if waiting and self._in_flight < self.max_concurrency:
+            batch: list[tuple[_Job, Spec]] = []
+            while waiting and self._in_flight < self.max_concurrency:
+                self._launch(waiting.popleft(), batch)
+            if batch:
+                self._start_batch(batch)
 
     def _cancel(self, job: _Job) -> None:
-        if job.timer is not None:
-            job.timer.cancel()
-            job.timer = None
+        job.live = False
+        if job.bucket is not None:
+            job.bucket.remove(job)
+            job.bucket = None
         if job.running is not None:
             job.running.cancel()
             job.running = None

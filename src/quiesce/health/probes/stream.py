@@ -1,9 +1,14 @@
 """TCP, HTTP and HTTPS probes: connect, send, read until the verdict is known, classify.
 
-Two I/O paths share one plan (the request bytes, when to stop reading, how to classify):
+Three I/O paths share one plan (the request bytes, when to stop reading, how to classify):
 
-* the **fast path** (plain TCP/HTTP to an IP address) is :class:`_FastCheck`: a non-blocking
-  socket in the prober's own epoll set (:class:`_Reactor`), no transport, no task. On a fast
+* the **C engine** (plain TCP/HTTP to an IP address, when the optional extension
+  ``quiesce._checkfast`` is built and ``QUIESCE_PURE`` is not set): :mod:`.fast`. The health
+  manager starts a whole tick's checks with one call (:meth:`StreamProber.start_batch`); a
+  single :meth:`StreamProber.start` is a batch of one.
+* the **Python fast path**, for the same checks when the extension is not there, is
+  :class:`_FastCheck`: a non-blocking socket in the prober's own epoll set
+  (:class:`_Reactor`), no transport, no task. On a fast
   network the request is written straight after ``connect()`` (loopback completes the
   handshake inside the call), so a check costs about eight system calls: socket, connect,
   send, epoll_ctl, recv, setsockopt (linger 0), close, plus its share of the loop's waits.
@@ -27,7 +32,7 @@ import ssl
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 from quiesce.config.models import HealthMonitor, HttpsMonitor
 from quiesce.core.checks import CheckResult, Reason
@@ -41,6 +46,7 @@ from quiesce.health.classify import (
     expects_payload,
     stream_reply_complete,
 )
+from quiesce.health.probes import fast
 from quiesce.health.probes.base import (
     OnDone,
     Running,
@@ -51,6 +57,9 @@ from quiesce.health.probes.base import (
     probe_error,
     start_task,
 )
+
+if TYPE_CHECKING:
+    from quiesce._checkfast import Spec
 
 Done = Callable[[bytes], bool]
 _LINGER_ZERO = struct.pack("ii", 1, 0)
@@ -66,6 +75,7 @@ class _Plan:
     classify: Classify
     tls: ssl.SSLContext | None = None
     server_hostname: str | None = None
+    spec: Spec | None = None  # the C engine's form of this check, when it can run it
 
 
 def _result(
@@ -93,6 +103,7 @@ class StreamProber:
         self._plans: dict[tuple[int, Target], tuple[HealthMonitor, _Plan]] = {}
         self._literal: dict[str, bool] = {}
         self._fast: _Reactor | None = None
+        self._engine: fast.FastEngine | None = None
 
     def close(self) -> None:
         self._tls.clear()
@@ -100,6 +111,16 @@ class StreamProber:
         if self._fast is not None:
             self._fast.close()
             self._fast = None
+        if self._engine is not None:
+            self._engine.close()
+            self._engine = None
+
+    def engine(self) -> fast.FastEngine:
+        """The C engine of this prober (created in the running loop at first use)."""
+        engine = self._engine
+        if engine is None:
+            engine = self._engine = fast.FastEngine(asyncio.get_running_loop(), self.clock)
+        return engine
 
     def _reactor(self) -> _Reactor:
         fast = self._fast
@@ -150,20 +171,26 @@ class StreamProber:
                 return rules.classify(reply)
 
             request = build_http_request(http, host_header)
-            return _Plan(request, rules.complete, classify, tls, server_hostname)
+            spec = None
+            if tls is None and fast.available():
+                spec = fast.spec(target, monitor, request, fast.http_rules(http))
+            return _Plan(request, rules.complete, classify, tls, server_hostname, spec)
         tcp = monitor.tcp
         request = tcp.tcp_request.replace("\\r\\n", "\r\n").encode() if tcp.tcp_request else b""
 
         def classify_stream(reply: bytes, complete: bool) -> Classified:
             return classify_tcp(reply, tcp, complete=complete)
 
+        spec = None
+        if fast.available():
+            spec = fast.spec(target, monitor, request, fast.tcp_rules(tcp))
         if not expects_payload(tcp.tcp_response, tcp.maintenance_response):
-            return _Plan(request, None, classify_stream)
+            return _Plan(request, None, classify_stream, spec=spec)
 
         def stream_done(reply: bytes) -> bool:
             return stream_reply_complete(reply, tcp.tcp_response, tcp.maintenance_response)
 
-        return _Plan(request, stream_done, classify_stream)
+        return _Plan(request, stream_done, classify_stream, spec=spec)
 
     def _is_literal(self, host: str) -> bool:
         known = self._literal.get(host)
@@ -176,6 +203,18 @@ class StreamProber:
             self._literal[host] = known
         return known
 
+    def fast_spec(self, target: Target, monitor: HealthMonitor) -> Spec | None:
+        """The C engine's form of this check, or None when it takes another path."""
+        try:
+            return self.plan(target, monitor).spec
+        except (OSError, ssl.SSLError):  # start() reports it
+            return None
+
+    def start_batch(self, batch: list[tuple[fast.Token, Spec]]) -> None:
+        """Start many checks on the C engine in one call (specs from :meth:`fast_spec`);
+        each token's ``on_done`` gets its result, unless ``engine().cancel(token)``."""
+        self.engine().start(batch)
+
     def start(self, target: Target, monitor: HealthMonitor, name: str, on_done: OnDone) -> Running:
         started = self.clock.monotonic()
         try:
@@ -184,6 +223,11 @@ class StreamProber:
             detail = f"cannot load the TLS settings (ca, client_cert): {exc}"
             result = failure(name, self.clock, started, Reason.TLS_ERROR, detail)
             return _Immediate(result, on_done)
+        if plan.spec is not None:
+            engine = self.engine()
+            single = fast.Single(engine, name, on_done)
+            engine.start([(single, plan.spec)])
+            return single
         if plan.tls is None and self._is_literal(target.host):
             return _FastCheck(
                 self._reactor(), self.clock, started, target, monitor, name, plan, on_done
