@@ -140,6 +140,69 @@ static int connection_value(const char *v, Py_ssize_t n)
     return 0;
 }
 
+/* The header fields a message keeps, and what its Connection headers said. */
+typedef struct {
+    span name[MAX_FIELDS];
+    span value[MAX_FIELDS];
+    int n;
+    int conn;
+} fields;
+
+/* A field of a kind both directions treat alike: kept, dropped, or Connection; -1: decline. */
+static int take(fields *f, int kind, span name, span value)
+{
+    switch (kind) {
+    case H_CONNECTION: {
+        int c = connection_value(value.p, value.n);
+        if (!c)
+            return -1;
+        f->conn |= c;
+        return 0;
+    }
+    case H_DROP:
+        return 0;
+    case H_FORWARD:
+        if (f->n == MAX_FIELDS)
+            return -1;
+        f->name[f->n] = name;
+        f->value[f->n++] = value;
+        return 0;
+    default:
+        return -1;
+    }
+}
+
+/* keep-alive as llhttp says it (-1: both keep-alive and close, decline) */
+static int keep_alive_of(int http10, int conn)
+{
+    if (conn == (CONN_KEEP | CONN_CLOSE))
+        return -1;
+    return http10 ? (conn == CONN_KEEP) : (conn != CONN_CLOSE);
+}
+
+static Py_ssize_t fields_size(const fields *f)
+{
+    Py_ssize_t size = 0;
+    for (int i = 0; i < f->n; i++)
+        size += f->name[i].n + 2 + f->value[i].n + 2;
+    return size;
+}
+
+static char *put_fields(char *o, const fields *f)
+{
+    for (int i = 0; i < f->n; i++) {
+        memcpy(o, f->name[i].p, (size_t)f->name[i].n);
+        o += f->name[i].n;
+        *o++ = ':';
+        *o++ = ' ';
+        memcpy(o, f->value[i].p, (size_t)f->value[i].n);
+        o += f->value[i].n;
+        *o++ = '\r';
+        *o++ = '\n';
+    }
+    return o;
+}
+
 /* One header line at `p` (before `end`): name, value; returns the start of the next line, or
  * NULL when the line is outside the subset. At the blank line ending the head, sets
  * *name->p = NULL and returns the position after it. */
@@ -267,8 +330,10 @@ static PyObject *fast_request(PyObject *module, PyObject *const *args, Py_ssize_
     p += 11;
 
     /* header block */
-    span fwd_name[MAX_FIELDS], fwd_value[MAX_FIELDS], cookies[MAX_JOINED], xffs[MAX_JOINED];
-    int nfwd = 0, ncookie = 0, nxff = 0, conn = 0, seen_length = 0;
+    fields f;
+    span cookies[MAX_JOINED], xffs[MAX_JOINED];
+    int ncookie = 0, nxff = 0, seen_length = 0;
+    f.n = f.conn = 0;
     span host = {NULL, 0};
     Py_ssize_t header_size = 0;
     for (;;) {
@@ -281,57 +346,47 @@ static PyObject *fast_request(PyObject *module, PyObject *const *args, Py_ssize_
         header_size += name.n + value.n + 4;
         if (header_size > max_header)
             Py_RETURN_NONE;
-        switch (request_kind(name.p, name.n)) {
+        int kind = request_kind(name.p, name.n);
+        switch (kind) {
         case H_HOST:
             if (host.p != NULL)
                 Py_RETURN_NONE;
             host = value;
+            kind = H_FORWARD;
             break;
         case H_LENGTH:
             /* a second one is refused by httptools, even when equal */
             if (seen_length || value.n != 1 || value.p[0] != '0')
                 Py_RETURN_NONE;
             seen_length = 1;
+            kind = H_FORWARD;
             break;
         case H_COOKIE:
             if (ncookie == MAX_JOINED)
                 Py_RETURN_NONE;
             cookies[ncookie++] = value;
+            kind = H_FORWARD;
             break;
         case H_XFF:
             if (nxff == MAX_JOINED)
                 Py_RETURN_NONE;
             xffs[nxff++] = value;
-            continue; /* replaced by ours */
-        case H_CONNECTION: {
-            int c = connection_value(value.p, value.n);
-            if (!c)
-                Py_RETURN_NONE;
-            conn |= c;
-            continue;
-        }
-        case H_DROP:
-            continue;
-        case H_DECLINE:
-            Py_RETURN_NONE;
+            kind = H_DROP; /* replaced by ours */
+            break;
         default:
             break;
         }
-        if (nfwd == MAX_FIELDS)
+        if (take(&f, kind, name, value) < 0)
             Py_RETURN_NONE;
-        fwd_name[nfwd] = name;
-        fwd_value[nfwd++] = value;
     }
-    if (p != end || conn == (CONN_KEEP | CONN_CLOSE))
+    int keep_alive = keep_alive_of(http10, f.conn);
+    if (p != end || keep_alive < 0)
         Py_RETURN_NONE;
-    int keep_alive = http10 ? (conn == CONN_KEEP) : (conn != CONN_CLOSE);
 
     const char *peer = PyBytes_AS_STRING(args[1]);
     Py_ssize_t peer_n = PyBytes_GET_SIZE(args[1]);
     Py_ssize_t method_n = PyBytes_GET_SIZE(method);
-    Py_ssize_t size = method_n + 1 + url.n + 11;
-    for (int i = 0; i < nfwd; i++)
-        size += fwd_name[i].n + 2 + fwd_value[i].n + 2;
+    Py_ssize_t size = method_n + 1 + url.n + 11 + fields_size(&f);
     size += 17 + (nxff ? joined_len(xffs, nxff, 2) + 2 : 0) + peer_n + 2;
     size += 25;
     if (host.p != NULL)
@@ -346,12 +401,7 @@ static PyObject *fast_request(PyObject *module, PyObject *const *args, Py_ssize_
     *o++ = ' ';
     o = put(o, url.p, url.n);
     o = PUTLIT(o, " HTTP/1.1\r\n");
-    for (int i = 0; i < nfwd; i++) {
-        o = put(o, fwd_name[i].p, fwd_name[i].n);
-        o = PUTLIT(o, ": ");
-        o = put(o, fwd_value[i].p, fwd_value[i].n);
-        o = PUTLIT(o, "\r\n");
-    }
+    o = put_fields(o, &f);
     o = PUTLIT(o, "X-Forwarded-For: ");
     if (nxff) {
         o = put_joined(o, xffs, nxff, ", ", 2);
@@ -446,8 +496,8 @@ static PyObject *fast_response(PyObject *module, PyObject *const *args, Py_ssize
         Py_RETURN_NONE;
     p += 2;
 
-    span fwd_name[MAX_FIELDS], fwd_value[MAX_FIELDS];
-    int nfwd = 0, conn = 0;
+    fields f;
+    f.n = f.conn = 0;
     Py_ssize_t length = -1;
     for (;;) {
         span name, value;
@@ -456,8 +506,8 @@ static PyObject *fast_response(PyObject *module, PyObject *const *args, Py_ssize
             Py_RETURN_NONE;
         if (name.p == NULL)
             break;
-        switch (response_kind(name.p, name.n)) {
-        case H_LENGTH: {
+        int kind = response_kind(name.p, name.n);
+        if (kind == H_LENGTH) {
             if (length >= 0 || value.n > 15)
                 Py_RETURN_NONE;
             Py_ssize_t v = 0;
@@ -467,37 +517,18 @@ static PyObject *fast_response(PyObject *module, PyObject *const *args, Py_ssize
                 v = v * 10 + (value.p[i] - '0');
             }
             length = v;
-            break;
+            kind = H_FORWARD;
         }
-        case H_CONNECTION: {
-            int c = connection_value(value.p, value.n);
-            if (!c)
-                Py_RETURN_NONE;
-            conn |= c;
-            continue;
-        }
-        case H_DROP:
-            continue;
-        case H_DECLINE:
+        if (take(&f, kind, name, value) < 0)
             Py_RETURN_NONE;
-        default:
-            break;
-        }
-        if (nfwd == MAX_FIELDS)
-            Py_RETURN_NONE;
-        fwd_name[nfwd] = name;
-        fwd_value[nfwd++] = value;
     }
-    if (length < 0 || end - p != length || conn == (CONN_KEEP | CONN_CLOSE))
+    int keep_alive = keep_alive_of(http10, f.conn);
+    if (length < 0 || end - p != length || keep_alive < 0)
         Py_RETURN_NONE;
-    int keep_alive = http10 ? (conn == CONN_KEEP) : (conn != CONN_CLOSE);
 
     const char *extra = PyBytes_AS_STRING(args[2]);
     Py_ssize_t extra_n = PyBytes_GET_SIZE(args[2]);
-    Py_ssize_t size = 13 + reason.n + 2;
-    for (int i = 0; i < nfwd; i++)
-        size += fwd_name[i].n + 2 + fwd_value[i].n + 2;
-    size += extra_n + 2 + length;
+    Py_ssize_t size = 13 + reason.n + 2 + fields_size(&f) + extra_n + 2 + length;
     PyObject *out = PyBytes_FromStringAndSize(NULL, size);
     if (out == NULL)
         return NULL;
@@ -507,12 +538,7 @@ static PyObject *fast_response(PyObject *module, PyObject *const *args, Py_ssize
     *o++ = ' ';
     o = put(o, reason.p, reason.n);
     o = PUTLIT(o, "\r\n");
-    for (int i = 0; i < nfwd; i++) {
-        o = put(o, fwd_name[i].p, fwd_name[i].n);
-        o = PUTLIT(o, ": ");
-        o = put(o, fwd_value[i].p, fwd_value[i].n);
-        o = PUTLIT(o, "\r\n");
-    }
+    o = put_fields(o, &f);
     o = put(o, extra, extra_n);
     o = PUTLIT(o, "\r\n");
     o = put(o, p, length);
