@@ -537,7 +537,10 @@ class ClientConnection(asyncio.Protocol):
         self.transport: asyncio.Transport = None  # type: ignore[assignment]
         self.peer = ""
         self.peer_b = b""
-        self.parser: httptools.HttpRequestParser | None = httptools.HttpRequestParser(self)
+        # made on the first request the C fast path declines (most never need one)
+        self.parser: httptools.HttpRequestParser | None = (
+            None if _fast_request is not None else httptools.HttpRequestParser(self)
+        )
         self.parsing: Request | None = None
         self.current: Request | None = None
         self.queue: deque[Request] | None = None  # pipelined requests, made when needed
