@@ -27,13 +27,15 @@ class ServiceStats:
     ``responses``: responses sent to clients by class (``"2xx"``…), including pages and
     errors the proxy generated itself; ``errors``: proxy-generated error statuses
     (400, 408, 414, 431, 502, 504) by code; ``connections``: live client connections;
-    ``connections_total``: accepted since start.
+    ``connections_total``: accepted since start; ``parked``: live L7 connections idle long
+    enough to be parked (see quiesce.dataplane.park; counted in ``connections`` too).
     """
 
     requests: int = 0
     maintenance_pages: int = 0
     connections: int = 0
     connections_total: int = 0
+    parked: int = 0
     responses: dict[str, int] = field(default_factory=dict)
     errors: dict[int, int] = field(default_factory=dict)
 
@@ -108,6 +110,9 @@ class ServiceContext:
     status_codes: frozenset[int] = frozenset()
     mark_server: bool = False
     sweep_interval: float = 1.0
+    # An idle keep-alive L7 connection is parked after this long (quiesce.dataplane.park);
+    # math.inf: never. Not a config key: tests shorten it.
+    park_after: float = 0.5
     sweeper: asyncio.TimerHandle | None = None
 
     # One sweep per service enforces every connection's timeouts (header 408, keep-alive

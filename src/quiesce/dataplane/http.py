@@ -791,9 +791,10 @@ class ClientConnection(asyncio.Protocol):
     # timeouts (called by the service's sweep, see ServiceContext.sweep) --------------------
 
     def check(self, now: float) -> None:
-        """Enforce the header, idle and response timeouts; drop the parser of a connection
-        idle for a while (it is made again on the next byte: an idle connection is worth
-        less memory without it)."""
+        """Enforce the header, idle and response timeouts; park a keep-alive connection idle
+        for ``ctx.park_after`` (see quiesce.dataplane.park), or, when it cannot be parked,
+        drop its parser (made again on the next byte: an idle connection is worth less
+        memory without it)."""
         if self.closed or self.tunnel or self.lingering:
             return
         if self.holding:
@@ -831,8 +832,11 @@ class ClientConnection(asyncio.Protocol):
                     self._close()
         elif now - self.idle_since >= ctx.idle_timeout:
             self._close()
-        elif self.parser is not None and not self.queue and now - self.idle_since >= 1.0:
-            self.parser = None
+        elif not self.queue and now - self.idle_since >= ctx.park_after:
+            from quiesce.dataplane.park import park
+
+            if not park(self):  # parked: its socket and a small record are all that is left
+                self.parser = None
 
     # httptools request callbacks --------------------------------------------------------------
 

@@ -42,6 +42,21 @@ class Service:
         """Live client connections of this service."""
         return len(self._ctx.conns)
 
+    @property
+    def parked(self) -> int:
+        """Of :attr:`connections`, the idle keep-alive ones that are parked (see
+        quiesce.dataplane.park)."""
+        return self._ctx.stats.parked
+
+    @property
+    def park_after(self) -> float:
+        """Seconds a keep-alive connection idles before it is parked (``math.inf``: never)."""
+        return self._ctx.park_after
+
+    @park_after.setter
+    def park_after(self, seconds: float) -> None:
+        self._ctx.park_after = seconds
+
     async def close(self) -> None:
         """Stop accepting new connections (existing ones carry on)."""
         self._server.close()

@@ -30,6 +30,9 @@ proxy reuses), so closing a server drops them too.
   loses no request, even from a client that does not retry.
 
 Only connections bound to that server are touched: the sets are per server.
+
+An idle L7 connection that was parked (quiesce.dataplane.park) is in the idle set as its
+``Parked`` record (``swap_idle``), which closes or detaches the same way.
 """
 
 from __future__ import annotations
@@ -117,6 +120,16 @@ class ConnectionTable:
         s = self.idle.get(server)
         if s is not None:
             s.discard(conn)
+
+    def swap_idle(self, server: ServerRuntime, old: Closable, new: Closable) -> bool:
+        """``new`` stands for ``old`` in ``server``'s idle set (a connection parked or given
+        back, see quiesce.dataplane.park); False when ``old`` was not there (detached)."""
+        s = self.idle.get(server)
+        if s is None or old not in s:
+            return False
+        s.discard(old)
+        s.add(new)
+        return True
 
     def hold(self, server: ServerRuntime, conn: Closable) -> None:
         """An upgraded L7 connection (WebSocket): its request is answered (101) but the
