@@ -15,7 +15,8 @@ if TYPE_CHECKING:
     from quiesce.rules.decision import Router
 
 
-_CLASS_KEYS = {1: "1xx", 2: "2xx", 3: "3xx", 4: "4xx", 5: "5xx"}
+# status -> its class key, in one lookup ("other" for anything else)
+_CLASS_OF = {status: f"{status // 100}xx" for status in range(100, 600)}
 
 
 @dataclass(slots=True)
@@ -40,7 +41,7 @@ class ServiceStats:
     errors: dict[int, int] = field(default_factory=dict)
 
     def count_response(self, status: int) -> None:
-        key = _CLASS_KEYS.get(status // 100, "other")
+        key = _CLASS_OF.get(status, "other")
         responses = self.responses
         responses[key] = responses.get(key, 0) + 1
 
