@@ -240,6 +240,7 @@ async def child(args: argparse.Namespace) -> dict[str, Any]:
     from quiesce.config.models import Config
     from quiesce.core.states import Oper
     from quiesce.health import HealthManager
+    from quiesce.health.probes import fast
     from quiesce.registry import Registry
 
     n = args.servers[0] if isinstance(args.servers, list) else args.servers
@@ -304,6 +305,7 @@ async def child(args: argparse.Namespace) -> dict[str, Any]:
             "p50": percentile(latency, 50),
             "p99": percentile(latency, 99),
         },
+        "engine": "C (quiesce._checkfast)" if fast.available() else "pure Python",
         "up": states.get(Oper.UP.value, 0),
         "states": dict(states),
     }
@@ -332,12 +334,13 @@ def summarize(
 def report(runs: list[dict[str, Any]], args: argparse.Namespace) -> str:
     uname = os.uname()
     haproxy = subprocess.run(["haproxy", "-v"], capture_output=True, text=True).stdout
+    engines = sorted({run["quiesce"]["engine"] for run in runs if "quiesce" in run})
     lines = [
         f"Run: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} · {os.cpu_count()} CPUs · "
         f"Linux {uname.release} · Python {sys.version.split()[0]} · "
         f"{haproxy.splitlines()[0] if haproxy else 'HAProxy'}"
         f" · uvloop{' off' if args.no_uvloop else ''} · HealthManager max_concurrency "
-        f"{args.max_concurrency}.",
+        f"{args.max_concurrency} · quiesce check engine: {', '.join(engines) or '—'}.",
         "",
         f"send_interval {args.interval:g}s, receive_timeout {args.timeout:g}s; each checker "
         f"pinned to CPU {args.cpu}, nginx (1 worker) to CPU {args.responder_cpu}; measured for "
@@ -367,11 +370,15 @@ def report(runs: list[dict[str, Any]], args: argparse.Namespace) -> str:
                 f"| {late_text} | {r['responder_cpu'] * 100:.1f}% | {r['loadavg'][0]} |"
             )
         if "haproxy" in run and "quiesce" in run:
-            ratio = run["quiesce"]["cpu"] / run["haproxy"]["cpu"]
+            q, h = run["quiesce"], run["haproxy"]
+            ratio = q["cpu"] / h["cpu"]
+            # Per check too: a checker that falls behind does fewer checks for its CPU.
+            per_check = (q["cpu"] / q["checks_per_s"]) / (h["cpu"] / h["checks_per_s"])
             run["cpu_ratio_quiesce_over_haproxy"] = ratio
+            run["per_check_ratio_quiesce_over_haproxy"] = per_check
             lines.append(
-                f"| {run['servers']:,} | **CPU ratio quiesce / HAProxy** | | "
-                f"**{ratio:.2f}** | | | | | |"
+                f"| {run['servers']:,} | **ratio quiesce / HAProxy** | | "
+                f"**{ratio:.2f}** | **{per_check:.2f}** | | | | |"
             )
     return "\n".join(lines)
 

@@ -8,6 +8,7 @@ health test on the C engine and on the Python path)."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import math
 import select
 import socket
@@ -175,13 +176,36 @@ def test_bad_specs_and_engines_are_refused() -> None:
     with pytest.raises(ValueError, match="timeout must be a positive number"):
         cf.Spec("127.0.0.1", 80, b"", rules, math.nan)
     with pytest.raises(ValueError, match="Engine needs 3 verdicts and 11 reasons"):
-        cf.Engine(fast.VERDICTS, fast.REASONS[:3])
-    engine = cf.Engine(fast.VERDICTS, fast.REASONS)
+        cf.Engine(fast.VERDICTS, fast.REASONS[:3], CheckResult)
+    with pytest.raises(TypeError, match="result_type str is not a dataclass"):
+        cf.Engine(fast.VERDICTS, fast.REASONS, str)
+
+    @dataclasses.dataclass(frozen=True, slots=True)
+    class Checked(CheckResult):
+        def __post_init__(self) -> None:
+            raise AssertionError("must run")
+
+    with pytest.raises(TypeError, match="result_type Checked has a __post_init__"):
+        cf.Engine(fast.VERDICTS, fast.REASONS, Checked)
+
+    @dataclasses.dataclass
+    class NoSlots:
+        monitor: str
+        verdict: Verdict
+        reason: Reason
+        at: float
+        latency: float
+        status_code: int | None
+        detail: str
+
+    with pytest.raises(TypeError, match="must be a slots dataclass with the fields monitor"):
+        cf.Engine(fast.VERDICTS, fast.REASONS, NoSlots)
+    engine = cf.Engine(fast.VERDICTS, fast.REASONS, CheckResult)
     with pytest.raises(TypeError, match=r"batch items must be \(token, Spec\) tuples"):
-        engine.start([("token", rules)], 0.0, 0.0)
+        engine.start([("token", rules)], 0.0, 0.0, 0.0)
     engine.close()
     with pytest.raises(ValueError, match="the engine is closed"):
-        engine.start([], 0.0, 0.0)
+        engine.start([], 0.0, 0.0, 0.0)
     with pytest.raises(ValueError, match="the engine is closed"):
         engine.fileno()
 
@@ -317,24 +341,31 @@ async def test_a_reply_that_came_in_time_is_not_a_timeout_when_the_loop_is_late(
 ) -> None:
     """The raw engine, no loop callbacks: the reply is in the socket when the deadline is
     handled (expire before poll), and it is classified, not called a timeout."""
-    engine = cf.Engine(fast.VERDICTS, fast.REASONS)
+    engine = cf.Engine(fast.VERDICTS, fast.REASONS, CheckResult)
+    tok = Token("web")
     try:
         loop = asyncio.get_running_loop()
         readable = loop.create_future()
         loop.add_reader(engine.fileno(), lambda: readable.done() or readable.set_result(None))
         try:
             assert (
-                engine.start([("tok", http_spec(http_backend.port, timeout=0.1))], 0.0, 0.0) == []
+                engine.start([(tok, http_spec(http_backend.port, timeout=0.1))], 0.0, 0.0, 5.0)
+                == []
             )
             async with asyncio.timeout(5):
                 await readable
         finally:
             loop.remove_reader(engine.fileno())
         assert engine.next_deadline() == pytest.approx(0.1)
-        assert engine.expire(0.05, 0.0) == []  # before the deadline: nothing
-        [(token, verdict, reason, status, _, latency)] = engine.expire(1.0, 0.25)
-        assert (token, verdict, reason, status) == ("tok", P, Reason.OK, 200)
-        assert latency == 0.25
+        assert engine.expire(0.05, 0.0, 5.0) == []  # before the deadline: nothing
+        [(token, result)] = engine.expire(1.0, 0.25, 7.5)
+        assert token is tok
+        # The result the C side made is the CheckResult Python would make, and as frozen.
+        assert type(result) is CheckResult
+        assert result == CheckResult("web", P, Reason.OK, 7.5, 0.25, 200, "HTTP/1.1 200 OK")
+        assert result.to_dict()["latency_ms"] == 250.0
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            result.detail = "changed"  # type: ignore[misc]
         assert engine.next_deadline() is None
     finally:
         engine.close()
@@ -389,9 +420,10 @@ def test_the_socket_is_closed_with_a_reset_after_a_read() -> None:
     TIME_WAIT is left on either side."""
     listener = socket.create_server(("127.0.0.1", 0))
     port = listener.getsockname()[1]
-    engine = cf.Engine(fast.VERDICTS, fast.REASONS)
+    engine = cf.Engine(fast.VERDICTS, fast.REASONS, CheckResult)
+    tok = Token()
     try:
-        engine.start([("t", http_spec(port, timeout=5.0))], 0.0, 0.0)
+        engine.start([(tok, http_spec(port, timeout=5.0))], 0.0, 0.0, 0.0)
         conn, _ = listener.accept()
         with conn:
             conn.settimeout(5)
@@ -399,8 +431,8 @@ def test_the_socket_is_closed_with_a_reset_after_a_read() -> None:
             conn.sendall(b"HTTP/1.0 200 OK\r\n\r\n")
             # wait for the engine's socket to be readable, then let it read and close
             select.select([engine.fileno()], [], [], 5)
-            [(token, verdict, *_)] = engine.poll(0.0)
-            assert (token, verdict) == ("t", P)
+            [(token, result)] = engine.poll(0.0, 0.0)
+            assert (token, result.verdict) == (tok, P)
             with pytest.raises(ConnectionResetError):
                 conn.recv(1024)
     finally:

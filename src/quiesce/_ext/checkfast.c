@@ -5,12 +5,16 @@
  * An Engine owns one epoll set. `start(batch, now, mono)` starts every check of a batch
  * (socket(SOCK_NONBLOCK), connect, send the request, register the socket); `poll(mono)`
  * handles every socket that is ready (one epoll_wait, non-blocking) and `expire(now, mono)`
- * every check whose deadline has passed. Each returns the checks that ended, as tuples
- * (token, verdict, reason, status code or None, detail, latency); `token` is whatever the
- * caller passed in the batch, `verdict` and `reason` are the objects given to the Engine.
+ * every check whose deadline has passed. Each returns the checks that ended, as pairs
+ * (token, result): `token` is whatever the caller passed in the batch, `result` an instance
+ * of the result type given to the Engine (quiesce.core.checks.CheckResult), made here
+ * without running its __init__ (its slots are set directly: the Engine checks at
+ * construction that it is a slots dataclass with exactly those fields and no
+ * __post_init__), with `monitor` read from the token.
  *
  * The Engine never reads a clock: the caller passes `now` (the event loop's time, in which
- * deadlines are kept) and `mono` (its injectable clock's monotonic time, for latency).
+ * deadlines are kept), `mono` (its injectable clock's monotonic time, for latency) and `at`
+ * (its wall time, the result's `at`).
  *
  * Classification is Rules.classify, the same rules as quiesce/health/classify.py
  * (HttpRules.classify/complete, classify_tcp, stream_reply_complete) and probes/base.describe;
@@ -21,6 +25,7 @@
 #define _GNU_SOURCE /* memmem */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <structmember.h>
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -420,15 +425,26 @@ typedef struct check {
     unsigned char buf[WINDOW];
 } check;
 
+/* The result type's fields, in the order of its __match_args__. */
+enum { F_MONITOR, F_VERDICT, F_REASON, F_AT, F_LATENCY, F_STATUS, F_DETAIL, N_FIELDS };
+static const char *const FIELDS[N_FIELDS] = {
+    "monitor", "verdict", "reason", "at", "latency", "status_code", "detail",
+};
+
 typedef struct {
     PyObject_HEAD
     int epfd;
     check *head, *tail;
     check *free;
     Py_ssize_t in_flight;
+    double at; /* the wall time of the call in progress */
     PyObject *verdicts[N_VERDICTS];
     PyObject *reasons[N_REASONS];
+    PyTypeObject *result_type;
+    PyMemberDef *fields[N_FIELDS];
 } EngineObject;
+
+static PyObject *str_monitor; /* "monitor", interned */
 
 static const struct linger LINGER_ZERO = {1, 0};
 
@@ -481,7 +497,20 @@ static void check_release(EngineObject *e, check *c) {
     e->free = c;
 }
 
-/* End a check: append (token, verdict, reason, status, detail, latency) to out. */
+/* A result object with its slots set (no __init__: see the top of this file). */
+static PyObject *make_result(EngineObject *e, PyObject *values[N_FIELDS]) {
+    PyObject *r = e->result_type->tp_alloc(e->result_type, 0);
+    if (!r) return NULL;
+    for (int i = 0; i < N_FIELDS; i++) {
+        if (PyMember_SetOne((char *)r, e->fields[i], values[i]) < 0) {
+            Py_DECREF(r);
+            return NULL;
+        }
+    }
+    return r;
+}
+
+/* End a check: append (token, result) to out. */
 static int finish(EngineObject *e, check *c, Outcome o, PyObject *detail, double mono,
                   PyObject *out) {
     PyObject *token = c->token;
@@ -491,27 +520,29 @@ static int finish(EngineObject *e, check *c, Outcome o, PyObject *detail, double
         Py_DECREF(token);
         return -1;
     }
-    PyObject *status = status_obj(o.status);
-    PyObject *lat = PyFloat_FromDouble(latency);
-    PyObject *t = PyTuple_New(6);
-    if (!status || !lat || !t) {
-        Py_XDECREF(status);
-        Py_XDECREF(lat);
-        Py_XDECREF(t);
-        Py_DECREF(detail);
-        Py_DECREF(token);
-        return -1;
+    PyObject *values[N_FIELDS] = {NULL};
+    values[F_MONITOR] = PyObject_GetAttr(token, str_monitor);
+    values[F_VERDICT] = e->verdicts[o.verdict];
+    values[F_REASON] = e->reasons[o.reason];
+    values[F_AT] = PyFloat_FromDouble(e->at);
+    values[F_LATENCY] = PyFloat_FromDouble(latency);
+    values[F_STATUS] = status_obj(o.status);
+    values[F_DETAIL] = detail;
+    PyObject *result = NULL, *pair = NULL;
+    int rc = -1;
+    if (values[F_MONITOR] && values[F_AT] && values[F_LATENCY] && values[F_STATUS]) {
+        result = make_result(e, values);
+        if (result) pair = PyTuple_Pack(2, token, result);
+        if (pair) rc = PyList_Append(out, pair);
     }
-    PyTuple_SET_ITEM(t, 0, token);
-    Py_INCREF(e->verdicts[o.verdict]);
-    PyTuple_SET_ITEM(t, 1, e->verdicts[o.verdict]);
-    Py_INCREF(e->reasons[o.reason]);
-    PyTuple_SET_ITEM(t, 2, e->reasons[o.reason]);
-    PyTuple_SET_ITEM(t, 3, status);
-    PyTuple_SET_ITEM(t, 4, detail);
-    PyTuple_SET_ITEM(t, 5, lat);
-    int rc = PyList_Append(out, t);
-    Py_DECREF(t);
+    Py_XDECREF(pair);
+    Py_XDECREF(result);
+    Py_XDECREF(values[F_MONITOR]);
+    Py_XDECREF(values[F_AT]);
+    Py_XDECREF(values[F_LATENCY]);
+    Py_XDECREF(values[F_STATUS]);
+    Py_DECREF(detail);
+    Py_DECREF(token);
     return rc;
 }
 
@@ -646,12 +677,48 @@ static int on_deadline(EngineObject *e, check *c, double mono, PyObject *out) {
     return finish_error(e, c, ETIMEDOUT, mono, out);
 }
 
+/* The result type must be a slots dataclass with exactly FIELDS, in order, and nothing
+ * that __init__ would have done beyond setting them. */
+static int result_fields(PyTypeObject *rt, PyMemberDef *fields[N_FIELDS]) {
+    if (PyObject_HasAttrString((PyObject *)rt, "__post_init__")) {
+        PyErr_Format(PyExc_TypeError, "result_type %s has a __post_init__", rt->tp_name);
+        return -1;
+    }
+    PyObject *match = PyObject_GetAttrString((PyObject *)rt, "__match_args__");
+    if (!match) {
+        PyErr_Clear();
+        PyErr_Format(PyExc_TypeError, "result_type %s is not a dataclass", rt->tp_name);
+        return -1;
+    }
+    int ok = PyTuple_Check(match) && PyTuple_GET_SIZE(match) == N_FIELDS;
+    for (int i = 0; ok && i < N_FIELDS; i++) {
+        PyObject *name = PyTuple_GET_ITEM(match, i);
+        ok = PyUnicode_Check(name) && PyUnicode_CompareWithASCIIString(name, FIELDS[i]) == 0;
+        PyObject *d = ok ? PyDict_GetItemWithError(rt->tp_dict, name) : NULL;
+        ok = d && Py_IS_TYPE(d, &PyMemberDescr_Type);
+        if (ok) fields[i] = ((PyMemberDescrObject *)d)->d_member;
+    }
+    Py_DECREF(match);
+    if (!ok) {
+        if (!PyErr_Occurred())
+            PyErr_Format(PyExc_TypeError,
+                         "result_type %s must be a slots dataclass with the fields monitor, "
+                         "verdict, reason, at, latency, status_code, detail",
+                         rt->tp_name);
+        return -1;
+    }
+    return 0;
+}
+
 static PyObject *Engine_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
-    static char *kwlist[] = {"verdicts", "reasons", NULL};
+    static char *kwlist[] = {"verdicts", "reasons", "result_type", NULL};
     PyObject *verdicts, *reasons;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!O!:Engine", kwlist, &PyTuple_Type,
-                                     &verdicts, &PyTuple_Type, &reasons))
+    PyTypeObject *rt;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!O!O!:Engine", kwlist, &PyTuple_Type,
+                                     &verdicts, &PyTuple_Type, &reasons, &PyType_Type, &rt))
         return NULL;
+    PyMemberDef *fields[N_FIELDS];
+    if (result_fields(rt, fields) < 0) return NULL;
     if (PyTuple_GET_SIZE(verdicts) != N_VERDICTS || PyTuple_GET_SIZE(reasons) != N_REASONS) {
         PyErr_Format(PyExc_ValueError, "Engine needs %d verdicts and %d reasons, got %zd and %zd",
                      N_VERDICTS, N_REASONS, PyTuple_GET_SIZE(verdicts),
@@ -674,6 +741,9 @@ static PyObject *Engine_new(PyTypeObject *type, PyObject *args, PyObject *kwds) 
         self->reasons[i] = PyTuple_GET_ITEM(reasons, i);
         Py_INCREF(self->reasons[i]);
     }
+    Py_INCREF(rt);
+    self->result_type = rt;
+    memcpy(self->fields, fields, sizeof(fields));
     return (PyObject *)self;
 }
 
@@ -699,6 +769,7 @@ static void Engine_dealloc(EngineObject *self) {
     engine_close(self);
     for (int i = 0; i < N_VERDICTS; i++) Py_XDECREF(self->verdicts[i]);
     for (int i = 0; i < N_REASONS; i++) Py_XDECREF(self->reasons[i]);
+    Py_XDECREF(self->result_type);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -712,9 +783,11 @@ static int check_open(EngineObject *self) {
 
 static PyObject *Engine_start(EngineObject *self, PyObject *args) {
     PyObject *batch;
-    double now, mono;
-    if (!PyArg_ParseTuple(args, "O!dd:start", &PyList_Type, &batch, &now, &mono)) return NULL;
+    double now, mono, at;
+    if (!PyArg_ParseTuple(args, "O!ddd:start", &PyList_Type, &batch, &now, &mono, &at))
+        return NULL;
     if (check_open(self) < 0) return NULL;
+    self->at = at;
     PyObject *out = PyList_New(0);
     if (!out) return NULL;
     Py_ssize_t n = PyList_GET_SIZE(batch);
@@ -770,10 +843,11 @@ fail:
     return NULL;
 }
 
-static PyObject *Engine_poll(EngineObject *self, PyObject *arg) {
-    double mono = PyFloat_AsDouble(arg);
-    if (mono == -1.0 && PyErr_Occurred()) return NULL;
+static PyObject *Engine_poll(EngineObject *self, PyObject *args) {
+    double mono, at;
+    if (!PyArg_ParseTuple(args, "dd:poll", &mono, &at)) return NULL;
     if (check_open(self) < 0) return NULL;
+    self->at = at;
     struct epoll_event events[MAX_EVENTS];
     int n;
     do {
@@ -792,9 +866,10 @@ static PyObject *Engine_poll(EngineObject *self, PyObject *arg) {
 }
 
 static PyObject *Engine_expire(EngineObject *self, PyObject *args) {
-    double now, mono;
-    if (!PyArg_ParseTuple(args, "dd:expire", &now, &mono)) return NULL;
+    double now, mono, at;
+    if (!PyArg_ParseTuple(args, "ddd:expire", &now, &mono, &at)) return NULL;
     if (check_open(self) < 0) return NULL;
+    self->at = at;
     PyObject *out = PyList_New(0);
     if (!out) return NULL;
     while (self->head && self->head->deadline <= now) {
@@ -836,11 +911,12 @@ static Py_ssize_t Engine_len(EngineObject *self) { return self->in_flight; }
 
 static PyMethodDef Engine_methods[] = {
     {"start", (PyCFunction)Engine_start, METH_VARARGS,
-     "start(batch: list[(token, Spec)], now, mono) -> results of checks that ended at once"},
-    {"poll", (PyCFunction)Engine_poll, METH_O,
-     "poll(mono) -> results of the checks whose sockets were ready and ended"},
+     "start(batch: list[(token, Spec)], now, mono, at) -> (token, result) of the checks that "
+     "ended at once"},
+    {"poll", (PyCFunction)Engine_poll, METH_VARARGS,
+     "poll(mono, at) -> (token, result) of the checks whose sockets were ready and ended"},
     {"expire", (PyCFunction)Engine_expire, METH_VARARGS,
-     "expire(now, mono) -> results of the checks whose deadline is <= now"},
+     "expire(now, mono, at) -> (token, result) of the checks whose deadline is <= now"},
     {"next_deadline", (PyCFunction)Engine_next_deadline, METH_NOARGS,
      "the earliest deadline of a check in flight, or None"},
     {"cancel", (PyCFunction)Engine_cancel, METH_O,
@@ -859,7 +935,7 @@ static PyTypeObject EngineType = {
     .tp_basicsize = sizeof(EngineObject),
     .tp_dealloc = (destructor)Engine_dealloc,
     .tp_flags = Py_TPFLAGS_DEFAULT,
-    .tp_doc = "Plain TCP/HTTP checks in one epoll set: Engine(verdicts, reasons).",
+    .tp_doc = "Plain TCP/HTTP checks in one epoll set: Engine(verdicts, reasons, result_type).",
     .tp_methods = Engine_methods,
     .tp_as_sequence = &Engine_as_sequence,
     .tp_new = Engine_new,
@@ -877,6 +953,8 @@ PyMODINIT_FUNC PyInit__checkfast(void) {
     if (PyType_Ready(&RulesType) < 0 || PyType_Ready(&SpecType) < 0 ||
         PyType_Ready(&EngineType) < 0)
         return NULL;
+    str_monitor = PyUnicode_InternFromString("monitor");
+    if (!str_monitor) return NULL;
     PyObject *m = PyModule_Create(&module);
     if (!m) return NULL;
     if (PyModule_AddIntConstant(m, "WINDOW", WINDOW) < 0 ||

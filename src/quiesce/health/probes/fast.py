@@ -6,13 +6,14 @@ Theory of operation
 loop as one descriptor. :meth:`FastEngine.start` starts a whole batch of checks in one call
 (socket, connect, send, register: all in C), the loop's readiness callback hands every ready
 socket to C in one call (receive, classify, close), and one loop timer, set to the earliest
-deadline, ends the checks that ran out of ``receive_timeout``. C returns compact tuples;
-Python only turns each into a :class:`CheckResult` and calls the token's ``on_done``.
+deadline, ends the checks that ran out of ``receive_timeout``. C returns ``(token, result)``
+pairs, the :class:`CheckResult` already made (its slots set from C, see checkfast.c); Python
+only calls each token's ``on_done``.
 
 The C side never reads a clock: deadlines are in the event loop's time, latency in the
-injected clock's monotonic time, both passed in. Its classification is the same as
-:mod:`quiesce.health.classify` (``tests/health/test_checkfast.py`` compares them on random
-replies and rules); that module stays the reference and the pure-Python path
+injected clock's monotonic time, ``at`` in its wall time, all passed in. Its classification
+is the same as :mod:`quiesce.health.classify` (``tests/health/test_checkfast.py`` compares
+them on random replies and rules); that module stays the reference and the pure-Python path
 (``probes/stream.py``'s ``_FastCheck``) is used when the extension is missing or
 ``QUIESCE_PURE=1``.
 """
@@ -102,7 +103,7 @@ class FastEngine:
     def __init__(self, loop: asyncio.AbstractEventLoop, clock: Clock) -> None:
         self.loop = loop
         self.clock = clock
-        self.engine: Engine = checkfast.Engine(VERDICTS, REASONS)
+        self.engine: Engine = checkfast.Engine(VERDICTS, REASONS, CheckResult)
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = math.inf
         loop.add_reader(self.engine.fileno(), self._ready)
@@ -113,7 +114,8 @@ class FastEngine:
     def start(self, batch: list[tuple[Token, Spec]]) -> None:
         """Start every check of ``batch``; each token's ``on_done`` is called once, never
         from inside this call, unless :meth:`cancel` is called first."""
-        done = self.engine.start(batch, self.loop.time(), self.clock.monotonic())
+        clock = self.clock
+        done = self.engine.start(batch, self.loop.time(), clock.monotonic(), clock.time())
         if done:
             self.loop.call_soon(self._deliver, done)
         self._arm()
@@ -136,23 +138,20 @@ class FastEngine:
         now = max(self.loop.time(), self._timer_at)
         self._timer = None
         self._timer_at = math.inf
-        done = self.engine.expire(now, self.clock.monotonic())
+        done = self.engine.expire(now, self.clock.monotonic(), self.clock.time())
         if done:
             self._deliver(done)
         self._arm()
 
     def _ready(self) -> None:
-        done = self.engine.poll(self.clock.monotonic())
+        done = self.engine.poll(self.clock.monotonic(), self.clock.time())
         if done:
             self._deliver(done)
 
-    def _deliver(self, done: list[tuple[Token, Verdict, Reason, int | None, str, float]]) -> None:
-        at = self.clock.time()
-        for token, verdict, reason, status, detail, latency in done:
+    def _deliver(self, done: list[tuple[Token, CheckResult]]) -> None:
+        for token, result in done:
             try:
-                token.on_done(
-                    CheckResult(token.monitor, verdict, reason, at, latency, status, detail)
-                )
+                token.on_done(result)
             except Exception:  # one consumer's bug must not lose the other results
                 log.exception("delivering a check result of %s failed", token.monitor)
 
