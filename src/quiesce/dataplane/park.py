@@ -332,6 +332,12 @@ def park(conn: ClientConnection) -> bool:
         fd = os.dup(sock.fileno())
     except (OSError, ValueError):
         return False  # out of descriptors: it stays a connection, no harm done
+    if fd >= _fd_ceiling():
+        # Until the transport's close runs (next loop iteration) a parked connection holds
+        # two descriptors: a sweep parking thousands must not take the last ones that
+        # accept() and upstream connections need. The rest are parked by the next sweep.
+        os.close(fd)
+        return False
     loop = conn.loop
     lot = _LOTS.get(loop)
     if lot is None:
@@ -392,6 +398,21 @@ def _trim() -> None:
             pass
     if callable(_malloc_trim):
         _malloc_trim(0)
+
+
+_FD_CEILING = 0
+
+
+def _fd_ceiling() -> int:
+    """Descriptor numbers from 90% of the soft RLIMIT_NOFILE up are left to the rest of the
+    proxy (``dup`` returns the lowest free number: at least that many are open)."""
+    global _FD_CEILING
+    if not _FD_CEILING:
+        import resource
+
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        _FD_CEILING = (soft * 9) // 10 if 0 < soft < 1 << 30 else 1 << 30
+    return _FD_CEILING
 
 
 async def _attach(record: Parked, sock: socket.socket) -> None:
