@@ -15,10 +15,13 @@ import os
 import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from types import SimpleNamespace
 from typing import Any
 
 from quiesce.core.admin import AdminCommand
 from quiesce.core.states import Admin, Cause
+from quiesce.dataplane.park import Parked
+from quiesce.metrics import build_collector_registry, render
 from tests.dataplane.backend import Backend, encode_frame, read_frame
 from tests.dataplane.conftest import Proxy, make_config, start_proxy, wait_for
 
@@ -368,3 +371,65 @@ def test_parking_on_asyncio_s_own_loop() -> None:
         loop.run_until_complete(scenario())
     finally:
         loop.close()
+
+
+async def test_closes_that_arrive_while_a_connection_is_given_back_apply_to_it(
+    backend: Backend,
+) -> None:
+    async with parking_proxy([backend.address]) as p:
+        s0 = p.registry.pool("web").server("s0")
+        served, cut = await Client.connect(p.port), await Client.connect(p.port)
+        await served.get()
+        await cut.get()
+        await parked(p, 2)
+        records = [r for r in p.service._ctx.conns if isinstance(r, Parked)]
+        assert len(records) == 2
+        # Both send a request; before the loop looks at them, each record is asked to close
+        # (as shutdown does): with a request waiting, it gives the socket back to the loop,
+        # and a cut (shutdown's end, or a forced close) then lands while that is under way.
+        served.sock.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        cut.sock.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        ports = {r: _peer_port(r) for r in records}
+        for r in records:
+            r.close_at_boundary()
+        cut_port = cut.sock.getsockname()[1]
+        next(r for r in records if ports[r] == cut_port).cut()
+        assert p.service.connections == 2  # nothing is counted twice or lost meanwhile
+        head, body = await served.response()
+        assert b"connection: close" in head.lower() and body == b"hello from a\n"
+        assert await served.closed_by_proxy()
+        assert await cut.closed_by_proxy()
+        await wait_for(lambda: p.service.connections == 0)
+        assert p.service.stats.connections == 0 and p.service.parked == 0
+        assert p.table.idle_count(s0) == 0
+        served.close()
+        cut.close()
+
+
+def _peer_port(record: Parked) -> int:
+    s = socket.socket(fileno=os.dup(record.fd))
+    try:
+        return int(s.getpeername()[1])
+    finally:
+        s.close()
+
+
+async def test_metrics_count_parked_connections(backend: Backend) -> None:
+    async with parking_proxy([backend.address]) as p:
+        app = SimpleNamespace(registry=p.registry, services={"web": p.service})
+        reg = build_collector_registry(app)
+        clients = [await Client.connect(p.port) for _ in range(3)]
+        for c in clients:
+            await c.get()
+        await parked(p, 3)
+        text = render(reg)[0].decode()
+        assert 'quiesce_service_connections{service="web"} 3.0' in text
+        assert 'quiesce_service_connections_accepted_total{service="web"} 3.0' in text
+        for c in clients:
+            await c.get()
+        await parked(p, 3)
+        text = render(reg)[0].decode()
+        assert 'quiesce_service_connections{service="web"} 3.0' in text
+        assert 'quiesce_service_connections_accepted_total{service="web"} 3.0' in text
+        for c in clients:
+            c.close()
