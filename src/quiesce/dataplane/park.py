@@ -325,6 +325,8 @@ def park(conn: ClientConnection) -> bool:
         return False
     if transport.get_write_buffer_size():
         return False
+    if transport.get_extra_info("sslcontext") is not None:
+        return False  # TLS state lives in the transport, not in the socket
     sock = transport.get_extra_info("socket")
     if sock is None:
         return False
