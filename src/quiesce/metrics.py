@@ -207,6 +207,11 @@ class QuiesceCollector(Collector):
         conns = GaugeMetricFamily(
             "quiesce_service_connections", "Live client connections", labels=labels
         )
+        parked = GaugeMetricFamily(
+            "quiesce_service_parked_connections",
+            "Of the live client connections, idle keep-alive ones parked off the event loop",
+            labels=labels,
+        )
         accepted = CounterMetricFamily(
             "quiesce_service_connections_accepted", "Client connections accepted", labels=labels
         )
@@ -228,12 +233,13 @@ class QuiesceCollector(Collector):
             requests.add_metric(lv, _num(stats, "requests"))
             pages.add_metric(lv, _num(stats, "maintenance_pages"))
             conns.add_metric(lv, _num(stats, "connections"))
+            parked.add_metric(lv, _num(stats, "parked"))
             accepted.add_metric(lv, _num(stats, "connections_total"))
             for cls, n in sorted((getattr(stats, "responses", None) or {}).items()):
                 responses.add_metric([*lv, str(cls)], float(n))
             for status, n in sorted((getattr(stats, "errors", None) or {}).items()):
                 errors.add_metric([*lv, str(status)], float(n))
-        yield from (requests, pages, conns, accepted, responses, errors)
+        yield from (requests, pages, conns, parked, accepted, responses, errors)
 
 
 def _num(obj: Any, attr: str) -> float:

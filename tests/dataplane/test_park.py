@@ -424,9 +424,12 @@ async def test_metrics_count_parked_connections(backend: Backend) -> None:
         await parked(p, 3)
         text = render(reg)[0].decode()
         assert 'quiesce_service_connections{service="web"} 3.0' in text
+        assert 'quiesce_service_parked_connections{service="web"} 3.0' in text
         assert 'quiesce_service_connections_accepted_total{service="web"} 3.0' in text
         for c in clients:
             await c.get()
+        text = render(reg)[0].decode()
+        assert 'quiesce_service_parked_connections{service="web"} 0.0' in text
         await parked(p, 3)
         text = render(reg)[0].decode()
         assert 'quiesce_service_connections{service="web"} 3.0' in text
