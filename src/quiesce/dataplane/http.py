@@ -590,11 +590,16 @@ class ClientConnection(asyncio.Protocol):
 
     # asyncio.Protocol ------------------------------------------------------------------
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+    def take_transport(self, transport: asyncio.BaseTransport) -> None:
+        """The transport, and the client's address from it (also for a revived parked
+        connection, see quiesce.dataplane.park)."""
         self.transport = transport  # type: ignore[assignment]
         peer = transport.get_extra_info("peername")
         self.peer = sys.intern(peer[0]) if peer else ""  # one string per client address
         self.peer_b = self.peer.encode()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.take_transport(transport)
         ctx = self.ctx
         ctx.conns.add(self)
         ctx.stats.connections += 1

@@ -202,10 +202,7 @@ class Revived(ClientConnection):
         # ClientConnection.connection_made for a connection that is not new: the record's
         # place in the books is taken over (no count, no header timeout, not refused while
         # the service is closing: its request is served with Connection: close).
-        self.transport = transport  # type: ignore[assignment]
-        peer = transport.get_extra_info("peername")
-        self.peer = sys.intern(peer[0]) if peer else ""
-        self.peer_b = self.peer.encode()
+        self.take_transport(transport)
         record = self.record
         self.record = None
         if record is not None:
