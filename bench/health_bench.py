@@ -56,9 +56,14 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[k]
 
 
-def cpu_seconds(pid: int) -> float:
+def cpu_split(pid: int) -> tuple[float, float]:
+    """User and system CPU seconds of a process so far."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime
+    return int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK  # utime, stime
+
+
+def cpu_seconds(pid: int) -> float:
+    return sum(cpu_split(pid))
 
 
 def wait_listening(port: int, host: str, timeout: float = 10.0) -> None:
@@ -177,9 +182,9 @@ def run_haproxy(
         time.sleep(args.warmup)
         if proc.poll() is not None:
             raise SystemExit(f"haproxy exited with {proc.returncode}")
-        cpu0, t0, r0 = cpu_seconds(proc.pid), time.time(), cpu_seconds(responder)
+        (u0, s0), t0, r0 = cpu_split(proc.pid), time.time(), cpu_seconds(responder)
         time.sleep(args.duration)
-        cpu1, t1, r1 = cpu_seconds(proc.pid), time.time(), cpu_seconds(responder)
+        (u1, s1), t1, r1 = cpu_split(proc.pid), time.time(), cpu_seconds(responder)
     finally:
         proc.send_signal(signal.SIGUSR1)  # soft stop
         try:
@@ -189,7 +194,9 @@ def run_haproxy(
             proc.wait()
     return {
         "window": [t0, t1],
-        "cpu": (cpu1 - cpu0) / (t1 - t0),
+        "cpu": (u1 + s1 - u0 - s0) / (t1 - t0),
+        "user": (u1 - u0) / (t1 - t0),
+        "sys": (s1 - s0) / (t1 - t0),
         "responder_cpu": (r1 - r0) / (t1 - t0),
         "loadavg": Path("/proc/loadavg").read_text().split()[:3],
     }
@@ -279,9 +286,9 @@ async def child(args: argparse.Namespace) -> dict[str, Any]:
     stats = manager.stats
     stats.lateness.clear()
     done0, skipped0 = stats.completed, stats.skipped
-    cpu0, t0 = time.process_time(), time.time()
+    cpu0, t0, times0 = time.process_time(), time.time(), os.times()
     await asyncio.sleep(args.duration)
-    cpu1, t1 = time.process_time(), time.time()
+    cpu1, t1, times1 = time.process_time(), time.time(), os.times()
     lateness = [x * 1000 for x in stats.lateness]
     latency = [r.latency * 1000 for s in registry.servers() for r in s.last_checks["hc"]]
     done, skipped = stats.completed - done0, stats.skipped - skipped0
@@ -292,6 +299,8 @@ async def child(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "window": [t0, t1],
         "cpu": (cpu1 - cpu0) / (t1 - t0),
+        "user": (times1.user - times0.user) / (t1 - t0),
+        "sys": (times1.system - times0.system) / (t1 - t0),
         "checks_per_s": done / (t1 - t0),
         "skipped": skipped,
         "lateness_ms": {
@@ -346,12 +355,14 @@ def report(runs: list[dict[str, Any]], args: argparse.Namespace) -> str:
         f"pinned to CPU {args.cpu}, nginx (1 worker) to CPU {args.responder_cpu}; measured for "
         f"{args.duration:g}s after a {args.warmup:g}s warm-up. *Gap error*: per server, "
         "|time between two consecutive checks − send_interval|, from nginx's log (the same "
-        "measure for both). *Lateness*: quiesce's own slot → probe start. *Load avg*: "
+        "measure for both). *User / sys*: the checker's user and kernel CPU time per check. "
+        "*Lateness*: quiesce's own slot → probe start. *Load avg*: "
         "the machine's 1-minute load at the end of the window (other work shares the 2 CPUs).",
         "",
         "| servers | checker | checks/s | CPU (1 core = 100%) | CPU µs per check "
+        "| user / sys µs per check "
         "| gap error p50 / p99 / max ms | lateness p50 / p99 / max ms | nginx CPU | load avg |",
-        "|---:|---|---:|---:|---:|---|---|---:|---:|",
+        "|---:|---|---:|---:|---:|---:|---|---|---:|---:|",
     ]
     for run in runs:
         for name in ("haproxy", "quiesce"):
@@ -363,10 +374,12 @@ def report(runs: list[dict[str, Any]], args: argparse.Namespace) -> str:
             late_text = (
                 f"{late['p50']:.1f} / {late['p99']:.1f} / {late['max']:.1f}" if late else "—"
             )
-            per_check = r["cpu"] / r["checks_per_s"] * 1e6 if r["checks_per_s"] else float("nan")
+            rate = r["checks_per_s"] or float("nan")
+            per_check = r["cpu"] / rate * 1e6
+            split = f"{r['user'] / rate * 1e6:.0f} / {r['sys'] / rate * 1e6:.0f}"
             lines.append(
                 f"| {run['servers']:,} | {name} | {r['checks_per_s']:,.0f} | {r['cpu'] * 100:.1f}% "
-                f"| {per_check:.0f} | {g['p50']:.0f} / {g['p99']:.0f} / {g['max']:.0f} "
+                f"| {per_check:.0f} | {split} | {g['p50']:.0f} / {g['p99']:.0f} / {g['max']:.0f} "
                 f"| {late_text} | {r['responder_cpu'] * 100:.1f}% | {r['loadavg'][0]} |"
             )
         if "haproxy" in run and "quiesce" in run:
@@ -378,7 +391,7 @@ def report(runs: list[dict[str, Any]], args: argparse.Namespace) -> str:
             run["per_check_ratio_quiesce_over_haproxy"] = per_check
             lines.append(
                 f"| {run['servers']:,} | **ratio quiesce / HAProxy** | | "
-                f"**{ratio:.2f}** | **{per_check:.2f}** | | | | |"
+                f"**{ratio:.2f}** | **{per_check:.2f}** | | | | | |"
             )
     return "\n".join(lines)
 
