@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import gc
 import math
 import select
 import socket
+import weakref
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -438,3 +440,63 @@ def test_the_socket_is_closed_with_a_reset_after_a_read() -> None:
     finally:
         engine.close()
         listener.close()
+
+
+def test_a_cycle_through_the_engine_is_collected() -> None:
+    """The engine holds the tokens of the checks in flight; a token that holds the engine
+    (a manager's job does, through the manager) must not keep both alive forever."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    class Holder:
+        monitor = "m"
+        engine: Any = None
+
+    holder = Holder()
+    holder.engine = cf.Engine(fast.VERDICTS, fast.REASONS, CheckResult)
+    holder.engine.start([(holder, http_spec(port, timeout=5.0))], 0.0, 0.0, 0.0)
+    conn, _ = listener.accept()
+    try:
+        conn.settimeout(5)
+        assert conn.recv(1024).startswith(b"GET /")  # the check is in flight
+        ref = weakref.ref(holder)
+        del holder
+        gc.collect()
+        assert ref() is None
+        # and collecting the engine closed the check's socket (with a reset: it was reading)
+        with pytest.raises(ConnectionResetError):
+            conn.recv(1024)
+    finally:
+        conn.close()
+        listener.close()
+
+
+def test_a_result_that_cannot_be_made_still_ends_the_check(closed_port: int) -> None:
+    engine = cf.Engine(fast.VERDICTS, fast.REASONS, CheckResult)
+    try:
+        token = object()  # no `monitor` attribute
+        assert engine.start([(token, http_spec(closed_port))], 0.0, 0.0, 0.0) == [(token, None)]
+        assert len(engine) == 0
+    finally:
+        engine.close()
+
+
+async def test_the_wrapper_reports_such_a_check_as_failed(closed_port: int) -> None:
+    engine = fast.FastEngine(asyncio.get_running_loop(), SystemClock())
+    results: list[CheckResult] = []
+    arrived = asyncio.Event()
+
+    class NoName:
+        def on_done(self, result: CheckResult) -> None:
+            results.append(result)
+            arrived.set()
+
+    try:
+        engine.start([(NoName(), http_spec(closed_port))])  # type: ignore[list-item]
+        async with asyncio.timeout(5):
+            await arrived.wait()
+    finally:
+        engine.close()
+    [r] = results
+    assert (r.monitor, r.verdict, r.reason) == ("?", Verdict.FAIL, Reason.CONNECTION_ERROR)
+    assert "could not make the result" in r.detail

@@ -510,15 +510,23 @@ static PyObject *make_result(EngineObject *e, PyObject *values[N_FIELDS]) {
     return r;
 }
 
-/* End a check: append (token, result) to out. */
+/* End a check: append (token, result) to out. When the result cannot be made (a token
+ * without a `monitor`, no memory for the detail), (token, None): the caller still learns
+ * that the check ended. Returns -1 only when even that cannot be appended. */
 static int finish(EngineObject *e, check *c, Outcome o, PyObject *detail, double mono,
                   PyObject *out) {
     PyObject *token = c->token;
     double latency = mono - c->started;
     check_release(e, c);
+    PyObject *result = NULL, *pair = NULL;
+    int rc = -1;
     if (!detail) {
+        PyErr_Clear();
+        pair = PyTuple_Pack(2, token, Py_None);
+        if (pair) rc = PyList_Append(out, pair);
+        Py_XDECREF(pair);
         Py_DECREF(token);
-        return -1;
+        return rc;
     }
     PyObject *values[N_FIELDS] = {NULL};
     values[F_MONITOR] = PyObject_GetAttr(token, str_monitor);
@@ -528,13 +536,11 @@ static int finish(EngineObject *e, check *c, Outcome o, PyObject *detail, double
     values[F_LATENCY] = PyFloat_FromDouble(latency);
     values[F_STATUS] = status_obj(o.status);
     values[F_DETAIL] = detail;
-    PyObject *result = NULL, *pair = NULL;
-    int rc = -1;
-    if (values[F_MONITOR] && values[F_AT] && values[F_LATENCY] && values[F_STATUS]) {
+    if (values[F_MONITOR] && values[F_AT] && values[F_LATENCY] && values[F_STATUS])
         result = make_result(e, values);
-        if (result) pair = PyTuple_Pack(2, token, result);
-        if (pair) rc = PyList_Append(out, pair);
-    }
+    if (!result) PyErr_Clear();
+    pair = PyTuple_Pack(2, token, result ? result : Py_None);
+    if (pair) rc = PyList_Append(out, pair);
     Py_XDECREF(pair);
     Py_XDECREF(result);
     Py_XDECREF(values[F_MONITOR]);
@@ -765,7 +771,26 @@ static void engine_close(EngineObject *self) {
     }
 }
 
+/* The engine holds the tokens of the checks in flight (a health manager's jobs, which hold
+ * the manager...): the cyclic GC must see those references. */
+static int Engine_traverse(EngineObject *self, visitproc visit, void *arg) {
+    for (check *c = self->head; c; c = c->next) {
+        Py_VISIT(c->token);
+        Py_VISIT(c->spec);
+    }
+    for (int i = 0; i < N_VERDICTS; i++) Py_VISIT(self->verdicts[i]);
+    for (int i = 0; i < N_REASONS; i++) Py_VISIT(self->reasons[i]);
+    Py_VISIT(self->result_type);
+    return 0;
+}
+
+static int Engine_clear(EngineObject *self) {
+    engine_close(self); /* drops the tokens and specs */
+    return 0;
+}
+
 static void Engine_dealloc(EngineObject *self) {
+    PyObject_GC_UnTrack(self);
     engine_close(self);
     for (int i = 0; i < N_VERDICTS; i++) Py_XDECREF(self->verdicts[i]);
     for (int i = 0; i < N_REASONS; i++) Py_XDECREF(self->reasons[i]);
@@ -934,7 +959,10 @@ static PyTypeObject EngineType = {
     PyVarObject_HEAD_INIT(NULL, 0).tp_name = "quiesce._checkfast.Engine",
     .tp_basicsize = sizeof(EngineObject),
     .tp_dealloc = (destructor)Engine_dealloc,
-    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_traverse = (traverseproc)Engine_traverse,
+    .tp_clear = (inquiry)Engine_clear,
+    .tp_free = PyObject_GC_Del,
     .tp_doc = "Plain TCP/HTTP checks in one epoll set: Engine(verdicts, reasons, result_type).",
     .tp_methods = Engine_methods,
     .tp_as_sequence = &Engine_as_sequence,

@@ -148,9 +148,18 @@ class FastEngine:
         if done:
             self._deliver(done)
 
-    def _deliver(self, done: list[tuple[Token, CheckResult]]) -> None:
+    def _deliver(self, done: list[tuple[Token, CheckResult | None]]) -> None:
         for token, result in done:
             try:
+                if result is None:  # C could not make it (see checkfast.c: finish)
+                    result = CheckResult(
+                        getattr(token, "monitor", "?"),
+                        Verdict.FAIL,
+                        Reason.CONNECTION_ERROR,
+                        self.clock.time(),
+                        0.0,
+                        detail="probe error: the check engine could not make the result",
+                    )
                 token.on_done(result)
             except Exception:  # one consumer's bug must not lose the other results
                 log.exception("delivering a check result of %s failed", token.monitor)
