@@ -31,8 +31,9 @@ def test_monitor_types() -> None:
 
 
 def test_wake_time_rounds_up_to_the_tick() -> None:
-    assert TICK == 0.005
+    assert TICK == 0.010
     assert wake_time(1.000) == pytest.approx(1.000)
-    assert wake_time(1.0001) == pytest.approx(1.005)
-    assert wake_time(1.0049) == pytest.approx(1.005)
+    assert wake_time(1.0001) == pytest.approx(1.010)
+    assert wake_time(1.0099) == pytest.approx(1.010)
+    assert wake_time(1.0049, tick=0.005) == pytest.approx(1.005)
     assert 0 <= wake_time(123.4567) - 123.4567 < TICK

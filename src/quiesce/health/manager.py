@@ -4,7 +4,7 @@ registry.
 Theory of operation
 -------------------
 Each (server, monitor) pair is a :class:`_Job` driven by event-loop callbacks, not a task.
-Slots (:mod:`quiesce.health.schedule`) are rounded up to 5 ms ticks, and the jobs due in one
+Slots (:mod:`quiesce.health.schedule`) are rounded up to 10 ms ticks, and the jobs due in one
 tick wait in one list under one loop timer (a *bucket*), not a timer each. When the tick
 comes, each job takes one of ``max_concurrency`` slots (or waits in a FIFO for one) and its
 check starts: plain ``http``/``tcp`` checks of the whole tick in **one call** to the C engine
