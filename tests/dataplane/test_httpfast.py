@@ -9,6 +9,7 @@ the client, and the state left behind, must be the same. The fast path may only 
 from __future__ import annotations
 
 import asyncio
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -156,6 +157,9 @@ def test_the_common_case_takes_the_fast_path() -> None:
         b"GET / HTTP/1.1\r\nHost: 127.0.0.1:18081\r\nX-Forwarded-For: 10.0.0.1\r\n"
         b"X-Forwarded-Proto: http\r\nX-Forwarded-Host: 127.0.0.1:18081\r\n\r\n"
     )
+    # limits at the ends of their range: no overflow, and a negative one declines
+    assert c.request(WRK, b"p", sys.maxsize, sys.maxsize) is not None
+    assert c.request(WRK, b"p", -1, 65536) is None
     out = c.response(NGINX, 65536, b"")
     assert out is not None and out[0] == 200 and out[1] is True
     assert b"Connection" not in out[2] and out[2].endswith(b"\r\n\r\nhello, world\n")

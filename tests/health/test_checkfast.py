@@ -500,3 +500,47 @@ async def test_the_wrapper_reports_such_a_check_as_failed(closed_port: int) -> N
     [r] = results
     assert (r.monitor, r.verdict, r.reason) == ("?", Verdict.FAIL, Reason.CONNECTION_ERROR)
     assert "could not make the result" in r.detail
+
+
+async def test_python_run_inside_the_engine_cannot_free_checks_under_it(
+    engine_: fast.FastEngine, http_backend: HttpBackend
+) -> None:
+    """The engine reads a token's ``monitor`` while it walks its checks: closing it or
+    cancelling another check from there is refused (RuntimeError), so no freed check is ever
+    used (a review found a use-after-free under ASan with such tokens)."""
+    refused: list[str] = []
+
+    class Meddling(Token):
+        others: list[Token] = []
+
+        @property  # type: ignore[override]
+        def monitor(self) -> str:
+            for attempt in ("close", "cancel"):
+                try:
+                    if attempt == "close":
+                        engine_.engine.close()
+                    else:
+                        engine_.engine.cancel(Meddling.others[-1])
+                except RuntimeError as exc:
+                    refused.append(str(exc))
+            return "m"
+
+        @monitor.setter
+        def monitor(self, value: str) -> None:
+            pass
+
+    tokens = [Meddling() for _ in range(4)]
+    Meddling.others = list(tokens)
+    engine_.start([(t, http_spec(http_backend.port)) for t in tokens])
+    async with asyncio.timeout(5):
+        for t in tokens:
+            await t.arrived.wait()
+    assert all(len(t.results) == 1 for t in tokens)
+    assert all(t.results[0].verdict is P for t in tokens)
+    assert refused and all("re-entrant" in r for r in refused)
+    # still usable afterwards
+    plain = Token()
+    engine_.start([(plain, http_spec(http_backend.port))])
+    async with asyncio.timeout(5):
+        await plain.arrived.wait()
+    assert plain.results[0].verdict is P

@@ -434,6 +434,7 @@ static const char *const FIELDS[N_FIELDS] = {
 typedef struct {
     PyObject_HEAD
     int epfd;
+    int busy; /* in start/poll/expire: Python code they run must not close or cancel */
     check *head, *tail;
     check *free;
     Py_ssize_t in_flight;
@@ -489,7 +490,11 @@ static void check_release(EngineObject *e, check *c) {
     if (c->fd >= 0) {
         if (c->state == S_READING || PyBytes_GET_SIZE(c->spec->request) == 0)
             setsockopt(c->fd, SOL_SOCKET, SO_LINGER, &LINGER_ZERO, sizeof(LINGER_ZERO));
-        close(c->fd); /* also leaves the epoll set */
+        /* Leave the epoll set explicitly: close() alone does not when another descriptor
+         * still refers to the socket (a child between fork and exec), and a stale event
+         * would then point at a freed check. */
+        if (c->registered) epoll_ctl(e->epfd, EPOLL_CTL_DEL, c->fd, NULL);
+        close(c->fd);
     }
     Py_DECREF(c->spec);
     e->in_flight--;
@@ -806,23 +811,45 @@ static int check_open(EngineObject *self) {
     return 0;
 }
 
+/* start, poll and expire run Python code while they walk their checks (a token's
+ * `monitor`, a decref): that code must not free checks under them. */
+static int not_busy(EngineObject *self) {
+    if (self->busy) {
+        PyErr_SetString(PyExc_RuntimeError, "the engine is busy (re-entrant call)");
+        return -1;
+    }
+    return 0;
+}
+
 static PyObject *Engine_start(EngineObject *self, PyObject *args) {
     PyObject *batch;
     double now, mono, at;
     if (!PyArg_ParseTuple(args, "O!ddd:start", &PyList_Type, &batch, &now, &mono, &at))
         return NULL;
-    if (check_open(self) < 0) return NULL;
-    self->at = at;
-    PyObject *out = PyList_New(0);
-    if (!out) return NULL;
-    Py_ssize_t n = PyList_GET_SIZE(batch);
+    if (check_open(self) < 0 || not_busy(self) < 0) return NULL;
+    /* a copy: Python code run below cannot shrink what is walked; every item checked before
+     * any check starts, so a bad batch starts nothing */
+    PyObject *items = PyList_AsTuple(batch);
+    if (!items) return NULL;
+    Py_ssize_t n = PyTuple_GET_SIZE(items);
     for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *item = PyList_GET_ITEM(batch, i);
+        PyObject *item = PyTuple_GET_ITEM(items, i);
         if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) != 2 ||
             !PyObject_TypeCheck(PyTuple_GET_ITEM(item, 1), &SpecType)) {
             PyErr_SetString(PyExc_TypeError, "start: batch items must be (token, Spec) tuples");
-            goto fail;
+            Py_DECREF(items);
+            return NULL;
         }
+    }
+    self->at = at;
+    PyObject *out = PyList_New(0);
+    if (!out) {
+        Py_DECREF(items);
+        return NULL;
+    }
+    self->busy = 1;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *item = PyTuple_GET_ITEM(items, i);
         PyObject *token = PyTuple_GET_ITEM(item, 0);
         SpecObject *spec = (SpecObject *)PyTuple_GET_ITEM(item, 1);
         check *c = check_alloc(self);
@@ -862,8 +889,12 @@ static PyObject *Engine_start(EngineObject *self, PyObject *args) {
             if (finish_error(self, c, errno, mono, out) < 0) goto fail;
         }
     }
+    self->busy = 0;
+    Py_DECREF(items);
     return out;
 fail:
+    self->busy = 0;
+    Py_DECREF(items);
     Py_DECREF(out);
     return NULL;
 }
@@ -871,7 +902,7 @@ fail:
 static PyObject *Engine_poll(EngineObject *self, PyObject *args) {
     double mono, at;
     if (!PyArg_ParseTuple(args, "dd:poll", &mono, &at)) return NULL;
-    if (check_open(self) < 0) return NULL;
+    if (check_open(self) < 0 || not_busy(self) < 0) return NULL;
     self->at = at;
     struct epoll_event events[MAX_EVENTS];
     int n;
@@ -881,28 +912,34 @@ static PyObject *Engine_poll(EngineObject *self, PyObject *args) {
     if (n < 0) return PyErr_SetFromErrno(PyExc_OSError);
     PyObject *out = PyList_New(0);
     if (!out) return NULL;
+    self->busy = 1;
     for (int i = 0; i < n; i++) {
         if (on_event(self, (check *)events[i].data.ptr, mono, out) < 0) {
+            self->busy = 0;
             Py_DECREF(out);
             return NULL;
         }
     }
+    self->busy = 0;
     return out;
 }
 
 static PyObject *Engine_expire(EngineObject *self, PyObject *args) {
     double now, mono, at;
     if (!PyArg_ParseTuple(args, "ddd:expire", &now, &mono, &at)) return NULL;
-    if (check_open(self) < 0) return NULL;
+    if (check_open(self) < 0 || not_busy(self) < 0) return NULL;
     self->at = at;
     PyObject *out = PyList_New(0);
     if (!out) return NULL;
+    self->busy = 1;
     while (self->head && self->head->deadline <= now) {
         if (on_deadline(self, self->head, mono, out) < 0) {
+            self->busy = 0;
             Py_DECREF(out);
             return NULL;
         }
     }
+    self->busy = 0;
     return out;
 }
 
@@ -912,6 +949,7 @@ static PyObject *Engine_next_deadline(EngineObject *self, PyObject *unused) {
 }
 
 static PyObject *Engine_cancel(EngineObject *self, PyObject *token) {
+    if (not_busy(self) < 0) return NULL;
     for (check *c = self->head; c; c = c->next) {
         if (c->token == token) {
             check_release(self, c);
@@ -928,6 +966,7 @@ static PyObject *Engine_fileno(EngineObject *self, PyObject *unused) {
 }
 
 static PyObject *Engine_close(EngineObject *self, PyObject *unused) {
+    if (not_busy(self) < 0) return NULL;
     engine_close(self);
     Py_RETURN_NONE;
 }

@@ -299,7 +299,10 @@ static PyObject *fast_request(PyObject *module, PyObject *const *args, Py_ssize_
         return NULL;
     const char *buf = PyBytes_AS_STRING(args[0]);
     Py_ssize_t len = PyBytes_GET_SIZE(args[0]);
-    if (len < 18 || len > max_line + max_header || memcmp(buf + len - 4, "\r\n\r\n", 4) != 0)
+    if (max_line < 0 || max_header < 0)
+        Py_RETURN_NONE;
+    /* len > max_line + max_header, without overflowing */
+    if (len < 18 || len - max_line > max_header || memcmp(buf + len - 4, "\r\n\r\n", 4) != 0)
         Py_RETURN_NONE;
     const char *end = buf + len;
     const char *p = buf;
