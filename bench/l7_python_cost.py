@@ -13,14 +13,12 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 from quiesce.config.models import Config
 from quiesce.dataplane import ConnectionTable
-from quiesce.dataplane.context import ServiceContext
 from quiesce.dataplane.http import ClientConnection, Upstream
-from quiesce.dataplane.pages import Page
+from quiesce.dataplane.service import make_context
 from quiesce.registry import Registry
 
 REQUEST = b"GET / HTTP/1.1\r\nHost: 127.0.0.1:18081\r\nUser-Agent: wrk\r\nAccept: */*\r\n\r\n"
@@ -67,19 +65,7 @@ async def main(n: int) -> None:
     registry = Registry(cfg)
     table = ConnectionTable(registry)
     pool = registry.pool("p")
-    svc = cfg.services["w"]
-    ctx = ServiceContext(
-        name="w",
-        config=svc,
-        registry=registry,
-        table=table,
-        pool=pool,
-        fallback=None,
-        page=Page.load(svc.maintenance_page, Path(".")),
-        pages={},
-        router=None,
-        loop=asyncio.get_running_loop(),
-    )
+    ctx = make_context("w", cfg.services["w"], registry, table, asyncio.get_running_loop())
     up = Upstream(pool.servers[0], table)
     up.connection_made(FakeTransport())  # type: ignore[arg-type]
     table.put_upstream(pool.servers[0], up, 10)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,9 +19,8 @@ from hypothesis import strategies as st
 from quiesce import _accel
 from quiesce.config.models import Config
 from quiesce.dataplane import ConnectionTable, http
-from quiesce.dataplane.context import ServiceContext
 from quiesce.dataplane.http import ClientConnection, Upstream
-from quiesce.dataplane.pages import Page
+from quiesce.dataplane.service import make_context
 from quiesce.registry import Registry
 
 pytestmark = pytest.mark.skipif(_accel.httpfast is None, reason="C accelerator not built")
@@ -93,19 +91,7 @@ def exchange(
         registry = Registry(cfg)
         table = ConnectionTable(registry)
         pool = registry.pool("p")
-        svc = cfg.services["w"]
-        ctx = ServiceContext(
-            name="w",
-            config=svc,
-            registry=registry,
-            table=table,
-            pool=pool,
-            fallback=None,
-            page=Page.load(svc.maintenance_page, Path(".")),
-            pages={},
-            router=None,
-            loop=asyncio.get_running_loop(),
-        )
+        ctx = make_context("w", cfg.services["w"], registry, table, asyncio.get_running_loop())
         server = pool.servers[0]
         up = Upstream(server, table)
         up_t = Recorder()

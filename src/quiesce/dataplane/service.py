@@ -93,19 +93,19 @@ class Service:
         return [s for p in pools for s in p.servers]
 
 
-async def start_service(
+def make_context(
     name: str,
     config: ServiceConfig,
     registry: Registry,
     table: ConnectionTable,
+    loop: asyncio.AbstractEventLoop,
     *,
     router: Router | None = None,
     base_dir: Path = Path("."),
-) -> Service:
-    """Bind ``config.listen`` (port 0 allowed) and serve: ``protocol: http`` is the L7 proxy,
-    ``tcp`` the L4 relay. Maintenance pages (the service's and every named page) are read
-    into memory now; a missing page file fails here, not on the first outage."""
-    loop = asyncio.get_running_loop()
+) -> ServiceContext:
+    """What one service's connections share, from its config (pages read into memory now:
+    a missing page file fails here). start_service uses it; so do the benchmarks and tests
+    that drive the protocol classes without sockets."""
     pool = registry.pool(config.pool)
     fallback = registry.pool(config.fallback_pool) if config.fallback_pool else None
     page = Page.load(config.maintenance_page, base_dir)
@@ -133,6 +133,23 @@ async def start_service(
     for p in registry.pools.values():
         timeouts.append(p.config.response_timeout)
     ctx.sweep_interval = min(1.0, max(0.02, min(timeouts) / 4))
+    return ctx
+
+
+async def start_service(
+    name: str,
+    config: ServiceConfig,
+    registry: Registry,
+    table: ConnectionTable,
+    *,
+    router: Router | None = None,
+    base_dir: Path = Path("."),
+) -> Service:
+    """Bind ``config.listen`` (port 0 allowed) and serve: ``protocol: http`` is the L7 proxy,
+    ``tcp`` the L4 relay. Maintenance pages (the service's and every named page) are read
+    into memory now; a missing page file fails here, not on the first outage."""
+    loop = asyncio.get_running_loop()
+    ctx = make_context(name, config, registry, table, loop, router=router, base_dir=base_dir)
     host, port = split_address(config.listen)
     if config.protocol == "http":
         server = await loop.create_server(
