@@ -356,3 +356,20 @@ def test_generated_responses_are_relayed_the_same(
     response: bytes, client: bytes, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     same(client, [response], monkeypatch)
+
+
+def test_wrong_arguments_are_refused_with_a_type_error() -> None:
+    c = _accel.httpfast
+    assert c is not None
+    with pytest.raises(TypeError, match=r"request\(data: bytes, peer: bytes"):
+        c.request(bytearray(WRK), b"p", 8192, 65536)
+    with pytest.raises(TypeError, match=r"request\(data: bytes, peer: bytes"):
+        c.request(WRK, "p", 8192, 65536)
+    with pytest.raises(TypeError, match=r"request\(data: bytes, peer: bytes"):
+        c.request(WRK, b"p", 8192)
+    with pytest.raises(TypeError):
+        c.request(WRK, b"p", 8192.0, 65536)
+    with pytest.raises(TypeError, match=r"response\(data: bytes, max_header, extra: bytes\)"):
+        c.response(NGINX, 65536, "extra")
+    with pytest.raises(TypeError, match=r"response\(data: bytes, max_header, extra: bytes\)"):
+        c.response(memoryview(NGINX), 65536, b"")

@@ -360,14 +360,7 @@ class Upstream(asyncio.Protocol):
         if fast is not None and self.head_left == self.head_limit and not self.head_only:
             req = c.current
             if req is not None and not c.resp_started:
-                close = (
-                    c.boundary_close
-                    or not req.keep_alive
-                    or c.client_eof
-                    or c.ctx.closing
-                    or req.upgrade
-                    or not req.complete
-                ) and c._closing_after(req)
+                close = c._closing_after(req)
                 extra = b"" if c.set_cookie is None else c.set_cookie + b"\r\n"
                 if close:
                     extra += b"Connection: close\r\n"
