@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import logging
+import os
 import sqlite3
+import stat
 from pathlib import Path
 
 import pytest
@@ -239,3 +242,49 @@ def test_a_damaged_admin_row_is_skipped(
     store._db.execute("INSERT INTO admin (key, data, updated) VALUES ('web/ugly', 'nope', 0)")
     assert list(store.load_admin()) == ["web/ok"]
     assert "web/bad" in caplog.text and "web/ugly" in caplog.text
+
+
+def _modes(db: Path) -> dict[str, int]:
+    return {
+        suffix: stat.S_IMODE(os.stat(f"{db}{suffix}").st_mode) for suffix in ("", "-wal", "-shm")
+    }
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o000], ids=["umask-022", "umask-000"])
+def test_database_wal_and_shm_are_private(tmp_path: Path, umask: int) -> None:
+    # They hold actors, reasons, runtime monitors (request headers) and the event log: 0600,
+    # whatever the umask (0o000: what a service manager may leave).
+    db = tmp_path / "state.db"
+    old = os.umask(umask)
+    try:
+        s = SqliteStore(db)
+        s.save_admin("web/web1", AdminRecord(Admin.DRAIN, "alice", "patching"))
+        s.append_event(ev(1.0))
+        assert _modes(db) == {"": 0o600, "-wal": 0o600, "-shm": 0o600}
+        s.close()
+    finally:
+        os.umask(old)
+
+
+def test_an_existing_world_readable_database_is_tightened(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A file left by an older quiesce (0644) and its WAL and shared memory, still in use (as
+    # after a kill -9): all three are tightened at open, with a warning; the data stays.
+    db = tmp_path / "state.db"
+    first = SqliteStore(db)
+    first.save_flag("maintenance_mode", True)
+    for suffix in ("", "-wal", "-shm"):
+        os.chmod(f"{db}{suffix}", 0o644)
+    with caplog.at_level(logging.WARNING, logger="quiesce.store"):
+        second = SqliteStore(db)
+    assert _modes(db) == {"": 0o600, "-wal": 0o600, "-shm": 0o600}
+    assert "0644" in caplog.text and "0600" in caplog.text and str(db) in caplog.text
+    assert second.load_flags() == {"maintenance_mode": True}
+    second.close()
+    first.close()
+    # Owner-only files are left alone, silently.
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="quiesce.store"):
+        SqliteStore(db).close()
+    assert caplog.text == ""

@@ -17,13 +17,24 @@ ends with the row id, so a filtered listing of the newest events needs no sort. 
 (``state.event_retention``: rows and age) is applied by :meth:`SqliteStore.prune`, which the
 store also runs by itself every ``prune_every`` appends so the table stays bounded even if
 nobody calls it.
+
+The file holds who changed what and why, runtime monitors (whose requests may carry
+credentials) and the event log, so it is the owner's only (0600), as are its ``-wal`` and
+``-shm``: :func:`_make_private` creates the database file 0600 before SQLite opens it, and
+SQLite gives the files it makes next to it (``-wal``, ``-shm``, ``-journal``) the database
+file's mode. A file that already exists with bits for group or others (written by an older
+quiesce, or left by a crash next to such a database) is tightened to the owner's bits and a
+warning says so, as ``sshd`` and PostgreSQL insist on private key and data files; one that
+cannot be tightened (another owner) is a warning, not a refusal.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import sqlite3
+import stat
 import threading
 import time as _time
 from dataclasses import replace
@@ -116,6 +127,8 @@ class SqliteStore:
         self.prune_every = prune_every or max(1, min(1000, retention_rows // 10))
         self._appends = 0
         self._lock = threading.Lock()
+        if self.path not in ("", ":memory:"):
+            _make_private(self.path)
         try:
             self._db = sqlite3.connect(
                 self.path, isolation_level=None, check_same_thread=False, timeout=5.0
@@ -329,6 +342,61 @@ class SqliteStore:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+
+_COMPANIONS = ("-wal", "-shm", "-journal")
+"""The files SQLite keeps next to a database."""
+
+
+def _make_private(path: str) -> None:
+    """Create the database file 0600 if it is missing; tighten it and the companions a
+    previous run left to the owner's bits if group or others have any (with a warning)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        raise StoreError(f"cannot open the state store {path}: {exc.strerror}") from None
+    try:
+        _tighten(fd, path)
+    finally:
+        os.close(fd)
+    for suffix in _COMPANIONS:
+        name = path + suffix
+        try:
+            # O_NOFOLLOW as SQLite opens them: a link planted there is not followed
+            fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            log.warning("state store %s: cannot check the mode of %s: %s", path, name, exc)
+            continue
+        try:
+            _tighten(fd, name)
+        finally:
+            os.close(fd)
+
+
+def _tighten(fd: int, name: str) -> None:
+    st = os.fstat(fd)
+    mode = stat.S_IMODE(st.st_mode)
+    if not stat.S_ISREG(st.st_mode) or not mode & 0o077:
+        return
+    private = mode & 0o700
+    try:
+        os.fchmod(fd, private)
+    except OSError as exc:
+        log.warning(
+            "%s is readable or writable by others (mode %04o) and cannot be made private: %s",
+            name,
+            mode,
+            exc.strerror,
+        )
+        return
+    log.warning(
+        "%s was mode %04o (group or others could read or write it): tightened to %04o",
+        name,
+        mode,
+        private,
+    )
 
 
 def _text(value: object) -> str | None:
