@@ -105,6 +105,9 @@ def exchange(
             if client.up is not up:
                 break
             up.data_received(chunk)
+            # what the loop runs right after the read (a pipelined request behind a response
+            # the Python path parsed starts once that read is parsed: Upstream._settle)
+            await asyncio.sleep(0)
         current = client.current
         return (
             bytes(up_t.data),

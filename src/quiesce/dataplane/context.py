@@ -108,6 +108,7 @@ class ServiceContext:
     max_request_line: int = 8192
     header_timeout: float = 10.0
     idle_timeout: float = 60.0
+    body_timeout: float = 300.0  # the whole request body (math.inf: no limit)
     status_codes: frozenset[int] = frozenset()
     mark_server: bool = False
     sweep_interval: float = 1.0

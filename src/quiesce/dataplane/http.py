@@ -24,9 +24,10 @@ operation. The connect timeout is a ``wait_for`` on the (rare) new upstream conn
 Failures map to one answer each and end only the request (or connection) concerned:
 malformed request 400, request line too long 414, header block too large 431, slow header
 408, upstream refused or reset before a byte was sent: retried once on another eligible
-server, else 502; a reused keep-alive upstream closed under us before any response byte: the
-request is resent on a fresh connection when it is idempotent or its body is still held (up
-to 64 KiB); malformed upstream response 502; connect or response timeout 504. Once the
+server, else 502; a reused keep-alive upstream closed under us before any response byte, at
+once (the keep-alive race, ``may_resend``): the request is resent on a fresh connection when it
+may be sent twice and its body is still held (up to 64 KiB), else 502; malformed upstream
+response 502; connect or response timeout 504. Once the
 response head has been sent to the client, an upstream failure can only abort the client (a
 chunked response's head is held until its first chunk parses, at most one sweep, so a broken
 chunk right behind it is still a 502).
@@ -35,7 +36,10 @@ Heads are capped while they arrive, both ways (``_feed_capped``): httptools buff
 unfinished header line itself, so a head may take at most ``max_request_line +
 max_header_size`` bytes of a client (else 431) and ``max_header_size`` of a server (else 502).
 Ambiguous request framing (a last coding other than chunked, Transfer-Encoding with
-Content-Length, two Content-Lengths, two Hosts) is refused with 400 before anything is sent.
+Content-Length, two Content-Lengths, two Hosts) is refused with 400 before anything is sent;
+``Connection`` never removes Content-Length, Transfer-Encoding or Host (either way), and
+nothing a server sends past its response (a body on HEAD, 204 or 304) is passed on: the
+connection is closed instead of pooled.
 """
 
 from __future__ import annotations
@@ -76,6 +80,17 @@ HOP_BY_HOP = frozenset(
 _FORWARDED = frozenset({b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host"})
 IDEMPOTENT = frozenset({b"GET", b"HEAD", b"PUT", b"DELETE", b"OPTIONS", b"TRACE"})
 REPLAY_LIMIT = 64 * 1024
+# The keep-alive race: a reused idle upstream connection the server closed as we wrote to it
+# fails at once, before any response byte. A request is resent then only when it may be sent
+# twice (RFC 9110 §9.2.2: an idempotent method, or an Idempotency-Key) and the failure came
+# within RACE_WINDOW seconds of the request being written: later, the server may have worked
+# on it and died (a crash, not the race), and the client gets a 502.
+RACE_WINDOW = 0.5
+# A request that must not be sent twice goes on an idle upstream connection only if it has been
+# idle for less than this (servers close idle connections after a few seconds: 2 s gunicorn,
+# 5 s Apache and Node, 75 s nginx), else on a new one: the race cannot be resent, so it is
+# avoided instead.
+SAFE_REUSE_IDLE = 1.0
 PENDING_LIMIT = 256 * 1024
 LINGER = 2.0
 
@@ -121,13 +136,24 @@ _PLAIN_CONNECTION = frozenset(
 )
 
 
+# Connection options that are not removed with the header they name: the framing and routing
+# headers. The proxy frames every message it forwards itself (RFC 9112 §6) and must send Host
+# (RFC 9110 §7.2), so a ``Connection: Content-Length`` cannot take them away; dropping one
+# while forwarding the body would let the next hop read the body as another message
+# (request smuggling). As HAProxy and nginx: the header is kept, the option ignored.
+_NEVER_HOP_BY_HOP = frozenset(
+    {b"", b"keep-alive", b"close", b"upgrade", b"content-length", b"transfer-encoding", b"host"}
+)
+
+
 def _connection_tokens(value: bytes, extra: list[bytes] | None) -> list[bytes] | None:
-    """Header names listed in Connection (beyond keep-alive/close/upgrade): hop-by-hop too."""
+    """Header names listed in Connection (beyond keep-alive/close/upgrade): hop-by-hop too,
+    except the framing and routing headers (``_NEVER_HOP_BY_HOP``)."""
     if value in _PLAIN_CONNECTION:
         return extra
     for tok in value.lower().split(b","):
-        tok = tok.strip()
-        if tok not in (b"keep-alive", b"close", b"upgrade", b""):
+        tok = tok.strip(b" \t")
+        if tok not in _NEVER_HOP_BY_HOP:
             extra = extra or []
             extra.append(tok)
     return extra
@@ -165,6 +191,7 @@ class _HeadTooLarge(httptools.HttpParserError):
 
 class Request:
     __slots__ = (
+        "body_since",
         "chunked",
         "complete",
         "cookie",
@@ -187,6 +214,7 @@ class Request:
     )
 
     def __init__(self) -> None:
+        self.body_since = 0.0  # loop time its head was read (requests with a body)
         self.complete = False
         self.pending: list[bytes] = []
         self.pending_size = 0
@@ -226,6 +254,9 @@ class Request:
             rest = path.split("://", 1)[1]
             path = "/" + rest.split("/", 1)[1] if "/" in rest else "/"
         host = headers.get("host")
+        if self.raw is None and self.host is not None:
+            # the Host the request is forwarded with (an absolute-form target's authority)
+            host = headers["host"] = self.host.decode("latin-1")
         return RequestView(
             method=self.method.decode("latin-1"),
             path=path,
@@ -234,6 +265,28 @@ class Request:
             cookies=cookies,
             source=source,
         )
+
+
+_AUTHORITY_CHARS = frozenset(
+    b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~%!$&'()*+,;=:[]"
+)
+
+
+def _authority(url: bytes) -> bytes | None:
+    """The authority of an absolute-form ``http``/``https`` request target; None when there is
+    none, it carries userinfo (RFC 9110 §4.2.4: treated as an error) or a byte no host has."""
+    scheme, sep, rest = url.partition(b"://")
+    if not sep or scheme.lower() not in (b"http", b"https"):
+        return None
+    end = len(rest)
+    for delim in b"/?#":
+        i = rest.find(bytes((delim,)))
+        if 0 <= i < end:
+            end = i
+    authority = rest[:end]
+    if not authority or not _AUTHORITY_CHARS.issuperset(authority):
+        return None
+    return authority
 
 
 def _raw_headers(raw: bytes) -> list[tuple[bytes, bytes]]:
@@ -279,6 +332,29 @@ def _feed_capped(
         base += left
 
 
+def resendable(req: Request) -> bool:
+    """May ``req`` be sent to a server a second time (RFC 9110 §9.2.2)? An idempotent method,
+    or a request that carries an ``Idempotency-Key`` (draft-ietf-httpapi-idempotency-key)."""
+    if req.method in IDEMPOTENT:
+        return True
+    fields = req.headers if req.raw is None else _raw_headers(req.raw)
+    return any(name.lower() == b"idempotency-key" for name, _ in fields)
+
+
+def may_resend(req: Request, reused: bool, got_byte: bool, sent_for: float) -> bool:
+    """The keep-alive race, told from a server that took the request and died: resend only a
+    request written to a *reused* connection that failed before any response byte, within
+    ``RACE_WINDOW`` of being written (``sent_for`` seconds ago; negative: its body is still
+    being sent), whose whole body is still held, and that may be sent twice."""
+    return (
+        reused
+        and not got_byte
+        and req.replay is not None
+        and sent_for <= RACE_WINDOW
+        and resendable(req)
+    )
+
+
 def _cookie_value(header: bytes, name: bytes) -> bytes | None:
     for part in header.split(b";"):
         k, sep, v = part.strip().partition(b"=")
@@ -297,15 +373,19 @@ class Upstream(asyncio.Protocol):
         "closed",
         "content_length",
         "discard",
+        "feeding",
         "got_byte",
         "head_left",
         "head_limit",
         "head_only",
         "headers",
         "heads",
+        "idle_since",
         "interim",
+        "junk",
         "keep_alive",
         "parser",
+        "pool_limit",
         "reason",
         "reused",
         "server",
@@ -326,6 +406,14 @@ class Upstream(asyncio.Protocol):
         self.tunnel = False
         self.head_limit = 65536  # the service's max_header_size, set by _attach
         self.heads = 0  # response heads parsed (interim ones included)
+        self.idle_since = 0.0  # put in the idle pool at (loop time)
+        # A response completed while its read is being parsed is pooled only once the whole
+        # read was parsed (``pool_limit`` >= 0 until then), and not at all when bytes came
+        # after it (``junk``): a body on a HEAD, 204 or 304 response, or anything else a
+        # server sends past its answer, must never become the next request's response.
+        self.feeding = False
+        self.pool_limit = -1
+        self.junk = False
         self._reset(False)
 
     def _reset(self, head_only: bool) -> None:
@@ -371,6 +459,7 @@ class Upstream(asyncio.Protocol):
                     self.heads += 1
                     c.fast_response(self, r[0], r[1], close, r[2])
                     return
+        self.feeding = True
         try:
             left = self.head_left
             if left < 0:
@@ -386,8 +475,25 @@ class Upstream(asyncio.Protocol):
         except httptools.HttpParserError:
             if self.client is c:
                 c.upstream_failed(self, 502)
+            else:
+                self.junk = True  # garbage after the response
+        self.feeding = False
+        if self.pool_limit >= 0 or self.junk:
+            self._settle(c)
         if c.out and not c.holding:
             c.flush()
+
+    def _settle(self, c: ClientConnection) -> None:
+        """After a read that completed the response: pool the connection, unless the server
+        sent more than its response (then it is closed: whatever it is, it answers nothing)."""
+        limit = self.pool_limit
+        self.pool_limit = -1
+        if self.client is not None:
+            return
+        if self.junk or limit < 0 or not self.table.put_upstream(self.server, self, limit):
+            self.close()
+        else:
+            self.idle_since = c.loop.time()
 
     def eof_received(self) -> bool | None:
         c = self.client
@@ -453,9 +559,15 @@ class Upstream(asyncio.Protocol):
                 self.parser = httptools.HttpResponseParser(self)
                 c.upstream_complete(self)
 
+    def on_message_begin(self) -> None:
+        if self.client is None:
+            self.junk = True  # a second message behind the response
+
     def on_body(self, body: bytes) -> None:
         c = self.client
-        if c is not None and not self.discard:
+        if c is None:
+            self.junk = True  # a body after the response ended (HEAD: after its head)
+        elif not self.discard:
             c.response_body(body)
 
     def on_message_complete(self) -> None:
@@ -515,6 +627,7 @@ class ClientConnection(asyncio.Protocol):
         "sent_at",
         "server",
         "set_cookie",
+        "settling",
         "timer",
         "transport",
         "tunnel",
@@ -565,6 +678,7 @@ class ClientConnection(asyncio.Protocol):
         self.resp_chunked = False
         self.resp_close = False
         self.set_cookie: bytes | None = None
+        self.settling = False  # the last response's upstream is pooled after its read
         # parse state
         # bytes a request head may still take (request line + header block); -1: in a body
         self.head_limit = ctx.max_request_line + ctx.max_header_size
@@ -597,6 +711,7 @@ class ClientConnection(asyncio.Protocol):
         ctx.conns.add(self)
         ctx.stats.connections += 1
         ctx.stats.connections_total += 1
+        ctx.opened()
         now = self.loop.time()
         self.idle_since = now
         # A new connection must send its first request head within the header timeout.
@@ -681,6 +796,7 @@ class ClientConnection(asyncio.Protocol):
         ctx = self.ctx
         ctx.conns.discard(self)
         ctx.stats.connections -= 1
+        ctx.lost()
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
@@ -803,13 +919,19 @@ class ClientConnection(asyncio.Protocol):
         ctx = self.ctx
         cur = self.current
         if cur is not None:
+            # The client stopped sending its request body, or sends it so slowly that the whole
+            # of it takes longer than client_body_timeout. Neither fires while reading is
+            # paused (the server is not keeping up: not the client's fault).
             if (
                 not cur.complete
-                and not self.paused
                 and self.parsing is cur
-                and now - self.last_rx >= ctx.idle_timeout
+                and not self.paused
+                and (
+                    now - self.last_rx >= ctx.idle_timeout
+                    or now - cur.body_since >= ctx.body_timeout
+                )
             ):
-                self._client_error(408)  # the client stopped sending its request body
+                self._client_error(408)
                 return
             pool = self.pool
             up = self.up
@@ -929,6 +1051,16 @@ class ClientConnection(asyncio.Protocol):
             drop = set(conn_extra)
             out = [out[0]] + [h for h in out[1:] if h.split(b":", 1)[0].lower() not in drop]
             append = out.append
+        if req.url[:1] != b"/" and req.url != b"*":
+            # absolute-form (RFC 9112 §3.2.2): the target's authority is the Host, whatever
+            # Host said, for the rules and the server alike (as HAProxy does).
+            authority = _authority(req.url)
+            if authority is None:
+                raise _ClientError(400)
+            out = [out[0]] + [h for h in out[1:] if h.split(b":", 1)[0].lower() != b"host"]
+            append = out.append
+            append(b"Host: " + authority)
+            host = authority
         req.host = host
         peer = self.peer_b
         append(b"X-Forwarded-For: " + (xff + b", " + peer if xff else peer))
@@ -955,6 +1087,8 @@ class ClientConnection(asyncio.Protocol):
         req.head = b"\r\n".join(out)
         if not req.chunked and (length is None or length.strip() == b"0"):
             req.complete = True  # no body: complete already, for every decision below
+        else:
+            req.body_since = self.loop.time()
         self.parsing = req
         if self.current is None:
             self._start(req)
@@ -1058,10 +1192,10 @@ class ClientConnection(asyncio.Protocol):
         table.request_started(server, self, self.idle_to)
         self.idle_to = None
         up = table.take_upstream(server)
-        if up is not None and not up.closed:
+        if up is not None and not up.closed and req.method in IDEMPOTENT:
             self._attach(up, reused=True)
         else:
-            self._upstream()
+            self._upstream(up)
 
     def _pick(
         self, pool: PoolRuntime, req: Request, exclude: tuple[ServerRuntime, ...]
@@ -1102,17 +1236,34 @@ class ClientConnection(asyncio.Protocol):
         self.ctx.table.request_started(server, self, self.idle_to)
         self.idle_to = None
 
-    def _upstream(self) -> None:
+    def _upstream(self, taken: Upstream | None = None) -> None:
+        """An idle connection to the server (``taken`` from its pool already, or the next
+        one), else a new one. A request that must not be sent twice (``resendable``) takes an
+        idle connection only if it has been idle for less than ``SAFE_REUSE_IDLE``."""
         server = self.server
-        assert server is not None
+        req = self.current
+        assert server is not None and req is not None
         table = self.ctx.table
         while True:
-            up = table.take_upstream(server)
+            up = taken if taken is not None else table.take_upstream(server)
+            taken = None
             if up is None:
                 break
-            if not up.closed:
+            if up.closed:
+                continue
+            if (
+                req.method in IDEMPOTENT
+                or self.loop.time() - up.idle_since < SAFE_REUSE_IDLE
+                or resendable(req)
+            ):
                 self._attach(up, reused=True)
                 return
+            # Older ones (the pool is LIFO) have been idle longer still: keep them for
+            # requests that may be resent, and open a new connection for this one.
+            pool = self.pool
+            if pool is None or not table.put_upstream(server, up, pool.config.max_idle_per_server):
+                up.close()
+            break
         self.connecting = self.loop.create_task(self._open(server))
 
     async def _open(self, server: ServerRuntime) -> None:
@@ -1230,6 +1381,10 @@ class ClientConnection(asyncio.Protocol):
                 lines.append(b"\r\n")
                 self.out.append(b"\r\n".join(lines))
             return
+        if status == 101 and not req.upgrade:
+            # Switching protocols nobody asked for: never a tunnel (as HAProxy: 502).
+            self.upstream_failed(up, 502)
+            return
         ctx = self.ctx
         self.resp_status = status
         up.keep_alive = up.parser.should_keep_alive()
@@ -1334,7 +1489,10 @@ class ClientConnection(asyncio.Protocol):
             up.client = None
             pool = self.pool
             limit = pool.config.max_idle_per_server if pool is not None else 0
-            if not ctx.table.put_upstream(server, up, limit):
+            now = self.loop.time()
+            if ctx.table.put_upstream(server, up, limit):
+                up.idle_since = now
+            else:
                 up.close()
             self.resp_sent = True
             self.transport.write(out)
@@ -1345,7 +1503,7 @@ class ClientConnection(asyncio.Protocol):
             self.server = None
             ctx.table.request_finished(server, self, status, True)
             self.idle_to = server
-            self.idle_since = self.loop.time()
+            self.idle_since = now
             return
         self.out.append(out)
         self.upstream_complete(up)
@@ -1410,7 +1568,12 @@ class ClientConnection(asyncio.Protocol):
         ):
             pool = self.pool
             limit = pool.config.max_idle_per_server if pool is not None else 0
-            if not self.ctx.table.put_upstream(server, up, limit):
+            if up.feeding:
+                up.pool_limit = limit  # pooled once the rest of this read is parsed
+                self.settling = True
+            elif self.ctx.table.put_upstream(server, up, limit):
+                up.idle_since = self.loop.time()
+            else:
                 up.close()
         else:
             up.close()
@@ -1488,10 +1651,16 @@ class ClientConnection(asyncio.Protocol):
                 self.cut()  # the response was cut short: so is the client's
                 return
             self._unsend()  # nothing of it reached the client: it gets a 502 below
-        elif not up.got_byte and up.reused and req.replay is not None and not self.closed:
+        elif not self.closed and may_resend(
+            req,
+            up.reused,
+            up.got_byte,
+            self.loop.time() - self.sent_at if self.sent_at >= 0 else -1.0,
+        ):
             # The keep-alive race: the server closed this idle connection as we reused it.
-            # Nothing came back, and we still hold the whole request: resend it on a fresh
-            # connection to the same server.
+            # Nothing came back at once, we still hold the whole request and it may be sent
+            # twice: resend it on a fresh connection to the same server.
+            assert req.replay is not None  # may_resend says so
             req.pending = req.replay + req.pending
             req.pending_size = sum(map(len, req.pending))
             req.replay = None
@@ -1644,9 +1813,22 @@ class ClientConnection(asyncio.Protocol):
             return
         self.idle_since = self.loop.time()
         if self.queue:
-            nxt = self.queue.popleft()
-            if not self.queue:
-                self.resume(P_PIPELINE)
-            self._start(nxt)
+            if self.settling:
+                # Its upstream connection goes back to the pool once the rest of the read
+                # that ended this response is parsed: the next request may take it then.
+                self.settling = False
+                self.loop.call_soon(self._next_queued)
+            else:
+                self._next_queued()
         elif self.paused:
             self.resume(P_PIPELINE)
+        self.settling = False
+
+    def _next_queued(self) -> None:
+        queue = self.queue
+        if self.closed or self.current is not None or not queue:
+            return
+        nxt = queue.popleft()
+        if not queue:
+            self.resume(P_PIPELINE)
+        self._start(nxt)
