@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import sys
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
@@ -15,8 +17,12 @@ if TYPE_CHECKING:
     from quiesce.rules.decision import Router
 
 
+log = logging.getLogger("quiesce")
+
 # status -> its class key, in one lookup ("other" for anything else)
 _CLASS_OF = {status: f"{status // 100}xx" for status in range(100, 600)}
+
+NO_LIMIT = sys.maxsize
 
 
 @dataclass(slots=True)
@@ -29,7 +35,9 @@ class ServiceStats:
     errors the proxy generated itself; ``errors``: proxy-generated error statuses
     (400, 408, 414, 431, 502, 504) by code; ``connections``: live client connections;
     ``connections_total``: accepted since start; ``parked``: live L7 connections idle long
-    enough to be parked (see quiesce.dataplane.park; counted in ``connections`` too).
+    enough to be parked (see quiesce.dataplane.park; counted in ``connections`` too);
+    ``limit_reached``: times the service stopped accepting because its ``max_connections``
+    was reached.
     """
 
     requests: int = 0
@@ -37,6 +45,7 @@ class ServiceStats:
     connections: int = 0
     connections_total: int = 0
     parked: int = 0
+    limit_reached: int = 0
     responses: dict[str, int] = field(default_factory=dict)
     errors: dict[int, int] = field(default_factory=dict)
 
@@ -47,6 +56,91 @@ class ServiceStats:
 
     def count_error(self, status: int) -> None:
         self.errors[status] = self.errors.get(status, 0) + 1
+
+
+class Accepting(Protocol):
+    """What a :class:`ConnectionGate` drives: a service's accepting (dataplane.service)."""
+
+    native_room: int
+
+    def update(self) -> None: ...
+
+    @property
+    def slow(self) -> bool: ...
+
+
+def below_again(limit: int) -> int:
+    """A limit episode ends (logged once) when the count is this far below the limit."""
+    return max(1, limit // 10)
+
+
+class ConnectionGate:
+    """The process's client connections, every service's together, against the global
+    ``limits.max_connections`` (quiesce.dataplane.limits derives it). One per process; a
+    service started without one gets its own, unlimited.
+
+    ``count`` is live client connections (L7, L4, parked ones included), kept by
+    :meth:`ServiceContext.opened` / :meth:`ServiceContext.lost`; ``pending`` the sockets
+    accepted one by one near a limit whose connection is not made yet. ``native_below``: the
+    count from which a listener can no longer use the event loop's own accept (it takes a
+    whole backlog at once) and must count each accept. ``slow``: some listener is not on the
+    event loop's accept or some limit episode is open, so every close looks again.
+    """
+
+    __slots__ = (
+        "count",
+        "full",
+        "limit",
+        "listeners",
+        "native_below",
+        "pending",
+        "reached",
+        "slow",
+    )
+
+    def __init__(self, limit: int | None = None) -> None:
+        self.limit = NO_LIMIT if limit is None else limit
+        self.count = 0
+        self.pending = 0
+        self.reached = 0  # times the global limit was reached (episodes)
+        self.full = False  # in an episode: the limit was reached, not yet below_again
+        self.listeners: list[Accepting] = []
+        self.native_below = self.limit
+        self.slow = False
+
+    def add(self, listener: Accepting) -> None:
+        self.listeners.append(listener)
+        self._room_changed()
+
+    def remove(self, listener: Accepting) -> None:
+        if listener in self.listeners:
+            self.listeners.remove(listener)
+        self._room_changed()
+
+    def _room_changed(self) -> None:
+        if self.limit == NO_LIMIT:
+            self.native_below = NO_LIMIT
+        else:
+            self.native_below = self.limit - sum(x.native_room for x in self.listeners)
+        self.update()
+
+    def update(self) -> None:
+        """Every listener looks at its room again; the global episode is logged."""
+        for listener in self.listeners:
+            listener.update()
+        count, limit = self.count, self.limit
+        if not self.full and count >= limit:
+            self.full = True
+            self.reached += 1
+            log.warning(
+                "connection limit reached: %d client connections (limits.max_connections): "
+                "new connections wait in the listen backlog until one closes",
+                limit,
+            )
+        elif self.full and count <= limit - below_again(limit):
+            self.full = False
+            log.info("accepting connections again: %d of %d client connections open", count, limit)
+        self.slow = self.full or any(x.slow for x in self.listeners)
 
 
 class ServiceConnection(Protocol):
@@ -101,7 +195,7 @@ class ServiceContext:
     router: Router | None
     loop: asyncio.AbstractEventLoop
     stats: ServiceStats = field(default_factory=ServiceStats)
-    conns: set[ServiceConnection] = field(default_factory=set)
+    conns: set[ServiceConnection] = field(default_factory=set, repr=False)
     closing: bool = False
     drained: asyncio.Event | None = None  # set when closing and the last connection ends
     max_header_size: int = 65536
@@ -116,6 +210,30 @@ class ServiceContext:
     # math.inf: never. Not a config key: tests shorten it.
     park_after: float = 0.5
     sweeper: asyncio.TimerHandle | None = None
+    # Connection limits (quiesce.dataplane.service accepts within them): the process's gate,
+    # this service's max_connections (NO_LIMIT: none), the count from which its listener
+    # must count each accept, and its sockets accepted one by one, not made yet.
+    gate: ConnectionGate = field(default_factory=ConnectionGate, repr=False)
+    max_connections: int = NO_LIMIT
+    native_below: int = NO_LIMIT
+    pending: int = 0
+
+    # Counting connections: once per connection, never per request. ``opened`` is called
+    # by connection_made of a new client connection (not of a parked one given back: its
+    # record kept its place), ``lost`` when a client connection ends (connection_lost, or a
+    # parked one closed). Far from every limit each is an add and one or two compares.
+
+    def opened(self) -> None:
+        gate = self.gate
+        gate.count += 1
+        if gate.count >= gate.native_below or self.stats.connections >= self.native_below:
+            gate.update()
+
+    def lost(self) -> None:
+        gate = self.gate
+        gate.count -= 1
+        if gate.slow:
+            gate.update()
 
     # One sweep per service enforces every connection's timeouts (header 408, keep-alive
     # idle, upstream response 504) instead of a timer per connection: an idle connection
