@@ -16,11 +16,12 @@ from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
 from quiesce.config.durations import format_duration, parse_duration
-from quiesce.config.models import Config, _infinite_or_duration
+from quiesce.config.models import Config, _duration_or_null, _infinite_or_duration
 
 SECTIONS = {
     "admin": "the admin listener, users, tokens, runtime socket, TLS (docs/api.md, docs/cli.md)",
     "state": "where admin state, flags and events are kept (docs/admin.md)",
+    "limits": "the global client connection limit (below; docs/dataplane.md)",
     "healthmonitors": "health monitors by name, Avi's field names (docs/health.md)",
     "pools": "pools of servers (docs/dataplane.md, docs/admin.md)",
     "services": "listeners, rules, monitor URI, pages (docs/dataplane.md, docs/rules.md)",
@@ -37,6 +38,8 @@ def _kind(info: FieldInfo) -> str | None:
             return "duration"
         if func is _infinite_or_duration:
             return "duration, or `infinite` / `-1` for none"
+        if func is _duration_or_null:
+            return "duration \\| null"
     return None
 
 
@@ -125,7 +128,54 @@ def render() -> str:
     out += [f"| `{k}` | {v} |" for k, v in SECTIONS.items()]
     out += ["", "| key | type | default |", "|---|---|---|"]
     out += _rows(Config, "", set())
+    out += ["", LIMITS.rstrip("\n")]
     return "\n".join(out) + "\n"
+
+
+LIMITS = """\
+## Connection limits
+
+`limits.max_connections` caps the client connections of all services together (L7 and L4,
+idle keep-alive and parked ones included); `services.NAME.max_connections` caps one
+service's. At a limit quiesce **stops accepting** on the listeners concerned: new
+connections complete their handshake in the kernel and wait in the listen backlog (4096),
+as with HAProxy's `maxconn`; they are not refused, and the first of them is accepted as soon
+as a connection closes. So a flood cannot take the descriptors the admin API, the runtime
+socket, the store and the health checks need. The limit being reached, and the end of the
+episode (10% below it), are logged once each.
+
+`limits.max_connections: null` (the default) is derived at start, as HAProxy derives
+`maxconn` from `ulimit -n`: `quiesce run` raises its soft `RLIMIT_NOFILE` to the hard limit,
+then
+
+    max_connections = (RLIMIT_NOFILE - reserved) // 2     (each client connection may
+                                                            hold an upstream one too)
+    reserved = 64                       stdio, event loop, logging, epoll sets, raw probe
+                                        sockets, lazy imports, DNS
+             + 3 per service            its listening socket and two duplicates
+             + 1 + 64                   the admin listener and 64 admin clients
+             + (1 + 16) per runtime     `runtime_socket` and/or `runtime_tcp`, 16 clients
+               socket                   each
+             + 8 or 16                  the state store: SQLite, or etcd
+             + min(checks, 1000)        one socket per (server, monitor) check in flight
+             + idle upstreams           Σ servers × `max_idle_per_server` of the pools L7
+                                        services use (`pool`, `fallback_pool`, rules)
+             + 32 + RLIMIT_NOFILE // 32 a margin (≈ 3%)
+
+Under `prlimit --nofile=1024` with one L7 service, two servers with one monitor, SQLite,
+the admin API and a runtime socket: reserved = 64 + 3 + 65 + 17 + 8 + 2 + 128 + 64 = 351,
+so 336 client connections (HAProxy 2.6 derives 497 for a like setup: it reserves less,
+and nothing for idle server connections). `quiesce run` logs the limit and each part at
+start. Servers and monitors added at run time take from the margin.
+
+A configured `limits.max_connections` that does not fit (`2 × max_connections + reserved >
+RLIMIT_NOFILE` after raising the soft limit) **refuses the start** with a message giving the
+numbers: HAProxy 2.6 does the same (`Cannot raise FD limit to N, limit is 1024`, exit 1; its
+`strict-limits` is on by default), since running out of descriptors is what locks the
+operators out. A `services.NAME.max_connections` above the global limit is allowed; the
+global one then applies first. `quiesce check` only checks the values (whole numbers ≥ 1 or
+null): the descriptor limit is the running process's.
+"""
 
 
 if __name__ == "__main__":

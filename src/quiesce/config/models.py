@@ -37,8 +37,31 @@ def _infinite_or_duration(value: object) -> float:
     return parse_duration(value)
 
 
+def _duration_or_null(value: object) -> float | None:
+    """A duration above 0, or ``null`` (None) for no limit."""
+    if value is None:
+        return None
+    seconds = parse_duration(value)
+    if seconds <= 0:
+        raise ValueError("must be above 0 (null: no limit)")
+    return seconds
+
+
+def _connection_count(value: object) -> int | None:
+    """A number of connections: a whole number of at least 1, or ``null`` (None)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{value!r} is not a number of connections (a whole number ≥ 1, or null)")
+    if value < 1:
+        raise ValueError(f"{value} is below 1 (a whole number ≥ 1, or null)")
+    return value
+
+
 Duration = Annotated[float, BeforeValidator(parse_duration)]
+DurationOrNull = Annotated[float | None, BeforeValidator(_duration_or_null)]
 OptionalTimeout = Annotated[float, BeforeValidator(_infinite_or_duration)]
+ConnectionCount = Annotated[int | None, BeforeValidator(_connection_count)]
 Address = Annotated[str, AfterValidator(_address)]
 Name = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:\-]+$")]
 
@@ -445,7 +468,11 @@ class ServiceConfig(Model):
     max_request_line: Annotated[int, Field(ge=256)] = 8192
     client_header_timeout: Duration = 10.0
     client_idle_timeout: Duration = 60.0
+    # the whole request body must arrive within this (null: no limit); enforced by the L7 proxy
+    client_body_timeout: DurationOrNull = 300.0
     grace_period: Duration = 10.0
+    # this service's client connections (null: only the global limits.max_connections)
+    max_connections: ConnectionCount = None
 
 
 # --- admin, state, top level ---------------------------------------------------------------
@@ -497,9 +524,16 @@ class StateConfig(Model):
     event_retention: EventRetention = EventRetention()
 
 
+class LimitsConfig(Model):
+    # client connections of all services together; null: derived from RLIMIT_NOFILE
+    # (quiesce.dataplane.limits, docs/config.md)
+    max_connections: ConnectionCount = None
+
+
 class Config(Model):
     admin: AdminConfig = AdminConfig()
     state: StateConfig = StateConfig()
+    limits: LimitsConfig = LimitsConfig()
     healthmonitors: dict[Name, HealthMonitor] = {}
     pools: dict[Name, PoolConfig] = {}
     services: dict[Name, ServiceConfig] = {}
