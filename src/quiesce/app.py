@@ -28,6 +28,8 @@ from quiesce.registry import Registry
 if TYPE_CHECKING:
     from quiesce.admin import AdminService
     from quiesce.dataplane import ConnectionTable, Service
+    from quiesce.dataplane.context import ConnectionGate
+    from quiesce.dataplane.limits import Budget
     from quiesce.health import HealthManager
     from quiesce.store import StateStore
 
@@ -47,6 +49,9 @@ class App:
         self.services: dict[str, Service] = {}
         self.admin_server: Any = None
         self.runtime_socket: Any = None
+        # the global connection limit, made at start (quiesce.dataplane.limits)
+        self.budget: Budget | None = None
+        self.gate: ConnectionGate | None = None
         self._started = False
 
     async def start(self) -> None:
@@ -59,6 +64,7 @@ class App:
         problems = raw_socket_problems(self.config)
         if problems:
             raise StartupError("\n".join(problems))
+        self._plan_connections()
         try:
             self.store: StateStore = open_store(self.config.state, self.base_dir)
             opener = getattr(self.store, "open", None)  # a shared store (etcd) connects here
@@ -77,7 +83,13 @@ class App:
             for name, svc in self.config.services.items():
                 router = compile_router(name, svc, self.registry)
                 self.services[name] = await start_service(
-                    name, svc, self.registry, self.table, router=router, base_dir=self.base_dir
+                    name,
+                    svc,
+                    self.registry,
+                    self.table,
+                    router=router,
+                    base_dir=self.base_dir,
+                    gate=self.gate,
                 )
         except OSError as exc:
             await self._close_services()
@@ -98,6 +110,30 @@ class App:
 
             self.runtime_socket = await start_runtime_socket(self)
         self._started = True
+
+    def _plan_connections(self) -> None:
+        """The global connection limit, before anything opens a descriptor: the soft
+        RLIMIT_NOFILE raised to the hard one, what the operators' side needs reserved, and
+        the rest halved (quiesce.dataplane.limits). A configured limits.max_connections
+        that does not fit refuses the start."""
+        from quiesce.dataplane import park
+        from quiesce.dataplane.context import ConnectionGate
+        from quiesce.dataplane.limits import LimitError, plan, raise_nofile
+
+        nofile = raise_nofile()
+        try:
+            budget = plan(self.config, nofile)
+        except LimitError as exc:
+            raise StartupError(str(exc)) from exc
+        self.budget = budget
+        self.gate = ConnectionGate(budget.max_connections)
+        park.set_fd_ceiling(budget.data_plane_ceiling)
+        log.info(
+            "connection limit: %d client connections (%s; %s)",
+            budget.max_connections,
+            "limits.max_connections" if budget.configured else "derived",
+            budget.describe(),
+        )
 
     async def _close_services(self) -> None:
         for service in self.services.values():

@@ -15,6 +15,7 @@ one number balancing uses.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -189,7 +190,33 @@ class QuiesceCollector(Collector):
         for kind, n in sorted(self.events.items()):
             events.add_metric([kind], float(n))
         yield events
+        yield from self._connections()
         yield from self._services()
+
+    def _connections(self) -> Iterator[Metric]:
+        """The process's client connections against the global limit (limits.max_connections,
+        quiesce.dataplane.limits)."""
+        gate = getattr(self.app, "gate", None)
+        if gate is None:
+            return
+        yield GaugeMetricFamily(
+            "quiesce_connections",
+            "Live client connections of all services (parked ones included)",
+            value=float(gate.count),
+        )
+        if gate.limit < sys.maxsize:  # a gate without a limit has sys.maxsize
+            yield GaugeMetricFamily(
+                "quiesce_connections_max",
+                "The global client connection limit (limits.max_connections, or derived from "
+                "RLIMIT_NOFILE)",
+                value=float(gate.limit),
+            )
+        yield CounterMetricFamily(
+            "quiesce_connections_limit_reached",
+            "Times the global connection limit was reached (new connections then wait in the "
+            "listen backlog)",
+            value=float(gate.reached),
+        )
 
     def _services(self) -> Iterator[Metric]:
         services = getattr(self.app, "services", None)
@@ -223,6 +250,27 @@ class QuiesceCollector(Collector):
             "Error statuses the proxy generated, by status",
             labels=[*labels, "status"],
         )
+        limit = GaugeMetricFamily(
+            "quiesce_service_connections_max",
+            "The service's own client connection limit (max_connections), when it has one",
+            labels=labels,
+        )
+        reached = CounterMetricFamily(
+            "quiesce_service_connections_limit_reached",
+            "Times the service's max_connections was reached",
+            labels=labels,
+        )
+        accepting = GaugeMetricFamily(
+            "quiesce_service_accepting",
+            "1 while the service accepts, 0 while a connection limit holds new connections "
+            "in the listen backlog",
+            labels=labels,
+        )
+        queued = GaugeMetricFamily(
+            "quiesce_service_listen_queue",
+            "Connections waiting in the kernel's listen backlog",
+            labels=labels,
+        )
         for name, svc in sorted(services.items()):
             stats = getattr(svc, "stats", None)
             if callable(stats):
@@ -239,7 +287,15 @@ class QuiesceCollector(Collector):
                 responses.add_metric([*lv, str(cls)], float(n))
             for status, n in sorted((getattr(stats, "errors", None) or {}).items()):
                 errors.add_metric([*lv, str(status)], float(n))
+            own = getattr(svc, "max_connections", None)
+            if isinstance(own, int):
+                limit.add_metric(lv, float(own))
+            reached.add_metric(lv, _num(stats, "limit_reached"))
+            if isinstance(getattr(svc, "accepting", None), bool):
+                accepting.add_metric(lv, 1.0 if svc.accepting else 0.0)
+                queued.add_metric(lv, _num(svc, "queued"))
         yield from (requests, pages, conns, parked, accepted, responses, errors)
+        yield from (limit, reached, accepting, queued)
 
 
 def _num(obj: Any, attr: str) -> float:

@@ -31,6 +31,7 @@ import contextlib
 import os
 import re
 import stat
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -397,20 +398,27 @@ class RuntimeCommands:
         return out
 
     def _frontend_row(self, iid: int, name: str, svc: Any) -> dict[str, object]:
-        stats = getattr(getattr(self.app, "services", {}).get(name), "stats", None)
+        service = getattr(self.app, "services", {}).get(name)
+        stats = getattr(service, "stats", None)
         responses: dict[str, int] = getattr(stats, "responses", {}) or {}
+        # slim: the service's max_connections, else the global limit (HAProxy: a frontend's
+        # maxconn defaults to the global one); FULL while a limit holds new connections
+        limits = [getattr(service, "max_connections", None)]
+        limits.append(getattr(getattr(self.app, "gate", None), "limit", None))
+        slim = min((x for x in limits if isinstance(x, int) and x < sys.maxsize), default="")
         row: dict[str, object] = {
             "pxname": name,
             "svname": "FRONTEND",
             "scur": getattr(stats, "connections", 0),
             "smax": 0,
+            "slim": slim,
             "stot": getattr(stats, "connections_total", 0),
             "bin": 0,
             "bout": 0,
             "dreq": 0,
             "dresp": 0,
             "ereq": 0,
-            "status": "OPEN",
+            "status": "OPEN" if getattr(service, "accepting", True) else "FULL",
             "pid": 1,
             "iid": iid,
             "sid": 0,

@@ -391,3 +391,26 @@ async def test_101_to_a_request_without_upgrade_is_502_not_a_tunnel() -> None:
         assert b"raw bytes" not in rest
         assert p.service.stats.errors == {502: 1}
 
+
+async def test_client_body_timeout_bounds_the_whole_body() -> None:
+    async with recorder() as rec:
+        cfg = make_config([rec.address], service={"client_body_timeout": "30s"})
+        async with start_proxy(cfg) as p:
+            reader, writer = await asyncio.open_connection("127.0.0.1", p.port)
+            writer.write(b"POST /slow HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\nabc")
+            await writer.drain()
+            await wait_for(lambda: rec.connections == 1)  # the request is on its way
+            (conn,) = p.service._ctx.conns
+            loop = asyncio.get_running_loop()
+            # The sweep's clock, moved by hand: the client keeps sending (never idle for
+            # client_idle_timeout), but the whole body is not there 30 s after its head.
+            conn.last_rx = loop.time() + 29.0
+            conn.check(loop.time() + 29.0)
+            assert not conn.closed and not conn.lingering
+            conn.last_rx = loop.time() + 31.0
+            conn.check(loop.time() + 31.0)
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+            writer.close()
+            assert head.startswith(b"HTTP/1.1 408 "), head
+            assert p.service.stats.errors == {408: 1}
+    assert rec.requests == []  # the server never got a whole request

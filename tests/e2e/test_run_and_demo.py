@@ -50,12 +50,13 @@ class BackendThread:
 
 
 class Proc:
-    """A quiesce process whose stdout is read line by line in the background."""
+    """A quiesce process whose stdout is read line by line in the background; ``prefix``
+    runs it under another command (``prlimit --nofile=…``)."""
 
-    def __init__(self, args: list[str], cwd: Path) -> None:
+    def __init__(self, args: list[str], cwd: Path, prefix: tuple[str, ...] = ()) -> None:
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         self.p = subprocess.Popen(
-            [sys.executable, "-m", "quiesce", *args],
+            [*prefix, sys.executable, "-m", "quiesce", *args],
             cwd=cwd,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,

@@ -159,6 +159,7 @@ class Parked:
         ctx.conns.discard(self)
         ctx.stats.connections -= 1
         ctx.stats.parked -= 1
+        ctx.lost()
         if self.idle_to is not None:
             ctx.table.forget_idle(self.idle_to, self)
             self.idle_to = None
@@ -402,9 +403,18 @@ def _trim() -> None:
 _FD_CEILING = 0
 
 
+def set_fd_ceiling(ceiling: int) -> None:
+    """Descriptor numbers from ``ceiling`` up are the operators' (the App sets it to
+    ``Budget.data_plane_ceiling``: RLIMIT_NOFILE minus what quiesce.dataplane.limits
+    reserves for the admin API, the runtime socket, the store, the checks and the margin)."""
+    global _FD_CEILING
+    _FD_CEILING = max(1, ceiling)
+
+
 def _fd_ceiling() -> int:
-    """Descriptor numbers from 90% of the soft RLIMIT_NOFILE up are left to the rest of the
-    proxy (``dup`` returns the lowest free number: at least that many are open)."""
+    """Descriptor numbers from the ceiling up are left to the rest of the proxy (``dup``
+    returns the lowest free number: at least that many are open). Without a ceiling set
+    by the App (:func:`set_fd_ceiling`), 90% of the soft RLIMIT_NOFILE."""
     global _FD_CEILING
     if not _FD_CEILING:
         import resource

@@ -1,31 +1,296 @@
-"""Starting and stopping one service (listener): ``start_service`` and :class:`Service`."""
+"""Starting and stopping one service (listener): ``start_service`` and :class:`Service`.
+
+Accepting within the connection limits
+--------------------------------------
+A service owns its listening sockets (bound here, open until :meth:`Service.close`) and
+accepts on them in one of three ways, chosen by :meth:`Listener.update` from the room left
+under its own ``max_connections`` and the process's (``ConnectionGate``):
+
+* **native** — far from both limits (room for at least twice the listen backlog per
+  socket): the event loop's own accept (``loop.create_server(sock=sock.dup())``), in C on
+  uvloop. It takes every connection waiting in the backlog at once and counts them only in
+  ``connection_made``, which is why it needs that much room;
+* **counted** — closer: the service's duplicate of each socket is watched with
+  ``add_reader``, and each ready callback accepts at most the room left, counting every
+  socket as ``pending`` until its connection is made (``loop.connect_accepted_socket``).
+  It costs a Python callback and a ``connect_accepted_socket`` per connection, where native
+  accepts in C; it is used only near a limit, so the steady state pays nothing;
+* **paused** — no room: nothing accepts. The kernel completes the handshakes and keeps the
+  connections in the listen backlog (4096), as HAProxy does at ``maxconn``; they are not
+  refused. Leaving native mode closes only the loop's server and its duplicate: the
+  listening socket and its backlog stay, as the original descriptor is still open.
+
+As soon as a connection closes (``ServiceContext.lost``) the room is looked at again, and
+accepting resumes; native mode comes back (a new ``create_server``) once the room is large
+again. A limit being reached and the episode's end (10% below the limit) are logged once
+each, not per connection.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
+import functools
+import logging
+import math
 import socket
+import struct
+from collections.abc import Callable
 from pathlib import Path
 
 from quiesce.config.addresses import split_address
 from quiesce.config.models import ServiceConfig
-from quiesce.dataplane.context import ServiceContext, ServiceStats
+from quiesce.dataplane.context import (
+    NO_LIMIT,
+    ConnectionGate,
+    ServiceContext,
+    ServiceStats,
+    below_again,
+)
 from quiesce.dataplane.http import ClientConnection
+from quiesce.dataplane.limits import listen_backlog
 from quiesce.dataplane.pages import Page
 from quiesce.dataplane.table import ConnectionTable
 from quiesce.dataplane.tcp import TcpClient
 from quiesce.registry import Registry, ServerRuntime
 from quiesce.rules.decision import Router
 
+log = logging.getLogger("quiesce")
+
+BACKLOG = 4096
+ACCEPT_BATCH = 128  # connections accepted per ready callback in counted mode
+ACCEPT_RETRY = 1.0  # seconds before accepting again after EMFILE & co (asyncio's delay)
+_RESOURCE_ERRORS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
+
+NATIVE, COUNTED, PAUSED, CLOSED = "native", "counted", "paused", "closed"
+
+
+def listen_queue(sock: socket.socket) -> int:
+    """Connections waiting in a listening TCP socket's backlog (Linux: ``tcpi_unacked`` of
+    a listener's TCP_INFO); 0 where that cannot be read."""
+    try:
+        info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 32)
+        return int(struct.unpack_from("I", info, 24)[0])
+    except (OSError, AttributeError, struct.error):
+        return 0
+
+
+class Listener:
+    """One service's accepting, within its own and the process's connection limits (see the
+    module's docstring)."""
+
+    def __init__(
+        self,
+        ctx: ServiceContext,
+        socks: list[socket.socket],
+        factory: Callable[[], asyncio.Protocol],
+        backlog: int = BACKLOG,
+    ) -> None:
+        self.ctx = ctx
+        self.loop = ctx.loop
+        self.socks = socks  # the listening sockets: open until close()
+        self.readers = [s.dup() for s in socks]  # counted mode accepts on these
+        self.factory = factory
+        self.backlog = backlog
+        self.native_room = 2 * listen_backlog(backlog) * len(socks)
+        self.mode = PAUSED
+        self.servers: list[asyncio.Server] = []
+        self.reading = False
+        self.switching: asyncio.Task[None] | None = None
+        self.tasks: set[asyncio.Task[object]] = set()
+        self.retry: asyncio.TimerHandle | None = None
+        self.full = False  # in an episode of this service's own limit
+        limit = ctx.max_connections
+        ctx.native_below = NO_LIMIT if limit == NO_LIMIT else limit - self.native_room
+
+    @property
+    def slow(self) -> bool:
+        return self.mode != NATIVE or self.full or self.switching is not None
+
+    @property
+    def accepting(self) -> bool:
+        return self.mode in (NATIVE, COUNTED)
+
+    @property
+    def queued(self) -> int:
+        """Connections waiting in the kernel's listen backlog."""
+        return sum(listen_queue(s) for s in self.socks)
+
+    async def start(self) -> None:
+        self.ctx.gate.add(self)  # looks at the room: native mode starts a task
+        if self.switching is not None:
+            await asyncio.shield(self.switching)
+
+    def room(self) -> int:
+        ctx = self.ctx
+        gate = ctx.gate
+        return min(
+            gate.limit - gate.count - gate.pending,
+            ctx.max_connections - ctx.stats.connections - ctx.pending,
+        )
+
+    def update(self) -> None:
+        if self.mode == CLOSED:
+            return
+        ctx = self.ctx
+        gate = ctx.gate
+        limit = ctx.max_connections
+        if not self.full and ctx.stats.connections >= limit:
+            self.full = True
+            ctx.stats.limit_reached += 1
+            log.warning(
+                "service %s: connection limit reached: %d client connections "
+                "(max_connections): new connections wait in the listen backlog",
+                ctx.name,
+                limit,
+            )
+        elif self.full and ctx.stats.connections <= limit - below_again(limit):
+            self.full = False
+            log.info(
+                "service %s: accepting connections again: %d of %d client connections open",
+                ctx.name,
+                ctx.stats.connections,
+                limit,
+            )
+        room_g = gate.limit - gate.count - gate.pending
+        room_s = limit - ctx.stats.connections - ctx.pending
+        if room_g >= gate.limit - gate.native_below and room_s >= self.native_room:
+            self._native()
+        elif room_g > 0 and room_s > 0:
+            self._counted()
+        else:
+            self._pause()
+
+    # the three modes ---------------------------------------------------------------------
+
+    def _native(self) -> None:
+        if self.mode == NATIVE or self.switching is not None:
+            return
+        self.switching = self.loop.create_task(self._serve())
+
+    async def _serve(self) -> None:
+        servers: list[asyncio.Server] = []
+        try:
+            for sock in self.socks:
+                servers.append(
+                    await self.loop.create_server(
+                        self.factory, sock=sock.dup(), backlog=self.backlog
+                    )
+                )
+        except BaseException:
+            for server in servers:
+                server.close()
+            raise
+        finally:
+            self.switching = None
+        if self.mode == CLOSED:
+            for server in servers:
+                server.close()
+            return
+        self._close_servers()
+        self.servers = servers
+        self._stop_reading()
+        self.mode = NATIVE
+        self.ctx.gate.update()  # the room may have shrunk while the servers were made
+
+    def _counted(self) -> None:
+        self._close_servers()
+        self.mode = COUNTED
+        if not self.reading and self.retry is None:
+            self.reading = True
+            for i, reader in enumerate(self.readers):
+                self.loop.add_reader(reader.fileno(), self._accept, i)
+
+    def _pause(self) -> None:
+        self._close_servers()
+        self._stop_reading()
+        self.mode = PAUSED
+
+    def _close_servers(self) -> None:
+        servers, self.servers = self.servers, []
+        for server in servers:
+            server.close()  # the server's duplicate only: the socket and its backlog stay
+
+    def _stop_reading(self) -> None:
+        if self.reading:
+            self.reading = False
+            for reader in self.readers:
+                self.loop.remove_reader(reader.fileno())
+
+    # counted accepting ---------------------------------------------------------------------
+
+    def _accept(self, i: int) -> None:
+        ctx = self.ctx
+        gate = ctx.gate
+        reader = self.readers[i]
+        room = min(self.room(), ACCEPT_BATCH)
+        loop = self.loop
+        for _ in range(room):
+            try:
+                sock, _ = reader.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except ConnectionAbortedError:
+                continue
+            except OSError as exc:
+                if exc.errno not in _RESOURCE_ERRORS:
+                    raise
+                log.error(
+                    "service %s: cannot accept (%s); trying again in %gs",
+                    ctx.name,
+                    exc.strerror,
+                    ACCEPT_RETRY,
+                )
+                self._stop_reading()
+                self.retry = loop.call_later(ACCEPT_RETRY, self._retried)
+                return
+            sock.setblocking(False)
+            ctx.pending += 1
+            gate.pending += 1
+            task = loop.create_task(loop.connect_accepted_socket(self.factory, sock))
+            self.tasks.add(task)
+            task.add_done_callback(functools.partial(self._settled, sock))
+        gate.update()  # the room is gone (or this batch was full): pause, or carry on
+
+    def _settled(self, sock: socket.socket, task: asyncio.Task[object]) -> None:
+        self.tasks.discard(task)
+        ctx = self.ctx
+        ctx.pending -= 1
+        ctx.gate.pending -= 1
+        if task.cancelled() or task.exception() is not None:
+            sock.close()  # never made (a transport that was made detached it already)
+        ctx.gate.update()
+
+    def _retried(self) -> None:
+        self.retry = None
+        self.ctx.gate.update()
+
+    def close(self) -> None:
+        """Stop accepting and close the listening sockets (what waits in the backlog is
+        refused, as when any listener closes)."""
+        if self.mode == CLOSED:
+            return
+        self._pause()
+        self.mode = CLOSED
+        if self.retry is not None:
+            self.retry.cancel()
+            self.retry = None
+        if self.switching is not None:
+            self.switching.cancel()
+        self.ctx.gate.remove(self)
+        for sock in (*self.readers, *self.socks):
+            sock.close()
+
 
 class Service:
     """A listening service. ``stats`` holds its counters (see :class:`ServiceStats`)."""
 
-    def __init__(self, name: str, ctx: ServiceContext, server: asyncio.Server) -> None:
+    def __init__(self, name: str, ctx: ServiceContext, listener: Listener) -> None:
         self.name = name
         self._ctx = ctx
-        self._server = server
-        sock = server.sockets[0]
+        self._listener = listener
+        sock = listener.socks[0]
         self.port: int = sock.getsockname()[1]
         self.host: str = sock.getsockname()[0]
 
@@ -41,6 +306,27 @@ class Service:
     def connections(self) -> int:
         """Live client connections of this service."""
         return len(self._ctx.conns)
+
+    @property
+    def max_connections(self) -> int | None:
+        """This service's own limit (None: only the global one)."""
+        limit = self._ctx.max_connections
+        return None if limit == NO_LIMIT else limit
+
+    @property
+    def accepting(self) -> bool:
+        """False while a connection limit keeps new connections in the listen backlog."""
+        return self._listener.accepting
+
+    @property
+    def queued(self) -> int:
+        """Connections waiting in the kernel's listen backlog (Linux; 0 elsewhere)."""
+        return self._listener.queued
+
+    @property
+    def accept_mode(self) -> str:
+        """``native``, ``counted`` or ``paused`` (``closed`` after :meth:`close`)."""
+        return self._listener.mode
 
     @property
     def parked(self) -> int:
@@ -59,7 +345,7 @@ class Service:
 
     async def close(self) -> None:
         """Stop accepting new connections (existing ones carry on)."""
-        self._server.close()
+        self._listener.close()
         await asyncio.sleep(0)
 
     async def shutdown(self, grace: float) -> None:
@@ -68,7 +354,7 @@ class Service:
         ``grace`` seconds, then cut what is left (L4 relays get the whole grace period)."""
         ctx = self._ctx
         ctx.closing = True
-        self._server.close()
+        self._listener.close()
         ctx.drained = asyncio.Event()
         for conn in list(ctx.conns):
             conn.close_at_boundary()
@@ -126,10 +412,14 @@ def make_context(
         max_request_line=config.max_request_line,
         header_timeout=config.client_header_timeout,
         idle_timeout=config.client_idle_timeout,
+        body_timeout=math.inf if config.client_body_timeout is None else config.client_body_timeout,
         status_codes=frozenset(ors.codes) if ors else frozenset(),
         mark_server=bool(ors and ors.mark_server == "maintenance"),
+        max_connections=NO_LIMIT if config.max_connections is None else config.max_connections,
     )
     timeouts = [config.client_header_timeout, config.client_idle_timeout]
+    if config.client_body_timeout is not None:
+        timeouts.append(config.client_body_timeout)
     for p in registry.pools.values():
         timeouts.append(p.config.response_timeout)
     ctx.sweep_interval = min(1.0, max(0.02, min(timeouts) / 4))
@@ -144,22 +434,70 @@ async def start_service(
     *,
     router: Router | None = None,
     base_dir: Path = Path("."),
+    gate: ConnectionGate | None = None,
 ) -> Service:
     """Bind ``config.listen`` (port 0 allowed) and serve: ``protocol: http`` is the L7 proxy,
     ``tcp`` the L4 relay. Maintenance pages (the service's and every named page) are read
-    into memory now; a missing page file fails here, not on the first outage."""
+    into memory now; a missing page file fails here, not on the first outage. ``gate``: the
+    process's global connection limit (the App passes one for all services; without it
+    only the service's own ``max_connections`` applies)."""
     loop = asyncio.get_running_loop()
     ctx = make_context(name, config, registry, table, loop, router=router, base_dir=base_dir)
+    if gate is not None:
+        ctx.gate = gate
     host, port = split_address(config.listen)
+    socks = await _bind(loop, host, port, BACKLOG)
+    factory: Callable[[], asyncio.Protocol]
     if config.protocol == "http":
-        server = await loop.create_server(
-            lambda: ClientConnection(ctx), host or None, port, backlog=4096, reuse_address=True
-        )
+        factory = functools.partial(ClientConnection, ctx)
     else:
-        server = await loop.create_server(
-            lambda: TcpClient(ctx), host or None, port, backlog=4096, reuse_address=True
-        )
-    for sock in server.sockets:
-        with contextlib.suppress(OSError):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    return Service(name, ctx, server)
+        factory = functools.partial(TcpClient, ctx)
+    listener = Listener(ctx, socks, factory, BACKLOG)
+    try:
+        await listener.start()
+    except BaseException:
+        listener.close()
+        raise
+    return Service(name, ctx, listener)
+
+
+async def _bind(
+    loop: asyncio.AbstractEventLoop, host: str, port: int, backlog: int
+) -> list[socket.socket]:
+    """The listening sockets of ``host:port``, as ``loop.create_server`` binds them (one per
+    address the host resolves to, SO_REUSEADDR, IPv6 sockets V6ONLY), non-blocking, with
+    TCP_NODELAY (inherited by accepted connections)."""
+    infos = await loop.getaddrinfo(
+        host or None,
+        port,
+        family=socket.AF_UNSPEC,
+        type=socket.SOCK_STREAM,
+        flags=socket.AI_PASSIVE,
+    )
+    socks: list[socket.socket] = []
+    try:
+        for family, kind, proto, _, addr in dict.fromkeys(infos):
+            sock = socket.socket(family, kind, proto)
+            socks.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            try:
+                sock.bind(addr)
+            except OSError as exc:
+                raise OSError(
+                    exc.errno,
+                    f"error while attempting to bind on address {addr!r}: "
+                    f"{(exc.strerror or str(exc)).lower()}",
+                ) from None
+            sock.listen(backlog)
+            sock.setblocking(False)
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except BaseException:
+        for sock in socks:
+            sock.close()
+        raise
+    if not socks:
+        raise OSError(f"{host}:{port} resolves to no address")
+    return socks

@@ -85,6 +85,7 @@ class TcpClient(asyncio.Protocol):
         ctx.stats.connections += 1
         ctx.stats.connections_total += 1
         ctx.stats.requests += 1
+        ctx.opened()
         if ctx.closing:
             self.closed = True
             transport.close()
@@ -180,6 +181,7 @@ class TcpClient(asyncio.Protocol):
         ctx = self.ctx
         ctx.conns.discard(self)
         ctx.stats.connections -= 1
+        ctx.lost()
         if self.connecting is not None:
             self.connecting.cancel()
         if self.server is not None:

@@ -1,0 +1,211 @@
+"""How many client connections fit in the process's descriptors (sans-IO but for rlimit).
+
+quiesce derives its global connection limit as HAProxy derives ``maxconn`` from
+``ulimit -n``: raise the soft ``RLIMIT_NOFILE`` to the hard limit at start, take off what the
+rest of the process needs (:class:`Reserve`), and halve the remainder, since each client
+connection may hold an upstream connection too::
+
+    max_connections = (RLIMIT_NOFILE - reserved) // 2
+
+    reserved = 64                                  fixed: stdio, the event loop, logging,
+                                                   the parking and check-engine epoll sets,
+                                                   raw probe sockets, lazy imports, DNS
+             + 3 per service                       its listening socket and two duplicates
+             + 1 + 64                              the admin listener and 64 admin clients
+             + (1 + 16) per runtime socket         unix and/or TCP, 16 clients each
+             + 8 (SQLite) or 16 (etcd)             the state store
+             + min(checks, 1000)                   one socket per (server, monitor) check in
+                                                   flight (at most 1000 in flight)
+             + idle upstream connections           Σ servers × max_idle_per_server of the
+                                                   pools L7 services use
+             + 32 + RLIMIT_NOFILE // 32            a margin (≈ 3%)
+
+A configured ``limits.max_connections`` that needs more than the limit
+(``2 × max_connections + reserved > RLIMIT_NOFILE``) refuses the start, as HAProxy 2.6
+refuses a ``maxconn`` its FD limit cannot hold (``strict-limits`` is its default): running
+out of descriptors is what locks operators out. docs/config.md and docs/dataplane.md say the
+same; :func:`plan` is the one implementation.
+"""
+
+from __future__ import annotations
+
+import resource
+from dataclasses import dataclass
+
+from quiesce.config.models import Config
+
+FIXED = 64
+PER_SERVICE = 3
+ADMIN_CLIENTS = 64
+RUNTIME_CLIENTS = 16
+SQLITE = 8
+ETCD = 16
+MAX_CHECKS_IN_FLIGHT = 1000  # HealthManager's max_concurrency
+
+
+class LimitError(Exception):
+    """The configured connection limit does not fit in the descriptor limit."""
+
+
+@dataclass(frozen=True, slots=True)
+class Reserve:
+    """Descriptors kept from the client connections, by what needs them."""
+
+    fixed: int
+    listeners: int
+    admin: int
+    runtime: int
+    store: int
+    checks: int
+    idle_upstreams: int
+    margin: int
+
+    @property
+    def operators(self) -> int:
+        """What the admin API, the runtime socket, the store, the checks and the margin
+        need: the descriptors the data plane must never take (see quiesce.dataplane.park)."""
+        return self.admin + self.runtime + self.store + self.checks + self.margin
+
+    @property
+    def total(self) -> int:
+        return (
+            self.fixed
+            + self.listeners
+            + self.admin
+            + self.runtime
+            + self.store
+            + self.checks
+            + self.idle_upstreams
+            + self.margin
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Budget:
+    nofile: int  # the soft RLIMIT_NOFILE the process runs with
+    reserve: Reserve
+    derived: int  # (nofile - reserved) // 2
+    max_connections: int  # the limit in force: configured, else derived
+    configured: bool  # limits.max_connections was set
+
+    @property
+    def data_plane_ceiling(self) -> int:
+        """Descriptor numbers from here up are the operators' (RLIMIT_NOFILE - their part)."""
+        return self.nofile - self.reserve.operators
+
+    def describe(self) -> str:
+        r = self.reserve
+        return (
+            f"{r.total} reserved of RLIMIT_NOFILE {self.nofile}: fixed {r.fixed}, listeners "
+            f"{r.listeners}, admin {r.admin}, runtime socket {r.runtime}, store {r.store}, "
+            f"health checks {r.checks}, idle upstream connections {r.idle_upstreams}, "
+            f"margin {r.margin}"
+        )
+
+
+def check_pairs(config: Config) -> int:
+    """(server, monitor) pairs checked: pool monitors plus each server's own."""
+    n = 0
+    for pool in config.pools.values():
+        for server in pool.servers:
+            n += len(set(pool.healthmonitors) | set(server.healthmonitors))
+    return n
+
+
+def idle_upstreams(config: Config) -> int:
+    """The most idle upstream connections the L7 services can keep for reuse."""
+    used: set[str] = set()
+    for svc in config.services.values():
+        if svc.protocol != "http":
+            continue
+        used.add(svc.pool)
+        if svc.fallback_pool:
+            used.add(svc.fallback_pool)
+        for rule in svc.rules:
+            if rule.then.pool:
+                used.add(rule.then.pool)
+    pools = config.pools
+    return sum(len(pools[p].servers) * pools[p].max_idle_per_server for p in used if p in pools)
+
+
+def reserve_for(config: Config, nofile: int) -> Reserve:
+    admin = config.admin
+    runtime = (1 + RUNTIME_CLIENTS) * (bool(admin.runtime_socket) + bool(admin.runtime_tcp))
+    return Reserve(
+        fixed=FIXED,
+        listeners=PER_SERVICE * len(config.services),
+        admin=1 + ADMIN_CLIENTS,
+        runtime=runtime,
+        store=ETCD if config.state.etcd is not None else SQLITE,
+        checks=min(check_pairs(config), MAX_CHECKS_IN_FLIGHT),
+        idle_upstreams=idle_upstreams(config),
+        margin=32 + nofile // 32,
+    )
+
+
+def plan(config: Config, nofile: int) -> Budget:
+    """The connection limit for ``config`` under a soft RLIMIT_NOFILE of ``nofile``; raises
+    LimitError when it cannot hold (a configured limit too high, or no room at all)."""
+    reserve = reserve_for(config, nofile)
+    derived = (nofile - reserve.total) // 2
+    configured = config.limits.max_connections
+    if configured is None:
+        if derived < 1:
+            raise LimitError(
+                f"RLIMIT_NOFILE {nofile} leaves no descriptor for client connections "
+                f"({reserve.total} reserved: {_parts(reserve)}); raise it (ulimit -n, "
+                "systemd LimitNOFILE=) or lower pools.*.max_idle_per_server"
+            )
+        return Budget(nofile, reserve, derived, derived, False)
+    needed = 2 * configured + reserve.total
+    if needed > nofile:
+        hint = f"null derives {derived}" if derived >= 1 else "the limit is too low for any"
+        raise LimitError(
+            f"limits.max_connections: {configured} client connections need {needed} "
+            f"descriptors (2 × {configured} + {reserve.total} reserved: {_parts(reserve)}) but "
+            f"RLIMIT_NOFILE is {nofile}; raise it (ulimit -n, systemd LimitNOFILE=) or lower "
+            f"limits.max_connections ({hint})"
+        )
+    return Budget(nofile, reserve, derived, configured, True)
+
+
+def _parts(r: Reserve) -> str:
+    return (
+        f"fixed {r.fixed}, listeners {r.listeners}, admin {r.admin}, runtime socket {r.runtime}, "
+        f"store {r.store}, health checks {r.checks}, idle upstream connections "
+        f"{r.idle_upstreams}, margin {r.margin}"
+    )
+
+
+def raise_nofile() -> int:
+    """Raise the soft RLIMIT_NOFILE to the hard limit (as HAProxy does at start); returns
+    the soft limit in force afterwards."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY:
+        hard = _nr_open(soft)
+    if hard > soft:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (OSError, ValueError):
+            pass
+    return soft
+
+
+def _nr_open(fallback: int) -> int:
+    """The kernel's ceiling for RLIMIT_NOFILE (an unlimited hard limit is not settable)."""
+    try:
+        with open("/proc/sys/fs/nr_open") as f:
+            return int(f.read())
+    except (OSError, ValueError):
+        return max(fallback, 1 << 20)
+
+
+def listen_backlog(wanted: int) -> int:
+    """The backlog the kernel really gives a listener asking for ``wanted``
+    (``net.core.somaxconn`` caps it)."""
+    try:
+        with open("/proc/sys/net/core/somaxconn") as f:
+            return max(1, min(wanted, int(f.read())))
+    except (OSError, ValueError):
+        return wanted
