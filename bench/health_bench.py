@@ -248,7 +248,7 @@ async def child(args: argparse.Namespace) -> dict[str, Any]:
     from quiesce.core.states import Oper
     from quiesce.health import HealthManager
     from quiesce.health.probes import fast
-    from quiesce.registry import Registry
+    from quiesce.state.registry import Registry
 
     n = args.servers[0] if isinstance(args.servers, list) else args.servers
     pools = {

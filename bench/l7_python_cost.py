@@ -19,7 +19,7 @@ from quiesce.config.models import Config
 from quiesce.dataplane import ConnectionTable
 from quiesce.dataplane.http import ClientConnection, Upstream
 from quiesce.dataplane.service import make_context
-from quiesce.registry import Registry
+from quiesce.state.registry import Registry
 
 REQUEST = b"GET / HTTP/1.1\r\nHost: 127.0.0.1:18081\r\nUser-Agent: wrk\r\nAccept: */*\r\n\r\n"
 RESPONSE = (

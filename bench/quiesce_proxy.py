@@ -17,7 +17,7 @@ import sys
 
 from quiesce.config.models import Config
 from quiesce.dataplane import ConnectionTable, start_service
-from quiesce.registry import Registry
+from quiesce.state.registry import Registry
 
 
 async def main(path: str) -> None:

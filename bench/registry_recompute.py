@@ -15,7 +15,7 @@ from typing import Any
 from quiesce.config import parse_config
 from quiesce.core.checks import CheckResult, Reason
 from quiesce.core.states import Verdict
-from quiesce.registry import Registry
+from quiesce.state.registry import Registry
 
 
 def per_change_us(size: int, changes: int) -> float:

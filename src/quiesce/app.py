@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from quiesce.config.models import Config
 from quiesce.core.clock import Clock, SystemClock
 from quiesce.core.events import Event, EventKind
-from quiesce.registry import Registry
+from quiesce.state.registry import Registry
 
 if TYPE_CHECKING:
     from quiesce.admin import AdminService

@@ -31,7 +31,7 @@ from prometheus_client.registry import Collector
 from quiesce.core.events import Event, EventKind
 from quiesce.core.states import Admin, Oper, Status
 from quiesce.core.status import displayed_status
-from quiesce.registry import Registry, ServerRuntime
+from quiesce.state.registry import Registry, ServerRuntime
 
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 

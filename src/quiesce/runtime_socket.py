@@ -42,7 +42,7 @@ from quiesce.core.checks import Reason
 from quiesce.core.errors import QuiesceError
 from quiesce.core.events import Event, EventKind
 from quiesce.core.states import Admin, Cause, CloseMode, Oper, Verdict
-from quiesce.registry import PoolRuntime, Registry, ServerRuntime
+from quiesce.state.registry import PoolRuntime, Registry, ServerRuntime
 
 ACTOR = "runtime-socket"
 CAUSE = Cause.RUNTIME_SOCKET

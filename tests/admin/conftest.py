@@ -14,7 +14,7 @@ from quiesce.admin import AdminService
 from quiesce.config import parse_config
 from quiesce.core.clock import Clock, FakeClock
 from quiesce.core.states import CloseMode
-from quiesce.registry import Registry, ServerRuntime
+from quiesce.state.registry import Registry, ServerRuntime
 from quiesce.store import SqliteStore
 
 RAW: dict[str, Any] = {

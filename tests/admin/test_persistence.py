@@ -17,7 +17,7 @@ from quiesce.config.models import HealthMonitor
 from quiesce.core.clock import FakeClock, SystemClock
 from quiesce.core.events import Event, EventKind
 from quiesce.core.states import Admin, Cause, CloseMode, Oper
-from quiesce.registry import Registry
+from quiesce.state.registry import Registry
 from quiesce.store import SqliteStore
 
 from .conftest import RAW, make_harness, raw_config, stop_harness
@@ -206,7 +206,7 @@ from quiesce.admin import AdminService
 from quiesce.config import parse_config
 from quiesce.config.models import StateConfig
 from quiesce.core.states import Cause
-from quiesce.registry import Registry
+from quiesce.state.registry import Registry
 from quiesce.store import open_store
 
 async def main():

@@ -19,7 +19,7 @@ from quiesce.admin import AdminService
 from quiesce.config.models import Config
 from quiesce.core.states import Admin, Cause
 from quiesce.dataplane import ConnectionTable, Service, start_service
-from quiesce.registry import Registry
+from quiesce.state.registry import Registry
 from quiesce.store import SqliteStore
 from tests.dataplane.backend import Backend
 from tests.dataplane.conftest import make_config, wait_for

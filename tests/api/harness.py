@@ -16,7 +16,7 @@ from typing import Any
 from quiesce.admin import AdminService
 from quiesce.config.loader import parse_config
 from quiesce.core.clock import SystemClock
-from quiesce.registry import Registry
+from quiesce.state.registry import Registry
 
 ADMIN = ("admin", "admin-pw")
 VIEWER = ("viewer", "viewer-pw")

@@ -12,7 +12,7 @@ from quiesce.config.models import Config
 from quiesce.core.admin import AdminCommand
 from quiesce.core.clock import FakeClock
 from quiesce.core.states import Admin, Cause
-from quiesce.registry import Registry
+from quiesce.state.registry import Registry
 
 
 @dataclass

@@ -19,7 +19,7 @@ from quiesce.core.errors import QuiesceError
 from quiesce.core.events import Event, EventKind
 from quiesce.core.states import Admin, Cause, Oper, Verdict
 from quiesce.core.status import in_maintenance
-from quiesce.registry import Registry
+from quiesce.state.registry import Registry
 
 MONITOR = {"type": "tcp", "send_interval": 1, "receive_timeout": 0.5}
 

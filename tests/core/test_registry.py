@@ -13,7 +13,7 @@ from quiesce.core.clock import FakeClock
 from quiesce.core.errors import GuardRefused, InvalidCommand, NotFound
 from quiesce.core.events import Event, EventKind
 from quiesce.core.states import Admin, Cause, CloseMode, Oper, Verdict
-from quiesce.registry import Registry, ServerRuntime
+from quiesce.state.registry import Registry, ServerRuntime
 
 
 def build(mode: str = "balanced", min_up: int = 1) -> tuple[Registry, list[Event]]:

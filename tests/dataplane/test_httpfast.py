@@ -21,7 +21,7 @@ from quiesce.config.models import Config
 from quiesce.dataplane import ConnectionTable, http
 from quiesce.dataplane.http import ClientConnection, Upstream
 from quiesce.dataplane.service import make_context
-from quiesce.registry import Registry
+from quiesce.state.registry import Registry
 
 pytestmark = pytest.mark.skipif(_accel.httpfast is None, reason="C accelerator not built")
 

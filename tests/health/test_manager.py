@@ -15,7 +15,7 @@ from quiesce.core.events import Event, EventKind
 from quiesce.core.states import Cause, Oper, Verdict
 from quiesce.health import HealthManager
 from quiesce.health.probes import StreamProber
-from quiesce.registry import Registry, ServerRuntime
+from quiesce.state.registry import Registry, ServerRuntime
 from tests.health.servers import HttpBackend
 
 INTERVAL = 0.15

@@ -15,7 +15,7 @@ from quiesce.config.models import Config
 from quiesce.core.states import Oper
 from quiesce.dataplane import ConnectionTable, start_service
 from quiesce.health import HealthManager
-from quiesce.registry import Registry
+from quiesce.state.registry import Registry
 
 INTERVAL = 0.3
 MARGIN = 0.1

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from quiesce.config import load_text
 from quiesce.config.models import Condition
 from quiesce.core.states import Cause
-from quiesce.registry import Registry
+from quiesce.state.registry import Registry
 from quiesce.rules import RequestView
 from quiesce.rules._conditions import compile_condition
 

@@ -13,7 +13,7 @@ from quiesce.config.models import Config
 from quiesce.core.admin import AdminCommand
 from quiesce.core.checks import CheckResult, Reason
 from quiesce.core.states import Admin, Cause, Oper, Verdict
-from quiesce.registry import Registry
+from quiesce.state.registry import Registry
 from quiesce.rules import (
     MONITOR_FAIL,
     MONITOR_OK,

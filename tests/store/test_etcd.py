@@ -29,7 +29,7 @@ from quiesce.config.models import EtcdConfig, HealthMonitor, StateConfig
 from quiesce.core.clock import SystemClock
 from quiesce.core.events import EventKind
 from quiesce.core.states import Admin, Cause, CloseMode
-from quiesce.registry import Registry, ServerRuntime
+from quiesce.state.registry import Registry, ServerRuntime
 from quiesce.store import EtcdStore, StoreError, open_store
 
 ETCD = shutil.which("etcd") or "/usr/bin/etcd"

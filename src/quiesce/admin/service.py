@@ -42,7 +42,7 @@ from quiesce.core.clock import Clock
 from quiesce.core.errors import GuardRefused, InvalidCommand, NotFound, QuiesceError
 from quiesce.core.events import Event, EventKind
 from quiesce.core.states import Admin, Cause, CloseMode
-from quiesce.registry import Registry, ServerRuntime
+from quiesce.state.registry import Registry, ServerRuntime
 from quiesce.store.base import StateStore
 from quiesce.store.etcd import RemoteChange
 

@@ -31,7 +31,7 @@ from typing import Literal
 from quiesce.config.models import AdminConfig
 from quiesce.core.events import Event, EventKind
 from quiesce.core.states import Cause
-from quiesce.registry import Registry
+from quiesce.state.registry import Registry
 from quiesce.security import verify_password
 
 Role = Literal["admin", "read_only"]

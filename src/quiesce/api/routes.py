@@ -54,7 +54,7 @@ from quiesce.config.models import Config, HealthMonitor
 from quiesce.core.errors import InvalidCommand, QuiesceError
 from quiesce.core.events import Event, EventKind
 from quiesce.core.states import Cause
-from quiesce.registry import Registry
+from quiesce.state.registry import Registry
 
 _NAME = re.compile(r"^[A-Za-z0-9_.:\-]{1,128}\Z")  # \Z: "$" also matches before a final "\n"
 

@@ -13,7 +13,8 @@ Public surface (what the composition root calls)::
 See docs/dataplane.md for behaviour, limits and the answers to every failure.
 """
 
-from quiesce.dataplane.context import ServiceStats, StickyTable
+from quiesce.balancing.persistence import StickyTable
+from quiesce.dataplane.context import ServiceStats
 from quiesce.dataplane.pages import Page
 from quiesce.dataplane.service import Service, start_service
 from quiesce.dataplane.table import ConnectionTable

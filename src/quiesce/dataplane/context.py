@@ -13,7 +13,7 @@ from quiesce.dataplane.pages import Page
 if TYPE_CHECKING:
     from quiesce.config.models import ServiceConfig
     from quiesce.dataplane.table import ConnectionTable
-    from quiesce.registry import PoolRuntime, Registry
+    from quiesce.state.registry import PoolRuntime, Registry
     from quiesce.rules.decision import Router
 
 
@@ -149,37 +149,6 @@ class ServiceConnection(Protocol):
     def close_at_boundary(self, force: bool = False) -> None: ...
 
     def check(self, now: float) -> None: ...
-
-
-class StickyTable:
-    """source_ip persistence: client address -> (server name, expiry), per pool."""
-
-    def __init__(self) -> None:
-        self._entries: dict[str, tuple[str, float]] = {}
-        self._writes = 0
-
-    def get(self, ip: str, now: float) -> str | None:
-        entry = self._entries.get(ip)
-        if entry is None:
-            return None
-        if entry[1] < now:
-            del self._entries[ip]
-            return None
-        return entry[0]
-
-    def put(self, ip: str, server: str, now: float, timeout: float) -> None:
-        self._entries[ip] = (server, now + timeout)
-        self._writes += 1
-        if self._writes >= 10_000:
-            self._writes = 0
-            self.purge(now)
-
-    def purge(self, now: float) -> None:
-        for k in [k for k, v in self._entries.items() if v[1] < now]:
-            del self._entries[k]
-
-    def __len__(self) -> int:
-        return len(self._entries)
 
 
 @dataclass(slots=True, eq=False)

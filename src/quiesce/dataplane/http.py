@@ -60,7 +60,7 @@ from quiesce.rules.decision import Redirect, RequestView, Respond, ServePage, To
 
 if TYPE_CHECKING:
     from quiesce.dataplane.table import ConnectionTable
-    from quiesce.registry import PoolRuntime, ServerRuntime
+    from quiesce.state.registry import PoolRuntime, ServerRuntime
 
 # Headers that describe one connection only (RFC 9110 §7.6.1), never forwarded.
 HOP_BY_HOP = frozenset(

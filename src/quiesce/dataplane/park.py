@@ -75,7 +75,7 @@ from quiesce.dataplane.http import ClientConnection
 
 if TYPE_CHECKING:
     from quiesce.dataplane.context import ServiceContext
-    from quiesce.registry import ServerRuntime
+    from quiesce.state.registry import ServerRuntime
 
 _EVENTS = select.EPOLLIN | select.EPOLLRDHUP
 _GONE_EVENTS = select.EPOLLHUP | select.EPOLLRDHUP | select.EPOLLERR

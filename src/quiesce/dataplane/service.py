@@ -53,7 +53,7 @@ from quiesce.dataplane.limits import listen_backlog
 from quiesce.dataplane.pages import Page
 from quiesce.dataplane.table import ConnectionTable
 from quiesce.dataplane.tcp import TcpClient
-from quiesce.registry import Registry, ServerRuntime
+from quiesce.state.registry import Registry, ServerRuntime
 from quiesce.rules.decision import Router
 
 log = logging.getLogger("quiesce")

@@ -40,12 +40,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Protocol
 
+from quiesce.balancing.persistence import StickyTable
 from quiesce.core.states import CloseMode
-from quiesce.dataplane.context import StickyTable
 
 if TYPE_CHECKING:
     from quiesce.dataplane.http import Upstream
-    from quiesce.registry import Registry, ServerRuntime
+    from quiesce.state.registry import Registry, ServerRuntime
 
 
 class Closable(Protocol):

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from quiesce.dataplane.context import ServiceContext
 
 if TYPE_CHECKING:
-    from quiesce.registry import PoolRuntime, ServerRuntime
+    from quiesce.state.registry import PoolRuntime, ServerRuntime
 
 
 class _TcpUpstream(asyncio.Protocol):

@@ -45,7 +45,7 @@ if TYPE_CHECKING:
     from quiesce._checkfast import Spec
 from quiesce.health.probes.stream import StreamProber
 from quiesce.health.schedule import TICK, Schedule, next_due
-from quiesce.registry import Registry, ServerRuntime
+from quiesce.state.registry import Registry, ServerRuntime
 
 log = logging.getLogger("quiesce.health")
 

@@ -6,7 +6,7 @@ The config layer has already checked every condition (regexes compile, CIDRs par
 exist). Here each condition is turned, once, into a plain closure ``RequestView -> bool``:
 regexes are compiled, networks parsed into :mod:`ipaddress` objects, host names and header
 names lower-cased, method names upper-cased, pool names resolved to their
-:class:`~quiesce.registry.PoolRuntime`. Evaluating a request then does no parsing at all.
+:class:`~quiesce.state.registry.PoolRuntime`. Evaluating a request then does no parsing at all.
 
 Runtime state is read live, never copied: a ``flag`` test is one lookup in
 ``registry.flags`` (the dict the registry mutates in place), a ``usable_servers_below`` test
@@ -30,7 +30,7 @@ from quiesce.config.models import (
     FlagCondition,
     HeaderCondition,
 )
-from quiesce.registry import PoolRuntime, Registry
+from quiesce.state.registry import PoolRuntime, Registry
 from quiesce.rules.decision import RequestView
 
 Predicate = Callable[[RequestView], bool]

@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from quiesce.config.models import Action, MonitorUri, ServiceConfig
-from quiesce.registry import Registry
+from quiesce.state.registry import Registry
 from quiesce.rules._conditions import (
     Predicate,
     compile_condition,

@@ -17,25 +17,27 @@ clock, and :meth:`Registry.tick` fires drain deadlines and expiries when the cal
 
 from __future__ import annotations
 
-import hashlib
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 
-from quiesce.balancing import Algorithm, make_algorithm
-from quiesce.config.models import Config, HealthMonitor, PoolConfig, ServerConfig
+from quiesce.config.models import Config, HealthMonitor
 from quiesce.core import admin as admin_sm
 from quiesce.core.admin import AdminCommand, AdminRecord, Transition
 from quiesce.core.checks import CheckResult
 from quiesce.core.clock import Clock, SystemClock
 from quiesce.core.errors import GuardRefused, InvalidCommand, NotFound
 from quiesce.core.events import Event, EventKind
-from quiesce.core.oper import TRANSITIONS, MonitorTrack, Stay, Thresholds, combine
-from quiesce.core.pool import Member, elect, guard_violation, slow_start_factor
-from quiesce.core.states import Admin, Cause, CloseMode, Oper, Verdict
-from quiesce.core.status import in_maintenance, is_eligible, status_text
-
-LAST_CHECKS = 10
+from quiesce.core.oper import TRANSITIONS, MonitorTrack, Stay, combine
+from quiesce.core.pool import elect, guard_violation, slow_start_factor
+from quiesce.core.states import Cause, CloseMode, Oper, Verdict
+from quiesce.core.status import in_maintenance
+from quiesce.state.runtime import (
+    LAST_CHECKS,
+    CloseHandler,
+    EventListener,
+    PoolRuntime,
+    ServerRuntime,
+)
 
 _STAYS_WITH: dict[Oper, Verdict] = {
     state: verdict
@@ -44,177 +46,6 @@ _STAYS_WITH: dict[Oper, Verdict] = {
     if isinstance(action, Stay)
 }
 """For each operational state, the verdict that keeps a track as it is (from TRANSITIONS)."""
-
-EventListener = Callable[[Event], None]
-CloseHandler = Callable[["ServerRuntime", CloseMode], None]
-
-
-@dataclass(eq=False)
-class ServerRuntime:
-    pool: str
-    config: ServerConfig
-    order: int
-    monitors: list[str]
-    tracks: dict[str, MonitorTrack] = field(default_factory=dict)
-    oper: Oper = Oper.UNKNOWN
-    admin: AdminRecord = field(default_factory=AdminRecord)
-    last_checks: dict[str, deque[CheckResult]] = field(default_factory=dict)
-    eligible_since: float | None = None
-    weight: int = 1
-    # Live counters, kept by the data plane's connection table.
-    connections: int = 0
-    requests_in_flight: int = 0
-    requests_total: int = 0
-    responses: dict[str, int] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        self.weight = self.config.weight
-        for m in self.monitors:
-            self.tracks.setdefault(m, MonitorTrack())
-            self.last_checks.setdefault(m, deque(maxlen=LAST_CHECKS))
-        if not self.monitors:
-            self.oper = Oper.UNMONITORED
-
-    @property
-    def name(self) -> str:
-        return self.config.name
-
-    @property
-    def key(self) -> str:
-        return f"{self.pool}/{self.config.name}"
-
-    @property
-    def host(self) -> str:
-        return self.config.host
-
-    @property
-    def port(self) -> int:
-        return self.config.port
-
-    @property
-    def address(self) -> str:
-        return self.config.address
-
-    @property
-    def eligible(self) -> bool:
-        return is_eligible(self.admin.state, self.oper)
-
-    @property
-    def persistable(self) -> bool:
-        """May still receive sessions stuck to it by persistence (drain allows them)."""
-        return self.admin.state is not Admin.MAINTENANCE and self.oper in (
-            Oper.UP,
-            Oper.UNMONITORED,
-        )
-
-    @property
-    def status(self) -> str:
-        return status_text(self.admin.state, self.oper, self.connections)
-
-    # Balancing candidate protocol -------------------------------------------------------
-    effective_weight: float = 1.0
-
-    @property
-    def active(self) -> int:
-        return self.connections
-
-    def member(self) -> Member:
-        return Member(
-            self.name,
-            self.admin.state,
-            self.oper,
-            self.config.backup,
-            self.config.priority,
-            self.order,
-        )
-
-    def checks(self) -> list[CheckResult]:
-        out = [r for q in self.last_checks.values() for r in q]
-        out.sort(key=lambda r: r.at)
-        return out[-LAST_CHECKS:]
-
-
-class PoolRuntime:
-    def __init__(self, name: str, config: PoolConfig, monitors: dict[str, HealthMonitor]) -> None:
-        self.name = name
-        self.config = config
-        self.pool_monitors: list[str] = list(config.healthmonitors)
-        self.servers: list[ServerRuntime] = []
-        for i, sc in enumerate(config.servers):
-            names = [*config.healthmonitors, *sc.healthmonitors]
-            self.servers.append(ServerRuntime(name, sc, i, names))
-        self._by_name = {s.name: s for s in self.servers}
-        self.algorithm: Algorithm = make_algorithm(config.algorithm)
-        self.primary: str | None = None
-        self.candidates: list[ServerRuntime] = []
-        self.available = False
-        self.monitor_configs = monitors
-
-    def server(self, name: str) -> ServerRuntime:
-        try:
-            return self._by_name[name]
-        except KeyError:
-            raise NotFound(f"pool {self.name!r} has no server {name!r}") from None
-
-    def members(self) -> list[Member]:
-        return [s.member() for s in self.servers]
-
-    @property
-    def eligible_count(self) -> int:
-        return sum(1 for s in self.servers if s.eligible)
-
-    @property
-    def sessions(self) -> int:
-        return sum(s.connections for s in self.servers)
-
-    def thresholds(self, monitor: str) -> Thresholds:
-        m = self.monitor_configs.get(monitor)
-        if m is None:
-            return Thresholds()
-        return Thresholds(m.successful_checks, m.failed_checks)
-
-    def refresh_weights(self, now: float) -> None:
-        period = self.config.slow_start
-        for s in self.candidates:
-            s.effective_weight = s.weight * slow_start_factor(s.eligible_since, now, period)
-
-    def pick(
-        self,
-        client: str | None,
-        now: float,
-        exclude: Sequence[ServerRuntime] = (),
-        sticky: str | None = None,
-    ) -> ServerRuntime | None:
-        """The server for a new connection or request: a sticky server that may still take
-        persistent sessions, else the algorithm's choice among the candidates."""
-        if sticky is not None:
-            s = self._by_name.get(sticky)
-            if (
-                s is not None
-                and s.persistable
-                and s not in exclude
-                and (self.config.mode != "active_standby" or s.name == self.primary)
-            ):
-                return s
-        pool: Sequence[ServerRuntime] = self.candidates
-        if exclude:
-            pool = [s for s in pool if s not in exclude]
-        if not pool:
-            return None
-        if self.config.slow_start > 0:
-            self.refresh_weights(now)
-        choice = self.algorithm.pick(pool, client)
-        return choice if isinstance(choice, ServerRuntime) else None
-
-    def sticky_token(self, server: ServerRuntime) -> str:
-        """The value of a persistence cookie naming ``server`` (opaque, stable)."""
-        return hashlib.blake2s(server.key.encode(), digest_size=8).hexdigest()
-
-    def from_sticky_token(self, token: str) -> str | None:
-        for s in self.servers:
-            if self.sticky_token(s) == token:
-                return s.name
-        return None
 
 
 class Registry:
