@@ -1,3 +1,3 @@
-from quiesce.cli import main
+from quiesce.frontends.cli import main
 
 main()

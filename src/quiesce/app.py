@@ -95,7 +95,7 @@ class App:
             await self._close_services()
             raise StartupError(f"service {name!r} ({svc.listen}): {exc}") from exc
         self.health.start()
-        from quiesce.api import start_admin_server
+        from quiesce.frontends.api import start_admin_server
 
         try:
             self.admin_server = await start_admin_server(self)
@@ -106,7 +106,7 @@ class App:
                 f"admin: cannot listen on {self.config.admin.listen}: {exc}"
             ) from exc
         if self.config.admin.runtime_socket or self.config.admin.runtime_tcp:
-            from quiesce.runtime_socket import start_runtime_socket
+            from quiesce.frontends.runtime_socket import start_runtime_socket
 
             self.runtime_socket = await start_runtime_socket(self)
         self._started = True

@@ -115,7 +115,7 @@ async def build_app(base_dir: Path, data: dict[str, Any] | None = None) -> Simpl
 @asynccontextmanager
 async def running(base_dir: Path, data: dict[str, Any] | None = None) -> AsyncIterator[Any]:
     """The app with its admin server listening; ``app.admin_server.url`` is its base URL."""
-    from quiesce.api import start_admin_server
+    from quiesce.frontends.api import start_admin_server
 
     app = await build_app(base_dir, data)
     app.admin_server = await start_admin_server(app)

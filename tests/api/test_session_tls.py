@@ -11,7 +11,7 @@ import httpx
 import pytest
 import trustme
 
-from quiesce.api.server import is_loopback
+from quiesce.frontends.api.server import is_loopback
 from tests.api.harness import ADMIN, VIEWER, build_app, config_dict, running
 
 
@@ -85,7 +85,7 @@ async def test_failed_logins_are_events_and_rate_limited(
 
 async def test_non_loopback_refused(tmp_path: Path) -> None:
     app = await build_app(tmp_path, config_dict(listen="0.0.0.0:0"))
-    from quiesce.api import start_admin_server
+    from quiesce.frontends.api import start_admin_server
 
     with pytest.raises(OSError, match="allow_non_loopback"):
         await start_admin_server(app)

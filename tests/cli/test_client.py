@@ -15,8 +15,8 @@ import pytest
 import trustme
 from click.testing import CliRunner, Result
 
-from quiesce.cli import main
 from quiesce.core.states import Cause, CloseMode
+from quiesce.frontends.cli import main
 from tests.api.harness import config_dict, running
 
 

@@ -1,4 +1,4 @@
-"""``quiesce.dashboard.mount`` without a browser: the pages, the assets and the origin guard."""
+"""``quiesce.frontends.dashboard.mount`` without a browser: pages, assets, the origin guard."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from quiesce.dashboard import STATIC_DIR, mount
+from quiesce.frontends.dashboard import STATIC_DIR, mount
 
 
 @pytest.fixture

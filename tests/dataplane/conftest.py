@@ -26,9 +26,9 @@ import pytest
 from quiesce.config.models import Config
 from quiesce.core.clock import Clock
 from quiesce.dataplane import ConnectionTable, Service, start_service
-from quiesce.state.registry import Registry
 from quiesce.rules import compile_router
 from quiesce.rules.decision import Router
+from quiesce.state.registry import Registry
 from tests.dataplane.backend import Backend
 
 

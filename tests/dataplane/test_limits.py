@@ -28,7 +28,7 @@ from quiesce.dataplane import ConnectionTable, Service, start_service
 from quiesce.dataplane import service as service_module
 from quiesce.dataplane.context import ConnectionGate
 from quiesce.dataplane.service import make_context
-from quiesce.metrics import build_collector_registry, render
+from quiesce.frontends.metrics import build_collector_registry, render
 from quiesce.state.registry import Registry
 from tests.dataplane.backend import Backend
 from tests.dataplane.conftest import make_config, start_proxy, wait_for

@@ -21,7 +21,7 @@ from typing import Any
 from quiesce.core.admin import AdminCommand
 from quiesce.core.states import Admin, Cause
 from quiesce.dataplane.park import Parked
-from quiesce.metrics import build_collector_registry, render
+from quiesce.frontends.metrics import build_collector_registry, render
 from tests.dataplane.backend import Backend, encode_frame, read_frame
 from tests.dataplane.conftest import Proxy, make_config, start_proxy, wait_for
 

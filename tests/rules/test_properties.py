@@ -10,9 +10,9 @@ from hypothesis import strategies as st
 from quiesce.config import load_text
 from quiesce.config.models import Condition
 from quiesce.core.states import Cause
-from quiesce.state.registry import Registry
 from quiesce.rules import RequestView
 from quiesce.rules._conditions import compile_condition
+from quiesce.state.registry import Registry
 
 FLAGS = ["f0", "f1", "f2", "f3"]
 REGISTRY = Registry(load_text("pools: {}\n"))

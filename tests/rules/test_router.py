@@ -13,7 +13,6 @@ from quiesce.config.models import Config
 from quiesce.core.admin import AdminCommand
 from quiesce.core.checks import CheckResult, Reason
 from quiesce.core.states import Admin, Cause, Oper, Verdict
-from quiesce.state.registry import Registry
 from quiesce.rules import (
     MONITOR_FAIL,
     MONITOR_OK,
@@ -27,6 +26,7 @@ from quiesce.rules import (
     compile_router,
     flag_truthy,
 )
+from quiesce.state.registry import Registry
 
 BASE = """
 healthmonitors:

@@ -21,8 +21,8 @@ from quiesce.core.events import Event, EventKind
 from quiesce.core.states import Cause, CloseMode, Oper, Verdict
 from quiesce.dataplane import ConnectionTable, Service, start_service
 from quiesce.health import HealthManager
-from quiesce.state.registry import Registry
 from quiesce.rules import compile_router
+from quiesce.state.registry import Registry
 from quiesce.store import open_store
 from tests.rules.backends import Backend
 

@@ -15,7 +15,7 @@ import pytest
 
 from quiesce.core.checks import CheckResult, Reason
 from quiesce.core.states import Cause, CloseMode, Verdict
-from quiesce.runtime_socket import start_runtime_socket
+from quiesce.frontends.runtime_socket import start_runtime_socket
 from tests.api.harness import config_dict, running
 
 pytestmark = pytest.mark.skipif(shutil.which("socat") is None, reason="needs socat")

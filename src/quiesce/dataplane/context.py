@@ -13,8 +13,8 @@ from quiesce.dataplane.pages import Page
 if TYPE_CHECKING:
     from quiesce.config.models import ServiceConfig
     from quiesce.dataplane.table import ConnectionTable
-    from quiesce.state.registry import PoolRuntime, Registry
     from quiesce.rules.decision import Router
+    from quiesce.state.registry import PoolRuntime, Registry
 
 
 log = logging.getLogger("quiesce")

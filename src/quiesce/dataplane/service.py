@@ -53,8 +53,8 @@ from quiesce.dataplane.limits import listen_backlog
 from quiesce.dataplane.pages import Page
 from quiesce.dataplane.table import ConnectionTable
 from quiesce.dataplane.tcp import TcpClient
-from quiesce.state.registry import Registry, ServerRuntime
 from quiesce.rules.decision import Router
+from quiesce.state.registry import Registry, ServerRuntime
 
 log = logging.getLogger("quiesce")
 

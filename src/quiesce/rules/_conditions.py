@@ -30,8 +30,8 @@ from quiesce.config.models import (
     FlagCondition,
     HeaderCondition,
 )
-from quiesce.state.registry import PoolRuntime, Registry
 from quiesce.rules.decision import RequestView
+from quiesce.state.registry import PoolRuntime, Registry
 
 Predicate = Callable[[RequestView], bool]
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network

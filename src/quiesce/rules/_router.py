@@ -22,7 +22,6 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from quiesce.config.models import Action, MonitorUri, ServiceConfig
-from quiesce.state.registry import Registry
 from quiesce.rules._conditions import (
     Predicate,
     compile_condition,
@@ -37,6 +36,7 @@ from quiesce.rules.decision import (
     ServePage,
     ToPool,
 )
+from quiesce.state.registry import Registry
 
 _MONITOR_HEADERS = (
     ("content-type", "text/plain; charset=utf-8"),

@@ -67,7 +67,7 @@ def _timeout(value: str | float) -> float:
 
 
 def client_options(f: F) -> F:
-    """The global client options, for the ``quiesce`` group (see ``quiesce.cli``)."""
+    """The global client options, for the ``quiesce`` group (see ``quiesce.frontends.cli``)."""
     opts = [
         click.option(
             "--hosts",
@@ -771,7 +771,7 @@ def _leaves(cmd: click.Command) -> list[click.Command]:
 
 
 def register(main: click.Group) -> None:
-    from quiesce.cli.configure import configure_group
+    from quiesce.frontends.cli.configure import configure_group
 
     for cmd in [*COMMANDS, configure_group]:
         main.add_command(cmd)

@@ -264,7 +264,7 @@ def configure_healthmonitor(ctx: click.Context, name: str) -> None:
 
 
 def _run(ctx: click.Context, name: str | None) -> None:
-    from quiesce.cli.client import ClientError, api_of
+    from quiesce.frontends.cli.client import ClientError, api_of
 
     api = api_of(ctx)
 

@@ -31,8 +31,8 @@ from typing import Literal
 from quiesce.config.models import AdminConfig
 from quiesce.core.events import Event, EventKind
 from quiesce.core.states import Cause
-from quiesce.state.registry import Registry
 from quiesce.security import verify_password
+from quiesce.state.registry import Registry
 
 Role = Literal["admin", "read_only"]
 Via = Literal["basic", "bearer", "session"]

@@ -25,7 +25,12 @@ from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from quiesce.admin import AdminService, CommandResult
-from quiesce.api.auth import (
+from quiesce.config.loader import format_loc, validation_problems
+from quiesce.config.models import Config, HealthMonitor
+from quiesce.core.errors import InvalidCommand, QuiesceError
+from quiesce.core.events import Event, EventKind
+from quiesce.core.states import Cause
+from quiesce.frontends.api.auth import (
     CLIENT_HEADER,
     CSRF_COOKIE,
     CSRF_HEADER,
@@ -35,7 +40,7 @@ from quiesce.api.auth import (
     Principal,
     cause_of,
 )
-from quiesce.api.bodies import (
+from quiesce.frontends.api.bodies import (
     Body,
     ClearBody,
     DisableBody,
@@ -48,12 +53,7 @@ from quiesce.api.bodies import (
     WeightBody,
     parse_since,
 )
-from quiesce.api.limits import BodyLimit
-from quiesce.config.loader import format_loc, validation_problems
-from quiesce.config.models import Config, HealthMonitor
-from quiesce.core.errors import InvalidCommand, QuiesceError
-from quiesce.core.events import Event, EventKind
-from quiesce.core.states import Cause
+from quiesce.frontends.api.limits import BodyLimit
 from quiesce.state.registry import Registry
 
 _NAME = re.compile(r"^[A-Za-z0-9_.:\-]{1,128}\Z")  # \Z: "$" also matches before a final "\n"
@@ -743,7 +743,7 @@ def create_api(app: AppLike) -> FastAPI:
     api.include_router(maxscale)
     _describe_bodies(api, [v1, maxscale])
 
-    from quiesce.metrics import build_collector_registry, render
+    from quiesce.frontends.metrics import build_collector_registry, render
 
     metrics_registry = build_collector_registry(app)
 
@@ -753,7 +753,7 @@ def create_api(app: AppLike) -> FastAPI:
         return Response(body, media_type=ctype)
 
     try:
-        from quiesce import dashboard
+        from quiesce.frontends import dashboard
 
         mount = getattr(dashboard, "mount", None)
     except ImportError:

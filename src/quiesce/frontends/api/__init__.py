@@ -4,7 +4,7 @@
 the running event loop and returns an :class:`AdminServer` (``.port``, ``await .stop()``).
 """
 
-from quiesce.api.routes import AppLike, create_api
-from quiesce.api.server import AdminServer, start_admin_server
+from quiesce.frontends.api.routes import AppLike, create_api
+from quiesce.frontends.api.server import AdminServer, start_admin_server
 
 __all__ = ["AdminServer", "AppLike", "create_api", "start_admin_server"]

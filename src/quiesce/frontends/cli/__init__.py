@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from quiesce.cli.client import client_options, settings_from
+from quiesce.frontends.cli.client import client_options, settings_from
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -22,7 +22,7 @@ __all__ = ["main"]
 
 
 def _register_commands() -> None:
-    from quiesce.cli import client, server
+    from quiesce.frontends.cli import client, server
 
     server.register(main)
     client.register(main)

@@ -23,9 +23,9 @@ from typing import Any
 
 import uvicorn
 
-from quiesce.api.routes import AppLike, create_api
 from quiesce.config.addresses import split_address
 from quiesce.config.models import AdminConfig
+from quiesce.frontends.api.routes import AppLike, create_api
 
 
 def is_loopback(host: str) -> bool:

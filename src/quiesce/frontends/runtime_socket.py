@@ -803,7 +803,7 @@ class RuntimeSocket:
                 self.servers.append(server)
                 self.path = path
             if tcp is not None:
-                from quiesce.api.server import is_loopback
+                from quiesce.frontends.api.server import is_loopback
 
                 host, port = split_address(tcp)
                 if not is_loopback(host):
