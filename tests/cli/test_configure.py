@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from quiesce.frontends.cli.configure import MonitorEditor
+from quiesce.frontends.cli.monitor_shell import MonitorEditor
 from tests.api.harness import running
 from tests.cli.test_client import cli, failed, ok
 

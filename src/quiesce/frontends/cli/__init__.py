@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from quiesce.frontends.cli.client import client_options, settings_from
+from quiesce.frontends.cli.transport import client_options, settings_from
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -22,10 +22,10 @@ __all__ = ["main"]
 
 
 def _register_commands() -> None:
-    from quiesce.frontends.cli import client, server
+    from quiesce.frontends.cli import client, configure, server
 
     server.register(main)
-    client.register(main)
+    client.register(main, [configure.configure_group])
 
 
 _register_commands()

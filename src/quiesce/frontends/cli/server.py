@@ -5,16 +5,20 @@ from __future__ import annotations
 import getpass
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
-from quiesce.config import Config, ConfigError, load_config
-from quiesce.config.loader import config_warnings
+if TYPE_CHECKING:
+    from quiesce.config import Config
 
 
 def _load_or_exit(config_path: str) -> Config:
     """Load the config, or print every problem with its path and exit 1. Warnings are
-    printed and do not stop anything."""
+    printed and do not stop anything. (Imported here: the client verbs start without the
+    config models.)"""
+    from quiesce.config.loader import ConfigError, config_warnings, load_config
+
     try:
         config = load_config(config_path)
     except ConfigError as exc:
