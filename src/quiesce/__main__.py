@@ -1,3 +1,3 @@
-from quiesce.frontends.cli import main
+from quiesce.main import main
 
 main()

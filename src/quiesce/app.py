@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from quiesce.config.models import Config
 from quiesce.core.clock import Clock, SystemClock
+from quiesce.core.errors import QuiesceError
 from quiesce.core.events import Event, EventKind
 from quiesce.state.registry import Registry
 
@@ -36,8 +37,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("quiesce")
 
 
-class StartupError(Exception):
+class StartupError(QuiesceError):
     """quiesce cannot start: the message says why (a missing capability, a busy port...)."""
+
+    status_hint = 500
 
 
 class App:

@@ -16,7 +16,7 @@ import trustme
 from click.testing import CliRunner, Result
 
 from quiesce.core.states import Cause, CloseMode
-from quiesce.frontends.cli import main
+from quiesce.main import main
 from tests.api.harness import config_dict, running
 
 

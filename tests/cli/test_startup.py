@@ -10,12 +10,14 @@ import sys
 
 import pytest
 
+pytestmark = pytest.mark.peers  # a fresh interpreter in a subprocess
+
 HEAVY = ["pydantic", "quiesce.config.models", "httpx", "ssl", "fastapi", "uvicorn", "yaml"]
 
 
 def test_loading_the_command_imports_nothing_heavy() -> None:
     code = (
-        "import sys, json; from quiesce.frontends.cli import main; "
+        "import sys, json; from quiesce.main import main; "
         f"print(json.dumps([m for m in {HEAVY!r} if m in sys.modules]))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -10,9 +10,10 @@ import yaml
 from pydantic import ValidationError
 
 from quiesce.config.models import Config, Model
+from quiesce.core.errors import QuiesceError
 
 
-class ConfigError(Exception):
+class ConfigError(QuiesceError):
     """A config that cannot be used; ``problems`` holds one ``path: message`` per problem."""
 
     status_hint = 422

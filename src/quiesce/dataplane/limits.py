@@ -33,6 +33,7 @@ import resource
 from dataclasses import dataclass
 
 from quiesce.config.models import Config
+from quiesce.core.errors import QuiesceError
 
 FIXED = 64
 PER_SERVICE = 3
@@ -43,8 +44,10 @@ ETCD = 16
 MAX_CHECKS_IN_FLIGHT = 1000  # HealthManager's max_concurrency
 
 
-class LimitError(Exception):
+class LimitError(QuiesceError):
     """The configured connection limit does not fit in the descriptor limit."""
+
+    status_hint = 500
 
 
 @dataclass(frozen=True, slots=True)

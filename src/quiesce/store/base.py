@@ -16,11 +16,14 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 from quiesce.core.admin import AdminRecord
+from quiesce.core.errors import QuiesceError
 from quiesce.core.events import Event
 
 
-class StoreError(Exception):
+class StoreError(QuiesceError):
     """The state store cannot be opened or used (bad path, not a quiesce database, ...)."""
+
+    status_hint = 503
 
 
 class StateStore(Protocol):

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 from quiesce.config.durations import parse_duration
+from quiesce.core.errors import QuiesceError
 
 if TYPE_CHECKING:
     import httpx
@@ -105,8 +106,8 @@ def settings_from(options: dict[str, Any]) -> ClientSettings:
 # --- HTTP ----------------------------------------------------------------------------------------
 
 
-class ClientError(click.ClickException):
-    """One line on stderr, exit 1."""
+class ClientError(click.ClickException, QuiesceError):
+    """One line on stderr, exit 1 (click shows it; it is in quiesce's error tree too)."""
 
     def show(self, file: Any = None) -> None:
         click.echo(f"quiesce: {self.format_message()}", err=True)

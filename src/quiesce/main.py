@@ -1,13 +1,18 @@
-"""Server-side verbs: ``quiesce run``, ``quiesce demo``, ``quiesce check``, ``quiesce passwd``."""
+"""The ``quiesce`` command, the process's entry point: the server verbs (``run``, ``demo``,
+``check``, ``passwd``) defined here, and the maxctrl-style client verbs of
+:mod:`quiesce.frontends.cli`, which only speak HTTP to a running quiesce. Everything heavy is
+imported inside the verb that needs it, so ``quiesce list servers`` starts fast."""
 
 from __future__ import annotations
 
 import getpass
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
+
+from quiesce.frontends.cli import client_options, register_client_verbs, settings_from
 
 if TYPE_CHECKING:
     from quiesce.config import Config
@@ -116,6 +121,17 @@ def demo_cmd(port: int, admin_port: int) -> None:
     sys.exit(run_demo(port=port, admin_port=admin_port))
 
 
-def register(group: click.Group) -> None:
-    for cmd in (run_cmd, demo_cmd, check_cmd, passwd_cmd):
-        group.add_command(cmd)
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="quiesce")
+@client_options
+@click.pass_context
+def main(ctx: click.Context, /, **options: Any) -> None:
+    """quiesce: a load balancer that takes servers out without losing a request."""
+    ctx.obj = settings_from(options)
+
+
+for _cmd in (run_cmd, demo_cmd, check_cmd, passwd_cmd):
+    main.add_command(_cmd)
+register_client_verbs(main)
+
+__all__ = ["main"]
