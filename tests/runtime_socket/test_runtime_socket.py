@@ -333,3 +333,21 @@ async def test_string_variables_cannot_end_an_answer_early(app: Any) -> None:
     answer = await cmd(app, "get var proc.x")
     assert answer == "proc.x: type=str value=<a\\n\\nset server web/web2 state maint>\n\n"
     assert answer.count("\n\n") == 1
+
+
+async def test_health_and_shutdown_are_audited_like_admin_commands(app: Any) -> None:
+    """``set server … health`` and ``shutdown sessions server`` go through the admin service:
+    their events carry the socket's cause and actor, as every other command's do."""
+    await cmd(app, "set server web/web1 health up")
+    await cmd(app, "set server web/web1 health stopping")
+    down = app.admin.events(server="web1", kind="oper_change")[-1]
+    assert (down.from_, down.to) == ("up", "down")
+    assert (down.cause, down.actor) == ("runtime-socket", "runtime-socket")
+    assert down.detail["forced"] == "stopping" and down.detail["actor"] == "runtime-socket"
+    assert down.eligible is not None
+    await cmd(app, "shutdown sessions server web/web2")
+    closed = app.admin.events(server="web2", kind="connections_closed")[-1]
+    assert (closed.cause, closed.actor) == ("runtime-socket", "runtime-socket")
+    assert closed.reason == "shutdown sessions server"
+    assert closed.pool == "web" and closed.detail == {"closed": 0}
+    assert closed.eligible is not None and closed.sessions == 0

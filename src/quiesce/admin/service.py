@@ -41,7 +41,7 @@ from quiesce.core.admin import AdminCommand, AdminRecord, Transition, disable_co
 from quiesce.core.clock import Clock
 from quiesce.core.errors import GuardRefused, InvalidCommand, NotFound, QuiesceError
 from quiesce.core.events import Event, EventKind
-from quiesce.core.states import Admin, Cause, CloseMode
+from quiesce.core.states import Admin, Cause, CloseMode, Oper
 from quiesce.state.registry import Registry, ServerRuntime
 from quiesce.store.base import StateStore
 from quiesce.store.etcd import RemoteChange
@@ -282,6 +282,39 @@ class AdminService:
             "",
             f"{server.key}: weight {old} → {weight}",
             {"weight": weight, "previous_weight": old},
+        )
+
+    def force_health(
+        self, ref: str, oper: Oper, *, actor: str, cause: Cause, forced: str | None = None
+    ) -> None:
+        """Force the operational state as HAProxy's ``set server … health`` does: every monitor
+        track of the server is set to ``oper`` (up or down), and the next check result moves
+        it on from there. A server with no monitor is unchanged. ``forced`` is the word the
+        operator typed (HAProxy's ``stopping`` is down), kept in the event's detail."""
+        server = self._find(ref, None, actor, cause, "")
+        if oper not in (Oper.UP, Oper.DOWN):
+            raise InvalidCommand(f"health can be forced up or down, not {oper.value}")
+        detail: dict[str, object] = {"actor": actor, "forced": forced or oper.value}
+        self.registry.force_oper(server, oper, cause, detail, actor=actor)
+
+    def shutdown_sessions(self, ref: str, *, actor: str, cause: Cause, reason: str = "") -> int:
+        """Close every connection of the server now, whatever its state (HAProxy's ``shutdown
+        sessions server``); returns how many there were. A ``connections_closed`` event."""
+        server = self._find(ref, None, actor, cause, reason)
+        return self.registry.shutdown_sessions(server, cause=cause, actor=actor, reason=reason)
+
+    def login_failed(self, actor: str, *, cause: Cause, reason: str, source: str, via: str) -> None:
+        """Record a failed authentication (a ``login_failed`` event; the front end keeps the
+        per-source rate limit)."""
+        self.registry.emit(
+            Event(
+                time=self.clock.time(),
+                kind=EventKind.LOGIN_FAILED,
+                cause=cause.value,
+                actor=actor or None,
+                reason=reason,
+                detail={"source": source, "via": via},
+            )
         )
 
     def set_flag(
@@ -618,7 +651,7 @@ class AdminService:
         return "; ".join([text, *extra])
 
     def _find(
-        self, ref: str, target: Admin, actor: str, cause: Cause, reason: str
+        self, ref: str, target: Admin | None, actor: str, cause: Cause, reason: str
     ) -> ServerRuntime:
         try:
             return self.registry.find_server(ref)
@@ -630,7 +663,7 @@ class AdminService:
                     kind=EventKind.ADMIN_REFUSED,
                     pool=pool if pool in self.registry.pools else None,
                     server=name,
-                    to=target.value,
+                    to=None if target is None else target.value,
                     cause=cause.value,
                     actor=actor,
                     reason=reason,

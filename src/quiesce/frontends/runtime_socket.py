@@ -40,8 +40,7 @@ from typing import Any
 from quiesce.config.addresses import split_address
 from quiesce.core.checks import Reason
 from quiesce.core.errors import QuiesceError
-from quiesce.core.events import Event, EventKind
-from quiesce.core.states import Admin, Cause, CloseMode, Oper, Verdict
+from quiesce.core.states import Admin, Cause, Oper, Verdict
 from quiesce.state.registry import PoolRuntime, Registry, ServerRuntime
 
 ACTOR = "runtime-socket"
@@ -255,28 +254,13 @@ class RuntimeCommands:
         """Force the operational state as HAProxy does: every monitor's track is set, and the
         next check result moves it on from there. A server with no monitor is unchanged."""
         target = Oper.UP if state == "up" else Oper.DOWN
-        self.registry.force_oper(server, target, CAUSE, {"actor": ACTOR, "forced": state})
+        self.app.admin.force_health(server.key, target, actor=ACTOR, cause=CAUSE, forced=state)
         return ""
 
     def shutdown_sessions(self, a: list[str]) -> str:
         server = self._server(a[0] if a else None)
-        n = server.connections
-        for handler in list(self.registry.close_handlers):
-            handler(server, CloseMode.ALL)
-        pool = self.registry.pools[server.pool]
-        self.registry.emit(
-            Event(
-                time=self.registry.clock.time(),
-                kind=EventKind.CONNECTIONS_CLOSED,
-                pool=server.pool,
-                server=server.name,
-                cause=CAUSE.value,
-                actor=ACTOR,
-                reason="shutdown sessions server",
-                detail={"closed": n},
-                eligible=pool.eligible_count,
-                sessions=pool.sessions,
-            )
+        self.app.admin.shutdown_sessions(
+            server.key, actor=ACTOR, cause=CAUSE, reason="shutdown sessions server"
         )
         return ""
 

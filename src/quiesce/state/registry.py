@@ -132,7 +132,13 @@ class Registry:
             self.force_oper(server, Oper.MAINTENANCE, Cause.PASSIVE, detail)
 
     def force_oper(
-        self, server: ServerRuntime, oper: Oper, cause: Cause, detail: dict[str, object]
+        self,
+        server: ServerRuntime,
+        oper: Oper,
+        cause: Cause,
+        detail: dict[str, object],
+        *,
+        actor: str | None = None,
     ) -> None:
         """Set every monitor track of ``server`` to ``oper`` (HAProxy's ``set server … health``,
         passive maintenance); the next check result moves it on from there as usual. A server
@@ -141,7 +147,7 @@ class Registry:
             return
         for m in server.tracks:
             server.tracks[m] = MonitorTrack(oper, 0)
-        self._set_oper(self.pools[server.pool], server, cause, None, detail)
+        self._set_oper(self.pools[server.pool], server, cause, None, detail, actor=actor)
 
     def _set_oper(
         self,
@@ -150,6 +156,8 @@ class Registry:
         cause: Cause,
         result: CheckResult | None,
         extra: dict[str, object] | None = None,
+        *,
+        actor: str | None = None,
     ) -> None:
         new = combine(
             [server.tracks[m].state for m in server.monitors], pool.config.min_health_monitors_up
@@ -171,6 +179,7 @@ class Registry:
                 from_=old.value,
                 to=new.value,
                 cause=cause.value,
+                actor=actor,
                 detail=detail,
             )
         )
@@ -319,6 +328,26 @@ class Registry:
     def next_due(self) -> float | None:
         times = [t for s in self.servers() if (t := admin_sm.next_due(s.admin)) is not None]
         return min(times) if times else None
+
+    def shutdown_sessions(
+        self, server: ServerRuntime, *, cause: Cause, actor: str, reason: str
+    ) -> int:
+        """Close every connection of ``server`` now (HAProxy's ``shutdown sessions server``),
+        whatever its state; returns how many it had. A ``connections_closed`` event follows."""
+        n = server.connections
+        self._close(server, CloseMode.ALL)
+        self.emit(
+            self._event(
+                EventKind.CONNECTIONS_CLOSED,
+                self.pools[server.pool],
+                server=server.name,
+                cause=cause.value,
+                actor=actor,
+                reason=reason,
+                detail={"closed": n},
+            )
+        )
+        return n
 
     def set_weight(self, server: ServerRuntime, weight: int) -> None:
         if not 0 <= weight <= 256:

@@ -28,11 +28,10 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Literal
 
+from quiesce.admin import AdminService
 from quiesce.config.models import AdminConfig
-from quiesce.core.events import Event, EventKind
 from quiesce.core.states import Cause
 from quiesce.security import verify_password
-from quiesce.state.registry import Registry
 
 Role = Literal["admin", "read_only"]
 Via = Literal["basic", "bearer", "session"]
@@ -78,7 +77,7 @@ class AuthError(Exception):
 @dataclass
 class Authenticator:
     config: AdminConfig
-    registry: Registry
+    admin: AdminService
     sessions: dict[str, Session] = field(default_factory=dict)
     _failures: dict[str, deque[float]] = field(default_factory=dict)
     _verified: dict[bytes, tuple[str, Role]] = field(default_factory=dict)
@@ -122,16 +121,7 @@ class Authenticator:
 
     def _fail(self, source: str, actor: str, via: str, why: str) -> AuthError:
         self._recent_failures(source, time.monotonic()).append(time.monotonic())
-        self.registry.emit(
-            Event(
-                time=self.registry.clock.time(),
-                kind=EventKind.LOGIN_FAILED,
-                cause=Cause.API.value,
-                actor=actor or None,
-                reason=why,
-                detail={"source": source, "via": via},
-            )
-        )
+        self.admin.login_failed(actor, cause=Cause.API, reason=why, source=source, via=via)
         return AuthError(401, "unauthorized", why)
 
     # credentials ------------------------------------------------------------------------------

@@ -735,7 +735,7 @@ def create_api(app: AppLike) -> FastAPI:
         redoc_url=None,
     )
     api.state.app = app
-    api.state.auth = Authenticator(app.config.admin, app.registry)
+    api.state.auth = Authenticator(app.config.admin, app.admin)
     api.state.stopping = asyncio.Event()
     _install_error_handlers(api)
     v1, maxscale = build_routes(app)
