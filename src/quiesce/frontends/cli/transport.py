@@ -1,11 +1,14 @@
 """How the CLI client reaches the REST API: the global options (maxctrl's ``--hosts``,
 ``--user``, ``--password``, ``--secure``, ``--tls-*``, ``--timeout``, each also read from a
-``QUIESCE_*`` environment variable), the settings they make, and :class:`Api`, one httpx client
+``QUIESCE_*`` environment variable), the settings they make, and :class:`Api`, one HTTP client
 over them with one-line errors (:class:`ClientError`). Shared by the verbs (``client``) and the
 monitor sub-shell (``configure``); imports nothing else of the CLI."""
 
 from __future__ import annotations
 
+import base64
+import json
+import urllib.parse
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -16,7 +19,8 @@ from quiesce.config.durations import parse_duration
 from quiesce.core.errors import QuiesceError
 
 if TYPE_CHECKING:
-    import httpx
+    import http.client
+    import ssl
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -113,23 +117,41 @@ class ClientError(click.ClickException, QuiesceError):
         click.echo(f"quiesce: {self.format_message()}", err=True)
 
 
-class Api:
-    def __init__(self, settings: ClientSettings) -> None:
-        import httpx
+@dataclass
+class Response:
+    """One answer: status and body (the client reads every answer whole, except streams)."""
 
+    status_code: int
+    content: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.content)
+
+    @property
+    def text(self) -> str:
+        return self.content.decode("utf-8", "replace")
+
+
+class Api:
+    """The admin API over the standard library's ``http.client``: one keep-alive connection,
+    the next ``--hosts`` entry tried when one cannot be reached. (httpx, used before, cost
+    0.1-0.2 s of start-up per command in imports and a CA bundle read; a verb makes one or two
+    requests, so the CLI uses the standard library. See BENCHMARKS.md, CLI start-up.)"""
+
+    def __init__(self, settings: ClientSettings) -> None:
         self.settings = settings
         scheme = "https" if settings.secure else "http"
-        self.bases = []
+        self.bases: list[str] = []
         for host in settings.hosts.split(","):
             host = host.strip()
             if host:
                 self.bases.append(host if "://" in host else f"{scheme}://{host}")
         if not self.bases:
             raise ClientError("--hosts is empty")
-        import ssl  # here, not at the top: verbs over plain HTTP start without it
-
-        verify: ssl.SSLContext | bool = True
+        self._tls: ssl.SSLContext | None = None
         if any(b.startswith("https://") for b in self.bases):
+            import ssl  # here, not at the top: verbs over plain HTTP start without it
+
             ctx = ssl.create_default_context(cafile=settings.tls_ca_cert)
             if not settings.tls_verify_server_cert:
                 ctx.check_hostname = False
@@ -139,28 +161,91 @@ class Api:
                     ctx.load_cert_chain(settings.tls_cert, settings.tls_key)
                 except (OSError, ssl.SSLError) as exc:
                     raise ClientError(f"cannot load --tls-cert/--tls-key: {exc}") from None
-            verify = ctx
-        auth: Any = None
-        headers = {"X-Quiesce-Client": "cli", "Accept": "application/json"}
+            self._tls = ctx
+        self.headers = {"X-Quiesce-Client": "cli", "Accept": "application/json"}
         if settings.token:
-            headers["Authorization"] = f"Bearer {settings.token}"
+            self.headers["Authorization"] = f"Bearer {settings.token}"
         elif settings.user is not None:
-            auth = httpx.BasicAuth(settings.user, settings.password or "")
-        self.client = httpx.Client(
-            auth=auth, headers=headers, verify=verify, timeout=settings.timeout
-        )
+            pair = f"{settings.user}:{settings.password or ''}".encode()
+            self.headers["Authorization"] = "Basic " + base64.b64encode(pair).decode("ascii")
         self.base = self.bases[0]
+        # Imported here, not at the top: it imports ssl, which `quiesce --help` needs not.
+        import http.client
 
-    def request(self, method: str, path: str, **kw: Any) -> httpx.Response:
-        import httpx
+        self._http = http.client
+        self._conn: http.client.HTTPConnection | None = None
+        self._conn_base = ""
 
+    def _connection(self, base: str, timeout: float | None) -> http.client.HTTPConnection:
+        if self._conn is not None and self._conn_base == base:
+            self._conn.timeout = timeout
+            if self._conn.sock is not None:
+                self._conn.sock.settimeout(timeout)
+            return self._conn
+        self.close()
+        url = urllib.parse.urlsplit(base)
+        if url.scheme not in ("http", "https") or not url.hostname:
+            raise ClientError(f"bad --hosts entry {base!r}: expected HOST:PORT or a URL")
+        if url.scheme == "https":
+            conn: http.client.HTTPConnection = self._http.HTTPSConnection(
+                url.hostname, url.port, timeout=timeout, context=self._tls
+            )
+        else:
+            conn = self._http.HTTPConnection(url.hostname, url.port, timeout=timeout)
+        self._conn, self._conn_base = conn, base
+        return conn
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def _send(
+        self,
+        base: str,
+        method: str,
+        path: str,
+        params: dict[str, Any] | None,
+        body: bytes | None,
+        timeout: float | None,
+    ) -> http.client.HTTPResponse:
+        target = path + ("?" + urllib.parse.urlencode(params) if params else "")
+        headers = dict(self.headers)
+        if body is not None:
+            headers["Content-Type"] = "application/json"
+        for attempt in (0, 1):
+            conn = self._connection(base, timeout)
+            try:
+                conn.request(method, target, body=body, headers=headers)
+                return conn.getresponse()
+            except (self._http.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
+                # The server closed the kept-alive connection between two requests.
+                self.close()
+                if attempt:
+                    raise
+            except BaseException:
+                self.close()
+                raise
+        raise AssertionError("unreachable")
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        params: dict[str, Any] | None = None,
+        json_body: Any = None,
+    ) -> Response:
+        body = None if json_body is None else json.dumps(json_body).encode()
         last: Exception | None = None
         for base in [self.base, *(b for b in self.bases if b != self.base)]:
             try:
-                r = self.client.request(method, base + path, **kw)
-            except httpx.TransportError as exc:
+                resp = self._send(base, method, path, params, body, self.settings.timeout)
+                r = Response(resp.status, resp.read())
+            except (OSError, self._http.HTTPException) as exc:
                 last = exc
                 continue
+            if resp.will_close:
+                self.close()
             self.base = base
             if r.status_code >= 400:
                 raise ClientError(_error_line(r))
@@ -172,21 +257,26 @@ class Api:
         return self.request("GET", path, params=clean).json()
 
     def send(self, method: str, path: str, body: Any = None) -> Any:
-        r = self.request(method, path, json=body)
+        r = self.request(method, path, json_body=body)
         return r.json() if r.content else None
 
     def stream_lines(self, path: str, params: dict[str, Any]) -> Iterator[str]:
-        import httpx
-
-        timeout = httpx.Timeout(self.settings.timeout, read=None)
+        """The lines of a streamed answer (Server-Sent Events), with no read timeout."""
         try:
-            with self.client.stream("GET", self.base + path, params=params, timeout=timeout) as r:
-                if r.status_code >= 400:
-                    r.read()
-                    raise ClientError(_error_line(r))
-                yield from r.iter_lines()
-        except httpx.TransportError as exc:
+            resp = self._send(self.base, "GET", path, params, None, self.settings.timeout)
+            if resp.status >= 400:
+                raise ClientError(_error_line(Response(resp.status, resp.read())))
+            if self._conn is not None and self._conn.sock is not None:
+                self._conn.sock.settimeout(None)
+            while True:
+                line = resp.readline()
+                if not line:
+                    return
+                yield line.decode("utf-8", "replace").rstrip("\r\n")
+        except (OSError, self._http.HTTPException) as exc:
             raise ClientError(f"cannot reach {self.base}: {_reason(exc)}") from None
+        finally:
+            self.close()
 
 
 def _reason(exc: Exception | None) -> str:
@@ -194,11 +284,11 @@ def _reason(exc: Exception | None) -> str:
     return text or type(exc).__name__
 
 
-def _error_line(r: httpx.Response) -> str:
+def _error_line(r: Response) -> str:
     try:
         data = r.json()
         detail = data.get("detail") or data.get("error")
-    except ValueError:
+    except (ValueError, AttributeError):
         detail = r.text.strip()[:200]
     return f"{r.status_code}: {detail}" if detail else f"HTTP {r.status_code}"
 
@@ -212,7 +302,7 @@ def settings(ctx: click.Context) -> ClientSettings:
 
 def api_of(ctx: click.Context) -> Api:
     api = Api(settings(ctx))
-    ctx.call_on_close(api.client.close)
+    ctx.call_on_close(api.close)
     return api
 
 
@@ -221,6 +311,7 @@ __all__ = [
     "Api",
     "ClientError",
     "ClientSettings",
+    "Response",
     "api_of",
     "client_options",
     "settings",
