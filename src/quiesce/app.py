@@ -23,7 +23,8 @@ from typing import TYPE_CHECKING, Any
 from quiesce.config.models import Config
 from quiesce.core.clock import Clock, SystemClock
 from quiesce.core.errors import QuiesceError
-from quiesce.core.events import Event, EventKind
+from quiesce.core.events import EventKind
+from quiesce.state.events import make_event
 from quiesce.state.registry import Registry
 
 if TYPE_CHECKING:
@@ -147,7 +148,7 @@ class App:
         if not self._started:
             return
         self._started = False
-        self.registry.emit(Event(self.clock.time(), EventKind.SHUTDOWN, cause="signal"))
+        self.registry.emit(make_event(self.clock, EventKind.SHUTDOWN, cause="signal"))
         await self._close_services()
         if self.runtime_socket is not None:
             await self.runtime_socket.stop()

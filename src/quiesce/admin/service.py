@@ -42,6 +42,7 @@ from quiesce.core.clock import Clock
 from quiesce.core.errors import GuardRefused, InvalidCommand, NotFound, QuiesceError
 from quiesce.core.events import Event, EventKind
 from quiesce.core.states import Admin, Cause, CloseMode, Oper
+from quiesce.state.events import make_event
 from quiesce.state.registry import Registry, ServerRuntime
 from quiesce.store.base import StateStore
 from quiesce.store.etcd import RemoteChange
@@ -112,10 +113,10 @@ class AdminService:
         if set_handler is not None:
             set_handler(self._on_remote_change)
         self.registry.emit(
-            Event(
-                time=self.clock.time(),
-                kind=EventKind.STARTUP,
-                cause=Cause.STARTUP.value,
+            make_event(
+                self.clock,
+                EventKind.STARTUP,
+                cause=Cause.STARTUP,
                 actor=STORE_ACTOR,
                 reason="persisted state restored",
                 detail=summary,
@@ -307,10 +308,10 @@ class AdminService:
         """Record a failed authentication (a ``login_failed`` event; the front end keeps the
         per-source rate limit)."""
         self.registry.emit(
-            Event(
-                time=self.clock.time(),
-                kind=EventKind.LOGIN_FAILED,
-                cause=cause.value,
+            make_event(
+                self.clock,
+                EventKind.LOGIN_FAILED,
+                cause=cause,
                 actor=actor or None,
                 reason=reason,
                 detail={"source": source, "via": via},
@@ -658,13 +659,13 @@ class AdminService:
         except NotFound as exc:
             pool, _, name = ref.partition("/") if "/" in ref else (None, "", ref)
             self.registry.emit(
-                Event(
-                    time=self.clock.time(),
-                    kind=EventKind.ADMIN_REFUSED,
-                    pool=pool if pool in self.registry.pools else None,
+                make_event(
+                    self.clock,
+                    EventKind.ADMIN_REFUSED,
+                    pool if pool in self.registry.pools else None,
                     server=name,
-                    to=None if target is None else target.value,
-                    cause=cause.value,
+                    to=None if target is None else target,
+                    cause=cause,
                     actor=actor,
                     reason=reason,
                     detail={"error": exc.message, "ref": ref},
@@ -683,19 +684,17 @@ class AdminService:
     ) -> NoReturn:
         pool = self.registry.pools[server.pool]
         self.registry.emit(
-            Event(
-                time=self.clock.time(),
-                kind=EventKind.ADMIN_REFUSED,
-                pool=pool.name,
+            make_event(
+                self.clock,
+                EventKind.ADMIN_REFUSED,
+                pool,
                 server=server.name,
-                from_=server.admin.state.value,
-                to=target.value,
-                cause=cause.value,
+                from_=server.admin.state,
+                to=target,
+                cause=cause,
                 actor=actor,
                 reason=reason,
                 detail={"error": exc.message},
-                eligible=pool.eligible_count,
-                sessions=pool.sessions,
             )
         )
         raise exc
@@ -712,19 +711,17 @@ class AdminService:
         pool = self.registry.pools[server.pool]
         state = server.admin.state.value
         self.registry.emit(
-            Event(
-                time=self.clock.time(),
-                kind=EventKind.ADMIN_COMMAND,
-                pool=pool.name,
+            make_event(
+                self.clock,
+                EventKind.ADMIN_COMMAND,
+                pool,
                 server=server.name,
                 from_=state,
                 to=state,
-                cause=cause.value,
+                cause=cause,
                 actor=actor,
                 reason=reason,
                 detail={"message": message, **detail},
-                eligible=pool.eligible_count,
-                sessions=pool.sessions,
             )
         )
 

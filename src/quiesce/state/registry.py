@@ -31,6 +31,7 @@ from quiesce.core.oper import TRANSITIONS, MonitorTrack, Stay, combine
 from quiesce.core.pool import elect, guard_violation, slow_start_factor
 from quiesce.core.states import Cause, CloseMode, Oper, Verdict
 from quiesce.core.status import in_maintenance
+from quiesce.state.events import make_event
 from quiesce.state.runtime import (
     LAST_CHECKS,
     CloseHandler,
@@ -97,16 +98,6 @@ class Registry:
         for listener in list(self.listeners):
             listener(event)
 
-    def _event(self, kind: EventKind, pool: PoolRuntime | None, **kw: object) -> Event:
-        return Event(
-            time=self.clock.time(),
-            kind=kind,
-            pool=pool.name if pool else None,
-            eligible=pool.eligible_count if pool else None,
-            sessions=pool.sessions if pool else None,
-            **kw,  # type: ignore[arg-type]
-        )
-
     # the operational axis -----------------------------------------------------------------
 
     def record_check(self, server: ServerRuntime, result: CheckResult) -> None:
@@ -172,7 +163,8 @@ class Registry:
             detail.update(result.to_dict())
         pending = self._recompute(pool, now)
         self.emit(
-            self._event(
+            make_event(
+                self.clock,
                 EventKind.OPER_CHANGE,
                 pool,
                 server=server.name,
@@ -210,7 +202,8 @@ class Registry:
         except Exception as exc:
             message = getattr(exc, "message", str(exc))
             self.emit(
-                self._event(
+                make_event(
+                    self.clock,
                     EventKind.ADMIN_REFUSED,
                     pool,
                     server=server.name,
@@ -290,7 +283,8 @@ class Registry:
             detail["expires"] = t.after.expires
         kind = EventKind.ADMIN_CHANGE if t.changed else EventKind.ADMIN_COMMAND
         self.emit(
-            self._event(
+            make_event(
+                self.clock,
                 kind,
                 pool,
                 server=server.name,
@@ -337,7 +331,8 @@ class Registry:
         n = server.connections
         self._close(server, CloseMode.ALL)
         self.emit(
-            self._event(
+            make_event(
+                self.clock,
                 EventKind.CONNECTIONS_CLOSED,
                 self.pools[server.pool],
                 server=server.name,
@@ -364,7 +359,8 @@ class Registry:
         created = name not in self.monitors
         self.monitors[name] = monitor
         self.emit(
-            self._event(
+            make_event(
+                self.clock,
                 EventKind.MONITOR_CHANGE,
                 None,
                 cause=cause.value,
@@ -386,7 +382,8 @@ class Registry:
             )
         del self.monitors[name]
         self.emit(
-            self._event(
+            make_event(
+                self.clock,
                 EventKind.MONITOR_CHANGE,
                 None,
                 cause=cause.value,
@@ -422,7 +419,8 @@ class Registry:
             s.monitors = wanted
             self._set_oper(pool, s, cause, None)
         self.emit(
-            self._event(
+            make_event(
+                self.clock,
                 EventKind.MONITOR_CHANGE,
                 pool,
                 cause=cause.value,
@@ -441,7 +439,8 @@ class Registry:
         old = self.flags.get(name)
         self.flags[name] = value
         self.emit(
-            self._event(
+            make_event(
+                self.clock,
                 EventKind.FLAG_CHANGE,
                 None,
                 from_=_flag_text(old),
@@ -458,7 +457,8 @@ class Registry:
             raise NotFound(f"no flag named {name!r}")
         old = self.flags.pop(name)
         self.emit(
-            self._event(
+            make_event(
+                self.clock,
                 EventKind.FLAG_CHANGE,
                 None,
                 from_=_flag_text(old),
@@ -499,7 +499,8 @@ class Registry:
                 pool.primary = new_primary
                 if emit:
                     out.append(
-                        self._event(
+                        make_event(
+                            self.clock,
                             EventKind.ELECTION,
                             pool,
                             server=new_primary,
@@ -524,7 +525,7 @@ class Registry:
             if emit:
                 kind = EventKind.POOL_UP if available else EventKind.POOL_DOWN
                 reason = None if available else "pool has no server available"
-                out.append(self._event(kind, pool, reason=reason))
+                out.append(make_event(self.clock, kind, pool, reason=reason))
         return out
 
     # views ------------------------------------------------------------------------------------
