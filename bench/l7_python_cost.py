@@ -17,7 +17,8 @@ from typing import Any
 
 from quiesce.config.models import Config
 from quiesce.dataplane import ConnectionTable
-from quiesce.dataplane.http import ClientConnection, Upstream
+from quiesce.dataplane.h1.client import ClientConnection
+from quiesce.dataplane.h1.upstream import Upstream
 from quiesce.dataplane.service import make_context
 from quiesce.state.registry import Registry
 

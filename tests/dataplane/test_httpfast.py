@@ -18,8 +18,11 @@ from hypothesis import strategies as st
 
 from quiesce import _accel
 from quiesce.config.models import Config
-from quiesce.dataplane import ConnectionTable, http
-from quiesce.dataplane.http import ClientConnection, Upstream
+from quiesce.dataplane import ConnectionTable
+from quiesce.dataplane.h1 import client as client_mod
+from quiesce.dataplane.h1 import upstream as upstream_mod
+from quiesce.dataplane.h1.client import ClientConnection
+from quiesce.dataplane.h1.upstream import Upstream
 from quiesce.dataplane.service import make_context
 from quiesce.state.registry import Registry
 
@@ -78,8 +81,8 @@ def exchange(
     answer with ``responses`` (one upstream read each); what each side received, and state."""
     c_fast = _accel.httpfast
     assert c_fast is not None
-    monkeypatch.setattr(http, "_fast_request", c_fast.request if fast else None)
-    monkeypatch.setattr(http, "_fast_response", c_fast.response if fast else None)
+    monkeypatch.setattr(client_mod, "_fast_request", c_fast.request if fast else None)
+    monkeypatch.setattr(upstream_mod, "_fast_response", c_fast.response if fast else None)
 
     async def go() -> tuple[Any, ...]:
         cfg = Config.model_validate(

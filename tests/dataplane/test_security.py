@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from quiesce.dataplane import http as http_mod
+from quiesce.dataplane.h1 import exchange as http_mod
+from quiesce.dataplane.h1 import pool as pool_mod
 from tests.dataplane.backend import Backend
 from tests.dataplane.conftest import make_config, start_proxy, wait_for
 
@@ -278,7 +279,7 @@ async def test_keep_alive_race_resends_only_what_may_be_sent_twice(
         assert [q.target for q in b.requests[seen:]] == ["/sink"]
         # A plain POST never takes a connection idle for SAFE_REUSE_IDLE or longer: with
         # the limit at 0 it always gets a fresh one, and the race cannot happen to it.
-        monkeypatch.setattr(http_mod, "SAFE_REUSE_IDLE", 0.0)
+        monkeypatch.setattr(pool_mod, "SAFE_REUSE_IDLE", 0.0)
         for _ in range(3):
             assert (await c.get(p.url + "/")).status_code == 200
             r = await c.post(p.url + "/sink", content=b"z" * 10)

@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from quiesce.dataplane.pages import Page
 
@@ -178,6 +179,9 @@ class ServiceContext:
     # An idle keep-alive L7 connection is parked after this long (quiesce.dataplane.park);
     # math.inf: never. Not a config key: tests shorten it.
     park_after: float = 0.5
+    # Parks an idle connection, returns whether it did (quiesce.dataplane.park.park, set by
+    # make_context; None: never park). A hook, so the L7 protocol needs no import of park.
+    park: Callable[[Any], bool] | None = None
     sweeper: asyncio.TimerHandle | None = None
     # Connection limits (quiesce.dataplane.service accepts within them): the process's gate,
     # this service's max_connections (NO_LIMIT: none), the count from which its listener

@@ -3,7 +3,7 @@
 Theory of operation
 -------------------
 An L7 client connection that waits for its next keep-alive request costs the event loop's
-transport (uvloop: about 1.2 KiB) and its :class:`~quiesce.dataplane.http.ClientConnection`
+transport (uvloop: about 1.2 KiB) and its :class:`~quiesce.dataplane.h1.client.ClientConnection`
 (about 1.3 KiB) for as long as the client keeps it open — minutes, for browsers and SDK
 connection pools. Once such a connection has been idle for ``ServiceContext.park_after``
 seconds (0.5 s) with nothing in progress, :func:`park` takes its socket away from the loop:
@@ -71,7 +71,7 @@ import termios
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from quiesce.dataplane.http import ClientConnection
+from quiesce.dataplane.h1.client import ClientConnection
 
 if TYPE_CHECKING:
     from quiesce.dataplane.context import ServiceContext
@@ -295,27 +295,9 @@ _LOTS: dict[asyncio.AbstractEventLoop, ParkingLot] = {}
 
 def park(conn: ClientConnection) -> bool:
     """Park ``conn`` if it is idle between requests with nothing at all in progress;
-    returns whether it was parked. Called by the service sweep (``ClientConnection.check``)."""
-    if (
-        conn.closed
-        or conn.current is not None
-        or conn.queue
-        or conn.parsing is not None
-        or conn.begin_at >= 0
-        or conn.paused
-        or conn.out
-        or conn.holding
-        or conn.up is not None
-        or conn.connecting is not None
-        or conn.upgrade_buf is not None
-        or conn.tunnel
-        or conn.lingering
-        or conn.client_eof
-        or conn.boundary_close
-        or conn.deferred_error
-        or conn.timer is not None
-        or conn.server is not None
-    ):
+    returns whether it was parked. Called by the service sweep (``ClientConnection.check``,
+    through ``ServiceContext.park``)."""
+    if not conn.parkable():
         return False
     ctx = conn.ctx
     transport = conn.transport

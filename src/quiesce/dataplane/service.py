@@ -48,9 +48,10 @@ from quiesce.dataplane.context import (
     ServiceStats,
     below_again,
 )
-from quiesce.dataplane.http import ClientConnection
+from quiesce.dataplane.h1.client import ClientConnection
 from quiesce.dataplane.limits import listen_backlog
 from quiesce.dataplane.pages import Page
+from quiesce.dataplane.park import park
 from quiesce.dataplane.table import ConnectionTable
 from quiesce.dataplane.tcp import TcpClient
 from quiesce.rules.decision import Router
@@ -416,6 +417,7 @@ def make_context(
         status_codes=frozenset(ors.codes) if ors else frozenset(),
         mark_server=bool(ors and ors.mark_server == "maintenance"),
         max_connections=NO_LIMIT if config.max_connections is None else config.max_connections,
+        park=park,
     )
     timeouts = [config.client_header_timeout, config.client_idle_timeout]
     if config.client_body_timeout is not None:

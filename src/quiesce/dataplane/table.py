@@ -14,7 +14,7 @@ Every client connection that is "to" a server is in exactly one of the table's s
   closes it; ``AT_BOUNDARY`` only forgets that it was the server's.
 
 The table also keeps each server's idle upstream connections (the keep-alive pool the L7
-proxy reuses), so closing a server drops them too.
+proxy reuses, quiesce.dataplane.h1.pool), so closing a server drops them too.
 
 ``close(server, mode)`` is registered in ``registry.close_handlers``:
 
@@ -37,14 +37,13 @@ An idle L7 connection that was parked (quiesce.dataplane.park) is in the idle se
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import TYPE_CHECKING, Protocol
 
 from quiesce.balancing.persistence import StickyTable
 from quiesce.core.states import CloseMode
+from quiesce.dataplane.h1.pool import UpstreamPool
 
 if TYPE_CHECKING:
-    from quiesce.dataplane.http import Upstream
     from quiesce.state.registry import Registry, ServerRuntime
 
 
@@ -68,7 +67,15 @@ class ConnectionTable:
         self.registry = registry
         self.busy: dict[ServerRuntime, set[Closable]] = {}
         self.idle: dict[ServerRuntime, set[Closable]] = {}
-        self.upstream_idle: dict[ServerRuntime, list[Upstream]] = {}
+        # The L7 proxy's idle keep-alive upstream connections (quiesce.dataplane.h1.pool),
+        # its methods bound here: the proxy takes and puts one per request.
+        self.upstreams = pool = UpstreamPool()
+        self.upstream_idle = pool.idle
+        self.take_upstream = pool.take
+        self.put_upstream = pool.put
+        self.drop_upstream = pool.drop
+        self.close_idle_upstreams = pool.close_idle
+        self.idle_upstream_count = pool.count
         self.closed_by_mode: dict[str, int] = {"all": 0, "at_boundary": 0}
         # source_ip persistence, per pool name (shared by every service using the pool).
         self.sticky: dict[str, StickyTable] = {}
@@ -156,47 +163,6 @@ class ConnectionTable:
             busy.discard(conn)
             server.connections = len(busy)
 
-    # idle upstream pool ----------------------------------------------------------------------
-
-    def take_upstream(self, server: ServerRuntime) -> Upstream | None:
-        pool = self.upstream_idle.get(server)
-        if pool:
-            return pool.pop()
-        return None
-
-    def put_upstream(self, server: ServerRuntime, up: Upstream, limit: int) -> bool:
-        pool = self.upstream_idle.get(server)
-        if pool is None:
-            pool = self.upstream_idle[server] = []
-        if len(pool) >= limit:
-            return False
-        pool.append(up)
-        return True
-
-    def drop_upstream(self, server: ServerRuntime, up: Upstream) -> None:
-        pool = self.upstream_idle.get(server)
-        if pool is not None:
-            try:
-                pool.remove(up)
-            except ValueError:
-                pass
-
-    def close_idle_upstreams(self, servers: Iterable[ServerRuntime] | None = None) -> int:
-        """Close idle upstream connections (of ``servers``, an iterable, or all); returns
-        how many. Service shutdown calls it so nothing is left open behind it."""
-        wanted = None if servers is None else set(servers)
-        n = 0
-        for server in list(self.upstream_idle):
-            if wanted is not None and server not in wanted:
-                continue
-            for up in self.upstream_idle.pop(server, []):
-                up.close()
-                n += 1
-        return n
-
-    def idle_upstream_count(self, server: ServerRuntime) -> int:
-        return len(self.upstream_idle.get(server, ()))
-
     def idle_count(self, server: ServerRuntime) -> int:
         """L7 keep-alive client connections idle-to-``server``."""
         return len(self.idle.get(server, ()))
@@ -207,8 +173,7 @@ class ConnectionTable:
         """Carry out ``mode`` on ``server``'s connections (a registry close handler)."""
         if mode is CloseMode.NONE:
             return
-        for up in self.upstream_idle.pop(server, []):
-            up.close()
+        self.upstreams.close_server(server)
         idle = self.idle.pop(server, ())
         if mode is CloseMode.ALL:
             for conn in list(idle):

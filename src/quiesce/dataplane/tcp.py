@@ -15,6 +15,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from quiesce.dataplane.context import ServiceContext
+from quiesce.dataplane.persistence import pick_by_source
 
 if TYPE_CHECKING:
     from quiesce.state.registry import PoolRuntime, ServerRuntime
@@ -111,11 +112,9 @@ class TcpClient(asyncio.Protocol):
         if persistence is None or persistence.type != "source_ip":
             return pool.pick(self.peer, now, exclude)
         table = self.ctx.table.sticky_table(pool.name)
-        mono = self.ctx.loop.time()
-        server = pool.pick(self.peer, now, exclude, table.get(self.peer, mono))
-        if server is not None:
-            table.put(self.peer, server.name, mono, persistence.timeout)
-        return server
+        return pick_by_source(
+            pool, persistence, table, self.peer, now, self.ctx.loop.time(), exclude
+        )
 
     def _bind(self, pool: PoolRuntime, server: ServerRuntime) -> None:
         self.pool = pool

@@ -1,0 +1,210 @@
+"""Header policy: what the proxy removes, keeps, adds and refuses, both ways.
+
+Hop-by-hop headers (RFC 9110 §7.6.1) are removed, and so is whatever ``Connection`` names,
+except the framing and routing headers (``NEVER_HOP_BY_HOP``); ``X-Forwarded-For`` is
+appended to, ``X-Forwarded-Proto`` and ``X-Forwarded-Host`` replaced; ambiguous request
+framing is refused (400). :func:`forward_request` and :func:`forward_response` apply it to
+heads httptools parsed; the C fast path applies the same policy to the heads it accepts.
+"""
+
+from __future__ import annotations
+
+from quiesce.dataplane.h1.codec import ClientError
+from quiesce.dataplane.h1.exchange import Request
+from quiesce.dataplane.pages import reason_phrase
+
+# Headers that describe one connection only (RFC 9110 §7.6.1), never forwarded.
+HOP_BY_HOP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+    }
+)
+# Added by the proxy; a client's own values are replaced (X-Forwarded-For is appended to).
+FORWARDED = frozenset({b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host"})
+# Header names the proxy acts on, by lower-case name (one dict lookup per header).
+H_DROP, H_HOST, H_LENGTH, H_COOKIE, H_XFF, H_TE, H_CONNECTION, H_UPGRADE, H_EXPECT = range(9)
+REQUEST_SPECIAL: dict[bytes, int] = {
+    **{name: H_DROP for name in HOP_BY_HOP | FORWARDED},
+    b"host": H_HOST,
+    b"content-length": H_LENGTH,
+    b"cookie": H_COOKIE,
+    b"x-forwarded-for": H_XFF,
+    b"transfer-encoding": H_TE,
+    b"connection": H_CONNECTION,
+    b"upgrade": H_UPGRADE,
+    b"expect": H_EXPECT,
+}
+RESPONSE_SPECIAL: dict[bytes, int] = {
+    **{name: H_DROP for name in HOP_BY_HOP},
+    b"content-length": H_LENGTH,
+    b"transfer-encoding": H_TE,
+    b"connection": H_CONNECTION,
+    b"upgrade": H_UPGRADE,
+}
+
+
+_PLAIN_CONNECTION = frozenset(
+    {b"keep-alive", b"Keep-Alive", b"close", b"Close", b"upgrade", b"Upgrade"}
+)
+
+
+# Connection options that are not removed with the header they name: the framing and routing
+# headers. The proxy frames every message it forwards itself (RFC 9112 §6) and must send Host
+# (RFC 9110 §7.2), so a ``Connection: Content-Length`` cannot take them away; dropping one
+# while forwarding the body would let the next hop read the body as another message
+# (request smuggling). As HAProxy and nginx: the header is kept, the option ignored.
+NEVER_HOP_BY_HOP = frozenset(
+    {b"", b"keep-alive", b"close", b"upgrade", b"content-length", b"transfer-encoding", b"host"}
+)
+
+
+def connection_tokens(value: bytes, extra: list[bytes] | None) -> list[bytes] | None:
+    """Header names listed in Connection (beyond keep-alive/close/upgrade): hop-by-hop too,
+    except the framing and routing headers (``NEVER_HOP_BY_HOP``)."""
+    if value in _PLAIN_CONNECTION:
+        return extra
+    for tok in value.lower().split(b","):
+        tok = tok.strip(b" \t")
+        if tok not in NEVER_HOP_BY_HOP:
+            extra = extra or []
+            extra.append(tok)
+    return extra
+
+
+_STATUS_LINES: dict[tuple[int, bytes], bytes] = {}
+_REASONS: dict[int, bytes] = {}
+
+
+def status_line(status: int, reason: bytes) -> bytes:
+    line = _STATUS_LINES.get((status, reason))
+    if line is None:
+        line = b"HTTP/1.1 %d %s" % (status, reason or _reason(status))
+        if len(_STATUS_LINES) < 512:  # reasons come from servers: keep the cache bounded
+            _STATUS_LINES[(status, reason)] = line
+    return line
+
+
+def _reason(status: int) -> bytes:
+    r = _REASONS.get(status)
+    if r is None:
+        r = _REASONS[status] = reason_phrase(status)
+    return r
+
+
+_AUTHORITY_CHARS = frozenset(
+    b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~%!$&'()*+,;=:[]"
+)
+
+
+def authority(url: bytes) -> bytes | None:
+    """The authority of an absolute-form ``http``/``https`` request target; None when there is
+    none, it carries userinfo (RFC 9110 §4.2.4: treated as an error) or a byte no host has."""
+    scheme, sep, rest = url.partition(b"://")
+    if not sep or scheme.lower() not in (b"http", b"https"):
+        return None
+    end = len(rest)
+    for delim in b"/?#":
+        i = rest.find(bytes((delim,)))
+        if 0 <= i < end:
+            end = i
+    authority = rest[:end]
+    if not authority or not _AUTHORITY_CHARS.issuperset(authority):
+        return None
+    return authority
+
+
+def forward_request(
+    req: Request, headers: list[tuple[bytes, bytes]], upgrade: bool, peer: bytes
+) -> None:
+    """Apply the policy to a request head httptools parsed: ``req.head`` (the head sent to
+    the server), ``req.host``, ``req.cookie``, ``req.chunked`` and ``req.expect``; raises
+    :class:`ClientError` (400) for a head the proxy refuses."""
+    out = [req.method + b" " + req.url + b" HTTP/1.1"]
+    append = out.append
+    xff: bytes | None = None
+    conn_extra: list[bytes] | None = None
+    upgrade_value = b""
+    host: bytes | None = None
+    length: bytes | None = None
+    te: bytes | None = None
+    special = REQUEST_SPECIAL
+    for name, value in headers:
+        code = special.get(name.lower())
+        if code is None:
+            append(name + b": " + value)
+        elif code == H_HOST:
+            if host is not None:
+                raise ClientError(400)  # two Hosts: which one routes? (RFC 9112 §3.2)
+            host = value
+            append(name + b": " + value)
+        elif code == H_LENGTH:
+            if length is not None and length.strip() != value.strip():
+                raise ClientError(400)
+            length = value
+            append(name + b": " + value)
+        elif code == H_COOKIE:
+            req.cookie = value if req.cookie is None else req.cookie + b"; " + value
+            append(name + b": " + value)
+        elif code == H_XFF:
+            xff = value if xff is None else xff + b", " + value
+        elif code == H_TE:
+            te = value if te is None else te + b", " + value
+        elif code == H_CONNECTION:
+            conn_extra = connection_tokens(value, conn_extra)
+        elif code == H_UPGRADE:
+            upgrade_value = value
+        elif code == H_EXPECT:
+            if value.lower() == b"100-continue":
+                # Answered by the proxy once a server is connected (not forwarded):
+                # back ends that ignore Expect would otherwise leave the client waiting.
+                req.expect = True
+            else:
+                append(name + b": " + value)
+        # else: hop-by-hop or set by us (H_DROP)
+    if conn_extra:
+        drop = set(conn_extra)
+        out = [out[0]] + [h for h in out[1:] if h.split(b":", 1)[0].lower() not in drop]
+        append = out.append
+    if req.url[:1] != b"/" and req.url != b"*":
+        # absolute-form (RFC 9112 §3.2.2): the target's authority is the Host, whatever
+        # Host said, for the rules and the server alike (as HAProxy does).
+        target = authority(req.url)
+        if target is None:
+            raise ClientError(400)
+        out = [out[0]] + [h for h in out[1:] if h.split(b":", 1)[0].lower() != b"host"]
+        append = out.append
+        append(b"Host: " + target)
+        host = target
+    req.host = host
+    append(b"X-Forwarded-For: " + (xff + b", " + peer if xff else peer))
+    append(b"X-Forwarded-Proto: http")
+    if host is not None:
+        append(b"X-Forwarded-Host: " + host)
+    if te is not None:
+        # Ambiguous framing is refused, as HAProxy does (RFC 9112 §6.1, §6.3): the last
+        # coding must be chunked, once, and Content-Length must not come along.
+        if te == b"chunked" or te == b"Chunked":
+            append(b"Transfer-Encoding: chunked")
+        else:
+            codings = [c.strip().lower() for c in te.split(b",")]
+            if codings[-1] != b"chunked" or codings.count(b"chunked") != 1:
+                raise ClientError(400)
+            append(b"Transfer-Encoding: " + b", ".join(codings))
+        if length is not None:
+            raise ClientError(400)
+        req.chunked = True
+    if upgrade:
+        append(b"Connection: upgrade")
+        append(b"Upgrade: " + upgrade_value)
+    out.append(b"\r\n")
+    req.head = b"\r\n".join(out)
+    if not req.chunked and (length is None or length.strip() == b"0"):
+        req.complete = True  # no body: complete already, for every decision below

@@ -1,0 +1,99 @@
+"""The upstream keep-alive pool: idle connections to each server, and which one a request
+may take.
+
+One LIFO list per server (at most the pool's ``max_idle_per_server``), kept by the
+connection table so that closing a server closes its idle connections too. A request that
+may be sent twice takes the most recently idle connection; one that must not be sent twice
+(``resendable`` is false) only a connection idle for less than ``SAFE_REUSE_IDLE``, else a
+new one: if the server closed the connection as we reuse it (the keep-alive race) such a
+request could not be resent, so the race is avoided instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+from quiesce.dataplane.h1.exchange import IDEMPOTENT, Request, resendable
+
+if TYPE_CHECKING:
+    from quiesce.dataplane.h1.upstream import Upstream
+    from quiesce.state.registry import ServerRuntime
+
+# A request that must not be sent twice goes on an idle upstream connection only if it has been
+# idle for less than this (servers close idle connections after a few seconds: 2 s gunicorn,
+# 5 s Apache and Node, 75 s nginx), else on a new one: the race cannot be resent, so it is
+# avoided instead.
+SAFE_REUSE_IDLE = 1.0
+
+
+class UpstreamPool:
+    """Idle keep-alive upstream connections, per server (LIFO)."""
+
+    __slots__ = ("idle",)
+
+    def __init__(self) -> None:
+        self.idle: dict[ServerRuntime, list[Upstream]] = {}
+
+    def take(self, server: ServerRuntime) -> Upstream | None:
+        pool = self.idle.get(server)
+        if pool:
+            return pool.pop()
+        return None
+
+    def put(self, server: ServerRuntime, up: Upstream, limit: int) -> bool:
+        pool = self.idle.get(server)
+        if pool is None:
+            pool = self.idle[server] = []
+        if len(pool) >= limit:
+            return False
+        pool.append(up)
+        return True
+
+    def drop(self, server: ServerRuntime, up: Upstream) -> None:
+        pool = self.idle.get(server)
+        if pool is not None:
+            try:
+                pool.remove(up)
+            except ValueError:
+                pass
+
+    def take_for(
+        self, server: ServerRuntime, req: Request, now: float, limit: int, taken: Upstream | None
+    ) -> Upstream | None:
+        """An idle connection ``req`` may go on (``taken`` from the pool already, or the next
+        one), or None: open a new one. Closed ones are skipped; one idle too long for a
+        request that must not be sent twice is put back (older ones, the pool being LIFO,
+        have been idle longer still: they are kept for requests that may be resent)."""
+        while True:
+            up = taken if taken is not None else self.take(server)
+            taken = None
+            if up is None:
+                return None
+            if up.closed:
+                continue
+            if req.method in IDEMPOTENT or now - up.idle_since < SAFE_REUSE_IDLE or resendable(req):
+                return up
+            if not self.put(server, up, limit):
+                up.close()
+            return None
+
+    def close_idle(self, servers: Iterable[ServerRuntime] | None = None) -> int:
+        """Close idle upstream connections (of ``servers``, an iterable, or all); returns
+        how many. Service shutdown calls it so nothing is left open behind it."""
+        wanted = None if servers is None else set(servers)
+        n = 0
+        for server in list(self.idle):
+            if wanted is not None and server not in wanted:
+                continue
+            for up in self.idle.pop(server, []):
+                up.close()
+                n += 1
+        return n
+
+    def close_server(self, server: ServerRuntime) -> None:
+        for up in self.idle.pop(server, []):
+            up.close()
+
+    def count(self, server: ServerRuntime) -> int:
+        return len(self.idle.get(server, ()))

@@ -1,0 +1,620 @@
+"""The answering half of a client connection: the upstream's events, the proxy's own
+answers, the end of an exchange, and closing (the base class of
+:class:`~quiesce.dataplane.h1.client.ClientConnection`: the slots of both halves are
+declared here, set up by ``ClientConnection.__init__``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import sys
+import termios
+from collections import deque
+from typing import TYPE_CHECKING
+
+from quiesce.dataplane.h1 import tunnel
+from quiesce.dataplane.h1.exchange import Request, may_resend
+from quiesce.dataplane.h1.headers import (
+    H_CONNECTION,
+    H_LENGTH,
+    H_TE,
+    H_UPGRADE,
+    HOP_BY_HOP,
+    RESPONSE_SPECIAL,
+    connection_tokens,
+    status_line,
+)
+from quiesce.dataplane.h1.types import P_PIPELINE, P_UPSTREAM
+from quiesce.dataplane.pages import Page, error_response, simple_response
+
+if TYPE_CHECKING:
+    import httptools
+
+    from quiesce.dataplane.context import ServiceContext
+    from quiesce.dataplane.h1.upstream import Upstream
+    from quiesce.state.registry import PoolRuntime, ServerRuntime
+
+LINGER = 2.0  # seconds a connection closing after an error reads and drops what still comes
+
+
+class ResponseSide:
+    # The slots of a client connection, both halves (ClientConnection sets them up).
+    __slots__ = (
+        "begin_at",
+        "boundary_close",
+        "client_blocked",
+        "client_eof",
+        "closed",
+        "connecting",
+        "ctx",
+        "current",
+        "deferred_error",
+        "error_status",
+        "got_any",
+        "half_closed",
+        "head_left",
+        "head_limit",
+        "header_size",
+        "headers",
+        "heads",
+        "holding",
+        "idle_since",
+        "idle_to",
+        "last_rx",
+        "lingering",
+        "loop",
+        "out",
+        "parser",
+        "parsing",
+        "paused",
+        "peer",
+        "peer_b",
+        "pool",
+        "queue",
+        "resp_chunked",
+        "resp_close",
+        "resp_done",
+        "resp_sent",
+        "resp_started",
+        "resp_status",
+        "sent_at",
+        "server",
+        "set_cookie",
+        "settling",
+        "timer",
+        "transport",
+        "tunnel",
+        "up",
+        "up_paused",
+        "upgrade_buf",
+        "url",
+    )
+
+    if TYPE_CHECKING:
+        layer: int
+        ctx: ServiceContext
+        loop: asyncio.AbstractEventLoop
+        transport: asyncio.Transport
+        parser: httptools.HttpRequestParser | None
+        parsing: Request | None
+        current: Request | None
+        queue: deque[Request] | None
+        server: ServerRuntime | None
+        pool: PoolRuntime | None
+        idle_to: ServerRuntime | None
+        up: Upstream | None
+        connecting: asyncio.Task[None] | None
+        paused: int
+        up_paused: bool
+        client_eof: bool
+        closed: bool
+        lingering: bool
+        tunnel: bool
+        upgrade_buf: list[bytes] | None
+        half_closed: int
+        boundary_close: bool
+        deferred_error: int
+        out: list[bytes]
+        resp_started: bool
+        resp_sent: bool
+        holding: bool
+        resp_done: bool
+        resp_status: int
+        resp_chunked: bool
+        resp_close: bool
+        set_cookie: bytes | None
+        settling: bool
+        timer: asyncio.TimerHandle | None
+        begin_at: float
+        idle_since: float
+        sent_at: float
+
+        def flush(self) -> None: ...
+        def pause(self, reason: int) -> None: ...
+        def resume(self, reason: int) -> None: ...
+        def _start(self, req: Request) -> None: ...
+        async def _open(self, server: ServerRuntime) -> None: ...
+
+    # upstream events -----------------------------------------------------------------------
+
+    def response_head(self, up: Upstream) -> None:
+        req = self.current
+        if req is None:
+            return
+        status = up.parser.get_status_code()
+        if 100 <= status < 200 and status != 101:
+            up.interim = True
+            if not req.http10:
+                lines = [status_line(status, up.reason)]
+                lines.extend(n + b": " + v for n, v in up.headers if n.lower() not in HOP_BY_HOP)
+                lines.append(b"\r\n")
+                self.out.append(b"\r\n".join(lines))
+            return
+        if status == 101 and not req.upgrade:
+            # Switching protocols nobody asked for: never a tunnel (as HAProxy: 502).
+            self.upstream_failed(up, 502)
+            return
+        ctx = self.ctx
+        self.resp_status = status
+        up.keep_alive = up.parser.should_keep_alive()
+        if status in ctx.status_codes and status != 101:
+            # on_response_status: the answer is replaced by the maintenance page; the
+            # upstream body is read and dropped so the connection stays reusable.
+            up.discard = True
+            server = self.server
+            if ctx.mark_server and server is not None:
+                ctx.registry.mark_passive_maintenance(server, {"status_code": status})
+            page = ctx.page
+            close = self.closing_after(req)
+            self.resp_close = close
+            self.resp_started = True
+            self.resp_status = page.status
+            ctx.stats.maintenance_pages += 1
+            self.out.append(page.response(req.head_only, close, req.http10))
+            if up.head_only:
+                return
+            self._note_framing(up, status, req)
+            return
+        no_body = req.head_only or status in (204, 304) or status == 101
+        lines = [status_line(status, up.reason)]
+        append = lines.append
+        conn_extra: list[bytes] | None = None
+        special = RESPONSE_SPECIAL
+        for name, value in up.headers:
+            code = special.get(name.lower())
+            if code is None:
+                append(name + b": " + value)
+            elif code == H_LENGTH:
+                up.content_length = value
+                append(name + b": " + value)
+            elif code == H_TE:
+                up.chunked = b"chunked" in value.lower()
+            elif code == H_CONNECTION:
+                conn_extra = connection_tokens(value, conn_extra)
+            elif code == H_UPGRADE and status == 101:
+                append(b"Upgrade: " + value)
+        if conn_extra:
+            drop = set(conn_extra)
+            lines = [lines[0]] + [h for h in lines[1:] if h.split(b":", 1)[0].lower() not in drop]
+            append = lines.append
+        if self.set_cookie is not None:
+            append(self.set_cookie)
+        close = self.closing_after(req)
+        if status == 101:
+            append(b"Connection: upgrade")
+            up.switching = True
+        elif not no_body and up.content_length is None:
+            if req.http10:
+                close = True  # an HTTP/1.0 client reads to the end of the connection
+            else:
+                self.resp_chunked = True
+                append(b"Transfer-Encoding: chunked")
+            if not up.chunked:
+                up.close_delimited = True
+            else:
+                # Hold the head until the first chunk parses: a malformed chunked body can
+                # still be answered 502 (the sweep releases a head held longer than that).
+                self.holding = True
+        if status != 101:
+            if close:
+                append(b"Connection: close")
+            elif req.http10:
+                append(b"Connection: keep-alive")
+        self.resp_close = close
+        self.resp_started = True
+        append(b"\r\n")
+        self.out.append(b"\r\n".join(lines))
+
+    def fast_response(
+        self, up: Upstream, status: int, keep_alive: bool, close: bool, out: bytes
+    ) -> None:
+        """A whole Content-Length response read by the C fast path, head and body, already
+        rewritten for the client (what response_head, response_body and upstream_complete
+        do for it, at once)."""
+        self.resp_status = status
+        up.keep_alive = keep_alive
+        self.resp_close = close
+        self.resp_started = True
+        server = self.server
+        req = self.current
+        if (
+            keep_alive
+            and not close
+            and server is not None
+            and req is not None
+            and not self.out
+            and not self.paused
+            and not self.up_paused
+            and not self.queue
+            and not self.deferred_error
+            and not self.closed
+            and not up.closed
+        ):
+            # The usual end of a keep-alive exchange, at once: what upstream_complete, flush,
+            # _response_done and _after_response do in this case (``not close`` says the
+            # request is complete, the client stays and nothing is closing).
+            ctx = self.ctx
+            self.up = None
+            up.client = None
+            pool = self.pool
+            limit = pool.config.max_idle_per_server if pool is not None else 0
+            now = self.loop.time()
+            if ctx.table.put_upstream(server, up, limit):
+                up.idle_since = now
+            else:
+                up.close()
+            self.resp_sent = True
+            self.transport.write(out)
+            self.resp_done = True
+            ctx.stats.count_response(status)
+            self.current = None
+            self.sent_at = -1.0
+            self.server = None
+            ctx.table.request_finished(server, self, status, True)
+            self.idle_to = server
+            self.idle_since = now
+            return
+        self.out.append(out)
+        self.upstream_complete(up)
+
+    def _note_framing(self, up: Upstream, status: int, req: Request) -> None:
+        for name, value in up.headers:
+            ln = name.lower()
+            if ln == b"transfer-encoding":
+                up.chunked = b"chunked" in value.lower()
+            elif ln == b"content-length":
+                up.content_length = value
+        if (
+            up.content_length is None
+            and not up.chunked
+            and status not in (204, 304)
+            and not req.head_only
+        ):
+            up.close_delimited = True
+
+    def closing_after(self, req: Request) -> bool:
+        """Does the connection close after its answer to ``req``?"""
+        return (
+            self.boundary_close
+            or (self.client_eof and not self.queue)
+            or not req.keep_alive
+            or self.ctx.closing
+            or req.upgrade
+            or not req.complete
+        )
+
+    def response_body(self, body: bytes) -> None:
+        self.holding = False
+        if self.resp_chunked:
+            self.out += (b"%x\r\n" % len(body), body, b"\r\n")
+        else:
+            self.out.append(body)
+
+    def upstream_complete(self, up: Upstream) -> None:
+        if up is not self.up or self.resp_done:
+            return
+        req = self.current
+        if req is None:
+            return
+        if self.resp_chunked:
+            self.out.append(b"0\r\n\r\n")
+        self.holding = False
+        self.up = None
+        up.client = None
+        if self.up_paused:
+            self.up_paused = False
+            up.transport.resume_reading()
+        if self.paused:
+            self.resume(P_UPSTREAM)
+        server = self.server
+        if (
+            up.keep_alive
+            and not up.close_delimited
+            and not up.closed
+            and req.complete
+            and not self.boundary_close
+            and server is not None
+            and not self.ctx.closing
+        ):
+            pool = self.pool
+            limit = pool.config.max_idle_per_server if pool is not None else 0
+            if up.feeding:
+                up.pool_limit = limit  # pooled once the rest of this read is parsed
+                self.settling = True
+            elif self.ctx.table.put_upstream(server, up, limit):
+                up.idle_since = self.loop.time()
+            else:
+                up.close()
+        else:
+            up.close()
+        if self.out:
+            self.flush()
+        self._response_done()
+
+    def upstream_upgraded(self, up: Upstream, rest: bytes) -> None:
+        """The server answered 101: from now on both sides are a byte tunnel."""
+        if up is self.up:
+            tunnel.start(self, up, rest)
+
+    def upstream_failed(self, up: Upstream, status: int) -> None:
+        """Malformed response (502) or response timeout (504)."""
+        if up is not self.up:
+            return
+        self.up = None
+        up.client = None
+        up.abort()
+        if self.resp_started and (self.resp_sent or up.discard):
+            # Part of the response is with the client already: it cannot be told otherwise.
+            self.ctx.stats.count_error(status)
+            self.cut()
+            return
+        self._unsend()
+        self._fail(status)
+
+    def _unsend(self) -> None:
+        """Forget a response head that was parsed but never written to the client."""
+        self.out = []
+        self.holding = False
+        self.resp_started = False
+        self.resp_chunked = False
+
+    def upstream_lost(self, up: Upstream) -> None:
+        if up is not self.up:
+            return
+        self.up = None
+        if self.tunnel:
+            self._close()
+            return
+        req = self.current
+        if req is None or self.resp_done:
+            return
+        if self.resp_started:
+            if self.resp_sent or up.discard:
+                self.cut()  # the response was cut short: so is the client's
+                return
+            self._unsend()  # nothing of it reached the client: it gets a 502 below
+        elif not self.closed and may_resend(
+            req,
+            up.reused,
+            up.got_byte,
+            self.loop.time() - self.sent_at if self.sent_at >= 0 else -1.0,
+        ):
+            # The keep-alive race: the server closed this idle connection as we reused it.
+            # Nothing came back at once, we still hold the whole request and it may be sent
+            # twice: resend it on a fresh connection to the same server.
+            assert req.replay is not None  # may_resend says so
+            req.pending = req.replay + req.pending
+            req.pending_size = sum(map(len, req.pending))
+            req.replay = None
+            self.sent_at = -1.0
+            server = self.server
+            assert server is not None
+            self.connecting = self.loop.create_task(self._open(server))
+            return
+        self._fail(502)
+
+    # answers of our own ----------------------------------------------------------------------
+
+    def _serve_page(self, page: Page) -> None:
+        req = self.current
+        assert req is not None
+        ctx = self.ctx
+        ctx.stats.maintenance_pages += 1
+        close = self.closing_after(req)
+        self.resp_close = close
+        self.resp_started = True
+        self.resp_status = page.status
+        self.transport.write(page.response(req.head_only, close, req.http10))
+        self._response_done()
+
+    def _respond(self, status: int, body: bytes, headers: tuple[tuple[str, str], ...]) -> None:
+        req = self.current
+        assert req is not None
+        close = self.closing_after(req)
+        self.resp_close = close
+        self.resp_started = True
+        self.resp_status = status
+        self.transport.write(
+            simple_response(
+                status, body, headers, head_only=req.head_only, close=close, http10=req.http10
+            )
+        )
+        self._response_done()
+
+    def _fail(self, status: int) -> None:
+        """The proxy's own error answer to the current request (502, 504)."""
+        req = self.current
+        if req is None or self.closed:
+            return
+        up = self.up
+        if up is not None:
+            self.up = None
+            up.client = None
+            up.abort()
+        self.ctx.stats.count_error(status)
+        self.resp_close = True
+        self.resp_started = True
+        self.resp_status = status
+        self.transport.write(error_response(status, close=True, head_only=req.head_only))
+        self._response_done()
+
+    def _client_error(self, status: int) -> None:
+        """A request we cannot read (400, 408, 414, 431, 405): answer and close."""
+        cur = self.current
+        if cur is not None and not self.resp_done:
+            if cur.complete:
+                # An earlier request is still being served: answer it first, then this.
+                self.deferred_error = status
+                self.pause(P_PIPELINE)
+                return
+            # The body of the request being served is broken (or stalled): it can never
+            # complete, so neither can its exchange with the server.
+            self._abandon()
+            if self.resp_started:
+                self.cut()
+                return
+        self.ctx.stats.count_error(status)
+        self.ctx.stats.count_response(status)
+        self.transport.write(error_response(status))
+        self._linger()
+
+    def _abandon(self) -> None:
+        """Drop the current request: its upstream connection and its place on the server."""
+        up = self.up
+        if up is not None:
+            self.up = None
+            up.client = None
+            up.abort()
+        if self.connecting is not None:
+            self.connecting.cancel()
+            self.connecting = None
+        server = self.server
+        if server is not None:
+            self.server = None
+            self.ctx.table.request_finished(server, self, 0, False)
+        self.current = None
+
+    def _linger(self) -> None:
+        """Close after our answer without resetting it away: stop writing, read and drop
+        what the client still sends for a moment, then close."""
+        if self.closed:
+            return
+        self.lingering = True
+        self.paused = 0
+        try:
+            self.transport.resume_reading()
+        except Exception:
+            pass
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+        if self.timer is not None:
+            self.timer.cancel()
+        self.timer = self.loop.call_later(LINGER, self._close)
+
+    # finishing a request ----------------------------------------------------------------------
+
+    def _response_done(self) -> None:
+        self.resp_done = True
+        req = self.current
+        if req is None:
+            return
+        if req.complete or self.resp_close:
+            self._after_response()
+
+    def _after_response(self) -> None:
+        req = self.current
+        if req is None:
+            return
+        ctx = self.ctx
+        status = self.resp_status
+        ctx.stats.count_response(status)
+        keep = (
+            not self.resp_close
+            and req.complete
+            and not self.closed
+            and not (self.client_eof and not self.queue)
+        )
+        server = self.server
+        self.current = None
+        self.sent_at = -1.0
+        if server is not None:
+            self.server = None
+            ctx.table.request_finished(server, self, status, keep)
+            if keep:
+                self.idle_to = server
+        if not keep:
+            if not req.complete:
+                self._linger()
+            else:
+                self._close()
+            return
+        if self.deferred_error:
+            status = self.deferred_error
+            self.deferred_error = 0
+            self._client_error(status)
+            return
+        self.idle_since = self.loop.time()
+        if self.queue:
+            if self.settling:
+                # Its upstream connection goes back to the pool once the rest of the read
+                # that ended this response is parsed: the next request may take it then.
+                self.settling = False
+                self.loop.call_soon(self._next_queued)
+            else:
+                self._next_queued()
+        elif self.paused:
+            self.resume(P_PIPELINE)
+        self.settling = False
+
+    def _next_queued(self) -> None:
+        queue = self.queue
+        if self.closed or self.current is not None or not queue:
+            return
+        nxt = queue.popleft()
+        if not queue:
+            self.resume(P_PIPELINE)
+        self._start(nxt)
+
+    # closing (the connection table and service shutdown call these) ------------------------
+
+    def cut(self) -> None:
+        """Abort now: the client connection and its upstream connection."""
+        if self.closed:
+            return
+        self.closed = True
+        up = self.up
+        if up is not None:
+            up.abort()
+        self.transport.abort()
+
+    def close_at_boundary(self, force: bool = False) -> None:
+        """Close after the in-flight response; an idle connection closes now. A connection
+        in the middle of receiving a new request head is left to finish it (that request is
+        balanced to whichever server is eligible now), and so is an idle one whose next
+        request is already in its socket, unread (the keep-alive race: closing would reset
+        a request that reached us): it is served with ``Connection: close``. ``force``
+        (``CloseMode.ALL``): an idle connection closes now, unread bytes or not."""
+        if self.closed:
+            return
+        idle = self.current is None and not self.queue and self.begin_at < 0
+        if idle and (force or not self._unread()):
+            self._close()
+            return
+        self.boundary_close = True
+
+    def _unread(self) -> bool:
+        """Bytes from the client wait in the socket, not yet read (FIONREAD)."""
+        sock = self.transport.get_extra_info("socket")
+        if sock is None:
+            return False
+        try:
+            n = fcntl.ioctl(sock.fileno(), termios.FIONREAD, b"\0\0\0\0")
+        except (OSError, ValueError):
+            return False
+        return int.from_bytes(n, sys.byteorder) > 0
+
+    def _close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.transport.close()
