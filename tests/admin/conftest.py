@@ -13,6 +13,7 @@ import pytest
 from quiesce.admin import AdminService
 from quiesce.config import parse_config
 from quiesce.core.clock import Clock, FakeClock
+from quiesce.core.events import EventQuery
 from quiesce.core.states import CloseMode
 from quiesce.state.registry import Registry, ServerRuntime
 from quiesce.store import SqliteStore
@@ -65,11 +66,14 @@ class Harness:
         return self.registry.find_server(ref)
 
     def kinds(self) -> list[str]:
-        return [e.kind.value for e in self.store.list_events(limit=10_000)]
+        return [e.kind.value for e in self.store.list_events(EventQuery(limit=10_000))]
 
 
 async def make_harness(
-    path: Path | str, clock: Clock | None = None, raw: dict[str, Any] | None = None, **kw: Any
+    path: Path | str,
+    clock: Clock | None = None,
+    raw: dict[str, Any] | None = None,
+    **kw: Any,
 ) -> Harness:
     clock = clock or FakeClock()
     registry = Registry(parse_config(raw or RAW), clock)

@@ -10,7 +10,7 @@ import pytest
 
 from quiesce.core.clock import SystemClock
 from quiesce.core.errors import InvalidCommand
-from quiesce.core.events import Event, EventKind
+from quiesce.core.events import Event, EventKind, EventQuery
 from quiesce.core.states import Admin, Cause, CloseMode
 
 from .conftest import Harness, make_harness, stop_harness
@@ -71,7 +71,7 @@ async def test_timer_fires_an_expiry_once(tmp_path: Path) -> None:
         # Let the timer run a few more rounds; then exactly one expiry is on record.
         h.service.drain("web/w3", timeout=0.15, **A)
         await next_matching(sub, EventKind.ADMIN_CHANGE, "deadline", within=5)
-        expiries = [e for e in h.service.events(limit=1000) if e.cause == "expiry"]
+        expiries = [e for e in h.service.events(EventQuery(limit=1000)) if e.cause == "expiry"]
         assert len(expiries) == 1 and h.server("web/w1").admin.state is Admin.ENABLED
     finally:
         await stop_harness(h)
@@ -85,7 +85,7 @@ async def test_subscribers_get_live_events_with_ids(h: Harness) -> None:
     h.service.maintenance("web/w1", **A)
     e = await asyncio.wait_for(anext(sub), 2)
     assert e.kind is EventKind.ADMIN_CHANGE and e.id is not None
-    assert e == h.service.events(kind="admin_change")[-1]
+    assert e == h.service.events(EventQuery(kind="admin_change"))[-1]
 
 
 async def test_slow_subscriber_never_blocks_and_loses_nothing(db: Path) -> None:
@@ -108,7 +108,7 @@ async def test_slow_subscriber_never_blocks_and_loses_nothing(db: Path) -> None:
 async def test_subscribe_after_id_replays_then_goes_live(h: Harness) -> None:
     h.service.set_flag("one", True, **A)
     h.service.set_flag("two", True, **A)
-    first = h.service.events(kind="flag_change")[0].id
+    first = h.service.events(EventQuery(kind="flag_change"))[0].id
     sub = h.service.subscribe(after_id=first)
     h.service.set_flag("three", True, **A)
     got = [await asyncio.wait_for(anext(sub), 2) for _ in range(2)]

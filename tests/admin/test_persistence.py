@@ -15,7 +15,7 @@ from quiesce.admin import AdminService
 from quiesce.config import parse_config
 from quiesce.config.models import HealthMonitor
 from quiesce.core.clock import FakeClock, SystemClock
-from quiesce.core.events import Event, EventKind
+from quiesce.core.events import Event, EventKind, EventQuery
 from quiesce.core.states import Admin, Cause, CloseMode, Oper
 from quiesce.state.registry import Registry
 from quiesce.store import SqliteStore
@@ -76,7 +76,7 @@ async def test_admin_states_flags_and_monitors_survive(db: Path) -> None:
         assert w1.monitors == ["web-http"] and w1.oper is Oper.UNKNOWN
         assert h2.monitor_syncs == 1  # the health manager is told once
         assert h2.registry.pool("web").eligible_count == 0  # w3, w4 unknown until checked
-        startup = h2.service.events(kind="startup")[-1]
+        startup = h2.service.events(EventQuery(kind="startup"))[-1]
         assert startup.detail["admin"] == {
             "api/a1": "drain",
             "web/w1": "maintenance",
@@ -98,11 +98,11 @@ async def test_restoring_is_not_logged_as_changes(db: Path) -> None:
     h = await make_harness(db)
     h.service.maintenance("web/w1", **A)
     h.service.set_flag("x", True, **A)
-    n = len(h.service.events(limit=1000))
+    n = len(h.service.events(EventQuery(limit=1000)))
     await stop_harness(h)
     h2 = await make_harness(db)
     try:
-        new = h2.service.events(limit=1000)[n:]
+        new = h2.service.events(EventQuery(limit=1000))[n:]
         assert [e.kind for e in new] == [EventKind.STARTUP]
         assert h2.closes == []  # a restored maintenance closes nothing (nothing is open yet)
     finally:
@@ -119,7 +119,7 @@ async def test_expiry_that_passed_while_down_fires_at_start(db: Path) -> None:
     try:
         w1 = h2.server("web/w1")
         assert w1.admin.state is Admin.ENABLED and w1.admin.cause is Cause.EXPIRY
-        (e,) = [e for e in h2.service.events(limit=1000) if e.cause == "expiry"]
+        (e,) = [e for e in h2.service.events(EventQuery(limit=1000)) if e.cause == "expiry"]
         assert (e.from_, e.to, e.time) == ("maintenance", "enabled", clock.time())
         assert h2.store.load_admin()["web/w1"].state is Admin.ENABLED
         assert h2.service.tick() == []
@@ -127,7 +127,9 @@ async def test_expiry_that_passed_while_down_fires_at_start(db: Path) -> None:
         await stop_harness(h2)
     h3 = await make_harness(db, clock)  # and it does not fire again on the next start
     try:
-        assert len([e for e in h3.service.events(limit=1000) if e.cause == "expiry"]) == 1
+        assert (
+            len([e for e in h3.service.events(EventQuery(limit=1000)) if e.cause == "expiry"]) == 1
+        )
     finally:
         await stop_harness(h3)
 
@@ -143,7 +145,7 @@ async def test_deadline_that_passed_while_down_fires_at_start(db: Path) -> None:
     try:
         assert h2.server("web/w2").admin.state is Admin.MAINTENANCE
         assert h2.server("web/w1").admin.state is Admin.MAINTENANCE  # expiry still ahead
-        causes = [(e.server, e.cause) for e in h2.service.events(kind="admin_change")]
+        causes = [(e.server, e.cause) for e in h2.service.events(EventQuery(kind="admin_change"))]
         assert ("w1", "deadline") in causes and ("w2", "deadline") in causes
         clock.advance(5)
         h2.service.tick()
@@ -162,7 +164,7 @@ async def test_state_of_a_removed_server_is_ignored_and_forgotten(db: Path) -> N
     del raw["pools"]["batch"]
     h2 = await make_harness(db, raw=raw)
     try:
-        ignored = h2.service.events(kind="startup")[-1].detail["ignored"]
+        ignored = h2.service.events(EventQuery(kind="startup"))[-1].detail["ignored"]
         assert any("api/a2" in i and "no such server" in i for i in ignored)
         assert any("'batch'" in i and "no such pool" in i for i in ignored)
         assert "api/a2" not in h2.store.load_admin()
@@ -178,7 +180,7 @@ async def test_a_monitor_that_no_longer_validates_is_ignored(db: Path) -> None:
     h = await make_harness(db)
     try:
         assert h.registry.monitors["hm"].send_interval == 2  # the config's definition
-        (why,) = h.service.events(kind="startup")[-1].detail["ignored"]
+        (why,) = h.service.events(EventQuery(kind="startup"))[-1].detail["ignored"]
         assert "monitor 'hm' no longer validates" in why
     finally:
         await stop_harness(h)
@@ -187,7 +189,7 @@ async def test_a_monitor_that_no_longer_validates_is_ignored(db: Path) -> None:
 async def test_in_memory_store_keeps_nothing(tmp_path: Path) -> None:
     h = await make_harness(":memory:")
     h.service.maintenance("web/w1", **A)
-    assert h.service.events(kind="admin_change")  # listable while running
+    assert h.service.events(EventQuery(kind="admin_change"))  # listable while running
     await stop_harness(h)
     h2 = await make_harness(":memory:")
     try:
@@ -287,7 +289,7 @@ async def test_retention_is_applied_at_start(db: Path) -> None:
     service = AdminService(registry, store, clock)
     await service.start()
     try:
-        kept = service.events(limit=1000)
+        kept = service.events(EventQuery(limit=1000))
         assert len(kept) == 100  # the old 50 went by age, then the oldest by rows
         assert kept[-1].kind is EventKind.STARTUP and kept[0].reason == "51"
     finally:

@@ -11,7 +11,7 @@ import pytest
 
 from quiesce.core.clock import FakeClock
 from quiesce.core.errors import GuardRefused
-from quiesce.core.events import EventKind
+from quiesce.core.events import EventKind, EventQuery
 from tests.dataplane.conftest import wait_for
 
 from .conftest import make_harness, stop_harness
@@ -39,9 +39,9 @@ async def test_maintenance_of_the_primary_elects_the_standby(tmp_path: Path) -> 
         assert pool.primary == "main"
         h.service.maintenance("p/main", reason="upgrade", **T)
         assert pool.primary == "standby" and [s.name for s in pool.candidates] == ["standby"]
-        (e,) = h.service.events(kind="election")
+        (e,) = h.service.events(EventQuery(kind="election"))
         assert (e.from_, e.to, e.cause) == ("main", "standby", "election")
-        kinds = [x.kind for x in h.service.events(pool="p", limit=10)]
+        kinds = [x.kind for x in h.service.events(EventQuery(pool="p", limit=10))]
         assert kinds.index(EventKind.ADMIN_CHANGE) < kinds.index(EventKind.ELECTION)
         # The last eligible server is guarded.
         with pytest.raises(GuardRefused, match=r"pool 'p'.*0 eligible.*min_servers_up 1"):
@@ -68,7 +68,7 @@ async def test_preempt_gives_the_primary_back_on_enable(tmp_path: Path) -> None:
         assert h.registry.pool("p").primary == "standby"
         h.service.enable("p/main", **T)
         assert h.registry.pool("p").primary == "main"
-        assert [(e.from_, e.to) for e in h.service.events(kind="election")] == [
+        assert [(e.from_, e.to) for e in h.service.events(EventQuery(kind="election"))] == [
             ("main", "standby"),
             ("standby", "main"),
         ]
@@ -93,17 +93,19 @@ async def test_backup_takes_over_and_pool_down_is_an_event(tmp_path: Path) -> No
         assert [s.name for s in pool.candidates] == ["sorry"] and pool.available
         h.service.maintenance("p/sorry", **T)
         assert not pool.available
-        down = h.service.events(kind="pool_down")[-1]
+        down = h.service.events(EventQuery(kind="pool_down"))[-1]
         assert down.pool == "p" and down.reason == "pool has no server available"
         assert down.eligible == 0
         h.service.enable("p/w1", **T)
         assert [s.name for s in pool.candidates] == ["w1"]
-        assert h.service.events(kind="pool_up")[-1].time >= down.time
+        assert h.service.events(EventQuery(kind="pool_up"))[-1].time >= down.time
     finally:
         await stop_harness(h)
 
 
-async def test_slow_start_ramps_a_server_enabled_after_maintenance(tmp_path: Path) -> None:
+async def test_slow_start_ramps_a_server_enabled_after_maintenance(
+    tmp_path: Path,
+) -> None:
     raw = pools(
         slow_start="10s",
         servers=[

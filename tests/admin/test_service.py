@@ -7,7 +7,7 @@ import pytest
 from quiesce.config.models import HealthMonitor
 from quiesce.core.clock import FakeClock
 from quiesce.core.errors import GuardRefused, InvalidCommand, NotFound
-from quiesce.core.events import EventKind
+from quiesce.core.events import EventKind, EventQuery
 from quiesce.core.states import Admin, Cause, CloseMode
 
 from .conftest import Harness
@@ -35,7 +35,7 @@ async def test_maintenance_changes_persists_and_logs(h: Harness) -> None:
         "kernel update",
         Cause.CLI,
     )
-    (e,) = h.service.events(kind="admin_change")
+    (e,) = h.service.events(EventQuery(kind="admin_change"))
     assert e.id is not None and (e.pool, e.server, e.from_, e.to) == (
         "web",
         "w1",
@@ -109,7 +109,7 @@ async def test_drain_update_changes_deadline(h: Harness) -> None:
 async def test_unknown_server_is_not_found(h: Harness, ref: str, message: str) -> None:
     with pytest.raises(NotFound, match=message):
         h.service.maintenance(ref, **A)
-    (e,) = h.service.events(kind="admin_refused")
+    (e,) = h.service.events(EventQuery(kind="admin_refused"))
     assert message in e.detail["error"] and e.actor == "alice"
     assert all(s.admin.state is Admin.ENABLED for s in h.registry.servers())
 
@@ -147,7 +147,7 @@ async def test_guard_refuses_naming_pool_count_and_limit(h: Harness, command: ob
     assert err.value.status_hint == 409
     assert h.server("web/w3").admin.state is Admin.ENABLED
     assert h.store.load_admin() == before and h.closes == []
-    refused = h.service.events(kind="admin_refused")[-1]
+    refused = h.service.events(EventQuery(kind="admin_refused"))[-1]
     assert refused.server == "w3" and "min_servers_up 2" in refused.detail["error"]
 
 
@@ -169,12 +169,27 @@ async def test_guard_does_not_block_servers_already_out(h: Harness) -> None:
 @pytest.mark.parametrize(
     ("command", "message"),
     [
-        (lambda s, now: s.drain("web/w1", timeout=0, **A), "drain timeout must be above 0"),
-        (lambda s, now: s.drain("web/w1", timeout=-5, **A), "drain timeout must be above 0"),
-        (lambda s, now: s.maintenance("web/w1", expires=now - 1, **A), "expiry must be in"),
-        (lambda s, now: s.drain("web/w1", timeout=60, expires=now + 30, **A), "after the drain"),
+        (
+            lambda s, now: s.drain("web/w1", timeout=0, **A),
+            "drain timeout must be above 0",
+        ),
+        (
+            lambda s, now: s.drain("web/w1", timeout=-5, **A),
+            "drain timeout must be above 0",
+        ),
+        (
+            lambda s, now: s.maintenance("web/w1", expires=now - 1, **A),
+            "expiry must be in",
+        ),
+        (
+            lambda s, now: s.drain("web/w1", timeout=60, expires=now + 30, **A),
+            "after the drain",
+        ),
         (lambda s, now: s.disable("web/w1", timeout=5, **A), "needs graceful"),
-        (lambda s, now: s.disable("web/w1", graceful=True, timeout=-3, **A), "-1 .no timeout"),
+        (
+            lambda s, now: s.disable("web/w1", graceful=True, timeout=-3, **A),
+            "-1 .no timeout",
+        ),
         (lambda s, now: s.clear("web/w1", "enabled", **A), "use maintenance or drain"),
     ],
 )
@@ -203,13 +218,20 @@ async def test_drain_deadline_fires_into_maintenance_and_closes(h: Harness) -> N
     assert w1.admin.state is Admin.MAINTENANCE and w1.admin.cause is Cause.DEADLINE
     assert w1.admin.reason == "swap disk" and w1.admin.deadline is None
     assert h.closes == [("web/w1", CloseMode.ALL)]
-    e = h.service.events(kind="admin_change")[-1]
-    assert (e.from_, e.to, e.cause, e.actor) == ("drain", "maintenance", "deadline", "alice")
+    e = h.service.events(EventQuery(kind="admin_change"))[-1]
+    assert (e.from_, e.to, e.cause, e.actor) == (
+        "drain",
+        "maintenance",
+        "deadline",
+        "alice",
+    )
     assert h.store.load_admin()["web/w1"].state is Admin.MAINTENANCE
     assert h.service.tick() == []
 
 
-async def test_drain_without_deadline_stays_draining_and_shows_drained(h: Harness) -> None:
+async def test_drain_without_deadline_stays_draining_and_shows_drained(
+    h: Harness,
+) -> None:
     clock = fake(h)
     w1 = h.server("web/w1")
     w1.connections = 2
@@ -233,7 +255,7 @@ async def test_expiry_fires_exactly_once(h: Harness) -> None:
     assert w1.admin.state is Admin.ENABLED and w1.admin.cause is Cause.EXPIRY
     clock.advance(1000)
     assert h.service.tick() == []
-    expiries = [e for e in h.service.events(kind="admin_change") if e.cause == "expiry"]
+    expiries = [e for e in h.service.events(EventQuery(kind="admin_change")) if e.cause == "expiry"]
     assert len(expiries) == 1 and expiries[0].reason == "expired: patch"
     assert h.store.load_admin()["web/w1"].state is Admin.ENABLED
 
@@ -377,16 +399,18 @@ async def test_event_listing_filters(h: Harness) -> None:
     h.service.drain("api/a1", **A)
     clock.advance(10)
     h.service.set_flag("x", True, **A)
-    assert [e.server for e in h.service.events(pool="api")] == ["a1"]
-    assert [e.to for e in h.service.events(server="w1")] == ["maintenance"]
-    assert [e.kind.value for e in h.service.events(since=t0 + 15)] == ["flag_change"]
-    assert [e.server for e in h.service.events(kind="admin_change", until=t0 + 5)] == ["w1"]
-    everything = h.service.events(limit=1000)
+    assert [e.server for e in h.service.events(EventQuery(pool="api"))] == ["a1"]
+    assert [e.to for e in h.service.events(EventQuery(server="w1"))] == ["maintenance"]
+    assert [e.kind.value for e in h.service.events(EventQuery(since=t0 + 15))] == ["flag_change"]
+    assert [e.server for e in h.service.events(EventQuery(kind="admin_change", until=t0 + 5))] == [
+        "w1"
+    ]
+    everything = h.service.events(EventQuery(limit=1000))
     assert everything[0].kind is EventKind.STARTUP
     first_id = everything[0].id
     assert first_id is not None
-    assert h.service.events(after_id=first_id, limit=1)[0] == everything[1]
-    with pytest.raises(InvalidCommand, match="no event kind 'nope'"):
-        h.service.events(kind="nope")
+    assert h.service.events(EventQuery(after_id=first_id, limit=1))[0] == everything[1]
+    with pytest.raises(InvalidCommand, match="unknown event kind 'nope'"):
+        h.service.events(EventQuery(kind="nope"))
     with pytest.raises(InvalidCommand, match="limit"):
-        h.service.events(limit=0)
+        h.service.events(EventQuery(limit=0))

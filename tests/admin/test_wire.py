@@ -17,6 +17,7 @@ import httpx
 
 from quiesce.admin import AdminService
 from quiesce.config.models import Config
+from quiesce.core.events import EventQuery
 from quiesce.core.states import Admin, Cause
 from quiesce.dataplane import ConnectionTable, Service, start_service
 from quiesce.state.registry import Registry
@@ -118,14 +119,21 @@ class Load:
     seq: int = 0
 
     async def request(
-        self, client: httpx.AsyncClient, method: str, path: str, body: bytes | None = None
+        self,
+        client: httpx.AsyncClient,
+        method: str,
+        path: str,
+        body: bytes | None = None,
     ) -> httpx.Response | None:
         self.seq += 1
         rid = f"r{self.seq}"
         for attempt in (1, 2):
             try:
                 r = await client.request(
-                    method, self.url + path, content=body, headers={"x-req-id": f"{rid}.{attempt}"}
+                    method,
+                    self.url + path,
+                    content=body,
+                    headers={"x-req-id": f"{rid}.{attempt}"},
                 )
             except (httpx.RemoteProtocolError, httpx.ReadError) as exc:
                 if attempt == 1:
@@ -208,7 +216,9 @@ async def test_rolling_maintenance_under_load_loses_nothing() -> None:
         assert load.retried == {}, load.retried
         print(f"rolling: {load.ok} answers, none retried ({idle_detached} idle detached)")
         assert load.ok > 500 and set(load.by_server) == {"a", "b", "c", "d"}
-        kinds = [(e.server, e.to) for e in st.admin.events(kind="admin_change", limit=100)]
+        kinds = [
+            (e.server, e.to) for e in st.admin.events(EventQuery(kind="admin_change", limit=100))
+        ]
         assert kinds == [
             (f"s{i}", to) for i in range(4) for to in ("drain", "maintenance", "enabled")
         ]
@@ -231,7 +241,10 @@ async def test_drain_deadline_closes_within_100ms_and_not_before() -> None:
             asyncio.gather(*(closed_at(rd) for rd, _ in conns[0::2])),  # s0: 1st and 3rd
             10,
         )
-        print("deadline: closed at", [f"{(t - deadline_loop) * 1000:+.1f} ms" for t in closes])
+        print(
+            "deadline: closed at",
+            [f"{(t - deadline_loop) * 1000:+.1f} ms" for t in closes],
+        )
         for t in closes:
             assert deadline_loop - 0.005 <= t <= deadline_loop + 0.1, t - deadline_loop
         assert s0.admin.state is Admin.MAINTENANCE and s0.admin.cause is Cause.DEADLINE

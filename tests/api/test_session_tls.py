@@ -11,6 +11,7 @@ import httpx
 import pytest
 import trustme
 
+from quiesce.core.events import EventQuery
 from quiesce.frontends.api.server import is_loopback
 from tests.api.harness import ADMIN, VIEWER, build_app, config_dict, running
 
@@ -78,7 +79,7 @@ async def test_failed_logins_are_events_and_rate_limited(
     assert r.status_code == 429 and r.headers["retry-after"]
     r = await client.post("/api/v1/login", json={"user": "admin", "password": "admin-pw"})
     assert r.status_code == 429
-    failed = app.admin.events(kind="login_failed", limit=100)
+    failed = app.admin.events(EventQuery(kind="login_failed", limit=100))
     assert len(failed) == limit
     assert failed[0].actor == "mallory" and failed[0].detail["source"] == "127.0.0.1"
 

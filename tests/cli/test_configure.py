@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from quiesce.core.events import EventQuery
 from quiesce.frontends.cli.monitor_shell import MonitorEditor
 from tests.api.harness import running
 from tests.cli.test_client import cli, failed, ok
@@ -42,9 +43,9 @@ async def test_avi_sequences_change_the_live_monitor(app: Any) -> None:
     shown = await show(app)
     assert "maintenance_response" not in shown["http_monitor"]
     assert shown["http_monitor"]["maintenance_code"] == [503, 500, 501]
-    kinds = [e.to for e in app.admin.events(kind="monitor_change")]
+    kinds = [e.to for e in app.admin.events(EventQuery(kind="monitor_change"))]
     assert kinds == ["updated", "updated", "updated"]
-    assert {e.cause for e in app.admin.events(kind="monitor_change")} == {"cli"}
+    assert {e.cause for e in app.admin.events(EventQuery(kind="monitor_change"))} == {"cli"}
 
 
 async def test_whole_session_from_stdin_and_top_level_fields(app: Any) -> None:
@@ -76,7 +77,10 @@ async def test_new_monitor(app: Any) -> None:
         ("http_monitor\nmaintenance_code 99\nsave\nsave\n", "101-599"),
         ("receive_timeout 20s\nsave\n", "receive_timeout"),
         ("colour blue\nsave\n", "unknown field 'colour'"),
-        ("http_monitor\nmaintenance_code 500\nsave\n", "end of input before the final save"),
+        (
+            "http_monitor\nmaintenance_code 500\nsave\n",
+            "end of input before the final save",
+        ),
         ('http_monitor\nmaintenance_response "unclosed\nsave\nsave\n', "cannot parse"),
     ],
 )

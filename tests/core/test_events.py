@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import re
+from dataclasses import FrozenInstanceError, replace
+from typing import Any
+
+import pytest
+
 from quiesce.config import parse_config
 from quiesce.core.clock import FakeClock
-from quiesce.core.events import EventKind
+from quiesce.core.errors import InvalidCommand
+from quiesce.core.events import Event, EventKind, EventQuery
 from quiesce.core.states import Admin, Cause
 from quiesce.state.events import make_event
 from quiesce.state.registry import Registry
 
-RAW = {"pools": {"web": {"servers": [{"name": "a", "address": "127.0.0.1:1"}]}}}
+RAW: dict[str, Any] = {"pools": {"web": {"servers": [{"name": "a", "address": "127.0.0.1:1"}]}}}
 
 
 def test_make_event_stamps_time_and_the_pool_counts() -> None:
@@ -43,4 +50,54 @@ def test_make_event_with_a_pool_name_or_no_pool() -> None:
         EventKind.SHUTDOWN,
         "signal",
         5.0,
+    )
+
+
+def test_event_query_normalises_and_matches() -> None:
+    q = EventQuery(pool="web", kind=EventKind.ADMIN_CHANGE, since=10, until=20.5)
+    assert q.kind == "admin_change" and type(q.kind) is str
+    assert EventQuery(kind="admin_change") == q.__class__(kind=EventKind.ADMIN_CHANGE)
+    e = Event(time=10.0, kind=EventKind.ADMIN_CHANGE, pool="web", server="a", id=7)
+    assert q.matches(e)
+    assert not q.matches(replace(e, pool="api"))
+    assert not q.matches(replace(e, kind=EventKind.FLAG_CHANGE))
+    assert not q.matches(replace(e, time=20.5))  # until is exclusive
+    assert not q.matches(replace(e, time=9.99))
+    assert EventQuery(after_id=6).matches(e) and not EventQuery(after_id=7).matches(e)
+    assert EventQuery(after_id=7).matches(replace(e, id=None))  # not stored yet
+    assert EventQuery(server="a").matches(e) and not EventQuery(server="b").matches(e)
+    with pytest.raises(FrozenInstanceError):
+        q.limit = 5  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("filters", "message"),
+    [
+        ({"kind": "nope"}, "unknown event kind 'nope' (one of oper_change, admin_change"),
+        ({"limit": 0}, "limit must be a whole number of at least 1, got 0"),
+        ({"limit": True}, "limit must be"),
+        ({"limit": 2.5}, "limit must be"),
+        ({"after_id": -1}, "after_id must be an event id"),
+        ({"after_id": "3"}, "after_id must be an event id"),
+        ({"since": float("nan")}, "since must be a time"),
+        ({"until": float("inf")}, "until must be a time"),
+        ({"since": "10m"}, "since must be a time"),
+    ],
+)
+def test_event_query_refuses_bad_filters(filters: dict[str, Any], message: str) -> None:
+    with pytest.raises(InvalidCommand, match=re.escape(message)) as err:
+        EventQuery(**filters)
+    assert err.value.status_hint == 400
+
+
+def test_event_query_defaults() -> None:
+    q = EventQuery()
+    assert (q.pool, q.server, q.kind, q.since, q.until, q.after_id, q.limit) == (
+        None,
+        None,
+        None,
+        None,
+        None,
+        None,
+        100,
     )

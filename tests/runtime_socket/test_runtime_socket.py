@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from quiesce.core.checks import CheckResult, Reason
+from quiesce.core.events import EventQuery
 from quiesce.core.states import Cause, CloseMode, Verdict
 from quiesce.frontends.runtime_socket import start_runtime_socket
 from tests.api.harness import config_dict, running
@@ -80,7 +81,8 @@ async def test_show_stat_is_haproxy_csv(app: Any) -> None:
     )
     web2 = app.registry.find_server("web/web2")
     app.registry.record_check(
-        web2, CheckResult("System-HTTP", Verdict.PASS, Reason.OK, app.clock.time(), 0.001, 200)
+        web2,
+        CheckResult("System-HTTP", Verdict.PASS, Reason.OK, app.clock.time(), 0.001, 200),
     )
     web2.connections = 3
     text = await cmd(app, "show stat")
@@ -136,7 +138,7 @@ async def test_state_commands_are_audited(app: Any) -> None:
     assert a1.admin.state.value == "maintenance"
     await cmd(app, "enable server app/a1")
     assert a1.admin.state.value == "enabled"
-    events = app.admin.events(server="a1", kind="admin_change")
+    events = app.admin.events(EventQuery(server="a1", kind="admin_change"))
     assert len(events) == 5
     assert {(e.actor, e.cause) for e in events} == {("runtime-socket", "runtime-socket")}
 
@@ -179,7 +181,10 @@ async def test_weights(app: Any) -> None:
     ):
         assert await cmd(app, f"set weight web/web2 {bad}") == answer + "\n\n", bad
     assert app.registry.find_server("web/web2").weight == 7
-    assert app.admin.events(server="web2", kind="admin_command")[-1].actor == "runtime-socket"
+    assert (
+        app.admin.events(EventQuery(server="web2", kind="admin_command"))[-1].actor
+        == "runtime-socket"
+    )
 
 
 async def test_vars_are_runtime_flags(app: Any) -> None:
@@ -195,7 +200,7 @@ async def test_vars_are_runtime_flags(app: Any) -> None:
     assert await cmd(app, "get var proc.nope") == "Variable not found.\n\n"
     assert await cmd(app, "set var proc.x nope(1)") == "unknown fetch method 'nope'\n\n"
     assert (await cmd(app, "set var x str(1)")).startswith("invalid variable name 'x'.")
-    flag_events = app.admin.events(kind="flag_change")
+    flag_events = app.admin.events(EventQuery(kind="flag_change"))
     assert {e.actor for e in flag_events} == {"runtime-socket"}
 
 
@@ -204,13 +209,13 @@ async def test_shutdown_sessions_and_health(app: Any) -> None:
     app.registry.close_handlers.append(lambda s, mode: closed.append((s.key, mode)))
     await cmd(app, "shutdown sessions server web/web2")
     assert closed == [("web/web2", CloseMode.ALL)]
-    assert app.admin.events(kind="connections_closed")[-1].actor == "runtime-socket"
+    assert app.admin.events(EventQuery(kind="connections_closed"))[-1].actor == "runtime-socket"
     web1 = app.registry.find_server("web/web1")
     await cmd(app, "set server web/web1 health up")
     assert web1.oper.value == "up"
     await cmd(app, "set server web/web1 health down")
     assert web1.oper.value == "down"
-    last = app.admin.events(server="web1", kind="oper_change")[-1]
+    last = app.admin.events(EventQuery(server="web1", kind="oper_change"))[-1]
     assert last.cause == "runtime-socket"
 
 
@@ -306,7 +311,11 @@ async def test_same_headers_and_words_as_haproxy(app: Any, haproxy: Path) -> Non
         assert our_rows[("web", "web2")][key] == their_rows[("web", "web2")][key], key
     theirs, ours = await both("show servers state web")
     assert ours.split("\n")[:2] == theirs.split("\n")[:2]
-    for line in ("get weight web/web2", "set server web/nope state maint", "set server web1 state"):
+    for line in (
+        "get weight web/web2",
+        "set server web/nope state maint",
+        "set server web1 state",
+    ):
         theirs, ours = await both(line)
         assert ours == theirs, line
     theirs, ours = await both("frobnicate")
@@ -340,13 +349,13 @@ async def test_health_and_shutdown_are_audited_like_admin_commands(app: Any) -> 
     their events carry the socket's cause and actor, as every other command's do."""
     await cmd(app, "set server web/web1 health up")
     await cmd(app, "set server web/web1 health stopping")
-    down = app.admin.events(server="web1", kind="oper_change")[-1]
+    down = app.admin.events(EventQuery(server="web1", kind="oper_change"))[-1]
     assert (down.from_, down.to) == ("up", "down")
     assert (down.cause, down.actor) == ("runtime-socket", "runtime-socket")
     assert down.detail["forced"] == "stopping" and down.detail["actor"] == "runtime-socket"
     assert down.eligible is not None
     await cmd(app, "shutdown sessions server web/web2")
-    closed = app.admin.events(server="web2", kind="connections_closed")[-1]
+    closed = app.admin.events(EventQuery(server="web2", kind="connections_closed"))[-1]
     assert (closed.cause, closed.actor) == ("runtime-socket", "runtime-socket")
     assert closed.reason == "shutdown sessions server"
     assert closed.pool == "web" and closed.detail == {"closed": 0}

@@ -27,7 +27,7 @@ from quiesce.admin import AdminService
 from quiesce.config import parse_config
 from quiesce.config.models import EtcdConfig, HealthMonitor, StateConfig
 from quiesce.core.clock import SystemClock
-from quiesce.core.events import EventKind
+from quiesce.core.events import EventKind, EventQuery
 from quiesce.core.states import Admin, Cause, CloseMode
 from quiesce.state.registry import Registry, ServerRuntime
 from quiesce.store import EtcdStore, StoreError, open_store
@@ -68,7 +68,10 @@ class Etcd:
         return f"127.0.0.1:{self.client_port}"
 
     def start(self) -> None:
-        c, p = f"http://127.0.0.1:{self.client_port}", f"http://127.0.0.1:{self.peer_port}"
+        c, p = (
+            f"http://127.0.0.1:{self.client_port}",
+            f"http://127.0.0.1:{self.peer_port}",
+        )
         self.proc = subprocess.Popen(
             [
                 *(ETCD, "--data-dir", str(self.data_dir), "--name", "default"),
@@ -122,7 +125,7 @@ class Node:
         return self.registry.find_server(ref)
 
     def events(self) -> list[Any]:
-        return self.store.list_events(limit=10_000)
+        return self.store.list_events(EventQuery(limit=10_000))
 
 
 async def start_node(
@@ -178,7 +181,11 @@ async def test_maintenance_on_a_takes_effect_on_b(pair: tuple[Node, Node]) -> No
     a.service.maintenance("web/w1", force=True, reason="disk swap", **A)
     w1 = b.server("web/w1")
     await until(lambda: w1.admin.state is Admin.MAINTENANCE)
-    assert (w1.admin.actor, w1.admin.reason, w1.admin.cause) == ("alice", "disk swap", Cause.API)
+    assert (w1.admin.actor, w1.admin.reason, w1.admin.cause) == (
+        "alice",
+        "disk swap",
+        Cause.API,
+    )
     assert not w1.eligible and w1 not in b.registry.pools["web"].candidates
     assert ("web/w1", CloseMode.ALL) in b.closes  # --force closes B's connections too
     local = [e for e in b.events() if e.kind is EventKind.ADMIN_CHANGE]
@@ -223,8 +230,12 @@ async def test_events_from_a_are_listed_on_b(pair: tuple[Node, Node]) -> None:
 
     await until(shared)
     (event,) = shared()
-    assert (event.kind, event.actor, event.reason) == (EventKind.ADMIN_CHANGE, "alice", "deploy 42")
-    assert b.service.events(pool="web", server="w2")[0].detail["node"] == "A"
+    assert (event.kind, event.actor, event.reason) == (
+        EventKind.ADMIN_CHANGE,
+        "alice",
+        "deploy 42",
+    )
+    assert b.service.events(EventQuery(pool="web", server="w2"))[0].detail["node"] == "A"
     # B's log also holds A's startup event, and A's holds B's
     assert any(e.kind is EventKind.STARTUP and e.detail["node"] == "A" for e in b.events())
     await until(
@@ -321,7 +332,7 @@ async def test_etcd_lost_then_back(tmp_path: Path, prefix: str) -> None:
             a.service.set_flag("color", "blue", **A)
             # A serves from its copy meanwhile
             assert a.store.load_admin()["web/w1"].state is Admin.MAINTENANCE
-            assert a.service.events(kind="flag_change")[-1].to == "blue"
+            assert a.service.events(EventQuery(kind="flag_change"))[-1].to == "blue"
             assert a.store.pending >= 2
             await asyncio.to_thread(server.start)
             await until(lambda: b.server("web/w1").admin.state is Admin.MAINTENANCE, 15)
@@ -421,9 +432,14 @@ services:
         assert client.recv(100) == b""  # B closed it: EOF (a timeout here fails the test)
         client.close()
         view = httpx.get(
-            f"http://127.0.0.1:{admins[1]}/api/v1/servers/tcp/{held}", auth=("admin", "pw")
+            f"http://127.0.0.1:{admins[1]}/api/v1/servers/tcp/{held}",
+            auth=("admin", "pw"),
         ).json()
-        assert (view["admin"], view["reason"], view["actor"]) == ("maintenance", "cut", "admin")
+        assert (view["admin"], view["reason"], view["actor"]) == (
+            "maintenance",
+            "cut",
+            "admin",
+        )
     finally:
         for proc in procs:
             assert proc.stop() == 0, proc.output

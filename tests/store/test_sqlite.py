@@ -12,7 +12,7 @@ import pytest
 
 from quiesce.config.models import EventRetention, StateConfig
 from quiesce.core.admin import AdminRecord
-from quiesce.core.events import Event, EventKind
+from quiesce.core.events import Event, EventKind, EventQuery
 from quiesce.core.states import Admin, Cause
 from quiesce.store import SCHEMA_VERSION, SqliteStore, StoreError, open_store
 
@@ -51,7 +51,8 @@ def test_events_indexed_by_time_pool_server_kind(store: SqliteStore) -> None:
     for col in ("time", "pool", "server", "kind"):
         assert f"({col}" in cols, col
     plan = store._db.execute(
-        "EXPLAIN QUERY PLAN SELECT * FROM events WHERE kind = ? ORDER BY id DESC", ("x",)
+        "EXPLAIN QUERY PLAN SELECT * FROM events WHERE kind = ? ORDER BY id DESC",
+        ("x",),
     ).fetchall()
     assert "events_kind" in str(plan)
 
@@ -111,7 +112,7 @@ def test_append_gives_increasing_ids_and_round_trips(store: SqliteStore) -> None
     )
     b = store.append_event(ev(2.0))
     assert a.id is not None and b.id is not None and b.id > a.id
-    (got,) = store.list_events(after_id=0, limit=1)
+    (got,) = store.list_events(EventQuery(after_id=0, limit=1))
     assert got == a
 
 
@@ -122,7 +123,7 @@ def test_list_filters(store: SqliteStore) -> None:
     store.append_event(ev(40.0, pool=None, server=None, kind=EventKind.FLAG_CHANGE))
 
     def times(**kw: object) -> list[float]:
-        return [e.time for e in store.list_events(**kw)]  # type: ignore[arg-type]
+        return [e.time for e in store.list_events(EventQuery(**kw))]  # type: ignore[arg-type]
 
     assert times() == [10.0, 20.0, 30.0, 40.0]  # oldest first
     assert times(pool="web") == [10.0, 20.0]
@@ -133,7 +134,7 @@ def test_list_filters(store: SqliteStore) -> None:
     assert times(until=30.0) == [10.0, 20.0]
     assert times(since=15.0, until=35.0, kind="admin_change") == [30.0]
     assert times(limit=2) == [30.0, 40.0]  # the newest two
-    first = store.list_events(limit=1, after_id=0)[0].id
+    first = store.list_events(EventQuery(limit=1, after_id=0))[0].id
     assert times(after_id=first, limit=2) == [20.0, 30.0]  # the next two
     assert times(pool="nope") == []
 
@@ -143,7 +144,7 @@ def test_prune_by_age(tmp_path: Path) -> None:
     for t in (0.0, 50.0, 150.0, 200.0):
         s.append_event(ev(t))
     assert s.prune(now=200.0) == 2  # older than now - age = 100
-    assert [e.time for e in s.list_events()] == [150.0, 200.0]
+    assert [e.time for e in s.list_events(EventQuery())] == [150.0, 200.0]
     assert s.prune(now=200.0) == 0
     s.close()
 
@@ -153,7 +154,7 @@ def test_prune_by_rows(tmp_path: Path) -> None:
     for i in range(250):
         s.append_event(ev(float(i)))
     assert s.prune(now=250.0) == 150
-    kept = s.list_events(limit=1000)
+    kept = s.list_events(EventQuery(limit=1000))
     assert len(kept) == 100 and kept[0].time == 150.0 and kept[-1].time == 249.0
     assert s.prune(now=250.0) == 0
     s.close()
@@ -229,7 +230,7 @@ def test_migrates_a_version_1_file(tmp_path: Path) -> None:
     db.close()
     s = SqliteStore(p)
     assert s.schema_version == SCHEMA_VERSION == 2
-    assert [e.kind for e in s.list_events(pool="web")] == [EventKind.STARTUP]
+    assert [e.kind for e in s.list_events(EventQuery(pool="web"))] == [EventKind.STARTUP]
     assert s.load_admin()["web/w1"].state is Admin.MAINTENANCE
     s.close()
 

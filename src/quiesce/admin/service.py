@@ -40,7 +40,7 @@ from quiesce.config.models import HealthMonitor
 from quiesce.core.admin import AdminCommand, AdminRecord, Transition, disable_command
 from quiesce.core.clock import Clock
 from quiesce.core.errors import GuardRefused, InvalidCommand, NotFound, QuiesceError
-from quiesce.core.events import Event, EventKind
+from quiesce.core.events import Event, EventKind, EventQuery
 from quiesce.core.states import Admin, Cause, CloseMode, Oper
 from quiesce.state.events import make_event
 from quiesce.state.registry import Registry, ServerRuntime
@@ -351,36 +351,10 @@ class AdminService:
 
     # events ---------------------------------------------------------------------------------
 
-    def events(
-        self,
-        *,
-        pool: str | None = None,
-        server: str | None = None,
-        kind: str | None = None,
-        since: float | None = None,
-        until: float | None = None,
-        after_id: int | None = None,
-        limit: int = 100,
-    ) -> list[Event]:
-        """The event log, oldest first: the newest ``limit`` matching events, or with
-        ``after_id`` the first ``limit`` after it. ``since <= time < until``."""
-        if kind is not None:
-            try:
-                kind = EventKind(kind).value
-            except ValueError:
-                kinds = ", ".join(k.value for k in EventKind)
-                raise InvalidCommand(f"no event kind {kind!r} (kinds: {kinds})") from None
-        if limit < 1:
-            raise InvalidCommand(f"limit must be at least 1, got {limit}")
-        return self.store.list_events(
-            pool=pool,
-            server=server,
-            kind=kind,
-            since=since,
-            until=until,
-            after_id=after_id,
-            limit=limit,
-        )
+    def events(self, query: EventQuery | None = None) -> list[Event]:
+        """The event log, oldest first, as ``query`` (built and validated by the front end)
+        selects: by default the newest 100 events."""
+        return self.store.list_events(query or EventQuery())
 
     def subscribe(self, after_id: int | None = None) -> Subscription:
         """Live events from now on (or, with ``after_id``, from the store after that id first).
@@ -541,7 +515,7 @@ class AdminService:
             self._monitors_changed()
 
     def _history(self, after_id: int, limit: int) -> list[Event]:
-        return self.store.list_events(after_id=after_id, limit=limit)
+        return self.store.list_events(EventQuery(after_id=after_id, limit=limit))
 
     def _restore(self) -> dict[str, object]:
         """Put persisted state back into the registry (before our listener is attached, so

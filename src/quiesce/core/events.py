@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
+
+from quiesce.core.errors import InvalidCommand
 
 
 class EventKind(StrEnum):
@@ -72,4 +75,56 @@ class Event:
             detail=dict(d.get("detail") or {}),
             eligible=d.get("eligible"),
             sessions=d.get("sessions"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class EventQuery:
+    """Which events to list: every filter is optional and they all apply
+    (``since <= time < until``). With ``after_id``, the first ``limit`` events after that id;
+    without, the newest ``limit``; oldest first either way. A front end builds one from what
+    its user typed; a bad filter is an :class:`InvalidCommand` (400)."""
+
+    pool: str | None = None
+    server: str | None = None
+    kind: str | None = None  # an EventKind value
+    since: float | None = None
+    until: float | None = None
+    after_id: int | None = None
+    limit: int = 100
+
+    def __post_init__(self) -> None:
+        if self.kind is not None:
+            try:
+                object.__setattr__(self, "kind", EventKind(self.kind).value)
+            except ValueError:
+                kinds = ", ".join(k.value for k in EventKind)
+                raise InvalidCommand(f"unknown event kind {self.kind!r} (one of {kinds})") from None
+        if isinstance(self.limit, bool) or not isinstance(self.limit, int) or self.limit < 1:
+            raise InvalidCommand(f"limit must be a whole number of at least 1, got {self.limit!r}")
+        if self.after_id is not None and (
+            isinstance(self.after_id, bool)
+            or not isinstance(self.after_id, int)
+            or self.after_id < 0
+        ):
+            raise InvalidCommand(f"after_id must be an event id (0 or more), got {self.after_id!r}")
+        for name in ("since", "until"):
+            value = getattr(self, name)
+            if value is not None and (
+                isinstance(value, bool)
+                or not isinstance(value, int | float)
+                or not math.isfinite(value)
+            ):
+                raise InvalidCommand(f"{name} must be a time in epoch seconds, got {value!r}")
+
+    def matches(self, event: Event) -> bool:
+        """Whether ``event`` passes the filters (``limit`` aside; ``after_id`` only for an
+        event that has an id)."""
+        return (
+            (self.pool is None or event.pool == self.pool)
+            and (self.server is None or event.server == self.server)
+            and (self.kind is None or event.kind.value == self.kind)
+            and (self.since is None or event.time >= self.since)
+            and (self.until is None or event.time < self.until)
+            and (self.after_id is None or event.id is None or event.id > self.after_id)
         )

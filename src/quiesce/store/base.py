@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 from quiesce.core.admin import AdminRecord
 from quiesce.core.errors import QuiesceError
-from quiesce.core.events import Event
+from quiesce.core.events import Event, EventQuery
 
 
 class StoreError(QuiesceError):
@@ -65,19 +65,9 @@ class StateStore(Protocol):
         """Persist one event; returns it with its id (ids increase with every append)."""
         ...
 
-    def list_events(
-        self,
-        *,
-        pool: str | None = None,
-        server: str | None = None,
-        kind: str | None = None,
-        since: float | None = None,
-        until: float | None = None,
-        after_id: int | None = None,
-        limit: int = 100,
-    ) -> list[Event]:
-        """Matching events, oldest first. With ``after_id``: the first ``limit`` events after
-        it; without: the newest ``limit``. ``since <= time < until``."""
+    def list_events(self, query: EventQuery) -> list[Event]:
+        """The events ``query`` selects, oldest first: with ``after_id`` the first ``limit``
+        after it, without the newest ``limit``; ``since <= time < until``."""
         ...
 
     def prune(self, now: float) -> int:

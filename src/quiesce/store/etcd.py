@@ -55,7 +55,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from quiesce.core.admin import AdminRecord
-from quiesce.core.events import Event, EventKind
+from quiesce.core.events import Event, EventKind, EventQuery
 from quiesce.core.states import CloseMode
 from quiesce.store.base import StoreError
 from quiesce.store.sqlite import SqliteStore
@@ -261,26 +261,8 @@ class EtcdStore:
     def load_pool_monitors(self) -> dict[str, list[str]]:
         return self.mirror.load_pool_monitors()
 
-    def list_events(
-        self,
-        *,
-        pool: str | None = None,
-        server: str | None = None,
-        kind: str | None = None,
-        since: float | None = None,
-        until: float | None = None,
-        after_id: int | None = None,
-        limit: int = 100,
-    ) -> list[Event]:
-        return self.mirror.list_events(
-            pool=pool,
-            server=server,
-            kind=kind,
-            since=since,
-            until=until,
-            after_id=after_id,
-            limit=limit,
-        )
+    def list_events(self, query: EventQuery) -> list[Event]:
+        return self.mirror.list_events(query)
 
     # writes: the mirror now, etcd by the writer -------------------------------------------
 

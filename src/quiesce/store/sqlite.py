@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from quiesce.core.admin import AdminRecord
-from quiesce.core.events import Event, EventKind
+from quiesce.core.events import Event, EventKind, EventQuery
 from quiesce.store.base import StoreError
 
 log = logging.getLogger("quiesce.store")
@@ -284,38 +284,29 @@ class SqliteStore:
             self.prune(event.time)
         return _with_id(event, int(cur.lastrowid or 0))
 
-    def list_events(
-        self,
-        *,
-        pool: str | None = None,
-        server: str | None = None,
-        kind: str | None = None,
-        since: float | None = None,
-        until: float | None = None,
-        after_id: int | None = None,
-        limit: int = 100,
-    ) -> list[Event]:
+    def list_events(self, query: EventQuery) -> list[Event]:
+        q = query
         where: list[str] = []
         params: list[Any] = []
-        for column, value in (("pool", pool), ("server", server), ("kind", kind)):
+        for column, value in (("pool", q.pool), ("server", q.server), ("kind", q.kind)):
             if value is not None:
                 where.append(f"{column} = ?")
                 params.append(str(value))
-        if since is not None:
+        if q.since is not None:
             where.append("time >= ?")
-            params.append(since)
-        if until is not None:
+            params.append(q.since)
+        if q.until is not None:
             where.append("time < ?")
-            params.append(until)
-        if after_id is not None:
+            params.append(q.until)
+        if q.after_id is not None:
             where.append("id > ?")
-            params.append(after_id)
+            params.append(q.after_id)
         sql = f"SELECT {_EVENT_COLUMNS} FROM events"
         if where:
             sql += " WHERE " + " AND ".join(where)
-        order = "ASC" if after_id is not None else "DESC"
+        order = "ASC" if q.after_id is not None else "DESC"
         sql += f" ORDER BY id {order} LIMIT ?"
-        params.append(max(0, limit))
+        params.append(q.limit)
         rows = self._read(sql, tuple(params))
         if order == "DESC":
             rows.reverse()

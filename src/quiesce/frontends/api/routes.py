@@ -13,7 +13,7 @@ import json
 import re
 import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from http import HTTPStatus
 from typing import Annotated, Any, Literal, Protocol, TypeVar
 
@@ -28,7 +28,7 @@ from quiesce.admin import AdminService, CommandResult
 from quiesce.config.loader import format_loc, validation_problems
 from quiesce.config.models import Config, HealthMonitor
 from quiesce.core.errors import InvalidCommand, QuiesceError
-from quiesce.core.events import Event, EventKind
+from quiesce.core.events import Event, EventQuery
 from quiesce.core.states import Cause
 from quiesce.frontends.api.auth import (
     CLIENT_HEADER,
@@ -521,10 +521,11 @@ def build_routes(app: AppLike) -> tuple[APIRouter, APIRouter]:
         except ValueError as exc:
             raise ApiError(400, "invalid query", str(exc)) from None
 
-    def check_kind(kind: str | None) -> None:
-        if kind is not None and kind not in {k.value for k in EventKind}:
-            kinds = ", ".join(k.value for k in EventKind)
-            raise ApiError(400, "invalid query", f"unknown event kind {kind!r} (one of {kinds})")
+    def query(**filters: Any) -> EventQuery:
+        try:
+            return EventQuery(**filters)
+        except InvalidCommand as exc:
+            raise ApiError(400, "invalid query", exc.message) from None
 
     @v1.get("/events", tags=["events"])
     async def list_events(
@@ -537,12 +538,10 @@ def build_routes(app: AppLike) -> tuple[APIRouter, APIRouter]:
         after_id: str | None = None,
         limit: Annotated[int, Query(ge=1, le=10000)] = 100,
     ) -> list[dict[str, Any]]:
-        check_kind(kind)
+        wanted = query(pool=pool, server=server, kind=kind, limit=limit)
         lo, hi = bounds(since, until)
         after = None if after_id is None else _event_id(after_id, "after_id")
-        events = app.admin.events(
-            pool=pool, server=server, kind=kind, since=lo, until=hi, after_id=after, limit=limit
-        )
+        events = app.admin.events(replace(wanted, since=lo, until=hi, after_id=after))
         return [e.to_dict() for e in events]
 
     @v1.get("/events/stream", tags=["events"])
@@ -554,7 +553,7 @@ def build_routes(app: AppLike) -> tuple[APIRouter, APIRouter]:
         kind: str | None = None,
         after_id: str | None = None,
     ) -> StreamingResponse:
-        check_kind(kind)
+        wanted = query(pool=pool, server=server, kind=kind)
         after: int | None = None
         last = request.headers.get("last-event-id", "").strip()
         if after_id is not None:
@@ -568,13 +567,6 @@ def build_routes(app: AppLike) -> tuple[APIRouter, APIRouter]:
         def session_gone() -> bool:
             """A dashboard stream ends with its session (logout or expiry)."""
             return sid is not None and auth.session(sid) is None
-
-        def wanted(e: Event) -> bool:
-            return (
-                (pool is None or e.pool == pool)
-                and (server is None or e.server == server)
-                and (kind is None or e.kind.value == kind)
-            )
 
         async def body() -> AsyncIterator[str]:
             # The admin service replays the stored events after ``after_id`` (the browser's
@@ -597,7 +589,7 @@ def build_routes(app: AppLike) -> tuple[APIRouter, APIRouter]:
                         except StopAsyncIteration:
                             return
                         nxt = asyncio.ensure_future(anext(events))
-                        if wanted(e):
+                        if wanted.matches(e):
                             yield _sse(e)
                     elif stop in done:
                         return
