@@ -134,6 +134,7 @@ async def test_slow_start_ramps_a_server_enabled_after_maintenance(
         await stop_harness(h)
 
 
+@pytest.mark.loopback
 async def test_source_ip_client_stays_while_draining_and_moves_on_maintenance() -> None:
     async with (
         stack(3, pool={"persistence": {"type": "source_ip"}}) as st,

@@ -9,9 +9,12 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from quiesce.security import hash_password
 from tests.e2e.test_run_and_demo import BackendThread, Proc, until
+
+pytestmark = pytest.mark.peers
 
 AUTH = ("admin", "pw")
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+import pytest
 
 from quiesce.admin import AdminService
 from quiesce.config.models import Config
@@ -24,6 +25,8 @@ from quiesce.state.registry import Registry
 from quiesce.store import SqliteStore
 from tests.dataplane.backend import Backend
 from tests.dataplane.conftest import make_config, wait_for
+
+pytestmark = pytest.mark.loopback
 
 A = {"actor": "ops", "cause": Cause.CLI}
 
@@ -308,7 +311,6 @@ async def test_force_closes_every_connection_of_the_target_only() -> None:
 
 async def test_maintenance_finishes_in_flight_then_closes_idle_at_once() -> None:
     async with stack(2) as st:
-        loop = asyncio.get_running_loop()
         s0 = st.registry.find_server("web/s0")
         busy = await send_get(st.port, "/slow/0.5")  # -> s0
         await wait_for(lambda: s0.connections == 1)
@@ -317,13 +319,12 @@ async def test_maintenance_finishes_in_flight_then_closes_idle_at_once() -> None
         idle = await send_get(st.port, "/")  # -> s0, idle-to-s0 afterwards
         await read_response(idle[0])
         assert st.table.idle_count(s0) == 1
-        t0 = loop.time()
         r = st.admin.maintenance("web/s0", reason="patch", **A)
         assert r.closed == 0 and "1 connection(s) close at their next request boundary" in r.message
-        # The proxy's idle keep-alive connections to s0 are closed now; the idle client
-        # connection is detached, not closed (its next request goes to s1, no reset race).
+        # The proxy's idle keep-alive connections to s0 are closed now (no await since the
+        # command: within the call, whatever the machine's load); the idle client connection
+        # is detached, not closed (its next request goes to s1, no reset race).
         assert st.table.idle_upstream_count(s0) == 0 and st.table.idle_count(s0) == 0
-        assert loop.time() - t0 < 0.1
         head, body = await read_response(busy[0])  # in-flight: finishes...
         assert head.startswith(b"HTTP/1.1 200") and body == b"hello from a\n"
         assert b"connection: close" in head.lower()

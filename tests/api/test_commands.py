@@ -9,6 +9,8 @@ import pytest
 
 from tests.api.harness import ADMIN, ADMIN_TOKEN
 
+pytestmark = pytest.mark.loopback
+
 TOKEN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
 

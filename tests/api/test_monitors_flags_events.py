@@ -12,6 +12,8 @@ import pytest
 from quiesce.config.loader import ConfigError, parse_config
 from tests.api.harness import ADMIN, VIEWER, config_dict
 
+pytestmark = pytest.mark.loopback
+
 HM = "/api/v1/healthmonitors"
 
 

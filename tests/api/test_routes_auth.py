@@ -10,6 +10,8 @@ import pytest
 
 from tests.api.harness import ADMIN, ADMIN_TOKEN, VIEWER
 
+pytestmark = pytest.mark.loopback
+
 
 @dataclass(frozen=True)
 class Route:

@@ -14,7 +14,7 @@ import pytest_asyncio
 from tests.api.harness import VIEWER, VIEWER_TOKEN, config_dict, running
 from tests.api.test_routes_auth import ALL, Route, assert_error, call
 
-pytestmark = pytest.mark.asyncio(loop_scope="module")
+pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.loopback]
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")

@@ -12,6 +12,8 @@ import pytest
 from quiesce.core.events import EventKind, EventQuery
 from tests.api.harness import ADMIN
 
+pytestmark = pytest.mark.loopback
+
 
 def _failed(app: Any) -> list[Any]:
     return [e for e in app.admin.events(EventQuery(limit=1000)) if e.kind == EventKind.LOGIN_FAILED]

@@ -20,6 +20,8 @@ from quiesce.core.states import Cause, CloseMode
 from quiesce.main import main
 from tests.api.harness import config_dict, running
 
+pytestmark = pytest.mark.peers
+
 
 @pytest.fixture
 async def app(tmp_path: Path) -> AsyncIterator[Any]:

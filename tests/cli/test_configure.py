@@ -14,6 +14,8 @@ from quiesce.frontends.cli.monitor_shell import MonitorEditor
 from tests.api.harness import running
 from tests.cli.test_client import cli, failed, ok
 
+pytestmark = pytest.mark.loopback
+
 
 @pytest.fixture
 async def app(tmp_path: Path) -> AsyncIterator[Any]:

@@ -141,6 +141,7 @@ def test_yaml_syntax_error_has_a_line() -> None:
     assert found[0].startswith("(yaml) line 1")
 
 
+@pytest.mark.peers
 def test_quiesce_check_command(tmp_path: Path) -> None:
     good = subprocess.run(
         [sys.executable, "-m", "quiesce", "check", "-c", str(EXAMPLE)],
@@ -161,6 +162,7 @@ def test_quiesce_check_command(tmp_path: Path) -> None:
     assert "pools.web.servers[0].address: port 70000 is out of range" in bad.stderr
 
 
+@pytest.mark.peers
 def test_quiesce_passwd_reads_stdin_and_verifies() -> None:
     from quiesce.security import verify_password
 
@@ -228,6 +230,7 @@ def test_duplicate_yaml_key(tmp_path: Path) -> None:
     assert "duplicate key 'healthmonitors'" in found[0] and found[0].startswith("(yaml) line")
 
 
+@pytest.mark.peers
 def test_placeholder_hash_is_a_warning_not_an_error(tmp_path: Path) -> None:
     text = BASE + "admin: {users: [{name: ops, password_hash: plain, role: admin}]}\n"
     path = write(tmp_path, text)

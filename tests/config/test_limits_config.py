@@ -13,6 +13,8 @@ import pytest
 
 from quiesce.config.loader import load_text
 
+pytestmark = pytest.mark.peers
+
 BASE = """
 pools:
   web:

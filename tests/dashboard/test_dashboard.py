@@ -20,7 +20,7 @@ import pytest
 
 from tests.dashboard.conftest import ADMIN, VIEWER, Stack
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.peers]
 
 expect: Any = None
 

@@ -12,8 +12,12 @@ import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import pytest
+
 from tests.dataplane.backend import Backend
 from tests.dataplane.conftest import make_config, start_proxy
+
+pytestmark = pytest.mark.peers
 
 SIZE = 300 * 1024 * 1024
 ALLOWED_GROWTH = 64 * 1024 * 1024  # a buffered body would add 300 MiB

@@ -13,6 +13,8 @@ from tests.dataplane.backend import Backend
 from tests.dataplane.conftest import curl, dead_port, make_config, start_proxy, wait_for
 from tests.dataplane.test_http import raw_exchange
 
+pytestmark = pytest.mark.peers
+
 
 async def still_serving(url: str) -> None:
     async with httpx.AsyncClient() as c:

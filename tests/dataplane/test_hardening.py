@@ -15,6 +15,8 @@ from tests.dataplane.backend import Backend
 from tests.dataplane.conftest import curl, make_config, start_proxy, wait_for
 from tests.dataplane.test_http import raw_exchange
 
+pytestmark = pytest.mark.peers
+
 Script = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
 

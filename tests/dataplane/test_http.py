@@ -8,9 +8,12 @@ import json
 import os
 
 import httpx
+import pytest
 
 from tests.dataplane.backend import Backend, encode_frame, read_frame
 from tests.dataplane.conftest import curl, make_config, start_proxy
+
+pytestmark = pytest.mark.peers
 
 
 async def raw_exchange(port: int, data: bytes, until: bytes | None = None) -> bytes:

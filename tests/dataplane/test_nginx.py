@@ -14,6 +14,8 @@ import pytest
 
 from tests.dataplane.conftest import curl, dead_port, make_config, start_proxy, wait_for
 
+pytestmark = pytest.mark.peers
+
 NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import httpx
+import pytest
 
 from quiesce.core.admin import AdminCommand
 from quiesce.core.states import Admin, Cause, Oper
@@ -18,6 +19,8 @@ from quiesce.rules.decision import (
 )
 from tests.dataplane.backend import Backend
 from tests.dataplane.conftest import curl, make_config, start_proxy
+
+pytestmark = pytest.mark.peers
 
 
 def maint(p: object, name: str, force: bool = False) -> None:

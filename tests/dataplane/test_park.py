@@ -18,12 +18,16 @@ from contextlib import asynccontextmanager
 from types import SimpleNamespace
 from typing import Any
 
+import pytest
+
 from quiesce.core.admin import AdminCommand
 from quiesce.core.states import Admin, Cause
 from quiesce.dataplane.park import Parked
 from quiesce.frontends.metrics import build_collector_registry, render
 from tests.dataplane.backend import Backend, encode_frame, read_frame
 from tests.dataplane.conftest import Proxy, make_config, start_proxy, wait_for
+
+pytestmark = pytest.mark.loopback
 
 PARK_AFTER = 0.2
 FAST = {"client_header_timeout": "0.4s"}

@@ -19,6 +19,8 @@ from quiesce.dataplane.h1 import pool as pool_mod
 from tests.dataplane.backend import Backend
 from tests.dataplane.conftest import make_config, start_proxy, wait_for
 
+pytestmark = pytest.mark.loopback
+
 
 @dataclass
 class Received:

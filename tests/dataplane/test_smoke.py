@@ -8,6 +8,8 @@ import pytest
 from tests.dataplane.backend import Backend
 from tests.dataplane.conftest import curl, make_config, start_proxy
 
+pytestmark = pytest.mark.peers
+
 
 async def test_get_through_proxy(backend: Backend) -> None:
     async with start_proxy(make_config([backend.address])) as p:

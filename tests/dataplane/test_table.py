@@ -5,11 +5,14 @@ from __future__ import annotations
 import asyncio
 
 import httpx
+import pytest
 
 from quiesce.core.admin import AdminCommand
 from quiesce.core.states import Admin, Cause, CloseMode
 from tests.dataplane.backend import Backend
 from tests.dataplane.conftest import make_config, start_proxy, wait_for
+
+pytestmark = pytest.mark.loopback
 
 
 async def open_keepalive(port: int, path: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:

@@ -13,6 +13,8 @@ from quiesce.core.states import Admin, Cause
 from tests.dataplane.backend import Backend
 from tests.dataplane.conftest import curl, dead_port, make_config, start_proxy, wait_for
 
+pytestmark = pytest.mark.peers
+
 
 class HalfCloseEcho:
     """Reads until EOF, then answers with what it got (reversed) and closes."""

@@ -24,6 +24,8 @@ import pytest
 from quiesce.security import hash_password
 from tests.e2e.test_run_and_demo import BackendThread, Proc, until
 
+pytestmark = [pytest.mark.peers, pytest.mark.slow]
+
 AUTH = ("admin", "pw")
 CLIENTS = 1500
 NOFILE = 1024

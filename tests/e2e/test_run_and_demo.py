@@ -19,6 +19,8 @@ import pytest
 
 from quiesce.demo import DemoBackend
 
+pytestmark = [pytest.mark.peers, pytest.mark.slow]
+
 
 class BackendThread:
     """DemoBackends served from their own event loop in a thread."""

@@ -256,6 +256,7 @@ def http_spec(port: int, timeout: float = 0.5, **sub: Any) -> Any:
     )
 
 
+@pytest.mark.loopback
 async def test_a_batch_of_checks_starts_in_one_call_and_each_reports_once(
     engine_: fast.FastEngine, http_backend: HttpBackend
 ) -> None:
@@ -283,6 +284,7 @@ async def test_a_batch_of_checks_starts_in_one_call_and_each_reports_once(
     )
 
 
+@pytest.mark.loopback
 async def test_silence_is_a_timeout_at_the_deadline(
     engine_: fast.FastEngine, http_backend: HttpBackend
 ) -> None:
@@ -303,6 +305,7 @@ async def test_silence_is_a_timeout_at_the_deadline(
     assert len(engine_) == 0
 
 
+@pytest.mark.loopback
 async def test_cancel_never_reports_and_closes_the_socket(
     engine_: fast.FastEngine, http_backend: HttpBackend
 ) -> None:
@@ -322,6 +325,7 @@ async def test_cancel_never_reports_and_closes_the_socket(
     assert t.results == []
 
 
+@pytest.mark.loopback
 async def test_refused_is_reported_on_a_later_loop_iteration(
     engine_: fast.FastEngine, closed_port: int
 ) -> None:
@@ -338,6 +342,7 @@ async def test_refused_is_reported_on_a_later_loop_iteration(
     )
 
 
+@pytest.mark.loopback
 async def test_a_reply_that_came_in_time_is_not_a_timeout_when_the_loop_is_late(
     http_backend: HttpBackend,
 ) -> None:
@@ -373,6 +378,7 @@ async def test_a_reply_that_came_in_time_is_not_a_timeout_when_the_loop_is_late(
         engine.close()
 
 
+@pytest.mark.loopback
 async def test_tcp_handshake_only_and_banner(engine_: fast.FastEngine) -> None:
     async def banner(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         writer.write(b"220 ready\r\n")
@@ -417,6 +423,7 @@ async def test_tcp_handshake_only_and_banner(engine_: fast.FastEngine) -> None:
         await server.wait_closed()
 
 
+@pytest.mark.loopback
 def test_the_socket_is_closed_with_a_reset_after_a_read() -> None:
     """Linger 0 after reading a reply, as HAProxy does: the server side sees a reset, and no
     TIME_WAIT is left on either side."""
@@ -442,6 +449,7 @@ def test_the_socket_is_closed_with_a_reset_after_a_read() -> None:
         listener.close()
 
 
+@pytest.mark.loopback
 def test_a_cycle_through_the_engine_is_collected() -> None:
     """The engine holds the tokens of the checks in flight; a token that holds the engine
     (a manager's job does, through the manager) must not keep both alive forever."""
@@ -471,6 +479,7 @@ def test_a_cycle_through_the_engine_is_collected() -> None:
         listener.close()
 
 
+@pytest.mark.loopback
 def test_a_result_that_cannot_be_made_still_ends_the_check(closed_port: int) -> None:
     engine = cf.Engine(fast.VERDICTS, fast.REASONS, CheckResult)
     try:
@@ -481,6 +490,7 @@ def test_a_result_that_cannot_be_made_still_ends_the_check(closed_port: int) -> 
         engine.close()
 
 
+@pytest.mark.loopback
 async def test_the_wrapper_reports_such_a_check_as_failed(closed_port: int) -> None:
     engine = fast.FastEngine(asyncio.get_running_loop(), SystemClock())
     results: list[CheckResult] = []
@@ -502,6 +512,7 @@ async def test_the_wrapper_reports_such_a_check_as_failed(closed_port: int) -> N
     assert "could not make the result" in r.detail
 
 
+@pytest.mark.loopback
 async def test_python_run_inside_the_engine_cannot_free_checks_under_it(
     engine_: fast.FastEngine, http_backend: HttpBackend
 ) -> None:

@@ -15,6 +15,8 @@ from quiesce.core.states import Verdict
 from quiesce.health.probes import StreamProber, Target, UdpProber
 from tests.health.servers import HttpBackend, UdpEcho
 
+pytestmark = pytest.mark.loopback
+
 P, F, M = Verdict.PASS, Verdict.FAIL, Verdict.MAINTENANCE
 
 

@@ -25,6 +25,7 @@ from quiesce.health.probes.raw import (
 )
 
 root = pytest.mark.root
+loopback = pytest.mark.loopback  # every root test opens raw or TCP sockets on 127.0.0.1
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root / CAP_NET_RAW")
 
 HALF_OPEN = HealthMonitor(type="tcp_half_open", send_interval=1.0, receive_timeout=0.3)
@@ -72,6 +73,7 @@ def test_parsers_match_only_our_replies() -> None:
 
 
 @root
+@loopback
 @needs_root
 async def test_half_open_listening_port_never_reaches_accept_queue() -> None:
     listener = socket.socket()
@@ -99,6 +101,7 @@ async def test_half_open_listening_port_never_reaches_accept_queue() -> None:
 
 
 @root
+@loopback
 @needs_root
 async def test_half_open_closed_port_and_silence(closed_port: int) -> None:
     prober = HalfOpenProber(SystemClock())
@@ -110,6 +113,7 @@ async def test_half_open_closed_port_and_silence(closed_port: int) -> None:
 
 
 @root
+@loopback
 @needs_root
 async def test_half_open_silence_is_timeout() -> None:
     """Silence without iptables: Linux drops a SYN (no SYN-ACK, no RST) while the listener's
@@ -131,6 +135,7 @@ async def test_half_open_silence_is_timeout() -> None:
 
 
 @root
+@loopback
 @needs_root
 async def test_icmp_loopback() -> None:
     prober = IcmpProber(SystemClock())
@@ -171,7 +176,9 @@ def test_raw_socket_problems_names_monitor_and_capability() -> None:
 
 
 @root
+@loopback
 @needs_root
+@pytest.mark.peers
 def test_raw_socket_problems_without_cap_net_raw() -> None:
     """A real process without CAP_NET_RAW (dropped with setpriv) reports both monitors."""
     code = textwrap.dedent(
@@ -200,6 +207,7 @@ def test_raw_socket_problems_without_cap_net_raw() -> None:
 
 
 @root
+@loopback
 @needs_root
 def test_half_open_socket_filter_drops_other_traffic() -> None:
     """The BPF filter keeps only segments to the prober's port out of the raw socket."""

@@ -16,6 +16,8 @@ from quiesce.core.states import Verdict
 from quiesce.dataplane.context import ServiceStats
 from tests.api.harness import ADMIN, VIEWER, running
 
+pytestmark = pytest.mark.loopback
+
 
 @pytest.fixture
 async def app(tmp_path: Path) -> AsyncIterator[Any]:

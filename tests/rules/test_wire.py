@@ -26,7 +26,10 @@ from quiesce.state.registry import Registry
 from quiesce.store import open_store
 from tests.rules.backends import Backend
 
-pytestmark = pytest.mark.skipif(shutil.which("curl") is None, reason="needs curl")
+pytestmark = [
+    pytest.mark.skipif(shutil.which("curl") is None, reason="needs curl"),
+    pytest.mark.peers,
+]
 
 BYPASS_COOKIE = "let-me-in"
 

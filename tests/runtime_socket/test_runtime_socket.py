@@ -19,7 +19,10 @@ from quiesce.core.states import Cause, CloseMode, Verdict
 from quiesce.frontends.runtime_socket import start_runtime_socket
 from tests.api.harness import config_dict, running
 
-pytestmark = pytest.mark.skipif(shutil.which("socat") is None, reason="needs socat")
+pytestmark = [
+    pytest.mark.skipif(shutil.which("socat") is None, reason="needs socat"),
+    pytest.mark.peers,
+]
 
 
 @pytest.fixture

@@ -33,7 +33,10 @@ from quiesce.state.registry import Registry, ServerRuntime
 from quiesce.store import EtcdStore, StoreError, open_store
 
 ETCD = shutil.which("etcd") or "/usr/bin/etcd"
-pytestmark = pytest.mark.skipif(not Path(ETCD).exists(), reason="etcd server not installed")
+pytestmark = [
+    pytest.mark.skipif(not Path(ETCD).exists(), reason="etcd server not installed"),
+    pytest.mark.peers,
+]
 
 A = {"actor": "alice", "cause": Cause.API}
 RAW: dict[str, Any] = {
