@@ -11,6 +11,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from quiesce.admin import AdminService
 from quiesce.config import parse_config
 from quiesce.config.models import HealthMonitor
@@ -230,6 +232,7 @@ asyncio.run(main())
 """
 
 
+@pytest.mark.peers
 async def test_kill_9_then_restart(tmp_path: Path) -> None:
     db = tmp_path / "state.db"
     repo = Path(__file__).resolve().parents[2]

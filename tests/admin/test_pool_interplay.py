@@ -103,7 +103,9 @@ async def test_backup_takes_over_and_pool_down_is_an_event(tmp_path: Path) -> No
         await stop_harness(h)
 
 
-async def test_slow_start_ramps_a_server_enabled_after_maintenance(tmp_path: Path) -> None:
+async def test_slow_start_ramps_a_server_enabled_after_maintenance(
+    tmp_path: Path,
+) -> None:
     raw = pools(
         slow_start="10s",
         servers=[
@@ -132,6 +134,7 @@ async def test_slow_start_ramps_a_server_enabled_after_maintenance(tmp_path: Pat
         await stop_harness(h)
 
 
+@pytest.mark.loopback
 async def test_source_ip_client_stays_while_draining_and_moves_on_maintenance() -> None:
     async with (
         stack(3, pool={"persistence": {"type": "source_ip"}}) as st,

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+import pytest
 
 from quiesce.admin import AdminService
 from quiesce.config.models import Config
@@ -24,6 +25,8 @@ from quiesce.state.registry import Registry
 from quiesce.store import SqliteStore
 from tests.dataplane.backend import Backend
 from tests.dataplane.conftest import make_config, wait_for
+
+pytestmark = pytest.mark.loopback
 
 A = {"actor": "ops", "cause": Cause.CLI}
 
@@ -119,14 +122,21 @@ class Load:
     seq: int = 0
 
     async def request(
-        self, client: httpx.AsyncClient, method: str, path: str, body: bytes | None = None
+        self,
+        client: httpx.AsyncClient,
+        method: str,
+        path: str,
+        body: bytes | None = None,
     ) -> httpx.Response | None:
         self.seq += 1
         rid = f"r{self.seq}"
         for attempt in (1, 2):
             try:
                 r = await client.request(
-                    method, self.url + path, content=body, headers={"x-req-id": f"{rid}.{attempt}"}
+                    method,
+                    self.url + path,
+                    content=body,
+                    headers={"x-req-id": f"{rid}.{attempt}"},
                 )
             except (httpx.RemoteProtocolError, httpx.ReadError) as exc:
                 if attempt == 1:
@@ -234,7 +244,10 @@ async def test_drain_deadline_closes_within_100ms_and_not_before() -> None:
             asyncio.gather(*(closed_at(rd) for rd, _ in conns[0::2])),  # s0: 1st and 3rd
             10,
         )
-        print("deadline: closed at", [f"{(t - deadline_loop) * 1000:+.1f} ms" for t in closes])
+        print(
+            "deadline: closed at",
+            [f"{(t - deadline_loop) * 1000:+.1f} ms" for t in closes],
+        )
         for t in closes:
             assert deadline_loop - 0.005 <= t <= deadline_loop + 0.1, t - deadline_loop
         assert s0.admin.state is Admin.MAINTENANCE and s0.admin.cause is Cause.DEADLINE
@@ -298,7 +311,6 @@ async def test_force_closes_every_connection_of_the_target_only() -> None:
 
 async def test_maintenance_finishes_in_flight_then_closes_idle_at_once() -> None:
     async with stack(2) as st:
-        loop = asyncio.get_running_loop()
         s0 = st.registry.find_server("web/s0")
         busy = await send_get(st.port, "/slow/0.5")  # -> s0
         await wait_for(lambda: s0.connections == 1)
@@ -307,13 +319,12 @@ async def test_maintenance_finishes_in_flight_then_closes_idle_at_once() -> None
         idle = await send_get(st.port, "/")  # -> s0, idle-to-s0 afterwards
         await read_response(idle[0])
         assert st.table.idle_count(s0) == 1
-        t0 = loop.time()
         r = st.admin.maintenance("web/s0", reason="patch", **A)
         assert r.closed == 0 and "1 connection(s) close at their next request boundary" in r.message
-        # The proxy's idle keep-alive connections to s0 are closed now; the idle client
-        # connection is detached, not closed (its next request goes to s1, no reset race).
+        # The proxy's idle keep-alive connections to s0 are closed now (no await since the
+        # command: within the call, whatever the machine's load); the idle client connection
+        # is detached, not closed (its next request goes to s1, no reset race).
         assert st.table.idle_upstream_count(s0) == 0 and st.table.idle_count(s0) == 0
-        assert loop.time() - t0 < 0.1
         head, body = await read_response(busy[0])  # in-flight: finishes...
         assert head.startswith(b"HTTP/1.1 200") and body == b"hello from a\n"
         assert b"connection: close" in head.lower()

@@ -15,6 +15,8 @@ from quiesce.core.events import EventQuery
 from quiesce.frontends.api.server import is_loopback
 from tests.api.harness import ADMIN, VIEWER, build_app, config_dict, running
 
+pytestmark = pytest.mark.loopback
+
 
 async def test_session_login_csrf_logout(client: httpx.AsyncClient, app: Any) -> None:
     r = await client.post("/api/v1/login", json={"user": "admin", "password": "admin-pw"})

@@ -14,6 +14,8 @@ from quiesce.frontends.cli.monitor_shell import MonitorEditor
 from tests.api.harness import running
 from tests.cli.test_client import cli, failed, ok
 
+pytestmark = pytest.mark.loopback
+
 
 @pytest.fixture
 async def app(tmp_path: Path) -> AsyncIterator[Any]:
@@ -77,7 +79,10 @@ async def test_new_monitor(app: Any) -> None:
         ("http_monitor\nmaintenance_code 99\nsave\nsave\n", "101-599"),
         ("receive_timeout 20s\nsave\n", "receive_timeout"),
         ("colour blue\nsave\n", "unknown field 'colour'"),
-        ("http_monitor\nmaintenance_code 500\nsave\n", "end of input before the final save"),
+        (
+            "http_monitor\nmaintenance_code 500\nsave\n",
+            "end of input before the final save",
+        ),
         ('http_monitor\nmaintenance_response "unclosed\nsave\nsave\n', "cannot parse"),
     ],
 )
