@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
+from quiesce.admin import CommandContext
 from quiesce.core.clock import SystemClock
 from quiesce.core.errors import InvalidCommand
 from quiesce.core.events import Event, EventKind, EventQuery
@@ -15,7 +17,7 @@ from quiesce.core.states import Admin, Cause, CloseMode
 
 from .conftest import Harness, make_harness, stop_harness
 
-A = {"actor": "alice", "cause": Cause.API}
+A = CommandContext("alice", Cause.API)
 
 
 async def next_matching(sub: object, kind: EventKind, cause: str, within: float) -> Event:
@@ -35,7 +37,7 @@ async def test_timer_fires_drain_deadline_within_a_few_ms(tmp_path: Path) -> Non
     h = await make_harness(tmp_path / "t.db", clock=SystemClock())
     try:
         sub = h.service.subscribe()
-        r = h.service.drain("web/w1", timeout=0.3, **A)
+        r = h.service.drain("web/w1", A, timeout=0.3)
         deadline = r.server.admin.deadline
         assert deadline is not None
         e = await next_matching(sub, EventKind.ADMIN_CHANGE, "deadline", within=5)
@@ -51,10 +53,12 @@ async def test_timer_rearms_for_an_earlier_command(tmp_path: Path) -> None:
     h = await make_harness(tmp_path / "t.db", clock=SystemClock())
     try:
         sub = h.service.subscribe()
-        h.service.maintenance("web/w2", expires=time.time() + 60, **A)  # timer sleeps long...
+        h.service.maintenance(
+            "web/w2", replace(A, expires=time.time() + 60)
+        )  # timer sleeps long...
         await asyncio.sleep(0)
         start = time.time()
-        h.service.maintenance("web/w1", expires=start + 0.2, **A)  # ...and is re-armed
+        h.service.maintenance("web/w1", replace(A, expires=start + 0.2))  # ...and is re-armed
         e = await next_matching(sub, EventKind.ADMIN_CHANGE, "expiry", within=5)
         assert e.server == "w1" and time.time() - (start + 0.2) < 0.05
         assert h.server("web/w2").admin.state is Admin.MAINTENANCE
@@ -66,10 +70,10 @@ async def test_timer_fires_an_expiry_once(tmp_path: Path) -> None:
     h = await make_harness(tmp_path / "t.db", clock=SystemClock())
     try:
         sub = h.service.subscribe()
-        h.service.maintenance("web/w1", expires=time.time() + 0.1, **A)
+        h.service.maintenance("web/w1", replace(A, expires=time.time() + 0.1))
         await next_matching(sub, EventKind.ADMIN_CHANGE, "expiry", within=5)
         # Let the timer run a few more rounds; then exactly one expiry is on record.
-        h.service.drain("web/w3", timeout=0.15, **A)
+        h.service.drain("web/w3", A, timeout=0.15)
         await next_matching(sub, EventKind.ADMIN_CHANGE, "deadline", within=5)
         expiries = [e for e in h.service.events(EventQuery(limit=1000)) if e.cause == "expiry"]
         assert len(expiries) == 1 and h.server("web/w1").admin.state is Admin.ENABLED
@@ -82,7 +86,7 @@ async def test_timer_fires_an_expiry_once(tmp_path: Path) -> None:
 
 async def test_subscribers_get_live_events_with_ids(h: Harness) -> None:
     sub = h.service.subscribe()
-    h.service.maintenance("web/w1", **A)
+    h.service.maintenance("web/w1", A)
     e = await asyncio.wait_for(anext(sub), 2)
     assert e.kind is EventKind.ADMIN_CHANGE and e.id is not None
     assert e == h.service.events(EventQuery(kind="admin_change"))[-1]
@@ -93,24 +97,24 @@ async def test_slow_subscriber_never_blocks_and_loses_nothing(db: Path) -> None:
     try:
         slow = h.service.subscribe()
         for i in range(40):  # the registry is never held up: all of this is synchronous
-            h.service.set_flag(f"f{i}", True, **A)
+            h.service.set_flag(f"f{i}", True, A)
         assert slow.dropped == 35
         got = [await asyncio.wait_for(anext(slow), 2) for _ in range(40)]
         assert [e.detail["flag"] for e in got] == [f"f{i}" for i in range(40)]
         ids = [e.id for e in got]
         assert ids == sorted(ids) and len(set(ids)) == 40
-        h.service.set_flag("after", True, **A)  # and it carries on live
+        h.service.set_flag("after", True, A)  # and it carries on live
         assert (await asyncio.wait_for(anext(slow), 2)).detail["flag"] == "after"
     finally:
         await stop_harness(h)
 
 
 async def test_subscribe_after_id_replays_then_goes_live(h: Harness) -> None:
-    h.service.set_flag("one", True, **A)
-    h.service.set_flag("two", True, **A)
+    h.service.set_flag("one", True, A)
+    h.service.set_flag("two", True, A)
     first = h.service.events(EventQuery(kind="flag_change"))[0].id
     sub = h.service.subscribe(after_id=first)
-    h.service.set_flag("three", True, **A)
+    h.service.set_flag("three", True, A)
     got = [await asyncio.wait_for(anext(sub), 2) for _ in range(2)]
     assert [e.detail["flag"] for e in got] == ["two", "three"]
 
@@ -134,7 +138,7 @@ async def test_stop_ends_subscriptions_and_aclose_unsubscribes(db: Path) -> None
 async def test_wait_drained_yields_counts_until_zero(h: Harness) -> None:
     w1 = h.server("web/w1")
     w1.connections = 3
-    h.service.drain("web/w1", **A)
+    h.service.drain("web/w1", A)
     seen = []
     async for n in h.service.wait_drained("web/w1", interval=0.005):
         seen.append(n)
@@ -146,7 +150,7 @@ async def test_wait_drained_yields_counts_until_zero(h: Harness) -> None:
 async def test_wait_drained_sees_changes_made_meanwhile(h: Harness) -> None:
     w1 = h.server("web/w1")
     w1.connections = 2
-    h.service.maintenance("web/w1", **A)
+    h.service.maintenance("web/w1", A)
     loop = asyncio.get_running_loop()
     loop.call_later(0.05, setattr, w1, "connections", 1)
     loop.call_later(0.10, setattr, w1, "connections", 0)
@@ -156,7 +160,7 @@ async def test_wait_drained_sees_changes_made_meanwhile(h: Harness) -> None:
 
 async def test_wait_drained_times_out(h: Harness) -> None:
     h.server("web/w1").connections = 1
-    h.service.drain("web/w1", **A)
+    h.service.drain("web/w1", A)
     seen = []
     with pytest.raises(TimeoutError, match="still has 1 connection"):
         async for n in h.service.wait_drained("web/w1", timeout=0.05, interval=0.01):
@@ -180,7 +184,7 @@ async def test_timer_notices_a_clock_step_within_max_sleep(h: Harness) -> None:
     clock = h.clock
     assert isinstance(clock, FakeClock)
     sub = h.service.subscribe()
-    h.service.drain("web/w1", timeout=3600, **A)
+    h.service.drain("web/w1", A, timeout=3600)
     await asyncio.sleep(0)  # the timer is now asleep for at most MAX_SLEEP
     loop = asyncio.get_running_loop()
     t0 = loop.time()

@@ -9,11 +9,12 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from quiesce.admin import AdminService
+from quiesce.admin import AdminService, CommandContext
 from quiesce.config import parse_config
 from quiesce.config.models import HealthMonitor
 from quiesce.core.clock import FakeClock, SystemClock
@@ -24,7 +25,7 @@ from quiesce.store import SqliteStore
 
 from .conftest import RAW, make_harness, raw_config, stop_harness
 
-A = {"actor": "alice", "cause": Cause.API}
+A = CommandContext("alice", Cause.API)
 HTTP = HealthMonitor.model_validate(
     {
         "type": "http",
@@ -39,21 +40,21 @@ async def test_admin_states_flags_and_monitors_survive(db: Path) -> None:
     clock = FakeClock()
     h = await make_harness(db, clock)
     t0 = clock.time()
-    h.service.maintenance("web/w1", reason="disk", expires=t0 + 3600, **A)
-    h.service.drain("web/w2", timeout=120, reason="deploy", **A)
-    h.service.drain("api/a1", **A)
-    h.service.maintenance("web/w3", force_guard=True, **A)
-    h.service.enable("web/w3", **A)
-    h.service.set_flag("maintenance_mode", True, **A)
-    h.service.set_flag("color", "blue", **A)
-    h.service.clear_flag("banner", **A)
-    h.service.put_monitor("web-http", HTTP, **A)
+    h.service.maintenance("web/w1", replace(A, reason="disk", expires=t0 + 3600))
+    h.service.drain("web/w2", replace(A, reason="deploy"), timeout=120)
+    h.service.drain("api/a1", A)
+    h.service.maintenance("web/w3", replace(A, force_guard=True))
+    h.service.enable("web/w3", A)
+    h.service.set_flag("maintenance_mode", True, A)
+    h.service.set_flag("color", "blue", A)
+    h.service.clear_flag("banner", A)
+    h.service.put_monitor("web-http", HTTP, A)
     changed_hm = HealthMonitor.model_validate(
         {"type": "tcp", "send_interval": 7, "receive_timeout": 2}
     )
-    h.service.put_monitor("hm", changed_hm, **A)
-    h.service.set_pool_monitors("web", ["web-http"], **A)
-    h.service.delete_monitor("spare", **A)
+    h.service.put_monitor("hm", changed_hm, A)
+    h.service.set_pool_monitors("web", ["web-http"], A)
+    h.service.delete_monitor("spare", A)
     await stop_harness(h)
 
     clock.advance(30)  # down for 30 s
@@ -98,8 +99,8 @@ async def test_admin_states_flags_and_monitors_survive(db: Path) -> None:
 
 async def test_restoring_is_not_logged_as_changes(db: Path) -> None:
     h = await make_harness(db)
-    h.service.maintenance("web/w1", **A)
-    h.service.set_flag("x", True, **A)
+    h.service.maintenance("web/w1", A)
+    h.service.set_flag("x", True, A)
     n = len(h.service.events(EventQuery(limit=1000)))
     await stop_harness(h)
     h2 = await make_harness(db)
@@ -114,7 +115,7 @@ async def test_restoring_is_not_logged_as_changes(db: Path) -> None:
 async def test_expiry_that_passed_while_down_fires_at_start(db: Path) -> None:
     clock = FakeClock()
     h = await make_harness(db, clock)
-    h.service.maintenance("web/w1", reason="patch", expires=clock.time() + 60, **A)
+    h.service.maintenance("web/w1", replace(A, reason="patch", expires=clock.time() + 60))
     await stop_harness(h)
     clock.advance(3600)
     h2 = await make_harness(db, clock)
@@ -139,8 +140,8 @@ async def test_expiry_that_passed_while_down_fires_at_start(db: Path) -> None:
 async def test_deadline_that_passed_while_down_fires_at_start(db: Path) -> None:
     clock = FakeClock()
     h = await make_harness(db, clock)
-    h.service.drain("web/w1", timeout=10, expires=clock.time() + 20, **A)
-    h.service.drain("web/w2", timeout=10, **A)
+    h.service.drain("web/w1", replace(A, expires=clock.time() + 20), timeout=10)
+    h.service.drain("web/w2", A, timeout=10)
     await stop_harness(h)
     clock.advance(15)
     h2 = await make_harness(db, clock)
@@ -158,8 +159,8 @@ async def test_deadline_that_passed_while_down_fires_at_start(db: Path) -> None:
 
 async def test_state_of_a_removed_server_is_ignored_and_forgotten(db: Path) -> None:
     h = await make_harness(db)
-    h.service.maintenance("api/a2", **A)
-    h.service.set_pool_monitors("batch", ["hm"], **A)
+    h.service.maintenance("api/a2", A)
+    h.service.set_pool_monitors("batch", ["hm"], A)
     await stop_harness(h)
     raw = raw_config()
     raw["pools"]["api"]["servers"].pop()  # a2 is gone
@@ -190,7 +191,7 @@ async def test_a_monitor_that_no_longer_validates_is_ignored(db: Path) -> None:
 
 async def test_in_memory_store_keeps_nothing(tmp_path: Path) -> None:
     h = await make_harness(":memory:")
-    h.service.maintenance("web/w1", **A)
+    h.service.maintenance("web/w1", A)
     assert h.service.events(EventQuery(kind="admin_change"))  # listable while running
     await stop_harness(h)
     h2 = await make_harness(":memory:")
@@ -206,7 +207,7 @@ CHILD = r"""
 import asyncio, json, sys, time
 sys.path.insert(0, sys.argv[2])
 from tests.admin.conftest import RAW
-from quiesce.admin import AdminService
+from quiesce.admin import AdminService, CommandContext
 from quiesce.config import parse_config
 from quiesce.config.models import StateConfig
 from quiesce.core.states import Cause
@@ -219,12 +220,14 @@ async def main():
     registry = Registry(config)
     service = AdminService(registry, store)
     await service.start()
-    a = {"actor": "ops", "cause": Cause.CLI}
-    service.maintenance("web/w1", reason="kernel", **a)
-    long = service.drain("web/w2", timeout=600, reason="slow drain", **a).server.admin.deadline
-    r = service.disable("web/w3", graceful=True, timeout=1.5, force_guard=True, **a)
+    def a(**kw):
+        return CommandContext("ops", Cause.CLI, **kw)
+
+    service.maintenance("web/w1", a(reason="kernel"))
+    long = service.drain("web/w2", a(reason="slow drain"), timeout=600).server.admin.deadline
+    r = service.disable("web/w3", a(force_guard=True), graceful=True, timeout=1.5)
     short = r.server.admin.deadline
-    service.set_flag("maintenance_mode", True, **a)
+    service.set_flag("maintenance_mode", True, a())
     print(json.dumps({"long": long, "short": short}), flush=True)
     await asyncio.Event().wait()  # until killed
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
+from quiesce.admin import CommandContext
 from quiesce.config.models import HealthMonitor
 from quiesce.core.clock import FakeClock
 from quiesce.core.errors import GuardRefused, InvalidCommand, NotFound
@@ -12,7 +15,7 @@ from quiesce.core.states import Admin, Cause, CloseMode
 
 from .conftest import Harness
 
-A = {"actor": "alice", "cause": Cause.CLI}
+A = CommandContext("alice", Cause.CLI)
 
 
 def fake(h: Harness) -> FakeClock:
@@ -24,7 +27,7 @@ def fake(h: Harness) -> FakeClock:
 
 
 async def test_maintenance_changes_persists_and_logs(h: Harness) -> None:
-    r = h.service.maintenance("web/w1", reason="kernel update", **A)
+    r = h.service.maintenance("web/w1", replace(A, reason="kernel update"))
     assert r.changed and r.closed == 0 and r.server is h.server("web/w1")
     assert r.message.startswith("web/w1: enabled → maintenance")
     assert h.server("web/w1").admin.state is Admin.MAINTENANCE
@@ -48,7 +51,7 @@ async def test_maintenance_changes_persists_and_logs(h: Harness) -> None:
 
 async def test_maintenance_without_force_closes_at_boundary(h: Harness) -> None:
     h.server("web/w1").connections = 4
-    r = h.service.maintenance("w1", **A)  # a name unique across pools works too
+    r = h.service.maintenance("w1", A)  # a name unique across pools works too
     assert r.closed == 0
     assert "4 connection(s) close at their next request boundary" in r.message
     assert h.closes == [("web/w1", CloseMode.AT_BOUNDARY)]
@@ -56,31 +59,31 @@ async def test_maintenance_without_force_closes_at_boundary(h: Harness) -> None:
 
 async def test_force_closes_and_counts(h: Harness) -> None:
     h.server("web/w2").connections = 7
-    r = h.service.maintenance("web/w2", force=True, **A)
+    r = h.service.maintenance("web/w2", A, force=True)
     assert r.changed and r.closed == 7 and "7 connection(s) closed" in r.message
     assert h.closes == [("web/w2", CloseMode.ALL)]
 
 
 async def test_idempotent_commands_say_so(h: Harness) -> None:
-    h.service.maintenance("web/w1", reason="first", **A)
+    h.service.maintenance("web/w1", replace(A, reason="first"))
     h.closes.clear()
-    r = h.service.maintenance("web/w1", reason="again", **A)
+    r = h.service.maintenance("web/w1", replace(A, reason="again"))
     assert not r.changed and r.closed == 0
     assert r.message == "web/w1 is already in maintenance: nothing changed"
     assert h.closes == []
     assert h.server("web/w1").admin.reason == "first"  # the original record stays
-    r = h.service.enable("web/w3", **A)
+    r = h.service.enable("web/w3", A)
     assert not r.changed and r.message == "web/w3 is already enabled: nothing changed"
-    h.service.drain("web/w4", timeout=30, **A)
-    r = h.service.drain("web/w4", timeout=30, **A)
+    h.service.drain("web/w4", A, timeout=30)
+    r = h.service.drain("web/w4", A, timeout=30)
     assert not r.changed and "already draining" in r.message
     assert h.kinds().count("admin_command") == 3
 
 
 async def test_force_on_maintenance_closes_what_is_left(h: Harness) -> None:
-    h.service.maintenance("web/w1", **A)
+    h.service.maintenance("web/w1", A)
     h.server("web/w1").connections = 2
-    r = h.service.maintenance("web/w1", force=True, **A)
+    r = h.service.maintenance("web/w1", A, force=True)
     assert not r.changed and r.closed == 2
     assert "already in maintenance" in r.message and "2 connection(s) closed" in r.message
     assert h.closes[-1] == ("web/w1", CloseMode.ALL)
@@ -88,8 +91,8 @@ async def test_force_on_maintenance_closes_what_is_left(h: Harness) -> None:
 
 async def test_drain_update_changes_deadline(h: Harness) -> None:
     now = h.clock.time()
-    h.service.drain("web/w1", **A)
-    r = h.service.drain("web/w1", timeout=10, **A)
+    h.service.drain("web/w1", A)
+    r = h.service.drain("web/w1", A, timeout=10)
     assert not r.changed and "drain updated" in r.message
     assert h.server("web/w1").admin.deadline == now + 10
     assert h.store.load_admin()["web/w1"].deadline == now + 10  # persisted too
@@ -108,7 +111,7 @@ async def test_drain_update_changes_deadline(h: Harness) -> None:
 )
 async def test_unknown_server_is_not_found(h: Harness, ref: str, message: str) -> None:
     with pytest.raises(NotFound, match=message):
-        h.service.maintenance(ref, **A)
+        h.service.maintenance(ref, A)
     (e,) = h.service.events(EventQuery(kind="admin_refused"))
     assert message in e.detail["error"] and e.actor == "alice"
     assert all(s.admin.state is Admin.ENABLED for s in h.registry.servers())
@@ -121,23 +124,23 @@ async def test_ambiguous_name_needs_the_pool(db: object, tmp_path: object) -> No
     raw["pools"]["api"]["servers"].append({"name": "w1", "address": "127.0.0.1:9003"})
     h = await make_harness(f"{tmp_path}/amb.db", raw=raw)
     with pytest.raises(NotFound, match=r"several pools \(api, web\): use POOL/SERVER"):
-        h.service.drain("w1", **A)
+        h.service.drain("w1", A)
     await stop_harness(h)
 
 
 @pytest.mark.parametrize(
     "command",
     [
-        lambda s: s.maintenance("web/w3", **A),
-        lambda s: s.maintenance("web/w3", force=True, **A),
-        lambda s: s.drain("web/w3", **A),
-        lambda s: s.disable("web/w3", **A),
-        lambda s: s.disable("web/w3", graceful=True, timeout=5, **A),
+        lambda s: s.maintenance("web/w3", A),
+        lambda s: s.maintenance("web/w3", A, force=True),
+        lambda s: s.drain("web/w3", A),
+        lambda s: s.disable("web/w3", A),
+        lambda s: s.disable("web/w3", A, graceful=True, timeout=5),
     ],
 )
 async def test_guard_refuses_naming_pool_count_and_limit(h: Harness, command: object) -> None:
-    h.service.maintenance("web/w1", **A)
-    h.service.drain("web/w2", **A)  # 2 of 4 left eligible, min_servers_up 2
+    h.service.maintenance("web/w1", A)
+    h.service.drain("web/w2", A)  # 2 of 4 left eligible, min_servers_up 2
     h.closes.clear()
     before = h.store.load_admin()
     with pytest.raises(GuardRefused) as err:
@@ -152,45 +155,45 @@ async def test_guard_refuses_naming_pool_count_and_limit(h: Harness, command: ob
 
 
 async def test_force_guard_overrides(h: Harness) -> None:
-    h.service.maintenance("web/w1", **A)
-    h.service.maintenance("web/w2", **A)
-    r = h.service.maintenance("web/w3", force_guard=True, **A)
+    h.service.maintenance("web/w1", A)
+    h.service.maintenance("web/w2", A)
+    r = h.service.maintenance("web/w3", replace(A, force_guard=True))
     assert r.changed and h.registry.pool("web").eligible_count == 1
 
 
 async def test_guard_does_not_block_servers_already_out(h: Harness) -> None:
-    h.service.maintenance("web/w1", **A)
-    h.service.maintenance("web/w2", **A)
-    r = h.service.drain("web/w1", **A)  # maintenance → drain: w1 was not eligible anyway
+    h.service.maintenance("web/w1", A)
+    h.service.maintenance("web/w2", A)
+    r = h.service.drain("web/w1", A)  # maintenance → drain: w1 was not eligible anyway
     assert r.changed
-    assert h.service.enable("web/w2", **A).changed
+    assert h.service.enable("web/w2", A).changed
 
 
 @pytest.mark.parametrize(
     ("command", "message"),
     [
         (
-            lambda s, now: s.drain("web/w1", timeout=0, **A),
+            lambda s, now: s.drain("web/w1", A, timeout=0),
             "drain timeout must be above 0",
         ),
         (
-            lambda s, now: s.drain("web/w1", timeout=-5, **A),
+            lambda s, now: s.drain("web/w1", A, timeout=-5),
             "drain timeout must be above 0",
         ),
         (
-            lambda s, now: s.maintenance("web/w1", expires=now - 1, **A),
+            lambda s, now: s.maintenance("web/w1", replace(A, expires=now - 1)),
             "expiry must be in",
         ),
         (
-            lambda s, now: s.drain("web/w1", timeout=60, expires=now + 30, **A),
+            lambda s, now: s.drain("web/w1", replace(A, expires=now + 30), timeout=60),
             "after the drain",
         ),
-        (lambda s, now: s.disable("web/w1", timeout=5, **A), "needs graceful"),
+        (lambda s, now: s.disable("web/w1", A, timeout=5), "needs graceful"),
         (
-            lambda s, now: s.disable("web/w1", graceful=True, timeout=-3, **A),
+            lambda s, now: s.disable("web/w1", A, graceful=True, timeout=-3),
             "-1 .no timeout",
         ),
-        (lambda s, now: s.clear("web/w1", "enabled", **A), "use maintenance or drain"),
+        (lambda s, now: s.clear("web/w1", "enabled", A), "use maintenance or drain"),
     ],
 )
 async def test_invalid_commands_change_nothing(h: Harness, command: object, message: str) -> None:
@@ -208,7 +211,7 @@ async def test_drain_deadline_fires_into_maintenance_and_closes(h: Harness) -> N
     clock = fake(h)
     w1 = h.server("web/w1")
     w1.connections = 3
-    r = h.service.drain("web/w1", timeout=30, reason="swap disk", **A)
+    r = h.service.drain("web/w1", replace(A, reason="swap disk"), timeout=30)
     assert r.changed and r.closed == 0 and h.closes == []
     assert w1.status == "draining (3)"
     clock.advance(29.999)
@@ -235,7 +238,7 @@ async def test_drain_without_deadline_stays_draining_and_shows_drained(
     clock = fake(h)
     w1 = h.server("web/w1")
     w1.connections = 2
-    h.service.drain("web/w1", **A)
+    h.service.drain("web/w1", A)
     clock.advance(86400 * 365)
     assert h.service.tick() == [] and h.registry.next_due() is None
     assert w1.status == "draining (2)"
@@ -246,7 +249,7 @@ async def test_drain_without_deadline_stays_draining_and_shows_drained(
 async def test_expiry_fires_exactly_once(h: Harness) -> None:
     clock = fake(h)
     w1 = h.server("web/w1")
-    h.service.maintenance("web/w1", reason="patch", expires=clock.time() + 600, **A)
+    h.service.maintenance("web/w1", replace(A, reason="patch", expires=clock.time() + 600))
     assert h.registry.next_due() == clock.time() + 600
     clock.advance(599)
     assert h.service.tick() == []
@@ -263,7 +266,7 @@ async def test_expiry_fires_exactly_once(h: Harness) -> None:
 async def test_drain_deadline_then_expiry(h: Harness) -> None:
     clock = fake(h)
     now = clock.time()
-    h.service.drain("web/w1", timeout=10, expires=now + 20, **A)
+    h.service.drain("web/w1", replace(A, expires=now + 20), timeout=10)
     clock.advance(25)  # both passed: the deadline fires first, then the expiry
     fired = h.service.tick()
     assert [(t.before.state, t.after.state) for t in fired] == [
@@ -277,14 +280,14 @@ async def test_drain_deadline_then_expiry(h: Harness) -> None:
 
 async def test_disable_immediate(h: Harness) -> None:
     h.server("web/w1").connections = 5
-    r = h.service.disable("web/w1", **A)
+    r = h.service.disable("web/w1", A)
     assert r.server.admin.state is Admin.MAINTENANCE and r.closed == 5
     assert h.closes == [("web/w1", CloseMode.ALL)]
 
 
 async def test_disable_graceful_with_timeout(h: Harness) -> None:
     clock = fake(h)
-    r = h.service.disable("web/w1", graceful=True, timeout=90, **A)
+    r = h.service.disable("web/w1", A, graceful=True, timeout=90)
     assert r.server.admin.state is Admin.DRAIN and r.server.admin.deadline == clock.time() + 90
     clock.advance(90)
     h.service.tick()
@@ -293,18 +296,18 @@ async def test_disable_graceful_with_timeout(h: Harness) -> None:
 
 async def test_disable_graceful_uses_pool_default(h: Harness) -> None:
     now = h.clock.time()
-    r = h.service.disable("web/w1", graceful=True, **A)  # web: graceful_disable_timeout 30s
+    r = h.service.disable("web/w1", A, graceful=True)  # web: graceful_disable_timeout 30s
     assert r.server.admin.state is Admin.DRAIN and r.server.admin.deadline == now + 30
 
 
 async def test_disable_pool_default_zero_is_immediate(h: Harness) -> None:
     h.server("api/a1").connections = 1
-    r = h.service.disable("api/a1", graceful=True, **A)  # api: 0
+    r = h.service.disable("api/a1", A, graceful=True)  # api: 0
     assert r.server.admin.state is Admin.MAINTENANCE and r.closed == 1
 
 
 async def test_disable_timeout_zero_is_immediate(h: Harness) -> None:
-    r = h.service.disable("web/w1", graceful=True, timeout=0, **A)
+    r = h.service.disable("web/w1", A, graceful=True, timeout=0)
     assert r.server.admin.state is Admin.MAINTENANCE
     assert h.closes == [("web/w1", CloseMode.ALL)]
 
@@ -313,7 +316,7 @@ async def test_disable_timeout_zero_is_immediate(h: Harness) -> None:
     ("ref", "timeout"), [("web/w1", -1), ("web/w1", float("inf")), ("batch/b1", None)]
 )
 async def test_disable_until_all_flows_drain(h: Harness, ref: str, timeout: float | None) -> None:
-    r = h.service.disable(ref, graceful=True, timeout=timeout, **A)
+    r = h.service.disable(ref, A, graceful=True, timeout=timeout)
     assert r.server.admin.state is Admin.DRAIN and r.server.admin.deadline is None
     assert "no deadline" in r.message and h.closes == []
 
@@ -322,29 +325,29 @@ async def test_disable_until_all_flows_drain(h: Harness, ref: str, timeout: floa
 
 
 async def test_enable_returns_to_service(h: Harness) -> None:
-    h.service.maintenance("web/w1", **A)
-    r = h.service.enable("web/w1", reason="done", **A)
+    h.service.maintenance("web/w1", A)
+    r = h.service.enable("web/w1", replace(A, reason="done"))
     assert r.changed and r.server.eligible and r.server.admin.reason == "done"
     assert h.store.load_admin()["web/w1"].state is Admin.ENABLED
 
 
 async def test_clear_only_the_named_state(h: Harness) -> None:
-    h.service.drain("web/w1", **A)
-    r = h.service.clear("web/w1", "maintenance", **A)
+    h.service.drain("web/w1", A)
+    r = h.service.clear("web/w1", "maintenance", A)
     assert not r.changed and r.server.admin.state is Admin.DRAIN
     assert r.message == "web/w1 is not in maintenance (it is draining): nothing to clear"
     assert h.service.events()[-1].kind is EventKind.ADMIN_COMMAND
-    r = h.service.clear("web/w1", "drain", **A)
+    r = h.service.clear("web/w1", "drain", A)
     assert r.changed and r.server.admin.state is Admin.ENABLED
 
 
 async def test_set_weight(h: Harness) -> None:
-    h.service.set_weight("web/w1", 5, **A)
+    h.service.set_weight("web/w1", 5, A)
     assert h.server("web/w1").weight == 5
     e = h.service.events()[-1]
     assert e.kind is EventKind.ADMIN_COMMAND and e.detail["weight"] == 5
     with pytest.raises(InvalidCommand, match="outside 0-256"):
-        h.service.set_weight("web/w1", 300, **A)
+        h.service.set_weight("web/w1", 300, A)
     assert h.server("web/w1").weight == 5
 
 
@@ -352,15 +355,15 @@ async def test_set_weight(h: Harness) -> None:
 
 
 async def test_flags_are_persisted(h: Harness) -> None:
-    h.service.set_flag("maintenance_mode", True, reason="deploy", **A)
-    h.service.set_flag("color", "blue", **A)
-    h.service.clear_flag("banner", **A)
+    h.service.set_flag("maintenance_mode", True, replace(A, reason="deploy"))
+    h.service.set_flag("color", "blue", A)
+    h.service.clear_flag("banner", A)
     assert h.store.load_flags() == {"maintenance_mode": True, "color": "blue"}
     assert h.store.load_cleared_flags() == {"banner"}
     with pytest.raises(NotFound):
-        h.service.clear_flag("banner", **A)
+        h.service.clear_flag("banner", A)
     with pytest.raises(InvalidCommand, match="flag name"):
-        h.service.set_flag("bad name!", True, **A)
+        h.service.set_flag("bad name!", True, A)
     assert "bad name!" not in h.registry.flags
 
 
@@ -373,18 +376,18 @@ async def test_monitors_are_persisted_and_health_told(h: Harness) -> None:
             "http_monitor": {"maintenance_code": [503]},
         }
     )
-    assert h.service.put_monitor("web-http", m, **A) is True
-    assert h.service.put_monitor("web-http", m, **A) is False
-    h.service.set_pool_monitors("web", ["web-http", "hm"], **A)
-    h.service.delete_monitor("spare", **A)
+    assert h.service.put_monitor("web-http", m, A) is True
+    assert h.service.put_monitor("web-http", m, A) is False
+    h.service.set_pool_monitors("web", ["web-http", "hm"], A)
+    h.service.delete_monitor("spare", A)
     assert h.monitor_syncs == 4
     assert HealthMonitor.model_validate(h.store.load_monitors()["web-http"]) == m
     assert h.store.load_pool_monitors() == {"web": ["web-http", "hm"]}
     assert h.store.load_deleted_monitors() == {"spare"}
     with pytest.raises(GuardRefused, match="detach it first"):
-        h.service.delete_monitor("hm", **A)
+        h.service.delete_monitor("hm", A)
     with pytest.raises(NotFound):
-        h.service.set_pool_monitors("web", ["nope"], **A)
+        h.service.set_pool_monitors("web", ["nope"], A)
     assert h.store.load_pool_monitors() == {"web": ["web-http", "hm"]}
 
 
@@ -394,11 +397,11 @@ async def test_monitors_are_persisted_and_health_told(h: Harness) -> None:
 async def test_event_listing_filters(h: Harness) -> None:
     clock = fake(h)
     t0 = clock.time()
-    h.service.maintenance("web/w1", **A)
+    h.service.maintenance("web/w1", A)
     clock.advance(10)
-    h.service.drain("api/a1", **A)
+    h.service.drain("api/a1", A)
     clock.advance(10)
-    h.service.set_flag("x", True, **A)
+    h.service.set_flag("x", True, A)
     assert [e.server for e in h.service.events(EventQuery(pool="api"))] == ["a1"]
     assert [e.to for e in h.service.events(EventQuery(server="w1"))] == ["maintenance"]
     assert [e.kind.value for e in h.service.events(EventQuery(since=t0 + 15))] == ["flag_change"]

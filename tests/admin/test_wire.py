@@ -10,13 +10,13 @@ import hashlib
 import json
 import os
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import httpx
 import pytest
 
-from quiesce.admin import AdminService
+from quiesce.admin import AdminService, CommandContext
 from quiesce.config.models import Config
 from quiesce.core.events import EventQuery
 from quiesce.core.states import Admin, Cause
@@ -28,7 +28,7 @@ from tests.dataplane.conftest import make_config, wait_for
 
 pytestmark = pytest.mark.loopback
 
-A = {"actor": "ops", "cause": Cause.CLI}
+A = CommandContext("ops", Cause.CLI)
 
 
 @dataclass
@@ -198,16 +198,16 @@ async def test_rolling_maintenance_under_load_loses_nothing() -> None:
                 await wait_for(lambda: len(load.by_server) == 4 and load.ok > 100, 30)
                 for i, backend in enumerate(st.backends):
                     ref = st.ref(i)
-                    r = st.admin.drain(ref, reason="rolling upgrade", **A)
+                    r = st.admin.drain(ref, replace(A, reason="rolling upgrade"))
                     assert r.changed
                     seen = [n async for n in st.admin.wait_drained(ref, timeout=20)]
                     assert seen[-1] == 0
                     idle_detached += st.table.idle_count(st.registry.find_server(ref))
-                    st.admin.maintenance(ref, reason="rolling upgrade", **A)
+                    st.admin.maintenance(ref, replace(A, reason="rolling upgrade"))
                     before, ok = len(backend.requests), load.ok
                     await wait_for(lambda ok=ok: load.ok > ok + 100, 30)  # type: ignore[misc]
                     assert len(backend.requests) == before, "a server in maintenance got traffic"
-                    assert st.admin.enable(ref, **A).changed
+                    assert st.admin.enable(ref, A).changed
                     served = backend.requests and len(backend.requests)
                     await wait_for(lambda b=backend, s=served: len(b.requests) > s, 30)  # type: ignore[misc]
             finally:
@@ -237,7 +237,7 @@ async def test_drain_deadline_closes_within_100ms_and_not_before() -> None:
         conns = [await send_get(st.port, "/hang") for _ in range(4)]  # round robin: 2 each
         await wait_for(lambda: s0.connections == 2)
         start = loop.time()
-        r = st.admin.drain("web/s0", timeout=0.5, **A)
+        r = st.admin.drain("web/s0", A, timeout=0.5)
         assert r.server.admin.deadline is not None
         deadline_loop = start + 0.5
         closes = await asyncio.wait_for(
@@ -264,8 +264,8 @@ async def test_drain_without_deadline_never_closes() -> None:
         await wait_for(lambda: s0.connections == 1)
         hang = await send_get(st.port, "/hang")  # -> s1
         await wait_for(lambda: s1.connections == 1)
-        st.admin.drain("web/s0", **A)  # until all flows drain
-        st.admin.drain("web/s1", timeout=0.3, force_guard=True, **A)  # a deadline elsewhere
+        st.admin.drain("web/s0", A)  # until all flows drain
+        st.admin.drain("web/s1", replace(A, force_guard=True), timeout=0.3)  # a deadline elsewhere
         await closed_at(hang[0])
         assert s1.admin.state is Admin.MAINTENANCE
         head, body = await read_response(slow[0])  # s0's request ran its full 1.5 s
@@ -291,7 +291,7 @@ async def test_force_closes_every_connection_of_the_target_only() -> None:
         others = [await send_get(st.port, "/slow/0.5") for _ in range(2)]  # s1, s0
         await wait_for(lambda: s0.connections + s1.connections == 8)
         t0 = loop.time()
-        r = st.admin.maintenance("web/s0", force=True, reason="fire", **A)
+        r = st.admin.maintenance("web/s0", replace(A, reason="fire"), force=True)
         assert r.changed and r.closed == 4
         on_s0 = [*hangs[0::2], idle, others[1]]
         on_s1 = [*hangs[1::2], others[0]]
@@ -319,7 +319,7 @@ async def test_maintenance_finishes_in_flight_then_closes_idle_at_once() -> None
         idle = await send_get(st.port, "/")  # -> s0, idle-to-s0 afterwards
         await read_response(idle[0])
         assert st.table.idle_count(s0) == 1
-        r = st.admin.maintenance("web/s0", reason="patch", **A)
+        r = st.admin.maintenance("web/s0", replace(A, reason="patch"))
         assert r.closed == 0 and "1 connection(s) close at their next request boundary" in r.message
         # The proxy's idle keep-alive connections to s0 are closed now (no await since the
         # command: within the call, whatever the machine's load); the idle client connection
@@ -351,7 +351,7 @@ async def test_cookie_reaches_draining_server_and_moves_on_maintenance() -> None
         first = (await sticky.get(st.url + "/")).headers["x-server"]
         i = "abc".index(first)
         server = st.registry.find_server(st.ref(i))
-        st.admin.drain(st.ref(i), **A)
+        st.admin.drain(st.ref(i), A)
         for _ in range(5):
             assert (await sticky.get(st.url + "/")).headers["x-server"] == first
         # A client without the cookie never reaches the draining server.
@@ -359,7 +359,7 @@ async def test_cookie_reaches_draining_server_and_moves_on_maintenance() -> None
             fresh = {(await new.get(st.url + "/")).headers["x-server"] for _ in range(6)}
         assert first not in fresh
         assert server.status == "drained" and st.table.idle_count(server) == 1
-        st.admin.maintenance(st.ref(i), **A)
+        st.admin.maintenance(st.ref(i), A)
         # The same keep-alive connection, cookie and all, now reaches another server.
         r = await sticky.get(st.url + "/")
         moved = r.headers["x-server"]

@@ -15,6 +15,7 @@ import pytest
 import trustme
 from click.testing import CliRunner, Result
 
+from quiesce.admin import CommandContext
 from quiesce.core.events import EventQuery
 from quiesce.core.states import Cause, CloseMode
 from quiesce.main import main
@@ -220,7 +221,7 @@ async def test_events_follow(app: Any) -> None:
         async with asyncio.timeout(20):
             while app.admin.bus.subscribers == 0:
                 await asyncio.sleep(0.02)
-        app.admin.drain("app/a2", actor="someone", cause=Cause.API)
+        app.admin.drain("app/a2", CommandContext(actor="someone", cause=Cause.API))
         line = await asyncio.wait_for(proc.stdout.readline(), 20)
         event = json.loads(line)
         assert (event["server"], event["to"], event["actor"]) == (

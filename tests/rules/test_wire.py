@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from quiesce.admin import AdminService
+from quiesce.admin import AdminService, CommandContext
 from quiesce.config import load_text
 from quiesce.core.checks import CheckResult, Reason
 from quiesce.core.events import Event, EventKind
@@ -200,7 +200,9 @@ async def test_maintenance_flag_flip_with_operator_bypass(
     try:
         await wait_until(lambda: len(public) >= 20, "traffic before the flip")
         site.admin.set_flag(
-            "maintenance_mode", True, actor="alice", cause=Cause.API, reason="release 4.2"
+            "maintenance_mode",
+            True,
+            CommandContext(actor="alice", cause=Cause.API, reason="release 4.2"),
         )
         flipped = len(public)
         await wait_until(lambda: public[flipped:].count("page") >= 20, "pages after the flip")
@@ -216,7 +218,9 @@ async def test_maintenance_flag_flip_with_operator_bypass(
         status, headers, _ = await curl(site.url("ops") + "/")  # allow-listed source
         assert status == 200 and headers["x-backend"] in ("a", "b")
 
-        site.admin.clear_flag("maintenance_mode", actor="alice", cause=Cause.API, reason="done")
+        site.admin.clear_flag(
+            "maintenance_mode", CommandContext(actor="alice", cause=Cause.API, reason="done")
+        )
         cleared = len(public)
         await wait_until(lambda: public[cleared:].count("pool") >= 20, "traffic after clear")
     finally:
@@ -264,19 +268,19 @@ services:
         return status
 
     assert await monitor() == 200
-    site.admin.maintenance("web/a", actor="ops", cause=Cause.CLI)
+    site.admin.maintenance("web/a", CommandContext(actor="ops", cause=Cause.CLI))
     assert await monitor() == 200  # b is still eligible
-    site.admin.maintenance("web/b", actor="ops", cause=Cause.CLI, reason="last one")
+    site.admin.maintenance("web/b", CommandContext(actor="ops", cause=Cause.CLI, reason="last one"))
     assert await monitor() == 503
     status, _, _ = await curl(url + "/site_alive", "-I")  # HEAD too
     assert status == 503
     status, _, body = await curl(url + "/anything")
     assert status == 503 and "under maintenance" in body  # no eligible server: the page
-    site.admin.enable("web/b", actor="ops", cause=Cause.CLI)
+    site.admin.enable("web/b", CommandContext(actor="ops", cause=Cause.CLI))
     assert await monitor() == 200
-    site.admin.set_flag("maintenance_mode", "on", actor="ops", cause=Cause.CLI)
+    site.admin.set_flag("maintenance_mode", "on", CommandContext(actor="ops", cause=Cause.CLI))
     assert await monitor() == 503
-    site.admin.set_flag("maintenance_mode", "off", actor="ops", cause=Cause.CLI)
+    site.admin.set_flag("maintenance_mode", "off", CommandContext(actor="ops", cause=Cause.CLI))
     assert await monitor() == 200
 
     # Paths that match no rule go to the service's pool; rules send the others elsewhere.
@@ -376,7 +380,7 @@ services:
 """
     )
     await site.start()
-    site.admin.set_flag("maintenance_mode", "upgrade", actor="ops", cause=Cause.API)
+    site.admin.set_flag("maintenance_mode", "upgrade", CommandContext(actor="ops", cause=Cause.API))
     status, headers, body = await curl(site.url() + "/")
     assert (status, headers["content-type"], headers["retry-after"]) == (
         503,
@@ -384,11 +388,11 @@ services:
         "900",
     )
     assert body == "Upgrading to 4.2, back at 14:00 UTC\n"
-    site.admin.set_flag("maintenance_mode", True, actor="ops", cause=Cause.API)
+    site.admin.set_flag("maintenance_mode", True, CommandContext(actor="ops", cause=Cause.API))
     status, headers, body = await curl(site.url() + "/")
     assert status == 503 and "retry-after" not in headers  # the service's default page
     assert headers["content-type"].startswith("text/html") and "under maintenance" in body
-    site.admin.set_flag("maintenance_mode", False, actor="ops", cause=Cause.API)
+    site.admin.set_flag("maintenance_mode", False, CommandContext(actor="ops", cause=Cause.API))
     status, headers, _ = await curl(site.url() + "/")
     assert status == 200 and headers["x-backend"] in ("a", "b")
     assert backends["a"].paths + backends["b"].paths == ["/"]

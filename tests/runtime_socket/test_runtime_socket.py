@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from quiesce.admin import CommandContext
 from quiesce.core.checks import CheckResult, Reason
 from quiesce.core.events import EventQuery
 from quiesce.core.states import Cause, CloseMode, Verdict
@@ -68,8 +69,8 @@ def by_name(rows: list[dict[str, str]]) -> dict[tuple[str, str], dict[str, str]]
 
 
 async def test_show_stat_is_haproxy_csv(app: Any) -> None:
-    app.admin.maintenance("app/a1", actor="t", cause=Cause.API)
-    app.admin.drain("app/a2", actor="t", cause=Cause.API)
+    app.admin.maintenance("app/a1", CommandContext(actor="t", cause=Cause.API))
+    app.admin.drain("app/a2", CommandContext(actor="t", cause=Cause.API))
     web1 = app.registry.find_server("web/web1")
     app.registry.record_check(
         web1,
@@ -115,7 +116,7 @@ async def test_show_stat_is_haproxy_csv(app: Any) -> None:
 
 
 async def test_show_servers_state(app: Any) -> None:
-    app.admin.maintenance("app/a1", actor="t", cause=Cause.API)
+    app.admin.maintenance("app/a1", CommandContext(actor="t", cause=Cause.API))
     text = await cmd(app, "show servers state app")
     lines = text.rstrip("\n").split("\n")
     assert lines[0] == "1"

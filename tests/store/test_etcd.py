@@ -16,14 +16,14 @@ import time
 import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from quiesce.admin import AdminService
+from quiesce.admin import AdminService, CommandContext
 from quiesce.config import parse_config
 from quiesce.config.models import EtcdConfig, HealthMonitor, StateConfig
 from quiesce.core.clock import SystemClock
@@ -38,7 +38,7 @@ pytestmark = [
     pytest.mark.peers,
 ]
 
-A = {"actor": "alice", "cause": Cause.API}
+A = CommandContext("alice", Cause.API)
 RAW: dict[str, Any] = {
     "healthmonitors": {"hm": {"type": "tcp", "send_interval": 2, "receive_timeout": 1}},
     "flags": {"maintenance_mode": False, "banner": "hello"},
@@ -181,7 +181,7 @@ async def until(predicate: Callable[[], object], timeout: float = 5.0) -> None:
 
 async def test_maintenance_on_a_takes_effect_on_b(pair: tuple[Node, Node]) -> None:
     a, b = pair
-    a.service.maintenance("web/w1", force=True, reason="disk swap", **A)
+    a.service.maintenance("web/w1", replace(A, reason="disk swap"), force=True)
     w1 = b.server("web/w1")
     await until(lambda: w1.admin.state is Admin.MAINTENANCE)
     assert (w1.admin.actor, w1.admin.reason, w1.admin.cause) == (
@@ -198,18 +198,18 @@ async def test_maintenance_on_a_takes_effect_on_b(pair: tuple[Node, Node]) -> No
     ]
     assert b.store.load_admin()["web/w1"].state is Admin.MAINTENANCE
     # back to enabled, from B this time
-    b.service.enable("web/w1", reason="done", **A)
+    b.service.enable("web/w1", replace(A, reason="done"))
     await until(lambda: a.server("web/w1").admin.state is Admin.ENABLED)
     assert a.server("web/w1").admin.reason == "done"
 
 
 async def test_flags_and_monitor_edits_replicate(pair: tuple[Node, Node]) -> None:
     a, b = pair
-    a.service.set_flag("maintenance_mode", True, reason="window", **A)
-    a.service.set_flag("color", "blue", **A)
-    a.service.clear_flag("banner", **A)
-    a.service.put_monitor("web-http", HTTP, **A)
-    a.service.set_pool_monitors("web", ["web-http"], **A)
+    a.service.set_flag("maintenance_mode", True, replace(A, reason="window"))
+    a.service.set_flag("color", "blue", A)
+    a.service.clear_flag("banner", A)
+    a.service.put_monitor("web-http", HTTP, A)
+    a.service.set_pool_monitors("web", ["web-http"], A)
     reg = b.registry
     await until(lambda: reg.pools["web"].pool_monitors == ["web-http"])
     assert reg.flags == {"maintenance_mode": True, "color": "blue"}
@@ -218,15 +218,15 @@ async def test_flags_and_monitor_edits_replicate(pair: tuple[Node, Node]) -> Non
     assert b.monitor_syncs >= 2  # the health manager is told on B as well
     flag = next(e for e in b.events() if e.kind is EventKind.FLAG_CHANGE and e.actor == "alice")
     assert flag.reason == "window"
-    a.service.set_pool_monitors("web", ["hm"], **A)
-    a.service.delete_monitor("web-http", **A)
+    a.service.set_pool_monitors("web", ["hm"], A)
+    a.service.delete_monitor("web-http", A)
     await until(lambda: "web-http" not in reg.monitors)
     assert b.store.load_deleted_monitors() == {"web-http"}
 
 
 async def test_events_from_a_are_listed_on_b(pair: tuple[Node, Node]) -> None:
     a, b = pair
-    a.service.drain("web/w2", reason="deploy 42", **A)
+    a.service.drain("web/w2", replace(A, reason="deploy 42"))
 
     def shared() -> list[Any]:
         return [e for e in b.events() if e.detail.get("node") == "A" and e.server == "w2"]
@@ -246,7 +246,7 @@ async def test_events_from_a_are_listed_on_b(pair: tuple[Node, Node]) -> None:
     )
     # live subscribers on B get A's events too
     sub = b.service.subscribe()
-    a.service.set_flag("color", "red", **A)
+    a.service.set_flag("color", "red", A)
     got = await asyncio.wait_for(anext(aiter(sub)), 5)
     assert got.kind is EventKind.FLAG_CHANGE and got.detail["node"] == "A"
     await sub.aclose()
@@ -255,9 +255,9 @@ async def test_events_from_a_are_listed_on_b(pair: tuple[Node, Node]) -> None:
 async def test_a_node_started_later_restores_at_open(etcd: Etcd, prefix: str) -> None:
     a = await start_node(etcd, prefix, "A")
     try:
-        a.service.maintenance("web/w3", reason="rma", **A)
-        a.service.set_flag("color", "green", **A)
-        a.service.put_monitor("web-http", HTTP, **A)
+        a.service.maintenance("web/w3", replace(A, reason="rma"))
+        a.service.set_flag("color", "green", A)
+        a.service.put_monitor("web-http", HTTP, A)
         assert await a.store.flush(5)
         c = await start_node(etcd, prefix, "C")
         try:  # no waiting: open() read the shared state before the restore
@@ -274,7 +274,7 @@ async def test_a_node_started_later_restores_at_open(etcd: Etcd, prefix: str) ->
 
 async def test_a_node_without_the_server_does_not_erase_its_record(etcd: Etcd, prefix: str) -> None:
     a = await start_node(etcd, prefix, "A")
-    a.service.maintenance("web/w3", reason="rma", **A)
+    a.service.maintenance("web/w3", replace(A, reason="rma"))
     assert await a.store.flush(5)
     await stop_node(a)
     smaller = copy.deepcopy(RAW)
@@ -293,8 +293,8 @@ async def test_one_command_is_one_round_of_writes(pair: tuple[Node, Node], etcd:
     a, b = pair
     assert await a.store.flush(5) and await b.store.flush(5)
     a_before, b_before = a.store.writes, b.store.writes
-    a.service.maintenance("web/w1", force=True, reason="x", **A)
-    a.service.set_flag("color", "blue", **A)
+    a.service.maintenance("web/w1", replace(A, reason="x"), force=True)
+    a.service.set_flag("color", "blue", A)
     await until(lambda: b.registry.flags.get("color") == "blue")
     assert await a.store.flush(5) and await b.store.flush(5)
     # A barrier: once both nodes have seen a later revision, every echo they would write has
@@ -331,8 +331,8 @@ async def test_etcd_lost_then_back(tmp_path: Path, prefix: str) -> None:
         b = await start_node(server, prefix, "B")
         try:
             await asyncio.to_thread(server.stop)
-            a.service.maintenance("web/w1", reason="while etcd was down", **A)
-            a.service.set_flag("color", "blue", **A)
+            a.service.maintenance("web/w1", replace(A, reason="while etcd was down"))
+            a.service.set_flag("color", "blue", A)
             # A serves from its copy meanwhile
             assert a.store.load_admin()["web/w1"].state is Admin.MAINTENANCE
             assert a.service.events(EventQuery(kind="flag_change"))[-1].to == "blue"
@@ -353,8 +353,8 @@ async def test_own_write_is_not_overwritten_by_an_older_remote_one(
 ) -> None:
     a, b = pair
     # both change the same flag at once: both end with the value etcd kept last
-    a.service.set_flag("color", "from-a", **A)
-    b.service.set_flag("color", "from-b", **A)
+    a.service.set_flag("color", "from-a", A)
+    b.service.set_flag("color", "from-b", A)
     assert await a.store.flush(5) and await b.store.flush(5)
     client = a.store._get_client()
     final = await client.get(f"{a.store.prefix}flags/color".encode())

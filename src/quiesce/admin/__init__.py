@@ -4,6 +4,7 @@ calls, the deadline/expiry timer, persistence of runtime state and the live even
 from __future__ import annotations
 
 from quiesce.admin.bus import EventBus, Subscription
+from quiesce.admin.context import CommandContext
 from quiesce.admin.service import AdminService, CommandResult
 
-__all__ = ["AdminService", "CommandResult", "EventBus", "Subscription"]
+__all__ = ["AdminService", "CommandContext", "CommandResult", "EventBus", "Subscription"]

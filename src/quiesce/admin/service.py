@@ -31,11 +31,12 @@ import threading
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Literal, NoReturn
+from typing import Any, Literal, NoReturn
 
 from pydantic import ValidationError
 
 from quiesce.admin.bus import EventBus, Subscription
+from quiesce.admin.context import CommandContext
 from quiesce.config.models import HealthMonitor
 from quiesce.core.admin import AdminCommand, AdminRecord, Transition, disable_command
 from quiesce.core.clock import Clock
@@ -145,69 +146,47 @@ class AdminService:
 
     # commands -------------------------------------------------------------------------------
 
-    def maintenance(
-        self,
-        ref: str,
-        *,
-        actor: str,
-        cause: Cause,
-        reason: str = "",
-        force: bool = False,
-        expires: float | None = None,
-        force_guard: bool = False,
-    ) -> CommandResult:
-        cmd = AdminCommand(Admin.MAINTENANCE, actor, reason, cause, force=force, expires=expires)
-        return self._command(ref, cmd, force_guard)
+    def maintenance(self, ref: str, ctx: CommandContext, *, force: bool = False) -> CommandResult:
+        """``force`` closes every connection now; otherwise L7 closes each at its next request
+        boundary and L4 lets them end."""
+        cmd = _command(Admin.MAINTENANCE, ctx, force=force, expires=ctx.expires)
+        return self._command(ref, cmd, ctx.force_guard)
 
     def drain(
-        self,
-        ref: str,
-        *,
-        actor: str,
-        cause: Cause,
-        reason: str = "",
-        timeout: float | None = None,
-        expires: float | None = None,
-        force_guard: bool = False,
+        self, ref: str, ctx: CommandContext, *, timeout: float | None = None
     ) -> CommandResult:
         """``timeout`` None (or -1) = no deadline: the server stays draining, shown
         ``drained`` at 0 connections."""
-        server = self._find(ref, Admin.DRAIN, actor, cause, reason)
+        server = self._find(ref, Admin.DRAIN, ctx)
         deadline = None
         if timeout is not None and timeout != -1:
             if not timeout > 0:
                 self._refuse_with(
                     server,
                     Admin.DRAIN,
-                    actor,
-                    cause,
-                    reason,
+                    ctx,
                     InvalidCommand(
                         f"a drain timeout must be above 0 (got {timeout:g}); "
                         "for an immediate stop use maintenance with force"
                     ),
                 )
             deadline = self.clock.time() + timeout
-        cmd = AdminCommand(Admin.DRAIN, actor, reason, cause, deadline=deadline, expires=expires)
-        return self._apply(server, cmd, force_guard)
+        cmd = _command(Admin.DRAIN, ctx, deadline=deadline, expires=ctx.expires)
+        return self._apply(server, cmd, ctx.force_guard)
 
     def disable(
         self,
         ref: str,
+        ctx: CommandContext,
         *,
-        actor: str,
-        cause: Cause,
-        reason: str = "",
         graceful: bool = False,
         timeout: float | None = None,
-        expires: float | None = None,
-        force_guard: bool = False,
     ) -> CommandResult:
         """Avi's three modes: immediate (``graceful=False``: maintenance with force);
         graceful with a timeout (drain with a deadline, then maintenance with force); graceful
         until all flows drain (``timeout=-1``: drain with no deadline). ``timeout`` None = the
         pool's ``graceful_disable_timeout``; 0 = immediate."""
-        server = self._find(ref, Admin.MAINTENANCE, actor, cause, reason)
+        server = self._find(ref, Admin.MAINTENANCE, ctx)
         problem = None
         if timeout is not None and not graceful:
             problem = "a disable timeout needs graceful (an immediate disable has no timeout)"
@@ -219,34 +198,28 @@ class AdminService:
             )
         if problem is not None:
             target = Admin.DRAIN if graceful else Admin.MAINTENANCE
-            self._refuse_with(server, target, actor, cause, reason, InvalidCommand(problem))
+            self._refuse_with(server, target, ctx, InvalidCommand(problem))
         cmd = disable_command(
-            actor=actor,
-            reason=reason,
-            cause=cause,
+            actor=ctx.actor,
+            reason=ctx.reason,
+            cause=ctx.cause,
             now=self.clock.time(),
             graceful=graceful,
             timeout=timeout,
             pool_default=self.registry.pools[server.pool].config.graceful_disable_timeout,
-            expires=expires,
+            expires=ctx.expires,
         )
-        return self._apply(server, cmd, force_guard)
+        return self._apply(server, cmd, ctx.force_guard)
 
-    def enable(self, ref: str, *, actor: str, cause: Cause, reason: str = "") -> CommandResult:
-        return self._command(ref, AdminCommand(Admin.ENABLED, actor, reason, cause), False)
+    def enable(self, ref: str, ctx: CommandContext) -> CommandResult:
+        return self._command(ref, _command(Admin.ENABLED, ctx), False)
 
     def clear(
-        self,
-        ref: str,
-        state: Literal["maintenance", "drain"],
-        *,
-        actor: str,
-        cause: Cause,
-        reason: str = "",
+        self, ref: str, state: Literal["maintenance", "drain"], ctx: CommandContext
     ) -> CommandResult:
         """MaxScale's ``clear server X maintenance|drain``: enable if in that state, else
         nothing changes (and the answer says so)."""
-        server = self._find(ref, Admin.ENABLED, actor, cause, reason)
+        server = self._find(ref, Admin.ENABLED, ctx)
         try:
             wanted = Admin(state)
             if wanted is Admin.ENABLED:
@@ -255,9 +228,7 @@ class AdminService:
             self._refuse_with(
                 server,
                 Admin.ENABLED,
-                actor,
-                cause,
-                reason,
+                ctx,
                 InvalidCommand(f"cannot clear {state!r}: use maintenance or drain"),
             )
         if server.admin.state is not wanted:
@@ -265,44 +236,44 @@ class AdminService:
             message = (
                 f"{server.key} is not {_STATE_WORDS[wanted]} (it is {now_state}): nothing to clear"
             )
-            self._emit_command(server, actor, cause, reason, message, {"clear": state})
+            self._emit_command(server, ctx, message, {"clear": state})
             return CommandResult(server, False, message, 0)
-        return self._apply(server, AdminCommand(Admin.ENABLED, actor, reason, cause), False)
+        return self._apply(server, _command(Admin.ENABLED, ctx), False)
 
-    def set_weight(self, ref: str, weight: int, *, actor: str, cause: Cause) -> None:
-        server = self._find(ref, Admin.ENABLED, actor, cause, "")
+    def set_weight(self, ref: str, weight: int, ctx: CommandContext) -> None:
+        server = self._find(ref, Admin.ENABLED, ctx)
         old = server.weight
         try:
             self.registry.set_weight(server, weight)
         except QuiesceError as exc:
-            self._refuse_with(server, server.admin.state, actor, cause, "", exc)
+            self._refuse_with(server, server.admin.state, ctx, exc)
         self._emit_command(
             server,
-            actor,
-            cause,
-            "",
+            ctx,
             f"{server.key}: weight {old} → {weight}",
             {"weight": weight, "previous_weight": old},
         )
 
     def force_health(
-        self, ref: str, oper: Oper, *, actor: str, cause: Cause, forced: str | None = None
+        self, ref: str, oper: Oper, ctx: CommandContext, *, forced: str | None = None
     ) -> None:
         """Force the operational state as HAProxy's ``set server … health`` does: every monitor
         track of the server is set to ``oper`` (up or down), and the next check result moves
         it on from there. A server with no monitor is unchanged. ``forced`` is the word the
         operator typed (HAProxy's ``stopping`` is down), kept in the event's detail."""
-        server = self._find(ref, None, actor, cause, "")
+        server = self._find(ref, None, ctx)
         if oper not in (Oper.UP, Oper.DOWN):
             raise InvalidCommand(f"health can be forced up or down, not {oper.value}")
-        detail: dict[str, object] = {"actor": actor, "forced": forced or oper.value}
-        self.registry.force_oper(server, oper, cause, detail, actor=actor)
+        detail: dict[str, object] = {"actor": ctx.actor, "forced": forced or oper.value}
+        self.registry.force_oper(server, oper, ctx.cause, detail, actor=ctx.actor)
 
-    def shutdown_sessions(self, ref: str, *, actor: str, cause: Cause, reason: str = "") -> int:
+    def shutdown_sessions(self, ref: str, ctx: CommandContext) -> int:
         """Close every connection of the server now, whatever its state (HAProxy's ``shutdown
         sessions server``); returns how many there were. A ``connections_closed`` event."""
-        server = self._find(ref, None, actor, cause, reason)
-        return self.registry.shutdown_sessions(server, cause=cause, actor=actor, reason=reason)
+        server = self._find(ref, None, ctx)
+        return self.registry.shutdown_sessions(
+            server, cause=ctx.cause, actor=ctx.actor, reason=ctx.reason
+        )
 
     def login_failed(self, actor: str, *, cause: Cause, reason: str, source: str, via: str) -> None:
         """Record a failed authentication (a ``login_failed`` event; the front end keeps the
@@ -318,35 +289,33 @@ class AdminService:
             )
         )
 
-    def set_flag(
-        self, name: str, value: bool | str, *, actor: str, cause: Cause, reason: str = ""
-    ) -> None:
+    def set_flag(self, name: str, value: bool | str, ctx: CommandContext) -> None:
         if not _NAME.match(name):
             raise InvalidCommand(
                 f"flag name {name!r}: use 1-128 letters, digits, '_', '.', ':' or '-'"
             )
         if not isinstance(value, bool | str):
             raise InvalidCommand("a flag value is true, false or a string")
-        self.registry.set_flag(name, value, actor=actor, cause=cause, reason=reason)
+        self.registry.set_flag(name, value, actor=ctx.actor, cause=ctx.cause, reason=ctx.reason)
 
-    def clear_flag(self, name: str, *, actor: str, cause: Cause, reason: str = "") -> None:
-        self.registry.clear_flag(name, actor=actor, cause=cause, reason=reason)
+    def clear_flag(self, name: str, ctx: CommandContext) -> None:
+        self.registry.clear_flag(name, actor=ctx.actor, cause=ctx.cause, reason=ctx.reason)
 
-    def put_monitor(self, name: str, monitor: HealthMonitor, *, actor: str, cause: Cause) -> bool:
+    def put_monitor(self, name: str, monitor: HealthMonitor, ctx: CommandContext) -> bool:
         if not _NAME.match(name):
             raise InvalidCommand(
                 f"monitor name {name!r}: use 1-128 letters, digits, '_', '.', ':' or '-'"
             )
-        created = self.registry.put_monitor(name, monitor, actor=actor, cause=cause)
+        created = self.registry.put_monitor(name, monitor, actor=ctx.actor, cause=ctx.cause)
         self._monitors_changed()
         return created
 
-    def delete_monitor(self, name: str, *, actor: str, cause: Cause) -> None:
-        self.registry.delete_monitor(name, actor=actor, cause=cause)
+    def delete_monitor(self, name: str, ctx: CommandContext) -> None:
+        self.registry.delete_monitor(name, actor=ctx.actor, cause=ctx.cause)
         self._monitors_changed()
 
-    def set_pool_monitors(self, pool: str, names: list[str], *, actor: str, cause: Cause) -> None:
-        self.registry.set_pool_monitors(pool, list(names), actor=actor, cause=cause)
+    def set_pool_monitors(self, pool: str, names: list[str], ctx: CommandContext) -> None:
+        self.registry.set_pool_monitors(pool, list(names), actor=ctx.actor, cause=ctx.cause)
         self._monitors_changed()
 
     # events ---------------------------------------------------------------------------------
@@ -595,7 +564,7 @@ class AdminService:
             self.on_monitors_changed()
 
     def _command(self, ref: str, cmd: AdminCommand, force_guard: bool) -> CommandResult:
-        server = self._find(ref, cmd.target, cmd.actor, cmd.cause, cmd.reason)
+        server = self._find(ref, cmd.target, CommandContext(cmd.actor, cmd.cause, cmd.reason))
         return self._apply(server, cmd, force_guard)
 
     def _apply(self, server: ServerRuntime, cmd: AdminCommand, force_guard: bool) -> CommandResult:
@@ -625,9 +594,7 @@ class AdminService:
             extra.append(f"back to enabled at {_iso(rec.expires)}")
         return "; ".join([text, *extra])
 
-    def _find(
-        self, ref: str, target: Admin | None, actor: str, cause: Cause, reason: str
-    ) -> ServerRuntime:
+    def _find(self, ref: str, target: Admin | None, ctx: CommandContext) -> ServerRuntime:
         try:
             return self.registry.find_server(ref)
         except NotFound as exc:
@@ -639,9 +606,9 @@ class AdminService:
                     pool if pool in self.registry.pools else None,
                     server=name,
                     to=None if target is None else target,
-                    cause=cause,
-                    actor=actor,
-                    reason=reason,
+                    cause=ctx.cause,
+                    actor=ctx.actor,
+                    reason=ctx.reason,
                     detail={"error": exc.message, "ref": ref},
                 )
             )
@@ -651,9 +618,7 @@ class AdminService:
         self,
         server: ServerRuntime,
         target: Admin,
-        actor: str,
-        cause: Cause,
-        reason: str,
+        ctx: CommandContext,
         exc: QuiesceError,
     ) -> NoReturn:
         pool = self.registry.pools[server.pool]
@@ -665,9 +630,9 @@ class AdminService:
                 server=server.name,
                 from_=server.admin.state,
                 to=target,
-                cause=cause,
-                actor=actor,
-                reason=reason,
+                cause=ctx.cause,
+                actor=ctx.actor,
+                reason=ctx.reason,
                 detail={"error": exc.message},
             )
         )
@@ -676,9 +641,7 @@ class AdminService:
     def _emit_command(
         self,
         server: ServerRuntime,
-        actor: str,
-        cause: Cause,
-        reason: str,
+        ctx: CommandContext,
         message: str,
         detail: dict[str, object],
     ) -> None:
@@ -692,12 +655,16 @@ class AdminService:
                 server=server.name,
                 from_=state,
                 to=state,
-                cause=cause,
-                actor=actor,
-                reason=reason,
+                cause=ctx.cause,
+                actor=ctx.actor,
+                reason=ctx.reason,
                 detail={"message": message, **detail},
             )
         )
+
+
+def _command(target: Admin, ctx: CommandContext, **kw: Any) -> AdminCommand:
+    return AdminCommand(target, ctx.actor, ctx.reason, ctx.cause, **kw)
 
 
 def _sane(record: AdminRecord) -> AdminRecord:
@@ -714,4 +681,4 @@ def _iso(t: float) -> str:
     return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-__all__ = ["AdminService", "CommandResult"]
+__all__ = ["AdminService", "CommandContext", "CommandResult"]

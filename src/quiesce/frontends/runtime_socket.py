@@ -33,10 +33,11 @@ import re
 import stat
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from quiesce.admin.context import CommandContext
 from quiesce.config.addresses import split_address
 from quiesce.core.checks import Reason
 from quiesce.core.errors import QuiesceError
@@ -45,6 +46,8 @@ from quiesce.state.registry import PoolRuntime, Registry, ServerRuntime
 
 ACTOR = "runtime-socket"
 CAUSE = Cause.RUNTIME_SOCKET
+CONTEXT = CommandContext(ACTOR, CAUSE)
+"""Every command of the socket: it has no authentication, so no user name."""
 IDLE_TIMEOUT = 600.0
 MAX_LINE = 64 * 1024
 MAX_COMMANDS = 64  # ';'-separated commands on one line
@@ -243,24 +246,24 @@ class RuntimeCommands:
         server = self._server(a[0] if a else None)
         admin = self.app.admin
         if state == "ready":
-            admin.enable(server.key, actor=ACTOR, cause=CAUSE)
+            admin.enable(server.key, CONTEXT)
         elif state == "drain":
-            admin.drain(server.key, actor=ACTOR, cause=CAUSE)
+            admin.drain(server.key, CONTEXT)
         else:
-            admin.maintenance(server.key, actor=ACTOR, cause=CAUSE)
+            admin.maintenance(server.key, CONTEXT)
         return ""
 
     def _health(self, server: ServerRuntime, state: str) -> str:
         """Force the operational state as HAProxy does: every monitor's track is set, and the
         next check result moves it on from there. A server with no monitor is unchanged."""
         target = Oper.UP if state == "up" else Oper.DOWN
-        self.app.admin.force_health(server.key, target, actor=ACTOR, cause=CAUSE, forced=state)
+        self.app.admin.force_health(server.key, target, CONTEXT, forced=state)
         return ""
 
     def shutdown_sessions(self, a: list[str]) -> str:
         server = self._server(a[0] if a else None)
         self.app.admin.shutdown_sessions(
-            server.key, actor=ACTOR, cause=CAUSE, reason="shutdown sessions server"
+            server.key, replace(CONTEXT, reason="shutdown sessions server")
         )
         return ""
 
@@ -286,7 +289,7 @@ class RuntimeCommands:
             weight = value
             if not 0 <= weight <= 256:
                 raise CommandError("Absolute weight can only be between 0 and 256 inclusive.")
-        self.app.admin.set_weight(server.key, weight, actor=ACTOR, cause=CAUSE)
+        self.app.admin.set_weight(server.key, weight, CONTEXT)
         return ""
 
     def get_weight(self, a: list[str]) -> str:
@@ -307,7 +310,7 @@ class RuntimeCommands:
         if len(a) < 2:
             raise CommandError("Missing variable expression.")
         value = parse_expression(" ".join(a[1:]))
-        self.app.admin.set_flag(name[5:], value, actor=ACTOR, cause=CAUSE)
+        self.app.admin.set_flag(name[5:], value, CONTEXT)
         return ""
 
     def get_var(self, a: list[str]) -> str:

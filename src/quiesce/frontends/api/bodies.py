@@ -13,8 +13,10 @@ from typing import Annotated
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
+from quiesce.admin.context import CommandContext
 from quiesce.config.durations import parse_duration
 from quiesce.config.models import Name, OptionalTimeout
+from quiesce.core.states import Cause
 
 
 def parse_time(value: object) -> float:
@@ -71,6 +73,11 @@ Time = Annotated[float, BeforeValidator(parse_time)]
 class Body(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
+    def command_context(self, actor: str, cause: Cause, now: float) -> CommandContext:
+        """The admin command's context: the caller, and what of ``reason``, ``for``/``until``
+        and ``force_guard`` this body has."""
+        return CommandContext(actor, cause, reason=getattr(self, "reason", ""))
+
 
 class _Expiring(Body):
     reason: str = ""
@@ -88,6 +95,9 @@ class _Expiring(Body):
         if self.for_ is not None:
             return now + self.for_
         return self.until
+
+    def command_context(self, actor: str, cause: Cause, now: float) -> CommandContext:
+        return CommandContext(actor, cause, self.reason, self.expires(now), self.force_guard)
 
 
 class MaintenanceBody(_Expiring):

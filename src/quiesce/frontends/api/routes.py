@@ -24,7 +24,7 @@ from fastapi.routing import APIRoute
 from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from quiesce.admin import AdminService, CommandResult
+from quiesce.admin import AdminService, CommandContext, CommandResult
 from quiesce.config.loader import format_loc, validation_problems
 from quiesce.config.models import Config, HealthMonitor
 from quiesce.core.errors import InvalidCommand, QuiesceError
@@ -312,6 +312,12 @@ def build_routes(app: AppLike) -> tuple[APIRouter, APIRouter]:
     def now() -> float:
         return registry.clock.time()
 
+    def ctx(c: Caller, body: Body | None = None) -> CommandContext:
+        """The command's context, built once from the caller and the body."""
+        if body is None:
+            return CommandContext(c.actor, c.cause)
+        return body.command_context(c.actor, c.cause, now())
+
     def command_answer(result: CommandResult) -> dict[str, Any]:
         return {
             "changed": result.changed,
@@ -337,7 +343,7 @@ def build_routes(app: AppLike) -> tuple[APIRouter, APIRouter]:
     async def set_pool_monitors(
         pool: str, c: Write, body: PoolMonitorsBody = _required_body(PoolMonitorsBody)
     ) -> dict[str, object]:
-        app.admin.set_pool_monitors(pool, body.healthmonitors, actor=c.actor, cause=c.cause)
+        app.admin.set_pool_monitors(pool, body.healthmonitors, ctx(c))
         return registry.pool_view(registry.pool(pool))
 
     # servers ---------------------------------------------------------------------------------
@@ -354,51 +360,25 @@ def build_routes(app: AppLike) -> tuple[APIRouter, APIRouter]:
     async def maintenance(
         pool: str, server: str, c: Write, body: MaintenanceBody = _body(MaintenanceBody)
     ) -> dict[str, Any]:
-        b = body
         return command_answer(
-            app.admin.maintenance(
-                f"{pool}/{server}",
-                actor=c.actor,
-                cause=c.cause,
-                reason=b.reason,
-                force=b.force,
-                expires=b.expires(now()),
-                force_guard=b.force_guard,
-            )
+            app.admin.maintenance(f"{pool}/{server}", ctx(c, body), force=body.force)
         )
 
     @v1.post("/servers/{pool}/{server}/drain", tags=["servers"])
     async def drain(
         pool: str, server: str, c: Write, body: DrainBody = _body(DrainBody)
     ) -> dict[str, Any]:
-        b = body
         return command_answer(
-            app.admin.drain(
-                f"{pool}/{server}",
-                actor=c.actor,
-                cause=c.cause,
-                reason=b.reason,
-                timeout=b.timeout,
-                expires=b.expires(now()),
-                force_guard=b.force_guard,
-            )
+            app.admin.drain(f"{pool}/{server}", ctx(c, body), timeout=body.timeout)
         )
 
     @v1.post("/servers/{pool}/{server}/disable", tags=["servers"])
     async def disable(
         pool: str, server: str, c: Write, body: DisableBody = _body(DisableBody)
     ) -> dict[str, Any]:
-        b = body
         return command_answer(
             app.admin.disable(
-                f"{pool}/{server}",
-                actor=c.actor,
-                cause=c.cause,
-                reason=b.reason,
-                graceful=b.graceful,
-                timeout=b.timeout,
-                expires=b.expires(now()),
-                force_guard=b.force_guard,
+                f"{pool}/{server}", ctx(c, body), graceful=body.graceful, timeout=body.timeout
             )
         )
 
@@ -406,28 +386,21 @@ def build_routes(app: AppLike) -> tuple[APIRouter, APIRouter]:
     async def enable(
         pool: str, server: str, c: Write, body: EnableBody = _body(EnableBody)
     ) -> dict[str, Any]:
-        b = body
-        return command_answer(
-            app.admin.enable(f"{pool}/{server}", actor=c.actor, cause=c.cause, reason=b.reason)
-        )
+        return command_answer(app.admin.enable(f"{pool}/{server}", ctx(c, body)))
 
     @v1.post("/servers/{pool}/{server}/clear", tags=["servers"])
     async def clear(
         pool: str, server: str, c: Write, body: ClearBody = _required_body(ClearBody)
     ) -> dict[str, Any]:
         state = _clear_state(body.state)
-        return command_answer(
-            app.admin.clear(
-                f"{pool}/{server}", state, actor=c.actor, cause=c.cause, reason=body.reason
-            )
-        )
+        return command_answer(app.admin.clear(f"{pool}/{server}", state, ctx(c, body)))
 
     @v1.put("/servers/{pool}/{server}/weight", tags=["servers"])
     async def weight(
         pool: str, server: str, c: Write, body: WeightBody = _required_body(WeightBody)
     ) -> dict[str, object]:
         ref = f"{pool}/{server}"
-        app.admin.set_weight(ref, body.weight, actor=c.actor, cause=c.cause)
+        app.admin.set_weight(ref, body.weight, ctx(c, body))
         return registry.server_view(registry.find_server(ref))
 
     # health monitors ---------------------------------------------------------------------------
@@ -472,18 +445,18 @@ def build_routes(app: AppLike) -> tuple[APIRouter, APIRouter]:
         monitor = validate_monitor(name, data)
         if name in registry.monitors:
             raise ApiError(409, "exists", f"health monitor {name!r} exists: PUT to replace it")
-        app.admin.put_monitor(name, monitor, actor=c.actor, cause=c.cause)
+        app.admin.put_monitor(name, monitor, ctx(c))
         return monitor_view(name)
 
     @v1.put("/healthmonitors/{name}", tags=["healthmonitors"])
     async def put_monitor(name: str, request: Request, c: Write) -> Response:
         monitor = validate_monitor(name, await _json_body(request))
-        created = app.admin.put_monitor(name, monitor, actor=c.actor, cause=c.cause)
+        created = app.admin.put_monitor(name, monitor, ctx(c))
         return JSONResponse(monitor_view(name), status_code=201 if created else 200)
 
     @v1.delete("/healthmonitors/{name}", tags=["healthmonitors"], status_code=204)
     async def delete_monitor(name: str, c: Write) -> Response:
-        app.admin.delete_monitor(name, actor=c.actor, cause=c.cause)
+        app.admin.delete_monitor(name, ctx(c))
         return Response(status_code=204)
 
     @v1.get("/healthmonitor-types", tags=["healthmonitors"])
@@ -502,12 +475,12 @@ def build_routes(app: AppLike) -> tuple[APIRouter, APIRouter]:
     ) -> dict[str, object]:
         if not _NAME.match(name):
             raise ApiError(422, "invalid", f"{name!r} is not a flag name (letters, digits, _.:-)")
-        app.admin.set_flag(name, body.value, actor=c.actor, cause=c.cause, reason=body.reason)
+        app.admin.set_flag(name, body.value, ctx(c, body))
         return {"name": name, "value": registry.flags.get(name)}
 
     @v1.delete("/flags/{name}", tags=["flags"], status_code=204)
     async def clear_flag(name: str, c: Write, reason: str = "") -> Response:
-        app.admin.clear_flag(name, actor=c.actor, cause=c.cause, reason=reason)
+        app.admin.clear_flag(name, CommandContext(c.actor, c.cause, reason))
         return Response(status_code=204)
 
     # events ----------------------------------------------------------------------------------
@@ -678,18 +651,18 @@ def build_routes(app: AppLike) -> tuple[APIRouter, APIRouter]:
         registry.find_server(name)
         if target == "maintenance":
             forced = (force or "").lower() in ("yes", "true", "1")
-            app.admin.maintenance(name, actor=c.actor, cause=c.cause, force=forced)
+            app.admin.maintenance(name, ctx(c), force=forced)
         else:
             if force is not None:
                 raise ApiError(400, "invalid state", "force applies only to maintenance")
-            app.admin.drain(name, actor=c.actor, cause=c.cause)
+            app.admin.drain(name, ctx(c))
         return Response(status_code=204)
 
     @maxscale.put("/servers/{name:path}/clear", status_code=204)
     async def maxscale_clear(name: str, c: Write, state: str | None = None) -> Response:
         target = maxscale_state(state)
         registry.find_server(name)
-        app.admin.clear(name, target, actor=c.actor, cause=c.cause)
+        app.admin.clear(name, target, ctx(c))
         return Response(status_code=204)
 
     return v1, maxscale
