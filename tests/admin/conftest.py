@@ -70,10 +70,7 @@ class Harness:
 
 
 async def make_harness(
-    path: Path | str,
-    clock: Clock | None = None,
-    raw: dict[str, Any] | None = None,
-    **kw: Any,
+    path: Path | str, clock: Clock | None = None, raw: dict[str, Any] | None = None, **kw: Any
 ) -> Harness:
     clock = clock or FakeClock()
     registry = Registry(parse_config(raw or RAW), clock)

@@ -105,9 +105,7 @@ async def test_backup_takes_over_and_pool_down_is_an_event(tmp_path: Path) -> No
         await stop_harness(h)
 
 
-async def test_slow_start_ramps_a_server_enabled_after_maintenance(
-    tmp_path: Path,
-) -> None:
+async def test_slow_start_ramps_a_server_enabled_after_maintenance(tmp_path: Path) -> None:
     raw = pools(
         slow_start="10s",
         servers=[

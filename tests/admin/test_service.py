@@ -172,27 +172,15 @@ async def test_guard_does_not_block_servers_already_out(h: Harness) -> None:
 @pytest.mark.parametrize(
     ("command", "message"),
     [
-        (
-            lambda s, now: s.drain("web/w1", A, timeout=0),
-            "drain timeout must be above 0",
-        ),
-        (
-            lambda s, now: s.drain("web/w1", A, timeout=-5),
-            "drain timeout must be above 0",
-        ),
-        (
-            lambda s, now: s.maintenance("web/w1", replace(A, expires=now - 1)),
-            "expiry must be in",
-        ),
+        (lambda s, now: s.drain("web/w1", A, timeout=0), "drain timeout must be above 0"),
+        (lambda s, now: s.drain("web/w1", A, timeout=-5), "drain timeout must be above 0"),
+        (lambda s, now: s.maintenance("web/w1", replace(A, expires=now - 1)), "expiry must be in"),
         (
             lambda s, now: s.drain("web/w1", replace(A, expires=now + 30), timeout=60),
             "after the drain",
         ),
         (lambda s, now: s.disable("web/w1", A, timeout=5), "needs graceful"),
-        (
-            lambda s, now: s.disable("web/w1", A, graceful=True, timeout=-3),
-            "-1 .no timeout",
-        ),
+        (lambda s, now: s.disable("web/w1", A, graceful=True, timeout=-3), "-1 .no timeout"),
         (lambda s, now: s.clear("web/w1", "enabled", A), "use maintenance or drain"),
     ],
 )
@@ -222,19 +210,12 @@ async def test_drain_deadline_fires_into_maintenance_and_closes(h: Harness) -> N
     assert w1.admin.reason == "swap disk" and w1.admin.deadline is None
     assert h.closes == [("web/w1", CloseMode.ALL)]
     e = h.service.events(EventQuery(kind="admin_change"))[-1]
-    assert (e.from_, e.to, e.cause, e.actor) == (
-        "drain",
-        "maintenance",
-        "deadline",
-        "alice",
-    )
+    assert (e.from_, e.to, e.cause, e.actor) == ("drain", "maintenance", "deadline", "alice")
     assert h.store.load_admin()["web/w1"].state is Admin.MAINTENANCE
     assert h.service.tick() == []
 
 
-async def test_drain_without_deadline_stays_draining_and_shows_drained(
-    h: Harness,
-) -> None:
+async def test_drain_without_deadline_stays_draining_and_shows_drained(h: Harness) -> None:
     clock = fake(h)
     w1 = h.server("web/w1")
     w1.connections = 2

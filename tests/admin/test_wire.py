@@ -122,21 +122,14 @@ class Load:
     seq: int = 0
 
     async def request(
-        self,
-        client: httpx.AsyncClient,
-        method: str,
-        path: str,
-        body: bytes | None = None,
+        self, client: httpx.AsyncClient, method: str, path: str, body: bytes | None = None
     ) -> httpx.Response | None:
         self.seq += 1
         rid = f"r{self.seq}"
         for attempt in (1, 2):
             try:
                 r = await client.request(
-                    method,
-                    self.url + path,
-                    content=body,
-                    headers={"x-req-id": f"{rid}.{attempt}"},
+                    method, self.url + path, content=body, headers={"x-req-id": f"{rid}.{attempt}"}
                 )
             except (httpx.RemoteProtocolError, httpx.ReadError) as exc:
                 if attempt == 1:
@@ -244,10 +237,7 @@ async def test_drain_deadline_closes_within_100ms_and_not_before() -> None:
             asyncio.gather(*(closed_at(rd) for rd, _ in conns[0::2])),  # s0: 1st and 3rd
             10,
         )
-        print(
-            "deadline: closed at",
-            [f"{(t - deadline_loop) * 1000:+.1f} ms" for t in closes],
-        )
+        print("deadline: closed at", [f"{(t - deadline_loop) * 1000:+.1f} ms" for t in closes])
         for t in closes:
             assert deadline_loop - 0.005 <= t <= deadline_loop + 0.1, t - deadline_loop
         assert s0.admin.state is Admin.MAINTENANCE and s0.admin.cause is Cause.DEADLINE

@@ -132,11 +132,7 @@ async def test_hostile_json_is_400_json_not_500(
     client: httpx.AsyncClient, method: str, path: str, auth: Any, body: bytes
 ) -> None:
     r = await client.request(
-        method,
-        path,
-        content=body,
-        auth=auth,
-        headers={"content-type": "application/json"},
+        method, path, content=body, auth=auth, headers={"content-type": "application/json"}
     )
     assert r.status_code == 400, r.text
     assert r.json()["error"] == "bad request"
@@ -154,10 +150,7 @@ async def test_an_unexpected_exception_is_a_json_500(
     async with transport as c:
         r = await c.get("/api/v1/servers", auth=ADMIN)
     assert r.status_code == 500
-    assert r.json() == {
-        "error": "internal error",
-        "detail": "RuntimeError (see the quiesce log)",
-    }
+    assert r.json() == {"error": "internal error", "detail": "RuntimeError (see the quiesce log)"}
 
 
 @pytest.mark.parametrize(
@@ -185,9 +178,7 @@ async def test_event_stream_last_event_id_must_be_an_event_id(
 ) -> None:
     async with asyncio.timeout(5):
         r = await client.get(
-            "/api/v1/events/stream",
-            auth=ADMIN,
-            headers={"Last-Event-ID": last.encode("latin-1")},
+            "/api/v1/events/stream", auth=ADMIN, headers={"Last-Event-ID": last.encode("latin-1")}
         )
     assert r.status_code == 400, r.text
     assert r.json()["error"] == "invalid query"

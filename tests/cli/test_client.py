@@ -35,11 +35,7 @@ def host(app: Any) -> str:
 
 
 async def cli(app: Any, *args: str, input: str | None = None, **env: str) -> Result:
-    environ = {
-        "QUIESCE_HOSTS": host(app),
-        "QUIESCE_USER": "admin",
-        "QUIESCE_PASSWORD": "admin-pw",
-    }
+    environ = {"QUIESCE_HOSTS": host(app), "QUIESCE_USER": "admin", "QUIESCE_PASSWORD": "admin-pw"}
     environ.update(env)
     runner = CliRunner()
     return await asyncio.to_thread(runner.invoke, main, list(args), input=input, env=environ)
@@ -80,13 +76,7 @@ async def test_credentials_and_errors(app: Any) -> None:
     assert "401" in line
     assert "403" in failed(
         await cli(
-            app,
-            "set",
-            "server",
-            "a1",
-            "drain",
-            QUIESCE_USER="viewer",
-            QUIESCE_PASSWORD="viewer-pw",
+            app, "set", "server", "a1", "drain", QUIESCE_USER="viewer", QUIESCE_PASSWORD="viewer-pw"
         )
     )
     r = await cli(app, "--user", "viewer", "--password", "viewer-pw", "list", "servers")
@@ -108,15 +98,7 @@ async def test_set_clear_disable_enable(app: Any) -> None:
     a1 = app.registry.find_server("app/a1")
     out = ok(
         await cli(
-            app,
-            "set",
-            "server",
-            "app/a1",
-            "maintenance",
-            "--reason",
-            "kernel",
-            "--for",
-            "10m",
+            app, "set", "server", "app/a1", "maintenance", "--reason", "kernel", "--for", "10m"
         )
     )
     assert "disabled" in out
@@ -141,27 +123,12 @@ async def test_set_clear_disable_enable(app: Any) -> None:
     # Usage errors exit 2 (as cli.md says) and change nothing.
     for args, message in (
         (("set", "server", "a2", "drain", "--force"), "--force applies to maintenance"),
+        (("set", "server", "a2", "maintenance", "--timeout", "5s"), "--timeout applies to drain"),
         (
-            ("set", "server", "a2", "maintenance", "--timeout", "5s"),
-            "--timeout applies to drain",
-        ),
-        (
-            (
-                "set",
-                "server",
-                "a2",
-                "maintenance",
-                "--for",
-                "1m",
-                "--until",
-                "2030-01-01",
-            ),
+            ("set", "server", "a2", "maintenance", "--for", "1m", "--until", "2030-01-01"),
             "--for or --until",
         ),
-        (
-            ("disable", "server", "a2", "--timeout", "2s"),
-            "--timeout applies with --graceful",
-        ),
+        (("disable", "server", "a2", "--timeout", "2s"), "--timeout applies with --graceful"),
         (("set", "server", "a2", "sleep"), "'sleep' is not one of"),
     ):
         r = await cli(app, *args)
@@ -198,11 +165,7 @@ async def test_events(app: Any) -> None:
 
 
 async def test_events_follow(app: Any) -> None:
-    env = {
-        "QUIESCE_HOSTS": host(app),
-        "QUIESCE_USER": "admin",
-        "QUIESCE_PASSWORD": "admin-pw",
-    }
+    env = {"QUIESCE_HOSTS": host(app), "QUIESCE_USER": "admin", "QUIESCE_PASSWORD": "admin-pw"}
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -224,11 +187,7 @@ async def test_events_follow(app: Any) -> None:
         app.admin.drain("app/a2", CommandContext(actor="someone", cause=Cause.API))
         line = await asyncio.wait_for(proc.stdout.readline(), 20)
         event = json.loads(line)
-        assert (event["server"], event["to"], event["actor"]) == (
-            "a2",
-            "drain",
-            "someone",
-        )
+        assert (event["server"], event["to"], event["actor"]) == ("a2", "drain", "someone")
     finally:
         proc.terminate()
         await proc.wait()

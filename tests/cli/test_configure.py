@@ -79,10 +79,7 @@ async def test_new_monitor(app: Any) -> None:
         ("http_monitor\nmaintenance_code 99\nsave\nsave\n", "101-599"),
         ("receive_timeout 20s\nsave\n", "receive_timeout"),
         ("colour blue\nsave\n", "unknown field 'colour'"),
-        (
-            "http_monitor\nmaintenance_code 500\nsave\n",
-            "end of input before the final save",
-        ),
+        ("http_monitor\nmaintenance_code 500\nsave\n", "end of input before the final save"),
         ('http_monitor\nmaintenance_response "unclosed\nsave\nsave\n', "cannot parse"),
     ],
 )

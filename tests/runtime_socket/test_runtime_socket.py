@@ -85,8 +85,7 @@ async def test_show_stat_is_haproxy_csv(app: Any) -> None:
     )
     web2 = app.registry.find_server("web/web2")
     app.registry.record_check(
-        web2,
-        CheckResult("System-HTTP", Verdict.PASS, Reason.OK, app.clock.time(), 0.001, 200),
+        web2, CheckResult("System-HTTP", Verdict.PASS, Reason.OK, app.clock.time(), 0.001, 200)
     )
     web2.connections = 3
     text = await cmd(app, "show stat")
@@ -315,11 +314,7 @@ async def test_same_headers_and_words_as_haproxy(app: Any, haproxy: Path) -> Non
         assert our_rows[("web", "web2")][key] == their_rows[("web", "web2")][key], key
     theirs, ours = await both("show servers state web")
     assert ours.split("\n")[:2] == theirs.split("\n")[:2]
-    for line in (
-        "get weight web/web2",
-        "set server web/nope state maint",
-        "set server web1 state",
-    ):
+    for line in ("get weight web/web2", "set server web/nope state maint", "set server web1 state"):
         theirs, ours = await both(line)
         assert ours == theirs, line
     theirs, ours = await both("frobnicate")

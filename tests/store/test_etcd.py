@@ -71,10 +71,7 @@ class Etcd:
         return f"127.0.0.1:{self.client_port}"
 
     def start(self) -> None:
-        c, p = (
-            f"http://127.0.0.1:{self.client_port}",
-            f"http://127.0.0.1:{self.peer_port}",
-        )
+        c, p = f"http://127.0.0.1:{self.client_port}", f"http://127.0.0.1:{self.peer_port}"
         self.proc = subprocess.Popen(
             [
                 *(ETCD, "--data-dir", str(self.data_dir), "--name", "default"),
@@ -184,11 +181,7 @@ async def test_maintenance_on_a_takes_effect_on_b(pair: tuple[Node, Node]) -> No
     a.service.maintenance("web/w1", replace(A, reason="disk swap"), force=True)
     w1 = b.server("web/w1")
     await until(lambda: w1.admin.state is Admin.MAINTENANCE)
-    assert (w1.admin.actor, w1.admin.reason, w1.admin.cause) == (
-        "alice",
-        "disk swap",
-        Cause.API,
-    )
+    assert (w1.admin.actor, w1.admin.reason, w1.admin.cause) == ("alice", "disk swap", Cause.API)
     assert not w1.eligible and w1 not in b.registry.pools["web"].candidates
     assert ("web/w1", CloseMode.ALL) in b.closes  # --force closes B's connections too
     local = [e for e in b.events() if e.kind is EventKind.ADMIN_CHANGE]
@@ -233,11 +226,7 @@ async def test_events_from_a_are_listed_on_b(pair: tuple[Node, Node]) -> None:
 
     await until(shared)
     (event,) = shared()
-    assert (event.kind, event.actor, event.reason) == (
-        EventKind.ADMIN_CHANGE,
-        "alice",
-        "deploy 42",
-    )
+    assert (event.kind, event.actor, event.reason) == (EventKind.ADMIN_CHANGE, "alice", "deploy 42")
     assert b.service.events(EventQuery(pool="web", server="w2"))[0].detail["node"] == "A"
     # B's log also holds A's startup event, and A's holds B's
     assert any(e.kind is EventKind.STARTUP and e.detail["node"] == "A" for e in b.events())
@@ -435,14 +424,9 @@ services:
         assert client.recv(100) == b""  # B closed it: EOF (a timeout here fails the test)
         client.close()
         view = httpx.get(
-            f"http://127.0.0.1:{admins[1]}/api/v1/servers/tcp/{held}",
-            auth=("admin", "pw"),
+            f"http://127.0.0.1:{admins[1]}/api/v1/servers/tcp/{held}", auth=("admin", "pw")
         ).json()
-        assert (view["admin"], view["reason"], view["actor"]) == (
-            "maintenance",
-            "cut",
-            "admin",
-        )
+        assert (view["admin"], view["reason"], view["actor"]) == ("maintenance", "cut", "admin")
     finally:
         for proc in procs:
             assert proc.stop() == 0, proc.output

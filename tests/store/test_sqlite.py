@@ -51,8 +51,7 @@ def test_events_indexed_by_time_pool_server_kind(store: SqliteStore) -> None:
     for col in ("time", "pool", "server", "kind"):
         assert f"({col}" in cols, col
     plan = store._db.execute(
-        "EXPLAIN QUERY PLAN SELECT * FROM events WHERE kind = ? ORDER BY id DESC",
-        ("x",),
+        "EXPLAIN QUERY PLAN SELECT * FROM events WHERE kind = ? ORDER BY id DESC", ("x",)
     ).fetchall()
     assert "events_kind" in str(plan)
 
