@@ -60,22 +60,15 @@ class Closable(Protocol):
         request is already waiting unread (then after that one), or ``force``."""
 
 
-class ConnectionTable:
-    """Live client connections and in-flight requests for every server."""
+class ConnectionTable(UpstreamPool):
+    """Live client connections and in-flight requests for every server; the L7 proxy's
+    idle upstream connections (its base class, quiesce.dataplane.h1.pool)."""
 
     def __init__(self, registry: Registry) -> None:
         self.registry = registry
         self.busy: dict[ServerRuntime, set[Closable]] = {}
         self.idle: dict[ServerRuntime, set[Closable]] = {}
-        # The L7 proxy's idle keep-alive upstream connections (quiesce.dataplane.h1.pool),
-        # its methods bound here: the proxy takes and puts one per request.
-        self.upstreams = pool = UpstreamPool()
-        self.upstream_idle = pool.idle
-        self.take_upstream = pool.take
-        self.put_upstream = pool.put
-        self.drop_upstream = pool.drop
-        self.close_idle_upstreams = pool.close_idle
-        self.idle_upstream_count = pool.count
+        UpstreamPool.__init__(self)  # upstream_idle: the keep-alive pool, per server
         self.closed_by_mode: dict[str, int] = {"all": 0, "at_boundary": 0}
         # source_ip persistence, per pool name (shared by every service using the pool).
         self.sticky: dict[str, StickyTable] = {}
@@ -173,7 +166,7 @@ class ConnectionTable:
         """Carry out ``mode`` on ``server``'s connections (a registry close handler)."""
         if mode is CloseMode.NONE:
             return
-        self.upstreams.close_server(server)
+        self.close_server_upstreams(server)
         idle = self.idle.pop(server, ())
         if mode is CloseMode.ALL:
             for conn in list(idle):

@@ -14,7 +14,16 @@ import httptools
 
 from quiesce.dataplane.h1 import codec, tunnel
 from quiesce.dataplane.h1.codec import ClientError, HeadTooLarge, feed_capped
-from quiesce.dataplane.h1.exchange import IDEMPOTENT, REPLAY_LIMIT, Request
+from quiesce.dataplane.h1.exchange import (
+    IDEMPOTENT,
+    R_DONE,
+    R_HELD,
+    R_NONE,
+    RELEASE_OF,
+    REPLAY_LIMIT,
+    WRITE_OF,
+    Request,
+)
 from quiesce.dataplane.h1.headers import forward_request
 from quiesce.dataplane.h1.response import ResponseSide
 from quiesce.dataplane.h1.types import P_PENDING, P_PIPELINE, P_UPGRADE, P_UPSTREAM
@@ -74,10 +83,7 @@ class ClientConnection(ResponseSide, asyncio.Protocol):
         # response bytes collected while one upstream read is parsed, written at once
         self.out: list[bytes] = []
         # response state
-        self.resp_started = False
-        self.resp_sent = False  # a byte of the current response was written to the client
-        self.holding = False  # a chunked response head waits for its first body bytes
-        self.resp_done = False
+        self.resp = R_NONE  # the exchange's response state (quiesce.dataplane.h1.exchange)
         self.resp_status = 0
         self.resp_chunked = False
         self.resp_close = False
@@ -243,7 +249,7 @@ class ClientConnection(ResponseSide, asyncio.Protocol):
         out = self.out
         self.out = []
         if not self.closed:
-            self.resp_sent = self.resp_started  # interim (1xx) answers do not count
+            self.resp = WRITE_OF[self.resp]  # interim (1xx) answers leave it NONE
             self.transport.write(out[0] if len(out) == 1 else b"".join(out))
 
     # flow control ------------------------------------------------------------------------
@@ -268,9 +274,9 @@ class ClientConnection(ResponseSide, asyncio.Protocol):
         memory without it)."""
         if self.closed or self.tunnel or self.lingering:
             return
-        if self.holding:
+        if self.resp is R_HELD:
             # A chunked response head held for its first chunk: not longer than a sweep.
-            self.holding = False
+            self.resp = RELEASE_OF[R_HELD]
             if self.out:
                 self.flush()
         ctx = self.ctx
@@ -294,7 +300,7 @@ class ClientConnection(ResponseSide, asyncio.Protocol):
             up = self.up
             if (
                 self.sent_at >= 0
-                and not self.resp_started
+                and self.resp is R_NONE
                 and pool is not None
                 and up is not None
                 and now - self.sent_at >= pool.config.response_timeout
@@ -326,7 +332,7 @@ class ClientConnection(ResponseSide, asyncio.Protocol):
             or self.begin_at >= 0
             or self.paused
             or self.out
-            or self.holding
+            or self.resp is R_HELD
             or self.up is not None
             or self.connecting is not None
             or self.upgrade_buf is not None
@@ -420,7 +426,7 @@ class ClientConnection(ResponseSide, asyncio.Protocol):
             return
         if req is self.current and self.up is not None:
             self._send_body(req, body)
-        elif req is self.current and (self.resp_done or self.server is None):
+        elif req is self.current and (self.resp is R_DONE or self.server is None):
             return  # answered without a server (page, rule, error): the body is discarded
         else:
             req.pending.append(body)
@@ -441,7 +447,7 @@ class ClientConnection(ResponseSide, asyncio.Protocol):
             if req.chunked:
                 self.up.transport.write(b"0\r\n\r\n")
             self._request_sent()
-        elif self.resp_done:
+        elif self.resp is R_DONE:
             self._after_response()
 
     # serving a request -------------------------------------------------------------------------
@@ -449,10 +455,7 @@ class ClientConnection(ResponseSide, asyncio.Protocol):
     def _start(self, req: Request) -> None:
         ctx = self.ctx
         self.current = req
-        self.resp_started = False
-        self.resp_sent = False
-        self.holding = False
-        self.resp_done = False
+        self.resp = R_NONE  # a new exchange
         self.resp_status = 0
         self.resp_chunked = False
         self.resp_close = False
@@ -529,7 +532,7 @@ class ClientConnection(ResponseSide, asyncio.Protocol):
         assert server is not None and req is not None
         pool = self.pool
         limit = pool.config.max_idle_per_server if pool is not None else 0
-        up = self.ctx.table.upstreams.take_for(server, req, self.loop.time(), limit, taken)
+        up = self.ctx.table.take_for(server, req, self.loop.time(), limit, taken)
         if up is not None:
             self._attach(up, reused=True)
             return

@@ -1,8 +1,38 @@
-"""One request/response exchange, without transports: the request record, and the
-decisions about sending a request again (the keep-alive race).
+"""One request/response exchange, without transports: its state machine, the request
+record, and the decisions about keeping a connection, pooling an upstream connection and
+sending a request again (the keep-alive race).
+
+Theory of operation
+-------------------
+Everything that decides where an exchange stands lives here, and none of it knows about
+sockets, asyncio or which front end drives it (HTTP/1.1 today, an HTTP/2 stream later), like
+h11's ``_state.py``. An exchange has two roles, each with its own state:
+
+* the **request** (what the proxy has received from the client): ``BODY`` — the head was
+  read, its body is arriving — then ``COMPLETE``. ``Request.complete`` is that state in the
+  shell (False: BODY), the one field every decision reads.
+* the **response** (what the proxy has sent the client): ``NONE`` (nothing yet; an interim
+  1xx leaves it there), ``HEAD`` (a final head is ready, not written), ``HELD`` (a chunked
+  head kept back until its first chunk parses, so a broken body can still be a 502),
+  ``SENT`` (bytes of it reached the client: it can no longer be taken back) and ``DONE``.
+
+Moves are data (``RESPONSE_MOVES[event][state]``, ``REQUEST_MOVES``): :func:`step` looks
+one up; a move the table does not have raises :class:`ExchangeError` and changes nothing.
+``ClientConnection`` keeps the response state in one slot (``resp``) and moves it with
+per-event tables made from the same data (``END_OF[resp]``: one plain dict lookup, no call,
+on the per-request path; an illegal move is a KeyError there, raised before the slot
+changes); :class:`Exchange` is the same machine as an object, for tests and other front
+ends.
+
+The decisions — :func:`closes_after` (does the answer say ``Connection: close``),
+:func:`keeps_connection` (is the client connection reused after it), :func:`may_pool` (does
+the upstream connection go back to the pool), :func:`may_resend` (the keep-alive race) —
+are functions of the exchange and a few flags, also without I/O.
 """
 
 from __future__ import annotations
+
+import enum
 
 from quiesce.dataplane.h1.codec import raw_headers
 from quiesce.rules.decision import RequestView
@@ -116,3 +146,141 @@ def may_resend(req: Request, reused: bool, got_byte: bool, sent_for: float) -> b
         and sent_for <= RACE_WINDOW
         and resendable(req)
     )
+
+
+class ExchangeError(Exception):
+    """A move the exchange machine does not allow (a bug in the front end driving it)."""
+
+
+class RequestState(enum.Enum):
+    BODY = "BODY"
+    COMPLETE = "COMPLETE"
+
+
+class ResponseState(enum.IntEnum):
+    # An IntEnum: it hashes as an int (Enum's __hash__ is a Python call per dict lookup).
+    NONE = 0
+    HEAD = 1
+    HELD = 2
+    SENT = 3
+    DONE = 4
+
+
+class Event(enum.Enum):
+    """What happens to an exchange (request role: BODY_END; the rest: response role)."""
+
+    BODY_END = "BODY_END"  # the last byte of the request body arrived
+    HEAD = "HEAD"  # a final response head (the server's, or the proxy's own answer) is ready
+    HOLD = "HOLD"  # the head is kept back until the first chunk of its body parses
+    RELEASE = "RELEASE"  # a held head may go (its first chunk parsed, or a sweep passed)
+    WRITE = "WRITE"  # what is ready was written to the client
+    UNSEND = "UNSEND"  # a head never written is forgotten (the client gets an error instead)
+    END = "END"  # the response is complete
+
+
+R = ResponseState
+RESPONSE_MOVES: dict[Event, dict[ResponseState, ResponseState]] = {
+    Event.HEAD: {R.NONE: R.HEAD},
+    Event.HOLD: {R.HEAD: R.HELD},
+    Event.RELEASE: {R.HELD: R.HEAD},
+    # An interim (1xx) answer is written with nothing final ready: NONE stays NONE.
+    Event.WRITE: {R.NONE: R.NONE, R.HEAD: R.SENT, R.SENT: R.SENT, R.DONE: R.DONE},
+    Event.UNSEND: {R.NONE: R.NONE, R.HEAD: R.NONE, R.HELD: R.NONE},
+    Event.END: {R.HEAD: R.DONE, R.SENT: R.DONE},
+}
+REQUEST_MOVES: dict[Event, dict[RequestState, RequestState]] = {
+    Event.BODY_END: {RequestState.BODY: RequestState.COMPLETE},
+}
+del R
+
+
+def moves(*events: Event) -> dict[ResponseState, ResponseState]:
+    """The response moves of ``events`` in a row, ``{from: to}``, as a plain dict: the shell
+    subscripts it (a specialised dict lookup); a missing state is an illegal move there and
+    raises KeyError before anything changes (``step`` raises ExchangeError)."""
+    table: dict[ResponseState, ResponseState] = {s: s for s in ResponseState}
+    for event in events:
+        one = RESPONSE_MOVES[event]
+        table = {a: one[b] for a, b in table.items() if b in one}
+    return table
+
+
+# The shell's per-event tables (a subscript each; KeyError for a missing move).
+HEAD_OF = moves(Event.HEAD)
+HOLD_OF = moves(Event.HOLD)
+RELEASE_OF = moves(Event.RELEASE)
+WRITE_OF = moves(Event.WRITE)
+UNSEND_OF = moves(Event.UNSEND)
+END_OF = moves(Event.END)
+# The C fast path's whole response at once: HEAD, WRITE, END (NONE -> DONE).
+ANSWERED_OF = moves(Event.HEAD, Event.WRITE, Event.END)
+
+# The states, as module names (a global lookup, not an attribute one, in the shell).
+R_NONE = ResponseState.NONE
+R_HEAD = ResponseState.HEAD
+R_HELD = ResponseState.HELD
+R_SENT = ResponseState.SENT
+R_DONE = ResponseState.DONE
+# A response has begun (HEAD, HELD, SENT or DONE): taking it back is no longer free.
+STARTED = frozenset({R_HEAD, R_HELD, R_SENT, R_DONE})
+
+
+def step(state: ResponseState, event: Event) -> ResponseState:
+    """The response state after ``event``; ExchangeError (nothing changes) if not allowed."""
+    moves = RESPONSE_MOVES.get(event)
+    if moves is None or state not in moves:
+        raise ExchangeError(f"{event.name} is not allowed in state {state.name}")
+    return moves[state]
+
+
+class Exchange:
+    """The machine as an object: one exchange's request and response states."""
+
+    __slots__ = ("request", "response")
+
+    def __init__(self, complete: bool = False) -> None:
+        self.request = RequestState.COMPLETE if complete else RequestState.BODY
+        self.response = ResponseState.NONE
+
+    def process(self, event: Event) -> None:
+        """Apply ``event``; an illegal one raises ExchangeError and leaves both states."""
+        if event in REQUEST_MOVES:
+            moves = REQUEST_MOVES[event]
+            if self.request not in moves:
+                raise ExchangeError(f"{event.name} is not allowed in state {self.request.name}")
+            self.request = moves[self.request]
+        else:
+            self.response = step(self.response, event)
+
+    @property
+    def complete(self) -> bool:
+        return self.request is RequestState.COMPLETE
+
+
+# Decisions ------------------------------------------------------------------------------------
+
+
+def closes_after(req: Request, draining: bool) -> bool:
+    """Does the answer to ``req`` close the client connection (``Connection: close``)?
+    ``draining``: the connection is to close at its next boundary anyway (the table's
+    AT_BOUNDARY, the client's EOF with nothing queued, the service shutting down). An
+    upgrade closes unless it switches; a request whose body has not all arrived closes (the
+    rest is read and dropped)."""
+    return draining or not req.keep_alive or req.upgrade or not req.complete
+
+
+def keeps_connection(req: Request, close_sent: bool, closed: bool, client_done: bool) -> bool:
+    """Is the client connection reused after the answer to ``req``? Not when the answer said
+    close, the request is not complete, the connection is gone, or the client sent its EOF
+    with nothing more queued (``client_done``)."""
+    return not close_sent and req.complete and not closed and not client_done
+
+
+def may_pool(
+    keep_alive: bool, close_delimited: bool, up_closed: bool, req: Request, draining: bool
+) -> bool:
+    """Does the upstream connection go back to the keep-alive pool after this response? The
+    server must keep it (``keep_alive``), the response must have had a length (not ended by
+    the close), the request must have been sent whole, and the connection or service must
+    not be closing (``draining``)."""
+    return keep_alive and not close_delimited and not up_closed and req.complete and not draining

@@ -14,7 +14,24 @@ from collections import deque
 from typing import TYPE_CHECKING
 
 from quiesce.dataplane.h1 import tunnel
-from quiesce.dataplane.h1.exchange import Request, may_resend
+from quiesce.dataplane.h1.exchange import (
+    ANSWERED_OF,
+    END_OF,
+    HEAD_OF,
+    HOLD_OF,
+    R_DONE,
+    R_HELD,
+    R_SENT,
+    RELEASE_OF,
+    STARTED,
+    UNSEND_OF,
+    Request,
+    ResponseState,
+    closes_after,
+    keeps_connection,
+    may_pool,
+    may_resend,
+)
 from quiesce.dataplane.h1.headers import (
     H_CONNECTION,
     H_LENGTH,
@@ -58,7 +75,6 @@ class ResponseSide:
         "header_size",
         "headers",
         "heads",
-        "holding",
         "idle_since",
         "idle_to",
         "last_rx",
@@ -72,11 +88,9 @@ class ResponseSide:
         "peer_b",
         "pool",
         "queue",
+        "resp",
         "resp_chunked",
         "resp_close",
-        "resp_done",
-        "resp_sent",
-        "resp_started",
         "resp_status",
         "sent_at",
         "server",
@@ -116,10 +130,7 @@ class ResponseSide:
         boundary_close: bool
         deferred_error: int
         out: list[bytes]
-        resp_started: bool
-        resp_sent: bool
-        holding: bool
-        resp_done: bool
+        resp: ResponseState
         resp_status: int
         resp_chunked: bool
         resp_close: bool
@@ -168,7 +179,7 @@ class ResponseSide:
             page = ctx.page
             close = self.closing_after(req)
             self.resp_close = close
-            self.resp_started = True
+            self.resp = HEAD_OF[self.resp]
             self.resp_status = page.status
             ctx.stats.maintenance_pages += 1
             self.out.append(page.response(req.head_only, close, req.http10))
@@ -177,6 +188,7 @@ class ResponseSide:
             self._note_framing(up, status, req)
             return
         no_body = req.head_only or status in (204, 304) or status == 101
+        hold = False
         lines = [status_line(status, up.reason)]
         append = lines.append
         conn_extra: list[bytes] | None = None
@@ -215,14 +227,14 @@ class ResponseSide:
             else:
                 # Hold the head until the first chunk parses: a malformed chunked body can
                 # still be answered 502 (the sweep releases a head held longer than that).
-                self.holding = True
+                hold = True
         if status != 101:
             if close:
                 append(b"Connection: close")
             elif req.http10:
                 append(b"Connection: keep-alive")
         self.resp_close = close
-        self.resp_started = True
+        self.resp = HOLD_OF[HEAD_OF[self.resp]] if hold else HEAD_OF[self.resp]
         append(b"\r\n")
         self.out.append(b"\r\n".join(lines))
 
@@ -235,7 +247,6 @@ class ResponseSide:
         self.resp_status = status
         up.keep_alive = keep_alive
         self.resp_close = close
-        self.resp_started = True
         server = self.server
         req = self.current
         if (
@@ -264,9 +275,8 @@ class ResponseSide:
                 up.idle_since = now
             else:
                 up.close()
-            self.resp_sent = True
             self.transport.write(out)
-            self.resp_done = True
+            self.resp = ANSWERED_OF[self.resp]
             ctx.stats.count_response(status)
             self.current = None
             self.sent_at = -1.0
@@ -275,6 +285,7 @@ class ResponseSide:
             self.idle_to = server
             self.idle_since = now
             return
+        self.resp = HEAD_OF[self.resp]
         self.out.append(out)
         self.upstream_complete(up)
 
@@ -295,31 +306,28 @@ class ResponseSide:
 
     def closing_after(self, req: Request) -> bool:
         """Does the connection close after its answer to ``req``?"""
-        return (
-            self.boundary_close
-            or (self.client_eof and not self.queue)
-            or not req.keep_alive
-            or self.ctx.closing
-            or req.upgrade
-            or not req.complete
+        return closes_after(
+            req, self.boundary_close or (self.client_eof and not self.queue) or self.ctx.closing
         )
 
     def response_body(self, body: bytes) -> None:
-        self.holding = False
+        if self.resp is R_HELD:
+            self.resp = RELEASE_OF[R_HELD]
         if self.resp_chunked:
             self.out += (b"%x\r\n" % len(body), body, b"\r\n")
         else:
             self.out.append(body)
 
     def upstream_complete(self, up: Upstream) -> None:
-        if up is not self.up or self.resp_done:
+        if up is not self.up or self.resp is R_DONE:
             return
         req = self.current
         if req is None:
             return
         if self.resp_chunked:
             self.out.append(b"0\r\n\r\n")
-        self.holding = False
+        if self.resp is R_HELD:
+            self.resp = RELEASE_OF[R_HELD]
         self.up = None
         up.client = None
         if self.up_paused:
@@ -328,14 +336,12 @@ class ResponseSide:
         if self.paused:
             self.resume(P_UPSTREAM)
         server = self.server
-        if (
-            up.keep_alive
-            and not up.close_delimited
-            and not up.closed
-            and req.complete
-            and not self.boundary_close
-            and server is not None
-            and not self.ctx.closing
+        if server is not None and may_pool(
+            up.keep_alive,
+            up.close_delimited,
+            up.closed,
+            req,
+            self.boundary_close or self.ctx.closing,
         ):
             pool = self.pool
             limit = pool.config.max_idle_per_server if pool is not None else 0
@@ -364,7 +370,7 @@ class ResponseSide:
         self.up = None
         up.client = None
         up.abort()
-        if self.resp_started and (self.resp_sent or up.discard):
+        if self.resp is R_SENT or (up.discard and self.resp in STARTED):
             # Part of the response is with the client already: it cannot be told otherwise.
             self.ctx.stats.count_error(status)
             self.cut()
@@ -375,8 +381,7 @@ class ResponseSide:
     def _unsend(self) -> None:
         """Forget a response head that was parsed but never written to the client."""
         self.out = []
-        self.holding = False
-        self.resp_started = False
+        self.resp = UNSEND_OF[self.resp]
         self.resp_chunked = False
 
     def upstream_lost(self, up: Upstream) -> None:
@@ -387,10 +392,10 @@ class ResponseSide:
             self._close()
             return
         req = self.current
-        if req is None or self.resp_done:
+        if req is None or self.resp is R_DONE:
             return
-        if self.resp_started:
-            if self.resp_sent or up.discard:
+        if self.resp in STARTED:
+            if self.resp is R_SENT or up.discard:
                 self.cut()  # the response was cut short: so is the client's
                 return
             self._unsend()  # nothing of it reached the client: it gets a 502 below
@@ -423,7 +428,7 @@ class ResponseSide:
         ctx.stats.maintenance_pages += 1
         close = self.closing_after(req)
         self.resp_close = close
-        self.resp_started = True
+        self.resp = HEAD_OF[self.resp]
         self.resp_status = page.status
         self.transport.write(page.response(req.head_only, close, req.http10))
         self._response_done()
@@ -433,7 +438,7 @@ class ResponseSide:
         assert req is not None
         close = self.closing_after(req)
         self.resp_close = close
-        self.resp_started = True
+        self.resp = HEAD_OF[self.resp]
         self.resp_status = status
         self.transport.write(
             simple_response(
@@ -454,7 +459,7 @@ class ResponseSide:
             up.abort()
         self.ctx.stats.count_error(status)
         self.resp_close = True
-        self.resp_started = True
+        self.resp = HEAD_OF[self.resp]
         self.resp_status = status
         self.transport.write(error_response(status, close=True, head_only=req.head_only))
         self._response_done()
@@ -462,7 +467,7 @@ class ResponseSide:
     def _client_error(self, status: int) -> None:
         """A request we cannot read (400, 408, 414, 431, 405): answer and close."""
         cur = self.current
-        if cur is not None and not self.resp_done:
+        if cur is not None and self.resp is not R_DONE:
             if cur.complete:
                 # An earlier request is still being served: answer it first, then this.
                 self.deferred_error = status
@@ -471,7 +476,7 @@ class ResponseSide:
             # The body of the request being served is broken (or stalled): it can never
             # complete, so neither can its exchange with the server.
             self._abandon()
-            if self.resp_started:
+            if self.resp in STARTED:
                 self.cut()
                 return
         self.ctx.stats.count_error(status)
@@ -515,7 +520,7 @@ class ResponseSide:
     # finishing a request ----------------------------------------------------------------------
 
     def _response_done(self) -> None:
-        self.resp_done = True
+        self.resp = END_OF[self.resp]
         req = self.current
         if req is None:
             return
@@ -529,11 +534,8 @@ class ResponseSide:
         ctx = self.ctx
         status = self.resp_status
         ctx.stats.count_response(status)
-        keep = (
-            not self.resp_close
-            and req.complete
-            and not self.closed
-            and not (self.client_eof and not self.queue)
+        keep = keeps_connection(
+            req, self.resp_close, self.closed, self.client_eof and not self.queue
         )
         server = self.server
         self.current = None

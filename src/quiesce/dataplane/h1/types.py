@@ -7,10 +7,11 @@ of this package imports another one that imports it back.
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from quiesce.dataplane.h1.exchange import Request
+    from quiesce.dataplane.h1.exchange import Request, ResponseState
     from quiesce.state.registry import ServerRuntime
 
 # Reasons to pause reading from the client (ClientSide.paused is a set of them).
@@ -44,6 +45,8 @@ class Service(Protocol):
     def stats(self) -> Counters: ...
     @property
     def status_codes(self) -> frozenset[int]: ...
+    @property
+    def closing(self) -> bool: ...
 
 
 class UpstreamSide(Protocol):
@@ -67,11 +70,12 @@ class ClientSide(Protocol):
     current: Request | None
     set_cookie: bytes | None
     out: list[bytes]
-    holding: bool
     half_closed: int
-    resp_started: bool
+    resp: ResponseState
+    boundary_close: bool
+    client_eof: bool
+    queue: deque[Request] | None
 
-    def closing_after(self, req: Request) -> bool: ...
     def flush(self) -> None: ...
     def pause(self, reason: int) -> None: ...
     def resume(self, reason: int) -> None: ...

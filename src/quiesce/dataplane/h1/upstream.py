@@ -17,6 +17,7 @@ import httptools
 
 from quiesce.dataplane.h1 import codec, tunnel
 from quiesce.dataplane.h1.codec import feed_capped
+from quiesce.dataplane.h1.exchange import R_HELD, R_NONE, closes_after
 from quiesce.dataplane.h1.types import P_UPSTREAM, ClientSide, UpstreamHome
 
 if TYPE_CHECKING:
@@ -110,8 +111,11 @@ class Upstream(asyncio.Protocol):
         fast = _fast_response
         if fast is not None and self.head_left == self.head_limit and not self.head_only:
             req = c.current
-            if req is not None and not c.resp_started:
-                close = c.closing_after(req)
+            if req is not None and c.resp is R_NONE:
+                # ClientConnection.closing_after, without the method call
+                close = closes_after(
+                    req, c.boundary_close or (c.client_eof and not c.queue) or c.ctx.closing
+                )
                 extra = b"" if c.set_cookie is None else c.set_cookie + b"\r\n"
                 if close:
                     extra += b"Connection: close\r\n"
@@ -143,7 +147,7 @@ class Upstream(asyncio.Protocol):
         self.feeding = False
         if self.pool_limit >= 0 or self.junk:
             self._settle(c)
-        if c.out and not c.holding:
+        if c.out and c.resp is not R_HELD:
             c.flush()
 
     def _settle(self, c: ClientSide) -> None:
@@ -165,7 +169,7 @@ class Upstream(asyncio.Protocol):
                 return tunnel.half_close(c, c.transport, 2)
             if self.close_delimited and not self.interim:
                 c.upstream_complete(self)
-            if c.out and not c.holding:
+            if c.out and c.resp is not R_HELD:
                 c.flush()
         return False
 
