@@ -71,9 +71,7 @@ class App:
         self._plan_connections()
         try:
             self.store: StateStore = open_store(self.config.state, self.base_dir)
-            opener = getattr(self.store, "open", None)  # a shared store (etcd) connects here
-            if opener is not None:
-                await opener()
+            await self.store.open()  # a shared store (etcd) connects and reads here
         except StoreError as exc:
             raise StartupError(str(exc)) from exc
         self.table: ConnectionTable = ConnectionTable(self.registry)
@@ -157,11 +155,7 @@ class App:
         if self.admin_server is not None:
             await self.admin_server.stop()
         await self.admin.stop()
-        aclose = getattr(self.store, "aclose", None)  # a shared store writes what is queued
-        if aclose is not None:
-            await aclose()
-        else:
-            self.store.close()
+        await self.store.aclose()  # a shared store writes what is queued first
 
 
 def install_event_loop_policy() -> None:

@@ -45,8 +45,7 @@ from quiesce.core.events import Event, EventKind, EventQuery
 from quiesce.core.states import Admin, Cause, CloseMode, Oper
 from quiesce.state.events import make_event
 from quiesce.state.registry import Registry, ServerRuntime
-from quiesce.store.base import StateStore
-from quiesce.store.etcd import RemoteChange
+from quiesce.store.base import RemoteChange, SharedStore, StateStore
 
 log = logging.getLogger("quiesce.admin")
 
@@ -110,9 +109,8 @@ class AdminService:
         summary = self._restore()
         self.registry.listeners.insert(0, self._on_event)
         self._started = True
-        set_handler = getattr(self.store, "set_remote_handler", None)  # a shared store (etcd)
-        if set_handler is not None:
-            set_handler(self._on_remote_change)
+        if isinstance(self.store, SharedStore):  # several nodes share it (etcd)
+            self.store.set_remote_handler(self._on_remote_change)
         self.registry.emit(
             make_event(
                 self.clock,
@@ -132,9 +130,8 @@ class AdminService:
         if not self._started:
             return
         self._started = False
-        set_handler = getattr(self.store, "set_remote_handler", None)
-        if set_handler is not None:
-            set_handler(None)
+        if isinstance(self.store, SharedStore):
+            self.store.set_remote_handler(None)
         if self._timer is not None:
             self._timer.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -16,7 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from quiesce.config.models import StateConfig
-from quiesce.store.base import StateStore, StoreError
+from quiesce.store.base import RemoteChange, SharedStore, StateStore, StoreError
 from quiesce.store.etcd import EtcdStore
 from quiesce.store.sqlite import SCHEMA_VERSION, SqliteStore
 
@@ -44,4 +44,13 @@ def open_store(config: StateConfig, base_dir: Path | str = ".") -> StateStore:
     return SqliteStore(path, retention_rows=retention.rows, retention_age=retention.age)
 
 
-__all__ = ["SCHEMA_VERSION", "EtcdStore", "SqliteStore", "StateStore", "StoreError", "open_store"]
+__all__ = [
+    "SCHEMA_VERSION",
+    "EtcdStore",
+    "RemoteChange",
+    "SharedStore",
+    "SqliteStore",
+    "StateStore",
+    "StoreError",
+    "open_store",
+]

@@ -13,11 +13,14 @@ cleared or deleted after a restart, as the operator left it.
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from quiesce.core.admin import AdminRecord
 from quiesce.core.errors import QuiesceError
 from quiesce.core.events import Event, EventQuery
+from quiesce.core.states import CloseMode
 
 
 class StoreError(QuiesceError):
@@ -27,6 +30,15 @@ class StoreError(QuiesceError):
 
 
 class StateStore(Protocol):
+    async def open(self) -> None:
+        """Called once before the admin service restores state: connect, read (a shared store
+        reads the cluster's state here). Raises :class:`StoreError` when it cannot."""
+        ...
+
+    async def aclose(self) -> None:
+        """Called once at the end: write what is queued, then release everything."""
+        ...
+
     def load_admin(self) -> dict[str, AdminRecord]:
         """Every persisted admin record, by ``pool/server``."""
         ...
@@ -74,7 +86,55 @@ class StateStore(Protocol):
         """Apply the retention (rows and age); returns the number of events deleted."""
         ...
 
-    def close(self) -> None: ...
+    def close(self) -> None:
+        """Release at once, without waiting for the network (tests, errors)."""
+        ...
 
 
-__all__ = ["StateStore", "StoreError"]
+Kind = Literal["admin", "flag", "monitor", "pool_monitors", "event"]
+
+
+@dataclass(frozen=True)
+class RemoteChange:
+    """A change another node wrote to the shared store, for this node to apply.
+
+    ``value``: an :class:`AdminRecord` (None: the record was deleted); a flag value (None:
+    cleared); a monitor definition as a dict (None: deleted); a pool's monitor names; or, for
+    ``kind == "event"``, the :class:`Event` as stored in this node's log."""
+
+    kind: Kind
+    name: str  # pool/server, flag, monitor or pool; the etcd key of an event
+    value: Any
+    node: str
+    actor: str = ""
+    reason: str = ""
+    cause: str | None = None
+    close: CloseMode = CloseMode.NONE
+
+
+RemoteHandler = Callable[[RemoteChange], None]
+
+
+@runtime_checkable
+class SharedStore(StateStore, Protocol):
+    """A store several nodes share (etcd): what only such a store has. The admin service
+    applies the changes other nodes write through the handler it sets here."""
+
+    connected: bool
+    """Whether the link to the shared store is up now (a node that cannot see it says so)."""
+
+    def set_remote_handler(self, handler: RemoteHandler | None) -> None:
+        """Who applies the changes other nodes write (the admin service), or None."""
+        ...
+
+    async def flush(self, timeout: float | None = None) -> bool:
+        """Wait until every queued write reached the shared store; False on timeout."""
+        ...
+
+    @property
+    def pending(self) -> int:
+        """Writes queued and not yet acknowledged."""
+        ...
+
+
+__all__ = ["Kind", "RemoteChange", "RemoteHandler", "SharedStore", "StateStore", "StoreError"]

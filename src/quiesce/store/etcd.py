@@ -50,14 +50,14 @@ import socket
 import threading
 import uuid
 from collections import OrderedDict, deque
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, replace
-from typing import Any, Literal
+from collections.abc import Iterator, Sequence
+from dataclasses import replace
+from typing import Any
 
 from quiesce.core.admin import AdminRecord
 from quiesce.core.events import Event, EventKind, EventQuery
 from quiesce.core.states import CloseMode
-from quiesce.store.base import StoreError
+from quiesce.store.base import Kind, RemoteChange, RemoteHandler, StoreError
 from quiesce.store.sqlite import SqliteStore
 
 log = logging.getLogger("quiesce.store.etcd")
@@ -68,7 +68,6 @@ RETRY_MAX = 5.0
 FLUSH_AT_CLOSE = 3.0
 """``aclose`` waits at most this long for queued writes to reach etcd."""
 
-Kind = Literal["admin", "flag", "monitor", "pool_monitors", "event"]
 _SECTIONS: dict[str, Kind] = {
     "admin": "admin",
     "flags": "flag",
@@ -82,27 +81,6 @@ _STATE_EVENTS = {
     "monitor": (EventKind.MONITOR_CHANGE,),
     "pool_monitors": (EventKind.MONITOR_CHANGE,),
 }
-
-
-@dataclass(frozen=True)
-class RemoteChange:
-    """A change another node wrote to the shared store, for this node to apply.
-
-    ``value``: an :class:`AdminRecord` (None: the record was deleted); a flag value (None:
-    cleared); a monitor definition as a dict (None: deleted); a pool's monitor names; or, for
-    ``kind == "event"``, the :class:`Event` as stored in this node's log."""
-
-    kind: Kind
-    name: str  # pool/server, flag, monitor or pool; the etcd key of an event
-    value: Any
-    node: str
-    actor: str = ""
-    reason: str = ""
-    cause: str | None = None
-    close: CloseMode = CloseMode.NONE
-
-
-RemoteHandler = Callable[[RemoteChange], None]
 
 
 class EtcdStore:

@@ -330,6 +330,12 @@ class SqliteStore:
     def count_events(self) -> int:
         return int(self._read("SELECT COUNT(*) FROM events")[0][0])
 
+    async def open(self) -> None:
+        """Nothing to do: the file was opened (and checked) by the constructor."""
+
+    async def aclose(self) -> None:
+        self.close()
+
     def close(self) -> None:
         with self._lock:
             self._db.close()
