@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import socket
 import ssl
 from pathlib import Path
@@ -23,24 +22,9 @@ from typing import Any
 
 import uvicorn
 
-from quiesce.config.addresses import split_address
+from quiesce.config.addresses import is_loopback, split_address
 from quiesce.config.models import AdminConfig
 from quiesce.frontends.api.routes import AppLike, create_api
-
-
-def is_loopback(host: str) -> bool:
-    """True when every address ``host`` names is a loopback address."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        pass
-    try:
-        infos = socket.getaddrinfo(host, None)
-    except OSError:
-        return False
-    return bool(infos) and all(ipaddress.ip_address(i[4][0]).is_loopback for i in infos)
 
 
 def check_listen(admin: AdminConfig) -> tuple[str, int]:

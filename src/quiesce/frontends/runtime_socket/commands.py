@@ -1,0 +1,324 @@
+"""The runtime socket's commands: one input line in, the answer text out, no I/O.
+
+State changes go through :class:`quiesce.admin.AdminService` with :data:`CONTEXT` (actor and
+cause ``runtime-socket``), like every other front end's.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any
+
+from quiesce.admin.context import CommandContext
+from quiesce.core.errors import QuiesceError
+from quiesce.core.states import Cause, Oper
+from quiesce.frontends.runtime_socket.errors import CommandError
+from quiesce.frontends.runtime_socket.stats import Stats
+from quiesce.state.registry import Registry, ServerRuntime
+
+ACTOR = "runtime-socket"
+CAUSE = Cause.RUNTIME_SOCKET
+CONTEXT = CommandContext(ACTOR, CAUSE)
+"""Every command of the socket: it has no authentication, so no user name."""
+MAX_COMMANDS = 64  # ';'-separated commands on one line
+
+# HAProxy's help lines ("  %-40s: %s"), for the commands this socket knows.
+HELP: list[tuple[str, str]] = [
+    ("disable server (DEPRECATED)", "disable a server for maintenance (use 'set server' instead)"),
+    ("enable server  (DEPRECATED)", "enable a disabled server (use 'set server' instead)"),
+    ("get var <name>", "retrieve contents of a process-wide variable"),
+    ("get weight <bk>/<srv>", "report a server's current weight"),
+    ("set server <bk>/<srv> [opts]", "change a server's state, weight, address or ssl"),
+    ("set var <name> <expression>", "set a process-wide variable (quiesce: a runtime flag)"),
+    ("set weight <bk>/<srv>  (DEPRECATED)", "change a server's weight (use 'set server' instead)"),
+    (
+        "show servers state [<backend>]",
+        "dump volatile server information (all or for a single backend)",
+    ),
+    ("show stat [desc|json|no-maint|typed|up]*", "report counters for each proxy and server"),
+    ("shutdown sessions server <bk>/<srv>", "kill sessions on a server"),
+]
+ALWAYS = [
+    ("help [<command>]", "list matching or all commands"),
+    ("prompt", "toggle interactive mode with prompt"),
+    ("quit", "disconnect"),
+]
+
+
+def _help_line(usage: str, text: str) -> str:
+    return f"  {usage:<40}: {text}"
+
+
+@dataclass
+class Session:
+    interactive: bool = False
+    quit: bool = False
+
+
+class RuntimeCommands:
+    """HAProxy runtime API commands against an App; ``execute`` returns the answer text."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.registry: Registry = app.registry
+        self.started = self.registry.clock.time()
+        self.stats = Stats(app, self.started)
+
+    # dispatch ------------------------------------------------------------------------------------
+
+    def execute(self, line: str, session: Session | None = None) -> str:
+        """The answers to one input line (``;``-separated commands), each ending with an
+        empty line."""
+        session = session or Session()
+        out = []
+        commands = _split_commands(line)
+        if len(commands) > MAX_COMMANDS:
+            # One line must not make the shared event loop produce megabytes of answers.
+            return f"Too many commands on one line (at most {MAX_COMMANDS}).\n\n"
+        for command in commands:
+            words = command.split()
+            if not words:
+                continue
+            try:
+                text = self._one(words, session)
+            except CommandError as exc:
+                text = str(exc)
+            except QuiesceError as exc:
+                text = exc.message
+            except (ValueError, OverflowError) as exc:  # e.g. a 5000-digit number
+                text = f"Invalid argument: {str(exc)[:200]}"
+            if session.quit:
+                break
+            out.append(text + ("\n" if text and not text.endswith("\n") else "") + "\n")
+        return "".join(out)
+
+    def _one(self, w: list[str], session: Session) -> str:
+        handlers: list[tuple[list[str], Callable[[list[str]], str]]] = [
+            (["show", "stat"], self.show_stat),
+            (["show", "servers", "state"], self.show_servers_state),
+            (["set", "server"], self.set_server),
+            (["disable", "server"], lambda a: self._admin(a, "maint")),
+            (["enable", "server"], lambda a: self._admin(a, "ready")),
+            (["shutdown", "sessions", "server"], self.shutdown_sessions),
+            (["set", "weight"], self.set_weight),
+            (["get", "weight"], self.get_weight),
+            (["set", "var"], self.set_var),
+            (["get", "var"], self.get_var),
+        ]
+        if w[0] == "help":
+            return self.help(w[1:])
+        if w == ["prompt"]:
+            session.interactive = not session.interactive
+            return ""
+        if w[0] in ("quit", "exit"):
+            session.quit = True
+            return ""
+        if w[0] in ("experimental-mode", "expert-mode") and len(w) <= 2:
+            return ""
+        for prefix, handler in handlers:
+            if w[: len(prefix)] == prefix:
+                return handler(w[len(prefix) :])
+        return self.unknown(w)
+
+    # help ----------------------------------------------------------------------------------------
+
+    def help(self, words: list[str]) -> str:
+        lines = ["The following commands are valid at this level:"]
+        for usage, text in HELP:
+            if not words or usage.split()[: len(words)] == words[: len(usage.split())]:
+                lines.append(_help_line(usage, text))
+        lines += [_help_line(u, t) for u, t in ALWAYS]
+        return "\n".join(lines)
+
+    def unknown(self, words: list[str]) -> str:
+        """HAProxy 2.6's answer: the commands closest to what was typed, then help/prompt/quit."""
+        matches = [h for h in HELP if h[0].split()[0] == words[0]]
+        if not matches:
+            matches = [h for h in HELP if set(h[0].split()) & set(words)]
+        lines = ["Unknown command, but maybe one of the following ones is a better match:"]
+        lines += [_help_line(u, t) for u, t in matches]
+        lines += [_help_line(u, t) for u, t in ALWAYS]
+        return "\n".join(lines)
+
+    # lookups -------------------------------------------------------------------------------------
+
+    def _server(self, ref: str | None) -> ServerRuntime:
+        if not ref or "/" not in ref:
+            raise CommandError("Require 'backend/server'.")
+        pool_name, _, name = ref.partition("/")
+        pool = self.registry.pools.get(pool_name)
+        if pool is None:
+            raise CommandError("No such backend.")
+        server = next((s for s in pool.servers if s.name == name), None)
+        if server is None:
+            raise CommandError("No such server.")
+        return server
+
+    # state changes -------------------------------------------------------------------------------
+
+    def set_server(self, a: list[str]) -> str:
+        if len(a) < 2:
+            raise CommandError(
+                "usage: set server <backend>/<server> addr | agent | agent-addr | agent-port | "
+                "agent-send | check-addr | check-port | fqdn | health | ssl | state | weight"
+            )
+        server = self._server(a[0])
+        what, args = a[1], a[2:]
+        if what == "state":
+            if not args or args[0] not in ("ready", "drain", "maint"):
+                raise CommandError("'set server <srv> state' expects 'ready', 'drain' and 'maint'.")
+            return self._admin([a[0]], args[0])
+        if what == "health":
+            if not args or args[0] not in ("up", "stopping", "down"):
+                raise CommandError("'set server <srv> health' expects 'up', 'stopping', or 'down'.")
+            return self._health(server, args[0])
+        if what == "weight":
+            return self.set_weight([a[0], *args])
+        raise CommandError(f"'set server <srv> {what}' is not supported by quiesce.")
+
+    def _admin(self, a: list[str], state: str) -> str:
+        server = self._server(a[0] if a else None)
+        admin = self.app.admin
+        if state == "ready":
+            admin.enable(server.key, CONTEXT)
+        elif state == "drain":
+            admin.drain(server.key, CONTEXT)
+        else:
+            admin.maintenance(server.key, CONTEXT)
+        return ""
+
+    def _health(self, server: ServerRuntime, state: str) -> str:
+        """Force the operational state as HAProxy does: every monitor's track is set, and the
+        next check result moves it on from there. A server with no monitor is unchanged."""
+        target = Oper.UP if state == "up" else Oper.DOWN
+        self.app.admin.force_health(server.key, target, CONTEXT, forced=state)
+        return ""
+
+    def shutdown_sessions(self, a: list[str]) -> str:
+        server = self._server(a[0] if a else None)
+        self.app.admin.shutdown_sessions(
+            server.key, replace(CONTEXT, reason="shutdown sessions server")
+        )
+        return ""
+
+    def set_weight(self, a: list[str]) -> str:
+        server = self._server(a[0] if a else None)
+        if len(a) < 2:
+            raise CommandError("Require <weight> or <weight%>.")
+        # HAProxy parses with strtol: a sign is allowed, then digits, then only "%".
+        m = re.match(r"^([+-]?\d+)(.*)$", a[1])
+        if m is None:
+            raise CommandError("Empty weight string empty or preceded by garbage")
+        value, rest = int(m.group(1)), m.group(2)
+        relative = rest == "%"
+        if rest and not relative:
+            raise CommandError("Trailing garbage in weight string")
+        if relative:
+            if value < 0:
+                raise CommandError("Relative weight must be positive.")
+            weight = server.config.weight * value // 100
+            if weight > 256:
+                raise CommandError("Relative weight is too high.")
+        else:
+            weight = value
+            if not 0 <= weight <= 256:
+                raise CommandError("Absolute weight can only be between 0 and 256 inclusive.")
+        self.app.admin.set_weight(server.key, weight, CONTEXT)
+        return ""
+
+    def get_weight(self, a: list[str]) -> str:
+        server = self._server(a[0] if a else None)
+        return f"{server.weight} (initial {server.config.weight})"
+
+    # variables = runtime flags ------------------------------------------------------------------
+
+    def set_var(self, a: list[str]) -> str:
+        if not a:
+            raise CommandError("Missing variable name.")
+        name = a[0]
+        if not name.startswith("proc."):
+            raise CommandError(
+                f"invalid variable name '{name}'. A variable name must be start by its scope. "
+                "The scope can be 'proc', 'sess', 'txn', 'req', 'res' or 'check'"
+            )
+        if len(a) < 2:
+            raise CommandError("Missing variable expression.")
+        value = parse_expression(" ".join(a[1:]))
+        self.app.admin.set_flag(name[5:], value, CONTEXT)
+        return ""
+
+    def get_var(self, a: list[str]) -> str:
+        if not a:
+            raise CommandError("Missing variable name.")
+        name = a[0]
+        if not name.startswith("proc."):
+            raise CommandError(
+                f"invalid variable name '{name}'. A variable name must be start by its scope. "
+                "The scope can be 'proc', 'sess', 'txn', 'req', 'res' or 'check'"
+            )
+        flags = self.registry.flags
+        if name[5:] not in flags:
+            raise CommandError("Variable not found.")
+        value = flags[name[5:]]
+        if isinstance(value, bool):
+            return f"{name}: type=bool value=<{int(value)}>"
+        return f"{name}: type=str value=<{_printable(value)}>"
+
+    # show stat, show servers state (stats.py) -----------------------------------------------------
+
+    def show_stat(self, a: list[str]) -> str:
+        return self.stats.show_stat(a)
+
+    def show_servers_state(self, a: list[str]) -> str:
+        return self.stats.show_servers_state(a)
+
+
+_EXPR = re.compile(r"^\s*(bool|str|int|sint)\((.*)\)\s*$")
+
+
+def parse_expression(text: str) -> bool | str:
+    """HAProxy's sample expressions for ``set var``: ``bool(true)``, ``str(x)``, ``int(5)``."""
+    m = _EXPR.match(text)
+    if m is None:
+        fetch = text.strip().split("(")[0]
+        raise CommandError(f"unknown fetch method '{fetch}'")
+    kind, arg = m.group(1), m.group(2).strip()
+    if kind == "bool":
+        if arg.lower() in ("1", "true"):
+            return True
+        if arg.lower() in ("0", "false"):
+            return False
+        raise CommandError(f"failed to parse bool '{arg}'")
+    if kind in ("int", "sint"):
+        if not re.fullmatch(r"-?\d+", arg):
+            raise CommandError(f"failed to parse integer '{arg}'")
+        return str(int(arg))
+    if len(arg) >= 2 and arg[0] == arg[-1] and arg[0] in "\"'":
+        arg = arg[1:-1]
+    return arg
+
+
+def _printable(text: str) -> str:
+    """Control characters escaped: a value must never end an answer (an empty line) early."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def _split_commands(line: str) -> list[str]:
+    """``;`` separates commands; ``\\;`` is a literal semicolon (HAProxy's escaping)."""
+    out, cur, i = [], "", 0
+    while i < len(line):
+        c = line[i]
+        if c == "\\" and i + 1 < len(line) and line[i + 1] == ";":
+            cur += ";"
+            i += 2
+            continue
+        if c == ";":
+            out.append(cur)
+            cur = ""
+        else:
+            cur += c
+        i += 1
+    out.append(cur)
+    return [c.strip() for c in out]
