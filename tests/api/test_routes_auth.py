@@ -8,6 +8,7 @@ from typing import Any
 import httpx
 import pytest
 
+from quiesce.frontends.views import server_view
 from tests.api.harness import ADMIN, ADMIN_TOKEN, VIEWER
 
 pytestmark = pytest.mark.loopback
@@ -132,12 +133,12 @@ async def test_admin(client: httpx.AsyncClient, app: Any, route: Route) -> None:
 
 @pytest.mark.parametrize("route", [r for r in WRITES if r.bad_body is not None], ids=str)
 async def test_malformed_body(client: httpx.AsyncClient, app: Any, route: Route) -> None:
-    before = {s.key: app.registry.server_view(s) for s in app.registry.servers()}
+    before = {s.key: server_view(app.registry, s) for s in app.registry.servers()}
     monitors = dict(app.registry.monitors)
     pool_monitors = list(app.registry.pool("web").pool_monitors)
     assert_error(await call(client, route, body=route.bad_body, auth=ADMIN), route.bad_status)
     assert_error(await call(client, route, body="{nope", auth=ADMIN), 400)
-    assert {s.key: app.registry.server_view(s) for s in app.registry.servers()} == before
+    assert {s.key: server_view(app.registry, s) for s in app.registry.servers()} == before
     assert app.registry.monitors == monitors
     assert app.registry.pool("web").pool_monitors == pool_monitors
 

@@ -11,6 +11,7 @@ import httpx
 import pytest
 import pytest_asyncio
 
+from quiesce.frontends.views import server_view
 from tests.api.harness import VIEWER, VIEWER_TOKEN, config_dict, running
 from tests.api.test_routes_auth import ALL, Route, assert_error, call
 
@@ -46,7 +47,7 @@ async def test_no_or_wrong_credentials_are_401(client: httpx.AsyncClient, route:
 
 @pytest.mark.parametrize("route", ALL, ids=str)
 async def test_read_only(client: httpx.AsyncClient, app: Any, route: Route) -> None:
-    before = app.registry.server_view(app.registry.find_server("app/a1"))
+    before = server_view(app.registry, app.registry.find_server("app/a1"))
     for auth in (VIEWER, None):
         headers = {} if auth else {"Authorization": f"Bearer {VIEWER_TOKEN}"}
         r = await call(client, route, auth=auth, headers=headers)
@@ -56,6 +57,6 @@ async def test_read_only(client: httpx.AsyncClient, app: Any, route: Route) -> N
         else:
             assert r.status_code == 200, r.text
     # a refused write changed nothing
-    assert app.registry.server_view(app.registry.find_server("app/a1")) == before
+    assert server_view(app.registry, app.registry.find_server("app/a1")) == before
     assert "Spare-TCP" in app.registry.monitors
     assert app.registry.flags == {"maintenance_mode": False}

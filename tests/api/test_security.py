@@ -145,7 +145,7 @@ async def test_an_unexpected_exception_is_a_json_500(
     def boom(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(app.registry, "server_view", boom)
+    monkeypatch.setattr("quiesce.frontends.api.routes.server_view", boom)
     transport = httpx.AsyncClient(base_url=app.admin_server.url, timeout=10)
     async with transport as c:
         r = await c.get("/api/v1/servers", auth=ADMIN)

@@ -20,6 +20,7 @@ from quiesce.core.checks import CheckResult, Reason
 from quiesce.core.events import Event, EventKind
 from quiesce.core.states import Cause, CloseMode, Oper, Verdict
 from quiesce.dataplane import ConnectionTable, Service, start_service
+from quiesce.frontends.views import server_view
 from quiesce.health import HealthManager
 from quiesce.rules import compile_router
 from quiesce.state.registry import Registry
@@ -336,7 +337,7 @@ services:
         ]
         assert [(e.server, e.from_, e.to) for e in passive] == [("a", "up", "maintenance")]
         assert passive[0].detail["status_code"] == 506
-        assert site.registry.server_view(a)["status"] == "down for maintenance"
+        assert server_view(site.registry, a)["status"] == "down for maintenance"
         # Out of the rotation: every request now reaches b.
         for _ in range(10):
             r = await client.get("/y")

@@ -30,7 +30,6 @@ from quiesce.core.events import Event, EventKind
 from quiesce.core.oper import TRANSITIONS, MonitorTrack, Stay, combine
 from quiesce.core.pool import elect, guard_violation, slow_start_factor
 from quiesce.core.states import Cause, CloseMode, Oper, Verdict
-from quiesce.core.status import in_maintenance
 from quiesce.state.events import make_event
 from quiesce.state.runtime import (
     LAST_CHECKS,
@@ -528,51 +527,6 @@ class Registry:
                 out.append(make_event(self.clock, kind, pool, reason=reason))
         return out
 
-    # views ------------------------------------------------------------------------------------
-
-    def server_view(self, server: ServerRuntime) -> dict[str, object]:
-        rec = server.admin
-        return {
-            "pool": server.pool,
-            "name": server.name,
-            "address": server.address,
-            "weight": server.weight,
-            "backup": server.config.backup,
-            "priority": server.config.priority,
-            "oper": server.oper.value,
-            "admin": rec.state.value,
-            "status": server.status,
-            "eligible": server.eligible,
-            "in_maintenance": in_maintenance(rec.state, server.oper),
-            "primary": self.pools[server.pool].primary == server.name,
-            "connections": server.connections,
-            "requests_in_flight": server.requests_in_flight,
-            "reason": rec.reason,
-            "actor": rec.actor,
-            "since": rec.since,
-            "cause": rec.cause.value,
-            "expires": rec.expires,
-            "deadline": rec.deadline,
-            "monitors": {m: server.tracks[m].state.value for m in server.monitors},
-            "last_checks": [r.to_dict() for r in server.checks()],
-        }
-
-    def pool_view(self, pool: PoolRuntime) -> dict[str, object]:
-        return {
-            "name": pool.name,
-            "algorithm": pool.config.algorithm,
-            "mode": pool.config.mode,
-            "healthmonitors": list(pool.pool_monitors),
-            "min_servers_up": pool.config.min_servers_up,
-            "graceful_disable_timeout": pool.config.graceful_disable_timeout,
-            "eligible": pool.eligible_count,
-            "total": len(pool.servers),
-            "available": pool.available,
-            "primary": pool.primary,
-            "sessions": pool.sessions,
-            "summary": _summary(pool),
-        }
-
 
 def _flag_text(value: bool | str | None) -> str | None:
     if value is None:
@@ -580,14 +534,6 @@ def _flag_text(value: bool | str | None) -> str | None:
     if isinstance(value, bool):
         return "true" if value else "false"
     return value
-
-
-def _summary(pool: PoolRuntime) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for s in pool.servers:
-        key = s.status.split(" (")[0]
-        out[key] = out.get(key, 0) + 1
-    return out
 
 
 __all__ = ["PoolRuntime", "Registry", "ServerRuntime"]

@@ -54,6 +54,7 @@ from quiesce.frontends.api.bodies import (
     parse_since,
 )
 from quiesce.frontends.api.limits import BodyLimit
+from quiesce.frontends.views import pool_view, server_view
 from quiesce.state.registry import Registry
 
 _NAME = re.compile(r"^[A-Za-z0-9_.:\-]{1,128}\Z")  # \Z: "$" also matches before a final "\n"
@@ -323,20 +324,20 @@ def build_routes(app: AppLike) -> tuple[APIRouter, APIRouter]:
             "changed": result.changed,
             "message": result.message,
             "closed": result.closed,
-            "server": registry.server_view(result.server),
+            "server": server_view(registry, result.server),
         }
 
     # pools -----------------------------------------------------------------------------------
 
     @v1.get("/pools", tags=["pools"])
     async def list_pools(p: Read) -> list[dict[str, object]]:
-        return [registry.pool_view(pool) for pool in registry.pools.values()]
+        return [pool_view(pool) for pool in registry.pools.values()]
 
     @v1.get("/pools/{pool}", tags=["pools"])
     async def show_pool(pool: str, p: Read) -> dict[str, object]:
         rt = registry.pool(pool)
-        view = registry.pool_view(rt)
-        view["servers"] = [registry.server_view(s) for s in rt.servers]
+        view = pool_view(rt)
+        view["servers"] = [server_view(registry, s) for s in rt.servers]
         return view
 
     @v1.put("/pools/{pool}/healthmonitors", tags=["pools"])
@@ -344,17 +345,17 @@ def build_routes(app: AppLike) -> tuple[APIRouter, APIRouter]:
         pool: str, c: Write, body: PoolMonitorsBody = _required_body(PoolMonitorsBody)
     ) -> dict[str, object]:
         app.admin.set_pool_monitors(pool, body.healthmonitors, ctx(c))
-        return registry.pool_view(registry.pool(pool))
+        return pool_view(registry.pool(pool))
 
     # servers ---------------------------------------------------------------------------------
 
     @v1.get("/servers", tags=["servers"])
     async def list_servers(p: Read) -> list[dict[str, object]]:
-        return [registry.server_view(s) for s in registry.servers()]
+        return [server_view(registry, s) for s in registry.servers()]
 
     @v1.get("/servers/{pool}/{server}", tags=["servers"])
     async def show_server(pool: str, server: str, p: Read) -> dict[str, object]:
-        return registry.server_view(registry.pool(pool).server(server))
+        return server_view(registry, registry.pool(pool).server(server))
 
     @v1.post("/servers/{pool}/{server}/maintenance", tags=["servers"])
     async def maintenance(
@@ -401,7 +402,7 @@ def build_routes(app: AppLike) -> tuple[APIRouter, APIRouter]:
     ) -> dict[str, object]:
         ref = f"{pool}/{server}"
         app.admin.set_weight(ref, body.weight, ctx(c, body))
-        return registry.server_view(registry.find_server(ref))
+        return server_view(registry, registry.find_server(ref))
 
     # health monitors ---------------------------------------------------------------------------
 

@@ -1,0 +1,66 @@
+"""The JSON views of servers and pools that the front ends answer with (the REST API, and the
+dashboard through it). Read-only: built from the registry's runtime objects at request time."""
+
+from __future__ import annotations
+
+from quiesce.core.status import in_maintenance
+from quiesce.state.registry import Registry
+from quiesce.state.runtime import PoolRuntime, ServerRuntime
+
+
+def server_view(registry: Registry, server: ServerRuntime) -> dict[str, object]:
+    """A server as the API and the dashboard show it (docs/api.md, "Server view")."""
+    rec = server.admin
+    return {
+        "pool": server.pool,
+        "name": server.name,
+        "address": server.address,
+        "weight": server.weight,
+        "backup": server.config.backup,
+        "priority": server.config.priority,
+        "oper": server.oper.value,
+        "admin": rec.state.value,
+        "status": server.status,
+        "eligible": server.eligible,
+        "in_maintenance": in_maintenance(rec.state, server.oper),
+        "primary": registry.pools[server.pool].primary == server.name,
+        "connections": server.connections,
+        "requests_in_flight": server.requests_in_flight,
+        "reason": rec.reason,
+        "actor": rec.actor,
+        "since": rec.since,
+        "cause": rec.cause.value,
+        "expires": rec.expires,
+        "deadline": rec.deadline,
+        "monitors": {m: server.tracks[m].state.value for m in server.monitors},
+        "last_checks": [r.to_dict() for r in server.checks()],
+    }
+
+
+def pool_view(pool: PoolRuntime) -> dict[str, object]:
+    """A pool as the API and the dashboard show it, with a count of its servers by status."""
+    return {
+        "name": pool.name,
+        "algorithm": pool.config.algorithm,
+        "mode": pool.config.mode,
+        "healthmonitors": list(pool.pool_monitors),
+        "min_servers_up": pool.config.min_servers_up,
+        "graceful_disable_timeout": pool.config.graceful_disable_timeout,
+        "eligible": pool.eligible_count,
+        "total": len(pool.servers),
+        "available": pool.available,
+        "primary": pool.primary,
+        "sessions": pool.sessions,
+        "summary": _summary(pool),
+    }
+
+
+def _summary(pool: PoolRuntime) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for s in pool.servers:
+        key = s.status.split(" (")[0]
+        out[key] = out.get(key, 0) + 1
+    return out
+
+
+__all__ = ["pool_view", "server_view"]
