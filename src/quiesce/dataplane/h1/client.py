@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import httptools
 
 from quiesce.dataplane.h1 import codec, tunnel
-from quiesce.dataplane.h1.codec import ClientError, HeadTooLarge, feed_capped
+from quiesce.dataplane.h1.codec import HeadTooLarge, feed_capped
 from quiesce.dataplane.h1.exchange import (
     IDEMPOTENT,
     R_DONE,
@@ -24,7 +24,7 @@ from quiesce.dataplane.h1.exchange import (
     WRITE_OF,
     Request,
 )
-from quiesce.dataplane.h1.headers import forward_request
+from quiesce.dataplane.h1.headers import ClientError, forward_request
 from quiesce.dataplane.h1.response import ResponseSide
 from quiesce.dataplane.h1.types import P_PENDING, P_PIPELINE, P_UPGRADE, P_UPSTREAM
 from quiesce.dataplane.h1.upstream import Upstream

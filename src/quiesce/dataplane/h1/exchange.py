@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import enum
 
-from quiesce.dataplane.h1.codec import raw_headers
 from quiesce.rules.decision import RequestView
 
 IDEMPOTENT = frozenset({b"GET", b"HEAD", b"PUT", b"DELETE", b"OPTIONS", b"TRACE"})
@@ -45,6 +44,16 @@ REPLAY_LIMIT = 64 * 1024
 # within RACE_WINDOW seconds of the request being written: later, the server may have worked
 # on it and died (a crash, not the race), and the client gets a 502.
 RACE_WINDOW = 0.5
+
+
+def raw_headers(raw: bytes) -> list[tuple[bytes, bytes]]:
+    """The header fields of a head the C fast path accepted (so well-formed: CRLF lines,
+    ``name:`` and a value without trailing whitespace)."""
+    fields = []
+    for line in raw.split(b"\r\n")[1:-2]:
+        name, _, value = line.partition(b":")
+        fields.append((name, value.lstrip(b" \t")))
+    return fields
 
 
 class Request:

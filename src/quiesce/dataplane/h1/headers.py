@@ -9,61 +9,96 @@ heads httptools parsed; the C fast path applies the same policy to the heads it 
 
 from __future__ import annotations
 
-from quiesce.dataplane.h1.codec import ClientError
+from typing import NamedTuple
+
 from quiesce.dataplane.h1.exchange import Request
 from quiesce.dataplane.pages import reason_phrase
 
-# Headers that describe one connection only (RFC 9110 §7.6.1), never forwarded.
-HOP_BY_HOP = frozenset(
-    {
-        b"connection",
-        b"keep-alive",
-        b"proxy-connection",
-        b"proxy-authenticate",
-        b"proxy-authorization",
-        b"te",
-        b"trailer",
-        b"transfer-encoding",
-        b"upgrade",
-    }
-)
-# Added by the proxy; a client's own values are replaced (X-Forwarded-For is appended to).
-FORWARDED = frozenset({b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host"})
-# Header names the proxy acts on, by lower-case name (one dict lookup per header).
+
+class ClientError(Exception):
+    """A request the proxy refuses to read further: answered with ``status`` and closed."""
+
+    def __init__(self, status: int) -> None:
+        self.status = status
+
+
+# What the proxy does with a header, by lower-case name. Every name not in POLICY is
+# forwarded as it came, both ways.
 H_DROP, H_HOST, H_LENGTH, H_COOKIE, H_XFF, H_TE, H_CONNECTION, H_UPGRADE, H_EXPECT = range(9)
-REQUEST_SPECIAL: dict[bytes, int] = {
-    **{name: H_DROP for name in HOP_BY_HOP | FORWARDED},
-    b"host": H_HOST,
-    b"content-length": H_LENGTH,
-    b"cookie": H_COOKIE,
-    b"x-forwarded-for": H_XFF,
-    b"transfer-encoding": H_TE,
-    b"connection": H_CONNECTION,
-    b"upgrade": H_UPGRADE,
-    b"expect": H_EXPECT,
-}
-RESPONSE_SPECIAL: dict[bytes, int] = {
-    **{name: H_DROP for name in HOP_BY_HOP},
-    b"content-length": H_LENGTH,
-    b"transfer-encoding": H_TE,
-    b"connection": H_CONNECTION,
-    b"upgrade": H_UPGRADE,
+H_FORWARD = -1  # not special: forwarded as it came
+FAST_DECLINES = -2  # the C fast path leaves the message to httptools (the Python path)
+ACTIONS = {
+    H_FORWARD: "forward",
+    H_DROP: "drop",
+    H_HOST: "host",
+    H_LENGTH: "length",
+    H_COOKIE: "cookie",
+    H_XFF: "append",
+    H_TE: "framing",
+    H_CONNECTION: "connection",
+    H_UPGRADE: "upgrade",
+    H_EXPECT: "expect",
+    FAST_DECLINES: "declined",
 }
 
+
+class Rule(NamedTuple):
+    """One row of the header policy."""
+
+    request: int  # what the proxy does with it in a request (H_*)
+    response: int  # in a response
+    hop_by_hop: bool  # describes one connection only (RFC 9110 §7.6.1): never forwarded
+    framing: bool  # frames or routes the message: ``Connection`` never removes it
+    fast_request: int  # what quiesce._httpfast does with it (FAST_DECLINES: leaves it to us)
+    fast_response: int
+
+
+# The one header policy. The Python path reads REQUEST_SPECIAL / RESPONSE_SPECIAL (derived
+# below); the C fast path (src/quiesce/_ext/httpfast.c, request_kind / response_kind) is
+# checked against the table, row by row, by tests/dataplane/test_headers.py.
+#   name                        request       response      hop    framing  C request     C response
+POLICY: dict[bytes, Rule] = {
+    b"connection": Rule(H_CONNECTION, H_CONNECTION, True, False, H_CONNECTION, H_CONNECTION),
+    b"keep-alive": Rule(H_DROP, H_DROP, True, False, H_DROP, H_DROP),
+    b"proxy-connection": Rule(H_DROP, H_DROP, True, False, H_DROP, H_DROP),
+    b"proxy-authenticate": Rule(H_DROP, H_DROP, True, False, H_DROP, H_DROP),
+    b"proxy-authorization": Rule(H_DROP, H_DROP, True, False, H_DROP, H_DROP),
+    b"te": Rule(H_DROP, H_DROP, True, False, H_DROP, H_DROP),
+    b"trailer": Rule(H_DROP, H_DROP, True, False, H_DROP, H_DROP),
+    b"transfer-encoding": Rule(H_TE, H_TE, True, True, FAST_DECLINES, FAST_DECLINES),
+    b"upgrade": Rule(H_UPGRADE, H_UPGRADE, True, False, FAST_DECLINES, H_DROP),
+    b"content-length": Rule(H_LENGTH, H_LENGTH, False, True, H_LENGTH, H_LENGTH),
+    b"host": Rule(H_HOST, H_FORWARD, False, True, H_HOST, H_FORWARD),
+    b"cookie": Rule(H_COOKIE, H_FORWARD, False, False, H_COOKIE, H_FORWARD),
+    b"expect": Rule(H_EXPECT, H_FORWARD, False, False, FAST_DECLINES, H_FORWARD),
+    # Set by the proxy; a client's own values are replaced (X-Forwarded-For appended to).
+    b"x-forwarded-for": Rule(H_XFF, H_FORWARD, False, False, H_XFF, H_FORWARD),
+    b"x-forwarded-proto": Rule(H_DROP, H_FORWARD, False, False, H_DROP, H_FORWARD),
+    b"x-forwarded-host": Rule(H_DROP, H_FORWARD, False, False, H_DROP, H_FORWARD),
+}
+
+HOP_BY_HOP = frozenset(name for name, rule in POLICY.items() if rule.hop_by_hop)
+FORWARDED = frozenset(name for name in POLICY if name.startswith(b"x-forwarded-"))
+# Header names the proxy acts on, by lower-case name (one dict lookup per header).
+REQUEST_SPECIAL: dict[bytes, int] = {
+    name: rule.request for name, rule in POLICY.items() if rule.request != H_FORWARD
+}
+RESPONSE_SPECIAL: dict[bytes, int] = {
+    name: rule.response for name, rule in POLICY.items() if rule.response != H_FORWARD
+}
 
 _PLAIN_CONNECTION = frozenset(
     {b"keep-alive", b"Keep-Alive", b"close", b"Close", b"upgrade", b"Upgrade"}
 )
 
-
-# Connection options that are not removed with the header they name: the framing and routing
-# headers. The proxy frames every message it forwards itself (RFC 9112 §6) and must send Host
-# (RFC 9110 §7.2), so a ``Connection: Content-Length`` cannot take them away; dropping one
-# while forwarding the body would let the next hop read the body as another message
-# (request smuggling). As HAProxy and nginx: the header is kept, the option ignored.
-NEVER_HOP_BY_HOP = frozenset(
-    {b"", b"keep-alive", b"close", b"upgrade", b"content-length", b"transfer-encoding", b"host"}
-)
+# Connection options that are not removed with the header they name: the options themselves
+# and the framing and routing headers. The proxy frames every message it forwards itself
+# (RFC 9112 §6) and must send Host (RFC 9110 §7.2), so a ``Connection: Content-Length``
+# cannot take them away; dropping one while forwarding the body would let the next hop read
+# the body as another message (request smuggling). As HAProxy and nginx: the header is kept,
+# the option ignored.
+CONNECTION_OPTIONS = frozenset({b"", b"keep-alive", b"close", b"upgrade"})
+NEVER_HOP_BY_HOP = CONNECTION_OPTIONS | {name for name, rule in POLICY.items() if rule.framing}
 
 
 def connection_tokens(value: bytes, extra: list[bytes] | None) -> list[bytes] | None:
@@ -208,3 +243,34 @@ def forward_request(
     req.head = b"\r\n".join(out)
     if not req.chunked and (length is None or length.strip() == b"0"):
         req.complete = True  # no body: complete already, for every decision below
+
+
+def forward_response(
+    status: int, reason: bytes, headers: list[tuple[bytes, bytes]]
+) -> tuple[list[bytes], bytes | None, bool]:
+    """Apply the policy to a final response head httptools parsed: the status line and the
+    header lines to send the client (without the proxy's own: Set-Cookie, Connection,
+    Transfer-Encoding), its Content-Length (the last one) and whether it is chunked."""
+    lines = [status_line(status, reason)]
+    append = lines.append
+    conn_extra: list[bytes] | None = None
+    content_length: bytes | None = None
+    chunked = False
+    special = RESPONSE_SPECIAL
+    for name, value in headers:
+        code = special.get(name.lower())
+        if code is None:
+            append(name + b": " + value)
+        elif code == H_LENGTH:
+            content_length = value
+            append(name + b": " + value)
+        elif code == H_TE:
+            chunked = b"chunked" in value.lower()
+        elif code == H_CONNECTION:
+            conn_extra = connection_tokens(value, conn_extra)
+        elif code == H_UPGRADE and status == 101:
+            append(b"Upgrade: " + value)
+    if conn_extra:
+        drop = set(conn_extra)
+        lines = [lines[0]] + [h for h in lines[1:] if h.split(b":", 1)[0].lower() not in drop]
+    return lines, content_length, chunked

@@ -32,16 +32,7 @@ from quiesce.dataplane.h1.exchange import (
     may_pool,
     may_resend,
 )
-from quiesce.dataplane.h1.headers import (
-    H_CONNECTION,
-    H_LENGTH,
-    H_TE,
-    H_UPGRADE,
-    HOP_BY_HOP,
-    RESPONSE_SPECIAL,
-    connection_tokens,
-    status_line,
-)
+from quiesce.dataplane.h1.headers import HOP_BY_HOP, forward_response, status_line
 from quiesce.dataplane.h1.types import P_PIPELINE, P_UPSTREAM
 from quiesce.dataplane.pages import Page, error_response, simple_response
 
@@ -189,27 +180,8 @@ class ResponseSide:
             return
         no_body = req.head_only or status in (204, 304) or status == 101
         hold = False
-        lines = [status_line(status, up.reason)]
+        lines, up.content_length, up.chunked = forward_response(status, up.reason, up.headers)
         append = lines.append
-        conn_extra: list[bytes] | None = None
-        special = RESPONSE_SPECIAL
-        for name, value in up.headers:
-            code = special.get(name.lower())
-            if code is None:
-                append(name + b": " + value)
-            elif code == H_LENGTH:
-                up.content_length = value
-                append(name + b": " + value)
-            elif code == H_TE:
-                up.chunked = b"chunked" in value.lower()
-            elif code == H_CONNECTION:
-                conn_extra = connection_tokens(value, conn_extra)
-            elif code == H_UPGRADE and status == 101:
-                append(b"Upgrade: " + value)
-        if conn_extra:
-            drop = set(conn_extra)
-            lines = [lines[0]] + [h for h in lines[1:] if h.split(b":", 1)[0].lower() not in drop]
-            append = lines.append
         if self.set_cookie is not None:
             append(self.set_cookie)
         close = self.closing_after(req)

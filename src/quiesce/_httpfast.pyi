@@ -1,0 +1,12 @@
+"""Types of the optional C extension ``quiesce._httpfast`` (src/quiesce/_ext/httpfast.c): the
+C twin of quiesce.dataplane.h1.codec.HttptoolsHeads (the ``HeadCodec`` seam). Each function
+returns a plain tuple with the fields of ``RequestHead`` / ``ResponseHead``, in order, or
+None when it declines the message."""
+
+def request(
+    data: bytes, peer: bytes, max_line: int, max_header: int, /
+) -> tuple[bytes, bytes, bool, bool, bytes | None, bytes | None, bytes] | None:
+    """(method, url, http10, keep_alive, host, cookie, head) of one whole bodyless request."""
+
+def response(data: bytes, max_header: int, extra: bytes, /) -> tuple[int, bool, bytes] | None:
+    """(status, keep_alive, out) of one whole Content-Length response."""
