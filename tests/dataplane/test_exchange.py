@@ -167,6 +167,13 @@ def test_may_pool() -> None:
     assert not may_pool(req=request(complete=False), **ok)
 
 
+def test_the_docs_show_the_table() -> None:
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "dataplane.md").read_text()
+    start = doc.index("<!-- response-moves")
+    block = doc[doc.index("\n", start) + 1 : doc.index("<!-- /response-moves -->")]
+    assert block == exchange.moves_markdown()
+
+
 # The layout the issue asks for: no module of the data plane over 700 lines, and no import
 # cycle between them (imports under TYPE_CHECKING count).
 

@@ -242,6 +242,18 @@ def step(state: ResponseState, event: Event) -> ResponseState:
     return moves[state]
 
 
+def moves_markdown() -> str:
+    """The response moves as the Markdown table docs/dataplane.md shows (rows: events,
+    columns: from-states, cells: to-states; empty: illegal)."""
+    states = list(ResponseState)
+    rows = ["| event | " + " | ".join(s.name for s in states) + " |"]
+    rows.append("|---" * (len(states) + 1) + "|")
+    for event, table in RESPONSE_MOVES.items():
+        cells = [table[s].name if s in table else "" for s in states]
+        rows.append(f"| {event.name} | " + " | ".join(cells) + " |")
+    return "\n".join(rows).replace("|  |", "| |").replace("|  |", "| |") + "\n"
+
+
 class Exchange:
     """The machine as an object: one exchange's request and response states."""
 
