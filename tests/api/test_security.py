@@ -225,7 +225,7 @@ async def test_a_name_cannot_end_in_a_newline(app: Any, client: httpx.AsyncClien
 async def test_an_unknown_user_costs_a_hash_check_like_a_known_one(
     client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from quiesce.frontends.api import auth
+    from quiesce.frontends import auth
 
     calls: list[str] = []
     real = auth.verify_password

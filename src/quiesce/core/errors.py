@@ -12,7 +12,7 @@ QuiesceError                          status_hint
 ├── StartupError     (app)            500  quiesce cannot start (busy port, capability, ...)
 ├── LimitError       (dataplane.limits)    500  the connection limit does not fit the fd limit
 │                                          (the app reports it as a StartupError)
-├── AuthError        (frontends.api.auth)     401 / 403 / 429, set per error
+├── AuthError        (frontends.auth)     401 / 403 / 429, set per error
 ├── ApiError         (frontends.api.routes)   any status, set per error (bad body, ...)
 ├── CommandError     (frontends.runtime_socket) 400  a runtime-socket line refused; the text
 │                                          is HAProxy's where HAProxy has one

@@ -30,16 +30,6 @@ from quiesce.config.models import Config, HealthMonitor
 from quiesce.core.errors import InvalidCommand, QuiesceError
 from quiesce.core.events import Event, EventQuery
 from quiesce.core.states import Cause
-from quiesce.frontends.api.auth import (
-    CLIENT_HEADER,
-    CSRF_COOKIE,
-    CSRF_HEADER,
-    SESSION_COOKIE,
-    Authenticator,
-    AuthError,
-    Principal,
-    cause_of,
-)
 from quiesce.frontends.api.bodies import (
     Body,
     ClearBody,
@@ -54,6 +44,16 @@ from quiesce.frontends.api.bodies import (
     parse_since,
 )
 from quiesce.frontends.api.limits import BodyLimit
+from quiesce.frontends.auth import (
+    CLIENT_HEADER,
+    CSRF_COOKIE,
+    CSRF_HEADER,
+    SESSION_COOKIE,
+    Authenticator,
+    AuthError,
+    Principal,
+    cause_of,
+)
 from quiesce.frontends.views import pool_view, server_view
 from quiesce.state.registry import Registry
 
@@ -80,9 +80,12 @@ class Caller:
         return self.principal.user
 
 
-class ApiError(Exception):
+class ApiError(QuiesceError):
+    """An answer the API gives as an error: ``status`` (the status hint), a short ``error``,
+    the ``detail`` sentence and any ``extra`` fields of the JSON body."""
+
     def __init__(self, status: int, error: str, detail: str, **extra: Any) -> None:
-        super().__init__(detail)
+        super().__init__(detail, status_hint=status)
         self.status, self.error, self.detail, self.extra = status, error, detail, extra
 
 

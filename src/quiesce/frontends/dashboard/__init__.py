@@ -63,7 +63,7 @@ async def _basic_login(request: Request) -> Response:
     auth = getattr(request.app.state, "auth", None)
     header = request.headers.get("authorization", "")
     if auth is not None and header[:6].lower() == "basic ":
-        from quiesce.frontends.api.auth import AuthError
+        from quiesce.frontends.auth import AuthError
 
         try:
             await auth.authenticate(

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from quiesce.core.errors import QuiesceError
 
-class CommandError(Exception):
+
+class CommandError(QuiesceError):
     """An answer that is an error message (the text is HAProxy's where HAProxy has one)."""
+
+    status_hint = 400
 
 
 __all__ = ["CommandError"]

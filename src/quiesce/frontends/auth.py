@@ -30,6 +30,7 @@ from typing import Literal
 
 from quiesce.admin import AdminService
 from quiesce.config.models import AdminConfig
+from quiesce.core.errors import QuiesceError
 from quiesce.core.states import Cause
 from quiesce.security import verify_password
 
@@ -64,11 +65,11 @@ class Session:
     expires: float
 
 
-class AuthError(Exception):
-    """Refused: ``status`` is 401, 403 or 429."""
+class AuthError(QuiesceError):
+    """Refused: ``status`` (the status hint) is 401, 403 or 429."""
 
     def __init__(self, status: int, error: str, detail: str) -> None:
-        super().__init__(detail)
+        super().__init__(detail, status_hint=status)
         self.status = status
         self.error = error
         self.detail = detail
