@@ -13,7 +13,7 @@ QuiesceError                          status_hint
 ├── LimitError       (dataplane.limits)    500  the connection limit does not fit the fd limit
 │                                          (the app reports it as a StartupError)
 ├── AuthError        (frontends.auth)     401 / 403 / 429, set per error
-├── ApiError         (frontends.api.routes)   any status, set per error (bad body, ...)
+├── ApiError         (frontends.api.deps)     any status, set per error (bad body, ...)
 ├── CommandError     (frontends.runtime_socket) 400  a runtime-socket line refused; the text
 │                                          is HAProxy's where HAProxy has one
 ├── ClientError      (frontends.cli.transport)  the CLI client's one-line failure (exit 1)

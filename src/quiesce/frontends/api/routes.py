@@ -13,9 +13,9 @@ import json
 import re
 import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from http import HTTPStatus
-from typing import Annotated, Any, Literal, Protocol, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
@@ -24,12 +24,11 @@ from fastapi.routing import APIRoute
 from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from quiesce.admin import AdminService, CommandContext, CommandResult
+from quiesce.admin import CommandContext, CommandResult
 from quiesce.config.loader import format_loc, validation_problems
-from quiesce.config.models import Config, HealthMonitor
+from quiesce.config.models import HealthMonitor
 from quiesce.core.errors import InvalidCommand, QuiesceError
 from quiesce.core.events import Event, EventQuery
-from quiesce.core.states import Cause
 from quiesce.frontends.api.bodies import (
     Body,
     ClearBody,
@@ -43,50 +42,27 @@ from quiesce.frontends.api.bodies import (
     WeightBody,
     parse_since,
 )
+from quiesce.frontends.api.deps import (
+    ApiError,
+    AppLike,
+    Caller,
+    Read,
+    Write,
+    authenticator,
+    json_body,
+    source_of,
+)
 from quiesce.frontends.api.limits import BodyLimit
+from quiesce.frontends.api.maxscale import build_maxscale_routes
 from quiesce.frontends.auth import (
-    CLIENT_HEADER,
     CSRF_COOKIE,
-    CSRF_HEADER,
     SESSION_COOKIE,
     Authenticator,
     AuthError,
-    Principal,
-    cause_of,
 )
 from quiesce.frontends.views import pool_view, server_view
-from quiesce.state.registry import Registry
 
 _NAME = re.compile(r"^[A-Za-z0-9_.:\-]{1,128}\Z")  # \Z: "$" also matches before a final "\n"
-
-
-class AppLike(Protocol):
-    """What the control plane needs of :class:`quiesce.app.App`."""
-
-    config: Config
-    registry: Registry
-    admin: AdminService
-
-
-@dataclass(frozen=True, slots=True)
-class Caller:
-    """An authenticated writer: the actor and cause its commands carry."""
-
-    principal: Principal
-    cause: Cause
-
-    @property
-    def actor(self) -> str:
-        return self.principal.user
-
-
-class ApiError(QuiesceError):
-    """An answer the API gives as an error: ``status`` (the status hint), a short ``error``,
-    the ``detail`` sentence and any ``extra`` fields of the JSON body."""
-
-    def __init__(self, status: int, error: str, detail: str, **extra: Any) -> None:
-        super().__init__(detail, status_hint=status)
-        self.status, self.error, self.detail, self.extra = status, error, detail, extra
 
 
 def _error(status: int, error: str, detail: str, **extra: Any) -> JSONResponse:
@@ -156,56 +132,6 @@ def _from_browser(request: Request) -> bool:
     return SESSION_COOKIE in request.cookies or "x-requested-with" in request.headers
 
 
-def _source(request: Request) -> str:
-    return request.client.host if request.client else "unknown"
-
-
-# --- dependencies ------------------------------------------------------------------------------
-
-
-def _auth(request: Request) -> Authenticator:
-    auth: Authenticator = request.app.state.auth
-    return auth
-
-
-async def reader(request: Request) -> Principal:
-    return await _auth(request).authenticate(
-        authorization=request.headers.get("authorization"),
-        session_cookie=request.cookies.get(SESSION_COOKIE),
-        csrf_header=request.headers.get(CSRF_HEADER),
-        method=request.method,
-        source=_source(request),
-    )
-
-
-async def writer(request: Request, principal: Annotated[Principal, Depends(reader)]) -> Caller:
-    if not principal.is_admin:
-        raise AuthError(403, "forbidden", f"{principal.user!r} is read_only: admin role required")
-    return Caller(principal, cause_of(principal, request.headers.get(CLIENT_HEADER)))
-
-
-Read = Annotated[Principal, Depends(reader)]
-Write = Annotated[Caller, Depends(writer)]
-
-
-async def _json_body(request: Request) -> Any:
-    return _decode_json(await request.body())
-
-
-def _decode_json(raw: bytes) -> Any:
-    """The JSON of a request body (None when empty), or a 400. Deep nesting (RecursionError)
-    and integers too long to convert (ValueError) are malformed bodies too, not 500s."""
-    try:
-        return json.loads(raw or b"null")
-    except (ValueError, RecursionError) as exc:
-        detail = "the request body is not valid JSON"
-        if isinstance(exc, RecursionError):
-            detail += " (nested too deeply)"
-        elif not isinstance(exc, json.JSONDecodeError | UnicodeDecodeError):
-            detail += f" ({exc})"
-        raise ApiError(400, "bad request", detail) from None
-
-
 _B = TypeVar("_B", bound=Body)
 
 
@@ -214,7 +140,7 @@ def _body(model: type[_B]) -> Any:
     an admin (a body parameter would be read and refused 400 before authentication)."""
 
     async def parse(request: Request, c: Write) -> _B:
-        data = await _json_body(request)
+        data = await json_body(request)
         if data is None:
             data = {}
         try:
@@ -276,7 +202,7 @@ def _required_body(model: type[_B]) -> Any:
     """As :func:`_body`, for a body that must be given."""
 
     async def parse(request: Request, c: Write) -> _B:
-        data = await _json_body(request)
+        data = await json_body(request)
         if data is None:
             raise RequestValidationError(
                 [{"type": "missing", "loc": ("body",), "msg": "Field required", "input": None}]
@@ -310,7 +236,7 @@ def _event_id(value: str, what: str) -> int:
 def build_routes(app: AppLike) -> tuple[APIRouter, APIRouter]:
     """The ``/api/v1`` router and the MaxScale-compatible ``/v1`` router."""
     v1 = APIRouter(prefix="/api/v1")
-    maxscale = APIRouter(prefix="/v1", tags=["maxscale"])
+    maxscale = build_maxscale_routes(app)
     registry = app.registry
 
     def now() -> float:
@@ -442,7 +368,7 @@ def build_routes(app: AppLike) -> tuple[APIRouter, APIRouter]:
 
     @v1.post("/healthmonitors", tags=["healthmonitors"], status_code=201)
     async def create_monitor(request: Request, c: Write) -> dict[str, Any]:
-        data = await _json_body(request)
+        data = await json_body(request)
         name = data.get("name") if isinstance(data, dict) else None
         if not isinstance(name, str):
             raise ApiError(422, "invalid", "name: Field required (a string)")
@@ -454,7 +380,7 @@ def build_routes(app: AppLike) -> tuple[APIRouter, APIRouter]:
 
     @v1.put("/healthmonitors/{name}", tags=["healthmonitors"])
     async def put_monitor(name: str, request: Request, c: Write) -> Response:
-        monitor = validate_monitor(name, await _json_body(request))
+        monitor = validate_monitor(name, await json_body(request))
         created = app.admin.put_monitor(name, monitor, ctx(c))
         return JSONResponse(monitor_view(name), status_code=201 if created else 200)
 
@@ -538,7 +464,7 @@ def build_routes(app: AppLike) -> tuple[APIRouter, APIRouter]:
         elif last:
             after = _event_id(last, "Last-Event-ID")
         stopping: asyncio.Event = request.app.state.stopping
-        auth = _auth(request)
+        auth = authenticator(request)
         sid = request.cookies.get(SESSION_COOKIE) if p.via == "session" else None
 
         def session_gone() -> bool:
@@ -599,7 +525,7 @@ def build_routes(app: AppLike) -> tuple[APIRouter, APIRouter]:
 
     @v1.post("/login", tags=["auth"])
     async def login(request: Request) -> Response:
-        auth = _auth(request)
+        auth = authenticator(request)
         ctype = request.headers.get("content-type", "")
         raw = await request.body()
         data: Any
@@ -607,13 +533,13 @@ def build_routes(app: AppLike) -> tuple[APIRouter, APIRouter]:
             form = urllib.parse.parse_qs(raw.decode("utf-8", "replace"))
             data = {k: v[-1] for k, v in form.items()}
         else:
-            data = await _json_body(request)
+            data = await json_body(request)
         try:
             creds = LoginBody.model_validate(data)
         except ValidationError as exc:
             problems = validation_problems(exc)
             raise ApiError(422, "invalid", "; ".join(problems), problems=problems) from None
-        principal = await auth.check_password(creds.user, creds.password, _source(request))
+        principal = await auth.check_password(creds.user, creds.password, source_of(request))
         sid, session = auth.open_session(principal)
         secure = app.config.admin.tls is not None
         resp = JSONResponse({"user": session.user, "role": session.role, "csrf": session.csrf})
@@ -627,7 +553,7 @@ def build_routes(app: AppLike) -> tuple[APIRouter, APIRouter]:
 
     @v1.post("/logout", tags=["auth"], status_code=204)
     async def logout(request: Request) -> Response:
-        _auth(request).close_session(request.cookies.get(SESSION_COOKIE))
+        authenticator(request).close_session(request.cookies.get(SESSION_COOKIE))
         resp = Response(status_code=204)
         resp.delete_cookie(SESSION_COOKIE, path="/")
         resp.delete_cookie(CSRF_COOKIE, path="/")
@@ -637,37 +563,6 @@ def build_routes(app: AppLike) -> tuple[APIRouter, APIRouter]:
     async def openapi(request: Request, p: Read) -> dict[str, Any]:
         schema: dict[str, Any] = request.app.openapi()
         return schema
-
-    # MaxScale aliases ---------------------------------------------------------------------------
-
-    def maxscale_state(state: str | None) -> Literal["maintenance", "drain"]:
-        if state not in ("maintenance", "drain"):
-            raise ApiError(
-                400, "invalid state", f"state must be maintenance or drain, not {state!r}"
-            )
-        return "maintenance" if state == "maintenance" else "drain"
-
-    @maxscale.put("/servers/{name:path}/set", status_code=204)
-    async def maxscale_set(
-        name: str, c: Write, state: str | None = None, force: str | None = None
-    ) -> Response:
-        target = maxscale_state(state)
-        registry.find_server(name)
-        if target == "maintenance":
-            forced = (force or "").lower() in ("yes", "true", "1")
-            app.admin.maintenance(name, ctx(c), force=forced)
-        else:
-            if force is not None:
-                raise ApiError(400, "invalid state", "force applies only to maintenance")
-            app.admin.drain(name, ctx(c))
-        return Response(status_code=204)
-
-    @maxscale.put("/servers/{name:path}/clear", status_code=204)
-    async def maxscale_clear(name: str, c: Write, state: str | None = None) -> Response:
-        target = maxscale_state(state)
-        registry.find_server(name)
-        app.admin.clear(name, target, ctx(c))
-        return Response(status_code=204)
 
     return v1, maxscale
 

@@ -1,0 +1,119 @@
+"""What every router of the admin API shares: who is asking (``Read`` / ``Write``), the
+``ApiError`` a handler raises, and the JSON body reader. Kept apart from the routers so that
+the REST router (``routes``) and the MaxScale router (``maxscale``) both import it without
+importing each other.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Annotated, Any, Protocol
+
+from fastapi import Depends, Request
+
+from quiesce.admin import AdminService
+from quiesce.config.models import Config
+from quiesce.core.errors import QuiesceError
+from quiesce.core.states import Cause
+from quiesce.frontends.auth import (
+    CLIENT_HEADER,
+    CSRF_HEADER,
+    SESSION_COOKIE,
+    Authenticator,
+    AuthError,
+    Principal,
+    cause_of,
+)
+from quiesce.state.registry import Registry
+
+
+class AppLike(Protocol):
+    """What the control plane needs of :class:`quiesce.app.App`."""
+
+    config: Config
+    registry: Registry
+    admin: AdminService
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """An authenticated writer: the actor and cause its commands carry."""
+
+    principal: Principal
+    cause: Cause
+
+    @property
+    def actor(self) -> str:
+        return self.principal.user
+
+
+class ApiError(QuiesceError):
+    """An answer the API gives as an error: ``status`` (the status hint), a short ``error``,
+    the ``detail`` sentence and any ``extra`` fields of the JSON body."""
+
+    def __init__(self, status: int, error: str, detail: str, **extra: Any) -> None:
+        super().__init__(detail, status_hint=status)
+        self.status, self.error, self.detail, self.extra = status, error, detail, extra
+
+
+def source_of(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+def authenticator(request: Request) -> Authenticator:
+    auth: Authenticator = request.app.state.auth
+    return auth
+
+
+async def reader(request: Request) -> Principal:
+    return await authenticator(request).authenticate(
+        authorization=request.headers.get("authorization"),
+        session_cookie=request.cookies.get(SESSION_COOKIE),
+        csrf_header=request.headers.get(CSRF_HEADER),
+        method=request.method,
+        source=source_of(request),
+    )
+
+
+async def writer(request: Request, principal: Annotated[Principal, Depends(reader)]) -> Caller:
+    if not principal.is_admin:
+        raise AuthError(403, "forbidden", f"{principal.user!r} is read_only: admin role required")
+    return Caller(principal, cause_of(principal, request.headers.get(CLIENT_HEADER)))
+
+
+Read = Annotated[Principal, Depends(reader)]
+Write = Annotated[Caller, Depends(writer)]
+
+
+async def json_body(request: Request) -> Any:
+    return decode_json(await request.body())
+
+
+def decode_json(raw: bytes) -> Any:
+    """The JSON of a request body (None when empty), or a 400. Deep nesting (RecursionError)
+    and integers too long to convert (ValueError) are malformed bodies too, not 500s."""
+    try:
+        return json.loads(raw or b"null")
+    except (ValueError, RecursionError) as exc:
+        detail = "the request body is not valid JSON"
+        if isinstance(exc, RecursionError):
+            detail += " (nested too deeply)"
+        elif not isinstance(exc, json.JSONDecodeError | UnicodeDecodeError):
+            detail += f" ({exc})"
+        raise ApiError(400, "bad request", detail) from None
+
+
+__all__ = [
+    "ApiError",
+    "AppLike",
+    "Caller",
+    "Read",
+    "Write",
+    "authenticator",
+    "decode_json",
+    "json_body",
+    "reader",
+    "source_of",
+    "writer",
+]
