@@ -22,6 +22,7 @@ SECTIONS = {
     "admin": "the admin listener, users, tokens, runtime socket, TLS (docs/api.md, docs/cli.md)",
     "state": "where admin state, flags and events are kept (docs/admin.md)",
     "limits": "the global client connection limit (below; docs/dataplane.md)",
+    "metrics": "what /metrics publishes besides quiesce_* (docs/api.md, Metrics)",
     "healthmonitors": "health monitors by name, Avi's field names (docs/health.md)",
     "pools": "pools of servers (docs/dataplane.md, docs/admin.md)",
     "services": "listeners, rules, monitor URI, pages (docs/dataplane.md, docs/rules.md)",

@@ -119,3 +119,17 @@ async def test_live_counters_and_services(client: httpx.AsyncClient, app: Any) -
 async def test_metrics_need_credentials(app: Any) -> None:
     async with httpx.AsyncClient(base_url=app.admin_server.url) as c:
         assert (await c.get("/metrics")).status_code == 401
+
+
+async def test_weights_runtime_and_configured(client: httpx.AsyncClient, app: Any) -> None:
+    web2 = app.registry.find_server("web/web2")
+    app.registry.set_weight(web2, 7)
+    s = await scrape(client)
+    w = {"pool": "web", "server": "web2"}
+    assert get(s, "quiesce_server_weight", **w) == 7
+    assert get(s, "quiesce_server_configured_weight", **w) == 2
+
+
+async def test_haproxy_names_are_off_by_default(client: httpx.AsyncClient) -> None:
+    r = await client.get("/metrics")
+    assert "haproxy_" not in r.text

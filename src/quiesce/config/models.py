@@ -502,6 +502,9 @@ class AdminConfig(Model):
     tokens: list[TokenConfig] = []
     runtime_socket: str | None = None
     runtime_tcp: Address | None = None
+    # what the runtime socket's "show info" / "show version" call the product: "haproxy"
+    # answers "Name: HAProxy" and a 2.6 version, for tools that insist on it (docs/cli.md)
+    runtime_socket_compat: Literal["quiesce", "haproxy"] = "quiesce"
     tls: TlsConfig | None = None
     allow_non_loopback: bool = False
     login_failures_per_minute: Annotated[int, Field(ge=1)] = 10
@@ -530,10 +533,17 @@ class LimitsConfig(Model):
     max_connections: ConnectionCount = None
 
 
+class MetricsConfig(Model):
+    # also publish HAProxy 2.6's exporter names (haproxy_server_status...) at /metrics
+    # (quiesce.frontends.metrics, docs/api.md)
+    haproxy_compatible: bool = False
+
+
 class Config(Model):
     admin: AdminConfig = AdminConfig()
     state: StateConfig = StateConfig()
     limits: LimitsConfig = LimitsConfig()
+    metrics: MetricsConfig = MetricsConfig()
     healthmonitors: dict[Name, HealthMonitor] = {}
     pools: dict[Name, PoolConfig] = {}
     services: dict[Name, ServiceConfig] = {}

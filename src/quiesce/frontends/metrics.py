@@ -28,8 +28,10 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
+from quiesce.core.checks import CheckResult, Reason
 from quiesce.core.events import Event, EventKind
-from quiesce.core.states import Admin, Oper, Status
+from quiesce.core.pool import slow_start_factor
+from quiesce.core.states import Admin, Oper, Status, Verdict
 from quiesce.core.status import displayed_status
 from quiesce.state.registry import Registry, ServerRuntime
 
@@ -107,7 +109,16 @@ class QuiesceCollector(Collector):
         inflight = GaugeMetricFamily(
             "quiesce_server_requests_in_flight", "Requests in flight", labels=labels
         )
-        weight = GaugeMetricFamily("quiesce_server_weight", "Configured weight", labels=labels)
+        weight = GaugeMetricFamily(
+            "quiesce_server_weight",
+            "Runtime weight (the configured weight until changed by set weight)",
+            labels=labels,
+        )
+        configured = GaugeMetricFamily(
+            "quiesce_server_configured_weight",
+            "Weight given in the config file",
+            labels=labels,
+        )
         requests = CounterMetricFamily(
             "quiesce_server_requests", "Requests sent to the server", labels=labels
         )
@@ -139,6 +150,7 @@ class QuiesceCollector(Collector):
             conns.add_metric(lv, float(s.connections))
             inflight.add_metric(lv, float(s.requests_in_flight))
             weight.add_metric(lv, float(s.weight))
+            configured.add_metric(lv, float(s.config.weight))
             requests.add_metric(lv, float(s.requests_total))
             for cls, n in sorted(s.responses.items()):
                 responses.add_metric([*lv, str(cls)], float(n))
@@ -156,7 +168,8 @@ class QuiesceCollector(Collector):
                 ]
                 cumulative.append(("+Inf", float(hist.count)))
                 latency.add_metric([*lv, monitor], cumulative, hist.sum)
-        yield from (oper, admin, status, eligible, conns, inflight, weight, requests, responses)
+        yield from (oper, admin, status, eligible, conns, inflight, weight, configured)
+        yield from (requests, responses)
         yield from (transitions, latency)
 
         pe = GaugeMetricFamily("quiesce_pool_eligible_servers", "Eligible servers", labels=["pool"])
@@ -303,9 +316,282 @@ def _num(obj: Any, attr: str) -> float:
     return float(value) if isinstance(value, int | float) else 0.0
 
 
+# --- HAProxy 2.6's exporter names (metrics.haproxy_compatible) -------------------------------
+
+# promex_srv_st (addons/promex/service-prometheus.c): one series per state, 1 for the current.
+HAPROXY_SERVER_STATES = ("DOWN", "UP", "MAINT", "DRAIN", "NOLB")
+HAPROXY_PROXY_STATES = ("DOWN", "UP")
+# The check statuses promex lists (HAProxy's HCHK_STATUS_* whose result is at least
+# CHK_RES_FAILED, in HAProxy's order), for haproxy_server_check_status.
+HAPROXY_CHECK_STATES = (
+    "HANA",
+    "SOCKERR",
+    "L4OK",
+    "L4TOUT",
+    "L4CON",
+    "L6OK",
+    "L6TOUT",
+    "L6RSP",
+    "L7TOUT",
+    "L7RSP",
+    "L7OK",
+    "L7OKC",
+    "L7STS",
+    "PROCERR",
+    "PROCTOUT",
+    "PROCOK",
+)
+HTTP_CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx", "other")
+
+# HELP texts: HAProxy 2.6's (promex_st_metric_desc, else stat_fields[].desc).
+_H_STATUS = "Current status of the service, per state label value."
+_H_SCUR = "Number of current sessions on the frontend, backend or server"
+_H_SLIM = "Frontend/listener/server's maxconn, backend's fullconn"
+_H_WEIGHT = "Server's effective weight, or sum of active servers' effective weights for a backend"
+_H_UWEIGHT = "Server's user weight, or sum of active servers' user weights for a backend"
+_H_HRSP = (
+    "Total number of HTTP responses with status 100-199 returned by this object since the "
+    "worker process started"
+)
+_H_REQ_TOT = (
+    "Total number of HTTP requests processed by this object since the worker process started"
+)
+
+
+def haproxy_server_state(s: ServerRuntime) -> str:
+    """promex_srv_status(): MAINT wins; DRAIN only for a running server; HAProxy's STOPPING
+    (disable-on-404: quiesce's *down for maintenance*) is NOLB; not yet checked is DOWN."""
+    if s.admin.state is Admin.MAINTENANCE:
+        return "MAINT"
+    if s.oper in (Oper.UP, Oper.UNMONITORED):
+        return "DRAIN" if s.admin.state is Admin.DRAIN else "UP"
+    if s.oper is Oper.MAINTENANCE:
+        return "NOLB"
+    return "DOWN"
+
+
+def haproxy_check_status(result: CheckResult, layer7: bool) -> str:
+    """HAProxy's short check status for one quiesce check result (as ``show stat`` shows)."""
+    if result.verdict is Verdict.PASS:
+        return "L7OK" if layer7 else "L4OK"
+    return {
+        Reason.TIMEOUT: "L7TOUT" if layer7 else "L4TOUT",
+        Reason.CONNECTION_REFUSED: "L4CON",
+        Reason.CONNECTION_RESET: "L4CON",
+        Reason.CONNECTION_ERROR: "L4CON",
+        Reason.PORT_UNREACHABLE: "L4CON",
+        Reason.HOST_UNREACHABLE: "L4CON",
+        Reason.RESPONSE_CODE_MISMATCH: "L7STS",
+        Reason.MAINTENANCE_RESPONSE_CODE_MATCH: "L7STS",
+        Reason.PAYLOAD_CONTENT_MISMATCH: "L7RSP",
+        Reason.MAINTENANCE_PAYLOAD_CONTENT_MATCH: "L7RSP",
+        Reason.MALFORMED_RESPONSE: "L7RSP",
+        Reason.TLS_ERROR: "L6RSP",
+    }.get(result.reason, "SOCKERR")
+
+
+def _usable(s: ServerRuntime) -> bool:
+    """HAProxy's srv_currently_usable(): running, not in maintenance or drain, weight > 0."""
+    return s.eligible and s.weight > 0
+
+
+class HaproxyCollector(Collector):
+    """HAProxy 2.6's built-in exporter names, labels and types (``proxy`` = pool or service,
+    ``server``), for the dashboards and alerts operators already have. Only what quiesce
+    measures; docs/api.md lists what is left out and why. Off unless the config says
+    ``metrics: {haproxy_compatible: true}`` (read at each scrape, so a reload switches it)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.registry: Registry = app.registry
+        self.up_down: dict[tuple[str, str], int] = {}
+        self.registry.listeners.append(self._on_event)
+
+    def _on_event(self, e: Event) -> None:
+        up_down = (e.from_, e.to) == (Oper.UP.value, Oper.DOWN.value)
+        if e.kind is EventKind.OPER_CHANGE and e.pool and e.server and up_down:
+            key = (e.pool, e.server)
+            self.up_down[key] = self.up_down.get(key, 0) + 1
+
+    def enabled(self) -> bool:
+        metrics = getattr(getattr(self.app, "config", None), "metrics", None)
+        return bool(getattr(metrics, "haproxy_compatible", False))
+
+    def describe(self) -> Iterable[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        if not self.enabled():
+            return
+        yield from self._frontends()
+        yield from self._backends()
+        yield from self._servers()
+
+    def _eweight(self, s: ServerRuntime) -> int:
+        """HAProxy's effective weight: the runtime weight, ramped by the pool's slow start."""
+        pool = self.registry.pools[s.pool]
+        now = self.registry.clock.time()
+        return round(s.weight * slow_start_factor(s.eligible_since, now, pool.config.slow_start))
+
+    def _http_pools(self) -> set[str]:
+        """Pools in HTTP mode: used by an HTTP service, or by no service at all."""
+        services = getattr(getattr(self.app, "config", None), "services", {}) or {}
+        tcp: set[str] = set()
+        http: set[str] = set()
+        for svc in services.values():
+            used = {svc.pool, svc.fallback_pool}
+            for rule in getattr(svc, "rules", ()) or ():
+                used.add(getattr(rule.then, "pool", None))
+            (http if svc.protocol == "http" else tcp).update(p for p in used if p)
+        return {name for name in self.registry.pools if name in http or name not in tcp}
+
+    def _frontends(self) -> Iterator[Metric]:
+        labels = ["proxy"]
+        status = GaugeMetricFamily("haproxy_frontend_status", _H_STATUS, labels=[*labels, "state"])
+        scur = GaugeMetricFamily("haproxy_frontend_current_sessions", _H_SCUR, labels=labels)
+        slim = GaugeMetricFamily("haproxy_frontend_limit_sessions", _H_SLIM, labels=labels)
+        conn_tot = CounterMetricFamily(
+            "haproxy_frontend_connections",
+            "Total number of new connections accepted on this frontend since the worker "
+            "process started",
+            labels=labels,
+        )
+        req_tot = CounterMetricFamily("haproxy_frontend_http_requests", _H_REQ_TOT, labels=labels)
+        hrsp = CounterMetricFamily(
+            "haproxy_frontend_http_responses", _H_HRSP, labels=[*labels, "code"]
+        )
+        services = getattr(self.app, "services", None)
+        configured = getattr(getattr(self.app, "config", None), "services", {}) or {}
+        gate = getattr(self.app, "gate", None)
+        limit = gate.limit if gate is not None and gate.limit < sys.maxsize else None
+        for name, svc in sorted((services or {}).items()):
+            stats = getattr(svc, "stats", None)
+            if callable(stats):
+                stats = stats()
+            if stats is None:
+                continue
+            lv = [str(name)]
+            for st in HAPROXY_PROXY_STATES:
+                status.add_metric([*lv, st], 1.0 if st == "UP" else 0.0)
+            scur.add_metric(lv, _num(stats, "connections"))
+            own = getattr(svc, "max_connections", None)
+            limits = [n for n in (own, limit) if isinstance(n, int)]
+            if limits:
+                slim.add_metric(lv, float(min(limits)))
+            conn_tot.add_metric(lv, _num(stats, "connections_total"))
+            cfg = configured.get(name)
+            if cfg is None or cfg.protocol == "http":
+                req_tot.add_metric(lv, _num(stats, "requests"))
+                responses = getattr(stats, "responses", None) or {}
+                for cls in HTTP_CLASSES:
+                    hrsp.add_metric([*lv, cls], float(responses.get(cls, 0)))
+        yield from (status, scur, slim, conn_tot, req_tot, hrsp)
+
+    def _backends(self) -> Iterator[Metric]:
+        labels = ["proxy"]
+        status = GaugeMetricFamily("haproxy_backend_status", _H_STATUS, labels=[*labels, "state"])
+        scur = GaugeMetricFamily("haproxy_backend_current_sessions", _H_SCUR, labels=labels)
+        weight = GaugeMetricFamily("haproxy_backend_weight", _H_WEIGHT, labels=labels)
+        uweight = GaugeMetricFamily("haproxy_backend_uweight", _H_UWEIGHT, labels=labels)
+        act = GaugeMetricFamily(
+            "haproxy_backend_active_servers",
+            "Total number of active UP servers with a non-zero weight",
+            labels=labels,
+        )
+        bck = GaugeMetricFamily(
+            "haproxy_backend_backup_servers",
+            "Total number of backup UP servers with a non-zero weight",
+            labels=labels,
+        )
+        req_tot = CounterMetricFamily("haproxy_backend_http_requests", _H_REQ_TOT, labels=labels)
+        hrsp = CounterMetricFamily(
+            "haproxy_backend_http_responses", _H_HRSP, labels=[*labels, "code"]
+        )
+        http = self._http_pools()
+        for pool in self.registry.pools.values():
+            lv = [pool.name]
+            for st in HAPROXY_PROXY_STATES:
+                status.add_metric([*lv, st], 1.0 if (st == "UP") == pool.available else 0.0)
+            scur.add_metric(lv, float(pool.sessions))
+            active = [s for s in pool.servers if not s.config.backup and _usable(s)]
+            backup = [s for s in pool.servers if s.config.backup and _usable(s)]
+            serving = active or backup  # HAProxy's tot_weight: the active ones, else backups
+            weight.add_metric(lv, float(sum(self._eweight(s) for s in serving)))
+            uweight.add_metric(lv, float(sum(s.weight for s in serving)))
+            act.add_metric(lv, float(len(active)))
+            bck.add_metric(lv, float(len(backup)))
+            if pool.name in http:
+                req_tot.add_metric(lv, float(sum(s.requests_total for s in pool.servers)))
+                for cls in HTTP_CLASSES:
+                    n = sum(s.responses.get(cls, 0) for s in pool.servers)
+                    hrsp.add_metric([*lv, cls], float(n))
+        yield from (status, scur, weight, uweight, act, bck, req_tot, hrsp)
+
+    def _servers(self) -> Iterator[Metric]:
+        labels = ["proxy", "server"]
+        status = GaugeMetricFamily("haproxy_server_status", _H_STATUS, labels=[*labels, "state"])
+        scur = GaugeMetricFamily("haproxy_server_current_sessions", _H_SCUR, labels=labels)
+        weight = GaugeMetricFamily("haproxy_server_weight", _H_WEIGHT, labels=labels)
+        uweight = GaugeMetricFamily("haproxy_server_uweight", _H_UWEIGHT, labels=labels)
+        chk_status = GaugeMetricFamily(
+            "haproxy_server_check_status",
+            "Status of last health check, per state label value.",
+            labels=[*labels, "state"],
+        )
+        chk_code = GaugeMetricFamily(
+            "haproxy_server_check_code",
+            "layer5-7 code, if available of the last health check.",
+            labels=labels,
+        )
+        chk_duration = GaugeMetricFamily(
+            "haproxy_server_check_duration_seconds",
+            "Total duration of the latest server health check, in seconds.",
+            labels=labels,
+        )
+        chk_down = CounterMetricFamily(
+            "haproxy_server_check_up_down",
+            "Total number of failed checks causing UP to DOWN server transitions, per "
+            "server/backend, since the worker process started",
+            labels=labels,
+        )
+        hrsp = CounterMetricFamily(
+            "haproxy_server_http_responses", _H_HRSP, labels=[*labels, "code"]
+        )
+        http = self._http_pools()
+        monitors = self.registry.monitors
+        for s in self.registry.servers():
+            lv = [s.pool, s.name]
+            shown = haproxy_server_state(s)
+            for st in HAPROXY_SERVER_STATES:
+                status.add_metric([*lv, st], 1.0 if st == shown else 0.0)
+            scur.add_metric(lv, float(s.connections))
+            weight.add_metric(lv, float(self._eweight(s)))
+            uweight.add_metric(lv, float(s.weight))
+            if s.monitors:  # HAProxy: only servers whose checks are enabled
+                checks = s.checks()
+                last = checks[-1] if checks else None
+                current = ""
+                if last is not None:
+                    monitor = monitors.get(last.monitor)
+                    layer7 = monitor is not None and monitor.type in ("http", "https")
+                    current = haproxy_check_status(last, layer7)
+                    chk_duration.add_metric(lv, float(last.latency))
+                for st in HAPROXY_CHECK_STATES:
+                    chk_status.add_metric([*lv, st], 1.0 if st == current else 0.0)
+                code = last.status_code if last is not None else None
+                chk_code.add_metric(lv, float(code) if code is not None else 0.0)
+                chk_down.add_metric(lv, float(self.up_down.get((s.pool, s.name), 0)))
+            if s.pool in http:
+                for cls in HTTP_CLASSES:
+                    hrsp.add_metric([*lv, cls], float(s.responses.get(cls, 0)))
+        yield from (status, scur, weight, uweight, chk_status, chk_code, chk_duration)
+        yield from (chk_down, hrsp)
+
+
 def build_collector_registry(app: Any) -> CollectorRegistry:
     reg = CollectorRegistry(auto_describe=False)
     reg.register(QuiesceCollector(app))
+    reg.register(HaproxyCollector(app))
     return reg
 
 
@@ -313,4 +599,4 @@ def render(reg: CollectorRegistry) -> tuple[bytes, str]:
     return generate_latest(reg), CONTENT_TYPE_LATEST
 
 
-__all__ = ["QuiesceCollector", "build_collector_registry", "render"]
+__all__ = ["HaproxyCollector", "QuiesceCollector", "build_collector_registry", "render"]
