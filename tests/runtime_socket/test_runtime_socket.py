@@ -96,8 +96,12 @@ async def test_show_stat_is_haproxy_csv(app: Any) -> None:
     assert rows[("app", "a2")]["status"] == "DRAIN"
     assert rows[("app", "shared")]["status"] == "no check"
     assert rows[("web", "web1")]["status"] == "NOLB"  # down for maintenance, never DOWN
-    assert rows[("web", "web1")]["check_status"] == "L7STS"
+    # HAProxy's disable-on-404 case: conditionally passed, the server NOLB
+    assert rows[("web", "web1")]["check_status"] == "L7OKC"
+    assert rows[("web", "web1")]["check_desc"] == "Layer7 check conditionally passed"
     assert rows[("web", "web1")]["check_code"] == "503"
+    assert rows[("web", "web2")]["check_status"] == "L7OK"
+    assert rows[("web", "web2")]["check_desc"] == "Layer7 check passed"
     assert rows[("web", "web2")]["status"] == "UP"
     assert rows[("web", "web2")]["scur"] == "3"
     assert rows[("web", "web2")]["weight"] == "2"

@@ -264,6 +264,19 @@ class AdminService:
         detail: dict[str, object] = {"actor": ctx.actor, "forced": forced or oper.value}
         self.registry.force_oper(server, oper, ctx.cause, detail, actor=ctx.actor)
 
+    def set_health_checks(self, ref: str, enabled: bool, ctx: CommandContext) -> bool:
+        """Health checks on or off for one server (HAProxy's ``enable|disable health``):
+        while off, check results are ignored and the operational state stays as it is. Not
+        persisted (HAProxy's is not either). An ``admin_command`` event; returns whether it
+        changed."""
+        server = self._find(ref, None, ctx)
+        changed = self.registry.set_health_checks(server, enabled)
+        word = "enabled" if enabled else "disabled"
+        self._emit_command(
+            server, ctx, f"{server.key}: health checks {word}", {"health_checks": enabled}
+        )
+        return changed
+
     def shutdown_sessions(self, ref: str, ctx: CommandContext) -> int:
         """Close every connection of the server now, whatever its state (HAProxy's ``shutdown
         sessions server``); returns how many there were. A ``connections_closed`` event."""

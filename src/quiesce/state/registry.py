@@ -104,9 +104,11 @@ class Registry:
         pool = self.pools[server.pool]
         monitor = result.monitor
         track = server.tracks.get(monitor)
-        if track is None:
-            return  # a result for a monitor detached meanwhile
+        if track is None or not server.health_checks:
+            return  # a monitor detached meanwhile, or checks disabled ("disable health")
         server.last_checks[monitor].append(result)
+        if result.verdict is Verdict.FAIL:
+            server.checks_failed += 1
         if track.streak == 0 and _STAYS_WITH.get(track.state) is result.verdict:
             # The common case (an up server passes again): feed() would return an equal
             # track, so nothing else changes either (server.oper is always the combination
@@ -157,6 +159,13 @@ class Registry:
         old = server.oper
         server.oper = new
         now = self.clock.time()
+        server.oper_since = now
+        if new is Oper.DOWN:
+            server.went_down += 1
+            server.down_since = now
+        elif server.down_since is not None:
+            server.downtime += now - server.down_since
+            server.down_since = None
         detail: dict[str, object] = dict(extra or {})
         if result is not None:
             detail.update(result.to_dict())
@@ -276,6 +285,8 @@ class Registry:
         detail: dict[str, object] = {"message": t.message, "close": t.close.value}
         if force:
             detail["force"] = True
+        if t.close is CloseMode.ALL:
+            detail["closed"] = server.connections  # what the close below cuts
         if t.after.deadline is not None:
             detail["deadline"] = t.after.deadline
         if t.after.expires is not None:
@@ -342,6 +353,14 @@ class Registry:
             )
         )
         return n
+
+    def set_health_checks(self, server: ServerRuntime, enabled: bool) -> bool:
+        """Health checks on or off for ``server`` (HAProxy's ``enable|disable health``): while
+        off, check results are ignored and the operational state stays as it is. Returns
+        whether it changed; the caller (AdminService) emits the event."""
+        changed = server.health_checks is not enabled
+        server.health_checks = enabled
+        return changed
 
     def set_weight(self, server: ServerRuntime, weight: int) -> None:
         if not 0 <= weight <= 256:

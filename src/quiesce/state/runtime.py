@@ -45,6 +45,14 @@ class ServerRuntime:
     requests_in_flight: int = 0
     requests_total: int = 0
     responses: dict[str, int] = field(default_factory=dict)
+    # Check counters for HAProxy's show stat (chkfail, chkdown, lastchg, downtime), kept by
+    # the registry; health_checks False: results are ignored (HAProxy's "disable health").
+    health_checks: bool = True
+    checks_failed: int = 0
+    went_down: int = 0
+    oper_since: float | None = None
+    down_since: float | None = None
+    downtime: float = 0.0
 
     def __post_init__(self) -> None:
         self.weight = self.config.weight

@@ -15,6 +15,7 @@ from quiesce.admin.context import CommandContext
 from quiesce.core.errors import QuiesceError
 from quiesce.core.states import Cause, Oper
 from quiesce.frontends.runtime_socket.errors import CommandError
+from quiesce.frontends.runtime_socket.info import Info
 from quiesce.frontends.runtime_socket.stats import Stats
 from quiesce.state.registry import Registry, ServerRuntime
 
@@ -24,20 +25,28 @@ CONTEXT = CommandContext(ACTOR, CAUSE)
 """Every command of the socket: it has no authentication, so no user name."""
 MAX_COMMANDS = 64  # ';'-separated commands on one line
 
-# HAProxy's help lines ("  %-40s: %s"), for the commands this socket knows.
+# HAProxy 2.6's help lines ("  %-40s: %s"), for the commands this socket knows, in its order.
 HELP: list[tuple[str, str]] = [
+    ("disable agent", "disable agent checks"),
+    ("disable health", "disable health checks"),
     ("disable server (DEPRECATED)", "disable a server for maintenance (use 'set server' instead)"),
+    ("enable agent", "enable agent checks"),
+    ("enable health", "enable health checks"),
     ("enable server  (DEPRECATED)", "enable a disabled server (use 'set server' instead)"),
     ("get var <name>", "retrieve contents of a process-wide variable"),
     ("get weight <bk>/<srv>", "report a server's current weight"),
     ("set server <bk>/<srv> [opts]", "change a server's state, weight, address or ssl"),
     ("set var <name> <expression>", "set a process-wide variable (quiesce: a runtime flag)"),
     ("set weight <bk>/<srv>  (DEPRECATED)", "change a server's weight (use 'set server' instead)"),
+    ("show backend", "list backends in the current running config"),
+    ("show info [desc|json|typed|float]*", "report information about the running process"),
     (
         "show servers state [<backend>]",
         "dump volatile server information (all or for a single backend)",
     ),
+    ("show sess [id]", "report the list of current sessions or dump this exact session"),
     ("show stat [desc|json|no-maint|typed|up]*", "report counters for each proxy and server"),
+    ("show version", "show version of the current process"),
     ("shutdown sessions server <bk>/<srv>", "kill sessions on a server"),
 ]
 ALWAYS = [
@@ -65,6 +74,7 @@ class RuntimeCommands:
         self.registry: Registry = app.registry
         self.started = self.registry.clock.time()
         self.stats = Stats(app, self.started)
+        self.info = Info(app, self.stats, self.started)
 
     # dispatch ------------------------------------------------------------------------------------
 
@@ -79,10 +89,8 @@ class RuntimeCommands:
             return f"Too many commands on one line (at most {MAX_COMMANDS}).\n\n"
         for command in commands:
             words = command.split()
-            if not words:
-                continue
             try:
-                text = self._one(words, session)
+                text = self._one(words, session) if words else self.empty()
             except CommandError as exc:
                 text = str(exc)
             except QuiesceError as exc:
@@ -92,12 +100,22 @@ class RuntimeCommands:
             if session.quit:
                 break
             out.append(text + ("\n" if text and not text.endswith("\n") else "") + "\n")
+            if session.interactive:  # HAProxy prompts after every command, ';' ones too
+                out.append("> ")
         return "".join(out)
 
     def _one(self, w: list[str], session: Session) -> str:
         handlers: list[tuple[list[str], Callable[[list[str]], str]]] = [
             (["show", "stat"], self.show_stat),
             (["show", "servers", "state"], self.show_servers_state),
+            (["show", "info"], self.info.show_info),
+            (["show", "version"], self.info.show_version),
+            (["show", "backend"], self.info.show_backend),
+            (["show", "sess"], self.info.show_sess),
+            (["disable", "health"], lambda a: self.health_checks(a, False)),
+            (["enable", "health"], lambda a: self.health_checks(a, True)),
+            (["disable", "agent"], lambda a: self.agent(a, False)),
+            (["enable", "agent"], lambda a: self.agent(a, True)),
             (["set", "server"], self.set_server),
             (["disable", "server"], lambda a: self._admin(a, "maint")),
             (["enable", "server"], lambda a: self._admin(a, "ready")),
@@ -130,6 +148,12 @@ class RuntimeCommands:
             if not words or usage.split()[: len(words)] == words[: len(usage.split())]:
                 lines.append(_help_line(usage, text))
         lines += [_help_line(u, t) for u, t in ALWAYS]
+        return "\n".join(lines)
+
+    def empty(self) -> str:
+        """HAProxy 2.6's answer to an empty line: the whole help, under this heading."""
+        lines = ["Unknown command. Please enter one of the following commands only:"]
+        lines += [_help_line(u, t) for u, t in HELP + ALWAYS]
         return "\n".join(lines)
 
     def unknown(self, words: list[str]) -> str:
@@ -194,6 +218,27 @@ class RuntimeCommands:
         next check result moves it on from there. A server with no monitor is unchanged."""
         target = Oper.UP if state == "up" else Oper.DOWN
         self.app.admin.force_health(server.key, target, CONTEXT, forced=state)
+        return ""
+
+    def health_checks(self, a: list[str], enabled: bool) -> str:
+        """``disable|enable health <bk>/<srv>``: the server's checks off (its state stays as it
+        is, results are ignored) or on again. Enabling a server with no monitor is HAProxy's
+        error; disabling one is accepted and changes nothing."""
+        server = self._server(a[0] if a else None)
+        if not server.monitors:
+            if enabled:
+                raise CommandError("Health check was not configured on this server, cannot enable.")
+            return ""
+        self.app.admin.set_health_checks(server.key, enabled, CONTEXT)
+        return ""
+
+    def agent(self, a: list[str], enabled: bool) -> str:
+        """``disable|enable agent <bk>/<srv>``: quiesce has no agent checks, so every server
+        answers as HAProxy's do without an ``agent-check``: disabling is accepted (nothing to
+        do), enabling is refused."""
+        self._server(a[0] if a else None)
+        if enabled:
+            raise CommandError("Agent was not configured on this server, cannot enable.")
         return ""
 
     def shutdown_sessions(self, a: list[str]) -> str:

@@ -46,14 +46,13 @@ class RuntimeSocket:
                     break
                 line = raw.decode("utf-8", "replace").rstrip("\r\n")
                 was_interactive = session.interactive
-                answer = self.commands.execute(line, session) if line.strip() else ""
-                if session.interactive and not session.quit:
-                    answer += "> "
-                elif was_interactive and not session.quit and not answer:
-                    answer = "\n"
+                # the prompts ("> " after each command) are part of the answer
+                answer = self.commands.execute(line, session)
                 writer.write(answer.encode())
                 await writer.drain()
-                if session.quit or not session.interactive:
+                # HAProxy: one line per connection unless interactive; a line that turns
+                # the prompt off is still followed by one more command
+                if session.quit or not (session.interactive or was_interactive):
                     break
         except (ConnectionError, asyncio.CancelledError):
             pass

@@ -7,12 +7,22 @@ does not measure are 0 or empty, never invented.
 
 from __future__ import annotations
 
+import json
+import re
 import sys
+from dataclasses import dataclass
 from typing import Any
 
 from quiesce.core.checks import Reason
 from quiesce.core.states import Admin, Oper, Verdict
 from quiesce.frontends.runtime_socket.errors import CommandError
+from quiesce.frontends.runtime_socket.haproxy_fields import (
+    NATURE,
+    ORIGIN,
+    SCOPE,
+    STAT_TAGS,
+    STAT_TAGS_BY_KIND,
+)
 from quiesce.state.registry import PoolRuntime, Registry, ServerRuntime
 
 _STAT_HEADER = (
@@ -44,13 +54,53 @@ SERVERS_STATE_HEADER = (
     "srv_agent_port"
 )
 
-# HAProxy's healthcheck status codes (HCHK_STATUS_*) and their short names.
-_CHECK_CODES = {"INI": 1, "L4OK": 6, "L4TOUT": 7, "L4CON": 8, "L6RSP": 11, "L7TOUT": 12}
-_CHECK_CODES |= {"L7RSP": 13, "L7OK": 14, "L7STS": 16, "SOCKERR": 5}
+# HAProxy 2.6's healthcheck statuses (enum hchk_status: codes in "show servers state") and
+# their descriptions (check_desc in "show stat").
+CHECK_CODES = {
+    "UNK": 0, "INI": 1, "START": 2, "CHECKED": 3, "HANA": 4, "SOCKERR": 5, "L4OK": 6,
+    "L4TOUT": 7, "L4CON": 8, "L6OK": 9, "L6TOUT": 10, "L6RSP": 11, "L7TOUT": 12, "L7RSP": 13,
+    "L7OKD": 14, "L7OK": 15, "L7OKC": 16, "L7STS": 17,
+}  # fmt: skip
+CHECK_DESC = {
+    "UNK": "Unknown", "INI": "Initializing", "START": "Started", "CHECKED": "Checked",
+    "HANA": "Health analyze", "SOCKERR": "Socket error", "L4OK": "Layer4 check passed",
+    "L4TOUT": "Layer4 timeout", "L4CON": "Layer4 connection problem",
+    "L6OK": "Layer6 check passed", "L6TOUT": "Layer6 timeout",
+    "L6RSP": "Layer6 invalid response", "L7TOUT": "Layer7 timeout",
+    "L7RSP": "Layer7 invalid response", "L7OKD": "Layer7 check passed",
+    "L7OK": "Layer7 check passed", "L7OKC": "Layer7 check conditionally passed",
+    "L7STS": "Layer7 wrong status",
+}  # fmt: skip
+# srv_check_result (enum chk_result) and srv_check_state (CHK_ST_CONFIGURED | CHK_ST_ENABLED)
+_RESULT = {Verdict.FAIL: 2, Verdict.PASS: 3, Verdict.MAINTENANCE: 4}
+_CHK_CONFIGURED, _CHK_ENABLED = 0x2, 0x4
+
+# The trailing module counters (ssl, h2, h1): HAProxy prints them for frontends and backends.
+_MODULE_FIELDS = STAT_FIELDS[STAT_FIELDS.index("-") + 1 :]
+_OBJ_TYPE = {"F": "Frontend", "B": "Backend", "S": "Server"}
+
+
+@dataclass
+class Row:
+    """One ``show stat`` line: its kind (F, B, S), proxy id, server id and its fields; a
+    field that is absent is printed empty, as HAProxy does for fields it does not set."""
+
+    kind: str
+    iid: int
+    sid: int
+    fields: dict[str, object]
+
+
+def _atoi(text: str) -> int:
+    """C's atoi, as HAProxy reads the numbers of ``show stat``: leading blanks and a sign,
+    then digits; anything else ends the number (no digit: 0)."""
+    m = re.match(r"\s*([+-]?\d{1,18})", text)
+    return int(m.group(1)) if m else 0
 
 
 class Stats:
-    """The two stats commands against an App (its registry, config and services)."""
+    """``show stat`` and ``show servers state`` against an App (its registry, config and
+    services)."""
 
     def __init__(self, app: Any, started: float) -> None:
         self.app = app
@@ -60,43 +110,49 @@ class Stats:
     # show stat -----------------------------------------------------------------------------------
 
     def show_stat(self, a: list[str]) -> str:
-        """``show stat [{<iid>|<proxy>} <type> <sid>] [up|no-maint]`` as HAProxy 2.6 prints it."""
-        words = [w for w in a if w not in ("up", "no-maint", "desc")]
-        only_up, no_maint = "up" in a, "no-maint" in a
-        if any(w in ("json", "typed") for w in words):
-            raise CommandError("quiesce answers 'show stat' in CSV only.")
-        proxy: str | None = None
-        types, sid = -1, -1
-        if words:
-            if len(words) != 3:
-                raise CommandError("Require a proxy, a type and a server id (-1 for all).")
-            proxy = words[0]
-            try:
-                types, sid = int(words[1]), int(words[2])
-            except ValueError:
-                raise CommandError("The type and the server id are numbers.") from None
-        rows = ["# " + ",".join(STAT_FIELDS) + ","]
-        for iid, kind, name, obj in self._proxies():
-            if proxy not in (None, "-1", name, str(iid)):
+        """``show stat [{<iid>|<proxy>} <type> <sid>] [typed|json|up|no-maint|desc]*``, as
+        HAProxy 2.6 parses it: the three filter words only when all three are there (then
+        the options follow them), numbers read with atoi (so ``abc`` is 0)."""
+        iid, types, sid = -1, -1, -1
+        options = a
+        if len(a) >= 3:
+            iid = next((i for i, _, name, _ in self._proxies() if name == a[0]), 0)
+            if not iid:
+                iid = _atoi(a[0])
+            if not iid:
+                raise CommandError("No such proxy.")
+            types, sid = _atoi(a[1]), _atoi(a[2])
+            options = a[3:]
+        only_up, no_maint = "up" in options, "no-maint" in options
+        rows: list[Row] = []
+        for p_iid, kind, name, obj in self._proxies():
+            if iid != -1 and p_iid != iid:
                 continue
             if kind == "frontend":
                 if types & 1:
-                    rows.append(_csv(self._frontend_row(iid, name, obj)))
+                    rows.append(self._frontend_row(p_iid, name, obj))
                 continue
             pool: PoolRuntime = obj
             if types & 4:
                 for s in pool.servers:
-                    if sid not in (-1, s.order + 1):
-                        continue
-                    row = self._server_row(iid, pool, s)
-                    if only_up and row["status"] not in ("UP", "no check"):
+                    if sid != -1 and s.order + 1 != sid:
                         continue
                     if no_maint and s.admin.state is Admin.MAINTENANCE:
                         continue
-                    rows.append(_csv(row))
+                    row = self._server_row(p_iid, pool, s)
+                    if only_up and row.fields["status"] not in ("UP", "no check"):
+                        continue
+                    rows.append(row)
             if types & 2:
-                rows.append(_csv(self._backend_row(iid, pool)))
-        return "\n".join(rows) + "\n"
+                rows.append(self._backend_row(p_iid, pool))
+        if "json" in options:
+            return "[" + ",".join(_json_row(r) for r in rows) + "]\n"
+        if "typed" in options:
+            return "".join(_typed_row(r) for r in rows)
+        return "".join(["# " + ",".join(STAT_FIELDS) + ",\n", *(_csv(r) + "\n" for r in rows)])
+
+    def proxies(self) -> list[tuple[int, str, str, Any]]:
+        return self._proxies()
 
     def _proxies(self) -> list[tuple[int, str, str, Any]]:
         """(iid, frontend|backend, name, object): services first, then pools, as HAProxy
@@ -111,22 +167,29 @@ class Stats:
             iid += 1
         return out
 
-    def _frontend_row(self, iid: int, name: str, svc: Any) -> dict[str, object]:
+    def frontend_limit(self, name: str) -> int | None:
+        """A frontend's maxconn: the service's max_connections, else the global limit
+        (HAProxy: a frontend's maxconn defaults to the global one); None when unknown."""
+        service = getattr(self.app, "services", {}).get(name)
+        limits = [getattr(service, "max_connections", None)]
+        limits.append(getattr(getattr(self.app, "gate", None), "limit", None))
+        known = [x for x in limits if isinstance(x, int) and x < sys.maxsize]
+        return min(known) if known else None
+
+    def _frontend_row(self, iid: int, name: str, svc: Any) -> Row:
         service = getattr(self.app, "services", {}).get(name)
         stats = getattr(service, "stats", None)
         responses: dict[str, int] = getattr(stats, "responses", {}) or {}
-        # slim: the service's max_connections, else the global limit (HAProxy: a frontend's
-        # maxconn defaults to the global one); FULL while a limit holds new connections
-        limits = [getattr(service, "max_connections", None)]
-        limits.append(getattr(getattr(self.app, "gate", None), "limit", None))
-        slim = min((x for x in limits if isinstance(x, int) and x < sys.maxsize), default="")
-        row: dict[str, object] = {
+        http = svc.protocol == "http"
+        conns = getattr(stats, "connections_total", 0)
+        limit = self.frontend_limit(name)
+        f: dict[str, object] = {
             "pxname": name,
             "svname": "FRONTEND",
             "scur": getattr(stats, "connections", 0),
             "smax": 0,
-            "slim": slim,
-            "stot": getattr(stats, "connections_total", 0),
+            "slim": "" if limit is None else limit,
+            "stot": conns,
             "bin": 0,
             "bout": 0,
             "dreq": 0,
@@ -140,23 +203,37 @@ class Stats:
             "rate": 0,
             "rate_lim": 0,
             "rate_max": 0,
+        }
+        if http:
+            f |= _hrsp(responses)
+        f |= {
             "req_rate": 0,
             "req_rate_max": 0,
-            "req_tot": getattr(stats, "requests", 0),
+            "req_tot": getattr(stats, "requests", 0) if http else "",
+            "comp_in": 0,
+            "comp_out": 0,
+            "comp_byp": 0,
+            "comp_rsp": 0,
             "mode": svc.protocol,
             "conn_rate": 0,
             "conn_rate_max": 0,
-            "conn_tot": getattr(stats, "connections_total", 0),
+            "conn_tot": conns,
+            "intercepted": 0,
+            "dcon": 0,
+            "dses": 0,
+            "wrew": 0,
+            "cache_lookups": 0,
+            "cache_hits": 0,
+            "eint": 0,
+            "-": "-",
         }
-        row |= _hrsp(responses)
-        return row
+        f |= dict.fromkeys(_MODULE_FIELDS, 0)
+        return Row("F", iid, 0, f)
 
-    def _server_row(self, iid: int, pool: PoolRuntime, s: ServerRuntime) -> dict[str, object]:
+    def _server_row(self, iid: int, pool: PoolRuntime, s: ServerRuntime) -> Row:
         now = self.registry.clock.time()
-        checks = s.checks()
-        last = checks[-1] if checks else None
-        monitor = self.registry.monitors.get(s.monitors[0]) if s.monitors else None
-        row: dict[str, object] = {
+        http = self._pool_mode(pool) == "http"
+        f: dict[str, object] = {
             "pxname": pool.name,
             "svname": s.name,
             "qcur": 0,
@@ -175,7 +252,7 @@ class Stats:
             "weight": s.weight,
             "act": 0 if s.config.backup else 1,
             "bck": 1 if s.config.backup else 0,
-            "lastchg": int(now - (s.admin.since or self.started)),
+            "lastchg": self.lastchg(s, now),
             "pid": 1,
             "iid": iid,
             "sid": s.order + 1,
@@ -183,7 +260,29 @@ class Stats:
             "type": 2,
             "rate": 0,
             "rate_max": 0,
-            "hanafail": 0,
+        }
+        monitor = self.registry.monitors.get(s.monitors[0]) if s.monitors else None
+        if s.monitors and s.health_checks:
+            checks = s.checks()
+            last = checks[-1] if checks else None
+            down = s.downtime + (now - s.down_since if s.down_since is not None else 0)
+            f |= {"chkfail": s.checks_failed, "chkdown": s.went_down, "downtime": int(down)}
+            name = "INI" if last is None else check_status(last.reason, last.verdict, monitor)
+            f["check_status"] = name
+            if last is not None:
+                if name.startswith("L7") and last.status_code is not None:
+                    f["check_code"] = last.status_code
+                f["check_duration"] = round(last.latency * 1000)
+                f["last_chk"] = last.detail or last.reason.value
+            f["check_desc"] = CHECK_DESC[name]
+            if monitor is not None:
+                rise, fall = monitor.successful_checks, monitor.failed_checks
+                f |= {"check_rise": rise, "check_fall": fall}
+                f["check_health"] = _health(s, rise, fall)
+        if http:
+            f |= _hrsp(s.responses)
+        f |= {
+            "req_tot": sum(s.responses.values()) if http else "",
             "cli_abrt": 0,
             "srv_abrt": 0,
             "lastsess": -1,
@@ -192,45 +291,61 @@ class Stats:
             "rtime": 0,
             "ttime": 0,
             "addr": s.address,
-            "mode": "http" if self._pool_mode(pool) == "http" else "tcp",
-            "uweight": s.config.weight,
+            "mode": "http" if http else "tcp",
+            "wrew": 0,
+            "connect": 0,
+            "reuse": 0,
+            "srv_icur": 0,
+            "qtime_max": 0,
+            "ctime_max": 0,
+            "rtime_max": 0,
+            "ttime_max": 0,
+            "eint": 0,
+            "idle_conn_cur": 0,
+            "safe_conn_cur": 0,
+            "used_conn_cur": 0,
+            "need_conn_est": 0,
+            "uweight": s.weight,
+            "-": "-",
         }
-        row |= _hrsp(s.responses)
-        if s.monitors:
-            row |= {"chkfail": 0, "chkdown": 0, "downtime": 0}
-            if monitor is not None:
-                row |= {
-                    "check_rise": monitor.successful_checks,
-                    "check_fall": monitor.failed_checks,
-                    "check_health": _health(s, monitor.successful_checks, monitor.failed_checks),
-                }
-            if last is None:
-                row |= {"check_status": "INI"}
-            else:
-                row |= {
-                    "check_status": check_status(last.reason, last.verdict, monitor),
-                    "check_code": last.status_code if last.status_code is not None else "",
-                    "check_duration": round(last.latency * 1000),
-                    "last_chk": last.detail or last.reason.value,
-                    "check_desc": last.reason.value,
-                }
-        return row
+        return Row("S", iid, s.order + 1, f)
 
-    def _backend_row(self, iid: int, pool: PoolRuntime) -> dict[str, object]:
+    def lastchg(self, s: ServerRuntime, now: float) -> int:
+        """Seconds since the server's last change of state, on either axis."""
+        since = max(s.admin.since or 0.0, s.oper_since or 0.0) or self.started
+        return max(0, int(now - since))
+
+    def _backend_row(self, iid: int, pool: PoolRuntime) -> Row:
+        now = self.registry.clock.time()
+        http = self._pool_mode(pool) == "http"
         responses: dict[str, int] = {}
         for s in pool.servers:
             for k, v in s.responses.items():
                 responses[k] = responses.get(k, 0) + v
-        act = sum(1 for s in pool.candidates if not s.config.backup)
-        bck = sum(1 for s in pool.candidates if s.config.backup)
-        row: dict[str, object] = {
+        # HAProxy: act/bck count the usable active/backup servers; weight and uweight sum
+        # the active ones' weights, or the backups' when no active server is usable
+        usable = [s for s in pool.servers if s.eligible]
+        active = [s for s in usable if not s.config.backup]
+        backup = [s for s in usable if s.config.backup]
+        weighted = active or backup
+        total = sum(s.requests_total for s in pool.servers)
+        limits = [
+            self.frontend_limit(name)
+            for name, svc in self.app.config.services.items()
+            if svc.pool == pool.name
+        ]
+        # HAProxy's default fullconn: 10% of the maxconn of the frontends that use it, or 1
+        known = [x for x in limits if x]
+        fullconn = (sum(known) + 9) // 10 if known else 1
+        f: dict[str, object] = {
             "pxname": pool.name,
             "svname": "BACKEND",
             "qcur": 0,
             "qmax": 0,
             "scur": pool.sessions,
             "smax": 0,
-            "stot": sum(s.requests_total for s in pool.servers),
+            "slim": fullconn,
+            "stot": total,
             "bin": 0,
             "bout": 0,
             "dreq": 0,
@@ -240,27 +355,55 @@ class Stats:
             "wretr": 0,
             "wredis": 0,
             "status": "UP" if pool.available else "DOWN",
-            "weight": sum(s.weight for s in pool.candidates),
-            "act": act,
-            "bck": bck,
+            "weight": sum(s.weight for s in weighted),
+            "act": len(active),
+            "bck": len(backup),
             "chkdown": 0,
-            "lastchg": 0,
+            "lastchg": int(now - self.started),
             "downtime": 0,
             "pid": 1,
             "iid": iid,
             "sid": 0,
-            "lbtot": sum(s.requests_total for s in pool.servers),
+            "lbtot": total,
             "type": 1,
             "rate": 0,
             "rate_max": 0,
-            "req_tot": sum(s.requests_total for s in pool.servers),
-            "lastsess": -1,
-            "mode": self._pool_mode(pool),
-            "algo": _ALGOS.get(pool.config.algorithm, pool.config.algorithm),
-            "uweight": sum(s.config.weight for s in pool.servers),
         }
-        row |= _hrsp(responses)
-        return row
+        if http:
+            f |= _hrsp(responses)
+        f |= {
+            "req_tot": sum(responses.values()) if http else "",
+            "cli_abrt": 0,
+            "srv_abrt": 0,
+            "comp_in": 0,
+            "comp_out": 0,
+            "comp_byp": 0,
+            "comp_rsp": 0,
+            "lastsess": -1,
+            "qtime": 0,
+            "ctime": 0,
+            "rtime": 0,
+            "ttime": 0,
+            "mode": "http" if http else "tcp",
+            "algo": _ALGOS.get(pool.config.algorithm, pool.config.algorithm),
+            "wrew": 0,
+            "connect": 0,
+            "reuse": 0,
+            "cache_lookups": 0,
+            "cache_hits": 0,
+            "qtime_max": 0,
+            "ctime_max": 0,
+            "rtime_max": 0,
+            "ttime_max": 0,
+            "eint": 0,
+            "uweight": sum(s.weight for s in weighted),
+            "agg_server_status": 0,
+            "agg_server_check_status": 0,
+            "agg_check_status": 0,
+            "-": "-",
+        }
+        f |= dict.fromkeys(_MODULE_FIELDS, 0)
+        return Row("B", iid, 0, f)
 
     def _pool_mode(self, pool: PoolRuntime) -> str:
         for svc in self.app.config.services.values():
@@ -271,6 +414,8 @@ class Stats:
     # show servers state --------------------------------------------------------------------------
 
     def show_servers_state(self, a: list[str]) -> str:
+        if a and a[0] not in self.registry.pools:
+            raise CommandError("Can't find backend.")
         lines = ["1", SERVERS_STATE_HEADER]
         for iid, kind, name, obj in self._proxies():
             if kind != "backend" or (a and a[0] != name):
@@ -278,12 +423,11 @@ class Stats:
             pool: PoolRuntime = obj
             for s in pool.servers:
                 lines.append(" ".join(str(v) for v in self._state_fields(iid, pool, s)))
-        if a and a[0] not in self.registry.pools:
-            raise CommandError(f"Can't find backend '{a[0]}'.")
         return "\n".join(lines) + "\n"
 
     def _state_fields(self, iid: int, pool: PoolRuntime, s: ServerRuntime) -> list[object]:
         now = self.registry.clock.time()
+        # srv_op_state: SRV_ST_STOPPED 0, STARTING 1, RUNNING 2, STOPPING 3 (NOLB)
         op = {
             Oper.UP: 2,
             Oper.UNMONITORED: 2,
@@ -293,19 +437,23 @@ class Stats:
         }[s.oper]
         if s.admin.state is Admin.MAINTENANCE:
             op = 0
+        # srv_admin_state: SRV_ADMF_FMAINT 0x01, SRV_ADMF_FDRAIN 0x08
         admin_flags = {Admin.ENABLED: 0, Admin.MAINTENANCE: 0x01, Admin.DRAIN: 0x08}[s.admin.state]
         checks = s.checks()
         last = checks[-1] if checks else None
         monitor = self.registry.monitors.get(s.monitors[0]) if s.monitors else None
         if last is None:
-            chk_status, chk_result = (1, 0)
+            chk_status, chk_result = CHECK_CODES["INI"], 0
         else:
-            name = check_status(last.reason, last.verdict, monitor)
-            chk_status = _CHECK_CODES.get(name, 0)
-            chk_result = 3 if last.verdict is Verdict.PASS else 2
-        health = 0
+            chk_status = CHECK_CODES[check_status(last.reason, last.verdict, monitor)]
+            chk_result = _RESULT[last.verdict]
         if monitor is not None:
             health = _health(s, monitor.successful_checks, monitor.failed_checks)
+        else:  # no check: HAProxy keeps health at rise (2 by default) for a running server
+            health = 2 if s.oper is Oper.UNMONITORED else 0
+        chk_state = 0
+        if s.monitors:
+            chk_state = _CHK_CONFIGURED | (_CHK_ENABLED if s.health_checks else 0)
         return [
             iid,
             pool.name,
@@ -316,11 +464,11 @@ class Stats:
             admin_flags,
             s.weight,
             s.config.weight,
-            int(now - (s.admin.since or self.started)),
+            self.lastchg(s, now),
             chk_status,
             chk_result,
             health,
-            6 if s.monitors else 0,
+            chk_state,
             0,
             0,
             0,
@@ -358,6 +506,8 @@ def haproxy_status(s: ServerRuntime) -> str:
 
 
 def check_status(reason: Reason, verdict: Verdict, monitor: Any) -> str:
+    """HAProxy's check status for one result. A maintenance answer is HAProxy's
+    ``disable-on-404`` case: ``L7OKC`` (conditionally passed), the server NOLB."""
     layer7 = monitor is not None and monitor.type in ("http", "https")
     if verdict is Verdict.PASS:
         return "L7OK" if layer7 else "L4OK"
@@ -369,9 +519,9 @@ def check_status(reason: Reason, verdict: Verdict, monitor: Any) -> str:
         Reason.PORT_UNREACHABLE: "L4CON",
         Reason.HOST_UNREACHABLE: "L4CON",
         Reason.RESPONSE_CODE_MISMATCH: "L7STS",
-        Reason.MAINTENANCE_RESPONSE_CODE_MATCH: "L7STS",
+        Reason.MAINTENANCE_RESPONSE_CODE_MATCH: "L7OKC",
         Reason.PAYLOAD_CONTENT_MISMATCH: "L7RSP",
-        Reason.MAINTENANCE_PAYLOAD_CONTENT_MATCH: "L7RSP",
+        Reason.MAINTENANCE_PAYLOAD_CONTENT_MATCH: "L7OKC",
         Reason.MALFORMED_RESPONSE: "L7RSP",
         Reason.TLS_ERROR: "L6RSP",
     }.get(reason, "SOCKERR")
@@ -395,10 +545,53 @@ def _hrsp(responses: dict[str, int]) -> dict[str, object]:
     }
 
 
-def _csv(row: dict[str, object]) -> str:
+def _csv(row: Row) -> str:
     """One row in HAProxy's CSV: no quoting (HAProxy never quotes), trailing comma."""
-    return ",".join(_field(row.get(f, "")) for f in STAT_FIELDS) + ","
+    f = row.fields
+    return ",".join(_field(f.get(name, "")) for name in STAT_FIELDS) + ","
 
 
 def _field(value: object) -> str:
     return str(value).replace(",", " ").replace("\n", " ")
+
+
+def _tags(kind: str, name: str, value: object) -> tuple[str, str]:
+    tags = STAT_TAGS_BY_KIND.get((kind, name)) or STAT_TAGS.get(name)
+    if tags is not None:
+        return tags
+    return ("MGP", "u32") if isinstance(value, int) else ("MOP", "str")
+
+
+def _typed_row(row: Row) -> str:
+    """HAProxy's ``show stat typed``: ``F.<iid>.<sid>.<pos>.<name>.1:<tags>:<type>:<value>``
+    for every field the row sets."""
+    out = []
+    for pos, name in enumerate(STAT_FIELDS):
+        value = row.fields.get(name, "")
+        if value == "":
+            continue
+        tags, typ = _tags(row.kind, name, value)
+        head = f"{row.kind}.{row.iid}.{row.sid}.{pos}.{name}.1"
+        out.append(f"{head}:{tags}:{typ}:{_field(value)}\n")
+    return "".join(out)
+
+
+def _json_row(row: Row) -> str:
+    """HAProxy's ``show stat json``: one list of field objects per row."""
+    items = []
+    for pos, name in enumerate(STAT_FIELDS):
+        value = row.fields.get(name, "")
+        if value == "":
+            continue
+        tags, typ = _tags(row.kind, name, value)
+        item = {
+            "objType": _OBJ_TYPE[row.kind],
+            "proxyId": row.iid,
+            "id": row.sid,
+            "field": {"pos": pos, "name": name},
+            "processNum": 1,
+            "tags": {"origin": ORIGIN[tags[0]], "nature": NATURE[tags[1]], "scope": SCOPE[tags[2]]},
+            "value": {"type": typ, "value": value if typ != "str" else str(value)},
+        }
+        items.append(json.dumps(item, separators=(",", ":"), ensure_ascii=False))
+    return "[" + ",".join(items) + "]"
