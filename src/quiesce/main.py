@@ -12,7 +12,12 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from quiesce.frontends.cli import client_options, register_client_verbs, settings_from
+from quiesce.frontends.cli import (
+    DurationType,
+    client_options,
+    register_client_verbs,
+    settings_from,
+)
 
 if TYPE_CHECKING:
     from quiesce.config import Config
@@ -83,10 +88,10 @@ def passwd_cmd() -> None:
 )
 @click.option(
     "--grace",
-    default=10.0,
+    default="10s",
     show_default=True,
-    type=float,
-    help="Seconds to let in-flight requests finish on SIGINT/SIGTERM.",
+    type=DurationType(seconds=True),
+    help="How long in-flight requests may finish on SIGINT/SIGTERM (5s, 500ms, 1m; or seconds).",
 )
 def run_cmd(config_path: str, grace: float) -> None:
     """Run the balancer from a config file until SIGINT or SIGTERM."""

@@ -203,7 +203,7 @@ async def test_wait_shows_connections_until_zero(app: Any) -> None:
     a1.connections = 0
     r = await asyncio.wait_for(task, 20)
     assert r.exit_code == 0, r.output
-    assert "app/a1: no connection left" in r.stdout
+    assert "app/a1: drained: no connection left after" in r.stdout
     assert "2/2 connection(s) left" in r.stderr and "0/2 connection(s) left" in r.stderr
 
 
@@ -218,8 +218,111 @@ async def test_wait_reports_what_the_deadline_closed(app: Any) -> None:
     app.registry.close_handlers.append(close)
     r = await cli(app, "set", "server", "a1", "drain", "--timeout", "300ms", "--wait")
     assert r.exit_code == 0, r.output
-    assert "drain deadline reached: 3 connection(s) closed" in r.stdout
+    end = r.stdout.strip().splitlines()[-1]
+    assert "app/a1: drain deadline reached after" in end, end
+    assert "3 connection(s) closed; now in maintenance (status: disabled)" in end, end
     assert a1.admin.state.value == "maintenance"
+    # clear server … drain undoes the drain, maintenance included: the deadline put it there
+    out = ok(await cli(app, "clear", "server", "a1", "drain"))
+    assert "drain deadline had moved it to maintenance; cleared that" in out
+    assert a1.admin.state.value == "enabled"
+
+
+async def test_clear_drain_leaves_someone_elses_maintenance(app: Any) -> None:
+    ok(await cli(app, "set", "server", "a1", "maintenance", "--reason", "disk"))
+    line = failed(await cli(app, "clear", "server", "a1", "drain"))
+    assert "not draining" in line and "quiesce clear server app/a1 maintenance" in line
+    assert app.registry.find_server("app/a1").admin.state.value == "maintenance"
+
+
+async def test_global_options_after_the_verb(app: Any) -> None:
+    env = {"QUIESCE_HOSTS": "127.0.0.1:1", "QUIESCE_USER": "", "QUIESCE_PASSWORD": ""}
+    creds = ["--user", "admin", "--password", "admin-pw"]
+    out = ok(await cli(app, "list", "servers", "--hosts", host(app), *creds, **env))
+    assert "app/a1" in out
+    ok(
+        await cli(
+            app,
+            "set",
+            "server",
+            "a1",
+            "drain",
+            "--hosts",
+            host(app),
+            "-u",
+            "admin",
+            "-p",
+            "admin-pw",
+            "-t",
+            "5s",
+            "--timeout",
+            "1m",
+            **env,
+        )
+    )
+    assert app.registry.find_server("app/a1").admin.deadline is not None  # drain's --timeout
+    ok(
+        await cli(
+            app,
+            "show",
+            "server",
+            "a1",
+            "--hosts",
+            host(app),
+            "--token",
+            "deploy-token-0123456789",
+            "--timeout",
+            "2s",
+            "--no-tls-verify-server-cert",
+            **env,
+        )
+    )
+    for args in (("events",), ("configure", "healthmonitor", "System-HTTP")):
+        r = await cli(app, *args, "--hosts", host(app), *creds, input="exit\n", **env)
+        assert r.exit_code in (0, 1) and "cannot reach" not in r.stderr, r.stderr
+    # after the verb wins over the environment, and a bad value is a usage error
+    assert "cannot reach http://127.0.0.1:1" in failed(
+        await cli(app, "list", "pools", "--hosts", "127.0.0.1:1")
+    )
+    r = await cli(app, "list", "pools", "--timeout", "soon")
+    assert r.exit_code == 2 and "soon" in r.stderr
+
+
+async def test_durations_take_units(app: Any, tmp_path: Path) -> None:
+    a1 = app.registry.find_server("app/a1")
+    ok(await cli(app, "set", "server", "a1", "maintenance", "--for", "90s"))
+    assert a1.admin.expires is not None
+    ok(await cli(app, "disable", "server", "a2", "--graceful", "--timeout", "infinite"))
+    ok(await cli(app, "enable", "server", "a2"))
+    for args in (
+        ("set", "server", "a2", "drain", "--timeout", "5 parsecs"),
+        ("set", "server", "a2", "maintenance", "--for", "tomorrow"),
+        ("disable", "server", "a2", "--graceful", "--timeout", "never"),
+    ):
+        r = await cli(app, *args)
+        assert r.exit_code == 2 and "is not a duration" in r.stderr, (args, r.stderr)
+    assert app.registry.find_server("app/a2").admin.state.value == "enabled"
+    # the server verb too: quiesce run --grace 5s (checked before the config is read)
+    runner = CliRunner()
+    missing = str(tmp_path / "missing.yaml")
+    r = await asyncio.to_thread(runner.invoke, main, ["run", "--grace", "5s", "-c", missing])
+    assert r.exit_code == 1 and "cannot read" in r.stderr, r.stderr
+    r = await asyncio.to_thread(runner.invoke, main, ["run", "--grace", "5y", "-c", missing])
+    assert r.exit_code == 2 and "'5y' is not a duration" in r.stderr, r.stderr
+
+
+async def test_401_hints_at_credentials(app: Any) -> None:
+    line = failed(await cli(app, "list", "servers", QUIESCE_USER="", QUIESCE_PASSWORD=""))
+    assert "401" in line and "--user" in line and "QUIESCE_USER" in line
+    line = failed(await cli(app, "list", "servers", QUIESCE_PASSWORD="wrong"))
+    assert "401" in line and "user 'admin'" in line and "QUIESCE_PASSWORD" in line
+
+
+async def test_events_show_weight_changes(app: Any) -> None:
+    ctx = CommandContext(actor="ops", cause=Cause.API)
+    app.admin.set_weight("web/web2", 5, ctx)
+    out = ok(await cli(app, "events", "--server", "web/web2"))
+    assert "weight 2 → 5" in out, out
 
 
 async def test_tls_and_client_certificate(tmp_path: Path) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import click
 
-from quiesce.frontends.cli.transport import client_options, settings_from
+from quiesce.frontends.cli.transport import DurationType, client_options, settings_from
 
 
 def register_client_verbs(main: click.Group) -> None:
@@ -16,4 +16,4 @@ def register_client_verbs(main: click.Group) -> None:
     client.register(main, [configure.configure_group])
 
 
-__all__ = ["client_options", "register_client_verbs", "settings_from"]
+__all__ = ["DurationType", "client_options", "register_client_verbs", "settings_from"]

@@ -26,6 +26,8 @@ from quiesce.frontends.cli.transport import (
     Api,
     ClientError,
     ClientSettings,
+    DurationType,
+    after_verb_options,
     api_of,
     client_options,
     settings,
@@ -103,6 +105,13 @@ def event_line(e: dict[str, Any]) -> str:
     if e.get("reason"):
         parts.append(f"reason={json.dumps(e['reason'])}")
     detail = e.get("detail") or {}
+    if "weight" in detail:
+        before = detail.get("previous_weight")
+        parts.append(
+            f"weight {before} → {detail['weight']}"
+            if before is not None
+            else f"weight {detail['weight']}"
+        )
     for key in ("reason", "monitor", "status_code", "flag", "error", "source"):
         if key in detail and detail[key] not in (None, ""):
             parts.append(f"{key}={detail[key]}")
@@ -314,9 +323,20 @@ def set_group() -> None:
 @click.argument("state", type=_STATES)
 @click.option("--force", is_flag=True, help="maintenance: close every connection now.")
 @click.option("--reason", default="", help="Why (recorded in events).")
-@click.option("--for", "for_", metavar="DURATION", help="Back to enabled after this long.")
+@click.option(
+    "--for",
+    "for_",
+    metavar="DURATION",
+    type=DurationType(),
+    help="Back to enabled after this long (5m, 2h, 1d).",
+)
 @click.option("--until", metavar="TIME", help="Back to enabled at this time (ISO 8601).")
-@click.option("--timeout", metavar="DURATION", help="drain: close what is left after this.")
+@click.option(
+    "--timeout",
+    metavar="DURATION",
+    type=DurationType(),
+    help="drain: close what is left after this (30s, 5m).",
+)
 @click.option("--wait", is_flag=True, help="Show remaining connections until there are none.")
 @click.option("--force-guard", is_flag=True, help="Override the pool's min_servers_up guard.")
 @click.pass_context
@@ -387,6 +407,25 @@ def clear_server(ctx: click.Context, server: str, state: str, reason: str) -> No
     """Take SERVER out of maintenance or drain (no-op if it is not in that state)."""
     api = api_of(ctx)
     ref = resolve(api, server)
+    if state == "drain":
+        view = api.get(f"/api/v1/servers/{ref}")
+        if view["admin"] == "maintenance":
+            if view.get("cause") != "deadline":
+                by = f" by {view['actor']}" if view.get("actor") else ""
+                raise ClientError(
+                    f"{ref} is in maintenance (set{by}), not draining; to clear that, type: "
+                    f"quiesce clear server {ref} maintenance"
+                )
+            # The drain's own deadline moved it to maintenance: undoing the drain means
+            # clearing that (the operator asked for the server back from their drain).
+            body = {"state": "maintenance", "reason": reason}
+            data = api.send("POST", f"/api/v1/servers/{ref}/clear", body)
+            data["message"] = (
+                f"{ref}: its drain deadline had moved it to maintenance; cleared that: "
+                f"{data['message']}"
+            )
+            _report(ctx, data)
+            return
     data = api.send("POST", f"/api/v1/servers/{ref}/clear", {"state": state, "reason": reason})
     _report(ctx, data)
 
@@ -412,11 +451,12 @@ def disable_group() -> None:
 @click.option(
     "--timeout",
     metavar="DURATION",
+    type=DurationType(infinite=True),
     help="With --graceful: close what is left after this (infinite: never). "
     "Default: the pool's graceful_disable_timeout.",
 )
 @click.option("--reason", default="")
-@click.option("--for", "for_", metavar="DURATION")
+@click.option("--for", "for_", metavar="DURATION", type=DurationType())
 @click.option("--until", metavar="TIME")
 @click.option("--wait", is_flag=True, help="Show remaining connections until there are none.")
 @click.option("--force-guard", is_flag=True)
@@ -542,19 +582,34 @@ def wait_drained(api: Api, ref: str, view: dict[str, Any], poll: float = POLL) -
         if n == 0:
             if tty:
                 show(0, final=True)
-            elapsed = time.monotonic() - began
-            if s["admin"] == "maintenance" and s.get("cause") == "deadline" and last > 0:
-                click.echo(
-                    f"{ref}: drain deadline reached: {last} connection(s) closed "
-                    f"(now {s['status']})"
-                )
-            else:
-                click.echo(f"{ref}: no connection left after {elapsed:.1f}s ({s['status']})")
+            click.echo(_end_line(api, ref, s, last, time.monotonic() - began))
             return
         if s["admin"] == "enabled":
             raise ClientError(f"{ref} was enabled again with {n} connection(s) left")
         last = n
         time.sleep(poll)
+
+
+def _end_line(api: Api, ref: str, s: dict[str, Any], last: int, elapsed: float) -> str:
+    """What became of the server: drained, or cut at the drain deadline (how many
+    connections that closed) and now in maintenance, or put in maintenance by someone."""
+    if s["admin"] != "maintenance":
+        return f"{ref}: drained: no connection left after {elapsed:.1f}s (status: {s['status']})"
+    if s.get("cause") == "deadline":
+        pool, _, name = ref.partition("/")
+        events = api.get("/api/v1/events", pool=pool, server=name, kind="admin_change", limit=1)
+        closed = last
+        if events and events[-1].get("cause") == "deadline":
+            closed = int((events[-1].get("detail") or {}).get("closed", last))
+        return (
+            f"{ref}: drain deadline reached after {elapsed:.1f}s: {closed} connection(s) "
+            f"closed; now in maintenance (status: {s['status']})"
+        )
+    by = f" by {s['actor']}" if s.get("actor") else ""
+    return (
+        f"{ref}: no connection left after {elapsed:.1f}s; put in maintenance{by} meanwhile "
+        f"(status: {s['status']})"
+    )
 
 
 COMMANDS: list[click.Command] = [
@@ -582,11 +637,19 @@ def _leaves(cmd: click.Command) -> list[click.Command]:
 
 
 def register(main: click.Group, extra: Sequence[click.Command] = ()) -> None:
-    """Adds the verbs (and ``extra`` groups) to ``main``, each leaf taking ``--json`` too."""
+    """Adds the verbs (and ``extra`` groups) to ``main``, each leaf taking the global options
+    too, after the verb (``--json``, ``--hosts``, ``--user``, ...), except where the verb has an
+    option of that name itself (``set server … drain --timeout`` is the drain's timeout: the
+    request timeout then goes before the verb, or as ``-t``)."""
     for cmd in [*COMMANDS, *extra]:
         main.add_command(cmd)
         for leaf in _leaves(cmd):
-            if not any("--json" in p.opts for p in leaf.params if isinstance(p, click.Option)):
+            taken = {o for p in leaf.params if isinstance(p, click.Option) for o in p.opts}
+            taken |= {
+                o for p in leaf.params if isinstance(p, click.Option) for o in p.secondary_opts
+            }
+            leaf.params.extend(after_verb_options(taken))
+            if "--json" not in taken:
                 leaf.params.append(
                     click.Option(
                         ["--json"],

@@ -7,6 +7,7 @@ monitor sub-shell (``configure``); imports nothing else of the CLI."""
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import urllib.parse
 from collections.abc import Callable, Iterator
@@ -101,6 +102,95 @@ def client_options(f: F) -> F:
     return f
 
 
+class DurationType(click.ParamType[Any]):
+    """A duration option: ``500ms``, ``5s``, ``2m``, ``1h``, ``1d`` or plain seconds (as the
+    config file takes them); with ``infinite``, also ``infinite`` / ``-1``. The value stays
+    the text typed (the API parses it again), checked here so a bad one is a usage error
+    before anything is sent."""
+
+    name = "duration"
+
+    def __init__(self, *, infinite: bool = False, seconds: bool = False) -> None:
+        self.infinite = infinite
+        self.seconds = seconds  # convert to float seconds (for the server verbs)
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value) if self.seconds else value
+        text = str(value).strip()
+        if self.infinite and text.lower() in ("infinite", "-1"):
+            return text
+        try:
+            seconds = parse_duration(text)
+        except ValueError as exc:
+            hint = " (or infinite)" if self.infinite else ""
+            self.fail(f"{exc}{hint}", param, ctx)
+        return seconds if self.seconds else text
+
+
+def _global_after_verb(ctx: click.Context, param: click.Parameter, value: Any) -> None:
+    """A global option given after the verb: it replaces what the group made of the command
+    line and the environment (``quiesce list servers --hosts H`` = ``quiesce --hosts H list
+    servers``)."""
+    if value is None or param.name is None:
+        return
+    root = ctx.find_root()
+    current = root.obj if isinstance(root.obj, ClientSettings) else ClientSettings()
+    name = param.name.removeprefix("after_")
+    if name == "timeout":
+        value = _timeout(value)
+    root.obj = dataclasses.replace(current, **{name: value})
+
+
+def after_verb_options(taken: set[str]) -> list[click.Option]:
+    """Hidden copies of the global options for a verb's own options, leaving out the names
+    the verb already uses for something else (``set server … --timeout`` is the drain's)."""
+    specs: list[tuple[list[str], str, dict[str, Any]]] = [
+        (["--hosts"], "hosts", {}),
+        (["-u", "--user"], "user", {}),
+        (["-p", "--password"], "password", {}),
+        (["--token"], "token", {}),
+        (["-s", "--secure"], "secure", {"is_flag": True, "flag_value": True, "default": None}),
+        (["--tls-key"], "tls_key", {}),
+        (["--tls-cert"], "tls_cert", {}),
+        (["--tls-ca-cert"], "tls_ca_cert", {}),
+        (
+            ["--tls-verify-server-cert"],
+            "tls_verify_server_cert",
+            {"is_flag": True, "flag_value": True, "default": None},
+        ),
+        (
+            ["--no-tls-verify-server-cert"],
+            "no_tls_verify_server_cert",
+            {"is_flag": True, "flag_value": True, "default": None},
+        ),
+        (["-t", "--timeout"], "timeout", {}),
+    ]
+    out = []
+    for decls, name, extra in specs:
+        decls = [d for d in decls if d not in taken]
+        if not decls:
+            continue
+        callback = _no_verify_after_verb if name.startswith("no_") else _global_after_verb
+        out.append(
+            click.Option(
+                [*decls, "after_" + name],
+                hidden=True,
+                expose_value=False,
+                callback=callback,
+                **extra,
+            )
+        )
+    return out
+
+
+def _no_verify_after_verb(ctx: click.Context, param: click.Parameter, value: Any) -> None:
+    if value:
+        root = ctx.find_root()
+        current = root.obj if isinstance(root.obj, ClientSettings) else ClientSettings()
+        root.obj = dataclasses.replace(current, tls_verify_server_cert=False)
+
+
 def settings_from(options: dict[str, Any]) -> ClientSettings:
     timeout = options.pop("timeout", "10000")
     json_output = options.pop("json_output", False)
@@ -111,7 +201,12 @@ def settings_from(options: dict[str, Any]) -> ClientSettings:
 
 
 class ClientError(click.ClickException, QuiesceError):
-    """One line on stderr, exit 1 (click shows it; it is in quiesce's error tree too)."""
+    """One line on stderr, exit 1 (click shows it; it is in quiesce's error tree too).
+    ``problems``: each problem of a 422 answer, for callers that list them one a line."""
+
+    def __init__(self, message: str, problems: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.problems = problems or []
 
     def show(self, file: Any = None) -> None:
         click.echo(f"quiesce: {self.format_message()}", err=True)
@@ -248,9 +343,26 @@ class Api:
                 self.close()
             self.base = base
             if r.status_code >= 400:
-                raise ClientError(_error_line(r))
+                raise ClientError(self._error_line(r), _problems(r))
             return r
         raise ClientError(f"cannot reach {', '.join(self.bases)}: {_reason(last)}")
+
+    def _error_line(self, r: Response) -> str:
+        line = _error_line(r)
+        if r.status_code == 401:
+            s = self.settings
+            if s.token:
+                line += " (check --token / QUIESCE_TOKEN)"
+            elif s.user is None:
+                line += (
+                    " (no credentials given: --user and --password, or QUIESCE_USER and "
+                    "QUIESCE_PASSWORD; or --token / QUIESCE_TOKEN)"
+                )
+            else:
+                line += (
+                    f" (user {s.user!r}: check --user/--password, QUIESCE_USER/QUIESCE_PASSWORD)"
+                )
+        return line
 
     def get(self, path: str, **params: Any) -> Any:
         clean = {k: v for k, v in params.items() if v is not None}
@@ -265,7 +377,7 @@ class Api:
         try:
             resp = self._send(self.base, "GET", path, params, None, self.settings.timeout)
             if resp.status >= 400:
-                raise ClientError(_error_line(Response(resp.status, resp.read())))
+                raise ClientError(self._error_line(Response(resp.status, resp.read())))
             if self._conn is not None and self._conn.sock is not None:
                 self._conn.sock.settimeout(None)
             while True:
@@ -279,6 +391,14 @@ class Api:
             self.close()
 
 
+def _problems(r: Response) -> list[str]:
+    try:
+        problems = r.json().get("problems")
+    except (ValueError, AttributeError):
+        return []
+    return [str(p) for p in problems] if isinstance(problems, list) else []
+
+
 def _reason(exc: Exception | None) -> str:
     text = str(exc) if exc is not None else "no host"
     return text or type(exc).__name__
@@ -288,6 +408,9 @@ def _error_line(r: Response) -> str:
     try:
         data = r.json()
         detail = data.get("detail") or data.get("error")
+        problems = data.get("problems")
+        if isinstance(problems, list) and problems:
+            detail = "; ".join(str(p) for p in problems)
     except (ValueError, AttributeError):
         detail = r.text.strip()[:200]
     return f"{r.status_code}: {detail}" if detail else f"HTTP {r.status_code}"
@@ -311,7 +434,9 @@ __all__ = [
     "Api",
     "ClientError",
     "ClientSettings",
+    "DurationType",
     "Response",
+    "after_verb_options",
     "api_of",
     "client_options",
     "settings",
