@@ -58,6 +58,19 @@ def maxscale_state(server: ServerRuntime) -> tuple[str, str | None]:
     return ", ".join(words), details
 
 
+def server_parameters(server: ServerRuntime) -> JsonObject:
+    """A server's ``attributes.parameters``: MaxScale's ``address`` and ``port``, the weight
+    (MaxScale's weighting parameter), and quiesce's own ``backup``, ``priority``, ``pool``."""
+    return {
+        "address": server.host,
+        "port": server.port,
+        "weight": server.weight,
+        "backup": server.config.backup,
+        "priority": server.config.priority,
+        "pool": server.pool,
+    }
+
+
 def _http_date(t: float) -> str:
     return email.utils.formatdate(t, usegmt=True)
 
@@ -131,14 +144,7 @@ def build_maxscale_routes(app: AppLike) -> APIRouter:
                 "name": sid,
                 "state": state,
                 "state_details": details,
-                "parameters": {
-                    "address": server.host,
-                    "port": server.port,
-                    "weight": server.weight,
-                    "backup": server.config.backup,
-                    "priority": server.config.priority,
-                    "pool": server.pool,
-                },
+                "parameters": server_parameters(server),
                 "statistics": {
                     "connections": server.connections,
                     "total_connections": server.requests_total,
@@ -292,7 +298,7 @@ def build_maxscale_routes(app: AppLike) -> APIRouter:
     async def patch_server(name: str, request: Request, c: Write) -> Response:
         """MaxScale's server update, as ``maxctrl alter server S weight 3`` sends it:
         ``{"data": {"attributes": {"parameters": {"weight": 3}}}}``. Only ``weight`` changes;
-        ``address`` and ``port`` may be given only with their current values."""
+        the other parameters shown may be sent back only with their current values."""
         server = find(name)
         weight = _patch_weight(await json_body(request), server, server_ids()[server.key])
         if weight is not None:
@@ -381,7 +387,7 @@ def _patch_weight(body: Any, server: ServerRuntime, sid: str) -> int | None:
     params = attributes.get("parameters", {})
     if not isinstance(params, dict):
         raise _invalid(("data", "attributes", "parameters"), "must be an object")
-    current: JsonObject = {"address": server.host, "port": server.port}
+    current = server_parameters(server)
     weight: int | None = None
     for key, value in params.items():
         loc = ("data", "attributes", "parameters", str(key))
@@ -390,7 +396,7 @@ def _patch_weight(body: Any, server: ServerRuntime, sid: str) -> int | None:
                 raise _invalid(loc, "must be an integer")
             weight = value
         elif key in current:
-            if value != current[key]:
+            if value != current[key] or isinstance(value, bool) != isinstance(current[key], bool):
                 raise _invalid(loc, f"cannot be changed here (it is {current[key]!r})")
         else:
             raise _invalid(loc, "unknown parameter (only weight can be changed)")
