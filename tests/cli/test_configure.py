@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from quiesce.core.events import EventQuery
-from quiesce.frontends.cli.monitor_shell import MonitorEditor
+from quiesce.frontends.cli.monitor_shell import MonitorEditor, Shell
 from tests.api.harness import running
 from tests.cli.test_client import cli, failed, ok
 
@@ -92,6 +92,81 @@ async def test_bad_input_changes_nothing(app: Any, seq: str, words: str) -> None
     assert "not saved" in failed(r) or "nothing saved" in failed(r)
 
 
+async def test_every_error_is_reported_at_once(app: Any) -> None:
+    before = app.registry.monitors["System-HTTP"]
+    seq = "colour blue\nhttp_monitor\nmaintenance_code 503\nsmell bad\nsave\nsave\n"
+    r = await cli(app, "configure", "healthmonitor", "System-HTTP", input=seq)
+    assert r.exit_code == 1
+    lines = r.stderr.strip().splitlines()
+    assert lines[0].startswith("quiesce: line 1: ") and "'colour'" in lines[0]
+    assert (
+        lines[1].startswith("quiesce: line 3: ") and "maintenance_code already has 503" in lines[1]
+    )
+    assert lines[2].startswith("quiesce: line 4: ") and "'smell'" in lines[2]
+    assert lines[3] == "quiesce: 3 errors (nothing saved)"
+    assert app.registry.monitors["System-HTTP"] is before
+
+
+async def test_server_validation_problems_all_shown(app: Any) -> None:
+    seq = "send_interval soon\nhttp_monitor\nmaintenance_code 99\nsave\nsave\n"
+    r = await cli(app, "configure", "healthmonitor", "System-HTTP", input=seq)
+    assert r.exit_code == 1
+    assert "send_interval" in r.stderr and "101-599" in r.stderr, r.stderr
+    assert r.stderr.strip().splitlines()[-1] == "quiesce: 2 errors (nothing saved)"
+
+
+@pytest.mark.parametrize(
+    ("kind", "seq", "expect"),
+    [
+        ("icmp", "type icmp\nsave\n", {}),
+        ("tcp_half_open", "type tcp_half_open\nmonitor_port 22\nsave\n", {"monitor_port": 22}),
+        (
+            "tcp",
+            "type tcp\ntcp_monitor\ntcp_request PING\ntcp_response PONG\nsave\nsave\n",
+            {"tcp_monitor": {"tcp_request": "PING", "tcp_response": "PONG"}},
+        ),
+        (
+            "udp",
+            "type udp\nudp_monitor\nudp_request ping\nudp_response pong\nsave\nsave\n",
+            {"udp_monitor": {"udp_request": "ping", "udp_response": "pong"}},
+        ),
+        (
+            "http",
+            'type http\nhttp_monitor\nhttp_request "GET /up HTTP/1.0"\nhttp_response_code 2xx\n'
+            "maintenance_code 503\nsave\nsave\n",
+            {"http_monitor": {"http_request": "GET /up HTTP/1.0", "maintenance_code": [503]}},
+        ),
+        (
+            "https",
+            "type https\nhttps_monitor\nsni example.com\nverify false\nmaintenance_code 503\n"
+            "save\nsave\n",
+            {"https_monitor": {"sni": "example.com", "verify": False, "maintenance_code": [503]}},
+        ),
+    ],
+)
+async def test_configure_every_monitor_type(
+    app: Any, kind: str, seq: str, expect: dict[str, Any]
+) -> None:
+    name = f"New-{kind}"
+    ok(await cli(app, "configure", "healthmonitor", name, input=seq))
+    shown = await show(app, name)
+    assert shown["type"] == kind
+    for key, value in expect.items():
+        if isinstance(value, dict):
+            for k, v in value.items():
+                assert shown[key][k] == v, (key, k, shown[key])
+        else:
+            assert shown[key] == value
+    assert app.registry.monitors[name].type == kind
+
+
+async def test_changing_the_type_drops_the_old_sub_object(app: Any) -> None:
+    seq = "type tcp\ntcp_monitor\ntcp_request PING\nsave\nsave\n"
+    out = ok(await cli(app, "configure", "healthmonitor", "System-HTTP", input=seq))
+    assert "http_monitor removed" in out
+    assert app.registry.monitors["System-HTTP"].type == "tcp"
+
+
 def test_editor_grammar() -> None:
     ed = MonitorEditor("M", {"type": "http", "http_monitor": {"maintenance_code": [500]}})
     assert ed.prompt == ": healthmonitor> "
@@ -112,3 +187,30 @@ def test_editor_grammar() -> None:
     assert json.loads(ed.feed("show").text)["type"] == "http"
     assert ed.feed("save").save
     assert ed.feed("exit").done
+
+
+def test_editor_help_duplicates_and_completion() -> None:
+    ed = MonitorEditor("M", {"type": "http", "http_monitor": {"maintenance_code": [500]}})
+    for word in ("?", "help"):
+        text = ed.feed(word).text
+        assert "send_interval" in text and "http_monitor" in text and "sub-object" in text
+    assert "list" in ed.feed("? http_response_code").text or ed.feed("help send_interval").text
+    ed.feed("http_monitor")
+    assert "maintenance_code" in ed.feed("?").text
+    assert "list" in ed.feed("help maintenance_code").text
+    assert ed.feed("maintenance_code 500").error == "maintenance_code already has 500: 500"
+    assert ed.feed("maintenance_code 501 501").error.startswith("maintenance_code already has")
+    assert ed.data["http_monitor"]["maintenance_code"] == [500]
+    shell = Shell(load=lambda n: None, save=lambda n, d: d, out=print, err=print, interactive=True)
+    shell.editor = ed
+    assert shell.completions("mainten", "mainten") == [
+        "maintenance_code",
+        "maintenance_response",
+    ]
+    assert shell.completions("no http_re", "http_re") == [
+        "http_request",
+        "http_response",
+        "http_response_code",
+    ]
+    assert "save" in shell.completions("", "")
+    assert shell.completions("maintenance_code 5", "5") == []

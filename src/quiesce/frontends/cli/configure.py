@@ -56,6 +56,8 @@ def _run(ctx: click.Context, name: str | None) -> None:
     )
     if name is not None:
         shell.start(name)
+    if interactive:
+        _complete_with(shell)
     while True:
         if interactive:
             try:
@@ -69,12 +71,34 @@ def _run(ctx: click.Context, name: str | None) -> None:
                 break
         if not shell.line(text):
             break
-    if shell.failed:
-        raise ClientError(shell.failed + ("" if shell.saves else " (nothing saved)"))
+    if shell.errors:
+        nothing = "" if shell.saves else " (nothing saved)"
+        if len(shell.errors) == 1:
+            raise ClientError(shell.errors[0] + nothing)
+        for error in shell.errors:
+            click.echo(f"quiesce: {error}", err=True)
+        raise ClientError(f"{len(shell.errors)} errors{nothing}")
     if shell.editor is not None:
         raise ClientError("end of input before the final save: changes not saved")
     if not shell.saves and not interactive:
         raise ClientError("nothing saved")
+
+
+def _complete_with(shell: Any) -> None:
+    """Tab completes field names at the prompt (readline, loaded only here: other verbs, and
+    this one from a pipe, start without it)."""
+    try:
+        import readline
+    except ImportError:  # a Python built without it: no completion, the shell still works
+        return
+
+    def complete(text: str, state: int) -> str | None:
+        matches = shell.completions(readline.get_line_buffer(), text)
+        return matches[state] + " " if state < len(matches) else None
+
+    readline.set_completer(complete)
+    readline.set_completer_delims(" \t")
+    readline.parse_and_bind("tab: complete")
 
 
 __all__ = ["configure_group"]

@@ -18,7 +18,9 @@ field, and on a list field (``maintenance_code``, ``http_response_code``) append
 clears a field, ``no FIELD VALUE`` removes one value of a list; ``save`` leaves a sub-object,
 and at the top level saves the monitor (PUT, validated by the server exactly like the config
 file). ``show`` prints the object being edited; ``exit`` leaves a sub-object, or quits without
-saving at the top.
+saving at the top; ``?`` / ``help [FIELD]`` lists the fields here. A list field refuses a value
+it already has; a new ``type`` drops the other types' sub-objects. From stdin every error is
+collected with its line number and reported at the end, and nothing is saved.
 
 Scalar values are sent as typed (``send_interval 5`` or ``5s``): the server's validation
 converts and checks them, so the shell needs no second copy of the rules.
@@ -105,6 +107,8 @@ class MonitorEditor:
         if not words:
             return Outcome()
         cmd, args = words[0], words[1:]
+        if cmd in ("?", "help"):
+            return Outcome(text=self.help(args[0] if args else None))
         if cmd == "save":
             if self.path:
                 self.path.pop()
@@ -122,6 +126,34 @@ class MonitorEditor:
                 return Outcome(error="no: which field?")
             return self._clear(args[0], args[1:])
         return self._set(cmd, args)
+
+    def help(self, name: str | None = None) -> str:
+        """``?`` / ``help``: the commands, and the fields here with what each takes."""
+        fields = _fields(self._model())
+        if name is not None:
+            if name not in fields:
+                return self.help()
+            return f"{name}: {_describe(fields[name])}"
+        where = ":".join(["healthmonitor", *self.path])
+        lines = [f"{where}: FIELD VALUE sets, no FIELD clears, no FIELD VALUE removes one value"]
+        lines.append(
+            "  show · save ("
+            + ("leave" if self.path else "save the monitor")
+            + ")"
+            + " · exit ("
+            + ("leave" if self.path else "quit unsaved")
+            + ") · ? FIELD"
+        )
+        for field_name, annotation in fields.items():
+            lines.append(f"  {field_name:<22} {_describe(annotation)}")
+        return "\n".join(lines)
+
+    def words(self) -> list[str]:
+        """What may come first on a line here (for tab completion)."""
+        return sorted([*_fields(self._model()), "no", "show", "save", "exit", "help"])
+
+    def field_names(self) -> list[str]:
+        return sorted(_fields(self._model()))
 
     def _field(self, name: str) -> Any:
         fields = _fields(self._model())
@@ -148,12 +180,26 @@ class MonitorEditor:
         if _is_list(annotation):
             current = obj.get(name)
             values = list(current) if isinstance(current, list) else []
-            values.extend(_scalar(a) for a in args)
+            for a in args:
+                v = _scalar(a)
+                if v in values:
+                    return Outcome(error=f"{name} already has {a}: {_shown(values)}")
+                values.append(v)
             obj[name] = values
         elif len(args) > 1:
             return Outcome(error=f'{name} takes one value (quote it: {name} "a b")')
         else:
             obj[name] = args[0]
+            if name == "type" and not self.path:
+                return self._type_changed(args[0])
+        return Outcome()
+
+    def _type_changed(self, kind: str) -> Outcome:
+        """A new type drops the sub-objects of the others (the server refuses them)."""
+        wanted = f"{kind}_monitor"
+        dropped = [sub for sub in _SUBOBJECTS if sub != wanted and self.data.pop(sub, None)]
+        if dropped:
+            return Outcome(text=f"type {kind}: {', '.join(dropped)} removed")
         return Outcome()
 
     def _clear(self, name: str, args: list[str]) -> Outcome:
@@ -175,6 +221,22 @@ class MonitorEditor:
         return Outcome()
 
 
+_SUBOBJECTS = ("http_monitor", "https_monitor", "tcp_monitor", "udp_monitor")
+
+
+def _describe(annotation: Any) -> str:
+    if _model_of(annotation) is not None:
+        return "sub-object: type its name to enter it"
+    if _is_list(annotation):
+        return "list: each FIELD VALUE adds one, no FIELD VALUE removes one"
+    text = str(annotation).replace("typing.", "").replace("NoneType", "none")
+    return text if len(text) < 60 else text[:57] + "..."
+
+
+def _shown(values: list[Any]) -> str:
+    return " ".join(str(v) for v in values)
+
+
 def _scalar(text: str) -> Any:
     return int(text) if text.lstrip("-").isdigit() else text
 
@@ -189,8 +251,27 @@ class Shell:
     err: Callable[[str], None]
     interactive: bool
     editor: MonitorEditor | None = None
-    failed: str = ""
+    errors: list[str] = field(default_factory=list)  # from stdin: every error, with its line
     saves: int = 0
+    lineno: int = 0
+
+    @property
+    def failed(self) -> str:
+        return self.errors[-1] if self.errors else ""
+
+    def completions(self, buffer: str, text: str) -> list[str]:
+        """Tab completion: the words that may come at this point of ``buffer``."""
+        if self.editor is None:
+            words = ["configure", "exit"]
+        else:
+            before = buffer[: len(buffer) - len(text)].split()
+            if not before:
+                words = self.editor.words()
+            elif before == ["no"] or (len(before) == 1 and before[0] in ("?", "help")):
+                words = self.editor.field_names()
+            else:
+                words = []
+        return [w for w in words if w.startswith(text)]
 
     def start(self, name: str) -> None:
         data = self.load(name)
@@ -206,6 +287,7 @@ class Shell:
 
     def line(self, text: str) -> bool:
         """Feed one line; False when the session is over."""
+        self.lineno += 1
         if self.editor is None:
             words = text.split()
             if not words:
@@ -225,10 +307,16 @@ class Shell:
             self.editor = None
             return self.interactive
         if outcome.save:
+            if self.errors:  # from stdin, with errors above: nothing is saved
+                self.editor = None
+                return False
             try:
                 saved = self.save(self.editor.name, self.editor.data)
             except click.ClickException as exc:
-                return self._error(exc.format_message())
+                problems = getattr(exc, "problems", None) or [exc.format_message()]
+                for problem in problems[:-1]:
+                    self._error(problem)
+                return self._error(problems[-1]) and self.interactive
             self.saves += 1
             self.out(f"health monitor {self.editor.name!r} saved")
             if self.interactive:
@@ -238,10 +326,11 @@ class Shell:
         return True
 
     def _error(self, message: str) -> bool:
-        """Interactive: say it and go on. From stdin: stop; the caller reports it."""
+        """Interactive: say it and go on. From stdin: note it with its line number and read
+        on, so that every error is reported at once (and nothing is saved)."""
         if not self.interactive:
-            self.failed = message
-            return False
+            self.errors.append(f"line {self.lineno}: {message}")
+            return True
         self.err(f"quiesce: {message}")
         return True
 
