@@ -186,7 +186,9 @@ async def test_weights(app: Any) -> None:
         ("5x", "Trailing garbage in weight string"),
         ("-5%", "Relative weight must be positive."),
     ):
-        assert await cmd(app, f"set weight web/web2 {bad}") == answer + "\n\n", bad
+        # HAProxy 2.6 prints the two "garbage" messages without their newline
+        end = "\n" if "garbage" in answer else "\n\n"
+        assert await cmd(app, f"set weight web/web2 {bad}") == answer + end, bad
     assert app.registry.find_server("web/web2").weight == 7
     assert (
         app.admin.events(EventQuery(server="web2", kind="admin_command"))[-1].actor

@@ -14,7 +14,7 @@ from typing import Any
 from quiesce.admin.context import CommandContext
 from quiesce.core.errors import QuiesceError
 from quiesce.core.states import Cause, Oper
-from quiesce.frontends.runtime_socket.errors import CommandError
+from quiesce.frontends.runtime_socket.errors import CommandError, UnendedError
 from quiesce.frontends.runtime_socket.info import Info
 from quiesce.frontends.runtime_socket.stats import Stats
 from quiesce.state.registry import Registry, ServerRuntime
@@ -92,6 +92,9 @@ class RuntimeCommands:
             try:
                 text = self._one(words, session) if words else self.empty()
             except CommandError as exc:
+                if not exc.ended:
+                    out.append(str(exc) + "\n")
+                    continue
                 text = str(exc)
             except QuiesceError as exc:
                 text = exc.message
@@ -255,11 +258,11 @@ class RuntimeCommands:
         # HAProxy parses with strtol: a sign is allowed, then digits, then only "%".
         m = re.match(r"^([+-]?\d+)(.*)$", a[1])
         if m is None:
-            raise CommandError("Empty weight string empty or preceded by garbage")
+            raise UnendedError("Empty weight string empty or preceded by garbage")
         value, rest = int(m.group(1)), m.group(2)
         relative = rest == "%"
         if rest and not relative:
-            raise CommandError("Trailing garbage in weight string")
+            raise UnendedError("Trailing garbage in weight string")
         if relative:
             if value < 0:
                 raise CommandError("Relative weight must be positive.")

@@ -78,6 +78,12 @@ _CHK_CONFIGURED, _CHK_ENABLED = 0x2, 0x4
 # The trailing module counters (ssl, h2, h1): HAProxy prints them for frontends and backends.
 _MODULE_FIELDS = STAT_FIELDS[STAT_FIELDS.index("-") + 1 :]
 _OBJ_TYPE = {"F": "Frontend", "B": "Backend", "S": "Server"}
+# typed and json number the fields without the "-" separator column of the CSV header
+_TYPED_FIELDS = [(pos, name) for pos, name in enumerate(f for f in STAT_FIELDS if f != "-")]
+
+
+class _SetEmpty(str):
+    """A field HAProxy sets to an empty string: empty in the CSV, listed by typed and json."""
 
 
 @dataclass
@@ -273,7 +279,9 @@ class Stats:
                 if name.startswith("L7") and last.status_code is not None:
                     f["check_code"] = last.status_code
                 f["check_duration"] = round(last.latency * 1000)
-                f["last_chk"] = last.detail or last.reason.value
+                f["last_chk"] = _SetEmpty("")  # HAProxy: set, and empty for a pass
+                if last.verdict is not Verdict.PASS:
+                    f["last_chk"] = last.detail or _LAST_CHK.get(last.reason, last.reason.value)
             f["check_desc"] = CHECK_DESC[name]
             if monitor is not None:
                 rise, fall = monitor.successful_checks, monitor.failed_checks
@@ -307,6 +315,9 @@ class Stats:
             "need_conn_est": 0,
             "uweight": s.weight,
             "-": "-",
+            "ssl_sess": 0,
+            "ssl_reused_sess": 0,
+            "ssl_failed_handshake": 0,
         }
         return Row("S", iid, s.order + 1, f)
 
@@ -483,6 +494,13 @@ class Stats:
         ]
 
 
+_LAST_CHK = {
+    Reason.CONNECTION_REFUSED: "Connection refused",
+    Reason.CONNECTION_RESET: "Connection reset by peer",
+    Reason.HOST_UNREACHABLE: "No route to host",
+    Reason.TIMEOUT: "Timeout",
+}
+
 _ALGOS = {
     "round_robin": "roundrobin",
     "weighted_round_robin": "roundrobin",
@@ -496,6 +514,8 @@ def haproxy_status(s: ServerRuntime) -> str:
         return "MAINT"
     if s.admin.state is Admin.DRAIN:
         return "DRAIN"
+    if s.oper is Oper.UP and not s.health_checks:
+        return "no check"  # HAProxy: a running server whose checks are disabled
     return {
         Oper.MAINTENANCE: "NOLB",
         Oper.UP: "UP",
@@ -566,9 +586,9 @@ def _typed_row(row: Row) -> str:
     """HAProxy's ``show stat typed``: ``F.<iid>.<sid>.<pos>.<name>.1:<tags>:<type>:<value>``
     for every field the row sets."""
     out = []
-    for pos, name in enumerate(STAT_FIELDS):
+    for pos, name in _TYPED_FIELDS:
         value = row.fields.get(name, "")
-        if value == "":
+        if value == "" and not isinstance(value, _SetEmpty):
             continue
         tags, typ = _tags(row.kind, name, value)
         head = f"{row.kind}.{row.iid}.{row.sid}.{pos}.{name}.1"
@@ -579,9 +599,9 @@ def _typed_row(row: Row) -> str:
 def _json_row(row: Row) -> str:
     """HAProxy's ``show stat json``: one list of field objects per row."""
     items = []
-    for pos, name in enumerate(STAT_FIELDS):
+    for pos, name in _TYPED_FIELDS:
         value = row.fields.get(name, "")
-        if value == "":
+        if value == "" and not isinstance(value, _SetEmpty):
             continue
         tags, typ = _tags(row.kind, name, value)
         item = {
