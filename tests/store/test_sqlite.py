@@ -228,10 +228,25 @@ def test_migrates_a_version_1_file(tmp_path: Path) -> None:
     db.commit()
     db.close()
     s = SqliteStore(p)
-    assert s.schema_version == SCHEMA_VERSION == 2
+    assert s.schema_version == SCHEMA_VERSION == 3
     assert [e.kind for e in s.list_events(EventQuery(pool="web"))] == [EventKind.STARTUP]
     assert s.load_admin()["web/w1"].state is Admin.MAINTENANCE
+    assert s.load_servers() == {}  # version 3: servers added, changed or deleted at runtime
     s.close()
+
+
+def test_runtime_server_records_keep_their_order_and_tombstones(store: SqliteStore) -> None:
+    store.save_server("web/b", {"name": "b", "address": "127.0.0.1:2"})
+    store.save_server("web/a", None)
+    store.save_server("web/b", {"name": "b", "address": "127.0.0.1:3"})
+    store.save_server("web/c", {"name": "c", "address": "127.0.0.1:4"})
+    assert store.load_servers() == {
+        "web/b": {"name": "b", "address": "127.0.0.1:3"},
+        "web/a": None,
+        "web/c": {"name": "c", "address": "127.0.0.1:4"},
+    }
+    store.forget_server("web/b")
+    assert list(store.load_servers()) == ["web/a", "web/c"]
 
 
 def test_a_damaged_admin_row_is_skipped(

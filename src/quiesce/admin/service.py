@@ -37,7 +37,7 @@ from pydantic import ValidationError
 
 from quiesce.admin.bus import EventBus, Subscription
 from quiesce.admin.context import CommandContext
-from quiesce.config.models import HealthMonitor
+from quiesce.config.models import HealthMonitor, ServerConfig
 from quiesce.core.admin import AdminCommand, AdminRecord, Transition, disable_command
 from quiesce.core.clock import Clock
 from quiesce.core.errors import GuardRefused, InvalidCommand, NotFound, QuiesceError
@@ -94,6 +94,10 @@ class AdminService:
         self._thread: int | None = None
         self._next_prune = 0.0
         self._started = False
+        # drain-then-delete (issue 14): who asked, for the server_removed event
+        self._removals: dict[ServerRuntime, CommandContext] = {}
+        self._removing_saved: set[str] = set()  # keys whose stored record says "removing"
+        self._server_records: set[str] = set()  # keys with a stored server record
 
     # life cycle -----------------------------------------------------------------------------
 
@@ -328,6 +332,133 @@ class AdminService:
         self.registry.set_pool_monitors(pool, list(names), actor=ctx.actor, cause=ctx.cause)
         self._monitors_changed()
 
+    # servers added, changed and removed at runtime (issue 14) ---------------------------------
+
+    def add_server(self, pool: str, config: ServerConfig, ctx: CommandContext) -> ServerRuntime:
+        """Add ``config`` (validated by the caller as the config file's server model) to
+        ``pool``: it starts ``unknown`` and the health manager starts checking it, or
+        ``unmonitored`` when the pool has no monitor. A ``server_added`` event; persisted."""
+        try:
+            server = self.registry.add_server(
+                pool, config, actor=ctx.actor, cause=ctx.cause, reason=ctx.reason
+            )
+        except QuiesceError as exc:
+            self._refuse_server(pool, config.name, ctx, exc, "add")
+        self._monitors_changed()
+        return server
+
+    def update_server(
+        self, ref: str, changes: dict[str, Any], ctx: CommandContext
+    ) -> tuple[ServerRuntime, dict[str, tuple[object, object]]]:
+        """Change a server's ``address``, ``weight``, ``backup`` (any field of the config
+        file's server but its name), validated as the config file is. A new address drains
+        the old one: idle upstream connections are closed, busy ones after their response.
+        A ``server_updated`` event when something changed; persisted."""
+        server = self._find(ref, None, ctx)
+        try:
+            diff = self.registry.update_server(
+                server, changes, actor=ctx.actor, cause=ctx.cause, reason=ctx.reason
+            )
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc'])}: {e['msg'].removeprefix('Value error, ')}"
+                for e in exc.errors(include_url=False)
+            )
+            self._refuse_server(server.pool, server.name, ctx, InvalidCommand(problems), "update")
+        except QuiesceError as exc:
+            self._refuse_server(server.pool, server.name, ctx, exc, "update")
+        if diff.keys() & {"address", "healthmonitors"}:
+            self._monitors_changed()
+        return server, diff
+
+    def remove_server(
+        self,
+        ref: str,
+        ctx: CommandContext,
+        *,
+        drain: bool = False,
+        timeout: float | None = None,
+    ) -> CommandResult:
+        """Delete a server. Without ``drain``: only one in maintenance, or draining with no
+        connection left (HAProxy's ``del server``), else :class:`GuardRefused`. With
+        ``drain``: deleted now if it may be, else drained first (a graceful disable:
+        ``timeout`` None = the pool's ``graceful_disable_timeout``, -1 = none; the
+        ``min_servers_up`` guard applies unless ``ctx.force_guard``), shown ``removing (N)``,
+        and deleted at 0 connections or when the deadline has closed what was left.
+        ``changed``: deleted now (False: removal pending)."""
+        server = self._find(ref, None, ctx)
+        why = self.registry.removable(server)
+        if why is None:
+            try:
+                self.registry.remove_server(
+                    server, actor=ctx.actor, cause=ctx.cause, reason=ctx.reason
+                )
+            except QuiesceError as exc:
+                self._refuse_server(server.pool, server.name, ctx, exc, "remove")
+            self._removals.pop(server, None)
+            self._monitors_changed()
+            return CommandResult(server, True, f"{server.key}: deleted", 0)
+        if not drain:
+            self._refuse_server(
+                server.pool, server.name, ctx, GuardRefused(f"{server.key}: {why}"), "remove"
+            )
+        if server.removing:
+            return CommandResult(
+                server, False, f"{server.key} is already being removed: nothing changed", 0
+            )
+        self._removals[server] = ctx
+        server.removing = True
+        try:
+            if server.admin.state is Admin.MAINTENANCE:
+                message = f"{server.key}: removing once its {server.connections} connection(s) end"
+                self._emit_command(server, ctx, message, {"removing": True})
+                result = CommandResult(server, True, message, 0)
+            else:
+                result = self.disable(ref, ctx, graceful=True, timeout=timeout)
+                result.message = f"{result.message}; deleted once drained"
+        except BaseException:
+            server.removing = False
+            self._removals.pop(server, None)
+            raise
+        self._poke()
+        return result
+
+    def _finish_removals(self) -> bool:
+        """Delete the servers being removed that may be now; True while some are left."""
+        left = False
+        for pool in list(self.registry.pools.values()):
+            for server in list(pool.servers):
+                if not server.removing:
+                    continue
+                if self.registry.removable(server) is not None:
+                    left = True
+                    continue
+                ctx = self._removals.pop(server, None) or CommandContext(STORE_ACTOR, Cause.STARTUP)
+                self.registry.remove_server(
+                    server, actor=ctx.actor, cause=ctx.cause, reason=ctx.reason
+                )
+                self._monitors_changed()
+        for server in [s for s in self._removals if not s.removing]:
+            del self._removals[server]  # enabled meanwhile: the removal is cancelled
+        return left
+
+    def _refuse_server(
+        self, pool: str, name: str, ctx: CommandContext, exc: QuiesceError, what: str
+    ) -> NoReturn:
+        self.registry.emit(
+            make_event(
+                self.clock,
+                EventKind.ADMIN_REFUSED,
+                self.registry.pools.get(pool),
+                server=name,
+                cause=ctx.cause,
+                actor=ctx.actor,
+                reason=ctx.reason,
+                detail={"error": exc.message, "command": f"{what} server"},
+            )
+        )
+        raise exc
+
     # events ---------------------------------------------------------------------------------
 
     def events(self, query: EventQuery | None = None) -> list[Event]:
@@ -395,6 +526,8 @@ class AdminService:
                 delay = WAIT_POLL  # nothing fired (clock rounding): look again shortly
             else:
                 delay = MAX_SLEEP if due is None else min(due - now, MAX_SLEEP)
+            if self._finish_removals():
+                delay = min(delay, WAIT_POLL)  # connection counts are polled, like wait_drained
             # Not asyncio.wait_for: on 3.11 it can swallow a cancel that races the wake-up.
             wake = asyncio.get_running_loop().call_later(delay, self._rearm.set)
             try:
@@ -438,6 +571,17 @@ class AdminService:
             if event.pool in self.registry.pools and event.server is not None:
                 server = self.registry.pools[event.pool].server(event.server)
                 self.store.save_admin(server.key, server.admin)
+                if server.removing or server.key in self._removing_saved:
+                    self._save_server(server)
+        elif kind in (EventKind.SERVER_ADDED, EventKind.SERVER_UPDATED):
+            if event.pool in self.registry.pools and event.server is not None:
+                self._save_server(self.registry.pools[event.pool].server(event.server))
+        elif kind is EventKind.SERVER_REMOVED:
+            key = f"{event.pool}/{event.server}"
+            self.store.save_server(key, None)
+            self.store.delete_admin(key)
+            self._removing_saved.discard(key)
+            self._server_records.add(key)
         elif kind is EventKind.FLAG_CHANGE:
             name = str(event.detail.get("flag", ""))
             if name in self.registry.flags:
@@ -453,6 +597,81 @@ class AdminService:
                 self.store.save_monitor(name, data)
             elif name:
                 self.store.delete_monitor(name)
+
+    def _save_server(self, server: ServerRuntime) -> None:
+        """The server's stored record: its definition when it was added or changed at
+        runtime or is being removed (with who asked); none when the file's applies."""
+        key = server.key
+        if server.runtime_defined or server.removing:
+            data: dict[str, Any] = server.config.model_dump(mode="json")
+            if server.removing:
+                ctx = self._removals.get(server) or CommandContext(STORE_ACTOR, Cause.STARTUP)
+                data["removing"] = {
+                    "actor": ctx.actor,
+                    "cause": ctx.cause.value,
+                    "reason": ctx.reason,
+                }
+                self._removing_saved.add(key)
+            else:
+                self._removing_saved.discard(key)
+            self.store.save_server(key, data)
+            self._server_records.add(key)
+        elif key in self._server_records:
+            self.store.forget_server(key)
+            self._server_records.discard(key)
+            self._removing_saved.discard(key)
+
+    def _restore_servers(self, ignore: Callable[[str], None]) -> dict[str, int]:
+        """Servers added, changed or deleted at runtime, over the config file's: a stored
+        definition wins, a tombstone deletes the file's server."""
+        reg = self.registry
+        counts = {"added": 0, "changed": 0, "deleted": 0}
+        for key, data in self.store.load_servers().items():
+            self._server_records.add(key)
+            pool_name, _, name = key.partition("/")
+            pool = reg.pools.get(pool_name)
+            if pool is None:
+                ignore(f"server {key} ignored: no pool {pool_name!r} in the config")
+                continue
+            existing = next((s for s in pool.servers if s.name == name), None)
+            if data is None:
+                if existing is not None:
+                    reg.remove_server(existing, actor=STORE_ACTOR, cause=Cause.STARTUP, emit=False)
+                    counts["deleted"] += 1
+                continue
+            data = dict(data)
+            removing = data.pop("removing", None)
+            try:
+                config = ServerConfig.model_validate({**data, "name": name})
+                if existing is None:
+                    server = reg.add_server(
+                        pool_name, config, actor=STORE_ACTOR, cause=Cause.STARTUP, emit=False
+                    )
+                    counts["added"] += 1
+                else:
+                    server = existing
+                    changes = config.model_dump(exclude={"name"})
+                    if reg.update_server(
+                        server, changes, actor=STORE_ACTOR, cause=Cause.STARTUP, emit=False
+                    ):
+                        counts["changed"] += 1
+                    server.runtime_defined = True
+            except (ValidationError, QuiesceError) as exc:
+                ignore(f"server {key} not restored: {exc}")
+                continue
+            if isinstance(removing, dict):
+                server.removing = True
+                self._removing_saved.add(key)
+                try:
+                    cause = Cause(str(removing.get("cause")))
+                except ValueError:
+                    cause = Cause.STARTUP
+                self._removals[server] = CommandContext(
+                    str(removing.get("actor") or STORE_ACTOR),
+                    cause,
+                    str(removing.get("reason") or ""),
+                )
+        return counts
 
     def _on_remote_change(self, change: RemoteChange) -> None:
         """A change another node wrote to the shared store (etcd), applied here through the
@@ -489,9 +708,46 @@ class AdminService:
                 if reg.monitors.get(name) != monitor:
                     reg.put_monitor(name, monitor, actor=actor, cause=cause)
                     self._monitors_changed()
+        elif change.kind == "server":
+            self._apply_remote_server(name, value, CommandContext(actor, cause, change.reason))
         elif change.kind == "pool_monitors" and reg.pool(name).pool_monitors != value:
             reg.set_pool_monitors(name, list(value), actor=actor, cause=cause)
             self._monitors_changed()
+
+    def _apply_remote_server(
+        self, key: str, value: dict[str, Any] | None, ctx: CommandContext
+    ) -> None:
+        """A server another node added, changed or deleted: the same here (a deletion waits
+        for this node's connections to the server to end)."""
+        pool_name, _, name = key.partition("/")
+        pool = self.registry.pool(pool_name)
+        existing = next((s for s in pool.servers if s.name == name), None)
+        if value is None:
+            if existing is not None and not existing.removing:
+                self._removals[existing] = ctx
+                existing.removing = True
+                self._poke()
+            return
+        data = dict(value)
+        removing = data.pop("removing", None)
+        config = ServerConfig.model_validate({**data, "name": name})
+        if existing is None:
+            existing = self.registry.add_server(
+                pool_name, config, actor=ctx.actor, cause=ctx.cause, reason=ctx.reason
+            )
+        else:
+            self.registry.update_server(
+                existing,
+                config.model_dump(exclude={"name"}),
+                actor=ctx.actor,
+                cause=ctx.cause,
+                reason=ctx.reason,
+            )
+        if removing and not existing.removing:
+            self._removals[existing] = ctx
+            existing.removing = True
+            self._poke()
+        self._monitors_changed()
 
     def _history(self, after_id: int, limit: int) -> list[Event]:
         return self.store.list_events(EventQuery(after_id=after_id, limit=limit))
@@ -519,6 +775,9 @@ class AdminService:
                 monitors_changed = True
             restored_monitors += 1
         restored_pools = 0
+        servers = self._restore_servers(ignore)
+        if any(servers.values()):
+            monitors_changed = True
         for pool_name, names in store.load_pool_monitors().items():
             if pool_name not in reg.pools:
                 ignore(f"monitors of pool {pool_name!r} ignored: no such pool in the config")
@@ -564,6 +823,7 @@ class AdminService:
             "flags": sorted(flags),
             "monitors": restored_monitors,
             "pool_monitors": restored_pools,
+            "servers": servers,
             "ignored": ignored,
         }
 

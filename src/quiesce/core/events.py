@@ -24,6 +24,9 @@ class EventKind(StrEnum):
     LOGIN_FAILED = "login_failed"
     STARTUP = "startup"
     SHUTDOWN = "shutdown"
+    SERVER_ADDED = "server_added"  # issue 14: servers added, changed and removed at runtime
+    SERVER_UPDATED = "server_updated"
+    SERVER_REMOVED = "server_removed"
 
 
 @dataclass(frozen=True, slots=True)

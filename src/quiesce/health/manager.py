@@ -21,7 +21,8 @@ into the registry still gets checks at real intervals; the injected clock stamps
 Monitor definitions are read live from ``registry.monitors`` at every check, so an edit
 applies at the next check even before :meth:`HealthManager.sync` runs; ``sync`` restarts a pair
 whose definition changed (new interval, port or type: its first check runs promptly again) and
-starts or stops pairs for monitors attached, detached, created or deleted.
+starts or stops pairs for monitors attached, detached, created or deleted, and for servers
+added, re-addressed or removed at runtime.
 """
 
 from __future__ import annotations
@@ -118,7 +119,7 @@ class _Job:
         self.server = server
         self.monitor = monitor
         self.definition = definition
-        self.target = Target(server.host, definition.monitor_port or server.port)
+        self.target = _target(server, definition)
         self.schedule = schedule
         self.due = schedule.first_due
         self.first = True
@@ -131,6 +132,10 @@ class _Job:
         # check takes its probe's own path).
         self.spec: Spec | None = None
         self.spec_for: HealthMonitor | None = None
+
+
+def _target(server: ServerRuntime, definition: HealthMonitor) -> Target:
+    return Target(server.host, definition.monitor_port or server.port)
 
 
 class HealthManager:
@@ -189,7 +194,8 @@ class HealthManager:
                 if definition is not None:
                     wanted[(server, name)] = definition
         for key, job in list(self._jobs.items()):
-            if wanted.get(key) != job.definition:
+            # a changed definition, or a server re-addressed at runtime: start the pair afresh
+            if wanted.get(key) != job.definition or job.target != _target(key[0], job.definition):
                 self._cancel(job)
                 del self._jobs[key]
         now = self._loop.time()

@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterator
 
-from quiesce.config.models import Config, HealthMonitor
+from quiesce.config.models import Config, HealthMonitor, ServerConfig
 from quiesce.core import admin as admin_sm
 from quiesce.core.admin import AdminCommand, AdminRecord, Transition
 from quiesce.core.checks import CheckResult
@@ -29,7 +29,7 @@ from quiesce.core.errors import GuardRefused, InvalidCommand, NotFound
 from quiesce.core.events import Event, EventKind
 from quiesce.core.oper import TRANSITIONS, MonitorTrack, Stay, combine
 from quiesce.core.pool import elect, guard_violation, slow_start_factor
-from quiesce.core.states import Cause, CloseMode, Oper, Verdict
+from quiesce.core.states import Admin, Cause, CloseMode, Oper, Verdict
 from quiesce.state.events import make_event
 from quiesce.state.runtime import (
     LAST_CHECKS,
@@ -280,6 +280,8 @@ class Registry:
         force: bool = False,
     ) -> None:
         server.admin = t.after
+        if server.removing and t.after.state is Admin.ENABLED:
+            server.removing = False  # enabling cancels a drain-then-delete
         now = self.clock.time()
         pending = self._recompute(pool, now) if t.changed else []
         detail: dict[str, object] = {"message": t.message, "close": t.close.value}
@@ -368,6 +370,175 @@ class Registry:
         server.weight = weight
         pool = self.pools[server.pool]
         self._emit_all(self._recompute(pool, self.clock.time()))
+
+    # servers added, changed and removed at runtime (issue 14) ----------------------------------
+
+    def add_server(
+        self,
+        pool_name: str,
+        config: ServerConfig,
+        *,
+        actor: str,
+        cause: Cause,
+        reason: str = "",
+        emit: bool = True,
+    ) -> ServerRuntime:
+        """A new server at the end of ``pool_name``: ``unknown`` with the pool's monitors (the
+        health manager's ``sync()`` must follow) or ``unmonitored`` without; enabled, so a
+        candidate as soon as it is eligible. A ``server_added`` event (none when ``emit`` is
+        false: restoring at start-up)."""
+        pool = self.pool(pool_name)
+        if config.name in {s.name for s in pool.servers}:
+            raise InvalidCommand(
+                f"name: pool {pool_name!r} already has a server named {config.name!r}",
+                status_hint=409,
+            )
+        missing = [m for m in config.healthmonitors if m not in self.monitors]
+        if missing:
+            raise InvalidCommand(f"healthmonitors: no health monitor named {missing[0]!r}")
+        server = pool.add(config)
+        server.runtime_defined = True
+        now = self.clock.time()
+        server.oper_since = now
+        pending = self._recompute(pool, now, emit=emit)
+        if emit:
+            self.emit(
+                make_event(
+                    self.clock,
+                    EventKind.SERVER_ADDED,
+                    pool,
+                    server=server.name,
+                    to=config.address,
+                    cause=cause.value,
+                    actor=actor,
+                    reason=reason,
+                    detail={"server": config.model_dump(mode="json")},
+                )
+            )
+            self._emit_all(pending)
+        return server
+
+    def update_server(
+        self,
+        server: ServerRuntime,
+        changes: dict[str, object],
+        *,
+        actor: str,
+        cause: Cause,
+        reason: str = "",
+        emit: bool = True,
+    ) -> dict[str, tuple[object, object]]:
+        """Change a server's definition (``address``, ``weight``, ``backup``, ...), validated
+        as the config file's server; returns ``{field: (old, new)}`` for what changed. A new
+        address: idle upstream connections to the old one are closed now, busy ones after
+        their response (``AT_BOUNDARY``), new connections go to the new address; the health
+        manager's ``sync()`` must follow. A new weight is the runtime weight too."""
+        pool = self.pools[server.pool]
+        old = server.config
+        unknown = sorted(set(changes) - set(ServerConfig.model_fields) | ({"name"} & set(changes)))
+        if unknown:
+            raise InvalidCommand(f"{unknown[0]}: cannot be changed")
+        new = ServerConfig.model_validate({**old.model_dump(), **changes})
+        diff = {
+            k: (getattr(old, k), getattr(new, k))
+            for k in ServerConfig.model_fields
+            if getattr(old, k) != getattr(new, k)
+        }
+        if not diff:
+            return diff
+        missing = [m for m in new.healthmonitors if m not in self.monitors]
+        if missing:
+            raise InvalidCommand(f"healthmonitors: no health monitor named {missing[0]!r}")
+        server.config = new
+        server.runtime_defined = True
+        if "weight" in diff:
+            server.weight = new.weight
+        if "healthmonitors" in diff:
+            wanted = [
+                *pool.pool_monitors,
+                *(m for m in new.healthmonitors if m not in pool.pool_monitors),
+            ]
+            for m in list(server.tracks):
+                if m not in wanted:
+                    del server.tracks[m]
+                    del server.last_checks[m]
+            for m in wanted:
+                if m not in server.tracks:
+                    server.tracks[m] = MonitorTrack()
+                    server.last_checks[m] = deque(maxlen=LAST_CHECKS)
+            server.monitors = wanted
+        now = self.clock.time()
+        pending = self._recompute(pool, now, emit=emit)
+        if emit:
+            self.emit(
+                make_event(
+                    self.clock,
+                    EventKind.SERVER_UPDATED,
+                    pool,
+                    server=server.name,
+                    from_=old.address if "address" in diff else None,
+                    to=new.address if "address" in diff else None,
+                    cause=cause.value,
+                    actor=actor,
+                    reason=reason,
+                    detail={
+                        "changed": {k: [_jsonable(a), _jsonable(b)] for k, (a, b) in diff.items()},
+                        "server": new.model_dump(mode="json"),
+                    },
+                )
+            )
+            self._emit_all(pending)
+        if "healthmonitors" in diff:
+            self._set_oper(pool, server, cause, None, actor=actor)
+        if "address" in diff:
+            self._close(server, CloseMode.AT_BOUNDARY)
+        return diff
+
+    def removable(self, server: ServerRuntime) -> str | None:
+        """Why ``server`` cannot be deleted now (HAProxy's words), or None: it must be in
+        maintenance, or draining with no connection left, and have no connection."""
+        state = server.admin.state
+        if state is Admin.ENABLED or (state is Admin.DRAIN and server.connections):
+            return "Only servers in maintenance mode can be deleted."
+        if server.connections:
+            return "Server still has connections attached to it, cannot remove it."
+        return None
+
+    def remove_server(
+        self,
+        server: ServerRuntime,
+        *,
+        actor: str,
+        cause: Cause,
+        reason: str = "",
+        emit: bool = True,
+    ) -> None:
+        """Delete ``server`` from its pool (refused unless :meth:`removable`): what is left of
+        it in the data plane (idle upstream connections) is closed; a ``server_removed``
+        event. The health manager's ``sync()`` must follow."""
+        pool = self.pools[server.pool]
+        why = self.removable(server) if emit else None
+        if why is not None:
+            raise GuardRefused(f"{server.key}: {why}")
+        pool.remove(server)
+        server.removing = False
+        self._close(server, CloseMode.ALL)
+        pending = self._recompute(pool, self.clock.time(), emit=emit)
+        if emit:
+            self.emit(
+                make_event(
+                    self.clock,
+                    EventKind.SERVER_REMOVED,
+                    pool,
+                    server=server.name,
+                    from_=server.address,
+                    cause=cause.value,
+                    actor=actor,
+                    reason=reason,
+                    detail={"server": server.config.model_dump(mode="json")},
+                )
+            )
+            self._emit_all(pending)
 
     # runtime monitor edits (control plane, dashboard) ------------------------------------------
 
@@ -545,6 +716,10 @@ class Registry:
                 reason = None if available else "pool has no server available"
                 out.append(make_event(self.clock, kind, pool, reason=reason))
         return out
+
+
+def _jsonable(value: object) -> object:
+    return list(value) if isinstance(value, list | tuple) else value
 
 
 def _flag_text(value: bool | str | None) -> str | None:

@@ -53,6 +53,10 @@ class ServerRuntime:
     oper_since: float | None = None
     down_since: float | None = None
     downtime: float = 0.0
+    # Drain-then-delete (issue 14): deleted at 0 connections or at the drain deadline.
+    removing: bool = False
+    # Added or changed at runtime: the stored definition wins over the config file's.
+    runtime_defined: bool = False
 
     def __post_init__(self) -> None:
         self.weight = self.config.weight
@@ -96,6 +100,8 @@ class ServerRuntime:
 
     @property
     def status(self) -> str:
+        if self.removing:
+            return f"removing ({self.connections})"
         return status_text(self.admin.state, self.oper, self.connections)
 
     # Balancing candidate protocol -------------------------------------------------------
@@ -136,6 +142,23 @@ class PoolRuntime:
         self.candidates: list[ServerRuntime] = []
         self.available = False
         self.monitor_configs = monitors
+
+    def add(self, config: ServerConfig) -> ServerRuntime:
+        """A new member at the end of the pool (its order after every other), with the
+        pool's monitors and its own."""
+        order = max((s.order for s in self.servers), default=-1) + 1
+        names = [
+            *self.pool_monitors,
+            *(m for m in config.healthmonitors if m not in self.pool_monitors),
+        ]
+        server = ServerRuntime(self.name, config, order, names)
+        self.servers.append(server)
+        self._by_name[server.name] = server
+        return server
+
+    def remove(self, server: ServerRuntime) -> None:
+        self.servers.remove(server)
+        del self._by_name[server.name]
 
     def server(self, name: str) -> ServerRuntime:
         try:

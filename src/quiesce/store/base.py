@@ -73,6 +73,20 @@ class StateStore(Protocol):
 
     def save_pool_monitors(self, pool: str, names: list[str]) -> None: ...
 
+    def load_servers(self) -> dict[str, dict[str, Any] | None]:
+        """Server definitions added or changed at runtime, by ``pool/server``, in the order
+        they were first written (``ServerConfig.model_dump(mode="json")`` plus ``removing``);
+        None: deleted at runtime (a tombstone, even if the config file defines it)."""
+        ...
+
+    def save_server(self, key: str, data: dict[str, Any] | None) -> None:
+        """Store a server's definition, or None: its tombstone."""
+        ...
+
+    def forget_server(self, key: str) -> None:
+        """Drop the record: the config file's definition applies again."""
+        ...
+
     def append_event(self, event: Event) -> Event:
         """Persist one event; returns it with its id (ids increase with every append)."""
         ...
@@ -91,7 +105,7 @@ class StateStore(Protocol):
         ...
 
 
-Kind = Literal["admin", "flag", "monitor", "pool_monitors", "event"]
+Kind = Literal["admin", "flag", "monitor", "pool_monitors", "server", "event"]
 
 
 @dataclass(frozen=True)

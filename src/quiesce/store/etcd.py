@@ -13,6 +13,7 @@ bounded by the number of records plus the events not yet written.
 Keys, under ``state.etcd.prefix``::
 
     admin/<pool>/<server>      {"value": AdminRecord, "close": "all"|..., actor, reason, cause}
+    servers/<pool>/<server>    {"value": {server definition}|null}   null = deleted (tombstone)
     flags/<name>               {"value": true|false|"text"|null}     null = cleared (tombstone)
     monitors/<name>            {"value": {...}|null}                 null = deleted (tombstone)
     pool_monitors/<pool>       {"value": [names]}
@@ -73,6 +74,7 @@ _SECTIONS: dict[str, Kind] = {
     "flags": "flag",
     "monitors": "monitor",
     "pool_monitors": "pool_monitors",
+    "servers": "server",
     "events": "event",
 }
 _STATE_EVENTS = {
@@ -80,6 +82,12 @@ _STATE_EVENTS = {
     "flag": (EventKind.FLAG_CHANGE,),
     "monitor": (EventKind.MONITOR_CHANGE,),
     "pool_monitors": (EventKind.MONITOR_CHANGE,),
+    "server": (
+        EventKind.SERVER_ADDED,
+        EventKind.SERVER_UPDATED,
+        EventKind.SERVER_REMOVED,
+        EventKind.ADMIN_CHANGE,
+    ),
 }
 
 
@@ -242,6 +250,9 @@ class EtcdStore:
     def list_events(self, query: EventQuery) -> list[Event]:
         return self.mirror.list_events(query)
 
+    def load_servers(self) -> dict[str, dict[str, Any] | None]:
+        return self.mirror.load_servers()
+
     # writes: the mirror now, etcd by the writer -------------------------------------------
 
     def save_admin(self, key: str, record: AdminRecord) -> None:
@@ -272,6 +283,14 @@ class EtcdStore:
     def save_pool_monitors(self, pool: str, names: list[str]) -> None:
         self.mirror.save_pool_monitors(pool, names)
         self._share("pool_monitors", pool, list(names))
+
+    def save_server(self, key: str, data: dict[str, Any] | None) -> None:
+        self.mirror.save_server(key, data)
+        self._share("server", key, data)
+
+    def forget_server(self, key: str) -> None:
+        """Here only, as ``delete_admin``: another node may still use the record."""
+        self.mirror.forget_server(key)
 
     def append_event(self, event: Event) -> Event:
         detail = dict(event.detail)
@@ -509,6 +528,9 @@ class EtcdStore:
                 self.mirror.delete_monitor(name)
             else:
                 self.mirror.save_monitor(name, dict(value))
+        elif kind == "server":
+            value = None if value is None else dict(value)
+            self.mirror.save_server(name, value)
         else:
             value = [str(n) for n in value or []]
             self.mirror.save_pool_monitors(name, value)
@@ -603,7 +625,7 @@ class EtcdStore:
 
 def _about(event: Event, kind: Kind, name: str) -> bool:
     """Is ``event`` the one that made the store save this record?"""
-    if kind == "admin":
+    if kind in ("admin", "server"):
         return f"{event.pool}/{event.server}" == name
     if kind == "flag":
         return event.detail.get("flag") == name

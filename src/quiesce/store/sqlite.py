@@ -47,7 +47,7 @@ from quiesce.store.base import StoreError
 
 log = logging.getLogger("quiesce.store")
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 MIGRATIONS: dict[int, str] = {
     # version reached → script
@@ -101,6 +101,14 @@ MIGRATIONS: dict[int, str] = {
     CREATE INDEX events_pool ON events (pool, server);
     CREATE INDEX events_server ON events (server);
     CREATE INDEX events_kind ON events (kind);
+    """,
+    # Servers added, changed or deleted at runtime (issue 14); data NULL = deleted.
+    3: """
+    CREATE TABLE servers (
+        key TEXT PRIMARY KEY,
+        data TEXT,
+        updated REAL NOT NULL
+    );
     """,
 }
 
@@ -250,6 +258,25 @@ class SqliteStore:
 
     def save_pool_monitors(self, pool: str, names: list[str]) -> None:
         self._upsert("pool_monitors", "pool", "names", pool, json.dumps(list(names)))
+
+    # servers added, changed or deleted at runtime -------------------------------------------
+
+    def load_servers(self) -> dict[str, dict[str, Any] | None]:
+        out: dict[str, dict[str, Any] | None] = {}
+        for key, data in self._read("SELECT key, data FROM servers ORDER BY rowid"):
+            try:
+                out[key] = None if data is None else dict(json.loads(data))
+            except (ValueError, TypeError) as exc:
+                log.warning(
+                    "state store %s: server record of %s unreadable: %s", self.path, key, exc
+                )
+        return out
+
+    def save_server(self, key: str, data: dict[str, Any] | None) -> None:
+        self._upsert("servers", "key", "data", key, None if data is None else json.dumps(data))
+
+    def forget_server(self, key: str) -> None:
+        self._write("DELETE FROM servers WHERE key = ?", (key,))
 
     def _upsert(self, table: str, key_col: str, val_col: str, key: str, value: str | None) -> None:
         self._write(

@@ -1,0 +1,186 @@
+"""Servers added, changed and removed at runtime through AdminService (issue 14, item 2):
+the registry's candidate set, events, persistence and restart precedence, bad input."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from quiesce.admin import CommandContext
+from quiesce.config.models import ServerConfig
+from quiesce.core.clock import FakeClock
+from quiesce.core.errors import GuardRefused, InvalidCommand, NotFound
+from quiesce.core.events import EventQuery
+from quiesce.core.states import Admin, Cause, CloseMode, Oper
+from tests.admin.conftest import Harness, make_harness, raw_config, stop_harness
+
+CTX = CommandContext("alice", Cause.API)
+
+
+def events(h: Harness, kind: str) -> list[dict[str, object]]:
+    return [e.to_dict() for e in h.store.list_events(EventQuery(kind=kind, limit=1000))]
+
+
+async def test_add_server_is_a_candidate_at_once_and_one_event(h: Harness) -> None:
+    before = len(h.kinds())
+    server = h.service.add_server(
+        "api", ServerConfig(name="a3", address="127.0.0.1:9003", weight=3), CTX
+    )
+    assert server.oper is Oper.UNMONITORED and server.admin.state is Admin.ENABLED
+    assert server in h.registry.pools["api"].candidates
+    assert server.weight == 3
+    new = h.kinds()[before:]
+    assert new == ["server_added"]
+    (e,) = events(h, "server_added")
+    assert (e["pool"], e["server"], e["actor"], e["cause"]) == ("api", "a3", "alice", "api")
+    assert h.monitor_syncs >= 1
+
+
+async def test_added_server_with_pool_monitors_starts_unknown(tmp_path: Path) -> None:
+    raw = raw_config()
+    raw["pools"]["api"]["healthmonitors"] = ["hm"]
+    h = await make_harness(tmp_path / "s.db", raw=raw)
+    try:
+        server = h.service.add_server("api", ServerConfig(name="a3", address="10.0.0.3:80"), CTX)
+        assert server.oper is Oper.UNKNOWN
+        assert server.monitors == ["hm"]
+        assert server not in h.registry.pools["api"].candidates
+    finally:
+        await stop_harness(h)
+
+
+async def test_bad_add_changes_nothing(h: Harness) -> None:
+    pool = h.registry.pools["api"]
+    names = [s.name for s in pool.servers]
+    with pytest.raises(NotFound):
+        h.service.add_server("nope", ServerConfig(name="x", address="127.0.0.1:1"), CTX)
+    with pytest.raises(InvalidCommand) as exc:
+        h.service.add_server("api", ServerConfig(name="a1", address="127.0.0.1:1"), CTX)
+    assert exc.value.status_hint == 409 and "name" in exc.value.message
+    with pytest.raises(InvalidCommand, match="healthmonitors"):
+        h.service.add_server(
+            "api", ServerConfig(name="x", address="127.0.0.1:1", healthmonitors=["nope"]), CTX
+        )
+    with pytest.raises(ValidationError, match="address"):
+        ServerConfig(name="x", address="not an address")
+    assert [s.name for s in pool.servers] == names
+    assert len(events(h, "admin_refused")) == 3
+    assert h.store.load_servers() == {}
+
+
+async def test_update_address_weight_backup(h: Harness) -> None:
+    server, diff = h.service.update_server(
+        "api/a1", {"address": "127.0.0.1:9101", "weight": 5}, CTX
+    )
+    assert diff == {"address": ("127.0.0.1:9001", "127.0.0.1:9101"), "weight": (1, 5)}
+    assert (server.host, server.port, server.weight) == ("127.0.0.1", 9101, 5)
+    assert ("api/a1", CloseMode.AT_BOUNDARY) in h.closes  # the old address drains
+    (e,) = events(h, "server_updated")
+    assert (e["from"], e["to"]) == ("127.0.0.1:9001", "127.0.0.1:9101")
+    h.service.update_server("api/a2", {"backup": True}, CTX)
+    assert [s.name for s in h.registry.pools["api"].candidates] == ["a1"]
+    # nothing changed: no event
+    h.service.update_server("api/a2", {"backup": True}, CTX)
+    assert len(events(h, "server_updated")) == 2
+
+
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [({"address": "nowhere"}, "address"), ({"weight": 999}, "weight"), ({"name": "x"}, "name")],
+)
+async def test_bad_update_names_the_field_and_changes_nothing(
+    h: Harness, changes: dict[str, object], field: str
+) -> None:
+    server = h.server("api/a1")
+    before = server.config
+    with pytest.raises(InvalidCommand, match=field):
+        h.service.update_server("api/a1", changes, CTX)
+    assert server.config is before
+    assert events(h, "server_updated") == []
+
+
+async def test_remove_only_in_maintenance(h: Harness) -> None:
+    with pytest.raises(GuardRefused, match="Only servers in maintenance mode can be deleted"):
+        h.service.remove_server("api/a1", CTX)
+    assert "a1" in [s.name for s in h.registry.pools["api"].servers]
+    h.service.maintenance("api/a1", CTX)
+    result = h.service.remove_server("api/a1", CTX)
+    assert result.changed
+    assert [s.name for s in h.registry.pools["api"].servers] == ["a2"]
+    assert events(h, "server_removed")[0]["actor"] == "alice"
+    assert h.store.load_servers() == {"api/a1": None}
+    assert "api/a1" not in h.store.load_admin()
+
+
+async def test_drain_then_delete_at_zero_connections(h: Harness) -> None:
+    server = h.server("web/w1")
+    server.connections = 2
+    result = h.service.remove_server("web/w1", CTX, drain=True)
+    assert result.changed
+    assert server.removing and server.admin.state is Admin.DRAIN
+    assert server.status == "removing (2)"
+    assert server.admin.deadline == pytest.approx(h.clock.time() + 30)  # the pool's default
+    assert h.service._finish_removals() is True  # connections left: pending
+    assert h.store.load_servers()["web/w1"]["removing"]["actor"] == "alice"  # type: ignore[index]
+    server.connections = 0
+    assert h.service._finish_removals() is False
+    assert "w1" not in [s.name for s in h.registry.pools["web"].servers]
+    assert events(h, "server_removed")[0]["actor"] == "alice"
+
+
+async def test_drain_delete_respects_min_servers_up(h: Harness) -> None:
+    # web has min_servers_up 2 and four servers: take two out, the third is refused
+    h.service.maintenance("web/w1", CTX)
+    h.service.maintenance("web/w2", CTX)
+    with pytest.raises(GuardRefused):
+        h.service.remove_server("web/w3", CTX, drain=True)
+    assert not h.server("web/w3").removing
+    assert h.server("web/w3").admin.state is Admin.ENABLED
+    forced = CommandContext("alice", Cause.API, force_guard=True)
+    h.service.remove_server("web/w3", forced, drain=True)
+    h.service._finish_removals()
+    assert "w3" not in [s.name for s in h.registry.pools["web"].servers]
+
+
+async def test_enable_cancels_a_pending_removal(h: Harness) -> None:
+    server = h.server("web/w1")
+    server.connections = 1
+    h.service.remove_server("web/w1", CTX, drain=True)
+    h.service.enable("web/w1", CTX)
+    assert not server.removing
+    server.connections = 0
+    h.service._finish_removals()
+    assert server in h.registry.pools["web"].servers
+    assert "web/w1" not in h.store.load_servers()
+
+
+async def test_runtime_servers_survive_a_restart_over_the_file(tmp_path: Path) -> None:
+    db = tmp_path / "state.db"
+    clock = FakeClock()
+    h = await make_harness(db, clock)
+    h.service.add_server("api", ServerConfig(name="a3", address="127.0.0.1:9003"), CTX)
+    h.service.maintenance("api/a3", CTX)
+    h.service.update_server("api/a1", {"address": "127.0.0.1:9100", "weight": 7}, CTX)
+    h.service.maintenance("api/a2", CTX)
+    h.service.remove_server("api/a2", CTX)
+    w1 = h.server("web/w1")
+    w1.connections = 1
+    h.service.remove_server("web/w1", CTX, drain=True)
+    h.store.close()  # as a kill -9 would leave it: no stop
+    h2 = await make_harness(db, clock)
+    try:
+        api = h2.registry.pools["api"]
+        assert [s.name for s in api.servers] == ["a1", "a3"]
+        assert h2.server("api/a1").address == "127.0.0.1:9100"
+        assert h2.server("api/a1").weight == 7
+        assert h2.server("api/a3").admin.state is Admin.MAINTENANCE
+        # the drain-then-delete resumed: 0 connections after a restart, so deleted at once
+        assert h2.server("web/w1").removing
+        h2.service._finish_removals()
+        assert "w1" not in [s.name for s in h2.registry.pools["web"].servers]
+        summary = events(h2, "startup")[-1]["detail"]
+        assert summary["servers"] == {"added": 1, "changed": 1, "deleted": 1}  # type: ignore[index]
+    finally:
+        await stop_harness(h2)
