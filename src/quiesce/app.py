@@ -6,6 +6,11 @@ request after a restart), then the data plane, the monitors, and last the contro
 
 Stop order is uvicorn's staged shutdown, per listener: stop accepting, close idle keep-alive
 connections, wait for in-flight requests up to the grace period, then cancel what is left.
+
+Upgrade (``quiesce run --takeover``, docs/upgrade.md): the new process receives the old one's
+listening sockets over its runtime socket before it starts anything
+(quiesce.frontends.runtime_socket.takeover), starts on them, then tells the old one to
+finish; the old one stops with :meth:`App.stop` in its ``handed_over`` form.
 """
 
 from __future__ import annotations
@@ -14,7 +19,9 @@ import asyncio
 import contextlib
 import gc
 import logging
+import os
 import signal
+import socket
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -32,6 +39,7 @@ if TYPE_CHECKING:
     from quiesce.dataplane import ConnectionTable, Service
     from quiesce.dataplane.context import ConnectionGate
     from quiesce.dataplane.limits import Budget
+    from quiesce.frontends.runtime_socket import Handover, Listening
     from quiesce.health import HealthManager
     from quiesce.store import StateStore
 
@@ -45,7 +53,14 @@ class StartupError(QuiesceError):
 
 
 class App:
-    def __init__(self, config: Config, base_dir: Path | str = ".", clock: Clock | None = None):
+    def __init__(
+        self,
+        config: Config,
+        base_dir: Path | str = ".",
+        clock: Clock | None = None,
+        *,
+        takeover: Path | None = None,
+    ):
         self.config = config
         self.base_dir = Path(base_dir)
         self.clock: Clock = clock or SystemClock()
@@ -57,8 +72,50 @@ class App:
         self.budget: Budget | None = None
         self.gate: ConnectionGate | None = None
         self._started = False
+        # upgrade: the old process's runtime socket to take the listeners from (new side);
+        # set once a new process took ours over (old side)
+        self.takeover = takeover
+        self.took_over_from: int | None = None
+        self.takeover_busy = False
+        self.is_handed_over = False
+        self.stop_requested = asyncio.Event()
 
     async def start(self) -> None:
+        from quiesce.frontends.runtime_socket.takeover import TakeoverError, request
+
+        handover: Handover | None = None
+        if self.takeover is not None:
+            try:
+                handover = request(self.takeover)
+            except TakeoverError as exc:
+                raise StartupError(f"--takeover: {exc}") from exc
+        try:
+            await self._start(handover)
+        except BaseException:
+            if handover is not None:
+                handover.abandon()  # the old process carries on, its sockets untouched
+            raise
+        if handover is not None:
+            keep = self.runtime_socket is not None and self.runtime_socket.keep_path
+            try:
+                handover.finish(keep_path=keep)
+            except TakeoverError as exc:
+                await self.stop(1.0)
+                raise StartupError(f"--takeover: {exc}") from exc
+            if self.runtime_socket is not None:
+                self.runtime_socket.keep_path = False  # ours now
+            self.took_over_from = handover.pid
+
+    async def _start(self, handover: Handover | None) -> None:
+        def take(kind: str, name: str, listen: str | None) -> list[socket.socket] | None:
+            if handover is None or listen is None:
+                return None
+            return handover.take(kind, name, listen)
+
+        def take_one(kind: str, listen: str | None) -> socket.socket | None:
+            socks = take(kind, kind, listen)
+            return socks[0] if socks else None
+
         from quiesce.admin import AdminService
         from quiesce.dataplane import ConnectionTable, start_service
         from quiesce.health import HealthManager, raw_socket_problems
@@ -92,6 +149,7 @@ class App:
                     router=router,
                     base_dir=self.base_dir,
                     gate=self.gate,
+                    socks=take("service", name, svc.listen),
                 )
         except OSError as exc:
             await self._close_services()
@@ -100,7 +158,9 @@ class App:
         from quiesce.frontends.api import start_admin_server
 
         try:
-            self.admin_server = await start_admin_server(self)
+            self.admin_server = await start_admin_server(
+                self, sock=take_one("admin", self.config.admin.listen)
+            )
         except OSError as exc:
             await self._close_services()
             await self.health.stop()
@@ -108,9 +168,14 @@ class App:
                 f"admin: cannot listen on {self.config.admin.listen}: {exc}"
             ) from exc
         if self.config.admin.runtime_socket or self.config.admin.runtime_tcp:
-            from quiesce.frontends.runtime_socket import start_runtime_socket
+            from quiesce.frontends.runtime_socket import runtime_socket_path, start_runtime_socket
 
-            self.runtime_socket = await start_runtime_socket(self)
+            path = runtime_socket_path(self)
+            self.runtime_socket = await start_runtime_socket(
+                self,
+                unix_sock=take_one("runtime", str(path) if path is not None else None),
+                tcp_sock=take_one("runtime_tcp", self.config.admin.runtime_tcp),
+            )
         self._started = True
 
     def _plan_connections(self) -> None:
@@ -141,11 +206,55 @@ class App:
         for service in self.services.values():
             await service.close()
 
+    # upgrade, the old process's side ------------------------------------------------------
+
+    def listening(self) -> list[Listening]:
+        """Every listener, for a new process taking over (runtime socket ``_takeover``)."""
+        from quiesce.frontends.runtime_socket import Listening, runtime_socket_path
+
+        out = [
+            Listening("service", name, s.config.listen, s.sockets)
+            for name, s in self.services.items()
+        ]
+        if self.admin_server is not None:
+            out.append(
+                Listening("admin", "admin", self.config.admin.listen, [self.admin_server.sock])
+            )
+        rs = self.runtime_socket
+        if rs is not None:
+            path = runtime_socket_path(self)
+            if path is not None and rs.unix_sockets:
+                out.append(Listening("runtime", "runtime", str(path), rs.unix_sockets[:1]))
+            if self.config.admin.runtime_tcp and rs.tcp_sockets:
+                out.append(
+                    Listening(
+                        "runtime_tcp",
+                        "runtime_tcp",
+                        self.config.admin.runtime_tcp,
+                        rs.tcp_sockets[:1],
+                    )
+                )
+        return out
+
+    def handed_over(self, keep_path: bool) -> None:
+        """A new process accepts on our listeners now: stop (run_forever waits for this).
+        ``keep_path``: it listens on our runtime socket's path, which must stay."""
+        self.is_handed_over = True
+        if self.runtime_socket is not None:
+            self.runtime_socket.keep_path = keep_path
+        self.stop_requested.set()
+
     async def stop(self, grace: float = 10.0) -> None:
-        """Staged shutdown: stop accepting everywhere, then let in-flight work finish."""
+        """Staged shutdown: stop accepting everywhere, then let in-flight work finish.
+        After a takeover (:meth:`handed_over`) every listener stops accepting at once (the
+        new process accepts on the same sockets, their queues stay with it) and idle
+        keep-alive connections are closed only after a response (``keep_idle``)."""
         if not self._started:
             return
         self._started = False
+        if self.is_handed_over:
+            await self._stop_handed_over(grace)
+            return
         self.registry.emit(make_event(self.clock, EventKind.SHUTDOWN, cause="signal"))
         await self._close_services()
         if self.runtime_socket is not None:
@@ -156,6 +265,18 @@ class App:
             await self.admin_server.stop()
         await self.admin.stop()
         await self.store.aclose()  # a shared store writes what is queued first
+
+    async def _stop_handed_over(self, grace: float) -> None:
+        self.registry.emit(make_event(self.clock, EventKind.SHUTDOWN, cause="takeover"))
+        if self.runtime_socket is not None:
+            await self.runtime_socket.stop()
+        stops = [s.shutdown(grace, keep_idle=True) for s in self.services.values()]
+        if self.admin_server is not None:
+            stops.append(self.admin_server.stop())
+        await asyncio.gather(*stops)
+        await self.health.stop()
+        await self.admin.stop()
+        await self.store.aclose()
 
 
 def install_event_loop_policy() -> None:
@@ -174,15 +295,19 @@ def run_forever(
     grace: float = 10.0,
     banner: Callable[[App], None] | None = None,
     before_start: Callable[[], Awaitable[None]] | None = None,
+    takeover: Path | None = None,
 ) -> int:
-    """Run until SIGINT/SIGTERM; exit code 0 after a clean staged shutdown."""
+    """Run until SIGINT/SIGTERM, or until a new process took the listeners over; exit code
+    0 after a clean staged shutdown. ``takeover``: the runtime socket of the running quiesce
+    whose listeners this one takes (``quiesce run --takeover``). SIGHUP is logged and
+    ignored (no reload yet)."""
     install_event_loop_policy()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
 
     async def main() -> int:
         if before_start is not None:
             await before_start()
-        app = App(config, base_dir)
+        app = App(config, base_dir, takeover=takeover)
         try:
             await app.start()
         except StartupError as exc:
@@ -192,10 +317,11 @@ def run_forever(
         # generations so collections stay short on the request path.
         gc.collect()
         gc.freeze()
-        stop = asyncio.Event()
+        stop = app.stop_requested
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(signal.SIGHUP, _sighup)
         # One machine-readable line per listener (tests and scripts read the bound ports).
         for name, service in app.services.items():
             print(f"quiesce: service {name} listening on port {service.port}", flush=True)
@@ -203,8 +329,15 @@ def run_forever(
             print(f"quiesce: admin listening on port {app.admin_server.port}", flush=True)
         if banner is not None:
             banner(app)
+        if app.took_over_from is not None:
+            print(f"quiesce: took over from pid {app.took_over_from}", flush=True)
         print("quiesce: ready", flush=True)
+        _sd_notify(f"READY=1\nMAINPID={os.getpid()}")
         await stop.wait()
+        if app.is_handed_over:
+            log.info("handed over to a new process: finishing (grace %.1fs)", grace)
+        else:
+            _sd_notify("STOPPING=1")
         log.info("shutting down (grace %.1fs)", grace)
         await app.stop(grace)
         return 0
@@ -212,3 +345,22 @@ def run_forever(
     with contextlib.suppress(KeyboardInterrupt):
         return asyncio.run(main())
     return 0
+
+
+def _sighup() -> None:
+    log.warning(
+        "SIGHUP: reload is not implemented yet; use quiesce run --takeover "
+        "(docs/upgrade.md); still running"
+    )
+
+
+def _sd_notify(message: str) -> None:
+    """systemd's notify protocol (Type=notify), when NOTIFY_SOCKET is set: ``READY=1`` and
+    ``MAINPID`` (a takeover's new process becomes the unit's main process)."""
+    path = os.environ.get("NOTIFY_SOCKET")
+    if not path:
+        return
+    if path.startswith("@"):
+        path = "\0" + path[1:]
+    with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+        s.sendto(message.encode(), path)

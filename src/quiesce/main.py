@@ -93,12 +93,37 @@ def passwd_cmd() -> None:
     type=DurationType(seconds=True),
     help="How long in-flight requests may finish on SIGINT/SIGTERM (5s, 500ms, 1m; or seconds).",
 )
-def run_cmd(config_path: str, grace: float) -> None:
-    """Run the balancer from a config file until SIGINT or SIGTERM."""
+@click.option(
+    "--takeover",
+    is_flag=True,
+    help="Upgrade: take the listening sockets of the quiesce running on the runtime socket "
+    "(admin.runtime_socket, or --takeover-socket), then let it finish and exit.",
+)
+@click.option(
+    "--takeover-socket",
+    "takeover_socket",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="The runtime socket of the quiesce to take over (implies --takeover).",
+)
+def run_cmd(config_path: str, grace: float, takeover: bool, takeover_socket: str | None) -> None:
+    """Run the balancer from a config file until SIGINT or SIGTERM (or until a new
+    process takes its listeners over)."""
     from quiesce.app import run_forever
 
     config = _load_or_exit(config_path)
-    sys.exit(run_forever(config, Path(config_path).resolve().parent, grace=grace))
+    base_dir = Path(config_path).resolve().parent
+    path: Path | None = None
+    if takeover_socket is not None:
+        path = Path(takeover_socket).absolute()
+    elif takeover:
+        if not config.admin.runtime_socket:
+            raise click.UsageError(
+                "--takeover needs admin.runtime_socket in the config, or --takeover-socket PATH"
+            )
+        path = Path(config.admin.runtime_socket)
+        path = path if path.is_absolute() else base_dir / path
+    sys.exit(run_forever(config, base_dir, grace=grace, takeover=path))
 
 
 @click.command("demo")

@@ -349,22 +349,49 @@ class Service:
         self._listener.close()
         await asyncio.sleep(0)
 
-    async def shutdown(self, grace: float) -> None:
+    @property
+    def sockets(self) -> list[socket.socket]:
+        """The listening sockets (open until :meth:`close`): what an upgrade hands over to
+        the new process (quiesce.frontends.runtime_socket.takeover)."""
+        return list(self._listener.socks)
+
+    async def shutdown(self, grace: float, *, keep_idle: bool = False) -> None:
         """uvicorn's staged shutdown: stop accepting, close idle keep-alive connections and
         ask busy ones to close after their in-flight response, wait for them up to
-        ``grace`` seconds, then cut what is left (L4 relays get the whole grace period)."""
+        ``grace`` seconds, then cut what is left (L4 relays get the whole grace period).
+
+        ``keep_idle`` (the old process of an upgrade, whose listening sockets another
+        process now accepts on): no idle keep-alive connection is closed while the grace
+        lasts, since closing one races with the request its client may be sending. Each is
+        closed at a safe point instead: its next request is served with ``Connection:
+        close`` (every response says so while the service is closing). Connections the loop
+        accepted just before the listener closed are let in first and served the same way.
+        What is still idle at the end of the grace is closed, the rest cut."""
         ctx = self._ctx
+        if keep_idle:
+            self._listener.close()
+            # A connection accepted by the loop is made one turn later (uvloop), or by a
+            # task in counted mode: made while closing it would be closed unanswered.
+            await asyncio.sleep(0)
+            await asyncio.sleep(0)
+            tasks = set(self._listener.tasks)
+            if tasks:
+                await asyncio.wait(tasks, timeout=1.0)
         ctx.closing = True
         self._listener.close()
         ctx.drained = asyncio.Event()
-        for conn in list(ctx.conns):
-            conn.close_at_boundary()
+        if not keep_idle:
+            for conn in list(ctx.conns):
+                conn.close_at_boundary()
         # Idle upstream keep-alive connections serve nobody now (busy ones are not pooled
         # again while closing): close them at once, not after the grace period.
         ctx.table.close_idle_upstreams(self._servers())
         if ctx.conns:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(ctx.drained.wait(), grace)
+        if keep_idle:
+            for conn in list(ctx.conns):
+                conn.close_at_boundary(True)  # idle ones: closed now (a FIN, not a reset)
         for conn in list(ctx.conns):
             conn.cut()
         ctx.stop_sweep()
@@ -437,18 +464,25 @@ async def start_service(
     router: Router | None = None,
     base_dir: Path = Path("."),
     gate: ConnectionGate | None = None,
+    socks: list[socket.socket] | None = None,
 ) -> Service:
     """Bind ``config.listen`` (port 0 allowed) and serve: ``protocol: http`` is the L7 proxy,
     ``tcp`` the L4 relay. Maintenance pages (the service's and every named page) are read
     into memory now; a missing page file fails here, not on the first outage. ``gate``: the
     process's global connection limit (the App passes one for all services; without it
-    only the service's own ``max_connections`` applies)."""
+    only the service's own ``max_connections`` applies). ``socks``: listening sockets
+    already bound (handed over by the process this one upgrades), used instead of binding
+    ``config.listen``."""
     loop = asyncio.get_running_loop()
     ctx = make_context(name, config, registry, table, loop, router=router, base_dir=base_dir)
     if gate is not None:
         ctx.gate = gate
     host, port = split_address(config.listen)
-    socks = await _bind(loop, host, port, BACKLOG)
+    if socks is None:
+        socks = await _bind(loop, host, port, BACKLOG)
+    else:
+        for sock in socks:
+            sock.setblocking(False)
     factory: Callable[[], asyncio.Protocol]
     if config.protocol == "http":
         factory = functools.partial(ClientConnection, ctx)

@@ -69,6 +69,11 @@ class AdminServer:
         self._task: asyncio.Task[None] | None = None
 
     @property
+    def sock(self) -> socket.socket:
+        """The listening socket (what an upgrade hands over to the new process)."""
+        return self._sock
+
+    @property
     def url(self) -> str:
         scheme = "https" if self.tls else "http"
         host = f"[{self.host}]" if ":" in self.host else self.host
@@ -94,8 +99,9 @@ class AdminServer:
         self._sock.close()
 
 
-async def start_admin_server(app: AppLike) -> AdminServer:
-    """Bind ``admin.listen`` and serve the admin API in the running loop."""
+async def start_admin_server(app: AppLike, sock: socket.socket | None = None) -> AdminServer:
+    """Bind ``admin.listen`` and serve the admin API in the running loop. ``sock``: a
+    listening socket already bound (handed over by the process this one upgrades)."""
     admin = app.config.admin
     host, port = check_listen(admin)
     base: Path = Path(getattr(app, "base_dir", "."))
@@ -122,7 +128,10 @@ async def start_admin_server(app: AppLike) -> AdminServer:
         timeout_graceful_shutdown=2,
         **tls,
     )
-    sock = _bind(host, port)
+    if sock is None:
+        sock = _bind(host, port)
+    else:
+        sock.setblocking(False)
     server = uvicorn.Server(config)
     admin_server = AdminServer(api, server, sock)
     try:

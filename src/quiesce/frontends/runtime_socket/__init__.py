@@ -39,6 +39,7 @@ from quiesce.frontends.runtime_socket.server import (
     IDLE_TIMEOUT,
     MAX_LINE,
     RuntimeSocket,
+    runtime_socket_path,
     start_runtime_socket,
 )
 from quiesce.frontends.runtime_socket.stats import (
@@ -47,6 +48,7 @@ from quiesce.frontends.runtime_socket.stats import (
     check_status,
     haproxy_status,
 )
+from quiesce.frontends.runtime_socket.takeover import Handover, Listening, TakeoverError
 
 __all__ = [
     "ACTOR",
@@ -58,11 +60,15 @@ __all__ = [
     "SERVERS_STATE_HEADER",
     "STAT_FIELDS",
     "CommandError",
+    "Handover",
+    "Listening",
     "RuntimeCommands",
     "RuntimeSocket",
     "Session",
+    "TakeoverError",
     "check_status",
     "haproxy_status",
     "parse_expression",
+    "runtime_socket_path",
     "start_runtime_socket",
 ]

@@ -7,11 +7,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import socket
 import stat
 from pathlib import Path
 from typing import Any
 
 from quiesce.config.addresses import is_loopback, split_address
+from quiesce.frontends.runtime_socket import takeover
 from quiesce.frontends.runtime_socket.commands import RuntimeCommands, Session
 
 IDLE_TIMEOUT = 600.0
@@ -20,10 +22,13 @@ MAX_LINE = 64 * 1024
 
 class RuntimeSocket:
     def __init__(self, app: Any) -> None:
+        self.app = app
         self.commands = RuntimeCommands(app)
-        self.servers: list[asyncio.AbstractServer] = []
+        self.servers: list[asyncio.Server] = []
         self.path: Path | None = None
         self.port: int | None = None
+        # the socket file is left in place at stop: an upgrade's new process listens there
+        self.keep_path = False
         self._conns: set[asyncio.Task[None]] = set()
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -45,6 +50,9 @@ class RuntimeSocket:
                 if not raw:
                     break
                 line = raw.decode("utf-8", "replace").rstrip("\r\n")
+                if line == takeover.COMMAND and not session.interactive:
+                    await takeover.serve(self.app, self, writer, reader)
+                    break
                 was_interactive = session.interactive
                 # the prompts ("> " after each command) are part of the answer
                 answer = self.commands.execute(line, session)
@@ -63,9 +71,34 @@ class RuntimeSocket:
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
 
-    async def start(self, path: Path | None, tcp: str | None) -> None:
+    @property
+    def unix_sockets(self) -> list[Any]:
+        """The listening Unix socket (an upgrade hands it over), or none."""
+        return [s for srv in self.servers for s in srv.sockets if s.family == socket.AF_UNIX]
+
+    @property
+    def tcp_sockets(self) -> list[Any]:
+        return [s for srv in self.servers for s in srv.sockets if s.family != socket.AF_UNIX]
+
+    async def start(
+        self,
+        path: Path | None,
+        tcp: str | None,
+        *,
+        unix_sock: socket.socket | None = None,
+        tcp_sock: socket.socket | None = None,
+    ) -> None:
+        """Listen; ``unix_sock``/``tcp_sock``: listeners handed over by the process this
+        one upgrades (the path is the old process's until it confirmed, so kept)."""
         try:
-            if path is not None:
+            if path is not None and unix_sock is not None:
+                self.keep_path = True
+                server = await asyncio.start_unix_server(
+                    self._handle, sock=unix_sock, limit=MAX_LINE
+                )
+                self.servers.append(server)
+                self.path = path
+            elif path is not None:
                 if path.exists() and stat.S_ISSOCK(path.stat().st_mode):
                     path.unlink()
                 old = os.umask(0o177)  # the socket is created 0600, like HAProxy's "mode 600"
@@ -84,7 +117,10 @@ class RuntimeSocket:
                         f"admin.runtime_tcp {tcp}: the runtime socket has no authentication "
                         "and listens on loopback only"
                     )
-                server = await asyncio.start_server(self._handle, host, port, limit=MAX_LINE)
+                if tcp_sock is not None:
+                    server = await asyncio.start_server(self._handle, sock=tcp_sock, limit=MAX_LINE)
+                else:
+                    server = await asyncio.start_server(self._handle, host, port, limit=MAX_LINE)
                 self.servers.append(server)
                 self.port = server.sockets[0].getsockname()[1]
         except BaseException:
@@ -100,21 +136,36 @@ class RuntimeSocket:
             with contextlib.suppress(Exception):
                 await server.wait_closed()
         self.servers = []
-        if self.path is not None:
+        if self.path is not None and not self.keep_path:
             with contextlib.suppress(FileNotFoundError):
                 self.path.unlink()
             self.path = None
 
 
-async def start_runtime_socket(app: Any) -> RuntimeSocket:
-    """Listen on ``admin.runtime_socket`` (relative to the config's directory) and on
-    ``admin.runtime_tcp`` when set (loopback only)."""
+def runtime_socket_path(app: Any) -> Path | None:
+    """``admin.runtime_socket``, relative to the config's directory (absolute)."""
     admin = app.config.admin
-    path: Path | None = None
-    if admin.runtime_socket:
-        path = Path(admin.runtime_socket)
-        if not path.is_absolute():
-            path = Path(getattr(app, "base_dir", ".")) / path
+    if not admin.runtime_socket:
+        return None
+    path = Path(admin.runtime_socket)
+    if not path.is_absolute():
+        path = Path(getattr(app, "base_dir", ".")) / path
+    return path.absolute()
+
+
+async def start_runtime_socket(
+    app: Any,
+    *,
+    unix_sock: socket.socket | None = None,
+    tcp_sock: socket.socket | None = None,
+) -> RuntimeSocket:
+    """Listen on ``admin.runtime_socket`` (relative to the config's directory) and on
+    ``admin.runtime_tcp`` when set (loopback only), or on the listeners handed over."""
     sock = RuntimeSocket(app)
-    await sock.start(path, admin.runtime_tcp)
+    await sock.start(
+        runtime_socket_path(app),
+        app.config.admin.runtime_tcp,
+        unix_sock=unix_sock,
+        tcp_sock=tcp_sock,
+    )
     return sock

@@ -1,0 +1,283 @@
+"""Seamless upgrade: the listening sockets handed from a running quiesce to its successor.
+
+Theory of operation
+-------------------
+``quiesce run -c FILE --takeover`` (the *new* process) connects to the runtime socket of
+the running one (the *old* process) and sends ``_takeover``. The old process answers with
+one JSON line describing its listeners — every service's listening sockets, the admin
+listener, the runtime socket's own Unix and TCP listeners — and the descriptors of those
+sockets in the same ``sendmsg`` (``SCM_RIGHTS``), as HAProxy's ``expose-fd listeners`` and
+``-x`` do. Nothing changes in the old process: it goes on accepting on its own copies.
+
+The new process starts on the sockets it received, matched to its config (a service by name
+and ``listen``, or by the same ``listen`` under another name; the admin listener by
+``admin.listen``; the runtime socket by its path), and binds fresh whatever the old process
+did not have. Both processes accept from the same kernel queues for a moment. Then it sends
+``finish`` on the same connection; the old process answers ``ok``, stops accepting (it
+closes its own descriptors; the sockets stay open, with their queues, in the new process),
+finishes what is in flight, closes idle keep-alive connections only after a response with
+``Connection: close`` (``Service.shutdown(keep_idle=True)``) and exits 0.
+
+If the new process fails before ``finish`` (a bad config, a port it cannot bind), it closes
+the connection and the old one carries on as if nothing happened; its sockets were never
+closed. The connection is the only channel: the runtime socket's path may already be
+accepted on by the new process, so nothing is ever sent on a second connection.
+
+Who may take the sockets: whoever can connect to the Unix socket (created 0600: its owner
+and root), and the peer's uid is checked again (``SO_PEERCRED``: root or the old process's
+own user). Never over ``admin.runtime_tcp``: descriptors cannot cross TCP, and that listener
+has no authentication.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import socket
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from quiesce.core.errors import QuiesceError
+
+log = logging.getLogger("quiesce")
+
+COMMAND = "_takeover"
+FINISH = "finish"
+KEEP_PATH = "keep-path"  # "finish keep-path": the new process adopted the runtime socket
+FINISH_TIMEOUT = 120.0  # seconds the old process waits for "finish" before carrying on
+CLIENT_TIMEOUT = 10.0  # seconds the new process waits for each answer
+MAX_HEADER = 1 << 20
+MAX_FDS = 1024
+
+
+class TakeoverError(QuiesceError):
+    """The sockets of a running quiesce cannot be taken over (nothing listens on the
+    path, not a quiesce, not allowed...): the message says why."""
+
+    status_hint = 500
+
+
+@dataclass
+class Listening:
+    """One listener: ``kind`` is ``service``, ``admin``, ``runtime`` or ``runtime_tcp``;
+    ``listen`` the configured address (the runtime socket: its absolute path)."""
+
+    kind: str
+    name: str
+    listen: str
+    socks: list[socket.socket] = field(default_factory=list)
+
+
+# the old process ---------------------------------------------------------------------------
+
+
+def peer_uid(sock: Any) -> int | None:
+    """The uid of the process at the other end of a Unix socket (``SO_PEERCRED``)."""
+    try:
+        raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    except (OSError, AttributeError):
+        return None
+    return int(struct.unpack("3i", raw)[1])
+
+
+def _header(pid: int, listeners: list[Listening]) -> bytes:
+    body = {
+        "quiesce": "takeover/1",
+        "pid": pid,
+        "listeners": [
+            {"kind": x.kind, "name": x.name, "listen": x.listen, "count": len(x.socks)}
+            for x in listeners
+        ],
+    }
+    return json.dumps(body).encode() + b"\n"
+
+
+async def serve(app: Any, runtime: Any, writer: asyncio.StreamWriter, reader: Any) -> None:
+    """Answer ``_takeover`` on one runtime socket connection (the old process's side).
+    ``app.listening()`` lists the listeners, ``app.handed_over(keep_path)`` starts the
+    staged stop once the new process said ``finish``."""
+    sock = writer.get_extra_info("socket")
+    if sock is None or sock.family != socket.AF_UNIX:
+        writer.write(b"Permission denied: takeover only over the Unix runtime socket.\n\n")
+        await writer.drain()
+        return
+    uid = peer_uid(sock)
+    if uid is None or uid not in (0, os.geteuid()):
+        log.warning("takeover refused: peer uid %s is neither root nor this process's", uid)
+        writer.write(b"Permission denied.\n\n")
+        await writer.drain()
+        return
+    if getattr(app, "takeover_busy", False):
+        writer.write(b"Another takeover is in progress.\n\n")
+        await writer.drain()
+        return
+    app.takeover_busy = True
+    try:
+        listeners: list[Listening] = app.listening()
+        fds = [s.fileno() for x in listeners for s in x.socks]
+        await writer.drain()  # nothing is buffered in the transport before the descriptors
+        raw = socket.socket(fileno=os.dup(sock.fileno()))
+        try:
+            socket.send_fds(raw, [_header(os.getpid(), listeners)], fds)
+        finally:
+            raw.close()  # a duplicate: the connection stays open
+        log.info("takeover: %d listening socket(s) handed over; waiting for finish", len(fds))
+        try:
+            line = await asyncio.wait_for(reader.readline(), FINISH_TIMEOUT)
+        except (TimeoutError, ConnectionError, ValueError):
+            line = b""
+        words = line.decode("utf-8", "replace").split()
+        if not words or words[0] != FINISH:
+            log.warning("takeover abandoned by the new process: still serving")
+            return
+        writer.write(b"ok\n")
+        await writer.drain()
+        log.info("takeover: the new process accepts now; stopping accepting and finishing")
+        app.handed_over(keep_path=KEEP_PATH in words[1:])
+    finally:
+        app.takeover_busy = False
+
+
+# the new process ---------------------------------------------------------------------------
+
+
+class Handover:
+    """The old process's listeners, received; ``take`` what the new config matches,
+    ``finish`` once serving, or ``abandon`` (the old process carries on)."""
+
+    def __init__(self, conn: socket.socket, pid: int, listeners: list[Listening]) -> None:
+        self.conn = conn
+        self.pid = pid
+        self.listeners = listeners
+        self.taken: set[int] = set()
+
+    def take(self, kind: str, name: str, listen: str) -> list[socket.socket] | None:
+        """The sockets of the old listener of that kind and name with that address, or,
+        for a service, of one with that address under another name; ``None``: bind."""
+        candidates = [
+            (i, x)
+            for i, x in enumerate(self.listeners)
+            if i not in self.taken and x.kind == kind and x.listen == listen
+        ]
+        candidates.sort(key=lambda c: c[1].name != name)
+        if not candidates or (kind != "service" and candidates[0][1].name != name):
+            return None
+        i, x = candidates[0]
+        self.taken.add(i)
+        return x.socks
+
+    def finish(self, keep_path: bool) -> None:
+        """Tell the old process to stop accepting and finish; wait for its ``ok``."""
+        self._close_untaken()
+        line = f"{FINISH} {KEEP_PATH}\n" if keep_path else f"{FINISH}\n"
+        try:
+            self.conn.sendall(line.encode())
+            answer = _read_line(self.conn)
+        except OSError as exc:
+            raise TakeoverError(
+                f"the old process (pid {self.pid}) did not confirm: {exc}"
+            ) from None
+        finally:
+            self.conn.close()
+        if answer.strip() != b"ok":
+            raise TakeoverError(
+                f"the old process (pid {self.pid}) did not confirm: {answer[:200]!r}"
+            )
+
+    def abandon(self) -> None:
+        """Close the connection (the old process carries on) and every socket received
+        that is not in use (closing these copies closes nothing in the old process)."""
+        self._close_untaken()
+        self.conn.close()
+
+    def _close_untaken(self) -> None:
+        for i, x in enumerate(self.listeners):
+            if i not in self.taken:
+                for s in x.socks:
+                    s.close()
+                self.taken.add(i)
+
+
+def _read_line(conn: socket.socket) -> bytes:
+    data = b""
+    while not data.endswith(b"\n") and len(data) < MAX_HEADER:
+        chunk = conn.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def request(path: Path, timeout: float = CLIENT_TIMEOUT) -> Handover:
+    """Connect to the old process's runtime socket at ``path`` and receive its listening
+    sockets. Raises :class:`TakeoverError` with the reason."""
+    if not path.exists():
+        raise TakeoverError(
+            f"no runtime socket at {path}: is the old quiesce running, with "
+            "admin.runtime_socket at that path? (--takeover-socket names another)"
+        )
+    conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    conn.settimeout(timeout)
+    try:
+        conn.connect(str(path))
+    except OSError as exc:
+        conn.close()
+        raise TakeoverError(
+            f"cannot connect to the runtime socket {path}: {exc.strerror or exc} "
+            "(no quiesce running there to take over from?)"
+        ) from None
+    fds: list[int] = []
+    try:
+        conn.sendall(f"{COMMAND}\n".encode())
+        data, fds, _flags, _addr = socket.recv_fds(conn, 65536, MAX_FDS)
+        while data and not data.endswith(b"\n") and len(data) < MAX_HEADER:
+            more, more_fds, _flags, _addr = socket.recv_fds(conn, 65536, MAX_FDS)
+            fds += more_fds
+            if not more:
+                break
+            data += more
+    except OSError as exc:
+        for fd in fds:
+            os.close(fd)
+        conn.close()
+        raise TakeoverError(f"takeover over {path} failed: {exc.strerror or exc}") from None
+    try:
+        header = json.loads(data)
+        if not isinstance(header, dict) or header.get("quiesce") != "takeover/1":
+            raise ValueError
+        pid = int(header["pid"])
+        specs = header["listeners"]
+        if sum(int(x["count"]) for x in specs) != len(fds):
+            raise ValueError
+    except (ValueError, KeyError, TypeError):
+        for fd in fds:
+            os.close(fd)
+        conn.close()
+        first = data.decode("utf-8", "replace").strip().splitlines()[:1]
+        said = f" (it answered: {first[0][:200]!r})" if first else ""
+        raise TakeoverError(
+            f"the process on {path} did not hand over its sockets{said}: "
+            "not a quiesce that supports --takeover, or not allowed"
+        ) from None
+    listeners: list[Listening] = []
+    it = iter(fds)
+    for x in specs:
+        socks = [socket.socket(fileno=next(it)) for _ in range(int(x["count"]))]
+        listeners.append(Listening(str(x["kind"]), str(x["name"]), str(x["listen"]), socks))
+    conn.settimeout(timeout)
+    return Handover(conn, pid, listeners)
+
+
+__all__ = [
+    "COMMAND",
+    "Handover",
+    "Listening",
+    "TakeoverError",
+    "peer_uid",
+    "request",
+    "serve",
+]

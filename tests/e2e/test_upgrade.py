@@ -1,0 +1,323 @@
+"""Seamless upgrade (``quiesce run --takeover``, docs/upgrade.md) and SIGHUP, driven as an
+operator drives them: real ``quiesce`` processes in front of a real back end, a client load
+running all along, five takeovers in a row, and not one failed request."""
+
+from __future__ import annotations
+
+import http.client
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.test_run_and_demo import Proc
+from tests.support.backend import Backend, serve_in_thread
+
+pytestmark = [pytest.mark.peers, pytest.mark.slow]
+
+UPGRADES = 5
+SLOW = 2.0  # seconds of the long request in flight during each takeover
+
+
+def write_config(tmp_path: Path, backend_port: int, listen: str = "127.0.0.1:0") -> None:
+    (tmp_path / "quiesce.yaml").write_text(
+        f"""
+admin:
+  listen: 127.0.0.1:0
+  runtime_socket: ./quiesce.sock
+state:
+  sqlite: ./state.db
+pools:
+  web:
+    servers:
+      - {{name: b1, address: 127.0.0.1:{backend_port}}}
+services:
+  www: {{listen: "{listen}", pool: web}}
+"""
+    )
+
+
+class Load:
+    """Client threads against ``port`` until stopped, counting every outcome: keep-alive
+    connections (a request right after the other), a keep-alive connection that idles a
+    second between requests (parked by the proxy), and a new connection per request."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.stopping = threading.Event()
+        self.lock = threading.Lock()
+        self.ok = 0
+        self.failures: list[str] = []
+        self.resets = 0
+        self.closes_seen = 0  # responses that said Connection: close (the old process's)
+        self.threads = [
+            threading.Thread(target=self._keep_alive, args=(0.0,), daemon=True),
+            threading.Thread(target=self._keep_alive, args=(0.0,), daemon=True),
+            threading.Thread(target=self._keep_alive, args=(1.0,), daemon=True),
+            threading.Thread(target=self._new_connections, daemon=True),
+        ]
+
+    def _record(self, status: int | None, error: BaseException | None, closed: bool) -> None:
+        with self.lock:
+            if error is not None:
+                self.failures.append(f"{type(error).__name__}: {error}")
+                if isinstance(error, ConnectionResetError):
+                    self.resets += 1
+            elif status != 200:
+                self.failures.append(f"status {status}")
+            else:
+                self.ok += 1
+                self.closes_seen += closed
+
+    def _one(self, conn: http.client.HTTPConnection, path: str) -> bool:
+        """One request; False when the connection must be replaced."""
+        try:
+            conn.request("GET", path)
+            resp = conn.getresponse()
+            resp.read()
+        except (OSError, http.client.HTTPException) as exc:
+            self._record(None, exc, False)
+            conn.close()
+            return False
+        closed = (resp.getheader("connection") or "").lower() == "close"
+        self._record(resp.status, None, closed)
+        return True
+
+    def _keep_alive(self, pause: float) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        while not self.stopping.is_set():
+            if not self._one(conn, "/"):
+                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+            if pause:
+                self.stopping.wait(pause)
+        conn.close()
+
+    def _new_connections(self) -> None:
+        while not self.stopping.is_set():
+            conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+            self._one(conn, "/")
+            conn.close()
+
+    def __enter__(self) -> Load:
+        for t in self.threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stopping.set()
+        for t in self.threads:
+            t.join(15)
+
+
+def slow_request(port: int, out: list[object]) -> None:
+    start = time.monotonic()
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        conn.request("GET", f"/slow/{SLOW}")
+        resp = conn.getresponse()
+        out.append((resp.status, resp.read(), time.monotonic() - start))
+        conn.close()
+    except (OSError, http.client.HTTPException) as exc:
+        out.append(exc)
+
+
+def test_five_takeovers_under_load_lose_nothing(tmp_path: Path) -> None:
+    with serve_in_thread(Backend("b1")) as (backend,):
+        write_config(tmp_path, backend.port)
+        proc = Proc(["run", "-c", "quiesce.yaml"], tmp_path)
+        procs = [proc]
+        try:
+            port = int(proc.wait_for(r"service www listening on port (\d+)").group(1))
+            proc.wait_for("quiesce: ready")
+            with Load(port) as load:
+                time.sleep(1.0)
+                for n in range(UPGRADES):
+                    slow: list[object] = []
+                    long = threading.Thread(target=slow_request, args=(port, slow))
+                    long.start()
+                    time.sleep(0.3)  # the long request is in flight in the old process
+                    new = Proc(["run", "-c", "quiesce.yaml", "--takeover"], tmp_path)
+                    procs.append(new)
+                    assert int(new.wait_for(r"service www listening on port (\d+)").group(1)) == (
+                        port
+                    )
+                    new.wait_for(rf"took over from pid {proc.p.pid}\b")
+                    new.wait_for("quiesce: ready")
+                    code = proc.stop(None, timeout=30)
+                    assert code == 0, f"upgrade {n + 1}: old exit {code}\n{proc.output}"
+                    assert "handed over to a new process" in proc.output
+                    long.join(30)
+                    assert slow and isinstance(slow[0], tuple), (n + 1, slow)
+                    status, body, took = slow[0]
+                    assert (status, body) == (200, b"hello from b1\n") and took >= SLOW, slow
+                    proc = new
+                    time.sleep(1.0)  # load on the new process before the next upgrade
+            print(
+                f"\n{UPGRADES} takeovers: {load.ok} requests ok, {len(load.failures)} failed, "
+                f"{load.resets} reset(s), {load.closes_seen} answered with Connection: close "
+                f"by a finishing process; {UPGRADES} slow requests completed"
+            )
+            assert load.failures == [], load.failures[:20]
+            assert load.ok > 100
+            # still serving, still administrable over the runtime socket it inherited
+            assert (
+                subprocess.run(
+                    [
+                        "curl",
+                        "-sS",
+                        "-o",
+                        "/dev/null",
+                        "-w",
+                        "%{http_code}",
+                        f"http://127.0.0.1:{port}/",
+                    ],
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                ).stdout
+                == "200"
+            )
+            out = subprocess.run(
+                ["socat", "stdio", f"UNIX-CONNECT:{tmp_path / 'quiesce.sock'}"],
+                input="show servers state\n",
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout
+            assert "web" in out and "b1" in out
+        finally:
+            code = proc.stop(signal.SIGTERM)
+            for p in procs:
+                if p.p.poll() is None:
+                    p.stop(signal.SIGKILL)
+        assert code == 0, proc.output
+        assert not (tmp_path / "quiesce.sock").exists()  # the last one removes it
+
+
+def test_sighup_does_not_kill_quiesce(tmp_path: Path) -> None:
+    with serve_in_thread(Backend("b1")) as (backend,):
+        write_config(tmp_path, backend.port)
+        proc = Proc(["run", "-c", "quiesce.yaml"], tmp_path)
+        try:
+            port = int(proc.wait_for(r"service www listening on port (\d+)").group(1))
+            proc.wait_for("quiesce: ready")
+            proc.p.send_signal(signal.SIGHUP)
+            proc.wait_for("SIGHUP: reload is not implemented yet; use quiesce run --takeover")
+            time.sleep(0.3)
+            assert proc.p.poll() is None
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            conn.request("GET", "/")
+            assert conn.getresponse().status == 200
+            conn.close()
+        finally:
+            code = proc.stop(signal.SIGTERM)
+        assert code == 0, proc.output
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def run_quiesce(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "quiesce", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def refused(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) != 0
+
+
+def test_takeover_bad_input_is_a_clear_error_and_binds_nothing(tmp_path: Path) -> None:
+    port = free_port()
+    write_config(tmp_path, 9, listen=f"127.0.0.1:{port}")
+    # no old process: no socket file
+    r = run_quiesce(["run", "-c", "quiesce.yaml", "--takeover"], tmp_path)
+    assert r.returncode == 1
+    assert "--takeover: no runtime socket at" in r.stderr
+    assert refused(port)
+    # a stale socket file (the old process is gone)
+    stale = socket.socket(socket.AF_UNIX)
+    stale.bind(str(tmp_path / "quiesce.sock"))
+    stale.close()
+    r = run_quiesce(["run", "-c", "quiesce.yaml", "--takeover"], tmp_path)
+    assert r.returncode == 1
+    assert "cannot connect to the runtime socket" in r.stderr
+    assert "no quiesce running there" in r.stderr
+    assert refused(port)
+    (tmp_path / "quiesce.sock").unlink()
+    # something that is not a quiesce
+    other = socket.socket(socket.AF_UNIX)
+    other.bind(str(tmp_path / "other.sock"))
+    other.listen(1)
+
+    def answer() -> None:
+        conn, _ = other.accept()
+        conn.recv(100)
+        conn.sendall(b"Unknown command.\n\n")
+        conn.close()
+
+    t = threading.Thread(target=answer, daemon=True)
+    t.start()
+    r = run_quiesce(["run", "-c", "quiesce.yaml", "--takeover-socket", "other.sock"], tmp_path)
+    t.join(10)
+    other.close()
+    assert r.returncode == 1
+    assert "did not hand over its sockets (it answered: 'Unknown command.')" in r.stderr
+    assert refused(port)
+    # --takeover without a runtime socket in the config
+    text = (tmp_path / "quiesce.yaml").read_text().replace("  runtime_socket: ./quiesce.sock\n", "")
+    (tmp_path / "nosock.yaml").write_text(text)
+    r = run_quiesce(["run", "-c", "nosock.yaml", "--takeover"], tmp_path)
+    assert r.returncode == 2
+    assert "--takeover needs admin.runtime_socket" in r.stderr
+
+
+def test_a_failed_takeover_leaves_the_old_process_serving(tmp_path: Path) -> None:
+    """The new process cannot start (its config adds a service on a port in use): the old
+    one keeps every listener, its runtime socket included, and still exits 0 later."""
+    with serve_in_thread(Backend("b1")) as (backend,):
+        write_config(tmp_path, backend.port)
+        proc = Proc(["run", "-c", "quiesce.yaml"], tmp_path)
+        busy = socket.socket()
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        try:
+            port = int(proc.wait_for(r"service www listening on port (\d+)").group(1))
+            proc.wait_for("quiesce: ready")
+            text = (tmp_path / "quiesce.yaml").read_text()
+            text += f'  extra: {{listen: "127.0.0.1:{busy.getsockname()[1]}", pool: web}}\n'
+            (tmp_path / "bad.yaml").write_text(text)
+            r = run_quiesce(["run", "-c", "bad.yaml", "--takeover"], tmp_path)
+            assert r.returncode == 1, r.stdout + r.stderr
+            assert "cannot start" in r.stderr and "address already in use" in r.stderr
+            proc.wait_for("takeover abandoned by the new process: still serving")
+            for _ in range(3):
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+                conn.request("GET", "/")
+                assert conn.getresponse().status == 200
+                conn.close()
+            out = subprocess.run(
+                ["socat", "stdio", f"UNIX-CONNECT:{tmp_path / 'quiesce.sock'}"],
+                input="show backend\n",
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout
+            assert "web" in out
+        finally:
+            busy.close()
+            code = proc.stop(signal.SIGTERM)
+        assert code == 0, proc.output
