@@ -37,6 +37,7 @@ from pydantic import ValidationError
 
 from quiesce.admin.bus import EventBus, Subscription
 from quiesce.admin.context import CommandContext
+from quiesce.config.loader import validation_problems
 from quiesce.config.models import HealthMonitor, ServerConfig
 from quiesce.core.admin import AdminCommand, AdminRecord, Transition, disable_command
 from quiesce.core.clock import Clock
@@ -360,11 +361,8 @@ class AdminService:
                 server, changes, actor=ctx.actor, cause=ctx.cause, reason=ctx.reason
             )
         except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in e['loc'])}: {e['msg'].removeprefix('Value error, ')}"
-                for e in exc.errors(include_url=False)
-            )
-            self._refuse_server(server.pool, server.name, ctx, InvalidCommand(problems), "update")
+            problems = InvalidCommand("; ".join(validation_problems(exc)), status_hint=422)
+            self._refuse_server(server.pool, server.name, ctx, problems, "update")
         except QuiesceError as exc:
             self._refuse_server(server.pool, server.name, ctx, exc, "update")
         if diff.keys() & {"address", "healthmonitors"}:
@@ -420,6 +418,9 @@ class AdminService:
             server.removing = False
             self._removals.pop(server, None)
             raise
+        self._finish_removals()  # no connection: deleted now
+        if server not in self.registry.pools[server.pool].servers:
+            return CommandResult(server, True, f"{server.key}: drained and deleted", 0)
         self._poke()
         return result
 

@@ -26,7 +26,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from quiesce.admin import CommandContext, CommandResult
 from quiesce.config.loader import format_loc, validation_problems
-from quiesce.config.models import HealthMonitor
+from quiesce.config.models import HealthMonitor, ServerConfig
 from quiesce.core.errors import InvalidCommand, QuiesceError
 from quiesce.core.events import Event, EventQuery
 from quiesce.frontends.api.bodies import (
@@ -333,6 +333,78 @@ def build_routes(app: AppLike) -> tuple[APIRouter, APIRouter]:
         app.admin.set_weight(ref, body.weight, ctx(c, body))
         return server_view(registry, registry.find_server(ref))
 
+    # servers added, changed and removed at runtime (issue 14) --------------------------------
+
+    def server_body(data: Any, what: str) -> tuple[dict[str, Any], str]:
+        if not isinstance(data, dict):
+            raise ApiError(422, "invalid", f"the body must be a JSON object ({what})")
+        data = dict(data)
+        reason = data.pop("reason", "")
+        if not isinstance(reason, str):
+            raise ApiError(422, "invalid", "reason: Input should be a valid string")
+        return data, reason
+
+    @v1.post("/pools/{pool}/servers", tags=["servers"], status_code=201)
+    async def add_server(pool: str, request: Request, c: Write) -> dict[str, object]:
+        data, reason = server_body(await json_body(request), "a server")
+        registry.pool(pool)  # 404 before the body's problems
+        try:
+            config = ServerConfig.model_validate(data)
+        except ValidationError as exc:
+            problems = validation_problems(exc)
+            raise ApiError(422, "invalid", "; ".join(problems), problems=problems) from None
+        server = app.admin.add_server(pool, config, CommandContext(c.actor, c.cause, reason))
+        return server_view(registry, server)
+
+    @v1.patch("/servers/{pool}/{server}", tags=["servers"])
+    async def update_server(
+        pool: str, server: str, request: Request, c: Write
+    ) -> dict[str, object]:
+        data, reason = server_body(await json_body(request), "the fields to change")
+        if not data:
+            raise ApiError(422, "invalid", "give at least one of address, weight, backup")
+        rt, diff = app.admin.update_server(
+            f"{pool}/{server}", data, CommandContext(c.actor, c.cause, reason)
+        )
+        return {
+            "changed": {k: [_json(a), _json(b)] for k, (a, b) in diff.items()},
+            "server": server_view(registry, rt),
+        }
+
+    @v1.delete("/servers/{pool}/{server}", tags=["servers"])
+    async def delete_server(
+        pool: str,
+        server: str,
+        c: Write,
+        drain: bool = False,
+        timeout: str | None = None,
+        force_guard: bool = False,
+        reason: str = "",
+    ) -> Response:
+        seconds = None
+        if timeout is not None:
+            if not drain:
+                raise ApiError(400, "invalid query", "timeout applies with drain=true")
+            try:
+                seconds = DisableBody.model_validate({"graceful": True, "timeout": timeout}).timeout
+            except ValidationError:
+                raise ApiError(
+                    400, "invalid query", f"timeout {timeout!r}: a duration (30s, 5m) or infinite"
+                ) from None
+        ctx = CommandContext(c.actor, c.cause, reason, force_guard=force_guard)
+        result = app.admin.remove_server(f"{pool}/{server}", ctx, drain=drain, timeout=seconds)
+        removed = (
+            result.server.removing is False and result.server not in registry.pool(pool).servers
+        )
+        body: dict[str, Any] = {
+            "removed": removed,
+            "removing": result.server.removing,
+            "message": result.message,
+        }
+        if not removed:
+            body["server"] = server_view(registry, result.server)
+        return JSONResponse(body, status_code=200 if removed else 202)
+
     # health monitors ---------------------------------------------------------------------------
 
     def monitor_view(name: str) -> dict[str, Any]:
@@ -573,6 +645,10 @@ def _clear_state(state: str) -> Literal["maintenance", "drain"]:
     if state == "drain":
         return "drain"
     raise InvalidCommand(f"clear takes state maintenance or drain, not {state!r}")
+
+
+def _json(value: object) -> object:
+    return list(value) if isinstance(value, list | tuple) else value
 
 
 def _sse(e: Event) -> str:
