@@ -6,12 +6,17 @@ cause ``runtime-socket``), like every other front end's.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
+from pydantic import ValidationError
+
 from quiesce.admin.context import CommandContext
+from quiesce.config.addresses import split_address
+from quiesce.config.models import ServerConfig
 from quiesce.core.errors import QuiesceError
 from quiesce.core.states import Cause, Oper
 from quiesce.frontends.runtime_socket.errors import CommandError, UnendedError
@@ -27,6 +32,8 @@ MAX_COMMANDS = 64  # ';'-separated commands on one line
 
 # HAProxy 2.6's help lines ("  %-40s: %s"), for the commands this socket knows, in its order.
 HELP: list[tuple[str, str]] = [
+    ("add server <bk>/<srv>", "create a new server"),
+    ("del server <bk>/<srv>", "remove a dynamically added server"),
     ("disable agent", "disable agent checks"),
     ("disable health", "disable health checks"),
     ("disable server (DEPRECATED)", "disable a server for maintenance (use 'set server' instead)"),
@@ -120,6 +127,8 @@ class RuntimeCommands:
             (["disable", "agent"], lambda a: self.agent(a, False)),
             (["enable", "agent"], lambda a: self.agent(a, True)),
             (["set", "server"], self.set_server),
+            (["add", "server"], self.add_server),
+            (["del", "server"], self.del_server),
             (["disable", "server"], lambda a: self._admin(a, "maint")),
             (["enable", "server"], lambda a: self._admin(a, "ready")),
             (["shutdown", "sessions", "server"], self.shutdown_sessions),
@@ -203,7 +212,110 @@ class RuntimeCommands:
             return self._health(server, args[0])
         if what == "weight":
             return self.set_weight([a[0], *args])
+        if what == "addr":
+            return self._set_addr(server, args)
         raise CommandError(f"'set server <srv> {what}' is not supported by quiesce.")
+
+    # servers added, re-addressed and removed (issue 14) -------------------------------------
+
+    def add_server(self, a: list[str]) -> str:
+        """``add server <bk>/<srv> <addr>:<port> [weight N] [backup]``: HAProxy 2.6's words and
+        answers. Unlike HAProxy's (added in maintenance), the server starts enabled and
+        ``unknown`` until its pool's monitors pass (``unmonitored`` without)."""
+        if not a or "/" not in a[0]:
+            raise UnendedError("Require 'backend/server'.")
+        pool_name, _, name = a[0].partition("/")
+        if pool_name not in self.registry.pools:
+            raise UnendedError("No such backend.")
+        if len(a) < 2:
+            raise CommandError("'server' expects <name> and <addr>[:<port>] as arguments.")
+        data: dict[str, Any] = {"name": name, "address": a[1]}
+        rest = a[2:]
+        while rest:
+            word = rest.pop(0)
+            if word == "backup":
+                data["backup"] = True
+            elif word == "weight":
+                value = rest.pop(0) if rest else ""
+                if not re.fullmatch(r"[+-]?\d+", value):
+                    raise CommandError(f"invalid weight '{value}' for server {name}.")
+                if not 0 <= int(value) <= 256:
+                    raise CommandError(
+                        f"weight of server {name} is not within 0 and 256 ({int(value)}).."
+                    )
+                data["weight"] = int(value)
+            else:
+                raise CommandError(f"unknown keyword '{word}'.")
+        if any(s.name == name for s in self.registry.pools[pool_name].servers):
+            raise CommandError("Already exists a server with the same name in backend.")
+        try:
+            config = ServerConfig.model_validate(data)
+        except ValidationError as exc:
+            first = exc.errors(include_url=False)[0]
+            field = ".".join(str(p) for p in first["loc"])
+            message = str(first["msg"]).removeprefix("Value error, ")
+            raise CommandError(f"invalid {field} '{data.get(field, '')}': {message}") from None
+        self.app.admin.add_server(pool_name, config, CONTEXT)
+        return "New server registered."
+
+    def del_server(self, a: list[str]) -> str:
+        """``del server <bk>/<srv>``: only a server in maintenance (or drained to 0
+        connections), as HAProxy 2.6; its answers have no empty line after them."""
+        if not a or "/" not in a[0]:
+            raise UnendedError("Require 'backend/server'.")
+        pool_name, _, name = a[0].partition("/")
+        pool = self.registry.pools.get(pool_name)
+        if pool is None:
+            raise UnendedError("No such backend.")
+        server = next((s for s in pool.servers if s.name == name), None)
+        if server is None:
+            raise UnendedError("No such server.")
+        why = self.registry.removable(server)
+        if why is not None:
+            raise UnendedError(why)
+        self.app.admin.remove_server(server.key, CONTEXT)
+        raise UnendedError("Server deleted.")  # HAProxy 2.6 ends this answer so too
+
+    def _set_addr(self, server: ServerRuntime, args: list[str]) -> str:
+        """``set server <bk>/<srv> addr <ip> [port <port>]``, with HAProxy 2.6's answers
+        (``srv_update_addr_port``)."""
+        if not args:
+            raise CommandError("set server <b>/<s> addr requires an address and optionally a port.")
+        ip = args[0]
+        by = " by 'stats socket command'"
+        try:
+            ipaddress.ip_address(ip)
+        except ValueError:
+            raise CommandError(f"Invalid addr '{ip}'{by}") from None
+        port = server.port
+        port_given = len(args) >= 2 and args[1] == "port"
+        if port_given:
+            text = args[2] if len(args) >= 3 else ""
+            if not text.isdigit() or not 0 < int(text) <= 65535:
+                ip_part = (
+                    "no need to change the addr"
+                    if ip == server.host
+                    else f"IP changed from '{server.host}' to '{ip}'"
+                )
+                raise CommandError(f"{ip_part}, problem converting port '{text}' to an int{by}")
+            port = int(text)
+        old_host, old_port = server.host, server.port
+        address = f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
+        split_address(address)
+        if (ip, port) != (old_host, old_port):
+            self.app.admin.update_server(server.key, {"address": address}, CONTEXT)
+        parts = [
+            "no need to change the addr"
+            if ip == old_host
+            else f"IP changed from '{old_host}' to '{ip}'"
+        ]
+        if port_given:
+            parts.append(
+                "no need to change the port"
+                if port == old_port
+                else f"port changed from '{old_port}' to '{port}'"
+            )
+        return ", ".join(parts) + by
 
     def _admin(self, a: list[str], state: str) -> str:
         server = self._server(a[0] if a else None)

@@ -1,0 +1,75 @@
+# ruff: noqa: E501 - HAProxy's answers are kept one a line
+"""The runtime socket's add server / del server / set server addr over a real socat, with
+HAProxy 2.6's answers word for word (checked against haproxy 2.6.12) (issue 14, item 2)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from quiesce.core.events import EventQuery
+from tests.runtime_socket.test_runtime_socket import app, cmd  # noqa: F401 - the fixture
+
+pytestmark = pytest.mark.peers
+
+
+async def test_add_set_addr_del(app: Any) -> None:  # noqa: F811
+    assert await cmd(app, "add server web/web3 127.0.0.1:18083 weight 3 backup") == (
+        "New server registered.\n\n"
+    )
+    web3 = app.registry.find_server("web/web3")
+    assert (web3.address, web3.weight, web3.config.backup) == ("127.0.0.1:18083", 3, True)
+    assert web3.oper.value == "unknown"  # the pool's monitor will check it
+    (e,) = app.admin.events(EventQuery(kind="server_added"))
+    assert (e.actor, e.cause) == ("runtime-socket", "runtime-socket")
+
+    assert await cmd(app, "set server web/web3 addr 127.0.0.2") == (
+        "IP changed from '127.0.0.1' to '127.0.0.2' by 'stats socket command'\n\n"
+    )
+    assert await cmd(app, "set server web/web3 addr 127.0.0.2 port 9000") == (
+        "no need to change the addr, port changed from '18083' to '9000' by "
+        "'stats socket command'\n\n"
+    )
+    assert await cmd(app, "set server web/web3 addr 127.0.0.3 port 9001") == (
+        "IP changed from '127.0.0.2' to '127.0.0.3', port changed from '9000' to '9001' by "
+        "'stats socket command'\n\n"
+    )
+    assert await cmd(app, "set server web/web3 addr 127.0.0.3 port 9001") == (
+        "no need to change the addr, no need to change the port by 'stats socket command'\n\n"
+    )
+    assert web3.address == "127.0.0.3:9001"
+    assert len(app.admin.events(EventQuery(kind="server_updated"))) == 3
+
+    assert await cmd(app, "del server web/web3") == (
+        "Only servers in maintenance mode can be deleted.\n"
+    )
+    assert await cmd(app, "set server web/web3 state maint") == "\n"
+    assert await cmd(app, "del server web/web3") == "Server deleted.\n"
+    assert "web3" not in [s.name for s in app.registry.pools["web"].servers]
+    assert await cmd(app, "del server web/web3") == "No such server.\n"
+
+
+@pytest.mark.parametrize(
+    ("line", "answer"),
+    [
+        ("add server web/web1 127.0.0.1:1", "Already exists a server with the same name in backend.\n\n"),
+        ("add server nope/x 127.0.0.1:1", "No such backend.\n"),
+        ("add server web", "Require 'backend/server'.\n"),
+        ("add server web/x", "'server' expects <name> and <addr>[:<port>] as arguments.\n\n"),
+        ("add server web/x 127.0.0.1:1 weight 300", "weight of server x is not within 0 and 256 (300)..\n\n"),
+        ("add server web/x 127.0.0.1:1 weight x", "invalid weight 'x' for server x.\n\n"),
+        ("add server web/x 127.0.0.1:1 bogus", "unknown keyword 'bogus'.\n\n"),
+        ("add server web/x 127.0.0.1:99999", "invalid address '127.0.0.1:99999': port 99999 is out of range\n\n"),
+        ("del server nope/x", "No such backend.\n"),
+        ("del server web", "Require 'backend/server'.\n"),
+        ("set server web/web1 addr bad", "Invalid addr 'bad' by 'stats socket command'\n\n"),
+        ("set server web/web1 addr", "set server <b>/<s> addr requires an address and optionally a port.\n\n"),
+        ("set server web/web1 addr 127.0.0.1 port x", "no need to change the addr, problem converting port 'x' to an int by 'stats socket command'\n\n"),
+    ],
+)  # fmt: skip
+async def test_bad_input_changes_nothing(app: Any, line: str, answer: str) -> None:  # noqa: F811
+    assert await cmd(app, line) == answer
+    assert [s.name for s in app.registry.pools["web"].servers] == ["web1", "web2"]
+    assert app.registry.find_server("web/web1").address == "127.0.0.1:18081"
+    assert app.store.load_servers() == {}
