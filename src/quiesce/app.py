@@ -138,6 +138,11 @@ class App:
             self.registry, self.store, self.clock, on_monitors_changed=self.health.sync
         )
         await self.admin.start()  # restores persisted state and logs the startup event
+        if handover is not None:
+            # The old process serves meanwhile: take its traffic only once every monitored
+            # server has its first verdict (an unknown server gets no traffic).
+            self.health.start()
+            await self._first_verdicts()
         try:
             for name, svc in self.config.services.items():
                 router = compile_router(name, svc, self.registry)
@@ -154,7 +159,8 @@ class App:
         except OSError as exc:
             await self._close_services()
             raise StartupError(f"service {name!r} ({svc.listen}): {exc}") from exc
-        self.health.start()
+        if handover is None:
+            self.health.start()
         from quiesce.frontends.api import start_admin_server
 
         try:
@@ -177,6 +183,30 @@ class App:
                 tcp_sock=take_one("runtime_tcp", self.config.admin.runtime_tcp),
             )
         self._started = True
+
+    async def _first_verdicts(self) -> None:
+        """Wait until no server is ``unknown`` (checks just started), at most the first
+        checks' spread plus the slowest monitor's timeout and interval."""
+        from quiesce.core.states import Oper
+        from quiesce.health.schedule import FIRST_SPREAD
+
+        monitors = list(self.registry.monitors.values())
+        limit = FIRST_SPREAD + max(
+            (m.receive_timeout + m.send_interval for m in monitors), default=0.0
+        )
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + min(limit, 30.0)
+        unknown: list[object] = []
+        while loop.time() < deadline:
+            unknown = [s for s in self.registry.servers() if s.oper is Oper.UNKNOWN]
+            if not unknown:
+                return
+            await asyncio.sleep(0.02)
+        log.warning(
+            "takeover: %d server(s) still unknown after %.1fs of checks: taking over anyway",
+            len(unknown),
+            limit,
+        )
 
     def _plan_connections(self) -> None:
         """The global connection limit, before anything opens a descriptor: the soft

@@ -32,8 +32,15 @@ admin:
   runtime_socket: ./quiesce.sock
 state:
   sqlite: ./state.db
+healthmonitors:
+  hm:
+    type: http
+    send_interval: 500ms
+    receive_timeout: 200ms
+    http_monitor: {{http_request: "GET /health HTTP/1.0"}}
 pools:
   web:
+    healthmonitors: [hm]
     servers:
       - {{name: b1, address: 127.0.0.1:{backend_port}}}
 services:
