@@ -328,3 +328,47 @@ def test_a_failed_takeover_leaves_the_old_process_serving(tmp_path: Path) -> Non
             busy.close()
             code = proc.stop(signal.SIGTERM)
         assert code == 0, proc.output
+
+
+def test_takeover_only_over_the_unix_socket_and_runtime_tcp_is_handed_over(
+    tmp_path: Path,
+) -> None:
+    """``_takeover`` over ``admin.runtime_tcp`` is refused (no descriptors over TCP, no
+    authentication there); a takeover hands that listener over too; ``help`` does not
+    list the command."""
+    tcp = free_port()
+    with serve_in_thread(Backend("b1")) as (backend,):
+        write_config(tmp_path, backend.port)
+        text = (tmp_path / "quiesce.yaml").read_text()
+        text = text.replace(
+            "  runtime_socket: ./quiesce.sock\n",
+            f"  runtime_socket: ./quiesce.sock\n  runtime_tcp: 127.0.0.1:{tcp}\n",
+        )
+        (tmp_path / "quiesce.yaml").write_text(text)
+        proc = Proc(["run", "-c", "quiesce.yaml"], tmp_path)
+        new: Proc | None = None
+        try:
+            proc.wait_for("quiesce: ready")
+
+            def ask(line: str) -> str:
+                with socket.create_connection(("127.0.0.1", tcp), timeout=10) as s:
+                    s.sendall(line.encode() + b"\n")
+                    data = b""
+                    while chunk := s.recv(65536):
+                        data += chunk
+                return data.decode()
+
+            assert ask("_takeover") == (
+                "Permission denied: takeover only over the Unix runtime socket.\n\n"
+            )
+            assert "_takeover" not in ask("help")
+            assert f"Pid: {proc.p.pid}\n" in ask("show info")
+            new = Proc(["run", "-c", "quiesce.yaml", "--takeover"], tmp_path)
+            new.wait_for("quiesce: ready")
+            assert proc.stop(None, timeout=30) == 0, proc.output
+            assert f"Pid: {new.p.pid}\n" in ask("show info")
+        finally:
+            if proc.p.poll() is None:
+                proc.stop(signal.SIGTERM)
+            code = new.stop(signal.SIGTERM) if new is not None else 0
+        assert code == 0
