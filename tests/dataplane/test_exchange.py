@@ -7,6 +7,7 @@ from __future__ import annotations
 import ast
 import itertools
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -141,12 +142,21 @@ def request(**fields: object) -> Request:
     return req
 
 
+def conn(**flags: object) -> SimpleNamespace:
+    fields: dict[str, object] = {"boundary_close": False, "client_eof": False, "queue": None}
+    fields.update(flags)
+    return SimpleNamespace(ctx=SimpleNamespace(closing=fields.pop("closing", False)), **fields)
+
+
 def test_closes_after() -> None:
-    assert not closes_after(request(), draining=False)
-    assert closes_after(request(), draining=True)
-    assert closes_after(request(keep_alive=False), draining=False)  # Connection: close, 1.0
-    assert closes_after(request(upgrade=True), draining=False)  # unless it switches (101)
-    assert closes_after(request(complete=False), draining=False)  # the body is dropped
+    assert not closes_after(conn(), request())
+    assert closes_after(conn(boundary_close=True), request())  # AT_BOUNDARY
+    assert closes_after(conn(client_eof=True), request())  # the client shut its side
+    assert not closes_after(conn(client_eof=True, queue=[request()]), request())  # more to answer
+    assert closes_after(conn(closing=True), request())  # service shutdown
+    assert closes_after(conn(), request(keep_alive=False))  # Connection: close, 1.0
+    assert closes_after(conn(), request(upgrade=True))  # unless it switches (101)
+    assert closes_after(conn(), request(complete=False))  # the body is dropped
 
 
 def test_keeps_connection() -> None:

@@ -33,6 +33,8 @@ are functions of the exchange and a few flags, also without I/O.
 from __future__ import annotations
 
 import enum
+from collections.abc import Sized
+from typing import Protocol
 
 from quiesce.rules.decision import RequestView
 
@@ -281,13 +283,39 @@ class Exchange:
 # Decisions ------------------------------------------------------------------------------------
 
 
-def closes_after(req: Request, draining: bool) -> bool:
-    """Does the answer to ``req`` close the client connection (``Connection: close``)?
-    ``draining``: the connection is to close at its next boundary anyway (the table's
-    AT_BOUNDARY, the client's EOF with nothing queued, the service shutting down). An
-    upgrade closes unless it switches; a request whose body has not all arrived closes (the
-    rest is read and dropped)."""
-    return draining or not req.keep_alive or req.upgrade or not req.complete
+class _Service(Protocol):
+    @property
+    def closing(self) -> bool: ...
+
+
+class Closing(Protocol):
+    """What :func:`closes_after` reads of a client connection."""
+
+    @property
+    def boundary_close(self) -> bool: ...  # the table's AT_BOUNDARY: close at the next one
+    @property
+    def client_eof(self) -> bool: ...  # the client shut its side
+    @property
+    def queue(self) -> Sized | None: ...  # requests queued behind this one
+    @property
+    def ctx(self) -> _Service: ...  # closing: the service is shutting down
+
+
+def closes_after(conn: Closing, req: Request) -> bool:
+    """Does the answer to ``req`` close the client connection (``Connection: close``)? When
+    the connection is to close at its next boundary anyway (the table's AT_BOUNDARY, the
+    client's EOF with nothing more queued, the service shutting down), the client does not
+    keep it alive (HTTP/1.0, ``Connection: close``), it asks to upgrade (unless it switches),
+    or its body has not all arrived (the rest is read and dropped). ``ClientConnection``
+    has it as its ``closing_after`` method: one call, on the per-request path."""
+    return (
+        conn.boundary_close
+        or (conn.client_eof and not conn.queue)
+        or not req.keep_alive
+        or conn.ctx.closing
+        or req.upgrade
+        or not req.complete
+    )
 
 
 def keeps_connection(req: Request, close_sent: bool, closed: bool, client_done: bool) -> bool:

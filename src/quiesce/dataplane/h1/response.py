@@ -276,11 +276,7 @@ class ResponseSide:
         ):
             up.close_delimited = True
 
-    def closing_after(self, req: Request) -> bool:
-        """Does the connection close after its answer to ``req``?"""
-        return closes_after(
-            req, self.boundary_close or (self.client_eof and not self.queue) or self.ctx.closing
-        )
+    closing_after = closes_after  # does the answer to a request close the connection
 
     def response_body(self, body: bytes) -> None:
         if self.resp is R_HELD:

@@ -112,10 +112,7 @@ class Upstream(asyncio.Protocol):
         if fast is not None and self.head_left == self.head_limit and not self.head_only:
             req = c.current
             if req is not None and c.resp is R_NONE:
-                # ClientConnection.closing_after, without the method call
-                close = closes_after(
-                    req, c.boundary_close or (c.client_eof and not c.queue) or c.ctx.closing
-                )
+                close = closes_after(c, req)  # c.closing_after(req), one call
                 extra = b"" if c.set_cookie is None else c.set_cookie + b"\r\n"
                 if close:
                     extra += b"Connection: close\r\n"
