@@ -20,7 +20,7 @@
   const EVENT_KINDS = [
     "oper_change", "admin_change", "admin_command", "admin_refused", "election", "pool_up",
     "pool_down", "flag_change", "monitor_change", "connections_closed", "login_failed",
-    "startup", "shutdown",
+    "startup", "shutdown", "server_added", "server_updated", "server_removed",
   ];
   const CAUSES = ["health", "passive", "api", "cli", "dashboard", "runtime-socket", "config", "expiry", "deadline", "startup"];
   const MONITOR_TYPES = ["http", "https", "tcp", "udp", "tcp_half_open", "icmp"];
@@ -265,6 +265,7 @@
     drained: ["st-drained", "○"],
     disabled: ["st-disabled", "■"],
     unknown: ["st-unknown", "?"],
+    removing: ["st-removing", "✕"],
   };
 
   function badge(status) {
@@ -447,7 +448,7 @@
   };
 
   function poolSummary(summary) {
-    const order = ["up", "down", "down for maintenance", "draining", "drained", "disabled", "unknown"];
+    const order = ["up", "down", "down for maintenance", "draining", "drained", "disabled", "removing", "unknown"];
     const keys = Object.keys(summary || {}).sort((a, b) => order.indexOf(a) - order.indexOf(b));
     if (!keys.length) return h("span", { class: "muted" }, "no servers");
     return h("span", { class: "summary" }, keys.map((k) => summaryBadge(k, summary[k])));
@@ -471,6 +472,10 @@
         h("label", { class: "filters" }, "Pool ", this.poolSel));
       main.append(head);
       if (isAdmin()) {
+        this.addBtn = h("button", { type: "button", class: "btn btn-primary", id: "add-server-toggle",
+          "aria-expanded": "false", "aria-controls": "add-server-panel", onclick: () => this.toggleAdd() }, "Add server");
+        head.append(this.addBtn);
+        main.append(this.buildAddForm());
         this.count = h("span", { class: "count", id: "selected-count", "aria-live": "polite" }, "0 selected");
         const act = (id, label, kind, cls) => h("button", { type: "button", class: "btn " + (cls || ""), id,
           onclick: () => this.action(kind) }, label);
@@ -494,6 +499,14 @@
     },
     drawPoolOptions() {
       const names = state.pools.map((p) => p.name);
+      if (this.addPool) {
+        const have = [...this.addPool.options].map((o) => o.value);
+        if (names.join("\n") !== have.join("\n")) {
+          const keep = this.addPool.value;
+          this.addPool.replaceChildren(...names.map((n) => h("option", { value: n }, n)));
+          if (names.includes(keep)) this.addPool.value = keep;
+        }
+      }
       const current = [...this.poolSel.options].slice(1).map((o) => o.value);
       if (names.join("\n") !== current.join("\n")) {
         this.poolSel.replaceChildren(h("option", { value: "" }, "All pools"), ...names.map((n) => h("option", { value: n }, n)));
@@ -526,6 +539,7 @@
         h("th", { scope: "col" }, "Server"), h("th", { scope: "col" }, "Status"),
         h("th", { scope: "col" }, "Admin · Oper"), h("th", { scope: "col", class: "num" }, "Conns"),
         h("th", { scope: "col" }, "Last check"), h("th", { scope: "col" }, "Admin state"));
+      if (admin) head.push(h("th", { scope: "col" }, "Server actions"));
       const body = rows.map((s) => this.row(s, admin));
       const table = h("table", { class: "cards", id: "servers-table" },
         h("caption", { class: "sr-only" }, "Servers with their displayed status, both state axes and connections"),
@@ -567,10 +581,183 @@
           s.requests_in_flight ? h("div", { class: "small muted" }, s.requests_in_flight + " in flight") : null),
         cell({ "data-label": "Last check", class: "check" }, lastChecks(s)),
         cell({ "data-label": "Admin state", class: "adminstate" }, adminState(s)));
+      if (admin) {
+        // The handlers look the server up by key when clicked: patchTable keeps an unchanged
+        // cell (and its listeners) across polls, so they must not hold on to this poll's `s`.
+        const kid = idSafe(key);
+        cells.push(cell({ "data-label": "Server actions", class: "row-actions" },
+          h("button", { type: "button", class: "btn btn-small", id: "srv-edit-" + kid, "aria-label": "Edit " + key,
+            onclick: () => this.edit(key) }, "Edit"),
+          h("button", { type: "button", class: "btn btn-small", id: "srv-remove-" + kid, "aria-label": "Remove " + key,
+            onclick: () => this.remove(key) }, "Remove")));
+      }
       return h("tr", { "data-server": key, "data-key": key, class: sel ? "selected" : "" }, cells);
     },
     selectedServers() {
       return state.servers.filter((s) => state.selected.has(keyOf(s)));
+    },
+    // ------------------------------------------------ add, edit, remove (issue 14, item 2)
+    buildAddForm() {
+      const errSlot = (name) => h("p", { class: "field-error", id: "add-err-" + name, "data-error-for": name, hidden: true });
+      const field = (name, label, hint, input) => {
+        input.id = "add-" + name;
+        input.name = name;
+        input.setAttribute("aria-describedby", "add-err-" + name);
+        return h("div", { class: "field" },
+          h("label", { for: input.id }, label, hint ? h("span", { class: "small muted" }, " " + hint) : null),
+          input, errSlot(name));
+      };
+      this.addPool = h("select", null);
+      const form = h("form", { class: "panel server-form", id: "add-server", novalidate: true, "aria-labelledby": "add-server-title" },
+        h("h2", { id: "add-server-title" }, "Add a server to a pool"),
+        h("div", { class: "grid" },
+          field("pool", "Pool", null, this.addPool),
+          field("name", "Name", "(letters, digits, . _ : -)", h("input", { type: "text", autocomplete: "off", spellcheck: "false" })),
+          field("address", "Address", "(host:port)", h("input", { type: "text", autocomplete: "off", spellcheck: "false", placeholder: "10.0.0.5:8080" })),
+          field("weight", "Weight", "(0–256)", h("input", { type: "text", inputmode: "numeric", autocomplete: "off", value: "1" })),
+          h("div", { class: "field field-check" },
+            h("label", { class: "check" }, h("input", { type: "checkbox", id: "add-backup", name: "backup", "aria-describedby": "add-err-backup" }),
+              "Backup server", h("span", { class: "small muted" }, "(used when no other server is eligible)")),
+            errSlot("backup"))),
+        h("p", { class: "small muted" }, "The server joins the pool enabled. When the pool has health monitors it takes traffic once its checks pass."),
+        h("div", { class: "form-errors", id: "add-server-errors" }),
+        h("div", { class: "form-buttons" },
+          h("button", { type: "submit", class: "btn btn-primary", id: "add-server-submit" }, "Add to pool"),
+          h("button", { type: "button", class: "btn", id: "add-server-cancel", onclick: () => this.toggleAdd(false) }, "Cancel")));
+      form.addEventListener("submit", (ev) => { ev.preventDefault(); this.addServer(form); });
+      form.addEventListener("keydown", (ev) => { if (ev.key === "Escape") { ev.preventDefault(); this.toggleAdd(false); } });
+      this.addForm = form;
+      this.addPanel = h("div", { id: "add-server-panel", hidden: true }, form);
+      return this.addPanel;
+    },
+    toggleAdd(open) {
+      const show = open === undefined ? this.addPanel.hidden : open;
+      this.addPanel.hidden = !show;
+      this.addBtn.setAttribute("aria-expanded", String(show));
+      if (show) {
+        if (this.pool && [...this.addPool.options].some((o) => o.value === this.pool)) this.addPool.value = this.pool;
+        clearProblems(this.addForm, document.getElementById("add-server-errors"));
+        document.getElementById("add-name").focus();
+      } else {
+        this.addBtn.focus();
+      }
+    },
+    async addServer(form) {
+      const errors = document.getElementById("add-server-errors");
+      clearProblems(form, errors);
+      const val = (name) => String(form.elements.namedItem(name).value).trim();
+      const pool = this.addPool.value;
+      const body = { name: val("name"), address: val("address"), backup: form.elements.namedItem("backup").checked };
+      const weight = val("weight");
+      if (weight !== "") body.weight = /^-?\d+$/.test(weight) ? Number(weight) : weight;
+      if (!pool) {
+        showProblems(form, errors, [{ field: "pool", msg: "Choose a pool." }], "add-", "No pool to add to");
+        return;
+      }
+      let view;
+      try {
+        view = await api("POST", "/pools/" + enc(pool) + "/servers", body);
+      } catch (e) {
+        if (e.status === 401) return;
+        showProblems(form, errors, apiProblems(e), "add-", "The balancer did not add " + (body.name || "the server") + " (" + e.status + ")");
+        return;
+      }
+      const key = view ? keyOf(view) : pool + "/" + body.name;
+      messages(this.msgs, [{ ok: true, text: "Added " + key + " (" + body.address + ", weight " + (view ? view.weight : body.weight)
+        + (body.backup ? ", backup" : "") + ")." }]);
+      form.reset();
+      this.addPool.value = pool;
+      this.toggleAdd(false);
+      await this.refresh();
+    },
+    edit(key) {
+      const s = state.servers.find((x) => keyOf(x) === key);
+      if (!s) return;
+      const dlg = document.getElementById("dlg-server-edit");
+      const form = dlg.querySelector("form");
+      const errors = dlg.querySelector(".dlg-error");
+      form.reset();
+      clearProblems(form, errors);
+      dlg.querySelector(".dlg-targets").textContent = key;
+      const address = form.elements.namedItem("address");
+      const weight = form.elements.namedItem("weight");
+      const backup = form.elements.namedItem("backup");
+      address.value = s.address;
+      weight.value = String(s.weight);
+      backup.checked = Boolean(s.backup);
+      form.onsubmit = async (ev) => {
+        ev.preventDefault();
+        clearProblems(form, errors);
+        const body = {};
+        const a = address.value.trim();
+        const w = weight.value.trim();
+        if (a !== s.address) body.address = a;
+        if (w !== String(s.weight)) body.weight = /^-?\d+$/.test(w) ? Number(w) : w;
+        if (backup.checked !== Boolean(s.backup)) body.backup = backup.checked;
+        if (!Object.keys(body).length) {
+          dlg.close("cancel");
+          messages(this.msgs, [{ ok: true, text: key + ": nothing to change." }]);
+          return;
+        }
+        const reason = String(form.elements.namedItem("reason").value).trim();
+        if (reason) body.reason = reason;
+        let res;
+        try {
+          res = await api("PATCH", serverPath(s), body);
+        } catch (e) {
+          if (e.status === 401) return;
+          showProblems(form, errors, apiProblems(e), "edit-", "The balancer did not change " + key + " (" + e.status + ")");
+          return;
+        }
+        dlg.close("ok");
+        const changed = Object.entries((res && res.changed) || {}).map(([k, [from, to]]) => k + " " + from + " → " + to);
+        messages(this.msgs, [{ ok: true, text: key + ": " + (changed.length ? changed.join(", ") : "nothing changed") + "." }]);
+        await this.refresh();
+      };
+      dlg.showModal();
+    },
+    remove(key) {
+      const s = state.servers.find((x) => keyOf(x) === key);
+      if (!s) return;
+      const dlg = document.getElementById("dlg-server-remove");
+      const form = dlg.querySelector("form");
+      const errors = dlg.querySelector(".dlg-error");
+      form.reset();
+      clearProblems(form, errors);
+      dlg.querySelector(".dlg-targets").textContent = key;
+      document.getElementById("dlg-server-remove-state").textContent = "Now " + s.status + ", "
+        + plural(s.connections || 0, "live connection") + ".";
+      const pool = state.pools.find((p) => p.name === s.pool);
+      const t = pool ? pool.graceful_disable_timeout : null;
+      dlg.querySelector(".pool-timeout").textContent = t === null || t === undefined || t < 0 ? "none: it waits" : fmtSeconds(t);
+      const removableNow = !s.connections && (s.admin === "maintenance" || s.admin === "drain");
+      document.getElementById(removableNow ? "remove-now" : "remove-drain").checked = true;
+      form.onsubmit = async (ev) => {
+        ev.preventDefault();
+        clearProblems(form, errors);
+        const drain = form.elements.namedItem("how").value === "drain";
+        const q = new URLSearchParams();
+        if (drain) q.set("drain", "true");
+        const reason = String(form.elements.namedItem("reason").value).trim();
+        if (reason) q.set("reason", reason);
+        if (form.elements.namedItem("force_guard").checked) q.set("force_guard", "true");
+        let res;
+        try {
+          res = await api("DELETE", serverPath(s) + (q.toString() ? "?" + q : ""));
+        } catch (e) {
+          if (e.status === 401) return;
+          const now = state.servers.find((x) => keyOf(x) === key) || s;
+          errors.replaceChildren(h("p", { class: "err-msg" }, removalRefusal(now, e)));
+          return;
+        }
+        dlg.close("ok");
+        let text;
+        if (res && res.removed) text = key + " removed.";
+        else text = key + ": being removed once its connections end (shown “removing (N)”). Enable it to cancel.";
+        messages(this.msgs, [{ ok: true, text }]);
+        await this.refresh();
+      };
+      dlg.showModal();
     },
     async action(kind) {
       const targets = this.selectedServers();
@@ -682,6 +869,88 @@
     if (s.deadline) items.push(h("dt", null, "Deadline"), h("dd", null, fmtTime(s.deadline) + " (" + relative(s.deadline) + ")"));
     if (s.expires) items.push(h("dt", null, "Expires"), h("dd", null, fmtTime(s.expires) + " (" + relative(s.expires) + ")"));
     return h("dl", { class: "kv" }, items);
+  }
+
+  // ------------------------------------------------ the API's problems in dashboard words
+
+  // [{field, msg}] from an ApiError: a 422's problems ("address: 'x' is not an address (want
+  // host:port)") or its detail joined with "; "; a 409 on a name ("name: pool 'web' already
+  // has a server named 'web1'"). Anything else is one problem without a field.
+  function apiProblems(e) {
+    const b = e.body || {};
+    const list = Array.isArray(b.problems) ? b.problems.map(String)
+      : e.status === 422 ? String(e.detail || "").split("; ") : [String(e.detail || "")];
+    return list.map((text) => {
+      const m = /^([A-Za-z_]+): (.*)$/s.exec(text);
+      return m ? { field: m[1], msg: plainWords(m[1], m[2]) } : { field: "", msg: text };
+    });
+  }
+
+  const FIELD_WORDS = { name: "Name", address: "Address", weight: "Weight", backup: "Backup", pool: "Pool", priority: "Priority" };
+
+  function plainWords(field, msg) {
+    let m;
+    if ((m = /^(.*) is not an address \(want (host:port|\[v6addr\]:port)\)$/.exec(msg))) {
+      return m[1] === "''" ? "Enter an address as host:port, e.g. 10.0.0.5:8080."
+        : m[1] + " is not an address: write it as host:port, e.g. 10.0.0.5:8080.";
+    }
+    if ((m = /^(.*): port (.*) is not a number$/.exec(msg))) return "The port in " + m[1] + " is not a number.";
+    if ((m = /^port (\d+) is out of range$/.exec(msg))) return "Port " + m[1] + " is out of range (the highest is 65535).";
+    if ((m = /^Input should be less than or equal to (\S+)$/.exec(msg))) return "Must be " + m[1] + " or less.";
+    if ((m = /^Input should be greater than or equal to (\S+)$/.exec(msg))) return "Must be " + m[1] + " or more.";
+    if (/^Input should be a valid integer/.test(msg)) return "Must be a whole number.";
+    if (/^Input should be a valid boolean/.test(msg)) return "Must be yes or no.";
+    if (/^String should match pattern/.test(msg)) return "Use only letters, digits and . _ : - (no spaces).";
+    if (/^String should have at least 1 character/.test(msg) || msg === "Field required") {
+      return field === "address" ? "Enter an address as host:port, e.g. 10.0.0.5:8080." : "Required.";
+    }
+    if ((m = /^String should have at most (\d+) characters?$/.exec(msg))) return "At most " + m[1] + " characters.";
+    return msg.charAt(0).toUpperCase() + msg.slice(1);
+  }
+
+  function clearProblems(form, box) {
+    if (box) box.replaceChildren();
+    for (const el of form.querySelectorAll("[data-error-for]")) { el.hidden = true; el.textContent = ""; }
+    for (const el of form.querySelectorAll("[aria-invalid]")) el.removeAttribute("aria-invalid");
+  }
+
+  // Each problem next to its field (the input gets aria-invalid and already points at the slot
+  // with aria-describedby) and all of them in an alert under the form.
+  function showProblems(form, box, problems, idPrefix, title) {
+    let first = null;
+    const items = [];
+    for (const p of problems) {
+      const slot = p.field ? form.querySelector('[data-error-for="' + CSS.escape(p.field) + '"]') : null;
+      if (slot) {
+        slot.textContent = (slot.textContent ? slot.textContent + " " : "") + p.msg;
+        slot.hidden = false;
+        const input = document.getElementById(idPrefix + p.field);
+        if (input) { input.setAttribute("aria-invalid", "true"); first = first || input; }
+      }
+      items.push(h("li", null, p.field ? (FIELD_WORDS[p.field] || p.field) + ": " : null, p.msg));
+    }
+    box.replaceChildren(h("div", { class: "err-msg", role: "alert" }, h("strong", null, title + ":"), h("ul", null, items)));
+    if (first) first.focus();
+  }
+
+  // DELETE's 409 in plain words (docs/admin.md: only a server in maintenance, or drained with
+  // no connection left, is removed now; the drain may be refused by min_servers_up).
+  function removalRefusal(s, e) {
+    const key = keyOf(s);
+    const detail = String(e.detail || "");
+    if (/Only servers in maintenance mode can be deleted/.test(detail)) {
+      return key + " is " + s.status + ", so it cannot be removed now: only a server in maintenance, or drained with no "
+        + "connection left, can. Choose “Drain, then remove”, or put it in maintenance first.";
+    }
+    if (/still has connections/.test(detail)) {
+      return key + " still has open connections (" + (s.connections || 0) + " now). Wait until they end, or choose “Drain, then remove”.";
+    }
+    if (/--force-guard/.test(detail)) {
+      return detail.replace(/\s*\(override with --force-guard, API force_guard\)/, "")
+        + ". Tick “Override the pool's minimum-servers guard” to drain it anyway.";
+    }
+    if (e.status === 404) return key + " is gone already (removed meanwhile).";
+    return detail;
   }
 
   // ---------------------------------------------------------------- health monitors
