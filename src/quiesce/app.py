@@ -22,6 +22,7 @@ import logging
 import os
 import signal
 import socket
+import ssl
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -31,8 +32,10 @@ from quiesce.config.models import Config
 from quiesce.core.clock import Clock, SystemClock
 from quiesce.core.errors import QuiesceError
 from quiesce.core.events import EventKind
+from quiesce.core.states import Cause
 from quiesce.state.events import make_event
 from quiesce.state.registry import Registry
+from quiesce.state.reload import Change, ReloadPlan, plan_reload
 
 if TYPE_CHECKING:
     from quiesce.admin import AdminService
@@ -60,8 +63,11 @@ class App:
         clock: Clock | None = None,
         *,
         takeover: Path | None = None,
+        config_path: Path | None = None,
     ):
         self.config = config
+        # the file a reload re-reads (quiesce run -c FILE); None: reload is refused
+        self.config_path = config_path
         self.base_dir = Path(base_dir)
         self.clock: Clock = clock or SystemClock()
         self.registry = Registry(config, self.clock)
@@ -79,6 +85,9 @@ class App:
         self.takeover_busy = False
         self.is_handed_over = False
         self.stop_requested = asyncio.Event()
+        # live reload (issue 14): one at a time; services a reload removed, finishing
+        self._reload_lock = asyncio.Lock()
+        self._retiring: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         from quiesce.frontends.runtime_socket.takeover import TakeoverError, request
@@ -236,6 +245,303 @@ class App:
         for service in self.services.values():
             await service.close()
 
+    # live reload (issue 14, DESIGN §6) -----------------------------------------------------
+
+    async def reload(self, actor: str, via: str = "api") -> ReloadPlan:
+        """Re-read the config file, validate it as ``quiesce check`` does, and apply the
+        difference in-process (quiesce.state.reload plans it). A bad file raises
+        :class:`~quiesce.config.loader.ConfigError` with every problem and changes
+        nothing; a reload during a takeover, or of a process not started from a file, is
+        refused (409). Reloads are serialised. Returns what was applied, kept and warned."""
+        from quiesce.config.loader import ConfigError
+
+        if self.config_path is None:
+            raise QuiesceError(
+                "reload: this process was not started from a config file (quiesce run -c)",
+                status_hint=409,
+            )
+        if self.takeover_busy or self.is_handed_over or not self._started:
+            raise QuiesceError(
+                "reload refused: a takeover (quiesce run --takeover) is in progress or this "
+                "process is stopping; reload the new process once it is ready",
+                status_hint=409,
+            )
+        async with self._reload_lock:
+            loop = asyncio.get_running_loop()
+            began = loop.time()
+            try:
+                new, warnings = await asyncio.to_thread(self._load_for_reload)
+                plan = plan_reload(self.config, new, self.admin.overrides())
+                plan.warnings[:0] = warnings
+                bound = await self._prepare_reload(new, plan)
+            except ConfigError as exc:
+                log.error(
+                    "reload by %s refused: %s: %d problem(s): %s",
+                    actor,
+                    exc.source,
+                    len(exc.problems),
+                    "; ".join(exc.problems),
+                )
+                self.registry.emit(
+                    make_event(
+                        self.clock,
+                        EventKind.CONFIG_RELOAD,
+                        to="refused",
+                        cause=Cause.CONFIG,
+                        actor=actor,
+                        detail={"via": via, "problems": exc.problems},
+                    )
+                )
+                raise
+            await self._apply_reload(new, plan, bound, actor)
+            took = loop.time() - began
+            for change in plan.changes:
+                log.info("reload: %s", change.message)
+            for warning in plan.warnings:
+                log.warning("reload: %s", warning)
+            log.info(
+                "reload by %s: %d change(s), %d kept, %.3fs",
+                actor,
+                len(plan.changes),
+                len(plan.kept),
+                took,
+            )
+            self.registry.emit(
+                make_event(
+                    self.clock,
+                    EventKind.CONFIG_RELOAD,
+                    to="applied",
+                    cause=Cause.CONFIG,
+                    actor=actor,
+                    reason=f"{len(plan.changes)} change(s)",
+                    detail={
+                        "via": via,
+                        "changes": [c.message for c in plan.changes],
+                        "kept": [c.message for c in plan.kept],
+                        "warnings": plan.warnings,
+                        "seconds": round(took, 4),
+                    },
+                )
+            )
+            return plan
+
+    def _load_for_reload(self) -> tuple[Config, list[str]]:
+        """``quiesce check``'s validation (in a worker thread: a big file takes a while),
+        plus what ``quiesce run`` refuses at start."""
+        from quiesce.config.loader import ConfigError, config_warnings, load_config
+        from quiesce.health import raw_socket_problems
+
+        assert self.config_path is not None
+        new = load_config(self.config_path)
+        problems = raw_socket_problems(new)
+        if problems:
+            raise ConfigError(problems, str(self.config_path))
+        return new, config_warnings(new)
+
+    async def _prepare_reload(
+        self, new: Config, plan: ReloadPlan
+    ) -> dict[str, list[socket.socket]]:
+        """Everything that can fail, before anything changes: pages read from disk, the
+        admin certificate loaded, new listeners bound. Raises ConfigError."""
+        from quiesce.config.loader import ConfigError
+        from quiesce.dataplane.pages import Page
+        from quiesce.dataplane.service import bind_listen
+
+        problems: list[str] = []
+        pages = [
+            (f"services.{n}.maintenance_page", s.maintenance_page) for n, s in new.services.items()
+        ]
+        pages += [(f"pages.{n}", p) for n, p in new.pages.items()]
+        for where, page in pages:
+            try:
+                Page.load(page, self.base_dir)
+            except (OSError, ValueError) as exc:
+                problems.append(f"{where}: {exc}")
+        tls = new.admin.tls
+        if tls is not None and self.config.admin.tls is not None:
+            try:
+                ssl_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+                ssl_ctx.load_cert_chain(self._path(tls.cert), self._path(tls.key))
+            except (OSError, ssl.SSLError) as exc:
+                problems.append(f"admin.tls: cannot load {tls.cert} / {tls.key}: {exc}")
+        if problems:
+            raise ConfigError(problems, str(self.config_path))
+        bound: dict[str, list[socket.socket]] = {}
+        for change in plan.changes:
+            if change.kind not in ("service_added", "service_rebound"):
+                continue
+            name = change.data["service"]
+            listen = new.services[name].listen
+            old = self.services.get(name)
+            if old is not None and old.config.listen == listen:
+                bound[name] = [s.dup() for s in old.sockets]  # the same queue: no refusal
+                continue
+            try:
+                bound[name] = await bind_listen(listen)
+            except OSError as exc:
+                for socks in bound.values():
+                    for sock in socks:
+                        sock.close()
+                raise ConfigError(
+                    [f"services.{name}.listen: cannot listen on {listen}: {exc}"],
+                    str(self.config_path),
+                ) from None
+        return bound
+
+    def _path(self, path: str) -> str:
+        p = Path(path)
+        return str(p if p.is_absolute() else self.base_dir / p)
+
+    async def _apply_reload(
+        self, new: Config, plan: ReloadPlan, bound: dict[str, list[socket.socket]], actor: str
+    ) -> None:
+        """Apply a validated plan: registry changes in one batch (no await in between, so
+        no request sees half of it), then the services, then what nothing uses any more."""
+        from quiesce.admin import CommandContext
+        from quiesce.dataplane.service import make_context, start_service
+        from quiesce.rules import compile_router
+
+        ctx = CommandContext(actor, Cause.CONFIG, "config reload", force_guard=True)
+        admin, reg = self.admin, self.registry
+        with admin.batch():
+            for change in plan.changes:
+                self._apply_change(change, new, ctx)
+        self.config = new
+        reg.config = new
+        # services: every surviving one takes a context made from the new config (pages
+        # re-read from disk, routers recompiled against the pools as they are now)
+        loop = asyncio.get_running_loop()
+        for name, svc in new.services.items():
+            service = self.services.get(name)
+            if name in bound:
+                continue
+            if service is not None:
+                router = compile_router(name, svc, reg)
+                fresh = make_context(
+                    name, svc, reg, self.table, loop, router=router, base_dir=self.base_dir
+                )
+                service.reconfigure(fresh)
+        for change in plan.changes:
+            if change.kind in ("service_rebound", "service_removed"):
+                name = change.data["service"]
+                old = self.services.get(name)
+                same = (
+                    old is not None
+                    and name in new.services
+                    and new.services[name].listen == old.config.listen
+                )
+                self._retire(name, keep_idle=same)
+        for name, socks in bound.items():
+            svc = new.services[name]
+            self.services[name] = await start_service(
+                name,
+                svc,
+                reg,
+                self.table,
+                router=compile_router(name, svc, reg),
+                base_dir=self.base_dir,
+                gate=self.gate,
+                socks=socks,
+            )
+        with admin.batch():
+            for change in plan.changes:
+                if change.kind == "pool_removed":
+                    reg.remove_pool(change.data["pool"])
+                    self._config_event(change, ctx)
+                elif change.kind == "monitor_removed":
+                    try:
+                        admin.delete_monitor(change.target, ctx)
+                    except QuiesceError as exc:
+                        plan.warnings.append(f"monitor {change.target}: kept: {exc.message}")
+        self._reload_admin(new)
+        self.health.sync()
+
+    def _apply_change(self, change: Change, new: Config, ctx: Any) -> None:
+        """One change of the registry's (pools, servers, monitors, flags) or a
+        ``config_change`` event for one applied later (services, users)."""
+        admin, reg, kind, d = self.admin, self.registry, change.kind, change.data
+        if kind in ("monitor_added", "monitor_changed"):
+            admin.put_monitor(change.target, d["monitor"], ctx)
+        elif kind == "pool_added":
+            reg.add_pool(d["pool"], d["config"])
+            self._config_event(change, ctx)
+        elif kind == "pool_changed":
+            reg.update_pool(d["pool"], d["config"])
+            self._config_event(change, ctx)
+        elif kind == "pool_monitors":
+            admin.set_pool_monitors(d["pool"], d["monitors"], ctx)
+        elif kind == "server_added":
+            admin.add_server(d["pool"], d["config"], ctx, runtime=False)
+        elif kind == "server_changed":
+            admin.update_server(change.target, dict(d["changes"]), ctx, runtime=False)
+        elif kind == "server_restored":
+            admin.enable(change.target, ctx)
+            config = d["config"]
+            admin.update_server(
+                change.target, config.model_dump(exclude={"name"}), ctx, runtime=False
+            )
+        elif kind == "server_removed":
+            admin.remove_server(change.target, ctx, drain=True)
+        elif kind == "flag_set":
+            admin.set_flag(d["flag"], d["value"], ctx)
+        elif kind == "flag_cleared":
+            admin.clear_flag(d["flag"], ctx)
+        elif kind not in ("pool_removed", "monitor_removed"):
+            self._config_event(change, ctx)  # services, pages, users...: applied below
+
+    def _config_event(self, change: Change, ctx: Any) -> None:
+        pool = change.data.get("pool")
+        self.registry.emit(
+            make_event(
+                self.clock,
+                EventKind.CONFIG_CHANGE,
+                self.registry.pools.get(pool, pool) if isinstance(pool, str) else None,
+                to=change.kind,
+                cause=Cause.CONFIG,
+                actor=ctx.actor,
+                reason=change.message,
+                detail={"change": change.kind, "target": change.target},
+            )
+        )
+
+    def _retire(self, name: str, *, keep_idle: bool = False) -> None:
+        """A service the reload removed (or re-bound): stop accepting now, finish its
+        in-flight requests within its grace period, in the background. ``keep_idle``: its
+        listening socket carries on in the new service (the same ``listen``), so idle
+        keep-alive connections are closed only after their next response (an upgrade's
+        rule: closing one races with the request its client may be sending)."""
+        service = self.services.pop(name, None)
+        if service is None:
+            return
+        task = asyncio.create_task(
+            service.shutdown(service.config.grace_period, keep_idle=keep_idle),
+            name=f"quiesce retire {name}",
+        )
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)
+
+    def _reload_admin(self, new: Config) -> None:
+        """Users, tokens and the login limit on the live authenticator (no listener is
+        dropped: credentials remembered from before are forgotten, sessions of users gone
+        or changed end); the admin certificate re-read into the live TLS context."""
+        server = self.admin_server
+        if server is None:
+            return
+        auth = getattr(server.api.state, "auth", None)
+        if auth is not None:
+            old = {u.name: u for u in auth.config.users}
+            auth.config = new.admin
+            auth._verified.clear()
+            users = {u.name: u for u in new.admin.users}
+            for sid, session in list(auth.sessions.items()):
+                if users.get(session.user) != old.get(session.user) or session.user not in users:
+                    del auth.sessions[sid]
+        tls = new.admin.tls
+        live = getattr(getattr(server, "_server", None), "config", None)
+        context = getattr(live, "ssl", None)
+        if tls is not None and isinstance(context, ssl.SSLContext):
+            context.load_cert_chain(self._path(tls.cert), self._path(tls.key))
+
     # upgrade, the old process's side ------------------------------------------------------
 
     def listening(self) -> list[Listening]:
@@ -290,6 +596,8 @@ class App:
         if self.runtime_socket is not None:
             await self.runtime_socket.stop()
         await asyncio.gather(*(s.shutdown(grace) for s in self.services.values()))
+        if self._retiring:
+            await asyncio.wait(set(self._retiring), timeout=grace)
         await self.health.stop()
         if self.admin_server is not None:
             await self.admin_server.stop()
@@ -326,18 +634,19 @@ def run_forever(
     banner: Callable[[App], None] | None = None,
     before_start: Callable[[], Awaitable[None]] | None = None,
     takeover: Path | None = None,
+    config_path: Path | None = None,
 ) -> int:
     """Run until SIGINT/SIGTERM, or until a new process took the listeners over; exit code
     0 after a clean staged shutdown. ``takeover``: the runtime socket of the running quiesce
-    whose listeners this one takes (``quiesce run --takeover``). SIGHUP is logged and
-    ignored (no reload yet)."""
+    whose listeners this one takes (``quiesce run --takeover``). SIGHUP reloads
+    ``config_path`` (:meth:`App.reload`; without one it is logged and ignored)."""
     install_event_loop_policy()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
 
     async def main() -> int:
         if before_start is not None:
             await before_start()
-        app = App(config, base_dir, takeover=takeover)
+        app = App(config, base_dir, takeover=takeover, config_path=config_path)
         try:
             await app.start()
         except StartupError as exc:
@@ -351,7 +660,14 @@ def run_forever(
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        loop.add_signal_handler(signal.SIGHUP, _sighup)
+        hups: set[asyncio.Task[None]] = set()
+
+        def sighup() -> None:
+            task = asyncio.create_task(_sighup(app))
+            hups.add(task)
+            task.add_done_callback(hups.discard)
+
+        loop.add_signal_handler(signal.SIGHUP, sighup)
         # One machine-readable line per listener (tests and scripts read the bound ports).
         for name, service in app.services.items():
             print(f"quiesce: service {name} listening on port {service.port}", flush=True)
@@ -377,11 +693,20 @@ def run_forever(
     return 0
 
 
-def _sighup() -> None:
-    log.warning(
-        "SIGHUP: reload is not implemented yet; use quiesce run --takeover "
-        "(docs/upgrade.md); still running"
-    )
+async def _sighup(app: App) -> None:
+    """SIGHUP: a live reload of the config file (its answer goes to the log)."""
+    if app.config_path is None:
+        log.warning("SIGHUP: no config file to reload; still running")
+        return
+    log.info("SIGHUP: reloading %s", app.config_path)
+    try:
+        await app.reload("SIGHUP", via="signal")
+    except QuiesceError as exc:
+        # a bad file is logged by reload() with every problem; the rest here
+        if exc.status_hint != 422:
+            log.error("SIGHUP: %s", exc.message)
+    except Exception:
+        log.exception("SIGHUP: reload failed")
 
 
 def _sd_notify(message: str) -> None:

@@ -123,7 +123,15 @@ def run_cmd(config_path: str, grace: float, takeover: bool, takeover_socket: str
             )
         path = Path(config.admin.runtime_socket)
         path = path if path.is_absolute() else base_dir / path
-    sys.exit(run_forever(config, base_dir, grace=grace, takeover=path))
+    sys.exit(
+        run_forever(
+            config,
+            base_dir,
+            grace=grace,
+            takeover=path,
+            config_path=Path(config_path).resolve(),
+        )
+    )
 
 
 @click.command("demo")

@@ -214,7 +214,8 @@ def test_sighup_does_not_kill_quiesce(tmp_path: Path) -> None:
             port = int(proc.wait_for(r"service www listening on port (\d+)").group(1))
             proc.wait_for("quiesce: ready")
             proc.p.send_signal(signal.SIGHUP)
-            proc.wait_for("SIGHUP: reload is not implemented yet; use quiesce run --takeover")
+            proc.wait_for("SIGHUP: reloading")
+            proc.wait_for(r"reload by SIGHUP: 0 change\(s\)")
             time.sleep(0.3)
             assert proc.p.poll() is None
             conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)

@@ -28,7 +28,7 @@ import contextlib
 import logging
 import re
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Literal, NoReturn
@@ -46,6 +46,7 @@ from quiesce.core.events import Event, EventKind, EventQuery
 from quiesce.core.states import Admin, Cause, CloseMode, Oper
 from quiesce.state.events import make_event
 from quiesce.state.registry import Registry, ServerRuntime
+from quiesce.state.reload import RuntimeOverrides
 from quiesce.store.base import RemoteChange, SharedStore, StateStore
 
 log = logging.getLogger("quiesce.admin")
@@ -99,6 +100,9 @@ class AdminService:
         self._removals: dict[ServerRuntime, CommandContext] = {}
         self._removing_saved: set[str] = set()  # keys whose stored record says "removing"
         self._server_records: set[str] = set()  # keys with a stored server record
+        # a reload applying many changes (batch()): health.sync() once at its end
+        self._batching = False
+        self._batch_monitors_changed = False
 
     # life cycle -----------------------------------------------------------------------------
 
@@ -335,13 +339,16 @@ class AdminService:
 
     # servers added, changed and removed at runtime (issue 14) ---------------------------------
 
-    def add_server(self, pool: str, config: ServerConfig, ctx: CommandContext) -> ServerRuntime:
+    def add_server(
+        self, pool: str, config: ServerConfig, ctx: CommandContext, *, runtime: bool = True
+    ) -> ServerRuntime:
         """Add ``config`` (validated by the caller as the config file's server model) to
         ``pool``: it starts ``unknown`` and the health manager starts checking it, or
-        ``unmonitored`` when the pool has no monitor. A ``server_added`` event; persisted."""
+        ``unmonitored`` when the pool has no monitor. A ``server_added`` event; persisted
+        (``runtime`` False: a server of the config file, added by a reload, is not)."""
         try:
             server = self.registry.add_server(
-                pool, config, actor=ctx.actor, cause=ctx.cause, reason=ctx.reason
+                pool, config, actor=ctx.actor, cause=ctx.cause, reason=ctx.reason, runtime=runtime
             )
         except QuiesceError as exc:
             self._refuse_server(pool, config.name, ctx, exc, "add")
@@ -349,7 +356,7 @@ class AdminService:
         return server
 
     def update_server(
-        self, ref: str, changes: dict[str, Any], ctx: CommandContext
+        self, ref: str, changes: dict[str, Any], ctx: CommandContext, *, runtime: bool = True
     ) -> tuple[ServerRuntime, dict[str, tuple[object, object]]]:
         """Change a server's ``address``, ``weight``, ``backup`` (any field of the config
         file's server but its name), validated as the config file is. A new address drains
@@ -358,7 +365,12 @@ class AdminService:
         server = self._find(ref, None, ctx)
         try:
             diff = self.registry.update_server(
-                server, changes, actor=ctx.actor, cause=ctx.cause, reason=ctx.reason
+                server,
+                changes,
+                actor=ctx.actor,
+                cause=ctx.cause,
+                reason=ctx.reason,
+                runtime=runtime,
             )
         except ValidationError as exc:
             problems = InvalidCommand("; ".join(validation_problems(exc)), status_hint=422)
@@ -459,6 +471,48 @@ class AdminService:
             )
         )
         raise exc
+
+    # live reload (issue 14) -------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        """Many changes at once (a reload): the pools are recomputed and the health manager
+        synced once, at the end of the block, not after each change."""
+        if self._batching:
+            yield
+            return
+        self._batching, self._batch_monitors_changed = True, False
+        try:
+            with self.registry.deferring():
+                yield
+        finally:
+            self._batching = False
+            if self._batch_monitors_changed:
+                self._monitors_changed()
+            self._poke()
+
+    def overrides(self) -> RuntimeOverrides:
+        """What the state store holds over the config file (it wins at a reload as at a
+        start): servers added, changed or deleted at runtime, monitors, pool monitor lists
+        and flags set at runtime, servers being removed."""
+        store = self.store
+        return RuntimeOverrides(
+            servers=frozenset(
+                k
+                for k in self._server_records
+                if k not in self._removing_saved or self._is_runtime(k)
+            ),
+            monitors=frozenset(store.load_monitors()) | frozenset(store.load_deleted_monitors()),
+            pool_monitors=frozenset(store.load_pool_monitors()),
+            flags=frozenset(store.load_flags()) | frozenset(store.load_cleared_flags()),
+            removing=frozenset(s.key for s in self.registry.servers() if s.removing),
+        )
+
+    def _is_runtime(self, key: str) -> bool:
+        try:
+            return self.registry.find_server(key).runtime_defined
+        except NotFound:
+            return True  # a tombstone
 
     # events ---------------------------------------------------------------------------------
 
@@ -568,6 +622,17 @@ class AdminService:
 
     def _persist_state(self, event: Event) -> None:
         kind = event.kind
+        if event.cause == Cause.CONFIG.value and kind in _FILE_KINDS:
+            # A reload applying the config file: the file is its own record. Storing it
+            # would make it a runtime change that wins over the next edit of the file.
+            if kind is EventKind.SERVER_REMOVED:
+                key = f"{event.pool}/{event.server}"
+                self.store.delete_admin(key)
+                if key in self._server_records:
+                    self.store.forget_server(key)
+                    self._server_records.discard(key)
+                self._removing_saved.discard(key)
+            return
         if kind in (EventKind.ADMIN_CHANGE, EventKind.ADMIN_COMMAND):
             if event.pool in self.registry.pools and event.server is not None:
                 server = self.registry.pools[event.pool].server(event.server)
@@ -831,6 +896,9 @@ class AdminService:
     # helpers --------------------------------------------------------------------------------
 
     def _monitors_changed(self) -> None:
+        if self._batching:
+            self._batch_monitors_changed = True
+            return
         if self.on_monitors_changed is not None:
             self.on_monitors_changed()
 
@@ -932,6 +1000,19 @@ class AdminService:
                 detail={"message": message, **detail},
             )
         )
+
+
+_FILE_KINDS = frozenset(
+    {
+        EventKind.SERVER_ADDED,
+        EventKind.SERVER_UPDATED,
+        EventKind.SERVER_REMOVED,
+        EventKind.FLAG_CHANGE,
+        EventKind.MONITOR_CHANGE,
+    }
+)
+"""Events a reload (cause ``config``) emits for changes of the file, not stored as runtime
+changes."""
 
 
 def _command(target: Admin, ctx: CommandContext, **kw: Any) -> AdminCommand:

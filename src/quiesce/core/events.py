@@ -27,6 +27,8 @@ class EventKind(StrEnum):
     SERVER_ADDED = "server_added"  # issue 14: servers added, changed and removed at runtime
     SERVER_UPDATED = "server_updated"
     SERVER_REMOVED = "server_removed"
+    CONFIG_RELOAD = "config_reload"  # issue 14: a live reload, applied or refused (summary)
+    CONFIG_CHANGE = "config_change"  # one change of a reload with no event kind of its own
 
 
 @dataclass(frozen=True, slots=True)

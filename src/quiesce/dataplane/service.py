@@ -398,6 +398,18 @@ class Service:
         ctx.table.close_idle_upstreams(self._servers())
         await asyncio.sleep(0)
 
+    def reconfigure(self, fresh: ServiceContext) -> None:
+        """A reload: take the config-derived parts of ``fresh`` (a context made by
+        :func:`make_context` from the new config: pools, router, pages read from disk,
+        timeouts, limits). Requests read them from the context as they start, so every new
+        request uses them at once; one in flight finishes as it began."""
+        ctx = self._ctx
+        for name in _RELOADED:
+            setattr(ctx, name, getattr(fresh, name))
+        limit = ctx.max_connections
+        ctx.native_below = NO_LIMIT if limit == NO_LIMIT else limit - self._listener.native_room
+        self._listener.update()
+
     def _servers(self) -> list[ServerRuntime]:
         ctx = self._ctx
         if ctx.router is not None:
@@ -405,6 +417,34 @@ class Service:
         else:
             pools = [p for p in (ctx.pool, ctx.fallback) if p is not None]
         return [s for p in pools for s in p.servers]
+
+
+_RELOADED = (
+    "config",
+    "pool",
+    "fallback",
+    "page",
+    "pages",
+    "router",
+    "max_header_size",
+    "max_request_line",
+    "header_timeout",
+    "idle_timeout",
+    "body_timeout",
+    "status_codes",
+    "mark_server",
+    "sweep_interval",
+    "max_connections",
+)
+"""What :meth:`Service.reconfigure` takes from a new context: everything make_context derives
+from the config, nothing that counts or holds connections."""
+
+
+async def bind_listen(listen: str) -> list[socket.socket]:
+    """The listening sockets of a service's ``listen`` address, bound now (a reload binds a
+    new service's before it changes anything, so a busy port changes nothing)."""
+    host, port = split_address(listen)
+    return await _bind(asyncio.get_running_loop(), host, port, BACKLOG)
 
 
 def make_context(

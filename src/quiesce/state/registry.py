@@ -19,8 +19,10 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterator
+from contextlib import contextmanager
 
-from quiesce.config.models import Config, HealthMonitor, ServerConfig
+from quiesce.balancing import make_algorithm
+from quiesce.config.models import Config, HealthMonitor, PoolConfig, ServerConfig
 from quiesce.core import admin as admin_sm
 from quiesce.core.admin import AdminCommand, AdminRecord, Transition
 from quiesce.core.checks import CheckResult
@@ -62,6 +64,9 @@ class Registry:
         # Runtime flags (issue 7): read on the request path with one dict lookup.
         self.flags: dict[str, bool | str] = dict(config.flags)
         self.close_handlers: list[CloseHandler] = []
+        # While a reload applies many changes (:meth:`deferring`): the pools to recompute
+        # once at the end, instead of after every change.
+        self._deferred: dict[PoolRuntime, None] | None = None
         now = self.clock.time()
         for pool in self.pools.values():
             self._recompute(pool, now, emit=False)
@@ -382,13 +387,15 @@ class Registry:
         cause: Cause,
         reason: str = "",
         emit: bool = True,
+        runtime: bool = True,
     ) -> ServerRuntime:
         """A new server at the end of ``pool_name``: ``unknown`` with the pool's monitors (the
         health manager's ``sync()`` must follow) or ``unmonitored`` without; enabled, so a
         candidate as soon as it is eligible. A ``server_added`` event (none when ``emit`` is
-        false: restoring at start-up)."""
+        false: restoring at start-up). ``runtime`` False: a server of the config file (a
+        reload), not stored over the file."""
         pool = self.pool(pool_name)
-        if config.name in {s.name for s in pool.servers}:
+        if pool.has(config.name):
             raise InvalidCommand(
                 f"name: pool {pool_name!r} already has a server named {config.name!r}",
                 status_hint=409,
@@ -397,7 +404,7 @@ class Registry:
         if missing:
             raise InvalidCommand(f"healthmonitors: no health monitor named {missing[0]!r}")
         server = pool.add(config)
-        server.runtime_defined = True
+        server.runtime_defined = runtime
         now = self.clock.time()
         server.oper_since = now
         pending = self._recompute(pool, now, emit=emit)
@@ -427,6 +434,7 @@ class Registry:
         cause: Cause,
         reason: str = "",
         emit: bool = True,
+        runtime: bool = True,
     ) -> dict[str, tuple[object, object]]:
         """Change a server's definition (``address``, ``weight``, ``backup``, ...), validated
         as the config file's server; returns ``{field: (old, new)}`` for what changed. A new
@@ -450,7 +458,7 @@ class Registry:
         if missing:
             raise InvalidCommand(f"healthmonitors: no health monitor named {missing[0]!r}")
         server.config = new
-        server.runtime_defined = True
+        server.runtime_defined = server.runtime_defined or runtime
         if "weight" in diff:
             server.weight = new.weight
         if "healthmonitors" in diff:
@@ -514,7 +522,8 @@ class Registry:
         emit: bool = True,
     ) -> None:
         """Delete ``server`` from its pool (refused unless :meth:`removable`): what is left of
-        it in the data plane (idle upstream connections) is closed; a ``server_removed``
+        it in the data plane (idle upstream connections) is closed, idle client connections
+        that last used it are detached; a ``server_removed``
         event. The health manager's ``sync()`` must follow."""
         pool = self.pools[server.pool]
         why = self.removable(server) if emit else None
@@ -522,7 +531,11 @@ class Registry:
             raise GuardRefused(f"{server.key}: {why}")
         pool.remove(server)
         server.removing = False
-        self._close(server, CloseMode.ALL)
+        # AT_BOUNDARY, not ALL: it has no busy connection left; its idle upstream ones are
+        # closed, and idle client keep-alive connections that last used it are detached
+        # (their next request is balanced afresh), never closed: closing one races with
+        # the request its client may be sending (a reset; docs/admin.md, maintenance).
+        self._close(server, CloseMode.AT_BOUNDARY)
         pending = self._recompute(pool, self.clock.time(), emit=emit)
         if emit:
             self.emit(
@@ -539,6 +552,67 @@ class Registry:
                 )
             )
             self._emit_all(pending)
+
+    # pools added, changed and removed by a reload (issue 14) ----------------------------------
+
+    @contextmanager
+    def deferring(self) -> Iterator[None]:
+        """Recompute each pool touched inside the block once, at its end (a reload adding
+        a thousand servers to a pool of ten thousand recomputes it once, not a thousand
+        times). The block must not yield to the event loop: no request sees the pools
+        half-recomputed."""
+        if self._deferred is not None:
+            yield
+            return
+        self._deferred = {}
+        try:
+            yield
+        finally:
+            pools, self._deferred = self._deferred, None
+            now = self.clock.time()
+            for pool in pools:
+                if self.pools.get(pool.name) is pool:
+                    self._emit_all(self._recompute(pool, now))
+
+    def add_pool(self, name: str, config: PoolConfig) -> PoolRuntime:
+        """A new pool with the servers of ``config`` (``unknown`` with monitors, else
+        ``unmonitored``); the health manager's ``sync()`` must follow."""
+        if name in self.pools:
+            raise InvalidCommand(f"a pool named {name!r} exists", status_hint=409)
+        missing = [m for m in config.healthmonitors if m not in self.monitors]
+        if missing:
+            raise InvalidCommand(f"healthmonitors: no health monitor named {missing[0]!r}")
+        pool = self.pools[name] = PoolRuntime(name, config, self.monitors)
+        now = self.clock.time()
+        for s in pool.servers:
+            s.oper_since = now
+        self._emit_all(self._recompute(pool, now))
+        return pool
+
+    def update_pool(self, name: str, config: PoolConfig) -> None:
+        """The pool's settings from a reloaded file (algorithm, mode, guards, timeouts, slow
+        start, persistence...): its servers, their admin and operational state and its
+        monitor list are left as they are (those change through their own methods)."""
+        pool = self.pool(name)
+        old = pool.config
+        pool.config = config
+        if (old.algorithm, old.mode) != (config.algorithm, config.mode):
+            pool.algorithm = make_algorithm(config.algorithm)
+        if old.mode != config.mode:
+            pool.primary = None
+        if old.min_health_monitors_up != config.min_health_monitors_up:
+            for s in pool.servers:
+                self._set_oper(pool, s, Cause.CONFIG, None)
+        self._emit_all(self._recompute(pool, self.clock.time()))
+
+    def remove_pool(self, name: str) -> PoolRuntime:
+        """Forget a pool (no service routes to it any more): requests in flight to its
+        servers finish, their connections close at the next boundary; the health manager's
+        ``sync()`` must follow."""
+        pool = self.pools.pop(name)
+        for s in pool.servers:
+            self._close(s, CloseMode.AT_BOUNDARY)
+        return pool
 
     # runtime monitor edits (control plane, dashboard) ------------------------------------------
 
@@ -672,6 +746,9 @@ class Registry:
     def _recompute(self, pool: PoolRuntime, now: float, emit: bool = True) -> list[Event]:
         """Recompute candidates and election; returns the events this caused, for the caller
         to emit after its own (a cause comes before its consequences in the log)."""
+        if self._deferred is not None:
+            self._deferred[pool] = None
+            return []
         out: list[Event] = []
         eligible: list[ServerRuntime] = []  # eligibility read once per server: this is hot
         for s in pool.servers:

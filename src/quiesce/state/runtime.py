@@ -156,6 +156,9 @@ class PoolRuntime:
         self._by_name[server.name] = server
         return server
 
+    def has(self, name: str) -> bool:
+        return name in self._by_name
+
     def remove(self, server: ServerRuntime) -> None:
         self.servers.remove(server)
         del self._by_name[server.name]

@@ -26,6 +26,7 @@ from quiesce.frontends.auth import (
     cause_of,
 )
 from quiesce.state.registry import Registry
+from quiesce.state.reload import ReloadPlan
 
 
 class AppLike(Protocol):
@@ -34,6 +35,10 @@ class AppLike(Protocol):
     config: Config
     registry: Registry
     admin: AdminService
+
+    async def reload(self, actor: str, via: str = "api") -> ReloadPlan:
+        """Re-read and apply the config file (quiesce.app.App.reload)."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,7 +25,7 @@ from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from quiesce.admin import CommandContext, CommandResult
-from quiesce.config.loader import format_loc, validation_problems
+from quiesce.config.loader import ConfigError, format_loc, validation_problems
 from quiesce.config.models import HealthMonitor, ServerConfig
 from quiesce.core.errors import InvalidCommand, QuiesceError
 from quiesce.core.events import Event, EventQuery
@@ -404,6 +404,29 @@ def build_routes(app: AppLike) -> tuple[APIRouter, APIRouter]:
         if not removed:
             body["server"] = server_view(registry, result.server)
         return JSONResponse(body, status_code=200 if removed else 202)
+
+    # live reload (issue 14) ------------------------------------------------------------------
+
+    @v1.post("/reload", tags=["config"])
+    async def reload(c: Write) -> dict[str, Any]:
+        """Re-read the config file, validate it as ``quiesce check`` does and apply the
+        difference: 200 with the changes, 422 with every problem (nothing changed), 409 during
+        a takeover."""
+        try:
+            plan = await app.reload(c.actor, via=c.cause.value)
+        except ConfigError as exc:
+            raise ApiError(
+                422,
+                "invalid config",
+                f"{exc.source}: {len(exc.problems)} problem(s); nothing changed",
+                problems=exc.problems,
+            ) from None
+        return {
+            "reloaded": True,
+            "changes": [ch.to_dict() for ch in plan.changes],
+            "kept": [ch.to_dict() for ch in plan.kept],
+            "warnings": plan.warnings,
+        }
 
     # health monitors ---------------------------------------------------------------------------
 

@@ -763,6 +763,36 @@ def _end_line(api: Api, ref: str, s: dict[str, Any], last: int, elapsed: float) 
     )
 
 
+@click.command("reload")
+@click.pass_context
+def reload_cmd(ctx: click.Context) -> None:
+    """Re-read the running quiesce's config file and apply the difference live (the same
+    as SIGHUP): exit 0 with the changes, or 1 with every problem of the file (then nothing
+    changed)."""
+    try:
+        data = api_of(ctx).send("POST", "/api/v1/reload")
+    except ClientError as exc:
+        if not exc.problems:
+            raise
+        click.echo(
+            f"quiesce: reload refused: {len(exc.problems)} problem(s); nothing changed", err=True
+        )
+        for problem in exc.problems:
+            click.echo(f"  {printable(problem)}", err=True)
+        ctx.exit(1)
+
+    def text() -> str:
+        lines = [f"reloaded: {len(data['changes'])} change(s)"]
+        lines += [f"  {printable(c['message'])}" for c in data["changes"]]
+        if data["kept"]:
+            lines.append(f"kept (runtime changes win): {len(data['kept'])}")
+            lines += [f"  {printable(c['message'])}" for c in data["kept"]]
+        lines += [f"warning: {printable(w)}" for w in data["warnings"]]
+        return "\n".join(lines)
+
+    emit(settings(ctx), data, text)
+
+
 COMMANDS: list[click.Command] = [
     list_group,
     show_group,
@@ -774,6 +804,7 @@ COMMANDS: list[click.Command] = [
     alter_group,
     destroy_group,
     events_cmd,
+    reload_cmd,
 ]
 
 

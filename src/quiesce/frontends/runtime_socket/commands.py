@@ -42,6 +42,7 @@ HELP: list[tuple[str, str]] = [
     ("enable server  (DEPRECATED)", "enable a disabled server (use 'set server' instead)"),
     ("get var <name>", "retrieve contents of a process-wide variable"),
     ("get weight <bk>/<srv>", "report a server's current weight"),
+    ("reload", "re-read the config file and apply the difference (quiesce)"),
     ("set server <bk>/<srv> [opts]", "change a server's state, weight, address or ssl"),
     ("set var <name> <expression>", "set a process-wide variable (quiesce: a runtime flag)"),
     ("set weight <bk>/<srv>  (DEPRECATED)", "change a server's weight (use 'set server' instead)"),
@@ -151,6 +152,28 @@ class RuntimeCommands:
             if w[: len(prefix)] == prefix:
                 return handler(w[len(prefix) :])
         return self.unknown(w)
+
+    async def reload(self, session: Session | None = None) -> str:
+        """``reload``: re-read the config file and apply the difference (App.reload). The
+        answer lists the changes, or every problem of the file (then nothing changed)."""
+        from quiesce.config.loader import ConfigError
+
+        try:
+            plan = await self.app.reload(ACTOR, via=CAUSE.value)
+        except ConfigError as exc:
+            lines = [f"Reload refused: {len(exc.problems)} problem(s); nothing changed."]
+            lines += [f"  {_printable(p)}" for p in exc.problems]
+        except QuiesceError as exc:
+            lines = [exc.message]
+        else:
+            lines = [f"Reloaded: {len(plan.changes)} change(s)."]
+            lines += [f"  {_printable(c.message)}" for c in plan.changes]
+            lines += [f"  kept: {_printable(c.message)}" for c in plan.kept]
+            lines += [f"  warning: {_printable(w)}" for w in plan.warnings]
+        out = "\n".join(lines) + "\n\n"
+        if session is not None and session.interactive:
+            out += "> "
+        return out
 
     # help ----------------------------------------------------------------------------------------
 

@@ -55,7 +55,10 @@ class RuntimeSocket:
                     break
                 was_interactive = session.interactive
                 # the prompts ("> " after each command) are part of the answer
-                answer = self.commands.execute(line, session)
+                if line.strip() == "reload":  # the one command that awaits (it binds)
+                    answer = await self.commands.reload(session)
+                else:
+                    answer = self.commands.execute(line, session)
                 writer.write(answer.encode())
                 await writer.drain()
                 # HAProxy: one line per connection unless interactive; a line that turns

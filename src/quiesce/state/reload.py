@@ -1,0 +1,308 @@
+"""Live reload, the plan: what a new config file changes, sans-IO (DESIGN §6, *Config*).
+
+:func:`plan_reload` compares the running config with the new one and returns the changes to
+apply, in the order they must be applied (monitors before the pools that use them, pools
+before their servers, servers before the services that route to them, deletions last), and
+what the file changed but the runtime keeps: where an operator changed the same thing at
+runtime (a server added, changed or deleted, a monitor defined or deleted, a pool's monitor
+list, a flag set or cleared — everything the state store holds over the file), the runtime
+change wins (docs/admin.md). :class:`RuntimeOverrides` is that store state, by name.
+
+Nothing here touches a socket, the clock or the registry: the composition root
+(``quiesce.app.App.reload``) validates the file, plans, and applies each change through the
+registry, the admin service and the data plane.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from quiesce.config.models import Config, PoolConfig, ServerConfig, TlsConfig
+
+# Config sections a running process cannot change: they need a restart (or an upgrade,
+# ``quiesce run --takeover``, which re-reads the whole file).
+RESTART_ONLY: tuple[tuple[str, Callable[[Config], object]], ...] = (
+    ("admin.listen", lambda c: c.admin.listen),
+    ("admin.allow_non_loopback", lambda c: c.admin.allow_non_loopback),
+    ("admin.runtime_socket", lambda c: c.admin.runtime_socket),
+    ("admin.runtime_tcp", lambda c: c.admin.runtime_tcp),
+    ("admin.runtime_socket_compat", lambda c: c.admin.runtime_socket_compat),
+    ("admin.tls.client_ca", lambda c: c.admin.tls and c.admin.tls.client_ca),
+    ("state", lambda c: c.state),
+    ("limits", lambda c: c.limits),
+)
+
+
+@dataclass(frozen=True)
+class RuntimeOverrides:
+    """What the state store holds over the config file, by name (docs/admin.md,
+    "Persistence and restart"): it wins over the file at start-up, and so at a reload."""
+
+    servers: frozenset[str] = frozenset()  # "pool/server": added, changed or deleted at runtime
+    monitors: frozenset[str] = frozenset()  # defined or deleted at runtime
+    pool_monitors: frozenset[str] = frozenset()  # pools whose monitor list was set at runtime
+    flags: frozenset[str] = frozenset()  # set or cleared at runtime
+    removing: frozenset[str] = frozenset()  # "pool/server" being drained to be deleted
+
+
+@dataclass(frozen=True)
+class Change:
+    """One planned change. ``kind`` names it (``server_added``, ``pool_changed``, ...),
+    ``target`` what it is about (``web/w3``, ``pool web``), ``message`` the sentence shown to
+    the operator, ``data`` what applying needs (a ServerConfig, the changed fields...)."""
+
+    kind: str
+    target: str
+    message: str
+    data: Mapping[str, Any] = field(default_factory=dict, compare=False)
+
+    def to_dict(self) -> dict[str, str]:
+        return {"kind": self.kind, "target": self.target, "message": self.message}
+
+
+@dataclass
+class ReloadPlan:
+    changes: list[Change] = field(default_factory=list)
+    kept: list[Change] = field(default_factory=list)  # the runtime's value wins
+    warnings: list[str] = field(default_factory=list)  # needs a restart: not applied
+
+    def add(self, kind: str, target: str, message: str, **data: Any) -> None:
+        self.changes.append(Change(kind, target, message, data))
+
+    def keep(self, kind: str, target: str, message: str) -> None:
+        self.kept.append(Change(kind, target, message))
+
+    def kinds(self) -> list[str]:
+        return [c.kind for c in self.changes]
+
+
+def _fields(old: Any, new: Any, exclude: frozenset[str] = frozenset()) -> dict[str, Any]:
+    """The fields of two models of one type that differ: ``{field: new value}``."""
+    return {
+        k: getattr(new, k)
+        for k in type(new).model_fields
+        if k not in exclude and getattr(old, k) != getattr(new, k)
+    }
+
+
+def _names(changed: Iterable[str]) -> str:
+    return ", ".join(sorted(changed))
+
+
+def plan_reload(old: Config, new: Config, runtime: RuntimeOverrides | None = None) -> ReloadPlan:
+    """The changes that take the running process from ``old`` to ``new`` (both validated),
+    leaving alone what ``runtime`` says was changed at runtime."""
+    rt = runtime or RuntimeOverrides()
+    plan = ReloadPlan()
+    _monitors(plan, old, new, rt, deleted=False)
+    _pools(plan, old, new, rt)
+    _flags(plan, old, new, rt)
+    _services(plan, old, new)
+    _admin(plan, old, new)
+    _monitors(plan, old, new, rt, deleted=True)
+    for name, get in RESTART_ONLY:
+        if get(old) != get(new):
+            plan.warnings.append(f"{name}: changed in the file, applied at the next restart")
+    return plan
+
+
+def _monitors(
+    plan: ReloadPlan, old: Config, new: Config, rt: RuntimeOverrides, *, deleted: bool
+) -> None:
+    if deleted:  # after the pools: a monitor is deleted once nothing uses it
+        for name in old.healthmonitors.keys() - new.healthmonitors.keys():
+            if name in rt.monitors:
+                plan.keep("monitor_removed", name, f"monitor {name}: kept (defined at runtime)")
+            else:
+                plan.add("monitor_removed", name, f"monitor {name}: deleted")
+        return
+    for name, monitor in new.healthmonitors.items():
+        before = old.healthmonitors.get(name)
+        if before == monitor:
+            continue
+        kind = "monitor_added" if before is None else "monitor_changed"
+        if name in rt.monitors:
+            plan.keep(kind, name, f"monitor {name}: kept (changed at runtime)")
+            continue
+        what = "added" if before is None else f"changed ({_names(_fields(before, monitor))})"
+        plan.add(kind, name, f"monitor {name}: {what}", monitor=monitor)
+
+
+def _pools(plan: ReloadPlan, old: Config, new: Config, rt: RuntimeOverrides) -> None:
+    for name, pool in new.pools.items():
+        before = old.pools.get(name)
+        if before is None:
+            plan.add(
+                "pool_added",
+                f"pool {name}",
+                f"pool {name}: added with {len(pool.servers)} server(s)",
+                pool=name,
+                config=pool,
+            )
+            continue
+        changed = _fields(before, pool, frozenset({"servers", "healthmonitors"}))
+        if changed:
+            plan.add(
+                "pool_changed",
+                f"pool {name}",
+                f"pool {name}: {_names(changed)} changed",
+                pool=name,
+                config=pool,
+                changed=changed,
+            )
+        if before.healthmonitors != pool.healthmonitors:
+            target = f"pool {name}"
+            if name in rt.pool_monitors:
+                plan.keep("pool_monitors", target, f"{target}: monitors kept (set at runtime)")
+            else:
+                plan.add(
+                    "pool_monitors",
+                    target,
+                    f"{target}: monitors {before.healthmonitors} → {pool.healthmonitors}",
+                    pool=name,
+                    monitors=list(pool.healthmonitors),
+                )
+        _servers(plan, name, before, pool, rt)
+    for name in old.pools.keys() - new.pools.keys():
+        plan.add("pool_removed", f"pool {name}", f"pool {name}: removed", pool=name)
+
+
+def _servers(
+    plan: ReloadPlan, pool: str, old: PoolConfig, new: PoolConfig, rt: RuntimeOverrides
+) -> None:
+    before: dict[str, ServerConfig] = {s.name: s for s in old.servers}
+    after: dict[str, ServerConfig] = {s.name: s for s in new.servers}
+    for name, server in after.items():
+        key = f"{pool}/{name}"
+        previous = before.get(name)
+        if previous == server and key not in rt.removing:
+            continue
+        if key in rt.servers:
+            kind = "server_added" if previous is None else "server_changed"
+            plan.keep(kind, key, f"{key}: kept (added, changed or deleted at runtime)")
+            continue
+        if key in rt.removing:  # removed by an earlier reload, back in the file: keep it
+            plan.add(
+                "server_restored",
+                key,
+                f"{key}: back in the file, its removal is cancelled",
+                pool=pool,
+                config=server,
+            )
+        elif previous is None:
+            plan.add(
+                "server_added", key, f"{key}: added at {server.address}", pool=pool, config=server
+            )
+        else:
+            changes = _fields(previous, server, frozenset({"name"}))
+            text = ", ".join(f"{k} {getattr(previous, k)!r} → {v!r}" for k, v in changes.items())
+            plan.add("server_changed", key, f"{key}: {text}", pool=pool, name=name, changes=changes)
+    for name in before.keys() - after.keys():
+        key = f"{pool}/{name}"
+        if key in rt.servers:
+            plan.keep("server_removed", key, f"{key}: kept (changed at runtime)")
+        elif key not in rt.removing:
+            plan.add("server_removed", key, f"{key}: removed (drained first)", pool=pool, name=name)
+
+
+def _flags(plan: ReloadPlan, old: Config, new: Config, rt: RuntimeOverrides) -> None:
+    for name in sorted(old.flags.keys() | new.flags.keys()):
+        a, b = old.flags.get(name), new.flags.get(name)
+        if a == b and type(a) is type(b):
+            continue
+        target = f"flag {name}"
+        kind = "flag_cleared" if b is None else "flag_set"
+        if name in rt.flags:
+            plan.keep(kind, target, f"{target}: kept (set or cleared at runtime)")
+        elif b is None:
+            plan.add(kind, target, f"{target}: cleared", flag=name)
+        else:
+            plan.add(kind, target, f"{target}: {a!r} → {b!r}", flag=name, value=b)
+
+
+def _services(plan: ReloadPlan, old: Config, new: Config) -> None:
+    pages_changed = old.pages != new.pages
+    if pages_changed:
+        plan.add(
+            "pages_changed", "pages", f"pages: {_names(_diff_keys(old.pages, new.pages))} changed"
+        )
+    for name, svc in new.services.items():
+        before = old.services.get(name)
+        target = f"service {name}"
+        if before is None:
+            plan.add("service_added", target, f"{target}: added on {svc.listen}", service=name)
+        elif before.listen != svc.listen or before.protocol != svc.protocol:
+            plan.add(
+                "service_rebound",
+                target,
+                f"{target}: {before.protocol} on {before.listen} → {svc.protocol} on {svc.listen} "
+                "(the old listener finishes what it carries)",
+                service=name,
+            )
+        elif before != svc:
+            plan.add(
+                "service_changed",
+                target,
+                f"{target}: {_names(_fields(before, svc))} changed (new requests)",
+                service=name,
+            )
+    for name in old.services.keys() - new.services.keys():
+        target = f"service {name}"
+        plan.add(
+            "service_removed",
+            target,
+            f"{target}: removed (stops accepting, finishes its requests)",
+            service=name,
+        )
+
+
+def _diff_keys(a: Mapping[str, Any], b: Mapping[str, Any]) -> set[str]:
+    return {k for k in a.keys() | b.keys() if a.get(k) != b.get(k)}
+
+
+def _admin(plan: ReloadPlan, old: Config, new: Config) -> None:
+    a, b = old.admin, new.admin
+    if a.users != b.users:
+        plan.add("users_changed", "admin.users", f"admin.users: {_who(a.users, b.users)}")
+    if a.tokens != b.tokens:
+        plan.add("tokens_changed", "admin.tokens", f"admin.tokens: {_who(a.tokens, b.tokens)}")
+    if a.login_failures_per_minute != b.login_failures_per_minute:
+        plan.add(
+            "admin_changed",
+            "admin.login_failures_per_minute",
+            f"admin.login_failures_per_minute: {a.login_failures_per_minute} → "
+            f"{b.login_failures_per_minute}",
+        )
+    if _cert(a.tls) != _cert(b.tls):
+        if a.tls is None or b.tls is None:
+            plan.warnings.append("admin.tls: turned on or off, applied at the next restart")
+        else:
+            plan.add("tls_changed", "admin.tls", "admin.tls: certificate reloaded")
+    if old.metrics != new.metrics:
+        plan.add(
+            "metrics_changed",
+            "metrics",
+            f"metrics: {_names(_fields(old.metrics, new.metrics))} changed",
+        )
+
+
+def _cert(tls: TlsConfig | None) -> tuple[str, str] | None:
+    return None if tls is None else (tls.cert, tls.key)
+
+
+def _who(old: list[Any], new: list[Any]) -> str:
+    a = {u.name: u for u in old}
+    b = {u.name: u for u in new}
+    parts = []
+    if added := sorted(b.keys() - a.keys()):
+        parts.append("added " + ", ".join(added))
+    if removed := sorted(a.keys() - b.keys()):
+        parts.append("removed " + ", ".join(removed))
+    if changed := sorted(n for n in a.keys() & b.keys() if a[n] != b[n]):
+        parts.append("changed " + ", ".join(changed))
+    return "; ".join(parts) or "reordered"
+
+
+__all__ = ["RESTART_ONLY", "Change", "ReloadPlan", "RuntimeOverrides", "plan_reload"]

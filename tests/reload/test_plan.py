@@ -1,0 +1,158 @@
+"""plan_reload: the difference between two configs, sans-IO (issue 14, item 1)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from quiesce.config.loader import parse_config
+from quiesce.config.models import Config
+from quiesce.state.reload import RuntimeOverrides, plan_reload
+
+
+def cfg(**over: Any) -> Config:
+    raw: dict[str, Any] = {
+        "healthmonitors": {"h": {"type": "http", "send_interval": "5s"}},
+        "pools": {
+            "web": {
+                "healthmonitors": ["h"],
+                "servers": [
+                    {"name": "w1", "address": "127.0.0.1:8001"},
+                    {"name": "w2", "address": "127.0.0.1:8002"},
+                ],
+            }
+        },
+        "services": {"site": {"listen": "127.0.0.1:0", "pool": "web"}},
+        "flags": {"promo": False},
+    }
+    raw.update(over)
+    return parse_config(raw)
+
+
+def servers(*names: str, **extra: Any) -> list[dict[str, Any]]:
+    return [
+        {"name": n, "address": f"127.0.0.1:80{i + 1:02d}", **extra} for i, n in enumerate(names)
+    ]
+
+
+def web(server_list: list[dict[str, Any]], **settings: Any) -> dict[str, Any]:
+    return {"web": {"healthmonitors": ["h"], "servers": server_list, **settings}}
+
+
+def test_same_config_plans_nothing() -> None:
+    plan = plan_reload(cfg(), cfg())
+    assert plan.changes == [] and plan.kept == [] and plan.warnings == []
+
+
+def test_servers_added_removed_and_changed() -> None:
+    old = cfg(pools=web(servers("w1", "w2", "w3")))
+    new_servers = servers("w1", "w2", "w4")
+    new_servers[1]["weight"] = 5
+    plan = plan_reload(old, cfg(pools=web(new_servers)))
+    by_kind = {c.kind: c for c in plan.changes}
+    assert sorted(by_kind) == ["server_added", "server_changed", "server_removed"]
+    assert by_kind["server_added"].target == "web/w4"
+    assert by_kind["server_removed"].target == "web/w3"
+    assert by_kind["server_changed"].data["changes"] == {"weight": 5}
+    assert "weight 1 → 5" in by_kind["server_changed"].message
+
+
+def test_runtime_changes_in_the_store_win() -> None:
+    old = cfg(pools=web(servers("w1", "w2", "w3")))
+    new_servers = servers("w1", "w2", "w4")
+    new_servers[0]["weight"] = 9
+    rt = RuntimeOverrides(servers=frozenset({"web/w1", "web/w3", "web/w4"}))
+    plan = plan_reload(old, cfg(pools=web(new_servers)), rt)
+    assert plan.changes == []
+    assert sorted(c.target for c in plan.kept) == ["web/w1", "web/w3", "web/w4"]
+
+
+def test_a_server_being_removed_back_in_the_file_is_restored() -> None:
+    old = cfg(pools=web(servers("w1")))
+    new = cfg(pools=web(servers("w1", "w2")))
+    rt = RuntimeOverrides(removing=frozenset({"web/w2"}))
+    assert plan_reload(old, new, rt).kinds() == ["server_restored"]
+    # removed again while still draining: nothing to do
+    assert plan_reload(new, old, rt).kinds() == []
+
+
+def test_pools_monitors_and_their_order() -> None:
+    old = cfg()
+    new = cfg(
+        healthmonitors={"t": {"type": "tcp"}},
+        pools={
+            "web": {
+                "healthmonitors": ["t"],
+                "algorithm": "least_connections",
+                "servers": servers("w1", "w2"),
+            },
+            "api": {"servers": servers("a1")},
+        },
+    )
+    kinds = plan_reload(old, new).kinds()
+    # a monitor is added before the pool that uses it, deleted after the pool let it go
+    assert kinds.index("monitor_added") < kinds.index("pool_monitors")
+    assert kinds.index("pool_monitors") < kinds.index("monitor_removed")
+    assert "pool_changed" in kinds and "pool_added" in kinds
+    back = plan_reload(new, old).kinds()
+    assert "pool_removed" in back
+
+
+def test_runtime_monitors_and_pool_monitors_win() -> None:
+    new = cfg(
+        healthmonitors={"h": {"type": "http", "send_interval": "9s"}},
+        pools=web(servers("w1", "w2"), healthmonitors=[]),
+    )
+    rt = RuntimeOverrides(monitors=frozenset({"h"}), pool_monitors=frozenset({"web"}))
+    plan = plan_reload(cfg(), new, rt)
+    assert plan.changes == []
+    assert sorted(c.kind for c in plan.kept) == ["monitor_changed", "pool_monitors"]
+
+
+def test_flags_unless_set_at_runtime() -> None:
+    new = cfg(flags={"promo": True, "beta": "on"})
+    assert sorted(plan_reload(cfg(), new).kinds()) == ["flag_set", "flag_set"]
+    rt = RuntimeOverrides(flags=frozenset({"promo"}))
+    plan = plan_reload(cfg(), new, rt)
+    assert [c.target for c in plan.changes] == ["flag beta"]
+    assert [c.target for c in plan.kept] == ["flag promo"]
+    assert plan_reload(cfg(), cfg(flags={})).kinds() == ["flag_cleared"]
+
+
+def test_services_added_changed_rebound_removed() -> None:
+    old = cfg(
+        services={
+            "site": {"listen": "127.0.0.1:8080", "pool": "web"},
+            "old": {"listen": "127.0.0.1:8081", "pool": "web"},
+            "raw": {"listen": "127.0.0.1:8082", "pool": "web"},
+        }
+    )
+    new = cfg(
+        services={
+            "site": {"listen": "127.0.0.1:8080", "pool": "web", "client_idle_timeout": "5s"},
+            "raw": {"listen": "127.0.0.1:8083", "pool": "web", "protocol": "tcp"},
+            "new": {"listen": "127.0.0.1:8084", "pool": "web"},
+        }
+    )
+    plan = plan_reload(old, new)
+    assert {c.target: c.kind for c in plan.changes} == {
+        "service site": "service_changed",
+        "service raw": "service_rebound",
+        "service new": "service_added",
+        "service old": "service_removed",
+    }
+
+
+def test_users_tokens_and_restart_only_sections() -> None:
+    h = "scrypt$16384$8$1$c2FsdA$aGFzaA"
+    old = cfg(admin={"users": [{"name": "ann", "password_hash": h}]})
+    new = cfg(
+        admin={
+            "listen": "127.0.0.1:9901",
+            "users": [{"name": "bob", "password_hash": h, "role": "admin"}],
+            "tokens": [{"name": "ci", "token_hash": h}],
+        }
+    )
+    plan = plan_reload(old, new)
+    assert sorted(plan.kinds()) == ["tokens_changed", "users_changed"]
+    assert "added bob; removed ann" in plan.changes[0].message
+    assert plan.warnings == ["admin.listen: changed in the file, applied at the next restart"]
