@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from quiesce.dataplane import pool as pool_mod
 from quiesce.dataplane.h1 import exchange as http_mod
-from quiesce.dataplane.h1 import pool as pool_mod
 from tests.dataplane.backend import Backend
 from tests.dataplane.conftest import make_config, start_proxy, wait_for
 
@@ -417,3 +417,45 @@ async def test_client_body_timeout_bounds_the_whole_body() -> None:
             assert head.startswith(b"HTTP/1.1 408 "), head
             assert p.service.stats.errors == {408: 1}
     assert rec.requests == []  # the server never got a whole request
+
+
+# Found by the differential corpus (test_smuggling_corpus.py) -------------------------------
+
+
+async def test_http10_chunked_request_closes_after_its_response() -> None:
+    """RFC 9112 §6.1: chunked in an HTTP/1.0 request; the server MUST close after responding.
+    A request pipelined behind it is never read (HAProxy does the same)."""
+    async with recorder() as rec, start_proxy(make_config([rec.address])) as p:
+        reader, writer = await asyncio.open_connection("127.0.0.1", p.port)
+        writer.write(
+            b"POST /first HTTP/1.0\r\nHost: www\r\nConnection: keep-alive\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n"
+            + _chunked(b"hello")
+            + b"GET /second HTTP/1.1\r\nHost: www\r\n\r\n"
+        )
+        head, body = await read_response(reader)
+        assert head.startswith(b"HTTP/1.1 200 ") and body == b"/first"
+        assert await rest_of(reader) == b""  # closed: /second was never read
+        writer.close()
+    assert rec.targets() == ["/first"]
+
+
+@pytest.mark.parametrize("framing", ["content-length", "chunked"])
+async def test_upgrade_with_a_body_is_refused(framing: str) -> None:
+    """An Upgrade request carrying a body: the parser would switch after the head and leave
+    the body on the server's connection as the start of the next request. 400, nothing sent."""
+    body = b"GET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n"
+    frame = (
+        b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+        if framing == "content-length"
+        else b"Transfer-Encoding: chunked\r\n\r\n" + _chunked(body)
+    )
+    async with recorder() as rec, start_proxy(make_config([rec.address])) as p:
+        reader, writer = await asyncio.open_connection("127.0.0.1", p.port)
+        writer.write(
+            b"POST /a HTTP/1.1\r\nHost: www\r\nConnection: Upgrade\r\nUpgrade: foo\r\n" + frame
+        )
+        head, _ = await read_response(reader)
+        assert head.startswith(b"HTTP/1.1 400 "), head
+        writer.close()
+    assert rec.targets() == []

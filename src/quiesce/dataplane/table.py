@@ -14,7 +14,7 @@ Every client connection that is "to" a server is in exactly one of the table's s
   closes it; ``AT_BOUNDARY`` only forgets that it was the server's.
 
 The table also keeps each server's idle upstream connections (the keep-alive pool the L7
-proxy reuses, quiesce.dataplane.h1.pool), so closing a server drops them too.
+proxy reuses, quiesce.dataplane.pool), so closing a server drops them too.
 
 ``close(server, mode)`` is registered in ``registry.close_handlers``:
 
@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from quiesce.balancing.persistence import StickyTable
 from quiesce.core.states import CloseMode
-from quiesce.dataplane.h1.pool import UpstreamPool
+from quiesce.dataplane.pool import UpstreamPool
 
 if TYPE_CHECKING:
     from quiesce.state.registry import Registry, ServerRuntime
@@ -62,7 +62,7 @@ class Closable(Protocol):
 
 class ConnectionTable(UpstreamPool):
     """Live client connections and in-flight requests for every server; the L7 proxy's
-    idle upstream connections (its base class, quiesce.dataplane.h1.pool)."""
+    idle upstream connections (its base class, quiesce.dataplane.pool)."""
 
     def __init__(self, registry: Registry) -> None:
         self.registry = registry

@@ -23,6 +23,7 @@ from quiesce.dataplane.h1.exchange import (
     REPLAY_LIMIT,
     WRITE_OF,
     Request,
+    resendable,
 )
 from quiesce.dataplane.h1.headers import ClientError, forward_request
 from quiesce.dataplane.h1.response import ResponseSide
@@ -526,13 +527,16 @@ class ClientConnection(ResponseSide, asyncio.Protocol):
 
     def _upstream(self, taken: Upstream | None = None) -> None:
         """An idle connection to the server (``taken`` from its pool already, or the next
-        one) that the request may go on (quiesce.dataplane.h1.pool), else a new one."""
+        one) that the request may go on (quiesce.dataplane.pool), else a new one."""
         server = self.server
         req = self.current
         assert server is not None and req is not None
         pool = self.pool
         limit = pool.config.max_idle_per_server if pool is not None else 0
-        up = self.ctx.table.take_for(server, req, self.loop.time(), limit, taken)
+        may_resend = req.method in IDEMPOTENT or resendable(req)
+        up: Upstream | None = self.ctx.table.take_for(
+            server, may_resend, self.loop.time(), limit, taken
+        )
         if up is not None:
             self._attach(up, reused=True)
             return

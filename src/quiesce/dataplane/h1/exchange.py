@@ -330,6 +330,14 @@ def may_pool(
 ) -> bool:
     """Does the upstream connection go back to the keep-alive pool after this response? The
     server must keep it (``keep_alive``), the response must have had a length (not ended by
-    the close), the request must have been sent whole, and the connection or service must
-    not be closing (``draining``)."""
-    return keep_alive and not close_delimited and not up_closed and req.complete and not draining
+    the close), the request must have been sent whole, must not have asked to upgrade (a server
+    that did not switch may still be reading what it expected), and the connection or service
+    must not be closing (``draining``)."""
+    return (
+        keep_alive
+        and not close_delimited
+        and not up_closed
+        and req.complete
+        and not req.upgrade
+        and not draining
+    )

@@ -236,7 +236,17 @@ def forward_request(
         if length is not None:
             raise ClientError(400)
         req.chunked = True
+        if req.http10:
+            # RFC 9112 §6.1: chunked in an HTTP/1.0 request; the framing may be wrong, so the
+            # connection closes after the response (as HAProxy does): nothing pipelined behind
+            # it is read.
+            req.keep_alive = False
     if upgrade:
+        if req.chunked or (length is not None and length.strip() != b"0"):
+            # An Upgrade request with a body: the HTTP/1.1 parser switches right after the head
+            # and never reads the body, which a server then reads as the start of the next
+            # request on that connection (request smuggling). Refused (issue 12).
+            raise ClientError(400)
         append(b"Connection: upgrade")
         append(b"Upgrade: " + upgrade_value)
     out.append(b"\r\n")

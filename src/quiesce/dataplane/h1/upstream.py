@@ -3,7 +3,7 @@
 An :class:`Upstream` parses its server's responses (the C fast path for a whole common one,
 else httptools) and hands what it reads to the client connection it serves (``client``, a
 :class:`~quiesce.dataplane.h1.types.ClientSide`). Between requests it waits in the
-connection table's keep-alive pool (quiesce.dataplane.h1.pool); a response that completes
+connection table's keep-alive pool (quiesce.dataplane.pool); a response that completes
 while its read is still being parsed is pooled only once the whole read was parsed, and
 never when the server sent anything behind it.
 """

@@ -12,13 +12,26 @@ request could not be resent, so the race is avoided instead.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
-
-from quiesce.dataplane.h1.exchange import IDEMPOTENT, Request, resendable
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from quiesce.dataplane.h1.upstream import Upstream
     from quiesce.state.registry import ServerRuntime
+
+
+class Pooled(Protocol):
+    """What the pool needs of an upstream connection (the L7 proxy's ``h1.upstream.Upstream``;
+    named here as a protocol so that the pool, and the connection table built on it, import
+    nothing of the HTTP/1.1 layer)."""
+
+    closed: bool
+    idle_since: float
+
+    def close(self) -> None: ...
+
+
+# The pool hands back what was put in: the HTTP/1.1 layer's Upstream. Typed Any at this seam
+# (a type parameter would make the connection table name the HTTP/1.1 layer again).
+Upstream = Any
 
 # A request that must not be sent twice goes on an idle upstream connection only if it has been
 # idle for less than this (servers close idle connections after a few seconds: 2 s gunicorn,
@@ -58,12 +71,14 @@ class UpstreamPool:
                 pass
 
     def take_for(
-        self, server: ServerRuntime, req: Request, now: float, limit: int, taken: Upstream | None
-    ) -> Upstream | None:
-        """An idle connection ``req`` may go on (``taken`` from the pool already, or the next
-        one), or None: open a new one. Closed ones are skipped; one idle too long for a
-        request that must not be sent twice is put back (older ones, the pool being LIFO,
-        have been idle longer still: they are kept for requests that may be resent)."""
+        self, server: ServerRuntime, may_resend: bool, now: float, limit: int, taken: Upstream
+    ) -> Upstream:
+        """An idle connection a request may go on (``taken`` from the pool already, or the
+        next one), or None: open a new one. ``may_resend``: the request may be sent twice
+        (``h1.exchange``: idempotent, or resendable). Closed ones are skipped; one idle too
+        long for a request that must not be sent twice is put back (older ones, the pool
+        being LIFO, have been idle longer still: they are kept for requests that may be
+        resent)."""
         while True:
             up = taken if taken is not None else self.take_upstream(server)
             taken = None
@@ -71,7 +86,7 @@ class UpstreamPool:
                 return None
             if up.closed:
                 continue
-            if req.method in IDEMPOTENT or now - up.idle_since < SAFE_REUSE_IDLE or resendable(req):
+            if may_resend or now - up.idle_since < SAFE_REUSE_IDLE:
                 return up
             if not self.put_upstream(server, up, limit):
                 up.close()
