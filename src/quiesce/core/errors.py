@@ -17,7 +17,7 @@ QuiesceError                          status_hint
 ├── CommandError     (frontends.runtime_socket) 400  a runtime-socket line refused; the text
 │                                          is HAProxy's where HAProxy has one
 ├── ClientError      (frontends.cli.transport)  the CLI client's one-line failure (exit 1)
-└── WireError        (dataplane.h1.codec)  400 / 408 / 413 / 431 / 501, set per error: a
+└── WireError        (dataplane.h1.headers)  400 / 408 / 413 / 431 / 501, set per error: a
                                            request the proxy refuses to read further
 
 An error raised below a front end reaches the operator through that front end's mapping: the

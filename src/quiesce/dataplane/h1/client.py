@@ -25,7 +25,7 @@ from quiesce.dataplane.h1.exchange import (
     Request,
     resendable,
 )
-from quiesce.dataplane.h1.headers import ClientError, forward_request
+from quiesce.dataplane.h1.headers import WireError, forward_request
 from quiesce.dataplane.h1.response import ResponseSide
 from quiesce.dataplane.h1.types import P_PENDING, P_PIPELINE, P_UPGRADE, P_UPSTREAM
 from quiesce.dataplane.h1.upstream import Upstream
@@ -171,11 +171,11 @@ class ClientConnection(ResponseSide, asyncio.Protocol):
                 self.pause(P_UPGRADE)
                 if self.tunnel:  # the 101 came back already
                     tunnel.release(self)
-        except (httptools.HttpParserError, ClientError) as exc:
+        except (httptools.HttpParserError, WireError) as exc:
             if self.closed:
                 return
             status = self.error_status or (431 if isinstance(exc, HeadTooLarge) else 400)
-            if isinstance(exc, ClientError):
+            if isinstance(exc, WireError):
                 status = exc.status
             self._client_error(status)
 
@@ -350,7 +350,7 @@ class ClientConnection(ResponseSide, asyncio.Protocol):
 
     def on_message_begin(self) -> None:
         if self.closed:
-            raise ClientError(0)
+            raise WireError(0)
         self.url = b""
         self.headers = []
         self.header_size = 0
@@ -361,20 +361,20 @@ class ClientConnection(ResponseSide, asyncio.Protocol):
         self.url += url
         if len(self.url) > self.ctx.max_request_line:
             self.error_status = 414
-            raise ClientError(414)
+            raise WireError(414)
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self.header_size += len(name) + len(value) + 4
         if self.header_size > self.ctx.max_header_size:
             self.error_status = 431
-            raise ClientError(431)
+            raise WireError(431)
         self.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
         self.head_left = -1
         self.heads += 1
         if self.closed:
-            raise ClientError(0)
+            raise WireError(0)
         self.begin_at = -1.0
         req = Request()
         parser = self.parser
@@ -390,7 +390,7 @@ class ClientConnection(ResponseSide, asyncio.Protocol):
         self.url = b""
         if method == b"CONNECT":
             self.error_status = 405
-            raise ClientError(405)
+            raise WireError(405)
         upgrade = parser.should_upgrade()
         req.upgrade = upgrade
         forward_request(req, headers, upgrade, self.peer_b)

@@ -25,7 +25,7 @@ import httptools
 
 from quiesce import _accel
 from quiesce.dataplane.h1.exchange import Request
-from quiesce.dataplane.h1.headers import ClientError, forward_request, forward_response
+from quiesce.dataplane.h1.headers import WireError, forward_request, forward_response
 
 
 class RequestHead(NamedTuple):
@@ -137,7 +137,7 @@ class HttptoolsHeads:
         req.method, req.url = method, got.url
         try:
             forward_request(req, got.headers, False, peer)
-        except ClientError:
+        except WireError:
             return None
         if not req.complete or req.chunked or req.expect:
             return None

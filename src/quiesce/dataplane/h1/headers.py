@@ -11,14 +11,18 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+from quiesce.core.errors import QuiesceError
 from quiesce.dataplane.h1.exchange import Request
 from quiesce.dataplane.pages import reason_phrase
 
 
-class ClientError(Exception):
-    """A request the proxy refuses to read further: answered with ``status`` and closed."""
+class WireError(QuiesceError):
+    """A request the proxy refuses to read further: answered with ``status`` (the status hint;
+    0: closed without an answer) and closed. Raised on malformed input only, never on the
+    common path."""
 
     def __init__(self, status: int) -> None:
+        super().__init__(f"request refused with {status}", status_hint=status)
         self.status = status
 
 
@@ -161,7 +165,7 @@ def forward_request(
 ) -> None:
     """Apply the policy to a request head httptools parsed: ``req.head`` (the head sent to
     the server), ``req.host``, ``req.cookie``, ``req.chunked`` and ``req.expect``; raises
-    :class:`ClientError` (400) for a head the proxy refuses."""
+    :class:`WireError` (400) for a head the proxy refuses."""
     out = [req.method + b" " + req.url + b" HTTP/1.1"]
     append = out.append
     xff: bytes | None = None
@@ -177,12 +181,12 @@ def forward_request(
             append(name + b": " + value)
         elif code == H_HOST:
             if host is not None:
-                raise ClientError(400)  # two Hosts: which one routes? (RFC 9112 §3.2)
+                raise WireError(400)  # two Hosts: which one routes? (RFC 9112 §3.2)
             host = value
             append(name + b": " + value)
         elif code == H_LENGTH:
             if length is not None and length.strip() != value.strip():
-                raise ClientError(400)
+                raise WireError(400)
             length = value
             append(name + b": " + value)
         elif code == H_COOKIE:
@@ -213,7 +217,7 @@ def forward_request(
         # Host said, for the rules and the server alike (as HAProxy does).
         target = authority(req.url)
         if target is None:
-            raise ClientError(400)
+            raise WireError(400)
         out = [out[0]] + [h for h in out[1:] if h.split(b":", 1)[0].lower() != b"host"]
         append = out.append
         append(b"Host: " + target)
@@ -231,10 +235,10 @@ def forward_request(
         else:
             codings = [c.strip().lower() for c in te.split(b",")]
             if codings[-1] != b"chunked" or codings.count(b"chunked") != 1:
-                raise ClientError(400)
+                raise WireError(400)
             append(b"Transfer-Encoding: " + b", ".join(codings))
         if length is not None:
-            raise ClientError(400)
+            raise WireError(400)
         req.chunked = True
         if req.http10:
             # RFC 9112 §6.1: chunked in an HTTP/1.0 request; the framing may be wrong, so the
@@ -246,7 +250,7 @@ def forward_request(
             # An Upgrade request with a body: the HTTP/1.1 parser switches right after the head
             # and never reads the body, which a server then reads as the start of the next
             # request on that connection (request smuggling). Refused (issue 12).
-            raise ClientError(400)
+            raise WireError(400)
         append(b"Connection: upgrade")
         append(b"Upgrade: " + upgrade_value)
     out.append(b"\r\n")
