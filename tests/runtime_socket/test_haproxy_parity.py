@@ -143,8 +143,14 @@ async def peers(tmp_path: Path) -> AsyncIterator[Peers]:
                         theirs = ""
                     if ",web2," in theirs:
                         rows = _rows(theirs)
-                        web1_down = rows[("web", "web1")]["status"] == "DOWN"
-                        if web1_down and rows[("web", "web2")]["status"] == "UP":
+                        web1, web2 = rows[("web", "web1")], rows[("web", "web2")]
+                        # web2 starts UP before any check in HAProxy: wait for a check result
+                        # too (srv_check_result 0 until then, 3 after: a flake when compared).
+                        if (
+                            web1["status"] == "DOWN"
+                            and web2["status"] == "UP"
+                            and web2["check_status"] == "L7OK"
+                        ):
                             break
                     await asyncio.sleep(0.05)
             try:
