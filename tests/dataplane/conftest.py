@@ -8,6 +8,12 @@
 
 * :func:`curl` — run curl against the proxy in a subprocess (never blocks the loop).
 * :func:`dead_port` — a loopback port with nothing listening.
+
+Every test here runs twice, on the C head path and on the Python one (the autouse ``h1_path``
+fixture, ``c`` or ``python``: tests.support.paths), as the health tests do with ``engine``. A
+test or module marked ``one_path`` runs once, on whatever the build gives: those that pick the
+path themselves (test_httpfast, test_headers, test_smuggling_corpus) or never read an HTTP
+head (sans-IO state machines, L4). With ``QUIESCE_PURE=1`` only the ``python`` half runs.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from quiesce.rules import compile_router
 from quiesce.rules.decision import Router
 from quiesce.state.registry import Registry
 from tests.dataplane.backend import Backend
+from tests.support.paths import PATHS, use_path
 
 
 @dataclass
@@ -149,6 +156,23 @@ def pytest_asyncio_loop_factories(
     if item.path.name == "test_smoke.py" or os.environ.get("QUIESCE_TEST_LOOPS") == "all":
         return {"uvloop": uvloop.new_event_loop, "asyncio": asyncio.new_event_loop}
     return {"uvloop": uvloop.new_event_loop}
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "h1_path" in metafunc.fixturenames and not metafunc.definition.get_closest_marker(
+        "one_path"
+    ):
+        metafunc.parametrize("h1_path", PATHS, indirect=True)
+
+
+@pytest.fixture(autouse=True)
+def h1_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str | None:
+    """``c`` or ``python``: the head path this run of the test is on; None for a ``one_path``
+    test (left as built)."""
+    path: str | None = getattr(request, "param", None)
+    if path is not None:
+        use_path(path, monkeypatch)
+    return path
 
 
 @pytest.fixture

@@ -85,6 +85,7 @@ async def test_big_download_and_upload_keep_rss_flat(backend: Backend, tmp_path:
         assert chunked[1] - chunked[0] < ALLOWED_GROWTH, chunked
 
 
+@pytest.mark.one_path  # L4
 async def test_l4_bulk_keeps_rss_flat(backend: Backend, tmp_path: Path) -> None:
     blob = tmp_path / "blob"
     with open(blob, "wb") as f:

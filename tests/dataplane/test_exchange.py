@@ -31,6 +31,8 @@ from quiesce.dataplane.h1.exchange import (
     step,
 )
 
+pytestmark = pytest.mark.one_path  # sans-IO: no head read
+
 R = ResponseState
 RESPONSE_EVENTS = [e for e in Event if e in RESPONSE_MOVES]
 

@@ -22,6 +22,7 @@ from tests.dataplane.test_httpfast import NGINX, WRK, requests, responses, same
 C = _accel.httpfast
 needs_c = pytest.mark.skipif(C is None, reason="C accelerator not built (or QUIESCE_PURE=1)")
 TWIN = HttptoolsHeads()
+pytestmark = pytest.mark.one_path  # the C and the twin, side by side
 
 # a value each header may carry in a bodyless request / a Content-Length response
 VALUES = {

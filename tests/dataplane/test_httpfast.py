@@ -26,7 +26,10 @@ from quiesce.dataplane.h1.upstream import Upstream
 from quiesce.dataplane.service import make_context
 from quiesce.state.registry import Registry
 
-pytestmark = pytest.mark.skipif(_accel.httpfast is None, reason="C accelerator not built")
+pytestmark = [
+    pytest.mark.skipif(_accel.httpfast is None, reason="C accelerator not built"),
+    pytest.mark.one_path,  # each test sets the path itself
+]
 
 WRK = b"GET / HTTP/1.1\r\nHost: 127.0.0.1:18081\r\n\r\n"
 NGINX = (

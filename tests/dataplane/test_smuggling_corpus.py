@@ -46,7 +46,10 @@ from tests.dataplane.test_security import Received, Recorder
 
 pytestmark = pytest.mark.peers  # starts HAProxy
 MODULE_LOOP = pytest.mark.asyncio(loop_scope="module")  # one loop for the shared proxies
-pytestmark = pytest.mark.peers  # HAProxy is the reference (tests/conftest.py: lanes)
+pytestmark = [
+    pytest.mark.peers,  # HAProxy is the reference (tests/conftest.py: lanes)
+    pytest.mark.one_path,  # `path` below: c and pure
+]
 
 # --- the corpus ---------------------------------------------------------------------------------
 

@@ -142,6 +142,7 @@ async def test_drain_leaves_connections_alone(backends: list[Backend]) -> None:
         widle.close()
 
 
+@pytest.mark.one_path  # L4
 async def test_l4_close_all_and_at_boundary(backends: list[Backend]) -> None:
     a, b = backends[:2]
     async with start_proxy(make_config([a.address, b.address], protocol="tcp")) as p:

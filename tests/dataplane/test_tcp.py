@@ -13,7 +13,7 @@ from quiesce.core.states import Admin, Cause
 from tests.dataplane.backend import Backend
 from tests.dataplane.conftest import curl, dead_port, make_config, start_proxy, wait_for
 
-pytestmark = pytest.mark.peers
+pytestmark = [pytest.mark.peers, pytest.mark.one_path]  # L4: no HTTP head read
 
 
 class HalfCloseEcho:
