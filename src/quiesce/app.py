@@ -49,6 +49,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("quiesce")
 
 
+RELOAD_BATCH = 100
+"""Changes a reload applies between two turns of the event loop."""
+
+
 class StartupError(QuiesceError):
     """quiesce cannot start: the message says why (a missing capability, a busy port...)."""
 
@@ -403,9 +407,17 @@ class App:
 
         ctx = CommandContext(actor, Cause.CONFIG, "config reload", force_guard=True)
         admin, reg = self.admin, self.registry
-        with admin.batch():
-            for change in plan.changes:
-                self._apply_change(change, new, ctx)
+        # In batches of RELOAD_BATCH changes, the event loop serving requests in between
+        # (a thousand servers added to a pool of ten thousand would otherwise hold it for
+        # a few hundred milliseconds). Each batch is whole: the pools are recomputed at its
+        # end, before any request runs; the order of the plan is kept.
+        changes = plan.changes
+        for i in range(0, len(changes), RELOAD_BATCH):
+            with admin.batch():
+                for change in changes[i : i + RELOAD_BATCH]:
+                    self._apply_change(change, new, ctx)
+            if i + RELOAD_BATCH < len(changes):
+                await asyncio.sleep(0)
         self.config = new
         reg.config = new
         # services: every surviving one takes a context made from the new config (pages

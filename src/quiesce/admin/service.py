@@ -430,8 +430,13 @@ class AdminService:
             server.removing = False
             self._removals.pop(server, None)
             raise
-        self._finish_removals()  # no connection: deleted now
-        if server not in self.registry.pools[server.pool].servers:
+        if server.removing and self.registry.removable(server) is None:  # deleted now
+            rctx = self._removals.pop(server, None) or ctx
+            self.registry.remove_server(
+                server, actor=rctx.actor, cause=rctx.cause, reason=rctx.reason
+            )
+            self._monitors_changed()
+        if not self.registry.pools[server.pool].has(server.name):
             return CommandResult(server, True, f"{server.key}: drained and deleted", 0)
         self._poke()
         return result

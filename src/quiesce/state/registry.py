@@ -560,7 +560,8 @@ class Registry:
         """Recompute each pool touched inside the block once, at its end (a reload adding
         a thousand servers to a pool of ten thousand recomputes it once, not a thousand
         times). The block must not yield to the event loop: no request sees the pools
-        half-recomputed."""
+        half-recomputed. Events emitted inside carry each pool's eligible count and
+        sessions as they were when the block first touched it."""
         if self._deferred is not None:
             yield
             return
@@ -571,6 +572,7 @@ class Registry:
             pools, self._deferred = self._deferred, None
             now = self.clock.time()
             for pool in pools:
+                pool.frozen_counts = None
                 if self.pools.get(pool.name) is pool:
                     self._emit_all(self._recompute(pool, now))
 
@@ -747,7 +749,9 @@ class Registry:
         """Recompute candidates and election; returns the events this caused, for the caller
         to emit after its own (a cause comes before its consequences in the log)."""
         if self._deferred is not None:
-            self._deferred[pool] = None
+            if pool not in self._deferred:
+                self._deferred[pool] = None
+                pool.frozen_counts = (pool.eligible_count, pool.sessions)
             return []
         out: list[Event] = []
         eligible: list[ServerRuntime] = []  # eligibility read once per server: this is hot

@@ -45,6 +45,17 @@ class ServerRuntime:
     requests_in_flight: int = 0
     requests_total: int = 0
     responses: dict[str, int] = field(default_factory=dict)
+    # Traffic (HAProxy's bin/bout and ctime/rtime/ttime), kept by the data plane: bytes from
+    # and to the clients of its requests (L4: connections), and HAProxy-style running
+    # averages (quiesce.state.traffic): ``timed`` requests measured, the decayed sums of
+    # their response and total times (seconds), and of connect times, decayed lazily.
+    bytes_in: int = 0
+    bytes_out: int = 0
+    timed: int = 0
+    rtime_sum: float = 0.0
+    ttime_sum: float = 0.0
+    ctime_sum: float = 0.0
+    ctime_at: int = 0
     # Check counters for HAProxy's show stat (chkfail, chkdown, lastchg, downtime), kept by
     # the registry; health_checks False: results are ignored (HAProxy's "disable health").
     health_checks: bool = True
@@ -137,6 +148,10 @@ class PoolRuntime:
             names = [*config.healthmonitors, *sc.healthmonitors]
             self.servers.append(ServerRuntime(name, sc, i, names))
         self._by_name = {s.name: s for s in self.servers}
+        self._next_order = len(self.servers)
+        # (eligible, sessions) as a batch of changes began (Registry.deferring): events of
+        # the batch carry these instead of a count over every server per event
+        self.frozen_counts: tuple[int, int] | None = None
         self.algorithm: Algorithm = make_algorithm(config.algorithm)
         self.primary: str | None = None
         self.candidates: list[ServerRuntime] = []
@@ -146,7 +161,8 @@ class PoolRuntime:
     def add(self, config: ServerConfig) -> ServerRuntime:
         """A new member at the end of the pool (its order after every other), with the
         pool's monitors and its own."""
-        order = max((s.order for s in self.servers), default=-1) + 1
+        order = self._next_order
+        self._next_order += 1
         names = [
             *self.pool_monitors,
             *(m for m in config.healthmonitors if m not in self.pool_monitors),
@@ -174,10 +190,14 @@ class PoolRuntime:
 
     @property
     def eligible_count(self) -> int:
+        if self.frozen_counts is not None:
+            return self.frozen_counts[0]
         return sum(1 for s in self.servers if s.eligible)
 
     @property
     def sessions(self) -> int:
+        if self.frozen_counts is not None:
+            return self.frozen_counts[1]
         return sum(s.connections for s in self.servers)
 
     def thresholds(self, monitor: str) -> Thresholds:
