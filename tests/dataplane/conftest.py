@@ -1,7 +1,8 @@
 """Fixtures for data-plane tests; importable by other areas.
 
 * :class:`tests.dataplane.backend.Backend` — a scriptable HTTP back end on port 0.
-* :func:`start_proxy` — registry + connection table + one service from a config mapping::
+* :func:`start_proxy`, :func:`make_config` (from :mod:`tests.support.proxy`) — registry +
+  connection table + one service from a config mapping::
 
       async with start_proxy(config_dict, service="web") as p:
           p.url, p.port, p.registry, p.table, p.service
@@ -19,91 +20,21 @@ head (sans-IO state machines, L4). With ``QUIESCE_PURE=1`` only the ``python`` h
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import socket
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from quiesce.config.models import Config
-from quiesce.core.clock import Clock
-from quiesce.dataplane import ConnectionTable, Service, start_service
-from quiesce.rules import compile_router
-from quiesce.rules.decision import Router
-from quiesce.state.registry import Registry
 from tests.dataplane.backend import Backend
 from tests.support.paths import PATHS, use_path
 
-
-@dataclass
-class Proxy:
-    registry: Registry
-    table: ConnectionTable
-    service: Service
-
-    @property
-    def port(self) -> int:
-        return self.service.port
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.service.port}"
-
-
-def make_config(
-    servers: Sequence[str | dict[str, Any]],
-    *,
-    protocol: str = "http",
-    pool: dict[str, Any] | None = None,
-    service: dict[str, Any] | None = None,
-    extra_pools: dict[str, Any] | None = None,
-    pages: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    members = []
-    for i, s in enumerate(servers):
-        members.append({"name": f"s{i}", "address": s} if isinstance(s, str) else s)
-    cfg: dict[str, Any] = {
-        "pools": {"web": {"servers": members, **(pool or {})}, **(extra_pools or {})},
-        "services": {
-            "web": {"listen": "127.0.0.1:0", "protocol": protocol, "pool": "web", **(service or {})}
-        },
-    }
-    if pages:
-        cfg["pages"] = pages
-    return cfg
-
-
-@contextlib.asynccontextmanager
-async def start_proxy(
-    raw: dict[str, Any],
-    service: str = "web",
-    *,
-    router: Router | None = None,
-    base_dir: Path = Path("."),
-    clock: Clock | None = None,
-) -> AsyncIterator[Proxy]:
-    config = Config.model_validate(raw)
-    registry = Registry(config, clock=clock)
-    table = ConnectionTable(registry)
-    registry.close_handlers.append(table.close)
-    if router is None:  # the service's own rules, compiled as the application does
-        router = compile_router(service, config.services[service], registry)
-    svc = await start_service(
-        service,
-        config.services[service],
-        registry,
-        table,
-        router=router,
-        base_dir=base_dir,
-    )
-    try:
-        yield Proxy(registry, table, svc)
-    finally:
-        await svc.shutdown(0.5)
+# moved to tests.support.proxy; re-exported for the tests that import them from here
+from tests.support.proxy import Proxy as Proxy
+from tests.support.proxy import make_config as make_config
+from tests.support.proxy import start_proxy as start_proxy
 
 
 @dataclass
