@@ -1,0 +1,215 @@
+#!/usr/bin/env python3
+"""Live reload at scale (issue 14, item 1): the time to apply a reload that adds 1,000
+servers to a pool of 10,000, and the latency of requests through the service meanwhile.
+
+    python3 bench/reload_bench.py [--servers 10000] [--add 1000] [--clients 4] [--rounds 3]
+
+Starts a small asyncio HTTP back end (keep-alive, "ok") in a thread and ``quiesce run`` with
+one pool of ``--servers`` unmonitored servers (distinct names, all the back end's address)
+behind one HTTP service, state in SQLite. ``--clients`` threads send keep-alive requests
+(http.client) all along. Per round: 3 s idle (the idle p99), then the file gains ``--add``
+servers (and, the next round, loses them again) and ``POST /api/v1/reload`` applies it; the
+requests that started between the POST and its answer are the "during" sample. Reported:
+the POST's wall time (file read and validated, plan, apply), the apply time the
+``config_reload`` event records (``detail.seconds``, from the reload's start to the end of
+its changes), and p50/p99/max latency idle and during.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import http.client
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class Ok(asyncio.Protocol):
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.t = transport
+        self.buf = b""
+
+    def data_received(self, data: bytes) -> None:
+        self.buf += data
+        while b"\r\n\r\n" in self.buf:
+            _, _, self.buf = self.buf.partition(b"\r\n\r\n")
+            self.t.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")  # type: ignore[attr-defined]
+
+
+def backend() -> int:
+    loop = asyncio.new_event_loop()
+    server = loop.run_until_complete(loop.create_server(Ok, "127.0.0.1", 0))
+    threading.Thread(target=loop.run_forever, daemon=True).start()
+    return int(server.sockets[0].getsockname()[1])
+
+
+def config(n: int, port: int, password_hash: str) -> str:
+    servers = "\n".join(f"      - {{name: s{i}, address: 127.0.0.1:{port}}}" for i in range(n))
+    return f"""
+admin:
+  listen: 127.0.0.1:0
+  users: [{{name: admin, password_hash: "{password_hash}", role: admin}}]
+state:
+  sqlite: ./state.db
+pools:
+  big:
+    graceful_disable_timeout: 1s
+    max_idle_per_server: 1
+    servers:
+{servers}
+services:
+  www: {{listen: 127.0.0.1:0, pool: big}}
+"""
+
+
+class Clients:
+    def __init__(self, port: int, n: int) -> None:
+        self.port = port
+        self.samples: list[tuple[float, float]] = []  # (start, latency)
+        self.failures = 0
+        self.stop = threading.Event()
+        self.lock = threading.Lock()
+        self.threads = [threading.Thread(target=self.run, daemon=True) for _ in range(n)]
+        for t in self.threads:
+            t.start()
+
+    def run(self) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        while not self.stop.is_set():
+            t0 = time.monotonic()
+            try:
+                conn.request("GET", "/")
+                r = conn.getresponse()
+                r.read()
+                ok = r.status == 200
+            except (OSError, http.client.HTTPException):
+                ok = False
+                conn.close()
+                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+            dt = time.monotonic() - t0
+            with self.lock:
+                self.samples.append((t0, dt))
+                self.failures += not ok
+
+    def window(self, a: float, b: float) -> list[float]:
+        with self.lock:
+            return [dt for t0, dt in self.samples if a <= t0 <= b]
+
+
+def pct(xs: list[float], p: float) -> float:
+    if not xs:
+        return float("nan")
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(p * len(xs)))] * 1000
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--servers", type=int, default=10_000)
+    ap.add_argument("--add", type=int, default=1_000)
+    ap.add_argument("--clients", type=int, default=4)
+    ap.add_argument("--rounds", type=int, default=3)
+    args = ap.parse_args()
+    sys.path.insert(0, str(ROOT / "src"))
+    from quiesce.security import hash_password
+
+    pw_hash = hash_password("pw")
+    auth = "Basic " + base64.b64encode(b"admin:pw").decode()
+    port = backend()
+    tmp = Path(tempfile.mkdtemp(prefix="quiesce-reload-bench-"))
+    cfg = tmp / "quiesce.yaml"
+    cfg.write_text(config(args.servers, port, pw_hash))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "quiesce", "run", "-c", str(cfg)],
+        cwd=tmp,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    ports: dict[str, int] = {}
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        print(line, end="", file=sys.stderr) if "rror" in line or "cannot" in line else None
+        if m := re.search(r"(service www|admin) listening on port (\d+)", line):
+            ports[m.group(1)] = int(m.group(2))
+        if "quiesce: ready" in line:
+            break
+    threading.Thread(target=lambda: [None for _ in proc.stdout], daemon=True).start()  # type: ignore[union-attr]
+
+    def api(method: str, path: str) -> tuple[int, dict]:
+        c = http.client.HTTPConnection("127.0.0.1", ports["admin"], timeout=60)
+        c.request(method, path, headers={"Authorization": auth})
+        r = c.getresponse()
+        body = json.loads(r.read() or b"null")
+        c.close()
+        return r.status, body
+
+    clients = Clients(ports["service www"], args.clients)
+    rows = []
+    try:
+        time.sleep(2.0)  # warm up
+        for rnd in range(args.rounds * 2):
+            grow = rnd % 2 == 0
+            t_idle = time.monotonic()
+            time.sleep(3.0)
+            idle = clients.window(t_idle, time.monotonic())
+            n = args.servers + (args.add if grow else 0)
+            cfg.write_text(config(n, port, pw_hash))
+            a = time.monotonic()
+            status, body = api("POST", "/api/v1/reload")
+            b = time.monotonic()
+            assert status == 200, body
+            time.sleep(0.2)
+            during = clients.window(a, b)
+            _, events = api("GET", "/api/v1/events?kind=config_reload&limit=1")
+            applied = float(events[-1]["detail"]["seconds"])
+            rows.append(
+                {
+                    "reload": f"+{args.add}" if grow else f"-{args.add} (drained, 1s)",
+                    "changes": len(body["changes"]),
+                    "post_s": b - a,
+                    "event_s": applied,
+                    "idle": (pct(idle, 0.5), pct(idle, 0.99), len(idle)),
+                    "during": (
+                        pct(during, 0.5),
+                        pct(during, 0.99),
+                        max(during) * 1000 if during else float("nan"),
+                        len(during),
+                    ),
+                }
+            )
+            print(json.dumps(rows[-1]), flush=True)
+            time.sleep(2.0 if grow else 2.5)  # removals finish (1 s drain)
+    finally:
+        clients.stop.set()
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+    print(f"\nfailed requests: {clients.failures} of {len(clients.samples)}")
+    print(
+        "| reload | changes | POST (s) | applied (s) | idle p50 / p99 (ms) "
+        "| during p50 / p99 / max (ms) | requests during |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        i, d = r["idle"], r["during"]
+        print(
+            f"| {r['reload']} | {r['changes']} | {r['post_s']:.3f} | {r['event_s']:.3f} | "
+            f"{i[0]:.2f} / {i[1]:.2f} | {d[0]:.2f} / {d[1]:.2f} / {d[2]:.2f} | {d[3]} |"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
