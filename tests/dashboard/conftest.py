@@ -7,6 +7,7 @@ each other (``web`` for the drain, ``edge`` for the monitor editor, ``guarded`` 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import re
@@ -26,7 +27,7 @@ import pytest
 import yaml
 
 from quiesce.security import hash_password
-from tests.dashboard.backends import Backend
+from tests.support.backend import Backend, serve_in_thread
 
 CHROMIUM = os.environ.get("QUIESCE_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -180,7 +181,9 @@ def _start(config_path: Path, backends: dict[str, Backend]) -> Stack:
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     tmp = tmp_path_factory.mktemp("dashboard")
-    backends = {n: Backend(n).start() for n in ("web1", "web2", "web3", "edge1")}
+    served = contextlib.ExitStack()
+    made = served.enter_context(serve_in_thread(*map(Backend, ("web1", "web2", "web3", "edge1"))))
+    backends = {b.name: b for b in made}
     config_path = tmp / "quiesce.yaml"
     config_path.write_text(yaml.safe_dump(_config(backends, tmp)))
     s = _start(config_path, backends)
@@ -198,8 +201,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         s.pump.join(5)
         if s.process.stdout is not None:
             s.process.stdout.close()
-        for b in backends.values():
-            b.stop()
+        served.close()
 
 
 @pytest.fixture(scope="module")

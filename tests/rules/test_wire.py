@@ -25,7 +25,7 @@ from quiesce.health import HealthManager
 from quiesce.rules import compile_router
 from quiesce.state.registry import Registry
 from quiesce.store import open_store
-from tests.rules.backends import Backend
+from tests.support.backend import Backend, serve_in_thread
 
 pytestmark = [
     pytest.mark.skipif(shutil.which("curl") is None, reason="needs curl"),
@@ -108,10 +108,8 @@ class Site:
 
 @pytest.fixture
 def backends() -> Iterator[dict[str, Backend]]:
-    made = {name: Backend(name).start() for name in ("a", "b", "s")}
-    yield made
-    for b in made.values():
-        b.stop()
+    with serve_in_thread(Backend("a"), Backend("b"), Backend("s")) as made:
+        yield {b.name: b for b in made}
 
 
 @pytest.fixture
@@ -286,7 +284,8 @@ services:
 
     # Paths that match no rule go to the service's pool; rules send the others elsewhere.
     status, headers, body = await curl(url + "/checkout")
-    assert status == 200 and headers["x-backend"] == "b" and body == "b /checkout\n"
+    assert status == 200 and headers["x-backend"] == "b" and body == "hello from b\n"
+    assert backends["b"].paths[-1] == "/checkout"
     status, headers, _ = await curl(url + "/static/app.css")
     assert status == 200 and headers["x-backend"] == "s"
     status, headers, _ = await curl(url + "/old/page")
