@@ -6,6 +6,8 @@ import logging
 import os
 import sqlite3
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -303,3 +305,57 @@ def test_an_existing_world_readable_database_is_tightened(
     with caplog.at_level(logging.WARNING, logger="quiesce.store"):
         SqliteStore(db).close()
     assert caplog.text == ""
+
+
+def test_a_batch_is_one_transaction_recorded_whole_or_not_at_all(tmp_path: Path) -> None:
+    """A live reload's writes (store.batch()): nothing is visible to another connection (as
+    after a crash) until the block ends, then all of it is; ids keep increasing; nested
+    blocks join the outer one; an exception still commits what was written."""
+    path = tmp_path / "state.db"
+    store = SqliteStore(path)
+    other = sqlite3.connect(path)
+    try:
+        with store.batch():
+            first = store.append_event(ev(1.0))
+            with store.batch():
+                store.save_flag("f", True)
+            second = store.append_event(ev(2.0))
+            assert second.id == (first.id or 0) + 1
+            assert other.execute("SELECT COUNT(*) FROM events").fetchone()[0] == 0
+            assert other.execute("SELECT COUNT(*) FROM flags").fetchone()[0] == 0
+        assert other.execute("SELECT COUNT(*) FROM events").fetchone()[0] == 2
+        assert other.execute("SELECT COUNT(*) FROM flags").fetchone()[0] == 1
+        with pytest.raises(RuntimeError), store.batch():
+            store.save_flag("g", "x")
+            raise RuntimeError("apply failed half-way")
+        assert other.execute("SELECT COUNT(*) FROM flags").fetchone()[0] == 2
+        assert not store._db.in_transaction
+        store.save_flag("h", False)  # back to one transaction per write
+        assert other.execute("SELECT COUNT(*) FROM flags").fetchone()[0] == 3
+    finally:
+        other.close()
+        store.close()
+
+
+@pytest.mark.peers  # a Python process killed half-way through a batch
+def test_a_crash_inside_a_batch_records_none_of_it(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    code = (
+        "import os, sys\n"
+        "from quiesce.store import SqliteStore\n"
+        "from quiesce.core.events import Event, EventKind\n"
+        "s = SqliteStore(sys.argv[1])\n"
+        "s.save_flag('before', True)\n"
+        "with s.batch():\n"
+        "    s.save_flag('inside', True)\n"
+        "    s.append_event(Event(time=1.0, kind=EventKind.CONFIG_CHANGE))\n"
+        "    os._exit(9)\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code, str(path)], timeout=60)
+    assert r.returncode == 9
+    store = SqliteStore(path)
+    try:
+        assert store.load_flags() == {"before": True}
+        assert store.count_events() == 0
+    finally:
+        store.close()

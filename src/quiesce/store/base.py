@@ -14,6 +14,7 @@ cleared or deleted after a restart, as the operator left it.
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, runtime_checkable
 
@@ -89,6 +90,12 @@ class StateStore(Protocol):
 
     def append_event(self, event: Event) -> Event:
         """Persist one event; returns it with its id (ids increase with every append)."""
+        ...
+
+    def batch(self) -> AbstractContextManager[None]:
+        """A block whose writes are made durable together when it ends, or not at all if
+        the process dies before (a live reload's writes: one SQLite transaction). A store
+        may make it a no-op (etcd writes in order in the background anyway)."""
         ...
 
     def list_events(self, query: EventQuery) -> list[Event]:

@@ -292,6 +292,12 @@ class EtcdStore:
         """Here only, as ``delete_admin``: another node may still use the record."""
         self.mirror.forget_server(key)
 
+    def batch(self) -> contextlib.AbstractContextManager[None]:
+        """The mirror's writes in one transaction (it is in memory: faster, nothing more).
+        etcd itself still gets the writes one by one, in order, from the writer: a node
+        that dies in the middle of a reload leaves the part already written in etcd."""
+        return self.mirror.batch()
+
     def append_event(self, event: Event) -> Event:
         detail = dict(event.detail)
         detail.setdefault("node", self.node)
