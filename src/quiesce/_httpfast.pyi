@@ -10,3 +10,19 @@ def request(
 
 def response(data: bytes, max_header: int, extra: bytes, /) -> tuple[int, bool, bytes] | None:
     """(status, keep_alive, out) of one whole Content-Length response."""
+
+class Traffic:
+    """A server's or a service's traffic counters (quiesce.state.traffic.PyTraffic's twin)."""
+
+    bytes_in: int
+    bytes_out: int
+    timed: int
+    ctime_at: int
+    rtime_sum: float
+    ttime_sum: float
+    ctime_sum: float
+
+def account(
+    server: Traffic | None, service: Traffic, nin: int, nout: int, rtime: float, ttime: float, /
+) -> None:
+    """One request's client bytes to both records; its times to the server's when rtime >= 0."""

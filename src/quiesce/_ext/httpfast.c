@@ -6,6 +6,11 @@
  *       -> (method, url, http10, keep_alive, host, cookie, head) | None
  *   response(data, max_header, extra) -> (status, keep_alive, out) | None
  *
+ * and, beside them, the per-request traffic counters (HAProxy's bin/bout and the running
+ * averages behind ctime/rtime/ttime, quiesce.state.traffic): a `Traffic` record per server
+ * and per service, and `account(server, service, nin, nout, rtime, ttime)` that adds one
+ * request to both in one call (the pure twin is in quiesce.state.traffic).
+ *
  * Each recognises only a strict, simple subset of HTTP/1.1: one whole message in `data` and
  * nothing after it; a request without a body (no Content-Length other than 0, no
  * Transfer-Encoding, Upgrade or Expect), a response framed by Content-Length whose whole body
@@ -17,6 +22,7 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <structmember.h>
 #include <string.h>
 
 #define MAX_FIELDS 100
@@ -561,12 +567,81 @@ static PyObject *fast_response(PyObject *module, PyObject *const *args, Py_ssize
     return result;
 }
 
+/* ---- traffic counters ------------------------------------------------------------------ */
+
+#define DECAY (1.0 - 1.0 / 1024.0) /* quiesce.state.traffic.DECAY */
+
+typedef struct {
+    PyObject_HEAD
+    long long bytes_in, bytes_out, timed, ctime_at;
+    double rtime_sum, ttime_sum, ctime_sum;
+} TrafficObject;
+
+static PyMemberDef traffic_members[] = {
+    {"bytes_in", T_LONGLONG, offsetof(TrafficObject, bytes_in), 0, "bytes from clients"},
+    {"bytes_out", T_LONGLONG, offsetof(TrafficObject, bytes_out), 0, "bytes to clients"},
+    {"timed", T_LONGLONG, offsetof(TrafficObject, timed), 0, "requests timed"},
+    {"ctime_at", T_LONGLONG, offsetof(TrafficObject, ctime_at), 0, "ctime_sum as of"},
+    {"rtime_sum", T_DOUBLE, offsetof(TrafficObject, rtime_sum), 0, "decayed sum, s"},
+    {"ttime_sum", T_DOUBLE, offsetof(TrafficObject, ttime_sum), 0, "decayed sum, s"},
+    {"ctime_sum", T_DOUBLE, offsetof(TrafficObject, ctime_sum), 0, "lazily decayed sum, s"},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyTypeObject TrafficType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "quiesce._httpfast.Traffic",
+    .tp_basicsize = sizeof(TrafficObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "Traffic() -> one server's or service's bytes and time sums, all 0",
+    .tp_members = traffic_members,
+    .tp_new = PyType_GenericNew,
+};
+
+/* account(server, service, nin, nout, rtime, ttime): nin/nout client bytes to both records
+ * (server may be None); rtime >= 0: a timed request, its response and total times (s) to the
+ * server's running sums. */
+static PyObject *account(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 6) {
+        PyErr_SetString(PyExc_TypeError, "account() takes 6 arguments");
+        return NULL;
+    }
+    PyObject *server = args[0], *service = args[1];
+    long long nin = PyLong_AsLongLong(args[2]);
+    long long nout = PyLong_AsLongLong(args[3]);
+    double rtime = PyFloat_AsDouble(args[4]);
+    double ttime = PyFloat_AsDouble(args[5]);
+    if (PyErr_Occurred())
+        return NULL;
+    if ((server != Py_None && !Py_IS_TYPE(server, &TrafficType)) ||
+        !Py_IS_TYPE(service, &TrafficType)) {
+        PyErr_SetString(PyExc_TypeError, "account() takes Traffic records");
+        return NULL;
+    }
+    TrafficObject *v = (TrafficObject *)service;
+    v->bytes_in += nin;
+    v->bytes_out += nout;
+    if (server != Py_None) {
+        TrafficObject *s = (TrafficObject *)server;
+        s->bytes_in += nin;
+        s->bytes_out += nout;
+        if (rtime >= 0.0) {
+            s->timed += 1;
+            s->rtime_sum = s->rtime_sum * DECAY + rtime;
+            s->ttime_sum = s->ttime_sum * DECAY + ttime;
+        }
+    }
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
     {"request", (PyCFunction)(void (*)(void))fast_request, METH_FASTCALL,
      "request(data, peer, max_line, max_header) -> (method, url, http10, keep_alive, host, "
      "cookie, head) | None"},
     {"response", (PyCFunction)(void (*)(void))fast_response, METH_FASTCALL,
      "response(data, max_header, extra) -> (status, keep_alive, out) | None"},
+    {"account", (PyCFunction)(void (*)(void))account, METH_FASTCALL,
+     "account(server, service, nin, nout, rtime, ttime) -> None"},
     {NULL, NULL, 0, NULL},
 };
 
@@ -596,5 +671,16 @@ PyMODINIT_FUNC PyInit__httpfast(void)
                 return NULL;
         }
     }
-    return PyModule_Create(&module);
+    if (PyType_Ready(&TrafficType) < 0)
+        return NULL;
+    PyObject *m = PyModule_Create(&module);
+    if (m == NULL)
+        return NULL;
+    Py_INCREF(&TrafficType);
+    if (PyModule_AddObject(m, "Traffic", (PyObject *)&TrafficType) < 0) {
+        Py_DECREF(&TrafficType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
 }

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from quiesce.dataplane.pages import Page
+from quiesce.state.traffic import Traffic
 
 if TYPE_CHECKING:
     from quiesce.config.models import ServiceConfig
@@ -49,6 +50,18 @@ class ServiceStats:
     limit_reached: int = 0
     responses: dict[str, int] = field(default_factory=dict)
     errors: dict[int, int] = field(default_factory=dict)
+    # bytes read from and written to the clients (HAProxy's FRONTEND bin/bout), a
+    # quiesce.state.traffic record: L7 counted when a request ends (a tunnel, an L4 relay:
+    # at each sweep and at the end)
+    traffic: Any = field(default_factory=Traffic)
+
+    @property
+    def bytes_in(self) -> int:
+        return int(self.traffic.bytes_in)
+
+    @property
+    def bytes_out(self) -> int:
+        return int(self.traffic.bytes_out)
 
     def count_response(self, status: int) -> None:
         key = _CLASS_OF.get(status, "other")

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from quiesce.dataplane.context import ServiceContext
 from quiesce.dataplane.persistence import pick_by_source
+from quiesce.state.traffic import account, connected
 
 if TYPE_CHECKING:
     from quiesce.state.registry import PoolRuntime, ServerRuntime
@@ -32,7 +33,9 @@ class _TcpUpstream(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
-        self.client.transport.write(data)
+        c = self.client
+        c.tx += len(data)
+        c.transport.write(data)
 
     def eof_received(self) -> bool | None:
         c = self.client
@@ -78,6 +81,11 @@ class TcpClient(asyncio.Protocol):
         self.half = 0  # 1: client EOF passed on, 2: server EOF passed on
         self.pending: list[bytes] = []
         self.connecting: asyncio.Task[None] | None = None
+        # bytes from and to the client not yet counted (bin/bout: counted by the service's
+        # sweep and at the end), accepted at (ttime: the session's duration)
+        self.rx = 0
+        self.tx = 0
+        self.accepted_at = 0.0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -87,6 +95,8 @@ class TcpClient(asyncio.Protocol):
         ctx.stats.connections_total += 1
         ctx.stats.requests += 1
         ctx.opened()
+        self.accepted_at = ctx.loop.time()
+        ctx.watch()  # the sweep counts a long relay's bytes as they pass (check)
         if ctx.closing:
             self.closed = True
             transport.close()
@@ -124,6 +134,7 @@ class TcpClient(asyncio.Protocol):
 
     async def _connect(self, pool: PoolRuntime, server: ServerRuntime) -> None:
         loop = self.ctx.loop
+        began = loop.time()
         try:
             _, up = await asyncio.wait_for(
                 loop.create_connection(lambda: _TcpUpstream(self), server.host, server.port),
@@ -144,6 +155,7 @@ class TcpClient(asyncio.Protocol):
             self.transport.abort()
             return
         self.connecting = None
+        connected(server.traffic, loop.time() - began)
         if self.closed:
             up.transport.close()
             return
@@ -156,6 +168,7 @@ class TcpClient(asyncio.Protocol):
         self.transport.resume_reading()
 
     def data_received(self, data: bytes) -> None:
+        self.rx += len(data)
         up = self.up
         if up is not None:
             up.transport.write(data)
@@ -183,8 +196,14 @@ class TcpClient(asyncio.Protocol):
         ctx.lost()
         if self.connecting is not None:
             self.connecting.cancel()
-        if self.server is not None:
-            ctx.table.closed(self.server, self)
+        server = self.server
+        if server is not None and self.up is not None:
+            # connected: a timed session (HAProxy: no response time in TCP mode)
+            self.fold(0.0, ctx.loop.time() - self.accepted_at)
+        else:
+            self.fold()
+        if server is not None:
+            ctx.table.closed(server, self)
         up = self.up
         if up is not None:
             if exc is None:
@@ -217,4 +236,17 @@ class TcpClient(asyncio.Protocol):
         """L4 has no request boundary: connections are left to end on their own."""
 
     def check(self, now: float) -> None:
-        """L4 relays have no idle timeout of their own (the peers' keep-alives rule)."""
+        """L4 relays have no idle timeout of their own (the peers' keep-alives rule); the
+        bytes relayed since the last sweep are counted."""
+        self.fold()
+
+    def fold(self, rtime: float = -1.0, ttime: float = 0.0) -> None:
+        """Count the bytes relayed since the last fold for the service and the server (and,
+        at the end, the session's times: quiesce.state.traffic)."""
+        nin = self.rx
+        nout = self.tx
+        if nin or nout or rtime >= 0.0:
+            self.rx = self.tx = 0
+            server = self.server
+            traffic = None if server is None else server.traffic
+            account(traffic, self.ctx.stats.traffic, nin, nout, rtime, ttime)

@@ -34,6 +34,7 @@ from quiesce.core.pool import slow_start_factor
 from quiesce.core.states import Admin, Oper, Status, Verdict
 from quiesce.core.status import displayed_status
 from quiesce.state.registry import Registry, ServerRuntime
+from quiesce.state.traffic import averages_ms
 
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
@@ -127,6 +128,24 @@ class QuiesceCollector(Collector):
             "Responses from the server by class",
             labels=[*labels, "code"],
         )
+        bytes_in = CounterMetricFamily(
+            "quiesce_server_bytes_in",
+            "Bytes received from the clients of the server's requests (L4: connections)",
+            labels=labels,
+        )
+        bytes_out = CounterMetricFamily(
+            "quiesce_server_bytes_out",
+            "Bytes sent to the clients of the server's requests (L4: connections)",
+            labels=labels,
+        )
+        times = [
+            GaugeMetricFamily(
+                f"quiesce_server_{what}_time_average_seconds",
+                f"Average {text} over the last 1024 requests (HAProxy's {col})",
+                labels=labels,
+            )
+            for what, text, col in _AVERAGES
+        ]
         transitions = CounterMetricFamily(
             "quiesce_server_transitions",
             "State transitions per axis",
@@ -154,6 +173,10 @@ class QuiesceCollector(Collector):
             requests.add_metric(lv, float(s.requests_total))
             for cls, n in sorted(s.responses.items()):
                 responses.add_metric([*lv, str(cls)], float(n))
+            bytes_in.add_metric(lv, float(s.bytes_in))
+            bytes_out.add_metric(lv, float(s.bytes_out))
+            for family, ms in zip(times, averages_ms((s,)), strict=True):
+                family.add_metric(lv, ms / 1000)
             for axis in ("oper", "admin"):
                 transitions.add_metric(
                     [*lv, axis], float(self.transitions.get((s.pool, s.name, axis), 0))
@@ -169,7 +192,7 @@ class QuiesceCollector(Collector):
                 cumulative.append(("+Inf", float(hist.count)))
                 latency.add_metric([*lv, monitor], cumulative, hist.sum)
         yield from (oper, admin, status, eligible, conns, inflight, weight, configured)
-        yield from (requests, responses)
+        yield from (requests, responses, bytes_in, bytes_out, *times)
         yield from (transitions, latency)
 
         pe = GaugeMetricFamily("quiesce_pool_eligible_servers", "Eligible servers", labels=["pool"])
@@ -258,6 +281,12 @@ class QuiesceCollector(Collector):
         responses = CounterMetricFamily(
             "quiesce_service_responses", "Responses to clients by class", labels=[*labels, "code"]
         )
+        svc_in = CounterMetricFamily(
+            "quiesce_service_bytes_in", "Bytes received from clients", labels=labels
+        )
+        svc_out = CounterMetricFamily(
+            "quiesce_service_bytes_out", "Bytes sent to clients", labels=labels
+        )
         errors = CounterMetricFamily(
             "quiesce_service_errors",
             "Error statuses the proxy generated, by status",
@@ -296,6 +325,8 @@ class QuiesceCollector(Collector):
             conns.add_metric(lv, _num(stats, "connections"))
             parked.add_metric(lv, _num(stats, "parked"))
             accepted.add_metric(lv, _num(stats, "connections_total"))
+            svc_in.add_metric(lv, _num(stats, "bytes_in"))
+            svc_out.add_metric(lv, _num(stats, "bytes_out"))
             for cls, n in sorted((getattr(stats, "responses", None) or {}).items()):
                 responses.add_metric([*lv, str(cls)], float(n))
             for status, n in sorted((getattr(stats, "errors", None) or {}).items()):
@@ -307,8 +338,16 @@ class QuiesceCollector(Collector):
             if isinstance(getattr(svc, "accepting", None), bool):
                 accepting.add_metric(lv, 1.0 if svc.accepting else 0.0)
                 queued.add_metric(lv, _num(svc, "queued"))
-        yield from (requests, pages, conns, parked, accepted, responses, errors)
+        yield from (requests, pages, conns, parked, accepted, svc_in, svc_out, responses, errors)
         yield from (limit, reached, accepting, queued)
+
+
+# quiesce_server_<what>_time_average_seconds: what it averages, HAProxy's show stat column
+_AVERAGES = (
+    ("connect", "connect time", "ctime"),
+    ("response", "response time (request sent to response head; L4: 0)", "rtime"),
+    ("total", "total time (request arrival to its end; L4: the connection)", "ttime"),
+)
 
 
 def _num(obj: Any, attr: str) -> float:
@@ -352,6 +391,13 @@ _H_UWEIGHT = "Server's user weight, or sum of active servers' user weights for a
 _H_HRSP = (
     "Total number of HTTP responses with status 100-199 returned by this object since the "
     "worker process started"
+)
+_H_BIN = "Total number of request bytes since process started"
+_H_BOUT = "Total number of response bytes since process started"
+_H_TIMES = (
+    ("connect", "Avg. connect time for last 1024 successful connections."),
+    ("response", "Avg. response time for last 1024 successful connections."),
+    ("total", "Avg. total time for last 1024 successful connections."),
 )
 _H_REQ_TOT = (
     "Total number of HTTP requests processed by this object since the worker process started"
@@ -460,6 +506,8 @@ class HaproxyCollector(Collector):
         hrsp = CounterMetricFamily(
             "haproxy_frontend_http_responses", _H_HRSP, labels=[*labels, "code"]
         )
+        bin_ = CounterMetricFamily("haproxy_frontend_bytes_in", _H_BIN, labels=labels)
+        bout = CounterMetricFamily("haproxy_frontend_bytes_out", _H_BOUT, labels=labels)
         services = getattr(self.app, "services", None)
         configured = getattr(getattr(self.app, "config", None), "services", {}) or {}
         gate = getattr(self.app, "gate", None)
@@ -479,13 +527,15 @@ class HaproxyCollector(Collector):
             if limits:
                 slim.add_metric(lv, float(min(limits)))
             conn_tot.add_metric(lv, _num(stats, "connections_total"))
+            bin_.add_metric(lv, _num(stats, "bytes_in"))
+            bout.add_metric(lv, _num(stats, "bytes_out"))
             cfg = configured.get(name)
             if cfg is None or cfg.protocol == "http":
                 req_tot.add_metric(lv, _num(stats, "requests"))
                 responses = getattr(stats, "responses", None) or {}
                 for cls in HTTP_CLASSES:
                     hrsp.add_metric([*lv, cls], float(responses.get(cls, 0)))
-        yield from (status, scur, slim, conn_tot, req_tot, hrsp)
+        yield from (status, scur, slim, conn_tot, bin_, bout, req_tot, hrsp)
 
     def _backends(self) -> Iterator[Metric]:
         labels = ["proxy"]
@@ -507,6 +557,9 @@ class HaproxyCollector(Collector):
         hrsp = CounterMetricFamily(
             "haproxy_backend_http_responses", _H_HRSP, labels=[*labels, "code"]
         )
+        bin_ = CounterMetricFamily("haproxy_backend_bytes_in", _H_BIN, labels=labels)
+        bout = CounterMetricFamily("haproxy_backend_bytes_out", _H_BOUT, labels=labels)
+        times = _haproxy_times("backend", labels)
         http = self._http_pools()
         for pool in self.registry.pools.values():
             lv = [pool.name]
@@ -520,12 +573,16 @@ class HaproxyCollector(Collector):
             uweight.add_metric(lv, float(sum(s.weight for s in serving)))
             act.add_metric(lv, float(len(active)))
             bck.add_metric(lv, float(len(backup)))
+            bin_.add_metric(lv, float(sum(s.bytes_in for s in pool.servers)))
+            bout.add_metric(lv, float(sum(s.bytes_out for s in pool.servers)))
+            for family, ms in zip(times, averages_ms(pool.servers), strict=True):
+                family.add_metric(lv, ms / 1000)
             if pool.name in http:
                 req_tot.add_metric(lv, float(sum(s.requests_total for s in pool.servers)))
                 for cls in HTTP_CLASSES:
                     n = sum(s.responses.get(cls, 0) for s in pool.servers)
                     hrsp.add_metric([*lv, cls], float(n))
-        yield from (status, scur, weight, uweight, act, bck, req_tot, hrsp)
+        yield from (status, scur, weight, uweight, act, bck, bin_, bout, *times, req_tot, hrsp)
 
     def _servers(self) -> Iterator[Metric]:
         labels = ["proxy", "server"]
@@ -557,6 +614,9 @@ class HaproxyCollector(Collector):
         hrsp = CounterMetricFamily(
             "haproxy_server_http_responses", _H_HRSP, labels=[*labels, "code"]
         )
+        bin_ = CounterMetricFamily("haproxy_server_bytes_in", _H_BIN, labels=labels)
+        bout = CounterMetricFamily("haproxy_server_bytes_out", _H_BOUT, labels=labels)
+        times = _haproxy_times("server", labels)
         http = self._http_pools()
         monitors = self.registry.monitors
         for s in self.registry.servers():
@@ -567,6 +627,10 @@ class HaproxyCollector(Collector):
             scur.add_metric(lv, float(s.connections))
             weight.add_metric(lv, float(self._eweight(s)))
             uweight.add_metric(lv, float(s.weight))
+            bin_.add_metric(lv, float(s.bytes_in))
+            bout.add_metric(lv, float(s.bytes_out))
+            for family, ms in zip(times, averages_ms((s,)), strict=True):
+                family.add_metric(lv, ms / 1000)
             if s.monitors:  # HAProxy: only servers whose checks are enabled
                 checks = s.checks()
                 last = checks[-1] if checks else None
@@ -585,7 +649,15 @@ class HaproxyCollector(Collector):
                 for cls in HTTP_CLASSES:
                     hrsp.add_metric([*lv, cls], float(s.responses.get(cls, 0)))
         yield from (status, scur, weight, uweight, chk_status, chk_code, chk_duration)
-        yield from (chk_down, hrsp)
+        yield from (chk_down, bin_, bout, *times, hrsp)
+
+
+def _haproxy_times(kind: str, labels: list[str]) -> list[GaugeMetricFamily]:
+    """haproxy_<kind>_{connect,response,total}_time_average_seconds (ctime, rtime, ttime)."""
+    return [
+        GaugeMetricFamily(f"haproxy_{kind}_{what}_time_average_seconds", text, labels=labels)
+        for what, text in _H_TIMES
+    ]
 
 
 def build_collector_registry(app: Any) -> CollectorRegistry:

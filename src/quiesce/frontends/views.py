@@ -6,11 +6,13 @@ from __future__ import annotations
 from quiesce.core.status import in_maintenance
 from quiesce.state.registry import Registry
 from quiesce.state.runtime import PoolRuntime, ServerRuntime
+from quiesce.state.traffic import averages_ms
 
 
 def server_view(registry: Registry, server: ServerRuntime) -> dict[str, object]:
     """A server as the API and the dashboard show it (docs/api.md, "Server view")."""
     rec = server.admin
+    ctime, rtime, ttime = averages_ms((server,))
     return {
         "pool": server.pool,
         "name": server.name,
@@ -26,6 +28,12 @@ def server_view(registry: Registry, server: ServerRuntime) -> dict[str, object]:
         "primary": registry.pools[server.pool].primary == server.name,
         "connections": server.connections,
         "requests_in_flight": server.requests_in_flight,
+        "requests_total": server.requests_total,
+        "bytes_in": server.bytes_in,
+        "bytes_out": server.bytes_out,
+        "connect_time_ms": ctime,
+        "response_time_ms": rtime,
+        "total_time_ms": ttime,
         "reason": rec.reason,
         "actor": rec.actor,
         "since": rec.since,

@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from quiesce.balancing import Algorithm, make_algorithm
 from quiesce.balancing.persistence import sticky_token
@@ -20,6 +21,7 @@ from quiesce.core.oper import MonitorTrack, Thresholds
 from quiesce.core.pool import Member, slow_start_factor
 from quiesce.core.states import Admin, CloseMode, Oper
 from quiesce.core.status import is_eligible, status_text
+from quiesce.state.traffic import Traffic
 
 LAST_CHECKS = 10
 
@@ -45,17 +47,10 @@ class ServerRuntime:
     requests_in_flight: int = 0
     requests_total: int = 0
     responses: dict[str, int] = field(default_factory=dict)
-    # Traffic (HAProxy's bin/bout and ctime/rtime/ttime), kept by the data plane: bytes from
-    # and to the clients of its requests (L4: connections), and HAProxy-style running
-    # averages (quiesce.state.traffic): ``timed`` requests measured, the decayed sums of
-    # their response and total times (seconds), and of connect times, decayed lazily.
-    bytes_in: int = 0
-    bytes_out: int = 0
-    timed: int = 0
-    rtime_sum: float = 0.0
-    ttime_sum: float = 0.0
-    ctime_sum: float = 0.0
-    ctime_at: int = 0
+    # Traffic (HAProxy's bin/bout and ctime/rtime/ttime), kept by the data plane: the client
+    # bytes of its requests (L4: connections) and the running sums of their times
+    # (quiesce.state.traffic).
+    traffic: Any = field(default_factory=Traffic)
     # Check counters for HAProxy's show stat (chkfail, chkdown, lastchg, downtime), kept by
     # the registry; health_checks False: results are ignored (HAProxy's "disable health").
     health_checks: bool = True
@@ -80,6 +75,16 @@ class ServerRuntime:
     @property
     def name(self) -> str:
         return self.config.name
+
+    @property
+    def bytes_in(self) -> int:
+        """Bytes received from the clients of its requests (HAProxy's ``bin``)."""
+        return int(self.traffic.bytes_in)
+
+    @property
+    def bytes_out(self) -> int:
+        """Bytes sent to the clients of its requests (HAProxy's ``bout``)."""
+        return int(self.traffic.bytes_out)
 
     @property
     def key(self) -> str:

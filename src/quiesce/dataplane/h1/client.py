@@ -31,6 +31,7 @@ from quiesce.dataplane.h1.types import P_PENDING, P_PIPELINE, P_UPGRADE, P_UPSTR
 from quiesce.dataplane.h1.upstream import Upstream
 from quiesce.dataplane.persistence import pick_by_cookie, pick_by_source
 from quiesce.rules.decision import Redirect, Respond, ServePage, ToPool
+from quiesce.state.traffic import connected
 
 if TYPE_CHECKING:
     from quiesce.dataplane.context import ServiceContext
@@ -105,6 +106,12 @@ class ClientConnection(ResponseSide, asyncio.Protocol):
         self.sent_at = -1.0  # waiting for a response head since
         self.got_any = False
         self.last_rx = 0.0
+        # traffic (HAProxy's bin/bout, rtime/ttime): client bytes read and written since
+        # the last request ended, when the current request arrived, its response time
+        self.rx = 0
+        self.tx = 0
+        self.req_at = 0.0
+        self.rtime = -1.0
 
     # asyncio.Protocol ------------------------------------------------------------------
 
@@ -132,6 +139,7 @@ class ClientConnection(ResponseSide, asyncio.Protocol):
             transport.close()
 
     def data_received(self, data: bytes) -> None:
+        self.rx += len(data)
         if self.tunnel:
             up = self.up
             if up is not None:
@@ -220,6 +228,7 @@ class ClientConnection(ResponseSide, asyncio.Protocol):
                 up.abort()
         table = ctx.table
         server = self.server
+        self.fold(server)  # what was read or written since the last request ended
         if server is not None:
             self.server = None
             if self.tunnel:
@@ -251,7 +260,9 @@ class ClientConnection(ResponseSide, asyncio.Protocol):
         self.out = []
         if not self.closed:
             self.resp = WRITE_OF[self.resp]  # interim (1xx) answers leave it NONE
-            self.transport.write(out[0] if len(out) == 1 else b"".join(out))
+            data = out[0] if len(out) == 1 else b"".join(out)
+            self.tx += len(data)
+            self.transport.write(data)
 
     # flow control ------------------------------------------------------------------------
 
@@ -274,6 +285,8 @@ class ClientConnection(ResponseSide, asyncio.Protocol):
         drop its parser (made again on the next byte: an idle connection is worth less
         memory without it)."""
         if self.closed or self.tunnel or self.lingering:
+            if self.tunnel:
+                self.fold(self.server)  # a long tunnel's bytes show as they pass
             return
         if self.resp is R_HELD:
             # A chunked response head held for its first chunk: not longer than a sweep.
@@ -462,6 +475,7 @@ class ClientConnection(ResponseSide, asyncio.Protocol):
         self.resp_close = False
         self.set_cookie = None
         self.sent_at = -1.0
+        self.req_at = self.last_rx
         ctx.stats.requests += 1
         pool = ctx.pool
         if ctx.router is not None:
@@ -545,6 +559,7 @@ class ClientConnection(ResponseSide, asyncio.Protocol):
     async def _open(self, server: ServerRuntime) -> None:
         pool = self.pool
         assert pool is not None
+        began = self.loop.time()
         try:
             _, up = await asyncio.wait_for(
                 self.loop.create_connection(
@@ -561,6 +576,7 @@ class ClientConnection(ResponseSide, asyncio.Protocol):
             self._connect_refused(server)
             return
         self.connecting = None
+        connected(server.traffic, self.loop.time() - began)
         if self.closed or self.server is not server:
             up.close()
             return
@@ -604,6 +620,7 @@ class ClientConnection(ResponseSide, asyncio.Protocol):
         req.replay = list(req.pending) if reused else None
         if req.expect and not req.complete and not req.pending and not req.http10:
             req.expect = False
+            self.tx += 25
             self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         if req.host is None:
             # HTTP/1.0 without Host: HTTP/1.1 upstream requires one; name the server.

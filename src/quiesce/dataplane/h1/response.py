@@ -35,6 +35,7 @@ from quiesce.dataplane.h1.exchange import (
 from quiesce.dataplane.h1.headers import HOP_BY_HOP, forward_response, status_line
 from quiesce.dataplane.h1.types import P_PIPELINE, P_UPSTREAM
 from quiesce.dataplane.pages import Page, error_response, simple_response
+from quiesce.state.traffic import account
 
 if TYPE_CHECKING:
     import httptools
@@ -79,10 +80,13 @@ class ResponseSide:
         "peer_b",
         "pool",
         "queue",
+        "req_at",
         "resp",
         "resp_chunked",
         "resp_close",
         "resp_status",
+        "rtime",
+        "rx",
         "sent_at",
         "server",
         "set_cookie",
@@ -90,6 +94,7 @@ class ResponseSide:
         "timer",
         "transport",
         "tunnel",
+        "tx",
         "up",
         "up_paused",
         "upgrade_buf",
@@ -131,6 +136,11 @@ class ResponseSide:
         begin_at: float
         idle_since: float
         sent_at: float
+        last_rx: float
+        rx: int
+        tx: int
+        req_at: float
+        rtime: float
 
         def flush(self) -> None: ...
         def pause(self, reason: int) -> None: ...
@@ -159,6 +169,8 @@ class ResponseSide:
             return
         ctx = self.ctx
         self.resp_status = status
+        sent = self.sent_at
+        self.rtime = self.loop.time() - sent if sent >= 0 else 0.0
         up.keep_alive = up.parser.should_keep_alive()
         if status in ctx.status_codes and status != 101:
             # on_response_status: the answer is replaced by the maintenance page; the
@@ -249,7 +261,15 @@ class ResponseSide:
                 up.close()
             self.transport.write(out)
             self.resp = ANSWERED_OF[self.resp]
-            ctx.stats.count_response(status)
+            stats = ctx.stats
+            stats.count_response(status)
+            # bytes and times (bin/bout, rtime/ttime) in one call: nothing else was written
+            # for this request (tx is 0), and its response came whole in this read
+            nin = self.rx
+            self.rx = 0
+            account(
+                server.traffic, stats.traffic, nin, len(out), now - self.sent_at, now - self.req_at
+            )
             self.current = None
             self.sent_at = -1.0
             self.server = None
@@ -257,6 +277,8 @@ class ResponseSide:
             self.idle_to = server
             self.idle_since = now
             return
+        sent = self.sent_at
+        self.rtime = self.loop.time() - sent if sent >= 0 else 0.0
         self.resp = HEAD_OF[self.resp]
         self.out.append(out)
         self.upstream_complete(up)
@@ -398,7 +420,9 @@ class ResponseSide:
         self.resp_close = close
         self.resp = HEAD_OF[self.resp]
         self.resp_status = page.status
-        self.transport.write(page.response(req.head_only, close, req.http10))
+        data = page.response(req.head_only, close, req.http10)
+        self.tx += len(data)
+        self.transport.write(data)
         self._response_done()
 
     def _respond(self, status: int, body: bytes, headers: tuple[tuple[str, str], ...]) -> None:
@@ -408,11 +432,11 @@ class ResponseSide:
         self.resp_close = close
         self.resp = HEAD_OF[self.resp]
         self.resp_status = status
-        self.transport.write(
-            simple_response(
-                status, body, headers, head_only=req.head_only, close=close, http10=req.http10
-            )
+        data = simple_response(
+            status, body, headers, head_only=req.head_only, close=close, http10=req.http10
         )
+        self.tx += len(data)
+        self.transport.write(data)
         self._response_done()
 
     def _fail(self, status: int) -> None:
@@ -429,7 +453,9 @@ class ResponseSide:
         self.resp_close = True
         self.resp = HEAD_OF[self.resp]
         self.resp_status = status
-        self.transport.write(error_response(status, close=True, head_only=req.head_only))
+        data = error_response(status, close=True, head_only=req.head_only)
+        self.tx += len(data)
+        self.transport.write(data)
         self._response_done()
 
     def _client_error(self, status: int) -> None:
@@ -449,7 +475,9 @@ class ResponseSide:
                 return
         self.ctx.stats.count_error(status)
         self.ctx.stats.count_response(status)
-        self.transport.write(error_response(status))
+        data = error_response(status)
+        self.tx += len(data)
+        self.transport.write(data)
         self._linger()
 
     def _abandon(self) -> None:
@@ -463,6 +491,8 @@ class ResponseSide:
             self.connecting.cancel()
             self.connecting = None
         server = self.server
+        self.rtime = -1.0
+        self.fold(server)
         if server is not None:
             self.server = None
             self.ctx.table.request_finished(server, self, 0, False)
@@ -508,6 +538,12 @@ class ResponseSide:
         server = self.server
         self.current = None
         self.sent_at = -1.0
+        rtime = self.rtime
+        if rtime >= 0.0:  # the server answered: a timed request
+            self.rtime = -1.0
+            self.fold(server, rtime, self.loop.time() - self.req_at)
+        else:
+            self.fold(server)
         if server is not None:
             self.server = None
             ctx.table.request_finished(server, self, status, keep)
@@ -545,6 +581,17 @@ class ResponseSide:
         if not queue:
             self.resume(P_PIPELINE)
         self._start(nxt)
+
+    def fold(self, server: ServerRuntime | None, rtime: float = -1.0, ttime: float = 0.0) -> None:
+        """Count the client bytes read and written since the last request ended for the
+        service and, when there is one, ``server`` (HAProxy's bin/bout), with the request's
+        response and total times when ``rtime`` >= 0 (quiesce.state.traffic)."""
+        nin = self.rx
+        nout = self.tx
+        if nin or nout or rtime >= 0.0:
+            self.rx = self.tx = 0
+            traffic = None if server is None else server.traffic
+            account(traffic, self.ctx.stats.traffic, nin, nout, rtime, ttime)
 
     # closing (the connection table and service shutdown call these) ------------------------
 

@@ -37,6 +37,13 @@ class Tunnelled(Protocol):
     resp_status: int
     server: ServerRuntime | None
     timer: asyncio.TimerHandle | None
+    loop: asyncio.AbstractEventLoop
+    rtime: float  # the 101's response time
+    req_at: float  # the Upgrade request arrived at
+
+    def fold(
+        self, server: ServerRuntime | None, rtime: float = -1.0, ttime: float = 0.0
+    ) -> None: ...
 
     @property
     def ctx(self) -> Service: ...
@@ -73,6 +80,10 @@ def start(conn: Tunnelled, up: UpstreamSide, rest: bytes) -> None:
     conn.tunnel = True
     up.tunnel = True
     ctx = conn.ctx
+    # the request and the 101, timed; the tunnel's bytes are folded as they pass
+    rtime = conn.rtime
+    conn.rtime = -1.0
+    conn.fold(server, rtime, conn.loop.time() - conn.req_at)
     ctx.table.request_finished(server, conn, 101, False)
     ctx.table.hold(server, conn)
     ctx.stats.count_response(101)

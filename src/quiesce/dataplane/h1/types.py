@@ -75,6 +75,7 @@ class ClientSide(Protocol):
     boundary_close: bool
     client_eof: bool
     queue: deque[Request] | None
+    tx: int  # client bytes written since the last request ended (bout)
 
     def flush(self) -> None: ...
     def pause(self, reason: int) -> None: ...

@@ -105,6 +105,7 @@ class Upstream(asyncio.Protocol):
             self.close()  # an idle connection has nothing to say: it is closing
             return
         if self.tunnel:
+            c.tx += len(data)
             c.transport.write(data)
             return
         self.got_byte = True

@@ -24,6 +24,7 @@ from quiesce.frontends.runtime_socket.haproxy_fields import (
     STAT_TAGS_BY_KIND,
 )
 from quiesce.state.registry import PoolRuntime, Registry, ServerRuntime
+from quiesce.state.traffic import averages_ms
 
 _STAT_HEADER = (
     "pxname,svname,qcur,qmax,scur,smax,slim,stot,bin,bout,dreq,dresp,ereq,econ,eresp,wretr,"
@@ -196,8 +197,8 @@ class Stats:
             "smax": 0,
             "slim": "" if limit is None else limit,
             "stot": conns,
-            "bin": 0,
-            "bout": 0,
+            "bin": getattr(stats, "bytes_in", 0),
+            "bout": getattr(stats, "bytes_out", 0),
             "dreq": 0,
             "dresp": 0,
             "ereq": 0,
@@ -247,8 +248,8 @@ class Stats:
             "scur": s.connections,
             "smax": 0,
             "stot": s.requests_total,
-            "bin": 0,
-            "bout": 0,
+            "bin": s.bytes_in,
+            "bout": s.bytes_out,
             "dresp": 0,
             "econ": 0,
             "eresp": 0,
@@ -289,15 +290,16 @@ class Stats:
                 f["check_health"] = _health(s, rise, fall)
         if http:
             f |= _hrsp(s.responses)
+        ctime, rtime, ttime = averages_ms((s,))
         f |= {
             "req_tot": sum(s.responses.values()) if http else "",
             "cli_abrt": 0,
             "srv_abrt": 0,
             "lastsess": -1,
             "qtime": 0,
-            "ctime": 0,
-            "rtime": 0,
-            "ttime": 0,
+            "ctime": ctime,
+            "rtime": rtime,
+            "ttime": ttime,
             "addr": s.address,
             "mode": "http" if http else "tcp",
             "wrew": 0,
@@ -357,8 +359,8 @@ class Stats:
             "smax": 0,
             "slim": fullconn,
             "stot": total,
-            "bin": 0,
-            "bout": 0,
+            "bin": sum(s.bytes_in for s in pool.servers),
+            "bout": sum(s.bytes_out for s in pool.servers),
             "dreq": 0,
             "dresp": 0,
             "econ": 0,
@@ -382,6 +384,7 @@ class Stats:
         }
         if http:
             f |= _hrsp(responses)
+        ctime, rtime, ttime = averages_ms(pool.servers)
         f |= {
             "req_tot": sum(responses.values()) if http else "",
             "cli_abrt": 0,
@@ -392,9 +395,9 @@ class Stats:
             "comp_rsp": 0,
             "lastsess": -1,
             "qtime": 0,
-            "ctime": 0,
-            "rtime": 0,
-            "ttime": 0,
+            "ctime": ctime,
+            "rtime": rtime,
+            "ttime": ttime,
             "mode": "http" if http else "tcp",
             "algo": _ALGOS.get(pool.config.algorithm, pool.config.algorithm),
             "wrew": 0,
