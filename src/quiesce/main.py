@@ -63,7 +63,7 @@ def check_cmd(config_path: str) -> None:
 @click.command("passwd")
 def passwd_cmd() -> None:
     """Read a password (from stdin when it is not a terminal) and print its hash for the
-    config's ``admin.users[].password_hash``."""
+    config's admin.users[].password_hash."""
     from quiesce.security import hash_password
 
     if sys.stdin.isatty():

@@ -156,6 +156,25 @@ async def test_flags(app: Any) -> None:
     assert "404" in failed(await cli(app, "clear", "flag", "banner"))
 
 
+@pytest.mark.parametrize("name", ["a?b", "x/../y", "bad name!", "héllo", "a#b"])
+async def test_a_flag_name_is_never_read_as_another_path(app: Any, name: str) -> None:
+    """The name is one escaped path segment: the API refuses it as a name (422), instead of
+    the client setting flag ``a`` for ``a?b``, crashing on non-ASCII or blaming the network."""
+    before = dict(app.registry.flags)
+    out = failed(await cli(app, "set", "flag", name, "true"))
+    if "/" in name:  # the server decodes %2F before routing: no such route
+        assert "404" in out, out
+    else:
+        assert "422" in out and "not a flag name" in out, out
+    assert app.registry.flags == before
+
+
+async def test_event_reasons_keep_their_unicode(app: Any) -> None:
+    ok(await cli(app, "set", "server", "a1", "drain", "--reason", "deploy → v2"))
+    out = ok(await cli(app, "events", "--server", "app/a1"))
+    assert 'reason="deploy → v2"' in out
+
+
 async def test_events(app: Any) -> None:
     ok(await cli(app, "set", "server", "a1", "drain", "--reason", "deploy 42"))
     out = ok(await cli(app, "events", "--server", "app/a1"))

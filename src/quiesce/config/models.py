@@ -63,6 +63,33 @@ DurationOrNull = Annotated[float | None, BeforeValidator(_duration_or_null)]
 OptionalTimeout = Annotated[float, BeforeValidator(_infinite_or_duration)]
 ConnectionCount = Annotated[int | None, BeforeValidator(_connection_count)]
 Address = Annotated[str, AfterValidator(_address)]
+
+
+def _server_address(value: str) -> str:
+    if split_address(value)[1] == 0:
+        raise ValueError(f"{value!r}: port 0 is not a port a server listens on (1-65535)")
+    return value.strip()
+
+
+ServerAddress = Annotated[str, AfterValidator(_server_address)]
+"""A server's address: a listener may take port 0 (any free port), a server may not."""
+
+
+def _loopback_address(value: str) -> str:
+    host = split_address(value)[0]
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        raise ValueError(
+            f"{value!r}: the runtime socket has no authentication, so it listens on loopback "
+            "only (127.0.0.1, ::1 or localhost)"
+        )
+    return value.strip()
+
+
+LoopbackAddress = Annotated[str, AfterValidator(_loopback_address)]
 Name = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:\-]+$")]
 
 
@@ -218,7 +245,7 @@ Algorithm = Literal["round_robin", "weighted_round_robin", "least_connections", 
 
 class ServerConfig(Model):
     name: Name
-    address: Address
+    address: ServerAddress
     weight: Annotated[int, Field(ge=0, le=256)] = 1
     backup: bool = False
     priority: Annotated[int, Field(ge=0, le=1000)] = 0
@@ -501,7 +528,7 @@ class AdminConfig(Model):
     users: list[UserConfig] = []
     tokens: list[TokenConfig] = []
     runtime_socket: str | None = None
-    runtime_tcp: Address | None = None
+    runtime_tcp: LoopbackAddress | None = None
     # what the runtime socket's "show info" / "show version" call the product: "haproxy"
     # answers "Name: HAProxy" and a 2.6 version, for tools that insist on it (docs/cli.md)
     runtime_socket_compat: Literal["quiesce", "haproxy"] = "quiesce"

@@ -17,6 +17,7 @@ import datetime as dt
 import json
 import sys
 import time
+import urllib.parse
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn, TypeVar
 
@@ -72,6 +73,12 @@ def _cell(v: object) -> str:
     return printable(str(v))
 
 
+def _seg(text: str) -> str:
+    """One path segment, escaped: a name typed on the command line is never read as a path,
+    a query or another resource by the server (``a?b``, ``x/../y``, spaces, non-ASCII)."""
+    return urllib.parse.quote(text, safe="")
+
+
 def printable(text: str) -> str:
     """Control characters escaped: a reason or a name must not move the cursor, retitle the
     terminal or fake a line of output."""
@@ -103,7 +110,7 @@ def event_line(e: dict[str, Any]) -> str:
         if e.get(key):
             parts.append(f"{key}={e[key]}")
     if e.get("reason"):
-        parts.append(f"reason={json.dumps(e['reason'])}")
+        parts.append(f"reason={json.dumps(e['reason'], ensure_ascii=False)}")
     detail = e.get("detail") or {}
     if "weight" in detail:
         before = detail.get("previous_weight")
@@ -273,7 +280,7 @@ def show_server(ctx: click.Context, server: str) -> None:
 @click.pass_context
 def show_pool(ctx: click.Context, pool: str) -> None:
     """Show a pool and its servers."""
-    data = api_of(ctx).get(f"/api/v1/pools/{pool}")
+    data = api_of(ctx).get(f"/api/v1/pools/{_seg(pool)}")
 
     def text() -> str:
         head = {k: v for k, v in data.items() if k != "servers"}
@@ -288,7 +295,7 @@ def show_pool(ctx: click.Context, pool: str) -> None:
 @click.pass_context
 def show_monitor(ctx: click.Context, name: str) -> None:
     """Show a health monitor."""
-    data = api_of(ctx).get(f"/api/v1/healthmonitors/{name}")
+    data = api_of(ctx).get(f"/api/v1/healthmonitors/{_seg(name)}")
     emit(settings(ctx), data, lambda: _dict_table(data))
 
 
@@ -389,7 +396,9 @@ def set_flag(ctx: click.Context, name: str, value: str, reason: str) -> None:
         parsed = True
     elif value.lower() in ("false", "off", "no", "0"):
         parsed = False
-    data = api_of(ctx).send("PUT", f"/api/v1/flags/{name}", {"value": parsed, "reason": reason})
+    data = api_of(ctx).send(
+        "PUT", f"/api/v1/flags/{_seg(name)}", {"value": parsed, "reason": reason}
+    )
     emit(settings(ctx), data, lambda: f"flag {name} = {json.dumps(data['value'])}")
 
 
@@ -436,7 +445,7 @@ def clear_server(ctx: click.Context, server: str, state: str, reason: str) -> No
 @click.pass_context
 def clear_flag(ctx: click.Context, name: str, reason: str) -> None:
     """Remove runtime flag NAME."""
-    api_of(ctx).request("DELETE", f"/api/v1/flags/{name}", params={"reason": reason})
+    api_of(ctx).request("DELETE", f"/api/v1/flags/{_seg(name)}", params={"reason": reason})
     emit(settings(ctx), {"name": name, "cleared": True}, lambda: f"flag {name} cleared")
 
 
@@ -537,7 +546,7 @@ def create_server(
         body["weight"] = weight
     if backup:
         body["backup"] = True
-    data = api_of(ctx).send("POST", f"/api/v1/pools/{pool}/servers", body)
+    data = api_of(ctx).send("POST", f"/api/v1/pools/{_seg(pool)}/servers", body)
     emit(
         settings(ctx),
         data,
@@ -642,7 +651,7 @@ def wait_removed(api: Api, ref: str, poll: float = POLL) -> None:
     began = time.monotonic()
     last: str | None = None
     while True:
-        servers = {s["name"]: s for s in api.get(f"/api/v1/pools/{pool}")["servers"]}
+        servers = {s["name"]: s for s in api.get(f"/api/v1/pools/{_seg(pool)}")["servers"]}
         s = servers.get(name)
         if s is None:
             click.echo(f"{ref}: deleted after {time.monotonic() - began:.1f}s")

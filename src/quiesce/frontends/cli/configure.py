@@ -5,6 +5,7 @@ when the verb runs, so other verbs start without pydantic or the config models."
 from __future__ import annotations
 
 import sys
+import urllib.parse
 from typing import Any
 
 import click
@@ -35,7 +36,9 @@ def _run(ctx: click.Context, name: str | None) -> None:
 
     def load(n: str) -> dict[str, Any] | None:
         try:
-            data: dict[str, Any] = api.get(f"/api/v1/healthmonitors/{n}")
+            data: dict[str, Any] = api.get(
+                f"/api/v1/healthmonitors/{urllib.parse.quote(n, safe='')}"
+            )
         except ClientError as exc:
             if exc.format_message().startswith("404"):
                 return None
@@ -43,7 +46,9 @@ def _run(ctx: click.Context, name: str | None) -> None:
         return data
 
     def save(n: str, data: dict[str, Any]) -> dict[str, Any]:
-        result: dict[str, Any] = api.send("PUT", f"/api/v1/healthmonitors/{n}", data)
+        result: dict[str, Any] = api.send(
+            "PUT", f"/api/v1/healthmonitors/{urllib.parse.quote(n, safe='')}", data
+        )
         return result
 
     interactive = sys.stdin.isatty()
