@@ -13,16 +13,28 @@ error when it is ambiguous).
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 import json
 import sys
 import time
-import urllib.parse
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn, TypeVar
 
 import click
 
+from quiesce.frontends.cli.output import (
+    POLL,
+    SERVER_COLUMNS,
+    dict_table,
+    emit,
+    event_line,
+    printable,
+    resolve,
+    segment,
+    server_row,
+    show_server_text,
+    table,
+)
+from quiesce.frontends.cli.servers import SERVER_COMMANDS
 from quiesce.frontends.cli.transport import (
     Api,
     ClientError,
@@ -36,173 +48,6 @@ from quiesce.frontends.cli.transport import (
 )
 
 F = TypeVar("F", bound=Callable[..., Any])
-
-POLL = 0.1  # --wait polls the server this often (seconds)
-
-
-# --- output ----------------------------------------------------------------------------------
-
-
-def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
-    """maxctrl's box-drawing table."""
-    cells = [[_cell(v) for v in row] for row in rows]
-    widths = [len(h) for h in headers]
-    for row in cells:
-        for i, v in enumerate(row):
-            widths[i] = max(widths[i], len(v))
-
-    def line(left: str, mid: str, right: str) -> str:
-        return left + mid.join("─" * (w + 2) for w in widths) + right
-
-    def row_text(values: Sequence[str]) -> str:
-        return "│" + "│".join(f" {v:<{w}} " for v, w in zip(values, widths, strict=True)) + "│"
-
-    out = [line("┌", "┬", "┐"), row_text(list(headers)), line("├", "┼", "┤")]
-    out += [row_text(r) for r in cells]
-    out.append(line("└", "┴", "┘"))
-    return "\n".join(out)
-
-
-def _cell(v: object) -> str:
-    if v is None:
-        return ""
-    if isinstance(v, bool):
-        return "yes" if v else "no"
-    if isinstance(v, list | dict):
-        return json.dumps(v) if v else ""
-    return printable(str(v))
-
-
-def _seg(text: str) -> str:
-    """One path segment, escaped: a name typed on the command line is never read as a path,
-    a query or another resource by the server (``a?b``, ``x/../y``, spaces, non-ASCII)."""
-    return urllib.parse.quote(text, safe="")
-
-
-def printable(text: str) -> str:
-    """Control characters escaped: a reason or a name must not move the cursor, retitle the
-    terminal or fake a line of output."""
-    if text.isprintable():
-        return text
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
-
-
-def when(t: object) -> str:
-    if not isinstance(t, int | float) or not t:
-        return ""
-    return dt.datetime.fromtimestamp(float(t), dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def emit(settings: ClientSettings, data: Any, text: Callable[[], str]) -> None:
-    if settings.json:
-        click.echo(json.dumps(data, indent=2, sort_keys=False))
-    else:
-        click.echo(text())
-
-
-def event_line(e: dict[str, Any]) -> str:
-    where = "/".join(p for p in (e.get("pool"), e.get("server")) if p) or "-"
-    move = ""
-    if e.get("from") is not None or e.get("to") is not None:
-        move = f" {e.get('from') or '-'} → {e.get('to') or '-'}"
-    parts = [when(e.get("time")), e.get("kind", "?"), where + move]
-    for key in ("cause", "actor"):
-        if e.get(key):
-            parts.append(f"{key}={e[key]}")
-    if e.get("reason"):
-        parts.append(f"reason={json.dumps(e['reason'], ensure_ascii=False)}")
-    detail = e.get("detail") or {}
-    if "weight" in detail:
-        before = detail.get("previous_weight")
-        parts.append(
-            f"weight {before} → {detail['weight']}"
-            if before is not None
-            else f"weight {detail['weight']}"
-        )
-    for key in ("reason", "monitor", "status_code", "flag", "error", "source"):
-        if key in detail and detail[key] not in (None, ""):
-            parts.append(f"{key}={detail[key]}")
-    if e.get("eligible") is not None:
-        parts.append(f"eligible={e['eligible']}")
-    return " ".join(str(p) for p in parts)
-
-
-# --- commands --------------------------------------------------------------------------------
-
-
-def resolve(api: Api, ref: str) -> str:
-    """``pool/server`` for ``ref`` (a unique server name is looked up)."""
-    if "/" in ref:
-        pool, _, name = ref.partition("/")
-        if not pool or not name or "/" in name:
-            raise ClientError(f"{ref!r} is not POOL/SERVER or a server name")
-        return ref
-    matches = [s for s in api.get("/api/v1/servers") if s["name"] == ref]
-    if not matches:
-        raise ClientError(f"no server named {ref!r}")
-    if len(matches) > 1:
-        pools = ", ".join(sorted(s["pool"] for s in matches))
-        raise ClientError(f"server name {ref!r} is in several pools ({pools}): use POOL/SERVER")
-    return f"{matches[0]['pool']}/{ref}"
-
-
-SERVER_COLUMNS = ("Server", "Address", "Status", "Oper", "Admin", "Conns", "Reason", "Actor")
-
-
-def server_row(s: dict[str, Any]) -> list[object]:
-    return [
-        f"{s['pool']}/{s['name']}",
-        s["address"],
-        s["status"],
-        s["oper"],
-        s["admin"],
-        s["connections"],
-        s.get("reason", ""),
-        s.get("actor", ""),
-    ]
-
-
-def show_server_text(s: dict[str, Any]) -> str:
-    rows: list[list[object]] = [
-        ["Server", f"{s['pool']}/{s['name']}"],
-        ["Address", s["address"]],
-        ["Status", s["status"]],
-        ["Operational", s["oper"]],
-        ["Administrative", s["admin"]],
-        ["Eligible", s["eligible"]],
-        ["Weight", s["weight"]],
-        ["Backup", s["backup"]],
-        ["Connections", s["connections"]],
-        ["Requests in flight", s["requests_in_flight"]],
-        ["Reason", s.get("reason", "")],
-        ["Actor", s.get("actor", "")],
-        ["Since", when(s.get("since"))],
-        ["Expires", when(s.get("expires"))],
-        ["Drain deadline", when(s.get("deadline"))],
-        ["Monitors", ", ".join(f"{k}: {v}" for k, v in (s.get("monitors") or {}).items())],
-    ]
-    checks = s.get("last_checks") or []
-    for c in checks[-5:]:
-        code = f" {c['status_code']}" if c.get("status_code") is not None else ""
-        rows.append(
-            [
-                "Check",
-                f"{when(c.get('at'))} {c.get('monitor')} {c.get('verdict')} "
-                f"{c.get('reason')}{code} {c.get('latency_ms')}ms",
-            ]
-        )
-    return table(("Field", "Value"), rows)
-
-
-def _dict_table(data: dict[str, Any]) -> str:
-    rows = []
-    for k, v in data.items():
-        if isinstance(v, dict):
-            for k2, v2 in v.items():
-                rows.append([f"{k}.{k2}", v2])
-        else:
-            rows.append([k, v])
-    return table(("Field", "Value"), rows)
 
 
 @click.group("list")
@@ -280,12 +125,12 @@ def show_server(ctx: click.Context, server: str) -> None:
 @click.pass_context
 def show_pool(ctx: click.Context, pool: str) -> None:
     """Show a pool and its servers."""
-    data = api_of(ctx).get(f"/api/v1/pools/{_seg(pool)}")
+    data = api_of(ctx).get(f"/api/v1/pools/{segment(pool)}")
 
     def text() -> str:
         head = {k: v for k, v in data.items() if k != "servers"}
         servers = table(SERVER_COLUMNS, [server_row(s) for s in data["servers"]])
-        return _dict_table(head) + "\n" + servers
+        return dict_table(head) + "\n" + servers
 
     emit(settings(ctx), data, text)
 
@@ -295,8 +140,8 @@ def show_pool(ctx: click.Context, pool: str) -> None:
 @click.pass_context
 def show_monitor(ctx: click.Context, name: str) -> None:
     """Show a health monitor."""
-    data = api_of(ctx).get(f"/api/v1/healthmonitors/{_seg(name)}")
-    emit(settings(ctx), data, lambda: _dict_table(data))
+    data = api_of(ctx).get(f"/api/v1/healthmonitors/{segment(name)}")
+    emit(settings(ctx), data, lambda: dict_table(data))
 
 
 _STATES = click.Choice(["maintenance", "drain"])
@@ -397,7 +242,7 @@ def set_flag(ctx: click.Context, name: str, value: str, reason: str) -> None:
     elif value.lower() in ("false", "off", "no", "0"):
         parsed = False
     data = api_of(ctx).send(
-        "PUT", f"/api/v1/flags/{_seg(name)}", {"value": parsed, "reason": reason}
+        "PUT", f"/api/v1/flags/{segment(name)}", {"value": parsed, "reason": reason}
     )
     emit(settings(ctx), data, lambda: f"flag {name} = {json.dumps(data['value'])}")
 
@@ -445,7 +290,7 @@ def clear_server(ctx: click.Context, server: str, state: str, reason: str) -> No
 @click.pass_context
 def clear_flag(ctx: click.Context, name: str, reason: str) -> None:
     """Remove runtime flag NAME."""
-    api_of(ctx).request("DELETE", f"/api/v1/flags/{_seg(name)}", params={"reason": reason})
+    api_of(ctx).request("DELETE", f"/api/v1/flags/{segment(name)}", params={"reason": reason})
     emit(settings(ctx), {"name": name, "cleared": True}, lambda: f"flag {name} cleared")
 
 
@@ -514,154 +359,6 @@ def enable_server(ctx: click.Context, server: str, reason: str) -> None:
 
 
 # --- servers added, changed and removed at runtime (issue 14) --------------------------------
-
-
-def _pool_and_name(ref: str) -> tuple[str, str]:
-    pool, _, name = ref.partition("/")
-    if not pool or not name or "/" in name:
-        raise click.UsageError(f"{ref!r}: give the server as POOL/NAME")
-    return pool, name
-
-
-@click.group("create")
-def create_group() -> None:
-    """Create a server in a pool (maxctrl: create server)."""
-
-
-@create_group.command("server")
-@click.argument("server", metavar="POOL/NAME")
-@click.argument("address", metavar="HOST:PORT")
-@click.option("--weight", type=int, help="Weight 0-256 (default 1).")
-@click.option("--backup", is_flag=True, help="A backup server (used when no primary is).")
-@click.option("--reason", default="", help="Why (recorded in events).")
-@click.pass_context
-def create_server(
-    ctx: click.Context, server: str, address: str, weight: int | None, backup: bool, reason: str
-) -> None:
-    """Add server NAME at HOST:PORT to POOL, validated as the config file's servers; it starts
-    unknown until its pool's monitors pass (unmonitored when the pool has none)."""
-    pool, name = _pool_and_name(server)
-    body: dict[str, Any] = {"name": name, "address": address, "reason": reason}
-    if weight is not None:
-        body["weight"] = weight
-    if backup:
-        body["backup"] = True
-    data = api_of(ctx).send("POST", f"/api/v1/pools/{_seg(pool)}/servers", body)
-    emit(
-        settings(ctx),
-        data,
-        lambda: f"{pool}/{name}: created at {data['address']} (status: {data['status']})",
-    )
-
-
-@click.group("alter")
-def alter_group() -> None:
-    """Change a server's address, weight or backup (maxctrl: alter server)."""
-
-
-_ALTERABLE = ("address", "weight", "backup")
-
-
-@alter_group.command("server")
-@click.argument("server", metavar="POOL/NAME")
-@click.argument("settings_", metavar="KEY VALUE [KEY VALUE ...]", nargs=-1, required=True)
-@click.option("--reason", default="", help="Why (recorded in events).")
-@click.pass_context
-def alter_server(ctx: click.Context, server: str, settings_: tuple[str, ...], reason: str) -> None:
-    """Change SERVER's address (HOST:PORT: the old address drains, new connections go to the
-    new one), weight (0-256) or backup (true/false), persisted over the config file."""
-    if len(settings_) % 2:
-        raise click.UsageError("give KEY VALUE pairs: address HOST:PORT, weight N, backup true")
-    body: dict[str, Any] = {}
-    for key, value in zip(settings_[::2], settings_[1::2], strict=True):
-        if key not in _ALTERABLE:
-            raise click.UsageError(f"{key!r}: a server's {', '.join(_ALTERABLE)} can be altered")
-        if key == "backup":
-            if value.lower() not in ("true", "false", "yes", "no", "on", "off", "1", "0"):
-                raise click.UsageError(f"backup {value!r}: give true or false")
-            body[key] = value.lower() in ("true", "yes", "on", "1")
-        else:
-            body[key] = value  # the API validates (and names the field of a bad value)
-    api = api_of(ctx)
-    ref = resolve(api, server)
-    data = api.send("PATCH", f"/api/v1/servers/{ref}", {**body, "reason": reason})
-
-    def text() -> str:
-        changed = data["changed"]
-        if not changed:
-            return f"{ref}: nothing changed"
-        parts = [f"{k} {json.dumps(a)} → {json.dumps(b)}" for k, (a, b) in changed.items()]
-        return f"{ref}: " + ", ".join(parts) + f" (status: {data['server']['status']})"
-
-    emit(settings(ctx), data, text)
-
-
-@click.group("destroy")
-def destroy_group() -> None:
-    """Delete a server (maxctrl: destroy server)."""
-
-
-@destroy_group.command("server")
-@click.argument("server", metavar="POOL/NAME")
-@click.option(
-    "--drain", is_flag=True, help="Drain it first, delete it at 0 connections (or the deadline)."
-)
-@click.option(
-    "--timeout",
-    metavar="DURATION",
-    type=DurationType(infinite=True),
-    help="With --drain: close what is left after this (infinite: never). "
-    "Default: the pool's graceful_disable_timeout.",
-)
-@click.option("--wait", is_flag=True, help="With --drain: wait until it is deleted.")
-@click.option("--force-guard", is_flag=True, help="Override the pool's min_servers_up guard.")
-@click.option("--reason", default="", help="Why (recorded in events).")
-@click.pass_context
-def destroy_server(
-    ctx: click.Context,
-    server: str,
-    drain: bool,
-    timeout: str | None,
-    wait: bool,
-    force_guard: bool,
-    reason: str,
-) -> None:
-    """Delete SERVER: only when it is in maintenance or drained (HAProxy's del server), or
-    with --drain: drained first, shown 'removing (N)', deleted at 0 connections."""
-    if (timeout or wait) and not drain:
-        raise click.UsageError("--timeout and --wait apply with --drain")
-    api = api_of(ctx)
-    ref = resolve(api, server)
-    params: dict[str, Any] = {"reason": reason}
-    if drain:
-        params["drain"] = "true"
-    if timeout:
-        params["timeout"] = timeout
-    if force_guard:
-        params["force_guard"] = "true"
-    data = api.request("DELETE", f"/api/v1/servers/{ref}", params=params).json()
-    emit(settings(ctx), data, lambda: str(data["message"]))
-    if wait and not data["removed"]:
-        wait_removed(api, ref)
-
-
-def wait_removed(api: Api, ref: str, poll: float = POLL) -> None:
-    """Poll the pool until the server is gone, showing its connections on stderr."""
-    pool, _, name = ref.partition("/")
-    began = time.monotonic()
-    last: str | None = None
-    while True:
-        servers = {s["name"]: s for s in api.get(f"/api/v1/pools/{_seg(pool)}")["servers"]}
-        s = servers.get(name)
-        if s is None:
-            click.echo(f"{ref}: deleted after {time.monotonic() - began:.1f}s")
-            return
-        if not s["status"].startswith("removing"):
-            raise ClientError(f"{ref} is no longer being removed (status: {s['status']})")
-        if s["status"] != last:
-            last = s["status"]
-            click.echo(f"{ref}: {last}", err=True)
-        time.sleep(poll)
 
 
 @click.command("events")
@@ -809,9 +506,7 @@ COMMANDS: list[click.Command] = [
     clear_group,
     disable_group,
     enable_group,
-    create_group,
-    alter_group,
-    destroy_group,
+    *SERVER_COMMANDS,
     events_cmd,
     reload_cmd,
 ]

@@ -1,0 +1,187 @@
+"""What the client verbs print, and how they name things: tables for people and one JSON
+object for scripts (``emit``), event lines, server rows, control characters escaped, a name
+made one URL path segment, ``POOL/SERVER`` resolved against the API. Shared by the verbs of
+``client`` and ``servers``."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import urllib.parse
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import click
+
+from quiesce.frontends.cli.transport import (
+    Api,
+    ClientError,
+    ClientSettings,
+)
+
+POLL = 0.1  # --wait polls the server this often (seconds)
+
+
+# --- output ----------------------------------------------------------------------------------
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """maxctrl's box-drawing table."""
+    cells = [[_cell(v) for v in row] for row in rows]
+    widths = [len(h) for h in headers]
+    for row in cells:
+        for i, v in enumerate(row):
+            widths[i] = max(widths[i], len(v))
+
+    def line(left: str, mid: str, right: str) -> str:
+        return left + mid.join("─" * (w + 2) for w in widths) + right
+
+    def row_text(values: Sequence[str]) -> str:
+        return "│" + "│".join(f" {v:<{w}} " for v, w in zip(values, widths, strict=True)) + "│"
+
+    out = [line("┌", "┬", "┐"), row_text(list(headers)), line("├", "┼", "┤")]
+    out += [row_text(r) for r in cells]
+    out.append(line("└", "┴", "┘"))
+    return "\n".join(out)
+
+
+def _cell(v: object) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, list | dict):
+        return json.dumps(v) if v else ""
+    return printable(str(v))
+
+
+def segment(text: str) -> str:
+    """One path segment, escaped: a name typed on the command line is never read as a path,
+    a query or another resource by the server (``a?b``, ``x/../y``, spaces, non-ASCII)."""
+    return urllib.parse.quote(text, safe="")
+
+
+def printable(text: str) -> str:
+    """Control characters escaped: a reason or a name must not move the cursor, retitle the
+    terminal or fake a line of output."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def when(t: object) -> str:
+    if not isinstance(t, int | float) or not t:
+        return ""
+    return dt.datetime.fromtimestamp(float(t), dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def emit(settings: ClientSettings, data: Any, text: Callable[[], str]) -> None:
+    if settings.json:
+        click.echo(json.dumps(data, indent=2, sort_keys=False))
+    else:
+        click.echo(text())
+
+
+def event_line(e: dict[str, Any]) -> str:
+    where = "/".join(p for p in (e.get("pool"), e.get("server")) if p) or "-"
+    move = ""
+    if e.get("from") is not None or e.get("to") is not None:
+        move = f" {e.get('from') or '-'} → {e.get('to') or '-'}"
+    parts = [when(e.get("time")), e.get("kind", "?"), where + move]
+    for key in ("cause", "actor"):
+        if e.get(key):
+            parts.append(f"{key}={e[key]}")
+    if e.get("reason"):
+        parts.append(f"reason={json.dumps(e['reason'], ensure_ascii=False)}")
+    detail = e.get("detail") or {}
+    if "weight" in detail:
+        before = detail.get("previous_weight")
+        parts.append(
+            f"weight {before} → {detail['weight']}"
+            if before is not None
+            else f"weight {detail['weight']}"
+        )
+    for key in ("reason", "monitor", "status_code", "flag", "error", "source"):
+        if key in detail and detail[key] not in (None, ""):
+            parts.append(f"{key}={detail[key]}")
+    if e.get("eligible") is not None:
+        parts.append(f"eligible={e['eligible']}")
+    return " ".join(str(p) for p in parts)
+
+
+# --- commands --------------------------------------------------------------------------------
+
+
+def resolve(api: Api, ref: str) -> str:
+    """``pool/server`` for ``ref`` (a unique server name is looked up)."""
+    if "/" in ref:
+        pool, _, name = ref.partition("/")
+        if not pool or not name or "/" in name:
+            raise ClientError(f"{ref!r} is not POOL/SERVER or a server name")
+        return ref
+    matches = [s for s in api.get("/api/v1/servers") if s["name"] == ref]
+    if not matches:
+        raise ClientError(f"no server named {ref!r}")
+    if len(matches) > 1:
+        pools = ", ".join(sorted(s["pool"] for s in matches))
+        raise ClientError(f"server name {ref!r} is in several pools ({pools}): use POOL/SERVER")
+    return f"{matches[0]['pool']}/{ref}"
+
+
+SERVER_COLUMNS = ("Server", "Address", "Status", "Oper", "Admin", "Conns", "Reason", "Actor")
+
+
+def server_row(s: dict[str, Any]) -> list[object]:
+    return [
+        f"{s['pool']}/{s['name']}",
+        s["address"],
+        s["status"],
+        s["oper"],
+        s["admin"],
+        s["connections"],
+        s.get("reason", ""),
+        s.get("actor", ""),
+    ]
+
+
+def show_server_text(s: dict[str, Any]) -> str:
+    rows: list[list[object]] = [
+        ["Server", f"{s['pool']}/{s['name']}"],
+        ["Address", s["address"]],
+        ["Status", s["status"]],
+        ["Operational", s["oper"]],
+        ["Administrative", s["admin"]],
+        ["Eligible", s["eligible"]],
+        ["Weight", s["weight"]],
+        ["Backup", s["backup"]],
+        ["Connections", s["connections"]],
+        ["Requests in flight", s["requests_in_flight"]],
+        ["Reason", s.get("reason", "")],
+        ["Actor", s.get("actor", "")],
+        ["Since", when(s.get("since"))],
+        ["Expires", when(s.get("expires"))],
+        ["Drain deadline", when(s.get("deadline"))],
+        ["Monitors", ", ".join(f"{k}: {v}" for k, v in (s.get("monitors") or {}).items())],
+    ]
+    checks = s.get("last_checks") or []
+    for c in checks[-5:]:
+        code = f" {c['status_code']}" if c.get("status_code") is not None else ""
+        rows.append(
+            [
+                "Check",
+                f"{when(c.get('at'))} {c.get('monitor')} {c.get('verdict')} "
+                f"{c.get('reason')}{code} {c.get('latency_ms')}ms",
+            ]
+        )
+    return table(("Field", "Value"), rows)
+
+
+def dict_table(data: dict[str, Any]) -> str:
+    rows = []
+    for k, v in data.items():
+        if isinstance(v, dict):
+            for k2, v2 in v.items():
+                rows.append([f"{k}.{k2}", v2])
+        else:
+            rows.append([k, v])
+    return table(("Field", "Value"), rows)
