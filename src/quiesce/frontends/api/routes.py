@@ -26,7 +26,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from quiesce.admin import CommandContext, CommandResult
 from quiesce.config.loader import ConfigError, format_loc, validation_problems
-from quiesce.config.models import HealthMonitor, ServerConfig
+from quiesce.config.models import ServerConfig
 from quiesce.core.errors import InvalidCommand, QuiesceError
 from quiesce.core.events import Event, EventQuery
 from quiesce.frontends.api.bodies import (
@@ -54,6 +54,7 @@ from quiesce.frontends.api.deps import (
 )
 from quiesce.frontends.api.limits import BodyLimit
 from quiesce.frontends.api.maxscale import build_maxscale_routes
+from quiesce.frontends.api.monitors import monitor_routes, monitor_type_table
 from quiesce.frontends.auth import (
     CSRF_COOKIE,
     SESSION_COOKIE,
@@ -428,65 +429,7 @@ def build_routes(app: AppLike) -> tuple[APIRouter, APIRouter]:
             "warnings": plan.warnings,
         }
 
-    # health monitors ---------------------------------------------------------------------------
-
-    def monitor_view(name: str) -> dict[str, Any]:
-        m = registry.monitors.get(name)
-        if m is None:
-            raise ApiError(404, "not found", f"no health monitor named {name!r}")
-        return {"name": name, **m.model_dump(mode="json", exclude_none=True)}
-
-    def validate_monitor(name: str, data: Any) -> HealthMonitor:
-        if not isinstance(data, dict):
-            raise ApiError(422, "invalid", "the body must be a JSON object (a monitor)")
-        data = dict(data)
-        given = data.pop("name", name)
-        if given != name:
-            raise ApiError(400, "invalid command", f"the body names {given!r}, the URL {name!r}")
-        if not _NAME.match(name):
-            raise ApiError(
-                422, "invalid", f"healthmonitors.{name}: not a name (letters, digits, _.:-)"
-            )
-        try:
-            return HealthMonitor.model_validate(data)
-        except ValidationError as exc:
-            problems = validation_problems(exc, ("healthmonitors", name))
-            raise ApiError(422, "invalid", "; ".join(problems), problems=problems) from None
-
-    @v1.get("/healthmonitors", tags=["healthmonitors"])
-    async def list_monitors(p: Read) -> list[dict[str, Any]]:
-        return [monitor_view(n) for n in sorted(registry.monitors)]
-
-    @v1.get("/healthmonitors/{name}", tags=["healthmonitors"])
-    async def show_monitor(name: str, p: Read) -> dict[str, Any]:
-        return monitor_view(name)
-
-    @v1.post("/healthmonitors", tags=["healthmonitors"], status_code=201)
-    async def create_monitor(request: Request, c: Write) -> dict[str, Any]:
-        data = await json_body(request)
-        name = data.get("name") if isinstance(data, dict) else None
-        if not isinstance(name, str):
-            raise ApiError(422, "invalid", "name: Field required (a string)")
-        monitor = validate_monitor(name, data)
-        if name in registry.monitors:
-            raise ApiError(409, "exists", f"health monitor {name!r} exists: PUT to replace it")
-        app.admin.put_monitor(name, monitor, ctx(c))
-        return monitor_view(name)
-
-    @v1.put("/healthmonitors/{name}", tags=["healthmonitors"])
-    async def put_monitor(name: str, request: Request, c: Write) -> Response:
-        monitor = validate_monitor(name, await json_body(request))
-        created = app.admin.put_monitor(name, monitor, ctx(c))
-        return JSONResponse(monitor_view(name), status_code=201 if created else 200)
-
-    @v1.delete("/healthmonitors/{name}", tags=["healthmonitors"], status_code=204)
-    async def delete_monitor(name: str, c: Write) -> Response:
-        app.admin.delete_monitor(name, ctx(c))
-        return Response(status_code=204)
-
-    @v1.get("/healthmonitor-types", tags=["healthmonitors"])
-    async def monitor_types(p: Read) -> list[dict[str, object]]:
-        return monitor_type_table()
+    monitor_routes(v1, app, ctx)
 
     # flags -----------------------------------------------------------------------------------
 
@@ -678,14 +621,6 @@ def _sse(e: Event) -> str:
     data = json.dumps(e.to_dict(), separators=(",", ":"))
     head = f"id: {e.id}\n" if e.id is not None else ""
     return f"{head}event: {e.kind.value}\ndata: {data}\n\n"
-
-
-def monitor_type_table() -> list[dict[str, object]]:
-    """Monitor types with node / pool compatibility (MCP 2.0's list), from the health
-    subsystem that implements them."""
-    from quiesce.health import MONITOR_TYPES
-
-    return [dict(row) for row in MONITOR_TYPES]
 
 
 def create_api(app: AppLike) -> FastAPI:
