@@ -19,12 +19,17 @@ import asyncio
 import contextlib
 import gc
 import logging
+import multiprocessing
 import os
+import pickle
 import signal
 import socket
 import ssl
 import sys
+import time
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -49,8 +54,15 @@ if TYPE_CHECKING:
 log = logging.getLogger("quiesce")
 
 
-RELOAD_BATCH = 100
-"""Changes a reload applies between two turns of the event loop."""
+RELOAD_SLICE = 0.015
+"""Seconds of changes a reload applies between two turns of the event loop (then the pools
+it touched are recomputed once and requests run)."""
+RELOAD_WORKER_AFTER = 5.0
+"""Seconds after the start at which the reload worker process is started (before a reload
+that comes first)."""
+RELOAD_CHUNK = 500
+"""Servers per piece when the validated file comes back from the reload worker: each piece
+is unpickled between two turns of the event loop."""
 
 
 class StartupError(QuiesceError):
@@ -92,6 +104,8 @@ class App:
         # live reload (issue 14): one at a time; services a reload removed, finishing
         self._reload_lock = asyncio.Lock()
         self._retiring: set[asyncio.Task[None]] = set()
+        # the process a reload validates the file in (started with a config file)
+        self._reload_worker: ProcessPoolExecutor | None = None
 
     async def start(self) -> None:
         from quiesce.frontends.runtime_socket.takeover import TakeoverError, request
@@ -190,12 +204,22 @@ class App:
             from quiesce.frontends.runtime_socket import runtime_socket_path, start_runtime_socket
 
             path = runtime_socket_path(self)
-            self.runtime_socket = await start_runtime_socket(
-                self,
-                unix_sock=take_one("runtime", str(path) if path is not None else None),
-                tcp_sock=take_one("runtime_tcp", self.config.admin.runtime_tcp),
-            )
+            try:
+                self.runtime_socket = await start_runtime_socket(
+                    self,
+                    unix_sock=take_one("runtime", str(path) if path is not None else None),
+                    tcp_sock=take_one("runtime_tcp", self.config.admin.runtime_tcp),
+                )
+            except OSError as exc:
+                await self.admin_server.stop()
+                await self._close_services()
+                await self.health.stop()
+                raise StartupError(f"runtime socket: {exc}") from exc
         self._started = True
+        if self.config_path is not None:
+            # started before the first reload, so it does not wait for a Python to start;
+            # not at once: a takeover's first seconds need the CPU for traffic and checks
+            asyncio.get_running_loop().call_later(RELOAD_WORKER_AFTER, self._warm_worker)
 
     async def _first_verdicts(self) -> None:
         """Wait until no server is ``unknown`` (checks just started), at most the first
@@ -251,6 +275,11 @@ class App:
 
     # live reload (issue 14, DESIGN §6) -----------------------------------------------------
 
+    @property
+    def reloading(self) -> bool:
+        """A reload is being validated or applied (a takeover is refused meanwhile)."""
+        return self._reload_lock.locked()
+
     async def reload(self, actor: str, via: str = "api") -> ReloadPlan:
         """Re-read the config file, validate it as ``quiesce check`` does, and apply the
         difference in-process (quiesce.state.reload plans it). A bad file raises
@@ -274,9 +303,13 @@ class App:
             loop = asyncio.get_running_loop()
             began = loop.time()
             try:
-                new, warnings = await asyncio.to_thread(self._load_for_reload)
-                plan = plan_reload(self.config, new, self.admin.overrides())
+                new, warnings = await self._load_for_reload()
+                # planning compares every server of the two files: in a thread, so the
+                # event loop gets its turns (both configs are immutable)
+                overrides = self.admin.overrides()
+                plan = await asyncio.to_thread(plan_reload, self.config, new, overrides)
                 plan.warnings[:0] = warnings
+                budget = self._replan_connections(new)
                 bound = await self._prepare_reload(new, plan)
             except ConfigError as exc:
                 log.error(
@@ -297,7 +330,7 @@ class App:
                     )
                 )
                 raise
-            await self._apply_reload(new, plan, bound, actor)
+            await self._apply_reload(new, plan, bound, actor, budget)
             took = loop.time() - began
             for change in plan.changes:
                 log.info("reload: %s", change.message)
@@ -329,18 +362,93 @@ class App:
             )
             return plan
 
-    def _load_for_reload(self) -> tuple[Config, list[str]]:
-        """``quiesce check``'s validation (in a worker thread: a big file takes a while),
-        plus what ``quiesce run`` refuses at start."""
-        from quiesce.config.loader import ConfigError, config_warnings, load_config
-        from quiesce.health import raw_socket_problems
+    async def _load_for_reload(self) -> tuple[Config, list[str]]:
+        """``quiesce check``'s validation, plus what ``quiesce run`` refuses at start, in
+        the reload worker process (:func:`_check_for_reload`): parsing and validating a big
+        file there does not take the serving process's GIL. The validated models come back
+        pickled, the servers in pieces unpickled between two turns of the event loop."""
+        from quiesce.config.loader import ConfigError
 
         assert self.config_path is not None
-        new = load_config(self.config_path)
-        problems = raw_socket_problems(new)
-        if problems:
-            raise ConfigError(problems, str(self.config_path))
-        return new, config_warnings(new)
+        loop = asyncio.get_running_loop()
+        path = str(self.config_path)
+        try:
+            result = await loop.run_in_executor(self._worker(), _check_for_reload, path)
+        except BrokenProcessPool:  # the worker died (killed?): once more with a new one
+            self._stop_worker()
+            result = await loop.run_in_executor(self._worker(), _check_for_reload, path)
+        if not result["ok"]:
+            raise ConfigError(result["problems"], result["source"])
+        config: Config = pickle.loads(result["config"])
+        pools: dict[str, Any] = {}
+        for name, chunks in result["servers"].items():
+            servers = []
+            for chunk in chunks:
+                await asyncio.sleep(0)
+                servers += pickle.loads(chunk)
+            pools[name] = config.pools[name].model_copy(update={"servers": servers})
+        # the same validated objects, put back together (model_copy does not validate)
+        new = config.model_copy(update={"pools": pools})
+        return new, list(result["warnings"])
+
+    def _worker(self) -> ProcessPoolExecutor:
+        """The reload worker: one process, started with ``spawn`` (a fork of a process
+        with an event loop, threads and listening sockets would inherit all of them) and
+        kept for the next reload. It holds no descriptor of ours but its pipes (not our
+        stdout: whoever reads it sees its end when we end) and dies with us, even by
+        ``kill -9`` (:func:`_reload_worker_init`)."""
+        if self._reload_worker is None:
+            self._reload_worker = ProcessPoolExecutor(
+                max_workers=1,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_reload_worker_init,
+                initargs=(os.getpid(),),
+            )
+        return self._reload_worker
+
+    def _warm_worker(self) -> None:
+        if self._started and self._reload_worker is None:
+            self._worker().submit(_warm_reload_worker)
+
+    def _stop_worker(self) -> None:
+        if self._reload_worker is not None:
+            self._reload_worker.shutdown(wait=False, cancel_futures=True)
+            self._reload_worker = None
+
+    def _replan_connections(self, new: Config) -> Budget | None:
+        """The connection budget for the new file (quiesce.dataplane.limits), with the
+        running ``limits`` (they change at a restart). Raises ConfigError naming the limit
+        when the new file does not fit in RLIMIT_NOFILE (a configured
+        ``limits.max_connections`` with more idle upstream connections reserved, or no room
+        left at all): the reload is refused, nothing changes. Otherwise the new budget is
+        applied with the reload (a derived limit follows the servers)."""
+        from quiesce.config.loader import ConfigError
+        from quiesce.dataplane.limits import LimitError, plan
+
+        if self.budget is None:
+            return None
+        try:
+            return plan(new.model_copy(update={"limits": self.config.limits}), self.budget.nofile)
+        except LimitError as exc:
+            raise ConfigError([f"limits: {exc}"], str(self.config_path)) from None
+
+    def _apply_budget(self, budget: Budget | None) -> None:
+        from quiesce.dataplane import park
+
+        if budget is None or budget == self.budget:
+            return
+        old, self.budget = self.budget, budget
+        park.set_fd_ceiling(budget.data_plane_ceiling)
+        if self.gate is not None and old is not None:
+            self.gate.limit = budget.max_connections
+            self.gate._room_changed()  # the native-accept threshold follows the limit
+        if old is not None and old.max_connections != budget.max_connections:
+            log.info(
+                "reload: connection limit %d → %d client connections (%s)",
+                old.max_connections,
+                budget.max_connections,
+                budget.describe(),
+            )
 
     async def _prepare_reload(
         self, new: Config, plan: ReloadPlan
@@ -397,26 +505,45 @@ class App:
         return str(p if p.is_absolute() else self.base_dir / p)
 
     async def _apply_reload(
+        self,
+        new: Config,
+        plan: ReloadPlan,
+        bound: dict[str, list[socket.socket]],
+        actor: str,
+        budget: Budget | None = None,
+    ) -> None:
+        """Apply a validated plan: registry changes in slices, then the services, then
+        what nothing uses any more. Every write to the state store in one transaction
+        (recorded whole or not at all), the health manager synced once at the end."""
+        with self.store.batch(), self.admin.holding_sync(), self.registry.freezing_counts():
+            await self._apply_reload_changes(new, plan, bound, actor)
+        self._apply_budget(budget)
+
+    async def _apply_reload_changes(
         self, new: Config, plan: ReloadPlan, bound: dict[str, list[socket.socket]], actor: str
     ) -> None:
-        """Apply a validated plan: registry changes in one batch (no await in between, so
-        no request sees half of it), then the services, then what nothing uses any more."""
         from quiesce.admin import CommandContext
         from quiesce.dataplane.service import make_context, start_service
         from quiesce.rules import compile_router
 
         ctx = CommandContext(actor, Cause.CONFIG, "config reload", force_guard=True)
         admin, reg = self.admin, self.registry
-        # In batches of RELOAD_BATCH changes, the event loop serving requests in between
+        # In slices of RELOAD_SLICE seconds, the event loop serving requests in between
         # (a thousand servers added to a pool of ten thousand would otherwise hold it for
-        # a few hundred milliseconds). Each batch is whole: the pools are recomputed at its
-        # end, before any request runs; the order of the plan is kept.
+        # a few hundred milliseconds). Each slice is whole: the pools it touched are
+        # recomputed once at its end, before any request runs; the order of the plan is
+        # kept.
         changes = plan.changes
-        for i in range(0, len(changes), RELOAD_BATCH):
+        i, n = 0, len(changes)
+        while i < n:
+            until = time.perf_counter() + RELOAD_SLICE
             with admin.batch():
-                for change in changes[i : i + RELOAD_BATCH]:
-                    self._apply_change(change, new, ctx)
-            if i + RELOAD_BATCH < len(changes):
+                while i < n:
+                    self._apply_change(changes[i], new, ctx)
+                    i += 1
+                    if i % 16 == 0 and time.perf_counter() >= until:
+                        break
+            if i < n:
                 await asyncio.sleep(0)
         self.config = new
         reg.config = new
@@ -466,7 +593,7 @@ class App:
                     except QuiesceError as exc:
                         plan.warnings.append(f"monitor {change.target}: kept: {exc.message}")
         self._reload_admin(new)
-        self.health.sync()
+        # the health manager's sync(): once, at the end of admin.holding_sync()
 
     def _apply_change(self, change: Change, new: Config, ctx: Any) -> None:
         """One change of the registry's (pools, servers, monitors, flags) or a
@@ -615,6 +742,7 @@ class App:
             await self.admin_server.stop()
         await self.admin.stop()
         await self.store.aclose()  # a shared store writes what is queued first
+        self._stop_worker()
 
     async def _stop_handed_over(self, grace: float) -> None:
         self.registry.emit(make_event(self.clock, EventKind.SHUTDOWN, cause="takeover"))
@@ -627,6 +755,63 @@ class App:
         await self.health.stop()
         await self.admin.stop()
         await self.store.aclose()
+        self._stop_worker()
+
+
+def _reload_worker_init(parent: int) -> None:
+    """The reload worker's first act: stdin, stdout and stderr on /dev/null (a supervisor
+    or a test reading our output sees it end when we end), and a SIGKILL when its parent
+    dies (Linux's PR_SET_PDEATHSIG: no worker left behind by a ``kill -9``)."""
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(devnull, fd)
+    os.close(devnull)
+    with contextlib.suppress(Exception):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent:  # it died before the line above
+        os._exit(0)
+
+
+def _warm_reload_worker() -> None:
+    """Run first in the reload worker: the imports a check needs, done before a reload."""
+    import quiesce.config.loader
+    import quiesce.health  # noqa: F401
+
+
+def _check_for_reload(path: str) -> dict[str, Any]:
+    """In the reload worker process: validate the file exactly as ``quiesce check`` does
+    (load_config), plus what ``quiesce run`` refuses at start (raw sockets it cannot
+    open), and the warnings. Returns plain data: ``ok`` False with the problems, or the
+    validated Config pickled without its servers and each pool's servers in pickled pieces
+    of RELOAD_CHUNK (so the serving process unpickles them a piece at a time)."""
+    from quiesce.config.loader import ConfigError, config_warnings, load_config
+    from quiesce.health import raw_socket_problems
+
+    try:
+        config = load_config(path)
+        problems = raw_socket_problems(config)
+        if problems:
+            raise ConfigError(problems, path)
+    except ConfigError as exc:
+        return {"ok": False, "problems": list(exc.problems), "source": exc.source}
+    servers = {
+        name: [
+            pickle.dumps(pool.servers[i : i + RELOAD_CHUNK], pickle.HIGHEST_PROTOCOL)
+            for i in range(0, len(pool.servers), RELOAD_CHUNK)
+        ]
+        for name, pool in config.pools.items()
+    }
+    bare = config.model_copy(
+        update={"pools": {n: p.model_copy(update={"servers": []}) for n, p in config.pools.items()}}
+    )
+    return {
+        "ok": True,
+        "config": pickle.dumps(bare, pickle.HIGHEST_PROTOCOL),
+        "servers": servers,
+        "warnings": config_warnings(config),
+    }
 
 
 def install_event_loop_policy() -> None:

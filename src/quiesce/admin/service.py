@@ -103,6 +103,7 @@ class AdminService:
         # a reload applying many changes (batch()): health.sync() once at its end
         self._batching = False
         self._batch_monitors_changed = False
+        self._sync_held = False  # holding_sync(): one health.sync() at its end
 
     # life cycle -----------------------------------------------------------------------------
 
@@ -442,20 +443,28 @@ class AdminService:
         return result
 
     def _finish_removals(self) -> bool:
-        """Delete the servers being removed that may be now; True while some are left."""
-        left = False
-        for pool in list(self.registry.pools.values()):
-            for server in list(pool.servers):
-                if not server.removing:
-                    continue
-                if self.registry.removable(server) is not None:
-                    left = True
-                    continue
-                ctx = self._removals.pop(server, None) or CommandContext(STORE_ACTOR, Cause.STARTUP)
-                self.registry.remove_server(
-                    server, actor=ctx.actor, cause=ctx.cause, reason=ctx.reason
-                )
-                self._monitors_changed()
+        """Delete the servers being removed that may be now; True while some are left.
+        Their pools are recomputed once at the end and the health manager synced once (a
+        thousand servers drained by a reload are deleted with one recompute, not one
+        each); not :meth:`batch`, whose poke would wake the timer that called this."""
+        left = removed = False
+        with self.registry.deferring():
+            for pool in list(self.registry.pools.values()):
+                for server in list(pool.servers):
+                    if not server.removing:
+                        continue
+                    if self.registry.removable(server) is not None:
+                        left = True
+                        continue
+                    ctx = self._removals.pop(server, None) or CommandContext(
+                        STORE_ACTOR, Cause.STARTUP
+                    )
+                    self.registry.remove_server(
+                        server, actor=ctx.actor, cause=ctx.cause, reason=ctx.reason
+                    )
+                    removed = True
+        if removed:
+            self._monitors_changed()
         for server in [s for s in self._removals if not s.removing]:
             del self._removals[server]  # enabled meanwhile: the removal is cancelled
         return left
@@ -495,6 +504,23 @@ class AdminService:
             if self._batch_monitors_changed:
                 self._monitors_changed()
             self._poke()
+
+    @contextlib.contextmanager
+    def holding_sync(self) -> Iterator[None]:
+        """A whole reload (its batches, and the turns of the event loop between them): the
+        health manager is synced once, at the end of the block, not after each batch (a
+        sync looks at every server). New servers meanwhile wait ``unknown`` for their
+        checks, which start at the end (a second at most)."""
+        if self._sync_held:
+            yield
+            return
+        self._sync_held = True
+        try:
+            yield
+        finally:
+            self._sync_held = False
+            if self.on_monitors_changed is not None:
+                self.on_monitors_changed()
 
     def overrides(self) -> RuntimeOverrides:
         """What the state store holds over the config file (it wins at a reload as at a
@@ -901,6 +927,8 @@ class AdminService:
     # helpers --------------------------------------------------------------------------------
 
     def _monitors_changed(self) -> None:
+        if self._sync_held:
+            return  # synced at the end of holding_sync()
         if self._batching:
             self._batch_monitors_changed = True
             return

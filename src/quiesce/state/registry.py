@@ -50,6 +50,9 @@ _STAYS_WITH: dict[Oper, Verdict] = {
 """For each operational state, the verdict that keeps a track as it is (from TRANSITIONS)."""
 
 
+_FAIL = Verdict.FAIL  # read on every check result: a module global, not an enum lookup
+
+
 class Registry:
     def __init__(self, config: Config, clock: Clock | None = None) -> None:
         self.config = config
@@ -67,6 +70,9 @@ class Registry:
         # While a reload applies many changes (:meth:`deferring`): the pools to recompute
         # once at the end, instead of after every change.
         self._deferred: dict[PoolRuntime, None] | None = None
+        # While a whole reload applies (:meth:`freezing_counts`): the pools whose counts
+        # events carry as they were when the reload first touched them.
+        self._frozen: dict[PoolRuntime, None] | None = None
         now = self.clock.time()
         for pool in self.pools.values():
             self._recompute(pool, now, emit=False)
@@ -112,9 +118,10 @@ class Registry:
         if track is None or not server.health_checks:
             return  # a monitor detached meanwhile, or checks disabled ("disable health")
         server.last_checks[monitor].append(result)
-        if result.verdict is Verdict.FAIL:
+        verdict = result.verdict
+        if verdict is _FAIL:
             server.checks_failed += 1
-        if track.streak == 0 and _STAYS_WITH.get(track.state) is result.verdict:
+        if track.streak == 0 and _STAYS_WITH.get(track.state) is verdict:
             # The common case (an up server passes again): feed() would return an equal
             # track, so nothing else changes either (server.oper is always the combination
             # of its tracks: every change to a track goes through _set_oper).
@@ -337,7 +344,13 @@ class Registry:
         return fired
 
     def next_due(self) -> float | None:
-        times = [t for s in self.servers() if (t := admin_sm.next_due(s.admin)) is not None]
+        # the timer asks after every command: a record with neither time needs no call
+        times = [
+            t
+            for s in self.servers()
+            if (s.admin.expires is not None or s.admin.deadline is not None)
+            and (t := admin_sm.next_due(s.admin)) is not None
+        ]
         return min(times) if times else None
 
     def shutdown_sessions(
@@ -572,9 +585,26 @@ class Registry:
             pools, self._deferred = self._deferred, None
             now = self.clock.time()
             for pool in pools:
-                pool.frozen_counts = None
+                if self._frozen is None:
+                    pool.frozen_counts = None
                 if self.pools.get(pool.name) is pool:
                     self._emit_all(self._recompute(pool, now))
+
+    @contextmanager
+    def freezing_counts(self) -> Iterator[None]:
+        """Around many :meth:`deferring` blocks (a reload's slices, with turns of the event
+        loop between them): events carry each pool's eligible count and sessions as they
+        were when the first block touched it, counted once, not once per block."""
+        if self._frozen is not None:
+            yield
+            return
+        self._frozen = {}
+        try:
+            yield
+        finally:
+            pools, self._frozen = self._frozen, None
+            for pool in pools:
+                pool.frozen_counts = None
 
     def add_pool(self, name: str, config: PoolConfig) -> PoolRuntime:
         """A new pool with the servers of ``config`` (``unknown`` with monitors, else
@@ -751,7 +781,10 @@ class Registry:
         if self._deferred is not None:
             if pool not in self._deferred:
                 self._deferred[pool] = None
-                pool.frozen_counts = (pool.eligible_count, pool.sessions)
+                if pool.frozen_counts is None:
+                    pool.frozen_counts = (pool.eligible_count, pool.sessions)
+                if self._frozen is not None:
+                    self._frozen[pool] = None
             return []
         out: list[Event] = []
         eligible: list[ServerRuntime] = []  # eligibility read once per server: this is hot
@@ -785,10 +818,13 @@ class Registry:
             # straight off the servers: this runs on every state change of every server.
             primaries = [s for s in eligible if not s.config.backup]
             pool.candidates = primaries or [s for s in eligible if s.config.backup]
-        for s in pool.candidates:
-            s.effective_weight = s.weight * slow_start_factor(
-                s.eligible_since, now, pool.config.slow_start
-            )
+        period = pool.config.slow_start
+        if period > 0:
+            for s in pool.candidates:
+                s.effective_weight = s.weight * slow_start_factor(s.eligible_since, now, period)
+        else:  # slow_start_factor is 1.0: one call fewer per server
+            for s in pool.candidates:
+                s.effective_weight = s.weight
         available = bool(pool.candidates)
         if available != pool.available:
             pool.available = available

@@ -115,6 +115,15 @@ async def serve(app: Any, runtime: Any, writer: asyncio.StreamWriter, reader: An
         writer.write(b"Another takeover is in progress.\n\n")
         await writer.drain()
         return
+    if getattr(app, "reloading", False):
+        # a reload applies a file this process would hand over half-applied
+        log.warning("takeover refused: a reload of the config file is in progress")
+        writer.write(
+            b"Takeover refused: a reload of the config file is in progress in this process; "
+            b"try again once it is done.\n\n"
+        )
+        await writer.drain()
+        return
     app.takeover_busy = True
     try:
         listeners: list[Listening] = app.listening()

@@ -1,0 +1,157 @@
+"""Live reload applied in-process (issue 14): the file validated in the reload worker
+process, the connection budget re-planned (a file that does not fit is refused, naming the
+limit; one that fits moves a derived limit), and a takeover refused while a reload runs."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from quiesce.app import App
+from quiesce.config.loader import ConfigError, load_config
+from quiesce.config.models import Config
+from quiesce.dataplane.limits import raise_nofile, reserve_for
+from quiesce.frontends.runtime_socket import takeover
+
+
+def config_text(servers: int, *, max_idle: int = 1, max_connections: int | None = None) -> str:
+    lines = "\n".join(
+        f"      - {{name: s{i}, address: 127.0.0.1:{9000 + i}}}" for i in range(servers)
+    )
+    limits = "" if max_connections is None else f"limits: {{max_connections: {max_connections}}}\n"
+    return f"""
+admin:
+  listen: 127.0.0.1:0
+state:
+  sqlite: null
+{limits}pools:
+  web:
+    max_idle_per_server: {max_idle}
+    servers:
+{lines}
+services:
+  www: {{listen: 127.0.0.1:0, pool: web}}
+"""
+
+
+async def started(tmp_path: Path, text: str) -> App:
+    path = tmp_path / "quiesce.yaml"
+    path.write_text(text)
+    app = App(load_config(path), tmp_path, config_path=path)
+    await app.start()
+    return app
+
+
+@pytest.mark.peers  # the reload worker is a Python process
+async def test_a_reload_is_validated_in_the_worker_and_applied(tmp_path: Path) -> None:
+    app = await started(tmp_path, config_text(3))
+    try:
+        (tmp_path / "quiesce.yaml").write_text(config_text(1200))
+        plan = await app.reload("test")
+        assert len(plan.changes) == 1197
+        pool = app.registry.pools["web"]
+        assert len(pool.servers) == len(pool.candidates) == 1200  # every piece came back
+        assert app.config.pools["web"].servers[-1].name == "s1199"
+        assert app.config == load_config(tmp_path / "quiesce.yaml")  # as quiesce check reads it
+        events = app.admin.events()
+        assert events[-1].kind.value == "config_reload" and events[-1].to == "applied"
+        # a bad file: every problem, nothing changes
+        (tmp_path / "quiesce.yaml").write_text(
+            config_text(2).replace("127.0.0.1:9001", "127.0.0.1:70000")
+        )
+        with pytest.raises(ConfigError) as bad:
+            await app.reload("test")
+        assert any("port 70000" in p for p in bad.value.problems)
+        assert len(app.registry.pools["web"].servers) == 1200
+    finally:
+        await app.stop(1.0)
+
+
+@pytest.mark.peers
+async def test_a_reload_that_does_not_fit_the_connection_limit_is_refused(
+    tmp_path: Path,
+) -> None:
+    """limits.max_connections set so that the first file fits in RLIMIT_NOFILE and the
+    second, with more idle upstream connections reserved, does not: refused, naming it."""
+    nofile = raise_nofile()
+    first = load_config_text(tmp_path, config_text(2, max_idle=64))
+    room = (nofile - reserve_for(first, nofile).total) // 2
+    text = config_text(2, max_idle=64, max_connections=room)
+    app = await started(tmp_path, text)
+    try:
+        assert app.budget is not None and app.budget.max_connections == room
+        (tmp_path / "quiesce.yaml").write_text(config_text(4, max_idle=64, max_connections=room))
+        with pytest.raises(ConfigError) as refused:
+            await app.reload("test")
+        (problem,) = refused.value.problems
+        assert problem.startswith("limits: limits.max_connections: ")
+        assert "RLIMIT_NOFILE" in problem and "idle upstream connections 256" in problem
+        assert len(app.registry.pools["web"].servers) == 2  # nothing changed
+        assert app.budget.max_connections == room
+    finally:
+        await app.stop(1.0)
+
+
+@pytest.mark.peers
+async def test_a_derived_connection_limit_follows_the_servers(tmp_path: Path) -> None:
+    app = await started(tmp_path, config_text(2, max_idle=64))
+    try:
+        assert app.budget is not None and app.gate is not None
+        before = app.budget.max_connections
+        (tmp_path / "quiesce.yaml").write_text(config_text(102, max_idle=64))
+        await app.reload("test")
+        assert app.budget.reserve.idle_upstreams == 102 * 64
+        assert app.budget.max_connections == before - (100 * 64) // 2
+        assert app.gate.limit == app.budget.max_connections
+    finally:
+        await app.stop(1.0)
+
+
+def load_config_text(tmp_path: Path, text: str) -> Config:
+    path = tmp_path / "first.yaml"
+    path.write_text(text)
+    return load_config(path)
+
+
+@pytest.mark.loopback  # a Unix socket pair
+async def test_a_takeover_is_refused_while_a_reload_runs(tmp_path: Path) -> None:
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    handed: list[bool] = []
+    app = SimpleNamespace(
+        takeover_busy=False,
+        reloading=True,
+        listening=lambda: pytest.fail("no listener may be handed over"),
+        handed_over=lambda keep_path: handed.append(keep_path),
+    )
+    reader, writer = await asyncio.open_connection(sock=ours)
+    try:
+        await takeover.serve(app, None, writer, reader)
+        theirs.setblocking(False)
+        answer = await asyncio.get_running_loop().sock_recv(theirs, 4096)
+        assert answer == (
+            b"Takeover refused: a reload of the config file is in progress in this process; "
+            b"try again once it is done.\n\n"
+        )
+        assert not handed and app.takeover_busy is False
+    finally:
+        writer.close()
+        theirs.close()
+
+
+@pytest.mark.peers
+async def test_app_says_it_is_reloading_while_it_is(tmp_path: Path) -> None:
+    app = await started(tmp_path, config_text(2))
+    try:
+        (tmp_path / "quiesce.yaml").write_text(config_text(3))
+        assert not app.reloading
+        task = asyncio.create_task(app.reload("test"))
+        await asyncio.sleep(0)
+        assert app.reloading  # what the runtime socket's _takeover looks at
+        await task
+        assert not app.reloading
+    finally:
+        await app.stop(1.0)
