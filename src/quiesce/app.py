@@ -57,9 +57,6 @@ log = logging.getLogger("quiesce")
 RELOAD_SLICE = 0.015
 """Seconds of changes a reload applies between two turns of the event loop (then the pools
 it touched are recomputed once and requests run)."""
-RELOAD_WORKER_AFTER = 5.0
-"""Seconds after the start at which the reload worker process is started (before a reload
-that comes first)."""
 RELOAD_CHUNK = 500
 """Servers per piece when the validated file comes back from the reload worker: each piece
 is unpickled between two turns of the event loop."""
@@ -216,10 +213,6 @@ class App:
                 await self.health.stop()
                 raise StartupError(f"runtime socket: {exc}") from exc
         self._started = True
-        if self.config_path is not None:
-            # started before the first reload, so it does not wait for a Python to start;
-            # not at once: a takeover's first seconds need the CPU for traffic and checks
-            asyncio.get_running_loop().call_later(RELOAD_WORKER_AFTER, self._warm_worker)
 
     async def _first_verdicts(self) -> None:
         """Wait until no server is ``unknown`` (checks just started), at most the first
@@ -393,10 +386,11 @@ class App:
 
     def _worker(self) -> ProcessPoolExecutor:
         """The reload worker: one process, started with ``spawn`` (a fork of a process
-        with an event loop, threads and listening sockets would inherit all of them) and
-        kept for the next reload. It holds no descriptor of ours but its pipes (not our
-        stdout: whoever reads it sees its end when we end) and dies with us, even by
-        ``kill -9`` (:func:`_reload_worker_init`)."""
+        with an event loop, threads and listening sockets would inherit all of them) at the
+        first reload (not at start: its imports take a CPU second a takeover's first
+        seconds need for traffic and checks) and kept for the next reload. It holds no
+        descriptor of ours but its pipes (not our stdout: whoever reads it sees its end
+        when we end) and dies with us, even by ``kill -9`` (:func:`_reload_worker_init`)."""
         if self._reload_worker is None:
             self._reload_worker = ProcessPoolExecutor(
                 max_workers=1,
@@ -405,10 +399,6 @@ class App:
                 initargs=(os.getpid(),),
             )
         return self._reload_worker
-
-    def _warm_worker(self) -> None:
-        if self._started and self._reload_worker is None:
-            self._worker().submit(_warm_reload_worker)
 
     def _stop_worker(self) -> None:
         if self._reload_worker is not None:
@@ -772,12 +762,6 @@ def _reload_worker_init(parent: int) -> None:
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     if os.getppid() != parent:  # it died before the line above
         os._exit(0)
-
-
-def _warm_reload_worker() -> None:
-    """Run first in the reload worker: the imports a check needs, done before a reload."""
-    import quiesce.config.loader
-    import quiesce.health  # noqa: F401
 
 
 def _check_for_reload(path: str) -> dict[str, Any]:
