@@ -346,6 +346,10 @@ async def test_show_servers_state(peers: Peers) -> None:
             for col in header:
                 if col in ("srv_time_since_last_change", "srv_check_health"):
                     assert _kind(orow[col]) == _kind(tr[col]) == "number"
+                elif col == "srv_check_result" and tr[col] == "0":
+                    # HAProxy resets a check's result to 0 (unknown) while the next check
+                    # runs (every 100 ms here): sampled mid-check, it says nothing to compare
+                    assert orow[col] in ("0", "2", "3"), (setup, tr["srv_name"], orow[col])
                 else:
                     assert orow[col] == tr[col], (setup, tr["srv_name"], col, tr[col], orow[col])
 

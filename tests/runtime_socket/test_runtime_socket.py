@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from quiesce.admin import CommandContext
+from quiesce.config.loader import ConfigError, parse_config
 from quiesce.core.checks import CheckResult, Reason
 from quiesce.core.events import EventQuery
 from quiesce.core.states import Cause, CloseMode, Verdict
@@ -261,11 +262,10 @@ async def test_socket_is_private_and_removed(app: Any, tmp_path: Path) -> None:
     assert not path.exists()
 
 
-async def test_non_loopback_tcp_refused(tmp_path: Path) -> None:
-    data = config_dict(runtime_tcp="0.0.0.0:0")
-    async with running(tmp_path, data) as a:
-        with pytest.raises(OSError, match="loopback only"):
-            await start_runtime_socket(a)
+def test_non_loopback_tcp_refused() -> None:
+    """Refused by the config itself (``quiesce check`` says so), not at start-up."""
+    with pytest.raises(ConfigError, match="loopback only"):
+        parse_config(config_dict(runtime_tcp="0.0.0.0:0"))
 
 
 # --- side by side with HAProxy ---------------------------------------------------------------
