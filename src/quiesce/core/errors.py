@@ -16,13 +16,15 @@ QuiesceError                          status_hint
 ├── ApiError         (frontends.api.deps)     any status, set per error (bad body, ...)
 ├── CommandError     (frontends.runtime_socket) 400  a runtime-socket line refused; the text
 │                                          is HAProxy's where HAProxy has one
-├── ClientError      (frontends.cli.transport)  the CLI client's one-line failure (exit 1)
 └── WireError        (dataplane.h1.headers)  400 / 408 / 413 / 431 / 501, set per error: a
                                            request the proxy refuses to read further
 
 An error raised below a front end reaches the operator through that front end's mapping: the
 API answers ``status_hint`` with ``{"error", "detail"}``, the runtime socket prints the message,
-the CLI prints it and exits 1. This module imports nothing else of quiesce.
+the CLI prints it and exits 1. Outside the tree on purpose: the CLI client's own ``ClientError``
+(frontends.cli.transport) is click's ``ClickException``, raised in the client process, never
+in the server (click declares its ``message`` final, so it cannot also be a QuiesceError).
+This module imports nothing else of quiesce.
 """
 
 from __future__ import annotations

@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 from quiesce.config.durations import parse_duration
-from quiesce.core.errors import QuiesceError
 
 if TYPE_CHECKING:
     import http.client
@@ -200,8 +199,8 @@ def settings_from(options: dict[str, Any]) -> ClientSettings:
 # --- HTTP ----------------------------------------------------------------------------------------
 
 
-class ClientError(click.ClickException, QuiesceError):
-    """One line on stderr, exit 1 (click shows it; it is in quiesce's error tree too).
+class ClientError(click.ClickException):
+    """One line on stderr, exit 1 (click shows it; see core/errors.py for why it is click's).
     ``problems``: each problem of a 422 answer, for callers that list them one a line."""
 
     def __init__(self, message: str, problems: list[str] | None = None) -> None:
