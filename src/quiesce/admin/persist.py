@@ -1,0 +1,239 @@
+"""Persistence: every event appended to the store, and from the same events, what changed
+saved (a server's admin record or runtime definition, a flag, a monitor, a pool's monitor
+list), so a change that reaches the registry any other way is saved too; and at a start,
+what the store holds put back into the registry before anything is served. Part of
+:class:`~quiesce.admin.AdminService`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from pydantic import ValidationError
+
+from quiesce.admin.base import STORE_ACTOR, ServiceBase, _sane, log
+from quiesce.admin.context import CommandContext
+from quiesce.config.models import HealthMonitor, ServerConfig
+from quiesce.core.errors import GuardRefused, NotFound, QuiesceError
+from quiesce.core.events import Event, EventKind
+from quiesce.core.states import Admin, Cause
+from quiesce.state.registry import ServerRuntime
+
+_FILE_KINDS = frozenset(
+    {
+        EventKind.SERVER_ADDED,
+        EventKind.SERVER_UPDATED,
+        EventKind.SERVER_REMOVED,
+        EventKind.FLAG_CHANGE,
+        EventKind.MONITOR_CHANGE,
+    }
+)
+"""Events a reload (cause ``config``) emits for changes of the file, not stored as runtime
+changes."""
+
+
+class Persistence(ServiceBase):
+    def _on_event(self, event: Event) -> None:
+        try:
+            event = self.store.append_event(event)
+        except Exception:
+            log.exception("could not persist event %s", event.kind.value)
+        try:
+            self._persist_state(event)
+        except Exception:
+            log.exception("could not persist the state changed by event %s", event.kind.value)
+        self.bus.publish(event)
+
+    def _persist_state(self, event: Event) -> None:
+        kind = event.kind
+        if event.cause == Cause.CONFIG.value and kind in _FILE_KINDS:
+            # A reload applying the config file: the file is its own record. Storing it
+            # would make it a runtime change that wins over the next edit of the file.
+            if kind is EventKind.SERVER_REMOVED:
+                key = f"{event.pool}/{event.server}"
+                self.store.delete_admin(key)
+                if key in self._server_records:
+                    self.store.forget_server(key)
+                    self._server_records.discard(key)
+                self._removing_saved.discard(key)
+            return
+        if kind in (EventKind.ADMIN_CHANGE, EventKind.ADMIN_COMMAND):
+            if event.pool in self.registry.pools and event.server is not None:
+                server = self.registry.pools[event.pool].server(event.server)
+                self.store.save_admin(server.key, server.admin)
+                if server.removing or server.key in self._removing_saved:
+                    self._save_server(server)
+        elif kind in (EventKind.SERVER_ADDED, EventKind.SERVER_UPDATED):
+            if event.pool in self.registry.pools and event.server is not None:
+                self._save_server(self.registry.pools[event.pool].server(event.server))
+        elif kind is EventKind.SERVER_REMOVED:
+            key = f"{event.pool}/{event.server}"
+            self.store.save_server(key, None)
+            self.store.delete_admin(key)
+            self._removing_saved.discard(key)
+            self._server_records.add(key)
+        elif kind is EventKind.FLAG_CHANGE:
+            name = str(event.detail.get("flag", ""))
+            if name in self.registry.flags:
+                self.store.save_flag(name, self.registry.flags[name])
+            elif name:
+                self.store.delete_flag(name)
+        elif kind is EventKind.MONITOR_CHANGE:
+            if event.pool is not None and event.pool in self.registry.pools:
+                pool = self.registry.pools[event.pool]
+                self.store.save_pool_monitors(pool.name, list(pool.pool_monitors))
+            elif (name := str(event.detail.get("monitor", ""))) in self.registry.monitors:
+                data = self.registry.monitors[name].model_dump(mode="json")
+                self.store.save_monitor(name, data)
+            elif name:
+                self.store.delete_monitor(name)
+
+    def _save_server(self, server: ServerRuntime) -> None:
+        """The server's stored record: its definition when it was added or changed at
+        runtime or is being removed (with who asked); none when the file's applies."""
+        key = server.key
+        if server.runtime_defined or server.removing:
+            data: dict[str, Any] = server.config.model_dump(mode="json")
+            if server.removing:
+                ctx = self._removals.get(server) or CommandContext(STORE_ACTOR, Cause.STARTUP)
+                data["removing"] = {
+                    "actor": ctx.actor,
+                    "cause": ctx.cause.value,
+                    "reason": ctx.reason,
+                }
+                self._removing_saved.add(key)
+            else:
+                self._removing_saved.discard(key)
+            self.store.save_server(key, data)
+            self._server_records.add(key)
+        elif key in self._server_records:
+            self.store.forget_server(key)
+            self._server_records.discard(key)
+            self._removing_saved.discard(key)
+
+    def _restore_servers(self, ignore: Callable[[str], None]) -> dict[str, int]:
+        """Servers added, changed or deleted at runtime, over the config file's: a stored
+        definition wins, a tombstone deletes the file's server."""
+        reg = self.registry
+        counts = {"added": 0, "changed": 0, "deleted": 0}
+        for key, data in self.store.load_servers().items():
+            self._server_records.add(key)
+            pool_name, _, name = key.partition("/")
+            pool = reg.pools.get(pool_name)
+            if pool is None:
+                ignore(f"server {key} ignored: no pool {pool_name!r} in the config")
+                continue
+            existing = next((s for s in pool.servers if s.name == name), None)
+            if data is None:
+                if existing is not None:
+                    reg.remove_server(existing, actor=STORE_ACTOR, cause=Cause.STARTUP, emit=False)
+                    counts["deleted"] += 1
+                continue
+            data = dict(data)
+            removing = data.pop("removing", None)
+            try:
+                config = ServerConfig.model_validate({**data, "name": name})
+                if existing is None:
+                    server = reg.add_server(
+                        pool_name, config, actor=STORE_ACTOR, cause=Cause.STARTUP, emit=False
+                    )
+                    counts["added"] += 1
+                else:
+                    server = existing
+                    changes = config.model_dump(exclude={"name"})
+                    if reg.update_server(
+                        server, changes, actor=STORE_ACTOR, cause=Cause.STARTUP, emit=False
+                    ):
+                        counts["changed"] += 1
+                    server.runtime_defined = True
+            except (ValidationError, QuiesceError) as exc:
+                ignore(f"server {key} not restored: {exc}")
+                continue
+            if isinstance(removing, dict):
+                server.removing = True
+                self._removing_saved.add(key)
+                try:
+                    cause = Cause(str(removing.get("cause")))
+                except ValueError:
+                    cause = Cause.STARTUP
+                self._removals[server] = CommandContext(
+                    str(removing.get("actor") or STORE_ACTOR),
+                    cause,
+                    str(removing.get("reason") or ""),
+                )
+        return counts
+
+    def _restore(self) -> dict[str, object]:
+        """Put persisted state back into the registry (before our listener is attached, so
+        restoring is not itself logged as changes; the startup event summarises it)."""
+        reg, store = self.registry, self.store
+        ignored: list[str] = []
+        monitors_changed = False
+
+        def ignore(what: str) -> None:
+            log.warning("state store: %s", what)
+            ignored.append(what)
+
+        restored_monitors = 0
+        for name, data in store.load_monitors().items():
+            try:
+                monitor = HealthMonitor.model_validate(data)
+            except ValidationError as exc:
+                ignore(f"monitor {name!r} no longer validates, config definition kept: {exc}")
+                continue
+            if reg.monitors.get(name) != monitor:
+                reg.put_monitor(name, monitor, actor=STORE_ACTOR, cause=Cause.STARTUP)
+                monitors_changed = True
+            restored_monitors += 1
+        restored_pools = 0
+        servers = self._restore_servers(ignore)
+        if any(servers.values()):
+            monitors_changed = True
+        for pool_name, names in store.load_pool_monitors().items():
+            if pool_name not in reg.pools:
+                ignore(f"monitors of pool {pool_name!r} ignored: no such pool in the config")
+                continue
+            if reg.pools[pool_name].pool_monitors == names:
+                continue
+            try:
+                reg.set_pool_monitors(pool_name, names, actor=STORE_ACTOR, cause=Cause.STARTUP)
+            except QuiesceError as exc:
+                ignore(f"monitors of pool {pool_name!r} not restored: {exc.message}")
+                continue
+            monitors_changed = True
+            restored_pools += 1
+        for name in store.load_deleted_monitors():
+            if name in reg.monitors:
+                try:
+                    reg.delete_monitor(name, actor=STORE_ACTOR, cause=Cause.STARTUP)
+                    monitors_changed = True
+                except GuardRefused as exc:
+                    ignore(f"deleted monitor {name!r} kept: {exc.message}")
+        for name in store.load_cleared_flags():
+            if name in reg.flags:
+                reg.clear_flag(name, actor=STORE_ACTOR, cause=Cause.STARTUP)
+        flags = store.load_flags()
+        for name, value in flags.items():
+            if reg.flags.get(name) != value or type(reg.flags.get(name)) is not type(value):
+                reg.set_flag(name, value, actor=STORE_ACTOR, cause=Cause.STARTUP)
+        restored_admin: dict[str, str] = {}
+        for key, record in store.load_admin().items():
+            try:
+                server = reg.find_server(key)
+            except NotFound:
+                ignore(f"admin state of {key} ({record.state.value}) forgotten: no such server")
+                store.delete_admin(key)
+                continue
+            reg.restore_admin(server, _sane(record))
+            if record.state is not Admin.ENABLED:
+                restored_admin[key] = record.state.value
+        if monitors_changed:
+            self._monitors_changed()
+        return {
+            "admin": restored_admin,
+            "flags": sorted(flags),
+            "monitors": restored_monitors,
+            "pool_monitors": restored_pools,
+            "servers": servers,
+            "ignored": ignored,
+        }

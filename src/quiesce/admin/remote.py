@@ -1,0 +1,90 @@
+"""Changes another node wrote to the shared store (etcd), applied here through the
+registry. Part of :class:`~quiesce.admin.AdminService`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from quiesce.admin.base import ServiceBase, _sane
+from quiesce.admin.context import CommandContext
+from quiesce.config.models import HealthMonitor, ServerConfig
+from quiesce.core.states import Cause
+from quiesce.store.base import RemoteChange
+
+
+class RemoteChanges(ServiceBase):
+    def _on_remote_change(self, change: RemoteChange) -> None:
+        """A change another node wrote to the shared store (etcd), applied here through the
+        registry: eligibility, events and connection closing happen on this node too. The
+        store keeps what this causes from being written back (no write loop); it logs what
+        raises here (an unknown server, a monitor still attached here)."""
+        reg = self.registry
+        actor = change.actor or f"node {change.node}"
+        try:
+            cause = Cause(change.cause or "")
+        except ValueError:
+            cause = Cause.API
+        name, value = change.name, change.value
+        if change.kind == "event":
+            self.bus.publish(value)
+        elif change.kind == "admin":
+            if value is not None:
+                server = reg.find_server(name)
+                if reg.apply_replicated_admin(server, _sane(value), change.close, node=change.node):
+                    self._poke()
+        elif change.kind == "flag":
+            if value is None:
+                if name in reg.flags:
+                    reg.clear_flag(name, actor=actor, cause=cause, reason=change.reason)
+            elif reg.flags.get(name) != value or type(reg.flags.get(name)) is not type(value):
+                reg.set_flag(name, value, actor=actor, cause=cause, reason=change.reason)
+        elif change.kind == "monitor":
+            if value is None:
+                if name in reg.monitors:
+                    reg.delete_monitor(name, actor=actor, cause=cause)
+                    self._monitors_changed()
+            else:
+                monitor = HealthMonitor.model_validate(value)
+                if reg.monitors.get(name) != monitor:
+                    reg.put_monitor(name, monitor, actor=actor, cause=cause)
+                    self._monitors_changed()
+        elif change.kind == "server":
+            self._apply_remote_server(name, value, CommandContext(actor, cause, change.reason))
+        elif change.kind == "pool_monitors" and reg.pool(name).pool_monitors != value:
+            reg.set_pool_monitors(name, list(value), actor=actor, cause=cause)
+            self._monitors_changed()
+
+    def _apply_remote_server(
+        self, key: str, value: dict[str, Any] | None, ctx: CommandContext
+    ) -> None:
+        """A server another node added, changed or deleted: the same here (a deletion waits
+        for this node's connections to the server to end)."""
+        pool_name, _, name = key.partition("/")
+        pool = self.registry.pool(pool_name)
+        existing = next((s for s in pool.servers if s.name == name), None)
+        if value is None:
+            if existing is not None and not existing.removing:
+                self._removals[existing] = ctx
+                existing.removing = True
+                self._poke()
+            return
+        data = dict(value)
+        removing = data.pop("removing", None)
+        config = ServerConfig.model_validate({**data, "name": name})
+        if existing is None:
+            existing = self.registry.add_server(
+                pool_name, config, actor=ctx.actor, cause=ctx.cause, reason=ctx.reason
+            )
+        else:
+            self.registry.update_server(
+                existing,
+                config.model_dump(exclude={"name"}),
+                actor=ctx.actor,
+                cause=ctx.cause,
+                reason=ctx.reason,
+            )
+        if removing and not existing.removing:
+            self._removals[existing] = ctx
+            existing.removing = True
+            self._poke()
+        self._monitors_changed()

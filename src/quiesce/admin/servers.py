@@ -1,0 +1,230 @@
+"""Servers added, changed and removed at runtime (issue 14; drain-then-delete), and a
+reload's batches: many changes with one recompute and one health-manager sync. Part of
+:class:`~quiesce.admin.AdminService`."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any, NoReturn
+
+from pydantic import ValidationError
+
+from quiesce.admin.base import STORE_ACTOR, CommandResult
+from quiesce.admin.commands import StateCommands
+from quiesce.admin.context import CommandContext
+from quiesce.config.loader import validation_problems
+from quiesce.config.models import ServerConfig
+from quiesce.core.errors import GuardRefused, InvalidCommand, NotFound, QuiesceError
+from quiesce.core.events import EventKind
+from quiesce.core.states import Admin, Cause
+from quiesce.state.events import make_event
+from quiesce.state.registry import ServerRuntime
+from quiesce.state.reload import RuntimeOverrides
+
+
+class ServerCommands(StateCommands):
+    def add_server(
+        self, pool: str, config: ServerConfig, ctx: CommandContext, *, runtime: bool = True
+    ) -> ServerRuntime:
+        """Add ``config`` (validated by the caller as the config file's server model) to
+        ``pool``: it starts ``unknown`` and the health manager starts checking it, or
+        ``unmonitored`` when the pool has no monitor. A ``server_added`` event; persisted
+        (``runtime`` False: a server of the config file, added by a reload, is not)."""
+        try:
+            server = self.registry.add_server(
+                pool, config, actor=ctx.actor, cause=ctx.cause, reason=ctx.reason, runtime=runtime
+            )
+        except QuiesceError as exc:
+            self._refuse_server(pool, config.name, ctx, exc, "add")
+        self._monitors_changed()
+        return server
+
+    def update_server(
+        self, ref: str, changes: dict[str, Any], ctx: CommandContext, *, runtime: bool = True
+    ) -> tuple[ServerRuntime, dict[str, tuple[object, object]]]:
+        """Change a server's ``address``, ``weight``, ``backup`` (any field of the config
+        file's server but its name), validated as the config file is. A new address drains
+        the old one: idle upstream connections are closed, busy ones after their response.
+        A ``server_updated`` event when something changed; persisted."""
+        server = self._find(ref, None, ctx)
+        try:
+            diff = self.registry.update_server(
+                server,
+                changes,
+                actor=ctx.actor,
+                cause=ctx.cause,
+                reason=ctx.reason,
+                runtime=runtime,
+            )
+        except ValidationError as exc:
+            problems = InvalidCommand("; ".join(validation_problems(exc)), status_hint=422)
+            self._refuse_server(server.pool, server.name, ctx, problems, "update")
+        except QuiesceError as exc:
+            self._refuse_server(server.pool, server.name, ctx, exc, "update")
+        if diff.keys() & {"address", "healthmonitors"}:
+            self._monitors_changed()
+        return server, diff
+
+    def remove_server(
+        self,
+        ref: str,
+        ctx: CommandContext,
+        *,
+        drain: bool = False,
+        timeout: float | None = None,
+    ) -> CommandResult:
+        """Delete a server. Without ``drain``: only one in maintenance, or draining with no
+        connection left (HAProxy's ``del server``), else :class:`GuardRefused`. With
+        ``drain``: deleted now if it may be, else drained first (a graceful disable:
+        ``timeout`` None = the pool's ``graceful_disable_timeout``, -1 = none; the
+        ``min_servers_up`` guard applies unless ``ctx.force_guard``), shown ``removing (N)``,
+        and deleted at 0 connections or when the deadline has closed what was left.
+        ``changed``: deleted now (False: removal pending)."""
+        server = self._find(ref, None, ctx)
+        why = self.registry.removable(server)
+        if why is None:
+            try:
+                self.registry.remove_server(
+                    server, actor=ctx.actor, cause=ctx.cause, reason=ctx.reason
+                )
+            except QuiesceError as exc:
+                self._refuse_server(server.pool, server.name, ctx, exc, "remove")
+            self._removals.pop(server, None)
+            self._monitors_changed()
+            return CommandResult(server, True, f"{server.key}: deleted", 0)
+        if not drain:
+            self._refuse_server(
+                server.pool, server.name, ctx, GuardRefused(f"{server.key}: {why}"), "remove"
+            )
+        if server.removing:
+            return CommandResult(
+                server, False, f"{server.key} is already being removed: nothing changed", 0
+            )
+        self._removals[server] = ctx
+        server.removing = True
+        try:
+            if server.admin.state is Admin.MAINTENANCE:
+                message = f"{server.key}: removing once its {server.connections} connection(s) end"
+                self._emit_command(server, ctx, message, {"removing": True})
+                result = CommandResult(server, True, message, 0)
+            else:
+                result = self.disable(ref, ctx, graceful=True, timeout=timeout)
+                result.message = f"{result.message}; deleted once drained"
+        except BaseException:
+            server.removing = False
+            self._removals.pop(server, None)
+            raise
+        if server.removing and self.registry.removable(server) is None:  # deleted now
+            rctx = self._removals.pop(server, None) or ctx
+            self.registry.remove_server(
+                server, actor=rctx.actor, cause=rctx.cause, reason=rctx.reason
+            )
+            self._monitors_changed()
+        if not self.registry.pools[server.pool].has(server.name):
+            return CommandResult(server, True, f"{server.key}: drained and deleted", 0)
+        self._poke()
+        return result
+
+    def _finish_removals(self) -> bool:
+        """Delete the servers being removed that may be now; True while some are left.
+        Their pools are recomputed once at the end and the health manager synced once (a
+        thousand servers drained by a reload are deleted with one recompute, not one
+        each); not :meth:`batch`, whose poke would wake the timer that called this."""
+        left = removed = False
+        with self.registry.deferring():
+            for pool in list(self.registry.pools.values()):
+                for server in list(pool.servers):
+                    if not server.removing:
+                        continue
+                    if self.registry.removable(server) is not None:
+                        left = True
+                        continue
+                    ctx = self._removals.pop(server, None) or CommandContext(
+                        STORE_ACTOR, Cause.STARTUP
+                    )
+                    self.registry.remove_server(
+                        server, actor=ctx.actor, cause=ctx.cause, reason=ctx.reason
+                    )
+                    removed = True
+        if removed:
+            self._monitors_changed()
+        for server in [s for s in self._removals if not s.removing]:
+            del self._removals[server]  # enabled meanwhile: the removal is cancelled
+        return left
+
+    def _refuse_server(
+        self, pool: str, name: str, ctx: CommandContext, exc: QuiesceError, what: str
+    ) -> NoReturn:
+        self.registry.emit(
+            make_event(
+                self.clock,
+                EventKind.ADMIN_REFUSED,
+                self.registry.pools.get(pool),
+                server=name,
+                cause=ctx.cause,
+                actor=ctx.actor,
+                reason=ctx.reason,
+                detail={"error": exc.message, "command": f"{what} server"},
+            )
+        )
+        raise exc
+
+    # live reload (issue 14) -------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        """Many changes at once (a reload): the pools are recomputed and the health manager
+        synced once, at the end of the block, not after each change."""
+        if self._batching:
+            yield
+            return
+        self._batching, self._batch_monitors_changed = True, False
+        try:
+            with self.registry.deferring():
+                yield
+        finally:
+            self._batching = False
+            if self._batch_monitors_changed:
+                self._monitors_changed()
+            self._poke()
+
+    @contextlib.contextmanager
+    def holding_sync(self) -> Iterator[None]:
+        """A whole reload (its batches, and the turns of the event loop between them): the
+        health manager is synced once, at the end of the block, not after each batch (a
+        sync looks at every server). New servers meanwhile wait ``unknown`` for their
+        checks, which start at the end (a second at most)."""
+        if self._sync_held:
+            yield
+            return
+        self._sync_held = True
+        try:
+            yield
+        finally:
+            self._sync_held = False
+            if self.on_monitors_changed is not None:
+                self.on_monitors_changed()
+
+    def overrides(self) -> RuntimeOverrides:
+        """What the state store holds over the config file (it wins at a reload as at a
+        start): servers added, changed or deleted at runtime, monitors, pool monitor lists
+        and flags set at runtime, servers being removed."""
+        store = self.store
+        return RuntimeOverrides(
+            servers=frozenset(
+                k
+                for k in self._server_records
+                if k not in self._removing_saved or self._is_runtime(k)
+            ),
+            monitors=frozenset(store.load_monitors()) | frozenset(store.load_deleted_monitors()),
+            pool_monitors=frozenset(store.load_pool_monitors()),
+            flags=frozenset(store.load_flags()) | frozenset(store.load_cleared_flags()),
+            removing=frozenset(s.key for s in self.registry.servers() if s.removing),
+        )
+
+    def _is_runtime(self, key: str) -> bool:
+        try:
+            return self.registry.find_server(key).runtime_defined
+        except NotFound:
+            return True  # a tombstone
