@@ -7,6 +7,7 @@ importing each other.
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from typing import Annotated, Any, Protocol
 
@@ -25,8 +26,11 @@ from quiesce.frontends.auth import (
     Principal,
     cause_of,
 )
+from quiesce.frontends.runtime_socket.takeover import HANDING_OVER
 from quiesce.state.registry import Registry
 from quiesce.state.reload import ReloadPlan
+
+log = logging.getLogger("quiesce")
 
 
 class AppLike(Protocol):
@@ -84,6 +88,17 @@ async def reader(request: Request) -> Principal:
 async def writer(request: Request, principal: Annotated[Principal, Depends(reader)]) -> Caller:
     if not principal.is_admin:
         raise AuthError(403, "forbidden", f"{principal.user!r} is read_only: admin role required")
+    if getattr(request.app.state.app, "handing_over", False):
+        # A new process read the state store already: a change made here would reach it
+        # only at its next start. 503 with Retry-After: the CLI sends it again.
+        log.warning(
+            "%s %s by %s refused: %s",
+            request.method,
+            request.url.path,
+            principal.user,
+            HANDING_OVER,
+        )
+        raise ApiError(503, "handing over", HANDING_OVER, retry_after=1)
     return Caller(principal, cause_of(principal, request.headers.get(CLIENT_HEADER)))
 
 

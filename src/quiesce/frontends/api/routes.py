@@ -90,7 +90,11 @@ def _install_error_handlers(api: FastAPI) -> None:
 
     async def api_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, ApiError)
-        return _error(exc.status, exc.error, exc.detail, **exc.extra)
+        resp = _error(exc.status, exc.error, exc.detail, **exc.extra)
+        if "retry_after" in exc.extra:
+            resp.headers["Retry-After"] = str(exc.extra["retry_after"])
+            resp.headers["Connection"] = "close"  # a new connection may reach the new process
+        return resp
 
     async def validation_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)

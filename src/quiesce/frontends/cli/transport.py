@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import json
+import time
 import urllib.parse
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -25,6 +26,11 @@ if TYPE_CHECKING:
 F = TypeVar("F", bound=Callable[..., Any])
 
 DEFAULT_HOSTS = "127.0.0.1:9900"
+HANDOVER_WAIT = 30.0
+"""Seconds a verb keeps sending a request again that a quiesce handing over to a new process
+(``quiesce run --takeover``) answered 503 ``handing over``: at most the new process's wait
+for its first checks."""
+HANDOVER_RETRY = 0.25
 
 
 # --- global options (the `quiesce` group) ----------------------------------------------------
@@ -330,6 +336,22 @@ class Api:
         json_body: Any = None,
     ) -> Response:
         body = None if json_body is None else json.dumps(json_body).encode()
+        deadline = time.monotonic() + HANDOVER_WAIT
+        while True:
+            r = self._request_once(method, path, params, body)
+            if not _handing_over(r) or time.monotonic() >= deadline:
+                break
+            # The process that answered is handing over to a new one (quiesce run
+            # --takeover): the same request on a new connection reaches the new one.
+            self.close()
+            time.sleep(HANDOVER_RETRY)
+        if r.status_code >= 400:
+            raise ClientError(self._error_line(r), _problems(r))
+        return r
+
+    def _request_once(
+        self, method: str, path: str, params: dict[str, Any] | None, body: bytes | None
+    ) -> Response:
         last: Exception | None = None
         for base in [self.base, *(b for b in self.bases if b != self.base)]:
             try:
@@ -341,8 +363,6 @@ class Api:
             if resp.will_close:
                 self.close()
             self.base = base
-            if r.status_code >= 400:
-                raise ClientError(self._error_line(r), _problems(r))
             return r
         raise ClientError(f"cannot reach {', '.join(self.bases)}: {_reason(last)}")
 
@@ -388,6 +408,17 @@ class Api:
             raise ClientError(f"cannot reach {self.base}: {_reason(exc)}") from None
         finally:
             self.close()
+
+
+def _handing_over(r: Response) -> bool:
+    """A 503 of a quiesce that hands over to a new process: send the request again."""
+    if r.status_code != 503:
+        return False
+    try:
+        body = r.json()
+    except ValueError:
+        return False
+    return isinstance(body, dict) and body.get("error") == "handing over"
 
 
 def _problems(r: Response) -> list[str]:

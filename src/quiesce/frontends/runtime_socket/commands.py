@@ -22,6 +22,7 @@ from quiesce.core.states import Cause, Oper
 from quiesce.frontends.runtime_socket.errors import CommandError, UnendedError
 from quiesce.frontends.runtime_socket.info import Info
 from quiesce.frontends.runtime_socket.stats import Stats
+from quiesce.frontends.runtime_socket.takeover import HANDING_OVER
 from quiesce.state.registry import Registry, ServerRuntime
 
 ACTOR = "runtime-socket"
@@ -29,6 +30,9 @@ CAUSE = Cause.RUNTIME_SOCKET
 CONTEXT = CommandContext(ACTOR, CAUSE)
 """Every command of the socket: it has no authentication, so no user name."""
 MAX_COMMANDS = 64  # ';'-separated commands on one line
+READ_ONLY = ("show", "get")
+"""First words of the commands still answered while a takeover hands over (the others
+change state the new process would not see)."""
 
 # HAProxy 2.6's help lines ("  %-40s: %s"), for the commands this socket knows, in its order.
 HELP: list[tuple[str, str]] = [
@@ -150,6 +154,8 @@ class RuntimeCommands:
             return ""
         for prefix, handler in handlers:
             if w[: len(prefix)] == prefix:
+                if w[0] not in READ_ONLY and getattr(self.app, "handing_over", False):
+                    return f"{HANDING_OVER[0].upper()}{HANDING_OVER[1:]}.\n"
                 return handler(w[len(prefix) :])
         return self.unknown(w)
 

@@ -7,7 +7,13 @@ the running one (the *old* process) and sends ``_takeover``. The old process ans
 one JSON line describing its listeners — every service's listening sockets, the admin
 listener, the runtime socket's own Unix and TCP listeners — and the descriptors of those
 sockets in the same ``sendmsg`` (``SCM_RIGHTS``), as HAProxy's ``expose-fd listeners`` and
-``-x`` do. Nothing changes in the old process: it goes on accepting on its own copies.
+``-x`` do. A second JSON line follows: every server's operational state (each monitor's
+track, check counters, ``disable health``, a ``set weight``; quiesce.state.handover), which
+the new process seeds its registry with before it accepts, so a server that was up serves
+from the first request and needs ``failed_checks`` failures to go down, as in the old one.
+From here on the old process refuses admin writes (API 503 ``handing over``, the runtime
+socket's ``Handing over``...): the new process has read the state store already, and a write
+it would not see must be sent again, to it. Otherwise it goes on accepting on its own copies.
 
 The new process starts on the sockets it received, matched to its config (a service by name
 and ``listen``, or by the same ``listen`` under another name; the admin listener by
@@ -51,7 +57,14 @@ KEEP_PATH = "keep-path"  # "finish keep-path": the new process adopted the runti
 FINISH_TIMEOUT = 120.0  # seconds the old process waits for "finish" before carrying on
 CLIENT_TIMEOUT = 10.0  # seconds the new process waits for each answer
 MAX_HEADER = 1 << 20
+MAX_STATE = 1 << 28  # the state line: ~60 bytes a monitored server
 MAX_FDS = 1024
+HANDING_OVER = (
+    "handing over to a new process (quiesce run --takeover): this one no longer takes admin "
+    "changes; send it again in a moment, it reaches the new process"
+)
+"""What the old process answers an admin write once it answered ``_takeover`` (the API's
+503, the runtime socket's answer): the new process read the state store already."""
 
 
 class TakeoverError(QuiesceError):
@@ -84,10 +97,11 @@ def peer_uid(sock: Any) -> int | None:
     return int(struct.unpack("3i", raw)[1])
 
 
-def _header(pid: int, listeners: list[Listening]) -> bytes:
+def _header(pid: int, listeners: list[Listening], state: bool) -> bytes:
     body = {
         "quiesce": "takeover/1",
         "pid": pid,
+        "state": state,  # a second line follows: quiesce.state.handover.snapshot()
         "listeners": [
             {"kind": x.kind, "name": x.name, "listen": x.listen, "count": len(x.socks)}
             for x in listeners
@@ -124,17 +138,27 @@ async def serve(app: Any, runtime: Any, writer: asyncio.StreamWriter, reader: An
         )
         await writer.drain()
         return
-    app.takeover_busy = True
+    app.takeover_busy = True  # admin writes are refused from here (App.handing_over)
     try:
         listeners: list[Listening] = app.listening()
         fds = [s.fileno() for x in listeners for s in x.socks]
+        handover_state = getattr(app, "handover_state", None)
+        state = handover_state() if handover_state is not None else None
         await writer.drain()  # nothing is buffered in the transport before the descriptors
         raw = socket.socket(fileno=os.dup(sock.fileno()))
         try:
-            socket.send_fds(raw, [_header(os.getpid(), listeners)], fds)
+            socket.send_fds(raw, [_header(os.getpid(), listeners, state is not None)], fds)
         finally:
             raw.close()  # a duplicate: the connection stays open
-        log.info("takeover: %d listening socket(s) handed over; waiting for finish", len(fds))
+        if state is not None:
+            writer.write(json.dumps(state, separators=(",", ":")).encode() + b"\n")
+            await writer.drain()
+        log.info(
+            "takeover: %d listening socket(s) and the state of %d server(s) handed over; "
+            "waiting for finish",
+            len(fds),
+            len(state["servers"]) if state is not None else 0,
+        )
         try:
             line = await asyncio.wait_for(reader.readline(), FINISH_TIMEOUT)
         except (TimeoutError, ConnectionError, ValueError):
@@ -158,10 +182,18 @@ class Handover:
     """The old process's listeners, received; ``take`` what the new config matches,
     ``finish`` once serving, or ``abandon`` (the old process carries on)."""
 
-    def __init__(self, conn: socket.socket, pid: int, listeners: list[Listening]) -> None:
+    def __init__(
+        self,
+        conn: socket.socket,
+        pid: int,
+        listeners: list[Listening],
+        state: dict[str, Any] | None = None,
+    ) -> None:
         self.conn = conn
         self.pid = pid
         self.listeners = listeners
+        # the old process's server state (quiesce.state.handover), None from an older one
+        self.state = state
         self.taken: set[int] = set()
 
     def take(self, kind: str, name: str, listen: str) -> list[socket.socket] | None:
@@ -243,7 +275,7 @@ def request(path: Path, timeout: float = CLIENT_TIMEOUT) -> Handover:
     try:
         conn.sendall(f"{COMMAND}\n".encode())
         data, fds, _flags, _addr = socket.recv_fds(conn, 65536, MAX_FDS)
-        while data and not data.endswith(b"\n") and len(data) < MAX_HEADER:
+        while data and b"\n" not in data and len(data) < MAX_HEADER:
             more, more_fds, _flags, _addr = socket.recv_fds(conn, 65536, MAX_FDS)
             fds += more_fds
             if not more:
@@ -254,6 +286,7 @@ def request(path: Path, timeout: float = CLIENT_TIMEOUT) -> Handover:
             os.close(fd)
         conn.close()
         raise TakeoverError(f"takeover over {path} failed: {exc.strerror or exc}") from None
+    data, _, rest = data.partition(b"\n")
     try:
         header = json.loads(data)
         if not isinstance(header, dict) or header.get("quiesce") != "takeover/1":
@@ -277,12 +310,36 @@ def request(path: Path, timeout: float = CLIENT_TIMEOUT) -> Handover:
     for x in specs:
         socks = [socket.socket(fileno=next(it)) for _ in range(int(x["count"]))]
         listeners.append(Listening(str(x["kind"]), str(x["name"]), str(x["listen"]), socks))
-    conn.settimeout(timeout)
-    return Handover(conn, pid, listeners)
+    handover = Handover(conn, pid, listeners)
+    if header.get("state"):
+        try:
+            handover.state = _read_state(conn, rest)
+        except (OSError, ValueError) as exc:
+            handover.abandon()  # every socket received closed (our copies only)
+            raise TakeoverError(
+                f"takeover over {path}: the old process's server state did not arrive: {exc}"
+            ) from None
+    return handover
+
+
+def _read_state(conn: socket.socket, data: bytes) -> dict[str, Any]:
+    """The second line of the old process's answer (its server state), ``data`` its start."""
+    while not data.endswith(b"\n"):
+        if len(data) > MAX_STATE:
+            raise ValueError(f"over {MAX_STATE} bytes")
+        chunk = conn.recv(1 << 20)
+        if not chunk:
+            raise ValueError("the connection ended")
+        data += chunk
+    state = json.loads(data)
+    if not isinstance(state, dict):
+        raise ValueError("not a JSON object")
+    return state
 
 
 __all__ = [
     "COMMAND",
+    "HANDING_OVER",
     "Handover",
     "Listening",
     "TakeoverError",

@@ -1,0 +1,534 @@
+"""Live reload (issue 14, DESIGN §6): the config file re-read, validated and its difference
+applied in-process, for :meth:`quiesce.app.App.reload` (SIGHUP, ``quiesce reload``,
+``POST /api/v1/reload``, the runtime socket's ``reload``).
+
+Theory of operation
+-------------------
+One :class:`Reloader` per App, one reload at a time (its lock). The file is validated in a
+worker process (:func:`check_for_reload`, ``quiesce check``'s rules), its servers coming back
+in pickled pieces unpickled between two turns of the event loop; the difference is planned
+in a thread (:func:`quiesce.state.reload.plan_reload`, sans-IO); everything that can fail
+(pages, the admin certificate, new listeners, the connection budget) is done before anything
+changes; then the plan is applied in slices of RELOAD_SLICE seconds inside one store
+transaction, the health manager synced once at the end, and the services reconfigured,
+retired or started.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import multiprocessing
+import os
+import pickle
+import signal
+import socket
+import ssl
+import time
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from quiesce import logs
+from quiesce.config.models import Config
+from quiesce.core.errors import QuiesceError
+from quiesce.core.events import EventKind
+from quiesce.core.states import Cause
+from quiesce.state.events import make_event
+from quiesce.state.reload import Change, ReloadPlan, plan_reload
+
+if TYPE_CHECKING:
+    from quiesce.dataplane.limits import Budget
+
+log = logging.getLogger("quiesce")
+
+
+RELOAD_SLICE = 0.015
+"""Seconds of changes a reload applies between two turns of the event loop (then the pools
+it touched are recomputed once and requests run)."""
+RELOAD_CHUNK = 500
+"""Servers per piece when the validated file comes back from the reload worker: each piece
+is unpickled between two turns of the event loop."""
+
+
+class Reloader:
+    """The App's live reload: :meth:`reload`, and the services it retired, finishing."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.lock = asyncio.Lock()
+        self.retiring: set[asyncio.Task[None]] = set()
+        # the process a reload validates the file in (started at the first reload)
+        self.worker: ProcessPoolExecutor | None = None
+
+    @property
+    def reloading(self) -> bool:
+        """A reload is being validated or applied (a takeover is refused meanwhile)."""
+        return self.lock.locked()
+
+    async def reload(self, actor: str, via: str = "api") -> ReloadPlan:
+        """Re-read the config file, validate it as ``quiesce check`` does, and apply the
+        difference in-process (quiesce.state.reload plans it). A bad file raises
+        :class:`~quiesce.config.loader.ConfigError` with every problem and changes
+        nothing; a reload during a takeover, or of a process not started from a file, is
+        refused (409). Reloads are serialised. Returns what was applied, kept and warned."""
+        from quiesce.config.loader import ConfigError
+
+        if self.app.config_path is None:
+            raise QuiesceError(
+                "reload: this process was not started from a config file (quiesce run -c)",
+                status_hint=409,
+            )
+        if self.app.takeover_busy or self.app.is_handed_over or not self.app._started:
+            raise QuiesceError(
+                "reload refused: a takeover (quiesce run --takeover) is in progress or this "
+                "process is stopping; reload the new process once it is ready",
+                status_hint=409,
+            )
+        async with self.lock:
+            loop = asyncio.get_running_loop()
+            began = loop.time()
+            try:
+                new, warnings = await self._load_for_reload()
+                # planning compares every server of the two files: in a thread, so the
+                # event loop gets its turns (both configs are immutable)
+                overrides = self.app.admin.overrides()
+                plan = await asyncio.to_thread(plan_reload, self.app.config, new, overrides)
+                plan.warnings[:0] = warnings
+                budget = self._replan_connections(new)
+                # the log destinations opened anew (refused, naming the key, if one cannot be)
+                dests = logs.prepare(new.logging, self.app.base_dir, str(self.app.config_path))
+                try:
+                    bound = await self._prepare_reload(new, plan)
+                except ConfigError:
+                    logs.discard(dests)
+                    raise
+            except ConfigError as exc:
+                log.error(
+                    "reload by %s refused: %s: %d problem(s): %s",
+                    actor,
+                    exc.source,
+                    len(exc.problems),
+                    "; ".join(exc.problems),
+                )
+                self.app.registry.emit(
+                    make_event(
+                        self.app.clock,
+                        EventKind.CONFIG_RELOAD,
+                        to="refused",
+                        cause=Cause.CONFIG,
+                        actor=actor,
+                        detail={"via": via, "problems": exc.problems},
+                    )
+                )
+                raise
+            app = self.app  # the services' new contexts take the access log as it is now
+            app.table.access_log = logs.reconfigure(app.table.access_log, new.logging, dests, loop)
+            await self._apply_reload(new, plan, bound, actor, budget)
+            took = loop.time() - began
+            for change in plan.changes:
+                log.info("reload: %s", change.message)
+            for warning in plan.warnings:
+                log.warning("reload: %s", warning)
+            log.info(
+                "reload by %s: %d change(s), %d kept, %.3fs",
+                actor,
+                len(plan.changes),
+                len(plan.kept),
+                took,
+            )
+            self.app.registry.emit(
+                make_event(
+                    self.app.clock,
+                    EventKind.CONFIG_RELOAD,
+                    to="applied",
+                    cause=Cause.CONFIG,
+                    actor=actor,
+                    reason=f"{len(plan.changes)} change(s)",
+                    detail={
+                        "via": via,
+                        "changes": [c.message for c in plan.changes],
+                        "kept": [c.message for c in plan.kept],
+                        "warnings": plan.warnings,
+                        "seconds": round(took, 4),
+                    },
+                )
+            )
+            return plan
+
+    async def _load_for_reload(self) -> tuple[Config, list[str]]:
+        """``quiesce check``'s validation, plus what ``quiesce run`` refuses at start, in
+        the reload worker process (:func:`check_for_reload`): parsing and validating a big
+        file there does not take the serving process's GIL. The validated models come back
+        pickled, the servers in pieces unpickled between two turns of the event loop."""
+        from quiesce.config.loader import ConfigError
+
+        assert self.app.config_path is not None
+        loop = asyncio.get_running_loop()
+        path = str(self.app.config_path)
+        try:
+            result = await loop.run_in_executor(self._executor(), check_for_reload, path)
+        except BrokenProcessPool:  # the worker died (killed?): once more with a new one
+            self.stop_worker()
+            result = await loop.run_in_executor(self._executor(), check_for_reload, path)
+        if not result["ok"]:
+            raise ConfigError(result["problems"], result["source"])
+        config: Config = pickle.loads(result["config"])
+        pools: dict[str, Any] = {}
+        for name, chunks in result["servers"].items():
+            servers = []
+            for chunk in chunks:
+                await asyncio.sleep(0)
+                servers += pickle.loads(chunk)
+            pools[name] = config.pools[name].model_copy(update={"servers": servers})
+        # the same validated objects, put back together (model_copy does not validate)
+        new = config.model_copy(update={"pools": pools})
+        return new, list(result["warnings"])
+
+    def _executor(self) -> ProcessPoolExecutor:
+        """The reload worker: one process, started with ``spawn`` (a fork of a process
+        with an event loop, threads and listening sockets would inherit all of them) at the
+        first reload (not at start: its imports take a CPU second a takeover's first
+        seconds need for traffic and checks) and kept for the next reload. It holds no
+        descriptor of ours but its pipes (not our stdout: whoever reads it sees its end
+        when we end) and dies with us, even by ``kill -9`` (:func:`reload_worker_init`)."""
+        if self.worker is None:
+            self.worker = ProcessPoolExecutor(
+                max_workers=1,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=reload_worker_init,
+                initargs=(os.getpid(),),
+            )
+        return self.worker
+
+    def stop_worker(self) -> None:
+        if self.worker is not None:
+            self.worker.shutdown(wait=False, cancel_futures=True)
+            self.worker = None
+
+    def _replan_connections(self, new: Config) -> Budget | None:
+        """The connection budget for the new file (quiesce.dataplane.limits), with the
+        running ``limits`` (they change at a restart). Raises ConfigError naming the limit
+        when the new file does not fit in RLIMIT_NOFILE (a configured
+        ``limits.max_connections`` with more idle upstream connections reserved, or no room
+        left at all): the reload is refused, nothing changes. Otherwise the new budget is
+        applied with the reload (a derived limit follows the servers)."""
+        from quiesce.config.loader import ConfigError
+        from quiesce.dataplane.limits import LimitError, plan
+
+        if self.app.budget is None:
+            return None
+        try:
+            return plan(
+                new.model_copy(update={"limits": self.app.config.limits}), self.app.budget.nofile
+            )
+        except LimitError as exc:
+            raise ConfigError([f"limits: {exc}"], str(self.app.config_path)) from None
+
+    def _apply_budget(self, budget: Budget | None) -> None:
+        from quiesce.dataplane import park
+
+        if budget is None or budget == self.app.budget:
+            return
+        old, self.app.budget = self.app.budget, budget
+        park.set_fd_ceiling(budget.data_plane_ceiling)
+        if self.app.gate is not None and old is not None:
+            self.app.gate.limit = budget.max_connections
+            self.app.gate._room_changed()  # the native-accept threshold follows the limit
+        if old is not None and old.max_connections != budget.max_connections:
+            log.info(
+                "reload: connection limit %d → %d client connections (%s)",
+                old.max_connections,
+                budget.max_connections,
+                budget.describe(),
+            )
+
+    async def _prepare_reload(
+        self, new: Config, plan: ReloadPlan
+    ) -> dict[str, list[socket.socket]]:
+        """Everything that can fail, before anything changes: pages read from disk, the
+        admin certificate loaded, new listeners bound. Raises ConfigError."""
+        from quiesce.config.loader import ConfigError
+        from quiesce.dataplane.pages import Page
+        from quiesce.dataplane.service import bind_listen
+
+        problems: list[str] = []
+        pages = [
+            (f"services.{n}.maintenance_page", s.maintenance_page) for n, s in new.services.items()
+        ]
+        pages += [(f"pages.{n}", p) for n, p in new.pages.items()]
+        for where, page in pages:
+            try:
+                Page.load(page, self.app.base_dir)
+            except (OSError, ValueError) as exc:
+                problems.append(f"{where}: {exc}")
+        tls = new.admin.tls
+        if tls is not None and self.app.config.admin.tls is not None:
+            try:
+                ssl_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+                ssl_ctx.load_cert_chain(self._path(tls.cert), self._path(tls.key))
+            except (OSError, ssl.SSLError) as exc:
+                problems.append(f"admin.tls: cannot load {tls.cert} / {tls.key}: {exc}")
+        if problems:
+            raise ConfigError(problems, str(self.app.config_path))
+        bound: dict[str, list[socket.socket]] = {}
+        for change in plan.changes:
+            if change.kind not in ("service_added", "service_rebound"):
+                continue
+            name = change.data["service"]
+            listen = new.services[name].listen
+            old = self.app.services.get(name)
+            if old is not None and old.config.listen == listen:
+                bound[name] = [s.dup() for s in old.sockets]  # the same queue: no refusal
+                continue
+            try:
+                bound[name] = await bind_listen(listen)
+            except OSError as exc:
+                for socks in bound.values():
+                    for sock in socks:
+                        sock.close()
+                raise ConfigError(
+                    [f"services.{name}.listen: cannot listen on {listen}: {exc}"],
+                    str(self.app.config_path),
+                ) from None
+        return bound
+
+    def _path(self, path: str) -> str:
+        p = Path(path)
+        return str(p if p.is_absolute() else self.app.base_dir / p)
+
+    async def _apply_reload(
+        self,
+        new: Config,
+        plan: ReloadPlan,
+        bound: dict[str, list[socket.socket]],
+        actor: str,
+        budget: Budget | None = None,
+    ) -> None:
+        """Apply a validated plan: registry changes in slices, then the services, then
+        what nothing uses any more. Every write to the state store in one transaction
+        (recorded whole or not at all), the health manager synced once at the end."""
+        with (
+            self.app.store.batch(),
+            self.app.admin.holding_sync(),
+            self.app.registry.freezing_counts(),
+        ):
+            await self._apply_reload_changes(new, plan, bound, actor)
+        self._apply_budget(budget)
+
+    async def _apply_reload_changes(
+        self, new: Config, plan: ReloadPlan, bound: dict[str, list[socket.socket]], actor: str
+    ) -> None:
+        from quiesce.admin import CommandContext
+        from quiesce.dataplane.service import make_context, start_service
+        from quiesce.rules import compile_router
+
+        ctx = CommandContext(actor, Cause.CONFIG, "config reload", force_guard=True)
+        admin, reg = self.app.admin, self.app.registry
+        # In slices of RELOAD_SLICE seconds, the event loop serving requests in between
+        # (a thousand servers added to a pool of ten thousand would otherwise hold it for
+        # a few hundred milliseconds). Each slice is whole: the pools it touched are
+        # recomputed once at its end, before any request runs; the order of the plan is
+        # kept.
+        changes = plan.changes
+        i, n = 0, len(changes)
+        while i < n:
+            until = time.perf_counter() + RELOAD_SLICE
+            with admin.batch():
+                while i < n:
+                    self._apply_change(changes[i], new, ctx)
+                    i += 1
+                    if i % 16 == 0 and time.perf_counter() >= until:
+                        break
+            if i < n:
+                await asyncio.sleep(0)
+        self.app.config = new
+        reg.config = new
+        # services: every surviving one takes a context made from the new config (pages
+        # re-read from disk, routers recompiled against the pools as they are now)
+        loop = asyncio.get_running_loop()
+        for name, svc in new.services.items():
+            service = self.app.services.get(name)
+            if name in bound:
+                continue
+            if service is not None:
+                router = compile_router(name, svc, reg)
+                fresh = make_context(
+                    name, svc, reg, self.app.table, loop, router=router, base_dir=self.app.base_dir
+                )
+                service.reconfigure(fresh)
+        for change in plan.changes:
+            if change.kind in ("service_rebound", "service_removed"):
+                name = change.data["service"]
+                old = self.app.services.get(name)
+                same = (
+                    old is not None
+                    and name in new.services
+                    and new.services[name].listen == old.config.listen
+                )
+                self._retire(name, keep_idle=same)
+        for name, socks in bound.items():
+            svc = new.services[name]
+            self.app.services[name] = await start_service(
+                name,
+                svc,
+                reg,
+                self.app.table,
+                router=compile_router(name, svc, reg),
+                base_dir=self.app.base_dir,
+                gate=self.app.gate,
+                socks=socks,
+            )
+        with admin.batch():
+            for change in plan.changes:
+                if change.kind == "pool_removed":
+                    reg.remove_pool(change.data["pool"])
+                    self._config_event(change, ctx)
+                elif change.kind == "monitor_removed":
+                    try:
+                        admin.delete_monitor(change.target, ctx)
+                    except QuiesceError as exc:
+                        plan.warnings.append(f"monitor {change.target}: kept: {exc.message}")
+        self._reload_admin(new)
+        # the health manager's sync(): once, at the end of admin.holding_sync()
+
+    def _apply_change(self, change: Change, new: Config, ctx: Any) -> None:
+        """One change of the registry's (pools, servers, monitors, flags) or a
+        ``config_change`` event for one applied later (services, users)."""
+        admin, reg, kind, d = self.app.admin, self.app.registry, change.kind, change.data
+        if kind in ("monitor_added", "monitor_changed"):
+            admin.put_monitor(change.target, d["monitor"], ctx)
+        elif kind == "pool_added":
+            reg.add_pool(d["pool"], d["config"])
+            self._config_event(change, ctx)
+        elif kind == "pool_changed":
+            reg.update_pool(d["pool"], d["config"])
+            self._config_event(change, ctx)
+        elif kind == "pool_monitors":
+            admin.set_pool_monitors(d["pool"], d["monitors"], ctx)
+        elif kind == "server_added":
+            admin.add_server(d["pool"], d["config"], ctx, runtime=False)
+        elif kind == "server_changed":
+            admin.update_server(change.target, dict(d["changes"]), ctx, runtime=False)
+        elif kind == "server_restored":
+            admin.enable(change.target, ctx)
+            config = d["config"]
+            admin.update_server(
+                change.target, config.model_dump(exclude={"name"}), ctx, runtime=False
+            )
+        elif kind == "server_removed":
+            admin.remove_server(change.target, ctx, drain=True)
+        elif kind == "flag_set":
+            admin.set_flag(d["flag"], d["value"], ctx)
+        elif kind == "flag_cleared":
+            admin.clear_flag(d["flag"], ctx)
+        elif kind not in ("pool_removed", "monitor_removed"):
+            self._config_event(change, ctx)  # services, pages, users...: applied below
+
+    def _config_event(self, change: Change, ctx: Any) -> None:
+        pool = change.data.get("pool")
+        self.app.registry.emit(
+            make_event(
+                self.app.clock,
+                EventKind.CONFIG_CHANGE,
+                self.app.registry.pools.get(pool, pool) if isinstance(pool, str) else None,
+                to=change.kind,
+                cause=Cause.CONFIG,
+                actor=ctx.actor,
+                reason=change.message,
+                detail={"change": change.kind, "target": change.target},
+            )
+        )
+
+    def _retire(self, name: str, *, keep_idle: bool = False) -> None:
+        """A service the reload removed (or re-bound): stop accepting now, finish its
+        in-flight requests within its grace period, in the background. ``keep_idle``: its
+        listening socket carries on in the new service (the same ``listen``), so idle
+        keep-alive connections are closed only after their next response (an upgrade's
+        rule: closing one races with the request its client may be sending)."""
+        service = self.app.services.pop(name, None)
+        if service is None:
+            return
+        task = asyncio.create_task(
+            service.shutdown(service.config.grace_period, keep_idle=keep_idle),
+            name=f"quiesce retire {name}",
+        )
+        self.retiring.add(task)
+        task.add_done_callback(self.retiring.discard)
+
+    def _reload_admin(self, new: Config) -> None:
+        """Users, tokens and the login limit on the live authenticator (no listener is
+        dropped: credentials remembered from before are forgotten, sessions of users gone
+        or changed end); the admin certificate re-read into the live TLS context."""
+        server = self.app.admin_server
+        if server is None:
+            return
+        auth = getattr(server.api.state, "auth", None)
+        if auth is not None:
+            old = {u.name: u for u in auth.config.users}
+            auth.config = new.admin
+            auth._verified.clear()
+            users = {u.name: u for u in new.admin.users}
+            for sid, session in list(auth.sessions.items()):
+                if users.get(session.user) != old.get(session.user) or session.user not in users:
+                    del auth.sessions[sid]
+        tls = new.admin.tls
+        live = getattr(getattr(server, "_server", None), "config", None)
+        context = getattr(live, "ssl", None)
+        if tls is not None and isinstance(context, ssl.SSLContext):
+            context.load_cert_chain(self._path(tls.cert), self._path(tls.key))
+
+
+def reload_worker_init(parent: int) -> None:
+    """The reload worker's first act: stdin, stdout and stderr on /dev/null (a supervisor
+    or a test reading our output sees it end when we end), and a SIGKILL when its parent
+    dies (Linux's PR_SET_PDEATHSIG: no worker left behind by a ``kill -9``)."""
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(devnull, fd)
+    os.close(devnull)
+    with contextlib.suppress(Exception):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent:  # it died before the line above
+        os._exit(0)
+
+
+def check_for_reload(path: str) -> dict[str, Any]:
+    """In the reload worker process: validate the file exactly as ``quiesce check`` does
+    (load_config), plus what ``quiesce run`` refuses at start (raw sockets it cannot
+    open), and the warnings. Returns plain data: ``ok`` False with the problems, or the
+    validated Config pickled without its servers and each pool's servers in pickled pieces
+    of RELOAD_CHUNK (so the serving process unpickles them a piece at a time)."""
+    from quiesce.config.loader import ConfigError, config_warnings, load_config
+    from quiesce.health import raw_socket_problems
+
+    try:
+        config = load_config(path)
+        problems = raw_socket_problems(config)
+        if problems:
+            raise ConfigError(problems, path)
+    except ConfigError as exc:
+        return {"ok": False, "problems": list(exc.problems), "source": exc.source}
+    servers = {
+        name: [
+            pickle.dumps(pool.servers[i : i + RELOAD_CHUNK], pickle.HIGHEST_PROTOCOL)
+            for i in range(0, len(pool.servers), RELOAD_CHUNK)
+        ]
+        for name, pool in config.pools.items()
+    }
+    bare = config.model_copy(
+        update={"pools": {n: p.model_copy(update={"servers": []}) for n, p in config.pools.items()}}
+    )
+    return {
+        "ok": True,
+        "config": pickle.dumps(bare, pickle.HIGHEST_PROTOCOL),
+        "servers": servers,
+        "warnings": config_warnings(config),
+    }
+
+
+__all__ = ["RELOAD_CHUNK", "RELOAD_SLICE", "Reloader", "check_for_reload", "reload_worker_init"]

@@ -1,0 +1,122 @@
+"""Seamless upgrade (``quiesce run --takeover``, docs/upgrade.md): both sides of a takeover
+as the App runs them. The wire protocol (SCM_RIGHTS, the JSON lines) is
+:mod:`quiesce.frontends.runtime_socket.takeover`'s; the server state handed over is
+:mod:`quiesce.state.handover`'s.
+
+The new process: :func:`seed` puts the old process's server state into its registry once the
+store is restored, :func:`first_verdicts` waits for the servers still ``unknown`` (new ones,
+or a monitor changed), then it starts on the sockets received.
+
+The old process: :func:`listening` lists what it hands over, :func:`handover_state` what its
+servers are; once a new process said ``finish`` it stops with :func:`stop_handed_over`.
+From the moment it answered ``_takeover`` until it exits it refuses admin writes
+(``App.handing_over``): the new process read the state store already, and would not see them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING, Any
+
+from quiesce.core.events import EventKind
+from quiesce.core.states import Oper
+from quiesce.state import handover as server_state
+from quiesce.state.events import make_event
+
+if TYPE_CHECKING:
+    from quiesce.frontends.runtime_socket import Handover, Listening
+    from quiesce.state.registry import Registry
+
+log = logging.getLogger("quiesce")
+
+
+# the new process ---------------------------------------------------------------------------
+
+
+def seed(app: Any, handover: Handover) -> None:
+    """The old process's server state into our registry (before any listener accepts)."""
+    if handover.state is None:
+        return
+    n = server_state.seed(app.registry, handover.state)
+    log.info("takeover: the state of %d server(s) taken from pid %d", n, handover.pid)
+
+
+async def first_verdicts(registry: Registry) -> None:
+    """Wait until no server is ``unknown`` (checks just started: servers the old process
+    did not have, or whose monitor changed), at most the first checks' spread plus the
+    slowest monitor's timeout and interval. An unknown server gets no traffic."""
+    from quiesce.health.schedule import FIRST_SPREAD
+
+    monitors = list(registry.monitors.values())
+    limit = FIRST_SPREAD + max((m.receive_timeout + m.send_interval for m in monitors), default=0.0)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + min(limit, 30.0)
+    unknown: list[object] = []
+    while loop.time() < deadline:
+        unknown = [s for s in registry.servers() if s.oper is Oper.UNKNOWN]
+        if not unknown:
+            return
+        await asyncio.sleep(0.02)
+    log.warning(
+        "takeover: %d server(s) still unknown after %.1fs of checks: taking over anyway",
+        len(unknown),
+        limit,
+    )
+
+
+# the old process ---------------------------------------------------------------------------
+
+
+def listening(app: Any) -> list[Listening]:
+    """Every listener, for a new process taking over (runtime socket ``_takeover``)."""
+    from quiesce.frontends.runtime_socket import Listening, runtime_socket_path
+
+    out = [
+        Listening("service", name, s.config.listen, s.sockets) for name, s in app.services.items()
+    ]
+    if app.admin_server is not None:
+        out.append(Listening("admin", "admin", app.config.admin.listen, [app.admin_server.sock]))
+    rs = app.runtime_socket
+    if rs is not None:
+        path = runtime_socket_path(app)
+        if path is not None and rs.unix_sockets:
+            out.append(Listening("runtime", "runtime", str(path), rs.unix_sockets[:1]))
+        if app.config.admin.runtime_tcp and rs.tcp_sockets:
+            out.append(
+                Listening(
+                    "runtime_tcp", "runtime_tcp", app.config.admin.runtime_tcp, rs.tcp_sockets[:1]
+                )
+            )
+    return out
+
+
+def handover_state(app: Any) -> dict[str, Any]:
+    """Every server's operational state, for the new process (quiesce.state.handover)."""
+    return server_state.snapshot(app.registry)
+
+
+async def stop_handed_over(app: Any, grace: float) -> None:
+    """A new process accepts on our listeners: every listener stops accepting at once (the
+    new process accepts on the same sockets, their queues stay with it), in-flight requests
+    finish, idle keep-alive connections are closed only after a response (``keep_idle``)."""
+    app.registry.emit(make_event(app.clock, EventKind.SHUTDOWN, cause="takeover"))
+    if app.runtime_socket is not None:
+        await app.runtime_socket.stop()
+    stops = [s.shutdown(grace, keep_idle=True) for s in app.services.values()]
+    if app.admin_server is not None:
+        stops.append(app.admin_server.stop())
+    await asyncio.gather(*stops)
+    await app.health.stop()
+    await app.admin.stop()
+    await app.store.aclose()
+    app.reloader.stop_worker()
+
+
+__all__ = [
+    "first_verdicts",
+    "handover_state",
+    "listening",
+    "seed",
+    "stop_handed_over",
+]
