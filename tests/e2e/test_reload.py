@@ -1,8 +1,8 @@
 """Live reload (issue 14, item 1), driven as an operator drives it: a real ``quiesce run``
 in front of real back ends, reloaded through ``POST /api/v1/reload``, ``quiesce reload``,
 the runtime socket's ``reload`` (with socat) and ``kill -HUP``; a bad file changes nothing
-and every problem is reported; and 20 reloads plus a SIGHUP under a client load lose no
-request."""
+and every problem is reported. (20 reloads and a SIGHUP under a client load, with five
+takeovers and a busy server removed, losing no request: test_change_everything.py.)"""
 
 from __future__ import annotations
 
@@ -21,7 +21,6 @@ from typing import Any
 import pytest
 
 from tests.e2e.test_run_and_demo import Proc
-from tests.e2e.test_upgrade import Load
 from tests.support.backend import Backend, serve_in_thread
 
 pytestmark = [pytest.mark.peers, pytest.mark.slow]
@@ -241,42 +240,6 @@ def test_reload_through_every_entry_point(tmp_path: Path) -> None:
             status, events = q.api("GET", "/api/v1/events?kind=server_removed")
             assert events[-1]["cause"] == "config"
             assert q.get("/")[0] == 200
-        finally:
-            code = q.proc.stop(signal.SIGTERM)
-        assert code == 0, q.proc.output
-
-
-RELOADS = 20
-
-
-def test_twenty_reloads_and_a_sighup_under_load_lose_nothing(tmp_path: Path) -> None:
-    with serve_in_thread(*(Backend(f"b{i}") for i in range(4))) as backends:
-        ports = [b.port for b in backends]
-        q = start(tmp_path, config_text([("w0", ports[0], 1), ("w1", ports[1], 1)]))
-        try:
-            with Load(q.port) as load:
-                time.sleep(0.5)
-                for i in range(RELOADS):
-                    # servers come and go (w2, w3 in turn), weights change
-                    chosen = [("w0", ports[0], 1 + i % 3)]
-                    if i % 2 == 0:
-                        chosen.append(("w1", ports[1], 1))
-                    chosen.append((f"w{2 + i % 2}", ports[2 + i % 2], 1 + i % 4))
-                    q.write(config_text(chosen))
-                    status, body = q.api("POST", "/api/v1/reload")
-                    assert status == 200, body
-                    time.sleep(0.25)
-                q.write(config_text([("w0", ports[0], 1), ("w1", ports[1], 2)]))
-                q.proc.p.send_signal(signal.SIGHUP)
-                q.proc.wait_for(r"reload by SIGHUP: \d+ change\(s\)")
-                time.sleep(1.0)
-            print(
-                f"\nreload under load: {RELOADS} reloads + 1 SIGHUP, ok={load.ok} "
-                f"failures={len(load.failures)} resets={load.resets}"
-            )
-            assert load.ok > 100
-            assert load.failures == [], load.failures[:10]
-            assert load.resets == 0
         finally:
             code = q.proc.stop(signal.SIGTERM)
         assert code == 0, q.proc.output
