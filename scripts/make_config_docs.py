@@ -23,6 +23,8 @@ SECTIONS = {
     "state": "where admin state, flags and events are kept (docs/admin.md)",
     "limits": "the global client connection limit (below; docs/dataplane.md)",
     "metrics": "what /metrics publishes besides quiesce_* (docs/api.md, Metrics)",
+    "logging": "the access log (stdout, a file, syslog) and the process log on stderr "
+    "(docs/dataplane.md, Access log)",
     "healthmonitors": "health monitors by name, Avi's field names (docs/health.md)",
     "pools": "pools of servers (docs/dataplane.md, docs/admin.md)",
     "services": "listeners, rules, monitor URI, pages (docs/dataplane.md, docs/rules.md)",

@@ -129,7 +129,9 @@ class App:
         if problems:
             raise StartupError("\n".join(problems))
         try:  # the access log's destinations: one that cannot be opened refuses the start
-            access_log = logs.open_access_log(self.config.logging, self.base_dir, asyncio.get_running_loop())
+            access_log = logs.open_access_log(
+                self.config.logging, self.base_dir, asyncio.get_running_loop()
+            )
         except logs.LogError as exc:
             raise StartupError(exc.message) from exc
         self._plan_connections()

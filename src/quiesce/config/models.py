@@ -23,6 +23,7 @@ from pydantic import (
 
 from quiesce.config.addresses import split_address
 from quiesce.config.durations import parse_duration
+from quiesce.config.logs import LoggingConfig
 
 
 def _address(value: str) -> str:
@@ -500,6 +501,8 @@ class ServiceConfig(Model):
     grace_period: Duration = 10.0
     # this service's client connections (null: only the global limits.max_connections)
     max_connections: ConnectionCount = None
+    # false: no access-log line for this service (logging.access)
+    access_log: bool = True
 
 
 # --- admin, state, top level ---------------------------------------------------------------
@@ -571,6 +574,7 @@ class Config(Model):
     state: StateConfig = StateConfig()
     limits: LimitsConfig = LimitsConfig()
     metrics: MetricsConfig = MetricsConfig()
+    logging: LoggingConfig = LoggingConfig()
     healthmonitors: dict[Name, HealthMonitor] = {}
     pools: dict[Name, PoolConfig] = {}
     services: dict[Name, ServiceConfig] = {}

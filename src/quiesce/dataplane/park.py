@@ -134,7 +134,7 @@ class Parked:
         elif state & REVIVING:
             self.state = state | (_WANT_FORCE if force else _WANT_CLOSE)
 
-    def cut(self) -> None:
+    def cut(self, why: str = "") -> None:
         state = self.state
         if state == PARKED:
             self.close()

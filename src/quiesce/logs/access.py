@@ -1,0 +1,219 @@
+"""Access-log entries and their formats, sans-IO: the data plane records an entry (a plain
+tuple, no formatting on the request path); :class:`Formatter` turns a batch of them into
+lines (httplog, json or a template), and :func:`syslog_frame` wraps one line for RFC 5424.
+Nothing here touches a socket, a file or a clock: time comes in as arguments.
+
+An entry (:data:`Entry`) is a tuple, in this order:
+
+    end, layer, client_ip, client_port, service, pool, server, method, path, status,
+    bytes_in, bytes_out, queue, connect, response, total, retries, termination
+
+``end`` is the event loop's clock at the end of the exchange (the batch's ``offset`` turns it
+into wall time); times are seconds, -1 when there is none; ``method`` and ``path`` are the
+request's bytes (None: L4, or a request that could not be read); ``pool`` and ``server`` a
+name or None. The field names users see are quiesce.config.logs.ACCESS_FIELDS.
+
+Termination states (two letters, HAProxy's idea with our own codes; docs/dataplane.md):
+the first says what ended the exchange, the second in which phase it was.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from quiesce.config.logs import ACCESS_FIELDS
+
+Entry = tuple[Any, ...]
+
+# What ended the exchange (the first letter).
+NORMAL = "-"  # it completed
+CLIENT = "C"  # the client closed or reset its connection first
+SERVER = "S"  # the server refused, reset, closed early or sent something malformed (502)
+SERVER_TIMEOUT = "s"  # no connection or no response head in time (504)
+CLIENT_TIMEOUT = "c"  # the client did not send its request in time (408)
+PROXY = "P"  # quiesce refused the request (400, 405, 414, 431)
+NO_SERVER = "M"  # no eligible server: the maintenance page (L7), the connection closed (L4)
+DEADLINE = "D"  # a drain deadline was reached (the server went to maintenance)
+KILLED = "K"  # an operator cut it: maintenance --force, shutdown sessions
+DOWN = "H"  # the server went down with on_server_down: close
+GRACE = "G"  # quiesce stopped (or handed over) and the grace period ended
+
+# In which phase (the second letter).
+REQUEST = "R"  # reading the request (its head or body)
+CONNECT = "C"  # connecting to the server
+HEADERS = "H"  # waiting for the response head
+DATA = "D"  # sending the response (L4: relaying)
+DONE = "-"  # complete
+
+TERMINATION_CAUSES = {
+    NORMAL: "the exchange completed",
+    CLIENT: "the client closed or reset its connection first",
+    SERVER: "the server refused, reset or closed early, or sent a malformed response",
+    SERVER_TIMEOUT: "server timeout: no connection (connect_timeout) or no response head "
+    "(response_timeout) in time",
+    CLIENT_TIMEOUT: "client timeout: the request head or body did not arrive in time",
+    PROXY: "quiesce refused the request (400, 405, 414, 431)",
+    NO_SERVER: "no eligible server: the maintenance page (L7), the connection closed (L4)",
+    DEADLINE: "the server's drain deadline was reached",
+    KILLED: "an operator cut it: maintenance --force, shutdown sessions",
+    DOWN: "the server went down and its pool has on_server_down: close",
+    GRACE: "quiesce stopped or handed over, and the grace period ended",
+}
+TERMINATION_PHASES = {
+    REQUEST: "reading the request",
+    CONNECT: "connecting to the server",
+    HEADERS: "waiting for the response head",
+    DATA: "sending the response (L4: relaying)",
+    DONE: "complete",
+}
+
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+_UNSAFE = frozenset('"\\#')
+
+
+def _text(raw: bytes | None) -> str:
+    """A request's bytes as one printable ASCII word: bytes outside it (and ``"``, ``\\``,
+    ``#``) as ``#XX``, as HAProxy escapes its logs."""
+    if raw is None:
+        return "-"
+    s = raw.decode("latin-1")
+    if s.isascii() and s.isprintable() and " " not in s and not _UNSAFE.intersection(s):
+        return s
+    return "".join(c if 0x20 < ord(c) < 0x7F and c not in _UNSAFE else f"#{ord(c):02X}" for c in s)
+
+
+def _ms(seconds: float) -> int:
+    return int(seconds * 1000.0) if seconds >= 0.0 else -1
+
+
+def _fms(seconds: float) -> float:
+    return round(seconds * 1000.0, 3) if seconds >= 0.0 else -1
+
+
+class Formatter:
+    """Entries to lines, in one of the formats: ``httplog``, ``json`` or a template
+    (``str.format`` fields named in ACCESS_FIELDS). ``prefix`` starts each request id; the
+    ids count on from 1 in the order entries are formatted."""
+
+    __slots__ = ("_second", "_stamp", "fmt", "prefix", "seq")
+
+    def __init__(self, fmt: str, prefix: str) -> None:
+        self.fmt = fmt
+        self.prefix = prefix
+        self.seq = 0
+        self._second = -1
+        self._stamp = ("", "")
+
+    def _stamps(self, wall: float) -> tuple[str, str]:
+        """The httplog and ISO dates of ``wall`` (seconds since the epoch, UTC)."""
+        second = int(wall)
+        if second != self._second:
+            t = time.gmtime(second)
+            self._second = second
+            self._stamp = (
+                f"{t.tm_mday:02d}/{_MONTHS[t.tm_mon - 1]}/{t.tm_year}:"
+                f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}",
+                f"{t.tm_year}-{t.tm_mon:02d}-{t.tm_mday:02d}T"
+                f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}",
+            )
+        return self._stamp
+
+    def format(self, entries: list[Entry], offset: float) -> list[str]:
+        """The lines of ``entries`` (no newline); ``offset`` is wall time minus the event
+        loop's clock, so ``end + offset`` is an entry's wall-clock end."""
+        fmt = self.fmt
+        if fmt == "httplog":
+            one = self._httplog
+        elif fmt == "json":
+            one = self._json
+        else:
+            one = self._template
+        return [one(e, offset) for e in entries]
+
+    def fields(self, e: Entry, offset: float) -> dict[str, Any]:
+        """One entry as the fields users see (ACCESS_FIELDS), its request id assigned."""
+        self.seq += 1
+        start = e[0] + offset - max(e[15], 0.0)
+        ms = int((start % 1.0) * 1000.0)
+        iso = self._stamps(start)[1]
+        l4 = e[1] == 4
+        return {
+            "time": f"{iso}.{ms:03d}Z",
+            "layer": e[1],
+            "client_ip": e[2],
+            "client_port": e[3],
+            "service": e[4],
+            "pool": e[5] or "-",
+            "server": e[6] or "-",
+            "method": "-" if e[7] is None else e[7].decode("latin-1"),
+            "path": "-" if l4 or e[8] is None else _text(e[8]),
+            "status": e[9],
+            "bytes_in": e[10],
+            "bytes_out": e[11],
+            "queue_ms": _fms(e[12]),
+            "connect_ms": _fms(e[13]),
+            "response_ms": _fms(e[14]),
+            "total_ms": _fms(e[15]),
+            "retries": e[16],
+            "termination": e[17],
+            "request_id": f"{self.prefix}-{self.seq:x}",
+        }
+
+    def _httplog(self, e: Entry, offset: float) -> str:
+        self.seq += 1
+        total = e[15]
+        start = e[0] + offset - max(total, 0.0)
+        ms = int((start % 1.0) * 1000.0)
+        date = self._stamps(start)[0]
+        server = f"{e[5] or '-'}/{e[6] or '-'}"
+        rid = f"{self.prefix}-{self.seq:x}"
+        if e[1] == 4:
+            return (
+                f"{e[2]}:{e[3]} [{date}.{ms:03d}] {e[4]} {server} "
+                f"{_ms(e[12])}/{_ms(e[13])}/{_ms(total)} {e[11]} {e[10]} {e[17]} {e[16]} {rid}"
+            )
+        method = "-" if e[7] is None else e[7].decode("latin-1")
+        return (
+            f"{e[2]}:{e[3]} [{date}.{ms:03d}] {e[4]} {server} "
+            f"{_ms(e[12])}/{_ms(e[13])}/{_ms(e[14])}/{_ms(total)} {e[9]} {e[11]} {e[10]} "
+            f'{e[17]} {e[16]} {rid} "{method} {_text(e[8])}"'
+        )
+
+    def _json(self, e: Entry, offset: float) -> str:
+        f = self.fields(e, offset)
+        if e[1] == 4:
+            f["method"] = f["path"] = f["status"] = None
+            f["response_ms"] = None
+        return json.dumps(f, separators=(",", ":"))
+
+    def _template(self, e: Entry, offset: float) -> str:
+        return self.fmt.format_map(self.fields(e, offset))
+
+
+def syslog_frame(line: str, iso_now: str, hostname: str, pid: int) -> bytes:
+    """One RFC 5424 message: facility local0, severity info (``<134>``), version 1, the
+    time, host, app name ``quiesce``, process id, message id ``access``, no structured data,
+    and the line."""
+    return f"<134>1 {iso_now} {hostname} quiesce {pid} access - {line}".encode()
+
+
+def iso_utc(wall: float) -> str:
+    """``wall`` (seconds since the epoch) as RFC 3339 UTC with milliseconds."""
+    t = time.gmtime(wall)
+    return (
+        f"{t.tm_year}-{t.tm_mon:02d}-{t.tm_mday:02d}T{t.tm_hour:02d}:{t.tm_min:02d}:"
+        f"{t.tm_sec:02d}.{int((wall % 1.0) * 1000):03d}Z"
+    )
+
+
+__all__ = [
+    "ACCESS_FIELDS",
+    "TERMINATION_CAUSES",
+    "TERMINATION_PHASES",
+    "Entry",
+    "Formatter",
+    "iso_utc",
+    "syslog_frame",
+]

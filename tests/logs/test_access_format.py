@@ -1,0 +1,253 @@
+"""The access log's formats, sans-IO (quiesce.logs.access): every field of httplog, json and
+a template, escaping, request ids, dates, RFC 5424 framing; the ``logging`` keys' validation
+with their paths; the process log's JSON lines and event lines."""
+
+from __future__ import annotations
+
+import calendar
+import json
+import logging
+import re
+
+import pytest
+
+from quiesce.config.loader import ConfigError, parse_config
+from quiesce.config.logs import ACCESS_FIELDS
+from quiesce.core.events import Event, EventKind
+from quiesce.logs.access import (
+    TERMINATION_CAUSES,
+    TERMINATION_PHASES,
+    Formatter,
+    iso_utc,
+    syslog_frame,
+)
+from quiesce.logs.process import JsonFormatter, describe
+
+# 2026-12-06 14:20:31.250 UTC, as wall time; the entries' end is on the loop's clock (100.0)
+WALL = calendar.timegm((2026, 12, 6, 14, 20, 31)) + 0.25
+OFFSET = WALL - 100.0
+
+
+def l7(**over: object) -> tuple[object, ...]:
+    e = {
+        "end": 100.0,
+        "layer": 7,
+        "ip": "10.0.0.7",
+        "port": 51234,
+        "service": "web",
+        "pool": "app",
+        "server": "a1",
+        "method": b"GET",
+        "path": b"/x?y=1",
+        "status": 200,
+        "nin": 78,
+        "nout": 312,
+        "queue": 0.0,
+        "connect": 0.0015,
+        "response": 0.0204,
+        "total": 0.125,
+        "retries": 0,
+        "term": "--",
+    }
+    e.update(over)
+    return tuple(e.values())
+
+
+def l4(**over: object) -> tuple[object, ...]:
+    base = dict(
+        layer=4, method=None, path=None, status=-1, response=-1.0, nin=10, nout=20, total=2.0
+    )
+    base.update(over)
+    return l7(**base)
+
+
+def test_httplog_l7_every_field() -> None:
+    f = Formatter("httplog", "abcd1234")
+    (line,) = f.format([l7()], OFFSET)
+    # started at end - total: 14:20:31.250 - 0.125 s = 14:20:31.125
+    assert line == (
+        "10.0.0.7:51234 [06/Dec/2026:14:20:31.125] web app/a1 0/1/20/125 200 312 78 -- 0 "
+        'abcd1234-1 "GET /x?y=1"'
+    )
+
+
+def test_httplog_l4_and_no_server() -> None:
+    f = Formatter("httplog", "p")
+    line4, page = f.format(
+        [l4(), l7(pool=None, server=None, status=503, connect=-1.0, response=-1.0, term="M-")],
+        OFFSET,
+    )
+    assert line4 == "10.0.0.7:51234 [06/Dec/2026:14:20:29.250] web app/a1 0/1/2000 20 10 -- 0 p-1"
+    assert " web -/- 0/-1/-1/125 503 312 78 M- 0 p-2 " in page
+
+
+def test_json_has_every_field_in_order() -> None:
+    f = Formatter("json", "p")
+    cut = l7(status=503, term="DH", retries=1, response=-1.0)
+    doc = json.loads(f.format([cut], OFFSET)[0])
+    assert list(doc) == list(ACCESS_FIELDS)
+    assert doc == {
+        "time": "2026-12-06T14:20:31.125Z",
+        "layer": 7,
+        "client_ip": "10.0.0.7",
+        "client_port": 51234,
+        "service": "web",
+        "pool": "app",
+        "server": "a1",
+        "method": "GET",
+        "path": "/x?y=1",
+        "status": 503,
+        "bytes_in": 78,
+        "bytes_out": 312,
+        "queue_ms": 0.0,
+        "connect_ms": 1.5,
+        "response_ms": -1,
+        "total_ms": 125.0,
+        "retries": 1,
+        "termination": "DH",
+        "request_id": "p-1",
+    }
+
+
+def test_json_l4_has_nulls_for_http_fields() -> None:
+    doc = json.loads(Formatter("json", "p").format([l4()], OFFSET)[0])
+    assert doc["layer"] == 4
+    assert doc["method"] is None and doc["path"] is None and doc["status"] is None
+    assert doc["response_ms"] is None and doc["total_ms"] == 2000.0
+
+
+def test_template() -> None:
+    f = Formatter("{client_ip} {status} {path} {total_ms:.0f} {termination} {request_id}", "r")
+    assert f.format([l7(), l7(status=404)], OFFSET) == [
+        "10.0.0.7 200 /x?y=1 125 -- r-1",
+        "10.0.0.7 404 /x?y=1 125 -- r-2",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("raw", "httplog", "in_json"),
+    [
+        (b"/a b", "/a#20b", "/a#20b"),
+        (b'/q"x', "/q#22x", "/q#22x"),
+        (b"/\xe9t\xe9", "/#E9t#E9", "/#E9t#E9"),
+        (b"/\x01", "/#01", "/#01"),
+        (b"/#frag", "/#23frag", "/#23frag"),
+    ],
+)
+def test_path_escaped_to_one_printable_word(raw: bytes, httplog: str, in_json: str) -> None:
+    line = Formatter("httplog", "p").format([l7(path=raw)], OFFSET)[0]
+    assert line.endswith(f'"GET {httplog}"')
+    doc = json.loads(Formatter("json", "p").format([l7(path=raw)], OFFSET)[0])
+    assert doc["path"] == in_json
+
+
+def test_bad_request_has_no_method_or_path() -> None:
+    e = l7(method=None, path=None, pool=None, server=None, status=400, term="PR", total=0.0)
+    line = Formatter("httplog", "p").format([e], OFFSET)[0]
+    assert line.endswith(' 400 312 78 PR 0 p-1 "- -"')
+
+
+def test_date_cache_follows_the_second() -> None:
+    f = Formatter("httplog", "p")
+    a, b = f.format([l7(total=0.0), l7(end=101.0, total=0.0)], OFFSET)
+    assert "[06/Dec/2026:14:20:31.250]" in a and "[06/Dec/2026:14:20:32.250]" in b
+
+
+def test_syslog_frame_is_rfc5424() -> None:
+    frame = syslog_frame("a line", iso_utc(WALL), "host1", 42).decode()
+    assert frame == "<134>1 2026-12-06T14:20:31.250Z host1 quiesce 42 access - a line"
+    assert re.fullmatch(r"<\d+>1 \S+ \S+ \S+ \d+ \S+ - .+", frame)
+
+
+def test_every_termination_letter_documented() -> None:
+    assert set(TERMINATION_CAUSES) == set("-CSscPMDKHG")
+    assert set(TERMINATION_PHASES) == set("RCHD-")
+
+
+# --- the logging keys ------------------------------------------------------------------------
+
+BASE = {
+    "pools": {"p": {"servers": [{"name": "a", "address": "127.0.0.1:8081"}]}},
+    "services": {"web": {"listen": "127.0.0.1:0", "pool": "p"}},
+}
+
+
+def problems(logging_: object, **service: object) -> list[str]:
+    raw = {**BASE, "logging": logging_}
+    raw["services"] = {"web": {**BASE["services"]["web"], **service}}  # type: ignore[index]
+    with pytest.raises(ConfigError) as exc:
+        parse_config(raw)
+    return exc.value.problems
+
+
+@pytest.mark.parametrize(
+    ("logging_", "expected"),
+    [
+        ({"access": {"format": "{status} {nope}"}}, "logging.access.format: unknown field {nope}"),
+        ({"access": {"format": "plain"}}, "logging.access.format: 'plain' is neither httplog"),
+        ({"access": {"format": "{status:d}x{path:d}"}}, "logging.access.format: the template"),
+        ({"access": {"syslog": "tcp://h:514"}}, "logging.access.syslog: 'tcp://h:514': syslog"),
+        ({"access": {"syslog": "h:0"}}, "logging.access.syslog: 'h:0': port 0"),
+        ({"access": {"syslog": "unix:"}}, "logging.access.syslog: 'unix:': unix: needs"),
+        ({"access": {"path": " "}}, "logging.access.path: an empty path"),
+        ({"access": {"sample": 1.5}}, "logging.access.sample: Input should be less than"),
+        ({"access": {"sample": -0.1}}, "logging.access.sample: Input should be greater"),
+        ({"access": {"colour": "red"}}, "logging.access.colour: unknown key"),
+        ({"process": {"format": "xml"}}, "logging.process.format: Input should be 'text' or"),
+        ({"process": {"level": "loud"}}, "logging.process.level: Input should be 'debug'"),
+    ],
+)
+def test_bad_logging_keys_named_with_their_path(logging_: object, expected: str) -> None:
+    found = problems(logging_)
+    assert any(p.startswith(expected) for p in found), found
+
+
+def test_access_log_switch_is_a_boolean() -> None:
+    found = problems({}, access_log="sometimes")
+    assert any(p.startswith("services.web.access_log:") for p in found), found
+
+
+def test_good_logging_keys() -> None:
+    raw = {
+        **BASE,
+        "logging": {
+            "access": {"format": "json", "path": "a.log", "syslog": "udp://[::1]:514", "sample": 0},
+            "process": {"format": "json", "level": "debug"},
+        },
+    }
+    config = parse_config(raw)
+    assert config.logging.access is not None and config.logging.access.sample == 0
+    assert parse_config(BASE).logging.access is None  # no section: no access log
+    assert parse_config(BASE).services["web"].access_log is True
+
+
+# --- the process log -------------------------------------------------------------------------
+
+
+def test_event_line() -> None:
+    e = Event(
+        time=0.0,
+        kind=EventKind.OPER_CHANGE,
+        pool="p",
+        server="a",
+        from_="up",
+        to="down",
+        cause="health",
+        reason="connection refused",
+        eligible=0,
+    )
+    assert describe(e) == (
+        "oper_change p/a up -> down (connection refused) cause=health eligible=0"
+    )
+
+
+def test_json_process_line() -> None:
+    record = logging.LogRecord("quiesce", logging.WARNING, "x", 1, "limit %d", (5,), None)
+    record.created = WALL
+    doc = json.loads(JsonFormatter().format(record))
+    assert doc == {
+        "time": "2026-12-06T14:20:31.250Z",
+        "level": "warning",
+        "logger": "quiesce",
+        "message": "limit 5",
+    }
