@@ -4,9 +4,11 @@ returns a plain tuple with the fields of ``RequestHead`` / ``ResponseHead``, in 
 None when it declines the message."""
 
 def request(
-    data: bytes, peer: bytes, max_line: int, max_header: int, /
+    data: bytes, peer: bytes, max_line: int, max_header: int, forwarded: bytes = ..., /
 ) -> tuple[bytes, bytes, bool, bool, bytes | None, bytes | None, bytes] | None:
-    """(method, url, http10, keep_alive, host, cookie, head) of one whole bodyless request."""
+    """(method, url, http10, keep_alive, host, cookie, head) of one whole bodyless request;
+    ``forwarded``: the CRLF-terminated lines after X-Forwarded-For (default
+    ``X-Forwarded-Proto: http``)."""
 
 def response(data: bytes, max_header: int, extra: bytes, /) -> tuple[int, bool, bytes] | None:
     """(status, keep_alive, out) of one whole Content-Length response."""

@@ -42,6 +42,7 @@ VALUES = {
     b"x-forwarded-for": b"192.0.2.1",
     b"x-forwarded-proto": b"https",
     b"x-forwarded-host": b"evil",
+    b"x-forwarded-client-cert": b'Subject="CN=root"',
 }
 ORDINARY = [b"accept", b"user-agent", b"x-request-id", b"set-cookie", b"date", b"hosts"]
 
@@ -75,7 +76,12 @@ def test_the_table_is_the_policy_the_docs_state() -> None:
     } == headers.HOP_BY_HOP
     # Connection never removes the framing and routing headers (request smuggling)
     assert {b"content-length", b"transfer-encoding", b"host"} <= headers.NEVER_HOP_BY_HOP
-    assert {b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host"} == headers.FORWARDED
+    assert {
+        b"x-forwarded-for",
+        b"x-forwarded-proto",
+        b"x-forwarded-host",
+        b"x-forwarded-client-cert",  # set on a TLS listener only, dropped from every request
+    } == headers.FORWARDED
     for name, rule in POLICY.items():
         assert name == name.lower()
         if rule.hop_by_hop:  # never forwarded as it came, either way

@@ -101,6 +101,8 @@ static int request_kind(const char *name, Py_ssize_t nlen)
         return NAME_IS("proxy-authenticate") ? H_DROP : H_FORWARD;
     case 19:
         return NAME_IS("proxy-authorization") ? H_DROP : H_FORWARD;
+    case 23: /* set by the proxy on a TLS listener: a client's own is never passed on */
+        return NAME_IS("x-forwarded-client-cert") ? H_DROP : H_FORWARD;
     default:
         return H_FORWARD;
     }
@@ -295,9 +297,19 @@ static char *put_joined(char *o, const span *v, int n, const char *sep, Py_ssize
 
 static PyObject *fast_request(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 4 || !PyBytes_CheckExact(args[0]) || !PyBytes_CheckExact(args[1])) {
-        PyErr_SetString(PyExc_TypeError, "request(data: bytes, peer: bytes, max_line, max_header)");
+    if ((nargs != 4 && nargs != 5) || !PyBytes_CheckExact(args[0]) ||
+        !PyBytes_CheckExact(args[1]) || (nargs == 5 && !PyBytes_CheckExact(args[4]))) {
+        PyErr_SetString(PyExc_TypeError, "request(data: bytes, peer: bytes, max_line, max_header"
+                                         "[, forwarded: bytes])");
         return NULL;
+    }
+    /* the lines after X-Forwarded-For (CRLF-terminated): X-Forwarded-Proto, and on a TLS
+       listener the client certificate's subject (quiesce.dataplane.tls) */
+    const char *fwd = "X-Forwarded-Proto: http\r\n";
+    Py_ssize_t fwd_n = 25;
+    if (nargs == 5) {
+        fwd = PyBytes_AS_STRING(args[4]);
+        fwd_n = PyBytes_GET_SIZE(args[4]);
     }
     Py_ssize_t max_line = PyLong_AsSsize_t(args[2]);
     Py_ssize_t max_header = PyLong_AsSsize_t(args[3]);
@@ -397,7 +409,7 @@ static PyObject *fast_request(PyObject *module, PyObject *const *args, Py_ssize_
     Py_ssize_t method_n = PyBytes_GET_SIZE(method);
     Py_ssize_t size = method_n + 1 + url.n + 11 + fields_size(&f);
     size += 17 + (nxff ? joined_len(xffs, nxff, 2) + 2 : 0) + peer_n + 2;
-    size += 25;
+    size += fwd_n;
     if (host.p != NULL)
         size += 18 + host.n + 2;
     size += 2;
@@ -417,7 +429,8 @@ static PyObject *fast_request(PyObject *module, PyObject *const *args, Py_ssize_
         o = PUTLIT(o, ", ");
     }
     o = put(o, peer, peer_n);
-    o = PUTLIT(o, "\r\nX-Forwarded-Proto: http\r\n");
+    o = PUTLIT(o, "\r\n");
+    o = put(o, fwd, fwd_n);
     if (host.p != NULL) {
         o = PUTLIT(o, "X-Forwarded-Host: ");
         o = put(o, host.p, host.n);
@@ -636,7 +649,8 @@ static PyObject *account(PyObject *module, PyObject *const *args, Py_ssize_t nar
 
 static PyMethodDef methods[] = {
     {"request", (PyCFunction)(void (*)(void))fast_request, METH_FASTCALL,
-     "request(data, peer, max_line, max_header) -> (method, url, http10, keep_alive, host, "
+     "request(data, peer, max_line, max_header[, forwarded]) -> (method, url, http10, "
+     "keep_alive, host, "
      "cookie, head) | None"},
     {"response", (PyCFunction)(void (*)(void))fast_response, METH_FASTCALL,
      "response(data, max_header, extra) -> (status, keep_alive, out) | None"},

@@ -25,7 +25,12 @@ import httptools
 
 from quiesce import _accel
 from quiesce.dataplane.h1.exchange import Request
-from quiesce.dataplane.h1.headers import WireError, forward_request, forward_response
+from quiesce.dataplane.h1.headers import (
+    HTTP_FORWARDED,
+    WireError,
+    forward_request,
+    forward_response,
+)
 
 
 class RequestHead(NamedTuple):
@@ -57,10 +62,16 @@ class HeadCodec(Protocol):
     same bytes to httptools."""
 
     def request(
-        self, data: bytes, peer: bytes, max_line: int, max_header: int
+        self,
+        data: bytes,
+        peer: bytes,
+        max_line: int,
+        max_header: int,
+        forwarded: bytes = HTTP_FORWARDED,
     ) -> RequestFields | None:
         """``data`` is one whole bodyless request with nothing behind it; ``peer`` the
-        client's address (X-Forwarded-For); ``max_line`` / ``max_header`` the limits."""
+        client's address (X-Forwarded-For); ``max_line`` / ``max_header`` the limits;
+        ``forwarded`` the CRLF-terminated lines added after X-Forwarded-For."""
 
     def response(self, data: bytes, max_header: int, extra: bytes) -> ResponseFields | None:
         """``data`` is one whole Content-Length response (head and body) with nothing behind
@@ -116,7 +127,12 @@ class HttptoolsHeads:
     """The head codec in Python: httptools and the header policy, one whole message."""
 
     def request(
-        self, data: bytes, peer: bytes, max_line: int, max_header: int
+        self,
+        data: bytes,
+        peer: bytes,
+        max_line: int,
+        max_header: int,
+        forwarded: bytes = HTTP_FORWARDED,
     ) -> RequestHead | None:
         if max_line < 0 or max_header < 0:
             return None
@@ -136,7 +152,7 @@ class HttptoolsHeads:
         req = Request()
         req.method, req.url = method, got.url
         try:
-            forward_request(req, got.headers, False, peer)
+            forward_request(req, got.headers, False, peer, forwarded)
         except WireError:
             return None
         if not req.complete or req.chunked or req.expect:

@@ -2,7 +2,8 @@
 
 Hop-by-hop headers (RFC 9110 §7.6.1) are removed, and so is whatever ``Connection`` names,
 except the framing and routing headers (``NEVER_HOP_BY_HOP``); ``X-Forwarded-For`` is
-appended to, ``X-Forwarded-Proto`` and ``X-Forwarded-Host`` replaced; ambiguous request
+appended to, ``X-Forwarded-Proto``, ``X-Forwarded-Host`` and ``X-Forwarded-Client-Cert``
+replaced; ambiguous request
 framing is refused (400). :func:`forward_request` and :func:`forward_response` apply it to
 heads httptools parsed; the C fast path applies the same policy to the heads it accepts.
 """
@@ -79,7 +80,13 @@ POLICY: dict[bytes, Rule] = {
     b"x-forwarded-for": Rule(H_XFF, H_FORWARD, False, False, H_XFF, H_FORWARD),
     b"x-forwarded-proto": Rule(H_DROP, H_FORWARD, False, False, H_DROP, H_FORWARD),
     b"x-forwarded-host": Rule(H_DROP, H_FORWARD, False, False, H_DROP, H_FORWARD),
+    # a TLS listener's verified client certificate (quiesce.dataplane.tls): never a client's
+    b"x-forwarded-client-cert": Rule(H_DROP, H_FORWARD, False, False, H_DROP, H_FORWARD),
 }
+
+# The lines the proxy adds after X-Forwarded-For on a cleartext listener (a TLS one says
+# https, and may add the client certificate's subject: quiesce.dataplane.tls).
+HTTP_FORWARDED = b"X-Forwarded-Proto: http\r\n"
 
 HOP_BY_HOP = frozenset(name for name, rule in POLICY.items() if rule.hop_by_hop)
 FORWARDED = frozenset(name for name in POLICY if name.startswith(b"x-forwarded-"))
@@ -161,7 +168,11 @@ def authority(url: bytes) -> bytes | None:
 
 
 def forward_request(
-    req: Request, headers: list[tuple[bytes, bytes]], upgrade: bool, peer: bytes
+    req: Request,
+    headers: list[tuple[bytes, bytes]],
+    upgrade: bool,
+    peer: bytes,
+    forwarded: bytes = HTTP_FORWARDED,
 ) -> None:
     """Apply the policy to a request head httptools parsed: ``req.head`` (the head sent to
     the server), ``req.host``, ``req.cookie``, ``req.chunked`` and ``req.expect``; raises
@@ -224,7 +235,7 @@ def forward_request(
         host = target
     req.host = host
     append(b"X-Forwarded-For: " + (xff + b", " + peer if xff else peer))
-    append(b"X-Forwarded-Proto: http")
+    append(forwarded[:-2])  # CRLF-separated lines, the last CRLF added by the join
     if host is not None:
         append(b"X-Forwarded-Host: " + host)
     if te is not None:
