@@ -26,8 +26,9 @@ SECTIONS = {
     "logging": "the access log (stdout, a file, syslog) and the process log on stderr "
     "(docs/dataplane.md, Access log)",
     "healthmonitors": "health monitors by name, Avi's field names (docs/health.md)",
-    "pools": "pools of servers (docs/dataplane.md, docs/admin.md)",
-    "services": "listeners, rules, monitor URI, pages (docs/dataplane.md, docs/rules.md)",
+    "pools": "pools of servers, TLS to them (docs/dataplane.md, docs/admin.md, docs/tls.md)",
+    "services": "listeners, TLS, rules, monitor URI, pages "
+    "(docs/dataplane.md, docs/tls.md, docs/rules.md)",
     "pages": "named maintenance pages, for rules (docs/rules.md)",
     "flags": "runtime flags and their values at start (docs/rules.md)",
 }

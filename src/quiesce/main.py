@@ -36,7 +36,7 @@ def _load_or_exit(config_path: str) -> Config:
         for problem in exc.problems:
             click.echo(f"  {problem}", err=True)
         sys.exit(1)
-    for warning in config_warnings(config):
+    for warning in config_warnings(config, Path(config_path).resolve().parent):
         click.echo(f"warning: {warning}", err=True)
     return config
 

@@ -10,6 +10,7 @@ import yaml
 from pydantic import ValidationError
 
 from quiesce.config.models import Config, Model
+from quiesce.config.tls import tls_problems, tls_warnings
 from quiesce.core.errors import QuiesceError
 
 
@@ -248,6 +249,8 @@ def semantic_problems(config: Config, base_dir: Path | None) -> list[str]:
             problems.append(f"{path}: {address} is already the address of {listeners[key]}")
         else:
             listeners[key] = path
+    if base_dir is not None:
+        problems += tls_problems(config, base_dir)
     for name, pool in config.pools.items():
         if pool.min_servers_up > len(pool.servers):
             problems.append(
@@ -257,10 +260,11 @@ def semantic_problems(config: Config, base_dir: Path | None) -> list[str]:
     return problems
 
 
-def config_warnings(config: Config) -> list[str]:
+def config_warnings(config: Config, base_dir: Path | None = None) -> list[str]:
     """Not wrong enough to refuse the file, but worth saying (``quiesce check`` and
-    ``quiesce run`` print them): a hash no password can match locks that user out."""
-    warnings: list[str] = []
+    ``quiesce run`` print them): a hash no password can match locks that user out; a
+    listener's certificate has expired or soon will (``base_dir``: where its files are)."""
+    warnings: list[str] = [] if base_dir is None else tls_warnings(config, base_dir)
     for i, user in enumerate(config.admin.users):
         if not _looks_like_hash(user.password_hash):
             warnings.append(

@@ -24,6 +24,7 @@ from pydantic import (
 from quiesce.config.addresses import split_address
 from quiesce.config.durations import parse_duration
 from quiesce.config.logs import LoggingConfig
+from quiesce.config.tls import ListenerTls, PoolTls
 
 
 def _address(value: str) -> str:
@@ -281,6 +282,7 @@ class PoolConfig(Model):
     connect_timeout: Duration = 5.0
     response_timeout: Duration = 60.0
     max_idle_per_server: Annotated[int, Field(ge=0)] = 64
+    tls: PoolTls | None = None  # speak TLS to the servers (quiesce.config.tls)
     servers: list[ServerConfig]
 
     @model_validator(mode="after")
@@ -409,6 +411,15 @@ class Condition(Model):
         | None
     ) = None
     header: HeaderCondition | None = None
+    # the TLS server name of a TCP service's ClientHello (SNI routing without termination)
+    sni: (
+        Annotated[
+            list[Annotated[str, AfterValidator(_host_name)]],
+            BeforeValidator(_one_or_list),
+            OneOrMore,
+        ]
+        | None
+    ) = None
     method: Annotated[list[Token], BeforeValidator(_one_or_list), OneOrMore] | None = None
     source: Annotated[list[str], AfterValidator(_cidrs), OneOrMore] | None = None
     cookie: CookieCondition | None = None
@@ -503,6 +514,51 @@ class ServiceConfig(Model):
     max_connections: ConnectionCount = None
     # false: no access-log line for this service (logging.access)
     access_log: bool = True
+    tls: ListenerTls | None = None  # terminate TLS (quiesce.config.tls)
+
+    @model_validator(mode="after")
+    def _protocol_fits(self) -> ServiceConfig:
+        if self.protocol == "http":
+            if self.tls is not None and self.tls.alpn != ["http/1.1"]:
+                raise ValueError(
+                    "tls.alpn: an http service speaks http/1.1 only (h2 is not supported yet)"
+                )
+            for i, rule in enumerate(self.rules):
+                if _uses(rule.if_, _TCP_ONLY):
+                    raise ValueError(f"rules[{i}].if: sni is a test of tcp services")
+        else:
+            for i, rule in enumerate(self.rules):
+                bad = _uses(rule.if_, _HTTP_ONLY)
+                if bad:
+                    raise ValueError(
+                        f"rules[{i}].if: {bad} is a test of http requests; a tcp service "
+                        "routes on sni, flag, source and usable_servers_below"
+                    )
+                if rule.then.pool is None:
+                    raise ValueError(f"rules[{i}].then: a tcp service's rule names a pool")
+        return self
+
+    @property
+    def sni_routing(self) -> bool:
+        """A tcp service whose rules test ``sni``: routed on the ClientHello's server name
+        (its connections start with quiesce.dataplane.frontdoor)."""
+        return self.protocol == "tcp" and any(_uses(r.if_, _TCP_ONLY) for r in self.rules)
+
+
+_HTTP_ONLY = ("path_prefix", "path_regex", "host", "header", "method", "cookie")
+_TCP_ONLY = ("sni",)
+
+
+def _uses(cond: Condition, keys: tuple[str, ...]) -> str | None:
+    """The first of ``keys`` a condition (or one nested in it) tests, or None."""
+    for key in keys:
+        if getattr(cond, key) is not None:
+            return key
+    for sub in [*(cond.all or ()), *(cond.any or ()), *([cond.not_] if cond.not_ else [])]:
+        found = _uses(sub, keys)
+        if found:
+            return found
+    return None
 
 
 # --- admin, state, top level ---------------------------------------------------------------

@@ -108,18 +108,29 @@ def _path_regex(pattern: str) -> Predicate:
     return lambda r: search(r.path) is not None
 
 
-def _host(names: list[str]) -> Predicate:
+def _name_matcher(names: list[str]) -> Callable[[str | None], bool]:
     exact = frozenset(normalize_host(n) for n in names if not n.startswith("*."))
     # "*.example.com" matches any subdomain of example.com (not example.com itself).
     suffixes = tuple(normalize_host(n)[1:] for n in names if n.startswith("*."))
 
-    def host(r: RequestView) -> bool:
-        if r.host is None:
+    def matches(name: str | None) -> bool:
+        if name is None:
             return False
-        h = normalize_host(r.host)
+        h = normalize_host(name)
         return h in exact or (bool(suffixes) and h.endswith(suffixes))
 
-    return host
+    return matches
+
+
+def _host(names: list[str]) -> Predicate:
+    matches = _name_matcher(names)
+    return lambda r: matches(r.host)
+
+
+def _sni(names: list[str]) -> Predicate:
+    """A TCP service's ClientHello server name, matched as ``host`` matches a Host."""
+    matches = _name_matcher(names)
+    return lambda r: matches(r.sni)
 
 
 def _header(spec: HeaderCondition) -> Predicate:
@@ -203,6 +214,8 @@ def compile_condition(cond: Condition, registry: Registry) -> Predicate:
         preds.append(_path_prefix(cond.path_prefix))
     if cond.host is not None:
         preds.append(_host(cond.host))
+    if cond.sni is not None:
+        preds.append(_sni(cond.sni))
     if cond.cookie is not None:
         preds.append(_cookie(cond.cookie))
     if cond.header is not None:

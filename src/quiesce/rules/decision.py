@@ -20,6 +20,7 @@ class RequestView:
     headers: Mapping[str, str]  # lower-case names; repeated headers joined with ", "
     cookies: Mapping[str, str]
     source: str  # client IP address
+    sni: str | None = None  # a TCP service's TLS server name (the ClientHello's SNI)
 
 
 @dataclass(frozen=True, slots=True)

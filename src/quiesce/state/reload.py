@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from quiesce.config.models import Config, PoolConfig, ServerConfig, TlsConfig
+from quiesce.config.models import Config, PoolConfig, ServerConfig, ServiceConfig, TlsConfig
 
 # Config sections a running process cannot change: they need a restart (or an upgrade,
 # ``quiesce run --takeover``, which re-reads the whole file).
@@ -222,6 +222,13 @@ def _flags(plan: ReloadPlan, old: Config, new: Config, rt: RuntimeOverrides) -> 
             plan.add(kind, target, f"{target}: {a!r} → {b!r}", flag=name, value=b)
 
 
+def _kind(svc: ServiceConfig) -> str:
+    """``http``, ``tcp``, ``http+tls``, ``tcp+tls``, ``tcp+sni``: how connections start."""
+    return (
+        svc.protocol + ("+tls" if svc.tls is not None else "") + ("+sni" if svc.sni_routing else "")
+    )
+
+
 def _services(plan: ReloadPlan, old: Config, new: Config) -> None:
     pages_changed = old.pages != new.pages
     if pages_changed:
@@ -233,11 +240,12 @@ def _services(plan: ReloadPlan, old: Config, new: Config) -> None:
         target = f"service {name}"
         if before is None:
             plan.add("service_added", target, f"{target}: added on {svc.listen}", service=name)
-        elif before.listen != svc.listen or before.protocol != svc.protocol:
+        elif before.listen != svc.listen or _kind(before) != _kind(svc):
+            # TLS or SNI routing on or off: its connections start another way
             plan.add(
                 "service_rebound",
                 target,
-                f"{target}: {before.protocol} on {before.listen} → {svc.protocol} on {svc.listen} "
+                f"{target}: {_kind(before)} on {before.listen} → {_kind(svc)} on {svc.listen} "
                 "(the old listener finishes what it carries)",
                 service=name,
             )
