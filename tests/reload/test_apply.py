@@ -5,6 +5,8 @@ limit; one that fits moves a derived limit), and a takeover refused while a relo
 from __future__ import annotations
 
 import asyncio
+import gc
+import pickle
 import socket
 from pathlib import Path
 from types import SimpleNamespace
@@ -12,6 +14,7 @@ from types import SimpleNamespace
 import pytest
 
 from quiesce.app import App
+from quiesce.app.reload import check_for_reload
 from quiesce.config.loader import ConfigError, load_config
 from quiesce.config.models import Config
 from quiesce.dataplane.limits import raise_nofile, reserve_for
@@ -59,6 +62,21 @@ async def test_a_reload_is_validated_in_the_worker_and_applied(tmp_path: Path) -
         assert app.config == load_config(tmp_path / "quiesce.yaml")  # as quiesce check reads it
         events = app.admin.events()
         assert events[-1].kind.value == "config_reload" and events[-1].to == "applied"
+        # the next reload: the worker sends back only what changed since (s7 re-weighted,
+        # s1200 added); the other servers are the running config's own objects
+        before = app.config.pools["web"].servers
+        text = config_text(1201).replace(
+            "{name: s7, address: 127.0.0.1:9007}", "{name: s7, address: 127.0.0.1:9007, weight: 9}"
+        )
+        (tmp_path / "quiesce.yaml").write_text(text)
+        plan = await app.reload("test")
+        assert sorted(c.target for c in plan.changes) == ["web/s1200", "web/s7"]
+        assert gc.isenabled()  # off during the reload only
+        after = app.config.pools["web"].servers
+        assert app.config == load_config(tmp_path / "quiesce.yaml")
+        assert after[0] is before[0] and after[1199] is before[1199]
+        assert after[7] is not before[7] and after[7].weight == 9
+        assert app.registry.pools["web"].server("s7").weight == 9
         # a bad file: every problem, nothing changes
         (tmp_path / "quiesce.yaml").write_text(
             config_text(2).replace("127.0.0.1:9001", "127.0.0.1:70000")
@@ -66,9 +84,33 @@ async def test_a_reload_is_validated_in_the_worker_and_applied(tmp_path: Path) -
         with pytest.raises(ConfigError) as bad:
             await app.reload("test")
         assert any("port 70000" in p for p in bad.value.problems)
-        assert len(app.registry.pools["web"].servers) == 1200
+        assert gc.isenabled()  # a refused reload too
+        assert len(app.registry.pools["web"].servers) == 1201
     finally:
         await app.stop(1.0)
+
+
+def test_the_worker_sends_only_the_servers_changed_since_the_running_file(
+    tmp_path: Path,
+) -> None:
+    """check_for_reload as the worker runs it: the first answer has every server; given the
+    generation it answered before, only the new or changed ones and the order of names; a
+    generation it does not have (another worker's, forgotten) gets every server again."""
+    path = tmp_path / "quiesce.yaml"
+    path.write_text(config_text(600))
+    first = check_for_reload(str(path), None)
+    assert first["ok"] and first["base"] is None
+    order, chunks = first["servers"]["web"]
+    assert order is None and sum(len(pickle.loads(c)) for c in chunks) == 600
+    path.write_text(config_text(601).replace("127.0.0.1:9003}", "127.0.0.1:9999}"))
+    second = check_for_reload(str(path), first["generation"])
+    assert second["base"] == first["generation"]
+    order, chunks = second["servers"]["web"]
+    assert len(order) == 601 and order[3] == "s3"
+    assert [s.name for c in chunks for s in pickle.loads(c)] == ["s3", "s600"]
+    again = check_for_reload(str(path), 12345)
+    assert again["base"] is None and again["servers"]["web"][0] is None
+    assert check_for_reload(str(path), first["generation"])["base"] is None  # forgotten
 
 
 @pytest.mark.peers

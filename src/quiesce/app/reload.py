@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
+import itertools
 import logging
 import multiprocessing
 import os
@@ -26,6 +28,7 @@ import signal
 import socket
 import ssl
 import time
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
@@ -45,12 +48,62 @@ if TYPE_CHECKING:
 log = logging.getLogger("quiesce")
 
 
-RELOAD_SLICE = 0.015
-"""Seconds of changes a reload applies between two turns of the event loop (then the pools
-it touched are recomputed once and requests run)."""
-RELOAD_CHUNK = 500
+RELOAD_SLICE = 0.005
+"""Seconds of a reload's work (changes applied, servers unpickled, log lines) between two
+pauses (:class:`Pacer`)."""
+RELOAD_PAUSE = 0.005
+"""Seconds the event loop serves requests alone between two slices of a reload."""
+RELOAD_CHUNK = 200
 """Servers per piece when the validated file comes back from the reload worker: each piece
-is unpickled between two turns of the event loop."""
+is unpickled between two turns of the event loop (~4 ms each; 500 took ~16 ms)."""
+
+
+class Pacer:
+    """A reload's work in slices of RELOAD_SLICE seconds, each followed by a pause of
+    RELOAD_PAUSE in which the event loop serves requests alone. Yielding one turn of the
+    loop (``sleep(0)``) was not enough: a request needs several turns (read, connect,
+    write, read), and with a slice in every turn it waited several slices; a waiter woken
+    by a timer even two. With a pause, a request meets at most one slice."""
+
+    __slots__ = ("until",)
+
+    def __init__(self) -> None:
+        self.until = time.perf_counter() + RELOAD_SLICE
+
+    def due(self) -> bool:
+        return time.perf_counter() >= self.until
+
+    async def pause(self) -> None:
+        await asyncio.sleep(RELOAD_PAUSE)
+        self.until = time.perf_counter() + RELOAD_SLICE
+
+    async def tick(self) -> None:
+        """A pause if this slice is over."""
+        if time.perf_counter() >= self.until:
+            await self.pause()
+
+
+@contextlib.contextmanager
+def _cyclic_gc_held() -> Iterator[None]:
+    """The cyclic garbage collector off for a reload, and what the reload built frozen at
+    its end (``gc.freeze()``, as start-up does): unpickling a file of ten thousand servers
+    made a full collection run in the middle of a reload, 100-230 ms of the event loop
+    (every object of the process walked, nothing collected). Frozen, the new configuration
+    and servers are not walked by later collections either. The cost: cyclic garbage a
+    reload made before the freeze is kept (reference counting still frees the rest, the
+    old configuration included). A refused reload re-enables the collector, nothing
+    frozen."""
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    except BaseException:
+        gc.enable()
+        raise
+    gc.freeze()
+    gc.enable()
 
 
 class Reloader:
@@ -62,6 +115,10 @@ class Reloader:
         self.retiring: set[asyncio.Task[None]] = set()
         # the process a reload validates the file in (started at the first reload)
         self.worker: ProcessPoolExecutor | None = None
+        # the worker's generation of the file that runs now (its servers are not sent
+        # back again), and of the file being reloaded
+        self.base: int | None = None
+        self.pending: int | None = None
 
     @property
     def reloading(self) -> bool:
@@ -88,100 +145,122 @@ class Reloader:
                 status_hint=409,
             )
         async with self.lock:
-            loop = asyncio.get_running_loop()
-            began = loop.time()
-            try:
-                new, warnings = await self._load_for_reload()
-                # planning compares every server of the two files: in a thread, so the
-                # event loop gets its turns (both configs are immutable)
-                overrides = self.app.admin.overrides()
-                plan = await asyncio.to_thread(plan_reload, self.app.config, new, overrides)
-                plan.warnings[:0] = warnings
-                budget = self._replan_connections(new)
-                # the log destinations opened anew (refused, naming the key, if one cannot be)
-                dests = logs.prepare(new.logging, self.app.base_dir, str(self.app.config_path))
+            with _cyclic_gc_held():
                 try:
-                    bound = await self._prepare_reload(new, plan)
+                    return await self._reload(actor, via)
                 except ConfigError:
-                    logs.discard(dests)
+                    raise  # refused before any change: the running config is the base still
+                except BaseException:
+                    self.base = None  # the next reload's file comes back whole
                     raise
-            except ConfigError as exc:
-                log.error(
-                    "reload by %s refused: %s: %d problem(s): %s",
-                    actor,
-                    exc.source,
-                    len(exc.problems),
-                    "; ".join(exc.problems),
-                )
-                self.app.registry.emit(
-                    make_event(
-                        self.app.clock,
-                        EventKind.CONFIG_RELOAD,
-                        to="refused",
-                        cause=Cause.CONFIG,
-                        actor=actor,
-                        detail={"via": via, "problems": exc.problems},
-                    )
-                )
+
+    async def _reload(self, actor: str, via: str) -> ReloadPlan:
+        from quiesce.config.loader import ConfigError
+
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        try:
+            new, warnings = await self._load_for_reload()
+            # planning compares every server of the two files: in a thread, so the
+            # event loop gets its turns (both configs are immutable)
+            overrides = self.app.admin.overrides()
+            plan = await asyncio.to_thread(plan_reload, self.app.config, new, overrides)
+            plan.warnings[:0] = warnings
+            budget = self._replan_connections(new)
+            # the log destinations opened anew (refused, naming the key, if one cannot be)
+            dests = logs.prepare(new.logging, self.app.base_dir, str(self.app.config_path))
+            try:
+                bound = await self._prepare_reload(new, plan)
+            except ConfigError:
+                logs.discard(dests)
                 raise
-            app = self.app  # the services' new contexts take the access log as it is now
-            app.table.access_log = logs.reconfigure(app.table.access_log, new.logging, dests, loop)
-            await self._apply_reload(new, plan, bound, actor, budget)
-            took = loop.time() - began
-            for change in plan.changes:
-                log.info("reload: %s", change.message)
-            for warning in plan.warnings:
-                log.warning("reload: %s", warning)
-            log.info(
-                "reload by %s: %d change(s), %d kept, %.3fs",
+        except ConfigError as exc:
+            log.error(
+                "reload by %s refused: %s: %d problem(s): %s",
                 actor,
-                len(plan.changes),
-                len(plan.kept),
-                took,
+                exc.source,
+                len(exc.problems),
+                "; ".join(exc.problems),
             )
-            self.app.registry.emit(
-                make_event(
-                    self.app.clock,
-                    EventKind.CONFIG_RELOAD,
-                    to="applied",
-                    cause=Cause.CONFIG,
-                    actor=actor,
-                    reason=f"{len(plan.changes)} change(s)",
-                    detail={
-                        "via": via,
-                        "changes": [c.message for c in plan.changes],
-                        "kept": [c.message for c in plan.kept],
-                        "warnings": plan.warnings,
-                        "seconds": round(took, 4),
-                    },
-                )
+            self._event("refused", actor, None, {"via": via, "problems": exc.problems})
+            raise
+        app = self.app  # the services' new contexts take the access log as it is now
+        app.table.access_log = logs.reconfigure(app.table.access_log, new.logging, dests, loop)
+        await self._apply_reload(new, plan, bound, actor, budget)
+        self.base = self.pending  # the worker's copy of what runs now
+        took = loop.time() - began
+        pacer = Pacer()  # a line costs ~30 µs: a thousand would be a stall
+        for change in plan.changes:
+            log.info("reload: %s", change.message)
+            await pacer.tick()
+        for warning in plan.warnings:
+            log.warning("reload: %s", warning)
+        log.info(
+            "reload by %s: %d change(s), %d kept, %.3fs",
+            actor,
+            len(plan.changes),
+            len(plan.kept),
+            took,
+        )
+        detail = {
+            "via": via,
+            "changes": [c.message for c in plan.changes],
+            "kept": [c.message for c in plan.kept],
+            "warnings": plan.warnings,
+            "seconds": round(took, 4),
+        }
+        self._event("applied", actor, f"{len(plan.changes)} change(s)", detail)
+        return plan
+
+    def _event(self, to: str, actor: str, reason: str | None, detail: dict[str, Any]) -> None:
+        """The ``config_reload`` event of a reload ``applied`` or ``refused``."""
+        self.app.registry.emit(
+            make_event(
+                self.app.clock,
+                EventKind.CONFIG_RELOAD,
+                to=to,
+                cause=Cause.CONFIG,
+                actor=actor,
+                reason=reason,
+                detail=detail,
             )
-            return plan
+        )
 
     async def _load_for_reload(self) -> tuple[Config, list[str]]:
         """``quiesce check``'s validation, plus what ``quiesce run`` refuses at start, in
         the reload worker process (:func:`check_for_reload`): parsing and validating a big
         file there does not take the serving process's GIL. The validated models come back
-        pickled, the servers in pieces unpickled between two turns of the event loop."""
+        pickled, the servers in pieces unpickled between two turns of the event loop; only
+        the servers new or changed since the file that runs now, when the worker validated
+        that one too (the others are the running config's own objects)."""
         from quiesce.config.loader import ConfigError
 
         assert self.app.config_path is not None
         loop = asyncio.get_running_loop()
         path = str(self.app.config_path)
         try:
-            result = await loop.run_in_executor(self._executor(), check_for_reload, path)
+            result = await loop.run_in_executor(self._executor(), check_for_reload, path, self.base)
         except BrokenProcessPool:  # the worker died (killed?): once more with a new one
             self.stop_worker()
-            result = await loop.run_in_executor(self._executor(), check_for_reload, path)
+            result = await loop.run_in_executor(self._executor(), check_for_reload, path, None)
         if not result["ok"]:
             raise ConfigError(result["problems"], result["source"])
+        self.pending = result["generation"]
         config: Config = pickle.loads(result["config"])
+        running = self.app.config.pools if result["base"] is not None else {}
         pools: dict[str, Any] = {}
-        for name, chunks in result["servers"].items():
-            servers = []
+        pacer = Pacer()
+        for name, (order, chunks) in result["servers"].items():
+            fresh = []
             for chunk in chunks:
-                await asyncio.sleep(0)
-                servers += pickle.loads(chunk)
+                await pacer.tick()
+                fresh += pickle.loads(chunk)
+            servers = fresh
+            if order is not None:  # the same as the running pool's but for ``fresh``
+                await pacer.tick()
+                ours = {s.name: s for s in running[name].servers}
+                ours.update((s.name, s) for s in fresh)
+                servers = [ours[n] for n in order]
             pools[name] = config.pools[name].model_copy(update={"servers": servers})
         # the same validated objects, put back together (model_copy does not validate)
         new = config.model_copy(update={"pools": pools})
@@ -207,6 +286,7 @@ class Reloader:
         if self.worker is not None:
             self.worker.shutdown(wait=False, cancel_futures=True)
             self.worker = None
+        self.base = None  # a new worker has nothing of ours
 
     def _replan_connections(self, new: Config) -> Budget | None:
         """The connection budget for the new file (quiesce.dataplane.limits), with the
@@ -327,23 +407,23 @@ class Reloader:
 
         ctx = CommandContext(actor, Cause.CONFIG, "config reload", force_guard=True)
         admin, reg = self.app.admin, self.app.registry
-        # In slices of RELOAD_SLICE seconds, the event loop serving requests in between
-        # (a thousand servers added to a pool of ten thousand would otherwise hold it for
-        # a few hundred milliseconds). Each slice is whole: the pools it touched are
+        # In slices of RELOAD_SLICE seconds, the event loop serving requests alone between
+        # them (Pacer; a thousand servers added to a pool of ten thousand would otherwise
+        # hold it for a few hundred milliseconds). Each slice is whole: the pools it touched are
         # recomputed once at its end, before any request runs; the order of the plan is
         # kept.
         changes = plan.changes
         i, n = 0, len(changes)
+        pacer = Pacer()
         while i < n:
-            until = time.perf_counter() + RELOAD_SLICE
             with admin.batch():
                 while i < n:
                     self._apply_change(changes[i], new, ctx)
                     i += 1
-                    if i % 16 == 0 and time.perf_counter() >= until:
+                    if pacer.due():
                         break
             if i < n:
-                await asyncio.sleep(0)
+                await pacer.pause()
         self.app.config = new
         reg.config = new
         # services: every surviving one takes a context made from the new config (pages
@@ -497,12 +577,21 @@ def reload_worker_init(parent: int) -> None:
         os._exit(0)
 
 
-def check_for_reload(path: str) -> dict[str, Any]:
+_VALIDATED: dict[int, Config] = {}
+"""In the reload worker: the configs it validated last, by generation (the one running in
+the serving process, and the newest)."""
+_GENERATIONS = itertools.count(1)
+
+
+def check_for_reload(path: str, base: int | None = None) -> dict[str, Any]:
     """In the reload worker process: validate the file exactly as ``quiesce check`` does
     (load_config), plus what ``quiesce run`` refuses at start (raw sockets it cannot
     open), and the warnings. Returns plain data: ``ok`` False with the problems, or the
-    validated Config pickled without its servers and each pool's servers in pickled pieces
-    of RELOAD_CHUNK (so the serving process unpickles them a piece at a time)."""
+    validated Config pickled without its servers and, per pool, the servers in pickled
+    pieces of RELOAD_CHUNK (so the serving process unpickles them a piece at a time).
+    ``base``: the generation of the file the serving process runs (None: it has none of
+    ours); if this worker still has it, only the servers new or changed since are sent,
+    with the pool's order of names (``base`` is echoed; None: every server sent)."""
     from quiesce.config.loader import ConfigError, config_warnings, load_config
     from quiesce.health import raw_socket_problems
 
@@ -513,13 +602,25 @@ def check_for_reload(path: str) -> dict[str, Any]:
             raise ConfigError(problems, path)
     except ConfigError as exc:
         return {"ok": False, "problems": list(exc.problems), "source": exc.source}
-    servers = {
-        name: [
-            pickle.dumps(pool.servers[i : i + RELOAD_CHUNK], pickle.HIGHEST_PROTOCOL)
-            for i in range(0, len(pool.servers), RELOAD_CHUNK)
+    previous = _VALIDATED.get(base) if base is not None else None
+    generation = os.getpid() << 32 | next(_GENERATIONS)  # unique to this worker too
+    _VALIDATED.clear()
+    if previous is not None and base is not None:
+        _VALIDATED[base] = previous
+    _VALIDATED[generation] = config
+    servers: dict[str, tuple[list[str] | None, list[bytes]]] = {}
+    for name, pool in config.pools.items():
+        old = previous.pools.get(name) if previous is not None else None
+        fresh, order = pool.servers, None
+        if old is not None:
+            theirs = {s.name: s for s in old.servers}
+            fresh = [s for s in pool.servers if theirs.get(s.name) != s]
+            order = [s.name for s in pool.servers]
+        chunks = [
+            pickle.dumps(fresh[i : i + RELOAD_CHUNK], pickle.HIGHEST_PROTOCOL)
+            for i in range(0, len(fresh), RELOAD_CHUNK)
         ]
-        for name, pool in config.pools.items()
-    }
+        servers[name] = (order, chunks)
     bare = config.model_copy(
         update={"pools": {n: p.model_copy(update={"servers": []}) for n, p in config.pools.items()}}
     )
@@ -528,7 +629,17 @@ def check_for_reload(path: str) -> dict[str, Any]:
         "config": pickle.dumps(bare, pickle.HIGHEST_PROTOCOL),
         "servers": servers,
         "warnings": config_warnings(config),
+        "generation": generation,
+        "base": base if previous is not None else None,
     }
 
 
-__all__ = ["RELOAD_CHUNK", "RELOAD_SLICE", "Reloader", "check_for_reload", "reload_worker_init"]
+__all__ = [
+    "RELOAD_CHUNK",
+    "RELOAD_PAUSE",
+    "RELOAD_SLICE",
+    "Pacer",
+    "Reloader",
+    "check_for_reload",
+    "reload_worker_init",
+]
