@@ -83,6 +83,10 @@ class Pacer:
             await self.pause()
 
 
+WORKER_NICE = 10
+"""How much lower the reload worker's CPU priority is than the serving process's."""
+
+
 @contextlib.contextmanager
 def _cyclic_gc_held() -> Iterator[None]:
     """The cyclic garbage collector off for a reload, and what the reload built frozen at
@@ -564,7 +568,11 @@ class Reloader:
 def reload_worker_init(parent: int) -> None:
     """The reload worker's first act: stdin, stdout and stderr on /dev/null (a supervisor
     or a test reading our output sees it end when we end), and a SIGKILL when its parent
-    dies (Linux's PR_SET_PDEATHSIG: no worker left behind by a ``kill -9``)."""
+    dies (Linux's PR_SET_PDEATHSIG: no worker left behind by a ``kill -9``); and a lower
+    CPU priority (nice WORKER_NICE): on a busy machine the serving process's requests go
+    first, the reload waits."""
+    with contextlib.suppress(OSError):
+        os.nice(WORKER_NICE)
     devnull = os.open(os.devnull, os.O_RDWR)
     for fd in (0, 1, 2):
         os.dup2(devnull, fd)
