@@ -16,6 +16,10 @@ c. L4 relay of small requests           wrk -t1 -c50 through the tcp listener
 d. L4 bulk throughput                   wrk -t1 -c4 on a 64 MiB file
 e. RSS with 10,000 idle client connections (each sent one request, then stays idle)
 
+With ``--access-log`` it measures quiesce alone instead: the access log off, to a file as
+httplog and to a file as json, alternating in one run (``--rounds`` times), scenarios (a), (b)
+and (c) (``--only``), and prints the CPU µs per request of each and the change against off.
+
 With ``--write FILE`` the results replace the block between the proxy-results markers of
 the "## Proxy" section (created if missing); the rest of the file is left alone.
 """
@@ -227,8 +231,8 @@ backend pool4
     return Proxy("haproxy", proc, l7, l4, " ".join(cmd))
 
 
-def start_quiesce(tmp: Path, backend: int) -> Proxy:
-    config = {
+def start_quiesce(tmp: Path, backend: int, logging: dict[str, object] | None = None) -> Proxy:
+    config: dict[str, object] = {
         "pools": {"pool": {"servers": [{"name": "s1", "address": f"127.0.0.1:{backend}"}]}},
         "services": {
             "web7": {
@@ -240,6 +244,8 @@ def start_quiesce(tmp: Path, backend: int) -> Proxy:
             "web4": {"listen": "127.0.0.1:0", "protocol": "tcp", "pool": "pool"},
         },
     }
+    if logging is not None:
+        config["logging"] = logging
     path = tmp / "quiesce.json"
     path.write_text(json.dumps(config))
     cmd = [sys.executable, str(HERE / "quiesce_proxy.py"), str(path)]
@@ -354,9 +360,13 @@ def main() -> int:
     ap.add_argument("--idle", type=int, default=9_500)
     ap.add_argument("--write", type=Path, default=None)
     ap.add_argument("--only", default="abcde")
+    ap.add_argument("--access-log", action="store_true")
+    ap.add_argument("--rounds", type=int, default=2)
     args = ap.parse_args()
     ensure_tools()
     raise_nofile()
+    if args.access_log:
+        return access_log_cost(args)
     results: dict[str, dict[str, Result]] = {}
     commands: dict[str, str] = {}
     with tempfile.TemporaryDirectory(prefix="quiesce-bench-") as t:
@@ -399,6 +409,55 @@ def main() -> int:
     print(text)
     if args.write is not None:
         write_section(args.write, text)
+    return 0
+
+
+ACCESS_LOGS: dict[str, dict[str, object] | None] = {
+    "off": None,
+    "httplog": {"access": {"format": "httplog", "path": "access.log"}},
+    "json": {"access": {"format": "json", "path": "access.log"}},
+}
+
+
+def access_log_cost(args: argparse.Namespace) -> int:
+    """quiesce with its access log off, as httplog and as json to a file, alternating."""
+    us: dict[tuple[str, str], list[float]] = {}
+    with tempfile.TemporaryDirectory(prefix="quiesce-bench-") as t:
+        tmp = Path(t)
+        tmp.chmod(0o755)
+        backend = start_nginx(tmp)
+        try:
+            for _ in range(args.rounds):
+                for key, _title, layer, wargs, path in SCENARIOS:
+                    if key not in args.only or key not in "abc":
+                        continue
+                    for name, logging in ACCESS_LOGS.items():
+                        proxy = start_quiesce(tmp, backend.port, logging)
+                        try:
+                            port = proxy.l7 if layer == "l7" else proxy.l4
+                            url = f"http://127.0.0.1:{port}{path}"
+                            res = run_wrk_scenario(proxy, url, wargs, args.duration)
+                        finally:
+                            proxy.stop()
+                        per = res.cpu_s * 1e6 / (res.rps * args.duration)
+                        us.setdefault((key, name), []).append(per)
+                        lines = (tmp / "access.log").read_text().count("\n") if logging else 0
+                        (tmp / "access.log").unlink(missing_ok=True)
+                        print(
+                            f"{key} {name}: {res.rps:.0f} req/s, {per:.1f} CPU us/request, "
+                            f"{lines} lines",
+                            file=sys.stderr,
+                        )
+        finally:
+            backend.proc.terminate()
+            backend.proc.wait()
+    print("| scenario | access log | CPU µs per request (each round) | median | vs off |")
+    print("|---|---|---|---:|---:|")
+    for (key, name), values in us.items():
+        med = sorted(values)[len(values) // 2]
+        off = sorted(us[(key, "off")])[len(us[(key, "off")]) // 2]
+        each = " · ".join(f"{v:.1f}" for v in values)
+        print(f"| {key} | {name} | {each} | {med:.1f} | {(med / off - 1) * 100:+.1f}% |")
     return 0
 
 

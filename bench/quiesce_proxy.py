@@ -14,9 +14,11 @@ import gc
 import json
 import signal
 import sys
+from pathlib import Path
 
 from quiesce.config.models import Config
 from quiesce.dataplane import ConnectionTable, start_service
+from quiesce.logs import open_access_log
 from quiesce.state.registry import Registry
 
 
@@ -26,6 +28,10 @@ async def main(path: str) -> None:
     registry = Registry(config)
     table = ConnectionTable(registry)
     registry.close_handlers.append(table.close)
+    # logging.access, as quiesce run opens it (proxy_bench.py --access-log)
+    table.access_log = open_access_log(
+        config.logging, Path(path).parent, asyncio.get_running_loop()
+    )
     services = {
         name: await start_service(name, svc, registry, table)
         for name, svc in config.services.items()
@@ -41,6 +47,8 @@ async def main(path: str) -> None:
     await stop.wait()
     for s in services.values():
         await s.shutdown(1.0)
+    if table.access_log is not None:
+        table.access_log.close()
 
 
 if __name__ == "__main__":

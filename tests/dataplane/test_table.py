@@ -31,10 +31,13 @@ async def read_response(reader: asyncio.StreamReader) -> bytes:
 
 
 async def closed(reader: asyncio.StreamReader) -> bool:
+    """Closed by the proxy: at once, or (a request waiting for its response head) after a
+    503 with Connection: close (issue 17, item 6)."""
     try:
-        return await asyncio.wait_for(reader.read(), 10) == b""
+        data = await asyncio.wait_for(reader.read(), 10)
     except ConnectionError:
         return True
+    return data == b"" or (data.startswith(b"HTTP/1.1 503 ") and b"Retry-After: 1" in data)
 
 
 async def test_counts_busy_idle_and_in_flight(backends: list[Backend]) -> None:

@@ -8,6 +8,7 @@ import calendar
 import json
 import logging
 import re
+from pathlib import Path
 
 import pytest
 
@@ -251,3 +252,17 @@ def test_json_process_line() -> None:
         "logger": "quiesce",
         "message": "limit 5",
     }
+
+
+def test_docs_list_every_field_and_code() -> None:
+    """docs/dataplane.md's tables are these, row for row (so docs and names agree)."""
+    docs = (Path(__file__).parents[2] / "docs" / "dataplane.md").read_text()
+    fields = docs.split("<!-- access-fields:")[1].split("<!-- /access-fields -->")[0]
+    rows = [f"| `{k}` | {v} |" for k, v in ACCESS_FIELDS.items()]
+    assert [r for r in fields.splitlines() if r.startswith("| `")] == rows
+    codes = docs.split("<!-- termination-codes:")[1].split("<!-- /termination-codes -->")[0]
+    rows = [
+        f"| `{k}` | {v} |" for t in (TERMINATION_CAUSES, TERMINATION_PHASES) for k, v in t.items()
+    ]
+    found = [r for r in codes.splitlines() if r.startswith("| `")]
+    assert sorted(found) == sorted(rows) and len(found) == len(rows)

@@ -12,6 +12,7 @@ to it. :func:`start_proxy` compiles the service's own rules unless given a ``rou
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from typing import Any
 from quiesce.config.models import Config
 from quiesce.core.clock import Clock
 from quiesce.dataplane import ConnectionTable, Service, start_service
+from quiesce.logs import open_access_log
 from quiesce.rules import compile_router
 from quiesce.rules.decision import Router
 from quiesce.state.registry import Registry
@@ -76,6 +78,8 @@ async def start_proxy(
     config = Config.model_validate(raw)
     registry = Registry(config, clock=clock)
     table = ConnectionTable(registry)
+    # logging.access of the mapping, opened as quiesce run does (closed, so written, at the end)
+    table.access_log = open_access_log(config.logging, base_dir, asyncio.get_running_loop())
     registry.close_handlers.append(table.close)
     if router is None:  # the service's own rules, compiled as the application does
         router = compile_router(service, config.services[service], registry)
@@ -91,3 +95,5 @@ async def start_proxy(
         yield Proxy(registry, table, svc)
     finally:
         await svc.shutdown(0.5)
+        if table.access_log is not None:
+            table.access_log.close()

@@ -15,6 +15,7 @@ from quiesce.state.traffic import Traffic
 if TYPE_CHECKING:
     from quiesce.config.models import ServiceConfig
     from quiesce.dataplane.table import ConnectionTable
+    from quiesce.logs import AccessLog
     from quiesce.rules.decision import Router
     from quiesce.state.registry import PoolRuntime, Registry
 
@@ -158,7 +159,7 @@ class ConnectionGate:
 
 
 class ServiceConnection(Protocol):
-    def cut(self) -> None: ...
+    def cut(self, why: str = "") -> None: ...
 
     def close_at_boundary(self, force: bool = False) -> None: ...
 
@@ -203,6 +204,8 @@ class ServiceContext:
     max_connections: int = NO_LIMIT
     native_below: int = NO_LIMIT
     pending: int = 0
+    # the access log (quiesce.logs), None when off for this service or for all
+    access: AccessLog | None = None
 
     # Counting connections: once per connection, never per request. ``opened`` is called
     # by connection_made of a new client connection (not of a parked one given back: its

@@ -54,6 +54,7 @@ from quiesce.dataplane.pages import Page
 from quiesce.dataplane.park import park
 from quiesce.dataplane.table import ConnectionTable
 from quiesce.dataplane.tcp import TcpClient
+from quiesce.logs.access import GRACE
 from quiesce.rules.decision import Router
 from quiesce.state.registry import Registry, ServerRuntime
 
@@ -393,7 +394,7 @@ class Service:
             for conn in list(ctx.conns):
                 conn.close_at_boundary(True)  # idle ones: closed now (a FIN, not a reset)
         for conn in list(ctx.conns):
-            conn.cut()
+            conn.cut(GRACE)
         ctx.stop_sweep()
         ctx.table.close_idle_upstreams(self._servers())
         await asyncio.sleep(0)
@@ -435,6 +436,7 @@ _RELOADED = (
     "mark_server",
     "sweep_interval",
     "max_connections",
+    "access",
 )
 """What :meth:`Service.reconfigure` takes from a new context: everything make_context derives
 from the config, nothing that counts or holds connections."""
@@ -485,6 +487,7 @@ def make_context(
         mark_server=bool(ors and ors.mark_server == "maintenance"),
         max_connections=NO_LIMIT if config.max_connections is None else config.max_connections,
         park=park,
+        access=table.access_log if config.access_log else None,
     )
     timeouts = [config.client_header_timeout, config.client_idle_timeout]
     if config.client_body_timeout is not None:

@@ -40,10 +40,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Protocol
 
 from quiesce.balancing.persistence import StickyTable
-from quiesce.core.states import CloseMode
+from quiesce.core.states import Admin, Cause, CloseMode, Oper
 from quiesce.dataplane.pool import UpstreamPool
+from quiesce.logs.access import DEADLINE, DOWN, KILLED
 
 if TYPE_CHECKING:
+    from quiesce.logs import AccessLog
     from quiesce.state.registry import Registry, ServerRuntime
 
 
@@ -52,8 +54,10 @@ class Closable(Protocol):
 
     layer: int  # 4 or 7
 
-    def cut(self) -> None:
-        """Abort the connection now (client and upstream side)."""
+    def cut(self, why: str = "") -> None:
+        """Abort the connection now (client and upstream side); ``why`` is the first letter
+        of the access log's termination state (quiesce.logs.access). An L7 request whose
+        response has not started is answered ``503`` instead when ``why`` is given."""
 
     def close_at_boundary(self, force: bool = False) -> None:
         """Close after the in-flight response (L7); idle: close now, unless its next
@@ -72,6 +76,9 @@ class ConnectionTable(UpstreamPool):
         self.closed_by_mode: dict[str, int] = {"all": 0, "at_boundary": 0}
         # source_ip persistence, per pool name (shared by every service using the pool).
         self.sticky: dict[str, StickyTable] = {}
+        # the process's access log (quiesce.logs; None: off), set by the composition root
+        # before the services start: make_context gives it to each service that logs
+        self.access_log: AccessLog | None = None
 
     def sticky_table(self, pool: str) -> StickyTable:
         t = self.sticky.get(pool)
@@ -173,8 +180,9 @@ class ConnectionTable(UpstreamPool):
                 conn.close_at_boundary(True)
         busy = list(self.busy.get(server, ()))
         if mode is CloseMode.ALL:
+            why = cut_cause(server)
             for conn in busy:
-                conn.cut()
+                conn.cut(why)
             self.closed_by_mode["all"] += len(busy)
         elif mode is CloseMode.AT_BOUNDARY:
             n = 0
@@ -183,6 +191,18 @@ class ConnectionTable(UpstreamPool):
                     conn.close_at_boundary()
                     n += 1
             self.closed_by_mode["at_boundary"] += n
+
+
+def cut_cause(server: ServerRuntime) -> str:
+    """Why every connection of ``server`` is being cut, as the access log's termination
+    letter: its drain deadline was reached, it went down (``on_server_down: close``), or an
+    operator forced it (``maintenance --force``, ``shutdown sessions``)."""
+    admin = server.admin
+    if admin.state is Admin.MAINTENANCE and admin.cause is Cause.DEADLINE:
+        return DEADLINE
+    if server.oper is Oper.DOWN and admin.state is not Admin.MAINTENANCE:
+        return DOWN
+    return KILLED
 
 
 # status -> its class key, in one lookup ("other" for anything else)

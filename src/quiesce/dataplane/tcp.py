@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from quiesce.dataplane.context import ServiceContext
 from quiesce.dataplane.persistence import pick_by_source
+from quiesce.logs import access as ts  # the access log's termination states
 from quiesce.state.traffic import account, connected
 
 if TYPE_CHECKING:
@@ -50,6 +51,8 @@ class _TcpUpstream(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         c = self.client
+        if exc is not None and not c.term:
+            c.term = ts.SERVER + ts.DATA  # the server reset the connection
         if not c.closed:
             c.closed = True
             if exc is None:
@@ -86,6 +89,14 @@ class TcpClient(asyncio.Protocol):
         self.rx = 0
         self.tx = 0
         self.accepted_at = 0.0
+        # access log: the client's port, bytes folded so far, connect time (-1: none made),
+        # retries, the termination state when it did not end normally (quiesce.logs.access)
+        self.port = 0
+        self.total_in = 0
+        self.total_out = 0
+        self.ctime = -1.0
+        self.retries = 0
+        self.term = ""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -97,12 +108,14 @@ class TcpClient(asyncio.Protocol):
         ctx.opened()
         self.accepted_at = ctx.loop.time()
         ctx.watch()  # the sweep counts a long relay's bytes as they pass (check)
-        if ctx.closing:
-            self.closed = True
-            transport.close()
-            return
         peer = transport.get_extra_info("peername")
         self.peer = sys.intern(peer[0]) if peer else ""  # one string per client address
+        self.port = peer[1] if peer else 0
+        if ctx.closing:
+            self.closed = True
+            self.term = ts.GRACE + ts.REQUEST
+            transport.close()
+            return
         self.transport.pause_reading()
         pool = ctx.pool
         server = self._pick(pool, ())
@@ -111,6 +124,7 @@ class TcpClient(asyncio.Protocol):
             server = self._pick(pool, ())
         if server is None:
             ctx.stats.maintenance_pages += 1
+            self.term = ts.NO_SERVER + ts.DONE
             self.closed = True
             transport.close()
             return
@@ -146,16 +160,19 @@ class TcpClient(asyncio.Protocol):
                 return
             if isinstance(exc, OSError) and not isinstance(exc, TimeoutError):
                 other = self._pick(pool, (server,))
-                if other is not None and not getattr(self, "_retried", False):
-                    self._retried = True
+                if other is not None and not self.retries:
+                    self.retries = 1
                     self.ctx.table.closed(server, self)
                     self._bind(pool, other)
                     return
             self.closed = True
+            timeout = isinstance(exc, TimeoutError)
+            self.term = (ts.SERVER_TIMEOUT if timeout else ts.SERVER) + ts.CONNECT
             self.transport.abort()
             return
         self.connecting = None
-        connected(server.traffic, loop.time() - began)
+        self.ctime = loop.time() - began
+        connected(server.traffic, self.ctime)
         if self.closed:
             up.transport.close()
             return
@@ -197,11 +214,38 @@ class TcpClient(asyncio.Protocol):
         if self.connecting is not None:
             self.connecting.cancel()
         server = self.server
+        now = ctx.loop.time()
         if server is not None and self.up is not None:
             # connected: a timed session (HAProxy: no response time in TCP mode)
-            self.fold(0.0, ctx.loop.time() - self.accepted_at)
+            self.fold(0.0, now - self.accepted_at)
         else:
             self.fold()
+        access = ctx.access
+        if access is not None:
+            if not self.term and exc is not None:
+                self.term = ts.CLIENT + ts.DATA  # the client reset the connection
+            access.add(
+                (
+                    now,
+                    4,
+                    self.peer,
+                    self.port,
+                    ctx.name,
+                    None if server is None else server.pool,
+                    None if server is None else server.name,
+                    None,
+                    None,
+                    -1,
+                    self.total_in,
+                    self.total_out,
+                    0.0,
+                    self.ctime,
+                    -1.0,
+                    now - self.accepted_at,
+                    self.retries,
+                    self.term or "--",
+                )
+            )
         if server is not None:
             ctx.table.closed(server, self)
         up = self.up
@@ -223,9 +267,11 @@ class TcpClient(asyncio.Protocol):
         if up is not None:
             up.transport.resume_reading()
 
-    def cut(self) -> None:
+    def cut(self, why: str = "") -> None:
         if self.closed:
             return
+        if why and not self.term:
+            self.term = why + (ts.DATA if self.up is not None else ts.CONNECT)
         self.closed = True
         up = self.up
         if up is not None:
@@ -247,6 +293,8 @@ class TcpClient(asyncio.Protocol):
         nout = self.tx
         if nin or nout or rtime >= 0.0:
             self.rx = self.tx = 0
+            self.total_in += nin
+            self.total_out += nout
             server = self.server
             traffic = None if server is None else server.traffic
             account(traffic, self.ctx.stats.traffic, nin, nout, rtime, ttime)

@@ -19,7 +19,6 @@ the first says what ended the exchange, the second in which phase it was.
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any
 
@@ -73,15 +72,24 @@ _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct",
 _UNSAFE = frozenset('"\\#')
 
 
+_WORDS: dict[bytes, str] = {}  # paths and methods seen, escaped (bounded: cleared when full)
+
+
 def _text(raw: bytes | None) -> str:
     """A request's bytes as one printable ASCII word: bytes outside it (and ``"``, ``\\``,
-    ``#``) as ``#XX``, as HAProxy escapes its logs."""
+    ``#``) as ``#XX``, as HAProxy escapes its logs. Safe inside a JSON string as it is."""
     if raw is None:
         return "-"
+    word = _WORDS.get(raw)
+    if word is not None:
+        return word
     s = raw.decode("latin-1")
-    if s.isascii() and s.isprintable() and " " not in s and not _UNSAFE.intersection(s):
-        return s
-    return "".join(c if 0x20 < ord(c) < 0x7F and c not in _UNSAFE else f"#{ord(c):02X}" for c in s)
+    if not (s.isascii() and s.isprintable() and " " not in s and _UNSAFE.isdisjoint(s)):
+        s = "".join(c if 0x20 < ord(c) < 0x7F and c not in _UNSAFE else f"#{ord(c):02X}" for c in s)
+    if len(_WORDS) >= 4096:
+        _WORDS.clear()
+    _WORDS[raw] = s
+    return s
 
 
 def _ms(seconds: float) -> int:
@@ -162,31 +170,50 @@ class Formatter:
         }
 
     def _httplog(self, e: Entry, offset: float) -> str:
-        self.seq += 1
-        total = e[15]
-        start = e[0] + offset - max(total, 0.0)
-        ms = int((start % 1.0) * 1000.0)
-        date = self._stamps(start)[0]
-        server = f"{e[5] or '-'}/{e[6] or '-'}"
-        rid = f"{self.prefix}-{self.seq:x}"
-        if e[1] == 4:
-            return (
-                f"{e[2]}:{e[3]} [{date}.{ms:03d}] {e[4]} {server} "
-                f"{_ms(e[12])}/{_ms(e[13])}/{_ms(total)} {e[11]} {e[10]} {e[17]} {e[16]} {rid}"
-            )
-        method = "-" if e[7] is None else e[7].decode("latin-1")
+        (end, layer, ip, port, service, pool, server, method, path, status) = e[:10]
+        nin, nout, tw, tc, tr, tt, retries, term = e[10:]
+        self.seq = seq = self.seq + 1
+        start = end + offset - (tt if tt > 0.0 else 0.0)
+        second = int(start)
+        date = self._stamp[0] if second == self._second else self._stamps(start)[0]
+        ms = int((start - second) * 1000.0)
+        head = f"{ip}:{port} [{date}.{ms:03d}] {service} {pool or '-'}/{server or '-'} "
+        w = int(tw * 1000.0) if tw >= 0.0 else -1
+        c = int(tc * 1000.0) if tc >= 0.0 else -1
+        t = int(tt * 1000.0) if tt >= 0.0 else -1
+        if layer == 4:
+            return f"{head}{w}/{c}/{t} {nout} {nin} {term} {retries} {self.prefix}-{seq:x}"
+        r = int(tr * 1000.0) if tr >= 0.0 else -1
         return (
-            f"{e[2]}:{e[3]} [{date}.{ms:03d}] {e[4]} {server} "
-            f"{_ms(e[12])}/{_ms(e[13])}/{_ms(e[14])}/{_ms(total)} {e[9]} {e[11]} {e[10]} "
-            f'{e[17]} {e[16]} {rid} "{method} {_text(e[8])}"'
+            f"{head}{w}/{c}/{r}/{t} {status} {nout} {nin} {term} {retries} {self.prefix}-{seq:x}"
+            f' "{_text(method)} {_text(path)}"'
         )
 
     def _json(self, e: Entry, offset: float) -> str:
-        f = self.fields(e, offset)
-        if e[1] == 4:
-            f["method"] = f["path"] = f["status"] = None
-            f["response_ms"] = None
-        return json.dumps(f, separators=(",", ":"))
+        # by hand, not json.dumps: names are [A-Za-z0-9_.:-], method and path escaped to
+        # printable ASCII without '"' or '\\' (_text): nothing else needs escaping
+        (end, layer, ip, port, service, pool, server, method, path, status) = e[:10]
+        nin, nout, tw, tc, tr, tt, retries, term = e[10:]
+        self.seq = seq = self.seq + 1
+        start = end + offset - (tt if tt > 0.0 else 0.0)
+        second = int(start)
+        iso = self._stamp[1] if second == self._second else self._stamps(start)[1]
+        ms = int((start - second) * 1000.0)
+        r: str | float
+        if layer == 4:
+            http = '"method":null,"path":null,"status":null'
+            r = "null"
+        else:
+            http = f'"method":"{_text(method)}","path":"{_text(path)}","status":{status}'
+            r = _fms(tr)
+        return (
+            f'{{"time":"{iso}.{ms:03d}Z","layer":{layer},"client_ip":"{ip}",'
+            f'"client_port":{port},"service":"{service}","pool":"{pool or "-"}",'
+            f'"server":"{server or "-"}",{http},"bytes_in":{nin},"bytes_out":{nout},'
+            f'"queue_ms":{_fms(tw)},"connect_ms":{_fms(tc)},"response_ms":{r},'
+            f'"total_ms":{_fms(tt)},"retries":{retries},"termination":"{term}",'
+            f'"request_id":"{self.prefix}-{seq:x}"}}'
+        )
 
     def _template(self, e: Entry, offset: float) -> str:
         return self.fmt.format_map(self.fields(e, offset))

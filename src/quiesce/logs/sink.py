@@ -4,14 +4,17 @@ blocks the event loop.
 Theory of operation
 -------------------
 The data plane calls :meth:`AccessLog.add` with an entry (a tuple) at the end of each
-exchange: an append to a list, and, for the first entry of a turn of the event loop, one
-``call_soon``. At the end of that turn (or at :data:`BATCH` entries) :meth:`AccessLog.flush`
-formats the batch (quiesce.logs.access) and hands the bytes to a writer thread through a
+exchange: an append to a list, and, for the first entry of a batch, one ``call_later``.
+:data:`FLUSH_EVERY` later (or at :data:`BATCH` entries) :meth:`AccessLog.flush` formats the
+batch (quiesce.logs.access) and hands the bytes to a writer thread through a
 ``queue.SimpleQueue``. Only that thread calls ``write``/``sendto``: a slow disk, a full pipe
 on stdout or a stalled syslog socket holds the thread, never the loop, and both calls release
 the GIL while they wait. Formatting stays on the loop's thread, so the thread never holds the
-GIL for long. What waits for the thread is bounded (:data:`MAX_PENDING` bytes): above it
-lines are dropped and counted (``dropped``), and the process log says so once per episode.
+GIL for long. A batch per turn of the loop (the first version) woke the thread, and handed
+it the GIL, about once per request when each turn ends few requests (a new connection per
+request): BENCHMARKS.md, "Access log". What waits for the thread is
+bounded (:data:`MAX_PENDING` bytes): above it lines are dropped and counted (``dropped``),
+and the process log says so once per episode.
 
 Destinations are opened when the log is made (:func:`open_destinations`): a file that cannot
 be opened or a syslog address that cannot be resolved raises :class:`LogError` naming the
@@ -44,7 +47,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("quiesce")
 
-BATCH = 512  # entries formatted at once when a turn of the loop has that many
+FLUSH_EVERY = 0.05  # seconds an entry waits at most before its batch is formatted and written
+BATCH = 512  # entries formatted at once when that many wait
 MAX_PENDING = 64 * 1024 * 1024  # bytes waiting for the writer thread before lines are dropped
 
 
@@ -202,7 +206,17 @@ class _Writer(threading.Thread):
 class AccessLog:
     """The process's access log: what the data plane adds to, what SIGUSR1 reopens."""
 
-    __slots__ = ("_full", "buf", "dropped", "formatter", "loop", "queued", "sample", "writer")
+    __slots__ = (
+        "_full",
+        "buf",
+        "dropped",
+        "formatter",
+        "loop",
+        "queued",
+        "sample",
+        "timer",
+        "writer",
+    )
 
     def __init__(
         self, cfg: AccessLogConfig, dests: list[Destination], loop: asyncio.AbstractEventLoop
@@ -214,6 +228,7 @@ class AccessLog:
         self.queued = 0  # bytes handed to the writer (it counts what it wrote)
         self.dropped = 0  # lines dropped because the writer fell MAX_PENDING behind
         self._full = False
+        self.timer: asyncio.TimerHandle | None = None
         self.writer = _Writer(dests)
         self.writer.start()
 
@@ -222,13 +237,16 @@ class AccessLog:
         if self.sample < 1.0 and random.random() >= self.sample:
             return
         buf = self.buf
-        if not buf:
-            self.loop.call_soon(self.flush)
+        if self.timer is None:
+            self.timer = self.loop.call_later(FLUSH_EVERY, self.flush)
         buf.append(entry)
         if len(buf) >= BATCH:
             self.flush()
 
     def flush(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
         buf = self.buf
         if not buf:
             return

@@ -13,12 +13,14 @@ from typing import TYPE_CHECKING
 import httptools
 
 from quiesce.dataplane.h1 import codec, tunnel
+from quiesce.dataplane.h1.access import log_exchange, phase
 from quiesce.dataplane.h1.codec import HeadTooLarge, feed_capped
 from quiesce.dataplane.h1.exchange import (
     IDEMPOTENT,
     R_DONE,
     R_HELD,
     R_NONE,
+    R_SENT,
     RELEASE_OF,
     REPLAY_LIMIT,
     WRITE_OF,
@@ -30,6 +32,7 @@ from quiesce.dataplane.h1.response import ResponseSide
 from quiesce.dataplane.h1.types import P_PENDING, P_PIPELINE, P_UPGRADE, P_UPSTREAM
 from quiesce.dataplane.h1.upstream import Upstream
 from quiesce.dataplane.persistence import pick_by_cookie, pick_by_source
+from quiesce.logs import access as ts  # the termination states
 from quiesce.rules.decision import Redirect, Respond, ServePage, ToPool
 from quiesce.state.traffic import connected
 
@@ -58,6 +61,7 @@ class ClientConnection(ResponseSide, asyncio.Protocol):
         self.transport: asyncio.Transport = None  # type: ignore[assignment]
         self.peer = ""
         self.peer_b = b""
+        self.port = 0
         # made on the first request the C fast path declines (most never need one)
         self.parser: httptools.HttpRequestParser | None = (
             None if _fast_request is not None else httptools.HttpRequestParser(self)
@@ -112,6 +116,10 @@ class ClientConnection(ResponseSide, asyncio.Protocol):
         self.tx = 0
         self.req_at = 0.0
         self.rtime = -1.0
+        # access log (quiesce.dataplane.h1.access): this request's new upstream connection's
+        # connect time (-1: none made), and its termination state when it did not complete
+        self.ctime = -1.0
+        self.term = ""
 
     # asyncio.Protocol ------------------------------------------------------------------
 
@@ -122,6 +130,7 @@ class ClientConnection(ResponseSide, asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         self.peer = sys.intern(peer[0]) if peer else ""  # one string per client address
         self.peer_b = self.peer.encode()
+        self.port = peer[1] if peer else 0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.take_transport(transport)
@@ -212,6 +221,15 @@ class ClientConnection(ResponseSide, asyncio.Protocol):
         ctx.conns.discard(self)
         ctx.stats.connections -= 1
         ctx.lost()
+        req = self.current
+        access = ctx.access
+        if access is not None and req is not None and not self.tunnel:
+            # in flight: the client went away (or the connection was cut, term says why)
+            if not self.term:
+                self.term = ts.CLIENT + phase(self)
+            sent = self.resp is R_SENT or self.resp is R_DONE
+            status = self.resp_status if sent else -1
+            log_exchange(self, access, req, self.server, status, self.rx, self.tx, self.rtime)
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
@@ -476,6 +494,8 @@ class ClientConnection(ResponseSide, asyncio.Protocol):
         self.set_cookie = None
         self.sent_at = -1.0
         self.req_at = self.last_rx
+        self.ctime = -1.0
+        self.term = ""
         ctx.stats.requests += 1
         pool = ctx.pool
         if ctx.router is not None:
@@ -483,6 +503,7 @@ class ClientConnection(ResponseSide, asyncio.Protocol):
             if isinstance(decision, ToPool):
                 target = ctx.registry.pools.get(decision.pool)
                 if target is None:
+                    self.term = ts.NO_SERVER + ts.DONE
                     self._serve_page(ctx.page)
                     return
                 pool = target
@@ -501,6 +522,7 @@ class ClientConnection(ResponseSide, asyncio.Protocol):
             pool = ctx.fallback
             server = self._pick(pool, req, ())
         if server is None:
+            self.term = ts.NO_SERVER + ts.DONE
             self._serve_page(ctx.page)
             return
         # _bind and the first step of _upstream, inline (every request passes here)
@@ -569,6 +591,7 @@ class ClientConnection(ResponseSide, asyncio.Protocol):
             )
         except TimeoutError:
             self.connecting = None
+            self.term = ts.SERVER_TIMEOUT + ts.CONNECT
             self._fail(504)
             return
         except OSError:
@@ -576,7 +599,8 @@ class ClientConnection(ResponseSide, asyncio.Protocol):
             self._connect_refused(server)
             return
         self.connecting = None
-        connected(server.traffic, self.loop.time() - began)
+        self.ctime = self.loop.time() - began
+        connected(server.traffic, self.ctime)
         if self.closed or self.server is not server:
             up.close()
             return
@@ -598,6 +622,7 @@ class ClientConnection(ResponseSide, asyncio.Protocol):
                 self._bind(pool, other)
                 self._upstream()
                 return
+        self.term = ts.SERVER + ts.CONNECT
         self._fail(502)
 
     def _attach(self, up: Upstream, reused: bool) -> None:

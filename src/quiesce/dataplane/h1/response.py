@@ -14,6 +14,7 @@ from collections import deque
 from typing import TYPE_CHECKING
 
 from quiesce.dataplane.h1 import tunnel
+from quiesce.dataplane.h1.access import answer_cut, log_exchange, phase
 from quiesce.dataplane.h1.exchange import (
     ANSWERED_OF,
     END_OF,
@@ -35,6 +36,7 @@ from quiesce.dataplane.h1.exchange import (
 from quiesce.dataplane.h1.headers import HOP_BY_HOP, forward_response, status_line
 from quiesce.dataplane.h1.types import P_PIPELINE, P_UPSTREAM
 from quiesce.dataplane.pages import Page, error_response, simple_response
+from quiesce.logs import access as ts  # the termination states
 from quiesce.state.traffic import account
 
 if TYPE_CHECKING:
@@ -56,6 +58,7 @@ class ResponseSide:
         "client_eof",
         "closed",
         "connecting",
+        "ctime",
         "ctx",
         "current",
         "deferred_error",
@@ -79,6 +82,7 @@ class ResponseSide:
         "peer",
         "peer_b",
         "pool",
+        "port",
         "queue",
         "req_at",
         "resp",
@@ -91,6 +95,7 @@ class ResponseSide:
         "server",
         "set_cookie",
         "settling",
+        "term",
         "timer",
         "transport",
         "tunnel",
@@ -141,6 +146,10 @@ class ResponseSide:
         tx: int
         req_at: float
         rtime: float
+        ctime: float
+        peer: str
+        port: int
+        term: str
 
         def flush(self) -> None: ...
         def pause(self, reason: int) -> None: ...
@@ -270,6 +279,9 @@ class ResponseSide:
             account(
                 server.traffic, stats.traffic, nin, len(out), now - self.sent_at, now - self.req_at
             )
+            access = ctx.access
+            if access is not None:
+                log_exchange(self, access, req, server, status, nin, len(out), now - self.sent_at)
             self.current = None
             self.sent_at = -1.0
             self.server = None
@@ -349,8 +361,13 @@ class ResponseSide:
         self._response_done()
 
     def upstream_upgraded(self, up: Upstream, rest: bytes) -> None:
-        """The server answered 101: from now on both sides are a byte tunnel."""
+        """The server answered 101: from now on both sides are a byte tunnel (logged as the
+        exchange that upgraded: the tunnel's bytes are not in its access-log entry)."""
         if up is self.up:
+            access, req = self.ctx.access, self.current
+            if access is not None and req is not None:
+                nout = self.tx + sum(map(len, self.out)) + len(rest)
+                log_exchange(self, access, req, self.server, 101, self.rx, nout, self.rtime)
             tunnel.start(self, up, rest)
 
     def upstream_failed(self, up: Upstream, status: int) -> None:
@@ -360,12 +377,15 @@ class ResponseSide:
         self.up = None
         up.client = None
         up.abort()
+        who = ts.SERVER_TIMEOUT if status == 504 else ts.SERVER
         if self.resp is R_SENT or (up.discard and self.resp in STARTED):
             # Part of the response is with the client already: it cannot be told otherwise.
             self.ctx.stats.count_error(status)
+            self.term = who + ts.DATA
             self.cut()
             return
         self._unsend()
+        self.term = who + ts.HEADERS
         self._fail(status)
 
     def _unsend(self) -> None:
@@ -386,6 +406,7 @@ class ResponseSide:
             return
         if self.resp in STARTED:
             if self.resp is R_SENT or up.discard:
+                self.term = ts.SERVER + ts.DATA
                 self.cut()  # the response was cut short: so is the client's
                 return
             self._unsend()  # nothing of it reached the client: it gets a 502 below
@@ -407,6 +428,7 @@ class ResponseSide:
             assert server is not None
             self.connecting = self.loop.create_task(self._open(server))
             return
+        self.term = ts.SERVER + ts.HEADERS
         self._fail(502)
 
     # answers of our own ----------------------------------------------------------------------
@@ -450,6 +472,8 @@ class ResponseSide:
             up.client = None
             up.abort()
         self.ctx.stats.count_error(status)
+        if not self.term:
+            self.term = ts.SERVER + ts.HEADERS
         self.resp_close = True
         self.resp = HEAD_OF[self.resp]
         self.resp_status = status
@@ -461,6 +485,8 @@ class ResponseSide:
     def _client_error(self, status: int) -> None:
         """A request we cannot read (400, 408, 414, 431, 405): answer and close."""
         cur = self.current
+        who = ts.CLIENT_TIMEOUT if status == 408 else ts.PROXY
+        data = error_response(status)
         if cur is not None and self.resp is not R_DONE:
             if cur.complete:
                 # An earlier request is still being served: answer it first, then this.
@@ -469,19 +495,35 @@ class ResponseSide:
                 return
             # The body of the request being served is broken (or stalled): it can never
             # complete, so neither can its exchange with the server.
-            self._abandon()
-            if self.resp in STARTED:
+            started = self.resp in STARTED
+            self.term = who + (ts.DATA if started else ts.REQUEST)
+            if not started:
+                self.tx += len(data)  # written below, logged and counted by _abandon
+            self._abandon(self.resp_status if started else status)
+            if started:
                 self.cut()
                 return
+        else:
+            self.term = who + ts.REQUEST
+            self.tx += len(data)
+            access = self.ctx.access
+            if cur is None and access is not None:
+                # a request head that could not be read: logged without method or path
+                log_exchange(self, access, None, None, status, self.rx, self.tx)
         self.ctx.stats.count_error(status)
         self.ctx.stats.count_response(status)
-        data = error_response(status)
-        self.tx += len(data)
         self.transport.write(data)
         self._linger()
 
-    def _abandon(self) -> None:
-        """Drop the current request: its upstream connection and its place on the server."""
+    def _abandon(self, status: int = -1) -> None:
+        """Drop the current request: its upstream connection and its place on the server
+        (logged with ``status``, -1: none was sent)."""
+        access = self.ctx.access
+        req = self.current
+        if access is not None and req is not None:
+            if not self.term:
+                self.term = ts.CLIENT + ts.REQUEST
+            log_exchange(self, access, req, self.server, status, self.rx, self.tx, self.rtime)
         up = self.up
         if up is not None:
             self.up = None
@@ -551,6 +593,9 @@ class ResponseSide:
         account(
             None if server is None else server.traffic, ctx.stats.traffic, nin, nout, rtime, ttime
         )
+        access = ctx.access
+        if access is not None:
+            log_exchange(self, access, req, server, status, nin, nout, rtime)
         if server is not None:
             self.server = None
             ctx.table.request_finished(server, self, status, keep)
@@ -602,10 +647,20 @@ class ResponseSide:
 
     # closing (the connection table and service shutdown call these) ------------------------
 
-    def cut(self) -> None:
-        """Abort now: the client connection and its upstream connection."""
+    def cut(self, why: str = "") -> None:
+        """Abort now: the client connection and its upstream connection. ``why`` (a drain
+        deadline, ``--force``, the grace period: quiesce.logs.access) is logged; a request
+        whose response has not started is answered ``503`` with ``Connection: close`` and
+        ``Retry-After`` instead of being cut (docs/dataplane.md)."""
         if self.closed:
             return
+        if why:
+            req = self.current
+            if req is not None and not self.tunnel and self.resp not in (R_SENT, R_DONE):
+                answer_cut(self, req, why)
+                return
+            if not self.term:
+                self.term = why + phase(self)
         self.closed = True
         up = self.up
         if up is not None:
