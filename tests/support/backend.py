@@ -47,6 +47,7 @@ import base64
 import contextlib
 import hashlib
 import json
+import ssl
 import threading
 import time
 from collections.abc import Iterator
@@ -82,6 +83,7 @@ class Backend:
     connections: int = 0
     open_connections: int = 0
     holding: int = 0
+    tls: ssl.SSLContext | None = None  # serve HTTPS with this context
 
     @property
     def paths(self) -> list[str]:
@@ -105,7 +107,7 @@ class Backend:
     async def __aenter__(self) -> Backend:
         self._loop = asyncio.get_running_loop()
         self._release = asyncio.Event()
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0, ssl=self.tls)
         self.port: int = self._server.sockets[0].getsockname()[1]
         self.address = f"127.0.0.1:{self.port}"
         self._writers: set[asyncio.StreamWriter] = set()

@@ -15,6 +15,7 @@ from quiesce.state.traffic import Traffic
 if TYPE_CHECKING:
     from quiesce.config.models import ServiceConfig
     from quiesce.dataplane.table import ConnectionTable
+    from quiesce.dataplane.tls import ServiceTls
     from quiesce.logs import AccessLog
     from quiesce.rules.decision import Router
     from quiesce.state.registry import PoolRuntime, Registry
@@ -40,7 +41,8 @@ class ServiceStats:
     ``connections_total``: accepted since start; ``parked``: live L7 connections idle long
     enough to be parked (see quiesce.dataplane.park; counted in ``connections`` too);
     ``limit_reached``: times the service stopped accepting because its ``max_connections``
-    was reached.
+    was reached; ``tls_failed``: TLS handshakes that failed or timed out, ``tls_refused``:
+    connections that spoke cleartext to a TLS listener (quiesce.dataplane.frontdoor).
     """
 
     requests: int = 0
@@ -49,6 +51,8 @@ class ServiceStats:
     connections_total: int = 0
     parked: int = 0
     limit_reached: int = 0
+    tls_failed: int = 0
+    tls_refused: int = 0
     responses: dict[str, int] = field(default_factory=dict)
     errors: dict[int, int] = field(default_factory=dict)
     # bytes read from and written to the clients (HAProxy's FRONTEND bin/bout), a
@@ -204,6 +208,8 @@ class ServiceContext:
     max_connections: int = NO_LIMIT
     native_below: int = NO_LIMIT
     pending: int = 0
+    # TLS on the listener and to TLS pools (quiesce.dataplane.tls); None: neither
+    tls: ServiceTls | None = None
     # the access log (quiesce.logs), None when off for this service or for all
     access: AccessLog | None = None
 

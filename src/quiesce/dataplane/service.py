@@ -48,12 +48,15 @@ from quiesce.dataplane.context import (
     ServiceStats,
     below_again,
 )
+from quiesce.dataplane.frontdoor import FrontDoor
 from quiesce.dataplane.h1.client import ClientConnection
 from quiesce.dataplane.limits import listen_backlog
 from quiesce.dataplane.pages import Page
 from quiesce.dataplane.park import park
+from quiesce.dataplane.pgrelay import PgClient
 from quiesce.dataplane.table import ConnectionTable
 from quiesce.dataplane.tcp import TcpClient
+from quiesce.dataplane.tls import service_tls
 from quiesce.logs.access import GRACE
 from quiesce.rules.decision import Router
 from quiesce.state.registry import Registry, ServerRuntime
@@ -437,6 +440,7 @@ _RELOADED = (
     "sweep_interval",
     "max_connections",
     "access",
+    "tls",
 )
 """What :meth:`Service.reconfigure` takes from a new context: everything make_context derives
 from the config, nothing that counts or holds connections."""
@@ -476,7 +480,7 @@ def make_context(
         fallback=fallback,
         page=page,
         pages=pages,
-        router=router if config.protocol == "http" else None,
+        router=router if config.protocol != "tcp" or config.sni_routing else None,
         loop=loop,
         max_header_size=config.max_header_size,
         max_request_line=config.max_request_line,
@@ -488,6 +492,8 @@ def make_context(
         max_connections=NO_LIMIT if config.max_connections is None else config.max_connections,
         park=park,
         access=table.access_log if config.access_log else None,
+        # certificates and CAs read now (at each reload too): quiesce.dataplane.tls
+        tls=service_tls(config, registry.config.pools, base_dir),
     )
     timeouts = [config.client_header_timeout, config.client_idle_timeout]
     if config.client_body_timeout is not None:
@@ -529,8 +535,13 @@ async def start_service(
     factory: Callable[[], asyncio.Protocol]
     if config.protocol == "http":
         factory = functools.partial(ClientConnection, ctx)
+    elif config.protocol == "postgresql":  # the relay following the framing (pgrelay)
+        factory = functools.partial(PgClient, ctx)
     else:
         factory = functools.partial(TcpClient, ctx)
+    if config.tls is not None or config.sni_routing:
+        # TLS, or routing on the ClientHello: the first bytes decide (quiesce.dataplane.frontdoor)
+        factory = functools.partial(FrontDoor, ctx, factory)
     listener = Listener(ctx, socks, factory, BACKLOG)
     try:
         await listener.start()

@@ -17,10 +17,18 @@ from typing import TYPE_CHECKING
 from quiesce.dataplane.context import ServiceContext
 from quiesce.dataplane.persistence import pick_by_source
 from quiesce.logs import access as ts  # the access log's termination states
+from quiesce.rules.decision import RequestView, Router, ToPool
 from quiesce.state.traffic import account, connected
 
 if TYPE_CHECKING:
     from quiesce.state.registry import PoolRuntime, ServerRuntime
+
+
+def half_close(transport: asyncio.Transport) -> None:
+    """Pass an EOF on. asyncio cannot half-close a TLS connection (no ``write_eof``): that
+    side stays open until the other one ends or it closes itself."""
+    if transport.can_write_eof():
+        transport.write_eof()
 
 
 class _TcpUpstream(asyncio.Protocol):
@@ -42,12 +50,12 @@ class _TcpUpstream(asyncio.Protocol):
         c = self.client
         if c.closed:
             return False
-        c.transport.write_eof()
+        half_close(c.transport)
         c.half |= 2
         if c.half == 3:
             c.transport.close()
             return False
-        return True
+        return self.transport.can_write_eof()  # TLS: closes anyway
 
     def connection_lost(self, exc: Exception | None) -> None:
         c = self.client
@@ -72,6 +80,7 @@ class TcpClient(asyncio.Protocol):
     """One client connection of an L4 service."""
 
     layer = 4
+    upstream_class = _TcpUpstream  # a protocol-aware relay follows the server's bytes too
 
     def __init__(self, ctx: ServiceContext) -> None:
         self.ctx = ctx
@@ -89,6 +98,8 @@ class TcpClient(asyncio.Protocol):
         self.rx = 0
         self.tx = 0
         self.accepted_at = 0.0
+        # the ClientHello's server name, for the rules (SNI routing: set by the front door)
+        self.sni: str | None = None
         # access log: the client's port, bytes folded so far, connect time (-1: none made),
         # retries, the termination state when it did not end normally (quiesce.logs.access)
         self.port = 0
@@ -117,7 +128,7 @@ class TcpClient(asyncio.Protocol):
             transport.close()
             return
         self.transport.pause_reading()
-        pool = ctx.pool
+        pool = ctx.pool if ctx.router is None else self._route(ctx.router)
         server = self._pick(pool, ())
         if server is None and ctx.fallback is not None:
             pool = ctx.fallback
@@ -129,6 +140,18 @@ class TcpClient(asyncio.Protocol):
             transport.close()
             return
         self._bind(pool, server)
+
+    def _route(self, router: Router) -> PoolRuntime:
+        """The pool the service's rules choose (sni, flag, source, usable_servers_below);
+        the server name is the ClientHello's, read by the front door or by the TLS
+        handshake when the service terminates TLS."""
+        sni = self.sni
+        if sni is None:
+            ssl_object = self.transport.get_extra_info("ssl_object")
+            sni = None if ssl_object is None else ssl_object.server_name
+        decision = router.route(RequestView("", "", None, {}, {}, self.peer, sni))
+        ctx = self.ctx
+        return ctx.registry.pool(decision.pool) if isinstance(decision, ToPool) else ctx.pool
 
     def _pick(self, pool: PoolRuntime, exclude: tuple[ServerRuntime, ...]) -> ServerRuntime | None:
         now = self.ctx.registry.clock.time()
@@ -149,9 +172,11 @@ class TcpClient(asyncio.Protocol):
     async def _connect(self, pool: PoolRuntime, server: ServerRuntime) -> None:
         loop = self.ctx.loop
         began = loop.time()
+        tls = self.ctx.tls
+        kw = {} if tls is None else tls.upstream(pool.name, server.host)  # pools.X.tls
         try:
             _, up = await asyncio.wait_for(
-                loop.create_connection(lambda: _TcpUpstream(self), server.host, server.port),
+                loop.create_connection(lambda: self.upstream_class(self), server.host, server.port, **kw),
                 pool.config.connect_timeout,
             )
         except (OSError, TimeoutError) as exc:
@@ -181,7 +206,7 @@ class TcpClient(asyncio.Protocol):
             up.transport.writelines(self.pending)
             self.pending = []
         if self.half & 1:
-            up.transport.write_eof()
+            half_close(up.transport)
         self.transport.resume_reading()
 
     def data_received(self, data: bytes) -> None:
@@ -200,10 +225,10 @@ class TcpClient(asyncio.Protocol):
             return False
         self.half |= 1
         up = self.up
-        if up is None:
-            return True  # passed on once the upstream connection is up
-        up.transport.write_eof()
-        return self.half != 3
+        if up is None:  # passed on once the upstream connection is up
+            return self.transport.can_write_eof()
+        half_close(up.transport)
+        return self.half != 3 and self.transport.can_write_eof()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -278,8 +303,10 @@ class TcpClient(asyncio.Protocol):
             up.transport.abort()
         self.transport.abort()
 
-    def close_at_boundary(self, force: bool = False) -> None:
-        """L4 has no request boundary: connections are left to end on their own."""
+    def close_at_boundary(self, force: bool = False) -> bool:
+        """L4 has no request boundary: connections are left to end on their own (False:
+        not closed; a protocol-aware relay, quiesce.dataplane.pgrelay, knows better)."""
+        return False
 
     def check(self, now: float) -> None:
         """L4 relays have no idle timeout of their own (the peers' keep-alives rule); the

@@ -27,7 +27,7 @@ from quiesce.dataplane.h1.exchange import (
     Request,
     resendable,
 )
-from quiesce.dataplane.h1.headers import WireError, forward_request
+from quiesce.dataplane.h1.headers import HTTP_FORWARDED, WireError, forward_request
 from quiesce.dataplane.h1.response import ResponseSide
 from quiesce.dataplane.h1.types import P_PENDING, P_PIPELINE, P_UPGRADE, P_UPSTREAM
 from quiesce.dataplane.h1.upstream import Upstream
@@ -61,6 +61,9 @@ class ClientConnection(ResponseSide, asyncio.Protocol):
         self.transport: asyncio.Transport = None  # type: ignore[assignment]
         self.peer = ""
         self.peer_b = b""
+        # the lines after X-Forwarded-For (https, a client certificate: set by the front door
+        # of a TLS listener, quiesce.dataplane.frontdoor)
+        self.fwd = HTTP_FORWARDED
         self.port = 0
         # made on the first request the C fast path declines (most never need one)
         self.parser: httptools.HttpRequestParser | None = (
@@ -165,7 +168,7 @@ class ClientConnection(ResponseSide, asyncio.Protocol):
         fast = _fast_request
         if fast is not None and self.current is None and self.head_left == self.head_limit:
             ctx = self.ctx
-            r = fast(data, self.peer_b, ctx.max_request_line, ctx.max_header_size)
+            r = fast(data, self.peer_b, ctx.max_request_line, ctx.max_header_size, self.fwd)
             if r is not None:
                 self._fast_start(r, data)
                 return
@@ -355,7 +358,9 @@ class ClientConnection(ResponseSide, asyncio.Protocol):
     def parkable(self) -> bool:
         """Is this connection idle between requests with nothing at all in progress: no
         request being received, served, queued or answered, no upstream connection, no
-        tunnel, no close pending, nothing unsent (quiesce.dataplane.park asks)."""
+        tunnel, no close pending, nothing unsent, and not TLS: parking keeps the socket
+        only, and a TLS connection's state is in the process (quiesce.dataplane.park
+        asks)."""
         return not (
             self.closed
             or self.current is not None
@@ -375,6 +380,7 @@ class ClientConnection(ResponseSide, asyncio.Protocol):
             or self.deferred_error
             or self.timer is not None
             or self.server is not None
+            or self.fwd is not HTTP_FORWARDED  # a TLS connection
         )
 
     # httptools request callbacks --------------------------------------------------------------
@@ -424,7 +430,7 @@ class ClientConnection(ResponseSide, asyncio.Protocol):
             raise WireError(405)
         upgrade = parser.should_upgrade()
         req.upgrade = upgrade
-        forward_request(req, headers, upgrade, self.peer_b)
+        forward_request(req, headers, upgrade, self.peer_b, self.fwd)
         if not req.complete:
             req.body_since = self.loop.time()
         self.parsing = req
@@ -582,10 +588,12 @@ class ClientConnection(ResponseSide, asyncio.Protocol):
         pool = self.pool
         assert pool is not None
         began = self.loop.time()
+        tls = self.ctx.tls
+        kw = {} if tls is None else tls.upstream(pool.name, server.host)  # pools.X.tls
         try:
             _, up = await asyncio.wait_for(
                 self.loop.create_connection(
-                    lambda: Upstream(server, self.ctx.table), server.host, server.port
+                    lambda: Upstream(server, self.ctx.table), server.host, server.port, **kw
                 ),
                 pool.config.connect_timeout,
             )

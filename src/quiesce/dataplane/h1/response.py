@@ -63,6 +63,7 @@ class ResponseSide:
         "current",
         "deferred_error",
         "error_status",
+        "fwd",
         "got_any",
         "half_closed",
         "head_left",
