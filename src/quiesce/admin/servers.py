@@ -134,9 +134,7 @@ class ServerCommands(StateCommands):
         left = removed = False
         with self.registry.deferring():
             for pool in list(self.registry.pools.values()):
-                for server in list(pool.servers):
-                    if not server.removing:
-                        continue
+                for server in pool.removing():
                     if self.registry.removable(server) is not None:
                         left = True
                         continue

@@ -45,7 +45,11 @@ def guard_violation(
         return None
     if is_eligible(new_admin, current.oper):
         return None
-    remaining = eligible_count(members) - 1
+    return guard_refusal(eligible_count(members) - 1, min_servers_up)
+
+
+def guard_refusal(remaining: int, min_servers_up: int) -> str | None:
+    """Why leaving ``remaining`` eligible servers breaks ``min_servers_up``, or None."""
     if remaining < min_servers_up:
         return f"would leave {remaining} eligible server(s), below min_servers_up {min_servers_up}"
     return None

@@ -5,11 +5,13 @@ Theory of operation
 Data flows into the registry from two sides (DESIGN §3): health check results
 (:meth:`Registry.record_check`) move the operational axis, admin commands
 (:meth:`Registry.admin_command`) move the administrative axis. After every change the registry
-recomputes the pool's candidate set (what the balancer picks from), holds an active-standby
-election where the pool has one, and emits :class:`~quiesce.core.events.Event` objects to its
-subscribers (event log, store, metrics, SSE streams). What must happen to existing connections
-is handed to ``close_handlers`` as a :class:`~quiesce.core.states.CloseMode`; the data plane's
-connection table carries it out.
+moves that one server in its pool's eligible sets and settles the pool (candidates,
+active-standby election, availability) in O(log n) (:mod:`quiesce.state.poolstate`), and
+emits :class:`~quiesce.core.events.Event` objects to its subscribers (event log, store,
+metrics, SSE streams). What must happen to existing connections is handed to
+``close_handlers`` as a :class:`~quiesce.core.states.CloseMode`; the data plane's connection
+table carries it out. Servers, pools and monitors defined at runtime or by a reload change
+through the methods of its base, :class:`~quiesce.state.definitions.Definitions`.
 
 The registry is sans-IO: it never sleeps or touches a socket; time comes from an injectable
 clock, and :meth:`Registry.tick` fires drain deadlines and expiries when the caller says so.
@@ -17,12 +19,12 @@ clock, and :meth:`Registry.tick` fires drain deadlines and expiries when the cal
 
 from __future__ import annotations
 
-from collections import deque
+import heapq
 from collections.abc import Iterator
 from contextlib import contextmanager
+from itertools import count
 
-from quiesce.balancing import make_algorithm
-from quiesce.config.models import Config, HealthMonitor, PoolConfig, ServerConfig
+from quiesce.config.models import Config, HealthMonitor
 from quiesce.core import admin as admin_sm
 from quiesce.core.admin import AdminCommand, AdminRecord, Transition
 from quiesce.core.checks import CheckResult
@@ -30,11 +32,11 @@ from quiesce.core.clock import Clock, SystemClock
 from quiesce.core.errors import GuardRefused, InvalidCommand, NotFound
 from quiesce.core.events import Event, EventKind
 from quiesce.core.oper import TRANSITIONS, MonitorTrack, Stay, combine
-from quiesce.core.pool import elect, guard_violation, slow_start_factor
 from quiesce.core.states import Admin, Cause, CloseMode, Oper, Verdict
+from quiesce.state import poolstate
+from quiesce.state.definitions import Definitions
 from quiesce.state.events import make_event
 from quiesce.state.runtime import (
-    LAST_CHECKS,
     CloseHandler,
     EventListener,
     PoolRuntime,
@@ -53,7 +55,7 @@ _STAYS_WITH: dict[Oper, Verdict] = {
 _FAIL = Verdict.FAIL  # read on every check result: a module global, not an enum lookup
 
 
-class Registry:
+class Registry(Definitions):
     def __init__(self, config: Config, clock: Clock | None = None) -> None:
         self.config = config
         self.clock: Clock = clock or SystemClock()
@@ -67,15 +69,21 @@ class Registry:
         # Runtime flags (issue 7): read on the request path with one dict lookup.
         self.flags: dict[str, bool | str] = dict(config.flags)
         self.close_handlers: list[CloseHandler] = []
-        # While a reload applies many changes (:meth:`deferring`): the pools to recompute
-        # once at the end, instead of after every change.
+        # While a batch of changes applies (:meth:`deferring`): the pools to settle once at
+        # the end (one pool event each), instead of after every change.
         self._deferred: dict[PoolRuntime, None] | None = None
+        self._freeze = True
         # While a whole reload applies (:meth:`freezing_counts`): the pools whose counts
         # events carry as they were when the reload first touched them.
         self._frozen: dict[PoolRuntime, None] | None = None
+        # Drain deadlines and expiries: (due time, sequence, server), a heap; an entry is
+        # stale once the server's record no longer has that time (see _scheduled).
+        self._due: list[tuple[float, int, ServerRuntime]] = []
+        self._due_seq = count()
         now = self.clock.time()
         for pool in self.pools.values():
-            self._recompute(pool, now, emit=False)
+            poolstate.rebuild(pool, now)
+            poolstate.settle(pool, self.clock, emit=False)
 
     # lookups ----------------------------------------------------------------------------
 
@@ -181,7 +189,7 @@ class Registry:
         detail: dict[str, object] = dict(extra or {})
         if result is not None:
             detail.update(result.to_dict())
-        pending = self._recompute(pool, now)
+        pending = self._changed(pool, server, now)
         self.emit(
             make_event(
                 self.clock,
@@ -211,9 +219,7 @@ class Registry:
         try:
             transition = admin_sm.apply(server.admin, cmd, now)
             if not force_guard:
-                why = guard_violation(
-                    pool.members(), server.name, transition.after.state, pool.config.min_servers_up
-                )
+                why = poolstate.guard_violation(pool, server, transition.after.state)
                 if why is not None:
                     raise GuardRefused(
                         f"pool {pool.name!r}: setting {server.name!r} to "
@@ -251,7 +257,8 @@ class Registry:
     def restore_admin(self, server: ServerRuntime, record: AdminRecord) -> None:
         """Put back a persisted admin record at start-up (no guard, no close)."""
         server.admin = record
-        self._recompute(self.pools[server.pool], self.clock.time(), emit=False)
+        self._schedule(server)
+        self._changed(self.pools[server.pool], server, self.clock.time(), emit=False)
 
     def apply_replicated_admin(
         self, server: ServerRuntime, record: AdminRecord, close: CloseMode, *, node: str
@@ -292,10 +299,11 @@ class Registry:
         force: bool = False,
     ) -> None:
         server.admin = t.after
+        self._schedule(server)
         if server.removing and t.after.state is Admin.ENABLED:
             server.removing = False  # enabling cancels a drain-then-delete
         now = self.clock.time()
-        pending = self._recompute(pool, now) if t.changed else []
+        pending = self._changed(pool, server, now) if t.changed else []
         detail: dict[str, object] = {"message": t.message, "close": t.close.value}
         if force:
             detail["force"] = True
@@ -325,33 +333,55 @@ class Registry:
             self._close(server, t.close)
 
     def tick(self) -> list[Transition]:
-        """Fire every due drain deadline and expiry."""
+        """Fire every due drain deadline and expiry (the due ones only: a heap by time)."""
         now = self.clock.time()
         fired = []
-        for pool in self.pools.values():
-            for server in pool.servers:
-                while (t := admin_sm.tick(server.admin, now)) is not None:
-                    fired.append(t)
-                    self._apply_transition(
-                        pool,
-                        server,
-                        t,
-                        t.after.cause,
-                        t.before.actor or "system",
-                        t.after.reason,
-                        command=False,
-                    )
+        due = self._due
+        while due and due[0][0] <= now:
+            at, _, server = heapq.heappop(due)
+            if not self._scheduled(server, at):
+                continue
+            pool = self.pools[server.pool]
+            while (t := admin_sm.tick(server.admin, now)) is not None:
+                fired.append(t)
+                self._apply_transition(
+                    pool,
+                    server,
+                    t,
+                    t.after.cause,
+                    t.before.actor or "system",
+                    t.after.reason,
+                    command=False,
+                )
         return fired
 
     def next_due(self) -> float | None:
-        # the timer asks after every command: a record with neither time needs no call
-        times = [
-            t
-            for s in self.servers()
-            if (s.admin.expires is not None or s.admin.deadline is not None)
-            and (t := admin_sm.next_due(s.admin)) is not None
-        ]
-        return min(times) if times else None
+        """When :meth:`tick` next has something to do (the timer asks after every command)."""
+        due = self._due
+        while due and not self._scheduled(due[0][2], due[0][0]):
+            heapq.heappop(due)
+        return due[0][0] if due else None
+
+    def _schedule(self, server: ServerRuntime) -> None:
+        at = admin_sm.next_due(server.admin)
+        if at is None:
+            return
+        due = self._due
+        if len(due) > 1024 and len(due) > 4 * sum(1 for e in due if self._scheduled(e[2], e[0])):
+            # mostly stale (records changed again before their time): compact, amortised
+            due[:] = [e for e in due if self._scheduled(e[2], e[0])]
+            heapq.heapify(due)
+        heapq.heappush(due, (at, next(self._due_seq), server))
+
+    def _scheduled(self, server: ServerRuntime, at: float) -> bool:
+        """The entry (``at``, ``server``) still stands: the server is in its pool and its
+        record is due then."""
+        pool = self.pools.get(server.pool)
+        return (
+            pool is not None
+            and pool.server_or_none(server.name) is server
+            and admin_sm.next_due(server.admin) == at
+        )
 
     def shutdown_sessions(
         self, server: ServerRuntime, *, cause: Cause, actor: str, reason: str
@@ -387,208 +417,32 @@ class Registry:
             raise InvalidCommand(f"weight {weight} is outside 0-256")
         server.weight = weight
         pool = self.pools[server.pool]
-        self._emit_all(self._recompute(pool, self.clock.time()))
-
-    # servers added, changed and removed at runtime (issue 14) ----------------------------------
-
-    def add_server(
-        self,
-        pool_name: str,
-        config: ServerConfig,
-        *,
-        actor: str,
-        cause: Cause,
-        reason: str = "",
-        emit: bool = True,
-        runtime: bool = True,
-    ) -> ServerRuntime:
-        """A new server at the end of ``pool_name``: ``unknown`` with the pool's monitors (the
-        health manager's ``sync()`` must follow) or ``unmonitored`` without; enabled, so a
-        candidate as soon as it is eligible. A ``server_added`` event (none when ``emit`` is
-        false: restoring at start-up). ``runtime`` False: a server of the config file (a
-        reload), not stored over the file."""
-        pool = self.pool(pool_name)
-        if pool.has(config.name):
-            raise InvalidCommand(
-                f"name: pool {pool_name!r} already has a server named {config.name!r}",
-                status_hint=409,
-            )
-        missing = [m for m in config.healthmonitors if m not in self.monitors]
-        if missing:
-            raise InvalidCommand(f"healthmonitors: no health monitor named {missing[0]!r}")
-        server = pool.add(config)
-        server.runtime_defined = runtime
-        now = self.clock.time()
-        server.oper_since = now
-        pending = self._recompute(pool, now, emit=emit)
-        if emit:
-            self.emit(
-                make_event(
-                    self.clock,
-                    EventKind.SERVER_ADDED,
-                    pool,
-                    server=server.name,
-                    to=config.address,
-                    cause=cause.value,
-                    actor=actor,
-                    reason=reason,
-                    detail={"server": config.model_dump(mode="json")},
-                )
-            )
-            self._emit_all(pending)
-        return server
-
-    def update_server(
-        self,
-        server: ServerRuntime,
-        changes: dict[str, object],
-        *,
-        actor: str,
-        cause: Cause,
-        reason: str = "",
-        emit: bool = True,
-        runtime: bool = True,
-    ) -> dict[str, tuple[object, object]]:
-        """Change a server's definition (``address``, ``weight``, ``backup``, ...), validated
-        as the config file's server; returns ``{field: (old, new)}`` for what changed. A new
-        address: idle upstream connections to the old one are closed now, busy ones after
-        their response (``AT_BOUNDARY``), new connections go to the new address; the health
-        manager's ``sync()`` must follow. A new weight is the runtime weight too."""
-        pool = self.pools[server.pool]
-        old = server.config
-        unknown = sorted(set(changes) - set(ServerConfig.model_fields) | ({"name"} & set(changes)))
-        if unknown:
-            raise InvalidCommand(f"{unknown[0]}: cannot be changed")
-        new = ServerConfig.model_validate({**old.model_dump(), **changes})
-        diff = {
-            k: (getattr(old, k), getattr(new, k))
-            for k in ServerConfig.model_fields
-            if getattr(old, k) != getattr(new, k)
-        }
-        if not diff:
-            return diff
-        missing = [m for m in new.healthmonitors if m not in self.monitors]
-        if missing:
-            raise InvalidCommand(f"healthmonitors: no health monitor named {missing[0]!r}")
-        server.config = new
-        server.runtime_defined = server.runtime_defined or runtime
-        if "weight" in diff:
-            server.weight = new.weight
-        if "healthmonitors" in diff:
-            wanted = [
-                *pool.pool_monitors,
-                *(m for m in new.healthmonitors if m not in pool.pool_monitors),
-            ]
-            for m in list(server.tracks):
-                if m not in wanted:
-                    del server.tracks[m]
-                    del server.last_checks[m]
-            for m in wanted:
-                if m not in server.tracks:
-                    server.tracks[m] = MonitorTrack()
-                    server.last_checks[m] = deque(maxlen=LAST_CHECKS)
-            server.monitors = wanted
-        now = self.clock.time()
-        pending = self._recompute(pool, now, emit=emit)
-        if emit:
-            self.emit(
-                make_event(
-                    self.clock,
-                    EventKind.SERVER_UPDATED,
-                    pool,
-                    server=server.name,
-                    from_=old.address if "address" in diff else None,
-                    to=new.address if "address" in diff else None,
-                    cause=cause.value,
-                    actor=actor,
-                    reason=reason,
-                    detail={
-                        "changed": {k: [_jsonable(a), _jsonable(b)] for k, (a, b) in diff.items()},
-                        "server": new.model_dump(mode="json"),
-                    },
-                )
-            )
-            self._emit_all(pending)
-        if "healthmonitors" in diff:
-            self._set_oper(pool, server, cause, None, actor=actor)
-        if "address" in diff:
-            self._close(server, CloseMode.AT_BOUNDARY)
-        return diff
-
-    def removable(self, server: ServerRuntime) -> str | None:
-        """Why ``server`` cannot be deleted now (HAProxy's words), or None: it must be in
-        maintenance, or draining with no connection left, and have no connection."""
-        state = server.admin.state
-        if state is Admin.ENABLED or (state is Admin.DRAIN and server.connections):
-            return "Only servers in maintenance mode can be deleted."
-        if server.connections:
-            return "Server still has connections attached to it, cannot remove it."
-        return None
-
-    def remove_server(
-        self,
-        server: ServerRuntime,
-        *,
-        actor: str,
-        cause: Cause,
-        reason: str = "",
-        emit: bool = True,
-    ) -> None:
-        """Delete ``server`` from its pool (refused unless :meth:`removable`): what is left of
-        it in the data plane (idle upstream connections) is closed, idle client connections
-        that last used it are detached; a ``server_removed``
-        event. The health manager's ``sync()`` must follow."""
-        pool = self.pools[server.pool]
-        why = self.removable(server) if emit else None
-        if why is not None:
-            raise GuardRefused(f"{server.key}: {why}")
-        pool.remove(server)
-        server.removing = False
-        # AT_BOUNDARY, not ALL: it has no busy connection left; its idle upstream ones are
-        # closed, and idle client keep-alive connections that last used it are detached
-        # (their next request is balanced afresh), never closed: closing one races with
-        # the request its client may be sending (a reset; docs/admin.md, maintenance).
-        self._close(server, CloseMode.AT_BOUNDARY)
-        pending = self._recompute(pool, self.clock.time(), emit=emit)
-        if emit:
-            self.emit(
-                make_event(
-                    self.clock,
-                    EventKind.SERVER_REMOVED,
-                    pool,
-                    server=server.name,
-                    from_=server.address,
-                    cause=cause.value,
-                    actor=actor,
-                    reason=reason,
-                    detail={"server": server.config.model_dump(mode="json")},
-                )
-            )
-            self._emit_all(pending)
+        self._emit_all(self._changed(pool, server, self.clock.time()))
 
     # pools added, changed and removed by a reload (issue 14) ----------------------------------
 
     @contextmanager
-    def deferring(self) -> Iterator[None]:
-        """Recompute each pool touched inside the block once, at its end (a reload adding
-        a thousand servers to a pool of ten thousand recomputes it once, not a thousand
-        times). The block must not yield to the event loop: no request sees the pools
-        half-recomputed. Events emitted inside carry each pool's eligible count and
-        sessions as they were when the block first touched it."""
+    def deferring(self, *, freeze: bool = True) -> Iterator[None]:
+        """A batch of changes (a reload's slice, the check results of one loop iteration,
+        a batch of commands): each server's change moves it in its pool's eligible sets as
+        it comes (O(log n)) and has its own event; each pool touched is settled once, at
+        the end: one election, one pool event at most, never one per change. The block
+        must not yield to the event loop: no request sees a pool half-settled. ``freeze``:
+        events emitted inside carry each pool's eligible count and sessions as they were
+        when the block first touched it (a reload's); else as they are at each event."""
         if self._deferred is not None:
             yield
             return
-        self._deferred = {}
+        self._deferred, self._freeze = {}, freeze
         try:
             yield
         finally:
             pools, self._deferred = self._deferred, None
-            now = self.clock.time()
             for pool in pools:
                 if self._frozen is None:
                     pool.frozen_counts = None
                 if self.pools.get(pool.name) is pool:
-                    self._emit_all(self._recompute(pool, now))
+                    self._emit_all(poolstate.settle(pool, self.clock))
 
     @contextmanager
     def freezing_counts(self) -> Iterator[None]:
@@ -605,126 +459,6 @@ class Registry:
             pools, self._frozen = self._frozen, None
             for pool in pools:
                 pool.frozen_counts = None
-
-    def add_pool(self, name: str, config: PoolConfig) -> PoolRuntime:
-        """A new pool with the servers of ``config`` (``unknown`` with monitors, else
-        ``unmonitored``); the health manager's ``sync()`` must follow."""
-        if name in self.pools:
-            raise InvalidCommand(f"a pool named {name!r} exists", status_hint=409)
-        missing = [m for m in config.healthmonitors if m not in self.monitors]
-        if missing:
-            raise InvalidCommand(f"healthmonitors: no health monitor named {missing[0]!r}")
-        pool = self.pools[name] = PoolRuntime(name, config, self.monitors)
-        now = self.clock.time()
-        for s in pool.servers:
-            s.oper_since = now
-        self._emit_all(self._recompute(pool, now))
-        return pool
-
-    def update_pool(self, name: str, config: PoolConfig) -> None:
-        """The pool's settings from a reloaded file (algorithm, mode, guards, timeouts, slow
-        start, persistence...): its servers, their admin and operational state and its
-        monitor list are left as they are (those change through their own methods)."""
-        pool = self.pool(name)
-        old = pool.config
-        pool.config = config
-        if (old.algorithm, old.mode) != (config.algorithm, config.mode):
-            pool.algorithm = make_algorithm(config.algorithm)
-        if old.mode != config.mode:
-            pool.primary = None
-        if old.min_health_monitors_up != config.min_health_monitors_up:
-            for s in pool.servers:
-                self._set_oper(pool, s, Cause.CONFIG, None)
-        self._emit_all(self._recompute(pool, self.clock.time()))
-
-    def remove_pool(self, name: str) -> PoolRuntime:
-        """Forget a pool (no service routes to it any more): requests in flight to its
-        servers finish, their connections close at the next boundary; the health manager's
-        ``sync()`` must follow."""
-        pool = self.pools.pop(name)
-        for s in pool.servers:
-            self._close(s, CloseMode.AT_BOUNDARY)
-        return pool
-
-    # runtime monitor edits (control plane, dashboard) ------------------------------------------
-
-    def put_monitor(self, name: str, monitor: HealthMonitor, *, actor: str, cause: Cause) -> bool:
-        """Create or replace a monitor definition; returns True when it was created. Servers
-        keep their track state: the new definition applies from the next check."""
-        created = name not in self.monitors
-        self.monitors[name] = monitor
-        self.emit(
-            make_event(
-                self.clock,
-                EventKind.MONITOR_CHANGE,
-                None,
-                cause=cause.value,
-                actor=actor,
-                to="created" if created else "updated",
-                detail={"monitor": name},
-            )
-        )
-        return created
-
-    def delete_monitor(self, name: str, *, actor: str, cause: Cause) -> None:
-        if name not in self.monitors:
-            raise NotFound(f"no health monitor named {name!r}")
-        users = sorted({s.pool for s in self.servers() if name in s.monitors})
-        if users:
-            raise GuardRefused(
-                f"health monitor {name!r} is attached to pool(s) {', '.join(users)}: "
-                "detach it first"
-            )
-        del self.monitors[name]
-        self.emit(
-            make_event(
-                self.clock,
-                EventKind.MONITOR_CHANGE,
-                None,
-                cause=cause.value,
-                actor=actor,
-                to="deleted",
-                detail={"monitor": name},
-            )
-        )
-
-    def set_pool_monitors(
-        self, pool_name: str, names: list[str], *, actor: str, cause: Cause
-    ) -> None:
-        """Attach/detach pool monitors. A newly attached monitor starts ``unknown`` for each
-        server; a detached one is forgotten. The health manager's ``sync()`` must follow."""
-        pool = self.pool(pool_name)
-        missing = [n for n in names if n not in self.monitors]
-        if missing:
-            raise NotFound(f"no health monitor named {missing[0]!r}")
-        if len(set(names)) != len(names):
-            raise InvalidCommand("a monitor is listed twice")
-        old = list(pool.pool_monitors)
-        pool.pool_monitors = list(names)
-        for s in pool.servers:
-            wanted = [*names, *(m for m in s.config.healthmonitors if m not in names)]
-            for m in list(s.tracks):
-                if m not in wanted:
-                    del s.tracks[m]
-                    del s.last_checks[m]
-            for m in wanted:
-                if m not in s.tracks:
-                    s.tracks[m] = MonitorTrack()
-                    s.last_checks[m] = deque(maxlen=LAST_CHECKS)
-            s.monitors = wanted
-            self._set_oper(pool, s, cause, None)
-        self.emit(
-            make_event(
-                self.clock,
-                EventKind.MONITOR_CHANGE,
-                pool,
-                cause=cause.value,
-                actor=actor,
-                from_=",".join(old),
-                to=",".join(names),
-                detail={"attached": list(names)},
-            )
-        )
 
     # runtime flags ----------------------------------------------------------------------------
 
@@ -775,68 +509,25 @@ class Registry:
         for e in events:
             self.emit(e)
 
-    def _recompute(self, pool: PoolRuntime, now: float, emit: bool = True) -> list[Event]:
-        """Recompute candidates and election; returns the events this caused, for the caller
-        to emit after its own (a cause comes before its consequences in the log)."""
+    def _changed(
+        self, pool: PoolRuntime, server: ServerRuntime, now: float, emit: bool = True
+    ) -> list[Event]:
+        """``server``'s state changed: move it in the pool's eligible sets and settle the
+        pool (O(log n)); returns the events this caused, for the caller to emit after its own
+        (a cause comes before its consequences in the log)."""
+        poolstate.place(pool, server, now)
+        return self._settle(pool, emit=emit)
+
+    def _settle(self, pool: PoolRuntime, emit: bool = True) -> list[Event]:
         if self._deferred is not None:
             if pool not in self._deferred:
                 self._deferred[pool] = None
-                if pool.frozen_counts is None:
+                if pool.frozen_counts is None and self._freeze:
                     pool.frozen_counts = (pool.eligible_count, pool.sessions)
                 if self._frozen is not None:
                     self._frozen[pool] = None
             return []
-        out: list[Event] = []
-        eligible: list[ServerRuntime] = []  # eligibility read once per server: this is hot
-        for s in pool.servers:
-            if s.eligible:
-                eligible.append(s)
-                if s.eligible_since is None:
-                    s.eligible_since = now
-            else:
-                s.eligible_since = None
-        if pool.config.mode == "active_standby":
-            new_primary = elect(pool.members(), pool.primary, pool.config.preempt)
-            if new_primary != pool.primary:
-                old = pool.primary
-                pool.primary = new_primary
-                if emit:
-                    out.append(
-                        make_event(
-                            self.clock,
-                            EventKind.ELECTION,
-                            pool,
-                            server=new_primary,
-                            from_=old,
-                            to=new_primary,
-                            cause="election",
-                        )
-                    )
-            pool.candidates = [pool.server(pool.primary)] if pool.primary else []
-        else:
-            # core.pool.candidates' rule (eligible primaries, else eligible backups) read
-            # straight off the servers: this runs on every state change of every server.
-            primaries = [s for s in eligible if not s.config.backup]
-            pool.candidates = primaries or [s for s in eligible if s.config.backup]
-        period = pool.config.slow_start
-        if period > 0:
-            for s in pool.candidates:
-                s.effective_weight = s.weight * slow_start_factor(s.eligible_since, now, period)
-        else:  # slow_start_factor is 1.0: one call fewer per server
-            for s in pool.candidates:
-                s.effective_weight = s.weight
-        available = bool(pool.candidates)
-        if available != pool.available:
-            pool.available = available
-            if emit:
-                kind = EventKind.POOL_UP if available else EventKind.POOL_DOWN
-                reason = None if available else "pool has no server available"
-                out.append(make_event(self.clock, kind, pool, reason=reason))
-        return out
-
-
-def _jsonable(value: object) -> object:
-    return list(value) if isinstance(value, list | tuple) else value
+        return poolstate.settle(pool, self.clock, emit=emit)
 
 
 def _flag_text(value: bool | str | None) -> str | None:

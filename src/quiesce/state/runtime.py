@@ -6,9 +6,11 @@ plane's connection table keeps their live counters. Sans-IO."""
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, overload
+
+from sortedcontainers import SortedKeyList  # type: ignore[import-untyped]
 
 from quiesce.balancing import Algorithm, make_algorithm
 from quiesce.balancing.persistence import sticky_token
@@ -42,8 +44,9 @@ class ServerRuntime:
     last_checks: dict[str, deque[CheckResult]] = field(default_factory=dict)
     eligible_since: float | None = None
     weight: int = 1
-    # Live counters, kept by the data plane's connection table.
-    connections: int = 0
+    # Live counters, kept by the data plane's connection table (``connections`` through its
+    # property below, which keeps the pool's session count in step).
+    _connections: int = 0
     requests_in_flight: int = 0
     requests_total: int = 0
     responses: dict[str, int] = field(default_factory=dict)
@@ -59,10 +62,17 @@ class ServerRuntime:
     oper_since: float | None = None
     down_since: float | None = None
     downtime: float = 0.0
-    # Drain-then-delete (issue 14): deleted at 0 connections or at the drain deadline.
-    removing: bool = False
+    # Drain-then-delete (issue 14): deleted at 0 connections or at the drain deadline
+    # (``removing``, a property below: the pool keeps the list of those, for the timer).
+    _removing: bool = False
     # Added or changed at runtime: the stored definition wins over the config file's.
     runtime_defined: bool = False
+    # Incremental pool state (quiesce.state.poolstate): the pool's sorted set of eligible
+    # servers this one is in (None: not eligible), its sort key there, and the pool's
+    # running totals it adds its connections to.
+    listed: Members | None = field(default=None, repr=False)
+    rank: tuple[int, int] = (0, 0)
+    tally: PoolTally = field(default_factory=lambda: PoolTally(), repr=False)
 
     def __post_init__(self) -> None:
         self.weight = self.config.weight
@@ -75,6 +85,29 @@ class ServerRuntime:
     @property
     def name(self) -> str:
         return self.config.name
+
+    @property
+    def connections(self) -> int:
+        """Live connections (busy ones), set by the data plane's connection table."""
+        return self._connections
+
+    @connections.setter
+    def connections(self, n: int) -> None:
+        self.tally.sessions += n - self._connections
+        self._connections = n
+
+    @property
+    def removing(self) -> bool:
+        """Being drained to be deleted (``DELETE …?drain=true``, a reload)."""
+        return self._removing
+
+    @removing.setter
+    def removing(self, on: bool) -> None:
+        self._removing = on
+        if on:
+            self.tally.removing[self] = None
+        else:
+            self.tally.removing.pop(self, None)
 
     @property
     def bytes_in(self) -> int:
@@ -125,7 +158,7 @@ class ServerRuntime:
 
     @property
     def active(self) -> int:
-        return self.connections
+        return self._connections
 
     def member(self) -> Member:
         return Member(
@@ -143,23 +176,94 @@ class ServerRuntime:
         return out[-LAST_CHECKS:]
 
 
+class Members(Sequence["ServerRuntime"]):
+    """Servers kept sorted by a key, added and removed in O(log n) (a sorted list of lists,
+    sortedcontainers): a pool's servers in config order, its eligible sets by rank."""
+
+    __slots__ = ("_items",)
+
+    def __init__(self, key: Callable[[ServerRuntime], Any]) -> None:
+        self._items = SortedKeyList(key=key)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __bool__(self) -> bool:
+        return len(self._items) > 0
+
+    def __iter__(self) -> Iterator[ServerRuntime]:
+        return iter(self._items)
+
+    @overload
+    def __getitem__(self, index: int) -> ServerRuntime: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[ServerRuntime]: ...
+
+    def __getitem__(self, index: int | slice) -> ServerRuntime | list[ServerRuntime]:
+        item: ServerRuntime | list[ServerRuntime] = self._items[index]
+        return item
+
+    def __contains__(self, item: object) -> bool:
+        return isinstance(item, ServerRuntime) and item in self._items
+
+    def __repr__(self) -> str:
+        return f"Members({list(self._items)!r})"
+
+    def add(self, server: ServerRuntime) -> None:
+        self._items.add(server)
+
+    def remove(self, server: ServerRuntime) -> None:
+        self._items.remove(server)
+
+    def clear(self) -> None:
+        self._items.clear()
+
+
+class PoolTally:
+    """A pool's running totals, kept as its servers change (read by every event)."""
+
+    __slots__ = ("removing", "sessions")
+
+    def __init__(self) -> None:
+        self.sessions = 0
+        # the servers being drained to be deleted, in the order they were asked
+        self.removing: dict[ServerRuntime, None] = {}
+
+
+def _rank(server: ServerRuntime) -> tuple[int, int]:
+    return server.rank
+
+
+def _order(server: ServerRuntime) -> int:
+    return server.order
+
+
 class PoolRuntime:
     def __init__(self, name: str, config: PoolConfig, monitors: dict[str, HealthMonitor]) -> None:
         self.name = name
         self.config = config
         self.pool_monitors: list[str] = list(config.healthmonitors)
-        self.servers: list[ServerRuntime] = []
+        # In config order (new ones last); added and removed in O(log n).
+        self.servers = Members(_order)
+        self.tally = PoolTally()
         for i, sc in enumerate(config.servers):
             names = [*config.healthmonitors, *sc.healthmonitors]
-            self.servers.append(ServerRuntime(name, sc, i, names))
+            self.servers.add(ServerRuntime(name, sc, i, names, tally=self.tally))
         self._by_name = {s.name: s for s in self.servers}
+        self._tokens: dict[str, str] | None = None
         self._next_order = len(self.servers)
         # (eligible, sessions) as a batch of changes began (Registry.deferring): events of
         # the batch carry these instead of a count over every server per event
         self.frozen_counts: tuple[int, int] | None = None
         self.algorithm: Algorithm = make_algorithm(config.algorithm)
         self.primary: str | None = None
-        self.candidates: list[ServerRuntime] = []
+        # The eligible servers, primaries and backups, sorted by rank (config order; priority
+        # first in active-standby): kept per change by quiesce.state.poolstate, never rebuilt
+        # on a server's change. ``candidates`` is one of them, or the elected primary alone.
+        self.primaries = Members(_rank)
+        self.backups = Members(_rank)
+        self.candidates: Sequence[ServerRuntime] = self.primaries
         self.available = False
         self.monitor_configs = monitors
 
@@ -172,17 +276,29 @@ class PoolRuntime:
             *self.pool_monitors,
             *(m for m in config.healthmonitors if m not in self.pool_monitors),
         ]
-        server = ServerRuntime(self.name, config, order, names)
-        self.servers.append(server)
+        server = ServerRuntime(self.name, config, order, names, tally=self.tally)
+        self.servers.add(server)
         self._by_name[server.name] = server
+        if self._tokens is not None:
+            self._tokens[sticky_token(server.key)] = server.name
         return server
 
     def has(self, name: str) -> bool:
         return name in self._by_name
 
     def remove(self, server: ServerRuntime) -> None:
+        """Forget ``server`` (already out of the eligible sets: poolstate.unplace)."""
         self.servers.remove(server)
         del self._by_name[server.name]
+        if self._tokens is not None:
+            self._tokens.pop(sticky_token(server.key), None)
+        self.tally.sessions -= server.connections
+        self.tally.removing.pop(server, None)
+        server.tally = PoolTally()
+        server.tally.sessions = server.connections
+
+    def server_or_none(self, name: str | None) -> ServerRuntime | None:
+        return self._by_name.get(name) if name is not None else None
 
     def server(self, name: str) -> ServerRuntime:
         try:
@@ -197,13 +313,17 @@ class PoolRuntime:
     def eligible_count(self) -> int:
         if self.frozen_counts is not None:
             return self.frozen_counts[0]
-        return sum(1 for s in self.servers if s.eligible)
+        return len(self.primaries) + len(self.backups)
 
     @property
     def sessions(self) -> int:
         if self.frozen_counts is not None:
             return self.frozen_counts[1]
-        return sum(s.connections for s in self.servers)
+        return self.tally.sessions
+
+    def removing(self) -> list[ServerRuntime]:
+        """The servers being drained to be deleted (not a pass over the pool)."""
+        return list(self.tally.removing)
 
     def thresholds(self, monitor: str) -> Thresholds:
         m = self.monitor_configs.get(monitor)
@@ -249,10 +369,17 @@ class PoolRuntime:
         return sticky_token(server.key)
 
     def from_sticky_token(self, token: str) -> str | None:
-        for s in self.servers:
-            if sticky_token(s.key) == token:
-                return s.name
-        return None
+        tokens = self._tokens
+        if tokens is None:  # built at the first cookie, then kept by add and remove
+            tokens = self._tokens = {sticky_token(s.key): s.name for s in self.servers}
+        return tokens.get(token)
 
 
-__all__ = ["LAST_CHECKS", "CloseHandler", "EventListener", "PoolRuntime", "ServerRuntime"]
+__all__ = [
+    "LAST_CHECKS",
+    "CloseHandler",
+    "EventListener",
+    "PoolRuntime",
+    "PoolTally",
+    "ServerRuntime",
+]
