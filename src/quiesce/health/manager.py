@@ -33,6 +33,7 @@ import logging
 import math
 import random
 from collections import deque
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -285,6 +286,8 @@ class HealthManager:
         prober = self.prober("http")
         assert isinstance(prober, StreamProber)
         try:
+            # the results the engine hands over together are one batch of the registry
+            prober.engine().around = self._results_batch
             prober.start_batch(batch)  # type: ignore[arg-type]
         except Exception as exc:  # a bug must not leave these jobs running forever
             log.exception("starting a batch of %d checks failed", len(batch))
@@ -293,6 +296,11 @@ class HealthManager:
                 prober.engine().cancel(job)
                 result = probe_error(job.monitor, self.clock, self.clock.monotonic(), exc)
                 job.running = self._loop.call_soon(self._done, job, result)
+
+    def _results_batch(self) -> AbstractContextManager[object]:
+        """Check results delivered together (a blip: hundreds in one loop iteration) are
+        one batch of the registry: an event per changed server, one pool event each."""
+        return self.registry.deferring(freeze=False)
 
     def _done(self, job: _Job, result: CheckResult) -> None:
         if job.running is None:

@@ -24,6 +24,8 @@ import asyncio
 import contextlib
 import logging
 import math
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, Protocol
 
 from quiesce import _accel
@@ -106,6 +108,9 @@ class FastEngine:
         self.engine: Engine = checkfast.Engine(VERDICTS, REASONS, CheckResult)
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = math.inf
+        # Around each delivery of finished checks: the health manager makes it a batch of
+        # the registry (one pool event per pool for a burst of changes, issue 21).
+        self.around: Callable[[], AbstractContextManager[object]] = contextlib.nullcontext
         loop.add_reader(self.engine.fileno(), self._ready)
 
     def __len__(self) -> int:
@@ -149,6 +154,10 @@ class FastEngine:
             self._deliver(done)
 
     def _deliver(self, done: list[tuple[Token, CheckResult | None]]) -> None:
+        with self.around():
+            self._deliver_each(done)
+
+    def _deliver_each(self, done: list[tuple[Token, CheckResult | None]]) -> None:
         for token, result in done:
             try:
                 if result is None:  # C could not make it (see checkfast.c: finish)
