@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import ssl
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -319,3 +320,27 @@ async def test_a_tcp_relay_to_a_tls_pool_survives_a_half_close(
             await wait_for(lambda: p.service.connections == 0)
     finally:
         server.close()
+
+
+def fetch_blocking(
+    port: int, ctx: ssl.SSLContext, session: ssl.SSLSession | None = None
+) -> tuple[ssl.SSLSession | None, bool, bytes]:
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=10) as raw,
+        ctx.wrap_socket(raw, server_hostname="localhost", session=session) as s,
+    ):
+        s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+        return s.session, s.session_reused, data
+
+
+async def test_sessions_resume_with_tickets(certs: Certs, tmp_path: Path, backend: Backend) -> None:
+    raw = make_config([backend.address], service=tls_service())
+    async with start_proxy(raw, base_dir=tmp_path) as p:
+        ctx = client_ctx(certs)
+        session, reused, data = await asyncio.to_thread(fetch_blocking, p.port, ctx)
+        assert data.endswith(b"hello from a\n") and not reused and session is not None
+        _, reused, data = await asyncio.to_thread(fetch_blocking, p.port, ctx, session)
+        assert reused and data.endswith(b"hello from a\n")
