@@ -496,7 +496,7 @@ class OnResponseStatus(Model):
 
 class ServiceConfig(Model):
     listen: Address
-    protocol: Literal["http", "tcp"] = "http"
+    protocol: Literal["http", "tcp", "postgresql"] = "http"
     pool: Name
     fallback_pool: Name | None = None
     maintenance_page: MaintenancePage = MaintenancePage()
@@ -515,9 +515,22 @@ class ServiceConfig(Model):
     # false: no access-log line for this service (logging.access)
     access_log: bool = True
     tls: ListenerTls | None = None  # terminate TLS (quiesce.config.tls)
+    # postgresql: a message longer than this closes the connection (PostgreSQL's own limit)
+    max_message_size: Annotated[int, Field(ge=1024, le=0x3FFFFFFF)] = 0x3FFFFFFF
 
     @model_validator(mode="after")
     def _protocol_fits(self) -> ServiceConfig:
+        if self.protocol == "postgresql":
+            if self.tls is not None:
+                raise ValueError(
+                    "tls: a postgresql service does not terminate TLS yet (it answers a "
+                    "client's SSLRequest 'N'; docs/database.md)"
+                )
+            for i, rule in enumerate(self.rules):
+                if _uses(rule.if_, _TCP_ONLY):
+                    raise ValueError(
+                        f"rules[{i}].if: sni is not seen by a postgresql service (no TLS)"
+                    )
         if self.protocol == "http":
             if self.tls is not None and self.tls.alpn != ["http/1.1"]:
                 raise ValueError(

@@ -29,6 +29,7 @@ class EventKind(StrEnum):
     SERVER_REMOVED = "server_removed"
     CONFIG_RELOAD = "config_reload"  # issue 14: a live reload, applied or refused (summary)
     CONFIG_CHANGE = "config_change"  # one change of a reload with no event kind of its own
+    PROTOCOL_ERROR = "protocol_error"  # issue 20: a database connection closed on bad framing
 
 
 @dataclass(frozen=True, slots=True)

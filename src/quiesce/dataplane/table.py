@@ -22,8 +22,9 @@ proxy reuses, quiesce.dataplane.pool), so closing a server drops them too.
   upstream connections closed.
 * ``AT_BOUNDARY`` — the connections *to the server* end at their request boundary: idle
   upstream connections are closed now, busy L7 connections right after their in-flight
-  response (which gets ``Connection: close`` when its head is not yet sent); L4 relays are
-  left alone. Idle L7 *client* connections are not closed, only detached from the server:
+  response (which gets ``Connection: close`` when its head is not yet sent); plain L4 relays
+  are left alone, ``postgresql`` ones close outside a transaction (quiesce.dataplane.pgrelay).
+  Idle L7 *client* connections are not closed, only detached from the server:
   their next request goes to an eligible server anyway, and closing an idle keep-alive
   connection can never be made safe in HTTP/1.1 — a client may be sending its next request
   at that moment, and it would see a reset (there is no GOAWAY). So non-forced maintenance
@@ -59,9 +60,10 @@ class Closable(Protocol):
         of the access log's termination state (quiesce.logs.access). An L7 request whose
         response has not started is answered ``503`` instead when ``why`` is given."""
 
-    def close_at_boundary(self, force: bool = False) -> None:
+    def close_at_boundary(self, force: bool = False) -> bool | None:
         """Close after the in-flight response (L7); idle: close now, unless its next
-        request is already waiting unread (then after that one), or ``force``."""
+        request is already waiting unread (then after that one), or ``force``. False: the
+        connection has no boundary and is left alone (a plain L4 relay)."""
 
 
 class ConnectionTable(UpstreamPool):
@@ -187,8 +189,9 @@ class ConnectionTable(UpstreamPool):
         elif mode is CloseMode.AT_BOUNDARY:
             n = 0
             for conn in busy:
-                if conn.layer == 7:
-                    conn.close_at_boundary()
+                # L7: after the in-flight response; L4: a plain relay is left alone (False),
+                # a postgresql one closes out of a transaction (quiesce.dataplane.pgrelay)
+                if conn.close_at_boundary() is not False:
                     n += 1
             self.closed_by_mode["at_boundary"] += n
 

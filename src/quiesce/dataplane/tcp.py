@@ -176,7 +176,9 @@ class TcpClient(asyncio.Protocol):
         kw = {} if tls is None else tls.upstream(pool.name, server.host)  # pools.X.tls
         try:
             _, up = await asyncio.wait_for(
-                loop.create_connection(lambda: self.upstream_class(self), server.host, server.port, **kw),
+                loop.create_connection(
+                    lambda: self.upstream_class(self), server.host, server.port, **kw
+                ),
                 pool.config.connect_timeout,
             )
         except (OSError, TimeoutError) as exc:

@@ -1,0 +1,257 @@
+"""PostgreSQL wire framing, sans-IO: what a ``protocol: postgresql`` relay knows of a session.
+
+The relay (quiesce.dataplane.pgrelay) still copies bytes untouched; it feeds every read to
+one framer per direction, which walks the message boundaries (a type byte and an int32
+length, after the untyped start-up messages) without copying or decoding message bodies,
+and keeps the few facts that decide whether the connection may be closed without losing
+anything (:class:`Session`):
+
+* ``status``: the last ``ReadyForQuery`` status: ``I`` idle, ``T`` in a transaction, ``E``
+  in a failed transaction;
+* ``pending``: ``ReadyForQuery`` messages still owed to the client (one per ``Query``,
+  ``FunctionCall``, ``Sync`` and for the start-up), and ``unsynced``: extended-protocol
+  messages sent with no ``Sync`` yet — either means a query is running;
+* ``listening``: a ``LISTEN`` completed (cleared by ``UNLISTEN`` and ``DISCARD ALL``; the
+  command tag does not name the channel, so any ``UNLISTEN`` counts as all).
+
+What it cannot see (docs/database.md): session advisory locks, temporary tables, ``SET``
+parameters and prepared statements live inside query text or results it does not read.
+
+Malformed input (an unknown message type, a length below 4 or above ``max_message``, a
+start-up packet that is not PostgreSQL's) makes ``feed`` return an error string; the relay
+closes that connection only.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+SSL_REQUEST: Final = 80877103
+GSSENC_REQUEST: Final = 80877104
+CANCEL_REQUEST: Final = 80877102
+MAX_STARTUP: Final = 10000  # PostgreSQL's own limit on a start-up packet
+MAX_MESSAGE: Final = 0x3FFFFFFF  # 1 GiB - 1: PostgreSQL's MaxAllocSize
+_INSPECT_MAX: Final = 256  # a message the framer reads (ReadyForQuery, CommandComplete)
+
+# message types (what each side may send after the start-up)
+_FRONTEND_TYPES = b"QPBEDCSHFXdcfp"
+_BACKEND_TYPES = b"RSKZCDTEINnst123AGHWdcVv"
+_FRONT_OK = bytes(1 if t in _FRONTEND_TYPES else 0 for t in range(256))
+_BACK_OK = bytes(1 if t in _BACKEND_TYPES else 0 for t in range(256))
+_Q, _F, _S, _X = b"QFSX"
+_EXTENDED = frozenset(b"PBEDC")  # Parse, Bind, Execute, Describe, Close: answered at Sync
+_Z, _C = b"ZC"
+
+# what a relay answers an SSLRequest or GSSENCRequest with when it does not terminate TLS
+NO_ENCRYPTION: Final = b"N"
+
+
+def admin_shutdown() -> bytes:
+    """The ``ErrorResponse`` PostgreSQL itself sends when an administrator ends a session
+    (FATAL, SQLSTATE 57P01 admin_shutdown): drivers and poolers take it as "reconnect"."""
+    fields = (
+        b"SFATAL\0VFATAL\0C57P01\0"
+        b"Mterminating connection due to administrator command\0"
+        b"Dquiesce: the server is in maintenance\0\0"
+    )
+    return b"E" + (len(fields) + 4).to_bytes(4, "big") + fields
+
+
+GOODBYE: Final = admin_shutdown()
+TERMINATE: Final = b"X\0\0\0\4"  # sent to the server when the relay ends the session
+
+
+class Session:
+    """One connection's protocol state, shared by its two framers."""
+
+    __slots__ = ("cancel", "ended", "listening", "pending", "started", "status", "unsynced")
+
+    def __init__(self) -> None:
+        self.status = 0x49  # b"I"
+        self.pending = 0  # ReadyForQuery still owed (the start-up's included)
+        self.unsynced = False  # extended-protocol messages with no Sync yet
+        self.listening = False
+        self.started = False  # the start-up packet passed (False: SSLRequest, …)
+        self.cancel = False  # a CancelRequest connection: it carries nothing else
+        self.ended = False  # the client sent Terminate
+
+    @property
+    def state(self) -> str:
+        """``idle``, ``transaction`` (in a transaction, nothing running) or ``query`` (a
+        query, or the start-up and authentication, outstanding): the server view's counts."""
+        if self.pending or self.unsynced or not self.started:
+            return "query"
+        return "idle" if self.status == 0x49 else "transaction"
+
+    def closable(self) -> bool:
+        """Nothing a reconnect would lose: no transaction, no query running, no LISTEN."""
+        return (
+            self.started
+            and not self.pending
+            and not self.unsynced
+            and self.status == 0x49
+            and not self.listening
+        )
+
+
+class _Framer:
+    __slots__ = ("max", "partial", "session", "skip")
+    _ok: bytes  # the message types this side may send
+    _who: str
+
+    def __init__(self, session: Session, max_message: int = MAX_MESSAGE) -> None:
+        self.session = session
+        self.max = max_message
+        self.skip = 0  # bytes of the current message's body still to pass over
+        self.partial = b""  # a message head (or a message the framer reads) split by reads
+
+    def _typed(self, data: bytes) -> str | None:
+        """One read of typed messages: the end of a message a previous read began, then
+        whole ones, then the head of the next (kept)."""
+        if self.partial:
+            data = self.partial + data
+            self.partial = b""
+        skip = self.skip
+        if skip:
+            if skip >= len(data):
+                self.skip = skip - len(data)
+                return None
+            self.skip = 0
+        if self.session.cancel:
+            return f"{self._who} sent more after a CancelRequest"
+        return self._walk(data, skip)
+
+    def _walk(self, data: bytes, pos: int) -> str | None:
+        """Walk typed messages from ``pos``; keep what a read split."""
+        ok = self._ok
+        who = self._who
+        n = len(data)
+        limit = self.max
+        while n - pos >= 5:
+            t = data[pos]
+            if not ok[t]:
+                return f"{who} sent an unknown message type {bytes([t])!r}"
+            length = int.from_bytes(data[pos + 1 : pos + 5], "big")
+            if length < 4 or length > limit:
+                return f"{who} sent a message of type {bytes([t])!r} with length {length}"
+            end = pos + 1 + length
+            if self._note(t, data, pos, end, length):
+                if end > n:  # read it once it is whole (a few bytes at most)
+                    self.partial = data[pos:]
+                    return None
+                self._seen(t, data, pos + 5, end)
+            if end >= n:
+                self.skip = end - n
+                return None
+            pos = end
+        self.partial = data[pos:]
+        return None
+
+    def _note(self, t: int, data: bytes, pos: int, end: int, length: int) -> bool:
+        """Count a message by its type; True: its body is to be read (``_seen``)."""
+        raise NotImplementedError
+
+    def _seen(self, t: int, data: bytes, start: int, end: int) -> None:
+        """A message ``_note`` asked for, whole: ``data[start:end]`` is its body."""
+
+
+class FrontendFramer(_Framer):
+    """Client to server: the start-up messages, then typed messages."""
+
+    __slots__ = ()
+    _ok = _FRONT_OK
+    _who = "client"
+
+    def feed(self, data: bytes) -> tuple[bytes, bytes, str | None]:
+        """One read from the client: (bytes to pass on to the server, bytes to answer the
+        client with, an error or None). Past the start-up, ``data`` passes unchanged."""
+        s = self.session
+        if s.started:
+            err = self._typed(data)
+            return data, b"", err
+        return self._startup(data)
+
+    def _note(self, t: int, data: bytes, pos: int, end: int, length: int) -> bool:
+        s = self.session
+        if t in (_Q, _F):
+            s.pending += 1
+        elif t == _S:
+            s.pending += 1
+            s.unsynced = False
+        elif t in _EXTENDED:
+            s.unsynced = True
+        elif t == _X:
+            s.ended = True
+        return False
+
+    def _startup(self, data: bytes) -> tuple[bytes, bytes, str | None]:
+        """The untyped messages: SSLRequest / GSSENCRequest (answered ``N`` here, not passed
+        on), CancelRequest, StartupMessage; then the typed messages after them."""
+        if self.partial:
+            data = self.partial + data
+            self.partial = b""
+        s = self.session
+        forward: list[bytes] = []
+        reply = b""
+        pos = 0
+        n = len(data)
+        while not s.started:
+            if n - pos < 8:
+                self.partial = data[pos:]
+                return b"".join(forward), reply, None
+            length = int.from_bytes(data[pos : pos + 4], "big")
+            code = int.from_bytes(data[pos + 4 : pos + 8], "big")
+            if code in (SSL_REQUEST, GSSENC_REQUEST):
+                if length != 8:
+                    return b"", b"", f"client sent an encryption request of length {length}"
+                reply += NO_ENCRYPTION
+                pos += 8
+                continue
+            if code == CANCEL_REQUEST:
+                if length != 16:
+                    return b"", b"", f"client sent a CancelRequest of length {length}"
+                s.cancel = True
+            elif code >> 16 != 3:
+                return b"", b"", f"client does not speak PostgreSQL 3 (start-up code {code:#x})"
+            elif length < 8 or length > MAX_STARTUP:
+                return b"", b"", f"client sent a start-up packet of length {length}"
+            else:
+                s.pending = 1  # answered by the first ReadyForQuery
+            s.started = True
+            end = pos + length
+            forward.append(data[pos:end] if end < n else data[pos:])
+            if end >= n:
+                self.skip = end - n
+                return b"".join(forward), reply, None
+            pos = end
+        rest = data[pos:]
+        forward.append(rest)
+        return b"".join(forward), reply, self._typed(rest)
+
+
+class BackendFramer(_Framer):
+    """Server to client: typed messages from the first byte (the relay never passes an
+    SSLRequest on, so the server never answers one)."""
+
+    __slots__ = ()
+
+    _ok = _BACK_OK
+    _who = "server"
+
+    def feed(self, data: bytes) -> str | None:
+        return self._typed(data)
+
+    def _note(self, t: int, data: bytes, pos: int, end: int, length: int) -> bool:
+        return (t in (_Z, _C)) and length <= _INSPECT_MAX
+
+    def _seen(self, t: int, data: bytes, start: int, end: int) -> None:
+        s = self.session
+        if t == _Z:
+            if start < end:
+                s.status = data[start]
+            if s.pending:
+                s.pending -= 1
+        elif data.startswith(b"LISTEN", start):
+            s.listening = True
+        elif data.startswith(b"UNLISTEN", start) or data.startswith(b"DISCARD ALL", start):
+            s.listening = False

@@ -1,0 +1,49 @@
+"""Database sessions per server by state (issue 20): what ``show server``, the API's server
+view and the metrics count as ``idle``, ``transaction`` and ``query``.
+
+A ``postgresql`` relay (quiesce.dataplane.pgrelay) registers its session here while it is
+bound to a server; the counts are taken when asked, by walking that server's sessions, so
+the request path pays one set add and one discard per connection, nothing per message.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+from weakref import WeakKeyDictionary
+
+STATES = ("idle", "transaction", "query")
+
+
+class SessionLike(Protocol):
+    @property
+    def state(self) -> str:
+        """One of STATES."""
+        ...
+
+
+_LIVE: WeakKeyDictionary[object, set[SessionLike]] = WeakKeyDictionary()
+
+
+def track(server: object, session: SessionLike) -> None:
+    live = _LIVE.get(server)
+    if live is None:
+        live = _LIVE[server] = set()
+    live.add(session)
+
+
+def untrack(server: object, session: SessionLike) -> None:
+    live = _LIVE.get(server)
+    if live is not None:
+        live.discard(session)
+
+
+def session_counts(server: object) -> dict[str, int] | None:
+    """``{"idle": n, "transaction": n, "query": n}`` for a server that a database service
+    ever sent a session to; None for any other."""
+    live = _LIVE.get(server)
+    if live is None:
+        return None
+    out = dict.fromkeys(STATES, 0)
+    for session in live:
+        out[session.state] += 1
+    return out
