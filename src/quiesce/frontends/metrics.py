@@ -34,6 +34,7 @@ from quiesce.core.pool import slow_start_factor
 from quiesce.core.states import Admin, Oper, Status, Verdict
 from quiesce.core.status import displayed_status
 from quiesce.state.registry import Registry, ServerRuntime
+from quiesce.state.sessions import session_counts
 from quiesce.state.traffic import averages_ms
 
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -110,6 +111,11 @@ class QuiesceCollector(Collector):
         inflight = GaugeMetricFamily(
             "quiesce_server_requests_in_flight", "Requests in flight", labels=labels
         )
+        sessions = GaugeMetricFamily(
+            "quiesce_server_database_sessions",
+            "Database sessions (postgresql services) by state: idle, transaction, query",
+            labels=[*labels, "state"],
+        )
         weight = GaugeMetricFamily(
             "quiesce_server_weight",
             "Runtime weight (the configured weight until changed by set weight)",
@@ -168,6 +174,10 @@ class QuiesceCollector(Collector):
             eligible.add_metric(lv, 1.0 if s.eligible else 0.0)
             conns.add_metric(lv, float(s.connections))
             inflight.add_metric(lv, float(s.requests_in_flight))
+            by_state = session_counts(s)
+            if by_state is not None:
+                for state, n in by_state.items():
+                    sessions.add_metric([*lv, state], float(n))
             weight.add_metric(lv, float(s.weight))
             configured.add_metric(lv, float(s.config.weight))
             requests.add_metric(lv, float(s.requests_total))
@@ -191,7 +201,7 @@ class QuiesceCollector(Collector):
                 ]
                 cumulative.append(("+Inf", float(hist.count)))
                 latency.add_metric([*lv, monitor], cumulative, hist.sum)
-        yield from (oper, admin, status, eligible, conns, inflight, weight, configured)
+        yield from (oper, admin, status, eligible, conns, inflight, sessions, weight, configured)
         yield from (requests, responses, bytes_in, bytes_out, *times)
         yield from (transitions, latency)
 

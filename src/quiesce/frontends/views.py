@@ -6,6 +6,7 @@ from __future__ import annotations
 from quiesce.core.status import in_maintenance
 from quiesce.state.registry import Registry
 from quiesce.state.runtime import PoolRuntime, ServerRuntime
+from quiesce.state.sessions import session_counts
 from quiesce.state.traffic import averages_ms
 
 
@@ -28,6 +29,8 @@ def server_view(registry: Registry, server: ServerRuntime) -> dict[str, object]:
         "primary": registry.pools[server.pool].primary == server.name,
         "connections": server.connections,
         "requests_in_flight": server.requests_in_flight,
+        # database services: their sessions by state (None: no database service uses it)
+        "sessions": session_counts(server),
         "requests_total": server.requests_total,
         "bytes_in": server.bytes_in,
         "bytes_out": server.bytes_out,

@@ -144,6 +144,19 @@ def server_row(s: dict[str, Any]) -> list[object]:
     ]
 
 
+def _session_rows(sessions: dict[str, int] | None) -> list[list[object]]:
+    """A database server's sessions by state (issue 20); none for any other server."""
+    if not sessions:
+        return []
+    return [
+        [
+            "Sessions",
+            f"{sessions['idle']} idle, {sessions['transaction']} in transaction, "
+            f"{sessions['query']} query running",
+        ]
+    ]
+
+
 def show_server_text(s: dict[str, Any]) -> str:
     rows: list[list[object]] = [
         ["Server", f"{s['pool']}/{s['name']}"],
@@ -156,6 +169,7 @@ def show_server_text(s: dict[str, Any]) -> str:
         ["Backup", s["backup"]],
         ["Connections", s["connections"]],
         ["Requests in flight", s["requests_in_flight"]],
+        *_session_rows(s.get("sessions")),
         ["Reason", s.get("reason", "")],
         ["Actor", s.get("actor", "")],
         ["Since", when(s.get("since"))],

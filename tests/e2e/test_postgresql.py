@@ -1,0 +1,141 @@
+"""``protocol: postgresql`` through a real ``quiesce run`` to a real PostgreSQL 15, driven by
+psycopg 3 and the CLI (issue 20): maintenance lets an open transaction commit and closes its
+connection right after; an idle connection is closed at once with FATAL 57P01; ``--force``
+aborts an open transaction; the server view counts sessions by state; a client that does
+not speak PostgreSQL is closed with a log line, the others carry on."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.e2e.test_access_log import _hash, cli, until
+from tests.e2e.test_run_and_demo import Proc
+from tests.support.postgres import Postgres, postgres_server
+
+psycopg = pytest.importorskip("psycopg")
+
+pytestmark = [pytest.mark.peers, pytest.mark.slow]
+
+
+def config(pg_port: int) -> str:
+    return f"""
+admin:
+  listen: 127.0.0.1:0
+  users: [{{name: admin, password_hash: "{_hash()}", role: admin}}]
+state:
+  sqlite: ./state.db
+pools:
+  db:
+    servers:
+      - {{name: pg1, address: 127.0.0.1:{pg_port}}}
+services:
+  pg: {{listen: 127.0.0.1:0, protocol: postgresql, pool: db}}
+"""
+
+
+def backends(pg: Postgres) -> int:
+    """Sessions of the ``app`` user the server has (the relay's Terminate ends them)."""
+    out = pg.psql("SELECT count(*) FROM pg_stat_activity WHERE usename = 'app'")
+    return int(out.strip())
+
+
+def sessions(admin: int) -> dict[str, int]:
+    r = cli(admin, "--json", "show", "server", "db/pg1")
+    assert r.returncode == 0, r
+    view = json.loads(r.stdout)
+    return dict(view["sessions"])
+
+
+def test_maintenance_at_the_transaction_boundary(tmp_path: Path) -> None:
+    with postgres_server() as pg:
+        pg.psql("CREATE TABLE t (v int)")
+        (tmp_path / "quiesce.yaml").write_text(config(pg.port))
+        q = Proc(["run", "-c", "quiesce.yaml"], tmp_path)
+        try:
+            port = int(q.wait_for(r"service pg listening on port (\d+)").group(1))
+            admin = int(q.wait_for(r"admin listening on port (\d+)").group(1))
+            q.wait_for("quiesce: ready")
+
+            # sslmode=prefer: the relay answers the SSLRequest 'N', the client goes on
+            with psycopg.connect(pg.dsn(port).replace("disable", "prefer")) as c:
+                assert c.execute("SELECT 1").fetchone() == (1,)
+
+            intx = psycopg.connect(pg.dsn(port))  # a transaction left open
+            intx.execute("INSERT INTO t VALUES (1)")
+            idle = psycopg.connect(pg.dsn(port), autocommit=True)  # idle, out of a transaction
+            assert idle.execute("SELECT 2").fetchone() == (2,)
+            until(lambda: sessions(admin) == {"idle": 1, "transaction": 1, "query": 0})
+            assert backends(pg) == 2
+            metrics = httpx.get(f"http://127.0.0.1:{admin}/metrics", auth=("admin", "pw")).text
+            for state, n in (("idle", 1), ("transaction", 1), ("query", 0)):
+                labels = f'pool="db",server="pg1",state="{state}"'
+                assert f"quiesce_server_database_sessions{{{labels}}} {n}.0" in metrics
+
+            r = cli(admin, "set", "server", "db/pg1", "maintenance", "--force-guard")
+            assert r.returncode == 0, r
+            # the idle one is closed at once: its server session ends, the client reads 57P01
+            until(lambda: backends(pg) == 1)
+            with pytest.raises(psycopg.errors.AdminShutdown) as shut:
+                idle.execute("SELECT 3")
+            assert shut.value.sqlstate == "57P01"
+            assert sessions(admin) == {"idle": 0, "transaction": 1, "query": 0}
+
+            # the open transaction carries on and commits; its connection closes right after
+            intx.execute("INSERT INTO t VALUES (2)")
+            intx.commit()
+            until(lambda: backends(pg) == 0)
+            # (libpq reads the 57P01 that came right after the commit's ReadyForQuery as it
+            # comes, so the next call finds the connection closed)
+            with pytest.raises(psycopg.OperationalError):
+                intx.execute("SELECT 4")
+            assert pg.psql("SELECT string_agg(v::text, ',' ORDER BY v) FROM t").strip() == "1,2"
+            assert sessions(admin) == {"idle": 0, "transaction": 0, "query": 0}
+            # no new connection to a server in maintenance
+            with pytest.raises(psycopg.OperationalError):
+                psycopg.connect(pg.dsn(port))
+
+            # --force aborts an open transaction
+            r = cli(admin, "clear", "server", "db/pg1", "maintenance")
+            assert r.returncode == 0, r
+            forced = psycopg.connect(pg.dsn(port))
+            forced.execute("INSERT INTO t VALUES (3)")
+            other = psycopg.connect(pg.dsn(port))  # a client speaking HTTP is cut, alone
+            with socket.create_connection(("127.0.0.1", port)) as s:
+                s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+                s.settimeout(10)
+                assert s.recv(100) == b""
+            q.wait_for(
+                r"closing the connection of 127\.0\.0\.1:\d+ \(server db/pg1\): client "
+                r"does not speak PostgreSQL 3"
+            )
+            assert other.execute("SELECT 5").fetchone() == (5,)
+            other.close()
+            r = cli(admin, "set", "server", "db/pg1", "maintenance", "--force", "--force-guard")
+            assert r.returncode == 0, r
+            with pytest.raises(psycopg.OperationalError):
+                forced.commit()
+            until(lambda: backends(pg) == 0)
+            assert pg.psql("SELECT count(*) FROM t WHERE v = 3").strip() == "0"
+            r = cli(admin, "show", "server", "db/pg1")
+            assert "Sessions" in r.stdout, r.stdout
+            r = cli(admin, "clear", "server", "db/pg1", "maintenance")
+            assert r.returncode == 0, r
+
+            # a drain deadline cuts what is left
+            left = psycopg.connect(pg.dsn(port))
+            left.execute("INSERT INTO t VALUES (4)")
+            began = time.monotonic()
+            r = cli(admin, "set", "server", "db/pg1", "drain", "--timeout", "1s")
+            assert r.returncode == 0, r
+            until(lambda: backends(pg) == 0)
+            assert time.monotonic() - began >= 0.9
+            with pytest.raises(psycopg.OperationalError):
+                left.commit()
+        finally:
+            q.stop()
