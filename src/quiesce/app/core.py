@@ -143,7 +143,9 @@ class App:
         self.table: ConnectionTable = ConnectionTable(self.registry)
         self.table.access_log = access_log
         self.registry.close_handlers.append(self.table.close)
-        self.health: HealthManager = HealthManager(self.registry, self.clock)
+        self.health: HealthManager = HealthManager(
+            self.registry, self.clock, base_dir=self.base_dir
+        )
         self.admin: AdminService = AdminService(
             self.registry, self.store, self.clock, on_monitors_changed=self.health.sync
         )

@@ -167,6 +167,8 @@ class HttpsMonitor(HttpMonitor):
     verify: bool = True
     ca: str | None = None
     client_cert: ClientCert | None = None
+    # verify, ca, sni and client certificate from the checked server's pools.X.tls (if any)
+    use_pool_tls: bool = False
 
 
 class TcpMonitor(Model):

@@ -35,6 +35,7 @@ import random
 from collections import deque
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from quiesce.config.models import HealthMonitor
@@ -45,6 +46,7 @@ from quiesce.health.probes.base import OnDone, Prober, Running, Target, probe_er
 
 if TYPE_CHECKING:
     from quiesce._checkfast import Spec
+from quiesce.health.pooltls import PoolTlsMonitors
 from quiesce.health.probes.stream import StreamProber
 from quiesce.health.schedule import TICK, Schedule, next_due
 from quiesce.state.registry import Registry, ServerRuntime
@@ -147,6 +149,7 @@ class HealthManager:
         *,
         max_concurrency: int = 1000,
         rng: random.Random | None = None,
+        base_dir: Path | None = None,
     ) -> None:
         if max_concurrency < 1:
             raise ValueError("max_concurrency must be at least 1")
@@ -161,6 +164,8 @@ class HealthManager:
         self._waiting: deque[_Job] = deque()
         self._buckets: dict[int, list[_Job]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
+        # https monitors with use_pool_tls: the pool's TLS, files relative to base_dir
+        self._pool_tls = PoolTlsMonitors(base_dir or Path("."))
 
     # lifecycle ----------------------------------------------------------------------------
 
@@ -193,7 +198,7 @@ class HealthManager:
             for name in server.monitors:
                 definition = definitions.get(name)
                 if definition is not None:
-                    wanted[(server, name)] = definition
+                    wanted[(server, name)] = self._monitor(server, definition)
         for key, job in list(self._jobs.items()):
             # a changed definition, or a server re-addressed at runtime: start the pair afresh
             if wanted.get(key) != job.definition or job.target != _target(key[0], job.definition):
@@ -207,6 +212,13 @@ class HealthManager:
                 job = self._jobs[key] = _Job(key[0], key[1], definition, schedule)
                 job.on_done = functools.partial(self._done, job)
                 self._arm(job)
+
+    def _monitor(self, server: ServerRuntime, definition: HealthMonitor) -> HealthMonitor:
+        """The monitor a check of ``server`` runs (quiesce.health.pooltls)."""
+        if definition.https_monitor is None:
+            return definition
+        pool = self.registry.pools.get(server.pool)
+        return self._pool_tls.monitor(definition, None if pool is None else pool.config.tls)
 
     @property
     def pairs(self) -> list[tuple[str, str]]:
@@ -260,7 +272,7 @@ class HealthManager:
         stats.started += 1
         stats.lateness.append(loop.time() - job.due)
         # Live definition: an edit that sync() has not seen yet still applies now.
-        monitor = self.registry.monitors.get(job.monitor, job.definition)
+        monitor = self._monitor(job.server, self.registry.monitors.get(job.monitor, job.definition))
         job.running = _STARTING
         try:
             if monitor is not job.spec_for:
