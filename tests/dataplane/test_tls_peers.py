@@ -5,6 +5,7 @@ ClientHello's server name without terminating it."""
 from __future__ import annotations
 
 import asyncio
+import datetime
 import ssl
 from pathlib import Path
 from typing import Any
@@ -211,5 +212,15 @@ services:
                 "certificate 'a.pem'"
             ]
             assert (await curl(*new_ca, *resolve("a.example", port))).code == 0
+            # an expired certificate: applied (clients decide), with a warning naming it
+            past = datetime.datetime.now(datetime.UTC) - datetime.timedelta(days=1)
+            cert, key = renewed.leaf("old", "a.example", not_after=past)
+            (tmp_path / "a.pem").write_bytes(cert.read_bytes())
+            (tmp_path / "a.key").write_bytes(key.read_bytes())
+            plan = await app.reload("test")
+            assert any(
+                w.startswith("services.www.tls.certificates[0].cert: 'a.pem' expired on ")
+                for w in plan.warnings
+            ), plan.warnings
         finally:
             await app.stop(1.0)

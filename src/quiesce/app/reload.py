@@ -638,7 +638,7 @@ def check_for_reload(path: str, base: int | None = None) -> dict[str, Any]:
         "ok": True,
         "config": pickle.dumps(bare, pickle.HIGHEST_PROTOCOL),
         "servers": servers,
-        "warnings": config_warnings(config),
+        "warnings": config_warnings(config, Path(path).resolve().parent),
         "generation": generation,
         "base": base if previous is not None else None,
     }
