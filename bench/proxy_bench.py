@@ -37,6 +37,7 @@ import resource
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -454,8 +455,8 @@ def access_log_cost(args: argparse.Namespace) -> int:
     print("| scenario | access log | CPU µs per request (each round) | median | vs off |")
     print("|---|---|---|---:|---:|")
     for (key, name), values in us.items():
-        med = sorted(values)[len(values) // 2]
-        off = sorted(us[(key, "off")])[len(us[(key, "off")]) // 2]
+        med = statistics.median(values)
+        off = statistics.median(us[(key, "off")])
         each = " · ".join(f"{v:.1f}" for v in values)
         print(f"| {key} | {name} | {each} | {med:.1f} | {(med / off - 1) * 100:+.1f}% |")
     return 0

@@ -3,8 +3,8 @@ httplog lines in a file and the same lines as RFC 5424 datagrams received by a r
 ``socat`` UDP listener; the file reopened after ``mv`` + ``SIGUSR1`` (logrotate); curl cut
 by ``set server … maintenance --force`` and by a drain deadline gets a 503 (curl exit 0, not
 52) and the line says why; the process log as JSON lines with the state events; a
-destination that cannot be opened refuses the start, and a reload naming one is refused and
-changes nothing."""
+destination that cannot be opened refuses the start, a reload naming one is refused and
+changes nothing, and a reload naming stdout moves the lines there."""
 
 from __future__ import annotations
 
@@ -212,7 +212,7 @@ def test_file_syslog_reopen_and_cut_requests(tmp_path: Path) -> None:
         syslog.stop()
 
 
-def test_a_destination_that_cannot_be_opened(tmp_path: Path) -> None:
+def test_a_destination_that_cannot_be_opened_and_a_reload(tmp_path: Path) -> None:
     udp = free_udp_port()
     with serve_in_thread(Backend("b1")) as (b1,):
         (tmp_path / "quiesce.yaml").write_text(config(b1.port, udp, "./nowhere/access.log"))
@@ -234,5 +234,46 @@ def test_a_destination_that_cannot_be_opened(tmp_path: Path) -> None:
             log = tmp_path / "access.log"
             until(lambda: log.exists() and "/still" in log.read_text())
             assert not (tmp_path / "nowhere").exists()
+
+            # a reload that can open it switches: the next lines on quiesce's stdout
+            (tmp_path / "quiesce.yaml").write_text(config(b1.port, udp, "stdout"))
+            q.p.send_signal(signal.SIGHUP)
+            q.wait_for(r"reload by SIGHUP: 0 change")
+            c = curl(port, "/out")
+            assert c.communicate(timeout=30)[0] == "200"
+            m = q.wait_for(r"^127\.0\.0\.1:\d+ \[.*\] www web/w1 .* 200 .*\"GET /out\"$")
+            assert LINE.fullmatch(m.group(0)), m.group(0)
+            assert "/out" not in log.read_text()
         finally:
             assert q.stop() == 0
+
+
+def test_quiesce_check_names_each_bad_logging_key(tmp_path: Path) -> None:
+    (tmp_path / "quiesce.yaml").write_text(
+        """
+logging:
+  access: {format: "{status} {colour}", syslog: "tcp://h:514", sample: 2}
+  process: {level: loud}
+pools:
+  web: {servers: [{name: w1, address: 127.0.0.1:8081}]}
+services:
+  www: {listen: 127.0.0.1:0, pool: web, access_log: maybe}
+"""
+    )
+    r = subprocess.run(
+        [sys.executable, "-m", "quiesce", "check", "-c", "quiesce.yaml"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=60,
+    )
+    assert r.returncode == 1, r
+    out = r.stdout + r.stderr
+    for key in (
+        "logging.access.format: unknown field {colour}",
+        "logging.access.syslog: 'tcp://h:514'",
+        "logging.access.sample:",
+        "logging.process.level:",
+        "services.www.access_log:",
+    ):
+        assert key in out, out

@@ -170,8 +170,9 @@ class Formatter:
         }
 
     def _httplog(self, e: Entry, offset: float) -> str:
-        (end, layer, ip, port, service, pool, server, method, path, status) = e[:10]
-        nin, nout, tw, tc, tr, tt, retries, term = e[10:]
+        # one unpacking (the entry's order, module docstring): the fastest way to the fields
+        end, layer, ip, port, service, pool, server, method, path, status, *rest = e
+        nin, nout, tw, tc, tr, tt, retries, term = rest
         self.seq = seq = self.seq + 1
         start = end + offset - (tt if tt > 0.0 else 0.0)
         second = int(start)
@@ -192,8 +193,8 @@ class Formatter:
     def _json(self, e: Entry, offset: float) -> str:
         # by hand, not json.dumps: names are [A-Za-z0-9_.:-], method and path escaped to
         # printable ASCII without '"' or '\\' (_text): nothing else needs escaping
-        (end, layer, ip, port, service, pool, server, method, path, status) = e[:10]
-        nin, nout, tw, tc, tr, tt, retries, term = e[10:]
+        end, layer, ip, port, service, pool, server, method, path, status, *rest = e
+        nin, nout, tw, tc, tr, tt, retries, term = rest
         self.seq = seq = self.seq + 1
         start = end + offset - (tt if tt > 0.0 else 0.0)
         second = int(start)
@@ -205,13 +206,17 @@ class Formatter:
             r = "null"
         else:
             http = f'"method":"{_text(method)}","path":"{_text(path)}","status":{status}'
-            r = _fms(tr)
+            r = f"{tr * 1000.0:.3f}" if tr >= 0.0 else "-1"
+        # fixed-point, not round() and repr (a third of the cost)
+        w = f"{tw * 1000.0:.3f}" if tw >= 0.0 else "-1"
+        c = f"{tc * 1000.0:.3f}" if tc >= 0.0 else "-1"
+        t = f"{tt * 1000.0:.3f}" if tt >= 0.0 else "-1"
         return (
             f'{{"time":"{iso}.{ms:03d}Z","layer":{layer},"client_ip":"{ip}",'
             f'"client_port":{port},"service":"{service}","pool":"{pool or "-"}",'
             f'"server":"{server or "-"}",{http},"bytes_in":{nin},"bytes_out":{nout},'
-            f'"queue_ms":{_fms(tw)},"connect_ms":{_fms(tc)},"response_ms":{r},'
-            f'"total_ms":{_fms(tt)},"retries":{retries},"termination":"{term}",'
+            f'"queue_ms":{w},"connect_ms":{c},"response_ms":{r},'
+            f'"total_ms":{t},"retries":{retries},"termination":"{term}",'
             f'"request_id":"{self.prefix}-{seq:x}"}}'
         )
 
