@@ -6,7 +6,9 @@ crashes; certificates re-read by a reload without dropping a connection."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
+import os
 import socket
 import ssl
 from collections.abc import AsyncIterator
@@ -19,7 +21,7 @@ import pytest
 from quiesce.core.admin import AdminCommand
 from quiesce.core.states import Admin, Cause
 from quiesce.dataplane.service import make_context
-from tests.dataplane.backend import Backend
+from tests.dataplane.backend import Backend, encode_frame, read_frame
 from tests.dataplane.conftest import make_config, start_proxy, wait_for
 from tests.support.certs import Certs
 
@@ -344,3 +346,37 @@ async def test_sessions_resume_with_tickets(certs: Certs, tmp_path: Path, backen
         assert data.endswith(b"hello from a\n") and not reused and session is not None
         _, reused, data = await asyncio.to_thread(fetch_blocking, p.port, ctx, session)
         assert reused and data.endswith(b"hello from a\n")
+
+
+async def test_a_websocket_tunnel_over_tls_both_ways(certs: Certs, tmp_path: Path) -> None:
+    """A TLS listener, and a TLS back end: the 101 tunnel relays frames between two TLS
+    connections, and ends cleanly."""
+    server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_ctx.load_cert_chain(certs.dir / "a.pem", certs.dir / "a.key")
+    async with Backend("ws", tls=server_ctx) as b:
+        pool = {"tls": {"ca": "ca.pem", "sni": "a.example"}}
+        raw = make_config([b.address], pool=pool, service=tls_service())
+        async with start_proxy(raw, base_dir=tmp_path) as p:
+            ctx = client_ctx(certs)
+            reader, writer = await asyncio.open_connection(
+                "127.0.0.1", p.port, ssl=ctx, server_hostname="a.example"
+            )
+            writer.write(
+                b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: "
+                + base64.b64encode(os.urandom(16))
+                + b"\r\n\r\n"
+                + encode_frame(0x1, b"early", mask=True)
+            )
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+            assert head.startswith(b"HTTP/1.1 101")
+            buf = bytearray()
+            assert await asyncio.wait_for(read_frame(reader, buf), 10) == (0x1, b"early")
+            for msg in (b"hello", b"x" * 70000):
+                writer.write(encode_frame(0x2, msg, mask=True))
+                assert await asyncio.wait_for(read_frame(reader, buf), 10) == (0x2, msg)
+            writer.write(encode_frame(0x8, b"", mask=True))
+            assert await asyncio.wait_for(read_frame(reader, buf), 10) == (0x8, b"")
+            writer.close()
+            server = p.registry.pool("web").server("s0")
+            await wait_for(lambda: server.connections == 0 and p.service.connections == 0)
