@@ -6,7 +6,9 @@ registry recomputed over the whole pool before: DESIGN §1, core.pool)."""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+from collections.abc import Iterator
 from typing import Any
 
 from hypothesis import given, settings
@@ -251,3 +253,33 @@ def test_a_batch_of_ten_thousand_changes_has_one_event_each_and_one_pool_event()
         assert [e.kind for e in events if e.kind is not EventKind.OPER_CHANGE] == [kind]
         assert events[-1].kind is kind
         assert pool.eligible_count == (10_000 if verdict is Verdict.PASS else 0)
+
+
+def test_a_batch_wraps_its_events_once_from_the_first_one() -> None:
+    """The state store's transaction (a batch wrapper) is entered at a batch's first event
+    and left at its end: one commit for a burst, none for a batch that changed nothing."""
+    clock = FakeClock()
+    reg = make_registry("balanced", 0.0, False, clock)
+    pool = reg.pool("p")
+    run(reg, clock, ("all", Verdict.PASS))
+    log: list[str] = []
+
+    @contextlib.contextmanager
+    def transaction() -> Iterator[None]:
+        log.append("begin")
+        yield
+        log.append("commit")
+
+    reg.batch_wrappers.append(transaction)
+    reg.listeners.append(lambda e: log.append(e.kind.value))
+    with reg.deferring():
+        for s in pool.servers:  # up already (a pass): nothing changes
+            reg.record_check(s, CheckResult("m1", Verdict.PASS, Reason.OK, clock.time(), 0.0))
+    assert log == []
+    with reg.deferring():
+        for s in pool.servers:
+            reg.record_check(s, CheckResult("m1", Verdict.FAIL, Reason.OK, clock.time(), 0.0))
+    assert log == ["begin", *["oper_change"] * 6, "pool_down", "commit"]
+    log.clear()
+    reg.record_check(pool.server("s0"), CheckResult("m1", Verdict.PASS, Reason.OK, 0.0, 0.0))
+    assert log == ["oper_change", "pool_up"]  # outside a batch: no wrapper

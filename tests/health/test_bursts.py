@@ -15,7 +15,7 @@ from quiesce.core.checks import CheckResult, Reason
 from quiesce.core.events import Event, EventKind
 from quiesce.core.states import Verdict
 from quiesce.health import HealthManager
-from quiesce.health.probes import StreamProber
+from quiesce.health.probes import StreamProber, fast
 from quiesce.state.registry import Registry
 from tests.health.servers import HttpBackend
 
@@ -91,3 +91,24 @@ class _Token:
 
     def __init__(self, on_done: Any) -> None:
         self.on_done = on_done
+
+
+async def test_a_backlog_is_handed_over_a_slice_per_loop_turn(engine: str) -> None:
+    if engine != "c":
+        pytest.skip("the C engine's delivery")
+    registry = Registry(Config.model_validate({"pools": {}}))
+    manager = HealthManager(registry)
+    manager.start()
+    try:
+        prober = manager.prober("http")
+        assert isinstance(prober, StreamProber)
+        got: list[CheckResult] = []
+        now = registry.clock.time()
+        result = CheckResult("web", Verdict.PASS, Reason.OK, now, 0.001)
+        prober.engine()._deliver([(_Token(got.append), result)] * 300)  # type: ignore[arg-type]
+        assert len(got) == fast.DELIVER_AT_ONCE  # the rest waits for the next turns
+        async with asyncio.timeout(5):
+            while len(got) < 300:
+                await asyncio.sleep(0)
+    finally:
+        await manager.stop()

@@ -68,6 +68,9 @@ class AdminService(ServerCommands, Persistence, RemoteChanges):
         self.bus.bind(self._loop)
         summary = self._restore()
         self.registry.listeners.insert(0, self._on_event)
+        # a batch of the registry's changes (a burst of check results, a reload's slice) is
+        # written to the store in one transaction, from its first event to its end
+        self.registry.batch_wrappers.append(self.store.batch)
         self._started = True
         if isinstance(self.store, SharedStore):  # several nodes share it (etcd)
             self.store.set_remote_handler(self._on_remote_change)
@@ -99,6 +102,8 @@ class AdminService(ServerCommands, Persistence, RemoteChanges):
             self._timer = None
         with contextlib.suppress(ValueError):
             self.registry.listeners.remove(self._on_event)
+        with contextlib.suppress(ValueError):
+            self.registry.batch_wrappers.remove(self.store.batch)
         self.bus.close()
 
     # events ---------------------------------------------------------------------------------

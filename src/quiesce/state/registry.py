@@ -20,8 +20,8 @@ clock, and :meth:`Registry.tick` fires drain deadlines and expiries when the cal
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from itertools import count
 
 from quiesce.config.models import Config, HealthMonitor
@@ -73,6 +73,10 @@ class Registry(Definitions):
         # the end (one pool event each), instead of after every change.
         self._deferred: dict[PoolRuntime, None] | None = None
         self._freeze = True
+        # Entered at a batch's first event, left at its end: the state store's transaction
+        # (AdminService adds it), so a burst's events are written in one commit, not one each.
+        self.batch_wrappers: list[Callable[[], AbstractContextManager[object]]] = []
+        self._wrapped: ExitStack | None = None
         # While a whole reload applies (:meth:`freezing_counts`): the pools whose counts
         # events carry as they were when the reload first touched them.
         self._frozen: dict[PoolRuntime, None] | None = None
@@ -113,6 +117,10 @@ class Registry(Definitions):
     # events -----------------------------------------------------------------------------
 
     def emit(self, event: Event) -> None:
+        if self._deferred is not None and self._wrapped is None and self.batch_wrappers:
+            self._wrapped = ExitStack()
+            for wrapper in self.batch_wrappers:
+                self._wrapped.enter_context(wrapper())
         for listener in list(self.listeners):
             listener(event)
 
@@ -438,11 +446,16 @@ class Registry(Definitions):
             yield
         finally:
             pools, self._deferred = self._deferred, None
-            for pool in pools:
-                if self._frozen is None:
-                    pool.frozen_counts = None
-                if self.pools.get(pool.name) is pool:
-                    self._emit_all(poolstate.settle(pool, self.clock))
+            try:
+                for pool in pools:
+                    if self._frozen is None:
+                        pool.frozen_counts = None
+                    if self.pools.get(pool.name) is pool:
+                        self._emit_all(poolstate.settle(pool, self.clock))
+            finally:
+                wrapped, self._wrapped = self._wrapped, None
+                if wrapped is not None:
+                    wrapped.close()
 
     @contextmanager
     def freezing_counts(self) -> Iterator[None]:

@@ -101,6 +101,11 @@ class Token(Protocol):
     on_done: OnDone
 
 
+DELIVER_AT_ONCE = 128
+"""Results handed over in one turn of the loop at most: after a stall, a thousand ready checks
+that change state (events, the store) would otherwise hold it for as long as they take."""
+
+
 class FastEngine:
     def __init__(self, loop: asyncio.AbstractEventLoop, clock: Clock) -> None:
         self.loop = loop
@@ -154,6 +159,9 @@ class FastEngine:
             self._deliver(done)
 
     def _deliver(self, done: list[tuple[Token, CheckResult | None]]) -> None:
+        if len(done) > DELIVER_AT_ONCE:  # a backlog: the rest after the requests waiting
+            self.loop.call_soon(self._deliver, done[DELIVER_AT_ONCE:])
+            done = done[:DELIVER_AT_ONCE]
         with self.around():
             self._deliver_each(done)
 

@@ -1,0 +1,107 @@
+#!/usr/bin/env python3
+"""Resident memory of ``quiesce run`` per configured server (issue 21).
+
+    python3 bench/memory_scale.py [--servers 100000] [--pools 1 100]
+
+For each layout, one ``quiesce run`` with ``--servers`` servers split into that many pools,
+every pool with a TCP health monitor attached (interval 60 s, so the checks are running but
+rare; the servers' address is a closed loopback port), one HTTP service, the admin API on.
+Its resident set (``VmRSS``) is read once it says ready and its first round of checks is over,
+then compared with the same process with one server: the difference per server is reported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH))
+from health_bench import free_port  # noqa: E402
+
+
+def config(servers: int, pools: int, port: int) -> str:
+    per = max(1, servers // pools)
+    lines = [
+        "admin: {listen: 127.0.0.1:0}",
+        "healthmonitors:",
+        "  hc: {type: tcp, send_interval: 60s, receive_timeout: 2s}",
+        "pools:",
+    ]
+    for p in range(pools):
+        lines.append(f"  p{p}:")
+        lines.append("    healthmonitors: [hc]")
+        lines.append("    servers:")
+        for i in range(p * per, min(servers, (p + 1) * per)):
+            lines.append(f"      - {{name: s{i}, address: 127.0.0.1:{port}}}")
+    lines.append("services:")
+    lines.append("  www: {listen: 127.0.0.1:0, pool: p0}")
+    return "\n".join(lines) + "\n"
+
+
+def rss_kib(pid: int) -> int:
+    m = re.search(r"VmRSS:\s+(\d+) kB", Path(f"/proc/{pid}/status").read_text())
+    assert m is not None
+    return int(m.group(1))
+
+
+def measure(servers: int, pools: int, port: int, settle: float) -> tuple[int, float]:
+    tmp = Path(tempfile.mkdtemp(prefix="quiesce-mem-"))
+    cfg = tmp / "quiesce.yaml"
+    cfg.write_text(config(servers, pools, port))
+    start = time.monotonic()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "quiesce", "run", "-c", str(cfg)],
+        cwd=tmp,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    assert proc.stdout is not None
+    try:
+        for line in proc.stdout:
+            if "quiesce: ready" in line:
+                break
+        else:
+            raise SystemExit(f"quiesce did not start ({servers} servers in {pools} pools)")
+        ready = time.monotonic() - start
+        time.sleep(settle)  # the first round of checks (spread over their interval's start)
+        return rss_kib(proc.pid), ready
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(60)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--servers", type=int, default=100_000)
+    ap.add_argument("--pools", type=int, nargs="+", default=[1, 100])
+    ap.add_argument("--settle", type=float, default=5.0)
+    args = ap.parse_args()
+    port = free_port()  # nothing listens there: every check is refused
+    base, _ = measure(1, 1, port, args.settle)
+    print(f"{args.servers:,} servers, a TCP monitor on each pool (one server: {base:,} KiB)\n")
+    print(
+        "| layout | RSS (MiB) | above one server (MiB) | per server (KiB) | start-up to ready (s) |"
+    )
+    print("|---|---:|---:|---:|---:|")
+    for pools in args.pools:
+        rss, ready = measure(args.servers, pools, port, args.settle)
+        extra = rss - base
+        print(
+            f"| {pools} pool(s) of {args.servers // pools:,} | {rss / 1024:,.0f} "
+            f"| {extra / 1024:,.0f} | {extra / args.servers:.2f} | {ready:.1f} |"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
