@@ -19,6 +19,7 @@ from tests.e2e.test_run_and_demo import Proc
 from tests.support.postgres import Postgres, postgres_server
 
 psycopg = pytest.importorskip("psycopg")
+AUTH = ("admin", "pw")
 
 pytestmark = [pytest.mark.peers, pytest.mark.slow]
 
@@ -137,5 +138,78 @@ def test_maintenance_at_the_transaction_boundary(tmp_path: Path) -> None:
             assert time.monotonic() - began >= 0.9
             with pytest.raises(psycopg.OperationalError):
                 left.commit()
+        finally:
+            q.stop()
+
+
+def monitor_config(pg_port: int, good: Path, bad: Path) -> str:
+    """Three pools on the same server: a primary monitor with a maintenance query, one with a
+    wrong password, one that wants a replica."""
+    timing = "send_interval: 0.5s, receive_timeout: 0.4s, successful_checks: 1, failed_checks: 1"
+    maint = "SELECT coalesce((SELECT bool_or(flag) FROM maint), false)"
+    primary = f'user: app, password_file: "{good}", role: primary, maintenance_query: "{maint}"'
+    monitors = {
+        "pg_primary": primary,
+        "pg_bad": f'user: app, password_file: "{bad}"',
+        "pg_replica": f'user: app, password_file: "{good}", role: replica',
+    }
+    lines = ["healthmonitors:"]
+    for name, settings in monitors.items():
+        lines.append(
+            f"  {name}: {{type: postgresql, {timing}, postgresql_monitor: {{{settings}}}}}"
+        )
+    lines.append("pools:")
+    for pool, monitor in (("db", "pg_primary"), ("bad", "pg_bad"), ("rep", "pg_replica")):
+        lines.append(
+            f"  {pool}: {{healthmonitors: [{monitor}], servers: [{{name: pg1, "
+            f"address: 127.0.0.1:{pg_port}}}]}}"
+        )
+    return (
+        f"""
+admin:
+  listen: 127.0.0.1:0
+  users: [{{name: admin, password_hash: "{_hash()}", role: admin}}]
+state:
+  sqlite: ./state.db
+services:
+  pg: {{listen: 127.0.0.1:0, protocol: postgresql, pool: db}}
+"""
+        + "\n".join(lines)
+        + "\n"
+    )
+
+
+def test_postgresql_monitor(tmp_path: Path) -> None:
+    good, bad = tmp_path / "good", tmp_path / "bad"
+    good.write_text("secret\n")
+    bad.write_text("wrong\n")
+    with postgres_server() as pg:
+        pg.psql("CREATE TABLE maint (flag bool)")
+        (tmp_path / "quiesce.yaml").write_text(monitor_config(pg.port, good, bad))
+        q = Proc(["run", "-c", "quiesce.yaml"], tmp_path)
+        try:
+            admin = int(q.wait_for(r"admin listening on port (\d+)").group(1))
+            q.wait_for("quiesce: ready")
+
+            def view(ref: str) -> dict[str, object]:
+                r = httpx.get(f"http://127.0.0.1:{admin}/api/v1/servers/{ref}", auth=AUTH)
+                return dict(r.json())
+
+            def last(ref: str) -> tuple[object, str, str]:
+                v = view(ref)
+                checks = v["last_checks"]
+                assert isinstance(checks, list)
+                c = checks[-1] if checks else {"reason": "", "detail": ""}
+                return v["oper"], c["reason"], c["detail"]
+
+            until(lambda: last("db/pg1") == ("up", "OK", "primary"))
+            until(lambda: last("bad/pg1")[:2] == ("down", "AUTH_FAILED"))
+            assert "password authentication failed" in last("bad/pg1")[2]
+            until(lambda: last("rep/pg1") == ("down", "ROLE_MISMATCH", "primary, expected replica"))
+            pg.psql("INSERT INTO maint VALUES (true)")
+            until(lambda: last("db/pg1")[:2] == ("maintenance", "MAINTENANCE_QUERY_MATCH"))
+            assert view("db/pg1")["status"] == "down for maintenance"
+            pg.psql("DELETE FROM maint")
+            until(lambda: last("db/pg1") == ("up", "OK", "primary"))
         finally:
             q.stop()

@@ -101,7 +101,7 @@ class Model(BaseModel):
 
 # --- health monitors -----------------------------------------------------------------------
 
-MonitorType = Literal["icmp", "tcp", "tcp_half_open", "udp", "http", "https"]
+MonitorType = Literal["icmp", "tcp", "tcp_half_open", "udp", "http", "https", "postgresql"]
 _CODE_CLASS = re.compile(r"^[1-5]xx$")
 
 
@@ -183,7 +183,24 @@ class UdpMonitor(Model):
     maintenance_response: MatchString = None
 
 
+class PostgresqlMonitor(Model):
+    """A PostgreSQL check (quiesce.health.probes.postgresql): start-up and authentication
+    (trust, md5, scram-sha-256), ``query``, ``pg_is_in_recovery()`` for the role, and
+    ``maintenance_query``: a first column that is true means maintenance."""
+
+    user: Annotated[str, Field(min_length=1)]
+    # a file holding the password (its first line); relative to the config file's directory
+    password_file: str | None = None
+    database: str = "postgres"
+    query: Annotated[str, Field(min_length=1)] = "SELECT 1"
+    maintenance_query: str | None = None
+    # primary: a server in recovery (a replica) fails the check (ROLE_MISMATCH); replica:
+    # the other way round; any: both pass, the role is in the check's detail
+    role: Literal["any", "primary", "replica"] = "any"
+
+
 _SUBOBJECT = {
+    "postgresql": "postgresql_monitor",
     "http": "http_monitor",
     "https": "https_monitor",
     "tcp": "tcp_monitor",
@@ -205,6 +222,7 @@ class HealthMonitor(Model):
     https_monitor: HttpsMonitor | None = None
     tcp_monitor: TcpMonitor | None = None
     udp_monitor: UdpMonitor | None = None
+    postgresql_monitor: PostgresqlMonitor | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> HealthMonitor:
@@ -219,9 +237,11 @@ class HealthMonitor(Model):
                 f"send_interval ({self.send_interval:g}s)"
             )
         wanted = _SUBOBJECT[self.type]
-        for sub in ("http_monitor", "https_monitor", "tcp_monitor", "udp_monitor"):
+        for sub in _SUBOBJECTS:
             if getattr(self, sub) is not None and sub != wanted:
                 problems.append(f"{sub} does not go with type {self.type}")
+        if self.type == "postgresql" and self.postgresql_monitor is None:
+            problems.append("postgresql_monitor (with its user) is required for type postgresql")
         if problems:
             raise ValueError("; ".join(problems))
         return self
@@ -240,6 +260,9 @@ class HealthMonitor(Model):
     @property
     def udp(self) -> UdpMonitor:
         return self.udp_monitor or UdpMonitor()
+
+
+_SUBOBJECTS = ("http_monitor", "https_monitor", "tcp_monitor", "udp_monitor", "postgresql_monitor")
 
 
 # --- pools and servers ---------------------------------------------------------------------

@@ -43,6 +43,14 @@ MONITOR_TYPES: list[dict[str, object]] = [
         "pool_compatible": True,
         "description": "HTTP over TLS, with sni, verify (on by default), ca and client_cert.",
     },
+    {
+        "type": "postgresql",
+        "node_compatible": False,
+        "pool_compatible": True,
+        "description": "PostgreSQL start-up and authentication (asyncpg), a query, "
+        "pg_is_in_recovery() for the role, maintenance by a query's result; wrong "
+        "credentials are AUTH_FAILED.",
+    },
 ]
 """For ``GET /api/v1/healthmonitor-types``. As in Avi and MCP, only ICMP is node-compatible
 (attachable to one server through ``ServerConfig.healthmonitors``); all are pool-compatible."""

@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 from quiesce.core.clock import Clock
 from quiesce.health.probes.base import Prober, Target
+from quiesce.health.probes.postgresql import PostgresqlProber
 from quiesce.health.probes.raw import HalfOpenProber, IcmpProber
 from quiesce.health.probes.stream import StreamProber
 from quiesce.health.probes.udp import UdpProber
@@ -20,6 +21,7 @@ PROBERS: dict[str, Callable[[Clock], Prober]] = {
     "udp": UdpProber,
     "tcp_half_open": HalfOpenProber,
     "icmp": IcmpProber,
+    "postgresql": PostgresqlProber,
 }
 
 
@@ -39,6 +41,7 @@ __all__ = [
     "PROBERS",
     "HalfOpenProber",
     "IcmpProber",
+    "PostgresqlProber",
     "Prober",
     "StreamProber",
     "Target",

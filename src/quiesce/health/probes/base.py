@@ -75,7 +75,11 @@ def start_task(
 class TaskStart:
     """Mixin: ``start`` runs ``check`` as a task (for the probe types that are not hot)."""
 
-    clock: Clock
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
+
+    def close(self) -> None:
+        """Nothing shared to release."""
 
     async def check(self, target: Target, monitor: HealthMonitor, name: str) -> CheckResult:
         raise NotImplementedError
@@ -123,15 +127,22 @@ def reason_for_error(exc: BaseException) -> tuple[Reason, str]:
     return Reason.CONNECTION_ERROR, f"{type(exc).__name__}: {exc}"
 
 
-def failure(name: str, clock: Clock, started: float, reason: Reason, detail: str) -> CheckResult:
+def outcome(
+    name: str, clock: Clock, started: float, verdict: Verdict, reason: Reason, detail: str
+) -> CheckResult:
+    """A check's result, completed now (``started``: the clock's monotonic at its start)."""
     return CheckResult(
         monitor=name,
-        verdict=Verdict.FAIL,
+        verdict=verdict,
         reason=reason,
         at=clock.time(),
         latency=clock.monotonic() - started,
         detail=detail,
     )
+
+
+def failure(name: str, clock: Clock, started: float, reason: Reason, detail: str) -> CheckResult:
+    return outcome(name, clock, started, Verdict.FAIL, reason, detail)
 
 
 def error_result(name: str, clock: Clock, started: float, exc: BaseException) -> CheckResult:
@@ -164,6 +175,7 @@ __all__ = [
     "describe",
     "error_result",
     "failure",
+    "outcome",
     "probe_error",
     "reason_for_error",
     "start_task",

@@ -13,7 +13,6 @@ from typing import cast
 
 from quiesce.config.models import HealthMonitor
 from quiesce.core.checks import CheckResult, Reason
-from quiesce.core.clock import Clock
 from quiesce.health.classify import WINDOW, classify_udp
 from quiesce.health.probes.base import Target, TaskStart, describe, error_result, failure
 
@@ -40,12 +39,6 @@ class _Datagram(asyncio.DatagramProtocol):
 
 
 class UdpProber(TaskStart):
-    def __init__(self, clock: Clock) -> None:
-        self.clock = clock
-
-    def close(self) -> None:
-        pass
-
     async def check(self, target: Target, monitor: HealthMonitor, name: str) -> CheckResult:
         clock = self.clock
         started = clock.monotonic()

@@ -1,0 +1,110 @@
+"""The ``postgresql`` probe: log in, run the monitor's query, ask the role, ask for maintenance.
+
+It uses asyncpg (an optional dependency: ``pip install quiesce[postgresql]``), a native
+asyncio driver: the start-up, the authentication (trust, md5, scram-sha-256) and the queries
+never block the event loop, and it needs no libpq. One connection per check, closed at the
+end, all within ``receive_timeout``.
+
+Verdicts (:func:`classify`): wrong credentials are ``AUTH_FAILED`` (down); a failing query is
+``QUERY_FAILED``; ``maintenance_query``'s first column true is ``MAINTENANCE_QUERY_MATCH`` (the
+server goes to "down for maintenance" at once, like a maintenance string); a role other than
+the one asked for (``role: primary`` on a server in recovery) is ``ROLE_MISMATCH``. The role
+(``primary`` or ``replica``, from ``pg_is_in_recovery()``) is in the check's detail.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from quiesce.config.models import HealthMonitor, PostgresqlMonitor
+from quiesce.core.checks import CheckResult, Reason
+from quiesce.core.states import Verdict
+from quiesce.health.probes.base import Target, TaskStart, error_result, failure, outcome
+
+
+def classify(
+    settings: PostgresqlMonitor, in_recovery: bool, maintenance: bool
+) -> tuple[Verdict, Reason, str]:
+    """The verdict of a check that logged in and ran its queries (sans-IO)."""
+    role = "replica" if in_recovery else "primary"
+    if maintenance:
+        return Verdict.MAINTENANCE, Reason.MAINTENANCE_QUERY_MATCH, f"{role}: maintenance_query"
+    if settings.role != "any" and settings.role != role:
+        return Verdict.FAIL, Reason.ROLE_MISMATCH, f"{role}, expected {settings.role}"
+    return Verdict.PASS, Reason.OK, role
+
+
+def _password(settings: PostgresqlMonitor) -> str | None:
+    """The password file's first line (None: asyncpg's own defaults, PGPASSWORD/.pgpass)."""
+    if settings.password_file is None:
+        return None
+    text = Path(settings.password_file).read_text(encoding="utf-8")
+    return text.splitlines()[0] if text else ""
+
+
+class PostgresqlProber(TaskStart):
+    async def check(self, target: Target, monitor: HealthMonitor, name: str) -> CheckResult:
+        clock = self.clock
+        started = clock.monotonic()
+        settings = monitor.postgresql_monitor
+        assert settings is not None  # the model requires it for this type
+        try:
+            import asyncpg  # type: ignore[import-untyped,import-not-found,unused-ignore]
+        except ImportError:
+            return failure(
+                name,
+                clock,
+                started,
+                Reason.CONNECTION_ERROR,
+                "postgresql monitors need asyncpg: pip install quiesce[postgresql]",
+            )
+        try:
+            password = _password(settings)
+        except OSError as exc:
+            return failure(
+                name, clock, started, Reason.AUTH_FAILED, f"password_file: {exc.strerror}"
+            )
+        conn: Any = None
+        try:
+            async with asyncio.timeout(monitor.receive_timeout):
+                conn = await asyncpg.connect(
+                    host=target.host,
+                    port=target.port,
+                    user=settings.user,
+                    password=password,
+                    database=settings.database,
+                    ssl=False,
+                    timeout=monitor.receive_timeout,
+                    statement_cache_size=0,
+                )
+                try:
+                    await conn.execute(settings.query)
+                except asyncpg.PostgresError as exc:
+                    return failure(name, clock, started, Reason.QUERY_FAILED, f"query: {exc}")
+                in_recovery = bool(await conn.fetchval("SELECT pg_is_in_recovery()"))
+                maintenance = False
+                if settings.maintenance_query:
+                    try:
+                        maintenance = bool(await conn.fetchval(settings.maintenance_query))
+                    except asyncpg.PostgresError as exc:
+                        return failure(
+                            name, clock, started, Reason.QUERY_FAILED, f"maintenance_query: {exc}"
+                        )
+        except (
+            asyncpg.InvalidPasswordError,
+            asyncpg.InvalidAuthorizationSpecificationError,
+        ) as exc:
+            return failure(name, clock, started, Reason.AUTH_FAILED, str(exc))
+        except asyncpg.PostgresError as exc:  # e.g. the database does not exist, shutting down
+            return failure(name, clock, started, Reason.CONNECTION_ERROR, str(exc))
+        except (OSError, TimeoutError) as exc:
+            return error_result(name, clock, started, exc)
+        finally:
+            if conn is not None:
+                conn.terminate()
+        return outcome(name, clock, started, *classify(settings, in_recovery, maintenance))
+
+
+__all__ = ["PostgresqlProber", "classify"]

@@ -1,0 +1,107 @@
+"""The postgresql monitor's sans-IO parts and config (issue 20, item 4): the verdict from
+role and maintenance, and bad monitor / service settings named by their path. The probe
+against a real PostgreSQL is in tests/e2e/test_postgresql.py."""
+
+from __future__ import annotations
+
+import pytest
+
+from quiesce.config.loader import ConfigError, load_text
+from quiesce.config.models import PostgresqlMonitor
+from quiesce.core.checks import Reason
+from quiesce.core.states import Verdict
+from quiesce.health.probes.postgresql import classify
+
+
+@pytest.mark.parametrize(
+    ("role", "in_recovery", "maintenance", "expected"),
+    [
+        ("any", False, False, (Verdict.PASS, Reason.OK, "primary")),
+        ("any", True, False, (Verdict.PASS, Reason.OK, "replica")),
+        ("primary", True, False, (Verdict.FAIL, Reason.ROLE_MISMATCH, "replica, expected primary")),
+        (
+            "replica",
+            False,
+            False,
+            (Verdict.FAIL, Reason.ROLE_MISMATCH, "primary, expected replica"),
+        ),
+        ("replica", True, False, (Verdict.PASS, Reason.OK, "replica")),
+        (
+            "primary",
+            True,
+            True,
+            (Verdict.MAINTENANCE, Reason.MAINTENANCE_QUERY_MATCH, "replica: maintenance_query"),
+        ),
+    ],
+)
+def test_classify(
+    role: str, in_recovery: bool, maintenance: bool, expected: tuple[Verdict, Reason, str]
+) -> None:
+    settings = PostgresqlMonitor.model_validate({"user": "u", "role": role})
+    assert classify(settings, in_recovery, maintenance) == expected
+
+
+BASE = """
+healthmonitors:
+  m: {MONITOR}
+pools:
+  db:
+    healthmonitors: [m]
+    servers: [{name: a, address: 127.0.0.1:5432}]
+services:
+  pg: {SERVICE}
+"""
+
+
+def config(
+    monitor: str, service: str = "{listen: 127.0.0.1:0, protocol: postgresql, pool: db}"
+) -> str:
+    return BASE.replace("{MONITOR}", monitor).replace("{SERVICE}", service)
+
+
+def test_a_good_config_loads() -> None:
+    cfg = load_text(config("{type: postgresql, postgresql_monitor: {user: app, role: primary}}"))
+    pm = cfg.healthmonitors["m"].postgresql_monitor
+    assert pm is not None and pm.role == "primary" and pm.query == "SELECT 1"
+    assert cfg.services["pg"].protocol == "postgresql"
+
+
+@pytest.mark.parametrize(
+    ("monitor", "service", "words"),
+    [
+        ("{type: postgresql}", None, ["healthmonitors.m", "postgresql_monitor", "required"]),
+        (
+            "{type: postgresql, postgresql_monitor: {user: app, role: leader}}",
+            None,
+            ["healthmonitors.m.postgresql_monitor.role"],
+        ),
+        (
+            "{type: postgresql, postgresql_monitor: {role: primary}}",
+            None,
+            ["postgresql_monitor.user"],
+        ),
+        ("{type: tcp, postgresql_monitor: {user: app}}", None, ["postgresql_monitor does not go"]),
+        (
+            "{type: postgresql, postgresql_monitor: {user: app}}",
+            "{listen: 127.0.0.1:0, protocol: postgresql, pool: db, max_message_size: 10}",
+            ["services.pg.max_message_size"],
+        ),
+        (
+            "{type: postgresql, postgresql_monitor: {user: app}}",
+            "{listen: 127.0.0.1:0, protocol: postgresql, pool: db, "
+            "rules: [{if: {sni: a.example}, then: {pool: db}}]}",
+            ["services.pg", "rules[0].if: sni"],
+        ),
+        (
+            "{type: postgresql, postgresql_monitor: {user: app}}",
+            "{listen: 127.0.0.1:0, protocol: mysql, pool: db}",
+            ["services.pg.protocol"],
+        ),
+    ],
+)
+def test_bad_settings_are_named(monitor: str, service: str | None, words: list[str]) -> None:
+    text = config(monitor) if service is None else config(monitor, service)
+    with pytest.raises(ConfigError) as err:
+        load_text(text)
+    for word in words:
+        assert word in str(err.value), str(err.value)
