@@ -1,11 +1,21 @@
 """The process log: quiesce's own lines (start, stop, reloads, limits, errors) and one line
 per state event (a server up or down, a pool without servers, an admin change), to stderr,
-as text or JSON, from ``logging.process`` (``format``, ``level``)."""
+as text or JSON, from ``logging.process`` (``format``, ``level``).
+
+Records are formatted and written by a thread (the standard library's ``QueueHandler`` and
+``QueueListener``): the event loop only puts a record on a queue, so a slow or blocked
+stderr never holds it. Events that come by the thousand with a reload (a server added,
+changed or removed, one change of a reload, an idempotent command) are not logged one by
+one: the reload's own summary lines say what it did.
+"""
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
+import logging.handlers
+import queue
 import sys
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +31,15 @@ TEXT_FORMAT = "%(asctime)s %(levelname)s %(message)s"
 
 # events worth a line at warning: traffic is refused or a server stops taking it unasked
 _WARNING = {EventKind.POOL_DOWN, EventKind.LOGIN_FAILED, EventKind.ADMIN_REFUSED}
+# events not logged one by one (a reload makes them by the thousand; it logs a summary)
+_QUIET = {
+    EventKind.SERVER_ADDED,
+    EventKind.SERVER_UPDATED,
+    EventKind.SERVER_REMOVED,
+    EventKind.CONFIG_CHANGE,
+    EventKind.CONFIG_RELOAD,
+    EventKind.ADMIN_COMMAND,
+}
 
 
 class JsonFormatter(logging.Formatter):
@@ -35,8 +54,8 @@ class JsonFormatter(logging.Formatter):
             "message": record.getMessage(),
         }
         event = getattr(record, "event", None)
-        if event is not None:
-            out["event"] = event
+        if isinstance(event, Event):
+            out["event"] = event.to_dict()
         if record.exc_info:
             out["exception"] = self.formatException(record.exc_info)
         return json.dumps(out, separators=(",", ":"), default=str)
@@ -47,14 +66,19 @@ _handler: logging.Handler | None = None
 
 def setup(cfg: ProcessLogConfig) -> None:
     """Send the ``quiesce`` loggers to stderr in ``cfg.format`` at ``cfg.level`` (again at
-    a reload: the new format and level at once)."""
+    a reload: the new format and level at once), through a writer thread."""
     global _handler
     root = logging.getLogger()
     if _handler is None:
         _handler = logging.StreamHandler(sys.stderr)
-        for h in list(root.handlers):  # a basicConfig made before (tests, embedding)
-            root.removeHandler(h)
-        root.addHandler(_handler)
+        q: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
+        listener = logging.handlers.QueueListener(q, _handler)
+        listener.start()
+        atexit.register(listener.stop)  # what is queued is written before the process ends
+        for h in list(root.handlers):  # a basicConfig's, made before (not a test's capture)
+            if type(h) is logging.StreamHandler:
+                root.removeHandler(h)
+        root.addHandler(logging.handlers.QueueHandler(q))
     _handler.setFormatter(
         JsonFormatter() if cfg.format == "json" else logging.Formatter(TEXT_FORMAT)
     )
@@ -83,8 +107,10 @@ def describe(event: Event) -> str:
 
 
 def log_event(event: Event) -> None:
-    """A registry listener: every state event as a process-log line (info; warning when
-    a pool has no server left, a login fails or a command is refused)."""
+    """A registry listener: a state event as a process-log line (info; warning when a pool
+    has no server left, a login fails or a command is refused), but those of _QUIET."""
+    if event.kind in _QUIET:
+        return
     level = logging.WARNING if event.kind in _WARNING else logging.INFO
     if log.isEnabledFor(level):
-        log.log(level, "event: %s", describe(event), extra={"event": event.to_dict()})
+        log.log(level, "event: %s", describe(event), extra={"event": event})
