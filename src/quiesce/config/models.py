@@ -189,7 +189,8 @@ class PostgresqlMonitor(Model):
     ``maintenance_query``: a first column that is true means maintenance."""
 
     user: Annotated[str, Field(min_length=1)]
-    # a file holding the password (its first line); relative to the config file's directory
+    # a file holding the password (its first line), read at each check as given (absolute, or
+    # relative to the working directory); none: asyncpg reads PGPASSWORD or ~/.pgpass
     password_file: str | None = None
     database: str = "postgres"
     query: Annotated[str, Field(min_length=1)] = "SELECT 1"

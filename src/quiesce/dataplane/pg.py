@@ -24,6 +24,7 @@ closes that connection only.
 
 from __future__ import annotations
 
+import struct
 from typing import Final
 
 SSL_REQUEST: Final = 80877103
@@ -41,6 +42,7 @@ _BACK_OK = bytes(1 if t in _BACKEND_TYPES else 0 for t in range(256))
 _Q, _F, _S, _X = b"QFSX"
 _EXTENDED = frozenset(b"PBEDC")  # Parse, Bind, Execute, Describe, Close: answered at Sync
 _Z, _C = b"ZC"
+_HEAD = struct.Struct("!BI").unpack_from  # a typed message's head: type, length
 
 # what a relay answers an SSLRequest or GSSENCRequest with when it does not terminate TLS
 NO_ENCRYPTION: Final = b"N"
@@ -122,24 +124,41 @@ class _Framer:
         return self._walk(data, skip)
 
     def _walk(self, data: bytes, pos: int) -> str | None:
-        """Walk typed messages from ``pos``; keep what a read split."""
+        """Walk typed messages from ``pos``; keep what a read split. One loop for both sides
+        (inlined: a method call per message was most of the cost, BENCHMARKS.md)."""
         ok = self._ok
-        who = self._who
+        front = ok is _FRONT_OK
+        s = self.session
+        head = _HEAD
         n = len(data)
         limit = self.max
         while n - pos >= 5:
-            t = data[pos]
-            if not ok[t]:
-                return f"{who} sent an unknown message type {bytes([t])!r}"
-            length = int.from_bytes(data[pos + 1 : pos + 5], "big")
-            if length < 4 or length > limit:
-                return f"{who} sent a message of type {bytes([t])!r} with length {length}"
+            t, length = head(data, pos)
+            if not ok[t] or length < 4 or length > limit:
+                return self._bad(t, length)
             end = pos + 1 + length
-            if self._note(t, data, pos, end, length):
+            if front:
+                if t in (_Q, _S, _F):
+                    s.pending += 1
+                    if t == _S:
+                        s.unsynced = False
+                elif t in _EXTENDED:
+                    s.unsynced = True
+                elif t == _X:
+                    s.ended = True
+            elif (t in (_Z, _C)) and length <= _INSPECT_MAX:
                 if end > n:  # read it once it is whole (a few bytes at most)
                     self.partial = data[pos:]
                     return None
-                self._seen(t, data, pos + 5, end)
+                if t == _Z:
+                    if length > 4:
+                        s.status = data[pos + 5]
+                    if s.pending:
+                        s.pending -= 1
+                elif data.startswith(b"LISTEN", pos + 5):
+                    s.listening = True
+                elif data.startswith((b"UNLISTEN", b"DISCARD ALL"), pos + 5):
+                    s.listening = False
             if end >= n:
                 self.skip = end - n
                 return None
@@ -147,12 +166,10 @@ class _Framer:
         self.partial = data[pos:]
         return None
 
-    def _note(self, t: int, data: bytes, pos: int, end: int, length: int) -> bool:
-        """Count a message by its type; True: its body is to be read (``_seen``)."""
-        raise NotImplementedError
-
-    def _seen(self, t: int, data: bytes, start: int, end: int) -> None:
-        """A message ``_note`` asked for, whole: ``data[start:end]`` is its body."""
+    def _bad(self, t: int, length: int) -> str:
+        if not self._ok[t]:
+            return f"{self._who} sent an unknown message type {bytes([t])!r}"
+        return f"{self._who} sent a message of type {bytes([t])!r} with length {length}"
 
 
 class FrontendFramer(_Framer):
@@ -170,19 +187,6 @@ class FrontendFramer(_Framer):
             err = self._typed(data)
             return data, b"", err
         return self._startup(data)
-
-    def _note(self, t: int, data: bytes, pos: int, end: int, length: int) -> bool:
-        s = self.session
-        if t in (_Q, _F):
-            s.pending += 1
-        elif t == _S:
-            s.pending += 1
-            s.unsynced = False
-        elif t in _EXTENDED:
-            s.unsynced = True
-        elif t == _X:
-            s.ended = True
-        return False
 
     def _startup(self, data: bytes) -> tuple[bytes, bytes, str | None]:
         """The untyped messages: SSLRequest / GSSENCRequest (answered ``N`` here, not passed
@@ -240,18 +244,3 @@ class BackendFramer(_Framer):
 
     def feed(self, data: bytes) -> str | None:
         return self._typed(data)
-
-    def _note(self, t: int, data: bytes, pos: int, end: int, length: int) -> bool:
-        return (t in (_Z, _C)) and length <= _INSPECT_MAX
-
-    def _seen(self, t: int, data: bytes, start: int, end: int) -> None:
-        s = self.session
-        if t == _Z:
-            if start < end:
-                s.status = data[start]
-            if s.pending:
-                s.pending -= 1
-        elif data.startswith(b"LISTEN", start):
-            s.listening = True
-        elif data.startswith(b"UNLISTEN", start) or data.startswith(b"DISCARD ALL", start):
-            s.listening = False
