@@ -266,3 +266,33 @@ def test_docs_list_every_field_and_code() -> None:
     ]
     found = [r for r in codes.splitlines() if r.startswith("| `")]
     assert sorted(found) == sorted(rows) and len(found) == len(rows)
+
+
+def test_check_sees_destinations_that_cannot_be_opened(tmp_path: Path) -> None:
+    from quiesce.config.logs import LoggingConfig, logging_problems
+
+    def problems(**access: object) -> list[str]:
+        return logging_problems(LoggingConfig.model_validate({"access": access}), tmp_path)
+
+    (tmp_path / "dir").mkdir()
+    assert problems(path="a.log") == [] and problems(path="stdout") == []
+    assert problems(path="dir/a.log", syslog="udp://127.0.0.1:514") == []
+    assert problems(path="nowhere/a.log") == [
+        f"logging.access.path: cannot open {tmp_path}/nowhere/a.log: No such file or directory"
+    ]
+    assert problems(path="dir") == [
+        f"logging.access.path: cannot open {tmp_path}/dir: Is a directory"
+    ]
+    assert problems(syslog=f"unix:{tmp_path}/no.sock") == [
+        f"logging.access.syslog: cannot reach unix:{tmp_path}/no.sock: No such file or directory"
+    ]
+    assert not (tmp_path / "a.log").exists()  # check opens nothing
+
+
+def test_opening_a_destination_that_cannot_be_opened_names_the_key(tmp_path: Path) -> None:
+    """What quiesce run and a reload meet when a destination went away after the check."""
+    from quiesce.config.logs import AccessLogConfig
+    from quiesce.logs.sink import LogError, open_destinations
+
+    with pytest.raises(LogError, match=r"^logging\.access\.path: cannot open .*nowhere/a\.log"):
+        open_destinations(AccessLogConfig(path="nowhere/a.log"), tmp_path)

@@ -9,6 +9,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from quiesce.config.logs import logging_problems
 from quiesce.config.models import Config, Model
 from quiesce.config.tls import tls_problems, tls_warnings
 from quiesce.core.errors import QuiesceError
@@ -251,6 +252,7 @@ def semantic_problems(config: Config, base_dir: Path | None) -> list[str]:
             listeners[key] = path
     if base_dir is not None:
         problems += tls_problems(config, base_dir)
+        problems += logging_problems(config.logging, base_dir)
     for name, pool in config.pools.items():
         if pool.min_servers_up > len(pool.servers):
             problems.append(

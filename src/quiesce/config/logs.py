@@ -5,7 +5,10 @@ quiesce.logs formats and sends with the same names (docs/dataplane.md, "Access l
 
 from __future__ import annotations
 
+import os
+import socket
 import string
+from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
@@ -136,3 +139,34 @@ class LoggingConfig(_Model):
     # no access section: no access log
     access: AccessLogConfig | None = None
     process: ProcessLogConfig = ProcessLogConfig()
+
+
+def logging_problems(cfg: LoggingConfig, base_dir: Path) -> list[str]:
+    """What ``quiesce check`` can tell of the access log's destinations on this machine (a
+    file's directory, a syslog socket or host), in the words ``quiesce run`` uses when it
+    opens them (quiesce.logs.sink)."""
+    access = cfg.access
+    if access is None:
+        return []
+    problems: list[str] = []
+    if access.path not in (None, "stdout"):
+        p = Path(access.path)
+        p = p if p.is_absolute() else base_dir / p
+        if p.is_dir():
+            problems.append(f"logging.access.path: cannot open {p}: Is a directory")
+        elif not p.exists() and not p.parent.is_dir():
+            problems.append(f"logging.access.path: cannot open {p}: No such file or directory")
+        elif not os.access(p if p.exists() else p.parent, os.W_OK):
+            problems.append(f"logging.access.path: cannot open {p}: Permission denied")
+    if access.syslog is not None:
+        kind, host, port = parse_syslog(access.syslog)
+        where = f"logging.access.syslog: cannot reach {access.syslog}"
+        if kind == "unix":
+            if not Path(host).exists():
+                problems.append(f"{where}: No such file or directory")
+        else:
+            try:
+                socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
+            except OSError as exc:
+                problems.append(f"{where}: {exc.strerror or exc}")
+    return problems

@@ -119,16 +119,20 @@ class SyslogDestination(Destination):
         kind, host, port = parse_syslog(address)
         self.hostname = socket.gethostname() or "-"
         self.pid = os.getpid()
+        sock: socket.socket | None = None
         try:
             if kind == "unix":
-                self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-                self.sock.connect(host)
+                sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+                sock.connect(host)
             else:
                 info = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)[0]
-                self.sock = socket.socket(info[0], socket.SOCK_DGRAM)
-                self.sock.connect(info[4])
+                sock = socket.socket(info[0], socket.SOCK_DGRAM)
+                sock.connect(info[4])
         except OSError as exc:
+            if sock is not None:
+                sock.close()
             raise LogError(f"{key}: cannot reach {address}: {exc.strerror or exc}") from None
+        self.sock = sock
 
     def write(self, data: bytes, lines: list[str]) -> None:
         now = iso_utc(time.time())
