@@ -65,6 +65,16 @@ def test_ssl_request_is_answered_n_and_not_passed_on() -> None:
     assert out == data and s.started and s.pending == 1
 
 
+def test_a_session_is_fresh_until_its_first_query() -> None:
+    s, f, _ = started()
+    assert s.fresh and s.closable()
+    f.feed(msg(b"Q", b"SELECT 1\0"))
+    assert not s.fresh
+    s, f, _ = started()
+    f.feed(msg(b"P", b"\0SELECT 1\0\0\0"))
+    assert not s.fresh
+
+
 def test_transaction_state_follows_ready_for_query() -> None:
     s, f, b = started()
     f.feed(msg(b"Q", b"BEGIN\0"))

@@ -72,20 +72,25 @@ def test_maintenance_at_the_transaction_boundary(tmp_path: Path) -> None:
             idle = psycopg.connect(pg.dsn(port), autocommit=True)  # idle, out of a transaction
             assert idle.execute("SELECT 2").fetchone() == (2,)
             until(lambda: sessions(admin) == {"idle": 1, "transaction": 1, "query": 0})
-            assert backends(pg) == 2
+            # connected, no query yet: closed after a grace, not at once (pgrelay.FRESH_GRACE)
+            fresh = psycopg.connect(pg.dsn(port), autocommit=True)
+            until(lambda: sessions(admin) == {"idle": 2, "transaction": 1, "query": 0})
+            assert backends(pg) == 3
             metrics = httpx.get(f"http://127.0.0.1:{admin}/metrics", auth=("admin", "pw")).text
-            for state, n in (("idle", 1), ("transaction", 1), ("query", 0)):
+            for state, n in (("idle", 2), ("transaction", 1), ("query", 0)):
                 labels = f'pool="db",server="pg1",state="{state}"'
                 assert f"quiesce_server_database_sessions{{{labels}}} {n}.0" in metrics
 
             r = cli(admin, "set", "server", "db/pg1", "maintenance", "--force-guard")
             assert r.returncode == 0, r
             # the idle one is closed at once: its server session ends, the client reads 57P01
-            until(lambda: backends(pg) == 1)
+            until(lambda: backends(pg) <= 2)
             with pytest.raises(psycopg.errors.AdminShutdown) as shut:
                 idle.execute("SELECT 3")
             assert shut.value.sqlstate == "57P01"
-            assert sessions(admin) == {"idle": 0, "transaction": 1, "query": 0}
+            until(lambda: sessions(admin) == {"idle": 0, "transaction": 1, "query": 0})
+            with pytest.raises(psycopg.errors.AdminShutdown):
+                fresh.execute("SELECT 3")
 
             # the open transaction carries on and commits; its connection closes right after
             intx.execute("INSERT INTO t VALUES (2)")

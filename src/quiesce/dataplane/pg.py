@@ -66,7 +66,16 @@ TERMINATE: Final = b"X\0\0\0\4"  # sent to the server when the relay ends the se
 class Session:
     """One connection's protocol state, shared by its two framers."""
 
-    __slots__ = ("cancel", "ended", "listening", "pending", "started", "status", "unsynced")
+    __slots__ = (
+        "cancel",
+        "ended",
+        "fresh",
+        "listening",
+        "pending",
+        "started",
+        "status",
+        "unsynced",
+    )
 
     def __init__(self) -> None:
         self.status = 0x49  # b"I"
@@ -76,6 +85,9 @@ class Session:
         self.started = False  # the start-up packet passed (False: SSLRequest, …)
         self.cancel = False  # a CancelRequest connection: it carries nothing else
         self.ended = False  # the client sent Terminate
+        # no query sent since the start-up: its first one may be on its way (the relay gives
+        # such a session a grace before closing it idle, quiesce.dataplane.pgrelay)
+        self.fresh = True
 
     @property
     def state(self) -> str:
@@ -140,10 +152,12 @@ class _Framer:
             if front:
                 if t in (_Q, _S, _F):
                     s.pending += 1
+                    s.fresh = False
                     if t == _S:
                         s.unsynced = False
                 elif t in _EXTENDED:
                     s.unsynced = True
+                    s.fresh = False
                 elif t == _X:
                     s.ended = True
             elif (t in (_Z, _C)) and length <= _INSPECT_MAX:

@@ -31,6 +31,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("quiesce")
 
+# A session whose client has not sent a query since its start-up is not closed idle at once:
+# its first query is most likely on its way (a client that connects per transaction, such as
+# pgbench -C, would see 57P01 instead of its answer). It is closed after its first query, or
+# by the sweep once this long has passed (and it is still idle).
+FRESH_GRACE = 0.5
+
 
 class _PgUpstream(_TcpUpstream):
     __slots__ = ("pg",)
@@ -50,8 +56,10 @@ class _PgUpstream(_TcpUpstream):
             return
         c.tx += len(data)
         c.transport.write(data)
-        if c.boundary and c.session.closable():
-            c.goodbye()
+        if c.boundary:
+            session = c.session
+            if session.closable() and not session.fresh:
+                c.goodbye()
 
 
 class PgClient(TcpClient):
@@ -66,6 +74,7 @@ class PgClient(TcpClient):
         self.front = FrontendFramer(self.session, limit)
         self.back = BackendFramer(self.session, limit)
         self.boundary = False  # maintenance: close at the next transaction boundary
+        self.boundary_at = 0.0
 
     def _bind(self, pool: PoolRuntime, server: ServerRuntime) -> None:
         if self.server is not None:  # a retry on another server
@@ -96,10 +105,18 @@ class PgClient(TcpClient):
         if self.closed:
             return True
         self.boundary = True
+        self.boundary_at = self.ctx.loop.time()
         session = self.session
-        if force or session.closable() or session.cancel or session.ended:
+        if force or session.cancel or session.ended or (session.closable() and not session.fresh):
             self.goodbye()
         return True
+
+    def check(self, now: float) -> None:
+        """The sweep: also closes a fresh session still idle ``FRESH_GRACE`` after the
+        maintenance began (one that never sent a query since its start-up)."""
+        super().check(now)
+        if self.boundary and now - self.boundary_at >= FRESH_GRACE and self.session.closable():
+            self.goodbye()
 
     def goodbye(self) -> None:
         """FATAL 57P01 to the client, Terminate to the server, both closed."""
