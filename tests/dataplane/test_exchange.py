@@ -14,11 +14,13 @@ import pytest
 from quiesce.dataplane.h1 import exchange
 from quiesce.dataplane.h1.exchange import (
     ANSWERED_OF,
+    BODY_END_OF,
     END_OF,
     HEAD_OF,
     REQUEST_MOVES,
     RESPONSE_MOVES,
     WRITE_OF,
+    ConnState,
     Event,
     Exchange,
     ExchangeError,
@@ -111,6 +113,19 @@ def test_the_request_body_ends_once() -> None:
     assert set(REQUEST_MOVES) == {Event.BODY_END}
 
 
+def test_a_request_record_moves_by_the_same_table() -> None:
+    """``Request.state`` is the request role in the shell, moved by ``BODY_END_OF``: a
+    second end of the body is a KeyError before the state changes."""
+    assert type(BODY_END_OF) is dict and REQUEST_MOVES[Event.BODY_END] == BODY_END_OF
+    req = Request()
+    assert req.state is RequestState.BODY and not req.complete
+    req.state = BODY_END_OF[req.state]
+    assert req.state is RequestState.COMPLETE and req.complete
+    with pytest.raises(KeyError):
+        req.state = BODY_END_OF[req.state]
+    assert req.state is RequestState.COMPLETE
+
+
 def test_no_move_leaves_done_but_a_write_of_nothing() -> None:
     assert [e for e in RESPONSE_EVENTS if R.DONE in RESPONSE_MOVES[e]] == [Event.WRITE]
     assert RESPONSE_MOVES[Event.WRITE][R.DONE] is R.DONE
@@ -138,14 +153,14 @@ def test_the_shell_tables_are_the_machine() -> None:
 
 def request(**fields: object) -> Request:
     req = Request()
-    req.complete = True
+    req.state = RequestState.COMPLETE
     for k, v in fields.items():
         setattr(req, k, v)
     return req
 
 
 def conn(**flags: object) -> SimpleNamespace:
-    fields: dict[str, object] = {"boundary_close": False, "client_eof": False, "queue": None}
+    fields: dict[str, object] = {"boundary_close": False, "state": ConnState.OPEN, "queue": None}
     fields.update(flags)
     return SimpleNamespace(ctx=SimpleNamespace(closing=fields.pop("closing", False)), **fields)
 
@@ -153,12 +168,14 @@ def conn(**flags: object) -> SimpleNamespace:
 def test_closes_after() -> None:
     assert not closes_after(conn(), request())
     assert closes_after(conn(boundary_close=True), request())  # AT_BOUNDARY
-    assert closes_after(conn(client_eof=True), request())  # the client shut its side
-    assert not closes_after(conn(client_eof=True, queue=[request()]), request())  # more to answer
+    assert closes_after(conn(state=ConnState.INPUT_DONE), request())  # the client shut its side
+    assert not closes_after(
+        conn(state=ConnState.INPUT_DONE, queue=[request()]), request()
+    )  # more to answer
     assert closes_after(conn(closing=True), request())  # service shutdown
     assert closes_after(conn(), request(keep_alive=False))  # Connection: close, 1.0
     assert closes_after(conn(), request(upgrade=True))  # unless it switches (101)
-    assert closes_after(conn(), request(complete=False))  # the body is dropped
+    assert closes_after(conn(), request(state=RequestState.BODY))  # the body is dropped
 
 
 def test_keeps_connection() -> None:
@@ -166,7 +183,7 @@ def test_keeps_connection() -> None:
     assert not keeps_connection(request(), close_sent=True, closed=False, client_done=False)
     assert not keeps_connection(request(), close_sent=False, closed=True, client_done=False)
     assert not keeps_connection(request(), close_sent=False, closed=False, client_done=True)
-    incomplete = request(complete=False)
+    incomplete = request(state=RequestState.BODY)
     assert not keeps_connection(incomplete, close_sent=False, closed=False, client_done=False)
 
 
@@ -176,7 +193,7 @@ def test_may_pool() -> None:
     for key in ok:
         bad = dict(ok, **{key: not ok[key]})
         assert not may_pool(req=request(), **bad)
-    assert not may_pool(req=request(complete=False), **ok)
+    assert not may_pool(req=request(state=RequestState.BODY), **ok)
 
 
 def test_the_docs_show_the_table() -> None:

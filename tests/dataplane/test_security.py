@@ -16,6 +16,7 @@ import pytest
 
 from quiesce.dataplane import pool as pool_mod
 from quiesce.dataplane.h1 import exchange as http_mod
+from quiesce.dataplane.h1.exchange import ConnState
 from tests.dataplane.backend import Backend
 from tests.dataplane.conftest import make_config, start_proxy, wait_for
 
@@ -409,7 +410,7 @@ async def test_client_body_timeout_bounds_the_whole_body() -> None:
             # client_idle_timeout), but the whole body is not there 30 s after its head.
             conn.last_rx = loop.time() + 29.0
             conn.check(loop.time() + 29.0)
-            assert not conn.closed and not conn.lingering
+            assert not conn.closed and conn.state is ConnState.OPEN
             conn.last_rx = loop.time() + 31.0
             conn.check(loop.time() + 31.0)
             head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)

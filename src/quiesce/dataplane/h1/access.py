@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any, Protocol
 
-from quiesce.dataplane.h1.exchange import HEAD_OF, R_DONE, R_SENT, Request, ResponseState
+from quiesce.dataplane.h1.exchange import HEAD_OF, R_DONE, R_SENT, RQ_BODY, Request, ResponseState
 from quiesce.dataplane.pages import simple_response
 from quiesce.logs.access import CONNECT, DATA, HEADERS, REQUEST
 
@@ -105,7 +105,7 @@ def phase(conn: Conn) -> str:
     if conn.resp is R_SENT or conn.resp is R_DONE:
         return DATA
     req = conn.current
-    if req is None or not req.complete:
+    if req is None or req.state is RQ_BODY:
         return REQUEST
     return CONNECT if conn.up is None else HEADERS
 

@@ -16,6 +16,11 @@ from quiesce.dataplane.h1 import codec, tunnel
 from quiesce.dataplane.h1.access import log_exchange, phase
 from quiesce.dataplane.h1.codec import HeadTooLarge, feed_capped
 from quiesce.dataplane.h1.exchange import (
+    BODY_END_OF,
+    C_LINGERING,
+    C_OPEN,
+    C_TUNNEL,
+    CLIENT_EOF_OF,
     IDEMPOTENT,
     R_DONE,
     R_HELD,
@@ -23,6 +28,8 @@ from quiesce.dataplane.h1.exchange import (
     R_SENT,
     RELEASE_OF,
     REPLAY_LIMIT,
+    RQ_BODY,
+    RQ_COMPLETE,
     WRITE_OF,
     Request,
     resendable,
@@ -80,10 +87,8 @@ class ClientConnection(ResponseSide, asyncio.Protocol):
         self.paused = 0
         self.up_paused = False
         self.client_blocked = False  # our writes to the client are above its high-water mark
-        self.client_eof = False  # the client shut its side: answer what it sent, then close
-        self.closed = False
-        self.lingering = False
-        self.tunnel = False
+        self.state = C_OPEN  # exchange.ConnState: open, input done, tunnel, lingering
+        self.closed = False  # the transport (the other axis: closed in whatever state)
         self.upgrade_buf: list[bytes] | None = None
         self.half_closed = 0  # tunnel: 1 client EOF seen, 2 upstream EOF seen
         self.boundary_close = False
@@ -152,12 +157,13 @@ class ClientConnection(ResponseSide, asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.rx += len(data)
-        if self.tunnel:
+        state = self.state
+        if state is C_TUNNEL:
             up = self.up
             if up is not None:
                 up.transport.write(data)
             return
-        if self.lingering or self.closed:
+        if state is C_LINGERING or self.closed:  # lingering: read and dropped
             return
         if self.upgrade_buf is not None:
             self.upgrade_buf.append(data)
@@ -189,7 +195,7 @@ class ClientConnection(ResponseSide, asyncio.Protocol):
                 rest = data[exc.args[0] :]
                 self.upgrade_buf = [rest] if rest else []
                 self.pause(P_UPGRADE)
-                if self.tunnel:  # the 101 came back already
+                if self.state is C_TUNNEL:  # the 101 came back already
                     tunnel.release(self)
         except (httptools.HttpParserError, WireError) as exc:
             if self.closed:
@@ -200,10 +206,11 @@ class ClientConnection(ResponseSide, asyncio.Protocol):
             self._client_error(status)
 
     def eof_received(self) -> bool | None:
-        if self.tunnel:
+        state = self.state
+        if state is C_TUNNEL:
             up = self.up
             return up is not None and tunnel.half_close(self, up.transport, 1)
-        if self.current is not None and not self.lingering:
+        if self.current is not None and state is C_OPEN:
             # The client half-closed after its requests (``curl -T``, some scripts): answer
             # the complete ones, then close. A request cut short can never complete.
             partial = self.parsing
@@ -214,7 +221,7 @@ class ClientConnection(ResponseSide, asyncio.Protocol):
             elif partial is not None:
                 self._abandon()
                 return False
-            self.client_eof = True
+            self.state = CLIENT_EOF_OF[state]
             return True
         return False
 
@@ -226,7 +233,7 @@ class ClientConnection(ResponseSide, asyncio.Protocol):
         ctx.lost()
         req = self.current
         access = ctx.access
-        if access is not None and req is not None and not self.tunnel:
+        if access is not None and req is not None and self.state is not C_TUNNEL:
             # in flight: the client went away (or the connection was cut, term says why)
             if not self.term:
                 self.term = ts.CLIENT + phase(self)
@@ -243,7 +250,7 @@ class ClientConnection(ResponseSide, asyncio.Protocol):
         if up is not None:
             self.up = None
             up.client = None
-            if self.tunnel:
+            if self.state is C_TUNNEL:
                 up.close()
             else:
                 up.abort()
@@ -252,7 +259,7 @@ class ClientConnection(ResponseSide, asyncio.Protocol):
         self.fold(server)  # what was read or written since the last request ended
         if server is not None:
             self.server = None
-            if self.tunnel:
+            if self.state is C_TUNNEL:
                 table.closed(server, self)
             else:
                 table.request_finished(server, self, 0, False)
@@ -305,8 +312,9 @@ class ClientConnection(ResponseSide, asyncio.Protocol):
         for ``ctx.park_after`` (see quiesce.dataplane.park), or, when it cannot be parked,
         drop its parser (made again on the next byte: an idle connection is worth less
         memory without it)."""
-        if self.closed or self.tunnel or self.lingering:
-            if self.tunnel:
+        state = self.state
+        if self.closed or state is C_TUNNEL or state is C_LINGERING:
+            if state is C_TUNNEL:
                 self.fold(self.server)  # a long tunnel's bytes show as they pass
             return
         if self.resp is R_HELD:
@@ -321,7 +329,7 @@ class ClientConnection(ResponseSide, asyncio.Protocol):
             # of it takes longer than client_body_timeout. Neither fires while reading is
             # paused (the server is not keeping up: not the client's fault).
             if (
-                not cur.complete
+                cur.state is RQ_BODY
                 and self.parsing is cur
                 and not self.paused
                 and (
@@ -373,9 +381,7 @@ class ClientConnection(ResponseSide, asyncio.Protocol):
             or self.up is not None
             or self.connecting is not None
             or self.upgrade_buf is not None
-            or self.tunnel
-            or self.lingering
-            or self.client_eof
+            or self.state is not C_OPEN  # input done, tunnel, lingering
             or self.boundary_close
             or self.deferred_error
             or self.timer is not None
@@ -431,7 +437,7 @@ class ClientConnection(ResponseSide, asyncio.Protocol):
         upgrade = parser.should_upgrade()
         req.upgrade = upgrade
         forward_request(req, headers, upgrade, self.peer_b, self.fwd)
-        if not req.complete:
+        if req.state is RQ_BODY:
             req.body_since = self.loop.time()
         self.parsing = req
         if self.current is None:
@@ -454,7 +460,7 @@ class ClientConnection(ResponseSide, asyncio.Protocol):
         req = Request()
         req.method, req.url, req.http10, req.keep_alive, req.host, req.cookie, req.head = r
         req.head_only = req.method == b"HEAD"
-        req.complete = True
+        req.state = RQ_COMPLETE  # no body
         req.raw = data
         self._start(req)
 
@@ -476,9 +482,9 @@ class ClientConnection(ResponseSide, asyncio.Protocol):
         self.head_left = self.head_limit  # what follows is the next request's head
         req = self.parsing
         self.parsing = None
-        if req is None or req.complete:
+        if req is None or req.state is RQ_COMPLETE:
             return
-        req.complete = True
+        req.state = BODY_END_OF[req.state]
         if req is not self.current:
             return
         if self.up is not None:
@@ -651,7 +657,7 @@ class ClientConnection(ResponseSide, asyncio.Protocol):
         # On a reused connection, hold what we send until the first response byte: the
         # server may have closed it meanwhile (the keep-alive race), and then we resend.
         req.replay = list(req.pending) if reused else None
-        if req.expect and not req.complete and not req.pending and not req.http10:
+        if req.expect and req.state is RQ_BODY and not req.pending and not req.http10:
             req.expect = False
             self.tx += 25
             self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
@@ -670,7 +676,7 @@ class ClientConnection(ResponseSide, asyncio.Protocol):
             else:
                 t.writelines(pending)
             self.resume(P_PENDING)
-        if req.complete:
+        if req.state is RQ_COMPLETE:
             if req.chunked:
                 t.write(b"0\r\n\r\n")
             self.sent_at = self.loop.time()

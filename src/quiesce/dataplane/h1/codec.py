@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, NamedTuple, Protocol
 import httptools
 
 from quiesce import _accel
-from quiesce.dataplane.h1.exchange import Request
+from quiesce.dataplane.h1.exchange import RQ_BODY, Request
 from quiesce.dataplane.h1.headers import (
     HTTP_FORWARDED,
     WireError,
@@ -155,7 +155,7 @@ class HttptoolsHeads:
             forward_request(req, got.headers, False, peer, forwarded)
         except WireError:
             return None
-        if not req.complete or req.chunked or req.expect:
+        if req.state is RQ_BODY or req.chunked or req.expect:
             return None
         return RequestHead(method, got.url, http10, keep, req.host, req.cookie, req.head)
 

@@ -9,8 +9,9 @@ sockets, asyncio or which front end drives it (HTTP/1.1 today, an HTTP/2 stream 
 h11's ``_state.py``. An exchange has two roles, each with its own state:
 
 * the **request** (what the proxy has received from the client): ``BODY`` — the head was
-  read, its body is arriving — then ``COMPLETE``. ``Request.complete`` is that state in the
-  shell (False: BODY), the one field every decision reads.
+  read, its body is arriving — then ``COMPLETE``: ``Request.state``, the one field every
+  decision reads, moved by ``BODY_END_OF`` when the body ends (a request with no body
+  starts ``COMPLETE``, as its head is read).
 * the **response** (what the proxy has sent the client): ``NONE`` (nothing yet; an interim
   1xx leaves it there), ``HEAD`` (a final head is ready, not written), ``HELD`` (a chunked
   head kept back until its first chunk parses, so a broken body can still be a 502),
@@ -24,6 +25,13 @@ on the per-request path; an illegal move is a KeyError there, raised before the 
 changes); :class:`Exchange` is the same machine as an object, for tests and other front
 ends.
 
+Beside its exchanges, a client connection has a state of its own (:class:`ConnState`, the
+``state`` slot: ``OPEN``, ``INPUT_DONE`` after the client's EOF, ``TUNNEL`` after a 101,
+``LINGERING`` after an answer that closes), moved the same way through ``CONN_MOVES``
+(``CLIENT_EOF_OF``, ``SWITCH_OF``, ``LINGER_OF`` in the shell). Whether its transport is
+closed is a second axis (``closed``), as it is for an upstream or an L4 connection: closing
+keeps the state, so a closed tunnel still releases its server as a tunnel.
+
 The decisions — :func:`closes_after` (does the answer say ``Connection: close``),
 :func:`keeps_connection` (is the client connection reused after it), :func:`may_pool` (does
 the upstream connection go back to the pool), :func:`may_resend` (the keep-alive race) —
@@ -34,7 +42,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Sized
-from typing import Protocol
+from typing import Any, Protocol
 
 from quiesce.rules.decision import RequestView
 
@@ -62,7 +70,6 @@ class Request:
     __slots__ = (
         "body_since",
         "chunked",
-        "complete",
         "cookie",
         "expect",
         "head",
@@ -78,13 +85,14 @@ class Request:
         "raw",
         "replay",
         "retried",
+        "state",
         "upgrade",
         "url",
     )
 
     def __init__(self) -> None:
         self.body_since = 0.0  # loop time its head was read (requests with a body)
-        self.complete = False
+        self.state = RQ_BODY
         self.pending: list[bytes] = []
         self.pending_size = 0
         self.replay: list[bytes] | None = None
@@ -102,6 +110,12 @@ class Request:
         self.keep_alive = True
         self.head_only = False
         self.raw: bytes | None = None  # the head as received, when the C fast path read it
+
+    @property
+    def complete(self) -> bool:
+        """Has its body all arrived (``state`` is COMPLETE)? For readers off the
+        per-request path; the shell reads ``state``."""
+        return self.state is RQ_COMPLETE
 
     def view(self, source: str) -> RequestView:
         headers: dict[str, str] = {}
@@ -163,9 +177,9 @@ class ExchangeError(Exception):
     """A move the exchange machine does not allow (a bug in the front end driving it)."""
 
 
-class RequestState(enum.Enum):
-    BODY = "BODY"
-    COMPLETE = "COMPLETE"
+class RequestState(enum.IntEnum):
+    BODY = 0
+    COMPLETE = 1
 
 
 class ResponseState(enum.IntEnum):
@@ -203,6 +217,11 @@ REQUEST_MOVES: dict[Event, dict[RequestState, RequestState]] = {
     Event.BODY_END: {RequestState.BODY: RequestState.COMPLETE},
 }
 del R
+
+RQ_BODY = RequestState.BODY
+RQ_COMPLETE = RequestState.COMPLETE
+# The shell's request move (a subscript; KeyError: the body cannot end twice).
+BODY_END_OF = dict(REQUEST_MOVES[Event.BODY_END])
 
 
 def moves(*events: Event) -> dict[ResponseState, ResponseState]:
@@ -247,13 +266,69 @@ def step(state: ResponseState, event: Event) -> ResponseState:
 def moves_markdown() -> str:
     """The response moves as the Markdown table docs/dataplane.md shows (rows: events,
     columns: from-states, cells: to-states; empty: illegal)."""
-    states = list(ResponseState)
+    return _markdown(list(ResponseState), RESPONSE_MOVES)
+
+
+def _markdown(states: list[Any], table: dict[Any, dict[Any, Any]]) -> str:
     rows = ["| event | " + " | ".join(s.name for s in states) + " |"]
     rows.append("|---" * (len(states) + 1) + "|")
-    for event, table in RESPONSE_MOVES.items():
-        cells = [table[s].name if s in table else "" for s in states]
+    for event, moves in table.items():
+        cells = [moves[s].name if s in moves else "" for s in states]
         rows.append(f"| {event.name} | " + " | ".join(cells) + " |")
     return "\n".join(rows).replace("|  |", "| |").replace("|  |", "| |") + "\n"
+
+
+# The connection ------------------------------------------------------------------------------
+
+
+class ConnState(enum.IntEnum):
+    """What a client connection is doing, whatever its exchanges: the connection role (an
+    IntEnum, like ResponseState: it hashes as an int). Whether its transport is closed is
+    the other axis, ``closed``: a connection is closed in whatever state it was."""
+
+    OPEN = 0  # reading requests and answering them
+    INPUT_DONE = 1  # the client shut its side: what it sent is answered, then it closes
+    TUNNEL = 2  # a 101 switched it: bytes relayed both ways (``half_closed``: whose EOF passed)
+    LINGERING = 3  # answered with a close: what still comes is read and dropped, then it closes
+
+
+class ConnEvent(enum.Enum):
+    CLIENT_EOF = "CLIENT_EOF"  # the client shut its side with requests still to answer
+    SWITCH = "SWITCH"  # the server answered 101 to an Upgrade request
+    LINGER = "LINGER"  # an answer that closes was written: drain the client for a moment
+
+
+C = ConnState
+CONN_MOVES: dict[ConnEvent, dict[ConnState, ConnState]] = {
+    ConnEvent.CLIENT_EOF: {C.OPEN: C.INPUT_DONE},
+    # an Upgrade request, then the client's EOF, then the 101: still a tunnel
+    ConnEvent.SWITCH: {C.OPEN: C.TUNNEL, C.INPUT_DONE: C.TUNNEL},
+    # lingering again re-arms its timer; a tunnel never lingers (it has no answer to send)
+    ConnEvent.LINGER: {C.OPEN: C.LINGERING, C.INPUT_DONE: C.LINGERING, C.LINGERING: C.LINGERING},
+}
+del C
+
+# The shell's per-event tables, as for the response (a subscript each; KeyError: illegal).
+CLIENT_EOF_OF = dict(CONN_MOVES[ConnEvent.CLIENT_EOF])
+SWITCH_OF = dict(CONN_MOVES[ConnEvent.SWITCH])
+LINGER_OF = dict(CONN_MOVES[ConnEvent.LINGER])
+C_OPEN = ConnState.OPEN
+C_INPUT_DONE = ConnState.INPUT_DONE
+C_TUNNEL = ConnState.TUNNEL
+C_LINGERING = ConnState.LINGERING
+
+
+def conn_step(state: ConnState, event: ConnEvent) -> ConnState:
+    """The connection state after ``event``; ExchangeError (nothing changes) if not allowed."""
+    moves = CONN_MOVES[event]
+    if state not in moves:
+        raise ExchangeError(f"{event.name} is not allowed in state {state.name}")
+    return moves[state]
+
+
+def conn_moves_markdown() -> str:
+    """The connection moves as the Markdown table docs/dataplane.md shows."""
+    return _markdown(list(ConnState), CONN_MOVES)
 
 
 class Exchange:
@@ -294,7 +369,7 @@ class Closing(Protocol):
     @property
     def boundary_close(self) -> bool: ...  # the table's AT_BOUNDARY: close at the next one
     @property
-    def client_eof(self) -> bool: ...  # the client shut its side
+    def state(self) -> ConnState: ...  # INPUT_DONE: the client shut its side
     @property
     def queue(self) -> Sized | None: ...  # requests queued behind this one
     @property
@@ -310,11 +385,11 @@ def closes_after(conn: Closing, req: Request) -> bool:
     has it as its ``closing_after`` method: one call, on the per-request path."""
     return (
         conn.boundary_close
-        or (conn.client_eof and not conn.queue)
+        or (conn.state is C_INPUT_DONE and not conn.queue)
         or not req.keep_alive
         or conn.ctx.closing
         or req.upgrade
-        or not req.complete
+        or req.state is RQ_BODY
     )
 
 
@@ -322,7 +397,7 @@ def keeps_connection(req: Request, close_sent: bool, closed: bool, client_done: 
     """Is the client connection reused after the answer to ``req``? Not when the answer said
     close, the request is not complete, the connection is gone, or the client sent its EOF
     with nothing more queued (``client_done``)."""
-    return not close_sent and req.complete and not closed and not client_done
+    return not close_sent and req.state is RQ_COMPLETE and not closed and not client_done
 
 
 def may_pool(
@@ -337,7 +412,7 @@ def may_pool(
         keep_alive
         and not close_delimited
         and not up_closed
-        and req.complete
+        and req.state is RQ_COMPLETE
         and not req.upgrade
         and not draining
     )

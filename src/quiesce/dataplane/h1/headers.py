@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from quiesce.core.errors import QuiesceError
-from quiesce.dataplane.h1.exchange import Request
+from quiesce.dataplane.h1.exchange import RQ_COMPLETE, Request
 from quiesce.dataplane.pages import reason_phrase
 
 
@@ -267,7 +267,7 @@ def forward_request(
     out.append(b"\r\n")
     req.head = b"\r\n".join(out)
     if not req.chunked and (length is None or length.strip() == b"0"):
-        req.complete = True  # no body: complete already, for every decision below
+        req.state = RQ_COMPLETE  # no body: complete from the start, for every decision below
 
 
 def forward_response(

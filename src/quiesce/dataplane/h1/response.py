@@ -17,15 +17,20 @@ from quiesce.dataplane.h1 import tunnel
 from quiesce.dataplane.h1.access import answer_cut, log_exchange, phase
 from quiesce.dataplane.h1.exchange import (
     ANSWERED_OF,
+    C_INPUT_DONE,
+    C_TUNNEL,
     END_OF,
     HEAD_OF,
     HOLD_OF,
+    LINGER_OF,
     R_DONE,
     R_HELD,
     R_SENT,
     RELEASE_OF,
+    RQ_COMPLETE,
     STARTED,
     UNSEND_OF,
+    ConnState,
     Request,
     ResponseState,
     closes_after,
@@ -55,7 +60,6 @@ class ResponseSide:
         "begin_at",
         "boundary_close",
         "client_blocked",
-        "client_eof",
         "closed",
         "connecting",
         "ctime",
@@ -74,7 +78,6 @@ class ResponseSide:
         "idle_since",
         "idle_to",
         "last_rx",
-        "lingering",
         "loop",
         "out",
         "parser",
@@ -96,10 +99,10 @@ class ResponseSide:
         "server",
         "set_cookie",
         "settling",
+        "state",
         "term",
         "timer",
         "transport",
-        "tunnel",
         "tx",
         "up",
         "up_paused",
@@ -123,10 +126,8 @@ class ResponseSide:
         connecting: asyncio.Task[None] | None
         paused: int
         up_paused: bool
-        client_eof: bool
         closed: bool
-        lingering: bool
-        tunnel: bool
+        state: ConnState
         upgrade_buf: list[bytes] | None
         half_closed: int
         boundary_close: bool
@@ -399,7 +400,7 @@ class ResponseSide:
         if up is not self.up:
             return
         self.up = None
-        if self.tunnel:
+        if self.state is C_TUNNEL:
             self._close()
             return
         req = self.current
@@ -546,7 +547,7 @@ class ResponseSide:
         what the client still sends for a moment, then close."""
         if self.closed:
             return
-        self.lingering = True
+        self.state = LINGER_OF[self.state]
         self.paused = 0
         try:
             self.transport.resume_reading()
@@ -565,7 +566,7 @@ class ResponseSide:
         req = self.current
         if req is None:
             return
-        if req.complete or self.resp_close:
+        if req.state is RQ_COMPLETE or self.resp_close:
             self._after_response()
 
     def _after_response(self) -> None:
@@ -575,9 +576,8 @@ class ResponseSide:
         ctx = self.ctx
         status = self.resp_status
         ctx.stats.count_response(status)
-        keep = keeps_connection(
-            req, self.resp_close, self.closed, self.client_eof and not self.queue
-        )
+        done = self.state is C_INPUT_DONE and not self.queue  # the client sends no more
+        keep = keeps_connection(req, self.resp_close, self.closed, done)
         server = self.server
         self.current = None
         self.sent_at = -1.0
@@ -657,7 +657,7 @@ class ResponseSide:
             return
         if why:
             req = self.current
-            if req is not None and not self.tunnel and self.resp not in (R_SENT, R_DONE):
+            if req is not None and self.state is not C_TUNNEL and self.resp not in (R_SENT, R_DONE):
                 answer_cut(self, req, why)
                 return
             if not self.term:

@@ -15,9 +15,11 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any, Protocol
 
+from quiesce.dataplane.h1.exchange import SWITCH_OF
 from quiesce.dataplane.h1.types import P_UPGRADE
 
 if TYPE_CHECKING:
+    from quiesce.dataplane.h1.exchange import ConnState
     from quiesce.dataplane.h1.types import Service, UpstreamSide
     from quiesce.state.registry import ServerRuntime
 
@@ -30,7 +32,7 @@ class Tunnelled(Protocol):
     """A client connection, as the tunnel sees it."""
 
     layer: int
-    tunnel: bool
+    state: ConnState
     half_closed: int  # 1: the client's EOF passed on, 2: the server's
     upgrade_buf: list[bytes] | None
     out: list[bytes]
@@ -70,14 +72,14 @@ def start(conn: Tunnelled, up: UpstreamSide, rest: bytes) -> None:
     """The server answered 101: from now on both sides are a byte tunnel (``rest``: what the
     server sent behind its head)."""
     server = conn.server
-    if conn.resp_status != 101 or server is None:
+    if conn.resp_status != 101 or server is None or conn.state not in SWITCH_OF:
         conn.upstream_failed(up, 502)
         return
     if rest:
         conn.out.append(rest)
     if conn.out:
         conn.flush()
-    conn.tunnel = True
+    conn.state = SWITCH_OF[conn.state]
     up.tunnel = True
     ctx = conn.ctx
     # the request and the 101, timed; the tunnel's bytes are folded as they pass

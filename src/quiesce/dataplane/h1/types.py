@@ -11,7 +11,7 @@ from collections import deque
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from quiesce.dataplane.h1.exchange import Request, ResponseState
+    from quiesce.dataplane.h1.exchange import ConnState, Request, ResponseState
     from quiesce.state.registry import ServerRuntime
 
 # Reasons to pause reading from the client (ClientSide.paused is a set of them).
@@ -73,7 +73,7 @@ class ClientSide(Protocol):
     half_closed: int
     resp: ResponseState
     boundary_close: bool
-    client_eof: bool
+    state: ConnState
     queue: deque[Request] | None
     tx: int  # client bytes written since the last request ended (bout)
 
