@@ -243,3 +243,22 @@ async def test_l4_connection(tmp_path: Path) -> None:
     assert (entry["bytes_in"], entry["bytes_out"]) == (len(req), len(data))
     assert entry["method"] is None and entry["status"] is None
     assert entry["termination"] == "--" and entry["connect_ms"] >= 0
+
+
+async def test_websocket_upgrade_logged_at_its_101(tmp_path: Path) -> None:
+    log = tmp_path / "access.log"
+    async with Backend("a") as b, start_proxy(logged(make_config([b.address]), log)) as p:
+        reader, writer = await asyncio.open_connection("127.0.0.1", p.port)
+        req = (
+            b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+        )
+        writer.write(req)
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        assert head.startswith(b"HTTP/1.1 101")
+        writer.close()
+        server = p.registry.pool("web").servers[0]
+        await wait_for(lambda: server.connections == 0)
+    (entry,) = lines(log)
+    assert (entry["status"], entry["path"], entry["termination"]) == (101, "/ws", "--")
+    assert entry["bytes_in"] == len(req) and entry["bytes_out"] == len(head)
