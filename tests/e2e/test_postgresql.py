@@ -7,7 +7,10 @@ not speak PostgreSQL is closed with a log line, the others carry on."""
 from __future__ import annotations
 
 import json
+import os
+import re
 import socket
+import subprocess
 import time
 from pathlib import Path
 
@@ -16,7 +19,7 @@ import pytest
 
 from tests.e2e.test_access_log import _hash, cli, until
 from tests.e2e.test_run_and_demo import Proc
-from tests.support.postgres import Postgres, postgres_server
+from tests.support.postgres import BIN, PASSWORD, USER, Postgres, postgres_server
 
 psycopg = pytest.importorskip("psycopg")
 AUTH = ("admin", "pw")
@@ -24,7 +27,11 @@ AUTH = ("admin", "pw")
 pytestmark = [pytest.mark.peers, pytest.mark.slow]
 
 
-def config(pg_port: int) -> str:
+def config(*pg_ports: int) -> str:
+    """One postgresql service over servers pg1, pg2, … at these ports."""
+    servers = "".join(
+        f"\n      - {{name: pg{i}, address: 127.0.0.1:{p}}}" for i, p in enumerate(pg_ports, 1)
+    )
     return f"""
 admin:
   listen: 127.0.0.1:0
@@ -33,8 +40,7 @@ state:
   sqlite: ./state.db
 pools:
   db:
-    servers:
-      - {{name: pg1, address: 127.0.0.1:{pg_port}}}
+    servers:{servers}
 services:
   pg: {{listen: 127.0.0.1:0, protocol: postgresql, pool: db}}
 """
@@ -216,5 +222,65 @@ def test_postgresql_monitor(tmp_path: Path) -> None:
             assert view("db/pg1")["status"] == "down for maintenance"
             pg.psql("DELETE FROM maint")
             until(lambda: last("db/pg1") == ("up", "OK", "primary"))
+        finally:
+            q.stop()
+
+
+def test_rolling_maintenance_under_pgbench_loses_nothing(tmp_path: Path) -> None:
+    """pgbench -C (a new connection per transaction, TPC-B-like: BEGIN, 3 UPDATEs, a SELECT,
+    an INSERT, END) through a postgresql service over two PostgreSQL servers, each put in
+    maintenance in turn and back, waiting each time until its last session has closed: no
+    failed transaction, no aborted client."""
+    with postgres_server() as pg_a, postgres_server() as pg_b:
+        env = {**os.environ, "PGPASSWORD": PASSWORD, "PGSSLMODE": "disable"}
+        bench = [str(BIN / "pgbench"), "-h", "127.0.0.1", "-U", USER]
+        for pg in (pg_a, pg_b):
+            subprocess.run(
+                [*bench, "-p", str(pg.port), "-i", "-q", "postgres"],
+                env=env,
+                check=True,
+                capture_output=True,
+            )
+        (tmp_path / "quiesce.yaml").write_text(config(pg_a.port, pg_b.port))
+        q = Proc(["run", "-c", "quiesce.yaml"], tmp_path)
+        try:
+            port = int(q.wait_for(r"service pg listening on port (\d+)").group(1))
+            admin = int(q.wait_for(r"admin listening on port (\d+)").group(1))
+            q.wait_for("quiesce: ready")
+
+            def live(server: str) -> int:
+                r = httpx.get(f"http://127.0.0.1:{admin}/api/v1/servers/db/{server}", auth=AUTH)
+                counts = r.json()["sessions"] or {}
+                return sum(counts.values())
+
+            load = subprocess.Popen(
+                [*bench, "-p", str(port), "-C", "-c", "4", "-j", "2", "-T", "15", "postgres"],
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            try:
+                for name in ("pg1", "pg2"):
+                    until(lambda name=name: live(name) > 0, 30)  # under load
+                    r = cli(admin, "set", "server", f"db/{name}", "maintenance")
+                    assert r.returncode == 0, r
+                    until(lambda name=name: live(name) == 0, 30)  # its last session closed
+                    r = cli(admin, "clear", "server", f"db/{name}", "maintenance")
+                    assert r.returncode == 0, r
+                until(lambda: live("pg1") > 0, 30)  # both serve again
+                elapsed_ok = load.poll() is None  # the rolling ended under load
+            finally:
+                out, err = load.communicate(timeout=60)  # pgbench -T 15 ends by itself
+            done = re.search(r"number of transactions actually processed: (\d+)", out)
+            failed = re.search(r"number of failed transactions: (\d+)", out)
+            print(
+                f"pgbench -C: {done and done.group(1)} transactions, "
+                f"{failed and failed.group(1)} failed; {err.count('aborted')} clients aborted"
+            )
+            assert elapsed_ok, "pgbench ended before the rolling maintenance did"
+            assert "aborted" not in err, err[-2000:]
+            assert done is not None and int(done.group(1)) > 0, out + err
+            assert failed is None or failed.group(1) == "0", out
         finally:
             q.stop()
