@@ -46,6 +46,19 @@ services:
 """
 
 
+def run(tmp_path: Path) -> tuple[Proc, int, int]:
+    """``quiesce run`` on tmp_path/quiesce.yaml, ready: (process, service port, admin port)."""
+    q = Proc(["run", "-c", "quiesce.yaml"], tmp_path)
+    try:
+        port = int(q.wait_for(r"service pg listening on port (\d+)").group(1))
+        admin = int(q.wait_for(r"admin listening on port (\d+)").group(1))
+        q.wait_for("quiesce: ready")
+    except BaseException:
+        q.stop()
+        raise
+    return q, port, admin
+
+
 def backends(pg: Postgres) -> int:
     """Sessions of the ``app`` user the server has (the relay's Terminate ends them)."""
     out = pg.psql("SELECT count(*) FROM pg_stat_activity WHERE usename = 'app'")
@@ -63,12 +76,8 @@ def test_maintenance_at_the_transaction_boundary(tmp_path: Path) -> None:
     with postgres_server() as pg:
         pg.psql("CREATE TABLE t (v int)")
         (tmp_path / "quiesce.yaml").write_text(config(pg.port))
-        q = Proc(["run", "-c", "quiesce.yaml"], tmp_path)
+        q, port, admin = run(tmp_path)
         try:
-            port = int(q.wait_for(r"service pg listening on port (\d+)").group(1))
-            admin = int(q.wait_for(r"admin listening on port (\d+)").group(1))
-            q.wait_for("quiesce: ready")
-
             # sslmode=prefer: the relay answers the SSLRequest 'N', the client goes on
             with psycopg.connect(pg.dsn(port).replace("disable", "prefer")) as c:
                 assert c.execute("SELECT 1").fetchone() == (1,)
@@ -197,10 +206,8 @@ def test_postgresql_monitor(tmp_path: Path) -> None:
     with postgres_server() as pg:
         pg.psql("CREATE TABLE maint (flag bool)")
         (tmp_path / "quiesce.yaml").write_text(monitor_config(pg.port, good, bad))
-        q = Proc(["run", "-c", "quiesce.yaml"], tmp_path)
+        q, _, admin = run(tmp_path)
         try:
-            admin = int(q.wait_for(r"admin listening on port (\d+)").group(1))
-            q.wait_for("quiesce: ready")
 
             def view(ref: str) -> dict[str, object]:
                 r = httpx.get(f"http://127.0.0.1:{admin}/api/v1/servers/{ref}", auth=AUTH)
@@ -242,11 +249,8 @@ def test_rolling_maintenance_under_pgbench_loses_nothing(tmp_path: Path) -> None
                 capture_output=True,
             )
         (tmp_path / "quiesce.yaml").write_text(config(pg_a.port, pg_b.port))
-        q = Proc(["run", "-c", "quiesce.yaml"], tmp_path)
+        q, port, admin = run(tmp_path)
         try:
-            port = int(q.wait_for(r"service pg listening on port (\d+)").group(1))
-            admin = int(q.wait_for(r"admin listening on port (\d+)").group(1))
-            q.wait_for("quiesce: ready")
 
             def live(server: str) -> int:
                 r = httpx.get(f"http://127.0.0.1:{admin}/api/v1/servers/db/{server}", auth=AUTH)
