@@ -13,6 +13,7 @@ import socket
 import ssl
 from collections.abc import AsyncIterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
@@ -21,6 +22,7 @@ import pytest
 from quiesce.core.admin import AdminCommand
 from quiesce.core.states import Admin, Cause
 from quiesce.dataplane.service import make_context
+from quiesce.frontends.metrics import build_collector_registry, render
 from tests.dataplane.backend import Backend, encode_frame, read_frame
 from tests.dataplane.conftest import make_config, start_proxy, wait_for
 from tests.support.certs import Certs
@@ -155,6 +157,10 @@ async def test_plain_http_to_a_tls_port_is_a_400(
         await wait_for(lambda: p.service.stats.tls_failed == 1)
         async with httpx.AsyncClient(verify=client_ctx(certs)) as client:
             assert (await client.get(f"https://localhost:{p.port}/")).status_code == 200
+        app = SimpleNamespace(registry=p.registry, services={"web": p.service})
+        text = render(build_collector_registry(app))[0].decode()
+        assert 'quiesce_service_tls_errors_total{kind="handshake",service="web"} 1.0' in text
+        assert 'quiesce_service_tls_errors_total{kind="cleartext",service="web"} 2.0' in text
 
 
 async def test_a_client_hello_to_a_cleartext_port_is_answered_and_closed(

@@ -323,6 +323,11 @@ class QuiesceCollector(Collector):
             "Connections waiting in the kernel's listen backlog",
             labels=labels,
         )
+        tls = CounterMetricFamily(
+            "quiesce_service_tls_errors",
+            "TLS listener: handshakes failed or timed out, cleartext sent to it (docs/tls.md)",
+            labels=[*labels, "kind"],
+        )
         for name, svc in sorted(services.items()):
             stats = getattr(svc, "stats", None)
             if callable(stats):
@@ -345,11 +350,13 @@ class QuiesceCollector(Collector):
             if isinstance(own, int):
                 limit.add_metric(lv, float(own))
             reached.add_metric(lv, _num(stats, "limit_reached"))
+            tls.add_metric([*lv, "handshake"], _num(stats, "tls_failed"))
+            tls.add_metric([*lv, "cleartext"], _num(stats, "tls_refused"))
             if isinstance(getattr(svc, "accepting", None), bool):
                 accepting.add_metric(lv, 1.0 if svc.accepting else 0.0)
                 queued.add_metric(lv, _num(svc, "queued"))
         yield from (requests, pages, conns, parked, accepted, svc_in, svc_out, responses, errors)
-        yield from (limit, reached, accepting, queued)
+        yield from (limit, reached, accepting, queued, tls)
 
 
 # quiesce_server_<what>_time_average_seconds: what it averages, HAProxy's show stat column
