@@ -28,8 +28,9 @@ SLOW = 1.5  # seconds of the requests in flight on the server removed
 
 
 def config_text(servers: list[tuple[str, int, int]]) -> str:
-    """Servers checked by an HTTP monitor every 500 ms with a 200 ms timeout (a takeover's
-    new process once took a server down on one slow check and answered 503s)."""
+    """Servers checked by an HTTP monitor every 500 ms (a takeover's new process once took a
+    server down on one slow check and answered 503s); a 400 ms timeout and three failures
+    to go down, so that a machine loaded by other work does not flap it on its own."""
     lines = "\n".join(
         f"      - {{name: {n}, address: 127.0.0.1:{port}, weight: {w}}}" for n, port, w in servers
     )
@@ -44,7 +45,8 @@ healthmonitors:
   hm:
     type: http
     send_interval: 500ms
-    receive_timeout: 200ms
+    receive_timeout: 400ms
+    failed_checks: 3
     http_monitor: {{http_request: "GET /health HTTP/1.0"}}
 pools:
   web:

@@ -37,7 +37,8 @@ healthmonitors:
   hm:
     type: http
     send_interval: 500ms
-    receive_timeout: 200ms
+    receive_timeout: 400ms
+    failed_checks: 3
     http_monitor: {{http_request: "GET /health HTTP/1.0"}}
 pools:
   web:
@@ -122,6 +123,20 @@ class Load:
             t.join(15)
 
 
+def until_served(port: int, timeout: float = 20.0) -> None:
+    """Until ``GET /`` answers 200 (the first check of a fresh start made the server up)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        conn.request("GET", "/")
+        status = conn.getresponse().status
+        conn.close()
+        if status == 200:
+            return
+        assert time.monotonic() < deadline, f"still {status} after {timeout}s"
+        time.sleep(0.05)
+
+
 def slow_request(port: int, out: list[object]) -> None:
     start = time.monotonic()
     try:
@@ -142,6 +157,7 @@ def test_five_takeovers_under_load_lose_nothing(tmp_path: Path) -> None:
         try:
             port = int(proc.wait_for(r"service www listening on port (\d+)").group(1))
             proc.wait_for("quiesce: ready")
+            until_served(port)  # a fresh start answers 503 until its first check: not ours
             with Load(port) as load:
                 time.sleep(1.0)
                 for n in range(UPGRADES):
