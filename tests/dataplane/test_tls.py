@@ -386,3 +386,20 @@ async def test_a_websocket_tunnel_over_tls_both_ways(certs: Certs, tmp_path: Pat
             writer.close()
             server = p.registry.pool("web").server("s0")
             await wait_for(lambda: server.connections == 0 and p.service.connections == 0)
+
+
+async def test_optional_refuses_a_certificate_from_another_ca(
+    certs: Certs, tmp_path: Path, backend: Backend
+) -> None:
+    raw = make_config([backend.address], service=tls_service(client_ca="ca.pem", verify="optional"))
+    (tmp_path / "other").mkdir()
+    stranger = Certs(tmp_path / "other")
+    cert, key = stranger.leaf("client", "client.example", common_name="mallory")
+    ctx = client_ctx(certs)
+    ctx.load_cert_chain(cert, key)
+    async with start_proxy(raw, base_dir=tmp_path) as p:
+        async with httpx.AsyncClient(verify=ctx) as client:
+            with pytest.raises(httpx.HTTPError):
+                await client.get(f"https://localhost:{p.port}/")
+        await wait_for(lambda: p.service.stats.tls_failed == 1)
+        assert backend.paths == []
