@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from quiesce.security import hash_password
-from tests.e2e.test_run_and_demo import BackendThread, Proc, until
+from tests.support.process import BackendThread, run_quiesce, until
 
 pytestmark = pytest.mark.peers
 
@@ -39,14 +39,7 @@ services:
 """
         )
 
-        def start() -> tuple[Proc, str, str]:
-            proc = Proc(["run", "-c", "quiesce.yaml"], tmp_path)
-            port = int(proc.wait_for(r"service www listening on port (\d+)").group(1))
-            admin = int(proc.wait_for(r"admin listening on port (\d+)").group(1))
-            proc.wait_for("quiesce: ready")
-            return proc, f"http://127.0.0.1:{port}/", f"http://127.0.0.1:{admin}/api/v1"
-
-        proc, www, api = start()
+        proc, www, api = run_quiesce(tmp_path)
         try:
             r = httpx.post(
                 f"{api}/servers/web/b1/maintenance",
@@ -67,7 +60,7 @@ services:
         assert code == -signal.SIGKILL
 
         hits_b1 = b1.hits
-        proc, www, api = start()
+        proc, www, api = run_quiesce(tmp_path)
         try:
             b1v = httpx.get(f"{api}/servers/web/b1", auth=AUTH).json()
             assert (b1v["admin"], b1v["status"], b1v["reason"], b1v["actor"]) == (

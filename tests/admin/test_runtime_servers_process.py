@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from quiesce.security import hash_password
-from tests.e2e.test_run_and_demo import BackendThread, Proc
+from tests.support.process import BackendThread, run_quiesce
 
 pytestmark = pytest.mark.peers
 
@@ -37,14 +37,7 @@ services:
 """
         )
 
-        def start() -> tuple[Proc, str, str]:
-            proc = Proc(["run", "-c", "quiesce.yaml"], tmp_path)
-            port = int(proc.wait_for(r"service www listening on port (\d+)").group(1))
-            admin = int(proc.wait_for(r"admin listening on port (\d+)").group(1))
-            proc.wait_for("quiesce: ready")
-            return proc, f"http://127.0.0.1:{port}/", f"http://127.0.0.1:{admin}/api/v1"
-
-        proc, www, api = start()
+        proc, www, api = run_quiesce(tmp_path)
         try:
             r = httpx.post(
                 f"{api}/pools/web/servers",
@@ -64,7 +57,7 @@ services:
             code = proc.stop(signal.SIGKILL)
         assert code == -signal.SIGKILL
 
-        proc, www, api = start()
+        proc, www, api = run_quiesce(tmp_path)
         try:
             servers = httpx.get(f"{api}/pools/web", auth=AUTH).json()["servers"]
             assert [(s["name"], s["address"]) for s in servers] == [

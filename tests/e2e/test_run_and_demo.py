@@ -3,119 +3,21 @@ curl, signals."""
 
 from __future__ import annotations
 
-import asyncio
-import os
 import re
 import signal
 import subprocess
-import sys
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from quiesce.demo import DemoBackend
+from tests.support.process import BackendThread as BackendThread
+from tests.support.process import Proc as Proc
+from tests.support.process import run_quiesce
+from tests.support.process import until as until
 
 pytestmark = [pytest.mark.peers, pytest.mark.slow]
-
-
-class BackendThread:
-    """DemoBackends served from their own event loop in a thread."""
-
-    def __init__(self, names: list[str]) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.backends = [DemoBackend(n) for n in names]
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-
-    def __enter__(self) -> BackendThread:
-        self.thread.start()
-
-        async def start() -> None:
-            for b in self.backends:
-                await b.start()
-
-        asyncio.run_coroutine_threadsafe(start(), self.loop).result(5)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        async def stop() -> None:
-            for b in self.backends:
-                await b.stop()
-
-        asyncio.run_coroutine_threadsafe(stop(), self.loop).result(5)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(5)
-        self.loop.close()
-
-
-class Proc:
-    """A quiesce process whose stdout is read line by line in the background; ``prefix``
-    runs it under another command (``prlimit --nofile=…``)."""
-
-    def __init__(self, args: list[str], cwd: Path, prefix: tuple[str, ...] = ()) -> None:
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        self.p = subprocess.Popen(
-            [*prefix, sys.executable, "-m", "quiesce", *args],
-            cwd=cwd,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            env=env,
-        )
-        self.lines: list[str] = []
-        self.cond = threading.Condition()
-        self.reader = threading.Thread(target=self._read, daemon=True)
-        self.reader.start()
-
-    def _read(self) -> None:
-        assert self.p.stdout is not None
-        for line in self.p.stdout:
-            with self.cond:
-                self.lines.append(line.rstrip("\n"))
-                self.cond.notify_all()
-
-    def wait_for(self, pattern: str, timeout: float = 20.0) -> re.Match[str]:
-        deadline = time.monotonic() + timeout
-        rx = re.compile(pattern)
-        with self.cond:
-            while True:
-                for line in self.lines:
-                    if m := rx.search(line):
-                        return m
-                left = deadline - time.monotonic()
-                if left <= 0 or self.p.poll() is not None:
-                    raise AssertionError(f"no line matching {pattern!r} in:\n" + self.output)
-                self.cond.wait(min(left, 0.2))
-
-    @property
-    def output(self) -> str:
-        return "\n".join(self.lines)
-
-    def stop(self, sig: int | None = signal.SIGTERM, timeout: float = 20.0) -> int:
-        """Send ``sig`` (None: just wait) and return the exit code."""
-        if sig is not None and self.p.poll() is None:
-            self.p.send_signal(sig)
-        try:
-            return self.p.wait(timeout)
-        finally:
-            if self.p.poll() is None:
-                self.p.kill()
-                self.p.wait()
-            self.reader.join(5)
-            assert self.p.stdout is not None
-            self.p.stdout.close()
-
-
-def until(predicate: object, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():  # type: ignore[operator]
-            return
-        time.sleep(0.05)
-    raise AssertionError("condition not met in time")
 
 
 @pytest.fixture
@@ -150,15 +52,11 @@ services:
   www: {{listen: 127.0.0.1:0, pool: web}}
 """
     )
-    proc = Proc(["run", "-c", "quiesce.yaml"], tmp_path)
+    proc, url, api = run_quiesce(tmp_path)
     try:
-        port = int(proc.wait_for(r"service www listening on port (\d+)").group(1))
-        admin = int(proc.wait_for(r"admin listening on port (\d+)").group(1))
-        proc.wait_for("quiesce: ready")
-        url = f"http://127.0.0.1:{port}/"
 
         def both_up() -> bool:
-            r = httpx.get(f"http://127.0.0.1:{admin}/api/v1/servers", auth=("admin", "pw"))
+            r = httpx.get(f"{api}/servers", auth=("admin", "pw"))
             return r.status_code == 200 and all(s["status"] == "up" for s in r.json())
 
         until(both_up)
@@ -171,7 +69,7 @@ services:
         b2.maintenance = True
 
         def b2_in_maintenance() -> bool:
-            r = httpx.get(f"http://127.0.0.1:{admin}/api/v1/servers/web/b2", auth=("admin", "pw"))
+            r = httpx.get(f"{api}/servers/web/b2", auth=("admin", "pw"))
             return bool(r.json()["status"] == "down for maintenance")
 
         until(b2_in_maintenance)

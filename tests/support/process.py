@@ -1,0 +1,136 @@
+"""A ``quiesce`` subprocess as the tests that start one drive it (tests/e2e, tests/admin,
+tests/store...): :class:`Proc` (stdout read line by line in the background, ``wait_for`` a
+line), :func:`run_quiesce` (``quiesce run`` started and waited for until ready, with its
+service and admin URLs), :class:`BackendThread` (demo back ends on their own loop) and
+:func:`until`. Readiness is a line the process prints, never a fixed sleep."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import NamedTuple
+
+from quiesce.demo import DemoBackend
+
+
+class BackendThread:
+    """DemoBackends served from their own event loop in a thread."""
+
+    def __init__(self, names: list[str]) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.backends = [DemoBackend(n) for n in names]
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+
+    def __enter__(self) -> BackendThread:
+        self.thread.start()
+
+        async def start() -> None:
+            for b in self.backends:
+                await b.start()
+
+        asyncio.run_coroutine_threadsafe(start(), self.loop).result(5)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        async def stop() -> None:
+            for b in self.backends:
+                await b.stop()
+
+        asyncio.run_coroutine_threadsafe(stop(), self.loop).result(5)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+        self.loop.close()
+
+
+class Proc:
+    """A quiesce process whose stdout is read line by line in the background; ``prefix``
+    runs it under another command (``prlimit --nofile=…``)."""
+
+    def __init__(self, args: list[str], cwd: Path, prefix: tuple[str, ...] = ()) -> None:
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        self.p = subprocess.Popen(
+            [*prefix, sys.executable, "-m", "quiesce", *args],
+            cwd=cwd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=env,
+        )
+        self.lines: list[str] = []
+        self.cond = threading.Condition()
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        assert self.p.stdout is not None
+        for line in self.p.stdout:
+            with self.cond:
+                self.lines.append(line.rstrip("\n"))
+                self.cond.notify_all()
+
+    def wait_for(self, pattern: str, timeout: float = 20.0) -> re.Match[str]:
+        deadline = time.monotonic() + timeout
+        rx = re.compile(pattern)
+        with self.cond:
+            while True:
+                for line in self.lines:
+                    if m := rx.search(line):
+                        return m
+                left = deadline - time.monotonic()
+                if left <= 0 or self.p.poll() is not None:
+                    raise AssertionError(f"no line matching {pattern!r} in:\n" + self.output)
+                self.cond.wait(min(left, 0.2))
+
+    @property
+    def output(self) -> str:
+        return "\n".join(self.lines)
+
+    def stop(self, sig: int | None = signal.SIGTERM, timeout: float = 20.0) -> int:
+        """Send ``sig`` (None: just wait) and return the exit code."""
+        if sig is not None and self.p.poll() is None:
+            self.p.send_signal(sig)
+        try:
+            return self.p.wait(timeout)
+        finally:
+            if self.p.poll() is None:
+                self.p.kill()
+                self.p.wait()
+            self.reader.join(5)
+            assert self.p.stdout is not None
+            self.p.stdout.close()
+
+
+def until(predicate: object, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():  # type: ignore[operator]
+            return
+        time.sleep(0.05)
+    raise AssertionError("condition not met in time")
+
+
+class Started(NamedTuple):
+    proc: Proc
+    www: str  # the service's URL, http://127.0.0.1:PORT/
+    api: str  # the admin API's base URL, http://127.0.0.1:PORT/api/v1
+
+
+def run_quiesce(cwd: Path, config: str = "quiesce.yaml", service: str = "www") -> Started:
+    """``quiesce run -c CONFIG`` in ``cwd``, returned once it says ready; the config listens
+    on port 0 (the ports are read from the process's output)."""
+    proc = Proc(["run", "-c", config], cwd)
+    try:
+        port = int(proc.wait_for(rf"service {service} listening on port (\d+)").group(1))
+        admin = int(proc.wait_for(r"admin listening on port (\d+)").group(1))
+        proc.wait_for("quiesce: ready")
+    except BaseException:
+        proc.stop(signal.SIGKILL)
+        raise
+    return Started(proc, f"http://127.0.0.1:{port}/", f"http://127.0.0.1:{admin}/api/v1")
