@@ -11,6 +11,7 @@ import os
 import re
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from tests.support.postgres import BIN, PASSWORD, USER, Postgres, postgres_serve
 
 psycopg = pytest.importorskip("psycopg")
 AUTH = ("admin", "pw")
+QUIESCE = (sys.executable, "-m", "quiesce")
 
 pytestmark = [pytest.mark.peers, pytest.mark.slow]
 
@@ -96,8 +98,19 @@ def test_maintenance_at_the_transaction_boundary(tmp_path: Path) -> None:
                 labels = f'pool="db",server="pg1",state="{state}"'
                 assert f"quiesce_server_database_sessions{{{labels}}} {n}.0" in metrics
 
-            r = cli(admin, "set", "server", "db/pg1", "maintenance", "--force-guard")
-            assert r.returncode == 0, r
+            # --wait: the progress lines count the sessions by state until none is left
+            waiting = subprocess.Popen(
+                [*QUIESCE, "set", "server", "db/pg1", "maintenance", "--force-guard", "--wait"],
+                env={
+                    **os.environ,
+                    "QUIESCE_HOSTS": f"127.0.0.1:{admin}",
+                    "QUIESCE_USER": "admin",
+                    "QUIESCE_PASSWORD": "pw",
+                },
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
             # the idle one is closed at once: its server session ends, the client reads 57P01
             until(lambda: backends(pg) <= 2)
             with pytest.raises(psycopg.errors.AdminShutdown) as shut:
@@ -108,9 +121,20 @@ def test_maintenance_at_the_transaction_boundary(tmp_path: Path) -> None:
                 fresh.execute("SELECT 3")
 
             # the open transaction carries on and commits; its connection closes right after
+            # --wait shows the one left in its transaction (each change is a line: no tty)
+            assert waiting.stderr is not None
+            shown = []
+            while "1/3 connection(s) left (0 idle, 1 in transaction, 0 query running)" not in (
+                shown[-1] if shown else ""
+            ):
+                shown.append(waiting.stderr.readline())
+                assert shown[-1], shown
             intx.execute("INSERT INTO t VALUES (2)")
             intx.commit()
             until(lambda: backends(pg) == 0)
+            out, err = waiting.communicate(timeout=30)
+            assert waiting.returncode == 0, (out, err)
+            assert "0/3 connection(s) left" in err and "no connection left" in out, (out, err)
             # (libpq reads the 57P01 that came right after the commit's ReadyForQuery as it
             # comes, so the next call finds the connection closed)
             with pytest.raises(psycopg.OperationalError):

@@ -421,8 +421,15 @@ def wait_drained(api: Api, ref: str, view: dict[str, Any], poll: float = POLL) -
     tty = sys.stderr.isatty()
     began = time.monotonic()
 
+    sessions = view.get("sessions")
+
     def show(n: int, final: bool = False) -> None:
         text = f"{ref}: [{_bar(n, start)}] {n}/{start} connection(s) left"
+        if sessions:  # a database server: its sessions by state (docs/database.md)
+            text += (
+                f" ({sessions['idle']} idle, {sessions['transaction']} in transaction, "
+                f"{sessions['query']} query running)"
+            )
         if tty:
             click.echo(f"\r{text}\x1b[K", err=True, nl=final)
         else:
@@ -432,6 +439,9 @@ def wait_drained(api: Api, ref: str, view: dict[str, Any], poll: float = POLL) -
     while True:
         s = api.get(f"/api/v1/servers/{ref}")
         n = int(s["connections"])
+        if s.get("sessions") != sessions:
+            sessions = s.get("sessions")
+            last = -1  # shown again below
         if n != last:
             if n > start:
                 start = n
