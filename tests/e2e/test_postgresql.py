@@ -12,6 +12,7 @@ import re
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -160,6 +161,30 @@ def test_maintenance_at_the_transaction_boundary(tmp_path: Path) -> None:
                 r"does not speak PostgreSQL 3"
             )
             assert other.execute("SELECT 5").fetchone() == (5,)
+            events = httpx.get(
+                f"http://127.0.0.1:{admin}/api/v1/events",
+                params={"kind": "protocol_error"},
+                auth=AUTH,
+            ).json()
+            assert [(e["pool"], e["server"]) for e in events] == [("db", "pg1")], events
+            assert "does not speak PostgreSQL 3" in events[0]["reason"]
+            assert events[0]["detail"]["service"] == "pg"
+            # a CancelRequest is relayed (a new connection, the session's key) and cancels
+            running = (
+                "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' "
+                "AND query LIKE 'SELECT pg_sleep%'"
+            )
+
+            def cancel_when_running() -> None:
+                until(lambda: pg.psql(running).strip() == "1")
+                other.cancel()
+
+            canceller = threading.Thread(target=cancel_when_running)
+            canceller.start()
+            with pytest.raises(psycopg.errors.QueryCanceled):
+                other.execute("SELECT pg_sleep(30)")
+            canceller.join()
+            other.rollback()
             other.close()
             r = cli(admin, "set", "server", "db/pg1", "maintenance", "--force", "--force-guard")
             assert r.returncode == 0, r
