@@ -141,7 +141,9 @@ async def test_plain_http_to_a_tls_port_is_a_400(
         writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         got = await asyncio.wait_for(reader.read(), 10)
         assert got.startswith(b"HTTP/1.1 400 Bad Request\r\n")
-        assert got.endswith(b"a plain HTTP request to an HTTPS port\n")
+        head, body = got.split(b"\r\n\r\n", 1)
+        assert body == b"400 Bad Request: a plain HTTP request to an HTTPS port\n"
+        assert f"Content-Length: {len(body)}".encode() in head
         writer.close()
         assert p.service.stats.tls_refused == 1
         # garbage that is neither: closed without an answer

@@ -45,14 +45,14 @@ from quiesce.dataplane.tls import HTTPS_FORWARDED, client_subject
 
 log = logging.getLogger("quiesce")
 
+_PLAIN_BODY = b"400 Bad Request: a plain HTTP request to an HTTPS port\n"
 PLAIN_TO_TLS = (
     b"HTTP/1.1 400 Bad Request\r\n"
     b"Content-Type: text/plain; charset=utf-8\r\n"
-    b"Content-Length: 54\r\n"
+    b"Content-Length: %d\r\n"
     b"Connection: close\r\n"
-    b"\r\n"
-    b"400 Bad Request: a plain HTTP request to an HTTPS port\n"
-)
+    b"\r\n" % len(_PLAIN_BODY)
+) + _PLAIN_BODY
 
 
 class _Held(asyncio.Protocol):
