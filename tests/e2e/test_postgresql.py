@@ -337,3 +337,53 @@ def test_rolling_maintenance_under_pgbench_loses_nothing(tmp_path: Path) -> None
             assert failed is None or failed.group(1) == "0", out
         finally:
             q.stop()
+
+
+def test_active_standby_follows_pg_is_in_recovery(tmp_path: Path) -> None:
+    """An active-standby pool over a primary and its streaming replica, with a postgresql
+    monitor wanting ``role: primary``: the replica is never elected; with the primary in
+    maintenance there is no primary at all until the replica is promoted, which is then
+    elected (an election event)."""
+    pw = tmp_path / "pw"
+    pw.write_text(f"{PASSWORD}\n")
+    with postgres_server() as primary, postgres_server(primary) as replica:
+        assert replica.psql("SELECT pg_is_in_recovery()").strip() == "t"
+        monitor = (
+            "{type: postgresql, send_interval: 0.5s, receive_timeout: 0.4s, successful_checks: 1,"
+            f' failed_checks: 1, postgresql_monitor: {{user: app, password_file: "{pw}",'
+            " role: primary}}"
+        )
+        text = config(primary.port, replica.port).replace(
+            "  db:\n    servers:",
+            "  db:\n    mode: active_standby\n    healthmonitors: [pg]\n    servers:",
+        )
+        (tmp_path / "quiesce.yaml").write_text(f"{text}healthmonitors:\n  pg: {monitor}\n")
+        q, _, admin = run(tmp_path)
+        try:
+
+            def get(path: str, **params: str) -> object:
+                r = httpx.get(f"http://127.0.0.1:{admin}/api/v1{path}", params=params, auth=AUTH)
+                assert r.status_code == 200, r.text
+                return r.json()
+
+            def primary_of_pool() -> object:
+                return dict(get("/pools/db"))["primary"]  # type: ignore[call-overload]
+
+            def check_of(server: str) -> tuple[object, object]:
+                view = dict(get(f"/servers/db/{server}"))  # type: ignore[call-overload]
+                checks = view["last_checks"] or [{"reason": None, "detail": None}]
+                return checks[-1]["reason"], checks[-1]["detail"]
+
+            until(lambda: primary_of_pool() == "pg1")
+            until(lambda: check_of("pg2") == ("ROLE_MISMATCH", "replica, expected primary"))
+            r = cli(admin, "set", "server", "db/pg1", "maintenance", "--force-guard")
+            assert r.returncode == 0, r
+            until(lambda: primary_of_pool() is None)  # never the replica, never pg1
+            replica.promote()
+            until(lambda: primary_of_pool() == "pg2")
+            assert check_of("pg2") == ("OK", "primary")
+            events = get("/events", kind="election")
+            assert isinstance(events, list)
+            assert [(e["from"], e["to"]) for e in events][-2:] == [("pg1", None), (None, "pg2")]
+        finally:
+            q.stop()

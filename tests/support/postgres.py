@@ -40,6 +40,10 @@ class Postgres:
             f"password={PASSWORD} sslmode=disable connect_timeout=10 {opts}"
         ).strip()
 
+    def promote(self) -> None:
+        """A replica leaves recovery and becomes a primary."""
+        _run([str(BIN / "pg_ctl"), "-D", str(self.directory / "data"), "-w", "promote"])
+
     def psql(self, sql: str) -> str:
         """Run ``sql`` as the superuser over the Unix socket (trust); its output."""
         r = _run(
@@ -73,8 +77,9 @@ def _run(args: list[str]) -> subprocess.CompletedProcess[str]:
 
 
 @contextlib.contextmanager
-def postgres_server() -> Iterator[Postgres]:
-    """A running PostgreSQL 15; skipped when the package is not installed."""
+def postgres_server(primary: Postgres | None = None) -> Iterator[Postgres]:
+    """A running PostgreSQL 15; with ``primary``, a streaming replica of it (pg_basebackup
+    -R: in recovery until :meth:`Postgres.promote`). Skipped when the package is missing."""
     if not (BIN / "initdb").exists():
         pytest.skip("PostgreSQL 15 is not installed (scripts/install-test-deps)")
     directory = Path(tempfile.mkdtemp(prefix="quiesce-pg-"))
@@ -88,40 +93,19 @@ def postgres_server() -> Iterator[Postgres]:
     port = _free_port()
     pg = Postgres(port, directory)
     try:
-        _run(
-            [
-                str(BIN / "initdb"),
-                "-D",
-                str(data),
-                "-U",
-                "postgres",
-                "--pwfile",
-                str(pwfile),
-                "--auth-local=trust",
-                "--auth-host=scram-sha-256",
-                "-E",
-                "UTF8",
-                "--no-sync",
-            ]
-        )
+        if primary is None:
+            initdb = [str(BIN / "initdb"), "-D", str(data), "-U", "postgres", "--pwfile"]
+            initdb += [str(pwfile), "--auth-local=trust", "--auth-host=scram-sha-256"]
+            _run([*initdb, "-E", "UTF8", "--no-sync"])
+        else:
+            source = f"host=127.0.0.1 port={primary.port} user={USER} password={PASSWORD}"
+            _run([str(BIN / "pg_basebackup"), "-d", source, "-D", str(data), "-R", "--no-sync"])
         opts = f"-p {port} -k {directory} -c listen_addresses=127.0.0.1 -c fsync=off"
         opts += " -c max_connections=200"
-        _run(
-            [
-                str(BIN / "pg_ctl"),
-                "-D",
-                str(data),
-                "-o",
-                opts,
-                "-l",
-                str(directory / "log"),
-                "-w",
-                "-t",
-                "60",
-                "start",
-            ]
-        )
-        pg.psql(f"CREATE ROLE {USER} LOGIN SUPERUSER PASSWORD '{PASSWORD}'")
+        ctl = [str(BIN / "pg_ctl"), "-D", str(data), "-o", opts, "-l", str(directory / "log")]
+        _run([*ctl, "-w", "-t", "60", "start"])
+        if primary is None:
+            pg.psql(f"CREATE ROLE {USER} LOGIN SUPERUSER PASSWORD '{PASSWORD}'")
         yield pg
     finally:
         if (data / "postmaster.pid").exists():
