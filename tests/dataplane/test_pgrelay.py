@@ -1,0 +1,109 @@
+"""The postgresql relay on loopback (quiesce.dataplane.pgrelay) against a scripted server: a
+server or a client breaking the framing closes that connection only, with a
+``protocol_error`` event; ``max_message_size`` is enforced. Real PostgreSQL and drivers:
+tests/e2e/test_postgresql.py."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+import pytest
+
+from quiesce.core.events import Event, EventKind
+from quiesce.core.states import CloseMode
+from quiesce.dataplane.pg import GOODBYE
+from tests.support.proxy import make_config, start_proxy
+
+pytestmark = pytest.mark.loopback
+
+READY = b"R\0\0\0\x08\0\0\0\0" + b"Z\0\0\0\x05I"
+
+
+def msg(t: bytes, body: bytes = b"") -> bytes:
+    return t + (len(body) + 4).to_bytes(4, "big") + body
+
+
+def startup() -> bytes:
+    body = (196608).to_bytes(4, "big") + b"user\0u\0\0"
+    return (len(body) + 4).to_bytes(4, "big") + body
+
+
+@contextlib.asynccontextmanager
+async def fake_server() -> AsyncIterator[int]:
+    """Answers a start-up with AuthenticationOk + ReadyForQuery; a Query ``bad`` with a
+    message of type 0x00, any other Query with CommandComplete + ReadyForQuery."""
+
+    async def serve(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        try:
+            n = int.from_bytes(await r.readexactly(4), "big")
+            await r.readexactly(n - 4)
+            w.write(READY)
+            while True:
+                t = await r.readexactly(1)
+                n = int.from_bytes(await r.readexactly(4), "big")
+                body = await r.readexactly(n - 4)
+                if t == b"X":
+                    break
+                if body == b"bad\0":
+                    w.write(b"\0\0\0\0\x05x")
+                else:
+                    w.write(msg(b"C", b"SELECT 1\0") + msg(b"Z", b"I"))
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            w.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    try:
+        yield server.sockets[0].getsockname()[1]
+    finally:
+        server.close()
+
+
+async def connect(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    r, w = await asyncio.open_connection("127.0.0.1", port)
+    w.write(startup())
+    assert await r.readexactly(len(READY)) == READY
+    return r, w
+
+
+async def query(r: asyncio.StreamReader, w: asyncio.StreamWriter, sql: bytes) -> bytes:
+    w.write(msg(b"Q", sql + b"\0"))
+    return await asyncio.wait_for(r.read(100), 10)
+
+
+async def test_framing_errors_close_that_connection_only() -> None:
+    async with fake_server() as port:
+        cfg = make_config(
+            [f"127.0.0.1:{port}"], protocol="postgresql", service={"max_message_size": 1024}
+        )
+        async with start_proxy(cfg) as p:
+            events: list[Event] = []
+            p.registry.listeners.append(events.append)
+            (r1, w1), (r2, w2), (r3, w3) = [await connect(p.port) for _ in range(3)]
+
+            # the server breaks the framing on connection 1
+            assert await query(r1, w1, b"bad") == b""
+            # a client message over max_message_size on connection 3
+            w3.write(b"Q" + (5000).to_bytes(4, "big") + b"x" * 100)
+            assert await asyncio.wait_for(r3.read(100), 10) == b""
+            # connection 2 is untouched
+            assert await query(r2, w2, b"SELECT 1") == msg(b"C", b"SELECT 1\0") + msg(b"Z", b"I")
+
+            errors = [e for e in events if e.kind is EventKind.PROTOCOL_ERROR]
+            reasons = sorted(str(e.reason) for e in errors)
+            assert reasons == [
+                "client sent a message of type b'Q' with length 5000",
+                "server sent an unknown message type b'\\x00'",
+            ]
+            assert {(e.pool, e.server) for e in errors} == {("web", "s0")}
+
+            # maintenance: connection 2 (idle, not fresh) gets 57P01 and is closed
+            # (what set server … maintenance does to the table)
+            p.table.close(p.registry.pool("web").server("s0"), CloseMode.AT_BOUNDARY)
+            assert await asyncio.wait_for(r2.read(200), 10) == GOODBYE
+            assert await asyncio.wait_for(r2.read(200), 10) == b""
+            for w in (w1, w2, w3):
+                w.close()
