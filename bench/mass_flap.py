@@ -225,9 +225,9 @@ def one_run(src: str, args: argparse.Namespace, workdir: Path, health: int, web:
         idle_lag = child.lag_max(t_idle, t_flip)
         cpu0 = cpu_seconds(child.proc.pid)
         down.touch()
-        t_down = child.wait_eligible(0, 120)
+        t_down = child.wait_eligible(0, 900)
         down.unlink()
-        t_up = child.wait_eligible(args.servers, 120)
+        t_up = child.wait_eligible(args.servers, 900)
         cpu1 = cpu_seconds(child.proc.pid)
         time.sleep(REPORT_EVERY * 2)  # the last lag report of the window
         during = clients.window(t_flip, t_up)

@@ -5,7 +5,6 @@ each change settled in O(log n) per server (:mod:`quiesce.state.poolstate`). San
 
 from __future__ import annotations
 
-from collections import deque
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -22,7 +21,7 @@ from quiesce.core.oper import MonitorTrack
 from quiesce.core.states import Admin, Cause, CloseMode
 from quiesce.state import poolstate
 from quiesce.state.events import make_event
-from quiesce.state.runtime import LAST_CHECKS, PoolRuntime, ServerRuntime
+from quiesce.state.runtime import PoolRuntime, Recent, ServerRuntime
 
 
 class Definitions:
@@ -368,7 +367,7 @@ def _track(server: ServerRuntime, pool_monitors: list[str]) -> None:
     for m in wanted:
         if m not in server.tracks:
             server.tracks[m] = MonitorTrack()
-            server.last_checks[m] = deque(maxlen=LAST_CHECKS)
+            server.last_checks[m] = Recent()
     server.monitors = wanted
 
 
