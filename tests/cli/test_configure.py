@@ -142,6 +142,11 @@ async def test_server_validation_problems_all_shown(app: Any) -> None:
             "save\nsave\n",
             {"https_monitor": {"sni": "example.com", "verify": False, "maintenance_code": [503]}},
         ),
+        (
+            "postgresql",
+            "type postgresql\npostgresql_monitor\nuser app\nrole primary\nsave\nsave\n",
+            {"postgresql_monitor": {"user": "app", "role": "primary"}},
+        ),
     ],
 )
 async def test_configure_every_monitor_type(
@@ -165,6 +170,12 @@ async def test_changing_the_type_drops_the_old_sub_object(app: Any) -> None:
     out = ok(await cli(app, "configure", "healthmonitor", "System-HTTP", input=seq))
     assert "http_monitor removed" in out
     assert app.registry.monitors["System-HTTP"].type == "tcp"
+    seq = "type postgresql\npostgresql_monitor\nuser app\nsave\nsave\n"
+    out = ok(await cli(app, "configure", "healthmonitor", "System-HTTP", input=seq))
+    assert "tcp_monitor removed" in out
+    out = ok(await cli(app, "configure", "healthmonitor", "System-HTTP", input="type udp\nsave\n"))
+    assert "postgresql_monitor removed" in out
+    assert app.registry.monitors["System-HTTP"].type == "udp"
 
 
 def test_editor_grammar() -> None:

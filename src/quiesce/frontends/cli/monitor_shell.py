@@ -221,7 +221,7 @@ class MonitorEditor:
         return Outcome()
 
 
-_SUBOBJECTS = ("http_monitor", "https_monitor", "tcp_monitor", "udp_monitor")
+_SUBOBJECTS = ("http_monitor", "https_monitor", "tcp_monitor", "udp_monitor", "postgresql_monitor")
 
 
 def _describe(annotation: Any) -> str:
