@@ -224,3 +224,20 @@ services:
             ), plan.warnings
         finally:
             await app.stop(1.0)
+
+
+async def test_a_tcp_service_terminating_tls_routes_on_the_negotiated_name(
+    certs: Certs, tmp_path: Path
+) -> None:
+    async with Backend("web") as web, Backend("api") as api:
+        rules = [{"if": {"sni": "b.example"}, "then": {"pool": "api"}}]
+        raw = make_config(
+            [web.address],
+            protocol="tcp",
+            service={**tls_service(), "rules": rules},
+            extra_pools={"api": {"servers": [{"name": "api1", "address": api.address}]}},
+        )
+        async with start_proxy(raw, base_dir=tmp_path) as p:
+            ca = ["--cacert", str(certs.ca_file)]
+            assert (await curl(*ca, *resolve("b.example", p.port))).stdout == b"hello from api\n"
+            assert (await curl(*ca, *resolve("a.example", p.port))).stdout == b"hello from web\n"

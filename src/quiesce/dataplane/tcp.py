@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from quiesce.dataplane.context import ServiceContext
 from quiesce.dataplane.persistence import pick_by_source
+from quiesce.dataplane.tls import server_name
 from quiesce.logs import access as ts  # the access log's termination states
 from quiesce.rules.decision import RequestView, Router, ToPool
 from quiesce.state.traffic import account, connected
@@ -146,9 +147,8 @@ class TcpClient(asyncio.Protocol):
         the server name is the ClientHello's, read by the front door or by the TLS
         handshake when the service terminates TLS."""
         sni = self.sni
-        if sni is None:
-            ssl_object = self.transport.get_extra_info("ssl_object")
-            sni = None if ssl_object is None else ssl_object.server_name
+        if sni is None:  # a TLS connection this service terminates: the name it asked for
+            sni = server_name(self.transport.get_extra_info("ssl_object"))
         decision = router.route(RequestView("", "", None, {}, {}, self.peer, sni))
         ctx = self.ctx
         return ctx.registry.pool(decision.pool) if isinstance(decision, ToPool) else ctx.pool

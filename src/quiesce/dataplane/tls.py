@@ -48,10 +48,13 @@ class ListenerContexts:
     client_subject: bool = False  # send the verified client certificate's subject
 
     def pick(self, sslobj: Any, name: str | None, _: ssl.SSLContext) -> None:
-        """The default context's sni_callback: the certificate for ``name``."""
+        """The default context's sni_callback: the certificate for ``name``; the name is
+        kept on the connection's SSLObject (``server_name``: a server-side SSLObject does
+        not say which name the client asked for)."""
         if not name:
             return
         name = name.lower().rstrip(".")
+        sslobj._quiesce_sni = name
         ctx = self.exact.get(name)
         if ctx is None:
             ctx = self.wildcard.get(name.partition(".")[2])
@@ -88,9 +91,14 @@ def listener_context(tls: ListenerTls, base_dir: Path) -> ListenerContexts:
                 contexts.wildcard.setdefault(name[2:], ctx)
             else:
                 contexts.exact.setdefault(name, ctx)
-    if len(tls.certificates) > 1:
-        contexts.default.sni_callback = contexts.pick
+    contexts.default.sni_callback = contexts.pick  # also for the name: server_name()
     return contexts
+
+
+def server_name(ssl_object: Any) -> str | None:
+    """The server name a client sent in its ClientHello (lower-case), or None."""
+    name: str | None = getattr(ssl_object, "_quiesce_sni", None)
+    return name
 
 
 def _server_context(tls: ListenerTls, base_dir: Path, i: int) -> ssl.SSLContext:
