@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import json
 import os
 import socket
@@ -405,3 +406,24 @@ async def test_optional_refuses_a_certificate_from_another_ca(
                 await client.get(f"https://localhost:{p.port}/")
         await wait_for(lambda: p.service.stats.tls_failed == 1)
         assert backend.paths == []
+
+
+async def test_big_bodies_both_ways_over_tls_with_back_pressure(
+    certs: Certs, tmp_path: Path, backend: Backend
+) -> None:
+    raw = make_config([backend.address], service=tls_service())
+    async with start_proxy(raw, base_dir=tmp_path) as p:
+        url = f"https://localhost:{p.port}"
+        body = os.urandom(8 * 1024 * 1024)
+        async with httpx.AsyncClient(verify=client_ctx(certs), timeout=60) as client:
+            r = await client.post(url + "/sink", content=body)
+            assert r.status_code == 200
+            assert hashlib.sha256(body).hexdigest() in r.text
+            size = 16 * 1024 * 1024
+            async with client.stream("GET", url + f"/size/{size}") as r:
+                got = 0
+                async for chunk in r.aiter_bytes():
+                    got += len(chunk)
+                    if got < 1024 * 1024:
+                        await asyncio.sleep(0.01)  # a slow reader first: the proxy must wait
+            assert got == size
