@@ -9,6 +9,7 @@ becomes the status code (404 / 400 / 409), and every error body is ``{"error", "
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import re
 import urllib.parse
@@ -284,8 +285,32 @@ def build_routes(app: AppLike) -> tuple[APIRouter, APIRouter]:
     # servers ---------------------------------------------------------------------------------
 
     @v1.get("/servers", tags=["servers"])
-    async def list_servers(p: Read) -> list[dict[str, object]]:
-        return [server_view(registry, s) for s in registry.servers()]
+    async def list_servers(
+        p: Read,
+        response: Response,
+        pool: str | None = None,
+        limit: Annotated[int | None, Query(ge=1, le=10000)] = None,
+        offset: Annotated[int, Query(ge=0)] = 0,
+    ) -> list[dict[str, object]]:
+        """Every server, or ``pool``'s; a page of ``limit`` from ``offset`` (config order),
+        with ``X-Total-Count`` and a ``Link: <…>; rel="next"`` while more follow."""
+        if pool is not None:
+            servers = registry.pool(pool).servers
+            total = len(servers)
+            end = total if limit is None else offset + limit
+            page = servers[offset:end]  # O(log n + page): a sorted list of lists
+        else:
+            total = sum(len(x.servers) for x in registry.pools.values())
+            end = total if limit is None else offset + limit
+            page = list(itertools.islice(registry.servers(), offset, end))
+        response.headers["X-Total-Count"] = str(total)
+        if limit is not None and end < total:
+            query = {"pool": pool} if pool is not None else {}
+            query |= {"offset": str(end), "limit": str(limit)}
+            response.headers["Link"] = (
+                f'</api/v1/servers?{urllib.parse.urlencode(query)}>; rel="next"'
+            )
+        return [server_view(registry, s) for s in page]
 
     @v1.get("/servers/{pool}/{server}", tags=["servers"])
     async def show_server(pool: str, server: str, p: Read) -> dict[str, object]:
