@@ -241,3 +241,41 @@ async def test_a_tcp_service_terminating_tls_routes_on_the_negotiated_name(
             ca = ["--cacert", str(certs.ca_file)]
             assert (await curl(*ca, *resolve("b.example", p.port))).stdout == b"hello from api\n"
             assert (await curl(*ca, *resolve("a.example", p.port))).stdout == b"hello from web\n"
+
+
+async def test_a_reload_turns_tls_on_and_off_on_the_same_port(certs: Certs, tmp_path: Path) -> None:
+    from quiesce.app import App
+    from quiesce.config.loader import load_config
+
+    async with Backend("a") as backend:
+        path = tmp_path / "quiesce.yaml"
+        text = f"""
+admin: {{listen: 127.0.0.1:0}}
+state: {{sqlite: null}}
+pools:
+  web:
+    servers: [{{name: s1, address: "{backend.address}"}}]
+services:
+  www:
+    listen: 127.0.0.1:0
+    pool: web
+"""
+        path.write_text(text)
+        app = App(load_config(path), tmp_path, config_path=path)
+        await app.start()
+        try:
+            port = app.services["www"].port
+            plain = f"http://127.0.0.1:{port}/"
+            assert (await curl(plain)).stdout == b"hello from a\n"
+            path.write_text(text + "    tls: {certificates: [{cert: a.pem, key: a.key}]}\n")
+            plan = await app.reload("test")
+            assert [c.kind for c in plan.changes] == ["service_rebound"]
+            assert app.services["www"].port == port
+            ca = ["--cacert", str(certs.ca_file)]
+            assert (await curl(*ca, *resolve("a.example", port))).stdout == b"hello from a\n"
+            assert b"plain HTTP request" in (await curl(plain)).stdout
+            path.write_text(text)
+            await app.reload("test")
+            assert (await curl(plain)).stdout == b"hello from a\n"
+        finally:
+            await app.stop(1.0)
