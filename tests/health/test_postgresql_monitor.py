@@ -66,6 +66,15 @@ def test_a_good_config_loads() -> None:
     assert cfg.services["pg"].protocol == "postgresql"
 
 
+def test_a_postgresql_service_refuses_a_tls_pool() -> None:
+    text = config("{type: postgresql, postgresql_monitor: {user: app}}").replace(
+        "    healthmonitors: [m]\n", "    healthmonitors: [m]\n    tls: {verify: false}\n"
+    )
+    with pytest.raises(ConfigError) as err:
+        load_text(text)
+    assert "services.pg.pool: pool 'db' has tls" in str(err.value), str(err.value)
+
+
 @pytest.mark.parametrize(
     ("monitor", "service", "words"),
     [

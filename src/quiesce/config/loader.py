@@ -129,6 +129,13 @@ def cross_reference_errors(raw: Mapping[str, Any]) -> list[str]:
             ref = svc.get(key)
             if isinstance(ref, str) and ref not in pools:
                 problems.append(f"{base}.{key}: no pool named {ref!r}")
+            elif svc.get("protocol") == "postgresql" and isinstance(ref, str):
+                pool = raw_pools.get(ref)
+                if isinstance(pool, Mapping) and pool.get("tls") is not None:
+                    problems.append(
+                        f"{base}.{key}: pool {ref!r} has tls, which a postgresql service cannot "
+                        "use (PostgreSQL wants an SSLRequest before TLS; docs/database.md)"
+                    )
         monitor_uri = svc.get("monitor_uri")
         if isinstance(monitor_uri, Mapping) and isinstance(monitor_uri.get("fail_if"), Mapping):
             problems += _pool_counts(
