@@ -119,7 +119,7 @@ class _Framer:
         self.skip = 0  # bytes of the current message's body still to pass over
         self.partial = b""  # a message head (or a message the framer reads) split by reads
 
-    def _typed(self, data: bytes) -> str | None:
+    def typed(self, data: bytes) -> str | None:
         """One read of typed messages: the end of a message a previous read began, then
         whole ones, then the head of the next (kept)."""
         if self.partial:
@@ -198,7 +198,7 @@ class FrontendFramer(_Framer):
         client with, an error or None). Past the start-up, ``data`` passes unchanged."""
         s = self.session
         if s.started:
-            err = self._typed(data)
+            err = self.typed(data)
             return data, b"", err
         return self._startup(data)
 
@@ -244,7 +244,7 @@ class FrontendFramer(_Framer):
             pos = end
         rest = data[pos:]
         forward.append(rest)
-        return b"".join(forward), reply, self._typed(rest)
+        return b"".join(forward), reply, self.typed(rest)
 
 
 class BackendFramer(_Framer):
@@ -256,5 +256,4 @@ class BackendFramer(_Framer):
     _ok = _BACK_OK
     _who = "server"
 
-    def feed(self, data: bytes) -> str | None:
-        return self._typed(data)
+    feed = _Framer.typed  # one read from the server: an error or None

@@ -90,6 +90,15 @@ class PgClient(TcpClient):
     def data_received(self, data: bytes) -> None:
         if self.closed:
             return
+        up = self.up
+        if up is not None and self.session.started:  # the common read: no start-up left
+            err = self.front.typed(data)
+            if err is not None:
+                self.protocol_error(err, ts.CLIENT)
+                return
+            self.rx += len(data)
+            up.transport.write(data)
+            return
         forward, reply, err = self.front.feed(data)
         if err is not None:
             self.protocol_error(err, ts.CLIENT)
