@@ -128,9 +128,33 @@ def child(config_path: str) -> int:
                 worst, since = 0.0, now
 
     tasks: list[asyncio.Task[None]] = []
+    beat = [time.monotonic()]
+
+    async def heartbeat() -> None:
+        while True:
+            beat[0] = time.monotonic()
+            await asyncio.sleep(0.005)
+
+    def watch_stalls(main: int) -> None:
+        """FLAP_STALLS=1: where the loop is when it has not beaten for 50 ms (to stderr)."""
+        import traceback
+
+        while True:
+            time.sleep(0.01)
+            late = time.monotonic() - beat[0]
+            if late > 0.05:
+                frame = sys._current_frames().get(main)
+                stack = "".join(traceback.format_stack(frame, limit=12)) if frame else ""
+                print(f"stall {late * 1000:.0f} ms\n{stack}", file=sys.stderr, flush=True)
+                time.sleep(0.05)
 
     async def before_start() -> None:
         tasks.append(asyncio.get_running_loop().create_task(probe()))
+        if os.environ.get("FLAP_STALLS"):
+            tasks.append(asyncio.get_running_loop().create_task(heartbeat()))
+            threading.Thread(
+                target=watch_stalls, args=(threading.get_ident(),), daemon=True
+            ).start()
 
     run_module.App = Probed
     config = load_config(config_path)
@@ -215,7 +239,7 @@ def one_run(src: str, args: argparse.Namespace, workdir: Path, health: int, web:
     child = Child(src, cfg)
     clients = None
     try:
-        child.wait_eligible(args.servers, 120)
+        child.wait_eligible(args.servers, 900)
         clients = Clients(child.ports["service www"], args.clients)
         time.sleep(2.0)  # warm up
         t_idle = time.monotonic()

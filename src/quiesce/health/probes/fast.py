@@ -101,7 +101,7 @@ class Token(Protocol):
     on_done: OnDone
 
 
-DELIVER_AT_ONCE = 128
+DELIVER_AT_ONCE = 32
 """Results handed over in one turn of the loop at most: after a stall, a thousand ready checks
 that change state (events, the store) would otherwise hold it for as long as they take."""
 
