@@ -15,10 +15,12 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
+from tests.dashboard.conftest import browser  # noqa: F401  (the fixture)
 from tests.e2e.test_access_log import _hash, cli, until
 from tests.e2e.test_run_and_demo import Proc
 from tests.support.postgres import BIN, PASSWORD, USER, Postgres, postgres_server
@@ -385,5 +387,35 @@ def test_active_standby_follows_pg_is_in_recovery(tmp_path: Path) -> None:
             events = get("/events", kind="election")
             assert isinstance(events, list)
             assert [(e["from"], e["to"]) for e in events][-2:] == [("pg1", None), (None, "pg2")]
+        finally:
+            q.stop()
+
+
+@pytest.mark.browser
+def test_dashboard_shows_sessions_by_state(tmp_path: Path, browser: Any) -> None:  # noqa: F811
+    """The dashboard's servers table counts a postgresql server's sessions by state."""
+    expect = pytest.importorskip("playwright.sync_api").expect
+    with postgres_server() as pg:
+        (tmp_path / "quiesce.yaml").write_text(config(pg.port))
+        q, port, admin = run(tmp_path)
+        try:
+            intx = psycopg.connect(pg.dsn(port))
+            intx.execute("SELECT 1")  # a transaction left open
+            idle = psycopg.connect(pg.dsn(port), autocommit=True)
+            idle.execute("SELECT 1")
+            page = browser.new_page()
+            page.goto(f"http://127.0.0.1:{admin}/")
+            page.get_by_label("User").fill(AUTH[0])
+            page.get_by_label("Password").fill(AUTH[1])
+            page.get_by_role("button", name="Log in").click()
+            expect(page.locator("#who")).to_contain_text(AUTH[0])
+            page.goto(f"http://127.0.0.1:{admin}/#/servers?pool=db")
+            cell = page.locator('#servers-table tr[data-server="db/pg1"] .sessions')
+            expect(cell).to_have_text("1 idle · 1 in transaction · 0 running")
+            intx.commit()
+            expect(cell).to_have_text("2 idle · 0 in transaction · 0 running", timeout=15000)
+            page.close()
+            intx.close()
+            idle.close()
         finally:
             q.stop()

@@ -21,7 +21,7 @@
     "oper_change", "admin_change", "admin_command", "admin_refused", "election", "pool_up",
     "pool_down", "flag_change", "monitor_change", "connections_closed", "login_failed",
     "startup", "shutdown", "server_added", "server_updated", "server_removed",
-    "config_reload", "config_change",
+    "config_reload", "config_change", "protocol_error",
   ];
   const CAUSES = ["health", "passive", "api", "cli", "dashboard", "runtime-socket", "config", "expiry", "deadline", "startup"];
   const MONITOR_TYPES = ["http", "https", "tcp", "udp", "tcp_half_open", "icmp"];
@@ -579,7 +579,10 @@
           h("div", { class: "nowrap" }, h("span", { class: "muted small" }, "admin "), h("span", { class: "admin-axis" }, s.admin)),
           h("div", { class: "nowrap" }, h("span", { class: "muted small" }, "oper "), h("span", { class: "oper-axis" }, s.oper))),
         cell({ "data-label": "Connections", class: "num conns" }, String(s.connections),
-          s.requests_in_flight ? h("div", { class: "small muted" }, s.requests_in_flight + " in flight") : null),
+          s.requests_in_flight ? h("div", { class: "small muted" }, s.requests_in_flight + " in flight") : null,
+          // a postgresql service's sessions by state (docs/database.md)
+          s.sessions ? h("div", { class: "small muted sessions" }, s.sessions.idle + " idle · "
+            + s.sessions.transaction + " in transaction · " + s.sessions.query + " running") : null),
         cell({ "data-label": "Last check", class: "check" }, lastChecks(s)),
         cell({ "data-label": "Admin state", class: "adminstate" }, adminState(s)));
       if (admin) {
