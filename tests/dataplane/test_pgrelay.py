@@ -33,7 +33,8 @@ def startup() -> bytes:
 @contextlib.asynccontextmanager
 async def fake_server() -> AsyncIterator[int]:
     """Answers a start-up with AuthenticationOk + ReadyForQuery; a Query ``bad`` with a
-    message of type 0x00, any other Query with CommandComplete + ReadyForQuery."""
+    message of type 0x00, ``BEGIN`` with ReadyForQuery('T'), any other Query with
+    CommandComplete + ReadyForQuery('I')."""
 
     async def serve(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
         try:
@@ -48,6 +49,8 @@ async def fake_server() -> AsyncIterator[int]:
                     break
                 if body == b"bad\0":
                     w.write(b"\0\0\0\0\x05x")
+                elif body == b"BEGIN\0":
+                    w.write(msg(b"C", b"BEGIN\0") + msg(b"Z", b"T"))
                 else:
                     w.write(msg(b"C", b"SELECT 1\0") + msg(b"Z", b"I"))
         except (asyncio.IncompleteReadError, ConnectionError):
@@ -107,3 +110,24 @@ async def test_framing_errors_close_that_connection_only() -> None:
             assert await asyncio.wait_for(r2.read(200), 10) == b""
             for w in (w1, w2, w3):
                 w.close()
+
+
+async def test_shutdown_ends_sessions_at_their_transaction_boundary() -> None:
+    """quiesce stopping (Service.shutdown with a grace period): an idle session gets 57P01 at
+    once, one in a transaction commits first; the shutdown ends with them, not at the grace."""
+    async with (
+        fake_server() as port,
+        start_proxy(make_config([f"127.0.0.1:{port}"], protocol="postgresql")) as p,
+    ):
+        (r1, w1), (r2, w2) = [await connect(p.port) for _ in range(2)]
+        await query(r1, w1, b"SELECT 1")
+        assert await query(r2, w2, b"BEGIN") == msg(b"C", b"BEGIN\0") + msg(b"Z", b"T")
+        stopping = asyncio.create_task(p.service.shutdown(30.0))
+        assert await asyncio.wait_for(r1.read(200), 10) == GOODBYE
+        assert not stopping.done()  # the transaction goes on
+        w2.write(msg(b"Q", b"COMMIT\0"))
+        committed = msg(b"C", b"SELECT 1\0") + msg(b"Z", b"I") + GOODBYE
+        assert await asyncio.wait_for(r2.readexactly(len(committed)), 10) == committed
+        await asyncio.wait_for(stopping, 10)
+        for w in (w1, w2):
+            w.close()
