@@ -662,6 +662,9 @@ class MetricsConfig(Model):
     # also publish HAProxy 2.6's exporter names (haproxy_server_status...) at /metrics
     # (quiesce.frontends.metrics, docs/api.md)
     haproxy_compatible: bool = False
+    # false: no series per server (pool and process series only): the cardinality limit for
+    # pools of thousands of servers (about 44 series per server; docs/api.md)
+    per_server: bool = True
 
 
 class Config(Model):

@@ -54,6 +54,12 @@ class _Histogram:
                 self.buckets[i] += 1
 
 
+def per_server(app: Any) -> bool:
+    """``metrics.per_server`` (read at each scrape, so a reload switches it)."""
+    metrics = getattr(getattr(app, "config", None), "metrics", None)
+    return bool(getattr(metrics, "per_server", True))
+
+
 class QuiesceCollector(Collector):
     def __init__(self, app: Any) -> None:
         self.app = app
@@ -162,7 +168,7 @@ class QuiesceCollector(Collector):
             "Health check latency",
             labels=[*labels, "monitor"],
         )
-        for s in reg.servers():
+        for s in reg.servers() if per_server(self.app) else ():
             lv = [s.pool, s.name]
             for o in Oper:
                 oper.add_metric([*lv, o.value], 1.0 if s.oper is o else 0.0)
@@ -488,7 +494,8 @@ class HaproxyCollector(Collector):
             return
         yield from self._frontends()
         yield from self._backends()
-        yield from self._servers()
+        if per_server(self.app):
+            yield from self._servers()
 
     def _eweight(self, s: ServerRuntime) -> int:
         """HAProxy's effective weight: the runtime weight, ramped by the pool's slow start."""
