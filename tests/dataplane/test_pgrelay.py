@@ -102,6 +102,7 @@ async def test_framing_errors_close_that_connection_only() -> None:
                 "server sent an unknown message type b'\\x00'",
             ]
             assert {(e.pool, e.server) for e in errors} == {("web", "s0")}
+            assert p.service.stats.protocol_errors == 2
 
             # maintenance: connection 2 (idle, not fresh) gets 57P01 and is closed
             # (what set server … maintenance does to the table)

@@ -171,6 +171,8 @@ def test_maintenance_at_the_transaction_boundary(tmp_path: Path) -> None:
             assert [(e["pool"], e["server"]) for e in events] == [("db", "pg1")], events
             assert "does not speak PostgreSQL 3" in events[0]["reason"]
             assert events[0]["detail"]["service"] == "pg"
+            metrics = httpx.get(f"http://127.0.0.1:{admin}/metrics", auth=AUTH).text
+            assert 'quiesce_service_protocol_errors_total{service="pg"} 1.0' in metrics
             # a CancelRequest is relayed (a new connection, the session's key) and cancels
             running = (
                 "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' "

@@ -42,7 +42,9 @@ class ServiceStats:
     enough to be parked (see quiesce.dataplane.park; counted in ``connections`` too);
     ``limit_reached``: times the service stopped accepting because its ``max_connections``
     was reached; ``tls_failed``: TLS handshakes that failed or timed out, ``tls_refused``:
-    connections that spoke cleartext to a TLS listener (quiesce.dataplane.frontdoor).
+    connections that spoke cleartext to a TLS listener (quiesce.dataplane.frontdoor);
+    ``protocol_errors``: connections of a ``postgresql`` service closed because a side broke
+    the protocol's framing (quiesce.dataplane.pgrelay).
     """
 
     requests: int = 0
@@ -53,6 +55,7 @@ class ServiceStats:
     limit_reached: int = 0
     tls_failed: int = 0
     tls_refused: int = 0
+    protocol_errors: int = 0
     responses: dict[str, int] = field(default_factory=dict)
     errors: dict[int, int] = field(default_factory=dict)
     # bytes read from and written to the clients (HAProxy's FRONTEND bin/bout), a

@@ -153,6 +153,7 @@ class PgClient(TcpClient):
             "none" if server is None else f"{server.pool}/{server.name}",
             reason,
         )
+        ctx.stats.protocol_errors += 1
         ctx.registry.emit(
             Event(
                 ctx.registry.clock.time(),

@@ -334,6 +334,11 @@ class QuiesceCollector(Collector):
             "TLS listener: handshakes failed or timed out, cleartext sent to it (docs/tls.md)",
             labels=[*labels, "kind"],
         )
+        framing = CounterMetricFamily(
+            "quiesce_service_protocol_errors",
+            "postgresql services: connections closed because a side broke the framing",
+            labels=labels,
+        )
         for name, svc in sorted(services.items()):
             stats = getattr(svc, "stats", None)
             if callable(stats):
@@ -358,11 +363,12 @@ class QuiesceCollector(Collector):
             reached.add_metric(lv, _num(stats, "limit_reached"))
             tls.add_metric([*lv, "handshake"], _num(stats, "tls_failed"))
             tls.add_metric([*lv, "cleartext"], _num(stats, "tls_refused"))
+            framing.add_metric(lv, _num(stats, "protocol_errors"))
             if isinstance(getattr(svc, "accepting", None), bool):
                 accepting.add_metric(lv, 1.0 if svc.accepting else 0.0)
                 queued.add_metric(lv, _num(svc, "queued"))
         yield from (requests, pages, conns, parked, accepted, svc_in, svc_out, responses, errors)
-        yield from (limit, reached, accepting, queued, tls)
+        yield from (limit, reached, accepting, queued, tls, framing)
 
 
 # quiesce_server_<what>_time_average_seconds: what it averages, HAProxy's show stat column
