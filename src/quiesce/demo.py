@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import os
 import secrets
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -146,13 +147,125 @@ def demo_config(
     return parse_config(raw, "demo")
 
 
-def run_demo(port: int = 8080, admin_port: int = 9900) -> int:
+class DemoTraffic:
+    """Gentle traffic through the demo's own service: ``rate`` GETs a second over one
+    keep-alive connection (opened again after an error), so the counters and the dashboard
+    move from the first second. Errors are counted, never raised: a drained pool or a
+    maintenance page are part of the story. The task ends with the loop (asyncio.run cancels
+    it after the staged shutdown)."""
+
+    def __init__(self, port: int, rate: float = 4.0, host: str = "127.0.0.1") -> None:
+        self.host, self.port, self.interval = host, port, 1.0 / rate
+        self.sent = self.ok = self.failed = 0
+        self.task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self.task = asyncio.get_running_loop().create_task(self.run())
+
+    async def run(self) -> None:
+        conn: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+        while True:
+            await asyncio.sleep(self.interval)
+            self.sent += 1
+            try:
+                if conn is None:
+                    conn = await asyncio.wait_for(
+                        asyncio.open_connection(self.host, self.port), 2.0
+                    )
+                keep = await asyncio.wait_for(self.get(*conn), 5.0)
+                self.ok += 1
+            except (
+                OSError,
+                asyncio.IncompleteReadError,
+                asyncio.LimitOverrunError,
+                ValueError,
+            ):  # OSError: TimeoutError too
+                self.failed += 1
+                keep = False
+            if not keep and conn is not None:
+                conn[1].close()
+                conn = None
+
+    async def get(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+        """One ``GET /``; True when the connection may be used again."""
+        writer.write(
+            f"GET / HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
+            "User-Agent: quiesce-demo-traffic\r\n\r\n".encode()
+        )
+        await writer.drain()
+        head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").lower()
+        length = 0
+        for line in head.split("\r\n")[1:]:
+            if line.startswith("content-length:"):
+                length = int(line.split(":", 1)[1])
+        await reader.readexactly(length)
+        return "connection: close" not in head
+
+
+def demo_lines(
+    *, www: str, api: str, password: str, backends: list[DemoBackend], socket_path: Path
+) -> list[str]:
+    """What the demo prints once it is up: where everything is, and for every command it
+    suggests, the one that undoes it."""
+    b2 = f"http://127.0.0.1:{backends[1].port}"
+    sock = f"socat stdio UNIX-CONNECT:{socket_path}"
+    return [
+        "",
+        "quiesce demo is running",
+        f"  balanced service   {www}",
+        f"  monitor URI        {www}site_alive",
+        f"  dashboard and API  {api}/   (user admin, password {password})",
+        f"  metrics            {api}/metrics   (the same credentials: curl -u)",
+        f"  runtime socket     {socket_path}",
+        "  back ends          "
+        + ", ".join(f"{b.name} http://127.0.0.1:{b.port}/" for b in backends),
+        "",
+        "Try (each with the command that undoes it):",
+        f"  curl -s {www}                         # round robin over web1..web3",
+        f"  curl -s -u admin:{password} {api}/metrics | grep quiesce_server_requests",
+        f"  curl -s {b2}/_demo/maintenance   # web2 answers 503: 'down for maintenance'",
+        f"    undo: curl -s {b2}/_demo/ready",
+        f"  export QUIESCE_HOSTS={api.removeprefix('http://')} QUIESCE_USER=admin "
+        f"QUIESCE_PASSWORD={password}",
+        "  quiesce list servers",
+        "  quiesce set server web/web1 drain --timeout 30s --reason deploy --wait",
+        "    undo: quiesce clear server web/web1 drain",
+        "  quiesce set server web/web3 maintenance --reason patching",
+        "    undo: quiesce clear server web/web3 maintenance",
+        "  quiesce set flag maintenance_mode true   # the site shows its maintenance page",
+        "    undo: quiesce clear flag maintenance_mode",
+        f'  echo "show stat" | {sock}',
+        f'  echo "set server web/web1 state drain" | {sock}',
+        f'    undo: echo "set server web/web1 state ready" | {sock}',
+        "",
+    ]
+
+
+def busy_port_hint(exc: Exception) -> str | None:
+    """On a port already in use, the option that avoids it."""
+    text = str(exc)
+    if "address already in use" not in text.lower():
+        return None
+    if text.startswith("admin"):
+        return "quiesce demo: that port is busy; try --admin-port 0 (any free port)"
+    return "quiesce demo: that port is busy; try --port 0 (any free port)"
+
+
+def run_demo(port: int = 8080, admin_port: int = 9900, *, traffic: bool = True) -> int:
+    """Run the demo until SIGINT/SIGTERM; its temp directory (state, runtime socket) is
+    removed on the way out, whatever the way."""
+    state_dir = Path(tempfile.mkdtemp(prefix="quiesce-demo-"))
+    try:
+        return _run_demo(port, admin_port, traffic, state_dir)
+    finally:
+        shutil.rmtree(state_dir, ignore_errors=True)
+
+
+def _run_demo(port: int, admin_port: int, traffic: bool, state_dir: Path) -> int:
     from quiesce.app import App, run_forever
 
     password = os.environ.get("QUIESCE_DEMO_PASSWORD") or secrets.token_urlsafe(12)
     backends = [DemoBackend(f"web{i}") for i in (1, 2, 3)]
-    state_dir = Path(tempfile.mkdtemp(prefix="quiesce-demo-"))
-
     # The back ends run in the balancer's loop (started by before_start), but the config needs
     # their ports first: reserve free ones here.
     import socket
@@ -174,36 +287,33 @@ def run_demo(port: int = 8080, admin_port: int = 9900) -> int:
         state_dir=state_dir,
     )
 
+    mover: list[DemoTraffic] = []
+
     def banner(app: App) -> None:
         svc = app.services["www"]
         admin = app.admin_server.port if app.admin_server is not None else admin_port
-        www = f"http://127.0.0.1:{svc.port}/"
-        api = f"http://127.0.0.1:{admin}"
-        lines = [
-            "",
-            "quiesce demo is running",
-            f"  balanced service   {www}",
-            f"  monitor URI        {www}site_alive",
-            f"  dashboard and API  {api}/   (user admin, password {password})",
-            f"  metrics            {api}/metrics",
-            "  back ends          "
-            + ", ".join(f"{b.name} http://127.0.0.1:{b.port}/" for b in backends),
-            "",
-            "Try:",
-            f"  curl -s {www}                         # round robin over web1..web3",
-            f"  curl -s http://127.0.0.1:{backends[1].port}/_demo/maintenance"
-            "   # web2 answers 503: 'down for maintenance'",
-            f"  export QUIESCE_HOSTS=127.0.0.1:{admin} QUIESCE_USER=admin "
-            f"QUIESCE_PASSWORD={password}",
-            "  quiesce list servers",
-            "  quiesce set server web/web1 drain --timeout 30s --reason deploy --wait",
-            "  quiesce set flag maintenance_mode true   # the site shows its maintenance page",
-            "",
-        ]
+        lines = demo_lines(
+            www=f"http://127.0.0.1:{svc.port}/",
+            api=f"http://127.0.0.1:{admin}",
+            password=password,
+            backends=backends,
+            socket_path=state_dir / "quiesce.sock",
+        )
+        if traffic:
+            mover.append(DemoTraffic(svc.port))
+            mover[0].start()
+            lines.insert(-1, "Sending 4 requests a second to the service (--no-traffic: none).")
         print("\n".join(lines), flush=True)
 
     async def start_backends() -> None:
         for b, p in zip(backends, ports, strict=True):
             await b.start(port=p)
 
-    return run_forever(config, state_dir, grace=2.0, banner=banner, before_start=start_backends)
+    return run_forever(
+        config,
+        state_dir,
+        grace=2.0,
+        banner=banner,
+        before_start=start_backends,
+        startup_hint=busy_port_hint,
+    )

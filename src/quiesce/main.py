@@ -149,14 +149,20 @@ def run_cmd(config_path: str, grace: float, takeover: bool, takeover_socket: str
     type=int,
     help="Port of the admin API and dashboard (0 = any free port).",
 )
-def demo_cmd(port: int, admin_port: int) -> None:
+@click.option(
+    "--traffic/--no-traffic",
+    default=True,
+    show_default=True,
+    help="Send a few requests a second through the service, so the counters move.",
+)
+def demo_cmd(port: int, admin_port: int, traffic: bool) -> None:
     """Start a self-contained demo: three back ends, a balanced service, the admin API."""
     from quiesce.demo import run_demo
 
     for name, value in (("--port", port), ("--admin-port", admin_port)):
         if not 0 <= value <= 65535:
             raise click.BadParameter(f"port {value} is out of range (0-65535)", param_hint=name)
-    sys.exit(run_demo(port=port, admin_port=admin_port))
+    sys.exit(run_demo(port=port, admin_port=admin_port, traffic=traffic))
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

@@ -119,3 +119,110 @@ def test_demo_comes_up_proxies_and_shows_maintenance(tmp_path: Path) -> None:
     finally:
         code = proc.stop(signal.SIGINT)
     assert code == 0, proc.output
+
+
+def _server_requests(metrics: str) -> dict[str, float]:
+    """quiesce_server_requests_total per server, from /metrics' text."""
+    return {
+        m.group(1): float(m.group(2))
+        for m in re.finditer(
+            r'^quiesce_server_requests_total\{[^}]*server="(\w+)"[^}]*\} (\S+)$', metrics, re.M
+        )
+    }
+
+
+def test_demo_drives_traffic_prints_undos_and_cleans_up(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    monkeypatch.setenv("TMPDIR", str(tmp))
+    proc = Proc(["demo", "--port", "0", "--admin-port", "0"], tmp_path)
+    try:
+        api, password = proc.wait_for(
+            r"dashboard and API\s+(http://\S+?)/\s.*password (\S+)\)"
+        ).groups()
+        metrics_line = proc.wait_for(r"metrics\s+(http://\S+/metrics)\s+\(.*curl -u\)")
+        sock = Path(proc.wait_for(r"runtime socket\s+(/\S+)").group(1))
+        proc.wait_for("quiesce: ready")
+        out = proc.output
+        # every command it suggests comes with the one that undoes it
+        web2 = re.search(r"curl -s (http://\S+)/_demo/maintenance", out)
+        assert web2 is not None and f"undo: curl -s {web2.group(1)}/_demo/ready" in out
+        for undo in (
+            "undo: quiesce clear server web/web1 drain",
+            "undo: quiesce clear server web/web3 maintenance",
+            "undo: quiesce clear flag maintenance_mode",
+            f'undo: echo "set server web/web1 state ready" | socat stdio UNIX-CONNECT:{sock}',
+            f'echo "show stat" | socat stdio UNIX-CONNECT:{sock}',
+            f"curl -s -u admin:{password} {api}/metrics",
+        ):
+            assert undo in out
+        # the socat line works as printed
+        stat = subprocess.run(
+            ["socat", "stdio", f"UNIX-CONNECT:{sock}"],
+            input="show stat\n",
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout
+        assert stat.startswith("# pxname,svname,") and "web,web1," in stat
+        # /metrics needs the printed credentials...
+        url = metrics_line.group(1)
+        assert httpx.get(url).status_code == 401
+
+        # ...and shows the demo's own traffic reaching every back end, with nobody sending any
+        def all_served() -> bool:
+            counts = _server_requests(httpx.get(url, auth=("admin", password)).text)
+            return len(counts) == 3 and all(n > 0 for n in counts.values())
+
+        until(all_served, 20)
+    finally:
+        code = proc.stop(signal.SIGTERM)
+    assert code == 0, proc.output
+    assert sock.parent.parent == tmp and list(tmp.iterdir()) == [], "temp directory left"
+
+
+def test_demo_no_traffic_stays_quiet(tmp_path: Path) -> None:
+    proc = Proc(["demo", "--port", "0", "--admin-port", "0", "--no-traffic"], tmp_path)
+    try:
+        api, password = proc.wait_for(
+            r"dashboard and API\s+(http://\S+?)/\s.*password (\S+)\)"
+        ).groups()
+        sock = Path(proc.wait_for(r"runtime socket\s+(/\S+)").group(1))
+        proc.wait_for("quiesce: ready")
+        auth = ("admin", password)
+
+        def all_up() -> bool:
+            r = httpx.get(f"{api}/api/v1/servers", auth=auth)
+            return r.status_code == 200 and all(s["status"] == "up" for s in r.json())
+
+        # the health checks take ~2 s: with traffic on, 4 requests a second would show by now
+        until(all_up, 15)
+        counts = _server_requests(httpx.get(f"{api}/metrics", auth=auth).text)
+        assert counts == {"web1": 0, "web2": 0, "web3": 0}
+        assert "Sending" not in proc.output
+    finally:
+        code = proc.stop(signal.SIGINT)
+    assert code == 0, proc.output
+    assert not sock.parent.exists()
+
+
+def test_demo_on_a_busy_port_says_try_port_0(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import socket
+
+    tmp = tmp_path / "tmp"  # the demo's temp directory is made here: it must be gone after
+    tmp.mkdir()
+    monkeypatch.setenv("TMPDIR", str(tmp))
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        proc = Proc(["demo", "--port", str(port), "--admin-port", "0"], tmp_path)
+        assert proc.stop(None, timeout=30) == 1
+    assert "address already in use" in proc.output.lower()
+    assert "try --port 0" in proc.output
+    assert list(tmp.iterdir()) == []

@@ -41,11 +41,13 @@ def run_forever(
     before_start: Callable[[], Awaitable[None]] | None = None,
     takeover: Path | None = None,
     config_path: Path | None = None,
+    startup_hint: Callable[[StartupError], str | None] | None = None,
 ) -> int:
     """Run until SIGINT/SIGTERM, or until a new process took the listeners over; exit code
     0 after a clean staged shutdown. ``takeover``: the runtime socket of the running quiesce
     whose listeners this one takes (``quiesce run --takeover``). SIGHUP reloads
-    ``config_path`` (:meth:`App.reload`; without one it is logged and ignored)."""
+    ``config_path`` (:meth:`App.reload`; without one it is logged and ignored).
+    ``startup_hint``: a line printed after a start-up error (the demo's ``--port 0``)."""
     install_event_loop_policy()
     logs.setup_process_log(config.logging.process)  # stderr, text or JSON (logging.process)
 
@@ -58,6 +60,8 @@ def run_forever(
             await app.start()
         except StartupError as exc:
             print(f"quiesce: cannot start: {exc}", file=sys.stderr)
+            if startup_hint is not None and (hint := startup_hint(exc)) is not None:
+                print(hint, file=sys.stderr)
             return 1
         # Everything built at start-up lives until exit: keep it out of the cyclic GC's
         # generations so collections stay short on the request path.
