@@ -59,6 +59,19 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def node_config(etcd: Etcd, prefix: str, node: str, extra: str = "") -> str:
+    """The head of a ``quiesce run`` config on this etcd: the admin API (admin / pw) and
+    ``state.etcd`` (``extra``: more keys of it, ", stale_after: 2s")."""
+    from quiesce.security import hash_password
+
+    return f"""
+admin:
+  listen: 127.0.0.1:0
+  users: [{{name: admin, password_hash: "{hash_password("pw")}", role: admin}}]
+state: {{etcd: {{endpoints: ["{etcd.endpoint}"], prefix: "{prefix}", node: {node}{extra}}}}}
+"""
+
+
 class Etcd:
     def __init__(self, data_dir: Path) -> None:
         self.data_dir = data_dir
@@ -380,7 +393,6 @@ class HoldingBackend:
 def test_two_processes_maintenance_force_on_a_closes_a_connection_through_b(
     etcd: Etcd, prefix: str, tmp_path: Path
 ) -> None:
-    from quiesce.security import hash_password
     from tests.e2e.test_run_and_demo import Proc
 
     backends = [HoldingBackend("b1"), HoldingBackend("b2")]
@@ -391,12 +403,8 @@ def test_two_processes_maintenance_force_on_a_closes_a_connection_through_b(
             d = tmp_path / node
             d.mkdir()
             (d / "quiesce.yaml").write_text(
-                f"""
-admin:
-  listen: 127.0.0.1:0
-  users: [{{name: admin, password_hash: "{hash_password("pw")}", role: admin}}]
-state: {{etcd: {{endpoints: ["{etcd.endpoint}"], prefix: "{prefix}", node: {node}}}}}
-pools:
+                node_config(etcd, prefix, node)
+                + f"""pools:
   tcp:
     servers:
       - {{name: b1, address: 127.0.0.1:{backends[0].port}}}

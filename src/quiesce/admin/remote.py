@@ -5,14 +5,24 @@ from __future__ import annotations
 
 from typing import Any
 
-from quiesce.admin.base import ServiceBase, _sane
+from quiesce.admin.base import STORE_ACTOR, ServiceBase, _sane
 from quiesce.admin.context import CommandContext
 from quiesce.config.models import HealthMonitor, ServerConfig
+from quiesce.core.events import EventKind
 from quiesce.core.states import Cause
+from quiesce.state.events import make_event
 from quiesce.store.base import RemoteChange
 
 
 class RemoteChanges(ServiceBase):
+    def _on_cluster_event(self, kind: str, reason: str, detail: dict[str, Any]) -> None:
+        """What this node saw of the cluster (quiesce.store.cluster): its link to the store
+        isolated or back, another node joined or left. An event of this node's log."""
+        event = make_event(
+            self.clock, EventKind(kind), actor=STORE_ACTOR, reason=reason, detail=detail
+        )
+        self.registry.emit(event)
+
     def _on_remote_change(self, change: RemoteChange) -> None:
         """A change another node wrote to the shared store (etcd), applied here through the
         registry: eligibility, events and connection closing happen on this node too. The

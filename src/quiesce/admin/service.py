@@ -74,6 +74,8 @@ class AdminService(ServerCommands, Persistence, RemoteChanges):
         self._started = True
         if isinstance(self.store, SharedStore):  # several nodes share it (etcd)
             self.store.set_remote_handler(self._on_remote_change)
+            if (cluster := getattr(self.store, "cluster", None)) is not None:
+                cluster.set_handler(self._on_cluster_event)
         self.registry.emit(
             make_event(
                 self.clock,
@@ -95,6 +97,8 @@ class AdminService(ServerCommands, Persistence, RemoteChanges):
         self._started = False
         if isinstance(self.store, SharedStore):
             self.store.set_remote_handler(None)
+            if (cluster := getattr(self.store, "cluster", None)) is not None:
+                cluster.set_handler(None)
         if self._timer is not None:
             self._timer.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -186,6 +186,9 @@ class App:
             raise StartupError(
                 f"admin: cannot listen on {self.config.admin.listen}: {exc}"
             ) from exc
+        if (cluster := getattr(self.store, "cluster", None)) is not None:  # etcd: nodes/<name>
+            ports = {name: svc.port for name, svc in self.services.items()}
+            cluster.announce({"admin": self.admin_server.port, **ports})
         if self.config.admin.runtime_socket or self.config.admin.runtime_tcp:
             from quiesce.frontends.runtime_socket import runtime_socket_path, start_runtime_socket
 

@@ -30,6 +30,10 @@ class EventKind(StrEnum):
     CONFIG_RELOAD = "config_reload"  # issue 14: a live reload, applied or refused (summary)
     CONFIG_CHANGE = "config_change"  # one change of a reload with no event kind of its own
     PROTOCOL_ERROR = "protocol_error"  # issue 20: a database connection closed on bad framing
+    NODE_ISOLATED = "node_isolated"  # issue 15: this node's link to the shared store is stale
+    NODE_REJOINED = "node_rejoined"  # ... and up again
+    NODE_JOINED = "node_joined"  # another node registered in the shared store
+    NODE_LEFT = "node_left"  # its registration (lease) ended
 
 
 @dataclass(frozen=True, slots=True)

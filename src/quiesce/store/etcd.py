@@ -37,7 +37,8 @@ and applies a deferred remote value when its own write turns out to be the older
 etcd lost: reads and writes go on against the mirror; the writer retries the head of its queue
 with a backoff (so writes land in order when etcd is back), the watcher re-reads the prefix and
 applies what changed meanwhile (this also covers a compacted watch history). Several endpoints
-are tried in turn.
+are tried in turn. Whether etcd answers, and which nodes are registered (``nodes/<name>``,
+under a lease), is the :class:`~quiesce.store.cluster.ClusterAgent`'s part.
 """
 
 from __future__ import annotations
@@ -59,6 +60,7 @@ from quiesce.core.admin import AdminRecord
 from quiesce.core.events import Event, EventKind, EventQuery
 from quiesce.core.states import CloseMode
 from quiesce.store.base import Kind, RemoteChange, RemoteHandler, StoreError
+from quiesce.store.cluster import ClusterAgent
 from quiesce.store.sqlite import SqliteStore
 
 log = logging.getLogger("quiesce.store.etcd")
@@ -76,6 +78,12 @@ _SECTIONS: dict[str, Kind] = {
     "pool_monitors": "pool_monitors",
     "servers": "server",
     "events": "event",
+}
+_OBSERVED = {  # what this node saw of the cluster: its own log only
+    EventKind.NODE_ISOLATED,
+    EventKind.NODE_REJOINED,
+    EventKind.NODE_JOINED,
+    EventKind.NODE_LEFT,
 }
 _STATE_EVENTS = {
     "admin": (EventKind.ADMIN_CHANGE, EventKind.ADMIN_COMMAND),
@@ -103,6 +111,8 @@ class EtcdStore:
         retention_rows: int = 100_000,
         retention_age: float = 30 * 86400.0,
         timeout: float = 5.0,
+        stale_after: float = 3.0,
+        lease_ttl: int = 5,
     ) -> None:
         if not endpoints:
             raise StoreError("state.etcd.endpoints: give at least one host:port")
@@ -143,6 +153,7 @@ class EtcdStore:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: int | None = None
         self._dropped = 0
+        self.cluster = ClusterAgent(self, stale_after=stale_after, lease_ttl=lease_ttl)
 
     # life cycle -----------------------------------------------------------------------------
 
@@ -177,6 +188,7 @@ class EtcdStore:
         self._tasks = [
             asyncio.create_task(self._run_writer(), name="quiesce etcd writer"),
             asyncio.create_task(self._run_watcher(), name="quiesce etcd watcher"),
+            asyncio.create_task(self.cluster.run(), name="quiesce etcd cluster"),
         ]
         if self._queue:
             self._wake.set()
@@ -197,6 +209,7 @@ class EtcdStore:
         """Write what is queued (for at most :data:`FLUSH_AT_CLOSE` seconds), then stop."""
         if self._tasks and self._queue and not await self.flush(FLUSH_AT_CLOSE):
             log.warning("state store: %d write(s) not sent to etcd at close", len(self._queue))
+        await self.cluster.stop()
         await self._stop_tasks()
         client, self._client = self._client, None
         if client is not None:
@@ -305,8 +318,8 @@ class EtcdStore:
             detail.setdefault("replicated_from", self._replay_from)
         stored = self.mirror.append_event(replace(event, detail=detail))
         self._last_event = stored
-        if self._replay_from is not None:
-            return stored  # a local consequence of another node's change: not shared
+        if self._replay_from is not None or event.kind in _OBSERVED:
+            return stored  # a local consequence or observation: not shared
         self._event_seq += 1
         key = self._key("event", f"{self.instance}/{self._event_seq:012d}")
         body = stored.to_dict()
@@ -328,6 +341,11 @@ class EtcdStore:
 
     def count_events(self) -> int:
         return self.mirror.count_events()
+
+    @property
+    def endpoint(self) -> str:
+        """The endpoint in use now."""
+        return self.endpoints[self._endpoint]
 
     @property
     def pending(self) -> int:
@@ -407,7 +425,7 @@ class EtcdStore:
                 delay = min(delay * 2, RETRY_MAX)
                 continue
             delay = RETRY_MIN
-            self._found()
+            self._found(rev)
             self.writes += 1
             if self._ops.get(key, (None, None))[0] == seq:
                 del self._ops[key]
@@ -430,11 +448,12 @@ class EtcdStore:
                 if resync:
                     await self._sync(client)
                 watch = await client.watch_prefix(self._bprefix, start_revision=self._rev + 1)
-                self._found()
+                self._found(self._rev)
                 delay = RETRY_MIN
                 resync = False
                 async for ev in watch:
                     kv = ev.kv
+                    self.cluster.seen(int(kv.mod_revision))
                     value = None if ev.kind == "DELETE" else bytes(kv.value)
                     self._on_kv(kv.key.decode(), value, int(kv.mod_revision))
                 raise ConnectionError("the watch ended")
@@ -451,6 +470,7 @@ class EtcdStore:
         result = await client.get_prefix(self._bprefix)
         revision = int(result.header.revision)
         kvs = sorted(result, key=lambda kv: int(kv.create_revision))
+        self.cluster.seen(revision)
         present = set()
         for kv in kvs:
             key = kv.key.decode()
@@ -460,6 +480,8 @@ class EtcdStore:
                 self._on_kv(key, bytes(kv.value), rev)
         for key in [k for k in self._seen if k not in present]:
             self._on_kv(key, None, revision)
+        nodes = f"{self.prefix}nodes/"
+        self.cluster.synced({k[len(nodes) :] for k in present if k.startswith(nodes)})
         self._rev = max(self._rev, revision)
 
     def _on_kv(self, key: str, value: bytes | None, rev: int) -> None:
@@ -467,6 +489,9 @@ class EtcdStore:
         if not key.startswith(self.prefix):
             return
         section, _, name = key[len(self.prefix) :].partition("/")
+        if section == "nodes" and name:
+            self.cluster.on_node(name, value)
+            return
         kind = _SECTIONS.get(section)
         if kind is None or not name:
             return
@@ -603,6 +628,7 @@ class EtcdStore:
         return self._client
 
     def _lost(self, client: Any, doing: str, exc: BaseException) -> None:
+        self.cluster.failed(_why(exc))
         if self.connected:
             log.warning(
                 "state store: etcd %s lost while %s (%s); serving from the local copy, "
@@ -619,7 +645,8 @@ class EtcdStore:
             if self._loop is not None:
                 self._loop.create_task(_quiet_close(client))
 
-    def _found(self) -> None:
+    def _found(self, revision: int | None = None) -> None:
+        self.cluster.seen(revision)
         if not self.connected:
             log.info(
                 "state store: etcd %s reachable again; %d write(s) queued",

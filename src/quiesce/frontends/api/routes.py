@@ -43,6 +43,7 @@ from quiesce.frontends.api.bodies import (
     WeightBody,
     parse_since,
 )
+from quiesce.frontends.api.cluster import ClusterCollector, cluster_routes
 from quiesce.frontends.api.deps import (
     ApiError,
     AppLike,
@@ -459,6 +460,7 @@ def build_routes(app: AppLike) -> tuple[APIRouter, APIRouter]:
         }
 
     monitor_routes(v1, app, ctx)
+    cluster_routes(v1, app)
 
     # flags -----------------------------------------------------------------------------------
 
@@ -673,6 +675,7 @@ def create_api(app: AppLike) -> FastAPI:
     from quiesce.frontends.metrics import build_collector_registry, render
 
     metrics_registry = build_collector_registry(app)
+    metrics_registry.register(ClusterCollector(app))
 
     @api.get("/metrics", tags=["meta"])
     async def metrics(p: Read) -> Response:

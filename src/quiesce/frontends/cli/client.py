@@ -105,9 +105,41 @@ def list_flags(ctx: click.Context) -> None:
     emit(settings(ctx), data, lambda: table(("Flag", "Value"), rows))
 
 
+@list_group.command("nodes")
+@click.pass_context
+def list_nodes(ctx: click.Context) -> None:
+    """List the nodes registered in the shared store (etcd), as this node knows them."""
+    data = api_of(ctx).get("/api/v1/cluster")["nodes"]
+    emit(settings(ctx), data, lambda: table(_NODE_COLUMNS, [_node_row(n) for n in data]))
+
+
+_NODE_COLUMNS = ("Node", "Version", "Listeners", "Heartbeat age")
+
+
+def _node_row(n: dict[str, Any]) -> list[object]:
+    listeners = ", ".join(f"{k} {v}" for k, v in sorted((n.get("listeners") or {}).items()))
+    age = n.get("heartbeat_age")
+    name = f"{n['name']} (this node)" if n.get("self") else n["name"]
+    return [name, n.get("version"), listeners, "" if age is None else f"{age:.1f} s"]
+
+
 @click.group("show")
 def show_group() -> None:
-    """Show one server, pool or monitor."""
+    """Show one server, pool or monitor, or the cluster."""
+
+
+@show_group.command("cluster")
+@click.pass_context
+def show_cluster(ctx: click.Context) -> None:
+    """Show this node's link to the shared store (up, stale, down) and the nodes it knows."""
+    data = api_of(ctx).get("/api/v1/cluster")
+
+    def text() -> str:
+        head = {k: v for k, v in data.items() if k != "nodes"}
+        nodes = table(_NODE_COLUMNS, [_node_row(n) for n in data["nodes"]])
+        return dict_table(head) + "\n" + nodes
+
+    emit(settings(ctx), data, text)
 
 
 @show_group.command("server")

@@ -1,0 +1,93 @@
+"""A node's link to the shared store and the nodes it knows, sans I/O (time is an argument).
+
+:class:`Link` says whether this node's view of the shared state is current. The store shell
+calls :meth:`Link.seen` whenever etcd answered (a watch event, a read, a write: each carries
+the store's revision) and :meth:`Link.failed` when a call failed with an error. The link is
+
+- ``up`` while the last answer is younger than ``stale_after``;
+- ``stale`` when it is not and no error explains it (etcd frozen, a minority member: calls
+  hang without failing);
+- ``down`` when it is not and the last attempt failed (etcd unreachable).
+
+``stale`` and ``down`` are both *isolated*: :meth:`Link.poll` returns ``"node_isolated"`` once
+when the link stops being up and ``"node_rejoined"`` once when it is up again. A blip shorter
+than ``stale_after`` changes nothing.
+
+:class:`Members` is the table of nodes registered in the store (each under a lease): a record
+put for a name not in the table is a join, a record deleted (its lease expired or revoked) a
+leave.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+LinkState = Literal["up", "stale", "down"]
+LinkChange = Literal["node_isolated", "node_rejoined"]
+
+
+@dataclass
+class Link:
+    stale_after: float
+    last_seen: float
+    """When the store last answered (monotonic seconds)."""
+    revision: int = 0
+    """The highest store revision seen."""
+    failing: bool = False
+    error: str = ""
+    isolated: bool = False
+    isolated_since: float | None = None
+
+    def seen(self, now: float, revision: int | None = None) -> None:
+        self.last_seen = max(self.last_seen, now)
+        if revision is not None:
+            self.revision = max(self.revision, revision)
+        self.failing, self.error = False, ""
+
+    def failed(self, now: float, error: str) -> None:
+        self.failing, self.error = True, error
+
+    def lag(self, now: float) -> float:
+        """Seconds since the store last answered."""
+        return max(0.0, now - self.last_seen)
+
+    def state(self, now: float) -> LinkState:
+        if self.lag(now) < self.stale_after:
+            return "up"
+        return "down" if self.failing else "stale"
+
+    def poll(self, now: float) -> LinkChange | None:
+        """The change of isolation since the last poll, if any (call it often)."""
+        isolated = self.state(now) != "up"
+        if isolated == self.isolated:
+            return None
+        self.isolated = isolated
+        if isolated:
+            self.isolated_since = self.last_seen
+            return "node_isolated"
+        return "node_rejoined"
+
+
+@dataclass
+class Members:
+    me: str
+    nodes: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def put(self, name: str, record: dict[str, Any]) -> bool:
+        """Store ``name``'s record; True when the node is new (a join; never this node)."""
+        new = name not in self.nodes
+        self.nodes[name] = record
+        return new and name != self.me
+
+    def remove(self, name: str) -> bool:
+        """Forget ``name``; True when it was known (a leave; never this node)."""
+        return self.nodes.pop(name, None) is not None and name != self.me
+
+    def keep_only(self, names: set[str]) -> list[str]:
+        """After a full read: forget the nodes not in ``names``; returns those that left."""
+        gone = [n for n in self.nodes if n not in names]
+        return [n for n in gone if self.remove(n)]
+
+
+__all__ = ["Link", "LinkChange", "LinkState", "Members"]
