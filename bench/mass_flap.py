@@ -73,9 +73,12 @@ http {{
 """
 
 
-def quiesce_conf(n: int, health: int, web: int, interval: float, pw_hash: str) -> str:
+def quiesce_conf(
+    n: int, health: int, web: int, interval: float, pw_hash: str, store: bool = True
+) -> str:
     servers = "\n".join(f"      - {{name: s{i}, address: 127.0.0.1:{health}}}" for i in range(n))
-    return f"""
+    state = "" if store else "state: {sqlite: null}\n"
+    return f"""{state}
 admin:
   listen: 127.0.0.1:0
   users: [{{name: admin, password_hash: "{pw_hash}", role: admin}}]
@@ -233,7 +236,8 @@ def one_run(src: str, args: argparse.Namespace, workdir: Path, health: int, web:
     from quiesce.security import hash_password
 
     cfg = workdir / f"quiesce-{abs(hash(src))}.yaml"
-    cfg.write_text(quiesce_conf(args.servers, health, web, args.interval, hash_password("pw")))
+    pw = hash_password("pw")
+    cfg.write_text(quiesce_conf(args.servers, health, web, args.interval, pw, not args.no_store))
     down = workdir / "down"
     down.unlink(missing_ok=True)
     child = Child(src, cfg)
@@ -282,6 +286,9 @@ def main() -> int:
     ap.add_argument("--clients", type=int, default=4)
     ap.add_argument("--idle", type=float, default=6.0)
     ap.add_argument("--old", help="another checkout's src directory: the same run with it too")
+    ap.add_argument(
+        "--no-store", action="store_true", help="state: {sqlite: null} (events kept in memory)"
+    )
     args = ap.parse_args()
     if args.child:
         return child(args.child)
