@@ -306,6 +306,14 @@ def test_bad_pool_and_monitor_values(old: str, new: str, expected: str) -> None:
     [
         ("state: {etcd: {endpoints: []}}", "state.etcd.endpoints: List should have at least 1"),
         ("state: {etcd: {endpoints: [nowhere]}}", "state.etcd.endpoints[0]: 'nowhere' is not"),
+        (
+            "state: {etcd: {endpoints: ['127.0.0.1:2379'], stale_after: 100ms}}",
+            "state.etcd.stale_after: Input should be greater than or equal to 0.2",
+        ),
+        (
+            "state: {etcd: {endpoints: ['127.0.0.1:2379'], lease_ttl: 1}}",
+            "state.etcd.lease_ttl: Input should be greater than or equal to 2",
+        ),
         ("state: {event_retention: {rows: 5}}", "state.event_retention.rows: Input should be"),
         ("state: {event_retention: {age: forever}}", "state.event_retention.age: 'forever'"),
         (

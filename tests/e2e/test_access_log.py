@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 import re
 import signal
 import socket
@@ -23,6 +22,7 @@ import pytest
 
 from tests.e2e.test_run_and_demo import Proc
 from tests.support.backend import Backend, serve_in_thread
+from tests.support.process import quiesce_cli as cli
 
 pytestmark = [pytest.mark.peers, pytest.mark.slow]
 
@@ -107,22 +107,6 @@ def curl(port: int, path: str) -> subprocess.Popen[str]:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-    )
-
-
-def cli(admin: int, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {
-        **os.environ,
-        "QUIESCE_HOSTS": f"127.0.0.1:{admin}",
-        "QUIESCE_USER": "admin",
-        "QUIESCE_PASSWORD": "pw",
-    }
-    return subprocess.run(
-        [sys.executable, "-m", "quiesce", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
     )
 
 

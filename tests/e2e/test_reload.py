@@ -10,10 +10,8 @@ import base64
 import functools
 import http.client
 import json
-import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -22,6 +20,7 @@ import pytest
 
 from tests.e2e.test_run_and_demo import Proc
 from tests.support.backend import Backend, serve_in_thread
+from tests.support.process import quiesce_cli
 
 pytestmark = [pytest.mark.peers, pytest.mark.slow]
 
@@ -99,19 +98,7 @@ class Running:
         return {f"{s['pool']}/{s['name']}": s for s in data}
 
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
-        env = {
-            **os.environ,
-            "QUIESCE_HOSTS": f"127.0.0.1:{self.admin}",
-            "QUIESCE_USER": "admin",
-            "QUIESCE_PASSWORD": "pw",
-        }
-        return subprocess.run(
-            [sys.executable, "-m", "quiesce", *args],
-            capture_output=True,
-            text=True,
-            env=env,
-            timeout=60,
-        )
+        return quiesce_cli(self.admin, *args)
 
     def socat(self, line: str) -> str:
         r = subprocess.run(

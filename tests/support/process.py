@@ -107,6 +107,23 @@ class Proc:
             self.p.stdout.close()
 
 
+def quiesce_cli(admin_port: int, *args: str) -> subprocess.CompletedProcess[str]:
+    """``quiesce ARGS`` (the client) against the admin API on ``admin_port`` as admin / pw."""
+    env = {
+        **os.environ,
+        "QUIESCE_HOSTS": f"127.0.0.1:{admin_port}",
+        "QUIESCE_USER": "admin",
+        "QUIESCE_PASSWORD": "pw",
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "quiesce", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+
+
 def until(predicate: object, timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -14,13 +14,14 @@ batches), :mod:`~quiesce.admin.persist` (restore at start, save from events),
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import re
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 from quiesce.admin.bus import EventBus
 from quiesce.admin.context import CommandContext
@@ -28,10 +29,10 @@ from quiesce.core.admin import AdminCommand, AdminRecord, Transition
 from quiesce.core.clock import Clock
 from quiesce.core.errors import NotFound, QuiesceError
 from quiesce.core.events import Event, EventKind, EventQuery
-from quiesce.core.states import Admin, CloseMode
+from quiesce.core.states import Admin, Cause, CloseMode
 from quiesce.state.events import make_event
 from quiesce.state.registry import Registry, ServerRuntime
-from quiesce.store.base import StateStore
+from quiesce.store.base import StateStore, StoreError
 
 log = logging.getLogger("quiesce.admin")
 
@@ -205,6 +206,37 @@ class ServiceBase:
                 detail={"message": message, **detail},
             )
         )
+
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def shared(method: _F) -> _F:
+    """A command that changes state the nodes share: refused with a 503 (:class:`StoreError`)
+    while this node's link to the shared store is not up, unless its context says ``local``;
+    then it is applied here, its events marked ``detail.local``. No-op on a local store."""
+
+    @functools.wraps(method)
+    def guarded(self: ServiceBase, *args: Any, **kwargs: Any) -> Any:
+        cluster = getattr(self.store, "cluster", None)
+        if cluster is None:
+            return method(self, *args, **kwargs)
+        ctx = next(a for a in (*args, *kwargs.values()) if isinstance(a, CommandContext))
+        link = cluster.link
+        state = link.state(cluster.clock())
+        if state == "up" or ctx.cause is Cause.CONFIG:  # a reload applies this node's file
+            return method(self, *args, **kwargs)
+        if not ctx.local:
+            why = link.error or f"no answer for {link.lag(cluster.clock()):.1f} s"
+            raise StoreError(
+                f"the shared store (etcd {cluster.store.endpoint}) is {state} ({why}): this "
+                "change would not reach the other nodes; retry when it is back, or make it on "
+                "this node only with --local (API: ?local=true)"
+            )
+        with cluster.local_changes():
+            return method(self, *args, **kwargs)
+
+    return guarded  # type: ignore[return-value]
 
 
 def _command(target: Admin, ctx: CommandContext, **kw: Any) -> AdminCommand:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from quiesce.admin.base import _NAME, _STATE_WORDS, CommandResult, ServiceBase, _command
+from quiesce.admin.base import _NAME, _STATE_WORDS, CommandResult, ServiceBase, _command, shared
 from quiesce.admin.context import CommandContext
 from quiesce.config.models import HealthMonitor
 from quiesce.core.admin import disable_command
@@ -18,12 +18,14 @@ from quiesce.state.events import make_event
 
 
 class StateCommands(ServiceBase):
+    @shared
     def maintenance(self, ref: str, ctx: CommandContext, *, force: bool = False) -> CommandResult:
         """``force`` closes every connection now; otherwise L7 closes each at its next request
         boundary and L4 lets them end."""
         cmd = _command(Admin.MAINTENANCE, ctx, force=force, expires=ctx.expires)
         return self._command(ref, cmd, ctx.force_guard)
 
+    @shared
     def drain(
         self, ref: str, ctx: CommandContext, *, timeout: float | None = None
     ) -> CommandResult:
@@ -46,6 +48,7 @@ class StateCommands(ServiceBase):
         cmd = _command(Admin.DRAIN, ctx, deadline=deadline, expires=ctx.expires)
         return self._apply(server, cmd, ctx.force_guard)
 
+    @shared
     def disable(
         self,
         ref: str,
@@ -83,9 +86,11 @@ class StateCommands(ServiceBase):
         )
         return self._apply(server, cmd, ctx.force_guard)
 
+    @shared
     def enable(self, ref: str, ctx: CommandContext) -> CommandResult:
         return self._command(ref, _command(Admin.ENABLED, ctx), False)
 
+    @shared
     def clear(
         self, ref: str, state: Literal["maintenance", "drain"], ctx: CommandContext
     ) -> CommandResult:
@@ -174,6 +179,7 @@ class StateCommands(ServiceBase):
             )
         )
 
+    @shared
     def set_flag(self, name: str, value: bool | str, ctx: CommandContext) -> None:
         if not _NAME.match(name):
             raise InvalidCommand(
@@ -183,9 +189,11 @@ class StateCommands(ServiceBase):
             raise InvalidCommand("a flag value is true, false or a string")
         self.registry.set_flag(name, value, actor=ctx.actor, cause=ctx.cause, reason=ctx.reason)
 
+    @shared
     def clear_flag(self, name: str, ctx: CommandContext) -> None:
         self.registry.clear_flag(name, actor=ctx.actor, cause=ctx.cause, reason=ctx.reason)
 
+    @shared
     def put_monitor(self, name: str, monitor: HealthMonitor, ctx: CommandContext) -> bool:
         if not _NAME.match(name):
             raise InvalidCommand(
@@ -195,10 +203,12 @@ class StateCommands(ServiceBase):
         self._monitors_changed()
         return created
 
+    @shared
     def delete_monitor(self, name: str, ctx: CommandContext) -> None:
         self.registry.delete_monitor(name, actor=ctx.actor, cause=ctx.cause)
         self._monitors_changed()
 
+    @shared
     def set_pool_monitors(self, pool: str, names: list[str], ctx: CommandContext) -> None:
         self.registry.set_pool_monitors(pool, list(names), actor=ctx.actor, cause=ctx.cause)
         self._monitors_changed()

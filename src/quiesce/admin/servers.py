@@ -10,7 +10,7 @@ from typing import Any, NoReturn
 
 from pydantic import ValidationError
 
-from quiesce.admin.base import STORE_ACTOR, CommandResult
+from quiesce.admin.base import STORE_ACTOR, CommandResult, shared
 from quiesce.admin.commands import StateCommands
 from quiesce.admin.context import CommandContext
 from quiesce.config.loader import validation_problems
@@ -24,6 +24,7 @@ from quiesce.state.reload import RuntimeOverrides
 
 
 class ServerCommands(StateCommands):
+    @shared
     def add_server(
         self, pool: str, config: ServerConfig, ctx: CommandContext, *, runtime: bool = True
     ) -> ServerRuntime:
@@ -40,6 +41,7 @@ class ServerCommands(StateCommands):
         self._monitors_changed()
         return server
 
+    @shared
     def update_server(
         self, ref: str, changes: dict[str, Any], ctx: CommandContext, *, runtime: bool = True
     ) -> tuple[ServerRuntime, dict[str, tuple[object, object]]]:
@@ -66,6 +68,7 @@ class ServerCommands(StateCommands):
             self._monitors_changed()
         return server, diff
 
+    @shared
     def remove_server(
         self,
         ref: str,

@@ -639,6 +639,10 @@ class EtcdConfig(Model):
     endpoints: Annotated[list[Address], Field(min_length=1)]
     prefix: str = "/quiesce/"
     node: Name | None = None  # this node's name in shared events; default host:pid
+    # no answer from etcd for this long: this node says its view is stale (node_isolated)
+    stale_after: Annotated[Duration, Field(ge=0.2, le=300)] = 3.0
+    # the lease of this node's registration (nodes/<name>): it is gone this long after a crash
+    lease_ttl: Annotated[int, Field(ge=2, le=300)] = 5
 
 
 class EventRetention(Model):

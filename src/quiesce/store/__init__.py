@@ -29,6 +29,8 @@ def open_store(config: StateConfig, base_dir: Path | str = ".") -> StateStore:
             config.etcd.endpoints,
             config.etcd.prefix,
             node=config.etcd.node,
+            stale_after=config.etcd.stale_after,
+            lease_ttl=config.etcd.lease_ttl,
             retention_rows=retention.rows,
             retention_age=retention.age,
         )

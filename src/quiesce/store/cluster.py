@@ -21,10 +21,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from quiesce import __version__
@@ -59,9 +60,20 @@ class ClusterAgent:
         self._lease: int | None = None
         self._next_beat = 0.0
         self._call: asyncio.Task[None] | None = None
+        self.local = False
 
     def set_handler(self, handler: ClusterHandler | None) -> None:
         self._handler = handler
+
+    @contextlib.contextmanager
+    def local_changes(self) -> Iterator[None]:
+        """A command taken while the link is not up, for this node only (``--local``): the
+        events it causes are marked ``detail.local``."""
+        self.local = True
+        try:
+            yield
+        finally:
+            self.local = False
 
     def announce(self, listeners: dict[str, int]) -> None:
         """The ports this node listens on, in its record from the next probe on."""

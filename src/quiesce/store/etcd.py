@@ -314,6 +314,7 @@ class EtcdStore:
     def append_event(self, event: Event) -> Event:
         detail = dict(event.detail)
         detail.setdefault("node", self.node)
+        detail.update({"local": True} if self.cluster.local else {})
         if self._replay_from is not None:
             detail.setdefault("replicated_from", self._replay_from)
         stored = self.mirror.append_event(replace(event, detail=detail))

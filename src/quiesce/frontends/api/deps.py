@@ -13,7 +13,7 @@ from typing import Annotated, Any, Protocol
 
 from fastapi import Depends, Request
 
-from quiesce.admin import AdminService
+from quiesce.admin import AdminService, CommandContext
 from quiesce.config.models import Config
 from quiesce.core.errors import QuiesceError
 from quiesce.core.states import Cause
@@ -51,10 +51,15 @@ class Caller:
 
     principal: Principal
     cause: Cause
+    local: bool = False  # ?local=true: a change of this node only while etcd is unreachable
 
     @property
     def actor(self) -> str:
         return self.principal.user
+
+    def context(self, reason: str = "", **kw: Any) -> CommandContext:
+        """The command's context: this caller, ``reason`` and ``kw`` (CommandContext's)."""
+        return CommandContext(self.actor, self.cause, reason, local=self.local, **kw)
 
 
 class ApiError(QuiesceError):
@@ -99,7 +104,11 @@ async def writer(request: Request, principal: Annotated[Principal, Depends(reade
             HANDING_OVER,
         )
         raise ApiError(503, "handing over", HANDING_OVER, retry_after=1)
-    return Caller(principal, cause_of(principal, request.headers.get(CLIENT_HEADER)))
+    local = request.query_params.get("local", "false").lower()
+    if local not in ("true", "false", "1", "0"):
+        raise ApiError(400, "bad request", f"local: true or false, not {local!r}")
+    cause = cause_of(principal, request.headers.get(CLIENT_HEADER))
+    return Caller(principal, cause, local in ("true", "1"))
 
 
 Read = Annotated[Principal, Depends(reader)]

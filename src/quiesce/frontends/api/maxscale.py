@@ -100,7 +100,7 @@ def build_maxscale_routes(app: AppLike) -> APIRouter:
     started = registry.clock.time()
 
     def ctx(c: Caller) -> CommandContext:
-        return CommandContext(c.actor, c.cause)
+        return c.context()
 
     def base(request: Request) -> str:
         return str(request.base_url).rstrip("/") + "/v1/"

@@ -252,8 +252,8 @@ def build_routes(app: AppLike) -> tuple[APIRouter, APIRouter]:
     def ctx(c: Caller, body: Body | None = None) -> CommandContext:
         """The command's context, built once from the caller and the body."""
         if body is None:
-            return CommandContext(c.actor, c.cause)
-        return body.command_context(c.actor, c.cause, now())
+            return c.context()
+        return replace(body.command_context(c.actor, c.cause, now()), local=c.local)
 
     def command_answer(result: CommandResult) -> dict[str, Any]:
         return {
@@ -384,7 +384,7 @@ def build_routes(app: AppLike) -> tuple[APIRouter, APIRouter]:
         except ValidationError as exc:
             problems = validation_problems(exc)
             raise ApiError(422, "invalid", "; ".join(problems), problems=problems) from None
-        server = app.admin.add_server(pool, config, CommandContext(c.actor, c.cause, reason))
+        server = app.admin.add_server(pool, config, c.context(reason))
         return server_view(registry, server)
 
     @v1.patch("/servers/{pool}/{server}", tags=["servers"])
@@ -394,9 +394,7 @@ def build_routes(app: AppLike) -> tuple[APIRouter, APIRouter]:
         data, reason = server_body(await json_body(request), "the fields to change")
         if not data:
             raise ApiError(422, "invalid", "give at least one of address, weight, backup")
-        rt, diff = app.admin.update_server(
-            f"{pool}/{server}", data, CommandContext(c.actor, c.cause, reason)
-        )
+        rt, diff = app.admin.update_server(f"{pool}/{server}", data, c.context(reason))
         return {
             "changed": {k: [_json(a), _json(b)] for k, (a, b) in diff.items()},
             "server": server_view(registry, rt),
@@ -422,7 +420,7 @@ def build_routes(app: AppLike) -> tuple[APIRouter, APIRouter]:
                 raise ApiError(
                     400, "invalid query", f"timeout {timeout!r}: a duration (30s, 5m) or infinite"
                 ) from None
-        ctx = CommandContext(c.actor, c.cause, reason, force_guard=force_guard)
+        ctx = c.context(reason, force_guard=force_guard)
         result = app.admin.remove_server(f"{pool}/{server}", ctx, drain=drain, timeout=seconds)
         removed = (
             result.server.removing is False and result.server not in registry.pool(pool).servers
@@ -482,7 +480,7 @@ def build_routes(app: AppLike) -> tuple[APIRouter, APIRouter]:
 
     @v1.delete("/flags/{name}", tags=["flags"], status_code=204)
     async def clear_flag(name: str, c: Write, reason: str = "") -> Response:
-        app.admin.clear_flag(name, CommandContext(c.actor, c.cause, reason))
+        app.admin.clear_flag(name, c.context(reason))
         return Response(status_code=204)
 
     # events ----------------------------------------------------------------------------------

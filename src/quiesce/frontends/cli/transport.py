@@ -49,6 +49,7 @@ class ClientSettings:
     tls_verify_server_cert: bool = True
     timeout: float = 10.0
     json: bool = False
+    local: bool = False  # changes with ?local=true: this node only while etcd is unreachable
 
 
 def _timeout(value: str | float) -> float:
@@ -100,6 +101,11 @@ def client_options(f: F) -> F:
         ),
         click.option(
             "--json", "json_output", is_flag=True, envvar="QUIESCE_JSON", help="JSON output."
+        ),
+        click.option(
+            "--local",
+            is_flag=True,
+            help="While the node cannot reach etcd: change that node only (else refused).",
         ),
     ]
     for opt in reversed(opts):
@@ -170,6 +176,7 @@ def after_verb_options(taken: set[str]) -> list[click.Option]:
             {"is_flag": True, "flag_value": True, "default": None},
         ),
         (["-t", "--timeout"], "timeout", {}),
+        (["--local"], "local", {"is_flag": True, "flag_value": True, "default": None}),
     ]
     out = []
     for decls, name, extra in specs:
@@ -336,6 +343,8 @@ class Api:
         json_body: Any = None,
     ) -> Response:
         body = None if json_body is None else json.dumps(json_body).encode()
+        if self.settings.local and method != "GET":
+            params = {**(params or {}), "local": "true"}
         deadline = time.monotonic() + HANDOVER_WAIT
         while True:
             r = self._request_once(method, path, params, body)
