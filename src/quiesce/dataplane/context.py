@@ -13,6 +13,8 @@ from quiesce.dataplane.pages import Page
 from quiesce.state.traffic import Traffic
 
 if TYPE_CHECKING:
+    from ipaddress import IPv4Network, IPv6Network
+
     from quiesce.config.models import ServiceConfig
     from quiesce.dataplane.table import ConnectionTable
     from quiesce.dataplane.tls import ServiceTls
@@ -44,7 +46,9 @@ class ServiceStats:
     was reached; ``tls_failed``: TLS handshakes that failed or timed out, ``tls_refused``:
     connections that spoke cleartext to a TLS listener (quiesce.dataplane.frontdoor);
     ``protocol_errors``: connections of a ``postgresql`` service closed because a side broke
-    the protocol's framing (quiesce.dataplane.pgrelay).
+    the protocol's framing (quiesce.dataplane.pgrelay); ``proxy_refused``: connections an
+    ``accept_proxy`` listener closed (not from ``trusted_proxies``, or a malformed, spoofed
+    or incomplete PROXY header; quiesce.dataplane.frontdoor).
     """
 
     requests: int = 0
@@ -56,6 +60,7 @@ class ServiceStats:
     tls_failed: int = 0
     tls_refused: int = 0
     protocol_errors: int = 0
+    proxy_refused: int = 0
     responses: dict[str, int] = field(default_factory=dict)
     errors: dict[int, int] = field(default_factory=dict)
     # bytes read from and written to the clients (HAProxy's FRONTEND bin/bout), a
@@ -215,6 +220,8 @@ class ServiceContext:
     tls: ServiceTls | None = None
     # the access log (quiesce.logs), None when off for this service or for all
     access: AccessLog | None = None
+    # accept_proxy: the networks allowed to send a PROXY header (None: accept_proxy off)
+    trusted: tuple[IPv4Network | IPv6Network, ...] | None = None
 
     # Counting connections: once per connection, never per request. ``opened`` is called
     # by connection_made of a new client connection (not of a parked one given back: its

@@ -25,6 +25,16 @@ HAProxy's ``req.ssl_sni``), the bytes are gathered until the ClientHello is whol
 server name it routes on and every byte read so far. A connection that is not TLS, or a
 hello that does not parse, is routed with no name (the service's default pool).
 
+On a listener with ``accept_proxy`` a PROXY header (v1 or v2, quiesce.dataplane.proxyproto)
+comes first, before any of that: a connection from outside ``trusted_proxies`` is closed at
+once, one whose header is malformed (or is no header: a client speaking straight to the port,
+a spoofed line) is closed when it shows, one whose header is not whole within
+``client_header_timeout`` is closed then; each with a log line, counted in the service's
+``proxy_refused``. The header's client address (a LOCAL or UNKNOWN header: the connection's
+own) is handed to the service's protocol as ``proxied``, which takes it for the client's
+address everywhere. Without ``tls`` or ``sni`` rules, the protocol takes over right after the
+header.
+
 Either way a client must send its first bytes, and a TLS client finish its handshake,
 within the service's ``client_header_timeout``. Until the service's protocol takes over, a
 connection is not yet counted in the service's connections (its limits count established
@@ -35,12 +45,15 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import ipaddress
 import logging
 from collections.abc import Callable
 from typing import Any
 
 from quiesce.dataplane.clienthello import Hello, NotHello, parse_hello
 from quiesce.dataplane.context import ServiceContext
+from quiesce.dataplane.proxyproto import Header, ProxyHeaderError
+from quiesce.dataplane.proxyproto import read as read_header
 from quiesce.dataplane.tls import HTTPS_FORWARDED, client_subject
 
 log = logging.getLogger("quiesce")
@@ -80,7 +93,7 @@ class _Held(asyncio.Protocol):
 class FrontDoor(asyncio.Protocol):
     """One connection's first bytes; ``make`` builds the service's protocol for it."""
 
-    __slots__ = ("buf", "ctx", "make", "timer", "transport")
+    __slots__ = ("buf", "ctx", "make", "proxied", "proxy_wait", "timer", "transport")
 
     def __init__(self, ctx: ServiceContext, make: Callable[[], asyncio.Protocol]) -> None:
         self.ctx = ctx
@@ -88,10 +101,56 @@ class FrontDoor(asyncio.Protocol):
         self.transport: asyncio.Transport = None  # type: ignore[assignment]
         self.buf = b""
         self.timer: asyncio.TimerHandle | None = None
+        self.proxy_wait = False  # a PROXY header still to read (accept_proxy)
+        self.proxied: Header | None = None  # the one read, with a client address
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
-        self.timer = self.ctx.loop.call_later(self.ctx.header_timeout, self.transport.abort)
+        trusted = self.ctx.trusted
+        if trusted is not None:
+            peer = transport.get_extra_info("peername")
+            if not _trusted(peer, trusted):
+                self._refuse_proxy(f"not from trusted_proxies: {self._peer()}")
+                return
+            self.proxy_wait = True
+        self.timer = self.ctx.loop.call_later(self.ctx.header_timeout, self._timed_out)
+
+    def _timed_out(self) -> None:
+        self.timer = None
+        if self.proxy_wait:
+            self._refuse_proxy(
+                f"no whole PROXY header within client_header_timeout ({self.buf!r:.60})"
+            )
+            return
+        self.transport.abort()
+
+    def _refuse_proxy(self, why: str) -> None:
+        self._stop_timer()
+        self.proxy_wait = False
+        self.ctx.stats.proxy_refused += 1
+        log.warning("service %s: connection from %s closed: %s", self.ctx.name, self._peer(), why)
+        self.transport.abort()
+
+    def _proxy_header(self, buf: bytes) -> bytes | None:
+        """The bytes after the PROXY header, None until it is whole (or when refused)."""
+        try:
+            header = read_header(buf)
+        except ProxyHeaderError as exc:
+            self._refuse_proxy(str(exc))
+            return None
+        if header is None:
+            self.buf = buf
+            return None
+        self.proxy_wait = False
+        if header.source is not None:
+            self.proxied = header
+        return buf[header.consumed :]
+
+    def _app(self) -> asyncio.Protocol:
+        app = self.make()
+        if self.proxied is not None:
+            app.proxied = self.proxied  # type: ignore[attr-defined]
+        return app
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._stop_timer()
@@ -104,6 +163,23 @@ class FrontDoor(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         buf = self.buf + data if self.buf else data
         self.buf = b""
+        if self.proxy_wait:
+            rest = self._proxy_header(buf)
+            if rest is None:
+                return
+            buf = rest
+            if not self.ctx.config.sni_routing and (
+                self.ctx.tls is None or self.ctx.tls.listener is None
+            ):
+                self._stop_timer()  # plain: the service's protocol takes it from here
+                app = self._app()
+                self.transport.set_protocol(app)
+                app.connection_made(self.transport)
+                if buf:
+                    app.data_received(buf)
+                return
+            if not buf:
+                return
         tls = self.ctx.tls
         listener = None if tls is None else tls.listener
         if listener is not None:
@@ -122,7 +198,7 @@ class FrontDoor(asyncio.Protocol):
             self.buf = buf  # the hello is not whole yet
             return
         self._stop_timer()
-        app = self.make()
+        app = self._app()
         app.sni = hello.sni  # type: ignore[attr-defined]
         self.transport.set_protocol(app)
         app.connection_made(self.transport)
@@ -134,6 +210,11 @@ class FrontDoor(asyncio.Protocol):
         if self.ctx.config.protocol == "http" and buf[:1].isalpha():
             self.transport.write(PLAIN_TO_TLS)
         self.transport.close()
+
+    def eof_received(self) -> bool | None:
+        if self.proxy_wait:
+            self._refuse_proxy(f"closed before its PROXY header was whole ({self.buf!r:.60})")
+        return None
 
     def _peer(self) -> str:
         peer = self.transport.get_extra_info("peername")
@@ -190,7 +271,7 @@ class FrontDoor(asyncio.Protocol):
             return
         transport = task.result()
         assert transport is not None
-        app = self.make()
+        app = self._app()
         tls = ctx.tls
         if hasattr(app, "fwd"):  # an HTTP client connection: says https, and who it is
             fwd = HTTPS_FORWARDED
@@ -203,3 +284,18 @@ class FrontDoor(asyncio.Protocol):
             app.data_received(data)
         if held.eof and not app.eof_received():
             transport.close()
+
+
+def _trusted(peer: Any, networks: tuple[Any, ...]) -> bool:
+    """Is a connection's peer address in one of ``networks`` (an IPv4 address mapped into
+    IPv6 counts as the IPv4 one)?"""
+    if not isinstance(peer, tuple) or not peer:
+        return False
+    try:
+        addr = ipaddress.ip_address(peer[0])
+    except ValueError:
+        return False
+    mapped = getattr(addr, "ipv4_mapped", None)
+    if mapped is not None:
+        addr = mapped
+    return any(addr in net for net in networks)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import ipaddress
 import struct
 from dataclasses import dataclass
+from typing import Any
 
 SIGNATURE = b"\r\n\r\n\x00\r\nQUIT\n"
 V1_MAX = 107
@@ -136,3 +137,26 @@ def v2(source: Address | None, destination: Address | None) -> bytes:
         return SIGNATURE + b"\x21\x11" + struct.pack("!H", len(body)) + body
     body = struct.pack("!16s16sHH", s.packed, d.packed, source[1], destination[1])
     return SIGNATURE + b"\x21\x21" + struct.pack("!H", len(body)) + body
+
+
+def for_upstream(version: str, transport: Any, proxied: Header | None) -> bytes:
+    """``pools.X.send_proxy``'s header (``"v1"``/``"v2"``) for a client connection: the
+    client address it carried in (``proxied``) or its own, and the address it reached."""
+    if proxied is not None and proxied.source is not None:
+        source: Address | None = proxied.source
+        destination = proxied.destination
+    else:
+        source = _pair(transport.get_extra_info("peername"))
+        destination = _pair(transport.get_extra_info("sockname"))
+    if version == "v2":
+        return v2(source, destination)
+    if source is None or destination is None:
+        return b"PROXY UNKNOWN\r\n"
+    return v1(source, destination)
+
+
+def _pair(name: Any) -> Address | None:
+    """(ip, port) of a socket name, None for one that is not IP (a unix socket)."""
+    if isinstance(name, tuple) and len(name) >= 2:
+        return str(name[0]), int(name[1])
+    return None

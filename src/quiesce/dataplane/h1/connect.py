@@ -1,0 +1,56 @@
+"""A new connection to the chosen server for a client connection's request (the rare case:
+most requests take an idle keep-alive one), within the pool's ``connect_timeout``, TLS when
+the pool has ``tls``, a PROXY header first when it has ``send_proxy``."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any
+
+from quiesce.dataplane.h1.upstream import Upstream
+from quiesce.dataplane.proxyproto import for_upstream
+from quiesce.logs import access as ts  # the termination states
+from quiesce.state.traffic import connected
+
+if TYPE_CHECKING:
+    from quiesce.state.registry import ServerRuntime
+
+
+async def open_upstream(conn: Any, server: ServerRuntime) -> None:
+    """Open one for ``conn`` (an h1.client.ClientConnection, which imports this module) and
+    attach it; 504 on a timeout, a retry or 502 on a refusal.
+
+    A connection that carried a PROXY header is that client's: ``pools.X.send_proxy`` makes
+    the pool's ``max_idle_per_server`` 0 (quiesce.config.proxy), so it is never pooled and
+    never reused by another client (nor by this one's next request)."""
+    pool = conn.pool
+    assert pool is not None
+    loop = conn.loop
+    began = loop.time()
+    tls = conn.ctx.tls
+    kw = {} if tls is None else tls.upstream(pool.name, server.host)  # pools.X.tls
+    try:
+        _, up = await asyncio.wait_for(
+            loop.create_connection(
+                lambda: Upstream(server, conn.ctx.table), server.host, server.port, **kw
+            ),
+            pool.config.connect_timeout,
+        )
+    except TimeoutError:
+        conn.connecting = None
+        conn.term = ts.SERVER_TIMEOUT + ts.CONNECT
+        conn._fail(504)
+        return
+    except OSError:
+        conn.connecting = None
+        conn._connect_refused(server)
+        return
+    conn.connecting = None
+    conn.ctime = loop.time() - began
+    connected(server.traffic, conn.ctime)
+    if conn.closed or conn.server is not server:
+        up.close()
+        return
+    if pool.config.send_proxy:
+        up.transport.write(for_upstream(pool.config.send_proxy, conn.transport, conn.proxied))
+    conn._attach(up, reused=False)
