@@ -74,6 +74,12 @@ async def main(n: int, log_format: str | None) -> None:
     table = ConnectionTable(registry)
     table.access_log = open_access_log(cfg.logging, Path("."), asyncio.get_running_loop())
     pool = registry.pool("p")
+    try:  # live series (issue 19): a latency histogram per server, as in quiesce run
+        from quiesce.state.series import SeriesStore
+
+        SeriesStore().tick(0.0, registry.pools, {})
+    except ImportError:  # an older commit, for A/B runs
+        pass
     ctx = make_context("w", cfg.services["w"], registry, table, asyncio.get_running_loop())
     up = Upstream(pool.servers[0], table)
     up.connection_made(FakeTransport())  # type: ignore[arg-type]

@@ -151,3 +151,26 @@ def run_quiesce(cwd: Path, config: str = "quiesce.yaml", service: str = "www") -
         proc.stop(signal.SIGKILL)
         raise
     return Started(proc, f"http://127.0.0.1:{port}/", f"http://127.0.0.1:{admin}/api/v1")
+
+
+def write_simple_config(cwd: Path, backends: list[DemoBackend], extra: str = "") -> None:
+    """``cwd/quiesce.yaml``: user admin (password ``pw``) on a port-0 admin listener, pool
+    ``web`` of ``backends`` (by their names), service ``www`` on port 0, ``extra`` appended."""
+    from quiesce.security import hash_password
+
+    servers = "".join(
+        f"\n      - {{name: {b.name}, address: 127.0.0.1:{b.port}}}" for b in backends
+    )
+    (cwd / "quiesce.yaml").write_text(
+        f"""
+admin:
+  listen: 127.0.0.1:0
+  users: [{{name: admin, password_hash: "{hash_password("pw")}", role: admin}}]
+state: {{sqlite: ./state.db}}
+pools:
+  web:
+    servers:{servers}
+services:
+  www: {{listen: 127.0.0.1:0, pool: web}}
+{extra}"""
+    )

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from quiesce import logs
 from quiesce.app import upgrade
 from quiesce.app.reload import Reloader
+from quiesce.app.series import SeriesTimer
 from quiesce.config.models import Config
 from quiesce.core.clock import Clock, SystemClock
 from quiesce.core.errors import QuiesceError
@@ -82,6 +83,8 @@ class App:
         self.stop_requested = asyncio.Event()
         # live reload (issue 14): quiesce.app.reload
         self.reloader = Reloader(self)
+        # live series (issue 19): 1 s rows per server, pool and service for 15 minutes
+        self.series = SeriesTimer(lambda: self.registry.pools, lambda: self.services)
 
     async def start(self) -> None:
         from quiesce.frontends.runtime_socket.takeover import TakeoverError, request
@@ -204,6 +207,7 @@ class App:
                 await self._close_services()
                 await self.health.stop()
                 raise StartupError(f"runtime socket: {exc}") from exc
+        self.series.start(self.clock.time)
         self._started = True
 
     def _plan_connections(self) -> None:
@@ -284,6 +288,7 @@ class App:
             await upgrade.stop_handed_over(self, grace)
             return
         self.registry.emit(make_event(self.clock, EventKind.SHUTDOWN, cause="signal"))
+        await self.series.stop()
         await self._close_services()
         if self.runtime_socket is not None:
             await self.runtime_socket.stop()

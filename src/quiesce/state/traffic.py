@@ -19,10 +19,15 @@ Connect times are 0 for a request on a reused connection, which is most of them:
 than add a 0 to a third sum per request, a connect adds its time to ``ctime_sum`` decayed
 lazily, as of the sample count ``ctime_at`` (:func:`connected`), and the reader decays it to
 ``timed``. Sans-IO.
+
+:func:`account` also counts the response time of an answered request in the server's latency
+histogram, when it has one (:data:`LATENCY`, kept by :mod:`quiesce.state.series`): one dict
+lookup, one bisect over :data:`BOUNDS` and an add.
 """
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -72,9 +77,24 @@ def py_account(server: Any, service: Any, nin: int, nout: int, rtime: float, tti
 
 _c = _accel.httpfast
 Traffic: Callable[[], Any] = PyTraffic if _c is None else _c.Traffic
-account: Callable[[Any, Any, int, int, float, float], None] = (
+_account: Callable[[Any, Any, int, int, float, float], None] = (
     py_account if _c is None else _c.account
 )
+
+# Latency histograms (quiesce.state.series): a server's traffic record -> bucket counts, the
+# bucket of a time t the first bound >= t (the last one: above every bound). Upper bounds in
+# seconds, 4 per octave from ~31 µs to ~137 s.
+BOUNDS: tuple[float, ...] = tuple(2.0 ** (k / 4) for k in range(-60, 30))
+LATENCY: dict[Any, list[int]] = {}
+_hist = LATENCY.get
+
+
+def account(server: Any, service: Any, nin: int, nout: int, rtime: float, ttime: float) -> None:
+    """:func:`py_account` (or its C twin), and the response time in the server's latency
+    histogram."""
+    _account(server, service, nin, nout, rtime, ttime)
+    if rtime >= 0.0 and (h := _hist(server)) is not None:
+        h[bisect_left(BOUNDS, rtime)] += 1
 
 
 def connected(traffic: Any, seconds: float) -> None:
@@ -117,7 +137,9 @@ def averages_ms(servers: Iterable[Any]) -> tuple[int, int, int]:
 
 
 __all__ = [
+    "BOUNDS",
     "DECAY",
+    "LATENCY",
     "SAMPLES",
     "PyTraffic",
     "Traffic",

@@ -25,6 +25,7 @@ import uvicorn
 from quiesce.config.addresses import is_loopback, split_address
 from quiesce.config.models import AdminConfig
 from quiesce.frontends.api.routes import AppLike, create_api
+from quiesce.frontends.api.series import series_router
 
 
 def check_listen(admin: AdminConfig) -> tuple[str, int]:
@@ -115,6 +116,8 @@ async def start_admin_server(app: AppLike, sock: socket.socket | None = None) ->
             tls["ssl_ca_certs"] = _resolve(base, admin.tls.client_ca)
             tls["ssl_cert_reqs"] = ssl.CERT_REQUIRED
     api = create_api(app)
+    # GET /api/v1/series: the live series (quiesce.frontends.api.series)
+    api.include_router(series_router(app))
     config = uvicorn.Config(
         api,
         lifespan="off",

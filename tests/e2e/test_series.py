@@ -1,0 +1,140 @@
+"""``GET /api/v1/series`` against ``/metrics`` over the same interval (issue 19, item 1): a
+real ``quiesce run``, real requests, the counters read both ways."""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from quiesce.state.series import totals
+from tests.support.process import BackendThread, run_quiesce, until, write_simple_config
+
+pytestmark = [pytest.mark.peers, pytest.mark.slow]
+AUTH = ("admin", "pw")
+
+
+@pytest.fixture
+def backends() -> Iterator[BackendThread]:
+    with BackendThread(["b1", "b2"]) as bt:
+        yield bt
+
+
+def counters(base: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    """(metric, labels) -> value of /metrics' counters."""
+    out: dict[tuple[str, frozenset[tuple[str, str]]], float] = {}
+    text = httpx.get(f"{base}/metrics", auth=AUTH).text
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            if s.name.endswith("_total"):
+                out[(s.name, frozenset(s.labels.items()))] = s.value
+    return out
+
+
+def series(api: str, kind: str, name: str, seconds: int) -> dict[str, Any]:
+    r = httpx.get(
+        f"{api}/series", params={"kind": kind, "name": name, "seconds": seconds}, auth=AUTH
+    )
+    assert r.status_code == 200, r.text
+    body: dict[str, Any] = r.json()
+    return body
+
+
+def window_totals(api: str, kind: str, name: str, start: int, end: int) -> dict[str, Any]:
+    """The sums of the rows of seconds start+1 .. end (a tick may come between two reads:
+    the window is pinned by the rows' seconds, not by the query's)."""
+    body = series(api, kind, name, 60)
+    points = [p for p in body["points"] if start < p["t"] <= end]
+    assert len(points) == end - start
+    assert body["totals"] == totals(body["points"])  # the API's totals are its rows' sums
+    return totals(points)
+
+
+def wait_for_tick_after(api: str, t: float) -> int:
+    """The second of the first series tick taken after wall-clock time ``t``."""
+    last: list[int] = []
+
+    def ticked() -> bool:
+        now = series(api, "pool", "web", 1)["points"][-1]["t"]
+        last[:] = [now]
+        return bool(now >= int(t) + 1)
+
+    until(ticked, 10)
+    return last[0]
+
+
+def test_series_totals_equal_metrics_over_the_same_interval(
+    tmp_path: Path, backends: BackendThread
+) -> None:
+    write_simple_config(tmp_path, backends.backends)
+    proc, url, api = run_quiesce(tmp_path)
+    base = api.removesuffix("/api/v1")
+    try:
+        with httpx.Client() as c:
+            for _ in range(5):  # before the interval: in the baseline, not in the sums
+                c.get(url).raise_for_status()
+        start = wait_for_tick_after(api, time.time())  # quiet from here to the next read
+        before = counters(base)
+        with httpx.Client() as c:
+            for i in range(40):
+                c.get(url + ("health" if i % 4 == 0 else f"x{i}")).raise_for_status()
+        after = counters(base)
+        end = wait_for_tick_after(api, time.time())
+        # rows start+1 .. end: exactly the requests between the two reads
+
+        def diff(metric: str, **labels: str) -> float:
+            key = (metric, frozenset(labels.items()))
+            return after.get(key, 0.0) - before.get(key, 0.0)
+
+        svc = window_totals(api, "service", "www", start, end)
+        assert svc["requests"] == diff("quiesce_service_requests_total", service="www") == 40
+        assert svc["2xx"] == diff("quiesce_service_responses_total", service="www", code="2xx")
+        assert svc["bytes_in"] == diff("quiesce_service_bytes_in_total", service="www") > 0
+        assert svc["bytes_out"] == diff("quiesce_service_bytes_out_total", service="www") > 0
+        pool = window_totals(api, "pool", "web", start, end)
+        assert pool["requests"] == 40
+        for name in ("b1", "b2"):
+            t = window_totals(api, "server", f"web/{name}", start, end)
+            assert (
+                t["requests"]
+                == diff("quiesce_server_requests_total", pool="web", server=name)
+                == 20
+            )
+            assert t["2xx"] == diff(
+                "quiesce_server_responses_total", pool="web", server=name, code="2xx"
+            )
+            assert t["bytes_in"] == diff("quiesce_server_bytes_in_total", pool="web", server=name)
+            assert t["bytes_out"] == diff("quiesce_server_bytes_out_total", pool="web", server=name)
+            got = series(api, "server", f"web/{name}", 60)["points"]
+            busy = [p for p in got if p["requests"]]
+            assert busy and all(p["p50_ms"] is not None and p["p50_ms"] > 0 for p in busy)
+    finally:
+        code = proc.stop(signal.SIGTERM)
+    assert code == 0, proc.output
+
+
+def test_series_refuses_bad_queries_and_needs_credentials(
+    tmp_path: Path, backends: BackendThread
+) -> None:
+    write_simple_config(tmp_path, backends.backends[:1])
+    proc, _, api = run_quiesce(tmp_path)
+    try:
+        assert httpx.get(f"{api}/series?kind=pool&name=web").status_code == 401
+        for query, field in (
+            ("kind=host&name=web", "kind"),
+            ("kind=pool", "name"),
+            ("kind=pool&name=web&seconds=901", "seconds"),
+            ("kind=pool&name=web&seconds=0", "seconds"),
+        ):
+            r = httpx.get(f"{api}/series?{query}", auth=AUTH)
+            assert r.status_code == 422 and field in r.json()["detail"], (query, r.text)
+        r = httpx.get(f"{api}/series?kind=server&name=web/nope", auth=AUTH)
+        assert r.status_code == 404 and "web/nope" in r.json()["detail"]
+    finally:
+        proc.stop(signal.SIGTERM)
