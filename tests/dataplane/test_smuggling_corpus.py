@@ -30,8 +30,6 @@ import asyncio
 import importlib
 import os
 import re
-import shutil
-import socket
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +41,8 @@ import pytest_asyncio
 from quiesce import _accel
 from tests.dataplane.conftest import make_config, start_proxy, wait_for
 from tests.dataplane.test_security import Received, Recorder
+from tests.support.haproxy import HAPROXY
+from tests.support.haproxy import HAProxy as SharedHAProxy
 
 pytestmark = pytest.mark.peers  # starts HAProxy
 MODULE_LOOP = pytest.mark.asyncio(loop_scope="module")  # one loop for the shared proxies
@@ -470,7 +470,6 @@ def problems(case: str, o: Outcome) -> list[str]:
 
 # --- the proxies --------------------------------------------------------------------------------
 
-HAPROXY = shutil.which("haproxy") or "/usr/sbin/haproxy"
 # Both proxies refuse /smuggled (403) when they parse it as a request of their own.
 DENY_SMUGGLED = {
     "rules": [{"if": {"path_prefix": "/smuggled"}, "then": {"respond": {"status": 403}}}]
@@ -498,51 +497,21 @@ async def proxies(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Pro
         yield Proxies(backend, q.port, hap_port)
 
 
-class HAProxy:
-    """HAProxy 2.6 in HTTP mode on a loopback socket bound here (port 0, handed over as
-    ``fd@``), one back end: the recorder. Ready once a request goes through it."""
+class HAProxy(SharedHAProxy):
+    """HAProxy 2.6 in HTTP mode (tests.support.haproxy), one back end: the recorder. Ready
+    once a request goes through it."""
 
     def __init__(self, base: Path, backend_port: int) -> None:
-        self.base = base
-        self.backend_port = backend_port
-        self.proc: asyncio.subprocess.Process | None = None
-        self.sock: socket.socket | None = None
-
-    async def __aenter__(self) -> int | None:
-        if not os.access(HAPROXY, os.X_OK):
-            return None
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(64)
-        fd = self.sock.fileno()
-        cfg = self.base / "haproxy.cfg"
-        cfg.write_text(
-            "global\n    maxconn 256\n"
-            "defaults\n    mode http\n    timeout connect 5s\n    timeout client 10s\n"
-            "    timeout server 10s\n"
-            f"frontend fe\n    bind fd@{fd}\n    http-request deny if {{ path_beg /smuggled }}\n"
-            "    default_backend be\n"
-            f"backend be\n    server rec 127.0.0.1:{self.backend_port}\n"
+        super().__init__(
+            base,
+            "frontend fe\n    mode http\n    bind fd@{fd}\n"
+            "    http-request deny if { path_beg /smuggled }\n    default_backend be\n"
+            f"backend be\n    mode http\n    server rec 127.0.0.1:{backend_port}\n",
         )
-        self.proc = await asyncio.create_subprocess_exec(
-            HAPROXY,
-            "-db",
-            "-f",
-            str(cfg),
-            pass_fds=(fd,),
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.DEVNULL,
-        )
-        port: int = self.sock.getsockname()[1]
-        return port
 
-    async def __aexit__(self, *exc: object) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            await self.proc.wait()
-        if self.sock is not None:
-            self.sock.close()
+    async def __aenter__(self) -> int | None:  # type: ignore[override]
+        await super().__aenter__()
+        return self.port
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
