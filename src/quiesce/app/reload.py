@@ -52,7 +52,8 @@ RELOAD_SLICE = 0.005
 """Seconds of a reload's work (changes applied, servers unpickled, log lines) between two
 pauses (:class:`Pacer`)."""
 RELOAD_PAUSE = 3
-"""Turns of the event loop it runs alone between two slices of a reload."""
+"""Turns of the event loop it runs alone between two slices of a reload (at most
+RELOAD_SLICE seconds of them)."""
 RELOAD_CHUNK = 200
 """Servers per piece when the validated file comes back from the reload worker: each piece
 is unpickled between two turns of the event loop (~4 ms each; 500 took ~16 ms)."""
@@ -64,7 +65,10 @@ class Pacer:
     request needs several turns (read, connect, write, read; a waiter woken by a timer
     two), and with a slice in every turn it met several. A timed pause (``sleep(5 ms)``)
     was tried too: on a loaded machine each pause took far longer and a reload of 1,000
-    servers took seconds more; turns cost nothing when there is nothing to serve."""
+    servers took seconds more; turns cost nothing when there is nothing to serve. The
+    pause ends after RELOAD_SLICE seconds of turns even if fewer than RELOAD_PAUSE: under
+    a client load that saturates the loop, three full turns gave the reload a third of it
+    and a 1,000-server reload took 2-3 times longer (BENCHMARKS.md)."""
 
     __slots__ = ("until",)
 
@@ -75,18 +79,17 @@ class Pacer:
         return time.perf_counter() >= self.until
 
     async def pause(self) -> None:
+        began = time.perf_counter()
         for _ in range(RELOAD_PAUSE):
             await asyncio.sleep(0)
+            if time.perf_counter() - began >= RELOAD_SLICE:
+                break  # a saturated loop: the reload keeps half of it
         self.until = time.perf_counter() + RELOAD_SLICE
 
     async def tick(self) -> None:
         """A pause if this slice is over."""
         if time.perf_counter() >= self.until:
             await self.pause()
-
-
-WORKER_NICE = 10
-"""How much lower the reload worker's CPU priority is than the serving process's."""
 
 
 @contextlib.contextmanager
@@ -570,11 +573,9 @@ class Reloader:
 def reload_worker_init(parent: int) -> None:
     """The reload worker's first act: stdin, stdout and stderr on /dev/null (a supervisor
     or a test reading our output sees it end when we end), and a SIGKILL when its parent
-    dies (Linux's PR_SET_PDEATHSIG: no worker left behind by a ``kill -9``); and a lower
-    CPU priority (nice WORKER_NICE): on a busy machine the serving process's requests go
-    first, the reload waits."""
-    with contextlib.suppress(OSError):
-        os.nice(WORKER_NICE)
+    dies (Linux's PR_SET_PDEATHSIG: no worker left behind by a ``kill -9``). (It is not
+    given a lower CPU priority: nice +10 made a reload on a loaded machine take 2-3 times
+    longer, BENCHMARKS.md.)"""
     devnull = os.open(os.devnull, os.O_RDWR)
     for fd in (0, 1, 2):
         os.dup2(devnull, fd)
