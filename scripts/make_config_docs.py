@@ -134,7 +134,7 @@ def render() -> str:
     out += [f"| `{k}` | {v} |" for k, v in SECTIONS.items()]
     out += ["", "| key | type | default |", "|---|---|---|"]
     out += _rows(Config, "", set())
-    out += ["", LIMITS.rstrip("\n")]
+    out += ["", LIMITS.rstrip("\n"), "", QUEUE.rstrip("\n")]
     return "\n".join(out) + "\n"
 
 
@@ -181,6 +181,27 @@ numbers: HAProxy 2.6 does the same (`Cannot raise FD limit to N, limit is 1024`,
 operators out. A `services.NAME.max_connections` above the global limit is allowed; the
 global one then applies first. `quiesce check` only checks the values (whole numbers ≥ 1 or
 null): the descriptor limit is the running process's.
+"""
+
+QUEUE = """\
+## Server limits and the pool queue
+
+`pools.NAME.servers[].max_connections: N` lets a server have at most N busy connections at
+once (an L7 request being served, a WebSocket tunnel, an L4 relay; idle keep-alive clients
+do not count). A request whose pool has every eligible server at its limit waits in the
+pool's queue (first in, first out) for up to `pools.NAME.queue_timeout` (default `5s`; `0`:
+no wait), and is sent to the first server that frees a slot; after that it gets a `503`
+saying so (access log `sQ`). `pools.NAME.hold_when_empty: D` (default `null`, off): when the
+pool has no eligible server at all (all in maintenance or down: a single-server deploy), a
+request waits up to D for one to come back instead of getting the maintenance page, and the
+waiting requests are sent in the order they came; after D it gets the maintenance page it
+would have had (`MQ`). A `fallback_pool` is tried first: the request waits in the pool it
+ended at. L4 services (tcp, postgresql) queue connections the same way: a waiting
+connection is not read from, and is closed at its deadline (docs/dataplane.md). `show stat`
+and `/metrics` give the queue's depth and wait time; the access log's `queue_ms` the time
+one request (L4: connection) waited. `max_connections` can be set on servers added or
+changed at run time too (the API's server bodies are the config's); raising it wakes the
+queue at once.
 """
 
 

@@ -162,7 +162,7 @@ def test_syslog_frame_is_rfc5424() -> None:
 
 def test_every_termination_letter_documented() -> None:
     assert set(TERMINATION_CAUSES) == set("-CSscPMDKHG")
-    assert set(TERMINATION_PHASES) == set("RCHD-")
+    assert set(TERMINATION_PHASES) == set("RCHDQ-")
 
 
 # --- the logging keys ------------------------------------------------------------------------

@@ -28,7 +28,7 @@ ACCESS_FIELDS: dict[str, str] = {
     "status": "the status sent to the client, -1 when none was (a cut, L4)",
     "bytes_in": "bytes read from the client for this request (L4: the connection)",
     "bytes_out": "bytes written to the client for this request (L4: the connection)",
-    "queue_ms": "time waiting for a server slot (0: quiesce has no queue yet)",
+    "queue_ms": "time waiting in the pool's queue for a server (max_connections, hold_when_empty)",
     "connect_ms": "time to connect to the server; 0 on a reused connection, -1 when none",
     "response_ms": "request sent to response head received (L7), -1 when no head came",
     "total_ms": "request received (L4: accepted) to the end of the exchange",

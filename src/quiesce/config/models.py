@@ -278,6 +278,9 @@ class ServerConfig(Model):
     backup: bool = False
     priority: Annotated[int, Field(ge=0, le=1000)] = 0
     healthmonitors: list[str] = []  # node monitors (e.g. ICMP) of this server only
+    # at most this many busy connections at once (L7 requests, L4 relays); more wait in the
+    # pool's queue (queue_timeout); null: no limit
+    max_connections: ConnectionCount = None
 
     @property
     def host(self) -> str:
@@ -308,6 +311,11 @@ class PoolConfig(Model):
     connect_timeout: Duration = 5.0
     response_timeout: Duration = 60.0
     max_idle_per_server: Annotated[int, Field(ge=0)] = 64
+    # how long a request waits in the pool's queue for a server under its max_connections
+    queue_timeout: Duration = 5.0
+    # how long a request waits for a server to come back when none is eligible (a deploy),
+    # instead of the maintenance page; null: not at all
+    hold_when_empty: DurationOrNull = None
     tls: PoolTls | None = None  # speak TLS to the servers (quiesce.config.tls)
     servers: list[ServerConfig]
 

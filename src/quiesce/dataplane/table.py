@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Protocol
 from quiesce.balancing.persistence import StickyTable
 from quiesce.core.states import Admin, Cause, CloseMode, Oper
 from quiesce.dataplane.pool import UpstreamPool
+from quiesce.dataplane.waiting import Queues
 from quiesce.logs.access import DEADLINE, DOWN, KILLED
 
 if TYPE_CHECKING:
@@ -81,6 +82,9 @@ class ConnectionTable(UpstreamPool):
         # the process's access log (quiesce.logs; None: off), set by the composition root
         # before the services start: make_context gives it to each service that logs
         self.access_log: AccessLog | None = None
+        # the pools' queues (max_connections, hold_when_empty): woken by a freed slot below
+        # and by the registry's events
+        self.queues = Queues(registry)
 
     def sticky_table(self, pool: str) -> StickyTable:
         t = self.sticky.get(pool)
@@ -115,6 +119,8 @@ class ConnectionTable(UpstreamPool):
             busy.discard(conn)
             server.connections = len(busy)
         server.requests_in_flight -= 1
+        if server.config.max_connections is not None:
+            self.queues.slot_freed(server)
         if status:
             key = _CLASS_OF.get(status, "other")
             responses = server.responses
@@ -164,6 +170,8 @@ class ConnectionTable(UpstreamPool):
         if busy is not None and conn in busy:
             busy.discard(conn)
             server.connections = len(busy)
+            if server.config.max_connections is not None:
+                self.queues.slot_freed(server)
 
     def idle_count(self, server: ServerRuntime) -> int:
         """L7 keep-alive client connections idle-to-``server``."""

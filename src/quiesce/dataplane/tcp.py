@@ -12,16 +12,18 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from quiesce.dataplane.context import ServiceContext
 from quiesce.dataplane.persistence import pick_by_source
+from quiesce.dataplane.tcpqueue import admit, leave
 from quiesce.dataplane.tls import server_name
 from quiesce.logs import access as ts  # the access log's termination states
 from quiesce.rules.decision import RequestView, Router, ToPool
 from quiesce.state.traffic import account, connected
 
 if TYPE_CHECKING:
+    from quiesce.core.queue import Waiting
     from quiesce.state.registry import PoolRuntime, ServerRuntime
 
 
@@ -109,6 +111,7 @@ class TcpClient(asyncio.Protocol):
         self.ctime = -1.0
         self.retries = 0
         self.term = ""
+        self.waiting: Waiting[Any] | None = None  # its entry in its pool's queue (tcpqueue)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -134,12 +137,10 @@ class TcpClient(asyncio.Protocol):
         if server is None and ctx.fallback is not None:
             pool = ctx.fallback
             server = self._pick(pool, ())
-        if server is None:
-            ctx.stats.maintenance_pages += 1
-            self.term = ts.NO_SERVER + ts.DONE
-            self.closed = True
-            transport.close()
-            return
+        if server is None or server.config.max_connections is not None:
+            server = admit(self, pool, server)  # closed, or it waits in the queue
+            if server is None:
+                return
         self._bind(pool, server)
 
     def _route(self, router: Router) -> PoolRuntime:
@@ -241,6 +242,7 @@ class TcpClient(asyncio.Protocol):
         if self.connecting is not None:
             self.connecting.cancel()
         server = self.server
+        waited = leave(self, server)
         now = ctx.loop.time()
         if server is not None and self.up is not None:
             # connected: a timed session (HAProxy: no response time in TCP mode)
@@ -265,7 +267,7 @@ class TcpClient(asyncio.Protocol):
                     -1,
                     self.total_in,
                     self.total_out,
-                    0.0,
+                    waited,
                     self.ctime,
                     -1.0,
                     now - self.accepted_at,

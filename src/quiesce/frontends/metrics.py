@@ -33,6 +33,7 @@ from quiesce.core.events import Event, EventKind
 from quiesce.core.pool import slow_start_factor
 from quiesce.core.states import Admin, Oper, Status, Verdict
 from quiesce.core.status import displayed_status
+from quiesce.frontends.pool_queues import queue_metrics
 from quiesce.state.registry import Registry, ServerRuntime
 from quiesce.state.sessions import session_counts
 from quiesce.state.traffic import averages_ms
@@ -224,7 +225,7 @@ class QuiesceCollector(Collector):
             pt.add_metric([pool.name], float(len(pool.servers)))
             pa.add_metric([pool.name], 1.0 if pool.available else 0.0)
             ps.add_metric([pool.name], float(pool.sessions))
-        yield from (pe, pt, pa, ps)
+        yield from (pe, pt, pa, ps, *queue_metrics(reg.pools.values()))
 
         flags = GaugeMetricFamily(
             "quiesce_flag",

@@ -30,10 +30,11 @@ Entry = tuple[Any, ...]
 NORMAL = "-"  # it completed
 CLIENT = "C"  # the client closed or reset its connection first
 SERVER = "S"  # the server refused, reset, closed early or sent something malformed (502)
-SERVER_TIMEOUT = "s"  # no connection or no response head in time (504)
+SERVER_TIMEOUT = "s"  # no connection or no response head in time (504), queue timeout (503)
 CLIENT_TIMEOUT = "c"  # the client did not send its request in time (408)
 PROXY = "P"  # quiesce refused the request (400, 405, 414, 431)
 NO_SERVER = "M"  # no eligible server: the maintenance page (L7), the connection closed (L4)
+# (MQ: after waiting hold_when_empty for one to come back)
 DEADLINE = "D"  # a drain deadline was reached (the server went to maintenance)
 KILLED = "K"  # an operator cut it: maintenance --force, shutdown sessions
 DOWN = "H"  # the server went down with on_server_down: close
@@ -44,6 +45,7 @@ REQUEST = "R"  # reading the request (its head or body)
 CONNECT = "C"  # connecting to the server
 HEADERS = "H"  # waiting for the response head
 DATA = "D"  # sending the response (L4: relaying)
+QUEUE = "Q"  # waiting in the pool's queue for a server (max_connections, hold_when_empty)
 DONE = "-"  # complete
 
 TERMINATION_CAUSES = {
@@ -51,7 +53,7 @@ TERMINATION_CAUSES = {
     CLIENT: "the client closed or reset its connection first",
     SERVER: "the server refused, reset or closed early, or sent a malformed response",
     SERVER_TIMEOUT: "server timeout: no connection (connect_timeout) or no response head "
-    "(response_timeout) in time",
+    "(response_timeout) in time; in the queue (sQ): no server slot in queue_timeout (503)",
     CLIENT_TIMEOUT: "client timeout: the request head or body did not arrive in time",
     PROXY: "quiesce refused the request (400, 405, 414, 431)",
     NO_SERVER: "no eligible server: the maintenance page (L7), the connection closed (L4)",
@@ -65,6 +67,7 @@ TERMINATION_PHASES = {
     CONNECT: "connecting to the server",
     HEADERS: "waiting for the response head",
     DATA: "sending the response (L4: relaying)",
+    QUEUE: "waiting in the pool's queue for a server",
     DONE: "complete",
 }
 

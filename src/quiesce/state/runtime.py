@@ -20,6 +20,7 @@ from quiesce.core.errors import NotFound
 from quiesce.core.events import Event
 from quiesce.core.oper import MonitorTrack, Thresholds
 from quiesce.core.pool import Member, slow_start_factor
+from quiesce.core.queue import PoolQueue
 from quiesce.core.states import Admin, CloseMode, Oper
 from quiesce.core.status import is_eligible, status_text
 from quiesce.state.traffic import Traffic
@@ -277,6 +278,9 @@ class PoolRuntime:
         self.candidates: Sequence[ServerRuntime] = self.primaries
         self.available = False
         self.monitor_configs = monitors
+        # requests waiting for a server (max_connections, hold_when_empty): the data plane's
+        # (quiesce.dataplane.waiting), here so that show stat and /metrics read its counters
+        self.queue: PoolQueue[Any] = PoolQueue()
 
     def add(self, config: ServerConfig) -> ServerRuntime:
         """A new member at the end of the pool (its order after every other), with the

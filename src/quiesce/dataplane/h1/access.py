@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from quiesce.dataplane.h1.exchange import HEAD_OF, R_DONE, R_SENT, RQ_BODY, Request, ResponseState
 from quiesce.dataplane.pages import simple_response
-from quiesce.logs.access import CONNECT, DATA, HEADERS, REQUEST
+from quiesce.logs.access import CONNECT, DATA, HEADERS, QUEUE, REQUEST
 
 if TYPE_CHECKING:
     from quiesce.logs import AccessLog
@@ -51,6 +51,7 @@ class Conn(Protocol):
     resp_status: int
     tx: int
     up: Any
+    server: ServerRuntime | None
     connecting: asyncio.Task[None] | None
 
     @property
@@ -90,7 +91,7 @@ def log_exchange(
             status,
             nin,
             nout,
-            0.0,
+            0.0 if req is None or req.waiting is None else req.waiting.waited,
             c if c >= 0.0 else (0.0 if rtime >= 0.0 else -1.0),
             rtime,
             0.0 if req is None else now - conn.req_at,
@@ -107,6 +108,8 @@ def phase(conn: Conn) -> str:
     req = conn.current
     if req is None or req.state is RQ_BODY:
         return REQUEST
+    if req.waiting is not None and conn.server is None:
+        return QUEUE
     return CONNECT if conn.up is None else HEADERS
 
 

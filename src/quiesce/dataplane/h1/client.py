@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import httptools
 
-from quiesce.dataplane.h1 import codec, tunnel
+from quiesce.dataplane.h1 import codec, queued, tunnel
 from quiesce.dataplane.h1.access import log_exchange, phase
 from quiesce.dataplane.h1.codec import HeadTooLarge, feed_capped
 from quiesce.dataplane.h1.exchange import (
@@ -231,7 +231,7 @@ class ClientConnection(ResponseSide, asyncio.Protocol):
         ctx.conns.discard(self)
         ctx.stats.connections -= 1
         ctx.lost()
-        req = self.current
+        req = queued.leave(self, self.current)  # (out of its pool's queue if it waited there)
         access = ctx.access
         if access is not None and req is not None and self.state is not C_TUNNEL:
             # in flight: the client went away (or the connection was cut, term says why)
@@ -470,7 +470,7 @@ class ClientConnection(ResponseSide, asyncio.Protocol):
             return
         if req is self.current and self.up is not None:
             self._send_body(req, body)
-        elif req is self.current and (self.resp is R_DONE or self.server is None):
+        elif req is self.current and (self.resp is R_DONE or not (self.server or req.waiting)):
             return  # answered without a server (page, rule, error): the body is discarded
         else:
             req.pending.append(body)
@@ -533,10 +533,10 @@ class ClientConnection(ResponseSide, asyncio.Protocol):
         if server is None and ctx.fallback is not None and pool is ctx.pool:
             pool = ctx.fallback
             server = self._pick(pool, req, ())
-        if server is None:
-            self.term = ts.NO_SERVER + ts.DONE
-            self._serve_page(ctx.page)
-            return
+        if server is None or server.config.max_connections is not None:
+            server = queued.admit(self, pool, server, req)  # the maintenance page, or it waits
+            if server is None:
+                return
         # _bind and the first step of _upstream, inline (every request passes here)
         self.pool = pool
         self.server = server

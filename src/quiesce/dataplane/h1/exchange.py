@@ -44,6 +44,7 @@ import enum
 from collections.abc import Sized
 from typing import Any, Protocol
 
+from quiesce.core.queue import Waiting
 from quiesce.rules.decision import RequestView
 
 IDEMPOTENT = frozenset({b"GET", b"HEAD", b"PUT", b"DELETE", b"OPTIONS", b"TRACE"})
@@ -88,6 +89,7 @@ class Request:
         "state",
         "upgrade",
         "url",
+        "waiting",
     )
 
     def __init__(self) -> None:
@@ -110,6 +112,7 @@ class Request:
         self.keep_alive = True
         self.head_only = False
         self.raw: bytes | None = None  # the head as received, when the C fast path read it
+        self.waiting: Waiting[Any] | None = None  # its entry in its pool's queue (h1.queued)
 
     @property
     def complete(self) -> bool:

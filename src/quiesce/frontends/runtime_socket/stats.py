@@ -243,10 +243,11 @@ class Stats:
         f: dict[str, object] = {
             "pxname": pool.name,
             "svname": s.name,
-            "qcur": 0,
+            "qcur": 0,  # the queue is the pool's (BACKEND row): none per server
             "qmax": 0,
             "scur": s.connections,
             "smax": 0,
+            "slim": "" if s.config.max_connections is None else s.config.max_connections,
             "stot": s.requests_total,
             "bin": s.bytes_in,
             "bout": s.bytes_out,
@@ -353,8 +354,8 @@ class Stats:
         f: dict[str, object] = {
             "pxname": pool.name,
             "svname": "BACKEND",
-            "qcur": 0,
-            "qmax": 0,
+            "qcur": pool.queue.qcur,  # waiting for a server (max_connections, hold_when_empty)
+            "qmax": pool.queue.qmax,
             "scur": pool.sessions,
             "smax": 0,
             "slim": fullconn,
@@ -394,7 +395,7 @@ class Stats:
             "comp_byp": 0,
             "comp_rsp": 0,
             "lastsess": -1,
-            "qtime": 0,
+            "qtime": round(pool.queue.qtime * 1000),  # ms, the last 1024 that got a server
             "ctime": ctime,
             "rtime": rtime,
             "ttime": ttime,
@@ -405,7 +406,7 @@ class Stats:
             "reuse": 0,
             "cache_lookups": 0,
             "cache_hits": 0,
-            "qtime_max": 0,
+            "qtime_max": round(pool.queue.qtime_max * 1000),
             "ctime_max": 0,
             "rtime_max": 0,
             "ttime_max": 0,
