@@ -45,16 +45,33 @@ async def get(port: int, path: bytes) -> tuple[int, bytes]:
     return int(head.split()[1]), body
 
 
+def one_slot(b: Backend, **kw: Any) -> dict[str, Any]:
+    """One server, taking one request (L4: connection) at a time."""
+    return make_config([{"name": "s0", "address": b.address, "max_connections": 1}], **kw)
+
+
+async def busy(port: int, b: Backend) -> asyncio.Task[tuple[int, bytes]]:
+    """A request parked on the back end's /hold: the server's one slot is taken."""
+    first = asyncio.create_task(get(port, b"/hold"))
+    await wait_for(lambda: b.holding == 1)
+    return first
+
+
+async def queued(port: int, pool: Any, path: bytes = b"/second") -> asyncio.Task[tuple[int, bytes]]:
+    """A request that waits in ``pool``'s queue (the only one there)."""
+    task = asyncio.create_task(get(port, path))
+    await wait_for(lambda: pool.queue.qcur == 1)
+    return task
+
+
 async def test_a_server_at_its_limit_queues_the_next_request(tmp_path: Path) -> None:
     log = tmp_path / "access.log"
     async with Backend("a") as b:
-        cfg = make_config([{"name": "s0", "address": b.address, "max_connections": 1}])
+        cfg = one_slot(b)
         async with start_proxy(logged(cfg, log)) as p:
             pool = p.registry.pool("web")
-            first = asyncio.create_task(get(p.port, b"/hold"))
-            await wait_for(lambda: b.holding == 1)
-            second = asyncio.create_task(get(p.port, b"/second"))
-            await wait_for(lambda: pool.queue.qcur == 1)
+            first = await busy(p.port, b)
+            second = await queued(p.port, pool)
             await asyncio.sleep(0.05)  # what is queued stays queued: the back end has one
             assert b.paths == ["/hold"] and pool.queue.qcur == 1
             b.release()
@@ -71,13 +88,12 @@ async def test_a_server_at_its_limit_queues_the_next_request(tmp_path: Path) -> 
 async def test_queue_timeout_answers_503(tmp_path: Path) -> None:
     log = tmp_path / "access.log"
     async with Backend("a") as b:
-        cfg = make_config(
-            [{"name": "s0", "address": b.address, "max_connections": 1}],
+        cfg = one_slot(
+            b,
             pool={"queue_timeout": "200ms"},
         )
         async with start_proxy(logged(cfg, log)) as p:
-            first = asyncio.create_task(get(p.port, b"/hold"))
-            await wait_for(lambda: b.holding == 1)
+            first = await busy(p.port, b)
             status, body = await get(p.port, b"/late")
             assert status == 503 and b"queue_timeout" in body
             assert p.registry.pool("web").queue.timeouts == 1
@@ -91,11 +107,10 @@ async def test_queue_timeout_answers_503(tmp_path: Path) -> None:
 
 async def test_a_client_gone_while_queued_leaves_the_queue() -> None:
     async with Backend("a") as b:
-        cfg = make_config([{"name": "s0", "address": b.address, "max_connections": 1}])
+        cfg = one_slot(b)
         async with start_proxy(cfg) as p:
             pool = p.registry.pool("web")
-            first = asyncio.create_task(get(p.port, b"/hold"))
-            await wait_for(lambda: b.holding == 1)
+            first = await busy(p.port, b)
             _, writer = await asyncio.open_connection("127.0.0.1", p.port)
             writer.write(GET % b"/gone")
             await wait_for(lambda: pool.queue.qcur == 1)
@@ -164,7 +179,7 @@ async def test_show_stat_and_metrics_read_the_queue() -> None:
     """``show stat`` (qcur, qmax, qtime on the BACKEND row, HAProxy's meanings; the server's
     slim) and /metrics while a request waits, then after it got its server."""
     async with Backend("a") as b:
-        cfg = make_config([{"name": "s0", "address": b.address, "max_connections": 1}])
+        cfg = one_slot(b)
         async with start_proxy(cfg) as p:
             app = SimpleNamespace(registry=p.registry, config=p.registry.config, services={})
             stats = Stats(app, 0.0)
@@ -179,10 +194,8 @@ async def test_show_stat_and_metrics_read_the_queue() -> None:
                 line = next(x for x in text.splitlines() if x.startswith(name + '{pool="web"}'))
                 return float(line.split()[-1])
 
-            first = asyncio.create_task(get(p.port, b"/hold"))
-            await wait_for(lambda: b.holding == 1)
-            second = asyncio.create_task(get(p.port, b"/second"))
-            await wait_for(lambda: pool.queue.qcur == 1)
+            first = await busy(p.port, b)
+            second = await queued(p.port, pool)
             now = rows()
             assert (now["BACKEND"]["qcur"], now["BACKEND"]["qmax"]) == ("1", "1")
             assert (now["s0"]["qcur"], now["s0"]["slim"], now["s0"]["scur"]) == ("0", "1", "1")
@@ -206,18 +219,16 @@ async def test_l4_connections_queue_for_a_slot_and_hold_for_an_empty_pool(
 ) -> None:
     log = tmp_path / "access.log"
     async with Backend("a") as b:
-        cfg = make_config(
-            [{"name": "s0", "address": b.address, "max_connections": 1}],
+        cfg = one_slot(
+            b,
             protocol="tcp",
             pool={"hold_when_empty": "10s"},
         )
         async with start_proxy(logged(cfg, log)) as p:
             pool = p.registry.pool("web")
             server = pool.servers[0]
-            first = asyncio.create_task(get(p.port, b"/hold"))
-            await wait_for(lambda: b.holding == 1)
-            second = asyncio.create_task(get(p.port, b"/second"))
-            await wait_for(lambda: pool.queue.qcur == 1)
+            first = await busy(p.port, b)
+            second = await queued(p.port, pool)
             assert b.connections == 1  # the queued connection has no server connection
             b.release()
             assert (await first)[0] == 200  # its client closes: the slot frees
@@ -245,14 +256,13 @@ async def test_l4_connections_queue_for_a_slot_and_hold_for_an_empty_pool(
 async def test_l4_queue_timeout_closes_the_connection(tmp_path: Path) -> None:
     log = tmp_path / "access.log"
     async with Backend("a") as b:
-        cfg = make_config(
-            [{"name": "s0", "address": b.address, "max_connections": 1}],
+        cfg = one_slot(
+            b,
             protocol="tcp",
             pool={"queue_timeout": "200ms"},
         )
         async with start_proxy(logged(cfg, log)) as p:
-            first = asyncio.create_task(get(p.port, b"/hold"))
-            await wait_for(lambda: b.holding == 1)
+            first = await busy(p.port, b)
             reader, writer = await asyncio.open_connection("127.0.0.1", p.port)
             writer.write(GET % b"/late")
             assert await asyncio.wait_for(reader.read(), 10) == b""  # closed, unanswered
@@ -269,13 +279,11 @@ async def test_a_limit_raised_at_runtime_wakes_the_queue() -> None:
     """``max_connections`` of a server changed at runtime (the API's PATCH, a reload): the
     server_updated event drains the queue at once, without waiting for a slot to free."""
     async with Backend("a") as b:
-        cfg = make_config([{"name": "s0", "address": b.address, "max_connections": 1}])
+        cfg = one_slot(b)
         async with start_proxy(cfg) as p:
             pool = p.registry.pool("web")
-            first = asyncio.create_task(get(p.port, b"/hold"))
-            await wait_for(lambda: b.holding == 1)
-            second = asyncio.create_task(get(p.port, b"/second"))
-            await wait_for(lambda: pool.queue.qcur == 1)
+            first = await busy(p.port, b)
+            second = await queued(p.port, pool)
             p.registry.update_server(
                 pool.servers[0], {"max_connections": 2}, actor="t", cause=Cause.API
             )
@@ -286,7 +294,7 @@ async def test_a_limit_raised_at_runtime_wakes_the_queue() -> None:
 
 
 def chunks(data: bytes) -> list[bytes]:
-    out = []
+    out: list[bytes] = []
     while True:
         size, _, data = data.partition(b"\r\n")
         n = int(size, 16)
@@ -299,11 +307,10 @@ def chunks(data: bytes) -> list[bytes]:
 async def test_a_queued_request_keeps_its_body() -> None:
     """A POST that waits in the queue: its body, sent while it waits, reaches the server."""
     async with Backend("a") as b:
-        cfg = make_config([{"name": "s0", "address": b.address, "max_connections": 1}])
+        cfg = one_slot(b)
         async with start_proxy(cfg) as p:
             pool = p.registry.pool("web")
-            first = asyncio.create_task(get(p.port, b"/hold"))
-            await wait_for(lambda: b.holding == 1)
+            first = await busy(p.port, b)
             reader, writer = await asyncio.open_connection("127.0.0.1", p.port)
             body = b"x" * 5000 + b"end"
             writer.write(
