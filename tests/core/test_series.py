@@ -35,7 +35,7 @@ def serve(s: SimpleNamespace, status: int, nin: int, nout: int, rtime: float) ->
     s.responses[cls] = s.responses.get(cls, 0) + 1
     s.bytes_in += nin
     s.bytes_out += nout
-    traffic.account(s.traffic, traffic.Traffic(), nin, nout, rtime, rtime)
+    traffic.account_timed(s.traffic, traffic.Traffic(), nin, nout, rtime, rtime)
 
 
 def world() -> tuple[dict[str, Any], dict[str, Any], SimpleNamespace, SimpleNamespace]:
@@ -137,8 +137,22 @@ def test_latency_buckets_and_quantiles() -> None:
     s = server("x")
     traffic.LATENCY[s.traffic] = h = new_histogram()
     try:
-        traffic.account(s.traffic, traffic.Traffic(), 0, 0, 10_000.0, 10_000.0)
-        traffic.account(s.traffic, traffic.Traffic(), 0, 0, -1.0, 0.0)  # not answered: none
+        traffic.account_timed(s.traffic, traffic.Traffic(), 0, 0, 10_000.0, 10_000.0)
+        traffic.account_timed(s.traffic, traffic.Traffic(), 0, 0, -1.0, 0.0)  # not answered: none
         assert h[-1] == 1 and sum(h) == 1
     finally:
         del traffic.LATENCY[s.traffic]
+
+
+def test_two_ticks_in_one_second_add_up() -> None:
+    """A timer firing a little early ticks twice in one second: nothing is lost."""
+    pools, services, a, _ = world()
+    store = SeriesStore(size=60)
+    store.tick(10.0, pools, services)
+    serve(a, 200, 1, 1, 0.001)
+    store.tick(11.001, pools, services)
+    serve(a, 200, 1, 1, 0.001)
+    serve(a, 200, 1, 1, 0.001)
+    store.tick(11.9995, pools, services)
+    rows = store.window("server", "web/a", 1) or []
+    assert [(r["t"], r["requests"], r["bytes_in"]) for r in rows] == [(11, 3, 3)]

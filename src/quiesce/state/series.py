@@ -110,6 +110,10 @@ class Series:
         else:
             q = (None,) * len(QUANTILES)
         i = second % self.size
+        row = self.rows[i]
+        if self.stamps[i] == second and row is not None:  # a second tick in one second (a
+            # timer firing early): add to its row, so no request is dropped from the sums
+            deltas = tuple(None if d is None else d + (row[k] or 0) for k, d in enumerate(deltas))
         self.rows[i] = (*deltas, snap.connections, *q)
         self.stamps[i] = second
 

@@ -20,15 +20,17 @@ than add a 0 to a third sum per request, a connect adds its time to ``ctime_sum`
 lazily, as of the sample count ``ctime_at`` (:func:`connected`), and the reader decays it to
 ``timed``. Sans-IO.
 
-:func:`account` also counts the response time of an answered request in the server's latency
-histogram, when it has one (:data:`LATENCY`, kept by :mod:`quiesce.state.series`): one dict
-lookup, one bisect over :data:`BOUNDS` and an add.
+The response time of an answered request also goes into the server's latency histogram, when
+it has one (:data:`LATENCY`, kept by :mod:`quiesce.state.series`): one dict lookup, one bisect
+over :data:`BOUNDS` (:func:`bucket`) and an add, inline on the keep-alive fast path
+(``quiesce.dataplane.h1.response``), through :func:`account_timed` elsewhere.
 """
 
 from __future__ import annotations
 
 from bisect import bisect_left
 from collections.abc import Callable, Iterable
+from functools import partial
 from typing import Any
 
 from quiesce import _accel
@@ -77,7 +79,7 @@ def py_account(server: Any, service: Any, nin: int, nout: int, rtime: float, tti
 
 _c = _accel.httpfast
 Traffic: Callable[[], Any] = PyTraffic if _c is None else _c.Traffic
-_account: Callable[[Any, Any, int, int, float, float], None] = (
+account: Callable[[Any, Any, int, int, float, float], None] = (
     py_account if _c is None else _c.account
 )
 
@@ -86,15 +88,17 @@ _account: Callable[[Any, Any, int, int, float, float], None] = (
 # seconds, 4 per octave from ~31 µs to ~137 s.
 BOUNDS: tuple[float, ...] = tuple(2.0 ** (k / 4) for k in range(-60, 30))
 LATENCY: dict[Any, list[int]] = {}
-_hist = LATENCY.get
+latency_of = LATENCY.get
+bucket: Callable[[float], int] = partial(bisect_left, BOUNDS)  # a time's bucket
 
 
-def account(server: Any, service: Any, nin: int, nout: int, rtime: float, ttime: float) -> None:
-    """:func:`py_account` (or its C twin), and the response time in the server's latency
-    histogram."""
-    _account(server, service, nin, nout, rtime, ttime)
-    if rtime >= 0.0 and (h := _hist(server)) is not None:
-        h[bisect_left(BOUNDS, rtime)] += 1
+def account_timed(
+    server: Any, service: Any, nin: int, nout: int, rtime: float, ttime: float
+) -> None:
+    """:func:`account`, and the response time in the server's latency histogram."""
+    account(server, service, nin, nout, rtime, ttime)
+    if rtime >= 0.0 and (h := latency_of(server)) is not None:
+        h[bucket(rtime)] += 1
 
 
 def connected(traffic: Any, seconds: float) -> None:
@@ -144,8 +148,11 @@ __all__ = [
     "PyTraffic",
     "Traffic",
     "account",
+    "account_timed",
     "averages_ms",
+    "bucket",
     "connected",
+    "latency_of",
     "py_account",
     "sums",
 ]

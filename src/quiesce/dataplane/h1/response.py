@@ -42,7 +42,7 @@ from quiesce.dataplane.h1.headers import HOP_BY_HOP, forward_response, status_li
 from quiesce.dataplane.h1.types import P_PIPELINE, P_UPSTREAM
 from quiesce.dataplane.pages import Page, error_response, simple_response
 from quiesce.logs import access as ts  # the termination states
-from quiesce.state.traffic import account
+from quiesce.state.traffic import account, account_timed, bucket, latency_of
 
 if TYPE_CHECKING:
     import httptools
@@ -274,16 +274,16 @@ class ResponseSide:
             self.resp = ANSWERED_OF[self.resp]
             stats = ctx.stats
             stats.count_response(status)
-            # bytes and times (bin/bout, rtime/ttime) in one call: nothing else was written
-            # for this request (tx is 0), and its response came whole in this read
+            # bytes and times (bin/bout, rtime/ttime; tx is 0, the response came whole)
             nin = self.rx
             self.rx = 0
-            account(
-                server.traffic, stats.traffic, nin, len(out), now - self.sent_at, now - self.req_at
-            )
+            rtime = now - self.sent_at
+            account(server.traffic, stats.traffic, nin, len(out), rtime, now - self.req_at)
+            if (hist := latency_of(server.traffic)) is not None:  # live series' latency
+                hist[bucket(rtime)] += 1
             access = ctx.access
             if access is not None:
-                log_exchange(self, access, req, server, status, nin, len(out), now - self.sent_at)
+                log_exchange(self, access, req, server, status, nin, len(out), rtime)
             self.current = None
             self.sent_at = -1.0
             self.server = None
@@ -591,7 +591,7 @@ class ResponseSide:
         if rtime >= 0.0:
             self.rtime = -1.0
             ttime = self.loop.time() - self.req_at
-        account(
+        account_timed(
             None if server is None else server.traffic, ctx.stats.traffic, nin, nout, rtime, ttime
         )
         access = ctx.access
@@ -644,7 +644,7 @@ class ResponseSide:
         if nin or nout or rtime >= 0.0:
             self.rx = self.tx = 0
             traffic = None if server is None else server.traffic
-            account(traffic, self.ctx.stats.traffic, nin, nout, rtime, ttime)
+            account_timed(traffic, self.ctx.stats.traffic, nin, nout, rtime, ttime)
 
     # closing (the connection table and service shutdown call these) ------------------------
 
