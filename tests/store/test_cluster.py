@@ -126,6 +126,7 @@ def test_frozen_etcd_is_reported_stale_and_back_up_while_requests_are_served(
                 frozen = time.monotonic()
                 until(lambda: cluster(node)["link"] == "stale", stale_after + 3)
                 noticed = time.monotonic() - frozen
+                print(f"frozen etcd: stale after {noticed:.2f} s (stale_after {stale_after} s)")
                 assert noticed <= stale_after + 1, noticed
                 view = cluster(node)
                 assert view["lag_seconds"] >= stale_after
@@ -199,6 +200,7 @@ def test_three_nodes_know_each_other_and_a_killed_one_leaves(tmp_path: Path, etc
             for n in (a, b):
                 until(lambda n=n: "C" not in names(n), ttl + 4)
             took = time.monotonic() - killed
+            print(f"kill -9: node_left on both others after {took:.2f} s (lease_ttl {ttl} s)")
             assert took <= ttl + 2, took  # the lease's TTL, plus a probe turn or two
             for n in (a, b):
                 left = [e for e in events(n, "node_left") if e["detail"]["peer"] == "C"]
@@ -212,3 +214,89 @@ def test_three_nodes_know_each_other_and_a_killed_one_leaves(tmp_path: Path, etc
         finally:
             for name, n in nodes.items():
                 n.proc.stop(signal.SIGKILL if name == "C" else signal.SIGTERM)
+
+
+class EtcdCluster:
+    """Three etcd members on loopback, one cluster."""
+
+    def __init__(self, root: Path) -> None:
+        self.members = [Etcd(root / f"m{i}") for i in range(3)]
+
+    def start(self) -> None:
+        peers = ",".join(f"m{i}=http://127.0.0.1:{m.peer_port}" for i, m in enumerate(self.members))
+        procs = []
+        for i, m in enumerate(self.members):
+            c, p = f"http://127.0.0.1:{m.client_port}", f"http://127.0.0.1:{m.peer_port}"
+            procs.append(
+                subprocess.Popen(
+                    [
+                        *(ETCD, "--data-dir", str(m.data_dir), "--name", f"m{i}"),
+                        *("--listen-client-urls", c, "--advertise-client-urls", c),
+                        *("--listen-peer-urls", p, "--initial-advertise-peer-urls", p),
+                        *("--initial-cluster", peers, "--initial-cluster-state", "new"),
+                    ],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+            )
+        for m, proc in zip(self.members, procs, strict=True):
+            m.proc = proc
+
+        def healthy() -> bool:
+            try:
+                return all(
+                    b'"true"' in httpx.get(f"http://{m.endpoint}/health", timeout=1).content
+                    for m in self.members
+                )
+            except httpx.HTTPError:
+                return False
+
+        until(healthy, 20)
+
+    def stop(self) -> None:
+        for m in self.members:
+            if m.proc is not None:
+                m.proc.send_signal(signal.SIGCONT)
+            m.stop()
+
+
+def test_a_node_on_a_minority_member_says_it_is_stale(tmp_path: Path) -> None:
+    """Two of three members frozen: the node's member has no quorum, its reads hang."""
+    cluster3 = EtcdCluster(tmp_path / "etcd")
+    cluster3.start()
+    prefix = f"/quiesce-test/{uuid.uuid4().hex[:8]}/"
+    try:
+        with BackendThread(["b1"]) as backends:
+            port = backends.backends[0].port
+            node = start_node(tmp_path, cluster3.members[0], prefix, "A", port, ", stale_after: 2s")
+            try:
+                until(lambda: cluster(node)["link"] == "up" and cluster(node)["nodes"], 10)
+                load = Load(node.www)
+                try:
+                    until(lambda: load.ok > 10)
+                    for m in cluster3.members[1:]:
+                        assert m.proc is not None
+                        m.proc.send_signal(signal.SIGSTOP)
+                    cut = time.monotonic()
+                    until(lambda: cluster(node)["link"] != "up", 2 + 3)
+                    noticed = time.monotonic() - cut
+                    print(f"minority member: {cluster(node)['link']} after {noticed:.2f} s")
+                    assert noticed <= 2 + 1
+                    assert cluster(node)["link"] in ("stale", "down")
+                    r = httpx.put(f"{node.api}/flags/f", json={"value": "x"}, auth=AUTH)
+                    assert r.status_code == 503, r.text
+                    until(lambda: events(node, "node_isolated"), 5)
+                    for m in cluster3.members[1:]:
+                        assert m.proc is not None
+                        m.proc.send_signal(signal.SIGCONT)
+                    until(lambda: cluster(node)["link"] == "up", 15)
+                    until(lambda: events(node, "node_rejoined"), 5)
+                    r = httpx.put(f"{node.api}/flags/f", json={"value": "x"}, auth=AUTH)
+                    assert r.status_code == 200, r.text
+                finally:
+                    load.end()
+                assert load.failed == [] and load.ok > 10
+            finally:
+                assert node.proc.stop() == 0, node.proc.output
+    finally:
+        cluster3.stop()
