@@ -33,7 +33,7 @@ from quiesce.core.events import Event, EventKind
 from quiesce.core.pool import slow_start_factor
 from quiesce.core.states import Admin, Oper, Status, Verdict
 from quiesce.core.status import displayed_status
-from quiesce.frontends.pool_queues import queue_metrics
+from quiesce.frontends.pool_metrics import pool_metrics
 from quiesce.state.registry import Registry, ServerRuntime
 from quiesce.state.sessions import session_counts
 from quiesce.state.traffic import averages_ms
@@ -212,20 +212,7 @@ class QuiesceCollector(Collector):
         yield from (requests, responses, bytes_in, bytes_out, *times)
         yield from (transitions, latency)
 
-        pe = GaugeMetricFamily("quiesce_pool_eligible_servers", "Eligible servers", labels=["pool"])
-        pt = GaugeMetricFamily("quiesce_pool_servers", "Servers in the pool", labels=["pool"])
-        pa = GaugeMetricFamily(
-            "quiesce_pool_available",
-            "1 when the pool has a server for new connections",
-            labels=["pool"],
-        )
-        ps = GaugeMetricFamily("quiesce_pool_sessions", "Live sessions", labels=["pool"])
-        for pool in reg.pools.values():
-            pe.add_metric([pool.name], float(pool.eligible_count))
-            pt.add_metric([pool.name], float(len(pool.servers)))
-            pa.add_metric([pool.name], 1.0 if pool.available else 0.0)
-            ps.add_metric([pool.name], float(pool.sessions))
-        yield from (pe, pt, pa, ps, *queue_metrics(reg.pools.values()))
+        yield from pool_metrics(reg.pools.values())  # quiesce_pool_* (frontends.pool_metrics)
 
         flags = GaugeMetricFamily(
             "quiesce_flag",

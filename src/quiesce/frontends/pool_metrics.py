@@ -1,5 +1,6 @@
-"""The pools' queues in /metrics (max_connections, hold_when_empty: quiesce.core.queue), read
-at scrape time from each pool's counters (quiesce.frontends.metrics yields these)."""
+"""The pool series of /metrics (``quiesce_pool_*``): eligible servers, size, availability,
+sessions, and the pool's queue (max_connections, hold_when_empty: quiesce.core.queue), read at
+scrape time (quiesce.frontends.metrics yields these)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,16 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from quiesce.state.runtime import PoolRuntime
 
 
-def queue_metrics(pools: Iterable[PoolRuntime]) -> list[Metric]:
+def pool_metrics(pools: Iterable[PoolRuntime]) -> list[Metric]:
     labels = ["pool"]
+    pe = GaugeMetricFamily("quiesce_pool_eligible_servers", "Eligible servers", labels=labels)
+    pt = GaugeMetricFamily("quiesce_pool_servers", "Servers in the pool", labels=labels)
+    pa = GaugeMetricFamily(
+        "quiesce_pool_available",
+        "1 when the pool has a server for new connections",
+        labels=labels,
+    )
+    ps = GaugeMetricFamily("quiesce_pool_sessions", "Live sessions", labels=labels)
     cur = GaugeMetricFamily(
         "quiesce_pool_queue_current", "Requests waiting in the pool's queue now", labels=labels
     )
@@ -34,12 +43,16 @@ def queue_metrics(pools: Iterable[PoolRuntime]) -> list[Metric]:
     for pool in pools:
         q = pool.queue
         lv = [pool.name]
+        pe.add_metric(lv, float(pool.eligible_count))
+        pt.add_metric(lv, float(len(pool.servers)))
+        pa.add_metric(lv, 1.0 if pool.available else 0.0)
+        ps.add_metric(lv, float(pool.sessions))
         cur.add_metric(lv, float(q.qcur))
         most.add_metric(lv, float(q.qmax))
         served.add_metric(lv, float(q.served))
         timeouts.add_metric(lv, float(q.timeouts))
         wait.add_metric(lv, q.qtime)
-    return [cur, most, served, timeouts, wait]
+    return [pe, pt, pa, ps, cur, most, served, timeouts, wait]
 
 
-__all__ = ["queue_metrics"]
+__all__ = ["pool_metrics"]
