@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.dashboard.conftest import browser  # noqa: F401 (the fixture)
 from tests.store.test_etcd import ETCD, Etcd, node_config
 from tests.support.process import BackendThread, Started, quiesce_cli, run_quiesce, until
 
@@ -300,3 +301,37 @@ def test_a_node_on_a_minority_member_says_it_is_stale(tmp_path: Path) -> None:
                 assert node.proc.stop() == 0, node.proc.output
     finally:
         cluster3.stop()
+
+
+@pytest.mark.browser
+def test_the_dashboard_shows_a_banner_while_etcd_is_frozen(
+    tmp_path: Path,
+    etcd: Etcd,
+    browser: Any,  # noqa: F811 (the fixture imported above)
+) -> None:
+    from playwright.sync_api import expect
+
+    prefix = f"/quiesce-test/{uuid.uuid4().hex[:8]}/"
+    with BackendThread(["b1"]) as backends:
+        port = backends.backends[0].port
+        node = start_node(tmp_path, etcd, prefix, "A", port, ", stale_after: 1s")
+        page = browser.new_page()
+        try:
+            admin = node.api.removesuffix("/api/v1")
+            page.goto(admin + "/")
+            page.get_by_label("User").fill("admin")
+            page.get_by_label("Password").fill("pw")
+            page.get_by_role("button", name="Log in").click()
+            expect(page.locator("#live")).to_contain_text("live")
+            banner = page.locator("#cluster-banner")
+            expect(banner).to_be_hidden()
+            assert etcd.proc is not None
+            etcd.proc.send_signal(signal.SIGSTOP)
+            expect(banner).to_be_visible(timeout=8000)  # the event, or the 3 s poll
+            expect(banner).to_contain_text("has not heard from etcd")
+            expect(banner).to_contain_text("stale")
+            etcd.proc.send_signal(signal.SIGCONT)
+            expect(banner).to_be_hidden(timeout=10000)
+        finally:
+            page.close()
+            assert node.proc.stop() == 0, node.proc.output

@@ -338,6 +338,19 @@
     document.getElementById("site-maint").hidden = !on;
   }
 
+  // This node's link to etcd (GET /cluster): a banner while it is stale or down.
+  async function loadCluster() {
+    const c = await api("GET", "/cluster");
+    const box = document.getElementById("cluster-banner");
+    const cut = c.link === "stale" || c.link === "down";
+    box.hidden = !cut;
+    if (cut) {
+      box.textContent = "This node (" + c.node + ") has not heard from etcd for " +
+        Number(c.lag_seconds).toFixed(1) + " s (" + c.link + (c.error ? ": " + c.error : "") +
+        "): what you see may be out of date, and changes are refused unless made on this node only (--local).";
+    }
+  }
+
   function siteMaintenanceOn() {
     const v = state.flags[SITE_FLAG];
     return v === true || v === "true" || v === "on";
@@ -1585,6 +1598,7 @@
       try { ev = JSON.parse(msg.data); } catch (e) { return; }
       if (!ev || typeof ev !== "object" || !ev.kind) return;
       if (ev.kind === "flag_change") loadFlags().catch(() => {});
+      if (ev.kind === "node_isolated" || ev.kind === "node_rejoined") loadCluster().catch(() => {});
       if (state.view === eventsView) eventsView.onEvent(ev);
       scheduleRefresh(ev);
     };
@@ -1618,11 +1632,13 @@
       location.href = "/login";
     });
     loadFlags().catch(() => {});
+    loadCluster().catch(() => {});
     window.addEventListener("hashchange", route);
     route();
     startStream();
     setInterval(() => {
       if (document.hidden) return;
+      loadCluster().catch(() => {});
       if (state.view === poolsView || state.view === serversView || (state.view === eventsView && !state.sseOpen)) refreshView("poll");
     }, POLL_MS);
   }
