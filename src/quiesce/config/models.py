@@ -24,6 +24,7 @@ from pydantic import (
 from quiesce.config.addresses import split_address
 from quiesce.config.durations import parse_duration
 from quiesce.config.logs import LoggingConfig
+from quiesce.config.proxy import ProxyListener, ProxySender, SendProxy
 from quiesce.config.tls import ListenerTls, PoolTls
 
 
@@ -224,6 +225,7 @@ class HealthMonitor(Model):
     tcp_monitor: TcpMonitor | None = None
     udp_monitor: UdpMonitor | None = None
     postgresql_monitor: PostgresqlMonitor | None = None
+    send_proxy: SendProxy = None  # a PROXY header first (tcp, http); set from pools.X.send_proxy
 
     @model_validator(mode="after")
     def _consistent(self) -> HealthMonitor:
@@ -297,7 +299,7 @@ class Persistence(Model):
     timeout: Duration = 3600.0
 
 
-class PoolConfig(Model):
+class PoolConfig(Model, ProxySender):  # send_proxy
     algorithm: Algorithm = "round_robin"
     mode: Literal["balanced", "active_standby"] = "balanced"
     preempt: bool = False
@@ -528,7 +530,7 @@ class OnResponseStatus(Model):
     mark_server: Literal["maintenance"] | None = None
 
 
-class ServiceConfig(Model):
+class ServiceConfig(Model, ProxyListener):  # accept_proxy, trusted_proxies
     listen: Address
     protocol: Literal["http", "tcp", "postgresql"] = "http"
     pool: Name

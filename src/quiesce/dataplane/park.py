@@ -307,6 +307,8 @@ def park(conn: ClientConnection) -> bool:
         return False
     if transport.get_extra_info("sslcontext") is not None:
         return False  # TLS state lives in the transport, not in the socket
+    if conn.proxied is not None:
+        return False  # accept_proxy: the client's address came in a header, not the socket
     sock = transport.get_extra_info("socket")
     if sock is None:
         return False

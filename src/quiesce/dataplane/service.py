@@ -441,6 +441,7 @@ _RELOADED = (
     "max_connections",
     "access",
     "tls",
+    "trusted",
 )
 """What :meth:`Service.reconfigure` takes from a new context: everything make_context derives
 from the config, nothing that counts or holds connections."""
@@ -494,6 +495,7 @@ def make_context(
         access=table.access_log if config.access_log else None,
         # certificates and CAs read now (at each reload too): quiesce.dataplane.tls
         tls=service_tls(config, registry.config.pools, base_dir),
+        trusted=config.trusted_networks() if config.accept_proxy else None,
     )
     timeouts = [config.client_header_timeout, config.client_idle_timeout]
     if config.client_body_timeout is not None:
@@ -539,8 +541,9 @@ async def start_service(
         factory = functools.partial(PgClient, ctx)
     else:
         factory = functools.partial(TcpClient, ctx)
-    if config.tls is not None or config.sni_routing:
-        # TLS, or routing on the ClientHello: the first bytes decide (quiesce.dataplane.frontdoor)
+    if config.tls is not None or config.sni_routing or config.accept_proxy:
+        # TLS, routing on the ClientHello, a PROXY header: the first bytes decide
+        # (quiesce.dataplane.frontdoor)
         factory = functools.partial(FrontDoor, ctx, factory)
     listener = Listener(ctx, socks, factory, BACKLOG)
     try:

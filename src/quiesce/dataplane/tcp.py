@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from quiesce.dataplane.context import ServiceContext
 from quiesce.dataplane.persistence import pick_by_source
+from quiesce.dataplane.proxyproto import Header, for_upstream
 from quiesce.dataplane.tcpqueue import admit, leave
 from quiesce.dataplane.tls import server_name
 from quiesce.logs import access as ts  # the access log's termination states
@@ -112,6 +113,7 @@ class TcpClient(asyncio.Protocol):
         self.retries = 0
         self.term = ""
         self.waiting: Waiting[Any] | None = None  # its entry in its pool's queue (tcpqueue)
+        self.proxied: Header | None = None  # accept_proxy: the header read (frontdoor)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -123,7 +125,7 @@ class TcpClient(asyncio.Protocol):
         ctx.opened()
         self.accepted_at = ctx.loop.time()
         ctx.watch()  # the sweep counts a long relay's bytes as they pass (check)
-        peer = transport.get_extra_info("peername")
+        peer = transport.get_extra_info("peername") if not self.proxied else self.proxied.source
         self.peer = sys.intern(peer[0]) if peer else ""  # one string per client address
         self.port = peer[1] if peer else 0
         if ctx.closing:
@@ -205,6 +207,8 @@ class TcpClient(asyncio.Protocol):
             up.transport.close()
             return
         self.up = up
+        if pool.config.send_proxy:  # pools.X.send_proxy: the header first
+            up.transport.write(for_upstream(pool.config.send_proxy, self.transport, self.proxied))
         if self.pending:
             up.transport.writelines(self.pending)
             self.pending = []

@@ -166,6 +166,8 @@ class HealthManager:
         self._loop: asyncio.AbstractEventLoop | None = None
         # https monitors with use_pool_tls: the pool's TLS, files relative to base_dir
         self._pool_tls = PoolTlsMonitors(base_dir or Path("."))
+        # tcp and http monitors of a pool with send_proxy: a copy that sends the header
+        self._proxied: dict[tuple[int, str], tuple[HealthMonitor, HealthMonitor]] = {}
 
     # lifecycle ----------------------------------------------------------------------------
 
@@ -214,10 +216,21 @@ class HealthManager:
                 self._arm(job)
 
     def _monitor(self, server: ServerRuntime, definition: HealthMonitor) -> HealthMonitor:
-        """The monitor a check of ``server`` runs (quiesce.health.pooltls)."""
+        """The monitor a check of ``server`` runs (quiesce.health.pooltls; with its pool's
+        ``send_proxy`` for a tcp or http monitor, the same object each time)."""
+        pool = self.registry.pools.get(server.pool)
+        send = None if pool is None else pool.config.send_proxy
+        if send and definition.type in ("tcp", "http") and definition.send_proxy != send:
+            key = (id(definition), send)
+            hit = self._proxied.get(key)
+            if hit is None or hit[0] is not definition:
+                if len(self._proxied) > 10_000:  # definitions replaced by reloads
+                    self._proxied.clear()
+                made = definition.model_copy(update={"send_proxy": send})
+                hit = self._proxied[key] = (definition, made)
+            return hit[1]
         if definition.https_monitor is None:
             return definition
-        pool = self.registry.pools.get(server.pool)
         return self._pool_tls.monitor(definition, None if pool is None else pool.config.tls)
 
     @property

@@ -223,9 +223,13 @@ def _flags(plan: ReloadPlan, old: Config, new: Config, rt: RuntimeOverrides) -> 
 
 
 def _kind(svc: ServiceConfig) -> str:
-    """``http``, ``tcp``, ``http+tls``, ``tcp+tls``, ``tcp+sni``: how connections start."""
+    """``http``, ``tcp``, ``http+tls``, ``tcp+tls``, ``tcp+sni``, ``…+proxy``: how
+    connections start."""
     return (
-        svc.protocol + ("+tls" if svc.tls is not None else "") + ("+sni" if svc.sni_routing else "")
+        svc.protocol
+        + ("+tls" if svc.tls is not None else "")
+        + ("+sni" if svc.sni_routing else "")
+        + ("+proxy" if svc.accept_proxy else "")
     )
 
 
@@ -241,7 +245,7 @@ def _services(plan: ReloadPlan, old: Config, new: Config) -> None:
         if before is None:
             plan.add("service_added", target, f"{target}: added on {svc.listen}", service=name)
         elif before.listen != svc.listen or _kind(before) != _kind(svc):
-            # TLS or SNI routing on or off: its connections start another way
+            # TLS, SNI routing or accept_proxy on or off: its connections start another way
             plan.add(
                 "service_rebound",
                 target,

@@ -15,6 +15,7 @@ import httptools
 from quiesce.dataplane.h1 import codec, queued, tunnel
 from quiesce.dataplane.h1.access import log_exchange, phase
 from quiesce.dataplane.h1.codec import HeadTooLarge, feed_capped
+from quiesce.dataplane.h1.connect import open_upstream
 from quiesce.dataplane.h1.exchange import (
     BODY_END_OF,
     C_LINGERING,
@@ -39,9 +40,9 @@ from quiesce.dataplane.h1.response import ResponseSide
 from quiesce.dataplane.h1.types import P_PENDING, P_PIPELINE, P_UPGRADE, P_UPSTREAM
 from quiesce.dataplane.h1.upstream import Upstream
 from quiesce.dataplane.persistence import pick_by_cookie, pick_by_source
+from quiesce.dataplane.proxyproto import Header
 from quiesce.logs import access as ts  # the termination states
 from quiesce.rules.decision import Redirect, Respond, ServePage, ToPool
-from quiesce.state.traffic import connected
 
 if TYPE_CHECKING:
     from quiesce.dataplane.context import ServiceContext
@@ -60,7 +61,7 @@ class ClientConnection(ResponseSide, asyncio.Protocol):
     """One client connection of an L7 service."""
 
     layer = 7
-    __slots__ = ()  # declared by ResponseSide, for both halves
+    __slots__ = ("proxied",)  # the rest declared by ResponseSide, for both halves
 
     def __init__(self, ctx: ServiceContext) -> None:
         self.ctx = ctx
@@ -72,6 +73,7 @@ class ClientConnection(ResponseSide, asyncio.Protocol):
         # of a TLS listener, quiesce.dataplane.frontdoor)
         self.fwd = HTTP_FORWARDED
         self.port = 0
+        self.proxied: Header | None = None  # accept_proxy: the header read (frontdoor)
         # made on the first request the C fast path declines (most never need one)
         self.parser: httptools.HttpRequestParser | None = (
             None if _fast_request is not None else httptools.HttpRequestParser(self)
@@ -135,7 +137,7 @@ class ClientConnection(ResponseSide, asyncio.Protocol):
         """The transport, and the client's address from it (also for a revived parked
         connection, see quiesce.dataplane.park)."""
         self.transport = transport  # type: ignore[assignment]
-        peer = transport.get_extra_info("peername")
+        peer = transport.get_extra_info("peername") if not self.proxied else self.proxied.source
         self.peer = sys.intern(peer[0]) if peer else ""  # one string per client address
         self.peer_b = self.peer.encode()
         self.port = peer[1] if peer else 0
@@ -591,34 +593,7 @@ class ClientConnection(ResponseSide, asyncio.Protocol):
         self.connecting = self.loop.create_task(self._open(server))
 
     async def _open(self, server: ServerRuntime) -> None:
-        pool = self.pool
-        assert pool is not None
-        began = self.loop.time()
-        tls = self.ctx.tls
-        kw = {} if tls is None else tls.upstream(pool.name, server.host)  # pools.X.tls
-        try:
-            _, up = await asyncio.wait_for(
-                self.loop.create_connection(
-                    lambda: Upstream(server, self.ctx.table), server.host, server.port, **kw
-                ),
-                pool.config.connect_timeout,
-            )
-        except TimeoutError:
-            self.connecting = None
-            self.term = ts.SERVER_TIMEOUT + ts.CONNECT
-            self._fail(504)
-            return
-        except OSError:
-            self.connecting = None
-            self._connect_refused(server)
-            return
-        self.connecting = None
-        self.ctime = self.loop.time() - began
-        connected(server.traffic, self.ctime)
-        if self.closed or self.server is not server:
-            up.close()
-            return
-        self._attach(up, reused=False)
+        await open_upstream(self, server)  # quiesce.dataplane.h1.connect
 
     def _connect_refused(self, server: ServerRuntime) -> None:
         """Refused or reset before any byte of the request was sent: once on another

@@ -62,6 +62,10 @@ if TYPE_CHECKING:
     from quiesce._checkfast import Spec
 
 Done = Callable[[bytes], bool]
+# pools.X.send_proxy's header on a check, as HAProxy's check-send-proxy sends it: v2 LOCAL,
+# v1 UNKNOWN; both tell the server to take the check's own connection addresses
+# (quiesce.dataplane.proxyproto makes the same bytes)
+PROXY_CHECK = {"v1": b"PROXY UNKNOWN\r\n", "v2": b"\r\n\r\n\x00\r\nQUIT\n\x20\x00\x00\x00"}
 _LINGER_ZERO = struct.pack("ii", 1, 0)
 Classify = Callable[[bytes, bool], Classified]
 
@@ -171,12 +175,16 @@ class StreamProber:
                 return rules.classify(reply)
 
             request = build_http_request(http, host_header)
+            if tls is None and monitor.send_proxy:
+                request = PROXY_CHECK[monitor.send_proxy] + request
             spec = None
             if tls is None and fast.available():
                 spec = fast.spec(target, monitor, request, fast.http_rules(http))
             return _Plan(request, rules.complete, classify, tls, server_hostname, spec)
         tcp = monitor.tcp
         request = tcp.tcp_request.replace("\\r\\n", "\r\n").encode() if tcp.tcp_request else b""
+        if monitor.send_proxy:
+            request = PROXY_CHECK[monitor.send_proxy] + request
 
         def classify_stream(reply: bytes, complete: bool) -> Classified:
             return classify_tcp(reply, tcp, complete=complete)

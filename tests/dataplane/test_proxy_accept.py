@@ -1,0 +1,130 @@
+"""``accept_proxy`` refusing what it must (issue 17, items 5 and 7), on raw loopback sockets:
+a connection from outside ``trusted_proxies``, a malformed header, a spoofed one (a client
+speaking HTTP straight to the port), one not whole within ``client_header_timeout``: each
+closed with a log line and counted in ``proxy_refused``, the back end never reached. A v2
+LOCAL header keeps the connection's own address. Config keys refused naming their path."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import pydantic
+import pytest
+
+from quiesce.config.models import Config
+from quiesce.dataplane.proxyproto import v1, v2
+from tests.support.backend import Backend
+from tests.support.proxy import make_config, start_proxy
+
+pytestmark = pytest.mark.loopback
+
+
+async def send(port: int, data: bytes) -> bytes:
+    """Write ``data``, then everything the proxy answers until it closes."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(data)
+    try:
+        out = await asyncio.wait_for(reader.read(-1), 10)
+    except ConnectionResetError:
+        out = b""
+    writer.close()
+    return out
+
+
+REQUEST = b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+
+
+def accepting(backend: Backend, trusted: str = "127.0.0.0/8", **service: object) -> dict:  # type: ignore[type-arg]
+    return make_config(
+        [backend.address],
+        service={"accept_proxy": True, "trusted_proxies": [trusted], **service},
+    )
+
+
+@pytest.mark.parametrize(
+    ("first", "why"),
+    [
+        (REQUEST, "no PROXY header"),
+        (b"PROXY TCP4 10.0.0.1 nothere 1 2\r\n" + REQUEST, "is not an IP address"),
+        (b"PROXY TCP9 10.0.0.1 10.0.0.2 1 2\r\n" + REQUEST, "expected PROXY TCP4"),
+    ],
+)
+async def test_malformed_or_spoofed_header_closed(
+    first: bytes, why: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with Backend() as backend, start_proxy(accepting(backend)) as q:
+        with caplog.at_level(logging.WARNING, logger="quiesce"):
+            assert await send(q.port, first) == b""
+        assert q.service.stats.proxy_refused == 1
+    assert backend.requests == []
+    assert any(why in r.getMessage() and "closed" in r.getMessage() for r in caplog.records)
+
+
+async def test_untrusted_source_closed(caplog: pytest.LogCaptureFixture) -> None:
+    async with Backend() as backend, start_proxy(accepting(backend, "10.0.0.0/8")) as q:
+        header = v1(("192.0.2.7", 4000), ("127.0.0.1", q.port))
+        with caplog.at_level(logging.WARNING, logger="quiesce"):
+            assert await send(q.port, header + REQUEST) == b""
+        assert q.service.stats.proxy_refused == 1
+    assert backend.requests == []
+    assert any("not from trusted_proxies" in r.getMessage() for r in caplog.records)
+
+
+async def test_incomplete_header_closed_at_the_header_timeout() -> None:
+    async with (
+        Backend() as backend,
+        start_proxy(accepting(backend, client_header_timeout=0.2)) as q,
+    ):
+        assert await send(q.port, b"PROXY TCP4 192.0.2.7") == b""
+        assert q.service.stats.proxy_refused == 1
+    assert backend.requests == []
+
+
+@pytest.mark.parametrize("protocol", ["http", "tcp"])
+async def test_header_whole_in_pieces_then_request(protocol: str) -> None:
+    async with Backend() as backend, start_proxy(accepting(backend, protocol=protocol)) as q:
+        header = v2(("192.0.2.7", 4000), ("127.0.0.1", q.port))
+        reader, writer = await asyncio.open_connection("127.0.0.1", q.port)
+        for b in header:
+            writer.write(bytes([b]))
+            await writer.drain()
+        writer.write(REQUEST)
+        answer = await asyncio.wait_for(reader.read(-1), 10)
+        writer.close()
+    assert answer.startswith(b"HTTP/1.1 200"), answer
+    if protocol == "http":
+        assert backend.requests[0].headers["x-forwarded-for"] == "192.0.2.7"
+
+
+async def test_local_header_keeps_the_connections_own_address() -> None:
+    async with Backend() as backend, start_proxy(accepting(backend)) as q:
+        answer = await send(q.port, v2(None, None) + REQUEST)
+    assert answer.startswith(b"HTTP/1.1 200"), answer
+    assert backend.requests[0].headers["x-forwarded-for"] == "127.0.0.1"
+
+
+async def test_rules_see_the_carried_source() -> None:
+    rules = [{"if": {"source": ["192.0.2.0/24"]}, "then": {"respond": {"status": 403}}}]
+    async with Backend() as backend, start_proxy(accepting(backend, rules=rules)) as q:
+        blocked = await send(q.port, v1(("192.0.2.7", 1), ("127.0.0.1", q.port)) + REQUEST)
+        passed = await send(q.port, v1(("198.51.100.1", 1), ("127.0.0.1", q.port)) + REQUEST)
+    assert blocked.startswith(b"HTTP/1.1 403"), blocked
+    assert passed.startswith(b"HTTP/1.1 200"), passed
+
+
+@pytest.mark.parametrize(
+    ("service", "pool", "where"),
+    [
+        ({"accept_proxy": True}, {}, "trusted_proxies: required"),
+        ({"accept_proxy": True, "trusted_proxies": ["nope"]}, {}, "trusted_proxies.0"),
+        ({}, {"send_proxy": "v3"}, "pools.web.send_proxy"),
+        ({}, {"send_proxy": "v2", "max_idle_per_server": 8}, "max_idle_per_server:"),
+    ],
+)
+def test_bad_keys_named(service: dict, pool: dict, where: str) -> None:  # type: ignore[type-arg]
+    raw = make_config(["127.0.0.1:9"], service=service, pool=pool)
+    with pytest.raises(pydantic.ValidationError) as err:
+        Config.model_validate(raw)
+    text = str(err.value).replace("\n", " ").replace("  ", " ")
+    assert where.split(".")[-1] in text
