@@ -62,11 +62,9 @@ def place(pool: PoolRuntime, server: ServerRuntime, now: float) -> None:
         server.eligible_since = now
     period = pool.config.slow_start
     if period > 0:
-        server.effective_weight = server.weight * slow_start_factor(
-            server.eligible_since, now, period
-        )
+        server.reweigh(server.weight * slow_start_factor(server.eligible_since, now, period))
     else:
-        server.effective_weight = server.weight
+        server.reweigh(server.weight)
 
 
 def unplace(server: ServerRuntime) -> None:

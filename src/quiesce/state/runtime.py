@@ -166,7 +166,17 @@ class ServerRuntime:
         return status_text(self.admin.state, self.oper, self.connections)
 
     # Balancing candidate protocol -------------------------------------------------------
+    # A plain attribute (read on every pick): set it with :meth:`reweigh`, which tells the
+    # eligible set it is in, so that the balancing algorithms see the change.
     effective_weight: float = 1.0
+
+    def reweigh(self, w: float) -> None:
+        """Set ``effective_weight``; a change bumps the ``generation`` of the eligible set
+        this server is in (the algorithms redo what they derive from it once per change)."""
+        if w != self.effective_weight:
+            self.effective_weight = w
+            if self.listed is not None:
+                self.listed.touch(self)
 
     @property
     def active(self) -> int:
@@ -190,12 +200,22 @@ class ServerRuntime:
 
 class Members(Sequence["ServerRuntime"]):
     """Servers kept sorted by a key, added and removed in O(log n) (a sorted list of lists,
-    sortedcontainers): a pool's servers in config order, its eligible sets by rank."""
+    sortedcontainers): a pool's servers in config order, its eligible sets by rank.
 
-    __slots__ = ("_items",)
+    ``generation`` counts the changes of the set and of its members' effective weights, and
+    ``log`` holds the servers of the latest changes (``log[k]`` took the generation from
+    ``log_start + k`` to the next; at most as many as members, then it starts over), so a
+    balancing algorithm corrects what it derives from the candidates (an EDF heap) for the
+    servers that changed, not per pick and not over the set (quiesce.balancing.round_robin).
+    """
+
+    __slots__ = ("_items", "generation", "log", "log_start")
 
     def __init__(self, key: Callable[[ServerRuntime], Any]) -> None:
         self._items = SortedKeyList(key=key)
+        self.generation = 0
+        self.log: list[ServerRuntime] = []
+        self.log_start = 0
 
     def __len__(self) -> int:
         return len(self._items)
@@ -224,12 +244,26 @@ class Members(Sequence["ServerRuntime"]):
 
     def add(self, server: ServerRuntime) -> None:
         self._items.add(server)
+        self.touch(server)
 
     def remove(self, server: ServerRuntime) -> None:
         self._items.remove(server)
+        self.touch(server)
+
+    def touch(self, server: ServerRuntime) -> None:
+        """``server`` joined, left or changed its effective weight: one more generation."""
+        self.generation += 1
+        log = self.log
+        log.append(server)
+        if len(log) > max(64, len(self._items)):
+            log.clear()
+            self.log_start = self.generation
 
     def clear(self) -> None:
         self._items.clear()
+        self.generation += 1
+        self.log.clear()
+        self.log_start = self.generation
 
 
 class PoolTally:
@@ -349,7 +383,7 @@ class PoolRuntime:
     def refresh_weights(self, now: float) -> None:
         period = self.config.slow_start
         for s in self.candidates:
-            s.effective_weight = s.weight * slow_start_factor(s.eligible_since, now, period)
+            s.reweigh(s.weight * slow_start_factor(s.eligible_since, now, period))
 
     def pick(
         self,
