@@ -74,7 +74,7 @@ async def main(n: int, log_format: str | None) -> None:
     table = ConnectionTable(registry)
     table.access_log = open_access_log(cfg.logging, Path("."), asyncio.get_running_loop())
     pool = registry.pool("p")
-    try:  # live series (issue 19): a latency list per server, as in quiesce run
+    try:  # live series (issue 19): a latency histogram per server, as in quiesce run
         from quiesce.state.series import SeriesStore
 
         SeriesStore().tick(0.0, registry.pools, {})

@@ -7,10 +7,11 @@ data plane keeps anyway (``requests_total``, ``responses`` by class, ``bytes_in`
 connections; the same numbers ``/metrics`` shows) and stores the difference from the last
 tick, so a window's sums equal the difference of ``/metrics`` over the same seconds. Only
 latency costs a little per request: :data:`quiesce.state.traffic.LATENCY` maps a server's
-traffic record to a list its answered requests append their response time to (a dict lookup
-and an append); a tick swaps each list for an empty one, sorts it and stores the second's
-exact p50/p95/p99 (nearest rank; a pool's: over its servers' times together; a service has
-none, which would cost a second lookup per request).
+traffic record to fixed log-scale bucket counts (:data:`BOUNDS`, four per octave), bumped
+once per answered request with its response time (a dict lookup, a bisect and an add); a
+tick takes the difference of those counts and stores the second's p50/p95/p99 (a pool's:
+of its servers' counts together; a service has none, which would cost a second lookup per
+request).
 
 A counter that goes down (a server deleted and added again, a pool that lost a server)
 starts a new baseline: that second counts 0 rather than a negative number.
@@ -20,12 +21,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from math import ceil
 from typing import Any
 
 from quiesce.state import traffic as _traffic
 
 SECONDS = 900  # 15 minutes of 1 s rows
+BOUNDS = _traffic.BOUNDS  # latency bucket upper bounds (s), 4 per octave
 QUANTILES = (0.5, 0.95, 0.99)
 # the per-second counters of a row, in order (``new_connections``: None where not kept)
 COUNTERS = (
@@ -45,50 +46,69 @@ CLASSES = COUNTERS[1:7]
 KINDS = ("server", "pool", "service")
 
 
-def quantiles(times: Sequence[float]) -> tuple[float | None, ...]:
-    """p50/p95/p99 in milliseconds of response times in seconds: the nearest rank (the
-    smallest time with at least that share of the times at or below it; None without any)."""
-    n = len(times)
-    if n == 0:
+def new_histogram() -> list[int]:
+    return [0] * (len(BOUNDS) + 1)
+
+
+def quantiles(counts: Sequence[int]) -> tuple[float | None, ...]:
+    """p50/p95/p99 in milliseconds of a bucket histogram: each the upper bound of the bucket
+    that holds its rank (None without samples)."""
+    total = sum(counts)
+    if total <= 0:
         return (None,) * len(QUANTILES)
-    ordered = sorted(times)
-    return tuple(round(ordered[max(0, ceil(q * n) - 1)] * 1000.0, 3) for q in QUANTILES)
+    out: list[float | None] = []
+    for q in QUANTILES:
+        rank = q * total
+        seen = 0
+        for i, n in enumerate(counts):
+            seen += n
+            if seen >= rank and n:
+                bound = BOUNDS[i] if i < len(BOUNDS) else BOUNDS[-1] * 2
+                out.append(round(bound * 1000.0, 3))
+                break
+    return tuple(out)
 
 
 @dataclass(frozen=True, slots=True)
 class Snapshot:
     """Cumulative counters of one object at one moment (``counters`` in :data:`COUNTERS`
-    order, ``new_connections`` may be None), its live connections and the response times
-    since the last snapshot."""
+    order, ``new_connections`` may be None), its live connections and latency counts."""
 
     counters: tuple[int | None, ...]
     connections: int
-    latency: Sequence[float] | None
+    latency: Sequence[int] | None
 
 
 class Series:
     """One object's ring: row ``i`` is the second ``stamps[i]``; a second the timer missed
     has no row (it reads as 0)."""
 
-    __slots__ = ("_last", "rows", "size", "stamps")
+    __slots__ = ("_last", "_last_latency", "rows", "size", "stamps")
 
     def __init__(self, size: int = SECONDS) -> None:
         self.size = size
         self.rows: list[tuple[Any, ...] | None] = [None] * size
         self.stamps = [-1] * size
         self._last: tuple[int | None, ...] | None = None
+        self._last_latency: list[int] | None = None
 
     def sample(self, second: int, snap: Snapshot) -> None:
         """Store the difference since the previous sample as the row of ``second`` (the first
         sample only sets the baseline)."""
         last, self._last = self._last, snap.counters
+        lat = list(snap.latency) if snap.latency is not None else None
+        last_lat, self._last_latency = self._last_latency, lat
         if last is None:
             return
         deltas = tuple(
             None if now is None else (now - before if before is not None and now >= before else 0)
             for now, before in zip(snap.counters, last, strict=True)
         )
-        q = quantiles(snap.latency or ())
+        if lat is not None and last_lat is not None and len(last_lat) == len(lat):
+            diff = [max(0, a - b) for a, b in zip(lat, last_lat, strict=True)]
+            q = quantiles(diff)
+        else:
+            q = (None,) * len(QUANTILES)
         i = second % self.size
         row = self.rows[i]
         if self.stamps[i] == second and row is not None:  # a second tick in one second (a
@@ -122,7 +142,7 @@ def _classes(responses: dict[str, int]) -> tuple[int, ...]:
     return tuple(responses.get(c, 0) for c in CLASSES)
 
 
-def server_snapshot(server: Any, latency: Sequence[float] | None) -> Snapshot:
+def server_snapshot(server: Any, latency: Sequence[int] | None) -> Snapshot:
     """A server's counters: its ``errors`` are its 5xx responses (quiesce does not count
     another kind per server)."""
     classes = _classes(server.responses)
@@ -133,7 +153,7 @@ def server_snapshot(server: Any, latency: Sequence[float] | None) -> Snapshot:
     )
 
 
-def service_snapshot(stats: Any, latency: Sequence[float] | None) -> Snapshot:
+def service_snapshot(stats: Any, latency: Sequence[int] | None) -> Snapshot:
     """A service's counters: ``errors`` are the error responses the proxy made itself."""
     return Snapshot(
         (
@@ -153,14 +173,14 @@ def pool_snapshot(parts: Iterable[Snapshot]) -> Snapshot:
     """A pool's: the sums of its servers'."""
     counters: list[int | None] = [0] * len(COUNTERS)
     counters[-1] = None
-    latency: list[float] = []
+    latency = new_histogram()
     conns = 0
     for p in parts:
         for i, v in enumerate(p.counters[:-1]):
             counters[i] = (counters[i] or 0) + (v or 0)
         conns += p.connections
-        if p.latency:
-            latency.extend(p.latency)
+        if p.latency is not None:
+            latency = [a + b for a, b in zip(latency, p.latency, strict=True)]
     return Snapshot(tuple(counters), conns, latency)
 
 
@@ -190,9 +210,10 @@ class SeriesStore:
         for pname, pool in pools.items():
             parts = []
             for server in pool.servers:
-                times = latency.get(server.traffic)
-                latency[server.traffic] = []  # the next second's, swapped in
-                snap = server_snapshot(server, times)
+                hist = latency.get(server.traffic)
+                if hist is None:
+                    hist = latency[server.traffic] = new_histogram()
+                snap = server_snapshot(server, hist)
                 parts.append(snap)
                 put("server", f"{pname}/{server.name}", snap)
             put("pool", pname, pool_snapshot(parts))
@@ -223,12 +244,14 @@ def totals(points: Iterable[dict[str, Any]]) -> dict[str, int]:
 
 
 __all__ = [
+    "BOUNDS",
     "COUNTERS",
     "KINDS",
     "SECONDS",
     "Series",
     "SeriesStore",
     "Snapshot",
+    "new_histogram",
     "pool_snapshot",
     "quantiles",
     "server_snapshot",

@@ -20,16 +20,17 @@ than add a 0 to a third sum per request, a connect adds its time to ``ctime_sum`
 lazily, as of the sample count ``ctime_at`` (:func:`connected`), and the reader decays it to
 ``timed``. Sans-IO.
 
-The response time of an answered request is also appended to the server's list of this
-second's times, when it has one (:data:`LATENCY`, swapped for an empty list by
-:mod:`quiesce.state.series` once a second): one dict lookup and an append, inline on the
-keep-alive fast path (``quiesce.dataplane.h1.response``), through :func:`account_timed`
-elsewhere.
+The response time of an answered request also goes into the server's latency histogram, when
+it has one (:data:`LATENCY`, kept by :mod:`quiesce.state.series`): one dict lookup, one bisect
+over :data:`BOUNDS` (:func:`bucket`) and an add, inline on the keep-alive fast path
+(``quiesce.dataplane.h1.response``), through :func:`account_timed` elsewhere.
 """
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Callable, Iterable
+from functools import partial
 from typing import Any
 
 from quiesce import _accel
@@ -82,19 +83,22 @@ account: Callable[[Any, Any, int, int, float, float], None] = (
     py_account if _c is None else _c.account
 )
 
-# The live series' latency (quiesce.state.series): a server's traffic record -> the response
-# times (s) of its requests answered since the last tick.
-LATENCY: dict[Any, list[float]] = {}
+# Latency histograms (quiesce.state.series): a server's traffic record -> bucket counts, the
+# bucket of a time t the first bound >= t (the last one: above every bound). Upper bounds in
+# seconds, 4 per octave from ~31 µs to ~137 s.
+BOUNDS: tuple[float, ...] = tuple(2.0 ** (k / 4) for k in range(-60, 30))
+LATENCY: dict[Any, list[int]] = {}
 latency_of = LATENCY.get
+bucket: Callable[[float], int] = partial(bisect_left, BOUNDS)  # a time's bucket
 
 
 def account_timed(
     server: Any, service: Any, nin: int, nout: int, rtime: float, ttime: float
 ) -> None:
-    """:func:`account`, and the response time in the server's latency list."""
+    """:func:`account`, and the response time in the server's latency histogram."""
     account(server, service, nin, nout, rtime, ttime)
-    if rtime >= 0.0 and (times := latency_of(server)) is not None:
-        times.append(rtime)
+    if rtime >= 0.0 and (h := latency_of(server)) is not None:
+        h[bucket(rtime)] += 1
 
 
 def connected(traffic: Any, seconds: float) -> None:
@@ -137,6 +141,7 @@ def averages_ms(servers: Iterable[Any]) -> tuple[int, int, int]:
 
 
 __all__ = [
+    "BOUNDS",
     "DECAY",
     "LATENCY",
     "SAMPLES",
@@ -145,6 +150,7 @@ __all__ = [
     "account",
     "account_timed",
     "averages_ms",
+    "bucket",
     "connected",
     "latency_of",
     "py_account",
