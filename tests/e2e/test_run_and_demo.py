@@ -178,6 +178,17 @@ def test_demo_drives_traffic_prints_undos_and_cleans_up(
             return len(counts) == 3 and all(n > 0 for n in counts.values())
 
         until(all_served, 20)
+
+        # ...and in the live series, second by second
+        def in_series() -> bool:
+            r = httpx.get(
+                f"{api}/api/v1/series",
+                params={"kind": "pool", "name": "web", "seconds": 30},
+                auth=("admin", password),
+            )
+            return r.status_code == 200 and r.json()["totals"]["2xx"] > 0
+
+        until(in_series, 10)
     finally:
         code = proc.stop(signal.SIGTERM)
     assert code == 0, proc.output
