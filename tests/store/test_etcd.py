@@ -333,8 +333,10 @@ async def test_etcd_lost_then_back(tmp_path: Path, prefix: str) -> None:
         b = await start_node(server, prefix, "B")
         try:
             await asyncio.to_thread(server.stop)
-            a.service.maintenance("web/w1", replace(A, reason="while etcd was down"))
-            a.service.set_flag("color", "blue", A)
+            # asked for this node only: once the link is stale or down, anything else is a 503
+            local = replace(A, local=True)
+            a.service.maintenance("web/w1", replace(local, reason="while etcd was down"))
+            a.service.set_flag("color", "blue", local)
             # A serves from its copy meanwhile
             assert a.store.load_admin()["web/w1"].state is Admin.MAINTENANCE
             assert a.service.events(EventQuery(kind="flag_change"))[-1].to == "blue"
@@ -440,3 +442,42 @@ services:
             assert proc.stop() == 0, proc.output
         for b in backends:
             b.close()
+
+
+async def test_a_shared_change_while_etcd_is_down_is_refused_unless_local(
+    tmp_path: Path, prefix: str
+) -> None:
+    server = Etcd(tmp_path / "etcd")
+    server.start()
+    try:
+        registry = Registry(parse_config(RAW), SystemClock())
+        store = EtcdStore([server.endpoint], prefix, node="A", stale_after=0.5)
+        await store.open()
+        service = AdminService(registry, store)
+        await service.start()
+        try:
+            await asyncio.to_thread(server.stop)
+            await until(lambda: store.cluster.view()["link"] in ("stale", "down"), 3)
+            # the watcher's retries (0.2, 0.4, 0.8 s...) reach no etcd: never "up" meanwhile
+            end = asyncio.get_running_loop().time() + 1.6
+            while asyncio.get_running_loop().time() < end:
+                assert store.cluster.view()["link"] != "up"
+                await asyncio.sleep(0.02)
+            with pytest.raises(
+                StoreError, match=r"is (stale|down) .*--local \(API: \?local=true\)"
+            ):
+                service.maintenance("web/w1", A)
+            with pytest.raises(StoreError):
+                service.set_flag("color", "blue", A)
+            assert registry.find_server("web/w1").admin.state is Admin.ENABLED  # unchanged
+            assert "color" not in registry.flags
+            service.set_weight("web/w1", 5, A)  # per node: never refused
+            service.set_flag("color", "blue", replace(A, local=True))
+            event = service.events(EventQuery(kind="flag_change"))[-1]
+            assert (event.to, event.detail.get("local")) == ("blue", True)
+            assert [e.kind for e in service.events(EventQuery(kind="node_isolated"))]
+        finally:
+            await service.stop()
+            await store.aclose()
+    finally:
+        server.stop()

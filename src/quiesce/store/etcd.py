@@ -449,7 +449,7 @@ class EtcdStore:
                 if resync:
                     await self._sync(client)
                 watch = await client.watch_prefix(self._bprefix, start_revision=self._rev + 1)
-                self._found(self._rev)
+                self._found()  # not an answer yet: the link is seen by the sync and the events
                 delay = RETRY_MIN
                 resync = False
                 async for ev in watch:
@@ -647,7 +647,8 @@ class EtcdStore:
                 self._loop.create_task(_quiet_close(client))
 
     def _found(self, revision: int | None = None) -> None:
-        self.cluster.seen(revision)
+        if revision is not None:
+            self.cluster.seen(revision)
         if not self.connected:
             log.info(
                 "state store: etcd %s reachable again; %d write(s) queued",
