@@ -427,3 +427,73 @@ async def test_big_bodies_both_ways_over_tls_with_back_pressure(
                     if got < 1024 * 1024:
                         await asyncio.sleep(0.01)  # a slow reader first: the proxy must wait
             assert got == size
+
+
+def close_notify_after(port: int, ctx: ssl.SSLContext, request: bytes, before: Any = None) -> bytes:
+    """A TLS client that sends ``request`` (maybe none), calls ``before``, then sends its
+    close_notify (a TLS half-close, as ``openssl s_client`` does at the end of its input), then
+    reads to the end."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+        incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        obj = ctx.wrap_bio(incoming, outgoing, server_hostname="localhost")
+
+        def pump(step: Any) -> Any:
+            while True:
+                try:
+                    out = step()
+                except ssl.SSLWantReadError:
+                    raw.sendall(outgoing.read())
+                    chunk = raw.recv(65536)
+                    if chunk:
+                        incoming.write(chunk)
+                    else:
+                        incoming.write_eof()
+                    continue
+                raw.sendall(outgoing.read())
+                return out
+
+        pump(obj.do_handshake)
+        if request:
+            pump(lambda: obj.write(request))
+        if before is not None:
+            before()
+        try:
+            obj.unwrap()  # sends close_notify, then wants the peer's
+        except ssl.SSLWantReadError:
+            pass
+        raw.sendall(outgoing.read())
+        data = b""
+        while True:
+            try:
+                chunk = obj.read(65536)
+            except ssl.SSLWantReadError:
+                more = raw.recv(65536)
+                if not more:
+                    return data
+                incoming.write(more)
+                continue
+            except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
+                return data
+            if not chunk:
+                return data
+            data += chunk
+
+
+async def test_a_tls_client_closing_without_a_request_logs_no_warning(
+    certs: Certs, tmp_path: Path, backend: Backend, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``echo | openssl s_client``: the handshake, then close_notify. Nothing is logged above
+    debug; no "returning true from eof_received() has no effect when using ssl" either, nor
+    for a client that half-closes after a request (asyncio's TLS closes on a close_notify
+    whatever it answers)."""
+    raw = make_config([backend.address], service=tls_service())
+    caplog.set_level("INFO")
+    async with start_proxy(raw, base_dir=tmp_path) as p:
+        ctx = client_ctx(certs)
+        for _ in range(3):
+            assert await asyncio.to_thread(close_notify_after, p.port, ctx, b"") == b""
+        request = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+        await asyncio.to_thread(close_notify_after, p.port, ctx, request)
+        await wait_for(lambda: p.service.connections == 0)
+    warned = [r.getMessage() for r in caplog.records if r.levelno >= 30]
+    assert warned == []

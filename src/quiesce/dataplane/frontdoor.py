@@ -84,7 +84,7 @@ class _Held(asyncio.Protocol):
 
     def eof_received(self) -> bool | None:
         self.eof = True
-        return True
+        return None  # TLS closes after a close_notify whatever the answer (True: a warning)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = (exc,)
