@@ -40,6 +40,7 @@ def test_deadlines_expire_in_queue_order_and_only_when_due() -> None:
     assert q.expired(1.49) == []
     [e] = q.expired(1.5)
     assert e.waiter == "held" and e.held
+    assert e.waited == 1.0  # a timeout logs the time it waited
     assert [e.waiter for e in q.expired(3.0)] == ["slot"]
     assert q.timeouts == 2 and q.next_deadline() == 6.0
     assert q.qtime == 0.0  # a timeout is not a queue time
@@ -49,7 +50,8 @@ def test_remove_a_waiter_that_went_away() -> None:
     q: PoolQueue[str] = PoolQueue()
     a = q.push("a", 0.0, 1.0)
     q.push("b", 0.0, 1.0)
-    assert q.remove(a) and not q.remove(a)
+    assert q.remove(a, 0.25) and not q.remove(a, 0.5)
+    assert a.waited == 0.25  # the time it waited (the access log's Tw)
     head = q.head()
     assert head is not None and head.waiter == "b"
 

@@ -103,23 +103,59 @@ async def test_queue_timeout_answers_503(tmp_path: Path) -> None:
     entries = {e["path"]: e for e in map(json.loads, log.read_text().splitlines())}
     assert (entries["/late"]["status"], entries["/late"]["termination"]) == (503, "sQ")
     assert entries["/late"]["server"] == "-"  # it never had one
+    assert entries["/late"]["queue_ms"] >= 150  # the time it waited (queue_timeout 200ms)
 
 
-async def test_a_client_gone_while_queued_leaves_the_queue() -> None:
+@pytest.mark.parametrize("how", ["reset", "fin"])
+async def test_a_client_gone_while_queued_leaves_the_queue(tmp_path: Path, how: str) -> None:
+    """A client that resets, or closes normally (FIN, its side only: ``shutdown(SHUT_WR)``),
+    while its request waits leaves the queue: the request never reaches a server (``CQ``,
+    as HAProxy's ``option abortonclose`` for a queued request) and takes no slot."""
+    log = tmp_path / "access.log"
     async with Backend("a") as b:
         cfg = one_slot(b)
-        async with start_proxy(cfg) as p:
+        async with start_proxy(logged(cfg, log)) as p:
             pool = p.registry.pool("web")
             first = await busy(p.port, b)
-            _, writer = await asyncio.open_connection("127.0.0.1", p.port)
+            reader, writer = await asyncio.open_connection("127.0.0.1", p.port)
             writer.write(GET % b"/gone")
             await wait_for(lambda: pool.queue.qcur == 1)
-            writer.close()
+            await asyncio.sleep(0.05)
+            if how == "fin":
+                writer.write_eof()
+                assert await asyncio.wait_for(reader.read(), 10) == b""  # closed, unanswered
+            else:
+                writer.transport.abort()
             await wait_for(lambda: pool.queue.qcur == 0)
+            writer.close()
             b.release()
             assert (await first)[0] == 200
             assert (await get(p.port, b"/after"))[0] == 200
-            assert "/gone" not in b.paths
+            assert "/gone" not in b.paths and b.paths == ["/hold", "/after"]
+            assert pool.queue.served == 0
+    entries = {e["path"]: e for e in map(json.loads, log.read_text().splitlines())}
+    gone = entries["/gone"]
+    assert (gone["termination"], gone["server"]) == ("CQ", "-")
+    assert gone["queue_ms"] >= 50  # the time it waited before its client went
+
+
+async def test_hold_when_empty_ends_with_the_maintenance_page_and_its_wait(
+    tmp_path: Path,
+) -> None:
+    log = tmp_path / "access.log"
+    async with Backend("a") as b:
+        cfg = make_config([b.address], pool={"hold_when_empty": "200ms"})
+        async with start_proxy(logged(cfg, log)) as p:
+            server = p.registry.pool("web").servers[0]
+            p.registry.admin_command(
+                server, AdminCommand(Admin.MAINTENANCE, actor="t", cause=Cause.CLI)
+            )
+            status, _ = await get(p.port, b"/held")
+            assert status == 503
+            assert b.paths == []
+    [held] = [json.loads(x) for x in log.read_text().splitlines()]
+    assert (held["path"], held["termination"]) == ("/held", "MQ")
+    assert held["queue_ms"] >= 150  # the time it was held (hold_when_empty 200ms)
 
 
 async def test_hold_when_empty_carries_a_maintenance_window_under_load() -> None:
@@ -273,6 +309,7 @@ async def test_l4_queue_timeout_closes_the_connection(tmp_path: Path) -> None:
             await wait_for(lambda: p.registry.pool("web").servers[0].connections == 0)
     late = next(e for e in map(json.loads, log.read_text().splitlines()) if e["server"] == "-")
     assert late["termination"] == "sQ" and late["layer"] == 4
+    assert late["queue_ms"] >= 150  # the time it waited (queue_timeout 200ms)
 
 
 async def test_a_limit_raised_at_runtime_wakes_the_queue() -> None:

@@ -33,7 +33,7 @@ class Waiting(Generic[W]):
         self.since = since
         self.deadline = deadline
         self.held = held
-        self.waited = 0.0  # the time it waited, once it got a server (the access log's queue)
+        self.waited = 0.0  # the time it waited, once it left the queue (the access log's Tw)
 
 
 class PoolQueue(Generic[W]):
@@ -79,9 +79,12 @@ class PoolQueue(Generic[W]):
             self.qmax = len(self._entries)
         return entry
 
-    def remove(self, entry: Waiting[W]) -> bool:
+    def remove(self, entry: Waiting[W], now: float) -> bool:
         """Take ``entry`` out (its client went away); False if it was not waiting."""
-        return self._entries.pop(entry, False) is None
+        if self._entries.pop(entry, False) is not None:
+            return False
+        entry.waited = now - entry.since
+        return True
 
     def head(self) -> Waiting[W] | None:
         return next(iter(self._entries), None)
@@ -107,6 +110,7 @@ class PoolQueue(Generic[W]):
         out = [e for e in self._entries if e.deadline <= now]
         for e in out:
             del self._entries[e]
+            e.waited = now - e.since
         self.timeouts += len(out)
         return out
 

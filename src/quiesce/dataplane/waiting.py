@@ -60,7 +60,7 @@ class Queues:
 
     def leave(self, pool: PoolRuntime, entry: Waiting[Waiter]) -> None:
         """``entry``'s client went away."""
-        if pool.queue.remove(entry) and not pool.queue:
+        if pool.queue.remove(entry, asyncio.get_running_loop().time()) and not pool.queue:
             self._disarm(pool)
 
     def slot_freed(self, server: ServerRuntime) -> None:

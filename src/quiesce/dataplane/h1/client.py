@@ -212,7 +212,12 @@ class ClientConnection(ResponseSide, asyncio.Protocol):
         if state is C_TUNNEL:
             up = self.up
             return up is not None and tunnel.half_close(self, up.transport, 1)
-        if self.current is not None and state is C_OPEN:
+        req = self.current
+        if req is not None and state is C_OPEN:
+            if req.waiting is not None and self.server is None:
+                # Still in its pool's queue: it leaves it, unsent (``CQ``), as HAProxy's
+                # ``option abortonclose`` aborts a queued request whose client closed.
+                return False
             # The client half-closed after its requests (``curl -T``, some scripts): answer
             # the complete ones, then close. A request cut short can never complete.
             partial = self.parsing
@@ -224,7 +229,8 @@ class ClientConnection(ResponseSide, asyncio.Protocol):
                 self._abandon()
                 return False
             self.state = CLIENT_EOF_OF[state]
-            return True
+            # TLS closes after the client's close_notify whatever the answer (True: a warning)
+            return self.transport.can_write_eof()
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
