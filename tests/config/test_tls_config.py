@@ -106,7 +106,7 @@ def test_missing_unreadable_and_mismatched_files(certs: Certs, tmp_path: Path) -
     certs.leaf("b", "b.example")
     found = problems(config("tls: {certificates: [{cert: nope.pem, key: a.key}]}"), tmp_path)
     assert found == [
-        f"services.www.tls.certificates[0]: cannot read {str(tmp_path / 'nope.pem')!r}: "
+        f"services.www.tls.certificates[0].cert: cannot read {str(tmp_path / 'nope.pem')!r}: "
         "No such file or directory"
     ]
     found = problems(config("tls: {certificates: [{cert: a.pem, key: b.key}]}"), tmp_path)
@@ -115,9 +115,29 @@ def test_missing_unreadable_and_mismatched_files(certs: Certs, tmp_path: Path) -
     ]
     (tmp_path / "junk.pem").write_text("not a certificate\n")
     found = problems(config("tls: {certificates: [{cert: junk.pem, key: a.key}]}"), tmp_path)
-    assert len(found) == 1 and found[0].startswith(
-        "services.www.tls.certificates[0]: cannot load 'junk.pem' / 'a.key'"
-    )
+    assert found == [
+        "services.www.tls.certificates[0].cert: 'junk.pem' holds no certificate "
+        "(PEM 'BEGIN CERTIFICATE' not found)"
+    ]
+    # a key where the certificate goes, a certificate where the key goes: which one is wrong
+    pairs = "[{cert: a.pem, key: a.key}, {cert: a.key, key: a.key}, {cert: a.pem, key: b.pem}]"
+    found = problems(config(f"tls: {{certificates: {pairs}}}"), tmp_path)
+    assert found == [
+        "services.www.tls.certificates[1].cert: 'a.key' holds no certificate "
+        "(PEM 'BEGIN CERTIFICATE' not found)",
+        "services.www.tls.certificates[2].key: 'b.pem' holds no private key "
+        "(PEM 'BEGIN PRIVATE KEY' not found)",
+    ]
+    found = problems(config(pool_tls="tls: {client_cert: a.pem, client_key: junk.pem}"), tmp_path)
+    assert found == [
+        "pools.web.tls.client_key: 'junk.pem' holds no private key "
+        "(PEM 'BEGIN PRIVATE KEY' not found)"
+    ]
+    found = problems(config(pool_tls="tls: {client_cert: a.pem}"), tmp_path)  # key in the cert?
+    assert found == [
+        "pools.web.tls.client_cert: 'a.pem' holds no private key "
+        "(PEM 'BEGIN PRIVATE KEY' not found)"
+    ]
     found = problems(config(pool_tls="tls: {ca: junk.pem}"), tmp_path)
     assert len(found) == 1 and found[0].startswith("pools.web.tls.ca: no CA certificate in")
     found = problems(config(pool_tls="tls: {client_cert: a.pem, client_key: b.key}"), tmp_path)
@@ -174,4 +194,8 @@ def test_quiesce_check_names_the_file_problem_and_warns(certs: Certs, tmp_path: 
     assert "warning: services.www.tls.certificates[0].cert: 'old.pem' expired on" in ok.stderr
     bad = check("tls: {certificates: [{cert: old.pem, key: missing.key}]}")
     assert bad.returncode == 1
-    assert "services.www.tls.certificates[0]: cannot read" in bad.stderr
+    assert "services.www.tls.certificates[0].key: cannot read" in bad.stderr
+    swapped = check("tls: {certificates: [{cert: old.key, key: old.pem}]}")
+    assert swapped.returncode == 1
+    assert "services.www.tls.certificates[0].cert: 'old.key' holds no certificate" in swapped.stderr
+    assert "PEM lib" not in swapped.stderr

@@ -10,6 +10,7 @@ is taken by a reload without a restart.
 from __future__ import annotations
 
 import datetime
+import re
 import ssl
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -85,22 +86,31 @@ def _readable(path: Path) -> str | None:
         return f"cannot read {str(path)!r}: {exc.strerror}"
 
 
-def load_pair(base_dir: Path, pair: CertificatePair) -> str | None:
-    """Why ``pair`` cannot serve (unreadable, not PEM, key not matching the cert), or None."""
+_PEM_CERT = re.compile(rb"-----BEGIN (?:TRUSTED )?CERTIFICATE-----")
+_PEM_KEY = re.compile(rb"-----BEGIN (?:[A-Z]+ )?PRIVATE KEY-----")
+
+
+def load_pair(base_dir: Path, pair: CertificatePair) -> tuple[str, str] | None:
+    """Why ``pair`` cannot serve (unreadable, not PEM, key not matching the cert), or None: the
+    member at fault (``cert``, ``key``, or ``""`` for both) and the reason."""
     cert, key = resolve(base_dir, pair.cert), resolve(base_dir, pair.key)
-    for path in (cert, key):
+    for member, path in (("cert", cert), ("key", key)):
         problem = _readable(path)
         if problem is not None:
-            return problem
+            return member, problem
+    if not _PEM_CERT.search(cert.read_bytes()):
+        return "cert", f"{pair.cert!r} holds no certificate (PEM 'BEGIN CERTIFICATE' not found)"
+    if not _PEM_KEY.search(key.read_bytes()):
+        return "key", f"{pair.key!r} holds no private key (PEM 'BEGIN PRIVATE KEY' not found)"
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     try:
         ctx.load_cert_chain(cert, key)
     except ssl.SSLError as exc:
         if "KEY_VALUES_MISMATCH" in str(exc) or "key values mismatch" in str(exc):
-            return f"the key {pair.key!r} does not match the certificate {pair.cert!r}"
-        return f"cannot load {pair.cert!r} / {pair.key!r}: {exc.reason or exc}"
+            return "", f"the key {pair.key!r} does not match the certificate {pair.cert!r}"
+        return "", f"cannot load {pair.cert!r} / {pair.key!r}: {exc.reason or exc}"
     except OSError as exc:
-        return f"cannot load {pair.cert!r} / {pair.key!r}: {exc.strerror or exc}"
+        return "", f"cannot load {pair.cert!r} / {pair.key!r}: {exc.strerror or exc}"
     return None
 
 
@@ -121,17 +131,22 @@ def tls_problems(config: _HasTls, base_dir: Path) -> list[str]:
     for path, tls in _tls_sections(config):
         if isinstance(tls, ListenerTls):
             for i, pair in enumerate(tls.certificates):
-                problem = load_pair(base_dir, pair)
-                if problem is not None:
-                    problems.append(f"{path}.certificates[{i}]: {problem}")
+                found = load_pair(base_dir, pair)
+                if found is not None:
+                    member, why = found
+                    field = f"{path}.certificates[{i}]" + (f".{member}" if member else "")
+                    problems.append(f"{field}: {why}")
             cas = [("client_ca", tls.client_ca)]
         else:
             cas = [("ca", tls.ca)]
             if tls.client_cert is not None:
                 pair = CertificatePair(cert=tls.client_cert, key=tls.client_key or tls.client_cert)
-                problem = load_pair(base_dir, pair)
-                if problem is not None:
-                    problems.append(f"{path}.client_cert: {problem}")
+                found = load_pair(base_dir, pair)
+                if found is not None:
+                    member, why = found
+                    key_field = "client_key" if tls.client_key is not None else "client_cert"
+                    field = key_field if member == "key" else "client_cert"
+                    problems.append(f"{path}.{field}: {why}")
         for key, name in cas:
             if name is None:
                 continue
