@@ -327,3 +327,27 @@ def test_bad_pool_and_monitor_values(old: str, new: str, expected: str) -> None:
 def test_bad_admin_and_state_values(section: str, expected: str) -> None:
     found = problems(BASE + section + "\n")
     assert any(p.startswith(expected) for p in found), found
+
+
+@pytest.mark.peers
+def test_quiesce_check_opens_the_access_log_as_run_does(tmp_path: Path) -> None:
+    """``quiesce check`` refuses an access-log path ``quiesce run`` cannot open (/proc takes
+    no new file, even for root, where a write-permission test says yes), and leaves no file
+    behind for one it can."""
+
+    def check(path: Path) -> subprocess.CompletedProcess[str]:
+        cfg = tmp_path / "q.yaml"
+        cfg.write_text(BASE + f"logging:\n  access:\n    path: {path}\n")
+        return subprocess.run(
+            [sys.executable, "-m", "quiesce", "check", "-c", str(cfg)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+
+    bad = check(Path("/proc/quiesce-check.log"))
+    assert bad.returncode == 1
+    assert "logging.access.path: cannot open /proc/quiesce-check.log" in bad.stderr
+    good = check(tmp_path / "a.log")
+    assert good.returncode == 0, good.stderr
+    assert not (tmp_path / "a.log").exists()
