@@ -4,7 +4,7 @@
 
 ``PoolRuntime.pick`` as the data plane calls it for each new request or connection, in one
 pool of N eligible servers (weights 1-4, no slow start, no load: least_connections sees
-ties). ``weighted_round_robin + change``: a ``set weight`` on one server before each pick,
+ties). ``+ change``: a ``set weight`` on one server before each pick,
 the worst case of a candidate set that changes between every two picks. ``--old
 /tmp/wt/src``: the same run on another checkout's ``src`` (a subprocess), side by side.
 """
@@ -25,6 +25,7 @@ from quiesce.state.runtime import PoolRuntime
 
 CASES = [
     "round_robin",
+    "round_robin + change",
     "weighted_round_robin",
     "weighted_round_robin + change",
     "least_connections",

@@ -3,8 +3,10 @@
 =====================  ================================================================
 ``round_robin``        each candidate in turn (configured weights ignored; weight 0 and
                        slow start honoured)
-``weighted_round_robin``  smooth weighted round robin, nginx-style
-``least_connections``  fewest live connections per unit of weight; ties rotate
+``weighted_round_robin``  smooth weighted round robin, nginx-style (EDF, Envoy-style,
+                          above 64 candidates)
+``least_connections``  fewest live connections per unit of weight; ties rotate (power of
+                       three choices above 64 candidates)
 ``source_ip_hash``     weighted rendezvous hash of the client address: stable, and
                        removing a server moves only its share
 =====================  ================================================================

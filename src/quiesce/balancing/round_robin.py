@@ -164,10 +164,10 @@ class RoundRobin:
     def __init__(self) -> None:
         self._next = 0
         self._smooth = _FactorWeighted()
-        # whether some candidate's weight is 0 or ramping, for the set and generation seen
+        # the candidates whose weight is 0 or ramping, for the set and generation seen
         self._seen: Sequence[Candidate] | None = None
         self._seen_gen = -1
-        self._skewed = False
+        self._off: set[str] = set()
 
     def pick(self, candidates: Sequence[Candidate], key: str | None) -> Candidate | None:
         n = len(candidates)
@@ -181,19 +181,30 @@ class RoundRobin:
 
     def _skew(self, candidates: Sequence[Candidate]) -> bool:
         """Whether some candidate's effective weight is 0 or differs from its configured
-        weight (slow start): O(n) once per generation of the candidate set, O(1) after."""
+        weight (slow start): kept per changed server from the set's change log (O(log n)
+        each), a pass over the set only for a plain list or a log outrun; O(1) per pick."""
         gen = generation(candidates)
-        if gen is not None and candidates is self._seen and gen == self._seen_gen:
-            return self._skewed
-        skewed = False
-        for c in candidates:
-            ew = c.effective_weight
-            if ew <= 0 or ew != getattr(c, "weight", ew):
-                skewed = True
-                break
+        if gen is None or candidates is not self._seen:
+            self._off = {c.name for c in candidates if _off_weight(c)}
+        elif gen != self._seen_gen:
+            log: list[Candidate] | None = getattr(candidates, "log", None)
+            start = getattr(candidates, "log_start", None)
+            at = self._seen_gen
+            if log is None or not isinstance(start, int) or at < start or gen - at > len(log):
+                self._off = {c.name for c in candidates if _off_weight(c)}
+            else:
+                for c in log[at - start : gen - start]:
+                    self._off.discard(c.name)
+                    if c in candidates and _off_weight(c):
+                        self._off.add(c.name)
         if gen is not None:
-            self._seen, self._seen_gen, self._skewed = candidates, gen, skewed
-        return skewed
+            self._seen, self._seen_gen = candidates, gen
+        return bool(self._off)
+
+
+def _off_weight(c: Candidate) -> bool:
+    ew = c.effective_weight
+    return ew <= 0 or ew != getattr(c, "weight", ew)
 
 
 class _FactorWeighted(SmoothWeighted):
