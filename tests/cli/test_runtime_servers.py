@@ -37,6 +37,24 @@ async def test_create_alter_destroy(app: Any) -> None:  # noqa: F811
     assert "server_added app/a3" in events and "actor=admin" in events
 
 
+async def test_max_connections_created_and_altered(app: Any) -> None:  # noqa: F811
+    """docs/config.md: servers added or changed at run time can have max_connections; the
+    CLI sets it as the REST API does."""
+    ok(await cli(app, "create", "server", "app/a4", "127.0.0.1:18097", "--max-connections", "2"))
+    a4 = app.registry.find_server("app/a4")
+    assert a4.config.max_connections == 2
+    out = ok(await cli(app, "alter", "server", "app/a4", "max_connections", "5"))
+    assert "max_connections 2 → 5" in out
+    assert a4.config.max_connections == 5
+    out = ok(await cli(app, "alter", "server", "app/a4", "max_connections", "none"))
+    assert "max_connections 5 → null" in out and a4.config.max_connections is None
+    line = failed(await cli(app, "alter", "server", "app/a4", "max_connections", "0"))
+    assert "max_connections" in line
+    r = await cli(app, "create", "server", "app/x", "127.0.0.1:1", "--max-connections", "lots")
+    assert r.exit_code == 2 and "--max-connections" in r.output
+    assert a4.config.max_connections is None and "x" not in names(app, "app")
+
+
 async def test_bad_input(app: Any) -> None:  # noqa: F811
     assert "already has a server named 'a1'" in failed(
         await cli(app, "create", "server", "app/a1", "127.0.0.1:1")

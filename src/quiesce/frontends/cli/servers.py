@@ -36,11 +36,23 @@ def create_group() -> None:
 @click.argument("server", metavar="POOL/NAME")
 @click.argument("address", metavar="HOST:PORT")
 @click.option("--weight", type=int, help="Weight 0-256 (default 1).")
+@click.option(
+    "--max-connections",
+    type=int,
+    metavar="N",
+    help="At most N busy connections at once; more wait in the pool's queue (default: no limit).",
+)
 @click.option("--backup", is_flag=True, help="A backup server (used when no primary is).")
 @click.option("--reason", default="", help="Why (recorded in events).")
 @click.pass_context
 def create_server(
-    ctx: click.Context, server: str, address: str, weight: int | None, backup: bool, reason: str
+    ctx: click.Context,
+    server: str,
+    address: str,
+    weight: int | None,
+    max_connections: int | None,
+    backup: bool,
+    reason: str,
 ) -> None:
     """Add server NAME at HOST:PORT to POOL, validated as the config file's servers; it starts
     unknown until its pool's monitors pass (unmonitored when the pool has none)."""
@@ -48,6 +60,8 @@ def create_server(
     body: dict[str, Any] = {"name": name, "address": address, "reason": reason}
     if weight is not None:
         body["weight"] = weight
+    if max_connections is not None:
+        body["max_connections"] = max_connections
     if backup:
         body["backup"] = True
     data = api_of(ctx).send("POST", f"/api/v1/pools/{segment(pool)}/servers", body)
@@ -60,10 +74,10 @@ def create_server(
 
 @click.group("alter")
 def alter_group() -> None:
-    """Change a server's address, weight or backup (maxctrl: alter server)."""
+    """Change a server's address, weight, max_connections or backup (maxctrl: alter server)."""
 
 
-_ALTERABLE = ("address", "weight", "backup")
+_ALTERABLE = ("address", "weight", "max_connections", "backup")
 
 
 @alter_group.command("server")
@@ -73,9 +87,12 @@ _ALTERABLE = ("address", "weight", "backup")
 @click.pass_context
 def alter_server(ctx: click.Context, server: str, settings_: tuple[str, ...], reason: str) -> None:
     """Change SERVER's address (HOST:PORT: the old address drains, new connections go to the
-    new one), weight (0-256) or backup (true/false), persisted over the config file."""
+    new one), weight (0-256), max_connections (N busy connections at most, none: no limit)
+    or backup (true/false), persisted over the config file."""
     if len(settings_) % 2:
-        raise click.UsageError("give KEY VALUE pairs: address HOST:PORT, weight N, backup true")
+        raise click.UsageError(
+            "give KEY VALUE pairs: address HOST:PORT, weight N, max_connections N, backup true"
+        )
     body: dict[str, Any] = {}
     for key, value in zip(settings_[::2], settings_[1::2], strict=True):
         if key not in _ALTERABLE:
@@ -84,6 +101,10 @@ def alter_server(ctx: click.Context, server: str, settings_: tuple[str, ...], re
             if value.lower() not in ("true", "false", "yes", "no", "on", "off", "1", "0"):
                 raise click.UsageError(f"backup {value!r}: give true or false")
             body[key] = value.lower() in ("true", "yes", "on", "1")
+        elif key == "max_connections" and value.lower() in ("none", "null"):
+            body[key] = None
+        elif key == "max_connections" and value.isdigit():
+            body[key] = int(value)  # a number (the API refuses the text "5"), else as given
         else:
             body[key] = value  # the API validates (and names the field of a bad value)
     api = api_of(ctx)
