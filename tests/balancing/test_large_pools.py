@@ -198,3 +198,45 @@ def test_large_least_connections_spreads_by_weight_and_avoids_the_busy() -> None
     assert sum(got[b] for b in busy) < 0.12 * 2000, got
     loads = [c.active / c.weight for c in cands if c.name not in busy]
     assert max(loads) - min(loads) < 12, loads
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    size=st.integers(EDF_THRESHOLD + 1, 120),
+    changes=st.lists(
+        st.tuples(
+            st.sampled_from(["weight", "down", "up"]), st.integers(0, 10**6), st.integers(0, 5)
+        ),
+        max_size=10,
+    ),
+    algo=st.sampled_from(["weighted_round_robin", "round_robin", "least_connections"]),
+)
+def test_pool_picks_follow_registry_changes(
+    size: int, changes: list[tuple[str, int, int]], algo: str
+) -> None:
+    # Through the registry: the eligible set's change log drives the corrections.
+    reg, pool = pool_of(size, algo, weight=lambda i: 1 + i % 3)
+
+    def share(name: str) -> float:
+        s = pool.server(name)
+        if not s.eligible or s.weight == 0:
+            return 0.0
+        return 1.0 if algo == "round_robin" else float(s.weight)
+
+    def check(rounds: int = 3) -> None:
+        names = [f"s{i}" for i in range(size)]
+        total = sum(share(n) for n in names)
+        if total == 0:
+            return
+        got = picks(pool, int(rounds * total))
+        for n in names:
+            assert abs(got[n] - rounds * share(n)) <= 2, (n, got[n], share(n))
+
+    check()
+    for op, at, w in changes:
+        name = f"s{at % size}"
+        if op == "weight":
+            reg.set_weight(pool.server(name), w)
+        else:
+            admin(reg, pool, name, Admin.MAINTENANCE if op == "down" else Admin.ENABLED)
+        check()
