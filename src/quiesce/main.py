@@ -108,7 +108,12 @@ def passwd_cmd() -> None:
 )
 def run_cmd(config_path: str, grace: float, takeover: bool, takeover_socket: str | None) -> None:
     """Run the balancer from a config file until SIGINT or SIGTERM (or until a new
-    process takes its listeners over)."""
+    process takes its listeners over).
+
+    Signals: SIGINT/SIGTERM stop (in-flight requests get --grace), SIGHUP reloads the config
+    file (as `quiesce reload`), SIGUSR1 reopens the access log (after logrotate). Upgrade
+    without closing a listener: start the new version with --takeover; it takes this one's
+    sockets over its runtime socket, and this one finishes its requests and exits."""
     from quiesce.app import run_forever
 
     config = _load_or_exit(config_path)

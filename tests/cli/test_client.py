@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -383,3 +384,21 @@ async def test_control_characters_in_reasons_are_escaped(app: Any) -> None:
         assert "\x1b" not in out and "\x07" not in out, args
         assert "\\x1b]0;pwned\\x07\\nFAKE" in out, args
         assert not any(line.startswith("FAKE") for line in out.splitlines())
+
+
+def test_help_says_how_reload_and_run_are_driven() -> None:
+    """``reload --help``: through the admin API, credentials as the other verbs, and what does
+    the same; ``run --help``: the signals and --takeover; the README's global options are
+    ``quiesce --help``'s."""
+    runner = CliRunner()
+    reload_help = runner.invoke(main, ["reload", "--help"]).output
+    for said in ("admin API", "--hosts", "QUIESCE_USER", "--token", "kill -HUP", "runtime socket"):
+        assert said in reload_help, said
+    run_help = " ".join(runner.invoke(main, ["run", "--help"]).output.split())
+    for said in ("SIGHUP reloads", "SIGUSR1 reopens the access log", "--takeover"):
+        assert said in run_help, said
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    start = readme.index("(global options")
+    listed = set(re.findall(r"`(--[a-z-]+)`", readme[start : readme.index("variables):", start)]))
+    shown = set(re.findall(r"(--[a-z-]+)", runner.invoke(main, ["--help"]).output))
+    assert shown - {"--help", "--version", "--no-tls-verify-server-cert"} <= listed

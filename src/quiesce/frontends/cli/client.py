@@ -514,9 +514,13 @@ def _end_line(api: Api, ref: str, s: dict[str, Any], last: int, elapsed: float) 
 @click.command("reload")
 @click.pass_context
 def reload_cmd(ctx: click.Context) -> None:
-    """Re-read the running quiesce's config file and apply the difference live (the same
-    as SIGHUP): exit 0 with the changes, or 1 with every problem of the file (then nothing
-    changed)."""
+    """Re-read the running quiesce's config file and apply the difference live: exit 0 with
+    the changes, or 1 with every problem of the file (then nothing changed).
+
+    Sent to the admin API (POST /api/v1/reload) at --hosts (QUIESCE_HOSTS), with the
+    credentials of the other client verbs (--user/--password or --token, QUIESCE_USER,
+    QUIESCE_PASSWORD, QUIESCE_TOKEN). `kill -HUP <pid>` of the quiesce process, or the
+    runtime socket's `reload` command, do the same."""
     try:
         data = api_of(ctx).send("POST", "/api/v1/reload")
     except ClientError as exc:
