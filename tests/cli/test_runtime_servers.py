@@ -29,6 +29,7 @@ async def test_create_alter_destroy(app: Any) -> None:  # noqa: F811
     assert a3.config.backup and a3.weight == 5
     line = failed(await cli(app, "destroy", "server", "app/a3"))
     assert "Only servers in maintenance mode can be deleted" in line
+    assert "--drain drains it first" in line and "set server app/a3 maintenance" in line
     ok(await cli(app, "set", "server", "app/a3", "maintenance"))
     out = ok(await cli(app, "destroy", "server", "app/a3"))
     assert out.strip() == "app/a3: deleted"

@@ -164,7 +164,15 @@ def destroy_server(
         params["timeout"] = timeout
     if force_guard:
         params["force_guard"] = "true"
-    data = api.request("DELETE", f"/api/v1/servers/{ref}", params=params).json()
+    try:
+        data = api.request("DELETE", f"/api/v1/servers/{ref}", params=params).json()
+    except ClientError as exc:
+        if drain or not exc.format_message().startswith("409"):
+            raise
+        raise ClientError(
+            f"{exc.format_message()} (--drain drains it first and deletes it at 0 "
+            f"connections; or `set server {ref} maintenance` first)"
+        ) from None
     emit(settings(ctx), data, lambda: str(data["message"]))
     if wait and not data["removed"]:
         wait_removed(api, ref)
