@@ -222,7 +222,8 @@ def test_a_destination_that_cannot_be_opened_and_a_reload(tmp_path: Path) -> Non
             # a reload that can open it switches: the next lines on quiesce's stdout
             (tmp_path / "quiesce.yaml").write_text(config(b1.port, udp, "stdout"))
             q.p.send_signal(signal.SIGHUP)
-            q.wait_for(r"reload by SIGHUP: 0 change")
+            q.wait_for(r"reload: logging: access\.path changed")  # counted and named
+            q.wait_for(r"reload by SIGHUP: 1 change")
             c = curl(port, "/out")
             assert c.communicate(timeout=30)[0] == "200"
             m = q.wait_for(r"^127\.0\.0\.1:\d+ \[.*\] www web/w1 .* 200 .*\"GET /out\"$")

@@ -156,3 +156,22 @@ def test_users_tokens_and_restart_only_sections() -> None:
     assert sorted(plan.kinds()) == ["tokens_changed", "users_changed"]
     assert "added bob; removed ann" in plan.changes[0].message
     assert plan.warnings == ["admin.listen: changed in the file, applied at the next restart"]
+
+
+def test_logging_changes_are_counted_and_named() -> None:
+    """A reload that changes only ``logging`` applies it (quiesce.logs.reconfigure): the
+    plan counts it, so the summary does not say 0 changes."""
+    base = cfg(logging={"access": {"path": "a.log"}})
+
+    def messages(new: Config) -> list[str]:
+        return [c.message for c in plan_reload(base, new).changes]
+
+    assert messages(cfg(logging={"access": {"path": "b.log", "format": "json"}})) == [
+        "logging: access.format, access.path changed"
+    ]
+    assert messages(cfg(logging={"access": {"path": "a.log"}, "process": {"format": "json"}})) == [
+        "logging: process.format changed"
+    ]
+    assert messages(cfg()) == ["logging: access log turned off"]
+    assert [c.kind for c in plan_reload(cfg(), base).changes] == ["logging_changed"]
+    assert plan_reload(base, cfg(logging={"access": {"path": "a.log"}})).changes == []

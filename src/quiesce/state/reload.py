@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from quiesce.config.logs import LoggingConfig
 from quiesce.config.models import Config, PoolConfig, ServerConfig, ServiceConfig, TlsConfig
 
 # Config sections a running process cannot change: they need a restart (or an upgrade,
@@ -298,6 +299,22 @@ def _admin(plan: ReloadPlan, old: Config, new: Config) -> None:
             "metrics",
             f"metrics: {_names(_fields(old.metrics, new.metrics))} changed",
         )
+    _logging(plan, old.logging, new.logging)
+
+
+def _logging(plan: ReloadPlan, a: LoggingConfig, b: LoggingConfig) -> None:
+    """The access log's destinations and format, the process log's: applied by the reload
+    (quiesce.logs.reconfigure), so counted and named like any change."""
+    if a == b:
+        return
+    changed = [f"process.{k}" for k in _fields(a.process, b.process)]
+    turned = ""
+    if a.access is None or b.access is None:
+        turned = "access log turned " + ("on" if a.access is None else "off")
+    else:
+        changed += [f"access.{k}" for k in _fields(a.access, b.access)]
+    parts = ([f"{_names(changed)} changed"] if changed else []) + ([turned] if turned else [])
+    plan.add("logging_changed", "logging", "logging: " + "; ".join(parts))
 
 
 def _cert(tls: TlsConfig | None) -> tuple[str, str] | None:
