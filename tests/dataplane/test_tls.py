@@ -484,8 +484,8 @@ async def test_a_tls_client_closing_without_a_request_logs_no_warning(
 ) -> None:
     """``echo | openssl s_client``: the handshake, then close_notify. Nothing is logged above
     debug; no "returning true from eof_received() has no effect when using ssl" either, nor
-    for a client that half-closes after a request (asyncio's TLS closes on a close_notify
-    whatever it answers)."""
+    for a client that half-closes after a request, before or after the service's protocol
+    took the connection over (asyncio's TLS closes on a close_notify whatever it answers)."""
     raw = make_config([backend.address], service=tls_service())
     caplog.set_level("INFO")
     async with start_proxy(raw, base_dir=tmp_path) as p:
@@ -494,6 +494,12 @@ async def test_a_tls_client_closing_without_a_request_logs_no_warning(
             assert await asyncio.to_thread(close_notify_after, p.port, ctx, b"") == b""
         request = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
         await asyncio.to_thread(close_notify_after, p.port, ctx, request)
+        # and once the request is with the server (the service's protocol has the connection)
+        hold = b"GET /hold HTTP/1.1\r\nHost: x\r\n\r\n"
+        await asyncio.to_thread(
+            close_notify_after, p.port, ctx, hold, lambda: backend.wait_holding(1)
+        )
+        backend.release()
         await wait_for(lambda: p.service.connections == 0)
     warned = [r.getMessage() for r in caplog.records if r.levelno >= 30]
     assert warned == []
