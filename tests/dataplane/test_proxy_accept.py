@@ -8,13 +8,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
+from pathlib import Path
 
 import pydantic
 import pytest
 
 from quiesce.config.models import Config
 from quiesce.dataplane.proxyproto import v1, v2
+from tests.dataplane.conftest import wait_for
 from tests.support.backend import Backend
+from tests.support.certs import Certs
 from tests.support.proxy import make_config, start_proxy
 
 pytestmark = pytest.mark.loopback
@@ -128,3 +132,51 @@ def test_bad_keys_named(service: dict, pool: dict, where: str) -> None:  # type:
         Config.model_validate(raw)
     text = str(err.value).replace("\n", " ").replace("  ", " ")
     assert where.split(".")[-1] in text
+
+
+async def test_header_before_tls(tmp_path: Path) -> None:
+    """On a TLS listener the header comes first, in cleartext, then the handshake."""
+    certs = Certs(tmp_path)
+    certs.leaf("a", "a.example", "localhost", "127.0.0.1")
+    tls = {"certificates": [{"cert": "a.pem", "key": "a.key"}]}
+    async with (
+        Backend() as backend,
+        start_proxy(accepting(backend, tls=tls), base_dir=tmp_path) as q,
+    ):
+        reader, writer = await asyncio.open_connection("127.0.0.1", q.port)
+        writer.write(v1(("192.0.2.7", 4000), ("127.0.0.1", q.port)))
+        await writer.drain()
+        ctx = ssl.create_default_context(cafile=str(certs.ca_file))
+        await writer.start_tls(ctx, server_hostname="localhost")
+        writer.write(REQUEST)
+        answer = await asyncio.wait_for(reader.read(-1), 10)
+        writer.close()
+    assert answer.startswith(b"HTTP/1.1 200"), answer
+    assert backend.requests[0].headers["x-forwarded-for"] == "192.0.2.7"
+    assert backend.requests[0].headers["x-forwarded-proto"] == "https"
+
+
+async def test_a_proxied_connection_is_not_parked_and_keeps_its_address() -> None:
+    async with Backend() as backend, start_proxy(accepting(backend)) as q:
+        q.service.park_after = 0.0
+        reader, writer = await asyncio.open_connection("127.0.0.1", q.port)
+        writer.write(v2(("192.0.2.7", 4000), ("127.0.0.1", q.port)))
+        keep = REQUEST.replace(b"Connection: close", b"Connection: keep-alive")
+        for i in range(2):
+            writer.write(keep)
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+            assert head.startswith(b"HTTP/1.1 200"), head
+            length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+            await reader.readexactly(length)
+            if i == 0:  # idle long enough to be parked, were it an ordinary connection
+                sweeps = 0
+
+                def swept() -> bool:
+                    nonlocal sweeps
+                    sweeps += 1
+                    return sweeps > 20
+
+                await wait_for(swept, interval=0.05)
+                assert q.service.parked == 0
+        writer.close()
+    assert [r.headers["x-forwarded-for"] for r in backend.requests] == ["192.0.2.7"] * 2
