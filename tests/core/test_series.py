@@ -3,15 +3,22 @@ fixed-size rings; sampled on a fake clock against fake runtime objects."""
 
 from __future__ import annotations
 
+import random
 from types import SimpleNamespace
 from typing import Any
+
+import pytest
 
 from quiesce.state import traffic
 from quiesce.state.series import (
     BOUNDS,
+    Series,
     SeriesStore,
     new_histogram,
+    pool_snapshot,
     quantiles,
+    server_snapshot,
+    service_snapshot,
     totals,
 )
 
@@ -20,6 +27,7 @@ def server(name: str) -> SimpleNamespace:
     return SimpleNamespace(
         name=name,
         requests_total=0,
+        requests_in_flight=0,
         responses={},
         connections=0,
         traffic=traffic.Traffic(),
@@ -156,3 +164,123 @@ def test_two_ticks_in_one_second_add_up() -> None:
     store.tick(11.9995, pools, services)
     rows = store.window("server", "web/a", 1) or []
     assert [(r["t"], r["requests"], r["bytes_in"]) for r in rows] == [(11, 3, 3)]
+
+
+# The tick does O(1) for a server whose counters did not move and runs in slices: its rows
+# must be those of the plain tick it replaced (a snapshot of every server and pool each
+# second), kept here as the reference.
+
+
+def reference_tick(
+    ref: dict[tuple[str, str], Series], now: float, pools: Any, services: Any
+) -> None:
+    second = int(now)
+    seen = set()
+
+    def put(kind: str, name: str, snap: Any) -> None:
+        seen.add((kind, name))
+        ref.setdefault((kind, name), Series(60)).sample(second, snap)
+
+    for pname, pool in pools.items():
+        parts = []
+        for s in pool.servers:
+            snap = server_snapshot(s, traffic.LATENCY[s.traffic])
+            parts.append(snap)
+            put("server", f"{pname}/{s.name}", snap)
+        put("pool", pname, pool_snapshot(parts))
+    for sname, stats in services.items():
+        put("service", sname, service_snapshot(stats, None))
+    for key in set(ref) - seen:
+        del ref[key]
+
+
+def start(s: SimpleNamespace) -> None:
+    s.requests_total += 1
+    s.requests_in_flight += 1
+    s.connections += 1
+
+
+def finish(s: SimpleNamespace, status: int, rtime: float, nout: int, close: bool) -> None:
+    """A response to a request started earlier (maybe in an earlier second): with no bytes
+    and its connection kept, only ``requests_in_flight`` and ``traffic.timed`` move."""
+    s.requests_in_flight -= 1
+    s.connections -= close
+    cls = f"{status // 100}xx"
+    s.responses[cls] = s.responses.get(cls, 0) + 1
+    s.bytes_out += nout
+    traffic.account_timed(s.traffic, traffic.Traffic(), 0, nout, rtime, rtime)
+
+
+def churn(rng: random.Random, pools: dict[str, Any], services: dict[str, Any], n: int) -> None:
+    """What the data plane and the API do between two ticks, at random."""
+    for _ in range(n):
+        pool = pools[rng.choice(sorted(pools))]
+        if not pool.servers:
+            pool.servers.append(server("a"))
+            continue
+        s = rng.choice(pool.servers)
+        r = rng.random()
+        if r < 0.4:
+            start(s)
+        elif r < 0.8 and s.requests_in_flight:
+            status = rng.choice((200, 200, 302, 404, 503, 101))
+            rtime = rng.choice((-1.0, rng.uniform(0.0001, 3.0)))  # -1: not timed
+            finish(s, status, rtime, rng.choice((0, 50)), rng.random() < 0.5)
+        elif r < 0.85:  # bytes of a tcp connection, no request
+            s.bytes_in += 7
+            traffic.account(s.traffic, traffic.Traffic(), 7, 0, -1.0, 0.0)
+        elif r < 0.9:
+            services["www"].requests += 1
+        elif r < 0.93:  # deleted
+            pool.servers.remove(s)
+        elif r < 0.96:  # deleted and added again under its name, or a new one
+            if rng.random() < 0.5:
+                pool.servers[pool.servers.index(s)] = server(s.name)
+            elif (name := f"s{rng.randrange(100)}") not in {x.name for x in pool.servers}:
+                pool.servers.append(server(name))
+        elif r < 0.97:
+            pools.pop(rng.choice(sorted(pools)))
+            pools.setdefault("web", SimpleNamespace(servers=[]))
+        elif r < 0.98:
+            pools[f"p{rng.randrange(5)}"] = SimpleNamespace(servers=[server("a")])
+
+
+@pytest.mark.parametrize("seed", range(12))
+@pytest.mark.parametrize("batch", [1, 3, 2000])
+def test_the_cheap_sliced_tick_stores_the_rows_of_a_full_tick(seed: int, batch: int) -> None:
+    rng = random.Random(seed)
+    pools, services, _, _ = world()
+    pools["api"] = SimpleNamespace(servers=[server(f"s{i}") for i in range(8)])
+    store = SeriesStore(size=60)
+    ref: dict[tuple[str, str], Series] = {}
+    now = 1000.0
+    try:
+        for _ in range(40):
+            churn(rng, pools, services, rng.choice((0, 0, 1, 3, 20)))  # idle seconds too
+            steps = list(store.ticking(now, pools, services, batch=batch))
+            n = sum(len(p.servers) for p in pools.values())
+            assert steps == list(range(batch, n, batch))  # a step after each batch of servers
+            reference_tick(ref, now, pools, services)
+            assert set(store.series) == set(ref)
+            for (kind, name), series in ref.items():
+                assert store.window(kind, name, 60) == series.window(int(now), 60), (kind, name)
+            live = {s.traffic for p in pools.values() for s in p.servers}
+            assert live <= set(traffic.LATENCY) and not set(traffic.LATENCY) - live
+            now += rng.choice((0.0004, 0.4, 1.0, 1.0, 1.0, 2.0))  # twice in a second, a miss
+    finally:
+        traffic.LATENCY.clear()
+
+
+def test_counters_that_move_between_two_slices_are_not_lost() -> None:
+    pools = {"web": SimpleNamespace(servers=[server(f"s{i}") for i in range(10)])}
+    store = SeriesStore(size=60)
+    store.tick(10.0, pools, {})
+    for i, _ in enumerate(store.ticking(11.0, pools, {}, batch=4)):
+        for s in pools["web"].servers[i * 4 : i * 4 + 8]:  # 4 done, 4 (or 2) not yet
+            serve(s, 200, 1, 1, 0.001)
+    store.tick(12.0, pools, {})
+    got = totals(store.window("pool", "web", 2) or [])
+    assert got["requests"] == sum(s.requests_total for s in pools["web"].servers) == 14
+    per_server = sum(totals(store.window("server", f"web/s{i}", 2) or [])["2xx"] for i in range(10))
+    assert per_server == 14
+    traffic.LATENCY.clear()

@@ -15,11 +15,15 @@ request).
 
 A counter that goes down (a server deleted and added again, a pool that lost a server)
 starts a new baseline: that second counts 0 rather than a negative number.
+
+The tick itself is O(1) for a server that did nothing (:class:`SeriesStore`: a few counters
+compared, a shared row stored) and runs in slices (:meth:`SeriesStore.ticking`), so that
+100,000 servers never hold the event loop for long (bench/series_tick.py).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -83,7 +87,7 @@ class Series:
     """One object's ring: row ``i`` is the second ``stamps[i]``; a second the timer missed
     has no row (it reads as 0)."""
 
-    __slots__ = ("_last", "_last_latency", "rows", "size", "stamps")
+    __slots__ = ("_last", "_last_latency", "connections", "key", "rows", "size", "src", "stamps")
 
     def __init__(self, size: int = SECONDS) -> None:
         self.size = size
@@ -91,11 +95,29 @@ class Series:
         self.stamps = [-1] * size
         self._last: tuple[int | None, ...] | None = None
         self._last_latency: list[int] | None = None
+        # kept by SeriesStore's tick: the connections of the last sample, and for a server
+        # the object sampled and the few counters that tell it moved
+        self.connections = 0
+        self.src: Any = None
+        self.key: tuple[Any, ...] | None = None
+
+    def idle(self, second: int) -> None:
+        """Nothing changed since the last sample: the row of ``second`` is the shared one of
+        zeros and the same connections (what :meth:`sample` would store, without the work)."""
+        i = second % self.size
+        row = self.rows[i]
+        if self.stamps[i] != second or row is None:
+            self.rows[i] = _idle_row(self.connections)
+            self.stamps[i] = second
+        elif row[-len(QUANTILES) :] != _NO_QUANTILES:  # a second tick in the second adds
+            # zeros, and its quantiles replace the row's, as in :meth:`sample`: none
+            self.rows[i] = (*row[: -len(QUANTILES)], *_NO_QUANTILES)
 
     def sample(self, second: int, snap: Snapshot) -> None:
         """Store the difference since the previous sample as the row of ``second`` (the first
         sample only sets the baseline)."""
         last, self._last = self._last, snap.counters
+        self.connections = snap.connections
         lat = list(snap.latency) if snap.latency is not None else None
         last_lat, self._last_latency = self._last_latency, lat
         if last is None:
@@ -128,6 +150,18 @@ class Series:
 
 
 _FIELDS = (*COUNTERS, "connections", "p50_ms", "p95_ms", "p99_ms")
+_IDLE: dict[int, tuple[Any, ...]] = {}
+_NO_QUANTILES = (None,) * len(QUANTILES)
+
+
+def _idle_row(connections: int) -> tuple[Any, ...]:
+    """The row of a second where nothing moved (shared: one per number of connections)."""
+    row = _IDLE.get(connections)
+    if row is None:
+        row = (*(0,) * (len(COUNTERS) - 1), None, connections, *_NO_QUANTILES)
+        if len(_IDLE) < 4096:
+            _IDLE[connections] = row
+    return row
 
 
 def _point(second: int, row: tuple[Any, ...] | None) -> dict[str, Any]:
@@ -184,47 +218,152 @@ def pool_snapshot(parts: Iterable[Snapshot]) -> Snapshot:
     return Snapshot(tuple(counters), conns, latency)
 
 
+class _PoolSum:
+    """A pool's running sums over its members' last samples (its counters, connections and
+    latency counts: what :func:`pool_snapshot` adds up), kept by adding each changed server's
+    difference, so an idle pool costs nothing; ``order``: its members' series in the order
+    of its servers at the last tick (a server found at its place needs no lookup)."""
+
+    __slots__ = ("connections", "counters", "latency", "members", "order")
+
+    def __init__(self) -> None:
+        self.counters = [0] * (len(COUNTERS) - 1)
+        self.connections = 0
+        self.latency = new_histogram()
+        self.members: dict[str, Series] = {}
+        self.order: list[Series] = []
+
+    def add(self, s: Series, sign: int) -> None:
+        """Add (1) or take away (-1) a member's last sample."""
+        if s._last is not None:
+            c = self.counters
+            for i, v in enumerate(s._last[: len(c)]):
+                c[i] += sign * (v or 0)
+        if s._last_latency is not None:
+            lat = self.latency
+            for i, n in enumerate(s._last_latency):
+                if n:
+                    lat[i] += sign * n
+        self.connections += sign * s.connections
+
+
 class SeriesStore:
-    """Every object's :class:`Series`, sampled by :meth:`tick` once a second."""
+    """Every object's :class:`Series`, sampled by :meth:`tick` once a second.
+
+    A tick reads a few cumulative counters of each server and does the rest only for a
+    server where one moved: ``requests_total`` (a request started), ``requests_in_flight``
+    (one finished, with its response class), its traffic's bytes and ``timed`` (bumped with
+    every add to its latency histogram, :mod:`quiesce.state.traffic`) and ``connections``.
+    An idle server's row is a shared one of zeros; a pool's sums follow its changed servers'
+    differences. :meth:`ticking` is the same tick in slices of at most ``batch`` servers (a
+    generator: the I/O shell runs the event loop between two), for 100,000 servers."""
 
     def __init__(self, size: int = SECONDS) -> None:
         self.size = size
         self.series: dict[tuple[str, str], Series] = {}
         self.now = -1  # the second of the last tick
+        self._pools: dict[str, _PoolSum] = {}
 
     def tick(self, now: float, pools: dict[str, Any], services: dict[str, Any]) -> None:
         """Sample every server and pool of ``pools`` (PoolRuntime-like) and every service
         stats of ``services`` (name -> ServiceStats-like) at time ``now`` (s)."""
+        for _ in self.ticking(now, pools, services):
+            pass
+
+    def _get(self, kind: str, name: str) -> Series:
+        s = self.series.get((kind, name))
+        if s is None:
+            s = self.series[(kind, name)] = Series(self.size)
+        return s
+
+    def ticking(
+        self, now: float, pools: dict[str, Any], services: dict[str, Any], batch: int = 2000
+    ) -> Iterator[int]:
+        """:meth:`tick` in steps: yields the number of servers done after each ``batch`` of
+        them (the rows are those of one :meth:`tick`; a server's row holds its counters as
+        its slice read them, so what moves between two slices is in the next second's)."""
         second = int(now)
-        seen: set[tuple[str, str]] = set()
+        i = second % self.size
         latency = _traffic.LATENCY
-
-        def put(kind: str, name: str, snap: Snapshot) -> None:
-            key = (kind, name)
-            seen.add(key)
-            s = self.series.get(key)
-            if s is None:
-                s = self.series[key] = Series(self.size)
-            s.sample(second, snap)
-
-        for pname, pool in pools.items():
-            parts = []
-            for server in pool.servers:
-                hist = latency.get(server.traffic)
+        moved = False  # a server added, replaced or gone: forget what is no longer there
+        done, limit = 0, batch
+        sums: dict[str, _PoolSum] = {}
+        for pname, pool in list(pools.items()):
+            ps = self._pools.get(pname)
+            if ps is None:
+                ps = self._pools[pname] = _PoolSum()
+            sums[pname] = ps
+            pseries = self._get("pool", pname)
+            servers = list(pool.servers)
+            order, members = ps.order, ps.members
+            changed = placed = len(servers) != len(order)
+            for j, server in enumerate(servers):
+                if done == limit:
+                    limit += batch
+                    yield done
+                done += 1
+                s = order[j] if j < len(order) else None
+                if s is None or s.src is not server:  # not at its place: by name
+                    placed = True
+                    s = members.get(server.name)
+                    if s is None:
+                        s = members[server.name] = self._get("server", f"{pname}/{server.name}")
+                    if s.src is not server:  # new, or deleted and added again
+                        moved = True
+                        s.src, s.key = server, None
+                t = server.traffic
+                key = (
+                    server.requests_total,
+                    server.requests_in_flight,
+                    t.bytes_in,
+                    t.bytes_out,
+                    t.timed,
+                    server.connections,
+                )
+                if key == s.key:  # idle: Series.idle inline
+                    if s.stamps[i] != second:
+                        s.rows[i] = _idle_row(s.connections)
+                        s.stamps[i] = second
+                    else:
+                        s.idle(second)
+                    continue
+                changed = True
+                hist = latency.get(t)
                 if hist is None:
-                    hist = latency[server.traffic] = new_histogram()
-                snap = server_snapshot(server, hist)
-                parts.append(snap)
-                put("server", f"{pname}/{server.name}", snap)
-            put("pool", pname, pool_snapshot(parts))
+                    hist = latency[t] = new_histogram()
+                ps.add(s, -1)
+                s.sample(second, server_snapshot(server, hist))
+                s.key = key
+                ps.add(s, 1)
+            if placed:  # servers added, removed or moved: its order and members anew
+                ps.order = [members[x.name] for x in servers]
+                names = {x.name for x in servers}
+                for n in [n for n in members if n not in names]:
+                    ps.add(members.pop(n), -1)
+                    moved = True
+            if changed or pseries._last is None:
+                snap = Snapshot((*ps.counters, None), ps.connections, list(ps.latency))
+                pseries.sample(second, snap)
+            else:
+                pseries.idle(second)
         for sname, stats in services.items():
-            put("service", sname, service_snapshot(stats, None))
-        for key in set(self.series) - seen:  # deleted: forget them
-            del self.series[key]
-        live = {s.traffic for p in pools.values() for s in p.servers}
-        for t in set(latency) - live:
-            del latency[t]
+            self._get("service", sname).sample(second, service_snapshot(stats, None))
+        self._pools = sums
+        kept = len(sums) + len(services) + sum(len(p.members) for p in sums.values())
+        if len(self.series) > kept:
+            self._forget(sums, services)  # deleted: forget them
+            moved = True
+        if moved:
+            live = {s.src.traffic for p in sums.values() for s in p.members.values()}
+            for t in [t for t in latency if t not in live]:
+                del latency[t]
         self.now = second
+
+    def _forget(self, sums: dict[str, _PoolSum], services: dict[str, Any]) -> None:
+        keep = {("pool", p) for p in sums} | {("service", s) for s in services}
+        keep |= {("server", f"{p}/{n}") for p, ps in sums.items() for n in ps.members}
+        for key in [k for k in self.series if k not in keep]:
+            del self.series[key]
 
     def window(self, kind: str, name: str, seconds: int) -> list[dict[str, Any]] | None:
         """The last ``seconds`` rows of one object (None: no such object)."""
