@@ -1,0 +1,126 @@
+"""Cost of the live series' 1 s tick (``SeriesStore.tick``), by number of servers, idle and
+with 1% of the servers busy each second (sans IO, no sockets).
+
+    python3 bench/series_tick.py [--sizes 1000 10000 100000] [--old SRC]
+
+N servers in 10 pools of a :class:`Registry` (real ``ServerRuntime`` objects), one service.
+Each second, before the tick, "1% active" gives 1% of the servers (another 1% each second)
+ten requests each, as the data plane counts them (``requests_total``, the response class,
+``traffic.account_timed``: bytes, times and the latency histogram). Reported: the tick's
+total time (median of the ticks after the baseline one) and its longest slice (the longest
+hold of the event loop: with :meth:`SeriesStore.ticking`, ``BATCH`` servers; without it, the
+whole tick). ``--old /tmp/wt/src``: the same run on another checkout's ``src`` (a
+subprocess), side by side.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import statistics
+import subprocess
+import sys
+import time
+from typing import Any
+
+from quiesce.config import parse_config
+from quiesce.state import series as series_mod
+from quiesce.state import traffic
+from quiesce.state.registry import Registry
+
+POOLS = 10
+
+
+def registry_of(size: int) -> Registry:
+    per = size // POOLS
+    raw: dict[str, Any] = {
+        "pools": {
+            f"p{p}": {
+                "servers": [
+                    {"name": f"s{i}", "address": f"10.{p}.{i // 250}.{i % 250 + 1}:80"}
+                    for i in range(per)
+                ]
+            }
+            for p in range(POOLS)
+        },
+        "services": {"w": {"listen": "127.0.0.1:0", "pool": "p0"}},
+    }
+    return Registry(parse_config(raw))
+
+
+def run(size: int, active: float, ticks: int) -> tuple[float, float]:
+    """(median ms per tick, longest slice in ms) over ``ticks`` ticks after the baseline."""
+    registry = registry_of(size)
+    pools = registry.pools
+    servers = [s for p in pools.values() for s in p.servers]
+    svc = traffic.Traffic()
+    store = series_mod.SeriesStore()
+    sliced = hasattr(store, "ticking")
+    batch = 2000
+    rng = random.Random(1)
+    totals: list[float] = []
+    longest = 0.0
+    for t in range(ticks + 1):
+        for s in rng.sample(servers, int(len(servers) * active)):
+            for _ in range(10):
+                s.requests_total += 1
+                s.responses["2xx"] = s.responses.get("2xx", 0) + 1
+                traffic.account_timed(s.traffic, svc, 100, 1000, 0.002, 0.003)
+        now = 1000.0 + t
+        start = time.perf_counter()
+        if sliced:
+            last = start
+            for _ in store.ticking(now, pools, {}, batch=batch):
+                x = time.perf_counter()
+                longest = max(longest, x - last) if t else longest
+                last = time.perf_counter()  # the loop's other work runs here
+            x = time.perf_counter()
+            total = x - start  # (with the bench's own bookkeeping: a few µs a slice)
+            longest = max(longest, x - last) if t else longest
+        else:
+            store.tick(now, pools, {})
+            total = time.perf_counter() - start
+            longest = max(longest, total) if t else longest
+        if t:  # the first tick is the baseline (every series new)
+            totals.append(total)
+    return statistics.median(totals) * 1000, longest * 1000
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000, 100000])
+    ap.add_argument("--old", help="another checkout's src directory, run side by side")
+    ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    results: dict[str, list[str]] = {}
+    for size in args.sizes:
+        ticks = 3 if size >= 100000 else 5 if size >= 10000 else 10
+        for active in (0.0, 0.01):
+            label = f"{size:>7} servers, {'1% active' if active else 'idle     '}"
+            ms, worst = run(size, active, ticks)
+            results[label] = [f"{ms:8.1f} ms/tick, longest slice {worst:7.1f} ms"]
+            if args.child:
+                print(f"{label}\t{results[label][0]}", flush=True)
+    if args.child:
+        return
+    if args.old:
+        env = {**os.environ, "PYTHONPATH": args.old}
+        out = subprocess.run(
+            [sys.executable, __file__, "--child", "--sizes", *map(str, args.sizes)],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        for line in out.splitlines():
+            label, text = line.split("\t")
+            results[label].insert(0, text)
+    head = "old | new" if args.old else "this checkout"
+    print(f"{'':27} {head}")
+    for label, cols in results.items():
+        print(f"{label}  " + " | ".join(cols))
+
+
+if __name__ == "__main__":
+    main()
