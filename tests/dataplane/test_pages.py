@@ -154,9 +154,8 @@ async def test_on_response_status_serves_the_page_and_marks_the_server(
     raw["pools"]["web"]["healthmonitors"] = ["hm"]
     async with start_proxy(raw) as p:
         s0, s1 = p.registry.pool("web").servers
-        for s in (s0, s1):  # as if the monitor had passed
-            s.oper = Oper.UP
-        p.registry._recompute(p.registry.pool("web"), 0.0, emit=False)
+        for s in (s0, s1):  # as if the monitor had passed (the socket's `set server … health up`)
+            p.registry.force_oper(s, Oper.UP, Cause.RUNTIME_SOCKET, {})
         async with httpx.AsyncClient() as c:
             r = await c.get(p.url + "/status/418")  # -> a
             assert r.status_code == 503 and "under maintenance" in r.text

@@ -3,8 +3,9 @@
 A relay picks its server when the client connects, with reading from the client paused
 until the server's connection is made; a connection that waits in the queue stays so: on
 uvloop, which reads once after the accept whatever was asked, the client's first chunk is
-read and held (counted in the access log's ``bytes_in``), the rest waits in the kernel. :func:`admit` is called only when
-the picked server has a ``max_connections`` or none was found. When it gets a server the
+read and held (counted in the access log's ``bytes_in``), the rest waits in the kernel.
+:func:`admit` is called only when the picked server has a ``max_connections`` or none was
+found. When it gets a server the
 relay connects as it would have at once; at its deadline the connection is closed (the
 access log's ``sQ``, or ``MQ`` when it was held for an empty pool), as a connection with no
 eligible server is.
