@@ -78,6 +78,7 @@ class Clients:
         self.port = port
         self.samples: list[tuple[float, float]] = []  # (start, latency)
         self.failures = 0
+        self.failed: list[tuple[float, str]] = []  # (start, status or exception): what failed
         self.stop = threading.Event()
         self.lock = threading.Lock()
         self.threads = [threading.Thread(target=self.run, daemon=True) for _ in range(n)]
@@ -93,14 +94,17 @@ class Clients:
                 r = conn.getresponse()
                 r.read()
                 ok = r.status == 200
-            except (OSError, http.client.HTTPException):
-                ok = False
+                why = f"status {r.status}"
+            except (OSError, http.client.HTTPException) as e:
+                ok, why = False, repr(e)
                 conn.close()
                 conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
             dt = time.monotonic() - t0
             with self.lock:
                 self.samples.append((t0, dt))
                 self.failures += not ok
+                if not ok:
+                    self.failed.append((t0, why))
 
     def window(self, a: float, b: float) -> list[float]:
         with self.lock:
@@ -197,6 +201,8 @@ def main() -> int:
         proc.send_signal(signal.SIGTERM)
         proc.wait(30)
     print(f"\nfailed requests: {clients.failures} of {len(clients.samples)}")
+    for t0, why in clients.failed[:20]:
+        print(f"  at {t0:.3f} (monotonic): {why}")
     print(
         "| reload | changes | POST (s) | applied (s) | idle p50 / p99 (ms) "
         "| during p50 / p99 / max (ms) | requests during |"
