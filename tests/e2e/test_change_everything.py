@@ -24,7 +24,6 @@ pytestmark = [pytest.mark.peers, pytest.mark.slow]
 
 RELOADS = 20
 TAKEOVERS = 5  # one after every fourth reload
-SLOW = 1.5  # seconds of the requests in flight on the server removed
 
 
 def config_text(servers: list[tuple[str, int, int]]) -> str:
@@ -86,7 +85,7 @@ def take_over(q: Running) -> None:
 def slow_get(port: int, out: list[object]) -> None:
     try:
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-        conn.request("GET", f"/slow/{SLOW}")
+        conn.request("GET", "/hold")
         resp = conn.getresponse()
         out.append((resp.status, resp.read()))
         conn.close()
@@ -149,9 +148,15 @@ def test_reloads_sighup_takeovers_and_a_busy_removal_under_load_lose_nothing(
                 threads = [threading.Thread(target=slow_get, args=(q.port, slow)) for _ in range(4)]
                 for t in threads:
                     t.start()
+                # held on the busy back end until released: the DELETE cannot race their end
+                # (a fixed 1.5 s delay once ran out first on a loaded CI machine)
+                backends[4].wait_holding(1, timeout=20)
                 until(lambda: q.servers()["web/busy"]["requests_in_flight"] > 0, "busy is busy")
                 status, body = send(q, "DELETE", "/api/v1/servers/web/busy?drain=true")
                 assert status == 202, body  # draining first: requests in flight
+                assert "web/busy" in q.servers()  # still there, shown as removing
+                for b in backends:
+                    b.release()
                 until(lambda: "web/busy" not in q.servers(), "busy deleted")
                 for t in threads:
                     t.join(30)
