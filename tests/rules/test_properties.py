@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from quiesce.config import load_text
-from quiesce.config.models import Condition
+from quiesce.config.rules import Condition
 from quiesce.core.states import Cause
 from quiesce.rules import RequestView
 from quiesce.rules._conditions import compile_condition

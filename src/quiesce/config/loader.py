@@ -9,8 +9,9 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from quiesce.config.base import Model
 from quiesce.config.logs import logging_problems
-from quiesce.config.models import Config, Model
+from quiesce.config.models import Config
 from quiesce.config.tls import tls_problems, tls_warnings
 from quiesce.core.errors import QuiesceError
 

@@ -1,4 +1,4 @@
-"""Compile a validated :class:`~quiesce.config.models.Condition` into a predicate.
+"""Compile a validated :class:`~quiesce.config.rules.Condition` into a predicate.
 
 Theory of operation
 -------------------
@@ -24,7 +24,7 @@ import ipaddress
 import re
 from collections.abc import Callable, Sequence
 
-from quiesce.config.models import (
+from quiesce.config.rules import (
     Condition,
     CookieCondition,
     FlagCondition,

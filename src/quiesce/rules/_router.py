@@ -21,7 +21,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from quiesce.config.models import Action, MonitorUri, ServiceConfig
+from quiesce.config.models import ServiceConfig
+from quiesce.config.rules import Action, MonitorUri
 from quiesce.rules._conditions import (
     Predicate,
     compile_condition,

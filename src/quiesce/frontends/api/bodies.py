@@ -14,8 +14,9 @@ from typing import Annotated
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from quiesce.admin.context import CommandContext
+from quiesce.config.base import Name
 from quiesce.config.durations import parse_duration
-from quiesce.config.models import Name, OptionalTimeout
+from quiesce.config.models import OptionalTimeout
 from quiesce.core.states import Cause
 
 
