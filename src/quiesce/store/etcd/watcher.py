@@ -1,0 +1,196 @@
+"""The etcd store's watcher: follows the prefix and applies what other nodes wrote. Part of
+:class:`~quiesce.store.etcd.EtcdStore`."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import Iterator
+from dataclasses import replace
+from typing import Any
+
+from quiesce.core.admin import AdminRecord
+from quiesce.core.events import Event
+from quiesce.core.states import CloseMode
+from quiesce.store.base import Kind, RemoteChange
+from quiesce.store.etcd.base import (
+    _SECTIONS,
+    RETRY_MAX,
+    RETRY_MIN,
+    EtcdBase,
+    _reraise_if_cancelled,
+    log,
+)
+
+
+class Watcher(EtcdBase):
+    async def _run_watcher(self) -> None:
+        delay = RETRY_MIN
+        resync = False
+        while True:
+            client = self._get_client()
+            try:
+                if resync:
+                    await self._sync(client)
+                watch = await client.watch_prefix(self._bprefix, start_revision=self._rev + 1)
+                self._found()  # not an answer yet: the link is seen by the sync and the events
+                delay = RETRY_MIN
+                resync = False
+                async for ev in watch:
+                    kv = ev.kv
+                    self.cluster.seen(int(kv.mod_revision))
+                    value = None if ev.kind == "DELETE" else bytes(kv.value)
+                    self._on_kv(kv.key.decode(), value, int(kv.mod_revision))
+                raise ConnectionError("the watch ended")
+            except (Exception, asyncio.CancelledError) as exc:
+                _reraise_if_cancelled(exc)
+                resync = True
+                self._lost(client, "watching", exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RETRY_MAX)
+
+    async def _sync(self, client: Any) -> None:
+        """Read the whole prefix; apply every key that changed since we last saw it (all of
+        them at open), and the deletion of state keys that are gone."""
+        result = await client.get_prefix(self._bprefix)
+        revision = int(result.header.revision)
+        kvs = sorted(result, key=lambda kv: int(kv.create_revision))
+        self.cluster.seen(revision)
+        present = set()
+        for kv in kvs:
+            key = kv.key.decode()
+            present.add(key)
+            rev = int(kv.mod_revision)
+            if self._seen.get(key) != rev:
+                self._on_kv(key, bytes(kv.value), rev)
+        for key in [k for k in self._seen if k not in present]:
+            self._on_kv(key, None, revision)
+        nodes = f"{self.prefix}nodes/"
+        self.cluster.synced({k[len(nodes) :] for k in present if k.startswith(nodes)})
+        self._rev = max(self._rev, revision)
+
+    def _on_kv(self, key: str, value: bytes | None, rev: int) -> None:
+        self._rev = max(self._rev, rev)
+        if not key.startswith(self.prefix):
+            return
+        section, _, name = key[len(self.prefix) :].partition("/")
+        if section == "nodes" and name:
+            self.cluster.on_node(name, value)
+            return
+        kind = _SECTIONS.get(section)
+        if kind is None or not name:
+            return
+        if value is None:
+            self._seen.pop(key, None)
+        else:
+            self._seen[key] = rev
+        try:
+            body = None if value is None else json.loads(value)
+            if body is not None and not isinstance(body, dict):
+                raise ValueError("not a JSON object")
+        except ValueError as exc:
+            log.warning("state store: etcd key %s unreadable: %s", key, exc)
+            return
+        if body is not None and body.get("instance") == self.instance:
+            return  # our own write, back from the watch
+        if kind == "event":
+            self._on_remote_event(key, body)
+            return
+        if key in self._ops:  # our own write of this record is on its way: etcd orders them
+            self._deferred[key] = (rev, value)
+            return
+        if rev <= self._acked.get(key, 0):
+            return
+        try:
+            self._apply_remote(kind, name, body)
+        except Exception:
+            log.exception("state store: applying %s from etcd failed", key)
+
+    def _on_remote_event(self, key: str, body: dict[str, Any] | None) -> None:
+        if body is None:
+            self._event_keys.pop(key, None)
+            return
+        if key in self._event_keys:
+            return
+        try:
+            event = Event.from_dict(body["value"])
+        except (KeyError, TypeError, ValueError) as exc:
+            log.warning("state store: event %s from etcd unreadable: %s", key, exc)
+            return
+        if "node" not in event.detail:
+            event = replace(event, detail={**event.detail, "node": str(body.get("node", "?"))})
+        stored = self.mirror.append_event(event)
+        self._event_keys[key] = stored.time
+        self._deliver(RemoteChange("event", key, stored, str(body.get("node", "?"))))
+
+    def _apply_remote(self, kind: Kind, name: str, body: dict[str, Any] | None) -> None:
+        value: Any = None if body is None else body.get("value")
+        if kind == "admin":
+            if value is None:
+                self.mirror.delete_admin(name)
+            else:
+                value = AdminRecord.from_dict(value)
+                self.mirror.save_admin(name, value)
+        elif body is None:
+            return  # a flag or monitor key deleted by hand: its tombstone is gone, keep ours
+        elif kind == "flag":
+            if value is None:
+                self.mirror.delete_flag(name)
+            else:
+                value = value if isinstance(value, bool) else str(value)
+                self.mirror.save_flag(name, value)
+        elif kind == "monitor":
+            if value is None:
+                self.mirror.delete_monitor(name)
+            else:
+                self.mirror.save_monitor(name, dict(value))
+        elif kind == "server":
+            value = None if value is None else dict(value)
+            self.mirror.save_server(name, value)
+        else:
+            value = [str(n) for n in value or []]
+            self.mirror.save_pool_monitors(name, value)
+        meta = body or {}
+        try:
+            close = CloseMode(str(meta.get("close", CloseMode.NONE.value)))
+        except ValueError:
+            close = CloseMode.NONE
+        change = RemoteChange(
+            kind,
+            name,
+            value,
+            str(meta.get("node", "?")),
+            actor=str(meta.get("actor") or ""),
+            reason=str(meta.get("reason") or ""),
+            cause=None if meta.get("cause") is None else str(meta["cause"]),
+            close=close,
+        )
+        self._deliver(change)
+
+    def _deliver(self, change: RemoteChange) -> None:
+        if self._handler is None:
+            return
+        with self._replaying(change.node):
+            try:
+                self._handler(change)
+            except Exception as exc:
+                message = getattr(exc, "message", None) or repr(exc)
+                log.warning(
+                    "state store: %s %s from node %s not applied here: %s",
+                    change.kind,
+                    change.name,
+                    change.node,
+                    message,
+                )
+
+    @contextlib.contextmanager
+    def _replaying(self, node: str) -> Iterator[None]:
+        previous, self._replay_from = self._replay_from, node
+        try:
+            yield
+        finally:
+            self._replay_from = previous
+
+
+__all__ = ["Watcher"]
