@@ -308,6 +308,11 @@ class Service:
         return self._ctx.config
 
     @property
+    def router(self) -> Router | None:
+        """Its rules and monitor URI, compiled (None: none), with their hit counts."""
+        return self._ctx.router
+
+    @property
     def connections(self) -> int:
         """Live client connections of this service."""
         return len(self._ctx.conns)
@@ -408,6 +413,9 @@ class Service:
         timeouts, limits). Requests read them from the context as they start, so every new
         request uses them at once; one in flight finishes as it began."""
         ctx = self._ctx
+        carry = getattr(fresh.router, "carry_counts", None)
+        if carry is not None and ctx.router is not None:
+            carry(ctx.router)  # the rules' hit counts (GET /api/v1/services) go on
         for name in _RELOADED:
             setattr(ctx, name, getattr(fresh, name))
         limit = ctx.max_connections

@@ -6,7 +6,15 @@
 """
 
 from quiesce.rules._conditions import flag_truthy
-from quiesce.rules._router import MONITOR_FAIL, MONITOR_OK, ServiceRouter, compile_router
+from quiesce.rules._router import (
+    DEFAULT,
+    MONITOR_200,
+    MONITOR_503,
+    MONITOR_FAIL,
+    MONITOR_OK,
+    ServiceRouter,
+    compile_router,
+)
 from quiesce.rules.decision import (
     Decision,
     Redirect,
@@ -18,6 +26,9 @@ from quiesce.rules.decision import (
 )
 
 __all__ = [
+    "DEFAULT",
+    "MONITOR_200",
+    "MONITOR_503",
     "MONITOR_FAIL",
     "MONITOR_OK",
     "Decision",

@@ -8,6 +8,11 @@ dataclasses), so :meth:`ServiceRouter.route` allocates nothing of its own: it ch
 URI, walks the pairs, and returns the first decision whose predicate holds, else
 ``ToPool(service.pool)``.
 
+It counts what decided (:attr:`ServiceRouter.hits`, read by ``GET /api/v1/services`` and the
+dashboard's Services view): one integer increment per routed request, in a list made once,
+indexed by rule, then the default, the monitor URI's 200s and its 503s. A reload keeps the
+counts of the rules that keep their name (:meth:`ServiceRouter.carry_counts`).
+
 The monitor URI (HAProxy's ``monitor-uri`` + ``monitor fail if``) is answered before any rule,
 so no rule can hide it: 200 while the site is serving, 503 as soon as any ``fail_if``
 condition holds. Its answers carry ``log=False``: the data plane never logs them as proxied
@@ -72,40 +77,78 @@ def compile_monitor_fail(monitor: MonitorUri, registry: Registry) -> Callable[[]
     return lambda: any(t(probe) for t in tests)
 
 
-class ServiceRouter:
-    """The compiled router of one HTTP service (implements :class:`Router`)."""
+DEFAULT, MONITOR_200, MONITOR_503 = -3, -2, -1  # the last three of ServiceRouter.hits
 
-    __slots__ = ("_monitor_fail", "_monitor_path", "_rules", "default", "names", "service")
+
+class ServiceRouter:
+    """The compiled router of one HTTP service (implements :class:`Router`). ``hits``: how
+    many requests each rule decided (in order), then the default, the monitor URI's 200s and
+    503s (:data:`DEFAULT`, :data:`MONITOR_200`, :data:`MONITOR_503`)."""
+
+    __slots__ = (
+        "_monitor_fail",
+        "_monitor_path",
+        "_rules",
+        "default",
+        "hits",
+        "monitor_path",
+        "names",
+        "service",
+    )
 
     def __init__(self, service_name: str, service: ServiceConfig, registry: Registry) -> None:
         self.service = service_name
         self.default = ToPool(service.pool)
-        self._rules: tuple[tuple[Predicate, Decision], ...] = tuple(
-            (compile_condition(rule.if_, registry), compile_action(rule.then))
-            for rule in service.rules
+        self._rules: tuple[tuple[Predicate, Decision, int], ...] = tuple(
+            (compile_condition(rule.if_, registry), compile_action(rule.then), i)
+            for i, rule in enumerate(service.rules)
         )
+        self.hits = [0] * (len(self._rules) + 3)
         # Rule names for tracing: the configured name, else "rules[i]".
         self.names: tuple[str, ...] = tuple(
             rule.name or f"rules[{i}]" for i, rule in enumerate(service.rules)
         )
         monitor = service.monitor_uri
-        self._monitor_path = monitor.path if monitor is not None else None
+        self._monitor_path = self.monitor_path = monitor.path if monitor is not None else None
         self._monitor_fail = compile_monitor_fail(monitor, registry) if monitor else None
 
     def route(self, request: RequestView) -> Decision:
         if request.path == self._monitor_path and self._monitor_fail is not None:
-            return MONITOR_FAIL if self._monitor_fail() else MONITOR_OK
-        for matches, decision in self._rules:
+            if self._monitor_fail():
+                self.hits[-1] += 1  # MONITOR_503 (a literal: no global lookup)
+                return MONITOR_FAIL
+            self.hits[-2] += 1  # MONITOR_200
+            return MONITOR_OK
+        for matches, decision, i in self._rules:
             if matches(request):
+                self.hits[i] += 1
                 return decision
+        self.hits[-3] += 1  # DEFAULT
         return self.default
+
+    def monitor_failing(self) -> bool | None:
+        """What the monitor URI answers now: True a 503, False a 200, None: no monitor URI."""
+        return None if self._monitor_fail is None else self._monitor_fail()
+
+    def carry_counts(self, old: object) -> None:
+        """A reload: take over ``old``'s counts (another :class:`ServiceRouter` of the same
+        service) for each rule of the same name, and the default's and the monitor URI's."""
+        hits = getattr(old, "hits", None)
+        names = getattr(old, "names", None)
+        if hits is None or names is None:
+            return
+        before = dict(zip(names, hits, strict=False))
+        for i, name in enumerate(self.names):
+            self.hits[i] += before.get(name, 0)
+        for k in (DEFAULT, MONITOR_200, MONITOR_503):
+            self.hits[k] += hits[k]
 
     def explain(self, request: RequestView) -> tuple[str, Decision]:
         """Which rule decided, for logs and debugging: ``monitor_uri``, a rule's name (or
         ``rules[i]``), or ``default``; and the decision :meth:`route` would return."""
         if request.path == self._monitor_path and self._monitor_fail is not None:
-            return "monitor_uri", self.route(request)
-        for name, (matches, decision) in zip(self.names, self._rules, strict=True):
+            return "monitor_uri", MONITOR_FAIL if self._monitor_fail() else MONITOR_OK
+        for name, (matches, decision, _) in zip(self.names, self._rules, strict=True):
             if matches(request):
                 return name, decision
         return "default", self.default
@@ -125,4 +168,13 @@ def compile_router(
     return ServiceRouter(service_name, service, registry)
 
 
-__all__ = ["MONITOR_FAIL", "MONITOR_OK", "ServiceRouter", "compile_action", "compile_router"]
+__all__ = [
+    "DEFAULT",
+    "MONITOR_200",
+    "MONITOR_503",
+    "MONITOR_FAIL",
+    "MONITOR_OK",
+    "ServiceRouter",
+    "compile_action",
+    "compile_router",
+]

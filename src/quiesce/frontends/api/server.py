@@ -26,6 +26,7 @@ from quiesce.config.addresses import is_loopback, split_address
 from quiesce.config.models import AdminConfig
 from quiesce.frontends.api.routes import AppLike, create_api
 from quiesce.frontends.api.series import series_router
+from quiesce.frontends.api.services import services_router
 
 
 def check_listen(admin: AdminConfig) -> tuple[str, int]:
@@ -118,6 +119,7 @@ async def start_admin_server(app: AppLike, sock: socket.socket | None = None) ->
     api = create_api(app)
     # GET /api/v1/series: the live series (quiesce.frontends.api.series)
     api.include_router(series_router(app))
+    api.include_router(services_router(app))
     config = uvicorn.Config(
         api,
         lifespan="off",
