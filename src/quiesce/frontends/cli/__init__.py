@@ -11,9 +11,9 @@ from quiesce.frontends.cli.transport import DurationType, client_options, settin
 
 def register_client_verbs(main: click.Group) -> None:
     """Adds the client verbs and the monitor sub-shell to ``main``."""
-    from quiesce.frontends.cli import client, configure
+    from quiesce.frontends.cli import client, configure, top
 
-    client.register(main, [configure.configure_group])
+    client.register(main, [configure.configure_group, top.top_cmd])
 
 
 __all__ = ["DurationType", "client_options", "register_client_verbs", "settings_from"]
