@@ -134,7 +134,7 @@ def render() -> str:
     out += [f"| `{k}` | {v} |" for k, v in SECTIONS.items()]
     out += ["", "| key | type | default |", "|---|---|---|"]
     out += _rows(Config, "", set())
-    out += ["", LIMITS.rstrip("\n"), "", QUEUE.rstrip("\n")]
+    out += ["", LIMITS.rstrip("\n"), "", QUEUE.rstrip("\n"), "", OUTLIER.rstrip("\n")]
     return "\n".join(out) + "\n"
 
 
@@ -202,6 +202,51 @@ and `/metrics` give the queue's depth and wait time; the access log's `queue_ms`
 one request (L4: connection) waited. `max_connections` can be set on servers added or
 changed at run time too (the API's server bodies are the config's); raising it wakes the
 queue at once.
+"""
+
+OUTLIER = """\
+## Passive outlier detection
+
+`pools.NAME.outlier_detection` takes a server out of balancing for a while when its live
+traffic fails, apart from its monitors (Envoy's consecutive-failure ejection, with Envoy's
+key names). Leave the section out and nothing is counted; `outlier_detection: {}` turns it
+on with the defaults below.
+
+| key | default | meaning |
+|---|---|---|
+| `consecutive_5xx` | `5` | this many 5xx answers in a row eject the server (`0`: rule off) |
+| `consecutive_connect_failures` | `5` | this many failed connects in a row (refused, reset, timed out) eject it (`0`: off) |
+| `interval` | `10s` | each interval a returned server stays in service takes one off its ejection count |
+| `base_ejection_time` | `30s` | how long the first ejection lasts |
+| `max_ejection_time` | `300s` | the cap of the growing ejection time |
+| `max_ejection_percent` | `50` | never more than this share of the pool's servers ejected at once |
+
+- **What counts.** A 5xx is the status the client got for a request sent to the server:
+  the server's own, or the proxy's `502`/`504` for it (a refused or timed-out connect with
+  no other server to retry on, a malformed or missing reply, a response timeout), as Envoy
+  counts local errors as 5xx by default. Any other status ends both runs. A request that got
+  no answer (the client left) counts for nothing. A connect failure counts in its own run on
+  both layers (L7 and the L4 relay); a connect that succeeds ends that run.
+- **Ejection.** An ejected server gets no new request or connection (sticky sessions to it
+  included); what it is serving finishes. It is shown as `ejected (passive)` (CLI, API,
+  dashboard, `show stat` status `MAINT (passive)`... see docs/state-model.md) and counted
+  in `quiesce_server_ejections_total`; the events are `server_ejected` and
+  `server_returned` (cause `passive`, detail: the rule, the count, the last status or
+  connect error, the ejection time and the times ejected).
+- **Back-off.** The n-th ejection lasts `base_ejection_time` × n, at most
+  `max_ejection_time` (Envoy's rule); n drops by one for each `interval` the server spends
+  in service after it returns. The server returns by itself at the end (the admin timer),
+  with its runs started afresh.
+- **Limits.** An ejection that would put more than `max_ejection_percent` of the pool's
+  servers out at once, or leave fewer eligible servers than the pool's `min_servers_up`, is
+  refused: the server stays in, an `ejection_refused` event says why (once per run), and
+  the next failure of the run tries again. quiesce's default is 50%, not Envoy's 10%: with
+  10%, a pool of fewer than 10 servers could never eject one.
+- **Beside the other states.** A monitor that says up does not end an ejection (Envoy's
+  `successful_active_health_check_uneject_host` is off); a server that is down, in
+  maintenance or draining is not ejected (it gets no new requests anyway), and an operator's
+  maintenance or drain applies as before, on top. Ejections are not persisted: a restart or
+  a reload that removes `outlier_detection` returns every server.
 """
 
 

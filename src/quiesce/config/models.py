@@ -23,7 +23,9 @@ from quiesce.config.addresses import split_address
 from quiesce.config.base import Model, Name
 from quiesce.config.durations import parse_duration
 from quiesce.config.logs import LoggingConfig
+from quiesce.config.outlier import OutlierDetection
 from quiesce.config.proxy import ProxyListener, ProxySender, SendProxy
+from quiesce.config.retries import PoolRetries
 from quiesce.config.rules import (
     _HTTP_ONLY,
     _TCP_ONLY,
@@ -301,7 +303,7 @@ class Persistence(Model):
     timeout: Duration = 3600.0
 
 
-class PoolConfig(Model, ProxySender):  # send_proxy
+class PoolConfig(Model, ProxySender, PoolRetries):  # send_proxy; retries, retry_on...
     algorithm: Algorithm = "round_robin"
     mode: Literal["balanced", "active_standby"] = "balanced"
     preempt: bool = False
@@ -321,6 +323,7 @@ class PoolConfig(Model, ProxySender):  # send_proxy
     # instead of the maintenance page; null: not at all
     hold_when_empty: DurationOrNull = None
     tls: PoolTls | None = None  # speak TLS to the servers (quiesce.config.tls)
+    outlier_detection: OutlierDetection | None = None  # passive ejection (config.outlier)
     servers: list[ServerConfig]
 
     @model_validator(mode="after")
@@ -392,10 +395,13 @@ class ServiceConfig(Model, ProxyListener):  # accept_proxy, trusted_proxies
                         f"rules[{i}].if: sni is not seen by a postgresql service (no TLS)"
                     )
         if self.protocol == "http":
-            if self.tls is not None and self.tls.alpn != ["http/1.1"]:
-                raise ValueError(
-                    "tls.alpn: an http service speaks http/1.1 only (h2 is not supported yet)"
-                )
+            if self.tls is not None:
+                unknown = [p for p in self.tls.alpn if p not in ("h2", "http/1.1")]
+                if unknown or not self.tls.alpn or len(set(self.tls.alpn)) < len(self.tls.alpn):
+                    raise ValueError(
+                        f"tls.alpn: an http service offers h2 and/or http/1.1, each once "
+                        f"(in order of preference), not {self.tls.alpn}"
+                    )
             for i, rule in enumerate(self.rules):
                 if _uses(rule.if_, _TCP_ONLY):
                     raise ValueError(f"rules[{i}].if: sni is a test of tcp services")

@@ -37,6 +37,7 @@ class Status(StrEnum):
     UP = "up"
     DOWN = "down"
     MAINTENANCE = "down for maintenance"
+    EJECTED = "ejected (passive)"  # out for a while by passive outlier detection
     UNKNOWN = "unknown"
     DRAINING = "draining"
     DRAINED = "drained"

@@ -21,9 +21,10 @@ _ENABLED = Admin.ENABLED
 _SERVING = frozenset({Oper.UP, Oper.UNMONITORED})
 
 
-def is_eligible(admin: Admin, oper: Oper) -> bool:
-    """Eligible for new connections. Nothing else decides eligibility."""
-    return admin is _ENABLED and oper in _SERVING
+def is_eligible(admin: Admin, oper: Oper, ejected: bool = False) -> bool:
+    """Eligible for new connections. Nothing else decides eligibility: the two axes, and a
+    passive ejection (quiesce.core.outlier), which keeps out a server both axes would let in."""
+    return admin is _ENABLED and oper in _SERVING and not ejected
 
 
 def in_maintenance(admin: Admin, oper: Oper) -> bool:
@@ -31,17 +32,21 @@ def in_maintenance(admin: Admin, oper: Oper) -> bool:
     return admin is Admin.MAINTENANCE or oper is Oper.MAINTENANCE
 
 
-def displayed_status(admin: Admin, oper: Oper, connections: int) -> Status:
+def displayed_status(admin: Admin, oper: Oper, connections: int, ejected: bool = False) -> Status:
+    """An operator's state first, then a monitor's verdict unless it lets the server in, then
+    an ejection: ``ejected (passive)`` is shown only where it is what keeps the server out."""
     if admin is Admin.MAINTENANCE:
         return Status.DISABLED
     if admin is Admin.DRAIN:
         return Status.DRAINING if connections > 0 else Status.DRAINED
+    if ejected and oper in _SERVING:
+        return Status.EJECTED
     return _OPER_STATUS[oper]
 
 
-def status_text(admin: Admin, oper: Oper, connections: int) -> str:
+def status_text(admin: Admin, oper: Oper, connections: int, ejected: bool = False) -> str:
     """The status as shown to people: ``draining (3)`` carries its count."""
-    status = displayed_status(admin, oper, connections)
+    status = displayed_status(admin, oper, connections, ejected)
     if status is Status.DRAINING:
         return f"draining ({connections})"
     return status.value

@@ -125,11 +125,19 @@ class ConnectionTable(UpstreamPool):
             key = _CLASS_OF.get(status, "other")
             responses = server.responses
             responses[key] = responses.get(key, 0) + 1
+        if (o := server.outlier) is not None and o.response(status):  # outlier_detection
+            self.registry.outlier_tripped(server, {"status_code": status})
         if keep:
             idle = self.idle.get(server)
             if idle is None:
                 idle = self.idle[server] = set()
             idle.add(conn)
+
+    def connect_failed(self, server: ServerRuntime, why: str) -> None:
+        """A connect to ``server`` failed (``why``: refused, timeout): for the pool's
+        ``outlier_detection`` (quiesce.core.outlier), the one place both layers report it."""
+        if (o := server.outlier) is not None and o.connect_failed():
+            self.registry.outlier_tripped(server, {"connect": why})
 
     def forget_idle(self, server: ServerRuntime, conn: Closable) -> None:
         s = self.idle.get(server)

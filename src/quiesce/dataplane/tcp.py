@@ -14,9 +14,11 @@ import asyncio
 import sys
 from typing import TYPE_CHECKING, Any
 
+from quiesce.core.retry import CONNECT_FAILURE, CONNECT_TIMEOUT, Verdict
 from quiesce.dataplane.context import ServiceContext
 from quiesce.dataplane.persistence import pick_by_source
 from quiesce.dataplane.proxyproto import Header, for_upstream
+from quiesce.dataplane.retrying import counted, target, verdict
 from quiesce.dataplane.tcpqueue import admit, leave
 from quiesce.dataplane.tls import server_name
 from quiesce.logs import access as ts  # the access log's termination states
@@ -26,6 +28,11 @@ from quiesce.state.traffic import account, connected
 if TYPE_CHECKING:
     from quiesce.core.queue import Waiting
     from quiesce.state.registry import PoolRuntime, ServerRuntime
+
+
+def _connecting(owner: TcpClient, key: object) -> bool:
+    """Does an L4 connection that was retried still hold its place in the retry budget?"""
+    return not owner.closed and owner.up is None
 
 
 def half_close(transport: asyncio.Transport) -> None:
@@ -111,6 +118,7 @@ class TcpClient(asyncio.Protocol):
         self.total_out = 0
         self.ctime = -1.0
         self.retries = 0
+        self.tried: tuple[ServerRuntime, ...] = ()  # the servers it went to, once retried
         self.term = ""
         self.waiting: Waiting[Any] | None = None  # its entry in its pool's queue (tcpqueue)
         self.proxied: Header | None = None  # accept_proxy: the header read (frontdoor)
@@ -186,23 +194,23 @@ class TcpClient(asyncio.Protocol):
             )
         except (OSError, TimeoutError) as exc:
             self.connecting = None
+            self.ctx.table.connect_failed(
+                server, "timeout" if isinstance(exc, TimeoutError) else "refused"
+            )
             if self.closed:
                 return
-            if isinstance(exc, OSError) and not isinstance(exc, TimeoutError):
-                other = self._pick(pool, (server,))
-                if other is not None and not self.retries:
-                    self.retries = 1
-                    self.ctx.table.closed(server, self)
-                    self._bind(pool, other)
-                    return
-            self.closed = True
             timeout = isinstance(exc, TimeoutError)
+            if self._retry(pool, server, CONNECT_TIMEOUT if timeout else CONNECT_FAILURE):
+                return
+            self.closed = True
             self.term = (ts.SERVER_TIMEOUT if timeout else ts.SERVER) + ts.CONNECT
             self.transport.abort()
             return
         self.connecting = None
         self.ctime = loop.time() - began
         connected(server.traffic, self.ctime)
+        if server.outlier is not None:  # outlier_detection: the run of connect failures ends
+            server.outlier.connected()
         if self.closed:
             up.transport.close()
             return
@@ -215,6 +223,24 @@ class TcpClient(asyncio.Protocol):
         if self.half & 1:
             half_close(up.transport)
         self.transport.resume_reading()
+
+    def _retry(self, pool: PoolRuntime, server: ServerRuntime, cause: str) -> bool:
+        """The connection to ``server`` failed: made to another server (or the same) as the
+        pool's retries allow (quiesce.dataplane.retrying). L4 retries connect failures and
+        timeouts only: nothing of the client's was sent; until it is connected the retry
+        holds its place in the pool's retry budget."""
+        if verdict(pool, cause, self.retries, self, _connecting) is not Verdict.RETRY:
+            return False
+        tried = self.tried or (server,)
+        to = target(pool, tried, lambda leave_out: self._pick(pool, leave_out))
+        if to is None:
+            return False
+        counted(pool, self, self, server, to)
+        self.retries += 1
+        self.tried = tried if to in tried else (*tried, to)
+        self.ctx.table.closed(server, self)
+        self._bind(pool, to)
+        return True
 
     def data_received(self, data: bytes) -> None:
         self.rx += len(data)

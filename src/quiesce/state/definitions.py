@@ -264,6 +264,7 @@ class Definitions:
         pool = self.pool(name)
         old = pool.config
         pool.config = config
+        pool.track_outliers()  # outlier_detection on, off or changed
         if (old.algorithm, old.mode) != (config.algorithm, config.mode):
             pool.algorithm = make_algorithm(config.algorithm)
         if old.mode != config.mode:

@@ -35,6 +35,7 @@ from quiesce.core.oper import TRANSITIONS, MonitorTrack, Stay, combine
 from quiesce.core.states import Admin, Cause, CloseMode, Oper, Verdict
 from quiesce.state import poolstate
 from quiesce.state.definitions import Definitions
+from quiesce.state.ejections import Ejections
 from quiesce.state.events import make_event
 from quiesce.state.runtime import (
     CloseHandler,
@@ -55,7 +56,7 @@ _STAYS_WITH: dict[Oper, Verdict] = {
 _FAIL = Verdict.FAIL  # read on every check result: a module global, not an enum lookup
 
 
-class Registry(Definitions):
+class Registry(Definitions, Ejections):
     def __init__(self, config: Config, clock: Clock | None = None) -> None:
         self.config = config
         self.clock: Clock = clock or SystemClock()
@@ -84,6 +85,7 @@ class Registry(Definitions):
         # stale once the server's record no longer has that time (see _scheduled).
         self._due: list[tuple[float, int, ServerRuntime]] = []
         self._due_seq = count()
+        self._returns: list[tuple[float, int, ServerRuntime]] = []  # quiesce.state.ejections
         now = self.clock.time()
         for pool in self.pools.values():
             poolstate.rebuild(pool, now)
@@ -361,6 +363,7 @@ class Registry(Definitions):
                     t.after.reason,
                     command=False,
                 )
+        self._fire_returns(now)
         return fired
 
     def next_due(self) -> float | None:
@@ -368,7 +371,9 @@ class Registry(Definitions):
         due = self._due
         while due and not self._scheduled(due[0][2], due[0][0]):
             heapq.heappop(due)
-        return due[0][0] if due else None
+        at = due[0][0] if due else None
+        back = self._next_return()
+        return back if at is None else at if back is None else min(at, back)
 
     def _schedule(self, server: ServerRuntime) -> None:
         at = admin_sm.next_due(server.admin)

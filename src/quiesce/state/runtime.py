@@ -19,8 +19,10 @@ from quiesce.core.checks import CheckResult
 from quiesce.core.errors import NotFound
 from quiesce.core.events import Event
 from quiesce.core.oper import MonitorTrack, Thresholds
+from quiesce.core.outlier import OutlierTrack
 from quiesce.core.pool import Member, slow_start_factor
 from quiesce.core.queue import PoolQueue
+from quiesce.core.retry import InFlight
 from quiesce.core.states import Admin, CloseMode, Oper
 from quiesce.core.status import is_eligible, status_text
 from quiesce.state.traffic import Traffic
@@ -62,6 +64,10 @@ class ServerRuntime:
     requests_in_flight: int = 0
     requests_total: int = 0
     responses: dict[str, int] = field(default_factory=dict)
+    # requests sent again after this server failed them (HAProxy's wretr), and of those
+    # the ones sent to another server (wredis): quiesce.dataplane.retrying
+    retries: int = 0
+    redispatches: int = 0
     # Traffic (HAProxy's bin/bout and ctime/rtime/ttime), kept by the data plane: the client
     # bytes of its requests (L4: connections) and the running sums of their times
     # (quiesce.state.traffic).
@@ -85,6 +91,9 @@ class ServerRuntime:
     listed: Members | None = field(default=None, repr=False)
     rank: tuple[int, int] = (0, 0)
     tally: PoolTally = field(default_factory=lambda: PoolTally(), repr=False)
+    # Passive outlier detection (quiesce.core.outlier): its runs and ejection, when the pool
+    # has outlier_detection (None: off, nothing counted on the request path).
+    outlier: OutlierTrack | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         self.weight = self.config.weight
@@ -148,22 +157,30 @@ class ServerRuntime:
         return self.config.address
 
     @property
+    def ejected(self) -> bool:
+        """Out of balancing for a while by passive outlier detection."""
+        o = self.outlier
+        return o is not None and o.ejected_until is not None
+
+    @property
     def eligible(self) -> bool:
-        return is_eligible(self.admin.state, self.oper)
+        return is_eligible(self.admin.state, self.oper, self.ejected)
 
     @property
     def persistable(self) -> bool:
-        """May still receive sessions stuck to it by persistence (drain allows them)."""
-        return self.admin.state is not Admin.MAINTENANCE and self.oper in (
-            Oper.UP,
-            Oper.UNMONITORED,
+        """May still receive sessions stuck to it by persistence (drain allows them; an
+        ejection does not: the server is failing its clients)."""
+        return (
+            self.admin.state is not Admin.MAINTENANCE
+            and self.oper in (Oper.UP, Oper.UNMONITORED)
+            and not self.ejected
         )
 
     @property
     def status(self) -> str:
         if self.removing:
             return f"removing ({self.connections})"
-        return status_text(self.admin.state, self.oper, self.connections)
+        return status_text(self.admin.state, self.oper, self.connections, self.ejected)
 
     # Balancing candidate protocol -------------------------------------------------------
     # A plain attribute (read on every pick): set it with :meth:`reweigh`, which tells the
@@ -315,6 +332,27 @@ class PoolRuntime:
         # requests waiting for a server (max_connections, hold_when_empty): the data plane's
         # (quiesce.dataplane.waiting), here so that show stat and /metrics read its counters
         self.queue: PoolQueue[Any] = PoolQueue()
+        # its requests retrying now, their places in the retry budget (quiesce.core.retry)
+        self.retrying = InFlight()
+        # passive outlier detection: the servers ejected now (quiesce.core.outlier)
+        self.ejected: dict[ServerRuntime, None] = {}
+        self.track_outliers()
+
+    def track_outliers(self) -> None:
+        """Give each server an outlier track when the pool has ``outlier_detection`` (new
+        settings for the ones it has), or take them away (then none is ejected)."""
+        od = self.config.outlier_detection
+        if od is None:
+            for s in self.servers:
+                s.outlier = None
+            self.ejected.clear()
+            return
+        policy = od.policy()
+        for s in self.servers:
+            if s.outlier is None:
+                s.outlier = OutlierTrack(policy)
+            else:
+                s.outlier.set_policy(policy)
 
     def add(self, config: ServerConfig) -> ServerRuntime:
         """A new member at the end of the pool (its order after every other), with the
@@ -326,6 +364,9 @@ class PoolRuntime:
             *(m for m in config.healthmonitors if m not in self.pool_monitors),
         ]
         server = ServerRuntime(self.name, config, order, names, tally=self.tally)
+        od = self.config.outlier_detection
+        if od is not None:
+            server.outlier = OutlierTrack(od.policy())
         self.servers.add(server)
         self._by_name[server.name] = server
         if self._tokens is not None:
@@ -343,6 +384,7 @@ class PoolRuntime:
             self._tokens.pop(sticky_token(server.key), None)
         self.tally.sessions -= server.connections
         self.tally.removing.pop(server, None)
+        self.ejected.pop(server, None)
         server.tally = PoolTally()
         server.tally.sessions = server.connections
 

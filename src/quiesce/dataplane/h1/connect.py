@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any
 
+from quiesce.core.retry import CONNECT_TIMEOUT
+from quiesce.dataplane.h1.retry import again
 from quiesce.dataplane.h1.upstream import Upstream
 from quiesce.dataplane.proxyproto import for_upstream
 from quiesce.logs import access as ts  # the termination states
@@ -18,7 +20,7 @@ if TYPE_CHECKING:
 
 async def open_upstream(conn: Any, server: ServerRuntime) -> None:
     """Open one for ``conn`` (an h1.client.ClientConnection, which imports this module) and
-    attach it; 504 on a timeout, a retry or 502 on a refusal.
+    attach it; on a timeout a retry or 504, on a refusal a retry or 502 (pools.X.retries).
 
     A connection that carried a PROXY header is that client's: ``pools.X.send_proxy`` makes
     the pool's ``max_idle_per_server`` 0 (quiesce.config.proxy), so it is never pooled and
@@ -38,11 +40,14 @@ async def open_upstream(conn: Any, server: ServerRuntime) -> None:
         )
     except TimeoutError:
         conn.connecting = None
-        conn.term = ts.SERVER_TIMEOUT + ts.CONNECT
-        conn._fail(504)
+        conn.ctx.table.connect_failed(server, "timeout")  # outlier_detection
+        if not again(conn, CONNECT_TIMEOUT):  # pools.X.retry_on: connect_timeout
+            conn.term = ts.SERVER_TIMEOUT + ts.CONNECT
+            conn._fail(504)
         return
     except OSError:
         conn.connecting = None
+        conn.ctx.table.connect_failed(server, "refused")  # outlier_detection
         conn._connect_refused(server)
         return
     conn.connecting = None
