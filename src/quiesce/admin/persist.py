@@ -43,6 +43,8 @@ class Persistence(ServiceBase):
         except Exception:
             log.exception("could not persist the state changed by event %s", event.kind.value)
         self.bus.publish(event)
+        if event.kind is EventKind.SERVER_EJECTED:
+            self._poke()  # the timer returns it at the end of its ejection time
 
     def _persist_state(self, event: Event) -> None:
         kind = event.kind

@@ -1,6 +1,7 @@
 """The pool series of /metrics (``quiesce_pool_*``): eligible servers, size, availability,
-sessions, and the pool's queue (max_connections, hold_when_empty: quiesce.core.queue), read at
-scrape time (quiesce.frontends.metrics yields these)."""
+sessions, and the pool's queue (max_connections, hold_when_empty: quiesce.core.queue), and
+passive outlier detection's ejections (quiesce.core.outlier), read at scrape time
+(quiesce.frontends.metrics yields these)."""
 
 from __future__ import annotations
 
@@ -55,4 +56,26 @@ def pool_metrics(pools: Iterable[PoolRuntime]) -> list[Metric]:
     return [pe, pt, pa, ps, cur, most, served, timeouts, wait]
 
 
-__all__ = ["pool_metrics"]
+def ejection_metrics(pools: Iterable[PoolRuntime], per_server: bool) -> list[Metric]:
+    """The pools with ``outlier_detection``: servers ejected now, and ejections per server."""
+    ejected = GaugeMetricFamily(
+        "quiesce_pool_ejected_servers",
+        "Servers ejected now by passive outlier detection",
+        labels=["pool"],
+    )
+    ejections = CounterMetricFamily(
+        "quiesce_server_ejections",
+        "Ejections by passive outlier detection (outlier_detection)",
+        labels=["pool", "server"],
+    )
+    for pool in pools:
+        if pool.config.outlier_detection is None:
+            continue
+        ejected.add_metric([pool.name], float(len(pool.ejected)))
+        for s in pool.servers if per_server else ():
+            if s.outlier is not None:
+                ejections.add_metric([pool.name, s.name], float(s.outlier.ejections))
+    return [ejected, ejections]
+
+
+__all__ = ["ejection_metrics", "pool_metrics"]

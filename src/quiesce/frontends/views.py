@@ -44,7 +44,23 @@ def server_view(registry: Registry, server: ServerRuntime) -> dict[str, object]:
         "expires": rec.expires,
         "deadline": rec.deadline,
         "monitors": {m: server.tracks[m].state.value for m in server.monitors},
+        "ejection": _ejection(server),
         "last_checks": [r.to_dict() for r in server.checks()],
+    }
+
+
+def _ejection(server: ServerRuntime) -> dict[str, object] | None:
+    """Passive outlier detection's view of the server (None: its pool has none)."""
+    o = server.outlier
+    if o is None:
+        return None
+    return {
+        "ejected": o.ejected_until is not None,
+        "until": o.ejected_until,
+        "times_ejected": o.times,
+        "ejections_total": o.ejections,
+        "consecutive_5xx": o.fives,
+        "consecutive_connect_failures": o.connect_failures,
     }
 
 
@@ -58,6 +74,7 @@ def pool_view(pool: PoolRuntime) -> dict[str, object]:
         "min_servers_up": pool.config.min_servers_up,
         "graceful_disable_timeout": pool.config.graceful_disable_timeout,
         "eligible": pool.eligible_count,
+        "ejected": len(pool.ejected),
         "total": len(pool.servers),
         "available": pool.available,
         "primary": pool.primary,

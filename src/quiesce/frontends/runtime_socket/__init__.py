@@ -18,7 +18,8 @@ same formats (taken from HAProxy 2.6's own output, see docs/cli.md). A pool is a
 Mapping of the displayed state to HAProxy's ``status`` column: admin maintenance ``MAINT``,
 admin drain ``DRAIN``, "down for maintenance" (a monitor saw the server's maintenance
 signal, HAProxy's ``disable-on-404``) ``NOLB``, up ``UP``, down or unknown ``DOWN``, no
-monitor ``no check``.
+monitor ``no check``, ejected by passive outlier detection ``DOWN (ejected)`` (stopped in
+``show servers state``, as HAProxy's ``observe`` with ``on-error mark-down``).
 
 Modules: :mod:`.commands` parses a line and runs each command (:class:`RuntimeCommands`,
 ``execute(line) -> answer``, no I/O); :mod:`.stats` renders ``show stat`` (HAProxy's CSV) and
