@@ -95,7 +95,7 @@ def log_exchange(
             c if c >= 0.0 else (0.0 if rtime >= 0.0 else -1.0),
             rtime,
             0.0 if req is None else now - conn.req_at,
-            1 if req is not None and req.retried else 0,
+            0 if req is None else req.retries,
             term,
         )
     )

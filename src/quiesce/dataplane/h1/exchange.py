@@ -68,6 +68,7 @@ def raw_headers(raw: bytes) -> list[tuple[bytes, bytes]]:
 
 
 class Request:
+    tried: tuple[Any, ...]
     __slots__ = (
         "body_since",
         "chunked",
@@ -85,8 +86,9 @@ class Request:
         "pending_size",
         "raw",
         "replay",
-        "retried",
+        "retries",
         "state",
+        "tried",
         "upgrade",
         "url",
         "waiting",
@@ -98,7 +100,8 @@ class Request:
         self.pending: list[bytes] = []
         self.pending_size = 0
         self.replay: list[bytes] | None = None
-        self.retried = False
+        self.retries = 0  # sent again after its server failed (quiesce.dataplane.h1.retry)
+        # ``tried``, the servers it went to, is set by its first retry only (read with getattr)
         self.cookie: bytes | None = None
         self.host: bytes | None = None
         self.upgrade = False

@@ -36,9 +36,9 @@ from quiesce.dataplane.h1.exchange import (
     closes_after,
     keeps_connection,
     may_pool,
-    may_resend,
 )
 from quiesce.dataplane.h1.headers import HOP_BY_HOP, forward_response, status_line
+from quiesce.dataplane.h1.retry import after_lost, on_status
 from quiesce.dataplane.h1.types import P_PIPELINE, P_UPSTREAM
 from quiesce.dataplane.pages import Page, error_response, simple_response
 from quiesce.logs import access as ts  # the termination states
@@ -178,6 +178,8 @@ class ResponseSide:
             # Switching protocols nobody asked for: never a tunnel (as HAProxy: 502).
             self.upstream_failed(up, 502)
             return
+        if status >= 400 and on_status(self, status):  # pools.X.retry_on: a status
+            return
         ctx = self.ctx
         self.resp_status = status
         sent = self.sent_at
@@ -239,6 +241,8 @@ class ResponseSide:
         """A whole Content-Length response read by the C fast path, head and body, already
         rewritten for the client (what response_head, response_body and upstream_complete
         do for it, at once)."""
+        if status >= 400 and on_status(self, status):  # pools.X.retry_on: a status
+            return
         self.resp_status = status
         up.keep_alive = keep_alive
         self.resp_close = close
@@ -412,23 +416,7 @@ class ResponseSide:
                 self.cut()  # the response was cut short: so is the client's
                 return
             self._unsend()  # nothing of it reached the client: it gets a 502 below
-        elif not self.closed and may_resend(
-            req,
-            up.reused,
-            up.got_byte,
-            self.loop.time() - self.sent_at if self.sent_at >= 0 else -1.0,
-        ):
-            # The keep-alive race: the server closed this idle connection as we reused it.
-            # Nothing came back at once, we still hold the whole request and it may be sent
-            # twice: resend it on a fresh connection to the same server.
-            assert req.replay is not None  # may_resend says so
-            req.pending = req.replay + req.pending
-            req.pending_size = sum(map(len, req.pending))
-            req.replay = None
-            self.sent_at = -1.0
-            server = self.server
-            assert server is not None
-            self.connecting = self.loop.create_task(self._open(server))
+        elif after_lost(self, req, up):  # the keep-alive race's resend, or a retry
             return
         self.term = ts.SERVER + ts.HEADERS
         self._fail(502)
