@@ -229,7 +229,7 @@ on with the defaults below.
   both layers (L7 and the L4 relay); a connect that succeeds ends that run.
 - **Ejection.** An ejected server gets no new request or connection (sticky sessions to it
   included); what it is serving finishes. It is shown as `ejected (passive)` (CLI, API,
-  dashboard, `show stat` status `MAINT (passive)`... see docs/state-model.md) and counted
+  dashboard; `DOWN (ejected)` in the runtime socket's `show stat`, docs/state-model.md) and counted
   in `quiesce_server_ejections_total`; the events are `server_ejected` and
   `server_returned` (cause `passive`, detail: the rule, the count, the last status or
   connect error, the ejection time and the times ejected).

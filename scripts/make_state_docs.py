@@ -96,9 +96,24 @@ def render() -> str:
             mark = " ✔" if is_eligible(admin, oper) else ""
             cells.append(text + mark)
         out.append(f"| `{admin.value}` | " + " | ".join(cells) + " |")
+    ejected = [
+        f"`{admin.value}` × `{oper.value}`: {displayed_status(admin, oper, 0, True).value}"
+        for admin in Admin
+        for oper in Oper
+        if displayed_status(admin, oper, 0, True) is not displayed_status(admin, oper, 0)
+    ]
     out += [
         "",
-        "✔ = eligible for new connections. Nothing else decides eligibility.",
+        "✔ = eligible for new connections. Nothing else decides eligibility but one more",
+        "input: a server **ejected** by passive outlier detection (`core/outlier.py`,",
+        "`pools.NAME.outlier_detection`, docs/config.md) is never eligible, whatever its axes.",
+        "It is shown as its own status only where the axes would let it in:",
+        "; ".join(ejected) + ".",
+        "Elsewhere the axes' status shows: the operator's or the monitors' verdict comes",
+        "first. An ejection is not a state of either axis: a monitor saying up does not",
+        "end it, an admin command does not clear it (it changes the admin axis as ever), and",
+        "it ends by itself after its ejection time (events `server_ejected`,",
+        "`server_returned`, `ejection_refused`, cause `passive`).",
         "",
     ]
     assert len(list(itertools.product(Admin, Oper))) == len(Admin) * len(Oper)
