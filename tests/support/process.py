@@ -7,6 +7,7 @@ service and admin URLs), :class:`BackendThread` (demo back ends on their own loo
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import signal
@@ -54,7 +55,9 @@ class Proc:
     runs it under another command (``prlimit --nofile=…``)."""
 
     def __init__(self, args: list[str], cwd: Path, prefix: tuple[str, ...] = ()) -> None:
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        # faulthandler: a process that will not stop dumps every thread's stack on SIGABRT
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONFAULTHANDLER": "1"}
+        self.args = args
         self.p = subprocess.Popen(
             [*prefix, sys.executable, "-m", "quiesce", *args],
             cwd=cwd,
@@ -98,6 +101,17 @@ class Proc:
             self.p.send_signal(sig)
         try:
             return self.p.wait(timeout)
+        except subprocess.TimeoutExpired:
+            # say where it hangs: the stacks (faulthandler, on SIGABRT) and what it printed
+            self.p.send_signal(signal.SIGABRT)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.p.wait(5)
+            self.reader.join(5)
+            tail = "\n".join(self.lines[-150:])
+            raise AssertionError(
+                f"quiesce {self.args} did not exit within {timeout}s of signal {sig}; "
+                f"its last output and stacks:\n{tail}"
+            ) from None
         finally:
             if self.p.poll() is None:
                 self.p.kill()
