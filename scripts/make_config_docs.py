@@ -135,6 +135,7 @@ def render() -> str:
     out += ["", "| key | type | default |", "|---|---|---|"]
     out += _rows(Config, "", set())
     out += ["", LIMITS.rstrip("\n"), "", QUEUE.rstrip("\n"), "", OUTLIER.rstrip("\n")]
+    out += ["", RETRIES.rstrip("\n")]
     return "\n".join(out) + "\n"
 
 
@@ -247,6 +248,45 @@ on with the defaults below.
   maintenance or draining is not ejected (it gets no new requests anyway), and an operator's
   maintenance or drain applies as before, on top. Ejections are not persisted: a restart or
   a reload that removes `outlier_detection` returns every server.
+"""
+
+RETRIES = """\
+## Retries
+
+A request whose server failed it can be sent again, as the pool says (docs/dataplane.md,
+Retries and redispatch, has the whole behaviour). Without `retries` a pool keeps quiesce's
+default: a refused or reset connect (nothing of the request sent) is retried once, on
+another eligible server only; nothing else is retried. (HAProxy's default is `retries 3` on
+connection failures.)
+
+| key | default | meaning |
+|---|---|---|
+| `retries` | — | times a request may be sent again, `0`-`10` (`0`: never) |
+| `retry_on` | `[connect_failure, connect_timeout]` | what is retried (below) |
+| `redispatch` | `true` | a retry goes to another eligible server (`false`: the same) |
+| `retry_non_idempotent` | `false` | retry a request that reached a server though unsafe |
+| `retry_budget.percent` | `20` | at most this % of the pool's requests in flight retrying |
+| `retry_budget.min_retries` | `3` | ... or this many, when that is more (Envoy's budget) |
+
+- `retry_on` takes `connect_failure` (refused, reset), `connect_timeout`,
+  `empty_response` (the server closed without a byte of response), `response_timeout` (no
+  response head in time) and statuses `400`-`599` (`502`, `503`, `504`...), retried
+  before anything of the response reaches the client.
+- `redispatch: true`: to an eligible server the request has not tried, else one other
+  than the one that just failed, else that one.
+- `retry_non_idempotent`: a `POST` (or any method but `GET`, `HEAD`, `PUT`, `DELETE`,
+  `OPTIONS`, `TRACE`) without an `Idempotency-Key` that reached a server is never sent
+  twice unless this is `true`; one that never reached a server (the connect conditions)
+  is retried whatever its method.
+
+`retry_on`, `redispatch` and `retry_non_idempotent` need `retries`; `retry_budget` applies
+to the default retry too. A request that reached its server is sent again only with its
+whole body held (up to 64 KiB). L4 (`tcp`) services retry the two connect conditions only.
+Each retry is in the access log (`retries`), `show stat` (`wretr`, `wredis`) and /metrics.
+
+Example: `retries: 2`, `retry_on: [connect_failure, empty_response, 503]`: a `GET` that
+finds a server down, closing or overloaded goes to up to two others; a `POST` only when the
+connect failed.
 """
 
 

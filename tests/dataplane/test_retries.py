@@ -104,6 +104,9 @@ async def test_each_failure_is_retried_on_another_server() -> None:
                         assert (r.status_code, r.headers["x-server"]) == (200, "good"), cause
                     failed, other = p.registry.pool("web").servers
                     assert (failed.retries, failed.redispatches) == (1, 1), cause
+                    # the failed attempt counts for its server as what it was
+                    fivexx = 0 if cause == "connect_failure" else 1
+                    assert failed.responses.get("5xx", 0) == fivexx, cause
                     assert (other.retries, other.requests_in_flight) == (0, 0)
                 assert len(good.requests) - before == 2
                 if isinstance(seen, Failing):

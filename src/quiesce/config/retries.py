@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, model_validator
 
-from quiesce.core.retry import BEFORE_SEND, CAUSES, CONNECT_FAILURE, DEFAULT, RetryPolicy
+from quiesce.core.retry import BEFORE_SEND, CAUSES, DEFAULT, RetryPolicy
 
 _WORDS = ", ".join(CAUSES)
 
@@ -28,7 +28,7 @@ def _condition(value: Any) -> str | int:
     raise ValueError(f"{value!r} is not a retry condition ({_WORDS}, or a status 400-599)")
 
 
-Condition = Annotated[Any, AfterValidator(_condition)]
+Condition = Annotated[str | int, BeforeValidator(_condition)]
 
 
 class RetryBudget(BaseModel):
@@ -92,4 +92,4 @@ class PoolRetries(BaseModel):
         return self._retry
 
 
-__all__ = ["CONNECT_FAILURE", "PoolRetries", "RetryBudget"]
+__all__ = ["PoolRetries", "RetryBudget"]

@@ -17,13 +17,16 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from quiesce.core.retry import BEFORE_SEND, EMPTY_RESPONSE, Cause, Verdict
+from quiesce.core.retry import BEFORE_SEND, EMPTY_RESPONSE, RESPONSE_TIMEOUT, Cause, Verdict
 from quiesce.dataplane.h1.exchange import R_NONE, Request, may_resend, resendable
 from quiesce.dataplane.retrying import counted, target, verdict
 
 if TYPE_CHECKING:
     from quiesce.dataplane.h1.upstream import Upstream
     from quiesce.state.registry import ServerRuntime
+
+
+_AS: dict[Cause, int] = {EMPTY_RESPONSE: 502, RESPONSE_TIMEOUT: 504}
 
 
 def _alive(owner: Any, req: Any) -> bool:
@@ -75,7 +78,9 @@ def again(conn: Any, cause: Cause, status: int = 0) -> bool:
         req.pending_size = sum(map(len, req.pending))
     req.replay = None
     conn.sent_at = -1.0
-    conn.ctx.table.request_finished(server, conn, status, False)
+    # the failed attempt counts for its server (hrsp_5xx, outlier_detection) as the answer
+    # the client would have had: its status, 502 for an empty response, 504 for a timeout
+    conn.ctx.table.request_finished(server, conn, status or _AS.get(cause, 0), False)
     conn.server = None
     req.retries += 1
     req.tried = tried if to in tried else (*tried, to)
