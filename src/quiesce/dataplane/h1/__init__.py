@@ -9,6 +9,7 @@ Modules
 ``response``   its answering half: upstream events, the proxy's own answers, closing
 ``upstream``   ``Upstream``, the asyncio protocol of one connection to a server
 ``tunnel``     the byte relay after a 101 (WebSocket)
+``retry``      sending a request again: the keep-alive race's resend, retries (pools.X.retries)
 ``pool``       the upstream keep-alive pool and which idle connection a request may take
 ``types``      the protocols the modules see each other through (no import cycles)
 
@@ -39,11 +40,12 @@ operation. The connect timeout is a ``wait_for`` on the (rare) new upstream conn
 Failures map to one answer each and end only the request (or connection) concerned:
 malformed request 400, request line too long 414, header block too large 431, slow header
 408, upstream refused or reset before a byte was sent: retried once on another eligible
-server, else 502; a reused keep-alive upstream closed under us before any response byte, at
-once (the keep-alive race, ``may_resend``): the request is resent on a fresh connection when it
-may be sent twice and its body is still held (up to 64 KiB), else 502; malformed upstream
-response 502; connect or response timeout 504. Once the
-response head has been sent to the client, an upstream failure can only abort the client (a
+server, else 502 (by default: ``pools.X.retries`` says more, quiesce.dataplane.h1.retry); a
+reused keep-alive upstream closed under us before any response byte, at once (the
+keep-alive race, ``may_resend``): the request is resent on a fresh connection when it may be
+sent twice and its body is still held (up to 64 KiB), else 502; malformed upstream response
+502; connect or response timeout 504. Once the response head has been sent to the client,
+an upstream failure can only abort the client (a
 chunked response's head is held until its first chunk parses, at most one sweep, so a broken
 chunk right behind it is still a 502).
 
