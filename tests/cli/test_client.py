@@ -66,6 +66,18 @@ async def test_list_and_show(app: Any) -> None:
     assert "app/shared" in ok(await cli(app, "show", "pool", "app"))
     shown = json.loads(ok(await cli(app, "--json", "show", "monitor", "System-HTTP")))
     assert shown["http_monitor"]["maintenance_code"] == [503]
+    # durations and sizes with their units (issue 19, item 5); --json keeps the numbers
+    monitors = ok(await cli(app, "list", "monitors"))
+    assert re.search(r"│ System-HTTP +│ http +│ 10s +│ 4s +│", monitors), monitors
+    assert shown["send_interval"] == 10.0
+    monitor = ok(await cli(app, "show", "monitor", "System-HTTP"))
+    assert re.search(r"│ send_interval +│ 10s +│", monitor), monitor
+    assert re.search(r"│ receive_timeout +│ 4s +│", monitor), monitor
+    assert re.search(
+        r"│ graceful_disable_timeout +│ 1m +│", ok(await cli(app, "show", "pool", "app"))
+    )
+    server = ok(await cli(app, "show", "server", "a1"))
+    assert re.search(r"│ Bytes in / out +│ 0 B / 0 B +│", server), server
     # --json after the verb means the same as before it (the README shows it there).
     after = json.loads(ok(await cli(app, "list", "servers", "--json")))
     assert {f"{s['pool']}/{s['name']}" for s in after} == {f"{s['pool']}/{s['name']}" for s in data}
@@ -141,7 +153,12 @@ async def test_guard_refusal_exits_non_zero(app: Any) -> None:
     ok(await cli(app, "set", "server", "a1", "maintenance"))
     ok(await cli(app, "set", "server", "app/shared", "maintenance"))
     line = failed(await cli(app, "set", "server", "a2", "maintenance"))
-    assert "409" in line and "min_servers_up" in line and "--force-guard" in line
+    assert "409" in line and "min_servers_up" in line
+    assert line.endswith("(override with --force-guard)")  # the CLI's own way to override
+    # the refusal itself names no flag: it reaches the dashboard and the event log too
+    refused = ok(await cli(app, "events", "--kind", "admin_refused"))
+    assert "below min_servers_up" in refused and "--force" not in refused
+    assert "force_guard" not in refused
     for bad in ("app/a1/x", "/a1", "app/"):
         assert "is not POOL/SERVER" in failed(await cli(app, "set", "server", bad, "maintenance"))
     ok(await cli(app, "set", "server", "a2", "maintenance", "--force-guard"))

@@ -154,7 +154,7 @@ def test_top_drains_a_server_with_a_key(running: Started, traffic: None) -> None
             lambda s: row(s, "b2").split()[1:2] in (["draining"], ["drained"]),
             "b2 draining",
         )
-        assert "web/b2: enabled → draining" in screen
+        assert "web/b2: enabled → drain" in screen
         assert server("b2")["admin"] == "drain"
         assert server("b1")["admin"] == "enabled"
         # up to b1: draining it too would leave no eligible server; refused, in words

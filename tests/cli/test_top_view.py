@@ -78,12 +78,12 @@ def test_a_server_of_a_pool_not_listed_yet_still_shows() -> None:
 
 def test_done_and_refused_lines() -> None:
     data = {
-        "message": "enabled → draining; no deadline",
+        "message": "enabled → drain; no deadline",
         "closed": 0,
         "server": {"status": "draining (3)"},
     }
     assert done_line("web/a", data) == (
-        "web/a: enabled → draining; no deadline (status: draining (3))"
+        "web/a: enabled → drain; no deadline (status: draining (3))"
     )
     forced = {"message": "web/a: maintenance", "closed": 4, "server": {"status": "disabled"}}
     assert done_line("web/a", forced) == (
@@ -117,6 +117,7 @@ def test_done_and_refused_lines() -> None:
         ("disabled", "magenta"),
         ("down for maintenance", "magenta"),
         ("unknown", "dim"),
+        ("ejected (passive)", "bold red"),
         ("2/3 eligible", "green"),
         ("no server available (0/3)", "bold red"),
     ],
@@ -136,8 +137,9 @@ def test_units() -> None:
         "infinite",
     ]
     assert duration(None) == "" and duration("3s") == "3s"
-    assert [latency(v) for v in (None, 0.031, 1.189, 12.4, 240.0, 1500.0)] == [
+    assert [latency(v) for v in (None, 0, 0.031, 1.189, 12.4, 240.0, 1500.0)] == [
         "-",
+        "0ms",
         "31µs",
         "1.2ms",
         "12ms",

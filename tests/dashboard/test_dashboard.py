@@ -439,7 +439,8 @@ def test_guard_refusal_shows_409_keyboard_only(stack: Stack, browser: Any) -> No
 
     alert = page.locator("#server-messages [role=alert]")
     expect(alert).to_contain_text("guarded/g1")
-    expect(alert).to_contain_text("override with --force-guard")
+    expect(alert).to_contain_text("below min_servers_up 2")
+    expect(alert).not_to_contain_text("--force-guard")  # no command-line flag in the dashboard
     assert stack.server("guarded", "g1")["admin"] == "enabled"
     refused = stack.get("/api/v1/events?pool=guarded&kind=admin_refused")
     assert refused and refused[-1]["cause"] == "dashboard"

@@ -147,8 +147,7 @@ def apply(record: AdminRecord, cmd: AdminCommand, now: float) -> Transition:
             return Transition(
                 record, replace(after, since=record.since), close, "maintenance expiry updated"
             )
-        where = "in " if to is Admin.MAINTENANCE else ""
-        return Transition(record, record, close, f"already {where}{_name(to)}")
+        return Transition(record, record, close, f"already {_ALREADY[to]}")
     close = TRANSITIONS[(frm, to)]
     if cmd.force:
         close = CloseMode.ALL
@@ -211,7 +210,10 @@ def disable_command(
     return AdminCommand(Admin.DRAIN, actor, reason, cause, deadline=deadline, expires=expires)
 
 
+_ALREADY = {Admin.ENABLED: "enabled", Admin.DRAIN: "draining", Admin.MAINTENANCE: "in maintenance"}
+
+
 def _name(state: Admin) -> str:
-    return {Admin.ENABLED: "enabled", Admin.DRAIN: "draining", Admin.MAINTENANCE: "maintenance"}[
-        state
-    ]
+    """The admin state's one word (``enabled``, ``drain``, ``maintenance``), as the API, the
+    events and ``list servers``' Admin column say it (docs/admin.md, "One word a state")."""
+    return state.value

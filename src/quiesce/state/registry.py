@@ -231,9 +231,11 @@ class Registry(Definitions, Ejections):
             if not force_guard:
                 why = poolstate.guard_violation(pool, server, transition.after.state)
                 if why is not None:
+                    # No flag names: the text reaches the dashboard and the event log; each
+                    # front end says how it overrides the guard (CLI --force-guard, API
+                    # force_guard, the dashboard's checkbox).
                     raise GuardRefused(
-                        f"pool {pool.name!r}: setting {server.name!r} to "
-                        f"{cmd.target.value} {why} (override with --force-guard, API force_guard)"
+                        f"pool {pool.name!r}: setting {server.name!r} to {cmd.target.value} {why}"
                     )
         except Exception as exc:
             message = getattr(exc, "message", str(exc))

@@ -27,6 +27,7 @@ from quiesce.frontends.cli.output import (
     dict_table,
     emit,
     event_line,
+    guard_hint,
     printable,
     resolve,
     segment,
@@ -46,6 +47,7 @@ from quiesce.frontends.cli.transport import (
     settings,
     settings_from,
 )
+from quiesce.frontends.cli.units import duration
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -89,7 +91,13 @@ def list_monitors(ctx: click.Context) -> None:
     """List health monitors."""
     data = api_of(ctx).get("/api/v1/healthmonitors")
     rows = [
-        [m["name"], m["type"], m["send_interval"], m["receive_timeout"], m.get("description")]
+        [
+            m["name"],
+            m["type"],
+            duration(m["send_interval"]),
+            duration(m["receive_timeout"]),
+            m.get("description"),
+        ]
         for m in data
     ]
     headers = ("Monitor", "Type", "Interval", "Timeout", "Description")
@@ -120,7 +128,7 @@ def _node_row(n: dict[str, Any]) -> list[object]:
     listeners = ", ".join(f"{k} {v}" for k, v in sorted((n.get("listeners") or {}).items()))
     age = n.get("heartbeat_age")
     name = f"{n['name']} (this node)" if n.get("self") else n["name"]
-    return [name, n.get("version"), listeners, "" if age is None else f"{age:.1f} s"]
+    return [name, n.get("version"), listeners, "" if age is None else f"{age:.1f}s"]
 
 
 @click.group("show")
@@ -255,7 +263,10 @@ def set_server(
         body["force_guard"] = True
     api = api_of(ctx)
     ref = resolve(api, server)
-    data = api.send("POST", f"/api/v1/servers/{ref}/{state}", body)
+    try:
+        data = api.send("POST", f"/api/v1/servers/{ref}/{state}", body)
+    except ClientError as exc:
+        raise guard_hint(exc) from None
     _report(ctx, data)
     if wait:
         wait_drained(api, ref, data["server"])
@@ -368,7 +379,10 @@ def disable_server(
         body["timeout"] = timeout
     if force_guard:
         body["force_guard"] = True
-    data = api.send("POST", f"/api/v1/servers/{ref}/disable", body)
+    try:
+        data = api.send("POST", f"/api/v1/servers/{ref}/disable", body)
+    except ClientError as exc:
+        raise guard_hint(exc) from None
     _report(ctx, data)
     if wait:
         wait_drained(api, ref, data["server"])

@@ -18,6 +18,7 @@ from quiesce.frontends.cli.transport import (
     ClientError,
     ClientSettings,
 )
+from quiesce.frontends.cli.units import duration, latency, size
 
 POLL = 0.1  # --wait polls the server this often (seconds)
 
@@ -109,6 +110,15 @@ def event_line(e: dict[str, Any]) -> str:
     return " ".join(str(p) for p in parts)
 
 
+def guard_hint(exc: ClientError) -> ClientError:
+    """A refusal by a pool's ``min_servers_up`` guard with the CLI's way to override it
+    (the API's text names no flag: it reaches the dashboard and the event log too)."""
+    message = exc.format_message()
+    if message.startswith("409") and "min_servers_up" in message and "--force-" not in message:
+        return ClientError(f"{message} (override with --force-guard)", exc.problems)
+    return exc
+
+
 # --- commands --------------------------------------------------------------------------------
 
 
@@ -157,6 +167,29 @@ def _session_rows(sessions: dict[str, int] | None) -> list[list[object]]:
     ]
 
 
+def _traffic_rows(s: dict[str, Any]) -> list[list[object]]:
+    """A server's traffic with units: requests, client bytes, average times (``show stat``'s
+    stot, bin/bout, ctime/rtime/ttime; averages over about the last 1024 requests)."""
+    if "requests_total" not in s:
+        return []
+    times = [
+        f"{name} {latency(s.get(key))}"
+        for name, key in (
+            ("connect", "connect_time_ms"),
+            ("response", "response_time_ms"),
+            ("total", "total_time_ms"),
+        )
+        if s.get(key) is not None
+    ]
+    rows: list[list[object]] = [
+        ["Requests", s["requests_total"]],
+        ["Bytes in / out", f"{size(s.get('bytes_in'))} / {size(s.get('bytes_out'))}"],
+    ]
+    if times:
+        rows.append(["Average times", ", ".join(times)])
+    return rows
+
+
 def show_server_text(s: dict[str, Any]) -> str:
     rows: list[list[object]] = [
         ["Server", f"{s['pool']}/{s['name']}"],
@@ -169,6 +202,7 @@ def show_server_text(s: dict[str, Any]) -> str:
         ["Backup", s["backup"]],
         ["Connections", s["connections"]],
         ["Requests in flight", s["requests_in_flight"]],
+        *_traffic_rows(s),
         *_session_rows(s.get("sessions")),
         ["Reason", s.get("reason", "")],
         ["Actor", s.get("actor", "")],
@@ -184,10 +218,22 @@ def show_server_text(s: dict[str, Any]) -> str:
             [
                 "Check",
                 f"{when(c.get('at'))} {c.get('monitor')} {c.get('verdict')} "
-                f"{c.get('reason')}{code} {c.get('latency_ms')}ms",
+                f"{c.get('reason')}{code} {latency(c.get('latency_ms'))}",
             ]
         )
     return table(("Field", "Value"), rows)
+
+
+DURATION_KEYS = frozenset(
+    {"send_interval", "receive_timeout", "graceful_disable_timeout", "slow_start"}
+)
+"""Keys of the API's objects that hold a duration in seconds (shown ``1s``, ``500ms``, ``1m``)."""
+
+
+def _value(key: str, value: object) -> object:
+    if key in DURATION_KEYS and isinstance(value, int | float) and not isinstance(value, bool):
+        return duration(value)
+    return value
 
 
 def dict_table(data: dict[str, Any]) -> str:
@@ -195,7 +241,7 @@ def dict_table(data: dict[str, Any]) -> str:
     for k, v in data.items():
         if isinstance(v, dict):
             for k2, v2 in v.items():
-                rows.append([f"{k}.{k2}", v2])
+                rows.append([f"{k}.{k2}", _value(k2, v2)])
         else:
-            rows.append([k, v])
+            rows.append([k, _value(k, v)])
     return table(("Field", "Value"), rows)

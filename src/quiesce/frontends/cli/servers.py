@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from quiesce.frontends.cli.output import POLL, emit, resolve, segment
+from quiesce.frontends.cli.output import POLL, emit, guard_hint, resolve, segment
 from quiesce.frontends.cli.transport import (
     Api,
     ClientError,
@@ -168,7 +168,7 @@ def destroy_server(
         data = api.request("DELETE", f"/api/v1/servers/{ref}", params=params).json()
     except ClientError as exc:
         if drain or not exc.format_message().startswith("409"):
-            raise
+            raise guard_hint(exc) from None
         raise ClientError(
             f"{exc.format_message()} (--drain drains it first and deletes it at 0 "
             f"connections; or `set server {ref} maintenance` first)"

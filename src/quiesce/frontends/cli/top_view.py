@@ -123,14 +123,15 @@ def rows(
 
 def status_style(status: str) -> str:
     """A Rich style for a status word (as hatop colours its rows): up green, down red, a
-    drain yellow, disabled and down for maintenance magenta, unknown dim."""
+    drain yellow, disabled and down for maintenance magenta, ejected (passive) red, unknown
+    dim."""
     if status.startswith(("draining", "drained", "removing")):
         return "yellow"
     if status in ("disabled", "down for maintenance"):
         return "magenta"
     if status in ("up", "unmonitored") or status.endswith("eligible"):
         return "green"
-    if status == "down" or status.startswith("no server available"):
+    if status == "down" or status.startswith(("no server available", "ejected")):
         return "bold red"
     return "dim"
 

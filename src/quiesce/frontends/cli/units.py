@@ -23,9 +23,12 @@ def duration(seconds: object) -> str:
 
 def latency(ms: float | None) -> str:
     """A latency in milliseconds, three significant figures at most: ``31µs``, ``1.2ms``,
-    ``240ms``, ``1.50s`` (``-`` for none)."""
+    ``240ms``, ``1.50s`` (``0ms`` for 0, as ``show stat``'s whole milliseconds; ``-`` for
+    none)."""
     if ms is None:
         return "-"
+    if ms == 0:
+        return "0ms"
     if ms < 1:
         return f"{ms * 1000:.0f}µs"
     if ms < 10:
