@@ -11,15 +11,44 @@ from quiesce.config.models import HealthMonitor, ServerConfig
 from quiesce.core.events import EventKind
 from quiesce.core.states import Cause
 from quiesce.state.events import make_event
-from quiesce.store.base import RemoteChange
+from quiesce.store.base import RemoteChange, SharedStore
+
+CONFIRM_TIMEOUT = 5.0
+"""How long a command waits for etcd to confirm its writes (``confirm_writes``)."""
 
 
 class RemoteChanges(ServiceBase):
+    def write_mark(self) -> int | None:
+        """Before a command: where its writes to a shared store will start (None: the store
+        is this node's own). Hand it to :meth:`confirm_writes` after the command."""
+        return self.store.mark() if isinstance(self.store, SharedStore) else None
+
+    async def confirm_writes(self, mark: int | None, timeout: float = CONFIRM_TIMEOUT) -> None:
+        """Wait until the writes since ``mark`` are in the shared store (etcd). Raises
+        :class:`~quiesce.store.base.ConflictError` (409) when one lost to a newer change
+        another node made first (it was not applied), :class:`StoreError` (503) when etcd did
+        not answer within ``timeout``. Returns at once for a local store, or a change made
+        while the link is not up (``--local``: it is reconciled when the link is back)."""
+        if mark is None or not isinstance(self.store, SharedStore):
+            return
+        cluster = getattr(self.store, "cluster", None)
+        if cluster is not None and cluster.link.state(cluster.clock()) != "up":
+            return
+        await self.store.confirm(mark, timeout)
+
     def _on_cluster_event(self, kind: str, reason: str, detail: dict[str, Any]) -> None:
         """What this node saw of the cluster (quiesce.store.cluster): its link to the store
-        isolated or back, another node joined or left. An event of this node's log."""
+        isolated or back, another node joined or left, a write of this node lost to a newer change
+        (``write_conflict``). An event of this node's log."""
+        pool, server = detail.get("pool"), detail.get("server")  # a lost write of a server's
         event = make_event(
-            self.clock, EventKind(kind), actor=STORE_ACTOR, reason=reason, detail=detail
+            self.clock,
+            EventKind(kind),
+            pool if isinstance(pool, str) and pool in self.registry.pools else None,
+            server=server if isinstance(server, str) else None,
+            actor=STORE_ACTOR,
+            reason=reason,
+            detail=detail,
         )
         self.registry.emit(event)
 

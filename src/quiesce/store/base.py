@@ -30,6 +30,18 @@ class StoreError(QuiesceError):
     status_hint = 503
 
 
+class ConflictError(QuiesceError):
+    """A write to the shared store lost to a newer change another node made first (etcd's
+    compare-and-swap on the revision this node had seen): the change was not applied.
+    ``current``: the record as it is now (node, actor, reason, time, revision, value)."""
+
+    status_hint = 409
+
+    def __init__(self, message: str, current: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.current = current or {}
+
+
 class StateStore(Protocol):
     async def open(self) -> None:
         """Called once before the admin service restores state: connect, read (a shared store
@@ -157,5 +169,23 @@ class SharedStore(StateStore, Protocol):
         """Writes queued and not yet acknowledged."""
         ...
 
+    def mark(self) -> int:
+        """The sequence number of the last write queued: :meth:`confirm` waits for the
+        writes after it."""
+        ...
 
-__all__ = ["Kind", "RemoteChange", "RemoteHandler", "SharedStore", "StateStore", "StoreError"]
+    async def confirm(self, mark: int, timeout: float | None = None) -> None:
+        """Wait until every write queued after ``mark`` is in the shared store. Raises
+        :class:`ConflictError` when one lost to another node's newer change,
+        :class:`StoreError` when not confirmed within ``timeout``."""
+        ...
+
+
+__all__ = [
+    "Kind",
+    "RemoteChange",
+    "RemoteHandler",
+    "SharedStore",
+    "StateStore",
+    "StoreError",
+]

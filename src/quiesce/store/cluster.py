@@ -92,7 +92,7 @@ class ClusterAgent:
         """A ``nodes/<name>`` key from the watch or a full read."""
         if value is None:
             if self.members.remove(name):
-                self._emit("node_left", f"node {name} left (its lease ended)", {"peer": name})
+                self.emit("node_left", f"node {name} left (its lease ended)", {"peer": name})
             return
         try:
             record = json.loads(value)
@@ -102,12 +102,12 @@ class ClusterAgent:
             log.warning("state store: node record %s unreadable: %s", name, exc)
             return
         if self.members.put(name, record):
-            self._emit("node_joined", f"node {name} joined", {"peer": name, **_brief(record)})
+            self.emit("node_joined", f"node {name} joined", {"peer": name, **_brief(record)})
 
     def synced(self, names: set[str]) -> None:
         """A full read found these node keys: the others left while we were not watching."""
         for name in self.members.keep_only(names):
-            self._emit("node_left", f"node {name} left (its lease ended)", {"peer": name})
+            self.emit("node_left", f"node {name} left (its lease ended)", {"peer": name})
 
     # the view -------------------------------------------------------------------------------
 
@@ -200,9 +200,9 @@ class ClusterAgent:
             gone = self.clock() - (link.isolated_since or self.clock())
             log.info("state store: etcd %s answers again after %.1f s", endpoint, gone)
             reason = f"etcd {endpoint} answers again after {gone:.1f} s"
-        self._emit(change, reason, {"revision": link.revision, "endpoint": endpoint})
+        self.emit(change, reason, {"revision": link.revision, "endpoint": endpoint})
 
-    def _emit(self, kind: str, reason: str, detail: dict[str, Any]) -> None:
+    def emit(self, kind: str, reason: str, detail: dict[str, Any]) -> None:
         if self._handler is None:
             return
         try:

@@ -1,16 +1,19 @@
 """``GET /api/v1/cluster``: this node's link to the shared store and the nodes it knows
 (:mod:`quiesce.store.cluster`), and the same link as metrics (``quiesce_store_up``,
-``quiesce_store_lag_seconds``, ``quiesce_cluster_nodes``)."""
+``quiesce_store_lag_seconds``, ``quiesce_cluster_nodes``); :func:`install_cluster` also puts
+:class:`~quiesce.frontends.api.confirm.ConfirmWrites` in front of the API (a write that lost
+to another node's change: 409)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, FastAPI
 from prometheus_client.core import GaugeMetricFamily, Metric
-from prometheus_client.registry import Collector
+from prometheus_client.registry import Collector, CollectorRegistry
 
+from quiesce.frontends.api.confirm import ConfirmWrites
 from quiesce.frontends.api.deps import AppLike, Read
 
 
@@ -27,6 +30,12 @@ def cluster_routes(v1: APIRouter, app: AppLike) -> None:
     @v1.get("/cluster", tags=["cluster"])
     async def show_cluster(p: Read) -> dict[str, Any]:
         return cluster_view(app)
+
+
+def install_cluster(api: FastAPI, app: AppLike, metrics: CollectorRegistry) -> None:
+    """The cluster's metrics, and the wait for etcd's confirmation of every write request."""
+    metrics.register(ClusterCollector(app))
+    api.add_middleware(ConfirmWrites, admin=app.admin)
 
 
 class ClusterCollector(Collector):
@@ -56,4 +65,4 @@ class ClusterCollector(Collector):
         )
 
 
-__all__ = ["ClusterCollector", "cluster_routes", "cluster_view"]
+__all__ = ["ClusterCollector", "cluster_routes", "cluster_view", "install_cluster"]

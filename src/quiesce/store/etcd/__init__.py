@@ -235,6 +235,7 @@ class EtcdStore(Writer, Watcher):
             detail.setdefault("replicated_from", self._replay_from)
         stored = self.mirror.append_event(replace(event, detail=detail))
         self._last_event = stored
+        self._last_event_key = None
         if self._replay_from is not None or event.kind in _OBSERVED:
             return stored  # a local consequence or observation: not shared
         self._event_seq += 1
@@ -243,6 +244,7 @@ class EtcdStore(Writer, Watcher):
         del body["id"]
         self._event_keys[key] = stored.time
         self._enqueue(key, self._value(body))
+        self._last_event_key = key
         return stored
 
     def prune(self, now: float) -> int:

@@ -9,13 +9,15 @@ import json
 import logging
 import os
 import socket
+import time
 import uuid
 from collections import OrderedDict, deque
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from quiesce.core.events import Event, EventKind
-from quiesce.store.base import Kind, RemoteHandler, StoreError
+from quiesce.store.base import ConflictError, Kind, RemoteHandler, StoreError
 from quiesce.store.cluster import ClusterAgent
 from quiesce.store.sqlite import SqliteStore
 
@@ -36,6 +38,7 @@ _SECTIONS: dict[str, Kind] = {
     "events": "event",
 }
 _OBSERVED = {  # what this node saw of the cluster: its own log only
+    EventKind.WRITE_CONFLICT,
     EventKind.NODE_ISOLATED,
     EventKind.NODE_REJOINED,
     EventKind.NODE_JOINED,
@@ -53,6 +56,26 @@ _STATE_EVENTS = {
         EventKind.ADMIN_CHANGE,
     ),
 }
+
+AFTER_INFLIGHT = -1
+"""The base of a write queued while the write of the same key is in flight: whatever
+revision that one leaves (set when it lands)."""
+MAX_CONFLICTS = 1000
+"""Lost writes remembered for :meth:`~quiesce.store.etcd.EtcdStore.confirm` (by sequence)."""
+
+
+@dataclass(slots=True)
+class Op:
+    """A queued write of one key: the newest value (None: delete), the mod revision it is
+    conditioned on (the one this node had seen when the command was taken; None:
+    unconditional, an event), the sequence numbers of the writes folded into it, and the
+    events that go in the same transaction (the command's own event: never shared when the
+    command loses)."""
+
+    value: bytes | None
+    base: int | None
+    seqs: list[int]
+    events: list[tuple[str, bytes]] = field(default_factory=list)
 
 
 class EtcdBase:
@@ -89,10 +112,15 @@ class EtcdBase:
         self._client: Any = None
         self._endpoint = 0
         self._bprefix = self.prefix.encode()
-        # the write queue: keys in order; per key its newest (sequence, value); None = delete
+        # the write queue: keys in order; per key its pending write
         self._queue: deque[str] = deque()
-        self._ops: dict[str, tuple[int, bytes | None]] = {}
+        self._ops: dict[str, Op] = {}
         self._op_seq = 0
+        self._inflight: Op | None = None  # the write the writer is sending now
+        self._unsettled: set[int] = set()  # sequences neither acknowledged nor refused yet
+        self._conflicts: OrderedDict[int, ConflictError] = OrderedDict()  # lost, by sequence
+        self._settled = asyncio.Event()  # set (and replaced) whenever writes settle
+        self._last_event_key: str | None = None  # the shared event appended last
         self._event_seq = 0
         self._max_queue = retention_rows + 10_000
         self._acked: dict[str, int] = {}  # key → revision of our last acknowledged write
@@ -126,7 +154,13 @@ class EtcdBase:
         return f"{self.prefix}{section}/{name}"
 
     def _value(self, value: object, **extra: object) -> bytes:
-        body = {"node": self.node, "instance": self.instance, "value": value, **extra}
+        body = {
+            "node": self.node,
+            "instance": self.instance,
+            "time": round(time.time(), 3),
+            "value": value,
+            **extra,
+        }
         return json.dumps(body, separators=(",", ":"), default=str).encode()
 
     # the connection -------------------------------------------------------------------------

@@ -41,6 +41,8 @@ class Watcher(EtcdBase):
                     kv = ev.kv
                     self.cluster.seen(int(kv.mod_revision))
                     value = None if ev.kind == "DELETE" else bytes(kv.value)
+                    if value is not None and self._seen.get(kv.key.decode(), 0) >= kv.mod_revision:
+                        continue  # applied already (the record a lost write found)
                     self._on_kv(kv.key.decode(), value, int(kv.mod_revision))
                 raise ConnectionError("the watch ended")
             except (Exception, asyncio.CancelledError) as exc:

@@ -1,25 +1,82 @@
 """The etcd store's writer: the queue of writes and the task that puts them to etcd in order.
-Part of :class:`~quiesce.store.etcd.EtcdStore`."""
+Part of :class:`~quiesce.store.etcd.EtcdStore`.
+
+Every write of a record is a transaction conditioned on the record's ``mod_revision`` as this
+node had seen it when the command was taken (``Op.base``): it lands only if nobody changed the
+record since. When it does not, the write is **lost**, never replayed over the newer change:
+the writer reads the record as it is, and unless it is the same (an idempotent repeat: no
+conflict) it records a :class:`~quiesce.store.base.ConflictError` for the writes folded into
+it (:meth:`Writer.confirm` raises it: the API's 409), writes a ``write_conflict`` event to
+this node's log and applies the newer record here, as any change from another node. The
+command's own event goes in the same transaction, so a lost command is never in the other
+nodes' logs. A write queued during an outage is conditioned the same way: when the link is
+back it lands only if nobody changed the record meanwhile.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
+from datetime import UTC, datetime
+from typing import Any
 
 from quiesce.core.states import CloseMode
-from quiesce.store.base import Kind
+from quiesce.store.base import ConflictError, Kind, StoreError
 from quiesce.store.etcd.base import (
+    _SECTIONS,
     _STATE_EVENTS,
+    AFTER_INFLIGHT,
+    MAX_CONFLICTS,
     RETRY_MAX,
     RETRY_MIN,
     EtcdBase,
+    Op,
     _about,
     _reraise_if_cancelled,
     log,
 )
 
+_WHAT = {
+    "admin": "server {}",
+    "flag": "flag {}",
+    "monitor": "monitor {}",
+    "pool_monitors": "the monitors of pool {}",
+    "server": "the definition of server {}",
+}
+_ADMIN_META = ("actor", "reason", "since", "cause")  # who and when: not what the state is
+
 
 class Writer(EtcdBase):
+    def mark(self) -> int:
+        """The sequence number of the last write queued (see :meth:`confirm`)."""
+        return self._op_seq
+
+    async def confirm(self, mark: int, timeout: float | None = None) -> None:
+        """Wait until every write queued after ``mark`` (up to now) landed in etcd or lost.
+        Raises :class:`ConflictError` (the first lost one) or, after ``timeout``,
+        :class:`StoreError`."""
+        upto = self._op_seq
+        loop = asyncio.get_running_loop()
+        end = None if timeout is None else loop.time() + timeout
+        while any(mark < s <= upto for s in self._unsettled):
+            settled = self._settled
+            left = None if end is None else end - loop.time()
+            try:
+                if left is not None and left <= 0:
+                    raise TimeoutError
+                await asyncio.wait_for(settled.wait(), left)
+            except TimeoutError:
+                raise StoreError(
+                    f"etcd {self.endpoint} did not confirm the change within {timeout:g} s: it "
+                    "is applied on this node and queued; it reaches the other nodes when etcd "
+                    "answers, unless one of them changed the same record meanwhile (then a "
+                    "write_conflict event says so)"
+                ) from None
+        lost = [c for s, c in self._conflicts.items() if mark < s <= upto]
+        if lost:
+            raise lost[0]
+
     def _share(self, kind: Kind, name: str, value: object) -> None:
         if self._replay_from is not None:
             return
@@ -29,13 +86,36 @@ class Writer(EtcdBase):
             extra = {"actor": event.actor or "", "reason": event.reason or "", "cause": event.cause}
             if kind == "admin":
                 extra["close"] = event.detail.get("close", CloseMode.NONE.value)
-        self._enqueue(self._key(kind, name), self._value(value, **extra))
+        key = self._key(kind, name)
+        ekey, self._last_event_key = self._last_event_key, None
+        event_op = None
+        if extra and ekey is not None and self._queue and self._queue[-1] == ekey:
+            # the command's own event, queued just before: it goes in the same transaction
+            event_op = self._ops[ekey]
+            if event_op is self._inflight or event_op.value is None:
+                event_op = None
+            else:
+                self._queue.pop()
+                del self._ops[ekey]
+        base = max(self._seen.get(key, 0), self._acked.get(key, 0))
+        op = self._enqueue(key, self._value(value, **extra), base)
+        if ekey is not None and event_op is not None and event_op.value is not None:
+            op.events.append((ekey, event_op.value))
+            op.seqs.extend(event_op.seqs)
 
-    def _enqueue(self, key: str, value: bytes | None) -> None:
+    def _enqueue(self, key: str, value: bytes | None, base: int | None = None) -> Op:
         self._op_seq += 1
-        if key not in self._ops:
+        seq = self._op_seq
+        self._unsettled.add(seq)
+        op = self._ops.get(key)
+        if op is None:
+            op = self._ops[key] = Op(value, base, [seq])
             self._queue.append(key)
-        self._ops[key] = (self._op_seq, value)
+        elif op is self._inflight:  # this one follows on whatever the one in flight leaves
+            op = self._ops[key] = Op(value, None if base is None else AFTER_INFLIGHT, [seq])
+        else:  # folded: the newest value, on the first one's base
+            op.value = value
+            op.seqs.append(seq)
         if len(self._queue) > self._max_queue:
             self._drop_oldest_event()
         self._idle.clear()
@@ -43,13 +123,14 @@ class Writer(EtcdBase):
             self._wake.set()
         else:
             self._loop.call_soon_threadsafe(self._wake.set)
+        return op
 
     def _drop_oldest_event(self) -> None:
         events = f"{self.prefix}events/"
         for i, key in enumerate(self._queue):
             if i > 0 and key.startswith(events):  # never the one in flight
                 del self._queue[i]
-                del self._ops[key]
+                self._settle(self._ops.pop(key).seqs)
                 self._dropped += 1
                 if self._dropped == 1 or self._dropped % 1000 == 0:
                     log.warning(
@@ -57,6 +138,11 @@ class Writer(EtcdBase):
                         self._dropped,
                     )
                 return
+
+    def _settle(self, seqs: list[int]) -> None:
+        self._unsettled.difference_update(seqs)
+        self._settled.set()
+        self._settled = asyncio.Event()
 
     # the writer -----------------------------------------------------------------------------
 
@@ -69,33 +155,180 @@ class Writer(EtcdBase):
                 await self._wake.wait()
                 continue
             key = self._queue[0]
-            seq, value = self._ops[key]
+            op = self._inflight = self._ops[key]
             client = self._get_client()
             try:
-                if value is None:
-                    resp = await client.delete(key.encode())
-                    rev = None if resp is None else int(resp.header.revision)
-                else:
-                    resp = await client.put(key.encode(), value)
-                    rev = int(resp.header.revision)
+                ok, rev, current = await self._send(client, key, op)
             except (Exception, asyncio.CancelledError) as exc:
+                self._inflight = None
+                self._refold(key, op)
                 _reraise_if_cancelled(exc)
                 self._lost(client, "writing", exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, RETRY_MAX)
                 continue
+            self._inflight = None
             delay = RETRY_MIN
             self._found(rev)
             self.writes += 1
-            if self._ops.get(key, (None, None))[0] == seq:
+            if not ok:
+                assert current is not None
+                self._on_refused(key, op, *current)
+                continue
+            after = self._ops.get(key)
+            if after is op:
                 del self._ops[key]
                 self._queue.popleft()
+            elif after is not None and after.base == AFTER_INFLIGHT:
+                after.base = rev or 0
+            self._settle(op.seqs)
             if rev is not None and not key.startswith(f"{self.prefix}events/"):
                 self._acked[key] = rev
             if key not in self._ops and key in self._deferred:
                 drev, dvalue = self._deferred.pop(key)
                 if rev is None or drev > rev:
                     self._on_kv(key, dvalue, drev)
+
+    async def _send(
+        self, client: Any, key: str, op: Op
+    ) -> tuple[bool, int | None, tuple[bytes | None, int] | None]:
+        """Put (or delete) ``op``: (landed, its revision, the record as it is when it lost)."""
+        bkey = key.encode()
+        if op.base is None:  # an event: its key is this node's own
+            if op.value is None:
+                resp = await client.delete(bkey)
+                return True, None if resp is None else int(resp.header.revision), None
+            return True, int((await client.put(bkey, op.value)).header.revision), None
+        from aetcd import transactions as txn
+
+        write = txn.Put(bkey, op.value) if op.value is not None else txn.Delete(bkey)
+        ok, responses = await client.transaction(
+            compare=[txn.Mod(bkey) == op.base],
+            success=[*(txn.Put(k.encode(), v) for k, v in op.events), write],  # in order
+            failure=[txn.Get(bkey)],
+        )
+        if ok:
+            first = responses[0]
+            return (
+                True,
+                int(getattr(first, str(first.WhichOneof("response"))).header.revision),
+                None,
+            )
+        kvs = responses[0]
+        if not kvs:
+            return False, None, (None, 0)
+        value, meta = kvs[0]
+        return False, None, (bytes(value), int(meta.mod_revision))
+
+    def _refold(self, key: str, op: Op) -> None:
+        """A write that may not have been sent: the one queued after it folds into it again."""
+        after = self._ops.get(key)
+        if after is not None and after is not op:
+            op.value = after.value
+            op.seqs.extend(after.seqs)
+            op.events.extend(after.events)
+            self._ops[key] = op
+
+    def _on_refused(self, key: str, op: Op, value: bytes | None, rev: int) -> None:
+        """The record changed since ``op.base``: ours (a write whose answer was lost) is the
+        base of the next attempt; the same value is no conflict; anything else wins."""
+        body = _body(value)
+        if body is not None and body.get("instance") == self.instance:
+            self._refold(key, op)
+            op.base = rev
+            return
+        after = self._ops.pop(key, None)
+        self._queue.popleft()
+        self._deferred.pop(key, None)
+        section, _, name = key[len(self.prefix) :].partition("/")
+        kind = _SECTIONS[section]
+        conflict = False
+        for lost in (op, after) if after is not None and after is not op else (op,):
+            if _same(kind, lost.value, body):
+                for ekey, evalue in lost.events:  # an accepted repeat: its events are shared
+                    self._enqueue(ekey, evalue)
+            else:
+                conflict = True
+                self._lose(kind, name, lost, body, rev)
+            self._settle(lost.seqs)
+        if not conflict:
+            self._seen[key] = self._acked[key] = rev
+            return
+        self._on_kv(key, value, rev)  # the newer record applies here too
+
+    def _lose(self, kind: Kind, name: str, op: Op, body: dict[str, Any] | None, rev: int) -> None:
+        what = _WHAT[kind].format(name)
+        meta = body or {}
+        current = {
+            "node": meta.get("node"),
+            "actor": meta.get("actor"),
+            "reason": meta.get("reason"),
+            "time": meta.get("time"),
+            "revision": rev,
+            "value": meta.get("value"),
+        }
+        when = meta.get("time")
+        stamp = (
+            datetime.fromtimestamp(float(when), UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")[:-4] + "Z"
+            if isinstance(when, int | float)
+            else "an unknown time"
+        )
+        if body is None:
+            newer = f"it was deleted from etcd (revision {rev})"
+        else:
+            by = (
+                f"{meta.get('actor')} on node {meta.get('node')}"
+                if meta.get("actor")
+                else (f"node {meta.get('node')}")
+            )
+            newer = f"{by} changed it at {stamp} (etcd revision {rev}): now {_describe(kind, body)}"
+        mine = _describe(kind, _body(op.value))
+        message = (
+            f"conflict: {what} changed on another node before this change reached etcd: "
+            f"{newer}; this change ({mine}) was not applied: look at the current state and "
+            "retry if it still applies"
+        )
+        error = ConflictError(message, current)
+        for seq in op.seqs:
+            self._conflicts[seq] = error
+        while len(self._conflicts) > MAX_CONFLICTS:
+            self._conflicts.popitem(last=False)
+        log.warning("state store: %s", message)
+        pool, _, server = name.partition("/") if kind in ("admin", "server") else ("", "", "")
+        detail: dict[str, Any] = {"record": kind, "name": name, "current": current, "lost": mine}
+        if server:
+            detail.update(pool=pool, server=server)
+        self.cluster.emit("write_conflict", message, detail)
+
+
+def _body(value: bytes | None) -> dict[str, Any] | None:
+    try:
+        body = None if value is None else json.loads(value)
+    except ValueError:
+        return None
+    return body if isinstance(body, dict) else None
+
+
+def _same(kind: Kind, mine: bytes | None, body: dict[str, Any] | None) -> bool:
+    """Would ``mine`` leave the record as it is (an idempotent repeat)? Who and when aside."""
+    ours = _body(mine)
+    if ours is None or body is None:
+        return ours is None and body is None
+    a, b = ours.get("value"), body.get("value")
+    if kind == "admin" and isinstance(a, dict) and isinstance(b, dict):
+        a = {k: v for k, v in a.items() if k not in _ADMIN_META}
+        b = {k: v for k, v in b.items() if k not in _ADMIN_META}
+    return bool(a == b)
+
+
+def _describe(kind: Kind, body: dict[str, Any] | None) -> str:
+    value = None if body is None else body.get("value")
+    if kind == "admin" and isinstance(value, dict):
+        return str(value.get("state"))
+    if value is None:
+        return "deleted"
+    text = json.dumps(value, separators=(",", ":"), default=str)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 __all__ = ["Writer"]
