@@ -17,7 +17,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -178,14 +178,18 @@ def _start(config_path: Path, backends: dict[str, Backend]) -> Stack:
     )
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    tmp = tmp_path_factory.mktemp("dashboard")
+@contextlib.contextmanager
+def serve_stack(tmp: Path, edit: Callable[[dict[str, Any]], None] | None = None) -> Iterator[Stack]:
+    """The back ends and `quiesce run` on the config above (``edit`` may change it first),
+    stopped at the end."""
     served = contextlib.ExitStack()
     made = served.enter_context(serve_in_thread(*map(Backend, ("web1", "web2", "web3", "edge1"))))
     backends = {b.name: b for b in made}
+    config = _config(backends, tmp)
+    if edit is not None:
+        edit(config)
     config_path = tmp / "quiesce.yaml"
-    config_path.write_text(yaml.safe_dump(_config(backends, tmp)))
+    config_path.write_text(yaml.safe_dump(config))
     s = _start(config_path, backends)
     try:
         yield s
@@ -202,6 +206,12 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         if s.process.stdout is not None:
             s.process.stdout.close()
         served.close()
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    with serve_stack(tmp_path_factory.mktemp("dashboard")) as s:
+        yield s
 
 
 @pytest.fixture(scope="module")

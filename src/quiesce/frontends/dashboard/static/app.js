@@ -1,12 +1,17 @@
 // quiesce dashboard: plain JavaScript, no build step, no external assets.
 //
-// Theory of operation. The page is one shell (index.html) and five views chosen by the URL
-// hash (#/pools, #/servers, #/monitors, #/events, #/flags). Each view has mount() which builds
-// its fixed parts once (headings, filters, toolbars) and refresh() which refetches its data and
-// redraws only the data parts. Live updates come from Server-Sent Events (/api/v1/events/stream):
-// every event refetches the affected views (debounced), and a 3 s poll keeps connection counts
-// live when nothing is happening or the stream is down. Redraws keep the keyboard focus and the
-// values of form controls by element id, so a poll never steals what an operator is doing.
+// Theory of operation. The page is one shell (index.html) and views chosen by the URL hash
+// (#/pools, #/servers, #/monitors, #/events, #/flags here; #/services, #/pool/NAME and
+// #/drain/POOL/SERVER in traffic.js, which registers them through window.quiesceDashboard).
+// Each view has mount() which builds its fixed parts once (headings, filters, toolbars) and
+// refresh() which refetches its data and redraws only the data parts. Live updates come from
+// Server-Sent Events (/api/v1/events/stream): every event refetches the affected views
+// (debounced), and a 3 s poll keeps connection counts live when nothing is happening or the
+// stream is down. A view with tick() (the charts: the Servers view's sparklines and
+// traffic.js's views) is also ticked once a second to read the live series; a tick starts only
+// when the last one has ended, so a slow answer never piles requests up. Redraws keep the
+// keyboard focus and the values of form controls by element id, so a poll never steals what an
+// operator is doing. The charts themselves are charts.js (SVG, no library).
 //
 // Every state change goes through the REST API with the session cookie; requests other than
 // GET carry X-CSRF-Token (the readable quiesce_csrf cookie). Read-only users get no action
@@ -14,8 +19,11 @@
 "use strict";
 
 (function () {
+  const Q = window.QuiesceCharts;
   const API = "/api/v1";
   const POLL_MS = 3000;
+  const TICK_MS = 1000; // the live series (GET /api/v1/series…): one row a second
+  const SPARK_SECONDS = 60;
   const MAX_EVENTS = 500;
   const EVENT_KINDS = [
     "oper_change", "admin_change", "admin_command", "admin_refused", "election", "pool_up",
@@ -41,6 +49,7 @@
     view: null,
     viewName: "",
     sseOpen: false,
+    spark: {}, // "pool/server" -> {t: [...], requests: [...], errors: [...], p99_ms: [...], connections: [...]}
   };
 
   // ---------------------------------------------------------------- small helpers
@@ -263,6 +272,7 @@
     up: ["st-up", "▲"],
     down: ["st-down", "▼"],
     "down for maintenance": ["st-maintenance", "◆"],
+    ejected: ["st-down", "⊘"], // "ejected (passive)": passive outlier detection
     draining: ["st-draining", "◐"],
     drained: ["st-drained", "○"],
     disabled: ["st-disabled", "■"],
@@ -386,7 +396,9 @@
         bar.append(fill);
         rows.push(h("tr", { "data-pool": p.name, "data-key": "pool:" + p.name },
           cell({ "data-label": "Pool" },
-            h("a", { href: "#/servers?pool=" + enc(p.name), class: "pool-link" }, h("strong", null, p.name))),
+            h("a", { href: "#/servers?pool=" + enc(p.name), class: "pool-link" }, h("strong", null, p.name)),
+            h("div", { class: "small" }, h("a", { href: "#/pool/" + enc(p.name), class: "traffic-link",
+              "aria-label": "Traffic of pool " + p.name }, "Traffic chart"))),
           cell({ "data-label": "Eligible", class: "nowrap" },
             h("span", { class: "eligible" }, p.eligible + "/" + p.total), bar,
             p.available === false ? h("div", null, badge("down"), h("span", { class: "small" }, " no server available")) : null),
@@ -553,6 +565,7 @@
       head.push(
         h("th", { scope: "col" }, "Server"), h("th", { scope: "col" }, "Status"),
         h("th", { scope: "col" }, "Admin · Oper"), h("th", { scope: "col", class: "num" }, "Conns"),
+        h("th", { scope: "col" }, "Traffic (60 s)"),
         h("th", { scope: "col" }, "Last check"), h("th", { scope: "col" }, "Admin state"));
       if (admin) head.push(h("th", { scope: "col" }, "Server actions"));
       const body = rows.map((s) => this.row(s, admin));
@@ -588,7 +601,10 @@
           h("div", { class: "small muted" }, s.pool + " · ", h("span", { class: "mono" }, s.address),
             " · weight " + s.weight)),
         cell({ "data-label": "Status", class: "status" }, badge(s.status),
-          h("div", { class: "small muted" }, s.eligible ? "eligible" : "not eligible")),
+          h("div", { class: "small muted" }, s.eligible ? "eligible" : "not eligible"),
+          s.admin === "drain" || /^(draining|drained|removing)/.test(s.status)
+            ? h("div", { class: "small" }, h("a", { href: "#/drain/" + enc(s.pool) + "/" + enc(s.name), class: "drain-link",
+              "aria-label": "Drain chart of " + key }, "Drain chart")) : null),
         cell({ "data-label": "Admin · Oper", class: "axes" },
           h("div", { class: "nowrap" }, h("span", { class: "muted small" }, "admin "), h("span", { class: "admin-axis" }, s.admin)),
           h("div", { class: "nowrap" }, h("span", { class: "muted small" }, "oper "), h("span", { class: "oper-axis" }, s.oper))),
@@ -597,6 +613,7 @@
           // a postgresql service's sessions by state (docs/database.md)
           s.sessions ? h("div", { class: "small muted sessions" }, s.sessions.idle + " idle · "
             + s.sessions.transaction + " in transaction · " + s.sessions.query + " running") : null),
+        cell({ "data-label": "Traffic (60 s)", class: "traffic" }, sparks(key)),
         cell({ "data-label": "Last check", class: "check" }, lastChecks(s)),
         cell({ "data-label": "Admin state", class: "adminstate" }, adminState(s)));
       if (admin) {
@@ -613,6 +630,25 @@
     },
     selectedServers() {
       return state.servers.filter((s) => state.selected.has(keyOf(s)));
+    },
+    // Once a second: the last minute of each shown pool's servers (one request a pool), then
+    // each row's sparklines replaced in place (the rest of the table is left alone).
+    async tick() {
+      const pools = [...new Set(this.visible().map((s) => s.pool))];
+      await Promise.all(pools.map(async (pool) => {
+        let data;
+        try {
+          data = await api("GET", "/series/servers?pool=" + enc(pool) + "&seconds=" + SPARK_SECONDS);
+        } catch (e) {
+          if (e.status === 404) return; // before the first tick
+          throw e;
+        }
+        for (const [name, cols] of Object.entries(data.servers || {})) state.spark[pool + "/" + name] = { t: data.t, ...cols };
+      }));
+      for (const tr of this.body.querySelectorAll("#servers-table tr[data-server]")) {
+        const box = tr.querySelector("td.traffic .cell");
+        if (box) box.replaceChildren(...sparks(tr.dataset.server));
+      }
     },
     // ------------------------------------------------ add, edit, remove (issue 14, item 2)
     buildAddForm() {
@@ -852,6 +888,23 @@
       await this.refresh();
     },
   };
+
+  // The four sparklines of a server (req/s, errors, p99, connections), each with its last
+  // value as text beside it; "no data yet" before the first series tick.
+  const SPARKS = [["requests", "req/s", "", "c0"], ["errors", "errors", "", "c3"], ["p99_ms", "p99", " ms", "c2"], ["connections", "conns", "", "c1"]];
+  function sparks(key) {
+    const d = state.spark[key];
+    if (!d || !d.t || !d.t.length) return [h("span", { class: "muted small" }, "no data yet")];
+    return SPARKS.map(([field, label, unit, cls]) => {
+      const values = d[field] || [];
+      const known = values.filter((v) => v !== null && v !== undefined);
+      const last = known.length ? known[known.length - 1] : null;
+      return h("div", { class: "spark-row", "data-field": field },
+        h("span", { class: "spark-label small muted", "aria-hidden": "true" }, label),
+        Q.sparkline(values, d.t, { label: key + " " + label, unit, cls, width: 80, height: 20 }),
+        h("span", { class: "spark-value small", "aria-hidden": "true" }, Q.num(last) + (last === null ? "" : unit)));
+    });
+  }
 
   function lastChecks(s) {
     const latest = new Map();
@@ -1530,6 +1583,12 @@
 
   const VIEWS = { pools: poolsView, servers: serversView, monitors: monitorsView, events: eventsView, flags: flagsView };
 
+  // What traffic.js (the chart views) uses of this file; it adds its views to VIEWS.
+  window.quiesceDashboard = {
+    h, cell, setKids, api, enc, badge, plural, idSafe, fmtTime, fmtSpan, relative, fmtSeconds,
+    preserving, patchTable, state, isAdmin, views: VIEWS,
+  };
+
   function route() {
     const raw = location.hash.replace(/^#\/?/, "");
     const [path, query] = raw.split("?");
@@ -1538,7 +1597,7 @@
     let name = parts[0] || "pools";
     if (!(name in VIEWS)) name = "pools";
     let view = VIEWS[name];
-    let arg;
+    let arg = parts.slice(1);
     if (name === "monitors" && parts[1]) {
       view = editorView;
       arg = parts[1] === "new" ? null : parts[1];
@@ -1552,8 +1611,9 @@
     state.view = view;
     state.viewName = name;
     view.mount(main, params, arg);
-    document.title = view.title + " · quiesce";
+    document.title = (typeof view.title === "function" ? view.title() : view.title) + " · quiesce";
     refreshView("route").then(() => {
+      tickView();
       const heading = main.querySelector("h1");
       const typing = document.activeElement && document.activeElement.closest && document.activeElement.closest("main input, main select, main textarea");
       if (heading && !typing) heading.focus({ preventScroll: true });
@@ -1581,6 +1641,29 @@
   }
 
   let pending = null;
+  // The charts' 1 s tick: one at a time (a tick that takes longer than a second delays the
+  // next one instead of piling up requests), only while the page is visible.
+  let ticking = false;
+  async function tickView() {
+    const view = state.view;
+    if (ticking || document.hidden || !view || typeof view.tick !== "function") return;
+    ticking = true;
+    try {
+      await view.tick();
+    } catch (e) {
+      if (e.status !== 401 && state.view === view) {
+        let box = document.getElementById("load-error");
+        if (!box) {
+          box = h("p", { id: "load-error", class: "err-msg", role: "alert" });
+          document.getElementById("main").prepend(box);
+        }
+        box.textContent = "Could not read the live series: " + e.detail;
+      }
+    } finally {
+      ticking = false;
+    }
+  }
+
   function scheduleRefresh(ev) {
     if (state.view === eventsView) return; // events stream in directly
     if (state.view === editorView) return;
@@ -1640,8 +1723,11 @@
       if (document.hidden) return;
       loadCluster().catch(() => {});
       if (state.view === poolsView || state.view === serversView || (state.view === eventsView && !state.sseOpen)) refreshView("poll");
+      else if (state.view && state.view.poll) refreshView("poll");
     }, POLL_MS);
+    setInterval(tickView, TICK_MS);
   }
 
-  main();
+  // After every deferred script (charts.js before this file, traffic.js after it) has run.
+  document.addEventListener("DOMContentLoaded", main);
 })();
