@@ -75,6 +75,7 @@ async def make_harness(
     clock = clock or FakeClock()
     registry = Registry(parse_config(raw or RAW), clock)
     store = SqliteStore(path)
+    await store.open()  # as quiesce run does: writes go to the writer thread
     h = Harness(registry, store, AdminService(registry, store, clock, **kw), clock)
 
     def on_close(server: ServerRuntime, mode: CloseMode) -> None:

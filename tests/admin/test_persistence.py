@@ -217,6 +217,7 @@ from quiesce.store import open_store
 async def main():
     config = parse_config(RAW)
     store = open_store(StateConfig(sqlite=sys.argv[1]), ".")
+    await store.open()  # as quiesce run: a writer thread commits
     registry = Registry(config)
     service = AdminService(registry, store)
     await service.start()
@@ -228,6 +229,7 @@ async def main():
     r = service.disable("web/w3", a(force_guard=True), graceful=True, timeout=1.5)
     short = r.server.admin.deadline
     service.set_flag("maintenance_mode", True, a())
+    await service.durable()  # what the API and the runtime socket await before answering
     print(json.dumps({"long": long, "short": short}), flush=True)
     await asyncio.Event().wait()  # until killed
 

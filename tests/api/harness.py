@@ -98,6 +98,7 @@ async def build_app(base_dir: Path, data: dict[str, Any] | None = None) -> Simpl
     clock = SystemClock()
     registry = Registry(config, clock)
     store = open_store(config.state, base_dir)
+    await store.open()  # as quiesce.app does
     admin = AdminService(registry, store, clock)
     await admin.start()
     return SimpleNamespace(

@@ -43,6 +43,7 @@ from quiesce.core.events import Event, EventKind, EventQuery
 from quiesce.core.states import Admin, Cause
 from quiesce.state.events import make_event
 from quiesce.store.base import SharedStore
+from quiesce.store.durable import DurableStore
 
 MAX_SLEEP = 1.0
 """The timer never sleeps longer than this, so a wall-clock step delays a deadline by at most
@@ -109,6 +110,21 @@ class AdminService(ServerCommands, Persistence, RemoteChanges):
         with contextlib.suppress(ValueError):
             self.registry.batch_wrappers.remove(self.store.batch)
         self.bus.close()
+
+    # durability -----------------------------------------------------------------------------
+
+    @property
+    def writes(self) -> int:
+        """Writes handed to the store so far (0 when it writes inline): a front end reads it
+        before and after a command to learn whether :meth:`durable` has anything to await."""
+        return self.store.writes if isinstance(self.store, DurableStore) else 0
+
+    async def durable(self) -> None:
+        """Return once every change made so far is in the state store: the API and the
+        runtime socket await it before answering a command (the SQLite store commits on a
+        writer thread). :class:`~quiesce.store.base.StoreError` (503) if it failed."""
+        if isinstance(self.store, DurableStore):
+            await self.store.committed()
 
     # events ---------------------------------------------------------------------------------
 

@@ -2,14 +2,20 @@
 
 Theory of operation
 -------------------
-One connection, in WAL mode with ``synchronous=NORMAL``: every write is its own transaction,
-committed before the call returns, except inside :meth:`SqliteStore.batch` (a live reload's
-writes: one transaction, committed when the block ends, so a crash records all of the reload
-or none of it). In WAL mode a committed transaction survives a crash of the
-process (``kill -9``); only a power loss or OS crash can lose the last few, which is the
-trade-off HAProxy's server-state file and most embedded stores make. Writes are tiny (one row),
-so they are done inline on the event loop; a lock makes the store safe to call from a worker
-thread too.
+WAL mode with ``synchronous=NORMAL``. In WAL mode a committed transaction survives a crash of
+the process (``kill -9``); only a power loss or OS crash can lose the last few, which is the
+trade-off HAProxy's server-state file and most embedded stores make.
+
+Two ways to write. Until :meth:`SqliteStore.open` (a store used as a library, the tests of
+this module): every write is its own transaction, committed before the call returns, except
+inside :meth:`SqliteStore.batch` (one transaction, committed when the block ends). After
+``open()`` (``quiesce run``): writes are handed to a writer thread
+(:mod:`quiesce.store.sqlite_writer`) that commits whatever is queued in one transaction, so a
+slow disk never holds the event loop (issue 21: a mass flap's commits held it for up to
+350 ms). A change is durable once :meth:`SqliteStore.committed` returns; the API and the
+runtime socket await it before they answer an admin command. Reads use their own
+connection (WAL: they do not wait for the writer); a listing of events adds the ones still
+queued. A lock makes the store safe to call from a worker thread too.
 
 The schema is versioned with ``PRAGMA user_version``; :data:`MIGRATIONS` brings an older file
 up to date and a file written by a newer quiesce is refused rather than misread.
@@ -32,6 +38,7 @@ cannot be tightened (another owner) is a warning, not a refusal.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -48,6 +55,7 @@ from typing import Any
 from quiesce.core.admin import AdminRecord
 from quiesce.core.events import Event, EventKind, EventQuery
 from quiesce.store.base import StoreError
+from quiesce.store.sqlite_writer import Writer
 
 log = logging.getLogger("quiesce.store")
 
@@ -140,6 +148,7 @@ class SqliteStore:
         self._appends = 0
         self._lock = threading.Lock()
         self._batch_depth = 0  # open batch() blocks: writes join one transaction
+        self._writer: Writer | None = None  # after open(): the writer thread
         if self.path not in ("", ":memory:"):
             _make_private(self.path)
         try:
@@ -190,7 +199,15 @@ class SqliteStore:
         (a health check's event, an operator's command) join the transaction and are
         committed with it, a second or so later. An exception ends the block with a commit
         too: what was applied in memory stays recorded (and event ids are never reused).
-        Nested blocks join the outer one."""
+        Nested blocks join the outer one. After :meth:`open` the writes are held back and
+        handed to the writer thread together when the block ends (one transaction)."""
+        if self._writer is not None:
+            self._writer.hold()
+            try:
+                yield
+            finally:
+                self._writer.release()
+            return
         with self._lock:
             if self._batch_depth == 0 and not self._db.in_transaction:
                 try:
@@ -209,14 +226,26 @@ class SqliteStore:
                     except sqlite3.Error as exc:
                         raise StoreError(f"state store {self.path}: {exc}") from exc
 
-    def _write(self, sql: str, params: tuple[Any, ...]) -> sqlite3.Cursor:
+    def _write(self, sql: str, params: tuple[Any, ...]) -> None:
+        if self._writer is not None:
+            self._writer.write(sql, params)
+            return
+        with self._lock:
+            try:
+                self._db.execute(sql, params)
+            except sqlite3.Error as exc:
+                raise StoreError(f"state store {self.path}: {exc}") from exc
+
+    def _write_inline(self, sql: str, params: tuple[Any, ...]) -> sqlite3.Cursor:
         with self._lock:
             try:
                 return self._db.execute(sql, params)
             except sqlite3.Error as exc:
                 raise StoreError(f"state store {self.path}: {exc}") from exc
 
-    def _read(self, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
+    def _read(self, sql: str, params: tuple[Any, ...] = (), *, wait: bool = True) -> list[Any]:
+        if wait and self._writer is not None:
+            self._writer.wait()  # read what was written (startup, tests: not the hot path)
         with self._lock:
             try:
                 return self._db.execute(sql, params).fetchall()
@@ -322,25 +351,31 @@ class SqliteStore:
     # events ---------------------------------------------------------------------------------
 
     def append_event(self, event: Event) -> Event:
-        cur = self._write(
-            f"INSERT INTO events ({_EVENT_COLUMNS}) VALUES (NULL{', ?' * 12})",
-            (
-                event.time,
-                event.kind.value,
-                event.pool,
-                event.server,
-                _text(event.from_),
-                _text(event.to),
-                _text(event.cause),
-                event.actor,
-                event.reason,
-                json.dumps(event.detail, default=str, separators=(",", ":")),
-                event.eligible,
-                event.sessions,
-            ),
+        row = (
+            event.time,
+            event.kind.value,
+            event.pool,
+            event.server,
+            _text(event.from_),
+            _text(event.to),
+            _text(event.cause),
+            event.actor,
+            event.reason,
+            json.dumps(event.detail, default=str, separators=(",", ":")),
+            event.eligible,
+            event.sessions,
         )
         self._appends += 1
-        if self._appends % self.prune_every == 0:
+        prune = self._appends % self.prune_every == 0
+        if self._writer is not None:
+            event = self._writer.event(event, row)
+            if prune:
+                self._writer.prune_soon(event.time)
+            return event
+        cur = self._write_inline(
+            f"INSERT INTO events ({_EVENT_COLUMNS}) VALUES (NULL{', ?' * 12})", row
+        )
+        if prune:
             self.prune(event.time)
         return _with_id(event, int(cur.lastrowid or 0))
 
@@ -367,36 +402,91 @@ class SqliteStore:
         order = "ASC" if q.after_id is not None else "DESC"
         sql += f" ORDER BY id {order} LIMIT ?"
         params.append(q.limit)
-        rows = self._read(sql, tuple(params))
+        # events still queued for the writer: taken before the file is read, so an event
+        # committed in between is in one of the two (or both: kept once, by id)
+        queued = [] if self._writer is None else self._writer.unsaved()
+        rows = self._read(sql, tuple(params), wait=False)
         if order == "DESC":
             rows.reverse()
-        return [_row_event(r) for r in rows]
+        events = [_row_event(r) for r in rows]
+        if queued:
+            seen = {e.id for e in events}
+            events += [e for e in queued if e.id not in seen and q.matches(e)]
+            events.sort(key=lambda e: e.id or 0)
+            events = events[: q.limit] if order == "ASC" else events[-q.limit :]
+        return events
 
     def prune(self, now: float) -> int:
+        if self._writer is not None:
+            self._writer.wait()
         with self._lock:
             try:
-                deleted = self._db.execute(
-                    "DELETE FROM events WHERE time < ?", (now - self.retention_age,)
-                ).rowcount
-                row = self._db.execute("SELECT MAX(id) FROM events").fetchone()
-                if row[0] is not None:
-                    deleted += self._db.execute(
-                        "DELETE FROM events WHERE id <= ?", (int(row[0]) - self.retention_rows,)
-                    ).rowcount
+                return self._prune_on(self._db, now)
             except sqlite3.Error as exc:
                 raise StoreError(f"state store {self.path}: {exc}") from exc
+
+    def _prune_on(self, db: sqlite3.Connection, now: float) -> int:
+        deleted = int(
+            db.execute("DELETE FROM events WHERE time < ?", (now - self.retention_age,)).rowcount
+        )
+        row = db.execute("SELECT MAX(id) FROM events").fetchone()
+        if row[0] is not None:
+            deleted += db.execute(
+                "DELETE FROM events WHERE id <= ?", (int(row[0]) - self.retention_rows,)
+            ).rowcount
         return deleted
 
     def count_events(self) -> int:
         return int(self._read("SELECT COUNT(*) FROM events")[0][0])
 
     async def open(self) -> None:
-        """Nothing to do: the file was opened (and checked) by the constructor."""
+        """Start the writer thread (the file was opened and checked by the constructor): from
+        now on writes are queued, and durable once :meth:`committed` returns. An in-memory
+        store has nothing to wait for and stays inline."""
+        if self._writer is not None or self.path in ("", ":memory:"):
+            return
+        try:
+            db = sqlite3.connect(
+                self.path, isolation_level=None, check_same_thread=False, timeout=5.0
+            )
+            db.execute("PRAGMA synchronous=NORMAL")
+            with self._lock:
+                top = self._db.execute("SELECT MAX(id) FROM events").fetchone()[0] or 0
+                seq = self._db.execute(
+                    "SELECT seq FROM sqlite_sequence WHERE name = 'events'"
+                ).fetchone()
+        except sqlite3.Error as exc:
+            raise StoreError(f"state store {self.path}: {exc}") from None
+        next_id = max(int(top), int(seq[0]) if seq else 0) + 1
+        loop = asyncio.get_running_loop()
+        self._writer = Writer(db, self.path, self._prune_on, next_id, loop)
+
+    async def committed(self) -> None:
+        """Wait until every write made before the call is in the file (committed); at once
+        when there is no writer thread (every write was committed when it returned).
+        Raises :class:`StoreError` when the transaction that carried one failed."""
+        if self._writer is not None:
+            await self._writer.committed()
+
+    @property
+    def writes(self) -> int:
+        """Writes made through the writer thread so far (a front end compares two readings
+        to learn whether a command wrote anything it must wait for)."""
+        return 0 if self._writer is None else self._writer.made
 
     async def aclose(self) -> None:
+        if self._writer is not None:
+            await asyncio.to_thread(self._stop_writer)
         self.close()
 
+    def _stop_writer(self) -> None:
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            writer.close()
+            writer.db.close()
+
     def close(self) -> None:
+        self._stop_writer()
         with self._lock:
             self._db.close()
 

@@ -16,22 +16,22 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 MAX_BODY = 1 << 20  # 1 MiB
 
 
-async def _too_large(send: Send, limit: int) -> None:
-    body = json.dumps(
-        {"error": "payload too large", "detail": f"the request body is over {limit} bytes"}
-    ).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 413,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-                (b"connection", b"close"),
-            ],
-        }
-    )
+async def send_error(send: Send, status: int, error: str, detail: str, close: bool = False) -> None:
+    """An ASGI answer ``{"error", "detail"}`` from a middleware (the API's error shape)."""
+    body = json.dumps({"error": error, "detail": detail}).encode()
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+    ]
+    if close:
+        headers.append((b"connection", b"close"))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
+
+
+async def _too_large(send: Send, limit: int) -> None:
+    detail = f"the request body is over {limit} bytes"
+    await send_error(send, 413, "payload too large", detail, close=True)
 
 
 class BodyLimit:

@@ -43,7 +43,7 @@ from quiesce.frontends.api.bodies import (
     WeightBody,
     parse_since,
 )
-from quiesce.frontends.api.cluster import ClusterCollector, cluster_routes
+from quiesce.frontends.api.cluster import cluster_routes, install_cluster
 from quiesce.frontends.api.deps import (
     ApiError,
     AppLike,
@@ -54,6 +54,7 @@ from quiesce.frontends.api.deps import (
     json_body,
     source_of,
 )
+from quiesce.frontends.api.durable import Durable
 from quiesce.frontends.api.limits import BodyLimit
 from quiesce.frontends.api.maxscale import build_maxscale_routes
 from quiesce.frontends.api.monitors import monitor_routes, monitor_type_table
@@ -676,7 +677,7 @@ def create_api(app: AppLike) -> FastAPI:
     from quiesce.frontends.metrics import build_collector_registry, render
 
     metrics_registry = build_collector_registry(app)
-    metrics_registry.register(ClusterCollector(app))
+    install_cluster(api, app, metrics_registry)  # metrics; etcd confirms writes (409 / 503)
 
     @api.get("/metrics", tags=["meta"])
     async def metrics(p: Read) -> Response:
@@ -691,6 +692,7 @@ def create_api(app: AppLike) -> FastAPI:
         mount = None
     if mount is not None:
         mount(api, app)
+    api.add_middleware(Durable, admin=app.admin)  # answers once the change is on disk
     api.add_middleware(BodyLimit)  # last added: the outermost of the middleware
     return api
 

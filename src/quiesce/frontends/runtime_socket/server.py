@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from quiesce.config.addresses import is_loopback, split_address
+from quiesce.core.errors import QuiesceError
 from quiesce.frontends.runtime_socket import takeover
 from quiesce.frontends.runtime_socket.commands import RuntimeCommands, Session
 
@@ -55,10 +56,16 @@ class RuntimeSocket:
                     break
                 was_interactive = session.interactive
                 # the prompts ("> " after each command) are part of the answer
+                before = self.app.admin.writes
+                mark = self.app.admin.write_mark()  # a shared store: etcd confirms the change
                 if line.strip() == "reload":  # the one command that awaits (it binds)
                     answer = await self.commands.reload(session)
                 else:
                     answer = self.commands.execute(line, session)
+                if self.app.admin.writes != before:  # a change: on disk before the answer
+                    answer = await self._durable(answer)
+                if mark is not None:
+                    answer = await self._confirmed(answer, mark)
                 writer.write(answer.encode())
                 await writer.drain()
                 # HAProxy: one line per connection unless interactive; a line that turns
@@ -73,6 +80,21 @@ class RuntimeSocket:
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
+
+    async def _durable(self, answer: str) -> str:
+        try:
+            await self.app.admin.durable()
+        except QuiesceError as exc:
+            return f"State store error: the change is applied but not recorded: {exc}.\n" + answer
+        return answer
+
+    async def _confirmed(self, answer: str, mark: int) -> str:
+        try:
+            await self.app.admin.confirm_writes(mark)
+        except QuiesceError as exc:
+            kind = "Conflict" if exc.status_hint == 409 else "State store error"
+            return f"{kind}: {exc.message}.\n" + answer
+        return answer
 
     @property
     def unix_sockets(self) -> list[Any]:
