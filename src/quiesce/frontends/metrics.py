@@ -33,7 +33,8 @@ from quiesce.core.events import Event, EventKind
 from quiesce.core.pool import slow_start_factor
 from quiesce.core.states import Admin, Oper, Status, Verdict
 from quiesce.core.status import displayed_status
-from quiesce.frontends.pool_metrics import pool_metrics
+from quiesce.frontends.pool_metrics import ejection_metrics, pool_metrics
+from quiesce.frontends.retry_metrics import haproxy_retry_metrics, retry_metrics
 from quiesce.state.registry import Registry, ServerRuntime
 from quiesce.state.sessions import session_counts
 from quiesce.state.traffic import averages_ms
@@ -175,7 +176,7 @@ class QuiesceCollector(Collector):
                 oper.add_metric([*lv, o.value], 1.0 if s.oper is o else 0.0)
             for a in Admin:
                 admin.add_metric([*lv, a.value], 1.0 if s.admin.state is a else 0.0)
-            shown = displayed_status(s.admin.state, s.oper, s.connections)
+            shown = displayed_status(s.admin.state, s.oper, s.connections, s.ejected)
             for st in Status:
                 status.add_metric([*lv, st.value], 1.0 if shown is st else 0.0)
             eligible.add_metric(lv, 1.0 if s.eligible else 0.0)
@@ -213,6 +214,8 @@ class QuiesceCollector(Collector):
         yield from (transitions, latency)
 
         yield from pool_metrics(reg.pools.values())  # quiesce_pool_* (frontends.pool_metrics)
+        yield from ejection_metrics(reg.pools.values(), per_server(self.app))
+        yield from retry_metrics(reg.pools.values(), per_server(self.app))  # wretr, wredis
 
         flags = GaugeMetricFamily(
             "quiesce_flag",
@@ -490,6 +493,7 @@ class HaproxyCollector(Collector):
         yield from self._backends()
         if per_server(self.app):
             yield from self._servers()
+        yield from haproxy_retry_metrics(self.registry.pools.values(), per_server(self.app))
 
     def _eweight(self, s: ServerRuntime) -> int:
         """HAProxy's effective weight: the runtime weight, ramped by the pool's slow start."""

@@ -254,8 +254,8 @@ class Stats:
             "dresp": 0,
             "econ": 0,
             "eresp": 0,
-            "wretr": 0,
-            "wredis": 0,
+            "wretr": s.retries,  # sent again after this server failed them (pools.X.retries)
+            "wredis": s.redispatches,  # of those, sent to another server
             "status": haproxy_status(s),
             "weight": s.weight,
             "act": 0 if s.config.backup else 1,
@@ -366,8 +366,8 @@ class Stats:
             "dresp": 0,
             "econ": 0,
             "eresp": 0,
-            "wretr": 0,
-            "wredis": 0,
+            "wretr": sum(s.retries for s in pool.servers),
+            "wredis": sum(s.redispatches for s in pool.servers),
             "status": "UP" if pool.available else "DOWN",
             "weight": sum(s.weight for s in weighted),
             "act": len(active),
@@ -450,8 +450,8 @@ class Stats:
             Oper.DOWN: 0,
             Oper.UNKNOWN: 0,
         }[s.oper]
-        if s.admin.state is Admin.MAINTENANCE:
-            op = 0
+        if s.admin.state is Admin.MAINTENANCE or s.ejected:
+            op = 0  # an ejection stops it as HAProxy's observe + on-error mark-down would
         # srv_admin_state: SRV_ADMF_FMAINT 0x01, SRV_ADMF_FDRAIN 0x08
         admin_flags = {Admin.ENABLED: 0, Admin.MAINTENANCE: 0x01, Admin.DRAIN: 0x08}[s.admin.state]
         checks = s.checks()
@@ -518,6 +518,8 @@ def haproxy_status(s: ServerRuntime) -> str:
         return "MAINT"
     if s.admin.state is Admin.DRAIN:
         return "DRAIN"
+    if s.ejected and s.oper in (Oper.UP, Oper.UNMONITORED):
+        return "DOWN (ejected)"  # passive outlier detection: "ejected (passive)"
     if s.oper is Oper.UP and not s.health_checks:
         return "no check"  # HAProxy: a running server whose checks are disabled
     return {
