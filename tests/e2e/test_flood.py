@@ -23,23 +23,13 @@ import pytest
 
 from quiesce.security import hash_password
 from tests.e2e.test_run_and_demo import BackendThread, Proc, until
+from tests.support.process import runtime_command
 
 pytestmark = [pytest.mark.peers, pytest.mark.slow]
 
 AUTH = ("admin", "pw")
 CLIENTS = 1500
 NOFILE = 1024
-
-
-def _runtime(path: Path, command: str) -> str:
-    with socket.socket(socket.AF_UNIX) as s:
-        s.settimeout(10)
-        s.connect(str(path))
-        s.sendall(command.encode() + b"\n")
-        out = b""
-        while chunk := s.recv(65536):
-            out += chunk
-    return out.decode()
 
 
 def _metric(text: str, name: str) -> float:
@@ -188,7 +178,7 @@ services:
                 # The operators' ways in all work while the flood waits.
                 r = http.get(f"{api}/servers")
                 assert r.status_code == 200 and {s["name"] for s in r.json()} == {"b1", "b2"}
-                stat = _runtime(sock, "show stat")
+                stat = runtime_command(sock, "show stat")
                 assert stat.startswith("# pxname,svname,"), stat
                 www = next(line for line in stat.splitlines() if line.startswith("www,FRONTEND,"))
                 fields = stat.splitlines()[0][2:].split(",")

@@ -11,7 +11,6 @@ from __future__ import annotations
 import functools
 import re
 import signal
-import socket
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,7 @@ import pytest
 
 from tests.support.backend import Backend, serve_in_thread
 from tests.support.process import quiesce_cli as cli
-from tests.support.process import run_quiesce, until
+from tests.support.process import run_quiesce, runtime_command, until
 
 pytestmark = pytest.mark.peers
 
@@ -58,17 +57,6 @@ pools:
 services:
   www: {{listen: 127.0.0.1:0, pool: web}}
 """
-
-
-def runtime(path: Path, command: str) -> str:
-    with socket.socket(socket.AF_UNIX) as s:
-        s.settimeout(10)
-        s.connect(str(path))
-        s.sendall(command.encode() + b"\n")
-        out = b""
-        while chunk := s.recv(65536):
-            out += chunk
-    return out.decode()
 
 
 def server_view(http: httpx.Client, api: str, name: str) -> dict[str, Any]:
@@ -146,10 +134,10 @@ def test_a_server_answering_500_is_ejected_and_comes_back(tmp_path: Path) -> Non
                 'quiesce_server_status{pool="web",server="c",status="ejected (passive)"} 1.0'
                 in metrics
             )
-            stat = runtime(sock, "show stat")
+            stat = runtime_command(sock, "show stat")
             (line,) = [x for x in stat.splitlines() if x.startswith("web,c,")]
             assert ",DOWN (ejected)," in line
-            state = runtime(sock, "show servers state web")
+            state = runtime_command(sock, "show servers state web")
             (srow,) = [x for x in state.splitlines() if " c " in x]
             assert srow.split()[5] == "0"  # srv_op_state: stopped
 

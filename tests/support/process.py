@@ -138,6 +138,21 @@ def quiesce_cli(admin_port: int, *args: str) -> subprocess.CompletedProcess[str]
     )
 
 
+def runtime_command(path: Path, command: str) -> str:
+    """One command to the runtime socket at ``path`` (as ``socat`` would send it): the whole
+    answer, read until the socket closes."""
+    import socket
+
+    with socket.socket(socket.AF_UNIX) as s:
+        s.settimeout(10)
+        s.connect(str(path))
+        s.sendall(command.encode() + b"\n")
+        out = b""
+        while chunk := s.recv(65536):
+            out += chunk
+    return out.decode()
+
+
 def until(predicate: object, timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
