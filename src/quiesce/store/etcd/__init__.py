@@ -30,9 +30,12 @@ command is one round of writes, not a loop. Events another node wrote are append
 mirror as they are; every event carries ``detail.node``, and the events a replicated change
 caused here also ``detail.replicated_from``.
 
-Two nodes writing one record at once: etcd's revision order decides. A node ignores a remote
-value of a record it has a write pending for, or older than its own last acknowledged write,
-and applies a deferred remote value when its own write turns out to be the older one.
+Two nodes writing one record at once: every write is a compare-and-swap on the revision this
+node had seen (:mod:`~quiesce.store.etcd.writer`), so the first to reach etcd wins and the
+other's write is refused, reported (:meth:`confirm`: the API's 409) and undone where it was
+made. A node ignores a remote value of a record it has a write pending for (its own write
+decides: it lands, or it loses and the newer value applies), or older than its own last
+acknowledged write.
 
 etcd lost: reads and writes go on against the mirror; the writer retries the head of its queue
 with a backoff (so writes land in order when etcd is back), the watcher re-reads the prefix and
