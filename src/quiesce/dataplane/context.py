@@ -208,6 +208,10 @@ class ServiceContext:
     # Parks an idle connection, returns whether it did (quiesce.dataplane.park.park, set by
     # make_context; None: never park). A hook, so the L7 protocol needs no import of park.
     park: Callable[[Any], bool] | None = None
+    # Takes a cleartext connection that opened with the HTTP/2 preface over to HTTP/2
+    # (quiesce.dataplane.h2.conn.h2c, set by make_context for an http service; returns
+    # whether it did). A hook, so the HTTP/1.1 protocol needs no import of the h2 package.
+    h2c: Callable[[Any, bytes], bool] | None = None
     sweeper: asyncio.TimerHandle | None = None
     # Connection limits (quiesce.dataplane.service accepts within them): the process's gate,
     # this service's max_connections (NO_LIMIT: none), the count from which its listener

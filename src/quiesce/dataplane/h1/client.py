@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING
 
 import httptools
 
-from quiesce.dataplane.h1 import codec, queued, tunnel
+from quiesce.core.retry import CONNECT_FAILURE, RESPONSE_TIMEOUT
+from quiesce.dataplane.h1 import codec, queued, retry, tunnel
 from quiesce.dataplane.h1.access import log_exchange, phase
 from quiesce.dataplane.h1.codec import HeadTooLarge, feed_capped
 from quiesce.dataplane.h1.connect import open_upstream
@@ -202,6 +203,10 @@ class ClientConnection(ResponseSide, asyncio.Protocol):
         except (httptools.HttpParserError, WireError) as exc:
             if self.closed:
                 return
+            if self.heads == 0 and data[:14] == b"PRI * HTTP/2.0" and self.rx == len(data):
+                h2c = self.ctx.h2c  # HTTP/2 by prior knowledge (quiesce.dataplane.h2)
+                if h2c is not None and h2c(self, data):
+                    return
             status = self.error_status or (431 if isinstance(exc, HeadTooLarge) else 400)
             if isinstance(exc, WireError):
                 status = exc.status
@@ -236,9 +241,7 @@ class ClientConnection(ResponseSide, asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         ctx = self.ctx
-        ctx.conns.discard(self)
-        ctx.stats.connections -= 1
-        ctx.lost()
+        self.uncount()
         req = queued.leave(self, self.current)  # (out of its pool's queue if it waited there)
         access = ctx.access
         if access is not None and req is not None and self.state is not C_TUNNEL:
@@ -276,6 +279,14 @@ class ClientConnection(ResponseSide, asyncio.Protocol):
             self.idle_to = None
         if ctx.closing and not ctx.conns and ctx.drained is not None:
             ctx.drained.set()
+
+    def uncount(self) -> None:
+        """No longer one of the service's connections (an HTTP/2 stream never was one:
+        quiesce.dataplane.h2.stream)."""
+        ctx = self.ctx
+        ctx.conns.discard(self)
+        ctx.stats.connections -= 1
+        ctx.lost()
 
     def pause_writing(self) -> None:
         self.client_blocked = True
@@ -355,6 +366,7 @@ class ClientConnection(ResponseSide, asyncio.Protocol):
                 and pool is not None
                 and up is not None
                 and now - self.sent_at >= pool.config.response_timeout
+                and not retry.again(self, RESPONSE_TIMEOUT)  # pools.X.retry_on
             ):
                 self.upstream_failed(up, 504)
             return
@@ -602,21 +614,10 @@ class ClientConnection(ResponseSide, asyncio.Protocol):
         await open_upstream(self, server)  # quiesce.dataplane.h1.connect
 
     def _connect_refused(self, server: ServerRuntime) -> None:
-        """Refused or reset before any byte of the request was sent: once on another
-        eligible server, else 502."""
-        req = self.current
-        pool = self.pool
-        if req is None or pool is None or self.closed:
+        """Refused or reset before any byte of the request was sent: sent again as the
+        pool's retries allow (by default once, on another eligible server), else 502."""
+        if self.current is None or self.closed or retry.again(self, CONNECT_FAILURE):
             return
-        if not req.retried:
-            req.retried = True
-            other = self._pick(pool, req, (server,))
-            if other is not None:
-                self.ctx.table.request_finished(server, self, 0, False)
-                self.server = None
-                self._bind(pool, other)
-                self._upstream()
-                return
         self.term = ts.SERVER + ts.CONNECT
         self._fail(502)
 
@@ -636,8 +637,10 @@ class ClientConnection(ResponseSide, asyncio.Protocol):
             self.resume(P_UPSTREAM)
         t = up.transport
         # On a reused connection, hold what we send until the first response byte: the
-        # server may have closed it meanwhile (the keep-alive race), and then we resend.
-        req.replay = list(req.pending) if reused else None
+        # server may have closed it meanwhile (the keep-alive race), and then we resend;
+        # on a new one when the pool may retry it after it reached the server.
+        keep = reused or (req.body_since > 0.0 and retry.keeps_body(self, req))
+        req.replay = list(req.pending) if keep else None
         if req.expect and req.state is RQ_BODY and not req.pending and not req.http10:
             req.expect = False
             self.tx += 25
