@@ -127,6 +127,12 @@ def test_a_drain_in_the_sparklines_the_pool_chart_and_the_drain_chart(
     for name in ("web1", "web2", "web3"):
         expect(spark(page, f"web/{name}", "requests")).not_to_have_attribute("data-peak", "0")
     web2_before = spark(page, "web/web2", "requests").locator("path").get_attribute("d")
+    # each server's recent health checks: a strip of results and their latency
+    checks = row(page, "web/web1").locator('.check-strip[data-monitor="System-HTTP"]')
+    expect(checks.locator("svg.strip")).to_have_attribute("aria-label", re.compile(r"\d+ pass"))
+    expect(checks.locator("svg.strip .chk-pass").first).to_be_visible()
+    expect(checks.locator("svg.strip title").last).to_contain_text("pass")
+    expect(checks.locator("svg.spark")).to_have_attribute("aria-label", re.compile("check latency"))
 
     pool = ctx.new_page()
     pool.on("pageerror", lambda e: errors.append(str(e)))

@@ -901,16 +901,21 @@
       const last = known.length ? known[known.length - 1] : null;
       return h("div", { class: "spark-row", "data-field": field },
         h("span", { class: "spark-label small muted", "aria-hidden": "true" }, label),
-        Q.sparkline(values, d.t, { label: key + " " + label, unit, cls, width: 80, height: 20 }),
+        Q.sparkline(values, d.t, { label: key + " " + label, unit, cls, width: 64, height: 20 }),
         h("span", { class: "spark-value small", "aria-hidden": "true" }, Q.num(last) + (last === null ? "" : unit)));
     });
   }
 
+  // Each monitor's last check in words, then its recent checks (the server keeps ten) as a
+  // strip of results and a sparkline of their latency.
   function lastChecks(s) {
     const latest = new Map();
+    const recent = new Map();
     for (const c of s.last_checks || []) {
       const prev = latest.get(c.monitor);
       if (!prev || c.at >= prev.at) latest.set(c.monitor, c);
+      if (!recent.has(c.monitor)) recent.set(c.monitor, []);
+      recent.get(c.monitor).push(c);
     }
     const monitors = Object.keys(s.monitors || {});
     if (!monitors.length && !latest.size) return h("span", { class: "muted" }, "unmonitored");
@@ -925,6 +930,13 @@
         c.status_code ? " · " + c.status_code : "",
         " · " + (c.latency_ms !== null && c.latency_ms !== undefined ? Math.round(c.latency_ms * 10) / 10 + " ms" : "—"),
         h("span", { class: "muted" }, " · " + fmtTime(c.at))));
+      const checks = recent.get(m).sort((a, b) => a.at - b.at);
+      const what = s.pool + "/" + s.name + " " + m;
+      out.push(h("div", { class: "check-strip", "data-monitor": m },
+        Q.strip(checks.map((x) => ({ kind: x.verdict, text: fmtTime(x.at) + " " + x.verdict + " " + x.reason
+          + (x.status_code ? " " + x.status_code : "") + " · " + Q.num(x.latency_ms) + " ms" })), what + " checks"),
+        Q.sparkline(checks.map((x) => x.latency_ms), checks.map((x) => x.at),
+          { label: what + " check latency", unit: " ms", cls: "c4", width: 60, height: 14 })));
     }
     return out;
   }

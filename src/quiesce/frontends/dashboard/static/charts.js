@@ -1,6 +1,6 @@
 // quiesce dashboard charts: small SVG drawn here, no library, no build step.
 //
-// Three shapes: a sparkline (one series, a few dozen points, in a table cell), a time chart
+// Four shapes: a strip of recent results (health checks); a sparkline (one series, a few dozen points, in a table cell), a time chart
 // (lines or stacked areas over the last minutes, with event markers and vertical marks such
 // as a drain's deadline) and the table that goes with every chart (the same numbers as text,
 // for screen readers and for reading exact values). Every point carries a <title>, so the
@@ -153,6 +153,27 @@
       title(words), parts);
   }
 
+  // A strip of recent results (health checks), oldest first: items [{kind: "pass" | "fail" |
+  // "maintenance", text}]. Not colour alone: a pass is a full block, a maintenance reply a
+  // half one, a failure a cross.
+  function strip(items, label) {
+    const size = 9, gap = 2;
+    const w = Math.max(1, items.length * (size + gap));
+    const counts = {};
+    for (const it of items) counts[it.kind] = (counts[it.kind] || 0) + 1;
+    const words = label + ": the last " + items.length + " — "
+      + Object.entries(counts).map(([k, n]) => n + " " + k).join(", ");
+    return svg("svg", { class: "strip", viewBox: "0 0 " + w + " " + size, width: w, height: size, role: "img", "aria-label": words },
+      title(words),
+      items.map((it, i) => {
+        const x = i * (size + gap);
+        const shape = it.kind === "fail"
+          ? svg("path", { class: "chk chk-fail", d: "M" + x + " 0L" + (x + size) + " " + size + "M" + (x + size) + " 0L" + x + " " + size })
+          : svg("rect", { class: "chk chk-" + it.kind, x, y: it.kind === "pass" ? 0 : size / 2, width: size, height: it.kind === "pass" ? size : size / 2 });
+        return svg("g", null, title(it.text), svg("rect", { class: "hit", x, y: 0, width: size, height: size }), shape);
+      }));
+  }
+
   // The legend of a chart: a swatch and a name for each series (text, not colour alone).
   function legend(names) {
     const ul = document.createElement("ul");
@@ -166,5 +187,5 @@
     return ul;
   }
 
-  window.QuiesceCharts = { sparkline, timeChart, legend, num, clock, PALETTE };
+  window.QuiesceCharts = { sparkline, timeChart, strip, legend, num, clock, PALETTE };
 })();
