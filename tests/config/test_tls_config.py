@@ -83,8 +83,16 @@ def test_a_listener_and_a_pool_with_tls_load(certs: Certs, tmp_path: Path) -> No
             "services.www.tls: client_ca is given but verify is none",
         ),
         (
-            "tls: {certificates: [{cert: a.pem, key: a.key}], alpn: [h2, http/1.1]}",
-            "services.www: tls.alpn: an http service speaks http/1.1 only (h2 is not supported",
+            "tls: {certificates: [{cert: a.pem, key: a.key}], alpn: [h3, http/1.1]}",
+            "services.www: tls.alpn: an http service offers h2 and/or http/1.1, each once",
+        ),
+        (
+            "tls: {certificates: [{cert: a.pem, key: a.key}], alpn: [h2, h2]}",
+            "services.www: tls.alpn: an http service offers h2 and/or http/1.1, each once",
+        ),
+        (
+            "tls: {certificates: [{cert: a.pem, key: a.key}], alpn: []}",
+            "services.www: tls.alpn: an http service offers h2 and/or http/1.1, each once",
         ),
         ("tls: {certificates: [{cert: a.pem}]}", "services.www.tls.certificates[0].key: Field"),
     ],

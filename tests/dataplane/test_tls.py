@@ -93,7 +93,7 @@ async def test_sni_picks_the_certificate_and_unknown_names_get_the_default(
     raw = make_config([backend.address], service=tls_service())
     async with start_proxy(raw, base_dir=tmp_path) as p:
         a = await handshake(p.port, client_ctx(certs), "a.example")
-        assert "a.example" in a["names"] and a["alpn"] == "http/1.1"  # h2 not offered yet
+        assert "a.example" in a["names"] and a["alpn"] == "http/1.1"  # alpn: [http/1.1] by default
         assert "b.example" in (await handshake(p.port, client_ctx(certs), "b.example"))["names"]
         wild = await handshake(p.port, client_ctx(certs), "x.b.example")
         assert "*.b.example" in wild["names"]

@@ -52,6 +52,7 @@ from typing import Any
 
 from quiesce.dataplane.clienthello import Hello, NotHello, parse_hello
 from quiesce.dataplane.context import ServiceContext
+from quiesce.dataplane.h2.conn import Http2Connection
 from quiesce.dataplane.proxyproto import Header, ProxyHeaderError
 from quiesce.dataplane.proxyproto import read as read_header
 from quiesce.dataplane.tls import HTTPS_FORWARDED, client_subject
@@ -271,7 +272,13 @@ class FrontDoor(asyncio.Protocol):
             return
         transport = task.result()
         assert transport is not None
-        app = self._app()
+        ssl_object = transport.get_extra_info("ssl_object")
+        if ssl_object is not None and ssl_object.selected_alpn_protocol() == "h2":
+            app: Any = Http2Connection(ctx)  # the client chose HTTP/2 (tls.alpn offers it)
+            if self.proxied is not None:
+                app.proxied = self.proxied
+        else:
+            app = self._app()
         tls = ctx.tls
         if hasattr(app, "fwd"):  # an HTTP client connection: says https, and who it is
             fwd = HTTPS_FORWARDED

@@ -1,0 +1,219 @@
+"""The frames a client sends, looked at before the ``h2`` library parses them: the defences
+against floods, and the client's GOAWAY (sans-IO: bytes and a clock reading in, bytes and a
+verdict out).
+
+Theory of operation
+-------------------
+:class:`Guard` reads the 9-byte header of every frame (length, type, flags, stream id) and
+lets the bytes through unchanged, with two exceptions:
+
+* a **GOAWAY** frame is taken out of the stream and recorded (``goaways``): the ``h2``
+  library closes its whole connection state on a GOAWAY, either way, and then refuses to
+  send the responses of the streams still in flight, which a GOAWAY is meant to let finish.
+  The shell (quiesce.dataplane.h2.conn) reads ``goaways`` and finishes its streams; it writes
+  its own GOAWAY frames too (:func:`goaway_frame`);
+* a frame header split across two reads is held back until it is whole (at most 8 bytes),
+  so a GOAWAY is never half passed on.
+
+It counts, and raises :class:`Calm` (answered with GOAWAY ``ENHANCE_YOUR_CALM``) when a client
+goes past a limit:
+
+* **rapid reset** (CVE-2023-44487): each RST_STREAM a client sends takes a token from a
+  bucket of ``reset_burst`` that refills at ``reset_rate`` a second (nghttp2's defaults:
+  1000 and 33/s): opening streams and cancelling them at once costs the client nothing and
+  the proxy (and its servers) a request each;
+* **CONTINUATION flood** (2024): the bytes of one header block, HEADERS and its
+  CONTINUATIONs, may not pass ``max_block`` (the header list size limit; the block is
+  compressed, so never larger for an honest client) nor ``max_block_frames`` frames: ``h2``
+  itself would buffer 64 frames of up to 16 KiB before giving up;
+* **SETTINGS/PING floods** (CVE-2019-9512/9515), and empty DATA and PRIORITY frames
+  (CVE-2019-9518): each takes a token from a second bucket (``control_burst``,
+  ``control_rate``): every SETTINGS and PING is answered, and a client that does not read
+  its answers would fill the proxy's write buffer.
+
+The cost is one header parse per frame (a few slices and int.from_bytes).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from quiesce.core.errors import QuiesceError
+
+PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+
+DATA, HEADERS, PRIORITY, RST_STREAM, SETTINGS = 0, 1, 2, 3, 4
+PING, GOAWAY, CONTINUATION = 6, 7, 9
+END_STREAM, ACK, END_HEADERS = 0x1, 0x1, 0x4
+
+NO_ERROR = 0
+PROTOCOL_ERROR = 1
+ENHANCE_YOUR_CALM = 11
+MAX_STREAM_ID = 2**31 - 1
+
+
+class Calm(QuiesceError):
+    """A client went past a limit: answered with GOAWAY ENHANCE_YOUR_CALM, then closed."""
+
+
+@dataclass(slots=True, frozen=True)
+class Limits:
+    reset_burst: int = 1000
+    reset_rate: float = 33.0
+    control_burst: int = 200
+    control_rate: float = 20.0
+    max_block: int = 65536
+    max_block_frames: int = 16
+
+
+class _Bucket:
+    __slots__ = ("at", "burst", "rate", "tokens")
+
+    def __init__(self, burst: int, rate: float, now: float) -> None:
+        self.burst = burst
+        self.rate = rate
+        self.tokens = float(burst)
+        self.at = now
+
+    def take(self, now: float) -> bool:
+        """One token (False: none left)."""
+        tokens = self.tokens + (now - self.at) * self.rate
+        self.at = now
+        if tokens > self.burst:
+            tokens = self.burst
+        if tokens < 1.0:
+            self.tokens = tokens
+            return False
+        self.tokens = tokens - 1.0
+        return True
+
+
+class Guard:
+    """One connection's inbound frames (see the module docstring)."""
+
+    __slots__ = (
+        "block",
+        "block_frames",
+        "control",
+        "goaways",
+        "held",
+        "left",
+        "limits",
+        "resets",
+        "skip",
+        "take_buf",
+        "taking",
+    )
+
+    def __init__(self, limits: Limits, now: float, preface: bool = True) -> None:
+        self.limits = limits
+        self.left = len(PREFACE) if preface else 0  # bytes of the current frame still to pass
+        self.skip = 0  # bytes of a GOAWAY still to take out
+        self.taking = False
+        self.take_buf = b""
+        self.held = b""  # an incomplete frame header
+        self.block = -1  # bytes of an unfinished header block (-1: none)
+        self.block_frames = 0
+        self.resets = _Bucket(limits.reset_burst, limits.reset_rate, now)
+        self.control = _Bucket(limits.control_burst, limits.control_rate, now)
+        self.goaways: list[tuple[int, int]] = []  # (last stream id, error code) received
+
+    def feed(self, data: bytes, now: float) -> bytes:
+        """The bytes to hand to ``h2``; raises :class:`Calm` past a limit."""
+        if self.held:
+            data = self.held + data
+            self.held = b""
+        n = len(data)
+        i = 0
+        out: list[bytes] | None = None  # set once something is taken out
+        start = 0  # the first byte not yet passed or taken
+        while i < n:
+            left = self.left
+            if left:
+                step = left if left <= n - i else n - i
+                self.left = left - step
+                i += step
+                continue
+            skip = self.skip
+            if skip:
+                if out is None:
+                    out = []
+                out.append(data[start:i])
+                step = skip if skip <= n - i else n - i
+                self.take_buf += data[i : i + step]
+                self.skip = skip - step
+                i += step
+                if not self.skip:
+                    self._goaway(self.take_buf)
+                    self.take_buf = b""
+                start = i
+                continue
+            if n - i < 9:
+                self.held = data[i:]
+                n = i
+                break
+            length = int.from_bytes(data[i : i + 3], "big")
+            kind = data[i + 3]
+            flags = data[i + 4]
+            if kind == GOAWAY:
+                if out is None:
+                    out = []
+                out.append(data[start:i])
+                i += 9
+                self.skip = length
+                if not length:
+                    self._goaway(b"")
+                start = i
+                continue
+            self._count(kind, flags, length, now)
+            self.left = length
+            i += 9
+        if out is None:
+            return data[:n] if n < len(data) else data
+        out.append(data[start:n])
+        return b"".join(out)
+
+    def _count(self, kind: int, flags: int, length: int, now: float) -> None:
+        limits = self.limits
+        if kind == HEADERS:
+            if not flags & END_HEADERS:
+                self.block = length
+                self.block_frames = 1
+            elif not length:
+                self._control(now, "empty HEADERS")
+        elif kind == CONTINUATION:
+            if self.block >= 0:
+                self.block += length
+                self.block_frames += 1
+                if self.block > limits.max_block or self.block_frames > limits.max_block_frames:
+                    raise Calm(
+                        f"CONTINUATION flood: a header block of {self.block_frames} frames, "
+                        f"{self.block} bytes"
+                    )
+                if flags & END_HEADERS:
+                    self.block = -1
+        elif kind == RST_STREAM:
+            if not self.resets.take(now):
+                raise Calm("rapid reset: more RST_STREAM than the reset rate allows")
+        elif kind in (SETTINGS, PING):
+            if not flags & ACK:
+                self._control(now, "SETTINGS/PING flood")
+        elif kind == PRIORITY or (kind == DATA and not length and not flags & END_STREAM):
+            self._control(now, "empty frame flood")
+
+    def _control(self, now: float, what: str) -> None:
+        if not self.control.take(now):
+            raise Calm(what)
+
+    def _goaway(self, payload: bytes) -> None:
+        last = int.from_bytes(payload[:4], "big") & MAX_STREAM_ID if len(payload) >= 4 else 0
+        code = int.from_bytes(payload[4:8], "big") if len(payload) >= 8 else PROTOCOL_ERROR
+        self.goaways.append((last, code))
+
+
+def goaway_frame(last_stream_id: int, code: int = NO_ERROR, debug: bytes = b"") -> bytes:
+    """A GOAWAY frame (RFC 9113 §6.8), written without ``h2``'s connection state (which
+    would refuse every frame after it, the in-flight streams' answers included)."""
+    payload = (last_stream_id & MAX_STREAM_ID).to_bytes(4, "big") + code.to_bytes(4, "big")
+    payload += debug
+    return len(payload).to_bytes(3, "big") + bytes((GOAWAY, 0)) + b"\0\0\0\0" + payload

@@ -1,0 +1,234 @@
+"""One HTTP/2 stream as one HTTP/1.1 exchange: a :class:`Stream` is a
+:class:`~quiesce.dataplane.h1.client.ClientConnection` that carries a single request, whose
+transport (:class:`StreamTransport`) is its stream on the HTTP/2 connection.
+
+The request's header list is written to it as an HTTP/1.1 head (session.request_head) and its
+DATA frames as its body, so routing, rules, balancing, persistence, the queue, the
+maintenance page, the connection table (per-stream accounting: a server in drain counts the
+streams it serves, ``--force`` cuts them), retries, the keep-alive race, timeouts and the
+access log are the HTTP/1.1 ones, not a copy. What the exchange answers, as HTTP/1.1 bytes,
+is parsed back (httptools) into HEADERS and DATA frames. The cost is a second parse of each
+response head and a head written for each request (docs/dataplane.md, "HTTP/2").
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any, Protocol
+
+import httptools
+
+from quiesce.dataplane.h1.access import phase
+from quiesce.dataplane.h1.client import ClientConnection
+from quiesce.dataplane.h2.session import HIGH, Session, response_headers
+
+if TYPE_CHECKING:
+    from quiesce.dataplane.context import ServiceContext
+    from quiesce.dataplane.proxyproto import Header
+
+CANCEL = 0x8
+INTERNAL_ERROR = 0x2
+
+
+class Carrier(Protocol):
+    """The HTTP/2 connection, as its streams see it (quiesce.dataplane.h2.conn, which
+    imports this module)."""
+
+    session: Session
+    transport: asyncio.Transport
+    proxied: Header | None
+    fwd: bytes
+
+    def flush_soon(self) -> None: ...
+    def ack(self, sid: int, n: int) -> None: ...
+    def stream_closed(self, tr: Any, abort: bool) -> None: ...
+    def stream_gone(self, st: Stream) -> None: ...
+
+
+class StreamTransport:
+    """The transport a :class:`Stream` writes its HTTP/1.1 answer to: parsed into frames on
+    its HTTP/2 stream; reading paused holds back the stream's WINDOW_UPDATEs."""
+
+    __slots__ = (
+        "body",
+        "closing",
+        "conn",
+        "ended",
+        "fields",
+        "head_only",
+        "interim",
+        "parser",
+        "reading",
+        "sid",
+        "stream",
+        "unacked",
+    )
+
+    def __init__(self, conn: Carrier, stream: Stream, sid: int) -> None:
+        self.conn = conn
+        self.stream = stream
+        self.sid = sid
+        self.parser = httptools.HttpResponseParser(self)
+        self.fields: list[tuple[bytes, bytes]] = []
+        self.body: list[bytes] = []
+        self.head_only = False
+        self.interim = False
+        self.ended = False  # the response's end was handed to the session
+        self.closing = False
+        self.reading = True
+        self.unacked = 0  # request body bytes not acknowledged while reading is paused
+
+    # what ClientConnection calls ------------------------------------------------------
+
+    def write(self, data: bytes) -> None:
+        if self.closing or self.ended:
+            return
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError:
+            self.abort()  # (never: the exchange writes well-formed HTTP/1.1)
+            return
+        if self.body and not self.closing:
+            body = self.body
+            self.body = []
+            self._send(body[0] if len(body) == 1 else b"".join(body), False)
+
+    def writelines(self, data: list[bytes]) -> None:
+        self.write(b"".join(data))
+
+    def close(self) -> None:
+        if not self.closing:
+            self.closing = True
+            self.conn.stream_closed(self, not self.ended)
+
+    def abort(self) -> None:
+        if not self.closing:
+            self.closing = True
+            self.conn.stream_closed(self, True)
+
+    def pause_reading(self) -> None:
+        self.reading = False
+
+    def resume_reading(self) -> None:
+        self.reading = True
+        if self.unacked:
+            n = self.unacked
+            self.unacked = 0
+            self.conn.ack(self.sid, n)
+
+    def can_write_eof(self) -> bool:
+        return False
+
+    def write_eof(self) -> None:
+        pass
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        if name == "socket":
+            return None  # not the stream's alone (close_at_boundary must not peek it)
+        return self.conn.transport.get_extra_info(name, default)
+
+    # httptools callbacks (the exchange's answer) ----------------------------------------
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.fields.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        status = self.parser.get_status_code()
+        fields = self.fields
+        self.fields = []
+        self.interim = status < 200
+        end = not self.interim and (self.head_only or status in (204, 304))
+        self.conn.session.headers(self.sid, response_headers(status, fields), end)
+        if end:
+            self.ended = True
+        self.conn.flush_soon()
+
+    def on_body(self, body: bytes) -> None:
+        if not self.ended:
+            self.body.append(body)
+
+    def on_message_complete(self) -> None:
+        if self.interim:
+            self.interim = False
+            return
+        if not self.ended:
+            body = self.body
+            self.body = []
+            self.ended = True
+            self._send(b"".join(body), True)
+
+    def _send(self, data: bytes, end: bool) -> None:
+        conn = self.conn
+        held = conn.session.data(self.sid, data, end)
+        if held > HIGH and not self.stream.client_blocked:
+            self.stream.pause_writing()  # stop reading the server
+        conn.flush_soon()
+
+
+class Stream(ClientConnection):
+    """One stream's exchange (see the module docstring); never one of the service's
+    connections (its HTTP/2 connection is)."""
+
+    __slots__ = ("chunked_in", "conn", "sid")
+
+    def __init__(self, ctx: ServiceContext, conn: Carrier, sid: int) -> None:
+        super().__init__(ctx)
+        self.conn = conn
+        self.sid = sid
+        self.chunked_in = False
+        self.proxied = conn.proxied
+        self.fwd = conn.fwd
+        self.take_transport(StreamTransport(conn, self, sid))  # type: ignore[arg-type]
+        now = self.loop.time()
+        self.idle_since = now
+        self.begin_at = now
+
+    def begin(self, head: bytes, head_only: bool) -> None:
+        self.transport.head_only = head_only  # type: ignore[attr-defined]
+        self.data_received(head)
+
+    def uncount(self) -> None:
+        pass  # never counted
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        self.conn.stream_gone(self)
+
+    def _linger(self) -> None:
+        self._close()  # nothing to read and drop: the stream ends
+
+    def check(self, now: float) -> None:
+        if self.current is not None and not self.closed:
+            super().check(now)
+
+    def parkable(self) -> bool:
+        return False
+
+    def close_at_boundary(self, force: bool = False) -> None:
+        """The server is being drained: this stream ends with its response (which it does
+        anyway); one with no request yet ends now."""
+        if self.closed:
+            return
+        if self.current is None:
+            self._close()
+            return
+        self.boundary_close = True
+
+    def cut(self, why: str = "") -> None:
+        """``--force``, a drain deadline, the end of a grace period: the stream is reset
+        (RST_STREAM CANCEL), its server connection aborted; the HTTP/2 connection stays."""
+        if self.closed:
+            return
+        if why and not self.term:
+            self.term = why + phase(self)
+        self.closed = True
+        up = self.up
+        if up is not None:
+            up.abort()
+        if self.connecting is not None:
+            self.connecting.cancel()
+            self.connecting = None
+        self.transport.abort()

@@ -1,0 +1,177 @@
+"""The HTTP/2 front end without sockets (quiesce.dataplane.h2.guard and .session): the
+guard's buckets on a fake clock, GOAWAY taken out of the byte stream wherever reads split it,
+the request head an HTTP/2 header list becomes, and flow control with held bytes."""
+
+from __future__ import annotations
+
+import h2.config
+import h2.connection
+import h2.events
+import pytest
+
+from quiesce.dataplane.h2.guard import (
+    ENHANCE_YOUR_CALM,
+    PREFACE,
+    Calm,
+    Guard,
+    Limits,
+    goaway_frame,
+)
+from quiesce.dataplane.h2.session import HIGH, LOW, Malformed, Session, request_head
+
+pytestmark = pytest.mark.one_path
+
+
+def frame(kind: int, flags: int, sid: int, payload: bytes = b"") -> bytes:
+    return len(payload).to_bytes(3, "big") + bytes((kind, flags)) + sid.to_bytes(4, "big") + payload
+
+
+RST = frame(3, 0, 1, b"\0\0\0\x08")
+PING = frame(6, 0, 0, b"12345678")
+
+
+def test_bytes_pass_unchanged_and_resets_are_rate_limited() -> None:
+    g = Guard(Limits(reset_burst=10, reset_rate=2.0), now=0.0)
+    data = PREFACE + RST * 10
+    assert g.feed(data, 0.0) == data
+    with pytest.raises(Calm, match="rapid reset"):
+        g.feed(RST, 0.0)
+    g = Guard(Limits(reset_burst=10, reset_rate=2.0), now=0.0, preface=False)
+    g.feed(RST * 10, 0.0)
+    assert g.feed(RST * 2, 1.0) == RST * 2  # two a second come back
+    with pytest.raises(Calm):
+        g.feed(RST, 1.0)
+
+
+def test_pings_and_settings_share_a_bucket_acks_are_free() -> None:
+    g = Guard(Limits(control_burst=5, control_rate=1.0), now=0.0, preface=False)
+    g.feed(frame(6, 1, 0, b"12345678") * 50, 0.0)  # PING ACKs
+    g.feed(PING * 3 + frame(4, 0, 0) * 2, 0.0)
+    with pytest.raises(Calm, match="SETTINGS/PING"):
+        g.feed(PING, 0.0)
+
+
+def test_continuation_flood() -> None:
+    g = Guard(Limits(max_block=1000, max_block_frames=4), now=0.0, preface=False)
+    g.feed(frame(1, 0, 1, b"x" * 100) + frame(9, 0, 1, b"x" * 100), 0.0)
+    g.feed(frame(9, 4, 1, b"x" * 100), 0.0)  # END_HEADERS: the block is done
+    g.feed(frame(1, 0, 3, b"x" * 100), 0.0)
+    with pytest.raises(Calm, match="CONTINUATION flood"):
+        g.feed(frame(9, 0, 3, b"x" * 1000), 0.0)
+    g = Guard(Limits(max_block=10**6, max_block_frames=4), now=0.0, preface=False)
+    g.feed(frame(1, 0, 1, b"x"), 0.0)
+    with pytest.raises(Calm):
+        g.feed(frame(9, 0, 1, b"x") * 4, 0.0)
+
+
+@pytest.mark.parametrize("cut", range(1, 40))
+def test_goaway_is_taken_out_wherever_the_reads_split(cut: int) -> None:
+    before, after = PING, frame(0, 1, 1, b"body")
+    data = before + goaway_frame(7, ENHANCE_YOUR_CALM, b"bye") + after
+    g = Guard(Limits(), now=0.0, preface=False)
+    out = g.feed(data[:cut], 0.0) + g.feed(data[cut:], 0.0)
+    assert out == before + after
+    assert g.goaways == [(7, ENHANCE_YOUR_CALM)]
+
+
+def test_request_head() -> None:
+    fields = [
+        (b":method", b"GET"),
+        (b":scheme", b"https"),
+        (b":authority", b"example.com"),
+        (b":path", b"/a?b=1"),
+        (b"cookie", b"a=1"),
+        (b"accept", b"*/*"),
+        (b"cookie", b"b=2"),
+        (b"te", b"trailers"),
+    ]
+    head, chunked = request_head(fields, end_stream=True)
+    assert head == (
+        b"GET /a?b=1 HTTP/1.1\r\nhost: example.com\r\naccept: */*\r\ncookie: a=1; b=2\r\n"
+        b"connection: close\r\n\r\n"
+    )
+    assert not chunked
+    post = [(b":method", b"POST"), (b":path", b"/"), (b"host", b"h")]
+    head, chunked = request_head(post, end_stream=False)
+    assert chunked and b"transfer-encoding: chunked\r\n" in head and b"host: h\r\n" in head
+    head, chunked = request_head([*post, (b"content-length", b"3")], end_stream=False)
+    assert not chunked and b"content-length: 3\r\n" in head
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        [(b":path", b"/")],
+        [(b":method", b"GET")],
+        [(b":method", b"GET"), (b":path", b"/a b")],
+        [(b":method", b"GET"), (b":path", b"relative")],
+        [(b":method", b"G T"), (b":path", b"/")],
+        [(b":method", b"CONNECT"), (b":authority", b"h:443"), (b":path", b"/")],
+        [(b":method", b"GET"), (b":path", b"/"), (b":protocol", b"websocket")],
+        [(b":method", b"GET"), (b":path", b"/"), (b"x", b"a\r\nb: c")],
+        [(b":method", b"GET"), (b":path", b"/"), (b"X-Up", b"a")],
+        [(b":method", b"GET"), (b":path", b"/"), (b"connection", b"close")],
+        [(b":method", b"GET"), (b":path", b"/"), (b"te", b"gzip")],
+    ],
+)
+def test_malformed_requests(fields: list[tuple[bytes, bytes]]) -> None:
+    with pytest.raises(Malformed):
+        request_head(fields, end_stream=True)
+
+
+def pair() -> tuple[Session, h2.connection.H2Connection]:
+    s = Session(0.0)
+    c = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    c.initiate_connection()
+    s.receive(c.data_to_send(), 0.0)
+    c.receive_data(s.output())
+    s.receive(c.data_to_send(), 0.0)
+    return s, c
+
+
+def test_data_beyond_the_window_is_held_then_sent() -> None:
+    s, c = pair()
+    c.send_headers(
+        1, [(":method", "GET"), (":path", "/"), (":scheme", "http"), (":authority", "t")], True
+    )
+    events = s.receive(c.data_to_send(), 0.0)
+    assert isinstance(events[0], h2.events.RequestReceived)
+    s.headers(1, [(b":status", b"200")], False)
+    body = b"x" * (HIGH + 100_000)
+    held = s.data(1, body, True)
+    assert held == len(body) - 65535  # the stream's window
+    got = b""
+    for e in c.receive_data(s.output()):
+        if isinstance(e, h2.events.DataReceived):
+            got += e.data
+    assert len(got) == 65535
+    assert s.pump() == []  # nothing opened yet
+    c.acknowledge_received_data(65535, 1)
+    c.increment_flow_control_window(10**6, 1)
+    c.increment_flow_control_window(10**6)
+    s.receive(c.data_to_send(), 0.0)
+    assert s.pump() == [1]  # fell below LOW: its server may be read again
+    assert s.holding(1) <= LOW
+    ended = False
+    for e in c.receive_data(s.output()):
+        if isinstance(e, h2.events.DataReceived):
+            got += e.data
+        ended = ended or isinstance(e, h2.events.StreamEnded)
+    assert got == body and ended and not s.held
+
+
+def test_nothing_is_sent_while_the_socket_is_blocked() -> None:
+    s, c = pair()
+    c.send_headers(
+        1, [(":method", "GET"), (":path", "/"), (":scheme", "http"), (":authority", "t")], True
+    )
+    s.receive(c.data_to_send(), 0.0)
+    s.headers(1, [(b":status", b"200")], False)
+    c.receive_data(s.output())
+    s.blocked = True
+    assert s.data(1, b"abc", True) == 3
+    assert s.output() == b""
+    s.blocked = False
+    s.pump()
+    events = c.receive_data(s.output())
+    assert [type(e) for e in events][-1] is h2.events.StreamEnded

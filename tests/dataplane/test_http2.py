@@ -1,0 +1,204 @@
+"""HTTP/2 on the data plane (issue 16, item 3) with real clients: curl ``--http2`` over TLS
+(ALPN) and ``--http2-prior-knowledge`` on cleartext, httpx with ``http2=True``; each stream
+goes through the same balancing, rules, maintenance page and connection table as an
+HTTP/1.1 request, over the upstream HTTP/1.1 keep-alive pool; flow control both ways."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import ssl
+from pathlib import Path
+from typing import Any
+
+import h2.events
+import httpx
+import pytest
+
+from quiesce.core.admin import AdminCommand
+from quiesce.core.states import Admin, Cause
+from tests.dataplane.backend import Backend
+from tests.dataplane.conftest import curl, make_config, start_proxy, wait_for
+from tests.support.certs import Certs
+from tests.support.h2client import RawClient, request
+
+CANCEL = 8
+
+pytestmark = [pytest.mark.loopback, pytest.mark.one_path]
+
+
+@pytest.fixture
+def certs(tmp_path: Path) -> Certs:
+    c = Certs(tmp_path)
+    c.leaf("a", "a.example", "localhost", "127.0.0.1")
+    return c
+
+
+def tls(alpn: list[str] | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {"certificates": [{"cert": "a.pem", "key": "a.key"}]}
+    if alpn is not None:
+        out["alpn"] = alpn
+    return {"tls": out}
+
+
+def client_ctx(certs: Certs) -> ssl.SSLContext:
+    return ssl.create_default_context(cafile=str(certs.ca_file))
+
+
+async def test_curl_prior_knowledge_on_cleartext(backends: list[Backend]) -> None:
+    raw = make_config([b.address for b in backends])
+    async with start_proxy(raw) as p:
+        # one URL a curl: curl 7.88 (Debian 12) fails to reuse a prior-knowledge connection
+        # for a second URL (curl/curl#10634, fixed in 8.0): httpx below does many streams
+        r = await curl("--http2-prior-knowledge", "-i", p.url + "/")
+        assert r.code == 0, r.stderr
+        assert r.stdout.startswith(b"HTTP/2 200"), r.stdout
+        assert r.stdout.endswith(b"hello from a\n")
+        r = await curl("--http2-prior-knowledge", "-i", p.url + "/headers?x=1")
+        assert r.stdout.startswith(b"HTTP/2 200"), r.stdout
+        seen = json.loads(r.stdout[r.stdout.index(b"{") :])
+        assert seen["x-forwarded-proto"] == "http"
+        assert seen["x-forwarded-for"] == "127.0.0.1"
+        assert seen["host"] == f"127.0.0.1:{p.port}"
+        assert p.service.stats.requests == 2
+        # HTTP/1.1 still works on the same port
+        r = await curl("-i", p.url + "/")
+        assert r.stdout.startswith(b"HTTP/1.1 200"), r.stdout
+
+
+async def test_curl_http2_over_tls_by_alpn(certs: Certs, tmp_path: Path, backend: Backend) -> None:
+    raw = make_config([backend.address], service=tls(["h2", "http/1.1"]))
+    async with start_proxy(raw, base_dir=tmp_path) as p:
+        url = f"https://localhost:{p.port}"
+        r = await curl("--http2", "--cacert", str(certs.ca_file), "-i", url + "/headers")
+        assert r.code == 0, r.stderr
+        assert r.stdout.startswith(b"HTTP/2 200"), r.stdout
+        seen = json.loads(r.stdout[r.stdout.index(b"{") :])
+        assert seen["x-forwarded-proto"] == "https"
+        # a client that offers only http/1.1 gets it
+        r = await curl("--http1.1", "--cacert", str(certs.ca_file), "-i", url + "/")
+        assert r.stdout.startswith(b"HTTP/1.1 200"), r.stdout
+
+
+async def test_tls_without_h2_in_alpn_stays_http11(
+    certs: Certs, tmp_path: Path, backend: Backend
+) -> None:
+    raw = make_config([backend.address], service=tls())  # default alpn: [http/1.1]
+    async with start_proxy(raw, base_dir=tmp_path) as p:
+        r = await curl(
+            "--http2", "--cacert", str(certs.ca_file), "-i", f"https://localhost:{p.port}/"
+        )
+        assert r.stdout.startswith(b"HTTP/1.1 200"), r.stdout
+
+
+async def test_httpx_http2_many_streams_one_connection(
+    certs: Certs, tmp_path: Path, backends: list[Backend]
+) -> None:
+    raw = make_config([b.address for b in backends], service=tls(["h2", "http/1.1"]))
+    async with start_proxy(raw, base_dir=tmp_path) as p:
+        async with httpx.AsyncClient(http2=True, verify=client_ctx(certs)) as client:
+            url = f"https://localhost:{p.port}"
+            rs = await asyncio.gather(*(client.get(url + "/") for _ in range(60)))
+            assert {r.http_version for r in rs} == {"HTTP/2"}
+            assert all(r.status_code == 200 for r in rs)
+            # balanced over the three servers (round robin: each stream picks afresh)
+            assert {r.headers["x-server"] for r in rs} == {"a", "b", "c"}
+            # bodies both ways, larger than the windows (64 KiB a stream)
+            body = bytes(range(256)) * 4096  # 1 MiB
+            r = await client.post(url + "/sink", content=body)
+            assert r.json() == {"length": len(body), "sha256": hashlib.sha256(body).hexdigest()}
+            r = await client.post(url + "/echo", content=body)
+            assert r.content == body
+            r = await client.get(url + "/size/3000000")
+            assert len(r.content) == 3000000
+            r = await client.get(url + "/chunked/200000")
+            assert len(r.content) == 200000
+            r = await client.head(url + "/size/1000")
+            assert r.status_code == 200 and r.content == b""
+            r = await client.get(url + "/status/204")
+            assert r.status_code == 204
+        assert p.service.stats.connections_total == 1
+        # the streams went over the HTTP/1.1 keep-alive pool: fewer server connections than
+        # requests
+        assert sum(b.connections for b in backends) < 60
+
+
+async def test_maintenance_page_and_rules_answer_streams(backend: Backend) -> None:
+    raw = make_config([backend.address])
+    raw["services"]["web"]["rules"] = [
+        {"if": {"path_prefix": "/old"}, "then": {"redirect": {"location": "/new", "status": 301}}}
+    ]
+    async with start_proxy(raw) as p:
+        r = await curl("--http2-prior-knowledge", "-i", p.url + "/old/x")
+        assert r.stdout.startswith(b"HTTP/2 301"), r.stdout
+        assert b"location: /new" in r.stdout.lower()
+        server = p.registry.pool("web").servers[0]
+        cmd = AdminCommand(Admin.MAINTENANCE, actor="t", cause=Cause.CLI)
+        p.registry.admin_command(server, cmd)
+        r = await curl("--http2-prior-knowledge", "-i", p.url + "/")
+        assert r.stdout.startswith(b"HTTP/2 503"), r.stdout
+        assert p.service.stats.maintenance_pages == 1
+
+
+async def test_httpx_h2c_prior_knowledge(backend: Backend) -> None:
+    raw = make_config([backend.address])
+    async with start_proxy(raw) as p:
+        async with httpx.AsyncClient(http1=False, http2=True) as client:
+            rs = await asyncio.gather(*(client.get(p.url + "/") for _ in range(20)))
+        assert {r.http_version for r in rs} == {"HTTP/2"}
+        assert all(r.text == "hello from a\n" for r in rs)
+        await wait_for(lambda: p.service.stats.connections == 0)
+
+
+async def test_drain_finishes_streams_and_force_resets_them(backends: list[Backend]) -> None:
+    """(A raw client: httpx 0.28/httpcore 1.0 leaves streams that wait while another completes
+    unread here, whoever the server is; h2load drives the drain under load in
+    test_http2_peers.)"""
+    a, b = backends[0], backends[1]
+    raw = make_config([a.address, b.address])
+    async with start_proxy(raw) as p:
+        sa, sb = p.registry.pool("web").servers
+        c = await RawClient.open(p.port)
+        # a drain: the streams a serves finish, the next ones go to b
+        for sid in range(1, 13, 2):
+            c.h2.send_headers(sid, request("/hold"), end_stream=True)
+        c.flush()
+        await wait_for(lambda: a.holding == 3 and b.holding == 3)
+        assert sa.connections == 3  # per stream, not per client connection
+        p.registry.admin_command(sa, AdminCommand(Admin.DRAIN, actor="t", cause=Cause.CLI))
+        for sid in range(13, 21, 2):
+            c.h2.send_headers(sid, request("/"), end_stream=True)
+        c.flush()
+        await c.read_until(lambda: all(c.ended(sid) for sid in range(13, 21, 2)))
+        assert len(a.requests) == 3  # nothing new for a
+        a.release()
+        b.release()
+        await c.read_until(lambda: all(c.ended(sid) for sid in range(1, 13, 2)))
+        statuses = [e for e in c.events if isinstance(e, h2.events.ResponseReceived)]
+        assert [dict(e.headers)[b":status"] for e in statuses] == [b"200"] * 10
+        assert sa.connections == 0
+        # --force: the streams on the server are reset (RST_STREAM CANCEL), the others carry
+        # on, on the same connection
+        p.registry.admin_command(sa, AdminCommand(Admin.ENABLED, actor="t", cause=Cause.CLI))
+        for sid in range(21, 29, 2):
+            c.h2.send_headers(sid, request("/slow/30"), end_stream=True)
+        c.flush()
+        await wait_for(lambda: sa.connections == 2 and sb.connections == 2)
+        cmd = AdminCommand(Admin.MAINTENANCE, actor="t", cause=Cause.CLI, force=True)
+        p.registry.admin_command(sa, cmd)
+
+        def resets() -> dict[int, int]:
+            return {
+                e.stream_id: e.error_code for e in c.events if isinstance(e, h2.events.StreamReset)
+            }
+
+        await c.read_until(lambda: len(resets()) == 2)
+        assert set(resets().values()) == {CANCEL}
+        assert sa.connections == 0 and sb.connections == 2
+        c.h2.send_headers(29, request("/"), end_stream=True)
+        c.flush()
+        await c.read_until(lambda: c.ended(29))
+        assert c.goaway() is None
+        c.close()
+        assert p.service.stats.connections_total == 1

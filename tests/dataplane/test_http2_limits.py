@@ -1,0 +1,136 @@
+"""HTTP/2 limits and defences driven by a hostile client (issue 16, item 3): raw frames,
+written by the ``h2`` library or by hand. Rapid reset (CVE-2023-44487), a CONTINUATION
+flood, a PING flood and a SETTINGS flood are each answered with GOAWAY ENHANCE_YOUR_CALM and
+the connection closed, while the proxy keeps serving everyone else; a request RFC 9113 calls
+malformed resets its stream only; more streams than the 100 advertised end the connection
+with PROTOCOL_ERROR; split cookies are joined."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import struct
+
+import h2.events
+import pytest
+
+from tests.dataplane.backend import Backend
+from tests.dataplane.conftest import curl, make_config, start_proxy, wait_for
+from tests.support.h2client import RawClient, frame, request
+
+pytestmark = [pytest.mark.loopback, pytest.mark.one_path]
+
+ENHANCE_YOUR_CALM = 11
+PROTOCOL_ERROR = 1
+
+
+async def still_serves(port: int) -> None:
+    r = await curl("--http2-prior-knowledge", "-s", f"http://127.0.0.1:{port}/")
+    assert r.stdout == b"hello from a\n", r
+
+
+async def test_rapid_reset_gets_goaway_enhance_your_calm(backend: Backend) -> None:
+    async with start_proxy(make_config([backend.address])) as p:
+        c = await RawClient.open(p.port)
+        sid = 1
+        for _ in range(12):  # 1,200 streams opened and cancelled at once
+            for _ in range(100):
+                c.h2.send_headers(sid, request("/slow/5"), end_stream=True)
+                c.h2.reset_stream(sid)
+                sid += 2
+            c.flush()
+        await c.read_until(lambda: c.goaway() is not None or c.eof)
+        assert c.goaway() is not None and c.goaway().error_code == ENHANCE_YOUR_CALM
+        await c.read_until(lambda: c.eof)  # then closed
+        c.close()
+        await still_serves(p.port)
+        # the cancelled streams were never left on a server
+        await wait_for(lambda: p.registry.pool("web").servers[0].connections == 0)
+
+
+async def test_continuation_flood_gets_goaway(backend: Backend) -> None:
+    async with start_proxy(make_config([backend.address])) as p:
+        c = await RawClient.open(p.port)
+        block = c.h2.encoder.encode(request())
+        c.send(frame(1, 0, 1, block))  # HEADERS without END_HEADERS
+        for _ in range(100):  # CONTINUATION frames that never end the block
+            c.send(frame(9, 0, 1, b"\x40\x01a\x01b" * 200))
+        await c.read_until(lambda: c.goaway() is not None or c.eof)
+        assert c.goaway() is not None and c.goaway().error_code == ENHANCE_YOUR_CALM
+        c.close()
+        await still_serves(p.port)
+
+
+@pytest.mark.parametrize("kind", ["ping", "settings"])
+async def test_ping_and_settings_floods_get_goaway(backend: Backend, kind: str) -> None:
+    async with start_proxy(make_config([backend.address])) as p:
+        c = await RawClient.open(p.port)
+        for i in range(1000):
+            if kind == "ping":
+                c.send(frame(6, 0, 0, struct.pack(">Q", i)))
+            else:
+                c.send(frame(4, 0, 0, b""))
+        # (and reads none of the answers: the guard counts what comes in)
+        await c.read_until(lambda: c.goaway() is not None or c.eof)
+        assert c.goaway() is not None and c.goaway().error_code == ENHANCE_YOUR_CALM
+        c.close()
+        await still_serves(p.port)
+
+
+async def test_a_few_pings_and_resets_are_fine(backend: Backend) -> None:
+    async with start_proxy(make_config([backend.address])) as p:
+        c = await RawClient.open(p.port)
+        for i in range(20):
+            c.h2.ping(struct.pack(">Q", i))
+            c.h2.send_headers(1 + 4 * i, request("/slow/5"), end_stream=True)
+            c.h2.reset_stream(1 + 4 * i)
+        c.h2.send_headers(81, request("/"), end_stream=True)
+        c.flush()
+        await c.read_until(
+            lambda: any(
+                isinstance(e, h2.events.StreamEnded) and e.stream_id == 81 for e in c.events
+            )
+        )
+        assert c.goaway() is None
+        c.close()
+
+
+async def test_malformed_request_resets_its_stream_only(backend: Backend) -> None:
+    async with start_proxy(make_config([backend.address])) as p:
+        c = await RawClient.open(p.port)
+        # a path with a space, a path that is not absolute: by hand (h2 refuses to send them)
+        c.send(frame(1, 0x5, 1, c.h2.encoder.encode(request("/a b"))))
+        c.send(frame(1, 0x5, 3, c.h2.encoder.encode(request("a"))))
+        c.h2.highest_outbound_stream_id = 3  # (the client's own state skips the two by hand)
+        await asyncio.sleep(0)
+        c.h2.send_headers(5, [*request("/headers"), ("cookie", "a=1"), ("cookie", "b=2")], True)
+        c.flush()
+        await c.read_until(
+            lambda: any(isinstance(e, h2.events.StreamEnded) and e.stream_id == 5 for e in c.events)
+        )
+        resets = {sid: int.from_bytes(p, "big") for kind, sid, p in c.frames() if kind == 3}
+        assert resets == {1: PROTOCOL_ERROR, 3: PROTOCOL_ERROR}
+        body = b"".join(e.data for e in c.events if isinstance(e, h2.events.DataReceived))
+        assert json.loads(body)["cookie"] == "a=1; b=2"  # RFC 9113 §8.2.3
+        assert c.goaway() is None
+        c.close()
+
+
+async def test_more_streams_than_advertised_end_the_connection(backend: Backend) -> None:
+    async with start_proxy(make_config([backend.address])) as p:
+        c = await RawClient.open(p.port)
+        await c.read_until(
+            lambda: any(isinstance(e, h2.events.RemoteSettingsChanged) for e in c.events)
+        )
+        assert c.h2.remote_settings.max_concurrent_streams == 100
+        for i in range(100):
+            c.h2.send_headers(1 + 2 * i, request("/hold"), end_stream=True)
+        c.flush()
+        await wait_for(lambda: backend.holding == 100)
+        c.send(frame(1, 0x5, 201, c.h2.encoder.encode(request("/hold"))))  # the 101st, by hand
+        await c.read_until(lambda: c.goaway() is not None or c.eof)
+        assert c.goaway() is not None and c.goaway().error_code == PROTOCOL_ERROR
+        c.close()
+        backend.release()
+        await still_serves(p.port)
+        await wait_for(lambda: p.registry.pool("web").servers[0].connections == 0)

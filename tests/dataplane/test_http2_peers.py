@@ -1,0 +1,162 @@
+"""HTTP/2 under load from h2load (nghttp2-client) (issue 16, items 3 and 4): many streams
+over h2c and TLS; a server drained during the load finishes its streams and loses none; a
+``quiesce run`` shut down by SIGTERM under h2 load sends GOAWAY and every stream in flight
+completes."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import signal
+import socket
+import struct
+import subprocess
+import time
+from pathlib import Path
+
+import hpack
+import pytest
+
+from quiesce.core.admin import AdminCommand
+from quiesce.core.states import Admin, Cause
+from tests.dataplane.backend import Backend
+from tests.dataplane.conftest import make_config, start_proxy, wait_for
+from tests.support.backend import serve_in_thread
+from tests.support.certs import Certs
+from tests.support.process import run_quiesce, write_simple_config
+
+pytestmark = [pytest.mark.peers, pytest.mark.one_path]
+
+
+def counts(out: str) -> dict[str, int]:
+    """h2load's 'requests:' and 'status codes:' lines, as numbers."""
+    m = re.search(
+        r"requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, (\d+) failed, "
+        r"(\d+) errored, (\d+) timeout",
+        out,
+    )
+    assert m, out
+    s = re.search(r"status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx", out)
+    assert s, out
+    keys = ("total", "started", "done", "succeeded", "failed", "errored", "timeout")
+    found = dict(zip(keys, map(int, m.groups()), strict=True))
+    found["2xx"] = int(s.group(1))
+    return found
+
+
+async def h2load(*args: str) -> dict[str, int]:
+    proc = await asyncio.create_subprocess_exec(
+        "h2load", *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(), 120)
+    return counts(out.decode())
+
+
+async def test_h2load_many_streams_h2c_and_tls(backends: list[Backend], tmp_path: Path) -> None:
+    certs = Certs(tmp_path)
+    certs.leaf("a", "localhost", "127.0.0.1")
+    tls = {"certificates": [{"cert": "a.pem", "key": "a.key"}], "alpn": ["h2", "http/1.1"]}
+    raw = make_config([b.address for b in backends], service={"tls": tls})
+    async with start_proxy(make_config([b.address for b in backends])) as p:
+        c = await h2load("-n", "3000", "-c", "4", "-m", "25", p.url + "/")
+        assert c["succeeded"] == 3000 and c["2xx"] == 3000, c
+        assert p.service.stats.connections_total == 4
+        assert all(len(b.requests) >= 900 for b in backends)  # round robin, per stream
+    async with start_proxy(raw, base_dir=tmp_path) as p:
+        c = await h2load("-n", "1000", "-c", "2", "-m", "20", f"https://127.0.0.1:{p.port}/")
+        assert c["succeeded"] == 1000 and c["2xx"] == 1000, c
+
+
+async def test_a_server_drained_under_h2_load_finishes_its_streams(
+    backends: list[Backend],
+) -> None:
+    for b in backends:
+        b.delay = 0.01
+    async with start_proxy(make_config([b.address for b in backends])) as p:
+        load = asyncio.create_task(h2load("-n", "3000", "-c", "4", "-m", "20", p.url + "/"))
+        a = backends[0]
+        await wait_for(lambda: len(a.requests) >= 100, 60)
+        server = p.registry.pool("web").servers[0]
+        in_flight = server.connections  # streams being served by a now
+        seen = len(a.requests)
+        p.registry.admin_command(server, AdminCommand(Admin.DRAIN, actor="t", cause=Cause.CLI))
+        c = await load
+        assert c["succeeded"] == 3000 and c["2xx"] == 3000, c  # none lost
+        assert len(a.requests) <= seen + in_flight  # a took no new stream
+        assert server.connections == 0  # and finished the ones it had
+
+
+def raw_h2_get(port: int, path: str) -> socket.socket:
+    """A socket with the preface, SETTINGS and a GET for ``path`` on stream 1 sent."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=20)
+    block = hpack.Encoder().encode(
+        [(":method", "GET"), (":path", path), (":scheme", "http"), (":authority", "t")]
+    )
+    s.sendall(
+        b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+        + b"\0\0\0\x04\0\0\0\0\0"  # SETTINGS, empty
+        + struct.pack(">I", len(block))[1:]
+        + b"\x01\x05\0\0\0\x01"
+        + block
+    )
+    return s
+
+
+def read_frames(s: socket.socket, until: object) -> list[tuple[int, int, bytes]]:
+    raw = b""
+    frames: list[tuple[int, int, bytes]] = []
+    while not until(frames):  # type: ignore[operator]
+        data = s.recv(65536)
+        if not data:
+            break
+        raw += data
+        frames = []
+        i = 0
+        while i + 9 <= len(raw):
+            n = int.from_bytes(raw[i : i + 3], "big")
+            if i + 9 + n > len(raw):
+                break
+            sid = int.from_bytes(raw[i + 5 : i + 9], "big") & 0x7FFFFFFF
+            frames.append((raw[i + 3], sid, raw[i + 9 : i + 9 + n]))
+            i += 9 + n
+    return frames
+
+
+def test_shutdown_under_h2_load_sends_goaway_and_loses_no_stream(tmp_path: Path) -> None:
+    with serve_in_thread(Backend("a"), Backend("b")) as backends:
+        write_simple_config(tmp_path, list(backends))  # type: ignore[arg-type]
+        started = run_quiesce(tmp_path)
+        port = int(started.www.rsplit(":", 1)[1].strip("/"))
+        load = subprocess.Popen(
+            ["h2load", "-n", "200", "-c", "2", "-m", "100", started.www + "hold"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        try:
+            watcher = raw_h2_get(port, "/hold")
+            deadline = time.monotonic() + 30
+            while sum(b.holding for b in backends) < 201:
+                assert time.monotonic() < deadline, [b.holding for b in backends]
+                time.sleep(0.01)
+            started.proc.p.send_signal(signal.SIGTERM)
+            frames = read_frames(watcher, lambda fs: any(f[0] == 7 for f in fs))
+            first = next(f for f in frames if f[0] == 7)
+            assert int.from_bytes(first[2][4:8], "big") == 0  # GOAWAY NO_ERROR
+            for b in backends:
+                b.release()
+            # its stream still answered, then the last GOAWAY names it, then the close
+            frames = read_frames(watcher, lambda fs: False)
+            headers = [f for f in frames if f[0] == 1 and f[1] == 1]
+            assert headers and hpack.Decoder().decode(headers[0][2])[0] == (":status", "200")
+            last = [f for f in frames if f[0] == 7][-1]
+            assert int.from_bytes(last[2][:4], "big") == 1
+            watcher.close()
+            out, _ = load.communicate(timeout=60)
+            c = counts(out)
+            assert c["succeeded"] == 200 and c["2xx"] == 200, out
+            assert started.proc.stop(None) == 0, started.proc.output
+        finally:
+            if load.poll() is None:
+                load.kill()
+            started.proc.stop(signal.SIGKILL)
