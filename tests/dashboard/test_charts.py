@@ -215,11 +215,40 @@ def test_a_drain_in_the_sparklines_the_pool_chart_and_the_drain_chart(
             small.screenshot(path=str(screenshots / "drain-390.png"), full_page=True)
     phone.close()
 
+    # Enabled, then drained again without a deadline: the chart follows the new drain (no
+    # deadline, no cut: the last drain's cut is not this one's), and its count reaches 0 when
+    # the held requests end.
+    with stack.client() as c:
+        c.post("/api/v1/servers/web/web2/enable", json={}).raise_for_status()
+        expect(status_of_drain(page)).to_have_attribute("data-status", "up")
+        again = Holder(stack.service_url, 6).start()
+        stack.backends["web2"].wait_holding(1)
+        c.post("/api/v1/servers/web/web2/drain", json={"reason": "again"}).raise_for_status()
+    expect(status).to_contain_text("no deadline")
+    expect(page.locator("#drain-status .drain-count")).not_to_have_attribute(
+        "data-connections", "0"
+    )
+    expect(status).not_to_contain_text("cut at")
+    expect(status).not_to_contain_text("reached 0")
+    expect(page.locator("#drain-chart .mark-cut")).to_have_count(0)
+    expect(page.locator("#drain-chart .mark-deadline")).to_have_count(0)
+    stack.backends["web2"].release()
+    expect(page.locator("#drain-status .drain-count")).to_have_attribute("data-connections", "0")
+    expect(status).to_contain_text("reached 0")
+    expect(page.locator("#drain-chart .mark-zero")).to_have_count(1)
+    expect(page.locator("#drain-chart .mark-cut")).to_have_count(0)
+
     for b in stack.backends.values():
         b.release()
     holder.join()
+    again.join()
     assert errors == [] and small_errors == []
     ctx.close()
+
+
+def status_of_drain(page: Any) -> Any:
+    """The drain chart's status badge."""
+    return page.locator("#drain-status .drain-badge .badge")
 
 
 def test_the_services_view_counts_a_rules_hits(

@@ -187,7 +187,7 @@
     },
     async refresh() {
       this.server = await api("GET", "/servers/" + enc(this.pool) + "/" + enc(this.name));
-      if (this.server.deadline) this.deadline = this.server.deadline;
+      if (this.server.admin === "drain") this.deadline = this.server.deadline;
       this.marks = await marks(this.pool, this.name, this.seconds());
       this.draw();
     },
@@ -200,7 +200,7 @@
         }),
       ]);
       this.server = server;
-      if (server.deadline) this.deadline = server.deadline;
+      if (server.admin === "drain") this.deadline = server.deadline; // kept after the cut
       if (series) this.points = series.points;
       this.draw();
     },
@@ -211,10 +211,11 @@
       const pts = all.slice(firstRow([all.map((p) => p.connections)]));
       const times = pts.map((p) => p.t);
       const conns = pts.map((p) => p.connections);
-      const cut = this.marks.find((m) => m.kind === "cut");
-      const start = this.marks.filter((m) => m.event.kind === "admin_change" && m.event.to === "drain").map((m) => m.t).sort().pop()
-        || (s.admin === "drain" ? s.since : null);
+      // the last drain's start (its event), and the cut of that drain only
+      const starts = this.marks.filter((m) => m.event.kind === "admin_change" && m.event.to === "drain").map((m) => m.t);
+      const start = (starts.length ? Math.max(...starts) : null) || (s.admin === "drain" ? s.since : null);
       if (start) this.start = start;
+      const cut = this.marks.find((m) => m.kind === "cut" && (!start || m.t >= start));
       const deadline = this.deadline || (cut ? cut.t : null);
       // when the count first read 0 after the drain began
       let zeroAt = null;
