@@ -179,6 +179,13 @@ async def test_a_retry_never_goes_back_to_the_server_that_just_failed() -> None:
                 r = await c.get(p.url + "/")
                 assert (r.status_code, r.headers["x-server"]) == (200, "good")
         assert len(busy.seen) == 3 and len(good.requests) == 6  # each request at most once
+    # two servers failing: the retries alternate, never twice in a row on one server
+    async with Failing("503") as one, Failing("503") as two:
+        cfg = retrying([one.address, two.address], retries=3, retry_on=[503])
+        async with start_proxy(cfg) as p, httpx.AsyncClient() as c:
+            r = await c.get(p.url + "/")
+            assert r.status_code == 503
+        assert (len(one.seen), len(two.seen)) == (2, 2)
     # redispatch: false: the same server again
     async with Failing("503") as busy, Backend("good") as good:
         cfg = retrying([busy.address, good.address], retries=2, retry_on=[503], redispatch=False)

@@ -60,6 +60,12 @@ def target(pool: PoolRuntime, tried: tuple[ServerRuntime, ...], pick: Pick) -> S
     return None
 
 
+def tried_after(tried: tuple[ServerRuntime, ...], to: ServerRuntime) -> tuple[ServerRuntime, ...]:
+    """The servers tried once the retry goes to ``to``: ``to`` last (the one a next failure
+    comes from), each server once."""
+    return (*(s for s in tried if s is not to), to)
+
+
 def counted(pool: PoolRuntime, key: Hashable, owner: Any, failed: ServerRuntime, to: Any) -> None:
     """A retry from ``failed`` to ``to`` is on its way: its place in the budget, and the
     failed server's counters (``wretr``; ``wredis`` when it went elsewhere)."""

@@ -18,7 +18,7 @@ from quiesce.core.retry import CONNECT_FAILURE, CONNECT_TIMEOUT, Verdict
 from quiesce.dataplane.context import ServiceContext
 from quiesce.dataplane.persistence import pick_by_source
 from quiesce.dataplane.proxyproto import Header, for_upstream
-from quiesce.dataplane.retrying import counted, target, verdict
+from quiesce.dataplane.retrying import counted, target, tried_after, verdict
 from quiesce.dataplane.tcpqueue import admit, leave
 from quiesce.dataplane.tls import server_name
 from quiesce.logs import access as ts  # the access log's termination states
@@ -237,7 +237,7 @@ class TcpClient(asyncio.Protocol):
             return False
         counted(pool, self, self, server, to)
         self.retries += 1
-        self.tried = tried if to in tried else (*tried, to)
+        self.tried = tried_after(tried, to)
         self.ctx.table.closed(server, self)
         self._bind(pool, to)
         return True

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from quiesce.core.retry import BEFORE_SEND, EMPTY_RESPONSE, RESPONSE_TIMEOUT, Cause, Verdict
 from quiesce.dataplane.h1.exchange import R_NONE, Request, may_resend, resendable
-from quiesce.dataplane.retrying import counted, target, verdict
+from quiesce.dataplane.retrying import counted, target, tried_after, verdict
 
 if TYPE_CHECKING:
     from quiesce.dataplane.h1.upstream import Upstream
@@ -83,7 +83,7 @@ def again(conn: Any, cause: Cause, status: int = 0) -> bool:
     conn.ctx.table.request_finished(server, conn, status or _AS.get(cause, 0), False)
     conn.server = None
     req.retries += 1
-    req.tried = tried if to in tried else (*tried, to)
+    req.tried = tried_after(tried, to)
     conn._bind(pool, to)
     conn._upstream()
     return True
