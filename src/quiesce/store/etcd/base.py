@@ -39,6 +39,7 @@ _SECTIONS: dict[str, Kind] = {
 }
 _OBSERVED = {  # what this node saw of the cluster: its own log only
     EventKind.WRITE_CONFLICT,
+    EventKind.STORE_REPLACED,
     EventKind.NODE_ISOLATED,
     EventKind.NODE_REJOINED,
     EventKind.NODE_JOINED,
@@ -121,6 +122,8 @@ class EtcdBase:
         self._conflicts: OrderedDict[int, ConflictError] = OrderedDict()  # lost, by sequence
         self._settled = asyncio.Event()  # set (and replaced) whenever writes settle
         self._last_event_key: str | None = None  # the shared event appended last
+        self._known: dict[str, bytes] = {}  # state key → its value as last read or written
+        self._cluster_id = 0  # etcd's cluster ID, from the first answer
         self._event_seq = 0
         self._max_queue = retention_rows + 10_000
         self._acked: dict[str, int] = {}  # key → revision of our last acknowledged write
@@ -215,6 +218,10 @@ class EtcdBase:
 
     def _on_kv(self, key: str, value: bytes | None, rev: int) -> None:
         """A key from the watch, a full read or a deferred remote value (the watcher's)."""
+        raise NotImplementedError
+
+    def _enqueue(self, key: str, value: bytes | None, base: int | None = None) -> Op:
+        """Queue a write (the writer's)."""
         raise NotImplementedError
 
 

@@ -58,6 +58,16 @@ class Watcher(EtcdBase):
         result = await client.get_prefix(self._bprefix)
         revision = int(result.header.revision)
         kvs = sorted(result, key=lambda kv: int(kv.create_revision))
+        cluster_id = int(getattr(result.header, "cluster_id", 0) or 0)
+        before, self._cluster_id = self._cluster_id, cluster_id or self._cluster_id
+        if revision < self._rev or (before and cluster_id and cluster_id != before):
+            why = (
+                f"revision {self._rev} -> {revision}"
+                if revision < self._rev
+                else f"cluster ID {before:x} -> {cluster_id:x}"
+            )
+            self._replaced(kvs, revision, why)
+            return
         self.cluster.seen(revision)
         present = set()
         for kv in kvs:
@@ -67,10 +77,59 @@ class Watcher(EtcdBase):
             if self._seen.get(key) != rev:
                 self._on_kv(key, bytes(kv.value), rev)
         for key in [k for k in self._seen if k not in present]:
-            self._on_kv(key, None, revision)
+            mine = self._known.get(key)
+            if mine is not None and key not in self._ops:  # the store lost it: write it back
+                del self._seen[key]
+                self._enqueue(key, mine, 0)
+            else:
+                self._on_kv(key, None, revision)
         nodes = f"{self.prefix}nodes/"
         self.cluster.synced({k[len(nodes) :] for k in present if k.startswith(nodes)})
         self._rev = max(self._rev, revision)
+
+    def _replaced(self, kvs: list[Any], revision: int, why: str) -> None:
+        """etcd was replaced or restored from a backup (its revision went back, or its cluster
+        ID changed): the revisions this node knew mean nothing there. Take the new store's
+        records, except where this node knows a newer one (by the writer's clock); write back
+        every record the store lost (conditioned on its absence: the first node to do so wins,
+        the others' identical writes are no conflict); follow the new revisions."""
+        old, self._rev = self._rev, revision
+        self.cluster.link.revision = revision
+        self.cluster.seen(revision)
+        self._acked.clear()
+        present = {kv.key.decode(): kv for kv in kvs}
+        for key, op in self._ops.items():  # pending writes: on the new store's revisions
+            if op.base is not None and op.base >= 0:
+                op.base = int(present[key].mod_revision) if key in present else 0
+        republished = applied = 0
+        for key, kv in present.items():
+            value, rev = bytes(kv.value), int(kv.mod_revision)
+            mine = self._known.get(key)
+            if mine == value or key in self._ops:
+                self._seen[key] = rev
+            elif mine is not None and _written_at(mine) > _written_at(value):
+                self._seen[key] = rev
+                self._enqueue(key, mine, rev)
+                republished += 1
+            else:
+                self._seen.pop(key, None)
+                self._on_kv(key, value, rev)
+                applied += 1
+        for key in [k for k in self._seen if k not in present]:
+            del self._seen[key]
+        for key, mine in list(self._known.items()):
+            if key not in present and key not in self._ops:
+                self._enqueue(key, mine, 0)
+                republished += 1
+        nodes = f"{self.prefix}nodes/"
+        self.cluster.synced({k[len(nodes) :] for k in present if k.startswith(nodes)})
+        reason = (
+            f"etcd {self.endpoint} was replaced or restored ({why}): re-read {len(present)} "
+            f"key(s), applied {applied}, republished {republished} record(s) it had lost"
+        )
+        log.warning("state store: %s", reason)
+        detail = {"before": old, "revision": revision, "applied": applied}
+        self.cluster.emit("store_replaced", reason, {**detail, "republished": republished})
 
     def _on_kv(self, key: str, value: bytes | None, rev: int) -> None:
         self._rev = max(self._rev, rev)
@@ -85,8 +144,11 @@ class Watcher(EtcdBase):
             return
         if value is None:
             self._seen.pop(key, None)
+            self._known.pop(key, None)
         else:
             self._seen[key] = rev
+            if kind != "event":
+                self._known[key] = value
         try:
             body = None if value is None else json.loads(value)
             if body is not None and not isinstance(body, dict):
@@ -193,6 +255,15 @@ class Watcher(EtcdBase):
             yield
         finally:
             self._replay_from = previous
+
+
+def _written_at(value: bytes) -> float:
+    """The writer's wall clock in a record (0 when it has none)."""
+    try:
+        when = json.loads(value).get("time")
+    except (ValueError, AttributeError):
+        return 0.0
+    return float(when) if isinstance(when, int | float) else 0.0
 
 
 __all__ = ["Watcher"]

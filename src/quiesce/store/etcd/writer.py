@@ -184,6 +184,8 @@ class Writer(EtcdBase):
             self._settle(op.seqs)
             if rev is not None and not key.startswith(f"{self.prefix}events/"):
                 self._acked[key] = rev
+                if op.value is not None:
+                    self._known[key] = op.value
             if key not in self._ops and key in self._deferred:
                 drev, dvalue = self._deferred.pop(key)
                 if rev is None or drev > rev:
@@ -233,7 +235,10 @@ class Writer(EtcdBase):
         """The record changed since ``op.base``: ours (a write whose answer was lost) is the
         base of the next attempt; the same value is no conflict; anything else wins."""
         body = _body(value)
-        if body is not None and body.get("instance") == self.instance:
+        ours = body is not None and body.get("instance") == self.instance
+        if ours or value is None or rev < (op.base or 0):
+            # our own write (its answer was lost), or a record the store lost or holds older
+            # than what this node saw (etcd replaced or restored): ours goes on top of it
             self._refold(key, op)
             op.base = rev
             return
