@@ -24,6 +24,7 @@ import pytest
 from tests.dashboard import test_dashboard
 from tests.dashboard.conftest import ADMIN, Stack, serve_stack
 from tests.dashboard.test_dashboard import (  # _expect: the autouse fixture that sets expect
+    UNNAMED_CONTROLS,
     Holder,
     _expect,  # noqa: F401
     login,
@@ -110,6 +111,13 @@ def newest(page: Any, column: int) -> str:
     return str(cells.nth(column).inner_text())
 
 
+def shot(page: Any, path: Path) -> None:
+    """A screenshot of a view that fits: no sideways scroll, every control named."""
+    assert no_sideways_scroll(page) <= 0, f"{page.url} scrolls sideways"
+    assert page.evaluate(UNNAMED_CONTROLS) == [], f"{page.url}: controls without a name"
+    page.screenshot(path=str(path), full_page=True)
+
+
 def no_sideways_scroll(page: Any) -> int:
     return int(page.evaluate("document.documentElement.scrollWidth - window.innerWidth"))
 
@@ -167,7 +175,7 @@ def test_a_drain_in_the_sparklines_the_pool_chart_and_the_drain_chart(
     assert spark(page, "web/web2", "requests").locator("path").get_attribute("d") != web2_before
     assert last_value(page, "web/web1", "requests") + last_value(page, "web/web3", "requests") > 0
     assert last_value(page, "web/web2", "connections") >= 1  # the held ones
-    page.screenshot(path=str(screenshots / "servers-sparklines.png"), full_page=True)
+    shot(page, screenshots / "servers-sparklines.png")
 
     # The pool's chart: in the newest second web2 has no requests, the others have them; its
     # events are marked on the chart.
@@ -178,7 +186,7 @@ def test_a_drain_in_the_sparklines_the_pool_chart_and_the_drain_chart(
         expect(pool.locator("#pool-numbers tbody tr").first).not_to_have_text(newest(pool, 0))
         assert newest(pool, 2) == "0"
         assert int(newest(pool, 1)) + int(newest(pool, 3)) > 0
-    pool.screenshot(path=str(screenshots / "pool-traffic.png"), full_page=True)
+    shot(pool, screenshots / "pool-traffic.png")
 
     # The drain chart: from the row's link; the count falls to 0 at the cut, both marked.
     row(page, "web/web2").get_by_role("link", name="Drain chart of web/web2").click()
@@ -198,7 +206,7 @@ def test_a_drain_in_the_sparklines_the_pool_chart_and_the_drain_chart(
     expect(page.locator("#drain-chart .mark-zero")).to_have_count(1)
     expect(page.locator("#drain-numbers tbody tr").first.locator("td")).to_have_text("0")
     assert stack.server("web", "web2")["admin"] == "maintenance"
-    page.screenshot(path=str(screenshots / "drain.png"), full_page=True)
+    shot(page, screenshots / "drain.png")
 
     phone, small, small_errors = logged_in(browser, stack, width=390, height=844)
     for view, ready in (
@@ -210,9 +218,10 @@ def test_a_drain_in_the_sparklines_the_pool_chart_and_the_drain_chart(
         small.goto(f"{stack.admin_url}/#/{view}")
         expect(small.locator(ready).first).to_be_visible()
         assert no_sideways_scroll(small) <= 0, f"{view} scrolls sideways at 390 px"
+        assert small.evaluate(UNNAMED_CONTROLS) == [], view
         if view.startswith("drain"):
             expect(small.locator("#drain-status")).to_contain_text("reached 0")
-            small.screenshot(path=str(screenshots / "drain-390.png"), full_page=True)
+            shot(small, screenshots / "drain-390.png")
     phone.close()
 
     # Enabled, then drained again without a deadline: the chart follows the new drain (no
@@ -278,6 +287,6 @@ def test_the_services_view_counts_a_rules_hits(
     expect(panel.locator(".monitor-uri")).to_contain_text(re.compile(r"200 × [1-9]"))
     expect(panel.locator('tr[data-rule="rules[1]"] td.hits')).to_have_text("0")  # the flag's
     expect(panel.locator('tr[data-rule="default"] td.hits')).not_to_have_text("0")
-    page.screenshot(path=str(screenshots / "services.png"), full_page=True)
+    shot(page, screenshots / "services.png")
     assert errors == []
     ctx.close()
