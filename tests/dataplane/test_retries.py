@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import socket
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -272,3 +273,34 @@ async def test_l4_retries_a_refused_connection_elsewhere() -> None:
                     await c.get(p.url + "/")
             first, second = p.registry.pool("web").servers
             assert first.retries + second.retries == 1
+
+
+async def test_a_connect_timeout_is_retried_when_listed() -> None:
+    """A listener whose accept queue is full (never accepted) drops new SYNs: a connect to it
+    times out. With connect_timeout in retry_on the client gets the other server's 200; by
+    default (only a refusal is retried) a 504."""
+    full = socket.socket()
+    full.bind(("127.0.0.1", 0))
+    full.listen(0)
+    address = f"127.0.0.1:{full.getsockname()[1]}"
+    fillers = []
+    try:
+        for _ in range(3):  # fill the accept queue (backlog 0 holds one or two)
+            s = socket.socket()
+            s.setblocking(False)
+            s.connect_ex(full.getsockname())
+            fillers.append(s)
+        await asyncio.sleep(0)
+        async with Backend("good") as good:
+            for listed, expected in ((True, 200), (False, 504)):
+                pool: dict[str, Any] = {"connect_timeout": "300ms"}
+                if listed:
+                    pool |= {"retries": 1, "retry_on": ["connect_timeout"]}
+                cfg = retrying([address, good.address], **pool)
+                async with start_proxy(cfg) as p, httpx.AsyncClient(timeout=10) as c:
+                    got = [(await c.get(p.url + "/")).status_code for _ in range(2)]
+                assert sorted(got) == sorted([200, expected]), (listed, got)
+    finally:
+        for s in fillers:
+            s.close()
+        full.close()
