@@ -2,8 +2,8 @@
 refuse, close without an answer, answer 503, answer too late — and the client gets a 200
 from another server; a POST that reached a server is not sent twice unless allowed; the
 retry budget stops retries when every server fails (requests reaching the back ends
-counted); the access log shows each retry; L4 retries a refused connection elsewhere. Each
-test runs on the C and the Python head path."""
+counted); the access log shows each retry; a connect timeout is retried when listed; L4
+retries a refused connection elsewhere. Each test runs on the C and the Python head path."""
 
 from __future__ import annotations
 
