@@ -130,12 +130,17 @@ def cross_reference_errors(raw: Mapping[str, Any]) -> list[str]:
             ref = svc.get(key)
             if isinstance(ref, str) and ref not in pools:
                 problems.append(f"{base}.{key}: no pool named {ref!r}")
-            elif svc.get("protocol") == "postgresql" and isinstance(ref, str):
+            elif svc.get("protocol") in ("postgresql", "mysql") and isinstance(ref, str):
                 pool = raw_pools.get(ref)
                 if isinstance(pool, Mapping) and pool.get("tls") is not None:
+                    why = (
+                        "PostgreSQL wants an SSLRequest before TLS"
+                        if svc.get("protocol") == "postgresql"
+                        else "MySQL starts TLS after its handshake"
+                    )
                     problems.append(
-                        f"{base}.{key}: pool {ref!r} has tls, which a postgresql service cannot "
-                        "use (PostgreSQL wants an SSLRequest before TLS; docs/database.md)"
+                        f"{base}.{key}: pool {ref!r} has tls, which a {svc.get('protocol')} "
+                        f"service cannot use ({why}; docs/database.md)"
                     )
         monitor_uri = svc.get("monitor_uri")
         if isinstance(monitor_uri, Mapping) and isinstance(monitor_uri.get("fail_if"), Mapping):
@@ -273,7 +278,8 @@ def semantic_problems(config: Config, base_dir: Path | None) -> list[str]:
 def config_warnings(config: Config, base_dir: Path | None = None) -> list[str]:
     """Not wrong enough to refuse the file, but worth saying (``quiesce check`` and
     ``quiesce run`` print them): a hash no password can match locks that user out; a
-    listener's certificate has expired or soon will (``base_dir``: where its files are)."""
+    listener's certificate has expired or soon will (``base_dir``: where its files are); a
+    mysql service drains a TLS client's session at connection level."""
     warnings: list[str] = [] if base_dir is None else tls_warnings(config, base_dir)
     for i, user in enumerate(config.admin.users):
         if not _looks_like_hash(user.password_hash):
@@ -286,6 +292,13 @@ def config_warnings(config: Config, base_dir: Path | None = None) -> list[str]:
             warnings.append(
                 f"admin.tokens[{i}].token_hash: not a hash printed by 'quiesce passwd': "
                 f"token {token.name!r} cannot be used"
+            )
+    for name, svc in config.services.items():
+        if svc.protocol == "mysql":
+            warnings.append(
+                f"services.{name}: a mysql service does not terminate TLS: a client that asks "
+                "for it (CLIENT_SSL) is relayed opaque and drained at connection level, not "
+                "at the transaction boundary (docs/database.md)"
             )
     return warnings
 

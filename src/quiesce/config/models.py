@@ -359,7 +359,7 @@ class MaintenancePage(Model):
 
 class ServiceConfig(Model, ProxyListener):  # accept_proxy, trusted_proxies
     listen: Address
-    protocol: Literal["http", "tcp", "postgresql"] = "http"
+    protocol: Literal["http", "tcp", "postgresql", "mysql"] = "http"
     pool: Name
     fallback_pool: Name | None = None
     maintenance_page: MaintenancePage = MaintenancePage()
@@ -378,21 +378,27 @@ class ServiceConfig(Model, ProxyListener):  # accept_proxy, trusted_proxies
     # false: no access-log line for this service (logging.access)
     access_log: bool = True
     tls: ListenerTls | None = None  # terminate TLS (quiesce.config.tls)
-    # postgresql: a message longer than this closes the connection (PostgreSQL's own limit)
+    # postgresql, mysql: a message longer than this closes the connection (PostgreSQL's own
+    # limit; about MariaDB's largest max_allowed_packet)
     max_message_size: Annotated[int, Field(ge=1024, le=0x3FFFFFFF)] = 0x3FFFFFFF
 
     @model_validator(mode="after")
     def _protocol_fits(self) -> ServiceConfig:
-        if self.protocol == "postgresql":
+        if self.protocol in ("postgresql", "mysql"):
             if self.tls is not None:
                 raise ValueError(
-                    "tls: a postgresql service does not terminate TLS yet (it answers a "
-                    "client's SSLRequest 'N'; docs/database.md)"
+                    f"tls: a {self.protocol} service does not terminate TLS yet ("
+                    + (
+                        "it answers a client's SSLRequest 'N'"
+                        if self.protocol == "postgresql"
+                        else "TLS starts after MySQL's handshake, not with the first byte"
+                    )
+                    + "; docs/database.md)"
                 )
             for i, rule in enumerate(self.rules):
                 if _uses(rule.if_, _TCP_ONLY):
                     raise ValueError(
-                        f"rules[{i}].if: sni is not seen by a postgresql service (no TLS)"
+                        f"rules[{i}].if: sni is not seen by a {self.protocol} service (no TLS)"
                     )
         if self.protocol == "http":
             if self.tls is not None:

@@ -38,8 +38,9 @@ class ProxyListener(BaseModel):
                 "trusted_proxies: required with accept_proxy: true (the addresses of the "
                 "proxies allowed to say who the client is)"
             )
-        if getattr(self, "protocol", "") == "postgresql":
-            raise ValueError("accept_proxy: not supported on a postgresql service yet")
+        protocol = getattr(self, "protocol", "")
+        if protocol in ("postgresql", "mysql"):
+            raise ValueError(f"accept_proxy: not supported on a {protocol} service yet")
         return self
 
     def trusted_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:

@@ -76,6 +76,7 @@ class Session:
         "status",
         "unsynced",
     )
+    opaque = False  # always followed (an SSLRequest is answered N: no TLS to lose sight in)
 
     def __init__(self) -> None:
         self.status = 0x49  # b"I"
@@ -96,6 +97,19 @@ class Session:
         if self.pending or self.unsynced or not self.started:
             return "query"
         return "idle" if self.status == 0x49 else "transaction"
+
+    @property
+    def done(self) -> bool:
+        """Nothing more will happen on it: a CancelRequest, or the client sent Terminate."""
+        return self.cancel or self.ended
+
+    def goodbye(self) -> tuple[bytes, bytes]:
+        """What the relay sends the client (FATAL 57P01) and the server (Terminate) when it
+        ends the session."""
+        return (
+            GOODBYE if self.started and not self.cancel else b"",
+            TERMINATE if self.started and not self.ended else b"",
+        )
 
     def closable(self) -> bool:
         """Nothing a reconnect would lose: no transaction, no query running, no LISTEN."""

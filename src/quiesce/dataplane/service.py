@@ -50,7 +50,9 @@ from quiesce.dataplane.context import (
 )
 from quiesce.dataplane.frontdoor import FrontDoor
 from quiesce.dataplane.h1.client import ClientConnection
+from quiesce.dataplane.h2.conn import h2c
 from quiesce.dataplane.limits import listen_backlog
+from quiesce.dataplane.mysqlrelay import MysqlClient
 from quiesce.dataplane.pages import Page
 from quiesce.dataplane.park import park
 from quiesce.dataplane.pgrelay import PgClient
@@ -389,8 +391,9 @@ class Service:
         ctx.closing = True
         self._listener.close()
         ctx.drained = asyncio.Event()
-        if not keep_idle:
-            for conn in list(ctx.conns):
+        for conn in list(ctx.conns):
+            # (an HTTP/2 connection closes by GOAWAY, safe at any time: an upgrade too)
+            if not keep_idle or getattr(conn, "multiplexed", False):
                 conn.close_at_boundary()
         # Idle upstream keep-alive connections serve nobody now (busy ones are not pooled
         # again while closing): close them at once, not after the grace period.
@@ -500,6 +503,7 @@ def make_context(
         mark_server=bool(ors and ors.mark_server == "maintenance"),
         max_connections=NO_LIMIT if config.max_connections is None else config.max_connections,
         park=park,
+        h2c=h2c if config.protocol == "http" else None,  # HTTP/2 by prior knowledge
         access=table.access_log if config.access_log else None,
         # certificates and CAs read now (at each reload too): quiesce.dataplane.tls
         tls=service_tls(config, registry.config.pools, base_dir),
@@ -547,6 +551,8 @@ async def start_service(
         factory = functools.partial(ClientConnection, ctx)
     elif config.protocol == "postgresql":  # the relay following the framing (pgrelay)
         factory = functools.partial(PgClient, ctx)
+    elif config.protocol == "mysql":  # the same shell with MySQL's framing (mysqlrelay)
+        factory = functools.partial(MysqlClient, ctx)
     else:
         factory = functools.partial(TcpClient, ctx)
     if config.tls is not None or config.sni_routing or config.accept_proxy:

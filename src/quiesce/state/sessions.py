@@ -1,9 +1,10 @@
 """Database sessions per server by state (issue 20): what ``show server``, the API's server
-view and the metrics count as ``idle``, ``transaction`` and ``query``.
+view and the metrics count as ``idle``, ``transaction``, ``query`` and ``tls``.
 
-A ``postgresql`` relay (quiesce.dataplane.pgrelay) registers its session here while it is
-bound to a server; the counts are taken when asked, by walking that server's sessions, so
-the request path pays one set add and one discard per connection, nothing per message.
+A database relay (quiesce.dataplane.dbrelay: ``postgresql``, ``mysql``) registers its session
+here while it is bound to a server; the counts are taken when asked, by walking that server's
+sessions, so the request path pays one set add and one discard per connection, nothing per
+message.
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ from __future__ import annotations
 from typing import Protocol
 from weakref import WeakKeyDictionary
 
-STATES = ("idle", "transaction", "query")
+# tls: a session the relay cannot follow (a MySQL client that asked for TLS)
+STATES = ("idle", "transaction", "query", "tls")
 
 
 class SessionLike(Protocol):
