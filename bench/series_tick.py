@@ -6,11 +6,13 @@ with 1% of the servers busy each second (sans IO, no sockets).
 N servers in 10 pools of a :class:`Registry` (real ``ServerRuntime`` objects), one service.
 Each second, before the tick, "1% active" gives 1% of the servers (another 1% each second)
 ten requests each, as the data plane counts them (``requests_total``, the response class,
-``traffic.account_timed``: bytes, times and the latency histogram). Reported: the tick's
-total time (median of the ticks after the baseline one) and its longest slice (the longest
-hold of the event loop: with :meth:`SeriesStore.ticking`, ``BATCH`` servers; without it, the
-whole tick). ``--old /tmp/wt/src``: the same run on another checkout's ``src`` (a
-subprocess), side by side.
+``traffic.account_timed``: bytes, times and the latency histogram). "checks" is "1% active"
+with one monitor a server checking every 5 s: each second a fifth of the servers get a check
+result, as the registry keeps it (their monitor's ``last_checks``; the series reads them).
+Reported: the tick's total time (median of the ticks after the baseline one) and its longest
+slice (the longest hold of the event loop: with :meth:`SeriesStore.ticking`, ``BATCH``
+servers; without it, the whole tick). ``--old /tmp/wt/src``: the same run on another
+checkout's ``src`` (a subprocess), side by side.
 """
 
 from __future__ import annotations
@@ -25,9 +27,12 @@ import time
 from typing import Any
 
 from quiesce.config import parse_config
+from quiesce.core.checks import CheckResult, Reason
+from quiesce.core.states import Verdict
 from quiesce.state import series as series_mod
 from quiesce.state import traffic
 from quiesce.state.registry import Registry
+from quiesce.state.runtime import Recent
 
 POOLS = 10
 
@@ -49,11 +54,14 @@ def registry_of(size: int) -> Registry:
     return Registry(parse_config(raw))
 
 
-def run(size: int, active: float, ticks: int) -> tuple[float, float]:
+def run(size: int, active: float, ticks: int, checks: bool = False) -> tuple[float, float]:
     """(median ms per tick, longest slice in ms) over ``ticks`` ticks after the baseline."""
     registry = registry_of(size)
     pools = registry.pools
     servers = [s for p in pools.values() for s in p.servers]
+    if checks:
+        for s in servers:
+            s.last_checks = {"m": Recent()}
     svc = traffic.Traffic()
     store = series_mod.SeriesStore()
     sliced = hasattr(store, "ticking")
@@ -68,6 +76,11 @@ def run(size: int, active: float, ticks: int) -> tuple[float, float]:
                 s.responses["2xx"] = s.responses.get("2xx", 0) + 1
                 traffic.account_timed(s.traffic, svc, 100, 1000, 0.002, 0.003)
         now = 1000.0 + t
+        if checks:
+            for s in servers[t % 5 :: 5]:
+                s.last_checks["m"].append(
+                    CheckResult("m", Verdict.PASS, Reason.OK, now - 0.5, 0.001)
+                )
         start = time.perf_counter()
         if sliced:
             last = start
@@ -96,9 +109,10 @@ def main() -> None:
     results: dict[str, list[str]] = {}
     for size in args.sizes:
         ticks = 3 if size >= 100000 else 5 if size >= 10000 else 10
-        for active in (0.0, 0.01):
-            label = f"{size:>7} servers, {'1% active' if active else 'idle     '}"
-            ms, worst = run(size, active, ticks)
+        for active, checks in ((0.0, False), (0.01, False), (0.01, True)):
+            kind = "checks   " if checks else "1% active" if active else "idle     "
+            label = f"{size:>7} servers, {kind}"
+            ms, worst = run(size, active, ticks, checks)
             results[label] = [f"{ms:8.1f} ms/tick, longest slice {worst:7.1f} ms"]
             if args.child:
                 print(f"{label}\t{results[label][0]}", flush=True)

@@ -9,12 +9,18 @@ from typing import Any
 
 import pytest
 
+from quiesce.core.checks import CheckResult, Reason
+from quiesce.core.states import Verdict
 from quiesce.state import traffic
+from quiesce.state.runtime import Recent
 from quiesce.state.series import (
     BOUNDS,
+    CHECK_FIELDS,
     Series,
     SeriesStore,
+    check_stats,
     new_histogram,
+    newest_check,
     pool_snapshot,
     quantiles,
     server_snapshot,
@@ -33,6 +39,7 @@ def server(name: str) -> SimpleNamespace:
         traffic=traffic.Traffic(),
         bytes_in=0,
         bytes_out=0,
+        last_checks={},
     )
 
 
@@ -44,6 +51,16 @@ def serve(s: SimpleNamespace, status: int, nin: int, nout: int, rtime: float) ->
     s.bytes_in += nin
     s.bytes_out += nout
     traffic.account_timed(s.traffic, traffic.Traffic(), nin, nout, rtime, rtime)
+
+
+CLOCK = [0.0]
+
+
+def check(s: SimpleNamespace, verdict: Verdict, latency: float, monitor: str = "m") -> None:
+    """What the registry keeps of one check result (its monitor's last ten)."""
+    CLOCK[0] += 0.001
+    result = CheckResult(monitor, verdict, Reason.OK, CLOCK[0], latency)
+    s.last_checks.setdefault(monitor, Recent()).append(result)
 
 
 def world() -> tuple[dict[str, Any], dict[str, Any], SimpleNamespace, SimpleNamespace]:
@@ -179,14 +196,19 @@ def reference_tick(
 
     def put(kind: str, name: str, snap: Any) -> None:
         seen.add((kind, name))
-        ref.setdefault((kind, name), Series(60)).sample(second, snap)
+        ref.setdefault((kind, name), Series(60, checks=kind == "server")).sample(second, snap)
 
     for pname, pool in pools.items():
         parts = []
         for s in pool.servers:
-            snap = server_snapshot(s, traffic.LATENCY[s.traffic])
-            parts.append(snap)
+            series = ref.get(("server", f"{pname}/{s.name}"))
+            since = series.check_at if series is not None and series.src is s else 0.0
+            checks = check_stats(s, since)
+            snap = server_snapshot(s, traffic.LATENCY[s.traffic], checks)
+            parts.append(server_snapshot(s, traffic.LATENCY[s.traffic]))
             put("server", f"{pname}/{s.name}", snap)
+            ref[("server", f"{pname}/{s.name}")].src = s
+            ref[("server", f"{pname}/{s.name}")].check_at = newest_check(s)
         put("pool", pname, pool_snapshot(parts))
     for sname, stats in services.items():
         put("service", sname, service_snapshot(stats, None))
@@ -226,6 +248,8 @@ def churn(rng: random.Random, pools: dict[str, Any], services: dict[str, Any], n
             status = rng.choice((200, 200, 302, 404, 503, 101))
             rtime = rng.choice((-1.0, rng.uniform(0.0001, 3.0)))  # -1: not timed
             finish(s, status, rtime, rng.choice((0, 50)), rng.random() < 0.5)
+        elif r < 0.82:  # a health check's result
+            check(s, rng.choice(list(Verdict)), rng.uniform(0.0001, 0.2))
         elif r < 0.85:  # bytes of a tcp connection, no request
             s.bytes_in += 7
             traffic.account(s.traffic, traffic.Traffic(), 7, 0, -1.0, 0.0)
@@ -283,4 +307,40 @@ def test_counters_that_move_between_two_slices_are_not_lost() -> None:
     assert got["requests"] == sum(s.requests_total for s in pools["web"].servers) == 14
     per_server = sum(totals(store.window("server", f"web/s{i}", 2) or [])["2xx"] for i in range(10))
     assert per_server == 14
+    traffic.LATENCY.clear()
+
+
+def test_a_servers_checks_are_in_its_rows() -> None:
+    """Results, failed, maintenance and the slowest latency of the checks reported in each
+    second (issue 19, item 1); pools and services have none (null)."""
+    pools, services, a, b = world()
+    store = SeriesStore(size=60)
+    check(a, Verdict.PASS, 0.002)  # before the baseline: not counted
+    store.tick(10.0, pools, services)
+    check(a, Verdict.PASS, 0.003)
+    check(a, Verdict.FAIL, 0.5)
+    check(a, Verdict.MAINTENANCE, 0.004, monitor="other")
+    store.tick(11.0, pools, services)
+    store.tick(12.0, pools, services)  # no check: 0 results
+    for _ in range(12):  # more than the ten a monitor keeps: ten counted
+        check(b, Verdict.PASS, 0.001)
+    store.tick(13.0, pools, services)
+    rows = store.window("server", "web/a", 3) or []
+    got = [tuple(r[f] for f in CHECK_FIELDS) for r in rows]
+    assert got == [(3, 1, 1, 500.0), (0, 0, 0, None), (0, 0, 0, None)]
+    assert [r["checks"] for r in store.window("server", "web/b", 3) or []] == [0, 0, 10]
+    for kind, name in (("pool", "web"), ("service", "www")):
+        assert {r["checks"] for r in store.window(kind, name, 3) or []} == {None}
+    # a check in a second with no traffic is not lost to the idle fast path
+    check(a, Verdict.FAIL, 0.01)
+    store.tick(14.0, pools, services)
+    assert (store.window("server", "web/a", 1) or [])[0]["checks_failed"] == 1
+    # two ticks in one second add up, the slowest stays
+    check(a, Verdict.PASS, 0.02)
+    store.tick(15.001, pools, services)
+    check(a, Verdict.PASS, 0.01)
+    store.tick(15.9, pools, services)
+    row = (store.window("server", "web/a", 1) or [])[0]
+    assert (row["checks"], row["check_ms"]) == (2, 20.0)
+    assert newest_check(a) == CLOCK[0] and newest_check(SimpleNamespace(last_checks={})) == 0.0
     traffic.LATENCY.clear()

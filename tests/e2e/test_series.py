@@ -3,6 +3,7 @@ real ``quiesce run``, real requests, the counters read both ways."""
 
 from __future__ import annotations
 
+import json
 import signal
 import time
 from collections.abc import Iterator
@@ -141,5 +142,85 @@ def test_series_refuses_bad_queries_and_needs_credentials(
             assert r.status_code == 422 and field in r.json()["detail"], (query, r.text)
         r = httpx.get(f"{api}/series?kind=server&name=web/nope", auth=AUTH)
         assert r.status_code == 404 and "web/nope" in r.json()["detail"]
+    finally:
+        proc.stop(signal.SIGTERM)
+
+
+def test_a_servers_health_checks_are_in_its_series(tmp_path: Path, backends: BackendThread) -> None:
+    """Check results and latency per server (issue 19, item 1): b2 answers its monitor
+    with 503, the maintenance code; b1 passes."""
+    backends.backends[1].maintenance = True
+    write_simple_config(
+        tmp_path,
+        backends.backends,
+        extra="""healthmonitors:
+  hm:
+    type: http
+    send_interval: 500ms
+    receive_timeout: 400ms  # roomy: a loaded CI machine must not time a check out
+    http_monitor: {http_request: "GET /health HTTP/1.0", maintenance_code: [503]}
+""",
+    )
+    config = tmp_path / "quiesce.yaml"
+    config.write_text(config.read_text().replace("  web:\n", "  web:\n    healthmonitors: [hm]\n"))
+    proc, _, api = run_quiesce(tmp_path)
+    try:
+
+        def checked(name: str, field: str) -> int:
+            r = httpx.get(
+                f"{api}/series", params={"kind": "server", "name": f"web/{name}"}, auth=AUTH
+            )
+            if r.status_code == 404:  # before the first tick
+                return 0
+            return sum(p[field] or 0 for p in r.json()["points"])
+
+        until(lambda: checked("b1", "checks") >= 3 and checked("b2", "checks") >= 3, 20)
+        ok = series(api, "server", "web/b1", 60)["points"]
+        assert all(p["check_ms"] is not None for p in ok if p["checks"])
+        assert checked("b1", "checks_failed") == checked("b1", "checks_maintenance") == 0
+        assert checked("b2", "checks_maintenance") == checked("b2", "checks") >= 3
+        body = series(api, "pool", "web", 5)
+        assert body["fields"][-4:] == ["checks", "checks_failed", "checks_maintenance", "check_ms"]
+        assert {p["checks"] for p in body["points"]} == {None}  # servers only
+    finally:
+        proc.stop(signal.SIGTERM)
+
+
+def test_the_series_stream_over_the_event_stream(tmp_path: Path, backends: BackendThread) -> None:
+    """``/events/stream?series=…``: a ``series`` event a second with the newest row of each
+    (issue 19, item 1), among the ordinary events; a bad entry is a 422 naming ``series``."""
+    write_simple_config(tmp_path, backends.backends)
+    proc, url, api = run_quiesce(tmp_path)
+    try:
+        r = httpx.get(f"{api}/events/stream", params={"series": "host:web"}, auth=AUTH)
+        assert r.status_code == 422 and "series" in r.json()["detail"], r.text
+        wanted = "server:web/b1,pool:web,server:web/nope"
+        seen: list[dict[str, Any]] = []
+        kinds: list[str] = []
+        with (
+            httpx.Client() as traffic,
+            httpx.stream(
+                "GET", f"{api}/events/stream", params={"series": wanted}, auth=AUTH, timeout=10
+            ) as stream,
+        ):
+            assert stream.status_code == 200
+            kind = ""
+            for line in stream.iter_lines():
+                if line.startswith("event: "):
+                    kind = line[7:]
+                    kinds.append(kind)
+                elif line.startswith("data: ") and kind == "series":
+                    seen.append(json.loads(line[6:]))
+                    traffic.get(url).raise_for_status()
+                    httpx.post(f"{api}/servers/web/b2/drain", json={}, auth=AUTH)
+                    if len(seen) >= 4 and any(s["rows"]["pool:web"]["requests"] for s in seen):
+                        break
+        stamps = [s["t"] for s in seen]
+        assert stamps == sorted(set(stamps)) and stamps[-1] - stamps[0] <= len(stamps) + 2
+        last = seen[-1]["rows"]
+        assert set(last) == {"server:web/b1", "pool:web", "server:web/nope"}
+        assert last["server:web/nope"] is None
+        assert last["server:web/b1"]["t"] == seen[-1]["t"] and "p99_ms" in last["server:web/b1"]
+        assert "admin_change" in kinds  # the ordinary events still come on the same stream
     finally:
         proc.stop(signal.SIGTERM)

@@ -16,6 +16,11 @@ request).
 A counter that goes down (a server deleted and added again, a pool that lost a server)
 starts a new baseline: that second counts 0 rather than a negative number.
 
+A server's health checks are in its rows too (:data:`CHECK_FIELDS`): how many results its
+monitors reported in the second, how many failed and saw maintenance, and the slowest one's
+latency, read at the tick from the results the registry keeps anyway (``last_checks``, the
+last ten a monitor): nothing is added to a check either.
+
 The tick itself is O(1) for a server that did nothing (:class:`SeriesStore`: a few counters
 compared, a shared row stored) and runs in slices (:meth:`SeriesStore.ticking`), so that
 100,000 servers never hold the event loop for long (bench/series_tick.py).
@@ -27,6 +32,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from quiesce.core.states import Verdict
 from quiesce.state import traffic as _traffic
 
 SECONDS = 900  # 15 minutes of 1 s rows
@@ -48,6 +54,15 @@ COUNTERS = (
 )
 CLASSES = COUNTERS[1:7]
 KINDS = ("server", "pool", "service")
+# a server's checks in the second (pools and services: None): results, of them failed and
+# maintenance verdicts, the slowest one's latency (ms; None without a check)
+CHECK_FIELDS = ("checks", "checks_failed", "checks_maintenance", "check_ms")
+FIELDS = (*COUNTERS, "connections", "p50_ms", "p95_ms", "p99_ms", *CHECK_FIELDS)
+"""A row's fields, in order (after ``t``)."""
+_Q0 = len(COUNTERS) + 1  # where the quantiles start in a row
+_Q1 = _Q0 + len(QUANTILES)
+NO_CHECKS = (None,) * len(CHECK_FIELDS)  # a pool's, a service's
+IDLE_CHECKS = (0, 0, 0, None)  # a server's second without a check
 
 
 def new_histogram() -> list[int]:
@@ -81,16 +96,30 @@ class Snapshot:
     counters: tuple[int | None, ...]
     connections: int
     latency: Sequence[int] | None
+    checks: tuple[Any, ...] | None = None  # CHECK_FIELDS of a server's second (None: not kept)
 
 
 class Series:
     """One object's ring: row ``i`` is the second ``stamps[i]``; a second the timer missed
     has no row (it reads as 0)."""
 
-    __slots__ = ("_last", "_last_latency", "connections", "key", "rows", "size", "src", "stamps")
+    __slots__ = (
+        "_last",
+        "_last_latency",
+        "check_at",
+        "checks",
+        "connections",
+        "key",
+        "rows",
+        "size",
+        "src",
+        "stamps",
+    )
 
-    def __init__(self, size: int = SECONDS) -> None:
+    def __init__(self, size: int = SECONDS, checks: bool = False) -> None:
         self.size = size
+        self.checks = checks  # a server's: its rows hold CHECK_FIELDS (else None there)
+        self.check_at = 0.0  # the newest check result counted (its ``at``)
         self.rows: list[tuple[Any, ...] | None] = [None] * size
         self.stamps = [-1] * size
         self._last: tuple[int | None, ...] | None = None
@@ -107,11 +136,11 @@ class Series:
         i = second % self.size
         row = self.rows[i]
         if self.stamps[i] != second or row is None:
-            self.rows[i] = _idle_row(self.connections)
+            self.rows[i] = _idle_row(self.connections, self.checks)
             self.stamps[i] = second
-        elif row[-len(QUANTILES) :] != _NO_QUANTILES:  # a second tick in the second adds
-            # zeros, and its quantiles replace the row's, as in :meth:`sample`: none
-            self.rows[i] = (*row[: -len(QUANTILES)], *_NO_QUANTILES)
+        elif row[_Q0:_Q1] != _NO_QUANTILES:  # a second tick in the second adds zeros, and
+            # its quantiles replace the row's, as in :meth:`sample`: none
+            self.rows[i] = (*row[:_Q0], *_NO_QUANTILES, *row[_Q1:])
 
     def sample(self, second: int, snap: Snapshot) -> None:
         """Store the difference since the previous sample as the row of ``second`` (the first
@@ -131,12 +160,14 @@ class Series:
             q = quantiles(diff)
         else:
             q = (None,) * len(QUANTILES)
+        checks = snap.checks if snap.checks is not None else _checks_of(self.checks)
         i = second % self.size
         row = self.rows[i]
         if self.stamps[i] == second and row is not None:  # a second tick in one second (a
             # timer firing early): add to its row, so no request is dropped from the sums
             deltas = tuple(None if d is None else d + (row[k] or 0) for k, d in enumerate(deltas))
-        self.rows[i] = (*deltas, snap.connections, *q)
+            checks = _add_checks(row[_Q1:], checks)
+        self.rows[i] = (*deltas, snap.connections, *q, *checks)
         self.stamps[i] = second
 
     def window(self, now: int, seconds: int) -> list[dict[str, Any]]:
@@ -149,41 +180,90 @@ class Series:
         return out
 
 
-_FIELDS = (*COUNTERS, "connections", "p50_ms", "p95_ms", "p99_ms")
-_IDLE: dict[int, tuple[Any, ...]] = {}
+_IDLE: dict[tuple[int, bool], tuple[Any, ...]] = {}
 _NO_QUANTILES = (None,) * len(QUANTILES)
 
 
-def _idle_row(connections: int) -> tuple[Any, ...]:
+def _checks_of(checks: bool) -> tuple[Any, ...]:
+    return IDLE_CHECKS if checks else NO_CHECKS
+
+
+def _add_checks(before: Sequence[Any], now: tuple[Any, ...]) -> tuple[Any, ...]:
+    """Two samples of one second: the counts add, the slowest stays."""
+    if before[0] is None or now[0] is None:
+        return now
+    slow = [ms for ms in (before[3], now[3]) if ms is not None]
+    return (before[0] + now[0], before[1] + now[1], before[2] + now[2], max(slow, default=None))
+
+
+def _idle_row(connections: int, checks: bool = False) -> tuple[Any, ...]:
     """The row of a second where nothing moved (shared: one per number of connections)."""
-    row = _IDLE.get(connections)
+    row = _IDLE.get((connections, checks))
     if row is None:
-        row = (*(0,) * (len(COUNTERS) - 1), None, connections, *_NO_QUANTILES)
+        row = (
+            *(0,) * (len(COUNTERS) - 1),
+            None,
+            connections,
+            *_NO_QUANTILES,
+            *_checks_of(checks),
+        )
         if len(_IDLE) < 4096:
-            _IDLE[connections] = row
+            _IDLE[(connections, checks)] = row
     return row
 
 
 def _point(second: int, row: tuple[Any, ...] | None) -> dict[str, Any]:
     if row is None:
         return {"t": second, **dict.fromkeys(COUNTERS, 0), "connections": None} | dict.fromkeys(
-            _FIELDS[-3:]
+            FIELDS[len(COUNTERS) + 1 :]
         )
-    return {"t": second, **dict(zip(_FIELDS, row, strict=True))}
+    return {"t": second, **dict(zip(FIELDS, row, strict=True))}
+
+
+def newest_check(server: Any) -> float:
+    """The time of a server's newest check result (0: none): what tells the tick a check
+    came since the last one."""
+    newest = 0.0
+    for recent in server.last_checks.values():
+        if recent and recent[-1].at > newest:
+            newest = recent[-1].at
+    return newest
+
+
+def check_stats(server: Any, since: float) -> tuple[Any, ...]:
+    """:data:`CHECK_FIELDS` of a server's check results newer than ``since`` (each monitor
+    keeps its last ten, oldest first: read from the newest back)."""
+    n = failed = maintenance = 0
+    slowest: float | None = None
+    for recent in server.last_checks.values():
+        for r in reversed(recent):
+            if r.at <= since:
+                break
+            n += 1
+            if r.verdict is Verdict.FAIL:
+                failed += 1
+            elif r.verdict is Verdict.MAINTENANCE:
+                maintenance += 1
+            if slowest is None or r.latency > slowest:
+                slowest = r.latency
+    return (n, failed, maintenance, None if slowest is None else round(slowest * 1000.0, 3))
 
 
 def _classes(responses: dict[str, int]) -> tuple[int, ...]:
     return tuple(responses.get(c, 0) for c in CLASSES)
 
 
-def server_snapshot(server: Any, latency: Sequence[int] | None) -> Snapshot:
+def server_snapshot(
+    server: Any, latency: Sequence[int] | None, checks: tuple[Any, ...] | None = None
+) -> Snapshot:
     """A server's counters: its ``errors`` are its 5xx responses (quiesce does not count
-    another kind per server)."""
+    another kind per server); ``checks``: :func:`check_stats` since the last sample."""
     classes = _classes(server.responses)
     return Snapshot(
         (server.requests_total, *classes, classes[4], server.bytes_in, server.bytes_out, None),
         server.connections,
         latency,
+        checks,
     )
 
 
@@ -273,7 +353,7 @@ class SeriesStore:
     def _get(self, kind: str, name: str) -> Series:
         s = self.series.get((kind, name))
         if s is None:
-            s = self.series[(kind, name)] = Series(self.size)
+            s = self.series[(kind, name)] = Series(self.size, checks=kind == "server")
         return s
 
     def ticking(
@@ -310,8 +390,9 @@ class SeriesStore:
                         s = members[server.name] = self._get("server", f"{pname}/{server.name}")
                     if s.src is not server:  # new, or deleted and added again
                         moved = True
-                        s.src, s.key = server, None
+                        s.src, s.key, s.check_at = server, None, 0.0
                 t = server.traffic
+                checked = newest_check(server)
                 key = (
                     server.requests_total,
                     server.requests_in_flight,
@@ -319,10 +400,11 @@ class SeriesStore:
                     t.bytes_out,
                     t.timed,
                     server.connections,
+                    checked,
                 )
                 if key == s.key:  # idle: Series.idle inline
                     if s.stamps[i] != second:
-                        s.rows[i] = _idle_row(s.connections)
+                        s.rows[i] = _idle_row(s.connections, True)
                         s.stamps[i] = second
                     else:
                         s.idle(second)
@@ -332,8 +414,8 @@ class SeriesStore:
                 if hist is None:
                     hist = latency[t] = new_histogram()
                 ps.add(s, -1)
-                s.sample(second, server_snapshot(server, hist))
-                s.key = key
+                s.sample(second, server_snapshot(server, hist, check_stats(server, s.check_at)))
+                s.key, s.check_at = key, checked
                 ps.add(s, 1)
             if placed:  # servers added, removed or moved: its order and members anew
                 ps.order = [members[x.name] for x in servers]
@@ -384,13 +466,17 @@ def totals(points: Iterable[dict[str, Any]]) -> dict[str, int]:
 
 __all__ = [
     "BOUNDS",
+    "CHECK_FIELDS",
     "COUNTERS",
+    "FIELDS",
     "KINDS",
     "SECONDS",
     "Series",
     "SeriesStore",
     "Snapshot",
+    "check_stats",
     "new_histogram",
+    "newest_check",
     "pool_snapshot",
     "quantiles",
     "server_snapshot",

@@ -10,17 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import json
 import re
 import urllib.parse
-from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
 from http import HTTPStatus
 from typing import Annotated, Any, Literal, TypeVar
 
 from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -29,7 +27,6 @@ from quiesce.admin import CommandContext, CommandResult
 from quiesce.config.loader import ConfigError, format_loc, validation_problems
 from quiesce.config.models import ServerConfig
 from quiesce.core.errors import InvalidCommand, QuiesceError
-from quiesce.core.events import Event, EventQuery
 from quiesce.frontends.api.bodies import (
     Body,
     ClearBody,
@@ -41,7 +38,6 @@ from quiesce.frontends.api.bodies import (
     MaintenanceBody,
     PoolMonitorsBody,
     WeightBody,
-    parse_since,
 )
 from quiesce.frontends.api.cluster import cluster_routes, install_cluster
 from quiesce.frontends.api.deps import (
@@ -55,6 +51,7 @@ from quiesce.frontends.api.deps import (
     source_of,
 )
 from quiesce.frontends.api.durable import Durable
+from quiesce.frontends.api.events import events_router
 from quiesce.frontends.api.limits import BodyLimit
 from quiesce.frontends.api.maxscale import build_maxscale_routes
 from quiesce.frontends.api.monitors import monitor_routes, monitor_type_table
@@ -221,21 +218,6 @@ def _required_body(model: type[_B]) -> Any:
             raise RequestValidationError(exc.errors(include_url=False)) from None
 
     return _described(parse, model, required=True)
-
-
-_HEARTBEAT = 15.0  # seconds between keep-alives, and between session checks of a quiet stream
-_MAX_EVENT_ID = 2**63 - 1  # SQLite's INTEGER
-
-
-def _event_id(value: str, what: str) -> int:
-    """An event id from a query or header: ASCII digits up to 2**63-1 (str.isdigit also takes
-    "²", and int() of a huge id overflows SQLite), else 400."""
-    if not (value.isascii() and value.isdigit() and len(value) <= 19):
-        raise ApiError(400, "invalid query", f"{what} {value[:40]!r} is not an event id")
-    n = int(value)
-    if n > _MAX_EVENT_ID:
-        raise ApiError(400, "invalid query", f"{what} {value!r} is not an event id (too large)")
-    return n
 
 
 # --- the routes ---------------------------------------------------------------------------------
@@ -484,107 +466,6 @@ def build_routes(app: AppLike) -> tuple[APIRouter, APIRouter]:
         app.admin.clear_flag(name, c.context(reason))
         return Response(status_code=204)
 
-    # events ----------------------------------------------------------------------------------
-
-    def bounds(since: str | None, until: str | None) -> tuple[float | None, float | None]:
-        try:
-            return (
-                parse_since(since, now()) if since else None,
-                parse_since(until, now()) if until else None,
-            )
-        except ValueError as exc:
-            raise ApiError(400, "invalid query", str(exc)) from None
-
-    def query(**filters: Any) -> EventQuery:
-        try:
-            return EventQuery(**filters)
-        except InvalidCommand as exc:
-            raise ApiError(400, "invalid query", exc.message) from None
-
-    @v1.get("/events", tags=["events"])
-    async def list_events(
-        p: Read,
-        pool: str | None = None,
-        server: str | None = None,
-        kind: str | None = None,
-        since: str | None = None,
-        until: str | None = None,
-        after_id: str | None = None,
-        limit: Annotated[int, Query(ge=1, le=10000)] = 100,
-    ) -> list[dict[str, Any]]:
-        wanted = query(pool=pool, server=server, kind=kind, limit=limit)
-        lo, hi = bounds(since, until)
-        after = None if after_id is None else _event_id(after_id, "after_id")
-        events = app.admin.events(replace(wanted, since=lo, until=hi, after_id=after))
-        return [e.to_dict() for e in events]
-
-    @v1.get("/events/stream", tags=["events"])
-    async def stream_events(
-        request: Request,
-        p: Read,
-        pool: str | None = None,
-        server: str | None = None,
-        kind: str | None = None,
-        after_id: str | None = None,
-    ) -> StreamingResponse:
-        wanted = query(pool=pool, server=server, kind=kind)
-        after: int | None = None
-        last = request.headers.get("last-event-id", "").strip()
-        if after_id is not None:
-            after = _event_id(after_id, "after_id")
-        elif last:
-            after = _event_id(last, "Last-Event-ID")
-        stopping: asyncio.Event = request.app.state.stopping
-        auth = authenticator(request)
-        sid = request.cookies.get(SESSION_COOKIE) if p.via == "session" else None
-
-        def session_gone() -> bool:
-            """A dashboard stream ends with its session (logout or expiry)."""
-            return sid is not None and auth.session(sid) is None
-
-        async def body() -> AsyncIterator[str]:
-            # The admin service replays the stored events after ``after_id`` (the browser's
-            # Last-Event-ID on a reconnect) before the live ones, with nothing in between.
-            events = app.admin.subscribe(after).__aiter__()
-            yield "retry: 2000\n\n"
-            stop: asyncio.Future[Any] = asyncio.ensure_future(stopping.wait())
-            nxt: asyncio.Future[Event] = asyncio.ensure_future(anext(events))
-            try:
-                while True:
-                    waiting: set[asyncio.Future[Any]] = {nxt, stop}
-                    done, _ = await asyncio.wait(
-                        waiting, timeout=_HEARTBEAT, return_when=asyncio.FIRST_COMPLETED
-                    )
-                    if session_gone():
-                        return
-                    if nxt in done:
-                        try:
-                            e = nxt.result()
-                        except StopAsyncIteration:
-                            return
-                        nxt = asyncio.ensure_future(anext(events))
-                        if wanted.matches(e):
-                            yield _sse(e)
-                    elif stop in done:
-                        return
-                    else:
-                        yield ": keep-alive\n\n"
-            finally:
-                stop.cancel()
-                nxt.cancel()
-                aclose: Callable[[], Awaitable[None]] | None = getattr(events, "aclose", None)
-                if aclose is not None:
-                    try:
-                        await aclose()
-                    except (RuntimeError, asyncio.CancelledError):
-                        pass
-
-        return StreamingResponse(
-            body(),
-            media_type="text/event-stream",
-            headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
-        )
-
     # who, login ------------------------------------------------------------------------------
 
     @v1.get("/whoami", tags=["auth"])
@@ -650,12 +531,6 @@ def _json(value: object) -> object:
     return list(value) if isinstance(value, list | tuple) else value
 
 
-def _sse(e: Event) -> str:
-    data = json.dumps(e.to_dict(), separators=(",", ":"))
-    head = f"id: {e.id}\n" if e.id is not None else ""
-    return f"{head}event: {e.kind.value}\ndata: {data}\n\n"
-
-
 def create_api(app: AppLike) -> FastAPI:
     """The admin listener's ASGI application: REST API, MaxScale aliases, /metrics, dashboard."""
     api = FastAPI(
@@ -671,6 +546,7 @@ def create_api(app: AppLike) -> FastAPI:
     _install_error_handlers(api)
     v1, maxscale = build_routes(app)
     api.include_router(v1)
+    api.include_router(events_router(app))
     api.include_router(maxscale)
     _describe_bodies(api, [v1, maxscale])
 

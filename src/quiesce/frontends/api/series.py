@@ -10,9 +10,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query
 
 from quiesce.frontends.api.deps import ApiError, AppLike, Read
-from quiesce.state.series import COUNTERS, SECONDS, totals
-
-FIELDS = (*COUNTERS, "connections", "p50_ms", "p95_ms", "p99_ms")
+from quiesce.state.series import FIELDS, SECONDS, totals
 
 
 def series_router(app: AppLike) -> APIRouter:
