@@ -32,7 +32,7 @@ ACCESS_FIELDS: dict[str, str] = {
     "connect_ms": "time to connect to the server; 0 on a reused connection, -1 when none",
     "response_ms": "request sent to response head received (L7), -1 when no head came",
     "total_ms": "request received (L4: accepted) to the end of the exchange",
-    "retries": "how many times the request (L4: connection) went to another server",
+    "retries": "how many times the request (L4: connection) was sent again after a failure",
     "termination": "two letters: who ended the exchange, and in which phase (docs/dataplane.md)",
     "request_id": "a process-unique id: the process's random prefix and a sequence number",
 }
