@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
+from quiesce.config.logs import ACCESS_FIELDS
 from tests.dataplane.backend import Backend
 from tests.dataplane.conftest import dead_port, make_config, start_proxy, wait_for
 
@@ -246,10 +247,17 @@ async def test_the_access_log_counts_the_retries(tmp_path: Path) -> None:
             assert (r.status_code, r.headers["x-server"]) == (200, "good")
             await wait_for(lambda: log.exists() and log.read_text().count("\n") == 1)
     (entry,) = [json.loads(line) for line in log.read_text().splitlines()]
+    assert list(entry) == list(ACCESS_FIELDS)
     failed = len(closes.seen) + len(busy.seen)  # s0 first, then maybe s1 before s2
     assert failed >= 1 and closes.seen
     assert (entry["retries"], entry["server"], entry["status"]) == (failed, "s2", 200)
-    assert entry["termination"] == "--"
+    assert (entry["layer"], entry["service"], entry["pool"]) == (7, "web", "web")
+    assert (entry["method"], entry["path"], entry["termination"]) == ("GET", "/r", "--")
+    assert entry["client_ip"] == "127.0.0.1" and entry["client_port"] > 0
+    assert entry["bytes_in"] > 0 and entry["bytes_out"] > len(b"hello from good\n")
+    # the server that answered: its connect, its response head; the whole exchange longer
+    assert entry["queue_ms"] == 0 and entry["connect_ms"] >= 0 and entry["response_ms"] >= 0
+    assert entry["total_ms"] >= entry["response_ms"]
 
 
 async def test_l4_retries_a_refused_connection_elsewhere() -> None:
