@@ -168,11 +168,14 @@ class DemoTraffic:
             await asyncio.sleep(self.interval)
             self.sent += 1
             try:
+                # asyncio.timeout, not wait_for: Python 3.11's wait_for returns the inner
+                # result when a cancel and a refusal land together, so the shutdown's cancel
+                # was lost and this loop kept the process from exiting
                 if conn is None:
-                    conn = await asyncio.wait_for(
-                        asyncio.open_connection(self.host, self.port), 2.0
-                    )
-                keep = await asyncio.wait_for(self.get(*conn), 5.0)
+                    async with asyncio.timeout(2.0):
+                        conn = await asyncio.open_connection(self.host, self.port)
+                async with asyncio.timeout(5.0):
+                    keep = await self.get(*conn)
                 self.ok += 1
             except (
                 OSError,
@@ -228,6 +231,7 @@ def demo_lines(
         f"  export QUIESCE_HOSTS={api.removeprefix('http://')} QUIESCE_USER=admin "
         f"QUIESCE_PASSWORD={password}",
         "  quiesce list servers",
+        "  quiesce top   # a live view, keys d drain, e enable (pip install 'quiesce[top]')",
         "  quiesce set server web/web1 drain --timeout 30s --reason deploy --wait",
         "    undo: quiesce clear server web/web1 drain",
         "  quiesce set server web/web3 maintenance --reason patching",
