@@ -175,6 +175,13 @@ def test_a_drain_in_the_sparklines_the_pool_chart_and_the_drain_chart(
     assert spark(page, "web/web2", "requests").locator("path").get_attribute("d") != web2_before
     assert last_value(page, "web/web1", "requests") + last_value(page, "web/web3", "requests") > 0
     assert last_value(page, "web/web2", "connections") >= 1  # the held ones
+    # the drain's start is marked on its sparklines (the admin change, with who made it)
+    expect(spark(page, "web/web2", "requests").locator(".mark title")).to_contain_text(
+        "admin drain since"
+    )
+    expect(spark(page, "web/web2", "requests")).to_have_attribute(
+        "aria-label", re.compile("admin drain since .* by alice")
+    )
     shot(page, screenshots / "servers-sparklines.png")
 
     # The pool's chart: in the newest second web2 has no requests, the others have them; its

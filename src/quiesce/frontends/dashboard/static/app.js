@@ -895,13 +895,16 @@
   function sparks(key) {
     const d = state.spark[key];
     if (!d || !d.t || !d.t.length) return [h("span", { class: "muted small" }, "no data yet")];
+    // the server's last admin change as a mark (the event that started its drain, say)
+    const s = state.servers.find((x) => keyOf(x) === key);
+    const marks = s && s.since ? [{ t: s.since, text: "admin " + s.admin + " since " + fmtTime(s.since) + (s.actor ? " by " + s.actor : "") }] : [];
     return SPARKS.map(([field, label, unit, cls]) => {
       const values = d[field] || [];
       const known = values.filter((v) => v !== null && v !== undefined);
       const last = known.length ? known[known.length - 1] : null;
       return h("div", { class: "spark-row", "data-field": field },
         h("span", { class: "spark-label small muted", "aria-hidden": "true" }, label),
-        Q.sparkline(values, d.t, { label: key + " " + label, unit, cls, width: 64, height: 20 }),
+        Q.sparkline(values, d.t, { label: key + " " + label, unit, cls, width: 64, height: 20, marks }),
         h("span", { class: "spark-value small", "aria-hidden": "true" }, Q.num(last) + (last === null ? "" : unit)));
     });
   }

@@ -51,9 +51,10 @@
   }
 
   // One series in a cell: values (null: no data), times (epoch seconds, same length).
-  // opts: label ("req/s"), unit (" ms"), cls (a colour class), width, height.
+  // opts: label ("req/s"), unit (" ms"), cls (a colour class), width, height, marks
+  // ([{t, text}]: events, a dashed vertical line each, with its text on hover).
   function sparkline(values, times, opts) {
-    const o = Object.assign({ width: 120, height: 26, label: "", unit: "", cls: "c0" }, opts);
+    const o = Object.assign({ width: 120, height: 26, label: "", unit: "", cls: "c0", marks: [] }, opts);
     const n = values.length;
     const known = values.filter((v) => v !== null && v !== undefined);
     const max = Math.max(0, ...known);
@@ -64,15 +65,21 @@
     const y = (v) => hgt - pad - ((v || 0) * (hgt - 2 * pad)) / top;
     let d = "";
     values.forEach((v, i) => { d += (i ? "L" : "M") + r1(x(i)) + " " + r1(y(v)); });
+    const t0 = times[0], t1 = times[n - 1];
+    const shown = o.marks.filter((m) => n > 1 && m.t >= t0 && m.t <= t1);
     const words = o.label + ": now " + num(last) + o.unit + ", peak " + num(max) + o.unit
-      + " over the last " + n + " s";
+      + " over the last " + n + " s" + shown.map((m) => "; " + m.text).join("");
+    const marks = shown.map((m) => {
+      const xx = r1(pad + ((m.t - t0) * (w - 2 * pad)) / (t1 - t0));
+      return svg("g", { class: "mark" }, title(m.text), svg("line", { x1: xx, x2: xx, y1: 0, y2: hgt }));
+    });
     const bands = values.map((v, i) => svg("rect", {
       class: "hit", x: r1(x(i) - w / n / 2), y: 0, width: r1(Math.max(1, w / n)), height: hgt,
     }, title(o.label + " " + (times[i] ? clock(times[i]) : "") + ": " + num(v) + (v === null ? "" : o.unit))));
     return svg("svg", {
       class: "spark " + o.cls, viewBox: "0 0 " + w + " " + hgt, width: w, height: hgt,
       role: "img", "aria-label": words, "data-last": last === null ? "" : last, "data-peak": max,
-    }, title(words), svg("path", { class: "line", d }), bands);
+    }, title(words), marks, svg("path", { class: "line", d }), bands);
   }
 
   // A chart over time. spec: {times: [epoch s], series: [{name, values}], stacked, unit,
