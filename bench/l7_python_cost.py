@@ -1,13 +1,14 @@
 """The Python cost of one L7 keep-alive request, without sockets.
 
-    python bench/l7_python_cost.py [REQUESTS] [httplog|json]
+    python bench/l7_python_cost.py [REQUESTS] [httplog|json] [outlier]
 
 Drives a ClientConnection and its Upstream with fake transports: the request bytes wrk sends,
 the response nginx answers; prints CPU µs per request (best of 5 batches, process time). It
 is the part of the proxy's per-request cost that is Python, as opposed to the syscalls and
 the event loop (compare with the CPU µs per request of bench/proxy_bench.py). With a format,
 the access log is on, written to a temporary file: its writer thread's CPU is counted too
-(process time), its batches formatted every 512 requests (no loop turn passes here).
+(process time), its batches formatted every 512 requests (no loop turn passes here). With
+``outlier``, the pool has ``outlier_detection`` (its defaults).
 """
 
 from __future__ import annotations
@@ -61,11 +62,13 @@ class FakeTransport:
         return True
 
 
-async def main(n: int, log_format: str | None) -> None:
+async def main(n: int, log_format: str | None, outlier: bool = False) -> None:
     raw: dict[str, Any] = {
         "pools": {"p": {"servers": [{"name": "s", "address": "127.0.0.1:1"}]}},
         "services": {"w": {"listen": "127.0.0.1:0", "pool": "p"}},
     }
+    if outlier:
+        raw["pools"]["p"]["outlier_detection"] = {}
     tmp = tempfile.TemporaryDirectory()
     if log_format is not None:
         raw["logging"] = {"access": {"format": log_format, "path": f"{tmp.name}/access.log"}}
@@ -99,6 +102,7 @@ async def main(n: int, log_format: str | None) -> None:
         table.access_log.close()
     tmp.cleanup()
     what = f"access log {log_format}" if log_format else "no access log"
+    what += ", outlier_detection on" if outlier else ""
     print(f"{best * 1e6:.2f} µs CPU per request (Python only, no sockets, best of 5; {what})")
 
 
@@ -109,6 +113,11 @@ if __name__ == "__main__":
         uvloop.install()
     except ImportError:  # pragma: no cover
         pass
+    words = [a for a in sys.argv[2:] if a != "outlier"]
     asyncio.run(
-        main(int(sys.argv[1]) if len(sys.argv) > 1 else 100_000, (sys.argv[2:] or [None])[0])
+        main(
+            int(sys.argv[1]) if len(sys.argv) > 1 else 100_000,
+            (words or [None])[0],
+            "outlier" in sys.argv[2:],
+        )
     )

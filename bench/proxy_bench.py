@@ -19,6 +19,7 @@ e. RSS with 10,000 idle client connections (each sent one request, then stays id
 With ``--access-log`` it measures quiesce alone instead: the access log off, to a file as
 httplog and to a file as json, alternating in one run (``--rounds`` times), scenarios (a), (b)
 and (c) (``--only``), and prints the CPU µs per request of each and the change against off.
+``--outlier`` does the same with the pool's ``outlier_detection`` off and on (its defaults).
 
 With ``--write FILE`` the results replace the block between the proxy-results markers of
 the "## Proxy" section (created if missing); the rest of the file is left alone.
@@ -232,9 +233,16 @@ backend pool4
     return Proxy("haproxy", proc, l7, l4, " ".join(cmd))
 
 
-def start_quiesce(tmp: Path, backend: int, logging: dict[str, object] | None = None) -> Proxy:
+def start_quiesce(
+    tmp: Path,
+    backend: int,
+    logging: dict[str, object] | None = None,
+    pool: dict[str, object] | None = None,
+) -> Proxy:
     config: dict[str, object] = {
-        "pools": {"pool": {"servers": [{"name": "s1", "address": f"127.0.0.1:{backend}"}]}},
+        "pools": {
+            "pool": {"servers": [{"name": "s1", "address": f"127.0.0.1:{backend}"}], **(pool or {})}
+        },
         "services": {
             "web7": {
                 "listen": "127.0.0.1:0",
@@ -362,11 +370,12 @@ def main() -> int:
     ap.add_argument("--write", type=Path, default=None)
     ap.add_argument("--only", default="abcde")
     ap.add_argument("--access-log", action="store_true")
+    ap.add_argument("--outlier", action="store_true")
     ap.add_argument("--rounds", type=int, default=2)
     args = ap.parse_args()
     ensure_tools()
     raise_nofile()
-    if args.access_log:
+    if args.access_log or args.outlier:
         return access_log_cost(args)
     results: dict[str, dict[str, Result]] = {}
     commands: dict[str, str] = {}
@@ -418,10 +427,13 @@ ACCESS_LOGS: dict[str, dict[str, object] | None] = {
     "httplog": {"access": {"format": "httplog", "path": "access.log"}},
     "json": {"access": {"format": "json", "path": "access.log"}},
 }
+OUTLIER: dict[str, dict[str, object] | None] = {"off": None, "on": {"outlier_detection": {}}}
 
 
 def access_log_cost(args: argparse.Namespace) -> int:
-    """quiesce with its access log off, as httplog and as json to a file, alternating."""
+    """quiesce with its access log off, as httplog and as json to a file, alternating (with
+    ``--outlier``: outlier_detection off and on)."""
+    variants = OUTLIER if args.outlier else ACCESS_LOGS
     us: dict[tuple[str, str], list[float]] = {}
     with tempfile.TemporaryDirectory(prefix="quiesce-bench-") as t:
         tmp = Path(t)
@@ -432,8 +444,10 @@ def access_log_cost(args: argparse.Namespace) -> int:
                 for key, _title, layer, wargs, path in SCENARIOS:
                     if key not in args.only or key not in "abc":
                         continue
-                    for name, logging in ACCESS_LOGS.items():
-                        proxy = start_quiesce(tmp, backend.port, logging)
+                    for name, variant in variants.items():
+                        logging = None if args.outlier else variant
+                        pool = variant if args.outlier else None
+                        proxy = start_quiesce(tmp, backend.port, logging, pool)
                         try:
                             port = proxy.l7 if layer == "l7" else proxy.l4
                             url = f"http://127.0.0.1:{port}{path}"
@@ -452,7 +466,8 @@ def access_log_cost(args: argparse.Namespace) -> int:
         finally:
             backend.proc.terminate()
             backend.proc.wait()
-    print("| scenario | access log | CPU µs per request (each round) | median | vs off |")
+    what = "outlier_detection" if args.outlier else "access log"
+    print(f"| scenario | {what} | CPU µs per request (each round) | median | vs off |")
     print("|---|---|---|---:|---:|")
     for (key, name), values in us.items():
         med = statistics.median(values)
