@@ -613,7 +613,7 @@
           // a postgresql service's sessions by state (docs/database.md)
           s.sessions ? h("div", { class: "small muted sessions" }, s.sessions.idle + " idle · "
             + s.sessions.transaction + " in transaction · " + s.sessions.query + " running") : null),
-        cell({ "data-label": "Traffic (60 s)", class: "traffic" }, sparks(key)),
+        cell({ "data-label": "Traffic (60 s)", class: "traffic" }, sparks(key, s)),
         cell({ "data-label": "Last check", class: "check" }, lastChecks(s)),
         cell({ "data-label": "Admin state", class: "adminstate" }, adminState(s)));
       if (admin) {
@@ -645,9 +645,10 @@
         }
         for (const [name, cols] of Object.entries(data.servers || {})) state.spark[pool + "/" + name] = { t: data.t, ...cols };
       }));
+      const byKey = new Map(state.servers.map((s) => [keyOf(s), s]));
       for (const tr of this.body.querySelectorAll("#servers-table tr[data-server]")) {
         const box = tr.querySelector("td.traffic .cell");
-        if (box) box.replaceChildren(...sparks(tr.dataset.server));
+        if (box) box.replaceChildren(...sparks(tr.dataset.server, byKey.get(tr.dataset.server)));
       }
     },
     // ------------------------------------------------ add, edit, remove (issue 14, item 2)
@@ -890,13 +891,13 @@
   };
 
   // The four sparklines of a server (req/s, errors, p99, connections), each with its last
-  // value as text beside it; "no data yet" before the first series tick.
+  // value as text beside it; "no data yet" before the first series tick (and for a server past
+  // the first 200 of its pool: GET /series/servers answers a page).
   const SPARKS = [["requests", "req/s", "", "c0"], ["errors", "errors", "", "c3"], ["p99_ms", "p99", " ms", "c2"], ["connections", "conns", "", "c1"]];
-  function sparks(key) {
+  function sparks(key, s) {
     const d = state.spark[key];
     if (!d || !d.t || !d.t.length) return [h("span", { class: "muted small" }, "no data yet")];
     // the server's last admin change as a mark (the event that started its drain, say)
-    const s = state.servers.find((x) => keyOf(x) === key);
     const marks = s && s.since ? [{ t: s.since, text: "admin " + s.admin + " since " + fmtTime(s.since) + (s.actor ? " by " + s.actor : "") }] : [];
     return SPARKS.map(([field, label, unit, cls]) => {
       const values = d[field] || [];
