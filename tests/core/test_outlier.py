@@ -279,6 +279,11 @@ def test_a_server_out_another_way_is_not_ejected() -> None:
     reg.admin_command(s0, AdminCommand(Admin.DRAIN, actor="ops", cause=Cause.CLI))
     fail(reg, s0)  # e.g. a drain deadline's 503s
     assert not s0.ejected and EventKind.SERVER_EJECTED not in [e.kind for e in events]
+    reg.admin_command(s0, AdminCommand(Admin.ENABLED, actor="ops", cause=Cause.CLI))
+    fail(reg, s0, 2)  # the run while drained does not carry over: two are not three
+    assert not s0.ejected
+    fail(reg, s0, 1)
+    assert s0.ejected
 
 
 def test_a_reload_without_outlier_detection_returns_everyone() -> None:

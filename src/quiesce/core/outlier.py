@@ -104,6 +104,11 @@ class OutlierTrack:
             self.connect_failures = 0
             self.refused = False
 
+    def forget_runs(self) -> None:
+        """Start both runs afresh (a run reached while the server was out another way)."""
+        self.fives = self.connect_failures = 0
+        self.refused = False
+
     def tripped(self) -> str | None:
         """Which rule's run is at its threshold, if any (for the event)."""
         if self.fives >= self.limit_5xx > 0:
@@ -124,16 +129,14 @@ class OutlierTrack:
         duration = ejection_time(self.policy, self.times)
         self.ejected_until = now + duration
         self.ejections += 1
-        self.fives = self.connect_failures = 0
-        self.refused = False
+        self.forget_runs()
         return duration
 
     def restore(self, now: float) -> None:
         """Back in service at ``now``: the runs start afresh."""
         self.ejected_until = None
         self.returned_at = now
-        self.fives = self.connect_failures = 0
-        self.refused = False
+        self.forget_runs()
 
 
 def ejection_time(policy: Policy, times: int) -> float:

@@ -47,8 +47,13 @@ class Ejections:
         if track is None or track.ejected_until is not None or pool is None:
             return
         rule = track.tripped()
-        if rule is None or not server.eligible:
-            return  # already out another way: the monitors and operators rule there
+        if rule is None:
+            return
+        if not server.eligible:
+            # out another way (down, drained, in maintenance): the monitors and operators
+            # rule there, and its failures meanwhile (a drain deadline's 503s) do not count
+            track.forget_runs()
+            return
         policy = track.policy
         why = refusal(
             len(pool.ejected),
