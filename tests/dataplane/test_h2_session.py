@@ -112,6 +112,8 @@ def test_request_head() -> None:
         [(b":method", b"GET"), (b":path", b"/"), (b"X-Up", b"a")],
         [(b":method", b"GET"), (b":path", b"/"), (b"connection", b"close")],
         [(b":method", b"GET"), (b":path", b"/"), (b"te", b"gzip")],
+        [(b":method", b"GET"), (b":path", b"/"), (b":path", b"/admin")],
+        [(b":method", b"GET"), (b"x", b"1"), (b":path", b"/")],
     ],
 )
 def test_malformed_requests(fields: list[tuple[bytes, bytes]]) -> None:
