@@ -156,6 +156,7 @@ def test_demo_drives_traffic_prints_undos_and_cleans_up(
             f'undo: echo "set server web/web1 state ready" | socat stdio UNIX-CONNECT:{sock}',
             f'echo "show stat" | socat stdio UNIX-CONNECT:{sock}',
             f"curl -s -u admin:{password} {api}/metrics",
+            "quiesce top   # a live view",
         ):
             assert undo in out
         # the socat line works as printed

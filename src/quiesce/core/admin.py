@@ -104,7 +104,7 @@ class Transition:
 def apply(record: AdminRecord, cmd: AdminCommand, now: float) -> Transition:
     """The transition ``cmd`` makes from ``record`` at ``now``; raises InvalidCommand."""
     if cmd.force and cmd.target is not Admin.MAINTENANCE:
-        raise InvalidCommand("--force applies only to maintenance")
+        raise InvalidCommand("force (close every connection now) applies only to maintenance")
     if cmd.deadline is not None:
         if cmd.target is not Admin.DRAIN:
             raise InvalidCommand("a timeout (deadline) applies only to drain")

@@ -130,14 +130,18 @@ class Series:
         self.src: Any = None
         self.key: tuple[Any, ...] | None = None
 
-    def idle(self, second: int) -> None:
-        """Nothing changed since the last sample: the row of ``second`` is the shared one of
-        zeros and the same connections (what :meth:`sample` would store, without the work)."""
+    def idle(self, second: int, checks: tuple[Any, ...] | None = None) -> None:
+        """Nothing changed since the last sample (but ``checks``, a server's check results
+        since then, if any): the row of ``second`` is the shared one of zeros and the same
+        connections (what :meth:`sample` would store, without the work)."""
         i = second % self.size
         row = self.rows[i]
         if self.stamps[i] != second or row is None:
-            self.rows[i] = _idle_row(self.connections, self.checks)
+            idle = _idle_row(self.connections, self.checks)
+            self.rows[i] = idle if checks is None else (*idle[:_Q1], *checks)
             self.stamps[i] = second
+        elif checks is not None:  # a second tick in the second: zeros and these checks add
+            self.rows[i] = (*row[:_Q0], *_NO_QUANTILES, *_add_checks(row[_Q1:], checks))
         elif row[_Q0:_Q1] != _NO_QUANTILES:  # a second tick in the second adds zeros, and
             # its quantiles replace the row's, as in :meth:`sample`: none
             self.rows[i] = (*row[:_Q0], *_NO_QUANTILES, *row[_Q1:])
@@ -180,7 +184,7 @@ class Series:
         return out
 
 
-_IDLE: dict[tuple[int, bool], tuple[Any, ...]] = {}
+_IDLE: tuple[dict[int, tuple[Any, ...]], dict[int, tuple[Any, ...]]] = ({}, {})  # [checks]
 _NO_QUANTILES = (None,) * len(QUANTILES)
 
 
@@ -198,7 +202,8 @@ def _add_checks(before: Sequence[Any], now: tuple[Any, ...]) -> tuple[Any, ...]:
 
 def _idle_row(connections: int, checks: bool = False) -> tuple[Any, ...]:
     """The row of a second where nothing moved (shared: one per number of connections)."""
-    row = _IDLE.get((connections, checks))
+    cache = _IDLE[checks]
+    row = cache.get(connections)
     if row is None:
         row = (
             *(0,) * (len(COUNTERS) - 1),
@@ -207,8 +212,8 @@ def _idle_row(connections: int, checks: bool = False) -> tuple[Any, ...]:
             *_NO_QUANTILES,
             *_checks_of(checks),
         )
-        if len(_IDLE) < 4096:
-            _IDLE[(connections, checks)] = row
+        if len(cache) < 4096:
+            cache[connections] = row
     return row
 
 
@@ -234,19 +239,25 @@ def check_stats(server: Any, since: float) -> tuple[Any, ...]:
     """:data:`CHECK_FIELDS` of a server's check results newer than ``since`` (each monitor
     keeps its last ten, oldest first: read from the newest back)."""
     n = failed = maintenance = 0
-    slowest: float | None = None
+    slowest = -1.0
+    fail, maint = _FAIL, _MAINTENANCE
     for recent in server.last_checks.values():
-        for r in reversed(recent):
-            if r.at <= since:
-                break
+        i = len(recent)
+        while i and recent[i - 1].at > since:
+            i -= 1
+            r = recent[i]
             n += 1
-            if r.verdict is Verdict.FAIL:
+            v = r.verdict
+            if v is fail:
                 failed += 1
-            elif r.verdict is Verdict.MAINTENANCE:
+            elif v is maint:
                 maintenance += 1
-            if slowest is None or r.latency > slowest:
+            if r.latency > slowest:
                 slowest = r.latency
-    return (n, failed, maintenance, None if slowest is None else round(slowest * 1000.0, 3))
+    return (n, failed, maintenance, None if slowest < 0 else round(slowest * 1000.0, 3))
+
+
+_FAIL, _MAINTENANCE = Verdict.FAIL, Verdict.MAINTENANCE
 
 
 def _classes(responses: dict[str, int]) -> tuple[int, ...]:
@@ -392,7 +403,7 @@ class SeriesStore:
                         moved = True
                         s.src, s.key, s.check_at = server, None, 0.0
                 t = server.traffic
-                checked = newest_check(server)
+                checked = newest_check(server) if server.last_checks else 0.0
                 key = (
                     server.requests_total,
                     server.requests_in_flight,
@@ -400,10 +411,12 @@ class SeriesStore:
                     t.bytes_out,
                     t.timed,
                     server.connections,
-                    checked,
                 )
-                if key == s.key:  # idle: Series.idle inline
-                    if s.stamps[i] != second:
+                if key == s.key:  # no traffic moved
+                    if checked != s.check_at:  # but checks came: their counts, no snapshot
+                        s.idle(second, check_stats(server, s.check_at))
+                        s.check_at = checked
+                    elif s.stamps[i] != second:  # idle: Series.idle inline
                         s.rows[i] = _idle_row(s.connections, True)
                         s.stamps[i] = second
                     else:
