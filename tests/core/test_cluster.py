@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from quiesce.core.cluster import Link, Members
+from quiesce.core.cluster import Link, Members, cluster_guard, disagreements
 
 
 def test_link_turns_stale_after_stale_after_without_an_answer_and_back() -> None:
@@ -41,3 +41,23 @@ def test_members_join_and_leave_never_this_node() -> None:
     assert m.remove("b") is True and m.remove("b") is False
     assert m.keep_only({"a"}) == ["c"]  # a full read: c left meanwhile
     assert list(m.nodes) == ["a"]
+
+
+def test_cluster_guard_takes_the_node_that_sees_the_fewest() -> None:
+    views = {"A": ["b1", "b2", "b3"], "B": ["b1", "b2"], "C": ["b1"]}
+
+    def enabled(name: str) -> bool:
+        return True
+
+    assert cluster_guard(views, "b1", enabled, 1) == ("C", 0)
+    assert cluster_guard(views, "b2", enabled, 1) is None  # C does not count on b2
+    assert cluster_guard(views, "b2", enabled, 2) == ("B", 1)
+    assert cluster_guard(views, "b1", enabled, 0) is None
+    # a server the shared admin state took out since B published does not count
+    assert cluster_guard({"B": ["b1", "b2"]}, "b1", lambda n: n != "b2", 1) == ("B", 0)
+
+
+def test_disagreements_name_every_verdict() -> None:
+    verdicts = {"A": {"web/b1": "up", "web/b2": "up"}, "B": {"web/b1": "down", "web/b2": "up"}}
+    assert disagreements(verdicts) == [{"server": "web/b1", "verdicts": {"A": "up", "B": "down"}}]
+    assert disagreements({"A": {"web/b1": "up"}}) == []

@@ -8,9 +8,13 @@ from typing import Any
 from quiesce.admin.base import STORE_ACTOR, ServiceBase, _sane
 from quiesce.admin.context import CommandContext
 from quiesce.config.models import HealthMonitor, ServerConfig
+from quiesce.core.admin import AdminCommand
+from quiesce.core.cluster import cluster_guard
+from quiesce.core.errors import GuardRefused
 from quiesce.core.events import EventKind
-from quiesce.core.states import Cause
+from quiesce.core.states import Admin, Cause
 from quiesce.state.events import make_event
+from quiesce.state.registry import ServerRuntime
 from quiesce.store.base import RemoteChange, SharedStore
 
 CONFIRM_TIMEOUT = 5.0
@@ -35,6 +39,48 @@ class RemoteChanges(ServiceBase):
         if cluster is not None and cluster.link.state(cluster.clock()) != "up":
             return
         await self.store.confirm(mark, timeout)
+
+    def _verdicts(self) -> dict[str, Any]:
+        """This node's health verdict per server and eligible servers per pool, published
+        for the other nodes (quiesce.store.cluster)."""
+        oper: dict[str, str] = {}
+        eligible: dict[str, list[str]] = {}
+        for pool in self.registry.pools.values():
+            eligible[pool.name] = sorted(s.name for s in pool.servers if s.eligible)
+            oper.update((s.key, s.oper.value) for s in pool.servers)
+        return {"oper": oper, "eligible": eligible}
+
+    def _cluster_guard(self, server: ServerRuntime, cmd: AdminCommand, ctx: CommandContext) -> None:
+        """``min_servers_up`` against every node's view (as each published it, less what
+        the shared admin state took out since): refused (409, ``admin_refused``) when taking
+        ``server`` out would leave the node that sees the fewest below the minimum."""
+        cluster = getattr(self.store, "cluster", None)
+        pool = self.registry.pools[server.pool]
+        if cluster is None or cmd.target is Admin.ENABLED or not pool.config.min_servers_up:
+            return
+        if server.admin.state is not Admin.ENABLED:
+            return  # already out: nothing changes for the guard
+
+        def still_eligible(name: str) -> bool:
+            other = next((s for s in pool.servers if s.name == name), None)
+            return other is None or other.admin.state is Admin.ENABLED
+
+        worst = cluster_guard(
+            cluster.views(pool.name), server.name, still_eligible, pool.config.min_servers_up
+        )
+        if worst is not None:
+            node, left = worst
+            self._refuse_with(
+                server,
+                cmd.target,
+                ctx,
+                GuardRefused(
+                    f"pool {pool.name!r}: setting {server.name!r} to {cmd.target.value} would "
+                    f"leave {left} eligible server(s) on node {node}, below min_servers_up "
+                    f"{pool.config.min_servers_up} (node {node}'s health checks see fewer "
+                    "servers up than this node's)"
+                ),
+            )
 
     def _on_cluster_event(self, kind: str, reason: str, detail: dict[str, Any]) -> None:
         """What this node saw of the cluster (quiesce.store.cluster): its link to the store

@@ -77,6 +77,7 @@ class AdminService(ServerCommands, Persistence, RemoteChanges):
             self.store.set_remote_handler(self._on_remote_change)
             if (cluster := getattr(self.store, "cluster", None)) is not None:
                 cluster.set_handler(self._on_cluster_event)
+                cluster.verdicts_of = self._verdicts  # this node's health, for the others
         self.registry.emit(
             make_event(
                 self.clock,
@@ -100,6 +101,7 @@ class AdminService(ServerCommands, Persistence, RemoteChanges):
             self.store.set_remote_handler(None)
             if (cluster := getattr(self.store, "cluster", None)) is not None:
                 cluster.set_handler(None)
+                cluster.verdicts_of = None
         if self._timer is not None:
             self._timer.cancel()
             with contextlib.suppress(asyncio.CancelledError):

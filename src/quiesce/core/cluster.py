@@ -20,6 +20,7 @@ leave.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -90,4 +91,40 @@ class Members:
         return [n for n in gone if self.remove(n)]
 
 
-__all__ = ["Link", "LinkChange", "LinkState", "Members"]
+def cluster_guard(
+    views: Mapping[str, Collection[str]],
+    target: str,
+    still_eligible: Callable[[str], bool],
+    min_servers_up: int,
+) -> tuple[str, int] | None:
+    """``min_servers_up`` against every node's view of a pool: ``views`` maps a node to the
+    servers it sees eligible (its health verdicts, as it published them); ``still_eligible``
+    drops those the shared admin state took out since (a view may lag a second). Taking
+    ``target`` out breaks the guard on the node that would have the fewest left: that node
+    and what it would keep, or None."""
+    if min_servers_up <= 0:
+        return None
+    worst: tuple[str, int] | None = None
+    for node, eligible in sorted(views.items()):
+        names = [n for n in eligible if n == target or still_eligible(n)]
+        if target not in names:
+            continue
+        left = len(names) - 1
+        if left < min_servers_up and (worst is None or left < worst[1]):
+            worst = (node, left)
+    return worst
+
+
+def disagreements(verdicts: Mapping[str, Mapping[str, str]]) -> list[dict[str, Any]]:
+    """The servers the nodes judge differently: ``verdicts`` maps a node to its health
+    verdict per server; each entry names the server and every node's verdict."""
+    servers = sorted({key for per_node in verdicts.values() for key in per_node})
+    out = []
+    for key in servers:
+        seen = {node: v[key] for node, v in sorted(verdicts.items()) if key in v}
+        if len(set(seen.values())) > 1:
+            out.append({"server": key, "verdicts": seen})
+    return out
+
+
+__all__ = ["Link", "LinkChange", "LinkState", "Members", "cluster_guard", "disagreements"]

@@ -13,6 +13,13 @@
   than the TTL) it takes a new one. The watch hands every ``nodes/`` key to :meth:`on_node`:
   a new name is ``node_joined``, a deleted key (the lease expired: the node died or was cut
   off) ``node_left``.
+- **health views**: each turn (at most once a probe interval) it publishes this node's health
+  verdicts, when they changed, under ``health/<name>`` with the node's lease (gone when the
+  node is): ``{"oper": {pool/server: verdict}, "eligible": {pool: [servers]}}``, from
+  :attr:`verdicts_of` (the admin service sets it). The watch hands every ``health/`` key to
+  :meth:`on_health`: the view shows every node's verdicts and where they disagree, and
+  ``min_servers_up`` is checked against every node's eligible servers
+  (:func:`quiesce.core.cluster.cluster_guard`).
 - **events**: each turn it polls the link; ``node_isolated`` / ``node_rejoined`` go, with the
   membership events, to the handler the admin service sets (:meth:`set_handler`). These
   events are this node's observations: they go to its own log and are not shared.
@@ -29,7 +36,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from quiesce import __version__
-from quiesce.core.cluster import Link, Members
+from quiesce.core.cluster import Link, Members, disagreements
 
 log = logging.getLogger("quiesce.store.etcd")
 
@@ -61,6 +68,9 @@ class ClusterAgent:
         self._next_beat = 0.0
         self._call: asyncio.Task[None] | None = None
         self.local = False
+        self.verdicts_of: Callable[[], dict[str, Any]] | None = None
+        self.health: dict[str, dict[str, Any]] = {}  # node → its published verdicts
+        self._published: bytes | None = None
 
     def set_handler(self, handler: ClusterHandler | None) -> None:
         self._handler = handler
@@ -94,15 +104,26 @@ class ClusterAgent:
             if self.members.remove(name):
                 self.emit("node_left", f"node {name} left (its lease ended)", {"peer": name})
             return
-        try:
-            record = json.loads(value)
-            if not isinstance(record, dict):
-                raise ValueError("not a JSON object")
-        except ValueError as exc:
-            log.warning("state store: node record %s unreadable: %s", name, exc)
-            return
-        if self.members.put(name, record):
+        record = _record("node", name, value)
+        if record is not None and self.members.put(name, record):
             self.emit("node_joined", f"node {name} joined", {"peer": name, **_brief(record)})
+
+    def on_health(self, name: str, value: bytes | None) -> None:
+        """A ``health/<name>`` key from the watch or a full read (None: the node is gone)."""
+        if value is None:
+            self.health.pop(name, None)
+            return
+        record = _record("health", name, value)
+        if record is not None:
+            self.health[name] = record
+
+    def views(self, pool: str) -> dict[str, list[str]]:
+        """The servers of ``pool`` each other node sees eligible, as it published them."""
+        return {
+            node: [str(n) for n in record.get("eligible", {}).get(pool, [])]
+            for node, record in self.health.items()
+            if node != self.store.node and isinstance(record.get("eligible"), dict)
+        }
 
     def synced(self, names: set[str]) -> None:
         """A full read found these node keys: the others left while we were not watching."""
@@ -128,6 +149,9 @@ class ClusterAgent:
                 }
             )
         state = link.state(now)
+        verdicts = {n: dict(r.get("oper", {})) for n, r in self.health.items()}
+        if self.verdicts_of is not None:
+            verdicts[self.store.node] = dict(self.verdicts_of().get("oper", {}))
         return {
             "node": self.store.node,
             "store": "etcd",
@@ -140,6 +164,8 @@ class ClusterAgent:
             "lease_ttl": self.lease_ttl,
             "pending_writes": self.store.pending,
             "nodes": nodes,
+            "health": dict(sorted(verdicts.items())),
+            "disagreements": disagreements(verdicts),
         }
 
     # the task -------------------------------------------------------------------------------
@@ -173,6 +199,8 @@ class ClusterAgent:
             self.seen(None if result is None else _revision(result))
             if self.clock() >= self._next_beat:
                 await self._beat(client)
+            if self._lease is not None:
+                await self._publish_health(client)
         except Exception as exc:
             self.failed(f"{type(exc).__name__}: {exc}".splitlines()[0])
 
@@ -184,11 +212,26 @@ class ClusterAgent:
                 self._lease = None
         if self._lease is None:
             self._lease = int((await client.lease(self.lease_ttl)).id)
+            self._published = None  # the old record went with the old lease
         record = {**self.info, "node": self.store.node, "heartbeat": round(time.time(), 3)}
         resp = await client.put(self.key.encode(), json.dumps(record).encode(), lease=self._lease)
         self.seen(int(resp.header.revision))
         self.members.put(self.store.node, record)
         self._next_beat = self.clock() + self.lease_ttl / 3
+
+    async def _publish_health(self, client: Any) -> None:
+        """This node's verdicts, when they changed since the last publication."""
+        if self.verdicts_of is None:
+            return
+        record = self.verdicts_of()
+        value = json.dumps(record, sort_keys=True, separators=(",", ":")).encode()
+        if value == self._published:
+            return
+        await client.put(
+            f"{self.store.prefix}health/{self.store.node}".encode(), value, lease=self._lease
+        )
+        self._published = value
+        self.health[self.store.node] = record
 
     def _on_link_change(self, change: str) -> None:
         link, endpoint = self.link, self.store.endpoint
@@ -209,6 +252,17 @@ class ClusterAgent:
             self._handler(kind, reason, detail)
         except Exception:
             log.exception("state store: the %s event failed", kind)
+
+
+def _record(what: str, name: str, value: bytes) -> dict[str, Any] | None:
+    try:
+        record = json.loads(value)
+        if not isinstance(record, dict):
+            raise ValueError("not a JSON object")
+    except ValueError as exc:
+        log.warning("state store: %s record %s unreadable: %s", what, name, exc)
+        return None
+    return record
 
 
 def _brief(record: dict[str, Any]) -> dict[str, Any]:

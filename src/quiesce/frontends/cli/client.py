@@ -143,9 +143,14 @@ def show_cluster(ctx: click.Context) -> None:
     data = api_of(ctx).get("/api/v1/cluster")
 
     def text() -> str:
-        head = {k: v for k, v in data.items() if k != "nodes"}
+        head = {k: v for k, v in data.items() if k not in ("nodes", "health", "disagreements")}
         nodes = table(_NODE_COLUMNS, [_node_row(n) for n in data["nodes"]])
-        return dict_table(head) + "\n" + nodes
+        differ = [
+            f"health differs: {d['server']}: "
+            + ", ".join(f"{v} on {node}" for node, v in d["verdicts"].items())
+            for d in data.get("disagreements", [])
+        ]
+        return "\n".join([dict_table(head), nodes, *differ])
 
     emit(settings(ctx), data, text)
 

@@ -83,8 +83,11 @@ class Watcher(EtcdBase):
                 self._enqueue(key, mine, 0)
             else:
                 self._on_kv(key, None, revision)
-        nodes = f"{self.prefix}nodes/"
+        nodes, health = f"{self.prefix}nodes/", f"{self.prefix}health/"
         self.cluster.synced({k[len(nodes) :] for k in present if k.startswith(nodes)})
+        for name in [n for n in self.cluster.health if f"{health}{n}" not in present]:
+            if name != self.node:
+                del self.cluster.health[name]  # its lease ended while we were not watching
         self._rev = max(self._rev, revision)
 
     def _replaced(self, kvs: list[Any], revision: int, why: str) -> None:
@@ -138,6 +141,9 @@ class Watcher(EtcdBase):
         section, _, name = key[len(self.prefix) :].partition("/")
         if section == "nodes" and name:
             self.cluster.on_node(name, value)
+            return
+        if section == "health" and name:
+            self.cluster.on_health(name, value)
             return
         kind = _SECTIONS.get(section)
         if kind is None or not name:
