@@ -202,3 +202,44 @@ async def test_drain_finishes_streams_and_force_resets_them(backends: list[Backe
         assert c.goaway() is None
         c.close()
         assert p.service.stats.connections_total == 1
+
+
+async def test_client_idle_timeout_sends_goaway_then_closes(backend: Backend) -> None:
+    raw = make_config([backend.address], service={"client_idle_timeout": "0.3s"})
+    async with start_proxy(raw) as p:
+        c = await RawClient.open(p.port)
+        c.h2.send_headers(1, request("/"), end_stream=True)
+        c.h2.send_headers(3, request("/"), end_stream=True)
+        c.flush()
+        await c.read_until(lambda: c.eof)  # idle past the timeout: GOAWAY, then the close
+        assert c.ended(1) and c.ended(3)
+        goaway = c.goaway()
+        assert goaway is not None and goaway.error_code == 0 and goaway.last_stream_id == 3
+        c.close()
+        await wait_for(lambda: p.service.stats.connections == 0)
+
+
+async def test_an_upgrade_sends_goaway_at_once_and_finishes_streams(backend: Backend) -> None:
+    """The old process of an upgrade (shutdown with keep_idle) waits for a safe point to
+    close an idle HTTP/1.1 connection; an HTTP/2 one gets its GOAWAY at once, its streams
+    finish, a stream opened after the last GOAWAY is refused (REFUSED_STREAM), never lost."""
+    async with start_proxy(make_config([backend.address])) as p:
+        c = await RawClient.open(p.port)
+        c.h2.send_headers(1, request("/hold"), end_stream=True)
+        c.flush()
+        await wait_for(lambda: backend.holding == 1)
+        down = asyncio.create_task(p.service.shutdown(30.0, keep_idle=True))
+
+        def goaways() -> list[int]:  # (h2 the client closes its state at the first: by hand)
+            return [int.from_bytes(f[2][:4], "big") for f in c.frames() if f[0] == 7]
+
+        await c.read_until(lambda: len(goaways()) == 2)
+        # the first says stay (more may come), the second, a PING later, the last stream
+        assert goaways() == [2**31 - 1, 1]
+        backend.release()
+        await c.read_until(lambda: c.eof)
+        headers = [f for f in c.frames() if f[0] == 1 and f[1] == 1]
+        data = [f for f in c.frames() if f[0] == 0 and f[1] == 1]
+        assert headers and data and data[-1][2] == b"released by a\n"
+        c.close()
+        await asyncio.wait_for(down, 10)  # done when the connection is, not after the grace

@@ -58,7 +58,11 @@ class RawClient:
                 try:
                     self.events += self.h2.receive_data(data)
                 except h2.exceptions.ProtocolError:
-                    pass  # (frames for streams it has forgotten: the hostile part is ours)
+                    # frames for streams it never opened (the hostile part is ours), or after
+                    # a GOAWAY (h2 closes its state at one): nothing of its own goes back,
+                    # not the GOAWAY it would answer with
+                    self.h2.data_to_send()
+                    continue
                 self.flush()
 
         await asyncio.wait_for(loop(), timeout)
