@@ -127,6 +127,16 @@ def test_top_drains_a_server_with_a_key(running: Started, traffic: None) -> None
         "TERM": "xterm-256color",
         "PYTHONPATH": os.pathsep.join(sys.path),
     }
+    # wrong credentials: said on stderr before the screen is taken, exit 1 (as any verb)
+    bad = subprocess.run(
+        [sys.executable, "-m", "quiesce", "top"],
+        env={**os.environ, **env, "QUIESCE_PASSWORD": "wrong"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert bad.returncode == 1 and bad.stdout == "", bad
+    assert bad.stderr.startswith("quiesce: 401: ") and "QUIESCE_PASSWORD" in bad.stderr
     command = "env " + " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
     command += f" {shlex.quote(sys.executable)} -m quiesce top"
     tmux = Tmux(command)
