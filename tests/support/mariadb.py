@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import socket
 import subprocess
 import tempfile
 import time
@@ -31,6 +32,7 @@ PASSWORD = "secret"
 class MariaDB:
     port: int
     directory: Path
+    ca_file: Path | None = None  # with tls: the CA of the server's certificate
 
     @property
     def socket(self) -> str:
@@ -69,10 +71,12 @@ def _wait_ready(db: MariaDB, proc: subprocess.Popen[bytes], log: Path) -> None:
 
     deadline = time.monotonic() + 60
     while True:
-        try:
+        try:  # (a plain socket first: PyMySQL leaves its socket open when a connect fails)
+            with socket.socket(socket.AF_UNIX) as probe:
+                probe.connect(db.socket)
             pymysql.connect(unix_socket=db.socket, user="root", connect_timeout=2).close()
             return
-        except pymysql.err.OperationalError:
+        except (OSError, pymysql.err.OperationalError):
             if proc.poll() is not None or time.monotonic() > deadline:
                 text = log.read_text() if log.exists() else ""
                 raise AssertionError(f"mariadbd did not start: {text[-2000:]}") from None
@@ -80,8 +84,9 @@ def _wait_ready(db: MariaDB, proc: subprocess.Popen[bytes], log: Path) -> None:
 
 
 @contextlib.contextmanager
-def mariadb_server() -> Iterator[MariaDB]:
-    """A running MariaDB with a database ``app`` and a table ``app.t (id, v)``. Skipped
+def mariadb_server(tls: bool = False) -> Iterator[MariaDB]:
+    """A running MariaDB with a database ``app`` and a table ``app.t (id, v)``; with ``tls``,
+    a certificate for 127.0.0.1 (``ca_file``: its CA) so clients may ask for TLS. Skipped
     when the package or PyMySQL is missing."""
     if not MARIADBD.exists():
         pytest.skip("MariaDB is not installed (scripts/install-test-deps)")
@@ -94,6 +99,17 @@ def mariadb_server() -> Iterator[MariaDB]:
     log = directory / "error.log"
     db = MariaDB(_free_port(), directory)
     proc: subprocess.Popen[bytes] | None = None
+    tls_options: list[str] = []
+    if tls:
+        from tests.support.certs import Certs
+
+        certs = Certs(directory)
+        cert, key = certs.leaf("server", "127.0.0.1", "localhost")
+        db.ca_file = certs.ca_file
+        tls_options = [f"--ssl-cert={cert}", f"--ssl-key={key}", f"--ssl-ca={certs.ca_file}"]
+        for path in (cert, key, certs.ca_file):
+            if user:
+                shutil.chown(path, "mysql", "mysql")
     try:
         _run(
             [
@@ -121,6 +137,7 @@ def mariadb_server() -> Iterator[MariaDB]:
                 "--innodb-flush-log-at-trx-commit=0",
                 "--skip-name-resolve",
                 "--max-connections=300",
+                *tls_options,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

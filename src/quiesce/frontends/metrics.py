@@ -121,7 +121,8 @@ class QuiesceCollector(Collector):
         )
         sessions = GaugeMetricFamily(
             "quiesce_server_database_sessions",
-            "Database sessions (postgresql services) by state: idle, transaction, query",
+            "Database sessions (postgresql, mysql services) by state: idle, transaction, query, "
+            "tls (not followed; listed when there is one)",
             labels=[*labels, "state"],
         )
         weight = GaugeMetricFamily(
@@ -327,7 +328,7 @@ class QuiesceCollector(Collector):
         )
         framing = CounterMetricFamily(
             "quiesce_service_protocol_errors",
-            "postgresql services: connections closed because a side broke the framing",
+            "postgresql, mysql services: connections closed because a side broke the framing",
             labels=labels,
         )
         for name, svc in sorted(services.items()):

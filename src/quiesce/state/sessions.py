@@ -12,14 +12,16 @@ from __future__ import annotations
 from typing import Protocol
 from weakref import WeakKeyDictionary
 
-# tls: a session the relay cannot follow (a MySQL client that asked for TLS)
-STATES = ("idle", "transaction", "query", "tls")
+STATES = ("idle", "transaction", "query")
+# a session the relay cannot follow (a MySQL client that asked for TLS): counted as well, and
+# listed only when there is one (no postgresql session is ever in it)
+OPAQUE = "tls"
 
 
 class SessionLike(Protocol):
     @property
     def state(self) -> str:
-        """One of STATES."""
+        """One of STATES, or OPAQUE."""
         ...
 
 
@@ -40,12 +42,13 @@ def untrack(server: object, session: SessionLike) -> None:
 
 
 def session_counts(server: object) -> dict[str, int] | None:
-    """``{"idle": n, "transaction": n, "query": n}`` for a server that a database service
-    ever sent a session to; None for any other."""
+    """``{"idle": n, "transaction": n, "query": n}`` (and ``"tls": n`` when there is one)
+    for a server that a database service ever sent a session to; None for any other."""
     live = _LIVE.get(server)
     if live is None:
         return None
     out = dict.fromkeys(STATES, 0)
     for session in live:
-        out[session.state] += 1
+        state = session.state
+        out[state] = out.get(state, 0) + 1
     return out

@@ -158,13 +158,13 @@ def _session_rows(sessions: dict[str, int] | None) -> list[list[object]]:
     """A database server's sessions by state (issue 20); none for any other server."""
     if not sessions:
         return []
-    return [
-        [
-            "Sessions",
-            f"{sessions['idle']} idle, {sessions['transaction']} in transaction, "
-            f"{sessions['query']} query running",
-        ]
-    ]
+    text = (
+        f"{sessions['idle']} idle, {sessions['transaction']} in transaction, "
+        f"{sessions['query']} query running"
+    )
+    if sessions.get("tls"):  # a mysql client that asked for TLS: not followed
+        text += f", {sessions['tls']} TLS (drained at connection level)"
+    return [["Sessions", text]]
 
 
 def _traffic_rows(s: dict[str, Any]) -> list[list[object]]:
