@@ -13,9 +13,10 @@
   than the TTL) it takes a new one. The watch hands every ``nodes/`` key to :meth:`on_node`:
   a new name is ``node_joined``, a deleted key (the lease expired: the node died or was cut
   off) ``node_left``.
-- **health views**: each turn (at most once a probe interval) it publishes this node's health
-  verdicts, when they changed, under ``health/<name>`` with the node's lease (gone when the
-  node is): ``{"oper": {pool/server: verdict}, "eligible": {pool: [servers]}}``, from
+- **health views**: each turn (at most once a probe interval), if an event happened since
+  (the store sets :attr:`health_dirty` on every one), it publishes this node's health verdicts
+  when they changed, under ``health/<name>`` with the node's lease (gone when the node is):
+  ``{"oper": {pool/server: verdict}, "eligible": {pool: [servers]}}``, from
   :attr:`verdicts_of` (the admin service sets it). The watch hands every ``health/`` key to
   :meth:`on_health`: the view shows every node's verdicts and where they disagree, and
   ``min_servers_up`` is checked against every node's eligible servers
@@ -71,6 +72,7 @@ class ClusterAgent:
         self.verdicts_of: Callable[[], dict[str, Any]] | None = None
         self.health: dict[str, dict[str, Any]] = {}  # node → its published verdicts
         self._published: bytes | None = None
+        self.health_dirty = True  # an event since the last publication: verdicts may differ
 
     def set_handler(self, handler: ClusterHandler | None) -> None:
         self._handler = handler
@@ -213,6 +215,7 @@ class ClusterAgent:
         if self._lease is None:
             self._lease = int((await client.lease(self.lease_ttl)).id)
             self._published = None  # the old record went with the old lease
+            self.health_dirty = True
         record = {**self.info, "node": self.store.node, "heartbeat": round(time.time(), 3)}
         resp = await client.put(self.key.encode(), json.dumps(record).encode(), lease=self._lease)
         self.seen(int(resp.header.revision))
@@ -221,8 +224,9 @@ class ClusterAgent:
 
     async def _publish_health(self, client: Any) -> None:
         """This node's verdicts, when they changed since the last publication."""
-        if self.verdicts_of is None:
-            return
+        if self.verdicts_of is None or not self.health_dirty:
+            return  # nothing happened: no pass over the servers
+        self.health_dirty = False
         record = self.verdicts_of()
         value = json.dumps(record, sort_keys=True, separators=(",", ":")).encode()
         if value == self._published:

@@ -237,6 +237,7 @@ class EtcdStore(Writer, Watcher):
         if self._replay_from is not None:
             detail.setdefault("replicated_from", self._replay_from)
         stored = self.mirror.append_event(replace(event, detail=detail))
+        self.cluster.health_dirty = True
         self._last_event = stored
         self._last_event_key = None
         if self._replay_from is not None or event.kind in _OBSERVED:
