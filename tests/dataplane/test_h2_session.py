@@ -177,3 +177,29 @@ def test_nothing_is_sent_while_the_socket_is_blocked() -> None:
     s.pump()
     events = c.receive_data(s.output())
     assert [type(e) for e in events][-1] is h2.events.StreamEnded
+
+
+def test_held_bytes_that_do_not_move_are_stalled() -> None:
+    s, c = pair()
+    for sid in (1, 3):
+        c.send_headers(
+            sid,
+            [(":method", "GET"), (":path", "/"), (":scheme", "http"), (":authority", "t")],
+            True,
+        )
+    s.receive(c.data_to_send(), 0.0)
+    for sid, n in ((1, 40000), (3, 100000)):
+        s.headers(sid, [(b":status", b"200")], False)
+        s.data(sid, b"x" * n, True)  # the connection's window (64 KiB) holds 3's back
+    assert s.holding(1) == 0 and s.holding(3) > 0
+    assert s.stalled(0.0, 10.0) == []  # first look
+    assert s.stalled(9.0, 10.0) == []
+    assert s.stalled(10.0, 10.0) == [3]
+    c.receive_data(s.output())
+    c.acknowledge_received_data(40000, 1)
+    c.increment_flow_control_window(1000)
+    s.receive(c.data_to_send(), 11.0)
+    s.pump()  # it moved
+    assert s.stalled(12.0, 10.0) == []
+    assert s.stalled(21.9, 10.0) == []
+    assert s.stalled(22.0, 10.0) == [3]

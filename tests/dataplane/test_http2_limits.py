@@ -12,6 +12,7 @@ import json
 import struct
 
 import h2.events
+import h2.settings
 import pytest
 
 from tests.dataplane.backend import Backend
@@ -134,3 +135,20 @@ async def test_more_streams_than_advertised_end_the_connection(backend: Backend)
         backend.release()
         await still_serves(p.port)
         await wait_for(lambda: p.registry.pool("web").servers[0].connections == 0)
+
+
+async def test_a_stream_left_at_zero_window_is_reset(backend: Backend) -> None:
+    """A client that opens a stream and never opens its window (zero-window stall) holds its
+    server connection only until client_idle_timeout: then RST_STREAM CANCEL."""
+    raw = make_config([backend.address], service={"client_idle_timeout": "0.5s"})
+    async with start_proxy(raw) as p:
+        c = await RawClient.open(p.port)
+        c.h2.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 0})
+        c.h2.send_headers(1, request("/size/1000000"), end_stream=True)
+        c.flush()
+        await c.read_until(lambda: any(k == 3 and sid == 1 for k, sid, _ in c.frames()))
+        (reset,) = [p for k, sid, p in c.frames() if k == 3 and sid == 1]
+        assert int.from_bytes(reset, "big") == 8  # CANCEL
+        await wait_for(lambda: p.registry.pool("web").servers[0].connections == 0)
+        assert c.goaway() is None  # the connection stays
+        c.close()

@@ -68,6 +68,7 @@ log = logging.getLogger("quiesce")
 GOAWAY_WAIT = 1.0  # seconds the second GOAWAY waits for the PING's answer at most
 LINGER = 2.0
 REFUSED_STREAM = 0x7
+CANCEL = 0x8
 PROTOCOL_ERROR = 0x1
 _PING = b"quiesce!"
 
@@ -250,7 +251,7 @@ class Http2Connection(asyncio.Protocol):
         """A stream's exchange closed its transport (``abort``: before its answer was
         whole): reset it if need be; the stream leaves in connection_lost, one turn later."""
         if abort:
-            self.session.reset(tr.sid, 0x8)  # CANCEL
+            self.session.reset(tr.sid, CANCEL)
             self.flush_soon()
         self.loop.call_soon(tr.stream.connection_lost, None)
 
@@ -381,12 +382,26 @@ class Http2Connection(asyncio.Protocol):
         self.transport.abort()
 
     def check(self, now: float) -> None:
-        """The streams' timeouts (408, 504); ``client_idle_timeout`` with no stream open:
-        GOAWAY and close."""
+        """The streams' timeouts (408, 504), and a stream whose answer has not moved for
+        ``client_idle_timeout`` (the client keeps its window at zero) is reset;
+        ``client_idle_timeout`` with no stream open: GOAWAY and close."""
         if self.closed:
             return
         for st in list(self.streams.values()):
             st.check(now)
+        stalled = self.session.stalled(now, self.ctx.idle_timeout) if self.session.held else ()
+        for sid in stalled:
+            # a stream the client stopped reading (zero window) for client_idle_timeout:
+            # reset, its server connection freed
+            log.info(
+                "service %s: HTTP/2 client %s: stream %d stalled", self.ctx.name, self.peer, sid
+            )
+            stalled_stream = self.streams.get(sid)
+            if stalled_stream is not None:
+                stalled_stream.cut(ts.CLIENT_TIMEOUT)
+            else:
+                self.session.reset(sid, CANCEL)
+                self.flush_soon()
         if not self.streams and not self.final and now - self.idle_since >= self.ctx.idle_timeout:
             self._final_goaway()
 

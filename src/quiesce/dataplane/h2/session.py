@@ -125,12 +125,14 @@ def response_headers(status: int, fields: list[tuple[bytes, bytes]]) -> list[tup
 class Out:
     """A stream's response bytes not yet sent (the windows were closed)."""
 
-    __slots__ = ("chunks", "end", "size")
+    __slots__ = ("chunks", "end", "mark", "since", "size")
 
     def __init__(self) -> None:
         self.chunks: deque[bytes] = deque()
         self.size = 0
         self.end = False
+        self.mark = -1  # its size at the last look (stalled)
+        self.since = 0.0  # when it last moved
 
 
 class Session:
@@ -264,6 +266,18 @@ class Session:
             if before > LOW >= out.size:
                 resumed.append(sid)
         return resumed
+
+    def stalled(self, now: float, limit: float) -> list[int]:
+        """The streams whose held bytes have not moved for ``limit`` seconds (a client that
+        keeps a window at zero, or does not read its socket): looked at every sweep."""
+        out = []
+        for sid, held in self.held.items():
+            if held.size != held.mark:
+                held.mark = held.size
+                held.since = now
+            elif now - held.since >= limit:
+                out.append(sid)
+        return out
 
     def holding(self, sid: int) -> int:
         out = self.held.get(sid)
