@@ -97,6 +97,10 @@ class TopApp(App[None]):
         except ClientError as exc:
             self._head(f"error: {exc.format_message()}")
             return
+        except (KeyError, TypeError, ValueError) as exc:  # an answer of another shape (an
+            # older or newer quiesce): say so and keep the screen, rather than crash it
+            self._head(f"error: unexpected answer from the API ({type(exc).__name__}: {exc})")
+            return
         finally:
             self._busy = False
         self._show(rows)
