@@ -11,7 +11,6 @@ import shutil
 import subprocess
 import sys
 import threading
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,15 +24,16 @@ AUTH = ("admin", "pw")
 
 
 class Tmux:
-    """One tmux server of its own (``-L``), one session running ``command``."""
+    """One tmux server of its own (its socket ``-S`` in the test's directory, gone with it),
+    one session running ``command``."""
 
-    def __init__(self, command: str, width: int = 120, height: int = 30) -> None:
-        self.socket = f"quiesce-top-{uuid.uuid4().hex[:8]}"
+    def __init__(self, socket: Path, command: str, width: int = 120, height: int = 30) -> None:
+        self.socket = str(socket)
         self.tmux("new-session", "-d", "-s", "top", "-x", str(width), "-y", str(height), command)
 
     def tmux(self, *args: str) -> str:
         r = subprocess.run(
-            ["tmux", "-L", self.socket, "-f", "/dev/null", "-u", *args],
+            ["tmux", "-S", self.socket, "-f", "/dev/null", "-u", *args],
             capture_output=True,
             text=True,
             timeout=10,
@@ -50,7 +50,7 @@ class Tmux:
 
     def alive(self) -> bool:
         r = subprocess.run(
-            ["tmux", "-L", self.socket, "has-session", "-t", "top"], capture_output=True
+            ["tmux", "-S", self.socket, "has-session", "-t", "top"], capture_output=True
         )
         return r.returncode == 0
 
@@ -68,7 +68,7 @@ class Tmux:
         return seen[0]
 
     def kill(self) -> None:
-        subprocess.run(["tmux", "-L", self.socket, "kill-server"], capture_output=True)
+        subprocess.run(["tmux", "-S", self.socket, "kill-server"], capture_output=True)
 
 
 def row(screen: str, name: str) -> str:
@@ -116,7 +116,7 @@ def traffic(running: Started) -> Iterator[None]:
 
 
 @pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux (scripts/install-test-deps)")
-def test_top_drains_a_server_with_a_key(running: Started, traffic: None) -> None:
+def test_top_drains_a_server_with_a_key(tmp_path: Path, running: Started, traffic: None) -> None:
     pytest.importorskip("textual")  # the `top` extra, part of `test`
     admin_port = running.api.split(":")[2].split("/")[0]
     env = {
@@ -139,7 +139,7 @@ def test_top_drains_a_server_with_a_key(running: Started, traffic: None) -> None
     assert bad.stderr.startswith("quiesce: 401: ") and "QUIESCE_PASSWORD" in bad.stderr
     command = "env " + " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
     command += f" {shlex.quote(sys.executable)} -m quiesce top"
-    tmux = Tmux(command)
+    tmux = Tmux(tmp_path / "tmux.sock", command)
     try:
         api = running.api
 
