@@ -61,3 +61,8 @@ def test_disagreements_name_every_verdict() -> None:
     verdicts = {"A": {"web/b1": "up", "web/b2": "up"}, "B": {"web/b1": "down", "web/b2": "up"}}
     assert disagreements(verdicts) == [{"server": "web/b1", "verdicts": {"A": "up", "B": "down"}}]
     assert disagreements({"A": {"web/b1": "up"}}) == []
+    # a node lists only what is not fine: the others' default
+    compact = {"A": {}, "B": {"web/b2": "down"}}
+    assert disagreements(compact, default="up") == [
+        {"server": "web/b2", "verdicts": {"A": "up", "B": "down"}}
+    ]

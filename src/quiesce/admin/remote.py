@@ -12,7 +12,7 @@ from quiesce.core.admin import AdminCommand
 from quiesce.core.cluster import cluster_guard
 from quiesce.core.errors import GuardRefused
 from quiesce.core.events import EventKind
-from quiesce.core.states import Admin, Cause
+from quiesce.core.states import Admin, Cause, Oper
 from quiesce.state.events import make_event
 from quiesce.state.registry import ServerRuntime
 from quiesce.store.base import RemoteChange, SharedStore
@@ -41,14 +41,18 @@ class RemoteChanges(ServiceBase):
         await self.store.confirm(mark, timeout)
 
     def _verdicts(self) -> dict[str, Any]:
-        """This node's health verdict per server and eligible servers per pool, published
-        for the other nodes (quiesce.store.cluster)."""
+        """This node's health, published for the other nodes (quiesce.store.cluster), in a
+        size that follows what is wrong, not the number of servers: the verdict of each server
+        neither up nor unmonitored, and the servers each pool cannot use (not eligible)."""
         oper: dict[str, str] = {}
-        eligible: dict[str, list[str]] = {}
+        out: dict[str, list[str]] = {}
         for pool in self.registry.pools.values():
-            eligible[pool.name] = sorted(s.name for s in pool.servers if s.eligible)
-            oper.update((s.key, s.oper.value) for s in pool.servers)
-        return {"oper": oper, "eligible": eligible}
+            for s in pool.servers:
+                if s.oper is not Oper.UP and s.oper is not Oper.UNMONITORED:
+                    oper[s.key] = s.oper.value
+                if not s.eligible:
+                    out.setdefault(pool.name, []).append(s.name)
+        return {"oper": oper, "out": out}
 
     def _cluster_guard(self, server: ServerRuntime, cmd: AdminCommand, ctx: CommandContext) -> None:
         """``min_servers_up`` against every node's view (as each published it, less what
@@ -65,9 +69,11 @@ class RemoteChanges(ServiceBase):
             other = next((s for s in pool.servers if s.name == name), None)
             return other is None or other.admin.state is Admin.ENABLED
 
-        worst = cluster_guard(
-            cluster.views(pool.name), server.name, still_eligible, pool.config.min_servers_up
-        )
+        views = {  # what each other node sees eligible: the pool less what it cannot use
+            node: [s.name for s in pool.servers if s.name not in out]
+            for node, out in cluster.unusable(pool.name).items()
+        }
+        worst = cluster_guard(views, server.name, still_eligible, pool.config.min_servers_up)
         if worst is not None:
             node, left = worst
             self._refuse_with(

@@ -115,13 +115,20 @@ def cluster_guard(
     return worst
 
 
-def disagreements(verdicts: Mapping[str, Mapping[str, str]]) -> list[dict[str, Any]]:
+def disagreements(
+    verdicts: Mapping[str, Mapping[str, str]], default: str | None = None
+) -> list[dict[str, Any]]:
     """The servers the nodes judge differently: ``verdicts`` maps a node to its health
-    verdict per server; each entry names the server and every node's verdict."""
+    verdict per server (a server a node does not list: ``default``, or not judged there if
+    None); each entry names the server and every node's verdict."""
     servers = sorted({key for per_node in verdicts.values() for key in per_node})
     out = []
     for key in servers:
-        seen = {node: v[key] for node, v in sorted(verdicts.items()) if key in v}
+        seen = {
+            node: v.get(key, default)
+            for node, v in sorted(verdicts.items())
+            if key in v or default is not None
+        }
         if len(set(seen.values())) > 1:
             out.append({"server": key, "verdicts": seen})
     return out

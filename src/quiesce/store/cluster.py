@@ -16,7 +16,8 @@
 - **health views**: each turn (at most once a probe interval), if an event happened since
   (the store sets :attr:`health_dirty` on every one), it publishes this node's health verdicts
   when they changed, under ``health/<name>`` with the node's lease (gone when the node is):
-  ``{"oper": {pool/server: verdict}, "eligible": {pool: [servers]}}``, from
+  ``{"oper": {pool/server: verdict}, "out": {pool: [servers]}}`` (verdicts other than up or
+  unmonitored; the servers a pool cannot use), from
   :attr:`verdicts_of` (the admin service sets it). The watch hands every ``health/`` key to
   :meth:`on_health`: the view shows every node's verdicts and where they disagree, and
   ``min_servers_up`` is checked against every node's eligible servers
@@ -119,12 +120,13 @@ class ClusterAgent:
         if record is not None:
             self.health[name] = record
 
-    def views(self, pool: str) -> dict[str, list[str]]:
-        """The servers of ``pool`` each other node sees eligible, as it published them."""
+    def unusable(self, pool: str) -> dict[str, set[str]]:
+        """The servers of ``pool`` each other node cannot use (not eligible there), as it
+        published them."""
         return {
-            node: [str(n) for n in record.get("eligible", {}).get(pool, [])]
+            node: {str(n) for n in record.get("out", {}).get(pool, [])}
             for node, record in self.health.items()
-            if node != self.store.node and isinstance(record.get("eligible"), dict)
+            if node != self.store.node and isinstance(record.get("out"), dict)
         }
 
     def synced(self, names: set[str]) -> None:
@@ -167,7 +169,7 @@ class ClusterAgent:
             "pending_writes": self.store.pending,
             "nodes": nodes,
             "health": dict(sorted(verdicts.items())),
-            "disagreements": disagreements(verdicts),
+            "disagreements": disagreements(verdicts, default="up"),
         }
 
     # the task -------------------------------------------------------------------------------
@@ -223,7 +225,8 @@ class ClusterAgent:
         self._next_beat = self.clock() + self.lease_ttl / 3
 
     async def _publish_health(self, client: Any) -> None:
-        """This node's verdicts, when they changed since the last publication."""
+        """This node's verdicts, when they changed since the last publication. A failure is
+        logged, not the link's: the probe's read said whether etcd answers."""
         if self.verdicts_of is None or not self.health_dirty:
             return  # nothing happened: no pass over the servers
         self.health_dirty = False
@@ -231,9 +234,14 @@ class ClusterAgent:
         value = json.dumps(record, sort_keys=True, separators=(",", ":")).encode()
         if value == self._published:
             return
-        await client.put(
-            f"{self.store.prefix}health/{self.store.node}".encode(), value, lease=self._lease
-        )
+        try:
+            await client.put(
+                f"{self.store.prefix}health/{self.store.node}".encode(), value, lease=self._lease
+            )
+        except Exception as exc:
+            self.health_dirty = True  # try again next turn
+            log.warning("state store: publishing this node's health failed: %s", exc)
+            return
         self._published = value
         self.health[self.store.node] = record
 
