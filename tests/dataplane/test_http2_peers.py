@@ -86,6 +86,34 @@ async def test_a_server_drained_under_h2_load_finishes_its_streams(
         assert server.connections == 0  # and finished the ones it had
 
 
+async def test_a_rolling_maintenance_of_three_servers_under_h2_load(
+    backends: list[Backend],
+) -> None:
+    """Each server in turn: drained, to maintenance once its streams are done, back; the
+    h2 load (200 streams in flight) loses none."""
+    for b in backends:
+        b.delay = 0.005
+    async with start_proxy(make_config([b.address for b in backends])) as p:
+        load = asyncio.create_task(h2load("-n", "20000", "-c", "10", "-m", "20", p.url + "/"))
+        servers = p.registry.pool("web").servers
+        for server, b in zip(servers, backends, strict=True):
+            await wait_for(lambda: len(b.requests) >= 200, 60)  # noqa: B023
+            drain = AdminCommand(Admin.DRAIN, actor="t", cause=Cause.CLI)
+            p.registry.admin_command(server, drain)
+            await wait_for(lambda: server.connections == 0, 30)  # noqa: B023
+            maint = AdminCommand(Admin.MAINTENANCE, actor="t", cause=Cause.CLI)
+            p.registry.admin_command(server, maint)
+            done = len(b.requests)
+            total = sum(len(x.requests) for x in backends)
+            await wait_for(lambda: sum(len(x.requests) for x in backends) > total + 300, 30)
+            assert len(b.requests) == done  # nothing for a server in maintenance
+            back = AdminCommand(Admin.ENABLED, actor="t", cause=Cause.CLI)
+            p.registry.admin_command(server, back)
+            assert not load.done(), "the load ended before the roll did: make it longer"
+        c = await load
+        assert c["succeeded"] == 20000 and c["2xx"] == 20000, c
+
+
 def raw_h2_get(port: int, path: str) -> socket.socket:
     """A socket with the preface, SETTINGS and a GET for ``path`` on stream 1 sent."""
     s = socket.create_connection(("127.0.0.1", port), timeout=20)
