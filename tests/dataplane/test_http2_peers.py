@@ -105,7 +105,7 @@ async def test_a_rolling_maintenance_of_three_servers_under_h2_load(
             p.registry.admin_command(server, maint)
             done = len(b.requests)
             total = sum(len(x.requests) for x in backends)
-            await wait_for(lambda: sum(len(x.requests) for x in backends) > total + 300, 30)
+            await wait_for(lambda: sum(len(x.requests) for x in backends) > total + 300, 30)  # noqa: B023
             assert len(b.requests) == done  # nothing for a server in maintenance
             back = AdminCommand(Admin.ENABLED, actor="t", cause=Cause.CLI)
             p.registry.admin_command(server, back)
