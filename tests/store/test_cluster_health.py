@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.dashboard.conftest import browser  # noqa: F401 (the fixture)
 from tests.store.test_cluster import AUTH, cluster, events, run_cli
 from tests.store.test_etcd import ETCD, Etcd, _free_port, node_config
 from tests.support.process import BackendThread, Started, run_quiesce, until
@@ -95,3 +96,25 @@ def test_the_guard_counts_the_node_that_sees_the_fewest(nodes: tuple[Started, St
     until(lambda: differ(a) == [] and "B" not in cluster(a)["health"], 10)
     r = httpx.post(f"{a.api}/servers/web/b1/maintenance", json={}, auth=AUTH, timeout=10)
     assert r.status_code == 200, r.text
+
+
+@pytest.mark.browser
+def test_the_dashboard_says_where_health_differs(
+    nodes: tuple[Started, Started],
+    browser: Any,  # noqa: F811 (the fixture imported above)
+) -> None:
+    from playwright.sync_api import expect
+
+    a, _ = nodes
+    page = browser.new_page()
+    try:
+        page.goto(a.api.removesuffix("/api/v1") + "/")
+        page.get_by_label("User").fill("admin")
+        page.get_by_label("Password").fill("pw")
+        page.get_by_role("button", name="Log in").click()
+        expect(page.locator("#live")).to_contain_text("live")
+        box = page.locator("#cluster-health")
+        expect(box).to_contain_text("web/b2: down on node B (up on A)", timeout=15000)
+        expect(page.locator("#cluster-banner")).to_be_hidden()  # the link is fine
+    finally:
+        page.close()

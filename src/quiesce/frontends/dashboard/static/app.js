@@ -359,6 +359,15 @@
         Number(c.lag_seconds).toFixed(1) + " s (" + c.link + (c.error ? ": " + c.error : "") +
         "): what you see may be out of date, and changes are refused unless made on this node only (--local).";
     }
+    // the nodes' health checks disagree: "web/b2: down on node B (up on A)"
+    const differ = c.disagreements || [];
+    const health = document.getElementById("cluster-health");
+    health.hidden = differ.length === 0;
+    health.textContent = differ.length === 0 ? "" : "Health differs between nodes: " + differ.map((d) => {
+      const parts = Object.entries(d.verdicts).filter(([, v]) => v !== "up").map(([n, v]) => v + " on node " + n);
+      const up = Object.entries(d.verdicts).filter(([, v]) => v === "up").map(([n]) => n);
+      return d.server + ": " + parts.join(", ") + (up.length ? " (up on " + up.join(", ") + ")" : "");
+    }).join("; ");
   }
 
   function siteMaintenanceOn() {
