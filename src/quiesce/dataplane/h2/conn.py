@@ -353,7 +353,8 @@ class Http2Connection(asyncio.Protocol):
     def eof_received(self) -> bool | None:
         if self.streams and not self.final:
             self._peer_goaway()  # half-closed: answer what is in flight
-            return True
+            # (TLS closes after the client's close_notify whatever the answer: True warns)
+            return self.transport.can_write_eof()
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
