@@ -198,9 +198,9 @@ class Http2Connection(asyncio.Protocol):
             elif kind is StreamReset:
                 st = streams.get(e.stream_id)
                 session.forget(e.stream_id)
-                if st is not None:  # the client went away from it (logged as such)
+                if st is not None and not st.transport.is_closing():
                     st.transport.closing = True  # type: ignore[attr-defined]
-                    st.connection_lost(None)
+                    st.connection_lost(None)  # the client went away (logged as such)
             elif kind is WindowUpdated or kind is RemoteSettingsChanged:
                 self._pump()
             elif kind is PingAckReceived:

@@ -172,13 +172,14 @@ class Stream(ClientConnection):
     """One stream's exchange (see the module docstring); never one of the service's
     connections (its HTTP/2 connection is)."""
 
-    __slots__ = ("chunked_in", "conn", "sid")
+    __slots__ = ("chunked_in", "conn", "gone", "sid")
 
     def __init__(self, ctx: ServiceContext, conn: Carrier, sid: int) -> None:
         super().__init__(ctx)
         self.conn = conn
         self.sid = sid
         self.chunked_in = False
+        self.gone = False  # connection_lost ran (it may be asked twice: a reset, the end)
         self.proxied = conn.proxied
         self.fwd = conn.fwd
         self.take_transport(StreamTransport(conn, self, sid))  # type: ignore[arg-type]
@@ -194,6 +195,9 @@ class Stream(ClientConnection):
         pass  # never counted
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self.gone:
+            return
+        self.gone = True
         super().connection_lost(exc)
         self.conn.stream_gone(self)
 
