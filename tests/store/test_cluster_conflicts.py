@@ -192,4 +192,25 @@ def test_a_command_queued_while_cut_off_does_not_overwrite_a_newer_one(pair: Pai
     assert admin_state(a) == "drain"  # never flipped to B's older maintenance
     conflict = events(b, "write_conflict")
     assert conflict and "now drain" in conflict[-1]["reason"], conflict
+    assert "(maintenance, made on this node only) was not applied" in conflict[-1]["reason"]
+    assert events(b, "local_reconciled") == []
     assert [e for e in events(a, "admin_change") if e["detail"].get("node") == "B"] == []
+
+
+def test_a_local_change_reaches_every_node_when_the_link_is_back(pair: Pair) -> None:
+    """A change made on B only (--local) while cut off, that nobody else changed meanwhile,
+    lands when B is back: every node has it, and B's log says so (local_reconciled)."""
+    a, b = pair.a, pair.b
+    pair.relay.cut()
+    until(lambda: cluster(b)["link"] != "up", 10)
+    done = run_cli(b, "set", "server", "web/b1", "maintenance", "--local")
+    assert done.returncode == 0, done.stderr
+    change = events(b, "admin_change")[-1]
+    assert change["detail"].get("local") is True
+    assert admin_state(a) == "enabled"
+    pair.relay.restore()
+    until(lambda: admin_state(a) == "maintenance", 15)
+    reconciled = events(b, "local_reconciled")
+    assert len(reconciled) == 1 and reconciled[0]["server"] == "b1", reconciled
+    assert "made on this node only (maintenance) reached etcd" in reconciled[0]["reason"]
+    assert events(b, "write_conflict") == [] and events(a, "local_reconciled") == []

@@ -36,6 +36,7 @@ class EventKind(StrEnum):
     NODE_LEFT = "node_left"  # its registration (lease) ended
     WRITE_CONFLICT = "write_conflict"  # a write to etcd lost to a newer change (not applied)
     STORE_REPLACED = "store_replaced"  # etcd's revision went back: re-read, republished
+    LOCAL_RECONCILED = "local_reconciled"  # a --local change reached etcd once it was back
     SERVER_EJECTED = "server_ejected"  # issue 17: passive outlier detection took it out
     SERVER_RETURNED = "server_returned"  # ... and its ejection time is over
     EJECTION_REFUSED = "ejection_refused"  # ... a run reached its threshold, the pool said no

@@ -40,6 +40,7 @@ _SECTIONS: dict[str, Kind] = {
 _OBSERVED = {  # what this node saw of the cluster: its own log only
     EventKind.WRITE_CONFLICT,
     EventKind.STORE_REPLACED,
+    EventKind.LOCAL_RECONCILED,
     EventKind.NODE_ISOLATED,
     EventKind.NODE_REJOINED,
     EventKind.NODE_JOINED,
@@ -77,6 +78,7 @@ class Op:
     base: int | None
     seqs: list[int]
     events: list[tuple[str, bytes]] = field(default_factory=list)
+    local: bool = False  # made on this node only (--local): its landing is a reconciliation
 
 
 class EtcdBase:

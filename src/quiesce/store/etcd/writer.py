@@ -116,6 +116,7 @@ class Writer(EtcdBase):
         else:  # folded: the newest value, on the first one's base
             op.value = value
             op.seqs.append(seq)
+        op.local = op.local or (base is not None and self.cluster.local)
         if len(self._queue) > self._max_queue:
             self._drop_oldest_event()
         self._idle.clear()
@@ -186,6 +187,8 @@ class Writer(EtcdBase):
                 self._acked[key] = rev
                 if op.value is not None:
                     self._known[key] = op.value
+                if op.local:
+                    self._reconciled(key, op, rev)
             if key not in self._ops and key in self._deferred:
                 drev, dvalue = self._deferred.pop(key)
                 if rev is None or drev > rev:
@@ -229,6 +232,7 @@ class Writer(EtcdBase):
             op.value = after.value
             op.seqs.extend(after.seqs)
             op.events.extend(after.events)
+            op.local = op.local or after.local
             self._ops[key] = op
 
     def _on_refused(self, key: str, op: Op, value: bytes | None, rev: int) -> None:
@@ -261,6 +265,22 @@ class Writer(EtcdBase):
             return
         self._on_kv(key, value, rev)  # the newer record applies here too
 
+    def _reconciled(self, key: str, op: Op, rev: int) -> None:
+        """A change made on this node only (``--local``) while etcd was unreachable landed:
+        nobody changed the record meanwhile, so it is every node's now."""
+        section, _, name = key[len(self.prefix) :].partition("/")
+        kind = _SECTIONS[section]
+        what = _WHAT[kind].format(name)
+        message = (
+            f"the change of {what} made on this node only ({_describe(kind, _body(op.value))}) "
+            f"reached etcd (revision {rev}): every node has it now"
+        )
+        log.info("state store: %s", message)
+        detail: dict[str, Any] = {"record": kind, "name": name, "revision": rev}
+        if kind in ("admin", "server"):
+            detail["pool"], _, detail["server"] = name.partition("/")
+        self.cluster.emit("local_reconciled", message, detail)
+
     def _lose(self, kind: Kind, name: str, op: Op, body: dict[str, Any] | None, rev: int) -> None:
         what = _WHAT[kind].format(name)
         meta = body or {}
@@ -288,6 +308,8 @@ class Writer(EtcdBase):
             )
             newer = f"{by} changed it at {stamp} (etcd revision {rev}): now {_describe(kind, body)}"
         mine = _describe(kind, _body(op.value))
+        if op.local:
+            mine += ", made on this node only"
         message = (
             f"conflict: {what} changed on another node before this change reached etcd: "
             f"{newer}; this change ({mine}) was not applied: look at the current state and "

@@ -31,6 +31,7 @@
     "startup", "shutdown", "server_added", "server_updated", "server_removed",
     "config_reload", "config_change", "protocol_error", "node_isolated", "node_rejoined",
     "node_joined", "node_left", "write_conflict", "store_replaced",
+    "local_reconciled",
   ];
   const CAUSES = ["health", "passive", "api", "cli", "dashboard", "runtime-socket", "config", "expiry", "deadline", "startup"];
   const MONITOR_TYPES = ["http", "https", "tcp", "udp", "tcp_half_open", "icmp"];
