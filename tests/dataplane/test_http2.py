@@ -1,13 +1,13 @@
-"""HTTP/2 on the data plane (issue 16, item 3) with real clients: curl ``--http2`` over TLS
-(ALPN) and ``--http2-prior-knowledge`` on cleartext, httpx with ``http2=True``; each stream
-goes through the same balancing, rules, maintenance page and connection table as an
-HTTP/1.1 request, over the upstream HTTP/1.1 keep-alive pool; flow control both ways."""
+"""HTTP/2 on the data plane (issue 16, items 3 and 4) with in-process clients: httpx with
+``http2=True`` over TLS (ALPN) and h2c, and a raw client where httpx cannot go (a drain,
+``--force``, GOAWAY at an upgrade and at the idle timeout); each stream goes through the
+same balancing, rules and connection table as an HTTP/1.1 request, over the upstream
+HTTP/1.1 keep-alive pool; flow control both ways. curl and h2load: test_http2_peers.py."""
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import ssl
 from pathlib import Path
 from typing import Any
@@ -19,7 +19,7 @@ import pytest
 from quiesce.core.admin import AdminCommand
 from quiesce.core.states import Admin, Cause
 from tests.dataplane.backend import Backend
-from tests.dataplane.conftest import curl, make_config, start_proxy, wait_for
+from tests.dataplane.conftest import make_config, start_proxy, wait_for
 from tests.support.certs import Certs
 from tests.support.h2client import RawClient, request
 
@@ -44,52 +44,6 @@ def tls(alpn: list[str] | None = None) -> dict[str, Any]:
 
 def client_ctx(certs: Certs) -> ssl.SSLContext:
     return ssl.create_default_context(cafile=str(certs.ca_file))
-
-
-async def test_curl_prior_knowledge_on_cleartext(backends: list[Backend]) -> None:
-    raw = make_config([b.address for b in backends])
-    async with start_proxy(raw) as p:
-        # one URL a curl: curl 7.88 (Debian 12) fails to reuse a prior-knowledge connection
-        # for a second URL (curl/curl#10634, fixed in 8.0): httpx below does many streams
-        r = await curl("--http2-prior-knowledge", "-i", p.url + "/")
-        assert r.code == 0, r.stderr
-        assert r.stdout.startswith(b"HTTP/2 200"), r.stdout
-        assert r.stdout.endswith(b"hello from a\n")
-        r = await curl("--http2-prior-knowledge", "-i", p.url + "/headers?x=1")
-        assert r.stdout.startswith(b"HTTP/2 200"), r.stdout
-        seen = json.loads(r.stdout[r.stdout.index(b"{") :])
-        assert seen["x-forwarded-proto"] == "http"
-        assert seen["x-forwarded-for"] == "127.0.0.1"
-        assert seen["host"] == f"127.0.0.1:{p.port}"
-        assert p.service.stats.requests == 2
-        # HTTP/1.1 still works on the same port
-        r = await curl("-i", p.url + "/")
-        assert r.stdout.startswith(b"HTTP/1.1 200"), r.stdout
-
-
-async def test_curl_http2_over_tls_by_alpn(certs: Certs, tmp_path: Path, backend: Backend) -> None:
-    raw = make_config([backend.address], service=tls(["h2", "http/1.1"]))
-    async with start_proxy(raw, base_dir=tmp_path) as p:
-        url = f"https://localhost:{p.port}"
-        r = await curl("--http2", "--cacert", str(certs.ca_file), "-i", url + "/headers")
-        assert r.code == 0, r.stderr
-        assert r.stdout.startswith(b"HTTP/2 200"), r.stdout
-        seen = json.loads(r.stdout[r.stdout.index(b"{") :])
-        assert seen["x-forwarded-proto"] == "https"
-        # a client that offers only http/1.1 gets it
-        r = await curl("--http1.1", "--cacert", str(certs.ca_file), "-i", url + "/")
-        assert r.stdout.startswith(b"HTTP/1.1 200"), r.stdout
-
-
-async def test_tls_without_h2_in_alpn_stays_http11(
-    certs: Certs, tmp_path: Path, backend: Backend
-) -> None:
-    raw = make_config([backend.address], service=tls())  # default alpn: [http/1.1]
-    async with start_proxy(raw, base_dir=tmp_path) as p:
-        r = await curl(
-            "--http2", "--cacert", str(certs.ca_file), "-i", f"https://localhost:{p.port}/"
-        )
-        assert r.stdout.startswith(b"HTTP/1.1 200"), r.stdout
 
 
 async def test_httpx_http2_many_streams_one_connection(
@@ -122,23 +76,6 @@ async def test_httpx_http2_many_streams_one_connection(
         # the streams went over the HTTP/1.1 keep-alive pool: fewer server connections than
         # requests
         assert sum(b.connections for b in backends) < 60
-
-
-async def test_maintenance_page_and_rules_answer_streams(backend: Backend) -> None:
-    raw = make_config([backend.address])
-    raw["services"]["web"]["rules"] = [
-        {"if": {"path_prefix": "/old"}, "then": {"redirect": {"location": "/new", "status": 301}}}
-    ]
-    async with start_proxy(raw) as p:
-        r = await curl("--http2-prior-knowledge", "-i", p.url + "/old/x")
-        assert r.stdout.startswith(b"HTTP/2 301"), r.stdout
-        assert b"location: /new" in r.stdout.lower()
-        server = p.registry.pool("web").servers[0]
-        cmd = AdminCommand(Admin.MAINTENANCE, actor="t", cause=Cause.CLI)
-        p.registry.admin_command(server, cmd)
-        r = await curl("--http2-prior-knowledge", "-i", p.url + "/")
-        assert r.stdout.startswith(b"HTTP/2 503"), r.stdout
-        assert p.service.stats.maintenance_pages == 1
 
 
 async def test_httpx_h2c_prior_knowledge(backend: Backend) -> None:

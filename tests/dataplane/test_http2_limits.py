@@ -16,7 +16,7 @@ import h2.settings
 import pytest
 
 from tests.dataplane.backend import Backend
-from tests.dataplane.conftest import curl, make_config, start_proxy, wait_for
+from tests.dataplane.conftest import make_config, start_proxy, wait_for
 from tests.support.h2client import RawClient, frame, request
 
 pytestmark = [pytest.mark.loopback, pytest.mark.one_path]
@@ -26,8 +26,14 @@ PROTOCOL_ERROR = 1
 
 
 async def still_serves(port: int) -> None:
-    r = await curl("--http2-prior-knowledge", "-s", f"http://127.0.0.1:{port}/")
-    assert r.stdout == b"hello from a\n", r
+    """Another client, on its own connection, is served."""
+    c = await RawClient.open(port)
+    c.h2.send_headers(1, request("/"), end_stream=True)
+    c.flush()
+    await c.read_until(lambda: c.ended(1))
+    body = b"".join(e.data for e in c.events if isinstance(e, h2.events.DataReceived))
+    assert body == b"hello from a\n"
+    c.close()
 
 
 async def test_rapid_reset_gets_goaway_enhance_your_calm(backend: Backend) -> None:

@@ -1,11 +1,14 @@
-"""HTTP/2 under load from h2load (nghttp2-client) (issue 16, items 3 and 4): many streams
-over h2c and TLS; a server drained during the load finishes its streams and loses none; a
+"""HTTP/2 with external clients (issue 16, items 3 and 4): curl ``--http2`` over TLS (ALPN)
+and ``--http2-prior-knowledge`` on cleartext, rules and the maintenance page answering
+streams; h2load (nghttp2-client) with many streams over h2c and TLS; a server drained during
+the load finishes its streams and loses none, and so does a rolling maintenance of three; a
 ``quiesce run`` shut down by SIGTERM under h2 load sends GOAWAY and every stream in flight
 completes."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import signal
 import socket
@@ -13,6 +16,7 @@ import struct
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import hpack
 import pytest
@@ -20,7 +24,7 @@ import pytest
 from quiesce.core.admin import AdminCommand
 from quiesce.core.states import Admin, Cause
 from tests.dataplane.backend import Backend
-from tests.dataplane.conftest import make_config, start_proxy, wait_for
+from tests.dataplane.conftest import curl, make_config, start_proxy, wait_for
 from tests.support.backend import serve_in_thread
 from tests.support.certs import Certs
 from tests.support.process import run_quiesce, write_simple_config
@@ -50,6 +54,83 @@ async def h2load(*args: str) -> dict[str, int]:
     )
     out, _ = await asyncio.wait_for(proc.communicate(), 120)
     return counts(out.decode())
+
+
+def tls(alpn: list[str] | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {"certificates": [{"cert": "a.pem", "key": "a.key"}]}
+    if alpn is not None:
+        out["alpn"] = alpn
+    return {"tls": out}
+
+
+@pytest.fixture
+def certs(tmp_path: Path) -> Certs:
+    c = Certs(tmp_path)
+    c.leaf("a", "a.example", "localhost", "127.0.0.1")
+    return c
+
+
+async def test_curl_prior_knowledge_on_cleartext(backends: list[Backend]) -> None:
+    raw = make_config([b.address for b in backends])
+    async with start_proxy(raw) as p:
+        # one URL a curl: curl 7.88 (Debian 12) fails to reuse a prior-knowledge connection
+        # for a second URL (curl/curl#10634, fixed in 8.0): httpx below does many streams
+        r = await curl("--http2-prior-knowledge", "-i", p.url + "/")
+        assert r.code == 0, r.stderr
+        assert r.stdout.startswith(b"HTTP/2 200"), r.stdout
+        assert r.stdout.endswith(b"hello from a\n")
+        r = await curl("--http2-prior-knowledge", "-i", p.url + "/headers?x=1")
+        assert r.stdout.startswith(b"HTTP/2 200"), r.stdout
+        seen = json.loads(r.stdout[r.stdout.index(b"{") :])
+        assert seen["x-forwarded-proto"] == "http"
+        assert seen["x-forwarded-for"] == "127.0.0.1"
+        assert seen["host"] == f"127.0.0.1:{p.port}"
+        assert p.service.stats.requests == 2
+        # HTTP/1.1 still works on the same port
+        r = await curl("-i", p.url + "/")
+        assert r.stdout.startswith(b"HTTP/1.1 200"), r.stdout
+
+
+async def test_curl_http2_over_tls_by_alpn(certs: Certs, tmp_path: Path, backend: Backend) -> None:
+    raw = make_config([backend.address], service=tls(["h2", "http/1.1"]))
+    async with start_proxy(raw, base_dir=tmp_path) as p:
+        url = f"https://localhost:{p.port}"
+        r = await curl("--http2", "--cacert", str(certs.ca_file), "-i", url + "/headers")
+        assert r.code == 0, r.stderr
+        assert r.stdout.startswith(b"HTTP/2 200"), r.stdout
+        seen = json.loads(r.stdout[r.stdout.index(b"{") :])
+        assert seen["x-forwarded-proto"] == "https"
+        # a client that offers only http/1.1 gets it
+        r = await curl("--http1.1", "--cacert", str(certs.ca_file), "-i", url + "/")
+        assert r.stdout.startswith(b"HTTP/1.1 200"), r.stdout
+
+
+async def test_tls_without_h2_in_alpn_stays_http11(
+    certs: Certs, tmp_path: Path, backend: Backend
+) -> None:
+    raw = make_config([backend.address], service=tls())  # default alpn: [http/1.1]
+    async with start_proxy(raw, base_dir=tmp_path) as p:
+        r = await curl(
+            "--http2", "--cacert", str(certs.ca_file), "-i", f"https://localhost:{p.port}/"
+        )
+        assert r.stdout.startswith(b"HTTP/1.1 200"), r.stdout
+
+
+async def test_maintenance_page_and_rules_answer_streams(backend: Backend) -> None:
+    raw = make_config([backend.address])
+    raw["services"]["web"]["rules"] = [
+        {"if": {"path_prefix": "/old"}, "then": {"redirect": {"location": "/new", "status": 301}}}
+    ]
+    async with start_proxy(raw) as p:
+        r = await curl("--http2-prior-knowledge", "-i", p.url + "/old/x")
+        assert r.stdout.startswith(b"HTTP/2 301"), r.stdout
+        assert b"location: /new" in r.stdout.lower()
+        server = p.registry.pool("web").servers[0]
+        cmd = AdminCommand(Admin.MAINTENANCE, actor="t", cause=Cause.CLI)
+        p.registry.admin_command(server, cmd)
+        r = await curl("--http2-prior-knowledge", "-i", p.url + "/")
+        assert r.stdout.startswith(b"HTTP/2 503"), r.stdout
+        assert p.service.stats.maintenance_pages == 1
 
 
 async def test_h2load_many_streams_h2c_and_tls(backends: list[Backend], tmp_path: Path) -> None:
