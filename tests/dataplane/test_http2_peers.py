@@ -133,6 +133,26 @@ async def test_maintenance_page_and_rules_answer_streams(backend: Backend) -> No
         assert p.service.stats.maintenance_pages == 1
 
 
+async def test_openssl_s_client_negotiates_h2_by_alpn(
+    certs: Certs, tmp_path: Path, backend: Backend
+) -> None:
+    raw = make_config([backend.address], service=tls(["h2", "http/1.1"]))
+    async with start_proxy(raw, base_dir=tmp_path) as p:
+        for offer, chosen in (("h2,http/1.1", "h2"), ("http/1.1", "http/1.1"), ("h3", None)):
+            proc = await asyncio.create_subprocess_exec(
+                "openssl", "s_client", "-connect", f"127.0.0.1:{p.port}", "-servername",
+                "a.example", "-alpn", offer, "-CAfile", str(certs.ca_file),
+                stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
+            )  # fmt: skip
+            out = (await asyncio.wait_for(proc.communicate(), 30))[0].decode()
+            if chosen is None:
+                assert "No ALPN negotiated" in out, out
+            else:
+                assert f"ALPN protocol: {chosen}" in out, out
+            assert "Verify return code: 0 (ok)" in out
+
+
 async def test_h2load_many_streams_h2c_and_tls(backends: list[Backend], tmp_path: Path) -> None:
     certs = Certs(tmp_path)
     certs.leaf("a", "localhost", "127.0.0.1")
