@@ -1,11 +1,12 @@
 """CPU per pick of a server, by number of candidates and algorithm (sans IO, no sockets).
 
-    python3 bench/pick_cost.py [--sizes 100 1000 10000 100000] [--old SRC]
+    python3 bench/pick_cost.py [--sizes 100 1000 10000 100000] [--old SRC] [--only CASE]
 
 ``PoolRuntime.pick`` as the data plane calls it for each new request or connection, in one
 pool of N eligible servers (weights 1-4, no slow start, no load: least_connections sees
-ties). ``+ change``: a ``set weight`` on one server before each pick,
-the worst case of a candidate set that changes between every two picks. ``--old
+ties; source_ip_hash: a new client address at each pick). ``+ change``: a ``set weight`` on
+one server before each pick, the worst case of a candidate set that changes between every
+two picks. ``(first pick)``: the CPU of the first pick alone (a ring is built there). ``--old
 /tmp/wt/src``: the same run on another checkout's ``src`` (a subprocess), side by side.
 """
 
@@ -29,7 +30,13 @@ CASES = [
     "weighted_round_robin",
     "weighted_round_robin + change",
     "least_connections",
+    "source_ip_hash",
+    "source_ip_hash + change",
+    "source_ip_hash (first pick)",
 ]
+
+KEYS = [f"198.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}" for i in range(65_536)]
+"""Client addresses for source_ip_hash: a new one for each pick (none repeats in a cell)."""
 
 
 def pool_of(size: int) -> tuple[Registry, PoolRuntime]:
@@ -53,9 +60,14 @@ def pool_of(size: int) -> tuple[Registry, PoolRuntime]:
 
 def per_pick_us(registry: Registry, pool: PoolRuntime, case: str, budget: float) -> float:
     algo, _, change = case.partition(" + ")
-    pool.algorithm = make_algorithm(algo)
+    first = algo.endswith(" (first pick)")
+    pool.algorithm = make_algorithm(algo.removesuffix(" (first pick)"))
     servers = list(pool.candidates)
+    keys = KEYS if algo.startswith("source_ip_hash") else ["10.9.9.9"]
+    start = time.process_time()
     pool.pick("10.9.9.9", 0.0)  # warm: a first pick may build its structures
+    if first:  # what that first pick cost
+        return (time.process_time() - start) * 1e6
     picks = 0
     start = time.process_time()
     spent = 0.0
@@ -64,17 +76,17 @@ def per_pick_us(registry: Registry, pool: PoolRuntime, case: str, budget: float)
             if change:
                 s = servers[picks % len(servers)]
                 registry.set_weight(s, 1 + (s.weight % 4))
-            pool.pick("10.9.9.9", 0.0)
+            pool.pick(keys[picks % len(keys)], 0.0)
             picks += 1
         spent = time.process_time() - start
     return spent / picks * 1e6
 
 
-def run(sizes: list[int], budget: float) -> list[list[float]]:
+def run(sizes: list[int], budget: float, cases: list[str]) -> list[list[float]]:
     out = []
     for size in sizes:
         registry, pool = pool_of(size)
-        out.append([per_pick_us(registry, pool, case, budget) for case in CASES])
+        out.append([per_pick_us(registry, pool, case, budget) for case in cases])
     return out
 
 
@@ -83,24 +95,29 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[100, 1000, 10000, 100000])
     parser.add_argument("--budget", type=float, default=0.3, help="CPU seconds per cell")
     parser.add_argument("--old", help="another checkout's src directory, run side by side")
+    parser.add_argument(
+        "--only", help="the cases whose name starts with this (e.g. source_ip_hash)", default=""
+    )
     parser.add_argument("--raw", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    cases = [c for c in CASES if c.startswith(args.only)]
     if args.raw:
-        for row in run(args.sizes, args.budget):
+        for row in run(args.sizes, args.budget, cases):
             print(" ".join(map(str, row)))
         return
     old: list[list[float]] = []
     if args.old:
         env = {**os.environ, "PYTHONPATH": args.old}
-        cmd = [sys.executable, __file__, "--raw", "--budget", str(args.budget), "--sizes"]
+        cmd = [sys.executable, __file__, "--raw", "--only", args.only, "--budget"]
+        cmd += [str(args.budget), "--sizes"]
         res = subprocess.run(
             [*cmd, *map(str, args.sizes)], env=env, capture_output=True, text=True, check=True
         )
         old = [[float(x) for x in line.split()] for line in res.stdout.splitlines()]
-    new = run(args.sizes, args.budget)
+    new = run(args.sizes, args.budget, cases)
     print("| algorithm | candidates | old: CPU µs per pick | new: CPU µs per pick | old/new |")
     print("|---|---:|---:|---:|---:|")
-    for j, case in enumerate(CASES):
+    for j, case in enumerate(cases):
         for i, size in enumerate(args.sizes):
             n = new[i][j]
             if old:

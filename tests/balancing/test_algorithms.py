@@ -120,7 +120,9 @@ def test_source_hash_weights_and_slow_start() -> None:
     a = make_algorithm("source_ip_hash")
     servers = [S("a", 1), S("b", 3)]
     got = Counter(a.pick(servers, k).name for k in keys)  # type: ignore[union-attr]
-    assert abs(got["b"] / 20000 - 0.75) < 0.02
+    # a ring of 2 points per unit of weight: shares within a few percent (rendezvous
+    # hashing, O(n) per pick, was exact up to the keys' own spread)
+    assert abs(got["b"] / 20000 - 0.75) < 0.04
     ramp = [S("a"), S("b", factor=0.1)]
     got = Counter(a.pick(ramp, k).name for k in keys)  # type: ignore[union-attr]
     assert 0.05 < got["b"] / 20000 < 0.15

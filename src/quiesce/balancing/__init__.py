@@ -7,8 +7,8 @@
                           above 64 candidates)
 ``least_connections``  fewest live connections per unit of weight; ties rotate (power of
                        three choices above 64 candidates)
-``source_ip_hash``     weighted rendezvous hash of the client address: stable, and
-                       removing a server moves only its share
+``source_ip_hash``     multi-probe consistent hash of the client address on a ring
+                       (O(log n)): stable, and removing a server moves only its share
 =====================  ================================================================
 """
 
