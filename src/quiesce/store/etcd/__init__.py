@@ -66,6 +66,7 @@ from quiesce.store.etcd.base import (
     _quiet_close,
     _why,
     log,
+    refusal,
 )
 from quiesce.store.etcd.watcher import Watcher
 from quiesce.store.etcd.writer import Writer
@@ -87,8 +88,10 @@ class EtcdStore(Writer, Watcher):
             try:
                 await self._sync(client)
             except Exception as exc:
-                errors.append(f"{endpoint}: {_why(exc)}")
                 await _quiet_close(client)
+                if (why := refusal(exc, self.username, self.prefix)) is not None:
+                    raise StoreError(f"state.etcd: {endpoint}: {why}") from None
+                errors.append(f"{endpoint}: {_why(exc)}")
                 continue
             self._client, self._endpoint = client, i
             break

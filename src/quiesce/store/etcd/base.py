@@ -95,9 +95,19 @@ class EtcdBase:
         timeout: float = 5.0,
         stale_after: float = 3.0,
         lease_ttl: int = 5,
+        username: str | None = None,
+        password: str | None = None,
     ) -> None:
         if not endpoints:
             raise StoreError("state.etcd.endpoints: give at least one host:port")
+        if tls := [e for e in endpoints if e.startswith("https://")]:
+            raise StoreError(
+                f"state.etcd.endpoints: {tls[0]}: TLS to etcd is not supported yet (issue 15); "
+                "give http:// endpoints (on a trusted network, or through a TLS tunnel)"
+            )
+        if (username is None) != (password is None):
+            raise StoreError("state.etcd: give both username and password, or neither")
+        self.username, self.password = username, password
         self.endpoints = [_strip_scheme(e) for e in endpoints]
         self.prefix = prefix if prefix.endswith("/") else prefix + "/"
         self.node = node or f"{socket.gethostname()}:{os.getpid()}"
@@ -177,6 +187,8 @@ class EtcdBase:
         return aetcd.Client(
             host=host.strip("[]") or "127.0.0.1",
             port=int(port),
+            username=self.username,
+            password=self.password,
             timeout=self.timeout,
             options={
                 "grpc.initial_reconnect_backoff_ms": 200,
@@ -251,6 +263,22 @@ def _strip_scheme(endpoint: str) -> str:
         if endpoint.startswith(scheme):
             endpoint = endpoint[len(scheme) :]
     return endpoint.rstrip("/")
+
+
+def refusal(exc: BaseException, user: str | None, prefix: str) -> str | None:
+    """What etcd's refusal of this node's credentials means, in the config's words, or None
+    when the error is not about them."""
+    text = str(exc)
+    if "user name is empty" in text:
+        return "etcd requires authentication: set state.etcd.username and password"
+    if "authentication failed" in text:
+        return f"etcd refused user {user!r}: wrong state.etcd.username or password"
+    if "permission denied" in text:
+        return (
+            f"etcd user {user!r} may not read and write {prefix}: grant its role readwrite on "
+            "the prefix (docs/admin.md, 'etcd access')"
+        )
+    return None
 
 
 def _why(exc: BaseException) -> str:
