@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import ssl
 from pathlib import Path
 from typing import Any
@@ -180,3 +181,34 @@ async def test_an_upgrade_sends_goaway_at_once_and_finishes_streams(backend: Bac
         assert headers and data and data[-1][2] == b"released by a\n"
         c.close()
         await asyncio.wait_for(down, 10)  # done when the connection is, not after the grace
+
+
+async def test_expect_100_continue_and_a_body_without_length(backend: Backend) -> None:
+    async with start_proxy(make_config([backend.address])) as p:
+        c = await RawClient.open(p.port)
+        fields = [*request("/sink", "POST"), ("content-length", "5"), ("expect", "100-continue")]
+        c.h2.send_headers(1, fields, end_stream=False)
+        c.flush()
+        await c.read_until(
+            lambda: any(isinstance(e, h2.events.InformationalResponseReceived) for e in c.events)
+        )  # an informational HEADERS (:status 100) before the body is sent
+        c.h2.send_data(1, b"hello", end_stream=True)
+        c.flush()
+        await c.read_until(lambda: c.ended(1))
+        body = b"".join(e.data for e in c.events if isinstance(e, h2.events.DataReceived))
+        assert json.loads(body)["length"] == 5
+        c.close()
+        # DATA without a content-length: chunked to the server
+        pieces = [b"a" * 10000, b"b" * 70000, b"c"]
+
+        async def gen() -> Any:
+            for piece in pieces:
+                yield piece
+
+        async with httpx.AsyncClient(http1=False, http2=True) as client:
+            r = await client.post(p.url + "/sink", content=gen())
+        assert r.json() == {
+            "length": 80001,
+            "sha256": hashlib.sha256(b"".join(pieces)).hexdigest(),
+        }
+        assert backend.requests[-1].headers.get("transfer-encoding") == "chunked"
