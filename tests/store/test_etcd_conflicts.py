@@ -7,6 +7,7 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -168,3 +169,31 @@ async def hold_writer(node: Node) -> None:
     assert task.get_name() == "quiesce etcd writer"
     task.cancel()
     await until(task.done, 2)
+
+
+async def test_on_a_three_member_cluster_through_different_members(tmp_path: Path) -> None:
+    """A on member 0, B on member 1: the compare-and-swap is decided by the cluster (raft
+    orders both transactions), so one wins and the other is refused there as well."""
+    from tests.store.test_cluster import EtcdCluster
+
+    members = EtcdCluster(tmp_path / "etcd3")
+    members.start()
+    prefix = f"/quiesce-test/{uuid.uuid4().hex[:8]}/"
+    nodes: list[Node] = []
+    try:
+        a = await start_node(members.members[0].endpoint, prefix, "A")
+        nodes.append(a)
+        b = await start_node(members.members[1].endpoint, prefix, "B")
+        nodes.append(b)
+        mark_a = a.service.write_mark()
+        a.service.maintenance("web/w1", replace(A, reason="on m0"))
+        mark_b = b.service.write_mark()
+        b.service.drain("web/w1", replace(B, reason="on m1"))
+        lost = [await outcome(a, mark_a), await outcome(b, mark_b)]
+        assert sum(x is not None for x in lost) == 1, lost
+        won = Admin.MAINTENANCE if lost[0] is None else Admin.DRAIN
+        await admin_on_both((a, b), "web/w1", won)
+    finally:
+        for n in nodes:
+            await stop_node(n)
+        members.stop()
