@@ -270,3 +270,30 @@ def test_server_forms_fit_and_are_named(
     assert stack.server("edge", "edge1")["admin"] == "enabled"
     assert errors == []
     ctx.close()
+
+
+def test_a_removal_the_guard_refuses_says_so_in_dashboard_words(
+    stack: Stack, browser: Any
+) -> None:
+    """The guard's refusal (min_servers_up) reads as the dialog's own words, with the box to
+    tick, and no command-line flag; nothing changes. (The refusal text once named
+    --force-guard and the dialog matched on it; when the text dropped the flag, the hint
+    went missing.)"""
+    ctx, page, errors = new_page(browser)
+    login(page, stack, ADMIN)
+    page.goto(stack.admin_url + "/#/servers?pool=guarded")
+    expect(status_of(page, "guarded/g1")).to_have_attribute("data-status", "up")
+    page.get_by_role("button", name="Remove guarded/g1").click()
+    remove = page.locator("#dlg-server-remove")
+    expect(remove.get_by_label("Drain, then remove")).to_be_checked()
+    remove.get_by_role("button", name="Remove").click()
+    refusal = remove.locator(".err-msg")
+    expect(refusal).to_contain_text("below min_servers_up 2")
+    expect(refusal).to_contain_text("Tick “Override the pool's minimum-servers guard”")
+    expect(refusal).not_to_contain_text("--force-guard")
+    page.keyboard.press("Escape")
+    expect(remove).to_be_hidden()
+    g1 = stack.server("guarded", "g1")
+    assert g1["admin"] == "enabled" and g1["status"] == "up"
+    assert errors == []
+    ctx.close()

@@ -1042,7 +1042,7 @@
     if (/still has connections/.test(detail)) {
       return key + " still has open connections (" + (s.connections || 0) + " now). Wait until they end, or choose “Drain, then remove”.";
     }
-    if (/--force-guard/.test(detail)) {
+    if (/min_servers_up/.test(detail)) {  // the guard (the CLI adds its own flag hint)
       return detail.replace(/\s*\(override with --force-guard, API force_guard\)/, "")
         + ". Tick “Override the pool's minimum-servers guard” to drain it anyway.";
     }
