@@ -303,3 +303,16 @@ def test_a_server_added_at_runtime_is_tracked() -> None:
     assert all(s.outlier is not None for s in pool.servers)
     added = pool.add(pool.servers[0].config.model_copy(update={"name": "new"}))
     assert added.outlier is not None and added.outlier.policy.consecutive_5xx == 3
+
+
+def test_the_haproxy_views_call_an_ejected_server_down() -> None:
+    from quiesce.frontends.metrics import haproxy_server_state
+    from quiesce.frontends.runtime_socket.stats import haproxy_status
+
+    reg, _, _ = build()
+    s0 = reg.find_server("web/s0")
+    assert (haproxy_server_state(s0), haproxy_status(s0)) == ("UP", "no check")
+    fail(reg, s0)
+    assert (haproxy_server_state(s0), haproxy_status(s0)) == ("DOWN", "DOWN (ejected)")
+    reg.admin_command(s0, AdminCommand(Admin.DRAIN, actor="ops", cause=Cause.CLI))
+    assert (haproxy_server_state(s0), haproxy_status(s0)) == ("DRAIN", "DRAIN")

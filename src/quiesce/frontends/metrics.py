@@ -427,11 +427,12 @@ _H_REQ_TOT = (
 
 def haproxy_server_state(s: ServerRuntime) -> str:
     """promex_srv_status(): MAINT wins; DRAIN only for a running server; HAProxy's STOPPING
-    (disable-on-404: quiesce's *down for maintenance*) is NOLB; not yet checked is DOWN."""
+    (disable-on-404: quiesce's *down for maintenance*) is NOLB; not yet checked is DOWN, and
+    ejected by passive outlier detection too (HAProxy's observe + on-error mark-down)."""
     if s.admin.state is Admin.MAINTENANCE:
         return "MAINT"
     if s.oper in (Oper.UP, Oper.UNMONITORED):
-        return "DRAIN" if s.admin.state is Admin.DRAIN else "UP"
+        return "DRAIN" if s.admin.state is Admin.DRAIN else "DOWN" if s.ejected else "UP"
     if s.oper is Oper.MAINTENANCE:
         return "NOLB"
     return "DOWN"
