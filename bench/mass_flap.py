@@ -12,6 +12,8 @@ timer on its event loop: every 10 ms it notes how late it woke; the worst latene
 quarter second is the loop lag (a loop iteration longer than that delays it by as much).
 ``--clients`` threads send keep-alive requests through the service all along.
 
+The probe also prints each of its lateness samples: the loop lag p99 is over all of them.
+
 Phases: all servers up (one passing check each), then 6 s idle (traffic and checks: the idle
 p99 and lag), then the file appears (every check fails: all 10,000 go down, one failed
 check each) and, once the pool is down, disappears (all come back up): that span is
@@ -120,15 +122,23 @@ def child(config_path: str) -> int:
     async def probe() -> None:
         loop = asyncio.get_running_loop()
         worst, since = 0.0, loop.time()
+        samples: list[str] = []
         while True:
             t = loop.time()
             await asyncio.sleep(PROBE_EVERY)
-            worst = max(worst, loop.time() - t - PROBE_EVERY)
+            late = loop.time() - t - PROBE_EVERY
+            worst = max(worst, late)
+            samples.append(f"{late * 1000:.2f}")
             now = loop.time()
             if now - since >= REPORT_EVERY:
                 eligible = apps[0].registry.pools["flap"].eligible_count if apps else -1
-                print(f"lag {time.monotonic():.4f} {worst * 1000:.3f} {eligible}", flush=True)
+                print(
+                    f"lag {time.monotonic():.4f} {worst * 1000:.3f} {eligible} "
+                    + ",".join(samples),
+                    flush=True,
+                )
                 worst, since = 0.0, now
+                samples = []
 
     tasks: list[asyncio.Task[None]] = []
     beat = [time.monotonic()]
@@ -190,6 +200,7 @@ class Child:
             env={**os.environ, "PYTHONPATH": src, "PYTHONUNBUFFERED": "1"},
         )
         self.lag: list[tuple[float, float]] = []  # (monotonic, worst ms in the quarter second)
+        self.samples: list[tuple[float, float]] = []  # every probe's lateness (ms), by quarter
         self.eligible = -1
         self.ports: dict[str, int] = {}
         self.ready = threading.Event()
@@ -201,8 +212,9 @@ class Child:
         assert self.proc.stdout is not None
         for line in self.proc.stdout:
             if line.startswith("lag "):
-                _, t, ms, eligible = line.split()
+                _, t, ms, eligible, *each = line.split()
                 self.lag.append((float(t), float(ms)))
+                self.samples += [(float(t), float(x)) for x in ",".join(each).split(",") if x]
                 self.eligible = int(eligible)
             elif m := re.search(r"(service www|admin) listening on port (\d+)", line):
                 self.ports[m.group(1)] = int(m.group(2))
@@ -220,9 +232,30 @@ class Child:
     def lag_max(self, a: float, b: float) -> float:
         return max((ms for t, ms in self.lag if a <= t <= b), default=float("nan"))
 
+    def lag_p99(self, a: float, b: float) -> float:
+        """The 99th percentile of every probe's lateness (ms) in [a, b]."""
+        return pct([ms / 1000 for t, ms in self.samples if a <= t <= b], 0.99)
+
     def lag_over(self, a: float, b: float, ms: float = 50.0) -> list[tuple[float, float]]:
         """The quarter seconds of [a, b] whose worst lateness passed ``ms``: (since a, ms)."""
         return [(round(t - a, 2), x) for t, x in self.lag if a <= t <= b and x > ms]
+
+    def stalls(self) -> tuple[int, int]:
+        """FLAP_STALLS=1: the stalls reported (loop not beaten for 50 ms) and how many of
+        them were inside SQLite (a frame of quiesce/store/sqlite*.py or sqlite3 on the stack)."""
+        stalls = in_store = 0
+        for chunk in self.log.read_text(errors="replace").split("stall ")[1:]:
+            head, _, rest = chunk.partition("\n")
+            if not head.endswith(" ms"):
+                continue
+            stack = []
+            for line in rest.splitlines():
+                if not line.startswith("  "):
+                    break
+                stack.append(line)
+            stalls += 1
+            in_store += any("store/sqlite" in x or "sqlite3" in x for x in stack)
+        return stalls, in_store
 
     def stop(self) -> None:
         self.proc.send_signal(signal.SIGTERM)
@@ -263,6 +296,8 @@ def one_run(src: str, args: argparse.Namespace, workdir: Path, health: int, web:
             "src": src,
             "idle": (pct(idle, 0.5), pct(idle, 0.99), len(idle)),
             "idle_lag": idle_lag,
+            "idle_lag_p99": child.lag_p99(t_idle, t_flip),
+            "during_lag_p99": child.lag_p99(t_flip, t_up),
             "during": (pct(during, 0.5), pct(during, 0.99), pct(during, 1.0), len(during)),
             "during_lag": child.lag_max(t_flip, t_up),
             "over_50ms": child.lag_over(t_flip, t_up + REPORT_EVERY),
@@ -276,6 +311,8 @@ def one_run(src: str, args: argparse.Namespace, workdir: Path, health: int, web:
         if clients is not None:
             clients.stop.set()
         child.stop()
+        if os.environ.get("FLAP_STALLS"):
+            print(f"{src}: stalls (all, inside SQLite): {child.stalls()}", file=sys.stderr)
 
 
 def main() -> int:
@@ -316,8 +353,9 @@ def main() -> int:
         f"{args.clients} keep-alive clients on the other pool\n"
     )
     print(
-        "| code | idle p50 / p99 (ms) | idle loop lag max (ms) | during p50 / p99 / max (ms) "
-        "| during loop lag max (ms) | p99 during / idle | all down in (s) | all up in (s) "
+        "| code | idle p50 / p99 (ms) | idle loop lag p99 / max (ms) "
+        "| during p50 / p99 / max (ms) | during loop lag p99 / max (ms) | p99 during / idle "
+        "| all down in (s) | all up in (s) "
         "| CPU s during | failed requests | lag over 50 ms (idle, during) |"
     )
     print("|---|---|---|---|---|---|---|---|---|---|---|")
@@ -325,8 +363,10 @@ def main() -> int:
         name = "this tree" if i == 0 else f"old ({r['src']})"
         idle, dur = r["idle"], r["during"]
         print(
-            f"| {name} | {idle[0]:.2f} / {idle[1]:.2f} | {r['idle_lag']:.1f} "
-            f"| {dur[0]:.2f} / {dur[1]:.2f} / {dur[2]:.1f} | {r['during_lag']:.1f} "
+            f"| {name} | {idle[0]:.2f} / {idle[1]:.2f} "
+            f"| {r['idle_lag_p99']:.1f} / {r['idle_lag']:.1f} "
+            f"| {dur[0]:.2f} / {dur[1]:.2f} / {dur[2]:.1f} "
+            f"| {r['during_lag_p99']:.1f} / {r['during_lag']:.1f} "
             f"| {dur[1] / idle[1]:.2f}× | {r['down_s']:.1f} | {r['up_s']:.1f} "
             f"| {r['cpu_s']:.1f} | {r['failures']} "
             f"| {len(r['idle_over_50ms'])}, {len(r['over_50ms'])} |"
