@@ -53,6 +53,10 @@ def _load_or_exit(config_path: str) -> Config:
 def check_cmd(config_path: str) -> None:
     """Validate a config file: exit 0, or 1 with every problem and its path."""
     config = _load_or_exit(config_path)
+    from quiesce.health.capabilities import library_problems
+
+    for problem in library_problems(config):  # quiesce run refuses these
+        click.echo(f"warning: {problem}", err=True)
     servers = sum(len(p.servers) for p in config.pools.values())
     click.echo(
         f"{config_path}: ok ({len(config.services)} service(s), {len(config.pools)} pool(s), "

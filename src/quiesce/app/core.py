@@ -124,11 +124,11 @@ class App:
 
         from quiesce.admin import AdminService
         from quiesce.dataplane import ConnectionTable, start_service
-        from quiesce.health import HealthManager, raw_socket_problems
+        from quiesce.health import HealthManager, startup_problems
         from quiesce.rules import compile_router
         from quiesce.store import StoreError, open_store
 
-        problems = raw_socket_problems(self.config)
+        problems = startup_problems(self.config)
         if problems:
             raise StartupError("\n".join(problems))
         try:  # the access log's destinations: one that cannot be opened refuses the start

@@ -604,11 +604,11 @@ def check_for_reload(path: str, base: int | None = None) -> dict[str, Any]:
     ours); if this worker still has it, only the servers new or changed since are sent,
     with the pool's order of names (``base`` is echoed; None: every server sent)."""
     from quiesce.config.loader import ConfigError, config_warnings, load_config
-    from quiesce.health import raw_socket_problems
+    from quiesce.health import startup_problems
 
     try:
         config = load_config(path)
-        problems = raw_socket_problems(config)
+        problems = startup_problems(config)
         if problems:
             raise ConfigError(problems, path)
     except ConfigError as exc:

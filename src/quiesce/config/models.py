@@ -23,6 +23,7 @@ from quiesce.config.addresses import split_address
 from quiesce.config.base import Model, Name
 from quiesce.config.durations import parse_duration
 from quiesce.config.logs import LoggingConfig
+from quiesce.config.monitors import GrpcMonitor, MonitorTls
 from quiesce.config.outlier import OutlierDetection
 from quiesce.config.proxy import ProxyListener, ProxySender, SendProxy
 from quiesce.config.retries import PoolRetries
@@ -106,7 +107,7 @@ LoopbackAddress = Annotated[str, AfterValidator(_loopback_address)]
 
 # --- health monitors -----------------------------------------------------------------------
 
-MonitorType = Literal["icmp", "tcp", "tcp_half_open", "udp", "http", "https", "postgresql"]
+MonitorType = Literal["icmp", "tcp", "tcp_half_open", "udp", "http", "https", "postgresql", "grpc"]
 _CODE_CLASS = re.compile(r"^[1-5]xx$")
 
 
@@ -162,18 +163,8 @@ class HttpMonitor(Model):
         return self
 
 
-class ClientCert(Model):
-    cert: str
-    key: str | None = None
-
-
-class HttpsMonitor(HttpMonitor):
-    sni: str | None = None
-    verify: bool = True
-    ca: str | None = None
-    client_cert: ClientCert | None = None
-    # verify, ca, sni and client certificate from the checked server's pools.X.tls (if any)
-    use_pool_tls: bool = False
+class HttpsMonitor(MonitorTls, HttpMonitor):
+    """HTTP over TLS: sni, verify, ca, client_cert and use_pool_tls (config.monitors)."""
 
 
 class TcpMonitor(Model):
@@ -207,6 +198,7 @@ class PostgresqlMonitor(Model):
 
 _SUBOBJECT = {
     "postgresql": "postgresql_monitor",
+    "grpc": "grpc_monitor",
     "http": "http_monitor",
     "https": "https_monitor",
     "tcp": "tcp_monitor",
@@ -229,6 +221,7 @@ class HealthMonitor(Model):
     tcp_monitor: TcpMonitor | None = None
     udp_monitor: UdpMonitor | None = None
     postgresql_monitor: PostgresqlMonitor | None = None
+    grpc_monitor: GrpcMonitor | None = None  # quiesce.config.monitors
     send_proxy: SendProxy = None  # a PROXY header first (tcp, http); set from pools.X.send_proxy
 
     @model_validator(mode="after")
@@ -261,6 +254,10 @@ class HealthMonitor(Model):
         return self.http_monitor or HttpMonitor()
 
     @property
+    def grpc(self) -> GrpcMonitor:
+        return self.grpc_monitor or GrpcMonitor()
+
+    @property
     def tcp(self) -> TcpMonitor:
         return self.tcp_monitor or TcpMonitor()
 
@@ -269,7 +266,14 @@ class HealthMonitor(Model):
         return self.udp_monitor or UdpMonitor()
 
 
-_SUBOBJECTS = ("http_monitor", "https_monitor", "tcp_monitor", "udp_monitor", "postgresql_monitor")
+_SUBOBJECTS = (
+    "http_monitor",
+    "https_monitor",
+    "tcp_monitor",
+    "udp_monitor",
+    "postgresql_monitor",
+    "grpc_monitor",
+)
 
 
 # --- pools and servers ---------------------------------------------------------------------

@@ -7,7 +7,7 @@ against the registry. See docs/health.md.
 
 from __future__ import annotations
 
-from quiesce.health.capabilities import raw_socket_problems
+from quiesce.health.capabilities import library_problems, raw_socket_problems, startup_problems
 from quiesce.health.classify import (
     WINDOW,
     build_http_request,
@@ -29,5 +29,7 @@ __all__ = [
     "classify_http",
     "classify_tcp",
     "classify_udp",
+    "library_problems",
     "raw_socket_problems",
+    "startup_problems",
 ]

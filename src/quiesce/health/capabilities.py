@@ -1,4 +1,5 @@
-"""Which attached monitors cannot run because the process may not open raw sockets."""
+"""Which attached monitors cannot run here: the process may not open raw sockets, or a
+library a monitor type needs is not installed (grpc: grpcio)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import socket
 from collections.abc import Callable
 
 from quiesce.config.models import Config
+from quiesce.health.probes.grpc import missing
 from quiesce.health.types import NEEDS_RAW_SOCKET
 
 _PROTOCOLS = {"ICMP": socket.IPPROTO_ICMP, "TCP": socket.IPPROTO_TCP}
@@ -54,4 +56,26 @@ def raw_socket_problems(
     return problems
 
 
-__all__ = ["can_open_raw", "monitors_in_use", "raw_socket_problems"]
+def library_problems(config: Config) -> list[str]:
+    """One message per attached ``grpc`` monitor when grpcio is not installed, saying how to
+    install it (``quiesce check`` prints them as warnings; ``quiesce run`` refuses)."""
+    used = monitors_in_use(config)
+    names = [n for n, m in sorted(config.healthmonitors.items()) if m.type == "grpc" and n in used]
+    if not names:
+        return []
+    hint = missing()
+    return [] if hint is None else [f"health monitor {n!r} (type grpc): {hint}" for n in names]
+
+
+def startup_problems(config: Config, can_open: Callable[[str], bool] = can_open_raw) -> list[str]:
+    """What ``quiesce run`` (and a reload) refuses: monitors this process cannot run."""
+    return raw_socket_problems(config, can_open) + library_problems(config)
+
+
+__all__ = [
+    "can_open_raw",
+    "library_problems",
+    "monitors_in_use",
+    "raw_socket_problems",
+    "startup_problems",
+]

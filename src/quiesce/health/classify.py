@@ -23,9 +23,11 @@ whole ``receive_timeout`` when the answer is already known.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from quiesce.config.models import HttpMonitor, TcpMonitor, UdpMonitor
+from quiesce.config.monitors import GrpcMonitor
 from quiesce.core.checks import Reason
 from quiesce.core.states import Verdict
 
@@ -212,11 +214,101 @@ def stream_reply_complete(reply: bytes, expected: str | None, maintenance: str |
     return want is None or in_window(reply, want)
 
 
+# --- gRPC health (grpc.health.v1.Health/Check) ---------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class GrpcAnswer:
+    """One ``Health/Check`` call: the ``ServingStatus`` name when the call succeeded
+    (``code`` OK), else the call's gRPC status code name (``NOT_FOUND``, ``UNAVAILABLE``…)
+    and its details."""
+
+    status: str | None = None
+    code: str = "OK"
+    details: str = ""
+
+    @property
+    def transport_failed(self) -> bool:
+        """No answer from the server's health service: nothing to read a status from."""
+        return self.code in ("UNAVAILABLE", "DEADLINE_EXCEEDED", "CANCELLED")
+
+    @property
+    def serving_status(self) -> str | None:
+        """The status; a ``NOT_FOUND`` call (the standard servicer's answer for a name it
+        does not know) is ``SERVICE_UNKNOWN``."""
+        return "SERVICE_UNKNOWN" if self.code == "NOT_FOUND" else self.status
+
+
+def _short(text: str) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= 240 else text[:237] + "..."
+
+
+_GRPC_ADDRESS = re.compile(r"^(?:[A-Z_]+: )?(?:ipv[46]:\S+: |unix:\S+: )?")
+
+
+def _grpc_transport(answer: GrpcAnswer, what: str) -> tuple[Verdict, Reason, str]:
+    details = answer.details
+    # "failed to connect to all addresses; last error: UNKNOWN: ipv4:1.2.3.4:50051: Failed
+    # to connect to remote host: Connection refused": the last part says it
+    if "last error: " in details:
+        details = _GRPC_ADDRESS.sub("", details.split("last error: ", 1)[1])
+    lower = details.lower()
+    if answer.code == "DEADLINE_EXCEEDED":
+        return Verdict.FAIL, Reason.TIMEOUT, f"{what}no answer within receive_timeout"
+    if "connection refused" in lower:
+        reason = Reason.CONNECTION_REFUSED
+    elif any(w in lower for w in ("ssl", "tls", "handshake", "certificate", "verification")):
+        reason = Reason.TLS_ERROR
+    elif "reset" in lower:
+        reason = Reason.CONNECTION_RESET
+    else:
+        reason = Reason.CONNECTION_ERROR
+    return Verdict.FAIL, reason, _short(f"{what}{answer.code}: {details}")
+
+
+def classify_grpc(
+    settings: GrpcMonitor, answer: GrpcAnswer, maintenance: GrpcAnswer | None = None
+) -> tuple[Verdict, Reason, str]:
+    """The verdict of a grpc check: ``answer`` for ``settings.service``, ``maintenance`` for
+    ``settings.maintenance_service`` (None when not asked). Maintenance wins, as everywhere:
+    the maintenance service SERVING, or the service's status in ``maintenance_status``."""
+    if answer.transport_failed:
+        return _grpc_transport(answer, "")
+    if maintenance is not None:
+        if maintenance.transport_failed:
+            return _grpc_transport(maintenance, "maintenance_service: ")
+        if maintenance.serving_status == "SERVING":
+            return (
+                Verdict.MAINTENANCE,
+                Reason.MAINTENANCE_SERVICE_MATCH,
+                f"maintenance_service {settings.maintenance_service!r}: SERVING",
+            )
+    status = answer.serving_status
+    if status is not None and status in settings.maintenance_status:
+        return Verdict.MAINTENANCE, Reason.MAINTENANCE_STATUS_MATCH, f"{status} (maintenance)"
+    if status == "SERVING":
+        return Verdict.PASS, Reason.OK, "SERVING"
+    if status == "SERVICE_UNKNOWN":
+        return Verdict.FAIL, Reason.SERVICE_UNKNOWN, f"service {settings.service!r} unknown"
+    if status is not None:  # NOT_SERVING, or UNKNOWN: the server does not say it serves
+        return Verdict.FAIL, Reason.NOT_SERVING, status
+    if answer.code == "UNIMPLEMENTED":
+        return (
+            Verdict.FAIL,
+            Reason.UNIMPLEMENTED,
+            "UNIMPLEMENTED: the server has no grpc.health.v1.Health service",
+        )
+    return Verdict.FAIL, Reason.GRPC_ERROR, _short(f"{answer.code}: {answer.details}")
+
+
 __all__ = [
     "WINDOW",
     "Classified",
+    "GrpcAnswer",
     "HttpRules",
     "build_http_request",
+    "classify_grpc",
     "classify_http",
     "classify_tcp",
     "classify_udp",

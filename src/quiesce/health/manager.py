@@ -229,7 +229,7 @@ class HealthManager:
                 made = definition.model_copy(update={"send_proxy": send})
                 hit = self._proxied[key] = (definition, made)
             return hit[1]
-        if definition.https_monitor is None:
+        if definition.https_monitor is None and definition.grpc_monitor is None:
             return definition
         return self._pool_tls.monitor(definition, None if pool is None else pool.config.tls)
 

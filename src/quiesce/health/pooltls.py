@@ -1,6 +1,7 @@
-"""An ``https`` monitor that takes its TLS settings from the pool of the server it checks
-(``https_monitor: {use_pool_tls: true}``): ``verify``, ``ca``, ``sni`` and the client
-certificate of ``pools.X.tls``, so a pool's servers are checked as the proxy connects to them.
+"""An ``https`` or ``grpc`` monitor that takes its TLS settings from the pool of the server it
+checks (``https_monitor: {use_pool_tls: true}``, ``grpc_monitor: {tls: {use_pool_tls: true}}``):
+``verify``, ``ca``, ``sni`` and the client certificate of ``pools.X.tls``, so a pool's servers
+are checked as the proxy connects to them.
 Paths are resolved against the config file's directory, as the data plane resolves them.
 """
 
@@ -8,7 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from quiesce.config.models import ClientCert, HealthMonitor
+from quiesce.config.models import HealthMonitor
+from quiesce.config.monitors import ClientCert, MonitorTls
 from quiesce.config.tls import PoolTls, resolve
 
 
@@ -21,8 +23,9 @@ class PoolTlsMonitors:
         self._made: dict[tuple[int, int], tuple[HealthMonitor, PoolTls, HealthMonitor]] = {}
 
     def monitor(self, definition: HealthMonitor, tls: PoolTls | None) -> HealthMonitor:
-        https = definition.https_monitor
-        if tls is None or https is None or not https.use_pool_tls:
+        https, grpc = definition.https_monitor, definition.grpc_monitor
+        settings: MonitorTls | None = https if grpc is None or grpc.tls is None else grpc.tls
+        if tls is None or settings is None or not settings.use_pool_tls:
             return definition
         key = (id(definition), id(tls))
         hit = self._made.get(key)
@@ -31,7 +34,7 @@ class PoolTlsMonitors:
         if len(self._made) > 10_000:  # definitions replaced by reloads: start afresh
             self._made.clear()
         base = self.base_dir
-        cert = https.client_cert
+        cert = settings.client_cert
         if tls.client_cert is not None:
             key_file = tls.client_key or tls.client_cert
             cert = ClientCert(
@@ -40,9 +43,15 @@ class PoolTlsMonitors:
         update = {
             "verify": tls.verify,
             "ca": None if tls.ca is None else str(resolve(base, tls.ca)),
-            "sni": tls.sni or https.sni,
+            "sni": tls.sni or settings.sni,
             "client_cert": cert,
         }
-        made = definition.model_copy(update={"https_monitor": https.model_copy(update=update)})
+        changed = settings.model_copy(update=update)
+        if grpc is not None:
+            made = definition.model_copy(
+                update={"grpc_monitor": grpc.model_copy(update={"tls": changed})}
+            )
+        else:
+            made = definition.model_copy(update={"https_monitor": changed})
         self._made[key] = (definition, tls, made)
         return made

@@ -51,6 +51,14 @@ MONITOR_TYPES: list[dict[str, object]] = [
         "pg_is_in_recovery() for the role, maintenance by a query's result; wrong "
         "credentials are AUTH_FAILED.",
     },
+    {
+        "type": "grpc",
+        "node_compatible": False,
+        "pool_compatible": True,
+        "description": "The standard grpc.health.v1.Health/Check of grpc_monitor.service "
+        "(grpcio), over h2c or TLS: SERVING is up, NOT_SERVING and SERVICE_UNKNOWN down; "
+        "maintenance_status or maintenance_service SERVING means maintenance.",
+    },
 ]
 """For ``GET /api/v1/healthmonitor-types``. As in Avi and MCP, only ICMP is node-compatible
 (attachable to one server through ``ServerConfig.healthmonitors``); all are pool-compatible."""

@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 from quiesce.core.clock import Clock
 from quiesce.health.probes.base import Prober, Target
+from quiesce.health.probes.grpc import GrpcProber
 from quiesce.health.probes.postgresql import PostgresqlProber
 from quiesce.health.probes.raw import HalfOpenProber, IcmpProber
 from quiesce.health.probes.stream import StreamProber
@@ -22,6 +23,7 @@ PROBERS: dict[str, Callable[[Clock], Prober]] = {
     "tcp_half_open": HalfOpenProber,
     "icmp": IcmpProber,
     "postgresql": PostgresqlProber,
+    "grpc": GrpcProber,
 }
 
 
@@ -39,6 +41,7 @@ def make_prober(kind: str, clock: Clock) -> Prober:
 
 __all__ = [
     "PROBERS",
+    "GrpcProber",
     "HalfOpenProber",
     "IcmpProber",
     "PostgresqlProber",
