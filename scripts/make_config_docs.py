@@ -135,7 +135,7 @@ def render() -> str:
     out += ["", "| key | type | default |", "|---|---|---|"]
     out += _rows(Config, "", set())
     out += ["", LIMITS.rstrip("\n"), "", QUEUE.rstrip("\n"), "", OUTLIER.rstrip("\n")]
-    out += ["", RETRIES.rstrip("\n")]
+    out += ["", RETRIES.rstrip("\n"), "", HTTP2.rstrip("\n")]
     return "\n".join(out) + "\n"
 
 
@@ -287,6 +287,33 @@ Each retry is in the access log (`retries`), `show stat` (`wretr`, `wredis`) and
 Example: `retries: 2`, `retry_on: [connect_failure, empty_response, 503]`: a `GET` that
 finds a server down, closing or overloaded goes to up to two others; a `POST` only when the
 connect failed.
+"""
+
+HTTP2 = """\
+## HTTP/2
+
+An `http` service speaks HTTP/2 to its clients with no key on a cleartext listener (a
+client that opens with the HTTP/2 preface: `curl --http2-prior-knowledge`, h2load, gRPC
+clients), and on a TLS listener when `tls.alpn` offers it:
+
+```yaml
+services:
+  www:
+    listen: 0.0.0.0:443
+    pool: web
+    tls:
+      certificates: [{cert: site.pem, key: site.key}]
+      alpn: [h2, http/1.1]   # the server's order is the preference; default [http/1.1]
+```
+
+`alpn` of an `http` service takes `h2` and `http/1.1`, each at most once. Each stream is one
+request to the pools (rules, balancing, drain, pages, retries, access log as HTTP/1.1);
+servers are spoken to in HTTP/1.1. The limits (100 concurrent streams, a header list of
+`max_header_size` + `max_request_line`) and the defences (rapid reset, CONTINUATION,
+SETTINGS/PING floods, zero-window stalls after `client_idle_timeout`) have no keys:
+docs/dataplane.md, "HTTP/2". `client_idle_timeout` closes an idle HTTP/2 connection with
+GOAWAY, and shutdown and upgrade send GOAWAY and let the streams in flight finish within
+`grace_period`.
 """
 
 
