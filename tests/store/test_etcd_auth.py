@@ -5,6 +5,7 @@ etcd, auth switched on through its gRPC API (aetcd's stubs: no etcdctl needed)."
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import replace
@@ -125,3 +126,53 @@ def test_half_credentials_and_tls_endpoints_are_refused_clearly() -> None:
         EtcdStore(["127.0.0.1:2379"], username="node")
     with pytest.raises(StoreError, match="TLS to etcd is not supported yet"):
         EtcdStore(["https://127.0.0.1:2379"])
+
+
+def test_half_credentials_in_the_config_name_the_keys() -> None:
+    from quiesce.config.loader import ConfigError
+
+    for etcd in (
+        {"endpoints": ["127.0.0.1:2379"], "username": "node"},
+        {"endpoints": ["127.0.0.1:2379"], "username": "n", "password": "a", "password_file": "f"},
+    ):
+        with pytest.raises(ConfigError) as caught:
+            parse_config({**RAW, "state": {"etcd": etcd}})
+        assert "state.etcd" in str(caught.value.problems), caught.value.problems
+
+
+def test_quiesce_run_with_a_password_file(tmp_path: Path) -> None:
+    """The config keys, through ``quiesce run``: a node starts with its user and password
+    file; with a wrong password it does not start and says why."""
+    from tests.store.test_cluster import cli, cluster, start_node
+    from tests.support.process import BackendThread, until
+
+    server = Etcd(tmp_path / "etcd")
+    server.start()
+    try:
+        asyncio.run(enable_auth(server))
+        (tmp_path / "good").mkdir()
+        (tmp_path / "good" / "etcd.pw").write_text("node-pw\n")
+        with BackendThread(["b1"]) as backends:
+            port = backends.backends[0].port
+            extra = ", username: node, password_file: ../etcd.pw"  # beside the config dir
+            node = start_node(tmp_path / "good", server, PREFIX, "A", port, extra)
+            try:
+                until(lambda: cluster(node)["link"] == "up", 10)
+                cli(node, "set", "server", "web/b1", "maintenance")
+            finally:
+                node.proc.stop()
+            (tmp_path / "bad").mkdir()
+            with pytest.raises(AssertionError) as caught:
+                start_node(
+                    tmp_path / "bad",
+                    server,
+                    PREFIX,
+                    "B",
+                    port,
+                    ", username: node, password: wrong-pw",
+                )
+            assert "etcd refused user 'node': wrong state.etcd.username or password" in str(
+                caught.value
+            )
+    finally:
+        server.stop()

@@ -477,6 +477,20 @@ class EtcdConfig(Model):
     stale_after: Annotated[Duration, Field(ge=0.2, le=300)] = 3.0
     # the lease of this node's registration (nodes/<name>): it is gone this long after a crash
     lease_ttl: Annotated[int, Field(ge=2, le=300)] = 5
+    # etcd's authentication (docs/admin.md, "etcd access"): a user whose role covers the prefix;
+    # its password inline or in a file (relative to the config file), not both
+    username: str | None = None
+    password: str | None = None
+    password_file: str | None = None
+
+    @model_validator(mode="after")
+    def _credentials(self) -> EtcdConfig:
+        if self.password is not None and self.password_file is not None:
+            raise ValueError("give password or password_file, not both")
+        has_password = self.password is not None or self.password_file is not None
+        if (self.username is None) != (not has_password):
+            raise ValueError("give username with password (or password_file), or neither")
+        return self
 
 
 class EventRetention(Model):

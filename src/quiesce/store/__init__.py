@@ -25,14 +25,27 @@ def open_store(config: StateConfig, base_dir: Path | str = ".") -> StateStore:
     """The state store the config asks for."""
     retention = config.event_retention
     if config.etcd is not None:
+        etcd = config.etcd
+        password = etcd.password
+        if etcd.password_file is not None:
+            p = Path(etcd.password_file).expanduser()
+            p = p if p.is_absolute() else Path(base_dir) / p
+            try:
+                password = p.read_text().strip()
+            except OSError as exc:
+                raise StoreError(
+                    f"state.etcd.password_file: cannot read {p}: {exc.strerror}"
+                ) from None
         return EtcdStore(
-            config.etcd.endpoints,
-            config.etcd.prefix,
-            node=config.etcd.node,
-            stale_after=config.etcd.stale_after,
-            lease_ttl=config.etcd.lease_ttl,
+            etcd.endpoints,
+            etcd.prefix,
+            node=etcd.node,
+            stale_after=etcd.stale_after,
+            lease_ttl=etcd.lease_ttl,
             retention_rows=retention.rows,
             retention_age=retention.age,
+            username=etcd.username,
+            password=password,
         )
     if config.sqlite is None:
         path = ":memory:"
