@@ -158,3 +158,22 @@ async def test_a_stream_left_at_zero_window_is_reset(backend: Backend) -> None:
         await wait_for(lambda: p.registry.pool("web").servers[0].connections == 0)
         assert c.goaway() is None  # the connection stays
         c.close()
+
+
+async def test_header_list_size(backend: Backend) -> None:
+    """Past SETTINGS_MAX_HEADER_LIST_SIZE (max_header_size + max_request_line): GOAWAY
+    ENHANCE_YOUR_CALM (an HPACK bomb, or a header block too long); within it but past the
+    HTTP/1.1 head limit: that stream's 431, the connection carries on."""
+    async with start_proxy(make_config([backend.address])) as p:
+        c = await RawClient.open(p.port)
+        c.h2.send_headers(1, [*request(), ("x-big", "x" * 66000)], end_stream=True)
+        c.flush()
+        await c.read_until(lambda: c.ended(1))
+        (resp,) = [e for e in c.events if isinstance(e, h2.events.ResponseReceived)]
+        assert dict(resp.headers)[b":status"] == b"431"
+        c.h2.send_headers(3, [*request(), ("x-big", "a" * 100_000)], end_stream=True)
+        c.flush()
+        await c.read_until(lambda: c.goaway() is not None or c.eof)
+        assert c.goaway() is not None and c.goaway().error_code == ENHANCE_YOUR_CALM
+        c.close()
+        await still_serves(p.port)

@@ -170,6 +170,10 @@ class Session:
                 SettingCodes.ENABLE_PUSH: 0,
             },
         )
+        # h2 moves its HPACK decoder's limit to a new MAX_HEADER_LIST_SIZE only when the
+        # client acknowledges a change; initial values are no change, so it would keep its
+        # 65,536 default while announcing ours: set it to what is announced
+        h2.decoder.max_header_list_size = max_header_list
         h2.initiate_connection()
         h2.increment_flow_control_window(CONN_WINDOW - 65535)
         self.held: dict[int, Out] = {}
