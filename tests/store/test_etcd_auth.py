@@ -128,6 +128,18 @@ def test_half_credentials_and_tls_endpoints_are_refused_clearly() -> None:
         EtcdStore(["https://127.0.0.1:2379"])
 
 
+def test_an_https_endpoint_in_the_config_says_tls_is_not_supported() -> None:
+    from quiesce.config.loader import ConfigError
+
+    with pytest.raises(ConfigError) as caught:
+        parse_config({**RAW, "state": {"etcd": {"endpoints": ["https://10.0.0.5:2379"]}}})
+    (problem,) = caught.value.problems
+    assert problem.startswith("state.etcd.endpoints[0]: 'https://10.0.0.5:2379': TLS to etcd")
+    assert "IPv6" not in problem  # it used to say "write IPv6 addresses as [addr]:port"
+    config = parse_config({**RAW, "state": {"etcd": {"endpoints": ["http://10.0.0.5:2379/"]}}})
+    assert config.state.etcd is not None and config.state.etcd.endpoints == ["10.0.0.5:2379"]
+
+
 def test_half_credentials_in_the_config_name_the_keys() -> None:
     from quiesce.config.loader import ConfigError
 

@@ -469,8 +469,22 @@ class AdminConfig(Model):
     login_failures_per_minute: Annotated[int, Field(ge=1)] = 10
 
 
+def _etcd_endpoint(value: object) -> object:
+    """``host:port``, or ``http://host:port`` as etcd's own flags write it; no TLS (yet)."""
+    if isinstance(value, str) and value.startswith("https://"):
+        raise ValueError(
+            f"{value!r}: TLS to etcd is not supported yet; give http://host:port or host:port "
+            "(docs/admin.md, 'etcd access')"
+        )
+    if isinstance(value, str) and value.startswith("http://"):
+        return value.removeprefix("http://").rstrip("/")
+    return value
+
+
 class EtcdConfig(Model):
-    endpoints: Annotated[list[Address], Field(min_length=1)]
+    endpoints: Annotated[
+        list[Annotated[Address, BeforeValidator(_etcd_endpoint)]], Field(min_length=1)
+    ]
     prefix: str = "/quiesce/"
     node: Name | None = None  # this node's name in shared events; default host:pid
     # no answer from etcd for this long: this node says its view is stale (node_isolated)
