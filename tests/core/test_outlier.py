@@ -316,3 +316,29 @@ def test_the_haproxy_views_call_an_ejected_server_down() -> None:
     assert (haproxy_server_state(s0), haproxy_status(s0)) == ("DOWN", "DOWN (ejected)")
     reg.admin_command(s0, AdminCommand(Admin.DRAIN, actor="ops", cause=Cause.CLI))
     assert (haproxy_server_state(s0), haproxy_status(s0)) == ("DRAIN", "DRAIN")
+
+
+def test_the_connection_tables_report_ends_a_run_at_an_answer() -> None:
+    """The data plane's one report (ConnectionTable.request_finished), which calls the
+    detector only for a 5xx or while a run is open."""
+    from quiesce.dataplane.table import ConnectionTable
+
+    reg, _, _ = build()
+    table = ConnectionTable(reg)
+    s0 = reg.find_server("web/s0")
+    conn = object()
+
+    def answer(*statuses: int) -> None:
+        for status in statuses:
+            table.request_started(s0, conn, None)  # type: ignore[arg-type]
+            table.request_finished(s0, conn, status, False)  # type: ignore[arg-type]
+
+    answer(500, 502, 200, 503, 0, 500)  # the 200 ends the first run; no answer (0) is nothing
+    assert not s0.ejected and s0.outlier is not None and s0.outlier.fives == 2
+    table.connect_failed(s0, "refused")
+    answer(404)  # an answer ends both runs
+    assert (s0.outlier.fives, s0.outlier.connect_failures) == (0, 0)
+    answer(504, 500)
+    assert not s0.ejected
+    answer(500)
+    assert s0.ejected and s0.outlier.ejections == 1

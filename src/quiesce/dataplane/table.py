@@ -125,7 +125,13 @@ class ConnectionTable(UpstreamPool):
             key = _CLASS_OF.get(status, "other")
             responses = server.responses
             responses[key] = responses.get(key, 0) + 1
-        if (o := server.outlier) is not None and o.response(status):  # outlier_detection
+        # outlier_detection: the detector is called only for a 5xx or to end a run (what
+        # OutlierTrack.response reads), not for every answer of a healthy server
+        if (
+            (o := server.outlier) is not None
+            and (status >= 500 or o.fives or o.connect_failures)
+            and o.response(status)
+        ):
             self.registry.outlier_tripped(server, {"status_code": status})
         if keep:
             idle = self.idle.get(server)
