@@ -1,4 +1,4 @@
-"""The check-reply classifiers: bytes in, (verdict, reason code, status code) out.
+"""The check-reply classifiers: bytes (or a gRPC health answer) in, the verdict out.
 
 Theory of operation
 -------------------
