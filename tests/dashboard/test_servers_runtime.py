@@ -272,9 +272,7 @@ def test_server_forms_fit_and_are_named(
     ctx.close()
 
 
-def test_a_removal_the_guard_refuses_says_so_in_dashboard_words(
-    stack: Stack, browser: Any
-) -> None:
+def test_a_removal_the_guard_refuses_says_so_in_dashboard_words(stack: Stack, browser: Any) -> None:
     """The guard's refusal (min_servers_up) reads as the dialog's own words, with the box to
     tick, and no command-line flag; nothing changes. (The refusal text once named
     --force-guard and the dialog matched on it; when the text dropped the flag, the hint
