@@ -102,7 +102,16 @@ async def test_monitor_types(client: httpx.AsyncClient) -> None:
     types = {
         t["type"]: t for t in (await client.get("/api/v1/healthmonitor-types", auth=VIEWER)).json()
     }
-    assert set(types) == {"icmp", "tcp", "tcp_half_open", "udp", "http", "https", "postgresql"}
+    assert set(types) == {
+        "icmp",
+        "tcp",
+        "tcp_half_open",
+        "udp",
+        "http",
+        "https",
+        "postgresql",
+        "grpc",
+    }
     assert types["icmp"]["node_compatible"] is True
     assert types["http"]["pool_compatible"] is True
     assert all(t["description"] for t in types.values())

@@ -24,7 +24,16 @@ def test_next_due_fixed_rate_and_skip_after_stall() -> None:
 
 def test_monitor_types() -> None:
     by_type = {t["type"]: t for t in MONITOR_TYPES}
-    assert set(by_type) == {"icmp", "tcp", "tcp_half_open", "udp", "http", "https", "postgresql"}
+    assert set(by_type) == {
+        "icmp",
+        "tcp",
+        "tcp_half_open",
+        "udp",
+        "http",
+        "https",
+        "postgresql",
+        "grpc",
+    }
     assert [t for t, v in by_type.items() if v["node_compatible"]] == ["icmp"]
     assert all(v["pool_compatible"] for v in by_type.values())
     assert all(isinstance(v["description"], str) and v["description"] for v in by_type.values())
