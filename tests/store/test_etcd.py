@@ -10,6 +10,7 @@ import copy
 import json
 import shutil
 import socket
+import ssl
 import subprocess
 import threading
 import time
@@ -95,11 +96,16 @@ class Etcd:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
+        self.wait_healthy(c)
+
+    def wait_healthy(self, url: str, context: ssl.SSLContext | None = None) -> None:
+        """Until ``url``/health says true (15 s at most, and the process must be alive)."""
+        assert self.proc is not None
         end = time.monotonic() + 15
         while True:
             assert self.proc.poll() is None, "etcd exited at start"
             try:
-                with urllib.request.urlopen(f"{c}/health", timeout=1) as r:
+                with urllib.request.urlopen(f"{url}/health", timeout=1, context=context) as r:
                     if b'"true"' in r.read():
                         return
             except OSError:

@@ -121,23 +121,27 @@ async def test_wrong_or_missing_credentials_are_a_clear_error(
     assert caught.value.status_hint == 503
 
 
-def test_half_credentials_and_tls_endpoints_are_refused_clearly() -> None:
+def test_half_credentials_are_refused_and_https_means_tls() -> None:
     with pytest.raises(StoreError, match="give both username and password"):
         EtcdStore(["127.0.0.1:2379"], username="node")
-    with pytest.raises(StoreError, match="TLS to etcd is not supported yet"):
-        EtcdStore(["https://127.0.0.1:2379"])
+    assert EtcdStore(["https://127.0.0.1:2379"]).tls == (None, None, None)  # the system's CAs
+    assert EtcdStore(["127.0.0.1:2379"]).tls is None
 
 
-def test_an_https_endpoint_in_the_config_says_tls_is_not_supported() -> None:
+def test_https_endpoints_in_the_config_mean_tls() -> None:
     from quiesce.config.loader import ConfigError
 
-    with pytest.raises(ConfigError) as caught:
-        parse_config({**RAW, "state": {"etcd": {"endpoints": ["https://10.0.0.5:2379"]}}})
-    (problem,) = caught.value.problems
-    assert problem.startswith("state.etcd.endpoints[0]: 'https://10.0.0.5:2379': TLS to etcd")
-    assert "IPv6" not in problem  # it used to say "write IPv6 addresses as [addr]:port"
+    config = parse_config({**RAW, "state": {"etcd": {"endpoints": ["https://10.0.0.5:2379"]}}})
+    etcd = config.state.etcd
+    assert etcd is not None and etcd.endpoints == ["10.0.0.5:2379"] and etcd.tls is not None
     config = parse_config({**RAW, "state": {"etcd": {"endpoints": ["http://10.0.0.5:2379/"]}}})
-    assert config.state.etcd is not None and config.state.etcd.endpoints == ["10.0.0.5:2379"]
+    assert config.state.etcd is not None and config.state.etcd.tls is None
+    with pytest.raises(ConfigError) as caught:  # it used to say "write IPv6 addresses as ..."
+        parse_config({**RAW, "state": {"etcd": {"endpoints": ["http://10.0.0.5:2379"], "tls": {}}}})
+    assert "'http://10.0.0.5:2379' is http:// but tls is set" in str(caught.value.problems)
+    with pytest.raises(ConfigError) as caught:
+        parse_config({**RAW, "state": {"etcd": {"endpoints": ["h:1"], "tls": {"cert": "c.pem"}}}})
+    assert "state.etcd.tls: give cert and key together" in str(caught.value.problems)
 
 
 def test_half_credentials_in_the_config_name_the_keys() -> None:

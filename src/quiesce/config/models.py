@@ -470,15 +470,24 @@ class AdminConfig(Model):
 
 
 def _etcd_endpoint(value: object) -> object:
-    """``host:port``, or ``http://host:port`` as etcd's own flags write it; no TLS (yet)."""
-    if isinstance(value, str) and value.startswith("https://"):
-        raise ValueError(
-            f"{value!r}: TLS to etcd is not supported yet; give http://host:port or host:port "
-            "(docs/admin.md, 'etcd access')"
-        )
-    if isinstance(value, str) and value.startswith("http://"):
-        return value.removeprefix("http://").rstrip("/")
+    """``host:port``, or a URL as etcd's own flags write it (``https://``: TLS, see ``tls``)."""
+    if isinstance(value, str):
+        for scheme in ("http://", "https://"):
+            if value.startswith(scheme):
+                return value.removeprefix(scheme).rstrip("/")
     return value
+
+
+class EtcdTls(Model):
+    ca: str | None = None  # PEM file of the CA that signed etcd's certificate; default: system's
+    cert: str | None = None  # this node's client certificate (PEM), for --client-cert-auth
+    key: str | None = None  # ... and its key
+
+    @model_validator(mode="after")
+    def _pair(self) -> EtcdTls:
+        if (self.cert is None) != (self.key is None):
+            raise ValueError("give cert and key together, or neither")
+        return self
 
 
 class EtcdConfig(Model):
@@ -496,6 +505,20 @@ class EtcdConfig(Model):
     username: str | None = None
     password: str | None = None
     password_file: str | None = None
+    # TLS to etcd (files relative to the config file); https:// endpoints alone: the system's CAs
+    tls: EtcdTls | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _https(cls, data: object) -> object:
+        if not isinstance(data, dict) or not isinstance(data.get("endpoints"), list):
+            return data
+        urls = [e for e in data["endpoints"] if isinstance(e, str)]
+        if data.get("tls") is not None and (plain := [e for e in urls if e.startswith("http://")]):
+            raise ValueError(f"endpoints: {plain[0]!r} is http:// but tls is set: give https://")
+        if data.get("tls") is None and any(e.startswith("https://") for e in urls):
+            return {**data, "tls": {}}
+        return data
 
     @model_validator(mode="after")
     def _credentials(self) -> EtcdConfig:

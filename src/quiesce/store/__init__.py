@@ -26,16 +26,23 @@ def open_store(config: StateConfig, base_dir: Path | str = ".") -> StateStore:
     retention = config.event_retention
     if config.etcd is not None:
         etcd = config.etcd
-        password = etcd.password
-        if etcd.password_file is not None:
-            p = Path(etcd.password_file).expanduser()
+
+        def read(key: str, name: str | None) -> bytes | None:
+            if name is None:
+                return None
+            p = Path(name).expanduser()
             p = p if p.is_absolute() else Path(base_dir) / p
             try:
-                password = p.read_text().strip()
+                return p.read_bytes()
             except OSError as exc:
-                raise StoreError(
-                    f"state.etcd.password_file: cannot read {p}: {exc.strerror}"
-                ) from None
+                raise StoreError(f"state.etcd.{key}: cannot read {p}: {exc.strerror}") from None
+
+        secret = read("password_file", etcd.password_file)
+        password = etcd.password if secret is None else secret.decode().strip()
+        tls = None
+        if etcd.tls is not None:
+            t = etcd.tls
+            tls = (read("tls.ca", t.ca), read("tls.cert", t.cert), read("tls.key", t.key))
         return EtcdStore(
             etcd.endpoints,
             etcd.prefix,
@@ -46,6 +53,7 @@ def open_store(config: StateConfig, base_dir: Path | str = ".") -> StateStore:
             retention_age=retention.age,
             username=etcd.username,
             password=password,
+            tls=tls,
         )
     if config.sqlite is None:
         path = ":memory:"

@@ -97,17 +97,18 @@ class EtcdBase:
         lease_ttl: int = 5,
         username: str | None = None,
         password: str | None = None,
+        tls: tuple[bytes | None, bytes | None, bytes | None] | None = None,
     ) -> None:
         if not endpoints:
             raise StoreError("state.etcd.endpoints: give at least one host:port")
-        if tls := [e for e in endpoints if e.startswith("https://")]:
-            raise StoreError(
-                f"state.etcd.endpoints: {tls[0]}: TLS to etcd is not supported yet (issue 15); "
-                "give http:// endpoints (on a trusted network, or through a TLS tunnel)"
-            )
+        if tls is None and any(e.startswith("https://") for e in endpoints):
+            tls = (None, None, None)  # https://: TLS, the system's roots
         if (username is None) != (password is None):
             raise StoreError("state.etcd: give both username and password, or neither")
         self.username, self.password = username, password
+        self.tls = tls
+        """(ca, cert, key) PEM for TLS to etcd (None each: the system's roots, no client
+        certificate), or None: plain gRPC."""
         self.endpoints = [_strip_scheme(e) for e in endpoints]
         self.prefix = prefix if prefix.endswith("/") else prefix + "/"
         self.node = node or f"{socket.gethostname()}:{os.getpid()}"
@@ -184,17 +185,22 @@ class EtcdBase:
         import aetcd
 
         host, _, port = endpoint.rpartition(":")
-        return aetcd.Client(
-            host=host.strip("[]") or "127.0.0.1",
-            port=int(port),
-            username=self.username,
-            password=self.password,
-            timeout=self.timeout,
-            options={
+        kwargs: dict[str, Any] = {
+            "host": host.strip("[]") or "127.0.0.1",
+            "port": int(port),
+            "username": self.username,
+            "password": self.password,
+            "timeout": self.timeout,
+            "options": {
                 "grpc.initial_reconnect_backoff_ms": 200,
                 "grpc.max_reconnect_backoff_ms": 2000,
             },
-        )
+        }
+        if self.tls is None:
+            return aetcd.Client(**kwargs)
+        from quiesce.store.etcd.tls import TlsClient, credentials
+
+        return TlsClient(credentials=credentials(*self.tls), **kwargs)
 
     def _get_client(self) -> Any:
         if self._client is None:
@@ -269,6 +275,11 @@ def refusal(exc: BaseException, user: str | None, prefix: str) -> str | None:
     """What etcd's refusal of this node's credentials means, in the config's words, or None
     when the error is not about them."""
     text = str(exc)
+    if any(w in text for w in ("SSL", "certificate", "handshake", "TSI_")):  # gRPC's TLS words
+        return (
+            f"the TLS handshake with etcd failed ({_why(exc)}): check state.etcd.tls (ca, and "
+            "cert and key if etcd asks for a client certificate) and the endpoints' names"
+        )
     if "user name is empty" in text:
         return "etcd requires authentication: set state.etcd.username and password"
     if "authentication failed" in text:
