@@ -147,6 +147,20 @@ async def test_server_validation_problems_all_shown(app: Any) -> None:
             "type postgresql\npostgresql_monitor\nuser app\nrole primary\nsave\nsave\n",
             {"postgresql_monitor": {"user": "app", "role": "primary"}},
         ),
+        (
+            "grpc",
+            "type grpc\ngrpc_monitor\nservice api.Orders\nmaintenance_status NOT_SERVING\n"
+            "maintenance_service quiesce.maintenance\ntls\nsni orders.internal\nsave\nsave\n"
+            "save\n",
+            {
+                "grpc_monitor": {
+                    "service": "api.Orders",
+                    "maintenance_status": ["NOT_SERVING"],
+                    "maintenance_service": "quiesce.maintenance",
+                    "tls": {"sni": "orders.internal", "verify": True, "use_pool_tls": False},
+                }
+            },
+        ),
     ],
 )
 async def test_configure_every_monitor_type(
@@ -176,6 +190,12 @@ async def test_changing_the_type_drops_the_old_sub_object(app: Any) -> None:
     out = ok(await cli(app, "configure", "healthmonitor", "System-HTTP", input="type udp\nsave\n"))
     assert "postgresql_monitor removed" in out
     assert app.registry.monitors["System-HTTP"].type == "udp"
+    seq = "type grpc\ngrpc_monitor\nservice api.Orders\nsave\nsave\n"
+    ok(await cli(app, "configure", "healthmonitor", "System-HTTP", input=seq))
+    assert app.registry.monitors["System-HTTP"].grpc.service == "api.Orders"
+    out = ok(await cli(app, "configure", "healthmonitor", "System-HTTP", input="type tcp\nsave\n"))
+    assert "grpc_monitor removed" in out
+    assert app.registry.monitors["System-HTTP"].type == "tcp"
 
 
 def test_editor_grammar() -> None:

@@ -221,7 +221,14 @@ class MonitorEditor:
         return Outcome()
 
 
-_SUBOBJECTS = ("http_monitor", "https_monitor", "tcp_monitor", "udp_monitor", "postgresql_monitor")
+_SUBOBJECTS = (
+    "http_monitor",
+    "https_monitor",
+    "tcp_monitor",
+    "udp_monitor",
+    "postgresql_monitor",
+    "grpc_monitor",
+)
 
 
 def _describe(annotation: Any) -> str:
