@@ -175,6 +175,7 @@ class Session:
 class _Framer:
     __slots__ = ("cont", "max", "partial", "session", "size", "skip")
     _who: str
+    _inspect: int  # payload bytes read of a packet in the command phase
 
     def __init__(self, session: Session, max_message: int = MAX_MESSAGE) -> None:
         self.session = session
@@ -185,8 +186,10 @@ class _Framer:
         self.size = 0  # the current logical message's size so far
 
     def walk(self, data: bytes) -> str | None:
-        """One read: an error, or None."""
-        if self.session.opaque:
+        """One read: an error, or None. One loop for both sides and every phase, inlined
+        for the command phase's packets (a method call per packet was most of the cost)."""
+        s = self.session
+        if s.opaque:
             return None
         if self.partial:
             data = self.partial + data
@@ -199,35 +202,60 @@ class _Framer:
             self.skip = 0
         n = len(data)
         limit = self.max
+        inspect = self._inspect
+        server = inspect > 1
+        cont = self.cont
+        size = self.size
+        command = s.phase == COMMAND
+        rows, cols, long = _ROWS, _COLS, MAX_PACKET
         while n - pos >= 4:
             length = data[pos] | data[pos + 1] << 8 | data[pos + 2] << 16
             end = pos + 4 + length
-            if self.cont:  # the rest of a long message: not read
-                self.size += length
-                if self.size > limit:
+            if cont:  # the rest of a long message: not read
+                size += length
+                if size > limit:
                     return f"{self._who} sent a message of more than {limit} bytes"
-                self.cont = length == MAX_PACKET
+                cont = length == long
             else:
-                need = self._need(length, data[pos + 3])
-                if isinstance(need, str):
-                    return need
+                if command:
+                    need = length if length < inspect else inspect
+                else:
+                    head = self._need(length, data[pos + 3])
+                    if isinstance(head, str):
+                        return head
+                    need = head
                 if pos + 4 + need > n:  # read it once that much is here
-                    self.partial = data[pos:]
-                    return None
+                    break
                 if length > limit:
                     return f"{self._who} sent a packet of {length} bytes (limit {limit})"
-                self.size = length
-                self.cont = length == MAX_PACKET
-                err = self._packet(data, pos + 4, length, data[pos + 3])
-                if err is not None:
-                    return err
-                if self.session.opaque:
-                    return None
+                size = length
+                cont = length == long
+                if command and server:
+                    r = s.r
+                    if r == rows and length and data[pos + 4] < 0xFE:
+                        pass  # a row
+                    elif r == cols and s.left > 1:
+                        s.left -= 1  # a column definition, not the last
+                    else:
+                        err = self._response(data, pos + 4, length)
+                        if err is not None:
+                            return err
+                else:
+                    err = self._packet(data, pos + 4, length, data[pos + 3])
+                    if err is not None:
+                        return err
+                    if s.opaque:
+                        return None
+                    command = s.phase == COMMAND
             if end >= n:
                 self.skip = end - n
+                self.cont = cont
+                self.size = size
                 return None
             pos = end
         self.partial = data[pos:]
+        self.cont = cont
+        self.size = size
         return None
 
     def _need(self, length: int, seq: int) -> int | str:
@@ -237,12 +265,16 @@ class _Framer:
     def _packet(self, data: bytes, p: int, length: int, seq: int) -> str | None:
         raise NotImplementedError
 
+    def _response(self, data: bytes, p: int, length: int) -> str | None:
+        raise NotImplementedError
+
 
 class ClientFramer(_Framer):
     """Client to server: the handshake response, authentication data, then commands."""
 
     __slots__ = ()
     _who = "client"
+    _inspect = 1  # the command byte
 
     typed = _Framer.walk  # one read once authenticated (the relay's common path): an error
 
@@ -300,6 +332,7 @@ class ServerFramer(_Framer):
 
     __slots__ = ()
     _who = "server"
+    _inspect = _INSPECT
 
     feed = _Framer.walk  # one read from the server: an error or None
 
