@@ -4,6 +4,8 @@ writing node had seen. Two nodes (Registry + AdminService) on one real etcd, in-
 from __future__ import annotations
 
 import asyncio
+import copy
+import json
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import replace
@@ -12,11 +14,12 @@ from typing import Any
 
 import pytest
 
+from quiesce.core.errors import GuardRefused
 from quiesce.core.events import EventKind
 from quiesce.core.states import Admin
 from quiesce.store import StoreError
 from quiesce.store.base import ConflictError
-from tests.store.test_etcd import ETCD, A, Etcd, Node, start_node, stop_node, until
+from tests.store.test_etcd import ETCD, RAW, A, Etcd, Node, start_node, stop_node, until
 
 pytestmark = [
     pytest.mark.skipif(not __import__("pathlib").Path(ETCD).exists(), reason="no etcd server"),
@@ -197,3 +200,36 @@ async def test_on_a_three_member_cluster_through_different_members(tmp_path: Pat
         for n in nodes:
             await stop_node(n)
         members.stop()
+
+
+async def test_the_cluster_guard_holds_in_the_write_transaction(etcd: Etcd) -> None:
+    """A's maintenance passed the cluster-wide guard on B's view (w1, w2, w3 up there), but
+    B's view changes (w2 and w3 down) before A's write reaches etcd: the write is refused,
+    undone on A, and the retry is refused by the guard on B's new view."""
+    raw = copy.deepcopy(RAW)
+    raw["pools"]["web"]["min_servers_up"] = 1
+    prefix = f"/quiesce-test/{uuid.uuid4().hex[:8]}/"
+    a = await start_node(etcd, prefix, "A", raw)
+    b = await start_node(etcd, prefix, "B", raw)
+    try:
+        await until(lambda: "B" in a.store.cluster.health and "A" in b.store.cluster.health)
+        await hold_writer(a)
+        mark = a.service.write_mark()
+        a.service.maintenance("web/w1", replace(A, reason="passes on B's old view"))
+        assert a.server("web/w1").admin.state is Admin.MAINTENANCE
+        # B's health checks now see w2 and w3 down (its record, as B would publish it)
+        client = a.store._get_client()
+        view = {"oper": {"web/w2": "down", "web/w3": "down"}, "out": {"web": ["w2", "w3"]}}
+        await client.put(f"{prefix}health/B".encode(), json.dumps(view).encode())
+        await until(lambda: "w2" in a.store.cluster.health["B"].get("out", {}).get("web", []))
+        a.store._tasks[0] = asyncio.create_task(a.store._run_writer())
+        lost = await outcome(a, mark)
+        assert lost is not None and "health checks of node B changed" in lost.message, lost
+        assert a.server("web/w1").admin.state is Admin.ENABLED  # undone
+        assert b.server("web/w1").admin.state is Admin.ENABLED  # never applied there
+        assert any(e.kind is EventKind.WRITE_CONFLICT for e in a.events())
+        with pytest.raises(GuardRefused, match="leave 0 eligible server\\(s\\) on node B"):
+            a.service.maintenance("web/w1", replace(A, reason="retry"))
+    finally:
+        for n in (a, b):
+            await stop_node(n)

@@ -114,14 +114,16 @@ class ServiceBase:
 
     def _apply(self, server: ServerRuntime, cmd: AdminCommand, force_guard: bool) -> CommandResult:
         before = server.connections
-        if not force_guard:
-            self._cluster_guard(server, cmd, CommandContext(cmd.actor, cmd.cause, cmd.reason))
+        ctx = CommandContext(cmd.actor, cmd.cause, cmd.reason)
+        self._cluster_guard(server, cmd, ctx, force_guard)
         t = self.registry.admin_command(server, cmd, force_guard=force_guard)
         self._poke()
         closed = before if t.close is CloseMode.ALL else 0
         return CommandResult(server, t.changed, self._message(server, t, closed), closed)
 
-    def _cluster_guard(self, server: ServerRuntime, cmd: AdminCommand, ctx: CommandContext) -> None:
+    def _cluster_guard(
+        self, server: ServerRuntime, cmd: AdminCommand, ctx: CommandContext, force: bool
+    ) -> None:
         """``min_servers_up`` against the other nodes' views (a shared store: remote.py)."""
 
     def _message(self, server: ServerRuntime, t: Transition, closed: int) -> str:

@@ -54,13 +54,21 @@ class RemoteChanges(ServiceBase):
                     out.setdefault(pool.name, []).append(s.name)
         return {"oper": oper, "out": out}
 
-    def _cluster_guard(self, server: ServerRuntime, cmd: AdminCommand, ctx: CommandContext) -> None:
+    def _cluster_guard(
+        self, server: ServerRuntime, cmd: AdminCommand, ctx: CommandContext, force: bool
+    ) -> None:
         """``min_servers_up`` against every node's view (as each published it, less what
         the shared admin state took out since): refused (409, ``admin_refused``) when taking
-        ``server`` out would leave the node that sees the fewest below the minimum."""
+        ``server`` out would leave the node that sees the fewest below the minimum. Allowed,
+        it holds in the write's transaction: the write lands only if the views it counted on
+        are unchanged (``EtcdStore.guard_with``)."""
         cluster = getattr(self.store, "cluster", None)
+        guard_with = getattr(self.store, "guard_with", None)
+        if cluster is None or guard_with is None:
+            return
+        guard_with(server.key, [])
         pool = self.registry.pools[server.pool]
-        if cluster is None or cmd.target is Admin.ENABLED or not pool.config.min_servers_up:
+        if force or cmd.target is Admin.ENABLED or not pool.config.min_servers_up:
             return
         if server.admin.state is not Admin.ENABLED:
             return  # already out: nothing changes for the guard
@@ -74,19 +82,21 @@ class RemoteChanges(ServiceBase):
             for node, out in cluster.unusable(pool.name).items()
         }
         worst = cluster_guard(views, server.name, still_eligible, pool.config.min_servers_up)
-        if worst is not None:
-            node, left = worst
-            self._refuse_with(
-                server,
-                cmd.target,
-                ctx,
-                GuardRefused(
-                    f"pool {pool.name!r}: setting {server.name!r} to {cmd.target.value} would "
-                    f"leave {left} eligible server(s) on node {node}, below min_servers_up "
-                    f"{pool.config.min_servers_up} (node {node}'s health checks see fewer "
-                    "servers up than this node's)"
-                ),
-            )
+        if worst is None:
+            guard_with(server.key, sorted(n for n, names in views.items() if server.name in names))
+            return
+        node, left = worst
+        self._refuse_with(
+            server,
+            cmd.target,
+            ctx,
+            GuardRefused(
+                f"pool {pool.name!r}: setting {server.name!r} to {cmd.target.value} would "
+                f"leave {left} eligible server(s) on node {node}, below min_servers_up "
+                f"{pool.config.min_servers_up} (node {node}'s health checks see fewer "
+                "servers up than this node's)"
+            ),
+        )
 
     def _on_cluster_event(self, kind: str, reason: str, detail: dict[str, Any]) -> None:
         """What this node saw of the cluster (quiesce.store.cluster): its link to the store

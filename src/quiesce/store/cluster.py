@@ -72,6 +72,7 @@ class ClusterAgent:
         self.local = False
         self.verdicts_of: Callable[[], dict[str, Any]] | None = None
         self.health: dict[str, dict[str, Any]] = {}  # node → its published verdicts
+        self.health_revs: dict[str, int] = {}  # node → its health record's mod revision
         self._published: bytes | None = None
         self.health_dirty = True  # an event since the last publication: verdicts may differ
 
@@ -111,11 +112,13 @@ class ClusterAgent:
         if record is not None and self.members.put(name, record):
             self.emit("node_joined", f"node {name} joined", {"peer": name, **_brief(record)})
 
-    def on_health(self, name: str, value: bytes | None) -> None:
+    def on_health(self, name: str, value: bytes | None, revision: int = 0) -> None:
         """A ``health/<name>`` key from the watch or a full read (None: the node is gone)."""
         if value is None:
             self.health.pop(name, None)
+            self.health_revs.pop(name, None)
             return
+        self.health_revs[name] = revision
         record = _record("health", name, value)
         if record is not None:
             self.health[name] = record

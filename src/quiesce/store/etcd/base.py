@@ -79,6 +79,7 @@ class Op:
     seqs: list[int]
     events: list[tuple[str, bytes]] = field(default_factory=list)
     local: bool = False  # made on this node only (--local): its landing is a reconciliation
+    checks: dict[str, int] = field(default_factory=dict)  # other keys that must be unchanged
 
 
 class EtcdBase:
@@ -136,6 +137,8 @@ class EtcdBase:
         self._settled = asyncio.Event()  # set (and replaced) whenever writes settle
         self._last_event_key: str | None = None  # the shared event appended last
         self._known: dict[str, bytes] = {}  # state key → its value as last read or written
+        self._checks: dict[str, dict[str, int]] = {}  # record key → keys its next write checks
+        self._moved: list[str] = []  # the checked keys that had changed when a write lost
         self._cluster_id = 0  # etcd's cluster ID, from the first answer
         self._event_seq = 0
         self._max_queue = retention_rows + 10_000
@@ -242,6 +245,10 @@ class EtcdBase:
 
     def _enqueue(self, key: str, value: bytes | None, base: int | None = None) -> Op:
         """Queue a write (the writer's)."""
+        raise NotImplementedError
+
+    def _apply_remote(self, kind: Kind, name: str, body: dict[str, Any] | None) -> None:
+        """Apply a record as another node's change (the watcher's)."""
         raise NotImplementedError
 
 

@@ -143,7 +143,7 @@ class Watcher(EtcdBase):
             self.cluster.on_node(name, value)
             return
         if section == "health" and name:
-            self.cluster.on_health(name, value)
+            self.cluster.on_health(name, value, rev)
             return
         kind = _SECTIONS.get(section)
         if kind is None or not name:

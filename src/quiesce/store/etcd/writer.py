@@ -77,6 +77,19 @@ class Writer(EtcdBase):
         if lost:
             raise lost[0]
 
+    def guard_with(self, server: str, nodes: list[str]) -> None:
+        """The next write of ``server``'s admin record lands only if the health records of
+        ``nodes`` are still at the revisions this node saw (the cluster-wide
+        ``min_servers_up`` guard counted on them: it holds in the write's transaction). An
+        empty list clears it."""
+        key = self._key("admin", server)
+        health = f"{self.prefix}health/"
+        if nodes:
+            revs = self.cluster.health_revs
+            self._checks[key] = {f"{health}{n}": revs.get(n, 0) for n in nodes}
+        else:
+            self._checks.pop(key, None)
+
     def _share(self, kind: Kind, name: str, value: object) -> None:
         if self._replay_from is not None:
             return
@@ -99,6 +112,7 @@ class Writer(EtcdBase):
                 del self._ops[ekey]
         base = max(self._seen.get(key, 0), self._acked.get(key, 0))
         op = self._enqueue(key, self._value(value, **extra), base)
+        op.checks.update(self._checks.pop(key, {}))
         if ekey is not None and event_op is not None and event_op.value is not None:
             op.events.append((ekey, event_op.value))
             op.seqs.extend(event_op.seqs)
@@ -207,10 +221,11 @@ class Writer(EtcdBase):
         from aetcd import transactions as txn
 
         write = txn.Put(bkey, op.value) if op.value is not None else txn.Delete(bkey)
+        checks = list(op.checks.items())
         ok, responses = await client.transaction(
-            compare=[txn.Mod(bkey) == op.base],
+            compare=[txn.Mod(bkey) == op.base, *(txn.Mod(k.encode()) == r for k, r in checks)],
             success=[*(txn.Put(k.encode(), v) for k, v in op.events), write],  # in order
-            failure=[txn.Get(bkey)],
+            failure=[txn.Get(bkey), *(txn.Get(k.encode()) for k, _ in checks)],
         )
         if ok:
             first = responses[0]
@@ -219,6 +234,11 @@ class Writer(EtcdBase):
                 int(getattr(first, str(first.WhichOneof("response"))).header.revision),
                 None,
             )
+        self._moved = [
+            k
+            for (k, r), kvs in zip(checks, responses[1:], strict=True)
+            if (int(kvs[0][1].mod_revision) if kvs else 0) != r
+        ]
         kvs = responses[0]
         if not kvs:
             return False, None, (None, 0)
@@ -233,12 +253,17 @@ class Writer(EtcdBase):
             op.seqs.extend(after.seqs)
             op.events.extend(after.events)
             op.local = op.local or after.local
+            op.checks = {**after.checks, **op.checks}
             self._ops[key] = op
 
     def _on_refused(self, key: str, op: Op, value: bytes | None, rev: int) -> None:
         """The record changed since ``op.base``: ours (a write whose answer was lost) is the
         base of the next attempt; the same value is no conflict; anything else wins."""
         body = _body(value)
+        moved, self._moved = self._moved, []
+        if moved and (rev == op.base or (value is None and op.base == 0)):
+            self._guard_moved(key, op, body, rev, moved)
+            return
         ours = body is not None and body.get("instance") == self.instance
         if ours or value is None or rev < (op.base or 0):
             # our own write (its answer was lost), or a record the store lost or holds older
@@ -264,6 +289,35 @@ class Writer(EtcdBase):
             self._seen[key] = self._acked[key] = rev
             return
         self._on_kv(key, value, rev)  # the newer record applies here too
+
+    def _guard_moved(
+        self, key: str, op: Op, body: dict[str, Any] | None, rev: int, moved: list[str]
+    ) -> None:
+        """The record is as this node saw it, but a health record the cluster-wide guard
+        counted on changed: the write is refused (it may break ``min_servers_up`` on that
+        node now) and undone here; a retry checks the guard on the new view."""
+        after = self._ops.pop(key, None)
+        self._queue.popleft()
+        name = key[len(self.prefix) :].partition("/")[2]
+        nodes = ", ".join(k.rpartition("/")[2] for k in moved)
+        mine = _describe("admin", _body(op.value))
+        message = (
+            f"refused: the health checks of node {nodes} changed while setting server {name} to "
+            f"{mine} was on its way to etcd, and min_servers_up counted on them: not applied; "
+            "retry: the guard is checked again on the new view"
+        )
+        error = ConflictError(message, {"revision": rev, "nodes": nodes.split(", ")})
+        for lost in (op, after) if after is not None and after is not op else (op,):
+            for seq in lost.seqs:
+                self._conflicts[seq] = error
+            self._settle(lost.seqs)
+        log.warning("state store: %s", message)
+        pool, _, server = name.partition("/")
+        detail = {"record": "admin", "name": name, "pool": pool, "server": server, "moved": moved}
+        self.cluster.emit("write_conflict", message, detail)
+        if body is None:  # never set in etcd: what the config file says (enabled)
+            body = {"node": self.node, "value": {"state": "enabled"}}
+        self._apply_remote("admin", name, body)  # as it is in etcd
 
     def _reconciled(self, key: str, op: Op, rev: int) -> None:
         """A change made on this node only (``--local``) while etcd was unreachable landed:
