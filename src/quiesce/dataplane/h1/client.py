@@ -54,6 +54,7 @@ _fast_request = codec.fast_request
 
 # Request body bytes held while an upstream connection is being opened, before reading pauses.
 PENDING_LIMIT = 256 * 1024
+H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"  # RFC 9113 3.4 (h2c by prior knowledge)
 
 _NO_HEADERS: list[tuple[bytes, bytes]] = []  # never appended to: on_message_begin makes a list
 
@@ -203,7 +204,12 @@ class ClientConnection(ResponseSide, asyncio.Protocol):
         except (httptools.HttpParserError, WireError) as exc:
             if self.closed:
                 return
-            if self.heads == 0 and data[:14] == b"PRI * HTTP/2.0" and self.rx == len(data):
+            if (
+                self.heads == 0
+                and data[:14] == b"PRI * HTTP/2.0"
+                and H2_PREFACE.startswith(data[:24])  # the preface, not a request named PRI
+                and self.rx == len(data)
+            ):
                 h2c = self.ctx.h2c  # HTTP/2 by prior knowledge (quiesce.dataplane.h2)
                 if h2c is not None and h2c(self, data):
                     return
