@@ -34,7 +34,7 @@
     "local_reconciled",
   ];
   const CAUSES = ["health", "passive", "api", "cli", "dashboard", "runtime-socket", "config", "expiry", "deadline", "startup"];
-  const MONITOR_TYPES = ["http", "https", "tcp", "udp", "tcp_half_open", "icmp"];
+  const MONITOR_TYPES = ["http", "https", "tcp", "udp", "tcp_half_open", "icmp", "postgresql", "grpc"];
   const SUBOBJECT = { http: "http_monitor", https: "https_monitor", tcp: "tcp_monitor", udp: "udp_monitor", postgresql: "postgresql_monitor", grpc: "grpc_monitor" };
   const SITE_FLAG = "maintenance_mode";
 
@@ -1267,7 +1267,8 @@
           sub.udp_request = val("udp_request");
           sub.udp_response = opt(val("udp_response"));
         }
-        sub.maintenance_response = opt(val("maintenance_response"));
+        // the maintenance string is a field of these types only (postgresql, grpc: their own)
+        if (["http", "https", "tcp", "udp"].includes(type)) sub.maintenance_response = opt(val("maintenance_response"));
         out[subName] = sub;
       }
       return out;
