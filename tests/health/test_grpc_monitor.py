@@ -258,3 +258,18 @@ def test_run_refuses_a_grpc_monitor_without_grpcio(monkeypatch: pytest.MonkeyPat
         "health monitor 'g' (type grpc)"
     ]
     assert startup_problems(detached) == []
+
+
+def test_a_pool_tls_without_verify_is_refused_for_a_grpc_monitor() -> None:
+    text = config("{type: grpc, grpc_monitor: {tls: {use_pool_tls: true}}}").replace(
+        "    healthmonitors: [g]\n", "    healthmonitors: [g]\n    tls: {verify: false}\n"
+    )
+    with pytest.raises(ConfigError) as err:
+        load_text(text)
+    assert (
+        "pools.api.healthmonitors[0]: grpc monitor 'g' uses the pool's tls (use_pool_tls), "
+        "whose verify: false a grpc monitor cannot do" in str(err.value)
+    ), str(err.value)
+    # its own tls settings, or a pool that verifies: fine
+    load_text(text.replace("use_pool_tls: true", "ca: ca.pem"))
+    load_text(text.replace("tls: {verify: false}", "tls: {ca: ca.pem}"))

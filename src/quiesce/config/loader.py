@@ -105,6 +105,12 @@ def cross_reference_errors(raw: Mapping[str, Any]) -> list[str]:
         for i, m in enumerate(_list(pool.get("healthmonitors"))):
             if isinstance(m, str) and m not in monitors:
                 problems.append(f"pools.{pname}.healthmonitors[{i}]: no health monitor named {m!r}")
+            elif isinstance(m, str) and _grpc_without_verify(raw, m, pool):
+                problems.append(
+                    f"pools.{pname}.healthmonitors[{i}]: grpc monitor {m!r} uses the pool's tls "
+                    "(use_pool_tls), whose verify: false a grpc monitor cannot do (grpcio "
+                    f"always verifies): give pools.{pname}.tls a ca"
+                )
         seen: set[Any] = set()
         for si, server in enumerate(_list(pool.get("servers"))):
             if isinstance(server, Mapping):
@@ -163,6 +169,23 @@ def cross_reference_errors(raw: Mapping[str, Any]) -> list[str]:
                 if isinstance(page, str) and page not in pages:
                     problems.append(f"{rbase}.then.maintenance_page: no page named {page!r}")
     return problems
+
+
+def _grpc_without_verify(raw: Mapping[str, Any], name: str, pool: Mapping[str, Any]) -> bool:
+    """Monitor ``name`` is a grpc monitor with ``tls.use_pool_tls`` and ``pool``'s tls has
+    ``verify: false`` (quiesce.health.probes.grpc)."""
+    monitor = (raw.get("healthmonitors") or {}).get(name)
+    tls = pool.get("tls")
+    if not isinstance(monitor, Mapping) or not isinstance(tls, Mapping):
+        return False
+    settings = monitor.get("grpc_monitor")
+    own = settings.get("tls") if isinstance(settings, Mapping) else None
+    return (
+        monitor.get("type") == "grpc"
+        and isinstance(own, Mapping)
+        and own.get("use_pool_tls") is True
+        and tls.get("verify") is False
+    )
 
 
 def _list(value: Any) -> list[Any]:
