@@ -10,6 +10,10 @@ rare; the servers' address is a closed loopback port), one HTTP service, the adm
 upstream connections per server by default: 6.4 million for 100,000 servers).
 Its resident set (``VmRSS``) is read once it says ready and its first round of checks is over,
 then compared with the same process with one server: the difference per server is reported.
+
+``--tracemalloc N``: the process runs under ``tracemalloc`` and, at the same moment, the N
+lines of code holding the most memory are printed (size, blocks, per server), to see what
+dominates (slower to start and twice the memory: use fewer servers, e.g. 20,000).
 """
 
 from __future__ import annotations
@@ -55,18 +59,41 @@ def rss_kib(pid: int) -> int:
     return int(m.group(1))
 
 
-def measure(servers: int, pools: int, port: int, settle: float) -> tuple[int, float]:
+TRACED = r"""
+import os, sys, threading, time, tracemalloc
+def dump():
+    flag = os.environ["QUIESCE_MEM_DUMP"]
+    while not os.path.exists(flag):
+        time.sleep(0.1)
+    stats = tracemalloc.take_snapshot().statistics("lineno")
+    with open(flag + ".out", "w") as f:
+        f.write(f"total {sum(s.size for s in stats)}\n")
+        for s in stats[: int(os.environ["QUIESCE_MEM_TOP"])]:
+            f.write(f"{s.size} {s.count} {s.traceback}\n")
+threading.Thread(target=dump, daemon=True).start()
+sys.argv = ["quiesce", *sys.argv[1:]]
+from quiesce.main import main
+main()
+"""
+
+
+def measure(servers: int, pools: int, port: int, settle: float, top: int = 0) -> tuple[int, float]:
     tmp = Path(tempfile.mkdtemp(prefix="quiesce-mem-"))
     cfg = tmp / "quiesce.yaml"
     cfg.write_text(config(servers, pools, port))
     start = time.monotonic()
+    cmd = [sys.executable, "-m", "quiesce"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    if top:
+        cmd = [sys.executable, "-X", "tracemalloc=1", "-c", TRACED]
+        env |= {"QUIESCE_MEM_DUMP": str(tmp / "dump"), "QUIESCE_MEM_TOP": str(top)}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "quiesce", "run", "-c", str(cfg)],
+        [*cmd, "run", "-c", str(cfg)],
         cwd=tmp,
         stdout=subprocess.PIPE,
         stderr=(tmp / "quiesce.log").open("w"),  # a line per state event: not into the pipe
         text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        env=env,
     )
     assert proc.stdout is not None
     try:
@@ -78,7 +105,19 @@ def measure(servers: int, pools: int, port: int, settle: float) -> tuple[int, fl
             raise SystemExit(f"quiesce did not start ({servers} in {pools} pools): {log}")
         ready = time.monotonic() - start
         time.sleep(settle)  # the first round of checks (spread over their interval's start)
-        return rss_kib(proc.pid), ready
+        rss = rss_kib(proc.pid)
+        if top:
+            (tmp / "dump").touch()
+            out = tmp / "dump.out"
+            while not out.exists() or not out.read_text().count("\n") > top:
+                time.sleep(0.2)
+            print(f"tracemalloc, {servers:,} servers in {pools} pool(s), bytes per server:")
+            for line in out.read_text().splitlines():
+                size, rest = line.split(" ", 1)
+                if size == "total":
+                    size, rest = rest, "(everything traced)"
+                print(f"{int(size) / servers:8.1f}  {size:>11} {rest}")
+        return rss, ready
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -92,7 +131,12 @@ def main() -> int:
     ap.add_argument("--servers", type=int, default=100_000)
     ap.add_argument("--pools", type=int, nargs="+", default=[1, 100])
     ap.add_argument("--settle", type=float, default=5.0)
+    ap.add_argument("--tracemalloc", type=int, default=0, metavar="N", help="top N lines")
     args = ap.parse_args()
+    if args.tracemalloc:
+        for pools in args.pools:
+            measure(args.servers, pools, free_port(), args.settle, args.tracemalloc)
+        return 0
     port = free_port()  # nothing listens there: every check is refused
     base, _ = measure(1, 1, port, args.settle)
     print(f"{args.servers:,} servers, a TCP monitor on each pool (one server: {base:,} KiB)\n")
