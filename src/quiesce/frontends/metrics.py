@@ -455,6 +455,13 @@ def haproxy_check_status(result: CheckResult, layer7: bool) -> str:
         Reason.MAINTENANCE_PAYLOAD_CONTENT_MATCH: "L7RSP",
         Reason.MALFORMED_RESPONSE: "L7RSP",
         Reason.TLS_ERROR: "L6RSP",
+        # grpc monitors: the health service's answer is their layer 7 status
+        Reason.NOT_SERVING: "L7STS",
+        Reason.SERVICE_UNKNOWN: "L7STS",
+        Reason.UNIMPLEMENTED: "L7STS",
+        Reason.GRPC_ERROR: "L7STS",
+        Reason.MAINTENANCE_STATUS_MATCH: "L7STS",
+        Reason.MAINTENANCE_SERVICE_MATCH: "L7STS",
     }.get(result.reason, "SOCKERR")
 
 
@@ -661,7 +668,7 @@ class HaproxyCollector(Collector):
                 current = ""
                 if last is not None:
                     monitor = monitors.get(last.monitor)
-                    layer7 = monitor is not None and monitor.type in ("http", "https")
+                    layer7 = monitor is not None and monitor.type in ("http", "https", "grpc")
                     current = haproxy_check_status(last, layer7)
                     chk_duration.add_metric(lv, float(last.latency))
                 for st in HAPROXY_CHECK_STATES:

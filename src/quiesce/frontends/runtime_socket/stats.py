@@ -534,7 +534,7 @@ def haproxy_status(s: ServerRuntime) -> str:
 def check_status(reason: Reason, verdict: Verdict, monitor: Any) -> str:
     """HAProxy's check status for one result. A maintenance answer is HAProxy's
     ``disable-on-404`` case: ``L7OKC`` (conditionally passed), the server NOLB."""
-    layer7 = monitor is not None and monitor.type in ("http", "https")
+    layer7 = monitor is not None and monitor.type in ("http", "https", "grpc")
     if verdict is Verdict.PASS:
         return "L7OK" if layer7 else "L4OK"
     return {
@@ -550,6 +550,13 @@ def check_status(reason: Reason, verdict: Verdict, monitor: Any) -> str:
         Reason.MAINTENANCE_PAYLOAD_CONTENT_MATCH: "L7OKC",
         Reason.MALFORMED_RESPONSE: "L7RSP",
         Reason.TLS_ERROR: "L6RSP",
+        # grpc monitors: the health service's answer is their layer 7 status
+        Reason.NOT_SERVING: "L7STS",
+        Reason.SERVICE_UNKNOWN: "L7STS",
+        Reason.UNIMPLEMENTED: "L7STS",
+        Reason.GRPC_ERROR: "L7STS",
+        Reason.MAINTENANCE_STATUS_MATCH: "L7OKC",
+        Reason.MAINTENANCE_SERVICE_MATCH: "L7OKC",
     }.get(reason, "SOCKERR")
 
 
