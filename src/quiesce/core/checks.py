@@ -39,6 +39,19 @@ class Reason(StrEnum):
     MAINTENANCE_SERVICE_MATCH = "MAINTENANCE_SERVICE_MATCH"
 
 
+GRPC_ANSWERS = frozenset(
+    {
+        Reason.NOT_SERVING,
+        Reason.SERVICE_UNKNOWN,
+        Reason.UNIMPLEMENTED,
+        Reason.GRPC_ERROR,
+        Reason.MAINTENANCE_STATUS_MATCH,
+        Reason.MAINTENANCE_SERVICE_MATCH,
+    }
+)
+"""The reasons of a grpc server's own answer (HAProxy's layer 7 status, L7STS)."""
+
+
 @dataclass(frozen=True, slots=True)
 class CheckResult:
     """One check's outcome: verdict, reason code, what was seen, and how long it took.

@@ -28,7 +28,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from quiesce.core.checks import CheckResult, Reason
+from quiesce.core.checks import GRPC_ANSWERS, CheckResult, Reason
 from quiesce.core.events import Event, EventKind
 from quiesce.core.pool import slow_start_factor
 from quiesce.core.states import Admin, Oper, Status, Verdict
@@ -455,14 +455,7 @@ def haproxy_check_status(result: CheckResult, layer7: bool) -> str:
         Reason.MAINTENANCE_PAYLOAD_CONTENT_MATCH: "L7RSP",
         Reason.MALFORMED_RESPONSE: "L7RSP",
         Reason.TLS_ERROR: "L6RSP",
-        # grpc monitors: the health service's answer is their layer 7 status
-        Reason.NOT_SERVING: "L7STS",
-        Reason.SERVICE_UNKNOWN: "L7STS",
-        Reason.UNIMPLEMENTED: "L7STS",
-        Reason.GRPC_ERROR: "L7STS",
-        Reason.MAINTENANCE_STATUS_MATCH: "L7STS",
-        Reason.MAINTENANCE_SERVICE_MATCH: "L7STS",
-    }.get(result.reason, "SOCKERR")
+    }.get(result.reason, "L7STS" if result.reason in GRPC_ANSWERS else "SOCKERR")
 
 
 def _usable(s: ServerRuntime) -> bool:
