@@ -214,3 +214,22 @@ def test_a_local_change_reaches_every_node_when_the_link_is_back(pair: Pair) -> 
     assert len(reconciled) == 1 and reconciled[0]["server"] == "b1", reconciled
     assert "made on this node only (maintenance) reached etcd" in reconciled[0]["reason"]
     assert events(b, "write_conflict") == [] and events(a, "local_reconciled") == []
+
+
+def test_the_runtime_socket_takes_a_local_change_while_cut_off(pair: Pair) -> None:
+    """``local <command>`` on the runtime socket is the CLI's --local: refused without it
+    while B is cut off, taken with it (detail.local), and reconciled when B is back."""
+    a, b = pair.a, pair.b
+    pair.relay.cut()
+    until(lambda: cluster(b)["link"] != "up", 10)
+    refused = runtime(pair.dirs["B"], "set server web/b1 state maint")
+    assert "this change would not reach the other nodes" in refused, refused
+    assert "runtime socket: local <command>" in refused
+    assert admin_state(b) == "enabled"
+    taken = runtime(pair.dirs["B"], "local set server web/b1 state maint")
+    assert taken.strip() == "", taken  # HAProxy's silence: done
+    assert admin_state(b) == "maintenance"
+    assert events(b, "admin_change")[-1]["detail"].get("local") is True
+    pair.relay.restore()
+    until(lambda: admin_state(a) == "maintenance", 15)
+    until(lambda: events(b, "local_reconciled"), 5)

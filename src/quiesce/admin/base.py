@@ -238,7 +238,7 @@ def shared(method: _F) -> _F:
             raise StoreError(
                 f"the shared store (etcd {cluster.store.endpoint}) is {state} ({why}): this "
                 "change would not reach the other nodes; retry when it is back, or make it on "
-                "this node only with --local (API: ?local=true)"
+                "this node only with --local (API: ?local=true; runtime socket: local <command>)"
             )
         with cluster.local_changes():
             return method(self, *args, **kwargs)

@@ -87,6 +87,7 @@ class RuntimeCommands:
         self.started = self.registry.clock.time()
         self.stats = Stats(app, self.started)
         self.info = Info(app, self.stats, self.started)
+        self.context = CONTEXT  # local=True for the rest of a line after "local"
 
     # dispatch ------------------------------------------------------------------------------------
 
@@ -142,6 +143,14 @@ class RuntimeCommands:
             (["set", "var"], self.set_var),
             (["get", "var"], self.get_var),
         ]
+        if w[0] == "local" and len(w) > 1:
+            # quiesce: a change of shared state on this node only while etcd is unreachable
+            # (the CLI's --local); its events say detail.local
+            self.context = replace(CONTEXT, local=True)
+            try:
+                return self._one(w[1:], session)
+            finally:
+                self.context = CONTEXT
         if w[0] == "help":
             return self.help(w[1:])
         if w == ["prompt"]:
@@ -284,7 +293,7 @@ class RuntimeCommands:
             field = ".".join(str(p) for p in first["loc"])
             message = str(first["msg"]).removeprefix("Value error, ")
             raise CommandError(f"invalid {field} '{data.get(field, '')}': {message}") from None
-        self.app.admin.add_server(pool_name, config, CONTEXT)
+        self.app.admin.add_server(pool_name, config, self.context)
         return "New server registered."
 
     def del_server(self, a: list[str]) -> str:
@@ -302,7 +311,7 @@ class RuntimeCommands:
         why = self.registry.removable(server)
         if why is not None:
             raise UnendedError(why)
-        self.app.admin.remove_server(server.key, CONTEXT)
+        self.app.admin.remove_server(server.key, self.context)
         raise UnendedError("Server deleted.")  # HAProxy 2.6 ends this answer so too
 
     def _set_addr(self, server: ServerRuntime, args: list[str]) -> str:
@@ -332,7 +341,7 @@ class RuntimeCommands:
         address = f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
         split_address(address)
         if (ip, port) != (old_host, old_port):
-            self.app.admin.update_server(server.key, {"address": address}, CONTEXT)
+            self.app.admin.update_server(server.key, {"address": address}, self.context)
         parts = [
             "no need to change the addr"
             if ip == old_host
@@ -350,18 +359,18 @@ class RuntimeCommands:
         server = self._server(a[0] if a else None)
         admin = self.app.admin
         if state == "ready":
-            admin.enable(server.key, CONTEXT)
+            admin.enable(server.key, self.context)
         elif state == "drain":
-            admin.drain(server.key, CONTEXT)
+            admin.drain(server.key, self.context)
         else:
-            admin.maintenance(server.key, CONTEXT)
+            admin.maintenance(server.key, self.context)
         return ""
 
     def _health(self, server: ServerRuntime, state: str) -> str:
         """Force the operational state as HAProxy does: every monitor's track is set, and the
         next check result moves it on from there. A server with no monitor is unchanged."""
         target = Oper.UP if state == "up" else Oper.DOWN
-        self.app.admin.force_health(server.key, target, CONTEXT, forced=state)
+        self.app.admin.force_health(server.key, target, self.context, forced=state)
         return ""
 
     def health_checks(self, a: list[str], enabled: bool) -> str:
@@ -373,7 +382,7 @@ class RuntimeCommands:
             if enabled:
                 raise CommandError("Health check was not configured on this server, cannot enable.")
             return ""
-        self.app.admin.set_health_checks(server.key, enabled, CONTEXT)
+        self.app.admin.set_health_checks(server.key, enabled, self.context)
         return ""
 
     def agent(self, a: list[str], enabled: bool) -> str:
@@ -388,7 +397,7 @@ class RuntimeCommands:
     def shutdown_sessions(self, a: list[str]) -> str:
         server = self._server(a[0] if a else None)
         self.app.admin.shutdown_sessions(
-            server.key, replace(CONTEXT, reason="shutdown sessions server")
+            server.key, replace(self.context, reason="shutdown sessions server")
         )
         return ""
 
@@ -414,7 +423,7 @@ class RuntimeCommands:
             weight = value
             if not 0 <= weight <= 256:
                 raise CommandError("Absolute weight can only be between 0 and 256 inclusive.")
-        self.app.admin.set_weight(server.key, weight, CONTEXT)
+        self.app.admin.set_weight(server.key, weight, self.context)
         return ""
 
     def get_weight(self, a: list[str]) -> str:
@@ -435,7 +444,7 @@ class RuntimeCommands:
         if len(a) < 2:
             raise CommandError("Missing variable expression.")
         value = parse_expression(" ".join(a[1:]))
-        self.app.admin.set_flag(name[5:], value, CONTEXT)
+        self.app.admin.set_flag(name[5:], value, self.context)
         return ""
 
     def get_var(self, a: list[str]) -> str:
