@@ -3,12 +3,16 @@ standard health servicer (issue 16, item 5): the back end flips its status SERVI
 NOT_SERVING -> maintenance -> SERVING and the server's oper state follows, with the reason, in
 ``quiesce list servers`` and the REST server view; a refusing port is down; a monitor asking
 a service the server does not know is down with SERVICE_UNKNOWN; a monitor added over the
-API with a bad key is refused naming it, and nothing changes."""
+API with a bad key is refused naming it, and nothing changes; without grpcio, quiesce check
+says how to install it and quiesce run refuses."""
 
 from __future__ import annotations
 
 import json
+import os
 import socket
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -166,3 +170,34 @@ def test_the_oper_state_follows_the_health_servicer(tmp_path: Path) -> None:
             assert "bad" not in names
         finally:
             started.proc.stop()
+
+
+def test_without_grpcio_check_says_how_to_install_and_run_refuses(tmp_path: Path) -> None:
+    """grpcio hidden (a ``grpc`` package first on PYTHONPATH that fails to import): ``quiesce
+    check`` passes with a warning naming the extra, ``quiesce run`` refuses to start."""
+    hidden = tmp_path / "hidden" / "grpc"
+    hidden.mkdir(parents=True)
+    (hidden / "__init__.py").write_text("raise ImportError('grpcio hidden for this test')\n")
+    (tmp_path / "quiesce.yaml").write_text(config(free_port(), free_port()))
+    path = os.pathsep.join(p for p in (str(hidden.parent), os.environ.get("PYTHONPATH")) if p)
+    env = {**os.environ, "PYTHONPATH": path}
+
+    def quiesce(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "quiesce", *args],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    hint = "grpc monitors need grpcio and grpcio-health-checking: pip install 'quiesce[grpc]'"
+    checked = quiesce("check", "-c", "quiesce.yaml")
+    assert checked.returncode == 0, checked.stderr
+    for name in ("by_status", "orders", "unknown"):
+        assert f"warning: health monitor '{name}' (type grpc): {hint}" in checked.stderr
+    ran = quiesce("run", "-c", "quiesce.yaml")
+    assert ran.returncode != 0, ran.stdout
+    assert f"health monitor 'orders' (type grpc): {hint}" in ran.stdout + ran.stderr
+    assert "ready" not in ran.stdout
