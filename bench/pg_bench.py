@@ -21,6 +21,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from proxy_bench import PROXY_CPU, cpu_seconds, free_port, pinned, wait_port
@@ -57,12 +58,15 @@ backend pg
     return proc, port
 
 
-def start_quiesce(tmp: Path, pg: int) -> tuple[subprocess.Popen[bytes], dict[str, int]]:
+def start_quiesce(
+    tmp: Path, pg: int, protocol: str = "postgresql"
+) -> tuple[subprocess.Popen[bytes], dict[str, int]]:
+    """quiesce's data plane with a ``protocol`` service (port "pg") and a ``tcp`` one."""
     server = {"name": "pg1", "address": f"127.0.0.1:{pg}"}
     config = {
         "pools": {"db": {"servers": [server]}},
         "services": {
-            "pg": {"listen": "127.0.0.1:0", "protocol": "postgresql", "pool": "db"},
+            "pg": {"listen": "127.0.0.1:0", "protocol": protocol, "pool": "db"},
             "tcp": {"listen": "127.0.0.1:0", "protocol": "tcp", "pool": "db"},
         },
     }
@@ -112,30 +116,47 @@ def main() -> None:
             "quiesce tcp": (qports["tcp"], quiesce.pid),
             "haproxy tcp": (hport, haproxy.pid),
         }
-        best: dict[str, tuple[float, float, int]] = {}
         try:
-            for _ in range(opts.rounds):
-                for name, (port, pid) in targets.items():
-                    cpu0 = cpu_seconds(pid) if pid else 0.0
-                    tps, done, failed = pgbench(port, [*run, "postgres"])
-                    cpu = (cpu_seconds(pid) - cpu0) if pid else 0.0
-                    us = cpu / done * 1e6 if done and pid else 0.0
-                    print(f"{name:20} {tps:10.0f} tps  {us:6.1f} µs CPU/txn  failed {failed}")
-                    if name not in best or tps > best[name][0]:
-                        best[name] = (tps, us, failed)
+            best = compare(targets, lambda port: pgbench(port, [*run, "postgres"]), opts.rounds)
         finally:
             quiesce.terminate()
             haproxy.terminate()
             quiesce.wait(10)
             haproxy.wait(10)
-        ha = best["haproxy tcp"][0]
         print(f"\npgbench -b {opts.builtin} -c {opts.clients} -j 2 -T {opts.seconds}, best of")
         print(f"{opts.rounds} rounds\n")
-        print("| target | TPS | × HAProxy TCP | proxy CPU µs / transaction |")
-        print("|---|---|---|---|")
-        for name, (tps, us, _) in best.items():
-            cpu = f"{us:.1f}" if us else "—"
-            print(f"| {name} | {tps:.0f} | {tps / ha:.2f} | {cpu} |")
+        table(best, "TPS")
+
+
+def compare(
+    targets: dict[str, tuple[int, int | None]],
+    once: Callable[[int], tuple[float, int, int]],
+    rounds: int,
+) -> dict[str, tuple[float, float, int]]:
+    """Each round runs every target (port, the proxy's pid or None) once with ``once(port)``
+    -> (rate, transactions, failed); each target's best round: (rate, proxy CPU µs per
+    transaction, failed)."""
+    best: dict[str, tuple[float, float, int]] = {}
+    for _ in range(rounds):
+        for name, (port, pid) in targets.items():
+            cpu0 = cpu_seconds(pid) if pid else 0.0
+            tps, done, failed = once(port)
+            cpu = (cpu_seconds(pid) - cpu0) if pid else 0.0
+            us = cpu / done * 1e6 if done and pid else 0.0
+            print(f"{name:20} {tps:10.0f} tps  {us:6.1f} µs CPU/txn  failed {failed}")
+            if name not in best or tps > best[name][0]:
+                best[name] = (tps, us, failed)
+    return best
+
+
+def table(best: dict[str, tuple[float, float, int]], rate: str) -> None:
+    """The best rounds as a markdown table, with the ratios to "haproxy tcp"."""
+    ha = best["haproxy tcp"][0]
+    print(f"| target | {rate} | × HAProxy TCP | proxy CPU µs / transaction |")
+    print("|---|---|---|---|")
+    for name, (tps, us, _) in best.items():
+        cpu = f"{us:.1f}" if us else "—"
+        print(f"| {name} | {tps:.0f} | {tps / ha:.2f} | {cpu} |")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,125 @@
+"""The mysql relay on loopback (quiesce.dataplane.mysqlrelay, the dbrelay shell) against a
+scripted server: a server or a client breaking the framing closes that connection only, with
+a ``protocol_error`` event; ``max_message_size`` is enforced; maintenance and quiesce
+stopping end sessions at their transaction boundary with ERR 1053. Real MariaDB and
+PyMySQL: tests/e2e/test_mysql.py."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+import pytest
+
+from quiesce.core.events import Event, EventKind
+from quiesce.core.states import CloseMode
+from quiesce.dataplane.mysql import CLIENT_PROTOCOL_41, GOODBYE
+from tests.dataplane.test_mysql import greeting, ok, packet, response
+from tests.support.proxy import make_config, start_proxy
+
+pytestmark = pytest.mark.loopback
+
+
+@contextlib.asynccontextmanager
+async def fake_server() -> AsyncIterator[int]:
+    """Greets, takes any handshake response with OK; then answers ``bad`` with two OKs (one
+    too many), ``BEGIN`` with OK in a transaction, anything else with OK out of one."""
+
+    async def serve(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        try:
+            w.write(greeting())
+            head = await r.readexactly(4)
+            await r.readexactly(int.from_bytes(head[:3], "little"))
+            w.write(ok(2))
+            while True:
+                head = await r.readexactly(4)
+                body = await r.readexactly(int.from_bytes(head[:3], "little"))
+                if body == b"\x01":  # COM_QUIT
+                    break
+                if body == b"\x03bad":
+                    w.write(ok(1) + ok(2))
+                elif body == b"\x03BEGIN":
+                    w.write(ok(1, 0x0003))
+                else:
+                    w.write(ok(1))
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            w.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    try:
+        yield server.sockets[0].getsockname()[1]
+    finally:
+        server.close()
+
+
+async def connect(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    r, w = await asyncio.open_connection("127.0.0.1", port)
+    assert await r.readexactly(len(greeting())) == greeting()
+    w.write(response(CLIENT_PROTOCOL_41, 1))
+    assert await r.readexactly(len(ok(2))) == ok(2)
+    return r, w
+
+
+async def query(r: asyncio.StreamReader, w: asyncio.StreamWriter, sql: bytes) -> bytes:
+    w.write(packet(0, b"\x03" + sql))
+    return await asyncio.wait_for(r.read(100), 10)
+
+
+async def test_framing_errors_close_that_connection_only() -> None:
+    async with fake_server() as port:
+        cfg = make_config(
+            [f"127.0.0.1:{port}"], protocol="mysql", service={"max_message_size": 1024}
+        )
+        async with start_proxy(cfg) as p:
+            events: list[Event] = []
+            p.registry.listeners.append(events.append)
+            (r1, w1), (r2, w2), (r3, w3) = [await connect(p.port) for _ in range(3)]
+
+            # the server breaks the framing on connection 1 (an answer with nothing asked)
+            w1.write(packet(0, b"\x03bad"))
+            assert await asyncio.wait_for(r1.read(100), 10) == b""
+            # a client packet over max_message_size on connection 3
+            w3.write((5000).to_bytes(3, "little") + b"\0\x03" + b"x" * 100)
+            assert await asyncio.wait_for(r3.read(100), 10) == b""
+            # connection 2 is untouched
+            assert await query(r2, w2, b"SELECT 1") == ok(1)
+
+            errors = [e for e in events if e.kind is EventKind.PROTOCOL_ERROR]
+            reasons = sorted(str(e.reason) for e in errors)
+            assert reasons == [
+                "client sent a packet of 5000 bytes (limit 1024)",
+                "server sent a packet with no command outstanding",
+            ]
+            assert {(e.pool, e.server) for e in errors} == {("web", "s0")}
+            assert p.service.stats.protocol_errors == 2
+
+            # maintenance: connection 2 (idle, not fresh) gets ERR 1053 and is closed
+            p.table.close(p.registry.pool("web").server("s0"), CloseMode.AT_BOUNDARY)
+            assert await asyncio.wait_for(r2.read(200), 10) == GOODBYE
+            assert await asyncio.wait_for(r2.read(200), 10) == b""
+            for w in (w1, w2, w3):
+                w.close()
+
+
+async def test_shutdown_ends_sessions_at_their_transaction_boundary() -> None:
+    """quiesce stopping (Service.shutdown with a grace period): an idle session gets 1053 at
+    once, one in a transaction commits first; the shutdown ends with them, not at the grace."""
+    async with (
+        fake_server() as port,
+        start_proxy(make_config([f"127.0.0.1:{port}"], protocol="mysql")) as p,
+    ):
+        (r1, w1), (r2, w2) = [await connect(p.port) for _ in range(2)]
+        assert await query(r1, w1, b"SELECT 1") == ok(1)
+        assert await query(r2, w2, b"BEGIN") == ok(1, 0x0003)
+        stopping = asyncio.create_task(p.service.shutdown(30.0))
+        assert await asyncio.wait_for(r1.read(200), 10) == GOODBYE
+        assert not stopping.done()  # the transaction goes on
+        w2.write(packet(0, b"\x03COMMIT"))
+        committed = ok(1) + GOODBYE
+        assert await asyncio.wait_for(r2.readexactly(len(committed)), 10) == committed
+        await asyncio.wait_for(stopping, 10)
+        for w in (w1, w2):
+            w.close()
