@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.dashboard.conftest import browser  # noqa: F401  (the fixture)
 from tests.e2e.test_access_log import _hash, cli, until
 from tests.e2e.test_run_and_demo import Proc
 from tests.support.mariadb import MariaDB, mariadb_server
@@ -317,5 +318,35 @@ def test_a_client_asking_for_tls_is_drained_at_connection_level(tmp_path: Path) 
             until(lambda: backends(db) == 0)
             with pytest.raises(pymysql.err.OperationalError):
                 secure.cursor().execute("SELECT 3")
+        finally:
+            q.stop()
+
+
+@pytest.mark.browser
+def test_dashboard_shows_tls_sessions(tmp_path: Path, browser: Any) -> None:  # noqa: F811
+    """The dashboard's servers table counts a mysql server's sessions by state, and says
+    which it cannot follow (a client that asked for TLS)."""
+    expect = pytest.importorskip("playwright.sync_api").expect
+    with mariadb_server(tls=True) as db:
+        (tmp_path / "quiesce.yaml").write_text(config(db.port))
+        q, port, admin = run(tmp_path)
+        try:
+            secure = db.connect(port, ssl_ca=str(db.ca_file))
+            plain = db.connect(port, ssl_disabled=True)
+            plain.cursor().execute("SELECT 1")  # autocommit off: no table, no transaction
+            page = browser.new_page()
+            page.goto(f"http://127.0.0.1:{admin}/")
+            page.get_by_label("User").fill(AUTH[0])
+            page.get_by_label("Password").fill(AUTH[1])
+            page.get_by_role("button", name="Log in").click()
+            expect(page.locator("#who")).to_contain_text(AUTH[0])
+            page.goto(f"http://127.0.0.1:{admin}/#/servers?pool=db")
+            cell = page.locator('#servers-table tr[data-server="db/my1"] .sessions')
+            expect(cell).to_have_text(
+                "1 idle · 0 in transaction · 0 running · 1 TLS (connection-level drain)"
+            )
+            page.close()
+            secure.close()
+            plain.close()
         finally:
             q.stop()

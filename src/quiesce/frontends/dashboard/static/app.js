@@ -620,9 +620,11 @@
           h("div", { class: "nowrap" }, h("span", { class: "muted small" }, "oper "), h("span", { class: "oper-axis" }, s.oper))),
         cell({ "data-label": "Connections", class: "num conns" }, String(s.connections),
           s.requests_in_flight ? h("div", { class: "small muted" }, s.requests_in_flight + " in flight") : null,
-          // a postgresql service's sessions by state (docs/database.md)
+          // a postgresql or mysql service's sessions by state (docs/database.md); "tls": a
+          // mysql session the relay cannot follow, drained at connection level
           s.sessions ? h("div", { class: "small muted sessions" }, s.sessions.idle + " idle · "
-            + s.sessions.transaction + " in transaction · " + s.sessions.query + " running") : null),
+            + s.sessions.transaction + " in transaction · " + s.sessions.query + " running"
+            + (s.sessions.tls ? " · " + s.sessions.tls + " TLS (connection-level drain)" : "")) : null),
         cell({ "data-label": "Traffic (60 s)", class: "traffic" }, sparks(key, s)),
         cell({ "data-label": "Last check", class: "check" }, lastChecks(s)),
         cell({ "data-label": "Admin state", class: "adminstate" }, adminState(s)));
