@@ -9,10 +9,11 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from quiesce.balancing import make_algorithm
+from quiesce.balancing import make_algorithm, source_hash
 from quiesce.balancing.source_hash import _ring_of
 from quiesce.config.models import Config
 from quiesce.core.admin import AdminCommand
@@ -145,3 +146,36 @@ def test_a_burst_that_outruns_the_log_and_a_retry_that_excludes() -> None:
     out = [servers[1], servers[2]]
     rest = afresh([s for s in pool.candidates if s not in out], keys)  # type: ignore[attr-defined]
     assert {k: pool.pick(k, 0.0, exclude=out) for k in keys} == rest  # type: ignore[attr-defined]
+
+
+def test_the_primaries_ring_is_kept_while_the_backups_serve(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    servers: list[dict[str, Any]] = [
+        {"name": f"s{i}", "address": f"127.0.0.1:{1000 + i}", "weight": 1 + i % 3}
+        for i in range(100)
+    ]
+    servers += [
+        {"name": f"b{i}", "address": f"127.0.0.1:{2000 + i}", "backup": True} for i in range(3)
+    ]
+    raw = {"pools": {"web": {"algorithm": "source_ip_hash", "servers": servers}}}
+    reg = Registry(Config.model_validate(raw), clock=FakeClock())
+    pool = reg.pool("web")
+    keys = KEYS[:300]
+    before = {k: pool.pick(k, 0.0) for k in keys}
+    primaries = [s for s in pool.servers if not s.config.backup]
+
+    def admin(state: Admin) -> None:
+        for s in primaries:
+            reg.admin_command(s, AdminCommand(state, actor="t", cause=Cause.API))
+
+    admin(Admin.MAINTENANCE)
+    assert {pool.pick(k, 0.0).name[0] for k in keys} == {"b"}  # type: ignore[union-attr]
+    hashed: list[str] = []
+    real = source_hash.positions
+    monkeypatch.setattr(
+        source_hash, "positions", lambda name, n: hashed.append(name) or real(name, n)
+    )
+    admin(Admin.ENABLED)
+    assert {k: pool.pick(k, 0.0) for k in keys} == before
+    assert hashed == []  # the primaries' ring was kept: nothing rebuilt or rehashed

@@ -24,13 +24,13 @@ that move are the ones it takes.
 Cost: a pick is one hash and :data:`PROBES` binary searches, O(log n), whatever the pool's
 size. The ring follows the eligible set's change log (:class:`quiesce.state.runtime.Members`:
 ``generation``, ``log``): a server that changed has its points taken out and put back,
-O(weight x log n). It is built over the whole set only at the first pick and when the
-pool switches between its primaries and its backups (CPU: 0.08 s for 10,000 servers of
-weights 1-4, 1.2 s for 100,000: a stall of the loop at that pick, BENCHMARKS.md). When the
-log was outrun (more changes than the set has members between two picks) the set is
-compared with the ring and only the servers that changed are hashed. The ring is a sorted
-list of blocks (positions and owners side by side), so a point goes in or out in O(log n)
-plus a block's length.
+O(weight x log n). It is built over the whole set only at the first pick from each set (a
+pool's primaries, its backups: the other set's ring is kept while the pool serves from one;
+CPU: 0.08 s for 10,000 servers of weights 1-4, 1.2 s for 100,000, a stall of the loop at
+that pick, BENCHMARKS.md). When the log was outrun (more changes than the set has members
+between two picks) the set is compared with the ring and only the servers that changed are
+hashed. The ring is a sorted list of blocks (positions and owners side by side), so a
+point goes in or out in O(log n) plus a block's length.
 
 Before issue 21 this was weighted rendezvous hashing: every pick scored every candidate
 (O(n)). Both are consistent and weighted; the mapping itself differs, so after an upgrade
@@ -43,6 +43,7 @@ import hashlib
 import struct
 from bisect import bisect_left
 from collections.abc import Sequence
+from typing import Any
 
 from quiesce.balancing.base import Candidate, configured_weight
 from quiesce.balancing.round_robin import generation
@@ -218,6 +219,9 @@ class SourceIpHash:
         self._count: dict[str, int] = {}  # points on the ring, by server name
         self._held: dict[str, Candidate] = {}  # the object that holds them
         self._scale: dict[str, float] = {}  # slow-start factor of ramping servers (< 1)
+        # the other set's ring (a pool's primaries and its backups): kept, not rebuilt, when
+        # the pool switches back
+        self._parked: tuple[Any, ...] | None = None
 
     def pick(self, candidates: Sequence[Candidate], key: str | None) -> Candidate | None:
         if not candidates:
@@ -257,6 +261,11 @@ class SourceIpHash:
         is no log to follow."""
         log: list[Candidate] | None = getattr(candidates, "log", None)
         start = getattr(candidates, "log_start", None)
+        if candidates is not self._of:
+            here = (self._of, self._gen, self._ring, self._count, self._held, self._scale)
+            parked, self._parked = self._parked, here if self._of is not None else None
+            if parked is not None and parked[0] is candidates:
+                (self._of, self._gen, self._ring, self._count, self._held, self._scale) = parked
         at = self._gen
         if candidates is not self._of:
             self._ring, self._scale = _ring_of(candidates)
