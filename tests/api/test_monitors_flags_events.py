@@ -110,6 +110,7 @@ async def test_monitor_types(client: httpx.AsyncClient) -> None:
         "http",
         "https",
         "postgresql",
+        "mysql",
         "grpc",
     }
     assert types["icmp"]["node_compatible"] is True

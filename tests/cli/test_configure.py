@@ -148,6 +148,11 @@ async def test_server_validation_problems_all_shown(app: Any) -> None:
             {"postgresql_monitor": {"user": "app", "role": "primary"}},
         ),
         (
+            "mysql",
+            "type mysql\nmysql_monitor\nuser app\nrole replica\nsave\nsave\n",
+            {"mysql_monitor": {"user": "app", "role": "replica"}},
+        ),
+        (
             "grpc",
             "type grpc\ngrpc_monitor\nservice api.Orders\nmaintenance_status NOT_SERVING\n"
             "maintenance_service quiesce.maintenance\ntls\nsni orders.internal\nsave\nsave\n"

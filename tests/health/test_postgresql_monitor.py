@@ -90,6 +90,9 @@ def test_a_postgresql_service_refuses_a_tls_pool() -> None:
             ["postgresql_monitor.user"],
         ),
         ("{type: tcp, postgresql_monitor: {user: app}}", None, ["postgresql_monitor does not go"]),
+        ("{type: mysql}", None, ["healthmonitors.m", "mysql_monitor", "required"]),
+        ("{type: mysql, mysql_monitor: {user: app, role: master}}", None, ["mysql_monitor.role"]),
+        ("{type: postgresql, mysql_monitor: {user: app}}", None, ["mysql_monitor does not go"]),
         (
             "{type: postgresql, postgresql_monitor: {user: app}}",
             "{listen: 127.0.0.1:0, protocol: postgresql, pool: db, max_message_size: 10}",
@@ -103,7 +106,7 @@ def test_a_postgresql_service_refuses_a_tls_pool() -> None:
         ),
         (
             "{type: postgresql, postgresql_monitor: {user: app}}",
-            "{listen: 127.0.0.1:0, protocol: mysql, pool: db}",
+            "{listen: 127.0.0.1:0, protocol: mssql, pool: db}",
             ["services.pg.protocol"],
         ),
     ],

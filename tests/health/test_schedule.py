@@ -32,6 +32,7 @@ def test_monitor_types() -> None:
         "http",
         "https",
         "postgresql",
+        "mysql",
         "grpc",
     }
     assert [t for t, v in by_type.items() if v["node_compatible"]] == ["icmp"]

@@ -107,7 +107,9 @@ LoopbackAddress = Annotated[str, AfterValidator(_loopback_address)]
 
 # --- health monitors -----------------------------------------------------------------------
 
-MonitorType = Literal["icmp", "tcp", "tcp_half_open", "udp", "http", "https", "postgresql", "grpc"]
+MonitorType = Literal[
+    "icmp", "tcp", "tcp_half_open", "udp", "http", "https", "postgresql", "mysql", "grpc"
+]
 _CODE_CLASS = re.compile(r"^[1-5]xx$")
 
 
@@ -179,25 +181,40 @@ class UdpMonitor(Model):
     maintenance_response: MatchString = None
 
 
-class PostgresqlMonitor(Model):
+class DatabaseMonitor(Model):
+    """What the database checks share: credentials, a query, the role, maintenance."""
+
+    user: Annotated[str, Field(min_length=1)]
+    # a file holding the password (its first line), read at each check as given (absolute, or
+    # relative to the working directory); none: postgresql: asyncpg reads PGPASSWORD or
+    # ~/.pgpass; mysql: no password
+    password_file: str | None = None
+    query: Annotated[str, Field(min_length=1)] = "SELECT 1"
+    maintenance_query: str | None = None
+    # primary: a replica (postgresql: in recovery; mysql: @@read_only on) fails the check
+    # (ROLE_MISMATCH); replica: the other way round; any: both pass, the role is in the detail
+    role: Literal["any", "primary", "replica"] = "any"
+
+
+class PostgresqlMonitor(DatabaseMonitor):
     """A PostgreSQL check (quiesce.health.probes.postgresql): start-up and authentication
     (trust, md5, scram-sha-256), ``query``, ``pg_is_in_recovery()`` for the role, and
     ``maintenance_query``: a first column that is true means maintenance."""
 
-    user: Annotated[str, Field(min_length=1)]
-    # a file holding the password (its first line), read at each check as given (absolute, or
-    # relative to the working directory); none: asyncpg reads PGPASSWORD or ~/.pgpass
-    password_file: str | None = None
     database: str = "postgres"
-    query: Annotated[str, Field(min_length=1)] = "SELECT 1"
-    maintenance_query: str | None = None
-    # primary: a server in recovery (a replica) fails the check (ROLE_MISMATCH); replica:
-    # the other way round; any: both pass, the role is in the check's detail
-    role: Literal["any", "primary", "replica"] = "any"
+
+
+class MysqlMonitor(DatabaseMonitor):
+    """A MySQL / MariaDB check (quiesce.health.probes.mysql): handshake and authentication,
+    ``query``, ``SELECT @@read_only`` for the role (on: a replica), and ``maintenance_query``:
+    a first column that is true (non-zero) means maintenance."""
+
+    database: str | None = None
 
 
 _SUBOBJECT = {
     "postgresql": "postgresql_monitor",
+    "mysql": "mysql_monitor",
     "grpc": "grpc_monitor",
     "http": "http_monitor",
     "https": "https_monitor",
@@ -221,6 +238,7 @@ class HealthMonitor(Model):
     tcp_monitor: TcpMonitor | None = None
     udp_monitor: UdpMonitor | None = None
     postgresql_monitor: PostgresqlMonitor | None = None
+    mysql_monitor: MysqlMonitor | None = None
     grpc_monitor: GrpcMonitor | None = None  # quiesce.config.monitors
     send_proxy: SendProxy = None  # a PROXY header first (tcp, http); set from pools.X.send_proxy
 
@@ -242,6 +260,8 @@ class HealthMonitor(Model):
                 problems.append(f"{sub} does not go with type {self.type}")
         if self.type == "postgresql" and self.postgresql_monitor is None:
             problems.append("postgresql_monitor (with its user) is required for type postgresql")
+        if self.type == "mysql" and self.mysql_monitor is None:
+            problems.append("mysql_monitor (with its user) is required for type mysql")
         if problems:
             raise ValueError("; ".join(problems))
         return self
@@ -272,6 +292,7 @@ _SUBOBJECTS = (
     "tcp_monitor",
     "udp_monitor",
     "postgresql_monitor",
+    "mysql_monitor",
     "grpc_monitor",
 )
 

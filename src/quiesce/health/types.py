@@ -52,6 +52,14 @@ MONITOR_TYPES: list[dict[str, object]] = [
         "credentials are AUTH_FAILED.",
     },
     {
+        "type": "mysql",
+        "node_compatible": False,
+        "pool_compatible": True,
+        "description": "MySQL/MariaDB handshake and authentication (aiomysql), a query, "
+        "SELECT @@read_only for the role, maintenance by a query's result; wrong "
+        "credentials are AUTH_FAILED.",
+    },
+    {
         "type": "grpc",
         "node_compatible": False,
         "pool_compatible": True,

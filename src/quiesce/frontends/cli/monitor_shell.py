@@ -227,6 +227,7 @@ _SUBOBJECTS = (
     "tcp_monitor",
     "udp_monitor",
     "postgresql_monitor",
+    "mysql_monitor",
     "grpc_monitor",
 )
 

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from quiesce.core.clock import Clock
 from quiesce.health.probes.base import Prober, Target
 from quiesce.health.probes.grpc import GrpcProber
+from quiesce.health.probes.mysql import MysqlProber
 from quiesce.health.probes.postgresql import PostgresqlProber
 from quiesce.health.probes.raw import HalfOpenProber, IcmpProber
 from quiesce.health.probes.stream import StreamProber
@@ -23,6 +24,7 @@ PROBERS: dict[str, Callable[[Clock], Prober]] = {
     "tcp_half_open": HalfOpenProber,
     "icmp": IcmpProber,
     "postgresql": PostgresqlProber,
+    "mysql": MysqlProber,
     "grpc": GrpcProber,
 }
 

@@ -18,16 +18,17 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-from quiesce.config.models import HealthMonitor, PostgresqlMonitor
+from quiesce.config.models import DatabaseMonitor, HealthMonitor
 from quiesce.core.checks import CheckResult, Reason
 from quiesce.core.states import Verdict
 from quiesce.health.probes.base import Target, TaskStart, error_result, failure, outcome
 
 
 def classify(
-    settings: PostgresqlMonitor, in_recovery: bool, maintenance: bool
+    settings: DatabaseMonitor, in_recovery: bool, maintenance: bool
 ) -> tuple[Verdict, Reason, str]:
-    """The verdict of a check that logged in and ran its queries (sans-IO)."""
+    """The verdict of a check that logged in and ran its queries (sans-IO); ``in_recovery``:
+    the server is a replica (MySQL: ``@@read_only``)."""
     role = "replica" if in_recovery else "primary"
     if maintenance:
         return Verdict.MAINTENANCE, Reason.MAINTENANCE_QUERY_MATCH, f"{role}: maintenance_query"
@@ -36,8 +37,8 @@ def classify(
     return Verdict.PASS, Reason.OK, role
 
 
-def _password(settings: PostgresqlMonitor) -> str | None:
-    """The password file's first line (None: asyncpg's own defaults, PGPASSWORD/.pgpass)."""
+def password(settings: DatabaseMonitor) -> str | None:
+    """The password file's first line (None: the driver's own defaults)."""
     if settings.password_file is None:
         return None
     text = Path(settings.password_file).read_text(encoding="utf-8")
@@ -61,7 +62,7 @@ class PostgresqlProber(TaskStart):
                 "postgresql monitors need asyncpg: pip install quiesce[postgresql]",
             )
         try:
-            password = _password(settings)
+            secret = password(settings)
         except OSError as exc:
             return failure(
                 name, clock, started, Reason.AUTH_FAILED, f"password_file: {exc.strerror}"
@@ -73,7 +74,7 @@ class PostgresqlProber(TaskStart):
                     host=target.host,
                     port=target.port,
                     user=settings.user,
-                    password=password,
+                    password=secret,
                     database=settings.database,
                     ssl=False,
                     timeout=monitor.receive_timeout,
@@ -107,4 +108,4 @@ class PostgresqlProber(TaskStart):
         return outcome(name, clock, started, *classify(settings, in_recovery, maintenance))
 
 
-__all__ = ["PostgresqlProber", "classify"]
+__all__ = ["PostgresqlProber", "classify", "password"]

@@ -34,8 +34,8 @@
     "local_reconciled",
   ];
   const CAUSES = ["health", "passive", "api", "cli", "dashboard", "runtime-socket", "config", "expiry", "deadline", "startup"];
-  const MONITOR_TYPES = ["http", "https", "tcp", "udp", "tcp_half_open", "icmp", "postgresql", "grpc"];
-  const SUBOBJECT = { http: "http_monitor", https: "https_monitor", tcp: "tcp_monitor", udp: "udp_monitor", postgresql: "postgresql_monitor", grpc: "grpc_monitor" };
+  const MONITOR_TYPES = ["http", "https", "tcp", "udp", "tcp_half_open", "icmp", "postgresql", "mysql", "grpc"];
+  const SUBOBJECT = { http: "http_monitor", https: "https_monitor", tcp: "tcp_monitor", udp: "udp_monitor", postgresql: "postgresql_monitor", mysql: "mysql_monitor", grpc: "grpc_monitor" };
   const SITE_FLAG = "maintenance_mode";
 
   const state = {
