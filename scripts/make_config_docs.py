@@ -215,9 +215,9 @@ on with the defaults below.
 
 | key | default | meaning |
 |---|---|---|
-| `consecutive_5xx` | `5` | this many 5xx answers in a row eject the server (`0`: rule off) |
-| `consecutive_connect_failures` | `5` | this many failed connects in a row (refused, reset, timed out) eject it (`0`: off) |
-| `interval` | `10s` | each interval a returned server stays in service takes one off its ejection count |
+| `consecutive_5xx` | `5` | 5xx answers in a row that eject the server (`0`: off) |
+| `consecutive_connect_failures` | `5` | failed connects in a row that eject it (`0`: off) |
+| `interval` | `10s` | each one spent in service takes a step off the back-off |
 | `base_ejection_time` | `30s` | how long the first ejection lasts |
 | `max_ejection_time` | `300s` | the cap of the growing ejection time |
 | `max_ejection_percent` | `50` | never more than this share of the pool's servers ejected at once |
