@@ -1,6 +1,6 @@
 """Build the optional C accelerators; everything else is in pyproject.toml.
 
-Both extensions are ``optional``: without a C compiler the package installs and runs on its
+The extensions are ``optional``: without a C compiler the package installs and runs on its
 pure-Python paths (see ``quiesce._accel``)."""
 
 from setuptools import Extension, setup
@@ -12,6 +12,12 @@ setup(
         Extension(
             "quiesce._httpfast",
             ["src/quiesce/_ext/httpfast.c"],
+            optional=True,
+            extra_compile_args=_FLAGS,
+        ),
+        Extension(
+            "quiesce._logfast",
+            ["src/quiesce/_ext/logfast.c"],
             optional=True,
             extra_compile_args=_FLAGS,
         ),

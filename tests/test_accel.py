@@ -16,3 +16,4 @@ from quiesce import _accel
 def test_the_c_accelerators_were_built() -> None:
     assert _accel.httpfast is not None, "quiesce._httpfast did not build: see pip's output"
     assert _accel.checkfast is not None, "quiesce._checkfast did not build: see pip's output"
+    assert _accel.logfast is not None, "quiesce._logfast did not build: see pip's output"

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from quiesce import _accel
 from quiesce.config.loader import ConfigError, parse_config
 from quiesce.config.logs import ACCESS_FIELDS
 from quiesce.core.events import Event, EventKind
@@ -296,3 +297,48 @@ def test_opening_a_destination_that_cannot_be_opened_names_the_key(tmp_path: Pat
 
     with pytest.raises(LogError, match=r"^logging\.access\.path: cannot open .*nowhere/a\.log"):
         open_destinations(AccessLogConfig(path="nowhere/a.log"), tmp_path)
+
+
+# --- the C formatter (quiesce._logfast) ------------------------------------------------------
+
+
+def _entries() -> list[tuple[object, ...]]:
+    """Entries with every kind of value: L7 and L4, no server, cut exchanges, hostile paths
+    and methods (control bytes, quotes, backslashes, '#', bytes above 0x7F, empty), big
+    counters and times, a second boundary."""
+    hostile = [b"/", b'/q"x\\y', b"/\x00\x1f\x7f\x80\xff", b"/#a b", b"", b"/" + bytes(range(256))]
+    out: list[tuple[object, ...]] = []
+    for i, path in enumerate(hostile):
+        out.append(l7(path=path, end=100.0 + i * 0.4, total=0.0004 * i, connect=-1.0 + i))
+        out.append(l7(method=b'GE"T\r\n', path=path, status=502, term="SH", retries=3))
+    out += [
+        l7(method=None, path=None, pool=None, server=None, status=400, term="PR", total=0.0),
+        l7(pool="", server="", status=-1, response=-1.0, queue=1.23456, nin=2**40, nout=0),
+        l7(end=1e6 + 0.9995, total=12345.6789, response=0.0005, connect=0.0015),
+        l4(),
+        l4(pool=None, server=None, term="M-", total=0.0, connect=-1.0),
+        l7(ip="::1", port=65535, service="a.b_c-d:e", term="KD"),
+    ]
+    return out
+
+
+@pytest.mark.skipif(_accel.logfast is None, reason="quiesce._logfast is not built")
+@pytest.mark.parametrize("fmt", ["httplog", "json"])
+def test_c_formatter_writes_the_python_formatters_bytes(
+    fmt: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from quiesce.logs import access
+
+    entries = _entries()
+    c = Formatter(fmt, "abc")
+    fast = c.format_bytes(entries[:5], OFFSET) + c.format_bytes(entries[5:], OFFSET)
+    monkeypatch.setattr(access, "FAST", None)
+    py = Formatter(fmt, "abc")
+    assert fast == py.format_bytes(entries, OFFSET)
+    assert c.seq == py.seq == len(entries)
+    lines = fast.decode().split("\n")
+    assert len(lines) == len(entries) + 1 and lines[-1] == ""
+    for line in lines[:-1]:
+        assert line.isascii() and line.isprintable()  # nothing hostile gets through raw
+        if fmt == "json":
+            json.loads(line)

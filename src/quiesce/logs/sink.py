@@ -4,17 +4,17 @@ blocks the event loop.
 Theory of operation
 -------------------
 The data plane calls :meth:`AccessLog.add` with an entry (a tuple) at the end of each
-exchange: an append to a list, and, for the first entry of a batch, one ``call_later``.
-:data:`FLUSH_EVERY` later (or at :data:`BATCH` entries) :meth:`AccessLog.flush` formats the
-batch (quiesce.logs.access) and hands the bytes to a writer thread through a
-``queue.SimpleQueue``. Only that thread calls ``write``/``sendto``: a slow disk, a full pipe
-on stdout or a stalled syslog socket holds the thread, never the loop, and both calls release
-the GIL while they wait. Formatting stays on the loop's thread, so the thread never holds the
-GIL for long. A batch per turn of the loop (the first version) woke the thread, and handed
-it the GIL, about once per request when each turn ends few requests (a new connection per
-request): BENCHMARKS.md, "Access log". What waits for the thread is
-bounded (:data:`MAX_PENDING` bytes): above it lines are dropped and counted (``dropped``),
-and the process log says so once per episode.
+exchange: an append to a list, and, for the first entry of a batch, one ``call_later``. Every
+:data:`CHUNK` entries are formatted at once (quiesce.logs.access), while they are still in the
+CPU's caches. :data:`FLUSH_EVERY` later (or at :data:`BATCH` lines) :meth:`AccessLog.flush`
+hands the bytes to a writer thread through a ``queue.SimpleQueue``. Only that thread calls
+``write``/``sendto``: a slow disk, a full pipe on stdout or a stalled syslog socket holds the
+thread, never the loop, and both calls release the GIL while they wait. Formatting stays on
+the loop's thread, so the thread never holds the GIL for long. A batch per turn of the loop
+(the first version) woke the thread, and handed it the GIL, about once per request when each
+turn ends few requests (a new connection per request): BENCHMARKS.md, "Access log". What
+waits for the thread is bounded (:data:`MAX_PENDING` bytes): above it lines are dropped and
+counted (``dropped``), and the process log says so once per episode.
 
 Destinations are opened when the log is made (:func:`open_destinations`): a file that cannot
 be opened or a syslog address that cannot be resolved raises :class:`LogError` naming the
@@ -47,8 +47,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("quiesce")
 
-FLUSH_EVERY = 0.05  # seconds an entry waits at most before its batch is formatted and written
-BATCH = 512  # entries formatted at once when that many wait
+FLUSH_EVERY = 0.05  # seconds an entry waits at most before its batch is written
+BATCH = 512  # lines handed to the writer thread at once when that many wait
+CHUNK = 32  # entries formatted at once (few: formatted while still in the CPU's cache)
 MAX_PENDING = 64 * 1024 * 1024  # bytes waiting for the writer thread before lines are dropped
 
 
@@ -61,7 +62,8 @@ class LogError(QuiesceError):
 class Destination:
     """One place lines go. ``write`` runs in the writer thread only."""
 
-    def write(self, data: bytes, lines: list[str]) -> None:
+    def write(self, data: bytes) -> None:
+        """``data``: whole lines, each ending with a newline."""
         raise NotImplementedError
 
     def reopen(self) -> None:
@@ -83,7 +85,7 @@ class FileDestination(Destination):
         except OSError as exc:
             raise LogError(f"{self.key}: cannot open {self.path}: {exc.strerror}") from None
 
-    def write(self, data: bytes, lines: list[str]) -> None:
+    def write(self, data: bytes) -> None:
         view = memoryview(data)
         while view:
             n = os.write(self.fd, view)
@@ -105,7 +107,7 @@ class FileDestination(Destination):
 
 
 class StdoutDestination(Destination):
-    def write(self, data: bytes, lines: list[str]) -> None:
+    def write(self, data: bytes) -> None:
         view = memoryview(data)
         while view:
             n = os.write(sys.stdout.fileno(), view)
@@ -134,9 +136,9 @@ class SyslogDestination(Destination):
             raise LogError(f"{key}: cannot reach {address}: {exc.strerror or exc}") from None
         self.sock = sock
 
-    def write(self, data: bytes, lines: list[str]) -> None:
+    def write(self, data: bytes) -> None:
         now = iso_utc(time.time())
-        for line in lines:
+        for line in data.decode().split("\n")[:-1]:
             try:
                 self.sock.send(syslog_frame(line, now, self.hostname, self.pid))
             except OSError:
@@ -183,12 +185,10 @@ class _Writer(threading.Thread):
         while True:
             what, arg = q.get()
             if what == "lines":
-                lines: list[str]
-                data: bytes
-                lines, data = arg  # type: ignore[misc]
+                data: bytes = arg  # type: ignore[assignment]
                 for d in self.dests:
                     try:
-                        d.write(data, lines)
+                        d.write(data)
                     except OSError as exc:
                         log.error("access log: write failed: %s", exc)
                 self.written += len(data)
@@ -213,9 +213,11 @@ class AccessLog:
     __slots__ = (
         "_full",
         "buf",
+        "chunks",
         "dropped",
         "formatter",
         "loop",
+        "nlines",
         "queued",
         "sample",
         "timer",
@@ -227,6 +229,8 @@ class AccessLog:
     ) -> None:
         self.loop = loop
         self.buf: list[Entry] = []
+        self.chunks: list[bytes] = []  # formatted lines, waiting to be handed to the writer
+        self.nlines = 0  # how many
         self.sample = cfg.sample
         self.formatter = Formatter(cfg.format, secrets.token_hex(4))
         self.queued = 0  # bytes handed to the writer (it counts what it wrote)
@@ -244,23 +248,34 @@ class AccessLog:
         if self.timer is None:
             self.timer = self.loop.call_later(FLUSH_EVERY, self.flush)
         buf.append(entry)
-        if len(buf) >= BATCH:
-            self.flush()
+        if len(buf) >= CHUNK:
+            self._format()
+            if self.nlines >= BATCH:
+                self.flush()
+
+    def _format(self) -> None:
+        """The entries recorded so far, formatted (``offset``: wall time minus the loop's
+        clock, which the entries' times are on)."""
+        buf = self.buf
+        self.buf = []
+        self.chunks.append(self.formatter.format_bytes(buf, time.time() - self.loop.time()))
+        self.nlines += len(buf)
 
     def flush(self) -> None:
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
-        buf = self.buf
-        if not buf:
+        if self.buf:
+            self._format()
+        if not self.nlines:
             return
-        self.buf = []
-        offset = time.time() - self.loop.time()
-        lines = self.formatter.format(buf, offset)
-        data = ("\n".join(lines) + "\n").encode()
+        data = b"".join(self.chunks)
+        lines = self.nlines
+        self.chunks = []
+        self.nlines = 0
         pending = self.queued - self.writer.written
         if pending + len(data) > MAX_PENDING:
-            self.dropped += len(lines)
+            self.dropped += lines
             if not self._full:
                 self._full = True
                 log.warning(
@@ -273,7 +288,7 @@ class AccessLog:
             self._full = False
             log.warning("access log: caught up; %d line(s) dropped in all", self.dropped)
         self.queued += len(data)
-        self.writer.q.put(("lines", (lines, data)))
+        self.writer.q.put(("lines", data))
 
     def reopen(self) -> None:
         """Open the files again (SIGUSR1): lines before this go to the old file."""
