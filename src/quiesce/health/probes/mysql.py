@@ -21,35 +21,31 @@ from typing import Any
 
 from quiesce.config.models import HealthMonitor
 from quiesce.core.checks import CheckResult, Reason
-from quiesce.health.probes.base import Target, TaskStart, error_result, failure, outcome
-from quiesce.health.probes.postgresql import classify, password
+from quiesce.health.probes.base import Target, error_result, failure, outcome
+from quiesce.health.probes.postgresql import DatabaseProber, classify
 
 _AUTH_ERRORS = (1044, 1045)  # ER_DBACCESS_DENIED_ERROR, ER_ACCESS_DENIED_ERROR
 
 
-class MysqlProber(TaskStart):
-    async def check(self, target: Target, monitor: HealthMonitor, name: str) -> CheckResult:
+class MysqlProber(DatabaseProber):
+    driver = "aiomysql"
+    extra = "mysql"
+
+    async def login(
+        self,
+        driver: Any,
+        secret: str | None,
+        target: Target,
+        monitor: HealthMonitor,
+        name: str,
+        started: float,
+    ) -> CheckResult:
+        import pymysql  # (installed with aiomysql)
+
         clock = self.clock
-        started = clock.monotonic()
+        aiomysql = driver
         settings = monitor.mysql_monitor
-        assert settings is not None  # the model requires it for this type
-        try:
-            import aiomysql  # type: ignore[import-untyped,import-not-found,unused-ignore]
-            import pymysql
-        except ImportError:
-            return failure(
-                name,
-                clock,
-                started,
-                Reason.CONNECTION_ERROR,
-                "mysql monitors need aiomysql: pip install quiesce[mysql]",
-            )
-        try:
-            secret = password(settings)
-        except OSError as exc:
-            return failure(
-                name, clock, started, Reason.AUTH_FAILED, f"password_file: {exc.strerror}"
-            )
+        assert settings is not None
         conn: Any = None
         try:
             async with asyncio.timeout(monitor.receive_timeout):

@@ -15,6 +15,7 @@ the one asked for (``role: primary`` on a server in recovery) is ``ROLE_MISMATCH
 from __future__ import annotations
 
 import asyncio
+import importlib
 from pathlib import Path
 from typing import Any
 
@@ -45,28 +46,65 @@ def password(settings: DatabaseMonitor) -> str | None:
     return text.splitlines()[0] if text else ""
 
 
-class PostgresqlProber(TaskStart):
+class DatabaseProber(TaskStart):
+    """What a database check does before it logs in: its driver imported (an optional
+    extra), its password file read; :meth:`login` does the rest."""
+
+    driver = ""  # the driver's module, and the extra that installs it
+    extra = ""
+
     async def check(self, target: Target, monitor: HealthMonitor, name: str) -> CheckResult:
         clock = self.clock
         started = clock.monotonic()
-        settings = monitor.postgresql_monitor
-        assert settings is not None  # the model requires it for this type
         try:
-            import asyncpg  # type: ignore[import-untyped,import-not-found,unused-ignore]
+            module = importlib.import_module(self.driver)
         except ImportError:
             return failure(
                 name,
                 clock,
                 started,
                 Reason.CONNECTION_ERROR,
-                "postgresql monitors need asyncpg: pip install quiesce[postgresql]",
+                f"{monitor.type} monitors need {self.driver}: pip install quiesce[{self.extra}]",
             )
+        settings = monitor.postgresql_monitor or monitor.mysql_monitor
+        assert settings is not None  # the model requires it for these types
         try:
             secret = password(settings)
         except OSError as exc:
             return failure(
                 name, clock, started, Reason.AUTH_FAILED, f"password_file: {exc.strerror}"
             )
+        return await self.login(module, secret, target, monitor, name, started)
+
+    async def login(
+        self,
+        driver: Any,
+        secret: str | None,
+        target: Target,
+        monitor: HealthMonitor,
+        name: str,
+        started: float,
+    ) -> CheckResult:
+        raise NotImplementedError
+
+
+class PostgresqlProber(DatabaseProber):
+    driver = "asyncpg"
+    extra = "postgresql"
+
+    async def login(
+        self,
+        driver: Any,
+        secret: str | None,
+        target: Target,
+        monitor: HealthMonitor,
+        name: str,
+        started: float,
+    ) -> CheckResult:
+        clock = self.clock
+        asyncpg = driver
+        settings = monitor.postgresql_monitor
+        assert settings is not None
         conn: Any = None
         try:
             async with asyncio.timeout(monitor.receive_timeout):
@@ -108,4 +146,4 @@ class PostgresqlProber(TaskStart):
         return outcome(name, clock, started, *classify(settings, in_recovery, maintenance))
 
 
-__all__ = ["PostgresqlProber", "classify", "password"]
+__all__ = ["DatabaseProber", "PostgresqlProber", "classify", "password"]
