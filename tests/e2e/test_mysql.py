@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -26,6 +29,7 @@ from tests.support.mariadb import MariaDB, mariadb_server
 
 pymysql = pytest.importorskip("pymysql")
 AUTH = ("admin", "pw")
+QUIESCE = (sys.executable, "-m", "quiesce")
 
 pytestmark = [pytest.mark.peers, pytest.mark.slow]
 
@@ -313,8 +317,28 @@ def test_a_client_asking_for_tls_is_drained_at_connection_level(tmp_path: Path) 
                 assert cur.fetchone() == (2,)
             assert sessions(admin) == {"idle": 0, "transaction": 0, "query": 0, "tls": 1}
 
+            # --wait counts it too, until --force cuts it
+            waiting = subprocess.Popen(
+                [*QUIESCE, "set", "server", "db/my1", "maintenance", "--force-guard", "--wait"],
+                env={
+                    **os.environ,
+                    "QUIESCE_HOSTS": f"127.0.0.1:{admin}",
+                    "QUIESCE_USER": "admin",
+                    "QUIESCE_PASSWORD": "pw",
+                },
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            assert waiting.stderr is not None
+            line = waiting.stderr.readline()
+            assert "1/1 connection(s) left (0 idle, 0 in transaction, 0 query running, 1 TLS (" in (
+                line
+            ), line
             r = cli(admin, "set", "server", "db/my1", "maintenance", "--force", "--force-guard")
             assert r.returncode == 0, r
+            out, err = waiting.communicate(timeout=30)
+            assert waiting.returncode == 0 and "no connection left" in out, (out, err)
             until(lambda: backends(db) == 0)
             with pytest.raises(pymysql.err.OperationalError):
                 secure.cursor().execute("SELECT 3")

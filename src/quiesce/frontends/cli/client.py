@@ -32,6 +32,7 @@ from quiesce.frontends.cli.output import (
     resolve,
     segment,
     server_row,
+    session_text,
     show_server_text,
     table,
 )
@@ -477,10 +478,7 @@ def wait_drained(api: Api, ref: str, view: dict[str, Any], poll: float = POLL) -
     def show(n: int, final: bool = False) -> None:
         text = f"{ref}: [{_bar(n, start)}] {n}/{start} connection(s) left"
         if sessions:  # a database server: its sessions by state (docs/database.md)
-            text += (
-                f" ({sessions['idle']} idle, {sessions['transaction']} in transaction, "
-                f"{sessions['query']} query running)"
-            )
+            text += f" ({session_text(sessions)})"
         if tty:
             click.echo(f"\r{text}\x1b[K", err=True, nl=final)
         else:

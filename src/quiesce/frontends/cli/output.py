@@ -154,17 +154,20 @@ def server_row(s: dict[str, Any]) -> list[object]:
     ]
 
 
-def _session_rows(sessions: dict[str, int] | None) -> list[list[object]]:
-    """A database server's sessions by state (issue 20); none for any other server."""
-    if not sessions:
-        return []
+def session_text(sessions: dict[str, int]) -> str:
+    """A database server's sessions by state (issue 20), as show server and --wait say it."""
     text = (
         f"{sessions['idle']} idle, {sessions['transaction']} in transaction, "
         f"{sessions['query']} query running"
     )
     if sessions.get("tls"):  # a mysql client that asked for TLS: not followed
         text += f", {sessions['tls']} TLS (drained at connection level)"
-    return [["Sessions", text]]
+    return text
+
+
+def _session_rows(sessions: dict[str, int] | None) -> list[list[object]]:
+    """The Sessions row of a database server; none for any other server."""
+    return [["Sessions", session_text(sessions)]] if sessions else []
 
 
 def _traffic_rows(s: dict[str, Any]) -> list[list[object]]:
