@@ -342,3 +342,11 @@ def test_c_formatter_writes_the_python_formatters_bytes(
         assert line.isascii() and line.isprintable()  # nothing hostile gets through raw
         if fmt == "json":
             json.loads(line)
+
+
+def test_template_escapes_method_and_path_as_httplog_does() -> None:
+    """A template line is one line too: a hostile method or path (token characters such as
+    '#', or bytes a lenient parser let through) is escaped as in httplog and json."""
+    f = Formatter('{method} "{path}"', "p")
+    (line,) = f.format([l7(method=b'G#"\r\nT', path=b'/"\x00\n')], OFFSET)
+    assert line == 'G#23#22#0D#0AT "/#22#00#0A"'

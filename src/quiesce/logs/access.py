@@ -167,7 +167,7 @@ class Formatter:
             "service": e[4],
             "pool": e[5] or "-",
             "server": e[6] or "-",
-            "method": "-" if e[7] is None else e[7].decode("latin-1"),
+            "method": _text(e[7]),
             "path": "-" if l4 or e[8] is None else _text(e[8]),
             "status": e[9],
             "bytes_in": e[10],
