@@ -23,7 +23,7 @@ ACCESS_FIELDS: dict[str, str] = {
     "service": "the service (listener) name",
     "pool": "the pool the request went to, `-` when none (a rule's answer, a bad request)",
     "server": "the server that served it, `-` when none",
-    "method": "the request method, `-` for L4 and a request that could not be read",
+    "method": "the request method (escaped), `-` for L4 and a request that could not be read",
     "path": "the request target as sent (escaped), `-` for L4",
     "status": "the status sent to the client, -1 when none was (a cut, L4)",
     "bytes_in": "bytes read from the client for this request (L4: the connection)",
