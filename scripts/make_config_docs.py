@@ -219,7 +219,7 @@ on with the defaults below.
 | `consecutive_connect_failures` | `5` | failed connects in a row that eject it (`0`: off) |
 | `interval` | `10s` | each one spent in service takes a step off the back-off |
 | `base_ejection_time` | `30s` | how long the first ejection lasts |
-| `max_ejection_time` | `300s` | the cap of the growing ejection time |
+| `max_ejection_time` | `300s` | the cap of the growing ejection time (not below the base) |
 | `max_ejection_percent` | `50` | never more than this share of the pool's servers ejected at once |
 
 - **What counts.** A 5xx is the status the client got for a request sent to the server:
@@ -235,9 +235,10 @@ on with the defaults below.
   `server_returned` (cause `passive`, detail: the rule, the count, the last status or
   connect error, the ejection time and the times ejected).
 - **Back-off.** The n-th ejection lasts `base_ejection_time` × n, at most
-  `max_ejection_time` (Envoy's rule); n drops by one for each `interval` the server spends
-  in service after it returns. The server returns by itself at the end (the admin timer),
-  with its runs started afresh.
+  `max_ejection_time` (Envoy's rule; a `max_ejection_time` below `base_ejection_time` is
+  refused, since Envoy's rule would then eject for the base time anyway); n drops by one
+  for each `interval` the server spends in service after it returns. The server returns by
+  itself at the end (the admin timer), with its runs started afresh.
 - **Limits.** An ejection that would put more than `max_ejection_percent` of the pool's
   servers out at once, or leave fewer eligible servers than the pool's `min_servers_up`, is
   refused: the server stays in, an `ejection_refused` event says why (once per run), and

@@ -3,6 +3,10 @@ their path, good ones and the defaults reach the detector's policy."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from quiesce.config.loader import ConfigError, load_text
@@ -62,3 +66,28 @@ def test_good_values_and_the_defaults_reach_the_policy() -> None:
     assert (
         load_text(POOL.format(pool="algorithm: round_robin")).pools["web"].outlier_detection is None
     )
+
+
+@pytest.mark.peers
+def test_quiesce_check_refuses_a_max_ejection_time_below_the_base(tmp_path: Path) -> None:
+    # the detector ejects for max(max, base) (Envoy's rule): 10m here, against the docs' "at
+    # most max_ejection_time"; refused instead, at the key's path
+    path = tmp_path / "quiesce.yaml"
+    path.write_text(
+        POOL.format(pool="outlier_detection: {base_ejection_time: 10m, max_ejection_time: 1s}")
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "quiesce", "check", "-c", str(path)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode != 0, done.stdout
+    assert (
+        "pools.web.outlier_detection.max_ejection_time: 1s is below base_ejection_time (600s)"
+        in done.stdout + done.stderr
+    )
+    # equal is fine: every ejection lasts the base time
+    equal = "outlier_detection: {base_ejection_time: 10m, max_ejection_time: 600s}"
+    od = load_text(POOL.format(pool=equal)).pools["web"].outlier_detection
+    assert od is not None and od.policy().max_ejection_time == 600.0

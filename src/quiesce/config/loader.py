@@ -9,7 +9,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from quiesce.config.base import Model
+from quiesce.config.base import KeyProblem, Model
 from quiesce.config.logs import logging_problems
 from quiesce.config.models import Config
 from quiesce.config.tls import tls_problems, tls_warnings
@@ -77,8 +77,11 @@ def validation_problems(exc: ValidationError, prefix: Iterable[int | str] = ()) 
     problems = []
     for err in exc.errors():
         loc = [*prefix, *_user_loc(tuple(err["loc"]))]
+        cause = err.get("ctx", {}).get("error")
         if err["type"] == "extra_forbidden":
             line = f"{format_loc(loc)}: unknown key"
+        elif isinstance(cause, KeyProblem):
+            line = f"{format_loc([*loc, *cause.loc])}: {cause.message}"
         else:
             line = f"{format_loc(loc)}: {_clean(err['msg'])}"
         if line not in seen:

@@ -8,7 +8,7 @@ from typing import Annotated
 
 from pydantic import BeforeValidator, Field, StrictInt, model_validator
 
-from quiesce.config.base import Model
+from quiesce.config.base import KeyProblem, Model
 from quiesce.config.durations import parse_duration
 from quiesce.core.outlier import Policy
 
@@ -33,6 +33,7 @@ class OutlierDetection(Model):
     # each interval in service takes one off the server's ejection count (the back-off decays)
     interval: PositiveDuration = 10.0
     # the first ejection's length; the n-th lasts n times this, up to max_ejection_time
+    # (which may not be below it)
     base_ejection_time: PositiveDuration = 30.0
     max_ejection_time: PositiveDuration = 300.0
     # never more than this share of the pool's servers ejected at once
@@ -44,6 +45,13 @@ class OutlierDetection(Model):
             raise ValueError(
                 "consecutive_5xx and consecutive_connect_failures are both 0: nothing would "
                 "eject a server (leave outlier_detection out to turn it off)"
+            )
+        if self.max_ejection_time < self.base_ejection_time:
+            # the detector would eject for base_ejection_time anyway (Envoy's max(max, base))
+            raise KeyProblem(
+                ("max_ejection_time",),
+                f"{self.max_ejection_time:g}s is below base_ejection_time "
+                f"({self.base_ejection_time:g}s): an ejection lasts at least base_ejection_time",
             )
         return self
 
