@@ -462,7 +462,8 @@ async def test_a_shared_change_while_etcd_is_down_is_refused_unless_local(
                 assert store.cluster.view()["link"] != "up"
                 await asyncio.sleep(0.02)
             with pytest.raises(
-                StoreError, match=r"is (stale|down) .*--local \(API: \?local=true\)"
+                StoreError,
+                match=r"is (stale|down) .*--local \(API: \?local=true; runtime socket: local ",
             ):
                 service.maintenance("web/w1", A)
             with pytest.raises(StoreError):
