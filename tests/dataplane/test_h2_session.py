@@ -11,7 +11,10 @@ import pytest
 
 from quiesce.dataplane.h2.guard import (
     ENHANCE_YOUR_CALM,
+    FRAME_SIZE_ERROR,
     PREFACE,
+    PROTOCOL_ERROR,
+    Broken,
     Calm,
     Guard,
     Limits,
@@ -32,7 +35,7 @@ PING = frame(6, 0, 0, b"12345678")
 
 def test_bytes_pass_unchanged_and_resets_are_rate_limited() -> None:
     g = Guard(Limits(reset_burst=10, reset_rate=2.0), now=0.0)
-    data = PREFACE + RST * 10
+    data = PREFACE + frame(4, 0, 0) + RST * 10
     assert g.feed(data, 0.0) == data
     with pytest.raises(Calm, match="rapid reset"):
         g.feed(RST, 0.0)
@@ -203,3 +206,34 @@ def test_held_bytes_that_do_not_move_are_stalled() -> None:
     assert s.stalled(12.0, 10.0) == []
     assert s.stalled(21.9, 10.0) == []
     assert s.stalled(22.0, 10.0) == [3]
+
+
+def test_a_frame_longer_than_advertised_is_refused_at_its_header() -> None:
+    g = Guard(Limits(max_frame=16384), now=0.0, preface=False)
+    ok = frame(0, 0, 1, b"x" * 16384)
+    assert g.feed(ok, 0.0) == ok  # the largest allowed passes
+    # a header announcing 0xFFFFFF bytes: refused before a byte of its payload came
+    with pytest.raises(Broken, match="16777215 bytes") as exc:
+        g.feed(b"\xff\xff\xff\x00\x00\x00\x00\x00\x01", 0.0)
+    assert exc.value.code == FRAME_SIZE_ERROR
+    g = Guard(Limits(max_frame=16384), now=0.0, preface=False)
+    with pytest.raises(Broken) as exc:  # one byte over, whatever the kind (GOAWAY too)
+        g.feed(goaway_frame(0, 0, b"x" * 16377), 0.0)
+    assert exc.value.code == FRAME_SIZE_ERROR
+
+
+@pytest.mark.parametrize("cut", range(len(PREFACE) + 1, len(PREFACE) + 9))
+def test_the_first_frame_after_the_preface_must_be_settings(cut: int) -> None:
+    g = Guard(Limits(), now=0.0)
+    data = PREFACE + frame(4, 0, 0) + PING
+    assert g.feed(data[:cut], 0.0) + g.feed(data[cut:], 0.0) == data
+    g = Guard(Limits(), now=0.0)
+    data = PREFACE + PING
+    g.feed(data[:cut], 0.0)
+    with pytest.raises(Broken, match="not SETTINGS") as exc:
+        g.feed(data[cut:], 0.0)
+    assert exc.value.code == PROTOCOL_ERROR
+    g = Guard(Limits(), now=0.0)  # not HTTP/2 after the preface (read as a 4.6 MB frame)
+    with pytest.raises(Broken) as exc:
+        g.feed(PREFACE + b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", 0.0)
+    assert exc.value.code == PROTOCOL_ERROR

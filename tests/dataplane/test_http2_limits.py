@@ -3,7 +3,8 @@ written by the ``h2`` library or by hand. Rapid reset (CVE-2023-44487), a CONTIN
 flood, a PING flood and a SETTINGS flood are each answered with GOAWAY ENHANCE_YOUR_CALM and
 the connection closed, while the proxy keeps serving everyone else; a request RFC 9113 calls
 malformed resets its stream only; more streams than the 100 advertised end the connection
-with PROTOCOL_ERROR; split cookies are joined."""
+with PROTOCOL_ERROR; a frame longer than advertised gets FRAME_SIZE_ERROR at its header, and
+a first frame that is not SETTINGS PROTOCOL_ERROR; split cookies are joined."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ pytestmark = [pytest.mark.loopback, pytest.mark.one_path]
 
 ENHANCE_YOUR_CALM = 11
 PROTOCOL_ERROR = 1
+FRAME_SIZE_ERROR = 6
 
 
 async def still_serves(port: int) -> None:
@@ -175,5 +177,43 @@ async def test_header_list_size(backend: Backend) -> None:
         c.flush()
         await c.read_until(lambda: c.goaway() is not None or c.eof)
         assert c.goaway() is not None and c.goaway().error_code == ENHANCE_YOUR_CALM
+        c.close()
+        await still_serves(p.port)
+
+
+async def test_a_frame_longer_than_advertised_gets_goaway_at_its_header(backend: Backend) -> None:
+    """A DATA frame announcing 0xFFFFFF bytes (16 MiB a connection before h2 looked at it):
+    GOAWAY FRAME_SIZE_ERROR as soon as its 9-byte header is read, without its payload."""
+    async with start_proxy(make_config([backend.address])) as p:
+        c = await RawClient.open(p.port)
+        await c.read_until(
+            lambda: any(isinstance(e, h2.events.RemoteSettingsChanged) for e in c.events)
+        )
+        assert c.h2.remote_settings.max_frame_size == 16384  # what the proxy advertises
+        c.h2.send_headers(1, request("/echo", "POST"), end_stream=False)
+        c.flush()
+        await wait_for(lambda: p.registry.pool("web").servers[0].connections == 1)
+        c.send(b"\xff\xff\xff" + bytes((0, 0)) + struct.pack(">I", 1))  # the header alone
+        await c.read_until(lambda: c.goaway() is not None or c.eof, timeout=5)
+        assert c.goaway() is not None and c.goaway().error_code == FRAME_SIZE_ERROR
+        await c.read_until(lambda: c.eof, timeout=5)  # then closed
+        kind, _, payload = c.frames()[-1]  # the last frame: nothing after the GOAWAY
+        assert kind == 7 and payload[4:8] == struct.pack(">I", FRAME_SIZE_ERROR)
+        c.close()
+        await wait_for(lambda: p.registry.pool("web").servers[0].connections == 0)
+        await still_serves(p.port)
+
+
+async def test_not_http2_after_the_preface_gets_goaway_protocol_error(backend: Backend) -> None:
+    """What follows the preface must be a SETTINGS frame (RFC 9113 §3.4): HTTP/1.1 bytes there
+    (read as the header of a 4.6 MB frame) get GOAWAY PROTOCOL_ERROR at once."""
+    async with start_proxy(make_config([backend.address])) as p:
+        reader, writer = await asyncio.open_connection("127.0.0.1", p.port)
+        c = RawClient(reader, writer)
+        c.h2.data_to_send()  # (its own preface and SETTINGS: not sent)
+        c.send(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\nGET / HTTP/1.1\r\nHost: t\r\n\r\n")
+        await c.read_until(lambda: c.goaway() is not None or c.eof, timeout=5)
+        assert c.goaway() is not None and c.goaway().error_code == PROTOCOL_ERROR
+        await c.read_until(lambda: c.eof, timeout=5)
         c.close()
         await still_serves(p.port)

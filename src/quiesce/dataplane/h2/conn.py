@@ -23,7 +23,7 @@ its way:
 * ``client_idle_timeout`` with no stream open: GOAWAY with the last stream id, then close;
 * the client's own GOAWAY: its streams finish, then the connection closes;
 * a client past a limit (quiesce.dataplane.h2.guard) or breaking the protocol: GOAWAY
-  ENHANCE_YOUR_CALM or PROTOCOL_ERROR, then the connection is closed.
+  ENHANCE_YOUR_CALM, FRAME_SIZE_ERROR or PROTOCOL_ERROR, then the connection is closed.
 
 After its last GOAWAY, the connection shuts its writing side (TCP) and waits up to ``LINGER``
 for the client to close, reading and dropping, so the GOAWAY is not lost to a reset.
@@ -52,6 +52,7 @@ from quiesce.dataplane.h1.headers import HTTP_FORWARDED
 from quiesce.dataplane.h2.guard import (
     ENHANCE_YOUR_CALM,
     MAX_STREAM_ID,
+    Broken,
     Calm,
     goaway_frame,
 )
@@ -154,6 +155,10 @@ class Http2Connection(asyncio.Protocol):
                 exc,
             )
             self._end(ENHANCE_YOUR_CALM, str(exc).encode()[:64])
+            return
+        except Broken as exc:
+            log.info("service %s: HTTP/2 client %s: %s", self.ctx.name, self.peer, exc)
+            self._end(exc.code, str(exc).encode()[:64])
             return
         except ProtocolError as exc:
             log.debug("service %s: HTTP/2 client %s: %s", self.ctx.name, self.peer, exc)
@@ -319,13 +324,13 @@ class Http2Connection(asyncio.Protocol):
         GOAWAY): its streams are cut, the GOAWAY sent, the connection closed."""
         if self.closed or self.shut:
             return
+        self.final = True
+        for st in list(self.streams.values()):
+            st.cut(ts.PROXY)  # (their RST_STREAMs go before the GOAWAY: it is the last frame)
         out = self.session.output()
         if code >= 0:
             out += goaway_frame(self.session.last_id, code, debug)
-        self.final = True
         self.transport.write(out)
-        for st in list(self.streams.values()):
-            st.cut(ts.PROXY)
         self._shut()
 
     def _shut(self) -> None:

@@ -15,6 +15,15 @@ lets the bytes through unchanged, with two exceptions:
 * a frame header split across two reads is held back until it is whole (at most 8 bytes),
   so a GOAWAY is never half passed on.
 
+It refuses, raising :class:`Broken` (answered with GOAWAY and its ``code``, then closed),
+as soon as a frame's 9-byte header is read, before its payload is buffered anywhere:
+
+* a frame longer than ``max_frame``, the SETTINGS_MAX_FRAME_SIZE the proxy advertises
+  (16,384, the default): ``FRAME_SIZE_ERROR`` (RFC 9113 §4.2). Without it a header announcing
+  16 MiB made ``h2`` buffer all of it before looking, and bytes that are not HTTP/2 at all
+  read as such a header;
+* a first frame after the preface that is not SETTINGS: ``PROTOCOL_ERROR`` (§3.4).
+
 It counts, and raises :class:`Calm` (answered with GOAWAY ``ENHANCE_YOUR_CALM``) when a client
 goes past a limit:
 
@@ -48,8 +57,18 @@ END_STREAM, ACK, END_HEADERS = 0x1, 0x1, 0x4
 
 NO_ERROR = 0
 PROTOCOL_ERROR = 1
+FRAME_SIZE_ERROR = 6
 ENHANCE_YOUR_CALM = 11
+MAX_FRAME = 16384  # SETTINGS_MAX_FRAME_SIZE's initial value (RFC 9113 §6.5.2)
 MAX_STREAM_ID = 2**31 - 1
+
+
+class Broken(QuiesceError):
+    """A client broke the framing: answered with GOAWAY ``code``, then closed."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 class Calm(QuiesceError):
@@ -64,6 +83,7 @@ class Limits:
     control_rate: float = 20.0
     max_block: int = 65536
     max_block_frames: int = 16
+    max_frame: int = MAX_FRAME  # the SETTINGS_MAX_FRAME_SIZE advertised
 
 
 class _Bucket:
@@ -95,6 +115,7 @@ class Guard:
         "block",
         "block_frames",
         "control",
+        "first",
         "goaways",
         "held",
         "left",
@@ -108,6 +129,7 @@ class Guard:
     def __init__(self, limits: Limits, now: float, preface: bool = True) -> None:
         self.limits = limits
         self.left = len(PREFACE) if preface else 0  # bytes of the current frame still to pass
+        self.first = preface  # the next frame is the first after the preface: SETTINGS
         self.skip = 0  # bytes of a GOAWAY still to take out
         self.taking = False
         self.take_buf = b""
@@ -155,6 +177,15 @@ class Guard:
             length = int.from_bytes(data[i : i + 3], "big")
             kind = data[i + 3]
             flags = data[i + 4]
+            if self.first:
+                self.first = False
+                if kind != SETTINGS:
+                    raise Broken(PROTOCOL_ERROR, "the first frame after the preface: not SETTINGS")
+            if length > self.limits.max_frame:
+                raise Broken(
+                    FRAME_SIZE_ERROR,
+                    f"a frame of {length} bytes (SETTINGS_MAX_FRAME_SIZE {self.limits.max_frame})",
+                )
             if kind == GOAWAY:
                 if out is None:
                     out = []

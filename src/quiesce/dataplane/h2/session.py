@@ -31,7 +31,7 @@ from collections import deque
 from h2.config import H2Configuration
 from h2.connection import H2Connection
 from h2.events import Event
-from h2.exceptions import NoSuchStreamError, StreamClosedError
+from h2.exceptions import ProtocolError, StreamClosedError
 from h2.settings import SettingCodes, Settings
 
 from quiesce.dataplane.h2.guard import Guard, Limits
@@ -167,6 +167,7 @@ class Session:
             initial_values={
                 SettingCodes.MAX_CONCURRENT_STREAMS: max_streams,
                 SettingCodes.MAX_HEADER_LIST_SIZE: max_header_list,
+                SettingCodes.MAX_FRAME_SIZE: limits.max_frame,  # (the guard refuses longer)
                 SettingCodes.ENABLE_PUSH: 0,
             },
         )
@@ -181,8 +182,8 @@ class Session:
         self.last_id = 0  # the highest stream the client opened (for GOAWAY)
 
     def receive(self, data: bytes, now: float) -> list[Event]:
-        """``h2``'s events for the client's bytes; raises guard.Calm or h2's ProtocolError
-        (then ``output`` holds h2's GOAWAY)."""
+        """``h2``'s events for the client's bytes; raises guard.Calm, guard.Broken or h2's
+        ProtocolError (then ``output`` holds h2's GOAWAY)."""
         data = self.guard.feed(data, now)
         if not data:
             return []
@@ -299,5 +300,5 @@ class Session:
         self.held.pop(sid, None)
         try:
             self.h2.reset_stream(sid, code)
-        except (StreamClosedError, NoSuchStreamError):
-            pass  # closed already (its end was sent, or the client reset it)
+        except ProtocolError:
+            pass  # closed already (its end was sent, the client reset it, or h2's GOAWAY went)
