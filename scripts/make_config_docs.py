@@ -272,7 +272,8 @@ connection failures.)
 - `retry_on` takes `connect_failure` (refused, reset), `connect_timeout`,
   `empty_response` (the server closed without a byte of response), `response_timeout` (no
   response head in time) and statuses `400`-`599` (`502`, `503`, `504`...), retried
-  before anything of the response reaches the client.
+  before anything of the response reaches the client. Each at most once; an empty list is
+  refused (it would not even retry a refused connect: `retries: 0` turns retries off).
 - `redispatch: true`: to an eligible server the request has not tried, else one other
   than the one that just failed, else that one.
 - `retry_non_idempotent`: a `POST` (or any method but `GET`, `HEAD`, `PUT`, `DELETE`,

@@ -6,12 +6,12 @@ naming the key; good ones reach the models."""
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from quiesce.config.loader import load_text
+from tests.support.process import quiesce_check
 
 pytestmark = pytest.mark.peers
 
@@ -26,14 +26,7 @@ services:
 
 
 def check(tmp_path: Path, text: str) -> subprocess.CompletedProcess[str]:
-    path = tmp_path / "quiesce.yaml"
-    path.write_text(text)
-    return subprocess.run(
-        [sys.executable, "-m", "quiesce", "check", "-c", str(path)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    return quiesce_check(tmp_path / "quiesce.yaml", text)
 
 
 @pytest.mark.parametrize(

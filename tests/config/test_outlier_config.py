@@ -3,14 +3,13 @@ their path, good ones and the defaults reach the detector's policy."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from quiesce.config.loader import ConfigError, load_text
 from quiesce.core.outlier import Policy
+from tests.support.process import quiesce_check
 
 POOL = """
 pools:
@@ -72,15 +71,9 @@ def test_good_values_and_the_defaults_reach_the_policy() -> None:
 def test_quiesce_check_refuses_a_max_ejection_time_below_the_base(tmp_path: Path) -> None:
     # the detector ejects for max(max, base) (Envoy's rule): 10m here, against the docs' "at
     # most max_ejection_time"; refused instead, at the key's path
-    path = tmp_path / "quiesce.yaml"
-    path.write_text(
-        POOL.format(pool="outlier_detection: {base_ejection_time: 10m, max_ejection_time: 1s}")
-    )
-    done = subprocess.run(
-        [sys.executable, "-m", "quiesce", "check", "-c", str(path)],
-        capture_output=True,
-        text=True,
-        check=False,
+    done = quiesce_check(
+        tmp_path / "quiesce.yaml",
+        POOL.format(pool="outlier_detection: {base_ejection_time: 10m, max_ejection_time: 1s}"),
     )
     assert done.returncode != 0, done.stdout
     assert (

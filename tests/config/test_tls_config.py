@@ -84,15 +84,15 @@ def test_a_listener_and_a_pool_with_tls_load(certs: Certs, tmp_path: Path) -> No
         ),
         (
             "tls: {certificates: [{cert: a.pem, key: a.key}], alpn: [h3, http/1.1]}",
-            "services.www: tls.alpn: an http service offers h2 and/or http/1.1, each once",
+            "services.www.tls.alpn: an http service offers h2 and/or http/1.1, each once",
         ),
         (
             "tls: {certificates: [{cert: a.pem, key: a.key}], alpn: [h2, h2]}",
-            "services.www: tls.alpn: an http service offers h2 and/or http/1.1, each once",
+            "services.www.tls.alpn: an http service offers h2 and/or http/1.1, each once",
         ),
         (
             "tls: {certificates: [{cert: a.pem, key: a.key}], alpn: []}",
-            "services.www: tls.alpn: an http service offers h2 and/or http/1.1, each once",
+            "services.www.tls.alpn: an http service offers h2 and/or http/1.1, each once",
         ),
         ("tls: {certificates: [{cert: a.pem}]}", "services.www.tls.certificates[0].key: Field"),
     ],
@@ -173,13 +173,13 @@ def test_tcp_rules_route_on_sni_only() -> None:
     path = sni.replace('sni: [api.example, "*.api.example"]', "path_prefix: /x")
     found = problems(config(proto="tcp", rules=path))
     assert any(
-        p.startswith("services.www: rules[0].if: path_prefix is a test of http") for p in found
+        p.startswith("services.www.rules[0].if: path_prefix is a test of http") for p in found
     )
     page = sni.replace("{pool: api}", "maintenance_page")
     found = problems(config(proto="tcp", rules=page))
-    assert any("rules[0].then: a tcp service's rule names a pool" in p for p in found), found
+    assert "services.www.rules[0].then: a tcp service's rule names a pool" in found, found
     found = problems(config(proto="http", rules=sni))
-    assert any("rules[0].if: sni is a test of tcp services" in p for p in found), found
+    assert "services.www.rules[0].if: sni is a test of tcp services" in found, found
 
 
 @pytest.mark.peers

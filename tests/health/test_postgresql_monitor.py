@@ -102,7 +102,7 @@ def test_a_postgresql_service_refuses_a_tls_pool() -> None:
             "{type: postgresql, postgresql_monitor: {user: app}}",
             "{listen: 127.0.0.1:0, protocol: postgresql, pool: db, "
             "rules: [{if: {sni: a.example}, then: {pool: db}}]}",
-            ["services.pg", "rules[0].if: sni"],
+            ["services.pg.rules[0].if: sni"],
         ),
         (
             "{type: postgresql, postgresql_monitor: {user: app}}",

@@ -138,6 +138,18 @@ def quiesce_cli(admin_port: int, *args: str) -> subprocess.CompletedProcess[str]
     )
 
 
+def quiesce_check(path: Path, text: str) -> subprocess.CompletedProcess[str]:
+    """Write ``text`` to the file ``path`` and run ``quiesce check -c path`` on it."""
+    path.write_text(text)
+    return subprocess.run(
+        [sys.executable, "-m", "quiesce", "check", "-c", str(path)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+
+
 def runtime_command(path: Path, command: str) -> str:
     """One command to the runtime socket at ``path`` (as ``socat`` would send it): the whole
     answer, read until the socket closes."""

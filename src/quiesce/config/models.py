@@ -20,7 +20,7 @@ from pydantic import (
 )
 
 from quiesce.config.addresses import split_address
-from quiesce.config.base import Model, Name
+from quiesce.config.base import KeyProblem, Model, Name
 from quiesce.config.durations import parse_duration
 from quiesce.config.logs import LoggingConfig
 from quiesce.config.monitors import GrpcMonitor, MonitorTls
@@ -411,41 +411,44 @@ class ServiceConfig(Model, ProxyListener):  # accept_proxy, trusted_proxies
     def _protocol_fits(self) -> ServiceConfig:
         if self.protocol in ("postgresql", "mysql"):
             if self.tls is not None:
-                raise ValueError(
-                    f"tls: a {self.protocol} service does not terminate TLS yet ("
+                raise KeyProblem(
+                    ("tls",),
+                    f"a {self.protocol} service does not terminate TLS yet ("
                     + (
                         "it answers a client's SSLRequest 'N'"
                         if self.protocol == "postgresql"
                         else "TLS starts after MySQL's handshake, not with the first byte"
                     )
-                    + "; docs/database.md)"
+                    + "; docs/database.md)",
                 )
             for i, rule in enumerate(self.rules):
                 if _uses(rule.if_, _TCP_ONLY):
-                    raise ValueError(
-                        f"rules[{i}].if: sni is not seen by a {self.protocol} service (no TLS)"
+                    raise KeyProblem(
+                        ("rules", i, "if"), f"sni is not seen by a {self.protocol} service (no TLS)"
                     )
         if self.protocol == "http":
             if self.tls is not None:
                 unknown = [p for p in self.tls.alpn if p not in ("h2", "http/1.1")]
                 if unknown or not self.tls.alpn or len(set(self.tls.alpn)) < len(self.tls.alpn):
-                    raise ValueError(
-                        f"tls.alpn: an http service offers h2 and/or http/1.1, each once "
-                        f"(in order of preference), not {self.tls.alpn}"
+                    raise KeyProblem(
+                        ("tls", "alpn"),
+                        "an http service offers h2 and/or http/1.1, each once "
+                        f"(in order of preference), not {self.tls.alpn}",
                     )
             for i, rule in enumerate(self.rules):
                 if _uses(rule.if_, _TCP_ONLY):
-                    raise ValueError(f"rules[{i}].if: sni is a test of tcp services")
+                    raise KeyProblem(("rules", i, "if"), "sni is a test of tcp services")
         else:
             for i, rule in enumerate(self.rules):
                 bad = _uses(rule.if_, _HTTP_ONLY)
                 if bad:
-                    raise ValueError(
-                        f"rules[{i}].if: {bad} is a test of http requests; a tcp service "
-                        "routes on sni, flag, source and usable_servers_below"
+                    raise KeyProblem(
+                        ("rules", i, "if"),
+                        f"{bad} is a test of http requests; a tcp service "
+                        "routes on sni, flag, source and usable_servers_below",
                     )
                 if rule.then.pool is None:
-                    raise ValueError(f"rules[{i}].then: a tcp service's rule names a pool")
+                    raise KeyProblem(("rules", i, "then"), "a tcp service's rule names a pool")
         return self
 
     @property

@@ -7,8 +7,19 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    StrictFloat,
+    StrictInt,
+    model_validator,
+)
 
+from quiesce.config.base import KeyProblem
 from quiesce.core.retry import BEFORE_SEND, CAUSES, DEFAULT, RetryPolicy
 
 _WORDS = ", ".join(CAUSES)
@@ -31,14 +42,29 @@ def _condition(value: Any) -> str | int:
 Condition = Annotated[str | int, BeforeValidator(_condition)]
 
 
+def _once_each(conditions: list[str | int]) -> list[str | int]:
+    if not conditions:
+        raise ValueError(
+            "an empty list retries nothing, not even a refused connect (leave retry_on out "
+            "for connect_failure, connect_timeout; retries: 0 for no retry)"
+        )
+    twice = sorted({str(c) for c in conditions if conditions.count(c) > 1})
+    if twice:
+        raise ValueError(f"{', '.join(twice)} given more than once")
+    return conditions
+
+
+Conditions = Annotated[list[Condition], AfterValidator(_once_each)]
+
+
 class RetryBudget(BaseModel):
     """At most ``percent`` % of the pool's requests in flight may be retrying at once, or
     ``min_retries`` when that is more (Envoy's retry_budget, same defaults)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    percent: Annotated[float, Field(ge=0, le=100)] = 20.0
-    min_retries: Annotated[int, Field(ge=0)] = 3
+    percent: Annotated[StrictFloat, Field(ge=0, le=100)] = 20.0
+    min_retries: Annotated[StrictInt, Field(ge=0)] = 3
 
 
 class PoolRetries(BaseModel):
@@ -46,9 +72,9 @@ class PoolRetries(BaseModel):
 
     # how many times a request may be sent again (null: the default, one retry of a refused
     # connection on another server; 0: never)
-    retries: Annotated[int, Field(ge=0, le=10)] | None = None
+    retries: Annotated[StrictInt, Field(ge=0, le=10)] | None = None
     # what is retried (default with retries: connect_failure, connect_timeout)
-    retry_on: list[Condition] | None = None
+    retry_on: Conditions | None = None
     # a retry goes to another eligible server (false: to the same one)
     redispatch: bool = True
     # retry a request that reached the server even if it may not be sent twice (POST...)
@@ -62,9 +88,10 @@ class PoolRetries(BaseModel):
         if self.retries is None:
             alone = {"retry_on", "redispatch", "retry_non_idempotent"} & self.model_fields_set
             if alone:
-                raise ValueError(
-                    f"{sorted(alone)[0]}: set retries too (without it the pool keeps the "
-                    "default, one retry of a refused connection on another server)"
+                raise KeyProblem(
+                    (sorted(alone)[0],),
+                    "set retries too (without it the pool keeps the default, one retry of a "
+                    "refused connection on another server)",
                 )
             self._retry = RetryPolicy(
                 retries=DEFAULT.retries,
