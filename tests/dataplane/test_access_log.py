@@ -22,6 +22,7 @@ import pytest
 from quiesce.config.logs import ACCESS_FIELDS
 from quiesce.core.admin import AdminCommand
 from quiesce.core.states import Admin, Cause
+from quiesce.state.registry import Registry, ServerRuntime
 from tests.dataplane.backend import Backend
 from tests.dataplane.conftest import dead_port, make_config, start_proxy, wait_for
 
@@ -90,6 +91,19 @@ async def test_normal_requests_every_field(tmp_path: Path) -> None:
     assert one["request_id"].split("-")[0] == two["request_id"].split("-")[0]
 
 
+async def take_server(registry: Registry, server: ServerRuntime, how: str) -> None:
+    """A drain deadline reached (``how`` "deadline") or ``maintenance --force``."""
+    if how == "deadline":
+        deadline = registry.clock.time() + 0.2
+        cmd = AdminCommand(Admin.DRAIN, actor="t", cause=Cause.CLI, deadline=deadline)
+        registry.admin_command(server, cmd)
+        await wait_for(lambda: registry.clock.time() >= deadline)
+        assert registry.tick()  # what the admin service's timer does
+    else:
+        cmd = AdminCommand(Admin.MAINTENANCE, actor="t", cause=Cause.CLI, force=True)
+        registry.admin_command(server, cmd)
+
+
 async def cut_while_waiting(tmp_path: Path, how: str) -> tuple[bytes, dict[str, Any]]:
     """A request waits on a slow back end; a drain deadline or --force takes its server."""
     log = tmp_path / "access.log"
@@ -98,15 +112,7 @@ async def cut_while_waiting(tmp_path: Path, how: str) -> tuple[bytes, dict[str, 
         reader, writer = await asyncio.open_connection("127.0.0.1", p.port)
         writer.write(b"GET /slow/30 HTTP/1.1\r\nHost: t\r\n\r\n")
         await wait_for(lambda: b.requests)  # the back end has it
-        if how == "deadline":
-            deadline = p.registry.clock.time() + 0.2
-            cmd = AdminCommand(Admin.DRAIN, actor="t", cause=Cause.CLI, deadline=deadline)
-            p.registry.admin_command(server, cmd)
-            await wait_for(lambda: p.registry.clock.time() >= deadline)
-            assert p.registry.tick()  # what the admin service's timer does
-        else:
-            cmd = AdminCommand(Admin.MAINTENANCE, actor="t", cause=Cause.CLI, force=True)
-            p.registry.admin_command(server, cmd)
+        await take_server(p.registry, server, how)
         data = await asyncio.wait_for(reader.read(), 10)  # then the proxy closes
         writer.close()
         assert server.requests_in_flight == 0

@@ -21,6 +21,7 @@ from quiesce.core.admin import AdminCommand
 from quiesce.core.states import Admin, Cause
 from tests.dataplane.backend import Backend
 from tests.dataplane.conftest import make_config, start_proxy, wait_for
+from tests.dataplane.test_access_log import lines, logged, take_server
 from tests.support.certs import Certs
 from tests.support.h2client import RawClient, request
 
@@ -89,7 +90,7 @@ async def test_httpx_h2c_prior_knowledge(backend: Backend) -> None:
         await wait_for(lambda: p.service.stats.connections == 0)
 
 
-async def test_drain_finishes_streams_and_force_resets_them(backends: list[Backend]) -> None:
+async def test_drain_finishes_streams_and_force_answers_them(backends: list[Backend]) -> None:
     """(A raw client: httpx 0.28/httpcore 1.0 leaves streams that wait while another completes
     unread here, whoever the server is; h2load drives the drain under load in
     test_http2_peers.)"""
@@ -116,8 +117,9 @@ async def test_drain_finishes_streams_and_force_resets_them(backends: list[Backe
         statuses = [e for e in c.events if isinstance(e, h2.events.ResponseReceived)]
         assert [dict(e.headers)[b":status"] for e in statuses] == [b"200"] * 10
         assert sa.connections == 0
-        # --force: the streams on the server are reset (RST_STREAM CANCEL), the others carry
-        # on, on the same connection
+        # --force: the streams waiting on the server get 503 (their answers had not started:
+        # test_a_cut_stream_gets_a_503_unless_its_answer_started), the others carry on, on
+        # the same connection
         p.registry.admin_command(sa, AdminCommand(Admin.ENABLED, actor="t", cause=Cause.CLI))
         for sid in range(21, 29, 2):
             c.h2.send_headers(sid, request("/slow/30"), end_stream=True)
@@ -126,13 +128,17 @@ async def test_drain_finishes_streams_and_force_resets_them(backends: list[Backe
         cmd = AdminCommand(Admin.MAINTENANCE, actor="t", cause=Cause.CLI, force=True)
         p.registry.admin_command(sa, cmd)
 
-        def resets() -> dict[int, int]:
+        def answered() -> dict[int, bytes]:
             return {
-                e.stream_id: e.error_code for e in c.events if isinstance(e, h2.events.StreamReset)
+                e.stream_id: dict(e.headers)[b":status"]
+                for e in c.events
+                if isinstance(e, h2.events.ResponseReceived) and e.stream_id > 20
             }
 
-        await c.read_until(lambda: len(resets()) == 2)
-        assert set(resets().values()) == {CANCEL}
+        await c.read_until(lambda: len(answered()) == 2)
+        assert set(answered().values()) == {b"503"}
+        assert all(c.ended(sid) for sid in answered())
+        assert not any(isinstance(e, h2.events.StreamReset) for e in c.events)
         assert sa.connections == 0 and sb.connections == 2
         c.h2.send_headers(29, request("/"), end_stream=True)
         c.flush()
@@ -212,3 +218,48 @@ async def test_expect_100_continue_and_a_body_without_length(backend: Backend) -
             "sha256": hashlib.sha256(b"".join(pieces)).hexdigest(),
         }
         assert backend.requests[-1].headers.get("transfer-encoding") == "chunked"
+
+
+@pytest.mark.parametrize(("how", "term"), [("deadline", "D"), ("force", "K")])
+async def test_a_cut_stream_gets_a_503_unless_its_answer_started(
+    tmp_path: Path, backend: Backend, how: str, term: str
+) -> None:
+    """A drain deadline or ``--force`` takes the server of two streams: the one still waiting
+    for its answer gets ``503`` with ``retry-after`` and END_STREAM (as over HTTP/1.1), the
+    one whose answer is under way is reset (RST_STREAM CANCEL); the access log says ``KH`` /
+    ``DH`` and ``KD`` / ``DD``; the connection and its other streams go on."""
+    log = tmp_path / "access.log"
+    async with start_proxy(logged(make_config([backend.address]), log)) as p:
+        server = p.registry.pool("web").servers[0]
+        c = await RawClient.open(p.port)
+        c.h2.increment_flow_control_window(1 << 24)  # (stream 1's window alone stays shut)
+        c.h2.send_headers(1, request("/size/10000000"), end_stream=True)
+        c.flush()
+        await c.read_until(lambda: any(k == 0 and sid == 1 for k, sid, _ in c.frames()))
+        c.h2.send_headers(3, request("/slow/30"), end_stream=True)
+        c.flush()
+        await wait_for(lambda: server.connections == 2)
+        await take_server(p.registry, server, how)
+        await c.read_until(lambda: c.ended(3) and any(k == 3 for k, _, _ in c.frames()))
+        (answer,) = [e for e in c.events if isinstance(e, h2.events.ResponseReceived)][1:]
+        head = dict(answer.headers)
+        assert answer.stream_id == 3
+        assert (head[b":status"], head[b"retry-after"]) == (b"503", b"1")
+        (reset,) = [e for e in c.events if isinstance(e, h2.events.StreamReset)]
+        assert (reset.stream_id, reset.error_code) == (1, CANCEL)
+        assert server.connections == 0
+        c.h2.send_headers(5, request("/"), end_stream=True)  # the connection goes on
+        c.flush()
+        await c.read_until(lambda: c.ended(5))
+        assert c.goaway() is None
+        c.close()
+        await wait_for(lambda: p.service.stats.connections == 0)
+    by_path = {e["path"]: e for e in lines(log)}
+    assert (by_path["/slow/30"]["status"], by_path["/slow/30"]["termination"]) == (
+        503,
+        term + "H",
+    )
+    assert (by_path["/size/10000000"]["status"], by_path["/size/10000000"]["termination"]) == (
+        200,
+        term + "D",
+    )

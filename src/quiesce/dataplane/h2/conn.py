@@ -326,7 +326,7 @@ class Http2Connection(asyncio.Protocol):
             return
         self.final = True
         for st in list(self.streams.values()):
-            st.cut(ts.PROXY)  # (their RST_STREAMs go before the GOAWAY: it is the last frame)
+            st.cut(ts.PROXY, answer=False)  # (RST_STREAMs before the GOAWAY: it is the last)
         out = self.session.output()
         if code >= 0:
             out += goaway_frame(self.session.last_id, code, debug)
@@ -383,7 +383,7 @@ class Http2Connection(asyncio.Protocol):
         if self.closed:
             return
         for st in list(self.streams.values()):
-            st.cut(why)
+            st.cut(why, answer=False)  # (no answer could reach the client)
         self.closed = True
         self.transport.abort()
 

@@ -18,8 +18,9 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import httptools
 
-from quiesce.dataplane.h1.access import phase
+from quiesce.dataplane.h1.access import answer_cut, phase
 from quiesce.dataplane.h1.client import ClientConnection
+from quiesce.dataplane.h1.exchange import R_DONE, R_SENT
 from quiesce.dataplane.h2.session import HIGH, Session, response_headers
 
 if TYPE_CHECKING:
@@ -221,16 +222,31 @@ class Stream(ClientConnection):
             return
         self.boundary_close = True
 
-    def cut(self, why: str = "") -> None:
-        """``--force``, a drain deadline, the end of a grace period: the stream is reset
-        (RST_STREAM CANCEL), its server connection aborted; the HTTP/2 connection stays."""
+    def cut(self, why: str = "", answer: bool = True) -> None:
+        """``--force``, a drain deadline (``why``, logged ``KH``, ``DH``...): a request whose
+        response has not started is answered ``503`` with ``retry-after`` and END_STREAM, as
+        over HTTP/1.1 (access.answer_cut); one whose response is under way is reset
+        (RST_STREAM CANCEL), its server connection aborted. The HTTP/2 connection and its
+        other streams go on. ``answer`` False: the connection itself is going (reset)."""
         if self.closed:
+            return
+        req = self.current
+        if (
+            answer
+            and why
+            and req is not None
+            and self.resp is not R_SENT
+            and self.resp is not R_DONE
+        ):
+            answer_cut(self, req, why)
             return
         if why and not self.term:
             self.term = why + phase(self)
         self.closed = True
         up = self.up
         if up is not None:
+            self.up = None
+            up.client = None  # (its loss is no server abort: the term stays ``why``)
             up.abort()
         if self.connecting is not None:
             self.connecting.cancel()
