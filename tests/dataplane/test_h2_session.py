@@ -99,6 +99,8 @@ def test_request_head() -> None:
     assert chunked and b"transfer-encoding: chunked\r\n" in head and b"host: h\r\n" in head
     head, chunked = request_head([*post, (b"content-length", b"3")], end_stream=False)
     assert not chunked and b"content-length: 3\r\n" in head
+    head, _ = request_head([(b":method", b"OPTIONS"), (b":path", b"*")], end_stream=True)
+    assert head.startswith(b"OPTIONS * HTTP/1.1\r\n")
 
 
 @pytest.mark.parametrize(
@@ -108,6 +110,7 @@ def test_request_head() -> None:
         [(b":method", b"GET")],
         [(b":method", b"GET"), (b":path", b"/a b")],
         [(b":method", b"GET"), (b":path", b"relative")],
+        [(b":method", b"GET"), (b":path", b"*")],  # only OPTIONS may ask for * (§8.3.1)
         [(b":method", b"G T"), (b":path", b"/")],
         [(b":method", b"CONNECT"), (b":authority", b"h:443"), (b":path", b"/")],
         [(b":method", b"GET"), (b":path", b"/"), (b":protocol", b"websocket")],

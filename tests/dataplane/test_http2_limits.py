@@ -110,15 +110,17 @@ async def test_malformed_request_resets_its_stream_only(backend: Backend) -> Non
         # a path with a space, a path that is not absolute: by hand (h2 refuses to send them)
         c.send(frame(1, 0x5, 1, c.h2.encoder.encode(request("/a b"))))
         c.send(frame(1, 0x5, 3, c.h2.encoder.encode(request("a"))))
-        c.h2.highest_outbound_stream_id = 3  # (the client's own state skips the two by hand)
+        c.send(frame(1, 0x5, 5, c.h2.encoder.encode(request("*"))))  # GET * (RFC 9113 §8.3.1)
+        c.h2.highest_outbound_stream_id = 5  # (the client's own state skips the three by hand)
         await asyncio.sleep(0)
-        c.h2.send_headers(5, [*request("/headers"), ("cookie", "a=1"), ("cookie", "b=2")], True)
+        c.h2.send_headers(7, [*request("/headers"), ("cookie", "a=1"), ("cookie", "b=2")], True)
         c.flush()
         await c.read_until(
-            lambda: any(isinstance(e, h2.events.StreamEnded) and e.stream_id == 5 for e in c.events)
+            lambda: any(isinstance(e, h2.events.StreamEnded) and e.stream_id == 7 for e in c.events)
         )
         resets = {sid: int.from_bytes(p, "big") for kind, sid, p in c.frames() if kind == 3}
-        assert resets == {1: PROTOCOL_ERROR, 3: PROTOCOL_ERROR}
+        assert resets == {1: PROTOCOL_ERROR, 3: PROTOCOL_ERROR, 5: PROTOCOL_ERROR}
+        assert backend.paths == ["/headers"]  # none of the three went to the server
         body = b"".join(e.data for e in c.events if isinstance(e, h2.events.DataReceived))
         assert json.loads(body)["cookie"] == "a=1; b=2"  # RFC 9113 §8.2.3
         assert c.goaway() is None

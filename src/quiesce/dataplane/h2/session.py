@@ -97,6 +97,8 @@ def request_head(headers: list[tuple[bytes, bytes]], end_stream: bool) -> tuple[
         raise Malformed("CONNECT is not supported")
     if _BAD_PATH.search(path) or (path[:1] != b"/" and path != b"*"):
         raise Malformed("bad :path")
+    if path == b"*" and method != b"OPTIONS":
+        raise Malformed(":path * with a method other than OPTIONS")  # RFC 9113 §8.3.1
     if _BAD_VALUE.search(b"".join(values)) or _BAD_NAME.search(b"".join(names)):
         raise Malformed("a forbidden character in a field")
     host = authority if authority is not None else host
