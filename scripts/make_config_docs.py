@@ -245,9 +245,11 @@ on with the defaults below.
   the next failure of the run tries again. quiesce's default is 50%, not Envoy's 10%: with
   10%, a pool of fewer than 10 servers could never eject one.
 - **Beside the other states.** A monitor that says up does not end an ejection (Envoy's
-  `successful_active_health_check_uneject_host` is off); a server that is down, in
-  maintenance or draining is not ejected (it gets no new requests anyway), and an operator's
-  maintenance or drain applies as before, on top. Ejections are not persisted: a restart or
+  `successful_active_health_check_uneject_host` is off); an operator does, with
+  `quiesce enable server` or the runtime socket's `set server … state ready`
+  (docs/health.md). A server that is down, in maintenance or draining is not ejected (it
+  gets no new requests anyway), and an operator's maintenance or drain applies as before,
+  on top. Ejections are not persisted: a restart or
   a reload that removes `outlier_detection` returns every server.
 """
 

@@ -111,9 +111,11 @@ def render() -> str:
         "; ".join(ejected) + ".",
         "Elsewhere the axes' status shows: the operator's or the monitors' verdict comes",
         "first. An ejection is not a state of either axis: a monitor saying up does not",
-        "end it, an admin command does not clear it (it changes the admin axis as ever), and",
-        "it ends by itself after its ejection time (events `server_ejected`,",
-        "`server_returned`, `ejection_refused`, cause `passive`).",
+        "end it, maintenance and drain do not clear it (they change the admin axis as ever),",
+        "and it ends by itself after its ejection time (events `server_ejected`,",
+        "`server_returned`, `ejection_refused`, cause `passive`), or when an operator enables",
+        "the server (`enable server`, the runtime socket's `set server … state ready`:",
+        "`server_returned` with the operator's cause and actor; docs/health.md).",
         "",
     ]
     assert len(list(itertools.product(Admin, Oper))) == len(Admin) * len(Oper)

@@ -254,6 +254,35 @@ def test_connect_failures_eject() -> None:
     assert s0.ejected and events[0].detail["rule"] == "consecutive_connect_failures"
 
 
+def test_an_operator_ends_an_ejection_keeping_the_back_off_count() -> None:
+    reg, clock, events = build()
+    pool = reg.pool("web")
+    s0 = pool.server("s0")
+    assert not reg.end_ejection(s0, Cause.CLI, "ops", "")  # not ejected: nothing to end
+    fail(reg, s0)
+    fail(reg, s0, 2)  # counted during the ejection (in-flight answers)
+    clock.advance(5)
+    assert reg.end_ejection(s0, Cause.CLI, "ops", "fixed the disk")
+    assert s0.eligible and s0.status == "up" and s0 in pool.candidates and not pool.ejected
+    back = events[-1]
+    assert (back.kind, back.from_, back.to, back.cause, back.actor, back.reason) == (
+        EventKind.SERVER_RETURNED,
+        "ejected (passive)",
+        "up",
+        "cli",
+        "ops",
+        "fixed the disk",
+    )
+    assert back.detail["times_ejected"] == 1
+    fail(reg, s0, 2)  # the run started afresh: two are not three
+    assert not s0.ejected
+    fail(reg, s0, 1)  # the count was kept: the next ejection lasts twice the base
+    assert s0.ejected and events[-1].detail["ejection_time"] == 60.0
+    clock.advance(25)  # the first ejection's end (t=30) is stale: no return then
+    reg.tick()
+    assert s0.ejected and kinds(events) == ["server_ejected", "server_returned", "server_ejected"]
+
+
 def test_a_monitor_saying_up_does_not_end_an_ejection_and_admin_still_applies() -> None:
     reg, clock, _ = build(monitored=True)
     s0 = reg.find_server("web/s0")

@@ -33,7 +33,7 @@ def _hash() -> str:
     return hash_password("pw")
 
 
-def config(ports: list[int]) -> str:
+def config(ports: list[int], base: str = "6s", most: str = "60s") -> str:
     servers = "\n".join(
         f"      - {{name: {n}, address: 127.0.0.1:{p}}}" for n, p in zip("abc", ports, strict=True)
     )
@@ -48,8 +48,8 @@ pools:
   web:
     outlier_detection:
       consecutive_5xx: 3
-      base_ejection_time: 6s
-      max_ejection_time: 60s
+      base_ejection_time: {base}
+      max_ejection_time: {most}
       interval: 1m
       max_ejection_percent: 50
     servers:
@@ -170,6 +170,58 @@ def test_a_server_answering_500_is_ejected_and_comes_back(tmp_path: Path) -> Non
             assert server_view(http, api, "b")["status"] == "up"
             (refused,) = events(http, api, "ejection_refused", "b")
             assert "over max_ejection_percent 50" in refused["reason"]
+        finally:
+            http.close()
+            client.close()
+            assert proc.stop(signal.SIGTERM) == 0, proc.output
+
+
+def test_an_operator_ends_an_ejection_from_the_cli_and_the_runtime_socket(tmp_path: Path) -> None:
+    with serve_in_thread(Backend("a"), Backend("b"), Backend("c")) as (a, b, c):
+        c.status = 500
+        (tmp_path / "quiesce.yaml").write_text(config([a.port, b.port, c.port], "10m", "1h"))
+        proc, www, api = run_quiesce(tmp_path)
+        admin = int(api.split(":")[2].split("/")[0])
+        sock = tmp_path / "quiesce.sock"
+        http = httpx.Client(auth=AUTH, timeout=10)
+        client = httpx.Client(timeout=10)
+        try:
+            load(client, www, 9)
+            assert server_view(http, api, "c")["status"] == "ejected (passive)"
+
+            # quiesce enable server: back now, not in 10 minutes
+            done = cli(admin, "enable", "server", "web/c", "--reason", "new disk")
+            assert done.returncode == 0, done.stderr
+            assert "web/c: ejection ended (status: up)" in done.stdout, done.stdout
+            view = server_view(http, api, "c")
+            assert view["status"] == "up" and view["eligible"] is True
+            (back,) = events(http, api, "server_returned")
+            assert (back["from"], back["to"], back["cause"], back["actor"], back["reason"]) == (
+                "ejected (passive)",
+                "up",
+                "cli",
+                "admin",
+                "new disk",
+            )
+            # on the wire: c gets requests again (and, still failing, three more 500s eject
+            # it for twice the base: the back-off count was kept)
+            statuses = [s for s, who in load(client, www, 9) if who == "c"]
+            assert statuses == [500, 500, 500]
+            second = events(http, api, "server_ejected")[-1]
+            assert second["detail"]["ejection_time"] == 1200.0
+            assert second["detail"]["times_ejected"] == 2
+
+            # the runtime socket's set server state ready ends it too
+            c.status = 200
+            assert runtime_command(sock, "set server web/c state ready").strip() == ""
+            assert server_view(http, api, "c")["status"] == "up"
+            last = events(http, api, "server_returned")[-1]
+            assert (last["cause"], last["actor"]) == ("runtime-socket", "runtime-socket")
+            assert {who for s, who in load(client, www, 9) if s == 200} == {"a", "b", "c"}
+
+            # enabling a server that is not ejected says so, as before
+            again = cli(admin, "enable", "server", "web/c")
+            assert "already enabled: nothing changed" in again.stdout, again.stdout
         finally:
             http.close()
             client.close()

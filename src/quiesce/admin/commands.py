@@ -88,7 +88,19 @@ class StateCommands(ServiceBase):
 
     @shared
     def enable(self, ref: str, ctx: CommandContext) -> CommandResult:
-        return self._command(ref, _command(Admin.ENABLED, ctx), False)
+        """Enabled, and back in service now if passive outlier detection ejected it (an
+        operator's word ends an ejection; a monitor's does not)."""
+        result = self._command(ref, _command(Admin.ENABLED, ctx), False)
+        server = result.server
+        if not self.registry.end_ejection(server, ctx.cause, ctx.actor, ctx.reason):
+            return result
+        self._poke()
+        message = (
+            f"{result.message}; ejection ended"
+            if result.changed
+            else f"{server.key}: ejection ended"
+        )
+        return CommandResult(server, True, message, result.closed)
 
     @shared
     def clear(

@@ -80,7 +80,28 @@ class Ejections:
         self._passive(EventKind.SERVER_EJECTED, pool, server, before, why, detail)
         self._emit_all(pending)
 
-    def _return(self, server: ServerRuntime, now: float) -> None:
+    def end_ejection(
+        self, server: ServerRuntime, cause: Cause, actor: str | None, reason: str | None
+    ) -> bool:
+        """An operator ends ``server``'s ejection early (``enable server``, the runtime
+        socket's ``set server ... state ready``): it returns now, as at the end of its time,
+        the event naming who. Its runs start afresh; its ejection count is kept, so a next
+        ejection lasts longer (Envoy's ``/hosts`` uneject keeps it too). False when it was not
+        ejected."""
+        track = server.outlier
+        if track is None or track.ejected_until is None or server.pool not in self.pools:
+            return False
+        self._return(server, self.clock.time(), cause, actor, reason or "ejection ended")
+        return True
+
+    def _return(
+        self,
+        server: ServerRuntime,
+        now: float,
+        cause: Cause = Cause.PASSIVE,
+        actor: str | None = None,
+        reason: str = "ejection over",
+    ) -> None:
         track = server.outlier
         assert track is not None
         pool = self.pools[server.pool]
@@ -89,7 +110,7 @@ class Ejections:
         pool.ejected.pop(server, None)
         pending = self._changed(pool, server, now)
         detail: dict[str, object] = {"times_ejected": track.times}
-        self._passive(EventKind.SERVER_RETURNED, pool, server, before, "ejection over", detail)
+        self._passive(EventKind.SERVER_RETURNED, pool, server, before, reason, detail, cause, actor)
         self._emit_all(pending)
 
     def _passive(
@@ -100,8 +121,11 @@ class Ejections:
         before: str | None,
         reason: str,
         detail: dict[str, object],
+        cause: Cause = Cause.PASSIVE,
+        actor: str | None = None,
     ) -> None:
-        """An event of passive outlier detection (``before``: the status it left, if any)."""
+        """An event of passive outlier detection (``before``: the status it left, if any;
+        ``cause``, ``actor``: an operator's, when one ended the ejection)."""
         after = None if before is None else server.status
         self.emit(
             make_event(
@@ -111,7 +135,8 @@ class Ejections:
                 server=server.name,
                 from_=before,
                 to=after,
-                cause=Cause.PASSIVE.value,
+                cause=cause.value,
+                actor=actor,
                 reason=reason,
                 detail=detail,
             )

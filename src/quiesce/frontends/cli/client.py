@@ -404,7 +404,7 @@ def enable_group() -> None:
 @click.option("--reason", default="")
 @click.pass_context
 def enable_server(ctx: click.Context, server: str, reason: str) -> None:
-    """Put SERVER back in service (admin state enabled)."""
+    """Put SERVER back in service (admin state enabled; ends a passive ejection too)."""
     api = api_of(ctx)
     ref = resolve(api, server)
     _report(ctx, api.send("POST", f"/api/v1/servers/{ref}/enable", {"reason": reason}))
