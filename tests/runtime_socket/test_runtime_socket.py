@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import fnmatch
 import io
+import re
 import shutil
 import stat
 from collections.abc import AsyncIterator
@@ -117,6 +119,53 @@ async def test_show_stat_is_haproxy_csv(app: Any) -> None:
         ("app", "a2"),
         ("app", "shared"),
     ]
+
+
+def _doc_rows() -> list[tuple[list[str], str]]:
+    """docs/cli.md's ``show stat`` columns table: (the columns of a row, what fills them)."""
+    text = (Path(__file__).parents[2] / "docs" / "cli.md").read_text()
+    table = text.split("### `show stat` columns", 1)[1].split("\n### ", 1)[0]
+    rows = []
+    for line in table.splitlines():
+        cells = [c.strip() for c in line.strip("|").split(" | ")]
+        if line.startswith("| ") and len(cells) == 3:
+            rows.append((re.findall(r"`([^`]+)`", cells[0]), cells[2]))
+    return rows
+
+
+async def test_show_stat_fills_the_queue_columns_and_the_docs_say_so(app: Any) -> None:
+    queue = app.registry.pools["web"].queue
+    now = app.clock.time()
+    queue.push("served", now - 0.25, 5.0)
+    queue.drain(now, lambda entry: True)  # waited 250 ms, then got a server
+    queue.push("waiting", now, 5.0)
+    queue.push("waiting too", now, 5.0)
+    try:
+        text = await cmd(app, "show stat")
+    finally:
+        queue.expired(now + 10)
+    header = text[2:].split("\n", 1)[0].split(",")
+    rows = by_name(parse_stat(text))
+    backend = rows[("web", "BACKEND")]
+    assert [backend[k] for k in ("qcur", "qmax", "qtime", "qtime_max")] == ["2", "2", "250", "250"]
+    assert rows[("web", "web1")]["qcur"] == "0" and rows[("www", "FRONTEND")]["qcur"] == ""
+    # every column docs/cli.md says is 0 (not counted) is 0, empty or "-" in every row
+    documented = _doc_rows()
+    assert any(
+        "qcur" in cols and meaning.startswith("BACKEND: the pool's queue")
+        for cols, meaning in documented
+    )
+    uncounted = [
+        name
+        for cols, meaning in documented
+        if meaning.startswith("0")
+        for pattern in cols
+        for name in fnmatch.filter(header, pattern)
+    ]
+    assert "qcur" not in uncounted and "h2_headers_rcvd" in uncounted and "ctime_max" in uncounted
+    for key, row in rows.items():
+        for name in uncounted:
+            assert row[name] in ("0", "", "-"), (key, name, row[name])
 
 
 async def test_show_servers_state(app: Any) -> None:
