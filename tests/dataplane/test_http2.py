@@ -263,3 +263,26 @@ async def test_a_cut_stream_gets_a_503_unless_its_answer_started(
         200,
         term + "D",
     )
+
+
+async def test_a_stream_cut_while_its_body_comes_gets_a_503(backend: Backend) -> None:
+    """``--force`` while a request body is on its way: 503 and END_STREAM; the body's last
+    bytes, sent after, are dropped (their window given back) and the connection goes on."""
+    async with start_proxy(make_config([backend.address])) as p:
+        server = p.registry.pool("web").servers[0]
+        c = await RawClient.open(p.port)
+        c.h2.send_headers(1, [*request("/sink", "POST"), ("content-length", "20")])
+        c.h2.send_data(1, b"x" * 10)
+        c.flush()
+        await wait_for(lambda: server.connections == 1)
+        cmd = AdminCommand(Admin.MAINTENANCE, actor="t", cause=Cause.CLI, force=True)
+        p.registry.admin_command(server, cmd)
+        await c.read_until(lambda: c.ended(1))
+        (answer,) = [e for e in c.events if isinstance(e, h2.events.ResponseReceived)]
+        assert dict(answer.headers)[b":status"] == b"503"
+        c.h2.send_data(1, b"y" * 10, end_stream=True)
+        c.h2.send_headers(3, request("/"), end_stream=True)
+        c.flush()
+        await c.read_until(lambda: c.ended(3))
+        assert c.goaway() is None
+        c.close()
