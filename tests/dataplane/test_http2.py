@@ -267,7 +267,7 @@ async def test_a_cut_stream_gets_a_503_unless_its_answer_started(
 
 async def test_a_stream_cut_while_its_body_comes_gets_a_503(backend: Backend) -> None:
     """``--force`` while a request body is on its way: 503 and END_STREAM; the body's last
-    bytes, sent after, are dropped (their window given back) and the connection goes on."""
+    bytes, sent after, are dropped and the connection goes on."""
     async with start_proxy(make_config([backend.address])) as p:
         server = p.registry.pool("web").servers[0]
         c = await RawClient.open(p.port)
