@@ -118,6 +118,27 @@ def problems(text: str) -> list[str]:
             "receive_timeout: 1s, tcp_monitor: {}}",
             "tcp_monitor does not go with type http",
         ),
+        # a model validator's complaint about one key, at that key's path (KeyProblem)
+        (
+            "pool: web}",
+            "pool: web, accept_proxy: true}",
+            "services.www.trusted_proxies: required with accept_proxy: true",
+        ),
+        (
+            "pool: web}",
+            "pool: web, protocol: postgresql, accept_proxy: true, trusted_proxies: [10.0.0.1]}",
+            "services.www.accept_proxy: not supported on a postgresql service yet",
+        ),
+        (
+            "healthmonitors: [hm]\n",
+            "healthmonitors: [hm]\n    send_proxy: v2\n    max_idle_per_server: 8\n",
+            "pools.web.max_idle_per_server: a pool with send_proxy keeps no idle connection",
+        ),
+        (
+            "healthmonitors: [hm]\n",
+            "healthmonitors: [hm]\n    send_proxy: v2\n    tls: {verify: false}\n",
+            "pools.web.send_proxy: not supported with tls on the same pool yet",
+        ),
     ],
 )
 def test_bad_config_names_the_path(old: str, new: str, expected: str) -> None:

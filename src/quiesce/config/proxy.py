@@ -10,6 +10,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, model_validator
 
+from quiesce.config.base import KeyProblem
+
 SendProxy = Literal["v1", "v2"] | None
 
 
@@ -34,13 +36,14 @@ class ProxyListener(BaseModel):
         if not self.accept_proxy:
             return self
         if not self.trusted_proxies:
-            raise ValueError(
-                "trusted_proxies: required with accept_proxy: true (the addresses of the "
-                "proxies allowed to say who the client is)"
+            raise KeyProblem(
+                ("trusted_proxies",),
+                "required with accept_proxy: true (the addresses of the proxies allowed to say "
+                "who the client is)",
             )
         protocol = getattr(self, "protocol", "")
         if protocol in ("postgresql", "mysql"):
-            raise ValueError(f"accept_proxy: not supported on a {protocol} service yet")
+            raise KeyProblem(("accept_proxy",), f"not supported on a {protocol} service yet")
         return self
 
     def trusted_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
@@ -61,10 +64,11 @@ class ProxySender(BaseModel):
         if not isinstance(data, dict) or data.get("send_proxy") is None:
             return data
         if data.get("max_idle_per_server") not in (None, 0):
-            raise ValueError(
-                "max_idle_per_server: a pool with send_proxy keeps no idle connection (each "
-                "carries one client's address); leave it out or set 0"
+            raise KeyProblem(
+                ("max_idle_per_server",),
+                "a pool with send_proxy keeps no idle connection (each carries one client's "
+                "address); leave it out or set 0",
             )
         if data.get("tls") is not None:
-            raise ValueError("send_proxy: not supported with tls on the same pool yet")
+            raise KeyProblem(("send_proxy",), "not supported with tls on the same pool yet")
         return {**data, "max_idle_per_server": 0}
