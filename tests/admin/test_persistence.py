@@ -86,6 +86,7 @@ async def test_admin_states_flags_and_monitors_survive(db: Path) -> None:
             "web/w2": "drain",
         }
         assert startup.detail["ignored"] == []
+        assert startup.reason == "persisted state restored"
         # The drain deadline resumes with the time it had left: 120 - 30 = 90 s.
         assert h2.registry.next_due() == t0 + 120
         clock.advance(89.9)
@@ -95,6 +96,17 @@ async def test_admin_states_flags_and_monitors_survive(db: Path) -> None:
         assert h2.closes == [("web/w2", CloseMode.ALL)]
     finally:
         await stop_harness(h2)
+
+
+async def test_a_new_state_file_does_not_claim_a_restore(db: Path) -> None:
+    """A brand-new state file gives nothing back: the start-up event says so (it said
+    "persisted state restored" at every start)."""
+    h = await make_harness(db, FakeClock())
+    try:
+        (startup,) = h.service.events(EventQuery(kind="startup"))
+        assert startup.reason == "nothing persisted to restore"
+    finally:
+        await stop_harness(h)
 
 
 async def test_restoring_is_not_logged_as_changes(db: Path) -> None:

@@ -239,3 +239,10 @@ class Persistence(ServiceBase):
             "servers": servers,
             "ignored": ignored,
         }
+
+
+def restore_reason(summary: dict[str, object]) -> str:
+    """The start-up event's reason: whether the store gave anything back (a brand-new state
+    file restores nothing, and the event should not claim it did)."""
+    restored = any(v if not isinstance(v, dict) else any(v.values()) for v in summary.values())
+    return "persisted state restored" if restored else "nothing persisted to restore"

@@ -34,7 +34,7 @@ from collections.abc import AsyncIterator
 from quiesce.admin.base import STORE_ACTOR, CommandResult, log
 from quiesce.admin.bus import Subscription
 from quiesce.admin.context import CommandContext
-from quiesce.admin.persist import Persistence
+from quiesce.admin.persist import Persistence, restore_reason
 from quiesce.admin.remote import RemoteChanges
 from quiesce.admin.servers import ServerCommands
 from quiesce.core.admin import Transition
@@ -84,7 +84,7 @@ class AdminService(ServerCommands, Persistence, RemoteChanges):
                 EventKind.STARTUP,
                 cause=Cause.STARTUP,
                 actor=STORE_ACTOR,
-                reason="persisted state restored",
+                reason=restore_reason(summary),
                 detail=summary,
             )
         )
