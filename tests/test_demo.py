@@ -39,3 +39,16 @@ def test_traffic_task_ends_on_a_cancel_that_lands_with_a_refusal(
     ended, tries = asyncio.run(scenario())
     assert ended, "the cancel was swallowed: the task kept trying"
     assert tries == 1
+
+
+def test_a_busy_port_hint_names_both_port_options() -> None:
+    from quiesce.demo import busy_port_hint
+
+    for exc, which in (
+        (OSError("[Errno 98] address already in use"), "the service port"),
+        (OSError("admin 127.0.0.1:9900: [Errno 98] Address already in use"), "the admin port"),
+    ):
+        hint = busy_port_hint(exc)
+        assert hint is not None and which in hint
+        assert "--port 0 --admin-port 0" in hint
+    assert busy_port_hint(OSError("permission denied")) is None

@@ -250,9 +250,10 @@ def busy_port_hint(exc: Exception) -> str | None:
     text = str(exc)
     if "address already in use" not in text.lower():
         return None
-    if text.startswith("admin"):
-        return "quiesce demo: that port is busy; try --admin-port 0 (any free port)"
-    return "quiesce demo: that port is busy; try --port 0 (any free port)"
+    # both options at once: when the default service port is taken, the default admin port
+    # often is too (a demo already running), and one hint at a time made two failed starts
+    which = "the admin port" if text.startswith("admin") else "the service port"
+    return f"quiesce demo: {which} is busy; try --port 0 --admin-port 0 (any free ports)"
 
 
 def run_demo(port: int = 8080, admin_port: int = 9900, *, traffic: bool = True) -> int:
