@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.api.harness import ADMIN, ADMIN_TOKEN
+from tests.api.harness import ADMIN, ADMIN_TOKEN, config_dict, running
 
 pytestmark = pytest.mark.loopback
 
@@ -139,6 +140,34 @@ async def test_pools(client: httpx.AsyncClient) -> None:
         "a2",
         "shared",
     ]
+
+
+async def test_a_pool_shows_its_retry_and_outlier_settings(tmp_path: Path) -> None:
+    """GET /api/v1/pools/NAME says how the pool retries and ejects (the reviewer found
+    neither there), as configured."""
+    data = config_dict()
+    data["pools"]["app"] |= {
+        "retries": 2,
+        "retry_on": ["connect_failure", 503],
+        "outlier_detection": {"consecutive_5xx": 3, "base_ejection_time": "10s"},
+    }
+    async with (
+        running(tmp_path, data) as app,
+        httpx.AsyncClient(base_url=app.admin_server.url, timeout=10) as client,
+    ):
+        pool = (await client.get("/api/v1/pools/app", auth=ADMIN)).json()
+        web = (await client.get("/api/v1/pools/web", auth=ADMIN)).json()
+    assert pool["retries"] == {
+        "retries": 2,
+        "retry_on": ["connect_failure", 503],
+        "redispatch": True,
+        "retry_non_idempotent": False,
+        "retry_budget": {"percent": 20.0, "min_retries": 3},
+    }
+    od = pool["outlier_detection"]
+    assert od["consecutive_5xx"] == 3 and od["base_ejection_time"] == 10.0
+    assert od["max_ejection_percent"] == 50
+    assert web["retries"]["retries"] is None and web["outlier_detection"] is None
 
 
 async def test_maxscale_aliases(client: httpx.AsyncClient, app: Any) -> None:

@@ -73,6 +73,8 @@ def pool_view(pool: PoolRuntime) -> dict[str, object]:
         "healthmonitors": list(pool.pool_monitors),
         "min_servers_up": pool.config.min_servers_up,
         "graceful_disable_timeout": pool.config.graceful_disable_timeout,
+        "retries": _retries(pool),
+        "outlier_detection": _outlier(pool),
         "eligible": pool.eligible_count,
         "ejected": len(pool.ejected),
         "total": len(pool.servers),
@@ -81,6 +83,25 @@ def pool_view(pool: PoolRuntime) -> dict[str, object]:
         "sessions": pool.sessions,
         "summary": _summary(pool),
     }
+
+
+def _retries(pool: PoolRuntime) -> dict[str, object]:
+    """The pool's retry settings as configured (``retries: null``: the default, one retry of
+    a refused connection on another server)."""
+    c = pool.config
+    return {
+        "retries": c.retries,
+        "retry_on": None if c.retry_on is None else list(c.retry_on),
+        "redispatch": c.redispatch,
+        "retry_non_idempotent": c.retry_non_idempotent,
+        "retry_budget": c.retry_budget.model_dump(),
+    }
+
+
+def _outlier(pool: PoolRuntime) -> dict[str, object] | None:
+    """The pool's passive outlier detection settings (None: off)."""
+    od = pool.config.outlier_detection
+    return None if od is None else od.model_dump()
 
 
 def _summary(pool: PoolRuntime) -> dict[str, int]:
