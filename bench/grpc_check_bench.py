@@ -22,31 +22,12 @@ import asyncio
 import gc
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
-SERVERS_PER_POOL = 20
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
-def address(i: int) -> str:
-    return f"127.1.{i // 200}.{i % 200 + 10}"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("0.0.0.0", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+from health_bench import SERVERS_PER_POOL, address, cpu_seconds, free_port
 
 
 async def serve(port: int) -> None:
