@@ -10,12 +10,14 @@ import asyncio
 import logging
 import ssl
 from pathlib import Path
+from types import SimpleNamespace
 
 import pydantic
 import pytest
 
 from quiesce.config.models import Config
 from quiesce.dataplane.proxyproto import v1, v2
+from quiesce.frontends.metrics import build_collector_registry, render
 from tests.dataplane.conftest import wait_for
 from tests.support.backend import Backend
 from tests.support.certs import Certs
@@ -71,6 +73,10 @@ async def test_untrusted_source_closed(caplog: pytest.LogCaptureFixture) -> None
         with caplog.at_level(logging.WARNING, logger="quiesce"):
             assert await send(q.port, header + REQUEST) == b""
         assert q.service.stats.proxy_refused == 1
+        # and an operator sees it in /metrics
+        app = SimpleNamespace(registry=q.registry, services={"web": q.service})
+        text = render(build_collector_registry(app))[0].decode()
+        assert 'quiesce_service_proxy_refused_total{service="web"} 1.0' in text
     assert backend.requests == []
     assert any("not from trusted_proxies" in r.getMessage() for r in caplog.records)
 

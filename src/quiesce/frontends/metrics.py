@@ -331,6 +331,12 @@ class QuiesceCollector(Collector):
             "postgresql, mysql services: connections closed because a side broke the framing",
             labels=labels,
         )
+        proxy = CounterMetricFamily(
+            "quiesce_service_proxy_refused",
+            "accept_proxy listeners: connections closed for a missing, malformed or untrusted "
+            "PROXY header (docs/dataplane.md)",
+            labels=labels,
+        )
         for name, svc in sorted(services.items()):
             stats = getattr(svc, "stats", None)
             if callable(stats):
@@ -356,11 +362,12 @@ class QuiesceCollector(Collector):
             tls.add_metric([*lv, "handshake"], _num(stats, "tls_failed"))
             tls.add_metric([*lv, "cleartext"], _num(stats, "tls_refused"))
             framing.add_metric(lv, _num(stats, "protocol_errors"))
+            proxy.add_metric(lv, _num(stats, "proxy_refused"))
             if isinstance(getattr(svc, "accepting", None), bool):
                 accepting.add_metric(lv, 1.0 if svc.accepting else 0.0)
                 queued.add_metric(lv, _num(svc, "queued"))
         yield from (requests, pages, conns, parked, accepted, svc_in, svc_out, responses, errors)
-        yield from (limit, reached, accepting, queued, tls, framing)
+        yield from (limit, reached, accepting, queued, tls, framing, proxy)
 
 
 # quiesce_server_<what>_time_average_seconds: what it averages, HAProxy's show stat column
