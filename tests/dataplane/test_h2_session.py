@@ -1,12 +1,14 @@
 """The HTTP/2 front end without sockets (quiesce.dataplane.h2.guard and .session): the
 guard's buckets on a fake clock, GOAWAY taken out of the byte stream wherever reads split it,
-the request head an HTTP/2 header list becomes, and flow control with held bytes."""
+the request head an HTTP/2 header list becomes, flow control with held bytes both ways, and
+how the codec's (libnghttp2's) own limits end a connection."""
 
 from __future__ import annotations
 
 import h2.config
 import h2.connection
 import h2.events
+import ngh2
 import pytest
 
 from quiesce.dataplane.h2.guard import (
@@ -137,31 +139,39 @@ def pair() -> tuple[Session, h2.connection.H2Connection]:
     return s, c
 
 
+def get(c: h2.connection.H2Connection, *sids: int) -> None:
+    for sid in sids:
+        c.send_headers(
+            sid,
+            [(":method", "GET"), (":path", "/"), (":scheme", "http"), (":authority", "t")],
+            True,
+        )
+
+
 def test_data_beyond_the_window_is_held_then_sent() -> None:
     s, c = pair()
-    c.send_headers(
-        1, [(":method", "GET"), (":path", "/"), (":scheme", "http"), (":authority", "t")], True
-    )
+    get(c, 1)
     events = s.receive(c.data_to_send(), 0.0)
-    assert isinstance(events[0], h2.events.RequestReceived)
+    assert isinstance(events[0], ngh2.RequestReceived) and events[0].end_stream
     s.headers(1, [(b":status", b"200")], False)
     body = b"x" * (HIGH + 100_000)
-    held = s.data(1, body, True)
-    assert held == len(body) - 65535  # the stream's window
+    assert s.data(1, body, True) == len(body)  # queued: nothing is sent before output
     got = b""
     for e in c.receive_data(s.output()):
         if isinstance(e, h2.events.DataReceived):
             got += e.data
-    assert len(got) == 65535
-    assert s.pump() == []  # nothing opened yet
+    assert len(got) == 65535  # the stream's window
+    assert s.pump() == []  # still above LOW
+    assert s.holding(1) == len(body) - 65535
     c.acknowledge_received_data(65535, 1)
     c.increment_flow_control_window(10**6, 1)
     c.increment_flow_control_window(10**6)
     s.receive(c.data_to_send(), 0.0)
+    out = s.output()
     assert s.pump() == [1]  # fell below LOW: its server may be read again
     assert s.holding(1) <= LOW
     ended = False
-    for e in c.receive_data(s.output()):
+    for e in c.receive_data(out):
         if isinstance(e, h2.events.DataReceived):
             got += e.data
         ended = ended or isinstance(e, h2.events.StreamEnded)
@@ -170,45 +180,85 @@ def test_data_beyond_the_window_is_held_then_sent() -> None:
 
 def test_nothing_is_sent_while_the_socket_is_blocked() -> None:
     s, c = pair()
-    c.send_headers(
-        1, [(":method", "GET"), (":path", "/"), (":scheme", "http"), (":authority", "t")], True
-    )
+    get(c, 1)
     s.receive(c.data_to_send(), 0.0)
     s.headers(1, [(b":status", b"200")], False)
     c.receive_data(s.output())
     s.blocked = True
     assert s.data(1, b"abc", True) == 3
     assert s.output() == b""
+    assert s.pump() == [] and s.holding(1) == 3
     s.blocked = False
-    s.pump()
     events = c.receive_data(s.output())
     assert [type(e) for e in events][-1] is h2.events.StreamEnded
+    s.pump()
+    assert not s.held
 
 
 def test_held_bytes_that_do_not_move_are_stalled() -> None:
     s, c = pair()
-    for sid in (1, 3):
-        c.send_headers(
-            sid,
-            [(":method", "GET"), (":path", "/"), (":scheme", "http"), (":authority", "t")],
-            True,
-        )
+    get(c, 1, 3)
     s.receive(c.data_to_send(), 0.0)
     for sid, n in ((1, 40000), (3, 100000)):
         s.headers(sid, [(b":status", b"200")], False)
         s.data(sid, b"x" * n, True)  # the connection's window (64 KiB) holds 3's back
+    c.receive_data(s.output())
+    s.pump()
     assert s.holding(1) == 0 and s.holding(3) > 0
     assert s.stalled(0.0, 10.0) == []  # first look
     assert s.stalled(9.0, 10.0) == []
     assert s.stalled(10.0, 10.0) == [3]
-    c.receive_data(s.output())
     c.acknowledge_received_data(40000, 1)
     c.increment_flow_control_window(1000)
     s.receive(c.data_to_send(), 11.0)
+    c.receive_data(s.output())
     s.pump()  # it moved
     assert s.stalled(12.0, 10.0) == []
     assert s.stalled(21.9, 10.0) == []
     assert s.stalled(22.0, 10.0) == [3]
+
+
+def test_a_request_body_opens_the_windows_only_once_acknowledged() -> None:
+    s, c = pair()
+    c.send_headers(
+        1, [(":method", "POST"), (":path", "/"), (":scheme", "http"), (":authority", "t")]
+    )
+    for _ in range(4):
+        c.send_data(1, b"x" * 15000)
+    events = s.receive(c.data_to_send(), 0.0)
+    assert sum(len(e.data) for e in events if isinstance(e, ngh2.DataReceived)) == 60000
+    s.output()
+    assert s.h2.stream_local_window_size(1) == 65535 - 60000  # not given back yet
+    s.ack(1, 60000)
+    updates = [e for e in c.receive_data(s.output()) if isinstance(e, h2.events.WindowUpdated)]
+    assert [(e.stream_id, e.delta) for e in updates] == [(1, 60000)]
+    # (the connection's 1 MiB window is given back once half of it was used)
+
+
+def test_the_codecs_limits_end_the_connection_clearly() -> None:
+    """A header list past MAX_HEADER_LIST_SIZE that the guard could not see (the block is
+    small, the list it decodes to is not: an HPACK bomb) is libnghttp2's DenialOfServiceError,
+    a Calm; a protocol error it finds queues its own GOAWAY (``over`` once sent)."""
+    s, c = pair()
+    c.send_headers(
+        1,
+        [
+            *[(":method", "GET"), (":path", "/"), (":scheme", "http"), (":authority", "t")],
+            *[("x-a", "a" * 50000), ("x-b", "a" * 50000)],
+        ],
+        True,
+    )
+    data = c.data_to_send()
+    assert len(data) < 65536  # (huffman: 'a' is 5 bits)
+    with pytest.raises(Calm, match="header list"):
+        s.receive(data, 0.0)
+    assert s.dead and s.output(True) == b""
+    s.reset(1, 8)  # (and nothing else raises)
+    s, c = pair()
+    s.receive(frame(0, 0, 0, b"x"), 0.0)  # DATA on stream 0: a connection error
+    out = s.output()
+    assert out[3] == 7 and int.from_bytes(out[13:17], "big") == PROTOCOL_ERROR  # GOAWAY
+    assert s.over
 
 
 def test_a_frame_longer_than_advertised_is_refused_at_its_header() -> None:

@@ -36,17 +36,7 @@ import logging
 import sys
 from typing import TYPE_CHECKING, Any
 
-from h2.events import (
-    ConnectionTerminated,
-    DataReceived,
-    PingAckReceived,
-    RemoteSettingsChanged,
-    RequestReceived,
-    StreamEnded,
-    StreamReset,
-    WindowUpdated,
-)
-from h2.exceptions import ProtocolError
+from ngh2 import DataReceived, PingAcknowledged, RequestReceived, StreamReset, TrailersReceived
 
 from quiesce.dataplane.h1.headers import HTTP_FORWARDED
 from quiesce.dataplane.h2.guard import (
@@ -160,10 +150,6 @@ class Http2Connection(asyncio.Protocol):
             log.info("service %s: HTTP/2 client %s: %s", self.ctx.name, self.peer, exc)
             self._end(exc.code, str(exc).encode()[:64])
             return
-        except ProtocolError as exc:
-            log.debug("service %s: HTTP/2 client %s: %s", self.ctx.name, self.peer, exc)
-            self._end(-1)  # h2 queued its GOAWAY
-            return
         if events:
             self._dispatch(events)
         if session.guard.goaways:
@@ -178,25 +164,34 @@ class Http2Connection(asyncio.Protocol):
         for e in events:
             kind = type(e)
             if kind is RequestReceived:
+                sid = e.stream_id
+                if sid > session.last_id:
+                    session.last_id = sid
                 if reset is None:  # streams the client reset in the same read: never begun
                     reset = {x.stream_id for x in events if type(x) is StreamReset}
-                if e.stream_id not in reset:
-                    self._request(e)
+                if sid not in reset:
+                    self._request(sid, e.headers, e.end_stream)
             elif kind is DataReceived:
-                st = streams.get(e.stream_id)
-                n = e.flow_controlled_length
+                sid = e.stream_id
+                st = streams.get(sid)
+                data = e.data
+                n = len(data)  # (padding: acknowledged by ngh2)
                 if st is None:
-                    session.ack(e.stream_id, n)
+                    session.ack(sid, n)
                     continue
-                st.data_received(
-                    b"%x\r\n%s\r\n" % (len(e.data), e.data) if st.chunked_in else e.data
-                )
+                if st.chunked_in:
+                    if n:
+                        st.data_received(b"%x\r\n%s\r\n" % (n, data))
+                    if e.end_stream:
+                        st.data_received(b"0\r\n\r\n")
+                elif n:
+                    st.data_received(data)
                 tr = st.transport
                 if tr.reading and not st.closed:  # type: ignore[attr-defined]
-                    session.ack(e.stream_id, n)
+                    session.ack(sid, n)
                 else:
                     tr.unacked += n  # type: ignore[attr-defined]
-            elif kind is StreamEnded:
+            elif kind is TrailersReceived:  # (the end of the body; trailers are not passed on)
                 st = streams.get(e.stream_id)
                 if st is not None and st.chunked_in:
                     st.data_received(b"0\r\n\r\n")
@@ -206,22 +201,18 @@ class Http2Connection(asyncio.Protocol):
                 if st is not None and not st.transport.is_closing():
                     st.transport.closing = True  # type: ignore[attr-defined]
                     st.connection_lost(None)  # the client went away (logged as such)
-            elif kind is WindowUpdated or kind is RemoteSettingsChanged:
-                self._pump()
-            elif kind is PingAckReceived:
-                if self.goaway_at == MAX_STREAM_ID:
-                    self._final_goaway()
-            elif kind is ConnectionTerminated:  # (the guard takes GOAWAY out: h2's own end)
-                self._end(-1)
+            elif kind is PingAcknowledged and self.goaway_at == MAX_STREAM_ID:
+                self._final_goaway()
+            # (WINDOW_UPDATE and SETTINGS: the flush after this read sends what they allow;
+            # GOAWAY: the guard takes it out)
 
-    def _request(self, e: RequestReceived) -> None:
-        sid = e.stream_id
+    def _request(self, sid: int, headers: Any, ended: bool) -> None:
         session = self.session
         if self.final or self.closed:
             session.reset(sid, REFUSED_STREAM)  # after our last GOAWAY: not processed
             return
         try:
-            head, chunked = request_head(e.headers, e.stream_ended is not None)
+            head, chunked = request_head(headers, ended)
         except Malformed as exc:
             log.debug("service %s: HTTP/2 stream %d refused: %s", self.ctx.name, sid, exc)
             session.reset(sid, PROTOCOL_ERROR)
@@ -242,9 +233,15 @@ class Http2Connection(asyncio.Protocol):
         self.flushing = False
         if self.closed or self.shut:
             return
-        data = self.session.output()
+        session = self.session
+        data = session.output()
         if data:
             self.transport.write(data)
+            if session.held:
+                self._pump()
+            if session.over:  # the codec's GOAWAY went (a protocol error it found)
+                self._end(-1)
+                return
         if self.final and not self.streams:
             self._shut()
 
@@ -279,7 +276,6 @@ class Http2Connection(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self.session.blocked = False
-        self._pump()
         self.flush_soon()
 
     # ending ---------------------------------------------------------------------------
@@ -295,7 +291,7 @@ class Http2Connection(asyncio.Protocol):
         if self.goaway_at < 0:
             self.goaway_at = MAX_STREAM_ID
             self.transport.write(self.session.output() + goaway_frame(MAX_STREAM_ID))
-            self.session.h2.ping(_PING)
+            self.session.ping(_PING)
             self.flush_soon()
             self.timer = self.loop.call_later(GOAWAY_WAIT, self._final_goaway)
 
@@ -307,7 +303,7 @@ class Http2Connection(asyncio.Protocol):
             return
         self.final = True
         self.goaway_at = self.session.last_id
-        self.transport.write(self.session.output() + goaway_frame(self.goaway_at))
+        self.transport.write(self.session.output(True) + goaway_frame(self.goaway_at))
         if not self.streams:
             self._shut()
 
@@ -320,14 +316,14 @@ class Http2Connection(asyncio.Protocol):
             self._shut()
 
     def _end(self, code: int, debug: bytes = b"") -> None:
-        """A client past a limit (``code``) or breaking the protocol (-1: h2 wrote the
-        GOAWAY): its streams are cut, the GOAWAY sent, the connection closed."""
+        """A client past a limit (``code``) or breaking the protocol (-1: the codec wrote
+        the GOAWAY): its streams are cut, the GOAWAY sent, the connection closed."""
         if self.closed or self.shut:
             return
         self.final = True
         for st in list(self.streams.values()):
             st.cut(ts.PROXY, answer=False)  # (RST_STREAMs before the GOAWAY: it is the last)
-        out = self.session.output()
+        out = self.session.output(True)
         if code >= 0:
             out += goaway_frame(self.session.last_id, code, debug)
         self.transport.write(out)
@@ -340,7 +336,7 @@ class Http2Connection(asyncio.Protocol):
         if self.timer is not None:
             self.timer.cancel()
         self.shut = True
-        out = self.session.output()
+        out = self.session.output(True)
         if out:
             self.transport.write(out)
         if self.transport.can_write_eof():

@@ -1,40 +1,52 @@
-"""One HTTP/2 connection without I/O: the ``h2`` library's state, the guard in front of it,
-the response bytes each stream may send (flow control), and the translation of a request's
-header list into the HTTP/1.1 head the exchange machine reads.
+"""One HTTP/2 connection without I/O: the codec's state (libnghttp2, through the sans-IO
+``ngh2`` binding), the guard in front of it, the response bytes each stream holds back (flow
+control), and the translation of a request's header list into the HTTP/1.1 head the exchange
+machine reads.
 
 Theory of operation
 -------------------
 :meth:`Session.receive` gives the client's bytes to the :class:`~.guard.Guard` (floods,
-GOAWAY) and then to ``h2``, and returns ``h2``'s events. What a stream answers goes through
-:meth:`Session.headers` and :meth:`Session.data`: a stream's data is sent as far as both
-windows (the stream's and the connection's) allow and the rest is kept in the stream's
-:class:`Out` until a WINDOW_UPDATE (:meth:`Session.pump`). ``data`` returns what the stream
-holds back; above ``HIGH`` its shell stops reading the server (back-pressure towards the
-server), and :meth:`pump` names the streams that fell to ``LOW`` again. While the socket's
-own write buffer is full (``blocked``) nothing is sent: the data stays with its stream, so
-what the proxy holds for one connection is bounded by ``HIGH`` a stream (plus one read).
+GOAWAY) and then to ``ngh2``, and returns its events. What a stream answers goes through
+:meth:`Session.headers` and :meth:`Session.data`: ``ngh2`` queues a stream's data and sends
+it, when :meth:`output` is called, as far as both windows (the stream's and the connection's)
+allow; the rest stays queued until a WINDOW_UPDATE. ``data`` returns what the stream holds
+back (not yet sent); above ``HIGH`` its shell stops reading the server (back-pressure towards
+the server), and :meth:`pump` (after each ``output``) names the streams that fell to ``LOW``
+again. While the socket's own write buffer is full (``blocked``) ``output`` gives nothing: the
+data stays queued with its stream, so what the proxy holds for one connection is bounded by
+``HIGH`` a stream (plus one read).
 
 The other way, a request body's bytes are acknowledged (WINDOW_UPDATE) only once they went
 on to the server's connection unpaused (:meth:`ack`, called by the shell): a slow server
-closes the client's window, a stream at a time.
+closes the client's window, a stream at a time (padding is acknowledged by ``ngh2`` itself).
+
+A protocol error libnghttp2 finds in the client's bytes either raises (its input is refused:
+:class:`~.guard.Calm` past one of its limits, :class:`~.guard.Broken` otherwise; the codec is
+unusable after, ``dead``) or queues its own GOAWAY, after which :attr:`over` is true once that
+was sent.
 
 :func:`request_head` turns a request's header list into an HTTP/1.1 head
 (``Connection: close``: the exchange ends with its stream), refusing what RFC 9113 §8.1.1
-calls malformed (a stream error, PROTOCOL_ERROR).
+calls malformed (a stream error, PROTOCOL_ERROR). libnghttp2 refuses most of that already
+(RST_STREAM PROTOCOL_ERROR before any event): ``request_head`` keeps its own checks, which
+cost little, so the HTTP/1.1 head written is never built from anything it did not check.
 """
 
 from __future__ import annotations
 
 import re
-from collections import deque
 
-from h2.config import H2Configuration
-from h2.connection import H2Connection
-from h2.events import Event
-from h2.exceptions import ProtocolError, StreamClosedError
-from h2.settings import SettingCodes, Settings
+from ngh2 import (
+    Configuration,
+    Connection,
+    DenialOfServiceError,
+    Event,
+    NGH2Error,
+    Role,
+    Setting,
+)
 
-from quiesce.dataplane.h2.guard import Guard, Limits
+from quiesce.dataplane.h2.guard import PROTOCOL_ERROR, Broken, Calm, Guard, Limits
 
 MAX_STREAMS = 100
 CONN_WINDOW = 1 << 20  # the connection's receive window (the streams' stay 65,535)
@@ -125,22 +137,20 @@ def response_headers(status: int, fields: list[tuple[bytes, bytes]]) -> list[tup
 
 
 class Out:
-    """A stream's response bytes not yet sent (the windows were closed)."""
+    """A stream with response bytes not yet sent (the windows were closed)."""
 
-    __slots__ = ("chunks", "end", "mark", "since", "size")
+    __slots__ = ("mark", "since", "size")
 
-    def __init__(self) -> None:
-        self.chunks: deque[bytes] = deque()
-        self.size = 0
-        self.end = False
-        self.mark = -1  # its size at the last look (stalled)
+    def __init__(self, size: int) -> None:
+        self.size = size  # held at the last look
+        self.mark = -1  # its size at the last stall check
         self.since = 0.0  # when it last moved
 
 
 class Session:
     """One connection's protocol state (see the module docstring)."""
 
-    __slots__ = ("blocked", "guard", "h2", "held", "last_id")
+    __slots__ = ("blocked", "dead", "guard", "h2", "held", "last_id")
 
     def __init__(
         self,
@@ -152,126 +162,104 @@ class Session:
     ) -> None:
         limits = limits or Limits(max_block=max_header_list)
         self.guard = Guard(limits, now)
-        config = H2Configuration(
-            client_side=False,
-            header_encoding=None,
-            # request_head checks what a request may hold (RFC 9113 §8.2, §8.3.1) and joins
-            # cookies; response_headers makes the answers right: h2's own passes both ways,
-            # a third of its time per request, are left out
-            validate_inbound_headers=False,
-            normalize_inbound_headers=False,
-            validate_outbound_headers=False,
-            normalize_outbound_headers=False,
+        config = Configuration(
+            auto_window_update=False,  # (ack: a body's bytes once they went on)
+            max_inbound_header_list_size=max_header_list,
+            # the guard's limits are reached first (it sees every frame before libnghttp2),
+            # so the client is told which and the connection's end is logged as ours
+            max_continuations=limits.max_block_frames,
         )
-        h2 = self.h2 = H2Connection(config)
-        h2.local_settings = Settings(
-            client=False,
-            initial_values={
-                SettingCodes.MAX_CONCURRENT_STREAMS: max_streams,
-                SettingCodes.MAX_HEADER_LIST_SIZE: max_header_list,
-                SettingCodes.MAX_FRAME_SIZE: limits.max_frame,  # (the guard refuses longer)
-                SettingCodes.ENABLE_PUSH: 0,
-            },
+        h2 = self.h2 = Connection(Role.SERVER, config)
+        h2.initiate_connection(
+            {
+                Setting.MAX_CONCURRENT_STREAMS: max_streams,
+                Setting.MAX_HEADER_LIST_SIZE: max_header_list,
+                Setting.MAX_FRAME_SIZE: limits.max_frame,  # (the guard refuses longer)
+            }
         )
-        # h2 moves its HPACK decoder's limit to a new MAX_HEADER_LIST_SIZE only when the
-        # client acknowledges a change; initial values are no change, so it would keep its
-        # 65,536 default while announcing ours: set it to what is announced
-        h2.decoder.max_header_list_size = max_header_list
-        h2.initiate_connection()
-        h2.increment_flow_control_window(CONN_WINDOW - 65535)
+        h2.set_local_window_size(CONN_WINDOW)
         self.held: dict[int, Out] = {}
         self.blocked = False  # the socket's write buffer is full: send nothing
-        self.last_id = 0  # the highest stream the client opened (for GOAWAY)
+        self.dead = False  # the codec refused the client's bytes: it is unusable
+        self.last_id = 0  # the highest stream the client opened (for GOAWAY; the shell's)
 
     def receive(self, data: bytes, now: float) -> list[Event]:
-        """``h2``'s events for the client's bytes; raises guard.Calm, guard.Broken or h2's
-        ProtocolError (then ``output`` holds h2's GOAWAY)."""
+        """The codec's events for the client's bytes; raises guard.Calm or guard.Broken
+        (then the connection ends with the shell's own GOAWAY)."""
         data = self.guard.feed(data, now)
         if not data:
             return []
-        events = self.h2.receive_data(data)
-        self.last_id = self.h2.highest_inbound_stream_id
-        return events
-
-    def output(self) -> bytes:
-        return self.h2.data_to_send()
-
-    def headers(self, sid: int, fields: list[tuple[bytes, bytes]], end: bool) -> None:
-        self.h2.send_headers(sid, fields, end_stream=end)
-
-    def data(self, sid: int, data: bytes, end: bool) -> int:
-        """Send ``data`` (and the end of the stream) as far as the windows allow; returns the
-        bytes the stream holds back."""
-        out = self.held.get(sid)
-        if out is None:
-            if not self.blocked:
-                sent = self._send(sid, data, end)
-                if sent < 0 or sent == len(data):
-                    return 0  # all sent (with the end when ``end``), or the stream is gone
-                data = data[sent:]
-            out = self.held[sid] = Out()
-        if data:
-            out.chunks.append(data)
-            out.size += len(data)
-        out.end = out.end or end
-        return out.size
-
-    def _send(self, sid: int, data: bytes, end: bool) -> int:
-        """Send what the windows allow of ``data``, ending the stream with its last byte
-        when ``end``; the bytes sent (-1: the stream is closed)."""
         h2 = self.h2
         try:
-            window = h2.local_flow_control_window(sid)
-        except StreamClosedError:
-            return -1
-        n = len(data)
-        if n <= window and n <= h2.max_outbound_frame_size:
-            if n or end:
-                h2.send_data(sid, data, end_stream=end)
-            return n
-        size = h2.max_outbound_frame_size
-        sent = 0
-        view = memoryview(data)
-        while sent < n and window > 0:
-            take = min(window, size, n - sent)
-            last = end and sent + take == n
-            h2.send_data(sid, bytes(view[sent : sent + take]), end_stream=last)
-            sent += take
-            window -= take
-        return sent
+            h2.receive_data(data)
+        except DenialOfServiceError as exc:
+            self.dead = True
+            raise Calm(str(exc)) from None
+        except NGH2Error as exc:
+            self.dead = True
+            raise Broken(PROTOCOL_ERROR, str(exc)) from None
+        return h2.events()
+
+    def output(self, force: bool = False) -> bytes:
+        """The frames to write (none while ``blocked``, unless ``force``: the connection's
+        last frames)."""
+        if self.dead or (self.blocked and not force):
+            return b""
+        try:
+            return self.h2.data_to_send()
+        except NGH2Error:  # (after the codec's own end)
+            return b""
+
+    @property
+    def over(self) -> bool:
+        """The codec ended the connection (its GOAWAY was in the last ``output``)."""
+        return not self.dead and not self.h2.want_read and not self.h2.want_write
+
+    def headers(self, sid: int, fields: list[tuple[bytes, bytes]], end: bool) -> None:
+        try:
+            self.h2.send_response(sid, fields, end_stream=end)
+        except NGH2Error:
+            pass  # the stream is gone (the client reset it)
+
+    def interim(self, sid: int, fields: list[tuple[bytes, bytes]]) -> None:
+        """A 1xx answer (100 Continue, 103 Early Hints)."""
+        try:
+            self.h2.send_informational_response(sid, fields)
+        except NGH2Error:
+            pass
+
+    def data(self, sid: int, data: bytes, end: bool) -> int:
+        """Queue ``data`` (and the end of the stream); returns the bytes the stream holds
+        back (0: the stream is gone)."""
+        h2 = self.h2
+        try:
+            h2.send_data(sid, data, end_stream=end)
+        except NGH2Error:
+            return 0
+        size = h2.queued_body_size(sid)
+        out = self.held.get(sid)
+        if out is None:
+            self.held[sid] = Out(size)
+        else:
+            out.size = size
+        return size
 
     def pump(self) -> list[int]:
-        """Send what the streams hold as far as the windows now allow; the streams whose
-        held bytes fell to LOW (their servers may be read again)."""
+        """After ``output``: the streams whose held bytes fell from above LOW to LOW or less
+        (their servers may be read again); the streams that hold nothing are let go."""
         if self.blocked or not self.held:
             return []
         resumed = []
-        for sid, out in list(self.held.items()):
-            before = out.size
-            chunks = out.chunks
-            while chunks:
-                chunk = chunks[0]
-                last = out.end and len(chunks) == 1
-                sent = self._send(sid, chunk, last)
-                if sent < 0:  # the stream is gone: so is what it held
-                    chunks.clear()
-                    out.size = 0
-                    out.end = False
-                    break
-                out.size -= sent
-                if sent < len(chunk):
-                    chunks[0] = chunk[sent:]
-                    break
-                chunks.popleft()
-                if last:
-                    out.end = False  # sent with the last chunk
-            if not chunks and out.end:
-                self._send(sid, b"", True)
-                out.end = False
-            if not chunks:
-                del self.held[sid]
-            if before > LOW >= out.size:
+        queued = self.h2.queued_body_size
+        held = self.held
+        for sid, out in list(held.items()):
+            size = queued(sid)  # (0 for a stream that is gone)
+            if out.size > LOW >= size:
                 resumed.append(sid)
+            if size:
+                out.size = size
+            else:
+                del held[sid]
         return resumed
 
     def stalled(self, now: float, limit: float) -> list[int]:
@@ -294,13 +282,21 @@ class Session:
         self.held.pop(sid, None)
 
     def ack(self, sid: int, n: int) -> None:
-        """``n`` bytes of a request body went on to the server: open the windows again."""
-        if n:  # (a closed stream's bytes still open the connection's window)
-            self.h2.acknowledge_received_data(n, sid)
+        """``n`` bytes of a request body went on to the server: open the windows again
+        (a closed stream's bytes still open the connection's window)."""
+        if n and not self.dead:
+            try:
+                self.h2.acknowledge_received_data(n, sid)
+            except (NGH2Error, ValueError):
+                pass  # (more than it received: never from the shell)
+
+    def ping(self, opaque: bytes) -> None:
+        self.h2.ping(opaque)
 
     def reset(self, sid: int, code: int) -> None:
         self.held.pop(sid, None)
-        try:
-            self.h2.reset_stream(sid, code)
-        except ProtocolError:
-            pass  # closed already (its end was sent, the client reset it, or h2's GOAWAY went)
+        if not self.dead:
+            try:
+                self.h2.reset_stream(sid, code)
+            except NGH2Error:
+                pass  # closed already

@@ -140,11 +140,16 @@ class StreamTransport:
         status = self.parser.get_status_code()
         fields = self.fields
         self.fields = []
-        self.interim = status < 200
-        end = not self.interim and (self.head_only or status in (204, 304))
-        self.conn.session.headers(self.sid, response_headers(status, fields), end)
-        if end:
-            self.ended = True
+        session = self.conn.session
+        if status < 200:
+            self.interim = True
+            session.interim(self.sid, response_headers(status, fields))
+        else:
+            self.interim = False
+            end = self.head_only or status == 204 or status == 304
+            session.headers(self.sid, response_headers(status, fields), end)
+            if end:
+                self.ended = True
         self.conn.flush_soon()
 
     def on_body(self, body: bytes) -> None:
