@@ -130,6 +130,24 @@ async def test_drain_then_delete_at_zero_connections(h: Harness) -> None:
     assert events(h, "server_removed")[0]["actor"] == "alice"
 
 
+async def test_overrides_name_the_servers_being_removed_without_a_walk_of_every_server(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reload asks ``overrides()`` first: the servers being removed come from each pool's
+    own list of them, not a pass over every server (35 ms at 10,000)."""
+    server = h.server("web/w1")
+    server.connections = 1
+    h.service.remove_server("web/w1", CTX, drain=True)
+
+    def walked() -> None:
+        raise AssertionError("overrides() walked every server")
+
+    monkeypatch.setattr(h.registry, "servers", walked)
+    assert h.service.overrides().removing == frozenset({"web/w1"})
+    h.service.enable("web/w1", CTX)  # the removal cancelled
+    assert h.service.overrides().removing == frozenset()
+
+
 async def test_drain_delete_respects_min_servers_up(h: Harness) -> None:
     # web has min_servers_up 2 and four servers: take two out, the third is refused
     h.service.maintenance("web/w1", CTX)

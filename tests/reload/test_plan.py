@@ -175,3 +175,36 @@ def test_logging_changes_are_counted_and_named() -> None:
     assert messages(cfg()) == ["logging: access log turned off"]
     assert [c.kind for c in plan_reload(cfg(), base).changes] == ["logging_changed"]
     assert plan_reload(base, cfg(logging={"access": {"path": "a.log"}})).changes == []
+
+
+def test_servers_the_new_file_shares_with_the_running_one_are_not_compared(
+    monkeypatch: Any,
+) -> None:
+    """A reload's new config holds the running config's own ServerConfig objects for the
+    servers the file did not change (the worker sends back only the others): the plan
+    takes those as unchanged by identity, without a field-by-field ``==`` each (30 ms of
+    a pool of 10,000); a server equal but not the same object is still compared."""
+    from quiesce.config.models import ServerConfig
+
+    old = cfg(pools=web(servers(*(f"w{i}" for i in range(1, 51)))))
+    pool = old.pools["web"]
+    fresh = ServerConfig(name="w51", address="127.0.0.1:8151")
+    new = old.model_copy(
+        update={"pools": {"web": pool.model_copy(update={"servers": [*pool.servers, fresh]})}}
+    )
+    compared: list[str] = []
+    original = ServerConfig.__eq__
+
+    def counting(self: ServerConfig, other: object) -> Any:
+        compared.append(self.name)
+        return original(self, other)
+
+    monkeypatch.setattr(ServerConfig, "__eq__", counting)
+    plan = plan_reload(old, new)
+    assert [(c.kind, c.target) for c in plan.changes] == [("server_added", "web/w51")]
+    assert compared == []  # w51 is new: nothing to compare it with either
+    copy = pool.servers[0].model_copy()  # equal, another object: compared, unchanged
+    new = old.model_copy(
+        update={"pools": {"web": pool.model_copy(update={"servers": [copy, *pool.servers[1:]]})}}
+    )
+    assert plan_reload(old, new).changes == [] and compared == ["w1"]

@@ -221,7 +221,10 @@ class ServerCommands(StateCommands):
             monitors=frozenset(store.load_monitors()) | frozenset(store.load_deleted_monitors()),
             pool_monitors=frozenset(store.load_pool_monitors()),
             flags=frozenset(store.load_flags()) | frozenset(store.load_cleared_flags()),
-            removing=frozenset(s.key for s in self.registry.servers() if s.removing),
+            # each pool's own list of its servers being removed, not a walk of every server
+            removing=frozenset(
+                s.key for pool in self.registry.pools.values() for s in pool.removing()
+            ),
         )
 
     def _is_runtime(self, key: str) -> bool:

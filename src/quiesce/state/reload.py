@@ -176,10 +176,14 @@ def _servers(
     before: dict[str, ServerConfig] = {s.name: s for s in old.servers}
     after: dict[str, ServerConfig] = {s.name: s for s in new.servers}
     for name, server in after.items():
-        key = f"{pool}/{name}"
         previous = before.get(name)
-        if previous == server and key not in rt.removing:
+        # ``is`` first: a reload's new file shares the running file's objects for the
+        # servers it did not change (quiesce.app.reload), and a model's ``==`` compares
+        # field by field (~3 µs: 30 ms of a pool of 10,000)
+        same = previous is server or (previous is not None and previous == server)
+        if same and (not rt.removing or f"{pool}/{name}" not in rt.removing):
             continue
+        key = f"{pool}/{name}"
         if key in rt.servers:
             kind = "server_added" if previous is None else "server_changed"
             plan.keep(kind, key, f"{key}: kept (added, changed or deleted at runtime)")
