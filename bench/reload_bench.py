@@ -74,8 +74,9 @@ services:
 
 
 class Clients:
-    def __init__(self, port: int, n: int) -> None:
+    def __init__(self, port: int, n: int, rate: float = 0.0) -> None:
         self.port = port
+        self.every = n / rate if rate > 0 else 0.0  # each thread's interval (0: closed loop)
         self.samples: list[tuple[float, float]] = []  # (start, latency)
         self.failures = 0
         self.failed: list[tuple[float, str]] = []  # (start, status or exception): what failed
@@ -87,7 +88,13 @@ class Clients:
 
     def run(self) -> None:
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        due = time.monotonic()
         while not self.stop.is_set():
+            if self.every:  # open loop: one request every ``every`` s, late ones sent at once
+                due += self.every
+                wait = due - time.monotonic()
+                if wait > 0:
+                    time.sleep(wait)
             t0 = time.monotonic()
             try:
                 conn.request("GET", "/")
@@ -124,6 +131,13 @@ def main() -> int:
     ap.add_argument("--add", type=int, default=1_000)
     ap.add_argument("--clients", type=int, default=4)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument(
+        "--rate",
+        type=float,
+        default=0.0,
+        help="requests per second over all clients, sent on a schedule (open loop); "
+        "0 (the default): each client sends its next request when the last is answered",
+    )
     args = ap.parse_args()
     sys.path.insert(0, str(ROOT / "src"))
     from quiesce.security import hash_password
@@ -160,7 +174,7 @@ def main() -> int:
         c.close()
         return r.status, body
 
-    clients = Clients(ports["service www"], args.clients)
+    clients = Clients(ports["service www"], args.clients, args.rate)
     rows = []
     try:
         time.sleep(2.0)  # warm up

@@ -9,7 +9,11 @@ Runs :class:`quiesce.app.App` in this process on a pool of ``--servers`` unmonit
 it wakes up: a reload's longest stretch without a turn of the loop is the probe's worst delay.
 Per round the file gains ``--add`` servers, then loses them (drained, 1 s); a first reload
 starts the reload worker. Reported per reload: its time (``App.reload``), the probe's max and
-p99 delay during it, and the number of probe wake-ups.
+p99 delay during it and during ``--idle`` seconds just before it (the baseline: the machine's
+own noise and the process's periodic work), and the number of probe wake-ups.
+
+``--where MS``: a watcher thread prints to stderr where the loop is (the main thread's stack)
+whenever the probe has not woken for MS milliseconds: where the stalls sit.
 """
 
 from __future__ import annotations
@@ -19,7 +23,9 @@ import asyncio
 import json
 import sys
 import tempfile
+import threading
 import time
+import traceback
 from pathlib import Path
 
 
@@ -65,6 +71,35 @@ async def run(args: argparse.Namespace) -> list[dict[str, object]]:
             await asyncio.sleep(0.001)
             lags.append(loop.time() - t - 0.001)
 
+    beat = [time.monotonic()]
+
+    async def heartbeat() -> None:
+        while True:
+            beat[0] = time.monotonic()
+            await asyncio.sleep(0.001)
+
+    def watch(main: int, ms: float) -> None:
+        """Where the loop is when it has not beaten for ``ms`` (its stack, to stderr)."""
+        while True:
+            time.sleep(0.002)
+            late = time.monotonic() - beat[0]
+            if late > ms / 1000:
+                frame = sys._current_frames().get(main)
+                stack = "".join(traceback.format_stack(frame, limit=10)) if frame else ""
+                print(f"stall {late * 1000:.0f} ms\n{stack}", file=sys.stderr, flush=True)
+                while beat[0] < time.monotonic() - ms / 1000:  # once per stall
+                    time.sleep(0.002)
+
+    if args.where:
+        beating = asyncio.create_task(heartbeat())
+        threading.Thread(
+            target=watch, args=(threading.get_ident(), args.where), daemon=True
+        ).start()
+
+    def summary(xs: list[float]) -> tuple[float, float]:
+        xs = sorted(xs)
+        return round(xs[-1] * 1000, 1), round(xs[int(len(xs) * 0.99)] * 1000, 1)
+
     out: list[dict[str, object]] = []
     try:
         await app.reload("bench")  # starts the worker
@@ -73,6 +108,13 @@ async def run(args: argparse.Namespace) -> list[dict[str, object]]:
                 (args.servers + args.add, f"+{args.add}"),
                 (args.servers, f"-{args.add}"),
             ):
+                lags.clear()  # the idle baseline: the probe alone for --idle seconds
+                running = True
+                task = asyncio.create_task(probe())
+                await asyncio.sleep(args.idle)
+                running = False
+                await task
+                idle = summary(lags)
                 path.write_text(config(n))
                 lags.clear()
                 running = True
@@ -82,21 +124,26 @@ async def run(args: argparse.Namespace) -> list[dict[str, object]]:
                 took = time.perf_counter() - began
                 running = False
                 await task
+                during = summary(lags)
+                wakeups = len(lags)
                 while len(app.registry.pools["big"].servers) > n:  # drained, then deleted
                     await asyncio.sleep(0.05)
-                lags.sort()
                 out.append(
                     {
                         "reload": label,
                         "changes": len(plan.changes),
                         "seconds": round(took, 3),
-                        "max_stall_ms": round(lags[-1] * 1000, 1),
-                        "p99_stall_ms": round(lags[int(len(lags) * 0.99)] * 1000, 1),
-                        "wakeups": len(lags),
+                        "max_stall_ms": during[0],
+                        "p99_stall_ms": during[1],
+                        "idle_max_ms": idle[0],
+                        "idle_p99_ms": idle[1],
+                        "wakeups": wakeups,
                     }
                 )
                 print(json.dumps(out[-1]), flush=True)
     finally:
+        if args.where:
+            beating.cancel()
         await app.stop(1.0)
     return out
 
@@ -106,13 +153,18 @@ def main() -> None:
     ap.add_argument("--servers", type=int, default=10_000)
     ap.add_argument("--add", type=int, default=1_000)
     ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--idle", type=float, default=1.0, help="seconds of idle probe per reload")
+    ap.add_argument("--where", type=float, default=0.0, metavar="MS")
     rows = asyncio.run(run(ap.parse_args()))
-    print("| reload | changes | reload (s) | max stall (ms) | p99 stall (ms) | probe wake-ups |")
+    print(
+        "| reload | changes | reload (s) | stall max / p99 during (ms) | idle (ms) "
+        "| probe wake-ups |"
+    )
     print("|---|---|---|---|---|---|")
     for r in rows:
         print(
-            f"| {r['reload']} | {r['changes']} | {r['seconds']} | {r['max_stall_ms']} | "
-            f"{r['p99_stall_ms']} | {r['wakeups']} |"
+            f"| {r['reload']} | {r['changes']} | {r['seconds']} | {r['max_stall_ms']} / "
+            f"{r['p99_stall_ms']} | {r['idle_max_ms']} / {r['idle_p99_ms']} | {r['wakeups']} |"
         )
     sys.stdout.flush()
 
