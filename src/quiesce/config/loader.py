@@ -139,6 +139,16 @@ def cross_reference_errors(raw: Mapping[str, Any]) -> list[str]:
             ref = svc.get(key)
             if isinstance(ref, str) and ref not in pools:
                 problems.append(f"{base}.{key}: no pool named {ref!r}")
+            elif (
+                svc.get("protocol") in ("tcp", "postgresql", "mysql")
+                and isinstance(ref, str)
+                and isinstance(raw_pools.get(ref), Mapping)
+                and raw_pools[ref].get("protocol") == "h2"
+            ):
+                problems.append(
+                    f"{base}.{key}: pool {ref!r} has protocol: h2 (pools.{ref}.protocol), "
+                    f"which a {svc.get('protocol')} service cannot use (h2 is for http services)"
+                )
             elif svc.get("protocol") in ("postgresql", "mysql") and isinstance(ref, str):
                 pool = raw_pools.get(ref)
                 if isinstance(pool, Mapping) and pool.get("tls") is not None:

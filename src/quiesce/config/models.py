@@ -36,6 +36,7 @@ from quiesce.config.rules import (
     _uses,
 )
 from quiesce.config.tls import ListenerTls, PoolTls
+from quiesce.config.upstream import PoolProtocol
 
 
 def _address(value: str) -> str:
@@ -328,7 +329,7 @@ class Persistence(Model):
     timeout: Duration = 3600.0
 
 
-class PoolConfig(Model, ProxySender, PoolRetries):  # send_proxy; retries, retry_on...
+class PoolConfig(Model, ProxySender, PoolRetries, PoolProtocol):  # send_proxy; retries...; protocol
     algorithm: Algorithm = "round_robin"
     mode: Literal["balanced", "active_standby"] = "balanced"
     preempt: bool = False

@@ -159,7 +159,7 @@ def service_tls(
     listener = None if config.tls is None else listener_context(config.tls, base_dir)
     alpn = ["http/1.1"] if config.protocol == "http" else None
     upstream = {
-        name: (client_context(p.tls, base_dir, alpn), p.tls.sni)
+        name: (client_context(p.tls, base_dir, ["h2"] if p.protocol == "h2" else alpn), p.tls.sni)
         for name, p in pools.items()
         if p.tls is not None
     }

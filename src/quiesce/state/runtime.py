@@ -65,6 +65,9 @@ class ServerRuntime:
     requests_in_flight: int = 0
     requests_total: int = 0
     responses: dict[str, int] = field(default_factory=dict)
+    # gRPC answers by grpc-status code (an h2 pool's, quiesce.dataplane.h2client; -1: a value
+    # that is not a number)
+    grpc_statuses: dict[int, int] = field(default_factory=dict)
     # requests sent again after this server failed them (HAProxy's wretr), and of those
     # the ones sent to another server (wredis): quiesce.dataplane.retrying
     retries: int = 0

@@ -1,6 +1,8 @@
 """A new connection to the chosen server for a client connection's request (the rare case:
 most requests take an idle keep-alive one), within the pool's ``connect_timeout``, TLS when
-the pool has ``tls``, a PROXY header first when it has ``send_proxy``."""
+the pool has ``tls``, a PROXY header first when it has ``send_proxy``; for a pool with
+``protocol: h2``, a channel on the server's HTTP/2 connection (quiesce.dataplane.h2client),
+the connection opened first when there is none."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from quiesce.core.retry import CONNECT_TIMEOUT
 from quiesce.dataplane.h1.retry import again
 from quiesce.dataplane.h1.upstream import Upstream
+from quiesce.dataplane.h2client.link import links_of
 from quiesce.dataplane.proxyproto import for_upstream
 from quiesce.logs import access as ts  # the termination states
 from quiesce.state.traffic import connected
@@ -31,13 +34,22 @@ async def open_upstream(conn: Any, server: ServerRuntime) -> None:
     began = loop.time()
     tls = conn.ctx.tls
     kw = {} if tls is None else tls.upstream(pool.name, server.host)  # pools.X.tls
+    table = conn.ctx.table
     try:
-        _, up = await asyncio.wait_for(
-            loop.create_connection(
-                lambda: Upstream(server, conn.ctx.table), server.host, server.port, **kw
-            ),
-            pool.config.connect_timeout,
-        )
+        if pool.config.protocol == "h2":  # a channel on the server's HTTP/2 connection
+            up = await asyncio.wait_for(
+                links_of(table).channel(
+                    server, kw, pool.config.connect_timeout, lambda: Upstream(server, table)
+                ),
+                pool.config.connect_timeout,
+            )
+        else:
+            _, up = await asyncio.wait_for(
+                loop.create_connection(
+                    lambda: Upstream(server, table), server.host, server.port, **kw
+                ),
+                pool.config.connect_timeout,
+            )
     except TimeoutError:
         conn.connecting = None
         conn.ctx.table.connect_failed(server, "timeout")  # outlier_detection

@@ -299,3 +299,18 @@ def forward_response(
         drop = set(conn_extra)
         lines = [lines[0]] + [h for h in lines[1:] if h.split(b":", 1)[0].lower() not in drop]
     return lines, content_length, chunked
+
+
+# Never passed on in a chunked body's trailer section: framing, routing, hop-by-hop.
+_NOT_TRAILERS = HOP_BY_HOP | {b"content-length", b"host", b"trailer", b"content-encoding"}
+
+
+def last_chunk(trailers: list[tuple[bytes, bytes]]) -> bytes:
+    """A chunked body's end with the server's trailer fields (gRPC's ``grpc-status``),
+    less those that must not be trailers (RFC 9110 §6.5.1)."""
+    lines = [b"0\r\n"]
+    for name, value in trailers:
+        if name.lower() not in _NOT_TRAILERS:
+            lines.append(name + b": " + value + b"\r\n")
+    lines.append(b"\r\n")
+    return b"".join(lines)

@@ -26,6 +26,8 @@ if TYPE_CHECKING:
 # quiesce._httpfast's function, or None (tests switch it: quiesce.dataplane.http)
 _fast_response = codec.fast_response
 
+MAX_TRAILERS = 64  # trailer fields kept of a response (more are dropped)
+
 
 class Upstream(asyncio.Protocol):
     """One connection to a server; carries one request at a time for a ClientConnection."""
@@ -55,6 +57,7 @@ class Upstream(asyncio.Protocol):
         "server",
         "switching",
         "table",
+        "trailers",
         "transport",
         "tunnel",
     )
@@ -85,6 +88,7 @@ class Upstream(asyncio.Protocol):
         self.head_left = self.head_limit  # head bytes still allowed; -1: head complete
         self.got_byte = False
         self.headers: list[tuple[bytes, bytes]] = []
+        self.trailers: list[tuple[bytes, bytes]] | None = None  # a chunked body's trailers
         self.reason = b""
         self.interim = False
         self.switching = False
@@ -206,7 +210,12 @@ class Upstream(asyncio.Protocol):
         self.reason += reason
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self.headers.append((name, value))
+        if self.head_left >= 0:
+            self.headers.append((name, value))
+        elif self.trailers is None:  # after the head: a chunked body's trailer section
+            self.trailers = [(name, value)]
+        elif len(self.trailers) < MAX_TRAILERS:
+            self.trailers.append((name, value))
 
     def on_headers_complete(self) -> None:
         self.head_left = -1

@@ -62,6 +62,7 @@ class StreamTransport:
         "reading",
         "sid",
         "stream",
+        "trailers",
         "unacked",
     )
 
@@ -78,6 +79,8 @@ class StreamTransport:
         self.closing = False
         self.reading = True
         self.unacked = 0  # request body bytes not acknowledged while reading is paused
+        # a chunked answer's trailer fields (gRPC's grpc-status); None while a head is read
+        self.trailers: list[tuple[bytes, bytes]] | None = None
 
     # what ClientConnection calls ------------------------------------------------------
 
@@ -134,7 +137,10 @@ class StreamTransport:
     # httptools callbacks (the exchange's answer) ----------------------------------------
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self.fields.append((name, value))
+        if self.trailers is None:
+            self.fields.append((name, value))
+        else:  # after the head: the trailer section (last_chunk left out what is not one)
+            self.trailers.append((name.lower(), value))
 
     def on_headers_complete(self) -> None:
         status = self.parser.get_status_code()
@@ -146,10 +152,20 @@ class StreamTransport:
             session.interim(self.sid, response_headers(status, fields))
         else:
             self.interim = False
-            end = self.head_only or status == 204 or status == 304
+            # Content-Length: 0 ends the stream with its HEADERS (gRPC's trailers-only answer
+            # comes so from an h2 pool: quiesce.dataplane.h2client.codec)
+            end = (
+                self.head_only
+                or status == 204
+                or status == 304
+                or (b"Content-Length", b"0") in fields
+                or (b"content-length", b"0") in fields
+            )
             session.headers(self.sid, response_headers(status, fields), end)
             if end:
-                self.ended = True
+                self._done()
+            else:
+                self.trailers = []
         self.conn.flush_soon()
 
     def on_body(self, body: bytes) -> None:
@@ -163,8 +179,21 @@ class StreamTransport:
         if not self.ended:
             body = self.body
             self.body = []
-            self.ended = True
-            self._send(b"".join(body), True)
+            trailers = self.trailers
+            if trailers:
+                self._send(b"".join(body), False)
+                self.conn.session.trailers(self.sid, trailers)  # (after the DATA: ngh2)
+            else:
+                self._send(b"".join(body), True)
+            self._done()
+
+    def _done(self) -> None:
+        """The answer's end: the stream ends with it, next turn (the exchange was asked for
+        keep-alive: by then it is idle, or it closed the transport itself, a no-op then)."""
+        self.ended = True
+        if not self.closing:
+            self.closing = True
+            self.conn.stream_closed(self, False)
 
     def _send(self, data: bytes, end: bool) -> None:
         conn = self.conn

@@ -1,0 +1,621 @@
+"""HTTP/2 to a pool's servers (``pools.X.protocol: h2``): one multiplexed connection per
+server (a :class:`Link`, on the sans-IO ``ngh2`` codec, libnghttp2), and the
+:class:`Channel` each HTTP/1.1 exchange writes its request to.
+
+Theory of operation
+-------------------
+The L7 proxy serves every request, HTTP/1.1 or an HTTP/2 front-end stream, through the same
+exchange machine, which speaks HTTP/1.1 to an :class:`~quiesce.dataplane.h1.upstream.
+Upstream` protocol. For an h2 pool that protocol's transport is a :class:`Channel`: what the
+exchange writes (request head, body, chunked or not) is parsed (httptools) into HEADERS and
+DATA on a new stream of the server's link, and what the stream answers is written back to
+the Upstream as HTTP/1.1 bytes (quiesce.dataplane.h2client.codec), trailers as a chunked
+body's trailer section. So balancing, rules, the queue, the maintenance page, the connection
+table's per-request accounting (a server in drain finishes its streams, ``--force`` cuts
+them: RST_STREAM CANCEL to the server), timeouts, retries and the access log are the
+HTTP/1.1 ones. A channel carries one request at a time and goes back to the connection
+table's keep-alive pool after its response, as an HTTP/1.1 connection does: a pooled channel
+costs nothing on the server, and taking one opens no connection.
+
+A link is opened by the first request to its server (concurrent first requests wait for the
+same one: :class:`Links`) and closes (GOAWAY NO_ERROR) when it has no channel left, idle or
+busy. It is given up when the server says GOAWAY (streams above its last stream id were not
+processed: their exchanges see a connection lost before any byte, the keep-alive race's
+resend or the pool's retries), on a protocol error (GOAWAY, every stream lost), or when the
+connection is lost.
+
+Flow control: the response windows are acknowledged as the client side reads them (a
+paused Upstream holds its stream's WINDOW_UPDATEs back); request bodies are queued by
+libnghttp2 and the client is paused above ``HIGH`` bytes queued on a stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import weakref
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import httptools
+from ngh2 import (
+    Configuration,
+    Connection,
+    ConnectionClosed,
+    DataReceived,
+    GoAwayReceived,
+    InformationalResponseReceived,
+    NGH2Error,
+    ResponseReceived,
+    Role,
+    Setting,
+    StreamClosed,
+    StreamReset,
+    TrailersReceived,
+    WindowUpdated,
+)
+
+from quiesce.dataplane.h2client import codec
+
+if TYPE_CHECKING:
+    from quiesce.state.registry import ServerRuntime
+
+log = logging.getLogger("quiesce")
+
+PROTOCOL_ERROR = 0x1
+CANCEL = 0x8
+REFUSED_STREAM = 0x7
+STREAM_WINDOW = 1 << 20  # a stream's receive window (INITIAL_WINDOW_SIZE we announce)
+CONNECTION_WINDOW = 16 << 20
+HIGH = 256 * 1024  # request body bytes queued on a stream before the client is paused
+LOW = 64 * 1024
+
+Proto = Any  # the h1 Upstream (this package does not import the HTTP/1.1 layer back)
+
+
+class Channel:
+    """The transport of one :class:`~quiesce.dataplane.h1.upstream.Upstream` of an h2 pool:
+    one request at a time, each on a new stream of ``link``."""
+
+    __slots__ = (
+        "chunked",
+        "closing",
+        "ended",
+        "fields",
+        "got",
+        "head",
+        "head_only",
+        "link",
+        "method",
+        "out",
+        "parser",
+        "paused",
+        "proto",
+        "reading",
+        "sid",
+        "unacked",
+        "url",
+    )
+
+    def __init__(self, link: Link, proto: Proto) -> None:
+        self.link = link
+        self.proto = proto
+        self.parser = httptools.HttpRequestParser(self)
+        self.sid = 0  # the stream of the request under way (0: none)
+        self.head: list[tuple[bytes, bytes]] | None = None  # a request head not yet sent
+        self.fields: list[tuple[bytes, bytes]] = []
+        self.url = b""
+        self.method = b""
+        self.head_only = False
+        self.got = False  # the stream answered something (its response has begun)
+        self.chunked = False  # the response's body is chunked for the Upstream
+        self.ended = False  # the response ended (END_STREAM)
+        self.out: list[bytes] = []  # HTTP/1.1 bytes for the Upstream, given once a read
+        self.closing = False
+        self.reading = True
+        self.paused = False  # the client was paused: too much request body queued
+        self.unacked = 0
+
+    # what the Upstream and the exchange call (an asyncio.Transport's methods) -------------
+
+    def write(self, data: bytes) -> None:
+        if self.closing:
+            return
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            pass  # (sent as a plain request: no extended CONNECT to h2 servers)
+        except httptools.HttpParserError:
+            self.abort()
+            return
+        if self.head is not None:
+            self._open(False)  # its body follows
+        link = self.link
+        if self.sid and not self.paused and link.h2.queued_body_size(self.sid) > HIGH:
+            self.paused = True
+            self.proto.pause_writing()
+        link.flush_soon()
+
+    def writelines(self, data: list[bytes] | tuple[bytes, ...]) -> None:
+        self.write(b"".join(data))
+
+    def close(self) -> None:
+        self._gone(False)
+
+    def abort(self) -> None:
+        self._gone(True)
+
+    def _gone(self, abort: bool) -> None:
+        if self.closing:
+            return
+        self.closing = True
+        link = self.link
+        if self.sid:
+            if not self.ended or abort:
+                link.reset(self.sid, CANCEL)
+            link.streams.pop(self.sid, None)
+            self.sid = 0
+        link.channel_gone(self)
+        link.loop.call_soon(self.proto.connection_lost, None)
+
+    def pause_reading(self) -> None:
+        self.reading = False
+
+    def resume_reading(self) -> None:
+        self.reading = True
+        if self.unacked:
+            n = self.unacked
+            self.unacked = 0
+            if self.sid:
+                self.link.ack(self.sid, n)
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+    def can_write_eof(self) -> bool:
+        return False
+
+    def write_eof(self) -> None:
+        pass
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        if name == "socket":
+            return None  # the link's, not this channel's
+        return self.link.transport.get_extra_info(name, default)
+
+    def set_protocol(self, protocol: Any) -> None:
+        self.proto = protocol
+
+    def get_protocol(self) -> Any:
+        return self.proto
+
+    # httptools callbacks: the request the exchange wrote ---------------------------------
+
+    def on_message_begin(self) -> None:
+        self.fields = []
+        self.url = b""
+
+    def on_url(self, url: bytes) -> None:
+        self.url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.fields.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        self.method = self.parser.get_method()
+        self.head_only = self.method == b"HEAD"
+        self.head = codec.request_headers(self.method, self.url, self.fields, self.link.scheme)
+        self.fields = []
+
+    def on_body(self, body: bytes) -> None:
+        if self.head is not None:
+            self._open(False)
+        if self.sid:
+            self.link.send_data(self.sid, body, False)
+
+    def on_message_complete(self) -> None:
+        if self.head is not None:
+            self._open(True)
+        elif self.sid:
+            self.link.send_data(self.sid, b"", True)
+
+    def _open(self, end: bool) -> None:
+        head = self.head
+        assert head is not None
+        self.head = None
+        self.got = self.ended = False
+        sid = self.link.request(self, head, end)
+        if sid < 0:
+            # the link is going away or gone: the request never left (no byte came back)
+            self.link.loop.call_soon(self.abort)
+            return
+        self.sid = sid
+
+    # the stream's events (the link calls) --------------------------------------------------
+
+    def response(self, headers: tuple[tuple[bytes, bytes], ...], end: bool, interim: bool) -> None:
+        try:
+            _, head, chunked, grpc = codec.response_head(headers, end, self.head_only)
+        except ValueError:
+            self.link.reset(self.sid, PROTOCOL_ERROR)
+            self.lost()
+            return
+        if not interim:
+            self.got = True
+            self.chunked = chunked
+        self.out.append(head)
+        if grpc is not None and end:
+            self.link.count_grpc(grpc)
+        if end:
+            self.ended = True
+
+    def data(self, data: bytes, end: bool) -> None:
+        if self.chunked:
+            if data:
+                self.out.append(codec.chunk(data))
+            if end:
+                self.out.append(codec.LAST_CHUNK)
+        elif data:
+            self.out.append(data)
+        if end:
+            self.ended = True
+
+    def trailers(self, headers: tuple[tuple[bytes, bytes], ...]) -> None:
+        section, grpc = codec.trailer_section(headers)
+        if self.chunked:
+            self.out.append(section)
+        if grpc is not None:
+            self.link.count_grpc(grpc)
+        self.ended = True
+
+    def deliver(self) -> None:
+        """Give the Upstream what this read brought (one call: its fast path can take a
+        whole small response)."""
+        out = self.out
+        if not out:
+            return
+        self.out = []
+        if self.ended:
+            self.sid = 0  # the stream is over: the next request opens another
+        self.proto.data_received(out[0] if len(out) == 1 else b"".join(out))
+
+    def lost(self) -> None:
+        """The stream (or the link) ended before its response did: to the exchange, a lost
+        connection (``got``: after response bytes; else before any, the keep-alive race's
+        resend or the pool's retries)."""
+        if self.closing:
+            return
+        self.deliver()
+        self.closing = True
+        self.sid = 0
+        self.link.channel_gone(self)
+        self.proto.connection_lost(None)
+
+
+class Link(asyncio.Protocol):
+    """One HTTP/2 connection to a server, carrying the streams of its channels."""
+
+    def __init__(self, server: ServerRuntime, home: Links, scheme: bytes) -> None:
+        self.server = server
+        self.home = home
+        self.scheme = scheme
+        self.loop = asyncio.get_running_loop()
+        self.transport: asyncio.Transport = None  # type: ignore[assignment]
+        self.h2 = Connection(Role.CLIENT, Configuration(auto_window_update=False))
+        self.channels: set[Channel] = set()
+        self.streams: dict[int, Channel] = {}
+        self.going = False  # GOAWAY sent or received: no new stream
+        self.closed = False
+        self.flushing = False
+        self.blocked = False
+        self.paused: set[Channel] = set()
+
+    # asyncio.Protocol ----------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        h2 = self.h2
+        h2.initiate_connection({Setting.ENABLE_PUSH: 0, Setting.INITIAL_WINDOW_SIZE: STREAM_WINDOW})
+        h2.set_local_window_size(CONNECTION_WINDOW)
+        self.transport.write(h2.data_to_send())
+
+    def data_received(self, data: bytes) -> None:
+        if self.closed:
+            return
+        h2 = self.h2
+        try:
+            h2.receive_data(data)
+            events: list[Any] = h2.events()
+        except NGH2Error as exc:
+            log.warning(
+                "pool %s: server %s sent bad HTTP/2 (%s): connection closed",
+                self.server.pool,
+                self.server.name,
+                exc,
+            )
+            self._fail()
+            return
+        touched: list[Channel] = []
+        streams = self.streams
+        for e in events:
+            kind = type(e)
+            if kind is DataReceived:
+                ch = streams.get(e.stream_id)
+                n = len(e.data)
+                if ch is None:
+                    if n:
+                        h2.acknowledge_received_data(n, e.stream_id)
+                    continue
+                ch.data(e.data, e.end_stream)
+                if n:
+                    if ch.reading:
+                        h2.acknowledge_received_data(n, e.stream_id)
+                    else:
+                        ch.unacked += n
+                touched.append(ch)
+                if e.end_stream:
+                    streams.pop(e.stream_id, None)
+            elif kind is ResponseReceived or kind is InformationalResponseReceived:
+                ch = streams.get(e.stream_id)
+                if ch is not None:
+                    end = kind is ResponseReceived and e.end_stream
+                    ch.response(e.headers, end, kind is InformationalResponseReceived)
+                    touched.append(ch)
+                    if end:
+                        streams.pop(e.stream_id, None)
+            elif kind is TrailersReceived:
+                ch = streams.pop(e.stream_id, None)
+                if ch is not None:
+                    ch.trailers(e.headers)
+                    touched.append(ch)
+            elif kind is StreamReset or kind is StreamClosed:
+                ch = streams.pop(e.stream_id, None)
+                if ch is not None and not ch.ended:
+                    if ch.got or e.error_code != REFUSED_STREAM:
+                        log.info(
+                            "pool %s: server %s: stream %d ended with code %d",
+                            self.server.pool,
+                            self.server.name,
+                            e.stream_id,
+                            e.error_code,
+                        )
+                    ch.lost()
+            elif kind is WindowUpdated:
+                self._unpause()
+            elif kind is GoAwayReceived:
+                self._goaway(e.last_stream_id, e.error_code)
+            elif kind is ConnectionClosed:
+                self._fail()
+                return
+        for ch in touched:
+            if not ch.closing:
+                ch.deliver()
+        self.flush_soon()
+
+    def eof_received(self) -> bool | None:
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.going = True
+        self.home.forget(self)
+        for ch in list(self.channels):
+            ch.lost()
+        self.channels.clear()
+        self.streams.clear()
+
+    def pause_writing(self) -> None:
+        self.blocked = True
+        for ch in self.streams.values():
+            if not ch.paused:
+                ch.paused = True
+                ch.proto.pause_writing()
+                self.paused.add(ch)
+
+    def resume_writing(self) -> None:
+        self.blocked = False
+        self._unpause()
+
+    # what channels call --------------------------------------------------------------------
+
+    def usable(self) -> bool:
+        return not self.going and not self.closed
+
+    def request(self, ch: Channel, head: list[tuple[bytes, bytes]], end: bool) -> int:
+        """Open a stream for ``ch``'s request (-1: this link takes no new stream)."""
+        if not self.usable():
+            return -1
+        try:
+            sid = self.h2.send_request(head, end_stream=end)
+        except NGH2Error:
+            return -1
+        self.streams[sid] = ch
+        self.flush_soon()
+        return sid
+
+    def send_data(self, sid: int, data: bytes, end: bool) -> None:
+        try:
+            if data:
+                self.h2.send_data(sid, data, end_stream=end)
+            elif end:
+                self.h2.end_stream(sid)
+        except NGH2Error:
+            ch = self.streams.pop(sid, None)
+            if ch is not None:
+                ch.lost()
+            return
+
+    def reset(self, sid: int, code: int) -> None:
+        if not self.closed:
+            try:
+                self.h2.reset_stream(sid, code)
+            except NGH2Error:
+                pass
+            self.flush_soon()
+
+    def ack(self, sid: int, n: int) -> None:
+        try:
+            self.h2.acknowledge_received_data(n, sid)
+        except NGH2Error:
+            return
+        self.flush_soon()
+
+    def channel_gone(self, ch: Channel) -> None:
+        self.channels.discard(ch)
+        self.paused.discard(ch)
+        if not self.channels and not self.closed:
+            self.close()
+
+    def count_grpc(self, value: bytes) -> None:
+        code = codec.grpc_code(value)
+        assert code is not None
+        counts = self.server.grpc_statuses
+        counts[code] = counts.get(code, 0) + 1
+
+    def flush_soon(self) -> None:
+        if not self.flushing and not self.closed:
+            self.flushing = True
+            self.loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self.flushing = False
+        if self.closed:
+            return
+        data = self.h2.data_to_send()
+        if data:
+            self.transport.write(data)
+        if self.paused and not self.blocked:
+            self._unpause()
+
+    def _unpause(self) -> None:
+        if self.blocked or not self.paused:
+            return
+        h2 = self.h2
+        for ch in list(self.paused):
+            if not ch.sid or h2.queued_body_size(ch.sid) <= LOW:
+                self.paused.discard(ch)
+                ch.paused = False
+                ch.proto.resume_writing()
+
+    # ending ----------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """No channel left: GOAWAY NO_ERROR, then close."""
+        if self.closed:
+            return
+        self.going = True
+        self.home.forget(self)
+        try:
+            self.h2.send_goaway(0)
+            data = self.h2.data_to_send()
+        except NGH2Error:
+            data = b""
+        self.closed = True
+        if data:
+            self.transport.write(data)
+        self.transport.close()
+
+    def _goaway(self, last: int, code: int) -> None:
+        """The server said GOAWAY: streams above ``last`` were not processed (lost before any
+        byte: resent or retried); the others finish; no new stream; idle channels close."""
+        if code:
+            log.info("pool %s: server %s: GOAWAY code %d", self.server.pool, self.server.name, code)
+        self.going = True
+        self.home.forget(self)
+        for sid in [s for s in self.streams if s > last]:
+            ch = self.streams.pop(sid)
+            ch.lost()
+        for ch in list(self.channels):
+            if not ch.sid and ch.proto.client is None:
+                ch.close()  # an idle one: never taken again
+
+    def _fail(self) -> None:
+        """A protocol error (ours to say, in the GOAWAY libnghttp2 queued) or the server's
+        end: every stream is lost, the connection closed."""
+        if self.closed:
+            return
+        self.going = True
+        self.home.forget(self)
+        try:
+            data = self.h2.data_to_send()
+        except NGH2Error:
+            data = b""
+        if data:
+            self.transport.write(data)
+        self.closed = True
+        for ch in list(self.channels):
+            ch.lost()
+        self.transport.close()
+
+
+class Links:
+    """The live link to each server, and the ones being opened (one at a time per server)."""
+
+    def __init__(self) -> None:
+        self.live: dict[ServerRuntime, Link] = {}
+        self.opening: dict[ServerRuntime, asyncio.Task[Link]] = {}
+
+    def forget(self, link: Link) -> None:
+        if self.live.get(link.server) is link:
+            del self.live[link.server]
+
+    async def channel(
+        self,
+        server: ServerRuntime,
+        kw: dict[str, Any],
+        timeout: float,
+        make: Callable[[], Proto],
+    ) -> Proto:
+        """A new Upstream (``make()``) on a channel of the server's link, the link opened
+        first when there is none (TimeoutError, OSError: as a failed connect)."""
+        link = self.live.get(server)
+        if link is None or not link.usable():
+            task = self.opening.get(server)
+            if task is None:
+                task = asyncio.get_running_loop().create_task(self._open(server, kw, timeout))
+                self.opening[server] = task
+            link = await asyncio.shield(task)
+            if not link.usable():
+                raise ConnectionResetError("the server's HTTP/2 connection went away")
+        proto = make()
+        ch = Channel(link, proto)
+        link.channels.add(ch)
+        proto.connection_made(ch)
+        return proto
+
+    async def _open(self, server: ServerRuntime, kw: dict[str, Any], timeout: float) -> Link:
+        loop = asyncio.get_running_loop()
+        scheme = b"https" if kw.get("ssl") is not None else b"http"
+        try:
+            _, link = await asyncio.wait_for(
+                loop.create_connection(
+                    lambda: Link(server, self, scheme), server.host, server.port, **kw
+                ),
+                timeout,
+            )
+        finally:
+            self.opening.pop(server, None)
+        ssl_object = link.transport.get_extra_info("ssl_object")
+        if ssl_object is not None and ssl_object.selected_alpn_protocol() != "h2":
+            link.closed = True
+            link.transport.abort()
+            log.warning(
+                "pool %s: server %s did not choose h2 by ALPN (pools.%s.protocol: h2)",
+                server.pool,
+                server.name,
+                server.pool,
+            )
+            raise ConnectionRefusedError("the server did not choose h2 by ALPN")
+        self.live[server] = link
+        return link
+
+
+_HOMES: weakref.WeakKeyDictionary[Any, Links] = weakref.WeakKeyDictionary()
+
+
+def links_of(table: Any) -> Links:
+    """The links of a connection table (the keep-alive pool its channels go back to)."""
+    home = _HOMES.get(table)
+    if home is None:
+        home = _HOMES[table] = Links()
+    return home
