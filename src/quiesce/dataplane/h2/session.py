@@ -26,8 +26,7 @@ unusable after, ``dead``) or queues its own GOAWAY, after which :attr:`over` is 
 was sent.
 
 :func:`request_head` turns a request's header list into an HTTP/1.1 head
-(keep-alive: the exchange ends as the usual end of a keep-alive exchange, at once, and the
-stream with its answer: quiesce.dataplane.h2.stream), refusing what RFC 9113 §8.1.1
+(``Connection: close``: the exchange ends with its stream), refusing what RFC 9113 §8.1.1
 calls malformed (a stream error, PROTOCOL_ERROR). libnghttp2 refuses most of that already
 (RST_STREAM PROTOCOL_ERROR before any event): ``request_head`` keeps its own checks, which
 cost little, so the HTTP/1.1 head written is never built from anything it did not check.
@@ -122,6 +121,7 @@ def request_head(headers: list[tuple[bytes, bytes]], end_stream: bool) -> tuple[
     chunked = not end_stream and length is None
     if chunked:
         lines.append(b"transfer-encoding: chunked")
+    lines.append(b"connection: close")
     return method + b" " + path + b" HTTP/1.1\r\n" + b"\r\n".join(lines) + b"\r\n\r\n", chunked
 
 

@@ -163,7 +163,7 @@ class StreamTransport:
             )
             session.headers(self.sid, response_headers(status, fields), end)
             if end:
-                self._done()
+                self.ended = True
             else:
                 self.trailers = []
         self.conn.flush_soon()
@@ -179,21 +179,13 @@ class StreamTransport:
         if not self.ended:
             body = self.body
             self.body = []
+            self.ended = True
             trailers = self.trailers
             if trailers:
                 self._send(b"".join(body), False)
                 self.conn.session.trailers(self.sid, trailers)  # (after the DATA: ngh2)
             else:
                 self._send(b"".join(body), True)
-            self._done()
-
-    def _done(self) -> None:
-        """The answer's end: the stream ends with it, next turn (the exchange was asked for
-        keep-alive: by then it is idle, or it closed the transport itself, a no-op then)."""
-        self.ended = True
-        if not self.closing:
-            self.closing = True
-            self.conn.stream_closed(self, False)
 
     def _send(self, data: bytes, end: bool) -> None:
         conn = self.conn
