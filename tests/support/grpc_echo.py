@@ -7,7 +7,8 @@ Methods of ``quiesce.test.Echo``:
 * ``Fail`` (unary): aborts with NOT_FOUND and the request as the message;
 * ``Count`` (server streaming): the request is a number N, answered with N messages
   ``<name>:<i>``;
-* ``Slow`` (unary): the request is milliseconds to wait, then answers like ``Say``.
+* ``Slow`` (unary): the request is milliseconds to wait, then answers like ``Say``; a call
+  its client resets meanwhile is counted as ``cancelled``.
 
 ``calls`` counts the calls each method took (a drain test looks at them).
 """
@@ -68,7 +69,12 @@ class EchoServer:
 
     def _slow(self, request: bytes, context: Any) -> bytes:
         self._count_call("Slow")
-        time.sleep(int(request) / 1000)
+        end = time.monotonic() + int(request) / 1000
+        while time.monotonic() < end:
+            if not context.is_active():  # the client (quiesce) reset the stream
+                self._count_call("cancelled")
+                return b""
+            time.sleep(0.005)
         return self.name.encode() + b":" + request
 
     def stop(self, grace: float | None = None) -> None:

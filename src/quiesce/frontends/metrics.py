@@ -33,6 +33,7 @@ from quiesce.core.events import Event, EventKind
 from quiesce.core.pool import slow_start_factor
 from quiesce.core.states import Admin, Oper, Status, Verdict
 from quiesce.core.status import displayed_status
+from quiesce.frontends.grpc_metrics import grpc_metrics
 from quiesce.frontends.pool_metrics import ejection_metrics, pool_metrics
 from quiesce.frontends.retry_metrics import haproxy_retry_metrics, retry_metrics
 from quiesce.state.registry import Registry, ServerRuntime
@@ -217,6 +218,7 @@ class QuiesceCollector(Collector):
         yield from pool_metrics(reg.pools.values())  # quiesce_pool_* (frontends.pool_metrics)
         yield from ejection_metrics(reg.pools.values(), per_server(self.app))
         yield from retry_metrics(reg.pools.values(), per_server(self.app))  # wretr, wredis
+        yield from grpc_metrics(reg.pools.values(), per_server(self.app))  # grpc-status
 
         flags = GaugeMetricFamily(
             "quiesce_flag",
