@@ -162,8 +162,8 @@ def profile_summary(path: Path, top: int = 14) -> list[str]:
     raw = stats.stats  # type: ignore[attr-defined]
     total = sum(v[2] for v in raw.values()) or 1.0
     groups: dict[str, float] = defaultdict(float)
-    for (file, _line, _name), (_cc, _nc, tt, _ct, _callers) in raw.items():
-        groups[_group(file)] += tt
+    for (file, _line, name), (_cc, _nc, tt, _ct, _callers) in raw.items():
+        groups[_group(file, name)] += tt
     lines = ["| where (own time) | share |", "|---|---:|"]
     for name, tt in sorted(groups.items(), key=lambda kv: -kv[1]):
         if tt / total >= 0.005:
@@ -176,7 +176,9 @@ def profile_summary(path: Path, top: int = 14) -> list[str]:
     return lines
 
 
-def _group(file: str) -> str:
+def _group(file: str, name: str = "") -> str:
+    if file == "~" and "ngh2." in name:
+        return "ngh2 (libnghttp2: the codec)"
     for key, label in (
         ("/quiesce/dataplane/h2/", "quiesce.dataplane.h2 (the HTTP/2 front end)"),
         ("/quiesce/dataplane/h1/", "quiesce.dataplane.h1 (the exchange, upstream side)"),

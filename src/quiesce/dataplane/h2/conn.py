@@ -80,6 +80,8 @@ class Http2Connection(asyncio.Protocol):
         "idle_since",
         "loop",
         "peer",
+        "peer_b",
+        "port",
         "proxied",
         "session",
         "shut",
@@ -95,6 +97,8 @@ class Http2Connection(asyncio.Protocol):
         self.fwd = HTTP_FORWARDED
         self.proxied: Header | None = None
         self.peer = ""
+        self.peer_b = b""
+        self.port = 0
         self.session = Session(
             self.loop.time(), max_header_list=ctx.max_header_size + ctx.max_request_line
         )
@@ -126,6 +130,8 @@ class Http2Connection(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
         peer = transport.get_extra_info("peername") if not self.proxied else self.proxied.source
         self.peer = sys.intern(peer[0]) if peer else ""
+        self.peer_b = self.peer.encode()  # (its streams take the three: Stream.take_transport)
+        self.port = peer[1] if peer else 0
         self.idle_since = self.loop.time()
         self.ctx.watch()
         self.flush_soon()  # our SETTINGS

@@ -39,6 +39,9 @@ class Carrier(Protocol):
     transport: asyncio.Transport
     proxied: Header | None
     fwd: bytes
+    peer: str
+    peer_b: bytes
+    port: int
 
     def flush_soon(self) -> None: ...
     def ack(self, sid: int, n: int) -> None: ...
@@ -70,7 +73,8 @@ class StreamTransport:
         self.conn = conn
         self.stream = stream
         self.sid = sid
-        self.parser = httptools.HttpResponseParser(self)
+        # made when the answer does not come whole in one write (most do: _whole)
+        self.parser: httptools.HttpResponseParser | None = None
         self.fields: list[tuple[bytes, bytes]] = []
         self.body: list[bytes] = []
         self.head_only = False
@@ -87,8 +91,13 @@ class StreamTransport:
     def write(self, data: bytes) -> None:
         if self.closing or self.ended:
             return
+        parser = self.parser
+        if parser is None:
+            if self._whole(data):
+                return
+            parser = self.parser = httptools.HttpResponseParser(self)
         try:
-            self.parser.feed_data(data)
+            parser.feed_data(data)
         except httptools.HttpParserError:
             self.abort()  # (never: the exchange writes well-formed HTTP/1.1)
             return
@@ -96,6 +105,45 @@ class StreamTransport:
             body = self.body
             self.body = []
             self._send(body[0] if len(body) == 1 else b"".join(body), False)
+
+    def _whole(self, data: bytes) -> bool:
+        """A whole final answer with its Content-Length body in one write (the exchange's
+        usual write: head and body at once), sent without a parser; False (nothing done)
+        for anything else: an interim answer, a chunked or partial one."""
+        end = data.find(b"\r\n\r\n")
+        if end < 12 or data[:9] != b"HTTP/1.1 ":
+            return False
+        lines = data[:end].split(b"\r\n")
+        code = lines[0][9:12]
+        if not code.isdigit() or code[0] < 50:  # (< b"2": interim, the parser's)
+            return False
+        status = int(code)
+        fields = []
+        length = -1
+        for line in lines[1:]:
+            name, colon, value = line.partition(b":")
+            if not colon or not name or name[-1] in b" \t" or line[0] in b" \t":
+                return False  # (never from the exchange: the parser says what it is)
+            value = value.strip(b" \t")
+            if len(name) == 14 and name.lower() == b"content-length":
+                if not value.isdigit():
+                    return False
+                length = int(value)
+            elif len(name) == 17 and name.lower() == b"transfer-encoding":
+                return False
+            fields.append((name, value))
+        body = data[end + 4 :]
+        empty = self.head_only or status == 204 or status == 304 or length == 0
+        if not empty and length != len(body):
+            return False
+        session = self.conn.session
+        session.headers(self.sid, response_headers(status, fields), empty)
+        if not empty:
+            self._send(body, True)
+        else:
+            self.conn.flush_soon()
+        self._done()
+        return True
 
     def writelines(self, data: list[bytes]) -> None:
         self.write(b"".join(data))
@@ -143,7 +191,7 @@ class StreamTransport:
             self.trailers.append((name.lower(), value))
 
     def on_headers_complete(self) -> None:
-        status = self.parser.get_status_code()
+        status = self.parser.get_status_code()  # type: ignore[union-attr]
         fields = self.fields
         self.fields = []
         session = self.conn.session
@@ -163,7 +211,7 @@ class StreamTransport:
             )
             session.headers(self.sid, response_headers(status, fields), end)
             if end:
-                self.ended = True
+                self._done()
             else:
                 self.trailers = []
         self.conn.flush_soon()
@@ -179,13 +227,21 @@ class StreamTransport:
         if not self.ended:
             body = self.body
             self.body = []
-            self.ended = True
             trailers = self.trailers
             if trailers:
                 self._send(b"".join(body), False)
                 self.conn.session.trailers(self.sid, trailers)  # (after the DATA: ngh2)
             else:
                 self._send(b"".join(body), True)
+            self._done()
+
+    def _done(self) -> None:
+        """The answer's end: the stream ends with it, next turn (the exchange was asked for
+        keep-alive: by then it is idle, or it closed the transport itself, a no-op then)."""
+        self.ended = True
+        if not self.closing:
+            self.closing = True
+            self.conn.stream_closed(self, False)
 
     def _send(self, data: bytes, end: bool) -> None:
         conn = self.conn
@@ -213,6 +269,14 @@ class Stream(ClientConnection):
         now = self.loop.time()
         self.idle_since = now
         self.begin_at = now
+
+    def take_transport(self, transport: asyncio.BaseTransport) -> None:
+        """The client's address is its connection's (no getpeername a stream)."""
+        self.transport = transport  # type: ignore[assignment]
+        conn = self.conn
+        self.peer = conn.peer
+        self.peer_b = conn.peer_b
+        self.port = conn.port
 
     def begin(self, head: bytes, head_only: bool) -> None:
         self.transport.head_only = head_only  # type: ignore[attr-defined]
