@@ -18,7 +18,7 @@ import pytest
 
 from quiesce.core.admin import AdminCommand
 from quiesce.core.states import Admin, Cause
-from quiesce.dataplane.h2client.link import links_of
+from quiesce.dataplane.h2client.links import links_of
 from quiesce.frontends.grpc_metrics import grpc_metrics
 from tests.dataplane.conftest import make_config, start_proxy, wait_for
 

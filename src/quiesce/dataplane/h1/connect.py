@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from quiesce.core.retry import CONNECT_TIMEOUT
 from quiesce.dataplane.h1.retry import again
 from quiesce.dataplane.h1.upstream import Upstream
-from quiesce.dataplane.h2client.link import links_of
+from quiesce.dataplane.h2client.links import links_of
 from quiesce.dataplane.proxyproto import for_upstream
 from quiesce.logs import access as ts  # the termination states
 from quiesce.state.traffic import connected

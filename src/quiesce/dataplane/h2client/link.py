@@ -18,11 +18,16 @@ table's keep-alive pool after its response, as an HTTP/1.1 connection does: a po
 costs nothing on the server, and taking one opens no connection.
 
 A link is opened by the first request to its server (concurrent first requests wait for the
-same one: :class:`Links`) and closes (GOAWAY NO_ERROR) when it has no channel left, idle or
-busy. It is given up when the server says GOAWAY (streams above its last stream id were not
-processed: their exchanges see a connection lost before any byte, the keep-alive race's
-resend or the pool's retries), on a protocol error (GOAWAY, every stream lost), or when the
-connection is lost.
+same one: quiesce.dataplane.h2client.links) and closes (GOAWAY NO_ERROR) when it has no
+channel left, idle or busy. It is given up when the server says GOAWAY, on a protocol error
+(GOAWAY, every stream lost), or when the connection is lost.
+
+A stream the server refused (REFUSED_STREAM, or above its GOAWAY's last stream id: not
+processed, RFC 9113 §8.7) is sent again, once, on the server's next link, whatever its
+method, when its whole request is still held (up to ``RESEND_LIMIT`` of body): a server
+restarting gracefully loses no call. Any other loss is the exchange's, as over HTTP/1.1: a
+lost connection before any response byte (the keep-alive race's resend, ``pools.X.retries``)
+or after (the client's stream is reset, its HTTP/1.1 connection closed).
 
 Flow control: the response windows are acknowledged as the client side reads them (a
 paused Upstream holds its stream's WINDOW_UPDATEs back); request bodies are queued by
@@ -33,9 +38,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import weakref
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import httptools
 from ngh2 import (
@@ -67,10 +70,19 @@ CANCEL = 0x8
 REFUSED_STREAM = 0x7
 STREAM_WINDOW = 1 << 20  # a stream's receive window (INITIAL_WINDOW_SIZE we announce)
 CONNECTION_WINDOW = 16 << 20
+RESEND_LIMIT = 64 * 1024  # request body held for a resend of a refused stream
 HIGH = 256 * 1024  # request body bytes queued on a stream before the client is paused
 LOW = 64 * 1024
 
 Proto = Any  # the h1 Upstream (this package does not import the HTTP/1.1 layer back)
+
+
+class Home(Protocol):
+    """Where a link belongs (quiesce.dataplane.h2client.links.Links, which imports this
+    module)."""
+
+    def forget(self, link: Link) -> None: ...
+    def resend(self, ch: Channel) -> None: ...
 
 
 class Channel:
@@ -87,11 +99,16 @@ class Channel:
         "head_only",
         "link",
         "method",
+        "moving",
         "out",
         "parser",
         "paused",
         "proto",
         "reading",
+        "req",
+        "req_end",
+        "resent",
+        "sent",
         "sid",
         "unacked",
         "url",
@@ -115,6 +132,13 @@ class Channel:
         self.reading = True
         self.paused = False  # the client was paused: too much request body queued
         self.unacked = 0
+        # the request under way, held for a resend while the server may refuse its stream:
+        # its header list, its body as sent (None: past RESEND_LIMIT), whether it ended
+        self.req: list[tuple[bytes, bytes]] = []
+        self.sent: list[bytes] | None = None
+        self.req_end = False
+        self.moving = False  # being resent: on its way to a (new) link
+        self.resent = False
 
     # what the Upstream and the exchange call (an asyncio.Transport's methods) -------------
 
@@ -210,26 +234,74 @@ class Channel:
     def on_body(self, body: bytes) -> None:
         if self.head is not None:
             self._open(False)
+        sent = self.sent
+        if self.moving:
+            assert sent is not None
+            sent.append(body)  # (sent once the stream is open again)
+            return
         if self.sid:
             self.link.send_data(self.sid, body, False)
+            if sent is not None:
+                sent.append(body)
+                if len(sent) > 64 or sum(map(len, sent)) > RESEND_LIMIT:
+                    self.sent = None
 
     def on_message_complete(self) -> None:
         if self.head is not None:
             self._open(True)
-        elif self.sid:
+            return
+        self.req_end = True
+        if self.sid and not self.moving:
             self.link.send_data(self.sid, b"", True)
 
     def _open(self, end: bool) -> None:
         head = self.head
         assert head is not None
         self.head = None
-        self.got = self.ended = False
+        self.got = self.ended = self.resent = False
+        self.req = head
+        self.sent = []
+        self.req_end = end
         sid = self.link.request(self, head, end)
-        if sid < 0:
-            # the link is going away or gone: the request never left (no byte came back)
-            self.link.loop.call_soon(self.abort)
+        if sid < 0:  # the link is going away or gone: the request never left
+            self.refused()
             return
         self.sid = sid
+
+    def refused(self) -> None:
+        """The server refused the stream (REFUSED_STREAM, or above its GOAWAY's last stream
+        id: RFC 9113 §8.7, not processed): sent again on the server's live link (or a new
+        one), once, when the whole request is still held; else, to the exchange, a
+        connection lost before any byte (the keep-alive race's resend, the pool's retries)."""
+        if self.closing:
+            return
+        link = self.link
+        self.sid = 0
+        if self.sent is None or self.resent:
+            link.loop.call_soon(self.lost)
+            return
+        self.resent = True
+        self.moving = True
+        link.channels.discard(self)
+        link.paused.discard(self)
+        link.home.resend(self)
+        if not link.channels and link.going and not link.closed:
+            link.close()  # (a usable one is where the resend goes)
+
+    def moved(self, link: Link) -> None:
+        """Resent on ``link`` (Links.resend): the request from its start."""
+        self.moving = False
+        self.link = link
+        link.channels.add(self)
+        sent = self.sent or []
+        self.sent = None  # (never resent twice)
+        sid = link.request(self, self.req, self.req_end and not sent)
+        if sid < 0:
+            self.lost()
+            return
+        self.sid = sid
+        for i, body in enumerate(sent):
+            link.send_data(sid, body, self.req_end and i == len(sent) - 1)
 
     # the stream's events (the link calls) --------------------------------------------------
 
@@ -286,6 +358,7 @@ class Channel:
         if self.closing:
             return
         self.deliver()
+        self.moving = False
         self.closing = True
         self.sid = 0
         self.link.channel_gone(self)
@@ -295,10 +368,14 @@ class Channel:
 class Link(asyncio.Protocol):
     """One HTTP/2 connection to a server, carrying the streams of its channels."""
 
-    def __init__(self, server: ServerRuntime, home: Links, scheme: bytes) -> None:
+    def __init__(
+        self, server: ServerRuntime, home: Home, scheme: bytes, kw: dict[str, Any], timeout: float
+    ) -> None:
         self.server = server
         self.home = home
         self.scheme = scheme
+        self.kw = kw  # how it was opened (pools.X.tls), for the next one
+        self.timeout = timeout
         self.loop = asyncio.get_running_loop()
         self.transport: asyncio.Transport = None  # type: ignore[assignment]
         self.h2 = Connection(Role.CLIENT, Configuration(auto_window_update=False))
@@ -335,6 +412,12 @@ class Link(asyncio.Protocol):
             )
             self._fail()
             return
+        if events:
+            self._dispatch(events)
+        self.flush_soon()
+
+    def _dispatch(self, events: list[Any]) -> None:
+        h2 = self.h2
         touched: list[Channel] = []
         streams = self.streams
         for e in events:
@@ -371,14 +454,16 @@ class Link(asyncio.Protocol):
             elif kind is StreamReset or kind is StreamClosed:
                 ch = streams.pop(e.stream_id, None)
                 if ch is not None and not ch.ended:
-                    if ch.got or e.error_code != REFUSED_STREAM:
-                        log.info(
-                            "pool %s: server %s: stream %d ended with code %d",
-                            self.server.pool,
-                            self.server.name,
-                            e.stream_id,
-                            e.error_code,
-                        )
+                    if not ch.got and e.error_code == REFUSED_STREAM:
+                        ch.refused()
+                        continue
+                    log.info(
+                        "pool %s: server %s: stream %d ended with code %d",
+                        self.server.pool,
+                        self.server.name,
+                        e.stream_id,
+                        e.error_code,
+                    )
                     ch.lost()
             elif kind is WindowUpdated:
                 self._unpause()
@@ -390,7 +475,6 @@ class Link(asyncio.Protocol):
         for ch in touched:
             if not ch.closing:
                 ch.deliver()
-        self.flush_soon()
 
     def eof_received(self) -> bool | None:
         return False
@@ -481,9 +565,25 @@ class Link(asyncio.Protocol):
         self.flushing = False
         if self.closed:
             return
-        data = self.h2.data_to_send()
+        h2 = self.h2
+        data = h2.data_to_send()
         if data:
             self.transport.write(data)
+            events = h2.events()  # (a stream libnghttp2 reset as it wrote: StreamClosed)
+            if events:
+                self._dispatch(events)
+                if self.closed:
+                    return
+                self.flush_soon()
+            if not h2.want_read and not h2.want_write:
+                # libnghttp2 ended the connection: its GOAWAY went (a protocol error)
+                log.warning(
+                    "pool %s: server %s broke HTTP/2: connection closed",
+                    self.server.pool,
+                    self.server.name,
+                )
+                self._fail()
+                return
         if self.paused and not self.blocked:
             self._unpause()
 
@@ -524,7 +624,10 @@ class Link(asyncio.Protocol):
         self.home.forget(self)
         for sid in [s for s in self.streams if s > last]:
             ch = self.streams.pop(sid)
-            ch.lost()
+            if ch.got:
+                ch.lost()
+            else:
+                ch.refused()
         for ch in list(self.channels):
             if not ch.sid and ch.proto.client is None:
                 ch.close()  # an idle one: never taken again
@@ -546,76 +649,3 @@ class Link(asyncio.Protocol):
         for ch in list(self.channels):
             ch.lost()
         self.transport.close()
-
-
-class Links:
-    """The live link to each server, and the ones being opened (one at a time per server)."""
-
-    def __init__(self) -> None:
-        self.live: dict[ServerRuntime, Link] = {}
-        self.opening: dict[ServerRuntime, asyncio.Task[Link]] = {}
-
-    def forget(self, link: Link) -> None:
-        if self.live.get(link.server) is link:
-            del self.live[link.server]
-
-    async def channel(
-        self,
-        server: ServerRuntime,
-        kw: dict[str, Any],
-        timeout: float,
-        make: Callable[[], Proto],
-    ) -> Proto:
-        """A new Upstream (``make()``) on a channel of the server's link, the link opened
-        first when there is none (TimeoutError, OSError: as a failed connect)."""
-        link = self.live.get(server)
-        if link is None or not link.usable():
-            task = self.opening.get(server)
-            if task is None:
-                task = asyncio.get_running_loop().create_task(self._open(server, kw, timeout))
-                self.opening[server] = task
-            link = await asyncio.shield(task)
-            if not link.usable():
-                raise ConnectionResetError("the server's HTTP/2 connection went away")
-        proto = make()
-        ch = Channel(link, proto)
-        link.channels.add(ch)
-        proto.connection_made(ch)
-        return proto
-
-    async def _open(self, server: ServerRuntime, kw: dict[str, Any], timeout: float) -> Link:
-        loop = asyncio.get_running_loop()
-        scheme = b"https" if kw.get("ssl") is not None else b"http"
-        try:
-            _, link = await asyncio.wait_for(
-                loop.create_connection(
-                    lambda: Link(server, self, scheme), server.host, server.port, **kw
-                ),
-                timeout,
-            )
-        finally:
-            self.opening.pop(server, None)
-        ssl_object = link.transport.get_extra_info("ssl_object")
-        if ssl_object is not None and ssl_object.selected_alpn_protocol() != "h2":
-            link.closed = True
-            link.transport.abort()
-            log.warning(
-                "pool %s: server %s did not choose h2 by ALPN (pools.%s.protocol: h2)",
-                server.pool,
-                server.name,
-                server.pool,
-            )
-            raise ConnectionRefusedError("the server did not choose h2 by ALPN")
-        self.live[server] = link
-        return link
-
-
-_HOMES: weakref.WeakKeyDictionary[Any, Links] = weakref.WeakKeyDictionary()
-
-
-def links_of(table: Any) -> Links:
-    """The links of a connection table (the keep-alive pool its channels go back to)."""
-    home = _HOMES.get(table)
-    if home is None:
-        home = _HOMES[table] = Links()
-    return home

@@ -1,0 +1,85 @@
+"""An h2 pool's servers misbehaving (issue 16, item 5): bad frames, a GOAWAY that refuses
+the request, a refused stream, a GOAWAY and a close in the middle of a response, a response
+without ``:status``. Each is answered cleanly (a refused request is sent again on a new
+connection and served; the others get 502, or a response cut short as over HTTP/1.1) and
+the proxy goes on serving (tests.support.h2server scripts the server)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import httpx
+import pytest
+
+from quiesce.dataplane.h2client.links import links_of
+from tests.dataplane.conftest import make_config, start_proxy
+from tests.support.h2server import H2Server
+
+pytestmark = [pytest.mark.loopback, pytest.mark.one_path]
+
+
+def first(what: str) -> Callable[[int, int], str]:
+    """``what`` on the first connection, then a well-behaved server."""
+    return lambda conn, req: what if conn == 1 else "ok"
+
+
+async def test_bad_frames_get_502_and_the_next_request_is_served() -> None:
+    async with H2Server("g", first("garbage")) as g:
+        raw = make_config([g.address], pool={"protocol": "h2"})
+        async with start_proxy(raw) as p, httpx.AsyncClient(timeout=10) as client:
+            r = await client.get(p.url + "/")
+            assert r.status_code == 502
+            r = await client.get(p.url + "/")
+            assert (r.status_code, r.text) == (200, "g:2")  # a new connection
+            assert g.connections == 2
+
+
+@pytest.mark.parametrize("what", ["refuse", "reset"])
+async def test_a_refused_request_is_sent_again_whatever_its_method(what: str) -> None:
+    """GOAWAY with last stream id 0, or RST_STREAM REFUSED_STREAM: not processed (RFC 9113
+    8.7), so even a POST with a body is sent again, on the next connection."""
+    if what == "refuse":
+        behaviour = first("refuse")
+    else:
+        behaviour = lambda conn, req: "reset" if req == 1 else "ok"  # noqa: E731
+    async with H2Server("r", behaviour) as r_server:
+        raw = make_config([r_server.address], pool={"protocol": "h2"})
+        async with start_proxy(raw) as p, httpx.AsyncClient(timeout=10) as client:
+            r = await client.post(p.url + "/call", content=b"payload" * 100)
+            assert r.status_code == 200
+            assert r_server.requests == 2
+            assert r_server.connections == (2 if what == "refuse" else 1)
+            assert r.text == f"r:{r_server.connections}"
+
+
+async def test_goaway_and_close_mid_response_cut_the_client_and_the_proxy_goes_on() -> None:
+    async with H2Server("c", first("cut")) as c:
+        raw = make_config([c.address], pool={"protocol": "h2"})
+        async with start_proxy(raw) as p, httpx.AsyncClient(timeout=10) as client:
+            with pytest.raises(httpx.RemoteProtocolError):
+                await client.get(p.url + "/")  # 1,000 of 100,000 bytes, then the end
+            r = await client.get(p.url + "/")
+            assert (r.status_code, r.text) == (200, "c:2")
+        # the HTTP/2 front end: the client's stream is reset, its connection goes on
+        async with H2Server("c", first("cut")) as c2:
+            raw = make_config([c2.address], pool={"protocol": "h2"})
+            async with (
+                start_proxy(raw) as p,
+                httpx.AsyncClient(http1=False, http2=True, timeout=10) as client,
+            ):
+                with pytest.raises(httpx.RemoteProtocolError):
+                    await client.get(p.url + "/")
+                r = await client.get(p.url + "/")
+                assert (r.status_code, r.http_version, r.text) == (200, "HTTP/2", "c:2")
+                assert p.service.stats.connections_total == 1
+
+
+async def test_a_response_without_status_is_a_502() -> None:
+    async with H2Server("n", first("no_status")) as n:
+        raw = make_config([n.address], pool={"protocol": "h2"})
+        async with start_proxy(raw) as p, httpx.AsyncClient(timeout=10) as client:
+            r = await client.get(p.url + "/")
+            assert r.status_code == 502
+            r = await client.get(p.url + "/")
+            assert r.status_code == 200
+            assert len(links_of(p.table).live) == 1
