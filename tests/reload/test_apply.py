@@ -6,10 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import itertools
 import pickle
 import socket
+import sys
+import threading
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
@@ -195,5 +199,79 @@ async def test_app_says_it_is_reloading_while_it_is(tmp_path: Path) -> None:
         assert app.reloading  # what the runtime socket's _takeover looks at
         await task
         assert not app.reloading
+    finally:
+        await app.stop(1.0)
+
+
+@pytest.mark.peers  # the reload worker is a Python process
+async def test_a_reload_is_applied_in_slices_of_a_millisecond_each_followed_by_turns(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """1,000 servers added, each change taking 0.25 ms of a fake clock: applied in slices of
+    at most 1 ms of work (4 changes, 5 with the one that crosses the line), the event loop
+    turning between two slices and never inside one (5 ms slices held every request in
+    flight for 5 ms: the p99 during a reload 3-6x the idle p99)."""
+    import quiesce.app.reload as reload_module
+
+    app = await started(tmp_path, config_text(3))
+    clock = [0.0]
+    monkeypatch.setattr(reload_module, "time", SimpleNamespace(perf_counter=lambda: clock[0]))
+    turns = [0]
+    seen: list[int] = []  # the loop's turn count at each change
+    apply_change = reload_module.Reloader._apply_change
+
+    def timed(self: reload_module.Reloader, change: Any, new: Config, ctx: Any) -> None:
+        apply_change(self, change, new, ctx)
+        if change.kind == "server_added":
+            seen.append(turns[0])
+            clock[0] += 0.00025
+
+    async def turning() -> None:
+        while True:
+            turns[0] += 1
+            await asyncio.sleep(0)
+
+    monkeypatch.setattr(reload_module.Reloader, "_apply_change", timed)
+    counter = asyncio.create_task(turning())
+    try:
+        (tmp_path / "quiesce.yaml").write_text(config_text(1003))
+        plan = await app.reload("test")
+        assert len(plan.changes) == len(seen) == 1000
+        slices = [len(list(group)) for _, group in itertools.groupby(seen)]
+        assert max(slices) <= 5 and len(slices) >= 200  # one slice each turn, at most
+        assert len(app.registry.pools["web"].servers) == 1003
+    finally:
+        counter.cancel()
+        await app.stop(1.0)
+
+
+@pytest.mark.peers
+async def test_a_reload_is_planned_in_a_thread_with_short_switches(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The plan (every server of the two files compared) runs in a thread, with the
+    interpreter's switch interval at RELOAD_SWITCH meanwhile (a pure Python thread holds the
+    GIL for the switch interval, 5 ms by default, while the event loop waits for it); the
+    interval is restored after."""
+    import quiesce.app.reload as reload_module
+
+    app = await started(tmp_path, config_text(3))
+    planned: list[tuple[bool, float]] = []
+    plan_reload = reload_module.plan_reload
+
+    def spying(*args: Any) -> Any:
+        planned.append(
+            (threading.current_thread() is threading.main_thread(), sys.getswitchinterval())
+        )
+        return plan_reload(*args)
+
+    monkeypatch.setattr(reload_module, "plan_reload", spying)
+    before = sys.getswitchinterval()
+    try:
+        (tmp_path / "quiesce.yaml").write_text(config_text(4))
+        plan = await app.reload("test")
+        assert [c.kind for c in plan.changes] == ["server_added"]
+        assert planned == [(False, reload_module.RELOAD_SWITCH)]
+        assert sys.getswitchinterval() == before
     finally:
         await app.stop(1.0)
