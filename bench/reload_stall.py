@@ -71,22 +71,33 @@ async def run(args: argparse.Namespace) -> list[dict[str, object]]:
             await asyncio.sleep(0.001)
             lags.append(loop.time() - t - 0.001)
 
-    beat = [time.monotonic()]
+    beat = [time.monotonic(), time.thread_time(), time.process_time()]
 
     async def heartbeat() -> None:
         while True:
-            beat[0] = time.monotonic()
+            beat[:] = time.monotonic(), time.thread_time(), time.process_time()
             await asyncio.sleep(0.001)
 
     def watch(main: int, ms: float) -> None:
-        """Where the loop is when it has not beaten for ``ms`` (its stack, to stderr)."""
+        """Where the loop is when it has not beaten for ``ms`` (its stack, to stderr), and
+        how much CPU its thread had meanwhile (less than the stall: it waited for the GIL
+        or for a core) and the process's other threads (as much as the stall: the GIL)."""
+        clock = time.pthread_getcpuclockid(main)
         while True:
             time.sleep(0.002)
-            late = time.monotonic() - beat[0]
+            when, cpu, process = beat
+            late = time.monotonic() - when
             if late > ms / 1000:
+                used = time.clock_gettime(clock) - cpu
+                others = time.process_time() - process - used
                 frame = sys._current_frames().get(main)
                 stack = "".join(traceback.format_stack(frame, limit=10)) if frame else ""
-                print(f"stall {late * 1000:.0f} ms\n{stack}", file=sys.stderr, flush=True)
+                print(
+                    f"stall {late * 1000:.0f} ms (cpu {used * 1000:.0f} ms, other threads "
+                    f"{others * 1000:.0f} ms)\n{stack}",
+                    file=sys.stderr,
+                    flush=True,
+                )
                 while beat[0] < time.monotonic() - ms / 1000:  # once per stall
                     time.sleep(0.002)
 
