@@ -34,6 +34,7 @@ from typing import Any
 
 from quiesce.core.states import Verdict
 from quiesce.state import traffic as _traffic
+from quiesce.state.ring import Ring
 
 SECONDS = 900  # 15 minutes of 1 s rows
 BOUNDS = _traffic.BOUNDS  # latency bucket upper bounds (s), 4 per octave
@@ -99,9 +100,10 @@ class Snapshot:
     checks: tuple[Any, ...] | None = None  # CHECK_FIELDS of a server's second (None: not kept)
 
 
-class Series:
-    """One object's ring: row ``i`` is the second ``stamps[i]``; a second the timer missed
-    has no row (it reads as 0)."""
+class Series(Ring):
+    """One object's rows: the row of second ``s`` is the one stored for ``s``; a second the
+    timer missed has no row (it reads as 0). Stored as runs (:mod:`quiesce.state.ring`): an
+    idle server costs a few words, not a slot a second."""
 
     __slots__ = (
         "_last",
@@ -110,54 +112,60 @@ class Series:
         "checks",
         "connections",
         "key",
-        "rows",
-        "size",
         "src",
-        "stamps",
     )
 
+    CONN = len(COUNTERS)
+    TAIL = len(COUNTERS) + 1 + len(QUANTILES)
+
     def __init__(self, size: int = SECONDS, checks: bool = False) -> None:
-        self.size = size
+        super().__init__(size)
         self.checks = checks  # a server's: its rows hold CHECK_FIELDS (else None there)
         self.check_at = 0.0  # the newest check result counted (its ``at``)
-        self.rows: list[tuple[Any, ...] | None] = [None] * size
-        self.stamps = [-1] * size
         self._last: tuple[int | None, ...] | None = None
-        self._last_latency: list[int] | None = None
+        self._last_latency: Sequence[int] | None = None
         # kept by SeriesStore's tick: the connections of the last sample, and for a server
         # the object sampled and the few counters that tell it moved
         self.connections = 0
         self.src: Any = None
         self.key: tuple[Any, ...] | None = None
 
+    def _idle(self, connections: int) -> tuple[Any, ...]:
+        return _idle_row(connections, self.checks)
+
     def idle(self, second: int, checks: tuple[Any, ...] | None = None) -> None:
         """Nothing changed since the last sample (but ``checks``, a server's check results
         since then, if any): the row of ``second`` is the shared one of zeros and the same
         connections (what :meth:`sample` would store, without the work)."""
-        i = second % self.size
-        row = self.rows[i]
-        if self.stamps[i] != second or row is None:
+        if checks is None and self._tconn == self.connections and self._more(second):
+            return
+        row = self._cut(second)
+        if row is None:
             idle = _idle_row(self.connections, self.checks)
-            self.rows[i] = idle if checks is None else (*idle[:_Q1], *checks)
-            self.stamps[i] = second
+            row = idle if checks is None else (*idle[:_Q1], *checks)
         elif checks is not None:  # a second tick in the second: zeros and these checks add
-            self.rows[i] = (*row[:_Q0], *_NO_QUANTILES, *_add_checks(row[_Q1:], checks))
+            row = (*row[:_Q0], *_NO_QUANTILES, *_add_checks(row[_Q1:], checks))
         elif row[_Q0:_Q1] != _NO_QUANTILES:  # a second tick in the second adds zeros, and
             # its quantiles replace the row's, as in :meth:`sample`: none
-            self.rows[i] = (*row[:_Q0], *_NO_QUANTILES, *row[_Q1:])
+            row = (*row[:_Q0], *_NO_QUANTILES, *row[_Q1:])
+        self._put(second, row)
 
     def sample(self, second: int, snap: Snapshot) -> None:
         """Store the difference since the previous sample as the row of ``second`` (the first
         sample only sets the baseline)."""
-        last, self._last = self._last, snap.counters
+        last = self._last
+        counters = snap.counters
+        self._last = _ZERO_COUNTERS if counters == _ZERO_COUNTERS else counters
         self.connections = snap.connections
-        lat = list(snap.latency) if snap.latency is not None else None
+        lat: Sequence[int] | None = None
+        if snap.latency is not None:  # shared while all zeros (a server without traffic)
+            lat = _ZERO_LATENCY if not any(snap.latency) else list(snap.latency)
         last_lat, self._last_latency = self._last_latency, lat
         if last is None:
             return
         deltas = tuple(
             None if now is None else (now - before if before is not None and now >= before else 0)
-            for now, before in zip(snap.counters, last, strict=True)
+            for now, before in zip(counters, last, strict=True)
         )
         if lat is not None and last_lat is not None and len(last_lat) == len(lat):
             diff = [max(0, a - b) for a, b in zip(lat, last_lat, strict=True)]
@@ -165,27 +173,24 @@ class Series:
         else:
             q = (None,) * len(QUANTILES)
         checks = snap.checks if snap.checks is not None else _checks_of(self.checks)
-        i = second % self.size
-        row = self.rows[i]
-        if self.stamps[i] == second and row is not None:  # a second tick in one second (a
-            # timer firing early): add to its row, so no request is dropped from the sums
+        row = self._cut(second)
+        if row is not None:  # a second tick in one second (a timer firing early): add to
+            # its row, so no request is dropped from the sums
             deltas = tuple(None if d is None else d + (row[k] or 0) for k, d in enumerate(deltas))
             checks = _add_checks(row[_Q1:], checks)
-        self.rows[i] = (*deltas, snap.connections, *q, *checks)
-        self.stamps[i] = second
+        self._put(second, (*deltas, snap.connections, *q, *checks))
 
     def window(self, now: int, seconds: int) -> list[dict[str, Any]]:
         """The last ``seconds`` seconds up to ``now`` (included), oldest first."""
-        out = []
-        for s in range(now - min(seconds, self.size) + 1, now + 1):
-            i = s % self.size
-            row = self.rows[i] if self.stamps[i] == s else None
-            out.append(_point(s, row))
-        return out
+        lo = now - min(seconds, self.size) + 1
+        return [_point(lo + k, row) for k, row in enumerate(self._rows(lo, now))]
 
 
 _IDLE: tuple[dict[int, tuple[Any, ...]], dict[int, tuple[Any, ...]]] = ({}, {})  # [checks]
 _NO_QUANTILES = (None,) * len(QUANTILES)
+_ZERO_COUNTERS = (*(0,) * (len(COUNTERS) - 1), None)  # a server's last sample, no traffic yet
+_ZERO_LATENCY = (0,) * (len(BOUNDS) + 1)  # latency counts of a server not timed yet
+_ZERO_KEY = (0,) * 6  # SeriesStore.ticking's key of a server that never had traffic
 
 
 def _checks_of(checks: bool) -> tuple[Any, ...]:
@@ -374,7 +379,6 @@ class SeriesStore:
         them (the rows are those of one :meth:`tick`; a server's row holds its counters as
         its slice read them, so what moves between two slices is in the next second's)."""
         second = int(now)
-        i = second % self.size
         latency = _traffic.LATENCY
         moved = False  # a server added, replaced or gone: forget what is no longer there
         done, limit = 0, batch
@@ -416,19 +420,14 @@ class SeriesStore:
                     if checked != s.check_at:  # but checks came: their counts, no snapshot
                         s.idle(second, check_stats(server, s.check_at))
                         s.check_at = checked
-                    elif s.stamps[i] != second:  # idle: Series.idle inline
-                        s.rows[i] = _idle_row(s.connections, True)
-                        s.stamps[i] = second
-                    else:
+                    else:  # idle: one more second on its last run, mostly
                         s.idle(second)
                     continue
                 changed = True
-                hist = latency.get(t)
-                if hist is None:
-                    hist = latency[t] = new_histogram()
+                hist = latency.get(t, _ZERO_LATENCY)  # made by the first timed request
                 ps.add(s, -1)
                 s.sample(second, server_snapshot(server, hist, check_stats(server, s.check_at)))
-                s.key, s.check_at = key, checked
+                s.key, s.check_at = _ZERO_KEY if key == _ZERO_KEY else key, checked
                 ps.add(s, 1)
             if placed:  # servers added, removed or moved: its order and members anew
                 ps.order = [members[x.name] for x in servers]
@@ -444,11 +443,11 @@ class SeriesStore:
         for sname, stats in services.items():
             self._get("service", sname).sample(second, service_snapshot(stats, None))
         self._pools = sums
-        kept = len(sums) + len(services) + sum(len(p.members) for p in sums.values())
-        if len(self.series) > kept:
+        kept = sum(len(p.members) for p in sums.values())  # servers
+        if len(self.series) > len(sums) + len(services) + kept:
             self._forget(sums, services)  # deleted: forget them
             moved = True
-        if moved:
+        if moved or len(latency) > kept:  # (a server timed and deleted between two ticks)
             live = {s.src.traffic for p in sums.values() for s in p.members.values()}
             for t in [t for t in latency if t not in live]:
                 del latency[t]

@@ -20,8 +20,9 @@ than add a 0 to a third sum per request, a connect adds its time to ``ctime_sum`
 lazily, as of the sample count ``ctime_at`` (:func:`connected`), and the reader decays it to
 ``timed``. Sans-IO.
 
-The response time of an answered request also goes into the server's latency histogram, when
-it has one (:data:`LATENCY`, kept by :mod:`quiesce.state.series`): one dict lookup, one bisect
+The response time of an answered request also goes into the server's latency histogram
+(:data:`LATENCY`, made by its first timed request, forgotten by :mod:`quiesce.state.series`
+with the server): one dict lookup, one bisect
 over :data:`BOUNDS` (:func:`bucket`) and an add, inline on the keep-alive fast path
 (``quiesce.dataplane.h1.response``), through :func:`account_timed` elsewhere.
 """
@@ -87,9 +88,17 @@ account: Callable[[Any, Any, int, int, float, float], None] = (
 # bucket of a time t the first bound >= t (the last one: above every bound). Upper bounds in
 # seconds, 4 per octave from ~31 µs to ~137 s.
 BOUNDS: tuple[float, ...] = tuple(2.0 ** (k / 4) for k in range(-60, 30))
+# A server's histogram is made by its first timed request (:func:`new_latency`): a server
+# without traffic has none (its 91 counts would be most of its memory, issue 21); the series
+# forgets those of servers deleted.
 LATENCY: dict[Any, list[int]] = {}
 latency_of = LATENCY.get
 bucket: Callable[[float], int] = partial(bisect_left, BOUNDS)  # a time's bucket
+
+
+def new_latency(server: Any) -> list[int]:
+    """The latency histogram of a server's traffic record, made empty if it has none."""
+    return LATENCY.setdefault(server, [0] * (len(BOUNDS) + 1))
 
 
 def account_timed(
@@ -97,8 +106,8 @@ def account_timed(
 ) -> None:
     """:func:`account`, and the response time in the server's latency histogram."""
     account(server, service, nin, nout, rtime, ttime)
-    if rtime >= 0.0 and (h := latency_of(server)) is not None:
-        h[bucket(rtime)] += 1
+    if rtime >= 0.0 and server is not None:
+        (latency_of(server) or new_latency(server))[bucket(rtime)] += 1
 
 
 def connected(traffic: Any, seconds: float) -> None:
@@ -153,6 +162,7 @@ __all__ = [
     "bucket",
     "connected",
     "latency_of",
+    "new_latency",
     "py_account",
     "sums",
 ]

@@ -42,7 +42,7 @@ from quiesce.dataplane.h1.retry import after_lost, on_status
 from quiesce.dataplane.h1.types import P_PIPELINE, P_UPSTREAM
 from quiesce.dataplane.pages import Page, error_response, simple_response
 from quiesce.logs import access as ts  # the termination states
-from quiesce.state.traffic import account, account_timed, bucket, latency_of
+from quiesce.state.traffic import account, account_timed, bucket, latency_of, new_latency
 
 if TYPE_CHECKING:
     import httptools
@@ -283,8 +283,8 @@ class ResponseSide:
             self.rx = 0
             rtime = now - self.sent_at
             account(server.traffic, stats.traffic, nin, len(out), rtime, now - self.req_at)
-            if (hist := latency_of(server.traffic)) is not None:  # live series' latency
-                hist[bucket(rtime)] += 1
+            t = server.traffic  # the live series' latency (made by the first timed request)
+            (latency_of(t) or new_latency(t))[bucket(rtime)] += 1
             access = ctx.access
             if access is not None:
                 log_exchange(self, access, req, server, status, nin, len(out), rtime)
