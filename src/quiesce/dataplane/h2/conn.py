@@ -78,6 +78,7 @@ class Http2Connection(asyncio.Protocol):
         "fwd",
         "goaway_at",
         "idle_since",
+        "leaving",
         "loop",
         "peer",
         "peer_b",
@@ -103,6 +104,7 @@ class Http2Connection(asyncio.Protocol):
             self.loop.time(), max_header_list=ctx.max_header_size + ctx.max_request_line
         )
         self.streams: dict[int, Stream] = {}
+        self.leaving: list[Stream] = []  # streams whose exchange closed, to end next turn
         self.closed = False
         self.flushing = False
         self.idle_since = 0.0
@@ -261,7 +263,16 @@ class Http2Connection(asyncio.Protocol):
         if abort:
             self.session.reset(tr.sid, CANCEL)
             self.flush_soon()
-        self.loop.call_soon(tr.stream.connection_lost, None)
+        leaving = self.leaving
+        leaving.append(tr.stream)
+        if len(leaving) == 1:  # (one callback a turn for all the streams that ended in it)
+            self.loop.call_soon(self._leave)
+
+    def _leave(self) -> None:
+        leaving = self.leaving
+        self.leaving = []
+        for st in leaving:
+            st.connection_lost(None)
 
     def stream_gone(self, st: Stream) -> None:
         if self.streams.get(st.sid) is st:

@@ -21,7 +21,7 @@ import httptools
 from quiesce.dataplane.h1.access import answer_cut, phase
 from quiesce.dataplane.h1.client import ClientConnection
 from quiesce.dataplane.h1.exchange import R_DONE, R_SENT
-from quiesce.dataplane.h2.session import HIGH, Session, response_headers
+from quiesce.dataplane.h2.session import HIGH, HOP, Session, response_headers
 
 if TYPE_CHECKING:
     from quiesce.dataplane.context import ServiceContext
@@ -108,36 +108,39 @@ class StreamTransport:
 
     def _whole(self, data: bytes) -> bool:
         """A whole final answer with its Content-Length body in one write (the exchange's
-        usual write: head and body at once), sent without a parser; False (nothing done)
-        for anything else: an interim answer, a chunked or partial one."""
+        usual write: head and body at once), framed without a parser; False (nothing done)
+        for anything else: an interim answer, a chunked or partial one. (The head is the
+        exchange's: its fields were parsed once already, each a ``name: value`` line.)"""
         end = data.find(b"\r\n\r\n")
         if end < 12 or data[:9] != b"HTTP/1.1 ":
             return False
-        lines = data[:end].split(b"\r\n")
-        code = lines[0][9:12]
+        head = data[:end].lower()
+        if b"\ntransfer-encoding:" in head:
+            return False
+        code = head[9:12]
         if not code.isdigit() or code[0] < 50:  # (< b"2": interim, the parser's)
             return False
         status = int(code)
-        fields = []
-        length = -1
-        for line in lines[1:]:
-            name, colon, value = line.partition(b":")
-            if not colon or not name or name[-1] in b" \t" or line[0] in b" \t":
-                return False  # (never from the exchange: the parser says what it is)
-            value = value.strip(b" \t")
-            if len(name) == 14 and name.lower() == b"content-length":
-                if not value.isdigit():
-                    return False
-                length = int(value)
-            elif len(name) == 17 and name.lower() == b"transfer-encoding":
+        at = head.find(b"\ncontent-length:")
+        if at < 0:
+            length = -1
+        else:
+            value = head[at + 16 : head.find(b"\r", at + 16)].strip(b" \t")
+            if not value.isdigit():
                 return False
-            fields.append((name, value))
-        body = data[end + 4 :]
+            length = int(value)
         empty = self.head_only or status == 204 or status == 304 or length == 0
+        body = data[end + 4 :]
         if not empty and length != len(body):
             return False
-        session = self.conn.session
-        session.headers(self.sid, response_headers(status, fields), empty)
+        fields = [(b":status", code)]
+        hop = HOP
+        for line in data[:end].split(b"\r\n")[1:]:  # (values as they are: not ``head``)
+            name, _, value = line.partition(b":")
+            name = name.lower()
+            if name not in hop:
+                fields.append((name, value.strip(b" \t")))
+        self.conn.session.headers(self.sid, fields, empty)
         if not empty:
             self._send(body, True)
         else:
