@@ -3,6 +3,7 @@ election and slow-start weights (DESIGN §1)."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -76,11 +77,36 @@ def elect(members: Sequence[Member], current: str | None, preempt: bool = False)
     return best.name
 
 
+RAMP_STEPS = 20
+"""Slow start raises a weight in steps, as HAProxy's warm-up does (every ``period / 20``, at
+least every :data:`RAMP_STEP_MIN` seconds): a ramping server's weight changes at most that
+often, so the balancing state follows it per step, not per pick."""
+RAMP_STEP_MIN = 1.0
+_EPSILON = 1e-9  # a step boundary reached exactly counts as reached (float sums)
+
+
+def _ramp(since_eligible: float | None, now: float, period: float) -> tuple[int, float] | None:
+    """The steps a ramp has taken by ``now`` and the step's length (None: no ramp now)."""
+    if period <= 0 or since_eligible is None or now - since_eligible >= period:
+        return None
+    step = max(period / RAMP_STEPS, RAMP_STEP_MIN)
+    return math.floor(max(0.0, now - since_eligible) / step + _EPSILON), step
+
+
 def slow_start_factor(since_eligible: float | None, now: float, period: float) -> float:
-    """Weight multiplier from 0.1 to 1.0 over ``period`` seconds after becoming eligible."""
-    if period <= 0 or since_eligible is None:
+    """Weight multiplier from 0.1 to 1.0 over ``period`` seconds after becoming eligible, in
+    steps (:data:`RAMP_STEPS`): ``0.1 + 0.9 x`` the share of the period the steps taken cover."""
+    ramp = _ramp(since_eligible, now, period)
+    if ramp is None:
         return 1.0
-    elapsed = now - since_eligible
-    if elapsed >= period:
-        return 1.0
-    return 0.1 + 0.9 * max(0.0, elapsed) / period
+    taken, step = ramp
+    return min(1.0, 0.1 + 0.9 * taken * step / period)
+
+
+def slow_start_next(since_eligible: float | None, now: float, period: float) -> float | None:
+    """When :func:`slow_start_factor` next changes after ``now`` (None: it is 1.0 for good)."""
+    ramp = _ramp(since_eligible, now, period)
+    if ramp is None or since_eligible is None:
+        return None
+    taken, step = ramp
+    return min(since_eligible + (taken + 1) * step, since_eligible + period)

@@ -63,6 +63,7 @@ def place(pool: PoolRuntime, server: ServerRuntime, now: float) -> None:
     period = pool.config.slow_start
     if period > 0:
         server.reweigh(server.weight * slow_start_factor(server.eligible_since, now, period))
+        pool.ramp(server, now)  # its next step, applied by a pick (PoolRuntime.refresh_weights)
     else:
         server.reweigh(server.weight)
 
@@ -80,6 +81,7 @@ def rebuild(pool: PoolRuntime, now: float) -> None:
     changes every rank), never for one server's change."""
     for members in (pool.primaries, pool.backups):
         members.clear()
+    pool.clear_ramps()
     for s in pool.servers:
         s.listed = None
         place(pool, s, now)

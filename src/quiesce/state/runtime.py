@@ -5,8 +5,10 @@ plane's connection table keeps their live counters. Sans-IO."""
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from itertools import count
 from typing import Any, overload
 
 from sortedcontainers import SortedKeyList  # type: ignore[import-untyped]
@@ -20,7 +22,7 @@ from quiesce.core.errors import NotFound
 from quiesce.core.events import Event
 from quiesce.core.oper import MonitorTrack, Thresholds
 from quiesce.core.outlier import OutlierTrack
-from quiesce.core.pool import Member, slow_start_factor
+from quiesce.core.pool import Member, slow_start_factor, slow_start_next
 from quiesce.core.queue import PoolQueue
 from quiesce.core.retry import InFlight
 from quiesce.core.states import Admin, CloseMode, Oper
@@ -28,6 +30,9 @@ from quiesce.core.status import is_eligible, status_text
 from quiesce.state.traffic import Traffic
 
 LAST_CHECKS = 10
+RAMP_BUDGET = 64
+"""Slow-start steps a pick applies at most (:meth:`PoolRuntime.refresh_weights`): when
+10,000 servers come back together, their steps are spread over the picks, not one turn."""
 
 
 class Recent(list[CheckResult]):
@@ -341,6 +346,11 @@ class PoolRuntime:
         # passive outlier detection: the servers ejected now (quiesce.core.outlier)
         self.ejected: dict[ServerRuntime, None] = {}
         self.track_outliers()
+        # slow start: (next step, sequence, server) of the ramping servers, a heap; an entry
+        # stands while it is the server's latest (``_ramping``: the server's sequence)
+        self._ramp: list[tuple[float, int, ServerRuntime]] = []
+        self._ramping: dict[ServerRuntime, int] = {}
+        self._ramp_seq = count()
 
     def track_outliers(self) -> None:
         """Give each server an outlier track when the pool has ``outlier_detection`` (new
@@ -426,10 +436,38 @@ class PoolRuntime:
             return Thresholds()
         return Thresholds(m.successful_checks, m.failed_checks)
 
+    def ramp(self, server: ServerRuntime, now: float) -> None:
+        """``server`` was placed with its slow-start weight of ``now``: its next step is due
+        when :func:`~quiesce.core.pool.slow_start_next` says (none: it is at full weight)."""
+        at = slow_start_next(server.eligible_since, now, self.config.slow_start)
+        if at is None:
+            self._ramping.pop(server, None)
+            return
+        seq = self._ramping[server] = next(self._ramp_seq)
+        heapq.heappush(self._ramp, (at, seq, server))
+
+    def clear_ramps(self) -> None:
+        """Forget every step scheduled (the pool is placed anew: :func:`poolstate.rebuild`)."""
+        self._ramp.clear()
+        self._ramping.clear()
+
     def refresh_weights(self, now: float) -> None:
+        """The slow-start steps due by ``now`` (each pick asks): O(1) when none is due, else
+        O(log n) a step and at most :data:`RAMP_BUDGET` of them (the rest at the next picks),
+        never a pass over the candidates."""
+        heap, ramping = self._ramp, self._ramping
         period = self.config.slow_start
-        for s in self.candidates:
+        for _ in range(RAMP_BUDGET):
+            if not heap or heap[0][0] > now:
+                return
+            _, seq, s = heapq.heappop(heap)
+            if ramping.get(s) != seq:
+                continue  # placed again since: a later entry stands
+            del ramping[s]
+            if s.listed is None:
+                continue  # no longer eligible (or deleted)
             s.reweigh(s.weight * slow_start_factor(s.eligible_since, now, period))
+            self.ramp(s, now)
 
     def pick(
         self,
