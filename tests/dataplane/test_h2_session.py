@@ -24,6 +24,7 @@ from quiesce.dataplane.h2.guard import (
     goaway_frame,
 )
 from quiesce.dataplane.h2.session import HIGH, LOW, Malformed, Session, request_head
+from quiesce.dataplane.h2.stream import StreamTransport
 
 pytestmark = pytest.mark.one_path
 
@@ -318,3 +319,71 @@ def test_the_first_frame_after_the_preface_must_be_settings(cut: int) -> None:
     with pytest.raises(Broken) as exc:
         g.feed(PREFACE + b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", 0.0)
     assert exc.value.code == PROTOCOL_ERROR
+
+
+class FakeConn:
+    """What a StreamTransport writes to: a real Session, the stream ends recorded."""
+
+    def __init__(self) -> None:
+        self.session, self.client = pair()
+        self.closed: list[tuple[int, bool]] = []
+
+    def flush_soon(self) -> None:
+        pass
+
+    def stream_closed(self, tr: StreamTransport, abort: bool) -> None:
+        self.closed.append((tr.sid, abort))
+
+
+class FakeStream:
+    client_blocked = False
+
+
+def answer(data: list[bytes], head_only: bool = False) -> tuple[StreamTransport, list[object]]:
+    conn = FakeConn()
+    get(conn.client, 1)
+    conn.session.receive(conn.client.data_to_send(), 0.0)
+    tr = StreamTransport(conn, FakeStream(), 1)  # type: ignore[arg-type]
+    tr.head_only = head_only
+    for chunk in data:
+        tr.write(chunk)
+    assert conn.closed == [(1, False)]  # the stream ends with its answer
+    return tr, conn.client.receive_data(conn.session.output())
+
+
+def test_a_whole_answer_is_framed_without_a_parser() -> None:
+    head = (
+        b'HTTP/1.1 200 OK\r\nServer: nginx\r\nETag: "AbC"\r\nConnection: keep-alive\r\n'
+        b"Set-Cookie:ID=Xy; Path=/\r\nContent-Length: 5\r\n\r\n"
+    )
+    tr, events = answer([head + b"hello"])
+    assert tr.parser is None
+    (resp,) = [e for e in events if isinstance(e, h2.events.ResponseReceived)]
+    assert resp.headers == [
+        (b":status", b"200"),
+        (b"server", b"nginx"),
+        (b"etag", b'"AbC"'),  # values as they are, names in lower case
+        (b"set-cookie", b"ID=Xy; Path=/"),
+        (b"content-length", b"5"),
+    ]  # (connection-specific fields dropped)
+    assert b"".join(e.data for e in events if isinstance(e, h2.events.DataReceived)) == b"hello"
+    assert isinstance(events[-1], h2.events.StreamEnded)
+    tr, events = answer([b"HTTP/1.1 204 No Content\r\nServer: x\r\n\r\n"])
+    assert tr.parser is None and isinstance(events[-1], h2.events.StreamEnded)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        [b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhel", b"lo"],  # the body in two writes
+        [b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"],
+        [b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"],
+    ],
+)
+def test_other_answers_go_to_the_parser(data: list[bytes]) -> None:
+    tr, events = answer(data)
+    assert tr.parser is not None
+    (resp,) = [e for e in events if isinstance(e, h2.events.ResponseReceived)]
+    assert resp.headers[0] == (b":status", b"200")
+    assert b"".join(e.data for e in events if isinstance(e, h2.events.DataReceived)) == b"hello"
+    assert isinstance(events[-1], h2.events.StreamEnded)

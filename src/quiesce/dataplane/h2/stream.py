@@ -125,7 +125,8 @@ class StreamTransport:
         if at < 0:
             length = -1
         else:
-            value = head[at + 16 : head.find(b"\r", at + 16)].strip(b" \t")
+            stop = head.find(b"\r", at + 16)  # (-1: the last field)
+            value = head[at + 16 : stop if stop > 0 else end].strip(b" \t")
             if not value.isdigit():
                 return False
             length = int(value)
