@@ -312,12 +312,36 @@ services:
 
 `alpn` of an `http` service takes `h2` and `http/1.1`, each at most once. Each stream is one
 request to the pools (rules, balancing, drain, pages, retries, access log as HTTP/1.1);
-servers are spoken to in HTTP/1.1. The limits (100 concurrent streams, a header list of
+servers are spoken to in HTTP/1.1 unless their pool says `protocol: h2` (below). The limits (100 concurrent streams, a header list of
 `max_header_size` + `max_request_line`) and the defences (rapid reset, CONTINUATION,
 SETTINGS/PING floods, zero-window stalls after `client_idle_timeout`) have no keys:
 docs/dataplane.md, "HTTP/2". `client_idle_timeout` closes an idle HTTP/2 connection with
 GOAWAY, and shutdown and upgrade send GOAWAY and let the streams in flight finish within
 `grace_period`.
+
+## HTTP/2 to servers, gRPC
+
+`pools.NAME.protocol: h2` speaks HTTP/2 to the pool's servers: requests are streams
+multiplexed on one connection per server, cleartext by prior knowledge (h2c), or TLS with
+ALPN `h2` when the pool has `tls` (its `verify`, `ca`, `sni`, client certificate). Trailers
+pass through (gRPC's `grpc-status`, `grpc-message`), so gRPC works end to end:
+
+```yaml
+pools:
+  api:
+    protocol: h2            # default http/1.1
+    healthmonitors: [grpc]  # type: grpc, the standard grpc.health.v1.Health/Check
+    servers: [{name: a, address: 10.0.0.1:50051}, {name: b, address: 10.0.0.2:50051}]
+services:
+  api: {listen: 0.0.0.0:8080, pool: api}   # gRPC clients connect with h2c or TLS + ALPN h2
+```
+
+HTTP/1.1 clients may use an h2 pool too (their request becomes a stream; trailers come back
+in a chunked body's trailer section). A server that does not choose `h2` by ALPN is a failed
+connect. Refused: `protocol: h2` with `send_proxy` (one connection carries many clients), and
+an h2 pool for a `tcp`, `postgresql` or `mysql` service. `max_idle_per_server` counts idle
+streams' slots (no connection each). docs/grpc.md has the behaviour (drain, `--force`,
+retries, GOAWAY from a server) and the metrics.
 """
 
 

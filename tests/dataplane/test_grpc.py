@@ -10,8 +10,10 @@ test_grpc_peers.py."""
 from __future__ import annotations
 
 import asyncio
+import ssl
 import struct
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,7 +22,9 @@ from quiesce.core.admin import AdminCommand
 from quiesce.core.states import Admin, Cause
 from quiesce.dataplane.h2client.links import links_of
 from quiesce.frontends.grpc_metrics import grpc_metrics
+from tests.dataplane.backend import Backend
 from tests.dataplane.conftest import make_config, start_proxy, wait_for
+from tests.support.certs import Certs
 
 grpc = pytest.importorskip("grpc")
 from tests.support.grpc_echo import SERVICE, EchoServer  # noqa: E402
@@ -186,3 +190,40 @@ async def test_drain_under_load_no_failed_call_and_force_resets_the_stream() -> 
                     await slow
                 assert info.value.code() == grpc.StatusCode.UNAVAILABLE
                 await wait_for(lambda: a.calls["cancelled"] == 1)
+                # in maintenance, its idle slots closed: its HTTP/2 connection ends (GOAWAY)
+                await wait_for(lambda: sa not in links_of(p.table).live)
+
+
+@pytest.mark.one_path
+async def test_tls_to_the_server_with_alpn_h2_and_a_server_without_h2(tmp_path: Path) -> None:
+    """pools.X.tls with protocol: h2: TLS verified with the pool's ca, ALPN h2; a TLS server
+    that does not choose h2 (an HTTP/1.1 one) is a failed connect: 502, nothing sent."""
+    certs = Certs(tmp_path)
+    cert, key = certs.leaf("g", "grpc.example")
+    tls = (key.read_bytes(), cert.read_bytes())
+    with EchoServer("t", tls=tls) as t:
+        pool = {"tls": {"ca": "ca.pem", "sni": "grpc.example"}}
+        raw = h2_pool([t], **pool)
+        async with start_proxy(raw, base_dir=tmp_path) as p:
+            with grpc.insecure_channel(f"127.0.0.1:{p.port}") as ch:
+
+                def unary() -> tuple[bytes, Any]:
+                    reply, call = stub(ch, "Say").with_call(b"over tls", timeout=10)
+                    return reply, call.trailing_metadata()
+
+                reply, trailing = await in_thread(unary)
+                assert reply == b"t:over tls" and dict(trailing)["x-served-by"] == "t"
+            (link,) = links_of(p.table).live.values()
+            assert link.transport.get_extra_info("ssl_object").selected_alpn_protocol() == "h2"
+    server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_ctx.load_cert_chain(cert, key)
+    server_ctx.set_alpn_protocols(["http/1.1"])
+    async with Backend("h1", tls=server_ctx) as b:
+        raw = make_config([b.address], pool={"protocol": "h2", **pool})
+        async with start_proxy(raw, base_dir=tmp_path) as p:
+            reader, writer = await asyncio.open_connection("127.0.0.1", p.port)
+            writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+            writer.close()
+            assert head.startswith(b"HTTP/1.1 502")
+            assert b.requests == []

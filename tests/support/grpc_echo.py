@@ -1,5 +1,5 @@
 """A real gRPC server (grpcio, generic handlers on raw bytes: no generated stubs) on
-127.0.0.1, port 0, h2c, for the gRPC-through-quiesce tests and bench/grpc_bench.py.
+127.0.0.1, port 0, h2c (or TLS with ``tls``), for the gRPC-through-quiesce tests.
 
 Methods of ``quiesce.test.Echo``:
 
@@ -27,7 +27,13 @@ SERVICE = "quiesce.test.Echo"
 
 
 class EchoServer:
-    def __init__(self, name: str = "a", port: int = 0, workers: int = 16) -> None:
+    def __init__(
+        self,
+        name: str = "a",
+        port: int = 0,
+        workers: int = 16,
+        tls: tuple[bytes, bytes] | None = None,
+    ) -> None:
         self.name = name
         self.calls: Counter[str] = Counter()
         self.lock = threading.Lock()
@@ -41,7 +47,11 @@ class EchoServer:
         self.server.add_generic_rpc_handlers(
             (grpc.method_handlers_generic_handler(SERVICE, handlers),)
         )
-        self.port = self.server.add_insecure_port(f"127.0.0.1:{port}")
+        if tls is None:
+            self.port = self.server.add_insecure_port(f"127.0.0.1:{port}")
+        else:  # (key PEM, certificate chain PEM): TLS, ALPN h2
+            credentials = grpc.ssl_server_credentials([tls])
+            self.port = self.server.add_secure_port(f"127.0.0.1:{port}", credentials)
         self.server.start()  # listening when it returns
 
     @property

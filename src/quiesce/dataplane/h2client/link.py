@@ -391,6 +391,10 @@ class Link(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        ssl_object = transport.get_extra_info("ssl_object")
+        if ssl_object is not None and ssl_object.selected_alpn_protocol() != "h2":
+            self.closed = True  # not one byte of HTTP/2 to it (links.Links._open refuses it)
+            return
         h2 = self.h2
         h2.initiate_connection({Setting.ENABLE_PUSH: 0, Setting.INITIAL_WINDOW_SIZE: STREAM_WINDOW})
         h2.set_local_window_size(CONNECTION_WINDOW)

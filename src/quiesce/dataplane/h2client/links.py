@@ -85,9 +85,7 @@ class Links:
             )
         finally:
             self.opening.pop(server, None)
-        ssl_object = link.transport.get_extra_info("ssl_object")
-        if ssl_object is not None and ssl_object.selected_alpn_protocol() != "h2":
-            link.closed = True
+        if link.closed:  # the TLS server did not choose h2 (Link.connection_made)
             link.transport.abort()
             log.warning(
                 "pool %s: server %s did not choose h2 by ALPN (pools.%s.protocol: h2)",
