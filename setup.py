@@ -27,5 +27,11 @@ setup(
             optional=True,
             extra_compile_args=_FLAGS,
         ),
+        Extension(
+            "quiesce._dbfast",
+            ["src/quiesce/_ext/dbfast.c"],
+            optional=True,
+            extra_compile_args=_FLAGS,
+        ),
     ]
 )

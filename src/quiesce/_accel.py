@@ -1,11 +1,11 @@
 """The optional C accelerators, or ``None`` when they are not there.
 
 ``quiesce._httpfast`` (the L7 proxy's common-case request and response heads),
-``quiesce._checkfast`` (the health checker's probe I/O) and ``quiesce._logfast`` (the access
-log's httplog and json lines) are built by ``pip install`` when a C compiler is present
-(``setup.py``; all are optional). Every caller keeps the pure-Python path
-and uses it when the module is missing, or when ``QUIESCE_PURE=1`` is set in the environment
-(the test suite runs its accelerator tests both ways).
+``quiesce._checkfast`` (the health checker's probe I/O), ``quiesce._logfast`` (the access
+log's httplog and json lines) and ``quiesce._dbfast`` (the database relays' framers) are built
+by ``pip install`` when a C compiler is present (``setup.py``; all are optional). Every caller
+keeps the pure-Python path and uses it when the module is missing, or when ``QUIESCE_PURE=1``
+is set in the environment (the test suite runs its accelerator tests both ways).
 """
 
 from __future__ import annotations
@@ -28,3 +28,4 @@ def _load(name: str) -> ModuleType | None:
 httpfast = _load("_httpfast")
 checkfast = _load("_checkfast")
 logfast = _load("_logfast")
+dbfast = _load("_dbfast")

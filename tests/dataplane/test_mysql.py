@@ -22,6 +22,19 @@ from quiesce.dataplane.mysql import (
     ServerFramer,
     Session,
 )
+from tests.support import dbframers
+
+pytestmark = pytest.mark.one_path  # sans-IO: no HTTP head path; the framers' own two
+
+
+framers = dbframers.sans_io(
+    {
+        "Session": "MysqlSession",
+        "ClientFramer": "MysqlClientFramer",
+        "ServerFramer": "MysqlServerFramer",
+    }
+)  # every test on both
+
 
 RECORDED = json.loads((Path(__file__).parent / "mysql_session.json").read_text())
 

@@ -14,11 +14,17 @@ import pytest
 
 from quiesce.core.events import Event, EventKind
 from quiesce.core.states import CloseMode
+from quiesce.dataplane import mysqlrelay
 from quiesce.dataplane.mysql import CLIENT_PROTOCOL_41, GOODBYE
 from tests.dataplane.test_mysql import greeting, ok, packet, response
+from tests.support import dbframers
 from tests.support.proxy import make_config, start_proxy
 
-pytestmark = pytest.mark.loopback
+# on the C framers and on the pure-Python ones (not on both HTTP head paths: no HTTP here)
+pytestmark = [pytest.mark.loopback, pytest.mark.one_path]
+
+
+framers = dbframers.relay(mysqlrelay)
 
 
 @contextlib.asynccontextmanager

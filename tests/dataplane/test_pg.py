@@ -13,6 +13,18 @@ from quiesce.dataplane.pg import (
     FrontendFramer,
     Session,
 )
+from tests.support import dbframers
+
+pytestmark = pytest.mark.one_path  # sans-IO: no HTTP head path; the framers' own two
+
+
+framers = dbframers.sans_io(
+    {
+        "Session": "PgSession",
+        "FrontendFramer": "PgFrontendFramer",
+        "BackendFramer": "PgBackendFramer",
+    }
+)  # every test on both
 
 
 def msg(t: bytes, body: bytes = b"") -> bytes:

@@ -13,10 +13,17 @@ import pytest
 
 from quiesce.core.events import Event, EventKind
 from quiesce.core.states import CloseMode
+from quiesce.dataplane import pgrelay
 from quiesce.dataplane.pg import GOODBYE
+from tests.support import dbframers
 from tests.support.proxy import make_config, start_proxy
 
-pytestmark = pytest.mark.loopback
+# on the C framers and on the pure-Python ones (not on both HTTP head paths: no HTTP here)
+pytestmark = [pytest.mark.loopback, pytest.mark.one_path]
+
+
+framers = dbframers.relay(pgrelay)
+
 
 READY = b"R\0\0\0\x08\0\0\0\0" + b"Z\0\0\0\x05I"
 

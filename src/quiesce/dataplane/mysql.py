@@ -30,7 +30,8 @@ outstanding) makes ``feed`` return an error string; the relay closes that connec
 
 from __future__ import annotations
 
-from typing import Final
+from collections.abc import Callable
+from typing import Final, Protocol
 
 MAX_PACKET: Final = 0xFFFFFF  # a packet this long is continued by the next
 MAX_MESSAGE: Final = 0x3FFFFFFF  # about MariaDB's largest max_allowed_packet (1 GiB)
@@ -110,37 +111,40 @@ def _ok_status(data: bytes, p: int, end: int) -> int | None:
     return data[q] | data[q + 1] << 8 if q + 2 <= end else None
 
 
-class Session:
-    """One connection's protocol state, shared by its two framers."""
+class Fields(Protocol):
+    """A session's state as the framers change it (:class:`Session`, or the C one)."""
 
-    __slots__ = (
-        "cache_meta",
-        "deprecate_eof",
-        "ended",
-        "fresh",
-        "left",
-        "opaque",
-        "phase",
-        "queue",
-        "r",
-        "server_caps",
-        "started",
-        "status",
-    )
+    phase: int
+    started: bool
+    status: int
+    queue: list[int]
+    r: int
+    left: int
+    server_caps: int
+    deprecate_eof: bool
+    cache_meta: bool
+    opaque: bool
+    ended: bool
+    fresh: bool
 
-    def __init__(self) -> None:
-        self.phase = GREETING
-        self.started = False  # authenticated: the command phase
-        self.status = AUTOCOMMIT  # the last OK/EOF packet's status flags
-        self.queue: list[int] = []  # commands whose response has not ended, oldest first
-        self.r = _FIRST  # what the oldest command's response expects next
-        self.left = 0  # column definitions (or packets) still to come in that response
-        self.server_caps = 0
-        self.deprecate_eof = False
-        self.cache_meta = False
-        self.opaque = False  # the client asked for TLS: bytes not followed any more
-        self.ended = False  # the client sent COM_QUIT
-        self.fresh = True  # no command sent since the authentication (dbrelay's grace)
+
+class SessionRules:
+    """What a session's state means (shared by :class:`Session` and the C one,
+    quiesce.dataplane.dbfast)."""
+
+    __slots__ = ()
+    phase: int
+    started: bool
+    status: int
+    queue: list[int]
+    r: int
+    left: int
+    server_caps: int
+    deprecate_eof: bool
+    cache_meta: bool
+    opaque: bool
+    ended: bool
+    fresh: bool
 
     @property
     def state(self) -> str:
@@ -172,12 +176,45 @@ class Session:
         return GOODBYE, QUIT
 
 
+class Session(SessionRules):
+    """One connection's protocol state, shared by its two framers."""
+
+    __slots__ = (
+        "cache_meta",
+        "deprecate_eof",
+        "ended",
+        "fresh",
+        "left",
+        "opaque",
+        "phase",
+        "queue",
+        "r",
+        "server_caps",
+        "started",
+        "status",
+    )
+
+    def __init__(self) -> None:
+        self.phase = GREETING
+        self.started = False  # authenticated: the command phase
+        self.status = AUTOCOMMIT  # the last OK/EOF packet's status flags
+        self.queue = []  # commands whose response has not ended, oldest first
+        self.r = _FIRST  # what the oldest command's response expects next
+        self.left = 0  # column definitions (or packets) still to come in that response
+        self.server_caps = 0
+        self.deprecate_eof = False
+        self.cache_meta = False
+        self.opaque = False  # the client asked for TLS: bytes not followed any more
+        self.ended = False  # the client sent COM_QUIT
+        self.fresh = True  # no command sent since the authentication (dbrelay's grace)
+
+
 class _Framer:
     __slots__ = ("cont", "max", "partial", "session", "size", "skip")
     _who: str
     _inspect: int  # payload bytes read of a packet in the command phase
 
-    def __init__(self, session: Session, max_message: int = MAX_MESSAGE) -> None:
+    def __init__(self, session: Fields, max_message: int = MAX_MESSAGE) -> None:
         self.session = session
         self.max = max_message
         self.skip = 0  # bytes of the current packet's payload still to pass over
@@ -269,14 +306,16 @@ class _Framer:
         raise NotImplementedError
 
 
-class ClientFramer(_Framer):
-    """Client to server: the handshake response, authentication data, then commands."""
+class ClientRules:
+    """The client side's packets (shared by :class:`ClientFramer` and the C one,
+    quiesce.dataplane.dbfast, which calls ``_need`` and ``_packet`` for what it does not
+    handle itself)."""
 
     __slots__ = ()
     _who = "client"
     _inspect = 1  # the command byte
-
-    typed = _Framer.walk  # one read once authenticated (the relay's common path): an error
+    session: Fields
+    walk: Callable[[bytes], str | None]
 
     def feed(self, data: bytes) -> tuple[bytes, bytes, str | None]:
         """One read before that: (bytes to pass on, bytes to answer, an error or None), as
@@ -327,14 +366,15 @@ class ClientFramer(_Framer):
         return None  # authentication data, or after the server refused the session
 
 
-class ServerFramer(_Framer):
-    """Server to client: the greeting, the authentication's answers, then responses."""
+class ServerRules:
+    """The server side's packets (shared by :class:`ServerFramer` and the C one,
+    quiesce.dataplane.dbfast, which calls ``_need``, ``_packet`` and ``_response`` for what it
+    does not handle itself)."""
 
     __slots__ = ()
     _who = "server"
     _inspect = _INSPECT
-
-    feed = _Framer.walk  # one read from the server: an error or None
+    session: Fields
 
     def _need(self, length: int, seq: int) -> int | str:
         if self.session.phase == GREETING:
@@ -513,3 +553,17 @@ class ServerFramer(_Framer):
         del s.queue[0]
         s.r = _FIRST
         s.left = 0
+
+
+class ClientFramer(ClientRules, _Framer):
+    """Client to server: the handshake response, authentication data, then commands."""
+
+    __slots__ = ()
+    typed = _Framer.walk  # one read once authenticated (the relay's common path): an error
+
+
+class ServerFramer(ServerRules, _Framer):
+    """Server to client: the greeting, the authentication's answers, then responses."""
+
+    __slots__ = ()
+    feed = _Framer.walk  # one read from the server: an error or None

@@ -12,13 +12,28 @@ its session is counted ``tls`` and drained at connection level, as a plain L4 co
 
 from __future__ import annotations
 
-from quiesce.dataplane.dbrelay import DbClient
-from quiesce.dataplane.mysql import ClientFramer, ServerFramer, Session
+from collections.abc import Callable
+
+from quiesce import _accel
+from quiesce.dataplane.dbrelay import BackFramer, DbClient, FrontFramer, Session
+from quiesce.dataplane.mysql import ClientFramer, ServerFramer
+from quiesce.dataplane.mysql import Session as PySession
+
+
+def _pure(max_message: int) -> tuple[PySession, ClientFramer, ServerFramer]:
+    session = PySession()
+    return session, ClientFramer(session, max_message), ServerFramer(session, max_message)
+
+
+_framers: Callable[[int], tuple[Session, FrontFramer, BackFramer]] = _pure
+if _accel.dbfast is not None:  # the same framers with their walk in C
+    from quiesce.dataplane.dbfast import mysql_framers
+
+    _framers = mysql_framers
 
 
 class MysqlClient(DbClient):
     """One client connection of a ``mysql`` service."""
 
-    def framers(self, max_message: int) -> tuple[Session, ClientFramer, ServerFramer]:
-        session = Session()
-        return session, ClientFramer(session, max_message), ServerFramer(session, max_message)
+    def framers(self, max_message: int) -> tuple[Session, FrontFramer, BackFramer]:
+        return _framers(max_message)

@@ -25,7 +25,7 @@ closes that connection only.
 from __future__ import annotations
 
 import struct
-from typing import Final
+from typing import Final, Protocol
 
 SSL_REQUEST: Final = 80877103
 GSSENC_REQUEST: Final = 80877104
@@ -63,32 +63,19 @@ GOODBYE: Final = admin_shutdown()
 TERMINATE: Final = b"X\0\0\0\4"  # sent to the server when the relay ends the session
 
 
-class Session:
-    """One connection's protocol state, shared by its two framers."""
+class SessionRules:
+    """What a session's state means (shared by :class:`Session` and the C one,
+    quiesce.dataplane.dbfast)."""
 
-    __slots__ = (
-        "cancel",
-        "ended",
-        "fresh",
-        "listening",
-        "pending",
-        "started",
-        "status",
-        "unsynced",
-    )
+    __slots__ = ()
+    status: int
+    pending: int
+    unsynced: bool
+    listening: bool
+    started: bool
+    cancel: bool
+    ended: bool
     opaque = False  # always followed (an SSLRequest is answered N: no TLS to lose sight in)
-
-    def __init__(self) -> None:
-        self.status = 0x49  # b"I"
-        self.pending = 0  # ReadyForQuery still owed (the start-up's included)
-        self.unsynced = False  # extended-protocol messages with no Sync yet
-        self.listening = False
-        self.started = False  # the start-up packet passed (False: SSLRequest, …)
-        self.cancel = False  # a CancelRequest connection: it carries nothing else
-        self.ended = False  # the client sent Terminate
-        # no query sent since the start-up: its first one may be on its way (the relay gives
-        # such a session a grace before closing it idle, quiesce.dataplane.pgrelay)
-        self.fresh = True
 
     @property
     def state(self) -> str:
@@ -120,6 +107,33 @@ class Session:
             and self.status == 0x49
             and not self.listening
         )
+
+
+class Session(SessionRules):
+    """One connection's protocol state, shared by its two framers."""
+
+    __slots__ = (
+        "cancel",
+        "ended",
+        "fresh",
+        "listening",
+        "pending",
+        "started",
+        "status",
+        "unsynced",
+    )
+
+    def __init__(self) -> None:
+        self.status = 0x49  # b"I"
+        self.pending = 0  # ReadyForQuery still owed (the start-up's included)
+        self.unsynced = False  # extended-protocol messages with no Sync yet
+        self.listening = False
+        self.started = False  # the start-up packet passed (False: SSLRequest, …)
+        self.cancel = False  # a CancelRequest connection: it carries nothing else
+        self.ended = False  # the client sent Terminate
+        # no query sent since the start-up: its first one may be on its way (the relay gives
+        # such a session a grace before closing it idle, quiesce.dataplane.pgrelay)
+        self.fresh = True
 
 
 class _Framer:
@@ -200,6 +214,78 @@ class _Framer:
         return f"{self._who} sent a message of type {bytes([t])!r} with length {length}"
 
 
+class _StartFields(Protocol):
+    started: bool
+    cancel: bool
+    pending: int
+
+
+class _Front(Protocol):
+    """A client-side framer (:class:`FrontendFramer`, or the C one): what the start-up
+    needs of it."""
+
+    partial: bytes
+    skip: int
+
+    @property
+    def session(self) -> _StartFields: ...
+
+    def typed(self, data: bytes) -> str | None: ...
+
+
+def front_feed(f: _Front, data: bytes) -> tuple[bytes, bytes, str | None]:
+    """One read from the client: (bytes to pass on to the server, bytes to answer the client
+    with, an error or None). Past the start-up, ``data`` passes unchanged."""
+    if f.session.started:
+        return data, b"", f.typed(data)
+    return _startup(f, data)
+
+
+def _startup(f: _Front, data: bytes) -> tuple[bytes, bytes, str | None]:
+    """The untyped messages: SSLRequest / GSSENCRequest (answered ``N`` here, not passed on),
+    CancelRequest, StartupMessage; then the typed messages after them."""
+    if f.partial:
+        data = f.partial + data
+        f.partial = b""
+    s = f.session
+    forward: list[bytes] = []
+    reply = b""
+    pos = 0
+    n = len(data)
+    while not s.started:
+        if n - pos < 8:
+            f.partial = data[pos:]
+            return b"".join(forward), reply, None
+        length = int.from_bytes(data[pos : pos + 4], "big")
+        code = int.from_bytes(data[pos + 4 : pos + 8], "big")
+        if code in (SSL_REQUEST, GSSENC_REQUEST):
+            if length != 8:
+                return b"", b"", f"client sent an encryption request of length {length}"
+            reply += NO_ENCRYPTION
+            pos += 8
+            continue
+        if code == CANCEL_REQUEST:
+            if length != 16:
+                return b"", b"", f"client sent a CancelRequest of length {length}"
+            s.cancel = True
+        elif code >> 16 != 3:
+            return b"", b"", f"client does not speak PostgreSQL 3 (start-up code {code:#x})"
+        elif length < 8 or length > MAX_STARTUP:
+            return b"", b"", f"client sent a start-up packet of length {length}"
+        else:
+            s.pending = 1  # answered by the first ReadyForQuery
+        s.started = True
+        end = pos + length
+        forward.append(data[pos:end] if end < n else data[pos:])
+        if end >= n:
+            f.skip = end - n
+            return b"".join(forward), reply, None
+        pos = end
+    rest = data[pos:]
+    forward.append(rest)
+    return b"".join(forward), reply, f.typed(rest)
+
+
 class FrontendFramer(_Framer):
     """Client to server: the start-up messages, then typed messages."""
 
@@ -207,58 +293,7 @@ class FrontendFramer(_Framer):
     _ok = _FRONT_OK
     _who = "client"
 
-    def feed(self, data: bytes) -> tuple[bytes, bytes, str | None]:
-        """One read from the client: (bytes to pass on to the server, bytes to answer the
-        client with, an error or None). Past the start-up, ``data`` passes unchanged."""
-        s = self.session
-        if s.started:
-            err = self.typed(data)
-            return data, b"", err
-        return self._startup(data)
-
-    def _startup(self, data: bytes) -> tuple[bytes, bytes, str | None]:
-        """The untyped messages: SSLRequest / GSSENCRequest (answered ``N`` here, not passed
-        on), CancelRequest, StartupMessage; then the typed messages after them."""
-        if self.partial:
-            data = self.partial + data
-            self.partial = b""
-        s = self.session
-        forward: list[bytes] = []
-        reply = b""
-        pos = 0
-        n = len(data)
-        while not s.started:
-            if n - pos < 8:
-                self.partial = data[pos:]
-                return b"".join(forward), reply, None
-            length = int.from_bytes(data[pos : pos + 4], "big")
-            code = int.from_bytes(data[pos + 4 : pos + 8], "big")
-            if code in (SSL_REQUEST, GSSENC_REQUEST):
-                if length != 8:
-                    return b"", b"", f"client sent an encryption request of length {length}"
-                reply += NO_ENCRYPTION
-                pos += 8
-                continue
-            if code == CANCEL_REQUEST:
-                if length != 16:
-                    return b"", b"", f"client sent a CancelRequest of length {length}"
-                s.cancel = True
-            elif code >> 16 != 3:
-                return b"", b"", f"client does not speak PostgreSQL 3 (start-up code {code:#x})"
-            elif length < 8 or length > MAX_STARTUP:
-                return b"", b"", f"client sent a start-up packet of length {length}"
-            else:
-                s.pending = 1  # answered by the first ReadyForQuery
-            s.started = True
-            end = pos + length
-            forward.append(data[pos:end] if end < n else data[pos:])
-            if end >= n:
-                self.skip = end - n
-                return b"".join(forward), reply, None
-            pos = end
-        rest = data[pos:]
-        forward.append(rest)
-        return b"".join(forward), reply, self.typed(rest)
+    feed = front_feed
 
 
 class BackendFramer(_Framer):
