@@ -5,20 +5,54 @@ timing: a pool of 2,000 servers under one monitor."""
 from __future__ import annotations
 
 import tracemalloc
+from typing import Any
 
 from quiesce.config import parse_config
 from quiesce.state.registry import Registry
+from quiesce.state.series import SeriesStore
 
 SERVERS = 2000
 
 
-def test_the_registry_keeps_a_server_in_well_under_2_kib() -> None:
+def raw() -> dict[str, Any]:
     servers = [{"name": f"s{i}", "address": f"127.0.0.1:{1000 + i}"} for i in range(SERVERS)]
-    raw = {
+    return {
         "healthmonitors": {"m": {"type": "tcp", "send_interval": 60}},
         "pools": {"p": {"healthmonitors": ["m"], "servers": servers}},
     }
-    config = parse_config(raw)  # the parsed config is not counted: the file's share
+
+
+def test_the_parsed_config_keeps_a_server_in_under_500_bytes() -> None:
+    data = raw()
+    tracemalloc.start()
+    try:
+        config = parse_config(data)
+        per_server = tracemalloc.get_traced_memory()[0] / SERVERS
+    finally:
+        tracemalloc.stop()
+    assert len(config.pools["p"].servers) == SERVERS
+    # 635 bytes with a set of the keys given per server; one set per combination: 420
+    assert per_server < 500, per_server
+
+
+def test_an_idle_servers_live_series_takes_under_600_bytes() -> None:
+    registry = Registry(parse_config(raw()))
+    tracemalloc.start()
+    try:
+        store = SeriesStore()
+        for t in range(100):  # 100 s of 1 s rows
+            store.tick(1000.0 + t, registry.pools, {})
+        per_server = tracemalloc.get_traced_memory()[0] / SERVERS
+    finally:
+        tracemalloc.stop()
+    assert len(store.window("server", "p/s7", 100) or []) == 100
+    # 16,648 bytes with a slot and a stamp a second for 900 s and a latency histogram per
+    # server; runs of idle seconds and no histogram before the first timed request: 500
+    assert per_server < 600, per_server
+
+
+def test_the_registry_keeps_a_server_in_well_under_2_kib() -> None:
+    config = parse_config(raw())  # the parsed config is not counted: the file's share
     tracemalloc.start()
     try:
         registry = Registry(config)

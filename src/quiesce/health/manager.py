@@ -28,7 +28,6 @@ added, re-addressed or removed at runtime.
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import math
 import random
@@ -106,6 +105,7 @@ class _Job:
         "first",
         "in_engine",
         "live",
+        "manager",
         "monitor",
         "on_done",
         "running",
@@ -135,6 +135,12 @@ class _Job:
         # check takes its probe's own path).
         self.spec: Spec | None = None
         self.spec_for: HealthMonitor | None = None
+        self.manager: HealthManager | None = None
+
+    def report(self, result: CheckResult) -> None:
+        """The check's result (``on_done``, the probes' and the C engine's callback)."""
+        if self.manager is not None:
+            self.manager._done(self, result)
 
 
 def _target(server: ServerRuntime, definition: HealthMonitor) -> Target:
@@ -212,7 +218,8 @@ class HealthManager:
                 interval = definition.send_interval
                 schedule = Schedule(now, interval, self._rng.uniform(0, interval))
                 job = self._jobs[key] = _Job(key[0], key[1], definition, schedule)
-                job.on_done = functools.partial(self._done, job)
+                job.manager = self
+                job.on_done = job.report  # a bound method: 64 bytes; a partial took 256
                 self._arm(job)
 
     def _monitor(self, server: ServerRuntime, definition: HealthMonitor) -> HealthMonitor:
