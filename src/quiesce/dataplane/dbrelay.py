@@ -72,18 +72,19 @@ class BackFramer(Protocol):
 
 
 class _DbUpstream(_TcpUpstream):
-    __slots__ = ("db",)
+    __slots__ = ("db", "feed")
 
     def __init__(self, client: TcpClient) -> None:
         super().__init__(client)
         assert isinstance(client, DbClient)
         self.db = client
+        self.feed = client.back.feed  # bound once: a read costs the walk and the write
 
     def data_received(self, data: bytes) -> None:
         c = self.db
         if c.closed:
             return
-        err = c.back.feed(data)
+        err = self.feed(data)
         if err is not None:
             c.protocol_error(err, ts.SERVER)
             return
@@ -106,6 +107,7 @@ class DbClient(TcpClient):
     def __init__(self, ctx: ServiceContext) -> None:
         super().__init__(ctx)
         self.session, self.front, self.back = self.framers(ctx.config.max_message_size)
+        self.typed = self.front.typed  # a read once started (bound once)
         self.boundary = False  # maintenance: close at the next transaction boundary
         self.boundary_at = 0.0
 
@@ -128,7 +130,7 @@ class DbClient(TcpClient):
             return
         up = self.up
         if up is not None and self.session.started:  # the common read: no start-up left
-            err = self.front.typed(data)
+            err = self.typed(data)
             if err is not None:
                 self.protocol_error(err, ts.CLIENT)
                 return
