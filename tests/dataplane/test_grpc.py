@@ -10,6 +10,7 @@ test_grpc_peers.py."""
 from __future__ import annotations
 
 import asyncio
+import json
 import ssl
 import struct
 from concurrent.futures import ThreadPoolExecutor
@@ -24,6 +25,7 @@ from quiesce.dataplane.h2client.links import links_of
 from quiesce.frontends.grpc_metrics import grpc_metrics
 from tests.dataplane.backend import Backend
 from tests.dataplane.conftest import make_config, start_proxy, wait_for
+from tests.dataplane.test_access_log import logged
 from tests.support.certs import Certs
 
 grpc = pytest.importorskip("grpc")
@@ -227,3 +229,29 @@ async def test_tls_to_the_server_with_alpn_h2_and_a_server_without_h2(tmp_path: 
             writer.close()
             assert head.startswith(b"HTTP/1.1 502")
             assert b.requests == []
+
+
+@pytest.mark.parametrize("fmt", ["json", "{method} {path} {status} {grpc_status}"])
+async def test_access_log_has_the_grpc_status(tmp_path: Path, fmt: str) -> None:
+    """json lines of gRPC calls carry grpc_status (others do not); a template names it."""
+    log = tmp_path / "access.log"
+    with EchoServer("a") as a:
+        raw = logged(h2_pool([a]), log, fmt)
+        async with start_proxy(raw) as p:
+            with grpc.insecure_channel(f"127.0.0.1:{p.port}") as ch:
+
+                def calls() -> None:
+                    stub(ch, "Say")(b"x", timeout=10)
+                    with pytest.raises(grpc.RpcError):
+                        stub(ch, "Fail")(b"gone", timeout=10)
+
+                await in_thread(calls)
+            await wait_for(lambda: log.exists() and len(log.read_text().splitlines()) == 2)
+    text = log.read_text().splitlines()
+    if fmt == "json":
+        say, fail = (json.loads(line) for line in text)
+        assert (say["path"], say["status"], say["grpc_status"]) == (f"/{SERVICE}/Say", 200, 0)
+        assert (fail["path"], fail["grpc_status"]) == (f"/{SERVICE}/Fail", 5)
+        assert list(say)[-1] == "grpc_status"
+    else:
+        assert text == [f"POST /{SERVICE}/Say 200 0", f"POST /{SERVICE}/Fail 200 5"]

@@ -39,7 +39,15 @@ ACCESS_FIELDS: dict[str, str] = {
 """Every field of an access-log entry, in the JSON format's order, with what it holds
 (docs/dataplane.md renders this table)."""
 
+# A field of the template format only (and a json key on the lines that have one): not in
+# every entry, so not in ACCESS_FIELDS (every json line's keys, in order)
+EXTRA_FIELDS: dict[str, str] = {
+    "grpc_status": "a gRPC call's grpc-status (0 OK ... 16) from an h2 pool's server, `-` when "
+    "the answer had none; json lines carry it as `grpc_status` when there is one",
+}
+
 _SAMPLE = {
+    "grpc_status": 0,
     "time": "2026-12-06T14:20:31.123Z",
     "layer": 7,
     "client_ip": "127.0.0.1",
@@ -72,7 +80,7 @@ def access_format(value: str) -> str:
             f"(fields: {', '.join(ACCESS_FIELDS)})"
         )
     for name in names:
-        if name not in ACCESS_FIELDS:
+        if name not in ACCESS_FIELDS and name not in EXTRA_FIELDS:
             raise ValueError(
                 f"unknown field {{{name}}} in the template (fields: {', '.join(ACCESS_FIELDS)})"
             )

@@ -146,7 +146,8 @@ class Formatter:
         (C) for httplog and json when it is built (the same bytes, about a tenth of the
         CPU: BENCHMARKS.md, "Access log"), else from :meth:`format`."""
         fmt = self.fmt
-        if FAST is not None and (fmt == "httplog" or fmt == "json"):
+        # (an entry of 19, a gRPC call's: quiesce._logfast reads 18, the Python path all)
+        if FAST is not None and (fmt == "httplog" or fmt == "json") and _plain(entries):
             data: bytes
             data, self.seq = FAST.format(entries, offset, fmt == "json", self.prefix, self.seq)
             return data
@@ -179,6 +180,7 @@ class Formatter:
             "retries": e[16],
             "termination": e[17],
             "request_id": f"{self.prefix}-{self.seq:x}",
+            "grpc_status": e[18] if len(e) > 18 else "-",
         }
 
     # One unpacking of the entry (its order: the module docstring) and one %-format per line:
@@ -195,7 +197,8 @@ class Formatter:
         date = self._stamp[json]
         out: list[str] = []
         add = out.append
-        for end, layer, ip, port, service, pool, server, method, path, status, nin, nout, tw, tc, tr, tt, retries, term in entries:  # fmt: skip  # noqa: E501
+        for e in entries:
+            end, layer, ip, port, service, pool, server, method, path, status, nin, nout, tw, tc, tr, tt, retries, term = e if len(e) == 18 else e[:18]  # fmt: skip  # noqa: E501
             seq += 1
             start = end + offset - (tt if tt > 0.0 else 0.0)
             if int(start) != second:
@@ -217,11 +220,14 @@ class Formatter:
             r = tr * 1000.0 if tr >= 0.0 else -1
             m = words.get(method) or _text(method)
             u = words.get(path) or _text(path)
-            add(
+            line = (
                 _JSON7 % (date, ms, ip, port, service, pool, server, m, u, status, nin, nout, w, c, r, t, retries, term, prefix, seq)  # noqa: E501
                 if json
                 else _HTTPLOG % (ip, port, date, ms, service, pool, server, w, c, r, t, status, nout, nin, term, retries, prefix, seq, m, u)  # noqa: E501
             )  # fmt: skip
+            if json and len(e) > 18:  # a gRPC call's grpc-status (quiesce.dataplane.h2client)
+                line = f'{line[:-1]},"grpc_status":{e[18]:d}}}'
+            add(line)
         self.seq = seq
         return out
 
@@ -231,6 +237,12 @@ class Formatter:
 
 
 FAST = logfast  # quiesce._logfast, or None: the Python formatter (tests switch it)
+
+
+def _plain(entries: list[Entry]) -> bool:
+    """No entry carries a grpc-status (each has the 18 members quiesce._logfast reads)."""
+    return max(map(len, entries), default=18) == 18
+
 
 _HTTPLOG = '%s:%d [%s.%03d] %s %s/%s %d/%d/%d/%d %d %d %d %s %d %s-%x "%s %s"'
 _TCPLOG = "%s:%d [%s.%03d] %s %s/%s %d/%d/%d %d %d %s %d %s-%x"

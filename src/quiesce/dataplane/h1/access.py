@@ -77,28 +77,29 @@ def log_exchange(
     c = conn.ctime
     term = conn.term or "--"
     conn.term = ""
-    access.add(
-        (
-            now,
-            7,
-            conn.peer,
-            conn.port,
-            conn.ctx.name,
-            None if server is None else server.pool,
-            None if server is None else server.name,
-            None if req is None else req.method,
-            None if req is None else req.url,
-            status,
-            nin,
-            nout,
-            0.0 if req is None or req.waiting is None else req.waiting.waited,
-            c if c >= 0.0 else (0.0 if rtime >= 0.0 else -1.0),
-            rtime,
-            0.0 if req is None else now - conn.req_at,
-            0 if req is None else req.retries,
-            term,
-        )
+    entry = (
+        now,
+        7,
+        conn.peer,
+        conn.port,
+        conn.ctx.name,
+        None if server is None else server.pool,
+        None if server is None else server.name,
+        None if req is None else req.method,
+        None if req is None else req.url,
+        status,
+        nin,
+        nout,
+        0.0 if req is None or req.waiting is None else req.waiting.waited,
+        c if c >= 0.0 else (0.0 if rtime >= 0.0 else -1.0),
+        rtime,
+        0.0 if req is None else now - conn.req_at,
+        0 if req is None else req.retries,
+        term,
     )
+    grpc = getattr(req, "grpc", None)
+    # a gRPC call's grpc-status: a 19th member (json and template formats: grpc_status)
+    access.add(entry if grpc is None else (*entry, grpc))
 
 
 def phase(conn: Conn) -> str:

@@ -69,11 +69,13 @@ def raw_headers(raw: bytes) -> list[tuple[bytes, bytes]]:
 
 class Request:
     tried: tuple[Any, ...]
+    grpc: int  # the answer's grpc-status (an h2 pool's), set by quiesce.dataplane.h2client
     __slots__ = (
         "body_since",
         "chunked",
         "cookie",
         "expect",
+        "grpc",
         "head",
         "head_only",
         "headers",
@@ -101,7 +103,8 @@ class Request:
         self.pending_size = 0
         self.replay: list[bytes] | None = None
         self.retries = 0  # sent again after its server failed (quiesce.dataplane.h1.retry)
-        # ``tried``, the servers it went to, is set by its first retry only (read with getattr)
+        # ``tried``, the servers it went to, is set by its first retry only, and ``grpc`` by
+        # a gRPC answer only (read with getattr)
         self.cookie: bytes | None = None
         self.host: bytes | None = None
         self.upgrade = False

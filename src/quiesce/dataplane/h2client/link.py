@@ -317,7 +317,7 @@ class Channel:
             self.chunked = chunked
         self.out.append(head)
         if grpc is not None and end:
-            self.link.count_grpc(grpc)
+            self.link.count_grpc(self, grpc)
         if end:
             self.ended = True
 
@@ -337,7 +337,7 @@ class Channel:
         if self.chunked:
             self.out.append(section)
         if grpc is not None:
-            self.link.count_grpc(grpc)
+            self.link.count_grpc(self, grpc)
         self.ended = True
 
     def deliver(self) -> None:
@@ -554,11 +554,16 @@ class Link(asyncio.Protocol):
         if not self.channels and not self.closed:
             self.close()
 
-    def count_grpc(self, value: bytes) -> None:
+    def count_grpc(self, ch: Channel, value: bytes) -> None:
+        """A call's grpc-status: counted for the server, noted for the access log."""
         code = codec.grpc_code(value)
         assert code is not None
         counts = self.server.grpc_statuses
         counts[code] = counts.get(code, 0) + 1
+        client = ch.proto.client
+        req = None if client is None else client.current
+        if req is not None:
+            req.grpc = code
 
     def flush_soon(self) -> None:
         if not self.flushing and not self.closed:
