@@ -312,9 +312,10 @@ services:
 
 `alpn` of an `http` service takes `h2` and `http/1.1`, each at most once. Each stream is one
 request to the pools (rules, balancing, drain, pages, retries, access log as HTTP/1.1);
-servers are spoken to in HTTP/1.1 unless their pool says `protocol: h2` (below). The limits (100 concurrent streams, a header list of
-`max_header_size` + `max_request_line`) and the defences (rapid reset, CONTINUATION,
-SETTINGS/PING floods, zero-window stalls after `client_idle_timeout`) have no keys:
+servers are spoken to in HTTP/1.1 unless their pool says `protocol: h2` (below). The limits
+(100 concurrent streams, a header list of `max_header_size` + `max_request_line`) and the
+defences (rapid reset, CONTINUATION, SETTINGS/PING floods, zero-window stalls after
+`client_idle_timeout`) have no keys:
 docs/dataplane.md, "HTTP/2". `client_idle_timeout` closes an idle HTTP/2 connection with
 GOAWAY, and shutdown and upgrade send GOAWAY and let the streams in flight finish within
 `grace_period`.
