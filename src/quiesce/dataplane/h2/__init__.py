@@ -1,9 +1,9 @@
-"""The HTTP/2 front end of the L7 proxy, on the sans-IO ``h2`` library (python-hyper).
+"""The HTTP/2 front end of the L7 proxy, on libnghttp2 through its sans-IO binding ``ngh2``.
 
 Modules
 -------
-``guard``    the frames a client sends, before ``h2`` reads them: floods, the client's GOAWAY
-``session``  one connection's protocol state without I/O: ``h2``, flow control, the request
+``guard``    the frames a client sends, before the codec reads them: floods, the client's GOAWAY
+``session``  one connection's protocol state without I/O: ``ngh2``, flow control, the request
              head an HTTP/2 request becomes
 ``stream``   one stream as one HTTP/1.1 exchange of the quiesce.dataplane.h1 machine
 ``conn``     the asyncio protocol of one HTTP/2 connection, and its end by GOAWAY

@@ -6,9 +6,12 @@ The request's header list is written to it as an HTTP/1.1 head (session.request_
 DATA frames as its body, so routing, rules, balancing, persistence, the queue, the
 maintenance page, the connection table (per-stream accounting: a server in drain counts the
 streams it serves, ``--force`` cuts them), retries, the keep-alive race, timeouts and the
-access log are the HTTP/1.1 ones, not a copy. What the exchange answers, as HTTP/1.1 bytes,
-is parsed back (httptools) into HEADERS and DATA frames. The cost is a second parse of each
-response head and a head written for each request (docs/dataplane.md, "HTTP/2").
+access log are the HTTP/1.1 ones, not a copy. The request goes as keep-alive: a whole
+answer takes the exchange's inline keep-alive end, and the stream ends with its answer
+(:meth:`StreamTransport._done`). What the exchange answers, as HTTP/1.1 bytes, becomes
+HEADERS and DATA frames: a whole Content-Length answer in one write at once
+(:meth:`StreamTransport._whole`), anything else through httptools. The cost is a head
+written for each request and each answer's head read again (docs/dataplane.md, "HTTP/2").
 """
 
 from __future__ import annotations
