@@ -356,9 +356,20 @@ class SeriesStore:
 
     def __init__(self, size: int = SECONDS) -> None:
         self.size = size
-        self.series: dict[tuple[str, str], Series] = {}
+        # pools' and services' series; a server's is in its pool's ``members`` only (no key
+        # of its own here: 200 bytes a server at 100,000, issue 21)
+        self._objects: dict[tuple[str, str], Series] = {}
         self.now = -1  # the second of the last tick
         self._pools: dict[str, _PoolSum] = {}
+
+    @property
+    def series(self) -> dict[tuple[str, str], Series]:
+        """Every object's series by (kind, name), made at each call (for tests and tools)."""
+        out = dict(self._objects)
+        for pname, ps in self._pools.items():
+            for name, s in ps.members.items():
+                out[("server", f"{pname}/{name}")] = s
+        return out
 
     def tick(self, now: float, pools: dict[str, Any], services: dict[str, Any]) -> None:
         """Sample every server and pool of ``pools`` (PoolRuntime-like) and every service
@@ -367,9 +378,9 @@ class SeriesStore:
             pass
 
     def _get(self, kind: str, name: str) -> Series:
-        s = self.series.get((kind, name))
+        s = self._objects.get((kind, name))
         if s is None:
-            s = self.series[(kind, name)] = Series(self.size, checks=kind == "server")
+            s = self._objects[(kind, name)] = Series(self.size)
         return s
 
     def ticking(
@@ -402,7 +413,7 @@ class SeriesStore:
                     placed = True
                     s = members.get(server.name)
                     if s is None:
-                        s = members[server.name] = self._get("server", f"{pname}/{server.name}")
+                        s = members[server.name] = Series(self.size, checks=True)
                     if s.src is not server:  # new, or deleted and added again
                         moved = True
                         s.src, s.key, s.check_at = server, None, 0.0
@@ -442,11 +453,11 @@ class SeriesStore:
                 pseries.idle(second)
         for sname, stats in services.items():
             self._get("service", sname).sample(second, service_snapshot(stats, None))
+        if len(self._pools) > len(sums) or len(self._objects) > len(sums) + len(services):
+            self._forget(sums, services)  # pools or services deleted: forget them
+            moved = True
         self._pools = sums
         kept = sum(len(p.members) for p in sums.values())  # servers
-        if len(self.series) > len(sums) + len(services) + kept:
-            self._forget(sums, services)  # deleted: forget them
-            moved = True
         if moved or len(latency) > kept:  # (a server timed and deleted between two ticks)
             live = {s.src.traffic for p in sums.values() for s in p.members.values()}
             for t in [t for t in latency if t not in live]:
@@ -455,13 +466,18 @@ class SeriesStore:
 
     def _forget(self, sums: dict[str, _PoolSum], services: dict[str, Any]) -> None:
         keep = {("pool", p) for p in sums} | {("service", s) for s in services}
-        keep |= {("server", f"{p}/{n}") for p, ps in sums.items() for n in ps.members}
-        for key in [k for k in self.series if k not in keep]:
-            del self.series[key]
+        for key in [k for k in self._objects if k not in keep]:
+            del self._objects[key]
 
     def window(self, kind: str, name: str, seconds: int) -> list[dict[str, Any]] | None:
-        """The last ``seconds`` rows of one object (None: no such object)."""
-        s = self.series.get((kind, name))
+        """The last ``seconds`` rows of one object (None: no such object; a server is named
+        ``POOL/SERVER``)."""
+        if kind == "server":
+            pool, _, server = name.partition("/")
+            ps = self._pools.get(pool)
+            s = None if ps is None else ps.members.get(server)
+        else:
+            s = self._objects.get((kind, name))
         if s is None:
             return None
         return s.window(self.now, seconds)
