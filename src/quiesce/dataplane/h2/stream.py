@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 
 CANCEL = 0x8
 INTERNAL_ERROR = 0x2
+_NONE: list[Any] = []  # never appended to: a stream answered without a parser has no lists
 
 
 class Carrier(Protocol):
@@ -78,8 +79,8 @@ class StreamTransport:
         self.sid = sid
         # made when the answer does not come whole in one write (most do: _whole)
         self.parser: httptools.HttpResponseParser | None = None
-        self.fields: list[tuple[bytes, bytes]] = []
-        self.body: list[bytes] = []
+        self.fields: list[tuple[bytes, bytes]] = _NONE  # (the parser's: made with it)
+        self.body: list[bytes] = _NONE
         self.head_only = False
         self.interim = False
         self.ended = False  # the response's end was handed to the session
@@ -99,6 +100,8 @@ class StreamTransport:
             if self._whole(data):
                 return
             parser = self.parser = httptools.HttpResponseParser(self)
+            self.fields = []
+            self.body = []
         try:
             parser.feed_data(data)
         except httptools.HttpParserError:
