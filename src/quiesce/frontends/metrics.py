@@ -392,23 +392,9 @@ HAPROXY_SERVER_STATES = ("DOWN", "UP", "MAINT", "DRAIN", "NOLB")
 HAPROXY_PROXY_STATES = ("DOWN", "UP")
 # The check statuses promex lists (HAProxy's HCHK_STATUS_* whose result is at least
 # CHK_RES_FAILED, in HAProxy's order), for haproxy_server_check_status.
-HAPROXY_CHECK_STATES = (
-    "HANA",
-    "SOCKERR",
-    "L4OK",
-    "L4TOUT",
-    "L4CON",
-    "L6OK",
-    "L6TOUT",
-    "L6RSP",
-    "L7TOUT",
-    "L7RSP",
-    "L7OK",
-    "L7OKC",
-    "L7STS",
-    "PROCERR",
-    "PROCTOUT",
-    "PROCOK",
+HAPROXY_CHECK_STATES = tuple(
+    "HANA SOCKERR L4OK L4TOUT L4CON L6OK L6TOUT L6RSP L7TOUT L7RSP L7OK L7OKC L7STS PROCERR "
+    "PROCTOUT PROCOK".split()
 )
 HTTP_CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx", "other")
 
