@@ -10,7 +10,10 @@ it wakes up: a reload's longest stretch without a turn of the loop is the probe'
 Per round the file gains ``--add`` servers, then loses them (drained, 1 s); a first reload
 starts the reload worker. Reported per reload: its time (``App.reload``), the probe's max and
 p99 delay during it and during ``--idle`` seconds just before it (the baseline: the machine's
-own noise and the process's periodic work), and the number of probe wake-ups.
+own noise and the process's periodic work), the CPU time the loop's thread used between two
+wake-ups of the probe (its longest holds of the loop, which the machine's load does not
+lengthen: a stall with little CPU waited for a core or the GIL), and the number of probe
+wake-ups.
 
 ``--where MS``: a watcher thread prints to stderr where the loop is (the main thread's stack)
 whenever the probe has not woken for MS milliseconds: where the stalls sit.
@@ -62,14 +65,16 @@ async def run(args: argparse.Namespace) -> list[dict[str, object]]:
     app = App(load_config(path), tmp, config_path=path)
     await app.start()
     lags: list[float] = []
+    busy: list[float] = []  # the loop thread's CPU between two wake-ups of the probe
     running = True
 
     async def probe() -> None:
         loop = asyncio.get_running_loop()
         while running:
-            t = loop.time()
+            t, cpu = loop.time(), time.thread_time()
             await asyncio.sleep(0.001)
             lags.append(loop.time() - t - 0.001)
+            busy.append(time.thread_time() - cpu)
 
     beat = [time.monotonic(), time.thread_time(), time.process_time()]
 
@@ -120,14 +125,16 @@ async def run(args: argparse.Namespace) -> list[dict[str, object]]:
                 (args.servers, f"-{args.add}"),
             ):
                 lags.clear()  # the idle baseline: the probe alone for --idle seconds
+                busy.clear()
                 running = True
                 task = asyncio.create_task(probe())
                 await asyncio.sleep(args.idle)
                 running = False
                 await task
-                idle = summary(lags)
+                idle, idle_cpu = summary(lags), summary(busy)
                 path.write_text(config(n))
                 lags.clear()
+                busy.clear()
                 running = True
                 task = asyncio.create_task(probe())
                 began = time.perf_counter()
@@ -135,7 +142,7 @@ async def run(args: argparse.Namespace) -> list[dict[str, object]]:
                 took = time.perf_counter() - began
                 running = False
                 await task
-                during = summary(lags)
+                during, during_cpu = summary(lags), summary(busy)
                 wakeups = len(lags)
                 while len(app.registry.pools["big"].servers) > n:  # drained, then deleted
                     await asyncio.sleep(0.05)
@@ -148,6 +155,9 @@ async def run(args: argparse.Namespace) -> list[dict[str, object]]:
                         "p99_stall_ms": during[1],
                         "idle_max_ms": idle[0],
                         "idle_p99_ms": idle[1],
+                        "cpu_max_ms": during_cpu[0],
+                        "cpu_p99_ms": during_cpu[1],
+                        "idle_cpu_max_ms": idle_cpu[0],
                         "wakeups": wakeups,
                     }
                 )
@@ -169,13 +179,14 @@ def main() -> None:
     rows = asyncio.run(run(ap.parse_args()))
     print(
         "| reload | changes | reload (s) | stall max / p99 during (ms) | idle (ms) "
-        "| probe wake-ups |"
+        "| loop CPU per turn max / p99 during (ms) | idle max (ms) | probe wake-ups |"
     )
-    print("|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(
             f"| {r['reload']} | {r['changes']} | {r['seconds']} | {r['max_stall_ms']} / "
-            f"{r['p99_stall_ms']} | {r['idle_max_ms']} / {r['idle_p99_ms']} | {r['wakeups']} |"
+            f"{r['p99_stall_ms']} | {r['idle_max_ms']} / {r['idle_p99_ms']} | "
+            f"{r['cpu_max_ms']} / {r['cpu_p99_ms']} | {r['idle_cpu_max_ms']} | {r['wakeups']} |"
         )
     sys.stdout.flush()
 
