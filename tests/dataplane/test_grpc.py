@@ -255,3 +255,20 @@ async def test_access_log_has_the_grpc_status(tmp_path: Path, fmt: str) -> None:
         assert list(say)[-1] == "grpc_status"
     else:
         assert text == [f"POST /{SERVICE}/Say 200 0", f"POST /{SERVICE}/Fail 200 5"]
+
+
+@pytest.mark.one_path
+async def test_the_servers_max_concurrent_streams_makes_calls_wait_not_fail() -> None:
+    """A server that takes 2 streams at a time (SETTINGS_MAX_CONCURRENT_STREAMS): 40 calls
+    at once wait on its one connection (libnghttp2 holds the streams over the limit)."""
+    with EchoServer("a", max_streams=2) as a:
+        async with start_proxy(h2_pool([a])) as p:
+            with grpc.insecure_channel(f"127.0.0.1:{p.port}") as ch:
+
+                def calls() -> list[bytes]:
+                    with ThreadPoolExecutor(20) as pool:
+                        return list(pool.map(lambda i: stub(ch, "Slow")(b"20"), range(40)))
+
+                assert len(await in_thread(calls)) == 40
+            assert a.calls["Slow"] == 40
+            assert len(links_of(p.table).live) == 1

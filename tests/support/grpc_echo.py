@@ -33,11 +33,13 @@ class EchoServer:
         port: int = 0,
         workers: int = 16,
         tls: tuple[bytes, bytes] | None = None,
+        max_streams: int | None = None,
     ) -> None:
         self.name = name
         self.calls: Counter[str] = Counter()
         self.lock = threading.Lock()
-        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers))
+        options = [] if max_streams is None else [("grpc.max_concurrent_streams", max_streams)]
+        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers), options=options)
         handlers = {
             "Say": grpc.unary_unary_rpc_method_handler(self._say),
             "Fail": grpc.unary_unary_rpc_method_handler(self._fail),
