@@ -8,6 +8,7 @@ from __future__ import annotations
 import h2.config
 import h2.connection
 import h2.events
+import h2.settings
 import hpack
 import ngh2
 import pytest
@@ -387,3 +388,23 @@ def test_other_answers_go_to_the_parser(data: list[bytes]) -> None:
     assert resp.headers[0] == (b":status", b"200")
     assert b"".join(e.data for e in events if isinstance(e, h2.events.DataReceived)) == b"hello"
     assert isinstance(events[-1], h2.events.StreamEnded)
+
+
+def test_a_paused_stream_is_resumed_whatever_its_windows() -> None:
+    """A small answer the windows let through is not followed (it goes at the next output);
+    one above LOW always is, even in wide-open windows, so a server paused above HIGH is
+    resumed by pump once the bytes went."""
+    s, c = pair()
+    c.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 1 << 24})
+    c.increment_flow_control_window(1 << 24)
+    s.receive(c.data_to_send(), 0.0)
+    c.receive_data(s.output())
+    get(c, 1, 3)
+    s.receive(c.data_to_send(), 0.0)
+    s.headers(1, [(b":status", b"200")], False)
+    assert s.data(1, b"x" * 1000, True) == 1000 and not s.held
+    s.headers(3, [(b":status", b"200")], False)
+    assert s.data(3, b"x" * (HIGH + 1), True) == HIGH + 1  # (its shell pauses its server)
+    assert list(s.held) == [3]
+    c.receive_data(s.output())
+    assert s.pump() == [3] and not s.held

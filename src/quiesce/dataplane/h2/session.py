@@ -234,10 +234,16 @@ class Session:
             return 0
         size = h2.queued_body_size(sid)
         out = self.held.get(sid)
-        if out is None:
-            self.held[sid] = Out(size)
-        else:
+        if out is not None:
             out.size = size
+        elif (
+            size > LOW  # (above HIGH its server is paused: pump resumes it)
+            or self.blocked
+            or size > h2.stream_remote_window_size(sid)
+            or size > h2.remote_window_size
+        ):
+            # (not followed: a small answer the windows let through at the next output)
+            self.held[sid] = Out(size)
         return size
 
     def pump(self) -> list[int]:
