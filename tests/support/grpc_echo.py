@@ -34,6 +34,7 @@ class EchoServer:
         workers: int = 16,
         tls: tuple[bytes, bytes] | None = None,
         max_streams: int | None = None,
+        health: bool = False,
     ) -> None:
         self.name = name
         self.calls: Counter[str] = Counter()
@@ -49,6 +50,13 @@ class EchoServer:
         self.server.add_generic_rpc_handlers(
             (grpc.method_handlers_generic_handler(SERVICE, handlers),)
         )
+        if health:  # the standard grpc.health.v1.Health service, "" SERVING (grpc monitors)
+            from grpc_health.v1 import health as health_mod
+            from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+            self.health = health_mod.HealthServicer()
+            self.health.set("", health_pb2.HealthCheckResponse.SERVING)
+            health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         if tls is None:
             self.port = self.server.add_insecure_port(f"127.0.0.1:{port}")
         else:  # (key PEM, certificate chain PEM): TLS, ALPN h2
