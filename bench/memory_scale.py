@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Resident memory of ``quiesce run`` per configured server (issue 21).
 
-    python3 bench/memory_scale.py [--servers 100000] [--pools 1 100]
+    python3 bench/memory_scale.py [--servers 100000] [--pools 1 100] [--settle 8] [--stable]
 
 For each layout, one ``quiesce run`` with ``--servers`` servers split into that many pools,
 every pool with a TCP health monitor attached (interval 60 s, so the checks are running but
@@ -10,6 +10,12 @@ rare; the servers' address is a closed loopback port), one HTTP service, the adm
 upstream connections per server by default: 6.4 million for 100,000 servers).
 Its resident set (``VmRSS``) is read once it says ready and its first round of checks is over,
 then compared with the same process with one server: the difference per server is reported.
+
+``--stable``: after ``--settle``, RSS is read every 2 s until it moved less than 1% over the
+last 10 s (at most 300 s more): the first round of checks, its 100,000 state changes and
+the live series' first ticks over every server are then done, whatever the machine's load
+(with a fixed 5-8 s a loaded machine reads part-way through them: the runs of 15:23-15:55
+below swung from 352 to 1,058 MiB).
 
 ``--tracemalloc N``: the process runs under ``tracemalloc`` and, at the same moment, the N
 lines of code holding the most memory are printed (size, blocks, per server), to see what
@@ -77,7 +83,22 @@ main()
 """
 
 
-def measure(servers: int, pools: int, port: int, settle: float, top: int = 0) -> tuple[int, float]:
+def stable_rss(pid: int, limit: float = 300.0) -> int:
+    """RSS (KiB) once it moved less than 1% over the last 10 s (or after ``limit`` s)."""
+    seen = [rss_kib(pid)]
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        time.sleep(2.0)
+        seen.append(rss_kib(pid))
+        last = seen[-6:]
+        if len(last) == 6 and max(last) - min(last) < 0.01 * max(last):
+            break
+    return seen[-1]
+
+
+def measure(
+    servers: int, pools: int, port: int, settle: float, top: int = 0, stable: bool = False
+) -> tuple[int, float]:
     tmp = Path(tempfile.mkdtemp(prefix="quiesce-mem-"))
     cfg = tmp / "quiesce.yaml"
     cfg.write_text(config(servers, pools, port))
@@ -105,7 +126,7 @@ def measure(servers: int, pools: int, port: int, settle: float, top: int = 0) ->
             raise SystemExit(f"quiesce did not start ({servers} in {pools} pools): {log}")
         ready = time.monotonic() - start
         time.sleep(settle)  # the first round of checks (spread over their interval's start)
-        rss = rss_kib(proc.pid)
+        rss = stable_rss(proc.pid) if stable else rss_kib(proc.pid)
         if top:
             (tmp / "dump").touch()
             out = tmp / "dump.out"
@@ -131,6 +152,7 @@ def main() -> int:
     ap.add_argument("--servers", type=int, default=100_000)
     ap.add_argument("--pools", type=int, nargs="+", default=[1, 100])
     ap.add_argument("--settle", type=float, default=5.0)
+    ap.add_argument("--stable", action="store_true", help="then wait for RSS to settle")
     ap.add_argument("--tracemalloc", type=int, default=0, metavar="N", help="top N lines")
     args = ap.parse_args()
     if args.tracemalloc:
@@ -138,19 +160,21 @@ def main() -> int:
             measure(args.servers, pools, free_port(), args.settle, args.tracemalloc)
         return 0
     port = free_port()  # nothing listens there: every check is refused
-    base, _ = measure(1, 1, port, args.settle)
+    base, _ = measure(1, 1, port, args.settle, stable=args.stable)
     print(f"{args.servers:,} servers, a TCP monitor on each pool (one server: {base:,} KiB)\n")
     print(
         "| layout | RSS (MiB) | above one server (MiB) | per server (KiB) | start-up to ready (s) |"
     )
     print("|---|---:|---:|---:|---:|")
     for pools in args.pools:
-        rss, ready = measure(args.servers, pools, port, args.settle)
+        rss, ready = measure(args.servers, pools, port, args.settle, stable=args.stable)
         extra = rss - base
         print(
             f"| {pools} pool(s) of {args.servers // pools:,} | {rss / 1024:,.0f} "
             f"| {extra / 1024:,.0f} | {extra / args.servers:.2f} | {ready:.1f} |"
         )
+    load = os.getloadavg()
+    print(f"\nload average at the end: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
     return 0
 
 
