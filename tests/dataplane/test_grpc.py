@@ -272,3 +272,42 @@ async def test_the_servers_max_concurrent_streams_makes_calls_wait_not_fail() ->
                 assert len(await in_thread(calls)) == 40
             assert a.calls["Slow"] == 40
             assert len(links_of(p.table).live) == 1
+
+
+@pytest.mark.one_path
+async def test_a_rule_sends_grpc_to_an_h2_pool_and_the_maintenance_page_answers_it() -> None:
+    """The service's default pool is HTTP/1.1; a path rule sends the gRPC calls to the h2
+    pool; with its server in maintenance the call gets the maintenance page (503:
+    UNAVAILABLE) and HTTP/1.1 requests still go to the default pool."""
+    with EchoServer("g") as g:
+        async with Backend("web") as web:
+            raw = make_config(
+                [web.address],
+                extra_pools={
+                    "grpc": {"protocol": "h2", "servers": [{"name": "g", "address": g.address}]}
+                },
+                service={
+                    "rules": [{"if": {"path_prefix": f"/{SERVICE}/"}, "then": {"pool": "grpc"}}]
+                },
+            )
+            async with start_proxy(raw) as p:
+                with grpc.insecure_channel(f"127.0.0.1:{p.port}") as ch:
+                    assert await in_thread(lambda: stub(ch, "Say")(b"r", timeout=10)) == b"g:r"
+                    (sg,) = p.registry.pool("grpc").servers
+                    p.registry.admin_command(
+                        sg, AdminCommand(Admin.MAINTENANCE, actor="t", cause=Cause.CLI)
+                    )
+
+                    def refused() -> Any:
+                        with pytest.raises(grpc.RpcError) as info:
+                            stub(ch, "Say")(b"r", timeout=10)
+                        return info.value
+
+                    err = await in_thread(refused)
+                    assert err.code() == grpc.StatusCode.UNAVAILABLE
+                    assert g.calls["Say"] == 1
+                reader, writer = await asyncio.open_connection("127.0.0.1", p.port)
+                writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+                head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+                writer.close()
+                assert head.startswith(b"HTTP/1.1 200") and len(web.requests) == 1

@@ -6,6 +6,7 @@ the proxy goes on serving (tests.support.h2server scripts the server)."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 
 import httpx
@@ -32,6 +33,19 @@ async def test_bad_frames_get_502_and_the_next_request_is_served() -> None:
             r = await client.get(p.url + "/")
             assert (r.status_code, r.text) == (200, "g:2")  # a new connection
             assert g.connections == 2
+
+
+async def test_a_stream_refused_three_times_is_still_served_once() -> None:
+    """A server may refuse again (it counts a stream until its handler is done): up to three
+    resends; the fourth refusal is the exchange's (502)."""
+    for refusals, status in ((3, 200), (4, 502)):
+        behaviour = lambda conn, req, n=refusals: "reset" if req <= n else "ok"  # noqa: E731
+        async with H2Server("r", behaviour) as r_server:
+            raw = make_config([r_server.address], pool={"protocol": "h2"})
+            async with start_proxy(raw) as p, httpx.AsyncClient(timeout=10) as client:
+                r = await client.post(p.url + "/call", content=b"payload")
+                assert r.status_code == status
+                assert r_server.requests == min(refusals + 1, 4)
 
 
 @pytest.mark.parametrize("what", ["refuse", "reset"])
@@ -83,3 +97,16 @@ async def test_a_response_without_status_is_a_502() -> None:
             r = await client.get(p.url + "/")
             assert r.status_code == 200
             assert len(links_of(p.table).live) == 1
+
+
+async def test_no_stream_goes_before_the_servers_settings() -> None:
+    """A server slow to send its SETTINGS, which allow one stream at a time: ten requests at
+    once are all served on its one connection and none is refused (the link waits for the
+    SETTINGS before its first stream; libnghttp2 holds the others)."""
+    slow = lambda conn, req: "slow"  # noqa: E731
+    async with H2Server("s", slow, settings_delay=0.2, max_streams=1) as s:
+        raw = make_config([s.address], pool={"protocol": "h2"})
+        async with start_proxy(raw) as p, httpx.AsyncClient(timeout=10) as client:
+            rs = await asyncio.gather(*(client.get(p.url + f"/{i}") for i in range(10)))
+            assert [r.status_code for r in rs] == [200] * 10
+            assert (s.refused, s.requests, s.connections) == (0, 10, 1)

@@ -11,6 +11,12 @@ does with each request:
 * ``no_status``: a response without ``:status`` (raw HPACK-less bytes are not needed: ngh2
   refuses to send it, so the HEADERS frame is written by hand).
 
+* ``slow``: as ``ok``, 50 ms later.
+
+``settings_delay``: the server's SETTINGS (and its reading) wait that long after the
+connection opens; ``max_streams``: announced as SETTINGS_MAX_CONCURRENT_STREAMS, and a
+stream over it is refused (RST_STREAM REFUSED_STREAM, counted in ``refused``).
+
 ``connections`` counts the connections accepted, ``requests`` the requests seen.
 """
 
@@ -20,7 +26,7 @@ import asyncio
 import struct
 from collections.abc import Callable
 
-from ngh2 import Connection, DataReceived, RequestReceived, Role
+from ngh2 import Connection, DataReceived, RequestReceived, Role, Setting
 
 
 def frame(kind: int, flags: int, sid: int, payload: bytes) -> bytes:
@@ -39,13 +45,31 @@ class _Conn(asyncio.Protocol):
         self.no = server.connections
         self.h2 = Connection(Role.SERVER)
         self.transport: asyncio.Transport = None  # type: ignore[assignment]
+        self.early: list[bytes] | None = None  # read before our SETTINGS went
+        self.open: set[int] = set()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
-        self.h2.initiate_connection()
+        if self.server.settings_delay:
+            self.early = []
+            asyncio.get_running_loop().call_later(self.server.settings_delay, self.start)
+        else:
+            self.start()
+
+    def start(self) -> None:
+        limit = self.server.max_streams
+        self.h2.initiate_connection(
+            None if limit is None else {Setting.MAX_CONCURRENT_STREAMS: limit}
+        )
         self.transport.write(self.h2.data_to_send())
+        early, self.early = self.early, None
+        if early:
+            self.data_received(b"".join(early))
 
     def data_received(self, data: bytes) -> None:
+        if self.early is not None:
+            self.early.append(data)
+            return
         try:
             self.h2.receive_data(data)
         except Exception:
@@ -54,6 +78,12 @@ class _Conn(asyncio.Protocol):
         for e in self.h2.events():
             if isinstance(e, RequestReceived):
                 self.server.requests += 1
+                limit = self.server.max_streams
+                if limit is not None and len(self.open) >= limit:
+                    self.h2.reset_stream(e.stream_id, 0x7)
+                    self.server.refused += 1
+                    continue
+                self.open.add(e.stream_id)
                 if e.end_stream:
                     self.answer(e.stream_id)
             elif isinstance(e, DataReceived) and e.end_stream:
@@ -66,6 +96,10 @@ class _Conn(asyncio.Protocol):
         what = self.server.behaviour(self.no, self.server.requests)
         h2 = self.h2
         t = self.transport
+        if what == "slow":
+            asyncio.get_running_loop().call_later(0.05, self.late, sid)
+            return
+        self.open.discard(sid)
         if what == "ok":
             body = b"%s:%d" % (self.server.name.encode(), self.no)
             h2.send_response(sid, [(b":status", b"200"), (b"content-length", b"%d" % len(body))])
@@ -90,11 +124,28 @@ class _Conn(asyncio.Protocol):
             block = b"\x00\x03x-a\x01b"
             t.write(h2.data_to_send() + frame(0x1, 0x5, sid, block))
 
+    def late(self, sid: int) -> None:
+        self.open.discard(sid)
+        body = b"%s:%d" % (self.server.name.encode(), self.no)
+        self.h2.send_response(sid, [(b":status", b"200"), (b"content-length", b"%d" % len(body))])
+        self.h2.send_data(sid, body, end_stream=True)
+        if not self.transport.is_closing():
+            self.transport.write(self.h2.data_to_send())
+
 
 class H2Server:
-    def __init__(self, name: str, behaviour: Callable[[int, int], str]) -> None:
+    def __init__(
+        self,
+        name: str,
+        behaviour: Callable[[int, int], str],
+        settings_delay: float = 0.0,
+        max_streams: int | None = None,
+    ) -> None:
         self.name = name
         self.behaviour = behaviour
+        self.settings_delay = settings_delay
+        self.max_streams = max_streams
+        self.refused = 0
         self.connections = 0
         self.requests = 0
         self.server: asyncio.Server | None = None

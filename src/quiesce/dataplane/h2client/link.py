@@ -23,11 +23,14 @@ channel left, idle or busy. It is given up when the server says GOAWAY, on a pro
 (GOAWAY, every stream lost), or when the connection is lost.
 
 A stream the server refused (REFUSED_STREAM, or above its GOAWAY's last stream id: not
-processed, RFC 9113 §8.7) is sent again, once, on the server's next link, whatever its
-method, when its whole request is still held (up to ``RESEND_LIMIT`` of body): a server
-restarting gracefully loses no call. Any other loss is the exchange's, as over HTTP/1.1: a
-lost connection before any response byte (the keep-alive race's resend, ``pools.X.retries``)
-or after (the client's stream is reset, its HTTP/1.1 connection closed).
+processed, RFC 9113 §8.7) is sent again (up to ``MAX_RESENDS`` times) on the server's
+live or next link, whatever its method, when its whole request is still held (up to
+``RESEND_LIMIT`` of body): a server restarting gracefully loses no call. Any other loss is
+the exchange's, as over HTTP/1.1: a lost connection before any response byte (the
+keep-alive race's resend, ``pools.X.retries``) or after (the client's stream is reset, its
+HTTP/1.1 connection closed).
+
+A link sends no stream before the server's first SETTINGS (its limits) have come.
 
 Flow control: the response windows are acknowledged as the client side reads them (a
 paused Upstream holds its stream's WINDOW_UPDATEs back); request bodies are queued by
@@ -52,6 +55,7 @@ from ngh2 import (
     ResponseReceived,
     Role,
     Setting,
+    SettingsReceived,
     StreamClosed,
     StreamReset,
     TrailersReceived,
@@ -71,6 +75,7 @@ REFUSED_STREAM = 0x7
 STREAM_WINDOW = 1 << 20  # a stream's receive window (INITIAL_WINDOW_SIZE we announce)
 CONNECTION_WINDOW = 16 << 20
 RESEND_LIMIT = 64 * 1024  # request body held for a resend of a refused stream
+MAX_RESENDS = 3  # times a refused stream is sent again
 HIGH = 256 * 1024  # request body bytes queued on a stream before the client is paused
 LOW = 64 * 1024
 
@@ -107,7 +112,7 @@ class Channel:
         "reading",
         "req",
         "req_end",
-        "resent",
+        "resends",
         "sent",
         "sid",
         "unacked",
@@ -138,7 +143,7 @@ class Channel:
         self.sent: list[bytes] | None = None
         self.req_end = False
         self.moving = False  # being resent: on its way to a (new) link
-        self.resent = False
+        self.resends = 0
 
     # what the Upstream and the exchange call (an asyncio.Transport's methods) -------------
 
@@ -258,7 +263,8 @@ class Channel:
         head = self.head
         assert head is not None
         self.head = None
-        self.got = self.ended = self.resent = False
+        self.got = self.ended = False
+        self.resends = 0
         self.req = head
         self.sent = []
         self.req_end = end
@@ -271,16 +277,18 @@ class Channel:
     def refused(self) -> None:
         """The server refused the stream (REFUSED_STREAM, or above its GOAWAY's last stream
         id: RFC 9113 §8.7, not processed): sent again on the server's live link (or a new
-        one), once, when the whole request is still held; else, to the exchange, a
-        connection lost before any byte (the keep-alive race's resend, the pool's retries)."""
+        one), up to ``MAX_RESENDS`` times, when the whole request is still held; else, to
+        the exchange, a connection lost before any byte (the keep-alive race's resend, the
+        pool's retries). (A server may refuse again: it may count a stream until its handler
+        is done, after the answer that told us the stream ended.)"""
         if self.closing:
             return
         link = self.link
         self.sid = 0
-        if self.sent is None or self.resent:
+        if self.sent is None or self.resends >= MAX_RESENDS:
             link.loop.call_soon(self.lost)
             return
-        self.resent = True
+        self.resends += 1
         self.moving = True
         link.channels.discard(self)
         link.paused.discard(self)
@@ -294,10 +302,9 @@ class Channel:
         self.link = link
         link.channels.add(self)
         sent = self.sent or []
-        self.sent = None  # (never resent twice)
         sid = link.request(self, self.req, self.req_end and not sent)
         if sid < 0:
-            self.lost()
+            self.refused()
             return
         self.sid = sid
         for i, body in enumerate(sent):
@@ -383,9 +390,12 @@ class Link(asyncio.Protocol):
         self.streams: dict[int, Channel] = {}
         self.going = False  # GOAWAY sent or received: no new stream
         self.closed = False
+        self.no_h2 = False  # a TLS server that did not choose h2 by ALPN
         self.flushing = False
         self.blocked = False
         self.paused: set[Channel] = set()
+        # the server's first SETTINGS came (its limits known: no stream is sent before)
+        self.ready: asyncio.Future[None] = self.loop.create_future()
 
     # asyncio.Protocol ----------------------------------------------------------------------
 
@@ -393,7 +403,7 @@ class Link(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
         ssl_object = transport.get_extra_info("ssl_object")
         if ssl_object is not None and ssl_object.selected_alpn_protocol() != "h2":
-            self.closed = True  # not one byte of HTTP/2 to it (links.Links._open refuses it)
+            self.closed = self.no_h2 = True  # not one byte of HTTP/2 to it (Links._open)
             return
         h2 = self.h2
         h2.initiate_connection({Setting.ENABLE_PUSH: 0, Setting.INITIAL_WINDOW_SIZE: STREAM_WINDOW})
@@ -471,6 +481,9 @@ class Link(asyncio.Protocol):
                     ch.lost()
             elif kind is WindowUpdated:
                 self._unpause()
+            elif kind is SettingsReceived:
+                if not self.ready.done():
+                    self.ready.set_result(None)
             elif kind is GoAwayReceived:
                 self._goaway(e.last_stream_id, e.error_code)
             elif kind is ConnectionClosed:
@@ -483,7 +496,14 @@ class Link(asyncio.Protocol):
     def eof_received(self) -> bool | None:
         return False
 
+    def _not_ready(self) -> None:
+        ready = self.ready
+        if not ready.done():
+            ready.set_exception(ConnectionResetError("the server did not speak HTTP/2"))
+            ready.exception()  # (retrieved: Links._open may be gone, by a timeout)
+
     def connection_lost(self, exc: Exception | None) -> None:
+        self._not_ready()
         self.closed = True
         self.going = True
         self.home.forget(self)
@@ -646,6 +666,7 @@ class Link(asyncio.Protocol):
         end: every stream is lost, the connection closed."""
         if self.closed:
             return
+        self._not_ready()
         self.going = True
         self.home.forget(self)
         try:

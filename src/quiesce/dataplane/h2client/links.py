@@ -83,17 +83,24 @@ class Links:
                 ),
                 timeout,
             )
+            if link.no_h2:  # a TLS server that did not choose h2 (Link.connection_made)
+                link.transport.abort()
+                log.warning(
+                    "pool %s: server %s did not choose h2 by ALPN (pools.%s.protocol: h2)",
+                    server.pool,
+                    server.name,
+                    server.pool,
+                )
+                raise ConnectionRefusedError("the server did not choose h2 by ALPN")
+            try:  # its SETTINGS first: a stream sent before may be over its limits
+                await asyncio.wait_for(asyncio.shield(link.ready), timeout)
+            except (OSError, TimeoutError):
+                if not link.closed:
+                    link.closed = True
+                    link.transport.abort()
+                raise
         finally:
             self.opening.pop(server, None)
-        if link.closed:  # the TLS server did not choose h2 (Link.connection_made)
-            link.transport.abort()
-            log.warning(
-                "pool %s: server %s did not choose h2 by ALPN (pools.%s.protocol: h2)",
-                server.pool,
-                server.name,
-                server.pool,
-            )
-            raise ConnectionRefusedError("the server did not choose h2 by ALPN")
         self.live[server] = link
         return link
 
