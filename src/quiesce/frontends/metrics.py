@@ -392,10 +392,10 @@ HAPROXY_SERVER_STATES = ("DOWN", "UP", "MAINT", "DRAIN", "NOLB")
 HAPROXY_PROXY_STATES = ("DOWN", "UP")
 # The check statuses promex lists (HAProxy's HCHK_STATUS_* whose result is at least
 # CHK_RES_FAILED, in HAProxy's order), for haproxy_server_check_status.
-HAPROXY_CHECK_STATES = tuple(
-    "HANA SOCKERR L4OK L4TOUT L4CON L6OK L6TOUT L6RSP L7TOUT L7RSP L7OK L7OKC L7STS PROCERR "
-    "PROCTOUT PROCOK".split()
-)
+HAPROXY_CHECK_STATES = (
+    "HANA", "SOCKERR", "L4OK", "L4TOUT", "L4CON", "L6OK", "L6TOUT", "L6RSP", "L7TOUT", "L7RSP",
+    "L7OK", "L7OKC", "L7STS", "PROCERR", "PROCTOUT", "PROCOK",
+)  # fmt: skip
 HTTP_CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx", "other")
 
 # HELP texts: HAProxy 2.6's (promex_st_metric_desc, else stat_fields[].desc).
