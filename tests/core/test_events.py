@@ -101,3 +101,28 @@ def test_event_query_defaults() -> None:
         None,
         100,
     )
+
+
+def test_with_id_is_replace_of_the_id_with_every_field_kept() -> None:
+    """Event.with_id names every field in order: a field added to Event must be added there
+    too, or this fails (each field below differs from its default)."""
+    from dataclasses import fields
+
+    e = Event(
+        1.5,
+        EventKind.OPER_CHANGE,
+        "p",
+        "s",
+        "up",
+        "down",
+        "health",
+        "me",
+        "why",
+        {"k": 1},
+        3,
+        4,
+        None,
+    )
+    assert all(getattr(e, f.name) is not None for f in fields(Event) if f.name != "id")
+    assert e.with_id(7) == replace(e, id=7)
+    assert e.with_id(7).detail is e.detail

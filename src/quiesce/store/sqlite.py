@@ -48,7 +48,6 @@ import threading
 import time as _time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -124,6 +123,9 @@ MIGRATIONS: dict[int, str] = {
     """,
 }
 
+_detail_json = json.JSONEncoder(default=str, separators=(",", ":")).encode
+"""An event's detail as stored (``json.dumps`` with these options, without making an
+encoder for each event)."""
 _EVENT_COLUMNS = (
     "id, time, kind, pool, server, from_state, to_state, cause, actor, reason, detail, "
     "eligible, sessions"
@@ -361,7 +363,7 @@ class SqliteStore:
             _text(event.cause),
             event.actor,
             event.reason,
-            json.dumps(event.detail, default=str, separators=(",", ":")),
+            _detail_json(event.detail),
             event.eligible,
             event.sessions,
         )
@@ -551,7 +553,7 @@ def _text(value: object) -> str | None:
 
 
 def _with_id(event: Event, event_id: int) -> Event:
-    return replace(event, id=event_id)
+    return event.with_id(event_id)
 
 
 def _row_event(row: tuple[Any, ...]) -> Event:

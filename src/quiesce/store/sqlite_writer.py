@@ -43,7 +43,6 @@ import sqlite3
 import threading
 from collections import deque
 from collections.abc import Callable
-from dataclasses import replace
 from typing import Any
 
 from quiesce.core.events import Event
@@ -110,7 +109,7 @@ class Writer:
         with self._cond:
             eid = self._next_id
             self._next_id += 1
-            event = replace(event, id=eid)
+            event = event.with_id(eid)
             self._put(("event", (eid, *row), None))
             self._unsaved.append((self.made, event))
         return event
