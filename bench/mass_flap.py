@@ -18,6 +18,13 @@ Phases: all servers up (one passing check each), then 6 s idle (traffic and chec
 p99 and lag), then the file appears (every check fails: all 10,000 go down, one failed
 check each) and, once the pool is down, disappears (all come back up): that span is
 "during". ``--old SRC``: the same run with another checkout's ``src`` too, side by side.
+
+``FLAP_STALLS=1``: a thread samples the loop's stack every 5 ms while it has not beaten for
+50 ms and reports each such stall with its wall time, the loop thread's CPU time in it (a
+stall with little CPU is the machine's: the process was not running) and its most frequent
+stacks; every collection of the cyclic GC over 10 ms is reported too, and after the flap what
+the collector tracks and the most checks launched at once. The stalls of the flap are listed
+at the end (to stderr). ``FLAP_PROFILE=FILE``: a cProfile dump of the child.
 """
 
 from __future__ import annotations
@@ -141,30 +148,107 @@ def child(config_path: str) -> int:
                 samples = []
 
     tasks: list[asyncio.Task[None]] = []
-    beat = [time.monotonic()]
+    # the loop's last beat: (monotonic, the loop thread's CPU time), set every 5 ms
+    beat = [(time.monotonic(), time.thread_time())]
 
     async def heartbeat() -> None:
         while True:
-            beat[0] = time.monotonic()
+            beat[0] = (time.monotonic(), time.thread_time())
             await asyncio.sleep(0.005)
 
     def watch_stalls(main: int) -> None:
-        """FLAP_STALLS=1: where the loop is when it has not beaten for 50 ms (to stderr)."""
+        """FLAP_STALLS=1: each time the loop has not beaten for 50 ms, its stack sampled
+        every 5 ms until it beats again; then one report (to stderr): the stall's wall time,
+        the loop thread's CPU time in it (much less than the wall: the thread was waiting,
+        for the CPU or the GIL), when it began, and the most frequent stacks with their
+        sample counts (the first one in full, as ``Child.stalls`` reads it)."""
+        import collections
         import traceback
 
+        cpu_clock = time.pthread_getcpuclockid(main)
         while True:
-            time.sleep(0.01)
-            late = time.monotonic() - beat[0]
-            if late > 0.05:
+            time.sleep(0.005)
+            start = beat[0]
+            if time.monotonic() - start[0] <= 0.05:
+                continue
+            samples: collections.Counter[tuple[str, ...]] = collections.Counter()
+            full: dict[tuple[str, ...], str] = {}
+            while beat[0] is start:
                 frame = sys._current_frames().get(main)
-                stack = "".join(traceback.format_stack(frame, limit=12)) if frame else ""
-                print(f"stall {late * 1000:.0f} ms\n{stack}", file=sys.stderr, flush=True)
-                time.sleep(0.05)
+                if frame is not None:
+                    stack = traceback.extract_stack(frame, limit=12)
+                    key = tuple(f"{Path(f.filename).name}:{f.lineno} {f.name}" for f in stack)
+                    samples[key] += 1
+                    if key not in full:
+                        full[key] = "".join(traceback.format_list(stack))
+                time.sleep(0.005)
+            wall = beat[0][0] - start[0]
+            cpu = beat[0][1] - start[1]
+            if wall <= 0.05:
+                continue
+            top = samples.most_common(3)
+            lines = [
+                f"stall {wall * 1000:.0f} ms\n{full[top[0][0]] if top else ''}"
+                f"stall-info at {start[0]:.4f} cpu {cpu * 1000:.0f} ms "
+                f"(thread cpu now {time.clock_gettime(cpu_clock):.3f} s) "
+                f"samples {sum(samples.values())}"
+            ]
+            for key, n in top:
+                lines.append(f"stall-top {n} " + " < ".join(reversed(key[-6:])))
+            print("\n".join(lines), file=sys.stderr, flush=True)
+
+    def watch_gc() -> None:
+        """FLAP_STALLS=1: every collection of the cyclic GC over 10 ms (to stderr)."""
+        import gc
+
+        started = [0.0]
+
+        def on_gc(phase: str, info: dict[str, int]) -> None:
+            if phase == "start":
+                started[0] = time.monotonic()
+                return
+            took = time.monotonic() - started[0]
+            if took > 0.01:
+                print(
+                    f"gc at {started[0]:.4f} generation {info['generation']} "
+                    f"{took * 1000:.0f} ms collected {info['collected']}",
+                    file=sys.stderr,
+                    flush=True,
+                )
+
+        gc.callbacks.append(on_gc)
+
+        def census() -> None:  # what the collector tracks (frozen objects aside), on request
+            import collections
+
+            flag = Path(config_path).with_suffix(".census")
+            while True:
+                time.sleep(0.2)
+                if flag.exists():
+                    flag.unlink()
+                    counts = collections.Counter(type(o).__name__ for o in gc.get_objects())
+                    top = ", ".join(f"{k} {v}" for k, v in counts.most_common(12))
+                    print(f"gc census {sum(counts.values())}: {top}", file=sys.stderr, flush=True)
+                    sizes = sorted(launches, reverse=True)[:5]
+                    print(f"gc census: most checks launched at once {sizes}", file=sys.stderr)
+
+        threading.Thread(target=census, daemon=True).start()
+        from quiesce.health import manager
+
+        launches: list[int] = []
+        start_batch = manager.HealthManager._start_batch
+
+        def counted(self: Any, batch: list[Any]) -> None:
+            launches.append(len(batch))
+            start_batch(self, batch)
+
+        manager.HealthManager._start_batch = counted  # type: ignore[method-assign]
 
     async def before_start() -> None:
         tasks.append(asyncio.get_running_loop().create_task(probe()))
         if os.environ.get("FLAP_STALLS"):
             tasks.append(asyncio.get_running_loop().create_task(heartbeat()))
+            watch_gc()
             threading.Thread(
                 target=watch_stalls, args=(threading.get_ident(),), daemon=True
             ).start()
@@ -257,6 +341,30 @@ class Child:
             in_store += any("store/sqlite" in x or "sqlite3" in x for x in stack)
         return stalls, in_store
 
+    def stall_report(self, a: float, b: float) -> list[str]:
+        """FLAP_STALLS=1: the stalls that began in [a, b], one line each: when (s since
+        ``a``), wall and CPU ms, and the stack seen most often (innermost first)."""
+        out = []
+        for chunk in self.log.read_text(errors="replace").split("\nstall ")[1:]:
+            head, _, rest = chunk.partition("\n")
+            info = re.search(r"stall-info at ([\d.]+) cpu (\d+) ms", rest)
+            top = re.search(r"stall-top (\d+) (.*)", rest)
+            if not head.endswith(" ms") or info is None:
+                continue
+            at = float(info.group(1))
+            if a <= at <= b:
+                where = f"{top.group(1)}x {top.group(2)}" if top else ""
+                out.append(f"+{at - a:6.2f} s {head:>7} cpu {info.group(2):>4} ms  {where}")
+        for m in re.finditer(r"gc census.*", self.log.read_text()):
+            out.append("+ census " + m.group(0))
+        for m in re.finditer(r"gc at ([\d.]+) generation (\d) (\d+) ms", self.log.read_text()):
+            if a <= float(m.group(1)) <= b:
+                out.append(
+                    f"+{float(m.group(1)) - a:6.2f} s gc of generation {m.group(2)}: "
+                    f"{m.group(3)} ms"
+                )
+        return sorted(out)
+
     def stop(self) -> None:
         self.proc.send_signal(signal.SIGTERM)
         try:
@@ -275,6 +383,7 @@ def one_run(src: str, args: argparse.Namespace, workdir: Path, health: int, web:
     down.unlink(missing_ok=True)
     child = Child(src, cfg)
     clients = None
+    t_flip = t_up = 0.0
     try:
         child.wait_eligible(args.servers, 900)
         clients = Clients(child.ports["service www"], args.clients)
@@ -290,6 +399,8 @@ def one_run(src: str, args: argparse.Namespace, workdir: Path, health: int, web:
         down.unlink()
         t_up = child.wait_eligible(args.servers, 900)
         cpu1 = cpu_seconds(child.proc.pid)
+        if os.environ.get("FLAP_STALLS"):
+            cfg.with_suffix(".census").touch()
         time.sleep(REPORT_EVERY * 2)  # the last lag report of the window
         during = clients.window(t_flip, t_up)
         return {
@@ -313,6 +424,10 @@ def one_run(src: str, args: argparse.Namespace, workdir: Path, health: int, web:
         child.stop()
         if os.environ.get("FLAP_STALLS"):
             print(f"{src}: stalls (all, inside SQLite): {child.stalls()}", file=sys.stderr)
+            if t_up:
+                print("stalls from the flip to all up (s since the flip):", file=sys.stderr)
+                for line in child.stall_report(t_flip, t_up + 1.0):
+                    print("  " + line, file=sys.stderr)
 
 
 def main() -> int:
