@@ -14,7 +14,7 @@ from typing import Any
 from quiesce.state.series import SeriesStore
 
 log = logging.getLogger("quiesce.series")
-BATCH = 2000  # servers a turn of the loop (about 2 ms when they all moved, bench/series_tick.py)
+BATCH = 1000  # servers a turn of the loop (≈ 1-2 ms when they all moved, bench/series_tick.py)
 
 
 class SeriesTimer:
