@@ -2,14 +2,15 @@
 mode, and straight to MariaDB, in one run (issue 20).
 
     python bench/mysql_bench.py [--seconds 10] [--rounds 2] [--threads 16]
-                                [--test oltp_point_select]
+                                [--test oltp_point_select] [--pure] [--paired]
 
 Needs sysbench (``apt-get install sysbench``) and MariaDB (scripts/install-test-deps).
 Starts a MariaDB 10.11 (tests/support/mariadb.py: a temp data dir, 127.0.0.1), ``sysbench
 … prepare`` (1 table of 10,000 rows), quiesce's data plane alone (bench/quiesce_proxy.py,
 uvloop) with both services, and HAProxy (``nbthread 1``, ``mode tcp``), the proxies pinned to
-CPU 1. Each round runs every target once, in turn; the table gives the best round's
-transactions per second, the ratios to HAProxy, and the proxy's CPU µs per transaction.
+CPU 1. Each round runs every target once, in turn, the order rotated by one each round; the
+table gives each target's best round and median transactions per second, their ratios to
+HAProxy's, and the proxy's CPU µs per transaction (median of the rounds).
 ``oltp_point_select`` is one prepared SELECT per transaction (COM_STMT_EXECUTE, binary
 rows); ``oltp_read_write`` is BEGIN, 14 statements, COMMIT.
 """
@@ -23,7 +24,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from pg_bench import compare, start_haproxy, start_quiesce, table
+from pg_bench import PAIRED_HELP, PURE_HELP, compare, start_targets, stop, table
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
@@ -63,29 +64,23 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--threads", type=int, default=16)
     ap.add_argument("--test", default="oltp_point_select")
+    ap.add_argument("--pure", action="store_true", help=PURE_HELP)
+    ap.add_argument("--paired", action="store_true", help=PAIRED_HELP)
     opts = ap.parse_args()
     run = [f"--threads={opts.threads}", f"--time={opts.seconds}", "run"]
     with tempfile.TemporaryDirectory() as tmpdir, mariadb_server() as db:
         tmp = Path(tmpdir)
         subprocess.run(command(db.port, opts.test, "prepare"), check=True, capture_output=True)
-        haproxy, hport = start_haproxy(tmp, db.port)
-        quiesce, qports = start_quiesce(tmp, db.port, "mysql")
-        targets = {
-            "direct": (db.port, None),
-            "quiesce mysql": (qports["pg"], quiesce.pid),
-            "quiesce tcp": (qports["tcp"], quiesce.pid),
-            "haproxy tcp": (hport, haproxy.pid),
-        }
+        procs, targets = start_targets(tmp, db.port, "mysql", opts.pure, opts.paired)
         try:
-            best = compare(targets, lambda port: sysbench(port, opts.test, run), opts.rounds)
+            runs = compare(
+                targets, lambda port: sysbench(port, opts.test, run), opts.rounds, opts.paired
+            )
         finally:
-            quiesce.terminate()
-            haproxy.terminate()
-            quiesce.wait(10)
-            haproxy.wait(10)
-        print(f"\nsysbench {opts.test} --threads={opts.threads} --time={opts.seconds}, best of")
-        print(f"{opts.rounds} rounds\n")
-        table(best, "transactions/s")
+            stop(procs)
+        print(f"\nsysbench {opts.test} --threads={opts.threads} --time={opts.seconds},")
+        print(f"{opts.rounds} rounds (the order of the targets rotated each round)\n")
+        table(runs, "transactions/s")
 
 
 if __name__ == "__main__":

@@ -2,13 +2,15 @@
 mode, and straight to PostgreSQL, in one run (issue 20).
 
     python bench/pg_bench.py [--seconds 10] [--rounds 2] [--clients 16] [--builtin select-only]
+                             [--pure] [--paired]
 
 Starts a PostgreSQL 15 (tests/support/postgres.py: initdb in a temp dir, SCRAM over TCP),
 ``pgbench -i -s 10``, quiesce's data plane alone (bench/quiesce_proxy.py, uvloop) with both
 services, and HAProxy (``nbthread 1``, ``mode tcp``), the proxies pinned to CPU 1 and
-PostgreSQL and pgbench left to the scheduler. Each round runs every target once, in turn;
-the table gives the best round's TPS per target, the ratios to HAProxy, and the proxy's CPU
-µs per transaction (utime + stime of its process over the run / transactions).
+PostgreSQL and pgbench left to the scheduler. Each round runs every target once, in turn,
+the order rotated by one each round; the table gives each target's best round and median TPS,
+their ratios to HAProxy's, and the proxy's CPU µs per transaction (utime + stime of its
+process over the run / transactions; median of the rounds).
 """
 
 from __future__ import annotations
@@ -18,10 +20,12 @@ import json
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from proxy_bench import PROXY_CPU, cpu_seconds, free_port, pinned, wait_port
@@ -59,9 +63,10 @@ backend pg
 
 
 def start_quiesce(
-    tmp: Path, pg: int, protocol: str = "postgresql"
+    tmp: Path, pg: int, protocol: str = "postgresql", pure: bool = False
 ) -> tuple[subprocess.Popen[bytes], dict[str, int]]:
-    """quiesce's data plane with a ``protocol`` service (port "pg") and a ``tcp`` one."""
+    """quiesce's data plane with a ``protocol`` service (port "pg") and a ``tcp`` one;
+    ``pure``: with QUIESCE_PURE=1 (the pure-Python framers, for an A/B in the same run)."""
     server = {"name": "pg1", "address": f"127.0.0.1:{pg}"}
     config = {
         "pools": {"db": {"servers": [server]}},
@@ -70,10 +75,11 @@ def start_quiesce(
             "tcp": {"listen": "127.0.0.1:0", "protocol": "tcp", "pool": "db"},
         },
     }
-    path = tmp / "quiesce.json"
+    path = tmp / ("quiesce-pure.json" if pure else "quiesce.json")
     path.write_text(json.dumps(config))
     cmd = [sys.executable, str(HERE / "quiesce_proxy.py"), str(path)]
-    proc = subprocess.Popen(pinned(PROXY_CPU, cmd), stdout=subprocess.PIPE)
+    env = {**os.environ, "QUIESCE_PURE": "1" if pure else ""}
+    proc = subprocess.Popen(pinned(PROXY_CPU, cmd), stdout=subprocess.PIPE, env=env)
     assert proc.stdout is not None
     ports = json.loads(proc.stdout.readline())["ports"]
     return proc, ports
@@ -96,6 +102,8 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--clients", type=int, default=16)
     ap.add_argument("--builtin", default="select-only", help="select-only or tpcb-like")
+    ap.add_argument("--pure", action="store_true", help=PURE_HELP)
+    ap.add_argument("--paired", action="store_true", help=PAIRED_HELP)
     opts = ap.parse_args()
     run = ["-c", str(opts.clients), "-j", "2", "-T", str(opts.seconds), "-b", opts.builtin]
     with tempfile.TemporaryDirectory() as tmpdir, postgres_server() as pg:
@@ -108,55 +116,105 @@ def main() -> None:
             capture_output=True,
             env=env,
         )
-        haproxy, hport = start_haproxy(tmp, pg.port)
-        quiesce, qports = start_quiesce(tmp, pg.port)
-        targets = {
-            "direct": (pg.port, None),
-            "quiesce postgresql": (qports["pg"], quiesce.pid),
-            "quiesce tcp": (qports["tcp"], quiesce.pid),
-            "haproxy tcp": (hport, haproxy.pid),
-        }
+        procs, targets = start_targets(tmp, pg.port, "postgresql", opts.pure, opts.paired)
         try:
-            best = compare(targets, lambda port: pgbench(port, [*run, "postgres"]), opts.rounds)
+            runs = compare(
+                targets, lambda port: pgbench(port, [*run, "postgres"]), opts.rounds, opts.paired
+            )
         finally:
-            quiesce.terminate()
-            haproxy.terminate()
-            quiesce.wait(10)
-            haproxy.wait(10)
-        print(f"\npgbench -b {opts.builtin} -c {opts.clients} -j 2 -T {opts.seconds}, best of")
-        print(f"{opts.rounds} rounds\n")
-        table(best, "TPS")
+            stop(procs)
+        print(f"\npgbench -b {opts.builtin} -c {opts.clients} -j 2 -T {opts.seconds},")
+        print(f"{opts.rounds} rounds (the order of the targets rotated each round)\n")
+        table(runs, "TPS")
+
+
+PURE_HELP = "also the protocol service with the pure-Python framers (QUIESCE_PURE=1)"
+PAIRED_HELP = "run the proxies of a round at the same time (the same machine load for each)"
+
+
+def start_targets(
+    tmp: Path, port: int, protocol: str, pure: bool, paired: bool = False
+) -> tuple[list[subprocess.Popen[bytes]], dict[str, tuple[int, int | None]]]:
+    """HAProxy and quiesce (and with ``pure`` a second quiesce, QUIESCE_PURE=1) in front of
+    the database at ``port``: the processes, and the targets (port, proxy pid) by name.
+    ``paired``: the ``tcp`` service is another quiesce's (one process per target, for its
+    CPU)."""
+    haproxy, hport = start_haproxy(tmp, port)
+    quiesce, qports = start_quiesce(tmp, port, protocol)
+    procs = [haproxy, quiesce]
+    targets = {
+        "direct": (port, None),
+        f"quiesce {protocol}": (qports["pg"], quiesce.pid),
+        "quiesce tcp": (qports["tcp"], quiesce.pid),
+        "haproxy tcp": (hport, haproxy.pid),
+    }
+    if pure:
+        slow, sports = start_quiesce(tmp, port, protocol, pure=True)
+        procs.append(slow)
+        targets[f"quiesce {protocol}, Python framers"] = (sports["pg"], slow.pid)
+    if paired:
+        solo, tports = start_quiesce(tmp, port, protocol)
+        procs.append(solo)
+        targets["quiesce tcp"] = (tports["tcp"], solo.pid)
+    return procs, targets
+
+
+def stop(procs: list[subprocess.Popen[bytes]]) -> None:
+    for proc in procs:
+        proc.terminate()
+    for proc in procs:
+        proc.wait(10)
 
 
 def compare(
     targets: dict[str, tuple[int, int | None]],
     once: Callable[[int], tuple[float, int, int]],
     rounds: int,
-) -> dict[str, tuple[float, float, int]]:
+    paired: bool = False,
+) -> dict[str, list[tuple[float, float, int]]]:
     """Each round runs every target (port, the proxy's pid or None) once with ``once(port)``
-    -> (rate, transactions, failed); each target's best round: (rate, proxy CPU µs per
-    transaction, failed)."""
-    best: dict[str, tuple[float, float, int]] = {}
-    for _ in range(rounds):
-        for name, (port, pid) in targets.items():
-            cpu0 = cpu_seconds(pid) if pid else 0.0
-            tps, done, failed = once(port)
-            cpu = (cpu_seconds(pid) - cpu0) if pid else 0.0
-            us = cpu / done * 1e6 if done and pid else 0.0
-            print(f"{name:20} {tps:10.0f} tps  {us:6.1f} µs CPU/txn  failed {failed}")
-            if name not in best or tps > best[name][0]:
-                best[name] = (tps, us, failed)
-    return best
+    -> (rate, transactions, failed), in an order rotated by one each round (no target always
+    runs right after another); per target, its rounds: (rate, proxy CPU µs per transaction,
+    failed). ``paired``: the proxies of a round run at the same time instead (each with its
+    own load generator), so that they see the same machine load; "direct" alone before them."""
+    runs: dict[str, list[tuple[float, float, int]]] = {}
+    names = list(targets)
+    for r in range(rounds):
+        if paired:
+            steps = [["direct"], [n for n in names if n != "direct"]]
+        else:
+            steps = [[n] for n in names[r % len(names) :] + names[: r % len(names)]]
+        for step in steps:
+            pids = {name: targets[name][1] for name in step}
+            cpu0 = {name: cpu_seconds(pid) if pid else 0.0 for name, pid in pids.items()}
+            with ThreadPoolExecutor(len(step)) as pool:
+                results = dict(
+                    zip(step, pool.map(lambda n: once(targets[n][0]), step), strict=True)
+                )
+            for name, (tps, done, failed) in results.items():
+                pid = pids[name]
+                cpu = (cpu_seconds(pid) - cpu0[name]) if pid else 0.0
+                us = cpu / done * 1e6 if done and pid else 0.0
+                print(f"{name:32} {tps:10.0f} tps  {us:6.1f} µs CPU/txn  failed {failed}")
+                runs.setdefault(name, []).append((tps, us, failed))
+    return runs
 
 
-def table(best: dict[str, tuple[float, float, int]], rate: str) -> None:
-    """The best rounds as a markdown table, with the ratios to "haproxy tcp"."""
-    ha = best["haproxy tcp"][0]
-    print(f"| target | {rate} | × HAProxy TCP | proxy CPU µs / transaction |")
-    print("|---|---|---|---|")
-    for name, (tps, us, _) in best.items():
+def table(runs: dict[str, list[tuple[float, float, int]]], rate: str) -> None:
+    """Per target: its best round's rate and the median of its rounds, each as a ratio to
+    "haproxy tcp"'s, and the median proxy CPU µs per transaction; a markdown table."""
+    best = {name: max(r[0] for r in rs) for name, rs in runs.items()}
+    median = {name: statistics.median(r[0] for r in rs) for name, rs in runs.items()}
+    ha, ha_med = best["haproxy tcp"], median["haproxy tcp"]
+    print(f"| target | best {rate} | × HAProxy | median {rate} | × HAProxy | CPU µs / txn |")
+    print("|---|---|---|---|---|---|")
+    for name, rs in runs.items():
+        us = statistics.median(r[1] for r in rs)
         cpu = f"{us:.1f}" if us else "—"
-        print(f"| {name} | {tps:.0f} | {tps / ha:.2f} | {cpu} |")
+        print(
+            f"| {name} | {best[name]:.0f} | {best[name] / ha:.2f} | {median[name]:.0f} "
+            f"| {median[name] / ha_med:.2f} | {cpu} |"
+        )
 
 
 if __name__ == "__main__":
