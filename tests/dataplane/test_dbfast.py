@@ -341,3 +341,13 @@ def test_the_c_framers_are_used_unless_quiesce_pure() -> None:
     if not _accel.PURE:
         assert pgrelay._framers is dbfast.pg_framers
         assert mysqlrelay._framers is dbfast.mysql_framers
+
+
+def test_a_framer_whose_init_did_not_run_is_refused_not_crashed_on() -> None:
+    for cls, method in ((dbfast.PgBackendFramer, "typed"), (dbfast.MysqlServerFramer, "walk")):
+        framer = cls.__new__(cls)
+        assert framer.partial == b""
+        with pytest.raises(RuntimeError, match="not initialised"):
+            getattr(framer, method)(b"Z\0\0\0\5I")
+    with pytest.raises(TypeError):
+        dbfast.PgBackendFramer(dbfast.MysqlSession())  # a framer takes its own session

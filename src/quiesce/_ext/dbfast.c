@@ -74,6 +74,13 @@ static int who_of(PyObject *self) {
     return out;
 }
 
+/* A framer whose __init__ did not run (or a session's): refused, not crashed on. */
+static int unready(void *session) {
+    if (session != NULL) return 0;
+    PyErr_SetString(PyExc_RuntimeError, "framer not initialised");
+    return 1;
+}
+
 /* What both framers hold: the session (a PgSession or a MysqlSession), the bytes of a head
  * split between reads, the body bytes still to pass over, the size limit, the direction. */
 typedef struct {
@@ -122,6 +129,7 @@ static int Framer_setpartial(Framer *self, PyObject *v, void *closure) {
 }
 
 static PyObject *Framer_getpartial(Framer *self, void *closure) {
+    if (self->partial == NULL) return PyBytes_FromStringAndSize(NULL, 0);
     Py_INCREF(self->partial);
     return self->partial;
 }
@@ -227,6 +235,7 @@ static PyObject *PgFramer_typed(PgFramer *self, PyObject *arg) {
         PyErr_SetString(PyExc_TypeError, "typed() takes bytes");
         return NULL;
     }
+    if (unready(self->session)) return NULL;
     PyObject *data = joined(&self->partial, arg);
     if (data == NULL) return NULL;
     PyObject *out = NULL;
@@ -249,7 +258,7 @@ static PyObject *PgFramer_typed(PgFramer *self, PyObject *arg) {
     }
     const unsigned char *ok = self->client ? pg_front_ok : pg_back_ok;
     int front = self->client;
-    uint64_t limit = (uint64_t)self->max;
+    uint64_t limit = self->max < 0 ? 0 : (uint64_t)self->max; /* < 0: all refused, as in Python */
     while (n - pos >= 5) {
         int t = d[pos];
         uint32_t length = (uint32_t)d[pos + 1] << 24 | (uint32_t)d[pos + 2] << 16 |
@@ -543,6 +552,7 @@ static PyObject *MysqlFramer_walk(MysqlFramer *self, PyObject *arg) {
         return NULL;
     }
     MysqlSession *s = (MysqlSession *)self->f.session;
+    if (unready(s) || unready(s->queue)) return NULL;
     if (s->opaque) Py_RETURN_NONE;
     PyObject *data = joined(&self->f.partial, arg);
     if (data == NULL) return NULL;
