@@ -47,8 +47,10 @@ gc.callbacks.append(_cb)
 def _dump():
     while True:  # (written twice a second: SIGTERM ends the proxy without atexit)
         time.sleep(0.5)
-        with open(os.environ["QUIESCE_GC_OUT"], "w") as f:
+        path = os.environ["QUIESCE_GC_OUT"]
+        with open(path + ".tmp", "w") as f:
             f.write(f"{_t[1]} {time.process_time()}")
+        os.replace(path + ".tmp", path)  # (never read half written)
 threading.Thread(target=_dump, daemon=True).start()
 """
 
