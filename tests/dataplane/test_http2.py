@@ -286,3 +286,32 @@ async def test_a_stream_cut_while_its_body_comes_gets_a_503(backend: Backend) ->
         await c.read_until(lambda: c.ended(3))
         assert c.goaway() is None
         c.close()
+
+
+async def test_head_and_204_end_their_streams_with_the_headers(backend: Backend) -> None:
+    """A HEAD answer (its Content-Length kept, no body) and a 204 end their streams with
+    their HEADERS (the stream ends with its answer, the exchange being asked for
+    keep-alive), and the connection goes on."""
+    async with start_proxy(make_config([backend.address])) as p:
+        c = await RawClient.open(p.port)
+        c.h2.send_headers(1, request("/size/1000", "HEAD"), end_stream=True)
+        c.h2.send_headers(3, request("/status/204"), end_stream=True)
+        c.flush()
+        await c.read_until(lambda: c.ended(1) and c.ended(3))
+        heads = {
+            e.stream_id: dict(e.headers) for e in c.events if type(e).__name__ == "ResponseReceived"
+        }
+        assert heads[1][b":status"] == b"200" and heads[1][b"content-length"] == b"1000"
+        assert heads[3][b":status"] == b"204"
+        assert not [e for e in c.events if isinstance(e, h2.events.DataReceived) and e.data]
+        ends = [k for k, sid, _ in c.frames() if sid in (1, 3) and k == 1]
+        assert len(ends) == 2  # (HEADERS alone carried END_STREAM: c.ended)
+        c.h2.send_headers(5, request("/"), end_stream=True)
+        c.flush()
+        await c.read_until(lambda: c.ended(5))
+        body = b"".join(
+            e.data for e in c.events if isinstance(e, h2.events.DataReceived) and e.stream_id == 5
+        )
+        assert body == b"hello from a\n"
+        await wait_for(lambda: p.registry.pool("web").servers[0].connections == 0)
+        c.close()
