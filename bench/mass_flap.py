@@ -426,8 +426,15 @@ def one_run(src: str, args: argparse.Namespace, workdir: Path, health: int, web:
             print(f"{src}: stalls (all, inside SQLite): {child.stalls()}", file=sys.stderr)
             if t_up:
                 print("stalls from the flip to all up (s since the flip):", file=sys.stderr)
-                for line in child.stall_report(t_flip, t_up + 1.0):
+                report = child.stall_report(t_flip, t_up + 1.0)
+                for line in report:
                     print("  " + line, file=sys.stderr)
+                cpu = [int(m.group(1)) for x in report if (m := re.search(r"cpu +(\d+) ms", x))]
+                print(
+                    f"{src}: {len(cpu)} stalls in the flip, {sum(c >= 50 for c in cpu)} of them "
+                    f"with 50 ms or more of the loop's CPU (the most: {max(cpu, default=0)} ms)",
+                    file=sys.stderr,
+                )
 
 
 def main() -> int:
