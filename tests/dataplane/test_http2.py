@@ -7,6 +7,7 @@ HTTP/1.1 keep-alive pool; flow control both ways. curl and h2load: test_http2_pe
 from __future__ import annotations
 
 import asyncio
+import gc
 import hashlib
 import json
 import ssl
@@ -19,6 +20,7 @@ import pytest
 
 from quiesce.core.admin import AdminCommand
 from quiesce.core.states import Admin, Cause
+from quiesce.dataplane.h2.stream import Stream, StreamTransport
 from tests.dataplane.backend import Backend
 from tests.dataplane.conftest import make_config, start_proxy, wait_for
 from tests.dataplane.test_access_log import lines, logged, take_server
@@ -314,4 +316,33 @@ async def test_head_and_204_end_their_streams_with_the_headers(backend: Backend)
         )
         assert body == b"hello from a\n"
         await wait_for(lambda: p.registry.pool("web").servers[0].connections == 0)
+        c.close()
+
+
+async def test_ended_streams_are_freed_without_the_cyclic_gc(backend: Backend) -> None:
+    """A stream and its transport are freed by their reference counts when the stream ends,
+    answered or reset by the client, not left in a cycle for the cyclic garbage collector
+    (issue 16: its collections took ~5 µs a request under h2load)."""
+
+    def left() -> int:
+        return sum(isinstance(o, (Stream, StreamTransport)) for o in gc.get_objects())
+
+    async with start_proxy(make_config([backend.address])) as p:
+        c = await RawClient.open(p.port)
+        gc.collect()
+        gc.disable()
+        try:
+            sids = range(1, 41, 2)
+            for sid in sids:
+                c.h2.send_headers(sid, request("/"), end_stream=True)
+            c.h2.send_headers(41, request("/slow/30"), end_stream=True)
+            c.flush()
+            await c.read_until(lambda: all(c.ended(s) for s in sids))
+            await wait_for(lambda: p.registry.pool("web").servers[0].connections == 1)
+            c.h2.reset_stream(41, CANCEL)  # the client's reset: the stream leaves at once
+            c.flush()
+            await wait_for(lambda: p.registry.pool("web").servers[0].connections == 0)
+            await wait_for(lambda: left() == 0, timeout=2.0)
+        finally:
+            gc.enable()
         c.close()

@@ -263,8 +263,11 @@ class Http2Connection(asyncio.Protocol):
         if abort:
             self.session.reset(tr.sid, CANCEL)
             self.flush_soon()
+        st = tr.stream
+        if st is None:
+            return  # (gone already: a reset, the client's loss)
         leaving = self.leaving
-        leaving.append(tr.stream)
+        leaving.append(st)
         if len(leaving) == 1:  # (one callback a turn for all the streams that ended in it)
             self.loop.call_soon(self._leave)
 

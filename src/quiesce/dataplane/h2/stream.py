@@ -75,7 +75,7 @@ class StreamTransport:
 
     def __init__(self, conn: Carrier, stream: Stream, sid: int) -> None:
         self.conn = conn
-        self.stream = stream
+        self.stream: Stream | None = stream  # (None once the stream is gone: no cycle)
         self.sid = sid
         # made when the answer does not come whole in one write (most do: _whole)
         self.parser: httptools.HttpResponseParser | None = None
@@ -256,8 +256,9 @@ class StreamTransport:
     def _send(self, data: bytes, end: bool) -> None:
         conn = self.conn
         held = conn.session.data(self.sid, data, end)
-        if held > HIGH and not self.stream.client_blocked:
-            self.stream.pause_writing()  # stop reading the server
+        st = self.stream
+        if held > HIGH and st is not None and not st.client_blocked:
+            st.pause_writing()  # stop reading the server
         conn.flush_soon()
 
 
@@ -301,6 +302,9 @@ class Stream(ClientConnection):
         self.gone = True
         super().connection_lost(exc)
         self.conn.stream_gone(self)
+        # The stream and its transport referred to each other: without the cycle both are
+        # freed now by their counts, not left for the cyclic GC (issue 16: ~5 µs a request).
+        self.transport.stream = None  # type: ignore[attr-defined]
 
     def _linger(self) -> None:
         self._close()  # nothing to read and drop: the stream ends
