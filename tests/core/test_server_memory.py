@@ -9,6 +9,9 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from quiesce.config import parse_config
+from quiesce.core.checks import CheckResult, Reason
+from quiesce.core.states import Verdict
+from quiesce.state.recent import LAST_CHECKS
 from quiesce.state.registry import Registry
 from quiesce.state.series import SeriesStore
 
@@ -67,3 +70,34 @@ def test_the_registry_keeps_a_server_in_well_under_2_kib() -> None:
     assert len(registry.pool("p").servers) == SERVERS
     # 2,555 bytes when each ServerRuntime had an instance dict (1,584 of them); slots: 1,179
     assert size < 1500, size
+
+
+def fill(registry: Registry) -> Registry:
+    """Ten check results for every server (a monitor's full ring), as a TCP monitor makes
+    them: each its own time and latency, the odd one failed with a detail."""
+    for k in range(LAST_CHECKS):
+        for i, server in enumerate(registry.pool("p").servers):
+            fail = (i + k) % 7 == 0
+            registry.record_check(
+                server,
+                CheckResult(
+                    "m",
+                    Verdict.FAIL if fail else Verdict.PASS,
+                    Reason.CONNECTION_REFUSED if fail else Reason.OK,
+                    1000.0 + 60.0 * k + i / SERVERS,
+                    0.0001 + i / 1e7,
+                    None,
+                    "connection refused" if fail else "",
+                ),
+            )
+    return registry
+
+
+def test_a_monitors_last_ten_results_take_under_500_bytes_a_server() -> None:
+    registry = Registry(parse_config(raw()))
+    fill(registry)  # the rings grown once: the size measured is their steady state
+    registry = Registry(parse_config(raw()))
+    registry, size = per_server(lambda: fill(registry))
+    assert all(len(s.last_checks["m"]) == LAST_CHECKS for s in registry.pool("p").servers)
+    # a list of ten CheckResult objects: 1,488 bytes; rows packed in one array: about 400
+    assert size < 500, size

@@ -212,7 +212,7 @@ async def test_last_ten_results_kept(setup: Any) -> None:
         while len(server.last_checks["web"]) < 10 or server.last_checks["web"][0].at == 0:
             await asyncio.sleep(INTERVAL)
         first = server.last_checks["web"][0]
-        while server.last_checks["web"][0] is first:
+        while server.last_checks["web"][0] == first:
             await asyncio.sleep(INTERVAL / 3)
     assert len(server.last_checks["web"]) == 10
     assert all(r.latency > 0 for r in server.last_checks["web"])

@@ -21,7 +21,8 @@ from quiesce.core.oper import MonitorTrack
 from quiesce.core.states import Admin, Cause, CloseMode
 from quiesce.state import poolstate
 from quiesce.state.events import make_event
-from quiesce.state.runtime import PoolRuntime, Recent, ServerRuntime
+from quiesce.state.recent import Recent
+from quiesce.state.runtime import PoolRuntime, ServerRuntime
 
 
 class Definitions:
@@ -368,7 +369,7 @@ def _track(server: ServerRuntime, pool_monitors: list[str]) -> None:
     for m in wanted:
         if m not in server.tracks:
             server.tracks[m] = MonitorTrack()
-            server.last_checks[m] = Recent()
+            server.last_checks[m] = Recent(m)
     server.monitors = wanted
 
 

@@ -27,24 +27,12 @@ from quiesce.core.queue import PoolQueue
 from quiesce.core.retry import InFlight
 from quiesce.core.states import Admin, CloseMode, Oper
 from quiesce.core.status import is_eligible, status_text
+from quiesce.state.recent import LAST_CHECKS, Recent
 from quiesce.state.traffic import Traffic
 
-LAST_CHECKS = 10
 RAMP_BUDGET = 64
 """Slow-start steps a pick applies at most (:meth:`PoolRuntime.refresh_weights`): when
 10,000 servers come back together, their steps are spread over the picks, not one turn."""
-
-
-class Recent(list[CheckResult]):
-    """The last :data:`LAST_CHECKS` results of one monitor, oldest first (a list: an empty
-    ``deque`` takes 624 bytes, a server's largest part at 100,000 servers)."""
-
-    __slots__ = ()
-
-    def append(self, result: CheckResult) -> None:
-        if len(self) >= LAST_CHECKS:
-            del self[0]
-        super().append(result)
 
 
 EventListener = Callable[[Event], None]
@@ -108,7 +96,7 @@ class ServerRuntime:
         self.weight = self.config.weight
         for m in self.monitors:
             self.tracks.setdefault(m, MonitorTrack())
-            self.last_checks.setdefault(m, Recent())
+            self.last_checks.setdefault(m, Recent(m))
         if not self.monitors:
             self.oper = Oper.UNMONITORED
 
@@ -514,5 +502,6 @@ __all__ = [
     "EventListener",
     "PoolRuntime",
     "PoolTally",
+    "Recent",
     "ServerRuntime",
 ]

@@ -235,30 +235,27 @@ def newest_check(server: Any) -> float:
     came since the last one."""
     newest = 0.0
     for recent in server.last_checks.values():
-        if recent and recent[-1].at > newest:
-            newest = recent[-1].at
+        at = recent.newest_at()
+        if at > newest:
+            newest = at
     return newest
 
 
 def check_stats(server: Any, since: float) -> tuple[Any, ...]:
     """:data:`CHECK_FIELDS` of a server's check results newer than ``since`` (each monitor
-    keeps its last ten, oldest first: read from the newest back)."""
+    keeps its last ten, read from the newest back: ``Recent.newer``)."""
     n = failed = maintenance = 0
     slowest = -1.0
     fail, maint = _FAIL, _MAINTENANCE
     for recent in server.last_checks.values():
-        i = len(recent)
-        while i and recent[i - 1].at > since:
-            i -= 1
-            r = recent[i]
+        for v, latency in recent.newer(since):
             n += 1
-            v = r.verdict
             if v is fail:
                 failed += 1
             elif v is maint:
                 maintenance += 1
-            if r.latency > slowest:
-                slowest = r.latency
+            if latency > slowest:
+                slowest = latency
     return (n, failed, maintenance, None if slowest < 0 else round(slowest * 1000.0, 3))
 
 

@@ -1,0 +1,155 @@
+"""The last check results of one monitor on one server (:class:`Recent`), kept compactly: the
+API's ``last_checks``, the live series' check counts and the metrics' check latency read them.
+Sans-IO."""
+
+from __future__ import annotations
+
+from array import array
+from collections.abc import Iterator, Sequence
+from typing import overload
+
+from quiesce.core.checks import CheckResult, Reason
+from quiesce.core.states import Verdict
+
+LAST_CHECKS = 10
+_VERDICTS = tuple(Verdict)
+_VERDICT_INDEX = {v: i for i, v in enumerate(_VERDICTS)}
+_REASONS = tuple(Reason)
+_REASON_INDEX = {r: i for i, r in enumerate(_REASONS)}
+assert len(_VERDICTS) <= 8 and len(_REASONS) <= 256  # 3 and 8 bits of a row's third word
+_DETAILS_MAX = 4096
+"""Check details kept by number ("RST", "connection refused": the same for many servers): up
+to this many different ones in the process (12 bits), then a result with a new detail is kept
+whole."""
+_DETAILS: list[str] = [""]
+_DETAIL_INDEX: dict[str, int] = {"": 0}
+_STATUS_MAX = (1 << 29) - 1
+"""Status codes packed (HTTP's, SMTP's, gRPC's: all far below): 30 bits with None, so that a
+row's third word is at most 53 bits, a whole number a double holds exactly."""
+_WHOLE = -1.0
+"""A row's third word when the result did not fit the packing: the whole result is kept."""
+
+
+def _detail_index(detail: str) -> int | None:
+    i = _DETAIL_INDEX.get(detail)
+    if i is None and len(_DETAILS) < _DETAILS_MAX:
+        i = _DETAIL_INDEX[detail] = len(_DETAILS)
+        _DETAILS.append(detail)
+    return i
+
+
+class Recent(Sequence[CheckResult]):
+    """The last :data:`LAST_CHECKS` results of one monitor, oldest first.
+
+    Kept as rows of three doubles in one ``array``: its time, its latency, and its verdict,
+    reason, detail (a number in a table of the process) and status code packed into a whole
+    number (issue 21: ten ``CheckResult`` objects in a list took 1,488 bytes a monitor; the
+    rows about 400). Reading an item makes an equal ``CheckResult`` again. A result that
+    does not pack (a time or latency that is not a float, a status code out of range, a new
+    detail once the table is full, another monitor's) is kept whole beside the rows."""
+
+    __slots__ = ("_rows", "_whole", "monitor")
+
+    def __init__(self, monitor: str | None = None) -> None:
+        self.monitor = monitor
+        self._rows = array("d")
+        # per row, once a result is kept whole: that result, None for the packed rows
+        self._whole: list[CheckResult | None] | None = None
+
+    def append(self, result: CheckResult) -> None:
+        rows = self._rows
+        if self.monitor is None:
+            self.monitor = result.monitor
+        at, latency, status = result.at, result.latency, result.status_code
+        verdict = _VERDICT_INDEX.get(result.verdict)
+        reason = _REASON_INDEX.get(result.reason)
+        detail = _detail_index(result.detail)
+        whole: CheckResult | None = None
+        if (
+            verdict is None
+            or reason is None
+            or detail is None
+            or type(at) is not float
+            or type(latency) is not float
+            or result.monitor != self.monitor
+            or not (status is None or (type(status) is int and 0 <= status < _STATUS_MAX))
+        ):
+            word, whole = _WHOLE, result
+        else:
+            code = 0 if status is None else status + 1
+            word = float(verdict | reason << 3 | detail << 11 | code << 23)
+        if len(rows) >= 3 * LAST_CHECKS:
+            del rows[:3]
+            if self._whole is not None:
+                del self._whole[0]
+        rows.extend((at, latency, word))
+        if self._whole is None and whole is not None:
+            self._whole = [None] * (len(rows) // 3 - 1)
+        if self._whole is not None:
+            self._whole.append(whole)
+
+    def __len__(self) -> int:
+        return len(self._rows) // 3
+
+    @overload
+    def __getitem__(self, i: int) -> CheckResult: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> list[CheckResult]: ...
+
+    def __getitem__(self, i: int | slice) -> CheckResult | list[CheckResult]:
+        if isinstance(i, slice):
+            return [self[k] for k in range(*i.indices(len(self)))]
+        n = len(self._rows) // 3
+        if i < 0:
+            i += n
+        if not 0 <= i < n:
+            raise IndexError("Recent index out of range")
+        at, latency, word = self._rows[3 * i : 3 * i + 3]
+        if word == _WHOLE:
+            assert self._whole is not None
+            r = self._whole[i]
+            assert r is not None
+            return r
+        w = int(word)
+        status = (w >> 23) - 1
+        return CheckResult(
+            self.monitor or "",
+            _VERDICTS[w & 7],
+            _REASONS[w >> 3 & 255],
+            at,
+            latency,
+            None if status < 0 else status,
+            _DETAILS[w >> 11 & 4095],
+        )
+
+    def __iter__(self) -> Iterator[CheckResult]:
+        for i in range(len(self._rows) // 3):
+            yield self[i]
+
+    def newest_at(self) -> float:
+        """The time of the newest result (0.0: none), without making the result."""
+        rows = self._rows
+        return rows[-3] if rows else 0.0
+
+    def newer(self, since: float) -> Iterator[tuple[Verdict, float]]:
+        """The verdict and latency of each result newer than ``since``, newest first (the
+        live series' check counts), without making the results."""
+        rows = self._rows
+        i = len(rows)
+        while i and rows[i - 3] > since:
+            i -= 3
+            word = rows[i + 2]
+            if word == _WHOLE:
+                assert self._whole is not None
+                r = self._whole[i // 3]
+                assert r is not None
+                yield r.verdict, r.latency
+            else:
+                yield _VERDICTS[int(word) & 7], rows[i + 1]
+
+    def __repr__(self) -> str:
+        return f"Recent({self.monitor!r}, {list(self)!r})"
+
+
+__all__ = ["LAST_CHECKS", "Recent"]

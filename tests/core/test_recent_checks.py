@@ -1,0 +1,67 @@
+"""The last check results of a monitor (quiesce.state.recent.Recent): stored packed, read back
+equal to the results given, oldest first, at most LAST_CHECKS."""
+
+from __future__ import annotations
+
+import random
+from itertools import takewhile
+
+import pytest
+
+from quiesce.core.checks import CheckResult, Reason
+from quiesce.core.states import Verdict
+from quiesce.state.recent import LAST_CHECKS, Recent
+
+
+def results(seed: int, n: int) -> list[CheckResult]:
+    rnd = random.Random(seed)
+    out = []
+    at = 1_765_000_000.0
+    for _ in range(n):
+        at += rnd.choice([0.001, 1.0, 60.0, 0.1234567])
+        r = CheckResult(
+            "m",
+            rnd.choice(list(Verdict)),
+            rnd.choice(list(Reason)),
+            rnd.choice([at, int(at)]) if rnd.random() < 0.1 else at,  # an int time: kept whole
+            rnd.choice([0.0, 0.000123, rnd.random(), 3, 1e-9]),
+            rnd.choice([None, 0, 200, 503, 999, 2**41, -1]),
+            rnd.choice(["", "", "RST", "connection refused", f"got {rnd.random()}"]),
+        )
+        out.append(r)
+    return out
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_results_read_back_equal_oldest_first_last_ten(seed: int) -> None:
+    given = results(seed, 25)
+    recent = Recent("m")
+    for k, r in enumerate(given, 1):
+        recent.append(r)
+        kept = given[max(0, k - LAST_CHECKS) : k]
+        assert list(recent) == kept
+        assert len(recent) == len(kept) and recent[-1] == r and recent[0] == kept[0]
+        # the same types as given (a JSON view shows 1000 and 1000.0 differently)
+        assert [type(x.at) for x in recent] == [type(x.at) for x in kept]
+        assert [type(x.latency) for x in recent] == [type(x.latency) for x in kept]
+        assert recent[-2:] == kept[-2:]
+        assert recent.newest_at() == r.at
+        since = kept[len(kept) // 2].at
+        # from the newest back while newer (times only grow, but for the int times here)
+        newer = takewhile(lambda x, t=since: x.at > t, reversed(kept))
+        assert list(recent.newer(since)) == [(x.verdict, x.latency) for x in newer]
+
+
+def test_an_empty_ring() -> None:
+    recent = Recent("m")
+    assert len(recent) == 0 and not list(recent) and recent.newest_at() == 0.0
+    assert list(recent.newer(0.0)) == []
+    with pytest.raises(IndexError):
+        recent[-1]
+
+
+def test_a_result_of_another_monitor_is_kept_whole() -> None:
+    recent = Recent("m")
+    other = CheckResult("n", Verdict.PASS, Reason.OK, 1.0, 0.5)
+    recent.append(other)
+    assert recent[0] is other
