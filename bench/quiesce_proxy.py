@@ -36,9 +36,15 @@ async def main(path: str) -> None:
         name: await start_service(name, svc, registry, table)
         for name, svc in config.services.items()
     }
-    # as `quiesce run` does (App.run_forever): start-up objects leave the GC's generations
-    gc.collect()
-    gc.freeze()
+    # as `quiesce run` does (run_forever): start-up objects leave the GC's generations, and
+    # the tree's GC thresholds (an older tree without settle_gc: freeze only)
+    try:
+        from quiesce.app.run import settle_gc
+    except ImportError:
+        gc.collect()
+        gc.freeze()
+    else:
+        settle_gc()
     print(json.dumps({"ports": {n: s.port for n, s in services.items()}}), flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
