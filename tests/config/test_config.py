@@ -372,3 +372,12 @@ def test_quiesce_check_opens_the_access_log_as_run_does(tmp_path: Path) -> None:
     good = check(tmp_path / "a.log")
     assert good.returncode == 0, good.stderr
     assert not (tmp_path / "a.log").exists()
+
+
+@pytest.mark.parametrize("text", ["", "\n", "# only a comment\n", "{}\n", "---\n"])
+def test_an_empty_file_is_refused(text: str) -> None:
+    # `quiesce check` and a reload of an empty or truncated file: refused, not a config of
+    # nothing (a reload of it would remove every service, pool and admin user)
+    with pytest.raises(ConfigError) as info:
+        load_text(text, "q.yaml")
+    assert info.value.problems == ["(top): the file is empty: nothing to serve"]

@@ -180,6 +180,12 @@ def test_reload_through_every_entry_point(tmp_path: Path) -> None:
             q.proc.wait_for(r"reload by SIGHUP refused: .*2 problem\(s\)")
             assert set(q.servers()) == {"web/w1", "web/w2", "web/w3", "api/a1"}
             assert q.get("/hello") == (200, b"hi")
+            # an empty (truncated) file is refused too: it would remove every service, pool
+            # and admin user, locking the operator out
+            q.write("")
+            status, body = q.api("POST", "/api/v1/reload")
+            assert status == 422 and "the file is empty" in body["problems"][0], body
+            assert set(q.servers()) == {"web/w1", "web/w2", "web/w3", "api/a1"}
 
             # a runtime change wins over the file: w2 re-weighted at runtime keeps 7
             conn = http.client.HTTPConnection("127.0.0.1", q.admin, timeout=10)

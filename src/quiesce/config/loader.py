@@ -351,6 +351,12 @@ def load_text(text: str, source: str = "config", base_dir: Path | None = None) -
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "?"
         raise ConfigError([f"(yaml) {where}: {getattr(exc, 'problem', exc)}"], source) from None
+    if raw is None or raw == {}:
+        # An empty or truncated file (`: > q.yaml`, a failed copy) would pass as a config of
+        # nothing, and a reload of it would remove every service, pool and admin user. As
+        # HAProxy refuses a file with no proxy, refuse it (`parse_config` still takes None
+        # from callers that build a config in code).
+        raise ConfigError(["(top): the file is empty: nothing to serve"], source)
     config = parse_config(raw, source)
     problems = semantic_problems(config, base_dir)
     if problems:
