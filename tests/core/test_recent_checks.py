@@ -9,8 +9,9 @@ from itertools import takewhile
 import pytest
 
 from quiesce.core.checks import CheckResult, Reason
-from quiesce.core.states import Verdict
-from quiesce.state.recent import LAST_CHECKS, Recent
+from quiesce.core.oper import AT_REST, MonitorTrack, Thresholds
+from quiesce.core.states import Oper, Verdict
+from quiesce.state.recent import LAST_CHECKS, Recent, Tracks
 
 
 def results(seed: int, n: int) -> list[CheckResult]:
@@ -65,3 +66,24 @@ def test_a_result_of_another_monitor_is_kept_whole() -> None:
     other = CheckResult("n", Verdict.PASS, Reason.OK, 1.0, 0.5)
     recent.append(other)
     assert recent[0] is other
+
+
+def test_a_servers_tracks_are_a_view_of_its_recent_checks() -> None:
+    checks = {"m": Recent("m")}
+    tracks = Tracks(checks)
+    assert tracks["m"] is AT_REST[Oper.UNKNOWN] and tracks.get("x") is None and len(tracks) == 1
+    tracks["m"] = MonitorTrack(Oper.UP, 2)
+    assert checks["m"].track == MonitorTrack(Oper.UP, 2) and dict(tracks) == {
+        "m": checks["m"].track
+    }
+    tracks["n"] = AT_REST[Oper.DOWN]  # a monitor it did not have: added, no results yet
+    assert list(checks) == ["m", "n"] and len(checks["n"]) == 0 and "n" in tracks
+    del tracks["m"]
+    assert list(checks) == ["n"] and "m" not in tracks
+
+
+def test_tracks_at_rest_are_shared() -> None:
+    up = MonitorTrack(Oper.DOWN, 1).feed(
+        Verdict.PASS, Thresholds(successful_checks=2, failed_checks=3)
+    )
+    assert up is AT_REST[Oper.UP]

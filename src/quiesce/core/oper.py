@@ -91,13 +91,18 @@ class MonitorTrack:
     def feed(self, verdict: Verdict, thresholds: Thresholds) -> MonitorTrack:
         action = TRANSITIONS[self.state][verdict]
         if isinstance(action, Goto):
-            return MonitorTrack(action.target, 0)
+            return AT_REST[action.target]
         if isinstance(action, Stay):
-            return MonitorTrack(self.state, 0)
+            return AT_REST[self.state]
         streak = self.streak + 1
         if streak >= getattr(thresholds, action.threshold):
-            return MonitorTrack(action.target, 0)
+            return AT_REST[action.target]
         return MonitorTrack(self.state, streak)
+
+
+AT_REST = {o: MonitorTrack(o, 0) for o in Oper}
+"""The track of each state with no streak, one object each (immutable): shared by every
+server at rest rather than one per server and monitor (issue 21, memory at scale)."""
 
 
 def combine(states: list[Oper], min_up: int | None = None) -> Oper:

@@ -17,7 +17,6 @@ from quiesce.config.models import HealthMonitor, PoolConfig, ServerConfig
 from quiesce.core.clock import Clock
 from quiesce.core.errors import GuardRefused, InvalidCommand, NotFound
 from quiesce.core.events import Event, EventKind
-from quiesce.core.oper import MonitorTrack
 from quiesce.core.states import Admin, Cause, CloseMode
 from quiesce.state import poolstate
 from quiesce.state.events import make_event
@@ -362,14 +361,12 @@ def _track(server: ServerRuntime, pool_monitors: list[str]) -> None:
     detached one is forgotten."""
     own = server.config.healthmonitors
     wanted = [*pool_monitors, *(m for m in own if m not in pool_monitors)]
-    for m in list(server.tracks):
+    for m in list(server.last_checks):
         if m not in wanted:
-            del server.tracks[m]
-            del server.last_checks[m]
+            del server.last_checks[m]  # its results and its track
     for m in wanted:
-        if m not in server.tracks:
-            server.tracks[m] = MonitorTrack()
-            server.last_checks[m] = Recent(m)
+        if m not in server.last_checks:
+            server.last_checks[m] = Recent(m)  # unknown
     server.monitors = wanted
 
 

@@ -5,11 +5,12 @@ Sans-IO."""
 from __future__ import annotations
 
 from array import array
-from collections.abc import Iterator, Sequence
-from typing import overload
+from collections.abc import Iterator, MutableMapping, Sequence
+from typing import Any, overload
 
 from quiesce.core.checks import CheckResult, Reason
-from quiesce.core.states import Verdict
+from quiesce.core.oper import AT_REST, MonitorTrack
+from quiesce.core.states import Oper, Verdict
 
 LAST_CHECKS = 10
 _VERDICTS = tuple(Verdict)
@@ -48,10 +49,13 @@ class Recent(Sequence[CheckResult]):
     does not pack (a time or latency that is not a float, a status code out of range, a new
     detail once the table is full, another monitor's) is kept whole beside the rows."""
 
-    __slots__ = ("_rows", "_whole", "monitor")
+    __slots__ = ("_rows", "_whole", "monitor", "track")
 
     def __init__(self, monitor: str | None = None) -> None:
         self.monitor = monitor
+        # the monitor's track of the server (quiesce.core.oper), kept here rather than in a
+        # dict of its own per server (ServerRuntime.tracks is a view of these)
+        self.track: MonitorTrack = AT_REST[Oper.UNKNOWN]
         self._rows = array("d")
         # per row, once a result is kept whole: that result, None for the packed rows
         self._whole: list[CheckResult | None] | None = None
@@ -152,4 +156,36 @@ class Recent(Sequence[CheckResult]):
         return f"Recent({self.monitor!r}, {list(self)!r})"
 
 
-__all__ = ["LAST_CHECKS", "Recent"]
+class Tracks(MutableMapping[str, MonitorTrack]):
+    """A server's monitor tracks by monitor: a view of the ``track`` of each of its
+    :class:`Recent` (``ServerRuntime.tracks``). Setting a monitor it does not have adds one."""
+
+    __slots__ = ("_checks",)
+
+    def __init__(self, checks: dict[str, Recent]) -> None:
+        self._checks = checks
+
+    def __getitem__(self, monitor: str) -> MonitorTrack:
+        return self._checks[monitor].track
+
+    def get(self, monitor: str, default: Any = None) -> Any:
+        recent = self._checks.get(monitor)
+        return default if recent is None else recent.track
+
+    def __setitem__(self, monitor: str, track: MonitorTrack) -> None:
+        recent = self._checks.get(monitor)
+        if recent is None:
+            recent = self._checks[monitor] = Recent(monitor)
+        recent.track = track
+
+    def __delitem__(self, monitor: str) -> None:
+        del self._checks[monitor]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._checks)
+
+    def __len__(self) -> int:
+        return len(self._checks)
+
+
+__all__ = ["LAST_CHECKS", "Recent", "Tracks"]

@@ -31,7 +31,7 @@ from quiesce.core.checks import CheckResult
 from quiesce.core.clock import Clock, SystemClock
 from quiesce.core.errors import GuardRefused, InvalidCommand, NotFound
 from quiesce.core.events import Event, EventKind
-from quiesce.core.oper import TRANSITIONS, MonitorTrack, Stay, combine
+from quiesce.core.oper import AT_REST, TRANSITIONS, Stay, combine
 from quiesce.core.states import Admin, Cause, CloseMode, Oper, Verdict
 from quiesce.state import poolstate
 from quiesce.state.definitions import Definitions
@@ -132,10 +132,11 @@ class Registry(Definitions, Ejections):
         """Feed one check result; moves the operational axis by the rules of DESIGN §1."""
         pool = self.pools[server.pool]
         monitor = result.monitor
-        track = server.tracks.get(monitor)
-        if track is None or not server.health_checks:
+        recent = server.last_checks.get(monitor)
+        if recent is None or not server.health_checks:
             return  # a monitor detached meanwhile, or checks disabled ("disable health")
-        server.last_checks[monitor].append(result)
+        recent.append(result)
+        track = recent.track
         verdict = result.verdict
         if verdict is _FAIL:
             server.checks_failed += 1
@@ -144,7 +145,7 @@ class Registry(Definitions, Ejections):
             # track, so nothing else changes either (server.oper is always the combination
             # of its tracks: every change to a track goes through _set_oper).
             return
-        server.tracks[monitor] = track.feed(result.verdict, pool.thresholds(monitor))
+        recent.track = track.feed(result.verdict, pool.thresholds(monitor))
         self._set_oper(pool, server, Cause.HEALTH, result)
 
     def mark_passive_maintenance(self, server: ServerRuntime, detail: dict[str, object]) -> None:
@@ -168,7 +169,7 @@ class Registry(Definitions, Ejections):
         if not server.tracks:
             return
         for m in server.tracks:
-            server.tracks[m] = MonitorTrack(oper, 0)
+            server.tracks[m] = AT_REST[oper]
         self._set_oper(self.pools[server.pool], server, cause, None, detail, actor=actor)
 
     def _set_oper(

@@ -20,14 +20,14 @@ from quiesce.core.admin import AdminRecord
 from quiesce.core.checks import CheckResult
 from quiesce.core.errors import NotFound
 from quiesce.core.events import Event
-from quiesce.core.oper import MonitorTrack, Thresholds
+from quiesce.core.oper import Thresholds
 from quiesce.core.outlier import OutlierTrack
 from quiesce.core.pool import Member, slow_start_factor, slow_start_next
 from quiesce.core.queue import PoolQueue
 from quiesce.core.retry import InFlight
 from quiesce.core.states import Admin, CloseMode, Oper
 from quiesce.core.status import is_eligible, status_text
-from quiesce.state.recent import LAST_CHECKS, Recent
+from quiesce.state.recent import LAST_CHECKS, Recent, Tracks
 from quiesce.state.traffic import Traffic
 
 RAMP_BUDGET = 64
@@ -45,8 +45,7 @@ class ServerRuntime:
     pool: str
     config: ServerConfig
     order: int
-    monitors: list[str]
-    tracks: dict[str, MonitorTrack] = field(default_factory=dict)
+    monitors: list[str]  # replaced, never changed in place: servers may share the list
     oper: Oper = Oper.UNKNOWN
     admin: AdminRecord = field(default_factory=AdminRecord)
     last_checks: dict[str, Recent] = field(default_factory=dict)
@@ -95,7 +94,6 @@ class ServerRuntime:
     def __post_init__(self) -> None:
         self.weight = self.config.weight
         for m in self.monitors:
-            self.tracks.setdefault(m, MonitorTrack())
             self.last_checks.setdefault(m, Recent(m))
         if not self.monitors:
             self.oper = Oper.UNMONITORED
@@ -103,6 +101,12 @@ class ServerRuntime:
     @property
     def name(self) -> str:
         return self.config.name
+
+    @property
+    def tracks(self) -> Tracks:
+        """Each monitor's track of this server, by monitor: kept in its ``last_checks``
+        (one dict per server, not two: issue 21)."""
+        return Tracks(self.last_checks)
 
     @property
     def connections(self) -> int:
@@ -307,8 +311,12 @@ class PoolRuntime:
         # In config order (new ones last); added and removed in O(log n).
         self.servers = Members(_order)
         self.tally = PoolTally()
+        # one monitor-name list per combination, shared by the servers that have it (never
+        # changed in place: replaced; 72 bytes a server otherwise)
+        shared: dict[tuple[str, ...], list[str]] = {}
         for i, sc in enumerate(config.servers):
             names = [*config.healthmonitors, *sc.healthmonitors]
+            names = shared.setdefault(tuple(names), names)
             self.servers.add(ServerRuntime(name, sc, i, names, tally=self.tally))
         self._by_name = {s.name: s for s in self.servers}
         self._tokens: dict[str, str] | None = None
