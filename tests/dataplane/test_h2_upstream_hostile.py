@@ -110,3 +110,21 @@ async def test_no_stream_goes_before_the_servers_settings() -> None:
             rs = await asyncio.gather(*(client.get(p.url + f"/{i}") for i in range(10)))
             assert [r.status_code for r in rs] == [200] * 10
             assert (s.refused, s.requests, s.connections) == (0, 10, 1)
+
+
+async def test_a_graceful_goaway_lets_the_streams_it_names_finish(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The server takes two streams, says GOAWAY (NO_ERROR, last stream id the higher one),
+    then answers both with bodies over the flow-control window: both finish whole (the
+    proxy's WINDOW_UPDATEs go on after the GOAWAY), nothing is logged as an error, and the
+    next request goes on a new connection."""
+    drain = lambda conn, req: "drain" if conn == 1 else "ok"  # noqa: E731
+    async with H2Server("d", drain) as d:
+        raw = make_config([d.address], pool={"protocol": "h2"})
+        async with start_proxy(raw) as p, httpx.AsyncClient(timeout=10) as client:
+            rs = await asyncio.gather(client.get(p.url + "/1"), client.get(p.url + "/2"))
+            assert [(r.status_code, r.content) for r in rs] == [(200, b"d" * 100_000)] * 2
+            r = await client.get(p.url + "/3")
+            assert (r.status_code, r.text) == (200, "d:2")
+    assert [rec.getMessage() for rec in caplog.records if rec.levelname == "ERROR"] == []

@@ -12,6 +12,10 @@ does with each request:
   refuses to send it, so the HEADERS frame is written by hand).
 
 * ``slow``: as ``ok``, 50 ms later.
+* ``drain``: holds the request until ``drain`` streams are open on the connection, then a
+  graceful GOAWAY (NO_ERROR, last stream id the highest taken: all are to finish) and an
+  answer to each: 200, 100,000 bytes of body (over the default flow-control window, so the
+  client's WINDOW_UPDATEs after the GOAWAY are needed), then the connection closes.
 
 ``settings_delay``: the server's SETTINGS (and its reading) wait that long after the
 connection opens; ``max_streams``: announced as SETTINGS_MAX_CONCURRENT_STREAMS, and a
@@ -47,6 +51,8 @@ class _Conn(asyncio.Protocol):
         self.transport: asyncio.Transport = None  # type: ignore[assignment]
         self.early: list[bytes] | None = None  # read before our SETTINGS went
         self.open: set[int] = set()
+        self.held: list[int] = []  # "drain": streams waiting for the GOAWAY
+        self.bodies: set[int] = set()  # "drain": streams answered
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -88,6 +94,7 @@ class _Conn(asyncio.Protocol):
                     self.answer(e.stream_id)
             elif isinstance(e, DataReceived) and e.end_stream:
                 self.answer(e.stream_id)
+        self.pump()
         out = self.h2.data_to_send()
         if out and not self.transport.is_closing():
             self.transport.write(out)
@@ -98,6 +105,15 @@ class _Conn(asyncio.Protocol):
         t = self.transport
         if what == "slow":
             asyncio.get_running_loop().call_later(0.05, self.late, sid)
+            return
+        if what == "drain":
+            self.held.append(sid)
+            if len(self.held) == self.server.drain:
+                h2.send_goaway(0, last_stream_id=max(self.held))
+                for held in self.held:
+                    h2.send_response(held, [(b":status", b"200"), (b"content-length", b"100000")])
+                    h2.send_data(held, b"d" * 100_000, end_stream=True)
+                    self.bodies.add(held)
             return
         self.open.discard(sid)
         if what == "ok":
@@ -124,6 +140,17 @@ class _Conn(asyncio.Protocol):
             block = b"\x00\x03x-a\x01b"
             t.write(h2.data_to_send() + frame(0x1, 0x5, sid, block))
 
+    def pump(self) -> None:
+        """``drain``: the connection closes once the held answers are all sent (libnghttp2
+        sends the bodies as the client's windows allow)."""
+        if not self.bodies:
+            return
+        out = self.h2.data_to_send()
+        if out:
+            self.transport.write(out)
+        if self.h2.queued_body_size() == 0:
+            self.transport.close()
+
     def late(self, sid: int) -> None:
         self.open.discard(sid)
         body = b"%s:%d" % (self.server.name.encode(), self.no)
@@ -140,7 +167,9 @@ class H2Server:
         behaviour: Callable[[int, int], str],
         settings_delay: float = 0.0,
         max_streams: int | None = None,
+        drain: int = 2,
     ) -> None:
+        self.drain = drain
         self.name = name
         self.behaviour = behaviour
         self.settings_delay = settings_delay

@@ -439,16 +439,16 @@ class Link(asyncio.Protocol):
             if kind is DataReceived:
                 ch = streams.get(e.stream_id)
                 n = len(e.data)
-                if ch is None:
-                    if n:
+                if n and (ch is None or ch.reading):
+                    try:
                         h2.acknowledge_received_data(n, e.stream_id)
+                    except NGH2Error:
+                        pass  # over (a GOAWAY, then its last stream's end in this read)
+                if ch is None:
                     continue
                 ch.data(e.data, e.end_stream)
-                if n:
-                    if ch.reading:
-                        h2.acknowledge_received_data(n, e.stream_id)
-                    else:
-                        ch.unacked += n
+                if n and not ch.reading:
+                    ch.unacked += n
                 touched.append(ch)
                 if e.end_stream:
                     streams.pop(e.stream_id, None)
