@@ -7,9 +7,10 @@ alternating in one run, CPU µs per request each (issue 16, benchmark (c)).
 
 Same machinery as bench/h2_bench.py (nginx back end, the proxy pinned to CPU 1, h2load and
 nginx to CPU 0, CPU from /proc/PID/stat); each tree's proxy runs with ``PYTHONPATH=TREE/src``.
-Prints each cell and each tree's median. With ``--gc`` each proxy also times its cyclic
-garbage collections (``gc.callbacks``, from a ``sitecustomize`` put first on its path) and
-the share of its CPU they took is printed.
+Prints each cell (with the proxy's resident set at the end of the load) and each tree's
+median. With ``--gc`` each proxy also times its cyclic garbage collections (``gc.callbacks``,
+from a ``sitecustomize`` put first on its path) and the share of its CPU they took is
+printed.
 """
 
 from __future__ import annotations
@@ -55,8 +56,19 @@ threading.Thread(target=_dump, daemon=True).start()
 """
 
 
-def cell(tree: str, config: Path, seconds: int, site: Path | None) -> tuple[float, float, float]:
-    """(req/s, CPU µs per request, GC share of the process's CPU or -1)."""
+def rss_mib(pid: int) -> float:
+    """The process's resident set now (VmRSS), MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def cell(
+    tree: str, config: Path, seconds: int, site: Path | None
+) -> tuple[float, float, float, float]:
+    """(req/s, CPU µs per request, GC share of the process's CPU or -1, RSS MiB at the end
+    of the load)."""
     env = dict(os.environ, PYTHONPATH=str(Path(tree) / "src"))
     out = None
     if site is not None:
@@ -73,6 +85,7 @@ def cell(tree: str, config: Path, seconds: int, site: Path | None) -> tuple[floa
         before = cpu_seconds(proc.pid)
         rps, failed, _ = h2load(url, seconds)
         cpu = cpu_seconds(proc.pid) - before
+        rss = rss_mib(proc.pid)
         time.sleep(0.6)
     finally:
         proc.terminate()
@@ -83,7 +96,7 @@ def cell(tree: str, config: Path, seconds: int, site: Path | None) -> tuple[floa
     if out is not None:
         gc_s, total = map(float, out.read_text().split())
         share = gc_s / total
-    return rps, cpu / (rps * seconds) * 1e6, share
+    return rps, cpu / (rps * seconds) * 1e6, share, rss
 
 
 def main() -> None:
@@ -113,11 +126,14 @@ def main() -> None:
         try:
             for _ in range(args.rounds):
                 for tree in args.trees:
-                    rps, us, share = cell(tree, config, args.duration, site)
+                    rps, us, share, rss = cell(tree, config, args.duration, site)
                     results[tree].append(us)
                     shares[tree].append(share)
                     gc_note = f", GC {share:.1%} of its CPU" if share >= 0 else ""
-                    print(f"{tree}: {rps:,.0f} req/s, {us:.1f} µs/req{gc_note}", flush=True)
+                    print(
+                        f"{tree}: {rps:,.0f} req/s, {us:.1f} µs/req{gc_note}, RSS {rss:.1f} MiB",
+                        flush=True,
+                    )
         finally:
             backend.proc.terminate()
             backend.proc.wait()
