@@ -284,7 +284,8 @@ connection failures.)
   is retried whatever its method.
 
 `retry_on`, `redispatch` and `retry_non_idempotent` need `retries`; `retry_budget` applies
-to the default retry too. A request that reached its server is sent again only with its
+to the default retry too, except to a refused or reset connect (`connect_failure`), which is
+retried outside the budget: nothing of it reached a server. A request that reached its server is sent again only with its
 whole body held (up to 64 KiB). L4 (`tcp`) services retry the two connect conditions only.
 Each retry is in the access log (`retries`), `show stat` (`wretr`, `wredis`) and /metrics.
 

@@ -66,9 +66,15 @@ def test_the_budget_is_a_share_of_the_requests_in_flight_or_the_minimum(
     assert decide(ALL, 503, 1, True, True, in_flight, retrying, in_budget=True) is Verdict.RETRY
 
 
-def test_a_zero_budget_allows_no_retry() -> None:
-    none = RetryPolicy(retries=3, on=ALL.on, budget_percent=0.0, budget_min=0)
-    assert decide(none, CONNECT_FAILURE, 0, True, True, 1000, 0) is Verdict.BUDGET
+def test_a_zero_budget_allows_no_retry_but_of_a_refused_connect() -> None:
+    none = RetryPolicy(
+        retries=3, on=ALL.on, statuses=ALL.statuses, budget_percent=0.0, budget_min=0
+    )
+    for cause in (CONNECT_TIMEOUT, EMPTY_RESPONSE, RESPONSE_TIMEOUT, 503):
+        assert decide(none, cause, 0, True, True, 1000, 0) is Verdict.BUDGET
+    # refused at once: no server saw a byte of it, so a retry adds no work anywhere
+    assert decide(none, CONNECT_FAILURE, 0, False, False, 1000, 999) is Verdict.RETRY
+    assert decide(none, CONNECT_FAILURE, 3, True, True, 0, 0) is Verdict.EXHAUSTED
 
 
 def test_where_a_retry_goes() -> None:

@@ -23,7 +23,13 @@ it was sent.
 
 The budget (Envoy's ``retry_budget``) keeps retries from amplifying an outage: at most
 ``percent`` % of the pool's requests in flight may be retries in flight, or ``min_retries``
-when that is more (so a quiet pool can still retry). A request keeps its place in the
+when that is more (so a quiet pool can still retry). A refused or reset connect
+(``connect_failure``) is outside the budget: nothing of the request reached a server, so
+sending it elsewhere adds no work to any server (HAProxy's ``retries`` and ``redispatch``
+have no budget at all); counted against it, a server that stops listening (a back end's own
+graceful stop, before its monitor notices) failed every request beyond ``min_retries`` that
+was refused at once. A connect timeout stays in it (the time, and a server that may be
+overloaded). A request keeps its place in the
 budget from its first retry until it ends, however many more it makes (:class:`InFlight`
 counts them; the shell says which of them are still alive, so nothing on the request path
 has to tell it when a request ends).
@@ -52,6 +58,8 @@ RESPONSE_TIMEOUT = "response_timeout"  # no response head within response_timeou
 CAUSES = (CONNECT_FAILURE, CONNECT_TIMEOUT, EMPTY_RESPONSE, RESPONSE_TIMEOUT)
 # Nothing of the request reached a server: any method may be retried.
 BEFORE_SEND = frozenset({CONNECT_FAILURE, CONNECT_TIMEOUT})
+# Retried without a place in the budget: refused at once, no server saw a byte of it.
+OUTSIDE_BUDGET = frozenset({CONNECT_FAILURE})
 
 Cause = str | int  # one of CAUSES, or a response status
 
@@ -122,6 +130,7 @@ def decide(
             return Verdict.UNSAFE
         if not replayable:
             return Verdict.NOT_REPLAYABLE
+    in_budget = in_budget or cause in OUTSIDE_BUDGET
     if not in_budget and not budget_allows(policy, in_flight, retrying):
         return Verdict.BUDGET
     return Verdict.RETRY
@@ -173,6 +182,7 @@ __all__ = [
     "CONNECT_TIMEOUT",
     "DEFAULT",
     "EMPTY_RESPONSE",
+    "OUTSIDE_BUDGET",
     "RESPONSE_TIMEOUT",
     "Cause",
     "InFlight",

@@ -8,7 +8,15 @@ from __future__ import annotations
 from collections.abc import Callable, Hashable
 from typing import TYPE_CHECKING, Any
 
-from quiesce.core.retry import Cause, RetryPolicy, Verdict, budget_allows, decide, exclusions
+from quiesce.core.retry import (
+    OUTSIDE_BUDGET,
+    Cause,
+    RetryPolicy,
+    Verdict,
+    budget_allows,
+    decide,
+    exclusions,
+)
 
 if TYPE_CHECKING:
     from quiesce.state.registry import PoolRuntime, ServerRuntime
@@ -32,7 +40,7 @@ def verdict(
     # the budget last: counting it forgets the ended retries, a pass over the live ones
     v = decide(policy, cause, done, resendable, replayable, 0, 0, in_budget=True)
     budget = pool.retrying
-    if v is not Verdict.RETRY or budget.holds(key):
+    if v is not Verdict.RETRY or cause in OUTSIDE_BUDGET or budget.holds(key):
         return v
     if not budget_allows(policy, pool.sessions, budget.count(alive)):
         return Verdict.BUDGET
@@ -66,10 +74,14 @@ def tried_after(tried: tuple[ServerRuntime, ...], to: ServerRuntime) -> tuple[Se
     return (*(s for s in tried if s is not to), to)
 
 
-def counted(pool: PoolRuntime, key: Hashable, owner: Any, failed: ServerRuntime, to: Any) -> None:
-    """A retry from ``failed`` to ``to`` is on its way: its place in the budget, and the
-    failed server's counters (``wretr``; ``wredis`` when it went elsewhere)."""
-    pool.retrying.add(key, owner)
+def counted(
+    pool: PoolRuntime, key: Hashable, owner: Any, failed: ServerRuntime, to: Any, cause: Cause
+) -> None:
+    """A retry from ``failed`` to ``to`` after ``cause`` is on its way: its place in the
+    budget (none for a refused connect: quiesce.core.retry), and the failed server's
+    counters (``wretr``; ``wredis`` when it went elsewhere)."""
+    if cause not in OUTSIDE_BUDGET:
+        pool.retrying.add(key, owner)
     failed.retries += 1
     if to is not failed:
         failed.redispatches += 1

@@ -235,7 +235,7 @@ class TcpClient(asyncio.Protocol):
         to = target(pool, tried, lambda leave_out: self._pick(pool, leave_out))
         if to is None:
             return False
-        counted(pool, self, self, server, to)
+        counted(pool, self, self, server, to, cause)
         self.retries += 1
         self.tried = tried_after(tried, to)
         self.ctx.table.closed(server, self)

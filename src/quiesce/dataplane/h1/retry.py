@@ -66,7 +66,7 @@ def again(conn: Any, cause: Cause, status: int = 0) -> bool:
     to = target(pool, tried, lambda leave_out: conn._pick(pool, req, leave_out))
     if to is None:
         return False
-    counted(pool, req, conn, server, to)
+    counted(pool, req, conn, server, to, cause)
     up: Upstream | None = conn.up
     if up is not None:
         conn.up = None
