@@ -96,8 +96,8 @@ class Clients:
             if self.every:  # open loop: one request every ``every`` s, late ones sent at once
                 due += self.every
                 wait = due - time.monotonic()
-                if wait > 0:
-                    time.sleep(wait)
+                if wait > 0 and self.stop.wait(wait):
+                    break  # stopped while waiting: the server is being stopped too
             t0 = time.monotonic()
             try:
                 conn.request("GET", "/")
@@ -218,6 +218,7 @@ def main() -> int:
                     "reload": f"+{args.add}" if grow else f"-{args.add} (drained, 1s)",
                     "changes": len(body["changes"]),
                     "post_s": b - a,
+                    "at": (a, b),
                     "event_s": applied,
                     "idle": (pct(idle, 0.5), pct(idle, 0.99), len(idle)),
                     "during": (
@@ -232,11 +233,15 @@ def main() -> int:
             time.sleep(2.0 if grow else 2.5)  # removals finish (1 s drain)
     finally:
         clients.stop.set()
+        stopped = time.monotonic()
         proc.send_signal(signal.SIGTERM)
         proc.wait(30)
     print(f"\nfailed requests: {clients.failures} of {len(clients.samples)}")
     for t0, why in clients.failed[:20]:
-        print(f"  at {t0:.3f} (monotonic): {why}")
+        when = "after the clients were stopped" if t0 >= stopped else "during the run"
+        print(f"  at {t0:.3f} (monotonic, {when}): {why}")
+    for r in rows:
+        print(f"  {r['reload']}: POST from {r['at'][0]:.3f} to {r['at'][1]:.3f}")
     print(
         "| reload | changes | POST (s) | applied (s) | idle p50 / p99 (ms) "
         "| during p50 / p99 / max (ms) | requests during |"
