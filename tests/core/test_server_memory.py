@@ -4,6 +4,7 @@ timing: a pool of 2,000 servers under one monitor."""
 
 from __future__ import annotations
 
+import asyncio
 import tracemalloc
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -11,6 +12,7 @@ from typing import Any, TypeVar
 from quiesce.config import parse_config
 from quiesce.core.checks import CheckResult, Reason
 from quiesce.core.states import Verdict
+from quiesce.health.manager import HealthManager
 from quiesce.state.recent import LAST_CHECKS
 from quiesce.state.registry import Registry
 from quiesce.state.series import SeriesStore
@@ -103,3 +105,21 @@ def test_a_monitors_last_ten_results_take_under_500_bytes_a_server() -> None:
     assert all(len(s.last_checks["m"]) == LAST_CHECKS for s in registry.pool("p").servers)
     # a list of ten CheckResult objects: 1,488 bytes; rows packed in one array: about 400
     assert size < 500, size
+
+
+def test_a_servers_health_job_takes_under_520_bytes() -> None:
+    """The health manager's share: a job per (server, monitor) pair, armed in its bucket
+    (no check runs: the measure is taken before the loop turns)."""
+
+    async def start() -> float:
+        manager = HealthManager(Registry(parse_config(raw())))
+        try:
+            _, size = per_server(manager.start)
+            assert len(manager.pairs) == SERVERS
+            return size
+        finally:
+            await manager.stop()
+
+    size = asyncio.run(start())
+    # 627 bytes with a bound method for its callback, a _InEngine and a Schedule a job: 460
+    assert size < 520, size

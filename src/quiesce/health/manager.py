@@ -76,10 +76,6 @@ class CheckStats:
     lateness: deque[float] = field(default_factory=lambda: deque(maxlen=10_000))
 
 
-def _no_result(result: CheckResult) -> None:
-    pass
-
-
 class _Starting:
     """``_Job.running`` while ``Prober.start`` runs (probes never report from inside it)."""
 
@@ -90,35 +86,25 @@ class _Starting:
 _STARTING = _Starting()
 
 
-class _InEngine:
-    """``_Job.running`` while the job's check is in the C engine (made once per job)."""
-
-    __slots__ = ("job", "prober")
-
-    def __init__(self, job: _Job) -> None:
-        self.job = job
-        self.prober: StreamProber | None = None
-
-    def cancel(self) -> None:
-        if self.prober is not None:
-            self.prober.engine().cancel(self.job)
-
-
 class _Job:
-    """One (server, monitor) pair: its schedule, its bucket, the check in flight if any."""
+    """One (server, monitor) pair: its schedule, its bucket, the check in flight if any.
+
+    Lean, one per pair (issue 21, memory at scale): it is its own result callback
+    (``on_done``, :meth:`__call__`) and its own ``running`` while its check is in the C
+    engine (:meth:`cancel`), and keeps of its :class:`Schedule` only the second slot."""
 
     __slots__ = (
         "bucket",
         "definition",
         "due",
+        "engine_prober",
         "first",
-        "in_engine",
         "live",
         "manager",
         "monitor",
         "on_done",
         "running",
-        "schedule",
+        "second",
         "server",
         "spec",
         "spec_for",
@@ -132,24 +118,31 @@ class _Job:
         self.monitor = monitor
         self.definition = definition
         self.target = _target(server, definition)
-        self.schedule = schedule
         self.due = schedule.first_due
+        self.second = schedule.second_due  # the slot after the first check
         self.first = True
         self.live = True  # False once cancelled: a late result is then dropped
         self.bucket: list[_Job] | None = None
         self.running: Running | None = None
-        self.on_done: OnDone = _no_result
-        self.in_engine = _InEngine(self)
+        self.on_done: OnDone = self  # a bound method took 64 bytes a job, a partial 256
+        # the prober whose C engine runs the check, when it runs there (``running`` is then
+        # the job itself: :meth:`cancel`)
+        self.engine_prober: StreamProber | None = None
         # The C engine's form of the check, for the definition ``spec_for`` (None: the
         # check takes its probe's own path).
         self.spec: Spec | None = None
         self.spec_for: HealthMonitor | None = None
         self.manager: HealthManager | None = None
 
-    def report(self, result: CheckResult) -> None:
+    def __call__(self, result: CheckResult) -> None:
         """The check's result (``on_done``, the probes' and the C engine's callback)."""
         if self.manager is not None:
             self.manager._done(self, result)
+
+    def cancel(self) -> None:
+        """Cancel the check in the C engine (``running`` while it is there)."""
+        if self.engine_prober is not None:
+            self.engine_prober.engine().cancel(self)
 
 
 def _target(server: ServerRuntime, definition: HealthMonitor) -> Target:
@@ -234,7 +227,6 @@ class HealthManager:
                 schedule = Schedule(now, interval, self._rng.uniform(0, interval))
                 job = self._jobs[key] = _Job(key[0], key[1], definition, schedule)
                 job.manager = self
-                job.on_done = job.report  # a bound method: 64 bytes; a partial took 256
                 self._arm(job)
 
     def _monitor(self, server: ServerRuntime, definition: HealthMonitor) -> HealthMonitor:
@@ -330,9 +322,9 @@ class HealthManager:
                 job.spec = None
                 if isinstance(prober, StreamProber) and fast.available():
                     job.spec = prober.fast_spec(job.target, monitor)
-                    job.in_engine.prober = prober
+                    job.engine_prober = prober
             if job.spec is not None:
-                job.running = job.in_engine
+                job.running = job
                 batch.append((job, job.spec))
                 return
             job.running = self.prober(monitor.type).start(
@@ -376,10 +368,10 @@ class HealthManager:
                 log.exception("recording a check of %s by %s failed", job.server.key, job.monitor)
             assert self._loop is not None
             now = self._loop.time()
-            interval = job.schedule.interval
+            interval = job.definition.send_interval
             if job.first:
                 job.first = False
-                job.due, missed = job.schedule.second_due, 0
+                job.due, missed = job.second, 0
                 if job.due < now:
                     job.due, missed = next_due(job.due, interval, now)
             else:
