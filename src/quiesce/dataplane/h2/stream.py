@@ -120,33 +120,34 @@ class StreamTransport:
         end = data.find(b"\r\n\r\n")
         if end < 12 or data[:9] != b"HTTP/1.1 ":
             return False
-        head = data[:end].lower()
-        if b"\ntransfer-encoding:" in head:
+        code = data[9:12]
+        if code[0] < 50 or not code.isdigit():  # (< b"2": interim, the parser's)
             return False
-        code = head[9:12]
-        if not code.isdigit() or code[0] < 50:  # (< b"2": interim, the parser's)
-            return False
-        status = int(code)
-        at = head.find(b"\ncontent-length:")
-        if at < 0:
-            length = -1
-        else:
-            stop = head.find(b"\r", at + 16)  # (-1: the last field)
-            value = head[at + 16 : stop if stop > 0 else end].strip(b" \t")
-            if not value.isdigit():
-                return False
-            length = int(value)
-        empty = self.head_only or status == 204 or status == 304 or length == 0
-        body = data[end + 4 :]
-        if not empty and length != len(body):
-            return False
+        # one pass over the fields (values as they are, names lowered): a chunked answer is
+        # the parser's, Content-Length read on the way
         fields = [(b":status", code)]
+        append = fields.append
         hop = HOP
-        for line in data[:end].split(b"\r\n")[1:]:  # (values as they are: not ``head``)
+        length = -1
+        lines = data[:end].split(b"\r\n")
+        del lines[0]
+        for line in lines:
             name, _, value = line.partition(b":")
             name = name.lower()
-            if name not in hop:
-                fields.append((name, value.strip(b" \t")))
+            if name in hop:
+                if name == b"transfer-encoding":
+                    return False
+                continue
+            value = value.strip(b" \t")
+            if name == b"content-length":
+                if not value.isdigit():
+                    return False
+                length = int(value)
+            append((name, value))
+        body = data[end + 4 :]
+        empty = self.head_only or length == 0 or code == b"204" or code == b"304"
+        if not empty and length != len(body):
+            return False
         self.conn.session.headers(self.sid, fields, empty)
         if not empty:
             self._send(body, True)
