@@ -219,3 +219,35 @@ async def test_not_http2_after_the_preface_gets_goaway_protocol_error(backend: B
         await c.read_until(lambda: c.eof, timeout=5)
         c.close()
         await still_serves(p.port)
+
+
+@pytest.mark.parametrize("cut", range(1, 24))
+async def test_a_preface_split_over_two_reads_is_http2(backend: Backend, cut: int) -> None:
+    """The preface cut at any byte, the proxy reading the first part alone: still HTTP/2 by
+    prior knowledge (SETTINGS back, the request served), not an HTTP/1.1 400."""
+    async with start_proxy(make_config([backend.address])) as p:
+        reader, writer = await asyncio.open_connection("127.0.0.1", p.port)
+        c = RawClient(reader, writer)
+        out = c.h2.data_to_send()
+        assert out[:24] == b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+        c.send(out[:cut])
+        await wait_for(lambda: [x.rx for x in p.service._ctx.conns] == [cut])  # read alone
+        c.send(out[cut:])
+        c.h2.send_headers(1, request("/"), end_stream=True)
+        c.flush()
+        await c.read_until(lambda: c.ended(1) or c.eof, timeout=5)
+        assert not c.raw.startswith(b"HTTP/1.1")
+        body = b"".join(e.data for e in c.events if isinstance(e, h2.events.DataReceived))
+        assert body == b"hello from a\n"
+        c.close()
+
+
+async def test_a_split_start_that_is_not_the_preface_stays_http1(backend: Backend) -> None:
+    """The start of the preface, then other bytes: an HTTP/1.1 400, no HTTP/2."""
+    async with start_proxy(make_config([backend.address])) as p:
+        reader, writer = await asyncio.open_connection("127.0.0.1", p.port)
+        writer.write(b"PRI * HTTP/2.0\r\n")
+        await wait_for(lambda: [x.rx for x in p.service._ctx.conns] == [16])
+        writer.write(b"\r\nXY\r\n\r\n")
+        assert (await reader.read(100)).startswith(b"HTTP/1.1 400")
+        writer.close()

@@ -204,14 +204,19 @@ class ClientConnection(ResponseSide, asyncio.Protocol):
         except (httptools.HttpParserError, WireError) as exc:
             if self.closed:
                 return
+            # HTTP/2 by prior knowledge (quiesce.dataplane.h2): the preface, whole in this read
+            # or the end of it (httptools took the first ``k`` bytes as a request head still
+            # coming, as it takes any, within the header timeout; it says PRI once the preface
+            # is whole, so those bytes were the preface's and nothing else)
+            k = self.rx - len(data)
             if (
                 self.heads == 0
-                and data[:14] == b"PRI * HTTP/2.0"
-                and H2_PREFACE.startswith(data[:24])  # the preface, not a request named PRI
-                and self.rx == len(data)
+                and 0 <= k < 24
+                and data[: 24 - k] == H2_PREFACE[k:]  # the preface, not a request named PRI
+                and (k == 0 or "PRI" in str(exc))
             ):
-                h2c = self.ctx.h2c  # HTTP/2 by prior knowledge (quiesce.dataplane.h2)
-                if h2c is not None and h2c(self, data):
+                h2c = self.ctx.h2c
+                if h2c is not None and h2c(self, H2_PREFACE[:k] + data if k else data):
                     return
             status = self.error_status or (431 if isinstance(exc, HeadTooLarge) else 400)
             if isinstance(exc, WireError):
