@@ -9,12 +9,15 @@ import tracemalloc
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+import pytest
+
 from quiesce.config import parse_config
 from quiesce.core.checks import CheckResult, Reason
 from quiesce.core.states import Verdict
 from quiesce.health.manager import HealthManager
 from quiesce.state.recent import LAST_CHECKS
 from quiesce.state.registry import Registry
+from quiesce.state.runtime import NO_COUNTS
 from quiesce.state.series import SeriesStore
 
 SERVERS = 2000
@@ -72,8 +75,22 @@ def test_the_registry_keeps_a_server_in_well_under_2_kib() -> None:
     assert len(registry.pool("p").servers) == SERVERS
     # 2,555 bytes when each ServerRuntime had an instance dict (1,584 of them); slots: 1,179
     # (1,254 later); the monitor tracks kept in the recent checks (one dict a server, not
-    # two), the tracks at rest shared, the monitor-name list shared: 1,014
-    assert size < 1100, size
+    # two), the tracks at rest shared, the monitor-name list shared: 1,014; the answer
+    # counts shared (NO_COUNTS) until a server's first: 886
+    assert size < 950, size
+    s = registry.pool("p").servers[0]
+    assert s.responses is NO_COUNTS and s.grpc_statuses is NO_COUNTS
+
+
+def test_the_shared_empty_counts_refuse_a_count() -> None:
+    for write in (
+        lambda: NO_COUNTS.__setitem__("2xx", 1),
+        lambda: NO_COUNTS.setdefault("2xx", 1),
+        lambda: NO_COUNTS.update({"2xx": 1}),
+    ):
+        with pytest.raises(TypeError, match="NO_COUNTS is shared"):
+            write()
+    assert NO_COUNTS == {}
 
 
 def fill(registry: Registry) -> Registry:

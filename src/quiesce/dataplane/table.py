@@ -45,6 +45,7 @@ from quiesce.core.states import Admin, Cause, CloseMode, Oper
 from quiesce.dataplane.pool import UpstreamPool
 from quiesce.dataplane.waiting import Queues
 from quiesce.logs.access import DEADLINE, DOWN, KILLED
+from quiesce.state.runtime import NO_COUNTS
 
 if TYPE_CHECKING:
     from quiesce.logs import AccessLog
@@ -124,6 +125,8 @@ class ConnectionTable(UpstreamPool):
         if status:
             key = _CLASS_OF.get(status, "other")
             responses = server.responses
+            if responses is NO_COUNTS:  # its first answer: counts of its own (issue 21)
+                responses = server.responses = {}
             responses[key] = responses.get(key, 0) + 1
         # outlier_detection: the detector is called only for a 5xx or to end a run (what
         # OutlierTrack.response reads), not for every answer of a healthy server

@@ -9,7 +9,7 @@ import heapq
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import count
-from typing import Any, overload
+from typing import Any, Never, overload
 
 from sortedcontainers import SortedKeyList  # type: ignore[import-untyped]
 
@@ -35,6 +35,21 @@ RAMP_BUDGET = 64
 10,000 servers come back together, their steps are spread over the picks, not one turn."""
 
 
+class _NoCounts(dict[Any, int]):
+    """Empty counts, read-only: the one ``responses`` and ``grpc_statuses`` of every server
+    that has none yet (two empty dicts took 128 bytes a server)."""
+
+    __slots__ = ()
+
+    def _refuse(self, *args: object, **kwargs: object) -> Never:
+        raise TypeError("NO_COUNTS is shared: give the server a dict of its own to count")
+
+    __setitem__ = setdefault = update = __ior__ = _refuse
+
+
+NO_COUNTS: dict[Any, int] = _NoCounts()
+
+
 EventListener = Callable[[Event], None]
 CloseHandler = Callable[["ServerRuntime", CloseMode], None]
 
@@ -56,10 +71,11 @@ class ServerRuntime:
     _connections: int = 0
     requests_in_flight: int = 0
     requests_total: int = 0
-    responses: dict[str, int] = field(default_factory=dict)
-    # gRPC answers by grpc-status code (an h2 pool's, quiesce.dataplane.h2client; -1: a value
-    # that is not a number)
-    grpc_statuses: dict[int, int] = field(default_factory=dict)
+    # Answers by class, and gRPC answers by grpc-status code (an h2 pool's,
+    # quiesce.dataplane.h2client; -1: a value that is not a number): NO_COUNTS, shared, until
+    # the first one (the writer replaces it: ``if counts is NO_COUNTS``; issue 21)
+    responses: dict[str, int] = field(default_factory=lambda: NO_COUNTS)
+    grpc_statuses: dict[int, int] = field(default_factory=lambda: NO_COUNTS)
     # requests sent again after this server failed them (HAProxy's wretr), and of those
     # the ones sent to another server (wredis): quiesce.dataplane.retrying
     retries: int = 0
@@ -506,6 +522,7 @@ class PoolRuntime:
 
 __all__ = [
     "LAST_CHECKS",
+    "NO_COUNTS",
     "CloseHandler",
     "EventListener",
     "PoolRuntime",

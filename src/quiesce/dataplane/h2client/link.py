@@ -63,6 +63,7 @@ from ngh2 import (
 )
 
 from quiesce.dataplane.h2client import codec
+from quiesce.state.runtime import NO_COUNTS
 
 if TYPE_CHECKING:
     from quiesce.state.registry import ServerRuntime
@@ -579,6 +580,8 @@ class Link(asyncio.Protocol):
         code = codec.grpc_code(value)
         assert code is not None
         counts = self.server.grpc_statuses
+        if counts is NO_COUNTS:  # its first: counts of its own (issue 21)
+            counts = self.server.grpc_statuses = {}
         counts[code] = counts.get(code, 0) + 1
         client = ch.proto.client
         req = None if client is None else client.current
