@@ -79,6 +79,9 @@ async def test_unary_streaming_trailers_and_status_through_quiesce() -> None:
                 err = await in_thread(failing)
                 assert err.code() == grpc.StatusCode.NOT_FOUND
                 assert err.details() == "no such thing here"
+                # a trailers-only answer: its fields as the server sent them, no content-length
+                # (the h2 pool's HTTP/1.1 head has one; an HTTP/2 client is not given it)
+                assert [k for k, _ in err.trailing_metadata()] == []
 
                 # many calls at once: multiplexed on one connection per server
                 def many() -> list[bytes]:

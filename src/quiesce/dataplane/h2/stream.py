@@ -35,6 +35,16 @@ INTERNAL_ERROR = 0x2
 _NONE: list[Any] = []  # never appended to: a stream answered without a parser has no lists
 
 
+def trailers_only(head: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """An empty answer's HTTP/2 fields; for gRPC's trailers-only answer (grpc-status in the
+    head) without the ``content-length: 0`` an h2 pool's HTTP/1.1 head had for HTTP/1.1
+    clients (quiesce.dataplane.h2client.codec): grpcio would show it as trailing metadata."""
+    for name, _ in head:
+        if name == b"grpc-status":
+            return [f for f in head if f[0] != b"content-length"]
+    return head
+
+
 class Carrier(Protocol):
     """The HTTP/2 connection, as its streams see it (quiesce.dataplane.h2.conn, which
     imports this module)."""
@@ -145,6 +155,8 @@ class StreamTransport:
                 length = int(value)
             append((name, value))
         body = data[end + 4 :]
+        if length == 0:
+            fields = trailers_only(fields)
         empty = self.head_only or length == 0 or code == b"204" or code == b"304"
         if not empty and length != len(body):
             return False
@@ -220,7 +232,8 @@ class StreamTransport:
                 or (b"Content-Length", b"0") in fields
                 or (b"content-length", b"0") in fields
             )
-            session.headers(self.sid, response_headers(status, fields), end)
+            head = response_headers(status, fields)
+            session.headers(self.sid, trailers_only(head) if end else head, end)
             if end:
                 self._done()
             else:
