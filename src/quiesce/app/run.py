@@ -35,9 +35,9 @@ def install_event_loop_policy() -> None:
 # The cyclic GC's first threshold in ``quiesce run``'s process (CPython's default: 700).
 # Each HTTP/2 stream, each request, makes a few objects that live across a turn of the loop;
 # with 500 streams in flight a collection every 700 allocations walked them all again and
-# took 5% of the CPU under h2load (BENCHMARKS.md, "HTTP/2"). Raised as Instagram's and
-# uWSGI's services do; the cost is cyclic garbage held longer: at most this many objects
-# (a few MB) before a collection frees them. Reference counting frees the rest at once.
+# took 5% of the CPU under h2load (BENCHMARKS.md, "HTTP/2"; docs/admin.md, "Garbage
+# collection"). The cost is cyclic garbage held longer: at most this many objects (a few
+# MB) before a collection frees them. Reference counting frees the rest at once.
 GC_GEN0 = 50_000
 
 
