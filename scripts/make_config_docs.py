@@ -285,8 +285,9 @@ connection failures.)
 
 `retry_on`, `redispatch` and `retry_non_idempotent` need `retries`; `retry_budget` applies
 to the default retry too, except to a refused or reset connect (`connect_failure`), which is
-retried outside the budget: nothing of it reached a server. A request that reached its server is sent again only with its
-whole body held (up to 64 KiB). L4 (`tcp`) services retry the two connect conditions only.
+retried outside the budget: nothing of it reached a server. A request that reached its
+server is sent again only with its whole body held (up to 64 KiB). L4 (`tcp`) services retry
+the two connect conditions only.
 Each retry is in the access log (`retries`), `show stat` (`wretr`, `wredis`) and /metrics.
 
 Example: `retries: 2`, `retry_on: [connect_failure, empty_response, 503]`: a `GET` that
