@@ -20,6 +20,11 @@ below swung from 352 to 1,058 MiB).
 ``--tracemalloc N``: the process runs under ``tracemalloc`` and, at the same moment, the N
 lines of code holding the most memory are printed (size, blocks, per server), to see what
 dominates (slower to start and twice the memory: use fewer servers, e.g. 20,000).
+
+``--interval S``: the monitor's ``send_interval`` (default 60 s). Each monitor keeps its last
+10 results, so the steady state of a long-running process (every ring full) is read with a
+short interval and a settle of more than 10 of them, e.g. ``--servers 20000 --interval 4
+--settle 50 --stable`` (5,000 refused checks a second).
 """
 
 from __future__ import annotations
@@ -39,12 +44,12 @@ sys.path.insert(0, str(BENCH))
 from health_bench import free_port  # noqa: E402
 
 
-def config(servers: int, pools: int, port: int) -> str:
+def config(servers: int, pools: int, port: int, interval: float = 60.0) -> str:
     per = max(1, servers // pools)
     lines = [
         "admin: {listen: 127.0.0.1:0}",
         "healthmonitors:",
-        "  hc: {type: tcp, send_interval: 60s, receive_timeout: 2s}",
+        f"  hc: {{type: tcp, send_interval: {interval:g}s, receive_timeout: 2s}}",
         "pools:",
     ]
     for p in range(pools):
@@ -97,11 +102,17 @@ def stable_rss(pid: int, limit: float = 300.0) -> int:
 
 
 def measure(
-    servers: int, pools: int, port: int, settle: float, top: int = 0, stable: bool = False
+    servers: int,
+    pools: int,
+    port: int,
+    settle: float,
+    top: int = 0,
+    stable: bool = False,
+    interval: float = 60.0,
 ) -> tuple[int, float]:
     tmp = Path(tempfile.mkdtemp(prefix="quiesce-mem-"))
     cfg = tmp / "quiesce.yaml"
-    cfg.write_text(config(servers, pools, port))
+    cfg.write_text(config(servers, pools, port, interval))
     start = time.monotonic()
     cmd = [sys.executable, "-m", "quiesce"]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -154,20 +165,27 @@ def main() -> int:
     ap.add_argument("--settle", type=float, default=5.0)
     ap.add_argument("--stable", action="store_true", help="then wait for RSS to settle")
     ap.add_argument("--tracemalloc", type=int, default=0, metavar="N", help="top N lines")
+    ap.add_argument("--interval", type=float, default=60.0, help="the monitor's, in seconds")
     args = ap.parse_args()
+    every = args.interval
     if args.tracemalloc:
         for pools in args.pools:
-            measure(args.servers, pools, free_port(), args.settle, args.tracemalloc)
+            measure(args.servers, pools, free_port(), args.settle, args.tracemalloc, interval=every)
         return 0
     port = free_port()  # nothing listens there: every check is refused
-    base, _ = measure(1, 1, port, args.settle, stable=args.stable)
-    print(f"{args.servers:,} servers, a TCP monitor on each pool (one server: {base:,} KiB)\n")
+    base, _ = measure(1, 1, port, args.settle, stable=args.stable, interval=every)
+    print(
+        f"{args.servers:,} servers, a TCP monitor every {every:g} s on each pool"
+        f" (one server: {base:,} KiB)\n"
+    )
     print(
         "| layout | RSS (MiB) | above one server (MiB) | per server (KiB) | start-up to ready (s) |"
     )
     print("|---|---:|---:|---:|---:|")
     for pools in args.pools:
-        rss, ready = measure(args.servers, pools, port, args.settle, stable=args.stable)
+        rss, ready = measure(
+            args.servers, pools, port, args.settle, stable=args.stable, interval=every
+        )
         extra = rss - base
         print(
             f"| {pools} pool(s) of {args.servers // pools:,} | {rss / 1024:,.0f} "
