@@ -2,7 +2,7 @@
 """HTTP/2 benchmark: quiesce and HAProxy speaking HTTP/2 to h2load, side by side, same
 back end, one run (issue 16, benchmark (c)).
 
-    python3 bench/h2_bench.py [--duration 8] [--profile 6] [--write BENCHMARKS.md]
+    python3 bench/h2_bench.py [--duration 8] [--rounds 1] [--profile 6] [--write BENCHMARKS.md]
 
 The machinery is bench/proxy_bench.py's (nginx back end with one worker, each proxy a fresh
 process pinned to one core, nginx and h2load on the other, CPU from /proc/PID/stat); the
@@ -11,6 +11,10 @@ to nginx. Scenarios, each ``h2load -t1 -c50 -m10`` (50 connections, 10 streams e
 
 c. h2c by prior knowledge (cleartext; HAProxy ``bind … proto h2``)
 t. HTTP/2 over TLS 1.3, ALPN h2 (HAProxy ``bind … ssl crt … alpn h2,http/1.1``)
+
+``--rounds N``: the two proxies alternate N times for each scenario; the table has each one's
+median req/s and CPU per request, and a line the CPU ratio of each round (the machine is
+shared: one round's ratio swings).
 
 Then, with ``--profile S``, quiesce runs again under cProfile for S seconds of scenario (c)
 and the summary says where its time goes (by package, and the top functions by own time):
@@ -210,10 +214,12 @@ def main() -> int:
     ap.add_argument("--duration", type=int, default=8)
     ap.add_argument("--profile", type=int, default=6, help="seconds under cProfile (0: none)")
     ap.add_argument("--write", type=Path, default=None)
+    ap.add_argument("--rounds", type=int, default=1)
     args = ap.parse_args()
     ensure_tools()
     raise_nofile()
     results: dict[str, dict[str, Result]] = {}
+    rounds: dict[str, list[float]] = {}  # a scenario's CPU ratio in each round
     commands: dict[str, str] = {}
     prof_lines: list[str] = []
     with tempfile.TemporaryDirectory(prefix="quiesce-h2-bench-") as t:
@@ -224,20 +230,27 @@ def main() -> int:
         config = quiesce_config(tmp, backend.port, cert, key)
         try:
             for skey, _title, scheme in SCENARIOS:
-                results[skey] = {}
-                for name in ("quiesce", "haproxy"):
-                    if name == "quiesce":
-                        proxy = start_quiesce_h2(config)
-                    else:
-                        proxy = start_haproxy_h2(tmp, backend.port, both)
-                    try:
-                        port = proxy.l4 if scheme == "http" else proxy.l7
-                        res = measure(proxy, f"{scheme}://127.0.0.1:{port}/", args.duration)
-                        results[skey][name] = res
-                        commands[name] = proxy.command
-                        print(f"{skey} {name}: {res}", file=sys.stderr)
-                    finally:
-                        proxy.stop()
+                runs: dict[str, list[Result]] = {"quiesce": [], "haproxy": []}
+                for _ in range(args.rounds):
+                    for name in ("quiesce", "haproxy"):
+                        if name == "quiesce":
+                            proxy = start_quiesce_h2(config)
+                        else:
+                            proxy = start_haproxy_h2(tmp, backend.port, both)
+                        try:
+                            port = proxy.l4 if scheme == "http" else proxy.l7
+                            url = f"{scheme}://127.0.0.1:{port}/"
+                            res = measure(proxy, url, args.duration)
+                            runs[name].append(res)
+                            commands[name] = proxy.command
+                            print(f"{skey} {name}: {res}", file=sys.stderr)
+                        finally:
+                            proxy.stop()
+                results[skey] = {n: median_result(rs, args.duration) for n, rs in runs.items()}
+                rounds[skey] = [
+                    cpu_us(q, args.duration) / cpu_us(h, args.duration)
+                    for q, h in zip(runs["quiesce"], runs["haproxy"], strict=True)
+                ]
             if args.profile:
                 out = tmp / "quiesce.prof"
                 proxy = start_quiesce_h2(config, out)
@@ -254,7 +267,7 @@ def main() -> int:
         finally:
             backend.proc.terminate()
             backend.proc.wait()
-    text = render(results, commands, prof_lines, args)
+    text = render(results, commands, prof_lines, args, rounds)
     print(text)
     if args.write is not None:
         write_block(args.write, text)
@@ -265,11 +278,23 @@ def cpu_us(r: Result, duration: int) -> float:
     return r.cpu_s / (r.rps * duration) * 1e6 if r.rps else 0.0
 
 
+def median_result(rs: list[Result], duration: int) -> Result:
+    """The median req/s and the median CPU per request of a proxy's rounds (as one Result)."""
+    rps = sorted(r.rps for r in rs)[len(rs) // 2]
+    us = sorted(cpu_us(r, duration) for r in rs)[len(rs) // 2]
+    out = Result()
+    out.rps = rps
+    out.cpu_s = us * rps * duration / 1e6
+    out.extra["failed"] = sum(r.extra.get("failed", 0.0) for r in rs)
+    return out
+
+
 def render(
     results: dict[str, dict[str, Result]],
     commands: dict[str, str],
     prof: list[str],
     args: argparse.Namespace,
+    rounds: dict[str, list[float]],
 ) -> str:
     hv = subprocess.run(["haproxy", "-v"], capture_output=True, text=True).stdout.splitlines()[0]
     lv = subprocess.run(["h2load", "--version"], capture_output=True, text=True).stdout.strip()
@@ -277,7 +302,13 @@ def render(
         START,
         f"{hv.split(' - ')[0]} · {lv} · both proxies pinned to CPU {PROXY_CPU}, nginx and "
         f"h2load to CPU {OTHER_CPU}; each cell a fresh proxy process measured for "
-        f"{args.duration}s after a 2s warm-up, one cell each. Ratio = quiesce / HAProxy.",
+        f"{args.duration}s after a 2s warm-up, "
+        + (
+            "one cell each"
+            if args.rounds == 1
+            else f"alternating {args.rounds} rounds: medians, failed requests summed"
+        )
+        + ". Ratio = quiesce / HAProxy.",
         "",
         "| scenario | metric | quiesce | HAProxy | ratio | target |",
         "|---|---|---:|---:|---:|---|",
@@ -294,6 +325,9 @@ def render(
         )
         qc, hc = cpu_us(q, args.duration), cpu_us(h, args.duration)
         lines.append(f"| | CPU µs per request | {qc:.1f} | {hc:.1f} | {ratio(qc, hc)} | |")
+        if len(rounds.get(key, ())) > 1:
+            each = ", ".join(f"{x:.2f}" for x in rounds[key])
+            lines.append(f"| | CPU ratio, each round | | | {each} | |")
         lines.append(
             f"| | failed requests | {q.extra.get('failed', 0):.0f} | "
             f"{h.extra.get('failed', 0):.0f} | | |"
@@ -306,7 +340,8 @@ def render(
             "",
             *prof,
         ]
-    lines += ["", "Reproduce: `python3 bench/h2_bench.py --write BENCHMARKS.md`.", ""]
+    again = f" --rounds {args.rounds}" if args.rounds > 1 else ""
+    lines += ["", f"Reproduce: `python3 bench/h2_bench.py{again} --write BENCHMARKS.md`.", ""]
     lines.append(f"- `taskset -c {OTHER_CPU} h2load {' '.join(H2LOAD)} -D {args.duration} URL`")
     for name in ("quiesce", "haproxy"):
         if name in commands:
