@@ -66,6 +66,19 @@ async def test_a_refused_request_is_sent_again_whatever_its_method(what: str) ->
             assert r.text == f"r:{r_server.connections}"
 
 
+async def test_a_refused_request_its_server_will_not_take_again_goes_to_another() -> None:
+    """A server stopping gracefully refuses a stream (GOAWAY, last stream id 0) and stops
+    listening: the resend to it is refused at connect, so the request, never processed,
+    goes to the pool's other server as a refused connect would (a POST too), not a 502."""
+    async with H2Server("a", lambda conn, req: "stop") as a, H2Server("b", first("ok")) as b:
+        raw = make_config([a.address, b.address], pool={"protocol": "h2"})
+        async with start_proxy(raw) as p, httpx.AsyncClient(timeout=10) as client:
+            for _ in range(4):
+                r = await client.post(p.url + "/call", content=b"payload" * 100)
+                assert (r.status_code, r.text) == (200, "b:1")
+            assert a.requests == 1 and b.requests == 4
+
+
 async def test_goaway_and_close_mid_response_cut_the_client_and_the_proxy_goes_on() -> None:
     async with H2Server("c", first("cut")) as c:
         raw = make_config([c.address], pool={"protocol": "h2"})

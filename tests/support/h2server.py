@@ -5,6 +5,8 @@ does with each request:
 * ``ok``: 200, body ``<name>:<conn_no>`` (content-length), as a well-behaved server;
 * ``garbage``: answers the request with bytes that are no HTTP/2 frame;
 * ``refuse``: GOAWAY with last stream id 0 (the request was not processed), then closes;
+* ``stop``: as ``refuse``, and the server stops listening (a server's own graceful stop:
+  its next connect is refused);
 * ``reset``: RST_STREAM REFUSED_STREAM on the request's stream (not processed);
 * ``cut``: response HEADERS and part of the body, then GOAWAY naming the stream (it is to
   finish), then the connection closes mid-body;
@@ -122,10 +124,12 @@ class _Conn(asyncio.Protocol):
             h2.send_data(sid, body, end_stream=True)
         elif what == "garbage":
             t.write(h2.data_to_send() + b"\xff" * 64 + b"this is not HTTP/2\r\n")
-        elif what == "refuse":
+        elif what in ("refuse", "stop"):
             h2.send_goaway(0, last_stream_id=0)
             t.write(h2.data_to_send())
             t.close()
+            if what == "stop" and self.server.server is not None:
+                self.server.server.close()
         elif what == "reset":
             h2.reset_stream(sid, 0x7)
         elif what == "cut":

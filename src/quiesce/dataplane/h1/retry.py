@@ -17,7 +17,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from quiesce.core.retry import BEFORE_SEND, EMPTY_RESPONSE, RESPONSE_TIMEOUT, Cause, Verdict
+from quiesce.core.retry import (
+    CONNECT_FAILURE,
+    EMPTY_RESPONSE,
+    RESPONSE_TIMEOUT,
+    Cause,
+    Verdict,
+)
 from quiesce.dataplane.h1.exchange import R_NONE, Request, may_resend, resendable
 from quiesce.dataplane.retrying import counted, target, tried_after, verdict
 
@@ -46,7 +52,10 @@ def keeps_body(conn: Any, req: Request) -> bool:
     pool = conn.pool
     if pool is None:
         return False
-    policy = pool.config.retry
+    config = pool.config
+    if config.protocol == "h2":
+        return True  # a stream the server refuses unprocessed goes to another server
+    policy = config.retry
     return policy.after_send and (policy.non_idempotent or resendable(req))
 
 
@@ -73,7 +82,7 @@ def again(conn: Any, cause: Cause, status: int = 0) -> bool:
         up.client = None
         up.abort()
     conn.up_paused = False
-    if cause not in BEFORE_SEND and req.replay:
+    if req.replay:  # (None for a connect that failed: nothing was sent)
         req.pending = req.replay + req.pending  # sent already: from the start again
         req.pending_size = sum(map(len, req.pending))
     req.replay = None
@@ -106,6 +115,11 @@ def after_lost(conn: Any, req: Request, up: Upstream) -> bool:
     it is resent on a fresh connection to the same server (not a retry: nothing failed)."""
     if conn.closed:
         return False
+    if getattr(up.transport, "unprocessed", False) and not up.got_byte and replayable(req):
+        # an h2 pool's stream the server refused unprocessed (REFUSED_STREAM, above its
+        # GOAWAY; RFC 9113 8.7) and its server would not take again (it stopped listening):
+        # as a refused connect, whatever the method, on another server
+        return again(conn, CONNECT_FAILURE)
     sent = conn.sent_at
     if may_resend(req, up.reused, up.got_byte, conn.loop.time() - sent if sent >= 0 else -1.0):
         assert req.replay is not None  # may_resend says so

@@ -117,6 +117,7 @@ class Channel:
         "sent",
         "sid",
         "unacked",
+        "unprocessed",
         "url",
     )
 
@@ -125,6 +126,9 @@ class Channel:
         self.proto = proto
         self.parser = httptools.HttpRequestParser(self)
         self.sid = 0  # the stream of the request under way (0: none)
+        # the request was refused unprocessed and could not be sent again to its server: to
+        # the exchange, a refused connect (retried on another server: h1.retry.after_lost)
+        self.unprocessed = False
         self.head: list[tuple[bytes, bytes]] | None = None  # a request head not yet sent
         self.fields: list[tuple[bytes, bytes]] = []
         self.url = b""
@@ -264,7 +268,7 @@ class Channel:
         head = self.head
         assert head is not None
         self.head = None
-        self.got = self.ended = False
+        self.got = self.ended = self.unprocessed = False
         self.resends = 0
         self.req = head
         self.sent = []
@@ -287,6 +291,7 @@ class Channel:
         link = self.link
         self.sid = 0
         if self.sent is None or self.resends >= MAX_RESENDS:
+            self.unprocessed = True
             link.loop.call_soon(self.lost)
             return
         self.resends += 1

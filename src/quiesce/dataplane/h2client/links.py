@@ -68,6 +68,7 @@ class Links:
             link = await asyncio.wait_for(self._link(old.server, old.kw, old.timeout), old.timeout)
         except (OSError, TimeoutError):
             if ch.moving:
+                ch.unprocessed = True  # its server stopped listening: another may take it
                 ch.lost()
             return
         if ch.moving and not ch.closing:
