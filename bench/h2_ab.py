@@ -3,14 +3,15 @@
 alternating in one run, CPU µs per request each (issue 16, benchmark (c)).
 
     git worktree add /tmp/wt-old COMMIT   # (copy the built .so files of src/quiesce too)
-    python3 bench/h2_ab.py /tmp/wt-old /work/main [--rounds 3] [--duration 6] [--gc]
+    python3 bench/h2_ab.py /tmp/wt-old /work/main [--rounds 3] [--duration 6] [--gc] [--h1]
 
 Same machinery as bench/h2_bench.py (nginx back end, the proxy pinned to CPU 1, h2load and
 nginx to CPU 0, CPU from /proc/PID/stat); each tree's proxy runs with ``PYTHONPATH=TREE/src``.
 Prints each cell (with the proxy's resident set at the end of the load) and each tree's
 median. With ``--gc`` each proxy also times its cyclic garbage collections (``gc.callbacks``,
 from a ``sitecustomize`` put first on its path) and the share of its CPU they took is
-printed.
+printed. ``--h1``: HTTP/1.1 keep-alive instead (``h2load --h1 -t1 -c50 -m1``, the same
+listener), to see that a change for HTTP/2 costs HTTP/1.1 nothing.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from h2_bench import h2load, quiesce_config
+from h2_bench import H2LOAD, h2load, quiesce_config
 from proxy_bench import (
     HERE,
     PROXY_CPU,
@@ -64,8 +65,11 @@ def rss_mib(pid: int) -> float:
     return 0.0
 
 
+H1LOAD = ["--h1", "-t1", "-c50", "-m1"]
+
+
 def cell(
-    tree: str, config: Path, seconds: int, site: Path | None
+    tree: str, config: Path, seconds: int, site: Path | None, opts: list[str] = H2LOAD
 ) -> tuple[float, float, float, float]:
     """(req/s, CPU µs per request, GC share of the process's CPU or -1, RSS MiB at the end
     of the load)."""
@@ -81,9 +85,9 @@ def cell(
         assert proc.stdout is not None
         port = json.loads(proc.stdout.readline())["ports"]["plain"]
         url = f"http://127.0.0.1:{port}/"
-        h2load(url, 2)
+        h2load(url, 2, opts)
         before = cpu_seconds(proc.pid)
-        rps, failed, _ = h2load(url, seconds)
+        rps, failed, _ = h2load(url, seconds, opts)
         cpu = cpu_seconds(proc.pid) - before
         rss = rss_mib(proc.pid)
         time.sleep(0.6)
@@ -107,6 +111,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--duration", type=int, default=6)
     ap.add_argument("--gc", action="store_true")
+    ap.add_argument("--h1", action="store_true", help="HTTP/1.1 keep-alive (h2load --h1)")
     args = ap.parse_args()
     ensure_tools()
     raise_nofile()
@@ -126,7 +131,9 @@ def main() -> None:
         try:
             for _ in range(args.rounds):
                 for tree in args.trees:
-                    rps, us, share, rss = cell(tree, config, args.duration, site)
+                    rps, us, share, rss = cell(
+                        tree, config, args.duration, site, H1LOAD if args.h1 else H2LOAD
+                    )
                     results[tree].append(us)
                     shares[tree].append(share)
                     gc_note = f", GC {share:.1%} of its CPU" if share >= 0 else ""

@@ -64,9 +64,9 @@ SCENARIOS = [
 ]
 
 
-def h2load(url: str, seconds: int) -> tuple[float, int, str]:
+def h2load(url: str, seconds: int, opts: list[str] = H2LOAD) -> tuple[float, int, str]:
     """(req/s, failed, output) of ``h2load -D seconds`` against ``url``."""
-    cmd = pinned(OTHER_CPU, ["h2load", *H2LOAD, "-D", str(seconds), url])
+    cmd = pinned(OTHER_CPU, ["h2load", *opts, "-D", str(seconds), url])
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     m = re.search(r"finished in [\d.]+s, ([\d.]+) req/s", out)
     f = re.search(r"(\d+) succeeded, (\d+) failed, (\d+) errored", out)
