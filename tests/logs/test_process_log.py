@@ -35,6 +35,9 @@ def event(kind: EventKind = EventKind.OPER_CHANGE, server: str = "a") -> Event:
 def written(cfg: ProcessLogConfig, *events: Event, spy: list[int] | None = None) -> str:
     """What the process log writes for ``events`` (the writer thread drained and stopped)."""
     buf = io.StringIO()
+    # an earlier test of the session may have set the log up (an in-process `run`) and left
+    # its writer installed: start from none, as a process does
+    process.shutdown()
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level
     process.setup(cfg)
