@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import re
 import struct
 
 import h2.events
@@ -161,6 +163,31 @@ async def test_a_stream_left_at_zero_window_is_reset(backend: Backend) -> None:
         assert int.from_bytes(reset, "big") == 8  # CANCEL
         await wait_for(lambda: p.registry.pool("web").servers[0].connections == 0)
         assert c.goaway() is None  # the connection stays
+        c.close()
+
+
+async def test_streams_stalled_together_are_one_log_line(
+    backend: Backend, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Three streams left at a zero window: each reset, and the log says so per connection
+    and sweep ("3 stream(s) stalled, reset: 1, 3, 5"), not a line a stream (a client holding
+    100 such streams wrote 100 lines each client_idle_timeout)."""
+    raw = make_config([backend.address], service={"client_idle_timeout": "0.5s"})
+    async with start_proxy(raw) as p:
+        c = await RawClient.open(p.port)
+        c.h2.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 0})
+        for sid in (1, 3, 5):
+            c.h2.send_headers(sid, request("/size/1000000"), end_stream=True)
+        with caplog.at_level(logging.INFO, logger="quiesce"):
+            c.flush()
+            await c.read_until(lambda: {sid for k, sid, _ in c.frames() if k == 3} == {1, 3, 5})
+        lines = [r.getMessage() for r in caplog.records if "stalled" in r.getMessage()]
+        counts = [
+            int(m.group(1))
+            for m in map(re.compile(r"(\d+) stream\(s\) stalled").search, lines)
+            if m
+        ]
+        assert len(counts) == len(lines) and sum(counts) == 3, lines
         c.close()
 
 

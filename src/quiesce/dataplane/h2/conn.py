@@ -412,12 +412,20 @@ class Http2Connection(asyncio.Protocol):
         for st in list(self.streams.values()):
             st.check(now)
         stalled = self.session.stalled(now, self.ctx.idle_timeout) if self.session.held else ()
+        if stalled:
+            # one line for the connection, not one a stream (a client holding 100 streams at
+            # a zero window wrote 100 lines each client_idle_timeout)
+            shown = ", ".join(map(str, stalled[:10])) + (", ..." if len(stalled) > 10 else "")
+            log.info(
+                "service %s: HTTP/2 client %s: %d stream(s) stalled, reset: %s",
+                self.ctx.name,
+                self.peer,
+                len(stalled),
+                shown,
+            )
         for sid in stalled:
             # a stream the client stopped reading (zero window) for client_idle_timeout:
             # reset, its server connection freed
-            log.info(
-                "service %s: HTTP/2 client %s: stream %d stalled", self.ctx.name, self.peer, sid
-            )
             stalled_stream = self.streams.get(sid)
             if stalled_stream is not None:
                 stalled_stream.cut(ts.CLIENT_TIMEOUT)
