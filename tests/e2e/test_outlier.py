@@ -146,7 +146,9 @@ def test_a_server_answering_500_is_ejected_and_comes_back(tmp_path: Path) -> Non
             until(lambda: server_view(http, api, "c")["status"] == "up", timeout=20)
             (back,) = events(http, api, "server_returned")
             assert (back["from"], back["to"]) == ("ejected (passive)", "up")
-            assert back["time"] - ejected["time"] >= 6.0
+            # the ejection is timed on the loop's monotonic clock, the events stamped with the
+            # wall clock, rounded to the µs: 5.999999 s apart was seen in CI
+            assert back["time"] - ejected["time"] >= 6.0 - 1e-3
             again = load(client, www, 9)
             assert {s for s, _ in again} == {200} and "c" in {who for _, who in again}
 
