@@ -215,6 +215,7 @@ def main() -> int:
     ap.add_argument("--profile", type=int, default=6, help="seconds under cProfile (0: none)")
     ap.add_argument("--write", type=Path, default=None)
     ap.add_argument("--rounds", type=int, default=1)
+    ap.add_argument("--only", default="ct", help="scenarios to run (c, t; default both)")
     args = ap.parse_args()
     ensure_tools()
     raise_nofile()
@@ -230,6 +231,8 @@ def main() -> int:
         config = quiesce_config(tmp, backend.port, cert, key)
         try:
             for skey, _title, scheme in SCENARIOS:
+                if skey not in args.only:
+                    continue
                 runs: dict[str, list[Result]] = {"quiesce": [], "haproxy": []}
                 for _ in range(args.rounds):
                     for name in ("quiesce", "haproxy"):

@@ -24,7 +24,8 @@ from quiesce.dataplane.h2.guard import (
     Limits,
     goaway_frame,
 )
-from quiesce.dataplane.h2.session import HIGH, LOW, Malformed, Session, request_head
+from quiesce.dataplane.h2.request import Malformed, stream_request
+from quiesce.dataplane.h2.session import HIGH, LOW, Session
 from quiesce.dataplane.h2.stream import StreamTransport
 
 pytestmark = pytest.mark.one_path
@@ -82,31 +83,6 @@ def test_goaway_is_taken_out_wherever_the_reads_split(cut: int) -> None:
     assert g.goaways == [(7, ENHANCE_YOUR_CALM)]
 
 
-def test_request_head() -> None:
-    fields = [
-        (b":method", b"GET"),
-        (b":scheme", b"https"),
-        (b":authority", b"example.com"),
-        (b":path", b"/a?b=1"),
-        (b"cookie", b"a=1"),
-        (b"accept", b"*/*"),
-        (b"cookie", b"b=2"),
-        (b"te", b"trailers"),
-    ]
-    head, chunked = request_head(fields, end_stream=True)
-    assert head == (
-        b"GET /a?b=1 HTTP/1.1\r\nhost: example.com\r\naccept: */*\r\ncookie: a=1; b=2\r\n\r\n"
-    )  # (keep-alive: the exchange's usual end; the stream ends with the answer)
-    assert not chunked
-    post = [(b":method", b"POST"), (b":path", b"/"), (b"host", b"h")]
-    head, chunked = request_head(post, end_stream=False)
-    assert chunked and b"transfer-encoding: chunked\r\n" in head and b"host: h\r\n" in head
-    head, chunked = request_head([*post, (b"content-length", b"3")], end_stream=False)
-    assert not chunked and b"content-length: 3\r\n" in head
-    head, _ = request_head([(b":method", b"OPTIONS"), (b":path", b"*")], end_stream=True)
-    assert head.startswith(b"OPTIONS * HTTP/1.1\r\n")
-
-
 @pytest.mark.parametrize(
     "fields",
     [
@@ -137,8 +113,8 @@ def test_request_head() -> None:
     ],
 )
 def test_the_codec_resets_malformed_requests(fields: list[tuple[bytes, bytes]]) -> None:
-    """What request_head no longer checks itself: libnghttp2 resets each of these (RST_STREAM
-    PROTOCOL_ERROR) before any event, so no exchange ever sees one."""
+    """What libnghttp2 checks before quiesce.dataplane.h2.request sees a list: it resets
+    these (RST_STREAM PROTOCOL_ERROR) before any event, so no exchange ever sees one."""
     s = Session(0.0)
     s.receive(PREFACE + frame(4, 0, 0), 0.0)
     s.output()
@@ -148,10 +124,12 @@ def test_the_codec_resets_malformed_requests(fields: list[tuple[bytes, bytes]]) 
     assert s.output()[-13:] == frame(3, 0, 1, PROTOCOL_ERROR.to_bytes(4, "big"))
 
 
-def test_request_head_refuses_connect() -> None:
+def test_connect_is_refused_by_the_request() -> None:
     """CONNECT (without :path, as RFC 9113 §8.5 has it) is let through by the codec."""
     with pytest.raises(Malformed, match="CONNECT"):
-        request_head([(b":method", b"CONNECT"), (b":authority", b"h:443")], end_stream=False)
+        stream_request(
+            [(b":method", b"CONNECT"), (b":authority", b"h:443")], False, b"p", b"", 99, 999
+        )
     s = Session(0.0)
     s.receive(PREFACE + frame(4, 0, 0), 0.0)
     block = hpack.Encoder().encode([(b":method", b"CONNECT"), (b":authority", b"h:443")])

@@ -46,7 +46,8 @@ from quiesce.dataplane.h2.guard import (
     Calm,
     goaway_frame,
 )
-from quiesce.dataplane.h2.session import Malformed, Session, request_head
+from quiesce.dataplane.h2.request import Malformed, TooLarge, stream_request
+from quiesce.dataplane.h2.session import Session
 from quiesce.dataplane.h2.stream import Stream
 from quiesce.logs import access as ts
 
@@ -187,13 +188,10 @@ class Http2Connection(asyncio.Protocol):
                 if st is None:
                     session.ack(sid, n)
                     continue
-                if st.chunked_in:
-                    if n:
-                        st.data_received(b"%x\r\n%s\r\n" % (n, data))
-                    if e.end_stream:
-                        st.data_received(b"0\r\n\r\n")
-                elif n:
-                    st.data_received(data)
+                if n and st.parsing is not None:
+                    st.body(data)
+                if e.end_stream:
+                    st.body_end()
                 tr = st.transport
                 if tr.reading and not st.closed:  # type: ignore[attr-defined]
                     session.ack(sid, n)
@@ -201,8 +199,8 @@ class Http2Connection(asyncio.Protocol):
                     tr.unacked += n  # type: ignore[attr-defined]
             elif kind is TrailersReceived:  # (the end of the body; trailers are not passed on)
                 st = streams.get(e.stream_id)
-                if st is not None and st.chunked_in:
-                    st.data_received(b"0\r\n\r\n")
+                if st is not None:
+                    st.body_end()
             elif kind is StreamReset:
                 st = streams.get(e.stream_id)
                 session.forget(e.stream_id)
@@ -216,19 +214,26 @@ class Http2Connection(asyncio.Protocol):
 
     def _request(self, sid: int, headers: Any, ended: bool) -> None:
         session = self.session
+        ctx = self.ctx
         if self.final or self.closed:
             session.reset(sid, REFUSED_STREAM)  # after our last GOAWAY: not processed
             return
         try:
-            head, chunked = request_head(headers, ended)
+            req = stream_request(
+                headers, ended, self.peer_b, self.fwd, ctx.max_request_line, ctx.max_header_size
+            )
         except Malformed as exc:
-            log.debug("service %s: HTTP/2 stream %d refused: %s", self.ctx.name, sid, exc)
+            log.debug("service %s: HTTP/2 stream %d refused: %s", ctx.name, sid, exc)
             session.reset(sid, PROTOCOL_ERROR)
             return
-        st = Stream(self.ctx, self, sid)
-        st.chunked_in = chunked
+        except TooLarge as exc:  # (answered as over HTTP/1.1: 414, 431)
+            st = Stream(ctx, self, sid)
+            self.streams[sid] = st
+            st._client_error(exc.status)
+            return
+        st = Stream(ctx, self, sid)
         self.streams[sid] = st
-        st.begin(head, head[:5] == b"HEAD ")
+        st.start(req)
 
     # what streams call ------------------------------------------------------------------
 

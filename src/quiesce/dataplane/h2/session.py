@@ -1,7 +1,6 @@
 """One HTTP/2 connection without I/O: the codec's state (libnghttp2, through the sans-IO
 ``ngh2`` binding), the guard in front of it, the response bytes each stream holds back (flow
-control), and the translation of a request's header list into the HTTP/1.1 head the exchange
-machine reads.
+control).
 
 Theory of operation
 -------------------
@@ -25,17 +24,12 @@ A protocol error libnghttp2 finds in the client's bytes either raises (its input
 unusable after, ``dead``) or queues its own GOAWAY, after which :attr:`over` is true once that
 was sent.
 
-:func:`request_head` turns a request's header list into an HTTP/1.1 head
-(keep-alive: the exchange ends as the usual end of a keep-alive exchange, at once, and the
-stream with its answer: quiesce.dataplane.h2.stream), refusing what RFC 9113 §8.1.1
-calls malformed (a stream error, PROTOCOL_ERROR). libnghttp2 refuses most of that already
-(RST_STREAM PROTOCOL_ERROR before any event): ``request_head`` keeps its own checks, which
-cost little, so the HTTP/1.1 head written is never built from anything it did not check.
+A stream's request is made from its header list by quiesce.dataplane.h2.request, and its
+answer's HTTP/1.1 head made a header list again by :func:`response_headers` (or
+quiesce._h2fast, quiesce.dataplane.h2.stream).
 """
 
 from __future__ import annotations
-
-from collections.abc import Iterable
 
 from ngh2 import (
     Configuration,
@@ -58,59 +52,6 @@ LOW = 64 * 1024
 HOP = frozenset(
     {b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade", b"te"}
 )
-
-
-class Malformed(Exception):
-    """A request RFC 9113 §8.1.1 calls malformed: its stream is reset (PROTOCOL_ERROR)."""
-
-
-def request_head(headers: Iterable[tuple[bytes, bytes]], end_stream: bool) -> tuple[bytes, bool]:
-    """The HTTP/1.1 head of a request's header list, and whether its body is sent chunked
-    (a body without content-length: the stream's DATA frames become chunks).
-
-    The list is one libnghttp2 let through: it resets (RST_STREAM PROTOCOL_ERROR, no event) a
-    request with a pseudo-header unknown (``:protocol`` too), repeated, missing or after a
-    field, a name not in lower case or not a token, a value with NUL, CR, LF or white space at
-    either end, a connection-specific field (``te`` other than ``trailers`` too), a ``:method``
-    not a token, a ``:path`` empty, not absolute or with a control character or space, ``*``
-    for a method other than OPTIONS, a ``content-length`` not a number (each tested in
-    tests/dataplane/test_h2_session.py). What is left here: CONNECT (which the codec lets
-    through without ``:path``), cookies joined (RFC 9113 §8.2.3), ``:authority`` over ``host``.
-    """
-    method = path = authority = host = None
-    chunked = not end_stream
-    lines: list[bytes] = []
-    cookies: list[bytes] | None = None
-    for name, value in headers:
-        if name[0] == 58:  # b":"
-            if name == b":method":
-                method = value
-            elif name == b":path":
-                path = value
-            elif name == b":authority":
-                authority = value
-        elif name == b"cookie":
-            if cookies is None:
-                cookies = [value]
-            else:
-                cookies.append(value)
-        elif name == b"host":
-            host = value
-        elif name != b"te":  # (trailers: the codec refused any other)
-            if name == b"content-length":
-                chunked = False
-            lines.append(name + b": " + value)
-    if method is None or path is None:
-        raise Malformed("CONNECT is not supported" if method == b"CONNECT" else "no :path")
-    host = authority if authority is not None else host
-    if host is not None:
-        lines.insert(0, b"host: " + host)
-    if cookies is not None:
-        lines.append(b"cookie: " + b"; ".join(cookies))
-    if chunked:
-        lines.append(b"transfer-encoding: chunked")
-    lines.append(b"")
-    return b"".join((method, b" ", path, b" HTTP/1.1\r\n", b"\r\n".join(lines), b"\r\n")), chunked
 
 
 def response_headers(status: int, fields: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:

@@ -23,7 +23,7 @@ import httptools
 
 from quiesce.dataplane.h1.access import answer_cut, phase
 from quiesce.dataplane.h1.client import ClientConnection
-from quiesce.dataplane.h1.exchange import R_DONE, R_SENT
+from quiesce.dataplane.h1.exchange import R_DONE, R_SENT, RQ_BODY, Request
 from quiesce.dataplane.h2.session import HIGH, HOP, Session, response_headers
 
 if TYPE_CHECKING:
@@ -280,13 +280,13 @@ class Stream(ClientConnection):
     """One stream's exchange (see the module docstring); never one of the service's
     connections (its HTTP/2 connection is)."""
 
-    __slots__ = ("chunked_in", "conn", "gone", "sid")
+    __slots__ = ("conn", "gone", "sid")
 
     def __init__(self, ctx: ServiceContext, conn: Carrier, sid: int) -> None:
         super().__init__(ctx)
+        self.parser = None  # (never a head to parse: start() has its request; no cycle)
         self.conn = conn
         self.sid = sid
-        self.chunked_in = False
         self.gone = False  # connection_lost ran (it may be asked twice: a reset, the end)
         self.proxied = conn.proxied
         self.fwd = conn.fwd
@@ -303,9 +303,31 @@ class Stream(ClientConnection):
         self.peer_b = conn.peer_b
         self.port = conn.port
 
-    def begin(self, head: bytes, head_only: bool) -> None:
-        self.transport.head_only = head_only  # type: ignore[attr-defined]
-        self.data_received(head)
+    def start(self, req: Request) -> None:
+        """Serve the stream's request (quiesce.dataplane.h2.request): what the HTTP/1.1
+        parser's head callbacks do for a head, without one."""
+        self.transport.head_only = req.head_only  # type: ignore[attr-defined]
+        self.heads = 1
+        self.begin_at = -1.0
+        self.got_any = True
+        self.req_at = self.last_rx = now = self.loop.time()
+        if req.state is RQ_BODY:
+            req.body_since = now
+            self.parsing = req  # its DATA frames: body()
+            self.head_left = -1
+        self._start(req)
+
+    def body(self, data: bytes) -> None:
+        """A DATA frame's bytes (the request's body, as the parser's on_body has them)."""
+        if not self.closed:
+            self.rx += len(data)
+            self.last_rx = self.loop.time()
+            self.on_body(data)
+
+    def body_end(self) -> None:
+        """END_STREAM: the request's body is whole (the parser's on_message_complete)."""
+        if self.parsing is not None and not self.closed:
+            self.on_message_complete()
 
     def uncount(self) -> None:
         pass  # never counted
