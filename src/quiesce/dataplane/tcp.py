@@ -72,6 +72,8 @@ class _TcpUpstream(asyncio.Protocol):
         c = self.client
         if exc is not None and not c.term:
             c.term = ts.SERVER + ts.DATA  # the server reset the connection
+            if c.server is not None:
+                c.server.resp_errors += 1  # eresp, as HAProxy counts a server's reset
         if not c.closed:
             c.closed = True
             if exc is None:
@@ -202,6 +204,7 @@ class TcpClient(asyncio.Protocol):
             timeout = isinstance(exc, TimeoutError)
             if self._retry(pool, server, CONNECT_TIMEOUT if timeout else CONNECT_FAILURE):
                 return
+            server.conn_errors += 1  # econ: failed for good (a retried one is wretr)
             self.closed = True
             self.term = (ts.SERVER_TIMEOUT if timeout else ts.SERVER) + ts.CONNECT
             self.transport.abort()

@@ -1,9 +1,11 @@
-"""Retries and redispatches in /metrics (pools.X.retries: quiesce.core.retry), counted on the
-server that failed the request (HAProxy's ``wretr`` and ``wredis``): quiesce's
-``quiesce_server_retries_total``/``quiesce_server_redispatches_total`` and, with
-``haproxy_compatible``, HAProxy 2.6's ``haproxy_{backend,server}_retry_warnings_total`` and
-``..._redispatch_warnings_total``. Read at scrape time (quiesce.frontends.metrics yields
-these)."""
+"""A server's failure counters in /metrics, read at scrape time (quiesce.frontends.metrics
+yields these): retries and redispatches (pools.X.retries: quiesce.core.retry), counted on the
+server that failed the request (HAProxy's ``wretr`` and ``wredis``), and the requests it
+failed for good, connects (``econ``) and responses (``eresp``; quiesce.dataplane.h1 and
+.tcp count both). quiesce's ``quiesce_server_{retries,redispatches,connection_errors,
+response_errors}_total`` and, with ``haproxy_compatible``, HAProxy 2.6's
+``haproxy_{backend,server}_retry_warnings_total``, ``..._redispatch_warnings_total``,
+``..._connection_errors_total`` and ``..._response_errors_total``."""
 
 from __future__ import annotations
 
@@ -13,42 +15,67 @@ from prometheus_client.core import CounterMetricFamily, Metric
 
 from quiesce.state.registry import PoolRuntime
 
-_RETRIES = "Requests (L4: connections) sent again after this server failed them (wretr)"
-_REDISPATCHES = "Of those, the ones sent to another server (wredis)"
-_H_RETRIES = "Total number of server connection retries"
-_H_REDISPATCHES = "Total number of server redispatches due to connection failures"
+# (ServerRuntime attribute, quiesce's name and help, HAProxy's name and help)
+_COUNTERS = (
+    (
+        "retries",
+        "quiesce_server_retries",
+        "Requests (L4: connections) sent again after this server failed them (wretr)",
+        "retry_warnings",
+        "Total number of server connection retries",
+    ),
+    (
+        "redispatches",
+        "quiesce_server_redispatches",
+        "Of those, the ones sent to another server (wredis)",
+        "redispatch_warnings",
+        "Total number of server redispatches due to connection failures",
+    ),
+    (
+        "conn_errors",
+        "quiesce_server_connection_errors",
+        "Requests (L4: connections) whose connect to this server failed, retries spent (econ)",
+        "connection_errors",
+        "Total number of connection errors",
+    ),
+    (
+        "resp_errors",
+        "quiesce_server_response_errors",
+        "Responses this server closed, cut, garbled or did not send in time (eresp)",
+        "response_errors",
+        "Total number of response errors",
+    ),
+)
 
 
 def retry_metrics(pools: Iterable[PoolRuntime], per_server: bool) -> list[Metric]:
     labels = ["pool", "server"]
-    retries = CounterMetricFamily("quiesce_server_retries", _RETRIES, labels=labels)
-    redispatches = CounterMetricFamily("quiesce_server_redispatches", _REDISPATCHES, labels=labels)
-    for pool in pools if per_server else ():
-        for s in pool.servers:
-            retries.add_metric([pool.name, s.name], float(s.retries))
-            redispatches.add_metric([pool.name, s.name], float(s.redispatches))
-    return [retries, redispatches]
+    families: list[Metric] = []
+    for attr, name, text, _, _ in _COUNTERS:
+        family = CounterMetricFamily(name, text, labels=labels)
+        for pool in pools if per_server else ():
+            for s in pool.servers:
+                family.add_metric([pool.name, s.name], float(getattr(s, attr)))
+        families.append(family)
+    return families
 
 
 def haproxy_retry_metrics(pools: Iterable[PoolRuntime], per_server: bool) -> list[Metric]:
+    pools = list(pools)
     families: list[Metric] = []
     for kind, labels in (("backend", ["proxy"]), ("server", ["proxy", "server"])):
         if kind == "server" and not per_server:
             break
-        retries = CounterMetricFamily(f"haproxy_{kind}_retry_warnings", _H_RETRIES, labels=labels)
-        redispatches = CounterMetricFamily(
-            f"haproxy_{kind}_redispatch_warnings", _H_REDISPATCHES, labels=labels
-        )
-        for pool in pools:
-            if kind == "backend":
-                retries.add_metric([pool.name], float(sum(s.retries for s in pool.servers)))
-                n = sum(s.redispatches for s in pool.servers)
-                redispatches.add_metric([pool.name], float(n))
-                continue
-            for s in pool.servers:
-                retries.add_metric([pool.name, s.name], float(s.retries))
-                redispatches.add_metric([pool.name, s.name], float(s.redispatches))
-        families += (retries, redispatches)
+        for attr, _, _, name, text in _COUNTERS:
+            family = CounterMetricFamily(f"haproxy_{kind}_{name}", text, labels=labels)
+            for pool in pools:
+                if kind == "backend":
+                    n = sum(getattr(s, attr) for s in pool.servers)
+                    family.add_metric([pool.name], float(n))
+                    continue
+                for s in pool.servers:
+                    family.add_metric([pool.name, s.name], float(getattr(s, attr)))
+            families.append(family)
     return families
 
 

@@ -629,6 +629,7 @@ class ClientConnection(ResponseSide, asyncio.Protocol):
         pool's retries allow (by default once, on another eligible server), else 502."""
         if self.current is None or self.closed or retry.again(self, CONNECT_FAILURE):
             return
+        server.conn_errors += 1  # econ: failed for good (a retried one is wretr)
         self.term = ts.SERVER + ts.CONNECT
         self._fail(502)
 

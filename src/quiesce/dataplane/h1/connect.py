@@ -54,6 +54,7 @@ async def open_upstream(conn: Any, server: ServerRuntime) -> None:
         conn.connecting = None
         conn.ctx.table.connect_failed(server, "timeout")  # outlier_detection
         if not again(conn, CONNECT_TIMEOUT):  # pools.X.retry_on: connect_timeout
+            server.conn_errors += 1  # econ: failed for good (a retried one is wretr)
             conn.term = ts.SERVER_TIMEOUT + ts.CONNECT
             conn._fail(504)
         return

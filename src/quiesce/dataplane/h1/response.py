@@ -383,6 +383,7 @@ class ResponseSide:
         self.up = None
         up.client = None
         up.abort()
+        up.server.resp_errors += 1  # eresp (a retried one is wretr)
         who = ts.SERVER_TIMEOUT if status == 504 else ts.SERVER
         if self.resp is R_SENT or (up.discard and self.resp in STARTED):
             # Part of the response is with the client already: it cannot be told otherwise.
@@ -411,6 +412,7 @@ class ResponseSide:
         if req is None or self.resp is R_DONE:
             return
         if self.resp in STARTED:
+            up.server.resp_errors += 1  # eresp: the response was cut short
             if self.resp is R_SENT or up.discard:
                 self.term = ts.SERVER + ts.DATA
                 self.cut()  # the response was cut short: so is the client's
@@ -418,6 +420,8 @@ class ResponseSide:
             self._unsend()  # nothing of it reached the client: it gets a 502 below
         elif after_lost(self, req, up):  # the keep-alive race's resend, or a retry
             return
+        else:
+            up.server.resp_errors += 1  # eresp: closed before a byte of response
         self.term = ts.SERVER + ts.HEADERS
         self._fail(502)
 

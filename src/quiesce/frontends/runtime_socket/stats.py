@@ -252,8 +252,8 @@ class Stats:
             "bin": s.bytes_in,
             "bout": s.bytes_out,
             "dresp": 0,
-            "econ": 0,
-            "eresp": 0,
+            "econ": s.conn_errors,  # connects that failed for good (retried ones: wretr)
+            "eresp": s.resp_errors,  # responses closed, cut, garbled or timed out
             "wretr": s.retries,  # sent again after this server failed them (pools.X.retries)
             "wredis": s.redispatches,  # of those, sent to another server
             "status": haproxy_status(s),
@@ -364,8 +364,8 @@ class Stats:
             "bout": sum(s.bytes_out for s in pool.servers),
             "dreq": 0,
             "dresp": 0,
-            "econ": 0,
-            "eresp": 0,
+            "econ": sum(s.conn_errors for s in pool.servers),
+            "eresp": sum(s.resp_errors for s in pool.servers),
             "wretr": sum(s.retries for s in pool.servers),
             "wredis": sum(s.redispatches for s in pool.servers),
             "status": "UP" if pool.available else "DOWN",
