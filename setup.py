@@ -16,6 +16,12 @@ setup(
             extra_compile_args=_FLAGS,
         ),
         Extension(
+            "quiesce._h2fast",
+            ["src/quiesce/_ext/h2fast.c"],
+            optional=True,
+            extra_compile_args=_FLAGS,
+        ),
+        Extension(
             "quiesce._logfast",
             ["src/quiesce/_ext/logfast.c"],
             optional=True,

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import httptools
 
+from quiesce import _accel
 from quiesce.dataplane.h1.access import answer_cut, phase
 from quiesce.dataplane.h1.client import ClientConnection
 from quiesce.dataplane.h1.exchange import R_DONE, R_SENT, RQ_BODY, Request
@@ -43,6 +44,45 @@ def trailers_only(head: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
         if name == b"grpc-status":
             return [f for f in head if f[0] != b"content-length"]
     return head
+
+
+def answer_fields(data: bytes) -> tuple[list[tuple[bytes, bytes]], int, bytes] | None:
+    """The HTTP/2 header list of an HTTP/1.1 answer's head (the exchange's: its fields were
+    parsed once already, each a ``name: value`` line), its Content-Length (-1: none) and the
+    bytes after the head; None for an interim answer, a chunked one, a Content-Length not a
+    number (the parser's then). quiesce._h2fast.answer is its C twin."""
+    end = data.find(b"\r\n\r\n")
+    if end < 12 or data[:9] != b"HTTP/1.1 ":
+        return None
+    code = data[9:12]
+    if code[0] < 50 or not code.isdigit():  # (< b"2": interim)
+        return None
+    fields = [(b":status", code)]
+    append = fields.append
+    hop = HOP
+    length = -1
+    lines = data[:end].split(b"\r\n")
+    del lines[0]
+    for line in lines:
+        name, colon, value = line.partition(b":")
+        if not colon or not name:
+            return None
+        name = name.lower()
+        if name in hop:
+            if name == b"transfer-encoding":
+                return None
+            continue
+        value = value.strip(b" \t")
+        if name == b"content-length":
+            if not value.isdigit() or len(value) > 15:
+                return None
+            length = int(value)
+        append((name, value))
+    return fields, length, data[end + 4 :]
+
+
+# quiesce._h2fast's answer, or None (then answer_fields; tests switch it: tests/support/paths)
+_fast_answer = None if _accel.h2fast is None else _accel.h2fast.answer
 
 
 class Carrier(Protocol):
@@ -125,41 +165,18 @@ class StreamTransport:
     def _whole(self, data: bytes) -> bool:
         """A whole final answer with its Content-Length body in one write (the exchange's
         usual write: head and body at once), framed without a parser; False (nothing done)
-        for anything else: an interim answer, a chunked or partial one. (The head is the
-        exchange's: its fields were parsed once already, each a ``name: value`` line.)"""
-        end = data.find(b"\r\n\r\n")
-        if end < 12 or data[:9] != b"HTTP/1.1 ":
+        for anything else: an interim answer, a chunked or partial one."""
+        fast = _fast_answer
+        got = fast(data) if fast is not None else answer_fields(data)
+        if got is None:
             return False
-        code = data[9:12]
-        if code[0] < 50 or not code.isdigit():  # (< b"2": interim, the parser's)
-            return False
-        # one pass over the fields (values as they are, names lowered): a chunked answer is
-        # the parser's, Content-Length read on the way
-        fields = [(b":status", code)]
-        append = fields.append
-        hop = HOP
-        length = -1
-        lines = data[:end].split(b"\r\n")
-        del lines[0]
-        for line in lines:
-            name, _, value = line.partition(b":")
-            name = name.lower()
-            if name in hop:
-                if name == b"transfer-encoding":
-                    return False
-                continue
-            value = value.strip(b" \t")
-            if name == b"content-length":
-                if not value.isdigit():
-                    return False
-                length = int(value)
-            append((name, value))
-        body = data[end + 4 :]
-        if length == 0:
-            fields = trailers_only(fields)
+        fields, length, body = got
+        code = fields[0][1]
         empty = self.head_only or length == 0 or code == b"204" or code == b"304"
         if not empty and length != len(body):
             return False
+        if length == 0:
+            fields = trailers_only(fields)
         self.conn.session.headers(self.sid, fields, empty)
         if not empty:
             self._send(body, True)
