@@ -18,3 +18,4 @@ def test_the_c_accelerators_were_built() -> None:
     assert _accel.checkfast is not None, "quiesce._checkfast did not build: see pip's output"
     assert _accel.logfast is not None, "quiesce._logfast did not build: see pip's output"
     assert _accel.dbfast is not None, "quiesce._dbfast did not build: see pip's output"
+    assert _accel.h2fast is not None, "quiesce._h2fast did not build: see pip's output"
