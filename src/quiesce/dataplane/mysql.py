@@ -112,7 +112,15 @@ def _ok_status(data: bytes, p: int, end: int) -> int | None:
 
 
 class Fields(Protocol):
-    """A session's state as the framers change it (:class:`Session`, or the C one)."""
+    """A session's state as the framers change it (:class:`Session`, or the C one).
+
+    :class:`SessionRules` declares the same fields again, on purpose: its properties read
+    them, and the framers cannot take it as their session's type, as mypy refuses to let them
+    assign fields of a class with ``__slots__ = ()`` (a Protocol has no slots). Folding the
+    two (SessionRules as the framers' type, its ``__slots__`` hidden from mypy, or a mypy-only
+    base) costs mypy's check of :class:`Session`'s own assignments against its ``__slots__``;
+    a Protocol base at run time would put its metaclass and a Python ``__init__`` in front of
+    the C session's."""
 
     phase: int
     started: bool
