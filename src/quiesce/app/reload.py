@@ -521,7 +521,11 @@ class Reloader:
             reg.add_pool(d["pool"], d["config"])
             self._config_event(change, ctx)
         elif kind == "pool_changed":
+            was = reg.pool(d["pool"]).config.protocol
             reg.update_pool(d["pool"], d["config"])
+            if d["config"].protocol != was:  # no connection of the old protocol is reused
+                h2 = d["config"].protocol == "h2"
+                self.app.table.switch_protocol(reg.pool(d["pool"]).servers, h2)
             self._config_event(change, ctx)
         elif kind == "pool_monitors":
             admin.set_pool_monitors(d["pool"], d["monitors"], ctx)

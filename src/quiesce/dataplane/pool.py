@@ -14,6 +14,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Protocol
 
+from quiesce.dataplane.h2client.link import Channel  # an h2 pool's upstream transport
+
 if TYPE_CHECKING:
     from quiesce.state.registry import ServerRuntime
 
@@ -46,6 +48,9 @@ class UpstreamPool:
 
     def __init__(self) -> None:
         self.upstream_idle: dict[ServerRuntime, list[Upstream]] = {}
+        # servers whose pool a reload switched between http/1.1 and h2: True for h2 (see
+        # switch_protocol); empty until a reload does
+        self.upstream_h2: dict[ServerRuntime, bool] = {}
 
     def take_upstream(self, server: ServerRuntime) -> Upstream | None:
         pool = self.upstream_idle.get(server)
@@ -54,6 +59,13 @@ class UpstreamPool:
         return None
 
     def put_upstream(self, server: ServerRuntime, up: Upstream, limit: int) -> bool:
+        switched = self.upstream_h2
+        if (
+            switched
+            and server in switched
+            and (type(up.transport) is Channel) is not switched[server]
+        ):
+            return False  # the other protocol's, after a reload (the caller closes it)
         pool = self.upstream_idle.get(server)
         if pool is None:
             pool = self.upstream_idle[server] = []
@@ -104,6 +116,17 @@ class UpstreamPool:
                 up.close()
                 n += 1
         return n
+
+    def switch_protocol(self, servers: Iterable[ServerRuntime], h2: bool) -> int:
+        """A reload switched the pool of ``servers`` to h2 (``h2``) or to http/1.1: their idle
+        upstream connections, of the other protocol, are closed now (an h2 connection once
+        its last channel is: GOAWAY NO_ERROR), and one in flight finishes its response and
+        is closed instead of pooled (:meth:`put_upstream`), so every request after the
+        reload goes out on the new protocol. Returns how many idle ones were closed."""
+        servers = list(servers)
+        for server in servers:
+            self.upstream_h2[server] = h2
+        return self.close_idle_upstreams(servers)
 
     def close_server_upstreams(self, server: ServerRuntime) -> None:
         for up in self.upstream_idle.pop(server, []):
