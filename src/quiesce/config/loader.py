@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Hashable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -117,12 +117,16 @@ def cross_reference_errors(raw: Mapping[str, Any]) -> list[str]:
         seen: set[Any] = set()
         for si, server in enumerate(_list(pool.get("servers"))):
             if isinstance(server, Mapping):
-                if server.get("name") in seen:
+                name = server.get("name")
+                if not isinstance(name, Hashable):
+                    pass  # a list or a mapping: not a name (validation says so), no TypeError
+                elif name in seen:
                     problems.append(
                         f"pools.{pname}.servers[{si}].name: duplicate server name "
-                        f"{server.get('name')!r} in pool {pname!r}"
+                        f"{name!r} in pool {pname!r}"
                     )
-                seen.add(server.get("name"))
+                else:
+                    seen.add(name)
                 for i, m in enumerate(_list(server.get("healthmonitors"))):
                     if isinstance(m, str) and m not in monitors:
                         problems.append(
@@ -255,6 +259,13 @@ def _construct_mapping(loader: Any, node: yaml.MappingNode) -> dict[Any, Any]:
     seen: set[Any] = set()
     for key_node, _ in node.value:
         key = loader.construct_object(key_node)
+        if not isinstance(key, Hashable):  # a mapping or list as a key: YAML's own message
+            raise yaml.constructor.ConstructorError(
+                "while constructing a mapping",
+                node.start_mark,
+                "found unhashable key",
+                key_node.start_mark,
+            )
         if key in seen:
             raise yaml.constructor.ConstructorError(
                 None, None, f"duplicate key {key!r}", key_node.start_mark
