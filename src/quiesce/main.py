@@ -23,14 +23,16 @@ if TYPE_CHECKING:
     from quiesce.config import Config
 
 
-def _load_or_exit(config_path: str) -> Config:
+def _load_or_exit(config_path: str, *, packed: bool = False) -> Config:
     """Load the config, or print every problem with its path and exit 1. Warnings are
-    printed and do not stop anything. (Imported here: the client verbs start without the
-    config models.)"""
+    printed and do not stop anything. ``packed``: for a process that keeps it
+    (:func:`~quiesce.config.packed.load_packed`). (Imported here: the client verbs start
+    without the config models.)"""
     from quiesce.config.loader import ConfigError, config_warnings, load_config
+    from quiesce.config.packed import load_packed
 
     try:
-        config = load_config(config_path)
+        config = load_packed(config_path) if packed else load_config(config_path)
     except ConfigError as exc:
         click.echo(f"{config_path}: {len(exc.problems)} problem(s)", err=True)
         for problem in exc.problems:
@@ -120,7 +122,7 @@ def run_cmd(config_path: str, grace: float, takeover: bool, takeover_socket: str
     sockets over its runtime socket, and this one finishes its requests and exits."""
     from quiesce.app import run_forever
 
-    config = _load_or_exit(config_path)
+    config = _load_or_exit(config_path, packed=True)
     base_dir = Path(config_path).resolve().parent
     path: Path | None = None
     if takeover_socket is not None:
