@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import random
 from itertools import takewhile
+from typing import Any
 
 import pytest
 
 from quiesce.core.checks import CheckResult, Reason
 from quiesce.core.oper import AT_REST, MonitorTrack, Thresholds
 from quiesce.core.states import Oper, Verdict
-from quiesce.state.recent import LAST_CHECKS, Recent, Tracks
+from quiesce.state.recent import LAST_CHECKS, Checks, Recent, Tracks
 
 
 def results(seed: int, n: int) -> list[CheckResult]:
@@ -68,8 +69,9 @@ def test_a_result_of_another_monitor_is_kept_whole() -> None:
     assert recent[0] is other
 
 
-def test_a_servers_tracks_are_a_view_of_its_recent_checks() -> None:
-    checks = {"m": Recent("m")}
+@pytest.mark.parametrize("make", [lambda: {"m": Recent("m")}, lambda: Checks([Recent("m")])])
+def test_a_servers_tracks_are_a_view_of_its_recent_checks(make: Any) -> None:
+    checks = make()
     tracks = Tracks(checks)
     assert tracks["m"] is AT_REST[Oper.UNKNOWN] and tracks.get("x") is None and len(tracks) == 1
     tracks["m"] = MonitorTrack(Oper.UP, 2)
@@ -87,3 +89,47 @@ def test_tracks_at_rest_are_shared() -> None:
         Verdict.PASS, Thresholds(successful_checks=2, failed_checks=3)
     )
     assert up is AT_REST[Oper.UP]
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_a_servers_checks_behave_as_a_dict_of_them(seed: int) -> None:
+    """Checks (ServerRuntime.last_checks, 48 bytes for one monitor) against a dict under the
+    same random adds, replacements, deletions and lookups."""
+    rnd = random.Random(seed)
+    names = ["a", "b", "c", "d"]
+    start = rnd.sample(names, rnd.randint(0, 3))
+    ref: dict[str, Recent] = {m: Recent(m) for m in start}
+    checks = Checks(ref.values())
+    for _ in range(40):
+        m = rnd.choice(names)
+        op = rnd.randrange(4)
+        if op == 0:
+            r = Recent(m)
+            checks[m] = r
+            ref[m] = r
+        elif op == 1 and m in ref:
+            del checks[m]
+            del ref[m]
+        elif op == 1:
+            with pytest.raises(KeyError):
+                del checks[m]
+        elif op == 2:
+            r = Recent(m)
+            assert checks.setdefault(m, r) is ref.setdefault(m, r)
+        else:
+            assert checks.get(m) is ref.get(m)
+            assert (m in checks) == (m in ref)
+        assert list(checks) == list(ref) and len(checks) == len(ref)
+        assert list(checks.values()) == list(ref.values()) and dict(checks) == ref
+        assert bool(checks) == bool(ref) and checks == ref
+    with pytest.raises(KeyError):
+        checks["x"]
+
+
+def test_checks_keep_a_recent_under_its_own_monitor() -> None:
+    checks = Checks()
+    blank = Recent()
+    checks["m"] = blank  # no monitor yet: it takes the key's
+    assert blank.monitor == "m" and checks["m"] is blank
+    with pytest.raises(ValueError, match="kept as"):
+        checks["n"] = Recent("m")

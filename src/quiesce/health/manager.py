@@ -43,6 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from quiesce.config.addresses import split_address
 from quiesce.config.models import HealthMonitor
 from quiesce.core.checks import CheckResult
 from quiesce.core.clock import Clock, SystemClock
@@ -91,9 +92,12 @@ class _Job:
 
     Lean, one per pair (issue 21, memory at scale): it is its own result callback
     (``on_done``, :meth:`__call__`) and its own ``running`` while its check is in the C
-    engine (:meth:`cancel`), and keeps of its :class:`Schedule` only the second slot."""
+    engine (:meth:`cancel`), and keeps of its :class:`Schedule` only the second slot, of its
+    :class:`Target` the server's address string (made when a check needs it: a ``Target``
+    and its host and port took 134 bytes a job)."""
 
     __slots__ = (
+        "address",
         "bucket",
         "definition",
         "due",
@@ -108,7 +112,6 @@ class _Job:
         "server",
         "spec",
         "spec_for",
-        "target",
     )
 
     def __init__(
@@ -117,7 +120,7 @@ class _Job:
         self.server = server
         self.monitor = monitor
         self.definition = definition
-        self.target = _target(server, definition)
+        self.address = server.config.address  # the config's string: sync() compares it
         self.due = schedule.first_due
         self.second = schedule.second_due  # the slot after the first check
         self.first = True
@@ -134,6 +137,13 @@ class _Job:
         self.spec_for: HealthMonitor | None = None
         self.manager: HealthManager | None = None
 
+    @property
+    def target(self) -> Target:
+        """Where its checks go: the server's host, the definition's ``monitor_port`` or the
+        server's port."""
+        host, port = split_address(self.address)
+        return Target(host, self.definition.monitor_port or port)
+
     def __call__(self, result: CheckResult) -> None:
         """The check's result (``on_done``, the probes' and the C engine's callback)."""
         if self.manager is not None:
@@ -143,10 +153,6 @@ class _Job:
         """Cancel the check in the C engine (``running`` while it is there)."""
         if self.engine_prober is not None:
             self.engine_prober.engine().cancel(self)
-
-
-def _target(server: ServerRuntime, definition: HealthMonitor) -> Target:
-    return Target(server.host, definition.monitor_port or server.port)
 
 
 class HealthManager:
@@ -217,7 +223,7 @@ class HealthManager:
                     wanted[(server, name)] = self._monitor(server, definition)
         for key, job in list(self._jobs.items()):
             # a changed definition, or a server re-addressed at runtime: start the pair afresh
-            if wanted.get(key) != job.definition or job.target != _target(key[0], job.definition):
+            if wanted.get(key) != job.definition or job.address != key[0].config.address:
                 self._cancel(job)
                 del self._jobs[key]
         now = self._loop.time()

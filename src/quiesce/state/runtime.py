@@ -27,7 +27,7 @@ from quiesce.core.queue import PoolQueue
 from quiesce.core.retry import InFlight
 from quiesce.core.states import Admin, CloseMode, Oper
 from quiesce.core.status import is_eligible, status_text
-from quiesce.state.recent import LAST_CHECKS, Recent, Tracks
+from quiesce.state.recent import LAST_CHECKS, Checks, Recent, Tracks
 from quiesce.state.traffic import Traffic
 
 RAMP_BUDGET = 64
@@ -50,6 +50,10 @@ class _NoCounts(dict[Any, int]):
 NO_COUNTS: dict[Any, int] = _NoCounts()
 
 
+AT_START = AdminRecord()
+"""The admin record of every server that none was set for (frozen: a change replaces it;
+88 bytes a server otherwise, issue 21)."""
+
 EventListener = Callable[[Event], None]
 CloseHandler = Callable[["ServerRuntime", CloseMode], None]
 
@@ -62,8 +66,9 @@ class ServerRuntime:
     order: int
     monitors: list[str]  # replaced, never changed in place: servers may share the list
     oper: Oper = Oper.UNKNOWN
-    admin: AdminRecord = field(default_factory=AdminRecord)
-    last_checks: dict[str, Recent] = field(default_factory=dict)
+    admin: AdminRecord = AT_START
+    # each monitor's last results and track (Checks: 48 bytes for one monitor, a dict 184)
+    last_checks: Checks = field(default_factory=Checks)
     eligible_since: float | None = None
     weight: int = 1
     # Live counters, kept by the data plane's connection table (``connections`` through its
@@ -106,7 +111,7 @@ class ServerRuntime:
     # servers this one is in (None: not eligible), its sort key there, and the pool's
     # running totals it adds its connections to.
     listed: Members | None = field(default=None, repr=False)
-    rank: tuple[int, int] = (0, 0)
+    rank: int = 0  # order, priority first (poolstate.rank)
     tally: PoolTally = field(default_factory=lambda: PoolTally(), repr=False)
     # Passive outlier detection (quiesce.core.outlier): its runs and ejection, when the pool
     # has outlier_detection (None: off, nothing counted on the request path).
@@ -114,8 +119,11 @@ class ServerRuntime:
 
     def __post_init__(self) -> None:
         self.weight = self.config.weight
-        for m in self.monitors:
-            self.last_checks.setdefault(m, Recent(m))
+        if self.monitors and not self.last_checks:
+            self.last_checks = Checks(Recent(m) for m in self.monitors)
+        else:
+            for m in self.monitors:
+                self.last_checks.setdefault(m, Recent(m))
         if not self.monitors:
             self.oper = Oper.UNMONITORED
 
@@ -316,7 +324,7 @@ class PoolTally:
         self.removing: dict[ServerRuntime, None] = {}
 
 
-def _rank(server: ServerRuntime) -> tuple[int, int]:
+def _rank(server: ServerRuntime) -> int:
     return server.rank
 
 
