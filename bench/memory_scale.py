@@ -76,11 +76,13 @@ def dump():
     flag = os.environ["QUIESCE_MEM_DUMP"]
     while not os.path.exists(flag):
         time.sleep(0.1)
-    stats = tracemalloc.take_snapshot().statistics("lineno")
+    frames = tracemalloc.get_traceback_limit()
+    stats = tracemalloc.take_snapshot().statistics("traceback" if frames > 1 else "lineno")
     with open(flag + ".out", "w") as f:
         f.write(f"total {sum(s.size for s in stats)}\n")
         for s in stats[: int(os.environ["QUIESCE_MEM_TOP"])]:
-            f.write(f"{s.size} {s.count} {s.traceback}\n")
+            where = " < ".join(str(fr) for fr in reversed(s.traceback))
+            f.write(f"{s.size} {s.count} {where}\n")
 threading.Thread(target=dump, daemon=True).start()
 sys.argv = ["quiesce", *sys.argv[1:]]
 from quiesce.main import main
@@ -109,6 +111,7 @@ def measure(
     top: int = 0,
     stable: bool = False,
     interval: float = 60.0,
+    frames: int = 1,
 ) -> tuple[int, float]:
     tmp = Path(tempfile.mkdtemp(prefix="quiesce-mem-"))
     cfg = tmp / "quiesce.yaml"
@@ -117,7 +120,7 @@ def measure(
     cmd = [sys.executable, "-m", "quiesce"]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     if top:
-        cmd = [sys.executable, "-X", "tracemalloc=1", "-c", TRACED]
+        cmd = [sys.executable, "-X", f"tracemalloc={frames}", "-c", TRACED]
         env |= {"QUIESCE_MEM_DUMP": str(tmp / "dump"), "QUIESCE_MEM_TOP": str(top)}
     proc = subprocess.Popen(
         [*cmd, "run", "-c", str(cfg)],
@@ -166,11 +169,23 @@ def main() -> int:
     ap.add_argument("--stable", action="store_true", help="then wait for RSS to settle")
     ap.add_argument("--tracemalloc", type=int, default=0, metavar="N", help="top N lines")
     ap.add_argument("--interval", type=float, default=60.0, help="the monitor's, in seconds")
+    ap.add_argument(
+        "--frames", type=int, default=1, help="with --tracemalloc: group by this many frames"
+    )
     args = ap.parse_args()
     every = args.interval
     if args.tracemalloc:
         for pools in args.pools:
-            measure(args.servers, pools, free_port(), args.settle, args.tracemalloc, interval=every)
+            measure(
+                args.servers,
+                pools,
+                free_port(),
+                args.settle,
+                args.tracemalloc,
+                stable=args.stable,
+                interval=every,
+                frames=args.frames,
+            )
         return 0
     port = free_port()  # nothing listens there: every check is refused
     base, _ = measure(1, 1, port, args.settle, stable=args.stable, interval=every)
