@@ -5,11 +5,14 @@ never writes, and random ones)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from quiesce import _accel
+from quiesce.dataplane.h1.exchange import Request
 from quiesce.dataplane.h2.stream import answer_fields
 
 pytestmark = [
@@ -98,3 +101,103 @@ def test_random_heads(
     head = b"HTTP/1.1 " + code + b" R\r\n" + b"".join(n + b": " + v + b"\r\n" for n, v in fields)
     data = (head + b"\r\n" + body)[: len(head) + 2 + len(body) - cut]
     assert _accel.h2fast.answer(data) == answer_fields(data)
+
+
+# ---- a stream's request: quiesce._h2fast.request against request.slow_request ----------------
+
+_REQ_NAMES = [
+    b":method",
+    b":path",
+    b":authority",
+    b":scheme",
+    b"host",
+    b"cookie",
+    b"content-length",
+    b"x-forwarded-for",
+    b"x-forwarded-proto",
+    b"expect",
+    b"te",
+    b"transfer-encoding",
+    b"connection",
+    b"accept",
+    b"proxy-authorization",
+]
+_REQ_VALUES = [b"GET", b"HEAD", b"/", b"/a?b", b"h", b"h2", b"0", b"5", b"x", b"", b"100-Continue"]
+
+
+def both(
+    headers: Sequence[tuple[bytes, bytes]], end: bool, line: int = 99, size: int = 999
+) -> None:
+    """The C and the Python request are the same Request, or the same refusal."""
+    from quiesce.dataplane.h2 import request as mod
+
+    fast = mod._fast_request
+    assert fast is not None
+    fwd = b"X-Forwarded-Proto: https\r\n"
+    try:
+        want: object = mod.slow_request(headers, end, b"10.1.1.1", fwd, line, size)
+    except mod.Malformed:
+        want = "malformed"
+    except mod.TooLarge as exc:
+        want = exc.status
+    try:
+        got: object = mod.stream_request(headers, end, b"10.1.1.1", fwd, line, size)
+    except mod.Malformed:
+        got = "malformed"
+    except mod.TooLarge as exc:
+        got = exc.status
+    if isinstance(want, Request):
+        assert isinstance(got, Request), (headers, got)
+        assert {s: getattr(got, s) for s in SLOTS} == {s: getattr(want, s) for s in SLOTS}
+    else:
+        assert got == want, headers
+
+
+SLOTS = (
+    "method",
+    "url",
+    "host",
+    "cookie",
+    "head",
+    "headers",
+    "chunked",
+    "expect",
+    "state",
+    "head_only",
+)
+
+
+@pytest.mark.parametrize("end", [True, False])
+def test_c_and_python_make_the_same_request(end: bool) -> None:
+    get = [(b":method", b"GET"), (b":scheme", b"http"), (b":path", b"/x")]
+    for extra in [
+        [],
+        [(b":authority", b"a"), (b"cookie", b"a=1"), (b"accept", b"*/*"), (b"cookie", b"b=2")],
+        [(b"host", b"h"), (b"x-forwarded-for", b"1.1.1.1"), (b"x-forwarded-for", b"2.2.2.2")],
+        [(b"content-length", b"0")],
+        [(b"content-length", b"12"), (b"expect", b"100-continue")],
+        [(b"expect", b"other"), (b"te", b"trailers"), (b"x-forwarded-host", b"evil")],
+        [(b"host", b"a"), (b"host", b"b")],
+        [(b"content-length", b"1"), (b"content-length", b"2")],
+        [(b"content-length", b"1"), (b"content-length", b"1")],
+        [(b"content-length", b"")],
+        [(b"transfer-encoding", b"chunked")],
+        [(b"x", b"v" * 990)],
+        [(b"x", b"v" * 989)],
+    ]:
+        both([*get, *extra], end)
+    both([(b":method", b"GET"), (b":path", b"/" + b"a" * 99)], end)
+    both([(b":method", b"GET"), (b":path", b"/" + b"a" * 98)], end)
+    both([(b":method", b"CONNECT"), (b":authority", b"h:443")], end)
+    both([(b":method", b"HEAD"), (b":path", b"/")] + [(b"a", b"b")] * 200, end, size=99999)
+
+
+@given(
+    fields=st.lists(
+        st.tuples(st.sampled_from(_REQ_NAMES), st.sampled_from(_REQ_VALUES)), max_size=10
+    ),
+    end=st.booleans(),
+)
+def test_random_requests(fields: list[tuple[bytes, bytes]], end: bool) -> None:
+    both([(b":method", b"POST"), (b":path", b"/p"), *fields], end)
+    both(((b":method", b"POST"), (b":path", b"/p"), *fields), end)  # (ngh2 gives a tuple)

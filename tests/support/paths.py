@@ -31,7 +31,9 @@ C_SWITCHES = {
     "quiesce.dataplane.h1.client": ("_fast_request",),
     "quiesce.dataplane.h1.upstream": ("_fast_response",),
     "quiesce.dataplane.http": ("_fast_request", "_fast_response"),
-    "quiesce.dataplane.h2.stream": ("_fast_answer",),  # quiesce._h2fast (an h2 answer's head)
+    # quiesce._h2fast: an HTTP/2 stream's request and its answer's head
+    "quiesce.dataplane.h2.stream": ("_fast_answer",),
+    "quiesce.dataplane.h2.request": ("_fast_request",),
 }
 
 

@@ -31,6 +31,9 @@ once, and the stream with its answer (quiesce.dataplane.h2.stream).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+from quiesce import _accel
 from quiesce.dataplane.h1.exchange import RQ_COMPLETE, Request
 from quiesce.dataplane.h1.headers import (
     H_CONNECTION,
@@ -59,9 +62,12 @@ class TooLarge(Exception):
 
 _NEVER = (H_TE, H_CONNECTION, H_UPGRADE)  # (libnghttp2 resets these first)
 
+# quiesce._h2fast's request, or None (tests switch it: tests/support/paths.py)
+_fast_request = None if _accel.h2fast is None else _accel.h2fast.request
+
 
 def stream_request(
-    headers: list[tuple[bytes, bytes]],
+    headers: Sequence[tuple[bytes, bytes]],
     end_stream: bool,
     peer: bytes,
     forwarded: bytes,
@@ -69,7 +75,39 @@ def stream_request(
     max_header: int,
 ) -> Request:
     """The request of a stream's header list (see the module docstring); raises
-    :class:`Malformed` (reset the stream) or :class:`TooLarge` (answer 414 or 431)."""
+    :class:`Malformed` (reset the stream) or :class:`TooLarge` (answer 414 or 431).
+    quiesce._h2fast.request does it in C when built (the same, tests/dataplane/test_h2fast)."""
+    fast = _fast_request
+    if fast is not None:
+        r = fast(headers, end_stream, peer, forwarded, max_line, max_header)
+        if type(r) is tuple:
+            req = Request()
+            req.method, req.url, req.host, req.cookie, req.head, req.headers, flags = r
+            req.head_only = req.method == b"HEAD"
+            if flags & 1:
+                req.chunked = True
+            elif flags & 4:
+                req.state = RQ_COMPLETE
+            if flags & 2:
+                req.expect = True
+            return req
+        if r == 1:  # (rare: the Python path again, for the reason to log)
+            slow_request(headers, end_stream, peer, forwarded, max_line, max_header)
+            raise Malformed("malformed")
+        if r is not None:
+            raise TooLarge(r)
+    return slow_request(headers, end_stream, peer, forwarded, max_line, max_header)
+
+
+def slow_request(
+    headers: Sequence[tuple[bytes, bytes]],
+    end_stream: bool,
+    peer: bytes,
+    forwarded: bytes,
+    max_line: int,
+    max_header: int,
+) -> Request:
+    """:func:`stream_request` in Python (QUIESCE_PURE=1, or a list the C leaves to it)."""
     method = path = authority = host = length = xff = None
     cookies: list[bytes] | None = None
     expect = False
