@@ -624,14 +624,15 @@ class ClientConnection(ResponseSide, asyncio.Protocol):
     async def _open(self, server: ServerRuntime) -> None:
         await open_upstream(self, server)  # quiesce.dataplane.h1.connect
 
-    def _connect_refused(self, server: ServerRuntime) -> None:
+    def _connect_refused(self, server: ServerRuntime, status: int = 502) -> None:
         """Refused or reset before any byte of the request was sent: sent again as the
-        pool's retries allow (by default once, on another eligible server), else 502."""
+        pool's retries allow (by default once, on another eligible server), else ``status``
+        (502; 503 from an h2 server that takes no stream)."""
         if self.current is None or self.closed or retry.again(self, CONNECT_FAILURE):
             return
         server.conn_errors += 1  # econ: failed for good (a retried one is wretr)
         self.term = ts.SERVER + ts.CONNECT
-        self._fail(502)
+        self._fail(status)
 
     def _attach(self, up: Upstream, reused: bool) -> None:
         req = self.current

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from quiesce.core.retry import CONNECT_TIMEOUT
 from quiesce.dataplane.h1.retry import again
 from quiesce.dataplane.h1.upstream import Upstream
-from quiesce.dataplane.h2client.links import links_of
+from quiesce.dataplane.h2client.links import NoStreams, links_of
 from quiesce.dataplane.proxyproto import for_upstream
 from quiesce.logs import access as ts  # the termination states
 from quiesce.state.traffic import connected
@@ -58,10 +58,11 @@ async def open_upstream(conn: Any, server: ServerRuntime) -> None:
             conn.term = ts.SERVER_TIMEOUT + ts.CONNECT
             conn._fail(504)
         return
-    except OSError:
+    except OSError as exc:
         conn.connecting = None
         conn.ctx.table.connect_failed(server, "refused")  # outlier_detection
-        conn._connect_refused(server)
+        # an h2 server that takes no stream (SETTINGS_MAX_CONCURRENT_STREAMS 0): 503
+        conn._connect_refused(server, 503 if isinstance(exc, NoStreams) else 502)
         return
     conn.connecting = None
     conn.ctime = loop.time() - began

@@ -14,8 +14,8 @@ body's trailer section. So balancing, rules, the queue, the maintenance page, th
 table's per-request accounting (a server in drain finishes its streams, ``--force`` cuts
 them: RST_STREAM CANCEL to the server), timeouts, retries and the access log are the
 HTTP/1.1 ones. A channel carries one request at a time and goes back to the connection
-table's keep-alive pool after its response, as an HTTP/1.1 connection does: a pooled channel
-costs nothing on the server, and taking one opens no connection.
+table's keep-alive pool after its response, as an HTTP/1.1 connection does (not on a link
+going away: closed): a pooled channel costs nothing on the server, nor opens a connection.
 
 A link is opened by the first request to its server (concurrent first requests wait for the
 same one: quiesce.dataplane.h2client.links) and closes (GOAWAY NO_ERROR) when it has no
@@ -30,7 +30,8 @@ the exchange's, as over HTTP/1.1: a lost connection before any response byte (th
 keep-alive race's resend, ``pools.X.retries``) or after (the client's stream is reset, its
 HTTP/1.1 connection closed).
 
-A link sends no stream before the server's first SETTINGS (its limits) have come.
+A link sends no stream before the server's first SETTINGS (its limits) have come. Past its
+MAX_CONCURRENT_STREAMS libnghttp2 holds new streams; at 0 the link takes none (links.py).
 
 Flow control: the response windows are acknowledged as the client side reads them (a
 paused Upstream holds its stream's WINDOW_UPDATEs back); request bodies are queued by
@@ -70,6 +71,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("quiesce")
 
+MAX_STREAMS = 0x3  # SETTINGS_MAX_CONCURRENT_STREAMS
 PROTOCOL_ERROR = 0x1
 CANCEL = 0x8
 REFUSED_STREAM = 0x7
@@ -89,6 +91,7 @@ class Home(Protocol):
 
     def forget(self, link: Link) -> None: ...
     def resend(self, ch: Channel) -> None: ...
+    def starved(self, link: Link) -> None: ...
 
 
 class Channel:
@@ -362,6 +365,8 @@ class Channel:
         self.out = []
         if self.ended:
             self.sid = 0  # the stream is over: the next request opens another
+            if self.link.going:  # (GOAWAY, no stream left: closed, not pooled)
+                self.link.loop.call_soon(self.close)
         self.proto.data_received(out[0] if len(out) == 1 else b"".join(out))
 
     def lost(self) -> None:
@@ -397,6 +402,7 @@ class Link(asyncio.Protocol):
         self.going = False  # GOAWAY sent or received: no new stream
         self.closed = False
         self.no_h2 = False  # a TLS server that did not choose h2 by ALPN
+        self.starved = False  # the server said SETTINGS_MAX_CONCURRENT_STREAMS 0 (Links)
         self.flushing = False
         self.blocked = False
         self.paused: set[Channel] = set()
@@ -490,6 +496,8 @@ class Link(asyncio.Protocol):
             elif kind is SettingsReceived:
                 if not self.ready.done():
                     self.ready.set_result(None)
+                if e.settings.get(MAX_STREAMS) == 0 and not self.going:
+                    self.home.starved(self)
             elif kind is GoAwayReceived:
                 self._goaway(e.last_stream_id, e.error_code)
             elif kind is ConnectionClosed:
