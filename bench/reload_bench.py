@@ -15,7 +15,12 @@ the POST's wall time (file read and validated, plan, apply), the apply time the
 its changes), and p50/p99/max latency idle and during. ``--rate R``: the clients send R
 requests a second between them on a schedule (open loop), leaving the cores some idle time;
 ``--control S``: no reload, a process that burns S CPU seconds in its place (the reload
-worker's YAML parse costs ~0.5 s of CPU at 11,000 servers).
+worker's YAML parse cost ~0.5 s of CPU at 11,000 servers before it parsed only the changed
+lines). Each reload's CPU seconds (user + system, from /proc) of the serving process (its
+request handling during the POST included) and of its children (the reload worker) are
+reported too: they depend far less on the machine's load than the times. A first reload
+without a change, during the warm-up, starts the reload worker (its start is not in the
+rounds; ``--no-warm``: it is, in the first).
 """
 
 from __future__ import annotations
@@ -121,6 +126,35 @@ class Clients:
             return [dt for t0, dt in self.samples if a <= t0 <= b]
 
 
+def cpu_seconds(pid: int) -> tuple[float, float]:
+    """CPU seconds (user + system) of process ``pid`` and of all its descendants alive,
+    from /proc (Linux)."""
+
+    def own(p: int) -> float:
+        try:
+            stat = Path(f"/proc/{p}/stat").read_text()
+        except OSError:
+            return 0.0  # gone
+        fields = stat.rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def children(p: int) -> list[int]:
+        out: list[int] = []
+        for task in Path(f"/proc/{p}/task").glob("*"):
+            try:
+                out += [int(c) for c in (task / "children").read_text().split()]
+            except OSError:
+                pass
+        return out
+
+    kids, stack = 0.0, children(pid)
+    while stack:
+        p = stack.pop()
+        kids += own(p)
+        stack += children(p)
+    return own(pid), kids
+
+
 BURN = "import time\nt = time.process_time()\nwhile time.process_time() - t < {}: pass"
 
 
@@ -136,6 +170,7 @@ def main() -> int:
     ap.add_argument("--servers", type=int, default=10_000)
     ap.add_argument("--add", type=int, default=1_000)
     ap.add_argument("--clients", type=int, default=4)
+    ap.add_argument("--no-warm", action="store_true", help="no reload during the warm-up")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument(
         "--rate",
@@ -192,6 +227,8 @@ def main() -> int:
     rows = []
     try:
         time.sleep(2.0)  # warm up
+        if not args.control and not args.no_warm:
+            assert api("POST", "/api/v1/reload")[0] == 200  # no change: starts the worker
         for rnd in range(args.rounds * 2):
             grow = rnd % 2 == 0
             t_idle = time.monotonic()
@@ -199,6 +236,7 @@ def main() -> int:
             idle = clients.window(t_idle, time.monotonic())
             n = args.servers + (args.add if grow else 0)
             cfg.write_text(config(n, port, pw_hash))
+            cpu_a = cpu_seconds(proc.pid)
             a = time.monotonic()
             if args.control:  # no reload: a process burning as much CPU as its worker
                 subprocess.run([sys.executable, "-c", BURN.format(args.control)], check=True)
@@ -206,6 +244,7 @@ def main() -> int:
             else:
                 status, body = api("POST", "/api/v1/reload")
             b = time.monotonic()
+            cpu_b = cpu_seconds(proc.pid)
             assert status == 200, body
             time.sleep(0.2)
             during = clients.window(a, b)
@@ -220,6 +259,8 @@ def main() -> int:
                     "post_s": b - a,
                     "at": (a, b),
                     "event_s": applied,
+                    "server_cpu": round(cpu_b[0] - cpu_a[0], 3),
+                    "worker_cpu": round(cpu_b[1] - cpu_a[1], 3),
                     "idle": (pct(idle, 0.5), pct(idle, 0.99), len(idle)),
                     "during": (
                         pct(during, 0.5),
@@ -244,14 +285,15 @@ def main() -> int:
         print(f"  {r['reload']}: POST from {r['at'][0]:.3f} to {r['at'][1]:.3f}")
     print(
         "| reload | changes | POST (s) | applied (s) | idle p50 / p99 (ms) "
-        "| during p50 / p99 / max (ms) | requests during |"
+        "| during p50 / p99 / max (ms) | requests during | CPU s: server / worker |"
     )
-    print("|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         i, d = r["idle"], r["during"]
         print(
             f"| {r['reload']} | {r['changes']} | {r['post_s']:.3f} | {r['event_s']:.3f} | "
-            f"{i[0]:.2f} / {i[1]:.2f} | {d[0]:.2f} / {d[1]:.2f} / {d[2]:.2f} | {d[3]} |"
+            f"{i[0]:.2f} / {i[1]:.2f} | {d[0]:.2f} / {d[1]:.2f} / {d[2]:.2f} | {d[3]} | "
+            f"{r['server_cpu']:.3f} / {r['worker_cpu']:.3f} |"
         )
     return 0
 

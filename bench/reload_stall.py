@@ -12,8 +12,9 @@ starts the reload worker. Reported per reload: its time (``App.reload``), the pr
 p99 delay during it and during ``--idle`` seconds just before it (the baseline: the machine's
 own noise and the process's periodic work), the CPU time the loop's thread used between two
 wake-ups of the probe (its longest holds of the loop, which the machine's load does not
-lengthen: a stall with little CPU waited for a core or the GIL), and the number of probe
-wake-ups.
+lengthen: a stall with little CPU waited for a core or the GIL), the number of probe
+wake-ups, and the reload's CPU seconds in this process (all threads: the probe's are
+included) and in its children (the reload worker).
 
 ``--where MS``: a watcher thread prints to stderr where the loop is (the main thread's stack)
 whenever the probe has not woken for MS milliseconds: where the stalls sit.
@@ -24,12 +25,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 import tempfile
 import threading
 import time
 import traceback
 from pathlib import Path
+
+from reload_bench import cpu_seconds  # bench/, this script's directory
 
 
 def config(n: int) -> str:
@@ -137,9 +141,10 @@ async def run(args: argparse.Namespace) -> list[dict[str, object]]:
                 busy.clear()
                 running = True
                 task = asyncio.create_task(probe())
-                began = time.perf_counter()
+                began, cpu = time.perf_counter(), cpu_seconds(os.getpid())
                 plan = await app.reload("bench")
                 took = time.perf_counter() - began
+                cpu_after = cpu_seconds(os.getpid())
                 running = False
                 await task
                 during, during_cpu = summary(lags), summary(busy)
@@ -159,6 +164,8 @@ async def run(args: argparse.Namespace) -> list[dict[str, object]]:
                         "cpu_p99_ms": during_cpu[1],
                         "idle_cpu_max_ms": idle_cpu[0],
                         "wakeups": wakeups,
+                        "server_cpu": round(cpu_after[0] - cpu[0], 3),
+                        "worker_cpu": round(cpu_after[1] - cpu[1], 3),
                     }
                 )
                 print(json.dumps(out[-1]), flush=True)
@@ -179,14 +186,16 @@ def main() -> None:
     rows = asyncio.run(run(ap.parse_args()))
     print(
         "| reload | changes | reload (s) | stall max / p99 during (ms) | idle (ms) "
-        "| loop CPU per turn max / p99 during (ms) | idle max (ms) | probe wake-ups |"
+        "| loop CPU per turn max / p99 during (ms) | idle max (ms) | probe wake-ups "
+        "| CPU s: server / worker |"
     )
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(
             f"| {r['reload']} | {r['changes']} | {r['seconds']} | {r['max_stall_ms']} / "
             f"{r['p99_stall_ms']} | {r['idle_max_ms']} / {r['idle_p99_ms']} | "
-            f"{r['cpu_max_ms']} / {r['cpu_p99_ms']} | {r['idle_cpu_max_ms']} | {r['wakeups']} |"
+            f"{r['cpu_max_ms']} / {r['cpu_p99_ms']} | {r['idle_cpu_max_ms']} | {r['wakeups']} | "
+            f"{r['server_cpu']} / {r['worker_cpu']} |"
         )
     sys.stdout.flush()
 
