@@ -38,6 +38,7 @@ import logging
 import math
 import random
 from collections import deque
+from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -155,6 +156,56 @@ class _Job:
             self.engine_prober.engine().cancel(self)
 
 
+class _Jobs:
+    """The jobs by (server, monitor): a server's first job by the server alone, the others
+    (a server's second monitor) by the pair (issue 21: a key tuple took 56 bytes a job)."""
+
+    __slots__ = ("_first", "_more")
+
+    def __init__(self) -> None:
+        self._first: dict[ServerRuntime, _Job] = {}
+        self._more: dict[Key, _Job] = {}
+
+    def get(self, key: Key) -> _Job | None:
+        job = self._first.get(key[0])
+        if job is not None and job.monitor == key[1]:
+            return job
+        return self._more.get(key) if self._more else None
+
+    def __contains__(self, key: Key) -> bool:
+        return self.get(key) is not None
+
+    def __setitem__(self, key: Key, job: _Job) -> None:
+        assert job.server is key[0] and job.monitor == key[1] and key not in self
+        if key[0] in self._first:
+            self._more[key] = job
+        else:
+            self._first[key[0]] = job
+
+    def __delitem__(self, key: Key) -> None:
+        job = self._first.get(key[0])
+        if job is not None and job.monitor == key[1]:
+            del self._first[key[0]]
+        else:
+            del self._more[key]
+
+    def values(self) -> list[_Job]:
+        return [*self._first.values(), *self._more.values()]
+
+    def items(self) -> list[tuple[Key, _Job]]:
+        return [((j.server, j.monitor), j) for j in self.values()]
+
+    def __iter__(self) -> Iterator[Key]:
+        return iter([(j.server, j.monitor) for j in self.values()])
+
+    def __len__(self) -> int:
+        return len(self._first) + len(self._more)
+
+    def clear(self) -> None:
+        self._first.clear()
+        self._more.clear()
+
+
 class HealthManager:
     def __init__(
         self,
@@ -172,7 +223,7 @@ class HealthManager:
         self.max_concurrency = max_concurrency
         self.stats = CheckStats()
         self._rng = rng or random.Random()
-        self._jobs: dict[Key, _Job] = {}
+        self._jobs = _Jobs()
         self._probers: dict[str, Prober] = {}
         self._in_flight = 0
         self._waiting: deque[_Job] = deque()
@@ -194,7 +245,7 @@ class HealthManager:
 
     async def stop(self) -> None:
         """Stop every check (in-flight ones are abandoned, their sockets closed)."""
-        for job in list(self._jobs.values()):
+        for job in self._jobs.values():
             self._cancel(job)
         self._jobs.clear()
         self._waiting.clear()
@@ -221,7 +272,7 @@ class HealthManager:
                 definition = definitions.get(name)
                 if definition is not None:
                     wanted[(server, name)] = self._monitor(server, definition)
-        for key, job in list(self._jobs.items()):
+        for key, job in self._jobs.items():
             # a changed definition, or a server re-addressed at runtime: start the pair afresh
             if wanted.get(key) != job.definition or job.address != key[0].config.address:
                 self._cancel(job)

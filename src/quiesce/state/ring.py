@@ -42,6 +42,17 @@ _CONNS = (1 << 47) - 1  # IDLE's connections: 47 bits
 
 Row = tuple[Any, ...]
 
+_AFTER: list[int] = [-1, 0]  # the second asked last and the one after it
+
+
+def _after(second: int) -> int:
+    """``second + 1``: one int object for every ring written in the same second (a tick
+    writes them all; an int of its own took 28 bytes a ring, issue 21)."""
+    after = _AFTER
+    if after[0] != second:
+        after[0], after[1] = second, second + 1
+    return after[1]
+
 
 class Ring:
     """Rows of seconds ``[_base, _end)`` as entries (see the module's docstring). Subclasses
@@ -75,7 +86,7 @@ class Ring:
             p = self._p
             assert p is not None
             p[-1] += _ONE
-            self._end = second + 1
+            self._end = _after(second)
             if p[-1] & _K == _K:
                 self._ext = False
             return True
@@ -100,7 +111,7 @@ class Ring:
         if row is idle or row == idle:
             if self._ext and conn == self._tconn:
                 p[-1] += _ONE
-                self._end = second + 1
+                self._end = _after(second)
                 if p[-1] & _K == _K:
                     self._ext = False
                 return
@@ -114,7 +125,7 @@ class Ring:
             self._full.append(row)
             word = FULL
         p.append(word)
-        self._end, self._tconn, self._ext = second + 1, conn, True
+        self._end, self._tconn, self._ext = _after(second), conn, True
         if self._end - self._base > self.size + _SLACK:
             self._prune()
 
