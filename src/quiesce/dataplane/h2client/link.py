@@ -86,8 +86,7 @@ Proto = Any  # the h1 Upstream (this package does not import the HTTP/1.1 layer 
 
 
 class Home(Protocol):
-    """Where a link belongs (quiesce.dataplane.h2client.links.Links, which imports this
-    module)."""
+    """Where a link belongs (quiesce.dataplane.h2client.links.Links, importing this)."""
 
     def forget(self, link: Link) -> None: ...
     def resend(self, ch: Channel) -> None: ...
@@ -365,9 +364,13 @@ class Channel:
         self.out = []
         if self.ended:
             self.sid = 0  # the stream is over: the next request opens another
-            if self.link.going:  # (GOAWAY, no stream left: closed, not pooled)
-                self.link.loop.call_soon(self.close)
+            if self.link.going:  # (GOAWAY, no stream left: closed once idle, not pooled)
+                self.link.loop.call_soon(self._drop)
         self.proto.data_received(out[0] if len(out) == 1 else b"".join(out))
+
+    def _drop(self) -> None:
+        if not self.sid and not self.moving and self.proto.client is None:
+            self.close()  # (unless taken meanwhile: refused there, it went to a new link)
 
     def lost(self) -> None:
         """The stream (or the link) ended before its response did: to the exchange, a lost
