@@ -97,6 +97,9 @@ async def test_queue_timeout_answers_503(tmp_path: Path) -> None:
             status, body = await get(p.port, b"/late")
             assert status == 503 and b"queue_timeout" in body
             assert p.registry.pool("web").queue.timeouts == 1
+            # HAProxy 2.6 counts a queue timeout in its BACKEND's econ, not the server's
+            assert p.registry.pool("web").conn_errors == 1
+            assert p.registry.pool("web").servers[0].conn_errors == 0
             b.release()
             assert (await first)[0] == 200
             assert b.paths == ["/hold"]  # the late one never reached the back end
@@ -308,6 +311,7 @@ async def test_l4_queue_timeout_closes_the_connection(tmp_path: Path) -> None:
             assert (await first)[0] == 200
             assert b.paths == ["/hold"]
             await wait_for(lambda: p.registry.pool("web").servers[0].connections == 0)
+            assert p.registry.pool("web").conn_errors == 1  # HAProxy's BACKEND econ
     late = next(e for e in map(json.loads, log.read_text().splitlines()) if e["server"] == "-")
     assert late["termination"] == "sQ" and late["layer"] == 4
     assert late["queue_ms"] >= 150  # the time it waited (queue_timeout 200ms)

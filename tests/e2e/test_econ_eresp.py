@@ -3,8 +3,10 @@ side by side in front of the same misbehaving back ends (a closed port, a server
 without answering, one that sends a malformed status line, one that cuts its response short,
 one that never answers; at L4 a closed port, a server that resets, one that closes cleanly),
 the same requests through each, then ``show stat`` from both runtime sockets with ``socat``:
-every server's and backend's ``econ``/``eresp`` are HAProxy's. A refused connect that a retry
-saves is ``wretr``, not ``econ`` (HAProxy counts a connect error once the retries are spent).
+every server's and backend's ``econ``/``eresp`` are HAProxy's, a request no server could take
+(its only server disabled over the runtime socket) in the BACKEND's ``econ`` alone. A refused
+connect that a retry saves is ``wretr``, not ``econ`` (HAProxy counts a connect error once the
+retries are spent).
 """
 
 from __future__ import annotations
@@ -89,11 +91,15 @@ def free_port() -> int:
 Rows = dict[tuple[str, str], dict[str, str]]
 
 
-def show_stat(sock: Path) -> Rows:
-    out = subprocess.run(
+def socat(sock: Path, command: str) -> str:
+    return subprocess.run(
         ["socat", "-t", "5", "stdio", f"UNIX-CONNECT:{sock}"],
-        input="show stat\n", capture_output=True, text=True, timeout=20, check=True,
+        input=command + "\n", capture_output=True, text=True, timeout=20, check=True,
     ).stdout  # fmt: skip
+
+
+def show_stat(sock: Path) -> Rows:
+    out = socat(sock, "show stat")
     return {(r["pxname"], r["svname"]): r for r in csv.DictReader(io.StringIO(out[2:]))}
 
 
@@ -102,9 +108,9 @@ def errors(rows: Rows, pool: str, names: tuple[str, ...]) -> dict[str, tuple[str
     return {n: (rows[pool, n]["econ"], rows[pool, n]["eresp"]) for n in (*names, "BACKEND")}
 
 
-def drive(http_port: int, tcp_port: int) -> list[int]:
-    """One HTTP request per server (round robin), one L4 connection per server; the HTTP
-    statuses."""
+def drive(http_port: int, tcp_port: int, none_port: int) -> list[int]:
+    """One HTTP request per server (round robin), one L4 connection per server, one request
+    to the pool without a server; the HTTP statuses."""
     statuses = []
     for _ in HTTP_KINDS:
         # a connection each: HAProxy closes a kept-alive client's connection without a 502
@@ -114,6 +120,7 @@ def drive(http_port: int, tcp_port: int) -> list[int]:
                 statuses.append(client.get(f"http://127.0.0.1:{http_port}/x").status_code)
             except httpx.HTTPError:
                 statuses.append(0)  # the cut response
+    statuses.append(httpx.get(f"http://127.0.0.1:{none_port}/x", timeout=10).status_code)
     for _ in TCP_KINDS:
         with socket.create_connection(("127.0.0.1", tcp_port), timeout=10) as s:
             s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -147,14 +154,17 @@ pools:
   saved:
     algorithm: round_robin
     servers:{servers(("refused", "empty"))}
+  none:
+    servers:{servers(("empty",))}
 services:
   www: {{listen: 127.0.0.1:0, pool: web}}
   raw: {{listen: 127.0.0.1:0, pool: l4, protocol: tcp}}
   retried: {{listen: 127.0.0.1:0, pool: saved, protocol: tcp}}
+  nothing: {{listen: 127.0.0.1:0, pool: none}}
 """
 
 
-def haproxy_config(ports: dict[str, int], sock: Path, http: int, tcp: int) -> str:
+def haproxy_config(ports: dict[str, int], sock: Path, http: int, tcp: int, none: int) -> str:
     def servers(kinds: tuple[str, ...]) -> str:
         return "".join(f"    server {k} 127.0.0.1:{ports[k]}\n" for k in kinds)
 
@@ -164,13 +174,14 @@ def haproxy_config(ports: dict[str, int], sock: Path, http: int, tcp: int) -> st
         "    retries 0\n    balance roundrobin\n"
         f"listen web\n    mode http\n    bind 127.0.0.1:{http}\n{servers(HTTP_KINDS)}"
         f"listen l4\n    mode tcp\n    bind 127.0.0.1:{tcp}\n{servers(TCP_KINDS)}"
+        f"listen none\n    mode http\n    bind 127.0.0.1:{none}\n{servers(('empty',))}"
     )
 
 
 def test_econ_and_eresp_are_haproxys(tmp_path: Path) -> None:
     with bad_servers(set(HTTP_KINDS) | set(TCP_KINDS)) as ports:
-        hap_sock, http, tcp = tmp_path / "haproxy.sock", free_port(), free_port()
-        (tmp_path / "haproxy.cfg").write_text(haproxy_config(ports, hap_sock, http, tcp))
+        hap_sock, http, tcp, none = tmp_path / "haproxy.sock", free_port(), free_port(), free_port()
+        (tmp_path / "haproxy.cfg").write_text(haproxy_config(ports, hap_sock, http, tcp, none))
         hap = subprocess.Popen(
             ["haproxy", "-db", "-f", str(tmp_path / "haproxy.cfg")],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -180,11 +191,15 @@ def test_econ_and_eresp_are_haproxys(tmp_path: Path) -> None:
         try:
             until(hap_sock.exists)
             raw = int(proc.wait_for(r"service raw listening on port (\d+)").group(1))
-            ours = drive(int(www.rsplit(":", 1)[1].strip("/")), raw)
-            theirs = drive(http, tcp)
-            # one request each server, in turn (HAProxy answers a refused connect 503)
-            assert ours == [502, 502, 502, 0, 504]
-            assert theirs == [503, 502, 502, 0, 504]
+            nothing = int(proc.wait_for(r"service nothing listening on port (\d+)").group(1))
+            for sock in (hap_sock, tmp_path / "quiesce.sock"):
+                assert socat(sock, "disable server none/empty") == "\n"
+            ours = drive(int(www.rsplit(":", 1)[1].strip("/")), raw, nothing)
+            theirs = drive(http, tcp, none)
+            # one request each server, in turn (HAProxy answers a refused connect 503), then
+            # the pool without a server (quiesce: its maintenance page)
+            assert ours == [502, 502, 502, 0, 504, 503]
+            assert theirs == [503, 502, 502, 0, 504, 503]
 
             def counted(sock: Path) -> bool:
                 rows = show_stat(sock)  # the L4 resets land as their connections close
@@ -199,6 +214,10 @@ def test_econ_and_eresp_are_haproxys(tmp_path: Path) -> None:
             for rows in (haproxys, mine):
                 assert errors(rows, "web", HTTP_KINDS) == want_web
                 assert errors(rows, "l4", TCP_KINDS) == want_l4
+                assert errors(rows, "none", ("empty",)) == {
+                    "empty": ("0", "0"),
+                    "BACKEND": ("1", "0"),
+                }
 
             # the same counters in /metrics, under quiesce's and HAProxy's names
             admin = api.split("/api/")[0]
@@ -211,6 +230,8 @@ def test_econ_and_eresp_are_haproxys(tmp_path: Path) -> None:
                 'haproxy_backend_connection_errors_total{proxy="web"} 1.0',
                 'haproxy_backend_response_errors_total{proxy="web"} 4.0',
                 'haproxy_server_response_errors_total{proxy="l4",server="reset"} 1.0',
+                'haproxy_backend_connection_errors_total{proxy="none"} 1.0',
+                'haproxy_server_connection_errors_total{proxy="none",server="empty"} 0.0',
             ):
                 assert line in metrics, line
 

@@ -63,6 +63,7 @@ class Relayed:
         relay = self.relay
         if relay.closed:
             return
+        self.pool.conn_errors += 1  # no server took it: the BACKEND's econ, as HAProxy's
         if entry.held:
             relay.ctx.stats.maintenance_pages += 1
         relay.term = (ts.NO_SERVER if entry.held else ts.SERVER_TIMEOUT) + ts.QUEUE
@@ -80,6 +81,7 @@ def admit(relay: Relay, pool: PoolRuntime, server: ServerRuntime | None) -> Serv
     if server is None:
         hold = pool.config.hold_when_empty
         if hold is None:
+            pool.conn_errors += 1  # no server: the BACKEND's econ, as HAProxy's
             relay.ctx.stats.maintenance_pages += 1
             relay.term = ts.NO_SERVER + ts.DONE
             relay.closed = True

@@ -71,6 +71,8 @@ def haproxy_retry_metrics(pools: Iterable[PoolRuntime], per_server: bool) -> lis
             for pool in pools:
                 if kind == "backend":
                     n = sum(getattr(s, attr) for s in pool.servers)
+                    if attr == "conn_errors":
+                        n += pool.conn_errors  # the requests no server took (show stat's)
                     family.add_metric([pool.name], float(n))
                     continue
                 for s in pool.servers:

@@ -366,6 +366,10 @@ class PoolRuntime:
         # requests waiting for a server (max_connections, hold_when_empty): the data plane's
         # (quiesce.dataplane.waiting), here so that show stat and /metrics read its counters
         self.queue: PoolQueue[Any] = PoolQueue()
+        # requests (L4: connections) no server took: none eligible (the maintenance page) or
+        # the queue's deadline; HAProxy adds these to its BACKEND's econ (the data plane's
+        # queue shells count them: quiesce.dataplane.h1.queued, quiesce.dataplane.tcpqueue)
+        self.conn_errors = 0
         # its requests retrying now, their places in the retry budget (quiesce.core.retry)
         self.retrying = InFlight()
         # passive outlier detection: the servers ejected now (quiesce.core.outlier)

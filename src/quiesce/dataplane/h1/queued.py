@@ -77,6 +77,7 @@ class Queued:
         conn = self.conn
         if conn.closed or conn.current is not self.req:
             return
+        self.pool.conn_errors += 1  # no server took it: the BACKEND's econ, as HAProxy's
         if entry.held:
             conn.term = ts.NO_SERVER + ts.QUEUE
             conn._serve_page(conn.ctx.page)
@@ -106,6 +107,7 @@ def admit(
     if server is None:
         hold = pool.config.hold_when_empty
         if hold is None:
+            pool.conn_errors += 1  # no server: the BACKEND's econ, as HAProxy's
             conn.term = ts.NO_SERVER + ts.DONE
             conn._serve_page(conn.ctx.page)
             return None

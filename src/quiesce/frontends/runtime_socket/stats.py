@@ -364,7 +364,7 @@ class Stats:
             "bout": sum(s.bytes_out for s in pool.servers),
             "dreq": 0,
             "dresp": 0,
-            "econ": sum(s.conn_errors for s in pool.servers),
+            "econ": pool.conn_errors + sum(s.conn_errors for s in pool.servers),
             "eresp": sum(s.resp_errors for s in pool.servers),
             "wretr": sum(s.retries for s in pool.servers),
             "wredis": sum(s.redispatches for s in pool.servers),
