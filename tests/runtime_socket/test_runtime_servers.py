@@ -65,7 +65,7 @@ async def test_add_set_addr_del(app: Any) -> None:  # noqa: F811
         ("del server web", "Require 'backend/server'.\n"),
         ("set server web/web1 addr bad", "Invalid addr 'bad' by 'stats socket command'\n\n"),
         ("set server web/web1 addr", "set server <b>/<s> addr requires an address and optionally a port.\n\n"),
-        ("set server web/web1 addr 127.0.0.1 port x", "no need to change the addr, problem converting port 'x' to an int by 'stats socket command'\n\n"),
+        ("set server web/web1 addr 127.0.0.1 port x", "problem converting port 'x' to an int (a port is 1 to 65535); nothing changed.\n\n"),
     ],
 )  # fmt: skip
 async def test_bad_input_changes_nothing(app: Any, line: str, answer: str) -> None:  # noqa: F811

@@ -316,7 +316,10 @@ class RuntimeCommands:
 
     def _set_addr(self, server: ServerRuntime, args: list[str]) -> str:
         """``set server <bk>/<srv> addr <ip> [port <port>]``, with HAProxy 2.6's answers
-        (``srv_update_addr_port``)."""
+        (``srv_update_addr_port``) when it changes something. Bad input changes nothing:
+        HAProxy applies the IP of ``addr <ip> port <bad>`` and answers both; quiesce refuses
+        the whole line and says that nothing changed. ``port 0`` (HAProxy: the client's
+        destination port) is refused as not supported."""
         if not args:
             raise CommandError("set server <b>/<s> addr requires an address and optionally a port.")
         ip = args[0]
@@ -327,16 +330,14 @@ class RuntimeCommands:
             raise CommandError(f"Invalid addr '{ip}'{by}") from None
         port = server.port
         port_given = len(args) >= 2 and args[1] == "port"
+        extra = args[3:] if port_given else args[1:]
+        if extra:
+            raise CommandError(
+                f"unexpected '{' '.join(extra)}': set server <b>/<s> addr <ip> [port <port>]; "
+                "nothing changed."
+            )
         if port_given:
-            text = args[2] if len(args) >= 3 else ""
-            if not text.isdigit() or not 0 < int(text) <= 65535:
-                ip_part = (
-                    "no need to change the addr"
-                    if ip == server.host
-                    else f"IP changed from '{server.host}' to '{ip}'"
-                )
-                raise CommandError(f"{ip_part}, problem converting port '{text}' to an int{by}")
-            port = int(text)
+            port = _addr_port(args[2] if len(args) >= 3 else "")
         old_host, old_port = server.host, server.port
         address = f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
         split_address(address)
@@ -520,3 +521,21 @@ def _split_commands(line: str) -> list[str]:
         i += 1
     out.append(cur)
     return [c.strip() for c in out]
+
+
+def _addr_port(text: str) -> int:
+    """The port of ``set server … addr <ip> port <port>``, or a CommandError saying that
+    nothing changed."""
+    if not (text.isascii() and text.isdigit()):
+        raise CommandError(
+            f"problem converting port '{text}' to an int (a port is 1 to 65535); nothing changed."
+        )
+    port = int(text)
+    if port == 0:
+        raise CommandError(
+            "port 0 is not supported by quiesce (HAProxy takes it as the client's "
+            "destination port): give 1 to 65535; nothing changed."
+        )
+    if port > 65535:
+        raise CommandError(f"port {text} is out of range (1 to 65535); nothing changed.")
+    return port
