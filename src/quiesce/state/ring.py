@@ -28,7 +28,7 @@ A subclass says what an idle row is (:meth:`Ring._idle`) and where in a row the 
 from __future__ import annotations
 
 from array import array
-from typing import Any
+from typing import TYPE_CHECKING, Any, Self
 
 GAP, IDLE, CHECK, FULL = 0, 1, 2, 3
 _K = 0x7FFF << 2  # the idle seconds after the head
@@ -54,24 +54,53 @@ def _after(second: int) -> int:
     return after[1]
 
 
-class Ring:
-    """Rows of seconds ``[_base, _end)`` as entries (see the module's docstring). Subclasses
-    set :attr:`CONN` and :attr:`TAIL` and define :meth:`_idle`."""
+if TYPE_CHECKING:
+    _Words = array[int]
+else:
+    _Words = array
 
-    __slots__ = ("_base", "_conn0", "_end", "_ext", "_full", "_p", "_tconn", "size")
+
+class Ring(_Words):
+    """Rows of seconds ``[_base, _end)`` as entries (see the module's docstring). Subclasses
+    set :attr:`CONN` and :attr:`TAIL` and define :meth:`_idle`.
+
+    The entries' words are the ring itself, an ``array('Q')`` (issue 21: an array of its own
+    beside the ring took 72 bytes more a ring). It compares and hashes by identity, and is
+    true however many words it has: a ring, not a sequence of words to its users."""
+
+    __slots__ = ("_base", "_conn0", "_end", "_ext", "_full", "_tconn", "size")
 
     CONN = 0  # the row's index of its connections
     TAIL = 0  # the row's index of its 4 check fields (a CHECK row's only non-idle ones)
 
+    def __new__(cls, *args: Any, **kwargs: Any) -> Self:
+        return super().__new__(cls, "Q")  # type: ignore[return-value]  # typeshed: array[int]
+
     def __init__(self, size: int) -> None:
         self.size = size
-        self._p: array[int] | None = None  # made at the first row
         self._full: list[Row] | None = None  # the FULL entries' rows, oldest first
         self._base = 0  # the first second the entries cover
         self._end = 0  # the second after the last they cover
         self._conn0 = 0  # the connections in effect before the first entry
         self._tconn = 0  # the connections of the last entry's rows
         self._ext = False  # the last entry can take one more idle second
+
+    def __eq__(self, other: object) -> bool:
+        return self is other
+
+    def __ne__(self, other: object) -> bool:
+        return self is not other
+
+    def __hash__(self) -> int:  # type: ignore[override]  # an array is not hashable
+        return id(self) >> 4
+
+    def __bool__(self) -> bool:
+        return True
+
+    @property
+    def _p(self) -> array[int] | None:
+        """The entries' words (None: none yet)."""
+        return self if len(self) else None
 
     def _idle(self, connections: int) -> Row:
         """The row of a second where nothing moved, with these connections."""
@@ -83,8 +112,7 @@ class Ring:
         """The fast path of an idle second: ``second`` is the next one and the last entry
         can take it (the caller knows the connections did not change)."""
         if self._ext and second == self._end:
-            p = self._p
-            assert p is not None
+            p = self
             p[-1] += _ONE
             self._end = _after(second)
             if p[-1] & _K == _K:
@@ -94,13 +122,12 @@ class Ring:
 
     def _put(self, second: int, row: Row) -> None:
         """Store ``row`` as the row of ``second`` (at or after :attr:`_end`)."""
-        p = self._p
-        if p is None:
-            p = self._p = array("Q")
+        p = self
+        if not len(p):
             self._base = self._end = second
         elif second > self._end:
             gap = second - self._end
-            if p and p[-1] & 3 == GAP:
+            if p[-1] & 3 == GAP:
                 p[-1] += gap << 2
             else:
                 p.append(gap << 2)
@@ -158,12 +185,12 @@ class Ring:
     def _cut(self, second: int) -> Row | None:
         """Take back the rows of ``second`` and every later second; the row that was at
         ``second`` (None: none)."""
-        p = self._p
-        if p is None or second >= self._end:
+        p = self
+        if not len(p) or second >= self._end:
             return None
         was = self._rows(second, second)[0]
         full = self._full
-        while self._end > second and p:
+        while self._end > second and len(p):
             word = p[-1]
             kind = word & 3
             span = _span(word)
@@ -177,8 +204,8 @@ class Ring:
             else:  # its last seconds go
                 p[-1] -= (self._end - second) << 2
                 self._end = second
-        if not p:
-            self._p, self._full = None, None
+        if not len(p):
+            self._full = None
             self._base = self._end = 0
             self._tconn, self._ext = self._conn0, False
             return was
@@ -188,8 +215,7 @@ class Ring:
 
     def _conn_before(self, i: int) -> int:
         """The connections in effect after entry ``i - 1``."""
-        p, full = self._p, self._full
-        assert p is not None
+        p, full = self, self._full
         fulls = 0
         for j in range(len(p) - 1, i - 1, -1):
             fulls += p[j] & 3 == FULL
@@ -204,8 +230,7 @@ class Ring:
 
     def _prune(self) -> None:
         """Drop what is older than ``size`` seconds behind the newest row."""
-        p, full = self._p, self._full
-        assert p is not None
+        p, full = self, self._full
         horizon = self._end - self.size
         start, i, fulls = self._base, 0, 0
         conn = self._conn0
@@ -234,8 +259,8 @@ class Ring:
         """The rows of seconds ``lo`` to ``hi`` (included), None where there is none (never
         written, missed, or more than ``size`` seconds behind the newest)."""
         out: list[Row | None] = [None] * (hi - lo + 1)
-        p, full = self._p, self._full
-        if p is None:
+        p, full = self, self._full
+        if not len(p):
             return out
         lo2 = max(lo, self._base, self._end - self.size)
         hi2 = min(hi, self._end - 1)
