@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Protocol
 
-from quiesce.dataplane.h2client.link import Channel  # an h2 pool's upstream transport
+from quiesce.dataplane.h2client.channel import Channel  # an h2 pool's upstream transport
 
 if TYPE_CHECKING:
     from quiesce.state.registry import ServerRuntime

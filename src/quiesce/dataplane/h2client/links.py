@@ -25,7 +25,8 @@ from typing import TYPE_CHECKING, Any
 
 from ngh2 import NGH2Error, StreamUnavailableError
 
-from quiesce.dataplane.h2client.link import CANCEL, Channel, Link, Proto
+from quiesce.dataplane.h2client.channel import CANCEL, Channel, Proto
+from quiesce.dataplane.h2client.link import Link
 
 if TYPE_CHECKING:
     from quiesce.state.registry import ServerRuntime
@@ -83,6 +84,7 @@ class Links:
 
     async def _resend(self, ch: Channel) -> None:
         old = ch.link
+        assert isinstance(old, Link)
         try:
             link = await asyncio.wait_for(self._link(old.server, old.kw, old.timeout), old.timeout)
         except (OSError, TimeoutError):
