@@ -23,6 +23,7 @@ import httpx
 import pytest
 from ngh2 import (
     Connection,
+    DataReceived,
     PingAcknowledged,
     RequestReceived,
     Role,
@@ -53,6 +54,7 @@ class _Conn(asyncio.Protocol):
         self.pending: int | None = None  # a limit sent, not acknowledged yet
         self.over = 0  # streams that came past an acknowledged limit
         self.closed = False
+        self.body = 0  # request body bytes read
         self.pong: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -81,11 +83,19 @@ class _Conn(asyncio.Protocol):
                 if self.limit is not None and len(self.open) >= self.limit:
                     self.over += 1
                 self.open.add(e.stream_id)
-                if self.server.hold:
-                    self.held.append(e.stream_id)
-                else:
-                    self.answer(e.stream_id)
+                if e.end_stream:
+                    self.request(e.stream_id)
+            elif isinstance(e, DataReceived):
+                self.body += len(e.data)
+                if e.end_stream:
+                    self.request(e.stream_id)
         self.flush()
+
+    def request(self, sid: int) -> None:
+        if self.server.hold:
+            self.held.append(sid)
+        else:
+            self.answer(sid)
 
     def flush(self) -> None:
         out = self.h2.data_to_send()
@@ -227,17 +237,17 @@ async def test_a_limit_lowered_under_the_streams_in_flight() -> None:
 async def test_a_limit_lowered_to_0_sends_what_was_not_sent_on_a_new_connection(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """A connection with a limit of 2 and two streams in flight, a third request held back
-    by the limit; then the server says 0: the third goes on a new connection at once (it
-    never left), the two finish on the old one, which then closes; later requests use the
-    new one."""
+    """A connection with a limit of 2 and two streams in flight, a third request (a POST with
+    a body) held back by the limit; then the server says 0: the third goes on a new
+    connection at once (it never left), the two finish on the old one, which then closes;
+    later requests use the new one."""
     async with Limited(lambda conn: 2 if conn == 1 else None, hold=True) as z:
         raw = make_config([z.address], pool=pool())
         async with start_proxy(raw) as p, httpx.AsyncClient(timeout=40) as client:
             first = [asyncio.create_task(client.get(p.url + f"/{i}")) for i in range(2)]
             await wait_for(lambda: len(z.conns) == 1 and len(z.conns[0].held) == 2)
             c1 = z.conns[0]
-            third = asyncio.create_task(client.get(p.url + "/third"))
+            third = asyncio.create_task(client.post(p.url + "/third", content=b"x" * 10_000))
             link = links_of(p.table).live[p.registry.pool("web").servers[0]]
             await wait_for(lambda: len(link.streams) == 3)  # held back by libnghttp2
             await c1.ping()
@@ -246,7 +256,8 @@ async def test_a_limit_lowered_to_0_sends_what_was_not_sent_on_a_new_connection(
             with caplog.at_level(logging.INFO, logger="quiesce"):
                 c1.lower(0)
                 r = await asyncio.wait_for(third, 10)
-            assert (r.status_code, r.text) == (200, "c2")
+            assert (r.status_code, r.text) == (200, "c2")  # a POST: it never left
+            assert z.conns[1].body == 10_000 and c1.body == 0
             assert len(c1.streams) == 2 and not c1.closed
             assert any("1 not sent go on a new one" in m for m in caplog.messages)
             c1.release()
