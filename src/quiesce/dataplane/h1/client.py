@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import httptools
 
 from quiesce.core.retry import CONNECT_FAILURE, RESPONSE_TIMEOUT
-from quiesce.dataplane.h1 import codec, queued, retry, tunnel
+from quiesce.dataplane.h1 import codec, queued, retry, tunnel, upgrades
 from quiesce.dataplane.h1.access import log_exchange, phase
 from quiesce.dataplane.h1.codec import HeadTooLarge, feed_capped
 from quiesce.dataplane.h1.connect import open_upstream
@@ -63,7 +63,8 @@ class ClientConnection(ResponseSide, asyncio.Protocol):
     """One client connection of an L7 service."""
 
     layer = 7
-    __slots__ = ("proxied",)  # the rest declared by ResponseSide, for both halves
+    __slots__ = ("h2c_head", "proxied")  # the rest declared by ResponseSide, for both halves
+    h2c_head: bytes  # an Upgrade: h2c request's head made plain, until read again (upgrades)
 
     def __init__(self, ctx: ServiceContext) -> None:
         self.ctx = ctx
@@ -195,12 +196,7 @@ class ClientConnection(ResponseSide, asyncio.Protocol):
             else:
                 feed_capped(self, parser, data)
         except httptools.HttpParserUpgrade as exc:
-            if not self.closed:
-                rest = data[exc.args[0] :]
-                self.upgrade_buf = [rest] if rest else []
-                self.pause(P_UPGRADE)
-                if self.state is C_TUNNEL:  # the 101 came back already
-                    tunnel.release(self)
+            upgrades.stopped(self, data[exc.args[0] :])
         except (httptools.HttpParserError, WireError) as exc:
             if self.closed:
                 return
@@ -466,6 +462,8 @@ class ClientConnection(ResponseSide, asyncio.Protocol):
             self.error_status = 405
             raise WireError(405)
         upgrade = parser.should_upgrade()
+        if upgrade and upgrades.hold(self, req, headers):
+            return  # Upgrade: h2c alone: read again as plain HTTP/1.1 (upgrades.stopped)
         req.upgrade = upgrade
         forward_request(req, headers, upgrade, self.peer_b, self.fwd)
         if req.state is RQ_BODY:

@@ -210,7 +210,7 @@ def forward_request(
         elif code == H_CONNECTION:
             conn_extra = connection_tokens(value, conn_extra)
         elif code == H_UPGRADE:
-            upgrade_value = value
+            upgrade_value = upgrade_value + b", " + value if upgrade_value else value
         elif code == H_EXPECT:
             if value.lower() == b"100-continue":
                 # Answered by the proxy once a server is connected (not forwarded):
@@ -262,12 +262,52 @@ def forward_request(
             # and never reads the body, which a server then reads as the start of the next
             # request on that connection (request smuggling). Refused (issue 12).
             raise WireError(400)
-        append(b"Connection: upgrade")
-        append(b"Upgrade: " + upgrade_value)
+        # h2c is never offered to a server (the client would get an HTTP/2 it did not ask
+        # the proxy for); alone it never gets here (plain_h2c_head: served as HTTP/1.1).
+        offered = [t for t in upgrade_value.split(b",") if t.strip(b" \t").lower() != b"h2c"]
+        if offered:
+            append(b"Connection: upgrade")
+            append(b"Upgrade: " + b",".join(offered).strip(b" \t"))
+        else:
+            req.upgrade = False
     out.append(b"\r\n")
     req.head = b"\r\n".join(out)
     if not req.chunked and (length is None or length.strip() == b"0"):
         req.state = RQ_COMPLETE  # no body: complete from the start, for every decision below
+
+
+_H2C_OPTIONS = frozenset({b"upgrade", b"http2-settings"})
+
+
+def plain_h2c_head(req: Request, headers: list[tuple[bytes, bytes]]) -> bytes | None:
+    """An Upgrade request whose only protocol is ``h2c`` (curl ``--http2`` on cleartext) made
+    a plain HTTP/1.1 one, as nginx and HAProxy serve it: its head again without ``Upgrade``,
+    ``HTTP2-Settings`` and those two Connection options; None for any other Upgrade. Read
+    again by the parser, with the rest behind it, it is an ordinary request whose body (if
+    any) is read by its own framing: nothing asks a server to switch protocols, so the
+    Upgrade-with-a-body refusal (forward_request) has nothing to guard. Only requests the
+    parser took as upgrades come here: no cost to any other."""
+    offered = [
+        t.strip(b" \t").lower()
+        for name, value in headers
+        if name.lower() == b"upgrade"
+        for t in value.split(b",")
+    ]
+    if not offered or any(t != b"h2c" for t in offered):
+        return None
+    lines = [req.method + b" " + req.url + (b" HTTP/1.0" if req.http10 else b" HTTP/1.1")]
+    for name, value in headers:
+        low = name.lower()
+        if low == b"upgrade" or low == b"http2-settings":
+            continue
+        if low == b"connection":
+            kept = [t for t in value.split(b",") if t.strip(b" \t").lower() not in _H2C_OPTIONS]
+            value = b",".join(kept).strip(b" \t")
+            if not value:
+                continue
+        lines.append(name + b": " + value)
+    lines.append(b"\r\n")
+    return b"\r\n".join(lines)
 
 
 def forward_response(
