@@ -241,6 +241,8 @@ async def test_a_cut_stream_gets_a_503_unless_its_answer_started(
         c.h2.send_headers(3, request("/slow/30"), end_stream=True)
         c.flush()
         await wait_for(lambda: server.connections == 2)
+        # (its request at the server, not still connecting: the cut's phase is H, not C)
+        await wait_for(lambda: "/slow/30" in backend.paths)
         await take_server(p.registry, server, how)
         await c.read_until(lambda: c.ended(3) and any(k == 3 for k, _, _ in c.frames()))
         (answer,) = [e for e in c.events if isinstance(e, h2.events.ResponseReceived)][1:]

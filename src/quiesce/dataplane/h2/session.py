@@ -165,6 +165,25 @@ class Session:
         except NGH2Error:
             pass
 
+    def answer(self, sid: int, fields: list[tuple[bytes, bytes]], body: bytes) -> int:
+        """A whole answer: its HEADERS and its body (ending the stream); returns the bytes
+        the stream holds back, as :meth:`data`."""
+        h2 = self.h2
+        try:
+            h2.send_response(sid, fields)
+            h2.send_data(sid, body, end_stream=True)
+        except NGH2Error:
+            return 0  # the stream is gone (the client reset it)
+        size = h2.queued_body_size(sid)
+        if (
+            size > LOW
+            or self.blocked
+            or size > h2.stream_remote_window_size(sid)
+            or size > h2.remote_window_size
+        ):
+            self.held[sid] = Out(size)  # (a stream's first bytes: never held before)
+        return size
+
     def data(self, sid: int, data: bytes, end: bool) -> int:
         """Queue ``data`` (and the end of the stream); returns the bytes the stream holds
         back (0: the stream is gone)."""

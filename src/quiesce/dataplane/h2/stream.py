@@ -24,7 +24,7 @@ import httptools
 from quiesce import _accel
 from quiesce.dataplane.h1.access import answer_cut, phase
 from quiesce.dataplane.h1.client import ClientConnection
-from quiesce.dataplane.h1.exchange import R_DONE, R_SENT, RQ_BODY, Request
+from quiesce.dataplane.h1.exchange import C_OPEN, R_DONE, R_SENT, RQ_BODY, Request
 from quiesce.dataplane.h2.session import HIGH, HOP, Session, response_headers
 
 if TYPE_CHECKING:
@@ -177,12 +177,19 @@ class StreamTransport:
             return False
         if length == 0:
             fields = trailers_only(fields)
-        self.conn.session.headers(self.sid, fields, empty)
-        if not empty:
-            self._send(body, True)
-        else:
-            self.conn.flush_soon()
-        self._done()
+        conn = self.conn
+        if empty:
+            conn.session.headers(self.sid, fields, True)
+        elif conn.session.answer(self.sid, fields, body) > HIGH:
+            st = self.stream
+            if st is not None and not st.client_blocked:
+                st.pause_writing()  # stop reading the server
+        conn.flush_soon()
+        # (_done, inline)
+        self.ended = True
+        if not self.closing:
+            self.closing = True
+            conn.stream_closed(self, False)
         return True
 
     def writelines(self, data: list[bytes]) -> None:
@@ -307,10 +314,11 @@ class Stream(ClientConnection):
         self.gone = False  # connection_lost ran (it may be asked twice: a reset, the end)
         self.proxied = conn.proxied
         self.fwd = conn.fwd
-        self.take_transport(StreamTransport(conn, self, sid))  # type: ignore[arg-type]
-        now = self.loop.time()
-        self.idle_since = now
-        self.begin_at = now
+        # (take_transport, inline: the client's address is its connection's)
+        self.transport = StreamTransport(conn, self, sid)  # type: ignore[assignment]
+        self.peer = conn.peer
+        self.peer_b = conn.peer_b
+        self.port = conn.port
 
     def take_transport(self, transport: asyncio.BaseTransport) -> None:
         """The client's address is its connection's (no getpeername a stream)."""
@@ -353,7 +361,25 @@ class Stream(ClientConnection):
         if self.gone:
             return
         self.gone = True
-        super().connection_lost(exc)
+        if (
+            self.current is None
+            and self.up is None
+            and self.server is None
+            and self.connecting is None
+            and self.timer is None
+            and self.state is C_OPEN
+        ):
+            # answered (the usual end: nothing in flight, nothing to log or to let go of),
+            # what ClientConnection.connection_lost comes to then
+            self.closed = True
+            if self.rx or self.tx:
+                self.fold(None)
+            idle = self.idle_to
+            if idle is not None:
+                self.idle_to = None
+                self.ctx.table.forget_idle(idle, self)
+        else:
+            super().connection_lost(exc)
         self.conn.stream_gone(self)
         # The stream and its transport referred to each other: without the cycle both are
         # freed now by their counts, not left for the cyclic GC (issue 16: ~5 µs a request).
