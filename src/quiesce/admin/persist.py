@@ -113,14 +113,19 @@ class Persistence(ServiceBase):
             self._server_records.discard(key)
             self._removing_saved.discard(key)
 
-    def _restore_servers(self, ignore: Callable[[str], None]) -> dict[str, int]:
+    def _restore_servers(
+        self, ignore: Callable[[str], None], pools: frozenset[str] | None = None
+    ) -> dict[str, int]:
         """Servers added, changed or deleted at runtime, over the config file's: a stored
-        definition wins, a tombstone deletes the file's server."""
+        definition wins, a tombstone deletes the file's server. ``pools``: only theirs (a
+        reload bringing pools back, :meth:`restore_pools`)."""
         reg = self.registry
         counts = {"added": 0, "changed": 0, "deleted": 0}
         for key, data in self.store.load_servers().items():
-            self._server_records.add(key)
             pool_name, _, name = key.partition("/")
+            if pools is not None and pool_name not in pools:
+                continue
+            self._server_records.add(key)
             pool = reg.pools.get(pool_name)
             if pool is None:
                 ignore(f"server {key} ignored: no pool {pool_name!r} in the config")
@@ -218,17 +223,7 @@ class Persistence(ServiceBase):
         for name, value in flags.items():
             if reg.flags.get(name) != value or type(reg.flags.get(name)) is not type(value):
                 reg.set_flag(name, value, actor=STORE_ACTOR, cause=Cause.STARTUP)
-        restored_admin: dict[str, str] = {}
-        for key, record in store.load_admin().items():
-            try:
-                server = reg.find_server(key)
-            except NotFound:
-                ignore(f"admin state of {key} ({record.state.value}) forgotten: no such server")
-                store.delete_admin(key)
-                continue
-            reg.restore_admin(server, _sane(record))
-            if record.state is not Admin.ENABLED:
-                restored_admin[key] = record.state.value
+        restored_admin = self._restore_admin(ignore)
         if monitors_changed:
             self._monitors_changed()
         return {
@@ -239,6 +234,67 @@ class Persistence(ServiceBase):
             "servers": servers,
             "ignored": ignored,
         }
+
+    def _restore_admin(
+        self, ignore: Callable[[str], None], pools: frozenset[str] | None = None
+    ) -> dict[str, str]:
+        """The stored admin records put back (maintenance, drain, a runtime weight), by
+        server; a record of a server the config does not have is forgotten."""
+        reg, store = self.registry, self.store
+        restored: dict[str, str] = {}
+        for key, record in store.load_admin().items():
+            if pools is not None and key.partition("/")[0] not in pools:
+                continue
+            try:
+                server = reg.find_server(key)
+            except NotFound:
+                ignore(f"admin state of {key} ({record.state.value}) forgotten: no such server")
+                store.delete_admin(key)
+                continue
+            reg.restore_admin(server, _sane(record))
+            if record.state is not Admin.ENABLED:
+                restored[key] = record.state.value
+        return restored
+
+    def restore_pools(self, pools: frozenset[str]) -> list[str]:
+        """Pools a reload added back to the file after an earlier reload removed them: what
+        the store holds for their servers (runtime definitions and deletions, admin states,
+        the pool's monitor list) put back exactly as a start puts it back (docs/admin.md,
+        "Live reload"), so a reload and a restart agree. Within the reload's batch; returns
+        one line per thing restored, for the reload's report."""
+        reg = self.registry
+        done: list[str] = []
+
+        def ignore(what: str) -> None:
+            log.warning("state store: %s", what)
+            done.append(what)
+
+        before = {s.key: s.config for p in pools for s in reg.pools[p].servers}
+        counts = self._restore_servers(ignore, pools)
+        for pool in sorted(pools):
+            for s in reg.pools[pool].servers:
+                if s.key not in before:
+                    done.append(f"{s.key}: added at runtime, restored at {s.config.address}")
+                elif s.runtime_defined and before[s.key] != s.config:
+                    done.append(f"{s.key}: its runtime definition restored")
+        for key in before.keys() - {s.key for p in pools for s in reg.pools[p].servers}:
+            done.append(f"{key}: deleted at runtime, kept deleted")
+        names = self.store.load_pool_monitors()
+        for pool in sorted(pools):
+            if pool not in names or reg.pools[pool].pool_monitors == names[pool]:
+                continue
+            try:
+                reg.set_pool_monitors(pool, names[pool], actor=STORE_ACTOR, cause=Cause.STARTUP)
+            except QuiesceError as exc:
+                ignore(f"monitors of pool {pool!r} not restored: {exc.message}")
+                continue
+            counts["changed"] += 1
+            done.append(f"pool {pool}: monitors {names[pool]} restored")
+        for key, state in self._restore_admin(ignore, pools).items():
+            done.append(f"{key}: {state} restored")
+        if any(counts.values()):
+            self._monitors_changed()
+        return done
 
 
 def restore_reason(summary: dict[str, object]) -> str:

@@ -46,7 +46,7 @@ from quiesce.core.errors import QuiesceError
 from quiesce.core.events import EventKind
 from quiesce.core.states import Cause
 from quiesce.state.events import make_event
-from quiesce.state.reload import Change, ReloadPlan, RuntimeOverrides, plan_reload
+from quiesce.state.reload import Change, ReloadPlan, RuntimeOverrides, plan_reload, refusals
 
 if TYPE_CHECKING:
     from quiesce.dataplane.limits import Budget
@@ -200,12 +200,19 @@ class Reloader:
             # short switches (a pure Python thread holds the GIL for the switch interval)
             overrides = self.app.admin.overrides()
             with _short_switches():
-                new, plan, budget = await asyncio.to_thread(self._plan, loaded, overrides)
+                new, plan, budget, problems = await asyncio.to_thread(self._plan, loaded, overrides)
             plan.warnings[:0] = warnings
+            # every problem of a valid file at once, not the first of each round
+            listening = self.app.admin_server is not None
+            problems += refusals(self.app.config, new, admin_listening=listening)
             # the log destinations opened anew (refused, naming the key, if one cannot be)
-            dests = logs.prepare(new.logging, self.app.base_dir, str(self.app.config_path))
+            dests = None
             try:
-                bound = await self._prepare_reload(new, plan)
+                dests = logs.prepare(new.logging, self.app.base_dir, str(self.app.config_path))
+            except ConfigError as exc:
+                problems += exc.problems
+            try:
+                bound = await self._prepare_reload(new, plan, problems)
             except ConfigError:
                 logs.discard(dests)
                 raise
@@ -295,13 +302,18 @@ class Reloader:
 
     def _plan(
         self, loaded: Loaded, overrides: RuntimeOverrides
-    ) -> tuple[Config, ReloadPlan, Budget | None]:
+    ) -> tuple[Config, ReloadPlan, Budget | None, list[str]]:
         """In the planning thread: the new config (the running pools' servers where the
         worker sent only the new and changed ones), its plan against the running config,
-        and its connection budget (raises ConfigError naming the limit)."""
+        and its connection budget, or the problem naming the limit."""
+        from quiesce.config.loader import ConfigError
+
         new = loaded.assemble(self.app.config)
         plan = plan_reload(self.app.config, new, overrides)
-        return new, plan, self._replan_connections(new)
+        try:
+            return new, plan, self._replan_connections(new), []
+        except ConfigError as exc:
+            return new, plan, None, list(exc.problems)
 
     def _executor(self) -> ProcessPoolExecutor:
         """The reload worker: one process, started with ``spawn`` (a fork of a process
@@ -363,15 +375,16 @@ class Reloader:
             )
 
     async def _prepare_reload(
-        self, new: Config, plan: ReloadPlan
+        self, new: Config, plan: ReloadPlan, problems: list[str]
     ) -> dict[str, list[socket.socket]]:
         """Everything that can fail, before anything changes: pages read from disk, the
-        admin certificate loaded, new listeners bound. Raises ConfigError."""
+        admin certificate loaded, new listeners bound, each tried whatever failed before
+        it. Raises ConfigError with ``problems`` (those found earlier) and every one of
+        these, the listeners it bound closed again."""
         from quiesce.config.loader import ConfigError
         from quiesce.dataplane.pages import Page
         from quiesce.dataplane.service import bind_listen
 
-        problems: list[str] = []
         pages = [
             (f"services.{n}.maintenance_page", s.maintenance_page) for n, s in new.services.items()
         ]
@@ -388,8 +401,6 @@ class Reloader:
                 ssl_ctx.load_cert_chain(self._path(tls.cert), self._path(tls.key))
             except (OSError, ssl.SSLError) as exc:
                 problems.append(f"admin.tls: cannot load {tls.cert} / {tls.key}: {exc}")
-        if problems:
-            raise ConfigError(problems, str(self.app.config_path))
         bound: dict[str, list[socket.socket]] = {}
         for change in plan.changes:
             if change.kind not in ("service_added", "service_rebound"):
@@ -403,13 +414,12 @@ class Reloader:
             try:
                 bound[name] = await bind_listen(listen)
             except OSError as exc:
-                for socks in bound.values():
-                    for sock in socks:
-                        sock.close()
-                raise ConfigError(
-                    [f"services.{name}.listen: cannot listen on {listen}: {exc}"],
-                    str(self.app.config_path),
-                ) from None
+                problems.append(f"services.{name}.listen: cannot listen on {listen}: {exc}")
+        if problems:
+            for socks in bound.values():
+                for sock in socks:
+                    sock.close()
+            raise ConfigError(problems, str(self.app.config_path))
         return bound
 
     def _path(self, path: str) -> str:
@@ -461,6 +471,11 @@ class Reloader:
                         break
             if i < n:
                 await pacer.pause()
+        back = frozenset(c.data["pool"] for c in changes if c.kind == "pool_added")
+        if back:  # a pool an earlier reload removed: its stored state back, as at a start
+            with admin.batch():
+                for line in admin.restore_pools(back):
+                    plan.keep("restored", line.partition(":")[0], line)
         self.app.config = new
         reg.config = new
         # services: every surviving one takes a context made from the new config (pages

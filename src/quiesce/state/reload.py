@@ -109,6 +109,30 @@ def plan_reload(old: Config, new: Config, runtime: RuntimeOverrides | None = Non
     return plan
 
 
+def refusals(old: Config, new: Config, *, admin_listening: bool) -> list[str]:
+    """Problems of a valid file that a running process still refuses to reload into
+    (docs/admin.md, "Live reload"): nothing changes and the reload lists them. A file with
+    no admin user and no token while the admin API listens and has some (a reload cannot
+    close it: every client, this reload's caller too, would get 401 until a restart); a file with no service
+    while some run (as HAProxy refuses a config with no listener: to stop serving, stop
+    the process)."""
+    problems: list[str] = []
+    could = old.admin.users or old.admin.tokens  # started without: nobody is locked out
+    if admin_listening and could and not new.admin.users and not new.admin.tokens:
+        problems.append(
+            "admin.users: no user and no admin.tokens: this reload would lock every client "
+            f"out of the admin API (still listening on {old.admin.listen}); keep a user or "
+            "a token"
+        )
+    if old.services and not new.services:
+        problems.append(
+            f"services: none in the file, {len(old.services)} running "
+            f"({_names(old.services)}): a reload does not stop serving; to stop, stop "
+            "quiesce (SIGTERM, systemctl stop)"
+        )
+    return problems
+
+
 def _monitors(
     plan: ReloadPlan, old: Config, new: Config, rt: RuntimeOverrides, *, deleted: bool
 ) -> None:
@@ -338,4 +362,11 @@ def _who(old: list[Any], new: list[Any]) -> str:
     return "; ".join(parts) or "reordered"
 
 
-__all__ = ["RESTART_ONLY", "Change", "ReloadPlan", "RuntimeOverrides", "plan_reload"]
+__all__ = [
+    "RESTART_ONLY",
+    "Change",
+    "ReloadPlan",
+    "RuntimeOverrides",
+    "plan_reload",
+    "refusals",
+]
