@@ -40,7 +40,83 @@ def _load_or_exit(config_path: str, *, packed: bool = False) -> Config:
         sys.exit(1)
     for warning in config_warnings(config, Path(config_path).resolve().parent):
         click.echo(f"warning: {warning}", err=True)
+    for warning in _reload_refused(config):
+        click.echo(f"warning: {warning}", err=True)
     return config
+
+
+def _reload_refused(config: Config) -> list[str]:
+    """A file ``quiesce run`` starts with but ``quiesce reload`` refuses to switch a
+    running process to (quiesce.state.reload.refusals; docs/admin.md, "Live reload"):
+    said by ``check`` and at a start."""
+    out = []
+    if not config.admin.users and not config.admin.tokens:
+        out.append(
+            f"admin.users: no user and no admin.tokens: no client can log in to the admin "
+            f"API on {config.admin.listen} (quiesce reload refuses such a file while the "
+            "admin API listens)"
+        )
+    if not config.services:
+        out.append(
+            "services: none: nothing is served (quiesce reload refuses a file with no "
+            "service while services run)"
+        )
+    return out
+
+
+def _busy_listeners(config: Config) -> list[str]:
+    """Listen addresses this machine will not give a listener now (a port in use, an
+    address it does not have), tried by binding each one (SO_REUSEADDR, as ``run`` binds;
+    closed at once). Warnings, not problems: a ``quiesce run`` of this file already serving
+    holds its own ports, and a reload keeps the listeners it has (it reports a busy new
+    one itself)."""
+    import socket
+
+    from quiesce.config.addresses import split_address
+
+    named = [(f"services.{n}.listen", s.listen) for n, s in config.services.items()]
+    named.append(("admin.listen", config.admin.listen))
+    if config.admin.runtime_tcp:
+        named.append(("admin.runtime_tcp", config.admin.runtime_tcp))
+    out = []
+    for path, address in named:
+        host, port = split_address(address)
+        if port == 0:
+            continue
+        try:
+            infos = socket.getaddrinfo(
+                host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+            )
+            for family, kind, proto, _, addr in dict.fromkeys(infos):
+                with socket.socket(family, kind, proto) as sock:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                    if family == socket.AF_INET6:
+                        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                    sock.bind(addr)
+        except OSError as exc:
+            out.append(
+                f"{path}: cannot listen on {address} now ({exc.strerror or exc}); fine if "
+                "it is this file's quiesce that holds it"
+            )
+    return out
+
+
+def _descriptor_problem(config: Config) -> str | None:
+    """What ``quiesce run`` would refuse at start for the connection budget
+    (quiesce.dataplane.limits.plan, App._plan_connections), measured against this
+    process's RLIMIT_NOFILE raised to its hard limit as ``run`` raises it: the same
+    machine and user usually, not under systemd's LimitNOFILE= or another ulimit."""
+    from quiesce.dataplane.limits import LimitError, plan, raise_nofile
+
+    nofile = raise_nofile()
+    try:
+        plan(config, nofile)
+    except LimitError as exc:
+        return (
+            f"limits: {exc} (measured against this process's RLIMIT_NOFILE {nofile}; "
+            "quiesce run under another limit may differ)"
+        )
+    return None
 
 
 @click.command("check")
@@ -59,6 +135,12 @@ def check_cmd(config_path: str) -> None:
 
     for problem in library_problems(config):  # quiesce run refuses these
         click.echo(f"warning: {problem}", err=True)
+    for busy in _busy_listeners(config):
+        click.echo(f"warning: {busy}", err=True)
+    if (refused := _descriptor_problem(config)) is not None:  # and this
+        click.echo(f"{config_path}: 1 problem(s)", err=True)
+        click.echo(f"  {refused}", err=True)
+        sys.exit(1)
     servers = sum(len(p.servers) for p in config.pools.values())
     click.echo(
         f"{config_path}: ok ({len(config.services)} service(s), {len(config.pools)} pool(s), "
