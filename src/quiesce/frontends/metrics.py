@@ -15,29 +15,44 @@ one number balancing uses.
 
 from __future__ import annotations
 
+import asyncio
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
-    HistogramMetricFamily,
     Metric,
 )
 from prometheus_client.registry import Collector
 
-from quiesce.core.checks import GRPC_ANSWERS, CheckResult, Reason
 from quiesce.core.events import Event, EventKind
 from quiesce.core.pool import slow_start_factor
-from quiesce.core.states import Admin, Oper, Status, Verdict
-from quiesce.core.status import displayed_status
-from quiesce.frontends.grpc_metrics import grpc_metrics
+from quiesce.core.states import Oper
+from quiesce.frontends.grpc_metrics import _HELP as GRPC_HELP
+from quiesce.frontends.metrics_text import (
+    H_TIMES,
+    HAPROXY_CHECK_STATES,
+    HAPROXY_PROXY_STATES,
+    HAPROXY_SERVER_STATES,
+    HTTP_CLASSES,
+    Rows,
+    TextFamily,
+    ejection_family,
+    family_chunks,
+    grpc_family,
+    haproxy_check_status,
+    haproxy_families,
+    haproxy_retry_families,
+    haproxy_server_state,
+    quiesce_families,
+    retry_families,
+)
 from quiesce.frontends.pool_metrics import ejection_metrics, pool_metrics
-from quiesce.frontends.retry_metrics import haproxy_retry_metrics, retry_metrics
+from quiesce.frontends.retry_metrics import _COUNTERS, haproxy_retry_metrics
 from quiesce.state.registry import Registry, ServerRuntime
-from quiesce.state.sessions import session_counts
 from quiesce.state.traffic import averages_ms
 
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -86,7 +101,7 @@ class QuiesceCollector(Collector):
                 counts = self.transitions[(e.pool, axis)] = {}
             counts[e.server] = counts.get(e.server, 0) + 1
 
-    def _fold_checks(self, s: ServerRuntime) -> None:
+    def fold_checks(self, s: ServerRuntime) -> None:
         for monitor, results in s.last_checks.items():
             key = (s.pool, s.name, monitor)
             last = self.seen_at.get(key, float("-inf"))
@@ -101,130 +116,16 @@ class QuiesceCollector(Collector):
         return []
 
     def collect(self) -> Iterator[Metric]:
+        """Nothing: the exposition is written by :func:`chunks`, which yields the families
+        built here (:meth:`process`, :meth:`_services`) with the ones written as text."""
+        return iter(())
+
+    def server_families(self) -> list[TextFamily]:
+        return quiesce_families(self, _AVERAGES, BUCKETS)
+
+    def process(self) -> Iterator[Metric]:
+        """quiesce_flag, quiesce_events_total and the global connection limit's series."""
         reg = self.registry
-        labels = ["pool", "server"]
-        oper = GaugeMetricFamily(
-            "quiesce_server_oper_state",
-            "Operational state (health monitors), one series per state",
-            labels=[*labels, "state"],
-        )
-        admin = GaugeMetricFamily(
-            "quiesce_server_admin_state",
-            "Administrative state (operator), one series per state",
-            labels=[*labels, "state"],
-        )
-        status = GaugeMetricFamily(
-            "quiesce_server_status",
-            "Displayed status, one series per status",
-            labels=[*labels, "status"],
-        )
-        eligible = GaugeMetricFamily(
-            "quiesce_server_eligible", "1 when eligible for new connections", labels=labels
-        )
-        conns = GaugeMetricFamily("quiesce_server_connections", "Live connections", labels=labels)
-        inflight = GaugeMetricFamily(
-            "quiesce_server_requests_in_flight", "Requests in flight", labels=labels
-        )
-        sessions = GaugeMetricFamily(
-            "quiesce_server_database_sessions",
-            "Database sessions (postgresql, mysql services) by state: idle, transaction, query, "
-            "tls (not followed; listed when there is one)",
-            labels=[*labels, "state"],
-        )
-        weight = GaugeMetricFamily(
-            "quiesce_server_weight",
-            "Runtime weight (the configured weight until changed by set weight)",
-            labels=labels,
-        )
-        configured = GaugeMetricFamily(
-            "quiesce_server_configured_weight",
-            "Weight given in the config file",
-            labels=labels,
-        )
-        requests = CounterMetricFamily(
-            "quiesce_server_requests", "Requests sent to the server", labels=labels
-        )
-        responses = CounterMetricFamily(
-            "quiesce_server_responses",
-            "Responses from the server by class",
-            labels=[*labels, "code"],
-        )
-        bytes_in = CounterMetricFamily(
-            "quiesce_server_bytes_in",
-            "Bytes received from the clients of the server's requests (L4: connections)",
-            labels=labels,
-        )
-        bytes_out = CounterMetricFamily(
-            "quiesce_server_bytes_out",
-            "Bytes sent to the clients of the server's requests (L4: connections)",
-            labels=labels,
-        )
-        times = [
-            GaugeMetricFamily(
-                f"quiesce_server_{what}_time_average_seconds",
-                f"Average {text} over the last 1024 requests (HAProxy's {col})",
-                labels=labels,
-            )
-            for what, text, col in _AVERAGES
-        ]
-        transitions = CounterMetricFamily(
-            "quiesce_server_transitions",
-            "State transitions per axis",
-            labels=[*labels, "axis"],
-        )
-        latency = HistogramMetricFamily(
-            "quiesce_check_latency_seconds",
-            "Health check latency",
-            labels=[*labels, "monitor"],
-        )
-        for s in reg.servers() if per_server(self.app) else ():
-            lv = [s.pool, s.name]
-            for o in Oper:
-                oper.add_metric([*lv, o.value], 1.0 if s.oper is o else 0.0)
-            for a in Admin:
-                admin.add_metric([*lv, a.value], 1.0 if s.admin.state is a else 0.0)
-            shown = displayed_status(s.admin.state, s.oper, s.connections, s.ejected)
-            for st in Status:
-                status.add_metric([*lv, st.value], 1.0 if shown is st else 0.0)
-            eligible.add_metric(lv, 1.0 if s.eligible else 0.0)
-            conns.add_metric(lv, float(s.connections))
-            inflight.add_metric(lv, float(s.requests_in_flight))
-            by_state = session_counts(s)
-            if by_state is not None:
-                for state, n in by_state.items():
-                    sessions.add_metric([*lv, state], float(n))
-            weight.add_metric(lv, float(s.weight))
-            configured.add_metric(lv, float(s.config.weight))
-            requests.add_metric(lv, float(s.requests_total))
-            for cls, n in sorted(s.responses.items()):
-                responses.add_metric([*lv, str(cls)], float(n))
-            bytes_in.add_metric(lv, float(s.bytes_in))
-            bytes_out.add_metric(lv, float(s.bytes_out))
-            for family, ms in zip(times, averages_ms((s,)), strict=True):
-                family.add_metric(lv, ms / 1000)
-            for axis in ("oper", "admin"):
-                counts = self.transitions.get((s.pool, axis))
-                n = 0 if counts is None else counts.get(s.name, 0)
-                transitions.add_metric([*lv, axis], float(n))
-            self._fold_checks(s)
-            for monitor in s.monitors:
-                hist = self.latency.get((s.pool, s.name, monitor))
-                if hist is None:
-                    continue
-                cumulative = [
-                    (str(b), float(c)) for b, c in zip(BUCKETS, hist.buckets, strict=True)
-                ]
-                cumulative.append(("+Inf", float(hist.count)))
-                latency.add_metric([*lv, monitor], cumulative, hist.sum)
-        yield from (oper, admin, status, eligible, conns, inflight, sessions, weight, configured)
-        yield from (requests, responses, bytes_in, bytes_out, *times)
-        yield from (transitions, latency)
-
-        yield from pool_metrics(reg.pools.values())  # quiesce_pool_* (frontends.pool_metrics)
-        yield from ejection_metrics(reg.pools.values(), per_server(self.app))
-        yield from retry_metrics(reg.pools.values(), per_server(self.app))  # wretr, wredis
-        yield from grpc_metrics(reg.pools.values(), per_server(self.app))  # grpc-status
-
         flags = GaugeMetricFamily(
             "quiesce_flag",
             "Runtime flags: 1/0 for booleans, 1 with the value for strings",
@@ -242,7 +143,6 @@ class QuiesceCollector(Collector):
             events.add_metric([kind], float(n))
         yield events
         yield from self._connections()
-        yield from self._services()
 
     def _connections(self) -> Iterator[Metric]:
         """The process's client connections against the global limit (limits.max_connections,
@@ -392,17 +292,6 @@ def _num(obj: Any, attr: str) -> float:
 
 # --- HAProxy 2.6's exporter names (metrics.haproxy_compatible) -------------------------------
 
-# promex_srv_st (addons/promex/service-prometheus.c): one series per state, 1 for the current.
-HAPROXY_SERVER_STATES = ("DOWN", "UP", "MAINT", "DRAIN", "NOLB")
-HAPROXY_PROXY_STATES = ("DOWN", "UP")
-# The check statuses promex lists (HAProxy's HCHK_STATUS_* whose result is at least
-# CHK_RES_FAILED, in HAProxy's order), for haproxy_server_check_status.
-HAPROXY_CHECK_STATES = (
-    "HANA", "SOCKERR", "L4OK", "L4TOUT", "L4CON", "L6OK", "L6TOUT", "L6RSP", "L7TOUT", "L7RSP",
-    "L7OK", "L7OKC", "L7STS", "PROCERR", "PROCTOUT", "PROCOK",
-)  # fmt: skip
-HTTP_CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx", "other")
-
 # HELP texts: HAProxy 2.6's (promex_st_metric_desc, else stat_fields[].desc).
 _H_STATUS = "Current status of the service, per state label value."
 _H_SCUR = "Number of current sessions on the frontend, backend or server"
@@ -415,47 +304,9 @@ _H_HRSP = (
 )
 _H_BIN = "Total number of request bytes since process started"
 _H_BOUT = "Total number of response bytes since process started"
-_H_TIMES = (
-    ("connect", "Avg. connect time for last 1024 successful connections."),
-    ("response", "Avg. response time for last 1024 successful connections."),
-    ("total", "Avg. total time for last 1024 successful connections."),
-)
 _H_REQ_TOT = (
     "Total number of HTTP requests processed by this object since the worker process started"
 )
-
-
-def haproxy_server_state(s: ServerRuntime) -> str:
-    """promex_srv_status(): MAINT wins; DRAIN only for a running server; HAProxy's STOPPING
-    (disable-on-404: quiesce's *down for maintenance*) is NOLB; not yet checked is DOWN, and
-    ejected by passive outlier detection too (HAProxy's observe + on-error mark-down)."""
-    if s.admin.state is Admin.MAINTENANCE:
-        return "MAINT"
-    if s.oper in (Oper.UP, Oper.UNMONITORED):
-        return "DRAIN" if s.admin.state is Admin.DRAIN else "DOWN" if s.ejected else "UP"
-    if s.oper is Oper.MAINTENANCE:
-        return "NOLB"
-    return "DOWN"
-
-
-def haproxy_check_status(result: CheckResult, layer7: bool) -> str:
-    """HAProxy's short check status for one quiesce check result (as ``show stat`` shows)."""
-    if result.verdict is Verdict.PASS:
-        return "L7OK" if layer7 else "L4OK"
-    return {
-        Reason.TIMEOUT: "L7TOUT" if layer7 else "L4TOUT",
-        Reason.CONNECTION_REFUSED: "L4CON",
-        Reason.CONNECTION_RESET: "L4CON",
-        Reason.CONNECTION_ERROR: "L4CON",
-        Reason.PORT_UNREACHABLE: "L4CON",
-        Reason.HOST_UNREACHABLE: "L4CON",
-        Reason.RESPONSE_CODE_MISMATCH: "L7STS",
-        Reason.MAINTENANCE_RESPONSE_CODE_MATCH: "L7STS",
-        Reason.PAYLOAD_CONTENT_MISMATCH: "L7RSP",
-        Reason.MAINTENANCE_PAYLOAD_CONTENT_MATCH: "L7RSP",
-        Reason.MALFORMED_RESPONSE: "L7RSP",
-        Reason.TLS_ERROR: "L6RSP",
-    }.get(result.reason, "L7STS" if result.reason in GRPC_ANSWERS else "SOCKERR")
 
 
 def _usable(s: ServerRuntime) -> bool:
@@ -489,17 +340,14 @@ class HaproxyCollector(Collector):
         return []
 
     def collect(self) -> Iterator[Metric]:
-        if not self.enabled():
-            return
-        yield from self._frontends()
-        yield from self._backends()
-        if per_server(self.app):
-            yield from self._servers()
-        yield from haproxy_retry_metrics(self.registry.pools.values(), per_server(self.app))
+        """Nothing: :func:`chunks` writes this family (when :meth:`enabled`)."""
+        return iter(())
 
-    def _eweight(self, s: ServerRuntime) -> int:
+    def eweight(self, s: ServerRuntime) -> int:
         """HAProxy's effective weight: the runtime weight, ramped by the pool's slow start."""
-        pool = self.registry.pools[s.pool]
+        pool = self.registry.pools.get(s.pool)  # None: removed while a scrape was under way
+        if pool is None:
+            return s.weight
         now = self.registry.clock.time()
         return round(s.weight * slow_start_factor(s.eligible_since, now, pool.config.slow_start))
 
@@ -593,7 +441,7 @@ class HaproxyCollector(Collector):
             active = [s for s in pool.servers if not s.config.backup and _usable(s)]
             backup = [s for s in pool.servers if s.config.backup and _usable(s)]
             serving = active or backup  # HAProxy's tot_weight: the active ones, else backups
-            weight.add_metric(lv, float(sum(self._eweight(s) for s in serving)))
+            weight.add_metric(lv, float(sum(self.eweight(s) for s in serving)))
             uweight.add_metric(lv, float(sum(s.weight for s in serving)))
             act.add_metric(lv, float(len(active)))
             bck.add_metric(lv, float(len(backup)))
@@ -608,91 +456,158 @@ class HaproxyCollector(Collector):
                     hrsp.add_metric([*lv, cls], float(n))
         yield from (status, scur, weight, uweight, act, bck, bin_, bout, *times, req_tot, hrsp)
 
-    def _servers(self) -> Iterator[Metric]:
-        labels = ["proxy", "server"]
-        status = GaugeMetricFamily("haproxy_server_status", _H_STATUS, labels=[*labels, "state"])
-        scur = GaugeMetricFamily("haproxy_server_current_sessions", _H_SCUR, labels=labels)
-        weight = GaugeMetricFamily("haproxy_server_weight", _H_WEIGHT, labels=labels)
-        uweight = GaugeMetricFamily("haproxy_server_uweight", _H_UWEIGHT, labels=labels)
-        chk_status = GaugeMetricFamily(
-            "haproxy_server_check_status",
-            "Status of last health check, per state label value.",
-            labels=[*labels, "state"],
-        )
-        chk_code = GaugeMetricFamily(
-            "haproxy_server_check_code",
-            "layer5-7 code, if available of the last health check.",
-            labels=labels,
-        )
-        chk_duration = GaugeMetricFamily(
-            "haproxy_server_check_duration_seconds",
-            "Total duration of the latest server health check, in seconds.",
-            labels=labels,
-        )
-        chk_down = CounterMetricFamily(
-            "haproxy_server_check_up_down",
-            "Total number of failed checks causing UP to DOWN server transitions, per "
-            "server/backend, since the worker process started",
-            labels=labels,
-        )
-        hrsp = CounterMetricFamily(
-            "haproxy_server_http_responses", _H_HRSP, labels=[*labels, "code"]
-        )
-        bin_ = CounterMetricFamily("haproxy_server_bytes_in", _H_BIN, labels=labels)
-        bout = CounterMetricFamily("haproxy_server_bytes_out", _H_BOUT, labels=labels)
-        times = _haproxy_times("server", labels)
-        http = self._http_pools()
-        monitors = self.registry.monitors
-        for s in self.registry.servers():
-            lv = [s.pool, s.name]
-            shown = haproxy_server_state(s)
-            for st in HAPROXY_SERVER_STATES:
-                status.add_metric([*lv, st], 1.0 if st == shown else 0.0)
-            scur.add_metric(lv, float(s.connections))
-            weight.add_metric(lv, float(self._eweight(s)))
-            uweight.add_metric(lv, float(s.weight))
-            bin_.add_metric(lv, float(s.bytes_in))
-            bout.add_metric(lv, float(s.bytes_out))
-            for family, ms in zip(times, averages_ms((s,)), strict=True):
-                family.add_metric(lv, ms / 1000)
-            if s.monitors:  # HAProxy: only servers whose checks are enabled
-                checks = s.checks()
-                last = checks[-1] if checks else None
-                current = ""
-                if last is not None:
-                    monitor = monitors.get(last.monitor)
-                    layer7 = monitor is not None and monitor.type in ("http", "https", "grpc")
-                    current = haproxy_check_status(last, layer7)
-                    chk_duration.add_metric(lv, float(last.latency))
-                for st in HAPROXY_CHECK_STATES:
-                    chk_status.add_metric([*lv, st], 1.0 if st == current else 0.0)
-                code = last.status_code if last is not None else None
-                chk_code.add_metric(lv, float(code) if code is not None else 0.0)
-                chk_down.add_metric(lv, float(self.up_down.get((s.pool, s.name), 0)))
-            if s.pool in http:
-                for cls in HTTP_CLASSES:
-                    hrsp.add_metric([*lv, cls], float(s.responses.get(cls, 0)))
-        yield from (status, scur, weight, uweight, chk_status, chk_code, chk_duration)
-        yield from (chk_down, bin_, bout, *times, hrsp)
-
 
 def _haproxy_times(kind: str, labels: list[str]) -> list[GaugeMetricFamily]:
     """haproxy_<kind>_{connect,response,total}_time_average_seconds (ctime, rtime, ttime)."""
     return [
         GaugeMetricFamily(f"haproxy_{kind}_{what}_time_average_seconds", text, labels=labels)
-        for what, text in _H_TIMES
+        for what, text in H_TIMES
     ]
 
 
-def build_collector_registry(app: Any) -> CollectorRegistry:
-    reg = CollectorRegistry(auto_describe=False)
-    reg.register(QuiesceCollector(app))
-    reg.register(HaproxyCollector(app))
-    return reg
+# /metrics?scope=...: HAProxy's exporter's scopes (global, frontend, backend, server), by
+# quiesce's names or HAProxy's; without the parameter, all of them.
+SCOPES = frozenset({"global", "service", "pool", "server"})
+_SCOPE_NAMES = {"frontend": "service", "backend": "pool"}
 
 
-def render(reg: CollectorRegistry) -> tuple[bytes, str]:
+def parse_scopes(values: Iterable[str] | None) -> frozenset[str]:
+    """``scope`` values (repeated, or comma-separated) as a set of :data:`SCOPES`; None
+    (no parameter): all. An empty value selects nothing. ValueError names an unknown one."""
+    if values is None:
+        return SCOPES
+    out = set()
+    for value in values:
+        for part in filter(None, (v.strip() for v in value.split(","))):
+            name = _SCOPE_NAMES.get(part, part)
+            if name not in SCOPES:
+                known = ", ".join(sorted(SCOPES | set(_SCOPE_NAMES)))
+                raise ValueError(f"unknown metrics scope {part!r} (one of {known})")
+            out.add(name)
+    return frozenset(out)
+
+
+class MetricsRegistry(CollectorRegistry):
+    """The /metrics collectors of one App, and each server's label text between scrapes.
+    Collectors registered later (the cluster's) are written after quiesce's and HAProxy's,
+    in the ``global`` scope."""
+
+    def __init__(self, app: Any) -> None:
+        super().__init__(auto_describe=False)
+        self.app = app
+        self.quiesce = QuiesceCollector(app)
+        self.haproxy = HaproxyCollector(app)
+        self.rows = Rows()
+        self.extra: list[Collector] = []
+        super().register(self.quiesce)
+        super().register(self.haproxy)
+
+    def register(self, collector: Collector) -> None:
+        super().register(collector)
+        self.extra.append(collector)
+
+
+class _Families(Collector):
+    def __init__(self, families: Iterable[Metric]) -> None:
+        self.families = families
+
+    def collect(self) -> Iterable[Metric]:
+        return self.families
+
+
+def _text(families: Iterable[Metric]) -> str:
+    """A few small families (pools, services, the process) through prometheus-client."""
+    return generate_latest(_Families(families)).decode()
+
+
+def chunks(reg: MetricsRegistry, scopes: frozenset[str] = SCOPES) -> Iterator[str]:
+    """The exposition, in the order it always had, as chunks of text: a family of the pools,
+    services or process whole, a per-server family a slice of :data:`metrics_text.SLICE`
+    servers at a time (the caller may give the loop back between two chunks; an empty one
+    marks a slice of servers read but nothing written yet). The servers are those there at
+    the start; their values are read as their slice is written."""
+    q, h = reg.quiesce, reg.haproxy
+    pools = list(q.registry.pools.values())
+    each = per_server(reg.app)
+    servers = "server" in scopes
+    slices = []
+    if servers and each:
+        for rows in reg.rows.slices(s for pool in pools for s in pool.servers):
+            slices.append(rows)
+            yield ""
+    if servers:
+        yield from family_chunks(q.server_families(), slices)
+    if "pool" in scopes:
+        yield _text(pool_metrics(pools))  # quiesce_pool_* (frontends.pool_metrics)
+        yield _text(ejection_metrics(pools, False)[:1])  # quiesce_pool_ejected_servers
+    if servers:
+        detection = {p.name for p in pools if p.config.outlier_detection is not None}
+        yield from family_chunks([ejection_family(detection.__contains__)], slices)
+        yield from family_chunks(retry_families(_COUNTERS), slices)  # wretr, wredis, econ...
+        yield from family_chunks([grpc_family(GRPC_HELP)], slices)  # grpc-status
+    if "global" in scopes:
+        yield _text(q.process())
+    if "service" in scopes:
+        yield _text(q._services())
+    if h.enabled():
+        if "service" in scopes:
+            yield _text(h._frontends())
+        if "pool" in scopes:
+            yield _text(h._backends())
+        if servers and each:
+            yield from family_chunks(haproxy_families(h, h._http_pools()), slices)
+        if "pool" in scopes:
+            yield _text(haproxy_retry_metrics(pools, False))  # haproxy_backend_*
+        if servers and each:
+            yield from family_chunks(haproxy_retry_families(_COUNTERS), slices)
+    if "global" in scopes:
+        for collector in reg.extra:
+            yield _text(collector.collect())
+
+
+async def stream(reg: MetricsRegistry, scopes: frozenset[str] = SCOPES) -> AsyncIterator[bytes]:
+    """:func:`chunks` for ``GET /metrics``: the loop is given back after each chunk, and
+    what was written is sent once it reaches 256 KiB, so the data plane goes on while a
+    scrape of 100,000 servers is written and the first bytes leave at once."""
+    pending: list[str] = []
+    size = 0
+    for chunk in chunks(reg, scopes):
+        if chunk:
+            pending.append(chunk)
+            size += len(chunk)
+            if size >= 1 << 18:
+                yield "".join(pending).encode()
+                pending, size = [], 0
+        await asyncio.sleep(0)
+    if pending:
+        yield "".join(pending).encode()
+
+
+def build_collector_registry(app: Any) -> MetricsRegistry:
+    return MetricsRegistry(app)
+
+
+def render(reg: CollectorRegistry, scopes: frozenset[str] = SCOPES) -> tuple[bytes, str]:
+    """The whole exposition at once (tests, and callers off the loop)."""
+    if isinstance(reg, MetricsRegistry):
+        return "".join(chunks(reg, scopes)).encode(), CONTENT_TYPE_LATEST
     return generate_latest(reg), CONTENT_TYPE_LATEST
 
 
-__all__ = ["HaproxyCollector", "QuiesceCollector", "build_collector_registry", "render"]
+__all__ = [
+    "HAPROXY_CHECK_STATES",
+    "HAPROXY_PROXY_STATES",
+    "HAPROXY_SERVER_STATES",
+    "HTTP_CLASSES",
+    "SCOPES",
+    "HaproxyCollector",
+    "MetricsRegistry",
+    "QuiesceCollector",
+    "build_collector_registry",
+    "chunks",
+    "haproxy_check_status",
+    "haproxy_server_state",
+    "parse_scopes",
+    "render",
+    "stream",
+]

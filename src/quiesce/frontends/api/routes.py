@@ -550,15 +550,24 @@ def create_api(app: AppLike) -> FastAPI:
     api.include_router(maxscale)
     _describe_bodies(api, [v1, maxscale])
 
-    from quiesce.frontends.metrics import build_collector_registry, render
+    from prometheus_client import CONTENT_TYPE_LATEST
+    from starlette.responses import StreamingResponse
+
+    from quiesce.frontends.metrics import build_collector_registry, parse_scopes, stream
 
     metrics_registry = build_collector_registry(app)
     install_cluster(api, app, metrics_registry)  # metrics; etcd confirms writes (409 / 503)
 
     @api.get("/metrics", tags=["meta"])
-    async def metrics(p: Read) -> Response:
-        body, ctype = render(metrics_registry)
-        return Response(body, media_type=ctype)
+    async def metrics(p: Read, scope: Annotated[list[str] | None, Query()] = None) -> Response:
+        """Written and sent in slices of servers, the loop given back between them
+        (quiesce.frontends.metrics.stream); ``scope`` as HAProxy's exporter (docs/api.md)."""
+        try:
+            scopes = parse_scopes(scope)
+        except ValueError as exc:
+            raise InvalidCommand(str(exc)) from None
+        body = stream(metrics_registry, scopes)
+        return StreamingResponse(body, media_type=CONTENT_TYPE_LATEST)
 
     try:
         from quiesce.frontends import dashboard
