@@ -53,8 +53,8 @@ def _reload_refused(config: Config) -> list[str]:
     if not config.admin.users and not config.admin.tokens:
         out.append(
             f"admin.users: no user and no admin.tokens: no client can log in to the admin "
-            f"API on {config.admin.listen} (quiesce reload refuses such a file while the "
-            "admin API listens)"
+            f"API on {config.admin.listen} (quiesce reload refuses to switch a process "
+            "with users or tokens to such a file)"
         )
     if not config.services:
         out.append(

@@ -92,3 +92,14 @@ def test_check_warns_of_a_listen_address_in_use(tmp_path: Path) -> None:
         ), checked.stderr
     checked = quiesce(tmp_path, "check", "-c", "quiesce.yaml")
     assert checked.returncode == 0 and "cannot listen" not in checked.stderr, checked
+
+
+def test_check_accepts_but_warns_of_a_file_a_reload_refuses(tmp_path: Path) -> None:
+    """No service and no admin user: a start takes it (nobody to lock out, nothing served
+    yet), a reload of a process serving with users refuses it (test_reload_refusals.py);
+    check says so."""
+    (tmp_path / "quiesce.yaml").write_text("pools: {}\nservices: {}\n")
+    checked = quiesce(tmp_path, "check", "-c", "quiesce.yaml")
+    assert checked.returncode == 0, checked
+    assert "warning: admin.users: no user and no admin.tokens" in checked.stderr, checked
+    assert "warning: services: none: nothing is served" in checked.stderr, checked
