@@ -118,3 +118,31 @@ def test_a_pool_removed_and_put_back_by_reloads_keeps_its_runtime_state(tmp_path
         finally:
             code = q.proc.stop(signal.SIGTERM)
         assert code == 0, q.proc.output
+
+
+def test_a_single_server_removed_and_put_back_starts_as_the_file_says_both_ways(
+    tmp_path: Path,
+) -> None:
+    """The rule for one server (docs/admin.md): the file removed that server, so its admin
+    state goes with it; put back, by a reload or at a restart, it is the file's, enabled.
+    The two ways agree (pins the documented rule)."""
+    with serve_in_thread(Backend("b1"), Backend("b2"), Backend("ba")) as (b1, b2, ba):
+        full = config_text([("web1", b1.port), ("web2", b2.port)], ba.port)
+        q = start(tmp_path, full)
+        try:
+            ok(q, "set", "server", "web/web2", "maintenance")
+            q.write(config_text([("web1", b1.port)], ba.port))
+            assert "web/web2: removed" in ok(q, "reload")
+            assert "web/web2" not in runtime_state(q)  # in maintenance: deleted at once
+            q.write(full)
+            ok(q, "reload")
+            by_reload = runtime_state(q)
+            assert by_reload["web/web2"][0] == "enabled", by_reload
+        finally:
+            assert q.proc.stop(signal.SIGKILL) == -signal.SIGKILL
+        q = Running(tmp_path, Proc(["run", "-c", "quiesce.yaml"], tmp_path))
+        try:
+            assert runtime_state(q) == by_reload
+        finally:
+            code = q.proc.stop(signal.SIGTERM)
+        assert code == 0, q.proc.output
