@@ -162,7 +162,7 @@ def files(draw: st.DrawFn) -> list[str]:
     return out
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(files())
 def test_edited_files_load_as_the_full_parse_loads_them(versions: list[str]) -> None:
     cache, checked = ParseCache(), ParseCache()
