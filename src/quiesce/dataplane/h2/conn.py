@@ -169,7 +169,7 @@ class Http2Connection(asyncio.Protocol):
     def _dispatch(self, events: list[Any]) -> None:
         streams = self.streams
         session = self.session
-        reset = None
+        reset: set[int] | tuple[()] | None = None
         for e in events:
             kind = type(e)
             if kind is RequestReceived:
@@ -177,7 +177,11 @@ class Http2Connection(asyncio.Protocol):
                 if sid > session.last_id:
                     session.last_id = sid
                 if reset is None:  # streams the client reset in the same read: never begun
-                    reset = {x.stream_id for x in events if type(x) is StreamReset}
+                    reset = (
+                        {x.stream_id for x in events if type(x) is StreamReset}
+                        if StreamReset in set(map(type, events))  # (rare: a scan in C first)
+                        else ()
+                    )
                 if sid not in reset:
                     self._request(sid, e.headers, e.end_stream)
             elif kind is DataReceived:
