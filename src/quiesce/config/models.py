@@ -16,6 +16,7 @@ from pydantic import (
     AfterValidator,
     BeforeValidator,
     Field,
+    StrictInt,
     model_validator,
 )
 
@@ -310,9 +311,9 @@ _NO_MONITORS: list[str] = []  # ServerConfig's healthmonitors when none is given
 class ServerConfig(Model):
     name: Name
     address: ServerAddress
-    weight: Annotated[int, Field(ge=0, le=256)] = 1
+    weight: Annotated[StrictInt, Field(ge=0, le=256)] = 1  # strict: true is not 1
     backup: bool = False
-    priority: Annotated[int, Field(ge=0, le=1000)] = 0
+    priority: Annotated[StrictInt, Field(ge=0, le=1000)] = 0
     healthmonitors: list[str] = []  # node monitors (e.g. ICMP) of this server only
     # at most this many busy connections at once (L7 requests, L4 relays); more wait in the
     # pool's queue (queue_timeout); null: no limit

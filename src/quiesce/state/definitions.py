@@ -79,7 +79,7 @@ class Definitions:
             )
         missing = [m for m in config.healthmonitors if m not in self.monitors]
         if missing:
-            raise InvalidCommand(f"healthmonitors: no health monitor named {missing[0]!r}")
+            raise NotFound(f"healthmonitors: no health monitor named {missing[0]!r}")
         server = pool.add(config)
         server.runtime_defined = runtime
         now = self.clock.time()
@@ -129,7 +129,7 @@ class Definitions:
             return diff
         missing = [m for m in new.healthmonitors if m not in self.monitors]
         if missing:
-            raise InvalidCommand(f"healthmonitors: no health monitor named {missing[0]!r}")
+            raise NotFound(f"healthmonitors: no health monitor named {missing[0]!r}")
         server.config = new
         server.runtime_defined = server.runtime_defined or runtime
         if "weight" in diff:

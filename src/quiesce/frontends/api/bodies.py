@@ -11,7 +11,7 @@ import datetime as dt
 import math
 from typing import Annotated
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictInt, model_validator
 
 from quiesce.admin.context import CommandContext
 from quiesce.config.base import Name
@@ -124,7 +124,7 @@ class ClearBody(Body):
 
 
 class WeightBody(Body):
-    weight: int
+    weight: StrictInt  # not true (pydantic's lax int takes it as 1), not "3"
 
 
 class FlagBody(Body):

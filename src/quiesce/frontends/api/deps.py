@@ -115,6 +115,31 @@ Read = Annotated[Principal, Depends(reader)]
 Write = Annotated[Caller, Depends(writer)]
 
 
+def only_query(request: Request, *names: str) -> None:
+    """A write's options given in its query (DELETE has no body) are checked as a body's
+    keys are: an unknown one is a 422 naming it, so a typo (``drian=true``) never deletes
+    without the option it meant. ``local`` is every write's (:func:`writer`)."""
+    unknown = sorted(set(request.query_params) - {*names, "local"})
+    if unknown:
+        known = ", ".join([*names, "local"])
+        problems = [f"{k}: unknown query parameter (this route takes {known})" for k in unknown]
+        raise ApiError(422, "invalid", "; ".join(problems), problems=problems)
+
+
+def no_body(raw: bytes, route: str) -> None:
+    """A route that takes no options: an empty body, ``null`` or ``{}`` only, else a 422
+    (a 400 for a body that is not JSON), so an option it would ignore is never taken as
+    applied."""
+    data = decode_json(raw)
+    if data is None or data == {}:
+        return
+    if isinstance(data, dict):
+        problems = [f"{k}: unknown key ({route} takes no body)" for k in data]
+    else:
+        problems = [f"the body: {route} takes no body"]
+    raise ApiError(422, "invalid", "; ".join(problems), problems=problems)
+
+
 async def json_body(request: Request) -> Any:
     return decode_json(await request.body())
 
@@ -142,6 +167,8 @@ __all__ = [
     "authenticator",
     "decode_json",
     "json_body",
+    "no_body",
+    "only_query",
     "reader",
     "source_of",
     "writer",

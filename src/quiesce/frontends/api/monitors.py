@@ -14,7 +14,15 @@ from pydantic import ValidationError
 from quiesce.admin import CommandContext
 from quiesce.config.loader import validation_problems
 from quiesce.config.models import HealthMonitor
-from quiesce.frontends.api.deps import ApiError, AppLike, Caller, Read, Write, json_body
+from quiesce.frontends.api.deps import (
+    ApiError,
+    AppLike,
+    Caller,
+    Read,
+    Write,
+    json_body,
+    only_query,
+)
 
 _NAME = re.compile(r"^[A-Za-z0-9_.:\-]{1,128}\Z")  # \Z: "$" also matches before a final "\n"
 
@@ -74,7 +82,8 @@ def monitor_routes(v1: APIRouter, app: AppLike, ctx: Callable[[Caller], CommandC
         return JSONResponse(monitor_view(name), status_code=201 if created else 200)
 
     @v1.delete("/healthmonitors/{name}", tags=["healthmonitors"], status_code=204)
-    async def delete_monitor(name: str, c: Write) -> Response:
+    async def delete_monitor(name: str, request: Request, c: Write) -> Response:
+        only_query(request)
         app.admin.delete_monitor(name, ctx(c))
         return Response(status_code=204)
 

@@ -103,7 +103,7 @@ def alter_server(ctx: click.Context, server: str, settings_: tuple[str, ...], re
             body[key] = value.lower() in ("true", "yes", "on", "1")
         elif key == "max_connections" and value.lower() in ("none", "null"):
             body[key] = None
-        elif key == "max_connections" and value.isdigit():
+        elif key in ("weight", "max_connections") and value.removeprefix("-").isdecimal():
             body[key] = int(value)  # a number (the API refuses the text "5"), else as given
         else:
             body[key] = value  # the API validates (and names the field of a bad value)
