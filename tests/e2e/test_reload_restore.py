@@ -146,3 +146,31 @@ def test_a_single_server_removed_and_put_back_starts_as_the_file_says_both_ways(
         finally:
             code = q.proc.stop(signal.SIGTERM)
         assert code == 0, q.proc.output
+
+
+def test_a_restart_while_the_pool_is_out_of_the_file_keeps_its_admin_states(
+    tmp_path: Path,
+) -> None:
+    """The pool removed by a reload, quiesce restarted without it, the pool put back by a
+    reload: web2 is still in maintenance (before, the restart forgot its admin state: 'no
+    such server')."""
+    with serve_in_thread(Backend("b1"), Backend("b2"), Backend("ba")) as (b1, b2, ba):
+        full = config_text([("web1", b1.port), ("web2", b2.port)], ba.port)
+        q = start(tmp_path, full)
+        try:
+            ok(q, "set", "server", "web/web2", "maintenance", "--reason", "3 a.m. page")
+            q.write(config_text(None, ba.port))
+            ok(q, "reload")
+        finally:
+            assert q.proc.stop(signal.SIGKILL) == -signal.SIGKILL
+        q = Running(tmp_path, Proc(["run", "-c", "quiesce.yaml"], tmp_path))
+        try:
+            q.proc.wait_for(r"admin state of web/web2 \(maintenance\) kept: no pool 'web'")
+            q.write(full)
+            assert "web/web2: maintenance restored" in ok(q, "reload")
+            state = runtime_state(q)
+            assert state["web/web2"][0] == "maintenance", state
+            assert "b2" not in answered_by(site_port(q), 12)
+        finally:
+            code = q.proc.stop(signal.SIGTERM)
+        assert code == 0, q.proc.output

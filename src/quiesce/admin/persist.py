@@ -238,8 +238,10 @@ class Persistence(ServiceBase):
     def _restore_admin(
         self, ignore: Callable[[str], None], pools: frozenset[str] | None = None
     ) -> dict[str, str]:
-        """The stored admin records put back (maintenance, drain, a runtime weight), by
-        server; a record of a server the config does not have is forgotten."""
+        """The stored admin records put back (maintenance, drain, their expiry), by server;
+        a record of a server its pool in the config does not have is forgotten, one of a
+        pool the config does not have kept (the pool may come back, by a reload or at a
+        restart: docs/admin.md)."""
         reg, store = self.registry, self.store
         restored: dict[str, str] = {}
         for key, record in store.load_admin().items():
@@ -248,7 +250,11 @@ class Persistence(ServiceBase):
             try:
                 server = reg.find_server(key)
             except NotFound:
-                ignore(f"admin state of {key} ({record.state.value}) forgotten: no such server")
+                state, pool = record.state.value, key.partition("/")[0]
+                if pool not in reg.pools:  # the pool is out of the file: kept for its return
+                    ignore(f"admin state of {key} ({state}) kept: no pool {pool!r} in the config")
+                    continue
+                ignore(f"admin state of {key} ({state}) forgotten: no such server")
                 store.delete_admin(key)
                 continue
             reg.restore_admin(server, _sane(record))

@@ -9,10 +9,12 @@ worker process (:mod:`quiesce.app.reload_worker`, ``quiesce check``'s rules), it
 coming back in pickled pieces unpickled between two turns of the event loop; the new config
 is put together and the difference planned in a thread with a short switch interval
 (:func:`quiesce.state.reload.plan_reload`, sans-IO); everything that can fail
-(pages, the admin certificate, new listeners, the connection budget) is done before anything
-changes; then the plan is applied in slices of RELOAD_SLICE seconds inside one store
+(pages, the admin certificate, new listeners, the connection budget, the refusals of
+:func:`quiesce.state.reload.refusals`) is done before anything changes, every problem reported
+in one list; then the plan is applied in slices of RELOAD_SLICE seconds inside one store
 transaction, the health manager synced once at the end, and the services reconfigured,
-retired or started.
+retired or started. Pools the reload adds back get what the state store holds for them,
+as at a start (:meth:`quiesce.admin.AdminService.restore_pools`).
 """
 
 from __future__ import annotations
