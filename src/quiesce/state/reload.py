@@ -113,9 +113,9 @@ def refusals(old: Config, new: Config, *, admin_listening: bool) -> list[str]:
     """Problems of a valid file that a running process still refuses to reload into
     (docs/admin.md, "Live reload"): nothing changes and the reload lists them. A file with
     no admin user and no token while the admin API listens and has some (a reload cannot
-    close it: every client, this reload's caller too, would get 401 until a restart); a file with no service
-    while some run (as HAProxy refuses a config with no listener: to stop serving, stop
-    the process)."""
+    close it: every client, this reload's caller too, would get 401 until a restart); a
+    file with no service while some run (as HAProxy refuses a config with no listener: to
+    stop serving, stop the process)."""
     problems: list[str] = []
     could = old.admin.users or old.admin.tokens  # started without: nobody is locked out
     if admin_listening and could and not new.admin.users and not new.admin.tokens:
