@@ -2,16 +2,18 @@
 :class:`~quiesce.dataplane.h1.client.ClientConnection` that carries a single request, whose
 transport (:class:`StreamTransport`) is its stream on the HTTP/2 connection.
 
-The request's header list is written to it as an HTTP/1.1 head (session.request_head) and its
-DATA frames as its body, so routing, rules, balancing, persistence, the queue, the
+The stream starts its exchange with the request made from its header list
+(quiesce.dataplane.h2.request: no HTTP/1.1 head written and parsed again) and passes its DATA
+frames on as the request's body, so routing, rules, balancing, persistence, the queue, the
 maintenance page, the connection table (per-stream accounting: a server in drain counts the
 streams it serves, ``--force`` cuts them), retries, the keep-alive race, timeouts and the
 access log are the HTTP/1.1 ones, not a copy. The request goes as keep-alive: a whole
 answer takes the exchange's inline keep-alive end, and the stream ends with its answer
 (:meth:`StreamTransport._done`). What the exchange answers, as HTTP/1.1 bytes, becomes
-HEADERS and DATA frames: a whole Content-Length answer in one write at once
-(:meth:`StreamTransport._whole`), anything else through httptools. The cost is a head
-written for each request and each answer's head read again (docs/dataplane.md, "HTTP/2").
+HEADERS and DATA frames: a whole Content-Length answer in one write at once, its head read
+into a header list by quiesce._h2fast.answer (:func:`answer_fields` without it;
+:meth:`StreamTransport._whole`), anything else through httptools (docs/dataplane.md,
+"HTTP/2").
 """
 
 from __future__ import annotations
