@@ -118,3 +118,22 @@ def test_pipelined_behind_an_h2c_request_with_a_body(proxied: tuple[Started, Bac
     assert [r.target for r in b1.requests if r.target != "/health"] == ["/sink", "/headers"]
     assert b'"length": 5' in got
     no_upgrade(b1.requests[-2].headers)
+
+
+def test_many_h2c_requests_pipelined_in_one_read(proxied: tuple[Started, Backend]) -> None:
+    """600 h2c requests in one write, each read again where the one before stopped: by one
+    loop, not a call deeper each (that went past Python's recursion limit: none answered)."""
+    q, b1 = proxied
+    port = int(q.www.rsplit(":", 1)[1].strip("/"))
+    one = (
+        b"GET / HTTP/1.1\r\nHost: www\r\nConnection: Upgrade, HTTP2-Settings\r\n"
+        b"Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\n\r\n"
+    )
+    with socket.create_connection(("127.0.0.1", port), timeout=60) as s:
+        s.sendall(one * 600 + b"GET /last HTTP/1.1\r\nHost: www\r\nConnection: close\r\n\r\n")
+        got = b""
+        while chunk := s.recv(1 << 20):
+            got += chunk
+    assert got.count(b"HTTP/1.1 200 ") == 601
+    assert b1.paths == ["/"] * 600 + ["/last"]
+    assert all("upgrade" not in r.headers for r in b1.requests)

@@ -35,6 +35,26 @@ class Upgrading(tunnel.Tunnelled, Protocol):
     def data_received(self, data: bytes) -> None: ...
 
 
+# Connections being read again (by id), and what to read next: an h2c request met while
+# one is read again is read by the same loop, not one call deeper (600 of them pipelined in
+# one read went past Python's recursion limit).
+_AGAIN: dict[int, bytes | None] = {}
+
+
+def _read_again(conn: Upgrading, data: bytes) -> None:
+    key = id(conn)
+    if key in _AGAIN:  # within the loop below, for this connection: it reads this next
+        _AGAIN[key] = data
+        return
+    _AGAIN[key] = data
+    try:
+        while (next_data := _AGAIN[key]) is not None:
+            _AGAIN[key] = None
+            conn.data_received(next_data)
+    finally:
+        del _AGAIN[key]
+
+
 def hold(conn: Upgrading, req: Request, headers: list[tuple[bytes, bytes]]) -> bool:
     """An upgrade request's head, just parsed: True when it only offers h2c (then the
     connection forgets it: httptools stops right after it and :func:`stopped` reads it
@@ -55,7 +75,7 @@ def stopped(conn: Upgrading, rest: bytes) -> None:
         if not conn.closed:
             conn.parser = None  # a new one: this one took the head as an upgrade
             conn.rx -= len(head)  # made here, not read again
-            conn.data_received(head + rest)
+            _read_again(conn, head + rest)
         return
     if not conn.closed:
         conn.upgrade_buf = [rest] if rest else []
