@@ -7,8 +7,9 @@ cause ``runtime-socket``), like every other front end's.
 from __future__ import annotations
 
 import ipaddress
+import itertools
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -469,6 +470,22 @@ class RuntimeCommands:
 
     def show_stat(self, a: list[str]) -> str:
         return self.stats.show_stat(a)
+
+    def stream(self, line: str, session: Session) -> Iterator[str] | None:
+        """``show stat`` alone on its line (issue 21): its answer in parts
+        (Stats.show_stat_parts) then the empty line that ends it (and the prompt), for the
+        socket to send each as it is made; None for any other line and for a ``show stat``
+        that fails (:meth:`execute` answers those whole)."""
+        commands = _split_commands(line)
+        words = commands[0].split() if len(commands) == 1 else []
+        if words[:2] != ["show", "stat"]:
+            return None
+        parts = self.stats.show_stat_parts(words[2:])
+        try:
+            first = next(parts)
+        except (QuiesceError, ValueError, OverflowError):  # CommandError is a QuiesceError
+            return None
+        return itertools.chain([first], parts, ["\n> " if session.interactive else "\n"])
 
     def show_servers_state(self, a: list[str]) -> str:
         return self.stats.show_servers_state(a)

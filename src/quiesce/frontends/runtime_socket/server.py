@@ -56,18 +56,14 @@ class RuntimeSocket:
                     break
                 was_interactive = session.interactive
                 # the prompts ("> " after each command) are part of the answer
-                before = self.app.admin.writes
-                mark = self.app.admin.write_mark()  # a shared store: etcd confirms the change
-                if line.strip() == "reload":  # the one command that awaits (it binds)
-                    answer = await self.commands.reload(session)
+                parts = self.commands.stream(line, session)
+                if parts is not None:  # show stat: sent as made, the loop given back between
+                    for part in parts:
+                        writer.write(part.encode())
+                        await writer.drain()
+                        await asyncio.sleep(0)
                 else:
-                    answer = self.commands.execute(line, session)
-                if self.app.admin.writes != before:  # a change: on disk before the answer
-                    answer = await self._durable(answer)
-                if mark is not None:
-                    answer = await self._confirmed(answer, mark)
-                writer.write(answer.encode())
-                await writer.drain()
+                    await self._answer(line, session, writer)
                 # HAProxy: one line per connection unless interactive; a line that turns
                 # the prompt off is still followed by one more command
                 if session.quit or not (session.interactive or was_interactive):
@@ -80,6 +76,20 @@ class RuntimeSocket:
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
+
+    async def _answer(self, line: str, session: Session, writer: asyncio.StreamWriter) -> None:
+        before = self.app.admin.writes
+        mark = self.app.admin.write_mark()  # a shared store: etcd confirms the change
+        if line.strip() == "reload":  # the one command that awaits (it binds)
+            answer = await self.commands.reload(session)
+        else:
+            answer = self.commands.execute(line, session)
+        if self.app.admin.writes != before:  # a change: on disk before the answer
+            answer = await self._durable(answer)
+        if mark is not None:
+            answer = await self._confirmed(answer, mark)
+        writer.write(answer.encode())
+        await writer.drain()
 
     async def _durable(self, answer: str) -> str:
         try:

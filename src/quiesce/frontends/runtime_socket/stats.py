@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 import sys
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +26,8 @@ from quiesce.frontends.runtime_socket.haproxy_fields import (
 )
 from quiesce.state.registry import PoolRuntime, Registry, ServerRuntime
 from quiesce.state.traffic import averages_ms
+
+SLICE = 500  # show stat: server lines a part of the answer has at most (show_stat_parts)
 
 _STAT_HEADER = (
     "pxname,svname,qcur,qmax,scur,smax,slim,stot,bin,bout,dreq,dresp,ereq,econ,eresp,wretr,"
@@ -120,6 +123,13 @@ class Stats:
         """``show stat [{<iid>|<proxy>} <type> <sid>] [typed|json|up|no-maint|desc]*``, as
         HAProxy 2.6 parses it: the three filter words only when all three are there (then
         the options follow them), numbers read with atoi (so ``abc`` is 0)."""
+        return "".join(self.show_stat_parts(a))
+
+    def show_stat_parts(self, a: list[str]) -> Iterator[str]:
+        """:meth:`show_stat`'s answer in parts: the header line (or json's ``[``), then the
+        lines of at most :data:`SLICE` servers a part, each part made when it is asked for
+        (the runtime socket sends one and gives the loop back before the next, as HAProxy
+        streams it: issue 21). A bad filter raises at the first part."""
         iid, types, sid = -1, -1, -1
         options = a
         if len(a) >= 3:
@@ -131,7 +141,26 @@ class Stats:
             types, sid = _atoi(a[1]), _atoi(a[2])
             options = a[3:]
         only_up, no_maint = "up" in options, "no-maint" in options
+        write: Callable[[Row], str]
+        if "json" in options:
+            write, sep = _json_row, ","
+            yield "["
+        elif "typed" in options:
+            write, sep = _typed_row, ""
+            yield ""
+        else:
+            write, sep = lambda r: _csv(r) + "\n", ""
+            yield "# " + ",".join(STAT_FIELDS) + ",\n"
         rows: list[Row] = []
+        first = True
+
+        def out() -> str:
+            nonlocal first
+            text = ("" if first else sep) + sep.join(write(r) for r in rows)
+            first = False
+            rows.clear()
+            return text
+
         for p_iid, kind, name, obj in self._proxies():
             if iid != -1 and p_iid != iid:
                 continue
@@ -141,7 +170,7 @@ class Stats:
                 continue
             pool: PoolRuntime = obj
             if types & 4:
-                for s in pool.servers:
+                for s in list(pool.servers):
                     if sid != -1 and s.order + 1 != sid:
                         continue
                     if no_maint and s.admin.state is Admin.MAINTENANCE:
@@ -150,13 +179,14 @@ class Stats:
                     if only_up and row.fields["status"] not in ("UP", "no check"):
                         continue
                     rows.append(row)
+                    if len(rows) >= SLICE:
+                        yield out()
             if types & 2:
                 rows.append(self._backend_row(p_iid, pool))
+        if rows:
+            yield out()
         if "json" in options:
-            return "[" + ",".join(_json_row(r) for r in rows) + "]\n"
-        if "typed" in options:
-            return "".join(_typed_row(r) for r in rows)
-        return "".join(["# " + ",".join(STAT_FIELDS) + ",\n", *(_csv(r) + "\n" for r in rows)])
+            yield "]\n"
 
     def proxies(self) -> list[tuple[int, str, str, Any]]:
         return self._proxies()
