@@ -2,7 +2,8 @@
 """HTTP/2 benchmark: quiesce and HAProxy speaking HTTP/2 to h2load, side by side, same
 back end, one run (issue 16, benchmark (c)).
 
-    python3 bench/h2_bench.py [--duration 8] [--rounds 1] [--profile 6] [--write BENCHMARKS.md]
+    python3 bench/h2_bench.py [--duration 8] [--rounds 1] [--profile 6] [--only ct]
+                              [--write BENCHMARKS.md]
 
 The machinery is bench/proxy_bench.py's (nginx back end with one worker, each proxy a fresh
 process pinned to one core, nginx and h2load on the other, CPU from /proc/PID/stat); the
@@ -12,7 +13,8 @@ to nginx. Scenarios, each ``h2load -t1 -c50 -m10`` (50 connections, 10 streams e
 c. h2c by prior knowledge (cleartext; HAProxy ``bind … proto h2``)
 t. HTTP/2 over TLS 1.3, ALPN h2 (HAProxy ``bind … ssl crt … alpn h2,http/1.1``)
 
-``--rounds N``: the two proxies alternate N times for each scenario; the table has each one's
+``--only c`` (or ``t``): that scenario alone. ``--rounds N``: the two proxies alternate N
+times for each scenario; the table has each one's
 median req/s and CPU per request, and a line the CPU ratio of each round (the machine is
 shared: one round's ratio swings).
 
