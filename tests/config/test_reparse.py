@@ -31,7 +31,7 @@ def server(i: int, port: int = 80, extra: str = "") -> str:
 
 
 def text(servers: list[str], *, pool: str = "web", indent: str = "      ") -> str:
-    lines = "\n".join(f"{indent}- {s}" for s in servers)
+    lines = "\n".join(f"{indent}- " + s.replace("\n", "\n" + indent) for s in servers)
     return f"{HEAD}  {pool}:\n    max_idle_per_server: 1\n    servers:\n{lines}\n{TAIL}"
 
 
@@ -58,6 +58,15 @@ def test_an_edit_parses_and_validates_only_the_changed_lines() -> None:
     assert again.pools["web"].servers[50] is config.pools["web"].servers[50]
     assert again.pools["web"].servers[50].port == 81
     assert again == full_load(text([*second, server(202)]))
+
+
+def test_block_style_servers_are_cut_too() -> None:
+    cache = ParseCache()
+    first = [block(i, extra="\n  weight: 3\n  backup: true") for i in range(100)]
+    second = [*first[:10], block(10, 81), *first[11:]]
+    for doc in (text(first), text(second)):
+        assert load_text(doc, cache) == full_load(doc)
+    assert cache.stats == {"reused": 99, "parsed": 1, "cut": 1}
 
 
 def test_a_bad_server_line_gets_the_full_parse_s_problem_and_line() -> None:
@@ -101,6 +110,18 @@ def test_a_bad_server_line_gets_the_full_parse_s_problem_and_line() -> None:
         "base:\n  <<:\n    servers:\n" + "".join(f"      - {server(i)}\n" for i in range(40)),
         # two documents
         "servers:\n" + "".join(f"  - {server(i)}\n" for i in range(40)) + "---\nz: 1\n",
+        # block items: a block scalar keeping the blank line after it
+        "servers:\n"
+        + "".join(f"  - name: s{i}\n    note: |+\n      x\n\n" for i in range(40))
+        + "z: 1\n",
+        # a plain scalar going on after a blank line (YAML folds it to "a\nb")
+        "servers:\n" + "".join(f"  - name: s{i}\n    note: a\n\n      b\n" for i in range(40)),
+        # quoted scalars on two lines, and across a blank line
+        "servers:\n"
+        + "".join(
+            f"  - name: s{i}\n    note: 'a\n     b'\n    x: \"c\\\n      d\"\n" for i in range(40)
+        ),
+        "servers:\n" + "".join(f"  - name: s{i}\n    note: 'a\n\n     b'\n" for i in range(40)),
         # a tab
         "servers:\n" + "".join(f"  - {server(i)}\n" for i in range(40)) + "z:\t1\n",
     ],
@@ -120,8 +141,36 @@ def assert_same_parse(cache: ParseCache, doc: str) -> None:
         assert parsed.raw == want, doc
 
 
+def block(i: int, port: int = 80, extra: str = "") -> str:
+    """A server as a block mapping (its lines after the first indented by 2)."""
+    return f"name: s{i}\n  address: 10.0.{i // 250}.{i % 250 + 1}:{port}{extra}"
+
+
 LINE = st.one_of(
     st.builds(server, st.integers(0, 60)),
+    st.builds(block, st.integers(0, 60)),
+    st.builds(
+        block,
+        st.integers(0, 60),
+        st.sampled_from([80, 70000]),
+        st.sampled_from(
+            [
+                "\n  weight: 2",
+                "\n  healthmonitors:\n    - m1\n    - m2",
+                "\n  healthmonitors: [m1,\n    m2]",
+                "\n  weight: 2\n  weight: 3",  # a duplicate key
+                "\n\n  weight: 2",  # a blank line inside
+                "\n  # c\n  weight: 2",
+                "\n  backup: |\n    x",
+                "\n  backup: 'x\n  y'",
+                "\n   b",  # a plain scalar on two lines
+                "\n\n    b",  # ... after a blank line
+                "\n weight: 2",  # less indented than the mapping
+                "\nweight: 2",  # at the item's own indentation
+                "\n  healthmonitors:\n  - m1",
+            ]
+        ),
+    ),
     st.builds(server, st.integers(0, 60), st.sampled_from([80, 8080, 70000])),
     st.sampled_from(
         [

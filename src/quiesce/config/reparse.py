@@ -4,35 +4,42 @@ of CPU on cores the server and its clients need).
 
 Theory of operation
 -------------------
-A big pool's servers are a block list of one-line flow mappings, one server a line::
+A big pool's servers are a block list of mappings, one a line (flow) or a few lines each
+(block)::
 
     servers:
       - {name: s1, address: 10.0.0.1:80}
-      - {name: s2, address: 10.0.0.2:80, weight: 2}
+      - name: s2
+        address: 10.0.0.2:80
 
 :class:`ParseCache` cuts every such list (``key:`` alone on its line, then at least
-MIN_ITEMS item lines of one indentation, blank and comment lines between them allowed) out of
-the text: the ``key:`` line gets a token of its own as its value (``key: qz...``), the item
-lines are blanked. YAML parses that skeleton (small); each item line is parsed only if its text
-was not in the last file (all new lines in one parse), the others are the last file's parsed
-values; the tokens are then replaced by the lists. Servers validated before
-(:class:`~quiesce.config.models.ServerConfig`) are given to pydantic as the models they became
-(a model instance passes as it is), so only new or changed servers are validated.
+MIN_ITEMS items at one indentation, blank and comment lines between them) out of the text:
+the ``key:`` line gets a token of its own as its value (``key: qz...``), the item lines are
+blanked. YAML parses that skeleton (small); each item (its text from the ``- ``, dedented) is
+parsed only if it was not in the last file (all new ones in one parse), the others are the
+last file's parsed values; the tokens are then replaced by the lists. Servers validated
+before (:class:`~quiesce.config.models.ServerConfig`) are given to pydantic as the models they
+became (a model instance passes as it is), so only new or changed servers are validated.
 
-Why the result is the full parse's: an item line is taken only if it is ``- {...}`` with no
-anchor, alias, tag or comment (``&``, ``*``, ``!``, ``#``: a reused line's alias would keep
-the old anchor's value), and the new lines are parsed in one list where every line must come
-back as one mapping (a line whose quote ran on into the next would merge two), so each one
-is whole on its line and means the same wherever it stands. The token is in the text once,
-after ``key: ``: the skeleton's node of that value is the cut list's place, unless the line
-was inside a scalar (the value is then not the token alone: not found) or a flow collection
-(refused); any alias in the skeleton is refused too (a recursive one would be walked
-forever). A file with a tab, a carriage return, a byte-order mark or another of YAML's or
-Python's odd line breaks is not cut at all.
-Whenever anything is not so (or the file has any problem: YAML, validation, cross-references,
-the files it names), :func:`load_text` parses the whole file as ``quiesce check`` does
-(:func:`quiesce.config.loader.load_text`): errors carry the same messages and line numbers.
-tests/config/test_reparse.py compares the two on generated and edited files.
+Why the result is the full parse's: an item is a ``- {...}`` line, or a ``- `` line and the
+lines after it indented deeper, up to a blank or comment line (a block item); none of its
+lines has an anchor, alias, tag or comment (``&``, ``*``, ``!``, ``#``: a reused item's
+alias would keep the old anchor's value), nor a block item a block scalar (``|``, ``>``: it
+keeps the blank lines after it, which are not in the item). The new items are parsed in one
+list where each must come back as one mapping (a quote or bracket running on into the next
+item would merge two), so each is whole and means the same wherever it stands, dedented
+(YAML's meaning inside an item depends on relative indentation only). The token is in the
+text once, after ``key: ``: the skeleton's node of that value is the cut list's place, unless
+the line was inside a scalar (the value is then not the token alone: not found) or a flow
+collection (refused); any alias in the skeleton is refused too (a recursive one would be
+walked forever). A line the cut does not take ends the list there, and what follows is left
+in the skeleton for YAML to judge (a deeper line after it makes the token a longer scalar:
+not found). A file with a tab, a carriage return, a byte-order mark or another of YAML's or
+Python's odd line breaks is not cut at all. Whenever anything is not so (or the file has any
+problem: YAML, validation, cross-references, the files it names), :func:`load_text` parses
+the whole file as ``quiesce check`` does (:func:`quiesce.config.loader.load_text`): errors
+carry the same messages and line numbers. tests/config/test_reparse.py compares the two on
+generated, edited and mangled files.
 """
 
 from __future__ import annotations
@@ -60,6 +67,10 @@ MIN_ITEMS = 32
 
 _KEY = re.compile(r"( *)([A-Za-z_][A-Za-z0-9_-]*): *")
 _ITEM = re.compile(r"( *)- (\{[^&*!#]*\}) *")
+# a block item's first line and the lines after it (deeper): no block scalar (it keeps the
+# blank lines after it, which end an item here), comment, anchor, alias or tag on any of them
+_START = re.compile(r"( *)- ([^\s{\[&*!#|>%@`-][^&*!#|>]*)")
+_MORE = re.compile(r"( +)([^\s&*!#|>][^&*!#|>]*)")
 _SKIP = re.compile(r" *(#.*)?")
 # YAML's line breaks (\r, \x85, \u2028, \u2029) and str.splitlines's others: lines are cut at
 # \n only, so a file with any of them (or a tab, or a byte-order mark) is parsed whole
@@ -148,7 +159,7 @@ class ParseCache:
                     new[body] = None
         if new:
             try:
-                text = "\n".join("- " + b for b in new)
+                text = "\n".join(new)
                 values = yaml.load(text, Loader=_UniqueKeyLoader)
             except yaml.YAMLError:
                 return None
@@ -192,31 +203,51 @@ class ParseCache:
 
 
 def _blocks(lines: list[str]) -> list[tuple[int, str, str, list[str]]]:
-    """The lists to cut: (the ``key:`` line's index, its indentation, the key, the item
-    lines' ``{...}``), their item lines blanked in ``lines``."""
+    """The lists to cut: (the ``key:`` line's index, its indentation, the key, each item's
+    text from its ``- ``, dedented), their item lines blanked in ``lines``. An item is a flow
+    mapping on its line or a block one: a ``- `` line and the lines indented deeper after it
+    (a blank or comment line ends it)."""
     out: list[tuple[int, str, str, list[str]]] = []
     i, n = 0, len(lines)
     while i < n - 1:
         key = _KEY.fullmatch(lines[i])
-        first = _ITEM.fullmatch(lines[i + 1]) if key else None
+        first = (_ITEM.fullmatch(lines[i + 1]) or _START.fullmatch(lines[i + 1])) if key else None
         if key is None or first is None or len(first.group(1)) < len(key.group(1)):
             i += 1
             continue
         indent = first.group(1)
-        bodies: list[str] = []
+        items: list[str] = []
+        block: list[str] = []  # the block item being read
         last, j = i, i + 1
         while j < n:
-            item = _ITEM.fullmatch(lines[j])
-            if item is not None and item.group(1) == indent:
-                bodies.append(item.group(2))
-                last = j
-            elif _SKIP.fullmatch(lines[j]) is None:
+            line = lines[j]
+            if (flow := _ITEM.fullmatch(line)) is not None and flow.group(1) == indent:
+                items += ["\n".join(block)] if block else []
+                items.append("- " + flow.group(2))
+                block = []
+            elif (start := _START.fullmatch(line)) is not None and start.group(1) == indent:
+                items += ["\n".join(block)] if block else []
+                block = [line[len(indent) :]]
+            elif (
+                block
+                and (more := _MORE.fullmatch(line)) is not None
+                and len(more.group(1)) > len(indent)
+            ):
+                block.append(line[len(indent) :])
+            elif _SKIP.fullmatch(line) is not None:
+                items += ["\n".join(block)] if block else []
+                block = []
+                j += 1
+                continue
+            else:
                 break
+            last = j
             j += 1
-        if len(bodies) >= MIN_ITEMS:
+        items += ["\n".join(block)] if block else []
+        if len(items) >= MIN_ITEMS:
             for k in range(i + 1, last + 1):
                 lines[k] = ""
-            out.append((i, key.group(1), key.group(2), bodies))
+            out.append((i, key.group(1), key.group(2), items))
         i = last + 1
     return out
 
