@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import re
 import urllib.parse
+from collections.abc import AsyncIterator
 from dataclasses import replace
 from http import HTTPStatus
 from typing import Annotated, Any, Literal, TypeVar
 
 from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -296,6 +298,10 @@ def build_routes(app: AppLike) -> tuple[APIRouter, APIRouter]:
             response.headers["Link"] = (
                 f'</api/v1/servers?{urllib.parse.urlencode(query)}>; rel="next"'
             )
+        if len(page) > _SLICE:  # written and sent a slice at a time, the loop given back
+            headers = {k: v for k, v in response.headers.items() if k in ("x-total-count", "link")}
+            body = _json_list(registry, page)
+            return StreamingResponse(body, headers=headers, media_type="application/json")  # type: ignore[return-value]
         return [server_view(registry, s) for s in page]
 
     @v1.get("/servers/{pool}/{server}", tags=["servers"])
@@ -534,6 +540,21 @@ def _clear_state(state: str) -> Literal["maintenance", "drain"]:
     raise InvalidCommand(f"clear takes state maintenance or drain, not {state!r}")
 
 
+_SLICE = 1000  # server views a part of a big GET /api/v1/servers has (issue 21)
+
+
+async def _json_list(registry: Any, servers: list[Any]) -> AsyncIterator[bytes]:
+    """The views of ``servers`` as one JSON list, as FastAPI's JSONResponse writes it,
+    :data:`_SLICE` at a time with the loop given back between two (10,000 servers took
+    ~0.25 s of CPU in one turn, the data plane stopped)."""
+    dumps = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode
+    for i in range(0, len(servers), _SLICE):
+        part = ",".join(dumps(server_view(registry, s)) for s in servers[i : i + _SLICE])
+        yield (("[" if i == 0 else ",") + part).encode()
+        await asyncio.sleep(0)
+    yield b"]"
+
+
 def _json(value: object) -> object:
     return list(value) if isinstance(value, list | tuple) else value
 
@@ -558,7 +579,6 @@ def create_api(app: AppLike) -> FastAPI:
     _describe_bodies(api, [v1, maxscale])
 
     from prometheus_client import CONTENT_TYPE_LATEST
-    from starlette.responses import StreamingResponse
 
     from quiesce.frontends.metrics import build_collector_registry, parse_scopes, stream
 
