@@ -279,8 +279,8 @@ def quiesce_families(
 
 
 def _latency_lines(collector: Any, buckets: Sequence[float]) -> Lines:
-    les = [f'{{le="{b}",monitor="' for b in buckets]
     name = "quiesce_check_latency_seconds"
+    les = [f'{name}_bucket{{le="{b}",monitor="' for b in (*buckets, "+Inf")]
 
     def lines(rows: Sequence[Row]) -> str:
         out = []
@@ -294,9 +294,11 @@ def _latency_lines(collector: Any, buckets: Sequence[float]) -> Lines:
                 if hist is None:
                     continue
                 tail = f'{escape(monitor)}",pool={t}}} '
-                for le, c in zip(les, hist.buckets, strict=True):
-                    out.append(f"{name}_bucket{le}{tail}{num(c)}\n")
-                out.append(f'{name}_bucket{{le="+Inf",monitor="{tail}{num(hist.count)}\n')
+                counts = [*hist.buckets, hist.count]  # the lines of a histogram: 14 a monitor
+                if counts[-1] < 1_000_000:
+                    out += [f"{le}{tail}{c}.0\n" for le, c in zip(les, counts, strict=True)]
+                else:
+                    out += [f"{le}{tail}{num(c)}\n" for le, c in zip(les, counts, strict=True)]
                 out.append(f'{name}_count{{monitor="{tail}{num(hist.count)}\n')
                 out.append(f'{name}_sum{{monitor="{tail}{floatToGoString(hist.sum)}\n')
         return "".join(out)
