@@ -4,8 +4,8 @@ equal to the results given, oldest first, at most LAST_CHECKS."""
 from __future__ import annotations
 
 import random
+from collections.abc import Callable, MutableMapping
 from itertools import takewhile
-from typing import Any
 
 import pytest
 
@@ -69,8 +69,18 @@ def test_a_result_of_another_monitor_is_kept_whole() -> None:
     assert recent[0] is other
 
 
-@pytest.mark.parametrize("make", [lambda: {"m": Recent("m")}, lambda: Checks([Recent("m")])])
-def test_a_servers_tracks_are_a_view_of_its_recent_checks(make: Any) -> None:
+def _a_dict() -> MutableMapping[str, Recent]:
+    return {"m": Recent("m")}
+
+
+def _a_checks() -> MutableMapping[str, Recent]:
+    return Checks([Recent("m")])
+
+
+@pytest.mark.parametrize("make", [_a_dict, _a_checks])
+def test_a_servers_tracks_are_a_view_of_its_recent_checks(
+    make: Callable[[], MutableMapping[str, Recent]],
+) -> None:
     checks = make()
     tracks = Tracks(checks)
     assert tracks["m"] is AT_REST[Oper.UNKNOWN] and tracks.get("x") is None and len(tracks) == 1
