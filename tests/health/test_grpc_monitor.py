@@ -228,6 +228,7 @@ def test_bad_settings_are_named(monitor: str, words: list[str]) -> None:
         assert word in str(err.value), str(err.value)
 
 
+@pytest.mark.loopback  # quiesce check binds each listen address to warn of one in use
 def test_check_says_how_to_install_grpcio(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "quiesce.yaml"
     path.write_text(config("{type: grpc, grpc_monitor: {service: api.Orders}}"))
