@@ -34,6 +34,7 @@ C_SWITCHES = {
     # quiesce._h2fast: an HTTP/2 stream's request and its answer's head
     "quiesce.dataplane.h2.stream": ("_fast_answer",),
     "quiesce.dataplane.h2.request": ("_fast_request",),
+    "quiesce.dataplane.h2.guard": ("_fast_scan",),  # (the walk over the frames passed on)
 }
 
 

@@ -13,6 +13,10 @@
  * after the head. None (the caller's parser takes it) for anything else: no whole head, not
  * HTTP/1.1, an interim (1xx) status, Transfer-Encoding, a Content-Length that is not a
  * number, a line without a colon.
+ *
+ *   request(...): a stream's request from its header list (see below);
+ *   frames(data, i, max_frame) -> int: the HTTP/2 guard's walk over the frames it passes
+ *   without a word (quiesce.dataplane.h2.guard.Guard.feed; see below).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -480,6 +484,71 @@ error:
     return NULL;
 }
 
+/* frames(data, i, max_frame) -> int: the offset of the first frame header at or after `i`
+ * (itself a frame header's offset in `data`) that quiesce.dataplane.h2.guard.Guard.feed must
+ * look at, walking over the frames it would pass without a word; at or past len(data) when
+ * every frame from `i` on is such a frame (the offset the next frame starts at: its excess is
+ * what of the last frame the next read carries). It stops at: fewer than 9 bytes left (a
+ * header to hold), a frame longer than `max_frame`, GOAWAY, RST_STREAM, PRIORITY,
+ * CONTINUATION, a HEADERS without END_HEADERS or empty, a SETTINGS or PING without ACK, an
+ * empty DATA without END_STREAM: the frames the guard counts, refuses or takes out (its Python
+ * walk, which QUIESCE_PURE=1 keeps alone, is the twin: tests/dataplane/test_h2_guard_scan.py).
+ */
+static PyObject *frames(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "frames(data, i, max_frame)");
+        return NULL;
+    }
+    Py_buffer view;
+    if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0)
+        return NULL;
+    Py_ssize_t i = PyLong_AsSsize_t(args[1]);
+    long long max_frame = PyLong_AsLongLong(args[2]);
+    if ((i == -1 || max_frame == -1) && PyErr_Occurred()) {
+        PyBuffer_Release(&view);
+        return NULL;
+    }
+    const unsigned char *d = (const unsigned char *)view.buf;
+    Py_ssize_t n = view.len;
+    if (i < 0)
+        i = 0;
+    while (i < n) {
+        if (n - i < 9)
+            break;
+        long long length = ((long long)d[i] << 16) | ((long long)d[i + 1] << 8) | d[i + 2];
+        unsigned char kind = d[i + 3], flags = d[i + 4];
+        if (length > max_frame)
+            break;
+        int pass;
+        switch (kind) {
+        case 0: /* DATA */
+            pass = length != 0 || (flags & 0x1);
+            break;
+        case 1: /* HEADERS */
+            pass = (flags & 0x4) && length != 0;
+            break;
+        case 4: /* SETTINGS */
+        case 6: /* PING */
+            pass = flags & 0x1;
+            break;
+        case 2: /* PRIORITY */
+        case 3: /* RST_STREAM */
+        case 7: /* GOAWAY */
+        case 9: /* CONTINUATION */
+            pass = 0;
+            break;
+        default: /* WINDOW_UPDATE, PUSH_PROMISE, unknown */
+            pass = 1;
+        }
+        if (!pass)
+            break;
+        i += 9 + (Py_ssize_t)length;
+    }
+    PyBuffer_Release(&view);
+    return PyLong_FromSsize_t(i);
+}
+
 static PyMethodDef methods[] = {
     {"answer", (PyCFunction)answer, METH_O,
      "answer(data) -> (fields, length, body) | None: an HTTP/1.1 answer's head as an "
@@ -487,6 +556,9 @@ static PyMethodDef methods[] = {
     {"request", (PyCFunction)(void (*)(void))request, METH_FASTCALL,
      "request(headers, end_stream, peer, forwarded, max_line, max_header) -> (method, path, "
      "host, cookie, head, fields, flags) | int | None"},
+    {"frames", (PyCFunction)(void (*)(void))frames, METH_FASTCALL,
+     "frames(data, i, max_frame) -> int: the first frame header from i the HTTP/2 guard "
+     "must look at"},
     {NULL, NULL, 0, NULL},
 };
 
