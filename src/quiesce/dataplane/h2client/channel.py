@@ -242,13 +242,15 @@ class Channel:
             return
         self.sid = sid
 
-    def refused(self) -> None:
+    def refused(self, counted: bool = True) -> None:
         """The server refused the stream (REFUSED_STREAM, or above its GOAWAY's last stream
-        id: RFC 9113 §8.7, not processed): sent again on the server's live link (or a new
-        one), up to ``MAX_RESENDS`` times, when the whole request is still held; else, to
-        the exchange, a connection lost before any byte (the keep-alive race's resend, the
-        pool's retries). (A server may refuse again: it may count a stream until its handler
-        is done, after the answer that told us the stream ended.)"""
+        id: RFC 9113 §8.7, not processed), or it never left: sent again on the server's live
+        link (or a new one), up to ``MAX_RESENDS`` times (``counted``: not when its link's
+        server made progress before its GOAWAY, nor for one libnghttp2 never sent) when the
+        whole request is still held; else, to the exchange, a connection lost before any
+        byte (the keep-alive race's resend, the pool's retries). (A server may refuse again:
+        it may count a stream until its handler is done, after the answer that told us the
+        stream ended.)"""
         if self.closing:
             return
         link = self.link
@@ -257,7 +259,8 @@ class Channel:
             self.unprocessed = True
             link.loop.call_soon(self.lost)
             return
-        self.resends += 1
+        if counted:
+            self.resends += 1
         self.moving = True
         link.channels.discard(self)
         link.paused.discard(self)
@@ -330,8 +333,24 @@ class Channel:
         self.proto.data_received(out[0] if len(out) == 1 else b"".join(out))
 
     def _drop(self) -> None:
-        if not self.sid and not self.moving and self.proto.client is None:
-            self.close()  # (unless taken meanwhile: refused there, it went to a new link)
+        if self.idle():
+            self.retire()  # (unless taken meanwhile: refused there, it went to a new link)
+
+    def idle(self) -> bool:
+        """In the keep-alive pool: it carried a request and no exchange holds it. (A new
+        channel has no exchange until the one that asked for it writes, a turn later: on a
+        link gone away by then, its request is refused there and goes on a new link.)"""
+        return not self.sid and bool(self.req) and self.proto.client is None
+
+    def retire(self) -> None:
+        """An idle channel its link closes (going away): its Upstream learns it now, not a
+        turn later, so it leaves the keep-alive pool at once (a request that took it in
+        between wrote to a closed channel: 502 or 504)."""
+        if self.closing:
+            return
+        self.closing = True
+        self.link.channel_gone(self)
+        self.proto.connection_lost(None)
 
     def lost(self) -> None:
         """The stream (or the link) ended before its response did: to the exchange, a lost

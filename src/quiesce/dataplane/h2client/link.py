@@ -24,9 +24,13 @@ channel left, idle or busy. It is given up when the server says GOAWAY, on a pro
 (GOAWAY, every stream lost), or when the connection is lost.
 
 A stream the server refused (REFUSED_STREAM, or above its GOAWAY's last stream id: not
-processed, RFC 9113 §8.7) is sent again (up to ``MAX_RESENDS`` times) on the server's
-live or next link, whatever its method, when its whole request is still held (up to
-``RESEND_LIMIT`` of body): a server restarting gracefully loses no call. Any other loss is
+processed, RFC 9113 §8.7), or one libnghttp2 still held unsent at the GOAWAY, is sent again
+on the server's live or next link, whatever its method, when its whole request is still held
+(up to ``RESEND_LIMIT`` of body; ``MAX_RESENDS`` times, a GOAWAY after progress not counted):
+a server restarting gracefully, or nginx ending a connection at its ``keepalive_requests``,
+loses no call. The link's end after a GOAWAY fails only the streams still unanswered; a
+channel between requests is closed (``Channel.retire``: its Upstream leaves the keep-alive
+pool at once) or, held by an exchange, has its next request refused there. Any other loss is
 the exchange's, as over HTTP/1.1: a lost connection before any response byte (the
 keep-alive race's resend, ``pools.X.retries``) or after (the client's stream is reset, its
 HTTP/1.1 connection closed).
@@ -59,12 +63,13 @@ from ngh2 import (
     SettingsReceived,
     StreamClosed,
     StreamReset,
+    StreamUnavailableError,
     TrailersReceived,
     WindowUpdated,
 )
 
 from quiesce.dataplane.h2client import codec
-from quiesce.dataplane.h2client.channel import Channel, Home
+from quiesce.dataplane.h2client.channel import CANCEL, Channel, Home
 from quiesce.state.runtime import NO_COUNTS
 
 if TYPE_CHECKING:
@@ -154,6 +159,7 @@ class Link(asyncio.Protocol):
         h2 = self.h2
         touched: list[Channel] = []
         streams = self.streams
+        goaway = None  # handled once the read's events are (libnghttp2's state is theirs)
         for e in events:
             kind = type(e)
             if kind is DataReceived:
@@ -207,13 +213,22 @@ class Link(asyncio.Protocol):
                 if e.settings.get(MAX_STREAMS) == 0 and not self.going:
                     self.home.starved(self)
             elif kind is GoAwayReceived:
-                self._goaway(e.last_stream_id, e.error_code)
+                self.going = True
+                self.home.forget(self)
+                goaway = e
             elif kind is ConnectionClosed:
+                for ch in touched:  # the answers that came with it first (a GOAWAY's last)
+                    if not ch.closing:
+                        ch.deliver()
+                if goaway is not None:
+                    self._goaway(goaway.last_stream_id, goaway.error_code)
                 self._fail()
                 return
         for ch in touched:
             if not ch.closing:
                 ch.deliver()
+        if goaway is not None:
+            self._goaway(goaway.last_stream_id, goaway.error_code)
 
     def eof_received(self) -> bool | None:
         return False
@@ -229,10 +244,7 @@ class Link(asyncio.Protocol):
         self.closed = True
         self.going = True
         self.home.forget(self)
-        for ch in list(self.channels):
-            ch.lost()
-        self.channels.clear()
-        self.streams.clear()
+        self._end_channels()
 
     def pause_writing(self) -> None:
         self.blocked = True
@@ -250,6 +262,20 @@ class Link(asyncio.Protocol):
 
     def usable(self) -> bool:
         return not self.going and not self.closed
+
+    def unsent(self) -> list[int]:
+        """The streams libnghttp2 still holds unsent (behind the server's
+        MAX_CONCURRENT_STREAMS): only those have no window yet."""
+        h2 = self.h2
+        out = []
+        for sid in self.streams:
+            try:
+                h2.stream_remote_window_size(sid)
+            except StreamUnavailableError:
+                out.append(sid)
+            except NGH2Error:
+                pass
+        return out
 
     def request(self, ch: Channel, head: list[tuple[bytes, bytes]], end: bool) -> int:
         """Open a stream for ``ch``'s request (-1: this link takes no new stream)."""
@@ -369,21 +395,38 @@ class Link(asyncio.Protocol):
         self.transport.close()
 
     def _goaway(self, last: int, code: int) -> None:
-        """The server said GOAWAY: streams above ``last`` were not processed (lost before any
-        byte: resent or retried); the others finish; no new stream; idle channels close."""
-        if code:
-            log.info("pool %s: server %s: GOAWAY code %d", self.server.pool, self.server.name, code)
-        self.going = True
-        self.home.forget(self)
-        for sid in [s for s in self.streams if s > last]:
-            ch = self.streams.pop(sid)
+        """The server said GOAWAY: streams above ``last`` were not processed (RFC 9113 §6.8)
+        and the ones libnghttp2 still held unsent (behind the server's stream limit) never
+        left: both go on a new link whatever their method (not counted against
+        ``MAX_RESENDS`` when the server processed some, ``last`` > 0); the others finish
+        here; no new stream; idle channels close. One ``info`` line says how many moved.
+        (Called after the other events of its read: libnghttp2 reports a stream's end after
+        a GOAWAY that came behind it, and a stream it has closed looks unsent.)"""
+        streams = self.streams
+        above = [s for s in streams if s > last]
+        held = [s for s in self.unsent() if s <= last]  # (a GOAWAY 2^31-1 first, say)
+        for sid in held:
+            self.reset(sid, CANCEL)  # (its HEADERS, held by libnghttp2, never leave)
+        if above or held or code:
+            log.info(
+                "pool %s: server %s: GOAWAY (code %d, last stream %d): %d requests it did "
+                "not process go on a new connection, %d in flight finish",
+                self.server.pool,
+                self.server.name,
+                code,
+                last,
+                len(above) + len(held),
+                len(streams) - len(above) - len(held),
+            )
+        for sid in above + held:
+            ch = streams.pop(sid)
             if ch.got:
                 ch.lost()
             else:
-                ch.refused()
+                ch.refused(counted=last == 0)
         for ch in list(self.channels):
-            if not ch.sid and ch.proto.client is None:
-                ch.close()  # an idle one: never taken again
+            if ch.idle():
+                ch.retire()  # never taken again
 
     def _fail(self) -> None:
         """A protocol error (ours to say, in the GOAWAY libnghttp2 queued) or the server's
@@ -400,6 +443,16 @@ class Link(asyncio.Protocol):
         if data:
             self.transport.write(data)
         self.closed = True
-        for ch in list(self.channels):
-            ch.lost()
+        self._end_channels()
         self.transport.close()
+
+    def _end_channels(self) -> None:
+        """The connection is over: a stream still under way is lost (a server's abort); a
+        channel between requests is not (its answer came whole): closed if idle, else its
+        next request is refused here and goes on a new link."""
+        for ch in list(self.channels):
+            if ch.sid:
+                ch.lost()
+            elif ch.idle():
+                ch.retire()
+        self.streams.clear()

@@ -23,8 +23,6 @@ import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from ngh2 import NGH2Error, StreamUnavailableError
-
 from quiesce.dataplane.h2client.channel import CANCEL, Channel, Proto
 from quiesce.dataplane.h2client.link import Link
 
@@ -100,15 +98,7 @@ class Links:
         the module docstring)."""
         link.starved = link.going = True
         self.forget(link)
-        h2 = link.h2
-        unsent = []
-        for sid in list(link.streams):
-            try:
-                h2.stream_remote_window_size(sid)  # (only a stream not sent yet has none)
-            except StreamUnavailableError:
-                unsent.append(sid)
-            except NGH2Error:
-                pass
+        unsent = link.unsent()
         if link.ready.done() and link.channels:
             log.info(
                 "pool %s: server %s: SETTINGS_MAX_CONCURRENT_STREAMS 0: no new stream on its "
@@ -123,8 +113,8 @@ class Links:
             link.reset(sid, CANCEL)  # (its HEADERS, held by libnghttp2, never leave)
             ch.refused()
         for ch in list(link.channels):
-            if not ch.sid and ch.proto.client is None:
-                ch.close()  # an idle one: never taken again
+            if ch.idle():
+                ch.retire()  # never taken again
         if not link.channels:
             link.close()
 
