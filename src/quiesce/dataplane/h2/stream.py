@@ -35,7 +35,6 @@ if TYPE_CHECKING:
 
 CANCEL = 0x8
 INTERNAL_ERROR = 0x2
-_NONE: list[Any] = []  # never appended to: a stream answered without a parser has no lists
 
 
 def trailers_only(head: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
@@ -129,18 +128,14 @@ class StreamTransport:
         self.conn = conn
         self.stream: Stream | None = stream  # (None once the stream is gone: no cycle)
         self.sid = sid
-        # made when the answer does not come whole in one write (most do: _whole)
+        # made when the answer does not come whole in one write (most do: _whole); its
+        # state (fields, body, interim, trailers) is set with it, never read before
         self.parser: httptools.HttpResponseParser | None = None
-        self.fields: list[tuple[bytes, bytes]] = _NONE  # (the parser's: made with it)
-        self.body: list[bytes] = _NONE
         self.head_only = False
-        self.interim = False
         self.ended = False  # the response's end was handed to the session
         self.closing = False
         self.reading = True
         self.unacked = 0  # request body bytes not acknowledged while reading is paused
-        # a chunked answer's trailer fields (gRPC's grpc-status); None while a head is read
-        self.trailers: list[tuple[bytes, bytes]] | None = None
 
     # what ClientConnection calls ------------------------------------------------------
 
@@ -152,8 +147,11 @@ class StreamTransport:
             if self._whole(data):
                 return
             parser = self.parser = httptools.HttpResponseParser(self)
-            self.fields = []
-            self.body = []
+            self.fields: list[tuple[bytes, bytes]] = []
+            self.body: list[bytes] = []
+            self.interim = False
+            # a chunked answer's trailer fields (gRPC's grpc-status); None while a head is read
+            self.trailers: list[tuple[bytes, bytes]] | None = None
         try:
             parser.feed_data(data)
         except httptools.HttpParserError:
