@@ -22,7 +22,7 @@ import pytest
 
 from quiesce.dataplane.h2client.links import links_of
 from tests.dataplane.conftest import make_config, start_proxy, wait_for
-from tests.dataplane.test_h2_upstream_streams import Limited, pool
+from tests.dataplane.test_h2_upstream_streams import MAX_STREAMS, Limited, pool
 
 pytestmark = [pytest.mark.loopback, pytest.mark.one_path]
 
@@ -71,3 +71,31 @@ async def test_goaway_takes_back_the_streams_held_unsent(
         assert "2 in flight finish" in moved[0]
         entries = [json.loads(line) for line in log.read_text().splitlines()]
         assert [(e["status"], e["termination"]) for e in entries] == [(200, "--")] * 5
+
+
+async def test_a_limit_of_0_read_with_an_answer_sends_that_request_nowhere_else() -> None:
+    """An answer and SETTINGS_MAX_CONCURRENT_STREAMS 0 in one read: libnghttp2 reports the
+    SETTINGS before the answer's end, and the stream it has closed looked unsent: it was
+    sent again on a new connection (a request processed twice). Now the limit is acted on
+    once the read's events are: nothing is sent again, no connection opened."""
+    async with Limited(lambda conn: 100, hold=True) as z:
+        raw = make_config([z.address], pool=pool())
+        async with start_proxy(raw) as p, httpx.AsyncClient(timeout=40) as client:
+            gets = [asyncio.create_task(client.get(p.url + f"/{i}")) for i in range(2)]
+            await wait_for(lambda: len(z.conns) == 1 and len(z.conns[0].held) == 2)
+            first = z.conns[0]
+            sid = first.held.pop(0)
+            first.open.discard(sid)
+            first.h2.send_response(sid, [(b":status", b"200"), (b"content-length", b"2")])
+            first.h2.send_data(sid, b"c1", end_stream=True)
+            first.pending = 0
+            first.h2.update_settings({MAX_STREAMS: 0})
+            first.transport.write(first.h2.data_to_send())  # one write
+            r = await gets[0]
+            assert (r.status_code, r.text) == (200, "c1")
+            await first.ping()
+            assert len(z.conns) == 1 and first.streams == [1, 3]
+            first.release()
+            r = await gets[1]
+            assert (r.status_code, r.text) == (200, "c1")
+            assert len(z.conns) == 1

@@ -160,6 +160,7 @@ class Link(asyncio.Protocol):
         touched: list[Channel] = []
         streams = self.streams
         goaway = None  # handled once the read's events are (libnghttp2's state is theirs)
+        no_streams = False  # SETTINGS_MAX_CONCURRENT_STREAMS 0: the same
         for e in events:
             kind = type(e)
             if kind is DataReceived:
@@ -210,8 +211,8 @@ class Link(asyncio.Protocol):
             elif kind is SettingsReceived:
                 if not self.ready.done():
                     self.ready.set_result(None)
-                if e.settings.get(MAX_STREAMS) == 0 and not self.going:
-                    self.home.starved(self)
+                if e.settings.get(MAX_STREAMS) == 0:
+                    no_streams = True
             elif kind is GoAwayReceived:
                 self.going = True
                 self.home.forget(self)
@@ -229,6 +230,8 @@ class Link(asyncio.Protocol):
                 ch.deliver()
         if goaway is not None:
             self._goaway(goaway.last_stream_id, goaway.error_code)
+        elif no_streams and not self.going:
+            self.home.starved(self)
 
     def eof_received(self) -> bool | None:
         return False
