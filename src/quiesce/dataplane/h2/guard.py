@@ -159,12 +159,19 @@ class Guard:
 
     def feed(self, data: bytes, now: float) -> bytes:
         """The bytes to hand to the codec; raises :class:`Calm` past a limit."""
+        scan = _fast_scan
+        if scan is not None and not (self.left or self.held or self.skip or self.first):
+            # (the usual read: whole frames, passed without a word; else the walk below)
+            n = len(data)
+            i = scan(data, 0, self.limits.max_frame)
+            if i >= n:
+                self.left = i - n
+                return data
         if self.held:
             data = self.held + data
             self.held = b""
         n = len(data)
         i = 0
-        scan = _fast_scan
         max_frame = self.limits.max_frame
         out: list[bytes] | None = None  # set once something is taken out
         start = 0  # the first byte not yet passed or taken
