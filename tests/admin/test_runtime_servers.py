@@ -130,6 +130,39 @@ async def test_drain_then_delete_at_zero_connections(h: Harness) -> None:
     assert events(h, "server_removed")[0]["actor"] == "alice"
 
 
+async def test_drained_deletions_go_in_slices_of_the_budget_each_recorded(h: Harness) -> None:
+    """Servers drained to 0 connections are deleted at most ``budget`` seconds of the admin
+    clock a call (a thousand at once held the event loop ~0.1 s), the rest at the next
+    call; every deletion has its event, in order, with who asked. A fake clock that moves
+    1 ms a deletion: with a 2 ms budget, two a call."""
+    assert isinstance(h.clock, FakeClock)
+    clock = h.clock
+    names = [f"x{i}" for i in range(5)]
+    for name in names:
+        h.service.add_server("api", ServerConfig(name=name, address="127.0.0.1:9500"), CTX)
+        h.server(f"api/{name}").connections = 1
+        h.service.remove_server(f"api/{name}", CTX, drain=True)
+    for name in names:
+        h.server(f"api/{name}").connections = 0
+
+    def tick(event: object) -> None:
+        if getattr(getattr(event, "kind", None), "value", "") == "server_removed":
+            clock.advance(0.001)
+
+    h.registry.listeners.append(tick)
+    pool = h.registry.pools["api"]
+    left = []
+    for _ in range(3):
+        more = h.service._finish_removals(0.002)
+        left.append((more, h.service.removals_cut, len([s for s in pool.servers if s.removing])))
+    assert left == [(True, True, 3), (True, True, 1), (False, False, 0)]
+    removed = [e["server"] for e in events(h, "server_removed")]
+    assert sorted(removed) == names and all(
+        e["actor"] == "alice" for e in events(h, "server_removed")
+    )
+    assert h.service._finish_removals() is False  # no budget: all at once, as before
+
+
 async def test_overrides_name_the_servers_being_removed_without_a_walk_of_every_server(
     h: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:

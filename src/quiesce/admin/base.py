@@ -81,6 +81,7 @@ class ServiceBase:
         self._started = False
         # drain-then-delete (issue 14): who asked, for the server_removed event
         self._removals: dict[ServerRuntime, CommandContext] = {}
+        self.removals_cut = False  # the last _finish_removals stopped at its budget
         self._removing_saved: set[str] = set()  # keys whose stored record says "removing"
         self._server_records: set[str] = set()  # keys with a stored server record
         # a reload applying many changes (batch()): health.sync() once at its end

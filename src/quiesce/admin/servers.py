@@ -129,18 +129,26 @@ class ServerCommands(StateCommands):
         self._poke()
         return result
 
-    def _finish_removals(self) -> bool:
+    def _finish_removals(self, budget: float | None = None) -> bool:
         """Delete the servers being removed that may be now; True while some are left.
         Their pools are recomputed once at the end and the health manager synced once (a
         thousand servers drained by a reload are deleted with one recompute, not one
-        each); not :meth:`batch`, whose poke would wake the timer that called this."""
-        left = removed = False
+        each); not :meth:`batch`, whose poke would wake the timer that called this.
+        ``budget``: seconds of the admin clock this call may take; once spent, the rest
+        waits for the next call (``removals_cut`` True: the timer calls again after a turn
+        of the event loop): a thousand servers drained to 0 connections at once were
+        deleted in one hold of the loop (~0.1 s, every request in flight waiting)."""
+        left = removed = self.removals_cut = False
+        until = None if budget is None else self.clock.time() + budget
         with self.registry.deferring():
             for pool in list(self.registry.pools.values()):
                 for server in pool.removing():
                     if self.registry.removable(server) is not None:
                         left = True
                         continue
+                    if until is not None and removed and self.clock.time() >= until:
+                        left = self.removals_cut = True
+                        break
                     ctx = self._removals.pop(server, None) or CommandContext(
                         STORE_ACTOR, Cause.STARTUP
                     )
@@ -148,6 +156,8 @@ class ServerCommands(StateCommands):
                         server, actor=ctx.actor, cause=ctx.cause, reason=ctx.reason
                     )
                     removed = True
+                if self.removals_cut:
+                    break
         if removed:
             self._monitors_changed()
         for server in [s for s in self._removals if not s.removing]:

@@ -51,6 +51,10 @@ this much."""
 PRUNE_INTERVAL = 3600.0
 WAIT_POLL = 0.05
 """``wait_drained`` polls the server's connection count this often (seconds)."""
+REMOVAL_SLICE = 0.001
+"""Seconds of deletions of drained servers (at 0 connections) per turn of the admin timer;
+the rest go on REMOVAL_PAUSE later (AdminService._finish_removals)."""
+REMOVAL_PAUSE = 0.001
 
 
 class AdminService(ServerCommands, Persistence, RemoteChanges):
@@ -195,8 +199,10 @@ class AdminService(ServerCommands, Persistence, RemoteChanges):
                 delay = WAIT_POLL  # nothing fired (clock rounding): look again shortly
             else:
                 delay = MAX_SLEEP if due is None else min(due - now, MAX_SLEEP)
-            if self._finish_removals():
-                delay = min(delay, WAIT_POLL)  # connection counts are polled, like wait_drained
+            if self._finish_removals(REMOVAL_SLICE):
+                # connection counts are polled, like wait_drained; deletions cut short by
+                # their budget go on after a pause of the loop's
+                delay = min(delay, REMOVAL_PAUSE if self.removals_cut else WAIT_POLL)
             # Not asyncio.wait_for: on 3.11 it can swallow a cancel that races the wake-up.
             wake = asyncio.get_running_loop().call_later(delay, self._rearm.set)
             try:
