@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 
@@ -138,4 +139,36 @@ async def test_shutdown_ends_sessions_at_their_transaction_boundary() -> None:
         assert await asyncio.wait_for(r2.readexactly(len(committed)), 10) == committed
         await asyncio.wait_for(stopping, 10)
         for w in (w1, w2):
+            w.close()
+
+
+async def test_tls_after_an_ssl_request_split_and_after_a_gssenc_request(tmp_path: Path) -> None:
+    """A service with tls: a GSSENCRequest is answered N, an SSLRequest split across reads
+    then 'S', TLS starts with the service's certificate, and the session inside it is
+    followed (maintenance's 57P01 comes over TLS)."""
+    import ssl
+
+    from tests.support.certs import Certs
+
+    certs = Certs(tmp_path)
+    cert, key = certs.leaf("pg", "127.0.0.1")
+    tls = {"certificates": [{"cert": str(cert), "key": str(key)}]}
+    async with fake_server() as port:
+        cfg = make_config([f"127.0.0.1:{port}"], protocol="postgresql", service={"tls": tls})
+        async with start_proxy(cfg) as p:
+            r, w = await asyncio.open_connection("127.0.0.1", p.port)
+            w.write(b"\0\0\0\x08\x04\xd2\x16\x30")  # GSSENCRequest
+            assert await asyncio.wait_for(r.readexactly(1), 10) == b"N"
+            w.write(b"\0\0\0\x08")  # SSLRequest, in two reads
+            await w.drain()
+            await asyncio.sleep(0.05)  # likely read alone (the test passes either way)
+            w.write(b"\x04\xd2\x16\x2f")
+            assert await asyncio.wait_for(r.readexactly(1), 10) == b"S"
+            client = ssl.create_default_context(cafile=str(certs.ca_file))
+            await w.start_tls(client, server_hostname="127.0.0.1")
+            w.write(startup())
+            assert await asyncio.wait_for(r.readexactly(len(READY)), 10) == READY
+            assert await query(r, w, b"SELECT 1") == msg(b"C", b"SELECT 1\0") + msg(b"Z", b"I")
+            p.table.close(p.registry.pool("web").server("s0"), CloseMode.AT_BOUNDARY)
+            assert await asyncio.wait_for(r.read(200), 10) == GOODBYE
             w.close()

@@ -6,6 +6,7 @@ not speak PostgreSQL is closed with a log line, the others carry on."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -419,5 +420,142 @@ def test_dashboard_shows_sessions_by_state(tmp_path: Path, browser: Any) -> None
             page.close()
             intx.close()
             idle.close()
+        finally:
+            q.stop()
+
+
+def test_tls_terminated_keeps_the_transaction_boundary(tmp_path: Path) -> None:
+    """A postgresql service with ``tls`` answers an SSLRequest ``S`` and terminates TLS:
+    a client with ``sslmode=verify-full`` connects (TLS to quiesce, cleartext to the server)
+    and its session is followed as any other: an open transaction commits across
+    maintenance, then 57P01; a cleartext client is still served; bytes sent after an
+    SSLRequest before its answer are refused with a log line and a protocol_error event.
+    Without tls, quiesce says at start-up that an SSLRequest is answered N."""
+    from tests.support.certs import Certs
+
+    cert, key = Certs(tmp_path).leaf("pg", "127.0.0.1", "localhost")
+    ca = tmp_path / "ca.pem"
+    with postgres_server() as pg:
+        pg.psql("CREATE TABLE t (v int)")
+        (tmp_path / "quiesce.yaml").write_text(config(pg.port))
+        q, _, _ = run(tmp_path)  # without tls: the start-up warning
+        try:
+            q.wait_for(r"services\.pg: a postgresql service without tls answers")
+        finally:
+            q.stop()
+        text = config(pg.port).replace(
+            "protocol: postgresql,",
+            f'protocol: postgresql, tls: {{certificates: [{{cert: "{cert}", key: "{key}"}}]}},',
+        )
+        (tmp_path / "quiesce.yaml").write_text(text)
+        q, port, admin = run(tmp_path)
+        try:
+            dsn = pg.dsn(port).replace("disable", f"verify-full sslrootcert={ca}")
+            intx = psycopg.connect(dsn)
+            assert intx.pgconn.ssl_in_use
+            intx.execute("INSERT INTO t VALUES (1)")  # a transaction left open, over TLS
+            idle = psycopg.connect(dsn, autocommit=True)
+            assert idle.execute("SELECT 1").fetchone() == (1,)
+            plain = psycopg.connect(pg.dsn(port), autocommit=True)  # cleartext still served
+            assert not plain.pgconn.ssl_in_use
+            assert plain.execute("SELECT 2").fetchone() == (2,)
+            until(lambda: sessions(admin) == {"idle": 2, "transaction": 1, "query": 0})
+            # bytes after an SSLRequest, before its answer: refused (CVE-2021-23214)
+            with socket.create_connection(("127.0.0.1", port)) as s:
+                s.sendall(b"\0\0\0\x08\x04\xd2\x16\x2f" + b"\0\0\0\x08\0\3\0\0")
+                s.settimeout(10)
+                assert s.recv(100) == b""
+            q.wait_for(r"closing the connection of 127\.0\.0\.1: client sent 8 bytes after its")
+            events = httpx.get(
+                f"http://127.0.0.1:{admin}/api/v1/events",
+                params={"kind": "protocol_error"},
+                auth=AUTH,
+            ).json()
+            assert [e["detail"]["service"] for e in events] == ["pg"], events
+
+            r = cli(admin, "set", "server", "db/pg1", "maintenance", "--force-guard")
+            assert r.returncode == 0, r
+            with pytest.raises(psycopg.errors.AdminShutdown):  # idle over TLS: at once
+                until(lambda: backends(pg) <= 1)
+                idle.execute("SELECT 3")
+            with pytest.raises(psycopg.errors.AdminShutdown):
+                plain.execute("SELECT 3")
+            assert sessions(admin) == {"idle": 0, "transaction": 1, "query": 0}
+            intx.execute("INSERT INTO t VALUES (2)")
+            intx.commit()  # the open transaction commits, then its session is closed
+            until(lambda: backends(pg) == 0)
+            with pytest.raises(psycopg.OperationalError):
+                intx.execute("SELECT 4")
+            assert pg.psql("SELECT string_agg(v::text, ',' ORDER BY v) FROM t").strip() == "1,2"
+        finally:
+            q.stop()
+
+
+def test_asyncpg_and_graceful_disable_timeout(tmp_path: Path) -> None:
+    """asyncpg (the extended protocol, named prepared statements) through a postgresql
+    service: a transaction open across maintenance commits and the session closes right
+    after; an idle one is closed at once with 57P01. ``disable server --graceful`` lets an
+    open transaction run until the pool's ``graceful_disable_timeout`` and cuts it then
+    (rolled back)."""
+    asyncpg = pytest.importorskip("asyncpg")
+    gone = (asyncpg.PostgresError, asyncpg.InterfaceError, ConnectionError)
+    with postgres_server() as pg:
+        pg.psql("CREATE TABLE t (v int); GRANT ALL ON t TO app")
+        text = config(pg.port).replace("  db:\n", "  db:\n    graceful_disable_timeout: 1s\n")
+        (tmp_path / "quiesce.yaml").write_text(text)
+        q, port, admin = run(tmp_path)
+
+        async def scenario() -> None:
+            async def connect() -> Any:
+                return await asyncpg.connect(
+                    host="127.0.0.1",
+                    port=port,
+                    user=USER,
+                    password=PASSWORD,
+                    database="postgres",
+                    ssl=False,
+                )
+
+            intx, idle = await connect(), await connect()
+            tx = intx.transaction()
+            await tx.start()
+            await intx.execute("INSERT INTO t VALUES ($1)", 1)  # Parse/Bind/Execute/Sync
+            assert await idle.fetchval("SELECT $1::int", 7) == 7
+            until(lambda: sessions(admin) == {"idle": 1, "transaction": 1, "query": 0})
+            r = cli(admin, "set", "server", "db/pg1", "maintenance", "--force-guard")
+            assert r.returncode == 0, r
+            until(lambda: backends(pg) == 1)  # the idle one, at once
+            with pytest.raises(gone) as shut:
+                await idle.fetchval("SELECT 1")
+            print("asyncpg, idle session in maintenance:", repr(shut.value))
+            await intx.execute("INSERT INTO t VALUES ($1)", 2)
+            await tx.commit()
+            until(lambda: backends(pg) == 0)
+            for _ in range(500):  # asyncpg reads the 57P01 and the close as its loop runs
+                if intx.is_closed():
+                    break
+                await asyncio.sleep(0.01)
+            with pytest.raises(gone):
+                await intx.fetchval("SELECT 1")
+            assert pg.psql("SELECT string_agg(v::text, ',' ORDER BY v) FROM t").strip() == "1,2"
+
+            r = cli(admin, "clear", "server", "db/pg1", "maintenance")
+            assert r.returncode == 0, r
+            late = await connect()
+            tx = late.transaction()
+            await tx.start()
+            await late.execute("INSERT INTO t VALUES (3)")
+            began = time.monotonic()
+            r = cli(admin, "disable", "server", "db/pg1", "--graceful", "--force-guard")
+            assert r.returncode == 0, r
+            assert sessions(admin) == {"idle": 0, "transaction": 1, "query": 0}  # carries on
+            until(lambda: backends(pg) == 0)  # cut at the deadline
+            assert time.monotonic() - began >= 0.9
+            with pytest.raises(gone):
+                await tx.commit()
+            assert pg.psql("SELECT count(*) FROM t WHERE v = 3").strip() == "0"
+
+        try:
+            asyncio.run(scenario())
         finally:
             q.stop()

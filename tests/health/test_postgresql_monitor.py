@@ -117,3 +117,22 @@ def test_bad_settings_are_named(monitor: str, service: str | None, words: list[s
         load_text(text)
     for word in words:
         assert word in str(err.value), str(err.value)
+
+
+def test_a_postgresql_service_may_terminate_tls_a_mysql_one_may_not() -> None:
+    """tls on a postgresql service is taken (an SSLRequest answered 'S'); without it quiesce
+    warns that TLS is refused; a mysql service's tls is still refused."""
+    from quiesce.config.loader import config_warnings
+
+    monitor = "{type: postgresql, postgresql_monitor: {user: app}}"
+    plain = load_text(config(monitor))
+    assert any("without tls answers a client's SSLRequest 'N'" in w for w in config_warnings(plain))
+    tls = "tls: {certificates: [{cert: a.pem, key: a.key}]}"
+    cfg = load_text(
+        config(monitor, f"{{listen: 127.0.0.1:0, protocol: postgresql, pool: db, {tls}}}")
+    )
+    assert cfg.services["pg"].tls is not None
+    assert not any("SSLRequest" in w for w in config_warnings(cfg))
+    with pytest.raises(ConfigError) as err:
+        load_text(config(monitor, f"{{listen: 127.0.0.1:0, protocol: mysql, pool: db, {tls}}}"))
+    assert "services.pg.tls: a mysql service does not terminate TLS" in str(err.value)

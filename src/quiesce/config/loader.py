@@ -326,7 +326,8 @@ def config_warnings(config: Config, base_dir: Path | None = None) -> list[str]:
     """Not wrong enough to refuse the file, but worth saying (``quiesce check`` and
     ``quiesce run`` print them): a hash no password can match locks that user out; a
     listener's certificate has expired or soon will (``base_dir``: where its files are); a
-    mysql service drains a TLS client's session at connection level."""
+    mysql service drains a TLS client's session at connection level; a postgresql service
+    without tls refuses TLS (answers an SSLRequest 'N')."""
     warnings: list[str] = [] if base_dir is None else tls_warnings(config, base_dir)
     for i, user in enumerate(config.admin.users):
         if not _looks_like_hash(user.password_hash):
@@ -341,6 +342,12 @@ def config_warnings(config: Config, base_dir: Path | None = None) -> list[str]:
                 f"token {token.name!r} cannot be used"
             )
     for name, svc in config.services.items():
+        if svc.protocol == "postgresql" and svc.tls is None:
+            warnings.append(
+                f"services.{name}: a postgresql service without tls answers a client's "
+                "SSLRequest 'N': sslmode=prefer goes on in cleartext, require or stricter "
+                "cannot connect; give the service tls to terminate it (docs/database.md)"
+            )
         if svc.protocol == "mysql":
             warnings.append(
                 f"services.{name}: a mysql service does not terminate TLS: a client that asks "

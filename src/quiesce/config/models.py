@@ -429,16 +429,11 @@ class ServiceConfig(Model, ProxyListener):  # accept_proxy, trusted_proxies
     @model_validator(mode="after")
     def _protocol_fits(self) -> ServiceConfig:
         if self.protocol in ("postgresql", "mysql"):
-            if self.tls is not None:
+            if self.tls is not None and self.protocol == "mysql":
                 raise KeyProblem(
                     ("tls",),
-                    f"a {self.protocol} service does not terminate TLS yet ("
-                    + (
-                        "it answers a client's SSLRequest 'N'"
-                        if self.protocol == "postgresql"
-                        else "TLS starts after MySQL's handshake, not with the first byte"
-                    )
-                    + "; docs/database.md)",
+                    "a mysql service does not terminate TLS yet (TLS starts after MySQL's "
+                    "handshake, not with the first byte; docs/database.md)",
                 )
             for i, rule in enumerate(self.rules):
                 if _uses(rule.if_, _TCP_ONLY):

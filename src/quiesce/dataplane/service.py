@@ -55,7 +55,7 @@ from quiesce.dataplane.limits import listen_backlog
 from quiesce.dataplane.mysqlrelay import MysqlClient
 from quiesce.dataplane.pages import Page
 from quiesce.dataplane.park import park
-from quiesce.dataplane.pgrelay import PgClient
+from quiesce.dataplane.pgrelay import PgClient, PgFrontDoor
 from quiesce.dataplane.table import ConnectionTable
 from quiesce.dataplane.tcp import TcpClient
 from quiesce.dataplane.tls import service_tls
@@ -555,7 +555,10 @@ async def start_service(
         factory = functools.partial(MysqlClient, ctx)
     else:
         factory = functools.partial(TcpClient, ctx)
-    if config.tls is not None or config.sni_routing or config.accept_proxy:
+    if config.protocol == "postgresql" and config.tls is not None:
+        # TLS after an SSLRequest answered 'S' (quiesce.dataplane.pgrelay)
+        factory = functools.partial(PgFrontDoor, ctx, factory)
+    elif config.tls is not None or config.sni_routing or config.accept_proxy:
         # TLS, routing on the ClientHello, a PROXY header: the first bytes decide
         # (quiesce.dataplane.frontdoor)
         factory = functools.partial(FrontDoor, ctx, factory)
