@@ -277,12 +277,10 @@ def test_a_pool_tls_without_verify_is_refused_for_a_grpc_monitor() -> None:
 
 
 def test_haproxy_check_status_of_grpc_checks() -> None:
-    """``show stat``'s check_status and the HAProxy exporter's haproxy_server_check_status:
-    a grpc answer is a layer 7 status (L7OK, L7STS; maintenance L7OKC on the runtime
-    socket, as for an http maintenance code), not SOCKERR."""
-    from quiesce.core.checks import CheckResult
-    from quiesce.frontends.metrics import haproxy_check_status
-    from quiesce.frontends.runtime_socket.stats import check_status
+    """``show stat``'s check_status and the HAProxy exporter's haproxy_server_check_status
+    are one mapping (quiesce.frontends.haproxy_check): a grpc answer is a layer 7 status
+    (L7OK, L7STS; maintenance L7OKC, as for an http maintenance code), not SOCKERR."""
+    from quiesce.frontends.haproxy_check import haproxy_check_status, is_layer7
 
     monitor = load_text(config("{type: grpc}")).healthmonitors["g"]
     seen = {}
@@ -291,19 +289,19 @@ def test_haproxy_check_status_of_grpc_checks() -> None:
         (Reason.NOT_SERVING, Verdict.FAIL),
         (Reason.SERVICE_UNKNOWN, Verdict.FAIL),
         (Reason.UNIMPLEMENTED, Verdict.FAIL),
+        (Reason.GRPC_ERROR, Verdict.FAIL),
         (Reason.TIMEOUT, Verdict.FAIL),
         (Reason.MAINTENANCE_SERVICE_MATCH, Verdict.MAINTENANCE),
+        (Reason.MAINTENANCE_STATUS_MATCH, Verdict.MAINTENANCE),
     ):
-        result = CheckResult("g", verdict, reason, at=0.0, latency=0.001)
-        seen[reason.value] = (
-            check_status(reason, verdict, monitor),
-            haproxy_check_status(result, layer7=True),
-        )
+        seen[reason.value] = haproxy_check_status(reason, verdict, is_layer7(monitor))
     assert seen == {
-        "OK": ("L7OK", "L7OK"),
-        "NOT_SERVING": ("L7STS", "L7STS"),
-        "SERVICE_UNKNOWN": ("L7STS", "L7STS"),
-        "UNIMPLEMENTED": ("L7STS", "L7STS"),
-        "TIMEOUT": ("L7TOUT", "L7TOUT"),
-        "MAINTENANCE_SERVICE_MATCH": ("L7OKC", "L7STS"),
+        "OK": "L7OK",
+        "NOT_SERVING": "L7STS",
+        "SERVICE_UNKNOWN": "L7STS",
+        "UNIMPLEMENTED": "L7STS",
+        "GRPC_ERROR": "L7STS",
+        "TIMEOUT": "L7TOUT",
+        "MAINTENANCE_SERVICE_MATCH": "L7OKC",
+        "MAINTENANCE_STATUS_MATCH": "L7OKC",
     }, seen

@@ -78,7 +78,9 @@ async def test_server_states_as_haproxy_names_them(client: httpx.AsyncClient, ap
     assert get(s, "haproxy_server_check_code", **web1) == 200
     assert get(s, "haproxy_server_check_duration_seconds", **web1) == pytest.approx(0.012)
     web2 = {"proxy": "web", "server": "web2"}
-    assert get(s, "haproxy_server_check_status", **web2, state="L7STS") == 1
+    # HAProxy's disable-on-404 answer: L7OKC, as show stat says (one mapping for both)
+    assert get(s, "haproxy_server_check_status", **web2, state="L7OKC") == 1
+    assert get(s, "haproxy_server_check_status", **web2, state="L7STS") == 0
     assert get(s, "haproxy_server_check_code", **web2) == 503
     # no monitor, no check series (HAProxy: only servers whose checks are enabled)
     assert (

@@ -20,9 +20,10 @@ from typing import Any, cast
 
 from prometheus_client import utils
 
-from quiesce.core.checks import GRPC_ANSWERS, CheckResult, Reason
-from quiesce.core.states import Admin, Oper, Status, Verdict
+from quiesce.core.checks import CheckResult
+from quiesce.core.states import Admin, Oper, Status
 from quiesce.core.status import displayed_status
+from quiesce.frontends.haproxy_check import haproxy_check_status, is_layer7
 from quiesce.state.registry import ServerRuntime
 from quiesce.state.sessions import session_counts
 from quiesce.state.traffic import averages_ms
@@ -396,26 +397,6 @@ def haproxy_server_state(s: ServerRuntime) -> str:
     return "DOWN"
 
 
-def haproxy_check_status(result: CheckResult, layer7: bool) -> str:
-    """HAProxy's short check status for one quiesce check result (as ``show stat`` shows)."""
-    if result.verdict is Verdict.PASS:
-        return "L7OK" if layer7 else "L4OK"
-    return {
-        Reason.TIMEOUT: "L7TOUT" if layer7 else "L4TOUT",
-        Reason.CONNECTION_REFUSED: "L4CON",
-        Reason.CONNECTION_RESET: "L4CON",
-        Reason.CONNECTION_ERROR: "L4CON",
-        Reason.PORT_UNREACHABLE: "L4CON",
-        Reason.HOST_UNREACHABLE: "L4CON",
-        Reason.RESPONSE_CODE_MISMATCH: "L7STS",
-        Reason.MAINTENANCE_RESPONSE_CODE_MATCH: "L7STS",
-        Reason.PAYLOAD_CONTENT_MISMATCH: "L7RSP",
-        Reason.MAINTENANCE_PAYLOAD_CONTENT_MATCH: "L7RSP",
-        Reason.MALFORMED_RESPONSE: "L7RSP",
-        Reason.TLS_ERROR: "L6RSP",
-    }.get(result.reason, "L7STS" if result.reason in GRPC_ANSWERS else "SOCKERR")
-
-
 def _h_gauge(name: str, text: str, value: Callable[[ServerRuntime], Any]) -> TextFamily:
     def lines(rows: Sequence[Row]) -> str:
         return "".join([f"{name}{{proxy={t}}} {num(value(s))}\n" for s, t in rows])
@@ -434,9 +415,8 @@ def haproxy_families(collector: Any, http: set[str]) -> list[TextFamily]:
         last = checks[-1] if checks else None
         if last is None:
             return "", None
-        monitor = monitors.get(last.monitor)
-        layer7 = monitor is not None and monitor.type in ("http", "https", "grpc")
-        return haproxy_check_status(last, layer7), last
+        layer7 = is_layer7(monitors.get(last.monitor))
+        return haproxy_check_status(last.reason, last.verdict, layer7), last
 
     def server_lines(rows: Sequence[Row]) -> str:
         return "".join(
@@ -558,7 +538,6 @@ __all__ = [
     "escape",
     "family_chunks",
     "grpc_family",
-    "haproxy_check_status",
     "haproxy_families",
     "haproxy_retry_families",
     "haproxy_server_state",

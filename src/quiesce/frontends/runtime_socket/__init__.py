@@ -46,7 +46,6 @@ from quiesce.frontends.runtime_socket.server import (
 from quiesce.frontends.runtime_socket.stats import (
     SERVERS_STATE_HEADER,
     STAT_FIELDS,
-    check_status,
     haproxy_status,
 )
 from quiesce.frontends.runtime_socket.takeover import Handover, Listening, TakeoverError
@@ -67,7 +66,6 @@ __all__ = [
     "RuntimeSocket",
     "Session",
     "TakeoverError",
-    "check_status",
     "haproxy_status",
     "parse_expression",
     "runtime_socket_path",

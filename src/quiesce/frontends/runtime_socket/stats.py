@@ -16,6 +16,7 @@ from typing import Any
 
 from quiesce.core.checks import Reason
 from quiesce.core.states import Admin, Oper, Verdict
+from quiesce.frontends.haproxy_check import haproxy_check_status, is_layer7
 from quiesce.frontends.runtime_socket.errors import CommandError
 from quiesce.frontends.runtime_socket.haproxy_fields import (
     NATURE,
@@ -305,7 +306,9 @@ class Stats:
             last = checks[-1] if checks else None
             down = s.downtime + (now - s.down_since if s.down_since is not None else 0)
             f |= {"chkfail": s.checks_failed, "chkdown": s.went_down, "downtime": int(down)}
-            name = "INI" if last is None else check_status(last.reason, last.verdict, monitor)
+            name = "INI"
+            if last is not None:
+                name = haproxy_check_status(last.reason, last.verdict, is_layer7(monitor))
             f["check_status"] = name
             if last is not None:
                 if name.startswith("L7") and last.status_code is not None:
@@ -325,7 +328,7 @@ class Stats:
         f |= {
             "req_tot": sum(s.responses.values()) if http else "",
             "cli_abrt": 0,
-            "srv_abrt": 0,
+            "srv_abrt": s.srv_aborts,  # bodies cut short, L4 resets (also in eresp)
             "lastsess": -1,
             "qtime": 0,
             "ctime": ctime,
@@ -419,7 +422,7 @@ class Stats:
         f |= {
             "req_tot": sum(responses.values()) if http else "",
             "cli_abrt": 0,
-            "srv_abrt": 0,
+            "srv_abrt": sum(s.srv_aborts for s in pool.servers),
             "comp_in": 0,
             "comp_out": 0,
             "comp_byp": 0,
@@ -490,7 +493,8 @@ class Stats:
         if last is None:
             chk_status, chk_result = CHECK_CODES["INI"], 0
         else:
-            chk_status = CHECK_CODES[check_status(last.reason, last.verdict, monitor)]
+            status = haproxy_check_status(last.reason, last.verdict, is_layer7(monitor))
+            chk_status = CHECK_CODES[status]
             chk_result = _RESULT[last.verdict]
         if monitor is not None:
             health = _health(s, monitor.successful_checks, monitor.failed_checks)
@@ -559,35 +563,6 @@ def haproxy_status(s: ServerRuntime) -> str:
         Oper.UNKNOWN: "DOWN",
         Oper.UNMONITORED: "no check",
     }[s.oper]
-
-
-def check_status(reason: Reason, verdict: Verdict, monitor: Any) -> str:
-    """HAProxy's check status for one result. A maintenance answer is HAProxy's
-    ``disable-on-404`` case: ``L7OKC`` (conditionally passed), the server NOLB."""
-    layer7 = monitor is not None and monitor.type in ("http", "https", "grpc")
-    if verdict is Verdict.PASS:
-        return "L7OK" if layer7 else "L4OK"
-    return {
-        Reason.TIMEOUT: "L7TOUT" if layer7 else "L4TOUT",
-        Reason.CONNECTION_REFUSED: "L4CON",
-        Reason.CONNECTION_RESET: "L4CON",
-        Reason.CONNECTION_ERROR: "L4CON",
-        Reason.PORT_UNREACHABLE: "L4CON",
-        Reason.HOST_UNREACHABLE: "L4CON",
-        Reason.RESPONSE_CODE_MISMATCH: "L7STS",
-        Reason.MAINTENANCE_RESPONSE_CODE_MATCH: "L7OKC",
-        Reason.PAYLOAD_CONTENT_MISMATCH: "L7RSP",
-        Reason.MAINTENANCE_PAYLOAD_CONTENT_MATCH: "L7OKC",
-        Reason.MALFORMED_RESPONSE: "L7RSP",
-        Reason.TLS_ERROR: "L6RSP",
-        # grpc monitors: the health service's answer is their layer 7 status
-        Reason.NOT_SERVING: "L7STS",
-        Reason.SERVICE_UNKNOWN: "L7STS",
-        Reason.UNIMPLEMENTED: "L7STS",
-        Reason.GRPC_ERROR: "L7STS",
-        Reason.MAINTENANCE_STATUS_MATCH: "L7OKC",
-        Reason.MAINTENANCE_SERVICE_MATCH: "L7OKC",
-    }.get(reason, "SOCKERR")
 
 
 def _health(s: ServerRuntime, rise: int, fall: int) -> int:
