@@ -3,7 +3,9 @@ side by side in front of the same misbehaving back ends (a closed port, a server
 without answering, one that sends a malformed status line, one that cuts its response short,
 one that never answers; at L4 a closed port, a server that resets, one that closes cleanly),
 the same requests through each, then ``show stat`` from both runtime sockets with ``socat``:
-every server's and backend's ``econ``/``eresp`` are HAProxy's, a request no server could take
+every server's and backend's ``econ``/``eresp``/``srv_abrt`` are HAProxy's (a response cut
+short after its head and an L4 reset are in both ``eresp`` and ``srv_abrt``), a request no
+server could take
 (its only server disabled over the runtime socket) in the BACKEND's ``econ`` alone. A refused
 connect that a retry saves is ``wretr``, not ``econ`` (HAProxy counts a connect error once the
 retries are spent).
@@ -103,9 +105,10 @@ def show_stat(sock: Path) -> Rows:
     return {(r["pxname"], r["svname"]): r for r in csv.DictReader(io.StringIO(out[2:]))}
 
 
-def errors(rows: Rows, pool: str, names: tuple[str, ...]) -> dict[str, tuple[str, str]]:
-    """(econ, eresp) of the pool's servers ``names`` and its BACKEND row."""
-    return {n: (rows[pool, n]["econ"], rows[pool, n]["eresp"]) for n in (*names, "BACKEND")}
+def errors(rows: Rows, pool: str, names: tuple[str, ...]) -> dict[str, tuple[str, ...]]:
+    """(econ, eresp, srv_abrt) of the pool's servers ``names`` and its BACKEND row."""
+    fields = ("econ", "eresp", "srv_abrt")
+    return {n: tuple(rows[pool, n][f] for f in fields) for n in (*names, "BACKEND")}
 
 
 def drive(http_port: int, tcp_port: int, none_port: int) -> list[int]:
@@ -207,16 +210,18 @@ def test_econ_and_eresp_are_haproxys(tmp_path: Path) -> None:
 
             until(lambda: counted(hap_sock) and counted(tmp_path / "quiesce.sock"))
             mine, haproxys = show_stat(tmp_path / "quiesce.sock"), show_stat(hap_sock)
-            want_web = {"refused": ("1", "0"), "empty": ("0", "1"), "junk": ("0", "1")}
-            want_web |= {"cut": ("0", "1"), "silent": ("0", "1"), "BACKEND": ("1", "4")}
-            want_l4 = {"refused": ("1", "0"), "reset": ("0", "1"), "empty": ("0", "0")}
-            want_l4["BACKEND"] = ("1", "1")
+            # (econ, eresp, srv_abrt): the body cut short and the L4 reset are aborts
+            want_web = {"refused": ("1", "0", "0"), "empty": ("0", "1", "0")}
+            want_web |= {"junk": ("0", "1", "0"), "cut": ("0", "1", "1")}
+            want_web |= {"silent": ("0", "1", "0"), "BACKEND": ("1", "4", "1")}
+            want_l4 = {"refused": ("1", "0", "0"), "reset": ("0", "1", "1")}
+            want_l4 |= {"empty": ("0", "0", "0"), "BACKEND": ("1", "1", "1")}
             for rows in (haproxys, mine):
                 assert errors(rows, "web", HTTP_KINDS) == want_web
                 assert errors(rows, "l4", TCP_KINDS) == want_l4
                 assert errors(rows, "none", ("empty",)) == {
-                    "empty": ("0", "0"),
-                    "BACKEND": ("1", "0"),
+                    "empty": ("0", "0", "0"),
+                    "BACKEND": ("1", "0", "0"),
                 }
 
             # the same counters in /metrics, under quiesce's and HAProxy's names
@@ -232,6 +237,12 @@ def test_econ_and_eresp_are_haproxys(tmp_path: Path) -> None:
                 'haproxy_server_response_errors_total{proxy="l4",server="reset"} 1.0',
                 'haproxy_backend_connection_errors_total{proxy="none"} 1.0',
                 'haproxy_server_connection_errors_total{proxy="none",server="empty"} 0.0',
+                'quiesce_server_aborts_total{pool="web",server="cut"} 1.0',
+                'quiesce_server_aborts_total{pool="web",server="silent"} 0.0',
+                'haproxy_server_server_aborts_total{proxy="web",server="cut"} 1.0',
+                'haproxy_backend_server_aborts_total{proxy="web"} 1.0',
+                'haproxy_server_server_aborts_total{proxy="l4",server="reset"} 1.0',
+                'haproxy_backend_server_aborts_total{proxy="l4"} 1.0',
             ):
                 assert line in metrics, line
 

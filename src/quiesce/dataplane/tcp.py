@@ -74,6 +74,7 @@ class _TcpUpstream(asyncio.Protocol):
             c.term = ts.SERVER + ts.DATA  # the server reset the connection
             if c.server is not None:
                 c.server.resp_errors += 1  # eresp, as HAProxy counts a server's reset
+                c.server.srv_aborts += 1  # and srv_abrt: a data transfer it aborted
         if not c.closed:
             c.closed = True
             if exc is None:

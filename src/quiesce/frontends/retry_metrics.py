@@ -2,10 +2,12 @@
 yields these): retries and redispatches (pools.X.retries: quiesce.core.retry), counted on the
 server that failed the request (HAProxy's ``wretr`` and ``wredis``), and the requests it
 failed for good, connects (``econ``) and responses (``eresp``; quiesce.dataplane.h1 and
-.tcp count both). quiesce's ``quiesce_server_{retries,redispatches,connection_errors,
-response_errors}_total`` and, with ``haproxy_compatible``, HAProxy 2.6's
+.tcp count both), and of those the data transfers it aborted (``srv_abrt``: a body cut
+short, an L4 reset). quiesce's ``quiesce_server_{retries,redispatches,connection_errors,
+response_errors,aborts}_total`` and, with ``haproxy_compatible``, HAProxy 2.6's
 ``haproxy_{backend,server}_retry_warnings_total``, ``..._redispatch_warnings_total``,
-``..._connection_errors_total`` and ``..._response_errors_total``."""
+``..._connection_errors_total``, ``..._response_errors_total`` and
+``..._server_aborts_total``."""
 
 from __future__ import annotations
 
@@ -44,6 +46,15 @@ _COUNTERS = (
         "Responses this server closed, cut, garbled or did not send in time (eresp)",
         "response_errors",
         "Total number of response errors",
+    ),
+    (
+        "srv_aborts",
+        "quiesce_server_aborts",
+        "Of those, the data transfers this server aborted: a response body cut short, an L4 "
+        "reset (srv_abrt)",
+        "server_aborts",
+        "Total number of requests or connections aborted by the server since the worker "
+        "process started",
     ),
 )
 

@@ -87,9 +87,11 @@ class ServerRuntime:
     redispatches: int = 0
     # requests failed by this server, counted only as they fail (nothing on success):
     # connects that failed for good (HAProxy's econ) and responses it closed, cut, garbled or
-    # never sent in time (eresp; quiesce.dataplane.h1, quiesce.dataplane.tcp)
+    # never sent in time (eresp; quiesce.dataplane.h1, quiesce.dataplane.tcp), and of those
+    # the data transfers it aborted: a response body cut short, an L4 reset (srv_abrt)
     conn_errors: int = 0
     resp_errors: int = 0
+    srv_aborts: int = 0
     # Traffic (HAProxy's bin/bout and ctime/rtime/ttime), kept by the data plane: the client
     # bytes of its requests (L4: connections) and the running sums of their times
     # (quiesce.state.traffic).

@@ -413,6 +413,7 @@ class ResponseSide:
             return
         if self.resp in STARTED:
             up.server.resp_errors += 1  # eresp: the response was cut short
+            up.server.srv_aborts += 1  # srv_abrt: a data transfer the server aborted
             if self.resp is R_SENT or up.discard:
                 self.term = ts.SERVER + ts.DATA
                 self.cut()  # the response was cut short: so is the client's
