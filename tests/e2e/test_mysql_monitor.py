@@ -7,11 +7,12 @@ leaves no primary until the other server turns writable, which is then elected."
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
-from tests.e2e.test_access_log import _hash, until
+from tests.e2e.test_access_log import _hash, cli, until
 from tests.e2e.test_mysql import run
 from tests.support.mariadb import PASSWORD, mariadb_server
 
@@ -105,5 +106,90 @@ def test_mysql_monitor_roles_and_active_standby(tmp_path: Path) -> None:
             assert [(e["from"], e["to"]) for e in events][-2:] == [("my1", None), (None, "my2")]
             db1.sql("DELETE FROM app.maint")
             until(lambda: last("db/my1") == ("up", "OK", "primary"))
+        finally:
+            q.stop()
+
+
+def test_replication_status_makes_a_writable_replica_a_replica(tmp_path: Path) -> None:
+    """A real MariaDB replica (replicating from a real primary with a binary log) left
+    writable (read_only off): the monitor reads SHOW REPLICA STATUS, so it is a replica
+    (named with its source in the detail), never elected primary, even with the primary in
+    maintenance; a role: replica monitor passes it. Once its replication stops it is a primary
+    by its own database: the replica monitor fails it, and it is elected (an election
+    event)."""
+    pw = tmp_path / "pw"
+    pw.write_text(f"{PASSWORD}\n")
+    timing = "send_interval: 0.5s, receive_timeout: 0.4s, successful_checks: 1, failed_checks: 1"
+    with mariadb_server(binlog=True) as src, mariadb_server(primary=src) as rep:
+        monitors = "".join(
+            f'  {name}: {{type: mysql, {timing}, mysql_monitor: {{user: app, password_file: "{pw}",'
+            f" role: {role}}}}}\n"
+            for name, role in (("my_primary", "primary"), ("my_replica", "replica"))
+        )
+        (tmp_path / "quiesce.yaml").write_text(
+            f"""
+admin:
+  listen: 127.0.0.1:0
+  users: [{{name: admin, password_hash: "{_hash()}", role: admin}}]
+state:
+  sqlite: ./state.db
+services:
+  my: {{listen: 127.0.0.1:0, protocol: mysql, pool: db}}
+healthmonitors:
+{monitors}pools:
+  db:
+    mode: active_standby
+    healthmonitors: [my_primary]
+    servers:
+      - {{name: my1, address: 127.0.0.1:{src.port}}}
+      - {{name: my2, address: 127.0.0.1:{rep.port}}}
+  rep: {{healthmonitors: [my_replica], servers: [{{name: my2, address: 127.0.0.1:{rep.port}}}]}}
+"""
+        )
+        q, _, admin = run(tmp_path)
+        try:
+
+            def get(path: str, **params: str) -> Any:
+                r = httpx.get(f"http://127.0.0.1:{admin}/api/v1{path}", params=params, auth=AUTH)
+                assert r.status_code == 200, r.text
+                return r.json()
+
+            def last(ref: str) -> tuple[object, str, str]:
+                v = get(f"/servers/{ref}")
+                checks = v["last_checks"] or [{"reason": "", "detail": ""}]
+                return v["oper"], str(checks[-1]["reason"]), str(checks[-1]["detail"])
+
+            assert rep.sql("SELECT @@read_only") == [(0,)]  # writable
+            src.sql("INSERT INTO app.t (v) VALUES (42)")
+            until(lambda: rep.sql("SELECT count(*) FROM app.t WHERE v = 42") == [(1,)])
+            source = f"from 127.0.0.1:{src.port}: IO Yes, SQL Yes, 0 s behind"
+            until(lambda: last("db/my1") == ("up", "OK", "primary"))
+            until(
+                lambda: (
+                    last("db/my2")
+                    == (
+                        "down",
+                        "ROLE_MISMATCH",
+                        f"replica, expected primary (replicating {source})",
+                    )
+                )
+            )
+            until(lambda: last("rep/my2") == ("up", "OK", f"replica (replicating {source})"))
+            until(lambda: get("/pools/db")["primary"] == "my1")
+
+            r = cli(admin, "set", "server", "db/my1", "maintenance", "--force-guard")
+            assert r.returncode == 0, r
+            until(lambda: get("/pools/db")["primary"] is None)  # never the writable replica
+            assert last("db/my2")[1] == "ROLE_MISMATCH"
+
+            rep.sql("STOP SLAVE")  # promoted: replication stopped, writable
+            until(lambda: last("rep/my2")[:2] == ("down", "ROLE_MISMATCH"))
+            detail = last("rep/my2")[2]
+            assert detail.startswith("primary, expected replica (replication stopped from"), detail
+            until(lambda: get("/pools/db")["primary"] == "my2")
+            assert last("db/my2")[:2] == ("up", "OK")
+            assert last("db/my2")[2].startswith("primary (replication stopped from"), last("db/my2")
+            events = get("/events", kind="election")
+            assert [(e["from"], e["to"]) for e in events][-2:] == [("my1", None), (None, "my2")]
         finally:
             q.stop()

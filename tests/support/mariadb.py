@@ -84,10 +84,14 @@ def _wait_ready(db: MariaDB, proc: subprocess.Popen[bytes], log: Path) -> None:
 
 
 @contextlib.contextmanager
-def mariadb_server(tls: bool = False) -> Iterator[MariaDB]:
+def mariadb_server(
+    tls: bool = False, binlog: bool = False, primary: MariaDB | None = None
+) -> Iterator[MariaDB]:
     """A running MariaDB with a database ``app`` and a table ``app.t (id, v)``; with ``tls``,
-    a certificate for 127.0.0.1 (``ca_file``: its CA) so clients may ask for TLS. Skipped
-    when the package or PyMySQL is missing."""
+    a certificate for 127.0.0.1 (``ca_file``: its CA) so clients may ask for TLS; with
+    ``binlog``, a binary log (a primary others may replicate from); with ``primary`` (one
+    started with ``binlog``), replicating from it from its current position (writable: its
+    ``read_only`` stays off). Skipped when the package or PyMySQL is missing."""
     if not MARIADBD.exists():
         pytest.skip("MariaDB is not installed (scripts/install-test-deps)")
     pytest.importorskip("pymysql")
@@ -138,6 +142,8 @@ def mariadb_server(tls: bool = False) -> Iterator[MariaDB]:
                 "--skip-name-resolve",
                 "--max-connections=300",
                 *tls_options,
+                f"--server-id={db.port}",
+                *([f"--log-bin={directory / 'binlog'}"] if binlog else []),
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -147,6 +153,14 @@ def mariadb_server(tls: bool = False) -> Iterator[MariaDB]:
         db.sql(f"CREATE USER {USER}@'%' IDENTIFIED BY '{PASSWORD}'")
         db.sql(f"GRANT ALL ON *.* TO {USER}@'%'")
         db.sql("CREATE TABLE app.t (id INT PRIMARY KEY AUTO_INCREMENT, v INT) ENGINE=InnoDB")
+        if primary is not None:
+            ((log_file, position, *_),) = primary.sql("SHOW MASTER STATUS")
+            db.sql(
+                f"CHANGE MASTER TO MASTER_HOST='127.0.0.1', MASTER_PORT={primary.port}, "
+                f"MASTER_USER='{USER}', MASTER_PASSWORD='{PASSWORD}', "
+                f"MASTER_LOG_FILE='{log_file}', MASTER_LOG_POS={position}, MASTER_USE_GTID=no"
+            )
+            db.sql("START SLAVE")
         yield db
     finally:
         if proc is not None:

@@ -12,19 +12,93 @@ Verdicts (quiesce.health.probes.postgresql's :func:`classify`): wrong credential
 ``QUERY_FAILED``; ``maintenance_query``'s first column true is ``MAINTENANCE_QUERY_MATCH``;
 ``SELECT @@read_only`` on is a replica, off a primary, and a role other than the one asked
 for is ``ROLE_MISMATCH``.
+
+Replication status: ``SHOW REPLICA STATUS`` (``SHOW SLAVE STATUS`` where that is unknown)
+is read too (:func:`replication`). A server that replicates from another (its I/O thread
+running or connecting, or its SQL thread running) is a replica even when it is writable,
+so a writable replica is never taken for the primary; the check's detail names its source
+and how far behind it is. With ``role: replica``, a replica whose replication has stopped
+fails (``ROLE_MISMATCH``: its data is going stale). Without the privilege to read it
+(``REPLICA MONITOR``/``REPLICATION CLIENT``: error 1227) ``@@read_only`` alone decides.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from quiesce.config.models import HealthMonitor
+from quiesce.config.models import DatabaseMonitor, HealthMonitor
 from quiesce.core.checks import CheckResult, Reason
+from quiesce.core.states import Verdict
 from quiesce.health.probes.base import Target, error_result, failure, outcome
 from quiesce.health.probes.postgresql import DatabaseProber, classify
 
 _AUTH_ERRORS = (1044, 1045)  # ER_DBACCESS_DENIED_ERROR, ER_ACCESS_DENIED_ERROR
+_NO_PRIVILEGE = (1227, 1142)  # ER_SPECIFIC_ACCESS_DENIED_ERROR, ER_TABLEACCESS_DENIED_ERROR
+_PARSE_ERROR = 1064  # ER_PARSE_ERROR: a server that knows only SHOW SLAVE STATUS
+
+
+@dataclass(frozen=True, slots=True)
+class Replication:
+    """A server's replication from another (a row of ``SHOW REPLICA STATUS``)."""
+
+    source: str  # host:port
+    io: str  # Yes, No, Connecting
+    sql: str  # Yes, No
+    behind: str  # seconds behind its source ("" when unknown: NULL)
+    error: str  # the last I/O or SQL error, if any
+
+    @property
+    def running(self) -> bool:
+        """Replicating (or trying to): a replica by what it does, whatever its read_only."""
+        return self.io != "No" or self.sql == "Yes"
+
+    def text(self) -> str:
+        behind = f", {self.behind} s behind" if self.behind else ""
+        error = f": {self.error}" if self.error else ""
+        return f"from {self.source}: IO {self.io}, SQL {self.sql}{behind}{error}"
+
+
+def replication(row: Mapping[str, Any] | None) -> Replication | None:
+    """The replication a ``SHOW REPLICA STATUS`` row (column name -> value; MySQL 8.0.22+'s
+    ``Replica_``/``Source_`` names or the older ``Slave_``/``Master_`` ones) describes;
+    None: no replication configured (no row)."""
+    if not row:
+        return None
+
+    def col(*names: str) -> str:
+        for name in names:
+            value = row.get(name)
+            if value is not None:
+                return str(value)
+        return ""
+
+    host = col("Source_Host", "Master_Host")
+    port = col("Source_Port", "Master_Port")
+    return Replication(
+        source=f"{host}:{port}",
+        io=col("Replica_IO_Running", "Slave_IO_Running") or "No",
+        sql=col("Replica_SQL_Running", "Slave_SQL_Running") or "No",
+        behind=col("Seconds_Behind_Source", "Seconds_Behind_Master"),
+        error=col("Last_IO_Error") or col("Last_SQL_Error"),
+    )
+
+
+def classify_mysql(
+    settings: DatabaseMonitor, read_only: bool, repl: Replication | None, maintenance: bool
+) -> tuple[Verdict, Reason, str]:
+    """The verdict of a mysql check (sans-IO): :func:`classify` with the role from
+    ``@@read_only`` and the replication status, the replication named in the detail."""
+    replica = read_only or (repl is not None and repl.running)
+    verdict, reason, detail = classify(settings, replica, maintenance)
+    if repl is not None:
+        detail = f"{detail} ({'replicating' if repl.running else 'replication stopped'} "
+        detail += f"{repl.text()})"
+        if verdict is Verdict.PASS and settings.role == "replica" and not repl.running:
+            return Verdict.FAIL, Reason.ROLE_MISMATCH, f"{detail}, expected a running replica"
+    return verdict, reason, detail
 
 
 class MysqlProber(DatabaseProber):
@@ -66,6 +140,8 @@ class MysqlProber(DatabaseProber):
                         step = "SELECT @@read_only"
                         await cur.execute("SELECT @@read_only")
                         read_only = bool((await cur.fetchone())[0])
+                        step = "SHOW REPLICA STATUS"
+                        repl = await _replication(cur, pymysql)
                         maintenance = False
                         if settings.maintenance_query:
                             step = "maintenance_query"
@@ -88,7 +164,30 @@ class MysqlProber(DatabaseProber):
         finally:
             if conn is not None:
                 conn.close()
-        return outcome(name, clock, started, *classify(settings, read_only, maintenance))
+        return outcome(
+            name, clock, started, *classify_mysql(settings, read_only, repl, maintenance)
+        )
 
 
-__all__ = ["MysqlProber"]
+async def _replication(cur: Any, pymysql: Any) -> Replication | None:
+    """``SHOW REPLICA STATUS`` (``SHOW SLAVE STATUS`` on a server that does not know it); None
+    without replication, or without the privilege to read it."""
+    for statement in ("SHOW REPLICA STATUS", "SHOW SLAVE STATUS"):
+        try:
+            await cur.execute(statement)
+        except pymysql.err.MySQLError as exc:
+            code = exc.args[0] if exc.args else None
+            if code in _NO_PRIVILEGE:
+                return None
+            if code == _PARSE_ERROR and statement == "SHOW REPLICA STATUS":
+                continue
+            raise
+        row = await cur.fetchone()
+        if row is None:
+            return None
+        names: Sequence[str] = [d[0] for d in cur.description]
+        return replication(dict(zip(names, row, strict=True)))
+    return None
+
+
+__all__ = ["MysqlProber", "Replication", "classify_mysql", "replication"]
