@@ -4,6 +4,10 @@ servers to a pool of 10,000, and the latency of requests through the service mea
 
     python3 bench/reload_bench.py [--servers 10000] [--add 1000] [--clients 4] [--rounds 3]
 
+At the end, the requests of all windows of a kind are pooled too (idle, +N, -N): one
+window's p99 is its 6th-9th slowest request; with --rounds 10 the pooled p99 has 6,000+.
+The 1.5 s after each answer are pooled too (a drained removal's drains and deletions).
+
 Starts a small asyncio HTTP back end (keep-alive, "ok") in a thread and ``quiesce run`` with
 one pool of ``--servers`` unmonitored servers (distinct names, all the back end's address)
 behind one HTTP service, state in SQLite. ``--clients`` threads send keep-alive requests
@@ -262,6 +266,8 @@ def main() -> int:
                     "server_cpu": round(cpu_b[0] - cpu_a[0], 3),
                     "worker_cpu": round(cpu_b[1] - cpu_a[1], 3),
                     "idle": (pct(idle, 0.5), pct(idle, 0.99), len(idle)),
+                    "idle_samples": idle,
+                    "during_samples": during,
                     "during": (
                         pct(during, 0.5),
                         pct(during, 0.99),
@@ -270,8 +276,12 @@ def main() -> int:
                     ),
                 }
             )
-            print(json.dumps(rows[-1]), flush=True)
+            print(
+                json.dumps({k: v for k, v in rows[-1].items() if not k.endswith("_samples")}),
+                flush=True,
+            )
             time.sleep(2.0 if grow else 2.5)  # removals finish (1 s drain)
+            rows[-1]["after_samples"] = clients.window(b, b + 1.5)  # drains, deletions
     finally:
         clients.stop.set()
         stopped = time.monotonic()
@@ -295,7 +305,32 @@ def main() -> int:
             f"{i[0]:.2f} / {i[1]:.2f} | {d[0]:.2f} / {d[1]:.2f} / {d[2]:.2f} | {d[3]} | "
             f"{r['server_cpu']:.3f} / {r['worker_cpu']:.3f} |"
         )
+    pooled(rows)
     return 0
+
+
+def pooled(rows: list[dict]) -> None:
+    """The requests of every window of a kind pooled (a 0.1-0.2 s reload window holds
+    600-900 requests: its p99 is its 6th-9th slowest, one stall decides it): the idle p99
+    of all idle windows, the during p99 of all reloads of each kind, and their ratio."""
+    idle = [x for r in rows for x in r["idle_samples"]]
+    print("\npooled over the rounds (every window's requests together):")
+    print("| reload | windows | requests | p50 / p99 / p99.9 (ms) | p99 / idle p99 |")
+    print("|---|---|---|---|---|")
+    i99 = pct(idle, 0.99)
+    print(
+        f"| idle | {len(rows)} | {len(idle)} | {pct(idle, 0.5):.2f} / {i99:.2f} / "
+        f"{pct(idle, 0.999):.2f} | 1 |"
+    )
+    for kind in dict.fromkeys(r["reload"] for r in rows):
+        xs = [x for r in rows if r["reload"] == kind for x in r["during_samples"]]
+        n = sum(r["reload"] == kind for r in rows)
+        ys = [x for r in rows if r["reload"] == kind for x in r.get("after_samples", [])]
+        for what, zs in ((kind, xs), (f"{kind}: 1.5 s after its answer", ys)):
+            print(
+                f"| {what} | {n} | {len(zs)} | {pct(zs, 0.5):.2f} / {pct(zs, 0.99):.2f} / "
+                f"{pct(zs, 0.999):.2f} | {pct(zs, 0.99) / i99:.2f}x |"
+            )
 
 
 if __name__ == "__main__":

@@ -181,6 +181,46 @@ async def test_overrides_name_the_servers_being_removed_without_a_walk_of_every_
     assert h.service.overrides().removing == frozenset()
 
 
+async def test_overrides_tell_servers_deleted_at_runtime_from_those_changed(h: Harness) -> None:
+    h.service.update_server("api/a1", {"weight": 4}, CTX)
+    h.service.maintenance("api/a2", CTX, force=True)
+    h.service.remove_server("api/a2", CTX)
+    rt = h.service.overrides()
+    assert {"api/a1", "api/a2"} <= rt.servers
+    assert rt.deleted == frozenset({"api/a2"})
+
+
+@pytest.mark.parametrize("state", ["enabled", "drain", "maintenance"])
+async def test_a_cancelled_removal_puts_back_the_admin_state_it_had(h: Harness, state: str) -> None:
+    """A server being removed (drained to be deleted: a reload that dropped it) and put back
+    before its deletion comes back as it was: in drain with the operator's own deadline and
+    record, in maintenance, or enabled (it came back enabled whatever it was)."""
+    server = h.server("web/w1")
+    alice = CommandContext("alice", Cause.API, "disk swap")
+    if state == "drain":
+        h.service.drain("web/w1", alice, timeout=600)
+    elif state == "maintenance":
+        h.service.maintenance("web/w1", alice)
+    before = server.admin
+    server.connections = 1
+    config = CommandContext("reloader", Cause.CONFIG, "config reload", force_guard=True)
+    h.service.remove_server("web/w1", config, drain=True)
+    assert server.removing
+    result = h.service.cancel_removal("web/w1", config)
+    assert not server.removing
+    assert server.admin.state is Admin(state)
+    if state != "enabled":
+        assert server.admin == before  # the operator's record: deadline, actor, reason
+    assert h.service._finish_removals() is False  # the removal is gone
+    assert "w1" in [s.name for s in h.registry.pools["web"].servers]
+    if state != "enabled":
+        assert result.message == f"web/w1: removal cancelled: {state} again"
+        assert h.store.load_admin()["web/w1"] == before
+        last = events(h, "admin_command") + events(h, "admin_change")
+        assert max(last, key=lambda e: int(str(e["id"])))["actor"] == "reloader"
+    assert "web/w1" not in h.store.load_servers()  # no "removing" record left
+
+
 async def test_drain_delete_respects_min_servers_up(h: Harness) -> None:
     # web has min_servers_up 2 and four servers: take two out, the third is refused
     h.service.maintenance("web/w1", CTX)

@@ -212,10 +212,11 @@ async def test_a_reload_is_applied_in_slices_of_a_millisecond_each_followed_by_t
     turning between two slices and never inside one (5 ms slices held every request in
     flight for 5 ms: the p99 during a reload 3-6x the idle p99)."""
     import quiesce.app.reload as reload_module
+    import quiesce.app.reload_pace as pace_module
 
     app = await started(tmp_path, config_text(3))
     clock = [0.0]
-    monkeypatch.setattr(reload_module, "time", SimpleNamespace(perf_counter=lambda: clock[0]))
+    monkeypatch.setattr(pace_module, "time", SimpleNamespace(perf_counter=lambda: clock[0]))
     turns = [0]
     seen: list[int] = []  # the loop's turn count at each change
     apply_change = reload_module.Reloader._apply_change
@@ -272,6 +273,43 @@ async def test_a_reload_is_planned_in_a_thread_with_short_switches(
         plan = await app.reload("test")
         assert [c.kind for c in plan.changes] == ["server_added"]
         assert planned == [(False, reload_module.RELOAD_SWITCH)]
+        assert sys.getswitchinterval() == before
+    finally:
+        await app.stop(1.0)
+
+
+@pytest.mark.peers
+async def test_the_switch_interval_stays_short_until_the_writes_and_log_lines_are_done(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The store's writer thread and the process log's thread hold the GIL for the switch
+    interval while they commit a reload's rows and format its lines; the reload keeps the
+    interval at RELOAD_SWITCH until its commit is awaited and the log's queue is empty (the
+    event loop waited up to 5 ms for the GIL each time), then puts the old one back."""
+    import quiesce.app.reload as reload_module
+
+    app = await started(tmp_path, config_text(3))
+    seen: list[tuple[str, float]] = []
+    durable = app.admin.durable
+
+    async def watched_durable() -> None:
+        seen.append(("commit", sys.getswitchinterval()))
+        await durable()
+
+    backlog = iter([3, 1, 0])
+
+    def watched_backlog() -> int:
+        seen.append(("log", sys.getswitchinterval()))
+        return next(backlog, 0)
+
+    monkeypatch.setattr(app.admin, "durable", watched_durable)
+    monkeypatch.setattr(reload_module.logs, "process_log_backlog", watched_backlog)
+    before = sys.getswitchinterval()
+    try:
+        (tmp_path / "quiesce.yaml").write_text(config_text(5))
+        await app.reload("test")
+        short = reload_module.RELOAD_SWITCH
+        assert seen == [("commit", short), ("log", short), ("log", short), ("log", short)]
         assert sys.getswitchinterval() == before
     finally:
         await app.stop(1.0)

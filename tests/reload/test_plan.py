@@ -66,6 +66,25 @@ def test_runtime_changes_in_the_store_win() -> None:
     assert sorted(c.target for c in plan.kept) == ["web/w1", "web/w3", "web/w4"]
 
 
+def test_kept_lines_say_deleted_for_a_server_deleted_at_runtime() -> None:
+    """A server deleted at runtime (a stored deletion) that the file drops too, or changes:
+    its kept line says it was deleted, not "changed at runtime"; one changed at runtime
+    says so."""
+    old = cfg(pools=web(servers("w1", "w2", "w3")))
+    new_servers = servers("w1")
+    new_servers[0]["weight"] = 9
+    rt = RuntimeOverrides(
+        servers=frozenset({"web/w1", "web/w2", "web/w3"}), deleted=frozenset({"web/w1", "web/w2"})
+    )
+    plan = plan_reload(old, cfg(pools=web(new_servers)), rt)
+    assert plan.changes == []
+    assert {c.target: c.message for c in plan.kept} == {
+        "web/w1": "web/w1: kept deleted (deleted at runtime)",
+        "web/w2": "web/w2: already deleted at runtime",
+        "web/w3": "web/w3: kept (added or changed at runtime)",
+    }
+
+
 def test_a_server_being_removed_back_in_the_file_is_restored() -> None:
     old = cfg(pools=web(servers("w1")))
     new = cfg(pools=web(servers("w1", "w2")))

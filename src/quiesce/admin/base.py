@@ -82,6 +82,8 @@ class ServiceBase:
         # drain-then-delete (issue 14): who asked, for the server_removed event
         self._removals: dict[ServerRuntime, CommandContext] = {}
         self.removals_cut = False  # the last _finish_removals stopped at its budget
+        # the admin record each had when its removal began (put back if it is cancelled)
+        self._before_removal: dict[ServerRuntime, AdminRecord] = {}
         self._removing_saved: set[str] = set()  # keys whose stored record says "removing"
         self._server_records: set[str] = set()  # keys with a stored server record
         # a reload applying many changes (batch()): health.sync() once at its end

@@ -15,9 +15,10 @@ from quiesce.admin.commands import StateCommands
 from quiesce.admin.context import CommandContext
 from quiesce.config.loader import validation_problems
 from quiesce.config.models import ServerConfig
+from quiesce.core.admin import Transition
 from quiesce.core.errors import GuardRefused, InvalidCommand, NotFound, QuiesceError
 from quiesce.core.events import EventKind
-from quiesce.core.states import Admin, Cause
+from quiesce.core.states import Admin, Cause, CloseMode
 from quiesce.state.events import make_event
 from quiesce.state.registry import ServerRuntime
 from quiesce.state.reload import RuntimeOverrides
@@ -105,6 +106,7 @@ class ServerCommands(StateCommands):
                 server, False, f"{server.key} is already being removed: nothing changed", 0
             )
         self._removals[server] = ctx
+        self._before_removal.setdefault(server, server.admin)
         server.removing = True
         try:
             if server.admin.state is Admin.MAINTENANCE:
@@ -117,6 +119,7 @@ class ServerCommands(StateCommands):
         except BaseException:
             server.removing = False
             self._removals.pop(server, None)
+            self._before_removal.pop(server, None)
             raise
         if server.removing and self.registry.removable(server) is None:  # deleted now
             rctx = self._removals.pop(server, None) or ctx
@@ -152,6 +155,7 @@ class ServerCommands(StateCommands):
                     ctx = self._removals.pop(server, None) or CommandContext(
                         STORE_ACTOR, Cause.STARTUP
                     )
+                    self._before_removal.pop(server, None)
                     self.registry.remove_server(
                         server, actor=ctx.actor, cause=ctx.cause, reason=ctx.reason
                     )
@@ -162,7 +166,29 @@ class ServerCommands(StateCommands):
             self._monitors_changed()
         for server in [s for s in self._removals if not s.removing]:
             del self._removals[server]  # enabled meanwhile: the removal is cancelled
+            self._before_removal.pop(server, None)
         return left
+
+    @shared
+    def cancel_removal(self, ref: str, ctx: CommandContext) -> CommandResult:
+        """A server being removed (drained to be deleted) stays: back in the admin state it
+        had before its removal began (a reload that put it back in the file: docs/admin.md,
+        "Live reload"): enabled, or in drain or maintenance as an operator left it, with
+        that record's own deadline and expiry, and who set it. One admin event (cause and
+        actor ``ctx``'s); persisted. Not being removed: enabled, as ``enable``."""
+        server = self._find(ref, None, ctx)
+        before = self._before_removal.pop(server, None)
+        if not server.removing or before is None or before.state is Admin.ENABLED:
+            return self.enable(ref, ctx)
+        server.removing = False
+        self._removals.pop(server, None)
+        # a drain's deadline that passed meanwhile fires at the admin timer's next turn
+        t = Transition(
+            server.admin, before, CloseMode.NONE, f"removal cancelled: {before.state.value} again"
+        )
+        self.registry.apply_admin_record(server, t, ctx.cause, ctx.actor, ctx.reason)
+        self._poke()
+        return CommandResult(server, t.changed, f"{server.key}: {t.message}", 0)
 
     def _refuse_server(
         self, pool: str, name: str, ctx: CommandContext, exc: QuiesceError, what: str
@@ -222,12 +248,12 @@ class ServerCommands(StateCommands):
         start): servers added, changed or deleted at runtime, monitors, pool monitor lists
         and flags set at runtime, servers being removed."""
         store = self.store
+        servers = frozenset(
+            k for k in self._server_records if k not in self._removing_saved or self._is_runtime(k)
+        )
         return RuntimeOverrides(
-            servers=frozenset(
-                k
-                for k in self._server_records
-                if k not in self._removing_saved or self._is_runtime(k)
-            ),
+            servers=servers,
+            deleted=frozenset(k for k in servers if self._deleted_at_runtime(k)),
             monitors=frozenset(store.load_monitors()) | frozenset(store.load_deleted_monitors()),
             pool_monitors=frozenset(store.load_pool_monitors()),
             flags=frozenset(store.load_flags()) | frozenset(store.load_cleared_flags()),
@@ -236,6 +262,12 @@ class ServerCommands(StateCommands):
                 s.key for pool in self.registry.pools.values() for s in pool.removing()
             ),
         )
+
+    def _deleted_at_runtime(self, key: str) -> bool:
+        """A stored record of ``key`` whose pool runs without it: a deletion at runtime."""
+        pool, _, name = key.partition("/")
+        runtime = self.registry.pools.get(pool)
+        return runtime is not None and not runtime.has(name)
 
     def _is_runtime(self, key: str) -> bool:
         try:

@@ -21,22 +21,29 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
 import multiprocessing
 import os
 import pickle
 import socket
 import ssl
-import sys
-import time
-from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from quiesce import logs
+from quiesce.app.reload_pace import (
+    RELOAD_IDLE_TURN,
+    RELOAD_PAUSE,
+    RELOAD_PAUSE_MAX,
+    RELOAD_SLICE,
+    RELOAD_SWITCH,
+    RELOAD_WRITTEN_MAX,
+    Pacer,
+    cyclic_gc_held,
+    short_switches,
+)
 from quiesce.app.reload_worker import (
     RELOAD_CHUNK,
     Loaded,
@@ -54,91 +61,6 @@ if TYPE_CHECKING:
     from quiesce.dataplane.limits import Budget
 
 log = logging.getLogger("quiesce")
-
-
-RELOAD_SLICE = 0.001
-"""Seconds of a reload's work (changes applied, servers unpickled, log lines) between two
-pauses (:class:`Pacer`). 5 ms slices made the p99 of requests during a reload of 1,000
-servers 3-6 times the idle p99 (a request in flight waits out a whole slice, often two)."""
-RELOAD_PAUSE = 3
-"""Turns of the event loop it runs alone between two slices of a reload (at most
-RELOAD_PAUSE_MAX seconds of them)."""
-RELOAD_PAUSE_MAX = 0.002
-"""The longest pause of a reload between two slices, however few turns it gave (a loop
-saturated by requests: the reload keeps a third of it)."""
-RELOAD_SWITCH = 0.0005
-"""The interpreter's switch interval (``sys.setswitchinterval``) while the reload's planning
-thread runs: the event loop waits at most that long for the GIL the thread holds (the
-default 5 ms was a 5 ms stall of every request in flight each time)."""
-
-
-class Pacer:
-    """A reload's work in slices of RELOAD_SLICE seconds, each followed by RELOAD_PAUSE
-    turns of the event loop without reload work. One turn (``sleep(0)``) was not enough: a
-    request needs several turns (read, connect, write, read; a waiter woken by a timer
-    two), and with a slice in every turn it met several. A timed pause (``sleep(5 ms)``)
-    was tried too: on a loaded machine each pause took far longer and a reload of 1,000
-    servers took seconds more; turns cost nothing when there is nothing to serve. The
-    pause ends after RELOAD_SLICE seconds of turns even if fewer than RELOAD_PAUSE: under
-    a client load that saturates the loop, three full turns gave the reload a third of it
-    and a 1,000-server reload took 2-3 times longer (BENCHMARKS.md)."""
-
-    __slots__ = ("until",)
-
-    def __init__(self) -> None:
-        self.until = time.perf_counter() + RELOAD_SLICE
-
-    def due(self) -> bool:
-        return time.perf_counter() >= self.until
-
-    async def pause(self) -> None:
-        began = time.perf_counter()
-        for _ in range(RELOAD_PAUSE):
-            await asyncio.sleep(0)
-            if time.perf_counter() - began >= RELOAD_PAUSE_MAX:
-                break  # a saturated loop: the reload keeps a third of it
-        self.until = time.perf_counter() + RELOAD_SLICE
-
-    async def tick(self) -> None:
-        """A pause if this slice is over."""
-        if time.perf_counter() >= self.until:
-            await self.pause()
-
-
-@contextlib.contextmanager
-def _cyclic_gc_held() -> Iterator[None]:
-    """The cyclic garbage collector off for a reload, and what the reload built frozen at
-    its end (``gc.freeze()``, as start-up does): unpickling a file of ten thousand servers
-    made a full collection run in the middle of a reload, 100-230 ms of the event loop
-    (every object of the process walked, nothing collected). Frozen, the new configuration
-    and servers are not walked by later collections either. The cost: cyclic garbage a
-    reload made before the freeze is kept (reference counting still frees the rest, the
-    old configuration included). A refused reload re-enables the collector, nothing
-    frozen."""
-    if not gc.isenabled():
-        yield
-        return
-    gc.disable()
-    try:
-        yield
-    except BaseException:
-        gc.enable()
-        raise
-    gc.freeze()
-    gc.enable()
-
-
-@contextlib.contextmanager
-def _short_switches() -> Iterator[None]:
-    """The interpreter's switch interval at RELOAD_SWITCH for the block (a thread's pure
-    Python work holds the GIL until the waiting event loop has asked for that long), the
-    one before restored at its end (reloads are serialised: no two blocks overlap)."""
-    before = sys.getswitchinterval()
-    sys.setswitchinterval(min(before, RELOAD_SWITCH))
-    try:
-        yield
-    finally:
-        sys.setswitchinterval(before)
 
 
 class Reloader:
@@ -180,14 +102,31 @@ class Reloader:
                 status_hint=409,
             )
         async with self.lock:
-            with _cyclic_gc_held():
+            with cyclic_gc_held(), short_switches():
                 try:
-                    return await self._reload(actor, via)
+                    plan = await self._reload(actor, via)
                 except ConfigError:
                     raise  # refused before any change: the running config is the base still
                 except BaseException:
                     self.base = None  # the next reload's file comes back whole
                     raise
+                await self._written()
+                return plan
+
+    async def _written(self) -> None:
+        """Wait (short switches still on) until the reload's writes are committed and its
+        process-log lines written, at most RELOAD_WRITTEN_MAX seconds: the store's writer
+        thread (a transaction of thousands of rows) and the process log's (a line formatted
+        in pure Python per change) hold the GIL, and at the default switch interval the
+        event loop waited up to 5 ms for it each time (the p99 of requests during a reload
+        was 5-7 ms against 1.4 ms idle, with 1 ms slices). A store failure is not raised
+        here: the caller's own ``durable()`` reports it."""
+        loop = asyncio.get_running_loop()
+        until = loop.time() + RELOAD_WRITTEN_MAX
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.app.admin.durable(), RELOAD_WRITTEN_MAX)
+        while logs.process_log_backlog() and loop.time() < until:
+            await asyncio.sleep(0.002)
 
     async def _reload(self, actor: str, via: str) -> ReloadPlan:
         from quiesce.config.loader import ConfigError
@@ -201,7 +140,7 @@ class Reloader:
             # thread, so the event loop gets its turns (the configs are immutable), with
             # short switches (a pure Python thread holds the GIL for the switch interval)
             overrides = self.app.admin.overrides()
-            with _short_switches():
+            with short_switches():
                 new, plan, budget, problems = await asyncio.to_thread(self._plan, loaded, overrides)
             plan.warnings[:0] = warnings
             # every problem of a valid file at once, not the first of each round
@@ -550,8 +489,8 @@ class Reloader:
             admin.add_server(d["pool"], d["config"], ctx, runtime=False)
         elif kind == "server_changed":
             admin.update_server(change.target, dict(d["changes"]), ctx, runtime=False)
-        elif kind == "server_restored":
-            admin.enable(change.target, ctx)
+        elif kind == "server_restored":  # back as it was before its removal (drain too)
+            admin.cancel_removal(change.target, ctx)
             config = d["config"]
             admin.update_server(
                 change.target, config.model_dump(exclude={"name"}), ctx, runtime=False
@@ -621,10 +560,12 @@ class Reloader:
 
 __all__ = [
     "RELOAD_CHUNK",
+    "RELOAD_IDLE_TURN",
     "RELOAD_PAUSE",
     "RELOAD_PAUSE_MAX",
     "RELOAD_SLICE",
     "RELOAD_SWITCH",
+    "RELOAD_WRITTEN_MAX",
     "Loaded",
     "Pacer",
     "Reloader",

@@ -9,6 +9,7 @@ import asyncio
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from quiesce.logs.process import backlog as process_log_backlog
 from quiesce.logs.process import log_event
 from quiesce.logs.process import setup as setup_process_log
 from quiesce.logs.sink import AccessLog, Destination, LogError, open_destinations
@@ -86,6 +87,7 @@ __all__ = [
     "log_event",
     "open_access_log",
     "prepare",
+    "process_log_backlog",
     "reconfigure",
     "reopen",
     "setup_process_log",

@@ -112,6 +112,14 @@ def setup(cfg: ProcessLogConfig) -> None:
     root.setLevel(cfg.level.upper())
 
 
+def backlog() -> int:
+    """Records and events queued for the writer thread, not written yet (0 without
+    :func:`setup`): a live reload keeps the interpreter's switch interval short until its
+    lines are written (the thread formats them in pure Python, holding the GIL)."""
+    q = _queue
+    return 0 if q is None else q.qsize()
+
+
 @atexit.register
 def shutdown() -> None:
     """What is queued written, the thread stopped, the root logger as before :func:`setup`

@@ -273,6 +273,15 @@ class Registry(Definitions, Ejections):
         self._schedule(server)
         self._changed(self.pools[server.pool], server, self.clock.time(), emit=False)
 
+    def apply_admin_record(
+        self, server: ServerRuntime, t: Transition, cause: Cause, actor: str, reason: str
+    ) -> None:
+        """Put ``t.after`` (a record the server had before: a cancelled removal's) in place,
+        with its admin event (``cause``, ``actor``), eligibility and schedule, no guard."""
+        self._apply_transition(
+            self.pools[server.pool], server, t, cause, actor, reason, command=True
+        )
+
     def apply_replicated_admin(
         self, server: ServerRuntime, record: AdminRecord, close: CloseMode, *, node: str
     ) -> bool:

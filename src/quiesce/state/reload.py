@@ -46,6 +46,7 @@ class RuntimeOverrides:
     pool_monitors: frozenset[str] = frozenset()  # pools whose monitor list was set at runtime
     flags: frozenset[str] = frozenset()  # set or cleared at runtime
     removing: frozenset[str] = frozenset()  # "pool/server" being drained to be deleted
+    deleted: frozenset[str] = frozenset()  # of ``servers``: those deleted at runtime
 
 
 @dataclass(frozen=True)
@@ -210,7 +211,10 @@ def _servers(
         key = f"{pool}/{name}"
         if key in rt.servers:
             kind = "server_added" if previous is None else "server_changed"
-            plan.keep(kind, key, f"{key}: kept (added, changed or deleted at runtime)")
+            if key in rt.deleted:
+                plan.keep(kind, key, f"{key}: kept deleted (deleted at runtime)")
+            else:
+                plan.keep(kind, key, f"{key}: kept (added or changed at runtime)")
             continue
         if key in rt.removing:  # removed by an earlier reload, back in the file: keep it
             plan.add(
@@ -230,8 +234,10 @@ def _servers(
             plan.add("server_changed", key, f"{key}: {text}", pool=pool, name=name, changes=changes)
     for name in before.keys() - after.keys():
         key = f"{pool}/{name}"
-        if key in rt.servers:
-            plan.keep("server_removed", key, f"{key}: kept (changed at runtime)")
+        if key in rt.deleted:
+            plan.keep("server_removed", key, f"{key}: already deleted at runtime")
+        elif key in rt.servers:
+            plan.keep("server_removed", key, f"{key}: kept (added or changed at runtime)")
         elif key not in rt.removing:
             plan.add("server_removed", key, f"{key}: removed (drained first)", pool=pool, name=name)
 

@@ -1,0 +1,156 @@
+"""A live reload's pace (issue 14): its work in slices of the event loop's time, the cyclic
+garbage collector held and the interpreter's switch interval short while it runs. Used by
+:mod:`quiesce.app.reload`; the numbers and what they cost are in BENCHMARKS.md ("Live
+reload")."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import sys
+import time
+from collections.abc import Awaitable, Callable, Iterator
+
+RELOAD_SLICE = 0.001
+"""Seconds of a reload's work (changes applied, servers unpickled, log lines) between two
+pauses (:class:`Pacer`). 5 ms slices made the p99 of requests during a reload of 1,000
+servers 3-6 times the idle p99 (a request in flight waits out a whole slice, often two).
+The budget is the whole turn's: the changes and what the end of their batch does (the pools
+settled, the events emitted there); a turn that ran over shortens the next one."""
+RELOAD_PAUSE = 3
+"""Turns of the event loop it runs alone between two slices of a reload (at least)."""
+RELOAD_PAUSE_MAX = 0.002
+"""The longest pause of a reload between two slices, however few turns it gave (a loop
+saturated by requests: the reload keeps a third of it)."""
+RELOAD_IDLE_TURN = 0.00005
+"""A turn of the event loop that took less than this served nothing (the epoll call alone
+is ~10 µs): after RELOAD_PAUSE such turns the pause ends, nobody is waiting."""
+RELOAD_SWITCH = 0.0005
+"""The interpreter's switch interval (``sys.setswitchinterval``) for a whole reload, until its
+writes are committed and its log lines written (:meth:`Reloader._written`): the event loop
+waits at most that long for the GIL another thread holds (the planning thread, the store's
+writer, the process log's; the default 5 ms was a 5 ms stall of every request in flight each
+time)."""
+RELOAD_WRITTEN_MAX = 2.0
+"""The longest a reload keeps the short switch interval after its last change, waiting for
+its commit and its log lines."""
+
+
+class Pacer:
+    """A reload's work in slices of RELOAD_SLICE seconds, each followed by a pause: turns
+    of the event loop without reload work. One turn (``sleep(0)``) was not enough: a
+    request needs several turns (read, connect, write, read; a waiter woken by a timer
+    two), and with a slice in every turn it met several. A timed pause (``sleep(5 ms)``)
+    was tried too: on a loaded machine each pause took far longer and a reload of 1,000
+    servers took seconds more; turns cost nothing when there is nothing to serve.
+
+    The whole turn is metered: a slice is timed from the end of the pause before it to
+    the start of the pause after it, so what runs after the last change (the end of an
+    ``admin.batch()``: pools settled, their events delivered) counts; a slice that ran
+    over its budget shortens the next (never below a quarter of it). The pause gives the
+    loop at least RELOAD_PAUSE turns, and while those turns serve something (each longer
+    than RELOAD_IDLE_TURN), as much time as the slice took (the reload keeps at most half
+    of a busy loop), never more than RELOAD_PAUSE_MAX; on an idle loop it ends after
+    RELOAD_PAUSE empty turns. ``clock`` and ``turn`` are for tests (a fake clock)."""
+
+    __slots__ = ("began", "clock", "debt", "turn", "until", "used")
+
+    def __init__(
+        self,
+        clock: Callable[[], float] | None = None,
+        turn: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        self.clock = clock or _now
+        self.turn = turn or _one_turn
+        self.debt = 0.0  # how far the last slice ran over its budget
+        self.used = 0.0  # how long the last slice took
+        self.began = self.clock()
+        self.until = self.began + RELOAD_SLICE
+
+    def due(self) -> bool:
+        return self.clock() >= self.until
+
+    async def pause(self) -> None:
+        clock = self.clock
+        now = clock()
+        self.used = now - self.began
+        self.debt = max(0.0, now - self.until)
+        want = min(self.used, RELOAD_PAUSE_MAX)
+        began = last = now
+        turns = busy = 0
+        while True:
+            await self.turn()
+            now = clock()
+            turns += 1
+            busy += now - last >= RELOAD_IDLE_TURN
+            last = now
+            elapsed = now - began
+            if elapsed >= RELOAD_PAUSE_MAX:
+                break  # a saturated loop: the reload keeps a third of it at least
+            if turns >= RELOAD_PAUSE and (not busy or elapsed >= want):
+                break
+        self.began = now
+        self.until = now + max(RELOAD_SLICE - self.debt, RELOAD_SLICE / 4)
+
+    async def tick(self) -> None:
+        """A pause if this slice is over."""
+        if self.clock() >= self.until:
+            await self.pause()
+
+
+def _now() -> float:
+    return time.perf_counter()
+
+
+async def _one_turn() -> None:
+    await asyncio.sleep(0)
+
+
+@contextlib.contextmanager
+def cyclic_gc_held() -> Iterator[None]:
+    """The cyclic garbage collector off for a reload, and what the reload built frozen at
+    its end (``gc.freeze()``, as start-up does): unpickling a file of ten thousand servers
+    made a full collection run in the middle of a reload, 100-230 ms of the event loop
+    (every object of the process walked, nothing collected). Frozen, the new configuration
+    and servers are not walked by later collections either. The cost: cyclic garbage a
+    reload made before the freeze is kept (reference counting still frees the rest, the
+    old configuration included). A refused reload re-enables the collector, nothing
+    frozen."""
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    except BaseException:
+        gc.enable()
+        raise
+    gc.freeze()
+    gc.enable()
+
+
+@contextlib.contextmanager
+def short_switches() -> Iterator[None]:
+    """The interpreter's switch interval at RELOAD_SWITCH for the block (a thread's pure
+    Python work holds the GIL until the waiting event loop has asked for that long), the
+    one before restored at its end (reloads are serialised: no two blocks overlap)."""
+    before = sys.getswitchinterval()
+    sys.setswitchinterval(min(before, RELOAD_SWITCH))
+    try:
+        yield
+    finally:
+        sys.setswitchinterval(before)
+
+
+__all__ = [
+    "RELOAD_IDLE_TURN",
+    "RELOAD_PAUSE",
+    "RELOAD_PAUSE_MAX",
+    "RELOAD_SLICE",
+    "RELOAD_SWITCH",
+    "RELOAD_WRITTEN_MAX",
+    "Pacer",
+    "cyclic_gc_held",
+    "short_switches",
+]

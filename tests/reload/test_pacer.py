@@ -1,0 +1,104 @@
+"""The reload's Pacer (issue 14: p99 during a reload): the whole turn metered against the
+slice budget, the pause sized to the slice it follows on a busy loop, short on an idle one.
+A fake clock and fake turns of the event loop: no sleep, no timing."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from quiesce.app.reload import (
+    RELOAD_PAUSE,
+    RELOAD_PAUSE_MAX,
+    RELOAD_SLICE,
+    Pacer,
+)
+
+
+class Loop:
+    """A fake clock and turns of a fake event loop, each taking ``turn_cost`` seconds."""
+
+    def __init__(self, turn_cost: float = 0.0) -> None:
+        self.now = 100.0
+        self.turn_cost = turn_cost
+        self.turns = 0
+
+    def clock(self) -> float:
+        return self.now
+
+    async def turn(self) -> None:
+        self.turns += 1
+        self.now += self.turn_cost
+
+
+def pacer(loop: Loop) -> Pacer:
+    return Pacer(clock=loop.clock, turn=loop.turn)
+
+
+def test_work_after_the_last_change_counts_and_shortens_the_next_slice() -> None:
+    """A slice of 0.8 ms of changes, then 0.6 ms at the end of its batch (pools settled,
+    events delivered: no due() asked there): the slice used 1.4 ms, 0.4 over budget, and
+    the next slice gets 0.6 ms."""
+    loop = Loop()
+    p = pacer(loop)
+    loop.now += 0.0008
+    assert not p.due()
+    loop.now += 0.0006  # the batch's end, outside the loop of changes
+    asyncio.run(p.pause())
+    assert p.used == pytest.approx(0.0014)
+    assert p.debt == pytest.approx(0.0004)
+    assert p.until - loop.now == pytest.approx(RELOAD_SLICE - 0.0004)
+    loop.now += RELOAD_SLICE - 0.0004
+    assert p.due()
+
+
+def test_a_long_overrun_leaves_the_next_slice_a_quarter_of_the_budget() -> None:
+    loop = Loop()
+    p = pacer(loop)
+    loop.now += 0.010
+    asyncio.run(p.pause())
+    assert p.until - loop.now == pytest.approx(RELOAD_SLICE / 4)
+
+
+def test_on_a_busy_loop_the_pause_lasts_as_long_as_the_slice() -> None:
+    """Turns that serve requests (0.3 ms each): the pause goes on until it has lasted as
+    long as the slice before it (1 ms: 4 turns), so the reload keeps at most half of the
+    loop; before, three turns whatever they took (0.9 ms: more than half to the reload)."""
+    loop = Loop(turn_cost=0.0003)
+    p = pacer(loop)
+    loop.now += RELOAD_SLICE
+    began = loop.now
+    asyncio.run(p.pause())
+    assert loop.turns == 4
+    assert loop.now - began >= RELOAD_SLICE
+
+
+def test_the_pause_never_exceeds_its_maximum() -> None:
+    loop = Loop(turn_cost=0.0003)
+    p = pacer(loop)
+    loop.now += 0.010  # a long slice (a pool added: one change)
+    began = loop.now
+    asyncio.run(p.pause())
+    assert RELOAD_PAUSE_MAX <= loop.now - began < RELOAD_PAUSE_MAX + 0.0003
+
+
+def test_on_an_idle_loop_the_pause_is_its_few_turns() -> None:
+    """Turns that serve nothing (no time on the clock): RELOAD_PAUSE of them, and the next
+    slice starts (no spinning for a millisecond when nobody waits)."""
+    loop = Loop(turn_cost=0.0)
+    p = pacer(loop)
+    loop.now += RELOAD_SLICE
+    asyncio.run(p.pause())
+    assert loop.turns == RELOAD_PAUSE
+    assert p.until - loop.now == pytest.approx(RELOAD_SLICE)
+
+
+def test_tick_pauses_only_once_the_slice_is_over() -> None:
+    loop = Loop()
+    p = pacer(loop)
+    asyncio.run(p.tick())
+    assert loop.turns == 0
+    loop.now += RELOAD_SLICE
+    asyncio.run(p.tick())
+    assert loop.turns == RELOAD_PAUSE
