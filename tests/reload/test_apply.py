@@ -313,3 +313,39 @@ async def test_the_switch_interval_stays_short_until_the_writes_and_log_lines_ar
         assert sys.getswitchinterval() == before
     finally:
         await app.stop(1.0)
+
+
+@pytest.mark.peers
+async def test_a_drained_server_a_reload_removes_and_puts_back_stays_in_drain(
+    tmp_path: Path,
+) -> None:
+    """An operator drains s1 (10 minutes); a reload drops it from the file (drained to be
+    deleted, one connection left) and the next puts it back before its deletion: it is in
+    drain again with the operator's deadline and name, not enabled (a server taken out at
+    3 a.m. does not come back because of two edits of the file)."""
+    from quiesce.admin import CommandContext
+    from quiesce.core.states import Admin, Cause
+
+    app = await started(tmp_path, config_text(3))
+    try:
+        alice = CommandContext("alice", Cause.API, "disk swap")
+        app.admin.drain("web/s1", alice, timeout=600)
+        record = app.registry.find_server("web/s1").admin
+        server = app.registry.find_server("web/s1")
+        server.connections = 1
+        text = config_text(3).replace("      - {name: s1, address: 127.0.0.1:9001}\n", "")
+        (tmp_path / "quiesce.yaml").write_text(text)
+        plan = await app.reload("test")
+        assert [c.kind for c in plan.changes] == ["server_removed"]
+        assert server.removing
+        (tmp_path / "quiesce.yaml").write_text(config_text(3))
+        plan = await app.reload("test")
+        assert [c.kind for c in plan.changes] == ["server_restored"]
+        assert not server.removing
+        assert server.admin.state is Admin.DRAIN
+        assert (server.admin.deadline, server.admin.actor) == (record.deadline, "alice")
+        server.connections = 0
+        assert app.admin._finish_removals() is False
+        assert app.registry.find_server("web/s1") is server
+    finally:
+        await app.stop(1.0)
