@@ -4,11 +4,14 @@ HAProxy 2.6's answers word for word (checked against haproxy 2.6.12) (issue 14, 
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from quiesce.core.events import EventQuery
+from quiesce.frontends.runtime_socket import start_runtime_socket
+from tests.api.harness import config_dict, running
 from tests.runtime_socket.test_runtime_socket import app, cmd  # noqa: F401 - the fixture
 
 pytestmark = pytest.mark.peers
@@ -48,6 +51,42 @@ async def test_add_set_addr_del(app: Any) -> None:  # noqa: F811
     assert await cmd(app, "del server web/web3") == "Server deleted.\n"
     assert "web3" not in [s.name for s in app.registry.pools["web"].servers]
     assert await cmd(app, "del server web/web3") == "No such server.\n"
+
+
+async def test_added_servers_come_back_in_the_order_they_were_added(tmp_path: Path) -> None:
+    """Servers added over the runtime socket, one deleted and added again (its tombstone
+    then a new record): after a restart they are in the pool in the order of their last
+    addition, as before it (before: the one added again came back in its first place)."""
+    data = config_dict(runtime_socket="rt.sock")
+    data["services"] = {"www": {"listen": "127.0.0.1:0", "pool": "web"}}
+    data["state"] = {"sqlite": str(tmp_path / "state.db")}
+
+    async def names(running_app: Any) -> list[str]:
+        stat = await cmd(running_app, "show servers state web")
+        return [line.split()[3] for line in stat.splitlines()[2:] if line]
+
+    async with running(tmp_path, data) as a:
+        a.runtime_socket = await start_runtime_socket(a)
+        try:
+            for name in ("zz", "aa", "mm"):
+                line = f"add server web/{name} 127.0.0.1:1808{len(name)}"
+                assert await cmd(a, line) == "New server registered.\n\n"
+            assert await cmd(a, "set server web/zz state maint") == "\n"
+            assert await cmd(a, "del server web/zz") == "Server deleted.\n"
+            assert await cmd(a, "add server web/zz 127.0.0.1:18089") == (
+                "New server registered.\n\n"
+            )
+            before = await names(a)
+        finally:
+            await a.runtime_socket.stop()
+    assert before == ["web1", "web2", "aa", "mm", "zz"]
+    async with running(tmp_path, data) as b:  # the same state file: a restart
+        b.runtime_socket = await start_runtime_socket(b)
+        try:
+            assert await names(b) == before
+            assert b.registry.find_server("web/zz").address == "127.0.0.1:18089"
+        finally:
+            await b.runtime_socket.stop()
 
 
 @pytest.mark.parametrize(

@@ -67,7 +67,13 @@ class Persistence(ServiceBase):
                     self._save_server(server)
         elif kind in (EventKind.SERVER_ADDED, EventKind.SERVER_UPDATED):
             if event.pool in self.registry.pools and event.server is not None:
-                self._save_server(self.registry.pools[event.pool].server(event.server))
+                server = self.registry.pools[event.pool].server(event.server)
+                if kind is EventKind.SERVER_ADDED and server.key in self._server_records:
+                    # added again after a delete: its record (the tombstone) goes, so the new
+                    # one is stored after the servers added meanwhile, as a restart adds them
+                    self.store.forget_server(server.key)
+                    self._server_records.discard(server.key)
+                self._save_server(server)
         elif kind is EventKind.SERVER_REMOVED:
             key = f"{event.pool}/{event.server}"
             self.store.save_server(key, None)
