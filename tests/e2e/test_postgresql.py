@@ -287,61 +287,78 @@ def test_postgresql_monitor(tmp_path: Path) -> None:
             q.stop()
 
 
-def test_rolling_maintenance_under_pgbench_loses_nothing(tmp_path: Path) -> None:
-    """pgbench -C (a new connection per transaction, TPC-B-like: BEGIN, 3 UPDATEs, a SELECT,
-    an INSERT, END) through a postgresql service over two PostgreSQL servers, each put in
-    maintenance in turn and back, waiting each time until its last session has closed: no
-    failed transaction, no aborted client."""
-    with postgres_server() as pg_a, postgres_server() as pg_b:
-        env = {**os.environ, "PGPASSWORD": PASSWORD, "PGSSLMODE": "disable"}
-        bench = [str(BIN / "pgbench"), "-h", "127.0.0.1", "-U", USER]
-        for pg in (pg_a, pg_b):
-            subprocess.run(
-                [*bench, "-p", str(pg.port), "-i", "-q", "postgres"],
-                env=env,
-                check=True,
-                capture_output=True,
-            )
-        (tmp_path / "quiesce.yaml").write_text(config(pg_a.port, pg_b.port))
-        q, port, admin = run(tmp_path)
+@pytest.mark.parametrize("pair", ["two primaries", "primary and replica"])
+def test_rolling_maintenance_under_pgbench_loses_nothing(tmp_path: Path, pair: str) -> None:
+    """pgbench -C (a new connection per transaction) through a postgresql service over two
+    PostgreSQL servers, each put in maintenance in turn and back, waiting each time until its
+    last session has closed: no failed transaction, no aborted client. Two primaries take
+    TPC-B-like transactions (BEGIN, 3 UPDATEs, a SELECT, an INSERT, END); a primary and its
+    streaming replica take select-only ones (-S: a replica takes no write)."""
+    env = {**os.environ, "PGPASSWORD": PASSWORD, "PGSSLMODE": "disable"}
+    bench = [str(BIN / "pgbench"), "-h", "127.0.0.1", "-U", USER]
+
+    def init(pg: Postgres) -> None:
+        subprocess.run(
+            [*bench, "-p", str(pg.port), "-i", "-q", "postgres"],
+            env=env,
+            check=True,
+            capture_output=True,
+        )
+
+    with postgres_server() as pg_a:
+        init(pg_a)
+        with postgres_server(pg_a if pair == "primary and replica" else None) as pg_b:
+            if pair == "two primaries":
+                init(pg_b)
+            else:
+                assert pg_b.psql("SELECT pg_is_in_recovery()").strip() == "t"
+                until(lambda: pg_b.psql("SELECT count(*) FROM pgbench_branches").strip() == "1")
+            _rolling(tmp_path, pg_a, pg_b, ["-S"] if pair == "primary and replica" else [])
+
+
+def _rolling(tmp_path: Path, pg_a: Postgres, pg_b: Postgres, mode: list[str]) -> None:
+    env = {**os.environ, "PGPASSWORD": PASSWORD, "PGSSLMODE": "disable"}
+    bench = [str(BIN / "pgbench"), "-h", "127.0.0.1", "-U", USER]
+    (tmp_path / "quiesce.yaml").write_text(config(pg_a.port, pg_b.port))
+    q, port, admin = run(tmp_path)
+    try:
+
+        def live(server: str) -> int:
+            r = httpx.get(f"http://127.0.0.1:{admin}/api/v1/servers/db/{server}", auth=AUTH)
+            counts = r.json()["sessions"] or {}
+            return sum(counts.values())
+
+        load = subprocess.Popen(
+            [*bench, "-p", str(port), *mode, "-C", "-c", "4", "-j", "2", "-T", "15", "postgres"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         try:
-
-            def live(server: str) -> int:
-                r = httpx.get(f"http://127.0.0.1:{admin}/api/v1/servers/db/{server}", auth=AUTH)
-                counts = r.json()["sessions"] or {}
-                return sum(counts.values())
-
-            load = subprocess.Popen(
-                [*bench, "-p", str(port), "-C", "-c", "4", "-j", "2", "-T", "15", "postgres"],
-                env=env,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-            )
-            try:
-                for name in ("pg1", "pg2"):
-                    until(lambda name=name: live(name) > 0, 30)  # under load
-                    r = cli(admin, "set", "server", f"db/{name}", "maintenance")
-                    assert r.returncode == 0, r
-                    until(lambda name=name: live(name) == 0, 30)  # its last session closed
-                    r = cli(admin, "clear", "server", f"db/{name}", "maintenance")
-                    assert r.returncode == 0, r
-                until(lambda: live("pg1") > 0, 30)  # both serve again
-                elapsed_ok = load.poll() is None  # the rolling ended under load
-            finally:
-                out, err = load.communicate(timeout=60)  # pgbench -T 15 ends by itself
-            done = re.search(r"number of transactions actually processed: (\d+)", out)
-            failed = re.search(r"number of failed transactions: (\d+)", out)
-            print(
-                f"pgbench -C: {done and done.group(1)} transactions, "
-                f"{failed and failed.group(1)} failed; {err.count('aborted')} clients aborted"
-            )
-            assert elapsed_ok, "pgbench ended before the rolling maintenance did"
-            assert "aborted" not in err, err[-2000:]
-            assert done is not None and int(done.group(1)) > 0, out + err
-            assert failed is None or failed.group(1) == "0", out
+            for name in ("pg1", "pg2"):
+                until(lambda name=name: live(name) > 0, 30)  # under load
+                r = cli(admin, "set", "server", f"db/{name}", "maintenance")
+                assert r.returncode == 0, r
+                until(lambda name=name: live(name) == 0, 30)  # its last session closed
+                r = cli(admin, "clear", "server", f"db/{name}", "maintenance")
+                assert r.returncode == 0, r
+            until(lambda: live("pg1") > 0, 30)  # both serve again
+            elapsed_ok = load.poll() is None  # the rolling ended under load
         finally:
-            q.stop()
+            out, err = load.communicate(timeout=60)  # pgbench -T 15 ends by itself
+        done = re.search(r"number of transactions actually processed: (\d+)", out)
+        failed = re.search(r"number of failed transactions: (\d+)", out)
+        print(
+            f"pgbench -C {' '.join(mode)}: {done and done.group(1)} transactions, "
+            f"{failed and failed.group(1)} failed; {err.count('aborted')} clients aborted"
+        )
+        assert elapsed_ok, "pgbench ended before the rolling maintenance did"
+        assert "aborted" not in err, err[-2000:]
+        assert done is not None and int(done.group(1)) > 0, out + err
+        assert failed is None or failed.group(1) == "0", out
+    finally:
+        q.stop()
 
 
 def test_active_standby_follows_pg_is_in_recovery(tmp_path: Path) -> None:
