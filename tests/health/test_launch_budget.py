@@ -6,6 +6,7 @@ socket is opened."""
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 from collections import Counter
 from typing import Any
@@ -18,7 +19,7 @@ from quiesce.state.registry import Registry
 
 
 class SamePhase(random.Random):
-    """Every pair gets phase 0: all first checks are due in the same tick."""
+    """Every pair gets phase 0: all second checks are due in the same tick."""
 
     def uniform(self, a: float, b: float) -> float:
         return a
@@ -56,7 +57,10 @@ def manager(n: int) -> HealthManager:
             },
         }
     )
-    return HealthManager(Registry(config), rng=SamePhase(), max_concurrency=10_000)
+    # first_rate: every first check due at the start (schedule.first_offset: offsets 0)
+    return HealthManager(
+        Registry(config), rng=SamePhase(), max_concurrency=10_000, first_rate=math.inf
+    )
 
 
 async def counting_turns(recorder: Recorder) -> None:

@@ -44,12 +44,11 @@ def seed(app: Any, handover: Handover) -> None:
 
 async def first_verdicts(registry: Registry) -> None:
     """Wait until no server is ``unknown`` (checks just started: servers the old process
-    did not have, or whose monitor changed), at most the first checks' spread plus the
-    slowest monitor's timeout and interval. An unknown server gets no traffic."""
-    from quiesce.health.schedule import FIRST_SPREAD
-
+    did not have, or whose monitor changed), at most the slowest monitor's interval (the
+    first checks' spread, at most one) and timeout. An unknown server gets no traffic."""
     monitors = list(registry.monitors.values())
-    limit = FIRST_SPREAD + max((m.receive_timeout + m.send_interval for m in monitors), default=0.0)
+    # a first check is due within one interval at most (quiesce.health.schedule.first_offset)
+    limit = max((m.receive_timeout + m.send_interval for m in monitors), default=0.0)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + min(limit, 30.0)
     unknown: list[object] = []

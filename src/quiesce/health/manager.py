@@ -55,7 +55,7 @@ if TYPE_CHECKING:
     from quiesce._checkfast import Spec
 from quiesce.health.pooltls import PoolTlsMonitors
 from quiesce.health.probes.stream import StreamProber
-from quiesce.health.schedule import TICK, Schedule, next_due
+from quiesce.health.schedule import FIRST_RATE, TICK, Schedule, first_offset, interleave, next_due
 from quiesce.state.registry import Registry, ServerRuntime
 
 log = logging.getLogger("quiesce.health")
@@ -215,9 +215,14 @@ class HealthManager:
         max_concurrency: int = 1000,
         rng: random.Random | None = None,
         base_dir: Path | None = None,
+        first_rate: float = FIRST_RATE,
     ) -> None:
         if max_concurrency < 1:
             raise ValueError("max_concurrency must be at least 1")
+        if not first_rate > 0:
+            raise ValueError("first_rate must be positive")
+        # first checks a second of the pairs sync() starts together (schedule.first_offset)
+        self.first_rate = first_rate
         self.registry = registry
         self.clock: Clock = clock or SystemClock()
         self.max_concurrency = max_concurrency
@@ -278,13 +283,18 @@ class HealthManager:
                 self._cancel(job)
                 del self._jobs[key]
         now = self._loop.time()
-        for key, definition in wanted.items():
-            if key not in self._jobs:
-                interval = definition.send_interval
-                schedule = Schedule(now, interval, self._rng.uniform(0, interval))
-                job = self._jobs[key] = _Job(key[0], key[1], definition, schedule)
-                job.manager = self
-                self._arm(job)
+        new = [key for key in wanted if key not in self._jobs]
+        # first checks spread at first_rate a second, every pool's first pair first
+        order = interleave([server.pool for server, _ in new])
+        for index, i in enumerate(order):
+            key = new[i]
+            definition = wanted[key]
+            interval = definition.send_interval
+            first = first_offset(index, len(order), interval, self.first_rate)
+            schedule = Schedule(now, interval, self._rng.uniform(0, interval), first)
+            job = self._jobs[key] = _Job(key[0], key[1], definition, schedule)
+            job.manager = self
+            self._arm(job)
 
     def _monitor(self, server: ServerRuntime, definition: HealthMonitor) -> HealthMonitor:
         """The monitor a check of ``server`` runs (quiesce.health.pooltls; with its pool's
