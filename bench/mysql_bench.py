@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -67,6 +68,8 @@ def main() -> None:
     ap.add_argument("--pure", action="store_true", help=PURE_HELP)
     ap.add_argument("--paired", action="store_true", help=PAIRED_HELP)
     opts = ap.parse_args()
+    if shutil.which("sysbench") is None:
+        sys.exit("mysql_bench: sysbench is not installed (apt-get install sysbench)")
     run = [f"--threads={opts.threads}", f"--time={opts.seconds}", "run"]
     with tempfile.TemporaryDirectory() as tmpdir, mariadb_server() as db:
         tmp = Path(tmpdir)
