@@ -80,7 +80,10 @@ class PgFrontDoor(FrontDoor):
             self.buf = buf  # not whole yet, and it may be one
             return
         self._stop_timer()
-        if buf[:8] != _SSL:  # cleartext (a start-up, a CancelRequest, or not PostgreSQL)
+        tls = self.ctx.tls
+        if buf[:8] != _SSL or tls is None or tls.listener is None:
+            # cleartext (a start-up, a CancelRequest, or not PostgreSQL), or tls taken off by
+            # a reload since this listener started: the PgClient's framer answers 'N'
             app = self._app()
             self.transport.set_protocol(app)
             app.connection_made(self.transport)
@@ -89,8 +92,6 @@ class PgFrontDoor(FrontDoor):
         if len(buf) > 8:
             self._refuse(f"client sent {len(buf) - 8} bytes after its SSLRequest, before TLS")
             return
-        tls = self.ctx.tls
-        assert tls is not None and tls.listener is not None  # the service has tls
         self.transport.write(TLS_YES)
         self._start_tls(b"")
 
