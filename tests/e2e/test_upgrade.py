@@ -8,6 +8,7 @@ import http.client
 import json
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -224,6 +225,10 @@ def test_five_takeovers_under_load_lose_nothing(tmp_path: Path) -> None:
                     p.stop(signal.SIGKILL)
         assert code == 0, proc.output
         assert not (tmp_path / "quiesce.sock").exists()  # the last one removes it
+    # each process that took over logged its startup (once it had taken over)
+    with sqlite3.connect(tmp_path / "state.db") as db:
+        kinds = [k for (k,) in db.execute("SELECT kind FROM events ORDER BY id")]
+    assert kinds.count("startup") == UPGRADES + 1, kinds
 
 
 def test_sighup_does_not_kill_quiesce(tmp_path: Path) -> None:
@@ -349,6 +354,12 @@ def test_a_failed_takeover_leaves_the_old_process_serving(tmp_path: Path) -> Non
             busy.close()
             code = proc.stop(signal.SIGTERM)
         assert code == 0, proc.output
+    # the abandoned takeover left no startup event: the new process records it only once
+    # it has taken over (before: two startups, the second from a process that never served)
+    with sqlite3.connect(tmp_path / "state.db") as db:
+        kinds = [k for (k,) in db.execute("SELECT kind FROM events ORDER BY id")]
+    assert kinds.count("startup") == 1, kinds
+    assert kinds[0] == "startup" and kinds[-1] == "shutdown", kinds
 
 
 def test_takeover_only_over_the_unix_socket_and_runtime_tcp_is_handed_over(

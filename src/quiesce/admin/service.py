@@ -62,10 +62,13 @@ class AdminService(ServerCommands, Persistence, RemoteChanges):
 
     # life cycle -----------------------------------------------------------------------------
 
-    async def start(self) -> None:
+    _startup: dict[str, object] | None = None  # the restore's summary, until announced
+
+    async def start(self, *, announce: bool = True) -> None:
         """Restore persisted state, then persist every event, fire what is overdue and arm
         the timer. Call before any listener accepts: a server left in maintenance must not
-        get a request after a restart."""
+        get a request after a restart. ``announce=False``: the startup event waits for
+        :meth:`announce_startup` (a takeover's new process, once it has taken over)."""
         if self._started:
             return
         self._loop = asyncio.get_running_loop()
@@ -82,19 +85,27 @@ class AdminService(ServerCommands, Persistence, RemoteChanges):
             if (cluster := getattr(self.store, "cluster", None)) is not None:
                 cluster.set_handler(self._on_cluster_event)
                 cluster.verdicts_of = self._verdicts  # this node's health, for the others
-        self.registry.emit(
-            make_event(
-                self.clock,
-                EventKind.STARTUP,
-                cause=Cause.STARTUP,
-                actor=STORE_ACTOR,
-                reason=restore_reason(summary),
-                detail=summary,
-            )
-        )
+        self._startup = summary
+        if announce:
+            self.announce_startup()
         self.registry.tick()  # expiries and deadlines that passed while we were down
         self._prune()
         self._timer = asyncio.create_task(self._run_timer(), name="quiesce admin timer")
+
+    def announce_startup(self) -> None:
+        """Log the startup event (once), with what :meth:`start` restored."""
+        summary, self._startup = self._startup, None
+        if summary is not None:
+            self.registry.emit(
+                make_event(
+                    self.clock,
+                    EventKind.STARTUP,
+                    cause=Cause.STARTUP,
+                    actor=STORE_ACTOR,
+                    reason=restore_reason(summary),
+                    detail=summary,
+                )
+            )
 
     async def stop(self) -> None:
         """Stop the timer and end every subscription. The store is closed by its owner."""

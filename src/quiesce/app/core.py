@@ -111,6 +111,7 @@ class App:
             if self.runtime_socket is not None:
                 self.runtime_socket.keep_path = False  # ours now
             self.took_over_from = handover.pid
+            self.admin.announce_startup()  # an abandoned takeover left none in the log
 
     async def _start(self, handover: Handover | None) -> None:
         def take(kind: str, name: str, listen: str | None) -> list[socket.socket] | None:
@@ -152,7 +153,8 @@ class App:
         self.admin: AdminService = AdminService(
             self.registry, self.store, self.clock, on_monitors_changed=self.health.sync
         )
-        await self.admin.start()  # restores persisted state and logs the startup event
+        # restores persisted state and logs the startup event (a takeover's once it took over)
+        await self.admin.start(announce=handover is None)
         if handover is not None:
             # The old process serves meanwhile: its servers' state first, then a first
             # verdict for any server still unknown (an unknown server gets no traffic).
