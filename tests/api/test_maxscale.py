@@ -231,6 +231,28 @@ async def test_set_refusals_change_nothing(app: Any) -> None:
     assert app.registry.find_server("app/shared").admin.state == before["app/shared"]
 
 
+async def test_unknown_query_parameters_are_refused_and_change_nothing(app: Any) -> None:
+    """As the native routes refuse them: a misspelt ``force`` (``forse=yes``) is a 422 that
+    names it, never an unforced maintenance; maxctrl's own ``sync`` and ``local`` pass."""
+    mx = Maxctrl([app.admin_server.url])
+    before = {s.key: (s.admin.state, s.weight) for s in app.registry.servers()}
+    for method, resource, body, bad in [
+        ("PUT", "servers/a1/set?state=maintenance&forse=yes", None, "forse"),
+        ("PUT", "servers/a1/set?state=drain&reason=x", None, "reason"),
+        ("PUT", "servers/a1/clear?state=maintenance&drain=true", None, "drain"),
+        ("PATCH", "servers/a1?dry_run=1", {"data": {"attributes": {"parameters": {"weight": 3}}}},
+         "dry_run"),
+    ]:  # fmt: skip
+        (r,) = await mx.run(method, resource, body)
+        assert r.status_code == 422, (resource, r.text)
+        assert f"{bad}: unknown query parameter" in r.json()["detail"], r.text
+    assert {s.key: (s.admin.state, s.weight) for s in app.registry.servers()} == before
+    assert app.admin.events(EventQuery(kind="admin_change", limit=10)) == []
+    (r,) = await mx.run("PUT", "servers/a1/set?state=drain&sync=false&local=true")
+    assert r.status_code == 204, r.text
+    assert app.registry.find_server("app/a1").admin.state.value == "drain"
+
+
 # wrong credentials, roles ----------------------------------------------------------------------
 
 

@@ -28,7 +28,15 @@ from fastapi.exceptions import RequestValidationError
 from quiesce import __version__
 from quiesce.admin import CommandContext
 from quiesce.core.states import Admin, Oper
-from quiesce.frontends.api.deps import ApiError, AppLike, Caller, Read, Write, json_body
+from quiesce.frontends.api.deps import (
+    ApiError,
+    AppLike,
+    Caller,
+    Read,
+    Write,
+    json_body,
+    only_query,
+)
 from quiesce.frontends.views import server_view
 from quiesce.state.runtime import ServerRuntime
 
@@ -299,6 +307,7 @@ def build_maxscale_routes(app: AppLike) -> APIRouter:
         """MaxScale's server update, as ``maxctrl alter server S weight 3`` sends it:
         ``{"data": {"attributes": {"parameters": {"weight": 3}}}}``. Only ``weight`` changes;
         the other parameters shown may be sent back only with their current values."""
+        only_query(request, *_MAXCTRL)
         server = find(name)
         weight = _patch_weight(await json_body(request), server, server_ids()[server.key])
         if weight is not None:
@@ -314,9 +323,12 @@ def build_maxscale_routes(app: AppLike) -> APIRouter:
 
     @router.put("/servers/{name:path}/set", status_code=204)
     async def set_state(
-        name: str, c: Write, state: str | None = None, force: str | None = None
+        name: str, request: Request, c: Write, state: str | None = None, force: str | None = None
     ) -> Response:
-        """``maxctrl set server S maintenance [--force]`` / ``set server S drain``."""
+        """``maxctrl set server S maintenance [--force]`` / ``set server S drain``. An
+        unknown query parameter is refused (a 422 naming it), as the native routes refuse
+        one: a misspelt ``force`` never puts a server in maintenance unforced."""
+        only_query(request, "state", "force", *_MAXCTRL)
         target = target_state(state)
         server = find(name)
         if target == "maintenance":
@@ -329,8 +341,11 @@ def build_maxscale_routes(app: AppLike) -> APIRouter:
         return Response(status_code=204)
 
     @router.put("/servers/{name:path}/clear", status_code=204)
-    async def clear_state(name: str, c: Write, state: str | None = None) -> Response:
-        """``maxctrl clear server S maintenance|drain``."""
+    async def clear_state(
+        name: str, request: Request, c: Write, state: str | None = None
+    ) -> Response:
+        """``maxctrl clear server S maintenance|drain`` (unknown query parameters: 422)."""
+        only_query(request, "state", *_MAXCTRL)
         target = target_state(state)
         server = find(name)
         app.admin.clear(server.key, target, ctx(c))
@@ -363,6 +378,11 @@ def build_maxscale_routes(app: AppLike) -> APIRouter:
         return document(request, service_resource(request, name, server_ids()), "services", name)
 
     return router
+
+
+_MAXCTRL = ("sync",)
+"""What maxctrl adds to any write (``--skip-sync``: ``sync=false``; quiesce has no MaxScale
+configuration to sync, so it means nothing here)."""
 
 
 def _invalid(loc: tuple[str, ...], msg: str) -> RequestValidationError:
