@@ -32,7 +32,14 @@ from quiesce.core.events import Event, EventKind
 from quiesce.core.pool import slow_start_factor
 from quiesce.core.states import Oper
 from quiesce.frontends.grpc_metrics import _HELP as GRPC_HELP
-from quiesce.frontends.metrics_text import (
+from quiesce.frontends.metrics_text import (  # HAProxy's help texts: one copy, there
+    _H_BIN,
+    _H_BOUT,
+    _H_HRSP,
+    _H_SCUR,
+    _H_STATUS,
+    _H_UWEIGHT,
+    _H_WEIGHT,
     H_TIMES,
     HAPROXY_CHECK_STATES,
     HAPROXY_PROXY_STATES,
@@ -292,17 +299,7 @@ def _num(obj: Any, attr: str) -> float:
 # --- HAProxy 2.6's exporter names (metrics.haproxy_compatible) -------------------------------
 
 # HELP texts: HAProxy 2.6's (promex_st_metric_desc, else stat_fields[].desc).
-_H_STATUS = "Current status of the service, per state label value."
-_H_SCUR = "Number of current sessions on the frontend, backend or server"
 _H_SLIM = "Frontend/listener/server's maxconn, backend's fullconn"
-_H_WEIGHT = "Server's effective weight, or sum of active servers' effective weights for a backend"
-_H_UWEIGHT = "Server's user weight, or sum of active servers' user weights for a backend"
-_H_HRSP = (
-    "Total number of HTTP responses with status 100-199 returned by this object since the "
-    "worker process started"
-)
-_H_BIN = "Total number of request bytes since process started"
-_H_BOUT = "Total number of response bytes since process started"
 _H_REQ_TOT = (
     "Total number of HTTP requests processed by this object since the worker process started"
 )
