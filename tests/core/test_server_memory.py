@@ -16,6 +16,8 @@ from quiesce.config import parse_config
 from quiesce.core.checks import CheckResult, Reason
 from quiesce.core.states import Verdict
 from quiesce.health.manager import HealthManager
+from quiesce.health.probes import fast
+from quiesce.health.probes.stream import StreamProber
 from quiesce.state.recent import LAST_CHECKS
 from quiesce.state.registry import Registry
 from quiesce.state.runtime import NO_COUNTS
@@ -147,3 +149,36 @@ def test_a_servers_health_job_takes_under_300_bytes() -> None:
     # the server's address string kept, not a Target with its host and port; a server's
     # first job by the server, not by a (server, monitor) tuple: 269
     assert size < 300, size
+
+
+def test_a_servers_check_spec_takes_under_250_bytes() -> None:
+    """The C engine's form of a server's check, made once for its job (each server its own
+    address, as in a real pool): the monitor's request and rules shared by its servers."""
+    if not fast.available():
+        pytest.skip("the C check engine is not built (or QUIESCE_PURE)")
+    data = raw()
+    for i, s in enumerate(data["pools"]["p"]["servers"]):
+        s["address"] = f"127.1.{i // 250}.{1 + i % 250}:1000"
+
+    async def specs() -> float:
+        manager = HealthManager(Registry(parse_config(data)))
+        manager.start()
+        try:
+            jobs = manager._jobs.values()
+            prober = manager.prober("tcp")
+            assert isinstance(prober, StreamProber)
+            definition = manager.registry.monitors["m"]
+
+            def make() -> list[object]:
+                return [prober.fast_spec(job.target, definition) for job in jobs]
+
+            made, size = per_server(make)
+            assert len(made) == SERVERS and all(s is not None for s in made)
+            return size
+        finally:
+            await manager.stop()
+
+    size = asyncio.run(specs())
+    # 2,479 bytes with a plan per server kept by the prober (its Rules, request, closures,
+    # a TcpMonitor each); the Spec alone, the rest made once per monitor: 176
+    assert size < 250, size

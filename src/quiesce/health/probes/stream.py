@@ -59,7 +59,7 @@ from quiesce.health.probes.base import (
 )
 
 if TYPE_CHECKING:
-    from quiesce._checkfast import Spec
+    from quiesce._checkfast import Rules, Spec
 
 Done = Callable[[bytes], bool]
 # pools.X.send_proxy's header on a check, as HAProxy's check-send-proxy sends it: v2 LOCAL,
@@ -68,6 +68,16 @@ Done = Callable[[bytes], bool]
 PROXY_CHECK = {"v1": b"PROXY UNKNOWN\r\n", "v2": b"\r\n\r\n\x00\r\nQUIT\n\x20\x00\x00\x00"}
 _LINGER_ZERO = struct.pack("ii", 1, 0)
 Classify = Callable[[bytes, bool], Classified]
+
+
+def _tcp_request(monitor: HealthMonitor) -> bytes:
+    """What a tcp check sends: ``tcp_request`` (``\\r\\n`` written as such in the file is
+    CRLF), after the pool's PROXY header when it has ``send_proxy``."""
+    tcp = monitor.tcp
+    request = tcp.tcp_request.replace("\\r\\n", "\r\n").encode() if tcp.tcp_request else b""
+    if monitor.send_proxy:
+        request = PROXY_CHECK[monitor.send_proxy] + request
+    return request
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +115,8 @@ class StreamProber:
         self._tls: dict[tuple[object, ...], ssl.SSLContext] = {}
         # (id(monitor), target) -> (monitor, plan); the monitor is kept so its id stays valid.
         self._plans: dict[tuple[int, Target], tuple[HealthMonitor, _Plan]] = {}
+        # id(monitor) -> (monitor, its C engine parts): fast_spec's, shared by its servers
+        self._parts: dict[int, tuple[HealthMonitor, tuple[bytes | None, Rules] | None]] = {}
         self._literal: dict[str, bool] = {}
         self._fast: _Reactor | None = None
         self._engine: fast.FastEngine | None = None
@@ -112,6 +124,7 @@ class StreamProber:
     def close(self) -> None:
         self._tls.clear()
         self._plans.clear()
+        self._parts.clear()
         if self._fast is not None:
             self._fast.close()
             self._fast = None
@@ -182,9 +195,7 @@ class StreamProber:
                 spec = fast.spec(target, monitor, request, fast.http_rules(http))
             return _Plan(request, rules.complete, classify, tls, server_hostname, spec)
         tcp = monitor.tcp
-        request = tcp.tcp_request.replace("\\r\\n", "\r\n").encode() if tcp.tcp_request else b""
-        if monitor.send_proxy:
-            request = PROXY_CHECK[monitor.send_proxy] + request
+        request = _tcp_request(monitor)
 
         def classify_stream(reply: bytes, complete: bool) -> Classified:
             return classify_tcp(reply, tcp, complete=complete)
@@ -212,11 +223,41 @@ class StreamProber:
         return known
 
     def fast_spec(self, target: Target, monitor: HealthMonitor) -> Spec | None:
-        """The C engine's form of this check, or None when it takes another path."""
-        try:
-            return self.plan(target, monitor).spec
-        except (OSError, ssl.SSLError):  # start() reports it
+        """The C engine's form of this check, or None when it takes another path (TLS, a
+        host name, no extension: :meth:`start` then). Made once for a (server, monitor)
+        pair, which keeps it (the health manager's job), from the monitor's parts made once
+        for all its servers (:meth:`_fast_parts`); nothing of it is kept here (issue 21: a
+        plan per server in ``_plans``, with its ``Rules`` and closures, took 2.3 KiB a
+        server). Equal to ``plan(target, monitor).spec``."""
+        parts = self._fast_parts(monitor)
+        if parts is None:
             return None
+        request, rules = parts
+        if request is None:  # http: the request names the server (Host)
+            request = build_http_request(monitor.http, target.host_header)
+            if monitor.send_proxy:
+                request = PROXY_CHECK[monitor.send_proxy] + request
+        return fast.spec(target, monitor, request, rules)
+
+    def _fast_parts(self, monitor: HealthMonitor) -> tuple[bytes | None, Rules] | None:
+        """A monitor's request (None for http: each server's own, for its Host header) and
+        the C engine's ``Rules``, shared by its servers; None when it never runs there."""
+        hit = self._parts.get(id(monitor))
+        if hit is not None and hit[0] is monitor:
+            return hit[1]
+        parts: tuple[bytes | None, Rules] | None = None
+        if fast.available():
+            if monitor.type in ("http", "https"):
+                http = monitor.http
+                if not isinstance(http, HttpsMonitor):
+                    parts = (None, fast.http_rules(http))
+            else:
+                tcp = monitor.tcp
+                parts = (_tcp_request(monitor), fast.tcp_rules(tcp))
+        if len(self._parts) > 10_000:  # definitions replaced by reloads
+            self._parts.clear()
+        self._parts[id(monitor)] = (monitor, parts)
+        return parts
 
     def start_batch(self, batch: list[tuple[fast.Token, Spec]]) -> None:
         """Start many checks on the C engine in one call (specs from :meth:`fast_spec`);
