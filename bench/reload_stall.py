@@ -16,6 +16,12 @@ lengthen: a stall with little CPU waited for a core or the GIL), the number of p
 wake-ups, and the reload's CPU seconds in this process (all threads: the probe's are
 included) and in its children (the reload worker).
 
+Each callback the event loop runs is timed too (its thread's CPU): per reload, the longest
+callback of the reload's own task (``Reloader.reload``: a slice with the end of its batch, the
+reload's other steps) and of the admin timer's (deletions of drained servers), and the
+longest of anything else (the live series' tick, the probe...), named by the task's
+coroutine: what holds the loop, whatever the machine's load (``cpu_by_task``).
+
 ``--where MS``: a watcher thread prints to stderr where the loop is (the main thread's stack)
 whenever the probe has not woken for MS milliseconds: where the stalls sit.
 """
@@ -56,6 +62,42 @@ services:
 """
 
 
+class Callbacks:
+    """Every callback of the event loop timed (thread CPU), the longest kept per task name
+    (the coroutine's qualified name; ``other`` for plain callbacks) while ``on``."""
+
+    def __init__(self) -> None:
+        self.on = False
+        self.longest: dict[str, float] = {}
+        self._run = asyncio.events.Handle._run
+        callbacks = self
+
+        def timed(handle: asyncio.events.Handle) -> None:
+            if not callbacks.on:
+                callbacks._run(handle)
+                return
+            cpu = time.thread_time()
+            callbacks._run(handle)
+            used = time.thread_time() - cpu
+            name = callbacks.name(handle)
+            if used > callbacks.longest.get(name, 0.0):
+                callbacks.longest[name] = used
+
+        asyncio.events.Handle._run = timed  # type: ignore[method-assign]
+
+    @staticmethod
+    def name(handle: asyncio.events.Handle) -> str:
+        task = getattr(getattr(handle, "_callback", None), "__self__", None)
+        if isinstance(task, asyncio.Task):
+            return getattr(task.get_coro(), "__qualname__", "task")
+        return "other"
+
+    def take(self) -> dict[str, float]:
+        out = {k: round(v * 1000, 2) for k, v in sorted(self.longest.items(), key=lambda x: -x[1])}
+        self.longest = {}
+        return out
+
+
 async def run(args: argparse.Namespace) -> list[dict[str, object]]:
     import logging
 
@@ -68,6 +110,7 @@ async def run(args: argparse.Namespace) -> list[dict[str, object]]:
     path.write_text(config(args.servers))
     app = App(load_config(path), tmp, config_path=path)
     await app.start()
+    callbacks = Callbacks()
     lags: list[float] = []
     busy: list[float] = []  # the loop thread's CPU between two wake-ups of the probe
     running = True
@@ -142,6 +185,7 @@ async def run(args: argparse.Namespace) -> list[dict[str, object]]:
                 running = True
                 task = asyncio.create_task(probe())
                 began, cpu = time.perf_counter(), cpu_seconds(os.getpid())
+                callbacks.on = True
                 plan = await app.reload("bench")
                 took = time.perf_counter() - began
                 cpu_after = cpu_seconds(os.getpid())
@@ -151,6 +195,8 @@ async def run(args: argparse.Namespace) -> list[dict[str, object]]:
                 wakeups = len(lags)
                 while len(app.registry.pools["big"].servers) > n:  # drained, then deleted
                     await asyncio.sleep(0.05)
+                callbacks.on = False
+                by_task = callbacks.take()
                 out.append(
                     {
                         "reload": label,
@@ -166,6 +212,7 @@ async def run(args: argparse.Namespace) -> list[dict[str, object]]:
                         "wakeups": wakeups,
                         "server_cpu": round(cpu_after[0] - cpu[0], 3),
                         "worker_cpu": round(cpu_after[1] - cpu[1], 3),
+                        "cpu_by_task": by_task,
                     }
                 )
                 print(json.dumps(out[-1]), flush=True)
@@ -197,6 +244,10 @@ def main() -> None:
             f"{r['cpu_max_ms']} / {r['cpu_p99_ms']} | {r['idle_cpu_max_ms']} | {r['wakeups']} | "
             f"{r['server_cpu']} / {r['worker_cpu']} |"
         )
+    print("\nlongest callback of the loop (thread CPU, ms) by task, reload to last deletion:")
+    for r in rows:
+        top = list(r["cpu_by_task"].items())[:5]  # type: ignore[attr-defined]
+        print(f"  {r['reload']}: " + ", ".join(f"{k} {v}" for k, v in top))
     sys.stdout.flush()
 
 

@@ -349,3 +349,51 @@ async def test_a_drained_server_a_reload_removes_and_puts_back_stays_in_drain(
         assert app.registry.find_server("web/s1") is server
     finally:
         await app.stop(1.0)
+
+
+@pytest.mark.peers
+async def test_the_last_slice_the_health_sync_and_the_log_lines_each_get_their_own_turn(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What follows the last change (the end of the store batch, the health manager's sync
+    over every server, the reload's log lines and its event) used to run in one callback
+    of the event loop with the last slice: 3-5 ms of CPU at 10,000 servers, three slices'
+    worth. Now a pause (turns of the loop) separates the last slice, the sync and what
+    follows."""
+    import quiesce.app.reload as reload_module
+
+    app = await started(tmp_path, config_text(3))
+    turns = [0]
+    marks: dict[str, int] = {}
+    apply_change = reload_module.Reloader._apply_change
+
+    def marked(self: reload_module.Reloader, change: Any, new: Config, ctx: Any) -> None:
+        apply_change(self, change, new, ctx)
+        marks["last change"] = turns[0]
+
+    synced = app.admin.on_monitors_changed
+
+    def sync() -> None:
+        marks["sync"] = turns[0]
+        if synced is not None:
+            synced()
+
+    def event(*args: Any) -> None:
+        marks["event"] = turns[0]
+
+    async def turning() -> None:
+        while True:
+            turns[0] += 1
+            await asyncio.sleep(0)
+
+    monkeypatch.setattr(reload_module.Reloader, "_apply_change", marked)
+    monkeypatch.setattr(reload_module.Reloader, "_event", lambda self, *a: event(*a))
+    monkeypatch.setattr(app.admin, "on_monitors_changed", sync)
+    counter = asyncio.create_task(turning())
+    try:
+        (tmp_path / "quiesce.yaml").write_text(config_text(5))
+        await app.reload("test")
+        assert marks["last change"] < marks["sync"] < marks["event"]
+    finally:
+        counter.cancel()
+        await app.stop(1.0)

@@ -142,6 +142,9 @@ class Reloader:
             overrides = self.app.admin.overrides()
             with short_switches():
                 new, plan, budget, problems = await asyncio.to_thread(self._plan, loaded, overrides)
+            # one pacer from here to the last log line: the steps below count in the first
+            # slice, and no two slices run without a pause between them
+            pacer = Pacer()
             plan.warnings[:0] = warnings
             # every problem of a valid file at once, not the first of each round
             listening = self.app.admin_server is not None
@@ -169,11 +172,10 @@ class Reloader:
             raise
         app = self.app  # the services' new contexts take the access log as it is now
         app.table.access_log = logs.reconfigure(app.table.access_log, new.logging, dests, loop)
-        await self._apply_reload(new, plan, bound, actor, budget)
+        await self._apply_reload(new, plan, bound, actor, budget, pacer)
         self.base = self.pending  # the worker's copy of what runs now
         took = loop.time() - began
-        pacer = Pacer()  # a line costs ~30 µs: a thousand would be a stall
-        for change in plan.changes:
+        for change in plan.changes:  # a line costs ~30 µs: a thousand would be a stall
             log.info("reload: %s", change.message)
             await pacer.tick()
         for warning in plan.warnings:
@@ -374,20 +376,29 @@ class Reloader:
         bound: dict[str, list[socket.socket]],
         actor: str,
         budget: Budget | None = None,
+        pacer: Pacer | None = None,
     ) -> None:
         """Apply a validated plan: registry changes in slices, then the services, then
         what nothing uses any more. Every write to the state store in one transaction
-        (recorded whole or not at all), the health manager synced once at the end."""
+        (recorded whole or not at all), the health manager synced once at the end (its
+        own slice: a pause before and after it)."""
+        pacer = pacer or Pacer()
         with (
             self.app.store.batch(),
             self.app.admin.holding_sync(),
             self.app.registry.freezing_counts(),
         ):
-            await self._apply_reload_changes(new, plan, bound, actor)
+            await self._apply_reload_changes(new, plan, bound, actor, pacer)
         self._apply_budget(budget)
+        await pacer.pause()
 
     async def _apply_reload_changes(
-        self, new: Config, plan: ReloadPlan, bound: dict[str, list[socket.socket]], actor: str
+        self,
+        new: Config,
+        plan: ReloadPlan,
+        bound: dict[str, list[socket.socket]],
+        actor: str,
+        pacer: Pacer,
     ) -> None:
         from quiesce.admin import CommandContext
         from quiesce.dataplane.service import make_context, start_service
@@ -402,7 +413,6 @@ class Reloader:
         # kept.
         changes = plan.changes
         i, n = 0, len(changes)
-        pacer = Pacer()
         while i < n:
             with admin.batch():
                 while i < n:
@@ -410,8 +420,7 @@ class Reloader:
                     i += 1
                     if pacer.due():
                         break
-            if i < n:
-                await pacer.pause()
+            await pacer.pause()  # the last one too: what follows is a slice of its own
         back = frozenset(c.data["pool"] for c in changes if c.kind == "pool_added")
         if back:  # a pool an earlier reload removed: its stored state back, as at a start
             with admin.batch():
