@@ -339,7 +339,7 @@ def _rolling(tmp_path: Path, pg_a: Postgres, pg_b: Postgres, mode: list[str]) ->
             for name in ("pg1", "pg2"):
                 until(lambda name=name: live(name) > 0, 30)  # under load
                 r = cli(admin, "set", "server", f"db/{name}", "maintenance")
-                assert r.returncode == 0, r
+                assert r.returncode == 0, (r, q.output[-4000:])
                 until(lambda name=name: live(name) == 0, 30)  # its last session closed
                 r = cli(admin, "clear", "server", f"db/{name}", "maintenance")
                 assert r.returncode == 0, r
@@ -572,7 +572,22 @@ def test_asyncpg_and_graceful_disable_timeout(tmp_path: Path) -> None:
                 await tx.commit()
             assert pg.psql("SELECT count(*) FROM t WHERE v = 3").strip() == "0"
 
+        # in a thread of its own: a browser test before this one (playwright's sync API)
+        # leaves an event loop running in this one
+        failed: list[BaseException] = []
+
+        def in_thread() -> None:
+            try:
+                asyncio.run(scenario())
+            except BaseException as exc:  # re-raised below, in the test
+                failed.append(exc)
+
         try:
-            asyncio.run(scenario())
+            worker = threading.Thread(target=in_thread)
+            worker.start()
+            worker.join(120)
+            assert not worker.is_alive(), "the asyncpg scenario did not finish"
+            if failed:
+                raise failed[0]
         finally:
             q.stop()
