@@ -147,8 +147,9 @@ def test_a_servers_health_job_takes_under_300_bytes() -> None:
     size = asyncio.run(start())
     # 627 bytes with a bound method for its callback, a _InEngine and a Schedule a job: 460;
     # the server's address string kept, not a Target with its host and port; a server's
-    # first job by the server, not by a (server, monitor) tuple: 269
-    assert size < 300, size
+    # first job by the server, not by a (server, monitor) tuple: 269; the second slot's
+    # float dropped after the first check, no first flag: 261
+    assert size < 265, size
 
 
 def test_a_servers_check_spec_takes_under_250_bytes() -> None:

@@ -103,7 +103,6 @@ class _Job:
         "definition",
         "due",
         "engine_prober",
-        "first",
         "live",
         "manager",
         "monitor",
@@ -123,8 +122,8 @@ class _Job:
         self.definition = definition
         self.address = server.config.address  # the config's string: sync() compares it
         self.due = schedule.first_due
-        self.second = schedule.second_due  # the slot after the first check
-        self.first = True
+        # the slot after the first check; None once it is done (its float freed: 24 bytes)
+        self.second: float | None = schedule.second_due
         self.live = True  # False once cancelled: a late result is then dropped
         self.bucket: list[_Job] | None = None
         self.running: Running | None = None
@@ -436,9 +435,9 @@ class HealthManager:
             assert self._loop is not None
             now = self._loop.time()
             interval = job.definition.send_interval
-            if job.first:
-                job.first = False
+            if job.second is not None:  # its first check
                 job.due, missed = job.second, 0
+                job.second = None
                 if job.due < now:
                     job.due, missed = next_due(job.due, interval, now)
             else:
