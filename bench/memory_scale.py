@@ -30,7 +30,8 @@ round's events queued for it and their JSON).
 ``--mallocstats``: when RSS is read, the process also prints ``sys._debugmallocstats()``; the
 line shown is pymalloc's arenas (1 MiB each) in use now and at their peak, and how much of
 them live objects fill: what the first round's burst leaves resident (arenas held by a few
-live objects among freed ones) against what is live.
+live objects among freed ones) against what is live; then glibc's ``mallinfo2()`` (all
+threads' arenas): its heap, the bytes in use and free in it, and its mmapped blocks.
 
 ``--nice N``: quiesce runs at niceness N (negative needs root): on a loaded machine its
 start-up and first round then run about as fast as on a quiet one (the figure depends on it).
@@ -125,6 +126,17 @@ def mallocstats():
     os.dup2(os.open(flag + ".malloc", os.O_WRONLY | os.O_CREAT, 0o600), 2)
     sys._debugmallocstats()
     os.dup2(saved, 2)
+    import ctypes
+    class Info(ctypes.Structure):
+        _fields_ = [(n, ctypes.c_size_t) for n in (
+            "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost"
+        ).split()]
+    libc = ctypes.CDLL("libc.so.6")
+    libc.mallinfo2.restype = Info
+    i = libc.mallinfo2()
+    with open(flag + ".malloc", "a") as f:
+        f.write(f"# glibc heap = {i.arena}\n# glibc in use = {i.uordblks}\n")
+        f.write(f"# glibc free = {i.fordblks}\n# glibc mmapped = {i.hblkhd}\n")
     open(flag + ".out", "w").write("done\n")
 hook = dump if os.environ.get("QUIESCE_MEM_TOP") else mallocstats
 threading.Thread(target=hook, daemon=True).start()
@@ -147,7 +159,10 @@ def pymalloc(path: Path) -> str:
         f"pymalloc arenas {num('arenas allocated current')} MiB"
         f" (peak {num('arenas highwater mark')}),"
         f" in live blocks {num('bytes in allocated blocks') / mib:,.0f} MiB,"
-        f" free in arenas {num('bytes in available blocks') / mib:,.0f} MiB"
+        f" free in arenas {num('bytes in available blocks') / mib:,.0f} MiB;"
+        f" glibc malloc: heap {num('glibc heap') / mib:,.0f} MiB, in use"
+        f" {num('glibc in use') / mib:,.0f}, free {num('glibc free') / mib:,.0f},"
+        f" mmapped {num('glibc mmapped') / mib:,.0f}"
     )
 
 
