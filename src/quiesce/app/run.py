@@ -98,14 +98,14 @@ def run_forever(
         loop.add_signal_handler(signal.SIGUSR1, lambda: logs.reopen(app.table.access_log))
         # One machine-readable line per listener (tests and scripts read the bound ports).
         for name, service in app.services.items():
-            print(f"quiesce: service {name} listening on port {service.port}", flush=True)
+            _say(f"quiesce: service {name} listening on port {service.port}")
         if app.admin_server is not None:
-            print(f"quiesce: admin listening on port {app.admin_server.port}", flush=True)
+            _say(f"quiesce: admin listening on port {app.admin_server.port}")
         if banner is not None:
             banner(app)
         if app.took_over_from is not None:
-            print(f"quiesce: took over from pid {app.took_over_from}", flush=True)
-        print("quiesce: ready", flush=True)
+            _say(f"quiesce: took over from pid {app.took_over_from}")
+        _say("quiesce: ready")
         _sd_notify(f"READY=1\nMAINPID={os.getpid()}")
         await stop.wait()
         if app.is_handed_over:
@@ -136,6 +136,15 @@ async def _sighup(app: App) -> None:
             log.error("SIGHUP: %s", exc.message)
     except Exception:
         log.exception("SIGHUP: reload failed")
+
+
+def _say(line: str) -> None:
+    """One machine-readable line in one write: ``print`` writes the text and its newline
+    apart when stdout is unbuffered (PYTHONUNBUFFERED, as tests run it), and a log line
+    written to the same pipe in between (the startup event, logged as a takeover finishes)
+    garbled ``took over from pid 123`` into ``...pid 1232026-12-07 ...``."""
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
 
 
 def _sd_notify(message: str) -> None:
