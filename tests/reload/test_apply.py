@@ -216,7 +216,8 @@ async def test_a_reload_is_applied_in_slices_of_a_millisecond_each_followed_by_t
 
     app = await started(tmp_path, config_text(3))
     clock = [0.0]
-    monkeypatch.setattr(pace_module, "time", SimpleNamespace(perf_counter=lambda: clock[0]))
+    fake = SimpleNamespace(perf_counter=lambda: clock[0], thread_time=lambda: clock[0])
+    monkeypatch.setattr(pace_module, "time", fake)
     turns = [0]
     seen: list[int] = []  # the loop's turn count at each change
     apply_change = reload_module.Reloader._apply_change

@@ -17,23 +17,34 @@ from quiesce.app.reload import (
 
 
 class Loop:
-    """A fake clock and turns of a fake event loop, each taking ``turn_cost`` seconds."""
+    """A fake clock and turns of a fake event loop, each taking ``turn_cost`` seconds of
+    wall time, and of the loop thread's CPU unless ``cpu_costs`` says otherwise (one a
+    turn, then 0: an empty turn)."""
 
-    def __init__(self, turn_cost: float = 0.0) -> None:
+    def __init__(self, turn_cost: float = 0.0, cpu_costs: list[float] | None = None) -> None:
         self.now = 100.0
+        self.spent = 10.0
         self.turn_cost = turn_cost
+        self.cpu_costs = cpu_costs
         self.turns = 0
 
     def clock(self) -> float:
         return self.now
 
+    def cpu(self) -> float:
+        return self.spent
+
     async def turn(self) -> None:
         self.turns += 1
         self.now += self.turn_cost
+        if self.cpu_costs is None:
+            self.spent += self.turn_cost
+        elif self.cpu_costs:
+            self.spent += self.cpu_costs.pop(0)
 
 
 def pacer(loop: Loop) -> Pacer:
-    return Pacer(clock=loop.clock, turn=loop.turn)
+    return Pacer(clock=loop.clock, turn=loop.turn, cpu=loop.cpu)
 
 
 def test_work_after_the_last_change_counts_and_shortens_the_next_slice() -> None:
@@ -72,6 +83,22 @@ def test_on_a_busy_loop_the_pause_lasts_as_long_as_the_slice() -> None:
     asyncio.run(p.pause())
     assert loop.turns == 4
     assert loop.now - began >= RELOAD_SLICE
+
+
+def test_the_first_empty_turn_after_the_minimum_ends_the_pause() -> None:
+    """Turns that serve requests (0.3 ms of CPU each), then an empty one: the loop has
+    nobody waiting, the reload goes on (no spinning until the slice's length has passed;
+    on a loaded machine an empty turn can take 50 µs of wall time, not of CPU)."""
+    loop = Loop(turn_cost=0.0003, cpu_costs=[0.0003, 0.0003, 0.0003, 0.0003, 0.00002, 0.0003])
+    p = pacer(loop)
+    loop.now += 0.002
+    asyncio.run(p.pause())
+    assert loop.turns == 5
+    idle = Loop(turn_cost=0.0001, cpu_costs=[0.00002] * 10)  # slow, empty turns
+    p = pacer(idle)
+    idle.now += RELOAD_SLICE
+    asyncio.run(p.pause())
+    assert idle.turns == RELOAD_PAUSE
 
 
 def test_the_pause_never_exceeds_its_maximum() -> None:
