@@ -24,7 +24,7 @@ pytestmark = [pytest.mark.peers, pytest.mark.slow]
 
 def monitor_config(primary: int, other: int, good: Path, bad: Path) -> str:
     timing = "send_interval: 0.5s, receive_timeout: 0.4s, successful_checks: 1, failed_checks: 1"
-    maint = "SELECT coalesce(max(flag), 0) FROM app.maint"
+    maint = "SELECT coalesce(max(flag), '0') FROM app.maint"  # a VARCHAR flag: '0' is no
     settings = {
         "my_primary": f'user: app, password_file: "{good}", role: primary, '
         f'maintenance_query: "{maint}"',
@@ -66,7 +66,7 @@ def test_mysql_monitor_roles_and_active_standby(tmp_path: Path) -> None:
     bad.write_text("wrong\n")
     with mariadb_server() as db1, mariadb_server() as db2:
         for db in (db1, db2):
-            db.sql("CREATE TABLE app.maint (flag INT)")
+            db.sql("CREATE TABLE app.maint (flag VARCHAR(8))")
         db2.sql("SET GLOBAL read_only = 1")  # a replica, as far as the role goes
         (tmp_path / "quiesce.yaml").write_text(monitor_config(db1.port, db2.port, good, bad))
         q, _, admin = run(tmp_path)
@@ -95,7 +95,7 @@ def test_mysql_monitor_roles_and_active_standby(tmp_path: Path) -> None:
             until(lambda: last("rep/my1") == ("down", "ROLE_MISMATCH", "primary, expected replica"))
             until(lambda: primary_of_pool() == "my1")
 
-            db1.sql("INSERT INTO app.maint VALUES (1)")  # maintenance, by the database
+            db1.sql("INSERT INTO app.maint VALUES ('1')")  # maintenance, by the database
             until(lambda: last("db/my1")[:2] == ("maintenance", "MAINTENANCE_QUERY_MATCH"))
             until(lambda: primary_of_pool() is None)  # never the read-only one
             db2.sql("SET GLOBAL read_only = 0")  # promoted

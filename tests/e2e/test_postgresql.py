@@ -220,7 +220,8 @@ def monitor_config(pg_port: int, good: Path, bad: Path) -> str:
     """Three pools on the same server: a primary monitor with a maintenance query, one with a
     wrong password, one that wants a replica."""
     timing = "send_interval: 0.5s, receive_timeout: 0.4s, successful_checks: 1, failed_checks: 1"
-    maint = "SELECT coalesce((SELECT bool_or(flag) FROM maint), false)"
+    # a text flag, as a setting reads ('off' must not mean maintenance)
+    maint = "SELECT coalesce((SELECT max(flag) FROM maint), 'off')"
     primary = f'user: app, password_file: "{good}", role: primary, maintenance_query: "{maint}"'
     monitors = {
         "pg_primary": primary,
@@ -258,7 +259,7 @@ def test_postgresql_monitor(tmp_path: Path) -> None:
     good.write_text("secret\n")
     bad.write_text("wrong\n")
     with postgres_server() as pg:
-        pg.psql("CREATE TABLE maint (flag bool)")
+        pg.psql("CREATE TABLE maint (flag text)")
         (tmp_path / "quiesce.yaml").write_text(monitor_config(pg.port, good, bad))
         q, _, admin = run(tmp_path)
         try:
@@ -278,7 +279,7 @@ def test_postgresql_monitor(tmp_path: Path) -> None:
             until(lambda: last("bad/pg1")[:2] == ("down", "AUTH_FAILED"))
             assert "password authentication failed" in last("bad/pg1")[2]
             until(lambda: last("rep/pg1") == ("down", "ROLE_MISMATCH", "primary, expected replica"))
-            pg.psql("INSERT INTO maint VALUES (true)")
+            pg.psql("INSERT INTO maint VALUES ('on')")
             until(lambda: last("db/pg1")[:2] == ("maintenance", "MAINTENANCE_QUERY_MATCH"))
             assert view("db/pg1")["status"] == "down for maintenance"
             pg.psql("DELETE FROM maint")

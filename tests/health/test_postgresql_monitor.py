@@ -136,3 +136,32 @@ def test_a_postgresql_service_may_terminate_tls_a_mysql_one_may_not() -> None:
     with pytest.raises(ConfigError) as err:
         load_text(config(monitor, f"{{listen: 127.0.0.1:0, protocol: mysql, pool: db, {tls}}}"))
     assert "services.pg.tls: a mysql service does not terminate TLS" in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("value", "maintenance"),
+    [
+        (None, False),
+        (False, False),
+        (True, True),
+        (0, False),
+        (2, True),
+        ("off", False),  # current_setting('app.maintenance'): a setting read as text
+        (" OFF ", False),
+        ("false", False),
+        ("f", False),
+        ("no", False),
+        ("0", False),  # MySQL: a VARCHAR flag
+        ("", False),
+        (b"0", False),
+        ("on", True),
+        ("t", True),
+        ("1", True),
+        (b"1", True),
+        ("upgrading the disks", True),  # a reason written in a maintenance table
+    ],
+)
+def test_what_a_maintenance_query_result_means(value: object, maintenance: bool) -> None:
+    from quiesce.health.probes.postgresql import in_maintenance
+
+    assert in_maintenance(value) is maintenance

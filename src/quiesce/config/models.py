@@ -201,7 +201,8 @@ class DatabaseMonitor(Model):
 class PostgresqlMonitor(DatabaseMonitor):
     """A PostgreSQL check (quiesce.health.probes.postgresql): start-up and authentication
     (trust, md5, scram-sha-256), ``query``, ``pg_is_in_recovery()`` for the role, and
-    ``maintenance_query``: a first column that is true means maintenance."""
+    ``maintenance_query``: a first column that is true means maintenance (a text: true
+    unless it spells false, ``off``, ``no``, ``0`` or is empty)."""
 
     database: str = "postgres"
 
@@ -209,7 +210,8 @@ class PostgresqlMonitor(DatabaseMonitor):
 class MysqlMonitor(DatabaseMonitor):
     """A MySQL / MariaDB check (quiesce.health.probes.mysql): handshake and authentication,
     ``query``, ``SELECT @@read_only`` for the role (on: a replica), and ``maintenance_query``:
-    a first column that is true (non-zero) means maintenance."""
+    a first column that is true (non-zero; a text unless it spells false: ``0``, ``off``, …)
+    means maintenance."""
 
     database: str | None = None
 

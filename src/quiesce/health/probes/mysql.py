@@ -33,7 +33,7 @@ from quiesce.config.models import DatabaseMonitor, HealthMonitor
 from quiesce.core.checks import CheckResult, Reason
 from quiesce.core.states import Verdict
 from quiesce.health.probes.base import Target, error_result, failure, outcome
-from quiesce.health.probes.postgresql import DatabaseProber, classify
+from quiesce.health.probes.postgresql import DatabaseProber, classify, in_maintenance
 
 _AUTH_ERRORS = (1044, 1045)  # ER_DBACCESS_DENIED_ERROR, ER_ACCESS_DENIED_ERROR
 _NO_PRIVILEGE = (1227, 1142)  # ER_SPECIFIC_ACCESS_DENIED_ERROR, ER_TABLEACCESS_DENIED_ERROR
@@ -147,7 +147,7 @@ class MysqlProber(DatabaseProber):
                             step = "maintenance_query"
                             await cur.execute(settings.maintenance_query)
                             row = await cur.fetchone()
-                            maintenance = bool(row and row[0])
+                            maintenance = row is not None and in_maintenance(row[0])
                     except pymysql.err.MySQLError as exc:
                         return failure(name, clock, started, Reason.QUERY_FAILED, f"{step}: {exc}")
         except pymysql.err.OperationalError as exc:

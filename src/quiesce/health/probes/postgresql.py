@@ -38,6 +38,26 @@ def classify(
     return Verdict.PASS, Reason.OK, role
 
 
+_WORDS = {  # PostgreSQL's boolean input words (and MySQL's 0/1), case and blanks ignored
+    **dict.fromkeys(("t", "true", "y", "yes", "on", "1"), True),
+    **dict.fromkeys(("f", "false", "n", "no", "off", "0", ""), False),
+}
+
+
+def in_maintenance(value: object) -> bool:
+    """Does ``maintenance_query``'s first column say maintenance? None (no row, NULL) and
+    false, zero, or a text that spells false (``off``, ``false``, ``no``, ``f``, ``0``, empty:
+    a setting read as text) say no; true, a non-zero number, a text that spells true, or any
+    other non-empty text (a reason written in a maintenance table) say yes."""
+    if value is None:
+        return False
+    if isinstance(value, bytes | bytearray):
+        value = bytes(value).decode("utf-8", "replace")
+    if isinstance(value, str):
+        return _WORDS.get(value.strip().lower(), True)
+    return bool(value)
+
+
 def password(settings: DatabaseMonitor) -> str | None:
     """The password file's first line (None: the driver's own defaults)."""
     if settings.password_file is None:
@@ -126,7 +146,9 @@ class PostgresqlProber(DatabaseProber):
                 maintenance = False
                 if settings.maintenance_query:
                     try:
-                        maintenance = bool(await conn.fetchval(settings.maintenance_query))
+                        maintenance = in_maintenance(
+                            await conn.fetchval(settings.maintenance_query)
+                        )
                     except asyncpg.PostgresError as exc:
                         return failure(
                             name, clock, started, Reason.QUERY_FAILED, f"maintenance_query: {exc}"
@@ -146,4 +168,4 @@ class PostgresqlProber(DatabaseProber):
         return outcome(name, clock, started, *classify(settings, in_recovery, maintenance))
 
 
-__all__ = ["DatabaseProber", "PostgresqlProber", "classify", "password"]
+__all__ = ["DatabaseProber", "PostgresqlProber", "classify", "in_maintenance", "password"]
