@@ -172,3 +172,24 @@ async def test_tls_after_an_ssl_request_split_and_after_a_gssenc_request(tmp_pat
             p.table.close(p.registry.pool("web").server("s0"), CloseMode.AT_BOUNDARY)
             assert await asyncio.wait_for(r.read(200), 10) == GOODBYE
             w.close()
+
+
+def test_scram_plus_is_taken_out_of_a_tls_servers_offer() -> None:
+    """Behind TLS to the server the relay takes SCRAM-SHA-256-PLUS out of the server's SASL
+    offer (channel binding cannot span the relay), rewriting that message's length, and stops
+    looking once the authentication has ended."""
+    from types import SimpleNamespace
+
+    strip = pgrelay._PgTlsUpstream._no_channel_binding
+    sasl = msg(b"R", (10).to_bytes(4, "big") + b"SCRAM-SHA-256-PLUS\0SCRAM-SHA-256\0\0")
+    state = SimpleNamespace(auth=True)
+    before = msg(b"N", b"SNOTICE\0\0")
+    assert strip(state, before + sasl) == before + msg(
+        b"R", (10).to_bytes(4, "big") + b"SCRAM-SHA-256\0\0"
+    )
+    assert state.auth
+    ok = msg(b"R", (0).to_bytes(4, "big"))
+    assert strip(state, ok + msg(b"Z", b"I")) == ok + msg(b"Z", b"I")
+    assert not state.auth  # AuthenticationOk: nothing more is looked at
+    split = SimpleNamespace(auth=True)
+    assert strip(split, sasl[:7]) == sasl[:7]  # split by the read: passed as it is

@@ -505,6 +505,8 @@ def test_tls_terminated_keeps_the_transaction_boundary(tmp_path: Path) -> None:
             with pytest.raises(psycopg.OperationalError):
                 intx.execute("SELECT 4")
             assert pg.psql("SELECT string_agg(v::text, ',' ORDER BY v) FROM t").strip() == "1,2"
+            for conn in (intx, idle, plain):
+                conn.close()
         finally:
             q.stop()
 
@@ -590,5 +592,49 @@ def test_asyncpg_and_graceful_disable_timeout(tmp_path: Path) -> None:
             assert not worker.is_alive(), "the asyncpg scenario did not finish"
             if failed:
                 raise failed[0]
+        finally:
+            q.stop()
+
+
+def test_tls_to_the_server_after_an_ssl_request(tmp_path: Path) -> None:
+    """A pool with ``tls`` in front of a PostgreSQL 15 with ``ssl = on``: the relay sends its
+    own SSLRequest, speaks TLS to the server (pg_stat_ssl says so) and still follows the
+    session inside it: an open transaction commits across maintenance, then 57P01. A server
+    without TLS answers N: that connection is closed with a log line and a protocol_error."""
+    with postgres_server(tls=True) as pg, postgres_server() as plain_pg:
+        assert pg.ca_file is not None
+        pg.psql("CREATE TABLE t (v int)")
+        text = config(pg.port, plain_pg.port).replace(
+            "  db:\n", f'  db:\n    tls: {{ca: "{pg.ca_file}"}}\n'
+        )
+        (tmp_path / "quiesce.yaml").write_text(text)
+        q, port, admin = run(tmp_path)
+        try:
+            r = cli(admin, "set", "server", "db/pg2", "maintenance", "--force-guard")
+            assert r.returncode == 0, r  # (pg2 has no TLS: used at the end)
+            intx = psycopg.connect(pg.dsn(port))
+            ssl_on = "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()"
+            assert intx.execute(ssl_on).fetchone() == (True,)  # TLS from quiesce to the server
+            intx.execute("INSERT INTO t VALUES (1)")
+            idle = psycopg.connect(pg.dsn(port), autocommit=True)
+            assert idle.execute("SELECT 1").fetchone() == (1,)
+            until(lambda: sessions(admin) == {"idle": 1, "transaction": 1, "query": 0})
+            r = cli(admin, "set", "server", "db/pg1", "maintenance", "--force-guard")
+            assert r.returncode == 0, r
+            until(lambda: backends(pg) == 1)
+            with pytest.raises(psycopg.errors.AdminShutdown):
+                idle.execute("SELECT 3")
+            intx.execute("INSERT INTO t VALUES (2)")
+            intx.commit()
+            until(lambda: backends(pg) == 0)
+            assert pg.psql("SELECT string_agg(v::text, ',' ORDER BY v) FROM t").strip() == "1,2"
+            # pg1 in maintenance: the next one goes to pg2, which has no TLS and answers N
+            r = cli(admin, "clear", "server", "db/pg2", "maintenance")
+            assert r.returncode == 0, r
+            with pytest.raises(psycopg.OperationalError):
+                psycopg.connect(pg.dsn(port))
+            q.wait_for(r"server answered the relay's SSLRequest with no TLS")
+            intx.close()
+            idle.close()
         finally:
             q.stop()

@@ -66,13 +66,16 @@ def test_a_good_config_loads() -> None:
     assert cfg.services["pg"].protocol == "postgresql"
 
 
-def test_a_postgresql_service_refuses_a_tls_pool() -> None:
+def test_a_postgresql_service_takes_a_tls_pool_a_mysql_one_refuses_it() -> None:
+    """A postgresql service speaks a pool's tls after an SSLRequest (pgrelay); MySQL's TLS
+    starts after its handshake, so a mysql service refuses it."""
     text = config("{type: postgresql, postgresql_monitor: {user: app}}").replace(
         "    healthmonitors: [m]\n", "    healthmonitors: [m]\n    tls: {verify: false}\n"
     )
+    assert load_text(text).pools["db"].tls is not None
     with pytest.raises(ConfigError) as err:
-        load_text(text)
-    assert "services.pg.pool: pool 'db' has tls" in str(err.value), str(err.value)
+        load_text(text.replace("protocol: postgresql", "protocol: mysql"))
+    assert "services.pg.pool: pool 'db' has tls, which a mysql service" in str(err.value)
 
 
 @pytest.mark.parametrize(

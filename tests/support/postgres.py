@@ -32,6 +32,7 @@ def _free_port() -> int:
 class Postgres:
     port: int
     directory: Path
+    ca_file: Path | None = None  # with tls: the CA of the server's certificate
 
     def dsn(self, port: int | None = None, **extra: str) -> str:
         opts = " ".join(f"{k}={v}" for k, v in extra.items())
@@ -77,9 +78,10 @@ def _run(args: list[str]) -> subprocess.CompletedProcess[str]:
 
 
 @contextlib.contextmanager
-def postgres_server(primary: Postgres | None = None) -> Iterator[Postgres]:
+def postgres_server(primary: Postgres | None = None, tls: bool = False) -> Iterator[Postgres]:
     """A running PostgreSQL 15; with ``primary``, a streaming replica of it (pg_basebackup
-    -R: in recovery until :meth:`Postgres.promote`). Skipped when the package is missing."""
+    -R: in recovery until :meth:`Postgres.promote`); with ``tls``, ``ssl = on`` with a
+    certificate for 127.0.0.1 (``ca_file``: its CA). Skipped when the package is missing."""
     if not (BIN / "initdb").exists():
         pytest.skip("PostgreSQL 15 is not installed (scripts/install-test-deps)")
     directory = Path(tempfile.mkdtemp(prefix="quiesce-pg-"))
@@ -108,6 +110,17 @@ def postgres_server(primary: Postgres | None = None) -> Iterator[Postgres]:
             )
         opts = f"-p {port} -k {directory} -c listen_addresses=127.0.0.1 -c fsync=off"
         opts += " -c max_connections=200"
+        if tls:
+            from tests.support.certs import Certs
+
+            certs = Certs(directory)
+            cert, key = certs.leaf("server", "127.0.0.1", "localhost")
+            pg.ca_file = certs.ca_file
+            key.chmod(0o600)
+            if os.geteuid() == 0:
+                for path in (cert, key, certs.ca_file):
+                    shutil.chown(path, "postgres", "postgres")
+            opts += f" -c ssl=on -c ssl_cert_file={cert} -c ssl_key_file={key}"
         ctl = [str(BIN / "pg_ctl"), "-D", str(data), "-o", opts, "-l", str(directory / "log")]
         _run([*ctl, "-w", "-t", "60", "start"])
         if primary is None:

@@ -12,18 +12,33 @@ terminated with the service's certificates (``FrontDoor``'s start), then the ses
 cleartext start-up goes straight to the ``PgClient``. Bytes after an ``SSLRequest`` that
 came before the ``S`` was sent are refused (they would be read as if encrypted: CVE-2021-23214).
 Without ``tls``, an ``SSLRequest`` (or ``GSSENCRequest``) is answered ``N`` by the relay and not
-passed on: the client goes on in cleartext or gives up, as its ``sslmode`` says. The relay
-speaks cleartext to the server either way.
+passed on: the client goes on in cleartext or gives up, as its ``sslmode`` says.
+
+To the server: cleartext, or with ``pools.X.tls`` TLS after an ``SSLRequest`` of the relay's
+own (:class:`_PgTlsUpstream`: the server must answer ``S``; the client's bytes are held until
+the handshake is done, then the session is followed inside TLS as in cleartext). A server
+that answers ``N`` (no TLS configured) closes that connection with a ``protocol_error``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Callable
+import ssl
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
 
 from quiesce import _accel
 from quiesce.core.events import Event, EventKind
-from quiesce.dataplane.dbrelay import FRESH_GRACE, BackFramer, DbClient, FrontFramer, Session
+from quiesce.dataplane.dbrelay import (
+    FRESH_GRACE,
+    BackFramer,
+    DbClient,
+    FrontFramer,
+    Session,
+    _DbUpstream,
+)
 from quiesce.dataplane.frontdoor import FrontDoor
 from quiesce.dataplane.pg import (
     GSSENC_REQUEST,
@@ -33,14 +48,18 @@ from quiesce.dataplane.pg import (
     FrontendFramer,
 )
 from quiesce.dataplane.pg import Session as PySession
+from quiesce.dataplane.tcp import TcpClient
+from quiesce.dataplane.tls import ServiceTls
+from quiesce.logs import access as ts
 
-__all__ = ["FRESH_GRACE", "PgClient", "PgFrontDoor"]
+__all__ = ["FRESH_GRACE", "PgClient", "PgFrontDoor", "PgServiceTls", "pg_tls"]
 
 log = logging.getLogger("quiesce")
 
 _SSL = (8).to_bytes(4, "big") + SSL_REQUEST.to_bytes(4, "big")
 _GSSENC = (8).to_bytes(4, "big") + GSSENC_REQUEST.to_bytes(4, "big")
 TLS_YES = b"S"  # the answer to an SSLRequest that the relay terminates
+_PLUS = b"SCRAM-SHA-256-PLUS\0"  # SCRAM with channel binding (taken out of a TLS server's offer)
 
 
 def _pure(max_message: int) -> tuple[PySession, FrontendFramer, BackendFramer]:
@@ -55,8 +74,189 @@ if _accel.dbfast is not None:  # the same framers with their walk in C
     _framers = pg_framers
 
 
+@dataclass(slots=True, eq=False)
+class PgServiceTls(ServiceTls):
+    """A postgresql service's TLS: a pool's ``tls`` starts after an ``SSLRequest``
+    (:class:`_PgTlsUpstream`), not with the connection (``upstream`` gives no keywords)."""
+
+    def upstream(self, pool: str, host: str) -> dict[str, Any]:
+        return {}
+
+    def backend(self, pool: str, host: str) -> tuple[ssl.SSLContext, str] | None:
+        found = self.pools.get(pool)
+        if found is None:
+            return None
+        ctx, sni = found
+        return ctx, sni or host
+
+
+def pg_tls(tls: ServiceTls | None) -> PgServiceTls | None:
+    """A postgresql service's TLS (its pools' ``tls`` after an ``SSLRequest``)."""
+    return None if tls is None else PgServiceTls(tls.listener, tls.pools)
+
+
+class _Held:
+    """The server's transport while the relay's SSLRequest is answered and TLS starts: what
+    the client sends meanwhile is held (written once TLS is up), the rest goes to the socket."""
+
+    __slots__ = ("closing", "held", "raw")
+
+    def __init__(self, raw: asyncio.Transport) -> None:
+        self.raw = raw
+        self.held: list[bytes] = []
+        self.closing = False
+
+    def write(self, data: bytes) -> None:
+        self.held.append(bytes(data))
+
+    def writelines(self, lines: Iterable[bytes]) -> None:
+        self.held.extend(bytes(line) for line in lines)
+
+    def close(self) -> None:
+        self.closing = True
+        self.raw.close()
+
+    def abort(self) -> None:
+        self.closing = True
+        self.raw.abort()
+
+    def is_closing(self) -> bool:
+        return self.closing or self.raw.is_closing()
+
+    def pause_reading(self) -> None:
+        self.raw.pause_reading()
+
+    def resume_reading(self) -> None:
+        self.raw.resume_reading()
+
+    def can_write_eof(self) -> bool:
+        return False  # a client's EOF meanwhile: the session ends when the client closes
+
+    def write_eof(self) -> None:
+        pass
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return self.raw.get_extra_info(name, default)
+
+
+class _PgTlsUpstream(_DbUpstream):
+    """The connection to a server of a pool with ``tls``: an ``SSLRequest`` first, TLS once
+    the server answers ``S``, then as :class:`_DbUpstream`."""
+
+    __slots__ = ("auth", "want")
+
+    def __init__(self, client: TcpClient) -> None:
+        super().__init__(client)
+        self.want: tuple[ssl.SSLContext, str] | None = None  # until the server answers
+        self.auth = True  # until the authentication ends: SCRAM-SHA-256-PLUS taken out
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        c = self.db
+        tls = c.ctx.tls
+        server = c.server
+        found = None
+        if isinstance(tls, PgServiceTls) and server is not None:
+            found = tls.backend(server.pool, server.host)
+        if found is None:
+            super().connection_made(transport)
+            return
+        raw: Any = transport  # (uvloop's transports are not asyncio.Transport subclasses)
+        raw.write(_SSL)
+        self.want = found
+        self.transport = _Held(raw)  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        want = self.want
+        if want is None:
+            if self.auth:
+                data = self._no_channel_binding(data)
+            super().data_received(data)
+            return
+        c = self.db
+        self.want = None
+        if data != TLS_YES:
+            what = "no TLS" if data[:1] == NO_ENCRYPTION else f"{data[:16]!r}"
+            c.protocol_error(f"server answered the relay's SSLRequest with {what}", ts.SERVER)
+            return
+        held = self.transport
+        assert isinstance(held, _Held)
+        loop = c.ctx.loop
+        task = loop.create_task(
+            loop.start_tls(
+                held.raw,
+                self,
+                want[0],
+                server_hostname=want[1],
+                ssl_handshake_timeout=c.pool.config.connect_timeout if c.pool else None,
+            )
+        )
+        task.add_done_callback(self._secured)
+
+    def _no_channel_binding(self, data: bytes) -> bytes:
+        """The server's SASL offer without ``SCRAM-SHA-256-PLUS``: SCRAM's channel binding
+        binds the client's TLS to the server's, which cannot span the relay (libpq refuses
+        a PLUS offer on a connection without TLS, and the binding would not match on one
+        with). Whole messages of the read are walked until the authentication ends
+        (AuthenticationOk, an ErrorResponse, or a ReadyForQuery)."""
+        pos, n, out = 0, len(data), []
+        while n - pos >= 5:
+            t = data[pos]
+            length = int.from_bytes(data[pos + 1 : pos + 5], "big")
+            end = pos + 1 + length
+            if length < 4 or end > n:  # a message split by the read: left as it is
+                self.auth = length >= 4 and length <= 8192
+                break
+            if t == 0x52 and length >= 8:  # R: Authentication*
+                code = int.from_bytes(data[pos + 5 : pos + 9], "big")
+                if code == 0:  # AuthenticationOk
+                    self.auth = False
+                elif code == 10:  # AuthenticationSASL: its mechanisms
+                    body = data[pos + 9 : end].replace(_PLUS, b"")
+                    out.append(data[:pos])
+                    out.append(b"R" + (len(body) + 8).to_bytes(4, "big") + data[pos + 5 : pos + 9])
+                    out.append(body)
+                    data, n, pos = data[end:], n - end, 0
+                    continue
+            elif t in (0x45, 0x5A):  # ErrorResponse, ReadyForQuery
+                self.auth = False
+            pos = end
+        if not out:
+            return data
+        out.append(data)
+        return b"".join(out)
+
+    def _secured(self, task: asyncio.Task[asyncio.Transport | None]) -> None:
+        c = self.db
+        held = self.transport
+        assert isinstance(held, _Held)
+        exc = None if task.cancelled() else task.exception()
+        if task.cancelled() or exc is not None or held.closing:
+            if not c.closed:
+                log.warning(
+                    "service %s: TLS to server %s failed: %s",
+                    c.ctx.name,
+                    "none" if c.server is None else f"{c.server.pool}/{c.server.name}",
+                    exc or "cancelled",
+                )
+                c.term = ts.SERVER + ts.CONNECT
+                c.cut()
+            held.raw.abort()
+            return
+        transport = task.result()
+        assert transport is not None
+        self.transport = transport
+        if held.held:
+            transport.writelines(held.held)
+
+
 class PgClient(DbClient):
     """One client connection of a ``postgresql`` service."""
+
+    def __init__(self, ctx: Any) -> None:
+        super().__init__(ctx)
+        tls = ctx.tls
+        if isinstance(tls, PgServiceTls) and tls.pools:  # a pool speaks TLS to its servers
+            self.upstream_class = _PgTlsUpstream
 
     def framers(self, max_message: int) -> tuple[Session, FrontFramer, BackFramer]:
         return _framers(max_message)

@@ -55,7 +55,7 @@ from quiesce.dataplane.limits import listen_backlog
 from quiesce.dataplane.mysqlrelay import MysqlClient
 from quiesce.dataplane.pages import Page
 from quiesce.dataplane.park import park
-from quiesce.dataplane.pgrelay import PgClient, PgFrontDoor
+from quiesce.dataplane.pgrelay import PgClient, PgFrontDoor, pg_tls
 from quiesce.dataplane.table import ConnectionTable
 from quiesce.dataplane.tcp import TcpClient
 from quiesce.dataplane.tls import service_tls
@@ -506,7 +506,9 @@ def make_context(
         h2c=h2c if config.protocol == "http" else None,  # HTTP/2 by prior knowledge
         access=table.access_log if config.access_log else None,
         # certificates and CAs read now (at each reload too): quiesce.dataplane.tls
-        tls=service_tls(config, registry.config.pools, base_dir),
+        tls=pg_tls(service_tls(config, registry.config.pools, base_dir))
+        if config.protocol == "postgresql"
+        else service_tls(config, registry.config.pools, base_dir),
         trusted=config.trusted_networks() if config.accept_proxy else None,
     )
     timeouts = [config.client_header_timeout, config.client_idle_timeout]
