@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 from quiesce import logs
 from quiesce.app.reload_pace import (
     RELOAD_IDLE_TURN,
+    RELOAD_LOG_SLACK,
     RELOAD_PAUSE,
     RELOAD_PAUSE_MAX,
     RELOAD_SLICE,
@@ -120,12 +121,14 @@ class Reloader:
         in pure Python per change) hold the GIL, and at the default switch interval the
         event loop waited up to 5 ms for it each time (the p99 of requests during a reload
         was 5-7 ms against 1.4 ms idle, with 1 ms slices). A store failure is not raised
-        here: the caller's own ``durable()`` reports it."""
+        here: the caller's own ``durable()`` reports it. The log's queue counts as written
+        at RELOAD_LOG_SLACK lines or fewer: a process logging steadily (checks flapping)
+        never empties it, and the reload must not wait its whole limit for that."""
         loop = asyncio.get_running_loop()
         until = loop.time() + RELOAD_WRITTEN_MAX
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.app.admin.durable(), RELOAD_WRITTEN_MAX)
-        while logs.process_log_backlog() and loop.time() < until:
+        while logs.process_log_backlog() > RELOAD_LOG_SLACK and loop.time() < until:
             await asyncio.sleep(0.002)
 
     async def _reload(self, actor: str, via: str) -> ReloadPlan:
@@ -570,6 +573,7 @@ class Reloader:
 __all__ = [
     "RELOAD_CHUNK",
     "RELOAD_IDLE_TURN",
+    "RELOAD_LOG_SLACK",
     "RELOAD_PAUSE",
     "RELOAD_PAUSE_MAX",
     "RELOAD_SLICE",

@@ -33,6 +33,9 @@ writes are committed and its log lines written (:meth:`Reloader._written`): the 
 waits at most that long for the GIL another thread holds (the planning thread, the store's
 writer, the process log's; the default 5 ms was a 5 ms stall of every request in flight each
 time)."""
+RELOAD_LOG_SLACK = 16
+"""Lines left in the process log's queue that count as written (the reload's own are a
+thousand; others may keep coming)."""
 RELOAD_WRITTEN_MAX = 2.0
 """The longest a reload keeps the short switch interval after its last change, waiting for
 its commit and its log lines."""
@@ -155,6 +158,7 @@ def short_switches() -> Iterator[None]:
 
 __all__ = [
     "RELOAD_IDLE_TURN",
+    "RELOAD_LOG_SLACK",
     "RELOAD_PAUSE",
     "RELOAD_PAUSE_MAX",
     "RELOAD_SLICE",
