@@ -12,6 +12,7 @@ from quiesce.core.clock import FakeClock
 from quiesce.core.errors import GuardRefused, InvalidCommand, NotFound
 from quiesce.core.events import EventKind, EventQuery
 from quiesce.core.states import Admin, Cause, CloseMode
+from quiesce.state import sessions
 
 from .conftest import Harness
 
@@ -55,6 +56,30 @@ async def test_maintenance_without_force_closes_at_boundary(h: Harness) -> None:
     assert r.closed == 0
     assert "4 connection(s) close at their next request boundary" in r.message
     assert h.closes == [("web/w1", CloseMode.AT_BOUNDARY)]
+
+
+async def test_maintenance_says_database_and_tls_sessions_apart(h: Harness) -> None:
+    """Review F11: a mysql relay's TLS sessions are drained at connection level, never closed
+    at a boundary; the answer says them apart from the sessions it follows."""
+
+    class Session:
+        def __init__(self, state: str) -> None:
+            self.state = state
+
+    server = h.server("web/w1")
+    kept = [Session("idle"), Session("transaction"), Session(sessions.OPAQUE)]
+    for s in kept:
+        sessions.track(server, s)
+    server.connections = 3
+    try:
+        r = h.service.maintenance("web/w1", A)
+    finally:
+        for s in kept:
+            sessions.untrack(server, s)
+    assert r.closed == 0
+    assert "2 session(s) close at their transaction boundary" in r.message, r.message
+    assert "1 TLS session(s) drained at connection level" in r.message, r.message
+    assert "request boundary" not in r.message, r.message
 
 
 async def test_force_closes_and_counts(h: Harness) -> None:

@@ -32,6 +32,7 @@ from quiesce.core.events import Event, EventKind, EventQuery
 from quiesce.core.states import Admin, Cause, CloseMode
 from quiesce.state.events import make_event
 from quiesce.state.registry import Registry, ServerRuntime
+from quiesce.state.sessions import OPAQUE, session_counts
 from quiesce.store.base import StateStore, StoreError
 
 log = logging.getLogger("quiesce.admin")
@@ -139,7 +140,7 @@ class ServiceBase:
         if closed:
             extra.append(f"{closed} connection(s) closed")
         elif t.close is CloseMode.AT_BOUNDARY and server.connections:
-            extra.append(f"{server.connections} connection(s) close at their next request boundary")
+            extra.extend(_boundary_words(server))
         if rec.state is Admin.DRAIN and (t.changed or rec != t.before):
             if rec.deadline is not None:
                 extra.append(f"remaining connections closed at {_iso(rec.deadline)}")
@@ -265,3 +266,21 @@ def _sane(record: AdminRecord) -> AdminRecord:
 
 def _iso(t: float) -> str:
     return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _boundary_words(server: ServerRuntime) -> list[str]:
+    """What a maintenance does to the server's open connections, said per kind: HTTP/TCP
+    connections at their next request boundary, database sessions (``postgresql``/``mysql``)
+    at their transaction boundary, and the TLS sessions a mysql relay cannot follow drained
+    at connection level (never closed by it: ``show server`` counts them ``tls``)."""
+    sessions = session_counts(server)
+    if sessions is None:
+        return [f"{server.connections} connection(s) close at their next request boundary"]
+    tls = sessions.get(OPAQUE, 0)
+    followed = max(0, server.connections - tls)
+    out = []
+    if followed:
+        out.append(f"{followed} session(s) close at their transaction boundary (idle ones now)")
+    if tls:
+        out.append(f"{tls} TLS session(s) drained at connection level (not closed by quiesce)")
+    return out
