@@ -3,6 +3,8 @@ the registry's candidate set, events, persistence and restart precedence, bad in
 
 from __future__ import annotations
 
+import logging
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -36,6 +38,38 @@ async def test_add_server_is_a_candidate_at_once_and_one_event(h: Harness) -> No
     (e,) = events(h, "server_added")
     assert (e["pool"], e["server"], e["actor"], e["cause"]) == ("api", "a3", "alice", "api")
     assert h.monitor_syncs >= 1
+
+
+async def test_runtime_changes_are_logged_one_line_each_but_a_reloads_are_not(
+    h: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Review F3: a server added, changed or deleted by an operator is a process-log line
+    (who, what); a reload's (cause config) are left to the reload's own summary lines."""
+    caplog.set_level(logging.INFO, logger="quiesce")
+    h.service.add_server("api", ServerConfig(name="a3", address="127.0.0.1:9003", weight=3), CTX)
+    h.service.update_server("api/a3", {"weight": 5}, CTX)
+    h.service.maintenance("api/a3", CTX)
+    h.service.remove_server("api/a3", CTX)
+    server = h.server("web/w1")
+    server.connections = 1
+    h.service.remove_server("web/w1", CommandContext("bob", Cause.RUNTIME_SOCKET), drain=True)
+    server.connections = 0
+    h.service._finish_removals()
+    reload = CommandContext("root", Cause.CONFIG, "config reload")
+    h.service.add_server(
+        "api", ServerConfig(name="a4", address="127.0.0.1:9004"), reload, runtime=False
+    )
+    h.service.update_server("api/a4", {"weight": 7}, reload, runtime=False)
+    h.service.remove_server("api/a4", replace(reload, force_guard=True), drain=True)
+    h.service._finish_removals()
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("server ")]
+    assert lines[0].startswith("server added: api/a3 127.0.0.1:9003 ") and "weight=3" in lines[0]
+    assert lines[0].endswith("cause=api actor=alice"), lines
+    assert lines[1] == "server changed: api/a3 weight 3 -> 5 cause=api actor=alice", lines
+    assert lines[2] == "server deleted: api/a3 127.0.0.1:9003 cause=api actor=alice", lines
+    assert lines[3].startswith("server deleted (drained): web/w1 "), lines
+    assert lines[3].endswith("cause=runtime-socket actor=bob"), lines
+    assert len(lines) == 4, lines  # nothing for api/a4 (the reload)
 
 
 async def test_added_server_with_pool_monitors_starts_unknown(tmp_path: Path) -> None:

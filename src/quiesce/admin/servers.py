@@ -10,7 +10,7 @@ from typing import Any, NoReturn
 
 from pydantic import ValidationError
 
-from quiesce.admin.base import STORE_ACTOR, CommandResult, shared
+from quiesce.admin.base import STORE_ACTOR, CommandResult, log, shared
 from quiesce.admin.commands import StateCommands
 from quiesce.admin.context import CommandContext
 from quiesce.config.loader import validation_problems
@@ -40,6 +40,8 @@ class ServerCommands(StateCommands):
         except QuiesceError as exc:
             self._refuse_server(pool, config.name, ctx, exc, "add")
         self._monitors_changed()
+        if runtime:
+            _log_change(ctx, "added", server.key, _what(config.model_dump(exclude={"name"})))
         return server
 
     @shared
@@ -67,6 +69,9 @@ class ServerCommands(StateCommands):
             self._refuse_server(server.pool, server.name, ctx, exc, "update")
         if diff.keys() & {"address", "healthmonitors"}:
             self._monitors_changed()
+        if runtime and diff:
+            what = ", ".join(f"{k} {_word(a)} -> {_word(b)}" for k, (a, b) in diff.items())
+            _log_change(ctx, "changed", server.key, what)
         return server, diff
 
     @shared
@@ -96,6 +101,7 @@ class ServerCommands(StateCommands):
                 self._refuse_server(server.pool, server.name, ctx, exc, "remove")
             self._removals.pop(server, None)
             self._monitors_changed()
+            _log_change(ctx, "deleted", server.key, server.address)
             return CommandResult(server, True, f"{server.key}: deleted", 0)
         if not drain:
             self._refuse_server(
@@ -127,6 +133,7 @@ class ServerCommands(StateCommands):
                 server, actor=rctx.actor, cause=rctx.cause, reason=rctx.reason
             )
             self._monitors_changed()
+            _log_change(rctx, "deleted", server.key, server.address)
         if not self.registry.pools[server.pool].has(server.name):
             return CommandResult(server, True, f"{server.key}: drained and deleted", 0)
         self._poke()
@@ -159,6 +166,7 @@ class ServerCommands(StateCommands):
                     self.registry.remove_server(
                         server, actor=ctx.actor, cause=ctx.cause, reason=ctx.reason
                     )
+                    _log_change(ctx, "deleted (drained)", server.key, server.address)
                     removed = True
                 if self.removals_cut:
                     break
@@ -274,3 +282,32 @@ class ServerCommands(StateCommands):
             return self.registry.find_server(key).runtime_defined
         except NotFound:
             return True  # a tombstone
+
+
+# causes whose server changes come by the thousand and are summarised by their own lines
+# (a reload: "reload: web/n3: added"; the start-up's restore): not logged one by one here
+_SUMMARISED = frozenset({Cause.CONFIG, Cause.STARTUP})
+
+
+def _log_change(ctx: CommandContext, what: str, key: str, detail: str) -> None:
+    """One process-log line for a server added, changed or deleted at runtime (API, CLI,
+    dashboard, runtime socket): who and what, as the ``server_*`` events say it (review F3:
+    those events are not logged one by one, a reload's are summarised by the reload)."""
+    if ctx.cause in _SUMMARISED:
+        return
+    reason = f" ({ctx.reason})" if ctx.reason else ""
+    log.info(
+        "server %s: %s %s%s cause=%s actor=%s", what, key, detail, reason, ctx.cause, ctx.actor
+    )
+
+
+def _word(value: object) -> str:
+    if isinstance(value, list | tuple):
+        return "[" + ",".join(map(str, value)) + "]"
+    return str(value)
+
+
+def _what(fields: dict[str, Any]) -> str:
+    address = fields.pop("address", "")
+    rest = " ".join(f"{k}={_word(v)}" for k, v in fields.items() if v not in (None, [], {}))
+    return f"{address} {rest}".rstrip()
