@@ -95,3 +95,51 @@ def test_without_setup_the_line_goes_through_the_root_logger(
     assert [r.getMessage() for r in caplog.records] == [
         "event: oper_change p/a up -> down cause=health eligible=0"
     ]
+
+
+def test_a_plain_line_is_made_by_the_writer_thread_with_the_calls_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``log_line`` (a reload's line per change, a thousand at a time): the record is made
+    by the writer thread, stamped with the time of the call; text and JSON as any line."""
+    made_on: list[int] = []
+    line_record = process.line_record
+
+    def spy(level: int, text: str, when: float) -> logging.LogRecord:
+        made_on.append(threading.get_ident())
+        return line_record(level, text, when)
+
+    monkeypatch.setattr(process, "line_record", spy)
+    monkeypatch.setattr("time.time", lambda: WALL)
+    for fmt in ("text", "json"):
+        buf = io.StringIO()
+        process.shutdown()
+        root = logging.getLogger()
+        handlers, level = list(root.handlers), root.level
+        process.setup(ProcessLogConfig(format=fmt))
+        try:
+            assert process._handler is not None
+            process._handler.setStream(buf)
+            process.log_line(logging.INFO, "reload: web/w3: added at 127.0.0.1:9003")
+            process.log_line(logging.DEBUG, "not at info")
+        finally:
+            process.shutdown()
+        root.handlers[:] = handlers
+        root.setLevel(level)
+        out = buf.getvalue()
+        if fmt == "text":
+            assert out.endswith(" INFO reload: web/w3: added at 127.0.0.1:9003\n"), out
+        else:
+            doc = json.loads(out)
+            assert doc["time"] == "2026-12-06T14:20:31.250Z"
+            assert doc["message"] == "reload: web/w3: added at 127.0.0.1:9003"
+    assert len(made_on) == 2 and threading.get_ident() not in made_on
+
+
+def test_without_setup_a_plain_line_goes_through_the_root_logger(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    process.shutdown()
+    with caplog.at_level(logging.INFO, logger="quiesce"):
+        process.log_line(logging.INFO, "reload: web/w3: removed (drained first)")
+    assert [r.getMessage() for r in caplog.records] == ["reload: web/w3: removed (drained first)"]

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from quiesce.logs.process import backlog as process_log_backlog
-from quiesce.logs.process import log_event
+from quiesce.logs.process import log_event, log_line
 from quiesce.logs.process import setup as setup_process_log
 from quiesce.logs.sink import AccessLog, Destination, LogError, open_destinations
 
@@ -85,6 +85,7 @@ __all__ = [
     "close",
     "discard",
     "log_event",
+    "log_line",
     "open_access_log",
     "prepare",
     "process_log_backlog",
