@@ -6,6 +6,7 @@ of a listen address in use (the README said it checked that; it did not)."""
 
 from __future__ import annotations
 
+import re
 import resource
 import socket
 import subprocess
@@ -67,8 +68,17 @@ def test_check_refuses_the_descriptor_budget_run_refuses(tmp_path: Path) -> None
     assert f"limits: {why}" in checked.stderr, checked.stderr
     assert "idle upstream connections 2560" in checked.stderr, checked.stderr
     assert f"measured against this process's RLIMIT_NOFILE {NOFILE}" in checked.stderr
-    # with room for the idle connections it is ok again
-    (tmp_path / "quiesce.yaml").write_text(config_text(40, 4))
+    # the message names the setting of the pool to lower and a value that fits (review F9)
+    hint = re.search(
+        r"or lower pools\.web\.max_idle_per_server \(40 server\(s\) × 64 = 2560 reserved; "
+        r"(\d+) or less fits here",
+        checked.stderr,
+    )
+    assert hint is not None, checked.stderr
+    fits = int(hint.group(1))
+    assert 0 < fits < 64, fits
+    # with room for the idle connections (the value the message gave) it is ok again
+    (tmp_path / "quiesce.yaml").write_text(config_text(40, fits))
     checked = quiesce(tmp_path, "check", "-c", "quiesce.yaml")
     assert checked.returncode == 0 and ": ok (" in checked.stdout, checked
 
