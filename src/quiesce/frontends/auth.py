@@ -13,6 +13,11 @@ verified in a worker thread, and a successful (name, secret) pair is remembered 
 so a client polling every 100 ms (``set server … --wait``) costs one hash, not ten a second.
 Failed attempts are events (``login_failed``: actor, source address) and count towards the
 per-source limit.
+
+A reload hands the new users and tokens to :meth:`Authenticator.reconfigure`: remembered
+credentials are forgotten, sessions of a user removed or changed end, and
+:attr:`Authenticator.reconfigured` is set so a long request (the event stream) re-checks
+:meth:`Authenticator.still_valid` at once and ends if its credentials no longer authenticate.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from quiesce.admin import AdminService
-from quiesce.config.models import AdminConfig
+from quiesce.config.models import AdminConfig, TokenConfig, UserConfig
 from quiesce.core.errors import QuiesceError
 from quiesce.core.states import Cause
 from quiesce.security import verify_password
@@ -51,6 +56,8 @@ class Principal:
     role: Role
     via: Via
     csrf: str | None = None  # the session's CSRF token
+    # the user or token entry that Basic/Bearer credentials matched (Authenticator.still_valid)
+    grant: UserConfig | TokenConfig | None = field(default=None, compare=False, repr=False)
 
     @property
     def is_admin(self) -> bool:
@@ -81,8 +88,10 @@ class Authenticator:
     admin: AdminService
     sessions: dict[str, Session] = field(default_factory=dict)
     _failures: dict[str, deque[float]] = field(default_factory=dict)
-    _verified: dict[bytes, tuple[str, Role]] = field(default_factory=dict)
+    _verified: dict[bytes, UserConfig | TokenConfig] = field(default_factory=dict)
     _pending: dict[str, int] = field(default_factory=dict)  # hash checks in flight per source
+    # set, then replaced, by each reconfigure(): a long request's cue to call still_valid()
+    reconfigured: asyncio.Event = field(default_factory=asyncio.Event)
 
     # rate limit -----------------------------------------------------------------------------
 
@@ -136,13 +145,13 @@ class Authenticator:
         key = self._cache_key("user", user, password)
         hit = self._verified.get(key)
         if hit is not None:
-            return Principal(hit[0], hit[1], "basic")
+            return Principal(hit.name, hit.role, "basic", grant=hit)
         entry = next((u for u in self.config.users if u.name == user), None)
         if entry is not None:
             ok = await self._verify(source, password, entry.password_hash)
             if ok:
-                self._remember(key, (entry.name, entry.role))
-                return Principal(entry.name, entry.role, "basic")
+                self._remember(key, entry)
+                return Principal(entry.name, entry.role, "basic", grant=entry)
         elif self.config.users:
             # An unknown user costs one hash check too (against a configured hash, so at the
             # same cost), or the answer's speed would tell which user names exist.
@@ -154,17 +163,44 @@ class Authenticator:
         key = self._cache_key("token", "", token)
         hit = self._verified.get(key)
         if hit is not None:
-            return Principal(hit[0], hit[1], "bearer")
+            return Principal(hit.name, hit.role, "bearer", grant=hit)
         for entry in self.config.tokens:
             if await self._verify(source, token, entry.token_hash):
-                self._remember(key, (entry.name, entry.role))
-                return Principal(entry.name, entry.role, "bearer")
+                self._remember(key, entry)
+                return Principal(entry.name, entry.role, "bearer", grant=entry)
         raise self._fail(source, "", "bearer", "unknown bearer token")
 
-    def _remember(self, key: bytes, value: tuple[str, Role]) -> None:
+    def _remember(self, key: bytes, value: UserConfig | TokenConfig) -> None:
         if len(self._verified) >= _CACHE_MAX:
             self._verified.pop(next(iter(self._verified)))
         self._verified[key] = value
+
+    # reload -----------------------------------------------------------------------------------
+
+    def reconfigure(self, config: AdminConfig) -> None:
+        """A reload's users, tokens and login limit: remembered credentials are forgotten,
+        sessions of a user removed or changed (password, role) end, and every long request
+        waiting on :attr:`reconfigured` wakes to re-check :meth:`still_valid`."""
+        old = {u.name: u for u in self.config.users}
+        self.config = config
+        self._verified.clear()
+        users = {u.name: u for u in config.users}
+        for sid, session in list(self.sessions.items()):
+            if session.user not in users or users[session.user] != old.get(session.user):
+                del self.sessions[sid]
+        woken, self.reconfigured = self.reconfigured, asyncio.Event()
+        woken.set()
+
+    def still_valid(self, principal: Principal, sid: str | None = None) -> bool:
+        """Whether what authenticated ``principal`` still would: its session ``sid`` is
+        open, or the user / token entry its Basic / Bearer credentials matched is still
+        configured unchanged (same name, hash and role)."""
+        if principal.via == "session":
+            return sid is not None and self.session(sid) is not None
+        entries: list[UserConfig] | list[TokenConfig]
+        entries = self.config.users if principal.via == "basic" else self.config.tokens
+        grant = principal.grant
+        return grant is not None and any(e == grant for e in entries)
 
     # sessions ---------------------------------------------------------------------------------
 

@@ -123,9 +123,11 @@ def events_router(app: AppLike) -> APIRouter:
         auth = authenticator(request)
         sid = request.cookies.get(SESSION_COOKIE) if p.via == "session" else None
 
-        def session_gone() -> bool:
-            """A dashboard stream ends with its session (logout or expiry)."""
-            return sid is not None and auth.session(sid) is None
+        def revoked() -> bool:
+            """A stream ends with what authenticated it: a dashboard session (logout, expiry,
+            its user removed or changed by a reload), or Basic / Bearer credentials a reload
+            removed or changed (admin.users, admin.tokens: docs/admin.md)."""
+            return not auth.still_valid(p, sid)
 
         async def body() -> AsyncIterator[str]:
             # The admin service replays the stored events after ``after_id`` (the browser's
@@ -133,6 +135,7 @@ def events_router(app: AppLike) -> APIRouter:
             events = app.admin.subscribe(after).__aiter__()
             yield "retry: 2000\n\n"
             stop: asyncio.Future[Any] = asyncio.ensure_future(stopping.wait())
+            reauth: asyncio.Future[Any] = asyncio.ensure_future(auth.reconfigured.wait())
             nxt: asyncio.Future[Event] = asyncio.ensure_future(anext(events))
             loop = asyncio.get_running_loop()
             store = None if timer is None else timer.store
@@ -140,14 +143,17 @@ def events_router(app: AppLike) -> APIRouter:
             wrote = loop.time()
             try:
                 while True:
-                    waiting: set[asyncio.Future[Any]] = {nxt, stop}
+                    waiting: set[asyncio.Future[Any]] = {nxt, stop, reauth}
                     done, _ = await asyncio.wait(
                         waiting,
                         timeout=_HEARTBEAT if store is None else SERIES_POLL,
                         return_when=asyncio.FIRST_COMPLETED,
                     )
-                    if session_gone():
+                    if revoked():
                         return
+                    if reauth in done:  # a reload that left these credentials valid
+                        done = done - {reauth}
+                        reauth = asyncio.ensure_future(auth.reconfigured.wait())
                     if nxt in done:
                         try:
                             e = nxt.result()
@@ -168,6 +174,7 @@ def events_router(app: AppLike) -> APIRouter:
                         yield ": keep-alive\n\n"
             finally:
                 stop.cancel()
+                reauth.cancel()
                 nxt.cancel()
                 aclose: Callable[[], Awaitable[None]] | None = getattr(events, "aclose", None)
                 if aclose is not None:
