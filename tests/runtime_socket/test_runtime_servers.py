@@ -53,6 +53,26 @@ async def test_add_set_addr_del(app: Any) -> None:  # noqa: F811
     assert await cmd(app, "del server web/web3") == "No such server.\n"
 
 
+async def test_add_server_takes_haproxys_check_enabled_and_disabled(app: Any) -> None:  # noqa: F811
+    """Review F12: HAProxy operators' usual ``add server b/s addr:port check`` (then ``enable
+    health``): ``check`` is taken (the pool's monitors apply to every server), ``enabled``
+    too, and ``disabled`` starts the server in maintenance, as HAProxy's."""
+    assert await cmd(app, "add server web/c1 127.0.0.1:18084 check") == "New server registered.\n\n"
+    c1 = app.registry.find_server("web/c1")
+    assert c1.oper.value == "unknown" and c1.admin.state.value == "enabled"  # monitored
+    assert await cmd(app, "enable health web/c1") == "\n"
+    assert await cmd(app, "add server web/c2 127.0.0.1:18085 weight 2 check enabled") == (
+        "New server registered.\n\n"
+    )
+    assert app.registry.find_server("web/c2").admin.state.value == "enabled"
+    assert await cmd(app, "add server web/c3 127.0.0.1:18086 check disabled") == (
+        "New server registered.\n\n"
+    )
+    c3 = app.registry.find_server("web/c3")
+    assert c3.admin.state.value == "maintenance"
+    assert await cmd(app, "del server web/c3") == "Server deleted.\n"
+
+
 async def test_added_servers_come_back_in_the_order_they_were_added(tmp_path: Path) -> None:
     """Servers added over the runtime socket, one deleted and added again (its tombstone
     then a new record): after a restart they are in the pool in the order of their last
@@ -100,6 +120,9 @@ async def test_added_servers_come_back_in_the_order_they_were_added(tmp_path: Pa
         ("add server web/x 127.0.0.1:1 weight x", "invalid weight 'x' for server x.\n\n"),
         ("add server web/x 127.0.0.1:1 bogus", "unknown keyword 'bogus'.\n\n"),
         ("add server web/x 127.0.0.1:99999", "invalid address '127.0.0.1:99999': port 99999 is out of range\n\n"),
+        ("add server web/x 127.0.0.1", "invalid address '127.0.0.1': the port is required (<addr>:<port>, 1 to 65535; quiesce has no server without a port).\n\n"),
+        ("add server web/x ::1", "invalid address '::1': the port is required (<addr>:<port>, 1 to 65535; quiesce has no server without a port).\n\n"),
+        ("add server web/x [::1]", "invalid address '[::1]': the port is required (<addr>:<port>, 1 to 65535; quiesce has no server without a port).\n\n"),
         ("del server nope/x", "No such backend.\n"),
         ("del server web", "Require 'backend/server'.\n"),
         ("set server web/web1 addr bad", "Invalid addr 'bad' by 'stats socket command'\n\n"),

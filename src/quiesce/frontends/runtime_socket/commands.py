@@ -258,9 +258,11 @@ class RuntimeCommands:
     # servers added, re-addressed and removed (issue 14) -------------------------------------
 
     def add_server(self, a: list[str]) -> str:
-        """``add server <bk>/<srv> <addr>:<port> [weight N] [backup]``: HAProxy 2.6's words and
-        answers. Unlike HAProxy's (added in maintenance), the server starts enabled and
-        ``unknown`` until its pool's monitors pass (``unmonitored`` without)."""
+        """``add server <bk>/<srv> <addr>:<port> [weight N] [backup] [check] [enabled |
+        disabled]``: HAProxy 2.6's words and answers. Unlike HAProxy's (added in
+        maintenance), the server starts enabled and ``unknown`` until its pool's monitors pass
+        (``unmonitored`` without). ``check`` is taken and changes nothing (the pool's monitors
+        apply to every server of it); ``disabled`` starts it in maintenance, as HAProxy's."""
         if not a or "/" not in a[0]:
             raise UnendedError("Require 'backend/server'.")
         pool_name, _, name = a[0].partition("/")
@@ -268,12 +270,18 @@ class RuntimeCommands:
             raise UnendedError("No such backend.")
         if len(a) < 2:
             raise CommandError("'server' expects <name> and <addr>[:<port>] as arguments.")
+        _require_port(a[1])
         data: dict[str, Any] = {"name": name, "address": a[1]}
         rest = a[2:]
+        disabled = False
         while rest:
             word = rest.pop(0)
             if word == "backup":
                 data["backup"] = True
+            elif word in ("check", "enabled"):
+                pass  # the pool's monitors apply (check); enabled is quiesce's start anyway
+            elif word == "disabled":
+                disabled = True
             elif word == "weight":
                 value = rest.pop(0) if rest else ""
                 if not re.fullmatch(r"[+-]?\d+", value):
@@ -294,7 +302,10 @@ class RuntimeCommands:
             field = ".".join(str(p) for p in first["loc"])
             message = str(first["msg"]).removeprefix("Value error, ")
             raise CommandError(f"invalid {field} '{data.get(field, '')}': {message}") from None
-        self.app.admin.add_server(pool_name, config, self.context)
+        server = self.app.admin.add_server(pool_name, config, self.context)
+        if disabled:
+            # (no min_servers_up guard: nothing relied on a server not there a moment ago)
+            self.app.admin.maintenance(server.key, replace(self.context, force_guard=True))
         return "New server registered."
 
     def del_server(self, a: list[str]) -> str:
@@ -538,6 +549,17 @@ def _split_commands(line: str) -> list[str]:
         i += 1
     out.append(cur)
     return [c.strip() for c in out]
+
+
+def _require_port(address: str) -> None:
+    """``add server``'s address must carry its port (HAProxy's may omit it: the client's
+    destination port, which quiesce does not do)."""
+    has_port = "]:" in address if address.startswith("[") else address.count(":") == 1
+    if not has_port:
+        raise CommandError(
+            f"invalid address '{address}': the port is required (<addr>:<port>, 1 to 65535; "
+            "quiesce has no server without a port)."
+        )
 
 
 def _addr_port(text: str) -> int:
