@@ -285,6 +285,53 @@ async def test_a_batch_of_checks_starts_in_one_call_and_each_reports_once(
     )
 
 
+def ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.loopback
+async def test_the_address_family_is_kept_in_the_compact_address(
+    engine_: fast.FastEngine,
+) -> None:
+    """A Spec keeps its address as the family's own struct (no sockaddr_storage): an IPv4
+    and an IPv6 check each reach their listener (the family and length read from it)."""
+    if not ipv6_loopback():
+        pytest.skip("no IPv6 loopback")
+    monitor = HealthMonitor.model_validate({"type": "tcp"})
+    rules = fast.tcp_rules(monitor.tcp)
+    accepted: list[str] = []
+
+    async def on_conn(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        accepted.append(w.get_extra_info("sockname")[0])
+        w.close()
+
+    servers = [await asyncio.start_server(on_conn, host, 0) for host in ("127.0.0.1", "::1")]
+    try:
+        tokens = []
+        for server in servers:
+            host, port = server.sockets[0].getsockname()[:2]
+            spec = fast.spec(fast_target(host, port), monitor, b"", rules)
+            assert spec is not None
+            tokens.append(Token())
+            engine_.start([(tokens[-1], spec)])
+        async with asyncio.timeout(5):
+            for t in tokens:
+                await t.arrived.wait()
+            while len(accepted) < 2:
+                await asyncio.sleep(0.01)
+        assert [t.results[0].verdict for t in tokens] == [P, P]
+        assert sorted(accepted) == ["127.0.0.1", "::1"]
+        assert cf.Spec.__basicsize__ <= 80  # 176 with a sockaddr_storage
+    finally:
+        for server in servers:
+            server.close()
+
+
 @pytest.mark.loopback
 async def test_silence_is_a_timeout_at_the_deadline(
     engine_: fast.FastEngine, http_backend: HttpBackend
