@@ -378,10 +378,28 @@ def load_text(text: str, source: str = "config", base_dir: Path | None = None) -
     return config
 
 
-def load_config(path: str | Path) -> Config:
-    p = Path(path)
+def read_config_file(p: Path) -> str:
+    """The text of a config file, or a ConfigError of one problem: it cannot be read, or it
+    is not UTF-8 (a Latin-1 comment, a half-written copy), at which byte, line and column;
+    ``check``, every reload route and start-up then report it as any other problem."""
     try:
-        text = p.read_text(encoding="utf-8")
+        data = p.read_bytes()
     except OSError as exc:
         raise ConfigError([f"(file): cannot read {p}: {exc.strerror}"], str(p)) from None
-    return load_text(text, str(p), p.resolve().parent)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise ConfigError(
+            [
+                f"(file): {p} is not UTF-8 at byte {exc.start} (line {line}, column {column}: "
+                f"{data[exc.start : exc.start + 1]!r}): save it as UTF-8"
+            ],
+            str(p),
+        ) from None
+
+
+def load_config(path: str | Path) -> Config:
+    p = Path(path)
+    return load_text(read_config_file(p), str(p), p.resolve().parent)

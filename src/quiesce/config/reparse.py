@@ -54,9 +54,9 @@ import yaml
 from pydantic import ValidationError
 
 from quiesce.config.loader import (
-    ConfigError,
     _UniqueKeyLoader,
     cross_reference_errors,
+    read_config_file,
     semantic_problems,
 )
 from quiesce.config.loader import load_text as full_load_text
@@ -330,11 +330,7 @@ def load_text(
 def load_config(path: str | Path, cache: ParseCache) -> Config:
     """:func:`quiesce.config.loader.load_config` with :func:`load_text`."""
     p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError([f"(file): cannot read {p}: {exc.strerror}"], str(p)) from None
-    return load_text(text, cache, str(p), p.resolve().parent)
+    return load_text(read_config_file(p), cache, str(p), p.resolve().parent)
 
 
 __all__ = ["MIN_ITEMS", "ParseCache", "Parsed", "load_config", "load_text"]
