@@ -350,6 +350,14 @@ def config_warnings(config: Config, base_dir: Path | None = None) -> list[str]:
                 "for it (CLIENT_SSL) is relayed opaque and drained at connection level, not "
                 "at the transaction boundary (docs/database.md)"
             )
+    # the unauthenticated TCP runtime socket at level admin: any local user changes servers
+    if config.admin.runtime_tcp and config.admin.runtime_tcp_level == "admin":
+        warnings.append(
+            f"admin.runtime_tcp_level: admin on {config.admin.runtime_tcp}, which has no "
+            "authentication: any user of this host can add, re-address and delete servers "
+            "and reload there (redirect a pool's traffic to a port of theirs); give 'user' "
+            "or 'operator' and keep the changes on the Unix runtime_socket (docs/cli.md)"
+        )
     return warnings
 
 

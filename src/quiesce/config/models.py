@@ -501,6 +501,11 @@ class AdminConfig(Model):
     tokens: list[TokenConfig] = []
     runtime_socket: str | None = None
     runtime_tcp: LoopbackAddress | None = None
+    # the commands runtime_tcp answers (it has no authentication: any local user connects), as
+    # HAProxy's "stats socket ... level": user: show/get (stats, servers state, info, weight);
+    # operator: also show sess, get var; admin: every change (set/add/del server, reload...).
+    # The Unix runtime_socket is created 0600 and is always admin (docs/cli.md).
+    runtime_tcp_level: Literal["user", "operator", "admin"] = "user"
     # what the runtime socket's "show info" / "show version" call the product: "haproxy"
     # answers "Name: HAProxy" and a 2.6 version, for tools that insist on it (docs/cli.md)
     runtime_socket_compat: Literal["quiesce", "haproxy"] = "quiesce"

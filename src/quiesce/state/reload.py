@@ -29,6 +29,7 @@ RESTART_ONLY: tuple[tuple[str, Callable[[Config], object]], ...] = (
     ("admin.allow_non_loopback", lambda c: c.admin.allow_non_loopback),
     ("admin.runtime_socket", lambda c: c.admin.runtime_socket),
     ("admin.runtime_tcp", lambda c: c.admin.runtime_tcp),
+    ("admin.runtime_tcp_level", lambda c: c.admin.runtime_tcp_level),
     ("admin.runtime_socket_compat", lambda c: c.admin.runtime_socket_compat),
     ("admin.tls.client_ca", lambda c: c.admin.tls and c.admin.tls.client_ca),
     ("state", lambda c: c.state),

@@ -34,6 +34,12 @@ MAX_COMMANDS = 64  # ';'-separated commands on one line
 READ_ONLY = ("show", "get")
 """First words of the commands still answered while a takeover hands over (the others
 change state the new process would not see)."""
+LEVELS = ("user", "operator", "admin")
+"""HAProxy's ``stats socket ... level``, least privileged first: ``user`` reads the
+non-sensitive stats, ``operator`` reads everything, ``admin`` may change anything. Which
+command needs which: the table of :meth:`RuntimeCommands._table`."""
+PERMISSION_DENIED = "Permission denied"
+"""HAProxy 2.6's answer to a command above the socket's level (cli_permission_denied_msg)."""
 
 # HAProxy 2.6's help lines ("  %-40s: %s"), for the commands this socket knows, in its order.
 HELP: list[tuple[str, str]] = [
@@ -77,6 +83,14 @@ def _help_line(usage: str, text: str) -> str:
 class Session:
     interactive: bool = False
     quit: bool = False
+    level: str = "admin"
+    """The listener's level (LEVELS): admin on the Unix socket (0600),
+    ``admin.runtime_tcp_level`` on the TCP one."""
+
+
+def allowed(level: str, needed: str) -> bool:
+    """Whether a connection at ``level`` may run a command that needs ``needed``."""
+    return LEVELS.index(level) >= LEVELS.index(needed)
 
 
 class RuntimeCommands:
@@ -121,29 +135,41 @@ class RuntimeCommands:
                 out.append("> ")
         return "".join(out)
 
-    def _one(self, w: list[str], session: Session) -> str:
-        handlers: list[tuple[list[str], Callable[[list[str]], str]]] = [
-            (["show", "stat"], self.show_stat),
-            (["show", "servers", "state"], self.show_servers_state),
-            (["show", "info"], self.info.show_info),
-            (["show", "version"], self.info.show_version),
-            (["show", "backend"], self.info.show_backend),
-            (["show", "sess"], self.info.show_sess),
-            (["disable", "health"], lambda a: self.health_checks(a, False)),
-            (["enable", "health"], lambda a: self.health_checks(a, True)),
-            (["disable", "agent"], lambda a: self.agent(a, False)),
-            (["enable", "agent"], lambda a: self.agent(a, True)),
-            (["set", "server"], self.set_server),
-            (["add", "server"], self.add_server),
-            (["del", "server"], self.del_server),
-            (["disable", "server"], lambda a: self._admin(a, "maint")),
-            (["enable", "server"], lambda a: self._admin(a, "ready")),
-            (["shutdown", "sessions", "server"], self.shutdown_sessions),
-            (["set", "weight"], self.set_weight),
-            (["get", "weight"], self.get_weight),
-            (["set", "var"], self.set_var),
-            (["get", "var"], self.get_var),
+    def _table(self) -> list[tuple[list[str], str, Callable[[list[str]], str]]]:
+        """Every command: its first words, the level it needs (HAProxy 2.6's
+        ``cli_has_level`` for the same command; ``reload``, quiesce's, admin) and its
+        handler. The one source of which command needs which level."""
+        return [
+            (["show", "stat"], "user", self.show_stat),
+            (["show", "servers", "state"], "user", self.show_servers_state),
+            (["show", "info"], "user", self.info.show_info),
+            (["show", "version"], "user", self.info.show_version),
+            (["show", "backend"], "user", self.info.show_backend),
+            (["show", "sess"], "operator", self.info.show_sess),
+            (["disable", "health"], "admin", lambda a: self.health_checks(a, False)),
+            (["enable", "health"], "admin", lambda a: self.health_checks(a, True)),
+            (["disable", "agent"], "admin", lambda a: self.agent(a, False)),
+            (["enable", "agent"], "admin", lambda a: self.agent(a, True)),
+            (["set", "server"], "admin", self.set_server),
+            (["add", "server"], "admin", self.add_server),
+            (["del", "server"], "admin", self.del_server),
+            (["disable", "server"], "admin", lambda a: self._admin(a, "maint")),
+            (["enable", "server"], "admin", lambda a: self._admin(a, "ready")),
+            (["shutdown", "sessions", "server"], "admin", self.shutdown_sessions),
+            (["set", "weight"], "admin", self.set_weight),
+            (["get", "weight"], "user", self.get_weight),
+            (["set", "var"], "admin", self.set_var),
+            (["get", "var"], "operator", self.get_var),
+            (["reload"], "admin", _reload_alone),
         ]
+
+    def level_needed(self, words: list[str]) -> str | None:
+        """The level a command needs (None: not a command of the table)."""
+        if words[:1] == ["local"]:
+            words = words[1:]
+        return next((lv for p, lv, _h in self._table() if words[: len(p)] == p), None)
+
+    def _one(self, w: list[str], session: Session) -> str:
         if w[0] == "local" and len(w) > 1:
             # quiesce: a change of shared state on this node only while etcd is unreachable
             # (the CLI's --local); its events say detail.local
@@ -162,8 +188,10 @@ class RuntimeCommands:
             return ""
         if w[0] in ("experimental-mode", "expert-mode") and len(w) <= 2:
             return ""
-        for prefix, handler in handlers:
+        for prefix, needed, handler in self._table():
             if w[: len(prefix)] == prefix:
+                if not allowed(session.level, needed):
+                    return PERMISSION_DENIED
                 if w[0] not in READ_ONLY and getattr(self.app, "handing_over", False):
                     return f"{HANDING_OVER[0].upper()}{HANDING_OVER[1:]}.\n"
                 return handler(w[len(prefix) :])
@@ -174,6 +202,8 @@ class RuntimeCommands:
         answer lists the changes, or every problem of the file (then nothing changed)."""
         from quiesce.config.loader import ConfigError
 
+        if session is not None and not allowed(session.level, "admin"):  # _table's reload
+            return PERMISSION_DENIED + "\n\n" + ("> " if session.interactive else "")
         try:
             plan = await self.app.reload(ACTOR, via=CAUSE.value)
         except ConfigError as exc:
@@ -489,7 +519,7 @@ class RuntimeCommands:
         that fails (:meth:`execute` answers those whole)."""
         commands = _split_commands(line)
         words = commands[0].split() if len(commands) == 1 else []
-        if words[:2] != ["show", "stat"]:
+        if words[:2] != ["show", "stat"] or not allowed(session.level, "user"):
             return None
         parts = self.stats.show_stat_parts(words[2:])
         try:
@@ -500,6 +530,12 @@ class RuntimeCommands:
 
     def show_servers_state(self, a: list[str]) -> str:
         return self.stats.show_servers_state(a)
+
+
+def _reload_alone(_args: list[str]) -> str:
+    """``reload`` among other commands of a line: it re-reads the file and binds, so it
+    is answered only alone on its line (RuntimeSocket._answer awaits it)."""
+    raise CommandError("'reload' must be alone on its line.")
 
 
 _EXPR = re.compile(r"^\s*(bool|str|int|sint)\((.*)\)\s*$")

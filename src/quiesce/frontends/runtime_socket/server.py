@@ -1,11 +1,14 @@
-"""The runtime socket's listeners: a Unix socket (created 0600) and, when configured, a TCP
-port on loopback only (the socket has no authentication). One command per connection, or
-interactive mode after ``prompt``; every answer ends with an empty line."""
+"""The runtime socket's listeners: a Unix socket (created 0600, level admin) and, when
+configured, a TCP port on loopback only (no authentication: any local user connects, so its
+commands are those of ``admin.runtime_tcp_level``, ``user`` by default: read-only). One
+command per connection, or interactive mode after ``prompt``; every answer ends with an empty
+line."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import socket
 import stat
@@ -32,11 +35,13 @@ class RuntimeSocket:
         self.keep_path = False
         self._conns: set[asyncio.Task[None]] = set()
 
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _handle(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, level: str = "admin"
+    ) -> None:
         task = asyncio.current_task()
         if task is not None:
             self._conns.add(task)
-        session = Session()
+        session = Session(level=level)
         try:
             while True:
                 try:
@@ -122,9 +127,11 @@ class RuntimeSocket:
         *,
         unix_sock: socket.socket | None = None,
         tcp_sock: socket.socket | None = None,
+        tcp_level: str = "user",
     ) -> None:
         """Listen; ``unix_sock``/``tcp_sock``: listeners handed over by the process this
-        one upgrades (the path is the old process's until it confirmed, so kept)."""
+        one upgrades (the path is the old process's until it confirmed, so kept);
+        ``tcp_level``: the commands the TCP listener answers (commands.LEVELS)."""
         try:
             if path is not None and unix_sock is not None:
                 self.keep_path = True
@@ -152,10 +159,11 @@ class RuntimeSocket:
                         f"admin.runtime_tcp {tcp}: the runtime socket has no authentication "
                         "and listens on loopback only"
                     )
+                handle = functools.partial(self._handle, level=tcp_level)
                 if tcp_sock is not None:
-                    server = await asyncio.start_server(self._handle, sock=tcp_sock, limit=MAX_LINE)
+                    server = await asyncio.start_server(handle, sock=tcp_sock, limit=MAX_LINE)
                 else:
-                    server = await asyncio.start_server(self._handle, host, port, limit=MAX_LINE)
+                    server = await asyncio.start_server(handle, host, port, limit=MAX_LINE)
                 self.servers.append(server)
                 self.port = server.sockets[0].getsockname()[1]
         except BaseException:
@@ -202,5 +210,6 @@ async def start_runtime_socket(
         app.config.admin.runtime_tcp,
         unix_sock=unix_sock,
         tcp_sock=tcp_sock,
+        tcp_level=app.config.admin.runtime_tcp_level,
     )
     return sock
