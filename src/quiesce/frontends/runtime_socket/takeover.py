@@ -32,7 +32,9 @@ accepted on by the new process, so nothing is ever sent on a second connection.
 Who may take the sockets: whoever can connect to the Unix socket (created 0600: its owner
 and root), and the peer's uid is checked again (``SO_PEERCRED``: root or the old process's
 own user). Never over ``admin.runtime_tcp``: descriptors cannot cross TCP, and that listener
-has no authentication.
+has no authentication. And the other way: the new process takes sockets and state only from
+a listener whose uid is root or its own (``SO_PEERCRED`` of the connection, in
+:func:`request`), so another user who bound the path first hands it nothing.
 """
 
 from __future__ import annotations
@@ -271,6 +273,17 @@ def request(path: Path, timeout: float = CLIENT_TIMEOUT) -> Handover:
             f"cannot connect to the runtime socket {path}: {exc.strerror or exc} "
             "(no quiesce running there to take over from?)"
         ) from None
+    # the other direction of serve()'s check: whoever could bind the path (a directory others
+    # may write, a stale path) must not hand this process its sockets and server state
+    uid = peer_uid(conn)
+    if uid is None or uid not in (0, os.geteuid()):
+        conn.close()
+        raise TakeoverError(
+            f"the process listening on {path} runs as uid {uid}, neither root nor this "
+            f"process's ({os.geteuid()}): not taking sockets or state from it (did another "
+            "user bind that path? keep admin.runtime_socket in a directory only quiesce's "
+            "user can write)"
+        )
     fds: list[int] = []
     try:
         conn.sendall(f"{COMMAND}\n".encode())
