@@ -31,6 +31,9 @@ async def test_add_patch_delete(app: Any, client: httpx.AsyncClient) -> None:
     assert names(app, "app")[-1] == "a3"
     (e,) = app.admin.events(EventQuery(kind="server_added"))
     assert (e.actor, e.cause, e.reason) == ("admin", "api", "scale out")
+    # review F12: the view says who added it and when, not "config" at 0
+    assert (view["cause"], view["actor"], view["reason"]) == ("api", "admin", "scale out")
+    assert view["since"] == pytest.approx(e.time, abs=1)
 
     r = await client.patch(
         "/api/v1/servers/app/a3",
@@ -103,8 +106,13 @@ async def test_bad_requests_change_nothing(app: Any, client: httpx.AsyncClient) 
     assert r.status_code == 422 and r.json()["detail"].startswith("weight")
     r = await client.patch("/api/v1/servers/app/a1", json={"address": "x"}, auth=ADMIN)
     assert r.status_code == 422 and r.json()["detail"].startswith("address")
+    # review F12: the same class of mistake as an unknown key in POST: 422 with problems
     r = await client.patch("/api/v1/servers/app/a1", json={"name": "b"}, auth=ADMIN)
-    assert r.status_code == 400 and "name" in r.json()["detail"]
+    assert r.status_code == 422, r.text
+    assert r.json()["problems"] == ["name: cannot be changed (delete the server and add it again)"]
+    r = await client.patch("/api/v1/servers/app/a1", json={"weight": 2, "colour": 1}, auth=ADMIN)
+    assert r.status_code == 422 and r.json()["problems"] == ["colour: unknown key"], r.text
+    assert app.registry.find_server("app/a1").weight != 2
     r = await client.patch("/api/v1/servers/app/nope", json={"weight": 2}, auth=ADMIN)
     assert r.status_code == 404
     assert app.registry.find_server("app/a1").address == "127.0.0.1:18091"

@@ -14,6 +14,7 @@ if TYPE_CHECKING:
 
 from quiesce.balancing import make_algorithm
 from quiesce.config.models import HealthMonitor, PoolConfig, ServerConfig
+from quiesce.core.admin import AdminRecord
 from quiesce.core.clock import Clock
 from quiesce.core.errors import GuardRefused, InvalidCommand, NotFound
 from quiesce.core.events import Event, EventKind
@@ -84,6 +85,8 @@ class Definitions:
         server.runtime_defined = runtime
         now = self.clock.time()
         server.oper_since = now
+        if runtime and emit:  # an operator's server: its record says who and when, not the file
+            server.admin = AdminRecord(actor=actor, reason=reason, since=now, cause=cause)
         pending = self._changed(pool, server, now, emit=emit)
         if emit:
             detail = {"server": config.model_dump(mode="json")}

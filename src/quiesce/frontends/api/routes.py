@@ -386,6 +386,16 @@ def build_routes(app: AppLike) -> tuple[APIRouter, APIRouter]:
         if not data:
             fields = ", ".join(f for f in ServerConfig.model_fields if f != "name")
             raise ApiError(422, "invalid", f"give at least one of {fields}")
+        # an unknown key is a 422 naming it, as in the POST's body and everywhere in the API
+        problems = [
+            f"{k}: cannot be changed (delete the server and add it again)"
+            if k in ServerConfig.model_fields
+            else f"{k}: unknown key"
+            for k in data
+            if k == "name" or k not in ServerConfig.model_fields
+        ]
+        if problems:
+            raise ApiError(422, "invalid", "; ".join(problems), problems=problems)
         rt, diff = app.admin.update_server(f"{pool}/{server}", data, c.context(reason))
         return {
             "changed": {k: [_json(a), _json(b)] for k, (a, b) in diff.items()},
