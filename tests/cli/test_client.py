@@ -244,6 +244,36 @@ async def test_wait_shows_connections_until_zero(app: Any) -> None:
     assert "2/2 connection(s) left" in r.stderr and "0/2 connection(s) left" in r.stderr
 
 
+async def test_maintenance_wait_ends_in_its_own_maintenance_not_someone_elses(app: Any) -> None:
+    """Review F12: ``maintenance --wait`` with nobody else acting ended "put in maintenance
+    by admin meanwhile", as if someone else had; a drain that someone puts in maintenance
+    while it waits still says so."""
+    a1 = app.registry.find_server("app/a1")
+    a1.connections = 2
+    task = asyncio.ensure_future(cli(app, "set", "server", "a1", "maintenance", "--wait"))
+    async with asyncio.timeout(20):
+        while a1.admin.state.value != "maintenance":
+            await asyncio.sleep(0.01)
+    a1.connections = 0
+    r = await asyncio.wait_for(task, 20)
+    assert r.exit_code == 0, r.output
+    end = r.stdout.strip().splitlines()[-1]
+    assert "app/a1: in maintenance: no connection left after" in end, end
+    assert "meanwhile" not in r.stdout, r.stdout
+    ok(await cli(app, "clear", "server", "a1", "maintenance"))
+
+    a1.connections = 1
+    task = asyncio.ensure_future(cli(app, "set", "server", "a1", "drain", "--wait"))
+    async with asyncio.timeout(20):
+        while a1.admin.state.value != "drain":
+            await asyncio.sleep(0.01)
+    ok(await cli(app, "set", "server", "a1", "maintenance", "--reason", "other"))
+    a1.connections = 0
+    r = await asyncio.wait_for(task, 20)
+    assert r.exit_code == 0, r.output
+    assert "put in maintenance by" in r.stdout and "meanwhile" in r.stdout, r.stdout
+
+
 async def test_wait_reports_what_the_deadline_closed(app: Any) -> None:
     a1 = app.registry.find_server("app/a1")
     a1.connections = 3

@@ -498,7 +498,7 @@ def wait_drained(api: Api, ref: str, view: dict[str, Any], poll: float = POLL) -
         if n == 0:
             if tty:
                 show(0, final=True)
-            click.echo(_end_line(api, ref, s, last, time.monotonic() - began))
+            click.echo(_end_line(api, ref, s, last, time.monotonic() - began, view))
             return
         if s["admin"] == "enabled":
             raise ClientError(f"{ref} was enabled again with {n} connection(s) left")
@@ -506,9 +506,21 @@ def wait_drained(api: Api, ref: str, view: dict[str, Any], poll: float = POLL) -
         time.sleep(poll)
 
 
-def _end_line(api: Api, ref: str, s: dict[str, Any], last: int, elapsed: float) -> str:
+def _end_line(
+    api: Api, ref: str, s: dict[str, Any], last: int, elapsed: float, asked: dict[str, Any]
+) -> str:
     """What became of the server: drained, or cut at the drain deadline (how many
-    connections that closed) and now in maintenance, or put in maintenance by someone."""
+    connections that closed) and now in maintenance, or put in maintenance by someone.
+    ``asked``: the server as the command left it (``maintenance --wait``: still that same
+    maintenance, not someone else's "meanwhile")."""
+    if s["admin"] == "maintenance" and (asked.get("admin"), asked.get("since")) == (
+        "maintenance",
+        s.get("since"),
+    ):
+        return (
+            f"{ref}: in maintenance: no connection left after {elapsed:.1f}s "
+            f"(status: {s['status']})"
+        )
     if s["admin"] != "maintenance":
         return f"{ref}: drained: no connection left after {elapsed:.1f}s (status: {s['status']})"
     if s.get("cause") == "deadline":
