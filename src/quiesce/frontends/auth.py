@@ -5,14 +5,20 @@ Theory of operation
 Every request but the login route and the dashboard's static files resolves to a
 :class:`Principal` (user or token name, role, and how it authenticated) or is refused:
 401 without or with wrong credentials, 403 for a read-only principal on a write, 403 for a
-session write without the CSRF header, 429 when the source has failed too often in the last
-minute (``admin.login_failures_per_minute``). There is no anonymous principal.
+session write without the CSRF header, 429 when this user name (or bearer tokens as a whole)
+has failed too often from the source in the last minute (``admin.login_failures_per_minute``),
+or when as many hash checks from the source are still running. There is no anonymous
+principal.
 
 Password and token hashes are scrypt (:mod:`quiesce.security`): deliberately slow, so they are
 verified in a worker thread, and a successful (name, secret) pair is remembered by its SHA-256
 so a client polling every 100 ms (``set server … --wait``) costs one hash, not ten a second.
 Failed attempts are events (``login_failed``: actor, source address) and count towards the
-per-source limit.
+limit of that (source, user name) pair (review F14): every local client shares 127.0.0.1, so
+a per-source limit let anyone on the host lock every admin out with ten wrong passwords; now
+wrong passwords for one name delay only that name from that source (bearer tokens count as
+one name). Hash checks in flight are bounded per source as well (the CPU an attacker spraying
+user names can take), refused with a 429 that lasts only while they run.
 
 A reload hands the new users and tokens to :meth:`Authenticator.reconfigure`: remembered
 credentials are forgotten, sessions of a user removed or changed end, and
@@ -48,6 +54,9 @@ CSRF_HEADER = "X-CSRF-Token"
 CLIENT_HEADER = "X-Quiesce-Client"  # "cli" marks the CLI client: events get cause "cli"
 SESSION_LIFETIME = 12 * 3600.0
 _CACHE_MAX = 256
+_FAILURES_MAX = 4096  # (source, name) pairs kept before the expired ones are swept
+BEARER = "\0bearer"
+"""The name bearer-token failures count under (no user name is given; not a valid Name)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,50 +96,74 @@ class Authenticator:
     config: AdminConfig
     admin: AdminService
     sessions: dict[str, Session] = field(default_factory=dict)
-    _failures: dict[str, deque[float]] = field(default_factory=dict)
+    # failure times per (source, user name; BEARER for tokens), the last minute's
+    _failures: dict[tuple[str, str], deque[float]] = field(default_factory=dict)
     _verified: dict[bytes, UserConfig | TokenConfig] = field(default_factory=dict)
-    _pending: dict[str, int] = field(default_factory=dict)  # hash checks in flight per source
+    # hash checks in flight per (source, name) and per source
+    _pending: dict[tuple[str, str] | str, int] = field(default_factory=dict)
     # set, then replaced, by each reconfigure(): a long request's cue to call still_valid()
     reconfigured: asyncio.Event = field(default_factory=asyncio.Event)
 
     # rate limit -----------------------------------------------------------------------------
 
-    def _recent_failures(self, source: str, now: float) -> deque[float]:
-        q = self._failures.setdefault(source, deque())
+    def _recent_failures(self, key: tuple[str, str], now: float) -> deque[float]:
+        q = self._failures.setdefault(key, deque())
         while q and q[0] <= now - 60.0:
             q.popleft()
         return q
 
-    def check_rate(self, source: str) -> None:
+    def check_rate(self, source: str, name: str = BEARER) -> None:
+        """429 when ``name`` (a user name; BEARER: tokens) failed the limit's number of
+        times from ``source`` in the last minute, counting its checks in flight."""
         now = time.monotonic()
-        q = self._recent_failures(source, now)
-        pending = self._pending.get(source, 0)
+        key = (source, name)
+        q = self._recent_failures(key, now)
+        pending = self._pending.get(key, 0)
         if len(q) + pending >= self.config.login_failures_per_minute:
             retry = max(1, int(q[0] + 60.0 - now) + 1) if q else 60
+            who = "bearer tokens" if name == BEARER else f"user {name[:64]!r}"
             raise AuthError(
                 429,
                 "too many failed logins",
-                f"{len(q)} failed logins from {source} in the last minute; retry in {retry}s",
+                f"{len(q)} failed logins for {who} from {source} in the last minute; "
+                f"retry in {retry}s (other users are not limited)",
             )
         if not q:
-            self._failures.pop(source, None)
+            self._failures.pop(key, None)
+        if len(self._failures) > _FAILURES_MAX:  # many names: forget the expired ones
+            for k in [k for k, v in self._failures.items() if not v or v[-1] <= now - 60.0]:
+                del self._failures[k]
 
-    async def _verify(self, source: str, secret: str, hashed: str) -> bool:
-        """``verify_password`` in a worker thread, counted as an attempt in flight from
-        ``source`` while it runs, so parallel attempts cannot all pass :meth:`check_rate`
-        before the first failure is recorded."""
-        self._pending[source] = self._pending.get(source, 0) + 1
+    def _check_in_flight(self, source: str) -> None:
+        """The CPU bound: at most the limit's number of hash checks at once per source,
+        whatever the names (a 429 that lasts only while they run)."""
+        running = self._pending.get(source, 0)
+        if running >= self.config.login_failures_per_minute:
+            raise AuthError(
+                429,
+                "too many failed logins",
+                f"{running} logins from {source} are being checked; retry in 1s",
+            )
+
+    async def _verify(self, source: str, name: str, secret: str, hashed: str) -> bool:
+        """``verify_password`` in a worker thread, counted as an attempt in flight for
+        (``source``, ``name``) and for ``source`` while it runs, so parallel attempts cannot
+        all pass :meth:`check_rate` before the first failure is recorded."""
+        keys: tuple[tuple[str, str] | str, ...] = ((source, name), source)
+        for k in keys:
+            self._pending[k] = self._pending.get(k, 0) + 1
         try:
             return await asyncio.to_thread(verify_password, secret, hashed)
         finally:
-            left = self._pending[source] - 1
-            if left:
-                self._pending[source] = left
-            else:
-                del self._pending[source]
+            for k in keys:
+                left = self._pending[k] - 1
+                if left:
+                    self._pending[k] = left
+                else:
+                    del self._pending[k]
 
-    def _fail(self, source: str, actor: str, via: str, why: str) -> AuthError:
-        self._recent_failures(source, time.monotonic()).append(time.monotonic())
+    def _fail(self, source: str, name: str, actor: str, via: str, why: str) -> AuthError:
+        self._recent_failures((source, name), time.monotonic()).append(time.monotonic())
         self.admin.login_failed(actor, cause=Cause.API, reason=why, source=source, via=via)
         return AuthError(401, "unauthorized", why)
 
@@ -140,35 +173,39 @@ class Authenticator:
         return hashlib.sha256(f"{kind}\0{name}\0{secret}".encode()).digest()
 
     async def check_password(self, user: str, password: str, source: str) -> Principal:
-        """Basic credentials or a dashboard login; raises AuthError."""
-        self.check_rate(source)
+        """Basic credentials or a dashboard login; raises AuthError. The failure limit is
+        this user name's from ``source`` (first, so a remembered pair is no faster oracle)."""
+        self.check_rate(source, user)
         key = self._cache_key("user", user, password)
         hit = self._verified.get(key)
         if hit is not None:
             return Principal(hit.name, hit.role, "basic", grant=hit)
+        self._check_in_flight(source)
         entry = next((u for u in self.config.users if u.name == user), None)
         if entry is not None:
-            ok = await self._verify(source, password, entry.password_hash)
+            ok = await self._verify(source, user, password, entry.password_hash)
             if ok:
                 self._remember(key, entry)
                 return Principal(entry.name, entry.role, "basic", grant=entry)
         elif self.config.users:
             # An unknown user costs one hash check too (against a configured hash, so at the
             # same cost), or the answer's speed would tell which user names exist.
-            await self._verify(source, password, self.config.users[0].password_hash)
-        raise self._fail(source, user, "basic", f"wrong user name or password for {user!r}")
+            await self._verify(source, user, password, self.config.users[0].password_hash)
+        why = f"wrong user name or password for {user!r}"
+        raise self._fail(source, user, user, "basic", why)
 
     async def check_token(self, token: str, source: str) -> Principal:
-        self.check_rate(source)
+        self.check_rate(source, BEARER)
         key = self._cache_key("token", "", token)
         hit = self._verified.get(key)
         if hit is not None:
             return Principal(hit.name, hit.role, "bearer", grant=hit)
+        self._check_in_flight(source)
         for entry in self.config.tokens:
-            if await self._verify(source, token, entry.token_hash):
+            if await self._verify(source, BEARER, token, entry.token_hash):
                 self._remember(key, entry)
                 return Principal(entry.name, entry.role, "bearer", grant=entry)
-        raise self._fail(source, "", "bearer", "unknown bearer token")
+        raise self._fail(source, BEARER, "", "bearer", "unknown bearer token")
 
     def _remember(self, key: bytes, value: UserConfig | TokenConfig) -> None:
         if len(self._verified) >= _CACHE_MAX:
