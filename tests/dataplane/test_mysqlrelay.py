@@ -8,16 +8,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 
 from quiesce.core.events import Event, EventKind
 from quiesce.core.states import CloseMode
 from quiesce.dataplane import mysqlrelay
-from quiesce.dataplane.mysql import CLIENT_PROTOCOL_41, GOODBYE
+from quiesce.dataplane.dbrelay import _DbUpstream
+from quiesce.dataplane.mysql import CLIENT_PROTOCOL_41, CLIENT_SSL, GOODBYE
 from tests.dataplane.test_mysql import greeting, ok, packet, response
 from tests.support import dbframers
+from tests.support.certs import Certs
 from tests.support.proxy import make_config, start_proxy
 
 # on the C framers and on the pure-Python ones (not on both HTTP head paths: no HTTP here)
@@ -129,3 +133,49 @@ async def test_shutdown_ends_sessions_at_their_transaction_boundary() -> None:
         await asyncio.wait_for(stopping, 10)
         for w in (w1, w2):
             w.close()
+
+
+async def test_tls_terminated_then_followed_as_cleartext(tmp_path: Path) -> None:
+    """A mysql service with ``tls``: the client's SSL request starts TLS with the service's
+    certificate (verified by the client), the handshake response inside TLS is renumbered
+    for the server and its OK back for the client, and the session is then a plain
+    MysqlClient (the command phase's own path) whose transaction commits across maintenance
+    before ERR 1053. A client gone in the middle of its TLS handshake is counted out."""
+    certs = Certs(tmp_path)
+    cert, key = certs.leaf("my", "127.0.0.1")
+    tls = {"certificates": [{"cert": str(cert), "key": str(key)}]}
+    async with (
+        fake_server() as port,
+        start_proxy(
+            make_config([f"127.0.0.1:{port}"], protocol="mysql", service={"tls": tls})
+        ) as p,
+    ):
+        ctx = p.service._ctx
+        r, w = await asyncio.open_connection("127.0.0.1", p.port)
+        assert await r.readexactly(len(greeting())) == greeting()  # CLIENT_SSL offered
+        w.write(response(CLIENT_PROTOCOL_41 | CLIENT_SSL))  # the SSL request
+        await w.start_tls(ssl.create_default_context(cafile=str(certs.ca_file)))
+        inner = response(CLIENT_PROTOCOL_41 | CLIENT_SSL, 1)
+        w.write(inner[:3] + b"\x02" + inner[4:])
+        assert await asyncio.wait_for(r.readexactly(len(ok(3))), 10) == ok(3)  # server's 2
+        (client,) = ctx.conns
+        assert type(client) is mysqlrelay.MysqlClient  # plain again once authenticated
+        assert type(client.up) is _DbUpstream
+        assert await query(r, w, b"BEGIN") == ok(1, 0x0003)
+        p.table.close(p.registry.pool("web").server("s0"), CloseMode.AT_BOUNDARY)
+        w.write(packet(0, b"\x03COMMIT"))
+        committed = ok(1) + GOODBYE
+        assert await asyncio.wait_for(r.readexactly(len(committed)), 10) == committed
+        w.close()
+
+        # gone in the middle of the TLS handshake: its connection is counted out once
+        r2, w2 = await asyncio.open_connection("127.0.0.1", p.port)
+        await r2.readexactly(len(greeting()))
+        w2.write(response(CLIENT_PROTOCOL_41 | CLIENT_SSL) + b"\x16\x03\x01\x00")
+        w2.close()
+        for _ in range(500):
+            if not ctx.conns:
+                break
+            await asyncio.sleep(0.01)
+        assert not ctx.conns and ctx.stats.connections == 0
+        assert ctx.stats.tls_failed == 1

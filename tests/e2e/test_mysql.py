@@ -4,7 +4,8 @@ connection right after; an idle connection gets ERR 1053 at once; ``--force`` ab
 transaction; a drain deadline cuts the rest; a client speaking another protocol and an
 oversized packet each close their own connection with a log line; a rolling maintenance of
 two servers under a loop of short transactions that reconnects on 1053 loses none; a client
-that asks for TLS is drained at connection level, and quiesce says so."""
+that asks for TLS is drained at connection level, and quiesce says so; a service with ``tls``
+terminates it (PyMySQL verifying quiesce's certificate) and keeps the transaction boundary."""
 
 from __future__ import annotations
 
@@ -87,7 +88,7 @@ def test_maintenance_at_the_transaction_boundary(tmp_path: Path) -> None:
         (tmp_path / "quiesce.yaml").write_text(config(db.port, extra=", max_message_size: 65536"))
         q, port, admin = run(tmp_path)
         try:
-            q.wait_for(r"services\.my: a mysql service does not terminate TLS")  # start-up
+            q.wait_for(r"services\.my: a mysql service without tls does not")  # start-up
             intx = db.connect(port)  # PyMySQL: autocommit off, a transaction left open
             with intx.cursor() as cur:
                 cur.execute("INSERT INTO t (v) VALUES (1)")
@@ -313,7 +314,7 @@ def test_a_client_asking_for_tls_is_drained_at_connection_level(tmp_path: Path) 
         (tmp_path / "quiesce.yaml").write_text(config(db.port))
         q, port, admin = run(tmp_path)
         try:
-            q.wait_for(r"services\.my: a mysql service does not terminate TLS")
+            q.wait_for(r"services\.my: a mysql service without tls does not terminate TLS")
             secure = db.connect(port, ssl_ca=str(db.ca_file))
             with secure.cursor() as cur:
                 cur.execute("SHOW SESSION STATUS LIKE 'Ssl_cipher'")
@@ -364,6 +365,85 @@ def test_a_client_asking_for_tls_is_drained_at_connection_level(tmp_path: Path) 
             until(lambda: backends(db) == 0)
             with pytest.raises(pymysql.err.OperationalError):
                 secure.cursor().execute("SELECT 3")
+        finally:
+            q.stop()
+
+
+def test_tls_terminated_keeps_the_transaction_boundary(tmp_path: Path) -> None:
+    """A mysql service with ``tls`` terminates the TLS a client asks for inside MySQL's
+    handshake (CLIENT_SSL offered in the greeting, the SSL request taken, the connection
+    phase renumbered, cleartext to a MariaDB without TLS): PyMySQL verifying quiesce's
+    certificate logs in (mysql_native_password), and its session is followed as a cleartext
+    one: an open transaction commits across maintenance, then ERR 1053; a cleartext client
+    beside it is served and closed at once; a wrong password is refused as the server says;
+    bytes after an SSL request that are not TLS are refused with a protocol_error event."""
+    from tests.support.certs import Certs
+
+    certs = Certs(tmp_path)
+    cert, key = certs.leaf("my", "127.0.0.1", "localhost")
+    with mariadb_server() as db:
+        tls = f'tls: {{certificates: [{{cert: "{cert}", key: "{key}"}}]}}'
+        (tmp_path / "quiesce.yaml").write_text(config(db.port, extra=f", {tls}"))
+        q, port, admin = run(tmp_path)
+        try:
+            intx = db.connect(port, ssl={"ca": str(certs.ca_file)})
+            with intx.cursor() as cur:
+                cur.execute("SHOW SESSION STATUS LIKE 'Ssl_cipher'")
+                assert not cur.fetchone()[1], "the server should see cleartext"
+                cur.execute("INSERT INTO t (v) VALUES (1)")  # a transaction left open
+            assert intx._sock.version().startswith("TLS"), "not TLS to quiesce"
+            idle = db.connect(port, autocommit=True, ssl={"ca": str(certs.ca_file)})
+            with idle.cursor() as cur:
+                cur.execute("SELECT 1")
+                assert cur.fetchone() == (1,)
+            plain = db.connect(port, autocommit=True, ssl_disabled=True)  # cleartext beside
+            plain.cursor().execute("SELECT 2")
+            with pytest.raises(pymysql.err.OperationalError) as denied:
+                pymysql.connect(
+                    host="127.0.0.1",
+                    port=port,
+                    user="app",
+                    password="wrong",
+                    ssl={"ca": str(certs.ca_file)},
+                )
+            assert code(denied) == 1045  # access denied, renumbered to the client's count
+            (tmp_path / "other").mkdir()
+            other = Certs(tmp_path / "other").ca_file  # a CA that did not sign quiesce's
+            with pytest.raises(pymysql.err.OperationalError):  # quiesce's certificate checked
+                db.connect(port, ssl={"ca": str(other)})
+            until(lambda: sessions(admin) == {"idle": 2, "transaction": 1, "query": 0})
+
+            # bytes after an SSL request that are not a TLS handshake: refused
+            with socket.create_connection(("127.0.0.1", port)) as s:
+                s.settimeout(10)
+                head = s.recv(4)
+                s.recv(int.from_bytes(head[:3], "little"))
+                request = (0x8A00 | 0x200).to_bytes(4, "little") + bytes(28)
+                s.sendall(b"\x20\0\0\x01" + request + b"\x0a\0\0\x02" + bytes(10))
+                assert s.recv(100) == b""
+            q.wait_for(r"client sent 14 bytes after its SSL request that are not TLS")
+            events = httpx.get(
+                f"http://127.0.0.1:{admin}/api/v1/events",
+                params={"kind": "protocol_error"},
+                auth=AUTH,
+            ).json()
+            assert [e["detail"]["service"] for e in events] == ["my"], events
+
+            r = cli(admin, "set", "server", "db/my1", "maintenance", "--force-guard")
+            assert r.returncode == 0, r
+            until(lambda: backends(db) == 1)  # the idle ones at once
+            for conn in (idle, plain):
+                with pytest.raises(pymysql.err.OperationalError) as shut:
+                    conn.cursor().execute("SELECT 3")
+                assert code(shut) == 1053
+            with intx.cursor() as cur:  # the open transaction commits, then 1053
+                cur.execute("INSERT INTO t (v) VALUES (2)")
+                intx.commit()
+            until(lambda: backends(db) == 0)
+            with pytest.raises(pymysql.err.OperationalError) as shut:
+                intx.cursor().execute("SELECT 4")
+            assert code(shut) == 1053
+            assert db.sql("SELECT count(*) FROM app.t") == [(2,)]
         finally:
             q.stop()
 

@@ -322,8 +322,8 @@ def config_warnings(config: Config, base_dir: Path | None = None) -> list[str]:
     """Not wrong enough to refuse the file, but worth saying (``quiesce check`` and
     ``quiesce run`` print them): a hash no password can match locks that user out; a
     listener's certificate has expired or soon will (``base_dir``: where its files are); a
-    mysql service drains a TLS client's session at connection level; a postgresql service
-    without tls refuses TLS (answers an SSLRequest 'N')."""
+    mysql service without tls drains a TLS client's session at connection level; a
+    postgresql service without tls refuses TLS (answers an SSLRequest 'N')."""
     warnings: list[str] = [] if base_dir is None else tls_warnings(config, base_dir)
     for i, user in enumerate(config.admin.users):
         if not _looks_like_hash(user.password_hash):
@@ -344,11 +344,12 @@ def config_warnings(config: Config, base_dir: Path | None = None) -> list[str]:
                 "SSLRequest 'N': sslmode=prefer goes on in cleartext, require or stricter "
                 "cannot connect; give the service tls to terminate it (docs/database.md)"
             )
-        if svc.protocol == "mysql":
+        if svc.protocol == "mysql" and svc.tls is None:
             warnings.append(
-                f"services.{name}: a mysql service does not terminate TLS: a client that asks "
-                "for it (CLIENT_SSL) is relayed opaque and drained at connection level, not "
-                "at the transaction boundary (docs/database.md)"
+                f"services.{name}: a mysql service without tls does not terminate TLS: a "
+                "client that asks for it (CLIENT_SSL) is relayed opaque and drained at "
+                "connection level, not at the transaction boundary; give the service tls to "
+                "terminate it (docs/database.md)"
             )
     # the unauthenticated TCP runtime socket at level admin: any local user changes servers
     if config.admin.runtime_tcp and config.admin.runtime_tcp_level == "admin":

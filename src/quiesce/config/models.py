@@ -431,12 +431,6 @@ class ServiceConfig(Model, ProxyListener):  # accept_proxy, trusted_proxies
     @model_validator(mode="after")
     def _protocol_fits(self) -> ServiceConfig:
         if self.protocol in ("postgresql", "mysql"):
-            if self.tls is not None and self.protocol == "mysql":
-                raise KeyProblem(
-                    ("tls",),
-                    "a mysql service does not terminate TLS yet (TLS starts after MySQL's "
-                    "handshake, not with the first byte; docs/database.md)",
-                )
             for i, rule in enumerate(self.rules):
                 if _uses(rule.if_, _TCP_ONLY):
                     raise KeyProblem(

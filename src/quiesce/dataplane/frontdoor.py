@@ -242,22 +242,7 @@ class FrontDoor(asyncio.Protocol):
         task.add_done_callback(functools.partial(self._handshaken, held))
 
     def _feed(self, buf: bytes) -> None:
-        proto: Any = self.transport.get_protocol()
-        if proto is self or not hasattr(proto, "buffer_updated"):
-            log.error("service %s: cannot start TLS on this event loop", self.ctx.name)
-            self.transport.abort()
-            return
-        n = len(buf)
-        view = proto.get_buffer(n)
-        if len(view) < n:  # smaller buffer than asked: give it the bytes in pieces
-            for i in range(0, n, len(view)):
-                piece = buf[i : i + len(view)]
-                view = proto.get_buffer(len(piece))
-                view[: len(piece)] = piece
-                proto.buffer_updated(len(piece))
-            return
-        view[:n] = buf
-        proto.buffer_updated(n)
+        feed_tls(self.ctx.name, self.transport, self, buf)
 
     def _handshaken(self, held: _Held, task: asyncio.Task[asyncio.Transport | None]) -> None:
         ctx = self.ctx
@@ -291,6 +276,28 @@ class FrontDoor(asyncio.Protocol):
             app.data_received(data)
         if held.eof and not app.eof_received():
             transport.close()
+
+
+def feed_tls(name: str, transport: asyncio.Transport, before: object, buf: bytes) -> None:
+    """Hand ``buf`` (read before ``start_tls``) to the TLS protocol ``start_tls`` put on
+    ``transport`` in place of ``before`` (see :class:`FrontDoor`'s docstring); also used by
+    quiesce.dataplane.mysqlrelay, which starts TLS inside MySQL's handshake."""
+    proto: Any = transport.get_protocol()
+    if proto is before or not hasattr(proto, "buffer_updated"):
+        log.error("service %s: cannot start TLS on this event loop", name)
+        transport.abort()
+        return
+    n = len(buf)
+    view = proto.get_buffer(n)
+    if len(view) < n:  # smaller buffer than asked: give it the bytes in pieces
+        for i in range(0, n, len(view)):
+            piece = buf[i : i + len(view)]
+            view = proto.get_buffer(len(piece))
+            view[: len(piece)] = piece
+            proto.buffer_updated(len(piece))
+        return
+    view[:n] = buf
+    proto.buffer_updated(n)
 
 
 def _trusted(peer: Any, networks: tuple[Any, ...]) -> bool:

@@ -52,7 +52,7 @@ from quiesce.dataplane.frontdoor import FrontDoor
 from quiesce.dataplane.h1.client import ClientConnection
 from quiesce.dataplane.h2.conn import h2c
 from quiesce.dataplane.limits import listen_backlog
-from quiesce.dataplane.mysqlrelay import MysqlClient
+from quiesce.dataplane.mysqlrelay import MysqlClient, MysqlTlsClient
 from quiesce.dataplane.pages import Page
 from quiesce.dataplane.park import park
 from quiesce.dataplane.pgrelay import PgClient, PgFrontDoor, pg_tls
@@ -554,12 +554,15 @@ async def start_service(
     elif config.protocol == "postgresql":  # the relay following the framing (pgrelay)
         factory = functools.partial(PgClient, ctx)
     elif config.protocol == "mysql":  # the same shell with MySQL's framing (mysqlrelay)
-        factory = functools.partial(MysqlClient, ctx)
+        # with tls: TLS inside the handshake, then a MysqlClient (mysqlrelay)
+        factory = functools.partial(MysqlTlsClient if config.tls else MysqlClient, ctx)
     else:
         factory = functools.partial(TcpClient, ctx)
     if config.protocol == "postgresql" and config.tls is not None:
         # TLS after an SSLRequest answered 'S' (quiesce.dataplane.pgrelay)
         factory = functools.partial(PgFrontDoor, ctx, factory)
+    elif config.protocol == "mysql":
+        pass  # TLS inside MySQL's handshake (MysqlTlsClient); no sni rules, no accept_proxy
     elif config.tls is not None or config.sni_routing or config.accept_proxy:
         # TLS, routing on the ClientHello, a PROXY header: the first bytes decide
         # (quiesce.dataplane.frontdoor)

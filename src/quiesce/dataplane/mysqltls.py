@@ -1,0 +1,166 @@
+"""The connection phase of a ``protocol: mysql`` service with ``tls``, sans-IO: the bytes the
+relay rewrites so that it terminates the client's TLS and speaks cleartext to the server.
+
+MySQL starts TLS inside its handshake: the server's greeting advertises ``CLIENT_SSL``, the
+client answers with an *SSL request* (the first 32 bytes of a handshake response, with
+``CLIENT_SSL``, sequence id 1), both start TLS, and the client sends its whole handshake
+response inside TLS with sequence id 2. The server the relay speaks to sees a cleartext
+connection, so :class:`Splice`:
+
+* sets ``CLIENT_SSL`` in the greeting it passes to the client (whatever the server offers);
+* takes the client's SSL request (not passed on): :meth:`Splice.client` says start TLS, with
+  the bytes that followed it in the same read, which must be the TLS handshake (a record
+  starting 0x16) and go to the TLS engine, never to the server: bytes the client sent in
+  cleartext after its SSL request cannot be taken for bytes inside TLS (as PostgreSQL's
+  CVE-2021-23214). Anything else is refused;
+* inside TLS, checks the client's handshake response (sequence id 2, a full response),
+  clears its ``CLIENT_SSL`` and renumbers the connection phase: client to server -1, server
+  to client +1, every packet (authentication switch and more-data packets too), until the
+  server's OK (or ERR) that ends the authentication; the relay then follows the session as a
+  cleartext one (quiesce.dataplane.mysql).
+
+A client that answers the greeting with a cleartext handshake response is passed on
+untouched (only the greeting's ``CLIENT_SSL`` differs).
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from quiesce.dataplane.mysql import CLIENT_PROTOCOL_41, CLIENT_SSL, MAX_GREETING
+
+_SSL_BYTE: Final = CLIENT_SSL >> 8  # CLIENT_SSL in a capabilities' second byte
+TLS_RECORD: Final = 0x16  # a TLS handshake record: how a ClientHello starts
+
+
+class _Way:
+    """One direction's renumbering: packet headers rewritten as they pass, payloads not."""
+
+    __slots__ = ("delta", "done", "ending", "hold", "left", "server")
+
+    def __init__(self, delta: int, server: bool) -> None:
+        self.delta = delta
+        self.server = server  # the server's side: an OK or ERR ends the renumbering
+        self.hold = b""  # a header split by reads
+        self.left = 0  # payload bytes of the current packet still to pass
+        self.ending = False  # the current packet is the server's OK / ERR
+        self.done = False
+
+    def renumber(self, data: bytes) -> bytes:
+        buf = self.hold + data if self.hold else data
+        self.hold = b""
+        out: list[bytes] = []
+        pos, n = 0, len(buf)
+        while pos < n:
+            left = self.left
+            if left:
+                take = min(left, n - pos)
+                out.append(buf[pos : pos + take])
+                pos += take
+                self.left = left - take
+                if not self.left and self.ending:
+                    self.done = True
+                continue
+            if self.done:
+                out.append(buf[pos:])
+                break
+            length = int.from_bytes(buf[pos : pos + 3], "little") if n - pos >= 3 else 0
+            if n - pos < 4 or (self.server and length and n - pos < 5):
+                self.hold = buf[pos:]  # the header (and a server packet's first byte)
+                break
+            out.append(buf[pos : pos + 3] + bytes(((buf[pos + 3] + self.delta) & 0xFF,)))
+            pos += 4
+            self.left = length
+            if self.server and length and buf[pos] in (0x00, 0xFF):
+                self.ending = True  # the authentication's end: OK, or ERR
+        return b"".join(out)
+
+
+class Splice:
+    """One session's connection phase on a mysql service with ``tls`` (see the module)."""
+
+    __slots__ = ("cbuf", "down", "greeted", "inner", "sbuf", "tls", "up")
+
+    def __init__(self) -> None:
+        self.greeted = False  # the greeting passed to the client
+        self.sbuf = b""  # the greeting, split by reads
+        self.cbuf = b""  # the client's first packet's head, split by reads
+        self.tls = False  # the client asked for TLS: the connection phase renumbered
+        self.inner = False  # the handshake response inside TLS passed on
+        self.up = _Way(1, True)  # server to client
+        self.down = _Way(-1, False)  # client to server
+
+    @property
+    def done(self) -> bool:
+        """Nothing more to rewrite: a cleartext client answered, or the server's OK / ERR
+        after TLS passed."""
+        return self.greeted and (self.up.done or (self.inner and not self.tls))
+
+    def server(self, data: bytes) -> bytes | str:
+        """One read from the server: the bytes to pass to the client, or an error."""
+        if self.greeted:
+            return self.up.renumber(data) if self.tls else data
+        buf = self.sbuf + data
+        if len(buf) < 4:
+            self.sbuf = buf
+            return b""
+        length = int.from_bytes(buf[:3], "little")
+        if length > MAX_GREETING:
+            return f"server sent a greeting of {length} bytes (limit {MAX_GREETING})"
+        if len(buf) < 4 + length:
+            self.sbuf = buf
+            return b""
+        self.sbuf = b""
+        self.greeted = True
+        if not length or buf[4] != 10:
+            return buf  # refused at once (ERR), or not MySQL: the framer says
+        nul = buf.find(b"\0", 5, 4 + length)
+        q = nul + 1 + 4 + 8 + 1  # version, connection id, scramble, filler
+        if nul < 0 or q + 2 > 4 + length:
+            return buf  # malformed: the framer says
+        out = bytearray(buf)
+        out[q + 1] |= _SSL_BYTE
+        return bytes(out)
+
+    def client(self, data: bytes) -> tuple[bytes, bytes | None, str | None]:
+        """One read from the client: (the bytes to pass to the server, the bytes to start
+        TLS with when the client asked for it, else None, an error or None)."""
+        if self.inner:  # (a cleartext client's response, split by reads: the rest as it is)
+            return self.down.renumber(data) if self.tls else data, None, None
+        buf = self.cbuf + data
+        if len(buf) < 8:  # a header and the capabilities
+            self.cbuf = buf
+            return b"", None, None
+        length = int.from_bytes(buf[:3], "little")
+        seq = buf[3]
+        caps = int.from_bytes(buf[4:8], "little")
+        asks = length == 32 and bool(caps & CLIENT_SSL) and bool(caps & CLIENT_PROTOCOL_41)
+        if not self.tls:
+            if not asks:  # a cleartext client: passed on untouched (the framer checks it)
+                self.cbuf = b""
+                self.inner = True
+                return buf, None, None
+            if seq != 1:
+                return b"", None, f"client sent an SSL request with sequence id {seq}"
+            if len(buf) < 36:
+                self.cbuf = buf
+                return b"", None, None
+            self.cbuf = b""
+            rest = buf[36:]
+            if rest and rest[0] != TLS_RECORD:
+                return (
+                    b"",
+                    None,
+                    f"client sent {len(rest)} bytes after its SSL request that are not TLS",
+                )
+            self.tls = True
+            return b"", rest, None
+        if asks:
+            return b"", None, "client sent a second SSL request inside TLS"
+        if seq != 2:
+            return b"", None, f"client's handshake response inside TLS has sequence id {seq}"
+        self.cbuf = b""
+        self.inner = True
+        out = bytearray(buf[:8])
+        out[5] &= ~_SSL_BYTE & 0xFF  # the server sees a cleartext connection
+        return self.down.renumber(bytes(out) + buf[8:]), None, None
