@@ -179,3 +179,47 @@ async def test_tls_terminated_then_followed_as_cleartext(tmp_path: Path) -> None
             await asyncio.sleep(0.01)
         assert not ctx.conns and ctx.stats.connections == 0
         assert ctx.stats.tls_failed == 1
+
+
+async def test_a_server_packet_during_the_clients_tls_handshake_closes_it(tmp_path: Path) -> None:
+    """The server speaking while the client's TLS handshake runs (an ERR: it gave up waiting)
+    is not written into that handshake: the connection is closed with a protocol_error and
+    counted out once (the client's transport belonged to the TLS protocol then)."""
+    certs = Certs(tmp_path)
+    cert, key = certs.leaf("my", "127.0.0.1")
+    tls = {"certificates": [{"cert": str(cert), "key": str(key)}]}
+    asked = asyncio.Event()
+
+    async def serve(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        w.write(greeting())
+        await asyncio.wait_for(asked.wait(), 10)
+        w.write(packet(1, b"\xff\x0b\x04#08S01Bad handshake"))
+        with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
+            await r.read(100)
+        w.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    cfg = make_config([f"127.0.0.1:{port}"], protocol="mysql", service={"tls": tls})
+    try:
+        async with start_proxy(cfg) as p:
+            ctx = p.service._ctx
+            r, w = await asyncio.open_connection("127.0.0.1", p.port)
+            await r.readexactly(len(greeting()))
+            w.write(response(CLIENT_PROTOCOL_41 | CLIENT_SSL))  # and no ClientHello yet
+            for _ in range(500):
+                (client,) = ctx.conns
+                if getattr(client, "securing", False):
+                    break
+                await asyncio.sleep(0.01)
+            asked.set()
+            assert await asyncio.wait_for(r.read(100), 10) == b""  # no cleartext ERR
+            for _ in range(500):
+                if not ctx.conns:
+                    break
+                await asyncio.sleep(0.01)
+            assert not ctx.conns and ctx.stats.connections == 0
+            assert ctx.stats.protocol_errors == 1
+            w.close()
+    finally:
+        server.close()

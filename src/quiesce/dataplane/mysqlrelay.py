@@ -78,6 +78,9 @@ class _MysqlTlsUpstream(_DbUpstream):
         if c.closed:
             return
         assert isinstance(c, MysqlTlsClient)
+        if c.securing:  # (an ERR: the server gave up waiting) not into the client's handshake
+            c.protocol_error("server sent a packet during the client's TLS handshake", ts.SERVER)
+            return
         out = c.splice.server(data)
         if isinstance(out, str):
             c.protocol_error(out, ts.SERVER)
@@ -98,6 +101,7 @@ class MysqlTlsClient(MysqlClient):
         super().__init__(ctx)
         self.splice = Splice()
         self.gone = False  # connection_lost told (by the transport, or by _secured)
+        self.securing = False  # the client's TLS handshake runs: its transport is not ours
 
     def data_received(self, data: bytes) -> None:
         if self.closed:
@@ -144,6 +148,7 @@ class MysqlTlsClient(MysqlClient):
         raw = self.transport
         raw.pause_reading()
         held = _Held()
+        self.securing = True
         task = loop.create_task(
             loop.start_tls(
                 raw,
@@ -158,6 +163,7 @@ class MysqlTlsClient(MysqlClient):
         task.add_done_callback(functools.partial(self._secured, held))
 
     def _secured(self, held: _Held, task: asyncio.Task[asyncio.Transport | None]) -> None:
+        self.securing = False
         exc = None if task.cancelled() else task.exception()
         if task.cancelled() or exc is not None or held.lost is not None or self.closed:
             # the client's transport belongs to the TLS protocol: its end is told here
