@@ -513,15 +513,20 @@ class RuntimeCommands:
         return self.stats.show_stat(a)
 
     def stream(self, line: str, session: Session) -> Iterator[str] | None:
-        """``show stat`` alone on its line (issue 21): its answer in parts
-        (Stats.show_stat_parts) then the empty line that ends it (and the prompt), for the
-        socket to send each as it is made; None for any other line and for a ``show stat``
-        that fails (:meth:`execute` answers those whole)."""
+        """``show stat`` or ``show servers state`` alone on its line (issue 21, review F8):
+        its answer in parts (Stats.show_stat_parts, show_servers_state_parts) then the empty
+        line that ends it (and the prompt), for the socket to send each as it is made; None
+        for any other line and for one that fails (:meth:`execute` answers those whole)."""
         commands = _split_commands(line)
         words = commands[0].split() if len(commands) == 1 else []
-        if words[:2] != ["show", "stat"] or not allowed(session.level, "user"):
+        if not allowed(session.level, "user"):
             return None
-        parts = self.stats.show_stat_parts(words[2:])
+        if words[:2] == ["show", "stat"]:
+            parts = self.stats.show_stat_parts(words[2:])
+        elif words[:3] == ["show", "servers", "state"]:
+            parts = self.stats.show_servers_state_parts(words[3:])
+        else:
+            return None
         try:
             first = next(parts)
         except (QuiesceError, ValueError, OverflowError):  # CommandError is a QuiesceError

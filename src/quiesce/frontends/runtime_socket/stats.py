@@ -28,7 +28,7 @@ from quiesce.frontends.runtime_socket.haproxy_fields import (
 from quiesce.state.registry import PoolRuntime, Registry, ServerRuntime
 from quiesce.state.traffic import averages_ms
 
-SLICE = 500  # show stat: server lines a part of the answer has at most (show_stat_parts)
+SLICE = 500  # show stat, show servers state: server lines a part of the answer has at most
 
 _STAT_HEADER = (
     "pxname,svname,qcur,qmax,scur,smax,slim,stot,bin,bout,dreq,dresp,ereq,econ,eresp,wretr,"
@@ -462,16 +462,30 @@ class Stats:
     # show servers state --------------------------------------------------------------------------
 
     def show_servers_state(self, a: list[str]) -> str:
+        """``show servers state [<backend>]``: the version line, the header, a line a
+        server."""
+        return "".join(self.show_servers_state_parts(a))
+
+    def show_servers_state_parts(self, a: list[str]) -> Iterator[str]:
+        """:meth:`show_servers_state`'s answer in parts, as :meth:`show_stat_parts`: the two
+        header lines, then the lines of at most :data:`SLICE` servers a part, each made when
+        it is asked for (review F8: 10,000 servers took 0.55-0.8 s in one turn of the loop,
+        past socat's 0.5 s). An unknown backend raises at the first part."""
         if a and a[0] not in self.registry.pools:
             raise CommandError("Can't find backend.")
-        lines = ["1", SERVERS_STATE_HEADER]
+        yield "1\n" + SERVERS_STATE_HEADER + "\n"
+        lines: list[str] = []
         for iid, kind, name, obj in self._proxies():
             if kind != "backend" or (a and a[0] != name):
                 continue
             pool: PoolRuntime = obj
-            for s in pool.servers:
+            for s in list(pool.servers):
                 lines.append(" ".join(str(v) for v in self._state_fields(iid, pool, s)))
-        return "\n".join(lines) + "\n"
+                if len(lines) >= SLICE:
+                    yield "\n".join(lines) + "\n"
+                    lines.clear()
+        if lines:
+            yield "\n".join(lines) + "\n"
 
     def _state_fields(self, iid: int, pool: PoolRuntime, s: ServerRuntime) -> list[object]:
         now = self.registry.clock.time()
