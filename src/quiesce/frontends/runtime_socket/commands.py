@@ -519,7 +519,8 @@ class RuntimeCommands:
         for any other line and for one that fails (:meth:`execute` answers those whole)."""
         commands = _split_commands(line)
         words = commands[0].split() if len(commands) == 1 else []
-        if not allowed(session.level, "user"):
+        needed = self.level_needed(words)
+        if needed is None or not allowed(session.level, needed):  # execute() says why
             return None
         if words[:2] == ["show", "stat"]:
             parts = self.stats.show_stat_parts(words[2:])
