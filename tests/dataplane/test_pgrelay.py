@@ -39,10 +39,11 @@ def startup() -> bytes:
 
 
 @contextlib.asynccontextmanager
-async def fake_server() -> AsyncIterator[int]:
+async def fake_server(hold: asyncio.Event | None = None) -> AsyncIterator[int]:
     """Answers a start-up with AuthenticationOk + ReadyForQuery; a Query ``bad`` with a
     message of type 0x00, ``BEGIN`` with ReadyForQuery('T'), any other Query with
-    CommandComplete + ReadyForQuery('I')."""
+    CommandComplete + ReadyForQuery('I'). ``hold``: after the client's EOF, the connection
+    stays open until it is set."""
 
     async def serve(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
         try:
@@ -61,7 +62,10 @@ async def fake_server() -> AsyncIterator[int]:
                     w.write(msg(b"C", b"BEGIN\0") + msg(b"Z", b"T"))
                 else:
                     w.write(msg(b"C", b"SELECT 1\0") + msg(b"Z", b"I"))
-        except (asyncio.IncompleteReadError, ConnectionError):
+        except asyncio.IncompleteReadError:
+            if hold is not None:
+                await hold.wait()
+        except ConnectionError:
             pass
         finally:
             w.close()
@@ -193,3 +197,53 @@ def test_scram_plus_is_taken_out_of_a_tls_servers_offer() -> None:
     assert not state.auth  # AuthenticationOk: nothing more is looked at
     split = SimpleNamespace(auth=True)
     assert strip(split, sasl[:7]) == sasl[:7]  # split by the read: passed as it is
+
+
+async def test_maintenance_after_the_servers_eof_on_a_terminated_session() -> None:
+    """A client sent Terminate and has not closed yet (pgbench -C, its thread descheduled);
+    the server closed at once and the relay passed its EOF on (``write_eof`` to the client).
+    Maintenance then reaches that session (``done``): no goodbye is written after that EOF
+    (asyncio and uvloop raise RuntimeError: 'Cannot call write() after write_eof()', which
+    made ``set server … maintenance`` a 500 and left the server's other sessions unmarked),
+    and the other session still gets its 57P01."""
+    async with (
+        fake_server() as port,
+        start_proxy(make_config([f"127.0.0.1:{port}"], protocol="postgresql")) as p,
+    ):
+        (r1, w1), (r2, w2) = [await connect(p.port) for _ in range(2)]
+        await query(r2, w2, b"SELECT 1")  # idle, not fresh: closed at once
+        w1.write(msg(b"X"))  # Terminate, the socket left open
+        assert await asyncio.wait_for(r1.read(100), 10) == b""  # the server's EOF
+        server = p.registry.pool("web").server("s0")
+        assert server.connections == 2  # the terminated one is still the server's
+        p.table.close(server, CloseMode.AT_BOUNDARY)
+        assert await asyncio.wait_for(r2.read(200), 10) == GOODBYE
+        assert await asyncio.wait_for(r2.read(200), 10) == b""
+        w1.close()
+        w2.close()
+
+
+async def test_maintenance_after_the_clients_eof_on_an_idle_session() -> None:
+    """The other direction: a client shut its sending side (its EOF passed on to the server,
+    which keeps the connection open): maintenance closes the idle session with the client's
+    57P01 and no Terminate written after the EOF passed to the server."""
+    hold = asyncio.Event()
+    async with (
+        fake_server(hold) as port,
+        start_proxy(make_config([f"127.0.0.1:{port}"], protocol="postgresql")) as p,
+    ):
+        r, w = await connect(p.port)
+        await query(r, w, b"SELECT 1")
+        server = p.registry.pool("web").server("s0")
+        (conn,) = p.table.busy[server]
+        w.write_eof()
+        for _ in range(1000):  # the relay passes the EOF on
+            if getattr(conn, "half", 0) & 1:
+                break
+            await asyncio.sleep(0.005)
+        assert getattr(conn, "half", 0) == 1
+        p.table.close(server, CloseMode.AT_BOUNDARY)
+        assert await asyncio.wait_for(r.read(200), 10) == GOODBYE
+        assert await asyncio.wait_for(r.read(200), 10) == b""
+        hold.set()
+        w.close()

@@ -181,16 +181,19 @@ class DbClient(TcpClient):
 
     def goodbye(self) -> None:
         """The protocol's goodbye to both sides (as the session's state allows), both
-        closed."""
+        closed. Not to a side whose peer's EOF was passed on to it (``half``): its writing
+        side is shut (``write_eof``; asyncio and uvloop raise RuntimeError on a write after
+        it), and that side had ended the session anyway (a client that sent Terminate and
+        has not closed yet, its server gone at once)."""
         if self.closed:
             return
         self.closed = True
         to_client, to_server = self.session.goodbye()
-        if to_client:
+        if to_client and not self.half & 2:
             self.transport.write(to_client)
         up = self.up
         if up is not None:
-            if to_server:
+            if to_server and not self.half & 1:
                 up.transport.write(to_server)
             up.transport.close()
         self.transport.close()
