@@ -115,8 +115,10 @@ def _install_error_handlers(api: FastAPI) -> None:
         return _error(422, "invalid", "; ".join(problems), problems=problems)
 
     async def internal_error(request: Request, exc: Exception) -> Response:
-        # The last resort (Starlette's ServerErrorMiddleware still logs the traceback): a JSON
-        # error like every other, never a plain-text 500.
+        # The last resort: a JSON error like every other, never a plain-text 500. Starlette's
+        # ServerErrorMiddleware raises the exception again after this answer, and uvicorn logs
+        # its traceback ("Exception in ASGI application") to the process log
+        # (tests/api/test_security.py checks it).
         return _error(500, "internal error", f"{type(exc).__name__} (see the quiesce log)")
 
     async def http_error(request: Request, exc: Exception) -> Response:
