@@ -69,6 +69,24 @@ def test_a_result_of_another_monitor_is_kept_whole() -> None:
     assert recent[0] is other
 
 
+def test_status_codes_past_the_table_are_kept_whole_and_read_back_equal() -> None:
+    """Status codes are kept by number in a table of the process (511 at most): past it a
+    result is kept whole, and reads back equal all the same."""
+    recent = Recent("m")
+    given = [
+        CheckResult("m", Verdict.PASS, Reason.OK, 1000.0 + k, 0.001 * k, 10_000 + k, "")
+        for k in range(600)
+    ]
+    for k, r in enumerate(given, 1):
+        recent.append(r)
+        assert list(recent) == given[max(0, k - LAST_CHECKS) : k]
+        assert recent.newest_at() == r.at
+    assert recent._whole is not None and recent[-1] is given[-1]  # past the table: whole
+    assert list(recent.newer(1595.5)) == [(Verdict.PASS, 0.001 * k) for k in (599, 598, 597, 596)]
+    # 20 bytes a row, the last ten kept
+    assert len(recent._rows) == 20 * LAST_CHECKS
+
+
 def _a_dict() -> MutableMapping[str, Recent]:
     return {"m": Recent("m")}
 

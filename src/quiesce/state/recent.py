@@ -4,7 +4,7 @@ Sans-IO."""
 
 from __future__ import annotations
 
-from array import array
+import struct
 from collections.abc import Iterable, Iterator, MutableMapping, Sequence
 from typing import Any, overload
 
@@ -17,18 +17,26 @@ _VERDICTS = tuple(Verdict)
 _VERDICT_INDEX = {v: i for i, v in enumerate(_VERDICTS)}
 _REASONS = tuple(Reason)
 _REASON_INDEX = {r: i for i, r in enumerate(_REASONS)}
-assert len(_VERDICTS) <= 8 and len(_REASONS) <= 256  # 3 and 8 bits of a row's third word
-_DETAILS_MAX = 4096
+assert len(_VERDICTS) <= 7 and len(_REASONS) <= 256  # 3 and 8 bits of a row's word
+_DETAILS_MAX = 4095
 """Check details kept by number ("RST", "connection refused": the same for many servers): up
-to this many different ones in the process (12 bits), then a result with a new detail is kept
-whole."""
+to this many different ones in the process (12 bits, all ones left for :data:`_WHOLE`), then
+a result with a new detail is kept whole."""
 _DETAILS: list[str] = [""]
 _DETAIL_INDEX: dict[str, int] = {"": 0}
-_STATUS_MAX = (1 << 29) - 1
-"""Status codes packed (HTTP's, SMTP's, gRPC's: all far below): 30 bits with None, so that a
-row's third word is at most 53 bits, a whole number a double holds exactly."""
-_WHOLE = -1.0
-"""A row's third word when the result did not fit the packing: the whole result is kept."""
+_STATUS_MAX = 511
+"""Status codes kept by number too (HTTP's, SMTP's, gRPC's: a few in a process): up to this
+many different ones, None first (9 bits), then a result with a new code is kept whole."""
+_STATUSES: list[int | None] = [None]
+_STATUS_INDEX: dict[int | None, int] = {None: 0}
+_WHOLE = 0xFFFFFFFF
+"""A row's word when the result did not fit the packing: the whole result is kept."""
+_ROW = struct.Struct("<ddI")
+"""A row: its time, its latency (doubles, as given) and a word of its verdict (3 bits),
+reason (8), detail (12) and status code (9), the last two numbers in the tables above."""
+_SIZE = _ROW.size  # 20
+_unpack = _ROW.unpack_from
+_at = struct.Struct("<d").unpack_from
 
 
 def _detail_index(detail: str) -> int | None:
@@ -39,15 +47,25 @@ def _detail_index(detail: str) -> int | None:
     return i
 
 
+def _status_index(status: int | None) -> int | None:
+    i = _STATUS_INDEX.get(status)
+    if i is None and type(status) is int and len(_STATUSES) < _STATUS_MAX:
+        i = _STATUS_INDEX[status] = len(_STATUSES)
+        _STATUSES.append(status)
+    return i
+
+
 class Recent(Sequence[CheckResult]):
     """The last :data:`LAST_CHECKS` results of one monitor, oldest first.
 
-    Kept as rows of three doubles in one ``array``: its time, its latency, and its verdict,
-    reason, detail (a number in a table of the process) and status code packed into a whole
-    number (issue 21: ten ``CheckResult`` objects in a list took 1,488 bytes a monitor; the
-    rows about 400). Reading an item makes an equal ``CheckResult`` again. A result that
-    does not pack (a time or latency that is not a float, a status code out of range, a new
-    detail once the table is full, another monitor's) is kept whole beside the rows."""
+    Kept as rows of 20 bytes in one ``bytes`` (remade at each result: one a check interval):
+    its time and latency as doubles, and its verdict, reason, detail and status code packed
+    into a 32-bit word, the detail and code by number in tables of the process (issue 21:
+    ten ``CheckResult`` objects in a list took 1,488 bytes a monitor; rows of three doubles
+    in an ``array`` about 400, 112 with one result; these 240 and 64, and none before the
+    first). Reading an item makes an equal ``CheckResult`` again. A result that does not
+    pack (a time or latency that is not a float, a new detail or status code once its table
+    is full, another monitor's) is kept whole beside the rows."""
 
     __slots__ = ("_rows", "_whole", "monitor", "track")
 
@@ -56,7 +74,7 @@ class Recent(Sequence[CheckResult]):
         # the monitor's track of the server (quiesce.core.oper), kept here rather than in a
         # dict of its own per server (ServerRuntime.tracks is a view of these)
         self.track: MonitorTrack = AT_REST[Oper.UNKNOWN]
-        self._rows = array("d")
+        self._rows = b""
         # per row, once a result is kept whole: that result, None for the packed rows
         self._whole: list[CheckResult | None] | None = None
 
@@ -64,36 +82,39 @@ class Recent(Sequence[CheckResult]):
         rows = self._rows
         if self.monitor is None:
             self.monitor = result.monitor
-        at, latency, status = result.at, result.latency, result.status_code
+        at, latency = result.at, result.latency
         verdict = _VERDICT_INDEX.get(result.verdict)
         reason = _REASON_INDEX.get(result.reason)
         detail = _detail_index(result.detail)
+        status = _status_index(result.status_code)
         whole: CheckResult | None = None
         if (
             verdict is None
             or reason is None
             or detail is None
+            or status is None
             or type(at) is not float
             or type(latency) is not float
             or result.monitor != self.monitor
-            or not (status is None or (type(status) is int and 0 <= status < _STATUS_MAX))
         ):
             word, whole = _WHOLE, result
+            # its time in the row all the same (read by newest_at and newer), as a float
+            at = float(at) if isinstance(at, (int, float)) else 0.0
+            latency = 0.0
         else:
-            code = 0 if status is None else status + 1
-            word = float(verdict | reason << 3 | detail << 11 | code << 23)
-        if len(rows) >= 3 * LAST_CHECKS:
-            del rows[:3]
+            word = verdict | reason << 3 | detail << 11 | status << 23
+        if len(rows) >= _SIZE * LAST_CHECKS:
+            rows = rows[_SIZE:]
             if self._whole is not None:
                 del self._whole[0]
-        rows.extend((at, latency, word))
+        self._rows = rows + _ROW.pack(at, latency, word)
         if self._whole is None and whole is not None:
-            self._whole = [None] * (len(rows) // 3 - 1)
+            self._whole = [None] * (len(rows) // _SIZE)
         if self._whole is not None:
             self._whole.append(whole)
 
     def __len__(self) -> int:
-        return len(self._rows) // 3
+        return len(self._rows) // _SIZE
 
     @overload
     def __getitem__(self, i: int) -> CheckResult: ...
@@ -104,53 +125,53 @@ class Recent(Sequence[CheckResult]):
     def __getitem__(self, i: int | slice) -> CheckResult | list[CheckResult]:
         if isinstance(i, slice):
             return [self[k] for k in range(*i.indices(len(self)))]
-        n = len(self._rows) // 3
+        n = len(self._rows) // _SIZE
         if i < 0:
             i += n
         if not 0 <= i < n:
             raise IndexError("Recent index out of range")
-        at, latency, word = self._rows[3 * i : 3 * i + 3]
+        at, latency, word = _unpack(self._rows, _SIZE * i)
         if word == _WHOLE:
             assert self._whole is not None
             r = self._whole[i]
             assert r is not None
             return r
-        w = int(word)
-        status = (w >> 23) - 1
         return CheckResult(
             self.monitor or "",
-            _VERDICTS[w & 7],
-            _REASONS[w >> 3 & 255],
+            _VERDICTS[word & 7],
+            _REASONS[word >> 3 & 255],
             at,
             latency,
-            None if status < 0 else status,
-            _DETAILS[w >> 11 & 4095],
+            _STATUSES[word >> 23],
+            _DETAILS[word >> 11 & 4095],
         )
 
     def __iter__(self) -> Iterator[CheckResult]:
-        for i in range(len(self._rows) // 3):
+        for i in range(len(self._rows) // _SIZE):
             yield self[i]
 
     def newest_at(self) -> float:
         """The time of the newest result (0.0: none), without making the result."""
         rows = self._rows
-        return rows[-3] if rows else 0.0
+        return _at(rows, len(rows) - _SIZE)[0] if rows else 0.0
 
     def newer(self, since: float) -> Iterator[tuple[Verdict, float]]:
         """The verdict and latency of each result newer than ``since``, newest first (the
         live series' check counts), without making the results."""
         rows = self._rows
         i = len(rows)
-        while i and rows[i - 3] > since:
-            i -= 3
-            word = rows[i + 2]
+        while i:
+            i -= _SIZE
+            at, latency, word = _unpack(rows, i)
+            if not at > since:
+                return
             if word == _WHOLE:
                 assert self._whole is not None
-                r = self._whole[i // 3]
+                r = self._whole[i // _SIZE]
                 assert r is not None
                 yield r.verdict, r.latency
             else:
-                yield _VERDICTS[int(word) & 7], rows[i + 1]
+                yield _VERDICTS[word & 7], latency
 
     def __repr__(self) -> str:
         return f"Recent({self.monitor!r}, {list(self)!r})"
