@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from quiesce.dataplane.pages import Page
+from quiesce.dataplane.protoerr import protocol_error_throttle
 from quiesce.state.traffic import Traffic
 
 if TYPE_CHECKING:
@@ -192,6 +193,7 @@ class ServiceContext:
     loop: asyncio.AbstractEventLoop
     stats: ServiceStats = field(default_factory=ServiceStats)
     conns: set[ServiceConnection] = field(default_factory=set, repr=False)
+    protocol_errors: Any = field(default_factory=protocol_error_throttle, repr=False)  # protoerr
     closing: bool = False
     drained: asyncio.Event | None = None  # set when closing and the last connection ends
     max_header_size: int = 65536

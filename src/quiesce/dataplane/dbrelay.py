@@ -25,7 +25,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Protocol
 
-from quiesce.core.events import Event, EventKind
+from quiesce.dataplane import protoerr
 from quiesce.dataplane.context import ServiceContext
 from quiesce.dataplane.tcp import TcpClient, _TcpUpstream
 from quiesce.logs import access as ts
@@ -200,26 +200,7 @@ class DbClient(TcpClient):
 
     def protocol_error(self, reason: str, side: str) -> None:
         """Close this connection (only): a log line and a ``protocol_error`` event."""
-        ctx = self.ctx
-        server = self.server
-        log.warning(
-            "service %s: closing the connection of %s:%d (server %s): %s",
-            ctx.name,
-            self.peer,
-            self.port,
-            "none" if server is None else f"{server.pool}/{server.name}",
-            reason,
-        )
-        ctx.stats.protocol_errors += 1
-        ctx.registry.emit(
-            Event(
-                ctx.registry.clock.time(),
-                EventKind.PROTOCOL_ERROR,
-                pool=None if server is None else server.pool,
-                server=None if server is None else server.name,
-                reason=reason,
-                detail={"service": ctx.name, "client": f"{self.peer}:{self.port}"},
-            )
-        )
+        # counted; logged and recorded unless throttled (quiesce.dataplane.protoerr, F4)
+        protoerr.report(self.ctx, side, reason, f"{self.peer}:{self.port}", self.server)
         self.term = side + (ts.DATA if self.up is not None else ts.CONNECT)
         self.cut()

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from quiesce import _accel
-from quiesce.core.events import Event, EventKind
+from quiesce.dataplane import protoerr
 from quiesce.dataplane.dbrelay import (
     FRESH_GRACE,
     BackFramer,
@@ -296,16 +296,6 @@ class PgFrontDoor(FrontDoor):
         self._start_tls(b"")
 
     def _refuse(self, reason: str) -> None:
-        ctx = self.ctx
-        peer = self._peer()
-        log.warning("service %s: closing the connection of %s: %s", ctx.name, peer, reason)
-        ctx.stats.protocol_errors += 1
-        ctx.registry.emit(
-            Event(
-                ctx.registry.clock.time(),
-                EventKind.PROTOCOL_ERROR,
-                reason=reason,
-                detail={"service": ctx.name, "client": peer},
-            )
-        )
+        # counted; logged and recorded unless throttled (quiesce.dataplane.protoerr, F4)
+        protoerr.report(self.ctx, ts.CLIENT, reason, self._peer(), None, relayed=False)
         self.transport.abort()
