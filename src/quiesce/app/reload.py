@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from quiesce import logs
+from quiesce.app.build import BUILD
 from quiesce.app.reload_pace import (
     RELOAD_IDLE_TURN,
     RELOAD_LOG_SLACK,
@@ -228,10 +229,14 @@ class Reloader:
         loop = asyncio.get_running_loop()
         path = str(self.app.config_path)
         try:
-            result = await loop.run_in_executor(self._executor(), check_for_reload, path, self.base)
+            result = await loop.run_in_executor(  # BUILD: refused after an upgrade (F13)
+                self._executor(), check_for_reload, path, self.base, BUILD
+            )
         except BrokenProcessPool:  # the worker died (killed?): once more with a new one
             self.stop_worker()
-            result = await loop.run_in_executor(self._executor(), check_for_reload, path, None)
+            result = await loop.run_in_executor(
+                self._executor(), check_for_reload, path, None, BUILD
+            )
         if not result["ok"]:
             raise ConfigError(result["problems"], result["source"])
         self.pending = result["generation"]

@@ -14,6 +14,7 @@ import signal
 from pathlib import Path
 from typing import Any
 
+from quiesce.app.build import skew_problem
 from quiesce.config.models import Config
 from quiesce.config.reparse import ParseCache
 
@@ -79,7 +80,9 @@ and validates only the lines that changed (quiesce.config.reparse; a reload addi
 servers to 10,000 took ~0.5 s of this process's CPU, now ~0.04 s)."""
 
 
-def check_for_reload(path: str, base: int | None = None) -> dict[str, Any]:
+def check_for_reload(
+    path: str, base: int | None = None, build: tuple[str, str] | None = None
+) -> dict[str, Any]:
     """In the reload worker process: validate the file exactly as ``quiesce check`` does
     (load_config; parsing and validating only the server lines changed since the last file,
     quiesce.config.reparse), plus what ``quiesce run`` refuses at start (raw sockets it cannot
@@ -88,10 +91,16 @@ def check_for_reload(path: str, base: int | None = None) -> dict[str, Any]:
     pieces of RELOAD_CHUNK (so the serving process unpickles them a piece at a time).
     ``base``: the generation of the file the serving process runs (None: it has none of
     ours); if this worker still has it, only the servers new or changed since are sent,
-    with the pool's order of names (``base`` is echoed; None: every server sent)."""
+    with the pool's order of names (``base`` is echoed; None: every server sent).
+    ``build``: the serving process's quiesce.app.build.BUILD; refused if ours or the disk's
+    differs (an upgrade since it started: quiesce.app.build.skew_problem)."""
     from quiesce.config.loader import ConfigError, config_warnings
     from quiesce.config.reparse import load_config
     from quiesce.health import startup_problems
+
+    skew = None if build is None else skew_problem(build)
+    if skew is not None:
+        return {"ok": False, "problems": [skew], "source": path}
 
     try:
         config = load_config(path, _PARSED)
