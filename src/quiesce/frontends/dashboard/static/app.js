@@ -111,7 +111,7 @@
   function fmtTime(epoch) {
     if (epoch === null || epoch === undefined) return "—";
     const d = new Date(epoch * 1000);
-    const time = d.toLocaleTimeString([], { hour12: false });
+    const time = Q.clock(epoch);
     const today = new Date();
     if (d.toDateString() === today.toDateString()) return time;
     return d.toLocaleDateString() + " " + time;
@@ -158,6 +158,11 @@
   }
 
   async function api(method, path, body) {
+    return (await apiResponse(method, path, body)).data;
+  }
+
+  // The answer with its headers (a page of servers: X-Total-Count).
+  async function apiResponse(method, path, body) {
     const headers = { Accept: "application/json", "X-Requested-With": "quiesce-dashboard" };
     if (method !== "GET" && method !== "HEAD") {
       headers["X-CSRF-Token"] = cookie("quiesce_csrf") || (state.me && state.me.csrf) || sessionStorage.getItem("quiesce_csrf") || "";
@@ -183,7 +188,7 @@
       try { data = JSON.parse(text); } catch (e) { data = { detail: text }; }
     }
     if (!resp.ok) throw new ApiError(resp.status, detailText(data, resp.status), data);
-    return data;
+    return { data, headers: resp.headers };
   }
 
   function toLogin() {
@@ -195,7 +200,19 @@
   const serverPath = (s) => "/servers/" + enc(s.pool) + "/" + enc(s.name);
 
   async function loadPools() { state.pools = (await api("GET", "/pools")) || []; return state.pools; }
-  async function loadServers() { state.servers = (await api("GET", "/servers")) || []; return state.servers; }
+  // One page of servers (issue 21: never the whole list, which is megabytes at 10,000
+  // servers): `pool` ("" for every pool, config order), `size` from `offset`; the total from
+  // X-Total-Count.
+  async function loadServerPage(pool, offset, size) {
+    const q = new URLSearchParams();
+    if (pool) q.set("pool", pool);
+    q.set("limit", String(size));
+    q.set("offset", String(offset));
+    const { data, headers } = await apiResponse("GET", "/servers?" + q);
+    const rows = data || [];
+    const total = Number(headers.get("X-Total-Count"));
+    return { rows, total: Number.isFinite(total) && headers.has("X-Total-Count") ? total : offset + rows.length };
+  }
   async function loadMonitors() { state.monitors = (await api("GET", "/healthmonitors")) || []; return state.monitors; }
   async function loadFlags() {
     const data = await api("GET", "/flags");
@@ -493,17 +510,38 @@
 
   // ---------------------------------------------------------------- the servers view
 
+  // One page of servers at a time (issue 21): the view holds only the rows it shows, fetched
+  // as GET /servers?pool=&limit=&offset= on every refresh (route, event, poll); the pool
+  // filter, the page and its size are in the URL (#/servers?pool=web&page=2&size=200).
+  const PAGE_SIZES = [50, 100, 200, 500];
+  const PAGE_SIZE = 100;
   const serversView = {
     title: "Servers",
     mount(main, params) {
       this.pool = params.get("pool") || "";
+      const size = Number(params.get("size"));
+      this.size = PAGE_SIZES.includes(size) ? size : PAGE_SIZE;
+      const page = Number(params.get("page"));
+      this.offset = Number.isInteger(page) && page > 1 ? (page - 1) * this.size : 0;
+      this.total = 0;
+      this.seq = 0;
+      state.servers = [];
       this.msgs = h("div", { class: "messages", id: "server-messages" });
       this.poolSel = h("select", { id: "server-pool-filter" }, h("option", { value: "" }, "All pools"));
-      this.poolSel.addEventListener("change", () => {
-        this.pool = this.poolSel.value;
-        history.replaceState(null, "", "#/servers" + (this.pool ? "?pool=" + enc(this.pool) : ""));
-        preserving(this.body, () => this.draw());
+      this.poolSel.addEventListener("change", () => this.go(this.poolSel.value, 0, this.size));
+      this.sizeSel = h("select", { id: "server-page-size" },
+        PAGE_SIZES.map((n) => h("option", { value: String(n), selected: n === this.size }, String(n))));
+      this.sizeSel.addEventListener("change", () => {
+        const n = Number(this.sizeSel.value);
+        this.go(this.pool, Math.floor(this.offset / n) * n, n);
       });
+      this.prevBtn = h("button", { type: "button", class: "btn btn-small", id: "servers-prev",
+        onclick: () => this.go(this.pool, Math.max(0, this.offset - this.size), this.size) }, "‹ Previous");
+      this.nextBtn = h("button", { type: "button", class: "btn btn-small", id: "servers-next",
+        onclick: () => this.go(this.pool, this.offset + this.size, this.size) }, "Next ›");
+      this.range = h("span", { id: "servers-range", "aria-live": "polite" });
+      this.pager = h("nav", { class: "pager", "aria-label": "Pages of servers" },
+        this.prevBtn, this.range, this.nextBtn, h("label", { class: "small" }, "Per page ", this.sizeSel));
       this.body = h("div", { class: "table-wrap" });
       const head = h("div", { class: "view-head" }, h("h1", { tabindex: "-1" }, "Servers"),
         h("label", { class: "filters" }, "Pool ", this.poolSel));
@@ -525,14 +563,52 @@
         main.append(h("div", { class: "toolbar", role: "toolbar", "aria-label": "Actions on selected servers" },
           this.count, this.buttons));
       }
-      main.append(this.msgs, this.body);
+      main.append(this.msgs, this.pager, this.body);
+    },
+    // Another pool, page or page size: the URL says it, the selection (which only ever holds
+    // servers shown) is dropped, and that page is fetched.
+    go(pool, offset, size) {
+      this.pool = pool;
+      this.offset = offset;
+      this.size = size;
+      state.selected.clear();
+      const q = new URLSearchParams();
+      if (pool) q.set("pool", pool);
+      if (offset >= size) q.set("page", String(Math.floor(offset / size) + 1));
+      if (size !== PAGE_SIZE) q.set("size", String(size));
+      history.replaceState(null, "", "#/servers" + (q.toString() ? "?" + q : ""));
+      this.prevBtn.disabled = this.nextBtn.disabled = true;
+      refreshView("page").then(() => tickView());
     },
     async refresh() {
-      await Promise.all([loadServers(), loadPools()]);
+      const seq = ++this.seq;
+      await loadPools();
+      if (this.pool && !state.pools.some((p) => p.name === this.pool)) this.pool = "";
+      let page = await loadServerPage(this.pool, this.offset, this.size);
+      if (page.rows.length === 0 && this.offset > 0 && page.total > 0) {
+        // past the end (servers were removed, or an old link): the last page
+        this.offset = Math.floor((page.total - 1) / this.size) * this.size;
+        page = await loadServerPage(this.pool, this.offset, this.size);
+      }
+      if (seq !== this.seq) return; // a newer refresh (another page) has begun
+      state.servers = page.rows;
+      this.total = page.total;
       const known = new Set(state.servers.map(keyOf));
       for (const k of [...state.selected]) if (!known.has(k)) state.selected.delete(k);
       this.drawPoolOptions();
+      this.drawPager();
       preserving(this.body, () => this.draw());
+    },
+    drawPager() {
+      const n = state.servers.length;
+      this.range.textContent = n
+        ? "Servers " + (this.offset + 1).toLocaleString() + "–" + (this.offset + n).toLocaleString()
+          + " of " + this.total.toLocaleString()
+        : plural(this.total, "server");
+      this.prevBtn.disabled = this.offset === 0;
+      this.nextBtn.disabled = this.offset + n >= this.total;
+      this.pager.hidden = this.total <= PAGE_SIZES[0] && this.offset === 0;
+      this.sizeSel.value = String(this.size);
     },
     drawPoolOptions() {
       const names = state.pools.map((p) => p.name);
@@ -551,7 +627,7 @@
       this.poolSel.value = names.includes(this.pool) ? this.pool : "";
     },
     visible() {
-      return state.servers.filter((s) => !this.pool || s.pool === this.pool);
+      return state.servers;
     },
     draw() {
       const rows = this.visible();
@@ -643,14 +719,16 @@
     selectedServers() {
       return state.servers.filter((s) => state.selected.has(keyOf(s)));
     },
-    // Once a second: the last minute of each shown pool's servers (one request a pool), then
-    // each row's sparklines replaced in place (the rest of the table is left alone).
+    // Once a second: the last minute of the shown servers (one request a pool on the page, for
+    // the page's slice of that pool), then each row's sparklines replaced in place (the rest of
+    // the table is left alone).
     async tick() {
-      const pools = [...new Set(this.visible().map((s) => s.pool))];
-      await Promise.all(pools.map(async (pool) => {
+      const slices = this.poolSlices();
+      await Promise.all(slices.map(async ([pool, from, count]) => {
         let data;
         try {
-          data = await api("GET", "/series/servers?pool=" + enc(pool) + "&seconds=" + SPARK_SECONDS);
+          data = await api("GET", "/series/servers?pool=" + enc(pool) + "&seconds=" + SPARK_SECONDS
+            + "&offset=" + from + "&limit=" + count);
         } catch (e) {
           if (e.status === 404) return; // before the first tick
           throw e;
@@ -662,6 +740,18 @@
         const box = tr.querySelector("td.traffic .cell");
         if (box) box.replaceChildren(...sparks(tr.dataset.server, byKey.get(tr.dataset.server)));
       }
+    },
+    // [pool, offset in the pool, count] of each pool on the page. Filtered, the page is the
+    // pool's; across pools (config order, as GET /servers pages them) a pool's first row is
+    // at the page's offset less the servers of the pools before it (GET /pools' totals).
+    poolSlices() {
+      const count = new Map();
+      for (const s of state.servers) count.set(s.pool, (count.get(s.pool) || 0) + 1);
+      if (this.pool) return count.has(this.pool) ? [[this.pool, this.offset, count.get(this.pool)]] : [];
+      const start = new Map();
+      let before = 0;
+      for (const p of state.pools) { start.set(p.name, before); before += p.total || 0; }
+      return [...count].map(([pool, n]) => [pool, Math.max(0, this.offset - (start.get(pool) || 0)), n]);
     },
     // ------------------------------------------------ add, edit, remove (issue 14, item 2)
     buildAddForm() {
@@ -1649,7 +1739,29 @@
     });
   }
 
-  async function refreshView(reason) {
+  // One refresh at a time: a refresh asked for while one runs (a poll, a burst of events, a
+  // click on the next page) is done once, after it, so a slow answer never piles requests up.
+  let refreshing = null;
+  let refreshAgain = false;
+  function refreshView(reason) {
+    if (refreshing) {
+      refreshAgain = true;
+      return refreshing;
+    }
+    refreshing = (async () => {
+      try {
+        do {
+          refreshAgain = false;
+          await refreshOnce(reason);
+        } while (refreshAgain);
+      } finally {
+        refreshing = null;
+      }
+    })();
+    return refreshing;
+  }
+
+  async function refreshOnce(reason) {
     const view = state.view;
     if (!view) return;
     try {
