@@ -21,7 +21,7 @@ from quiesce.core.states import Admin, Cause
 from quiesce.frontends.metrics import build_collector_registry, render
 from quiesce.frontends.runtime_socket.stats import Stats
 from quiesce.state import traffic
-from quiesce.state.traffic import averages_ms
+from quiesce.state.traffic import NO_TRAFFIC, averages_ms
 from tests.dataplane.backend import Backend
 from tests.dataplane.conftest import make_config, start_proxy, wait_for
 
@@ -53,6 +53,11 @@ def show_stat(p: object, pool: str) -> dict[str, dict[str, str]]:
     return {r["svname"]: r for r in rows if r["pxname"] in ("web", pool)}
 
 
+def untouched() -> bool:
+    """The shared zeros a server reads before its first request were never written."""
+    return all(getattr(NO_TRAFFIC, f) == 0 for f in traffic.PyTraffic.__slots__)
+
+
 async def test_l7_bytes_and_times(backends: list[Backend]) -> None:
     async with start_proxy(make_config([backends[0].address])) as p:
         s0 = p.registry.pool("web").servers[0]
@@ -69,6 +74,7 @@ async def test_l7_bytes_and_times(backends: list[Backend]) -> None:
         stats = p.service.stats
         assert (stats.bytes_in, stats.bytes_out) == (len(sent), len(received))
         assert s0.traffic.timed == 2
+        assert s0.traffic is s0.own_traffic and untouched()  # its own, made by its first
         # one connect measured, counted with the first request (the loop's clock has
         # millisecond ticks, as HAProxy's: a loopback connect is 0 ms)
         assert s0.traffic.ctime_at == 1
@@ -108,6 +114,7 @@ async def test_l7_client_bytes_without_a_server(backends: list[Backend]) -> None
         await wait_for(lambda: p.service.stats.connections == 0)
         assert (p.service.stats.bytes_in, p.service.stats.bytes_out) == (len(request), len(got))
         assert (s0.bytes_in, s0.bytes_out, s0.traffic.timed) == (0, 0, 0)
+        assert s0.own_traffic is None and s0.traffic is NO_TRAFFIC  # never served: none
 
 
 class SlowEcho:
@@ -154,6 +161,7 @@ async def test_l4_bytes_and_times(slow_echo: SlowEcho) -> None:
         assert rtime == 0  # HAProxy: no response time in TCP mode
         assert ttime >= DELAY * 1000 - 1  # the session lasted at least the back end's wait
         assert s0.traffic.ctime_at == 1  # its connect was measured
+        assert s0.traffic is s0.own_traffic and untouched()
         row = show_stat(p, "web")["s0"]
         assert (row["bin"], row["bout"], row["ttime"]) == (
             str(len(payload)),

@@ -212,7 +212,7 @@ class TcpClient(asyncio.Protocol):
             return
         self.connecting = None
         self.ctime = loop.time() - began
-        connected(server.traffic, self.ctime)
+        connected(server.own_traffic or server.new_traffic(), self.ctime)
         if server.outlier is not None:  # outlier_detection: the run of connect failures ends
             server.outlier.connected()
         if self.closed:
@@ -361,5 +361,5 @@ class TcpClient(asyncio.Protocol):
             self.total_in += nin
             self.total_out += nout
             server = self.server
-            traffic = None if server is None else server.traffic
+            traffic = None if server is None else server.own_traffic or server.new_traffic()
             account(traffic, self.ctx.stats.traffic, nin, nout, rtime, ttime)

@@ -28,7 +28,7 @@ from quiesce.core.retry import InFlight
 from quiesce.core.states import Admin, CloseMode, Oper
 from quiesce.core.status import is_eligible, status_text
 from quiesce.state.recent import LAST_CHECKS, Checks, Recent, Tracks
-from quiesce.state.traffic import Traffic
+from quiesce.state.traffic import NO_TRAFFIC, Traffic
 
 RAMP_BUDGET = 64
 """Slow-start steps a pick applies at most (:meth:`PoolRuntime.refresh_weights`): when
@@ -94,8 +94,10 @@ class ServerRuntime:
     srv_aborts: int = 0
     # Traffic (HAProxy's bin/bout and ctime/rtime/ttime), kept by the data plane: the client
     # bytes of its requests (L4: connections) and the running sums of their times
-    # (quiesce.state.traffic).
-    traffic: Any = field(default_factory=Traffic)
+    # (quiesce.state.traffic). None until its first request (issue 21: 72 bytes a server
+    # that never served): readers take ``traffic`` (the shared zero record before), the
+    # writers ``own_traffic or new_traffic()``.
+    own_traffic: Any = None
     # Check counters for HAProxy's show stat (chkfail, chkdown, lastchg, downtime), kept by
     # the registry; health_checks False: results are ignored (HAProxy's "disable health").
     health_checks: bool = True
@@ -161,6 +163,21 @@ class ServerRuntime:
             self.tally.removing[self] = None
         else:
             self.tally.removing.pop(self, None)
+
+    @property
+    def traffic(self) -> Any:
+        """Its :class:`~quiesce.state.traffic.Traffic` record to read: the shared zeros
+        (``NO_TRAFFIC``, never written) before its first request."""
+        t = self.own_traffic
+        return NO_TRAFFIC if t is None else t
+
+    def new_traffic(self) -> Any:
+        """Its Traffic record to write, made on first use: the data plane's writers take
+        ``server.own_traffic or server.new_traffic()`` (an attribute read a request)."""
+        t = self.own_traffic
+        if t is None:
+            t = self.own_traffic = Traffic()
+        return t
 
     @property
     def bytes_in(self) -> int:

@@ -80,6 +80,9 @@ def py_account(server: Any, service: Any, nin: int, nout: int, rtime: float, tti
 
 _c = _accel.httpfast
 Traffic: Callable[[], Any] = PyTraffic if _c is None else _c.Traffic
+NO_TRAFFIC: Any = Traffic()
+"""The zeros a server reads as its traffic before its first request (``ServerRuntime.traffic``;
+its own record is made by the first write, ``new_traffic``): shared, never written."""
 account: Callable[[Any, Any, int, int, float, float], None] = (
     py_account if _c is None else _c.account
 )
@@ -153,6 +156,7 @@ __all__ = [
     "BOUNDS",
     "DECAY",
     "LATENCY",
+    "NO_TRAFFIC",
     "SAMPLES",
     "PyTraffic",
     "Traffic",

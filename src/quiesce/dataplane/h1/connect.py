@@ -66,7 +66,7 @@ async def open_upstream(conn: Any, server: ServerRuntime) -> None:
         return
     conn.connecting = None
     conn.ctime = loop.time() - began
-    connected(server.traffic, conn.ctime)
+    connected(server.own_traffic or server.new_traffic(), conn.ctime)
     if conn.closed or conn.server is not server:
         up.close()
         return

@@ -282,8 +282,8 @@ class ResponseSide:
             nin = self.rx
             self.rx = 0
             rtime = now - self.sent_at
-            account(server.traffic, stats.traffic, nin, len(out), rtime, now - self.req_at)
-            t = server.traffic  # the live series' latency (made by the first timed request)
+            t = server.own_traffic or server.new_traffic()  # made by its first request
+            account(t, stats.traffic, nin, len(out), rtime, now - self.req_at)
             (latency_of(t) or new_latency(t))[bucket(rtime)] += 1
             access = ctx.access
             if access is not None:
@@ -584,9 +584,8 @@ class ResponseSide:
         if rtime >= 0.0:
             self.rtime = -1.0
             ttime = self.loop.time() - self.req_at
-        account_timed(
-            None if server is None else server.traffic, ctx.stats.traffic, nin, nout, rtime, ttime
-        )
+        traffic = None if server is None else server.own_traffic or server.new_traffic()
+        account_timed(traffic, ctx.stats.traffic, nin, nout, rtime, ttime)
         access = ctx.access
         if access is not None:
             log_exchange(self, access, req, server, status, nin, nout, rtime)
@@ -636,7 +635,7 @@ class ResponseSide:
         nout = self.tx
         if nin or nout or rtime >= 0.0:
             self.rx = self.tx = 0
-            traffic = None if server is None else server.traffic
+            traffic = None if server is None else server.own_traffic or server.new_traffic()
             account_timed(traffic, self.ctx.stats.traffic, nin, nout, rtime, ttime)
 
     # closing (the connection table and service shutdown call these) ------------------------
