@@ -76,7 +76,7 @@ def test_an_idle_servers_live_series_takes_under_400_bytes() -> None:
     assert size < 400, size
 
 
-def test_the_registry_keeps_a_server_in_under_520_bytes() -> None:
+def test_the_registry_keeps_a_server_in_under_470_bytes() -> None:
     config = parse_config(raw())  # the parsed config is not counted: the file's share
     registry, size = per_server(lambda: Registry(config))
     assert len(registry.pool("p").servers) == SERVERS
@@ -86,11 +86,29 @@ def test_the_registry_keeps_a_server_in_under_520_bytes() -> None:
     # counts shared (NO_COUNTS) until a server's first: 886; the admin record at start
     # shared, the recent checks in a Checks (not a dict), the rank a whole number: 629 (637
     # later); a monitor's results in a bytes (none before the first), not an array: 557;
-    # no Traffic record before the first request: 485
-    assert size < 520, size
+    # no Traffic record before the first request: 485; the five error counters in one
+    # record made by the first error: 453
+    assert size < 470, size
     s = registry.pool("p").servers[0]
     assert s.responses is NO_COUNTS and s.grpc_statuses is NO_COUNTS
     assert s.own_traffic is None and s.traffic is NO_TRAFFIC
+    assert s.errors is None and (s.retries, s.conn_errors, s.srv_aborts) == (0, 0, 0)
+
+
+def test_a_servers_error_counters_are_made_by_its_first_error() -> None:
+    registry = Registry(parse_config(raw()))
+    a, b = registry.pool("p").servers[:2]
+    a.conn_errors += 1
+    a.srv_aborts += 2
+    assert (a.conn_errors, a.srv_aborts, a.resp_errors, a.retries, a.redispatches) == (
+        1,
+        2,
+        0,
+        0,
+        0,
+    )
+    assert a.errors is not None and b.errors is None  # the other server has none
+    assert (b.conn_errors, b.srv_aborts) == (0, 0)
 
 
 def test_the_shared_empty_counts_refuse_a_count() -> None:
