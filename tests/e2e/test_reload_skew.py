@@ -20,7 +20,7 @@ pytestmark = [pytest.mark.peers, pytest.mark.slow]
 def test_a_reload_after_an_upgrade_is_refused(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    site = tmp_path / "site"  # the "installed" package this process runs
+    site = tmp_path / "lib" / "site-packages"  # the installed package this process runs
     shutil.copytree(PACKAGE, site / "quiesce", ignore=shutil.ignore_patterns("__pycache__"))
     monkeypatch.setenv("PYTHONPATH", str(site))
     run = tmp_path / "run"

@@ -8,7 +8,8 @@ with the new code while the serving process applies it with the old (review F13:
 the old code refuses was accepted, and a listener broken). So a reload passes the serving
 process's :data:`BUILD`, and the worker refuses to validate (:func:`skew_problem`) unless its
 own code, and the files on disk now, are the same: the upgrade is ``quiesce run
---takeover`` (docs/upgrade.md). The digest reads ~2.4 MB once (~8 ms).
+--takeover`` (docs/upgrade.md). The digest reads ~2.4 MB once (~8 ms). Only an installed
+package is checked (:data:`CHECKED`).
 """
 
 from __future__ import annotations
@@ -44,18 +45,33 @@ def code_digest(root: Path = PACKAGE) -> str:
 BUILD: tuple[str, str] = (quiesce.__version__, code_digest())
 """(version, digest) of the code this process imported."""
 
+CHECKED = PACKAGE.parent.name in ("site-packages", "dist-packages")
+"""Whether :func:`skew_problem` applies: to an installed package (pip, apt, a venv), which
+changes only by an upgrade; not to a source checkout run from ``src`` or an editable install,
+whose files change under a developer (and a test session) by design."""
+
 
 def _name(build: tuple[str, str]) -> str:
     return f"{build[0]}+{build[1]}"
 
 
-def skew_problem(parent: tuple[str, str], root: Path = PACKAGE) -> str | None:
+def skew_problem(
+    parent: tuple[str, str],
+    *,
+    mine: tuple[str, str] | None = None,
+    root: Path = PACKAGE,
+    checked: bool | None = None,
+) -> str | None:
     """In the reload worker: None if the serving process's ``parent`` build is this
-    process's and the files on disk now (nothing upgraded since it started), else the
+    process's (``mine``, default :data:`BUILD`) and the files under ``root`` now (nothing
+    upgraded since it started), or if not ``checked`` (default :data:`CHECKED`); else the
     reload's one problem."""
-    now = (quiesce.__version__, code_digest(root))
-    theirs = BUILD if tuple(parent) != BUILD else now
-    if tuple(parent) == BUILD == now:
+    if not (CHECKED if checked is None else checked):
+        return None
+    mine = BUILD if mine is None else mine
+    now = (mine[0], code_digest(root))
+    theirs = mine if tuple(parent) != mine else now
+    if tuple(parent) == mine == now:
         return None
     return (
         f"(quiesce): quiesce on disk changed since this process started ({_name(parent)} -> "
@@ -64,4 +80,4 @@ def skew_problem(parent: tuple[str, str], root: Path = PACKAGE) -> str | None:
     )
 
 
-__all__ = ["BUILD", "PACKAGE", "code_digest", "skew_problem"]
+__all__ = ["BUILD", "CHECKED", "PACKAGE", "code_digest", "skew_problem"]
