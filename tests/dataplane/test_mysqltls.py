@@ -191,3 +191,69 @@ def test_an_oversized_greeting_is_refused() -> None:
     assert s.server(packet(0, b"\x0a" * 5000)) == (
         "server sent a greeting of 5000 bytes (limit 4096)"
     )
+
+
+def feed_both(splice: Splice, data: bytes, rng: random.Random) -> tuple[bytes, bytes]:
+    """A handshake response, split: (the framer's view, what goes to the server: ``wire``
+    in place of the read that made it, then the rest as the framer sees it)."""
+    view, to_server = b"", b""
+    for piece in chunks(data, rng):
+        forward, tls, err = splice.client(piece)
+        assert err is None and tls is None
+        view += forward
+        if splice.wire is not None:
+            to_server += splice.wire
+            splice.wire = None
+        elif to_server:
+            to_server += forward
+    return view, to_server
+
+
+def ssl_request_of(resp: bytes) -> bytes:
+    """The relay's own SSL request for a handshake response: its first 32 bytes, CLIENT_SSL."""
+    caps = int.from_bytes(resp[4:8], "little") | CLIENT_SSL
+    return packet(1, caps.to_bytes(4, "little") + resp[8:36])
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_tls_to_the_server_for_a_cleartext_client(seed: int) -> None:
+    """A pool with tls, a cleartext client: the server gets the relay's SSL request then the
+    response with sequence id 2 (``wire``, for TLS); the framer's view is the response as it
+    came; server to client -1, client to server +1, until the OK."""
+    rng = random.Random(seed)
+    s = Splice(offer=False, server_tls=True)
+    assert caps_of(feed_server(s, greeting(), rng)) & CLIENT_SSL == 0  # not offered
+    resp = response(CLIENT_PROTOCOL_41, 1)
+    view, to_server = feed_both(s, resp, rng)
+    assert view == resp
+    wire_resp = packet(2, (CLIENT_PROTOCOL_41 | CLIENT_SSL).to_bytes(4, "little") + resp[8:])
+    assert to_server == ssl_request_of(resp) + wire_resp
+    assert feed_server(s, auth_switch(3), rng) == auth_switch(2)
+    assert feed_client(s, packet(3, b"x" * 20), rng) == (packet(4, b"x" * 20), None)
+    assert feed_server(s, ok(5), rng) == ok(4)
+    assert s.done
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_tls_both_ways_keeps_the_sequence_ids(seed: int) -> None:
+    rng = random.Random(seed)
+    s = Splice(offer=True, server_tls=True)
+    feed_server(s, greeting(), rng)
+    assert feed_client(s, SSL_REQUEST + HELLO, rng) == (b"", HELLO)
+    inner = response(CLIENT_PROTOCOL_41 | CLIENT_SSL, 1)
+    inner = inner[:3] + b"\x02" + inner[4:]
+    view, to_server = feed_both(s, inner, rng)
+    assert view == response(CLIENT_PROTOCOL_41, 1)  # the framer's view
+    assert to_server == ssl_request_of(inner) + inner  # as the client sent it inside TLS
+    assert feed_server(s, auth_switch(3) + ok(5), rng) == auth_switch(3) + ok(5)
+    assert s.done
+
+
+def test_a_server_without_tls_or_a_client_asking_unoffered_tls_is_refused() -> None:
+    s = Splice(server_tls=True)
+    assert s.server(greeting(CLIENT_PROTOCOL_41)) == (
+        "server does not offer TLS (CLIENT_SSL), which its pool's tls asks for"
+    )
+    s = Splice(offer=False, server_tls=True)
+    s.server(greeting())
+    assert s.client(SSL_REQUEST)[2] == "client asked for TLS, which this service does not offer"

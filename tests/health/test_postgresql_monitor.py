@@ -66,16 +66,15 @@ def test_a_good_config_loads() -> None:
     assert cfg.services["pg"].protocol == "postgresql"
 
 
-def test_a_postgresql_service_takes_a_tls_pool_a_mysql_one_refuses_it() -> None:
-    """A postgresql service speaks a pool's tls after an SSLRequest (pgrelay); MySQL's TLS
-    starts after its handshake, so a mysql service refuses it."""
+def test_postgresql_and_mysql_services_take_a_tls_pool() -> None:
+    """A postgresql service speaks a pool's tls after an SSLRequest (pgrelay), a mysql one
+    after an SSL request of its own inside MySQL's handshake (mysqlrelay)."""
     text = config("{type: postgresql, postgresql_monitor: {user: app}}").replace(
         "    healthmonitors: [m]\n", "    healthmonitors: [m]\n    tls: {verify: false}\n"
     )
     assert load_text(text).pools["db"].tls is not None
-    with pytest.raises(ConfigError) as err:
-        load_text(text.replace("protocol: postgresql", "protocol: mysql"))
-    assert "services.pg.pool: pool 'db' has tls, which a mysql service" in str(err.value)
+    mysql = load_text(text.replace("protocol: postgresql", "protocol: mysql"))
+    assert mysql.services["pg"].protocol == "mysql" and mysql.pools["db"].tls is not None
 
 
 @pytest.mark.parametrize(

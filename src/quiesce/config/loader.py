@@ -153,14 +153,6 @@ def cross_reference_errors(raw: Mapping[str, Any]) -> list[str]:
                     f"{base}.{key}: pool {ref!r} has protocol: h2 (pools.{ref}.protocol), "
                     f"which a {svc.get('protocol')} service cannot use (h2 is for http services)"
                 )
-            elif svc.get("protocol") == "mysql" and isinstance(ref, str):
-                # (a postgresql service speaks a pool's tls after an SSLRequest: pgrelay)
-                pool = raw_pools.get(ref)
-                if isinstance(pool, Mapping) and pool.get("tls") is not None:
-                    problems.append(
-                        f"{base}.{key}: pool {ref!r} has tls, which a mysql service cannot use "
-                        "(MySQL starts TLS after its handshake; docs/database.md)"
-                    )
         monitor_uri = svc.get("monitor_uri")
         if isinstance(monitor_uri, Mapping) and isinstance(monitor_uri.get("fail_if"), Mapping):
             problems += _pool_counts(

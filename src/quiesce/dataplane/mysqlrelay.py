@@ -17,6 +17,11 @@ cleartext client's handshake response has passed) the connection is a plain
 the command phase runs the very same path, followed as a cleartext session (transaction
 boundary, ERR 1053).
 
+To the server: cleartext, or with ``pools.X.tls`` TLS after an SSL request of the relay's
+own, sent once the client's handshake response is in (:meth:`_MysqlTlsUpstream.secure`; the
+greeting must offer ``CLIENT_SSL``); a service without ``tls`` whose pool has it does not offer
+``CLIENT_SSL`` to its clients.
+
 Without ``tls``, a client that asks for TLS (``CLIENT_SSL`` in its handshake response) is
 relayed opaque: its session is counted ``tls`` and drained at connection level, as a plain
 L4 connection is (the service's first one is logged as a warning; ``quiesce check`` and
@@ -28,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import ssl
 from collections.abc import Callable
 from typing import Any
 
@@ -43,6 +49,9 @@ from quiesce.dataplane.frontdoor import _Held, feed_tls
 from quiesce.dataplane.mysql import ClientFramer, ServerFramer
 from quiesce.dataplane.mysql import Session as PySession
 from quiesce.dataplane.mysqltls import Splice
+from quiesce.dataplane.pgrelay import PgServiceTls
+from quiesce.dataplane.pgrelay import _Held as _HeldUp
+from quiesce.dataplane.tcp import TcpClient
 from quiesce.logs import access as ts
 
 log = logging.getLogger("quiesce")
@@ -69,15 +78,76 @@ class MysqlClient(DbClient):
 
 class _MysqlTlsUpstream(_DbUpstream):
     """The server's side of a :class:`MysqlTlsClient` until its connection phase ends: the
-    greeting and the authentication's packets rewritten (:class:`Splice`)."""
+    greeting and the authentication's packets rewritten (:class:`Splice`); with its pool's
+    ``tls``, an SSL request of the relay's own then TLS (:meth:`secure`)."""
 
-    __slots__ = ()
+    __slots__ = ("want",)
+
+    def __init__(self, client: TcpClient) -> None:
+        super().__init__(client)
+        self.want: tuple[ssl.SSLContext, str] | None = None  # the pool's TLS
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        c = self.db
+        tls = c.ctx.tls
+        if isinstance(tls, PgServiceTls) and c.server is not None:
+            self.want = tls.backend(c.server.pool, c.server.host)
+        if isinstance(c, MysqlTlsClient):
+            c.splice.server_tls = self.want is not None
+
+    def secure(self, wire: bytes) -> None:
+        """The relay's SSL request (``wire``'s first 36 bytes), TLS with the pool's context,
+        then the rest (the client's handshake response as sent inside TLS)."""
+        c = self.db
+        want = self.want
+        assert want is not None
+        raw: Any = self.transport
+        raw.write(wire[:36])
+        held = _HeldUp(raw)
+        held.held.append(wire[36:])
+        self.transport = held  # type: ignore[assignment]
+        loop = c.ctx.loop
+        task = loop.create_task(
+            loop.start_tls(
+                raw,
+                self,
+                want[0],
+                server_hostname=want[1],
+                ssl_handshake_timeout=c.pool.config.connect_timeout if c.pool else None,
+            )
+        )
+        task.add_done_callback(self._secured)
+
+    def _secured(self, task: asyncio.Task[asyncio.Transport | None]) -> None:
+        c = self.db
+        held = self.transport
+        assert isinstance(held, _HeldUp)
+        exc = None if task.cancelled() else task.exception()
+        if task.cancelled() or exc is not None or held.closing:
+            if not c.closed:
+                log.warning(
+                    "service %s: TLS to server %s failed: %s",
+                    c.ctx.name,
+                    "none" if c.server is None else f"{c.server.pool}/{c.server.name}",
+                    exc or "cancelled",
+                )
+                c.term = ts.SERVER + ts.CONNECT
+                c.cut()
+            held.raw.abort()
+            return
+        transport = task.result()
+        assert transport is not None
+        self.transport = transport
+        transport.writelines(held.held)
 
     def data_received(self, data: bytes) -> None:
         c = self.db
         if c.closed:
             return
-        assert isinstance(c, MysqlTlsClient)
+        if not isinstance(c, MysqlTlsClient):  # plain() ran before the connect set c.up
+            _plain_upstream(c, self).data_received(data)
+            return
         if c.securing:  # (an ERR: the server gave up waiting) not into the client's handshake
             c.protocol_error("server sent a packet during the client's TLS handshake", ts.SERVER)
             return
@@ -99,7 +169,7 @@ class MysqlTlsClient(MysqlClient):
 
     def __init__(self, ctx: Any) -> None:
         super().__init__(ctx)
-        self.splice = Splice()
+        self.splice = Splice(offer=ctx.tls is not None and ctx.tls.listener is not None)
         self.gone = False  # connection_lost told (by the transport, or by _secured)
         self.securing = False  # the client's TLS handshake runs: its transport is not ours
 
@@ -112,6 +182,17 @@ class MysqlTlsClient(MysqlClient):
             return
         if tls is not None:
             self._start_tls(tls)
+            return
+        wire = self.splice.wire
+        if wire is not None:  # TLS to the server: the response goes after the relay's request
+            self.splice.wire = None
+            err = self.front.feed(forward)[2]  # (the framer's view)
+            up = self.up
+            if err is not None or not isinstance(up, _MysqlTlsUpstream):
+                self.protocol_error(err or "no server connection", ts.CLIENT)
+                return
+            self.rx += len(forward)
+            up.secure(wire)
             return
         if self.splice.done:
             self.plain()
@@ -130,11 +211,8 @@ class MysqlTlsClient(MysqlClient):
         self.__class__ = MysqlClient  # type: ignore[assignment]
         self.transport.set_protocol(self)
         up = self.up
-        if isinstance(up, _MysqlTlsUpstream):
-            plain = _DbUpstream(self)
-            plain.transport = up.transport
-            self.up = plain
-            up.transport.set_protocol(plain)
+        if isinstance(up, _MysqlTlsUpstream):  # (None: the connect task sets it right after)
+            _plain_upstream(self, up)
 
     def _start_tls(self, first: bytes) -> None:
         """TLS with the service's certificates on the client's transport, ``first`` (the
@@ -186,3 +264,22 @@ class MysqlTlsClient(MysqlClient):
             self.data_received(data)
         if held.eof and not self.eof_received():
             transport.close()
+
+
+def _plain_upstream(c: DbClient, up: _MysqlTlsUpstream) -> _DbUpstream:
+    """``up`` replaced by a plain upstream on the same transport (the command phase's)."""
+    plain = _DbUpstream(c)
+    plain.transport = up.transport
+    c.up = plain
+    up.transport.set_protocol(plain)
+    return plain
+
+
+def mysql_client(ctx: Any) -> MysqlClient:
+    """A client connection of a ``mysql`` service: a :class:`MysqlTlsClient` when the
+    service or one of its pools has ``tls`` (the connection phase rewritten), else a plain
+    :class:`MysqlClient`."""
+    tls = ctx.tls
+    if tls is not None and (tls.listener is not None or tls.pools):
+        return MysqlTlsClient(ctx)
+    return MysqlClient(ctx)

@@ -21,6 +21,12 @@ connection, so :class:`Splice`:
 
 A client that answers the greeting with a cleartext handshake response is passed on
 untouched (only the greeting's ``CLIENT_SSL`` differs).
+
+With ``server_tls`` (the pool's ``tls``) the server gets, for the client's handshake response,
+the relay's own SSL request then the response as a client sends it inside TLS (``wire``:
+sequence id 2, ``CLIENT_SSL``), and the renumbering is by the difference of the two sides
+(none when both have TLS, -1 / +1 for a cleartext client). Without the service's ``tls``
+(``offer`` false) the greeting's ``CLIENT_SSL`` is cleared and a client's SSL request refused.
 """
 
 from __future__ import annotations
@@ -79,27 +85,47 @@ class _Way:
 class Splice:
     """One session's connection phase on a mysql service with ``tls`` (see the module)."""
 
-    __slots__ = ("cbuf", "down", "greeted", "inner", "sbuf", "tls", "up")
+    __slots__ = (
+        "cbuf",
+        "down",
+        "greeted",
+        "inner",
+        "offer",
+        "sbuf",
+        "server_tls",
+        "tls",
+        "up",
+        "wire",
+    )
 
-    def __init__(self) -> None:
+    def __init__(self, offer: bool = True, server_tls: bool = False) -> None:
+        self.offer = offer  # the service has tls: CLIENT_SSL offered to the client
+        self.server_tls = server_tls  # the pool has tls: an SSL request of the relay's own
         self.greeted = False  # the greeting passed to the client
         self.sbuf = b""  # the greeting, split by reads
         self.cbuf = b""  # the client's first packet's head, split by reads
-        self.tls = False  # the client asked for TLS: the connection phase renumbered
-        self.inner = False  # the handshake response inside TLS passed on
+        self.tls = False  # the client asked for TLS
+        self.inner = False  # the handshake response passed on
         self.up = _Way(1, True)  # server to client
         self.down = _Way(-1, False)  # client to server
+        # with server_tls, what goes to the server for the handshake response (the relay's
+        # SSL request, 36 bytes, first; then TLS): the bytes returned are the framer's view
+        self.wire: bytes | None = None
+
+    @property
+    def renumbered(self) -> bool:
+        return self.tls or self.server_tls
 
     @property
     def done(self) -> bool:
-        """Nothing more to rewrite: a cleartext client answered, or the server's OK / ERR
-        after TLS passed."""
-        return self.greeted and (self.up.done or (self.inner and not self.tls))
+        """Nothing more to rewrite: a cleartext client answered a cleartext server, or the
+        server's OK / ERR that ends the authentication passed."""
+        return self.greeted and (self.up.done or (self.inner and not self.renumbered))
 
     def server(self, data: bytes) -> bytes | str:
         """One read from the server: the bytes to pass to the client, or an error."""
         if self.greeted:
-            return self.up.renumber(data) if self.tls else data
+            return self.up.renumber(data) if self.renumbered else data
         buf = self.sbuf + data
         if len(buf) < 4:
             self.sbuf = buf
@@ -118,28 +144,34 @@ class Splice:
         q = nul + 1 + 4 + 8 + 1  # version, connection id, scramble, filler
         if nul < 0 or q + 2 > 4 + length:
             return buf  # malformed: the framer says
+        if self.server_tls and not buf[q + 1] & _SSL_BYTE:
+            return "server does not offer TLS (CLIENT_SSL), which its pool's tls asks for"
         out = bytearray(buf)
-        out[q + 1] |= _SSL_BYTE
+        if self.offer:
+            out[q + 1] |= _SSL_BYTE
+        else:  # the relay cannot relay a client's TLS it does not terminate
+            out[q + 1] &= ~_SSL_BYTE & 0xFF
         return bytes(out)
 
     def client(self, data: bytes) -> tuple[bytes, bytes | None, str | None]:
         """One read from the client: (the bytes to pass to the server, the bytes to start
         TLS with when the client asked for it, else None, an error or None)."""
         if self.inner:  # (a cleartext client's response, split by reads: the rest as it is)
-            return self.down.renumber(data) if self.tls else data, None, None
+            return self.down.renumber(data) if self.renumbered else data, None, None
         buf = self.cbuf + data
-        if len(buf) < 8:  # a header and the capabilities
+        length = int.from_bytes(buf[:3], "little")
+        if len(buf) < 8 or len(buf) < min(36, 4 + length):  # a header and 32 bytes
             self.cbuf = buf
             return b"", None, None
-        length = int.from_bytes(buf[:3], "little")
         seq = buf[3]
         caps = int.from_bytes(buf[4:8], "little")
         asks = length == 32 and bool(caps & CLIENT_SSL) and bool(caps & CLIENT_PROTOCOL_41)
         if not self.tls:
             if not asks:  # a cleartext client: passed on untouched (the framer checks it)
                 self.cbuf = b""
-                self.inner = True
-                return buf, None, None
+                return self._response(buf, 0), None, None
+            if not self.offer:
+                return b"", None, "client asked for TLS, which this service does not offer"
             if seq != 1:
                 return b"", None, f"client sent an SSL request with sequence id {seq}"
             if len(buf) < 36:
@@ -160,7 +192,30 @@ class Splice:
         if seq != 2:
             return b"", None, f"client's handshake response inside TLS has sequence id {seq}"
         self.cbuf = b""
+        return self._response(buf, 1), None, None
+
+    def _response(self, buf: bytes, shift: int) -> bytes:
+        """The client's handshake response (its first 36 bytes here, or all of it; ``shift``:
+        its sequence id's distance from 1, 1 with TLS to the client). Returns the framer's
+        view (sequence id 1, no CLIENT_SSL), which is also what a cleartext server gets; with
+        ``server_tls`` the server gets ``wire``: the relay's SSL request, then the response
+        as sent inside TLS (sequence id 2, CLIENT_SSL). Sets both directions' renumbering:
+        server to client ``shift - server_tls``, client to server the opposite."""
         self.inner = True
-        out = bytearray(buf[:8])
-        out[5] &= ~_SSL_BYTE & 0xFF  # the server sees a cleartext connection
-        return self.down.renumber(bytes(out) + buf[8:]), None, None
+        delta = shift - self.server_tls
+        self.up.delta, self.down.delta = delta, -delta
+        length = int.from_bytes(buf[:3], "little")
+        head = bytearray(buf[:8])
+        head[3] = 1
+        head[5] &= ~_SSL_BYTE & 0xFF
+        self.down.left = max(0, length - 4)  # the rest of this packet passes as it is
+        out = bytes(head) + self.down.renumber(buf[8:])
+        if self.server_tls:
+            request = bytearray(out[:36])
+            request[:4] = b"\x20\0\0\x01"
+            request[5] |= _SSL_BYTE
+            wire = bytearray(out)
+            wire[3] = 2
+            wire[5] |= _SSL_BYTE
+            self.wire = bytes(request) + bytes(wire)
+        return out

@@ -52,7 +52,7 @@ from quiesce.dataplane.frontdoor import FrontDoor
 from quiesce.dataplane.h1.client import ClientConnection
 from quiesce.dataplane.h2.conn import h2c
 from quiesce.dataplane.limits import listen_backlog
-from quiesce.dataplane.mysqlrelay import MysqlClient, MysqlTlsClient
+from quiesce.dataplane.mysqlrelay import mysql_client
 from quiesce.dataplane.pages import Page
 from quiesce.dataplane.park import park
 from quiesce.dataplane.pgrelay import PgClient, PgFrontDoor, pg_tls
@@ -507,7 +507,7 @@ def make_context(
         access=table.access_log if config.access_log else None,
         # certificates and CAs read now (at each reload too): quiesce.dataplane.tls
         tls=pg_tls(service_tls(config, registry.config.pools, base_dir))
-        if config.protocol == "postgresql"
+        if config.protocol in ("postgresql", "mysql")  # a pool's TLS after an SSL request
         else service_tls(config, registry.config.pools, base_dir),
         trusted=config.trusted_networks() if config.accept_proxy else None,
     )
@@ -554,8 +554,8 @@ async def start_service(
     elif config.protocol == "postgresql":  # the relay following the framing (pgrelay)
         factory = functools.partial(PgClient, ctx)
     elif config.protocol == "mysql":  # the same shell with MySQL's framing (mysqlrelay)
-        # with tls: TLS inside the handshake, then a MysqlClient (mysqlrelay)
-        factory = functools.partial(MysqlTlsClient if config.tls else MysqlClient, ctx)
+        # with tls (the service's, a pool's): TLS inside the handshake (mysqlrelay)
+        factory = functools.partial(mysql_client, ctx)
     else:
         factory = functools.partial(TcpClient, ctx)
     if config.protocol == "postgresql" and config.tls is not None:
