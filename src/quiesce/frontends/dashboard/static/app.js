@@ -1007,7 +1007,7 @@
       const last = known.length ? known[known.length - 1] : null;
       return h("div", { class: "spark-row", "data-field": field },
         h("span", { class: "spark-label small muted", "aria-hidden": "true" }, label),
-        Q.sparkline(values, d.t, { label: key + " " + label, unit, cls, width: 64, height: 20, marks }),
+        Q.sparkline(values, d.t, { label: key + " " + label, unit, cls, width: 64, height: 20, marks, points: false }),
         h("span", { class: "spark-value small", "aria-hidden": "true" }, Q.num(last) + (last === null ? "" : unit)));
     });
   }

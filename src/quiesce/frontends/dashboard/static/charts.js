@@ -63,7 +63,8 @@
   }
 
   // One series in a cell: values (null: no data), times (epoch seconds, same length).
-  // opts: label ("req/s"), unit (" ms"), cls (a colour class), width, height, marks
+  // opts: label ("req/s"), unit (" ms"), cls (a colour class), width, height, points (false:
+  // no value a point on hover), marks
   // ([{t, text}]: events, a dashed vertical line each, with its text on hover).
   function sparkline(values, times, opts) {
     const o = Object.assign({ width: 120, height: 26, label: "", unit: "", cls: "c0", marks: [] }, opts);
@@ -85,7 +86,9 @@
       const xx = r1(pad + ((m.t - t0) * (w - 2 * pad)) / (t1 - t0));
       return svg("g", { class: "mark" }, title(m.text), svg("line", { x1: xx, x2: xx, y1: 0, y2: hgt }));
     });
-    const bands = values.map((v, i) => svg("rect", {
+    // o.points false: no hover band a point (the Servers table: 100 rows x 4 sparklines x 60
+    // points were 48,000 nodes redrawn a second); the chart's title still says now and peak
+    const bands = o.points === false ? [] : values.map((v, i) => svg("rect", {
       class: "hit", x: r1(x(i) - w / n / 2), y: 0, width: r1(Math.max(1, w / n)), height: hgt,
     }, title(o.label + " " + (times[i] ? clock(times[i]) : "") + ": " + num(v) + (v === null ? "" : o.unit))));
     return svg("svg", {
