@@ -25,8 +25,8 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Protocol
 
-from quiesce.dataplane import protoerr
 from quiesce.dataplane.context import ServiceContext
+from quiesce.dataplane.protoerr import report as report_protocol_error
 from quiesce.dataplane.tcp import TcpClient, _TcpUpstream
 from quiesce.logs import access as ts
 from quiesce.state.sessions import track, untrack
@@ -201,6 +201,6 @@ class DbClient(TcpClient):
     def protocol_error(self, reason: str, side: str) -> None:
         """Close this connection (only): a log line and a ``protocol_error`` event."""
         # counted; logged and recorded unless throttled (quiesce.dataplane.protoerr, F4)
-        protoerr.report(self.ctx, side, reason, f"{self.peer}:{self.port}", self.server)
+        report_protocol_error(self.ctx, side, reason, f"{self.peer}:{self.port}", self.server)
         self.term = side + (ts.DATA if self.up is not None else ts.CONNECT)
         self.cut()

@@ -30,7 +30,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from quiesce import _accel
-from quiesce.dataplane import protoerr
 from quiesce.dataplane.dbrelay import (
     FRESH_GRACE,
     BackFramer,
@@ -48,6 +47,7 @@ from quiesce.dataplane.pg import (
     FrontendFramer,
 )
 from quiesce.dataplane.pg import Session as PySession
+from quiesce.dataplane.protoerr import report as report_protocol_error
 from quiesce.dataplane.tcp import TcpClient
 from quiesce.dataplane.tls import ServiceTls
 from quiesce.logs import access as ts
@@ -297,5 +297,5 @@ class PgFrontDoor(FrontDoor):
 
     def _refuse(self, reason: str) -> None:
         # counted; logged and recorded unless throttled (quiesce.dataplane.protoerr, F4)
-        protoerr.report(self.ctx, ts.CLIENT, reason, self._peer(), None, relayed=False)
+        report_protocol_error(self.ctx, ts.CLIENT, reason, self._peer(), None, relayed=False)
         self.transport.abort()
