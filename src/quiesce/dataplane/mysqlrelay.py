@@ -49,7 +49,7 @@ from quiesce.dataplane.frontdoor import _Held, feed_tls
 from quiesce.dataplane.mysql import ClientFramer, ServerFramer
 from quiesce.dataplane.mysql import Session as PySession
 from quiesce.dataplane.mysqltls import Splice
-from quiesce.dataplane.pgrelay import PgServiceTls
+from quiesce.dataplane.pgrelay import PgServiceTls, upstream_secured
 from quiesce.dataplane.pgrelay import _Held as _HeldUp
 from quiesce.dataplane.tcp import TcpClient
 from quiesce.logs import access as ts
@@ -119,27 +119,7 @@ class _MysqlTlsUpstream(_DbUpstream):
         )
         task.add_done_callback(self._secured)
 
-    def _secured(self, task: asyncio.Task[asyncio.Transport | None]) -> None:
-        c = self.db
-        held = self.transport
-        assert isinstance(held, _HeldUp)
-        exc = None if task.cancelled() else task.exception()
-        if task.cancelled() or exc is not None or held.closing:
-            if not c.closed:
-                log.warning(
-                    "service %s: TLS to server %s failed: %s",
-                    c.ctx.name,
-                    "none" if c.server is None else f"{c.server.pool}/{c.server.name}",
-                    exc or "cancelled",
-                )
-                c.term = ts.SERVER + ts.CONNECT
-                c.cut()
-            held.raw.abort()
-            return
-        transport = task.result()
-        assert transport is not None
-        self.transport = transport
-        transport.writelines(held.held)
+    _secured = upstream_secured
 
     def data_received(self, data: bytes) -> None:
         c = self.db

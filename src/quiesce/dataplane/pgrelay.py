@@ -139,6 +139,33 @@ class _Held:
         return self.raw.get_extra_info(name, default)
 
 
+def upstream_secured(up: Any, task: asyncio.Task[asyncio.Transport | None]) -> None:
+    """The relay's TLS to a server is up (or failed): what the client sent meanwhile is
+    written to it, or the connection is cut with a log line (postgresql and mysql upstreams,
+    their transport a :class:`_Held` until then)."""
+    c = up.db
+    held = up.transport
+    assert isinstance(held, _Held)
+    exc = None if task.cancelled() else task.exception()
+    if task.cancelled() or exc is not None or held.closing:
+        if not c.closed:
+            log.warning(
+                "service %s: TLS to server %s failed: %s",
+                c.ctx.name,
+                "none" if c.server is None else f"{c.server.pool}/{c.server.name}",
+                exc or "cancelled",
+            )
+            c.term = ts.SERVER + ts.CONNECT
+            c.cut()
+        held.raw.abort()
+        return
+    transport = task.result()
+    assert transport is not None
+    up.transport = transport
+    if held.held:
+        transport.writelines(held.held)
+
+
 class _PgTlsUpstream(_DbUpstream):
     """The connection to a server of a pool with ``tls``: an ``SSLRequest`` first, TLS once
     the server answers ``S``, then as :class:`_DbUpstream`."""
@@ -225,28 +252,7 @@ class _PgTlsUpstream(_DbUpstream):
         out.append(data)
         return b"".join(out)
 
-    def _secured(self, task: asyncio.Task[asyncio.Transport | None]) -> None:
-        c = self.db
-        held = self.transport
-        assert isinstance(held, _Held)
-        exc = None if task.cancelled() else task.exception()
-        if task.cancelled() or exc is not None or held.closing:
-            if not c.closed:
-                log.warning(
-                    "service %s: TLS to server %s failed: %s",
-                    c.ctx.name,
-                    "none" if c.server is None else f"{c.server.pool}/{c.server.name}",
-                    exc or "cancelled",
-                )
-                c.term = ts.SERVER + ts.CONNECT
-                c.cut()
-            held.raw.abort()
-            return
-        transport = task.result()
-        assert transport is not None
-        self.transport = transport
-        if held.held:
-            transport.writelines(held.held)
+    _secured = upstream_secured
 
 
 class PgClient(DbClient):
