@@ -215,12 +215,15 @@ class Authenticator:
     # reload -----------------------------------------------------------------------------------
 
     def reconfigure(self, config: AdminConfig) -> None:
-        """A reload's users, tokens and login limit: remembered credentials are forgotten,
-        sessions of a user removed or changed (password, role) end, and every long request
-        waiting on :attr:`reconfigured` wakes to re-check :meth:`still_valid`."""
+        """A reload's users, tokens and login limit: remembered credentials of a user or
+        token removed or changed (hash, role) are forgotten, the others kept (a reload must
+        not cost the next request of every client a hash check: ~50 ms of a core each, in
+        the middle of a reload, issue 14), sessions of a user removed or changed end, and
+        every long request waiting on :attr:`reconfigured` wakes to re-check
+        :meth:`still_valid`."""
         old = {u.name: u for u in self.config.users}
         self.config = config
-        self._verified.clear()
+        self._verified = _still_verified(self._verified, config)
         users = {u.name: u for u in config.users}
         for sid, session in list(self.sessions.items()):
             if session.user not in users or users[session.user] != old.get(session.user):
@@ -301,6 +304,21 @@ class Authenticator:
                 raise AuthError(403, "forbidden", f"missing or wrong {CSRF_HEADER} header")
             return Principal(s.user, s.role, "session", s.csrf)
         raise AuthError(401, "unauthorized", "authentication required (Basic or Bearer)")
+
+
+def _still_verified(
+    verified: dict[bytes, UserConfig | TokenConfig], config: AdminConfig
+) -> dict[bytes, UserConfig | TokenConfig]:
+    """The remembered credentials whose user or token ``config`` still has unchanged (same
+    name, hash and role), each mapped to its entry in ``config``."""
+    users = {u.name: u for u in config.users}
+    tokens = {t.name: t for t in config.tokens}
+    kept: dict[bytes, UserConfig | TokenConfig] = {}
+    for key, entry in verified.items():
+        now = (users if isinstance(entry, UserConfig) else tokens).get(entry.name)
+        if now is not None and now == entry:
+            kept[key] = now
+    return kept
 
 
 def cause_of(principal: Principal, client: str | None) -> Cause:
