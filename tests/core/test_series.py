@@ -349,3 +349,62 @@ def test_a_servers_checks_are_in_its_rows() -> None:
     assert (row["checks"], row["check_ms"]) == (2, 20.0)
     assert newest_check(a) == CLOCK[0] and newest_check(SimpleNamespace(last_checks={})) == 0.0
     traffic.LATENCY.clear()
+
+
+def _quantiles_by_walk(counts: list[int]) -> tuple[float | None, ...]:
+    """The quantiles as they were first written: a walk of every bucket."""
+    total = sum(counts)
+    if total <= 0:
+        return (None, None, None)
+    out: list[float | None] = []
+    for q in (0.5, 0.95, 0.99):
+        seen = 0
+        for i, n in enumerate(counts):
+            seen += n
+            if seen >= q * total and n:
+                bound = BOUNDS[i] if i < len(BOUNDS) else BOUNDS[-1] * 2
+                out.append(round(bound * 1000.0, 3))
+                break
+    return tuple(out)
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_a_servers_quantiles_and_its_pools_sums_are_those_of_a_walk_of_every_bucket(
+    seed: int,
+) -> None:
+    """The tick's quantiles (C loops over the buckets; for a server, over the buckets that
+    moved alone) equal a plain walk of every bucket, and the pool's latency counts are the
+    sums of its servers' however often they moved (a server deleted and added again: its
+    counts start over)."""
+    rng = random.Random(seed)
+    counts = [rng.choice((0, 0, 0, 1, 2, 50)) for _ in range(len(BOUNDS) + 1)]
+    assert quantiles(counts) == _quantiles_by_walk(counts)
+    servers = [server(f"s{i}") for i in range(6)]
+    pool = SimpleNamespace(servers=servers)
+    store = SeriesStore()
+    for second in range(8):
+        moved: dict[str, list[int]] = {}
+        for s in rng.sample(servers, 3):
+            before = list(traffic.LATENCY.get(s.traffic, new_histogram()))
+            for _ in range(rng.choice((1, 2, 300))):
+                s.requests_total += 1
+                rtime = rng.random() ** 4 * 8  # response times over many buckets
+                traffic.account_timed(s.traffic, traffic.Traffic(), 1, 1, rtime, rtime)
+            after = traffic.LATENCY[s.traffic]
+            moved[s.name] = [a - b for a, b in zip(after, before, strict=True)]
+        if second == 5:  # one deleted and added again: a new record, counts from 0
+            servers[0] = server("s0")
+            pool.servers = servers
+        store.tick(1000.0 + second, {"p": pool}, {})
+        if second == 0:
+            continue  # the baseline
+        for name, diff in moved.items():
+            row = store.window("server", f"p/{name}", 1)[0]
+            if not (second == 5 and name == "s0"):
+                want = _quantiles_by_walk([max(0, d) for d in diff])
+                assert (row["p50_ms"], row["p95_ms"], row["p99_ms"]) == want, (second, name)
+        sums = new_histogram()
+        for s in servers:
+            for i, n in enumerate(traffic.LATENCY.get(s.traffic, new_histogram())):
+                sums[i] += n
+        assert store._pools["p"].latency == sums

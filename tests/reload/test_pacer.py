@@ -129,3 +129,29 @@ def test_tick_pauses_only_once_the_slice_is_over() -> None:
     loop.now += RELOAD_SLICE
     asyncio.run(p.tick())
     assert loop.turns == RELOAD_PAUSE
+
+
+def test_the_live_series_tick_gives_the_loop_turns_every_slice() -> None:
+    """The live series' tick (a second's rows of 10,000 servers: 10-100 ms of CPU) runs in
+    the pacer's slices, so no request waits out more than about one: here each batch of
+    servers costs 0.3 ms of the fake clock, and the loop turns after every ~1 ms of them
+    (it turned once per 1,000 servers, 10-20 ms each at 10,000 busy servers)."""
+    from quiesce.app.series import BATCH, SeriesTimer
+
+    loop = Loop(turn_cost=0.0001)
+    timer = SeriesTimer(dict, dict)
+    slices: list[int] = [0]  # batches run between two pauses
+
+    def ticking(now: float):  # type: ignore[no-untyped-def]
+        for k in range(40):  # 40 batches of BATCH servers, 0.3 ms each
+            if loop.turns:  # a pause ran since the last batch
+                slices.append(0)
+                loop.turns = 0
+            loop.now += 0.0003
+            slices[-1] += 1
+            yield (k + 1) * BATCH
+
+    timer.ticking = ticking  # type: ignore[method-assign]
+    asyncio.run(timer.paced(1000.0, pacer(loop)))
+    assert sum(slices) == 40
+    assert max(slices) <= 4 and min(slices[:-1]) >= 3, slices  # ~1 ms (3-4 batches) a slice

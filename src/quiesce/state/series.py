@@ -28,8 +28,11 @@ compared, a shared row stored) and runs in slices (:meth:`SeriesStore.ticking`),
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from itertools import accumulate, compress
+from operator import add, sub
 from typing import Any
 
 from quiesce.core.states import Verdict
@@ -64,6 +67,9 @@ _Q0 = len(COUNTERS) + 1  # where the quantiles start in a row
 _Q1 = _Q0 + len(QUANTILES)
 NO_CHECKS = (None,) * len(CHECK_FIELDS)  # a pool's, a service's
 IDLE_CHECKS = (0, 0, 0, None)  # a server's second without a check
+_MS = (*(round(b * 1000.0, 3) for b in BOUNDS), round(BOUNDS[-1] * 2 * 1000.0, 3))
+_BUCKETS = range(len(BOUNDS) + 1)
+"""A bucket's upper bound in ms (the last bucket, past every bound: twice the last bound)."""
 
 
 def new_histogram() -> list[int]:
@@ -71,22 +77,40 @@ def new_histogram() -> list[int]:
 
 
 def quantiles(counts: Sequence[int]) -> tuple[float | None, ...]:
-    """p50/p95/p99 in milliseconds of a bucket histogram: each the upper bound of the bucket
-    that holds its rank (None without samples)."""
-    total = sum(counts)
+    """p50/p95/p99 in milliseconds of a bucket histogram (counts of at least 0): each the
+    upper bound of the bucket that holds its rank (None without samples). The running sums
+    and the searches are C loops (``accumulate``, ``bisect``): a tick computes this for
+    every server that moved, 91 buckets each."""
+    cum = list(accumulate(counts))
+    total = cum[-1] if cum else 0
     if total <= 0:
-        return (None,) * len(QUANTILES)
-    out: list[float | None] = []
-    for q in QUANTILES:
-        rank = q * total
-        seen = 0
-        for i, n in enumerate(counts):
-            seen += n
-            if seen >= rank and n:
-                bound = BOUNDS[i] if i < len(BOUNDS) else BOUNDS[-1] * 2
-                out.append(round(bound * 1000.0, 3))
-                break
-    return tuple(out)
+        return _NO_QUANTILES
+    ms, last = _MS, len(BOUNDS)  # (three quantiles, unrolled: every moved server)
+    a, b, c = QUANTILES
+    return (
+        ms[min(bisect_left(cum, a * total), last)],
+        ms[min(bisect_left(cum, b * total), last)],
+        ms[min(bisect_left(cum, c * total), last)],
+    )
+
+
+def _sparse_quantiles(at: list[int], by: list[int]) -> tuple[float | None, ...]:
+    """:func:`quantiles` of the counts ``by`` in buckets ``at`` (ascending; every other
+    bucket 0; a count below 0, a new baseline, counts 0)."""
+    if by and min(by) < 0:
+        kept = [(i, n) for i, n in zip(at, by, strict=True) if n > 0]
+        at, by = [i for i, _ in kept], [n for _, n in kept]
+    if not by:
+        return _NO_QUANTILES
+    cum = list(accumulate(by))
+    total = cum[-1]
+    ms, last = _MS, len(BOUNDS)
+    a, b, c = QUANTILES
+    return (
+        ms[min(at[bisect_left(cum, a * total)], last)],
+        ms[min(at[bisect_left(cum, b * total)], last)],
+        ms[min(at[bisect_left(cum, c * total)], last)],
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,32 +177,52 @@ class Series(Ring):
     def sample(self, second: int, snap: Snapshot) -> None:
         """Store the difference since the previous sample as the row of ``second`` (the first
         sample only sets the baseline)."""
+        self.sample_of(second, snap.counters, snap.connections, snap.latency, snap.checks)
+
+    def sample_of(
+        self,
+        second: int,
+        counters: tuple[int | None, ...],
+        connections: int,
+        latency: Sequence[int] | None,
+        checks: tuple[Any, ...] | None = None,
+    ) -> tuple[list[int], list[int]] | None:
+        """:meth:`sample` of a :class:`Snapshot`'s fields (the tick's path for each server
+        that moved: no snapshot object made). Returns the latency counts' difference from
+        the last sample when it computed one, as the buckets that moved and by how much
+        (:meth:`_PoolSum.move` adds it to the pool's)."""
         last = self._last
-        counters = snap.counters
         self._last = _ZERO_COUNTERS if counters == _ZERO_COUNTERS else counters
-        self.connections = snap.connections
+        self.connections = connections
+        raw: tuple[list[int], list[int]] | None = None  # latency counts' moves: (buckets, by)
         lat: Sequence[int] | None = None
-        if snap.latency is not None:  # shared while all zeros (a server without traffic)
-            lat = _ZERO_LATENCY if not any(snap.latency) else list(snap.latency)
+        if latency is not None:  # shared while all zeros (a server without traffic)
+            lat = _ZERO_LATENCY if not any(latency) else list(latency)
         last_lat, self._last_latency = self._last_latency, lat
         if last is None:
-            return
-        deltas = tuple(
-            None if now is None else (now - before if before is not None and now >= before else 0)
-            for now, before in zip(counters, last, strict=True)
-        )
+            return None
+        deltas = _deltas(counters, last)
         if lat is not None and last_lat is not None and len(last_lat) == len(lat):
-            diff = [max(0, a - b) for a, b in zip(lat, last_lat, strict=True)]
-            q = quantiles(diff)
+            if lat is last_lat:  # both the shared zeros
+                q = _NO_QUANTILES
+            else:
+                # the buckets that moved (a server's second has a few requests: a few of the
+                # 91 buckets), found in C loops; the rest works on those alone
+                full = list(map(sub, lat, last_lat))
+                at = list(compress(_BUCKETS, full))
+                raw = (at, [full[i] for i in at])
+                q = _sparse_quantiles(*raw)
         else:
-            q = (None,) * len(QUANTILES)
-        checks = snap.checks if snap.checks is not None else _checks_of(self.checks)
+            q = _NO_QUANTILES
+        if checks is None:
+            checks = _checks_of(self.checks)
         row = self._cut(second)
         if row is not None:  # a second tick in one second (a timer firing early): add to
             # its row, so no request is dropped from the sums
             deltas = tuple(None if d is None else d + (row[k] or 0) for k, d in enumerate(deltas))
             checks = _add_checks(row[_Q1:], checks)
-        self._put(second, (*deltas, snap.connections, *q, *checks))
+        self._put(second, (*deltas, connections, *q, *checks))
+        return raw
 
     def window(self, now: int, seconds: int) -> list[dict[str, Any]]:
         """The last ``seconds`` seconds up to ``now`` (included), oldest first."""
@@ -187,7 +231,7 @@ class Series(Ring):
 
 
 _IDLE: tuple[dict[int, tuple[Any, ...]], dict[int, tuple[Any, ...]]] = ({}, {})  # [checks]
-_NO_QUANTILES = (None,) * len(QUANTILES)
+_NO_QUANTILES: tuple[float | None, ...] = (None,) * len(QUANTILES)
 _ZERO_COUNTERS = (*(0,) * (len(COUNTERS) - 1), None)  # a server's last sample, no traffic yet
 _ZERO_LATENCY = (0,) * (len(BOUNDS) + 1)  # latency counts of a server not timed yet
 _ZERO_KEY = (0,) * 6  # SeriesStore.ticking's key of a server that never had traffic
@@ -195,6 +239,27 @@ _ZERO_KEY = (0,) * 6  # SeriesStore.ticking's key of a server that never had tra
 
 def _checks_of(checks: bool) -> tuple[Any, ...]:
     return IDLE_CHECKS if checks else NO_CHECKS
+
+
+def _deltas(now: tuple[int | None, ...], before: tuple[int | None, ...]) -> tuple[int | None, ...]:
+    """Each counter's difference (None where not kept; 0 where it went down: a new
+    baseline). In C loops when only the last counter may be None (a server's
+    ``new_connections``), as in every tick's sample."""
+    n = len(now) - 1
+    if len(before) == n + 1 and (now[n] is None) is (before[n] is None):
+        try:
+            d = list(map(sub, now[:n], before[:n]))
+        except TypeError:  # a None among them
+            pass
+        else:
+            if d and min(d) < 0:
+                d = [x if x > 0 else 0 for x in d]
+            tail = None if now[n] is None else max(0, now[n] - before[n])  # type: ignore[operator]
+            return (*d, tail)
+    return tuple(
+        None if x is None else (x - b if b is not None and x >= b else 0)
+        for x, b in zip(now, before, strict=True)
+    )
 
 
 def _add_checks(before: Sequence[Any], now: tuple[Any, ...]) -> tuple[Any, ...]:
@@ -266,18 +331,32 @@ def _classes(responses: dict[str, int]) -> tuple[int, ...]:
     return tuple(responses.get(c, 0) for c in CLASSES)
 
 
+def server_counters(server: Any, traffic: Any) -> tuple[int | None, ...]:
+    """A server's counters (:data:`COUNTERS`), ``traffic`` its traffic record: its
+    ``errors`` are its 5xx responses (quiesce does not count another kind per server)."""
+    r = server.responses
+    five = r.get("5xx", 0)
+    return (
+        server.requests_total,
+        r.get("1xx", 0),
+        r.get("2xx", 0),
+        r.get("3xx", 0),
+        r.get("4xx", 0),
+        five,
+        r.get("other", 0),
+        five,
+        traffic.bytes_in,
+        traffic.bytes_out,
+        None,
+    )
+
+
 def server_snapshot(
     server: Any, latency: Sequence[int] | None, checks: tuple[Any, ...] | None = None
 ) -> Snapshot:
-    """A server's counters: its ``errors`` are its 5xx responses (quiesce does not count
-    another kind per server); ``checks``: :func:`check_stats` since the last sample."""
-    classes = _classes(server.responses)
-    return Snapshot(
-        (server.requests_total, *classes, classes[4], server.bytes_in, server.bytes_out, None),
-        server.connections,
-        latency,
-        checks,
-    )
+    """A server's counters (:func:`server_counters`); ``checks``: :func:`check_stats` since
+    the last sample."""
+    return Snapshot(server_counters(server, server.traffic), server.connections, latency, checks)
 
 
 def service_snapshot(stats: Any, latency: Sequence[int] | None) -> Snapshot:
@@ -328,16 +407,42 @@ class _PoolSum:
 
     def add(self, s: Series, sign: int) -> None:
         """Add (1) or take away (-1) a member's last sample."""
+        op = add if sign > 0 else sub
         if s._last is not None:
-            c = self.counters
-            for i, v in enumerate(s._last[: len(c)]):
-                c[i] += sign * (v or 0)
+            self.counters = list(map(op, self.counters, s._last[: len(self.counters)]))
         if s._last_latency is not None:
-            lat = self.latency
-            for i, n in enumerate(s._last_latency):
-                if n:
-                    lat[i] += sign * n
+            self.latency = list(map(op, self.latency, s._last_latency))
         self.connections += sign * s.connections
+
+    def move(
+        self,
+        last: tuple[int | None, ...] | None,
+        last_latency: Sequence[int] | None,
+        connections: int,
+        s: Series,
+        diff: tuple[list[int], list[int]] | None = None,
+    ) -> None:
+        """A member's sample moved from (``last``, ``last_latency``, ``connections``) to its
+        new one: its difference added at once (what ``add(-1)`` then ``add(1)`` did, in two
+        C loops over the counters and the latency buckets rather than four in Python)."""
+        n = len(self.counters)
+        if last is not None and s._last is not None:
+            self.counters = list(map(add, self.counters, map(sub, s._last[:n], last[:n])))
+        elif s._last is not None:
+            self.counters = list(map(add, self.counters, s._last[:n]))
+        if last_latency is not None and s._last_latency is not None:
+            if diff is not None:  # ``s._last_latency - last_latency``, computed by the sample
+                lat = self.latency
+                for i, by in zip(*diff, strict=True):
+                    lat[i] += by
+            elif last_latency is not s._last_latency:
+                moved = map(sub, s._last_latency, last_latency)
+                self.latency = list(map(add, self.latency, moved))
+        elif s._last_latency is not None:
+            self.latency = list(map(add, self.latency, s._last_latency))
+        elif last_latency is not None:
+            self.latency = list(map(sub, self.latency, last_latency))
+        self.connections += s.connections - connections
 
 
 class SeriesStore:
@@ -433,10 +538,16 @@ class SeriesStore:
                     continue
                 changed = True
                 hist = latency.get(t, _ZERO_LATENCY)  # made by the first timed request
-                ps.add(s, -1)
-                s.sample(second, server_snapshot(server, hist, check_stats(server, s.check_at)))
+                was = s._last, s._last_latency, s.connections
+                diff = s.sample_of(
+                    second,
+                    server_counters(server, t),
+                    server.connections,
+                    hist,
+                    check_stats(server, s.check_at),
+                )
                 s.key, s.check_at = _ZERO_KEY if key == _ZERO_KEY else key, checked
-                ps.add(s, 1)
+                ps.move(*was, s, diff)
             if placed:  # servers added, removed or moved: its order and members anew
                 ps.order = [members[x.name] for x in servers]
                 names = {x.name for x in servers}
@@ -504,6 +615,7 @@ __all__ = [
     "newest_check",
     "pool_snapshot",
     "quantiles",
+    "server_counters",
     "server_snapshot",
     "service_snapshot",
     "totals",
