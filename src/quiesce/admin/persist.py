@@ -74,6 +74,10 @@ class Persistence(ServiceBase):
                     self.store.forget_server(server.key)
                     self._server_records.discard(server.key)
                 self._save_server(server)
+                if kind is EventKind.SERVER_ADDED and server.runtime_defined:
+                    # who added it and when (its admin record until a command changes it):
+                    # a restart puts it back, as it does a file server's record
+                    self.store.save_admin(server.key, server.admin)
         elif kind is EventKind.SERVER_REMOVED:
             key = f"{event.pool}/{event.server}"
             self.store.save_server(key, None)

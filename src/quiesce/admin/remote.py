@@ -3,6 +3,7 @@ registry. Part of :class:`~quiesce.admin.AdminService`."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from quiesce.admin.base import STORE_ACTOR, ServiceBase, _sane
@@ -12,7 +13,7 @@ from quiesce.core.admin import AdminCommand
 from quiesce.core.cluster import cluster_guard
 from quiesce.core.errors import GuardRefused
 from quiesce.core.events import EventKind
-from quiesce.core.states import Admin, Cause, Oper
+from quiesce.core.states import Admin, Cause, CloseMode, Oper
 from quiesce.state.events import make_event
 from quiesce.state.registry import ServerRuntime
 from quiesce.store.base import RemoteChange, SharedStore
@@ -130,8 +131,14 @@ class RemoteChanges(ServiceBase):
             self.bus.publish(value)
         elif change.kind == "admin":
             if value is not None:
-                server = reg.find_server(name)
-                if reg.apply_replicated_admin(server, _sane(value), change.close, node=change.node):
+                server, record = reg.find_server(name), _sane(value)
+                before = server.admin
+                same = replace(record, since=before.since) == before
+                if same and before.state is Admin.ENABLED and change.close is CloseMode.NONE:
+                    # its addition's record, from the node that added it: only the time
+                    # differs (the time it was added there), so no change and no event here
+                    reg.restore_admin(server, record)
+                elif reg.apply_replicated_admin(server, record, change.close, node=change.node):
                     self._poke()
         elif change.kind == "flag":
             if value is None:
