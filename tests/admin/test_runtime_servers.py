@@ -309,3 +309,49 @@ async def test_runtime_servers_survive_a_restart_over_the_file(tmp_path: Path) -
         assert summary["servers"] == {"added": 1, "changed": 1, "deleted": 1}  # type: ignore[index]
     finally:
         await stop_harness(h2)
+
+
+async def test_a_drained_removal_deleted_at_once_writes_no_drain_record(h: Harness) -> None:
+    """A server with no connection removed with ``drain``: both events, in order, with who
+    asked, and the store as after any deletion (a tombstone, no admin record); the drain's
+    admin record and "removing" definition, deleted in the same call, are never written."""
+    writes: list[tuple[str, str, object]] = []
+    for name in ("save_admin", "save_server"):
+        real = getattr(h.store, name)
+
+        def spy(key: str, data: object, _real: object = real, _name: str = name) -> None:
+            writes.append((_name, key, data))
+            _real(key, data)  # type: ignore[operator]
+
+        setattr(h.store, name, spy)
+    result = h.service.remove_server("web/w1", CTX, drain=True)
+    assert result.changed and result.message == "web/w1: drained and deleted"
+    assert writes == [("save_server", "web/w1", None)]  # the tombstone alone
+    assert [
+        (e["kind"], e["actor"]) for e in events(h, "admin_change") + events(h, "server_removed")
+    ] == [("admin_change", "alice"), ("server_removed", "alice")]
+    await h.service.durable()
+    assert h.store.load_servers() == {"web/w1": None}
+    assert "web/w1" not in h.store.load_admin()
+
+
+async def test_a_drained_removal_not_deleted_after_all_writes_its_drain(h: Harness) -> None:
+    """The drain's writes are held back only while its deletion follows: a server that got
+    a connection meanwhile (here from a listener of the drain's event) stays, removing, and
+    its drain is stored as any pending removal's (a restart resumes it)."""
+    server = h.server("web/w1")
+
+    def busy(event: object) -> None:
+        if getattr(getattr(event, "kind", None), "value", "") == "admin_change":
+            server.connections = 1
+
+    h.registry.listeners.append(busy)
+    result = h.service.remove_server("web/w1", CTX, drain=True)
+    h.registry.listeners.remove(busy)
+    assert server.removing and server in h.registry.pools["web"].servers
+    assert result.message.startswith("web/w1: enabled → drain") and result.message.endswith(
+        "; deleted once drained"
+    )
+    await h.service.durable()
+    assert h.store.load_admin()["web/w1"].state is Admin.DRAIN
+    assert h.store.load_servers()["web/w1"]["removing"]["actor"] == "alice"  # type: ignore[index]

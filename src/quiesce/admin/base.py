@@ -55,6 +55,8 @@ class CommandResult:
     changed: bool  # False for idempotent commands ("already in maintenance")
     message: str
     closed: int  # connections closed now by this command
+    # the command's transition, when its words were not made (``_apply(words=False)``)
+    transition: Transition | None = None
 
 
 class ServiceBase:
@@ -91,9 +93,18 @@ class ServiceBase:
         self._batching = False
         self._batch_monitors_changed = False
         self._sync_held = False  # holding_sync(): one health.sync() at its end
+        # remove_server(drain=True) of a server with no connection: its drain is deleted in
+        # the same call, so the drain's record is not written (servers.py); the event whose
+        # writes were skipped, replayed if the server is not deleted after all
+        self._unwritten: ServerRuntime | None = None
+        self._unwritten_event: Event | None = None
 
     def _history(self, after_id: int, limit: int) -> list[Event]:
         return self.store.list_events(EventQuery(after_id=after_id, limit=limit))
+
+    def _persist_state(self, event: Event) -> None:
+        """Save what ``event`` changed in the state store (:mod:`~quiesce.admin.persist`)."""
+        raise NotImplementedError
 
     def _poke(self) -> None:
         if self._loop is None or threading.get_ident() == self._thread:
@@ -116,13 +127,19 @@ class ServiceBase:
         server = self._find(ref, cmd.target, CommandContext(cmd.actor, cmd.cause, cmd.reason))
         return self._apply(server, cmd, force_guard)
 
-    def _apply(self, server: ServerRuntime, cmd: AdminCommand, force_guard: bool) -> CommandResult:
+    def _apply(
+        self, server: ServerRuntime, cmd: AdminCommand, force_guard: bool, *, words: bool = True
+    ) -> CommandResult:
+        """``words`` False: the answer's message is not made (empty; its ``transition`` kept
+        for whoever needs it after all): a caller that answers in its own words."""
         before = server.connections
         ctx = CommandContext(cmd.actor, cmd.cause, cmd.reason)
         self._cluster_guard(server, cmd, ctx, force_guard)
         t = self.registry.admin_command(server, cmd, force_guard=force_guard)
         self._poke()
         closed = before if t.close is CloseMode.ALL else 0
+        if not words:
+            return CommandResult(server, t.changed, "", closed, t)
         return CommandResult(server, t.changed, self._message(server, t, closed), closed)
 
     def _cluster_guard(

@@ -15,6 +15,7 @@ from quiesce.core.errors import InvalidCommand, QuiesceError
 from quiesce.core.events import EventKind
 from quiesce.core.states import Admin, Cause, Oper
 from quiesce.state.events import make_event
+from quiesce.state.registry import ServerRuntime
 
 
 class StateCommands(ServiceBase):
@@ -61,7 +62,18 @@ class StateCommands(ServiceBase):
         graceful with a timeout (drain with a deadline, then maintenance with force); graceful
         until all flows drain (``timeout=-1``: drain with no deadline). ``timeout`` None = the
         pool's ``graceful_disable_timeout``; 0 = immediate."""
-        server = self._find(ref, Admin.MAINTENANCE, ctx)
+        return self._disable(self._find(ref, Admin.MAINTENANCE, ctx), ctx, graceful, timeout)
+
+    def _disable(
+        self,
+        server: ServerRuntime,
+        ctx: CommandContext,
+        graceful: bool,
+        timeout: float | None,
+        *,
+        words: bool = True,
+    ) -> CommandResult:
+        """:meth:`disable` of a server found (``words``: :meth:`_apply`'s)."""
         problem = None
         if timeout is not None and not graceful:
             problem = "a disable timeout needs graceful (an immediate disable has no timeout)"
@@ -84,7 +96,7 @@ class StateCommands(ServiceBase):
             pool_default=self.registry.pools[server.pool].config.graceful_disable_timeout,
             expires=ctx.expires,
         )
-        return self._apply(server, cmd, ctx.force_guard)
+        return self._apply(server, cmd, ctx.force_guard, words=words)
 
     @shared
     def enable(self, ref: str, ctx: CommandContext) -> CommandResult:

@@ -17,7 +17,7 @@ from quiesce.config.loader import validation_problems
 from quiesce.config.models import ServerConfig
 from quiesce.core.admin import Transition
 from quiesce.core.errors import GuardRefused, InvalidCommand, NotFound, QuiesceError
-from quiesce.core.events import EventKind
+from quiesce.core.events import Event, EventKind
 from quiesce.core.states import Admin, Cause, CloseMode
 from quiesce.state.events import make_event
 from quiesce.state.registry import ServerRuntime
@@ -114,30 +114,63 @@ class ServerCommands(StateCommands):
         self._removals[server] = ctx
         self._before_removal.setdefault(server, server.admin)
         server.removing = True
+        # No connection: drained and deleted below, in this call. The drain's writes (the
+        # admin record, the "removing" definition) would be undone by the deletion's, queued
+        # right after them (a reload's: in its one transaction): not made (a drained removal
+        # by a reload writes 3 rows a server instead of 6), nor the drain's answer worded.
+        quick = server.connections == 0
+        self._unwritten, self._unwritten_event = (server if quick else None), None
         try:
-            if server.admin.state is Admin.MAINTENANCE:
-                message = f"{server.key}: removing once its {server.connections} connection(s) end"
-                self._emit_command(server, ctx, message, {"removing": True})
-                result = CommandResult(server, True, message, 0)
-            else:
-                result = self.disable(ref, ctx, graceful=True, timeout=timeout)
-                result.message = f"{result.message}; deleted once drained"
-        except BaseException:
-            server.removing = False
-            self._removals.pop(server, None)
-            self._before_removal.pop(server, None)
-            raise
-        if server.removing and self.registry.removable(server) is None:  # deleted now
-            rctx = self._removals.pop(server, None) or ctx
-            self.registry.remove_server(
-                server, actor=rctx.actor, cause=rctx.cause, reason=rctx.reason
-            )
-            self._monitors_changed()
-            _log_change(rctx, "deleted", server.key, server.address)
+            try:
+                if server.admin.state is Admin.MAINTENANCE:
+                    message = (
+                        f"{server.key}: removing once its {server.connections} connection(s) end"
+                    )
+                    self._emit_command(server, ctx, message, {"removing": True})
+                    result = CommandResult(server, True, message, 0)
+                else:
+                    result = self._disable(server, ctx, True, timeout, words=not quick)
+                    if not quick:
+                        result.message = f"{result.message}; deleted once drained"
+            except BaseException:
+                server.removing = False
+                self._removals.pop(server, None)
+                self._before_removal.pop(server, None)
+                raise
+            if server.removing and self.registry.removable(server) is None:  # deleted now
+                self._unwritten = None
+                rctx = self._removals.pop(server, None) or ctx
+                self.registry.remove_server(
+                    server, actor=rctx.actor, cause=rctx.cause, reason=rctx.reason
+                )
+                self._monitors_changed()
+                _log_change(rctx, "deleted", server.key, server.address)
+        finally:
+            self._unwritten, skipped, self._unwritten_event = None, self._unwritten_event, None
+            if skipped is not None and self.registry.pools[server.pool].has(server.name):
+                super()._persist_state(skipped)  # not deleted after all: written now
         if not self.registry.pools[server.pool].has(server.name):
             return CommandResult(server, True, f"{server.key}: drained and deleted", 0)
+        if result.transition is not None:  # its words were not made above
+            words = self._message(server, result.transition, result.closed)
+            result.message = f"{words}; deleted once drained"
         self._poke()
         return result
+
+    def _persist_state(self, event: Event) -> None:
+        """What ``event`` changed, saved (:mod:`~quiesce.admin.persist`), but the drain of a
+        server :meth:`remove_server` deletes in the same call (kept, to be written if the
+        server is not deleted after all)."""
+        server = self._unwritten
+        if (
+            server is not None
+            and event.kind in _DRAIN_KINDS
+            and event.server == server.name
+            and event.pool == server.pool
+        ):
+            self._unwritten_event = event
+            return
+        super()._persist_state(event)
 
     def _finish_removals(self, budget: float | None = None) -> bool:
         """Delete the servers being removed that may be now; True while some are left.
@@ -283,6 +316,8 @@ class ServerCommands(StateCommands):
         except NotFound:
             return True  # a tombstone
 
+
+_DRAIN_KINDS = frozenset({EventKind.ADMIN_CHANGE, EventKind.ADMIN_COMMAND})
 
 # causes whose server changes come by the thousand and are summarised by their own lines
 # (a reload: "reload: web/n3: added"; the start-up's restore): not logged one by one here
