@@ -117,6 +117,48 @@ def test_append_gives_increasing_ids_and_round_trips(store: SqliteStore) -> None
     assert got == a
 
 
+def test_details_and_rows_are_stored_as_json_that_reads_back(tmp_path: Path) -> None:
+    """What a detail holds comes back from the file as JSON says it: text in any script,
+    floats exactly (infinities as json.dumps writes them), tuples as lists, enum members
+    as their text, anything else as its str(); server and admin rows the same. Enum
+    members for from/to/cause are stored as their text."""
+
+    class Thing:
+        def __str__(self) -> str:
+            return "a thing"
+
+    detail = {
+        "message": "enabled → drain",
+        "deadline": 1765000000.123456,
+        "big": 1e16,
+        "never": float("inf"),
+        "pair": (1, 2),
+        "cause": Cause.CONFIG,
+        "thing": Thing(),
+        "server": {"name": "w1", "healthmonitors": [], "max_connections": None},
+    }
+    s = SqliteStore(tmp_path / "state.db")
+    s.append_event(ev(1.0, detail=detail, from_=Admin.ENABLED, to=Admin.DRAIN, cause=Cause.API))
+    s.save_server("web/w1", {"address": "ñ.example:80", "weight": 2})
+    s.save_admin("web/w1", AdminRecord(Admin.DRAIN, "zoë", "r", 3.5, Cause.API, None, 9.25))
+    s.close()
+    s = SqliteStore(tmp_path / "state.db")
+    try:
+        (got,) = s.list_events(EventQuery(after_id=0, limit=1))
+        assert (got.from_, got.to, got.cause) == ("enabled", "drain", "api")
+        assert got.detail == {
+            **detail,
+            "pair": [1, 2],
+            "cause": "config",
+            "thing": "a thing",
+        }
+        assert s.load_servers() == {"web/w1": {"address": "ñ.example:80", "weight": 2}}
+        record = s.load_admin()["web/w1"]
+        assert (record.state, record.actor, record.deadline) == (Admin.DRAIN, "zoë", 9.25)
+    finally:
+        s.close()
+
+
 def test_list_filters(store: SqliteStore) -> None:
     store.append_event(ev(10.0, pool="web", server="web1", kind=EventKind.ADMIN_CHANGE))
     store.append_event(ev(20.0, pool="web", server="web2", kind=EventKind.OPER_CHANGE))
