@@ -14,6 +14,7 @@ from quiesce.app.reload import (
     RELOAD_SLICE,
     Pacer,
 )
+from quiesce.app.reload_pace import Gate
 
 
 class Loop:
@@ -155,3 +156,38 @@ def test_the_live_series_tick_gives_the_loop_turns_every_slice() -> None:
     asyncio.run(timer.paced(1000.0, pacer(loop)))
     assert sum(slices) == 40
     assert max(slices) <= 4 and min(slices[:-1]) >= 3, slices  # ~1 ms (3-4 batches) a slice
+
+
+def test_two_pacers_share_the_loop_without_running_their_slices_back_to_back() -> None:
+    """A reload and the live series' tick at once: each pacer's slice is followed by turns
+    of the loop, never by the other's slice (their slices ran in each other's pauses: the
+    loop held 2 ms between two turns). The turns yield to the real event loop, so the two
+    coroutines interleave; the clock is fake (0.25 ms a step of work, 0.1 ms a turn)."""
+    loop = Loop()
+    log: list[str] = []
+
+    async def turn() -> None:
+        loop.now += 0.0001
+        loop.spent += 0.0001  # a busy loop: every turn serves something
+        log.append("t")
+        await asyncio.sleep(0)
+
+    gate = Gate()
+
+    async def work(name: str) -> None:
+        p = Pacer(clock=loop.clock, turn=turn, cpu=loop.cpu, gate=gate)
+        for _ in range(40):
+            loop.now += 0.00025
+            loop.spent += 0.00025
+            log.append(name)
+            await p.tick()
+
+    async def both() -> None:
+        await asyncio.gather(work("a"), work("b"))
+
+    asyncio.run(both())
+    # the work a request in flight may wait out: steps between two runs of RELOAD_PAUSE turns
+    segments = "".join(log).replace("t" * RELOAD_PAUSE, "|").split("|")
+    held = max(len(seg.replace("t", "")) for seg in segments)
+    assert held <= 6, "".join(log)  # one slice (4-5 steps) and the other's first step at most
+    assert log.count("a") == log.count("b") == 40

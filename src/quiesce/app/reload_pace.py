@@ -41,6 +41,26 @@ RELOAD_WRITTEN_MAX = 2.0
 its commit and its log lines."""
 
 
+class Gate:
+    """What the pacers of one event loop share (:class:`Pacer`): when the latest slice of
+    any of them ended and how long the loop then belongs to requests. Without it, two
+    pacers at once (a reload and the live series' tick, which every reload window of a few
+    tenths of a second meets at 10,000 servers) ran their slices back to back, one in each
+    other's pauses: 2 ms holds, a request in flight waiting out several."""
+
+    __slots__ = ("ready", "rest_for", "rest_from", "step_at")
+
+    def __init__(self) -> None:
+        self.rest_from = float("-inf")  # when the latest slice ended (its pause began)
+        self.rest_for = 0.0  # the pause it asked for
+        self.step_at = float("-inf")  # the latest look at the clock of a pacer at work
+        self.ready: list[Pacer] = []  # pacers in a pause, in the order they began it
+
+
+GATE = Gate()
+"""The process's gate: every pacer on the real clock."""
+
+
 class Pacer:
     """A reload's work in slices of RELOAD_SLICE seconds, each followed by a pause: turns
     of the event loop without reload work. One turn (``sleep(0)``) was not enough: a
@@ -59,52 +79,78 @@ class Pacer:
     RELOAD_PAUSE_MAX. The first turn that serves nothing after the minimum ends it: the
     loop has nobody waiting, and turning it further would only burn CPU (a pause timed by
     the wall clock alone spun on a loaded machine, where an empty turn can take 50 µs of
-    wall time: +0.2 s of CPU a 1,000-server reload). ``clock``, ``cpu`` and ``turn`` are
-    for tests (fake clocks)."""
+    wall time: +0.2 s of CPU a 1,000-server reload). The pacers of a loop share a
+    :class:`Gate`: a pause is counted from the latest slice of any of them, so another
+    pacer's slice run during it starts the pause anew (the loop turns again before this
+    one's next slice). ``clock``, ``cpu``, ``turn`` and ``gate`` are for tests (fake
+    clocks: a pacer on a clock of its own has a gate of its own unless given one)."""
 
-    __slots__ = ("began", "clock", "cpu", "debt", "turn", "until", "used")
+    __slots__ = ("began", "clock", "cpu", "debt", "gate", "turn", "until", "used")
 
     def __init__(
         self,
         clock: Callable[[], float] | None = None,
         turn: Callable[[], Awaitable[None]] | None = None,
         cpu: Callable[[], float] | None = None,
+        gate: Gate | None = None,
     ) -> None:
         self.clock = clock or _now
         self.cpu = cpu or _cpu
         self.turn = turn or _one_turn
+        self.gate = gate or (GATE if clock is None else Gate())
         self.debt = 0.0  # how far the last slice ran over its budget
         self.used = 0.0  # how long the last slice took
         self.began = self.clock()
         self.until = self.began + RELOAD_SLICE
+        if self.began < self.gate.rest_from + self.gate.rest_for:
+            self.until = self.began  # another pacer's pause: this one's first tick waits too
 
     def due(self) -> bool:
-        return self.clock() >= self.until
+        now = self.gate.step_at = self.clock()
+        return now >= self.until
 
     async def pause(self) -> None:
         clock, cpu = self.clock, self.cpu
         now = clock()
         self.used = now - self.began
         self.debt = max(0.0, now - self.until)
-        want = min(self.used, RELOAD_PAUSE_MAX)
-        began, spent = now, cpu()
+        gate = self.gate  # the loop is the requests' until the later of two rests' ends
+        end = max(gate.rest_from + gate.rest_for, now + min(self.used, RELOAD_PAUSE_MAX))
+        gate.rest_from, gate.rest_for = now, end - now
+        seen, spent = now, cpu()
         turns = 0
-        while True:
-            await self.turn()
-            now, was = clock(), spent
-            spent = cpu()
-            turns += 1
-            elapsed = now - began
-            if elapsed >= RELOAD_PAUSE_MAX:
-                break  # a saturated loop: the reload keeps a third of it at least
-            if turns >= RELOAD_PAUSE and (spent - was < RELOAD_IDLE_TURN or elapsed >= want):
-                break
-        self.began = now
+        ready = gate.ready
+        ready.append(self)  # in the order the pauses began: the longest waiting goes first
+        try:
+            while True:
+                await self.turn()
+                now, was = clock(), spent
+                spent = cpu()
+                turns += 1
+                latest = max(gate.rest_from, gate.step_at)
+                if latest > seen:  # another pacer worked in that turn: the pause anew
+                    seen, turns = latest, 1
+                elapsed = now - seen
+                if not (
+                    elapsed >= RELOAD_PAUSE_MAX  # a saturated loop: the reload keeps a third
+                    or (
+                        turns >= RELOAD_PAUSE
+                        and (spent - was < RELOAD_IDLE_TURN or elapsed >= gate.rest_for)
+                    )
+                ):
+                    continue
+                if ready[0] is self:
+                    break  # (else another pacer has waited longer: its slice first)
+        finally:
+            if self in ready:
+                ready.remove(self)
+        self.began = gate.step_at = now
         self.until = now + max(RELOAD_SLICE - self.debt, RELOAD_SLICE / 4)
 
     async def tick(self) -> None:
         """A pause if this slice is over."""
-        if self.clock() >= self.until:
+        now = self.gate.step_at = self.clock()
+        if now >= self.until:
             await self.pause()
 
 
@@ -157,6 +203,7 @@ def short_switches() -> Iterator[None]:
 
 
 __all__ = [
+    "GATE",
     "RELOAD_IDLE_TURN",
     "RELOAD_LOG_SLACK",
     "RELOAD_PAUSE",
@@ -164,6 +211,7 @@ __all__ = [
     "RELOAD_SLICE",
     "RELOAD_SWITCH",
     "RELOAD_WRITTEN_MAX",
+    "Gate",
     "Pacer",
     "cyclic_gc_held",
     "short_switches",
