@@ -10,13 +10,18 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from quiesce.admin import CommandContext
+from quiesce.admin import AdminService, CommandContext
+from quiesce.config import parse_config
 from quiesce.config.models import ServerConfig
+from quiesce.core.admin import AdminRecord
 from quiesce.core.clock import FakeClock
 from quiesce.core.errors import GuardRefused, InvalidCommand, NotFound
 from quiesce.core.events import EventQuery
 from quiesce.core.states import Admin, Cause, CloseMode, Oper
-from tests.admin.conftest import Harness, make_harness, raw_config, stop_harness
+from quiesce.state.registry import Registry
+from quiesce.store import SqliteStore
+from quiesce.store.base import SharedStore
+from tests.admin.conftest import RAW, Harness, make_harness, raw_config, stop_harness
 
 CTX = CommandContext("alice", Cause.API)
 
@@ -355,3 +360,52 @@ async def test_a_drained_removal_not_deleted_after_all_writes_its_drain(h: Harne
     await h.service.durable()
     assert h.store.load_admin()["web/w1"].state is Admin.DRAIN
     assert h.store.load_servers()["web/w1"]["removing"]["actor"] == "alice"  # type: ignore[index]
+
+
+class _SharedSqlite(SqliteStore):
+    """A SQLite store that says it is shared with other nodes (as the etcd store is)."""
+
+    connected = True
+
+    def set_remote_handler(self, handler: object) -> None:
+        self.handler = handler
+
+    async def flush(self, timeout: float | None = None) -> bool:
+        return True
+
+    @property
+    def pending(self) -> int:
+        return 0
+
+    def mark(self) -> int:
+        return 0
+
+    async def confirm(self, mark: int, timeout: float | None = None) -> None:
+        return None
+
+
+async def test_a_drained_removal_on_a_shared_store_writes_its_drain(tmp_path: Path) -> None:
+    """Other nodes drain a server by its admin record before they delete it (their own
+    connections to it): on a shared store the drain of a server deleted at once is still
+    written, then its deletion."""
+    registry = Registry(parse_config(RAW), FakeClock())
+    store = _SharedSqlite(tmp_path / "state.db")
+    await store.open()
+    assert isinstance(store, SharedStore)
+    service = AdminService(registry, store, registry.clock)
+    await service.start()
+    try:
+        writes: list[tuple[str, str]] = []
+        real = store.save_admin
+
+        def spy(key: str, record: AdminRecord) -> None:
+            writes.append((key, record.state.value))
+            real(key, record)
+
+        store.save_admin = spy  # type: ignore[method-assign]
+        service.remove_server("web/w1", CTX, drain=True)
+        assert writes == [("web/w1", "drain")]
+        assert "w1" not in [s.name for s in registry.pools["web"].servers]
+    finally:
+        await service.stop()
+        store.close()

@@ -33,7 +33,7 @@ from quiesce.core.states import Admin, Cause, CloseMode
 from quiesce.state.events import make_event
 from quiesce.state.registry import Registry, ServerRuntime
 from quiesce.state.sessions import OPAQUE, session_counts
-from quiesce.store.base import StateStore, StoreError
+from quiesce.store.base import SharedStore, StateStore, StoreError
 
 log = logging.getLogger("quiesce.admin")
 
@@ -98,6 +98,9 @@ class ServiceBase:
         # writes were skipped, replayed if the server is not deleted after all
         self._unwritten: ServerRuntime | None = None
         self._unwritten_event: Event | None = None
+        # a store other nodes read (etcd): they drain a server by its admin record before
+        # they delete it, so every write of a drain is made there
+        self._shared_store = isinstance(store, SharedStore)
 
     def _history(self, after_id: int, limit: int) -> list[Event]:
         return self.store.list_events(EventQuery(after_id=after_id, limit=limit))

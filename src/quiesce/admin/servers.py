@@ -118,7 +118,8 @@ class ServerCommands(StateCommands):
         # admin record, the "removing" definition) would be undone by the deletion's, queued
         # right after them (a reload's: in its one transaction): not made (a drained removal
         # by a reload writes 3 rows a server instead of 6), nor the drain's answer worded.
-        quick = server.connections == 0
+        # Not on a shared store: the other nodes drain the server by those writes.
+        quick = server.connections == 0 and not self._shared_store
         self._unwritten, self._unwritten_event = (server if quick else None), None
         try:
             try:
