@@ -13,7 +13,9 @@ bounded by the number of records plus the events not yet written.
 Keys, under ``state.etcd.prefix``::
 
     admin/<pool>/<server>      {"value": AdminRecord, "close": "all"|..., actor, reason, cause}
-    servers/<pool>/<server>    {"value": {server definition}|null}   null = deleted (tombstone)
+    servers/<pool>/<server>    {"value": {server definition}|null}   null = deleted (tombstone;
+                               added again: the key deleted and created anew, so a full read
+                               in create-revision order has the pool's order)
     flags/<name>               {"value": true|false|"text"|null}     null = cleared (tombstone)
     monitors/<name>            {"value": {...}|null}                 null = deleted (tombstone)
     pool_monitors/<pool>       {"value": [names]}
@@ -220,12 +222,19 @@ class EtcdStore(Writer, Watcher):
         self._share("pool_monitors", pool, list(names))
 
     def save_server(self, key: str, data: dict[str, Any] | None) -> None:
+        """A definition saved after :meth:`forget_server` (a server added again after its
+        delete) is written to a key etcd creates anew: a full read (a restart, another node's
+        start) orders the servers by their keys' creation, so it comes back after the servers
+        added meanwhile, as it stands in the pool, not at its first addition's place."""
+        recreate = data is not None and key in self._forgotten
+        self._forgotten.discard(key)
         self.mirror.save_server(key, data)
-        self._share("server", key, data)
+        self._share("server", key, data, recreate=recreate)
 
     def forget_server(self, key: str) -> None:
         """Here only, as ``delete_admin``: another node may still use the record."""
         self.mirror.forget_server(key)
+        self._forgotten.add(key)
 
     def batch(self) -> contextlib.AbstractContextManager[None]:
         """The mirror's writes in one transaction (it is in memory: faster, nothing more).

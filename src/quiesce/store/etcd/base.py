@@ -80,6 +80,9 @@ class Op:
     events: list[tuple[str, bytes]] = field(default_factory=list)
     local: bool = False  # made on this node only (--local): its landing is a reconciliation
     checks: dict[str, int] = field(default_factory=dict)  # other keys that must be unchanged
+    # the key deleted first, so etcd creates it anew (a server added again after its delete:
+    # a full read orders the servers by their keys' create revision, as they were added)
+    recreate: bool = False
 
 
 class EtcdBase:
@@ -144,6 +147,7 @@ class EtcdBase:
         self._max_queue = retention_rows + 10_000
         self._acked: dict[str, int] = {}  # key → revision of our last acknowledged write
         self._deferred: dict[str, tuple[int, bytes | None]] = {}  # remote values held back
+        self._forgotten: set[str] = set()  # server records forgotten here (forget_server)
         self._seen: dict[str, int] = {}  # key → mod revision last applied or skipped
         self._event_keys: OrderedDict[str, float] = OrderedDict()  # etcd key → event time
         self._rev = 0  # the highest revision seen
@@ -162,6 +166,11 @@ class EtcdBase:
     def endpoint(self) -> str:
         """The endpoint in use now."""
         return self.endpoints[self._endpoint]
+
+    @property
+    def replaying(self) -> bool:
+        """Another node's change is being applied here (what it causes stays on this node)."""
+        return self._replay_from is not None
 
     @property
     def pending(self) -> int:

@@ -90,7 +90,7 @@ class Writer(EtcdBase):
         else:
             self._checks.pop(key, None)
 
-    def _share(self, kind: Kind, name: str, value: object) -> None:
+    def _share(self, kind: Kind, name: str, value: object, *, recreate: bool = False) -> None:
         if self._replay_from is not None:
             return
         extra: dict[str, object] = {}
@@ -113,6 +113,7 @@ class Writer(EtcdBase):
         base = max(self._seen.get(key, 0), self._acked.get(key, 0))
         op = self._enqueue(key, self._value(value, **extra), base)
         op.checks.update(self._checks.pop(key, {}))
+        op.recreate = op.recreate or recreate
         if ekey is not None and event_op is not None and event_op.value is not None:
             op.events.append((ekey, event_op.value))
             op.seqs.extend(event_op.seqs)
@@ -220,6 +221,18 @@ class Writer(EtcdBase):
             return True, int((await client.put(bkey, op.value)).header.revision), None
         from aetcd import transactions as txn
 
+        if op.recreate and op.value is not None and op.base:
+            # delete first (the put cannot be in the same transaction: one key), then put on
+            # its absence; a delete that lost is this write lost, as below
+            ok, responses = await client.transaction(
+                compare=[txn.Mod(bkey) == op.base],
+                success=[txn.Delete(bkey)],
+                failure=[txn.Get(bkey)],
+            )
+            if not ok:
+                self._moved = []
+                return False, None, _record(responses[0])
+            op.base, op.recreate = 0, False
         write = txn.Put(bkey, op.value) if op.value is not None else txn.Delete(bkey)
         checks = list(op.checks.items())
         ok, responses = await client.transaction(
@@ -239,11 +252,7 @@ class Writer(EtcdBase):
             for (k, r), kvs in zip(checks, responses[1:], strict=True)
             if (int(kvs[0][1].mod_revision) if kvs else 0) != r
         ]
-        kvs = responses[0]
-        if not kvs:
-            return False, None, (None, 0)
-        value, meta = kvs[0]
-        return False, None, (bytes(value), int(meta.mod_revision))
+        return False, None, _record(responses[0])
 
     def _refold(self, key: str, op: Op) -> None:
         """A write that may not have been sent: the one queued after it folds into it again."""
@@ -254,6 +263,7 @@ class Writer(EtcdBase):
             op.events.extend(after.events)
             op.local = op.local or after.local
             op.checks = {**after.checks, **op.checks}
+            op.recreate = op.recreate or after.recreate
             self._ops[key] = op
 
     def _on_refused(self, key: str, op: Op, value: bytes | None, rev: int) -> None:
@@ -380,6 +390,14 @@ class Writer(EtcdBase):
         if server:
             detail.update(pool=pool, server=server)
         self.cluster.emit("write_conflict", message, detail)
+
+
+def _record(kvs: Any) -> tuple[bytes | None, int]:
+    """A transaction's Get answer: the record's value and mod revision, (None, 0): none."""
+    if not kvs:
+        return None, 0
+    value, meta = kvs[0]
+    return bytes(value), int(meta.mod_revision)
 
 
 def _body(value: bytes | None) -> dict[str, Any] | None:
