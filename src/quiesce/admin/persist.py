@@ -33,7 +33,12 @@ changes."""
 
 
 class Persistence(ServiceBase):
+    _held: list[Event] | None = None  # a takeover's events until it has taken over
+
     def _on_event(self, event: Event) -> None:
+        if self._held is not None and not getattr(self.store, "replaying", False):
+            self._held.append(event)  # recorded (or never) by announce_startup
+            return
         try:
             event = self.store.append_event(event)
         except Exception:

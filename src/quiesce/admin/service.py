@@ -68,9 +68,13 @@ class AdminService(ServerCommands, Persistence, RemoteChanges):
         """Restore persisted state, then persist every event, fire what is overdue and arm
         the timer. Call before any listener accepts: a server left in maintenance must not
         get a request after a restart. ``announce=False``: the startup event waits for
-        :meth:`announce_startup` (a takeover's new process, once it has taken over)."""
+        :meth:`announce_startup` (a takeover's new process, once it has taken over), and so
+        does every event meanwhile (the first checks' verdicts...): a takeover abandoned
+        records none, as if it had never started. A shared store's replay of another node's
+        change is not held (it writes to this node's copy only)."""
         if self._started:
             return
+        self._held = None if announce else []
         self._loop = asyncio.get_running_loop()
         self._thread = threading.get_ident()
         self.bus.bind(self._loop)
@@ -93,7 +97,11 @@ class AdminService(ServerCommands, Persistence, RemoteChanges):
         self._timer = asyncio.create_task(self._run_timer(), name="quiesce admin timer")
 
     def announce_startup(self) -> None:
-        """Log the startup event (once), with what :meth:`start` restored."""
+        """Record the events held since :meth:`start`, then log the startup event (once),
+        with what :meth:`start` restored."""
+        held, self._held = self._held, None
+        for event in held or ():
+            self._on_event(event)
         summary, self._startup = self._startup, None
         if summary is not None:
             self.registry.emit(

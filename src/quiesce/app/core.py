@@ -95,6 +95,9 @@ class App:
                 handover = request(self.takeover)
             except TakeoverError as exc:
                 raise StartupError(f"--takeover: {exc}") from exc
+        # a takeover's events (its first checks' verdicts...) are held until it has taken
+        # over: an abandoned one records none, in the store or the log (upgrade.HeldLog)
+        held = upgrade.HeldLog(self.registry) if handover is not None else None
         try:
             await self._start(handover)
         except BaseException:
@@ -111,7 +114,9 @@ class App:
             if self.runtime_socket is not None:
                 self.runtime_socket.keep_path = False  # ours now
             self.took_over_from = handover.pid
-            self.admin.announce_startup()  # an abandoned takeover left none in the log
+            if held is not None:
+                held.release()
+            self.admin.announce_startup()  # the held events, then the startup event
 
     async def _start(self, handover: Handover | None) -> None:
         def take(kind: str, name: str, listen: str | None) -> list[socket.socket] | None:

@@ -19,7 +19,8 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING, Any
 
-from quiesce.core.events import EventKind
+from quiesce import logs
+from quiesce.core.events import Event, EventKind
 from quiesce.core.states import Oper
 from quiesce.state import handover as server_state
 from quiesce.state.events import make_event
@@ -40,6 +41,33 @@ def seed(app: Any, handover: Handover) -> None:
         return
     n = server_state.seed(app.registry, handover.state)
     log.info("takeover: the state of %d server(s) taken from pid %d", n, handover.pid)
+
+
+class HeldLog:
+    """The process log's event lines (``logs.log_event``, when the registry has it) held
+    from the start of a takeover until it has taken over (:meth:`release`): an abandoned one
+    logs no event of a process that never served (the admin service holds the store's
+    records likewise: ``AdminService.start(announce=False)``)."""
+
+    def __init__(self, registry: Registry) -> None:
+        self.registry = registry
+        self.events: list[Event] = []
+        self.hold = self.events.append
+        listeners = registry.listeners
+        self.active = logs.log_event in listeners
+        if self.active:
+            listeners[listeners.index(logs.log_event)] = self.hold
+
+    def release(self) -> None:
+        """The process log's listener back in its place, and the lines held written."""
+        if not self.active:
+            return
+        self.active = False
+        listeners = self.registry.listeners
+        listeners[next(i for i, f in enumerate(listeners) if f is self.hold)] = logs.log_event
+        for event in self.events:
+            logs.log_event(event)
+        self.events.clear()
 
 
 async def first_verdicts(registry: Registry) -> None:
@@ -113,6 +141,7 @@ async def stop_handed_over(app: Any, grace: float) -> None:
 
 
 __all__ = [
+    "HeldLog",
     "first_verdicts",
     "handover_state",
     "listening",
