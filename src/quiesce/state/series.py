@@ -186,22 +186,23 @@ class Series(Ring):
         connections: int,
         latency: Sequence[int] | None,
         checks: tuple[Any, ...] | None = None,
-    ) -> tuple[list[int], list[int]] | None:
+    ) -> tuple[list[int] | None, tuple[list[int], list[int]] | None]:
         """:meth:`sample` of a :class:`Snapshot`'s fields (the tick's path for each server
-        that moved: no snapshot object made). Returns the latency counts' difference from
-        the last sample when it computed one, as the buckets that moved and by how much
-        (:meth:`_PoolSum.move` adds it to the pool's)."""
+        that moved: no snapshot object made). Returns the differences from the last sample
+        it computed, for :meth:`_PoolSum.move`: the counters' but the last (None: not
+        computed) and the latency counts', as the buckets that moved and by how much."""
         last = self._last
         self._last = _ZERO_COUNTERS if counters == _ZERO_COUNTERS else counters
         self.connections = connections
         raw: tuple[list[int], list[int]] | None = None  # latency counts' moves: (buckets, by)
+        moved: list[int] | None = None
         lat: Sequence[int] | None = None
         if latency is not None:  # shared while all zeros (a server without traffic)
             lat = _ZERO_LATENCY if not any(latency) else list(latency)
         last_lat, self._last_latency = self._last_latency, lat
         if last is None:
-            return None
-        deltas = _deltas(counters, last)
+            return None, None
+        deltas, moved = _deltas(counters, last)
         if lat is not None and last_lat is not None and len(last_lat) == len(lat):
             if lat is last_lat:  # both the shared zeros
                 q = _NO_QUANTILES
@@ -222,7 +223,7 @@ class Series(Ring):
             deltas = tuple(None if d is None else d + (row[k] or 0) for k, d in enumerate(deltas))
             checks = _add_checks(row[_Q1:], checks)
         self._put(second, (*deltas, connections, *q, *checks))
-        return raw
+        return moved, raw
 
     def window(self, now: int, seconds: int) -> list[dict[str, Any]]:
         """The last ``seconds`` seconds up to ``now`` (included), oldest first."""
@@ -241,25 +242,28 @@ def _checks_of(checks: bool) -> tuple[Any, ...]:
     return IDLE_CHECKS if checks else NO_CHECKS
 
 
-def _deltas(now: tuple[int | None, ...], before: tuple[int | None, ...]) -> tuple[int | None, ...]:
+def _deltas(
+    now: tuple[int | None, ...], before: tuple[int | None, ...]
+) -> tuple[tuple[int | None, ...], list[int] | None]:
     """Each counter's difference (None where not kept; 0 where it went down: a new
-    baseline). In C loops when only the last counter may be None (a server's
-    ``new_connections``), as in every tick's sample."""
+    baseline), and the differences as they are (below 0 too) but the last counter's when
+    found in C loops (only the last counter may be None: a server's ``new_connections``; as
+    in every tick's sample; None otherwise)."""
     n = len(now) - 1
     if len(before) == n + 1 and (now[n] is None) is (before[n] is None):
         try:
-            d = list(map(sub, now[:n], before[:n]))
+            raw = list(map(sub, now[:n], before[:n]))
         except TypeError:  # a None among them
             pass
         else:
-            if d and min(d) < 0:
-                d = [x if x > 0 else 0 for x in d]
+            d = raw if not raw or min(raw) >= 0 else [x if x > 0 else 0 for x in raw]
             tail = None if now[n] is None else max(0, now[n] - before[n])  # type: ignore[operator]
-            return (*d, tail)
-    return tuple(
+            return (*d, tail), raw
+    deltas = tuple(
         None if x is None else (x - b if b is not None and x >= b else 0)
         for x, b in zip(now, before, strict=True)
     )
+    return deltas, None
 
 
 def _add_checks(before: Sequence[Any], now: tuple[Any, ...]) -> tuple[Any, ...]:
@@ -420,24 +424,27 @@ class _PoolSum:
         last_latency: Sequence[int] | None,
         connections: int,
         s: Series,
-        diff: tuple[list[int], list[int]] | None = None,
+        diff: tuple[list[int] | None, tuple[list[int], list[int]] | None] = (None, None),
     ) -> None:
         """A member's sample moved from (``last``, ``last_latency``, ``connections``) to its
         new one: its difference added at once (what ``add(-1)`` then ``add(1)`` did, in two
         C loops over the counters and the latency buckets rather than four in Python)."""
         n = len(self.counters)
-        if last is not None and s._last is not None:
+        moved, latency = diff
+        if moved is not None and len(moved) == n:  # computed by the sample
+            self.counters = list(map(add, self.counters, moved))
+        elif last is not None and s._last is not None:
             self.counters = list(map(add, self.counters, map(sub, s._last[:n], last[:n])))
         elif s._last is not None:
             self.counters = list(map(add, self.counters, s._last[:n]))
         if last_latency is not None and s._last_latency is not None:
-            if diff is not None:  # ``s._last_latency - last_latency``, computed by the sample
+            if latency is not None:  # ``s._last_latency - last_latency``, by the sample
                 lat = self.latency
-                for i, by in zip(*diff, strict=True):
+                for i, by in zip(*latency, strict=True):
                     lat[i] += by
             elif last_latency is not s._last_latency:
-                moved = map(sub, s._last_latency, last_latency)
-                self.latency = list(map(add, self.latency, moved))
+                step = map(sub, s._last_latency, last_latency)
+                self.latency = list(map(add, self.latency, step))
         elif s._last_latency is not None:
             self.latency = list(map(add, self.latency, s._last_latency))
         elif last_latency is not None:
