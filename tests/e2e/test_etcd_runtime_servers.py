@@ -1,8 +1,9 @@
 """Issue 14 on etcd: servers added at runtime on one node come back, on a restarted node and
-on the node that added them, in the order they stand in the pool (a server deleted and added
-again at the end, as a single node with SQLite has it: tests/runtime_socket's
-test_added_servers_come_back_in_the_order_they_were_added); the other node takes the added server's record of
-its addition without an admin event of its own. Real etcd, two real ``quiesce run``."""
+on the node that added them, in the order they stand in the pool: a server deleted and added
+again at the end, as a single node with SQLite has it (tests/runtime_socket/
+test_runtime_servers.py, test_added_servers_come_back_in_the_order_they_were_added). The
+other node takes the added server's record of its addition without an admin event of its
+own. Real etcd, two real ``quiesce run``."""
 
 from __future__ import annotations
 
