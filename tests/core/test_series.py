@@ -288,7 +288,10 @@ def test_the_cheap_sliced_tick_stores_the_rows_of_a_full_tick(seed: int, batch: 
             churn(rng, pools, services, rng.choice((0, 0, 1, 3, 20)))  # idle seconds too
             steps = list(store.ticking(now, pools, services, batch=batch))
             n = sum(len(p.servers) for p in pools.values())
-            assert steps == list(range(batch, n, batch))  # a step after each batch of servers
+            # a step after each batch of servers (and of the walk that forgets the histograms
+            # of servers gone, when some went)
+            assert steps == list(range(batch, batch * len(steps) + 1, batch))
+            assert len(steps) >= len(range(batch, n, batch))
             reference_tick(ref, now, pools, services)
             assert set(store.series) == set(ref)
             for (kind, name), series in ref.items():
@@ -408,3 +411,23 @@ def test_a_servers_quantiles_and_its_pools_sums_are_those_of_a_walk_of_every_buc
             for i, n in enumerate(traffic.LATENCY.get(s.traffic, new_histogram())):
                 sums[i] += n
         assert store._pools["p"].latency == sums
+
+
+def test_forgetting_the_histograms_of_servers_gone_is_sliced_too() -> None:
+    """After servers went (a reload removed them), the walk that finds the latency
+    histograms to forget runs in the tick's slices as well: at 11,000 servers it held the
+    loop 8 ms in one go after each reload (bench/reload_stall.py --where)."""
+    servers = [server(f"s{i}") for i in range(100)]
+    for s in servers:
+        s.requests_total += 1
+        traffic.account_timed(s.traffic, traffic.Traffic(), 1, 1, 0.001, 0.001)
+    pools = {"p": SimpleNamespace(servers=servers)}
+    store = SeriesStore()
+    try:
+        assert len(list(store.ticking(1000.0, pools, {}, batch=10))) == 9 + 10  # new servers
+        pools["p"].servers = servers[:50]
+        steps = list(store.ticking(1001.0, pools, {}, batch=10))
+        assert len(steps) == 4 + 5  # 50 servers, then the walk of the 50 left, in slices
+        assert set(traffic.LATENCY) == {s.traffic for s in servers[:50]}
+    finally:
+        traffic.LATENCY.clear()

@@ -574,9 +574,21 @@ class SeriesStore:
         self._pools = sums
         kept = sum(len(p.members) for p in sums.values())  # servers
         if moved or len(latency) > kept:  # (a server timed and deleted between two ticks)
-            live = {s.src.traffic for p in sums.values() for s in p.members.values()}
-            for t in [t for t in latency if t not in live]:
-                del latency[t]
+            # the histograms of servers no longer there, in slices too (a set of 11,000
+            # servers' records in one go held the loop 8 ms after each reload); those made
+            # meanwhile (a new server's first request) are not among the candidates
+            candidates = list(latency)
+            live: set[Any] = set()
+            for ps in sums.values():
+                for s in list(ps.members.values()):
+                    if done >= limit:
+                        limit = done + batch
+                        yield done
+                    done += 1
+                    live.add(s.src.traffic)
+            for t in candidates:
+                if t not in live:
+                    latency.pop(t, None)
         self.now = second
 
     def _forget(self, sums: dict[str, _PoolSum], services: dict[str, Any]) -> None:
