@@ -413,10 +413,11 @@ def test_a_servers_quantiles_and_its_pools_sums_are_those_of_a_walk_of_every_buc
         assert store._pools["p"].latency == sums
 
 
-def test_forgetting_the_histograms_of_servers_gone_is_sliced_too() -> None:
-    """After servers went (a reload removed them), the walk that finds the latency
-    histograms to forget runs in the tick's slices as well: at 11,000 servers it held the
-    loop 8 ms in one go after each reload (bench/reload_stall.py --where)."""
+def test_placing_and_forgetting_servers_added_or_gone_is_sliced_too() -> None:
+    """After servers came or went (a reload), the pool's order made anew, the series of
+    servers gone forgotten and the walk that finds the latency histograms to forget run in
+    the tick's slices as well: at 11,000 servers each held the loop 6-20 ms in one go after
+    each reload (bench/reload_stall.py --where)."""
     servers = [server(f"s{i}") for i in range(100)]
     for s in servers:
         s.requests_total += 1
@@ -424,10 +425,12 @@ def test_forgetting_the_histograms_of_servers_gone_is_sliced_too() -> None:
     pools = {"p": SimpleNamespace(servers=servers)}
     store = SeriesStore()
     try:
-        assert len(list(store.ticking(1000.0, pools, {}, batch=10))) == 9 + 10  # new servers
+        # new servers: their rows, their order and the walk of the histograms, in slices
+        assert len(list(store.ticking(1000.0, pools, {}, batch=10))) == 9 + 10 + 10
         pools["p"].servers = servers[:50]
         steps = list(store.ticking(1001.0, pools, {}, batch=10))
-        assert len(steps) == 4 + 5  # 50 servers, then the walk of the 50 left, in slices
+        # 50 servers, their order, the 50 gone forgotten, the walk of the 50 left: in slices
+        assert len(steps) == 4 + 5 + 5 + 5
         assert set(traffic.LATENCY) == {s.traffic for s in servers[:50]}
     finally:
         traffic.LATENCY.clear()

@@ -555,10 +555,23 @@ class SeriesStore:
                 )
                 s.key, s.check_at = _ZERO_KEY if key == _ZERO_KEY else key, checked
                 ps.move(*was, s, diff)
-            if placed:  # servers added, removed or moved: its order and members anew
-                ps.order = [members[x.name] for x in servers]
-                names = {x.name for x in servers}
+            if placed:  # servers added, removed or moved: its order and members anew, in
+                # slices too (11,000 servers in one go held the loop 6-20 ms after a reload)
+                placing: list[Series] = []
+                names: set[str] = set()
+                for x in servers:
+                    if done >= limit:
+                        limit = done + batch
+                        yield done
+                    done += 1
+                    placing.append(members[x.name])
+                    names.add(x.name)
+                ps.order = placing
                 for n in [n for n in members if n not in names]:
+                    if done >= limit:
+                        limit = done + batch
+                        yield done
+                    done += 1
                     ps.add(members.pop(n), -1)
                     moved = True
             if changed or pseries._last is None:
