@@ -33,6 +33,30 @@ def etcd(tmp_path: Path) -> Iterator[Etcd]:
     server.stop()
 
 
+def config(etcd: Etcd, node: str, port: int, web: bool = True) -> str:
+    """Pool ``api`` and service ``www``; pool ``web`` (server b1) and its service ``site``
+    unless ``web`` is false."""
+    text = (
+        node_config(etcd, "/readd/", node)
+        + f"""pools:
+  api:
+    servers: [{{name: a1, address: 127.0.0.1:{port}}}]
+"""
+    )
+    if web:
+        text += f"""  web:
+    servers: [{{name: b1, address: 127.0.0.1:{port}}}]
+"""
+    text += "services:\n  www: {listen: 127.0.0.1:0, pool: api}\n"
+    return text + ("  site: {listen: 127.0.0.1:0, pool: web}\n" if web else "")
+
+
+def reload(node: Started) -> str:
+    r = httpx.post(f"{node.api}/reload", auth=AUTH, timeout=30)
+    assert r.status_code == 200, r.text
+    return r.text
+
+
 def names(node: Started) -> list[str]:
     r = httpx.get(f"{node.api}/pools/web", auth=AUTH, timeout=10)
     assert r.status_code == 200, r.text
@@ -50,15 +74,7 @@ def test_a_readded_server_comes_back_at_the_end_on_every_node(tmp_path: Path, et
         port = bt.backends[0].port
         for node in ("a", "b"):
             (tmp_path / node).mkdir()
-            (tmp_path / node / "quiesce.yaml").write_text(
-                node_config(etcd, "/readd/", node)
-                + f"""pools:
-  web:
-    servers: [{{name: b1, address: 127.0.0.1:{port}}}]
-services:
-  www: {{listen: 127.0.0.1:0, pool: web}}
-"""
-            )
+            (tmp_path / node / "quiesce.yaml").write_text(config(etcd, node, port))
         a, b = run_quiesce(tmp_path / "a"), run_quiesce(tmp_path / "b")
         try:
             for name in ("zz", "aa", "mm"):
@@ -87,6 +103,15 @@ services:
                 f"{b.api}/events", params={"server": "zz", "kind": "admin_command"}, auth=AUTH
             )
             assert r.status_code == 200 and r.json() == [], r.text
+
+            # node b's copy of the store has the new place too (its admin service forgets
+            # the tombstone as node a's did): pool web removed from its file by a reload and
+            # put back by another gets its servers back from that copy
+            (tmp_path / "b" / "quiesce.yaml").write_text(config(etcd, "b", port, web=False))
+            assert "pool web: removed" in reload(b)
+            (tmp_path / "b" / "quiesce.yaml").write_text(config(etcd, "b", port))
+            assert "pool web: added" in reload(b)
+            assert names(b) == want
 
             assert b.proc.stop(signal.SIGKILL) == -signal.SIGKILL
             b = run_quiesce(tmp_path / "b")  # reads the servers from etcd

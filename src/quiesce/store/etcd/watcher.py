@@ -203,8 +203,6 @@ class Watcher(EtcdBase):
                 value = AdminRecord.from_dict(value)
                 self.mirror.save_admin(name, value)
         elif body is None:
-            if kind == "server":  # deleted to be created anew (EtcdStore.save_server)
-                self.mirror.forget_server(name)
             return  # a flag or monitor key deleted by hand: its tombstone is gone, keep ours
         elif kind == "flag":
             if value is None:
