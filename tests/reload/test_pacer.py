@@ -191,3 +191,19 @@ def test_two_pacers_share_the_loop_without_running_their_slices_back_to_back() -
     held = max(len(seg.replace("t", "")) for seg in segments)
     assert held <= 6, "".join(log)  # one slice (4-5 steps) and the other's first step at most
     assert log.count("a") == log.count("b") == 40
+
+
+def test_a_pacer_lost_at_the_head_of_the_gate_does_not_hold_the_others() -> None:
+    """A pacer whose task is gone without ending its pause (its place first in line kept)
+    stops no other pacer for more than RELOAD_WAIT_MAX."""
+    from quiesce.app.reload_pace import RELOAD_WAIT_MAX
+
+    loop = Loop(turn_cost=0.0001)
+    gate = Gate()
+    gate.ready.append(Pacer(clock=loop.clock, gate=gate))  # first in line, never turning
+    p = Pacer(clock=loop.clock, turn=loop.turn, cpu=loop.cpu, gate=gate)
+    loop.now += 0.001
+    began = loop.now
+    asyncio.run(p.pause())
+    assert RELOAD_WAIT_MAX <= loop.now - began < RELOAD_WAIT_MAX + 0.001
+    assert p not in gate.ready

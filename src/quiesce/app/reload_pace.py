@@ -33,6 +33,9 @@ writes are committed and its log lines written (:meth:`Reloader._written`): the 
 waits at most that long for the GIL another thread holds (the planning thread, the store's
 writer, the process log's; the default 5 ms was a 5 ms stall of every request in flight each
 time)."""
+RELOAD_WAIT_MAX = 0.02
+"""The longest a pacer waits for others' slices once its pause is over (a few ms at most
+while each takes its turn; more means a pacer whose task was lost holds the first place)."""
 RELOAD_LOG_SLACK = 16
 """Lines left in the process log's queue that count as written (the reload's own are a
 thousand; others may keep coming)."""
@@ -117,8 +120,8 @@ class Pacer:
         gate = self.gate  # the loop is the requests' until the later of two rests' ends
         end = max(gate.rest_from + gate.rest_for, now + min(self.used, RELOAD_PAUSE_MAX))
         gate.rest_from, gate.rest_for = now, end - now
-        seen, spent = now, cpu()
-        turns = 0
+        paused = seen = now
+        spent, turns = cpu(), 0
         ready = gate.ready
         ready.append(self)  # in the order the pauses began: the longest waiting goes first
         try:
@@ -139,7 +142,7 @@ class Pacer:
                     )
                 ):
                     continue
-                if ready[0] is self:
+                if ready[0] is self or now - paused >= RELOAD_WAIT_MAX:
                     break  # (else another pacer has waited longer: its slice first)
         finally:
             if self in ready:
@@ -210,6 +213,7 @@ __all__ = [
     "RELOAD_PAUSE_MAX",
     "RELOAD_SLICE",
     "RELOAD_SWITCH",
+    "RELOAD_WAIT_MAX",
     "RELOAD_WRITTEN_MAX",
     "Gate",
     "Pacer",
