@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
+from quiesce.frontends import auth as auth_module
 from quiesce.frontends.auth import Authenticator, AuthError
 from tests.api.harness import ADMIN, ADMIN_TOKEN, VIEWER
 from tests.cli.test_client import cli, failed, ok
@@ -104,3 +105,41 @@ async def test_hash_checks_in_flight_are_bounded_per_source(
     with pytest.raises(AuthError) as err:
         await auth.check_password("one-more", "x", "127.0.0.1")
     assert err.value.status == 401
+
+
+async def test_a_429_tells_when_to_retry(
+    app: Any, client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Retry-After says what the answer's text says: 1 s for the short-lived 429 of hash
+    checks in flight (it said 60), the seconds left for a name's failed logins."""
+    release = threading.Event()
+    real = auth_module.verify_password
+
+    def slow_verify(secret: str, hashed: str) -> bool:
+        release.wait(20)
+        return False
+
+    monkeypatch.setattr("quiesce.frontends.auth.verify_password", slow_verify)
+    limit = app.config.admin.login_failures_per_minute
+    auth = app.admin_server.api.state.auth
+    tasks = [
+        asyncio.create_task(client.get("/api/v1/whoami", auth=(f"name{i}", "x")))
+        for i in range(limit)
+    ]
+    try:
+        async with asyncio.timeout(10):
+            while auth._pending.get("127.0.0.1", 0) < limit:
+                await asyncio.sleep(0.01)
+        r = await client.get("/api/v1/whoami", auth=("one-more", "x"))
+        assert r.status_code == 429 and "being checked" in r.json()["detail"]
+        assert r.headers["retry-after"] == "1"
+    finally:
+        release.set()
+    assert {(await t).status_code for t in tasks} == {401}
+    monkeypatch.setattr("quiesce.frontends.auth.verify_password", real)
+    for i in range(limit):
+        r = await client.get("/api/v1/whoami", auth=("mallory", f"guess{i}"))
+    r = await client.get("/api/v1/whoami", auth=("mallory", "guess"))
+    assert r.status_code == 429
+    retry = int(r.headers["retry-after"])
+    assert f"retry in {retry}s" in r.json()["detail"] and 1 <= retry <= 61

@@ -84,11 +84,12 @@ class Session:
 class AuthError(QuiesceError):
     """Refused: ``status`` (the status hint) is 401, 403 or 429."""
 
-    def __init__(self, status: int, error: str, detail: str) -> None:
+    def __init__(self, status: int, error: str, detail: str, retry_after: int = 60) -> None:
         super().__init__(detail, status_hint=status)
         self.status = status
         self.error = error
         self.detail = detail
+        self.retry_after = retry_after  # a 429's Retry-After (seconds)
 
 
 @dataclass
@@ -127,6 +128,7 @@ class Authenticator:
                 "too many failed logins",
                 f"{len(q)} failed logins for {who} from {source} in the last minute; "
                 f"retry in {retry}s (other users are not limited)",
+                retry_after=retry,
             )
         if not q:
             self._failures.pop(key, None)
@@ -143,6 +145,7 @@ class Authenticator:
                 429,
                 "too many failed logins",
                 f"{running} logins from {source} are being checked; retry in 1s",
+                retry_after=1,
             )
 
     async def _verify(self, source: str, name: str, secret: str, hashed: str) -> bool:

@@ -89,7 +89,7 @@ def _install_error_handlers(api: FastAPI) -> None:
         if exc.status == 401 and not _from_browser(request):
             resp.headers["WWW-Authenticate"] = 'Basic realm="quiesce"'
         if exc.status == 429:
-            resp.headers["Retry-After"] = "60"
+            resp.headers["Retry-After"] = str(exc.retry_after)
         return resp
 
     async def api_error(request: Request, exc: Exception) -> Response:

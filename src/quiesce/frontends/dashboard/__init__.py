@@ -75,7 +75,8 @@ async def _basic_login(request: Request) -> Response:
             )
         except AuthError as exc:
             if exc.status == 429:
-                return Response(exc.detail, status_code=429, headers={"Retry-After": "60"})
+                retry = str(exc.retry_after)
+                return Response(exc.detail, status_code=429, headers={"Retry-After": retry})
         else:
             return RedirectResponse("/", status_code=303)
     return Response(
