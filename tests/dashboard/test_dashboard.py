@@ -433,6 +433,9 @@ def test_guard_refusal_shows_409_keyboard_only(stack: Stack, browser: Any) -> No
     page.keyboard.press("Enter")
     confirm = page.locator("#dlg-confirm")
     expect(confirm).to_be_visible()
+    # what closes when: a web server's requests, a database server's transactions
+    expect(confirm).to_contain_text("busy ones at their next request boundary")
+    expect(confirm).to_contain_text("a database session: at its transaction boundary")
     expect(confirm.get_by_role("button", name="Cancel")).to_be_focused()
     page.keyboard.press("Tab")
     page.keyboard.press("Enter")

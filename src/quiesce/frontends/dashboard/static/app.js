@@ -970,8 +970,8 @@
         const ok = await confirmDialog("Put in maintenance?",
           body.force
             ? "All " + plural(conns, "live connection") + " on " + names + " will be closed now."
-            : "Idle keep-alive connections on " + names + " are closed now and busy ones at their next request boundary ("
-              + plural(conns, "live connection") + ").",
+            : "Idle keep-alive connections on " + names + " are closed now and busy ones at their next request boundary"
+              + " (a database session: at its transaction boundary; " + plural(conns, "live connection") + ").",
           "Set maintenance");
         if (!ok) return;
       }
