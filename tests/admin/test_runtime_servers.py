@@ -338,6 +338,8 @@ async def test_a_drained_removal_deleted_at_once_writes_no_drain_record(h: Harne
     await h.service.durable()
     assert h.store.load_servers() == {"web/w1": None}
     assert "web/w1" not in h.store.load_admin()
+    # nothing of the removal is kept for it (a reload's thousand were kept alive, each)
+    assert not h.service._removals and not h.service._before_removal
 
 
 async def test_a_drained_removal_not_deleted_after_all_writes_its_drain(h: Harness) -> None:

@@ -100,6 +100,7 @@ class ServerCommands(StateCommands):
             except QuiesceError as exc:
                 self._refuse_server(server.pool, server.name, ctx, exc, "remove")
             self._removals.pop(server, None)
+            self._before_removal.pop(server, None)
             self._monitors_changed()
             _log_change(ctx, "deleted", server.key, server.address)
             return CommandResult(server, True, f"{server.key}: deleted", 0)
@@ -141,6 +142,7 @@ class ServerCommands(StateCommands):
             if server.removing and self.registry.removable(server) is None:  # deleted now
                 self._unwritten = None
                 rctx = self._removals.pop(server, None) or ctx
+                self._before_removal.pop(server, None)  # kept every deleted server alive
                 self.registry.remove_server(
                     server, actor=rctx.actor, cause=rctx.cause, reason=rctx.reason
                 )
