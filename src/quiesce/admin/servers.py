@@ -295,16 +295,24 @@ class ServerCommands(StateCommands):
         servers = frozenset(
             k for k in self._server_records if k not in self._removing_saved or self._is_runtime(k)
         )
+        # each pool's own list of its servers being removed, not a walk of every server; a
+        # removal an operator asked for (``destroy server --drain``) is theirs, not a reload's
+        # (a reload took it for one of its own and cancelled it: review 14 R1)
+        removing = [s for pool in self.registry.pools.values() for s in pool.removing()]
+        removals = self._removals
+        by_operator = frozenset(
+            s.key
+            for s in removing
+            if (c := removals.get(s)) is not None and c.cause is not Cause.CONFIG
+        )
         return RuntimeOverrides(
             servers=servers,
             deleted=frozenset(k for k in servers if self._deleted_at_runtime(k)),
             monitors=frozenset(store.load_monitors()) | frozenset(store.load_deleted_monitors()),
             pool_monitors=frozenset(store.load_pool_monitors()),
             flags=frozenset(store.load_flags()) | frozenset(store.load_cleared_flags()),
-            # each pool's own list of its servers being removed, not a walk of every server
-            removing=frozenset(
-                s.key for pool in self.registry.pools.values() for s in pool.removing()
-            ),
+            removing=frozenset(s.key for s in removing) - by_operator,
+            removing_at_runtime=by_operator,
         )
 
     def _deleted_at_runtime(self, key: str) -> bool:
