@@ -39,6 +39,7 @@ def test_a_reload_does_not_cancel_a_removal_an_operator_asked_for(tmp_path: Path
                 r = q.cli("reload")
                 assert r.returncode == 0, r
                 status, body = q.api("GET", "/api/v1/events?kind=config_reload&limit=1")
+                assert status == 200, body
                 detail = body[-1]["detail"]
                 assert not [c for c in detail["changes"] if "web/w2" in c], detail
                 if weight != 1:  # the file's change is not applied, and the answer says why
