@@ -215,8 +215,15 @@ async def test_overrides_name_the_servers_being_removed_without_a_walk_of_every_
         raise AssertionError("overrides() walked every server")
 
     monkeypatch.setattr(h.registry, "servers", walked)
-    assert h.service.overrides().removing == frozenset({"web/w1"})
+    rt = h.service.overrides()  # an operator's removal: theirs, not a reload's (review 14 R1)
+    assert (rt.removing, rt.removing_at_runtime) == (frozenset(), frozenset({"web/w1"}))
     h.service.enable("web/w1", CTX)  # the removal cancelled
+    h.service.remove_server(
+        "web/w1", CommandContext("r", Cause.CONFIG, "config reload"), drain=True
+    )
+    rt = h.service.overrides()  # a reload's own
+    assert (rt.removing, rt.removing_at_runtime) == (frozenset({"web/w1"}), frozenset())
+    h.service.enable("web/w1", CTX)
     assert h.service.overrides().removing == frozenset()
 
 
