@@ -79,6 +79,8 @@ async def test_drain_then_delete(app: Any, client: httpx.AsyncClient) -> None:
         ({"name": "a1", "address": "127.0.0.1:1"}, 409, "name"),
         ({"name": "x", "address": "nowhere"}, 422, "address"),
         ({"name": "x", "address": "127.0.0.1:99999"}, 422, "address"),
+        ({"name": "x", "address": "999.1.1.1:80"}, 422, "'999.1.1.1' is not an IPv4 address"),
+        ({"name": "x", "address": "<img src=x>:80"}, 422, "neither an IP address nor a host"),
         ({"name": "x", "address": "127.0.0.1:1", "weight": 300}, 422, "weight"),
         ({"name": "x", "address": "127.0.0.1:1", "weight": "heavy"}, 422, "weight"),
         ({"name": "bad name", "address": "127.0.0.1:1"}, 422, "name"),

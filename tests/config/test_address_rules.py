@@ -37,3 +37,29 @@ def test_runtime_tcp_off_loopback_is_a_config_error(listen: str) -> None:
     with pytest.raises(ConfigError) as err:
         load_text(text)
     assert any("admin.runtime_tcp" in p and "loopback" in p for p in err.value.problems)
+
+
+@pytest.mark.parametrize(
+    ("address", "words"),
+    [
+        ("999.1.1.1:80", "'999.1.1.1' is not an IPv4 address"),
+        ("1.2.3:80", "'1.2.3' is not an IPv4 address"),  # the resolver: 1.2.0.3, another host
+        ("<img src=x onerror=alert(1)>:80", "is neither an IP address nor a host name"),
+        ("a b:80", "'a b' is neither an IP address nor a host name"),
+        ("http://10.0.0.1:80", "without a scheme"),
+    ],
+)
+def test_a_server_address_is_an_ip_address_or_a_host_name(address: str, words: str) -> None:
+    """Review 14 R2: the file, like the API, took any host (a typo became another host or a
+    server that failed every connection, and took traffic in an unmonitored pool)."""
+    with pytest.raises(ConfigError) as err:
+        load_text(BASE % f"'{address}'")
+    problems = [p for p in err.value.problems if "pools.web.servers[0].address" in p]
+    assert problems and words in problems[0], err.value.problems
+
+
+@pytest.mark.parametrize(
+    "address", ["10.0.0.1:80", "[::1]:80", "db-1.internal:5432", "my_app:8080", "db.example.:5432"]
+)
+def test_host_names_and_ip_addresses_are_taken(address: str) -> None:
+    assert load_text(BASE % f"'{address}'").pools["web"].servers[0].address == address

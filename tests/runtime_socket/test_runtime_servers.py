@@ -120,6 +120,9 @@ async def test_added_servers_come_back_in_the_order_they_were_added(tmp_path: Pa
         ("add server web/x 127.0.0.1:1 weight x", "invalid weight 'x' for server x.\n\n"),
         ("add server web/x 127.0.0.1:1 bogus", "unknown keyword 'bogus'.\n\n"),
         ("add server web/x 127.0.0.1:99999", "invalid address '127.0.0.1:99999': port 99999 is out of range\n\n"),
+        # review 14 R2: what the resolver would take for another host, or for no host at all
+        ("add server web/x 999.1.1.1:80", "invalid address '999.1.1.1:80': '999.1.1.1' is not an IPv4 address\n\n"),
+        ("add server web/x 10.0.0:80", "invalid address '10.0.0:80': '10.0.0' is not an IPv4 address\n\n"),
         ("add server web/x 127.0.0.1", "invalid address '127.0.0.1': the port is required (<addr>:<port>, 1 to 65535; quiesce has no server without a port).\n\n"),
         ("add server web/x ::1", "invalid address '::1': the port is required (<addr>:<port>, 1 to 65535; quiesce has no server without a port).\n\n"),
         ("add server web/x [::1]", "invalid address '[::1]': the port is required (<addr>:<port>, 1 to 65535; quiesce has no server without a port).\n\n"),

@@ -3,14 +3,43 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 import socket
+
+_LABEL = re.compile(r"(?!-)[A-Za-z0-9_-]{1,63}(?<!-)\Z")
+_DOTTED = re.compile(r"[0-9.]+\Z")
+
+
+def check_host(host: str) -> None:
+    """A host is an IP address or a host name (RFC 1123: letters, digits and hyphens in
+    dot-separated labels of at most 63, 253 in all; underscores too, as container names
+    have them); one of digits and dots alone must be a
+    whole IPv4 address (``1.2.3`` is not ``1.2.0.3``, ``999.1.1.1`` no host at all: the
+    system's resolver took both, the first as another host). Raises ValueError."""
+    try:
+        ipaddress.ip_address(host)
+        return
+    except ValueError:
+        pass
+    if _DOTTED.match(host):
+        raise ValueError(f"{host!r} is not an IPv4 address")
+    name = host[:-1] if host.endswith(".") else host
+    if len(name) > 253 or not all(_LABEL.match(label) for label in name.split(".")):
+        raise ValueError(
+            f"{host!r} is neither an IP address nor a host name "
+            "(letters, digits, hyphens, underscores and dots)"
+        )
 
 
 def split_address(value: str) -> tuple[str, int]:
-    """Split ``host:port``; raises ValueError with an operator-facing message."""
+    """Split ``host:port``; raises ValueError with an operator-facing message. The host is
+    an IP address or a host name (:func:`check_host`; a name is resolved by the system at
+    each connection)."""
     if not isinstance(value, str) or not value.strip():
         raise ValueError(f"{value!r} is not an address (want host:port)")
     text = value.strip()
+    if "://" in text:
+        raise ValueError(f"{value!r} is not an address (want host:port, without a scheme)")
     if text.startswith("["):
         end = text.find("]")
         if end < 0 or not text[end + 1 :].startswith(":"):
@@ -27,6 +56,7 @@ def split_address(value: str) -> tuple[str, int]:
     port = int(port_text)
     if port > 65535:
         raise ValueError(f"port {port} is out of range")
+    check_host(host)
     return host, port
 
 
