@@ -22,6 +22,12 @@ RELOAD_CHUNK = 50
 """Servers per piece when the validated file comes back from the reload worker: each piece
 is unpickled between two turns of the event loop (~1 ms each; 500 took ~16 ms)."""
 
+RELOAD_WORKER_TIMEOUT = 30.0
+"""Seconds the reload worker has to answer (start, at the first reload, and validate the
+file): past them it is killed, the reload refused naming the limit (nothing changed) and a
+new worker started by the next reload (review 14 R11: a worker stopped or stuck held every
+reload, and every ``--takeover``, for ever)."""
+
 
 class Loaded:
     """A reload's file as the worker sent it back: the validated config without its pools'
@@ -142,4 +148,10 @@ def check_for_reload(
     }
 
 
-__all__ = ["RELOAD_CHUNK", "Loaded", "check_for_reload", "reload_worker_init"]
+__all__ = [
+    "RELOAD_CHUNK",
+    "RELOAD_WORKER_TIMEOUT",
+    "Loaded",
+    "check_for_reload",
+    "reload_worker_init",
+]
