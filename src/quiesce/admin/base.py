@@ -89,6 +89,7 @@ class ServiceBase:
         self._before_removal: dict[ServerRuntime, AdminRecord] = {}
         self._removing_saved: set[str] = set()  # keys whose stored record says "removing"
         self._server_records: set[str] = set()  # keys with a stored server record
+        self._file_index: dict[str, Any] = {}  # persist.Persistence._in_file
         # a reload applying many changes (batch()): health.sync() once at its end
         self._batching = False
         self._batch_monitors_changed = False

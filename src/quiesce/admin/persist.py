@@ -13,7 +13,7 @@ from pydantic import ValidationError
 
 from quiesce.admin.base import STORE_ACTOR, ServiceBase, _sane, log
 from quiesce.admin.context import CommandContext
-from quiesce.config.models import HealthMonitor, ServerConfig
+from quiesce.config.models import HealthMonitor, PoolConfig, ServerConfig
 from quiesce.core.errors import GuardRefused, NotFound, QuiesceError
 from quiesce.core.events import Event, EventKind
 from quiesce.core.states import Admin, Cause
@@ -85,10 +85,19 @@ class Persistence(ServiceBase):
                     self.store.save_admin(server.key, server.admin)
         elif kind is EventKind.SERVER_REMOVED:
             key = f"{event.pool}/{event.server}"
-            self.store.save_server(key, None)
             self.store.delete_admin(key)
             self._removing_saved.discard(key)
-            self._server_records.add(key)
+            if self._shared_store or self._in_file(key) is not None:
+                # a server of the file: its deletion (a tombstone) wins over the file; on a
+                # shared store, the other nodes delete their copy by it
+                self.store.save_server(key, None)
+                self._server_records.add(key)
+            elif key in self._server_records:
+                # added at runtime, the file has no server of that name: nothing of it is
+                # left to override, no tombstone (a later file server of that name is
+                # served, not "kept deleted": review 14 R9)
+                self.store.forget_server(key)
+                self._server_records.discard(key)
         elif kind is EventKind.FLAG_CHANGE:
             name = str(event.detail.get("flag", ""))
             if name in self.registry.flags:
@@ -109,6 +118,16 @@ class Persistence(ServiceBase):
         """The server's stored record: its definition when it was added or changed at
         runtime or is being removed (with who asked); none when the file's applies."""
         key = server.key
+        if (
+            server.runtime_defined
+            and not server.removing
+            and not self._shared_store
+            and self._in_file(key) == server.config
+        ):
+            # set back to the file's definition at runtime (alter, or added again with the
+            # file's values): it follows the file again, its runtime record goes (docs/admin.md
+            # "Which wins"). Not on a shared store: the other nodes keep their record.
+            server.runtime_defined = False
         if server.runtime_defined or server.removing:
             data: dict[str, Any] = server.config.model_dump(mode="json")
             if server.removing:
@@ -127,6 +146,21 @@ class Persistence(ServiceBase):
             self.store.forget_server(key)
             self._server_records.discard(key)
             self._removing_saved.discard(key)
+
+    def _in_file(self, key: str) -> ServerConfig | None:
+        """The running config file's server ``key`` ("pool/server"), if it has one. Each
+        pool's servers indexed by name once per config (a runtime change of a server in a
+        pool of 10,000 does not walk the pool's list)."""
+        pool_name, _, name = key.partition("/")
+        pool = self.registry.config.pools.get(pool_name)
+        if pool is None:
+            return None
+        cached: tuple[PoolConfig, dict[str, ServerConfig]] | None
+        cached = self._file_index.get(pool_name)
+        if cached is None or cached[0] is not pool:
+            cached = (pool, {s.name: s for s in pool.servers})
+            self._file_index[pool_name] = cached
+        return cached[1].get(name)
 
     def _restore_servers(
         self, ignore: Callable[[str], None], pools: frozenset[str] | None = None
