@@ -143,3 +143,26 @@ async def test_min_servers_up_guards_drain_delete(app: Any, client: httpx.AsyncC
     )
     assert r.status_code == 200 and r.json()["removed"] is True  # no connection: at once
     assert "shared" not in names(app, "app")
+
+
+async def test_a_server_at_its_pools_collection(app: Any, client: httpx.AsyncClient) -> None:
+    """Review 14 R8: ``DELETE /api/v1/pools/P/servers/S`` (the collection the server was
+    POSTed to) was a bare 404: it, ``GET`` and ``PATCH`` there are the server's routes."""
+    r = await client.post(
+        "/api/v1/pools/app/servers", json={"name": "c4", "address": "127.0.0.1:18095"}, auth=ADMIN
+    )
+    assert r.status_code == 201, r.text
+    r = await client.get("/api/v1/pools/app/servers/c4", auth=ADMIN)
+    assert r.status_code == 200 and r.json()["name"] == "c4", r.text
+    r = await client.patch("/api/v1/pools/app/servers/c4", json={"weight": 3}, auth=ADMIN)
+    assert r.status_code == 200 and r.json()["changed"] == {"weight": [1, 3]}, r.text
+    # the same rules as at /api/v1/servers/P/S: role, guard, query
+    r = await client.delete("/api/v1/pools/app/servers/c4", auth=VIEWER)
+    assert r.status_code == 403, r.text
+    r = await client.delete("/api/v1/pools/app/servers/c4?colour=red", auth=ADMIN)
+    assert r.status_code == 422 and "c4" in names(app, "app"), r.text
+    r = await client.delete("/api/v1/pools/app/servers/c4?drain=true", auth=ADMIN)
+    assert r.status_code == 200 and r.json()["removed"] is True, r.text
+    assert "c4" not in names(app, "app")
+    r = await client.delete("/api/v1/pools/app/servers/c4", auth=ADMIN)
+    assert r.status_code == 404 and "c4" in r.json()["detail"], r.text

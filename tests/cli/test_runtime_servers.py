@@ -93,3 +93,15 @@ async def test_destroy_drain_wait(app: Any) -> None:  # noqa: F811
     assert "deleted once drained" in r.stdout
     assert "web/web1: deleted after" in r.stdout
     assert "web/web1: removing (2)" in r.stderr
+
+
+async def test_priority_created_and_altered(app: Any) -> None:  # noqa: F811
+    """Review 14 R8: ``PATCH`` takes ``priority`` (docs/api.md), the CLI took only address,
+    weight, max_connections and backup ("'priority': a server's … can be altered")."""
+    ok(await cli(app, "create", "server", "app/a5", "127.0.0.1:18098", "--priority", "3"))
+    a5 = app.registry.find_server("app/a5")
+    assert a5.config.priority == 3
+    out = ok(await cli(app, "alter", "server", "app/a5", "priority", "7"))
+    assert "priority 3 → 7" in out and a5.config.priority == 7
+    line = failed(await cli(app, "alter", "server", "app/a5", "priority", "1001"))
+    assert "priority" in line and a5.config.priority == 7

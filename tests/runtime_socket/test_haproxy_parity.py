@@ -368,6 +368,8 @@ BAD = [
     "set weight web/web2 -5%", "set weight web/web2 300", "set weight web/web2",
     "set server app/a1 state bogus", "set server app/a1 health bogus",
     "shutdown sessions server web/nope", "disable server nope/a1", "enable server app",
+    # HAProxy 2.6's own "(300).." (review 14 R8 took it for a typo of ours)
+    "add server app/x 127.0.0.1:1 weight 300",
 ]  # fmt: skip
 
 

@@ -73,6 +73,25 @@ async def test_add_server_takes_haproxys_check_enabled_and_disabled(app: Any) ->
     assert await cmd(app, "del server web/c3") == "Server deleted.\n"
 
 
+async def test_add_server_takes_haproxys_maxconn(app: Any) -> None:  # noqa: F811
+    """Review 14 R8: ``maxconn`` (HAProxy's word for quiesce's max_connections) was refused
+    as an unknown keyword; 0 is HAProxy's "no limit"."""
+    line = "add server web/m1 127.0.0.1:18087 maxconn 20 check"
+    assert await cmd(app, line) == "New server registered.\n\n"
+    assert app.registry.find_server("web/m1").config.max_connections == 20
+    assert await cmd(app, "add server web/m2 127.0.0.1:18088 maxconn 0") == (
+        "New server registered.\n\n"
+    )
+    assert app.registry.find_server("web/m2").config.max_connections is None
+    assert await cmd(app, "add server web/m3 127.0.0.1:18089 maxconn lots") == (
+        "invalid maxconn 'lots' for server m3.\n\n"
+    )
+    assert await cmd(app, "add server web/m3 127.0.0.1:18089 maxconn") == (
+        "invalid maxconn '' for server m3.\n\n"
+    )
+    assert [s.name for s in app.registry.pools["web"].servers][-2:] == ["m1", "m2"]
+
+
 async def test_added_servers_come_back_in_the_order_they_were_added(tmp_path: Path) -> None:
     """Servers added over the runtime socket, one deleted and added again (its tombstone
     then a new record): after a restart they are in the pool in the order of their last

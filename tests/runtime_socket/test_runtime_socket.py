@@ -283,6 +283,9 @@ async def test_help_unknown_and_several_commands(app: Any) -> None:
     assert text.startswith("The following commands are valid at this level:\n")
     assert "  show stat [desc|json|no-maint|typed|up]*: report counters" in text
     assert "  quit                                    : disconnect\n" in text
+    # review 14 R8: HAProxy's "remove a dynamically added server" was wrong here, where
+    # del server deletes a server of the config file too
+    assert "  del server <bk>/<srv>                   : remove a server (in maintenance" in text
     unknown = await cmd(app, "frobnicate now")
     assert unknown.startswith(
         "Unknown command, but maybe one of the following ones is a better match:\n"

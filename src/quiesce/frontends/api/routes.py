@@ -306,6 +306,9 @@ def build_routes(app: AppLike) -> tuple[APIRouter, APIRouter]:
             return StreamingResponse(body, headers=headers, media_type="application/json")  # type: ignore[return-value]
         return [server_view(registry, s) for s in page]
 
+    # a server is also at its pool's collection (where it was POSTed): the same handlers,
+    # DELETE /api/v1/pools/P/servers/S was a bare 404 (review 14 R8)
+    @v1.get("/pools/{pool}/servers/{server}", include_in_schema=False)
     @v1.get("/servers/{pool}/{server}", tags=["servers"])
     async def show_server(pool: str, server: str, p: Read) -> dict[str, object]:
         return server_view(registry, registry.pool(pool).server(server))
@@ -380,6 +383,7 @@ def build_routes(app: AppLike) -> tuple[APIRouter, APIRouter]:
         server = app.admin.add_server(pool, config, c.context(reason))
         return server_view(registry, server)
 
+    @v1.patch("/pools/{pool}/servers/{server}", include_in_schema=False)
     @v1.patch("/servers/{pool}/{server}", tags=["servers"])
     async def update_server(
         pool: str, server: str, request: Request, c: Write
@@ -404,6 +408,7 @@ def build_routes(app: AppLike) -> tuple[APIRouter, APIRouter]:
             "server": server_view(registry, rt),
         }
 
+    @v1.delete("/pools/{pool}/servers/{server}", include_in_schema=False)
     @v1.delete("/servers/{pool}/{server}", tags=["servers"])
     async def delete_server(
         pool: str,

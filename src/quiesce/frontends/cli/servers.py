@@ -43,6 +43,12 @@ def create_group() -> None:
     help="At most N busy connections at once; more wait in the pool's queue (default: no limit).",
 )
 @click.option("--backup", is_flag=True, help="A backup server (used when no primary is).")
+@click.option(
+    "--priority",
+    type=int,
+    metavar="N",
+    help="Priority 0-1000 among the servers of its tier (default 0, as the config file's).",
+)
 @click.option("--reason", default="", help="Why (recorded in events).")
 @click.pass_context
 def create_server(
@@ -52,6 +58,7 @@ def create_server(
     weight: int | None,
     max_connections: int | None,
     backup: bool,
+    priority: int | None,
     reason: str,
 ) -> None:
     """Add server NAME at HOST:PORT to POOL, validated as the config file's servers; it starts
@@ -64,6 +71,8 @@ def create_server(
         body["max_connections"] = max_connections
     if backup:
         body["backup"] = True
+    if priority is not None:
+        body["priority"] = priority
     data = api_of(ctx).send("POST", f"/api/v1/pools/{segment(pool)}/servers", body)
     emit(
         settings(ctx),
@@ -74,10 +83,13 @@ def create_server(
 
 @click.group("alter")
 def alter_group() -> None:
-    """Change a server's address, weight, max_connections or backup (maxctrl: alter server)."""
+    """Change a server's address, weight, priority, max_connections or backup (maxctrl:
+    alter server)."""
 
 
-_ALTERABLE = ("address", "weight", "max_connections", "backup")
+# as PATCH /api/v1/servers/{pool}/{server} (docs/api.md) but healthmonitors (a list: PATCH)
+_ALTERABLE = ("address", "weight", "priority", "max_connections", "backup")
+_NUMBERS = ("weight", "priority", "max_connections")
 
 
 @alter_group.command("server")
@@ -87,11 +99,12 @@ _ALTERABLE = ("address", "weight", "max_connections", "backup")
 @click.pass_context
 def alter_server(ctx: click.Context, server: str, settings_: tuple[str, ...], reason: str) -> None:
     """Change SERVER's address (HOST:PORT: the old address drains, new connections go to the
-    new one), weight (0-256), max_connections (N busy connections at most, none: no limit)
-    or backup (true/false), persisted over the config file."""
+    new one), weight (0-256), priority (0-1000), max_connections (N busy connections at
+    most, none: no limit) or backup (true/false), persisted over the config file."""
     if len(settings_) % 2:
         raise click.UsageError(
-            "give KEY VALUE pairs: address HOST:PORT, weight N, max_connections N, backup true"
+            "give KEY VALUE pairs: address HOST:PORT, weight N, priority N, max_connections N, "
+            "backup true"
         )
     body: dict[str, Any] = {}
     for key, value in zip(settings_[::2], settings_[1::2], strict=True):
@@ -103,7 +116,7 @@ def alter_server(ctx: click.Context, server: str, settings_: tuple[str, ...], re
             body[key] = value.lower() in ("true", "yes", "on", "1")
         elif key == "max_connections" and value.lower() in ("none", "null"):
             body[key] = None
-        elif key in ("weight", "max_connections") and value.removeprefix("-").isdecimal():
+        elif key in _NUMBERS and value.removeprefix("-").isdecimal():
             body[key] = int(value)  # a number (the API refuses the text "5"), else as given
         else:
             body[key] = value  # the API validates (and names the field of a bad value)

@@ -44,7 +44,9 @@ PERMISSION_DENIED = "Permission denied"
 # HAProxy 2.6's help lines ("  %-40s: %s"), for the commands this socket knows, in its order.
 HELP: list[tuple[str, str]] = [
     ("add server <bk>/<srv>", "create a new server"),
-    ("del server <bk>/<srv>", "remove a dynamically added server"),
+    # HAProxy 2.6's "remove a dynamically added server": here any server, of the config
+    # file too (then kept deleted over the file: docs/admin.md), as the API's DELETE
+    ("del server <bk>/<srv>", "remove a server (in maintenance, no connection left)"),
     ("disable agent", "disable agent checks"),
     ("disable health", "disable health checks"),
     ("disable server (DEPRECATED)", "disable a server for maintenance (use 'set server' instead)"),
@@ -317,10 +319,15 @@ class RuntimeCommands:
                 if not re.fullmatch(r"[+-]?\d+", value):
                     raise CommandError(f"invalid weight '{value}' for server {name}.")
                 if not 0 <= int(value) <= 256:
-                    raise CommandError(
+                    raise CommandError(  # "..": HAProxy 2.6's words (test_haproxy_parity)
                         f"weight of server {name} is not within 0 and 256 ({int(value)}).."
                     )
                 data["weight"] = int(value)
+            elif word == "maxconn":  # HAProxy's word for max_connections; 0: no limit
+                value = rest.pop(0) if rest else ""
+                if not re.fullmatch(r"\d+", value):
+                    raise CommandError(f"invalid maxconn '{value}' for server {name}.")
+                data["max_connections"] = int(value) or None
             else:
                 raise CommandError(f"unknown keyword '{word}'.")
         if any(s.name == name for s in self.registry.pools[pool_name].servers):
