@@ -41,11 +41,13 @@ import asyncio
 import logging
 import sqlite3
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from typing import Any
 
 from quiesce.core.events import Event
+from quiesce.core.pace import ThreadPace
 from quiesce.store.base import StoreError
 
 log = logging.getLogger("quiesce.store")
@@ -65,6 +67,8 @@ BUSY_CODES = (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
 """Another connection holds the lock: the thread tries again (each try waits the
 connection's busy timeout) rather than lose the writes."""
 BUSY_TRIES_AT_CLOSE = 3
+EVENT_CHUNK = 64
+"""Events inserted between two looks at the thread's pace (``executemany`` of a chunk)."""
 
 
 class Writer:
@@ -77,6 +81,9 @@ class Writer:
         self.db = db
         self.name = name
         self._prune = prune
+        # a transaction of thousands of rows (a live reload's) rests 1 ms after each 1 ms
+        # of work: the event loop's thread gets the GIL and a core back (quiesce.core.pace)
+        self._pace = ThreadPace(time.perf_counter, time.sleep)
         self._loop: asyncio.AbstractEventLoop | None = loop
         # the condition's lock, taken directly where nothing waits on the condition (a
         # C-level context manager: the Condition's own __enter__ is a Python call, paid
@@ -249,6 +256,8 @@ class Writer:
         """Write ``ops`` in one transaction: (None, False) when committed, else the error
         and whether it was another connection's lock (worth another try)."""
         db = self.db
+        pace = self._pace
+        pace.begin()
         try:
             db.execute("BEGIN IMMEDIATE")
             top = db.execute("SELECT MAX(id) FROM events").fetchone()[0] or 0
@@ -264,13 +273,16 @@ class Writer:
                     if renumber or rows[0][0] <= top:
                         renumber = True
                         rows = [(None, *r[1:]) for r in rows]
-                    db.executemany(INSERT_EVENT, rows)
+                    for k in range(0, len(rows), EVENT_CHUNK):  # a rest between chunks
+                        db.executemany(INSERT_EVENT, rows[k : k + EVENT_CHUNK])
+                        pace.step()
                     i = j
                     continue
                 if kind == "sql":
                     db.execute(a, b)
                 else:
                     self._prune(db, a)
+                pace.step()
                 i += 1
             if renumber:
                 last = int(db.execute("SELECT MAX(id) FROM events").fetchone()[0] or 0)
