@@ -161,6 +161,36 @@ def test_services_added_changed_rebound_removed() -> None:
     }
 
 
+def test_a_retired_listener_says_what_happens_to_its_connections() -> None:
+    """Review 14 R7: "(the old listener finishes what it carries)" for a tcp listener, whose
+    keep-alive clients were then cut mid-response at its grace period."""
+    old = cfg(
+        services={
+            "site": {"listen": "127.0.0.1:8080", "pool": "web"},
+            "raw": {"listen": "127.0.0.1:8082", "pool": "web", "protocol": "tcp"},
+            "db": {"listen": "127.0.0.1:8083", "pool": "web", "grace_period": "30s"},
+        }
+    )
+    new = cfg(
+        services={
+            "site": {"listen": "127.0.0.1:8080", "pool": "web", "protocol": "tcp"},
+            "raw": {"listen": "127.0.0.1:8082", "pool": "web"},
+        }
+    )
+    said = {c.target: c.message for c in plan_reload(old, new).changes}
+    assert "finishes what it carries" not in str(said)
+    assert said["service raw"].endswith(
+        "(the old listener relays its connections on for its grace_period, 10s, then closes "
+        "them, even mid-response: a tcp relay has no request boundary to stop at)"
+    ), said
+    assert said["service site"].endswith(
+        "(the old listener answers the requests in flight and the next one of each keep-alive "
+        "connection (Connection: close) within its grace_period, 10s; then closes what is left)"
+    ), said
+    assert "removed (stops accepting; it answers the requests in flight" in said["service db"]
+    assert "within its grace_period, 30s;" in said["service db"], said
+
+
 def test_users_tokens_and_restart_only_sections() -> None:
     h = "scrypt$16384$8$1$c2FsdA$aGFzaA"
     old = cfg(admin={"users": [{"name": "ann", "password_hash": h}]})

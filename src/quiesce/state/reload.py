@@ -97,6 +97,15 @@ def _names(changed: Iterable[str]) -> str:
     return ", ".join(sorted(changed))
 
 
+def _was_is(old: Any, new: Any, changed: Mapping[str, Any]) -> dict[str, list[Any]]:
+    """``{field: [old, new]}`` of the ``changed`` fields, as JSON (a ``config_change``
+    event's ``detail.changed``, as a ``server_updated``'s: the audit trail says what a field
+    was before, review 14 R8)."""
+    keys = set(changed)
+    a, b = old.model_dump(mode="json", include=keys), new.model_dump(mode="json", include=keys)
+    return {k: [a.get(k), b.get(k)] for k in sorted(keys)}
+
+
 def plan_reload(old: Config, new: Config, runtime: RuntimeOverrides | None = None) -> ReloadPlan:
     """The changes that take the running process from ``old`` to ``new`` (both validated),
     leaving alone what ``runtime`` says was changed at runtime."""
@@ -181,6 +190,7 @@ def _pools(plan: ReloadPlan, old: Config, new: Config, rt: RuntimeOverrides) -> 
                 pool=name,
                 config=pool,
                 changed=changed,
+                detail={"changed": _was_is(before, pool, changed)},
             )
         if before.healthmonitors != pool.healthmonitors:
             target = f"pool {name}"
@@ -295,24 +305,43 @@ def _services(plan: ReloadPlan, old: Config, new: Config) -> None:
                 "service_rebound",
                 target,
                 f"{target}: {_kind(before)} on {before.listen} → {_kind(svc)} on {svc.listen} "
-                "(the old listener finishes what it carries)",
+                f"({_retiring(before, 'the old listener')})",
                 service=name,
             )
         elif before != svc:
+            changed = _fields(before, svc)
             plan.add(
                 "service_changed",
                 target,
-                f"{target}: {_names(_fields(before, svc))} changed (new requests)",
+                f"{target}: {_names(changed)} changed (new requests)",
                 service=name,
+                detail={"changed": _was_is(before, svc, changed)},
             )
     for name in old.services.keys() - new.services.keys():
         target = f"service {name}"
         plan.add(
             "service_removed",
             target,
-            f"{target}: removed (stops accepting, finishes its requests)",
+            f"{target}: removed (stops accepting; {_retiring(old.services[name], 'it')})",
             service=name,
         )
+
+
+def _retiring(svc: ServiceConfig, who: str) -> str:
+    """What happens to the connections of a listener a reload retires (review 14 R7: "the
+    old listener finishes what it carries" read as "nothing is cut" for a tcp listener,
+    whose keep-alive clients were cut mid-response at the grace period)."""
+    grace = f"{svc.grace_period:g}s"
+    if svc.protocol == "http":
+        return (
+            f"{who} answers the requests in flight and the next one of each keep-alive "
+            f"connection (Connection: close) within its grace_period, {grace}; then closes "
+            "what is left"
+        )
+    return (
+        f"{who} relays its connections on for its grace_period, {grace}, then closes them, "
+        f"even mid-response: a {svc.protocol} relay has no request boundary to stop at"
+    )
 
 
 def _diff_keys(a: Mapping[str, Any], b: Mapping[str, Any]) -> set[str]:
