@@ -169,6 +169,7 @@ def test_a_retired_listener_says_what_happens_to_its_connections() -> None:
             "site": {"listen": "127.0.0.1:8080", "pool": "web"},
             "raw": {"listen": "127.0.0.1:8082", "pool": "web", "protocol": "tcp"},
             "db": {"listen": "127.0.0.1:8083", "pool": "web", "grace_period": "30s"},
+            "pg": {"listen": "127.0.0.1:8084", "pool": "web", "protocol": "postgresql"},
         }
     )
     new = cfg(
@@ -189,6 +190,10 @@ def test_a_retired_listener_says_what_happens_to_its_connections() -> None:
     ), said
     assert "removed (stops accepting; it answers the requests in flight" in said["service db"]
     assert "within its grace_period, 30s;" in said["service db"], said
+    assert said["service pg"].endswith(
+        "removed (stops accepting; it ends each session at its next transaction boundary "
+        "within its grace_period, 10s; then closes what is left)"
+    ), said
 
 
 def test_users_tokens_and_restart_only_sections() -> None:

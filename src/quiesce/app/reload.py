@@ -451,10 +451,19 @@ class Reloader:
                 service.reconfigure(fresh)
         for change in plan.changes:
             if change.kind in ("service_rebound", "service_removed"):
-                # idle keep-alive connections closed at a safe point (their next request
-                # answered with Connection: close), as a takeover's: closed at once, their
-                # clients' next request failed (review 14 R8: RemoteDisconnected)
-                self._retire(change.data["service"], keep_idle=True)
+                # http: idle keep-alive connections closed at a safe point (their next
+                # request answered with Connection: close), as a takeover's: closed at once,
+                # their clients' next request failed (review 14 R8: RemoteDisconnected). A
+                # database relay's sessions still close at their transaction boundary.
+                name = change.data["service"]
+                old = self.app.services.get(name)
+                same = (
+                    old is not None
+                    and name in new.services
+                    and new.services[name].listen == old.config.listen
+                )
+                http = old is not None and old.config.protocol == "http"
+                self._retire(name, keep_idle=same or http)
         for name, socks in bound.items():
             svc = new.services[name]
             self.app.services[name] = await start_service(

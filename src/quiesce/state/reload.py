@@ -338,9 +338,14 @@ def _retiring(svc: ServiceConfig, who: str) -> str:
             f"connection (Connection: close) within its grace_period, {grace}; then closes "
             "what is left"
         )
+    if svc.protocol != "tcp":  # postgresql, mysql: quiesce.dataplane.dbrelay
+        return (
+            f"{who} ends each session at its next transaction boundary within its "
+            f"grace_period, {grace}; then closes what is left"
+        )
     return (
         f"{who} relays its connections on for its grace_period, {grace}, then closes them, "
-        f"even mid-response: a {svc.protocol} relay has no request boundary to stop at"
+        "even mid-response: a tcp relay has no request boundary to stop at"
     )
 
 
