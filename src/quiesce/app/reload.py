@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import multiprocessing
 import os
 import pickle
 import socket
@@ -51,6 +50,7 @@ from quiesce.app.reload_worker import (
     Loaded,
     check_for_reload,
     reload_worker_init,
+    worker_context,
 )
 from quiesce.config.models import Config
 from quiesce.core.errors import QuiesceError
@@ -276,7 +276,7 @@ class Reloader:
         if self.worker is None:
             self.worker = ProcessPoolExecutor(
                 max_workers=1,
-                mp_context=multiprocessing.get_context("spawn"),
+                mp_context=worker_context(),  # SIGHUP/SIGUSR1 blocked in it (R3)
                 initializer=reload_worker_init,
                 initargs=(os.getpid(),),
             )
@@ -451,10 +451,6 @@ class Reloader:
                 service.reconfigure(fresh)
         for change in plan.changes:
             if change.kind in ("service_rebound", "service_removed"):
-                # http: idle keep-alive connections closed at a safe point (their next
-                # request answered with Connection: close), as a takeover's: closed at once,
-                # their clients' next request failed (review 14 R8: RemoteDisconnected). A
-                # database relay's sessions still close at their transaction boundary.
                 name = change.data["service"]
                 old = self.app.services.get(name)
                 same = (
@@ -462,8 +458,7 @@ class Reloader:
                     and name in new.services
                     and new.services[name].listen == old.config.listen
                 )
-                http = old is not None and old.config.protocol == "http"
-                self._retire(name, keep_idle=same or http)
+                self._retire(name, keep_idle=same)
         for name, socks in bound.items():
             svc = new.services[name]
             self.app.services[name] = await start_service(
@@ -543,7 +538,8 @@ class Reloader:
 
     def _retire(self, name: str, *, keep_idle: bool = False) -> None:
         """A service the reload removed (or re-bound): stop accepting now, finish its
-        in-flight requests within its grace period, in the background. ``keep_idle``: idle
+        in-flight requests within its grace period, in the background. ``keep_idle``: its
+        listening socket carries on in the new service (the same ``listen``), so idle
         keep-alive connections are closed only after their next response (an upgrade's
         rule: closing one races with the request its client may be sending)."""
         service = self.app.services.pop(name, None)

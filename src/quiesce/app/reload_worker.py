@@ -11,6 +11,9 @@ import itertools
 import os
 import pickle
 import signal
+from collections.abc import Iterator
+from multiprocessing import resource_tracker
+from multiprocessing.context import SpawnContext, SpawnProcess
 from pathlib import Path
 from typing import Any
 
@@ -58,12 +61,54 @@ class Loaded:
         return self.config.model_copy(update={"pools": pools})
 
 
+WORKER_IGNORES = (signal.SIGHUP, signal.SIGUSR1)
+"""Signals that mean something to ``quiesce run`` (reload, reopen the access log) and whose
+default action would end the reload worker and multiprocessing's resource tracker:
+``systemctl kill -s HUP`` sends them to every process of the unit (review 14 R3: the worker
+and the tracker died, five tracebacks in the journal)."""
+
+
+@contextlib.contextmanager
+def _held() -> Iterator[None]:
+    """:data:`WORKER_IGNORES` blocked in this thread meanwhile: a process started now
+    inherits the mask, through the exec of ``spawn`` (a handler would not survive it), and
+    has them blocked from its first instruction. One sent to us meanwhile is delivered when
+    the block ends (or at once to another thread)."""
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, WORKER_IGNORES)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+class _WorkerProcess(SpawnProcess):
+    def start(self) -> None:
+        with _held():  # the resource tracker too, if it starts (again) here
+            super().start()
+
+
+class _WorkerContext(SpawnContext):
+    Process = _WorkerProcess
+
+
+def worker_context() -> SpawnContext:
+    """``spawn``, with :data:`WORKER_IGNORES` blocked in what it starts: the reload worker,
+    and multiprocessing's resource tracker, started here if not running (the executor's
+    queues would start it otherwise, unblocked)."""
+    with _held():
+        resource_tracker.ensure_running()
+    return _WorkerContext()
+
+
 def reload_worker_init(parent: int) -> None:
     """The reload worker's first act: stdin, stdout and stderr on /dev/null (a supervisor
-    or a test reading our output sees it end when we end), and a SIGKILL when its parent
+    or a test reading our output sees it end when we end), :data:`WORKER_IGNORES` ignored
+    (they were blocked until now: :func:`worker_context`), and a SIGKILL when its parent
     dies (Linux's PR_SET_PDEATHSIG: no worker left behind by a ``kill -9``). (It is not
     given a lower CPU priority: nice +10 made a reload on a loaded machine take 2-3 times
     longer, BENCHMARKS.md.)"""
+    for sig in WORKER_IGNORES:
+        signal.signal(sig, signal.SIG_IGN)
     devnull = os.open(os.devnull, os.O_RDWR)
     for fd in (0, 1, 2):
         os.dup2(devnull, fd)
@@ -151,7 +196,9 @@ def check_for_reload(
 __all__ = [
     "RELOAD_CHUNK",
     "RELOAD_WORKER_TIMEOUT",
+    "WORKER_IGNORES",
     "Loaded",
     "check_for_reload",
     "reload_worker_init",
+    "worker_context",
 ]
