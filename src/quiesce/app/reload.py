@@ -451,6 +451,10 @@ class Reloader:
                 service.reconfigure(fresh)
         for change in plan.changes:
             if change.kind in ("service_rebound", "service_removed"):
+                # http: idle keep-alive connections closed at a safe point (their next
+                # request answered with Connection: close), as a takeover's: closed at once,
+                # their clients' next request failed (review 14 R8: RemoteDisconnected). A
+                # database relay's sessions still close at their transaction boundary.
                 name = change.data["service"]
                 old = self.app.services.get(name)
                 same = (
@@ -458,7 +462,8 @@ class Reloader:
                     and name in new.services
                     and new.services[name].listen == old.config.listen
                 )
-                self._retire(name, keep_idle=same)
+                http = old is not None and old.config.protocol == "http"
+                self._retire(name, keep_idle=same or http)
         for name, socks in bound.items():
             svc = new.services[name]
             self.app.services[name] = await start_service(
@@ -538,8 +543,7 @@ class Reloader:
 
     def _retire(self, name: str, *, keep_idle: bool = False) -> None:
         """A service the reload removed (or re-bound): stop accepting now, finish its
-        in-flight requests within its grace period, in the background. ``keep_idle``: its
-        listening socket carries on in the new service (the same ``listen``), so idle
+        in-flight requests within its grace period, in the background. ``keep_idle``: idle
         keep-alive connections are closed only after their next response (an upgrade's
         rule: closing one races with the request its client may be sending)."""
         service = self.app.services.pop(name, None)
