@@ -133,3 +133,24 @@ async def test_weights_runtime_and_configured(client: httpx.AsyncClient, app: An
 async def test_haproxy_names_are_off_by_default(client: httpx.AsyncClient) -> None:
     r = await client.get("/metrics")
     assert "haproxy_" not in r.text
+
+
+async def test_a_server_added_again_starts_its_counters_at_0(
+    client: httpx.AsyncClient, app: Any
+) -> None:
+    """A server deleted and added again under its name (blue/green, autoscaling) is a new
+    server: its transitions count from 0, and the collector keeps nothing of the deleted
+    one (it kept an entry per server ever deleted, and the new one took the old counts)."""
+    a1 = {"pool": "app", "server": "a1"}
+    r = await client.post("/api/v1/servers/app/a1/maintenance", json={}, auth=ADMIN)
+    assert r.status_code == 200
+    assert get(await scrape(client), "quiesce_server_transitions_total", **a1, axis="admin") == 1
+    address = app.registry.find_server("app/a1").address
+    r = await client.delete("/api/v1/servers/app/a1", auth=ADMIN)
+    assert r.status_code == 200, r.text
+    r = await client.post(
+        "/api/v1/pools/app/servers", json={"name": "a1", "address": address}, auth=ADMIN
+    )
+    assert r.status_code == 201, r.text
+    again = await scrape(client)
+    assert get(again, "quiesce_server_transitions_total", **a1, axis="admin") == 0

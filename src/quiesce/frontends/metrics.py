@@ -96,6 +96,7 @@ class QuiesceCollector(Collector):
         self.events: dict[str, int] = {}
         self.latency: dict[tuple[str, str, str], _Histogram] = {}
         self.seen_at: dict[tuple[str, str, str], float] = {}
+        self._gone: set[tuple[str, str]] = set()  # servers deleted since the last scrape
         registry.listeners.append(self._on_event)
 
     def _on_event(self, e: Event) -> None:
@@ -106,6 +107,26 @@ class QuiesceCollector(Collector):
             if counts is None:
                 counts = self.transitions[(e.pool, axis)] = {}
             counts[e.server] = counts.get(e.server, 0) + 1
+        elif e.kind is EventKind.SERVER_REMOVED and e.pool and e.server:
+            # a deleted server's counters go with it: a server added again under its name
+            # (blue/green, autoscaling) starts at 0, and servers that come and go all day do
+            # not leave an entry each behind
+            for axis in ("oper", "admin"):
+                counts = self.transitions.get((e.pool, axis))
+                if counts is not None:
+                    counts.pop(e.server, None)
+            if self.latency:
+                self._gone.add((e.pool, e.server))
+
+    def forget_gone(self) -> None:
+        """The check latency histograms of the servers deleted since the last scrape (one
+        pass over them at the next scrape, not one per deletion)."""
+        if not self._gone:
+            return
+        gone, self._gone = self._gone, set()
+        for key in [k for k in self.latency if (k[0], k[1]) in gone]:
+            del self.latency[key]
+            self.seen_at.pop(key, None)
 
     def fold_checks(self, s: ServerRuntime) -> None:
         for monitor, results in s.last_checks.items():

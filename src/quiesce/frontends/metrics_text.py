@@ -285,6 +285,7 @@ def _latency_lines(collector: Any, buckets: Sequence[float]) -> Lines:
 
     def lines(rows: Sequence[Row]) -> str:
         out = []
+        collector.forget_gone()
         latency = collector.latency
         for s, t in rows:
             if not s.last_checks:
