@@ -5,7 +5,7 @@ reload's batches: many changes with one recompute and one health-manager sync. P
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, NoReturn
 
 from pydantic import ValidationError
@@ -25,6 +25,10 @@ from quiesce.state.reload import RuntimeOverrides
 
 
 class ServerCommands(StateCommands):
+    # set by the App: refuses a runtime add the connection budget cannot hold (a 409 naming
+    # the limit; quiesce.app.budget.admit, review 14 R14)
+    admit_server: Callable[[str, ServerConfig], None] | None = None
+
     @shared
     def add_server(
         self, pool: str, config: ServerConfig, ctx: CommandContext, *, runtime: bool = True
@@ -34,6 +38,12 @@ class ServerCommands(StateCommands):
         ``unmonitored`` when the pool has no monitor. A ``server_added`` event; persisted
         (``runtime`` False: a server of the config file, added by a reload, is not)."""
         try:
+            if (
+                runtime
+                and self.admit_server is not None
+                and not self.registry.pool(pool).has(config.name)
+            ):
+                self.admit_server(pool, config)
             server = self.registry.add_server(
                 pool, config, actor=ctx.actor, cause=ctx.cause, reason=ctx.reason, runtime=runtime
             )

@@ -160,6 +160,7 @@ class App:
         )
         # restores persisted state and logs the startup event (a takeover's once it took over)
         await self.admin.start(announce=handover is None)
+        await self._budget_with_runtime_servers()
         if handover is not None:
             # The old process serves meanwhile: its servers' state first, then a first
             # verdict for any server still unknown (an unknown server gets no traffic).
@@ -240,6 +241,21 @@ class App:
             "limits.max_connections" if budget.configured else "derived",
             budget.describe(),
         )
+
+    async def _budget_with_runtime_servers(self) -> None:
+        """The store's runtime servers restored: the budget over every server the pools run
+        (a start that does not fit is refused, as with the same servers in the file), and
+        each later runtime add admitted against it (quiesce.app.budget, review 14 R14)."""
+        from quiesce.app import budget
+        from quiesce.dataplane.limits import LimitError
+
+        try:
+            budget.check_restored(self)
+        except LimitError as exc:
+            await self.admin.stop()
+            await self.store.aclose()
+            raise StartupError(f"with the servers added at runtime (state store): {exc}") from exc
+        self.admin.admit_server = lambda pool, config: budget.admit(self, pool, config)
 
     async def _close_services(self) -> None:
         for service in self.services.values():

@@ -295,14 +295,17 @@ class Reloader:
         ``limits.max_connections`` with more idle upstream connections reserved, or no room
         left at all): the reload is refused, nothing changes. Otherwise the new budget is
         applied with the reload (a derived limit follows the servers)."""
+        from quiesce.app.budget import live_after_reload
         from quiesce.config.loader import ConfigError
         from quiesce.dataplane.limits import LimitError, plan
 
         if self.app.budget is None:
             return None
-        try:
+        try:  # the runtime servers the reload keeps count too (review 14 R14)
             return plan(
-                new.model_copy(update={"limits": self.app.config.limits}), self.app.budget.nofile
+                new.model_copy(update={"limits": self.app.config.limits}),
+                self.app.budget.nofile,
+                live_after_reload(new, self.app.registry),
             )
         except LimitError as exc:
             raise ConfigError([f"limits: {exc}"], str(self.app.config_path)) from None

@@ -25,15 +25,24 @@ A configured ``limits.max_connections`` that needs more than the limit
 refuses a ``maxconn`` its FD limit cannot hold (``strict-limits`` is its default): running
 out of descriptors is what locks operators out. docs/config.md and docs/dataplane.md say the
 same; :func:`plan` is the one implementation.
+
+Servers added at runtime (REST, CLI, runtime socket ``add server``, restored from the state
+store at start) count like the file's: ``live`` (the servers each pool runs, by pool) stands
+for the file's lists (quiesce.app.budget; review 14 R14: 1,230 runtime servers were counted
+as the file's 10).
 """
 
 from __future__ import annotations
 
 import resource
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from quiesce.config.models import Config
+from quiesce.config.models import Config, ServerConfig
 from quiesce.core.errors import QuiesceError
+
+Live = Mapping[str, Sequence[ServerConfig]]
+"""The servers each pool runs, by pool name (over the config file's lists)."""
 
 FIXED = 64
 PER_SERVICE = 3
@@ -106,21 +115,35 @@ class Budget:
         )
 
 
-def check_pairs(config: Config) -> int:
-    """(server, monitor) pairs checked: pool monitors plus each server's own."""
+def _servers(config: Config, name: str, live: Live | None) -> Sequence[ServerConfig]:
+    if live is not None and name in live:
+        return live[name]
+    return config.pools[name].servers
+
+
+def check_pairs(config: Config, live: Live | None = None, cap: int | None = None) -> int:
+    """(server, monitor) pairs checked: pool monitors plus each server's own; counted up
+    to ``cap`` only (a runtime add re-plans: a pool's monitors times its servers settle most
+    pools without a walk of the servers)."""
     n = 0
-    for pool in config.pools.values():
-        for server in pool.servers:
-            n += len(set(pool.healthmonitors) | set(server.healthmonitors))
+    for name, pool in config.pools.items():
+        servers = _servers(config, name, live)
+        monitors = set(pool.healthmonitors)
+        n += len(servers) * len(monitors)
+        if cap is not None and n >= cap:
+            return n
+        for server in servers:
+            if server.healthmonitors:
+                n += len(set(server.healthmonitors) - monitors)
     return n
 
 
-def idle_upstreams(config: Config) -> int:
+def idle_upstreams(config: Config, live: Live | None = None) -> int:
     """The most idle upstream connections the L7 services can keep for reuse."""
-    return sum(idle_by_pool(config).values())
+    return sum(idle_by_pool(config, live).values())
 
 
-def idle_by_pool(config: Config) -> dict[str, int]:
+def idle_by_pool(config: Config, live: Live | None = None) -> dict[str, int]:
     """:func:`idle_upstreams` per pool (servers × ``max_idle_per_server``)."""
     used: set[str] = set()
     for svc in config.services.values():
@@ -133,10 +156,12 @@ def idle_by_pool(config: Config) -> dict[str, int]:
             if rule.then.pool:
                 used.add(rule.then.pool)
     pools = config.pools
-    return {p: len(pools[p].servers) * pools[p].max_idle_per_server for p in used if p in pools}
+    return {
+        p: len(_servers(config, p, live)) * pools[p].max_idle_per_server for p in used if p in pools
+    }
 
 
-def reserve_for(config: Config, nofile: int) -> Reserve:
+def reserve_for(config: Config, nofile: int, live: Live | None = None) -> Reserve:
     admin = config.admin
     runtime = (1 + RUNTIME_CLIENTS) * (bool(admin.runtime_socket) + bool(admin.runtime_tcp))
     return Reserve(
@@ -145,16 +170,17 @@ def reserve_for(config: Config, nofile: int) -> Reserve:
         admin=1 + ADMIN_CLIENTS,
         runtime=runtime,
         store=ETCD if config.state.etcd is not None else SQLITE,
-        checks=min(check_pairs(config), MAX_CHECKS_IN_FLIGHT),
-        idle_upstreams=idle_upstreams(config),
+        checks=min(check_pairs(config, live, MAX_CHECKS_IN_FLIGHT), MAX_CHECKS_IN_FLIGHT),
+        idle_upstreams=idle_upstreams(config, live),
         margin=32 + nofile // 32,
     )
 
 
-def plan(config: Config, nofile: int) -> Budget:
+def plan(config: Config, nofile: int, live: Live | None = None) -> Budget:
     """The connection limit for ``config`` under a soft RLIMIT_NOFILE of ``nofile``; raises
-    LimitError when it cannot hold (a configured limit too high, or no room at all)."""
-    reserve = reserve_for(config, nofile)
+    LimitError when it cannot hold (a configured limit too high, or no room at all).
+    ``live``: the servers the pools run (runtime ones too) in place of the file's lists."""
+    reserve = reserve_for(config, nofile, live)
     derived = (nofile - reserve.total) // 2
     configured = config.limits.max_connections
     if configured is None:
@@ -162,7 +188,7 @@ def plan(config: Config, nofile: int) -> Budget:
             raise LimitError(
                 f"RLIMIT_NOFILE {nofile} leaves no descriptor for client connections "
                 f"({reserve.total} reserved: {_parts(reserve)}); raise it (ulimit -n, "
-                f"systemd LimitNOFILE=) or lower {_idle_hint(config, nofile, reserve)}"
+                f"systemd LimitNOFILE=) or lower {_idle_hint(config, nofile, reserve, live)}"
             )
         return Budget(nofile, reserve, derived, derived, False)
     needed = 2 * configured + reserve.total
@@ -177,16 +203,16 @@ def plan(config: Config, nofile: int) -> Budget:
     return Budget(nofile, reserve, derived, configured, True)
 
 
-def _idle_hint(config: Config, nofile: int, reserve: Reserve) -> str:
+def _idle_hint(config: Config, nofile: int, reserve: Reserve, live: Live | None) -> str:
     """The setting to lower, named for the pool that reserves the most idle connections,
     and the largest value that leaves half of what is left to the clients (review F9: a
     10,000-server pool at the default 64 reserves 640,000 descriptors)."""
-    by_pool = idle_by_pool(config)
+    by_pool = idle_by_pool(config, live)
     if not by_pool or max(by_pool.values()) == 0:
         return "pools.*.max_idle_per_server"
     name = max(by_pool, key=lambda p: by_pool[p])
     pool = config.pools[name]
-    servers, idle = len(pool.servers), pool.max_idle_per_server
+    servers, idle = len(_servers(config, name, live)), pool.max_idle_per_server
     others = reserve.total - by_pool[name]
     fits = max(0, (nofile - others) // 2 // servers)
     return (

@@ -1,0 +1,115 @@
+"""The connection budget (quiesce.dataplane.limits) over the servers the pools *run*: those
+of the config file and those added at runtime (REST ``POST /api/v1/pools/P/servers``, CLI
+``create server``, the runtime socket's ``add server``, restored from the state store at
+start or a takeover). Review 14 R14: 1,230 servers added at runtime were outside the
+budget (the start line counted the file's 10; the same servers in the file refuse the start),
+so the derived client limit promised descriptors the idle upstream pools could take.
+
+- :func:`admit`: a runtime add that would no longer fit is refused (409, naming the limit
+  and the setting to lower), as a reload that does not fit is; one that fits re-plans the
+  budget (a derived limit follows the servers).
+- :func:`check_restored`: at start, once the store's runtime servers are back, the whole
+  budget is planned again; a start that does not fit is refused as with the same servers
+  in the file.
+- :func:`live_after_reload`: a reload's new file plus the runtime servers it keeps.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from quiesce.config.models import Config, ServerConfig
+from quiesce.core.errors import QuiesceError
+
+if TYPE_CHECKING:
+    from quiesce.dataplane.limits import Budget, Live
+    from quiesce.state.registry import Registry
+
+log = logging.getLogger("quiesce")
+
+
+class BudgetRefused(QuiesceError):
+    """A runtime server that the descriptor budget cannot hold."""
+
+    status_hint = 409
+
+
+def live_servers(registry: Registry) -> dict[str, list[ServerConfig]]:
+    """The servers each pool runs now, by pool (runtime ones, and those being removed)."""
+    return {name: [s.config for s in pool.servers] for name, pool in registry.pools.items()}
+
+
+def live_after_reload(new: Config, registry: Registry) -> Live:
+    """A reload's pools: the new file's servers and, in each pool the file keeps, the
+    servers added at runtime that the file does not name (a reload keeps them)."""
+    live: dict[str, list[ServerConfig]] = {}
+    for name, pool in new.pools.items():
+        running = registry.pools.get(name)
+        servers = list(pool.servers)
+        if running is not None:
+            named = {s.name for s in servers}
+            servers += [
+                s.config for s in running.servers if s.runtime_defined and s.name not in named
+            ]
+        live[name] = servers
+    return live
+
+
+def _plan(app: Any, live: Live) -> Budget:
+    from quiesce.dataplane.limits import plan
+
+    return plan(app.config, app.budget.nofile, live)
+
+
+def admit(app: Any, pool: str, config: ServerConfig) -> None:
+    """Before a runtime add of ``config`` to ``pool``: the budget with it, applied; raises
+    :class:`BudgetRefused` (nothing changed) when it does not fit in RLIMIT_NOFILE."""
+    from quiesce.dataplane.limits import LimitError
+
+    if app.budget is None or pool not in app.registry.pools:
+        return  # no budget (tests, no start), or the add's own 404 follows
+    live = live_servers(app.registry)
+    live[pool].append(config)
+    try:
+        budget = _plan(app, live)
+    except LimitError as exc:
+        raise BudgetRefused(
+            f"server {pool}/{config.name} not added: the connection budget would not fit: "
+            f"limits: {exc}"
+        ) from None
+    apply(app, budget, f"server {pool}/{config.name} added", logging.DEBUG)
+
+
+def check_restored(app: Any) -> None:
+    """At start, the state store's runtime servers restored: the budget planned over every
+    server the pools run; raises LimitError (the start is refused) when it does not fit."""
+    if app.budget is None:
+        return
+    if all(not s.runtime_defined for p in app.registry.pools.values() for s in p.servers):
+        return  # the file's servers only: _plan_connections counted them
+    apply(app, _plan(app, live_servers(app.registry)), "runtime servers restored")
+
+
+def apply(app: Any, budget: Budget, why: str, level: int = logging.INFO) -> None:
+    """The budget in force: the data plane's descriptor ceiling, the gate's limit (a
+    derived one follows the servers), a log line when the client limit moved."""
+    from quiesce.dataplane import park
+
+    old = app.budget
+    if budget == old:
+        return
+    app.budget = budget
+    park.set_fd_ceiling(budget.data_plane_ceiling)
+    if app.gate is not None:
+        app.gate.limit = budget.max_connections
+        app.gate._room_changed()  # the native-accept threshold follows the limit
+    if old.max_connections != budget.max_connections:
+        log.log(
+            level,
+            "%s: connection limit %d → %d client connections (%s)",
+            why,
+            old.max_connections,
+            budget.max_connections,
+            budget.describe(),
+        )
