@@ -189,15 +189,29 @@ async def test_a_takeover_is_refused_while_a_reload_runs(tmp_path: Path) -> None
 
 
 @pytest.mark.peers
-async def test_app_says_it_is_reloading_while_it_is(tmp_path: Path) -> None:
+async def test_app_says_it_is_reloading_while_it_is(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``reloading`` is what the runtime socket's _takeover looks at: true from the plan to
+    the end of the apply; not while the file is validated in the worker (nothing changed
+    yet: a takeover goes on and the reload gives way, review 14 R11)."""
     app = await started(tmp_path, config_text(2))
     try:
         (tmp_path / "quiesce.yaml").write_text(config_text(3))
         assert not app.reloading
+        planning: list[bool] = []
+        replan = app.reloader._replan_connections
+
+        def spy(new: Config) -> Any:
+            planning.append(app.reloading)
+            return replan(new)
+
+        monkeypatch.setattr(app.reloader, "_replan_connections", spy)
         task = asyncio.create_task(app.reload("test"))
         await asyncio.sleep(0)
-        assert app.reloading  # what the runtime socket's _takeover looks at
+        assert app.reloader.validating and not app.reloading
         await task
+        assert planning == [True]
         assert not app.reloading
     finally:
         await app.stop(1.0)

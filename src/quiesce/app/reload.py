@@ -47,6 +47,7 @@ from quiesce.app.reload_pace import (
 )
 from quiesce.app.reload_worker import (
     RELOAD_CHUNK,
+    RELOAD_WORKER_TIMEOUT,
     Loaded,
     check_for_reload,
     reload_worker_init,
@@ -79,10 +80,16 @@ class Reloader:
         self.base: int | None = None
         self.pending: int | None = None
 
+    # seconds the reload worker has to answer (quiesce.app.reload_worker)
+    worker_timeout: float = RELOAD_WORKER_TIMEOUT
+    # a reload waits for the worker's answer: nothing changed yet, a takeover may go on
+    validating = False
+
     @property
     def reloading(self) -> bool:
-        """A reload is being validated or applied (a takeover is refused meanwhile)."""
-        return self.lock.locked()
+        """A reload is being planned or applied (a takeover is refused meanwhile; not while
+        the file is validated in the worker: the reload then gives way, review 14 R11)."""
+        return self.lock.locked() and not self.validating
 
     async def reload(self, actor: str, via: str = "api") -> ReloadPlan:
         """Re-read the config file, validate it as ``quiesce check`` does, and apply the
@@ -226,16 +233,23 @@ class Reloader:
         from quiesce.config.loader import ConfigError
 
         assert self.app.config_path is not None
-        loop = asyncio.get_running_loop()
         path = str(self.app.config_path)
+        self.validating = True
         try:
-            result = await loop.run_in_executor(  # BUILD: refused after an upgrade (F13)
-                self._executor(), check_for_reload, path, self.base, BUILD
-            )
-        except BrokenProcessPool:  # the worker died (killed?): once more with a new one
-            self.stop_worker()
-            result = await loop.run_in_executor(
-                self._executor(), check_for_reload, path, None, BUILD
+            try:
+                result = await self._in_worker(path, self.base)
+            except BrokenProcessPool:  # the worker died (killed?): once more with a new one
+                self.stop_worker()
+                result = await self._in_worker(path, None)
+        finally:
+            self.validating = False
+        if self.app.takeover_busy or self.app.is_handed_over:  # began meanwhile: it wins
+            raise ConfigError(
+                [
+                    "reload abandoned: a takeover (quiesce run --takeover) began while the "
+                    "file was validated; nothing changed here: reload the new process"
+                ],
+                path,
             )
         if not result["ok"]:
             raise ConfigError(result["problems"], result["source"])
@@ -265,6 +279,48 @@ class Reloader:
             return new, plan, self._replan_connections(new), []
         except ConfigError as exc:
             return new, plan, None, list(exc.problems)
+
+    async def _in_worker(self, path: str, base: int | None) -> dict[str, Any]:
+        """:func:`check_for_reload` in the worker, within ``worker_timeout`` seconds: past
+        them (a worker stopped, swapped out, stuck) it is killed and the reload refused
+        naming the limit; the next reload starts a new worker (review 14 R11)."""
+        from quiesce.config.loader import ConfigError
+
+        loop = asyncio.get_running_loop()
+        future = loop.run_in_executor(  # BUILD: refused after an upgrade (F13)
+            self._executor(), check_for_reload, path, base, BUILD
+        )
+        try:
+            result: dict[str, Any] = await asyncio.wait_for(future, self.worker_timeout)
+        except TimeoutError:
+            pids = self._kill_worker()
+            log.error(
+                "reload: the reload worker (pid %s) did not answer in %g s: killed; a new one "
+                "starts at the next reload",
+                ", ".join(map(str, pids)) or "?",
+                self.worker_timeout,
+            )
+            raise ConfigError(
+                [
+                    f"the reload worker (the process that validates the file) did not answer "
+                    f"in {self.worker_timeout:g} s: it was killed and a new one starts at the "
+                    "next reload; nothing changed (reload again; docs/admin.md, Live reload)"
+                ],
+                path,
+            ) from None
+        return result
+
+    def _kill_worker(self) -> list[int]:
+        """SIGKILL the worker's process (stopped or stuck, it would not see a shutdown) and
+        forget it; returns its pid."""
+        worker, pids = self.worker, []
+        # ProcessPoolExecutor has no public handle on its processes
+        for process in list((getattr(worker, "_processes", None) or {}).values()):
+            with contextlib.suppress(Exception):
+                process.kill()
+                pids.append(process.pid)
+        self.stop_worker()
+        return pids
 
     def _executor(self) -> ProcessPoolExecutor:
         """The reload worker: one process, started with ``spawn`` (a fork of a process
