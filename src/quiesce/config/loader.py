@@ -10,6 +10,7 @@ import yaml
 from pydantic import ValidationError
 
 from quiesce.config.base import KeyProblem, Model
+from quiesce.config.extras import extra_problems
 from quiesce.config.logs import logging_problems
 from quiesce.config.models import Config
 from quiesce.config.tls import tls_problems, tls_warnings
@@ -301,6 +302,7 @@ def semantic_problems(config: Config, base_dir: Path | None) -> list[str]:
     if base_dir is not None:
         problems += tls_problems(config, base_dir)
         problems += logging_problems(config.logging, base_dir)
+        problems += extra_problems(config)  # state.etcd without the etcd extra (review 14 R10)
     for name, pool in config.pools.items():
         if pool.min_servers_up > len(pool.servers):
             problems.append(
