@@ -540,6 +540,10 @@ def _end_line(
     )
 
 
+RELOAD_WAIT = 90.0
+"""Seconds ``quiesce reload`` waits for its answer at least (a larger --timeout wins)."""
+
+
 @click.command("reload")
 @click.pass_context
 def reload_cmd(ctx: click.Context) -> None:
@@ -550,8 +554,15 @@ def reload_cmd(ctx: click.Context) -> None:
     credentials of the other client verbs (--user/--password or --token, QUIESCE_USER,
     QUIESCE_PASSWORD, QUIESCE_TOKEN). `kill -HUP <pid>` of the quiesce process, or the
     runtime socket's `reload` command, do the same."""
+    api = api_of(ctx)
+    # The answer comes after the reload worker validated the file (at most 30 s, then the
+    # reload is refused naming it: quiesce.app.reload_worker.RELOAD_WORKER_TIMEOUT) and the
+    # plan was applied: waited for RELOAD_WAIT s at least (review 14 R11: the default 10 s
+    # said "cannot reach … timed out" of a quiesce that answers)
+    timeout = max(api.settings.timeout, RELOAD_WAIT)
+    api.settings = dataclasses.replace(api.settings, timeout=timeout)
     try:
-        data = api_of(ctx).send("POST", "/api/v1/reload")
+        data = api.send("POST", "/api/v1/reload")
     except ClientError as exc:
         if not exc.problems:
             raise
