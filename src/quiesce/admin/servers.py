@@ -13,6 +13,7 @@ from pydantic import ValidationError
 from quiesce.admin.base import STORE_ACTOR, CommandResult, log, shared
 from quiesce.admin.commands import StateCommands
 from quiesce.admin.context import CommandContext
+from quiesce.admin.reload_gate import RELOADING
 from quiesce.config.loader import validation_problems
 from quiesce.config.models import ServerConfig
 from quiesce.core.admin import Transition
@@ -25,6 +26,11 @@ from quiesce.state.reload import RuntimeOverrides
 
 
 class ServerCommands(StateCommands):
+    # a reload is being applied (quiesce.admin.reload_gate): a runtime add, change or removal
+    # of a server now is refused (503), nothing changed: the reload's plan would not see it
+    # (review 14 R12, R13). The front ends wait for the reload's end before they call.
+    reload_applying = False
+
     # set by the App: refuses a runtime add the connection budget cannot hold (a 409 naming
     # the limit; quiesce.app.budget.admit, review 14 R14)
     admit_server: Callable[[str, ServerConfig], None] | None = None
@@ -37,6 +43,7 @@ class ServerCommands(StateCommands):
         ``pool``: it starts ``unknown`` and the health manager starts checking it, or
         ``unmonitored`` when the pool has no monitor. A ``server_added`` event; persisted
         (``runtime`` False: a server of the config file, added by a reload, is not)."""
+        self._not_reloading(pool, config.name, ctx, "add")
         try:
             if (
                 runtime
@@ -63,6 +70,7 @@ class ServerCommands(StateCommands):
         the old one: idle upstream connections are closed, busy ones after their response.
         A ``server_updated`` event when something changed; persisted."""
         server = self._find(ref, None, ctx)
+        self._not_reloading(server.pool, server.name, ctx, "update")
         try:
             diff = self.registry.update_server(
                 server,
@@ -101,6 +109,7 @@ class ServerCommands(StateCommands):
         and deleted at 0 connections or when the deadline has closed what was left.
         ``changed``: deleted now (False: removal pending)."""
         server = self._find(ref, None, ctx)
+        self._not_reloading(server.pool, server.name, ctx, "remove")
         why = self.registry.removable(server)
         if why is None:
             try:
@@ -243,6 +252,13 @@ class ServerCommands(StateCommands):
         self.registry.apply_admin_record(server, t, ctx.cause, ctx.actor, ctx.reason)
         self._poke()
         return CommandResult(server, t.changed, f"{server.key}: {t.message}", 0)
+
+    def _not_reloading(self, pool: str, name: str, ctx: CommandContext, what: str) -> None:
+        """Refuse (503, an ``admin_refused`` event) a runtime change of a server while a
+        reload is being applied; the reload's own changes (cause ``config``) go on."""
+        if self.reload_applying and ctx.cause is not Cause.CONFIG:
+            refused = QuiesceError(RELOADING, status_hint=503)
+            self._refuse_server(pool, name, ctx, refused, what)
 
     def _refuse_server(
         self, pool: str, name: str, ctx: CommandContext, exc: QuiesceError, what: str

@@ -15,6 +15,14 @@ in one list; then the plan is applied in slices of RELOAD_SLICE seconds inside o
 transaction, the health manager synced once at the end, and the services reconfigured,
 retired or started. Pools the reload adds back get what the state store holds for them,
 as at a start (:meth:`quiesce.admin.AdminService.restore_pools`).
+
+Runtime server changes wait while a reload is being applied
+(:mod:`quiesce.admin.reload_gate`, review 14 R12, R13). A failure while the plan is applied
+ends the reload with an ERROR line and a ``config_reload`` event ``failed`` saying what was
+applied and what was not; the changes are applied so that they converge on what runs (a
+server or pool to add that is there already is updated, a server to remove that is gone is
+skipped), so the next reload, planned against the running config as before, applies the
+rest instead of failing on what the failed one did.
 """
 
 from __future__ import annotations
@@ -32,7 +40,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from quiesce import logs
+from quiesce.admin.reload_gate import RuntimeGate
 from quiesce.app.build import BUILD
+from quiesce.app.reload_apply import apply_change, config_event, failed_detail
 from quiesce.app.reload_pace import (
     RELOAD_IDLE_TURN,
     RELOAD_LOG_SLACK,
@@ -79,6 +89,10 @@ class Reloader:
         # back again), and of the file being reloaded
         self.base: int | None = None
         self.pending: int | None = None
+        # closed from the overrides a reload plans against to the end of its apply
+        self.gate = RuntimeGate()
+        self._applied = 0  # changes of the plan being applied, applied so far
+        self._applying: ReloadPlan | None = None  # the plan being applied
 
     # seconds the reload worker has to answer (quiesce.app.reload_worker)
     worker_timeout: float = RELOAD_WORKER_TIMEOUT
@@ -119,6 +133,8 @@ class Reloader:
                 except BaseException:
                     self.base = None  # the next reload's file comes back whole
                     raise
+                finally:
+                    self.gate.release()
                 await self._written()
                 return plan
 
@@ -149,7 +165,11 @@ class Reloader:
             # the new config put together, the plan (it compares every server of the two
             # files) and the connection budget (it counts every server's checks): in a
             # thread, so the event loop gets its turns (the configs are immutable), with
-            # short switches (a pure Python thread holds the GIL for the switch interval)
+            # short switches (a pure Python thread holds the GIL for the switch interval).
+            # From the overrides to the end of the apply, runtime server changes wait
+            # (settled()): the plan would not see them and the apply would undo or collide
+            # with them (review 14 R12, R13)
+            self.gate.hold(self.app.admin)
             overrides = self.app.admin.overrides()
             with short_switches():
                 new, plan, budget, problems = await asyncio.to_thread(self._plan, loaded, overrides)
@@ -183,7 +203,29 @@ class Reloader:
             raise
         app = self.app  # the services' new contexts take the access log as it is now
         app.table.access_log = logs.reconfigure(app.table.access_log, new.logging, dests, loop)
-        await self._apply_reload(new, plan, bound, actor, budget, pacer)
+        self._applied = 0
+        try:
+            await self._apply_reload(new, plan, bound, actor, budget, pacer)
+        except Exception as exc:
+            detail = failed_detail(plan, self._applied, exc, via, loop.time() - began)
+            log.error(
+                "reload by %s failed while being applied after %d of %d change(s): %s",
+                actor,
+                self._applied,
+                len(plan.changes),
+                detail["error"],
+                exc_info=exc,
+            )
+            self._event("failed", actor, f"{self._applied} change(s) applied", detail)
+            raise QuiesceError(
+                f"reload failed while being applied ({type(exc).__name__}: {exc}) after "
+                f"{self._applied} of {len(plan.changes)} change(s); those stay applied (the "
+                "config_reload event lists them); reload again to apply the rest",
+                status_hint=500,
+            ) from exc
+        finally:
+            self.gate.release()
+            self._applying = None
         self.base = self.pending  # the worker's copy of what runs now
         took = loop.time() - began
         for change in plan.changes:  # its record made by the log's thread (~1 µs here)
@@ -209,7 +251,7 @@ class Reloader:
         return plan
 
     def _event(self, to: str, actor: str, reason: str | None, detail: dict[str, Any]) -> None:
-        """The ``config_reload`` event of a reload ``applied`` or ``refused``."""
+        """The ``config_reload`` event of a reload ``applied``, ``refused`` or ``failed``."""
         self.app.registry.emit(
             make_event(
                 self.app.clock,
@@ -478,13 +520,14 @@ class Reloader:
         # hold it for a few hundred milliseconds). Each slice is whole: the pools it touched are
         # recomputed once at its end, before any request runs; the order of the plan is
         # kept.
-        changes = plan.changes
+        changes, self._applying = plan.changes, plan  # (what _apply_change keeps)
         i, n = 0, len(changes)
         while i < n:
             with admin.batch():
                 while i < n:
                     self._apply_change(changes[i], new, ctx)
                     i += 1
+                    self._applied = i
                     if pacer.due():
                         break
             await pacer.pause()  # the last one too: what follows is a slice of its own
@@ -539,7 +582,7 @@ class Reloader:
             for change in plan.changes:
                 if change.kind == "pool_removed":
                     reg.remove_pool(change.data["pool"])
-                    self._config_event(change, ctx)
+                    config_event(self.app, change, ctx)
                 elif change.kind == "monitor_removed":
                     try:
                         admin.delete_monitor(change.target, ctx)
@@ -550,55 +593,11 @@ class Reloader:
 
     def _apply_change(self, change: Change, new: Config, ctx: Any) -> None:
         """One change of the registry's (pools, servers, monitors, flags) or a
-        ``config_change`` event for one applied later (services, users)."""
-        admin, reg, kind, d = self.app.admin, self.app.registry, change.kind, change.data
-        if kind in ("monitor_added", "monitor_changed"):
-            admin.put_monitor(change.target, d["monitor"], ctx)
-        elif kind == "pool_added":
-            reg.add_pool(d["pool"], d["config"])
-            self._config_event(change, ctx)
-        elif kind == "pool_changed":
-            was = reg.pool(d["pool"]).config.protocol
-            reg.update_pool(d["pool"], d["config"])
-            if d["config"].protocol != was:  # no connection of the old protocol is reused
-                h2 = d["config"].protocol == "h2"
-                self.app.table.switch_protocol(reg.pool(d["pool"]).servers, h2)
-            self._config_event(change, ctx)
-        elif kind == "pool_monitors":
-            admin.set_pool_monitors(d["pool"], d["monitors"], ctx)
-        elif kind == "server_added":
-            admin.add_server(d["pool"], d["config"], ctx, runtime=False)
-        elif kind == "server_changed":
-            admin.update_server(change.target, dict(d["changes"]), ctx, runtime=False)
-        elif kind == "server_restored":  # back as it was before its removal (drain too)
-            admin.cancel_removal(change.target, ctx)
-            config = d["config"]
-            admin.update_server(
-                change.target, config.model_dump(exclude={"name"}), ctx, runtime=False
-            )
-        elif kind == "server_removed":
-            admin.remove_server(change.target, ctx, drain=True)
-        elif kind == "flag_set":
-            admin.set_flag(d["flag"], d["value"], ctx)
-        elif kind == "flag_cleared":
-            admin.clear_flag(d["flag"], ctx)
-        elif kind not in ("pool_removed", "monitor_removed"):
-            self._config_event(change, ctx)  # services, pages, users...: applied below
-
-    def _config_event(self, change: Change, ctx: Any) -> None:
-        pool = change.data.get("pool")
-        self.app.registry.emit(
-            make_event(
-                self.app.clock,
-                EventKind.CONFIG_CHANGE,
-                self.app.registry.pools.get(pool, pool) if isinstance(pool, str) else None,
-                to=change.kind,
-                cause=Cause.CONFIG,
-                actor=ctx.actor,
-                reason=change.message,
-                detail={"change": change.kind, "target": change.target},
-            )
-        )
+        ``config_change`` event for one applied later (services, users): applied so that it
+        converges on what runs (:func:`quiesce.app.reload_apply.apply_change`)."""
+        kept = apply_change(self.app, change, ctx)
+        if kept is not None and self._applying is not None:
+            self._applying.keep(change.kind, change.target, kept)
 
     def _retire(self, name: str, *, keep_idle: bool = False) -> None:
         """A service the reload removed (or re-bound): stop accepting now, finish its

@@ -14,6 +14,7 @@ from typing import Annotated, Any, Protocol
 from fastapi import Depends, Request
 
 from quiesce.admin import AdminService, CommandContext
+from quiesce.admin.reload_gate import RELOADING, settled
 from quiesce.config.models import Config
 from quiesce.core.errors import QuiesceError
 from quiesce.core.states import Cause
@@ -111,6 +112,15 @@ async def writer(request: Request, principal: Annotated[Principal, Depends(reade
     return Caller(principal, cause, local in ("true", "1"))
 
 
+async def after_reload(app: Any) -> None:
+    """Before a runtime change of a server: wait for a reload being applied to end (its plan
+    would not see the change; quiesce.admin.reload_gate), at most RUNTIME_WAIT seconds, else
+    503 ``reloading`` with Retry-After (the CLI sends it again), nothing changed. The caller
+    makes its change with no ``await`` after this."""
+    if not await settled(app):
+        raise ApiError(503, "reloading", RELOADING, retry_after=1)
+
+
 Read = Annotated[Principal, Depends(reader)]
 Write = Annotated[Caller, Depends(writer)]
 
@@ -164,6 +174,7 @@ __all__ = [
     "Caller",
     "Read",
     "Write",
+    "after_reload",
     "authenticator",
     "decode_json",
     "json_body",

@@ -34,6 +34,7 @@ from quiesce.frontends.api.deps import (
     Caller,
     Read,
     Write,
+    after_reload,
     json_body,
     only_query,
 )
@@ -311,6 +312,7 @@ def build_maxscale_routes(app: AppLike) -> APIRouter:
         server = find(name)
         weight = _patch_weight(await json_body(request), server, server_ids()[server.key])
         if weight is not None:
+            await after_reload(app)
             app.admin.set_weight(server.key, weight, ctx(c))
         return Response(status_code=204)
 

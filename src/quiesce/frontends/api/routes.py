@@ -48,6 +48,7 @@ from quiesce.frontends.api.deps import (
     Caller,
     Read,
     Write,
+    after_reload,
     authenticator,
     json_body,
     no_body,
@@ -357,6 +358,7 @@ def build_routes(app: AppLike) -> tuple[APIRouter, APIRouter]:
         pool: str, server: str, c: Write, body: WeightBody = _required_body(WeightBody)
     ) -> dict[str, object]:
         ref = f"{pool}/{server}"
+        await after_reload(app)
         app.admin.set_weight(ref, body.weight, ctx(c, body))
         return server_view(registry, registry.find_server(ref))
 
@@ -380,6 +382,7 @@ def build_routes(app: AppLike) -> tuple[APIRouter, APIRouter]:
         except ValidationError as exc:
             problems = validation_problems(exc)
             raise ApiError(422, "invalid", "; ".join(problems), problems=problems) from None
+        await after_reload(app)  # a reload being applied would not see it (review 14 R12)
         server = app.admin.add_server(pool, config, c.context(reason))
         return server_view(registry, server)
 
@@ -402,6 +405,7 @@ def build_routes(app: AppLike) -> tuple[APIRouter, APIRouter]:
         ]
         if problems:
             raise ApiError(422, "invalid", "; ".join(problems), problems=problems)
+        await after_reload(app)  # nor undo it (review 14 R13)
         rt, diff = app.admin.update_server(f"{pool}/{server}", data, c.context(reason))
         return {
             "changed": {k: [_json(a), _json(b)] for k, (a, b) in diff.items()},
@@ -432,6 +436,7 @@ def build_routes(app: AppLike) -> tuple[APIRouter, APIRouter]:
                     400, "invalid query", f"timeout {timeout!r}: a duration (30s, 5m) or infinite"
                 ) from None
         ctx = c.context(reason, force_guard=force_guard)
+        await after_reload(app)
         result = app.admin.remove_server(f"{pool}/{server}", ctx, drain=drain, timeout=seconds)
         removed = (
             result.server.removing is False and result.server not in registry.pool(pool).servers

@@ -29,7 +29,8 @@ DEFAULT_HOSTS = "127.0.0.1:9900"
 HANDOVER_WAIT = 30.0
 """Seconds a verb keeps sending a request again that a quiesce handing over to a new process
 (``quiesce run --takeover``) answered 503 ``handing over``: at most the new process's wait
-for its first checks."""
+for its first checks. So too a runtime change of a server answered 503 ``reloading`` (it
+waited 5 s for a reload being applied to end; quiesce.admin.reload_gate)."""
 HANDOVER_RETRY = 0.25
 
 
@@ -351,7 +352,8 @@ class Api:
             if not _handing_over(r) or time.monotonic() >= deadline:
                 break
             # The process that answered is handing over to a new one (quiesce run
-            # --takeover): the same request on a new connection reaches the new one.
+            # --takeover): the same request on a new connection reaches the new one. Or
+            # a reload is being applied: the same request once it has ended.
             self.close()
             time.sleep(HANDOVER_RETRY)
         if r.status_code >= 400:
@@ -420,14 +422,15 @@ class Api:
 
 
 def _handing_over(r: Response) -> bool:
-    """A 503 of a quiesce that hands over to a new process: send the request again."""
+    """A 503 of a quiesce that hands over to a new process, or that is applying a reload
+    (a runtime change of a server refused, nothing changed): send the request again."""
     if r.status_code != 503:
         return False
     try:
         body = r.json()
     except ValueError:
         return False
-    return isinstance(body, dict) and body.get("error") == "handing over"
+    return isinstance(body, dict) and body.get("error") in ("handing over", "reloading")
 
 
 def _problems(r: Response) -> list[str]:

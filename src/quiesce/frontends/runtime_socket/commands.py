@@ -16,6 +16,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from quiesce.admin.context import CommandContext
+from quiesce.admin.reload_gate import RELOADING
 from quiesce.config.addresses import split_address
 from quiesce.config.models import ServerConfig
 from quiesce.core.errors import QuiesceError
@@ -165,6 +166,16 @@ class RuntimeCommands:
             (["reload"], "admin", _reload_alone),
         ]
 
+    def waits_for_reload(self, line: str) -> bool:
+        """A line with a runtime change of a server (``add server``, ``del server``, ``set
+        server .. addr|weight``, ``set weight``): run after a reload being applied has ended
+        (quiesce.admin.reload_gate; review 14 R12, R13)."""
+        for command in _split_commands(line):
+            words = command.split()
+            if _server_write(words[1:] if words[:1] == ["local"] else words):
+                return True
+        return False
+
     def level_needed(self, words: list[str]) -> str | None:
         """The level a command needs (None: not a command of the table)."""
         if words[:1] == ["local"]:
@@ -196,6 +207,9 @@ class RuntimeCommands:
                     return PERMISSION_DENIED
                 if w[0] not in READ_ONLY and getattr(self.app, "handing_over", False):
                     return f"{HANDING_OVER[0].upper()}{HANDING_OVER[1:]}.\n"
+                if _server_write(w) and getattr(self.app.admin, "reload_applying", False):
+                    # waited RUNTIME_WAIT for the reload's end (server.py): nothing changed
+                    return f"{RELOADING[0].upper()}{RELOADING[1:]} (nothing changed).\n"
                 return handler(w[len(prefix) :])
         return self.unknown(w)
 
@@ -579,6 +593,13 @@ def parse_expression(text: str) -> bool | str:
 def _printable(text: str) -> str:
     """Control characters escaped: a value must never end an answer (an empty line) early."""
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def _server_write(w: list[str]) -> bool:
+    """A command that adds, removes or redefines a server (what a reload plans over)."""
+    if w[:2] in (["add", "server"], ["del", "server"], ["set", "weight"]):
+        return True
+    return w[:2] == ["set", "server"] and len(w) > 3 and w[3] in ("addr", "weight")
 
 
 def _split_commands(line: str) -> list[str]:

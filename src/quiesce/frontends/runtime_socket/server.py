@@ -15,6 +15,7 @@ import stat
 from pathlib import Path
 from typing import Any
 
+from quiesce.admin.reload_gate import settled
 from quiesce.config.addresses import is_loopback, split_address
 from quiesce.core.errors import QuiesceError
 from quiesce.frontends.runtime_socket import takeover
@@ -83,6 +84,8 @@ class RuntimeSocket:
                 await writer.wait_closed()
 
     async def _answer(self, line: str, session: Session, writer: asyncio.StreamWriter) -> None:
+        if self.commands.waits_for_reload(line):  # a reload being applied: after its end
+            await settled(self.app)  # (or refused by the command: quiesce.admin.reload_gate)
         before = self.app.admin.writes
         mark = self.app.admin.write_mark()  # a shared store: etcd confirms the change
         if line.strip() == "reload":  # the one command that awaits (it binds)

@@ -1,0 +1,105 @@
+"""One change of a live reload's plan applied to the running registry
+(:meth:`quiesce.app.reload.Reloader._apply_change`), and what a reload that failed while it
+applied reports.
+
+The changes are applied so that they converge on what runs (review 14 R12): a reload that
+failed half-way (whatever the reason) leaves the running config as it was, so the next one
+plans the same changes again against it; a server or pool to add that is there already is
+then given the file's definition instead of refused, a server added at runtime meanwhile is
+kept (its record wins, as at a start), a server to remove that is gone already is skipped,
+and a server's removal already cancelled is not cancelled again (that would enable a server
+an operator left in maintenance). So a failed reload never makes every later reload fail.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from quiesce.core.events import EventKind
+from quiesce.state.events import make_event
+from quiesce.state.reload import Change, ReloadPlan
+
+
+def apply_change(app: Any, change: Change, ctx: Any) -> str | None:
+    """Apply ``change`` (``ctx``: the reload's command context); returns why it was kept
+    instead (a server added at runtime meanwhile), else None."""
+    admin, reg, kind, d = app.admin, app.registry, change.kind, change.data
+    if kind == "server_added" and reg.pool(d["pool"]).has(d["config"].name):
+        if reg.pool(d["pool"]).server(d["config"].name).runtime_defined:
+            return f"{change.target}: kept (added at runtime)"
+        fields = d["config"].model_dump(exclude={"name"})  # left by a failed reload
+        admin.update_server(change.target, fields, ctx, runtime=False)
+        return None
+    if kind == "server_removed" and not (
+        d["pool"] in reg.pools and reg.pools[d["pool"]].has(d["name"])
+    ):
+        return None  # gone already
+    if kind in ("monitor_added", "monitor_changed"):
+        admin.put_monitor(change.target, d["monitor"], ctx)
+    elif kind == "pool_added" and d["pool"] in reg.pools:  # added by a failed reload
+        reg.update_pool(d["pool"], d["config"])
+    elif kind == "pool_added":
+        reg.add_pool(d["pool"], d["config"])
+        config_event(app, change, ctx)
+    elif kind == "pool_changed":
+        was = reg.pool(d["pool"]).config.protocol
+        reg.update_pool(d["pool"], d["config"])
+        if d["config"].protocol != was:  # no connection of the old protocol is reused
+            h2 = d["config"].protocol == "h2"
+            app.table.switch_protocol(reg.pool(d["pool"]).servers, h2)
+        config_event(app, change, ctx)
+    elif kind == "pool_monitors":
+        admin.set_pool_monitors(d["pool"], d["monitors"], ctx)
+    elif kind == "server_added":
+        admin.add_server(d["pool"], d["config"], ctx, runtime=False)
+    elif kind == "server_changed":
+        admin.update_server(change.target, dict(d["changes"]), ctx, runtime=False)
+    elif kind == "server_restored":  # back as it was before its removal (drain too)
+        if reg.find_server(change.target).removing:  # (not cancelled by a failed reload)
+            admin.cancel_removal(change.target, ctx)
+        config = d["config"]
+        admin.update_server(change.target, config.model_dump(exclude={"name"}), ctx, runtime=False)
+    elif kind == "server_removed":
+        admin.remove_server(change.target, ctx, drain=True)
+    elif kind == "flag_set":
+        admin.set_flag(d["flag"], d["value"], ctx)
+    elif kind == "flag_cleared":
+        admin.clear_flag(d["flag"], ctx)
+    elif kind not in ("pool_removed", "monitor_removed"):
+        config_event(app, change, ctx)  # services, pages, users...: applied later
+    return None
+
+
+def config_event(app: Any, change: Change, ctx: Any) -> None:
+    """The ``config_change`` event of a change that has no event of its own."""
+    pool = change.data.get("pool")
+    app.registry.emit(
+        make_event(
+            app.clock,
+            EventKind.CONFIG_CHANGE,
+            app.registry.pools.get(pool, pool) if isinstance(pool, str) else None,
+            to=change.kind,
+            cause=ctx.cause,
+            actor=ctx.actor,
+            reason=change.message,
+            detail={"change": change.kind, "target": change.target}
+            | change.data.get("detail", {}),  # what it was and is (state.reload)
+        )
+    )
+
+
+def failed_detail(
+    plan: ReloadPlan, applied: int, exc: BaseException, via: str, took: float
+) -> dict[str, Any]:
+    """The ``config_reload`` event's detail of a reload that failed while it applied its
+    plan after ``applied`` of its changes: what was applied, what was not, the error."""
+    return {
+        "via": via,
+        "error": f"{type(exc).__name__}: {exc}",
+        "applied": [c.message for c in plan.changes[:applied]],
+        "not_applied": [c.message for c in plan.changes[applied:]],
+        "seconds": round(took, 4),
+    }
+
+
+__all__ = ["apply_change", "config_event", "failed_detail"]
