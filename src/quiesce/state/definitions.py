@@ -292,8 +292,12 @@ class Definitions:
     def put_monitor(self, name: str, monitor: HealthMonitor, *, actor: str, cause: Cause) -> bool:
         """Create or replace a monitor definition; returns True when it was created. Servers
         keep their track state: the new definition applies from the next check."""
-        created = name not in self.monitors
+        before = self.monitors.get(name)
         self.monitors[name] = monitor
+        detail: dict[str, object] = {"monitor": name}
+        if before is not None:  # what it was and is, field by field (review 14 R8)
+            a, b = before.model_dump(mode="json"), monitor.model_dump(mode="json")
+            detail["changed"] = {k: [a.get(k), b[k]] for k in b if a.get(k) != b[k]}
         self.emit(
             make_event(
                 self.clock,
@@ -301,11 +305,11 @@ class Definitions:
                 None,
                 cause=cause.value,
                 actor=actor,
-                to="created" if created else "updated",
-                detail={"monitor": name},
+                to="created" if before is None else "updated",
+                detail=detail,
             )
         )
-        return created
+        return before is None
 
     def delete_monitor(self, name: str, *, actor: str, cause: Cause) -> None:
         if name not in self.monitors:
