@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import os
 import pickle
@@ -68,7 +69,15 @@ from quiesce.core.errors import QuiesceError
 from quiesce.core.events import EventKind
 from quiesce.core.states import Cause
 from quiesce.state.events import make_event
-from quiesce.state.reload import Change, ReloadPlan, RuntimeOverrides, plan_reload, refusals
+from quiesce.state.reload import (
+    Change,
+    ReloadPlan,
+    RuntimeOverrides,
+    plan_reload,
+    refusals,
+    renewed,
+    tls_files,
+)
 
 if TYPE_CHECKING:
     from quiesce.dataplane.limits import Budget
@@ -92,6 +101,8 @@ class Reloader:
         # closed from the overrides a reload plans against to the end of its apply
         self.gate = RuntimeGate()
         self._applied = 0  # changes of the plan being applied, applied so far
+        # the certificate, key and CA files of the running config: (path, SHA-256)
+        self.tls_seen = self._tls_digests(app.config)
         self._applying: ReloadPlan | None = None  # the plan being applied
 
     # seconds the reload worker has to answer (quiesce.app.reload_worker)
@@ -191,6 +202,8 @@ class Reloader:
             except ConfigError:
                 logs.discard(dests)
                 raise
+            tls_now = self._tls_digests(new)  # a certificate renewed on disk: a change
+            renewed(plan, self.tls_seen, tls_now)
         except ConfigError as exc:
             log.error(
                 "reload by %s refused: %s: %d problem(s): %s",
@@ -227,6 +240,7 @@ class Reloader:
             self.gate.release()
             self._applying = None
         self.base = self.pending  # the worker's copy of what runs now
+        self.tls_seen = tls_now
         took = loop.time() - began
         for change in plan.changes:  # its record made by the log's thread (~1 µs here)
             logs.log_line(logging.INFO, f"reload: {change.message}")
@@ -473,6 +487,18 @@ class Reloader:
                     sock.close()
             raise ConfigError(problems, str(self.app.config_path))
         return bound
+
+    def _tls_digests(self, config: Config) -> dict[str, tuple[str, str]]:
+        """:func:`~quiesce.state.reload.tls_files` of ``config``, each with the SHA-256 of
+        its content ("" unreadable): a few small files, read as the reload reads them."""
+        out: dict[str, tuple[str, str]] = {}
+        for name, path in tls_files(config).items():
+            try:
+                digest = hashlib.sha256(Path(self._path(path)).read_bytes()).hexdigest()
+            except OSError:
+                digest = ""
+            out[name] = (path, digest)
+        return out
 
     def _path(self, path: str) -> str:
         p = Path(path)

@@ -395,6 +395,50 @@ def _logging(plan: ReloadPlan, a: LoggingConfig, b: LoggingConfig) -> None:
     plan.add("logging_changed", "logging", "logging: " + "; ".join(parts))
 
 
+def tls_files(config: Config) -> dict[str, str]:
+    """Every certificate, key and CA file a reload re-reads (docs/tls.md: also when the
+    config text did not change), by the field naming it: ``{"admin.tls.cert": path, …}``."""
+    files: dict[str, str] = {}
+    if config.admin.tls is not None:
+        files["admin.tls.cert"] = config.admin.tls.cert
+        files["admin.tls.key"] = config.admin.tls.key
+    for name, svc in config.services.items():
+        if svc.tls is None:
+            continue
+        for i, pair in enumerate(svc.tls.certificates):
+            files[f"services.{name}.tls.certificates[{i}].cert"] = pair.cert
+            files[f"services.{name}.tls.certificates[{i}].key"] = pair.key
+        if svc.tls.client_ca is not None:
+            files[f"services.{name}.tls.client_ca"] = svc.tls.client_ca
+    for name, pool in config.pools.items():
+        if pool.tls is None:
+            continue
+        for key in ("ca", "client_cert", "client_key"):
+            if (path := getattr(pool.tls, key)) is not None:
+                files[f"pools.{name}.tls.{key}"] = path
+    return files
+
+
+def renewed(
+    plan: ReloadPlan,
+    before: Mapping[str, tuple[str, str]],
+    now: Mapping[str, tuple[str, str]],
+) -> None:
+    """The files of :func:`tls_files` (``before``: the running config's, ``now``: the new
+    one's, each ``field: (path, digest of its content)``) the new config names where the
+    running one did, and whose content changed on disk: a renewed certificate, which the
+    reload re-reads, planned as a change of its own (review 14 R8: it was "0 change(s)", no
+    event, although new handshakes got the new certificate)."""
+    for name in sorted(before.keys() & now.keys()):
+        (path, was), (path_now, digest) = before[name], now[name]
+        if path == path_now and was != digest:
+            plan.add(
+                "tls_renewed",
+                name.rpartition(".")[0],
+                f"{name}: {path} changed on disk, re-read (new handshakes)",
+            )
+
+
 def _cert(tls: TlsConfig | None) -> tuple[str, str] | None:
     return None if tls is None else (tls.cert, tls.key)
 
@@ -419,4 +463,6 @@ __all__ = [
     "RuntimeOverrides",
     "plan_reload",
     "refusals",
+    "renewed",
+    "tls_files",
 ]
