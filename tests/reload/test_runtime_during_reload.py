@@ -315,3 +315,39 @@ async def test_a_reload_that_fails_while_applied_says_so_and_the_next_one_works(
         assert (await app.reload("test")).changes == []
     finally:
         await app.stop(1.0)
+
+
+async def test_a_server_put_back_in_the_file_and_deleted_while_the_reload_plans_is_added(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reload drops s1 (drained to be deleted, one connection left); the next puts it back,
+    and its last connection ends while that reload plans: the admin timer deletes it before
+    the apply (the gate holds runtime changes, not the timer's deletions). The restore finds
+    no server: it adds it again, the reload is applied whole (it failed: no server s1)."""
+    app = await started(tmp_path, config_text(BASE))
+    try:
+        server = app.registry.find_server("web/s1")
+        server.connections = 1
+        without = config_text(BASE).replace(
+            "      - {name: s1, address: 127.0.0.1:9001, weight: 1}\n", ""
+        )
+        assert "s1" not in without
+        (tmp_path / "quiesce.yaml").write_text(without)
+        plan = await app.reload("test")
+        assert [c.kind for c in plan.changes] == ["server_removed"] and server.removing
+        hold = BeforeApply(app, monkeypatch)
+        (tmp_path / "quiesce.yaml").write_text(config_text(BASE))
+        reload = asyncio.create_task(app.reload("test"))
+        await asyncio.wait_for(hold.reached.wait(), 30)
+        server.connections = 0
+        app.admin._finish_removals()  # the admin timer's turn
+        assert not app.registry.pools["web"].has("s1")
+        hold.go.set()
+        plan = await reload
+        assert [c.kind for c in plan.changes] == ["server_restored"]
+        again = app.registry.find_server("web/s1")
+        assert again.address == "127.0.0.1:9001" and not again.removing
+        assert app.admin.events(EventQuery(kind="config_reload"))[-1].to == "applied"
+        assert (await app.reload("test")).changes == []
+    finally:
+        await app.stop(1.0)

@@ -9,6 +9,9 @@ then given the file's definition instead of refused, a server added at runtime m
 kept (its record wins, as at a start), a server to remove that is gone already is skipped,
 and a server's removal already cancelled is not cancelled again (that would enable a server
 an operator left in maintenance). So a failed reload never makes every later reload fail.
+A server the plan puts back in the file while it was being removed that was deleted
+meanwhile (its last connection ended while the reload planned: the admin timer runs) is
+added again.
 """
 
 from __future__ import annotations
@@ -54,6 +57,9 @@ def apply_change(app: Any, change: Change, ctx: Any) -> str | None:
         admin.add_server(d["pool"], d["config"], ctx, runtime=False)
     elif kind == "server_changed":
         admin.update_server(change.target, dict(d["changes"]), ctx, runtime=False)
+    elif kind == "server_restored" and not reg.pool(d["pool"]).has(d["config"].name):
+        # deleted meanwhile (its last connection ended while the reload planned): added again
+        admin.add_server(d["pool"], d["config"], ctx, runtime=False)
     elif kind == "server_restored":  # back as it was before its removal (drain too)
         if reg.find_server(change.target).removing:  # (not cancelled by a failed reload)
             admin.cancel_removal(change.target, ctx)
