@@ -102,3 +102,31 @@ async def test_a_takeover_is_not_held_by_a_reload_waiting_for_its_worker(
     finally:
         app.takeover_busy = False
         await app.stop(1.0)
+
+
+async def test_a_stop_kills_a_worker_still_validating(tmp_path: Path) -> None:
+    """A reload cancelled by a stop (the admin server's shutdown cancels its request, as a
+    takeover's old process does) with its worker stuck: the stop kills the worker (left
+    alone, the executor's thread joined at exit waited for it: the old process never
+    exited); no new worker is started for the cancelled reload."""
+    app = await started(tmp_path)
+    stuck = None
+    try:
+        await app.reload("test")
+        stuck = worker_pid(app)
+        os.kill(stuck, signal.SIGSTOP)
+        reload = asyncio.create_task(app.reload("test"))
+        await until(lambda: app.reloader.validating)
+        reload.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await reload
+    finally:
+        await app.stop(1.0)
+    assert stuck is not None
+    pid = stuck
+    try:
+        await until(lambda: gone(pid))
+        assert app.reloader.worker is None
+    finally:
+        if not gone(pid):
+            os.kill(pid, signal.SIGKILL)

@@ -295,6 +295,11 @@ class Reloader:
             try:
                 result = await self._in_worker(path, self.base)
             except BrokenProcessPool:  # the worker died (killed?): once more with a new one
+                if self.worker is None:  # stopped by stop_worker (quiesce stops): none
+                    raise ConfigError(
+                        ["the reload worker was stopped (quiesce is stopping); nothing changed"],
+                        path,
+                    ) from None
                 self.stop_worker()
                 result = await self._in_worker(path, None)
         finally:
@@ -369,12 +374,7 @@ class Reloader:
     def _kill_worker(self) -> list[int]:
         """SIGKILL the worker's process (stopped or stuck, it would not see a shutdown) and
         forget it; returns its pid."""
-        worker, pids = self.worker, []
-        # ProcessPoolExecutor has no public handle on its processes
-        for process in list((getattr(worker, "_processes", None) or {}).values()):
-            with contextlib.suppress(Exception):
-                process.kill()
-                pids.append(process.pid)
+        pids = _kill(self.worker)
         self.stop_worker()
         return pids
 
@@ -395,7 +395,12 @@ class Reloader:
         return self.worker
 
     def stop_worker(self) -> None:
+        """Forget the worker; one with a request still in it (a reload cancelled by a stop,
+        a worker stuck) is killed: the executor's thread, joined at this process's exit,
+        would wait for it (a takeover's old process did not exit, review 14 R11)."""
         if self.worker is not None:
+            if getattr(self.worker, "_pending_work_items", None):
+                _kill(self.worker)
             self.worker.shutdown(wait=False, cancel_futures=True)
             self.worker = None
         self.base = None  # a new worker has nothing of ours
@@ -655,6 +660,17 @@ class Reloader:
         context = getattr(live, "ssl", None)
         if tls is not None and isinstance(context, ssl.SSLContext):
             context.load_cert_chain(self._path(tls.cert), self._path(tls.key))
+
+
+def _kill(worker: ProcessPoolExecutor | None) -> list[int]:
+    """SIGKILL the processes of a reload worker; their pids."""
+    pids = []
+    # ProcessPoolExecutor has no public handle on its processes
+    for process in list((getattr(worker, "_processes", None) or {}).values()):
+        with contextlib.suppress(Exception):
+            process.kill()
+            pids.append(process.pid)
+    return pids
 
 
 __all__ = [
