@@ -38,7 +38,7 @@ import ssl
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from quiesce import logs
 from quiesce.admin.reload_gate import RuntimeGate
@@ -59,8 +59,11 @@ from quiesce.app.reload_pace import (
 from quiesce.app.reload_worker import (
     RELOAD_CHUNK,
     RELOAD_WORKER_TIMEOUT,
+    TAKEOVER_BEGAN,
+    WORKER_POLL,
     Loaded,
     check_for_reload,
+    kill_worker,
     reload_worker_init,
     worker_context,
 )
@@ -305,13 +308,7 @@ class Reloader:
         finally:
             self.validating = False
         if self.app.takeover_busy or self.app.is_handed_over:  # began meanwhile: it wins
-            raise ConfigError(
-                [
-                    "reload abandoned: a takeover (quiesce run --takeover) began while the "
-                    "file was validated; nothing changed here: reload the new process"
-                ],
-                path,
-            )
+            raise ConfigError([TAKEOVER_BEGAN], path)
         if not result["ok"]:
             raise ConfigError(result["problems"], result["source"])
         self.pending = result["generation"]
@@ -344,37 +341,54 @@ class Reloader:
     async def _in_worker(self, path: str, base: int | None) -> dict[str, Any]:
         """:func:`check_for_reload` in the worker, within ``worker_timeout`` seconds: past
         them (a worker stopped, swapped out, stuck) it is killed and the reload refused
-        naming the limit; the next reload starts a new worker (review 14 R11)."""
+        naming the limit; the next reload starts a new worker (review 14 R11). A takeover
+        that begins meanwhile is not held (``reloading`` is false while validating): the
+        reload gives way at once, the worker killed, refused naming it."""
         from quiesce.config.loader import ConfigError
 
         loop = asyncio.get_running_loop()
         future = loop.run_in_executor(  # BUILD: refused after an upgrade (F13)
             self._executor(), check_for_reload, path, base, BUILD
         )
+        until = loop.time() + self.worker_timeout
         try:
-            result: dict[str, Any] = await asyncio.wait_for(future, self.worker_timeout)
-        except TimeoutError:
-            pids = self._kill_worker()
-            log.error(
-                "reload: the reload worker (pid %s) did not answer in %g s: killed; a new one "
-                "starts at the next reload",
-                ", ".join(map(str, pids)) or "?",
-                self.worker_timeout,
-            )
-            raise ConfigError(
-                [
-                    f"the reload worker (the process that validates the file) did not answer "
-                    f"in {self.worker_timeout:g} s: it was killed and a new one starts at the "
-                    "next reload; nothing changed (reload again; docs/admin.md, Live reload)"
-                ],
-                path,
-            ) from None
+            while not future.done():
+                left = until - loop.time()
+                if self.app.takeover_busy or self.app.is_handed_over:
+                    self._kill_worker()
+                    raise ConfigError([TAKEOVER_BEGAN], path)
+                if left <= 0:
+                    self._worker_late(path)
+                await asyncio.wait({future}, timeout=min(left, WORKER_POLL))
+        except BaseException:
+            future.cancel()  # its answer is not awaited any more
+            raise
+        result: dict[str, Any] = future.result()
         return result
+
+    def _worker_late(self, path: str) -> NoReturn:
+        from quiesce.config.loader import ConfigError
+
+        pids = self._kill_worker()
+        log.error(
+            "reload: the reload worker (pid %s) did not answer in %g s: killed; a new one "
+            "starts at the next reload",
+            ", ".join(map(str, pids)) or "?",
+            self.worker_timeout,
+        )
+        raise ConfigError(
+            [
+                f"the reload worker (the process that validates the file) did not answer "
+                f"in {self.worker_timeout:g} s: it was killed and a new one starts at the "
+                "next reload; nothing changed (reload again; docs/admin.md, Live reload)"
+            ],
+            path,
+        )
 
     def _kill_worker(self) -> list[int]:
         """SIGKILL the worker's process (stopped or stuck, it would not see a shutdown) and
         forget it; returns its pid."""
-        pids = _kill(self.worker)
+        pids = kill_worker(self.worker)
         self.stop_worker()
         return pids
 
@@ -400,7 +414,7 @@ class Reloader:
         would wait for it (a takeover's old process did not exit, review 14 R11)."""
         if self.worker is not None:
             if getattr(self.worker, "_pending_work_items", None):
-                _kill(self.worker)
+                kill_worker(self.worker)
             self.worker.shutdown(wait=False, cancel_futures=True)
             self.worker = None
         self.base = None  # a new worker has nothing of ours
@@ -660,17 +674,6 @@ class Reloader:
         context = getattr(live, "ssl", None)
         if tls is not None and isinstance(context, ssl.SSLContext):
             context.load_cert_chain(self._path(tls.cert), self._path(tls.key))
-
-
-def _kill(worker: ProcessPoolExecutor | None) -> list[int]:
-    """SIGKILL the processes of a reload worker; their pids."""
-    pids = []
-    # ProcessPoolExecutor has no public handle on its processes
-    for process in list((getattr(worker, "_processes", None) or {}).values()):
-        with contextlib.suppress(Exception):
-            process.kill()
-            pids.append(process.pid)
-    return pids
 
 
 __all__ = [

@@ -12,6 +12,7 @@ import os
 import pickle
 import signal
 from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import resource_tracker
 from multiprocessing.context import SpawnContext, SpawnProcess
 from pathlib import Path
@@ -30,6 +31,13 @@ RELOAD_WORKER_TIMEOUT = 30.0
 file): past them it is killed, the reload refused naming the limit (nothing changed) and a
 new worker started by the next reload (review 14 R11: a worker stopped or stuck held every
 reload, and every ``--takeover``, for ever)."""
+
+WORKER_POLL = 0.1
+"""Seconds between two looks, while the reload worker validates, at a takeover begun."""
+TAKEOVER_BEGAN = (
+    "reload abandoned: a takeover (quiesce run --takeover) began while the file was "
+    "validated; nothing changed here: reload the new process"
+)
 
 
 class Loaded:
@@ -193,12 +201,26 @@ def check_for_reload(
     }
 
 
+def kill_worker(worker: ProcessPoolExecutor | None) -> list[int]:
+    """SIGKILL the processes of a reload worker; their pids."""
+    pids = []
+    # ProcessPoolExecutor has no public handle on its processes
+    for process in list((getattr(worker, "_processes", None) or {}).values()):
+        with contextlib.suppress(Exception):
+            process.kill()
+            pids.append(process.pid)
+    return pids
+
+
 __all__ = [
     "RELOAD_CHUNK",
     "RELOAD_WORKER_TIMEOUT",
+    "TAKEOVER_BEGAN",
     "WORKER_IGNORES",
+    "WORKER_POLL",
     "Loaded",
     "check_for_reload",
+    "kill_worker",
     "reload_worker_init",
     "worker_context",
 ]
