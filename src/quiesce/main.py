@@ -6,13 +6,66 @@ imported inside the verb that needs it, so ``quiesce list servers`` starts fast.
 from __future__ import annotations
 
 import getpass
+import os
+import signal
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import click
+# Before the imports below: SIGHUP and SIGUSR1 (whose default action ends a process) held from
+# the first line of `quiesce run` until its event loop handles them (quiesce.app.run): a
+# SIGHUP during start-up (a second or more; every --takeover's new process, which systemctl
+# kill -s HUP reaches too) killed it, exit 129, no log line (review 14 R4).
+_EARLY_SIGNALS = (signal.SIGHUP, signal.SIGUSR1)
+_early: list[int] = []
+"""The SIGHUP/SIGUSR1 numbers that came before ``run``'s loop handled them, in order."""
+_early_previous: dict[int, Any] = {}
 
-from quiesce.frontends.cli import (
+
+def _hold(signum: int, _frame: object) -> None:
+    _early.append(signum)  # only this: a signal handler (the log is not safe here)
+
+
+def _hold_early_signals(*, argv: list[str] | None = None) -> None:
+    """From now on a SIGHUP or SIGUSR1 is remembered (:data:`_early`) instead of ending the
+    process, for ``quiesce run`` (``argv``: at import, the command line names it; else
+    unconditionally, as ``run`` starts). A signal the process was started ignoring
+    (``nohup``) stays ignored. Only the main thread can set handlers. Then unblocked: a
+    process started with them blocked (``quiesce upgrade`` starts ``run`` so, which closes
+    the window of the interpreter's own start) gets those sent meanwhile now."""
+    if argv is not None:
+        prog = Path(argv[0]) if argv else Path()
+        ours = prog.name == "quiesce" or prog.parts[-2:] == ("quiesce", "__main__.py")
+        mp = sys.modules.get("multiprocessing")  # the reload worker has run's argv too
+        if not ours or "run" not in argv[1:] or (mp is not None and mp.parent_process()):
+            return
+    for sig in _EARLY_SIGNALS:
+        try:
+            if sig not in _early_previous and signal.getsignal(sig) is signal.SIG_DFL:
+                _early_previous[sig] = signal.signal(sig, _hold)
+        except ValueError:  # not the main thread (imported by a thread)
+            return
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _EARLY_SIGNALS)
+
+
+def _release_early_signals() -> None:
+    """A verb other than ``run`` (the command line only looked like one): the default actions
+    back, and a signal held meanwhile delivered again, as if never held."""
+    for sig, previous in _early_previous.items():
+        if signal.getsignal(sig) is _hold:
+            signal.signal(sig, previous)
+    _early_previous.clear()
+    held = list(dict.fromkeys(_early))
+    _early.clear()
+    for sig in held:
+        signal.raise_signal(sig)
+
+
+_hold_early_signals(argv=sys.argv)
+
+import click  # noqa: E402
+
+from quiesce.frontends.cli import (  # noqa: E402
     DurationType,
     client_options,
     register_client_verbs,
@@ -199,9 +252,12 @@ def run_cmd(config_path: str, grace: float, takeover: bool, takeover_socket: str
     process takes its listeners over).
 
     Signals: SIGINT/SIGTERM stop (in-flight requests get --grace), SIGHUP reloads the config
-    file (as `quiesce reload`), SIGUSR1 reopens the access log (after logrotate). Upgrade
-    without closing a listener: start the new version with --takeover; it takes this one's
-    sockets over its runtime socket, and this one finishes its requests and exits."""
+    file (as `quiesce reload`), SIGUSR1 reopens the access log (after logrotate); either one
+    during start-up is done once ready. Upgrade without closing a listener: start the new
+    version with --takeover (or `quiesce upgrade`, which waits for the outcome); it takes
+    this one's sockets over its runtime socket, and this one finishes its requests and
+    exits."""
+    _hold_early_signals()  # held since the import already, unless started another way
     from quiesce.app import run_forever
 
     config = _load_or_exit(config_path, packed=True)
@@ -223,8 +279,108 @@ def run_cmd(config_path: str, grace: float, takeover: bool, takeover_socket: str
             grace=grace,
             takeover=path,
             config_path=Path(config_path).resolve(),
+            early_signals=_early,
         )
     )
+
+
+READY_FD_ENV = "QUIESCE_READY_FD"
+"""quiesce.app.run.READY_FD_ENV (not imported from there: that imports the whole server):
+the descriptor a ``quiesce run`` writes one line to once ready (after a takeover: once it
+has taken over) and closes."""
+
+
+@click.command("upgrade")
+@click.option(
+    "-c",
+    "--config",
+    "config_path",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="The YAML config file of the new process.",
+)
+@click.option(
+    "--grace",
+    default="10s",
+    show_default=True,
+    type=DurationType(),
+    help="The new process's --grace (quiesce run).",
+)
+@click.option(
+    "--takeover-socket",
+    "takeover_socket",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="The runtime socket of the quiesce to take over (default: admin.runtime_socket).",
+)
+@click.option(
+    "--timeout",
+    default="120s",
+    show_default=True,
+    type=DurationType(seconds=True),
+    help="How long to wait for the new process to take over.",
+)
+def upgrade_cmd(config_path: str, grace: str, takeover_socket: str | None, timeout: float) -> None:
+    """Seamless upgrade that reports its outcome (systemd's ExecReload): start `quiesce run
+    -c FILE --takeover` in the background (its own session, this command's stdout and
+    stderr) and return once it has taken over (exit 0; it goes on serving) or failed (its
+    exit status; the running quiesce carries on). Not taken over after --timeout: exit 1,
+    the new process left to finish or give up on its own."""
+    args = ["run", "-c", config_path, "--grace", grace, "--takeover"]
+    if takeover_socket is not None:
+        args += ["--takeover-socket", takeover_socket]
+    sys.exit(_upgrade(args, timeout))
+
+
+def _upgrade(args: list[str], timeout: float) -> int:
+    """``quiesce ARGS`` started with the write end of a pipe as its readiness descriptor
+    (:data:`READY_FD_ENV`); its line read, or its exit status once the pipe ends."""
+    import select
+    import subprocess
+    import time
+
+    read, write = os.pipe()
+    # blocked in the new process from its exec until quiesce.main's handler takes them
+    # (_hold_early_signals): a SIGHUP to it (systemctl kill) never finds it defenceless
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, _EARLY_SIGNALS)
+    try:
+        child = subprocess.Popen(
+            [sys.executable, "-m", "quiesce", *args],
+            env={**os.environ, READY_FD_ENV: str(write)},
+            pass_fds=(write,),
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,  # not stopped with this command's terminal or group
+        )
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+        os.close(write)
+    said = b""
+    deadline = time.monotonic() + timeout
+    with os.fdopen(read, "rb", buffering=0) as pipe:
+        while b"\n" not in said:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([pipe], [], [], left)[0]:
+                click.echo(
+                    f"quiesce upgrade: the new process (pid {child.pid}) has not taken over "
+                    f"after {timeout:g}s; left running: it takes over or gives up on its "
+                    "own (its log says which)",
+                    err=True,
+                )
+                return 1
+            chunk = pipe.read(512)
+            if not chunk:
+                break
+            said += chunk
+    if b"\n" in said:
+        click.echo(f"quiesce upgrade: {said.decode(errors='replace').strip()}")
+        return 0
+    code = child.wait()
+    click.echo(
+        f"quiesce upgrade: the new process (pid {child.pid}) exited with status {code} "
+        "without taking over (its output above says why); the running quiesce carries on",
+        err=True,
+    )
+    return code if code > 0 else 1
 
 
 @click.command("demo")
@@ -264,10 +420,12 @@ def demo_cmd(port: int, admin_port: int, traffic: bool) -> None:
 @click.pass_context
 def main(ctx: click.Context, /, **options: Any) -> None:
     """quiesce: a load balancer that takes servers out without losing a request."""
+    if ctx.invoked_subcommand != "run":
+        _release_early_signals()
     ctx.obj = settings_from(options)
 
 
-for _cmd in (run_cmd, demo_cmd, check_cmd, passwd_cmd):
+for _cmd in (run_cmd, upgrade_cmd, demo_cmd, check_cmd, passwd_cmd):
     main.add_command(_cmd)
 register_client_verbs(main)
 

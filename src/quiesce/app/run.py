@@ -11,6 +11,7 @@ import logging
 import os
 import signal
 import socket
+import stat
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -60,12 +61,17 @@ def run_forever(
     takeover: Path | None = None,
     config_path: Path | None = None,
     startup_hint: Callable[[StartupError], str | None] | None = None,
+    early_signals: list[int] | None = None,
 ) -> int:
     """Run until SIGINT/SIGTERM, or until a new process took the listeners over; exit code
     0 after a clean staged shutdown. ``takeover``: the runtime socket of the running quiesce
     whose listeners this one takes (``quiesce run --takeover``). SIGHUP reloads
     ``config_path`` (:meth:`App.reload`; without one it is logged and ignored).
-    ``startup_hint``: a line printed after a start-up error (the demo's ``--port 0``)."""
+    ``startup_hint``: a line printed after a start-up error (the demo's ``--port 0``).
+    ``early_signals``: where the caller's handler put the SIGHUPs and SIGUSR1s that came
+    during start-up (quiesce.main): done once ready. :data:`READY_FD_ENV` in the
+    environment: the descriptor told once ready (``quiesce upgrade``)."""
+    ready_fd = _take_ready_fd()
     install_event_loop_policy()
     logs.setup_process_log(config.logging.process)  # stderr, text or JSON (logging.process)
 
@@ -89,6 +95,14 @@ def run_forever(
         hups: set[asyncio.Task[None]] = set()
 
         def sighup() -> None:
+            if stop.is_set():
+                log.info("SIGHUP while stopping: not reloading")
+                return
+            if len(hups) >= 2:
+                # one reload running, one waiting for it (reloads are serialised): the
+                # waiting one reads the file as it is when it starts, this one's too. A
+                # burst of SIGHUPs (systemctl kill, a script's loop) queued one reload each
+                return
             task = asyncio.create_task(_sighup(app))
             hups.add(task)
             task.add_done_callback(hups.discard)
@@ -96,6 +110,8 @@ def run_forever(
         loop.add_signal_handler(signal.SIGHUP, sighup)
         # logrotate: the access log's files opened again (a reload does it too)
         loop.add_signal_handler(signal.SIGUSR1, lambda: logs.reopen(app.table.access_log))
+        if early_signals:  # the handlers above get every later one
+            _early(app, early_signals, sighup)
         # One machine-readable line per listener (tests and scripts read the bound ports).
         for name, service in app.services.items():
             _say(f"quiesce: service {name} listening on port {service.port}")
@@ -107,7 +123,16 @@ def run_forever(
             _say(f"quiesce: took over from pid {app.took_over_from}")
         _say("quiesce: ready")
         _sd_notify(f"READY=1\nMAINPID={os.getpid()}")
+        if ready_fd is not None:  # after MAINPID=: systemd knows the new main process
+            taken = app.took_over_from
+            said = f", took over from pid {taken}" if taken is not None else ""
+            _tell_ready(ready_fd, f"pid {os.getpid()} ready{said}")
         await stop.wait()
+        # a SIGHUP reload still running or queued is abandoned, not left to run on into
+        # the stop (it applied against a closed store: "Cannot operate on a closed database")
+        for task in hups:
+            task.cancel()
+        await asyncio.gather(*hups, return_exceptions=True)
         if app.is_handed_over:
             log.info("handed over to a new process: finishing (grace %.1fs)", grace)
         else:
@@ -138,6 +163,49 @@ async def _sighup(app: App) -> None:
         log.exception("SIGHUP: reload failed")
 
 
+def _early(app: App, signals: list[int], sighup: Callable[[], None]) -> None:
+    """The SIGHUPs and SIGUSR1s that came during start-up, once the loop's handlers are in
+    place: one reload for any number of SIGHUPs (the file as it is now), the access log
+    reopened for SIGUSR1, each said in the log."""
+    seen = list(signals)
+    signals.clear()
+    if n := seen.count(signal.SIGUSR1):
+        log.info("SIGUSR1 during start-up (%d): reopening the access log now", n)
+        logs.reopen(app.table.access_log)
+    if n := seen.count(signal.SIGHUP):
+        log.info("SIGHUP during start-up (%d): reloading the config file now that it is up", n)
+        sighup()
+
+
+READY_FD_ENV = "QUIESCE_READY_FD"
+"""An environment variable naming a descriptor (a pipe's write end) that ``quiesce run``
+writes one line to once ready, after a takeover once it has taken over, and closes
+(``quiesce upgrade`` waits on it; quiesce.main names it too). Unset in the process at start,
+and the descriptor not inherited by anything it starts."""
+
+
+def _take_ready_fd() -> int | None:
+    value = os.environ.pop(READY_FD_ENV, None)
+    if not value:
+        return None
+    try:
+        fd = int(value)
+        if not stat.S_ISFIFO(os.fstat(fd).st_mode):
+            raise ValueError("not a pipe")
+        os.set_inheritable(fd, False)
+    except (ValueError, OSError) as exc:
+        log.warning("%s=%r: not a pipe of ours (%s); ignored", READY_FD_ENV, value, exc)
+        return None
+    return fd
+
+
+def _tell_ready(fd: int, line: str) -> None:
+    with contextlib.suppress(OSError):  # whoever waited may have gone
+        os.write(fd, (line + "\n").encode())
+    with contextlib.suppress(OSError):
+        os.close(fd)
+
+
 def _say(line: str) -> None:
     """One machine-readable line in one write: ``print`` writes the text and its newline
     apart when stdout is unbuffered (PYTHONUNBUFFERED, as tests run it), and a log line
@@ -159,4 +227,4 @@ def _sd_notify(message: str) -> None:
         s.sendto(message.encode(), path)
 
 
-__all__ = ["install_event_loop_policy", "run_forever"]
+__all__ = ["READY_FD_ENV", "install_event_loop_policy", "run_forever"]
