@@ -90,6 +90,13 @@ async def test_add_server_takes_haproxys_maxconn(app: Any) -> None:  # noqa: F81
         "invalid maxconn '' for server m3.\n\n"
     )
     assert [s.name for s in app.registry.pools["web"].servers][-2:] == ["m1", "m2"]
+    # HAProxy's check settings are not "unknown": the answer says where they are set
+    assert await cmd(app, "add server web/m3 127.0.0.1:18089 check inter 2s") == (
+        "'inter' is a check setting: quiesce checks the servers of a pool with its health "
+        "monitors (send_interval, receive_timeout, successful_checks, failed_checks); nothing "
+        "changed.\n\n"
+    )
+    assert "m3" not in [s.name for s in app.registry.pools["web"].servers]
 
 
 async def test_added_servers_come_back_in_the_order_they_were_added(tmp_path: Path) -> None:

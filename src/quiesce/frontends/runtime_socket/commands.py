@@ -342,6 +342,12 @@ class RuntimeCommands:
                 if not re.fullmatch(r"\d+", value):
                     raise CommandError(f"invalid maxconn '{value}' for server {name}.")
                 data["max_connections"] = int(value) or None
+            elif word in _CHECK_KEYWORDS:  # valid in HAProxy: not "unknown", but not here
+                raise CommandError(
+                    f"'{word}' is a check setting: quiesce checks the servers of a pool with "
+                    "its health monitors (send_interval, receive_timeout, successful_checks, "
+                    "failed_checks); nothing changed."
+                )
             else:
                 raise CommandError(f"unknown keyword '{word}'.")
         if any(s.name == name for s in self.registry.pools[pool_name].servers):
@@ -593,6 +599,10 @@ def parse_expression(text: str) -> bool | str:
 def _printable(text: str) -> str:
     """Control characters escaped: a value must never end an answer (an empty line) early."""
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+_CHECK_KEYWORDS = frozenset({"inter", "fastinter", "downinter", "rise", "fall"})
+"""HAProxy's per-server check settings (``add server … check inter 2s rise 3``)."""
 
 
 def _server_write(w: list[str]) -> bool:
