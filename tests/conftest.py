@@ -16,11 +16,27 @@ which is why the collection check below also refuses the known loopback fixtures
 from __future__ import annotations
 
 import asyncio
+import signal
 import socket
 import subprocess
 from typing import Any
 
 import pytest
+
+
+def _ignored(signum: int, frame: object) -> None:
+    """SIGHUP / SIGUSR1 to the test run itself, still ignored."""
+
+
+# A test run started with SIGHUP or SIGUSR1 ignored (``nohup``, some CI runners) would hand
+# that to every process it starts, and the tests of quiesce's own signal handling (a SIGHUP
+# reloads; one during start-up is held: tests/cli/test_early_signals.py, the e2e signal
+# tests) would see a quiesce that keeps the inherited ignore. A handler instead: this
+# process still ignores them, and its children start with the default action (a handler
+# does not survive exec).
+for _sig in (signal.SIGHUP, signal.SIGUSR1):
+    if signal.getsignal(_sig) is signal.SIG_IGN:
+        signal.signal(_sig, _ignored)
 
 LANES = ("loopback", "peers")
 ON_TOP = ("slow", "root", "browser")

@@ -52,7 +52,10 @@ def manager(n: int) -> HealthManager:
             "pools": {
                 "p": {
                     "healthmonitors": ["m"],
-                    "servers": [{"name": f"s{i}", "address": f"10.0.0.{i}:80"} for i in range(n)],
+                    "servers": [
+                        {"name": f"s{i}", "address": f"10.0.{i // 250}.{i % 250 + 1}:80"}
+                        for i in range(n)
+                    ],
                 }
             },
         }
