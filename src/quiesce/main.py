@@ -9,8 +9,9 @@ import getpass
 import os
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 # Before the imports below: SIGHUP and SIGUSR1 (whose default action ends a process) held from
 # the first line of `quiesce run` until its event loop handles them (quiesce.app.run): a
@@ -218,15 +219,29 @@ def passwd_cmd() -> None:
     click.echo(hash_password(password))
 
 
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _config_option(text: str) -> Callable[[_F], _F]:
+    """``-c/--config FILE`` of the verbs that start a server (``run``, ``upgrade``)."""
+    return click.option(
+        "-c", "--config", "config_path", required=True, type=click.Path(dir_okay=False), help=text
+    )
+
+
+def _takeover_socket_option(text: str) -> Callable[[_F], _F]:
+    """``--takeover-socket PATH``: the runtime socket of the quiesce to take over."""
+    return click.option(
+        "--takeover-socket",
+        "takeover_socket",
+        type=click.Path(dir_okay=False),
+        default=None,
+        help=f"The runtime socket of the quiesce to take over ({text}).",
+    )
+
+
 @click.command("run")
-@click.option(
-    "-c",
-    "--config",
-    "config_path",
-    required=True,
-    type=click.Path(dir_okay=False),
-    help="The YAML config file.",
-)
+@_config_option("The YAML config file.")
 @click.option(
     "--grace",
     default="10s",
@@ -240,13 +255,7 @@ def passwd_cmd() -> None:
     help="Upgrade: take the listening sockets of the quiesce running on the runtime socket "
     "(admin.runtime_socket, or --takeover-socket), then let it finish and exit.",
 )
-@click.option(
-    "--takeover-socket",
-    "takeover_socket",
-    type=click.Path(dir_okay=False),
-    default=None,
-    help="The runtime socket of the quiesce to take over (implies --takeover).",
-)
+@_takeover_socket_option("implies --takeover")
 def run_cmd(config_path: str, grace: float, takeover: bool, takeover_socket: str | None) -> None:
     """Run the balancer from a config file until SIGINT or SIGTERM (or until a new
     process takes its listeners over).
@@ -291,14 +300,7 @@ has taken over) and closes."""
 
 
 @click.command("upgrade")
-@click.option(
-    "-c",
-    "--config",
-    "config_path",
-    required=True,
-    type=click.Path(dir_okay=False),
-    help="The YAML config file of the new process.",
-)
+@_config_option("The YAML config file of the new process.")
 @click.option(
     "--grace",
     default="10s",
@@ -306,13 +308,7 @@ has taken over) and closes."""
     type=DurationType(),
     help="The new process's --grace (quiesce run).",
 )
-@click.option(
-    "--takeover-socket",
-    "takeover_socket",
-    type=click.Path(dir_okay=False),
-    default=None,
-    help="The runtime socket of the quiesce to take over (default: admin.runtime_socket).",
-)
+@_takeover_socket_option("default: admin.runtime_socket")
 @click.option(
     "--timeout",
     default="120s",
