@@ -22,13 +22,10 @@ import argparse
 import asyncio
 import cProfile
 import json
-import logging
 import pstats
-import tempfile
 import time
-from pathlib import Path
 
-from reload_stall import config  # bench/, this script's directory
+from reload_stall import config, started_app  # bench/, this script's directory
 
 COUNTED = ("run", "AdminService._run_timer", "AdminService.durable")
 """The tasks whose callbacks are the reload's: this script's (which awaits the reload), the
@@ -64,15 +61,7 @@ class Sums:
 
 
 async def run(a: argparse.Namespace) -> None:
-    from quiesce.app import App
-    from quiesce.config.loader import load_config
-
-    logging.disable(logging.INFO)  # one line per change would time the terminal
-    tmp = Path(tempfile.mkdtemp(prefix="quiesce-reload-cpu-"))
-    path = tmp / "quiesce.yaml"
-    path.write_text(config(a.servers))
-    app = App(load_config(path), tmp, config_path=path)
-    await app.start()
+    app, path = await started_app(a.servers, "quiesce-reload-cpu-")
     sums = Sums()
     prof = cProfile.Profile() if a.profile else None
     try:

@@ -38,6 +38,7 @@ import threading
 import time
 import traceback
 from pathlib import Path
+from typing import Any
 
 from reload_bench import cpu_seconds  # bench/, this script's directory
 
@@ -98,18 +99,25 @@ class Callbacks:
         return out
 
 
-async def run(args: argparse.Namespace) -> list[dict[str, object]]:
+async def started_app(servers: int, prefix: str) -> tuple[Any, Path]:
+    """An App on :func:`config` of ``servers`` servers in a new temp directory, started, and
+    its config file's path (INFO logging off: one line per change would time the terminal)."""
     import logging
 
     from quiesce.app import App
     from quiesce.config.loader import load_config
 
-    logging.disable(logging.INFO)  # one line per change would time the terminal
-    tmp = Path(tempfile.mkdtemp(prefix="quiesce-reload-stall-"))
+    logging.disable(logging.INFO)
+    tmp = Path(tempfile.mkdtemp(prefix=prefix))
     path = tmp / "quiesce.yaml"
-    path.write_text(config(args.servers))
+    path.write_text(config(servers))
     app = App(load_config(path), tmp, config_path=path)
     await app.start()
+    return app, path
+
+
+async def run(args: argparse.Namespace) -> list[dict[str, object]]:
+    app, path = await started_app(args.servers, "quiesce-reload-stall-")
     callbacks = Callbacks()
     lags: list[float] = []
     busy: list[float] = []  # the loop thread's CPU between two wake-ups of the probe
