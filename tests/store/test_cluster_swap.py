@@ -56,14 +56,14 @@ def test_a_replaced_etcd_gets_the_state_back(tmp_path: Path) -> None:
             until(lambda: admin(b) == "drain", 10)
             bump(server, prefix, 300)
             until(lambda: cluster(a)["revision"] >= 300, 10)
-            old = cluster(a)["revision"]
+            old = cluster(a)["revision"]  # a floor: a health record may land after it
             server.stop()
             server.data_dir = tmp_path / "etcd-2"  # a new, empty etcd at the same address
             server.start()
             until(lambda: events(a, "store_replaced") and events(b, "store_replaced"), 20)
             swapped = events(a, "store_replaced")[-1]
             assert (
-                swapped["detail"]["before"] == old and "replaced or restored" in swapped["reason"]
+                swapped["detail"]["before"] >= old and "replaced or restored" in swapped["reason"]
             )
             until(lambda: cluster(a)["link"] == "up" and cluster(b)["link"] == "up", 10)
             # a change after the swap reaches the other node at once

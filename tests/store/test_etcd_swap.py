@@ -52,7 +52,8 @@ async def test_a_replaced_etcd_is_noticed_and_gets_the_state_back(tmp_path: Path
         await until(lambda: bool(replaced(a)) and bool(replaced(b)), 20)
         event = replaced(a)[0]
         assert "was replaced or restored" in (event.reason or "")
-        assert event.detail["before"] == old and event.detail["republished"] >= 2
+        # `old` is a floor: a node's periodic health record may land after it was read
+        assert event.detail["before"] >= old and event.detail["republished"] >= 2
         # the records are back in the new store
         client = a.store._get_client()
 
