@@ -40,6 +40,7 @@ class EventKind(StrEnum):
     SERVER_EJECTED = "server_ejected"  # issue 17: passive outlier detection took it out
     SERVER_RETURNED = "server_returned"  # ... and its ejection time is over
     EJECTION_REFUSED = "ejection_refused"  # ... a run reached its threshold, the pool said no
+    BUDGET_EXCEEDED = "budget_exceeded"  # a server another node added: past this node's fds
 
 
 @dataclass(frozen=True, slots=True)
