@@ -33,6 +33,7 @@ class BudgetRefused(QuiesceError):
     """A runtime server that the descriptor budget cannot hold."""
 
     status_hint = 409
+    limit = ""  # why (the LimitError): the budget's parts and the setting to change
 
 
 def live_servers(registry: Registry) -> dict[str, list[ServerConfig]]:
@@ -74,10 +75,12 @@ def admit(app: Any, pool: str, config: ServerConfig) -> None:
     try:
         budget = _plan(app, live)
     except LimitError as exc:
-        raise BudgetRefused(
+        refused = BudgetRefused(
             f"server {pool}/{config.name} not added: the connection budget would not fit: "
             f"limits: {exc}"
-        ) from None
+        )
+        refused.limit = str(exc)
+        raise refused from None
     apply(app, budget, f"server {pool}/{config.name} added", logging.DEBUG)
 
 
