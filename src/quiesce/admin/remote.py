@@ -6,12 +6,12 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from quiesce.admin.base import STORE_ACTOR, ServiceBase, _sane
+from quiesce.admin.base import STORE_ACTOR, ServiceBase, _sane, log
 from quiesce.admin.context import CommandContext
 from quiesce.config.models import HealthMonitor, ServerConfig
 from quiesce.core.admin import AdminCommand
 from quiesce.core.cluster import cluster_guard
-from quiesce.core.errors import GuardRefused
+from quiesce.core.errors import GuardRefused, QuiesceError
 from quiesce.core.events import EventKind
 from quiesce.core.states import Admin, Cause, CloseMode, Oper
 from quiesce.state.events import make_event
@@ -157,16 +157,20 @@ class RemoteChanges(ServiceBase):
                     reg.put_monitor(name, monitor, actor=actor, cause=cause)
                     self._monitors_changed()
         elif change.kind == "server":
-            self._apply_remote_server(name, value, CommandContext(actor, cause, change.reason))
+            ctx = CommandContext(actor, cause, change.reason)
+            self._apply_remote_server(name, value, ctx, change.node)
         elif change.kind == "pool_monitors" and reg.pool(name).pool_monitors != value:
             reg.set_pool_monitors(name, list(value), actor=actor, cause=cause)
             self._monitors_changed()
 
     def _apply_remote_server(
-        self, key: str, value: dict[str, Any] | None, ctx: CommandContext
+        self, key: str, value: dict[str, Any] | None, ctx: CommandContext, node: str = "?"
     ) -> None:
         """A server another node added, changed or deleted: the same here (a deletion waits
-        for this node's connections to the server to end)."""
+        for this node's connections to the server to end). An addition is admitted against
+        this node's connection budget as a local one (it re-plans it); one the budget cannot
+        hold is committed on every node already, so it is applied all the same and reported
+        (:meth:`_over_budget`)."""
         pool_name, _, name = key.partition("/")
         pool = self.registry.pool(pool_name)
         existing = next((s for s in pool.servers if s.name == name), None)
@@ -180,9 +184,12 @@ class RemoteChanges(ServiceBase):
         removing = data.pop("removing", None)
         config = ServerConfig.model_validate({**data, "name": name})
         if existing is None:
+            over = self._admit_remote(pool_name, config)
             existing = self.registry.add_server(
                 pool_name, config, actor=ctx.actor, cause=ctx.cause, reason=ctx.reason
             )
+            if over is not None:
+                self._over_budget(existing, over, ctx, node)
         else:
             self.registry.update_server(
                 existing,
@@ -196,3 +203,40 @@ class RemoteChanges(ServiceBase):
             existing.removing = True
             self._poke()
         self._monitors_changed()
+
+    def _admit_remote(self, pool: str, config: ServerConfig) -> str | None:
+        """The connection budget with a server another node added (quiesce.app.budget):
+        re-planned when it fits; else why not (nothing re-planned)."""
+        admit = getattr(self, "admit_server", None)
+        if admit is None:
+            return None
+        try:
+            admit(pool, config)
+        except QuiesceError as exc:
+            return str(getattr(exc, "limit", "") or exc.message)
+        return None
+
+    def _over_budget(
+        self, server: ServerRuntime, limit: str, ctx: CommandContext, node: str
+    ) -> None:
+        """A WARNING line and a ``budget_exceeded`` event (this node's log only; counted in
+        ``quiesce_events_total{kind="budget_exceeded"}``): the server runs here, past the budget."""
+        by = f"node {node}" if ctx.actor == f"node {node}" else f"{ctx.actor} on node {node}"
+        message = (
+            f"server {server.key}, added by {by}, does not fit this "
+            f"node's connection budget: {limit}; it is applied here all the same (every node "
+            "has it), the limits in force stay as they were, and this node's next reload or "
+            "restart is refused until it fits"
+        )
+        log.warning("state store: %s", message)
+        event = make_event(
+            self.clock,
+            EventKind.BUDGET_EXCEEDED,
+            self.registry.pools[server.pool],
+            server=server.name,
+            cause=ctx.cause,
+            actor=ctx.actor,
+            reason=message,
+            detail={"limits": limit},
+        )
+        self.registry.emit(event)
