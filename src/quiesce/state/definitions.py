@@ -371,6 +371,8 @@ def _track(server: ServerRuntime, pool_monitors: list[str]) -> None:
     for m in list(server.last_checks):
         if m not in wanted:
             del server.last_checks[m]  # its results and its track
+            if (moved := server.tally.moved) is not None:  # the live series: its newest
+                moved.add(server)  # check may be older now
     for m in wanted:
         if m not in server.last_checks:
             server.last_checks[m] = Recent(m)  # unknown

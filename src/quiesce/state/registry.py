@@ -143,6 +143,8 @@ class Registry(Definitions, Ejections):
         if recent is None or not server.health_checks:
             return  # a monitor detached meanwhile, or checks disabled ("disable health")
         recent.append(result)
+        if (moved := server.tally.moved) is not None:  # the live series counts it
+            moved.add(server)
         track = recent.track
         verdict = result.verdict
         if verdict is _FAIL:

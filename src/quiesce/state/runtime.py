@@ -160,8 +160,15 @@ class ServerRuntime:
 
     @connections.setter
     def connections(self, n: int) -> None:
-        self.tally.sessions += n - self._connections
+        t = self.tally
+        was = self._connections
+        t.sessions += n - was
         self._connections = n
+        if n:
+            if not was and t.moved is not None:  # busy again: the live series samples it
+                t.moved.add(self)
+        elif self._removing:  # drained: the admin timer may delete it (PoolTally.drained)
+            t.drained[self] = None
 
     @property
     def removing(self) -> bool:
@@ -171,10 +178,14 @@ class ServerRuntime:
     @removing.setter
     def removing(self, on: bool) -> None:
         self._removing = on
+        t = self.tally
         if on:
-            self.tally.removing[self] = None
+            t.removing[self] = None
+            if not self._connections:
+                t.drained[self] = None
         else:
-            self.tally.removing.pop(self, None)
+            t.removing.pop(self, None)
+            t.drained.pop(self, None)
 
     @property
     def retries(self) -> int:
@@ -407,12 +418,21 @@ class Members(Sequence["ServerRuntime"]):
 class PoolTally:
     """A pool's running totals, kept as its servers change (read by every event)."""
 
-    __slots__ = ("removing", "sessions")
+    __slots__ = ("drained", "moved", "reader", "removing", "sessions")
 
     def __init__(self) -> None:
         self.sessions = 0
         # the servers being drained to be deleted, in the order they were asked
         self.removing: dict[ServerRuntime, None] = {}
+        # of those, the ones that were at 0 connections once since the admin timer last
+        # looked (it deletes only those: AdminService._finish_removals)
+        self.drained: dict[ServerRuntime, None] = {}
+        # the servers whose connections went from 0 up, or that got a check result, since
+        # the live series' tick took the set (one set.add a request at most: the tick
+        # samples these and the ones busy at the last tick, quiesce.state.series); made by
+        # the one SeriesStore that reads it, ``reader`` (None: none does, nothing kept)
+        self.moved: set[ServerRuntime] | None = None
+        self.reader: object = None
 
 
 def _rank(server: ServerRuntime) -> int:
@@ -518,6 +538,9 @@ class PoolRuntime:
             self._tokens.pop(sticky_token(server.key), None)
         self.tally.sessions -= server.connections
         self.tally.removing.pop(server, None)
+        self.tally.drained.pop(server, None)
+        if self.tally.moved is not None:
+            self.tally.moved.discard(server)
         self.ejected.pop(server, None)
         server.tally = PoolTally()
         server.tally.sessions = server.connections
