@@ -11,6 +11,11 @@ socket's add/del server, set server, set weight, the dashboard) waits for it to 
 most :data:`RUNTIME_WAIT` seconds (:meth:`RuntimeGate.settled`), and is then applied
 against the new state, or, the reload still applying, refused with :data:`RELOADING`
 (REST 503 ``reloading`` with Retry-After; the CLI sends it again), nothing changed.
+
+The same change made on another node (``state.etcd``) reaches this one through the watch at
+any moment: while the gate is closed the store holds it (``hold_remote``: queued in order, the
+watch goes on) and applies it when the gate opens (``release_remote``), against the reload's
+new state and as a local change would be reconciled with it.
 """
 
 from __future__ import annotations
@@ -66,11 +71,17 @@ class RuntimeGate:
         self._admin = admin
         admin.reload_applying = True
         self._open.clear()
+        hold = getattr(getattr(admin, "store", None), "hold_remote", None)
+        if hold is not None:
+            hold()  # other nodes' changes of servers wait too (quiesce.store.etcd)
 
     def release(self) -> None:
-        if self._admin is not None:
-            self._admin.reload_applying = False
-            self._admin = None
+        admin, self._admin = self._admin, None
+        if admin is not None:
+            admin.reload_applying = False
+            release = getattr(getattr(admin, "store", None), "release_remote", None)
+            if release is not None:
+                release()  # the other nodes' changes held meanwhile, applied now, in order
         self._open.set()
 
 

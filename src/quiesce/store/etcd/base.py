@@ -152,6 +152,11 @@ class EtcdBase:
         self._event_keys: OrderedDict[str, float] = OrderedDict()  # etcd key → event time
         self._rev = 0  # the highest revision seen
         self._replay_from: str | None = None  # origin node while applying a remote change
+        # other nodes' changes of servers held while this node's reload is applied (in
+        # order: key, value, revision, kind, name, body; quiesce.admin.reload_gate)
+        self._holding = False
+        self._held: deque[tuple[str, bytes | None, int, Kind, str, dict[str, Any] | None]]
+        self._held = deque()
         self._last_event: Event | None = None
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
@@ -171,6 +176,11 @@ class EtcdBase:
     def replaying(self) -> bool:
         """Another node's change is being applied here (what it causes stays on this node)."""
         return self._replay_from is not None
+
+    @property
+    def held(self) -> int:
+        """Other nodes' changes of servers waiting for this node's reload to be applied."""
+        return len(self._held)
 
     @property
     def pending(self) -> int:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
@@ -22,6 +23,10 @@ from quiesce.store.etcd.base import (
     _reraise_if_cancelled,
     log,
 )
+
+_HELD: tuple[Kind, ...] = ("server", "admin")
+"""What a reload being applied here holds back: servers' definitions, and their admin records
+(an addition's record follows its definition; a server the reload removes or adds)."""
 
 
 class Watcher(EtcdBase):
@@ -167,6 +172,20 @@ class Watcher(EtcdBase):
         if kind == "event":
             self._on_remote_event(key, body)
             return
+        if self._holding and kind in _HELD:
+            if not self._held:
+                log.info(
+                    "state store: changes of servers from other nodes wait for this node's "
+                    "reload to be applied (%s first)",
+                    key,
+                )
+            self._held.append((key, value, rev, kind, name, body))
+            return
+        self._take(key, value, rev, kind, name, body)
+
+    def _take(
+        self, key: str, value: bytes | None, rev: int, kind: Kind, name: str, body: Any
+    ) -> None:
         if key in self._ops:  # our own write of this record is on its way: etcd orders them
             self._deferred[key] = (rev, value)
             return
@@ -176,6 +195,28 @@ class Watcher(EtcdBase):
             self._apply_remote(kind, name, body)
         except Exception:
             log.exception("state store: applying %s from etcd failed", key)
+
+    def hold_remote(self) -> None:
+        """This node's reload is being applied (:class:`~quiesce.admin.reload_gate.
+        RuntimeGate` closed): other nodes' changes of servers (definitions and admin
+        records) are held, in the order they come, until :meth:`release_remote`; the
+        watch goes on (nothing else waits)."""
+        self._holding = True
+
+    def release_remote(self) -> int:
+        """The reload applied (the gate opens): the held changes applied in order, against
+        its new state, as if they came now; returns how many."""
+        self._holding = False
+        held, self._held = self._held, deque()
+        for change in held:
+            self._take(*change)
+        if held:
+            log.info(
+                "state store: %d change(s) of servers from other nodes, held while this "
+                "node's reload was applied, applied now",
+                len(held),
+            )
+        return len(held)
 
     def _on_remote_event(self, key: str, body: dict[str, Any] | None) -> None:
         if body is None:
