@@ -80,6 +80,8 @@ class App:
         self.took_over_from: int | None = None
         self.takeover_busy = False
         self.is_handed_over = False
+        # new side: the old process's pid until it confirmed finish (admin writes refused)
+        self.taking_over: int | None = None
         self.stop_requested = asyncio.Event()
         # live reload (issue 14): quiesce.app.reload
         self.reloader = Reloader(self)
@@ -95,6 +97,7 @@ class App:
                 handover = request(self.takeover)
             except TakeoverError as exc:
                 raise StartupError(f"--takeover: {exc}") from exc
+            self.taking_over = handover.pid
         # a takeover's events (its first checks' verdicts...) are held until it has taken
         # over: an abandoned one records none, in the store or the log (upgrade.HeldLog)
         held = upgrade.HeldLog(self.registry) if handover is not None else None
@@ -117,6 +120,7 @@ class App:
             if held is not None:
                 held.release()
             self.admin.announce_startup()  # the held events, then the startup event
+            self.taking_over = None  # admin writes are recorded from here: taken
 
     async def _start(self, handover: Handover | None) -> None:
         def take(kind: str, name: str, listen: str | None) -> list[socket.socket] | None:
@@ -284,6 +288,10 @@ class App:
     def handover_state(self) -> dict[str, Any]:
         """Every server's operational state, for a new process taking over."""
         return upgrade.handover_state(self)
+
+    async def settle_writes(self) -> None:
+        """Every admin write made so far committed, before handing over (``_takeover``)."""
+        await upgrade.settle_writes(self)
 
     @property
     def handing_over(self) -> bool:

@@ -9,8 +9,17 @@ or a monitor changed), then it starts on the sockets received.
 
 The old process: :func:`listening` lists what it hands over, :func:`handover_state` what its
 servers are; once a new process said ``finish`` it stops with :func:`stop_handed_over`.
-From the moment it answered ``_takeover`` until it exits it refuses admin writes
-(``App.handing_over``): the new process read the state store already, and would not see them.
+From the moment ``_takeover`` came in until it exits it refuses admin writes
+(``App.handing_over``): the new process reads the state store once it has the descriptors,
+and would not see them; :func:`settle_writes` first commits the ones made before.
+
+Admin writes and a takeover (docs/upgrade.md): an admin change is answered only once it is
+in the state store, by a process whose store the serving one has read. So the old process
+commits what it answered before handing over and refuses from ``_takeover`` on, and the new
+one refuses (``App.taking_over``) until the old one confirmed ``finish`` and its held events
+are recorded: a change taken there before would be held (quiesce.admin.persist) and lost
+with an abandoned takeover or a ``kill -9``. Both answer 503 ``handing over`` with
+Retry-After; the CLI sends it again.
 """
 
 from __future__ import annotations
@@ -118,6 +127,25 @@ def listening(app: Any) -> list[Listening]:
     return out
 
 
+async def settle_writes(app: Any) -> None:
+    """Once ``_takeover`` came in (admin writes refused from then on), before anything is
+    sent: wait until every write made so far is committed to the state store. The new
+    process reads the store as soon as it has the descriptors; a write applied here and
+    still on the writer thread (or held by a batch of check results, up to a second) would
+    be answered 200 here, after the commit, and be missing from the new process."""
+    from quiesce.store.base import StoreError
+
+    wait = asyncio.ensure_future(app.admin.durable())
+    # one turn of the loop: durable() returns within its first step when nothing is pending
+    await asyncio.sleep(0)
+    if not wait.done():
+        log.info("takeover: committing the admin writes made so far before handing over")
+    try:
+        await wait
+    except StoreError as exc:  # its API answer said so (503): not acknowledged, not lost
+        log.warning("takeover: an admin write could not be committed: %s", exc.message)
+
+
 def handover_state(app: Any) -> dict[str, Any]:
     """Every server's operational state, for the new process (quiesce.state.handover)."""
     return server_state.snapshot(app.registry)
@@ -146,5 +174,6 @@ __all__ = [
     "handover_state",
     "listening",
     "seed",
+    "settle_writes",
     "stop_handed_over",
 ]

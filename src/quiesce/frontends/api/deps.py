@@ -27,7 +27,7 @@ from quiesce.frontends.auth import (
     Principal,
     cause_of,
 )
-from quiesce.frontends.runtime_socket.takeover import HANDING_OVER
+from quiesce.frontends.runtime_socket.takeover import write_refusal
 from quiesce.state.registry import Registry
 from quiesce.state.reload import ReloadPlan
 
@@ -94,17 +94,13 @@ async def reader(request: Request) -> Principal:
 async def writer(request: Request, principal: Annotated[Principal, Depends(reader)]) -> Caller:
     if not principal.is_admin:
         raise AuthError(403, "forbidden", f"{principal.user!r} is read_only: admin role required")
-    if getattr(request.app.state.app, "handing_over", False):
-        # A new process read the state store already: a change made here would reach it
-        # only at its next start. 503 with Retry-After: the CLI sends it again.
+    if (refused := write_refusal(request.app.state.app)) is not None:
+        # A takeover (either side, quiesce.app.upgrade): a change made here would be lost or
+        # missed by the process that serves next. 503 with Retry-After: the CLI sends it again.
         log.warning(
-            "%s %s by %s refused: %s",
-            request.method,
-            request.url.path,
-            principal.user,
-            HANDING_OVER,
+            "%s %s by %s refused: %s", request.method, request.url.path, principal.user, refused
         )
-        raise ApiError(503, "handing over", HANDING_OVER, retry_after=1)
+        raise ApiError(503, "handing over", refused, retry_after=1)
     local = request.query_params.get("local", "false").lower()
     if local not in ("true", "false", "1", "0"):
         raise ApiError(400, "bad request", f"local: true or false, not {local!r}")

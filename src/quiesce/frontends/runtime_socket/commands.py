@@ -24,7 +24,7 @@ from quiesce.core.states import Cause, Oper
 from quiesce.frontends.runtime_socket.errors import CommandError, UnendedError
 from quiesce.frontends.runtime_socket.info import Info
 from quiesce.frontends.runtime_socket.stats import Stats
-from quiesce.frontends.runtime_socket.takeover import HANDING_OVER
+from quiesce.frontends.runtime_socket.takeover import write_refusal
 from quiesce.state.registry import Registry, ServerRuntime
 
 ACTOR = "runtime-socket"
@@ -205,8 +205,8 @@ class RuntimeCommands:
             if w[: len(prefix)] == prefix:
                 if not allowed(session.level, needed):
                     return PERMISSION_DENIED
-                if w[0] not in READ_ONLY and getattr(self.app, "handing_over", False):
-                    return f"{HANDING_OVER[0].upper()}{HANDING_OVER[1:]}.\n"
+                if w[0] not in READ_ONLY and (refused := write_refusal(self.app)) is not None:
+                    return f"{refused[0].upper()}{refused[1:]}.\n"
                 if _server_write(w) and getattr(self.app.admin, "reload_applying", False):
                     # waited RUNTIME_WAIT for the reload's end (server.py): nothing changed
                     return f"{RELOADING[0].upper()}{RELOADING[1:]} (nothing changed).\n"

@@ -13,7 +13,10 @@ the new process seeds its registry with before it accepts, so a server that was 
 from the first request and needs ``failed_checks`` failures to go down, as in the old one.
 From here on the old process refuses admin writes (API 503 ``handing over``, the runtime
 socket's ``Handing over``...): the new process has read the state store already, and a write
-it would not see must be sent again, to it. Otherwise it goes on accepting on its own copies.
+it would not see must be sent again, to it; the writes it answered before are committed to the
+store before it sends anything (``app.settle_writes``). Otherwise it goes on accepting on its
+own copies. The new process refuses admin writes too until ``finish`` is confirmed
+(:data:`TAKING_OVER`): until then its changes would be held, not recorded.
 
 The new process starts on the sockets it received, matched to its config (a service by name
 and ``listen``, or by the same ``listen`` under another name; the admin listener by
@@ -67,6 +70,24 @@ HANDING_OVER = (
 )
 """What the old process answers an admin write once it answered ``_takeover`` (the API's
 503, the runtime socket's answer): the new process read the state store already."""
+TAKING_OVER = (
+    "taking over from pid {pid} (quiesce run --takeover): this process takes admin changes "
+    "once it has; send it again in a moment"
+)
+"""What the new process answers an admin write until the old one confirmed ``finish`` and
+its held events are recorded: a change it took before would be lost with an abandoned
+takeover (the old process carries on without it) or a ``kill -9``, unrecorded."""
+
+
+def write_refusal(app: Any) -> str | None:
+    """Why ``app`` refuses admin writes now (either side of a takeover), or None: the API
+    answers 503 ``handing over`` with it, the runtime socket says it (docs/upgrade.md)."""
+    pid = getattr(app, "taking_over", None)
+    if pid is not None:
+        return TAKING_OVER.format(pid=pid)
+    if getattr(app, "handing_over", False):
+        return HANDING_OVER
+    return None
 
 
 class TakeoverError(QuiesceError):
@@ -142,6 +163,11 @@ async def serve(app: Any, runtime: Any, writer: asyncio.StreamWriter, reader: An
         return
     app.takeover_busy = True  # admin writes are refused from here (App.handing_over)
     try:
+        # every write answered (or being answered) so far is committed before the new
+        # process can read the state store: it reads it once it has the descriptors
+        settle = getattr(app, "settle_writes", None)
+        if settle is not None:
+            await settle()
         listeners: list[Listening] = app.listening()
         fds = [s.fileno() for x in listeners for s in x.socks]
         handover_state = getattr(app, "handover_state", None)
@@ -353,10 +379,12 @@ def _read_state(conn: socket.socket, data: bytes) -> dict[str, Any]:
 __all__ = [
     "COMMAND",
     "HANDING_OVER",
+    "TAKING_OVER",
     "Handover",
     "Listening",
     "TakeoverError",
     "peer_uid",
     "request",
     "serve",
+    "write_refusal",
 ]
