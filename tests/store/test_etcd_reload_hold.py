@@ -147,6 +147,10 @@ async def test_changes_from_another_node_wait_for_this_nodes_reload(
         # a later reload of the same file keeps them (the store's records win over it)
         again = await b.reload("test")
         assert not again.changes, [c.message for c in again.changes]
+        # ... and one that edits y1999 in the file lists it as kept (changed at runtime)
+        (tmp_path / "b" / "quiesce.yaml").write_text(new.replace(":11999", ":12999"))
+        again = await b.reload("test")
+        assert not again.changes and [c.target for c in again.kept] == ["web/y1999"]
         assert pool.server("y1999").address == "127.0.0.3:1" and pool.server("s1").weight == 9
     finally:
         hold.go.set()
