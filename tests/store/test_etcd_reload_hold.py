@@ -16,10 +16,11 @@ from pathlib import Path
 import httpx
 import pytest
 
+from quiesce.admin import CommandContext
 from quiesce.app import App
 from quiesce.config.loader import load_config
 from quiesce.core.events import EventKind, EventQuery
-from quiesce.core.states import Admin
+from quiesce.core.states import Admin, Cause
 from quiesce.dataplane.limits import raise_nofile, reserve_for
 from quiesce.store import EtcdStore
 from tests.reload.test_runtime_during_reload import MidApply
@@ -126,8 +127,12 @@ async def test_changes_from_another_node_wait_for_this_nodes_reload(
             assert out.status_code == 200, out.text
             deleted = await http.delete("/servers/web/s3")
             assert deleted.status_code == 200, deleted.text
-        # B's watch got them all (the last: s3's deletion); none of them applied yet
+        # B's watch got them all (the last: s3's deletion); none of them applied yet, and the
+        # watch goes on meanwhile: a flag set on A afterwards is B's at once
         await until_true(lambda: seen(b, "web/s3"), "B got A's changes")
+        a.admin.set_flag("color", "blue", CommandContext("alice", Cause.API))
+        await until_true(lambda: b.registry.flags.get("color") == "blue", "the flag on B")
+        assert b.reloader.gate.closed
         assert not pool.has("r1") and not pool.has("y1999")
         assert pool.server("s1").weight != 9  # the reload's 2 (its first slice), or 1
         assert not pool.has("s3") or pool.server("s3").admin.state is not Admin.MAINTENANCE
