@@ -28,9 +28,12 @@ the remote handler (``set_remote_handler``; the admin service applies it through
 registry, so eligibility, events and connection closing happen here too). While the handler
 runs, the store is in *replay* mode: whatever the handler causes (the local ``admin_change``,
 a ``pool_down``, saving the record again) goes to the mirror only, never back to etcd, so one
-command is one round of writes, not a loop. Events another node wrote are appended to the
-mirror as they are; every event carries ``detail.node``, and the events a replicated change
-caused here also ``detail.replicated_from``.
+command is one round of writes, not a loop. While this node's own live reload is being
+applied, other nodes' changes of servers (definitions, admin records) are held in order and
+applied when it has been (:meth:`~quiesce.store.etcd.watcher.Watcher.hold_remote`, called by
+the reload's :class:`~quiesce.admin.reload_gate.RuntimeGate`). Events another node wrote
+are appended to the mirror as they are; every event carries ``detail.node``, and the events
+a replicated change caused here also ``detail.replicated_from``.
 
 Two nodes writing one record at once: every write is a compare-and-swap on the revision this
 node had seen (:mod:`~quiesce.store.etcd.writer`), so the first to reach etcd wins and the
