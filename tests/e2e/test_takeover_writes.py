@@ -15,6 +15,7 @@ import json
 import os
 import re
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -299,3 +300,45 @@ def test_a_write_the_old_process_has_not_committed_is_in_before_the_handover(
             for p in (q.proc, new):
                 if p is not None and p.p.poll() is None:
                     p.stop(signal.SIGKILL)
+
+
+def test_a_write_whose_body_arrives_once_the_takeover_began_is_refused(tmp_path: Path) -> None:
+    """A runtime add server whose request head reached the old process before ``_takeover``
+    and its body after: it is refused (its route read the body after the check, and added
+    the server in the old process once the new one had read the store, 201). The test plays
+    the new process (it holds the handover, then abandons it); the old one takes it then."""
+    from quiesce.frontends.runtime_socket import takeover
+
+    with serve_in_thread(Backend("b1")) as (backend,):
+        q = start(tmp_path, config_text([("w1", backend.port, 1)]))
+        handover: takeover.Handover | None = None
+        body = json.dumps({"name": "w9", "address": f"127.0.0.1:{backend.port}"}).encode()
+        head = (
+            "POST /api/v1/pools/web/servers HTTP/1.1\r\nHost: quiesce\r\n"
+            f"Authorization: {AUTH}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        ).encode()
+        try:
+            assert "web/w1" in q.servers()  # the credentials verified once (then cached)
+            with socket.create_connection(("127.0.0.1", q.admin), timeout=30) as conn:
+                conn.sendall(head)
+                q.servers()  # answered after the head was taken in: its route waits for the body
+                handover = takeover.request(tmp_path / "quiesce.sock")
+                q.proc.wait_for("takeover: .* handed over; waiting for finish")
+                conn.sendall(body)
+                r = http.client.HTTPResponse(conn)
+                r.begin()
+                answer = json.loads(r.read())
+            assert r.status == 503 and answer["error"] == "handing over", (r.status, answer)
+            assert r.getheader("Retry-After") == "1"
+            assert "web/w9" not in q.servers()
+            handover.abandon()
+            handover = None
+            q.proc.wait_for("takeover abandoned by the new process: still serving")
+            added = q.cli("create", "server", "web/w9", f"127.0.0.1:{backend.port}")
+            assert added.returncode == 0, added
+            assert "web/w9" in q.servers()
+        finally:
+            if handover is not None:
+                handover.abandon()
+            assert q.proc.stop(signal.SIGTERM) == 0, q.proc.output

@@ -94,6 +94,9 @@ async def reader(request: Request) -> Principal:
 async def writer(request: Request, principal: Annotated[Principal, Depends(reader)]) -> Caller:
     if not principal.is_admin:
         raise AuthError(403, "forbidden", f"{principal.user!r} is read_only: admin role required")
+    # the body first (kept for the route): a route that read it after this check could
+    # make its change once a takeover began meanwhile, missed by the new process
+    await request.body()
     if (refused := write_refusal(request.app.state.app)) is not None:
         # A takeover (either side, quiesce.app.upgrade): a change made here would be lost or
         # missed by the process that serves next. 503 with Retry-After: the CLI sends it again.
