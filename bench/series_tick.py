@@ -16,7 +16,9 @@ longest slice (with :meth:`SeriesStore.ticking`, ``BATCH`` servers: since 2026-1
 app's timer pauses after ~1 ms of batches, ``quiesce.app.reload_pace.Pacer``, so the longest
 hold of the event loop is ~1 ms, not a slice; without ``ticking``, the whole tick).
 ``--old /tmp/wt/src``: the same run on another checkout's ``src`` (a subprocess), side by
-side.
+side. Requests go through the servers' ``connections`` (busy, then not: the connection
+table's steps, which mark a server for the tick since 2026-12-07) and check results through
+``Registry.record_check``, as in the process.
 """
 
 from __future__ import annotations
@@ -80,18 +82,22 @@ def run(size: int, active: float, ticks: int, checks: bool = False) -> tuple[flo
     longest = 0.0
     for t in range(ticks + 1):
         for s in rng.sample(servers, int(len(servers) * active)):
-            for _ in range(10):
+            for _ in range(10):  # as the connection table counts a request
+                s.connections += 1
+                s.requests_in_flight += 1
                 s.requests_total += 1
                 if s.responses is NO_COUNTS:  # its first answer (as the data plane does)
                     s.responses = {}
                 s.responses["2xx"] = s.responses.get("2xx", 0) + 1
                 t_ = s.own_traffic or s.new_traffic()  # made by its first request
                 traffic.account_timed(t_, svc, 100, 1000, 0.002, 0.003)
+                s.requests_in_flight -= 1
+                s.connections -= 1
         now = 1000.0 + t
         if checks:
-            for s in servers[t % 5 :: 5]:
-                s.last_checks["m"].append(
-                    CheckResult("m", Verdict.PASS, Reason.OK, now - 0.5, 0.001)
+            for s in servers[t % 5 :: 5]:  # as the health manager reports one
+                registry.record_check(
+                    s, CheckResult("m", Verdict.PASS, Reason.OK, now - 0.5, 0.001)
                 )
         start = time.perf_counter()
         cpu0 = time.process_time()

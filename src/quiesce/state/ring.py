@@ -120,6 +120,19 @@ class Ring(_Words):
             return True
         return False
 
+    def _more_n(self, second: int, n: int) -> int:
+        """:meth:`_more` for the ``n`` seconds from ``second`` at once: how many of them the
+        last entry took (as many calls of :meth:`_more` would; 0: none)."""
+        if not (self._ext and second == self._end) or n <= 0:
+            return 0
+        k = self[-1] >> 2 & _KMAX
+        take = min(n, _KMAX - k)
+        self[-1] += take << 2
+        self._end = _after(second + take - 1)
+        if k + take == _KMAX:
+            self._ext = False
+        return take
+
     def _put(self, second: int, row: Row) -> None:
         """Store ``row`` as the row of ``second`` (at or after :attr:`_end`)."""
         p = self

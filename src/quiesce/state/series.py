@@ -21,13 +21,19 @@ monitors reported in the second, how many failed and saw maintenance, and the sl
 latency, read at the tick from the results the registry keeps anyway (``last_checks``, the
 last ten a monitor): nothing is added to a check either.
 
-The tick itself is O(1) for a server that did nothing (:class:`SeriesStore`: a few counters
-compared, a shared row stored) and runs in slices (:meth:`SeriesStore.ticking`), so that
-100,000 servers never hold the event loop for long (bench/series_tick.py).
+The tick looks only at the servers that moved: those marked since the last tick
+(``PoolTally.moved``: the connection table's step from 0 connections to busy, one set add a
+request at most; a check result) and those busy at the last tick; an idle one's rows of the
+seconds between are written when it is next looked at or read
+(:mod:`quiesce.state.series_ticks`), the rows a look at every server each second stored. A
+server looked at whose counters did not move costs O(1) (a few counters compared, a shared
+row stored). The tick runs in slices (:meth:`SeriesStore.ticking`), so that 100,000 servers
+never hold the event loop for long (bench/series_tick.py).
 """
 
 from __future__ import annotations
 
+import weakref
 from bisect import bisect_left
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -35,9 +41,10 @@ from itertools import accumulate, compress
 from operator import add, sub
 from typing import Any
 
-from quiesce.core.states import Verdict
 from quiesce.state import traffic as _traffic
 from quiesce.state.ring import Ring
+from quiesce.state.series_checks import check_stats, newest_check
+from quiesce.state.series_ticks import Ticks
 
 SECONDS = 900  # 15 minutes of 1 s rows
 BOUNDS = _traffic.BOUNDS  # latency bucket upper bounds (s), 4 per octave
@@ -299,38 +306,6 @@ def _point(second: int, row: tuple[Any, ...] | None) -> dict[str, Any]:
     return {"t": second, **dict(zip(FIELDS, row, strict=True))}
 
 
-def newest_check(server: Any) -> float:
-    """The time of a server's newest check result (0: none): what tells the tick a check
-    came since the last one."""
-    newest = 0.0
-    for recent in server.last_checks.values():
-        at = recent.newest_at()
-        if at > newest:
-            newest = at
-    return newest
-
-
-def check_stats(server: Any, since: float) -> tuple[Any, ...]:
-    """:data:`CHECK_FIELDS` of a server's check results newer than ``since`` (each monitor
-    keeps its last ten, read from the newest back: ``Recent.newer``)."""
-    n = failed = maintenance = 0
-    slowest = -1.0
-    fail, maint = _FAIL, _MAINTENANCE
-    for recent in server.last_checks.values():
-        for v, latency in recent.newer(since):
-            n += 1
-            if v is fail:
-                failed += 1
-            elif v is maint:
-                maintenance += 1
-            if latency > slowest:
-                slowest = latency
-    return (n, failed, maintenance, None if slowest < 0 else round(slowest * 1000.0, 3))
-
-
-_FAIL, _MAINTENANCE = Verdict.FAIL, Verdict.MAINTENANCE
-
-
 def _classes(responses: dict[str, int]) -> tuple[int, ...]:
     return tuple(responses.get(c, 0) for c in CLASSES)
 
@@ -400,7 +375,7 @@ class _PoolSum:
     difference, so an idle pool costs nothing; ``order``: its members' series in the order
     of its servers at the last tick (a server found at its place needs no lookup)."""
 
-    __slots__ = ("connections", "counters", "latency", "members", "order")
+    __slots__ = ("busy", "connections", "counters", "latency", "members", "order", "seen")
 
     def __init__(self) -> None:
         self.counters = [0] * (len(COUNTERS) - 1)
@@ -408,6 +383,10 @@ class _PoolSum:
         self.latency = new_histogram()
         self.members: dict[str, Series] = {}
         self.order: list[Series] = []
+        self.busy: set[Any] = set()  # its servers busy at the last tick (looked at again)
+        # its servers' Members and their generation at the last tick that looked at them
+        # all (the same: no server came or went since)
+        self.seen: tuple[Any, Any] | None = None
 
     def add(self, s: Series, sign: int) -> None:
         """Add (1) or take away (-1) a member's last sample."""
@@ -460,7 +439,9 @@ class SeriesStore:
     (one finished, with its response class), its traffic's bytes and ``timed`` (bumped with
     every add to its latency histogram, :mod:`quiesce.state.traffic`) and ``connections``.
     An idle server's row is a shared one of zeros; a pool's sums follow its changed servers'
-    differences. :meth:`ticking` is the same tick in slices of at most ``batch`` servers (a
+    differences. With marks (a registry's pools, :meth:`_marks`), a tick looks at the marked
+    and the busy servers of a pool alone while none came or went (its ``Members``'
+    ``generation``); else, and in a second ticked again, at every server. :meth:`ticking` is the same tick in slices of at most ``batch`` servers (a
     generator: the I/O shell runs the event loop between two), for 100,000 servers."""
 
     def __init__(self, size: int = SECONDS) -> None:
@@ -470,6 +451,7 @@ class SeriesStore:
         self._objects: dict[tuple[str, str], Series] = {}
         self.now = -1  # the second of the last tick
         self._pools: dict[str, _PoolSum] = {}
+        self._ticks = Ticks()  # the seconds ticked: a server not looked at is idle in them
 
     @property
     def series(self) -> dict[tuple[str, str], Series]:
@@ -477,6 +459,8 @@ class SeriesStore:
         out = dict(self._objects)
         for pname, ps in self._pools.items():
             for name, s in ps.members.items():
+                if 0 < s._end <= self.now:
+                    self._ticks.catch_up(s, self.now)
                 out[("server", f"{pname}/{name}")] = s
         return out
 
@@ -492,6 +476,61 @@ class SeriesStore:
             s = self._objects[(kind, name)] = Series(self.size)
         return s
 
+    def _marks(self, pool: Any) -> set[Any] | None:
+        """The servers of ``pool`` marked since the last tick (``PoolTally.moved``), taken;
+        None: this store does not read its marks (a pool without, another store's): the
+        tick looks at every server."""
+        tally = getattr(pool, "tally", None)
+        if tally is None or not hasattr(tally, "moved"):
+            return None
+        reader = tally.reader() if tally.reader is not None else None
+        if reader is None:  # none yet, or gone: this one reads them from now on (and
+            # looks at every server once: a pool it has not seen with marks)
+            tally.reader, tally.moved = weakref.ref(self), set()
+            return set()
+        if reader is not self:
+            return None
+        marks: set[Any] = tally.moved
+        tally.moved = set()
+        return marks
+
+    def _sample(self, second: int, s: Series, server: Any, ps: _PoolSum, latency: Any) -> bool:
+        """One server's row of ``second`` (True: its counters moved), after the idle rows of
+        the seconds ticked since it was last looked at (:class:`Ticks`)."""
+        if 0 < s._end <= self.now:
+            self._ticks.catch_up(s, self.now)
+        t = server.traffic
+        checked = newest_check(server) if server.last_checks else 0.0
+        key = (
+            server.requests_total,
+            server.requests_in_flight,
+            t.bytes_in,
+            t.bytes_out,
+            t.timed,
+            server.connections,
+        )
+        if key == s.key:  # no traffic moved
+            if checked != s.check_at:  # but checks came: their counts, no snapshot
+                s.idle(second, check_stats(server, s.check_at))
+                s.check_at = checked
+            else:  # idle: one more second on its last run, mostly
+                s.idle(second)
+            return False
+        hist = latency.get(t, _ZERO_LATENCY)  # made by the first timed request
+        was = s._last, s._last_latency, s.connections
+        diff = s.sample_of(
+            second,
+            server_counters(server, t),
+            server.connections,
+            hist,
+            check_stats(server, s.check_at),
+        )
+        if not len(s):  # the baseline (no row): its rows start after ``second``
+            s._end = second + 1
+        s.key, s.check_at = _ZERO_KEY if key == _ZERO_KEY else key, checked
+        ps.move(*was, s, diff)
+        return True
+
     def ticking(
         self, now: float, pools: dict[str, Any], services: dict[str, Any], batch: int = 2000
     ) -> Iterator[int]:
@@ -501,6 +540,7 @@ class SeriesStore:
         second = int(now)
         latency = _traffic.LATENCY
         moved = False  # a server added, replaced or gone: forget what is no longer there
+        again = second <= self.now  # early in a second, or the clock stepped back: all
         done, limit = 0, batch
         sums: dict[str, _PoolSum] = {}
         for pname, pool in list(pools.items()):
@@ -509,71 +549,71 @@ class SeriesStore:
                 ps = self._pools[pname] = _PoolSum()
             sums[pname] = ps
             pseries = self._get("pool", pname)
-            servers = list(pool.servers)
-            order, members = ps.order, ps.members
-            changed = placed = len(servers) != len(order)
-            for j, server in enumerate(servers):
-                if done == limit:
-                    limit += batch
-                    yield done
-                done += 1
-                s = order[j] if j < len(order) else None
-                if s is None or s.src is not server:  # not at its place: by name
-                    placed = True
+            members = ps.members
+            marks = self._marks(pool)
+            gen = getattr(pool.servers, "generation", None)  # (Members: counts comings
+            busy: set[Any] = set()  # and goings)
+            was = ps.seen
+            if marks is not None and not again and was and was == (pool.servers, gen):
+                # no server came or went: those marked (busy again, a check result) and
+                # those busy at the last tick; the others are idle (Ticks)
+                changed = placed = False
+                marks |= ps.busy
+                for server in marks:
+                    if done == limit:
+                        limit += batch
+                        yield done
+                    done += 1
                     s = members.get(server.name)
-                    if s is None:
-                        s = members[server.name] = Series(self.size, checks=True)
-                    if s.src is not server:  # new, or deleted and added again
+                    if s is None or s.src is not server:  # (a member of another tally's)
+                        ps.seen = None
+                        continue
+                    changed |= self._sample(second, s, server, ps, latency)
+                    if server.requests_in_flight or server.connections:
+                        busy.add(server)
+            else:  # every server, and those that came or went
+                track = marks is not None and gen is not None  # (its busy servers)
+                ps.seen = (pool.servers, gen) if track else None
+                servers = list(pool.servers)
+                order = ps.order
+                changed = placed = len(servers) != len(order)
+                for j, server in enumerate(servers):
+                    if done == limit:
+                        limit += batch
+                        yield done
+                    done += 1
+                    s = order[j] if j < len(order) else None
+                    if s is None or s.src is not server:  # not at its place: by name
+                        placed = True
+                        s = members.get(server.name)
+                        if s is None:
+                            s = members[server.name] = Series(self.size, checks=True)
+                        if s.src is not server:  # new, or deleted and added again
+                            moved = True
+                            s.src, s.key, s.check_at = server, None, 0.0
+                    changed |= self._sample(second, s, server, ps, latency)
+                    if track and (server.requests_in_flight or server.connections):
+                        busy.add(server)
+                if placed:  # servers added, removed or moved: its order and members anew, in
+                    # slices too (11,000 servers in one go held the loop 6-20 ms after a reload)
+                    placing: list[Series] = []
+                    names: set[str] = set()
+                    for x in servers:
+                        if done >= limit:
+                            limit = done + batch
+                            yield done
+                        done += 1
+                        placing.append(members[x.name])
+                        names.add(x.name)
+                    ps.order = placing
+                    for n in [n for n in members if n not in names]:
+                        if done >= limit:
+                            limit = done + batch
+                            yield done
+                        done += 1
+                        ps.add(members.pop(n), -1)
                         moved = True
-                        s.src, s.key, s.check_at = server, None, 0.0
-                t = server.traffic
-                checked = newest_check(server) if server.last_checks else 0.0
-                key = (
-                    server.requests_total,
-                    server.requests_in_flight,
-                    t.bytes_in,
-                    t.bytes_out,
-                    t.timed,
-                    server.connections,
-                )
-                if key == s.key:  # no traffic moved
-                    if checked != s.check_at:  # but checks came: their counts, no snapshot
-                        s.idle(second, check_stats(server, s.check_at))
-                        s.check_at = checked
-                    else:  # idle: one more second on its last run, mostly
-                        s.idle(second)
-                    continue
-                changed = True
-                hist = latency.get(t, _ZERO_LATENCY)  # made by the first timed request
-                was = s._last, s._last_latency, s.connections
-                diff = s.sample_of(
-                    second,
-                    server_counters(server, t),
-                    server.connections,
-                    hist,
-                    check_stats(server, s.check_at),
-                )
-                s.key, s.check_at = _ZERO_KEY if key == _ZERO_KEY else key, checked
-                ps.move(*was, s, diff)
-            if placed:  # servers added, removed or moved: its order and members anew, in
-                # slices too (11,000 servers in one go held the loop 6-20 ms after a reload)
-                placing: list[Series] = []
-                names: set[str] = set()
-                for x in servers:
-                    if done >= limit:
-                        limit = done + batch
-                        yield done
-                    done += 1
-                    placing.append(members[x.name])
-                    names.add(x.name)
-                ps.order = placing
-                for n in [n for n in members if n not in names]:
-                    if done >= limit:
-                        limit = done + batch
-                        yield done
-                    done += 1
-                    ps.add(members.pop(n), -1)
-                    moved = True
+            ps.busy = busy
             if changed or pseries._last is None:
                 snap = Snapshot((*ps.counters, None), ps.connections, list(ps.latency))
                 pseries.sample(second, snap)
@@ -602,6 +642,7 @@ class SeriesStore:
             for t in candidates:
                 if t not in live:
                     latency.pop(t, None)
+        self._ticks.add(second)
         self.now = second
 
     def _forget(self, sums: dict[str, _PoolSum], services: dict[str, Any]) -> None:
@@ -620,6 +661,8 @@ class SeriesStore:
             s = self._objects.get((kind, name))
         if s is None:
             return None
+        if 0 < s._end <= self.now:  # a server not looked at since: idle since (Ticks)
+            self._ticks.catch_up(s, self.now)
         return s.window(self.now, seconds)
 
 
