@@ -22,7 +22,9 @@ ends the reload with an ERROR line and a ``config_reload`` event ``failed`` sayi
 applied and what was not; the changes are applied so that they converge on what runs (a
 server or pool to add that is there already is updated, a server to remove that is gone is
 skipped), so the next reload, planned against the running config as before, applies the
-rest instead of failing on what the failed one did.
+rest instead of failing on what the failed one did. A service that fails to start once the
+config has switched fails alone (:mod:`quiesce.app.reload_services`): the rest is applied,
+the reload answers non-zero naming it, and the next reload starts it again.
 """
 
 from __future__ import annotations
@@ -56,6 +58,7 @@ from quiesce.app.reload_pace import (
     cyclic_gc_held,
     short_switches,
 )
+from quiesce.app.reload_services import BINDS, ServicesFailed, switch_services
 from quiesce.app.reload_worker import (
     RELOAD_CHUNK,
     RELOAD_WORKER_TIMEOUT,
@@ -107,6 +110,8 @@ class Reloader:
         # the certificate, key and CA files of the running config: (path, SHA-256)
         self.tls_seen = self._tls_digests(app.config)
         self._applying: ReloadPlan | None = None  # the plan being applied
+        # the services the last apply could not start or reconfigure (reload_services)
+        self.failed: dict[str, str] = {}
 
     # seconds the reload worker has to answer (quiesce.app.reload_worker)
     worker_timeout: float = RELOAD_WORKER_TIMEOUT
@@ -219,7 +224,7 @@ class Reloader:
             raise
         app = self.app  # the services' new contexts take the access log as it is now
         app.table.access_log = logs.reconfigure(app.table.access_log, new.logging, dests, loop)
-        self._applied = 0
+        self._applied, self.failed = 0, {}
         try:
             await self._apply_reload(new, plan, bound, actor, budget, pacer)
         except Exception as exc:
@@ -264,6 +269,12 @@ class Reloader:
             "warnings": plan.warnings,
             "seconds": round(took, 4),
         }
+        if self.failed:  # applied, but for services that did not start: answered non-zero
+            failed = ServicesFailed(self.failed, len(plan.changes))
+            log.error("reload by %s: %s", actor, failed.message)
+            detail |= {"error": failed.message, "services": failed.failed}
+            self._event("failed", actor, f"{len(self.failed)} service(s) failed", detail)
+            raise failed
         self._event("applied", actor, f"{len(plan.changes)} change(s)", detail)
         return plan
 
@@ -332,7 +343,9 @@ class Reloader:
         from quiesce.config.loader import ConfigError
 
         new = loaded.assemble(self.app.config)
-        plan = plan_reload(self.app.config, new, overrides)
+        # a service of the running config that does not run is started again (its start
+        # failed after an earlier reload switched the config: quiesce.app.reload_services)
+        plan = plan_reload(self.app.config, new, overrides, frozenset(self.app.services))
         try:
             return new, plan, self._replan_connections(new), []
         except ConfigError as exc:
@@ -488,7 +501,7 @@ class Reloader:
                 problems.append(f"admin.tls: cannot load {tls.cert} / {tls.key}: {exc}")
         bound: dict[str, list[socket.socket]] = {}
         for change in plan.changes:
-            if change.kind not in ("service_added", "service_rebound"):
+            if change.kind not in BINDS:  # a service to start: bound now
                 continue
             name = change.data["service"]
             listen = new.services[name].listen
@@ -555,8 +568,6 @@ class Reloader:
         pacer: Pacer,
     ) -> None:
         from quiesce.admin import CommandContext
-        from quiesce.dataplane.service import make_context, start_service
-        from quiesce.rules import compile_router
 
         ctx = CommandContext(actor, Cause.CONFIG, "config reload", force_guard=True)
         admin, reg = self.app.admin, self.app.registry
@@ -583,46 +594,8 @@ class Reloader:
                     plan.keep("restored", line.partition(":")[0], line)
         self.app.config = new
         reg.config = new
-        # services: every surviving one takes a context made from the new config (pages
-        # re-read from disk, routers recompiled against the pools as they are now)
-        loop = asyncio.get_running_loop()
-        for name, svc in new.services.items():
-            service = self.app.services.get(name)
-            if name in bound:
-                continue
-            if service is not None:
-                router = compile_router(name, svc, reg)
-                fresh = make_context(
-                    name, svc, reg, self.app.table, loop, router=router, base_dir=self.app.base_dir
-                )
-                service.reconfigure(fresh)
-        for change in plan.changes:
-            if change.kind in ("service_rebound", "service_removed"):
-                # http: idle keep-alive connections closed at a safe point (their next
-                # request answered with Connection: close), as a takeover's: closed at once,
-                # their clients' next request failed (review 14 R8: RemoteDisconnected). A
-                # database relay's sessions still close at their transaction boundary.
-                name = change.data["service"]
-                old = self.app.services.get(name)
-                same = (
-                    old is not None
-                    and name in new.services
-                    and new.services[name].listen == old.config.listen
-                )
-                http = old is not None and old.config.protocol == "http"
-                self._retire(name, keep_idle=same or http)
-        for name, socks in bound.items():
-            svc = new.services[name]
-            self.app.services[name] = await start_service(
-                name,
-                svc,
-                reg,
-                self.app.table,
-                router=compile_router(name, svc, reg),
-                base_dir=self.app.base_dir,
-                gate=self.app.gate,
-                socks=socks,
-            )
+        # the services (quiesce.app.reload_services): one that fails does not stop the rest
+        self.failed = await switch_services(self, new, plan, bound)
         with admin.batch():
             for change in plan.changes:
                 if change.kind == "pool_removed":

@@ -15,7 +15,7 @@ registry, the admin service and the data plane.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -106,15 +106,23 @@ def _was_is(old: Any, new: Any, changed: Mapping[str, Any]) -> dict[str, list[An
     return {k: [a.get(k), b.get(k)] for k in sorted(keys)}
 
 
-def plan_reload(old: Config, new: Config, runtime: RuntimeOverrides | None = None) -> ReloadPlan:
+def plan_reload(
+    old: Config,
+    new: Config,
+    runtime: RuntimeOverrides | None = None,
+    running: Collection[str] | None = None,
+) -> ReloadPlan:
     """The changes that take the running process from ``old`` to ``new`` (both validated),
-    leaving alone what ``runtime`` says was changed at runtime."""
+    leaving alone what ``runtime`` says was changed at runtime. ``running``: the services
+    that run (None: all of ``old``'s); one of ``old`` that does not (its start failed at a
+    reload, after the config had switched) and that ``new`` keeps is started again
+    (``service_started``), even when the file did not change it."""
     rt = runtime or RuntimeOverrides()
     plan = ReloadPlan()
     _monitors(plan, old, new, rt, deleted=False)
     _pools(plan, old, new, rt)
     _flags(plan, old, new, rt)
-    _services(plan, old, new)
+    _services(plan, old, new, old.services.keys() if running is None else running)
     _admin(plan, old, new)
     _monitors(plan, old, new, rt, deleted=True)
     for name, get in RESTART_ONLY:
@@ -288,7 +296,7 @@ def _kind(svc: ServiceConfig) -> str:
     )
 
 
-def _services(plan: ReloadPlan, old: Config, new: Config) -> None:
+def _services(plan: ReloadPlan, old: Config, new: Config, running: Collection[str]) -> None:
     pages_changed = old.pages != new.pages
     if pages_changed:
         plan.add(
@@ -299,6 +307,14 @@ def _services(plan: ReloadPlan, old: Config, new: Config) -> None:
         target = f"service {name}"
         if before is None:
             plan.add("service_added", target, f"{target}: added on {svc.listen}", service=name)
+        elif name not in running:  # bound and started as an added one (review of issue 14)
+            plan.add(
+                "service_started",
+                target,
+                f"{target}: not running (its start failed at an earlier reload): started on "
+                f"{svc.listen}",
+                service=name,
+            )
         elif before.listen != svc.listen or _kind(before) != _kind(svc):
             # TLS, SNI routing or accept_proxy on or off: its connections start another way
             plan.add(
