@@ -202,17 +202,26 @@ class ServerCommands(StateCommands):
         ``budget``: seconds of the admin clock this call may take; once spent, the rest
         waits for the next call (``removals_cut`` True: the timer calls again after a turn
         of the event loop): a thousand servers drained to 0 connections at once were
-        deleted in one hold of the loop (~0.1 s, every request in flight waiting)."""
-        left = removed = self.removals_cut = False
+        deleted in one hold of the loop (~0.1 s, every request in flight waiting).
+
+        It looks only at the servers that were at 0 connections since the last call (each
+        pool's ``PoolTally.drained``, kept by the connection count), in the order their
+        removals were asked, pools in order: those a walk of every server being removed
+        would delete, in its order; one busy again is dropped until back at 0."""
+        removed = self.removals_cut = False
         until = None if budget is None else self.clock.time() + budget
         with self.registry.deferring():
             for pool in list(self.registry.pools.values()):
-                for server in pool.removing():
+                tally = pool.tally
+                if not tally.drained:
+                    continue
+                for server in _drained(tally):
                     if self.registry.removable(server) is not None:
-                        left = True
+                        if server.connections:  # busy again: back once at 0
+                            tally.drained.pop(server, None)
                         continue
                     if until is not None and removed and self.clock.time() >= until:
-                        left = self.removals_cut = True
+                        self.removals_cut = True
                         break
                     ctx = self._removals.pop(server, None) or CommandContext(
                         STORE_ACTOR, Cause.STARTUP
@@ -230,7 +239,7 @@ class ServerCommands(StateCommands):
         for server in [s for s in self._removals if not s.removing]:
             del self._removals[server]  # enabled meanwhile: the removal is cancelled
             self._before_removal.pop(server, None)
-        return left
+        return self.removals_cut or any(p.tally.removing for p in self.registry.pools.values())
 
     @shared
     def cancel_removal(self, ref: str, ctx: CommandContext) -> CommandResult:
@@ -359,6 +368,13 @@ _DRAIN_KINDS = frozenset({EventKind.ADMIN_CHANGE, EventKind.ADMIN_COMMAND})
 # causes whose server changes come by the thousand and are summarised by their own lines
 # (a reload: "reload: web/n3: added"; the start-up's restore): not logged one by one here
 _SUMMARISED = frozenset({Cause.CONFIG, Cause.STARTUP})
+
+
+def _drained(tally: Any) -> list[ServerRuntime]:
+    """The servers of a pool's ``drained`` being removed, in the order their removals were
+    asked (``removing``'s numbers)."""
+    asked = tally.removing
+    return sorted((s for s in tally.drained if s in asked), key=asked.__getitem__)
 
 
 def _log_change(ctx: CommandContext, what: str, key: str, detail: str) -> None:

@@ -180,7 +180,8 @@ class ServerRuntime:
         self._removing = on
         t = self.tally
         if on:
-            t.removing[self] = None
+            if self not in t.removing:
+                t.removing[self] = next(_ASKED)
             if not self._connections:
                 t.drained[self] = None
         else:
@@ -415,6 +416,9 @@ class Members(Sequence["ServerRuntime"]):
         self.log_start = self.generation
 
 
+_ASKED = count()  # PoolTally.removing's numbers
+
+
 class PoolTally:
     """A pool's running totals, kept as its servers change (read by every event)."""
 
@@ -422,8 +426,9 @@ class PoolTally:
 
     def __init__(self) -> None:
         self.sessions = 0
-        # the servers being drained to be deleted, in the order they were asked
-        self.removing: dict[ServerRuntime, None] = {}
+        # the servers being drained to be deleted, in the order they were asked (the
+        # number of each: its place in that order)
+        self.removing: dict[ServerRuntime, int] = {}
         # of those, the ones that were at 0 connections once since the admin timer last
         # looked (it deletes only those: AdminService._finish_removals)
         self.drained: dict[ServerRuntime, None] = {}
