@@ -9,18 +9,25 @@ so the derived client limit promised descriptors the idle upstream pools could t
   and the setting to lower), as a reload that does not fit is; one that fits re-plans the
   budget (a derived limit follows the servers).
 - :func:`check_restored`: at start, once the store's runtime servers are back, the whole
-  budget is planned again; a start that does not fit is refused as with the same servers
-  in the file.
+  budget is planned again (servers of the file deleted at runtime not counted); a start
+  that does not fit is refused as with the same servers in the file.
+- :func:`follow_removals`: a server deleted at runtime (REST ``DELETE``, CLI ``destroy
+  server``, the runtime socket's ``del server``, a drained removal deleted at its end)
+  gives its descriptors back: the budget is planned again (a derived limit goes back up),
+  once per turn of the event loop however many were deleted in it.
 - :func:`live_after_reload`: a reload's new file plus the runtime servers it keeps.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import TYPE_CHECKING, Any
 
 from quiesce.config.models import Config, ServerConfig
 from quiesce.core.errors import QuiesceError
+from quiesce.core.events import Event, EventKind
+from quiesce.core.states import Cause
 
 if TYPE_CHECKING:
     from quiesce.dataplane.limits import Budget, Live
@@ -89,9 +96,72 @@ def check_restored(app: Any) -> None:
     server the pools run; raises LimitError (the start is refused) when it does not fit."""
     if app.budget is None:
         return
-    if all(not s.runtime_defined for p in app.registry.pools.values() for s in p.servers):
+    pools = app.registry.pools
+    if all(not s.runtime_defined for p in pools.values() for s in p.servers) and all(
+        len(pools[name].servers) == len(pool.servers) for name, pool in app.config.pools.items()
+    ):
         return  # the file's servers only: _plan_connections counted them
+    # servers added at runtime, or some of the file's deleted at runtime (fewer to count)
     apply(app, _plan(app, live_servers(app.registry)), "runtime servers restored")
+
+
+def follow_removals(app: Any) -> None:
+    """Re-plan the budget after servers are deleted at runtime (a ``server_removed`` event
+    not of a reload's: a reload plans its own budget over what it keeps). Coalesced: one
+    plan at the next turn of the event loop for every deletion made before it (a thousand
+    drained servers deleted at once plan once); while a reload is being applied, at its
+    end (its own budget, planned before, is applied then and would undo it)."""
+    scheduled = False
+
+    def replan() -> None:
+        nonlocal scheduled
+        scheduled = False
+        from quiesce.dataplane.limits import LimitError
+
+        if app.budget is None:
+            return
+        reloader = getattr(app, "reloader", None)
+        if reloader is not None and reloader.lock.locked():
+            schedule(after=reloader.lock)
+            return
+        try:
+            budget = _plan(app, live_servers(app.registry))
+        except LimitError as exc:  # fewer servers than a budget that fitted: not expected
+            log.warning("servers deleted: the connection budget not planned again: %s", exc)
+            return
+        apply(app, budget, "servers deleted", logging.DEBUG)
+
+    def schedule(after: Any = None) -> None:
+        nonlocal scheduled
+        if scheduled:
+            return
+        scheduled = True
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no loop (a test driving the admin service by hand): now
+            replan()
+            return
+        if after is None:
+            loop.call_soon(replan)
+            return
+
+        async def when_free() -> None:
+            async with after:
+                pass
+            replan()
+
+        task = loop.create_task(when_free())
+        _waiting.add(task)
+        task.add_done_callback(_waiting.discard)
+
+    def on_event(event: Event) -> None:
+        if event.kind is EventKind.SERVER_REMOVED and event.cause != Cause.CONFIG:
+            schedule()
+
+    app.registry.listeners.append(on_event)
+
+
+_waiting: set[asyncio.Task[None]] = set()  # (a task is kept until done)
 
 
 def apply(app: Any, budget: Budget, why: str, level: int = logging.INFO) -> None:

@@ -260,6 +260,7 @@ class App:
             await self.store.aclose()
             raise StartupError(f"with the servers added at runtime (state store): {exc}") from exc
         self.admin.admit_server = lambda pool, config: budget.admit(self, pool, config)
+        budget.follow_removals(self)  # a runtime deletion gives its descriptors back
 
     async def _close_services(self) -> None:
         for service in self.services.values():
