@@ -16,6 +16,7 @@ import asyncio
 import errno
 import functools
 import os
+import socket
 import sys
 from pathlib import Path
 from typing import Any
@@ -210,3 +211,78 @@ def test_the_plan_starts_a_service_that_does_not_run() -> None:
 
 def load_config_text(text: str) -> Any:
     return parse_config(yaml.safe_load(text), "quiesce.yaml")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.peers
+@LEAK_AT_STOP
+async def test_a_busy_port_refuses_the_reload_then_the_same_file_binds_and_serves(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The brief's case, as an operator meets it: a new listener on a port another program
+    holds (a plain socket) refuses the whole reload before anything changes (422, the port
+    named; w2 not added), as HAProxy keeps its old process; the port freed, the same file
+    applies and the listener serves. Then the retry of a service whose start failed meets a
+    busy port the same way: refused, and started once the port is free."""
+    async with Backend("b1") as b1:
+        path = tmp_path / "quiesce.yaml"
+        path.write_text(config_text(b1.port, more=False))
+        app = App(load_config(path), tmp_path, config_path=path)
+        await app.start()
+        port = free_port()
+        fixed = config_text(b1.port, more=True).replace(
+            "new1: {listen: 127.0.0.1:0", f"new1: {{listen: 127.0.0.1:{port}"
+        )
+        try:
+            async with httpx.AsyncClient(
+                base_url=f"http://127.0.0.1:{app.admin_server.port}", auth=AUTH, timeout=30
+            ) as api:
+                busy = socket.socket()
+                busy.bind(("127.0.0.1", port))
+                busy.listen()
+                path.write_text(fixed)
+                r = await api.post("/api/v1/reload")
+                assert r.status_code == 422, r.text
+                assert r.json()["problems"] == [
+                    f"services.new1.listen: cannot listen on 127.0.0.1:{port}: [Errno 98] error "
+                    f"while attempting to bind on address ('127.0.0.1', {port}): address already "
+                    "in use"
+                ], r.text
+                assert not app.registry.pools["web"].has("w2") and set(app.services) == {"www"}
+                busy.close()
+                r = await api.post("/api/v1/reload")
+                assert r.status_code == 200, r.text
+                assert await get(port) == (200, "hello from b1\n")
+
+                # new1 stops at a reload that re-binds it elsewhere and fails to start there
+                real = service_module.start_service
+
+                async def start_service(name: str, *args: Any, **kw: Any) -> Any:
+                    if name == "new1":
+                        raise OSError(errno.EMFILE, os.strerror(errno.EMFILE))
+                    return await real(name, *args, **kw)
+
+                monkeypatch.setattr(service_module, "start_service", start_service)
+                other = free_port()
+                path.write_text(fixed.replace(f"127.0.0.1:{port}", f"127.0.0.1:{other}"))
+                assert (await api.post("/api/v1/reload")).status_code == 500
+                assert "new1" not in app.services
+                monkeypatch.setattr(service_module, "start_service", real)
+                busy = socket.socket()
+                busy.bind(("127.0.0.1", other))
+                busy.listen()
+                r = await api.post("/api/v1/reload")  # the retry binds first: refused
+                assert r.status_code == 422 and f"127.0.0.1:{other}" in r.text, r.text
+                assert "new1" not in app.services
+                busy.close()
+                r = await api.post("/api/v1/reload")
+                assert r.status_code == 200, r.text
+                assert [c["kind"] for c in r.json()["changes"]] == ["service_started"]
+                assert await get(other) == (200, "hello from b1\n")
+        finally:
+            await app.stop(1.0)
