@@ -286,3 +286,46 @@ async def test_a_busy_port_refuses_the_reload_then_the_same_file_binds_and_serve
                 assert await get(other) == (200, "hello from b1\n")
         finally:
             await app.stop(1.0)
+
+
+@pytest.mark.peers
+async def test_a_service_that_cannot_take_its_new_settings_keeps_serving_and_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """www's new context cannot be made (its page or certificate unreadable meanwhile): the
+    reload answers 500 naming it, www serves with its previous settings, and the next
+    reload (every service is reconfigured at each one) gives it the new ones."""
+    async with Backend("b1") as b1:
+        path = tmp_path / "quiesce.yaml"
+        path.write_text(config_text(b1.port, more=False))
+        app = App(load_config(path), tmp_path, config_path=path)
+        await app.start()
+        try:
+            real = service_module.make_context
+
+            def make_context(name: str, *args: Any, **kw: Any) -> Any:
+                if name == "www":
+                    raise PermissionError(errno.EACCES, "Permission denied", "page.html")
+                return real(name, *args, **kw)
+
+            monkeypatch.setattr(service_module, "make_context", make_context)
+            path.write_text(
+                config_text(b1.port, more=False).replace(
+                    "pool: web}", "pool: web, grace_period: 3s}"
+                )
+            )
+            www = app.services["www"]
+            async with httpx.AsyncClient(
+                base_url=f"http://127.0.0.1:{app.admin_server.port}", auth=AUTH, timeout=30
+            ) as api:
+                r = await api.post("/api/v1/reload")
+                assert r.status_code == 500, r.text
+                assert "service www: serves with its previous settings: PermissionError" in r.text
+                assert app.services["www"] is www and www.config.grace_period == 10.0
+                assert await get(www.port) == (200, "hello from b1\n")
+                monkeypatch.setattr(service_module, "make_context", real)
+                r = await api.post("/api/v1/reload")
+                assert r.status_code == 200 and r.json()["changes"] == [], r.text
+                assert www.config.grace_period == 3.0
+        finally:
+            await app.stop(1.0)
