@@ -331,6 +331,9 @@ def _usable(s: ServerRuntime) -> bool:
     return s.eligible and s.weight > 0
 
 
+_OPER_CHANGE, _UP, _DOWN = EventKind.OPER_CHANGE, Oper.UP.value, Oper.DOWN.value
+
+
 class HaproxyCollector(Collector):
     """HAProxy 2.6's built-in exporter names, labels and types (``proxy`` = pool or service,
     ``server``), for the dashboards and alerts operators already have. Only what quiesce
@@ -344,8 +347,10 @@ class HaproxyCollector(Collector):
         self.registry.listeners.append(self._on_event)
 
     def _on_event(self, e: Event) -> None:
-        up_down = (e.from_, e.to) == (Oper.UP.value, Oper.DOWN.value)
-        if e.kind is EventKind.OPER_CHANGE and e.pool and e.server and up_down:
+        """``haproxy_server_check_up_down_total``: a server's oper changes up -> down. Every
+        event of the registry comes here (a reload's thousand ``server_added``): one
+        identity test for any other kind, no tuples built nor enum values looked up."""
+        if e.kind is _OPER_CHANGE and e.to == _DOWN and e.from_ == _UP and e.pool and e.server:
             key = (e.pool, e.server)
             self.up_down[key] = self.up_down.get(key, 0) + 1
 
