@@ -1,5 +1,6 @@
-"""CPU a registry event costs the HAProxy exporter's listener (``HaproxyCollector._on_event``,
-which every event reaches: a reload's thousand ``server_added``, each oper change).
+"""CPU a registry event costs the metrics' listeners, the HAProxy exporter's
+(``HaproxyCollector._on_event``) and quiesce's own (``QuiesceCollector._on_event``), which
+every event reaches: a reload's thousand ``server_added``, each oper change.
 
     python3 bench/haproxy_listener_cost.py [--old /tmp/wt/src] [-n 500000]
 
@@ -20,7 +21,7 @@ from types import SimpleNamespace
 
 from quiesce.config import parse_config
 from quiesce.core.events import Event, EventKind
-from quiesce.frontends.metrics import HaproxyCollector
+from quiesce.frontends.metrics import HaproxyCollector, QuiesceCollector
 from quiesce.state.registry import Registry
 
 CASES = {
@@ -32,16 +33,18 @@ CASES = {
 
 def measure(n: int) -> dict[str, float]:
     registry = Registry(parse_config({"pools": {"web": {"servers": []}}}))
-    on_event = HaproxyCollector(SimpleNamespace(registry=registry))._on_event
+    app = SimpleNamespace(registry=registry)
     out = {}
-    for name, e in CASES.items():
-        rounds = []
-        for _ in range(7):
-            c = time.process_time()
-            for _ in range(n):
-                on_event(e)
-            rounds.append((time.process_time() - c) / n * 1e9)
-        out[name] = statistics.median(rounds)
+    for who, collector in (("haproxy", HaproxyCollector(app)), ("quiesce", QuiesceCollector(app))):
+        on_event = collector._on_event
+        for name, e in CASES.items():
+            rounds = []
+            for _ in range(7):
+                c = time.process_time()
+                for _ in range(n):
+                    on_event(e)
+                rounds.append((time.process_time() - c) / n * 1e9)
+            out[f"{who}: {name}"] = statistics.median(rounds)
     return out
 
 
@@ -68,7 +71,7 @@ def main() -> None:
         old = {k: float(v) for k, v in (line.split("\t") for line in out.splitlines())}
     for k, v in new.items():
         before = f"old {old[k]:6.1f} ns | " if k in old else ""
-        print(f"{k:18} {before}new {v:6.1f} ns a call (CPU)")
+        print(f"{k:27} {before}new {v:6.1f} ns a call (CPU)")
 
 
 if __name__ == "__main__":

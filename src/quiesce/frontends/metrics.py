@@ -84,6 +84,11 @@ def per_server(app: Any) -> bool:
     return bool(getattr(metrics, "per_server", True))
 
 
+_OPER_CHANGE, _ADMIN_CHANGE = EventKind.OPER_CHANGE, EventKind.ADMIN_CHANGE
+_UP, _DOWN = Oper.UP.value, Oper.DOWN.value
+_KIND_NAME = {k: k.value for k in EventKind}
+
+
 class QuiesceCollector(Collector):
     def __init__(self, app: Any) -> None:
         self.app = app
@@ -100,9 +105,10 @@ class QuiesceCollector(Collector):
         registry.listeners.append(self._on_event)
 
     def _on_event(self, e: Event) -> None:
-        self.events[e.kind.value] = self.events.get(e.kind.value, 0) + 1
-        if e.kind in (EventKind.OPER_CHANGE, EventKind.ADMIN_CHANGE) and e.pool and e.server:
-            axis = "oper" if e.kind is EventKind.OPER_CHANGE else "admin"
+        kind = _KIND_NAME[e.kind]  # (not ``e.kind.value``: an enum property, ~0.3 µs)
+        self.events[kind] = self.events.get(kind, 0) + 1
+        if (e.kind is _OPER_CHANGE or e.kind is _ADMIN_CHANGE) and e.pool and e.server:
+            axis = "oper" if e.kind is _OPER_CHANGE else "admin"
             counts = self.transitions.get((e.pool, axis))
             if counts is None:
                 counts = self.transitions[(e.pool, axis)] = {}
@@ -329,9 +335,6 @@ _H_REQ_TOT = (
 def _usable(s: ServerRuntime) -> bool:
     """HAProxy's srv_currently_usable(): running, not in maintenance or drain, weight > 0."""
     return s.eligible and s.weight > 0
-
-
-_OPER_CHANGE, _UP, _DOWN = EventKind.OPER_CHANGE, Oper.UP.value, Oper.DOWN.value
 
 
 class HaproxyCollector(Collector):
