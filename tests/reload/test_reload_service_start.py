@@ -42,15 +42,6 @@ def _hash() -> str:
     return hash_password("pw")
 
 
-# App.stop closes the services one by one: each closed listener gives its room back to the
-# gate, and a listener still open switches to native accepting (a task making an
-# asyncio.Server on a dup of its socket) that its own close a moment later cancels, the dup
-# left to the garbage collector (quiesce.dataplane.service.Listener._serve; seen at HEAD with
-# any reload that adds a service, no failure injected). Not this test's subject: the
-# sockets of a service that failed to start are checked closed explicitly below.
-LEAK_AT_STOP = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
-
-
 def config_text(backend: int, *, more: bool) -> str:
     extra = ""
     if more:  # a server added to web, two services added: new1 fails to start, new2 starts
@@ -103,7 +94,6 @@ async def quiesce_reload(app: App) -> tuple[int, str]:
 
 
 @pytest.mark.peers  # the reload worker and the CLI are Python processes
-@LEAK_AT_STOP
 async def test_a_service_that_failed_to_start_is_started_by_the_next_reload(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -154,7 +144,6 @@ async def test_a_service_that_failed_to_start_is_started_by_the_next_reload(
 
 
 @pytest.mark.peers
-@LEAK_AT_STOP
 async def test_a_failed_start_fails_again_and_says_so_until_it_starts(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -220,7 +209,6 @@ def free_port() -> int:
 
 
 @pytest.mark.peers
-@LEAK_AT_STOP
 async def test_a_busy_port_refuses_the_reload_then_the_same_file_binds_and_serves(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

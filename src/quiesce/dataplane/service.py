@@ -178,16 +178,21 @@ class Listener:
 
     async def _serve(self) -> None:
         servers: list[asyncio.Server] = []
+        dups: list[socket.socket] = []
         try:
             for sock in self.socks:
+                dups.append(sock.dup())
                 servers.append(
-                    await self.loop.create_server(
-                        self.factory, sock=sock.dup(), backlog=self.backlog
-                    )
+                    await self.loop.create_server(self.factory, sock=dups[-1], backlog=self.backlog)
                 )
         except BaseException:
+            # cancelled (the listener closed meanwhile: App.stop closes services one by one
+            # and the room each gives back switches another to native) or failed: the dups
+            # are closed here, not left to the garbage collector
             for server in servers:
                 server.close()
+            for dup in dups:
+                dup.close()
             raise
         finally:
             self.switching = None
