@@ -441,8 +441,9 @@ class SeriesStore:
     An idle server's row is a shared one of zeros; a pool's sums follow its changed servers'
     differences. With marks (a registry's pools, :meth:`_marks`), a tick looks at the marked
     and the busy servers of a pool alone while none came or went (its ``Members``'
-    ``generation``); else, and in a second ticked again, at every server. :meth:`ticking` is the same tick in slices of at most ``batch`` servers (a
-    generator: the I/O shell runs the event loop between two), for 100,000 servers."""
+    ``generation``); else, and in a second ticked again, at every server. :meth:`ticking`
+    is the tick in slices of at most ``batch`` servers (the I/O shell runs the event loop
+    between two), for 100,000 servers."""
 
     def __init__(self, size: int = SECONDS) -> None:
         self.size = size
@@ -478,8 +479,7 @@ class SeriesStore:
 
     def _marks(self, pool: Any) -> set[Any] | None:
         """The servers of ``pool`` marked since the last tick (``PoolTally.moved``), taken;
-        None: this store does not read its marks (a pool without, another store's): the
-        tick looks at every server."""
+        None: not this store's to read (a pool without, another store's): look at all."""
         tally = getattr(pool, "tally", None)
         if tally is None or not hasattr(tally, "moved"):
             return None
@@ -497,7 +497,9 @@ class SeriesStore:
     def _sample(self, second: int, s: Series, server: Any, ps: _PoolSum, latency: Any) -> bool:
         """One server's row of ``second`` (True: its counters moved), after the idle rows of
         the seconds ticked since it was last looked at (:class:`Ticks`)."""
-        if 0 < s._end <= self.now:
+        if (end := s._end) == self.now:  # looked at two ticks ago: the last tick's idle row
+            s.idle(end)
+        elif 0 < end < self.now:
             self._ticks.catch_up(s, self.now)
         t = server.traffic
         checked = newest_check(server) if server.last_checks else 0.0
@@ -551,8 +553,8 @@ class SeriesStore:
             pseries = self._get("pool", pname)
             members = ps.members
             marks = self._marks(pool)
-            gen = getattr(pool.servers, "generation", None)  # (Members: counts comings
-            busy: set[Any] = set()  # and goings)
+            gen = getattr(pool.servers, "generation", None)  # (Members': comings, goings)
+            busy: set[Any] = set()
             was = ps.seen
             if marks is not None and not again and was and was == (pool.servers, gen):
                 # no server came or went: those marked (busy again, a check result) and
