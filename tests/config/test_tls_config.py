@@ -95,6 +95,10 @@ def test_a_listener_and_a_pool_with_tls_load(certs: Certs, tmp_path: Path) -> No
             "services.www.tls.alpn: an http service offers h2 and/or http/1.1, each once",
         ),
         ("tls: {certificates: [{cert: a.pem}]}", "services.www.tls.certificates[0].key: Field"),
+        (
+            "tls: {certificates: [{cert: a.pem, key: a.key}], ciphers: NOPE}",
+            "services.www.tls.ciphers: OpenSSL matches no cipher suite in 'NOPE'",
+        ),
     ],
 )
 def test_bad_listener_settings_are_named(tls: str, message: str) -> None:

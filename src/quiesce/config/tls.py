@@ -16,7 +16,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Annotated, Literal, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 # TLS 1.2 suites (TLS 1.3's are OpenSSL's own, all safe): forward secrecy and AEAD only.
 DEFAULT_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20"
@@ -42,6 +42,20 @@ class ListenerTls(_Model):
     alpn: Annotated[list[Annotated[str, Field(min_length=1, max_length=255)]], Field()] = [
         "http/1.1"
     ]
+
+    @field_validator("ciphers")
+    @classmethod
+    def _ciphers(cls, value: str) -> str:
+        # OpenSSL's own parse, as the listener's context makes it: a list matching no suite
+        # passed `quiesce check` and failed the service at start (or at a reload)
+        try:
+            ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).set_ciphers(value)
+        except ssl.SSLError:
+            raise ValueError(
+                f"OpenSSL matches no cipher suite in {value!r} (an OpenSSL cipher list, "
+                f"e.g. the default {DEFAULT_CIPHERS!r})"
+            ) from None
+        return value
 
     @model_validator(mode="after")
     def _client_ca(self) -> ListenerTls:
