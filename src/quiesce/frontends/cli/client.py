@@ -548,7 +548,9 @@ RELOAD_WAIT = 90.0
 @click.pass_context
 def reload_cmd(ctx: click.Context) -> None:
     """Re-read the running quiesce's config file and apply the difference live: exit 0 with
-    the changes, or 1 with every problem of the file (then nothing changed).
+    the changes, or 1 with every problem of the file (then nothing changed), or 1 naming the
+    services that failed to start after the config switched (the rest applied; the next
+    reload, of the same file too, starts them again).
 
     Sent to the admin API (POST /api/v1/reload) at --hosts (QUIESCE_HOSTS), with the
     credentials of the other client verbs (--user/--password or --token, QUIESCE_USER,
