@@ -457,8 +457,9 @@ def build_routes(app: AppLike) -> tuple[APIRouter, APIRouter]:
         """Re-read the config file, validate it as ``quiesce check`` does and apply the
         difference: 200 with the changes, 422 with every problem (nothing changed), 409 during
         a takeover, 500 naming the services that failed to start or take their new settings
-        after the config switched (the rest applied; the next reload retries them). (A JSONResponse: FastAPI's encoder took ~24 ms of the event loop for the
-        answer of a reload of 1,000 servers, ``json.dumps`` 1.3 ms.) No body: one is a 422."""
+        after the config switched (the rest applied; the next reload retries them). (A
+        JSONResponse: FastAPI's encoder took ~24 ms of the event loop for the answer of a
+        reload of 1,000 servers, ``json.dumps`` 1.3 ms.) No body: one is a 422."""
         no_body(await request.body(), "POST /api/v1/reload")
         try:
             plan = await app.reload(c.actor, via=c.cause.value)
