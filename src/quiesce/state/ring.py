@@ -157,8 +157,8 @@ class Ring(_Words):
                 return
             if type(conn) is int and 0 <= conn <= _CONNS:
                 word = conn << _SHIFT | IDLE
-        elif conn == self._tconn:
-            word = self._check_word(row, idle)
+        elif conn == self._tconn and (not self.TAIL or row[0] == idle[0]):  # (else not a
+            word = self._check_word(row, idle)  # CHECK row: one that moved, most written)
         if word < 0:
             if self._full is None:
                 self._full = []
