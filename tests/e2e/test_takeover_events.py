@@ -15,6 +15,7 @@ import pytest
 from tests.e2e.test_run_and_demo import Proc
 from tests.e2e.test_upgrade import until_served, write_config
 from tests.support.backend import Backend, serve_in_thread
+from tests.support.process import until
 
 pytestmark = [pytest.mark.peers, pytest.mark.slow]
 
@@ -45,10 +46,25 @@ def with_b2(tmp_path: Path, name: str, b2: str, extra: str = "") -> None:
     (tmp_path / name).write_text(head + servers + tail + extra)
 
 
-def started(proc: Proc) -> int:
+def started(proc: Proc, db: Path) -> int:
     port = int(proc.wait_for(r"service www listening on port (\d+)").group(1))
     proc.wait_for("quiesce: ready")
-    until_served(port)  # b1's first check made it up: the old process's events are in
+    until_served(port)  # b1's first check made it up
+    # ... and the old process's events are in: its SQLite writer thread commits them after
+    # the fact (on a loaded machine b1's oper_change and pool_up landed after `before` was read)
+
+    def committed() -> bool:
+        try:
+            rows = {r[1:4] for r in events_after(db, 0)}
+        except sqlite3.OperationalError:  # no events table yet
+            return False
+        return {
+            ("startup", None, None),
+            ("oper_change", "b1", "up"),
+            ("pool_up", None, None),
+        } <= rows
+
+    until(committed)
     return port
 
 
@@ -63,7 +79,7 @@ def test_an_abandoned_takeover_records_no_event(tmp_path: Path) -> None:
         busy.bind(("127.0.0.1", 0))
         busy.listen(1)
         try:
-            started(old)
+            started(old, db)
             before = last_id(db)
             extra = f'  extra: {{listen: "127.0.0.1:{busy.getsockname()[1]}", pool: web}}\n'
             with_b2(tmp_path, "bad.yaml", f"127.0.0.1:{backend.port}", extra)
@@ -96,7 +112,7 @@ def test_a_takeover_whose_old_process_is_gone_before_finish_records_no_event(
         write_config(tmp_path, backend.port)
         old = Proc(["run", "-c", "quiesce.yaml"], tmp_path)
         try:
-            started(old)
+            started(old, db)
             before = last_id(db)
             # b2 in a pool of its own whose one monitor takes seconds to decide
             text = (
@@ -131,7 +147,7 @@ def test_a_takeover_records_its_first_checks_once_it_has_taken_over(tmp_path: Pa
         old = Proc(["run", "-c", "quiesce.yaml"], tmp_path)
         new: Proc | None = None
         try:
-            started(old)
+            started(old, db)
             before = last_id(db)
             with_b2(tmp_path, "new.yaml", f"127.0.0.1:{backend.port}")
             new = Proc(["run", "-c", "new.yaml", "--takeover"], tmp_path)
