@@ -58,6 +58,10 @@ class Ticks:
         ``upto`` (included)."""
         end = s._end
         starts, ends = self.starts, self.ends
+        if starts and starts[-1] <= end:  # no second missed since: one run (most calls)
+            if end <= upto:
+                idle_run(s, end, min(ends[-1], upto + 1))
+            return
         for i in range(bisect_right(ends, end), len(ends)):
             a, b = max(starts[i], end), min(ends[i], upto + 1)
             if a >= b:
