@@ -304,7 +304,16 @@ async def test_one_command_is_one_round_of_writes(pair: tuple[Node, Node], etcd:
     rev = int((await client.put(sentinel, b"1")).header.revision)
     await until(lambda: a.store._rev >= rev and b.store._rev >= rev)
     assert await a.store.flush(5) and await b.store.flush(5)
-    assert int((await client.get(sentinel)).header.revision) == rev
+    # No key of the state written past it. The store's revision moves on meanwhile: each
+    # node's cluster agent rewrites its nodes/ record every lease_ttl / 3 (and health/ when its
+    # verdicts change): 'header.revision == rev' failed 2 of 40 at load 5 (219 == 217).
+    agents = (f"{a.store.prefix}nodes/", f"{a.store.prefix}health/")
+    late = [
+        kv.key.decode()
+        for kv in await client.get_prefix(a.store.prefix.encode())
+        if int(kv.mod_revision) > rev and not kv.key.decode().startswith(agents)
+    ]
+    assert late == []
     assert b.store.writes == b_before  # B applied A's changes and wrote nothing back
     # maintenance: its event and the record, one transaction; the flag: the same
     assert a.store.writes - a_before == 2
