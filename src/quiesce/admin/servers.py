@@ -32,8 +32,10 @@ class ServerCommands(StateCommands):
     reload_applying = False
 
     # set by the App: refuses a runtime add the connection budget cannot hold (a 409 naming
-    # the limit; quiesce.app.budget.admit, review 14 R14)
-    admit_server: Callable[[str, ServerConfig], None] | None = None
+    # the limit; quiesce.app.budget.admit, review 14 R14); returns a warning for the answer
+    # when the add cut a derived client limit far (review 90 F14)
+    admit_server: Callable[[str, ServerConfig], str | None] | None = None
+    add_warning: str | None = None  # the last add_server's (read by the front end at once)
 
     @shared
     def add_server(
@@ -44,13 +46,14 @@ class ServerCommands(StateCommands):
         ``unmonitored`` when the pool has no monitor. A ``server_added`` event; persisted
         (``runtime`` False: a server of the config file, added by a reload, is not)."""
         self._not_reloading(pool, config.name, ctx, "add")
+        self.add_warning = None
         try:
             if (
                 runtime
                 and self.admit_server is not None
                 and not self.registry.pool(pool).has(config.name)
             ):
-                self.admit_server(pool, config)
+                self.add_warning = self.admit_server(pool, config)
             server = self.registry.add_server(
                 pool, config, actor=ctx.actor, cause=ctx.cause, reason=ctx.reason, runtime=runtime
             )

@@ -7,7 +7,11 @@ so the derived client limit promised descriptors the idle upstream pools could t
 
 - :func:`admit`: a runtime add that would no longer fit is refused (409, naming the limit
   and the setting to lower), as a reload that does not fit is; one that fits re-plans the
-  budget (a derived limit follows the servers).
+  budget (a derived limit follows the servers), logged ``old → new`` at INFO. A derived
+  limit is guarded (review 90 F14: 283 adds answered 201 with no log line took it from 9,140
+  to 20): an add that would take it under :func:`bounds`' floor (the smaller of 1,000 and
+  half what the file's servers alone derive) is refused, nothing changed; one that leaves
+  it under three quarters of the file's is logged at WARNING and answered with a warning.
 - :func:`check_restored`: at start, once the store's runtime servers are back, the whole
   budget is planned again (servers of the file deleted at runtime not counted); a start
   that does not fit is refused as with the same servers in the file.
@@ -64,19 +68,35 @@ def live_after_reload(new: Config, registry: Registry) -> Live:
     return live
 
 
+FLOOR = 1000  # a derived client limit no runtime add may take it under (or half the file's)
+
+
+def bounds(app: Any) -> tuple[int, int, int]:
+    """(what the file's servers alone derive, the floor, the warning level) for the derived
+    client limit: a runtime add that takes it under the floor is refused, one that leaves
+    it under the warning level (three quarters of the file's) is answered with a warning."""
+    from quiesce.dataplane.limits import reserve_for
+
+    nofile = app.budget.nofile
+    own = max(0, (nofile - reserve_for(app.config, nofile).total) // 2)
+    return own, min(FLOOR, own // 2), own * 3 // 4
+
+
 def _plan(app: Any, live: Live) -> Budget:
     from quiesce.dataplane.limits import plan
 
     return plan(app.config, app.budget.nofile, live)
 
 
-def admit(app: Any, pool: str, config: ServerConfig) -> None:
+def admit(app: Any, pool: str, config: ServerConfig) -> str | None:
     """Before a runtime add of ``config`` to ``pool``: the budget with it, applied; raises
-    :class:`BudgetRefused` (nothing changed) when it does not fit in RLIMIT_NOFILE."""
+    :class:`BudgetRefused` (nothing changed) when it does not fit in RLIMIT_NOFILE or would
+    take a derived limit under the floor. Returns a warning for the answer when the derived
+    limit is left under three quarters of the file's (else None)."""
     from quiesce.dataplane.limits import LimitError
 
     if app.budget is None or pool not in app.registry.pools:
-        return  # no budget (tests, no start), or the add's own 404 follows
+        return None  # no budget (tests, no start), or the add's own 404 follows
     live = live_servers(app.registry)
     live[pool].append(config)
     try:
@@ -88,7 +108,36 @@ def admit(app: Any, pool: str, config: ServerConfig) -> None:
         )
         refused.limit = str(exc)
         raise refused from None
-    apply(app, budget, f"server {pool}/{config.name} added", logging.DEBUG)
+    old, new = app.budget.max_connections, budget.max_connections
+    if budget.configured or new >= old:
+        apply(app, budget, f"server {pool}/{config.name} added")
+        return None
+    own, floor, warn = bounds(app)
+    cost = budget.reserve.total - app.budget.reserve.total
+    why = (
+        f"the client connection limit is derived (limits.max_connections is not set) from "
+        f"RLIMIT_NOFILE {budget.nofile} less what is reserved, and each server of pool {pool} "
+        f"reserves descriptors for its idle upstream connections (this one {cost}; "
+        f"pools.{pool}.max_idle_per_server)"
+    )
+    if new < floor:
+        refused = BudgetRefused(
+            f"server {pool}/{config.name} not added: it would cut the client connection limit "
+            f"from {old} to {new}, under the floor of {floor} (the smaller of {FLOOR} and half "
+            f"the {own} the config file's servers alone allow): {why}; delete servers, lower "
+            f"pools.{pool}.max_idle_per_server, raise RLIMIT_NOFILE, or set "
+            "limits.max_connections to the limit you accept"
+        )
+        refused.limit = refused.message
+        raise refused
+    if new < warn:
+        apply(app, budget, f"server {pool}/{config.name} added", logging.WARNING)
+        return (
+            f"client connection limit cut from {old} to {new} ({own} with the config file's "
+            f"servers alone): {why}; adds that would take it under {floor} are refused"
+        )
+    apply(app, budget, f"server {pool}/{config.name} added")
+    return None
 
 
 def check_restored(app: Any) -> None:
@@ -102,7 +151,9 @@ def check_restored(app: Any) -> None:
     ):
         return  # the file's servers only: _plan_connections counted them
     # servers added at runtime, or some of the file's deleted at runtime (fewer to count)
-    apply(app, _plan(app, live_servers(app.registry)), "runtime servers restored")
+    budget = _plan(app, live_servers(app.registry))
+    low = not budget.configured and budget.max_connections < bounds(app)[2]
+    apply(app, budget, "runtime servers restored", logging.WARNING if low else logging.INFO)
 
 
 def follow_removals(app: Any) -> None:
@@ -129,7 +180,7 @@ def follow_removals(app: Any) -> None:
         except LimitError as exc:  # fewer servers than a budget that fitted: not expected
             log.warning("servers deleted: the connection budget not planned again: %s", exc)
             return
-        apply(app, budget, "servers deleted", logging.DEBUG)
+        apply(app, budget, "servers deleted at runtime")
 
     def schedule(after: Any = None) -> None:
         nonlocal scheduled
@@ -176,6 +227,7 @@ def apply(app: Any, budget: Budget, why: str, level: int = logging.INFO) -> None
     park.set_fd_ceiling(budget.data_plane_ceiling)
     if app.gate is not None:
         app.gate.limit = budget.max_connections
+        app.gate.cause = budget.cause()
         app.gate._room_changed()  # the native-accept threshold follows the limit
     if old.max_connections != budget.max_connections:
         log.log(

@@ -238,6 +238,7 @@ class App:
             raise StartupError(str(exc)) from exc
         self.budget = budget
         self.gate = ConnectionGate(budget.max_connections)
+        self.gate.cause = budget.cause()
         park.set_fd_ceiling(budget.data_plane_ceiling)
         log.info(
             "connection limit: %d client connections (%s; %s)",

@@ -463,6 +463,7 @@ class Reloader:
         park.set_fd_ceiling(budget.data_plane_ceiling)
         if self.app.gate is not None and old is not None:
             self.app.gate.limit = budget.max_connections
+            self.app.gate.cause = budget.cause()
             self.app.gate._room_changed()  # the native-accept threshold follows the limit
         if old is not None and old.max_connections != budget.max_connections:
             log.info(

@@ -116,6 +116,7 @@ class ConnectionGate:
     """
 
     __slots__ = (
+        "cause",
         "count",
         "full",
         "limit",
@@ -135,6 +136,7 @@ class ConnectionGate:
         self.listeners: list[Accepting] = []
         self.native_below = self.limit
         self.slow = False
+        self.cause = "limits.max_connections"  # what sets the limit (Budget.cause)
 
     def add(self, listener: Accepting) -> None:
         self.listeners.append(listener)
@@ -161,9 +163,10 @@ class ConnectionGate:
             self.full = True
             self.reached += 1
             log.warning(
-                "connection limit reached: %d client connections (limits.max_connections): "
+                "connection limit reached: %d client connections (%s): "
                 "new connections wait in the listen backlog until one closes",
                 limit,
+                self.cause,
             )
         elif self.full and count <= limit - below_again(limit):
             self.full = False

@@ -105,6 +105,18 @@ class Budget:
         """Descriptor numbers from here up are the operators' (RLIMIT_NOFILE - their part)."""
         return self.nofile - self.reserve.operators
 
+    def cause(self) -> str:
+        """What sets the limit, for the "connection limit reached" warning (review 90 F14:
+        it said limits.max_connections when none was set)."""
+        if self.configured:
+            return "limits.max_connections"
+        r = self.reserve
+        return (
+            f"derived, limits.max_connections not set: (RLIMIT_NOFILE {self.nofile} - "
+            f"{r.total} reserved, {r.idle_upstreams} of them for idle upstream connections "
+            "to the pools' servers) / 2"
+        )
+
     def describe(self) -> str:
         r = self.reserve
         return (

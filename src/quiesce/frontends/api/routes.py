@@ -384,7 +384,10 @@ def build_routes(app: AppLike) -> tuple[APIRouter, APIRouter]:
             raise ApiError(422, "invalid", "; ".join(problems), problems=problems) from None
         await after_reload(app)  # a reload being applied would not see it (review 14 R12)
         server = app.admin.add_server(pool, config, c.context(reason))
-        return server_view(registry, server)
+        view = server_view(registry, server)
+        if app.admin.add_warning:  # the add cut a derived client limit far (review 90 F14)
+            view["warnings"] = [app.admin.add_warning]
+        return view
 
     @v1.patch("/pools/{pool}/servers/{server}", include_in_schema=False)
     @v1.patch("/servers/{pool}/{server}", tags=["servers"])

@@ -79,6 +79,8 @@ def create_server(
         data,
         lambda: f"{pool}/{name}: created at {data['address']} (status: {data['status']})",
     )
+    for warning in data.get("warnings") or []:  # review 90 F14: a derived limit cut far
+        click.echo(f"warning: {warning}", err=True)
 
 
 @click.group("alter")

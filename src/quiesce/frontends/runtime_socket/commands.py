@@ -360,10 +360,11 @@ class RuntimeCommands:
             message = str(first["msg"]).removeprefix("Value error, ")
             raise CommandError(f"invalid {field} '{data.get(field, '')}': {message}") from None
         server = self.app.admin.add_server(pool_name, config, self.context)
+        warning = self.app.admin.add_warning
         if disabled:
             # (no min_servers_up guard: nothing relied on a server not there a moment ago)
             self.app.admin.maintenance(server.key, replace(self.context, force_guard=True))
-        return "New server registered."
+        return "New server registered." + (f"\nWarning: {warning}." if warning else "")
 
     def del_server(self, a: list[str]) -> str:
         """``del server <bk>/<srv>``: only a server in maintenance (or drained to 0
