@@ -7,7 +7,9 @@ the store's revision) and :meth:`Link.failed` when a call failed with an error. 
 - ``up`` while the last answer is younger than ``stale_after``;
 - ``stale`` when it is not and no error explains it (etcd frozen, a minority member: calls
   hang without failing);
-- ``down`` when it is not and the last attempt failed (etcd unreachable).
+- ``down`` when it is not and the last attempt failed (etcd unreachable), or when etcd answers
+  but this node has not followed its changes for ``stale_after`` (:meth:`Link.behind`: its watch
+  was lost and re-reading the prefix keeps failing; :attr:`Link.error` then says why).
 
 ``stale`` and ``down`` are both *isolated*: :meth:`Link.poll` returns ``"node_isolated"`` once
 when the link stops being up and ``"node_rejoined"`` once when it is up again. A blip shorter
@@ -39,21 +41,39 @@ class Link:
     error: str = ""
     isolated: bool = False
     isolated_since: float | None = None
+    lagging: str = ""
+    """Why this node does not follow the store's changes now, or "" (:meth:`behind`)."""
+    lagging_since: float | None = None
 
     def seen(self, now: float, revision: int | None = None) -> None:
         self.last_seen = max(self.last_seen, now)
         if revision is not None:
             self.revision = max(self.revision, revision)
-        self.failing, self.error = False, ""
+        self.failing, self.error = False, self.lagging
+
+    def behind(self, now: float, reason: str) -> None:
+        """The store may answer, but this node does not see its changes (``reason``; "": it
+        does again). For ``stale_after`` nothing changes (a blip); then the link is down."""
+        if reason and not self.lagging:
+            self.lagging_since = now
+        elif not reason:
+            self.lagging_since = None
+            self.error = "" if self.error == self.lagging else self.error
+        self.lagging = reason
+        if reason:
+            self.error = reason  # it says what failed
 
     def failed(self, now: float, error: str) -> None:
-        self.failing, self.error = True, error
+        self.failing, self.error = True, self.lagging or error
 
     def lag(self, now: float) -> float:
         """Seconds since the store last answered."""
         return max(0.0, now - self.last_seen)
 
     def state(self, now: float) -> LinkState:
+        since = self.lagging_since
+        if since is not None and now - since >= self.stale_after:
+            return "down"
         if self.lag(now) < self.stale_after:
             return "up"
         return "down" if self.failing else "stale"
@@ -65,7 +85,7 @@ class Link:
             return None
         self.isolated = isolated
         if isolated:
-            self.isolated_since = self.last_seen
+            self.isolated_since = min(self.last_seen, self.lagging_since or self.last_seen)
             return "node_isolated"
         return "node_rejoined"
 

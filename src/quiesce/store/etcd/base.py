@@ -151,6 +151,10 @@ class EtcdBase:
         self._seen: dict[str, int] = {}  # key → mod revision last applied or skipped
         self._event_keys: OrderedDict[str, float] = OrderedDict()  # etcd key → event time
         self._rev = 0  # the highest revision seen
+        # re-reads of the prefix failed in a row (the watcher's), since when, whether logged
+        self._resync_failures = 0
+        self._resync_since = 0.0
+        self._resync_logged = False
         self._replay_from: str | None = None  # origin node while applying a remote change
         # other nodes' changes of servers held while this node's reload is applied (in
         # order: key, value, revision, kind, name, body; quiesce.admin.reload_gate)

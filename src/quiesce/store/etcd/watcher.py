@@ -21,8 +21,10 @@ from quiesce.store.etcd.base import (
     RETRY_MIN,
     EtcdBase,
     _reraise_if_cancelled,
+    _why,
     log,
 )
+from quiesce.store.etcd.pages import Snapshot, read_range
 
 _HELD: tuple[Kind, ...] = ("server", "admin")
 """What a reload being applied here holds back: servers' definitions, and their admin records
@@ -35,9 +37,13 @@ class Watcher(EtcdBase):
         resync = False
         while True:
             client = self._get_client()
+            doing = "watching"
             try:
                 if resync:
+                    doing = "re-reading the prefix"
                     await self._sync(client)
+                    self._following()
+                    doing = "watching"
                 watch = await client.watch_prefix(self._bprefix, start_revision=self._rev + 1)
                 self._found()  # not an answer yet: the link is seen by the sync and the events
                 delay = RETRY_MIN
@@ -52,18 +58,57 @@ class Watcher(EtcdBase):
                 raise ConnectionError("the watch ended")
             except (Exception, asyncio.CancelledError) as exc:
                 _reraise_if_cancelled(exc)
+                if resync:
+                    self._not_following(exc)
                 resync = True
-                self._lost(client, "watching", exc)
+                self._lost(client, doing, exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, RETRY_MAX)
 
+    def _not_following(self, exc: BaseException) -> None:
+        """Re-reading the prefix failed: this node does not see the other nodes' changes. After
+        ``stale_after`` the link is down with this reason (the cluster view, ``show cluster``,
+        shared commands refused but --local), and the log says so once, whatever else
+        answers (the probe, the writer)."""
+        now = self.cluster.clock()
+        if not self._resync_failures:
+            self._resync_since = now
+        self._resync_failures += 1
+        reason = (
+            f"this node does not follow etcd's changes: re-reading {self.prefix} failed "
+            f"{self._resync_failures} time(s) ({_why(exc)})"
+        )
+        self.cluster.link.behind(self._resync_since, reason)
+        if not self._resync_logged and now - self._resync_since >= self.cluster.stale_after:
+            self._resync_logged = True
+            log.warning(
+                "state store: %s; other nodes' changes are not applied here until it "
+                "succeeds (retrying every %g s at most)",
+                reason,
+                RETRY_MAX,
+            )
+
+    def _following(self) -> None:
+        """A re-read succeeded: the node follows etcd's changes again."""
+        if self._resync_logged:
+            log.info(
+                "state store: following etcd's changes again, after %.1f s and %d failed "
+                "re-read(s) of %s",
+                self.cluster.clock() - self._resync_since,
+                self._resync_failures,
+                self.prefix,
+            )
+        self._resync_failures, self._resync_logged = 0, False
+        self.cluster.link.behind(self.cluster.clock(), "")
+
     async def _sync(self, client: Any) -> None:
-        """Read the whole prefix; apply every key that changed since we last saw it (all of
-        them at open), and the deletion of state keys that are gone."""
-        result = await client.get_prefix(self._bprefix)
-        revision = int(result.header.revision)
-        kvs = sorted(result, key=lambda kv: int(kv.create_revision))
-        cluster_id = int(getattr(result.header, "cluster_id", 0) or 0)
+        """Read the whole prefix (in pages, at one revision: :mod:`~quiesce.store.etcd.pages`);
+        apply every key that changed since we last saw it (all of them at open), and the
+        deletion of state keys that are gone."""
+        result = await self._read_prefix(client)
+        revision = result.revision
+        kvs = sorted(result.kvs, key=lambda kv: int(kv.create_revision))
+        cluster_id = result.cluster_id
         before, self._cluster_id = self._cluster_id, cluster_id or self._cluster_id
         if revision < self._rev or (before and cluster_id and cluster_id != before):
             why = (
@@ -94,6 +139,10 @@ class Watcher(EtcdBase):
             if name != self.node:
                 del self.cluster.health[name]  # its lease ended while we were not watching
         self._rev = max(self._rev, revision)
+
+    async def _read_prefix(self, client: Any) -> Snapshot:
+        end = self._bprefix[:-1] + bytes([self._bprefix[-1] + 1])  # the prefix ends in "/"
+        return await read_range(client, self._bprefix, end)
 
     def _replaced(self, kvs: list[Any], revision: int, why: str) -> None:
         """etcd was replaced or restored from a backup (its revision went back, or its cluster
