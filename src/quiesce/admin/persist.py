@@ -6,7 +6,7 @@ what the store holds put back into the registry before anything is served. Part 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from pydantic import ValidationError
@@ -14,6 +14,7 @@ from pydantic import ValidationError
 from quiesce.admin.base import STORE_ACTOR, ServiceBase, _sane, log
 from quiesce.admin.context import CommandContext
 from quiesce.config.models import HealthMonitor, PoolConfig, ServerConfig
+from quiesce.core.admin import AdminRecord
 from quiesce.core.errors import GuardRefused, NotFound, QuiesceError
 from quiesce.core.events import Event, EventKind
 from quiesce.core.states import Admin, Cause
@@ -53,6 +54,8 @@ class Persistence(ServiceBase):
 
     def _persist_state(self, event: Event) -> None:
         kind = event.kind
+        if self._shared_store and self._reloads_own(event):
+            return  # this node's file's business (review 90 F1): not the other nodes'
         if event.cause == Cause.CONFIG.value and kind in _FILE_KINDS:
             # A reload applying the config file: the file is its own record. Storing it
             # would make it a runtime change that wins over the next edit of the file.
@@ -68,6 +71,8 @@ class Persistence(ServiceBase):
             if event.pool in self.registry.pools and event.server is not None:
                 server = self.registry.pools[event.pool].server(event.server)
                 self.store.save_admin(server.key, server.admin)
+                if self._shared_store and self._removed_by_reload(server):
+                    return  # an operator's command: shared; the removal: not (above)
                 if server.removing or server.key in self._removing_saved:
                     self._save_server(server)
         elif kind in (EventKind.SERVER_ADDED, EventKind.SERVER_UPDATED):
@@ -113,6 +118,46 @@ class Persistence(ServiceBase):
                 self.store.save_monitor(name, data)
             elif name:
                 self.store.delete_monitor(name)
+
+    def _reloads_own(self, event: Event) -> bool:
+        """On a shared store, what a reload of this node's file does to a server and
+        nothing stores (review 90 F1): the other nodes' files may still have the server (a
+        config rolled out node by node), and they drain and delete a server by its shared
+        records. So a reload's drain of a server its file dropped, that drain's deadline and
+        expiry, the cancelled removal of one put back, and its deletion are this node's
+        alone: neither etcd nor the mirror (which keeps the other nodes' records of it, as
+        a restart of this node would read them) gets a write. Admin events of cause
+        ``config`` are a reload's only."""
+        if event.cause == Cause.CONFIG.value:
+            return event.kind in (
+                EventKind.ADMIN_CHANGE,
+                EventKind.ADMIN_COMMAND,
+                EventKind.SERVER_REMOVED,
+            )
+        if event.kind not in (EventKind.ADMIN_CHANGE, EventKind.ADMIN_COMMAND):
+            return False
+        if event.cause not in (Cause.DEADLINE.value, Cause.EXPIRY.value):
+            return False
+        pool = self.registry.pools.get(event.pool) if event.pool is not None else None
+        if pool is None or event.server is None or not pool.has(event.server):
+            return False
+        return self._removed_by_reload(pool.server(event.server))
+
+    def _removed_by_reload(self, server: ServerRuntime) -> bool:
+        ctx = self._removals.get(server)
+        return server.removing and ctx is not None and ctx.cause is Cause.CONFIG
+
+    def restore_file_server(
+        self, server: ServerRuntime, records: Mapping[str, AdminRecord]
+    ) -> str | None:
+        """A server a reload adds from the file, on a shared store: the admin record the
+        store holds for it (the other nodes', left there while this node's file lacked it)
+        put back, as a start puts it back; its state unless enabled (the reload's report)."""
+        record = records.get(server.key)
+        if record is None:
+            return None
+        self.registry.restore_admin(server, _sane(record))
+        return None if record.state is Admin.ENABLED else record.state.value
 
     def _save_server(self, server: ServerRuntime) -> None:
         """The server's stored record: its definition when it was added or changed at

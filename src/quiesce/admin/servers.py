@@ -141,8 +141,9 @@ class ServerCommands(StateCommands):
         # admin record, the "removing" definition) would be undone by the deletion's, queued
         # right after them (a reload's: in its one transaction): not made (a drained removal
         # by a reload writes 3 rows a server instead of 6), nor the drain's answer worded.
-        # Not on a shared store: the other nodes drain the server by those writes.
-        quick = server.connections == 0 and not self._shared_store
+        # Not on a shared store, but for a reload's (the other nodes drain the server by
+        # those writes; a reload's are this node's alone and not written: review 90 F1).
+        quick = server.connections == 0 and (not self._shared_store or ctx.cause is Cause.CONFIG)
         self._unwritten, self._unwritten_event = (server if quick else None), None
         try:
             try:

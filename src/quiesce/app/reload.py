@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from quiesce import logs
 from quiesce.admin.reload_gate import RuntimeGate
 from quiesce.app.build import BUILD
-from quiesce.app.reload_apply import apply_change, config_event, failed_detail
+from quiesce.app.reload_apply import StoredAdmin, apply_change, config_event, failed_detail
 from quiesce.app.reload_pace import (
     RELOAD_IDLE_TURN,
     RELOAD_LOG_SLACK,
@@ -110,6 +110,7 @@ class Reloader:
         # the certificate, key and CA files of the running config: (path, SHA-256)
         self.tls_seen = self._tls_digests(app.config)
         self._applying: ReloadPlan | None = None  # the plan being applied
+        self._stored: StoredAdmin | None = None  # its shared store's admin records
         # the services the last apply could not start or reconfigure (reload_services)
         self.failed: dict[str, str] = {}
 
@@ -578,6 +579,7 @@ class Reloader:
         # recomputed once at its end, before any request runs; the order of the plan is
         # kept.
         changes, self._applying = plan.changes, plan  # (what _apply_change keeps)
+        self._stored = StoredAdmin(self.app.store) if admin._shared_store else None
         i, n = 0, len(changes)
         while i < n:
             with admin.batch():
@@ -614,7 +616,7 @@ class Reloader:
         """One change of the registry's (pools, servers, monitors, flags) or a
         ``config_change`` event for one applied later (services, users): applied so that it
         converges on what runs (:func:`quiesce.app.reload_apply.apply_change`)."""
-        kept = apply_change(self.app, change, ctx)
+        kept = apply_change(self.app, change, ctx, self._stored)
         if kept is not None and self._applying is not None:
             self._applying.keep(change.kind, change.target, kept)
 

@@ -16,16 +16,25 @@ added again.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from typing import Any
 
+from quiesce.core.admin import AdminRecord
 from quiesce.core.events import EventKind
 from quiesce.state.events import make_event
 from quiesce.state.reload import Change, ReloadPlan
 
 
-def apply_change(app: Any, change: Change, ctx: Any) -> str | None:
+def apply_change(
+    app: Any,
+    change: Change,
+    ctx: Any,
+    stored: Callable[[], Mapping[str, AdminRecord]] | None = None,
+) -> str | None:
     """Apply ``change`` (``ctx``: the reload's command context); returns why it was kept
-    instead (a server added at runtime meanwhile), else None."""
+    instead (a server added at runtime meanwhile) or what of the store it took (a server
+    added with the admin state the shared store holds for it), else None. ``stored``: the
+    shared store's admin records (None: not a shared store)."""
     admin, reg, kind, d = app.admin, app.registry, change.kind, change.data
     if kind == "server_added" and reg.pool(d["pool"]).has(d["config"].name):
         if reg.pool(d["pool"]).server(d["config"].name).runtime_defined:
@@ -54,12 +63,12 @@ def apply_change(app: Any, change: Change, ctx: Any) -> str | None:
     elif kind == "pool_monitors":
         admin.set_pool_monitors(d["pool"], d["monitors"], ctx)
     elif kind == "server_added":
-        admin.add_server(d["pool"], d["config"], ctx, runtime=False)
+        return _added(admin, admin.add_server(d["pool"], d["config"], ctx, runtime=False), stored)
     elif kind == "server_changed":
         admin.update_server(change.target, dict(d["changes"]), ctx, runtime=False)
     elif kind == "server_restored" and not reg.pool(d["pool"]).has(d["config"].name):
         # deleted meanwhile (its last connection ended while the reload planned): added again
-        admin.add_server(d["pool"], d["config"], ctx, runtime=False)
+        return _added(admin, admin.add_server(d["pool"], d["config"], ctx, runtime=False), stored)
     elif kind == "server_restored":  # back as it was before its removal (drain too)
         if reg.find_server(change.target).removing:  # (not cancelled by a failed reload)
             admin.cancel_removal(change.target, ctx)
@@ -74,6 +83,32 @@ def apply_change(app: Any, change: Change, ctx: Any) -> str | None:
     elif kind not in ("pool_removed", "monitor_removed"):
         config_event(app, change, ctx)  # services, pages, users...: applied later
     return None
+
+
+class StoredAdmin:
+    """The shared store's admin records, read once a reload at its first server added (the
+    reload's own writes do not touch them, other nodes' changes wait for its end)."""
+
+    def __init__(self, store: Any) -> None:
+        self.store = store
+        self.records: Mapping[str, AdminRecord] | None = None
+
+    def __call__(self) -> Mapping[str, AdminRecord]:
+        if self.records is None:
+            self.records = self.store.load_admin()
+        return self.records
+
+
+def _added(
+    admin: Any, server: Any, stored: Callable[[], Mapping[str, AdminRecord]] | None
+) -> str | None:
+    """A server of the file added on a shared store takes the admin state the store holds
+    for it, as this node's restart would (the other nodes' record, left there while this
+    node's file lacked the server: review 90 F1)."""
+    if stored is None:
+        return None
+    state = admin.restore_file_server(server, stored())
+    return None if state is None else f"{server.key}: {state} restored"
 
 
 def config_event(app: Any, change: Change, ctx: Any) -> None:
@@ -108,4 +143,4 @@ def failed_detail(
     }
 
 
-__all__ = ["apply_change", "config_event", "failed_detail"]
+__all__ = ["StoredAdmin", "apply_change", "config_event", "failed_detail"]
