@@ -63,10 +63,11 @@ async def test_a_node_starts_on_a_prefix_over_4_mib(etcd: Etcd) -> None:
         assert b.server("web/w1").admin.state is Admin.DRAIN
         assert b.registry.flags["color"] == "blue"
         assert big_events(b) == EVENTS
-        # the read went in pages, at one revision
+        # the read went in pages: fewer than PAGE_KEYS keys, but one answer would be too large
         end = prefix[:-1].encode() + b"0"
-        snap = await pages.read_range(b.store._get_client(), prefix.encode(), end, page_keys=7)
-        assert snap.pages > 1 and snap.size > 4 * 1024 * 1024
+        snap = await pages.read_range(b.store._get_client(), prefix.encode(), end)
+        assert len(snap.kvs) < pages.PAGE_KEYS and snap.size > 4 * 1024 * 1024
+        assert snap.pages > 1
         assert len({bytes(kv.key) for kv in snap.kvs}) == len(snap.kvs) >= EVENTS
     finally:
         for n in nodes:
@@ -93,6 +94,47 @@ async def test_pages_are_one_snapshot(etcd: Etcd) -> None:
         )
         keys = [bytes(kv.key).decode()[len(prefix) :] for kv in snap.kvs]
         assert keys == [f"zz/{i:02d}" for i in range(10)] and snap.pages == 4
+    finally:
+        await stop_node(a)
+
+
+class CompactingClient:
+    """The store's client, compacting etcd's history after the first page is answered."""
+
+    def __init__(self, client: Any) -> None:
+        self.client, self._timeout, self.metadata = client, client._timeout, client.metadata
+        self.answers = 0
+
+    async def connect(self) -> None:
+        await self.client.connect()
+
+    @property
+    def kvstub(self) -> Any:
+        return self
+
+    async def Range(self, request: Any, **kw: Any) -> Any:
+        answer = await self.client.kvstub.Range(request, **kw)
+        self.answers += 1
+        if self.answers == 1:
+            rev = (await self.client.put(b"/quiesce-test/compact", b"x")).header.revision
+            await self.client.compact(rev)
+        return answer
+
+
+async def test_a_revision_compacted_between_pages_reads_anew(etcd: Etcd) -> None:
+    prefix = f"/quiesce-test/{uuid.uuid4().hex[:8]}/"
+    a = await start_node(etcd, prefix, "A")
+    try:
+        client = a.store._get_client()
+        for i in range(10):
+            await client.put(f"{prefix}zz/{i:02d}".encode(), b"x")
+        await client.delete(f"{prefix}zz/05".encode())
+        compacting = CompactingClient(client)
+        start, end = f"{prefix}zz/".encode(), f"{prefix}zz0".encode()
+        snap = await pages.read_range(compacting, start, end, page_keys=4)
+        keys = [bytes(kv.key).decode()[len(prefix) :] for kv in snap.kvs]
+        assert keys == [f"zz/{i:02d}" for i in range(10) if i != 5]
+        assert snap.pages == 3 and compacting.answers == 4  # 1 at the old revision, 3 anew
     finally:
         await stop_node(a)
 
