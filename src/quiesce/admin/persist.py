@@ -234,6 +234,7 @@ class Persistence(ServiceBase):
             removing = data.pop("removing", None)
             try:
                 config = ServerConfig.model_validate({**data, "name": name})
+                config = _without_lost_monitors(key, config, reg.monitors, ignore)
                 if existing is None:
                     server = reg.add_server(
                         pool_name, config, actor=STORE_ACTOR, cause=Cause.STARTUP, emit=False
@@ -402,3 +403,22 @@ def restore_reason(summary: dict[str, object]) -> str:
     file restores nothing, and the event should not claim it did)."""
     restored = any(v if not isinstance(v, dict) else any(v.values()) for v in summary.values())
     return "persisted state restored" if restored else "nothing persisted to restore"
+
+
+def _without_lost_monitors(
+    key: str, config: ServerConfig, monitors: Mapping[str, object], warn: Callable[[str], None]
+) -> ServerConfig:
+    """A stored server whose own monitor list names a monitor defined neither in the file
+    nor in the store (the file dropped it while the process ran; a reload refuses that,
+    review 90 F17): restored without it, loudly, rather than dropped (it was serving)."""
+    lost = [m for m in config.healthmonitors if m not in monitors]
+    if not lost:
+        return config
+    warn(
+        f"server {key} restored without health monitor(s) {', '.join(lost)}: no longer "
+        "defined (not in the config file nor the state store); it is not checked by them: "
+        f"set its healthmonitors again (PATCH /api/v1/servers/{key}) or put the monitor back "
+        "in the file"
+    )
+    kept = [m for m in config.healthmonitors if m in monitors]
+    return config.model_copy(update={"healthmonitors": kept})

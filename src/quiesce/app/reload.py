@@ -79,6 +79,7 @@ from quiesce.state.reload import (
     Change,
     ReloadPlan,
     RuntimeOverrides,
+    monitor_problems,
     plan_reload,
     refusals,
     renewed,
@@ -200,6 +201,7 @@ class Reloader:
             # every problem of a valid file at once, not the first of each round
             listening = self.app.admin_server is not None
             problems += refusals(self.app.config, new, admin_listening=listening)
+            problems += monitor_problems(plan, self.app.registry, overrides)  # review 90 F17
             # the log destinations opened anew (refused, naming the key, if one cannot be)
             dests = None
             try:

@@ -314,11 +314,17 @@ class Definitions:
     def delete_monitor(self, name: str, *, actor: str, cause: Cause) -> None:
         if name not in self.monitors:
             raise NotFound(f"no health monitor named {name!r}")
-        users = sorted({s.pool for s in self.servers() if name in s.monitors})
-        if users:
+        pools = sorted(p for p, pool in self.pools.items() if name in pool.pool_monitors)
+        own = sorted(
+            s.key for s in self.servers() if name in s.config.healthmonitors and s.pool not in pools
+        )  # a server's own list (review 90 F17: "pool(s) solo" named the pool of such a one)
+        if pools or own:
+            users = [f"pool(s) {', '.join(pools)}"] if pools else []
+            if own:
+                shown = ", ".join(own[:10]) + (f" and {len(own) - 10} more" if own[10:] else "")
+                users.append(f"server(s) {shown}")
             raise GuardRefused(
-                f"health monitor {name!r} is attached to pool(s) {', '.join(users)}: "
-                "detach it first"
+                f"health monitor {name!r} is attached to {' and '.join(users)}: detach it first"
             )
         del self.monitors[name]
         self.emit(

@@ -17,10 +17,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from quiesce.config.logs import LoggingConfig
 from quiesce.config.models import Config, PoolConfig, ServerConfig, ServiceConfig, TlsConfig
+
+if TYPE_CHECKING:
+    from quiesce.state.registry import Registry
 
 # Config sections a running process cannot change: they need a restart (or an upgrade,
 # ``quiesce run --takeover``, which re-reads the whole file).
@@ -153,6 +156,58 @@ def refusals(old: Config, new: Config, *, admin_listening: bool) -> list[str]:
             "quiesce (SIGTERM, systemctl stop)"
         )
     return problems
+
+
+def dropped_monitors(plan: ReloadPlan) -> list[str]:
+    """The monitors ``plan`` deletes (the file dropped them, none defined at runtime)."""
+    return [c.target for c in plan.changes if c.kind == "monitor_removed"]
+
+
+def monitors_in_use(
+    dropped: Collection[str],
+    servers: Mapping[str, Collection[str]],
+    pools: Mapping[str, Collection[str]],
+) -> list[str]:
+    """A reload's problems: a monitor the new file drops that a runtime definition keeps
+    using — ``servers``: the runtime servers' own monitor lists ("pool/server": names; a
+    reload keeps them), ``pools``: the pools' monitor lists set at runtime. The reload is
+    refused, as a file whose own servers name a monitor it does not define (review 90
+    F17: it said "monitor hm: deleted", kept it, and a restart then dropped the server)."""
+    problems: list[str] = []
+    for name in sorted(dropped):
+        users = sorted(k for k, names in servers.items() if name in names)
+        where = sorted(p for p, names in pools.items() if name in names)
+        if not users and not where:
+            continue
+        who = []
+        if users:
+            shown = ", ".join(users[:10]) + (f" and {len(users) - 10} more" if users[10:] else "")
+            who.append(f"runtime server(s) {shown}")
+        if where:
+            who.append(f"the monitor list set at runtime of pool(s) {', '.join(where)}")
+        problems.append(
+            f"healthmonitors.{name}: removed from the file but used by {' and '.join(who)} "
+            "(a reload keeps runtime definitions): keep it in the file, or detach it first "
+            "(PATCH /api/v1/servers/POOL/SERVER with healthmonitors; PUT "
+            "/api/v1/pools/POOL/healthmonitors)"
+        )
+    return problems
+
+
+def monitor_problems(plan: ReloadPlan, registry: Registry, rt: RuntimeOverrides) -> list[str]:
+    """:func:`monitors_in_use` over the registry: the runtime servers' own monitor lists and
+    the pools' lists set at runtime (walked only when the plan drops some monitor)."""
+    dropped = dropped_monitors(plan)
+    if not dropped:
+        return []
+    servers = {
+        s.key: s.config.healthmonitors
+        for pool in registry.pools.values()
+        for s in pool.servers
+        if s.config.healthmonitors and s.key in rt.servers and s.key not in rt.deleted
+    }
+    pools = {p: registry.pools[p].pool_monitors for p in rt.pool_monitors if p in registry.pools}
+    return monitors_in_use(dropped, servers, pools)
 
 
 def _monitors(
