@@ -110,6 +110,7 @@ class Reloader:
         self._applied = 0  # changes of the plan being applied, applied so far
         # the certificate, key and CA files of the running config: (path, SHA-256)
         self.tls_seen = self._tls_digests(app.config)
+        self.started = app.config  # restart-only settings run as it says (review 90 F3)
         self._applying: ReloadPlan | None = None  # the plan being applied
         self._stored: StoredAdmin | None = None  # its shared store's admin records
         # the services the last apply could not start or reconfigure (reload_services)
@@ -348,7 +349,9 @@ class Reloader:
         new = loaded.assemble(self.app.config)
         # a service of the running config that does not run is started again (its start
         # failed after an earlier reload switched the config: quiesce.app.reload_services)
-        plan = plan_reload(self.app.config, new, overrides, frozenset(self.app.services))
+        plan = plan_reload(
+            self.app.config, new, overrides, frozenset(self.app.services), self.started
+        )
         try:
             return new, plan, self._replan_connections(new), []
         except ConfigError as exc:

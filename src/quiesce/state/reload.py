@@ -114,22 +114,28 @@ def plan_reload(
     new: Config,
     runtime: RuntimeOverrides | None = None,
     running: Collection[str] | None = None,
+    started: Config | None = None,
 ) -> ReloadPlan:
     """The changes that take the running process from ``old`` to ``new`` (both validated),
     leaving alone what ``runtime`` says was changed at runtime. ``running``: the services
     that run (None: all of ``old``'s); one of ``old`` that does not (its start failed at a
     reload, after the config had switched) and that ``new`` keeps is started again
-    (``service_started``), even when the file did not change it."""
+    (``service_started``), even when the file did not change it. ``started``: the config
+    the process started with (None: ``old``): the restart-only settings still run as it
+    says, so a warning compares ``new`` with it, not with the previous file — repeated at
+    every reload while the change waits, none once the file says what runs again (review
+    90 F3)."""
     rt = runtime or RuntimeOverrides()
+    ref = old if started is None else started
     plan = ReloadPlan()
     _monitors(plan, old, new, rt, deleted=False)
     _pools(plan, old, new, rt)
     _flags(plan, old, new, rt)
     _services(plan, old, new, old.services.keys() if running is None else running)
-    _admin(plan, old, new)
+    _admin(plan, old, new, ref)
     _monitors(plan, old, new, rt, deleted=True)
     for name, get in RESTART_ONLY:
-        if get(old) != get(new):
+        if get(ref) != get(new):
             plan.warnings.append(f"{name}: changed in the file, applied at the next restart")
     return plan
 
@@ -424,7 +430,7 @@ def _diff_keys(a: Mapping[str, Any], b: Mapping[str, Any]) -> set[str]:
     return {k for k in a.keys() | b.keys() if a.get(k) != b.get(k)}
 
 
-def _admin(plan: ReloadPlan, old: Config, new: Config) -> None:
+def _admin(plan: ReloadPlan, old: Config, new: Config, started: Config) -> None:
     a, b = old.admin, new.admin
     if a.users != b.users:
         plan.add("users_changed", "admin.users", f"admin.users: {_who(a.users, b.users)}")
@@ -437,11 +443,10 @@ def _admin(plan: ReloadPlan, old: Config, new: Config) -> None:
             f"admin.login_failures_per_minute: {a.login_failures_per_minute} → "
             f"{b.login_failures_per_minute}",
         )
-    if _cert(a.tls) != _cert(b.tls):
-        if a.tls is None or b.tls is None:
-            plan.warnings.append("admin.tls: turned on or off, applied at the next restart")
-        else:
-            plan.add("tls_changed", "admin.tls", "admin.tls: certificate reloaded")
+    if (started.admin.tls is None) != (b.tls is None):  # against what runs (review 90 F3)
+        plan.warnings.append("admin.tls: turned on or off, applied at the next restart")
+    elif b.tls is not None and _cert(a.tls or started.admin.tls) != _cert(b.tls):
+        plan.add("tls_changed", "admin.tls", "admin.tls: certificate reloaded")
     if old.metrics != new.metrics:
         plan.add(
             "metrics_changed",
