@@ -38,7 +38,8 @@ def _hold_early_signals(*, argv: list[str] | None = None) -> None:
         prog = Path(argv[0]) if argv else Path()
         ours = prog.name == "quiesce" or prog.parts[-2:] == ("quiesce", "__main__.py")
         mp = sys.modules.get("multiprocessing")  # the reload worker has run's argv too
-        if not ours or "run" not in argv[1:] or (mp is not None and mp.parent_process()):
+        verbs = {"run", "upgrade"}  # upgrade: a SIGHUP while it starts (review 90 F2)
+        if not ours or not verbs & set(argv[1:]) or (mp is not None and mp.parent_process()):
             return
     for sig in _EARLY_SIGNALS:
         try:
@@ -314,18 +315,51 @@ has taken over) and closes."""
     default="120s",
     show_default=True,
     type=DurationType(seconds=True),
+    callback=lambda ctx, param, value: _positive(value, param, ctx),
     help="How long to wait for the new process to take over.",
 )
 def upgrade_cmd(config_path: str, grace: str, takeover_socket: str | None, timeout: float) -> None:
     """Seamless upgrade that reports its outcome (systemd's ExecReload): start `quiesce run
     -c FILE --takeover` in the background (its own session, this command's stdout and
     stderr) and return once it has taken over (exit 0; it goes on serving) or failed (its
-    exit status; the running quiesce carries on). Not taken over after --timeout: exit 1,
+    exit status; a quiesce that was running serves on). Not taken over after --timeout: exit 1,
     the new process left to finish or give up on its own."""
     args = ["run", "-c", config_path, "--grace", grace, "--takeover"]
     if takeover_socket is not None:
         args += ["--takeover-socket", takeover_socket]
-    sys.exit(_upgrade(args, timeout))
+    code = _upgrade(args, timeout)
+    # and on its way out: the interpreter's exit puts SIG_DFL back where Python handlers
+    # were, so a SIGHUP then still ended it (exit 129 for a takeover done); an ignore now
+    # is inherited by no one (the new process is started)
+    for sig in _EARLY_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
+    sys.exit(code)
+
+
+def _positive(value: float, param: click.Parameter, ctx: click.Context) -> float:
+    if value <= 0:  # 0s always failed, the new process then taking over anyway (review 90 F6)
+        raise click.BadParameter(f"{value:g}s: give a duration above 0 (e.g. 120s)", ctx, param)
+    return value
+
+
+def _upgrade_ignores(signum: int, _frame: object) -> None:
+    """SIGHUP / SIGUSR1 to ``quiesce upgrade``: nothing to reload or reopen here."""
+
+
+def _upgrade_takes_signals() -> None:
+    """``quiesce upgrade`` ignores SIGHUP and SIGUSR1 for its whole life (held since the
+    import, then this handler). `systemctl kill -s HUP quiesce` (what contrib/quiesce.service
+    says after editing the file) signals every process of the unit, ExecReload's `quiesce
+    upgrade` too: their default action ended it (exit 129/138) while the takeover went on,
+    and `systemctl reload` failed (review 90 F2). A handler, not SIG_IGN: an ignore would be
+    inherited by the new process, which would never reload on SIGHUP; exec resets a handler.
+    One the process was started ignoring (``nohup``) stays ignored."""
+    for sig in _EARLY_SIGNALS:
+        if signal.getsignal(sig) is not signal.SIG_IGN:
+            signal.signal(sig, _upgrade_ignores)
+    _early_previous.clear()
+    _early.clear()  # held meanwhile: nothing to do with them either
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _EARLY_SIGNALS)
 
 
 def _upgrade(args: list[str], timeout: float) -> int:
@@ -373,7 +407,8 @@ def _upgrade(args: list[str], timeout: float) -> int:
     code = child.wait()
     click.echo(
         f"quiesce upgrade: the new process (pid {child.pid}) exited with status {code} "
-        "without taking over (its output above says why); the running quiesce carries on",
+        "without taking over (its output above says why); nothing was handed over: a quiesce "
+        "that was running serves on",
         err=True,
     )
     return code if code > 0 else 1
@@ -416,7 +451,9 @@ def demo_cmd(port: int, admin_port: int, traffic: bool) -> None:
 @click.pass_context
 def main(ctx: click.Context, /, **options: Any) -> None:
     """quiesce: a load balancer that takes servers out without losing a request."""
-    if ctx.invoked_subcommand != "run":
+    if ctx.invoked_subcommand == "upgrade":
+        _upgrade_takes_signals()
+    elif ctx.invoked_subcommand != "run":
         _release_early_signals()
     ctx.obj = settings_from(options)
 

@@ -16,6 +16,7 @@ from quiesce import main as entry
         (["-c", "q.yaml", "--timeout", "banana"], "'banana' is not a duration"),
         (["-c", "q.yaml", "--grace", "soon"], "'soon' is not a duration"),
         (["-c", "q.yaml", "--colour"], "No such option '--colour'"),
+        (["-c", "q.yaml", "--timeout", "0s"], "0s: give a duration above 0"),
     ],
 )
 def test_bad_arguments_are_refused_before_anything_starts(
@@ -23,6 +24,7 @@ def test_bad_arguments_are_refused_before_anything_starts(
 ) -> None:
     started: list[list[str]] = []
     monkeypatch.setattr(entry, "_upgrade", lambda a, t: started.append(a) or 0)
+    monkeypatch.setattr(entry, "_upgrade_takes_signals", lambda: None)  # not this process's
     result = CliRunner().invoke(entry.main, ["upgrade", *args])
     assert result.exit_code == 2, result.output
     assert words in result.output

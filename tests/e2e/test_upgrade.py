@@ -291,25 +291,39 @@ def test_takeover_bad_input_is_a_clear_error_and_binds_nothing(tmp_path: Path) -
     assert "no quiesce running there" in r.stderr
     assert refused(port)
     (tmp_path / "quiesce.sock").unlink()
-    # something that is not a quiesce
-    other = socket.socket(socket.AF_UNIX)
-    other.bind(str(tmp_path / "other.sock"))
-    other.listen(1)
+    # something that is not a quiesce; then a quiesce busy with another takeover, which
+    # says so alone (review 90 F18: it was "not a quiesce that supports --takeover")
+    for said, name in (
+        (b"Unknown command.", "other"),
+        (b"Another takeover is in progress.", "busy"),
+    ):
+        other = socket.socket(socket.AF_UNIX)
+        other.bind(str(tmp_path / f"{name}.sock"))
+        other.listen(1)
 
-    def answer() -> None:
-        conn, _ = other.accept()
-        conn.recv(100)
-        conn.sendall(b"Unknown command.\n\n")
-        conn.close()
+        def answer(other: socket.socket = other, said: bytes = said) -> None:
+            conn, _ = other.accept()
+            conn.recv(100)
+            conn.sendall(said + b"\n\n")
+            conn.close()
 
-    t = threading.Thread(target=answer, daemon=True)
-    t.start()
-    r = run_quiesce(["run", "-c", "quiesce.yaml", "--takeover-socket", "other.sock"], tmp_path)
-    t.join(10)
-    other.close()
-    assert r.returncode == 1
-    assert "did not hand over its sockets (it answered: 'Unknown command.')" in r.stderr
-    assert refused(port)
+        t = threading.Thread(target=answer, daemon=True)
+        t.start()
+        r = run_quiesce(
+            ["run", "-c", "quiesce.yaml", "--takeover-socket", f"{name}.sock"], tmp_path
+        )
+        t.join(10)
+        other.close()
+        assert r.returncode == 1
+        assert refused(port)
+        if name == "other":
+            assert "did not hand over its sockets (it answered: 'Unknown command.')" in r.stderr
+            continue
+        assert (
+            "did not hand over its sockets: Another takeover is in progress. Nothing changed; "
+            "try again once it is done." in r.stderr
+        ), r.stderr
+        assert "not a quiesce that supports" not in r.stderr
     # --takeover without a runtime socket in the config
     text = (tmp_path / "quiesce.yaml").read_text().replace("  runtime_socket: ./quiesce.sock\n", "")
     (tmp_path / "nosock.yaml").write_text(text)

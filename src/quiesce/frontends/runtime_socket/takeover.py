@@ -64,6 +64,8 @@ CLIENT_TIMEOUT = 10.0  # seconds the new process waits for each answer
 MAX_HEADER = 1 << 20
 MAX_STATE = 1 << 28  # the state line: ~60 bytes a monitored server
 MAX_FDS = 1024
+BUSY_ANSWERS = ("Another takeover is in progress.", "Takeover refused:")
+"""How a quiesce that takes over refuses one now (the first line of its answer)."""
 HANDING_OVER = (
     "handing over to a new process (quiesce run --takeover): this one no longer takes admin "
     "changes; send it again in a moment, it reaches the new process"
@@ -149,15 +151,15 @@ async def serve(app: Any, runtime: Any, writer: asyncio.StreamWriter, reader: An
         await writer.drain()
         return
     if getattr(app, "takeover_busy", False):
-        writer.write(b"Another takeover is in progress.\n\n")
+        writer.write(BUSY_ANSWERS[0].encode() + b"\n\n")
         await writer.drain()
         return
     if getattr(app, "reloading", False):
         # a reload applies a file this process would hand over half-applied
         log.warning("takeover refused: a reload of the config file is in progress")
         writer.write(
-            b"Takeover refused: a reload of the config file is in progress in this process; "
-            b"try again once it is done.\n\n"
+            BUSY_ANSWERS[1].encode() + b" a reload of the config file is in progress in this "
+            b"process; try again once it is done.\n\n"
         )
         await writer.drain()
         return
@@ -339,6 +341,12 @@ def request(path: Path, timeout: float = CLIENT_TIMEOUT) -> Handover:
             os.close(fd)
         conn.close()
         first = data.decode("utf-8", "replace").strip().splitlines()[:1]
+        if first and first[0].startswith(BUSY_ANSWERS):
+            # a quiesce that takes over, busy now (review 90 F18): its own words say why
+            raise TakeoverError(
+                f"the quiesce on {path} did not hand over its sockets: {first[0][:200]} "
+                "Nothing changed; try again once it is done."
+            ) from None
         said = f" (it answered: {first[0][:200]!r})" if first else ""
         raise TakeoverError(
             f"the process on {path} did not hand over its sockets{said}: "
