@@ -137,6 +137,7 @@ class EtcdBase:
         self._inflight: Op | None = None  # the write the writer is sending now
         self._unsettled: set[int] = set()  # sequences neither acknowledged nor refused yet
         self._conflicts: OrderedDict[int, ConflictError] = OrderedDict()  # lost, by sequence
+        self._owners: dict[int, int] = {}  # sequence → the request that queued it (writer)
         self._settled = asyncio.Event()  # set (and replaced) whenever writes settle
         self._last_event_key: str | None = None  # the shared event appended last
         self._known: dict[str, bytes] = {}  # state key → its value as last read or written

@@ -16,8 +16,10 @@ back it lands only if nobody changed the record meanwhile.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import threading
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
 
@@ -47,19 +49,36 @@ _WHAT = {
 _ADMIN_META = ("actor", "reason", "since", "cause")  # who and when: not what the state is
 
 
+# the request (a number of :meth:`Writer.mark`'s) the current task works for: the writes it
+# queues are that request's, and its :meth:`Writer.confirm` answers for those alone
+_REQUEST: ContextVar[int | None] = ContextVar("quiesce_etcd_request", default=None)
+_requests = itertools.count(1)
+
+
 class Writer(EtcdBase):
     def mark(self) -> int:
-        """The sequence number of the last write queued (see :meth:`confirm`)."""
+        """The sequence number of the last write queued (see :meth:`confirm`). Begins a
+        request in the current context (an API request's task, a runtime socket's command):
+        the writes queued in it from here are that request's."""
+        _REQUEST.set(next(_requests))
         return self._op_seq
 
     async def confirm(self, mark: int, timeout: float | None = None) -> None:
-        """Wait until every write queued after ``mark`` (up to now) landed in etcd or lost.
-        Raises :class:`ConflictError` (the first lost one) or, after ``timeout``,
-        :class:`StoreError`."""
-        upto = self._op_seq
+        """Wait until every write the current request (:meth:`mark`, in this context) queued
+        after ``mark`` (up to now) landed in etcd or lost; without one, every write queued
+        after ``mark``. Raises :class:`ConflictError` (the first lost one) or, after
+        ``timeout``, :class:`StoreError`. Another request's writes queued meanwhile are not
+        this one's: a reload answered while a runtime change's write lost (review 90 F13)
+        is answered by its own outcome, the runtime change by its conflict."""
+        upto, request = self._op_seq, _REQUEST.get()
+        owners = self._owners
+
+        def mine(s: int) -> bool:
+            return mark < s <= upto and (request is None or owners.get(s) == request)
+
         loop = asyncio.get_running_loop()
         end = None if timeout is None else loop.time() + timeout
-        while any(mark < s <= upto for s in self._unsettled):
+        while any(mine(s) for s in self._unsettled):
             settled = self._settled
             left = None if end is None else end - loop.time()
             try:
@@ -73,7 +92,7 @@ class Writer(EtcdBase):
                     "answers, unless one of them changed the same record meanwhile (then a "
                     "write_conflict event says so)"
                 ) from None
-        lost = [c for s, c in self._conflicts.items() if mark < s <= upto]
+        lost = [c for s, c in self._conflicts.items() if mine(s)]
         if lost:
             raise lost[0]
 
@@ -122,6 +141,8 @@ class Writer(EtcdBase):
         self._op_seq += 1
         seq = self._op_seq
         self._unsettled.add(seq)
+        if (request := _REQUEST.get()) is not None:
+            self._owners[seq] = request
         op = self._ops.get(key)
         if op is None:
             op = self._ops[key] = Op(value, base, [seq])
@@ -157,6 +178,9 @@ class Writer(EtcdBase):
 
     def _settle(self, seqs: list[int]) -> None:
         self._unsettled.difference_update(seqs)
+        for seq in seqs:  # whose a lost write was: kept as long as its conflict
+            if seq not in self._conflicts:
+                self._owners.pop(seq, None)
         self._settled.set()
         self._settled = asyncio.Event()
 
@@ -383,7 +407,7 @@ class Writer(EtcdBase):
         for seq in op.seqs:
             self._conflicts[seq] = error
         while len(self._conflicts) > MAX_CONFLICTS:
-            self._conflicts.popitem(last=False)
+            self._owners.pop(self._conflicts.popitem(last=False)[0], None)
         log.warning("state store: %s", message)
         pool, _, server = name.partition("/") if kind in ("admin", "server") else ("", "", "")
         detail: dict[str, Any] = {"record": kind, "name": name, "current": current, "lost": mine}
