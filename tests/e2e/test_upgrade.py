@@ -320,8 +320,8 @@ def test_takeover_bad_input_is_a_clear_error_and_binds_nothing(tmp_path: Path) -
             assert "did not hand over its sockets (it answered: 'Unknown command.')" in r.stderr
             continue
         assert (
-            "did not hand over its sockets: Another takeover is in progress. Nothing changed; "
-            "try again once it is done." in r.stderr
+            "did not hand over its sockets: Another takeover is in progress. Nothing changed. "
+            "Try again once it is done." in r.stderr
         ), r.stderr
         assert "not a quiesce that supports" not in r.stderr
     # --takeover without a runtime socket in the config

@@ -343,9 +343,10 @@ def request(path: Path, timeout: float = CLIENT_TIMEOUT) -> Handover:
         first = data.decode("utf-8", "replace").strip().splitlines()[:1]
         if first and first[0].startswith(BUSY_ANSWERS):
             # a quiesce that takes over, busy now (review 90 F18): its own words say why
+            again = "" if "try again" in first[0] else " Try again once it is done."
             raise TakeoverError(
                 f"the quiesce on {path} did not hand over its sockets: {first[0][:200]} "
-                "Nothing changed; try again once it is done."
+                f"Nothing changed.{again}"
             ) from None
         said = f" (it answered: {first[0][:200]!r})" if first else ""
         raise TakeoverError(
