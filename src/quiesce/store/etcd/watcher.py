@@ -105,15 +105,16 @@ class Watcher(EtcdBase):
         """Read the whole prefix (in pages, at one revision: :mod:`~quiesce.store.etcd.pages`);
         apply every key that changed since we last saw it (all of them at open), and the
         deletion of state keys that are gone."""
+        known = self._rev  # before the pages' awaits (the watch may go on meanwhile)
         result = await self._read_prefix(client)
         revision = result.revision
         kvs = sorted(result.kvs, key=lambda kv: int(kv.create_revision))
         cluster_id = result.cluster_id
         before, self._cluster_id = self._cluster_id, cluster_id or self._cluster_id
-        if revision < self._rev or (before and cluster_id and cluster_id != before):
+        if revision < known or (before and cluster_id and cluster_id != before):
             why = (
-                f"revision {self._rev} -> {revision}"
-                if revision < self._rev
+                f"revision {known} -> {revision}"
+                if revision < known
                 else f"cluster ID {before:x} -> {cluster_id:x}"
             )
             self._replaced(kvs, revision, why)
