@@ -163,3 +163,31 @@ async def test_runtime_adds_that_cut_the_derived_limit_are_logged_warned_and_flo
             )
     finally:
         await app.stop(1.0)
+
+
+@pytest.mark.loopback
+async def test_a_start_restoring_runtime_servers_under_the_warning_level_warns(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The state store's runtime servers restored at start take the derived limit under
+    three quarters of the file's: the start goes on (it fits) and says so at WARNING."""
+    body = json.loads(text())
+    body["state"] = {"sqlite": "state.db"}
+    app = await start(tmp_path, json.dumps(body))
+    try:
+        async with httpx.AsyncClient(timeout=30) as client:
+            for name in ("r0", "r1", "r2"):
+                assert (await add(client, app, name)).status_code == 201
+        assert app.budget is not None
+        low = app.budget.max_connections
+    finally:
+        await app.stop(1.0)
+    caplog.clear()
+    caplog.set_level(logging.INFO, logger="quiesce")
+    app = await start(tmp_path, json.dumps(body))
+    try:
+        assert app.budget is not None and app.budget.max_connections == low
+        (line,) = lines(caplog, logging.WARNING, "runtime servers restored: connection limit")
+        assert f"→ {low} client connections" in line, line
+    finally:
+        await app.stop(1.0)
