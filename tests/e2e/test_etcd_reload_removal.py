@@ -65,9 +65,7 @@ def reloads_seen(node: Started, origin: str) -> int:
     return sum(1 for e in r.json() if e["detail"].get("node") == origin)
 
 
-def test_a_server_one_nodes_reload_removes_stays_on_the_others(
-    tmp_path: Path, etcd: Etcd
-) -> None:
+def test_a_server_one_nodes_reload_removes_stays_on_the_others(tmp_path: Path, etcd: Etcd) -> None:
     heads = {n: node_config(etcd, "/rev90/", n.upper()) for n in ("a", "b")}
     with BackendThread(["b1"]) as bt:
         port = bt.backends[0].port
