@@ -117,6 +117,27 @@ async def test_delete_refuses_unknown_query_parameters(
     assert r.status_code == 200, r.text
 
 
+@pytest.mark.parametrize(
+    ("query", "words"),
+    [
+        ({"drain": "maybe"}, "query.drain: "),
+        ({"drain": "true", "timeout": "-1s"}, "query.timeout: '-1s' is not a duration"),
+        ({"drain": "true", "timeout": "soon"}, "query.timeout: 'soon' is not a duration"),
+        ({"timeout": "5m"}, "query.timeout: applies with drain=true"),
+    ],
+)
+async def test_a_bad_delete_query_value_is_a_422_naming_it(
+    app: Any, client: httpx.AsyncClient, query: dict[str, str], words: str
+) -> None:
+    """One status for a bad value of any parameter (review 90 F9: timeout's were a 400
+    without `problems`), nothing deleted."""
+    app.admin.maintenance("app/a1", ctx())
+    r = await client.delete("/api/v1/servers/app/a1", params=query, auth=ADMIN)
+    assert r.status_code == 422, r.text
+    assert r.json()["problems"][0].startswith(words), r.text
+    assert "a1" in [s.name for s in app.registry.pools["app"].servers]
+
+
 def ctx() -> CommandContext:
     return CommandContext(actor="t", cause=Cause.API)
 

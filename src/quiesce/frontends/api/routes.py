@@ -430,14 +430,19 @@ def build_routes(app: AppLike) -> tuple[APIRouter, APIRouter]:
         only_query(request, "drain", "timeout", "force_guard", "reason")
         seconds = None
         if timeout is not None:
-            if not drain:
-                raise ApiError(400, "invalid query", "timeout applies with drain=true")
-            try:
-                seconds = DisableBody.model_validate({"graceful": True, "timeout": timeout}).timeout
-            except ValidationError:
-                raise ApiError(
-                    400, "invalid query", f"timeout {timeout!r}: a duration (30s, 5m) or infinite"
-                ) from None
+            # 422 naming the parameter, as FastAPI's own query checks (drain=maybe) answer
+            # (review 90 F9: these two were a 400 without `problems`)
+            problem = "query.timeout: applies with drain=true"
+            if drain:
+                try:
+                    seconds = DisableBody.model_validate(
+                        {"graceful": True, "timeout": timeout}
+                    ).timeout
+                    problem = ""
+                except ValidationError:
+                    problem = f"query.timeout: {timeout!r} is not a duration (30s, 5m) or infinite"
+            if problem:
+                raise ApiError(422, "invalid", problem, problems=[problem])
         ctx = c.context(reason, force_guard=force_guard)
         await after_reload(app)
         result = app.admin.remove_server(f"{pool}/{server}", ctx, drain=drain, timeout=seconds)
