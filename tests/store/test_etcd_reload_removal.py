@@ -7,6 +7,7 @@ etcd (docs/admin.md, "Several nodes" and "Live reload")."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -138,6 +139,43 @@ async def test_a_file_server_back_on_a_node_takes_the_clusters_admin_state(
         a = await restarted(a, tmp_path / "a")
         assert a.registry.pools["web"].server("f1").admin.state is Admin.MAINTENANCE
         assert b.registry.pools["web"].server("f1").admin.state is Admin.MAINTENANCE
+    finally:
+        await b.stop(1.0)
+        await a.stop(1.0)
+
+
+async def test_a_reload_removal_an_earlier_version_shared_is_ignored(
+    tmp_path: Path, etcd: Etcd
+) -> None:
+    """The record an earlier version's reload wrote when its file dropped f1 (the server's
+    definition with ``removing`` of cause ``config``; the review's ``servers/solo/f1``):
+    neither a running node nor a restarted one deletes f1 by it, both files having it."""
+    prefix = f"/quiesce-test/{tmp_path.name}/"
+    ha, hb = node_config(etcd, prefix, "A"), node_config(etcd, prefix, "B")
+    a = await started(tmp_path / "a", config(ha))
+    b = await started(tmp_path / "b", config(hb))
+    try:
+        relic = {
+            "node": "OLD",
+            "instance": "old-1",
+            "time": 1.0,
+            "actor": "admin",
+            "reason": "config reload",
+            "cause": "config",
+            "value": {
+                "name": "f1",
+                "address": "127.0.0.1:9001",
+                "removing": {"actor": "admin", "cause": "config", "reason": "config reload"},
+            },
+        }
+        client = etcd_store(a)._get_client()
+        put = await client.put(f"{prefix}servers/web/f1".encode(), json.dumps(relic).encode())
+        rev = int(put.header.revision)
+        await until(lambda: etcd_store(a)._rev >= rev and etcd_store(b)._rev >= rev, 20)
+        assert serving(a, "f1") and serving(b, "f1")
+        a = await restarted(a, tmp_path / "a")
+        assert serving(a, "f1") and serving(b, "f1")
+        assert not (await a.reload("test")).changes
     finally:
         await b.stop(1.0)
         await a.stop(1.0)

@@ -219,6 +219,12 @@ class Persistence(ServiceBase):
             pool_name, _, name = key.partition("/")
             if pools is not None and pool_name not in pools:
                 continue
+            if self._shared_store and reloads_removal(data):
+                ignore(
+                    f"server {key}: record of a reload's removal on node(s) whose file dropped "
+                    "it ignored (an earlier version shared it; this node's file decides)"
+                )
+                continue
             self._server_records.add(key)
             pool = reg.pools.get(pool_name)
             if pool is None:
@@ -396,6 +402,14 @@ class Persistence(ServiceBase):
         if any(counts.values()):
             self._monitors_changed()
         return done
+
+
+def reloads_removal(data: dict[str, Any] | None) -> bool:
+    """A stored server record of a reload's removal (its ``removing`` of cause ``config``):
+    on a shared store only an earlier version wrote one (review 90 F1: a reload's removal is
+    its node's alone), and the nodes whose file has the server must not delete it by it."""
+    removing = None if data is None else data.get("removing")
+    return isinstance(removing, dict) and removing.get("cause") == Cause.CONFIG.value
 
 
 def restore_reason(summary: dict[str, object]) -> str:

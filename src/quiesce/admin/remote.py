@@ -8,6 +8,7 @@ from typing import Any
 
 from quiesce.admin.base import STORE_ACTOR, ServiceBase, _sane, log
 from quiesce.admin.context import CommandContext
+from quiesce.admin.persist import reloads_removal
 from quiesce.config.models import HealthMonitor, ServerConfig
 from quiesce.core.admin import AdminCommand
 from quiesce.core.cluster import cluster_guard
@@ -174,6 +175,9 @@ class RemoteChanges(ServiceBase):
         pool_name, _, name = key.partition("/")
         pool = self.registry.pool(pool_name)
         existing = next((s for s in pool.servers if s.name == name), None)
+        if reloads_removal(value):  # a node of an earlier version: its file, not ours
+            log.warning("state store: server %s: node %s's reload removal ignored", key, node)
+            return
         if value is None:
             if existing is not None and not existing.removing:
                 self._removals[existing] = ctx
