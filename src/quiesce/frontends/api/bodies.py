@@ -68,6 +68,10 @@ def parse_since(value: str, now: float) -> float:
 
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
+MAX_REASON = 1024
+"""Characters a ``reason`` may have: it goes into the event, the admin record (etcd's too),
+the process log line; only the 1 MiB body limit bounded it (review 90 F11)."""
+Reason = Annotated[str, Field(max_length=MAX_REASON)]
 Time = Annotated[float, BeforeValidator(parse_time)]
 
 
@@ -81,7 +85,7 @@ class Body(BaseModel):
 
 
 class _Expiring(Body):
-    reason: str = ""
+    reason: Reason = ""
     for_: Duration | None = Field(default=None, alias="for")
     until: Time | None = None
     force_guard: bool = False
@@ -115,12 +119,12 @@ class DisableBody(_Expiring):
 
 
 class EnableBody(Body):
-    reason: str = ""
+    reason: Reason = ""
 
 
 class ClearBody(Body):
     state: str
-    reason: str = ""
+    reason: Reason = ""
 
 
 class WeightBody(Body):
@@ -129,7 +133,7 @@ class WeightBody(Body):
 
 class FlagBody(Body):
     value: bool | str
-    reason: str = ""
+    reason: Reason = ""
 
 
 class PoolMonitorsBody(Body):

@@ -18,6 +18,7 @@ from quiesce.admin.reload_gate import RELOADING, settled
 from quiesce.config.models import Config
 from quiesce.core.errors import QuiesceError
 from quiesce.core.states import Cause
+from quiesce.frontends.api.bodies import MAX_REASON
 from quiesce.frontends.auth import (
     CLIENT_HEADER,
     CSRF_HEADER,
@@ -59,7 +60,12 @@ class Caller:
         return self.principal.user
 
     def context(self, reason: str = "", **kw: Any) -> CommandContext:
-        """The command's context: this caller, ``reason`` and ``kw`` (CommandContext's)."""
+        """The command's context: this caller, ``reason`` and ``kw`` (CommandContext's);
+        a ``reason`` over :data:`~quiesce.frontends.api.bodies.MAX_REASON` characters is a
+        422 (a query's or a server body's: the JSON bodies' models check their own)."""
+        if len(reason) > MAX_REASON:
+            problem = f"reason: at most {MAX_REASON} characters (this one has {len(reason)})"
+            raise ApiError(422, "invalid", problem, problems=[problem])
         return CommandContext(self.actor, self.cause, reason, local=self.local, **kw)
 
 
