@@ -70,6 +70,9 @@ async def test_bad_input(app: Any) -> None:  # noqa: F811
     assert "weight" in failed(await cli(app, "alter", "server", "app/a1", "weight", "heavy"))
     r = await cli(app, "alter", "server", "app/a1", "colour", "red")
     assert r.exit_code == 2 and "can be altered" in r.output
+    # a key twice: not the last one silently (review 90 F8)
+    r = await cli(app, "alter", "server", "app/a1", "weight", "2", "weight", "3")
+    assert r.exit_code == 2 and "weight given twice" in r.output, r.output
     r = await cli(app, "create", "server", "x", "127.0.0.1:1")
     assert r.exit_code == 2 and "POOL/NAME" in r.output
     assert names(app, "app") == ["a1", "a2", "shared"]

@@ -112,6 +112,8 @@ def alter_server(ctx: click.Context, server: str, settings_: tuple[str, ...], re
     for key, value in zip(settings_[::2], settings_[1::2], strict=True):
         if key not in _ALTERABLE:
             raise click.UsageError(f"{key!r}: a server's {', '.join(_ALTERABLE)} can be altered")
+        if key in body:  # typed or pasted twice: which one was meant? (review 90 F8)
+            raise click.UsageError(f"{key} given twice: give each key once; nothing changed")
         if key == "backup":
             if value.lower() not in ("true", "false", "yes", "no", "on", "off", "1", "0"):
                 raise click.UsageError(f"backup {value!r}: give true or false")
