@@ -179,3 +179,35 @@ async def test_a_reload_removal_an_earlier_version_shared_is_ignored(
     finally:
         await b.stop(1.0)
         await a.stop(1.0)
+
+
+async def test_a_busy_server_drained_by_a_reload_and_put_back_writes_nothing(
+    tmp_path: Path, etcd: Etcd
+) -> None:
+    """f1 with a connection on A: A's reload drains it (``removing (1)``) on A only; put back
+    before it is gone, A's reload cancels the removal (``server_restored``): nothing of either
+    in etcd, B serving f1 throughout, A's restart serving it."""
+    prefix = f"/quiesce-test/{tmp_path.name}/"
+    ha, hb = node_config(etcd, prefix, "A"), node_config(etcd, prefix, "B")
+    a = await started(tmp_path / "a", config(ha))
+    b = await started(tmp_path / "b", config(hb))
+    try:
+        a.registry.pools["web"].server("f1").connections = 1
+        (tmp_path / "a" / "quiesce.yaml").write_text(config(ha, f1=False))
+        await a.reload("test")
+        f1 = a.registry.pools["web"].server("f1")
+        assert f1.removing and f1.admin.state is Admin.DRAIN
+        await barrier(a, b)
+        assert serving(b, "f1") and await records(a, "web/f1") == {}
+        (tmp_path / "a" / "quiesce.yaml").write_text(config(ha))
+        plan = await a.reload("test")
+        assert [c.kind for c in plan.changes] == ["server_restored"]
+        assert serving(a, "f1")
+        await barrier(a, b)
+        assert serving(b, "f1") and await records(a, "web/f1") == {}
+        f1.connections = 0
+        a = await restarted(a, tmp_path / "a")
+        assert serving(a, "f1") and serving(b, "f1")
+    finally:
+        await b.stop(1.0)
+        await a.stop(1.0)
