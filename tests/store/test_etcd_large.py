@@ -139,7 +139,9 @@ async def test_a_revision_compacted_between_pages_reads_anew(etcd: Etcd) -> None
         await stop_node(a)
 
 
-async def test_a_node_resyncs_a_prefix_over_4_mib_after_etcd_restarts(tmp_path: Path) -> None:
+async def test_a_node_resyncs_a_prefix_over_4_mib_after_etcd_restarts(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     server = Etcd(tmp_path / "etcd")
     server.start()
     prefix = f"/quiesce-test/{uuid.uuid4().hex[:8]}/"
@@ -150,6 +152,7 @@ async def test_a_node_resyncs_a_prefix_over_4_mib_after_etcd_restarts(tmp_path: 
         nodes += [a, b]
         await fill(a, prefix)
         await until(lambda: big_events(b) == EVENTS, 15)
+        caplog.set_level(logging.INFO, logger="quiesce.store.etcd")
         await asyncio.to_thread(server.stop)
         await asyncio.to_thread(server.start)
         # B's change after the restart reaches A: A's watch re-read the prefix
@@ -159,6 +162,9 @@ async def test_a_node_resyncs_a_prefix_over_4_mib_after_etcd_restarts(tmp_path: 
         await fill(b, prefix, "second")  # and events written since
         await until(lambda: big_events(a, "second") == EVENTS, 15)
         assert a.store.cluster.view()["link"] == "up"
+        # the re-read took the events' keys, not the values A had: well under 1 MB
+        reads = [r.getMessage() for r in caplog.records if "re-read" in r.getMessage()]
+        assert reads and all(" 0.0 MB " in m or " 0.1 MB " in m for m in reads), reads
     finally:
         for n in nodes:
             await stop_node(n)
@@ -182,10 +188,10 @@ async def test_a_resync_that_keeps_failing_turns_the_link_down(
         caplog.set_level(logging.INFO, logger="quiesce.store.etcd")
         real = a.store._read_prefix
 
-        async def read_prefix(client: Any) -> pages.Snapshot:
+        async def read_prefix(client: Any, since: int) -> tuple[pages.Snapshot, set[str]]:
             if failing:
                 raise RuntimeError("Received message larger than max (injected)")
-            return await real(client)
+            return await real(client, since)
 
         monkeypatch.setattr(a.store, "_read_prefix", read_prefix)
         await asyncio.to_thread(server.stop)

@@ -19,6 +19,8 @@ from typing import Any
 
 PAGE_KEYS = 1000
 """Keys asked for in one Range request (events are ~500 bytes: ~0.5 MB an answer)."""
+KEY_PAGE_KEYS = 10_000
+"""Keys asked for in one Range request without their values (~60 bytes each)."""
 RESTARTS = 3
 """How often a read starts again because its revision was compacted meanwhile."""
 
@@ -88,4 +90,4 @@ async def read_range(
         key = bytes(answer.kvs[-1].key) + b"\0"
 
 
-__all__ = ["PAGE_KEYS", "Snapshot", "read_range"]
+__all__ = ["KEY_PAGE_KEYS", "PAGE_KEYS", "Snapshot", "read_range"]

@@ -24,7 +24,7 @@ from quiesce.store.etcd.base import (
     _why,
     log,
 )
-from quiesce.store.etcd.pages import Snapshot, read_range
+from quiesce.store.etcd.pages import KEY_PAGE_KEYS, Snapshot, read_range
 
 _HELD: tuple[Kind, ...] = ("server", "admin")
 """What a reload being applied here holds back: servers' definitions, and their admin records
@@ -106,9 +106,8 @@ class Watcher(EtcdBase):
         apply every key that changed since we last saw it (all of them at open), and the
         deletion of state keys that are gone."""
         known = self._rev  # before the pages' awaits (the watch may go on meanwhile)
-        result = await self._read_prefix(client)
+        result, unread = await self._read_prefix(client, known)
         revision = result.revision
-        kvs = sorted(result.kvs, key=lambda kv: int(kv.create_revision))
         cluster_id = result.cluster_id
         before, self._cluster_id = self._cluster_id, cluster_id or self._cluster_id
         if revision < known or (before and cluster_id and cluster_id != before):
@@ -117,15 +116,18 @@ class Watcher(EtcdBase):
                 if revision < known
                 else f"cluster ID {before:x} -> {cluster_id:x}"
             )
-            self._replaced(kvs, revision, why)
+            if unread:  # every value, of the new store
+                result, unread = await self._read_prefix(client, 0)
+            kvs = sorted(result.kvs, key=lambda kv: int(kv.create_revision))
+            self._replaced(kvs, result.revision, why)
             return
         self.cluster.seen(revision)
         present = set()
-        for kv in kvs:
+        for kv in sorted(result.kvs, key=lambda kv: int(kv.create_revision)):
             key = kv.key.decode()
             present.add(key)
             rev = int(kv.mod_revision)
-            if self._seen.get(key) != rev:
+            if self._seen.get(key) != rev and key not in unread:
                 self._on_kv(key, bytes(kv.value), rev)
         for key in [k for k in self._seen if k not in present]:
             mine = self._known.get(key)
@@ -141,9 +143,44 @@ class Watcher(EtcdBase):
                 del self.cluster.health[name]  # its lease ended while we were not watching
         self._rev = max(self._rev, revision)
 
-    async def _read_prefix(self, client: Any) -> Snapshot:
-        end = self._bprefix[:-1] + bytes([self._bprefix[-1] + 1])  # the prefix ends in "/"
-        return await read_range(client, self._bprefix, end)
+    async def _read_prefix(self, client: Any, since: int) -> tuple[Snapshot, set[str]]:
+        """The prefix at one revision, and the keys read without their value. At open
+        (``since`` 0) every value; later (a re-read after a lost watch) the events' keys,
+        and the values only of those written after revision ``since``: the events this
+        node has are not read again (~90% of the bytes at the default retention)."""
+        prefix = self._bprefix
+        end = prefix[:-1] + bytes([prefix[-1] + 1])  # the prefix ends in "/"
+        if not since:
+            snap = await read_range(client, prefix, end)
+            self._read_log(snap, since)
+            return snap, set()
+        events, after = prefix + b"events/", prefix + b"events0"
+        snap = await read_range(client, prefix, events)  # admin/
+        at = snap.revision
+        keys = await read_range(
+            client, events, after, revision=at, keys_only=True, page_keys=KEY_PAGE_KEYS
+        )
+        new = await read_range(client, events, after, revision=at, min_mod_revision=since + 1)
+        rest = await read_range(client, after, end, revision=at)
+        valued = {bytes(kv.key): kv for kv in new.kvs}
+        unread = {bytes(kv.key).decode() for kv in keys.kvs if bytes(kv.key) not in valued}
+        snap.kvs += [valued.get(bytes(kv.key), kv) for kv in keys.kvs] + rest.kvs
+        for part in (keys, new, rest):
+            snap.pages, snap.size = snap.pages + part.pages, snap.size + part.size
+        self._read_log(snap, since)
+        return snap, unread
+
+    def _read_log(self, snap: Snapshot, since: int) -> None:
+        log.info(
+            "state store: %s %s from etcd %s at revision %d: %d key(s), %.1f MB in %d page(s)",
+            "re-read" if since else "read",
+            self.prefix,
+            self.endpoint,
+            snap.revision,
+            len(snap.kvs),
+            snap.size / 1e6,
+            snap.pages,
+        )
 
     def _replaced(self, kvs: list[Any], revision: int, why: str) -> None:
         """etcd was replaced or restored from a backup (its revision went back, or its cluster
