@@ -20,6 +20,7 @@ import pytest
 from quiesce.core.cluster import Link
 from quiesce.core.events import Event, EventKind, EventQuery
 from quiesce.core.states import Admin
+from quiesce.store import EtcdStore, StoreError
 from quiesce.store.etcd import pages
 from tests.store.test_etcd import ETCD, A, Etcd, Node, start_node, stop_node, until
 
@@ -211,6 +212,27 @@ async def test_a_resync_that_keeps_failing_turns_the_link_down(
         for n in nodes:
             await stop_node(n)
         server.stop()
+
+
+async def test_a_start_that_cannot_read_the_prefix_says_so(
+    etcd: Etcd, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """etcd answered, with an error: not "cannot reach etcd" (an operator debugs the network)."""
+
+    async def read_prefix(self: Any, client: Any, since: int) -> Any:
+        raise RuntimeError("Received message larger than max (injected)")
+
+    monkeypatch.setattr(EtcdStore, "_read_prefix", read_prefix)
+    store = EtcdStore([etcd.endpoint], "/quiesce-test/unreadable/", node="A")
+    try:
+        with pytest.raises(StoreError) as caught:
+            await store.open()
+    finally:
+        store.close()
+    assert str(caught.value) == (
+        f"state.etcd: cannot read /quiesce-test/unreadable/ from etcd at {etcd.endpoint} "
+        f"({etcd.endpoint}: RuntimeError: Received message larger than max (injected))"
+    )
 
 
 def test_a_link_behind_is_down_after_stale_after_with_its_reason() -> None:

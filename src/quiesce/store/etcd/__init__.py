@@ -87,7 +87,7 @@ class EtcdStore(Writer, Watcher):
         it. Raises :class:`StoreError` naming the endpoints when none answers."""
         self._loop = asyncio.get_running_loop()
         self._thread = threading.get_ident()
-        errors = []
+        errors, answered = [], False
         for i, endpoint in enumerate(self.endpoints):
             client = self._make_client(endpoint)
             try:
@@ -97,13 +97,14 @@ class EtcdStore(Writer, Watcher):
                 if (why := refusal(exc, self.username, self.prefix)) is not None:
                     raise StoreError(f"state.etcd: {endpoint}: {why}") from None
                 errors.append(f"{endpoint}: {_why(exc)}")
+                answered = answered or not _unreachable(exc)
                 continue
             self._client, self._endpoint = client, i
             break
         else:
+            what = f"cannot read {self.prefix} from" if answered else "cannot reach"
             raise StoreError(
-                f"state.etcd: cannot reach etcd at {', '.join(self.endpoints)} "
-                f"({'; '.join(errors)})"
+                f"state.etcd: {what} etcd at {', '.join(self.endpoints)} ({'; '.join(errors)})"
             )
         self.connected = True
         log.info(
@@ -279,6 +280,14 @@ class EtcdStore(Writer, Watcher):
 
     def count_events(self) -> int:
         return self.mirror.count_events()
+
+
+def _unreachable(exc: BaseException) -> bool:
+    """Did the call fail for want of an answer (not an answer that was an error)?"""
+    from aetcd import exceptions
+
+    failed = (exceptions.ConnectionFailedError, exceptions.ConnectionTimeoutError)
+    return isinstance(exc, (*failed, OSError, TimeoutError))
 
 
 __all__ = ["EtcdStore", "RemoteChange", "RemoteHandler"]
