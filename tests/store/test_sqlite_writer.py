@@ -185,6 +185,43 @@ async def test_ids_go_on_after_a_restart_and_past_another_writer(tmp_path: Path)
     await s.aclose()
 
 
+async def test_another_writer_is_a_warning_but_during_a_takeover_info(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """review 90 F16: the other process of a takeover writing events meanwhile is the
+    expected case (INFO naming it); any other writer is still a WARNING."""
+    path = tmp_path / "state.db"
+    s = SqliteStore(path)
+    await s.open()
+    other = sqlite3.connect(path, isolation_level=None)
+    try:
+        for sharing in (False, True):
+            last = s.append_event(ev(1.0))
+            await s.committed()
+            other.execute(
+                "INSERT INTO events (id, time, kind, detail) VALUES (?, 2.0, 'flag_change', '{}')",
+                ((last.id or 0) + 1,),
+            )
+            if sharing:
+                s.sharing_with("pid 42 (the process this one took over from)", 600.0)
+            caplog.clear()
+            with caplog.at_level("INFO", logger="quiesce"):
+                s.append_event(ev(3.0))
+                await s.committed()
+            said = [
+                (r.levelname, r.getMessage()) for r in caplog.records if "ids from" in r.message
+            ]
+            assert len(said) == 1, caplog.records
+            level, message = said[0]
+            if sharing:
+                assert level == "INFO" and "pid 42 (the process this one took over from)" in message
+            else:
+                assert level == "WARNING" and "another process wrote events" in message
+    finally:
+        other.close()
+        await s.aclose()
+
+
 async def test_prunes_by_itself_in_the_writer(tmp_path: Path) -> None:
     s = SqliteStore(tmp_path / "p.db", retention_rows=100, retention_age=1e9)
     await s.open()

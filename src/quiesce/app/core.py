@@ -44,6 +44,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("quiesce")
 
+SHARED_STORE_SECONDS = 600.0
+"""How long after a takeover the other process's event writes to the SQLite file are expected
+(the old one finishes within its --grace, the finish timeout 120 s at most)."""
+
 
 class StartupError(QuiesceError):
     """quiesce cannot start: the message says why (a missing capability, a busy port...)."""
@@ -117,6 +121,7 @@ class App:
             if self.runtime_socket is not None:
                 self.runtime_socket.keep_path = False  # ours now
             self.took_over_from = handover.pid
+            self._sharing_store(f"pid {handover.pid} (the process this one took over from)")
             if held is not None:
                 held.release()
             self.admin.announce_startup()  # the held events, then the startup event
@@ -301,10 +306,18 @@ class App:
         read the state store already and would not see them; quiesce.app.upgrade)."""
         return self.takeover_busy or self.is_handed_over
 
+    def _sharing_store(self, who: str) -> None:
+        """Both processes of a takeover write events to one SQLite file for a while: its ids
+        renumbered meanwhile are expected (INFO, not WARNING: review 90 F16)."""
+        sharing = getattr(getattr(self, "store", None), "sharing_with", None)
+        if sharing is not None:
+            sharing(who, SHARED_STORE_SECONDS)
+
     def handed_over(self, keep_path: bool) -> None:
         """A new process accepts on our listeners now: stop (run_forever waits for this).
         ``keep_path``: it listens on our runtime socket's path, which must stay."""
         self.is_handed_over = True
+        self._sharing_store("the process that took over")
         if self.runtime_socket is not None:
             self.runtime_socket.keep_path = keep_path
         self.stop_requested.set()

@@ -178,6 +178,12 @@ class SqliteStore:
 
     # schema ---------------------------------------------------------------------------------
 
+    def sharing_with(self, who: str, seconds: float) -> None:
+        """The other process of a takeover writes events here too for ``seconds``
+        (:meth:`Writer.sharing_with`)."""
+        if self._writer is not None:
+            self._writer.sharing_with(who, seconds)
+
     @property
     def schema_version(self) -> int:
         row = self._db.execute("PRAGMA user_version").fetchone()
