@@ -78,7 +78,9 @@ class Proc:
                 self.lines.append(line.rstrip("\n"))
                 self.cond.notify_all()
 
-    def wait_for(self, pattern: str, timeout: float = 20.0) -> re.Match[str]:
+    def wait_for(self, pattern: str, timeout: float = 60.0) -> re.Match[str]:
+        # 60 s: a start took 15-18 s at load 10 on 2 cores (an etcd node's more); only a
+        # failing test waits it out
         deadline = time.monotonic() + timeout
         rx = re.compile(pattern)
         with self.cond:
