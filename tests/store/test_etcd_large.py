@@ -214,6 +214,36 @@ async def test_a_resync_that_keeps_failing_turns_the_link_down(
         server.stop()
 
 
+async def test_a_slow_start_is_not_a_stale_link(
+    etcd: Etcd, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Applying what the read found takes time (seconds for 100,000 events): the link is
+    seen at the end of it, not before, so the first poll does not find it stale."""
+    prefix = f"/quiesce-test/{uuid.uuid4().hex[:8]}/"
+    a = await start_node(etcd, prefix, "A")
+    await fill(a, prefix)
+    await stop_node(a)
+    now = [0.0]
+    on_kv = EtcdStore._on_kv
+
+    def slow(self: EtcdStore, key: str, value: bytes | None, rev: int) -> None:
+        now[0] += 0.1  # 50 events: 5 s
+        on_kv(self, key, value, rev)
+
+    monkeypatch.setattr(EtcdStore, "_on_kv", slow)
+    store = EtcdStore([etcd.endpoint], prefix, node="B")
+    store.cluster.clock = lambda: now[0]
+    store.cluster.link = Link(store.cluster.stale_after, 0.0)
+    client = store._make_client(etcd.endpoint)
+    try:
+        await store._sync(client)
+        assert now[0] >= 5 and store.cluster.link.state(now[0]) == "up"
+        assert store.count_events() >= EVENTS
+    finally:
+        await client.close()
+        store.close()
+
+
 async def test_a_start_that_cannot_read_the_prefix_says_so(
     etcd: Etcd, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -121,7 +121,6 @@ class Watcher(EtcdBase):
             kvs = sorted(result.kvs, key=lambda kv: int(kv.create_revision))
             self._replaced(kvs, result.revision, why)
             return
-        self.cluster.seen(revision)
         present = set()
         for kv in sorted(result.kvs, key=lambda kv: int(kv.create_revision)):
             key = kv.key.decode()
@@ -142,6 +141,9 @@ class Watcher(EtcdBase):
             if name != self.node:
                 del self.cluster.health[name]  # its lease ended while we were not watching
         self._rev = max(self._rev, revision)
+        # seen once applied: loading 100,000 events takes seconds, and the link is not stale
+        # for that (a start with a large event log was node_isolated at once, then rejoined)
+        self.cluster.seen(revision)
 
     async def _read_prefix(self, client: Any, since: int) -> tuple[Snapshot, set[str]]:
         """The prefix at one revision, and the keys read without their value. At open
