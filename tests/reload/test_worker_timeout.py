@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from quiesce.app import App
+from quiesce.app.reload_worker import RELOAD_WORKER_TIMEOUT
 from quiesce.config.loader import ConfigError, load_config
 from quiesce.core.events import EventQuery
 from tests.reload.test_apply import config_text
@@ -72,6 +73,9 @@ async def test_a_stuck_worker_is_killed_and_the_reload_refused(tmp_path: Path) -
         assert event.detail["problems"] == [problem]
         await until(lambda: gone(stuck))
         assert app.reloader.worker is None and not app.reloading
+        # 2 s was for the stopped worker: a new one starts (a Python process) and validates
+        # in more than that on a loaded machine (refused at load 9-11)
+        app.reloader.worker_timeout = RELOAD_WORKER_TIMEOUT
         plan = await app.reload("test")  # a new worker
         assert [c.target for c in plan.changes] == ["web/s2"]
         assert worker_pid(app) != stuck
