@@ -379,6 +379,9 @@ class _SharedSqlite(SqliteStore):
     def set_remote_handler(self, handler: object) -> None:
         self.handler = handler
 
+    def drop_admin(self, key: str) -> None:
+        self.delete_admin(key)
+
     async def flush(self, timeout: float | None = None) -> bool:
         return True
 

@@ -7,7 +7,7 @@ what the store holds put back into the registry before anything is served. Part 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, cast
 
 from pydantic import ValidationError
 
@@ -19,6 +19,7 @@ from quiesce.core.errors import GuardRefused, NotFound, QuiesceError
 from quiesce.core.events import Event, EventKind
 from quiesce.core.states import Admin, Cause
 from quiesce.state.registry import ServerRuntime
+from quiesce.store.base import SharedStore
 
 _FILE_KINDS = frozenset(
     {
@@ -90,7 +91,6 @@ class Persistence(ServiceBase):
                     self.store.save_admin(server.key, server.admin)
         elif kind is EventKind.SERVER_REMOVED:
             key = f"{event.pool}/{event.server}"
-            self.store.delete_admin(key)
             self._removing_saved.discard(key)
             if self._shared_store or self._in_file(key) is not None:
                 # a server of the file: its deletion (a tombstone) wins over the file; on a
@@ -103,6 +103,7 @@ class Persistence(ServiceBase):
                 # served, not "kept deleted": review 14 R9)
                 self.store.forget_server(key)
                 self._server_records.discard(key)
+            self._drop_admin(key)  # after the tombstone: the other nodes delete by that
         elif kind is EventKind.FLAG_CHANGE:
             name = str(event.detail.get("flag", ""))
             if name in self.registry.flags:
@@ -118,6 +119,15 @@ class Persistence(ServiceBase):
                 self.store.save_monitor(name, data)
             elif name:
                 self.store.delete_monitor(name)
+
+    def _drop_admin(self, key: str) -> None:
+        """The admin record of a server deleted at runtime, deleted: on a shared store from
+        every node's (review 90 F10: etcd kept a ``drain`` or ``maintenance`` record of every
+        server so deleted, and each start warned "forgotten" about each)."""
+        if self._shared_store:
+            cast(SharedStore, self.store).drop_admin(key)
+        else:
+            self.store.delete_admin(key)
 
     def _reloads_own(self, event: Event) -> bool:
         """On a shared store, what a reload of this node's file does to a server and
@@ -342,15 +352,25 @@ class Persistence(ServiceBase):
         """The stored admin records put back (maintenance, drain, their expiry), by server;
         a record of a server its pool in the config does not have is forgotten, one of a
         pool the config does not have kept (the pool may come back, by a reload or at a
-        restart: docs/admin.md)."""
+        restart: docs/admin.md). One of a server deleted at runtime (its tombstone: deleted
+        on every node) is deleted from the store without a warning, on etcd for every node:
+        an earlier version left them (review 90 F10)."""
         reg, store = self.registry, self.store
         restored: dict[str, str] = {}
+        deleted: set[str] | None = None  # servers with a tombstone, read at the first need
+        dropped = 0
         for key, record in store.load_admin().items():
             if pools is not None and key.partition("/")[0] not in pools:
                 continue
             try:
                 server = reg.find_server(key)
             except NotFound:
+                if deleted is None:
+                    deleted = {k for k, v in store.load_servers().items() if v is None}
+                if key in deleted:  # deleted at runtime by an earlier version (review 90 F10)
+                    self._drop_admin(key)
+                    dropped += 1
+                    continue
                 state, pool = record.state.value, key.partition("/")[0]
                 if pool not in reg.pools:  # the pool is out of the file: kept for its return
                     ignore(f"admin state of {key} ({state}) kept: no pool {pool!r} in the config")
@@ -361,6 +381,12 @@ class Persistence(ServiceBase):
             reg.restore_admin(server, _sane(record))
             if record.state is not Admin.ENABLED:
                 restored[key] = record.state.value
+        if dropped:
+            log.info(
+                "state store: %d admin record(s) of server(s) deleted at runtime removed "
+                "(left by an earlier version)",
+                dropped,
+            )
         return restored
 
     def restore_pools(self, pools: frozenset[str]) -> list[str]:

@@ -160,6 +160,12 @@ class SharedStore(StateStore, Protocol):
         """Who applies the changes other nodes write (the admin service), or None."""
         ...
 
+    def drop_admin(self, key: str) -> None:
+        """The admin record of a server deleted on every node (its tombstone written first)
+        deleted from the shared store too; :meth:`delete_admin` forgets it here only (a node
+        whose config lacks the server must not erase the record the others use)."""
+        ...
+
     async def flush(self, timeout: float | None = None) -> bool:
         """Wait until every queued write reached the shared store; False on timeout."""
         ...

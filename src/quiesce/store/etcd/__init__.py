@@ -205,6 +205,19 @@ class EtcdStore(Writer, Watcher):
         change) must not erase the record the other nodes still use."""
         self.mirror.delete_admin(key)
 
+    def drop_admin(self, key: str) -> None:
+        """Deleted here and from etcd (a server deleted at runtime: review 90 F10; every node
+        deletes its copy by the tombstone, written before). A real delete of the key, on the
+        revision this node saw, so a newer record another node wrote meanwhile wins as any
+        conflict; no write for a record etcd does not have as far as this node knows (another
+        node deleted it already)."""
+        self.mirror.delete_admin(key)
+        k = self._key("admin", key)
+        if self._replay_from is not None or (k not in self._known and k not in self._ops):
+            return
+        self._checks.pop(k, None)
+        self._enqueue(k, None, max(self._seen.get(k, 0), self._acked.get(k, 0)))
+
     def save_flag(self, name: str, value: bool | str) -> None:
         self.mirror.save_flag(name, value)
         self._share("flag", name, value)

@@ -226,6 +226,8 @@ class Writer(EtcdBase):
                 self._acked[key] = rev
                 if op.value is not None:
                     self._known[key] = op.value
+                else:  # deleted (an admin record): not one to write back to a store that lost it
+                    self._known.pop(key, None)
                 if op.local:
                     self._reconciled(key, op, rev)
             if key not in self._ops and key in self._deferred:
