@@ -205,3 +205,55 @@ def test_admin_records_an_earlier_version_left_are_deleted_at_start(
             assert keys["admin/solo/elsewhere"]["value"]["state"] == "maintenance"
         finally:
             assert node.proc.stop(signal.SIGTERM) == 0
+
+
+def test_a_server_another_node_still_drains_loses_its_admin_record_once_deleted(
+    tmp_path: Path, etcd: Etcd
+) -> None:
+    """``destroy --drain`` on node A of a server only node B has a connection to: A deletes
+    it at once (tombstone, then its admin record deleted), B drains its connection first;
+    the record's deletion reaching B meanwhile changes nothing there (still draining, no
+    error), and once B deleted it too etcd has no admin record of it."""
+    with serve_in_thread(Backend("f"), Backend("e")) as (f, e):
+        nodes = []
+        for name in ("a", "b"):
+            (tmp_path / name).mkdir()
+            write_config(tmp_path / name, node_config(etcd, PREFIX, name), f.address)
+            nodes.append(run_quiesce(tmp_path / name))
+        a, b = nodes
+        try:
+            cli(a, "create", "server", "solo/e3", e.address)
+            cli(a, "set", "server", "solo/a1", "maintenance")
+            until(lambda: "e3" in servers(b), 30)
+            held: list[int] = []
+            client = threading.Thread(
+                target=lambda: held.append(httpx.get(f"{b.www}hold", timeout=60).status_code)
+            )
+            client.start()
+            try:
+                e.wait_holding(1)
+                out = cli(a, "destroy", "server", "solo/e3", "--drain", "--timeout", "infinite")
+                assert "drained and deleted" in out, out
+                # A's deletion reached B: e3 draining there, its record deleted from etcd
+                until(lambda: "admin/solo/e3" not in etcd_keys(etcd), 30)
+                r = httpx.get(f"{b.api}/servers/solo/e3", auth=AUTH, timeout=10)
+                assert r.status_code == 200, r.text
+                assert r.json()["admin"] == "drain", r.json()
+            finally:
+                e.release()
+                client.join(30)
+            assert held == [200]
+            until(lambda: "e3" not in servers(b), 30)
+            assert "Traceback" not in a.proc.output + b.proc.output
+        finally:
+            for node in (a, b):
+                assert node.proc.stop(signal.SIGTERM) == 0
+        keys = etcd_keys(etcd)
+        assert keys["servers/solo/e3"]["value"] is None
+        assert [k for k in keys if k.startswith("admin/")] == ["admin/solo/a1"]
+        b = run_quiesce(tmp_path / "b")
+        try:
+            assert servers(b) == ["a1"]
+            assert "forgotten" not in b.proc.output, b.proc.output
+        finally:
+            b.proc.stop(signal.SIGTERM)

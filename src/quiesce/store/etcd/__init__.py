@@ -206,14 +206,20 @@ class EtcdStore(Writer, Watcher):
         self.mirror.delete_admin(key)
 
     def drop_admin(self, key: str) -> None:
-        """Deleted here and from etcd (a server deleted at runtime: review 90 F10; every node
-        deletes its copy by the tombstone, written before). A real delete of the key, on the
-        revision this node saw, so a newer record another node wrote meanwhile wins as any
-        conflict; no write for a record etcd does not have as far as this node knows (another
-        node deleted it already)."""
+        """Deleted here and from etcd (a server deleted at runtime: review 90 F10). Called
+        right after the server's tombstone is queued: deleted in the tombstone's transaction,
+        so after the writes of the record queued before it (the drain the other nodes drain
+        the server by lands first) and only if the deletion lands. Without a tombstone queued
+        (a start deleting what an earlier version left): a delete of its own, on the revision
+        this node saw. No write for a record etcd does not have as far as this node knows."""
         self.mirror.delete_admin(key)
         k = self._key("admin", key)
         if self._replay_from is not None or (k not in self._known and k not in self._ops):
+            return
+        tombstone = self._ops.get(self._key("server", key))
+        if tombstone is not None and tombstone is not self._inflight:
+            if k not in tombstone.drops:
+                tombstone.drops.append(k)
             return
         self._checks.pop(k, None)
         self._enqueue(k, None, max(self._seen.get(k, 0), self._acked.get(k, 0)))

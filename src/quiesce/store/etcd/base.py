@@ -83,6 +83,9 @@ class Op:
     # the key deleted first, so etcd creates it anew (a server added again after its delete:
     # a full read orders the servers by their keys' create revision, as they were added)
     recreate: bool = False
+    # other keys deleted in the same transaction, unconditionally (a deleted server's admin
+    # record, with its tombstone: after the writes queued before it, and only if it lands)
+    drops: list[str] = field(default_factory=list)
 
 
 class EtcdBase:

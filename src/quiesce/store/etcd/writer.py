@@ -226,8 +226,10 @@ class Writer(EtcdBase):
                 self._acked[key] = rev
                 if op.value is not None:
                     self._known[key] = op.value
-                else:  # deleted (an admin record): not one to write back to a store that lost it
+                else:  # deleted: not one to write back to a store that lost it
                     self._known.pop(key, None)
+                for dropped in op.drops:
+                    self._known.pop(dropped, None)
                 if op.local:
                     self._reconciled(key, op, rev)
             if key not in self._ops and key in self._deferred:
@@ -263,7 +265,11 @@ class Writer(EtcdBase):
         checks = list(op.checks.items())
         ok, responses = await client.transaction(
             compare=[txn.Mod(bkey) == op.base, *(txn.Mod(k.encode()) == r for k, r in checks)],
-            success=[*(txn.Put(k.encode(), v) for k, v in op.events), write],  # in order
+            success=[  # in order
+                *(txn.Put(k.encode(), v) for k, v in op.events),
+                write,
+                *(txn.Delete(k.encode()) for k in op.drops),
+            ],
             failure=[txn.Get(bkey), *(txn.Get(k.encode()) for k, _ in checks)],
         )
         if ok:
@@ -290,6 +296,7 @@ class Writer(EtcdBase):
             op.local = op.local or after.local
             op.checks = {**after.checks, **op.checks}
             op.recreate = op.recreate or after.recreate
+            op.drops.extend(k for k in after.drops if k not in op.drops)
             self._ops[key] = op
 
     def _on_refused(self, key: str, op: Op, value: bytes | None, rev: int) -> None:
